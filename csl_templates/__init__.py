@@ -1,0 +1,1 @@
+"""csl_templates package."""

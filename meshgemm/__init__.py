@@ -1,0 +1,1 @@
+"""meshgemm package."""

@@ -1,0 +1,388 @@
+"""The hardware model: one immutable ``HardwareSpec`` per target, read by the cost model, the simulator,
+the kernels and (later) the CSL emitter alike.
+
+Every number has its source beside it (``hardware-and-csl.md`` section, or "calibrated" with the fit
+recorded in docs/CALIBRATION.md). Custom meshes come from TOML or JSON files validated field by field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from plmr.errors import InputError
+
+#: Element types the cost model and the simulator understand. ``fp16_fp32`` is the mixed form
+#: (fp16 operands, fp32 accumulator: ``@fmachs``, ``@faddhs``).
+DTYPES = ("fp16", "fp32", "fp16_fp32")
+DTYPE_BYTES = {"fp16": 2, "fp32": 4, "fp16_fp32": 2}
+
+#: DSD-op families with a SIMD width (hardware-and-csl.md §1.2).
+OP_FAMILIES = ("fmac", "add", "mul", "mov", "scale", "max", "convert")
+
+
+def _freeze_widths(widths: Mapping[str, Mapping[str, int]]) -> Mapping[str, Mapping[str, int]]:
+    return MappingProxyType({op: MappingProxyType(dict(per)) for op, per in widths.items()})
+
+
+@dataclass(frozen=True)
+class HardwareSpec:
+    """A wafer-scale mesh target: fabric geometry, per-PE resources and the PLMR cost parameters.
+
+    Symbols follow waferllm-method.md §2.3: α = ``hop_cycles``, ρ = ``ramp_cycles``,
+    β = ``relay_cycles``, c_op = ``op_issue_cycles``, c_task = ``task_cycles``,
+    c_fn = ``scalar_fn_cycles``, and a per-collective constant ``collective_cycles``.
+    """
+
+    name: str
+    description: str
+    # --- geometry -------------------------------------------------------------------------------
+    mesh_width: int  # usable kernel columns (x), memcpy halo excluded
+    mesh_height: int  # usable kernel rows (y)
+    fabric_width: int  # full fabric as cslc sees it (--fabric-dims)
+    fabric_height: int
+    # --- clock, memory ----------------------------------------------------------------------------
+    clock_hz: float
+    sram_bytes: int  # per PE
+    sram_reserve_bytes: int  # code, stack and runtime (memcpy) per PE
+    sram_banks: int
+    # --- routing ----------------------------------------------------------------------------------
+    num_colors: int  # colour IDs 0 .. num_colors-1
+    reserved_colors: tuple[int, ...]  # taken by memcpy / runtime: never emitted
+    wavelet_bits: int
+    router_buffer_wavelets: int  # per (port, colour) virtual-channel buffer
+    input_queue_words: tuple[int, ...]  # per input queue, 16-bit words
+    output_queue_words: tuple[int, ...]  # per output queue, 16-bit words
+    # --- PLMR cycle parameters ------------------------------------------------------------------
+    hop_cycles: float  # α: one router hop (link + router)
+    ramp_cycles: float  # ρ: injection + ejection of one message
+    relay_cycles: float  # β: one software routing stage (receive, add, re-send)
+    op_issue_cycles: float  # c_op: fixed overhead of one DSD op
+    task_cycles: float  # c_task: one task activation / step synchronisation
+    scalar_fn_cycles: float  # c_fn: per element of exp, rsqrt, sigmoid, divide
+    collective_cycles: float  # fixed set-up of one collective (per phase of a K-tree)
+    simd_widths: Mapping[str, Mapping[str, int]] = field(hash=False, compare=True)
+    # --- power --------------------------------------------------------------------------------------
+    power_watts: float = 0.0
+
+    # derived facts -----------------------------------------------------------------------------
+    @property
+    def routable_colors(self) -> tuple[int, ...]:
+        """Colour IDs a kernel may route on (reserved ones removed)."""
+        return tuple(c for c in range(self.num_colors) if c not in self.reserved_colors)
+
+    @property
+    def usable_sram_bytes(self) -> int:
+        """Bytes per PE left for a program's data after the reserve."""
+        return self.sram_bytes - self.sram_reserve_bytes
+
+    @property
+    def num_pes(self) -> int:
+        return self.mesh_width * self.mesh_height
+
+    @property
+    def wavelet_bytes(self) -> int:
+        return self.wavelet_bits // 8
+
+    def elements_per_wavelet(self, dtype: str, packed: bool = False) -> int:
+        """e_w: fp32 travels one per wavelet; fp16 one (as the authors send it) or two if packed."""
+        _check_dtype(dtype)
+        if packed:
+            return max(1, self.wavelet_bytes // DTYPE_BYTES[dtype])
+        return 1
+
+    def simd_width(self, op: str, dtype: str) -> int:
+        """F(op, dtype): elements per cycle of a vector DSD op (MACs per cycle for ``fmac``)."""
+        _check_dtype(dtype)
+        try:
+            return self.simd_widths[op][dtype]
+        except KeyError:
+            raise InputError(
+                f"hardware {self.name!r} has no SIMD width for op {op!r} and dtype {dtype!r}; "
+                f"known ops: {', '.join(sorted(self.simd_widths))}"
+            ) from None
+
+    def input_queue_wavelets(self, queue: int) -> int:
+        """Depth of an input queue in 32-bit wavelets (a wavelet takes two 16-bit words; §1.3)."""
+        return max(1, self.input_queue_words[queue] * 16 // self.wavelet_bits)
+
+    def seconds(self, cycles: float) -> float:
+        return cycles / self.clock_hz
+
+    def with_params(self, **changes: Any) -> "HardwareSpec":
+        """A copy with some fields changed, validated (used by calibration and custom specs)."""
+        spec = dataclasses.replace(self, **changes)
+        validate_spec(spec)
+        return spec
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["simd_widths"] = {op: dict(per) for op, per in self.simd_widths.items()}
+        d["reserved_colors"] = list(self.reserved_colors)
+        d["input_queue_words"] = list(self.input_queue_words)
+        d["output_queue_words"] = list(self.output_queue_words)
+        return d
+
+
+def _check_dtype(dtype: str) -> None:
+    if dtype not in DTYPES:
+        raise InputError(f"unknown dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Built-in targets
+# ------------------------------------------------------------------------------------------------
+
+# Calibrated overheads (op issue, relay stage, per-collective constant): fitted once on the
+# LLaMA3-8B WSE-2 figures by benchmarks/fit_calibration.py; see docs/CALIBRATION.md.
+WSE2_CALIBRATED = {
+    "op_issue_cycles": 6.0,
+    "relay_cycles": 10.0,
+    "collective_cycles": 20.0,
+}
+
+# One A100 SXM4 is 400 W; the paper's energy ratios reproduce with WSE-2 = 37.5 x A100
+# (calibration-targets.md §1).
+_A100_WATTS = 400.0
+
+WSE2 = HardwareSpec(
+    name="wse2",
+    description="Cerebras WSE-2 (CS-2), 7 nm, 850k cores; the WaferLLM paper's target",
+    mesh_width=750,  # §1.1: largest kernel rectangle with memcpy, 750 x 994
+    mesh_height=994,
+    fabric_width=757,  # §1.1: --fabric-dims 757 x 996 ("most CS-2s")
+    fabric_height=996,
+    clock_hz=1.1e9,  # calibration-targets §1: the paper converts cycles at 1.1 GHz
+    sram_bytes=48 * 1024,  # §1.1: 48 KB = 8 banks x 6 KB
+    sram_reserve_bytes=4 * 1024,  # §3.1: ~4 KB stack; memcpy runtime size unpublished
+    sram_banks=8,  # §1.1
+    num_colors=24,  # §1.1: routable colour IDs 0-23
+    reserved_colors=(21, 22, 23),  # §1.5: memcpy
+    wavelet_bits=32,  # §2.1
+    router_buffer_wavelets=2,  # §2.2: undocumented, default 2 (parameter)
+    input_queue_words=(6, 6, 4, 4, 2, 2, 2, 2),  # §1.3 WSE-2 input queues 0-7
+    output_queue_words=(2, 2, 6, 6, 2, 2),  # §1.3 WSE-2 output queues 0-5
+    hop_cycles=2.0,  # §2.3: simprint 1156/1158/1160 = 2 cycles per hop; Luczynski T_R ~ 2
+    ramp_cycles=2.0,  # §2.3: injection + delivery to the CE, ~1 cycle each way (default)
+    relay_cycles=WSE2_CALIBRATED["relay_cycles"],  # calibrated (docs/CALIBRATION.md)
+    op_issue_cycles=WSE2_CALIBRATED["op_issue_cycles"],  # calibrated
+    task_cycles=10.0,  # §3.5/§12 #5: task switch, unpublished; default
+    scalar_fn_cycles=10.0,  # method §2.3: exp/rsqrt/divide are not SIMD; default
+    collective_cycles=WSE2_CALIBRATED["collective_cycles"],  # calibrated
+    simd_widths=_freeze_widths(
+        {  # §1.2, WSE-2 column; fmacs/fmuls = 1 [derived]
+            "fmac": {"fp16": 4, "fp32": 1, "fp16_fp32": 2},
+            "add": {"fp16": 4, "fp32": 2, "fp16_fp32": 2},
+            "mul": {"fp16": 4, "fp32": 1, "fp16_fp32": 1},
+            "mov": {"fp16": 4, "fp32": 2, "fp16_fp32": 2},
+            "scale": {"fp16": 4, "fp32": 2, "fp16_fp32": 2},
+            "max": {"fp16": 1, "fp32": 1, "fp16_fp32": 1},
+            "convert": {"fp16": 1, "fp32": 1, "fp16_fp32": 1},
+        }
+    ),
+    power_watts=37.5 * _A100_WATTS,  # calibration-targets §1: 37.5 x one A100
+)
+
+WSE3 = HardwareSpec(
+    name="wse3",
+    description="Cerebras WSE-3 (CS-3), 5 nm, 900k cores; same NoC as WSE-2, wider SIMD",
+    mesh_width=755,  # §1.1: 755 x 1170 kernel rectangle [derived]
+    mesh_height=1170,
+    fabric_width=762,  # §1.1: 762 x 1172 on real systems
+    fabric_height=1172,
+    clock_hz=1.1e9,  # not published; the paper's 1.1 GHz kept for comparability
+    sram_bytes=48 * 1024,  # §1.1
+    sram_reserve_bytes=4 * 1024,  # as WSE-2
+    sram_banks=8,  # §1.1 [unverified]
+    num_colors=24,  # §1.1
+    reserved_colors=(21, 22, 23),  # §1.5
+    wavelet_bits=32,
+    router_buffer_wavelets=2,
+    input_queue_words=(8, 8, 4, 4, 4, 4, 4, 4),  # §1.3 WSE-3 input queues
+    output_queue_words=(8, 8, 8, 8, 8, 8, 8, 8),  # §1.3 WSE-3 output queues (default)
+    hop_cycles=WSE2.hop_cycles,  # "retains the same NoC configuration" (§1.1)
+    ramp_cycles=WSE2.ramp_cycles,
+    relay_cycles=WSE2.relay_cycles,  # no WSE-3 figures to fit: WSE-2 values carried over
+    op_issue_cycles=WSE2.op_issue_cycles,
+    task_cycles=WSE2.task_cycles,
+    scalar_fn_cycles=WSE2.scalar_fn_cycles,
+    collective_cycles=WSE2.collective_cycles,
+    simd_widths=_freeze_widths(
+        {  # §1.2, WSE-3 column
+            "fmac": {"fp16": 8, "fp32": 1, "fp16_fp32": 4},
+            "add": {"fp16": 8, "fp32": 4, "fp16_fp32": 4},
+            "mul": {"fp16": 8, "fp32": 1, "fp16_fp32": 1},
+            "mov": {"fp16": 8, "fp32": 4, "fp16_fp32": 4},
+            "scale": {"fp16": 8, "fp32": 4, "fp16_fp32": 4},
+            "max": {"fp16": 8, "fp32": 4, "fp16_fp32": 4},
+            "convert": {"fp16": 4, "fp32": 4, "fp16_fp32": 4},
+        }
+    ),
+    power_watts=37.5 * _A100_WATTS,  # not published; WSE-2's nominal power as a placeholder
+)
+
+BUILTIN_SPECS: Mapping[str, HardwareSpec] = MappingProxyType({"wse2": WSE2, "wse3": WSE3})
+
+
+# ------------------------------------------------------------------------------------------------
+# Validation and loading
+# ------------------------------------------------------------------------------------------------
+
+_FIELDS = {f.name: f for f in dataclasses.fields(HardwareSpec)}
+_INT_FIELDS = {
+    "mesh_width", "mesh_height", "fabric_width", "fabric_height", "sram_bytes",
+    "sram_reserve_bytes", "sram_banks", "num_colors", "wavelet_bits", "router_buffer_wavelets",
+}
+_FLOAT_FIELDS = {
+    "clock_hz", "hop_cycles", "ramp_cycles", "relay_cycles", "op_issue_cycles", "task_cycles",
+    "scalar_fn_cycles", "collective_cycles", "power_watts",
+}
+
+
+def validate_spec(spec: HardwareSpec) -> None:
+    """Raise ``InputError`` naming the first field that is impossible."""
+    where = f"hardware {spec.name!r}"
+    for name in ("mesh_width", "mesh_height", "fabric_width", "fabric_height", "sram_bytes",
+                 "sram_banks", "num_colors", "wavelet_bits", "router_buffer_wavelets"):
+        if getattr(spec, name) <= 0:
+            raise InputError(f"{where}: {name} must be positive, got {getattr(spec, name)}")
+    for name in _FLOAT_FIELDS - {"clock_hz"}:
+        value = getattr(spec, name)
+        if not math.isfinite(value) or value < 0:
+            raise InputError(f"{where}: {name} must be a finite number >= 0, got {value}")
+    if not math.isfinite(spec.clock_hz) or spec.clock_hz <= 0:
+        raise InputError(f"{where}: clock_hz must be positive, got {spec.clock_hz}")
+    if spec.sram_reserve_bytes < 0 or spec.sram_reserve_bytes >= spec.sram_bytes:
+        raise InputError(
+            f"{where}: sram_reserve_bytes must be in [0, sram_bytes={spec.sram_bytes}), "
+            f"got {spec.sram_reserve_bytes}"
+        )
+    if spec.mesh_width > spec.fabric_width or spec.mesh_height > spec.fabric_height:
+        raise InputError(
+            f"{where}: mesh {spec.mesh_width}x{spec.mesh_height} is larger than the fabric "
+            f"{spec.fabric_width}x{spec.fabric_height}"
+        )
+    bad = [c for c in spec.reserved_colors if not 0 <= c < spec.num_colors]
+    if bad:
+        raise InputError(f"{where}: reserved colour {bad[0]} outside 0..{spec.num_colors - 1}")
+    if not spec.routable_colors:
+        raise InputError(f"{where}: no routable colours left (num_colors={spec.num_colors}, "
+                         f"reserved={list(spec.reserved_colors)})")
+    if spec.wavelet_bits % 16:
+        raise InputError(f"{where}: wavelet_bits must be a multiple of 16, got {spec.wavelet_bits}")
+    for name in ("input_queue_words", "output_queue_words"):
+        depths = getattr(spec, name)
+        if not depths or any(d <= 0 for d in depths):
+            raise InputError(f"{where}: {name} must be a non-empty list of positive depths")
+    for op in OP_FAMILIES:
+        if op not in spec.simd_widths:
+            raise InputError(f"{where}: simd_widths lacks op {op!r}; required: {', '.join(OP_FAMILIES)}")
+    for op, per in spec.simd_widths.items():
+        for dtype, width in per.items():
+            if dtype not in DTYPES:
+                raise InputError(f"{where}: simd_widths.{op} has unknown dtype {dtype!r}; "
+                                 f"allowed: {', '.join(DTYPES)}")
+            if not isinstance(width, int) or width <= 0:
+                raise InputError(f"{where}: simd_widths.{op}.{dtype} must be a positive integer, "
+                                 f"got {width!r}")
+        missing = [d for d in DTYPES if d not in per]
+        if missing:
+            raise InputError(f"{where}: simd_widths.{op} lacks dtype {missing[0]!r}")
+
+
+def spec_from_mapping(data: Mapping[str, Any], source: str = "<mapping>") -> HardwareSpec:
+    """Build a spec from a TOML/JSON mapping. ``base = "wse2"`` inherits every field not given."""
+    if not isinstance(data, Mapping):
+        raise InputError(f"{source}: a hardware spec must be a table/object of fields")
+    data = dict(data)
+    base_name = data.pop("base", None)
+    if base_name is not None:
+        if base_name not in BUILTIN_SPECS:
+            raise InputError(f"{source}: unknown base {base_name!r}; built-ins: {', '.join(BUILTIN_SPECS)}")
+        values = BUILTIN_SPECS[base_name].to_dict()
+    else:
+        values = {}
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise InputError(f"{source}: unknown key {unknown[0]!r}; allowed keys: base, "
+                         + ", ".join(sorted(_FIELDS)))
+    if "simd_widths" in data and "simd_widths" in values:
+        merged = {op: dict(per) for op, per in values["simd_widths"].items()}
+        if not isinstance(data["simd_widths"], Mapping):
+            raise InputError(f"{source}: simd_widths must be a table of op -> {{dtype = width}}")
+        for op, per in data["simd_widths"].items():
+            if not isinstance(per, Mapping):
+                raise InputError(f"{source}: simd_widths.{op} must be a table of dtype -> width")
+            merged.setdefault(op, {}).update(per)
+        data["simd_widths"] = merged
+    values.update(data)
+    missing = sorted(set(_FIELDS) - set(values) - {"power_watts"})
+    if missing:
+        raise InputError(f"{source}: missing key {missing[0]!r} (or give base = \"wse2\" to inherit)")
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        if name in _INT_FIELDS:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InputError(f"{source}: {name} must be an integer, got {value!r}")
+        elif name in _FLOAT_FIELDS:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise InputError(f"{source}: {name} must be a number, got {value!r}")
+            value = float(value)
+        elif name in ("name", "description"):
+            if not isinstance(value, str) or (name == "name" and not value):
+                raise InputError(f"{source}: {name} must be a non-empty string, got {value!r}")
+        elif name in ("reserved_colors", "input_queue_words", "output_queue_words"):
+            if not isinstance(value, (list, tuple)) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value
+            ):
+                raise InputError(f"{source}: {name} must be a list of integers, got {value!r}")
+            value = tuple(value)
+        elif name == "simd_widths":
+            if not isinstance(value, Mapping) or not all(isinstance(p, Mapping) for p in value.values()):
+                raise InputError(f"{source}: simd_widths must be a table of op -> {{dtype = width}}")
+            value = _freeze_widths(value)
+        kwargs[name] = value
+    spec = HardwareSpec(**kwargs)
+    validate_spec(spec)
+    return spec
+
+
+def load_spec_file(path: str | Path) -> HardwareSpec:
+    """Load a custom spec from a ``.toml`` or ``.json`` file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InputError(f"cannot read hardware file {str(path)!r}: {exc.strerror or exc}") from None
+    if path.suffix.lower() == ".toml":
+        import tomllib
+
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise InputError(f"{path}: malformed TOML: {exc}") from None
+    elif path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: malformed JSON: {exc.msg} at line {exc.lineno}") from None
+    else:
+        raise InputError(f"hardware file {str(path)!r}: unknown format; use .toml or .json")
+    return spec_from_mapping(data, source=str(path))
+
+
+def get_spec(name_or_path: str | Path) -> HardwareSpec:
+    """A built-in name (``wse2``, ``wse3``) or a path to a TOML/JSON spec file."""
+    key = str(name_or_path)
+    if key.lower() in BUILTIN_SPECS:
+        return BUILTIN_SPECS[key.lower()]
+    path = Path(key)
+    if path.suffix.lower() in (".toml", ".json") or path.exists():
+        return load_spec_file(path)
+    raise InputError(f"unknown hardware {key!r}; built-ins: {', '.join(BUILTIN_SPECS)}, "
+                     "or a path to a .toml/.json spec")
