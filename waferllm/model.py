@@ -116,7 +116,7 @@ class ModelSpec:
     weights_bytes: int | None = None
 
     def __post_init__(self) -> None:
-        where = f"model '{self.name}'"
+        where = f"model '{self.source or self.name}'"
         if self.architecture not in SUPPORTED_ARCHITECTURES:
             raise InputError(_unsupported_arch(where, self.architecture))
         expected_type = SUPPORTED_ARCHITECTURES[self.architecture]
@@ -126,6 +126,9 @@ class ModelSpec:
         for name in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
                      "intermediate_size", "vocab_size", "max_position_embeddings"):
             _check_positive_int(where, name, getattr(self, name))
+        if self.head_dim % 2:
+            raise InputError(f"{where}: head_dim must be even (RoPE rotates feature pairs i, i + head_dim/2), "
+                             f"got {self.head_dim}")
         if self.num_heads % self.num_kv_heads:
             raise InputError(f"{where}: num_attention_heads ({self.num_heads}) must be a multiple of "
                              f"num_key_value_heads ({self.num_kv_heads})")
@@ -377,7 +380,7 @@ def check_config_dict(d: object, where: str) -> tuple[str, str]:
 
 def spec_from_config_dict(d: Mapping[str, Any], name: str, source: str = "") -> ModelSpec:
     """The fast path: a ModelSpec from a raw config.json dict, applying transformers 5.x defaults."""
-    where = f"model '{name}'"
+    where = f"model '{source or name}'"
     arch, mtype = check_config_dict(d, where)
     dflt = _DEFAULTS[mtype]
 
@@ -385,6 +388,9 @@ def spec_from_config_dict(d: Mapping[str, Any], name: str, source: str = "") -> 
         return d.get(key, dflt.get(key))
 
     hidden, heads, layers = d["hidden_size"], d["num_attention_heads"], d["num_hidden_layers"]
+    if mtype == "llama" and hidden % heads:  # LlamaConfig refuses these even with an explicit head_dim
+        raise InputError(f"{where}: hidden_size ({hidden}) must be a multiple of num_attention_heads ({heads}) "
+                         "for Llama models")
     kv = get("num_key_value_heads")
     kv = heads if kv is None else kv
     # transformers merges legacy rope_scaling / rope_theta into rope_parameters (rope_scaling wins).
@@ -395,11 +401,8 @@ def spec_from_config_dict(d: Mapping[str, Any], name: str, source: str = "") -> 
     rp.setdefault("rope_theta", d.get("rope_theta", _ROPE_THETA_DEFAULT))
     rp.setdefault("partial_rotary_factor", d.get("partial_rotary_factor", 1.0))
     rope_type = rp.setdefault("rope_type", rp.get("type", "default"))
-    if rope_type == "llama3":
-        if "original_max_position_embeddings" in d:
-            rp["original_max_position_embeddings"] = d["original_max_position_embeddings"]
-        else:
-            rp.setdefault("original_max_position_embeddings", get("max_position_embeddings"))
+    if rope_type == "llama3":  # a top-level original_max_position_embeddings is ignored for these models
+        rp.setdefault("original_max_position_embeddings", get("max_position_embeddings"))
     theta, scaling = _rope(where, rp)
 
     if mtype == "llama":
@@ -431,7 +434,7 @@ def spec_from_config_dict(d: Mapping[str, Any], name: str, source: str = "") -> 
 
 def spec_from_hf_config(cfg: Any, name: str, source: str = "") -> ModelSpec:
     """A ModelSpec from a transformers config object (5.x ``rope_parameters``; 4.x ``rope_theta``/``rope_scaling``)."""
-    where = f"model '{name}'"
+    where = f"model '{source or name}'"
     archs = getattr(cfg, "architectures", None) or []
     by_type = {t: a for a, t in SUPPORTED_ARCHITECTURES.items()}
     arch = archs[0] if archs else by_type.get(cfg.model_type, cfg.model_type)
@@ -509,38 +512,41 @@ def check_safetensors(spec: ModelSpec, files: list[Path]) -> int:
     """Check every tensor in ``files`` against the config's shapes; return the bytes of tensor data.
 
     Catches a config.json that does not describe the weights beside it (wrong head_dim, kv heads, bias
-    flags...) before a plan is built on it.
+    flags...) before a plan is built on it. Problems are reported in layer order: wrong shapes first,
+    then missing tensors, then unexpected ones.
     """
-    expected = spec.hf_tensor_shapes()
-    seen: set[str] = set()
+    found: dict[str, tuple[tuple[int, ...], str]] = {}
     total = 0
     for path in files:
         for tname, info in read_safetensors_header(path).items():
             if tname == "__metadata__":
                 continue
             try:
-                shape = tuple(info["shape"])
-                start, end = info["data_offsets"]
+                shape = tuple(int(n) for n in info["shape"])
+                start, end = (int(o) for o in info["data_offsets"])
             except (KeyError, TypeError, ValueError):
                 raise InputError(f"{path.name}: malformed safetensors entry for tensor '{tname}'") from None
             total += end - start
-            if tname.endswith("rotary_emb.inv_freq"):  # a buffer some old checkpoints saved; recomputed anyway
-                continue
-            want = expected.get(tname)
-            if want is None and tname == "lm_head.weight" and spec.tie_word_embeddings:
-                want = (spec.vocab_size, spec.hidden_size)  # some tied checkpoints store the copy too
-            if want is None:
-                raise InputError(f"{path.name}: unexpected tensor '{tname}' for a {spec.architecture} with "
-                                 f"this config.json (check the bias flags and num_hidden_layers)")
-            if shape != want:
-                raise InputError(f"{path.name}: tensor '{tname}' has shape {list(shape)} but config.json "
-                                 f"implies {list(want)}")
-            seen.add(tname)
-    missing = [t for t in expected if t not in seen]
+            if not tname.endswith("rotary_emb.inv_freq"):  # a buffer old checkpoints saved; recomputed anyway
+                found[tname] = (shape, path.name)
+    expected = spec.hf_tensor_shapes()
+    if spec.tie_word_embeddings and "lm_head.weight" in found:  # some tied checkpoints store the copy too
+        expected["lm_head.weight"] = (spec.vocab_size, spec.hidden_size)
+    for tname, want in expected.items():
+        if tname in found and found[tname][0] != want:
+            shape, fname = found[tname]
+            raise InputError(f"{fname}: tensor '{tname}' has shape {list(shape)} but config.json "
+                             f"implies {list(want)}")
+    missing = [t for t in expected if t not in found]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise InputError(f"tensor '{missing[0]}'{more} is missing from the safetensors files in "
-                         f"{files[0].parent}")
+                         f"{files[0].parent}, but config.json implies it")
+    unexpected = [t for t in found if t not in expected]
+    if unexpected:
+        t = sorted(unexpected)[0]
+        raise InputError(f"{found[t][1]}: unexpected tensor '{t}' for a {spec.architecture} with this "
+                         "config.json (check the bias flags and num_hidden_layers)")
     return total
 
 
