@@ -414,8 +414,11 @@ def spec_from_config_dict(d: Mapping[str, Any], name: str, source: str = "") -> 
         window, types = get("sliding_window"), ["sliding_attention"] * layers
     elif mtype == "qwen2":
         window = get("sliding_window") if get("use_sliding_window") else None
+        first = get("max_window_layers")
+        if window is not None and (not _is_int(first) or first < 0):
+            raise InputError(f"{where}: max_window_layers must be a non-negative integer, got {first!r}")
         types = d.get("layer_types") or [
-            "sliding_attention" if window is not None and i >= get("max_window_layers") else "full_attention"
+            "sliding_attention" if window is not None and i >= first else "full_attention"
             for i in range(layers)]
     else:
         window, types = None, []
@@ -433,7 +436,7 @@ def spec_from_config_dict(d: Mapping[str, Any], name: str, source: str = "") -> 
 
 
 def spec_from_hf_config(cfg: Any, name: str, source: str = "") -> ModelSpec:
-    """A ModelSpec from a transformers config object (5.x ``rope_parameters``; 4.x ``rope_theta``/``rope_scaling``)."""
+    """A ModelSpec from a transformers config object (5.x ``rope_parameters``, or 4.x ``rope_scaling``)."""
     where = f"model '{source or name}'"
     archs = getattr(cfg, "architectures", None) or []
     by_type = {t: a for a, t in SUPPORTED_ARCHITECTURES.items()}

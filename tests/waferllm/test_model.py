@@ -392,6 +392,10 @@ def test_unsupported_architecture(tmp_path):
     (json.dumps({**TINY_LLAMA, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0,
                                                 "high_freq_factor": 1.0}}), r"high_freq_factor > low_freq_factor"),
     (json.dumps({**TINY_LLAMA, "rope_theta": -1}), r"rope_theta must be a positive number"),
+    (json.dumps({**TINY_LLAMA, "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+                 "use_sliding_window": True, "max_window_layers": None}), r"max_window_layers must be"),
+    (json.dumps({**TINY_LLAMA, "rope_scaling": {"rope_type": "default", "partial_rotary_factor": 0.5}}),
+     r"partial_rotary_factor 0\.5 is not supported"),
     (json.dumps({**TINY_LLAMA, "quantization_config": {"quant_method": "gptq"}}), r"quantized checkpoints"),
 ])
 def test_malformed_config_json(tmp_path, text, pattern):
