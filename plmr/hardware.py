@@ -141,9 +141,9 @@ def _check_dtype(dtype: str) -> None:
 # Calibrated overheads (op issue, relay stage, per-collective constant): fitted once on the
 # LLaMA3-8B WSE-2 figures by benchmarks/fit_calibration.py; see docs/CALIBRATION.md.
 WSE2_CALIBRATED = {
-    "op_issue_cycles": 6.0,
-    "relay_cycles": 10.0,
-    "collective_cycles": 20.0,
+    "op_issue_cycles": 9.0,
+    "relay_cycles": 1.0,
+    "collective_cycles": 0.0,
 }
 
 # One A100 SXM4 is 400 W; the paper's energy ratios reproduce with WSE-2 = 37.5 x A100

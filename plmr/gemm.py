@@ -1,0 +1,139 @@
+"""Cycle costs of distributed GEMM on a P_y × P_x mesh (waferllm-method.md §4.4-4.5, §5).
+
+MeshGEMM runs Cannon on a virtual Q×Q mesh, Q = lcm(P_y, P_x) (§4.4): per virtual step each physical
+PE does q_x·q_y tile products and sends q_y A-tiles along its x-ring and q_x B-tiles along its
+y-ring, every ring link ≤ 2 hops. Cannon is the same schedule on plain rings (the wrap link spans
+P-1 hops); SUMMA broadcasts panels from a moving root. Rotating operands are zero-padded to
+⌈D/P⌉ tiles and costs are charged on padded sizes (§4.4).
+"""
+
+from __future__ import annotations
+
+import math
+
+from plmr.breakdown import CostBreakdown
+from plmr.hardware import HardwareSpec
+from plmr.interleave import ring_order
+from plmr.primitives import ceil_div, dtype_bytes, t_msg, t_vec
+
+
+def local_gemm_cycles(spec: HardwareSpec, m: int, k: int, n: int, dtype: str = "fp16") -> float:
+    """C[m×n] += A[m×k]·B[k×n] on one PE as vector FMACs, looping so the vector runs along the
+    longer of m and n (c_op is paid per op, method §4.3 [O])."""
+    if min(m, k, n) <= 0:
+        return 0.0
+    width = spec.simd_width("fmac", dtype)
+    along_m = k * n * (spec.op_issue_cycles + math.ceil(m / width))
+    along_n = k * m * (spec.op_issue_cycles + math.ceil(n / width))
+    return float(min(along_m, along_n))
+
+
+def gemm_footprint_bytes(m: int, k: int, n: int, dtype: str, fp32_acc: bool = False) -> int:
+    """Double-buffered A and B tiles plus C: (2mk + 2kn + mn)·b, +4mn for an fp32 accumulator."""
+    return (2 * m * k + 2 * k * n + m * n) * dtype_bytes(dtype) + (4 * m * n if fp32_acc else 0)
+
+
+def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int,
+                   dtype: str, shift_hops_x: int, shift_hops_y: int, align_rounds: int,
+                   align_hops: int, colors: int, packed: bool) -> CostBreakdown:
+    Q = math.lcm(p_y, p_x)
+    q_x, q_y = Q // p_x, Q // p_y
+    m_v, n_v, k = ceil_div(M, Q), ceil_div(N, Q), ceil_div(K, Q)
+    m, n = m_v * q_y, n_v * q_x  # per-PE C block (padded)
+    comp = q_x * q_y * local_gemm_cycles(spec, m_v, k, n_v, dtype)
+    if Q > 1:
+        e_w = spec.elements_per_wavelet(dtype, packed)
+        shift_a = (q_y * spec.op_issue_cycles + spec.ramp_cycles + shift_hops_x * spec.hop_cycles
+                   + math.ceil(m * k / e_w)) if p_x > 1 else 0.0
+        shift_b = (q_x * spec.op_issue_cycles + spec.ramp_cycles + shift_hops_y * spec.hop_cycles
+                   + math.ceil(k * n / e_w)) if p_y > 1 else 0.0
+        shift = max(shift_a, shift_b)
+    else:
+        shift = 0.0
+    step = spec.task_cycles + max(comp, shift)
+    last = spec.task_cycles + comp  # the final shift is useless and skipped [O]
+    align = align_rounds * (spec.task_cycles + t_msg(spec, m * k, align_hops, 0, dtype, packed))
+    zero_c = t_vec(spec, m * n, "mov", dtype)
+    total = align + zero_c + (Q - 1) * step + last
+    compute = zero_c + Q * (spec.task_cycles + comp)
+    comm = align + (Q - 1) * shift
+    return CostBreakdown(op=op, compute_cycles=compute, comm_cycles=comm, total_cycles=total,
+                         bytes_per_pe=gemm_footprint_bytes(m, k, n, dtype), colors_per_pe=colors,
+                         parts={"align": align, "steps": float(Q), "step_compute": comp,
+                                "step_shift": shift})
+
+
+def meshgemm(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",
+             packed: bool = False) -> CostBreakdown:
+    """MeshGEMM: interleaved-ring Cannon; A skewed on the device over ⌊Q/2⌋ 2-hop rounds (the
+    shorter way round), B pre-skewed on the host; 9 colours (6 compute rings + reverse skew ring)."""
+    ring_hops_x = 2 if p_x >= 3 else 1
+    ring_hops_y = 2 if p_y >= 3 else 1
+    Q = math.lcm(p_y, p_x)
+    colors = (3 if p_x >= 3 else (2 if p_x == 2 else 0)) + (3 if p_y >= 3 else (2 if p_y == 2 else 0))
+    colors += 3 if p_x >= 3 else 0
+    return _cannon_family("meshgemm", spec, p_y, p_x, M, K, N, dtype, ring_hops_x, ring_hops_y,
+                          Q // 2 if p_x > 1 else 0, ring_hops_x, colors, packed)
+
+
+def cannon(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",
+           packed: bool = False) -> CostBreakdown:
+    """Cannon on plain rings: each step's critical path is the P-1 hop wrap-around link; the skew
+    takes ⌊Q/2⌋ rounds over the same wrap path; 3 colours per axis (§4.5)."""
+    colors = (3 if p_x > 1 else 0) + (3 if p_y > 1 else 0)
+    return _cannon_family("cannon", spec, p_y, p_x, M, K, N, dtype, max(p_x - 1, 1), max(p_y - 1, 1),
+                          math.lcm(p_y, p_x) // 2 if p_x > 1 else 0, max(p_x - 1, 1), colors, packed)
+
+
+def summa(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",
+          packed: bool = False) -> CostBreakdown:
+    """SUMMA with store-and-forward relay broadcasts (r = hops, method §4.5 variant (i)): step t
+    broadcasts A's K-panel t along rows from column t mod P_x and B's along columns from row
+    t mod P_y, prefetched so each step costs c_task + max(compute, broadcast)."""
+    S = math.lcm(p_y, p_x)
+    m, n, k = ceil_div(M, p_y), ceil_div(N, p_x), ceil_div(K, S)
+    comp = local_gemm_cycles(spec, m, k, n, dtype)
+    total = t_vec(spec, m * n, "mov", dtype)
+    comm = 0.0
+    for t in range(S):
+        rx, ry = t % p_x, t % p_y
+        hx = max(rx, p_x - 1 - rx)
+        hy = max(ry, p_y - 1 - ry)
+        bc = max(t_msg(spec, m * k, hx, hx, dtype, packed) if p_x > 1 else 0.0,
+                 t_msg(spec, k * n, hy, hy, dtype, packed) if p_y > 1 else 0.0)
+        comm += bc
+        total += spec.task_cycles + max(comp, bc)
+    footprint = 2 * gemm_footprint_bytes(m, k, n, dtype) - m * n * dtype_bytes(dtype)
+    colors = (2 if p_x > 1 else 0) + (2 if p_y > 1 else 0)
+    return CostBreakdown(op="summa", compute_cycles=S * (spec.task_cycles + comp), comm_cycles=comm,
+                         total_cycles=total, bytes_per_pe=footprint, colors_per_pe=colors,
+                         parts={"steps": float(S), "step_compute": comp})
+
+
+def gemmt(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",
+          packed: bool = False) -> CostBreakdown:
+    """dist-GEMM-T, C[M×N] = A[M×K]·B[N×K]ᵀ with A and B both rows-on-y, features-on-x (§5).
+
+    P_y steps: multiply the local A tile by the B tile resident this step, chain-reduce the partial
+    (m×n_b) along the row into the step's root column (blocking, both directions routed: 4 colours),
+    while B shifts one position along the y-ring (2 hops; 3 colours).
+    """
+    m, n_b, k = ceil_div(M, p_y), ceil_div(N, p_y), ceil_div(K, p_x)
+    comp = local_gemm_cycles(spec, m, k, n_b, dtype)
+    # Over one step the roots of all rows cover {R_y[i] mod P_x}; the farthest root sets the pace.
+    order = ring_order(p_y)
+    far = max(max(r % p_x, p_x - 1 - r % p_x) for r in order)
+    e_w = spec.elements_per_wavelet(dtype, packed)
+    chain = 0.0
+    if p_x > 1:
+        chain = (spec.collective_cycles + spec.op_issue_cycles + spec.ramp_cycles
+                 + far * (spec.hop_cycles + spec.relay_cycles) + math.ceil(m * n_b / e_w))
+    shift = t_msg(spec, n_b * k, 2 if p_y >= 3 else 1, 0, dtype, packed) if p_y > 1 else 0.0
+    step = spec.task_cycles + comp + max(chain, shift)
+    total = p_y * step
+    footprint = (m * k + 2 * n_b * k + 2 * m * n_b) * dtype_bytes(dtype)
+    colors = (4 if p_x > 1 else 0) + (3 if p_y >= 3 else (2 if p_y == 2 else 0))
+    return CostBreakdown(op="gemmt", compute_cycles=p_y * (spec.task_cycles + comp),
+                         comm_cycles=p_y * max(chain, shift), total_cycles=total,
+                         bytes_per_pe=footprint, colors_per_pe=colors,
+                         parts={"steps": float(p_y), "step_compute": comp, "step_reduce": chain})

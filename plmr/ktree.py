@@ -1,0 +1,107 @@
+"""The K-tree allreduce structure (waferllm-method.md §6.3-6.4): which PEs form each phase's groups
+and where their roots sit. The cost model and the kernel builder both read this one description.
+
+Groups at every level are balanced and contiguous (boundaries ⌊i·n/G⌋), each root is the middle
+member, and the last level is always a single group whose root is the global root. This lifts the
+authors' constraints (n divisible by the group count, groups of at least two) [O, method §6.4].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from plmr.errors import InputError
+
+
+@dataclass(frozen=True)
+class KTreeLevel:
+    """One phase: groups of participant positions (physical indices on the line) and their roots."""
+
+    groups: tuple[tuple[int, ...], ...]
+    roots: tuple[int, ...]
+
+    def chain_links(self) -> list[list[int]]:
+        """For each group, the hop lengths along the longer of its two chains into the root."""
+        out = []
+        for group, root in zip(self.groups, self.roots):
+            i = group.index(root)
+            left = [group[j + 1] - group[j] for j in range(i)]
+            right = [group[j + 1] - group[j] for j in range(i, len(group) - 1)]
+            out.append(left if _chain_cost_key(left) >= _chain_cost_key(right) else right)
+        return out
+
+
+def _chain_cost_key(links: list[int]) -> tuple[int, int]:
+    return (len(links), sum(links))
+
+
+@dataclass(frozen=True)
+class KTree:
+    n: int
+    levels: tuple[KTreeLevel, ...]
+
+    @property
+    def k(self) -> int:
+        return len(self.levels)
+
+    @property
+    def root(self) -> int:
+        return self.levels[-1].roots[0] if self.levels else 0
+
+    @property
+    def group_counts(self) -> tuple[int, ...]:
+        return tuple(len(level.groups) for level in self.levels)
+
+
+def split_groups(members: list[int], num_groups: int) -> list[tuple[int, ...]]:
+    """Balanced contiguous groups: boundaries b_i = ⌊i·len/G⌋ (method §6.4)."""
+    n = len(members)
+    bounds = [i * n // num_groups for i in range(num_groups + 1)]
+    return [tuple(members[bounds[i]:bounds[i + 1]]) for i in range(num_groups)]
+
+
+def build_ktree(n: int, k: int = 2, group_counts: tuple[int, ...] | None = None) -> KTree:
+    """A K-tree over ``n`` PEs on one line.
+
+    ``group_counts`` gives the number of groups at levels 1..K-1 (level K is one group). When omitted,
+    groups are sized about n^(1/K) at every level, the critical-path optimum of method §6.3.
+    K = 1 is one chain into the middle PE.
+    """
+    if n < 1:
+        raise InputError(f"K-tree needs at least one PE, got {n}")
+    if k < 1:
+        raise InputError(f"K-tree needs K >= 1, got K={k}")
+    if group_counts is None:
+        group_counts = default_group_counts(n, k)
+    if len(group_counts) != k - 1:
+        raise InputError(f"K={k} needs {k - 1} group counts (levels 1..K-1), got {len(group_counts)}")
+    members = list(range(n))
+    levels = []
+    for count in list(group_counts) + [1]:
+        if count < 1 or count > len(members):
+            raise InputError(
+                f"K-tree level {len(levels) + 1}: {count} groups for {len(members)} participants "
+                f"(allowed 1..{len(members)})"
+            )
+        groups = split_groups(members, count)
+        roots = tuple(g[len(g) // 2] for g in groups)
+        levels.append(KTreeLevel(groups=tuple(groups), roots=roots))
+        members = list(roots)
+    return KTree(n=n, levels=tuple(levels))
+
+
+def default_group_counts(n: int, k: int) -> tuple[int, ...]:
+    """Groups of about n^(1/K) members per level (≈ √n for K = 2, like the authors' configs)."""
+    counts = []
+    remaining = n
+    for level in range(1, k):
+        size = max(1, round(remaining ** (1.0 / (k - level + 1))))
+        count = max(1, min(remaining, round(remaining / size)))
+        counts.append(count)
+        remaining = count
+    return tuple(counts)
+
+
+def group_sizes(tree: KTree) -> tuple[tuple[int, ...], ...]:
+    """Member count of every group at every level (for reports and tests)."""
+    return tuple(tuple(len(g) for g in level.groups) for level in tree.levels)

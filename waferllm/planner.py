@@ -1,0 +1,512 @@
+"""The planner: choose prefill and decode grids, K-trees and layer placement for a model on a
+wafer, and predict tokens/s and energy with the PLMR cost model (waferllm-method.md §9).
+
+Two methods share one set of hardware parameters:
+
+- ``full`` plans the real model: true dimensions, GQA head layout, every layer placed over stages,
+  pipeline hand-offs, embedding, LM head and argmax, and a fit error when the model does not fit.
+- ``paper`` reproduces the authors' figures (method §9, calibration-targets §1): one resident layer
+  timed and multiplied by the layer count, dimensions rounded up to a multiple of the grid side, one
+  attention head as wide as the model, no LM head or hand-offs, no fit error.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from plmr.breakdown import CostBreakdown
+from plmr.collectives import broadcast, chain_reduce, ktree_allreduce, message
+from plmr.errors import InputError
+from plmr.gemv import meshgemv
+from plmr.hardware import DTYPE_BYTES, HardwareSpec
+from plmr.ktree import default_group_counts
+from plmr.ops import rmsnorm
+from plmr.primitives import ceil_div
+from plmr.transformer import (
+    LayerDims, TreeChoice, decode_buffer_bytes, decode_layer, decode_weight_bytes, prefill_activation_bytes,
+    prefill_layer, round_up,
+)
+from waferllm.placement import Placement, kv_capacity_placed, place_layers
+
+METHODS = ("full", "paper")
+
+#: group_num per P in the authors' decode configs (method §6.5); other sizes use ≈ √P groups.
+AUTHORS_GROUP_NUM = {240: 15, 256: 16, 300: 15, 360: 18, 420: 20, 480: 20, 512: 32, 540: 20,
+                     600: 24, 660: 22, 720: 24}
+
+#: K values the planner searches (each axis needs 2K+1 colours; the routable budget bounds K).
+K_CHOICES = (1, 2, 3, 4)
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    hardware: HardwareSpec
+    method: str = "full"
+    prefill_grid: tuple[int, int] | None = None
+    decode_grid: tuple[int, int] | None = None
+    k_tree: int | None = None
+    context: int | None = None  # KV tokens a decode step attends to; default input + output
+    input_len: int = 4096
+    output_len: int = 128
+    dtype: str = "fp16"
+
+    @property
+    def decode_context(self) -> int:
+        return self.context if self.context is not None else self.input_len + self.output_len
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    """One phase's chosen grid and its predicted cost."""
+
+    grid: tuple[int, int]
+    cycles_per_layer: float
+    cycles_total: float  # per token (decode) or per prompt (prefill)
+    seconds: float
+    tokens_per_s: float
+    tree_y: TreeChoice = TreeChoice()
+    tree_x: TreeChoice = TreeChoice()
+    parts: dict = field(default_factory=dict)
+    colors_per_pe: int = 0
+
+
+@dataclass(frozen=True)
+class Plan:
+    model: Any
+    request: PlanRequest
+    prefill: PhasePlan
+    decode: PhasePlan
+    placement: Placement
+    switch_cycles: float
+    kv_shift_tokens: int
+    kv_concat_tokens: int
+    kv_shift_tokens_placed: int
+    kv_concat_tokens_placed: int
+    end_to_end_tokens_per_s: float
+    energy_j_per_token: float
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        spec = self.request.hardware
+        pl = self.placement
+        dec = self.decode
+        return {
+            "model": self.model.name,
+            "hardware": spec.name,
+            "method": self.request.method,
+            "dtype": self.request.dtype,
+            "clock_hz": spec.clock_hz,
+            "context": self.request.decode_context,
+            "input_len": self.request.input_len,
+            "output_len": self.request.output_len,
+            "prefill": {
+                "grid": list(self.prefill.grid),
+                "tokens_per_s": self.prefill.tokens_per_s,
+                "cycles_per_layer": self.prefill.cycles_per_layer,
+                "cycles": self.prefill.cycles_total,
+                "seconds": self.prefill.seconds,
+            },
+            "decode": {
+                "grid": list(dec.grid),
+                "tokens_per_s": dec.tokens_per_s,
+                "cycles_per_token": dec.cycles_total,
+                "cycles_per_layer": dec.cycles_per_layer,
+                "k_tree": dec.tree_y.k,
+                "k_tree_x": dec.tree_x.k,
+                "groups_y": list(dec.tree_y.group_counts or ()),
+                "groups_x": list(dec.tree_x.group_counts or ()),
+                "colors_per_pe": dec.colors_per_pe,
+                "parts": {k: round(v, 1) for k, v in dec.parts.items()},
+            },
+            "switch_cycles": self.switch_cycles,
+            "end_to_end": {"tokens_per_s": self.end_to_end_tokens_per_s},
+            "energy_j_per_token": self.energy_j_per_token,
+            "memory": {
+                "bytes_per_pe": pl.bytes_per_pe,
+                "capacity_per_pe": pl.capacity_per_pe,
+                "fits": pl.fits,
+                "layer_weight_bytes_per_pe": pl.layer_weight_bytes,
+                "layer_kv_bytes_per_pe": pl.layer_kv_bytes,
+                "buffer_bytes_per_pe": pl.buffer_bytes,
+            },
+            "kv_cache": {
+                "max_tokens_shift": self.kv_shift_tokens,
+                "max_tokens_concat": self.kv_concat_tokens,
+                "max_tokens_shift_placed": self.kv_shift_tokens_placed,
+                "max_tokens_concat_placed": self.kv_concat_tokens_placed,
+            },
+            "layer_placement": {
+                "grid": list(pl.grid),
+                "stages": [s.to_dict() for s in pl.stages],
+                "regions_available": pl.regions_available,
+            },
+            "notes": list(self.notes),
+        }
+
+
+# ------------------------------------------------------------------------------------------------
+# Dimensions per method
+# ------------------------------------------------------------------------------------------------
+
+def model_dims(model: Any) -> LayerDims:
+    return LayerDims(hidden=model.hidden_size, ffn=model.intermediate_size, num_heads=model.num_heads,
+                     num_kv_heads=model.num_kv_heads, head_dim=model.head_dim, qkv_bias=model.qkv_bias)
+
+
+def paper_dims(model: Any, grid: tuple[int, int]) -> LayerDims:
+    """The authors' simplification: dims rounded up to a multiple of the grid side (4096 → 4200 at
+    420), one attention head as wide as the model (calibration-targets §2.1)."""
+    side = math.lcm(*grid)
+    d = round_up(model.hidden_size, side)
+    return LayerDims(hidden=d, ffn=round_up(model.intermediate_size, side), num_heads=1, num_kv_heads=1,
+                     head_dim=d, qkv_bias=False)
+
+
+def paper_tree(n_ax: int) -> TreeChoice:
+    """K = 2 with the authors' group_num where they published one, else ≈ √n groups."""
+    if n_ax <= 2:
+        return TreeChoice(1, ())
+    g = AUTHORS_GROUP_NUM.get(n_ax, default_group_counts(n_ax, 2)[0])
+    return TreeChoice(2, (g,))
+
+
+def tree_for(n_ax: int, k: int) -> TreeChoice:
+    k = max(1, min(k, max(1, n_ax.bit_length())))
+    return TreeChoice(k, default_group_counts(n_ax, k) if n_ax > 1 else tuple([1] * (k - 1)))
+
+
+def decode_colors(k_y: int, k_x: int) -> int:
+    return (2 * k_y + 1) + (2 * k_x + 1) + 1
+
+
+# ------------------------------------------------------------------------------------------------
+# Phase costs
+# ------------------------------------------------------------------------------------------------
+
+def _dtype_bytes(req: PlanRequest) -> int:
+    return DTYPE_BYTES[req.dtype]
+
+
+def decode_cost(model: Any, req: PlanRequest, grid: tuple[int, int], tree_y: TreeChoice,
+                tree_x: TreeChoice, placement: Placement | None) -> tuple[float, float, CostBreakdown]:
+    """(cycles per layer, cycles per token, layer breakdown) of one decode step."""
+    spec = req.hardware
+    p_y, p_x = grid
+    if req.method == "paper":
+        dims = paper_dims(model, grid)
+        ctx = round_up(req.decode_context, math.lcm(p_y, p_x))
+        layer = decode_layer(spec, dims, p_y, p_x, ctx, tree_y, tree_x, req.dtype)
+        return layer.total_cycles, layer.total_cycles * model.num_layers, layer
+    dims = model_dims(model)
+    layer = decode_layer(spec, dims, p_y, p_x, req.decode_context, tree_y, tree_x, req.dtype)
+    per_token = layer.total_cycles * model.num_layers
+    per_token += decode_extras_cycles(model, req, grid, tree_y, tree_x, placement)
+    return layer.total_cycles, per_token, layer
+
+
+def decode_extras_cycles(model: Any, req: PlanRequest, grid: tuple[int, int], tree_y: TreeChoice,
+                         tree_x: TreeChoice, placement: Placement | None) -> float:
+    """Embedding lookup broadcast, stage hand-offs, final norm, LM head and argmax (method §3.4, §9)."""
+    spec = req.hardware
+    p_y, p_x = grid
+    E_y = ceil_div(model.hidden_size, p_y)
+    emb = broadcast(spec, p_x, E_y, root=0, dtype=req.dtype).total_cycles
+    stages = len(placement.stages) if placement is not None else 1
+    # Hand-off: one Y-dist vector crosses to the next region (≤ one region side away), re-broadcast.
+    handoff = (message(spec, E_y, max(p_y, p_x), 0, req.dtype).total_cycles
+               + broadcast(spec, p_x, E_y, root=0, dtype=req.dtype).total_cycles)
+    final_norm = rmsnorm(spec, p_y, E_y, 1, tree_y.k, tree_y.group_counts if p_y > 1 else None,
+                         req.dtype).total_cycles
+    lm_head = meshgemv(spec, p_y, p_x, model.hidden_size, model.vocab_size, tree_y.k,
+                       tree_y.group_counts if p_y > 1 else None, "y", req.dtype,
+                       with_broadcast=False).total_cycles
+    argmax = chain_reduce(spec, p_x, 2, dtype="fp32").total_cycles
+    return emb + (stages - 1) * handoff + final_norm + lm_head + argmax
+
+
+def prefill_cost(model: Any, req: PlanRequest, grid: tuple[int, int], stages: int) -> tuple[float, float, CostBreakdown]:
+    """(cycles per layer, cycles per prompt, layer breakdown)."""
+    spec = req.hardware
+    p_y, p_x = grid
+    if req.method == "paper":
+        dims = paper_dims(model, grid)
+        tokens = round_up(req.input_len, math.lcm(p_y, p_x))
+        layer = prefill_layer(spec, dims, p_y, p_x, tokens, TreeChoice(1, ()), req.dtype)
+        return layer.total_cycles, layer.total_cycles * model.num_layers, layer
+    dims = model_dims(model)
+    layer = prefill_layer(spec, dims, p_y, p_x, req.input_len, TreeChoice(1, ()), req.dtype)
+    total = layer.total_cycles * model.num_layers
+    # Hand-off of the whole activation block (L × E) across each stage boundary: the region's edge
+    # links carry it in parallel, one wavelet per link per cycle.
+    L_y = ceil_div(req.input_len, p_y)
+    E_x = ceil_div(model.hidden_size, p_x)
+    handoff = message(spec, L_y * E_x, max(p_y, p_x), 0, req.dtype).total_cycles
+    total += (stages - 1) * handoff
+    return layer.total_cycles, total, layer
+
+
+def switch_cycles(model: Any, req: PlanRequest, placement: Placement) -> float:
+    """Prefill → decode re-layout (method §9 [O]): bytes over the busiest cut plus the distance.
+
+    Weights move unless both layouts fit; we charge the KV cache of the prompt and, when the
+    decode placement leaves no room for a second copy, the weights too."""
+    spec = req.hardware
+    b = _dtype_bytes(req)
+    kv = req.input_len * 2 * model.num_kv_heads * model.head_dim * model.num_layers * b
+    weights = model.total_params * b
+    dual = 2 * placement.bytes_per_pe <= placement.capacity_per_pe
+    moved = kv + (0 if dual else weights)
+    cut_links = min(spec.mesh_width, spec.mesh_height)
+    return moved / (cut_links * spec.wavelet_bytes) + (spec.mesh_width + spec.mesh_height) * spec.hop_cycles
+
+
+# ------------------------------------------------------------------------------------------------
+# Search
+# ------------------------------------------------------------------------------------------------
+
+def _check_grid(spec: HardwareSpec, grid: tuple[int, int], what: str) -> None:
+    p_y, p_x = grid
+    if p_y < 1 or p_x < 1:
+        raise InputError(f"{what} grid {p_y}x{p_x}: sides must be >= 1")
+    if p_y > spec.mesh_height or p_x > spec.mesh_width:
+        raise InputError(f"{what} grid {p_y}x{p_x} is larger than the {spec.name} mesh "
+                         f"({spec.mesh_height}x{spec.mesh_width} rows x columns)")
+
+
+def candidate_grids(spec: HardwareSpec, step: int = 20, smallest: int = 20) -> list[tuple[int, int]]:
+    """Square sides on a coarse ladder, each also tried with a wider and a taller neighbour."""
+    top = min(spec.mesh_height, spec.mesh_width)
+    sides = list(range(smallest, top + 1, step))
+    if top not in sides:
+        sides.append(top)
+    return [(s, s) for s in sides]
+
+
+def _refine(best: tuple[int, int], spec: HardwareSpec, step: int) -> list[tuple[int, int]]:
+    p_y, p_x = best
+    out = []
+    for dy in (-2 * step, -step, 0, step, 2 * step):
+        for dx in (-2 * step, -step, 0, step, 2 * step):
+            g = (p_y + dy, p_x + dx)
+            if 1 <= g[0] <= spec.mesh_height and 1 <= g[1] <= spec.mesh_width:
+                if math.lcm(*g) <= 4 * max(g):  # small virtual mesh for MeshGEMM (§4.4)
+                    out.append(g)
+    return out
+
+
+def _trees(req: PlanRequest, grid: tuple[int, int]) -> list[tuple[TreeChoice, TreeChoice]]:
+    p_y, p_x = grid
+    budget = len(req.hardware.routable_colors)
+    if req.method == "paper":
+        if req.k_tree is not None:
+            return [(tree_for(p_y, req.k_tree), tree_for(p_x, req.k_tree))]
+        return [(paper_tree(p_y), paper_tree(p_x))]
+    ks = (req.k_tree,) if req.k_tree is not None else K_CHOICES
+    out = []
+    for k in ks:
+        if decode_colors(k, k) <= budget:
+            out.append((tree_for(p_y, k), tree_for(p_x, k)))
+    if not out:
+        raise InputError(f"K={ks[0]} needs {decode_colors(ks[0], ks[0])} colours per PE for two "
+                         f"reduction axes; {budget} routable colours available")
+    return out
+
+
+def _placement(model: Any, req: PlanRequest, grid: tuple[int, int]) -> Placement:
+    dims = model_dims(model) if req.method == "full" else paper_dims(model, grid)
+    layers = model.num_layers if req.method == "full" else 1
+    ctx = req.decode_context if req.method == "full" else round_up(req.decode_context, math.lcm(*grid))
+    return place_layers(req.hardware, dims, layers, model.vocab_size if req.method == "full" else 0,
+                        model.tie_word_embeddings, grid, ctx, _dtype_bytes(req))
+
+
+def _decode_candidate(model: Any, req: PlanRequest, grid: tuple[int, int], forced: bool):
+    """Best (cycles per token, ...) on one grid, or None when it cannot hold the model."""
+    try:
+        placement = _placement(model, req, grid)
+    except InputError:
+        if forced and req.method == "full":
+            raise
+        if req.method == "full":
+            return None
+        placement = None
+    if req.method == "full" and len(placement.stages) > placement.regions_available:
+        if forced:
+            raise InputError(_too_big_message(model, req, grid, placement))
+        return None
+    best = None
+    for ty, tx in _trees(req, grid):
+        per_layer, per_token, layer = decode_cost(model, req, grid, ty, tx, placement)
+        key = (per_token, grid[0] * grid[1])
+        if best is None or key < best[0]:
+            best = (key, per_layer, per_token, layer, ty, tx, placement)
+    return best
+
+
+def _too_big_message(model: Any, req: PlanRequest, grid: tuple[int, int], placement: Placement) -> str:
+    spec = req.hardware
+    b = _dtype_bytes(req)
+    need = model.total_params * b / 1e9
+    holds = spec.num_pes * spec.usable_sram_bytes / 1e9
+    if need > holds:
+        return f"weights need {need:.1f} GB, the wafer holds {holds:.1f} GB ({spec.name}, {req.dtype})"
+    return (f"{model.name} needs {len(placement.stages)} regions of {grid[0]}x{grid[1]} PEs, the "
+            f"{spec.name} mesh has room for {placement.regions_available}")
+
+
+def _search_decode(model: Any, req: PlanRequest):
+    spec = req.hardware
+    if req.decode_grid is not None:
+        _check_grid(spec, req.decode_grid, "decode")
+        return _decode_candidate(model, req, req.decode_grid, forced=True)
+    step = 20
+    best = None
+    for grid in candidate_grids(spec, step):
+        c = _decode_candidate(model, req, grid, forced=False)
+        if c is not None and (best is None or c[0] < best[0]):
+            best = c
+    if best is None:
+        raise InputError(_nothing_fits(model, req))
+    for grid in _refine(best[6].grid if best[6] is not None else (0, 0), spec, step // 2):
+        c = _decode_candidate(model, req, grid, forced=False)
+        if c is not None and c[0] < best[0]:
+            best = c
+    return best
+
+
+def _nothing_fits(model: Any, req: PlanRequest) -> str:
+    spec = req.hardware
+    b = _dtype_bytes(req)
+    need = model.total_params * b / 1e9
+    holds = spec.num_pes * spec.usable_sram_bytes / 1e9
+    if need > holds:
+        return f"weights need {need:.1f} GB, the wafer holds {holds:.1f} GB ({spec.name}, {req.dtype})"
+    kv = (req.decode_context * 2 * model.num_kv_heads * model.head_dim * model.num_layers * b) / 1e9
+    return (f"no grid holds {model.name} with a {req.decode_context}-token context: weights "
+            f"{need:.1f} GB + KV {kv:.1f} GB, the wafer holds {holds:.1f} GB")
+
+
+def _prefill_candidate(model: Any, req: PlanRequest, grid: tuple[int, int], forced: bool):
+    stages = 1
+    if req.method == "full":
+        dims = model_dims(model)
+        act = prefill_activation_bytes(dims, grid[0], grid[1], req.input_len, req.dtype)
+        try:
+            pl = place_layers(req.hardware, dims, model.num_layers, model.vocab_size,
+                              model.tie_word_embeddings, grid, req.input_len, _dtype_bytes(req), act)
+        except InputError as exc:
+            if forced:
+                raise InputError(f"prefill: {exc}") from None
+            return None
+        if len(pl.stages) > pl.regions_available:
+            if forced:
+                raise InputError("prefill: " + _too_big_message(model, req, grid, pl))
+            return None
+        stages = len(pl.stages)
+    per_layer, total, layer = prefill_cost(model, req, grid, stages)
+    return (total, grid[0] * grid[1]), per_layer, total, layer, grid
+
+
+def _search_prefill(model: Any, req: PlanRequest):
+    spec = req.hardware
+    if req.prefill_grid is not None:
+        _check_grid(spec, req.prefill_grid, "prefill")
+        return _prefill_candidate(model, req, req.prefill_grid, forced=True)
+    step = 40
+    best = None
+    for grid in candidate_grids(spec, step, smallest=40):
+        c = _prefill_candidate(model, req, grid, forced=False)
+        if c is not None and (best is None or c[0] < best[0]):
+            best = c
+    if best is None:
+        raise InputError("prefill: " + _nothing_fits(model, req))
+    for grid in _refine(best[4], spec, step // 2):
+        c = _prefill_candidate(model, req, grid, forced=False)
+        if c is not None and c[0] < best[0]:
+            best = c
+    return best
+
+
+def _validate(req: PlanRequest) -> None:
+    if req.method not in METHODS:
+        raise InputError(f"unknown method {req.method!r}; allowed: {', '.join(METHODS)}")
+    if req.dtype not in ("fp16", "fp32"):
+        raise InputError(f"unknown dtype {req.dtype!r}; allowed: fp16, fp32")
+    for name in ("input_len", "output_len"):
+        if getattr(req, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(req, name)}")
+    if req.context is not None and req.context < 1:
+        raise InputError(f"--context must be >= 1, got {req.context}")
+    if req.k_tree is not None and req.k_tree < 1:
+        raise InputError(f"--k-tree must be >= 1, got {req.k_tree}")
+
+
+def plan(model: Any, req: PlanRequest) -> Plan:
+    """Search grids, trees and placement; predict the metrics. Raises InputError when infeasible."""
+    _validate(req)
+    spec = req.hardware
+    notes: list[str] = []
+    if req.method == "full" and req.context is not None and req.context > model.max_position_embeddings:
+        notes.append(f"context {req.context} exceeds the model's max_position_embeddings "
+                     f"{model.max_position_embeddings}")
+    dec = _search_decode(model, req)
+    _, d_layer, d_token, d_break, ty, tx, placement = dec
+    pre = _search_prefill(model, req)
+    _, p_layer, p_total, p_break, p_grid = pre
+    if placement is None:  # paper method on a grid where one layer overflows: report, never fail
+        placement = _paper_overflow_placement(model, req, dec)
+        notes.append("one layer does not fit a PE at this grid; the paper method extrapolates anyway")
+    f = spec.clock_hz
+    decode_s = d_token / f
+    prefill_s = p_total / f
+    sw = 0.0 if req.method == "paper" else switch_cycles(model, req, placement)
+    e2e_s = prefill_s + sw / f + req.output_len * decode_s
+    e2e = req.output_len / e2e_s
+    energy = spec.power_watts * e2e_s / req.output_len
+    shift_w, concat_w = kv_capacity_wafer(model, req, placement)
+    shift_p, concat_p = kv_capacity_placed(placement, model_dims(model) if req.method == "full"
+                                           else paper_dims(model, placement.grid), _dtype_bytes(req))
+    if req.method == "paper":
+        notes.append("paper method: one resident layer x layer count, dims rounded up to the grid side, "
+                     "one head as wide as the model, no LM head or hand-offs")
+    return Plan(
+        model=model, request=req,
+        prefill=PhasePlan(grid=p_grid, cycles_per_layer=p_layer, cycles_total=p_total, seconds=prefill_s,
+                          tokens_per_s=req.input_len / prefill_s, parts=dict(p_break.parts)),
+        decode=PhasePlan(grid=placement.grid, cycles_per_layer=d_layer, cycles_total=d_token,
+                         seconds=decode_s, tokens_per_s=1.0 / decode_s, tree_y=ty, tree_x=tx,
+                         parts=dict(d_break.parts), colors_per_pe=decode_colors(ty.k, tx.k)),
+        placement=placement, switch_cycles=sw,
+        kv_shift_tokens=shift_w, kv_concat_tokens=concat_w,
+        kv_shift_tokens_placed=shift_p, kv_concat_tokens_placed=concat_p,
+        end_to_end_tokens_per_s=e2e, energy_j_per_token=energy, notes=tuple(notes),
+    )
+
+
+def _paper_overflow_placement(model: Any, req: PlanRequest, dec) -> Placement:
+    from waferllm.placement import Stage, regions_available
+
+    grid = req.decode_grid
+    dims = paper_dims(model, grid)
+    w = decode_weight_bytes(dims, grid[0], grid[1], req.dtype)
+    buf = decode_buffer_bytes(dims, grid[0], grid[1], req.dtype)
+    stage = Stage(0, (0, 0), (0, 0), (), w + buf)
+    return Placement(grid=grid, stages=(stage,), regions_available=regions_available(req.hardware, grid),
+                     capacity_per_pe=req.hardware.usable_sram_bytes, layer_weight_bytes=w, layer_kv_bytes=0,
+                     buffer_bytes=buf, extras_bytes={})
+
+
+def kv_capacity_wafer(model: Any, req: PlanRequest, placement: Placement) -> tuple[int, int]:
+    """(shift, concat) KV capacity over the whole wafer, the paper's definition (Table 5).
+
+    Shifting keeps the cache balanced over every row, so all SRAM left after the reserve, the
+    weights (every layer, embedding and LM head) and per-PE buffers holds KV; concatenation piles
+    new entries on one row of the decode grid, so it holds 1/P_y of that (method §8)."""
+    spec = req.hardware
+    b = _dtype_bytes(req)
+    per_token = 2 * model.num_kv_heads * model.head_dim * model.num_layers * b
+    free = spec.num_pes * (spec.usable_sram_bytes - placement.buffer_bytes) - model.total_params * b
+    shift = max(0, int(free // per_token))
+    return shift, shift // placement.grid[0]
