@@ -74,15 +74,16 @@ def embedding_bytes_per_pe(vocab: int, hidden: int, grid: tuple[int, int], dtype
 def place_layers(spec: HardwareSpec, dims: LayerDims, num_layers: int, vocab: int, tied: bool,
                  grid: tuple[int, int], context: int, dtype_bytes: int = 2,
                  extra_activation_bytes: int = 0) -> Placement:
-    """Greedy stage packing; raises InputError with numbers when one layer cannot fit a PE."""
+    """Fewest stages that hold every layer, with layers water-filled so stages are balanced (the
+    spare SRAM of every stage then holds KV). Raises InputError with numbers when one layer alone
+    cannot fit a PE of this grid."""
     p_y, p_x = grid
     capacity = spec.usable_sram_bytes
     dtype = "fp16" if dtype_bytes == 2 else "fp32"
     w = decode_weight_bytes(dims, p_y, p_x, dtype)
     kv = ceil_div(max(context, 0), p_y) * kv_bytes_per_token_per_pe(dims, p_x, dtype)
     buf = decode_buffer_bytes(dims, p_y, p_x, dtype) + extra_activation_bytes
-    emb = embedding_bytes_per_pe(vocab, dims.hidden, grid, dtype_bytes)
-    head = 0 if tied else emb
+    emb = embedding_bytes_per_pe(vocab, dims.hidden, grid, dtype_bytes) if vocab else 0
     per_layer = w + kv
     if buf + per_layer > capacity:
         raise InputError(
@@ -90,38 +91,43 @@ def place_layers(spec: HardwareSpec, dims: LayerDims, num_layers: int, vocab: in
             f"(weights {w / 1024:.1f} KB, KV {kv / 1024:.1f} KB at context {context}, buffers "
             f"{buf / 1024:.1f} KB), {capacity / 1024:.1f} KB available"
         )
-    stages: list[Stage] = []
-    layer = 0
-    index = 0
-    while layer < num_layers:
-        used = buf + (emb if index == 0 else 0)
-        first = layer
-        while layer < num_layers and used + per_layer <= capacity:
-            used += per_layer
-            layer += 1
-        if layer == first:  # embedding alone fills the first region: it takes a region of its own
-            if index != 0:
-                raise InputError(f"no progress placing layer {layer} on a {p_y}x{p_x} grid")
-        extras = ("embedding",) if index == 0 else ()
-        stages.append(Stage(index=index, origin=region_origin(spec, grid, index),
-                            layers=(first, layer - 1), extras=extras, bytes_per_pe=used))
-        index += 1
-    # The LM head (and final norm) go with the last stage if they fit, else on a region of their own.
-    last = stages[-1]
-    lm_bytes = head if not (tied and len(stages) == 1) else 0
-    if tied and len(stages) > 1:
-        lm_bytes = emb  # the shared table is needed on both ends: a second copy
-    if last.bytes_per_pe + lm_bytes <= capacity:
-        stages[-1] = Stage(last.index, last.origin, last.layers, last.extras + ("lm_head",),
-                           last.bytes_per_pe + lm_bytes)
-    else:
-        stages.append(Stage(index=index, origin=region_origin(spec, grid, index),
-                            layers=(num_layers, num_layers - 1), extras=("lm_head",),
-                            bytes_per_pe=buf + lm_bytes))
-    stages = [s for s in stages if s.layers[1] >= s.layers[0] or s.extras]
-    return Placement(grid=grid, stages=tuple(stages), regions_available=regions_available(spec, grid),
-                     capacity_per_pe=capacity, layer_weight_bytes=w, layer_kv_bytes=kv, buffer_bytes=buf,
-                     extras_bytes={"embedding": emb, "lm_head": lm_bytes})
+    if emb and buf + emb > capacity:
+        raise InputError(f"the embedding table needs {(buf + emb) / 1024:.1f} KB per PE on a {p_y}x{p_x} "
+                         f"grid, {capacity / 1024:.1f} KB available")
+    for n in range(1, num_layers + 2):
+        # Stage 0 holds the embedding, the last stage the LM head; tied weights share one copy only
+        # when both ends are the same stage.
+        extras = [0] * n
+        extras[0] += emb
+        extras[-1] += 0 if (tied and n == 1) else emb
+        caps = [max(0, (capacity - buf - e) // per_layer) if buf + e <= capacity else -1 for e in extras]
+        if min(caps) < 0 or sum(caps) < num_layers:
+            continue
+        counts = _water_fill(caps, num_layers)
+        stages, first = [], 0
+        for i, count in enumerate(counts):
+            names = (("embedding",) if i == 0 and emb else ()) + (("lm_head",) if i == n - 1 and vocab else ())
+            stages.append(Stage(index=i, origin=region_origin(spec, grid, i), layers=(first, first + count - 1),
+                                extras=names, bytes_per_pe=buf + extras[i] + count * per_layer))
+            first += count
+        return Placement(grid=grid, stages=tuple(stages), regions_available=regions_available(spec, grid),
+                         capacity_per_pe=capacity, layer_weight_bytes=w, layer_kv_bytes=kv, buffer_bytes=buf,
+                         extras_bytes={"embedding": emb, "lm_head": extras[-1] - (emb if n == 1 else 0)})
+    raise InputError(f"cannot place {num_layers} layers on {p_y}x{p_x} regions")  # unreachable: n = L+1 fits
+
+
+def _water_fill(caps: list[int], total: int) -> list[int]:
+    """Counts ≤ caps summing to ``total`` with the largest count as small as possible."""
+    level = 0
+    while sum(min(c, level) for c in caps) < total:
+        level += 1
+    counts = [min(c, level) for c in caps]
+    excess = sum(counts) - total
+    for i in reversed(range(len(counts))):  # trim the surplus from the last full stages
+        if excess and counts[i] == level:
+            counts[i] -= 1
+            excess -= 1
+    return counts
 
 
 def kv_capacity_placed(placement: Placement, dims: LayerDims, dtype_bytes: int = 2) -> tuple[int, int]:
