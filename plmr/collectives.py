@@ -89,9 +89,9 @@ def chain_reduce(spec: HardwareSpec, n_ax: int, n: int, root: int | None = None,
     root = n_ax // 2 if root is None else root
     links = [1] * max(root, n_ax - 1 - root)
     t = spec.collective_cycles + _chain_phase(spec, links, n, dtype, packed)
-    two_sided = 0 < root < n_ax - 1
+    # Two colours alternating by distance to the (fixed) root serve both sides (method §6.4 [D]).
     return CostBreakdown(op="chain_reduce", compute_cycles=0.0, comm_cycles=t, total_cycles=t,
-                         bytes_per_pe=2 * n * dtype_bytes(dtype), colors_per_pe=4 if two_sided else 2)
+                         bytes_per_pe=2 * n * dtype_bytes(dtype), colors_per_pe=2)
 
 
 def pipeline_allreduce(spec: HardwareSpec, n_ax: int, n: int, dtype: str = "fp16",

@@ -201,29 +201,37 @@ def decode_cost(model: Any, req: PlanRequest, grid: tuple[int, int], tree_y: Tre
         return layer.total_cycles, layer.total_cycles * model.num_layers, layer
     dims = model_dims(model)
     layer = decode_layer(spec, dims, p_y, p_x, req.decode_context, tree_y, tree_x, req.dtype)
-    per_token = layer.total_cycles * model.num_layers
-    per_token += decode_extras_cycles(model, req, grid, tree_y, tree_x, placement)
-    return layer.total_cycles, per_token, layer
+    extras = decode_extras(model, req, grid, tree_y, tree_x, placement)
+    per_token = layer.total_cycles * model.num_layers + sum(extras.values())
+    parts = {f"layer.{k}": v for k, v in layer.parts.items()}
+    parts["layers"] = layer.total_cycles * model.num_layers
+    parts.update(extras)
+    return layer.total_cycles, per_token, CostBreakdown(
+        op="decode_token", compute_cycles=layer.compute_cycles * model.num_layers,
+        comm_cycles=layer.comm_cycles * model.num_layers, total_cycles=per_token,
+        bytes_per_pe=layer.bytes_per_pe, colors_per_pe=layer.colors_per_pe, parts=parts)
 
 
-def decode_extras_cycles(model: Any, req: PlanRequest, grid: tuple[int, int], tree_y: TreeChoice,
-                         tree_x: TreeChoice, placement: Placement | None) -> float:
-    """Embedding lookup broadcast, stage hand-offs, final norm, LM head and argmax (method §3.4, §9)."""
+def decode_extras(model: Any, req: PlanRequest, grid: tuple[int, int], tree_y: TreeChoice,
+                  tree_x: TreeChoice, placement: Placement | None) -> dict[str, float]:
+    """Per-token work outside the layers (method §3.4 "after the last layer", §9 hand-offs):
+    embedding row broadcast, stage hand-offs, final norm, LM head GEMV and the argmax reduce."""
     spec = req.hardware
     p_y, p_x = grid
     E_y = ceil_div(model.hidden_size, p_y)
-    emb = broadcast(spec, p_x, E_y, root=0, dtype=req.dtype).total_cycles
     stages = len(placement.stages) if placement is not None else 1
     # Hand-off: one Y-dist vector crosses to the next region (≤ one region side away), re-broadcast.
     handoff = (message(spec, E_y, max(p_y, p_x), 0, req.dtype).total_cycles
                + broadcast(spec, p_x, E_y, root=0, dtype=req.dtype).total_cycles)
-    final_norm = rmsnorm(spec, p_y, E_y, 1, tree_y.k, tree_y.group_counts if p_y > 1 else None,
-                         req.dtype).total_cycles
-    lm_head = meshgemv(spec, p_y, p_x, model.hidden_size, model.vocab_size, tree_y.k,
-                       tree_y.group_counts if p_y > 1 else None, "y", req.dtype,
-                       with_broadcast=False).total_cycles
-    argmax = chain_reduce(spec, p_x, 2, dtype="fp32").total_cycles
-    return emb + (stages - 1) * handoff + final_norm + lm_head + argmax
+    gy = tree_y.group_counts if p_y > 1 else None
+    return {
+        "embedding": broadcast(spec, p_x, E_y, root=0, dtype=req.dtype).total_cycles,
+        "handoffs": (stages - 1) * handoff,
+        "final_norm": rmsnorm(spec, p_y, E_y, 1, tree_y.k, gy, req.dtype).total_cycles,
+        "lm_head": meshgemv(spec, p_y, p_x, model.hidden_size, model.vocab_size, tree_y.k, gy, "y",
+                            req.dtype, with_broadcast=False).total_cycles,
+        "argmax": chain_reduce(spec, p_x, 2, dtype="fp32").total_cycles,
+    }
 
 
 def prefill_cost(model: Any, req: PlanRequest, grid: tuple[int, int], stages: int) -> tuple[float, float, CostBreakdown]:
