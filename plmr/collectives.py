@@ -52,7 +52,8 @@ def ktree_reduce_cycles(spec: HardwareSpec, tree: KTree, n: int, dtype: str = "f
     """Cycles of each K-tree phase: the slowest group's longer chain into its root (§6.6)."""
     phases = []
     for level in tree.levels:
-        phases.append(max(_chain_phase(spec, links, n, dtype, packed) for links in level.chain_links()))
+        phases.append(max(_chain_phase(spec, side, n, dtype, packed)
+                          for sides in level.chain_sides() for side in sides))
     return phases
 
 

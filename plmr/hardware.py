@@ -121,7 +121,7 @@ class HardwareSpec:
         return spec
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["simd_widths"] = {op: dict(per) for op, per in self.simd_widths.items()}
         d["reserved_colors"] = list(self.reserved_colors)
         d["input_queue_words"] = list(self.input_queue_words)
@@ -287,7 +287,7 @@ def validate_spec(spec: HardwareSpec) -> None:
             if dtype not in DTYPES:
                 raise InputError(f"{where}: simd_widths.{op} has unknown dtype {dtype!r}; "
                                  f"allowed: {', '.join(DTYPES)}")
-            if not isinstance(width, int) or width <= 0:
+            if isinstance(width, bool) or not isinstance(width, int) or width <= 0:
                 raise InputError(f"{where}: simd_widths.{op}.{dtype} must be a positive integer, "
                                  f"got {width!r}")
         missing = [d for d in DTYPES if d not in per]

@@ -20,19 +20,16 @@ class KTreeLevel:
     groups: tuple[tuple[int, ...], ...]
     roots: tuple[int, ...]
 
-    def chain_links(self) -> list[list[int]]:
-        """For each group, the hop lengths along the longer of its two chains into the root."""
+    def chain_sides(self) -> list[tuple[list[int], list[int]]]:
+        """For each group, the hop lengths of its two chains into the root (west side, east side);
+        which one is slower depends on α and β, so the cost model takes the max of both."""
         out = []
         for group, root in zip(self.groups, self.roots):
             i = group.index(root)
             left = [group[j + 1] - group[j] for j in range(i)]
             right = [group[j + 1] - group[j] for j in range(i, len(group) - 1)]
-            out.append(left if _chain_cost_key(left) >= _chain_cost_key(right) else right)
+            out.append((left, right))
         return out
-
-
-def _chain_cost_key(links: list[int]) -> tuple[int, int]:
-    return (len(links), sum(links))
 
 
 @dataclass(frozen=True)
