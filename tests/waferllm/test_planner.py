@@ -1,0 +1,428 @@
+"""Planner acceptance: published LLaMA3-8B figures (paper method), the full method's order of magnitude
+and KV capacity, the search beating forced grids, the JSON contract and its internal consistency, every
+catalog model, grid and K forms, HF model directories and custom hardware files.
+
+Plans are run through the real ``waferllm plan ... --json`` command in-process (click's CliRunner), so
+these tests check what a user sees. Published figures come from the package data, never retyped.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from plmr.hardware import WSE2, get_spec
+from waferllm.calibration import load_targets
+from waferllm.catalog import catalog_names, load_catalog_model
+from waferllm.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+CUSTOM_MESH = REPO / "examples" / "custom_mesh.toml"
+CATALOG_DIR = REPO / "waferllm" / "catalog"
+
+TARGETS = load_targets()
+DECODE_POINTS = TARGETS["decode"]
+PREFILL_POINTS = TARGETS["prefill"]
+KV_POINT = TARGETS["kv_cache"][0]
+
+SMALL_MODELS = ("llama3-8b", "mistral-7b", "qwen2-7b", "llama2-7b", "qwen2.5-0.5b", "llama3.1-8b")
+#: fp16 weights larger than the whole WSE-2 (745,500 PEs x 44 KB usable = 33.6 GB).
+TOO_BIG_FOR_WAFER = ("llama3-70b", "llama3.1-70b", "qwen2-72b", "llama2-70b", "codellama-34b")
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+@functools.lru_cache(maxsize=None)
+def plan_json(*args: str) -> dict:
+    """``waferllm plan ARGS --json`` in-process; the parsed object (cached: treat as read-only)."""
+    r = invoke("plan", *args, "--json")
+    assert r.exit_code == 0, f"waferllm plan {' '.join(args)}: exit {r.exit_code}: {r.stderr}{r.exception!r}"
+    return json.loads(r.stdout)
+
+
+def plan_error(*args: str) -> str:
+    """``waferllm plan ARGS --json`` must fail cleanly; returns the one stderr line."""
+    r = invoke("plan", *args, "--json")
+    assert r.exit_code == 2, f"exit {r.exit_code}: {r.output[:300]} {r.exception!r}"
+    assert isinstance(r.exception, SystemExit), repr(r.exception)
+    assert "Traceback" not in r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr
+    return lines[0]
+
+
+def paper_decode(grid: int | str, context: int = 4096) -> dict:
+    return plan_json("llama3-8b", "--hardware", "wse2", "--method", "paper", "--decode-grid", str(grid),
+                     "--context", str(context))
+
+
+def paper_prefill(grid: int | str, input_len: int = 4096) -> dict:
+    return plan_json("llama3-8b", "--hardware", "wse2", "--method", "paper", "--prefill-grid", str(grid),
+                     "--input-len", str(input_len))
+
+
+# ------------------------------------------------------------------------------------------------
+# Published figures (paper method)
+# ------------------------------------------------------------------------------------------------
+
+def test_targets_are_the_published_points():
+    assert TARGETS["model"] == "llama3-8b" and TARGETS["hardware"] == "wse2"
+    assert [p["grid"] for p in DECODE_POINTS] == [420, 540, 660]
+    assert [p["grid"] for p in PREFILL_POINTS] == [480, 600, 720]
+    assert all(p["context"] == 4096 for p in DECODE_POINTS)
+    assert all(p["input_len"] == 4096 for p in PREFILL_POINTS)
+
+
+@pytest.mark.parametrize("point", DECODE_POINTS, ids=lambda p: f"decode{p['grid']}")
+def test_paper_decode_within_15_percent_of_published(point):
+    d = paper_decode(point["grid"], point["context"])
+    assert d["decode"]["grid"] == [point["grid"], point["grid"]]
+    assert d["method"] == "paper" and d["context"] == point["context"]
+    got = d["decode"]["tokens_per_s"]
+    assert got == pytest.approx(point["tokens_per_s"], rel=0.15), (got, point)
+
+
+@pytest.mark.parametrize("point", PREFILL_POINTS, ids=lambda p: f"prefill{p['grid']}")
+def test_paper_prefill_within_15_percent_of_published(point):
+    d = paper_prefill(point["grid"], point["input_len"])
+    assert d["prefill"]["grid"] == [point["grid"], point["grid"]]
+    assert d["input_len"] == point["input_len"]
+    got = d["prefill"]["tokens_per_s"]
+    assert got == pytest.approx(point["tokens_per_s"], rel=0.15), (got, point)
+
+
+def test_paper_trends_decode_slower_and_prefill_faster_with_more_cores():
+    decode = [paper_decode(p["grid"])["decode"]["tokens_per_s"] for p in DECODE_POINTS]
+    prefill = [paper_prefill(p["grid"])["prefill"]["tokens_per_s"] for p in PREFILL_POINTS]
+    assert decode[0] > decode[1] > decode[2], decode
+    assert prefill[0] < prefill[1] < prefill[2], prefill
+
+
+# ------------------------------------------------------------------------------------------------
+# Full method: same order as the paper method; KV capacity (Table 5)
+# ------------------------------------------------------------------------------------------------
+
+def full_plan(*args: str) -> dict:
+    return plan_json("llama3-8b", "--hardware", "wse2", "--method", "full", *args)
+
+
+# Decode grids on which the full LLaMA3-8B (32 layers, embedding, LM head, 4K KV) tiles the 994x750 mesh.
+FULL_DECODE_GRIDS = ("240", "300", "360", "480x360", "300x360")
+
+
+@pytest.mark.parametrize("grid", FULL_DECODE_GRIDS)
+def test_full_decode_same_order_as_paper_at_same_grid(grid):
+    full = full_plan("--decode-grid", grid, "--context", "4096")["decode"]["tokens_per_s"]
+    paper = paper_decode(grid)["decode"]["tokens_per_s"]
+    assert paper / 3 <= full <= paper * 3, (grid, full, paper)
+
+
+def test_full_prefill_same_order_as_paper_at_published_grid_720():
+    full = full_plan("--prefill-grid", "720", "--input-len", "4096")["prefill"]["tokens_per_s"]
+    paper = paper_prefill(720)["prefill"]["tokens_per_s"]
+    assert paper / 3 <= full <= paper * 3, (full, paper)
+
+
+def test_full_searched_plan_same_order_as_paper_searched_plan():
+    full, paper = full_plan(), plan_json("llama3-8b", "--method", "paper")
+    for phase in ("prefill", "decode"):
+        f, p = full[phase]["tokens_per_s"], paper[phase]["tokens_per_s"]
+        assert p / 3 <= f <= p * 3, (phase, f, p)
+
+
+@pytest.mark.parametrize("flag,grid", [("--decode-grid", "420"), ("--decode-grid", "540"),
+                                       ("--decode-grid", "660"), ("--prefill-grid", "480"),
+                                       ("--prefill-grid", "600")])
+def test_full_method_refuses_published_grids_that_cannot_hold_the_model(flag, grid):
+    # The whole model does not fit the regions of this size that tile the WSE-2 mesh: a clean error
+    # naming the regions needed and available, not a number.
+    msg = plan_error("llama3-8b", "--method", "full", flag, grid, "--context", "4096")
+    assert f"regions of {grid}x{grid}" in msg and "room for" in msg, msg
+
+
+def test_full_kv_capacity_at_360_matches_table5():
+    kv = full_plan("--decode-grid", "360", "--context", "4096")["kv_cache"]
+    assert kv["max_tokens_shift"] == pytest.approx(KV_POINT["max_tokens_shift"], rel=0.15)
+    assert kv["max_tokens_shift"] / kv["max_tokens_concat"] == pytest.approx(KV_POINT["grid"], rel=0.01)
+    # The published ratio is the grid side too (137,548 / 382 = 360.07).
+    assert KV_POINT["max_tokens_shift"] / KV_POINT["max_tokens_concat"] == pytest.approx(360, rel=0.01)
+
+
+# ------------------------------------------------------------------------------------------------
+# The search beats forced grids (same model, method and context)
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("grid", ["420", "360", "540", "660"])
+def test_paper_search_at_least_as_fast_as_forced_grid(grid):
+    auto = plan_json("llama3-8b", "--method", "paper", "--context", "4096")["decode"]["tokens_per_s"]
+    forced = paper_decode(grid, 4096)["decode"]["tokens_per_s"]
+    assert auto >= forced * (1 - 1e-12), (auto, grid, forced)
+
+
+@pytest.mark.parametrize("grid", FULL_DECODE_GRIDS)
+def test_full_search_at_least_as_fast_as_forced_grid(grid):
+    # 420x420 cannot hold the full model (see above); the authors' own end-to-end grid is 360x360.
+    auto = full_plan("--context", "4096")["decode"]["tokens_per_s"]
+    forced = full_plan("--decode-grid", grid, "--context", "4096")["decode"]["tokens_per_s"]
+    assert auto >= forced * (1 - 1e-12), (auto, grid, forced)
+
+
+def test_full_search_at_least_as_fast_as_forced_k():
+    auto = full_plan()["decode"]["tokens_per_s"]
+    for k in (1, 2, 3, 4):
+        forced = full_plan("--k-tree", str(k))["decode"]["tokens_per_s"]
+        assert auto >= forced * (1 - 1e-12), (k, auto, forced)
+
+
+# ------------------------------------------------------------------------------------------------
+# JSON contract and internal consistency
+# ------------------------------------------------------------------------------------------------
+
+JSON_CASES = [
+    ("llama3-8b", "--method", "full"),
+    ("llama3-8b", "--method", "paper"),
+    ("llama3-8b", "--method", "full", "--decode-grid", "360", "--prefill-grid", "720", "--output-len", "64"),
+    ("llama3-8b", "--method", "paper", "--decode-grid", "420", "--context", "4096", "--input-len", "2048"),
+    ("qwen2.5-0.5b", "--method", "full"),
+    ("qwen2-7b", "--method", "full"),
+    ("llama3-70b", "--method", "paper"),
+]
+
+
+def _is_num(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _is_grid(g) -> bool:
+    return isinstance(g, list) and len(g) == 2 and all(isinstance(v, int) and v >= 1 for v in g)
+
+
+@pytest.mark.parametrize("args", JSON_CASES, ids=lambda a: "-".join(a).replace("--", ""))
+def test_json_has_the_contract_fields_with_types(args):
+    d = plan_json(*args)
+    assert d["model"] == args[0] and d["hardware"] == "wse2" and d["method"] == args[2]
+    pre, dec = d["prefill"], d["decode"]
+    assert _is_grid(pre["grid"]) and _is_grid(dec["grid"])
+    for v in (pre["tokens_per_s"], pre["cycles_per_layer"], dec["tokens_per_s"], dec["cycles_per_token"],
+              dec["cycles_per_layer"], d["end_to_end"]["tokens_per_s"], d["energy_j_per_token"]):
+        assert _is_num(v) and v > 0, v
+    assert isinstance(dec["k_tree"], int) and dec["k_tree"] >= 1
+    mem, kv = d["memory"], d["kv_cache"]
+    assert isinstance(mem["bytes_per_pe"], int) and isinstance(mem["capacity_per_pe"], int)
+    assert isinstance(mem["fits"], bool)
+    assert isinstance(kv["max_tokens_shift"], int) and isinstance(kv["max_tokens_concat"], int)
+    assert kv["max_tokens_shift"] >= kv["max_tokens_concat"] >= 0
+    assert isinstance(d["layer_placement"], dict) and d["layer_placement"]["stages"]
+
+
+@pytest.mark.parametrize("args", JSON_CASES, ids=lambda a: "-".join(a).replace("--", ""))
+def test_json_is_internally_consistent(args):
+    d = plan_json(*args)
+    spec = get_spec(d["hardware"])
+    f = d["clock_hz"]
+    assert f == spec.clock_hz
+    pre, dec = d["prefill"], d["decode"]
+    model = load_catalog_model(d["model"])
+    # decode: tokens/s = clock / cycles per token; the paper method is exactly per-layer x layers
+    assert dec["tokens_per_s"] == pytest.approx(f / dec["cycles_per_token"], rel=1e-9)
+    assert dec["cycles_per_token"] >= dec["cycles_per_layer"] * model.num_layers * (1 - 1e-12)
+    if d["method"] == "paper":
+        assert dec["cycles_per_token"] == pytest.approx(dec["cycles_per_layer"] * model.num_layers, rel=1e-12)
+        assert pre["cycles"] == pytest.approx(pre["cycles_per_layer"] * model.num_layers, rel=1e-12)
+        assert d["switch_cycles"] == 0
+    # prefill: prompt tokens / prefill time
+    assert pre["seconds"] == pytest.approx(pre["cycles"] / f, rel=1e-9)
+    assert pre["tokens_per_s"] == pytest.approx(d["input_len"] / pre["seconds"], rel=1e-9)
+    # end to end = output / (prefill + switch + output x decode); energy = power x time / output
+    out = d["output_len"]
+    e2e_s = pre["seconds"] + d["switch_cycles"] / f + out / dec["tokens_per_s"]
+    assert d["end_to_end"]["tokens_per_s"] == pytest.approx(out / e2e_s, rel=1e-9)
+    assert d["end_to_end"]["tokens_per_s"] < dec["tokens_per_s"]
+    assert d["energy_j_per_token"] == pytest.approx(spec.power_watts * e2e_s / out, rel=1e-9)
+    # context default = input + output
+    if "--context" not in args:
+        assert d["context"] == d["input_len"] + d["output_len"]
+    # K-tree colours fit the routable budget
+    assert dec["colors_per_pe"] <= len(spec.routable_colors)
+    # memory and placement
+    mem, pl = d["memory"], d["layer_placement"]
+    assert mem["capacity_per_pe"] == spec.usable_sram_bytes
+    assert pl["grid"] == dec["grid"]
+    assert mem["bytes_per_pe"] == max(s["bytes_per_pe"] for s in pl["stages"])
+    if mem["fits"]:
+        assert mem["bytes_per_pe"] <= mem["capacity_per_pe"]
+        assert len(pl["stages"]) <= pl["regions_available"]
+    p_y, p_x = pl["grid"]
+    for s in pl["stages"]:
+        y, x = s["origin"]
+        assert y % p_y == 0 and x % p_x == 0, s  # aligned regions ...
+        assert y + p_y <= spec.mesh_height and x + p_x <= spec.mesh_width, s  # ... inside the mesh
+    assert len({tuple(s["origin"]) for s in pl["stages"]}) == len(pl["stages"])  # no two stages share one
+
+
+@pytest.mark.parametrize("model", SMALL_MODELS)
+def test_full_layer_placement_covers_every_layer_once_in_order(model):
+    d = plan_json(model, "--method", "full")
+    L = load_catalog_model(model).num_layers
+    stages = d["layer_placement"]["stages"]
+    assert [s["stage"] for s in stages] == list(range(len(stages)))
+    covered = []
+    for s in stages:
+        first, last = s["layers"]
+        assert s["num_layers"] == last - first + 1 >= 1, s
+        covered += range(first, last + 1)
+    assert covered == list(range(L))
+    assert "embedding" in stages[0]["extras"] and "lm_head" in stages[-1]["extras"]
+    assert d["memory"]["fits"] is True
+    assert d["memory"]["bytes_per_pe"] <= d["memory"]["capacity_per_pe"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Every catalog model
+# ------------------------------------------------------------------------------------------------
+
+def test_catalog_lists_the_models_these_tests_name():
+    names = set(catalog_names())
+    assert set(SMALL_MODELS) <= names and set(TOO_BIG_FOR_WAFER) <= names
+
+
+@pytest.mark.parametrize("model", catalog_names())
+def test_every_catalog_model_plans_under_paper_method(model):
+    d = plan_json(model, "--method", "paper")
+    assert d["model"] == model and d["decode"]["tokens_per_s"] > 0 and d["prefill"]["tokens_per_s"] > 0
+    assert d["layer_placement"]["stages"]
+
+
+@pytest.mark.parametrize("model", SMALL_MODELS)
+def test_small_models_plan_and_fit_under_full_method(model):
+    d = plan_json(model, "--method", "full")
+    assert d["memory"]["fits"] is True
+    assert d["decode"]["tokens_per_s"] > 0 and d["kv_cache"]["max_tokens_shift"] > d["context"]
+
+
+@pytest.mark.parametrize("model", TOO_BIG_FOR_WAFER)
+def test_models_larger_than_the_wafer_fail_under_full_method(model):
+    spec = load_catalog_model(model)
+    need_gb = spec.total_params * 2 / 1e9
+    holds_gb = WSE2.num_pes * WSE2.usable_sram_bytes / 1e9
+    assert need_gb > holds_gb  # the premise: fp16 weights alone exceed the wafer
+    msg = plan_error(model, "--method", "full")
+    assert "GB" in msg and f"{need_gb:.1f} GB" in msg and f"{holds_gb:.1f} GB" in msg, msg
+
+
+# ------------------------------------------------------------------------------------------------
+# Grid and K forms
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["full", "paper"])
+def test_rectangular_grid_is_rows_by_columns(method):
+    # 480 rows x 360 columns tiles 994x750 twice each way (360x480 would leave room for only 2 regions).
+    d = plan_json("llama3-8b", "--method", method, "--decode-grid", "480x360", "--prefill-grid", "720x700")
+    assert d["decode"]["grid"] == [480, 360] and d["layer_placement"]["grid"] == [480, 360]
+    assert d["prefill"]["grid"] == [720, 700]
+
+
+def test_decode_grid_360x480_is_360_rows_480_columns():
+    d = plan_json("llama3-8b", "--method", "paper", "--decode-grid", "360x480")
+    assert d["decode"]["grid"] == [360, 480]
+    assert d["layer_placement"]["regions_available"] == (994 // 360) * (750 // 480)
+
+
+def test_square_grid_forms_agree():
+    assert plan_json("llama3-8b", "--method", "paper", "--decode-grid", "420") == \
+        plan_json("llama3-8b", "--method", "paper", "--decode-grid", "420x420")
+
+
+@pytest.mark.parametrize("method", ["full", "paper"])
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_forced_k_tree_is_reported(method, k):
+    d = plan_json("llama3-8b", "--method", method, "--k-tree", str(k), "--decode-grid", "360")
+    assert d["decode"]["k_tree"] == k and d["decode"]["k_tree_x"] == k
+    assert d["decode"]["colors_per_pe"] == (2 * k + 1) * 2 + 1
+
+
+@pytest.mark.parametrize("method", ["full", "paper"])
+@pytest.mark.parametrize("k", [5, 6])
+def test_k_tree_with_too_many_colours_is_an_error(method, k):
+    # Two reduction axes need (2K+1) + (2K+1) + 1 colours: K=5 needs 23, K=6 27; WSE-2 routes 21.
+    msg = plan_error("llama3-8b", "--method", method, "--k-tree", str(k))
+    assert "colour" in msg, msg
+
+
+# ------------------------------------------------------------------------------------------------
+# The paper method never fails on fit
+# ------------------------------------------------------------------------------------------------
+
+def test_paper_method_huge_context_without_forced_grid_still_plans():
+    d = plan_json("llama3-8b", "--method", "paper", "--context", "100000000")
+    assert d["decode"]["tokens_per_s"] > 0
+    assert d["memory"]["fits"] is False
+    assert any("does not fit" in n for n in d["notes"])
+
+
+def test_paper_method_overflowing_layer_reports_fits_false():
+    # One layer's KV cache at 1e8 tokens cannot sit in 44 KB per PE: the plan extrapolates (paper
+    # method) but must not claim it fits.
+    d = paper_decode(420, 100_000_000)
+    assert any("does not fit" in n for n in d["notes"]), d["notes"]
+    assert d["memory"]["fits"] is False, d["memory"]
+
+
+# ------------------------------------------------------------------------------------------------
+# HF model directories and custom hardware
+# ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("hf") / "my-llama3"
+    d.mkdir()
+    shutil.copy(CATALOG_DIR / "llama3-8b.json", d / "config.json")
+    return d
+
+
+@pytest.mark.parametrize("method", ["full", "paper"])
+def test_plan_from_model_directory_equals_catalog(hf_dir, method):
+    by_path = dict(plan_json(str(hf_dir), "--method", method))
+    by_name = dict(plan_json("llama3-8b", "--method", method))
+    assert by_path.pop("model") == "my-llama3"
+    assert by_name.pop("model") == "llama3-8b"
+    assert by_path == by_name
+
+
+def test_custom_mesh_plans_llama3_8b():
+    d = plan_json("llama3-8b", "--hardware", str(CUSTOM_MESH))
+    assert d["hardware"] == "mesh-192kb"
+    assert d["memory"]["fits"] is True
+    assert d["memory"]["capacity_per_pe"] == 196608 - WSE2.sram_reserve_bytes
+    for s in d["layer_placement"]["stages"]:
+        y, x = s["origin"]
+        assert y + d["layer_placement"]["grid"][0] <= 600 and x + d["layer_placement"]["grid"][1] <= 600
+
+
+def test_custom_mesh_with_4x_sram_holds_more_kv_than_wse2():
+    custom = plan_json("llama3-8b", "--hardware", str(CUSTOM_MESH), "--method", "full")["kv_cache"]
+    wse2 = plan_json("llama3-8b", "--hardware", "wse2", "--method", "full")["kv_cache"]
+    assert custom["max_tokens_shift"] > wse2["max_tokens_shift"]
+    same_grid = ("llama3-8b", "--method", "full", "--decode-grid", "300")
+    assert plan_json(*same_grid, "--hardware", str(CUSTOM_MESH))["kv_cache"]["max_tokens_shift"] > \
+        plan_json(*same_grid, "--hardware", "wse2")["kv_cache"]["max_tokens_shift"]
+
+
+def test_custom_mesh_by_spec_object_holds_more_kv_than_wse2():
+    # The same comparison through the API with the example's fields (independent of TOML loading).
+    from waferllm.planner import PlanRequest, plan
+
+    mesh = WSE2.with_params(name="mesh-192kb", mesh_width=600, mesh_height=600, fabric_width=607,
+                            fabric_height=602, sram_bytes=196608)
+    model = load_catalog_model("llama3-8b")
+    big, base = plan(model, PlanRequest(mesh, "full")), plan(model, PlanRequest(WSE2, "full"))
+    assert big.kv_shift_tokens > base.kv_shift_tokens
+    assert big.to_dict()["hardware"] == "mesh-192kb"
