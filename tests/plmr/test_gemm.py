@@ -1,0 +1,228 @@
+"""Distributed GEMM costs (method §4.4-4.6, §5): MeshGEMM, Cannon, SUMMA and dist-GEMM-T."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from plmr import WSE2, WSE3, cannon, gemmt, local_gemm_cycles, meshgemm, summa
+from plmr.gemm import gemm_footprint_bytes
+from plmr.primitives import t_msg, t_vec
+
+SPEC = WSE2.with_params(op_issue_cycles=11.0, ramp_cycles=5.0, hop_cycles=2.0, relay_cycles=3.0,
+                        collective_cycles=37.0, task_cycles=13.0)
+
+
+def _msg(spec, n, hops, stages=0):
+    return spec.op_issue_cycles + spec.ramp_cycles + hops * spec.hop_cycles + stages * spec.relay_cycles + n
+
+
+# ------------------------------------------------------------------------------------------------
+# Local GEMM
+# ------------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=100, deadline=None)
+@given(m=st.integers(1, 300), k=st.integers(1, 64), n=st.integers(1, 300))
+def test_local_gemm_picks_the_cheaper_orientation(m, k, n):
+    F = SPEC.simd_width("fmac", "fp16")
+    along_m = k * n * (SPEC.op_issue_cycles + math.ceil(m / F))
+    along_n = k * m * (SPEC.op_issue_cycles + math.ceil(n / F))
+    got = local_gemm_cycles(SPEC, m, k, n)
+    assert got == min(along_m, along_n)
+    assert got == local_gemm_cycles(SPEC, n, k, m)  # symmetric in m and n
+
+
+def test_local_gemm_examples():
+    # m = 100, n = 3: vectors along m (34 cycles per op, 15 ops) beat vectors along n (500 ops)
+    assert local_gemm_cycles(SPEC, 100, 5, 3) == 5 * 3 * (11 + 25)
+    assert local_gemm_cycles(SPEC, 0, 5, 3) == 0
+    # wider SIMD on wse3 halves the vector part
+    assert local_gemm_cycles(WSE3, 64, 1, 1) == WSE3.op_issue_cycles + 8
+    assert local_gemm_cycles(WSE2, 64, 1, 1) == WSE2.op_issue_cycles + 16
+    assert local_gemm_cycles(WSE2, 64, 1, 1, dtype="fp32") == WSE2.op_issue_cycles + 64
+
+
+# ------------------------------------------------------------------------------------------------
+# MeshGEMM
+# ------------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(M=st.integers(1, 200), K=st.integers(1, 200), N=st.integers(1, 200))
+def test_one_pe_meshgemm_is_local_gemm_plus_zero_c(M, K, N):
+    r = meshgemm(SPEC, 1, 1, M, K, N)
+    local = local_gemm_cycles(SPEC, M, K, N)
+    zero_c = SPEC.op_issue_cycles + math.ceil(M * N / SPEC.simd_width("mov", "fp16"))
+    assert r.comm_cycles == 0
+    assert r.parts["align"] == 0 and r.parts["step_shift"] == 0
+    assert r.total_cycles == zero_c + SPEC.task_cycles + local
+    assert r.colors_per_pe == 0
+
+
+@pytest.mark.parametrize("P", [3, 4, 7, 16])
+def test_square_meshgemm_reference_formula(P):
+    """§4.5: ⌊P/2⌋(c_task + T_msg(mk, 2, 0)) + T_vec(mn) + (P-1)(c_task + max(T_comp, T_shift))
+    + c_task + T_comp (the final, useless shift is skipped)."""
+    M = K = N = 24 * P
+    m = k = n = 24
+    comp = local_gemm_cycles(SPEC, m, k, n)
+    shift = _msg(SPEC, max(m * k, k * n), 2)
+    align = (P // 2) * (SPEC.task_cycles + _msg(SPEC, m * k, 2))
+    zero_c = t_vec(SPEC, m * n, "mov")
+    expected = align + zero_c + (P - 1) * (SPEC.task_cycles + max(comp, shift)) + SPEC.task_cycles + comp
+    r = meshgemm(SPEC, P, P, M, K, N)
+    assert r.total_cycles == expected
+    assert r.parts["steps"] == P
+    assert r.parts["step_compute"] == comp and r.parts["step_shift"] == shift
+    assert r.comm_cycles == align + (P - 1) * shift
+
+
+def test_comm_bound_meshgemm_steps_are_shift_limited():
+    # one-column K tiles with a big m and n: the shift (m·k elements) outweighs one FMAC sweep
+    r = meshgemm(SPEC, 8, 8, 8 * 4000, 8, 8)
+    assert r.parts["step_shift"] > r.parts["step_compute"]
+    assert r.total_cycles > 7 * (SPEC.task_cycles + r.parts["step_shift"])
+
+
+def test_non_square_uses_lcm_steps():
+    r = meshgemm(SPEC, 4, 6, 480, 480, 480)
+    assert r.parts["steps"] == 12 == math.lcm(4, 6)
+    # each physical PE hosts q_x·q_y = 2·3 virtual tiles of (M/Q)×(K/Q)×(N/Q) per step
+    assert r.parts["step_compute"] == 6 * local_gemm_cycles(SPEC, 40, 40, 40)
+    # per-PE C block is (M/P_y)×(N/P_x) = 120×80
+    assert r.bytes_per_pe == gemm_footprint_bytes(120, 40, 80, "fp16")
+    assert cannon(SPEC, 4, 6, 480, 480, 480).parts["steps"] == 12
+    assert summa(SPEC, 4, 6, 480, 480, 480).parts["steps"] == 12
+
+
+@settings(max_examples=60, deadline=None)
+@given(p_y=st.integers(1, 9), p_x=st.integers(1, 9), M=st.integers(1, 300), K=st.integers(1, 300),
+       N=st.integers(1, 300))
+def test_uneven_dims_cost_as_padded(p_y, p_x, M, K, N):
+    """Rotating operands are zero-padded to ⌈D/Q⌉ tiles and charged on padded sizes."""
+    Q = math.lcm(p_y, p_x)
+    padded = (math.ceil(M / Q) * Q, math.ceil(K / Q) * Q, math.ceil(N / Q) * Q)
+    a = meshgemm(SPEC, p_y, p_x, M, K, N)
+    b = meshgemm(SPEC, p_y, p_x, *padded)
+    assert a.total_cycles == b.total_cycles
+    assert a.bytes_per_pe == b.bytes_per_pe
+    assert a.parts["steps"] == Q
+
+
+def test_m10_on_3_rows_charges_tiles_of_4():
+    r = meshgemm(SPEC, 3, 3, 10, 12, 12)
+    assert r.bytes_per_pe == (2 * 4 * 4 + 2 * 4 * 4 + 4 * 4) * 2
+    assert r.parts["step_compute"] == local_gemm_cycles(SPEC, 4, 4, 4)
+    assert r.total_cycles == meshgemm(SPEC, 3, 3, 12, 12, 12).total_cycles
+    assert r.total_cycles > meshgemm(SPEC, 3, 3, 9, 12, 12).total_cycles
+
+
+@settings(max_examples=60, deadline=None)
+@given(m=st.integers(0, 200), k=st.integers(0, 200), n=st.integers(0, 200))
+def test_footprint_formula(m, k, n):
+    assert gemm_footprint_bytes(m, k, n, "fp16") == (2 * m * k + 2 * k * n + m * n) * 2
+    assert gemm_footprint_bytes(m, k, n, "fp32") == (2 * m * k + 2 * k * n + m * n) * 4
+    assert gemm_footprint_bytes(m, k, n, "fp16", fp32_acc=True) == (2 * m * k + 2 * k * n + m * n) * 2 + 4 * m * n
+
+
+def test_meshgemm_bytes_per_pe():
+    r = meshgemm(SPEC, 8, 8, 512, 256, 1024, dtype="fp32")
+    m, k, n = 64, 32, 128
+    assert r.bytes_per_pe == (2 * m * k + 2 * k * n + m * n) * 4
+
+
+@pytest.mark.parametrize("P,colors", [(1, 0), (2, 4), (3, 9), (4, 9), (16, 9), (750, 9)])
+def test_meshgemm_colours(P, colors):
+    assert meshgemm(SPEC, P, P, 1500, 1500, 1500).colors_per_pe == colors
+
+
+def test_cannon_and_summa_colours():
+    assert cannon(SPEC, 8, 8, 64, 64, 64).colors_per_pe == 6
+    assert summa(SPEC, 8, 8, 64, 64, 64).colors_per_pe == 4
+
+
+# ------------------------------------------------------------------------------------------------
+# Comparisons
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", [WSE2, SPEC], ids=["wse2", "distinct"])
+def test_meshgemm_beats_cannon_at_scale(spec):
+    mg = meshgemm(spec, 256, 256, 2048, 2048, 2048)
+    cn = cannon(spec, 256, 256, 2048, 2048, 2048)
+    assert mg.total_cycles < cn.total_cycles
+    assert mg.comm_cycles < cn.comm_cycles / 5
+
+
+def test_meshgemm_beats_summa_at_scale():
+    """256×256 PEs, M = K = N = 2048 (the paper's large-P regime): MeshGEMM is the fastest."""
+    mg = meshgemm(WSE2, 256, 256, 2048, 2048, 2048)
+    sm = summa(WSE2, 256, 256, 2048, 2048, 2048)
+    assert mg.total_cycles < sm.total_cycles
+
+
+def test_summa_broadcast_matches_reference_formula():
+    """Method §4.5, SUMMA variant (i), the default baseline: every step's broadcast is a
+    store-and-forward relay chain T_msg(max(mk, kn), P−1, r = P−1)."""
+    P, D = 16, 256
+    m = n = k = D // P
+    r = summa(SPEC, P, P, D, D, D)
+    bc = _msg(SPEC, max(m * k, k * n), P - 1, P - 1)
+    assert r.comm_cycles == P * bc
+
+
+@pytest.mark.parametrize("P", [8, 32, 128])
+def test_meshgemm_comm_is_constant_per_step_cannon_grows(P):
+    D = 16 * P
+    mg, cn = meshgemm(SPEC, P, P, D, D, D), cannon(SPEC, P, P, D, D, D)
+    assert mg.parts["step_shift"] == _msg(SPEC, 256, 2)
+    assert cn.parts["step_shift"] == _msg(SPEC, 256, P - 1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(P=st.integers(3, 64), t=st.integers(1, 32))
+def test_meshgemm_never_slower_than_cannon_square(P, t):
+    D = P * t
+    assert meshgemm(SPEC, P, P, D, D, D).total_cycles <= cannon(SPEC, P, P, D, D, D).total_cycles
+
+
+# ------------------------------------------------------------------------------------------------
+# dist-GEMM-T
+# ------------------------------------------------------------------------------------------------
+
+
+def test_gemmt_one_column_has_no_reduce():
+    r = gemmt(SPEC, 6, 1, 60, 32, 60)
+    assert r.parts["step_reduce"] == 0
+    comp = local_gemm_cycles(SPEC, 10, 32, 10)
+    shift = t_msg(SPEC, 10 * 32, 2)
+    assert r.total_cycles == 6 * (SPEC.task_cycles + comp + shift)
+    assert r.colors_per_pe == 3  # only the y-ring
+
+
+def test_gemmt_one_pe():
+    r = gemmt(SPEC, 1, 1, 10, 20, 30)
+    assert r.comm_cycles == 0
+    assert r.total_cycles == SPEC.task_cycles + local_gemm_cycles(SPEC, 10, 20, 30)
+    assert r.colors_per_pe == 0
+
+
+def test_gemmt_reduce_reaches_the_farthest_root():
+    # P_y = 4: ring order (0, 2, 3, 1) -> roots at columns r mod 5 = 0, 2, 3, 1; farthest distance 4
+    r = gemmt(SPEC, 4, 5, 40, 50, 40)
+    m, n_b = 10, 10
+    expected = (SPEC.collective_cycles + SPEC.op_issue_cycles + SPEC.ramp_cycles
+                + 4 * (SPEC.hop_cycles + SPEC.relay_cycles) + m * n_b)
+    assert r.parts["step_reduce"] == expected
+    assert r.colors_per_pe == 4 + 3
+    assert r.parts["steps"] == 4
+
+
+def test_gemmt_bytes():
+    r = gemmt(SPEC, 4, 4, 64, 64, 64)
+    m = n_b = k = 16
+    assert r.bytes_per_pe == (m * k + 2 * n_b * k + 2 * m * n_b) * 2
