@@ -87,22 +87,19 @@ def cannon(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype
 
 def summa(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",
           packed: bool = False) -> CostBreakdown:
-    """SUMMA with store-and-forward relay broadcasts (r = hops, method §4.5 variant (i)): step t
-    broadcasts A's K-panel t along rows from column t mod P_x and B's along columns from row
-    t mod P_y, prefetched so each step costs c_task + max(compute, broadcast)."""
+    """SUMMA with store-and-forward relay broadcasts (method §4.5 variant (i), the paper's baseline):
+    step t broadcasts A's K-panel t along rows and B's along columns, each over P-1 hops and P-1
+    relay stages, prefetched so each step costs c_task + max(compute, broadcast)."""
     S = math.lcm(p_y, p_x)
     m, n, k = ceil_div(M, p_y), ceil_div(N, p_x), ceil_div(K, S)
     comp = local_gemm_cycles(spec, m, k, n, dtype)
     total = t_vec(spec, m * n, "mov", dtype)
     comm = 0.0
-    for t in range(S):
-        rx, ry = t % p_x, t % p_y
-        hx = max(rx, p_x - 1 - rx)
-        hy = max(ry, p_y - 1 - ry)
-        bc = max(t_msg(spec, m * k, hx, hx, dtype, packed) if p_x > 1 else 0.0,
-                 t_msg(spec, k * n, hy, hy, dtype, packed) if p_y > 1 else 0.0)
-        comm += bc
-        total += spec.task_cycles + max(comp, bc)
+    # Method §4.5 variant (i): every step's panel crosses the whole axis through P-1 relays.
+    bc = max(t_msg(spec, m * k, p_x - 1, p_x - 1, dtype, packed) if p_x > 1 else 0.0,
+             t_msg(spec, k * n, p_y - 1, p_y - 1, dtype, packed) if p_y > 1 else 0.0)
+    comm = S * bc
+    total += S * (spec.task_cycles + max(comp, bc))
     footprint = 2 * gemm_footprint_bytes(m, k, n, dtype) - m * n * dtype_bytes(dtype)
     colors = (2 if p_x > 1 else 0) + (2 if p_y > 1 else 0)
     return CostBreakdown(op="summa", compute_cycles=S * (spec.task_cycles + comp), comm_cycles=comm,

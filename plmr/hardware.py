@@ -65,7 +65,7 @@ class HardwareSpec:
     op_issue_cycles: float  # c_op: fixed overhead of one DSD op
     task_cycles: float  # c_task: one task activation / step synchronisation
     scalar_fn_cycles: float  # c_fn: per element of exp, rsqrt, sigmoid, divide
-    collective_cycles: float  # fixed set-up of one collective (per phase of a K-tree)
+    collective_cycles: float  # fixed set-up cost, paid once per collective
     simd_widths: Mapping[str, Mapping[str, int]] = field(hash=False, compare=True)
     # --- power --------------------------------------------------------------------------------------
     power_watts: float = 0.0
@@ -139,7 +139,7 @@ def _check_dtype(dtype: str) -> None:
 # ------------------------------------------------------------------------------------------------
 
 # Calibrated overheads (op issue, relay stage, per-collective constant): fitted once on the
-# LLaMA3-8B WSE-2 figures by benchmarks/fit_calibration.py; see docs/CALIBRATION.md.
+# LLaMA3-8B WSE-2 figures by `python -m waferllm.calibration --fit`; see docs/CALIBRATION.md.
 WSE2_CALIBRATED = {
     "op_issue_cycles": 9.0,
     "relay_cycles": 1.0,
@@ -359,6 +359,8 @@ def load_spec_file(path: str | Path) -> HardwareSpec:
         text = path.read_text()
     except OSError as exc:
         raise InputError(f"cannot read hardware file {str(path)!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"hardware file {str(path)!r} is not UTF-8 text") from None
     if path.suffix.lower() == ".toml":
         import tomllib
 

@@ -115,7 +115,7 @@ def decode_layer(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, contex
                E_y * (q_x + 2 * kv_x) * dtype_bytes(dtype)),
         _allreduce(spec, p_y, q_x + 2 * kv_x, tree_y, dtype, "qkv.allreduce"),
         rope(spec, q_x + kv_x, 1, dtype),
-        kv_shift(spec, kv_x, dtype),
+        kv_shift(spec, kv_x, dtype) if p_y > 1 else _local("kv_shift", 0.0),  # one row: nothing moves
         _local("scores.local", q_x * t_vec(spec, S_y, "fmac", dtype)),
         _allreduce(spec, hl.group_width, hl.q_heads * S_y, tree_g, dtype, "scores.allreduce"),
         softmax(spec, p_y, S_y, hl.q_heads, tree_y.k, tree_y.group_counts if p_y > 1 else None, dtype),

@@ -170,7 +170,7 @@ def render_report(spec: HardwareSpec, fitted: FitResult | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--fit", action="store_true", help="refit the three overheads (takes ~1 min)")
+    ap.add_argument("--fit", action="store_true", help="refit the three overheads (a few seconds)")
     ap.add_argument("--write", metavar="PATH", help="write the markdown report here")
     args = ap.parse_args(argv)
     result = fit() if args.fit else None

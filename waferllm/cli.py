@@ -121,8 +121,8 @@ def models(as_json: bool) -> None:
     from rich.table import Table
 
     table = Table(title="model catalog")
-    for col in ("name", "architecture", "layers", "hidden", "heads", "kv heads", "head dim", "ffn",
-                "vocab", "params"):
+    table.add_column("name", no_wrap=True)
+    for col in ("architecture", "layers", "hidden", "heads", "kv heads", "head dim", "ffn", "vocab", "params"):
         table.add_column(col)
     for s in specs:
         table.add_row(s.name, s.architecture, str(s.num_layers), str(s.hidden_size), str(s.num_heads),

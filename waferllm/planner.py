@@ -25,8 +25,8 @@ from plmr.ktree import default_group_counts
 from plmr.ops import rmsnorm
 from plmr.primitives import ceil_div
 from plmr.transformer import (
-    LayerDims, TreeChoice, decode_buffer_bytes, decode_layer, decode_weight_bytes, prefill_activation_bytes,
-    prefill_layer, round_up,
+    LayerDims, TreeChoice, decode_buffer_bytes, decode_layer, decode_weight_bytes, kv_bytes_per_token_per_pe,
+    prefill_activation_bytes, prefill_layer, round_up,
 )
 from waferllm.placement import Placement, kv_capacity_placed, place_layers
 
@@ -307,19 +307,16 @@ def _refine(best: tuple[int, int], spec: HardwareSpec, step: int) -> list[tuple[
 def _trees(req: PlanRequest, grid: tuple[int, int]) -> list[tuple[TreeChoice, TreeChoice]]:
     p_y, p_x = grid
     budget = len(req.hardware.routable_colors)
+    if req.k_tree is not None and decode_colors(req.k_tree, req.k_tree) > budget:
+        raise InputError(f"K={req.k_tree} needs {decode_colors(req.k_tree, req.k_tree)} colours per PE for "
+                         f"two reduction axes; {req.hardware.name} has {budget} routable colours "
+                         f"(K <= {(budget - 3) // 4})")
     if req.method == "paper":
         if req.k_tree is not None:
             return [(tree_for(p_y, req.k_tree), tree_for(p_x, req.k_tree))]
         return [(paper_tree(p_y), paper_tree(p_x))]
     ks = (req.k_tree,) if req.k_tree is not None else K_CHOICES
-    out = []
-    for k in ks:
-        if decode_colors(k, k) <= budget:
-            out.append((tree_for(p_y, k), tree_for(p_x, k)))
-    if not out:
-        raise InputError(f"K={ks[0]} needs {decode_colors(ks[0], ks[0])} colours per PE for two "
-                         f"reduction axes; {budget} routable colours available")
-    return out
+    return [(tree_for(p_y, k), tree_for(p_x, k)) for k in ks if decode_colors(k, k) <= budget]
 
 
 def _placement(model: Any, req: PlanRequest, grid: tuple[int, int]) -> Placement:
@@ -344,6 +341,8 @@ def _decode_candidate(model: Any, req: PlanRequest, grid: tuple[int, int], force
         if forced:
             raise InputError(_too_big_message(model, req, grid, placement))
         return None
+    if placement is None:  # paper method: one layer overflows a PE here; report it, never fail
+        placement = _paper_overflow_placement(model, req, grid)
     best = None
     for ty, tx in _trees(req, grid):
         per_layer, per_token, layer = decode_cost(model, req, grid, ty, tx, placement)
@@ -369,15 +368,15 @@ def _search_decode(model: Any, req: PlanRequest):
     if req.decode_grid is not None:
         _check_grid(spec, req.decode_grid, "decode")
         return _decode_candidate(model, req, req.decode_grid, forced=True)
-    step = 20
+    step = 10
     best = None
-    for grid in candidate_grids(spec, step):
+    for grid in candidate_grids(spec, step, smallest=10):
         c = _decode_candidate(model, req, grid, forced=False)
         if c is not None and (best is None or c[0] < best[0]):
             best = c
     if best is None:
         raise InputError(_nothing_fits(model, req))
-    for grid in _refine(best[6].grid if best[6] is not None else (0, 0), spec, step // 2):
+    for grid in _refine(best[6].grid, spec, step // 2):
         c = _decode_candidate(model, req, grid, forced=False)
         if c is not None and c[0] < best[0]:
             best = c
@@ -463,8 +462,7 @@ def plan(model: Any, req: PlanRequest) -> Plan:
     _, d_layer, d_token, d_break, ty, tx, placement = dec
     pre = _search_prefill(model, req)
     _, p_layer, p_total, p_break, p_grid = pre
-    if placement is None:  # paper method on a grid where one layer overflows: report, never fail
-        placement = _paper_overflow_placement(model, req, dec)
+    if not placement.fits and req.method == "paper":
         notes.append("one layer does not fit a PE at this grid; the paper method extrapolates anyway")
     f = spec.clock_hz
     decode_s = d_token / f
@@ -493,16 +491,18 @@ def plan(model: Any, req: PlanRequest) -> Plan:
     )
 
 
-def _paper_overflow_placement(model: Any, req: PlanRequest, dec) -> Placement:
+def _paper_overflow_placement(model: Any, req: PlanRequest, grid: tuple[int, int]) -> Placement:
+    """The paper method's one resident layer on a grid where it overflows a PE: reported as is."""
     from waferllm.placement import Stage, regions_available
 
-    grid = req.decode_grid
     dims = paper_dims(model, grid)
+    ctx = round_up(req.decode_context, math.lcm(*grid))
     w = decode_weight_bytes(dims, grid[0], grid[1], req.dtype)
+    kv = ceil_div(ctx, grid[0]) * kv_bytes_per_token_per_pe(dims, grid[1], req.dtype)
     buf = decode_buffer_bytes(dims, grid[0], grid[1], req.dtype)
-    stage = Stage(0, (0, 0), (0, 0), (), w + buf)
+    stage = Stage(0, (0, 0), (0, 0), (), w + kv + buf)
     return Placement(grid=grid, stages=(stage,), regions_available=regions_available(req.hardware, grid),
-                     capacity_per_pe=req.hardware.usable_sram_bytes, layer_weight_bytes=w, layer_kv_bytes=0,
+                     capacity_per_pe=req.hardware.usable_sram_bytes, layer_weight_bytes=w, layer_kv_bytes=kv,
                      buffer_bytes=buf, extras_bytes={})
 
 
