@@ -1,0 +1,100 @@
+"""The contract every kernel builder fulfils: a ``KernelRequest`` in, a ``KernelBuild`` out.
+
+A build holds the ``MeshProgram`` (the single description the simulator runs and the CSL emitter
+will lower), the input data it was loaded with, the numpy reference of its outputs, a ``gather``
+that reassembles outputs from a simulation result, and the PLMR prediction for the same shapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from plmr.breakdown import CostBreakdown
+from plmr.errors import InputError
+from plmr.hardware import HardwareSpec
+from simulator.program import MeshProgram
+
+KERNEL_DTYPES = ("fp16", "fp32")
+
+
+@dataclass(frozen=True)
+class KernelRequest:
+    """What to build. GEMM kernels compute C[m×n] = A[m×k]·B[k×n] (``gemmt``: A[m×k]·B[n×k]ᵀ);
+    GEMV kernels compute y[1×n] = x[1×k]·W[k×n] and require m = 1."""
+
+    name: str
+    mesh: tuple[int, int]  # (rows P_y, columns P_x)
+    m: int
+    k: int
+    n: int
+    dtype: str = "fp32"
+    k_tree: int = 2  # GEMV / allreduce kernels
+    group_size: int | None = None  # level-1 group size of the K-tree (None: ≈ n^(1/K))
+    functional: bool = True  # False: timing-only build, no payload data
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        h, w = self.mesh
+        if h < 1 or w < 1:
+            raise InputError(f"--mesh {h}x{w}: both sides must be >= 1")
+        for name in ("m", "k", "n"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.dtype not in KERNEL_DTYPES:
+            raise InputError(f"unknown dtype {self.dtype!r}; allowed: {', '.join(KERNEL_DTYPES)}")
+        if self.k_tree < 1:
+            raise InputError(f"--k-tree must be >= 1, got {self.k_tree}")
+        if self.group_size is not None and self.group_size < 1:
+            raise InputError(f"--group-size must be >= 1, got {self.group_size}")
+
+    def rng(self) -> np.random.Generator:
+        return np.random.default_rng(self.seed)
+
+
+@dataclass
+class KernelBuild:
+    request: KernelRequest
+    program: MeshProgram
+    predicted: CostBreakdown
+    gather: Callable[[Any], dict[str, np.ndarray]]  # SimResult -> outputs, full (unpadded) shapes
+    inputs: dict[str, np.ndarray] = field(default_factory=dict)  # empty for timing-only builds
+    expected: dict[str, np.ndarray] = field(default_factory=dict)  # numpy reference
+    layout: dict[str, str] = field(default_factory=dict)  # where each operand lives, for humans
+
+    def colors_per_pe(self) -> int:
+        """Most distinct colours any PE routes (the R metric)."""
+        p = self.program
+        return max(len(p.colours_used(x, y)) for y in range(p.height) for x in range(p.width))
+
+    def bytes_per_pe(self) -> int:
+        """Most buffer bytes on any PE (the M metric)."""
+        p = self.program
+        return max(p.sram_bytes(x, y) for y in range(p.height) for x in range(p.width))
+
+
+class ColourMap:
+    """Maps a kernel's colour slots to routable hardware colour IDs, in order, and fails at build
+    time with the numbers when the kernel needs more than the hardware routes."""
+
+    def __init__(self, spec: HardwareSpec, slots: int, kernel: str):
+        routable = spec.routable_colors
+        if slots > len(routable):
+            raise InputError(
+                f"kernel {kernel} needs {slots} colours per PE; {spec.name} has {len(routable)} routable "
+                f"colours (reserved: {', '.join(map(str, spec.reserved_colors))})"
+            )
+        self._ids = routable[:slots]
+
+    def __getitem__(self, slot: int) -> int:
+        return self._ids[slot]
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
+def round_to_dtype(a: np.ndarray, dtype: str) -> np.ndarray:
+    """Inputs are generated in float64 and stored rounded to the kernel's dtype."""
+    return a.astype(np.float16 if dtype == "fp16" else np.float32)
