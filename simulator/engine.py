@@ -1,0 +1,704 @@
+"""The numba hot loop: an event-driven cycle-by-cycle simulation over flat arrays.
+
+Each cycle runs two phases: the CE phase (main threads issue instructions, microthreads move at
+most one wavelet each) then the router phase (each router moves at most one wavelet per output
+port). Only agents with something to do are visited: every state change schedules the agent it can
+unblock — a pushed wavelet schedules its router for the cycle it becomes ready, a freed buffer slot
+wakes the blocked producer next cycle — through a 32-slot timing wheel (a min-heap for longer
+delays). Buffer slots freed in cycle t become visible in t+1 (credit return), so the result does not
+depend on the order agents are visited in a cycle.
+
+Status codes in ``out[0]``: see ``ST_*``; ``out`` also returns the cycle and up to three details.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from simulator.compile import (
+    F_A_DT, F_A_LEN, F_A_OFF, F_A_STR, F_B_DT, F_B_OFF, F_B_STR, F_C_DT, F_C_OFF, F_C_STR, F_COL1,
+    F_COL2, F_COST, F_FLAG, F_K, F_M, F_N, F_OP, F_WN, F_X, F_Y, MAX_MICROTHREADS, OP_ADD, OP_COPY,
+    OP_EXP, OP_FILL, OP_GEMM, OP_GEMV, OP_MAX, OP_MUL, OP_RAS, OP_RECV, OP_RECVADD, OP_RELAY,
+    OP_RSQRT, OP_SCALE, OP_SEND, OP_SILU, OP_TS, OP_WAIT,
+)
+
+ST_OK, ST_DEADLOCK, ST_IDLE, ST_MISROUTE, ST_MULTIRX, ST_UTLIMIT, ST_QCONFLICT, ST_LIMIT, ST_LEFTOVER = range(9)
+
+# params indices
+P_W, P_H, P_C, P_ALPHA, P_RIN, P_ROUT, P_BETA, P_FUNC, P_MAXIDLE, P_MAXCYC, P_S, P_SQ, P_CAPQ, P_TRACE = range(14)
+NPARAMS = 14
+# out indices
+O_ST, O_T, O_I0, O_I1, O_I2, O_TOTAL, O_NTS, O_NTR, O_VCE, O_VRT, O_MOVES = range(11)
+NOUT = 11
+
+R = 32  # timing-wheel slots
+RM = R - 1
+UT = MAX_MICROTHREADS
+
+
+@njit(cache=True)
+def round_f16(x):
+    """Round to the nearest fp16 value (ties to even), as numpy's float32 → float16 conversion."""
+    xd = np.float64(x)
+    if xd != xd or xd == 0.0:
+        return np.float32(x)
+    a = abs(xd)
+    if a >= 65520.0:
+        return np.float32(math.copysign(np.inf, xd))
+    m, e = math.frexp(a)
+    ex = e - 1
+    if ex < -14:
+        ex = -14
+    ulp = math.ldexp(1.0, ex - 10)
+    y = a / ulp
+    f = math.floor(y)
+    d = y - f
+    if d > 0.5 or (d == 0.5 and (f % 2.0) == 1.0):
+        f += 1.0
+    return np.float32(math.copysign(f * ulp, xd))
+
+
+@njit(cache=True)
+def _rnd(x, dt):
+    if dt == 1:
+        return round_f16(np.float32(x))
+    return np.float32(x)
+
+
+@njit(cache=True)
+def _compute(ins, row, insf, mem, base):
+    """Functional effect of one main-thread compute instruction (numerics: see result.py docs)."""
+    op = ins[row, F_OP]
+    n = ins[row, F_A_LEN]
+    ao = base + ins[row, F_A_OFF]
+    asd = ins[row, F_A_STR]
+    adt = ins[row, F_A_DT]
+    bo = base + ins[row, F_B_OFF]
+    bsd = ins[row, F_B_STR]
+    bdt = ins[row, F_B_DT]
+    co = base + ins[row, F_C_OFF]
+    csd = ins[row, F_C_STR]
+    if op == OP_ADD or op == OP_MUL or op == OP_MAX:
+        for i in range(n):
+            a = mem[bo + i * bsd]
+            b = mem[co + i * csd]
+            if op == OP_ADD:
+                v = a + b
+            elif op == OP_MUL:
+                v = a * b
+            else:
+                v = a if a >= b else b
+            mem[ao + i * asd] = _rnd(v, adt)
+    elif op == OP_SCALE:
+        f = _rnd(insf[row], bdt)
+        for i in range(n):
+            mem[ao + i * asd] = _rnd(mem[bo + i * bsd] * f, adt)
+    elif op == OP_COPY:
+        for i in range(n):
+            mem[ao + i * asd] = _rnd(mem[bo + i * bsd], adt)
+    elif op == OP_FILL:
+        v = _rnd(insf[row], adt)
+        for i in range(n):
+            mem[ao + i * asd] = v
+    elif op == OP_EXP or op == OP_RSQRT or op == OP_SILU:
+        one = np.float32(1.0)
+        for i in range(n):
+            x = mem[bo + i * bsd]
+            if op == OP_EXP:
+                v = np.float32(math.exp(x))
+            elif op == OP_RSQRT:
+                v = one / np.float32(math.sqrt(x)) if x >= 0 else np.float32(np.nan)
+            else:
+                v = x / (one + np.float32(math.exp(-x)))
+            mem[ao + i * asd] = _rnd(v, adt)
+    elif op == OP_GEMV:
+        m = ins[row, F_M]
+        nn = ins[row, F_N]
+        acc = ins[row, F_Y]
+        tmp = np.empty(nn, dtype=np.float32)
+        for j in range(nn):
+            tmp[j] = mem[ao + j]
+        if ins[row, F_X] == 0:  # W row-major: y[j] += x[i] * W[i*n + j], i outer
+            for i in range(m):
+                xi = mem[bo + i]
+                for j in range(nn):
+                    tmp[j] = _rnd(tmp[j] + _rnd(xi * mem[co + i * nn + j], acc), acc)
+        else:  # W column-major: y[j] += sum_i x[i] * W[j*m + i], sequential in i
+            for j in range(nn):
+                s = tmp[j]
+                for i in range(m):
+                    s = _rnd(s + _rnd(mem[bo + i] * mem[co + j * m + i], acc), acc)
+                tmp[j] = s
+        for j in range(nn):
+            mem[ao + j] = _rnd(tmp[j], adt)
+    elif op == OP_GEMM:
+        m = ins[row, F_M]
+        k = ins[row, F_K]
+        nn = ins[row, F_N]
+        acc = ins[row, F_Y]
+        tmp = np.empty(m * nn, dtype=np.float32)
+        for j in range(m * nn):
+            tmp[j] = mem[ao + j]
+        if ins[row, F_X] == 1:  # col: A, C column-major, B row-major; C[:, j] += A[:, l] * B[l, j]
+            for l in range(k):
+                for j in range(nn):
+                    blj = mem[co + l * nn + j]
+                    for i in range(m):
+                        tmp[j * m + i] = _rnd(tmp[j * m + i] + _rnd(mem[bo + l * m + i] * blj, acc), acc)
+        else:  # row: all row-major; C[i, :] += A[i, l] * B[l, :]
+            for i in range(m):
+                for l in range(k):
+                    ail = mem[bo + i * k + l]
+                    for j in range(nn):
+                        tmp[i * nn + j] = _rnd(tmp[i * nn + j] + _rnd(ail * mem[co + l * nn + j], acc), acc)
+        for j in range(m * nn):
+            mem[ao + j] = _rnd(tmp[j], adt)
+
+
+@njit(cache=True)
+def _sched(bk, nbk, mask, hp, hn, P, kind, pe, when, t):
+    """Schedule agent ``pe`` (kind 0 = CE, 1 = router) for cycle ``when`` >= t; deduplicated."""
+    if when - t < R:
+        bit = np.int64(1) << (when & RM)
+        if mask[pe] & bit:
+            return
+        mask[pe] |= bit
+        slot = when & RM
+        bk[slot * P + nbk[slot]] = pe
+        nbk[slot] += 1
+        nbk[R] += 1
+    else:
+        # min-heap push of (when << 21 | pe << 1 | kind)
+        key = (np.int64(when) << 21) | (np.int64(pe) << 1) | kind
+        i = hn[0]
+        hn[0] += 1
+        hp[i] = key
+        while i > 0:
+            parent = (i - 1) >> 1
+            if hp[parent] <= hp[i]:
+                break
+            tmp = hp[parent]
+            hp[parent] = hp[i]
+            hp[i] = tmp
+            i = parent
+
+
+@njit(cache=True)
+def _heap_pop(hp, hn):
+    top = hp[0]
+    hn[0] -= 1
+    n = hn[0]
+    hp[0] = hp[n]
+    i = 0
+    while True:
+        l = 2 * i + 1
+        if l >= n:
+            break
+        c = l
+        if l + 1 < n and hp[l + 1] < hp[l]:
+            c = l + 1
+        if hp[i] <= hp[c]:
+            break
+        tmp = hp[c]
+        hp[c] = hp[i]
+        hp[i] = tmp
+        i = c
+    return top
+
+
+@njit(cache=True)
+def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route, ch_port, ch_cap,
+        ins, insf, waitlist, pe_code, pe_len, pe_fbase, mem, mem_base,
+        pc, main_free, ut_row, ut_done, ut_start, flags,
+        ch_head, ch_count, ch_ready, ch_pay, q_head, q_count, q_ready, q_pay,
+        busy, finish, links, ts_pe, ts_label, ts_cycle, tr, out):
+    W = params[P_W]
+    H = params[P_H]
+    C = params[P_C]
+    alpha = params[P_ALPHA]
+    rin = params[P_RIN]
+    rout = params[P_ROUT]
+    beta = params[P_BETA]
+    functional = params[P_FUNC] != 0
+    max_idle = params[P_MAXIDLE]
+    max_cycles = params[P_MAXCYC]
+    S = params[P_S]
+    SQ = params[P_SQ]
+    capq = params[P_CAPQ]
+    trace_cap = params[P_TRACE]
+    P = W * H
+    nr = r_tx.shape[0]
+    nch = ch_route.shape[0]
+
+    # scheduling state
+    bk_ce = np.empty(R * P, dtype=np.int32)
+    bk_rt = np.empty(R * P, dtype=np.int32)
+    nb_ce = np.zeros(R + 1, dtype=np.int64)
+    nb_rt = np.zeros(R + 1, dtype=np.int64)
+    m_ce = np.zeros(P, dtype=np.int64)
+    m_rt = np.zeros(P, dtype=np.int64)
+    hp = np.empty(4 * P + 16, dtype=np.int64)
+    hn = np.zeros(1, dtype=np.int64)
+    # flow-control state
+    ch_ft = np.full(nch, -1, dtype=np.int64)
+    ch_fn = np.zeros(nch, dtype=np.int32)
+    q_ft = np.full(nr, -1, dtype=np.int64)
+    q_fn = np.zeros(nr, dtype=np.int32)
+    r_last = np.full(nr, -1, dtype=np.int64)
+    r_lport = np.zeros(nr, dtype=np.int8)
+    rt_bp = np.zeros(P, dtype=np.uint8)
+    ce_bp = np.zeros(P, dtype=np.uint8)
+    rr = np.zeros(P, dtype=np.int32)
+    n_ut = np.zeros(P, dtype=np.int32)
+    done = np.zeros(P, dtype=np.uint8)
+    busy_until = np.zeros(P, dtype=np.int64)
+
+    unfinished = 0
+    for pe in range(P):
+        if pe_len[pe] > 0:
+            unfinished += 1
+            _sched(bk_ce, nb_ce, m_ce, hp, hn, P, 0, pe, 0, 0)
+        else:
+            done[pe] = 1
+    inflight = 0
+    n_ts = 0
+    n_tr = 0
+    v_ce = 0
+    v_rt = 0
+    moves = 0
+    last_progress = 0
+    last_move = -1
+    t = 0
+    st = ST_OK
+    while True:
+        if t > max_cycles:
+            st = ST_LIMIT
+            break
+        slot = t & RM
+        while hn[0] > 0 and (hp[0] >> 21) <= t:
+            key = _heap_pop(hp, hn)
+            kind = key & 1
+            pe = (key >> 1) & 0xFFFFF
+            if kind == 0:
+                _sched(bk_ce, nb_ce, m_ce, hp, hn, P, 0, pe, t, t)
+            else:
+                _sched(bk_rt, nb_rt, m_rt, hp, hn, P, 1, pe, t, t)
+        progress = False
+        bit = np.int64(1) << slot
+        # ---------------- CE phase ----------------
+        i = 0
+        while i < nb_ce[slot]:
+            pe = bk_ce[slot * P + i]
+            i += 1
+            m_ce[pe] &= ~bit
+            v_ce += 1
+            base = mem_base[pe]
+            # main thread
+            if pc[pe] < pe_len[pe] and main_free[pe] <= t:
+                while pc[pe] < pe_len[pe]:
+                    row = pe_code[pe] + pc[pe]
+                    op = ins[row, F_OP]
+                    cost = ins[row, F_COST]
+                    if op == OP_WAIT:
+                        ok = True
+                        w0 = ins[row, F_FLAG]
+                        for w in range(ins[row, F_WN]):
+                            if flags[pe_fbase[pe] + waitlist[w0 + w]] == 0:
+                                ok = False
+                                break
+                        if not ok:
+                            break
+                    elif op <= OP_RELAY:
+                        rc = ins[row, F_COL1]
+                        sc = ins[row, F_COL2]
+                        free_s = -1
+                        for s in range(UT):
+                            r2 = ut_row[pe * UT + s]
+                            if r2 < 0:
+                                if free_s < 0:
+                                    free_s = s
+                                continue
+                            if rc >= 0 and ins[r2, F_COL1] == rc:
+                                st = ST_QCONFLICT
+                                out[O_I0] = pe
+                                out[O_I1] = rc
+                                out[O_I2] = 0
+                            if sc >= 0 and ins[r2, F_COL2] == sc:
+                                st = ST_QCONFLICT
+                                out[O_I0] = pe
+                                out[O_I1] = sc
+                                out[O_I2] = 1
+                        if st != ST_OK:
+                            break
+                        if free_s < 0:
+                            st = ST_UTLIMIT
+                            out[O_I0] = pe
+                            break
+                        u = pe * UT + free_s
+                        ut_row[u] = row
+                        ut_done[u] = 0
+                        ut_start[u] = t + cost
+                        flags[pe_fbase[pe] + ins[row, F_FLAG]] = 0
+                        n_ut[pe] += 1
+                    elif op == OP_TS:
+                        ts_pe[n_ts] = pe
+                        ts_label[n_ts] = ins[row, F_X]
+                        ts_cycle[n_ts] = t
+                        n_ts += 1
+                    elif functional:
+                        _compute(ins, row, insf, mem, base)
+                    # the instruction ran: account its main-thread cycles
+                    pc[pe] += 1
+                    progress = True
+                    if n_tr < trace_cap and (cost > 0 or op != OP_WAIT):
+                        tr[n_tr, 0] = pe
+                        tr[n_tr, 1] = 0
+                        tr[n_tr, 2] = row
+                        tr[n_tr, 3] = t
+                        tr[n_tr, 4] = t + cost
+                        n_tr += 1
+                    if cost > 0:
+                        e = t + cost
+                        if e > busy_until[pe]:
+                            busy[pe] += e - max(t, busy_until[pe])
+                            busy_until[pe] = e
+                        if e > finish[pe]:
+                            finish[pe] = e
+                        main_free[pe] = e
+                        _sched(bk_ce, nb_ce, m_ce, hp, hn, P, 0, pe, e, t)
+                        break
+                    if t > finish[pe]:
+                        finish[pe] = t
+                if st != ST_OK:
+                    break
+            # microthreads
+            if n_ut[pe] > 0:
+                for s in range(UT):
+                    u = pe * UT + s
+                    row = ut_row[u]
+                    if row < 0 or ut_start[u] > t:
+                        continue
+                    op = ins[row, F_OP]
+                    k = ut_done[u]
+                    moved = False
+                    if op == OP_SEND:
+                        r = route_of[pe * C + ins[row, F_COL2]]
+                        ch = r_rampch[r]
+                        cnt = ch_count[ch]
+                        eff = cnt + (ch_fn[ch] if ch_ft[ch] == t else 0)
+                        if eff < ch_cap[ch]:
+                            v0 = np.float32(0.0)
+                            v1 = np.float32(0.0)
+                            if functional:
+                                ao = base + ins[row, F_A_OFF]
+                                asd = ins[row, F_A_STR]
+                                if ins[row, F_Y] == 1:
+                                    v0 = mem[ao + 2 * k * asd]
+                                    if 2 * k + 1 < ins[row, F_A_LEN]:
+                                        v1 = mem[ao + (2 * k + 1) * asd]
+                                else:
+                                    v0 = mem[ao + k * asd]
+                            ready = t + rin
+                            sl = ch * S + (ch_head[ch] + cnt) % ch_cap[ch]
+                            ch_ready[sl] = ready
+                            if functional:
+                                ch_pay[2 * sl] = v0
+                                ch_pay[2 * sl + 1] = v1
+                            ch_count[ch] = cnt + 1
+                            inflight += 1
+                            if r_last[r] == ready and r_lport[r] != 4:
+                                st = ST_MULTIRX
+                                out[O_I0] = pe
+                                out[O_I1] = r
+                                break
+                            r_last[r] = ready
+                            r_lport[r] = 4
+                            _sched(bk_rt, nb_rt, m_rt, hp, hn, P, 1, pe, ready, t)
+                            moved = True
+                        elif cnt < ch_cap[ch]:
+                            _sched(bk_ce, nb_ce, m_ce, hp, hn, P, 0, pe, t + 1, t)
+                        else:
+                            ce_bp[pe] = 1
+                    else:
+                        r = route_of[pe * C + ins[row, F_COL1]]
+                        qc = q_count[r]
+                        if qc > 0 and q_ready[r * SQ + q_head[r]] <= t:
+                            has_out = True
+                            ch = -1
+                            cnt = 0
+                            ro = -1
+                            if op == OP_RAS or op == OP_RELAY:
+                                ro = route_of[pe * C + ins[row, F_COL2]]
+                                ch = r_rampch[ro]
+                                cnt = ch_count[ch]
+                                eff = cnt + (ch_fn[ch] if ch_ft[ch] == t else 0)
+                                if eff >= ch_cap[ch]:
+                                    has_out = False
+                                    if cnt < ch_cap[ch]:
+                                        _sched(bk_ce, nb_ce, m_ce, hp, hn, P, 0, pe, t + 1, t)
+                                    else:
+                                        ce_bp[pe] = 1
+                            if has_out:
+                                qs = r * SQ + q_head[r]
+                                v0 = np.float32(0.0)
+                                v1 = np.float32(0.0)
+                                if functional:
+                                    v0 = q_pay[2 * qs]
+                                    v1 = q_pay[2 * qs + 1]
+                                q_head[r] = (q_head[r] + 1) % capq
+                                q_count[r] = qc - 1
+                                inflight -= 1
+                                if q_ft[r] == t:
+                                    q_fn[r] += 1
+                                else:
+                                    q_ft[r] = t
+                                    q_fn[r] = 1
+                                if rt_bp[pe]:
+                                    rt_bp[pe] = 0
+                                    _sched(bk_rt, nb_rt, m_rt, hp, hn, P, 1, pe, t + 1, t)
+                                if functional and op != OP_RELAY:
+                                    ao = base + ins[row, F_A_OFF]
+                                    asd = ins[row, F_A_STR]
+                                    adt = ins[row, F_A_DT]
+                                    n = ins[row, F_A_LEN]
+                                    if ins[row, F_Y] == 1:
+                                        i0 = 2 * k
+                                        npair = 2 if i0 + 1 < n else 1
+                                    else:
+                                        i0 = k
+                                        npair = 1
+                                    for j in range(npair):
+                                        v = v0 if j == 0 else v1
+                                        a = ao + (i0 + j) * asd
+                                        if op == OP_RECV:
+                                            mem[a] = _rnd(v, adt)
+                                        elif op == OP_RECVADD:
+                                            mem[a] = _rnd(mem[a] + v, adt)
+                                        else:
+                                            sres = _rnd(v + mem[a], adt)
+                                            if j == 0:
+                                                v0 = sres
+                                            else:
+                                                v1 = sres
+                                if ch >= 0:
+                                    ready = t + beta + rin
+                                    sl = ch * S + (ch_head[ch] + cnt) % ch_cap[ch]
+                                    ch_ready[sl] = ready
+                                    if functional:
+                                        ch_pay[2 * sl] = v0
+                                        ch_pay[2 * sl + 1] = v1
+                                    ch_count[ch] = cnt + 1
+                                    inflight += 1
+                                    if r_last[ro] == ready and r_lport[ro] != 4:
+                                        st = ST_MULTIRX
+                                        out[O_I0] = pe
+                                        out[O_I1] = ro
+                                        break
+                                    r_last[ro] = ready
+                                    r_lport[ro] = 4
+                                    _sched(bk_rt, nb_rt, m_rt, hp, hn, P, 1, pe, ready, t)
+                                moved = True
+                    if moved:
+                        moves += 1
+                        progress = True
+                        k += 1
+                        ut_done[u] = k
+                        if t >= busy_until[pe]:
+                            busy[pe] += 1
+                            busy_until[pe] = t + 1
+                        if t + 1 > finish[pe]:
+                            finish[pe] = t + 1
+                        if k == ins[row, F_X]:
+                            ut_row[u] = -1
+                            n_ut[pe] -= 1
+                            flags[pe_fbase[pe] + ins[row, F_FLAG]] = 1
+                            if n_tr < trace_cap:
+                                tr[n_tr, 0] = pe
+                                tr[n_tr, 1] = 1 + s
+                                tr[n_tr, 2] = row
+                                tr[n_tr, 3] = ut_start[u]
+                                tr[n_tr, 4] = t + 1
+                                n_tr += 1
+                        _sched(bk_ce, nb_ce, m_ce, hp, hn, P, 0, pe, t + 1, t)
+                if st != ST_OK:
+                    break
+            if done[pe] == 0 and pc[pe] >= pe_len[pe] and n_ut[pe] == 0:
+                done[pe] = 1
+                unfinished -= 1
+        if st != ST_OK:
+            break
+        nb_ce[R] -= nb_ce[slot]
+        nb_ce[slot] = 0
+        # ---------------- router phase ----------------
+        i = 0
+        while i < nb_rt[slot]:
+            pe = bk_rt[slot * P + i]
+            i += 1
+            m_rt[pe] &= ~bit
+            v_rt += 1
+            c0 = r_chan0[pe_r0[pe]]
+            n = r_chan0[pe_r0[pe + 1]] - c0
+            if n == 0:
+                continue
+            start = rr[pe] % n
+            used = 0
+            pending = False
+            for kk in range(n):
+                ii = start + kk
+                if ii >= n:
+                    ii -= n
+                ch = c0 + ii
+                if ch_count[ch] == 0:
+                    continue
+                hs = ch * S + ch_head[ch]
+                if ch_ready[hs] > t:
+                    continue
+                r = ch_route[ch]
+                tx = r_tx[r]
+                if tx & used:
+                    pending = True
+                    continue
+                ok = True
+                for p in range(5):
+                    if (tx >> p) & 1:
+                        if p == 4:
+                            qc = q_count[r]
+                            if qc + (q_fn[r] if q_ft[r] == t else 0) >= capq:
+                                ok = False
+                                if qc < capq:
+                                    pending = True
+                                else:
+                                    rt_bp[pe] = 1
+                                break
+                        else:
+                            d = r_down[r * 4 + p]
+                            if d < 0:
+                                st = ST_MISROUTE
+                                out[O_I0] = pe
+                                out[O_I1] = r
+                                out[O_I2] = p * 4 + (d + 2)
+                                break
+                            dc = ch_count[d]
+                            if dc + (ch_fn[d] if ch_ft[d] == t else 0) >= ch_cap[d]:
+                                ok = False
+                                if dc < ch_cap[d]:
+                                    pending = True
+                                else:
+                                    rt_bp[pe] = 1
+                                break
+                if st != ST_OK:
+                    break
+                if not ok:
+                    continue
+                v0 = np.float32(0.0)
+                v1 = np.float32(0.0)
+                if functional:
+                    v0 = ch_pay[2 * hs]
+                    v1 = ch_pay[2 * hs + 1]
+                ch_head[ch] = (ch_head[ch] + 1) % ch_cap[ch]
+                ch_count[ch] -= 1
+                inflight -= 1
+                if ch_ft[ch] == t:
+                    ch_fn[ch] += 1
+                else:
+                    ch_ft[ch] = t
+                    ch_fn[ch] = 1
+                port = ch_port[ch]
+                if port == 4:
+                    if ce_bp[pe]:
+                        ce_bp[pe] = 0
+                        _sched(bk_ce, nb_ce, m_ce, hp, hn, P, 0, pe, t + 1, t)
+                else:
+                    if port == 0:
+                        up = pe - W
+                    elif port == 1:
+                        up = pe + W
+                    elif port == 2:
+                        up = pe + 1
+                    else:
+                        up = pe - 1
+                    if rt_bp[up]:
+                        rt_bp[up] = 0
+                        _sched(bk_rt, nb_rt, m_rt, hp, hn, P, 1, up, t + 1, t)
+                for p in range(5):
+                    if (tx >> p) & 1:
+                        links[pe * 5 + p] += 1
+                        inflight += 1
+                        if p == 4:
+                            ready = t + rout
+                            qs = r * SQ + (q_head[r] + q_count[r]) % capq
+                            q_ready[qs] = ready
+                            if functional:
+                                q_pay[2 * qs] = v0
+                                q_pay[2 * qs + 1] = v1
+                            q_count[r] += 1
+                            _sched(bk_ce, nb_ce, m_ce, hp, hn, P, 0, pe, ready, t)
+                        else:
+                            d = r_down[r * 4 + p]
+                            ready = t + alpha
+                            ds = d * S + (ch_head[d] + ch_count[d]) % ch_cap[d]
+                            ch_ready[ds] = ready
+                            if functional:
+                                ch_pay[2 * ds] = v0
+                                ch_pay[2 * ds + 1] = v1
+                            ch_count[d] += 1
+                            r2 = ch_route[d]
+                            inport = ch_port[d]
+                            if r_last[r2] == ready and r_lport[r2] != inport:
+                                st = ST_MULTIRX
+                                out[O_I0] = r_pe[r2]
+                                out[O_I1] = r2
+                                break
+                            r_last[r2] = ready
+                            r_lport[r2] = inport
+                            _sched(bk_rt, nb_rt, m_rt, hp, hn, P, 1, r_pe[r2], ready, t)
+                if st != ST_OK:
+                    break
+                moves += 1
+                used |= tx
+                progress = True
+                last_move = t
+                rr[pe] = ii + 1
+                if ch_count[ch] > 0 and ch_ready[ch * S + ch_head[ch]] <= t:
+                    pending = True
+            if st != ST_OK:
+                break
+            if pending:
+                _sched(bk_rt, nb_rt, m_rt, hp, hn, P, 1, pe, t + 1, t)
+        if st != ST_OK:
+            break
+        nb_rt[R] -= nb_rt[slot]
+        nb_rt[slot] = 0
+        # ---------------- end of cycle ----------------
+        if progress:
+            last_progress = t
+        elif t - last_progress > max_idle:
+            st = ST_IDLE
+            break
+        if nb_ce[R] + nb_rt[R] > 0:
+            t += 1
+        elif hn[0] > 0:
+            # only timers (long instructions) remain: jump; a running instruction is progress
+            t = max(t + 1, hp[0] >> 21)
+            last_progress = t - 1
+        else:
+            if unfinished > 0:
+                st = ST_DEADLOCK
+            elif inflight > 0:
+                st = ST_LEFTOVER
+            break
+    out[O_ST] = st
+    out[O_T] = t
+    total = last_move + 1
+    for pe in range(P):
+        if finish[pe] > total:
+            total = finish[pe]
+    out[O_TOTAL] = total
+    out[O_NTS] = n_ts
+    out[O_NTR] = n_tr
+    out[O_VCE] = v_ce
+    out[O_VRT] = v_rt
+    out[O_MOVES] = moves
