@@ -46,7 +46,7 @@ def predict_targets(spec: HardwareSpec) -> list[Residual]:
     """Predictions of every published figure with ``spec`` (paper method for throughput; full
     method for the KV capacity, as the issue asks)."""
     from waferllm.catalog import load_catalog_model
-    from waferllm.planner import PlanRequest, decode_cost, paper_tree, plan, prefill_cost
+    from waferllm.planner import PlanRequest, decode_cost, paper_tree, prefill_cost
 
     targets = load_targets()
     model = load_catalog_model(targets["model"])

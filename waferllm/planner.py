@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from plmr.breakdown import CostBreakdown
-from plmr.collectives import broadcast, chain_reduce, ktree_allreduce, message
+from plmr.collectives import broadcast, chain_reduce, message
 from plmr.errors import InputError
 from plmr.gemv import meshgemv
 from plmr.hardware import DTYPE_BYTES, HardwareSpec
@@ -327,75 +327,49 @@ def _placement(model: Any, req: PlanRequest, grid: tuple[int, int]) -> Placement
                         model.tie_word_embeddings, grid, ctx, _dtype_bytes(req))
 
 
-def _decode_candidate(model: Any, req: PlanRequest, grid: tuple[int, int], forced: bool):
-    """Best (cycles per token, ...) on one grid, or None when it cannot hold the model."""
+@dataclass(frozen=True)
+class _Candidate:
+    """One evaluated grid: its cost and what was chosen on it."""
+
+    grid: tuple[int, int]
+    cycles_per_layer: float
+    cycles_total: float  # per token (decode) or per prompt (prefill)
+    breakdown: CostBreakdown
+    tree_y: TreeChoice = TreeChoice()
+    tree_x: TreeChoice = TreeChoice()
+    placement: Placement | None = None
+
+    @property
+    def key(self) -> tuple[float, int]:
+        """Objective: fewest cycles, ties to fewer PEs (method §9)."""
+        return self.cycles_total, self.grid[0] * self.grid[1]
+
+
+def _decode_candidate(model: Any, req: PlanRequest, grid: tuple[int, int], forced: bool) -> _Candidate | None:
+    """The best K-tree choice on one grid, or None when the grid cannot hold the model (an
+    InputError with the numbers instead when the user forced this grid)."""
     try:
         placement = _placement(model, req, grid)
     except InputError:
-        if forced and req.method == "full":
-            raise
         if req.method == "full":
+            if forced:
+                raise
             return None
-        placement = None
+        placement = _paper_overflow_placement(model, req, grid)  # paper method: report, never fail
     if req.method == "full" and len(placement.stages) > placement.regions_available:
         if forced:
             raise InputError(_too_big_message(model, req, grid, placement))
         return None
-    if placement is None:  # paper method: one layer overflows a PE here; report it, never fail
-        placement = _paper_overflow_placement(model, req, grid)
     best = None
     for ty, tx in _trees(req, grid):
         per_layer, per_token, layer = decode_cost(model, req, grid, ty, tx, placement)
-        key = (per_token, grid[0] * grid[1])
-        if best is None or key < best[0]:
-            best = (key, per_layer, per_token, layer, ty, tx, placement)
-    return best
-
-
-def _too_big_message(model: Any, req: PlanRequest, grid: tuple[int, int], placement: Placement) -> str:
-    spec = req.hardware
-    b = _dtype_bytes(req)
-    need = model.total_params * b / 1e9
-    holds = spec.num_pes * spec.usable_sram_bytes / 1e9
-    if need > holds:
-        return f"weights need {need:.1f} GB, the wafer holds {holds:.1f} GB ({spec.name}, {req.dtype})"
-    return (f"{model.name} needs {len(placement.stages)} regions of {grid[0]}x{grid[1]} PEs, the "
-            f"{spec.name} mesh has room for {placement.regions_available}")
-
-
-def _search_decode(model: Any, req: PlanRequest):
-    spec = req.hardware
-    if req.decode_grid is not None:
-        _check_grid(spec, req.decode_grid, "decode")
-        return _decode_candidate(model, req, req.decode_grid, forced=True)
-    step = 10
-    best = None
-    for grid in candidate_grids(spec, step, smallest=10):
-        c = _decode_candidate(model, req, grid, forced=False)
-        if c is not None and (best is None or c[0] < best[0]):
-            best = c
-    if best is None:
-        raise InputError(_nothing_fits(model, req))
-    for grid in _refine(best[6].grid, spec, step // 2):
-        c = _decode_candidate(model, req, grid, forced=False)
-        if c is not None and c[0] < best[0]:
+        c = _Candidate(grid, per_layer, per_token, layer, ty, tx, placement)
+        if best is None or c.key < best.key:
             best = c
     return best
 
 
-def _nothing_fits(model: Any, req: PlanRequest) -> str:
-    spec = req.hardware
-    b = _dtype_bytes(req)
-    need = model.total_params * b / 1e9
-    holds = spec.num_pes * spec.usable_sram_bytes / 1e9
-    if need > holds:
-        return f"weights need {need:.1f} GB, the wafer holds {holds:.1f} GB ({spec.name}, {req.dtype})"
-    kv = (req.decode_context * 2 * model.num_kv_heads * model.head_dim * model.num_layers * b) / 1e9
-    return (f"no grid holds {model.name} with a {req.decode_context}-token context: weights "
-            f"{need:.1f} GB + KV {kv:.1f} GB, the wafer holds {holds:.1f} GB")
-
-
-def _prefill_candidate(model: Any, req: PlanRequest, grid: tuple[int, int], forced: bool):
+def _prefill_candidate(model: Any, req: PlanRequest, grid: tuple[int, int], forced: bool) -> _Candidate | None:
     stages = 1
     if req.method == "full":
         dims = model_dims(model)
@@ -413,25 +387,53 @@ def _prefill_candidate(model: Any, req: PlanRequest, grid: tuple[int, int], forc
             return None
         stages = len(pl.stages)
     per_layer, total, layer = prefill_cost(model, req, grid, stages)
-    return (total, grid[0] * grid[1]), per_layer, total, layer, grid
+    return _Candidate(grid, per_layer, total, layer)
 
 
-def _search_prefill(model: Any, req: PlanRequest):
+def _too_big_message(model: Any, req: PlanRequest, grid: tuple[int, int], placement: Placement) -> str:
     spec = req.hardware
-    if req.prefill_grid is not None:
-        _check_grid(spec, req.prefill_grid, "prefill")
-        return _prefill_candidate(model, req, req.prefill_grid, forced=True)
-    step = 40
+    if _weights_gb(model, req) > _wafer_gb(spec):
+        return _nothing_fits(model, req)
+    return (f"{model.name} needs {len(placement.stages)} regions of {grid[0]}x{grid[1]} PEs, the "
+            f"{spec.name} mesh has room for {placement.regions_available}")
+
+
+def _weights_gb(model: Any, req: PlanRequest) -> float:
+    return model.total_params * _dtype_bytes(req) / 1e9
+
+
+def _wafer_gb(spec: HardwareSpec) -> float:
+    return spec.num_pes * spec.usable_sram_bytes / 1e9
+
+
+def _nothing_fits(model: Any, req: PlanRequest) -> str:
+    spec = req.hardware
+    need, holds = _weights_gb(model, req), _wafer_gb(spec)
+    if need > holds:
+        return f"weights need {need:.1f} GB, the wafer holds {holds:.1f} GB ({spec.name}, {req.dtype})"
+    kv = model.kv_bytes_per_token(_dtype_bytes(req)) * req.decode_context / 1e9
+    return (f"no grid holds {model.name} with a {req.decode_context}-token context: weights "
+            f"{need:.1f} GB + KV {kv:.1f} GB, the wafer holds {holds:.1f} GB")
+
+
+def _search(model: Any, req: PlanRequest, forced: tuple[int, int] | None, what: str, step: int,
+            evaluate: Callable[..., _Candidate | None]) -> _Candidate:
+    """A forced grid, or square sides on a ladder of ``step`` PEs refined around the best."""
+    spec = req.hardware
+    if forced is not None:
+        _check_grid(spec, forced, what)
+        return evaluate(model, req, forced, forced=True)
     best = None
-    for grid in candidate_grids(spec, step, smallest=40):
-        c = _prefill_candidate(model, req, grid, forced=False)
-        if c is not None and (best is None or c[0] < best[0]):
+    for grid in candidate_grids(spec, step, smallest=step):
+        c = evaluate(model, req, grid, forced=False)
+        if c is not None and (best is None or c.key < best.key):
             best = c
     if best is None:
-        raise InputError("prefill: " + _nothing_fits(model, req))
-    for grid in _refine(best[4], spec, step // 2):
-        c = _prefill_candidate(model, req, grid, forced=False)
-        if c is not None and c[0] < best[0]:
+        prefix = "" if what == "decode" else f"{what}: "
+        raise InputError(prefix + _nothing_fits(model, req))
+    for grid in _refine(best.grid, spec, step // 2):
+        c = evaluate(model, req, grid, forced=False)
+        if c is not None and c.key < best.key:
             best = c
     return best
 
@@ -458,15 +460,14 @@ def plan(model: Any, req: PlanRequest) -> Plan:
     if req.method == "full" and req.context is not None and req.context > model.max_position_embeddings:
         notes.append(f"context {req.context} exceeds the model's max_position_embeddings "
                      f"{model.max_position_embeddings}")
-    dec = _search_decode(model, req)
-    _, d_layer, d_token, d_break, ty, tx, placement = dec
-    pre = _search_prefill(model, req)
-    _, p_layer, p_total, p_break, p_grid = pre
+    dec = _search(model, req, req.decode_grid, "decode", 10, _decode_candidate)
+    pre = _search(model, req, req.prefill_grid, "prefill", 40, _prefill_candidate)
+    placement = dec.placement
     if not placement.fits and req.method == "paper":
         notes.append("one layer does not fit a PE at this grid; the paper method extrapolates anyway")
     f = spec.clock_hz
-    decode_s = d_token / f
-    prefill_s = p_total / f
+    decode_s = dec.cycles_total / f
+    prefill_s = pre.cycles_total / f
     sw = 0.0 if req.method == "paper" else switch_cycles(model, req, placement)
     e2e_s = prefill_s + sw / f + req.output_len * decode_s
     e2e = req.output_len / e2e_s
@@ -479,11 +480,12 @@ def plan(model: Any, req: PlanRequest) -> Plan:
                      "one head as wide as the model, no LM head or hand-offs")
     return Plan(
         model=model, request=req,
-        prefill=PhasePlan(grid=p_grid, cycles_per_layer=p_layer, cycles_total=p_total, seconds=prefill_s,
-                          tokens_per_s=req.input_len / prefill_s, parts=dict(p_break.parts)),
-        decode=PhasePlan(grid=placement.grid, cycles_per_layer=d_layer, cycles_total=d_token,
-                         seconds=decode_s, tokens_per_s=1.0 / decode_s, tree_y=ty, tree_x=tx,
-                         parts=dict(d_break.parts), colors_per_pe=decode_colors(ty.k, tx.k)),
+        prefill=PhasePlan(grid=pre.grid, cycles_per_layer=pre.cycles_per_layer, cycles_total=pre.cycles_total,
+                          seconds=prefill_s, tokens_per_s=req.input_len / prefill_s,
+                          parts=dict(pre.breakdown.parts)),
+        decode=PhasePlan(grid=dec.grid, cycles_per_layer=dec.cycles_per_layer, cycles_total=dec.cycles_total,
+                         seconds=decode_s, tokens_per_s=1.0 / decode_s, tree_y=dec.tree_y, tree_x=dec.tree_x,
+                         parts=dict(dec.breakdown.parts), colors_per_pe=decode_colors(dec.tree_y.k, dec.tree_x.k)),
         placement=placement, switch_cycles=sw,
         kv_shift_tokens=shift_w, kv_concat_tokens=concat_w,
         kv_shift_tokens_placed=shift_p, kv_concat_tokens_placed=concat_p,
