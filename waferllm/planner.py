@@ -304,19 +304,55 @@ def _refine(best: tuple[int, int], spec: HardwareSpec, step: int) -> list[tuple[
     return out
 
 
-def _trees(req: PlanRequest, grid: tuple[int, int]) -> list[tuple[TreeChoice, TreeChoice]]:
-    p_y, p_x = grid
+def _check_forced_k(req: PlanRequest) -> None:
     budget = len(req.hardware.routable_colors)
     if req.k_tree is not None and decode_colors(req.k_tree, req.k_tree) > budget:
         raise InputError(f"K={req.k_tree} needs {decode_colors(req.k_tree, req.k_tree)} colours per PE for "
                          f"two reduction axes; {req.hardware.name} has {budget} routable colours "
                          f"(K <= {(budget - 3) // 4})")
-    if req.method == "paper":
-        if req.k_tree is not None:
-            return [(tree_for(p_y, req.k_tree), tree_for(p_x, req.k_tree))]
-        return [(paper_tree(p_y), paper_tree(p_x))]
+
+
+def tree_variants(n_ax: int, ks: tuple[int, ...]) -> list[TreeChoice]:
+    """K-trees to try on one axis: each K with ≈ n^(1/K) groups, and for K ≥ 2 also half and twice
+    as many level-1 groups (later levels clamped so no level has more groups than the one below)."""
+    out: list[TreeChoice] = []
+    for k in ks:
+        base = tree_for(n_ax, k)
+        out.append(base)
+        if k < 2 or n_ax <= 2:
+            continue
+        for scale in (0.5, 2.0):
+            first = max(1, min(n_ax, round(base.group_counts[0] * scale)))
+            counts = [first]
+            for c in base.group_counts[1:]:
+                counts.append(max(1, min(c, counts[-1])))
+            choice = TreeChoice(k, tuple(counts))
+            if choice not in out:
+                out.append(choice)
+    return out
+
+
+def _best_trees(model: Any, req: PlanRequest, grid: tuple[int, int],
+                placement: Placement) -> tuple[TreeChoice, TreeChoice]:
+    """K and group sizes per reduction axis. The layer cost is a sum of Y-axis and X-axis terms, so
+    choosing Y with X fixed and then X with Y fixed finds the joint optimum; K ≤ 4 on both axes
+    always fits the colour budget (4K + 3 ≤ 19 < 21)."""
+    p_y, p_x = grid
+    if req.method == "paper" and req.k_tree is None:
+        return paper_tree(p_y), paper_tree(p_x)
     ks = (req.k_tree,) if req.k_tree is not None else K_CHOICES
-    return [(tree_for(p_y, k), tree_for(p_x, k)) for k in ks if decode_colors(k, k) <= budget]
+    budget = len(req.hardware.routable_colors)
+    ks = tuple(k for k in ks if decode_colors(k, k) <= budget) or (1,)
+
+    def cost(ty: TreeChoice, tx: TreeChoice) -> float:
+        return decode_cost(model, req, grid, ty, tx, placement)[1]
+
+    if req.method == "paper":  # forced K: the authors' flow with default groups
+        return tree_for(p_y, ks[0]), tree_for(p_x, ks[0])
+    fixed_x = tree_for(p_x, ks[0])
+    best_y = min(tree_variants(p_y, ks), key=lambda ty: cost(ty, fixed_x))
+    best_x = min(tree_variants(p_x, ks), key=lambda tx: cost(best_y, tx))
+    return best_y, best_x
 
 
 def _placement(model: Any, req: PlanRequest, grid: tuple[int, int]) -> Placement:
@@ -345,9 +381,10 @@ class _Candidate:
         return self.cycles_total, self.grid[0] * self.grid[1]
 
 
-def _decode_candidate(model: Any, req: PlanRequest, grid: tuple[int, int], forced: bool) -> _Candidate | None:
-    """The best K-tree choice on one grid, or None when the grid cannot hold the model (an
-    InputError with the numbers instead when the user forced this grid)."""
+def _decode_candidate(model: Any, req: PlanRequest, grid: tuple[int, int], forced: bool,
+                      tune: bool = True) -> _Candidate | None:
+    """The decode cost on one grid with the best K-trees (``tune``) or default ones, or None when
+    the grid cannot hold the model (an InputError with the numbers when the user forced it)."""
     try:
         placement = _placement(model, req, grid)
     except InputError:
@@ -360,16 +397,19 @@ def _decode_candidate(model: Any, req: PlanRequest, grid: tuple[int, int], force
         if forced:
             raise InputError(_too_big_message(model, req, grid, placement))
         return None
-    best = None
-    for ty, tx in _trees(req, grid):
-        per_layer, per_token, layer = decode_cost(model, req, grid, ty, tx, placement)
-        c = _Candidate(grid, per_layer, per_token, layer, ty, tx, placement)
-        if best is None or c.key < best.key:
-            best = c
-    return best
+    if tune:
+        ty, tx = _best_trees(model, req, grid, placement)
+    elif req.method == "paper" and req.k_tree is None:
+        ty, tx = paper_tree(grid[0]), paper_tree(grid[1])
+    else:
+        k = req.k_tree or 2
+        ty, tx = tree_for(grid[0], k), tree_for(grid[1], k)
+    per_layer, per_token, layer = decode_cost(model, req, grid, ty, tx, placement)
+    return _Candidate(grid, per_layer, per_token, layer, ty, tx, placement)
 
 
-def _prefill_candidate(model: Any, req: PlanRequest, grid: tuple[int, int], forced: bool) -> _Candidate | None:
+def _prefill_candidate(model: Any, req: PlanRequest, grid: tuple[int, int], forced: bool,
+                       tune: bool = True) -> _Candidate | None:
     stages = 1
     if req.method == "full":
         dims = model_dims(model)
@@ -417,25 +457,29 @@ def _nothing_fits(model: Any, req: PlanRequest) -> str:
 
 
 def _search(model: Any, req: PlanRequest, forced: tuple[int, int] | None, what: str, step: int,
-            evaluate: Callable[..., _Candidate | None]) -> _Candidate:
-    """A forced grid, or square sides on a ladder of ``step`` PEs refined around the best."""
+            evaluate: Callable[..., _Candidate | None], finalists: int = 8) -> _Candidate:
+    """A forced grid, or square sides on a ladder of ``step`` PEs refined around the best, scored
+    with default choices; the best few grids are then re-scored with tuned choices (K-trees)."""
     spec = req.hardware
     if forced is not None:
         _check_grid(spec, forced, what)
         return evaluate(model, req, forced, forced=True)
-    best = None
-    for grid in candidate_grids(spec, step, smallest=step):
-        c = evaluate(model, req, grid, forced=False)
-        if c is not None and (best is None or c.key < best.key):
-            best = c
-    if best is None:
+    scored: dict[tuple[int, int], _Candidate] = {}
+
+    def visit(grids: list[tuple[int, int]]) -> None:
+        for grid in grids:
+            if grid not in scored:
+                c = evaluate(model, req, grid, forced=False, tune=False)
+                if c is not None:
+                    scored[grid] = c
+
+    visit(candidate_grids(spec, step, smallest=step))
+    if not scored:
         prefix = "" if what == "decode" else f"{what}: "
         raise InputError(prefix + _nothing_fits(model, req))
-    for grid in _refine(best.grid, spec, step // 2):
-        c = evaluate(model, req, grid, forced=False)
-        if c is not None and c.key < best.key:
-            best = c
-    return best
+    visit(_refine(min(scored.values(), key=lambda c: c.key).grid, spec, step // 2))
+    top = sorted(scored.values(), key=lambda c: c.key)[:finalists]
+    return min((evaluate(model, req, c.grid, forced=False, tune=True) for c in top), key=lambda c: c.key)
 
 
 def _validate(req: PlanRequest) -> None:
@@ -455,6 +499,7 @@ def _validate(req: PlanRequest) -> None:
 def plan(model: Any, req: PlanRequest) -> Plan:
     """Search grids, trees and placement; predict the metrics. Raises InputError when infeasible."""
     _validate(req)
+    _check_forced_k(req)
     spec = req.hardware
     notes: list[str] = []
     if req.method == "full" and req.context is not None and req.context > model.max_position_embeddings:
