@@ -159,57 +159,6 @@ def _compute(ins, row, insf, mem, base):
 
 
 @njit(cache=True)
-def _sched(bk, nbk, mask, hp, hn, P, kind, pe, when, t):
-    """Schedule agent ``pe`` (kind 0 = CE, 1 = router) for cycle ``when`` >= t; deduplicated."""
-    if when - t < R:
-        bit = np.int64(1) << (when & RM)
-        if mask[pe] & bit:
-            return
-        mask[pe] |= bit
-        slot = when & RM
-        bk[slot * P + nbk[slot]] = pe
-        nbk[slot] += 1
-        nbk[R] += 1
-    else:
-        # min-heap push of (when << 21 | pe << 1 | kind)
-        key = (np.int64(when) << 21) | (np.int64(pe) << 1) | kind
-        i = hn[0]
-        hn[0] += 1
-        hp[i] = key
-        while i > 0:
-            parent = (i - 1) >> 1
-            if hp[parent] <= hp[i]:
-                break
-            tmp = hp[parent]
-            hp[parent] = hp[i]
-            hp[i] = tmp
-            i = parent
-
-
-@njit(cache=True)
-def _heap_pop(hp, hn):
-    top = hp[0]
-    hn[0] -= 1
-    n = hn[0]
-    hp[0] = hp[n]
-    i = 0
-    while True:
-        l = 2 * i + 1
-        if l >= n:
-            break
-        c = l
-        if l + 1 < n and hp[l + 1] < hp[l]:
-            c = l + 1
-        if hp[i] <= hp[c]:
-            break
-        tmp = hp[c]
-        hp[c] = hp[i]
-        hp[i] = tmp
-        i = c
-    return top
-
-
-@njit(cache=True)
 def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route, ch_port, ch_cap,
         ins, insf, waitlist, pe_code, pe_len, pe_fbase, mem, mem_base,
         pc, main_free, ut_row, ut_done, ut_start, flags,
@@ -234,14 +183,15 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
     nch = ch_route.shape[0]
 
     # scheduling state
-    bk_ce = np.empty(R * P, dtype=np.int32)
-    bk_rt = np.empty(R * P, dtype=np.int32)
-    nb_ce = np.zeros(R + 1, dtype=np.int64)
-    nb_rt = np.zeros(R + 1, dtype=np.int64)
-    m_ce = np.zeros(P, dtype=np.int64)
-    m_rt = np.zeros(P, dtype=np.int64)
-    hp = np.empty(4 * P + 16, dtype=np.int64)
-    hn = np.zeros(1, dtype=np.int64)
+    # (all scheduling code is inline: calls taking arrays cost atomic refcounts in the hot loop)
+    bk = np.empty(2 * R * P, dtype=np.int32)  # [kind][slot][i] agents due, kind 0 = CE, 1 = router
+    nbk = np.zeros(2 * R, dtype=np.int64)
+    mk = np.zeros(2 * P, dtype=np.int64)  # per agent: bit s set = already due in wheel slot s
+    nbk_total = 0
+    hp = np.empty(4 * P + 16, dtype=np.int64)  # min-heap of (when << 21 | pe << 1 | kind)
+    hn = 0
+    wq = np.empty(1024, dtype=np.int64)  # wake requests of the current visit
+    nw = 0
     # flow-control state
     ch_ft = np.full(nch, -1, dtype=np.int64)
     ch_fn = np.zeros(nch, dtype=np.int32)
@@ -260,7 +210,10 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
     for pe in range(P):
         if pe_len[pe] > 0:
             unfinished += 1
-            _sched(bk_ce, nb_ce, m_ce, hp, hn, P, 0, pe, 0, 0)
+            bk[nbk[0]] = pe
+            nbk[0] += 1
+            nbk_total += 1
+            mk[pe] = 1
         else:
             done[pe] = 1
     inflight = 0
@@ -278,22 +231,60 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
             st = ST_LIMIT
             break
         slot = t & RM
-        while hn[0] > 0 and (hp[0] >> 21) <= t:
-            key = _heap_pop(hp, hn)
-            kind = key & 1
-            pe = (key >> 1) & 0xFFFFF
-            if kind == 0:
-                _sched(bk_ce, nb_ce, m_ce, hp, hn, P, 0, pe, t, t)
+        while hn > 0 and (hp[0] >> 21) <= t:
+            wq[nw] = (np.int64(t) << 21) | (hp[0] & 0x1FFFFF)
+            nw += 1
+            hn -= 1
+            hp[0] = hp[hn]
+            hi = 0
+            while True:
+                lc = 2 * hi + 1
+                if lc >= hn:
+                    break
+                c = lc
+                if lc + 1 < hn and hp[lc + 1] < hp[lc]:
+                    c = lc + 1
+                if hp[hi] <= hp[c]:
+                    break
+                tmp = hp[c]
+                hp[c] = hp[hi]
+                hp[hi] = tmp
+                hi = c
+        for w in range(nw):
+            key = wq[w]
+            when = key >> 21
+            if when - t < R:
+                spe = (key >> 1) & 0xFFFFF
+                kind = key & 1
+                wbit = np.int64(1) << (when & RM)
+                mi = kind * P + spe
+                if (mk[mi] & wbit) == 0:
+                    mk[mi] |= wbit
+                    sl2 = kind * R + (when & RM)
+                    bk[sl2 * P + nbk[sl2]] = spe
+                    nbk[sl2] += 1
+                    nbk_total += 1
             else:
-                _sched(bk_rt, nb_rt, m_rt, hp, hn, P, 1, pe, t, t)
+                hi = hn
+                hn += 1
+                hp[hi] = key
+                while hi > 0:
+                    parent = (hi - 1) >> 1
+                    if hp[parent] <= hp[hi]:
+                        break
+                    tmp = hp[parent]
+                    hp[parent] = hp[hi]
+                    hp[hi] = tmp
+                    hi = parent
+        nw = 0
         progress = False
         bit = np.int64(1) << slot
         # ---------------- CE phase ----------------
         i = 0
-        while i < nb_ce[slot]:
-            pe = bk_ce[slot * P + i]
+        while i < nbk[slot]:
+            pe = bk[slot * P + i]
             i += 1
-            m_ce[pe] &= ~bit
+            mk[pe] &= ~bit
             v_ce += 1
             base = mem_base[pe]
             # main thread
@@ -368,7 +359,8 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                         if e > finish[pe]:
                             finish[pe] = e
                         main_free[pe] = e
-                        _sched(bk_ce, nb_ce, m_ce, hp, hn, P, 0, pe, e, t)
+                        wq[nw] = (np.int64(e) << 21) | (np.int64(pe) << 1) | 0
+                        nw += 1
                         break
                     if t > finish[pe]:
                         finish[pe] = t
@@ -416,10 +408,12 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                 break
                             r_last[r] = ready
                             r_lport[r] = 4
-                            _sched(bk_rt, nb_rt, m_rt, hp, hn, P, 1, pe, ready, t)
+                            wq[nw] = (np.int64(ready) << 21) | (np.int64(pe) << 1) | 1
+                            nw += 1
                             moved = True
                         elif cnt < ch_cap[ch]:
-                            _sched(bk_ce, nb_ce, m_ce, hp, hn, P, 0, pe, t + 1, t)
+                            wq[nw] = (np.int64(t + 1) << 21) | (np.int64(pe) << 1) | 0
+                            nw += 1
                         else:
                             ce_bp[pe] = 1
                     else:
@@ -438,7 +432,8 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                 if eff >= ch_cap[ch]:
                                     has_out = False
                                     if cnt < ch_cap[ch]:
-                                        _sched(bk_ce, nb_ce, m_ce, hp, hn, P, 0, pe, t + 1, t)
+                                        wq[nw] = (np.int64(t + 1) << 21) | (np.int64(pe) << 1) | 0
+                                        nw += 1
                                     else:
                                         ce_bp[pe] = 1
                             if has_out:
@@ -458,7 +453,8 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                     q_fn[r] = 1
                                 if rt_bp[pe]:
                                     rt_bp[pe] = 0
-                                    _sched(bk_rt, nb_rt, m_rt, hp, hn, P, 1, pe, t + 1, t)
+                                    wq[nw] = (np.int64(t + 1) << 21) | (np.int64(pe) << 1) | 1
+                                    nw += 1
                                 if functional and op != OP_RELAY:
                                     ao = base + ins[row, F_A_OFF]
                                     asd = ins[row, F_A_STR]
@@ -499,7 +495,8 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                         break
                                     r_last[ro] = ready
                                     r_lport[ro] = 4
-                                    _sched(bk_rt, nb_rt, m_rt, hp, hn, P, 1, pe, ready, t)
+                                    wq[nw] = (np.int64(ready) << 21) | (np.int64(pe) << 1) | 1
+                                    nw += 1
                                 moved = True
                     if moved:
                         moves += 1
@@ -522,22 +519,50 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                 tr[n_tr, 3] = ut_start[u]
                                 tr[n_tr, 4] = t + 1
                                 n_tr += 1
-                        _sched(bk_ce, nb_ce, m_ce, hp, hn, P, 0, pe, t + 1, t)
+                        wq[nw] = (np.int64(t + 1) << 21) | (np.int64(pe) << 1) | 0
+                        nw += 1
                 if st != ST_OK:
                     break
             if done[pe] == 0 and pc[pe] >= pe_len[pe] and n_ut[pe] == 0:
                 done[pe] = 1
                 unfinished -= 1
+            for w in range(nw):
+                key = wq[w]
+                when = key >> 21
+                if when - t < R:
+                    spe = (key >> 1) & 0xFFFFF
+                    kind = key & 1
+                    wbit = np.int64(1) << (when & RM)
+                    mi = kind * P + spe
+                    if (mk[mi] & wbit) == 0:
+                        mk[mi] |= wbit
+                        sl2 = kind * R + (when & RM)
+                        bk[sl2 * P + nbk[sl2]] = spe
+                        nbk[sl2] += 1
+                        nbk_total += 1
+                else:
+                    hi = hn
+                    hn += 1
+                    hp[hi] = key
+                    while hi > 0:
+                        parent = (hi - 1) >> 1
+                        if hp[parent] <= hp[hi]:
+                            break
+                        tmp = hp[parent]
+                        hp[parent] = hp[hi]
+                        hp[hi] = tmp
+                        hi = parent
+            nw = 0
         if st != ST_OK:
             break
-        nb_ce[R] -= nb_ce[slot]
-        nb_ce[slot] = 0
+        nbk_total -= nbk[slot]
+        nbk[slot] = 0
         # ---------------- router phase ----------------
         i = 0
-        while i < nb_rt[slot]:
-            pe = bk_rt[slot * P + i]
+        while i < nbk[R + slot]:
+            pe = bk[(R + slot) * P + i]
             i += 1
-            m_rt[pe] &= ~bit
+            mk[P + pe] &= ~bit
             v_rt += 1
             c0 = r_chan0[pe_r0[pe]]
             n = r_chan0[pe_r0[pe + 1]] - c0
@@ -610,7 +635,8 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                 if port == 4:
                     if ce_bp[pe]:
                         ce_bp[pe] = 0
-                        _sched(bk_ce, nb_ce, m_ce, hp, hn, P, 0, pe, t + 1, t)
+                        wq[nw] = (np.int64(t + 1) << 21) | (np.int64(pe) << 1) | 0
+                        nw += 1
                 else:
                     if port == 0:
                         up = pe - W
@@ -622,7 +648,8 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                         up = pe - 1
                     if rt_bp[up]:
                         rt_bp[up] = 0
-                        _sched(bk_rt, nb_rt, m_rt, hp, hn, P, 1, up, t + 1, t)
+                        wq[nw] = (np.int64(t + 1) << 21) | (np.int64(up) << 1) | 1
+                        nw += 1
                 for p in range(5):
                     if (tx >> p) & 1:
                         links[pe * 5 + p] += 1
@@ -635,7 +662,8 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                 q_pay[2 * qs] = v0
                                 q_pay[2 * qs + 1] = v1
                             q_count[r] += 1
-                            _sched(bk_ce, nb_ce, m_ce, hp, hn, P, 0, pe, ready, t)
+                            wq[nw] = (np.int64(ready) << 21) | (np.int64(pe) << 1) | 0
+                            nw += 1
                         else:
                             d = r_down[r * 4 + p]
                             ready = t + alpha
@@ -654,7 +682,8 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                 break
                             r_last[r2] = ready
                             r_lport[r2] = inport
-                            _sched(bk_rt, nb_rt, m_rt, hp, hn, P, 1, r_pe[r2], ready, t)
+                            wq[nw] = (np.int64(ready) << 21) | (np.int64(r_pe[r2]) << 1) | 1
+                            nw += 1
                 if st != ST_OK:
                     break
                 moves += 1
@@ -667,20 +696,48 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
             if st != ST_OK:
                 break
             if pending:
-                _sched(bk_rt, nb_rt, m_rt, hp, hn, P, 1, pe, t + 1, t)
+                wq[nw] = (np.int64(t + 1) << 21) | (np.int64(pe) << 1) | 1
+                nw += 1
+            for w in range(nw):
+                key = wq[w]
+                when = key >> 21
+                if when - t < R:
+                    spe = (key >> 1) & 0xFFFFF
+                    kind = key & 1
+                    wbit = np.int64(1) << (when & RM)
+                    mi = kind * P + spe
+                    if (mk[mi] & wbit) == 0:
+                        mk[mi] |= wbit
+                        sl2 = kind * R + (when & RM)
+                        bk[sl2 * P + nbk[sl2]] = spe
+                        nbk[sl2] += 1
+                        nbk_total += 1
+                else:
+                    hi = hn
+                    hn += 1
+                    hp[hi] = key
+                    while hi > 0:
+                        parent = (hi - 1) >> 1
+                        if hp[parent] <= hp[hi]:
+                            break
+                        tmp = hp[parent]
+                        hp[parent] = hp[hi]
+                        hp[hi] = tmp
+                        hi = parent
+            nw = 0
         if st != ST_OK:
             break
-        nb_rt[R] -= nb_rt[slot]
-        nb_rt[slot] = 0
+        nbk_total -= nbk[R + slot]
+        nbk[R + slot] = 0
         # ---------------- end of cycle ----------------
         if progress:
             last_progress = t
         elif t - last_progress > max_idle:
             st = ST_IDLE
             break
-        if nb_ce[R] + nb_rt[R] > 0:
+        if nbk_total > 0:
             t += 1
-        elif hn[0] > 0:
+        elif hn > 0:
             # only timers (long instructions) remain: jump; a running instruction is progress
             t = max(t + 1, hp[0] >> 21)
             last_progress = t - 1

@@ -64,6 +64,12 @@ class SimResult:
         """Cycles at which PE (x, y) executed ``Timestamp(label)``, in program order."""
         return [c for (tx, ty, lab, c) in self.timestamps if (tx, ty, lab) == (x, y, label)]
 
+    @property
+    def trace_events(self) -> list[tuple[tuple[int, int], int, str, int, int]]:
+        """Recorded intervals ``((x, y), thread, name, start, end)`` (``simulate(..., trace=True)``);
+        thread 0 is the main thread, 1.. the microthreads."""
+        return list(self._trace)
+
     def to_chrome_trace(self, path: str | Path) -> None:
         """Write a Chrome-trace JSON (open in ui.perfetto.dev): one process per PE, thread 0 the main
         thread, threads 1.. the microthreads; 1 µs on the time axis = 1 cycle."""

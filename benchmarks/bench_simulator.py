@@ -1,0 +1,118 @@
+"""Simulator speed: active PE-cycles per second, with JIT warm-up timed separately.
+
+    python benchmarks/bench_simulator.py            # 256x256 shift+broadcast, 750x994 bcast+reduce
+    python benchmarks/bench_simulator.py --quick    # 64x64 and 150x200, for CI
+
+Workloads (timing-only mode unless --functional):
+  shift+broadcast: every row does a 1-hop east shift of n wavelets (colours alternate by column
+    parity), then PE x=0 multicasts n wavelets along its row.
+  broadcast+reduce: PE x=0 of every row multicasts n wavelets along the row, then every column
+    reduces a length-n vector into its bottom PE with a receive-add-send chain (colours alternate
+    by row parity).
+"Active PE-cycles" = busy + stalled cycles summed over PEs (cycles in which a PE had unfinished work).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+from plmr.hardware import WSE2
+from simulator import MeshProgram, Port, Recv, RecvAdd, RecvAddSend, Send, simulate
+
+BC, SH0, SH1, RD0, RD1 = 1, 2, 3, 4, 5
+
+
+def row_broadcast(prog: MeshProgram, n: int, buf_src: str, buf_dst: str) -> None:
+    W, H = prog.width, prog.height
+    prog.set_route(0, range(H), BC, rx=Port.RAMP, tx=Port.EAST)
+    if W > 2:
+        prog.set_route(range(1, W - 1), range(H), BC, rx=Port.WEST, tx={Port.RAMP, Port.EAST})
+    prog.set_route(W - 1, range(H), BC, rx=Port.WEST, tx=Port.RAMP)
+    prog.add(0, range(H), Send(BC, buf_src))
+    prog.add(range(1, W), range(H), Recv(BC, buf_dst))
+
+
+def shift_broadcast(W: int, H: int, n: int) -> MeshProgram:
+    prog = MeshProgram(W, H, WSE2)
+    prog.add_buffer(range(W), range(H), "a", "fp32", n, init=1.0)
+    prog.add_buffer(range(W), range(H), "b", "fp32", n)
+    for x in range(W):
+        send_c = SH0 if x % 2 == 0 else SH1
+        recv_c = SH1 if x % 2 == 0 else SH0
+        if x < W - 1:
+            prog.set_route(x, range(H), send_c, rx=Port.RAMP, tx=Port.EAST)
+        if x > 0:
+            prog.set_route(x, range(H), recv_c, rx=Port.WEST, tx=Port.RAMP)
+    ins = []
+    for x in range(W):
+        send_c = SH0 if x % 2 == 0 else SH1
+        recv_c = SH1 if x % 2 == 0 else SH0
+        if x < W - 1 and x > 0:
+            prog.add(x, range(H), Send(send_c, "a", id="s"), Recv(recv_c, "b"))
+        elif x < W - 1:
+            prog.add(x, range(H), Send(send_c, "a"))
+        else:
+            prog.add(x, range(H), Recv(recv_c, "b"))
+    row_broadcast(prog, n, "a", "b")
+    return prog
+
+
+def broadcast_reduce(W: int, H: int, n: int) -> MeshProgram:
+    prog = MeshProgram(W, H, WSE2)
+    prog.add_buffer(range(W), range(H), "v", "fp32", n)
+    row_broadcast(prog, n, "v", "v")
+    for y in range(H):
+        send_c = RD0 if y % 2 == 0 else RD1
+        recv_c = RD1 if y % 2 == 0 else RD0
+        if y < H - 1:
+            prog.set_route(range(W), y, send_c, rx=Port.RAMP, tx=Port.SOUTH)
+        if y > 0:
+            prog.set_route(range(W), y, recv_c, rx=Port.NORTH, tx=Port.RAMP)
+    prog.add(range(W), 0, Send(RD0, "v"))
+    for y in range(1, H - 1):
+        prog.add(range(W), y, RecvAddSend(RD1 if y % 2 == 0 else RD0, RD0 if y % 2 == 0 else RD1, "v"))
+    prog.add(range(W), H - 1, RecvAdd(RD1 if (H - 1) % 2 == 0 else RD0, "v"))
+    return prog
+
+
+def bench(name: str, build, mode: str) -> None:
+    t0 = time.perf_counter()
+    prog = build()
+    t1 = time.perf_counter()
+    res = simulate(prog, mode=mode)
+    t2 = time.perf_counter()
+    apc = res.active_pe_cycles
+    st = res.stats
+    print(f"{name}: {prog.width}x{prog.height} PEs, mode={mode}")
+    print(f"  build {t1 - t0:.2f} s, simulate {t2 - t1:.2f} s (lower {st['compile_s']:.2f} s, "
+          f"alloc {st['alloc_s']:.2f} s, engine {st['run_s']:.2f} s)")
+    print(f"  total cycles {res.total_cycles}, active PE-cycles {apc:.3e}, busy PE-cycles "
+          f"{int(res.busy.sum()):.3e}, wavelet moves {st['wavelet_moves']:.3e}")
+    print(f"  active PE-cycles/s: {apc / st['run_s']:.3e} (engine), {apc / (t2 - t1):.3e} (whole simulate call)")
+    print(f"  peak RSS so far {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes (CI)")
+    ap.add_argument("--functional", action="store_true", help="functional instead of timing-only mode")
+    ap.add_argument("--n", type=int, default=64, help="wavelets per transfer (default 64)")
+    ap.add_argument("--only", choices=["shift", "reduce"], help="run one workload")
+    args = ap.parse_args()
+    mode = "functional" if args.functional else "timing"
+    t0 = time.perf_counter()
+    simulate(shift_broadcast(4, 3, 4), mode="functional")
+    simulate(broadcast_reduce(3, 4, 4), mode="timing")
+    print(f"JIT warm-up (compile or load numba cache, two tiny runs): {time.perf_counter() - t0:.2f} s")
+    sw, sh = (64, 64) if args.quick else (256, 256)
+    rw, rh = (150, 200) if args.quick else (WSE2.mesh_width, WSE2.mesh_height)
+    if args.only in (None, "shift"):
+        bench("shift+broadcast", lambda: shift_broadcast(sw, sh, args.n), mode)
+    if args.only in (None, "reduce"):
+        bench("row broadcast + column reduction", lambda: broadcast_reduce(rw, rh, args.n), mode)
+
+
+if __name__ == "__main__":
+    main()
