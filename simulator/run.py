@@ -127,7 +127,7 @@ def simulate(program: MeshProgram, spec: HardwareSpec | None = None, mode: str =
 def _row_name(program: MeshProgram, cp, row: int) -> str:
     iid = int(cp.row_iid[row])
     if iid < 0:
-        return "wait (sync op)"
+        return "the join of its synchronous fabric op"
     return repr(program._instr_table[iid])
 
 
