@@ -109,3 +109,47 @@ def check_colours(transfers: list[Transfer], n: int) -> None:
 
 def slots_used(transfers: list[Transfer]) -> int:
     return len({t.color for t in transfers})
+
+
+# ------------------------------------------------------------------------------------------------
+# Collective patterns (method §7): chains with any root, multicasts, pipeline and ring allreduce
+# ------------------------------------------------------------------------------------------------
+
+
+def multicast_transfer(n: int, root: int, color: int) -> list[Transfer]:
+    """Single-colour multicast from ``root`` to every other PE of a line of n (pattern 4: the root
+    sends both ways on one colour, intermediate PEs deliver to their ramp and forward, end PEs only
+    deliver). n = 1 needs no transfer."""
+    if not 0 <= root < n:
+        raise ValueError(f"multicast root {root} outside a line of {n} PEs")
+    others = tuple(p for p in range(n) if p != root)
+    if not others:
+        return []
+    return [Transfer(root, others[0], color, dsts=others)]
+
+
+def chain_reduce_transfers(n: int, root: int, color_base: int = 0) -> list[Transfer]:
+    """Nearest-neighbour receive-add-forward chains from both ends of a line of n into ``root``
+    (2 colour slots, alternating by distance to the root). ``root = n - 1`` is the pipeline
+    (Cerebras GEMV) reduce."""
+    if not 0 <= root < n:
+        raise ValueError(f"chain root {root} outside a line of {n} PEs")
+    return chain_transfers(tuple(range(n)), root, color_base)
+
+
+def pipeline_allreduce_transfers(n: int) -> list[list[Transfer]]:
+    """Pipeline allreduce (method §6.2): a chain into the end PE n-1 (slots 0, 1), then a multicast
+    back from it (slot 2). 3 colours."""
+    if n <= 1:
+        return []
+    return [chain_reduce_transfers(n, n - 1, 0), multicast_transfer(n, n - 1, 2)]
+
+
+def transfers_into(transfers: list[Transfer], p: int) -> list[Transfer]:
+    """The transfers that deliver to position p."""
+    return [t for t in transfers if p in t.receivers]
+
+
+def transfers_from(transfers: list[Transfer], p: int) -> list[Transfer]:
+    """The transfers that position p injects."""
+    return [t for t in transfers if t.src == p]

@@ -1,0 +1,198 @@
+"""Distributed GEMV y[1×n] = x[1×k]·W[k×n] as mesh programs (waferllm-method.md §6).
+
+Layout (``axis="y"``, the default; P_y × P_x = ``req.mesh``): PE (px, py) holds the x segment
+``x[Kb(py)]`` (Y-dist: segment py replicated along row py), the natural W block
+``W[Kb(py), Nb(px)]`` row-major, and accumulates ``y[Nb(px)]``. Kb/Nb are balanced contiguous
+blocks (the first D mod P one longer; no padding, nothing rotates). After the local ``Gemv`` (m FMACs
+of length n, the authors' form) the partials are allreduced along y, so every PE of column px ends
+with ``y[Nb(px)]``: the result is X-dist, the layout the next GEMV's x needs.
+
+``axis="x"`` is the transposed-block-position variant: PE (px, py) holds ``x[Kb(px)]`` and
+``W[Kb(px), Nb(py)]``, reduces along x, and the result is Y-dist.
+
+Builders (``KernelRequest`` → ``KernelBuild``; registered in ``meshgemm.registry``):
+
+* ``build_meshgemv``: K-tree allreduce, any K ≥ 1 (``req.k_tree``), level-1 group size
+  ``req.group_size``; express chains for levels ≥ 2; multicast of the result from the global root.
+* ``build_gemv_pipeline``: chain into the end PE, broadcast back (the Cerebras GEMV example).
+* ``build_gemv_ring``: reduce-scatter + allgather on the interleaved ring.
+
+Every PE stamps ``Timestamp("compute_end")`` after its local GEMV; ``meshgemm.run`` uses it to split
+compute from communication.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable
+
+import numpy as np
+
+from plmr import gemv as plmr_gemv
+from plmr.errors import InputError
+from plmr.hardware import HardwareSpec
+from plmr.ktree import build_ktree
+from plmr.primitives import balanced_split
+from simulator.instructions import Fill, Gemv, Timestamp
+from simulator.program import MeshProgram
+
+from meshgemm import collectives as C
+from meshgemm.kernel import ColourMap, KernelBuild, KernelRequest, round_to_dtype
+
+COMPUTE_END = "compute_end"
+
+
+def _offsets(sizes: list[int]) -> list[int]:
+    return [sum(sizes[:i]) for i in range(len(sizes))]
+
+
+def _check(req: KernelRequest, spec: HardwareSpec, axis: str) -> tuple[int, int, int, int]:
+    """(P_y, P_x, n_ax, n_other) after validating the request."""
+    if req.m != 1:
+        raise InputError(f"kernel {req.name}: a GEMV has m = 1 (y[1×n] = x[1×k]·W[k×n]), got --m {req.m}")
+    if axis not in C.AXES:
+        raise InputError(f"axis must be 'x' or 'y', got {axis!r}")
+    p_y, p_x = req.mesh
+    if p_x > spec.mesh_width or p_y > spec.mesh_height:
+        raise InputError(f"mesh {p_y}x{p_x} (rows x columns) is larger than {spec.name}'s kernel "
+                         f"rectangle {spec.mesh_height}x{spec.mesh_width}")
+    n_ax, n_other = (p_y, p_x) if axis == "y" else (p_x, p_y)
+    if req.k < n_ax:
+        raise InputError(f"kernel {req.name}: k = {req.k} is smaller than the {n_ax} PEs of the reduction "
+                         f"axis; every PE needs at least one row of W")
+    if req.n < n_other:
+        raise InputError(f"kernel {req.name}: n = {req.n} is smaller than the {n_other} PEs across the "
+                         f"reduction axis; every PE needs at least one column of W")
+    return p_y, p_x, n_ax, n_other
+
+
+def _build(req: KernelRequest, spec: HardwareSpec, axis: str, scheme: str,
+           emit: Callable[[MeshProgram, ColourMap], int], slots: int, predicted,
+           pad_to: int = 0, with_broadcast: bool = True) -> KernelBuild:
+    p_y, p_x, n_ax, n_other = _check(req, spec, axis)
+    kb = balanced_split(req.k, n_ax)  # reduction-axis blocks of x / rows of W
+    nb = balanced_split(req.n, n_other)  # output blocks
+    ko, no = _offsets(kb), _offsets(nb)
+    colours = ColourMap(spec, slots, req.name)
+    prog = MeshProgram(p_x, p_y, spec)
+    dt = req.dtype
+
+    def pe_of(pos: int, line: int) -> tuple:
+        return C.sel(axis, pos, line)
+
+    # group positions and lines by block size (at most two sizes each) for vectorised set-up
+    def runs(sizes: list[int]) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
+        for i, s in enumerate(sizes):
+            out.setdefault(s, []).append(i)
+        return out
+
+    x_in = w_in = None
+    if req.functional:
+        rng = req.rng()
+        x_in = round_to_dtype(rng.uniform(-1, 1, size=(1, req.k)), dt)
+        w_in = round_to_dtype(rng.uniform(-1, 1, size=(req.k, req.n)), dt)
+    for m, pos_list in runs(kb).items():
+        for n, line_list in runs(nb).items():
+            sx, sy = C.sel(axis, pos_list, line_list)
+            ylen = max(n, pad_to)
+            prog.add_buffer(sx, sy, "w", dt, m * n)
+            prog.add_buffer(sx, sy, "x", dt, m)
+            prog.add_buffer(sx, sy, "y", dt, ylen)
+            prog.add_buffer(sx, sy, "r", dt, ylen)
+            prog.add(sx, sy, Gemv("y", "x", "w", m=m, n=n), Timestamp(COMPUTE_END))
+    if req.functional:
+        def pos_line(px: int, py: int) -> tuple[int, int]:
+            return (py, px) if axis == "y" else (px, py)
+
+        def w_blk(px, py):
+            p, l = pos_line(px, py)
+            return w_in[ko[p]:ko[p] + kb[p], no[l]:no[l] + nb[l]].ravel()
+
+        def x_blk(px, py):
+            p, _ = pos_line(px, py)
+            return x_in[0, ko[p]:ko[p] + kb[p]]
+
+        all_x, all_y = range(p_x), range(p_y)
+        prog.set_data(all_x, all_y, "w", w_blk)
+        prog.set_data(all_x, all_y, "x", x_blk)
+
+    root = emit(prog, colours)
+
+    def gather(res) -> dict[str, np.ndarray]:
+        parts = []
+        for line in range(n_other):
+            x, y = pe_of(root, line)
+            parts.append(np.asarray(res.buffer(x, y, "y"))[:nb[line]])
+        return {"y": np.concatenate(parts)[None, :]}
+
+    inputs, expected = {}, {}
+    if req.functional:
+        inputs = {"x": x_in, "W": w_in}
+        expected = {"y": (x_in.astype(np.float64) @ w_in.astype(np.float64))}
+    dist = "X-dist" if axis == "y" else "Y-dist"
+    layout = {
+        "x": f"{'Y' if axis == 'y' else 'X'}-dist: segment of the reduction block replicated across it",
+        "W": "natural 2D blocks" if axis == "y" else "2D blocks, transposed block position",
+        "y": (f"{dist}: block {'px on every PE of column px' if axis == 'y' else 'py on every PE of row py'}"
+              if with_broadcast else f"on the root {'row' if axis == 'y' else 'column'} {root} only"),
+        "scheme": scheme,
+        "root": str(root),
+    }
+    return KernelBuild(request=req, program=prog, predicted=predicted, gather=gather, inputs=inputs,
+                       expected=expected, layout=layout)
+
+
+def _ktree_counts(req: KernelRequest, n_ax: int) -> tuple[int, ...] | None:
+    return C.ktree_group_counts(n_ax, req.k_tree, req.group_size)
+
+
+def build_meshgemv(req: KernelRequest, spec: HardwareSpec, axis: str = "y",
+                   with_broadcast: bool = True) -> KernelBuild:
+    """MeshGEMV: local GEMV + K-tree allreduce along ``axis`` (K = ``req.k_tree``)."""
+    p_y, p_x, n_ax, _ = _check(req, spec, axis)
+    k = req.k_tree
+    counts = _ktree_counts(req, n_ax)
+    build_ktree(max(n_ax, 1), k, counts)  # validates the grouping (InputError)
+    slots = C.colours_needed("ktree", n_ax, k, with_broadcast)
+    predicted = plmr_gemv.meshgemv(spec, p_y, p_x, req.k, req.n, k=k, group_counts=counts, axis=axis,
+                                   dtype=req.dtype, with_broadcast=with_broadcast)
+
+    def emit(prog, colours):
+        if n_ax <= 1:
+            return 0
+        return C.emit_ktree_allreduce(prog, axis, "y", "r", colours, k=k, group_counts=counts,
+                                      broadcast=with_broadcast)
+
+    return _build(req, spec, axis, f"K-tree allreduce, K={k}", emit, slots, predicted,
+                  with_broadcast=with_broadcast)
+
+
+def build_gemv_pipeline(req: KernelRequest, spec: HardwareSpec, axis: str = "y") -> KernelBuild:
+    """GEMV with the pipeline allreduce: chain into the end PE, then broadcast back."""
+    p_y, p_x, n_ax, _ = _check(req, spec, axis)
+    predicted = plmr_gemv.gemv_pipeline(spec, p_y, p_x, req.k, req.n, axis=axis, dtype=req.dtype)
+
+    def emit(prog, colours):
+        if n_ax <= 1:
+            return 0
+        return C.emit_pipeline_allreduce(prog, axis, "y", "r", colours)
+
+    return _build(req, spec, axis, "pipeline allreduce", emit, C.colours_needed("pipeline", n_ax),
+                  predicted)
+
+
+def build_gemv_ring(req: KernelRequest, spec: HardwareSpec, axis: str = "y") -> KernelBuild:
+    """GEMV with a ring allreduce (reduce-scatter + allgather on the interleaved ring). The partial
+    sum buffer is padded with zeros to at least one element per ring PE."""
+    p_y, p_x, n_ax, _ = _check(req, spec, axis)
+    predicted = plmr_gemv.gemv_ring(spec, p_y, p_x, req.k, req.n, axis=axis, dtype=req.dtype)
+
+    def emit(prog, colours):
+        if n_ax <= 1:
+            return 0
+        C.emit_ring_allreduce(prog, axis, "y", colours)
+        return 0
+
+    return _build(req, spec, axis, "ring allreduce", emit, C.colours_needed("ring", n_ax), predicted,
+                  pad_to=n_ax if n_ax > 1 else 0)

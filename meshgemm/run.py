@@ -1,0 +1,132 @@
+"""Run a ``KernelBuild`` on the simulator and compare with numpy and with the PLMR prediction.
+
+``run_kernel(build, spec, mode)`` returns a ``KernelReport``:
+
+* ``predicted_cycles``: ``build.predicted.total_cycles`` (the PLMR cost model);
+* ``simulated_cycles``: ``SimResult.total_cycles`` (``None`` when ``mode="none"``: prediction only);
+* **compute / communication split.** If the kernel stamps ``Timestamp("compute_end")`` on its PEs
+  after the local compute (the GEMV kernels do), ``compute_cycles`` is the latest such stamp — the
+  cycle by which every PE has finished its local compute — and ``communication_cycles`` is the rest
+  of the run (``total − compute``): the collective on the critical path after the compute. Kernels
+  that overlap compute and communication and stamp nothing get the split of the critical PE (the
+  one that finishes last): its busy cycles (main thread or microthreads active) as compute, its
+  stalled cycles (waiting on the fabric or a join) as communication; ``split_source`` says which;
+* ``max_abs_error`` and ``max_rel_error`` over all outputs vs the float64 numpy reference of the
+  rounded inputs (functional mode only); ``max_rel_error`` is normwise: max |err| / max |ref|;
+* ``bytes_per_pe`` and ``colors_per_pe``: measured on the program (most on any PE).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from plmr.errors import InputError
+from plmr.hardware import HardwareSpec
+
+from meshgemm.kernel import KernelBuild
+
+MODES = ("functional", "timing", "none")
+COMPUTE_END = "compute_end"
+
+
+@dataclass
+class KernelReport:
+    kernel: str
+    mesh: tuple[int, int]
+    m: int
+    k: int
+    n: int
+    dtype: str
+    mode: str
+    predicted_cycles: float
+    simulated_cycles: int | None
+    compute_cycles: float | None
+    communication_cycles: float | None
+    predicted_compute_cycles: float
+    predicted_communication_cycles: float
+    split_source: str | None
+    max_abs_error: float | None
+    max_rel_error: float | None
+    bytes_per_pe: int
+    colors_per_pe: int
+    predicted_bytes_per_pe: int
+    predicted_colors_per_pe: int
+    k_tree: int | None = None
+    group_size: int | None = None
+    predicted_parts: dict = field(default_factory=dict)
+    layout: dict = field(default_factory=dict)
+    sim_seconds: float | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        """simulated / predicted cycles."""
+        if self.simulated_cycles is None or not self.predicted_cycles:
+            return None
+        return self.simulated_cycles / self.predicted_cycles
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mesh"] = list(self.mesh)
+        d["ratio"] = self.ratio
+        return d
+
+
+def _split(res) -> tuple[float, float, str]:
+    stamps = [c for (_, _, lab, c) in res.timestamps if lab == COMPUTE_END]
+    total = res.total_cycles
+    if stamps:
+        comp = float(max(stamps))
+        return comp, float(total - comp), "timestamp compute_end"
+    fin = res.finish
+    y, x = np.unravel_index(int(np.argmax(fin)), fin.shape)
+    return float(res.busy[y, x]), float(res.stalled[y, x]), f"busy/stalled of critical PE ({x}, {y})"
+
+
+def run_kernel(build: KernelBuild, spec: HardwareSpec | None = None, mode: str = "functional") -> KernelReport:
+    """Simulate ``build`` (``mode``: ``"functional"``, ``"timing"`` or ``"none"`` for the
+    prediction only) and report (see the module docstring)."""
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    req = build.request
+    spec = spec or build.program.spec
+    if mode == "functional" and not req.functional:
+        raise InputError("this build is timing-only (no data); build with functional=True or run mode='timing'")
+    pred = build.predicted
+    sim_cycles = comp = comm = source = abs_err = rel_err = secs = None
+    if mode != "none":
+        import time
+
+        from simulator import simulate
+
+        t0 = time.perf_counter()
+        res = simulate(build.program, spec, mode=mode)
+        secs = time.perf_counter() - t0
+        sim_cycles = int(res.total_cycles)
+        comp, comm, source = _split(res)
+        if mode == "functional" and build.expected:
+            got = build.gather(res)
+            abs_err, rel_err = 0.0, 0.0
+            for name, ref in build.expected.items():
+                ref = np.asarray(ref, dtype=np.float64)
+                out = np.asarray(got[name], dtype=np.float64)
+                if out.shape != ref.shape:
+                    raise AssertionError(f"output {name}: shape {out.shape}, expected {ref.shape}")
+                err = float(np.max(np.abs(out - ref))) if ref.size else 0.0
+                scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+                abs_err = max(abs_err, err)
+                rel_err = max(rel_err, err / scale if scale > 0 else err)
+    return KernelReport(
+        kernel=req.name, mesh=tuple(req.mesh), m=req.m, k=req.k, n=req.n, dtype=req.dtype, mode=mode,
+        predicted_cycles=float(pred.total_cycles), simulated_cycles=sim_cycles,
+        compute_cycles=comp, communication_cycles=comm,
+        predicted_compute_cycles=float(pred.compute_cycles),
+        predicted_communication_cycles=float(pred.total_cycles - pred.compute_cycles),
+        split_source=source, max_abs_error=abs_err, max_rel_error=rel_err,
+        bytes_per_pe=build.bytes_per_pe(), colors_per_pe=build.colors_per_pe(),
+        predicted_bytes_per_pe=int(pred.bytes_per_pe), predicted_colors_per_pe=int(pred.colors_per_pe),
+        k_tree=req.k_tree, group_size=req.group_size, predicted_parts=dict(pred.parts),
+        layout=dict(build.layout), sim_seconds=secs,
+    )

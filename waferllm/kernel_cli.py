@@ -1,0 +1,119 @@
+"""``waferllm kernel NAME``: build one mesh kernel, print its PLMR prediction and (``--simulate``)
+run it on the simulator against numpy.
+
+Registered in ``waferllm.cli`` with ``main.add_command(kernel)``; user mistakes raise
+``plmr.InputError``, which the command group turns into one ``Error: ...`` line and exit 2. numpy,
+numba and the simulator are imported inside the command only.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from plmr.errors import InputError
+
+KERNEL_NAMES = ("meshgemm", "gemmt", "meshgemv", "cannon", "summa", "gemv-pipeline", "gemv-ring")
+
+
+def parse_mesh(text: str) -> tuple[int, int]:
+    """``HxW`` (rows x columns) or ``N`` (square)."""
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise InputError(f"--mesh {text!r}: expected N or HxW with positive integers, e.g. 64 or 8x16") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 1:
+        raise InputError(f"--mesh {text!r}: expected N or HxW with positive integers, e.g. 64 or 8x16")
+    return values[0], values[1]
+
+
+def _build(req, spec):
+    import importlib
+
+    from meshgemm.registry import KERNELS, build_kernel
+
+    if req.name not in KERNELS:
+        raise InputError(f"unknown kernel {req.name!r}; kernels: {', '.join(KERNELS)}")
+    module = KERNELS[req.name][0]
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            raise InputError(f"kernel {req.name} is not available yet ({module} is not built)") from None
+        raise
+    return build_kernel(req, spec)
+
+
+def _fmt(v, unit: str = "") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if v == int(v) and abs(v) < 1e15:
+            return f"{int(v):,}{unit}"
+        return f"{v:.3g}{unit}"
+    if isinstance(v, int):
+        return f"{v:,}{unit}"
+    return str(v)
+
+
+@click.command("kernel")
+@click.argument("name")
+@click.option("--mesh", required=True, help="mesh: HxW (rows x columns) or N")
+@click.option("--m", "m", type=int, default=1, show_default=True, help="rows of the output (1 for a GEMV)")
+@click.option("--k", "k", type=int, required=True, help="reduction dimension")
+@click.option("--n", "n", type=int, required=True, help="columns of the output")
+@click.option("--k-tree", type=int, default=2, show_default=True, help="K of the K-tree allreduce (GEMV)")
+@click.option("--group-size", type=int, default=None, help="level-1 group size of the K-tree")
+@click.option("--dtype", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True)
+@click.option("--hardware", "hardware_name", default="wse2", show_default=True,
+              help="built-in target or a TOML/JSON spec file")
+@click.option("--simulate", is_flag=True, help="run the kernel on the simulator")
+@click.option("--timing-only", is_flag=True, help="with --simulate: timing mode (no data, no error check)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of the random inputs")
+def kernel(name: str, mesh: str, m: int, k: int, n: int, k_tree: int, group_size: int | None, dtype: str,
+           hardware_name: str, simulate: bool, timing_only: bool, as_json: bool, seed: int) -> None:
+    """Build kernel NAME (meshgemm, gemmt, meshgemv, cannon, summa, gemv-pipeline, gemv-ring), print
+    its PLMR prediction and, with --simulate, simulated cycles, the compute/communication split,
+    the error vs numpy, bytes and colours per PE."""
+    from meshgemm.kernel import KernelRequest
+    from meshgemm.run import run_kernel
+    from plmr.hardware import get_spec
+
+    spec = get_spec(hardware_name)
+    shape = parse_mesh(mesh)
+    if shape[0] > spec.mesh_height or shape[1] > spec.mesh_width:
+        raise InputError(f"--mesh {mesh}: {shape[0]}x{shape[1]} (rows x columns) is larger than {spec.name}'s "
+                         f"kernel rectangle {spec.mesh_height}x{spec.mesh_width}")
+    functional = simulate and not timing_only
+    req = KernelRequest(name=name, mesh=shape, m=m, k=k, n=n, dtype=dtype, k_tree=k_tree,
+                        group_size=group_size, functional=functional, seed=seed)
+    build = _build(req, spec)
+    mode = ("functional" if functional else "timing") if simulate else "none"
+    rep = run_kernel(build, spec, mode)
+    if as_json:
+        click.echo(json.dumps(rep.to_dict()))
+        return
+    lines = [
+        f"kernel {name} on {shape[0]}x{shape[1]} PEs ({spec.name}), m={m} k={k} n={n} {dtype}"
+        + (f", K={k_tree}" + (f", group size {group_size}" if group_size else "") if "gemv" in name else ""),
+        f"  predicted cycles      {_fmt(rep.predicted_cycles)}  (compute {_fmt(rep.predicted_compute_cycles)}, "
+        f"communication {_fmt(rep.predicted_communication_cycles)})",
+    ]
+    if simulate:
+        lines += [
+            f"  simulated cycles      {_fmt(rep.simulated_cycles)}  (sim/pred {rep.ratio:.3f}; {rep.mode} mode)",
+            f"  compute / comm        {_fmt(rep.compute_cycles)} / {_fmt(rep.communication_cycles)}  "
+            f"[{rep.split_source}]",
+        ]
+        if rep.max_abs_error is not None:
+            lines.append(f"  error vs numpy        max abs {rep.max_abs_error:.3g}, max rel {rep.max_rel_error:.3g}")
+    lines += [
+        f"  bytes per PE          {_fmt(rep.bytes_per_pe)}  (predicted {_fmt(rep.predicted_bytes_per_pe)})",
+        f"  colours per PE        {rep.colors_per_pe}  (predicted {rep.predicted_colors_per_pe})",
+    ]
+    click.echo("\n".join(lines))
