@@ -11,7 +11,7 @@ import math
 from plmr.breakdown import CostBreakdown
 from plmr.hardware import HardwareSpec
 from plmr.ktree import KTree, build_ktree
-from plmr.primitives import ceil_div, dtype_bytes, t_msg
+from plmr.primitives import ceil_div, dtype_bytes, t_msg, t_vec
 
 
 def _zero(op: str) -> CostBreakdown:
@@ -38,22 +38,49 @@ def broadcast(spec: HardwareSpec, n_ax: int, n: int, root: int | None = None, dt
                          bytes_per_pe=n * dtype_bytes(dtype), colors_per_pe=1)
 
 
+def _side_arrival(spec: HardwareSpec, links: list[int]) -> float:
+    """Cycles from the start of a chain phase until the first wavelet of one side's stream reaches
+    the root: the end PE issues its send (c_op); every link is a message through the router,
+    injected and ejected (ρ) and hopping d·α; every member between the end and the root is one
+    software stage (β) that receives, adds its own vector and re-injects."""
+    return (spec.op_issue_cycles + len(links) * spec.ramp_cycles
+            + sum(d * spec.hop_cycles for d in links) + (len(links) - 1) * spec.relay_cycles)
+
+
 def _chain_phase(spec: HardwareSpec, links: list[int], n: int, dtype: str, packed: bool) -> float:
-    """A receive-add-forward chain over the given hop lengths: each link is one routing stage."""
+    """A one-sided receive-add-forward chain over the given hop lengths into its root."""
     if not links:
         return 0.0
-    e_w = spec.elements_per_wavelet(dtype, packed)
-    return (spec.op_issue_cycles + spec.ramp_cycles
-            + sum(spec.relay_cycles + d * spec.hop_cycles for d in links) + math.ceil(n / e_w))
+    return _side_arrival(spec, links) + math.ceil(n / spec.elements_per_wavelet(dtype, packed))
+
+
+def _group_phase(spec: HardwareSpec, left: list[int], right: list[int], n: int, dtype: str,
+                 packed: bool) -> float:
+    """One group of a chain phase: chains from both ends into the root.
+
+    A root with two incoming chains (method §6.4: "the root adds both streams into its buffer")
+    takes both streams through its one ramp, one wavelet per cycle in all, so it ingests 2⌈n/e_w⌉
+    wavelets: it receives the side with fewer links (ties: the right side) asynchronously into a
+    receive buffer, adds the other into its accumulator, joins (c_task) and adds the receive buffer
+    (a vector add). Its second receive is issued c_op after the first."""
+    if not left or not right:
+        return _chain_phase(spec, left or right, n, dtype, packed)
+    n_w = math.ceil(n / spec.elements_per_wavelet(dtype, packed))
+    first, second = (right, left) if len(right) <= len(left) else (left, right)
+    a1 = _side_arrival(spec, first)
+    a2 = max(_side_arrival(spec, second), 2 * spec.op_issue_cycles)
+    ingest = max(max(a1, a2) + n_w, min(a1, a2) + 2 * n_w)
+    return ingest + spec.task_cycles + t_vec(spec, n, "add", dtype)
 
 
 def ktree_reduce_cycles(spec: HardwareSpec, tree: KTree, n: int, dtype: str = "fp16",
                         packed: bool = False) -> list[float]:
-    """Cycles of each K-tree phase: the slowest group's longer chain into its root (§6.6)."""
+    """Cycles of each K-tree phase: its slowest group (§6.6, with the per-link ramp and the root's
+    two-stream ingest of ``_group_phase``)."""
     phases = []
     for level in tree.levels:
-        phases.append(max(_chain_phase(spec, side, n, dtype, packed)
-                          for sides in level.chain_sides() for side in sides))
+        phases.append(max((_group_phase(spec, left, right, n, dtype, packed)
+                           for left, right in level.chain_sides()), default=0.0))
     return phases
 
 
@@ -88,8 +115,7 @@ def chain_reduce(spec: HardwareSpec, n_ax: int, n: int, root: int | None = None,
     if n_ax <= 1 or n <= 0:
         return _zero("chain_reduce")
     root = n_ax // 2 if root is None else root
-    links = [1] * max(root, n_ax - 1 - root)
-    t = spec.collective_cycles + _chain_phase(spec, links, n, dtype, packed)
+    t = spec.collective_cycles + _group_phase(spec, [1] * root, [1] * (n_ax - 1 - root), n, dtype, packed)
     # Two colours alternating by distance to the (fixed) root serve both sides (method §6.4 [D]).
     return CostBreakdown(op="chain_reduce", compute_cycles=0.0, comm_cycles=t, total_cycles=t,
                          bytes_per_pe=2 * n * dtype_bytes(dtype), colors_per_pe=2)
@@ -110,14 +136,20 @@ def pipeline_allreduce(spec: HardwareSpec, n_ax: int, n: int, dtype: str = "fp16
 
 def ring_allreduce(spec: HardwareSpec, n_ax: int, n: int, dtype: str = "fp16",
                    packed: bool = False) -> CostBreakdown:
-    """Reduce-scatter + allgather on an interleaved ring: 2(n-1) steps of ⌈n/n_ax⌉ elements, each
-    over ≤ 2 hops with one software stage (§6.6)."""
+    """Reduce-scatter + allgather on an interleaved ring: 2(n-1) steps of ⌈n/n_ax⌉ elements over
+    ≤ 2 hops. A ring step cannot be a fused relay (a ring of blocking receive-add-forward stages
+    deadlocks), so each step is an asynchronous send of one chunk, a blocking receive of the next
+    (issued c_op later, its first wavelet ρ + h·α after the predecessor's send starts) and a join:
+    ``c_op + max(c_op, ρ + h·α) + ⌈chunk/e_w⌉ + c_task`` (§6.6's T_msg(chunk, 2, 1) with the
+    software stage made explicit)."""
     if n_ax <= 1 or n <= 0:
         return _zero("ring_allreduce")
     chunk = ceil_div(n, n_ax)
     hops = 2 if n_ax >= 3 else 1
     steps = 2 * (n_ax - 1)
-    t = spec.collective_cycles + steps * t_msg(spec, chunk, hops, 1, dtype, packed)
+    step = (spec.op_issue_cycles + max(spec.op_issue_cycles, spec.ramp_cycles + hops * spec.hop_cycles)
+            + math.ceil(chunk / spec.elements_per_wavelet(dtype, packed)) + spec.task_cycles)
+    t = spec.collective_cycles + steps * step
     return CostBreakdown(op="ring_allreduce", compute_cycles=0.0, comm_cycles=t, total_cycles=t,
                          bytes_per_pe=(n + chunk) * dtype_bytes(dtype), colors_per_pe=3)
 
