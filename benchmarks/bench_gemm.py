@@ -1,0 +1,108 @@
+"""GEMM kernel benchmarks: simulated (timing-only) cycles vs the PLMR prediction, and MeshGEMM vs
+Cannon vs SUMMA across mesh sides.
+
+    python benchmarks/bench_gemm.py --agreement [--max-side 32]   # the §Kernels: GEMM agreement table
+    python benchmarks/bench_gemm.py --scaling [--sides 8,16,32,64] [--size 2048] [--plot docs/gemm.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from meshgemm.kernel import KernelRequest
+from meshgemm.registry import build_kernel
+from plmr import gemm as plmr_gemm
+from plmr.errors import InputError
+from plmr.hardware import WSE2
+from simulator.run import simulate
+
+KERNELS = ("meshgemm", "cannon", "summa", "gemmt")
+
+
+def run_one(name, side, size, dtype="fp16", spec=WSE2):
+    t0 = time.perf_counter()
+    b = build_kernel(KernelRequest(name, (side, side), size, size, size, dtype=dtype,
+                                   functional=False), spec)
+    r = simulate(b.program, spec, mode="timing")
+    pred = b.predicted.total_cycles
+    return r.total_cycles, pred, time.perf_counter() - t0
+
+
+def agreement(sides, tiles, kernels=KERNELS, dtype="fp16"):
+    """Square meshes, M = K = N = tile·side (tile = per-PE tile edge); shapes that overflow SRAM
+    are skipped (reported)."""
+    rows = []
+    for side in sides:
+        for tile in tiles:
+            size = tile * side
+            for name in kernels:
+                try:
+                    sim, pred, secs = run_one(name, side, size, dtype)
+                except InputError as exc:
+                    print(f"| {name} | {side}² | {size} | — | — | does not fit: {str(exc)[:60]} |")
+                    continue
+                rows.append((name, side, size, sim, pred, (pred - sim) / sim, secs))
+                print(f"| {name} | {side}² | {size} | {sim} | {pred:.0f} | {100 * (pred - sim) / sim:+.1f}% "
+                      f"| {secs:.1f} s |", flush=True)
+    return rows
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--agreement", action="store_true")
+    ap.add_argument("--scaling", action="store_true")
+    ap.add_argument("--sides", default="8,16,32")
+    ap.add_argument("--tiles", default="4,16,48", help="per-PE tile edges for --agreement")
+    ap.add_argument("--size", type=int, default=2048)
+    ap.add_argument("--dtype", default="fp16")
+    ap.add_argument("--kernels", default=",".join(KERNELS))
+    ap.add_argument("--plot", default=None)
+    a = ap.parse_args(argv)
+    sides = [int(s) for s in a.sides.split(",")]
+    kernels = a.kernels.split(",")
+    if a.agreement:
+        print("| kernel | mesh | M=K=N | simulated | PLMR | PLMR − sim | wall |")
+        print("|---|---|---|---|---|---|---|")
+        agreement(sides, [int(s) for s in a.tiles.split(",")], kernels, a.dtype)
+    if a.scaling:
+        scaling(sides, a.size, a.dtype, a.plot)
+
+
+def scaling(sides, size, dtype, plot):
+    sim = {k: {} for k in ("meshgemm", "cannon", "summa")}
+    print("| mesh | kernel | simulated | PLMR |")
+    print("|---|---|---|---|")
+    for side in sides:
+        for name in sim:
+            s, p, secs = run_one(name, side, size, dtype)
+            sim[name][side] = s
+            print(f"| {side}² | {name} | {s} | {p:.0f} | ({secs:.0f} s)", flush=True)
+    pred_sides = sorted(set(sides) | {64, 128, 256, 360, 512, 720})
+    pred = {k: {s: getattr(plmr_gemm, k)(WSE2, s, s, size, size, size, dtype).total_cycles
+                for s in pred_sides} for k in sim}
+    for s in pred_sides:
+        print(f"PLMR {s}²: " + ", ".join(f"{k} {pred[k][s]:.0f}" for k in sim)
+              + f"; summa/meshgemm {pred['summa'][s] / pred['meshgemm'][s]:.2f}, "
+              f"cannon/meshgemm {pred['cannon'][s] / pred['meshgemm'][s]:.2f}")
+    if plot:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        for (k, c) in zip(sim, ("C0", "C1", "C2")):
+            ax.plot(pred_sides, [pred[k][s] for s in pred_sides], "--", color=c, label=f"{k} (PLMR)")
+            ax.plot(sorted(sim[k]), [sim[k][s] for s in sorted(sim[k])], "o", color=c,
+                    label=f"{k} (simulated)")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("mesh side P (P×P PEs)")
+        ax.set_ylabel("cycles")
+        ax.set_title(f"GEMM M=K=N={size} {dtype} on WSE-2 parameters")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(plot, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
