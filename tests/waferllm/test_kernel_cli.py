@@ -1,0 +1,88 @@
+"""``waferllm kernel``: prediction, --simulate output and JSON fields, and one-line errors with exit 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from waferllm.cli import _Group
+from waferllm.kernel_cli import kernel, parse_mesh
+
+GROUP = _Group(name="waferllm", commands={"kernel": kernel})
+
+
+def invoke(*args):
+    return CliRunner().invoke(GROUP, ["kernel", *args])
+
+
+def test_prediction_only():
+    r = invoke("meshgemv", "--mesh", "8x6", "--k", "100", "--n", "77")
+    assert r.exit_code == 0, r.output
+    assert "predicted cycles" in r.output and "simulated" not in r.output
+
+
+@pytest.mark.parametrize("name", ["meshgemv", "gemv-pipeline", "gemv-ring"])
+def test_simulate_json(name):
+    r = invoke(name, "--mesh", "5x3", "--k", "23", "--n", "11", "--simulate", "--json", "--dtype", "fp32",
+               "--k-tree", "2", "--group-size", "2", "--seed", "3")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    for key in ("predicted_cycles", "simulated_cycles", "max_abs_error", "max_rel_error", "bytes_per_pe",
+                "colors_per_pe", "compute_cycles", "communication_cycles", "mode"):
+        assert key in d
+    assert d["max_rel_error"] < 1e-5 and d["mode"] == "functional"
+
+
+def test_simulate_text_and_timing_only():
+    r = invoke("meshgemv", "--mesh", "4", "--k", "32", "--n", "32", "--simulate")
+    assert r.exit_code == 0 and "error vs numpy" in r.output and "compute / comm" in r.output
+    r = invoke("meshgemv", "--mesh", "4", "--k", "32", "--n", "32", "--simulate", "--timing-only", "--json")
+    d = json.loads(r.output)
+    assert d["mode"] == "timing" and d["max_abs_error"] is None and d["simulated_cycles"] > 0
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["bogus", "--mesh", "4", "--k", "8", "--n", "8"], "unknown kernel 'bogus'"),
+    (["meshgemv", "--mesh", "4y", "--k", "8", "--n", "8"], "expected N or HxW"),
+    (["meshgemv", "--mesh", "0x4", "--k", "8", "--n", "8"], "expected N or HxW"),
+    (["meshgemv", "--mesh", "4", "--m", "0", "--k", "8", "--n", "8"], "--m must be >= 1"),
+    (["meshgemv", "--mesh", "4", "--m", "2", "--k", "8", "--n", "8"], "m = 1"),
+    (["gemv-ring", "--mesh", "2000", "--k", "8", "--n", "8"], "larger than wse2"),
+    (["meshgemv", "--mesh", "64", "--k", "128", "--n", "128", "--k-tree", "20"], "needs 41 colours per PE"),
+    (["meshgemv", "--mesh", "2", "--k", "2000", "--n", "2000"], "SRAM overflow"),
+    (["meshgemv", "--mesh", "4", "--k", "8", "--n", "8", "--hardware", "nope"], ""),
+])
+def test_errors_are_one_line_exit_2(args, msg):
+    r = invoke(*args)
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("Error: ") and msg in err[0]
+
+
+def test_parse_mesh():
+    assert parse_mesh("8x16") == (8, 16) and parse_mesh("12") == (12, 12) and parse_mesh("3×5") == (3, 5)
+
+
+def test_gemm_kernels_dispatch_when_present():
+    """The GEMM builders come from another module; when present they dispatch like the GEMV ones."""
+    import importlib.util
+
+    if importlib.util.find_spec("meshgemm.gemm") is None:
+        r = invoke("meshgemm", "--mesh", "4", "--m", "8", "--k", "8", "--n", "8")
+        assert r.exit_code == 2 and "not available yet" in r.stderr
+    else:
+        r = invoke("meshgemm", "--mesh", "4", "--m", "8", "--k", "8", "--n", "8", "--json")
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.output)["kernel"] == "meshgemm"
+
+
+def test_module_import_is_light():
+    import subprocess
+    import sys
+
+    code = "import sys, waferllm.kernel_cli; print('numba' in sys.modules, 'simulator' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
