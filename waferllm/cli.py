@@ -199,6 +199,15 @@ def calibration_cmd(hardware_name: str, as_json: bool) -> None:
     _console().print(table)
 
 
+# --------------------------------------------------------------------------------------------
+# kernel (its module imports numpy, numba and the simulator only inside the command)
+# --------------------------------------------------------------------------------------------
+
+from waferllm.kernel_cli import kernel  # noqa: E402
+
+main.add_command(kernel)
+
+
 def run() -> None:  # pragma: no cover - console entry for `python -m waferllm`
     main(prog_name="waferllm")
 
