@@ -121,7 +121,7 @@ def paper(plot: Path | None) -> None:
             res["vs_pipeline"].append(d)
             print(f"{name:14s} {P}² N={N}: pred {d['predicted_cycles']:.0f} sim {d['simulated_cycles']}",
                   file=sys.stderr, flush=True)
-    for P in (16, 32, 64, 128, 256, 512, 720):
+    for P in (32, 64, 128, 256, 512, 720):
         for K in (1, 2, 3, 4):
             d = run("meshgemv", P, 4096, K=K)
             res["k_sweep"].append(d)
