@@ -39,6 +39,28 @@ ALL = {
 }
 
 
+
+def _side(spec, links):
+    """One chain side of L links into its root: the end PE issues its send (c_op), every link is
+    injected and ejected (ρ) and hops d·α, every member between the end and the root is a software
+    stage (β)."""
+    return (spec.op_issue_cycles + len(links) * spec.ramp_cycles
+            + sum(d * spec.hop_cycles for d in links) + (len(links) - 1) * spec.relay_cycles)
+
+
+def _group(spec, left, right, n):
+    """A group's phase: one side alone streams n wavelets after its arrival; a root with two sides
+    ingests 2n wavelets through its one ramp (the shorter side, ties the right, received first),
+    then joins (c_task) and adds (a vector add of n)."""
+    if not left or not right:
+        side = left or right
+        return _side(spec, side) + n if side else 0.0
+    first, second = (right, left) if len(right) <= len(left) else (left, right)
+    a1 = _side(spec, first)
+    a2 = max(_side(spec, second), 2 * spec.op_issue_cycles)
+    ingest = max(max(a1, a2) + n, min(a1, a2) + 2 * n)
+    return ingest + spec.task_cycles + spec.op_issue_cycles + math.ceil(n / spec.simd_width("add", "fp16"))
+
 def _msg(spec, n, hops, stages=0, e_w=1):
     """T_msg written out from the reference (method §2.3)."""
     return (spec.op_issue_cycles + spec.ramp_cycles + hops * spec.hop_cycles + stages * spec.relay_cycles
@@ -109,12 +131,11 @@ def test_packed_fp16_allreduce_is_cheaper_by_the_streaming_terms(n_ax, n):
 @given(spec=specs, n_ax=st.integers(2, 800), n=st.integers(1, 2000))
 def test_pipeline_formula(spec, n_ax, n):
     r = pipeline_allreduce(spec, n_ax, n)
-    reduce_t = (spec.op_issue_cycles + spec.ramp_cycles
-                + (n_ax - 1) * (spec.relay_cycles + spec.hop_cycles) + n)
+    reduce_t = _side(spec, [1] * (n_ax - 1)) + n
     bcast = _msg(spec, n, n_ax - 1)
     assert r.total_cycles == spec.collective_cycles + reduce_t + bcast
     assert r.parts["reduce"] == reduce_t and r.parts["broadcast"] == bcast
-    # the pipeline reduce is the K = 1 chain with the root at the end PE
+    # the pipeline reduce is the one-sided chain with the root at an end PE
     assert chain_reduce(spec, n_ax, n, root=0).total_cycles == spec.collective_cycles + reduce_t
     assert chain_reduce(spec, n_ax, n, root=n_ax - 1).total_cycles == spec.collective_cycles + reduce_t
 
@@ -122,10 +143,13 @@ def test_pipeline_formula(spec, n_ax, n):
 @settings(max_examples=80, deadline=None)
 @given(spec=specs, n_ax=st.integers(2, 800), n=st.integers(1, 4000))
 def test_ring_allreduce_formula(spec, n_ax, n):
+    """2(n-1) steps, each an async send of a chunk, a receive issued c_op later whose first wavelet
+    comes ρ + h·α after the predecessor's send starts, and a join."""
     hops = 2 if n_ax >= 3 else 1
     chunk = math.ceil(n / n_ax)
-    expected = spec.collective_cycles + 2 * (n_ax - 1) * _msg(spec, chunk, hops, 1)
-    assert ring_allreduce(spec, n_ax, n).total_cycles == expected
+    step = (spec.op_issue_cycles + max(spec.op_issue_cycles, spec.ramp_cycles + hops * spec.hop_cycles)
+            + chunk + spec.task_cycles)
+    assert ring_allreduce(spec, n_ax, n).total_cycles == spec.collective_cycles + 2 * (n_ax - 1) * step
 
 
 @settings(max_examples=80, deadline=None)
@@ -140,10 +164,11 @@ def test_broadcast_formula(spec, n_ax, n, data):
 
 
 def test_ktree_k2_reference_formula_even_split():
-    """n_ax = 64 = 8 x 8: Σ_k [c_op + ρ + ⌊g_k/2⌋(β + d_k α) + n] + T_bcast(root 36)."""
+    """n_ax = 64 = 8 x 8: groups of 8 rooted at member 4 (4 links west, 3 east), roots 4, 12, ..., 60
+    with the global root 36; then a multicast from 36."""
     s, n = SPEC, 40
-    phase1 = s.op_issue_cycles + s.ramp_cycles + 4 * (s.relay_cycles + 1 * s.hop_cycles) + n
-    phase2 = s.op_issue_cycles + s.ramp_cycles + 4 * (s.relay_cycles + 8 * s.hop_cycles) + n
+    phase1 = _group(s, [1] * 4, [1] * 3, n)
+    phase2 = _group(s, [8] * 4, [8] * 3, n)
     bcast = _msg(s, n, 36)
     r = ktree_allreduce(s, 64, n, k=2, group_counts=(8,))
     assert r.parts["phase1"] == phase1
@@ -159,9 +184,8 @@ def test_k1_ktree_reduce_equals_chain_reduce(spec, n_ax, n):
     kt = ktree_allreduce(spec, n_ax, n, k=1, with_broadcast=False)
     ch = chain_reduce(spec, n_ax, n)
     assert kt.total_cycles == ch.total_cycles
-    links = max(n_ax // 2, n_ax - 1 - n_ax // 2)
-    assert ch.total_cycles == (spec.collective_cycles + spec.op_issue_cycles + spec.ramp_cycles
-                               + links * (spec.relay_cycles + spec.hop_cycles) + n)
+    mid = n_ax // 2
+    assert ch.total_cycles == spec.collective_cycles + _group(spec, [1] * mid, [1] * (n_ax - 1 - mid), n)
     # with the broadcast: + one multicast from the middle, but no second collective constant
     full = ktree_allreduce(spec, n_ax, n, k=1)
     assert full.total_cycles == ch.total_cycles + broadcast(spec, n_ax, n).total_cycles - spec.collective_cycles
@@ -183,28 +207,26 @@ def test_singleton_first_level_equals_one_level_less(spec, n_ax, n, data):
 
 
 def _slowest_chain(spec, level, n):
-    """A phase lasts as long as the slowest chain of any group: both sides of every root, each
-    costed c_op + ρ + Σ(β + d·α) + n (method §6.3, §6.6)."""
+    """A phase lasts as long as its slowest group (method §6.3, §6.6 with the per-link ramp and the
+    root's two-stream ingest)."""
     worst = 0.0
     for group, root in zip(level.groups, level.roots):
         i = group.index(root)
-        for side in ([group[j + 1] - group[j] for j in range(i)],
-                     [group[j + 1] - group[j] for j in range(i, len(group) - 1)]):
-            if side:
-                worst = max(worst, spec.op_issue_cycles + spec.ramp_cycles
-                            + sum(spec.relay_cycles + d * spec.hop_cycles for d in side) + n)
+        left = [group[j + 1] - group[j] for j in range(i)]
+        right = [group[j + 1] - group[j] for j in range(i, len(group) - 1)]
+        worst = max(worst, _group(spec, left, right, n))
     return worst
 
 
 def test_ktree_phase_is_the_slowest_chain_regression():
-    """n_ax = 6, K = 3, counts (5, 4): the last phase's group is roots (0, 1, 2, 5) with root 2.
-    Left chain 2 links of 1 hop (2β + 2α), right chain 1 link of 3 hops (β + 3α): with α = 2,
-    β = 1 the right chain is slower, and sets the phase."""
+    """n_ax = 6, K = 3, counts (5, 4): the last phase's group is roots (0, 1, 2, 5) with root 2:
+    a west side of 2 one-hop links and an east side of one 3-hop link. The phase is costed from
+    both sides' true arrival times, not from whichever side has more links."""
     tree = build_ktree(6, 3, (5, 4))
     assert tree.levels[2].groups == ((0, 1, 2, 5),)
     phases = ktree_reduce_cycles(WSE2, tree, 5)
-    c = WSE2.op_issue_cycles + WSE2.ramp_cycles + 5
-    assert phases[2] == c + WSE2.relay_cycles + 3 * WSE2.hop_cycles  # 23, not 22
+    assert phases[2] == _group(WSE2, [1, 1], [3], 5)
+    assert _side(WSE2, [3]) != _side(WSE2, [1, 1])  # the two sides really differ
 
 
 @settings(max_examples=150, deadline=None)
