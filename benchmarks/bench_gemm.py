@@ -58,6 +58,9 @@ def main(argv=None):
     ap.add_argument("--dtype", default="fp16")
     ap.add_argument("--kernels", default=",".join(KERNELS))
     ap.add_argument("--plot", default=None)
+    ap.add_argument("--known", default="", help="reuse simulated points: kernel:side:cycles,...")
+    ap.add_argument("--simulate", default="meshgemm,cannon,summa",
+                    help="kernels to simulate in --scaling (others: PLMR only)")
     a = ap.parse_args(argv)
     sides = [int(s) for s in a.sides.split(",")]
     kernels = a.kernels.split(",")
@@ -66,15 +69,24 @@ def main(argv=None):
         print("|---|---|---|---|---|---|---|")
         agreement(sides, [int(s) for s in a.tiles.split(",")], kernels, a.dtype)
     if a.scaling:
-        scaling(sides, a.size, a.dtype, a.plot)
+        known = {}
+        for item in filter(None, a.known.split(",")):
+            k, side, cyc = item.split(":")
+            known[(k, int(side))] = int(cyc)
+        scaling(sides, a.size, a.dtype, a.plot, known, a.simulate.split(","))
 
 
-def scaling(sides, size, dtype, plot):
+def scaling(sides, size, dtype, plot, known=None, simulate_kernels=("meshgemm", "cannon", "summa")):
     sim = {k: {} for k in ("meshgemm", "cannon", "summa")}
     print("| mesh | kernel | simulated | PLMR |")
     print("|---|---|---|---|")
     for side in sides:
         for name in sim:
+            if known and (name, side) in known:
+                sim[name][side] = known[(name, side)]
+                continue
+            if name not in simulate_kernels:
+                continue
             s, p, secs = run_one(name, side, size, dtype)
             sim[name][side] = s
             print(f"| {side}² | {name} | {s} | {p:.0f} | ({secs:.0f} s)", flush=True)
