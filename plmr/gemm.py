@@ -36,31 +36,48 @@ def gemm_footprint_bytes(m: int, k: int, n: int, dtype: str, fp32_acc: bool = Fa
 def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int,
                    dtype: str, shift_hops_x: int, shift_hops_y: int, align_rounds: int,
                    align_hops: int, colors: int, packed: bool) -> CostBreakdown:
+    """Cannon's schedule as the kernels run it (meshgemm/gemm.py).
+
+    Each of the Q-1 shifting steps issues, on the main thread, one receive per moving operand and
+    then one send per moving operand (c_op each), then the q_x·q_y tile products, then joins
+    (c_task). A send's stream starts when its issue ends and lands ρ + h·α + ⌈tile/e_w⌉ later, so
+    a step lasts max(issues + products, each stream's landing) + c_task. The last step neither
+    shifts nor joins. The skew sends one A tile per hosted row and round: receive + send issued,
+    the stream, a join."""
     Q = math.lcm(p_y, p_x)
     q_x, q_y = Q // p_x, Q // p_y
     m_v, n_v, k = ceil_div(M, Q), ceil_div(N, Q), ceil_div(K, Q)
     m, n = m_v * q_y, n_v * q_x  # per-PE C block (padded)
     comp = q_x * q_y * local_gemm_cycles(spec, m_v, k, n_v, dtype)
-    if Q > 1:
-        e_w = spec.elements_per_wavelet(dtype, packed)
-        shift_a = (q_y * spec.op_issue_cycles + spec.ramp_cycles + shift_hops_x * spec.hop_cycles
-                   + math.ceil(m * k / e_w)) if p_x > 1 else 0.0
-        shift_b = (q_x * spec.op_issue_cycles + spec.ramp_cycles + shift_hops_y * spec.hop_cycles
-                   + math.ceil(k * n / e_w)) if p_y > 1 else 0.0
-        shift = max(shift_a, shift_b)
-    else:
-        shift = 0.0
-    step = spec.task_cycles + max(comp, shift)
-    last = spec.task_cycles + comp  # the final shift is useless and skipped [O]
-    align = align_rounds * (spec.task_cycles + t_msg(spec, m * k, align_hops, 0, dtype, packed))
+    e_w = spec.elements_per_wavelet(dtype, packed)
+    c_op = spec.op_issue_cycles
+    comm_x, comm_y = p_x > 1, p_y > 1
+    n_recv = int(comm_x) + int(comm_y)
+    landings = []
+    if comm_x:  # A moves along x: its send is the first send issued
+        landings.append((n_recv + 1) * c_op + spec.ramp_cycles + shift_hops_x * spec.hop_cycles
+                        + math.ceil(m * k / e_w))
+    if comm_y:
+        landings.append((n_recv + 1 + int(comm_x)) * c_op + spec.ramp_cycles
+                        + shift_hops_y * spec.hop_cycles + math.ceil(k * n / e_w))
+    issues = 2 * n_recv * c_op
+    shift = max(landings, default=0.0)
+    step = spec.task_cycles + max(issues + comp, shift) if n_recv else comp
+    last = comp
+    round_t = (2 * c_op + spec.ramp_cycles + align_hops * spec.hop_cycles
+               + math.ceil(m_v * k / e_w) + spec.task_cycles)
+    align = align_rounds * q_y * round_t if comm_x else 0.0
     zero_c = t_vec(spec, m * n, "mov", dtype)
     total = align + zero_c + (Q - 1) * step + last
-    compute = zero_c + Q * (spec.task_cycles + comp)
-    comm = align + (Q - 1) * shift
+    compute = zero_c + Q * comp
+    comm = align + (Q - 1) * shift  # raw transfer time; the steps hide most of it behind compute
+    # A: q_x tiles + one free slot per hosted row; B: q_y tiles + one free slot; C.
+    footprint = ((q_x + 1) * m * k + (q_y + 1) * k * n + m * n) * dtype_bytes(dtype) if Q > 1 \
+        else gemm_footprint_bytes(m, k, n, dtype)
     return CostBreakdown(op=op, compute_cycles=compute, comm_cycles=comm, total_cycles=total,
-                         bytes_per_pe=gemm_footprint_bytes(m, k, n, dtype), colors_per_pe=colors,
+                         bytes_per_pe=footprint, colors_per_pe=colors,
                          parts={"align": align, "steps": float(Q), "step_compute": comp,
-                                "step_shift": shift})
+                                "step_shift": shift, "step_issue": issues})
 
 
 def meshgemm(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",
@@ -79,8 +96,8 @@ def meshgemm(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dty
 def cannon(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",
            packed: bool = False) -> CostBreakdown:
     """Cannon on plain rings: each step's critical path is the P-1 hop wrap-around link; the skew
-    takes ⌊Q/2⌋ rounds over the same wrap path; 3 colours per axis (§4.5)."""
-    colors = (3 if p_x > 1 else 0) + (3 if p_y > 1 else 0)
+    takes ⌊Q/2⌋ rounds over the same wrap path; 3 colours per axis plus 3 for the skew ring (§4.5)."""
+    colors = (3 if p_x > 1 else 0) + (3 if p_y > 1 else 0) + (3 if p_x > 1 else 0)  # + skew ring
     return _cannon_family("cannon", spec, p_y, p_x, M, K, N, dtype, max(p_x - 1, 1), max(p_y - 1, 1),
                           math.lcm(p_y, p_x) // 2 if p_x > 1 else 0, max(p_x - 1, 1), colors, packed)
 

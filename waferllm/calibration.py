@@ -97,11 +97,12 @@ class FitResult:
 
 
 def fit(base: HardwareSpec = WSE2) -> FitResult:
-    """Grid search over the three overheads, then a finer pass around the best point.
-    Minimises the sum of squared log errors of the six throughput figures."""
+    """Grid search over the three overheads, then a finer pass around the best point, on whole
+    cycles (the simulator counts whole cycles, so fractional values would split model and
+    simulator). Minimises the sum of squared log errors of the six throughput figures."""
     coarse = {
         "op_issue_cycles": [2, 4, 6, 8, 10, 12, 15],
-        "relay_cycles": [1, 1.5, 2, 3, 5, 8],
+        "relay_cycles": [1, 2, 3, 5, 8],
         "collective_cycles": [0, 20, 50, 100, 200],
     }
     best = None
@@ -112,8 +113,8 @@ def fit(base: HardwareSpec = WSE2) -> FitResult:
             best = (s, params)
     c, b, k = (best[1][n] for n in FITTED)
     fine = {
-        "op_issue_cycles": [max(0.0, c + d) for d in (-1.5, -1, -0.5, 0, 0.5, 1, 1.5)],
-        "relay_cycles": sorted({max(MIN_RELAY, b + d) for d in (-1, -0.5, 0, 0.5, 1)}),
+        "op_issue_cycles": [max(0.0, c + d) for d in (-2, -1, 0, 1, 2)],
+        "relay_cycles": sorted({max(MIN_RELAY, b + d) for d in (-1, 0, 1)}),
         "collective_cycles": sorted({max(0.0, k + d) for d in (-20, -10, 0, 10, 20)}),
     }
     for values in itertools.product(*fine.values()):

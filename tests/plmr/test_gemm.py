@@ -59,26 +59,31 @@ def test_one_pe_meshgemm_is_local_gemm_plus_zero_c(M, K, N):
     zero_c = SPEC.op_issue_cycles + math.ceil(M * N / SPEC.simd_width("mov", "fp16"))
     assert r.comm_cycles == 0
     assert r.parts["align"] == 0 and r.parts["step_shift"] == 0
-    assert r.total_cycles == zero_c + SPEC.task_cycles + local
+    assert r.total_cycles == zero_c + local  # no shift, so no join either
     assert r.colors_per_pe == 0
 
 
 @pytest.mark.parametrize("P", [3, 4, 7, 16])
 def test_square_meshgemm_reference_formula(P):
-    """§4.5: ⌊P/2⌋(c_task + T_msg(mk, 2, 0)) + T_vec(mn) + (P-1)(c_task + max(T_comp, T_shift))
-    + c_task + T_comp (the final, useless shift is skipped)."""
+    """§4.5 as the kernel issues it: per shifting step, 2 receives then 2 sends (c_op each) and the
+    local product on the main thread; A's stream starts after the 3rd issue, B's after the 4th,
+    each landing ρ + 2α + tile later; a join (c_task). The skew: ⌊P/2⌋ rounds of receive + send,
+    the stream, a join. The final step neither shifts nor joins."""
     M = K = N = 24 * P
     m = k = n = 24
+    c, rho, a2 = SPEC.op_issue_cycles, SPEC.ramp_cycles, 2 * SPEC.hop_cycles
     comp = local_gemm_cycles(SPEC, m, k, n)
-    shift = _msg(SPEC, max(m * k, k * n), 2)
-    align = (P // 2) * (SPEC.task_cycles + _msg(SPEC, m * k, 2))
+    land_a = 3 * c + rho + a2 + m * k
+    land_b = 4 * c + rho + a2 + k * n
+    step = SPEC.task_cycles + max(4 * c + comp, land_a, land_b)
+    align = (P // 2) * (2 * c + rho + a2 + m * k + SPEC.task_cycles)
     zero_c = t_vec(SPEC, m * n, "mov")
-    expected = align + zero_c + (P - 1) * (SPEC.task_cycles + max(comp, shift)) + SPEC.task_cycles + comp
+    expected = align + zero_c + (P - 1) * step + comp
     r = meshgemm(SPEC, P, P, M, K, N)
     assert r.total_cycles == expected
     assert r.parts["steps"] == P
-    assert r.parts["step_compute"] == comp and r.parts["step_shift"] == shift
-    assert r.comm_cycles == align + (P - 1) * shift
+    assert r.parts["step_compute"] == comp and r.parts["step_shift"] == max(land_a, land_b)
+    assert r.comm_cycles == align + (P - 1) * max(land_a, land_b)
 
 
 def test_comm_bound_meshgemm_steps_are_shift_limited():
@@ -93,8 +98,9 @@ def test_non_square_uses_lcm_steps():
     assert r.parts["steps"] == 12 == math.lcm(4, 6)
     # each physical PE hosts q_x·q_y = 2·3 virtual tiles of (M/Q)×(K/Q)×(N/Q) per step
     assert r.parts["step_compute"] == 6 * local_gemm_cycles(SPEC, 40, 40, 40)
-    # per-PE C block is (M/P_y)×(N/P_x) = 120×80
-    assert r.bytes_per_pe == gemm_footprint_bytes(120, 40, 80, "fp16")
+    # per-PE C block is (M/P_y)×(N/P_x) = 120×80; A keeps q_x + 1 slots of m×k (q_x = 2) and B
+    # q_y + 1 slots of k×n (q_y = 3), the free slot receiving the next shift
+    assert r.bytes_per_pe == (3 * 120 * 40 + 4 * 40 * 80 + 120 * 80) * 2
     assert cannon(SPEC, 4, 6, 480, 480, 480).parts["steps"] == 12
     assert summa(SPEC, 4, 6, 480, 480, 480).parts["steps"] == 12
 
@@ -141,7 +147,7 @@ def test_meshgemm_colours(P, colors):
 
 
 def test_cannon_and_summa_colours():
-    assert cannon(SPEC, 8, 8, 64, 64, 64).colors_per_pe == 6
+    assert cannon(SPEC, 8, 8, 64, 64, 64).colors_per_pe == 9  # 2 plain rings + the skew ring
     assert summa(SPEC, 8, 8, 64, 64, 64).colors_per_pe == 4
 
 
@@ -179,8 +185,9 @@ def test_summa_broadcast_matches_reference_formula():
 def test_meshgemm_comm_is_constant_per_step_cannon_grows(P):
     D = 16 * P
     mg, cn = meshgemm(SPEC, P, P, D, D, D), cannon(SPEC, P, P, D, D, D)
-    assert mg.parts["step_shift"] == _msg(SPEC, 256, 2)
-    assert cn.parts["step_shift"] == _msg(SPEC, 256, P - 1)
+    issued = 3 * SPEC.op_issue_cycles  # B's stream starts after four issues (one already in _msg)
+    assert mg.parts["step_shift"] == issued + _msg(SPEC, 256, 2)
+    assert cn.parts["step_shift"] == issued + _msg(SPEC, 256, P - 1)
 
 
 @settings(max_examples=40, deadline=None)
