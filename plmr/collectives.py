@@ -38,7 +38,7 @@ def broadcast(spec: HardwareSpec, n_ax: int, n: int, root: int | None = None, dt
                          bytes_per_pe=n * dtype_bytes(dtype), colors_per_pe=1)
 
 
-def _side_arrival(spec: HardwareSpec, links: list[int]) -> float:
+def chain_side_arrival(spec: HardwareSpec, links: list[int]) -> float:
     """Cycles from the start of a chain phase until the first wavelet of one side's stream reaches
     the root: the end PE issues its send (c_op); every link is a message through the router,
     injected and ejected (ρ) and hopping d·α; every member between the end and the root is one
@@ -51,7 +51,7 @@ def _chain_phase(spec: HardwareSpec, links: list[int], n: int, dtype: str, packe
     """A one-sided receive-add-forward chain over the given hop lengths into its root."""
     if not links:
         return 0.0
-    return _side_arrival(spec, links) + math.ceil(n / spec.elements_per_wavelet(dtype, packed))
+    return chain_side_arrival(spec, links) + math.ceil(n / spec.elements_per_wavelet(dtype, packed))
 
 
 def _group_phase(spec: HardwareSpec, left: list[int], right: list[int], n: int, dtype: str,
@@ -67,8 +67,8 @@ def _group_phase(spec: HardwareSpec, left: list[int], right: list[int], n: int, 
         return _chain_phase(spec, left or right, n, dtype, packed)
     n_w = math.ceil(n / spec.elements_per_wavelet(dtype, packed))
     first, second = (right, left) if len(right) <= len(left) else (left, right)
-    a1 = _side_arrival(spec, first)
-    a2 = max(_side_arrival(spec, second), 2 * spec.op_issue_cycles)
+    a1 = chain_side_arrival(spec, first)
+    a2 = max(chain_side_arrival(spec, second), 2 * spec.op_issue_cycles)
     ingest = max(max(a1, a2) + n_w, min(a1, a2) + 2 * n_w)
     return ingest + spec.task_cycles + t_vec(spec, n, "add", dtype)
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 
 from plmr.breakdown import CostBreakdown
+from plmr.collectives import chain_side_arrival
 from plmr.hardware import HardwareSpec
 from plmr.interleave import ring_order
-from plmr.primitives import ceil_div, dtype_bytes, t_msg, t_vec
+from plmr.primitives import ceil_div, dtype_bytes, t_vec
 
 
 def local_gemm_cycles(spec: HardwareSpec, m: int, k: int, n: int, dtype: str = "fp16") -> float:
@@ -104,50 +105,91 @@ def cannon(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype
 
 def summa(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",
           packed: bool = False) -> CostBreakdown:
-    """SUMMA with store-and-forward relay broadcasts (method §4.5 variant (i), the paper's baseline):
-    step t broadcasts A's K-panel t along rows and B's along columns, each over P-1 hops and P-1
-    relay stages, prefetched so each step costs c_task + max(compute, broadcast)."""
+    """SUMMA with store-and-forward relay broadcasts (method §4.5 variant (i), the paper's
+    baseline), as the kernel runs it (meshgemm/gemm_baselines.py): the owner of K-panel t sends it
+    both ways along its row (A) and column (B); every PE on the way relays it in software (ρ + β
+    per PE, α per hop) and keeps a copy. Panel t+1 is fetched while panel t is multiplied, so a
+    step costs c_task + max(issues + product, the farthest landing of the next panel)."""
     S = math.lcm(p_y, p_x)
+    q_x, q_y = S // p_x, S // p_y
     m, n, k = ceil_div(M, p_y), ceil_div(N, p_x), ceil_div(K, S)
     comp = local_gemm_cycles(spec, m, k, n, dtype)
-    total = t_vec(spec, m * n, "mov", dtype)
-    comm = 0.0
-    # Method §4.5 variant (i): every step's panel crosses the whole axis through P-1 relays.
-    bc = max(t_msg(spec, m * k, p_x - 1, p_x - 1, dtype, packed) if p_x > 1 else 0.0,
-             t_msg(spec, k * n, p_y - 1, p_y - 1, dtype, packed) if p_y > 1 else 0.0)
-    comm = S * bc
-    total += S * (spec.task_cycles + max(comp, bc))
+    e_w = spec.elements_per_wavelet(dtype, packed)
+    c_op = spec.op_issue_cycles
+    axes = int(p_x > 1) + int(p_y > 1)
+    issues = 2 * axes * c_op  # a relay PE: relay + keep-a-copy receive per moving operand
+
+    def landing(t: int) -> float:
+        """When the farthest PE holds both halves of panel t, from the start of its fetch."""
+        land = 0.0
+        if p_x > 1:
+            o = t // q_x
+            far = max(o, p_x - 1 - o)
+            land = max(land, 2 * c_op + chain_side_arrival(spec, [1] * far) + math.ceil(m * k / e_w))
+        if p_y > 1:
+            o = t // q_y
+            far = max(o, p_y - 1 - o)
+            offset = 2 * c_op * int(p_x > 1)  # the B fetch is issued after the A fetch
+            land = max(land, offset + 2 * c_op + chain_side_arrival(spec, [1] * far)
+                       + math.ceil(k * n / e_w))
+        return land
+
+    first = landing(0) + (spec.task_cycles if axes else 0.0)
+    total = t_vec(spec, m * n, "mov", dtype) + first
+    comm = first
+    for t in range(S):
+        if t + 1 < S and axes:
+            nxt = landing(t + 1)
+            comm += nxt
+            total += spec.task_cycles + max(issues + comp, nxt)
+        else:
+            total += comp
     footprint = 2 * gemm_footprint_bytes(m, k, n, dtype) - m * n * dtype_bytes(dtype)
-    colors = (2 if p_x > 1 else 0) + (2 if p_y > 1 else 0)
-    return CostBreakdown(op="summa", compute_cycles=S * (spec.task_cycles + comp), comm_cycles=comm,
+    colors = (4 if p_x > 1 else 0) + (4 if p_y > 1 else 0)  # two directions, two alternating colours
+    return CostBreakdown(op="summa", compute_cycles=S * comp, comm_cycles=comm,
                          total_cycles=total, bytes_per_pe=footprint, colors_per_pe=colors,
                          parts={"steps": float(S), "step_compute": comp})
 
 
 def gemmt(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",
           packed: bool = False) -> CostBreakdown:
-    """dist-GEMM-T, C[M×N] = A[M×K]·B[N×K]ᵀ with A and B both rows-on-y, features-on-x (§5).
+    """dist-GEMM-T, C[M×N] = A[M×K]·B[N×K]ᵀ with A and B both rows-on-y, features-on-x (§5), as
+    the kernel runs it (meshgemm/gemmt.py).
 
-    P_y steps: multiply the local A tile by the B tile resident this step, chain-reduce the partial
-    (m×n_b) along the row into the step's root column (blocking, both directions routed: 4 colours),
-    while B shifts one position along the y-ring (2 hops; 3 colours).
+    P_y steps. Each step every PE issues the B shift along the y-ring (receive + send), then a
+    member zero-fills its partial (m×n_b), multiplies and streams it into the step's root column
+    along a receive-add-forward chain (both directions routed: 4 colours); the root multiplies into
+    its C block and takes both chains through its one ramp. Over a step the roots of all rows
+    cover {R_y[i] mod P_x}; the slowest root position sets the pace. The last step does not shift.
     """
     m, n_b, k = ceil_div(M, p_y), ceil_div(N, p_y), ceil_div(K, p_x)
     comp = local_gemm_cycles(spec, m, k, n_b, dtype)
-    # Over one step the roots of all rows cover {R_y[i] mod P_x}; the farthest root sets the pace.
-    order = ring_order(p_y)
-    far = max(max(r % p_x, p_x - 1 - r % p_x) for r in order)
     e_w = spec.elements_per_wavelet(dtype, packed)
-    chain = 0.0
-    if p_x > 1:
-        chain = (spec.collective_cycles + spec.op_issue_cycles + spec.ramp_cycles
-                 + far * (spec.hop_cycles + spec.relay_cycles) + math.ceil(m * n_b / e_w))
-    shift = t_msg(spec, n_b * k, 2 if p_y >= 3 else 1, 0, dtype, packed) if p_y > 1 else 0.0
-    step = spec.task_cycles + comp + max(chain, shift)
-    total = p_y * step
+    c_op = spec.op_issue_cycles
+    t_c = math.ceil(m * n_b / e_w)
+    fill = t_vec(spec, m * n_b, "mov", dtype)
+
+    b_land = (2 * c_op + spec.ramp_cycles + (2 if p_y >= 3 else 1) * spec.hop_cycles
+              + math.ceil(n_b * k / e_w)) if p_y > 1 else 0.0
+    if p_x == 1:
+        step = max(2 * c_op + comp, b_land) + spec.task_cycles if p_y > 1 else comp
+        total = (p_y - 1) * step + comp
+        reduce = 0.0
+    else:
+        # No barrier separates the steps: a PE starts step t+1 as soon as its own part of step t
+        # (B shift, zero-fill, product, streaming its partial through its ramp) is done, so the
+        # chains of successive steps pipeline like a wavefront. Steady state: one PE's step; the
+        # roots take both sides' streams through one ramp (one more t_c), and the farthest chain
+        # latency is paid once, to fill the pipeline.
+        member = 2 * c_op + fill + comp + c_op + t_c
+        root = 2 * c_op + comp + 2 * c_op + 2 * t_c
+        step = max(member, root, b_land) + spec.task_cycles
+        far = max(max(r % p_x, p_x - 1 - r % p_x) for r in ring_order(p_y))
+        reduce = chain_side_arrival(spec, [1] * far) if far else 0.0
+        total = p_y * step - 2 * c_op + reduce  # the last step does not shift B
+    compute = p_y * (comp + (fill if p_x > 1 else 0.0))
     footprint = (m * k + 2 * n_b * k + 2 * m * n_b) * dtype_bytes(dtype)
     colors = (4 if p_x > 1 else 0) + (3 if p_y >= 3 else (2 if p_y == 2 else 0))
-    return CostBreakdown(op="gemmt", compute_cycles=p_y * (spec.task_cycles + comp),
-                         comm_cycles=p_y * max(chain, shift), total_cycles=total,
-                         bytes_per_pe=footprint, colors_per_pe=colors,
-                         parts={"steps": float(p_y), "step_compute": comp, "step_reduce": chain})
+    return CostBreakdown(op="gemmt", compute_cycles=compute, comm_cycles=max(total - compute, 0.0),
+                         total_cycles=total, bytes_per_pe=footprint, colors_per_pe=colors,
+                         parts={"steps": float(p_y), "step_compute": comp, "step_reduce": reduce})

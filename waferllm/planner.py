@@ -477,7 +477,8 @@ def _search(model: Any, req: PlanRequest, forced: tuple[int, int] | None, what: 
     if not scored:
         prefix = "" if what == "decode" else f"{what}: "
         raise InputError(prefix + _nothing_fits(model, req))
-    visit(_refine(min(scored.values(), key=lambda c: c.key).grid, spec, step // 2))
+    for best in sorted(scored.values(), key=lambda c: c.key)[:3]:  # refine around the best three
+        visit(_refine(best.grid, spec, step // 2) + _refine(best.grid, spec, step))
     top = sorted(scored.values(), key=lambda c: c.key)[:finalists]
     return min((evaluate(model, req, c.grid, forced=False, tune=True) for c in top), key=lambda c: c.key)
 

@@ -148,7 +148,7 @@ def test_meshgemm_colours(P, colors):
 
 def test_cannon_and_summa_colours():
     assert cannon(SPEC, 8, 8, 64, 64, 64).colors_per_pe == 9  # 2 plain rings + the skew ring
-    assert summa(SPEC, 8, 8, 64, 64, 64).colors_per_pe == 4
+    assert summa(SPEC, 8, 8, 64, 64, 64).colors_per_pe == 8  # two directions x two alternating, per axis
 
 
 # ------------------------------------------------------------------------------------------------
@@ -171,14 +171,26 @@ def test_meshgemm_beats_summa_at_scale():
     assert mg.total_cycles < sm.total_cycles
 
 
-def test_summa_broadcast_matches_reference_formula():
-    """Method §4.5, SUMMA variant (i), the default baseline: every step's broadcast is a
-    store-and-forward relay chain T_msg(max(mk, kn), P−1, r = P−1)."""
+def test_summa_step_matches_the_kernel_formula():
+    """Method §4.5 variant (i) as the kernel runs it: the owner of panel t sends it both ways, every
+    PE on the way relays it (ρ + β per PE, α per hop); panel t+1 is fetched during product t."""
     P, D = 16, 256
     m = n = k = D // P
+    c, rho, a, b = SPEC.op_issue_cycles, SPEC.ramp_cycles, SPEC.hop_cycles, SPEC.relay_cycles
+
+    def arrive(L):  # the owner's send issue, L injections/ejections and hops, L-1 relays
+        return c + L * rho + L * a + (L - 1) * b
+
+    def landing(t):
+        far = max(t, P - 1 - t)
+        return max(2 * c + arrive(far) + m * k, 2 * c + 2 * c + arrive(far) + k * n)
+
+    comp = local_gemm_cycles(SPEC, m, k, n)
+    expected = t_vec(SPEC, m * n, "mov") + landing(0) + SPEC.task_cycles
+    expected += sum(SPEC.task_cycles + max(4 * c + comp, landing(t + 1)) for t in range(P - 1)) + comp
     r = summa(SPEC, P, P, D, D, D)
-    bc = _msg(SPEC, max(m * k, k * n), P - 1, P - 1)
-    assert r.comm_cycles == P * bc
+    assert r.total_cycles == expected
+    assert r.colors_per_pe == 8
 
 
 @pytest.mark.parametrize("P", [8, 32, 128])
@@ -203,30 +215,41 @@ def test_meshgemm_never_slower_than_cannon_square(P, t):
 
 
 def test_gemmt_one_column_has_no_reduce():
+    """One column: each step issues the B shift (receive + send) and multiplies; no chain."""
     r = gemmt(SPEC, 6, 1, 60, 32, 60)
     assert r.parts["step_reduce"] == 0
     comp = local_gemm_cycles(SPEC, 10, 32, 10)
-    shift = t_msg(SPEC, 10 * 32, 2)
-    assert r.total_cycles == 6 * (SPEC.task_cycles + comp + shift)
+    c = SPEC.op_issue_cycles
+    land = 2 * c + SPEC.ramp_cycles + 2 * SPEC.hop_cycles + 10 * 32
+    assert r.total_cycles == 5 * (max(2 * c + comp, land) + SPEC.task_cycles) + comp
     assert r.colors_per_pe == 3  # only the y-ring
 
 
 def test_gemmt_one_pe():
     r = gemmt(SPEC, 1, 1, 10, 20, 30)
     assert r.comm_cycles == 0
-    assert r.total_cycles == SPEC.task_cycles + local_gemm_cycles(SPEC, 10, 20, 30)
+    assert r.total_cycles == local_gemm_cycles(SPEC, 10, 20, 30)  # no shift, no chain, no join
     assert r.colors_per_pe == 0
 
 
 def test_gemmt_reduce_reaches_the_farthest_root():
-    # P_y = 4: ring order (0, 2, 3, 1) -> roots at columns r mod 5 = 0, 2, 3, 1; farthest distance 4
+    # P_y = 4: ring order (0, 2, 3, 1) -> roots at columns r mod 5 = 0, 2, 3, 1; farthest distance 4.
+    # The chains of successive steps pipeline, so the farthest chain latency is paid once.
     r = gemmt(SPEC, 4, 5, 40, 50, 40)
-    m, n_b = 10, 10
-    expected = (SPEC.collective_cycles + SPEC.op_issue_cycles + SPEC.ramp_cycles
-                + 4 * (SPEC.hop_cycles + SPEC.relay_cycles) + m * n_b)
+    c = SPEC.op_issue_cycles
+    expected = c + 4 * SPEC.ramp_cycles + 4 * SPEC.hop_cycles + 3 * SPEC.relay_cycles
     assert r.parts["step_reduce"] == expected
     assert r.colors_per_pe == 4 + 3
     assert r.parts["steps"] == 4
+
+
+def test_gemmt_chain_latency_is_paid_once_not_per_step():
+    """Doubling P_y doubles the steps but adds the farthest chain only once."""
+    a = gemmt(SPEC, 8, 8, 8 * 16, 8 * 16, 8 * 16)
+    b = gemmt(SPEC, 16, 8, 16 * 16, 8 * 16, 16 * 16)
+    per_step_a = (a.total_cycles - a.parts["step_reduce"]) / 8
+    per_step_b = (b.total_cycles - b.parts["step_reduce"]) / 16
+    assert abs(per_step_a - per_step_b) <= SPEC.op_issue_cycles
 
 
 def test_gemmt_bytes():

