@@ -31,8 +31,8 @@ ST_OK, ST_DEADLOCK, ST_IDLE, ST_MISROUTE, ST_MULTIRX, ST_UTLIMIT, ST_QCONFLICT, 
 P_W, P_H, P_C, P_ALPHA, P_RIN, P_ROUT, P_BETA, P_FUNC, P_MAXIDLE, P_MAXCYC, P_S, P_SQ, P_CAPQ, P_TRACE = range(14)
 NPARAMS = 14
 # out indices
-O_ST, O_T, O_I0, O_I1, O_I2, O_TOTAL, O_NTS, O_NTR, O_VCE, O_VRT, O_MOVES = range(11)
-NOUT = 11
+O_ST, O_T, O_I0, O_I1, O_I2, O_TOTAL, O_NTS, O_NTR, O_VCE, O_VRT, O_MOVES, O_RTONLY = range(12)
+NOUT = 12
 
 R = 32  # timing-wheel slots
 RM = R - 1
@@ -158,12 +158,12 @@ def _compute(ins, row, insf, mem, base):
             mem[ao + j] = _rnd(tmp[j], adt)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route, ch_port, ch_cap,
         ins, insf, waitlist, pe_code, pe_len, pe_fbase, mem, mem_base,
         pc, main_free, ut_row, ut_done, ut_start, flags,
         ch_head, ch_count, ch_ready, ch_pay, q_head, q_count, q_ready, q_pay,
-        busy, finish, links, ts_pe, ts_label, ts_cycle, tr, out):
+        busy, finish, links, ts_pe, ts_label, ts_cycle, tr, out, cs, rs, ps):
     W = params[P_W]
     H = params[P_H]
     C = params[P_C]
@@ -178,6 +178,8 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
     SQ = params[P_SQ]
     capq = params[P_CAPQ]
     trace_cap = params[P_TRACE]
+    SM = S - 1  # ring storage is a power of two >= every capacity
+    SQM = SQ - 1
     P = W * H
     nr = r_tx.shape[0]
     nch = ch_route.shape[0]
@@ -186,36 +188,58 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
     # (all scheduling code is inline: calls taking arrays cost atomic refcounts in the hot loop)
     bk = np.empty(2 * R * P, dtype=np.int32)  # [kind][slot][i] agents due, kind 0 = CE, 1 = router
     nbk = np.zeros(2 * R, dtype=np.int64)
-    mk = np.zeros(2 * P, dtype=np.int64)  # per agent: bit s set = already due in wheel slot s
     nbk_total = 0
     hp = np.empty(4 * P + 16, dtype=np.int64)  # min-heap of (when << 21 | pe << 1 | kind)
     hn = 0
     wq = np.empty(1024, dtype=np.int64)  # wake requests of the current visit
     nw = 0
-    # flow-control state
-    ch_ft = np.full(nch, -1, dtype=np.int64)
-    ch_fn = np.zeros(nch, dtype=np.int32)
-    q_ft = np.full(nr, -1, dtype=np.int64)
-    q_fn = np.zeros(nr, dtype=np.int32)
-    r_last = np.full(nr, -1, dtype=np.int64)
-    r_lport = np.zeros(nr, dtype=np.int8)
-    rt_bp = np.zeros(P, dtype=np.uint8)
-    ce_bp = np.zeros(P, dtype=np.uint8)
-    rr = np.zeros(P, dtype=np.int32)
-    n_ut = np.zeros(P, dtype=np.int32)
-    done = np.zeros(P, dtype=np.uint8)
-    busy_until = np.zeros(P, dtype=np.int64)
+    # Hot state is packed in records (one or two cache lines per agent) rather than one array per
+    # field: a dense cycle touches every PE, and separate arrays cost one cache miss per field.
+    # channel record (CS int64): head, count, freed-at cycle, freed count, capacity, route, port,
+    #   PE of the route, then the ready-cycle ring (S slots, a power of two)
+    CS = 8 + S
+    for ch in range(nch):
+        b = ch * CS
+        cs[b + 2] = -1
+        cs[b + 4] = ch_cap[ch]
+        cs[b + 5] = ch_route[ch]
+        cs[b + 6] = ch_port[ch]
+        cs[b + 7] = r_pe[ch_route[ch]]
+    # route record (RS int64): queue head, queue count, freed-at cycle, freed count, last arrival
+    #   cycle, last arrival port, ramp channel, tx mask, downstream channel per port (4), then the
+    #   CE input-queue ready ring (SQ slots, a power of two)
+    RS = 12 + SQ
+    for r in range(nr):
+        b = r * RS
+        rs[b + 2] = -1
+        rs[b + 4] = -1
+        rs[b + 6] = r_rampch[r]
+        rs[b + 7] = r_tx[r]
+        for p in range(4):
+            rs[b + 8 + p] = r_down[r * 4 + p]
+    # PE record (PS int64): wheel marks CE/router, pc, code length, main thread free at, running
+    #   microthreads, busy until, busy, finish, round-robin start, router/CE back-pressured, done,
+    #   first code row, first channel, channel count (int32 when every cycle fits, else int64)
+    PS = 16
+    for pe in range(P):
+        b = pe * PS
+        ps[b + 3] = pe_len[pe]
+        ps[b + 13] = pe_code[pe]
+        c0 = r_chan0[pe_r0[pe]]
+        ps[b + 14] = c0
+        ps[b + 15] = r_chan0[pe_r0[pe + 1]] - c0
+    rt_only = 0  # PE-cycles in which the router moved a wavelet while the CE did no work
 
     unfinished = 0
     for pe in range(P):
-        if pe_len[pe] > 0:
+        if ps[pe * PS + 3] > 0:
             unfinished += 1
             bk[nbk[0]] = pe
             nbk[0] += 1
             nbk_total += 1
-            mk[pe] = 1
+            ps[pe * PS] = 1
         else:
-            done[pe] = 1
+            ps[pe * PS + 12] = 1
     inflight = 0
     n_ts = 0
     n_tr = 0
@@ -257,9 +281,9 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                 spe = (key >> 1) & 0xFFFFF
                 kind = key & 1
                 wbit = np.int64(1) << (when & RM)
-                mi = kind * P + spe
-                if (mk[mi] & wbit) == 0:
-                    mk[mi] |= wbit
+                mi = spe * PS + kind
+                if (ps[mi] & wbit) == 0:
+                    ps[mi] |= wbit
                     sl2 = kind * R + (when & RM)
                     bk[sl2 * P + nbk[sl2]] = spe
                     nbk[sl2] += 1
@@ -284,13 +308,13 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
         while i < nbk[slot]:
             pe = bk[slot * P + i]
             i += 1
-            mk[pe] &= ~bit
+            ps[pe * PS] &= ~bit
             v_ce += 1
-            base = mem_base[pe]
+            base = mem_base[pe] if functional else 0
             # main thread
-            if pc[pe] < pe_len[pe] and main_free[pe] <= t:
-                while pc[pe] < pe_len[pe]:
-                    row = pe_code[pe] + pc[pe]
+            if ps[pe * PS + 2] < ps[pe * PS + 3] and ps[pe * PS + 4] <= t:
+                while ps[pe * PS + 2] < ps[pe * PS + 3]:
+                    row = ps[pe * PS + 13] + ps[pe * PS + 2]
                     op = ins[row, F_OP]
                     cost = ins[row, F_COST]
                     if op == OP_WAIT:
@@ -333,7 +357,7 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                         ut_done[u] = 0
                         ut_start[u] = t + cost
                         flags[pe_fbase[pe] + ins[row, F_FLAG]] = 0
-                        n_ut[pe] += 1
+                        ps[pe * PS + 5] += 1
                     elif op == OP_TS:
                         ts_pe[n_ts] = pe
                         ts_label[n_ts] = ins[row, F_X]
@@ -342,7 +366,7 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                     elif functional:
                         _compute(ins, row, insf, mem, base)
                     # the instruction ran: account its main-thread cycles
-                    pc[pe] += 1
+                    ps[pe * PS + 2] += 1
                     progress = True
                     if n_tr < trace_cap and (cost > 0 or op != OP_WAIT):
                         tr[n_tr, 0] = pe
@@ -353,21 +377,21 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                         n_tr += 1
                     if cost > 0:
                         e = t + cost
-                        if e > busy_until[pe]:
-                            busy[pe] += e - max(t, busy_until[pe])
-                            busy_until[pe] = e
-                        if e > finish[pe]:
-                            finish[pe] = e
-                        main_free[pe] = e
+                        if e > ps[pe * PS + 6]:
+                            ps[pe * PS + 7] += e - max(t, ps[pe * PS + 6])
+                            ps[pe * PS + 6] = e
+                        if e > ps[pe * PS + 8]:
+                            ps[pe * PS + 8] = e
+                        ps[pe * PS + 4] = e
                         wq[nw] = (np.int64(e) << 21) | (np.int64(pe) << 1) | 0
                         nw += 1
                         break
-                    if t > finish[pe]:
-                        finish[pe] = t
+                    if t > ps[pe * PS + 8]:
+                        ps[pe * PS + 8] = t
                 if st != ST_OK:
                     break
             # microthreads
-            if n_ut[pe] > 0:
+            if ps[pe * PS + 5] > 0:
                 for s in range(UT):
                     u = pe * UT + s
                     row = ut_row[u]
@@ -378,10 +402,10 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                     moved = False
                     if op == OP_SEND:
                         r = route_of[pe * C + ins[row, F_COL2]]
-                        ch = r_rampch[r]
-                        cnt = ch_count[ch]
-                        eff = cnt + (ch_fn[ch] if ch_ft[ch] == t else 0)
-                        if eff < ch_cap[ch]:
+                        ch = rs[r * RS + 6]
+                        cnt = cs[ch * CS + 1]
+                        eff = cnt + (cs[ch * CS + 3] if cs[ch * CS + 2] == t else 0)
+                        if eff < cs[ch * CS + 4]:
                             v0 = np.float32(0.0)
                             v1 = np.float32(0.0)
                             if functional:
@@ -394,65 +418,65 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                 else:
                                     v0 = mem[ao + k * asd]
                             ready = t + rin
-                            sl = ch * S + (ch_head[ch] + cnt) % ch_cap[ch]
-                            ch_ready[sl] = ready
+                            sl = ch * CS + 8 + ((cs[ch * CS] + cnt) & SM)
+                            cs[sl] = ready
                             if functional:
                                 ch_pay[2 * sl] = v0
                                 ch_pay[2 * sl + 1] = v1
-                            ch_count[ch] = cnt + 1
+                            cs[ch * CS + 1] = cnt + 1
                             inflight += 1
-                            if r_last[r] == ready and r_lport[r] != 4:
+                            if rs[r * RS + 4] == ready and rs[r * RS + 5] != 4:
                                 st = ST_MULTIRX
                                 out[O_I0] = pe
                                 out[O_I1] = r
                                 break
-                            r_last[r] = ready
-                            r_lport[r] = 4
+                            rs[r * RS + 4] = ready
+                            rs[r * RS + 5] = 4
                             wq[nw] = (np.int64(ready) << 21) | (np.int64(pe) << 1) | 1
                             nw += 1
                             moved = True
-                        elif cnt < ch_cap[ch]:
+                        elif cnt < cs[ch * CS + 4]:
                             wq[nw] = (np.int64(t + 1) << 21) | (np.int64(pe) << 1) | 0
                             nw += 1
                         else:
-                            ce_bp[pe] = 1
+                            ps[pe * PS + 11] = 1
                     else:
                         r = route_of[pe * C + ins[row, F_COL1]]
-                        qc = q_count[r]
-                        if qc > 0 and q_ready[r * SQ + q_head[r]] <= t:
+                        qc = rs[r * RS + 1]
+                        if qc > 0 and rs[r * RS + 12 + rs[r * RS]] <= t:
                             has_out = True
                             ch = -1
                             cnt = 0
                             ro = -1
                             if op == OP_RAS or op == OP_RELAY:
                                 ro = route_of[pe * C + ins[row, F_COL2]]
-                                ch = r_rampch[ro]
-                                cnt = ch_count[ch]
-                                eff = cnt + (ch_fn[ch] if ch_ft[ch] == t else 0)
-                                if eff >= ch_cap[ch]:
+                                ch = rs[ro * RS + 6]
+                                cnt = cs[ch * CS + 1]
+                                eff = cnt + (cs[ch * CS + 3] if cs[ch * CS + 2] == t else 0)
+                                if eff >= cs[ch * CS + 4]:
                                     has_out = False
-                                    if cnt < ch_cap[ch]:
+                                    if cnt < cs[ch * CS + 4]:
                                         wq[nw] = (np.int64(t + 1) << 21) | (np.int64(pe) << 1) | 0
                                         nw += 1
                                     else:
-                                        ce_bp[pe] = 1
+                                        ps[pe * PS + 11] = 1
                             if has_out:
-                                qs = r * SQ + q_head[r]
+                                qs = r * RS + 12 + rs[r * RS]
                                 v0 = np.float32(0.0)
                                 v1 = np.float32(0.0)
                                 if functional:
                                     v0 = q_pay[2 * qs]
                                     v1 = q_pay[2 * qs + 1]
-                                q_head[r] = (q_head[r] + 1) % capq
-                                q_count[r] = qc - 1
+                                rs[r * RS] = (rs[r * RS] + 1) & SQM
+                                rs[r * RS + 1] = qc - 1
                                 inflight -= 1
-                                if q_ft[r] == t:
-                                    q_fn[r] += 1
+                                if rs[r * RS + 2] == t:
+                                    rs[r * RS + 3] += 1
                                 else:
-                                    q_ft[r] = t
-                                    q_fn[r] = 1
-                                if rt_bp[pe]:
-                                    rt_bp[pe] = 0
+                                    rs[r * RS + 2] = t
+                                    rs[r * RS + 3] = 1
+                                if ps[pe * PS + 10]:
+                                    ps[pe * PS + 10] = 0
                                     wq[nw] = (np.int64(t + 1) << 21) | (np.int64(pe) << 1) | 1
                                     nw += 1
                                 if functional and op != OP_RELAY:
@@ -481,20 +505,20 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                                 v1 = sres
                                 if ch >= 0:
                                     ready = t + beta + rin
-                                    sl = ch * S + (ch_head[ch] + cnt) % ch_cap[ch]
-                                    ch_ready[sl] = ready
+                                    sl = ch * CS + 8 + ((cs[ch * CS] + cnt) & SM)
+                                    cs[sl] = ready
                                     if functional:
                                         ch_pay[2 * sl] = v0
                                         ch_pay[2 * sl + 1] = v1
-                                    ch_count[ch] = cnt + 1
+                                    cs[ch * CS + 1] = cnt + 1
                                     inflight += 1
-                                    if r_last[ro] == ready and r_lport[ro] != 4:
+                                    if rs[ro * RS + 4] == ready and rs[ro * RS + 5] != 4:
                                         st = ST_MULTIRX
                                         out[O_I0] = pe
                                         out[O_I1] = ro
                                         break
-                                    r_last[ro] = ready
-                                    r_lport[ro] = 4
+                                    rs[ro * RS + 4] = ready
+                                    rs[ro * RS + 5] = 4
                                     wq[nw] = (np.int64(ready) << 21) | (np.int64(pe) << 1) | 1
                                     nw += 1
                                 moved = True
@@ -503,14 +527,14 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                         progress = True
                         k += 1
                         ut_done[u] = k
-                        if t >= busy_until[pe]:
-                            busy[pe] += 1
-                            busy_until[pe] = t + 1
-                        if t + 1 > finish[pe]:
-                            finish[pe] = t + 1
+                        if t >= ps[pe * PS + 6]:
+                            ps[pe * PS + 7] += 1
+                            ps[pe * PS + 6] = t + 1
+                        if t + 1 > ps[pe * PS + 8]:
+                            ps[pe * PS + 8] = t + 1
                         if k == ins[row, F_X]:
                             ut_row[u] = -1
-                            n_ut[pe] -= 1
+                            ps[pe * PS + 5] -= 1
                             flags[pe_fbase[pe] + ins[row, F_FLAG]] = 1
                             if n_tr < trace_cap:
                                 tr[n_tr, 0] = pe
@@ -523,8 +547,8 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                         nw += 1
                 if st != ST_OK:
                     break
-            if done[pe] == 0 and pc[pe] >= pe_len[pe] and n_ut[pe] == 0:
-                done[pe] = 1
+            if ps[pe * PS + 12] == 0 and ps[pe * PS + 2] >= ps[pe * PS + 3] and ps[pe * PS + 5] == 0:
+                ps[pe * PS + 12] = 1
                 unfinished -= 1
             for w in range(nw):
                 key = wq[w]
@@ -533,9 +557,9 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                     spe = (key >> 1) & 0xFFFFF
                     kind = key & 1
                     wbit = np.int64(1) << (when & RM)
-                    mi = kind * P + spe
-                    if (mk[mi] & wbit) == 0:
-                        mk[mi] |= wbit
+                    mi = spe * PS + kind
+                    if (ps[mi] & wbit) == 0:
+                        ps[mi] |= wbit
                         sl2 = kind * R + (when & RM)
                         bk[sl2 * P + nbk[sl2]] = spe
                         nbk[sl2] += 1
@@ -562,27 +586,30 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
         while i < nbk[R + slot]:
             pe = bk[(R + slot) * P + i]
             i += 1
-            mk[P + pe] &= ~bit
+            ps[pe * PS + 1] &= ~bit
             v_rt += 1
-            c0 = r_chan0[pe_r0[pe]]
-            n = r_chan0[pe_r0[pe + 1]] - c0
+            c0 = ps[pe * PS + 14]
+            n = ps[pe * PS + 15]
             if n == 0:
                 continue
-            start = rr[pe] % n
+            start = ps[pe * PS + 9]
+            if start >= n:
+                start = 0
             used = 0
             pending = False
+            acted = False
             for kk in range(n):
                 ii = start + kk
                 if ii >= n:
                     ii -= n
                 ch = c0 + ii
-                if ch_count[ch] == 0:
+                if cs[ch * CS + 1] == 0:
                     continue
-                hs = ch * S + ch_head[ch]
-                if ch_ready[hs] > t:
+                hs = ch * CS + 8 + cs[ch * CS]
+                if cs[hs] > t:
                     continue
-                r = ch_route[ch]
-                tx = r_tx[r]
+                r = cs[ch * CS + 5]
+                tx = rs[r * RS + 7]
                 if tx & used:
                     pending = True
                     continue
@@ -590,29 +617,29 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                 for p in range(5):
                     if (tx >> p) & 1:
                         if p == 4:
-                            qc = q_count[r]
-                            if qc + (q_fn[r] if q_ft[r] == t else 0) >= capq:
+                            qc = rs[r * RS + 1]
+                            if qc + (rs[r * RS + 3] if rs[r * RS + 2] == t else 0) >= capq:
                                 ok = False
                                 if qc < capq:
                                     pending = True
                                 else:
-                                    rt_bp[pe] = 1
+                                    ps[pe * PS + 10] = 1
                                 break
                         else:
-                            d = r_down[r * 4 + p]
+                            d = rs[r * RS + 8 + p]
                             if d < 0:
                                 st = ST_MISROUTE
                                 out[O_I0] = pe
                                 out[O_I1] = r
                                 out[O_I2] = p * 4 + (d + 2)
                                 break
-                            dc = ch_count[d]
-                            if dc + (ch_fn[d] if ch_ft[d] == t else 0) >= ch_cap[d]:
+                            dc = cs[d * CS + 1]
+                            if dc + (cs[d * CS + 3] if cs[d * CS + 2] == t else 0) >= cs[d * CS + 4]:
                                 ok = False
-                                if dc < ch_cap[d]:
+                                if dc < cs[d * CS + 4]:
                                     pending = True
                                 else:
-                                    rt_bp[pe] = 1
+                                    ps[pe * PS + 10] = 1
                                 break
                 if st != ST_OK:
                     break
@@ -623,18 +650,18 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                 if functional:
                     v0 = ch_pay[2 * hs]
                     v1 = ch_pay[2 * hs + 1]
-                ch_head[ch] = (ch_head[ch] + 1) % ch_cap[ch]
-                ch_count[ch] -= 1
+                cs[ch * CS] = (cs[ch * CS] + 1) & SM
+                cs[ch * CS + 1] -= 1
                 inflight -= 1
-                if ch_ft[ch] == t:
-                    ch_fn[ch] += 1
+                if cs[ch * CS + 2] == t:
+                    cs[ch * CS + 3] += 1
                 else:
-                    ch_ft[ch] = t
-                    ch_fn[ch] = 1
-                port = ch_port[ch]
+                    cs[ch * CS + 2] = t
+                    cs[ch * CS + 3] = 1
+                port = cs[ch * CS + 6]
                 if port == 4:
-                    if ce_bp[pe]:
-                        ce_bp[pe] = 0
+                    if ps[pe * PS + 11]:
+                        ps[pe * PS + 11] = 0
                         wq[nw] = (np.int64(t + 1) << 21) | (np.int64(pe) << 1) | 0
                         nw += 1
                 else:
@@ -646,8 +673,8 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                         up = pe + 1
                     else:
                         up = pe - 1
-                    if rt_bp[up]:
-                        rt_bp[up] = 0
+                    if ps[up * PS + 10]:
+                        ps[up * PS + 10] = 0
                         wq[nw] = (np.int64(t + 1) << 21) | (np.int64(up) << 1) | 1
                         nw += 1
                 for p in range(5):
@@ -656,42 +683,46 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                         inflight += 1
                         if p == 4:
                             ready = t + rout
-                            qs = r * SQ + (q_head[r] + q_count[r]) % capq
-                            q_ready[qs] = ready
+                            qs = r * RS + 12 + ((rs[r * RS] + rs[r * RS + 1]) & SQM)
+                            rs[qs] = ready
                             if functional:
                                 q_pay[2 * qs] = v0
                                 q_pay[2 * qs + 1] = v1
-                            q_count[r] += 1
+                            rs[r * RS + 1] += 1
                             wq[nw] = (np.int64(ready) << 21) | (np.int64(pe) << 1) | 0
                             nw += 1
                         else:
-                            d = r_down[r * 4 + p]
+                            d = rs[r * RS + 8 + p]
                             ready = t + alpha
-                            ds = d * S + (ch_head[d] + ch_count[d]) % ch_cap[d]
-                            ch_ready[ds] = ready
+                            ds = d * CS + 8 + ((cs[d * CS] + cs[d * CS + 1]) & SM)
+                            cs[ds] = ready
                             if functional:
                                 ch_pay[2 * ds] = v0
                                 ch_pay[2 * ds + 1] = v1
-                            ch_count[d] += 1
-                            r2 = ch_route[d]
-                            inport = ch_port[d]
-                            if r_last[r2] == ready and r_lport[r2] != inport:
+                            cs[d * CS + 1] += 1
+                            r2 = cs[d * CS + 5]
+                            inport = cs[d * CS + 6]
+                            if rs[r2 * RS + 4] == ready and rs[r2 * RS + 5] != inport:
                                 st = ST_MULTIRX
-                                out[O_I0] = r_pe[r2]
+                                out[O_I0] = cs[d * CS + 7]
                                 out[O_I1] = r2
                                 break
-                            r_last[r2] = ready
-                            r_lport[r2] = inport
-                            wq[nw] = (np.int64(ready) << 21) | (np.int64(r_pe[r2]) << 1) | 1
+                            rs[r2 * RS + 4] = ready
+                            rs[r2 * RS + 5] = inport
+                            wq[nw] = (np.int64(ready) << 21) | (cs[d * CS + 7] << 1) | 1
                             nw += 1
                 if st != ST_OK:
                     break
                 moves += 1
                 used |= tx
+                if not acted:
+                    acted = True
+                    if t >= ps[pe * PS + 6]:
+                        rt_only += 1
                 progress = True
                 last_move = t
-                rr[pe] = ii + 1
-                if ch_count[ch] > 0 and ch_ready[ch * S + ch_head[ch]] <= t:
+                ps[pe * PS + 9] = ii + 1
+                if cs[ch * CS + 1] > 0 and cs[ch * CS + 8 + cs[ch * CS]] <= t:
                     pending = True
             if st != ST_OK:
                 break
@@ -705,9 +736,9 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                     spe = (key >> 1) & 0xFFFFF
                     kind = key & 1
                     wbit = np.int64(1) << (when & RM)
-                    mi = kind * P + spe
-                    if (mk[mi] & wbit) == 0:
-                        mk[mi] |= wbit
+                    mi = spe * PS + kind
+                    if (ps[mi] & wbit) == 0:
+                        ps[mi] |= wbit
                         sl2 = kind * R + (when & RM)
                         bk[sl2 * P + nbk[sl2]] = spe
                         nbk[sl2] += 1
@@ -747,15 +778,28 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
             elif inflight > 0:
                 st = ST_LEFTOVER
             break
+    for pe in range(P):
+        b = pe * PS
+        pc[pe] = ps[b + 2]
+        main_free[pe] = ps[b + 4]
+        busy[pe] = ps[b + 7]
+        finish[pe] = ps[b + 8]
+    for ch in range(nch):
+        ch_head[ch] = cs[ch * CS]
+        ch_count[ch] = cs[ch * CS + 1]
+    for r in range(nr):
+        q_head[r] = rs[r * RS]
+        q_count[r] = rs[r * RS + 1]
     out[O_ST] = st
     out[O_T] = t
     total = last_move + 1
     for pe in range(P):
-        if finish[pe] > total:
-            total = finish[pe]
+        if ps[pe * PS + 8] > total:
+            total = ps[pe * PS + 8]
     out[O_TOTAL] = total
     out[O_NTS] = n_ts
     out[O_NTR] = n_tr
     out[O_VCE] = v_ce
     out[O_VRT] = v_rt
     out[O_MOVES] = moves
+    out[O_RTONLY] = rt_only

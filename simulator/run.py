@@ -10,7 +10,7 @@ import numpy as np
 from plmr.errors import InputError
 from plmr.hardware import HardwareSpec
 from simulator import engine as E
-from simulator.compile import F_COL1, F_COL2, F_OP, MAX_MICROTHREADS, OP_NAMES, OP_WAIT, compile_program
+from simulator.compile import F_COL1, F_COL2, F_COST, F_OP, MAX_MICROTHREADS, OP_NAMES, OP_WAIT, compile_program
 from simulator.errors import MisroutedWavelet, SimulationDeadlock, SimulationLimit
 from simulator.program import MeshProgram, Port
 from simulator.result import SimResult
@@ -47,8 +47,9 @@ def simulate(program: MeshProgram, spec: HardwareSpec | None = None, mode: str =
         raise InputError(f"mesh of {P} PEs exceeds the engine's 2^20 PE limit")
     nr = cp.r_tx.shape[0]
     nch = cp.ch_route.shape[0]
-    S = max(cp.cap_fabric, cp.cap_ramp)
-    SQ = cp.cap_queue
+    # ring storage per FIFO: a power of two >= its capacity (index wrap is a mask, not a modulo)
+    S = 1 << (max(cp.cap_fabric, cp.cap_ramp) - 1).bit_length()
+    SQ = 1 << (cp.cap_queue - 1).bit_length()
     UT = MAX_MICROTHREADS
     func = cp.functional
     trace_cap = 0
@@ -66,20 +67,25 @@ def simulate(program: MeshProgram, spec: HardwareSpec | None = None, mode: str =
     params[E.P_MAXCYC] = max_cycles
     params[E.P_S], params[E.P_SQ], params[E.P_CAPQ] = S, SQ, cp.cap_queue
     params[E.P_TRACE] = trace_cap
+    # cycle values in the engine's records and microthread start times are int32 when every cycle
+    # the run can reach fits (max_cycles plus the longest instruction and fabric latencies), else int64
+    longest = int(np.abs(cp.ins[:, F_COST]).max())
+    horizon = max_cycles + longest + cp.alpha + cp.ramp_in + cp.ramp_out + cp.beta + 64
+    rdt = np.int32 if horizon < 2**31 - 1 else np.int64
     pc = np.zeros(P, dtype=np.int64)
     main_free = np.zeros(P, dtype=np.int64)
     ut_row = np.full(P * UT, -1, dtype=np.int32)
     ut_done = np.zeros(P * UT, dtype=np.int32)
-    ut_start = np.zeros(P * UT, dtype=np.int64)
+    ut_start = np.zeros(P * UT, dtype=rdt)
     flags = np.zeros(max(cp.n_flags, 1), dtype=np.uint8)
     ch_head = np.zeros(max(nch, 1), dtype=np.int32)
     ch_count = np.zeros(max(nch, 1), dtype=np.int32)
-    ch_ready = np.zeros(max(nch, 1) * S, dtype=np.int64)
-    ch_pay = np.zeros(max(nch, 1) * S * 2 if func else 2, dtype=np.float32)
+    ch_ready = np.zeros(1, dtype=np.int64)  # unused: the engine keeps rings in its records
+    ch_pay = np.zeros(max(nch, 1) * (8 + S) * 2 + 2 if func else 2, dtype=np.float32)
     q_head = np.zeros(max(nr, 1), dtype=np.int32)
     q_count = np.zeros(max(nr, 1), dtype=np.int32)
-    q_ready = np.zeros(max(nr, 1) * SQ, dtype=np.int64)
-    q_pay = np.zeros(max(nr, 1) * SQ * 2 if func else 2, dtype=np.float32)
+    q_ready = np.zeros(1, dtype=np.int64)
+    q_pay = np.zeros(max(nr, 1) * (12 + SQ) * 2 + 2 if func else 2, dtype=np.float32)
     busy = np.zeros(P, dtype=np.int64)
     finish = np.zeros(P, dtype=np.int64)
     links = np.zeros(P * 5, dtype=np.int64)
@@ -89,12 +95,16 @@ def simulate(program: MeshProgram, spec: HardwareSpec | None = None, mode: str =
     ts_cycle = np.zeros(nts, dtype=np.int64)
     tr = np.zeros((max(trace_cap, 1), 5), dtype=np.int64)
     out = np.zeros(E.NOUT, dtype=np.int64)
+    # packed engine records (see engine.run)
+    cs = np.zeros(max(nch, 1) * (8 + S) + 1, dtype=rdt)
+    rs = np.zeros(max(nr, 1) * (12 + SQ) + 1, dtype=rdt)
+    ps = np.zeros(P * 16, dtype=rdt)
     t2 = time.perf_counter()
     E.run(params, cp.route_of, cp.r_pe, cp.r_tx, cp.r_rampch, cp.r_down, cp.r_chan0, cp.pe_r0,
           cp.ch_route, cp.ch_port, cp.ch_cap, cp.ins, cp.insf, cp.waitlist, cp.pe_code, cp.pe_len,
           cp.pe_fbase, cp.mem, cp.mem_base, pc, main_free, ut_row, ut_done, ut_start, flags,
           ch_head, ch_count, ch_ready, ch_pay, q_head, q_count, q_ready, q_pay,
-          busy, finish, links, ts_pe, ts_label, ts_cycle, tr, out)
+          busy, finish, links, ts_pe, ts_label, ts_cycle, tr, out, cs, rs, ps)
     t3 = time.perf_counter()
 
     st, t = int(out[E.O_ST]), int(out[E.O_T])
@@ -118,6 +128,7 @@ def simulate(program: MeshProgram, spec: HardwareSpec | None = None, mode: str =
         timestamps=stamps,
         stats={"compile_s": t1 - t0, "alloc_s": t2 - t1, "run_s": t3 - t2, "ce_visits": int(out[E.O_VCE]),
                "router_visits": int(out[E.O_VRT]), "wavelet_moves": int(out[E.O_MOVES]),
+               "router_only_pe_cycles": int(out[E.O_RTONLY]),
                "routes": nr, "channels": nch, "instruction_rows": int(cp.ins.shape[0])},
         _program=program, _mem=cp.mem if func else None, _mem_base=cp.mem_base, _trace=trace_events,
     )
