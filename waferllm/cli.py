@@ -12,6 +12,7 @@ import sys
 import click
 
 from plmr.errors import InputError
+from waferllm.grids import parse_grid  # noqa: F401  (re-exported for tests and scripts)
 
 
 class _Group(click.Group):
@@ -23,22 +24,6 @@ class _Group(click.Group):
         except InputError as exc:
             click.echo(f"Error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", err=True)
             ctx.exit(2)
-
-
-def parse_grid(text: str | None, what: str) -> tuple[int, int] | None:
-    """``N`` (square) or ``HxW`` (rows x columns)."""
-    if text is None:
-        return None
-    parts = text.lower().replace("×", "x").split("x")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        raise InputError(f"--{what} {text!r}: expected N or HxW with positive integers, e.g. 420 or 360x480") from None
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2 or min(values) < 1:
-        raise InputError(f"--{what} {text!r}: expected N or HxW with positive integers, e.g. 420 or 360x480")
-    return values[0], values[1]
 
 
 def _console():

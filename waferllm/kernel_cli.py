@@ -13,22 +13,9 @@ import json
 import click
 
 from plmr.errors import InputError
+from waferllm.grids import parse_grid
 
 KERNEL_NAMES = ("meshgemm", "gemmt", "meshgemv", "cannon", "summa", "gemv-pipeline", "gemv-ring")
-
-
-def parse_mesh(text: str) -> tuple[int, int]:
-    """``HxW`` (rows x columns) or ``N`` (square)."""
-    parts = text.lower().replace("×", "x").split("x")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        raise InputError(f"--mesh {text!r}: expected N or HxW with positive integers, e.g. 64 or 8x16") from None
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2 or min(values) < 1:
-        raise InputError(f"--mesh {text!r}: expected N or HxW with positive integers, e.g. 64 or 8x16")
-    return values[0], values[1]
 
 
 def _build(req, spec):
@@ -85,7 +72,7 @@ def kernel(name: str, mesh: str, m: int, k: int, n: int, k_tree: int, group_size
     from plmr.hardware import get_spec
 
     spec = get_spec(hardware_name)
-    shape = parse_mesh(mesh)
+    shape = parse_grid(mesh, "mesh")
     if shape[0] > spec.mesh_height or shape[1] > spec.mesh_width:
         raise InputError(f"--mesh {mesh}: {shape[0]}x{shape[1]} (rows x columns) is larger than {spec.name}'s "
                          f"kernel rectangle {spec.mesh_height}x{spec.mesh_width}")

@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from waferllm.cli import _Group
-from waferllm.kernel_cli import kernel, parse_mesh
+from waferllm.grids import parse_grid
+from waferllm.kernel_cli import kernel
 
 GROUP = _Group(name="waferllm", commands={"kernel": kernel})
 
@@ -63,7 +64,8 @@ def test_errors_are_one_line_exit_2(args, msg):
 
 
 def test_parse_mesh():
-    assert parse_mesh("8x16") == (8, 16) and parse_mesh("12") == (12, 12) and parse_mesh("3×5") == (3, 5)
+    assert parse_grid("8x16", "mesh") == (8, 16) and parse_grid("12", "mesh") == (12, 12)
+    assert parse_grid("3×5", "mesh") == (3, 5)
 
 
 def test_gemm_kernels_dispatch_when_present():
