@@ -191,7 +191,9 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
     nbk_total = 0
     hp = np.empty(4 * P + 16, dtype=np.int64)  # min-heap of (when << 21 | pe << 1 | kind)
     hn = 0
-    wq = np.empty(1024, dtype=np.int64)  # wake requests of the current visit
+    # Wake requests of the current visit, and of the start-of-cycle heap drain, which can release
+    # every heap entry at once: size it to the heap's bound plus one visit's worth.
+    wq = np.empty(hp.shape[0] + 1024, dtype=np.int64)
     nw = 0
     # Hot state is packed in records (one or two cache lines per agent) rather than one array per
     # field: a dense cycle touches every PE, and separate arrays cost one cache miss per field.
