@@ -7,18 +7,11 @@
 gemv-pipeline and gemv-ring over meshes 8² … 256² and several sizes (fp16, wse2).
 ``--paper``: MeshGEMV vs the pipeline-allreduce GEMV on large meshes, and a K sweep (1-4) over mesh
 sizes, simulated; plotted with matplotlib (Agg).
-
-``--engine-workaround``: the simulator engine (at the time of writing) overflows its 1024-entry
-wake queue when more than 1024 PEs wake in one cycle from the long-delay heap (any mesh of > 1024
-PEs whose local GEMV takes > 31 cycles), corrupting memory. This flag loads a copy of
-``simulator/engine.py`` with that queue sized 4·P + 1024 (nothing else changed) into
-``sys.modules`` before the simulator is imported. The repository's simulator is not modified.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -26,22 +19,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
-
-def engine_workaround() -> bool:
-    src = (REPO / "simulator" / "engine.py").read_text()
-    bug = "wq = np.empty(1024, dtype=np.int64)"
-    if bug not in src:
-        return False
-    tmp = Path("/tmp/waferllm_engine_patch")
-    tmp.mkdir(exist_ok=True)
-    path = tmp / "engine.py"
-    path.write_text(src.replace(bug, "wq = np.empty(4 * P + 1024, dtype=np.int64)"))
-    spec = importlib.util.spec_from_file_location("simulator.engine", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["simulator.engine"] = mod
-    spec.loader.exec_module(mod)
-    return True
 
 
 def run(name, P, N, K=2, dtype="fp16", simulate=True, g=None):
@@ -190,10 +167,7 @@ def main() -> None:
     ap.add_argument("--write", type=Path, help="with --agreement: update the table in this markdown file")
     ap.add_argument("--paper", action="store_true")
     ap.add_argument("--plot", type=Path)
-    ap.add_argument("--engine-workaround", action="store_true")
     a = ap.parse_args()
-    if a.engine_workaround:
-        print(f"engine workaround applied: {engine_workaround()}", file=sys.stderr)
     if a.agreement:
         agreement(a.write)
     if a.paper:
