@@ -36,7 +36,7 @@ def gemm_footprint_bytes(m: int, k: int, n: int, dtype: str, fp32_acc: bool = Fa
 
 def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int,
                    dtype: str, shift_hops_x: int, shift_hops_y: int, align_rounds: int,
-                   align_hops: int, colors: int, packed: bool) -> CostBreakdown:
+                   align_hops: int, colors: int, packed: bool, align_once_hops: int = 0) -> CostBreakdown:
     """Cannon's schedule as the kernels run it (meshgemm/gemm.py).
 
     Each of the Q-1 shifting steps issues, on the main thread, one receive per moving operand and
@@ -67,7 +67,8 @@ def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: i
     last = comp
     round_t = (2 * c_op + spec.ramp_cycles + align_hops * spec.hop_cycles
                + math.ceil(m_v * k / e_w) + spec.task_cycles)
-    align = align_rounds * q_y * round_t if comm_x else 0.0
+    # No barrier separates skew rounds: a long link's extra latency is paid once, not per round.
+    align = (align_rounds * q_y * round_t + align_once_hops * spec.hop_cycles) if comm_x else 0.0
     zero_c = t_vec(spec, m * n, "mov", dtype)
     total = align + zero_c + (Q - 1) * step + last
     compute = zero_c + Q * comp
@@ -96,11 +97,13 @@ def meshgemm(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dty
 
 def cannon(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",
            packed: bool = False) -> CostBreakdown:
-    """Cannon on plain rings: each step's critical path is the P-1 hop wrap-around link; the skew
-    takes ⌊Q/2⌋ rounds over the same wrap path; 3 colours per axis plus 3 for the skew ring (§4.5)."""
+    """Cannon on plain rings: each step's critical path is the P-1 hop wrap-around link (method
+    §4.5's synchronous view); the skew takes ⌊Q/2⌋ one-hop rounds whose wrap latency, with no
+    barrier between rounds, is paid once; 3 colours per axis plus 3 for the skew ring."""
     colors = (3 if p_x > 1 else 0) + (3 if p_y > 1 else 0) + (3 if p_x > 1 else 0)  # + skew ring
     return _cannon_family("cannon", spec, p_y, p_x, M, K, N, dtype, max(p_x - 1, 1), max(p_y - 1, 1),
-                          math.lcm(p_y, p_x) // 2 if p_x > 1 else 0, max(p_x - 1, 1), colors, packed)
+                          math.lcm(p_y, p_x) // 2 if p_x > 1 else 0, 1, colors, packed,
+                          align_once_hops=max(p_x - 2, 0))
 
 
 def summa(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",

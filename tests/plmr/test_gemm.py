@@ -161,7 +161,9 @@ def test_meshgemm_beats_cannon_at_scale(spec):
     mg = meshgemm(spec, 256, 256, 2048, 2048, 2048)
     cn = cannon(spec, 256, 256, 2048, 2048, 2048)
     assert mg.total_cycles < cn.total_cycles
-    assert mg.comm_cycles < cn.comm_cycles / 5
+    # per step 2 hops against the P-1 hop wrap (both skews pay a long link's latency only once)
+    assert mg.parts["step_shift"] * 5 < cn.parts["step_shift"]
+    assert mg.comm_cycles < cn.comm_cycles / 3
 
 
 def test_meshgemm_beats_summa_at_scale():
