@@ -35,7 +35,7 @@ def gemm_footprint_bytes(m: int, k: int, n: int, dtype: str, fp32_acc: bool = Fa
 
 
 def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int,
-                   dtype: str, shift_hops_x: int, shift_hops_y: int, align_rounds: int,
+                   dtype: str, shift_hops_x: float, shift_hops_y: float, align_rounds: int,
                    align_hops: int, colors: int, packed: bool, align_once_hops: int = 0) -> CostBreakdown:
     """Cannon's schedule as the kernels run it (meshgemm/gemm.py).
 
@@ -97,13 +97,23 @@ def meshgemm(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dty
 
 def cannon(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",
            packed: bool = False) -> CostBreakdown:
-    """Cannon on plain rings: each step's critical path is the P-1 hop wrap-around link (method
-    §4.5's synchronous view); the skew takes ⌊Q/2⌋ one-hop rounds whose wrap latency, with no
-    barrier between rounds, is paid once; 3 colours per axis plus 3 for the skew ring."""
+    """Cannon on plain rings, as the kernel runs it: no barrier separates the steps, so a PE waits
+    only for its own incoming tile. Around a ring the P links add up to 2(P-1) hops (P-1 one-hop
+    links and the P-1 hop wrap), so in steady state a step pays the average, 2(P-1)/P hops, and
+    the wrap's excess latency is paid once (method §4.5 charges the wrap every step, which holds
+    only for bulk-synchronous steps). The skew likewise takes ⌊Q/2⌋ one-hop rounds plus the wrap
+    once. 3 colours per axis plus 3 for the skew ring."""
     colors = (3 if p_x > 1 else 0) + (3 if p_y > 1 else 0) + (3 if p_x > 1 else 0)  # + skew ring
-    return _cannon_family("cannon", spec, p_y, p_x, M, K, N, dtype, max(p_x - 1, 1), max(p_y - 1, 1),
-                          math.lcm(p_y, p_x) // 2 if p_x > 1 else 0, 1, colors, packed,
-                          align_once_hops=max(p_x - 2, 0))
+    avg_x = 2 * (p_x - 1) / p_x if p_x > 1 else 1
+    avg_y = 2 * (p_y - 1) / p_y if p_y > 1 else 1
+    wrap_excess = max(max(p_x - 1, p_y - 1) - 1, 0)
+    r = _cannon_family("cannon", spec, p_y, p_x, M, K, N, dtype, avg_x, avg_y,
+                       math.lcm(p_y, p_x) // 2 if p_x > 1 else 0, 1, colors, packed,
+                       align_once_hops=max(p_x - 2, 0))
+    once = wrap_excess * spec.hop_cycles
+    return CostBreakdown(op=r.op, compute_cycles=r.compute_cycles, comm_cycles=r.comm_cycles + once,
+                         total_cycles=r.total_cycles + once, bytes_per_pe=r.bytes_per_pe,
+                         colors_per_pe=r.colors_per_pe, parts={**r.parts, "wrap_once": once})
 
 
 def summa(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",
@@ -111,8 +121,11 @@ def summa(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype:
     """SUMMA with store-and-forward relay broadcasts (method §4.5 variant (i), the paper's
     baseline), as the kernel runs it (meshgemm/gemm_baselines.py): the owner of K-panel t sends it
     both ways along its row (A) and column (B); every PE on the way relays it in software (ρ + β
-    per PE, α per hop) and keeps a copy. Panel t+1 is fetched while panel t is multiplied, so a
-    step costs c_task + max(issues + product, the farthest landing of the next panel)."""
+    per PE, α per hop) and keeps a copy through its ramp; panel t+1 is fetched while panel t is
+    multiplied. No barrier separates the steps and consecutive owners are neighbours, so in steady
+    state a step costs one PE's work (issues and product, or its ramp taking in each panel twice,
+    relayed and kept) and the broadcast latency to the farthest PE is paid once, for the first
+    panel (method §4.5 charges it every step, which holds only for bulk-synchronous steps)."""
     S = math.lcm(p_y, p_x)
     q_x, q_y = S // p_x, S // p_y
     m, n, k = ceil_div(M, p_y), ceil_div(N, p_x), ceil_div(K, S)
@@ -120,7 +133,11 @@ def summa(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype:
     e_w = spec.elements_per_wavelet(dtype, packed)
     c_op = spec.op_issue_cycles
     axes = int(p_x > 1) + int(p_y > 1)
-    issues = 2 * axes * c_op  # a relay PE: relay + keep-a-copy receive per moving operand
+    # A relay PE issues a relay and a keep-a-copy receive per moving operand; this step's owner
+    # issues two more (it sends both ways), and the owners' steps chain (each owner needs the panel
+    # of the neighbour that owned the previous one), so the owner's issue count sets the pace.
+    issues = (2 * axes + 2) * c_op if axes else 0.0
+    ingest = 2 * ((math.ceil(m * k / e_w) if p_x > 1 else 0) + (math.ceil(k * n / e_w) if p_y > 1 else 0))
 
     def landing(t: int) -> float:
         """When the farthest PE holds both halves of panel t, from the start of its fetch."""
@@ -137,21 +154,15 @@ def summa(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype:
                        + math.ceil(k * n / e_w))
         return land
 
-    first = landing(0) + (spec.task_cycles if axes else 0.0)
-    total = t_vec(spec, m * n, "mov", dtype) + first
-    comm = first
-    for t in range(S):
-        if t + 1 < S and axes:
-            nxt = landing(t + 1)
-            comm += nxt
-            total += spec.task_cycles + max(issues + comp, nxt)
-        else:
-            total += comp
+    first = landing(0) + spec.task_cycles if axes else 0.0
+    step = spec.task_cycles + max(issues + comp, ingest) if axes else comp
+    total = t_vec(spec, m * n, "mov", dtype) + first + (S - 1) * step + comp
+    comm = first + (S - 1) * ingest
     footprint = 2 * gemm_footprint_bytes(m, k, n, dtype) - m * n * dtype_bytes(dtype)
     colors = (4 if p_x > 1 else 0) + (4 if p_y > 1 else 0)  # two directions, two alternating colours
     return CostBreakdown(op="summa", compute_cycles=S * comp, comm_cycles=comm,
                          total_cycles=total, bytes_per_pe=footprint, colors_per_pe=colors,
-                         parts={"steps": float(S), "step_compute": comp})
+                         parts={"steps": float(S), "step_compute": comp, "first_panel": first})
 
 
 def gemmt(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",

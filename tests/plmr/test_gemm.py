@@ -157,25 +157,33 @@ def test_cannon_and_summa_colours():
 
 
 @pytest.mark.parametrize("spec", [WSE2, SPEC], ids=["wse2", "distinct"])
-def test_meshgemm_beats_cannon_at_scale(spec):
-    mg = meshgemm(spec, 256, 256, 2048, 2048, 2048)
-    cn = cannon(spec, 256, 256, 2048, 2048, 2048)
-    assert mg.total_cycles < cn.total_cycles
-    # per step 2 hops against the P-1 hop wrap (both skews pay a long link's latency only once)
-    assert mg.parts["step_shift"] * 5 < cn.parts["step_shift"]
-    assert mg.comm_cycles < cn.comm_cycles / 3
+def test_cannon_pays_its_wrap_once_without_a_barrier(spec):
+    """No barrier separates the steps (the kernels join per PE), so around a plain ring the P links
+    add up to 2(P-1) hops per lap, the same as the interleaved ring's 2P: Cannon's wrap costs its
+    excess latency once, and Cannon and MeshGEMM run neck and neck (verified in the simulator,
+    docs/BENCHMARKS.md)."""
+    P = 256
+    mg = meshgemm(spec, P, P, 2048, 2048, 2048)
+    cn = cannon(spec, P, P, 2048, 2048, 2048)
+    assert cn.parts["wrap_once"] == (P - 2) * spec.hop_cycles
+    assert mg.total_cycles <= cn.total_cycles <= 1.01 * mg.total_cycles
 
 
-def test_meshgemm_beats_summa_at_scale():
-    """256×256 PEs, M = K = N = 2048 (the paper's large-P regime): MeshGEMM is the fastest."""
+def test_summa_close_to_meshgemm_at_scale():
+    """With the next panel prefetched and no barrier, SUMMA's relay latency is paid once: at 256²
+    it is within a few percent of MeshGEMM, not 2-3x slower (method §4.5's per-step broadcast
+    assumes bulk-synchronous steps)."""
     mg = meshgemm(WSE2, 256, 256, 2048, 2048, 2048)
     sm = summa(WSE2, 256, 256, 2048, 2048, 2048)
-    assert mg.total_cycles < sm.total_cycles
+    assert abs(sm.total_cycles / mg.total_cycles - 1) < 0.05
+    assert sm.parts["first_panel"] > 255 * (WSE2.hop_cycles + WSE2.ramp_cycles)  # the far end, once
 
 
 def test_summa_step_matches_the_kernel_formula():
     """Method §4.5 variant (i) as the kernel runs it: the owner of panel t sends it both ways, every
-    PE on the way relays it (ρ + β per PE, α per hop); panel t+1 is fetched during product t."""
+    PE on the way relays it (ρ + β per PE, α per hop) and keeps a copy through its ramp; panel t+1
+    is fetched during product t; the owners' steps (six issues) set the pace and the first panel's
+    broadcast latency is paid once."""
     P, D = 16, 256
     m = n = k = D // P
     c, rho, a, b = SPEC.op_issue_cycles, SPEC.ramp_cycles, SPEC.hop_cycles, SPEC.relay_cycles
@@ -183,25 +191,23 @@ def test_summa_step_matches_the_kernel_formula():
     def arrive(L):  # the owner's send issue, L injections/ejections and hops, L-1 relays
         return c + L * rho + L * a + (L - 1) * b
 
-    def landing(t):
-        far = max(t, P - 1 - t)
-        return max(2 * c + arrive(far) + m * k, 2 * c + 2 * c + arrive(far) + k * n)
-
+    far = P - 1
+    first = max(2 * c + arrive(far) + m * k, 2 * c + 2 * c + arrive(far) + k * n) + SPEC.task_cycles
     comp = local_gemm_cycles(SPEC, m, k, n)
-    expected = t_vec(SPEC, m * n, "mov") + landing(0) + SPEC.task_cycles
-    expected += sum(SPEC.task_cycles + max(4 * c + comp, landing(t + 1)) for t in range(P - 1)) + comp
+    step = SPEC.task_cycles + max(6 * c + comp, 2 * (m * k + k * n))
+    expected = t_vec(SPEC, m * n, "mov") + first + (P - 1) * step + comp
     r = summa(SPEC, P, P, D, D, D)
     assert r.total_cycles == expected
     assert r.colors_per_pe == 8
 
 
 @pytest.mark.parametrize("P", [8, 32, 128])
-def test_meshgemm_comm_is_constant_per_step_cannon_grows(P):
+def test_meshgemm_step_is_constant_cannon_pays_the_average_link(P):
     D = 16 * P
     mg, cn = meshgemm(SPEC, P, P, D, D, D), cannon(SPEC, P, P, D, D, D)
     issued = 3 * SPEC.op_issue_cycles  # B's stream starts after four issues (one already in _msg)
     assert mg.parts["step_shift"] == issued + _msg(SPEC, 256, 2)
-    assert cn.parts["step_shift"] == issued + _msg(SPEC, 256, P - 1)
+    assert cn.parts["step_shift"] == pytest.approx(issued + _msg(SPEC, 256, 2 * (P - 1) / P))
 
 
 @settings(max_examples=40, deadline=None)
