@@ -49,7 +49,6 @@ def shift_broadcast(W: int, H: int, n: int) -> MeshProgram:
             prog.set_route(x, range(H), send_c, rx=Port.RAMP, tx=Port.EAST)
         if x > 0:
             prog.set_route(x, range(H), recv_c, rx=Port.WEST, tx=Port.RAMP)
-    ins = []
     for x in range(W):
         send_c = SH0 if x % 2 == 0 else SH1
         recv_c = SH1 if x % 2 == 0 else SH0

@@ -23,7 +23,6 @@ compute from communication.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -33,7 +32,7 @@ from plmr.errors import InputError
 from plmr.hardware import HardwareSpec
 from plmr.ktree import build_ktree
 from plmr.primitives import balanced_split
-from simulator.instructions import Fill, Gemv, Timestamp
+from simulator.instructions import Gemv, Timestamp
 from simulator.program import MeshProgram
 
 from meshgemm import collectives as C

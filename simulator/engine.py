@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit
 
 from simulator.compile import (
-    F_A_DT, F_A_LEN, F_A_OFF, F_A_STR, F_B_DT, F_B_OFF, F_B_STR, F_C_DT, F_C_OFF, F_C_STR, F_COL1,
+    F_A_DT, F_A_LEN, F_A_OFF, F_A_STR, F_B_DT, F_B_OFF, F_B_STR, F_C_OFF, F_C_STR, F_COL1,
     F_COL2, F_COST, F_FLAG, F_K, F_M, F_N, F_OP, F_WN, F_X, F_Y, MAX_MICROTHREADS, OP_ADD, OP_COPY,
     OP_EXP, OP_FILL, OP_GEMM, OP_GEMV, OP_MAX, OP_MUL, OP_RAS, OP_RECV, OP_RECVADD, OP_RELAY,
     OP_RSQRT, OP_SCALE, OP_SEND, OP_SILU, OP_TS, OP_WAIT,

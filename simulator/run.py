@@ -10,7 +10,7 @@ import numpy as np
 from plmr.errors import InputError
 from plmr.hardware import HardwareSpec
 from simulator import engine as E
-from simulator.compile import F_COL1, F_COL2, F_COST, F_OP, MAX_MICROTHREADS, OP_NAMES, OP_WAIT, compile_program
+from simulator.compile import F_COL1, F_COL2, F_COST, F_OP, MAX_MICROTHREADS, OP_NAMES, compile_program
 from simulator.errors import MisroutedWavelet, SimulationDeadlock, SimulationLimit
 from simulator.program import MeshProgram, Port
 from simulator.result import SimResult

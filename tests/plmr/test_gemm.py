@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from plmr import WSE2, WSE3, cannon, gemmt, local_gemm_cycles, meshgemm, summa
 from plmr.gemm import gemm_footprint_bytes
-from plmr.primitives import t_msg, t_vec
+from plmr.primitives import t_vec
 
 SPEC = WSE2.with_params(op_issue_cycles=11.0, ramp_cycles=5.0, hop_cycles=2.0, relay_cycles=3.0,
                         collective_cycles=37.0, task_cycles=13.0)
