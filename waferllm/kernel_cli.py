@@ -18,23 +18,6 @@ from waferllm.grids import parse_grid
 KERNEL_NAMES = ("meshgemm", "gemmt", "meshgemv", "cannon", "summa", "gemv-pipeline", "gemv-ring")
 
 
-def _build(req, spec):
-    import importlib
-
-    from meshgemm.registry import KERNELS, build_kernel
-
-    if req.name not in KERNELS:
-        raise InputError(f"unknown kernel {req.name!r}; kernels: {', '.join(KERNELS)}")
-    module = KERNELS[req.name][0]
-    try:
-        importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name == module:
-            raise InputError(f"kernel {req.name} is not available yet ({module} is not built)") from None
-        raise
-    return build_kernel(req, spec)
-
-
 def _fmt(v, unit: str = "") -> str:
     if v is None:
         return "-"
@@ -68,6 +51,7 @@ def kernel(name: str, mesh: str, m: int, k: int, n: int, k_tree: int, group_size
     its PLMR prediction and, with --simulate, simulated cycles, the compute/communication split,
     the error vs numpy, bytes and colours per PE."""
     from meshgemm.kernel import KernelRequest
+    from meshgemm.registry import build_kernel
     from meshgemm.run import run_kernel
     from plmr.hardware import get_spec
 
@@ -79,7 +63,7 @@ def kernel(name: str, mesh: str, m: int, k: int, n: int, k_tree: int, group_size
     functional = simulate and not timing_only
     req = KernelRequest(name=name, mesh=shape, m=m, k=k, n=n, dtype=dtype, k_tree=k_tree,
                         group_size=group_size, functional=functional, seed=seed)
-    build = _build(req, spec)
+    build = build_kernel(req, spec)
     mode = ("functional" if functional else "timing") if simulate else "none"
     rep = run_kernel(build, spec, mode)
     if as_json:
