@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 from numba import njit
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from simulator.compile import (
     F_A_DT, F_A_LEN, F_A_OFF, F_A_STR, F_B_DT, F_B_OFF, F_B_STR, F_C_OFF, F_C_STR, F_COL1,
@@ -28,14 +29,12 @@ from simulator.compile import (
 ST_OK, ST_DEADLOCK, ST_IDLE, ST_MISROUTE, ST_MULTIRX, ST_UTLIMIT, ST_QCONFLICT, ST_LIMIT, ST_LEFTOVER = range(9)
 
 # params indices
-P_W, P_H, P_C, P_ALPHA, P_RIN, P_ROUT, P_BETA, P_FUNC, P_MAXIDLE, P_MAXCYC, P_S, P_SQ, P_CAPQ, P_TRACE = range(14)
-NPARAMS = 14
+P_W, P_H, P_C, P_ALPHA, P_RIN, P_ROUT, P_BETA, P_FUNC, P_MAXIDLE, P_MAXCYC, P_S, P_SQ, P_CAPQ, P_TRACE, P_NSLOT = range(15)
+NPARAMS = 15
 # out indices
 O_ST, O_T, O_I0, O_I1, O_I2, O_TOTAL, O_NTS, O_NTR, O_VCE, O_VRT, O_MOVES, O_RTONLY = range(12)
 NOUT = 12
 
-R = 32  # timing-wheel slots
-RM = R - 1
 UT = MAX_MICROTHREADS
 
 
@@ -158,6 +157,31 @@ def _compute(ins, row, insf, mem, base):
             mem[ao + j] = _rnd(tmp[j], adt)
 
 
+@njit(cache=True, inline="always")
+def _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, when, pe, kind):
+    """Mark agent (pe, kind) due at cycle ``when``: a bit in the wheel slot's bitmap (and its summary
+    word) when it is less than ``nslot`` cycles away, else a heap entry. Returns the new heap size."""
+    if when - t < nslot:
+        s = when & (nslot - 1)
+        w = pe >> 6
+        b = kind * nslot + s
+        bm[b * nwd + w] |= np.int64(1) << (pe & 63)
+        sm[b * nsm + (w >> 6)] |= np.int64(1) << (w & 63)
+        occ[s] = 1
+        return hn
+    hi = hn
+    hp[hi] = (np.int64(when) << 21) | (np.int64(pe) << 1) | kind
+    while hi > 0:
+        parent = (hi - 1) >> 1
+        if hp[parent] <= hp[hi]:
+            break
+        tmp = hp[parent]
+        hp[parent] = hp[hi]
+        hp[hi] = tmp
+        hi = parent
+    return hn + 1
+
+
 @njit(cache=True, error_model="numpy")
 def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route, ch_port, ch_cap,
         ins, insf, waitlist, pe_code, pe_len, pe_fbase, mem, mem_base,
@@ -184,20 +208,24 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
     nr = r_tx.shape[0]
     nch = ch_route.shape[0]
 
-    # scheduling state
-    # (all scheduling code is inline: calls taking arrays cost atomic refcounts in the hot loop)
-    bk = np.empty(2 * R * P, dtype=np.int32)  # [kind][slot][i] agents due, kind 0 = CE, 1 = router
-    nbk = np.zeros(2 * R, dtype=np.int64)
-    nbk_total = 0
-    hp = np.empty(4 * P + 16, dtype=np.int64)  # min-heap of (when << 21 | pe << 1 | kind)
+    # Scheduling: per wheel slot and agent kind (0 = CE, 1 = router) a bitmap over PEs plus a
+    # summary bitmap over its words. A slot is visited in ascending PE order, so the records below
+    # are read nearly sequentially; setting a bit twice is harmless, so wake-ups need no dedup.
+    # Wake-ups nslot or more cycles ahead (long instructions) go to a min-heap of
+    # (when << 21 | pe << 1 | kind). (All code that touches arrays is inline: calls taking arrays
+    # cost atomic refcounts in the hot loop.)
+    nwd = (P + 63) >> 6
+    nsm = (nwd + 63) >> 6
+    nslot = params[P_NSLOT]  # a power of two above every fabric latency: those wake-ups skip the heap
+    slotm = nslot - 1
+    bm = np.zeros(2 * nslot * nwd, dtype=np.int64)
+    sm = np.zeros(2 * nslot * nsm, dtype=np.int64)
+    occ = np.zeros(nslot, dtype=np.int64)  # slot has a due agent
+    hp = np.empty(4 * P + 16, dtype=np.int64)
     hn = 0
-    # Wake requests of the current visit, and of the start-of-cycle heap drain, which can release
-    # every heap entry at once: size it to the heap's bound plus one visit's worth.
-    wq = np.empty(hp.shape[0] + 1024, dtype=np.int64)
-    nw = 0
     # Hot state is packed in records (one or two cache lines per agent) rather than one array per
     # field: a dense cycle touches every PE, and separate arrays cost one cache miss per field.
-    # channel record (CS int64): head, count, freed-at cycle, freed count, capacity, route, port,
+    # channel record (CS): head, count, freed-at cycle, freed count, capacity, route, port,
     #   PE of the route, then the ready-cycle ring (S slots, a power of two)
     CS = 8 + S
     for ch in range(nch):
@@ -207,7 +235,7 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
         cs[b + 5] = ch_route[ch]
         cs[b + 6] = ch_port[ch]
         cs[b + 7] = r_pe[ch_route[ch]]
-    # route record (RS int64): queue head, queue count, freed-at cycle, freed count, last arrival
+    # route record (RS): queue head, queue count, freed-at cycle, freed count, last arrival
     #   cycle, last arrival port, ramp channel, tx mask, downstream channel per port (4), then the
     #   CE input-queue ready ring (SQ slots, a power of two)
     RS = 12 + SQ
@@ -219,9 +247,9 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
         rs[b + 7] = r_tx[r]
         for p in range(4):
             rs[b + 8 + p] = r_down[r * 4 + p]
-    # PE record (PS int64): wheel marks CE/router, pc, code length, main thread free at, running
-    #   microthreads, busy until, busy, finish, round-robin start, router/CE back-pressured, done,
-    #   first code row, first channel, channel count (int32 when every cycle fits, else int64)
+    # PE record (PS): running-microthread mask, main thread parked on a Wait, pc, code length, main thread free at,
+    #   running microthreads, busy until, busy, finish, round-robin start, router/CE back-pressured,
+    #   done, first code row, first channel, channel count (int32 when every cycle fits, else int64)
     PS = 16
     for pe in range(P):
         b = pe * PS
@@ -236,10 +264,7 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
     for pe in range(P):
         if ps[pe * PS + 3] > 0:
             unfinished += 1
-            bk[nbk[0]] = pe
-            nbk[0] += 1
-            nbk_total += 1
-            ps[pe * PS] = 1
+            hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, 0, 0, pe, 0)
         else:
             ps[pe * PS + 12] = 1
     inflight = 0
@@ -256,10 +281,9 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
         if t > max_cycles:
             st = ST_LIMIT
             break
-        slot = t & RM
+        slot = t & slotm
         while hn > 0 and (hp[0] >> 21) <= t:
-            wq[nw] = (np.int64(t) << 21) | (hp[0] & 0x1FFFFF)
-            nw += 1
+            key = hp[0]
             hn -= 1
             hp[0] = hp[hn]
             hi = 0
@@ -276,237 +300,137 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                 hp[c] = hp[hi]
                 hp[hi] = tmp
                 hi = c
-        for w in range(nw):
-            key = wq[w]
-            when = key >> 21
-            if when - t < R:
-                spe = (key >> 1) & 0xFFFFF
-                kind = key & 1
-                wbit = np.int64(1) << (when & RM)
-                mi = spe * PS + kind
-                if (ps[mi] & wbit) == 0:
-                    ps[mi] |= wbit
-                    sl2 = kind * R + (when & RM)
-                    bk[sl2 * P + nbk[sl2]] = spe
-                    nbk[sl2] += 1
-                    nbk_total += 1
-            else:
-                hi = hn
-                hn += 1
-                hp[hi] = key
-                while hi > 0:
-                    parent = (hi - 1) >> 1
-                    if hp[parent] <= hp[hi]:
-                        break
-                    tmp = hp[parent]
-                    hp[parent] = hp[hi]
-                    hp[hi] = tmp
-                    hi = parent
-        nw = 0
+            hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, t, (key >> 1) & 0xFFFFF, key & 1)
         progress = False
-        bit = np.int64(1) << slot
-        # ---------------- CE phase ----------------
-        i = 0
-        while i < nbk[slot]:
-            pe = bk[slot * P + i]
-            i += 1
-            ps[pe * PS] &= ~bit
-            v_ce += 1
-            base = mem_base[pe] if functional else 0
-            # main thread
-            if ps[pe * PS + 2] < ps[pe * PS + 3] and ps[pe * PS + 4] <= t:
-                while ps[pe * PS + 2] < ps[pe * PS + 3]:
-                    row = ps[pe * PS + 13] + ps[pe * PS + 2]
-                    op = ins[row, F_OP]
-                    cost = ins[row, F_COST]
-                    if op == OP_WAIT:
-                        ok = True
-                        w0 = ins[row, F_FLAG]
-                        for w in range(ins[row, F_WN]):
-                            if flags[pe_fbase[pe] + waitlist[w0 + w]] == 0:
-                                ok = False
+        cb = slot * nwd
+        rb = (nslot + slot) * nwd
+        csb = slot * nsm
+        rsb = (nslot + slot) * nsm
+        for sw in range(nsm):
+            sbits = sm[csb + sw] | sm[rsb + sw]
+            while sbits != 0:
+                w = (sw << 6) + trailing_zeros(sbits)
+                sbits &= sbits - 1
+                cw = bm[cb + w]
+                bm[cb + w] = 0
+                bits = cw | bm[rb + w]
+                while bits != 0:
+                    bb = trailing_zeros(bits)
+                    bits &= bits - 1
+                    pe = (w << 6) + bb
+                    pbit = np.int64(1) << bb
+                    # ---------------- CE: main thread, then microthreads ----------------
+                    if cw & pbit:
+                        v_ce += 1
+                        base = mem_base[pe] if functional else 0
+                        if ps[pe * PS + 2] < ps[pe * PS + 3] and ps[pe * PS + 4] <= t and ps[pe * PS + 1] == 0:
+                            while ps[pe * PS + 2] < ps[pe * PS + 3]:
+                                row = ps[pe * PS + 13] + ps[pe * PS + 2]
+                                op = ins[row, F_OP]
+                                cost = ins[row, F_COST]
+                                if op == OP_WAIT:
+                                    ok = True
+                                    w0 = ins[row, F_FLAG]
+                                    for wi in range(ins[row, F_WN]):
+                                        if flags[pe_fbase[pe] + waitlist[w0 + wi]] == 0:
+                                            ok = False
+                                            break
+                                    if not ok:
+                                        ps[pe * PS + 1] = 1  # parked until a microthread completes
+                                        break
+                                elif op <= OP_RELAY:
+                                    rc = ins[row, F_COL1]
+                                    sc = ins[row, F_COL2]
+                                    free_s = -1
+                                    for s in range(UT):
+                                        r2 = ut_row[pe * UT + s]
+                                        if r2 < 0:
+                                            if free_s < 0:
+                                                free_s = s
+                                            continue
+                                        if rc >= 0 and ins[r2, F_COL1] == rc:
+                                            st = ST_QCONFLICT
+                                            out[O_I0] = pe
+                                            out[O_I1] = rc
+                                            out[O_I2] = 0
+                                        if sc >= 0 and ins[r2, F_COL2] == sc:
+                                            st = ST_QCONFLICT
+                                            out[O_I0] = pe
+                                            out[O_I1] = sc
+                                            out[O_I2] = 1
+                                    if st != ST_OK:
+                                        break
+                                    if free_s < 0:
+                                        st = ST_UTLIMIT
+                                        out[O_I0] = pe
+                                        break
+                                    u = pe * UT + free_s
+                                    ut_row[u] = row
+                                    ut_done[u] = 0
+                                    ut_start[u] = t + cost
+                                    flags[pe_fbase[pe] + ins[row, F_FLAG]] = 0
+                                    ps[pe * PS] |= 1 << free_s
+                                    ps[pe * PS + 5] += 1
+                                elif op == OP_TS:
+                                    ts_pe[n_ts] = pe
+                                    ts_label[n_ts] = ins[row, F_X]
+                                    ts_cycle[n_ts] = t
+                                    n_ts += 1
+                                elif functional:
+                                    _compute(ins, row, insf, mem, base)
+                                # the instruction ran: account its main-thread cycles
+                                ps[pe * PS + 2] += 1
+                                progress = True
+                                if n_tr < trace_cap and (cost > 0 or op != OP_WAIT):
+                                    tr[n_tr, 0] = pe
+                                    tr[n_tr, 1] = 0
+                                    tr[n_tr, 2] = row
+                                    tr[n_tr, 3] = t
+                                    tr[n_tr, 4] = t + cost
+                                    n_tr += 1
+                                if cost > 0:
+                                    e = t + cost
+                                    if e > ps[pe * PS + 6]:
+                                        ps[pe * PS + 7] += e - max(t, ps[pe * PS + 6])
+                                        ps[pe * PS + 6] = e
+                                    if e > ps[pe * PS + 8]:
+                                        ps[pe * PS + 8] = e
+                                    ps[pe * PS + 4] = e
+                                    hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, e, pe, 0)
+                                    break
+                                if t > ps[pe * PS + 8]:
+                                    ps[pe * PS + 8] = t
+                            if st != ST_OK:
                                 break
-                        if not ok:
-                            break
-                    elif op <= OP_RELAY:
-                        rc = ins[row, F_COL1]
-                        sc = ins[row, F_COL2]
-                        free_s = -1
-                        for s in range(UT):
-                            r2 = ut_row[pe * UT + s]
-                            if r2 < 0:
-                                if free_s < 0:
-                                    free_s = s
+                        umask = ps[pe * PS]
+                        while umask != 0:
+                            s = trailing_zeros(umask)
+                            umask &= umask - 1
+                            u = pe * UT + s
+                            if ut_start[u] > t:
                                 continue
-                            if rc >= 0 and ins[r2, F_COL1] == rc:
-                                st = ST_QCONFLICT
-                                out[O_I0] = pe
-                                out[O_I1] = rc
-                                out[O_I2] = 0
-                            if sc >= 0 and ins[r2, F_COL2] == sc:
-                                st = ST_QCONFLICT
-                                out[O_I0] = pe
-                                out[O_I1] = sc
-                                out[O_I2] = 1
-                        if st != ST_OK:
-                            break
-                        if free_s < 0:
-                            st = ST_UTLIMIT
-                            out[O_I0] = pe
-                            break
-                        u = pe * UT + free_s
-                        ut_row[u] = row
-                        ut_done[u] = 0
-                        ut_start[u] = t + cost
-                        flags[pe_fbase[pe] + ins[row, F_FLAG]] = 0
-                        ps[pe * PS + 5] += 1
-                    elif op == OP_TS:
-                        ts_pe[n_ts] = pe
-                        ts_label[n_ts] = ins[row, F_X]
-                        ts_cycle[n_ts] = t
-                        n_ts += 1
-                    elif functional:
-                        _compute(ins, row, insf, mem, base)
-                    # the instruction ran: account its main-thread cycles
-                    ps[pe * PS + 2] += 1
-                    progress = True
-                    if n_tr < trace_cap and (cost > 0 or op != OP_WAIT):
-                        tr[n_tr, 0] = pe
-                        tr[n_tr, 1] = 0
-                        tr[n_tr, 2] = row
-                        tr[n_tr, 3] = t
-                        tr[n_tr, 4] = t + cost
-                        n_tr += 1
-                    if cost > 0:
-                        e = t + cost
-                        if e > ps[pe * PS + 6]:
-                            ps[pe * PS + 7] += e - max(t, ps[pe * PS + 6])
-                            ps[pe * PS + 6] = e
-                        if e > ps[pe * PS + 8]:
-                            ps[pe * PS + 8] = e
-                        ps[pe * PS + 4] = e
-                        wq[nw] = (np.int64(e) << 21) | (np.int64(pe) << 1) | 0
-                        nw += 1
-                        break
-                    if t > ps[pe * PS + 8]:
-                        ps[pe * PS + 8] = t
-                if st != ST_OK:
-                    break
-            # microthreads
-            if ps[pe * PS + 5] > 0:
-                for s in range(UT):
-                    u = pe * UT + s
-                    row = ut_row[u]
-                    if row < 0 or ut_start[u] > t:
-                        continue
-                    op = ins[row, F_OP]
-                    k = ut_done[u]
-                    moved = False
-                    if op == OP_SEND:
-                        r = route_of[pe * C + ins[row, F_COL2]]
-                        ch = rs[r * RS + 6]
-                        cnt = cs[ch * CS + 1]
-                        eff = cnt + (cs[ch * CS + 3] if cs[ch * CS + 2] == t else 0)
-                        if eff < cs[ch * CS + 4]:
-                            v0 = np.float32(0.0)
-                            v1 = np.float32(0.0)
-                            if functional:
-                                ao = base + ins[row, F_A_OFF]
-                                asd = ins[row, F_A_STR]
-                                if ins[row, F_Y] == 1:
-                                    v0 = mem[ao + 2 * k * asd]
-                                    if 2 * k + 1 < ins[row, F_A_LEN]:
-                                        v1 = mem[ao + (2 * k + 1) * asd]
-                                else:
-                                    v0 = mem[ao + k * asd]
-                            ready = t + rin
-                            sl = ch * CS + 8 + ((cs[ch * CS] + cnt) & SM)
-                            cs[sl] = ready
-                            if functional:
-                                ch_pay[2 * sl] = v0
-                                ch_pay[2 * sl + 1] = v1
-                            cs[ch * CS + 1] = cnt + 1
-                            inflight += 1
-                            if rs[r * RS + 4] == ready and rs[r * RS + 5] != 4:
-                                st = ST_MULTIRX
-                                out[O_I0] = pe
-                                out[O_I1] = r
-                                break
-                            rs[r * RS + 4] = ready
-                            rs[r * RS + 5] = 4
-                            wq[nw] = (np.int64(ready) << 21) | (np.int64(pe) << 1) | 1
-                            nw += 1
-                            moved = True
-                        elif cnt < cs[ch * CS + 4]:
-                            wq[nw] = (np.int64(t + 1) << 21) | (np.int64(pe) << 1) | 0
-                            nw += 1
-                        else:
-                            ps[pe * PS + 11] = 1
-                    else:
-                        r = route_of[pe * C + ins[row, F_COL1]]
-                        qc = rs[r * RS + 1]
-                        if qc > 0 and rs[r * RS + 12 + rs[r * RS]] <= t:
-                            has_out = True
-                            ch = -1
-                            cnt = 0
-                            ro = -1
-                            if op == OP_RAS or op == OP_RELAY:
-                                ro = route_of[pe * C + ins[row, F_COL2]]
-                                ch = rs[ro * RS + 6]
+                            row = ut_row[u]
+                            op = ins[row, F_OP]
+                            k = ut_done[u]
+                            moved = False
+                            if op == OP_SEND:
+                                r = route_of[pe * C + ins[row, F_COL2]]
+                                ch = rs[r * RS + 6]
                                 cnt = cs[ch * CS + 1]
                                 eff = cnt + (cs[ch * CS + 3] if cs[ch * CS + 2] == t else 0)
-                                if eff >= cs[ch * CS + 4]:
-                                    has_out = False
-                                    if cnt < cs[ch * CS + 4]:
-                                        wq[nw] = (np.int64(t + 1) << 21) | (np.int64(pe) << 1) | 0
-                                        nw += 1
-                                    else:
-                                        ps[pe * PS + 11] = 1
-                            if has_out:
-                                qs = r * RS + 12 + rs[r * RS]
-                                v0 = np.float32(0.0)
-                                v1 = np.float32(0.0)
-                                if functional:
-                                    v0 = q_pay[2 * qs]
-                                    v1 = q_pay[2 * qs + 1]
-                                rs[r * RS] = (rs[r * RS] + 1) & SQM
-                                rs[r * RS + 1] = qc - 1
-                                inflight -= 1
-                                if rs[r * RS + 2] == t:
-                                    rs[r * RS + 3] += 1
-                                else:
-                                    rs[r * RS + 2] = t
-                                    rs[r * RS + 3] = 1
-                                if ps[pe * PS + 10]:
-                                    ps[pe * PS + 10] = 0
-                                    wq[nw] = (np.int64(t + 1) << 21) | (np.int64(pe) << 1) | 1
-                                    nw += 1
-                                if functional and op != OP_RELAY:
-                                    ao = base + ins[row, F_A_OFF]
-                                    asd = ins[row, F_A_STR]
-                                    adt = ins[row, F_A_DT]
-                                    n = ins[row, F_A_LEN]
-                                    if ins[row, F_Y] == 1:
-                                        i0 = 2 * k
-                                        npair = 2 if i0 + 1 < n else 1
-                                    else:
-                                        i0 = k
-                                        npair = 1
-                                    for j in range(npair):
-                                        v = v0 if j == 0 else v1
-                                        a = ao + (i0 + j) * asd
-                                        if op == OP_RECV:
-                                            mem[a] = _rnd(v, adt)
-                                        elif op == OP_RECVADD:
-                                            mem[a] = _rnd(mem[a] + v, adt)
+                                if eff < cs[ch * CS + 4]:
+                                    v0 = np.float32(0.0)
+                                    v1 = np.float32(0.0)
+                                    if functional:
+                                        ao = base + ins[row, F_A_OFF]
+                                        asd = ins[row, F_A_STR]
+                                        if ins[row, F_Y] == 1:
+                                            v0 = mem[ao + 2 * k * asd]
+                                            if 2 * k + 1 < ins[row, F_A_LEN]:
+                                                v1 = mem[ao + (2 * k + 1) * asd]
                                         else:
-                                            sres = _rnd(v + mem[a], adt)
-                                            if j == 0:
-                                                v0 = sres
-                                            else:
-                                                v1 = sres
-                                if ch >= 0:
-                                    ready = t + beta + rin
+                                            v0 = mem[ao + k * asd]
+                                    ready = t + rin
                                     sl = ch * CS + 8 + ((cs[ch * CS] + cnt) & SM)
                                     cs[sl] = ready
                                     if functional:
@@ -514,262 +438,334 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                         ch_pay[2 * sl + 1] = v1
                                     cs[ch * CS + 1] = cnt + 1
                                     inflight += 1
-                                    if rs[ro * RS + 4] == ready and rs[ro * RS + 5] != 4:
+                                    if rs[r * RS + 4] == ready and rs[r * RS + 5] != 4:
                                         st = ST_MULTIRX
                                         out[O_I0] = pe
-                                        out[O_I1] = ro
+                                        out[O_I1] = r
                                         break
-                                    rs[ro * RS + 4] = ready
-                                    rs[ro * RS + 5] = 4
-                                    wq[nw] = (np.int64(ready) << 21) | (np.int64(pe) << 1) | 1
-                                    nw += 1
-                                moved = True
-                    if moved:
-                        moves += 1
-                        progress = True
-                        k += 1
-                        ut_done[u] = k
-                        if t >= ps[pe * PS + 6]:
-                            ps[pe * PS + 7] += 1
-                            ps[pe * PS + 6] = t + 1
-                        if t + 1 > ps[pe * PS + 8]:
-                            ps[pe * PS + 8] = t + 1
-                        if k == ins[row, F_X]:
-                            ut_row[u] = -1
-                            ps[pe * PS + 5] -= 1
-                            flags[pe_fbase[pe] + ins[row, F_FLAG]] = 1
-                            if n_tr < trace_cap:
-                                tr[n_tr, 0] = pe
-                                tr[n_tr, 1] = 1 + s
-                                tr[n_tr, 2] = row
-                                tr[n_tr, 3] = ut_start[u]
-                                tr[n_tr, 4] = t + 1
-                                n_tr += 1
-                        wq[nw] = (np.int64(t + 1) << 21) | (np.int64(pe) << 1) | 0
-                        nw += 1
-                if st != ST_OK:
-                    break
-            if ps[pe * PS + 12] == 0 and ps[pe * PS + 2] >= ps[pe * PS + 3] and ps[pe * PS + 5] == 0:
-                ps[pe * PS + 12] = 1
-                unfinished -= 1
-            for w in range(nw):
-                key = wq[w]
-                when = key >> 21
-                if when - t < R:
-                    spe = (key >> 1) & 0xFFFFF
-                    kind = key & 1
-                    wbit = np.int64(1) << (when & RM)
-                    mi = spe * PS + kind
-                    if (ps[mi] & wbit) == 0:
-                        ps[mi] |= wbit
-                        sl2 = kind * R + (when & RM)
-                        bk[sl2 * P + nbk[sl2]] = spe
-                        nbk[sl2] += 1
-                        nbk_total += 1
-                else:
-                    hi = hn
-                    hn += 1
-                    hp[hi] = key
-                    while hi > 0:
-                        parent = (hi - 1) >> 1
-                        if hp[parent] <= hp[hi]:
+                                    rs[r * RS + 4] = ready
+                                    rs[r * RS + 5] = 4
+                                    wb = 1 * nslot + ((ready) & slotm)  # wake: due at ready
+                                    bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
+                                    sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
+                                    occ[(ready) & slotm] = 1
+                                    moved = True
+                                elif cnt < cs[ch * CS + 4]:
+                                    wb = ((t + 1) & slotm)  # wake: due at t + 1
+                                    bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
+                                    sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
+                                    occ[(t + 1) & slotm] = 1
+                                else:
+                                    ps[pe * PS + 11] = 1
+                            else:
+                                r = route_of[pe * C + ins[row, F_COL1]]
+                                qc = rs[r * RS + 1]
+                                if qc > 0 and rs[r * RS + 12 + rs[r * RS]] <= t:
+                                    has_out = True
+                                    ch = -1
+                                    cnt = 0
+                                    ro = -1
+                                    if op == OP_RAS or op == OP_RELAY:
+                                        ro = route_of[pe * C + ins[row, F_COL2]]
+                                        ch = rs[ro * RS + 6]
+                                        cnt = cs[ch * CS + 1]
+                                        eff = cnt + (cs[ch * CS + 3] if cs[ch * CS + 2] == t else 0)
+                                        if eff >= cs[ch * CS + 4]:
+                                            has_out = False
+                                            if cnt < cs[ch * CS + 4]:
+                                                wb = ((t + 1) & slotm)  # wake: due at t + 1
+                                                bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
+                                                sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
+                                                occ[(t + 1) & slotm] = 1
+                                            else:
+                                                ps[pe * PS + 11] = 1
+                                    if has_out:
+                                        qs = r * RS + 12 + rs[r * RS]
+                                        v0 = np.float32(0.0)
+                                        v1 = np.float32(0.0)
+                                        if functional:
+                                            v0 = q_pay[2 * qs]
+                                            v1 = q_pay[2 * qs + 1]
+                                        rs[r * RS] = (rs[r * RS] + 1) & SQM
+                                        rs[r * RS + 1] = qc - 1
+                                        inflight -= 1
+                                        if rs[r * RS + 2] == t:
+                                            rs[r * RS + 3] += 1
+                                        else:
+                                            rs[r * RS + 2] = t
+                                            rs[r * RS + 3] = 1
+                                        if ps[pe * PS + 10]:
+                                            ps[pe * PS + 10] = 0
+                                            wb = 1 * nslot + ((t + 1) & slotm)  # wake: due at t + 1
+                                            bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
+                                            sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
+                                            occ[(t + 1) & slotm] = 1
+                                        if functional and op != OP_RELAY:
+                                            ao = base + ins[row, F_A_OFF]
+                                            asd = ins[row, F_A_STR]
+                                            adt = ins[row, F_A_DT]
+                                            n = ins[row, F_A_LEN]
+                                            if ins[row, F_Y] == 1:
+                                                i0 = 2 * k
+                                                npair = 2 if i0 + 1 < n else 1
+                                            else:
+                                                i0 = k
+                                                npair = 1
+                                            for j in range(npair):
+                                                v = v0 if j == 0 else v1
+                                                a = ao + (i0 + j) * asd
+                                                if op == OP_RECV:
+                                                    mem[a] = _rnd(v, adt)
+                                                elif op == OP_RECVADD:
+                                                    mem[a] = _rnd(mem[a] + v, adt)
+                                                else:
+                                                    sres = _rnd(v + mem[a], adt)
+                                                    if j == 0:
+                                                        v0 = sres
+                                                    else:
+                                                        v1 = sres
+                                        if ch >= 0:
+                                            ready = t + beta + rin
+                                            sl = ch * CS + 8 + ((cs[ch * CS] + cnt) & SM)
+                                            cs[sl] = ready
+                                            if functional:
+                                                ch_pay[2 * sl] = v0
+                                                ch_pay[2 * sl + 1] = v1
+                                            cs[ch * CS + 1] = cnt + 1
+                                            inflight += 1
+                                            if rs[ro * RS + 4] == ready and rs[ro * RS + 5] != 4:
+                                                st = ST_MULTIRX
+                                                out[O_I0] = pe
+                                                out[O_I1] = ro
+                                                break
+                                            rs[ro * RS + 4] = ready
+                                            rs[ro * RS + 5] = 4
+                                            wb = 1 * nslot + ((ready) & slotm)  # wake: due at ready
+                                            bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
+                                            sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
+                                            occ[(ready) & slotm] = 1
+                                        moved = True
+                            if moved:
+                                moves += 1
+                                progress = True
+                                k += 1
+                                ut_done[u] = k
+                                if t >= ps[pe * PS + 6]:
+                                    ps[pe * PS + 7] += 1
+                                    ps[pe * PS + 6] = t + 1
+                                if t + 1 > ps[pe * PS + 8]:
+                                    ps[pe * PS + 8] = t + 1
+                                if k == ins[row, F_X]:
+                                    ut_row[u] = -1
+                                    ps[pe * PS] &= ~(1 << s)
+                                    ps[pe * PS + 5] -= 1
+                                    flags[pe_fbase[pe] + ins[row, F_FLAG]] = 1
+                                    ps[pe * PS + 1] = 0
+                                    if n_tr < trace_cap:
+                                        tr[n_tr, 0] = pe
+                                        tr[n_tr, 1] = 1 + s
+                                        tr[n_tr, 2] = row
+                                        tr[n_tr, 3] = ut_start[u]
+                                        tr[n_tr, 4] = t + 1
+                                        n_tr += 1
+                                wb = ((t + 1) & slotm)  # wake: due at t + 1
+                                bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
+                                sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
+                                occ[(t + 1) & slotm] = 1
+                        if st != ST_OK:
                             break
-                        tmp = hp[parent]
-                        hp[parent] = hp[hi]
-                        hp[hi] = tmp
-                        hi = parent
-            nw = 0
-        if st != ST_OK:
-            break
-        nbk_total -= nbk[slot]
-        nbk[slot] = 0
-        # ---------------- router phase ----------------
-        i = 0
-        while i < nbk[R + slot]:
-            pe = bk[(R + slot) * P + i]
-            i += 1
-            ps[pe * PS + 1] &= ~bit
-            v_rt += 1
-            c0 = ps[pe * PS + 14]
-            n = ps[pe * PS + 15]
-            if n == 0:
-                continue
-            start = ps[pe * PS + 9]
-            if start >= n:
-                start = 0
-            used = 0
-            pending = False
-            acted = False
-            for kk in range(n):
-                ii = start + kk
-                if ii >= n:
-                    ii -= n
-                ch = c0 + ii
-                if cs[ch * CS + 1] == 0:
-                    continue
-                hs = ch * CS + 8 + cs[ch * CS]
-                if cs[hs] > t:
-                    continue
-                r = cs[ch * CS + 5]
-                tx = rs[r * RS + 7]
-                if tx & used:
-                    pending = True
-                    continue
-                ok = True
-                for p in range(5):
-                    if (tx >> p) & 1:
-                        if p == 4:
-                            qc = rs[r * RS + 1]
-                            if qc + (rs[r * RS + 3] if rs[r * RS + 2] == t else 0) >= capq:
-                                ok = False
-                                if qc < capq:
-                                    pending = True
+                        if ps[pe * PS + 12] == 0 and ps[pe * PS + 2] >= ps[pe * PS + 3] and ps[pe * PS + 5] == 0:
+                            ps[pe * PS + 12] = 1
+                            unfinished -= 1
+                    # ---------------- router (after this PE's CE, which may have woken it) ----------
+                    if (bm[rb + w] & pbit) == 0:
+                        continue
+                    bm[rb + w] &= ~pbit
+                    v_rt += 1
+                    c0 = ps[pe * PS + 14]
+                    n = ps[pe * PS + 15]
+                    if n == 0:
+                        continue
+                    start = ps[pe * PS + 9]
+                    if start >= n:
+                        start = 0
+                    used = 0
+                    pending = False
+                    acted = False
+                    for kk in range(n):
+                        ii = start + kk
+                        if ii >= n:
+                            ii -= n
+                        ch = c0 + ii
+                        if cs[ch * CS + 1] == 0:
+                            continue
+                        hs = ch * CS + 8 + cs[ch * CS]
+                        if cs[hs] > t:
+                            continue
+                        r = cs[ch * CS + 5]
+                        tx = rs[r * RS + 7]
+                        if tx & used:
+                            pending = True
+                            continue
+                        ok = True
+                        for p in range(5):
+                            if (tx >> p) & 1:
+                                if p == 4:
+                                    qc = rs[r * RS + 1]
+                                    if qc + (rs[r * RS + 3] if rs[r * RS + 2] == t else 0) >= capq:
+                                        ok = False
+                                        if qc < capq:
+                                            pending = True
+                                        else:
+                                            ps[pe * PS + 10] = 1
+                                        break
                                 else:
-                                    ps[pe * PS + 10] = 1
-                                break
+                                    d = rs[r * RS + 8 + p]
+                                    if d < 0:
+                                        st = ST_MISROUTE
+                                        out[O_I0] = pe
+                                        out[O_I1] = r
+                                        out[O_I2] = p * 4 + (d + 2)
+                                        break
+                                    dc = cs[d * CS + 1]
+                                    if dc + (cs[d * CS + 3] if cs[d * CS + 2] == t else 0) >= cs[d * CS + 4]:
+                                        ok = False
+                                        if dc < cs[d * CS + 4]:
+                                            pending = True
+                                        else:
+                                            ps[pe * PS + 10] = 1
+                                        break
+                        if st != ST_OK:
+                            break
+                        if not ok:
+                            continue
+                        v0 = np.float32(0.0)
+                        v1 = np.float32(0.0)
+                        if functional:
+                            v0 = ch_pay[2 * hs]
+                            v1 = ch_pay[2 * hs + 1]
+                        cs[ch * CS] = (cs[ch * CS] + 1) & SM
+                        cs[ch * CS + 1] -= 1
+                        inflight -= 1
+                        if cs[ch * CS + 2] == t:
+                            cs[ch * CS + 3] += 1
                         else:
-                            d = rs[r * RS + 8 + p]
-                            if d < 0:
-                                st = ST_MISROUTE
-                                out[O_I0] = pe
-                                out[O_I1] = r
-                                out[O_I2] = p * 4 + (d + 2)
-                                break
-                            dc = cs[d * CS + 1]
-                            if dc + (cs[d * CS + 3] if cs[d * CS + 2] == t else 0) >= cs[d * CS + 4]:
-                                ok = False
-                                if dc < cs[d * CS + 4]:
-                                    pending = True
+                            cs[ch * CS + 2] = t
+                            cs[ch * CS + 3] = 1
+                        port = cs[ch * CS + 6]
+                        if port == 4:
+                            if ps[pe * PS + 11]:
+                                ps[pe * PS + 11] = 0
+                                wb = ((t + 1) & slotm)  # wake: due at t + 1
+                                bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
+                                sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
+                                occ[(t + 1) & slotm] = 1
+                        else:
+                            if port == 0:
+                                up = pe - W
+                            elif port == 1:
+                                up = pe + W
+                            elif port == 2:
+                                up = pe + 1
+                            else:
+                                up = pe - 1
+                            if ps[up * PS + 10]:
+                                ps[up * PS + 10] = 0
+                                wb = 1 * nslot + ((t + 1) & slotm)  # wake: due at t + 1
+                                bm[wb * nwd + (up >> 6)] |= np.int64(1) << (up & 63)
+                                sm[wb * nsm + (up >> 12)] |= np.int64(1) << ((up >> 6) & 63)
+                                occ[(t + 1) & slotm] = 1
+                        for p in range(5):
+                            if (tx >> p) & 1:
+                                links[pe * 5 + p] += 1
+                                inflight += 1
+                                if p == 4:
+                                    ready = t + rout
+                                    qs = r * RS + 12 + ((rs[r * RS] + rs[r * RS + 1]) & SQM)
+                                    rs[qs] = ready
+                                    if functional:
+                                        q_pay[2 * qs] = v0
+                                        q_pay[2 * qs + 1] = v1
+                                    rs[r * RS + 1] += 1
+                                    wb = ((ready) & slotm)  # wake: due at ready
+                                    bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
+                                    sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
+                                    occ[(ready) & slotm] = 1
                                 else:
-                                    ps[pe * PS + 10] = 1
-                                break
+                                    d = rs[r * RS + 8 + p]
+                                    ready = t + alpha
+                                    ds = d * CS + 8 + ((cs[d * CS] + cs[d * CS + 1]) & SM)
+                                    cs[ds] = ready
+                                    if functional:
+                                        ch_pay[2 * ds] = v0
+                                        ch_pay[2 * ds + 1] = v1
+                                    cs[d * CS + 1] += 1
+                                    r2 = cs[d * CS + 5]
+                                    inport = cs[d * CS + 6]
+                                    if rs[r2 * RS + 4] == ready and rs[r2 * RS + 5] != inport:
+                                        st = ST_MULTIRX
+                                        out[O_I0] = cs[d * CS + 7]
+                                        out[O_I1] = r2
+                                        break
+                                    rs[r2 * RS + 4] = ready
+                                    rs[r2 * RS + 5] = inport
+                                    wpe = cs[d * CS + 7]
+                                    wb = 1 * nslot + ((ready) & slotm)  # wake: due at ready
+                                    bm[wb * nwd + (wpe >> 6)] |= np.int64(1) << (wpe & 63)
+                                    sm[wb * nsm + (wpe >> 12)] |= np.int64(1) << ((wpe >> 6) & 63)
+                                    occ[(ready) & slotm] = 1
+                        if st != ST_OK:
+                            break
+                        moves += 1
+                        used |= tx
+                        if not acted:
+                            acted = True
+                            if t >= ps[pe * PS + 6]:
+                                rt_only += 1
+                        progress = True
+                        last_move = t
+                        ps[pe * PS + 9] = ii + 1
+                        if cs[ch * CS + 1] > 0 and cs[ch * CS + 8 + cs[ch * CS]] <= t:
+                            pending = True
+                    if st != ST_OK:
+                        break
+                    if pending:
+                        wb = 1 * nslot + ((t + 1) & slotm)  # wake: due at t + 1
+                        bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
+                        sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
+                        occ[(t + 1) & slotm] = 1
                 if st != ST_OK:
                     break
-                if not ok:
-                    continue
-                v0 = np.float32(0.0)
-                v1 = np.float32(0.0)
-                if functional:
-                    v0 = ch_pay[2 * hs]
-                    v1 = ch_pay[2 * hs + 1]
-                cs[ch * CS] = (cs[ch * CS] + 1) & SM
-                cs[ch * CS + 1] -= 1
-                inflight -= 1
-                if cs[ch * CS + 2] == t:
-                    cs[ch * CS + 3] += 1
-                else:
-                    cs[ch * CS + 2] = t
-                    cs[ch * CS + 3] = 1
-                port = cs[ch * CS + 6]
-                if port == 4:
-                    if ps[pe * PS + 11]:
-                        ps[pe * PS + 11] = 0
-                        wq[nw] = (np.int64(t + 1) << 21) | (np.int64(pe) << 1) | 0
-                        nw += 1
-                else:
-                    if port == 0:
-                        up = pe - W
-                    elif port == 1:
-                        up = pe + W
-                    elif port == 2:
-                        up = pe + 1
-                    else:
-                        up = pe - 1
-                    if ps[up * PS + 10]:
-                        ps[up * PS + 10] = 0
-                        wq[nw] = (np.int64(t + 1) << 21) | (np.int64(up) << 1) | 1
-                        nw += 1
-                for p in range(5):
-                    if (tx >> p) & 1:
-                        links[pe * 5 + p] += 1
-                        inflight += 1
-                        if p == 4:
-                            ready = t + rout
-                            qs = r * RS + 12 + ((rs[r * RS] + rs[r * RS + 1]) & SQM)
-                            rs[qs] = ready
-                            if functional:
-                                q_pay[2 * qs] = v0
-                                q_pay[2 * qs + 1] = v1
-                            rs[r * RS + 1] += 1
-                            wq[nw] = (np.int64(ready) << 21) | (np.int64(pe) << 1) | 0
-                            nw += 1
-                        else:
-                            d = rs[r * RS + 8 + p]
-                            ready = t + alpha
-                            ds = d * CS + 8 + ((cs[d * CS] + cs[d * CS + 1]) & SM)
-                            cs[ds] = ready
-                            if functional:
-                                ch_pay[2 * ds] = v0
-                                ch_pay[2 * ds + 1] = v1
-                            cs[d * CS + 1] += 1
-                            r2 = cs[d * CS + 5]
-                            inport = cs[d * CS + 6]
-                            if rs[r2 * RS + 4] == ready and rs[r2 * RS + 5] != inport:
-                                st = ST_MULTIRX
-                                out[O_I0] = cs[d * CS + 7]
-                                out[O_I1] = r2
-                                break
-                            rs[r2 * RS + 4] = ready
-                            rs[r2 * RS + 5] = inport
-                            wq[nw] = (np.int64(ready) << 21) | (cs[d * CS + 7] << 1) | 1
-                            nw += 1
-                if st != ST_OK:
-                    break
-                moves += 1
-                used |= tx
-                if not acted:
-                    acted = True
-                    if t >= ps[pe * PS + 6]:
-                        rt_only += 1
-                progress = True
-                last_move = t
-                ps[pe * PS + 9] = ii + 1
-                if cs[ch * CS + 1] > 0 and cs[ch * CS + 8 + cs[ch * CS]] <= t:
-                    pending = True
             if st != ST_OK:
                 break
-            if pending:
-                wq[nw] = (np.int64(t + 1) << 21) | (np.int64(pe) << 1) | 1
-                nw += 1
-            for w in range(nw):
-                key = wq[w]
-                when = key >> 21
-                if when - t < R:
-                    spe = (key >> 1) & 0xFFFFF
-                    kind = key & 1
-                    wbit = np.int64(1) << (when & RM)
-                    mi = spe * PS + kind
-                    if (ps[mi] & wbit) == 0:
-                        ps[mi] |= wbit
-                        sl2 = kind * R + (when & RM)
-                        bk[sl2 * P + nbk[sl2]] = spe
-                        nbk[sl2] += 1
-                        nbk_total += 1
-                else:
-                    hi = hn
-                    hn += 1
-                    hp[hi] = key
-                    while hi > 0:
-                        parent = (hi - 1) >> 1
-                        if hp[parent] <= hp[hi]:
-                            break
-                        tmp = hp[parent]
-                        hp[parent] = hp[hi]
-                        hp[hi] = tmp
-                        hi = parent
-            nw = 0
+            sm[csb + sw] = 0
+            sm[rsb + sw] = 0
         if st != ST_OK:
             break
-        nbk_total -= nbk[R + slot]
-        nbk[R + slot] = 0
+        occ[slot] = 0
         # ---------------- end of cycle ----------------
         if progress:
             last_progress = t
         elif t - last_progress > max_idle:
             st = ST_IDLE
             break
-        if nbk_total > 0:
-            t += 1
+        nxt = -1
+        for dd in range(1, nslot):
+            if occ[(t + dd) & slotm] != 0:
+                nxt = t + dd
+                break
+        if nxt >= 0:
+            if hn > 0 and (hp[0] >> 21) < nxt:
+                nxt = hp[0] >> 21
+            # skip the empty cycles in between, stopping where a cycle-by-cycle loop would have
+            # stopped: max_cycles is checked at the top of a cycle, the idle limit at its end
+            if nxt > max_cycles + 1:
+                nxt = max_cycles + 1
+            if last_progress + max_idle + 1 < nxt:
+                t = last_progress + max_idle + 1
+                st = ST_IDLE
+                break
+            t = nxt
         elif hn > 0:
             # only timers (long instructions) remain: jump; a running instruction is progress
             t = max(t + 1, hp[0] >> 21)

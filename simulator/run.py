@@ -67,6 +67,9 @@ def simulate(program: MeshProgram, spec: HardwareSpec | None = None, mode: str =
     params[E.P_MAXCYC] = max_cycles
     params[E.P_S], params[E.P_SQ], params[E.P_CAPQ] = S, SQ, cp.cap_queue
     params[E.P_TRACE] = trace_cap
+    # timing-wheel slots: fabric wake-ups (at most this far ahead) never need the heap
+    longest_hop = max(cp.alpha, cp.ramp_in + cp.beta, cp.ramp_out, 1)
+    params[E.P_NSLOT] = max(32, 1 << (longest_hop + 1).bit_length())
     # cycle values in the engine's records and microthread start times are int32 when every cycle
     # the run can reach fits (max_cycles plus the longest instruction and fabric latencies), else int64
     longest = int(np.abs(cp.ins[:, F_COST]).max())
@@ -116,11 +119,16 @@ def simulate(program: MeshProgram, spec: HardwareSpec | None = None, mode: str =
     busy2 = busy.reshape(H, W)
     fin = finish.reshape(H, W)
     labels = cp.labels
-    stamps = [(int(p) % W, int(p) // W, labels[int(l)], int(c))
-              for p, l, c in zip(ts_pe[:out[E.O_NTS]], ts_label[:out[E.O_NTS]], ts_cycle[:out[E.O_NTS]])]
+    # the engine records in visit order; report in (cycle, PE) order, program order kept per PE
+    nts_out = int(out[E.O_NTS])
+    order = np.lexsort((ts_pe[:nts_out], ts_cycle[:nts_out]))
+    stamps = [(int(ts_pe[i]) % W, int(ts_pe[i]) // W, labels[int(ts_label[i])], int(ts_cycle[i]))
+              for i in order]
     trace_events = []
     if trace:
-        for pe, tid, row, a, b in tr[:out[E.O_NTR]].tolist():
+        events = tr[:out[E.O_NTR]]
+        events = events[np.lexsort((events[:, 1], events[:, 0], events[:, 3]))]  # by start, PE, thread
+        for pe, tid, row, a, b in events.tolist():
             trace_events.append(((pe % W, pe // W), tid, _row_name(program, cp, row), a, b))
     res = SimResult(
         mode=mode, total_cycles=total, busy=busy2, stalled=fin - busy2, idle=total - fin, finish=fin,
