@@ -36,6 +36,7 @@ O_ST, O_T, O_I0, O_I1, O_I2, O_TOTAL, O_NTS, O_NTR, O_VCE, O_VRT, O_MOVES, O_RTO
 NOUT = 12
 
 UT = MAX_MICROTHREADS
+UR = 8  # microthread record length
 
 
 @njit(cache=True)
@@ -185,7 +186,7 @@ def _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, when, pe, kind):
 @njit(cache=True, error_model="numpy")
 def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route, ch_port, ch_cap,
         ins, insf, waitlist, pe_code, pe_len, pe_fbase, mem, mem_base,
-        pc, main_free, ut_row, ut_done, ut_start, flags,
+        pc, main_free, ut_row, ur, flags,
         ch_head, ch_count, ch_ready, ch_pay, q_head, q_count, q_ready, q_pay,
         busy, finish, links, ts_pe, ts_label, ts_cycle, tr, out, cs, rs, ps):
     W = params[P_W]
@@ -258,6 +259,10 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
         c0 = r_chan0[pe_r0[pe]]
         ps[b + 14] = c0
         ps[b + 15] = r_chan0[pe_r0[pe + 1]] - c0
+    # microthread record (UR): instruction row (-1: slot free), wavelets moved, start cycle, wavelets
+    #   to move, opcode, receive route, send route, send route's ramp channel
+    for u in range(P * UT):
+        ur[u * UR] = -1
     rt_only = 0  # PE-cycles in which the router moved a wavelet while the CE did no work
 
     unfinished = 0
@@ -343,7 +348,7 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                     sc = ins[row, F_COL2]
                                     free_s = -1
                                     for s in range(UT):
-                                        r2 = ut_row[pe * UT + s]
+                                        r2 = ur[(pe * UT + s) * UR]
                                         if r2 < 0:
                                             if free_s < 0:
                                                 free_s = s
@@ -364,10 +369,17 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                         st = ST_UTLIMIT
                                         out[O_I0] = pe
                                         break
-                                    u = pe * UT + free_s
-                                    ut_row[u] = row
-                                    ut_done[u] = 0
-                                    ut_start[u] = t + cost
+                                    ub = (pe * UT + free_s) * UR
+                                    ur[ub] = row
+                                    ur[ub + 1] = 0
+                                    ur[ub + 2] = t + cost
+                                    ur[ub + 3] = ins[row, F_X]
+                                    ur[ub + 4] = op
+                                    ri = route_of[pe * C + rc] if rc >= 0 else -1
+                                    ro = route_of[pe * C + sc] if sc >= 0 else -1
+                                    ur[ub + 5] = ri
+                                    ur[ub + 6] = ro
+                                    ur[ub + 7] = rs[ro * RS + 6] if ro >= 0 else -1
                                     flags[pe_fbase[pe] + ins[row, F_FLAG]] = 0
                                     ps[pe * PS] |= 1 << free_s
                                     ps[pe * PS + 5] += 1
@@ -406,16 +418,16 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                         while umask != 0:
                             s = trailing_zeros(umask)
                             umask &= umask - 1
-                            u = pe * UT + s
-                            if ut_start[u] > t:
+                            ub = (pe * UT + s) * UR
+                            if ur[ub + 2] > t:
                                 continue
-                            row = ut_row[u]
-                            op = ins[row, F_OP]
-                            k = ut_done[u]
+                            row = ur[ub]
+                            op = ur[ub + 4]
+                            k = ur[ub + 1]
                             moved = False
                             if op == OP_SEND:
-                                r = route_of[pe * C + ins[row, F_COL2]]
-                                ch = rs[r * RS + 6]
+                                r = ur[ub + 6]
+                                ch = ur[ub + 7]
                                 cnt = cs[ch * CS + 1]
                                 eff = cnt + (cs[ch * CS + 3] if cs[ch * CS + 2] == t else 0)
                                 if eff < cs[ch * CS + 4]:
@@ -458,7 +470,7 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                 else:
                                     ps[pe * PS + 11] = 1
                             else:
-                                r = route_of[pe * C + ins[row, F_COL1]]
+                                r = ur[ub + 5]
                                 qc = rs[r * RS + 1]
                                 if qc > 0 and rs[r * RS + 12 + rs[r * RS]] <= t:
                                     has_out = True
@@ -466,8 +478,8 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                     cnt = 0
                                     ro = -1
                                     if op == OP_RAS or op == OP_RELAY:
-                                        ro = route_of[pe * C + ins[row, F_COL2]]
-                                        ch = rs[ro * RS + 6]
+                                        ro = ur[ub + 6]
+                                        ch = ur[ub + 7]
                                         cnt = cs[ch * CS + 1]
                                         eff = cnt + (cs[ch * CS + 3] if cs[ch * CS + 2] == t else 0)
                                         if eff >= cs[ch * CS + 4]:
@@ -549,14 +561,14 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                 moves += 1
                                 progress = True
                                 k += 1
-                                ut_done[u] = k
+                                ur[ub + 1] = k
                                 if t >= ps[pe * PS + 6]:
                                     ps[pe * PS + 7] += 1
                                     ps[pe * PS + 6] = t + 1
                                 if t + 1 > ps[pe * PS + 8]:
                                     ps[pe * PS + 8] = t + 1
-                                if k == ins[row, F_X]:
-                                    ut_row[u] = -1
+                                if k == ur[ub + 3]:
+                                    ur[ub] = -1
                                     ps[pe * PS] &= ~(1 << s)
                                     ps[pe * PS + 5] -= 1
                                     flags[pe_fbase[pe] + ins[row, F_FLAG]] = 1
@@ -565,7 +577,7 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                         tr[n_tr, 0] = pe
                                         tr[n_tr, 1] = 1 + s
                                         tr[n_tr, 2] = row
-                                        tr[n_tr, 3] = ut_start[u]
+                                        tr[n_tr, 3] = ur[ub + 2]
                                         tr[n_tr, 4] = t + 1
                                         n_tr += 1
                                 wb = ((t + 1) & slotm)  # wake: due at t + 1
@@ -776,6 +788,8 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
             elif inflight > 0:
                 st = ST_LEFTOVER
             break
+    for u in range(P * UT):
+        ut_row[u] = ur[u * UR]
     for pe in range(P):
         b = pe * PS
         pc[pe] = ps[b + 2]

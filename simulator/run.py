@@ -78,8 +78,7 @@ def simulate(program: MeshProgram, spec: HardwareSpec | None = None, mode: str =
     pc = np.zeros(P, dtype=np.int64)
     main_free = np.zeros(P, dtype=np.int64)
     ut_row = np.full(P * UT, -1, dtype=np.int32)
-    ut_done = np.zeros(P * UT, dtype=np.int32)
-    ut_start = np.zeros(P * UT, dtype=rdt)
+    ur = np.zeros(P * UT * E.UR, dtype=rdt)  # the engine's microthread records
     flags = np.zeros(max(cp.n_flags, 1), dtype=np.uint8)
     ch_head = np.zeros(max(nch, 1), dtype=np.int32)
     ch_count = np.zeros(max(nch, 1), dtype=np.int32)
@@ -105,7 +104,7 @@ def simulate(program: MeshProgram, spec: HardwareSpec | None = None, mode: str =
     t2 = time.perf_counter()
     E.run(params, cp.route_of, cp.r_pe, cp.r_tx, cp.r_rampch, cp.r_down, cp.r_chan0, cp.pe_r0,
           cp.ch_route, cp.ch_port, cp.ch_cap, cp.ins, cp.insf, cp.waitlist, cp.pe_code, cp.pe_len,
-          cp.pe_fbase, cp.mem, cp.mem_base, pc, main_free, ut_row, ut_done, ut_start, flags,
+          cp.pe_fbase, cp.mem, cp.mem_base, pc, main_free, ut_row, ur, flags,
           ch_head, ch_count, ch_ready, ch_pay, q_head, q_count, q_ready, q_pay,
           busy, finish, links, ts_pe, ts_label, ts_cycle, tr, out, cs, rs, ps)
     t3 = time.perf_counter()
