@@ -36,6 +36,9 @@ O_ST, O_T, O_I0, O_I1, O_I2, O_TOTAL, O_NTS, O_NTR, O_VCE, O_VRT, O_MOVES, O_RTO
 NOUT = 12
 
 UT = MAX_MICROTHREADS
+# Record indices are wrapped in U (unsigned): numba then skips its negative-index wraparound, which
+# costs three instructions and a live array length per access (a third of the hot loop's time).
+U = np.uint64
 UR = 8  # microthread record length
 
 
@@ -231,47 +234,47 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
     CS = 8 + S
     for ch in range(nch):
         b = ch * CS
-        cs[b + 2] = -1
-        cs[b + 4] = ch_cap[ch]
-        cs[b + 5] = ch_route[ch]
-        cs[b + 6] = ch_port[ch]
-        cs[b + 7] = r_pe[ch_route[ch]]
+        cs[U(b + 2)] = -1
+        cs[U(b + 4)] = ch_cap[ch]
+        cs[U(b + 5)] = ch_route[ch]
+        cs[U(b + 6)] = ch_port[ch]
+        cs[U(b + 7)] = r_pe[ch_route[ch]]
     # route record (RS): queue head, queue count, freed-at cycle, freed count, last arrival
     #   cycle, last arrival port, ramp channel, tx mask, downstream channel per port (4), then the
     #   CE input-queue ready ring (SQ slots, a power of two)
     RS = 12 + SQ
     for r in range(nr):
         b = r * RS
-        rs[b + 2] = -1
-        rs[b + 4] = -1
-        rs[b + 6] = r_rampch[r]
-        rs[b + 7] = r_tx[r]
+        rs[U(b + 2)] = -1
+        rs[U(b + 4)] = -1
+        rs[U(b + 6)] = r_rampch[r]
+        rs[U(b + 7)] = r_tx[r]
         for p in range(4):
-            rs[b + 8 + p] = r_down[r * 4 + p]
+            rs[U(b + 8 + p)] = r_down[r * 4 + p]
     # PE record (PS): running-microthread mask, main thread parked on a Wait, pc, code length, main thread free at,
     #   running microthreads, busy until, busy, finish, round-robin start, router/CE back-pressured,
     #   done, first code row, first channel, channel count (int32 when every cycle fits, else int64)
     PS = 16
     for pe in range(P):
         b = pe * PS
-        ps[b + 3] = pe_len[pe]
-        ps[b + 13] = pe_code[pe]
+        ps[U(b + 3)] = pe_len[pe]
+        ps[U(b + 13)] = pe_code[pe]
         c0 = r_chan0[pe_r0[pe]]
-        ps[b + 14] = c0
-        ps[b + 15] = r_chan0[pe_r0[pe + 1]] - c0
+        ps[U(b + 14)] = c0
+        ps[U(b + 15)] = r_chan0[pe_r0[pe + 1]] - c0
     # microthread record (UR): instruction row (-1: slot free), wavelets moved, start cycle, wavelets
     #   to move, opcode, receive route, send route, send route's ramp channel
     for u in range(P * UT):
-        ur[u * UR] = -1
+        ur[U(u * UR)] = -1
     rt_only = 0  # PE-cycles in which the router moved a wavelet while the CE did no work
 
     unfinished = 0
     for pe in range(P):
-        if ps[pe * PS + 3] > 0:
+        if ps[U(pe * PS + 3)] > 0:
             unfinished += 1
             hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, 0, 0, pe, 0)
         else:
-            ps[pe * PS + 12] = 1
+            ps[U(pe * PS + 12)] = 1
     inflight = 0
     n_ts = 0
     n_tr = 0
@@ -328,9 +331,9 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                     if cw & pbit:
                         v_ce += 1
                         base = mem_base[pe] if functional else 0
-                        if ps[pe * PS + 2] < ps[pe * PS + 3] and ps[pe * PS + 4] <= t and ps[pe * PS + 1] == 0:
-                            while ps[pe * PS + 2] < ps[pe * PS + 3]:
-                                row = ps[pe * PS + 13] + ps[pe * PS + 2]
+                        if ps[U(pe * PS + 2)] < ps[U(pe * PS + 3)] and ps[U(pe * PS + 4)] <= t and ps[U(pe * PS + 1)] == 0:
+                            while ps[U(pe * PS + 2)] < ps[U(pe * PS + 3)]:
+                                row = ps[U(pe * PS + 13)] + ps[U(pe * PS + 2)]
                                 op = ins[row, F_OP]
                                 cost = ins[row, F_COST]
                                 if op == OP_WAIT:
@@ -341,14 +344,14 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                             ok = False
                                             break
                                     if not ok:
-                                        ps[pe * PS + 1] = 1  # parked until a microthread completes
+                                        ps[U(pe * PS + 1)] = 1  # parked until a microthread completes
                                         break
                                 elif op <= OP_RELAY:
                                     rc = ins[row, F_COL1]
                                     sc = ins[row, F_COL2]
                                     free_s = -1
                                     for s in range(UT):
-                                        r2 = ur[(pe * UT + s) * UR]
+                                        r2 = ur[U((pe * UT + s) * UR)]
                                         if r2 < 0:
                                             if free_s < 0:
                                                 free_s = s
@@ -370,19 +373,19 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                         out[O_I0] = pe
                                         break
                                     ub = (pe * UT + free_s) * UR
-                                    ur[ub] = row
-                                    ur[ub + 1] = 0
-                                    ur[ub + 2] = t + cost
-                                    ur[ub + 3] = ins[row, F_X]
-                                    ur[ub + 4] = op
+                                    ur[U(ub)] = row
+                                    ur[U(ub + 1)] = 0
+                                    ur[U(ub + 2)] = t + cost
+                                    ur[U(ub + 3)] = ins[row, F_X]
+                                    ur[U(ub + 4)] = op
                                     ri = route_of[pe * C + rc] if rc >= 0 else -1
                                     ro = route_of[pe * C + sc] if sc >= 0 else -1
-                                    ur[ub + 5] = ri
-                                    ur[ub + 6] = ro
-                                    ur[ub + 7] = rs[ro * RS + 6] if ro >= 0 else -1
+                                    ur[U(ub + 5)] = ri
+                                    ur[U(ub + 6)] = ro
+                                    ur[U(ub + 7)] = rs[U(ro * RS + 6)] if ro >= 0 else -1
                                     flags[pe_fbase[pe] + ins[row, F_FLAG]] = 0
-                                    ps[pe * PS] |= 1 << free_s
-                                    ps[pe * PS + 5] += 1
+                                    ps[U(pe * PS)] |= 1 << free_s
+                                    ps[U(pe * PS + 5)] += 1
                                 elif op == OP_TS:
                                     ts_pe[n_ts] = pe
                                     ts_label[n_ts] = ins[row, F_X]
@@ -391,7 +394,7 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                 elif functional:
                                     _compute(ins, row, insf, mem, base)
                                 # the instruction ran: account its main-thread cycles
-                                ps[pe * PS + 2] += 1
+                                ps[U(pe * PS + 2)] += 1
                                 progress = True
                                 if n_tr < trace_cap and (cost > 0 or op != OP_WAIT):
                                     tr[n_tr, 0] = pe
@@ -402,35 +405,35 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                     n_tr += 1
                                 if cost > 0:
                                     e = t + cost
-                                    if e > ps[pe * PS + 6]:
-                                        ps[pe * PS + 7] += e - max(t, ps[pe * PS + 6])
-                                        ps[pe * PS + 6] = e
-                                    if e > ps[pe * PS + 8]:
-                                        ps[pe * PS + 8] = e
-                                    ps[pe * PS + 4] = e
+                                    if e > ps[U(pe * PS + 6)]:
+                                        ps[U(pe * PS + 7)] += e - max(t, ps[U(pe * PS + 6)])
+                                        ps[U(pe * PS + 6)] = e
+                                    if e > ps[U(pe * PS + 8)]:
+                                        ps[U(pe * PS + 8)] = e
+                                    ps[U(pe * PS + 4)] = e
                                     hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, e, pe, 0)
                                     break
-                                if t > ps[pe * PS + 8]:
-                                    ps[pe * PS + 8] = t
+                                if t > ps[U(pe * PS + 8)]:
+                                    ps[U(pe * PS + 8)] = t
                             if st != ST_OK:
                                 break
-                        umask = ps[pe * PS]
+                        umask = ps[U(pe * PS)]
                         while umask != 0:
                             s = trailing_zeros(umask)
                             umask &= umask - 1
                             ub = (pe * UT + s) * UR
-                            if ur[ub + 2] > t:
+                            if ur[U(ub + 2)] > t:
                                 continue
-                            row = ur[ub]
-                            op = ur[ub + 4]
-                            k = ur[ub + 1]
+                            row = ur[U(ub)]
+                            op = ur[U(ub + 4)]
+                            k = ur[U(ub + 1)]
                             moved = False
                             if op == OP_SEND:
-                                r = ur[ub + 6]
-                                ch = ur[ub + 7]
-                                cnt = cs[ch * CS + 1]
-                                eff = cnt + (cs[ch * CS + 3] if cs[ch * CS + 2] == t else 0)
-                                if eff < cs[ch * CS + 4]:
+                                r = ur[U(ub + 6)]
+                                ch = ur[U(ub + 7)]
+                                cnt = cs[U(ch * CS + 1)]
+                                eff = cnt + (cs[U(ch * CS + 3)] if cs[U(ch * CS + 2)] == t else 0)
+                                if eff < cs[U(ch * CS + 4)]:
                                     v0 = np.float32(0.0)
                                     v1 = np.float32(0.0)
                                     if functional:
@@ -443,71 +446,71 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                         else:
                                             v0 = mem[ao + k * asd]
                                     ready = t + rin
-                                    sl = ch * CS + 8 + ((cs[ch * CS] + cnt) & SM)
-                                    cs[sl] = ready
+                                    sl = ch * CS + 8 + ((cs[U(ch * CS)] + cnt) & SM)
+                                    cs[U(sl)] = ready
                                     if functional:
                                         ch_pay[2 * sl] = v0
                                         ch_pay[2 * sl + 1] = v1
-                                    cs[ch * CS + 1] = cnt + 1
+                                    cs[U(ch * CS + 1)] = cnt + 1
                                     inflight += 1
-                                    if rs[r * RS + 4] == ready and rs[r * RS + 5] != 4:
+                                    if rs[U(r * RS + 4)] == ready and rs[U(r * RS + 5)] != 4:
                                         st = ST_MULTIRX
                                         out[O_I0] = pe
                                         out[O_I1] = r
                                         break
-                                    rs[r * RS + 4] = ready
-                                    rs[r * RS + 5] = 4
+                                    rs[U(r * RS + 4)] = ready
+                                    rs[U(r * RS + 5)] = 4
                                     wb = 1 * nslot + ((ready) & slotm)  # wake: due at ready
                                     bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
                                     sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
                                     occ[(ready) & slotm] = 1
                                     moved = True
-                                elif cnt < cs[ch * CS + 4]:
+                                elif cnt < cs[U(ch * CS + 4)]:
                                     wb = ((t + 1) & slotm)  # wake: due at t + 1
                                     bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
                                     sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
                                     occ[(t + 1) & slotm] = 1
                                 else:
-                                    ps[pe * PS + 11] = 1
+                                    ps[U(pe * PS + 11)] = 1
                             else:
-                                r = ur[ub + 5]
-                                qc = rs[r * RS + 1]
-                                if qc > 0 and rs[r * RS + 12 + rs[r * RS]] <= t:
+                                r = ur[U(ub + 5)]
+                                qc = rs[U(r * RS + 1)]
+                                if qc > 0 and rs[U(r * RS + 12 + rs[r * RS])] <= t:
                                     has_out = True
                                     ch = -1
                                     cnt = 0
                                     ro = -1
                                     if op == OP_RAS or op == OP_RELAY:
-                                        ro = ur[ub + 6]
-                                        ch = ur[ub + 7]
-                                        cnt = cs[ch * CS + 1]
-                                        eff = cnt + (cs[ch * CS + 3] if cs[ch * CS + 2] == t else 0)
-                                        if eff >= cs[ch * CS + 4]:
+                                        ro = ur[U(ub + 6)]
+                                        ch = ur[U(ub + 7)]
+                                        cnt = cs[U(ch * CS + 1)]
+                                        eff = cnt + (cs[U(ch * CS + 3)] if cs[U(ch * CS + 2)] == t else 0)
+                                        if eff >= cs[U(ch * CS + 4)]:
                                             has_out = False
-                                            if cnt < cs[ch * CS + 4]:
+                                            if cnt < cs[U(ch * CS + 4)]:
                                                 wb = ((t + 1) & slotm)  # wake: due at t + 1
                                                 bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
                                                 sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
                                                 occ[(t + 1) & slotm] = 1
                                             else:
-                                                ps[pe * PS + 11] = 1
+                                                ps[U(pe * PS + 11)] = 1
                                     if has_out:
-                                        qs = r * RS + 12 + rs[r * RS]
+                                        qs = r * RS + 12 + rs[U(r * RS)]
                                         v0 = np.float32(0.0)
                                         v1 = np.float32(0.0)
                                         if functional:
                                             v0 = q_pay[2 * qs]
                                             v1 = q_pay[2 * qs + 1]
-                                        rs[r * RS] = (rs[r * RS] + 1) & SQM
-                                        rs[r * RS + 1] = qc - 1
+                                        rs[U(r * RS)] = (rs[U(r * RS)] + 1) & SQM
+                                        rs[U(r * RS + 1)] = qc - 1
                                         inflight -= 1
-                                        if rs[r * RS + 2] == t:
-                                            rs[r * RS + 3] += 1
+                                        if rs[U(r * RS + 2)] == t:
+                                            rs[U(r * RS + 3)] += 1
                                         else:
-                                            rs[r * RS + 2] = t
-                                            rs[r * RS + 3] = 1
-                                        if ps[pe * PS + 10]:
-                                            ps[pe * PS + 10] = 0
+                                            rs[U(r * RS + 2)] = t
+                                            rs[U(r * RS + 3)] = 1
+                                        if ps[U(pe * PS + 10)]:
+                                            ps[U(pe * PS + 10)] = 0
                                             wb = 1 * nslot + ((t + 1) & slotm)  # wake: due at t + 1
                                             bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
                                             sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
@@ -538,20 +541,20 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                                         v1 = sres
                                         if ch >= 0:
                                             ready = t + beta + rin
-                                            sl = ch * CS + 8 + ((cs[ch * CS] + cnt) & SM)
-                                            cs[sl] = ready
+                                            sl = ch * CS + 8 + ((cs[U(ch * CS)] + cnt) & SM)
+                                            cs[U(sl)] = ready
                                             if functional:
                                                 ch_pay[2 * sl] = v0
                                                 ch_pay[2 * sl + 1] = v1
-                                            cs[ch * CS + 1] = cnt + 1
+                                            cs[U(ch * CS + 1)] = cnt + 1
                                             inflight += 1
-                                            if rs[ro * RS + 4] == ready and rs[ro * RS + 5] != 4:
+                                            if rs[U(ro * RS + 4)] == ready and rs[U(ro * RS + 5)] != 4:
                                                 st = ST_MULTIRX
                                                 out[O_I0] = pe
                                                 out[O_I1] = ro
                                                 break
-                                            rs[ro * RS + 4] = ready
-                                            rs[ro * RS + 5] = 4
+                                            rs[U(ro * RS + 4)] = ready
+                                            rs[U(ro * RS + 5)] = 4
                                             wb = 1 * nslot + ((ready) & slotm)  # wake: due at ready
                                             bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
                                             sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
@@ -561,23 +564,23 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                 moves += 1
                                 progress = True
                                 k += 1
-                                ur[ub + 1] = k
-                                if t >= ps[pe * PS + 6]:
-                                    ps[pe * PS + 7] += 1
-                                    ps[pe * PS + 6] = t + 1
-                                if t + 1 > ps[pe * PS + 8]:
-                                    ps[pe * PS + 8] = t + 1
-                                if k == ur[ub + 3]:
-                                    ur[ub] = -1
-                                    ps[pe * PS] &= ~(1 << s)
-                                    ps[pe * PS + 5] -= 1
+                                ur[U(ub + 1)] = k
+                                if t >= ps[U(pe * PS + 6)]:
+                                    ps[U(pe * PS + 7)] += 1
+                                    ps[U(pe * PS + 6)] = t + 1
+                                if t + 1 > ps[U(pe * PS + 8)]:
+                                    ps[U(pe * PS + 8)] = t + 1
+                                if k == ur[U(ub + 3)]:
+                                    ur[U(ub)] = -1
+                                    ps[U(pe * PS)] &= ~(1 << s)
+                                    ps[U(pe * PS + 5)] -= 1
                                     flags[pe_fbase[pe] + ins[row, F_FLAG]] = 1
-                                    ps[pe * PS + 1] = 0
+                                    ps[U(pe * PS + 1)] = 0
                                     if n_tr < trace_cap:
                                         tr[n_tr, 0] = pe
                                         tr[n_tr, 1] = 1 + s
                                         tr[n_tr, 2] = row
-                                        tr[n_tr, 3] = ur[ub + 2]
+                                        tr[n_tr, 3] = ur[U(ub + 2)]
                                         tr[n_tr, 4] = t + 1
                                         n_tr += 1
                                 wb = ((t + 1) & slotm)  # wake: due at t + 1
@@ -586,19 +589,19 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                 occ[(t + 1) & slotm] = 1
                         if st != ST_OK:
                             break
-                        if ps[pe * PS + 12] == 0 and ps[pe * PS + 2] >= ps[pe * PS + 3] and ps[pe * PS + 5] == 0:
-                            ps[pe * PS + 12] = 1
+                        if ps[U(pe * PS + 12)] == 0 and ps[U(pe * PS + 2)] >= ps[U(pe * PS + 3)] and ps[U(pe * PS + 5)] == 0:
+                            ps[U(pe * PS + 12)] = 1
                             unfinished -= 1
                     # ---------------- router (after this PE's CE, which may have woken it) ----------
                     if (bm[rb + w] & pbit) == 0:
                         continue
                     bm[rb + w] &= ~pbit
                     v_rt += 1
-                    c0 = ps[pe * PS + 14]
-                    n = ps[pe * PS + 15]
+                    c0 = ps[U(pe * PS + 14)]
+                    n = ps[U(pe * PS + 15)]
                     if n == 0:
                         continue
-                    start = ps[pe * PS + 9]
+                    start = ps[U(pe * PS + 9)]
                     if start >= n:
                         start = 0
                     used = 0
@@ -609,13 +612,13 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                         if ii >= n:
                             ii -= n
                         ch = c0 + ii
-                        if cs[ch * CS + 1] == 0:
+                        if cs[U(ch * CS + 1)] == 0:
                             continue
-                        hs = ch * CS + 8 + cs[ch * CS]
-                        if cs[hs] > t:
+                        hs = ch * CS + 8 + cs[U(ch * CS)]
+                        if cs[U(hs)] > t:
                             continue
-                        r = cs[ch * CS + 5]
-                        tx = rs[r * RS + 7]
+                        r = cs[U(ch * CS + 5)]
+                        tx = rs[U(r * RS + 7)]
                         if tx & used:
                             pending = True
                             continue
@@ -623,29 +626,29 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                         for p in range(5):
                             if (tx >> p) & 1:
                                 if p == 4:
-                                    qc = rs[r * RS + 1]
-                                    if qc + (rs[r * RS + 3] if rs[r * RS + 2] == t else 0) >= capq:
+                                    qc = rs[U(r * RS + 1)]
+                                    if qc + (rs[U(r * RS + 3)] if rs[U(r * RS + 2)] == t else 0) >= capq:
                                         ok = False
                                         if qc < capq:
                                             pending = True
                                         else:
-                                            ps[pe * PS + 10] = 1
+                                            ps[U(pe * PS + 10)] = 1
                                         break
                                 else:
-                                    d = rs[r * RS + 8 + p]
+                                    d = rs[U(r * RS + 8 + p)]
                                     if d < 0:
                                         st = ST_MISROUTE
                                         out[O_I0] = pe
                                         out[O_I1] = r
                                         out[O_I2] = p * 4 + (d + 2)
                                         break
-                                    dc = cs[d * CS + 1]
-                                    if dc + (cs[d * CS + 3] if cs[d * CS + 2] == t else 0) >= cs[d * CS + 4]:
+                                    dc = cs[U(d * CS + 1)]
+                                    if dc + (cs[U(d * CS + 3)] if cs[U(d * CS + 2)] == t else 0) >= cs[U(d * CS + 4)]:
                                         ok = False
-                                        if dc < cs[d * CS + 4]:
+                                        if dc < cs[U(d * CS + 4)]:
                                             pending = True
                                         else:
-                                            ps[pe * PS + 10] = 1
+                                            ps[U(pe * PS + 10)] = 1
                                         break
                         if st != ST_OK:
                             break
@@ -656,18 +659,18 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                         if functional:
                             v0 = ch_pay[2 * hs]
                             v1 = ch_pay[2 * hs + 1]
-                        cs[ch * CS] = (cs[ch * CS] + 1) & SM
-                        cs[ch * CS + 1] -= 1
+                        cs[U(ch * CS)] = (cs[U(ch * CS)] + 1) & SM
+                        cs[U(ch * CS + 1)] -= 1
                         inflight -= 1
-                        if cs[ch * CS + 2] == t:
-                            cs[ch * CS + 3] += 1
+                        if cs[U(ch * CS + 2)] == t:
+                            cs[U(ch * CS + 3)] += 1
                         else:
-                            cs[ch * CS + 2] = t
-                            cs[ch * CS + 3] = 1
-                        port = cs[ch * CS + 6]
+                            cs[U(ch * CS + 2)] = t
+                            cs[U(ch * CS + 3)] = 1
+                        port = cs[U(ch * CS + 6)]
                         if port == 4:
-                            if ps[pe * PS + 11]:
-                                ps[pe * PS + 11] = 0
+                            if ps[U(pe * PS + 11)]:
+                                ps[U(pe * PS + 11)] = 0
                                 wb = ((t + 1) & slotm)  # wake: due at t + 1
                                 bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
                                 sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
@@ -681,8 +684,8 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                 up = pe + 1
                             else:
                                 up = pe - 1
-                            if ps[up * PS + 10]:
-                                ps[up * PS + 10] = 0
+                            if ps[U(up * PS + 10)]:
+                                ps[U(up * PS + 10)] = 0
                                 wb = 1 * nslot + ((t + 1) & slotm)  # wake: due at t + 1
                                 bm[wb * nwd + (up >> 6)] |= np.int64(1) << (up & 63)
                                 sm[wb * nsm + (up >> 12)] |= np.int64(1) << ((up >> 6) & 63)
@@ -693,35 +696,35 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                 inflight += 1
                                 if p == 4:
                                     ready = t + rout
-                                    qs = r * RS + 12 + ((rs[r * RS] + rs[r * RS + 1]) & SQM)
-                                    rs[qs] = ready
+                                    qs = r * RS + 12 + ((rs[U(r * RS)] + rs[U(r * RS + 1)]) & SQM)
+                                    rs[U(qs)] = ready
                                     if functional:
                                         q_pay[2 * qs] = v0
                                         q_pay[2 * qs + 1] = v1
-                                    rs[r * RS + 1] += 1
+                                    rs[U(r * RS + 1)] += 1
                                     wb = ((ready) & slotm)  # wake: due at ready
                                     bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
                                     sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
                                     occ[(ready) & slotm] = 1
                                 else:
-                                    d = rs[r * RS + 8 + p]
+                                    d = rs[U(r * RS + 8 + p)]
                                     ready = t + alpha
-                                    ds = d * CS + 8 + ((cs[d * CS] + cs[d * CS + 1]) & SM)
-                                    cs[ds] = ready
+                                    ds = d * CS + 8 + ((cs[U(d * CS)] + cs[U(d * CS + 1)]) & SM)
+                                    cs[U(ds)] = ready
                                     if functional:
                                         ch_pay[2 * ds] = v0
                                         ch_pay[2 * ds + 1] = v1
-                                    cs[d * CS + 1] += 1
-                                    r2 = cs[d * CS + 5]
-                                    inport = cs[d * CS + 6]
-                                    if rs[r2 * RS + 4] == ready and rs[r2 * RS + 5] != inport:
+                                    cs[U(d * CS + 1)] += 1
+                                    r2 = cs[U(d * CS + 5)]
+                                    inport = cs[U(d * CS + 6)]
+                                    if rs[U(r2 * RS + 4)] == ready and rs[U(r2 * RS + 5)] != inport:
                                         st = ST_MULTIRX
-                                        out[O_I0] = cs[d * CS + 7]
+                                        out[O_I0] = cs[U(d * CS + 7)]
                                         out[O_I1] = r2
                                         break
-                                    rs[r2 * RS + 4] = ready
-                                    rs[r2 * RS + 5] = inport
-                                    wpe = cs[d * CS + 7]
+                                    rs[U(r2 * RS + 4)] = ready
+                                    rs[U(r2 * RS + 5)] = inport
+                                    wpe = cs[U(d * CS + 7)]
                                     wb = 1 * nslot + ((ready) & slotm)  # wake: due at ready
                                     bm[wb * nwd + (wpe >> 6)] |= np.int64(1) << (wpe & 63)
                                     sm[wb * nsm + (wpe >> 12)] |= np.int64(1) << ((wpe >> 6) & 63)
@@ -732,12 +735,12 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                         used |= tx
                         if not acted:
                             acted = True
-                            if t >= ps[pe * PS + 6]:
+                            if t >= ps[U(pe * PS + 6)]:
                                 rt_only += 1
                         progress = True
                         last_move = t
-                        ps[pe * PS + 9] = ii + 1
-                        if cs[ch * CS + 1] > 0 and cs[ch * CS + 8 + cs[ch * CS]] <= t:
+                        ps[U(pe * PS + 9)] = ii + 1
+                        if cs[U(ch * CS + 1)] > 0 and cs[U(ch * CS + 8 + cs[ch * CS])] <= t:
                             pending = True
                     if st != ST_OK:
                         break
@@ -789,25 +792,25 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                 st = ST_LEFTOVER
             break
     for u in range(P * UT):
-        ut_row[u] = ur[u * UR]
+        ut_row[u] = ur[U(u * UR)]
     for pe in range(P):
         b = pe * PS
-        pc[pe] = ps[b + 2]
-        main_free[pe] = ps[b + 4]
-        busy[pe] = ps[b + 7]
-        finish[pe] = ps[b + 8]
+        pc[pe] = ps[U(b + 2)]
+        main_free[pe] = ps[U(b + 4)]
+        busy[pe] = ps[U(b + 7)]
+        finish[pe] = ps[U(b + 8)]
     for ch in range(nch):
-        ch_head[ch] = cs[ch * CS]
-        ch_count[ch] = cs[ch * CS + 1]
+        ch_head[ch] = cs[U(ch * CS)]
+        ch_count[ch] = cs[U(ch * CS + 1)]
     for r in range(nr):
-        q_head[r] = rs[r * RS]
-        q_count[r] = rs[r * RS + 1]
+        q_head[r] = rs[U(r * RS)]
+        q_count[r] = rs[U(r * RS + 1)]
     out[O_ST] = st
     out[O_T] = t
     total = last_move + 1
     for pe in range(P):
-        if ps[pe * PS + 8] > total:
-            total = ps[pe * PS + 8]
+        if ps[U(pe * PS + 8)] > total:
+            total = ps[U(pe * PS + 8)]
     out[O_TOTAL] = total
     out[O_NTS] = n_ts
     out[O_NTR] = n_tr
