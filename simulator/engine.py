@@ -334,12 +334,12 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                         if ps[U(pe * PS + 2)] < ps[U(pe * PS + 3)] and ps[U(pe * PS + 4)] <= t and ps[U(pe * PS + 1)] == 0:
                             while ps[U(pe * PS + 2)] < ps[U(pe * PS + 3)]:
                                 row = ps[U(pe * PS + 13)] + ps[U(pe * PS + 2)]
-                                op = ins[row, F_OP]
-                                cost = ins[row, F_COST]
+                                op = ins[U(row), F_OP]
+                                cost = ins[U(row), F_COST]
                                 if op == OP_WAIT:
                                     ok = True
-                                    w0 = ins[row, F_FLAG]
-                                    for wi in range(ins[row, F_WN]):
+                                    w0 = ins[U(row), F_FLAG]
+                                    for wi in range(ins[U(row), F_WN]):
                                         if flags[pe_fbase[pe] + waitlist[w0 + wi]] == 0:
                                             ok = False
                                             break
@@ -347,8 +347,8 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                         ps[U(pe * PS + 1)] = 1  # parked until a microthread completes
                                         break
                                 elif op <= OP_RELAY:
-                                    rc = ins[row, F_COL1]
-                                    sc = ins[row, F_COL2]
+                                    rc = ins[U(row), F_COL1]
+                                    sc = ins[U(row), F_COL2]
                                     free_s = -1
                                     for s in range(UT):
                                         r2 = ur[U((pe * UT + s) * UR)]
@@ -356,12 +356,12 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                             if free_s < 0:
                                                 free_s = s
                                             continue
-                                        if rc >= 0 and ins[r2, F_COL1] == rc:
+                                        if rc >= 0 and ins[U(r2), F_COL1] == rc:
                                             st = ST_QCONFLICT
                                             out[O_I0] = pe
                                             out[O_I1] = rc
                                             out[O_I2] = 0
-                                        if sc >= 0 and ins[r2, F_COL2] == sc:
+                                        if sc >= 0 and ins[U(r2), F_COL2] == sc:
                                             st = ST_QCONFLICT
                                             out[O_I0] = pe
                                             out[O_I1] = sc
@@ -376,19 +376,19 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                     ur[U(ub)] = row
                                     ur[U(ub + 1)] = 0
                                     ur[U(ub + 2)] = t + cost
-                                    ur[U(ub + 3)] = ins[row, F_X]
+                                    ur[U(ub + 3)] = ins[U(row), F_X]
                                     ur[U(ub + 4)] = op
                                     ri = route_of[pe * C + rc] if rc >= 0 else -1
                                     ro = route_of[pe * C + sc] if sc >= 0 else -1
                                     ur[U(ub + 5)] = ri
                                     ur[U(ub + 6)] = ro
                                     ur[U(ub + 7)] = rs[U(ro * RS + 6)] if ro >= 0 else -1
-                                    flags[pe_fbase[pe] + ins[row, F_FLAG]] = 0
+                                    flags[pe_fbase[pe] + ins[U(row), F_FLAG]] = 0
                                     ps[U(pe * PS)] |= 1 << free_s
                                     ps[U(pe * PS + 5)] += 1
                                 elif op == OP_TS:
                                     ts_pe[n_ts] = pe
-                                    ts_label[n_ts] = ins[row, F_X]
+                                    ts_label[n_ts] = ins[U(row), F_X]
                                     ts_cycle[n_ts] = t
                                     n_ts += 1
                                 elif functional:
@@ -437,11 +437,11 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                     v0 = np.float32(0.0)
                                     v1 = np.float32(0.0)
                                     if functional:
-                                        ao = base + ins[row, F_A_OFF]
-                                        asd = ins[row, F_A_STR]
-                                        if ins[row, F_Y] == 1:
+                                        ao = base + ins[U(row), F_A_OFF]
+                                        asd = ins[U(row), F_A_STR]
+                                        if ins[U(row), F_Y] == 1:
                                             v0 = mem[ao + 2 * k * asd]
-                                            if 2 * k + 1 < ins[row, F_A_LEN]:
+                                            if 2 * k + 1 < ins[U(row), F_A_LEN]:
                                                 v1 = mem[ao + (2 * k + 1) * asd]
                                         else:
                                             v0 = mem[ao + k * asd]
@@ -516,11 +516,11 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                             sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
                                             occ[(t + 1) & slotm] = 1
                                         if functional and op != OP_RELAY:
-                                            ao = base + ins[row, F_A_OFF]
-                                            asd = ins[row, F_A_STR]
-                                            adt = ins[row, F_A_DT]
-                                            n = ins[row, F_A_LEN]
-                                            if ins[row, F_Y] == 1:
+                                            ao = base + ins[U(row), F_A_OFF]
+                                            asd = ins[U(row), F_A_STR]
+                                            adt = ins[U(row), F_A_DT]
+                                            n = ins[U(row), F_A_LEN]
+                                            if ins[U(row), F_Y] == 1:
                                                 i0 = 2 * k
                                                 npair = 2 if i0 + 1 < n else 1
                                             else:
@@ -574,7 +574,7 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                     ur[U(ub)] = -1
                                     ps[U(pe * PS)] &= ~(1 << s)
                                     ps[U(pe * PS + 5)] -= 1
-                                    flags[pe_fbase[pe] + ins[row, F_FLAG]] = 1
+                                    flags[pe_fbase[pe] + ins[U(row), F_FLAG]] = 1
                                     ps[U(pe * PS + 1)] = 0
                                     if n_tr < trace_cap:
                                         tr[n_tr, 0] = pe
