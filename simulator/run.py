@@ -78,7 +78,7 @@ def simulate(program: MeshProgram, spec: HardwareSpec | None = None, mode: str =
     pc = np.zeros(P, dtype=np.int64)
     main_free = np.zeros(P, dtype=np.int64)
     ut_row = np.full(P * UT, -1, dtype=np.int32)
-    ur = np.zeros(P * UT * E.UR, dtype=rdt)  # the engine's microthread records
+    ur = _zeros_aligned(P * UT * E.UR, rdt)  # the engine's microthread records
     flags = np.zeros(max(cp.n_flags, 1), dtype=np.uint8)
     ch_head = np.zeros(max(nch, 1), dtype=np.int32)
     ch_count = np.zeros(max(nch, 1), dtype=np.int32)
@@ -98,9 +98,9 @@ def simulate(program: MeshProgram, spec: HardwareSpec | None = None, mode: str =
     tr = np.zeros((max(trace_cap, 1), 5), dtype=np.int64)
     out = np.zeros(E.NOUT, dtype=np.int64)
     # packed engine records (see engine.run)
-    cs = np.zeros(max(nch, 1) * (8 + S) + 1, dtype=rdt)
-    rs = np.zeros(max(nr, 1) * (12 + SQ) + 1, dtype=rdt)
-    ps = np.zeros(P * 16, dtype=rdt)
+    cs = _zeros_aligned(max(nch, 1) * (8 + S) + 1, rdt)
+    rs = _zeros_aligned(max(nr, 1) * (12 + SQ) + 1, rdt)
+    ps = _zeros_aligned(P * 16, rdt)
     t2 = time.perf_counter()
     E.run(params, cp.route_of, cp.r_pe, cp.r_tx, cp.r_rampch, cp.r_down, cp.r_chan0, cp.pe_r0,
           cp.ch_route, cp.ch_port, cp.ch_cap, cp.ins, cp.insf, cp.waitlist, cp.pe_code, cp.pe_len,
@@ -140,6 +140,14 @@ def simulate(program: MeshProgram, spec: HardwareSpec | None = None, mode: str =
         _program=program, _mem=cp.mem if func else None, _mem_base=cp.mem_base, _trace=trace_events,
     )
     return res
+
+
+def _zeros_aligned(n: int, dtype) -> np.ndarray:
+    """Zeros starting on a 64-byte cache line, so the engine's records (16 words) straddle none."""
+    item = np.dtype(dtype).itemsize
+    raw = np.zeros(n + 64 // item, dtype=dtype)
+    skip = (-raw.ctypes.data % 64) // item
+    return raw[skip:skip + n]
 
 
 def _row_name(program: MeshProgram, cp, row: int) -> str:
