@@ -229,38 +229,41 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
     hn = 0
     # Hot state is packed in records (one or two cache lines per agent) rather than one array per
     # field: a dense cycle touches every PE, and separate arrays cost one cache miss per field.
+    # Records refer to each other by record offset (index × record length), which saves a multiply
+    # on every dependent load; the error paths divide back to indices.
     # channel record (CS): head, count, freed-at cycle, freed count, capacity, route, port,
     #   PE of the route, then the ready-cycle ring (S slots, a power of two)
     CS = 8 + S
+    RS = 12 + SQ
     for ch in range(nch):
         b = ch * CS
         cs[U(b + 2)] = -1
         cs[U(b + 4)] = ch_cap[ch]
-        cs[U(b + 5)] = ch_route[ch]
+        cs[U(b + 5)] = ch_route[ch] * RS  # stored as the route record's offset
         cs[U(b + 6)] = ch_port[ch]
         cs[U(b + 7)] = r_pe[ch_route[ch]]
     # route record (RS): queue head, queue count, freed-at cycle, freed count, last arrival
-    #   cycle, last arrival port, ramp channel, tx mask, downstream channel per port (4), then the
-    #   CE input-queue ready ring (SQ slots, a power of two)
-    RS = 12 + SQ
+    #   cycle, last arrival port, ramp channel, tx mask, downstream channel per port (4; negative:
+    #   none), then the CE input-queue ready ring (SQ slots, a power of two)
     for r in range(nr):
         b = r * RS
         rs[U(b + 2)] = -1
         rs[U(b + 4)] = -1
-        rs[U(b + 6)] = r_rampch[r]
+        rs[U(b + 6)] = r_rampch[r] * CS if r_rampch[r] >= 0 else -1
         rs[U(b + 7)] = r_tx[r]
         for p in range(4):
-            rs[U(b + 8 + p)] = r_down[r * 4 + p]
-    # PE record (PS): running-microthread mask, main thread parked on a Wait, pc, code length, main thread free at,
-    #   running microthreads, busy until, busy, finish, round-robin start, router/CE back-pressured,
-    #   done, first code row, first channel, channel count (int32 when every cycle fits, else int64)
+            rs[U(b + 8 + p)] = r_down[r * 4 + p] * CS if r_down[r * 4 + p] >= 0 else r_down[r * 4 + p]
+    # PE record (PS): running-microthread mask, main thread parked on a Wait, pc, code length, main
+    #   thread free at, running microthreads, busy until, busy, finish, round-robin start, router/CE
+    #   back-pressured, done, first code row, first channel, channel count (int32 when every cycle
+    #   fits, else int64)
     PS = 16
     for pe in range(P):
         b = pe * PS
         ps[U(b + 3)] = pe_len[pe]
         ps[U(b + 13)] = pe_code[pe]
         c0 = r_chan0[pe_r0[pe]]
-        ps[U(b + 14)] = c0
+        ps[U(b + 14)] = c0 * CS
         ps[U(b + 15)] = r_chan0[pe_r0[pe + 1]] - c0
     # microthread record (UR): instruction row (-1: slot free), wavelets moved, start cycle, wavelets
     #   to move, opcode, receive route, send route, send route's ramp channel
@@ -378,11 +381,11 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                     ur[U(ub + 2)] = t + cost
                                     ur[U(ub + 3)] = ins[U(row), F_X]
                                     ur[U(ub + 4)] = op
-                                    ri = route_of[pe * C + rc] if rc >= 0 else -1
-                                    ro = route_of[pe * C + sc] if sc >= 0 else -1
+                                    ri = route_of[pe * C + rc] * RS if rc >= 0 else -1
+                                    ro = route_of[pe * C + sc] * RS if sc >= 0 else -1
                                     ur[U(ub + 5)] = ri
                                     ur[U(ub + 6)] = ro
-                                    ur[U(ub + 7)] = rs[U(ro * RS + 6)] if ro >= 0 else -1
+                                    ur[U(ub + 7)] = rs[U(ro + 6)] if ro >= 0 else -1
                                     flags[pe_fbase[pe] + ins[U(row), F_FLAG]] = 0
                                     ps[U(pe * PS)] |= 1 << free_s
                                     ps[U(pe * PS + 5)] += 1
@@ -431,9 +434,9 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                             if op == OP_SEND:
                                 r = ur[U(ub + 6)]
                                 ch = ur[U(ub + 7)]
-                                cnt = cs[U(ch * CS + 1)]
-                                eff = cnt + (cs[U(ch * CS + 3)] if cs[U(ch * CS + 2)] == t else 0)
-                                if eff < cs[U(ch * CS + 4)]:
+                                cnt = cs[U(ch + 1)]
+                                eff = cnt + (cs[U(ch + 3)] if cs[U(ch + 2)] == t else 0)
+                                if eff < cs[U(ch + 4)]:
                                     v0 = np.float32(0.0)
                                     v1 = np.float32(0.0)
                                     if functional:
@@ -446,26 +449,26 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                         else:
                                             v0 = mem[ao + k * asd]
                                     ready = t + rin
-                                    sl = ch * CS + 8 + ((cs[U(ch * CS)] + cnt) & SM)
+                                    sl = ch + 8 + ((cs[U(ch)] + cnt) & SM)
                                     cs[U(sl)] = ready
                                     if functional:
                                         ch_pay[2 * sl] = v0
                                         ch_pay[2 * sl + 1] = v1
-                                    cs[U(ch * CS + 1)] = cnt + 1
+                                    cs[U(ch + 1)] = cnt + 1
                                     inflight += 1
-                                    if rs[U(r * RS + 4)] == ready and rs[U(r * RS + 5)] != 4:
+                                    if rs[U(r + 4)] == ready and rs[U(r + 5)] != 4:
                                         st = ST_MULTIRX
                                         out[O_I0] = pe
-                                        out[O_I1] = r
+                                        out[O_I1] = r // RS
                                         break
-                                    rs[U(r * RS + 4)] = ready
-                                    rs[U(r * RS + 5)] = 4
+                                    rs[U(r + 4)] = ready
+                                    rs[U(r + 5)] = 4
                                     wb = 1 * nslot + ((ready) & slotm)  # wake: due at ready
                                     bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
                                     sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
                                     occ[(ready) & slotm] = 1
                                     moved = True
-                                elif cnt < cs[U(ch * CS + 4)]:
+                                elif cnt < cs[U(ch + 4)]:
                                     wb = ((t + 1) & slotm)  # wake: due at t + 1
                                     bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
                                     sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
@@ -474,8 +477,8 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                     ps[U(pe * PS + 11)] = 1
                             else:
                                 r = ur[U(ub + 5)]
-                                qc = rs[U(r * RS + 1)]
-                                if qc > 0 and rs[U(r * RS + 12 + rs[r * RS])] <= t:
+                                qc = rs[U(r + 1)]
+                                if qc > 0 and rs[U(r + 12 + rs[r])] <= t:
                                     has_out = True
                                     ch = -1
                                     cnt = 0
@@ -483,11 +486,11 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                     if op == OP_RAS or op == OP_RELAY:
                                         ro = ur[U(ub + 6)]
                                         ch = ur[U(ub + 7)]
-                                        cnt = cs[U(ch * CS + 1)]
-                                        eff = cnt + (cs[U(ch * CS + 3)] if cs[U(ch * CS + 2)] == t else 0)
-                                        if eff >= cs[U(ch * CS + 4)]:
+                                        cnt = cs[U(ch + 1)]
+                                        eff = cnt + (cs[U(ch + 3)] if cs[U(ch + 2)] == t else 0)
+                                        if eff >= cs[U(ch + 4)]:
                                             has_out = False
-                                            if cnt < cs[U(ch * CS + 4)]:
+                                            if cnt < cs[U(ch + 4)]:
                                                 wb = ((t + 1) & slotm)  # wake: due at t + 1
                                                 bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
                                                 sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
@@ -495,20 +498,20 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                             else:
                                                 ps[U(pe * PS + 11)] = 1
                                     if has_out:
-                                        qs = r * RS + 12 + rs[U(r * RS)]
+                                        qs = r + 12 + rs[U(r)]
                                         v0 = np.float32(0.0)
                                         v1 = np.float32(0.0)
                                         if functional:
                                             v0 = q_pay[2 * qs]
                                             v1 = q_pay[2 * qs + 1]
-                                        rs[U(r * RS)] = (rs[U(r * RS)] + 1) & SQM
-                                        rs[U(r * RS + 1)] = qc - 1
+                                        rs[U(r)] = (rs[U(r)] + 1) & SQM
+                                        rs[U(r + 1)] = qc - 1
                                         inflight -= 1
-                                        if rs[U(r * RS + 2)] == t:
-                                            rs[U(r * RS + 3)] += 1
+                                        if rs[U(r + 2)] == t:
+                                            rs[U(r + 3)] += 1
                                         else:
-                                            rs[U(r * RS + 2)] = t
-                                            rs[U(r * RS + 3)] = 1
+                                            rs[U(r + 2)] = t
+                                            rs[U(r + 3)] = 1
                                         if ps[U(pe * PS + 10)]:
                                             ps[U(pe * PS + 10)] = 0
                                             wb = 1 * nslot + ((t + 1) & slotm)  # wake: due at t + 1
@@ -541,20 +544,20 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                                         v1 = sres
                                         if ch >= 0:
                                             ready = t + beta + rin
-                                            sl = ch * CS + 8 + ((cs[U(ch * CS)] + cnt) & SM)
+                                            sl = ch + 8 + ((cs[U(ch)] + cnt) & SM)
                                             cs[U(sl)] = ready
                                             if functional:
                                                 ch_pay[2 * sl] = v0
                                                 ch_pay[2 * sl + 1] = v1
-                                            cs[U(ch * CS + 1)] = cnt + 1
+                                            cs[U(ch + 1)] = cnt + 1
                                             inflight += 1
-                                            if rs[U(ro * RS + 4)] == ready and rs[U(ro * RS + 5)] != 4:
+                                            if rs[U(ro + 4)] == ready and rs[U(ro + 5)] != 4:
                                                 st = ST_MULTIRX
                                                 out[O_I0] = pe
-                                                out[O_I1] = ro
+                                                out[O_I1] = ro // RS
                                                 break
-                                            rs[U(ro * RS + 4)] = ready
-                                            rs[U(ro * RS + 5)] = 4
+                                            rs[U(ro + 4)] = ready
+                                            rs[U(ro + 5)] = 4
                                             wb = 1 * nslot + ((ready) & slotm)  # wake: due at ready
                                             bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
                                             sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
@@ -611,14 +614,14 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                         ii = start + kk
                         if ii >= n:
                             ii -= n
-                        ch = c0 + ii
-                        if cs[U(ch * CS + 1)] == 0:
+                        ch = c0 + ii * CS
+                        if cs[U(ch + 1)] == 0:
                             continue
-                        hs = ch * CS + 8 + cs[U(ch * CS)]
+                        hs = ch + 8 + cs[U(ch)]
                         if cs[U(hs)] > t:
                             continue
-                        r = cs[U(ch * CS + 5)]
-                        tx = rs[U(r * RS + 7)]
+                        r = cs[U(ch + 5)]
+                        tx = rs[U(r + 7)]
                         if tx & used:
                             pending = True
                             continue
@@ -626,8 +629,8 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                         for p in range(5):
                             if (tx >> p) & 1:
                                 if p == 4:
-                                    qc = rs[U(r * RS + 1)]
-                                    if qc + (rs[U(r * RS + 3)] if rs[U(r * RS + 2)] == t else 0) >= capq:
+                                    qc = rs[U(r + 1)]
+                                    if qc + (rs[U(r + 3)] if rs[U(r + 2)] == t else 0) >= capq:
                                         ok = False
                                         if qc < capq:
                                             pending = True
@@ -635,17 +638,17 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                             ps[U(pe * PS + 10)] = 1
                                         break
                                 else:
-                                    d = rs[U(r * RS + 8 + p)]
+                                    d = rs[U(r + 8 + p)]
                                     if d < 0:
                                         st = ST_MISROUTE
                                         out[O_I0] = pe
-                                        out[O_I1] = r
+                                        out[O_I1] = r // RS
                                         out[O_I2] = p * 4 + (d + 2)
                                         break
-                                    dc = cs[U(d * CS + 1)]
-                                    if dc + (cs[U(d * CS + 3)] if cs[U(d * CS + 2)] == t else 0) >= cs[U(d * CS + 4)]:
+                                    dc = cs[U(d + 1)]
+                                    if dc + (cs[U(d + 3)] if cs[U(d + 2)] == t else 0) >= cs[U(d + 4)]:
                                         ok = False
-                                        if dc < cs[U(d * CS + 4)]:
+                                        if dc < cs[U(d + 4)]:
                                             pending = True
                                         else:
                                             ps[U(pe * PS + 10)] = 1
@@ -659,15 +662,15 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                         if functional:
                             v0 = ch_pay[2 * hs]
                             v1 = ch_pay[2 * hs + 1]
-                        cs[U(ch * CS)] = (cs[U(ch * CS)] + 1) & SM
-                        cs[U(ch * CS + 1)] -= 1
+                        cs[U(ch)] = (cs[U(ch)] + 1) & SM
+                        cs[U(ch + 1)] -= 1
                         inflight -= 1
-                        if cs[U(ch * CS + 2)] == t:
-                            cs[U(ch * CS + 3)] += 1
+                        if cs[U(ch + 2)] == t:
+                            cs[U(ch + 3)] += 1
                         else:
-                            cs[U(ch * CS + 2)] = t
-                            cs[U(ch * CS + 3)] = 1
-                        port = cs[U(ch * CS + 6)]
+                            cs[U(ch + 2)] = t
+                            cs[U(ch + 3)] = 1
+                        port = cs[U(ch + 6)]
                         if port == 4:
                             if ps[U(pe * PS + 11)]:
                                 ps[U(pe * PS + 11)] = 0
@@ -696,35 +699,35 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                 inflight += 1
                                 if p == 4:
                                     ready = t + rout
-                                    qs = r * RS + 12 + ((rs[U(r * RS)] + rs[U(r * RS + 1)]) & SQM)
+                                    qs = r + 12 + ((rs[U(r)] + rs[U(r + 1)]) & SQM)
                                     rs[U(qs)] = ready
                                     if functional:
                                         q_pay[2 * qs] = v0
                                         q_pay[2 * qs + 1] = v1
-                                    rs[U(r * RS + 1)] += 1
+                                    rs[U(r + 1)] += 1
                                     wb = ((ready) & slotm)  # wake: due at ready
                                     bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
                                     sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
                                     occ[(ready) & slotm] = 1
                                 else:
-                                    d = rs[U(r * RS + 8 + p)]
+                                    d = rs[U(r + 8 + p)]
                                     ready = t + alpha
-                                    ds = d * CS + 8 + ((cs[U(d * CS)] + cs[U(d * CS + 1)]) & SM)
+                                    ds = d + 8 + ((cs[U(d)] + cs[U(d + 1)]) & SM)
                                     cs[U(ds)] = ready
                                     if functional:
                                         ch_pay[2 * ds] = v0
                                         ch_pay[2 * ds + 1] = v1
-                                    cs[U(d * CS + 1)] += 1
-                                    r2 = cs[U(d * CS + 5)]
-                                    inport = cs[U(d * CS + 6)]
-                                    if rs[U(r2 * RS + 4)] == ready and rs[U(r2 * RS + 5)] != inport:
+                                    cs[U(d + 1)] += 1
+                                    r2 = cs[U(d + 5)]
+                                    inport = cs[U(d + 6)]
+                                    if rs[U(r2 + 4)] == ready and rs[U(r2 + 5)] != inport:
                                         st = ST_MULTIRX
-                                        out[O_I0] = cs[U(d * CS + 7)]
-                                        out[O_I1] = r2
+                                        out[O_I0] = cs[U(d + 7)]
+                                        out[O_I1] = r2 // RS
                                         break
-                                    rs[U(r2 * RS + 4)] = ready
-                                    rs[U(r2 * RS + 5)] = inport
-                                    wpe = cs[U(d * CS + 7)]
+                                    rs[U(r2 + 4)] = ready
+                                    rs[U(r2 + 5)] = inport
+                                    wpe = cs[U(d + 7)]
                                     wb = 1 * nslot + ((ready) & slotm)  # wake: due at ready
                                     bm[wb * nwd + (wpe >> 6)] |= np.int64(1) << (wpe & 63)
                                     sm[wb * nsm + (wpe >> 12)] |= np.int64(1) << ((wpe >> 6) & 63)
@@ -740,7 +743,7 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                         progress = True
                         last_move = t
                         ps[U(pe * PS + 9)] = ii + 1
-                        if cs[U(ch * CS + 1)] > 0 and cs[U(ch * CS + 8 + cs[ch * CS])] <= t:
+                        if cs[U(ch + 1)] > 0 and cs[U(ch + 8 + cs[ch])] <= t:
                             pending = True
                     if st != ST_OK:
                         break
