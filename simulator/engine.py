@@ -278,7 +278,6 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
             hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, 0, 0, pe, 0)
         else:
             ps[U(pe * PS + 12)] = 1
-    inflight = 0
     n_ts = 0
     n_tr = 0
     v_ce = 0
@@ -420,6 +419,7 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                     ps[U(pe * PS + 8)] = t
                             if st != ST_OK:
                                 break
+                        ce_moved = False
                         umask = ps[U(pe * PS)]
                         while umask != 0:
                             s = trailing_zeros(umask)
@@ -455,7 +455,6 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                         ch_pay[2 * sl] = v0
                                         ch_pay[2 * sl + 1] = v1
                                     cs[U(ch + 1)] = cnt + 1
-                                    inflight += 1
                                     if rs[U(r + 4)] == ready and rs[U(r + 5)] != 4:
                                         st = ST_MULTIRX
                                         out[O_I0] = pe
@@ -506,7 +505,6 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                             v1 = q_pay[2 * qs + 1]
                                         rs[U(r)] = (rs[U(r)] + 1) & SQM
                                         rs[U(r + 1)] = qc - 1
-                                        inflight -= 1
                                         if rs[U(r + 2)] == t:
                                             rs[U(r + 3)] += 1
                                         else:
@@ -550,7 +548,6 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                                 ch_pay[2 * sl] = v0
                                                 ch_pay[2 * sl + 1] = v1
                                             cs[U(ch + 1)] = cnt + 1
-                                            inflight += 1
                                             if rs[U(ro + 4)] == ready and rs[U(ro + 5)] != 4:
                                                 st = ST_MULTIRX
                                                 out[O_I0] = pe
@@ -565,14 +562,9 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                         moved = True
                             if moved:
                                 moves += 1
-                                progress = True
+                                ce_moved = True
                                 k += 1
                                 ur[U(ub + 1)] = k
-                                if t >= ps[U(pe * PS + 6)]:
-                                    ps[U(pe * PS + 7)] += 1
-                                    ps[U(pe * PS + 6)] = t + 1
-                                if t + 1 > ps[U(pe * PS + 8)]:
-                                    ps[U(pe * PS + 8)] = t + 1
                                 if k == ur[U(ub + 3)]:
                                     ur[U(ub)] = -1
                                     ps[U(pe * PS)] &= ~(1 << s)
@@ -586,12 +578,19 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                         tr[n_tr, 3] = ur[U(ub + 2)]
                                         tr[n_tr, 4] = t + 1
                                         n_tr += 1
-                                wb = ((t + 1) & slotm)  # wake: due at t + 1
-                                bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
-                                sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
-                                occ[(t + 1) & slotm] = 1
                         if st != ST_OK:
                             break
+                        if ce_moved:  # a microthread moved a wavelet: the CE was busy this cycle
+                            progress = True
+                            if t >= ps[U(pe * PS + 6)]:
+                                ps[U(pe * PS + 7)] += 1
+                                ps[U(pe * PS + 6)] = t + 1
+                            if t + 1 > ps[U(pe * PS + 8)]:
+                                ps[U(pe * PS + 8)] = t + 1
+                            wb = ((t + 1) & slotm)  # wake: due at t + 1
+                            bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
+                            sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
+                            occ[(t + 1) & slotm] = 1
                         if ps[U(pe * PS + 12)] == 0 and ps[U(pe * PS + 2)] >= ps[U(pe * PS + 3)] and ps[U(pe * PS + 5)] == 0:
                             ps[U(pe * PS + 12)] = 1
                             unfinished -= 1
@@ -664,7 +663,6 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                             v1 = ch_pay[2 * hs + 1]
                         cs[U(ch)] = (cs[U(ch)] + 1) & SM
                         cs[U(ch + 1)] -= 1
-                        inflight -= 1
                         if cs[U(ch + 2)] == t:
                             cs[U(ch + 3)] += 1
                         else:
@@ -696,7 +694,6 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                         for p in range(5):
                             if (tx >> p) & 1:
                                 links[pe * 5 + p] += 1
-                                inflight += 1
                                 if p == 4:
                                     ready = t + rout
                                     qs = r + 12 + ((rs[U(r)] + rs[U(r + 1)]) & SQM)
@@ -791,8 +788,13 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
         else:
             if unfinished > 0:
                 st = ST_DEADLOCK
-            elif inflight > 0:
-                st = ST_LEFTOVER
+            else:
+                for ch in range(nch):  # wavelets still in a router FIFO or a CE input queue?
+                    if cs[U(ch * CS + 1)] > 0:
+                        st = ST_LEFTOVER
+                for r in range(nr):
+                    if rs[U(r * RS + 1)] > 0:
+                        st = ST_LEFTOVER
             break
     for u in range(P * UT):
         ut_row[u] = ur[U(u * UR)]
