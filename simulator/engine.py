@@ -1,12 +1,14 @@
 """The numba hot loop: an event-driven cycle-by-cycle simulation over flat arrays.
 
-Each cycle runs two phases: the CE phase (main threads issue instructions, microthreads move at
-most one wavelet each) then the router phase (each router moves at most one wavelet per output
-port). Only agents with something to do are visited: every state change schedules the agent it can
-unblock — a pushed wavelet schedules its router for the cycle it becomes ready, a freed buffer slot
-wakes the blocked producer next cycle — through a 32-slot timing wheel (a min-heap for longer
-delays). Buffer slots freed in cycle t become visible in t+1 (credit return), so the result does not
-depend on the order agents are visited in a cycle.
+Each cycle visits the PEs that have something to do, in ascending PE order; a visit runs the PE's
+CE (main thread issues instructions, microthreads move at most one wavelet each), then its router
+(at most one wavelet per output port). Every state change schedules the agent it can unblock — a
+pushed wavelet schedules its router for the cycle it becomes ready, a freed buffer slot wakes the
+blocked producer next cycle — as a bit in a timing wheel of per-slot PE bitmaps (a min-heap for
+longer delays); cycles with nothing due are skipped. Every FIFO has one producer and one consumer,
+and buffer slots freed in cycle t become visible in t+1 (credit return), so the result does not
+depend on the order PEs are visited in (benchmarks/replay_engine.py checks engine changes against
+recorded runs).
 
 Status codes in ``out[0]``: see ``ST_*``; ``out`` also returns the cycle and up to three details.
 """
