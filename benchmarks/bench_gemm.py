@@ -1,7 +1,8 @@
 """GEMM kernel benchmarks: simulated (timing-only) cycles vs the PLMR prediction, and MeshGEMM vs
 Cannon vs SUMMA across mesh sides.
 
-    python benchmarks/bench_gemm.py --agreement [--max-side 32]   # the §Kernels: GEMM agreement table
+    python benchmarks/bench_gemm.py --agreement [--sides 8,16,32] [--tiles 4,16,48] [--kernels ...]
+        # the §Kernels: GEMM agreement table; ends with the worst point and the total wall time
     python benchmarks/bench_gemm.py --scaling [--sides 8,16,32,64] [--size 2048] [--plot docs/gemm.png]
 """
 
@@ -67,7 +68,13 @@ def main(argv=None):
     if a.agreement:
         print("| kernel | mesh | M=K=N | simulated | PLMR | PLMR − sim | wall |")
         print("|---|---|---|---|---|---|---|")
-        agreement(sides, [int(s) for s in a.tiles.split(",")], kernels, a.dtype)
+        rows = agreement(sides, [int(s) for s in a.tiles.split(",")], kernels, a.dtype)
+        if rows:
+            # The doc quotes the worst |PLMR − sim| over the table and the sweep's cost; print
+            # both so a partial sweep (one mesh or tile at a time) can be merged by hand.
+            name, side, size, _, _, diff, _ = max(rows, key=lambda r: abs(r[5]))
+            print(f"worst: {name} {side}² M=K=N={size} {100 * diff:+.1f}%; "
+                  f"total wall {sum(r[6] for r in rows):.0f} s over {len(rows)} points")
     if a.scaling:
         known = {}
         for item in filter(None, a.known.split(",")):
