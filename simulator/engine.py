@@ -218,8 +218,9 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
     # summary bitmap over its words. A slot is visited in ascending PE order, so the records below
     # are read nearly sequentially; setting a bit twice is harmless, so wake-ups need no dedup.
     # Wake-ups nslot or more cycles ahead (long instructions) go to a min-heap of
-    # (when << 21 | pe << 1 | kind). (All code that touches arrays is inline: calls taking arrays
-    # cost atomic refcounts in the hot loop.)
+    # (when << 21 | pe << 1 | kind). A call taking arrays costs atomic reference counts, even
+    # inlined, so ``_wake`` serves only the start, the heap drain and instruction timers; the
+    # per-wavelet wake-ups are written out in place (marked "# wake:").
     nwd = (P + 63) >> 6
     nsm = (nwd + 63) >> 6
     nslot = params[P_NSLOT]  # a power of two above every fabric latency: those wake-ups skip the heap
