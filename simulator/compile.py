@@ -176,6 +176,7 @@ def compile_program(prog: MeshProgram, spec: HardwareSpec, functional: bool) -> 
     pe_len = np.zeros(P, dtype=np.int64)
     pe_nflag = np.zeros(P, dtype=np.int64)
     n_ts = 0
+    templates: dict[tuple[int, int], tuple] = {}
     layout_id = prog._layout_id
     for pe, code in enumerate(prog._code):
         if not code:
@@ -185,7 +186,7 @@ def compile_program(prog: MeshProgram, spec: HardwareSpec, functional: bool) -> 
         if blk is None:
             start = len(rows)
             nflag, nts = _lower(prog, spec, code, int(layout_id[pe]), rows, rowf, row_iid, waitlist,
-                                labels, label_ids)
+                                labels, label_ids, templates)
             blk = (start, len(rows) - start, nflag, nts)
             blocks[key] = blk
         pe_code[pe], pe_len[pe], pe_nflag[pe] = blk[0], blk[1], blk[2]
@@ -226,41 +227,76 @@ def compile_program(prog: MeshProgram, spec: HardwareSpec, functional: bool) -> 
     )
 
 
+_OTHER, _FABRIC, _WAIT, _STAMP = range(4)
+
+
+def _template(prog: MeshProgram, spec: HardwareSpec, iid: int, layout_id: int) -> tuple:
+    """The row of one instruction on one layout, less what depends on its place in the code
+    (completion flag, wait list, timestamp label): (row, float operand, kind, instruction)."""
+    ins = prog._instr_table[iid]
+    refs = prog.resolve(layout_id, iid)
+    row = [0] * NFIELDS
+    row[F_OP] = _OPCODE[type(ins)]
+    row[F_COST] = costs.instruction_cycles(spec, ins, refs)
+    for (off, ln, st, dt), (fo, fs, fd) in zip(
+        refs, ((F_A_OFF, F_A_STR, F_A_DT), (F_B_OFF, F_B_STR, F_B_DT), (F_C_OFF, F_C_STR, F_C_DT))
+    ):
+        row[fo], row[fs], row[fd] = off, st, _DT[dt]
+    if refs:
+        row[F_A_LEN] = refs[0][1]
+    value = 0.0
+    kind = _OTHER
+    if isinstance(ins, I.FABRIC_INSTRUCTIONS):
+        kind = _FABRIC
+        if isinstance(ins, (I.Send, I.Recv, I.RecvAdd)):
+            row[F_COL1] = ins.colour
+        else:
+            row[F_COL1], row[F_COL2] = ins.in_colour, ins.out_colour
+        if isinstance(ins, I.Relay):
+            row[F_X] = ins.count
+        else:
+            row[F_X] = costs.wavelets(refs[0][1], ins.packed)
+            row[F_Y] = int(ins.packed)
+        if isinstance(ins, I.Send):
+            row[F_COL2] = ins.colour
+            row[F_COL1] = -1
+        elif isinstance(ins, (I.Recv, I.RecvAdd)):
+            row[F_COL2] = -1
+    elif isinstance(ins, I.Wait):
+        kind = _WAIT
+        row[F_WN] = len(ins.ids)
+    elif isinstance(ins, I.Timestamp):
+        kind = _STAMP
+    elif isinstance(ins, (I.Gemv, I.Gemm)):
+        row[F_M] = ins.m
+        row[F_N] = ins.n
+        if isinstance(ins, I.Gemm):
+            row[F_K] = ins.k
+        row[F_X] = 0 if ins.layout == "row" else 1
+        row[F_Y] = _DT[costs.acc_dtype(ins, refs)]
+    elif isinstance(ins, I.Scale):
+        value = float(ins.factor)
+    elif isinstance(ins, I.Fill):
+        value = float(ins.value)
+    return row, value, kind, ins
+
+
 def _lower(prog: MeshProgram, spec: HardwareSpec, code: list[int], layout_id: int, rows: list,
-           rowf: list, row_iid: list, waitlist: list, labels: list, label_ids: dict) -> tuple[int, int]:
-    """Append the rows of one distinct (code, layout) block; returns (completion flags, timestamps)."""
+           rowf: list, row_iid: list, waitlist: list, labels: list, label_ids: dict,
+           templates: dict) -> tuple[int, int]:
+    """Append the rows of one distinct (code, layout) block; returns (completion flags, timestamps).
+    ``templates`` caches each (instruction, layout) row across blocks."""
     last_issue: dict[str, int] = {}
     nflag = 0
     nts = 0
     for iid in code:
-        ins = prog._instr_table[iid]
-        refs = prog.resolve(layout_id, iid)
-        row = [0] * NFIELDS
-        row[F_OP] = _OPCODE[type(ins)]
-        row[F_COST] = costs.instruction_cycles(spec, ins, refs)
-        for (off, ln, st, dt), (fo, fs, fd) in zip(
-            refs, ((F_A_OFF, F_A_STR, F_A_DT), (F_B_OFF, F_B_STR, F_B_DT), (F_C_OFF, F_C_STR, F_C_DT))
-        ):
-            row[fo], row[fs], row[fd] = off, st, _DT[dt]
-        if refs:
-            row[F_A_LEN] = refs[0][1]
-        value = 0.0
-        if isinstance(ins, I.FABRIC_INSTRUCTIONS):
-            if isinstance(ins, (I.Send, I.Recv, I.RecvAdd)):
-                row[F_COL1] = ins.colour
-            else:
-                row[F_COL1], row[F_COL2] = ins.in_colour, ins.out_colour
-            if isinstance(ins, I.Relay):
-                row[F_X] = ins.count
-            else:
-                row[F_X] = costs.wavelets(refs[0][1], ins.packed)
-                row[F_Y] = int(ins.packed)
+        tpl = templates.get((iid, layout_id))
+        if tpl is None:
+            tpl = templates[(iid, layout_id)] = _template(prog, spec, iid, layout_id)
+        row, value, kind, ins = tpl
+        if kind == _FABRIC:
+            row = row.copy()
             row[F_FLAG] = nflag
-            if isinstance(ins, I.Send):
-                row[F_COL2] = ins.colour
-                row[F_COL1] = -1
-            elif isinstance(ins, (I.Recv, I.RecvAdd)):
-                row[F_COL2] = -1
             ordinal = nflag
             nflag += 1
             rows.append(row)
@@ -276,31 +312,22 @@ def _lower(prog: MeshProgram, spec: HardwareSpec, code: list[int], layout_id: in
             else:
                 last_issue[ins.id] = ordinal
             continue
-        if isinstance(ins, I.Wait):
-            row[F_FLAG], row[F_WN] = len(waitlist), len(ins.ids)
+        if kind == _WAIT:
+            row = row.copy()
+            row[F_FLAG] = len(waitlist)
             for name in ins.ids:
                 if name not in last_issue:
                     raise InputError(f"Wait names op id {name!r} that no earlier async op issued")
                 waitlist.append(last_issue[name])
-        elif isinstance(ins, I.Timestamp):
+        elif kind == _STAMP:
+            row = row.copy()
             lid = label_ids.get(ins.label)
             if lid is None:
                 lid = label_ids[ins.label] = len(labels)
                 labels.append(ins.label)
             row[F_X] = lid
             nts += 1
-        elif isinstance(ins, (I.Gemv, I.Gemm)):
-            row[F_M] = ins.m
-            row[F_N] = ins.n
-            if isinstance(ins, I.Gemm):
-                row[F_K] = ins.k
-            row[F_X] = 0 if ins.layout == "row" else 1
-            row[F_Y] = _DT[costs.acc_dtype(ins, refs)]
-        elif isinstance(ins, I.Scale):
-            value = float(ins.factor)
-        elif isinstance(ins, I.Fill):
-            value = float(ins.value)
-        rows.append(row)
+        rows.append(row)  # rows are only read from here on: identical ones may be shared
         rowf.append(value)
         row_iid.append(iid)
     return nflag, nts

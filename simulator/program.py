@@ -393,6 +393,9 @@ class MeshProgram:
     def validate(self) -> None:
         """Checks that need the complete program: every fabric op's colour is routed to/from the
         RAMP on its PE, and every ``Wait`` names an id issued earlier on that PE."""
+        # What each distinct instruction needs, worked out once: whole-wafer programs repeat the
+        # same few instructions millions of times.
+        needs: dict[int, tuple] = {}
         seen: set[tuple] = set()
         for pe, code in enumerate(self._code):
             if not code:
@@ -401,28 +404,37 @@ class MeshProgram:
             if key in seen:
                 continue
             seen.add(key)
+            rx, tx = self._rx[pe].tolist(), self._tx[pe].tolist()
+            ramp = int(Port.RAMP)
             issued: set[str] = set()
             for iid in code:
-                ins = self._instr_table[iid]
-                where = f"PE {self._xy(pe)}: {type(ins).__name__}"
-                if isinstance(ins, I.FABRIC_INSTRUCTIONS):
-                    for c in _recv_colours(ins):
-                        if not self._tx[pe, c] >> Port.RAMP & 1:
-                            raise InputError(f"{where} receives on colour {c}, but the route of colour {c} "
-                                             f"there does not deliver to the RAMP "
-                                             f"({self._route_str(pe, c)})")
-                    for c in _send_colours(ins):
-                        if not self._rx[pe, c] >> Port.RAMP & 1:
-                            raise InputError(f"{where} sends on colour {c}, but the route of colour {c} "
-                                             f"there does not accept from the RAMP "
-                                             f"({self._route_str(pe, c)})")
-                    if ins.id is not None:
-                        issued.add(ins.id)
-                elif isinstance(ins, I.Wait):
-                    missing = [i for i in ins.ids if i not in issued]
-                    if missing:
-                        raise InputError(f"{where} names op id {missing[0]!r} that no earlier async op "
-                                         f"on this PE issued")
+                need = needs.get(iid)
+                if need is None:
+                    ins = self._instr_table[iid]
+                    fabric = isinstance(ins, I.FABRIC_INSTRUCTIONS)
+                    need = needs[iid] = (
+                        _recv_colours(ins) if fabric else (), _send_colours(ins) if fabric else (),
+                        ins.id if fabric else None, ins.ids if isinstance(ins, I.Wait) else ())
+                recv, send, issues, waits = need
+                for c in recv:
+                    if not tx[c] >> ramp & 1:
+                        raise InputError(f"{self._where(pe, iid)} receives on colour {c}, but the route of "
+                                         f"colour {c} there does not deliver to the RAMP "
+                                         f"({self._route_str(pe, c)})")
+                for c in send:
+                    if not rx[c] >> ramp & 1:
+                        raise InputError(f"{self._where(pe, iid)} sends on colour {c}, but the route of "
+                                         f"colour {c} there does not accept from the RAMP "
+                                         f"({self._route_str(pe, c)})")
+                if issues is not None:
+                    issued.add(issues)
+                for name in waits:
+                    if name not in issued:
+                        raise InputError(f"{self._where(pe, iid)} names op id {name!r} that no earlier "
+                                         f"async op on this PE issued")
+
+    def _where(self, pe: int, iid: int) -> str:
+        return f"PE {self._xy(pe)}: {type(self._instr_table[iid]).__name__}"
 
     def _route_str(self, pe: int, c: int) -> str:
         if not self._rx[pe, c]:
