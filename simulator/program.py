@@ -155,6 +155,7 @@ class MeshProgram:
         self._instr_ids: dict[I.Instruction, int] = {}
         self._code: list[list[int] | None] = [None] * n
         self._resolved: dict[tuple[int, int], tuple] = {}
+        self._colours_checked: set[int] = set()  # instruction ids whose colours passed the checks
 
     # --------------------------------------------------------------------------------------------
     # PE selection
@@ -331,16 +332,23 @@ class MeshProgram:
         """Append instructions to the program of every selected PE. Buffer references and colours are
         checked now (buffers must be declared first); routes are checked by ``validate``."""
         pes = self.pes(x, y)
+        # kernels add millions of (mostly repeated) instructions one PE at a time: check each
+        # instruction's colours once, and its buffers once per layout
+        lids = [int(self._layout_id[pes[0]])] if pes.size == 1 else np.unique(self._layout_id[pes]).tolist()
         for ins in instrs:
             if not isinstance(ins, I.Instruction):
                 raise InputError(f"not an instruction: {ins!r}")
             iid = self._intern(ins)
-            where = f"PE {self._xy(int(pes[0]))}" if pes.size else "add"
-            for c in _colours_of(ins):
-                self._check_colour(c, f"{where}, {type(ins).__name__}")
-            for lid in np.unique(self._layout_id[pes]):
+            if iid not in self._colours_checked:
+                where = f"PE {self._xy(int(pes[0]))}" if pes.size else "add"
+                for c in _colours_of(ins):
+                    self._check_colour(c, f"{where}, {type(ins).__name__}")
+                self._colours_checked.add(iid)
+            for lid in lids:
+                if (lid, iid) in self._resolved:
+                    continue
                 try:
-                    self.resolve(int(lid), iid)
+                    self.resolve(lid, iid)
                 except InputError as exc:
                     pe = int(pes[self._layout_id[pes] == lid][0])
                     raise InputError(f"PE {self._xy(pe)}: {exc}") from None
