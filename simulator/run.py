@@ -18,6 +18,7 @@ from simulator.result import SimResult
 MODES = ("functional", "timing")
 #: Events kept for a Chrome trace; larger runs should not ask for one.
 MAX_TRACE_EVENTS = 2_000_000
+MAX_FABRIC_LATENCY = 4096  # cycles; FIFO rings and the timing wheel are sized by it
 
 
 def simulate(program: MeshProgram, spec: HardwareSpec | None = None, mode: str = "functional",
@@ -69,6 +70,9 @@ def simulate(program: MeshProgram, spec: HardwareSpec | None = None, mode: str =
     params[E.P_TRACE] = trace_cap
     # timing-wheel slots: fabric wake-ups (at most this far ahead) never need the heap
     longest_hop = max(cp.alpha, cp.ramp_in + cp.beta, cp.ramp_out, 1)
+    if longest_hop > MAX_FABRIC_LATENCY:
+        raise InputError(f"fabric latency of {longest_hop} cycles (hop, ramp or relay) is beyond the "
+                         f"simulator's {MAX_FABRIC_LATENCY}; use hardware figures below that")
     params[E.P_NSLOT] = max(32, 1 << (longest_hop + 1).bit_length())
     # cycle values in the engine's records and microthread start times are int32 when every cycle
     # the run can reach fits (max_cycles plus the longest instruction and fabric latencies), else int64

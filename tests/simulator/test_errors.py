@@ -158,3 +158,15 @@ def test_cycle_limit(spec):
     prog.add(0, 0, *[Fill("a", float(i)) for i in range(5)])
     with pytest.raises(SimulationLimit):
         simulate(prog, max_cycles=100)
+
+
+def test_absurd_fabric_latency_is_a_clear_error(spec):
+    slow = spec.with_params(hop_cycles=5000.0)
+    prog = MeshProgram(2, 1, slow)
+    prog.add_buffer(range(2), 0, "a", "fp32", 1)
+    line_route(prog, 0, 1, 0, 1)
+    prog.add(0, 0, Send(1, "a"))
+    prog.add(1, 0, Recv(1, "a"))
+    with pytest.raises(InputError, match=r"fabric latency of 5000 cycles .* beyond the simulator's 4096"):
+        simulate(prog, slow)
+

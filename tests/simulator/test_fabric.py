@@ -21,8 +21,8 @@ def one_line(spec, h: int, n: int) -> MeshProgram:
 
 
 @pytest.mark.parametrize("h", [1, 2, 3, 7, 20])
-@pytest.mark.parametrize("alpha,rho", [(2.0, 2.0), (1.0, 1.0), (3.0, 4.0)])
-def test_single_wavelet_latency(spec, h, alpha, rho):
+@pytest.mark.parametrize("alpha,rho", [(2.0, 2.0), (1.0, 1.0), (3.0, 4.0), (300.0, 2.0), (5.0, 90.0)])
+def test_single_wavelet_latency(spec, h, alpha, rho):  # latencies past the 32-slot wheel included
     spec = spec.with_params(hop_cycles=alpha, ramp_cycles=rho)
     res = simulate(one_line(spec, h, 1))
     # injected at cycle 0, popped by the receive at h*alpha + rho; its Timestamp runs the cycle after
