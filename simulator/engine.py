@@ -775,14 +775,13 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
         if nxt >= 0:
             if hn > 0 and (hp[0] >> 21) < nxt:
                 nxt = hp[0] >> 21
-            # skip the empty cycles in between, stopping where a cycle-by-cycle loop would have
-            # stopped: max_cycles is checked at the top of a cycle, the idle limit at its end
+            # skip the empty cycles in between (max_cycles is checked at the top of a cycle). Nothing
+            # is due before nxt: waiting for a wavelet in flight is not idleness, so only cycles in
+            # which agents ran and nothing moved count towards the idle limit
             if nxt > max_cycles + 1:
                 nxt = max_cycles + 1
-            if last_progress + max_idle + 1 < nxt:
-                t = last_progress + max_idle + 1
-                st = ST_IDLE
-                break
+            if nxt > t + 1:
+                last_progress = nxt - 1
             t = nxt
         elif hn > 0:
             # only timers (long instructions) remain: jump; a running instruction is progress

@@ -28,7 +28,8 @@ def simulate(program: MeshProgram, spec: HardwareSpec | None = None, mode: str =
 
     ``mode="functional"`` moves and computes data; ``"timing"`` allocates no payloads and gives the
     same cycle counts. Raises ``SimulationDeadlock`` when PEs still have work but nothing can move
-    (or nothing moved for ``max_idle_cycles``), ``MisroutedWavelet`` for wavelets without a route,
+    (or agents kept retrying and nothing moved for ``max_idle_cycles``; waiting for a wavelet in
+    flight or a running instruction does not count), ``MisroutedWavelet`` for wavelets without a route,
     arriving from two directions at once or left unconsumed, ``SimulationLimit`` past
     ``max_cycles``, and ``InputError`` for programs that cannot run.
     """
