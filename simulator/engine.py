@@ -465,10 +465,10 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                         break
                                     rs[U(r + 4)] = ready
                                     rs[U(r + 5)] = 4
-                                    wb = 1 * nslot + ((ready) & slotm)  # wake: due at ready
+                                    wb = nslot + (ready & slotm)  # wake: due at ready
                                     bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
                                     sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
-                                    occ[(ready) & slotm] = 1
+                                    occ[ready & slotm] = 1
                                     moved = True
                                 elif cnt < cs[U(ch + 4)]:
                                     wb = ((t + 1) & slotm)  # wake: due at t + 1
@@ -515,7 +515,7 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                             rs[U(r + 3)] = 1
                                         if ps[U(pe * PS + 10)]:
                                             ps[U(pe * PS + 10)] = 0
-                                            wb = 1 * nslot + ((t + 1) & slotm)  # wake: due at t + 1
+                                            wb = nslot + ((t + 1) & slotm)  # wake: due at t + 1
                                             bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
                                             sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
                                             occ[(t + 1) & slotm] = 1
@@ -558,10 +558,10 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                                 break
                                             rs[U(ro + 4)] = ready
                                             rs[U(ro + 5)] = 4
-                                            wb = 1 * nslot + ((ready) & slotm)  # wake: due at ready
+                                            wb = nslot + (ready & slotm)  # wake: due at ready
                                             bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
                                             sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
-                                            occ[(ready) & slotm] = 1
+                                            occ[ready & slotm] = 1
                                         moved = True
                             if moved:
                                 moves += 1
@@ -690,7 +690,7 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                 up = pe - 1
                             if ps[U(up * PS + 10)]:
                                 ps[U(up * PS + 10)] = 0
-                                wb = 1 * nslot + ((t + 1) & slotm)  # wake: due at t + 1
+                                wb = nslot + ((t + 1) & slotm)  # wake: due at t + 1
                                 bm[wb * nwd + (up >> 6)] |= np.int64(1) << (up & 63)
                                 sm[wb * nsm + (up >> 12)] |= np.int64(1) << ((up >> 6) & 63)
                                 occ[(t + 1) & slotm] = 1
@@ -705,10 +705,10 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                         q_pay[2 * qs] = v0
                                         q_pay[2 * qs + 1] = v1
                                     rs[U(r + 1)] += 1
-                                    wb = ((ready) & slotm)  # wake: due at ready
+                                    wb = (ready & slotm)  # wake: due at ready
                                     bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
                                     sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
-                                    occ[(ready) & slotm] = 1
+                                    occ[ready & slotm] = 1
                                 else:
                                     d = rs[U(r + 8 + p)]
                                     ready = t + alpha
@@ -728,10 +728,10 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                                     rs[U(r2 + 4)] = ready
                                     rs[U(r2 + 5)] = inport
                                     wpe = cs[U(d + 7)]
-                                    wb = 1 * nslot + ((ready) & slotm)  # wake: due at ready
+                                    wb = nslot + (ready & slotm)  # wake: due at ready
                                     bm[wb * nwd + (wpe >> 6)] |= np.int64(1) << (wpe & 63)
                                     sm[wb * nsm + (wpe >> 12)] |= np.int64(1) << ((wpe >> 6) & 63)
-                                    occ[(ready) & slotm] = 1
+                                    occ[ready & slotm] = 1
                         if st != ST_OK:
                             break
                         moves += 1
@@ -748,7 +748,7 @@ def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route
                     if st != ST_OK:
                         break
                     if pending:
-                        wb = 1 * nslot + ((t + 1) & slotm)  # wake: due at t + 1
+                        wb = nslot + ((t + 1) & slotm)  # wake: due at t + 1
                         bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
                         sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
                         occ[(t + 1) & slotm] = 1
