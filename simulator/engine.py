@@ -171,9 +171,9 @@ def _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, when, pe, kind):
         s = when & (nslot - 1)
         w = pe >> 6
         b = kind * nslot + s
-        bm[b * nwd + w] |= np.int64(1) << (pe & 63)
-        sm[b * nsm + (w >> 6)] |= np.int64(1) << (w & 63)
-        occ[s] = 1
+        bm[U(b * nwd + w)] |= np.int64(1) << (pe & 63)
+        sm[U(b * nsm + (w >> 6))] |= np.int64(1) << (w & 63)
+        occ[U(s)] = 1
         return hn
     hi = hn
     hp[hi] = (np.int64(when) << 21) | (np.int64(pe) << 1) | kind
@@ -188,640 +188,663 @@ def _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, when, pe, kind):
     return hn + 1
 
 
-@njit(cache=True, error_model="numpy")
+def _specialise(functional: bool):
+    """The engine for one mode. ``functional`` is a closure constant, so numba compiles the
+    timing-only engine without the payload code (about 8% faster); each variant is cached apart."""
+
+    @njit(cache=True, error_model="numpy")
+    def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route, ch_port, ch_cap,
+            ins, insf, waitlist, pe_code, pe_len, pe_fbase, mem, mem_base,
+            pc, main_free, ut_row, ur, flags,
+            ch_head, ch_count, ch_ready, ch_pay, q_head, q_count, q_ready, q_pay,
+            busy, finish, links, ts_pe, ts_label, ts_cycle, tr, out, cs, rs, ps):
+        W = params[P_W]
+        H = params[P_H]
+        C = params[P_C]
+        alpha = params[P_ALPHA]
+        rin = params[P_RIN]
+        rout = params[P_ROUT]
+        beta = params[P_BETA]
+        max_idle = params[P_MAXIDLE]
+        max_cycles = params[P_MAXCYC]
+        S = params[P_S]
+        SQ = params[P_SQ]
+        capq = params[P_CAPQ]
+        trace_cap = params[P_TRACE]
+        SM = S - 1  # ring storage is a power of two >= every capacity
+        SQM = SQ - 1
+        P = W * H
+        nr = r_tx.shape[0]
+        nch = ch_route.shape[0]
+
+        # Scheduling: per wheel slot and agent kind (0 = CE, 1 = router) a bitmap over PEs plus a
+        # summary bitmap over its words. A slot is visited in ascending PE order, so the records below
+        # are read nearly sequentially; setting a bit twice is harmless, so wake-ups need no dedup.
+        # Wake-ups nslot or more cycles ahead (long instructions) go to a min-heap of
+        # (when << 21 | pe << 1 | kind). A call taking arrays costs atomic reference counts, even
+        # inlined, so ``_wake`` serves only the start, the heap drain and instruction timers; the
+        # per-wavelet wake-ups are written out in place (marked "# wake:").
+        nwd = (P + 63) >> 6
+        nsm = (nwd + 63) >> 6
+        nslot = params[P_NSLOT]  # a power of two above every fabric latency: those wake-ups skip the heap
+        slotm = nslot - 1
+        bm = np.zeros(2 * nslot * nwd, dtype=np.int64)
+        sm = np.zeros(2 * nslot * nsm, dtype=np.int64)
+        occ = np.zeros(nslot, dtype=np.int64)  # slot has a due agent
+        hp = np.empty(4 * P + 16, dtype=np.int64)
+        hn = 0
+        # Hot state is packed in records (one or two cache lines per agent) rather than one array per
+        # field: a dense cycle touches every PE, and separate arrays cost one cache miss per field.
+        # Records refer to each other by record offset (index × record length), which saves a multiply
+        # on every dependent load; the error paths divide back to indices.
+        # channel record (CS): head, count, freed-at cycle, freed count, capacity, route, port,
+        #   PE of the route, then the ready-cycle ring (S slots, a power of two)
+        CS = 8 + S
+        RS = 12 + SQ
+        for ch in range(nch):
+            b = ch * CS
+            cs[U(b + 2)] = -1
+            cs[U(b + 4)] = ch_cap[ch]
+            cs[U(b + 5)] = ch_route[ch] * RS  # stored as the route record's offset
+            cs[U(b + 6)] = ch_port[ch]
+            cs[U(b + 7)] = r_pe[ch_route[ch]]
+        # route record (RS): queue head, queue count, freed-at cycle, freed count, last arrival
+        #   cycle, last arrival port, ramp channel, tx mask, downstream channel per port (4; negative:
+        #   none), then the CE input-queue ready ring (SQ slots, a power of two)
+        for r in range(nr):
+            b = r * RS
+            rs[U(b + 2)] = -1
+            rs[U(b + 4)] = -1
+            rs[U(b + 6)] = r_rampch[r] * CS if r_rampch[r] >= 0 else -1
+            rs[U(b + 7)] = r_tx[r]
+            for p in range(4):
+                rs[U(b + 8 + p)] = r_down[r * 4 + p] * CS if r_down[r * 4 + p] >= 0 else r_down[r * 4 + p]
+        # PE record (PS): running-microthread mask, main thread parked on a Wait, pc, code length, main
+        #   thread free at, running microthreads, busy until, busy, finish, round-robin start, router/CE
+        #   back-pressured, done, first code row, first channel, channel count (int32 when every cycle
+        #   fits, else int64)
+        PS = 16
+        for pe in range(P):
+            b = pe * PS
+            ps[U(b + 3)] = pe_len[pe]
+            ps[U(b + 13)] = pe_code[pe]
+            c0 = r_chan0[pe_r0[pe]]
+            ps[U(b + 14)] = c0 * CS
+            ps[U(b + 15)] = r_chan0[pe_r0[pe + 1]] - c0
+        # microthread record (UR): instruction row (-1: slot free), wavelets moved, start cycle, wavelets
+        #   to move, opcode, receive route, send route, send route's ramp channel
+        for u in range(P * UT):
+            ur[U(u * UR)] = -1
+        rt_only = 0  # PE-cycles in which the router moved a wavelet while the CE did no work
+
+        unfinished = 0
+        for pe in range(P):
+            if ps[U(pe * PS + 3)] > 0:
+                unfinished += 1
+                hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, 0, 0, pe, 0)
+            else:
+                ps[U(pe * PS + 12)] = 1
+        n_ts = 0
+        n_tr = 0
+        v_ce = 0
+        v_rt = 0
+        moves = 0
+        last_progress = 0
+        last_move = -1
+        t = 0
+        st = ST_OK
+        while True:
+            if t > max_cycles:
+                st = ST_LIMIT
+                break
+            slot = t & slotm
+            while hn > 0 and (hp[0] >> 21) <= t:
+                key = hp[0]
+                hn -= 1
+                hp[0] = hp[hn]
+                hi = 0
+                while True:
+                    lc = 2 * hi + 1
+                    if lc >= hn:
+                        break
+                    c = lc
+                    if lc + 1 < hn and hp[lc + 1] < hp[lc]:
+                        c = lc + 1
+                    if hp[hi] <= hp[c]:
+                        break
+                    tmp = hp[c]
+                    hp[c] = hp[hi]
+                    hp[hi] = tmp
+                    hi = c
+                hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, t, (key >> 1) & 0xFFFFF, key & 1)
+            progress = False
+            cb = slot * nwd
+            rb = (nslot + slot) * nwd
+            csb = slot * nsm
+            rsb = (nslot + slot) * nsm
+            for sw in range(nsm):
+                sbits = sm[U(csb + sw)] | sm[U(rsb + sw)]
+                while sbits != 0:
+                    w = (sw << 6) + trailing_zeros(sbits)
+                    sbits &= sbits - 1
+                    cw = bm[U(cb + w)]
+                    bm[U(cb + w)] = 0
+                    bits = cw | bm[U(rb + w)]
+                    while bits != 0:
+                        bb = trailing_zeros(bits)
+                        bits &= bits - 1
+                        pe = (w << 6) + bb
+                        pbit = np.int64(1) << bb
+                        # ---------------- CE: main thread, then microthreads ----------------
+                        if cw & pbit:
+                            v_ce += 1
+                            base = mem_base[U(pe)] if functional else 0
+                            if ps[U(pe * PS + 2)] < ps[U(pe * PS + 3)] and ps[U(pe * PS + 4)] <= t and ps[U(pe * PS + 1)] == 0:
+                                while ps[U(pe * PS + 2)] < ps[U(pe * PS + 3)]:
+                                    row = ps[U(pe * PS + 13)] + ps[U(pe * PS + 2)]
+                                    op = ins[U(row), F_OP]
+                                    cost = ins[U(row), F_COST]
+                                    if op == OP_WAIT:
+                                        ok = True
+                                        w0 = ins[U(row), F_FLAG]
+                                        for wi in range(ins[U(row), F_WN]):
+                                            if flags[pe_fbase[U(pe)] + waitlist[w0 + wi]] == 0:
+                                                ok = False
+                                                break
+                                        if not ok:
+                                            ps[U(pe * PS + 1)] = 1  # parked until a microthread completes
+                                            break
+                                    elif op <= OP_RELAY:
+                                        rc = ins[U(row), F_COL1]
+                                        sc = ins[U(row), F_COL2]
+                                        free_s = -1
+                                        for s in range(UT):
+                                            r2 = ur[U((pe * UT + s) * UR)]
+                                            if r2 < 0:
+                                                if free_s < 0:
+                                                    free_s = s
+                                                continue
+                                            if rc >= 0 and ins[U(r2), F_COL1] == rc:
+                                                st = ST_QCONFLICT
+                                                out[O_I0] = pe
+                                                out[O_I1] = rc
+                                                out[O_I2] = 0
+                                            if sc >= 0 and ins[U(r2), F_COL2] == sc:
+                                                st = ST_QCONFLICT
+                                                out[O_I0] = pe
+                                                out[O_I1] = sc
+                                                out[O_I2] = 1
+                                        if st != ST_OK:
+                                            break
+                                        if free_s < 0:
+                                            st = ST_UTLIMIT
+                                            out[O_I0] = pe
+                                            break
+                                        ub = (pe * UT + free_s) * UR
+                                        ur[U(ub)] = row
+                                        ur[U(ub + 1)] = 0
+                                        ur[U(ub + 2)] = t + cost
+                                        ur[U(ub + 3)] = ins[U(row), F_X]
+                                        ur[U(ub + 4)] = op
+                                        ri = route_of[U(pe * C + rc)] * RS if rc >= 0 else -1
+                                        ro = route_of[U(pe * C + sc)] * RS if sc >= 0 else -1
+                                        ur[U(ub + 5)] = ri
+                                        ur[U(ub + 6)] = ro
+                                        ur[U(ub + 7)] = rs[U(ro + 6)] if ro >= 0 else -1
+                                        flags[pe_fbase[U(pe)] + ins[U(row), F_FLAG]] = 0
+                                        ps[U(pe * PS)] |= 1 << free_s
+                                        ps[U(pe * PS + 5)] += 1
+                                    elif op == OP_TS:
+                                        ts_pe[n_ts] = pe
+                                        ts_label[n_ts] = ins[U(row), F_X]
+                                        ts_cycle[n_ts] = t
+                                        n_ts += 1
+                                    elif functional:
+                                        _compute(ins, row, insf, mem, base)
+                                    # the instruction ran: account its main-thread cycles
+                                    ps[U(pe * PS + 2)] += 1
+                                    progress = True
+                                    if n_tr < trace_cap and (cost > 0 or op != OP_WAIT):
+                                        tr[n_tr, 0] = pe
+                                        tr[n_tr, 1] = 0
+                                        tr[n_tr, 2] = row
+                                        tr[n_tr, 3] = t
+                                        tr[n_tr, 4] = t + cost
+                                        n_tr += 1
+                                    if cost > 0:
+                                        e = t + cost
+                                        if e > ps[U(pe * PS + 6)]:
+                                            ps[U(pe * PS + 7)] += e - max(t, ps[U(pe * PS + 6)])
+                                            ps[U(pe * PS + 6)] = e
+                                        if e > ps[U(pe * PS + 8)]:
+                                            ps[U(pe * PS + 8)] = e
+                                        ps[U(pe * PS + 4)] = e
+                                        hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, e, pe, 0)
+                                        break
+                                    if t > ps[U(pe * PS + 8)]:
+                                        ps[U(pe * PS + 8)] = t
+                                if st != ST_OK:
+                                    break
+                            ce_moved = False
+                            umask = ps[U(pe * PS)]
+                            while umask != 0:
+                                s = trailing_zeros(umask)
+                                umask &= umask - 1
+                                ub = (pe * UT + s) * UR
+                                if ur[U(ub + 2)] > t:
+                                    continue
+                                row = ur[U(ub)]
+                                op = ur[U(ub + 4)]
+                                k = ur[U(ub + 1)]
+                                moved = False
+                                if op == OP_SEND:
+                                    r = ur[U(ub + 6)]
+                                    ch = ur[U(ub + 7)]
+                                    cnt = cs[U(ch + 1)]
+                                    eff = cnt + (cs[U(ch + 3)] if cs[U(ch + 2)] == t else 0)
+                                    if eff < cs[U(ch + 4)]:
+                                        v0 = np.float32(0.0)
+                                        v1 = np.float32(0.0)
+                                        if functional:
+                                            ao = base + ins[U(row), F_A_OFF]
+                                            asd = ins[U(row), F_A_STR]
+                                            if ins[U(row), F_Y] == 1:
+                                                v0 = mem[ao + 2 * k * asd]
+                                                if 2 * k + 1 < ins[U(row), F_A_LEN]:
+                                                    v1 = mem[ao + (2 * k + 1) * asd]
+                                            else:
+                                                v0 = mem[ao + k * asd]
+                                        ready = t + rin
+                                        sl = ch + 8 + ((cs[U(ch)] + cnt) & SM)
+                                        cs[U(sl)] = ready
+                                        if functional:
+                                            ch_pay[U(2 * sl)] = v0
+                                            ch_pay[U(2 * sl + 1)] = v1
+                                        cs[U(ch + 1)] = cnt + 1
+                                        if rs[U(r + 4)] == ready and rs[U(r + 5)] != 4:
+                                            st = ST_MULTIRX
+                                            out[O_I0] = pe
+                                            out[O_I1] = r // RS
+                                            break
+                                        rs[U(r + 4)] = ready
+                                        rs[U(r + 5)] = 4
+                                        wb = nslot + (ready & slotm)  # wake: due at ready
+                                        bm[U(wb * nwd + (pe >> 6))] |= np.int64(1) << (pe & 63)
+                                        sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                        occ[U(ready & slotm)] = 1
+                                        moved = True
+                                    elif cnt < cs[U(ch + 4)]:
+                                        wb = ((t + 1) & slotm)  # wake: due at t + 1
+                                        bm[U(wb * nwd + (pe >> 6))] |= np.int64(1) << (pe & 63)
+                                        sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                        occ[U((t + 1) & slotm)] = 1
+                                    else:
+                                        ps[U(pe * PS + 11)] = 1
+                                else:
+                                    r = ur[U(ub + 5)]
+                                    qc = rs[U(r + 1)]
+                                    if qc > 0 and rs[U(r + 12 + rs[U(r)])] <= t:
+                                        has_out = True
+                                        ch = -1
+                                        cnt = 0
+                                        ro = -1
+                                        if op == OP_RAS or op == OP_RELAY:
+                                            ro = ur[U(ub + 6)]
+                                            ch = ur[U(ub + 7)]
+                                            cnt = cs[U(ch + 1)]
+                                            eff = cnt + (cs[U(ch + 3)] if cs[U(ch + 2)] == t else 0)
+                                            if eff >= cs[U(ch + 4)]:
+                                                has_out = False
+                                                if cnt < cs[U(ch + 4)]:
+                                                    wb = ((t + 1) & slotm)  # wake: due at t + 1
+                                                    bm[U(wb * nwd + (pe >> 6))] |= np.int64(1) << (pe & 63)
+                                                    sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                                    occ[U((t + 1) & slotm)] = 1
+                                                else:
+                                                    ps[U(pe * PS + 11)] = 1
+                                        if has_out:
+                                            qs = r + 12 + rs[U(r)]
+                                            v0 = np.float32(0.0)
+                                            v1 = np.float32(0.0)
+                                            if functional:
+                                                v0 = q_pay[U(2 * qs)]
+                                                v1 = q_pay[U(2 * qs + 1)]
+                                            rs[U(r)] = (rs[U(r)] + 1) & SQM
+                                            rs[U(r + 1)] = qc - 1
+                                            if rs[U(r + 2)] == t:
+                                                rs[U(r + 3)] += 1
+                                            else:
+                                                rs[U(r + 2)] = t
+                                                rs[U(r + 3)] = 1
+                                            if ps[U(pe * PS + 10)]:
+                                                ps[U(pe * PS + 10)] = 0
+                                                wb = nslot + ((t + 1) & slotm)  # wake: due at t + 1
+                                                bm[U(wb * nwd + (pe >> 6))] |= np.int64(1) << (pe & 63)
+                                                sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                                occ[U((t + 1) & slotm)] = 1
+                                            if functional and op != OP_RELAY:
+                                                ao = base + ins[U(row), F_A_OFF]
+                                                asd = ins[U(row), F_A_STR]
+                                                adt = ins[U(row), F_A_DT]
+                                                n = ins[U(row), F_A_LEN]
+                                                if ins[U(row), F_Y] == 1:
+                                                    i0 = 2 * k
+                                                    npair = 2 if i0 + 1 < n else 1
+                                                else:
+                                                    i0 = k
+                                                    npair = 1
+                                                for j in range(npair):
+                                                    v = v0 if j == 0 else v1
+                                                    a = ao + (i0 + j) * asd
+                                                    if op == OP_RECV:
+                                                        mem[a] = _rnd(v, adt)
+                                                    elif op == OP_RECVADD:
+                                                        mem[a] = _rnd(mem[a] + v, adt)
+                                                    else:
+                                                        sres = _rnd(v + mem[a], adt)
+                                                        if j == 0:
+                                                            v0 = sres
+                                                        else:
+                                                            v1 = sres
+                                            if ch >= 0:
+                                                ready = t + beta + rin
+                                                sl = ch + 8 + ((cs[U(ch)] + cnt) & SM)
+                                                cs[U(sl)] = ready
+                                                if functional:
+                                                    ch_pay[U(2 * sl)] = v0
+                                                    ch_pay[U(2 * sl + 1)] = v1
+                                                cs[U(ch + 1)] = cnt + 1
+                                                if rs[U(ro + 4)] == ready and rs[U(ro + 5)] != 4:
+                                                    st = ST_MULTIRX
+                                                    out[O_I0] = pe
+                                                    out[O_I1] = ro // RS
+                                                    break
+                                                rs[U(ro + 4)] = ready
+                                                rs[U(ro + 5)] = 4
+                                                wb = nslot + (ready & slotm)  # wake: due at ready
+                                                bm[U(wb * nwd + (pe >> 6))] |= np.int64(1) << (pe & 63)
+                                                sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                                occ[U(ready & slotm)] = 1
+                                            moved = True
+                                if moved:
+                                    moves += 1
+                                    ce_moved = True
+                                    k += 1
+                                    ur[U(ub + 1)] = k
+                                    if k == ur[U(ub + 3)]:
+                                        ur[U(ub)] = -1
+                                        ps[U(pe * PS)] &= ~(1 << s)
+                                        ps[U(pe * PS + 5)] -= 1
+                                        flags[pe_fbase[U(pe)] + ins[U(row), F_FLAG]] = 1
+                                        ps[U(pe * PS + 1)] = 0
+                                        if n_tr < trace_cap:
+                                            tr[n_tr, 0] = pe
+                                            tr[n_tr, 1] = 1 + s
+                                            tr[n_tr, 2] = row
+                                            tr[n_tr, 3] = ur[U(ub + 2)]
+                                            tr[n_tr, 4] = t + 1
+                                            n_tr += 1
+                            if st != ST_OK:
+                                break
+                            if ce_moved:  # a microthread moved a wavelet: the CE was busy this cycle
+                                progress = True
+                                if t >= ps[U(pe * PS + 6)]:
+                                    ps[U(pe * PS + 7)] += 1
+                                    ps[U(pe * PS + 6)] = t + 1
+                                if t + 1 > ps[U(pe * PS + 8)]:
+                                    ps[U(pe * PS + 8)] = t + 1
+                                wb = ((t + 1) & slotm)  # wake: due at t + 1
+                                bm[U(wb * nwd + (pe >> 6))] |= np.int64(1) << (pe & 63)
+                                sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                occ[U((t + 1) & slotm)] = 1
+                            if ps[U(pe * PS + 12)] == 0 and ps[U(pe * PS + 2)] >= ps[U(pe * PS + 3)] and ps[U(pe * PS + 5)] == 0:
+                                ps[U(pe * PS + 12)] = 1
+                                unfinished -= 1
+                        # ---------------- router (after this PE's CE, which may have woken it) ----------
+                        if (bm[U(rb + w)] & pbit) == 0:
+                            continue
+                        bm[U(rb + w)] &= ~pbit
+                        v_rt += 1
+                        c0 = ps[U(pe * PS + 14)]
+                        n = ps[U(pe * PS + 15)]
+                        if n == 0:
+                            continue
+                        start = ps[U(pe * PS + 9)]
+                        if start >= n:
+                            start = 0
+                        used = 0
+                        pending = False
+                        acted = False
+                        for kk in range(n):
+                            ii = start + kk
+                            if ii >= n:
+                                ii -= n
+                            ch = c0 + ii * CS
+                            if cs[U(ch + 1)] == 0:
+                                continue
+                            hs = ch + 8 + cs[U(ch)]
+                            if cs[U(hs)] > t:
+                                continue
+                            r = cs[U(ch + 5)]
+                            tx = rs[U(r + 7)]
+                            if tx & used:
+                                pending = True
+                                continue
+                            ok = True
+                            for p in range(5):
+                                if (tx >> p) & 1:
+                                    if p == 4:
+                                        qc = rs[U(r + 1)]
+                                        if qc + (rs[U(r + 3)] if rs[U(r + 2)] == t else 0) >= capq:
+                                            ok = False
+                                            if qc < capq:
+                                                pending = True
+                                            else:
+                                                ps[U(pe * PS + 10)] = 1
+                                            break
+                                    else:
+                                        d = rs[U(r + 8 + p)]
+                                        if d < 0:
+                                            st = ST_MISROUTE
+                                            out[O_I0] = pe
+                                            out[O_I1] = r // RS
+                                            out[O_I2] = p * 4 + (d + 2)
+                                            break
+                                        dc = cs[U(d + 1)]
+                                        if dc + (cs[U(d + 3)] if cs[U(d + 2)] == t else 0) >= cs[U(d + 4)]:
+                                            ok = False
+                                            if dc < cs[U(d + 4)]:
+                                                pending = True
+                                            else:
+                                                ps[U(pe * PS + 10)] = 1
+                                            break
+                            if st != ST_OK:
+                                break
+                            if not ok:
+                                continue
+                            v0 = np.float32(0.0)
+                            v1 = np.float32(0.0)
+                            if functional:
+                                v0 = ch_pay[U(2 * hs)]
+                                v1 = ch_pay[U(2 * hs + 1)]
+                            cs[U(ch)] = (cs[U(ch)] + 1) & SM
+                            cs[U(ch + 1)] -= 1
+                            if cs[U(ch + 2)] == t:
+                                cs[U(ch + 3)] += 1
+                            else:
+                                cs[U(ch + 2)] = t
+                                cs[U(ch + 3)] = 1
+                            port = cs[U(ch + 6)]
+                            if port == 4:
+                                if ps[U(pe * PS + 11)]:
+                                    ps[U(pe * PS + 11)] = 0
+                                    wb = ((t + 1) & slotm)  # wake: due at t + 1
+                                    bm[U(wb * nwd + (pe >> 6))] |= np.int64(1) << (pe & 63)
+                                    sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                    occ[U((t + 1) & slotm)] = 1
+                            else:
+                                if port == 0:
+                                    up = pe - W
+                                elif port == 1:
+                                    up = pe + W
+                                elif port == 2:
+                                    up = pe + 1
+                                else:
+                                    up = pe - 1
+                                if ps[U(up * PS + 10)]:
+                                    ps[U(up * PS + 10)] = 0
+                                    wb = nslot + ((t + 1) & slotm)  # wake: due at t + 1
+                                    bm[U(wb * nwd + (up >> 6))] |= np.int64(1) << (up & 63)
+                                    sm[U(wb * nsm + (up >> 12))] |= np.int64(1) << ((up >> 6) & 63)
+                                    occ[U((t + 1) & slotm)] = 1
+                            for p in range(5):
+                                if (tx >> p) & 1:
+                                    links[U(pe * 5 + p)] += 1
+                                    if p == 4:
+                                        ready = t + rout
+                                        qs = r + 12 + ((rs[U(r)] + rs[U(r + 1)]) & SQM)
+                                        rs[U(qs)] = ready
+                                        if functional:
+                                            q_pay[U(2 * qs)] = v0
+                                            q_pay[U(2 * qs + 1)] = v1
+                                        rs[U(r + 1)] += 1
+                                        wb = (ready & slotm)  # wake: due at ready
+                                        bm[U(wb * nwd + (pe >> 6))] |= np.int64(1) << (pe & 63)
+                                        sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                        occ[U(ready & slotm)] = 1
+                                    else:
+                                        d = rs[U(r + 8 + p)]
+                                        ready = t + alpha
+                                        ds = d + 8 + ((cs[U(d)] + cs[U(d + 1)]) & SM)
+                                        cs[U(ds)] = ready
+                                        if functional:
+                                            ch_pay[U(2 * ds)] = v0
+                                            ch_pay[U(2 * ds + 1)] = v1
+                                        cs[U(d + 1)] += 1
+                                        r2 = cs[U(d + 5)]
+                                        inport = cs[U(d + 6)]
+                                        if rs[U(r2 + 4)] == ready and rs[U(r2 + 5)] != inport:
+                                            st = ST_MULTIRX
+                                            out[O_I0] = cs[U(d + 7)]
+                                            out[O_I1] = r2 // RS
+                                            break
+                                        rs[U(r2 + 4)] = ready
+                                        rs[U(r2 + 5)] = inport
+                                        wpe = cs[U(d + 7)]
+                                        wb = nslot + (ready & slotm)  # wake: due at ready
+                                        bm[U(wb * nwd + (wpe >> 6))] |= np.int64(1) << (wpe & 63)
+                                        sm[U(wb * nsm + (wpe >> 12))] |= np.int64(1) << ((wpe >> 6) & 63)
+                                        occ[U(ready & slotm)] = 1
+                            if st != ST_OK:
+                                break
+                            moves += 1
+                            used |= tx
+                            if not acted:
+                                acted = True
+                                if t >= ps[U(pe * PS + 6)]:
+                                    rt_only += 1
+                            progress = True
+                            last_move = t
+                            ps[U(pe * PS + 9)] = ii + 1
+                            if cs[U(ch + 1)] > 0 and cs[U(ch + 8 + cs[U(ch)])] <= t:
+                                pending = True
+                        if st != ST_OK:
+                            break
+                        if pending:
+                            wb = nslot + ((t + 1) & slotm)  # wake: due at t + 1
+                            bm[U(wb * nwd + (pe >> 6))] |= np.int64(1) << (pe & 63)
+                            sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                            occ[U((t + 1) & slotm)] = 1
+                    if st != ST_OK:
+                        break
+                if st != ST_OK:
+                    break
+                sm[U(csb + sw)] = 0
+                sm[U(rsb + sw)] = 0
+            if st != ST_OK:
+                break
+            occ[U(slot)] = 0
+            # ---------------- end of cycle ----------------
+            if progress:
+                last_progress = t
+            elif t - last_progress > max_idle:
+                st = ST_IDLE
+                break
+            nxt = -1
+            for dd in range(1, nslot):
+                if occ[U((t + dd) & slotm)] != 0:
+                    nxt = t + dd
+                    break
+            if nxt >= 0:
+                if hn > 0 and (hp[0] >> 21) < nxt:
+                    nxt = hp[0] >> 21
+                # skip the empty cycles in between (max_cycles is checked at the top of a cycle). Nothing
+                # is due before nxt: waiting for a wavelet in flight is not idleness, so only cycles in
+                # which agents ran and nothing moved count towards the idle limit
+                if nxt > max_cycles + 1:
+                    nxt = max_cycles + 1
+                if nxt > t + 1:
+                    last_progress = nxt - 1
+                t = nxt
+            elif hn > 0:
+                # only timers (long instructions) remain: jump; a running instruction is progress
+                t = max(t + 1, hp[0] >> 21)
+                last_progress = t - 1
+            else:
+                if unfinished > 0:
+                    st = ST_DEADLOCK
+                else:
+                    for ch in range(nch):  # wavelets still in a router FIFO or a CE input queue?
+                        if cs[U(ch * CS + 1)] > 0:
+                            st = ST_LEFTOVER
+                    for r in range(nr):
+                        if rs[U(r * RS + 1)] > 0:
+                            st = ST_LEFTOVER
+                break
+        for u in range(P * UT):
+            ut_row[u] = ur[U(u * UR)]
+        for pe in range(P):
+            b = pe * PS
+            pc[pe] = ps[U(b + 2)]
+            main_free[pe] = ps[U(b + 4)]
+            busy[pe] = ps[U(b + 7)]
+            finish[pe] = ps[U(b + 8)]
+        for ch in range(nch):
+            ch_head[ch] = cs[U(ch * CS)]
+            ch_count[ch] = cs[U(ch * CS + 1)]
+        for r in range(nr):
+            q_head[r] = rs[U(r * RS)]
+            q_count[r] = rs[U(r * RS + 1)]
+        out[O_ST] = st
+        out[O_T] = t
+        total = last_move + 1
+        for pe in range(P):
+            if ps[U(pe * PS + 8)] > total:
+                total = ps[U(pe * PS + 8)]
+        out[O_TOTAL] = total
+        out[O_NTS] = n_ts
+        out[O_NTR] = n_tr
+        out[O_VCE] = v_ce
+        out[O_VRT] = v_rt
+        out[O_MOVES] = moves
+        out[O_RTONLY] = rt_only
+
+    return run
+
+
+_run_timing = _specialise(False)
+_run_functional = _specialise(True)
+
+
 def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route, ch_port, ch_cap,
         ins, insf, waitlist, pe_code, pe_len, pe_fbase, mem, mem_base,
         pc, main_free, ut_row, ur, flags,
         ch_head, ch_count, ch_ready, ch_pay, q_head, q_count, q_ready, q_pay,
-        busy, finish, links, ts_pe, ts_label, ts_cycle, tr, out, cs, rs, ps):
-    W = params[P_W]
-    H = params[P_H]
-    C = params[P_C]
-    alpha = params[P_ALPHA]
-    rin = params[P_RIN]
-    rout = params[P_ROUT]
-    beta = params[P_BETA]
-    functional = params[P_FUNC] != 0
-    max_idle = params[P_MAXIDLE]
-    max_cycles = params[P_MAXCYC]
-    S = params[P_S]
-    SQ = params[P_SQ]
-    capq = params[P_CAPQ]
-    trace_cap = params[P_TRACE]
-    SM = S - 1  # ring storage is a power of two >= every capacity
-    SQM = SQ - 1
-    P = W * H
-    nr = r_tx.shape[0]
-    nch = ch_route.shape[0]
-
-    # Scheduling: per wheel slot and agent kind (0 = CE, 1 = router) a bitmap over PEs plus a
-    # summary bitmap over its words. A slot is visited in ascending PE order, so the records below
-    # are read nearly sequentially; setting a bit twice is harmless, so wake-ups need no dedup.
-    # Wake-ups nslot or more cycles ahead (long instructions) go to a min-heap of
-    # (when << 21 | pe << 1 | kind). A call taking arrays costs atomic reference counts, even
-    # inlined, so ``_wake`` serves only the start, the heap drain and instruction timers; the
-    # per-wavelet wake-ups are written out in place (marked "# wake:").
-    nwd = (P + 63) >> 6
-    nsm = (nwd + 63) >> 6
-    nslot = params[P_NSLOT]  # a power of two above every fabric latency: those wake-ups skip the heap
-    slotm = nslot - 1
-    bm = np.zeros(2 * nslot * nwd, dtype=np.int64)
-    sm = np.zeros(2 * nslot * nsm, dtype=np.int64)
-    occ = np.zeros(nslot, dtype=np.int64)  # slot has a due agent
-    hp = np.empty(4 * P + 16, dtype=np.int64)
-    hn = 0
-    # Hot state is packed in records (one or two cache lines per agent) rather than one array per
-    # field: a dense cycle touches every PE, and separate arrays cost one cache miss per field.
-    # Records refer to each other by record offset (index × record length), which saves a multiply
-    # on every dependent load; the error paths divide back to indices.
-    # channel record (CS): head, count, freed-at cycle, freed count, capacity, route, port,
-    #   PE of the route, then the ready-cycle ring (S slots, a power of two)
-    CS = 8 + S
-    RS = 12 + SQ
-    for ch in range(nch):
-        b = ch * CS
-        cs[U(b + 2)] = -1
-        cs[U(b + 4)] = ch_cap[ch]
-        cs[U(b + 5)] = ch_route[ch] * RS  # stored as the route record's offset
-        cs[U(b + 6)] = ch_port[ch]
-        cs[U(b + 7)] = r_pe[ch_route[ch]]
-    # route record (RS): queue head, queue count, freed-at cycle, freed count, last arrival
-    #   cycle, last arrival port, ramp channel, tx mask, downstream channel per port (4; negative:
-    #   none), then the CE input-queue ready ring (SQ slots, a power of two)
-    for r in range(nr):
-        b = r * RS
-        rs[U(b + 2)] = -1
-        rs[U(b + 4)] = -1
-        rs[U(b + 6)] = r_rampch[r] * CS if r_rampch[r] >= 0 else -1
-        rs[U(b + 7)] = r_tx[r]
-        for p in range(4):
-            rs[U(b + 8 + p)] = r_down[r * 4 + p] * CS if r_down[r * 4 + p] >= 0 else r_down[r * 4 + p]
-    # PE record (PS): running-microthread mask, main thread parked on a Wait, pc, code length, main
-    #   thread free at, running microthreads, busy until, busy, finish, round-robin start, router/CE
-    #   back-pressured, done, first code row, first channel, channel count (int32 when every cycle
-    #   fits, else int64)
-    PS = 16
-    for pe in range(P):
-        b = pe * PS
-        ps[U(b + 3)] = pe_len[pe]
-        ps[U(b + 13)] = pe_code[pe]
-        c0 = r_chan0[pe_r0[pe]]
-        ps[U(b + 14)] = c0 * CS
-        ps[U(b + 15)] = r_chan0[pe_r0[pe + 1]] - c0
-    # microthread record (UR): instruction row (-1: slot free), wavelets moved, start cycle, wavelets
-    #   to move, opcode, receive route, send route, send route's ramp channel
-    for u in range(P * UT):
-        ur[U(u * UR)] = -1
-    rt_only = 0  # PE-cycles in which the router moved a wavelet while the CE did no work
-
-    unfinished = 0
-    for pe in range(P):
-        if ps[U(pe * PS + 3)] > 0:
-            unfinished += 1
-            hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, 0, 0, pe, 0)
-        else:
-            ps[U(pe * PS + 12)] = 1
-    n_ts = 0
-    n_tr = 0
-    v_ce = 0
-    v_rt = 0
-    moves = 0
-    last_progress = 0
-    last_move = -1
-    t = 0
-    st = ST_OK
-    while True:
-        if t > max_cycles:
-            st = ST_LIMIT
-            break
-        slot = t & slotm
-        while hn > 0 and (hp[0] >> 21) <= t:
-            key = hp[0]
-            hn -= 1
-            hp[0] = hp[hn]
-            hi = 0
-            while True:
-                lc = 2 * hi + 1
-                if lc >= hn:
-                    break
-                c = lc
-                if lc + 1 < hn and hp[lc + 1] < hp[lc]:
-                    c = lc + 1
-                if hp[hi] <= hp[c]:
-                    break
-                tmp = hp[c]
-                hp[c] = hp[hi]
-                hp[hi] = tmp
-                hi = c
-            hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, t, (key >> 1) & 0xFFFFF, key & 1)
-        progress = False
-        cb = slot * nwd
-        rb = (nslot + slot) * nwd
-        csb = slot * nsm
-        rsb = (nslot + slot) * nsm
-        for sw in range(nsm):
-            sbits = sm[csb + sw] | sm[rsb + sw]
-            while sbits != 0:
-                w = (sw << 6) + trailing_zeros(sbits)
-                sbits &= sbits - 1
-                cw = bm[cb + w]
-                bm[cb + w] = 0
-                bits = cw | bm[rb + w]
-                while bits != 0:
-                    bb = trailing_zeros(bits)
-                    bits &= bits - 1
-                    pe = (w << 6) + bb
-                    pbit = np.int64(1) << bb
-                    # ---------------- CE: main thread, then microthreads ----------------
-                    if cw & pbit:
-                        v_ce += 1
-                        base = mem_base[pe] if functional else 0
-                        if ps[U(pe * PS + 2)] < ps[U(pe * PS + 3)] and ps[U(pe * PS + 4)] <= t and ps[U(pe * PS + 1)] == 0:
-                            while ps[U(pe * PS + 2)] < ps[U(pe * PS + 3)]:
-                                row = ps[U(pe * PS + 13)] + ps[U(pe * PS + 2)]
-                                op = ins[U(row), F_OP]
-                                cost = ins[U(row), F_COST]
-                                if op == OP_WAIT:
-                                    ok = True
-                                    w0 = ins[U(row), F_FLAG]
-                                    for wi in range(ins[U(row), F_WN]):
-                                        if flags[pe_fbase[pe] + waitlist[w0 + wi]] == 0:
-                                            ok = False
-                                            break
-                                    if not ok:
-                                        ps[U(pe * PS + 1)] = 1  # parked until a microthread completes
-                                        break
-                                elif op <= OP_RELAY:
-                                    rc = ins[U(row), F_COL1]
-                                    sc = ins[U(row), F_COL2]
-                                    free_s = -1
-                                    for s in range(UT):
-                                        r2 = ur[U((pe * UT + s) * UR)]
-                                        if r2 < 0:
-                                            if free_s < 0:
-                                                free_s = s
-                                            continue
-                                        if rc >= 0 and ins[U(r2), F_COL1] == rc:
-                                            st = ST_QCONFLICT
-                                            out[O_I0] = pe
-                                            out[O_I1] = rc
-                                            out[O_I2] = 0
-                                        if sc >= 0 and ins[U(r2), F_COL2] == sc:
-                                            st = ST_QCONFLICT
-                                            out[O_I0] = pe
-                                            out[O_I1] = sc
-                                            out[O_I2] = 1
-                                    if st != ST_OK:
-                                        break
-                                    if free_s < 0:
-                                        st = ST_UTLIMIT
-                                        out[O_I0] = pe
-                                        break
-                                    ub = (pe * UT + free_s) * UR
-                                    ur[U(ub)] = row
-                                    ur[U(ub + 1)] = 0
-                                    ur[U(ub + 2)] = t + cost
-                                    ur[U(ub + 3)] = ins[U(row), F_X]
-                                    ur[U(ub + 4)] = op
-                                    ri = route_of[pe * C + rc] * RS if rc >= 0 else -1
-                                    ro = route_of[pe * C + sc] * RS if sc >= 0 else -1
-                                    ur[U(ub + 5)] = ri
-                                    ur[U(ub + 6)] = ro
-                                    ur[U(ub + 7)] = rs[U(ro + 6)] if ro >= 0 else -1
-                                    flags[pe_fbase[pe] + ins[U(row), F_FLAG]] = 0
-                                    ps[U(pe * PS)] |= 1 << free_s
-                                    ps[U(pe * PS + 5)] += 1
-                                elif op == OP_TS:
-                                    ts_pe[n_ts] = pe
-                                    ts_label[n_ts] = ins[U(row), F_X]
-                                    ts_cycle[n_ts] = t
-                                    n_ts += 1
-                                elif functional:
-                                    _compute(ins, row, insf, mem, base)
-                                # the instruction ran: account its main-thread cycles
-                                ps[U(pe * PS + 2)] += 1
-                                progress = True
-                                if n_tr < trace_cap and (cost > 0 or op != OP_WAIT):
-                                    tr[n_tr, 0] = pe
-                                    tr[n_tr, 1] = 0
-                                    tr[n_tr, 2] = row
-                                    tr[n_tr, 3] = t
-                                    tr[n_tr, 4] = t + cost
-                                    n_tr += 1
-                                if cost > 0:
-                                    e = t + cost
-                                    if e > ps[U(pe * PS + 6)]:
-                                        ps[U(pe * PS + 7)] += e - max(t, ps[U(pe * PS + 6)])
-                                        ps[U(pe * PS + 6)] = e
-                                    if e > ps[U(pe * PS + 8)]:
-                                        ps[U(pe * PS + 8)] = e
-                                    ps[U(pe * PS + 4)] = e
-                                    hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, e, pe, 0)
-                                    break
-                                if t > ps[U(pe * PS + 8)]:
-                                    ps[U(pe * PS + 8)] = t
-                            if st != ST_OK:
-                                break
-                        ce_moved = False
-                        umask = ps[U(pe * PS)]
-                        while umask != 0:
-                            s = trailing_zeros(umask)
-                            umask &= umask - 1
-                            ub = (pe * UT + s) * UR
-                            if ur[U(ub + 2)] > t:
-                                continue
-                            row = ur[U(ub)]
-                            op = ur[U(ub + 4)]
-                            k = ur[U(ub + 1)]
-                            moved = False
-                            if op == OP_SEND:
-                                r = ur[U(ub + 6)]
-                                ch = ur[U(ub + 7)]
-                                cnt = cs[U(ch + 1)]
-                                eff = cnt + (cs[U(ch + 3)] if cs[U(ch + 2)] == t else 0)
-                                if eff < cs[U(ch + 4)]:
-                                    v0 = np.float32(0.0)
-                                    v1 = np.float32(0.0)
-                                    if functional:
-                                        ao = base + ins[U(row), F_A_OFF]
-                                        asd = ins[U(row), F_A_STR]
-                                        if ins[U(row), F_Y] == 1:
-                                            v0 = mem[ao + 2 * k * asd]
-                                            if 2 * k + 1 < ins[U(row), F_A_LEN]:
-                                                v1 = mem[ao + (2 * k + 1) * asd]
-                                        else:
-                                            v0 = mem[ao + k * asd]
-                                    ready = t + rin
-                                    sl = ch + 8 + ((cs[U(ch)] + cnt) & SM)
-                                    cs[U(sl)] = ready
-                                    if functional:
-                                        ch_pay[2 * sl] = v0
-                                        ch_pay[2 * sl + 1] = v1
-                                    cs[U(ch + 1)] = cnt + 1
-                                    if rs[U(r + 4)] == ready and rs[U(r + 5)] != 4:
-                                        st = ST_MULTIRX
-                                        out[O_I0] = pe
-                                        out[O_I1] = r // RS
-                                        break
-                                    rs[U(r + 4)] = ready
-                                    rs[U(r + 5)] = 4
-                                    wb = nslot + (ready & slotm)  # wake: due at ready
-                                    bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
-                                    sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
-                                    occ[ready & slotm] = 1
-                                    moved = True
-                                elif cnt < cs[U(ch + 4)]:
-                                    wb = ((t + 1) & slotm)  # wake: due at t + 1
-                                    bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
-                                    sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
-                                    occ[(t + 1) & slotm] = 1
-                                else:
-                                    ps[U(pe * PS + 11)] = 1
-                            else:
-                                r = ur[U(ub + 5)]
-                                qc = rs[U(r + 1)]
-                                if qc > 0 and rs[U(r + 12 + rs[r])] <= t:
-                                    has_out = True
-                                    ch = -1
-                                    cnt = 0
-                                    ro = -1
-                                    if op == OP_RAS or op == OP_RELAY:
-                                        ro = ur[U(ub + 6)]
-                                        ch = ur[U(ub + 7)]
-                                        cnt = cs[U(ch + 1)]
-                                        eff = cnt + (cs[U(ch + 3)] if cs[U(ch + 2)] == t else 0)
-                                        if eff >= cs[U(ch + 4)]:
-                                            has_out = False
-                                            if cnt < cs[U(ch + 4)]:
-                                                wb = ((t + 1) & slotm)  # wake: due at t + 1
-                                                bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
-                                                sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
-                                                occ[(t + 1) & slotm] = 1
-                                            else:
-                                                ps[U(pe * PS + 11)] = 1
-                                    if has_out:
-                                        qs = r + 12 + rs[U(r)]
-                                        v0 = np.float32(0.0)
-                                        v1 = np.float32(0.0)
-                                        if functional:
-                                            v0 = q_pay[2 * qs]
-                                            v1 = q_pay[2 * qs + 1]
-                                        rs[U(r)] = (rs[U(r)] + 1) & SQM
-                                        rs[U(r + 1)] = qc - 1
-                                        if rs[U(r + 2)] == t:
-                                            rs[U(r + 3)] += 1
-                                        else:
-                                            rs[U(r + 2)] = t
-                                            rs[U(r + 3)] = 1
-                                        if ps[U(pe * PS + 10)]:
-                                            ps[U(pe * PS + 10)] = 0
-                                            wb = nslot + ((t + 1) & slotm)  # wake: due at t + 1
-                                            bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
-                                            sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
-                                            occ[(t + 1) & slotm] = 1
-                                        if functional and op != OP_RELAY:
-                                            ao = base + ins[U(row), F_A_OFF]
-                                            asd = ins[U(row), F_A_STR]
-                                            adt = ins[U(row), F_A_DT]
-                                            n = ins[U(row), F_A_LEN]
-                                            if ins[U(row), F_Y] == 1:
-                                                i0 = 2 * k
-                                                npair = 2 if i0 + 1 < n else 1
-                                            else:
-                                                i0 = k
-                                                npair = 1
-                                            for j in range(npair):
-                                                v = v0 if j == 0 else v1
-                                                a = ao + (i0 + j) * asd
-                                                if op == OP_RECV:
-                                                    mem[a] = _rnd(v, adt)
-                                                elif op == OP_RECVADD:
-                                                    mem[a] = _rnd(mem[a] + v, adt)
-                                                else:
-                                                    sres = _rnd(v + mem[a], adt)
-                                                    if j == 0:
-                                                        v0 = sres
-                                                    else:
-                                                        v1 = sres
-                                        if ch >= 0:
-                                            ready = t + beta + rin
-                                            sl = ch + 8 + ((cs[U(ch)] + cnt) & SM)
-                                            cs[U(sl)] = ready
-                                            if functional:
-                                                ch_pay[2 * sl] = v0
-                                                ch_pay[2 * sl + 1] = v1
-                                            cs[U(ch + 1)] = cnt + 1
-                                            if rs[U(ro + 4)] == ready and rs[U(ro + 5)] != 4:
-                                                st = ST_MULTIRX
-                                                out[O_I0] = pe
-                                                out[O_I1] = ro // RS
-                                                break
-                                            rs[U(ro + 4)] = ready
-                                            rs[U(ro + 5)] = 4
-                                            wb = nslot + (ready & slotm)  # wake: due at ready
-                                            bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
-                                            sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
-                                            occ[ready & slotm] = 1
-                                        moved = True
-                            if moved:
-                                moves += 1
-                                ce_moved = True
-                                k += 1
-                                ur[U(ub + 1)] = k
-                                if k == ur[U(ub + 3)]:
-                                    ur[U(ub)] = -1
-                                    ps[U(pe * PS)] &= ~(1 << s)
-                                    ps[U(pe * PS + 5)] -= 1
-                                    flags[pe_fbase[pe] + ins[U(row), F_FLAG]] = 1
-                                    ps[U(pe * PS + 1)] = 0
-                                    if n_tr < trace_cap:
-                                        tr[n_tr, 0] = pe
-                                        tr[n_tr, 1] = 1 + s
-                                        tr[n_tr, 2] = row
-                                        tr[n_tr, 3] = ur[U(ub + 2)]
-                                        tr[n_tr, 4] = t + 1
-                                        n_tr += 1
-                        if st != ST_OK:
-                            break
-                        if ce_moved:  # a microthread moved a wavelet: the CE was busy this cycle
-                            progress = True
-                            if t >= ps[U(pe * PS + 6)]:
-                                ps[U(pe * PS + 7)] += 1
-                                ps[U(pe * PS + 6)] = t + 1
-                            if t + 1 > ps[U(pe * PS + 8)]:
-                                ps[U(pe * PS + 8)] = t + 1
-                            wb = ((t + 1) & slotm)  # wake: due at t + 1
-                            bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
-                            sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
-                            occ[(t + 1) & slotm] = 1
-                        if ps[U(pe * PS + 12)] == 0 and ps[U(pe * PS + 2)] >= ps[U(pe * PS + 3)] and ps[U(pe * PS + 5)] == 0:
-                            ps[U(pe * PS + 12)] = 1
-                            unfinished -= 1
-                    # ---------------- router (after this PE's CE, which may have woken it) ----------
-                    if (bm[rb + w] & pbit) == 0:
-                        continue
-                    bm[rb + w] &= ~pbit
-                    v_rt += 1
-                    c0 = ps[U(pe * PS + 14)]
-                    n = ps[U(pe * PS + 15)]
-                    if n == 0:
-                        continue
-                    start = ps[U(pe * PS + 9)]
-                    if start >= n:
-                        start = 0
-                    used = 0
-                    pending = False
-                    acted = False
-                    for kk in range(n):
-                        ii = start + kk
-                        if ii >= n:
-                            ii -= n
-                        ch = c0 + ii * CS
-                        if cs[U(ch + 1)] == 0:
-                            continue
-                        hs = ch + 8 + cs[U(ch)]
-                        if cs[U(hs)] > t:
-                            continue
-                        r = cs[U(ch + 5)]
-                        tx = rs[U(r + 7)]
-                        if tx & used:
-                            pending = True
-                            continue
-                        ok = True
-                        for p in range(5):
-                            if (tx >> p) & 1:
-                                if p == 4:
-                                    qc = rs[U(r + 1)]
-                                    if qc + (rs[U(r + 3)] if rs[U(r + 2)] == t else 0) >= capq:
-                                        ok = False
-                                        if qc < capq:
-                                            pending = True
-                                        else:
-                                            ps[U(pe * PS + 10)] = 1
-                                        break
-                                else:
-                                    d = rs[U(r + 8 + p)]
-                                    if d < 0:
-                                        st = ST_MISROUTE
-                                        out[O_I0] = pe
-                                        out[O_I1] = r // RS
-                                        out[O_I2] = p * 4 + (d + 2)
-                                        break
-                                    dc = cs[U(d + 1)]
-                                    if dc + (cs[U(d + 3)] if cs[U(d + 2)] == t else 0) >= cs[U(d + 4)]:
-                                        ok = False
-                                        if dc < cs[U(d + 4)]:
-                                            pending = True
-                                        else:
-                                            ps[U(pe * PS + 10)] = 1
-                                        break
-                        if st != ST_OK:
-                            break
-                        if not ok:
-                            continue
-                        v0 = np.float32(0.0)
-                        v1 = np.float32(0.0)
-                        if functional:
-                            v0 = ch_pay[2 * hs]
-                            v1 = ch_pay[2 * hs + 1]
-                        cs[U(ch)] = (cs[U(ch)] + 1) & SM
-                        cs[U(ch + 1)] -= 1
-                        if cs[U(ch + 2)] == t:
-                            cs[U(ch + 3)] += 1
-                        else:
-                            cs[U(ch + 2)] = t
-                            cs[U(ch + 3)] = 1
-                        port = cs[U(ch + 6)]
-                        if port == 4:
-                            if ps[U(pe * PS + 11)]:
-                                ps[U(pe * PS + 11)] = 0
-                                wb = ((t + 1) & slotm)  # wake: due at t + 1
-                                bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
-                                sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
-                                occ[(t + 1) & slotm] = 1
-                        else:
-                            if port == 0:
-                                up = pe - W
-                            elif port == 1:
-                                up = pe + W
-                            elif port == 2:
-                                up = pe + 1
-                            else:
-                                up = pe - 1
-                            if ps[U(up * PS + 10)]:
-                                ps[U(up * PS + 10)] = 0
-                                wb = nslot + ((t + 1) & slotm)  # wake: due at t + 1
-                                bm[wb * nwd + (up >> 6)] |= np.int64(1) << (up & 63)
-                                sm[wb * nsm + (up >> 12)] |= np.int64(1) << ((up >> 6) & 63)
-                                occ[(t + 1) & slotm] = 1
-                        for p in range(5):
-                            if (tx >> p) & 1:
-                                links[pe * 5 + p] += 1
-                                if p == 4:
-                                    ready = t + rout
-                                    qs = r + 12 + ((rs[U(r)] + rs[U(r + 1)]) & SQM)
-                                    rs[U(qs)] = ready
-                                    if functional:
-                                        q_pay[2 * qs] = v0
-                                        q_pay[2 * qs + 1] = v1
-                                    rs[U(r + 1)] += 1
-                                    wb = (ready & slotm)  # wake: due at ready
-                                    bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
-                                    sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
-                                    occ[ready & slotm] = 1
-                                else:
-                                    d = rs[U(r + 8 + p)]
-                                    ready = t + alpha
-                                    ds = d + 8 + ((cs[U(d)] + cs[U(d + 1)]) & SM)
-                                    cs[U(ds)] = ready
-                                    if functional:
-                                        ch_pay[2 * ds] = v0
-                                        ch_pay[2 * ds + 1] = v1
-                                    cs[U(d + 1)] += 1
-                                    r2 = cs[U(d + 5)]
-                                    inport = cs[U(d + 6)]
-                                    if rs[U(r2 + 4)] == ready and rs[U(r2 + 5)] != inport:
-                                        st = ST_MULTIRX
-                                        out[O_I0] = cs[U(d + 7)]
-                                        out[O_I1] = r2 // RS
-                                        break
-                                    rs[U(r2 + 4)] = ready
-                                    rs[U(r2 + 5)] = inport
-                                    wpe = cs[U(d + 7)]
-                                    wb = nslot + (ready & slotm)  # wake: due at ready
-                                    bm[wb * nwd + (wpe >> 6)] |= np.int64(1) << (wpe & 63)
-                                    sm[wb * nsm + (wpe >> 12)] |= np.int64(1) << ((wpe >> 6) & 63)
-                                    occ[ready & slotm] = 1
-                        if st != ST_OK:
-                            break
-                        moves += 1
-                        used |= tx
-                        if not acted:
-                            acted = True
-                            if t >= ps[U(pe * PS + 6)]:
-                                rt_only += 1
-                        progress = True
-                        last_move = t
-                        ps[U(pe * PS + 9)] = ii + 1
-                        if cs[U(ch + 1)] > 0 and cs[U(ch + 8 + cs[ch])] <= t:
-                            pending = True
-                    if st != ST_OK:
-                        break
-                    if pending:
-                        wb = nslot + ((t + 1) & slotm)  # wake: due at t + 1
-                        bm[wb * nwd + (pe >> 6)] |= np.int64(1) << (pe & 63)
-                        sm[wb * nsm + (pe >> 12)] |= np.int64(1) << ((pe >> 6) & 63)
-                        occ[(t + 1) & slotm] = 1
-                if st != ST_OK:
-                    break
-            if st != ST_OK:
-                break
-            sm[csb + sw] = 0
-            sm[rsb + sw] = 0
-        if st != ST_OK:
-            break
-        occ[slot] = 0
-        # ---------------- end of cycle ----------------
-        if progress:
-            last_progress = t
-        elif t - last_progress > max_idle:
-            st = ST_IDLE
-            break
-        nxt = -1
-        for dd in range(1, nslot):
-            if occ[(t + dd) & slotm] != 0:
-                nxt = t + dd
-                break
-        if nxt >= 0:
-            if hn > 0 and (hp[0] >> 21) < nxt:
-                nxt = hp[0] >> 21
-            # skip the empty cycles in between (max_cycles is checked at the top of a cycle). Nothing
-            # is due before nxt: waiting for a wavelet in flight is not idleness, so only cycles in
-            # which agents ran and nothing moved count towards the idle limit
-            if nxt > max_cycles + 1:
-                nxt = max_cycles + 1
-            if nxt > t + 1:
-                last_progress = nxt - 1
-            t = nxt
-        elif hn > 0:
-            # only timers (long instructions) remain: jump; a running instruction is progress
-            t = max(t + 1, hp[0] >> 21)
-            last_progress = t - 1
-        else:
-            if unfinished > 0:
-                st = ST_DEADLOCK
-            else:
-                for ch in range(nch):  # wavelets still in a router FIFO or a CE input queue?
-                    if cs[U(ch * CS + 1)] > 0:
-                        st = ST_LEFTOVER
-                for r in range(nr):
-                    if rs[U(r * RS + 1)] > 0:
-                        st = ST_LEFTOVER
-            break
-    for u in range(P * UT):
-        ut_row[u] = ur[U(u * UR)]
-    for pe in range(P):
-        b = pe * PS
-        pc[pe] = ps[U(b + 2)]
-        main_free[pe] = ps[U(b + 4)]
-        busy[pe] = ps[U(b + 7)]
-        finish[pe] = ps[U(b + 8)]
-    for ch in range(nch):
-        ch_head[ch] = cs[U(ch * CS)]
-        ch_count[ch] = cs[U(ch * CS + 1)]
-    for r in range(nr):
-        q_head[r] = rs[U(r * RS)]
-        q_count[r] = rs[U(r * RS + 1)]
-    out[O_ST] = st
-    out[O_T] = t
-    total = last_move + 1
-    for pe in range(P):
-        if ps[U(pe * PS + 8)] > total:
-            total = ps[U(pe * PS + 8)]
-    out[O_TOTAL] = total
-    out[O_NTS] = n_ts
-    out[O_NTR] = n_tr
-    out[O_VCE] = v_ce
-    out[O_VRT] = v_rt
-    out[O_MOVES] = moves
-    out[O_RTONLY] = rt_only
+        busy, finish, links, ts_pe, ts_label, ts_cycle, tr, out, cs, rs, ps, functional):
+    """Run the engine for ``functional`` or timing-only mode on the lowered program and its state."""
+    entry = _run_functional if functional else _run_timing
+    entry(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route, ch_port, ch_cap,
+        ins, insf, waitlist, pe_code, pe_len, pe_fbase, mem, mem_base,
+        pc, main_free, ut_row, ur, flags,
+        ch_head, ch_count, ch_ready, ch_pay, q_head, q_count, q_ready, q_pay,
+        busy, finish, links, ts_pe, ts_label, ts_cycle, tr, out, cs, rs, ps)

@@ -111,7 +111,7 @@ def simulate(program: MeshProgram, spec: HardwareSpec | None = None, mode: str =
           cp.ch_route, cp.ch_port, cp.ch_cap, cp.ins, cp.insf, cp.waitlist, cp.pe_code, cp.pe_len,
           cp.pe_fbase, cp.mem, cp.mem_base, pc, main_free, ut_row, ur, flags,
           ch_head, ch_count, ch_ready, ch_pay, q_head, q_count, q_ready, q_pay,
-          busy, finish, links, ts_pe, ts_label, ts_cycle, tr, out, cs, rs, ps)
+          busy, finish, links, ts_pe, ts_label, ts_cycle, tr, out, cs, rs, ps, bool(func))
     t3 = time.perf_counter()
 
     st, t = int(out[E.O_ST]), int(out[E.O_T])
