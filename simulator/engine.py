@@ -237,17 +237,28 @@ def _specialise(functional: bool):
         # field: a dense cycle touches every PE, and separate arrays cost one cache miss per field.
         # Records refer to each other by record offset (index × record length), which saves a multiply
         # on every dependent load; the error paths divide back to indices.
-        # channel record (CS): head, count, freed-at cycle, freed count, capacity, route, port,
-        #   PE of the route, then the ready-cycle ring (S slots, a power of two)
+        # channel record (CS): head, count, freed-at cycle (at most one pop per cycle), the producer's
+        #   back-pressure flag (offset in ps: a router's or, for the ramp, the CE's), capacity, route,
+        #   input port if the route has several (else -1: no two-input check), PE of the route, then
+        #   the ready-cycle ring (S slots, a power of two)
         CS = 8 + S
         RS = 12 + SQ
+        PS = 16
         for ch in range(nch):
             b = ch * CS
+            rt = ch_route[ch]
+            rpe = r_pe[rt]
+            port = ch_port[ch]
             cs[U(b + 2)] = -1
+            if port == 4:
+                cs[U(b + 3)] = rpe * PS + 11
+            else:
+                up = rpe - W if port == 0 else rpe + W if port == 1 else rpe + 1 if port == 2 else rpe - 1
+                cs[U(b + 3)] = up * PS + 10
             cs[U(b + 4)] = ch_cap[ch]
-            cs[U(b + 5)] = ch_route[ch] * RS  # stored as the route record's offset
-            cs[U(b + 6)] = ch_port[ch]
-            cs[U(b + 7)] = r_pe[ch_route[ch]]
+            cs[U(b + 5)] = rt * RS  # stored as the route record's offset
+            cs[U(b + 6)] = port if r_chan0[rt + 1] - r_chan0[rt] > 1 else -1
+            cs[U(b + 7)] = rpe
         # route record (RS): queue head, queue count, freed-at cycle, freed count, last arrival
         #   cycle, last arrival port, ramp channel, tx mask, downstream channel per port (4; negative:
         #   none), then the CE input-queue ready ring (SQ slots, a power of two)
@@ -259,11 +270,10 @@ def _specialise(functional: bool):
             rs[U(b + 7)] = r_tx[r]
             for p in range(4):
                 rs[U(b + 8 + p)] = r_down[r * 4 + p] * CS if r_down[r * 4 + p] >= 0 else r_down[r * 4 + p]
-        # PE record (PS): running-microthread mask, main thread parked on a Wait, pc, code length, main
-        #   thread free at, running microthreads, busy until, busy, finish, round-robin start, router/CE
-        #   back-pressured, done, first code row, first channel, channel count (int32 when every cycle
-        #   fits, else int64)
-        PS = 16
+        # PE record (PS = 16: flag offsets decode with >> 4 and & 15): running-microthread mask, main
+        #   thread parked on a Wait, pc, code length, main thread free at, running microthreads, busy
+        #   until, busy, finish, round-robin start, router/CE back-pressured, done, first code row,
+        #   first channel, channel count (int32 when every cycle fits, else int64)
         for pe in range(P):
             b = pe * PS
             ps[U(b + 3)] = pe_len[pe]
@@ -441,7 +451,7 @@ def _specialise(functional: bool):
                                     r = ur[U(ub + 6)]
                                     ch = ur[U(ub + 7)]
                                     cnt = cs[U(ch + 1)]
-                                    eff = cnt + (cs[U(ch + 3)] if cs[U(ch + 2)] == t else 0)
+                                    eff = cnt + (cs[U(ch + 2)] == t)
                                     if eff < cs[U(ch + 4)]:
                                         v0 = np.float32(0.0)
                                         v1 = np.float32(0.0)
@@ -461,13 +471,14 @@ def _specialise(functional: bool):
                                             ch_pay[U(2 * sl)] = v0
                                             ch_pay[U(2 * sl + 1)] = v1
                                         cs[U(ch + 1)] = cnt + 1
-                                        if rs[U(r + 4)] == ready and rs[U(r + 5)] != 4:
-                                            st = ST_MULTIRX
-                                            out[O_I0] = pe
-                                            out[O_I1] = r // RS
-                                            break
-                                        rs[U(r + 4)] = ready
-                                        rs[U(r + 5)] = 4
+                                        if cs[U(ch + 6)] >= 0:  # a route with several inputs
+                                            if rs[U(r + 4)] == ready and rs[U(r + 5)] != 4:
+                                                st = ST_MULTIRX
+                                                out[O_I0] = pe
+                                                out[O_I1] = r // RS
+                                                break
+                                            rs[U(r + 4)] = ready
+                                            rs[U(r + 5)] = 4
                                         wb = nslot + (ready & slotm)  # wake: due at ready
                                         bm[U(wb * nwd + (pe >> 6))] |= np.int64(1) << (pe & 63)
                                         sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
@@ -492,7 +503,7 @@ def _specialise(functional: bool):
                                             ro = ur[U(ub + 6)]
                                             ch = ur[U(ub + 7)]
                                             cnt = cs[U(ch + 1)]
-                                            eff = cnt + (cs[U(ch + 3)] if cs[U(ch + 2)] == t else 0)
+                                            eff = cnt + (cs[U(ch + 2)] == t)
                                             if eff >= cs[U(ch + 4)]:
                                                 has_out = False
                                                 if cnt < cs[U(ch + 4)]:
@@ -511,11 +522,7 @@ def _specialise(functional: bool):
                                                 v1 = q_pay[U(2 * qs + 1)]
                                             rs[U(r)] = (rs[U(r)] + 1) & SQM
                                             rs[U(r + 1)] = qc - 1
-                                            if rs[U(r + 2)] == t:
-                                                rs[U(r + 3)] += 1
-                                            else:
-                                                rs[U(r + 2)] = t
-                                                rs[U(r + 3)] = 1
+                                            rs[U(r + 2)] = t
                                             if ps[U(pe * PS + 10)]:
                                                 ps[U(pe * PS + 10)] = 0
                                                 wb = nslot + ((t + 1) & slotm)  # wake: due at t + 1
@@ -554,13 +561,14 @@ def _specialise(functional: bool):
                                                     ch_pay[U(2 * sl)] = v0
                                                     ch_pay[U(2 * sl + 1)] = v1
                                                 cs[U(ch + 1)] = cnt + 1
-                                                if rs[U(ro + 4)] == ready and rs[U(ro + 5)] != 4:
-                                                    st = ST_MULTIRX
-                                                    out[O_I0] = pe
-                                                    out[O_I1] = ro // RS
-                                                    break
-                                                rs[U(ro + 4)] = ready
-                                                rs[U(ro + 5)] = 4
+                                                if cs[U(ch + 6)] >= 0:
+                                                    if rs[U(ro + 4)] == ready and rs[U(ro + 5)] != 4:
+                                                        st = ST_MULTIRX
+                                                        out[O_I0] = pe
+                                                        out[O_I1] = ro // RS
+                                                        break
+                                                    rs[U(ro + 4)] = ready
+                                                    rs[U(ro + 5)] = 4
                                                 wb = nslot + (ready & slotm)  # wake: due at ready
                                                 bm[U(wb * nwd + (pe >> 6))] |= np.int64(1) << (pe & 63)
                                                 sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
@@ -635,7 +643,7 @@ def _specialise(functional: bool):
                                 if (tx >> p) & 1:
                                     if p == 4:
                                         qc = rs[U(r + 1)]
-                                        if qc + (rs[U(r + 3)] if rs[U(r + 2)] == t else 0) >= capq:
+                                        if qc + (rs[U(r + 2)] == t) >= capq:
                                             ok = False
                                             if qc < capq:
                                                 pending = True
@@ -651,7 +659,7 @@ def _specialise(functional: bool):
                                             out[O_I2] = p * 4 + (d + 2)
                                             break
                                         dc = cs[U(d + 1)]
-                                        if dc + (cs[U(d + 3)] if cs[U(d + 2)] == t else 0) >= cs[U(d + 4)]:
+                                        if dc + (cs[U(d + 2)] == t) >= cs[U(d + 4)]:
                                             ok = False
                                             if dc < cs[U(d + 4)]:
                                                 pending = True
@@ -669,34 +677,15 @@ def _specialise(functional: bool):
                                 v1 = ch_pay[U(2 * hs + 1)]
                             cs[U(ch)] = (cs[U(ch)] + 1) & SM
                             cs[U(ch + 1)] -= 1
-                            if cs[U(ch + 2)] == t:
-                                cs[U(ch + 3)] += 1
-                            else:
-                                cs[U(ch + 2)] = t
-                                cs[U(ch + 3)] = 1
-                            port = cs[U(ch + 6)]
-                            if port == 4:
-                                if ps[U(pe * PS + 11)]:
-                                    ps[U(pe * PS + 11)] = 0
-                                    wb = ((t + 1) & slotm)  # wake: due at t + 1
-                                    bm[U(wb * nwd + (pe >> 6))] |= np.int64(1) << (pe & 63)
-                                    sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
-                                    occ[U((t + 1) & slotm)] = 1
-                            else:
-                                if port == 0:
-                                    up = pe - W
-                                elif port == 1:
-                                    up = pe + W
-                                elif port == 2:
-                                    up = pe + 1
-                                else:
-                                    up = pe - 1
-                                if ps[U(up * PS + 10)]:
-                                    ps[U(up * PS + 10)] = 0
-                                    wb = nslot + ((t + 1) & slotm)  # wake: due at t + 1
-                                    bm[U(wb * nwd + (up >> 6))] |= np.int64(1) << (up & 63)
-                                    sm[U(wb * nsm + (up >> 12))] |= np.int64(1) << ((up >> 6) & 63)
-                                    occ[U((t + 1) & slotm)] = 1
+                            cs[U(ch + 2)] = t
+                            f = cs[U(ch + 3)]  # the producer waiting for this slot, if any
+                            if ps[U(f)]:
+                                ps[U(f)] = 0
+                                up = f >> 4
+                                wb = (nslot if (f & 15) == 10 else 0) + ((t + 1) & slotm)  # wake: due at t + 1
+                                bm[U(wb * nwd + (up >> 6))] |= np.int64(1) << (up & 63)
+                                sm[U(wb * nsm + (up >> 12))] |= np.int64(1) << ((up >> 6) & 63)
+                                occ[U((t + 1) & slotm)] = 1
                             for p in range(5):
                                 if (tx >> p) & 1:
                                     links[U(pe * 5 + p)] += 1
@@ -721,15 +710,16 @@ def _specialise(functional: bool):
                                             ch_pay[U(2 * ds)] = v0
                                             ch_pay[U(2 * ds + 1)] = v1
                                         cs[U(d + 1)] += 1
-                                        r2 = cs[U(d + 5)]
                                         inport = cs[U(d + 6)]
-                                        if rs[U(r2 + 4)] == ready and rs[U(r2 + 5)] != inport:
-                                            st = ST_MULTIRX
-                                            out[O_I0] = cs[U(d + 7)]
-                                            out[O_I1] = r2 // RS
-                                            break
-                                        rs[U(r2 + 4)] = ready
-                                        rs[U(r2 + 5)] = inport
+                                        if inport >= 0:
+                                            r2 = cs[U(d + 5)]
+                                            if rs[U(r2 + 4)] == ready and rs[U(r2 + 5)] != inport:
+                                                st = ST_MULTIRX
+                                                out[O_I0] = cs[U(d + 7)]
+                                                out[O_I1] = r2 // RS
+                                                break
+                                            rs[U(r2 + 4)] = ready
+                                            rs[U(r2 + 5)] = inport
                                         wpe = cs[U(d + 7)]
                                         wb = nslot + (ready & slotm)  # wake: due at ready
                                         bm[U(wb * nwd + (wpe >> 6))] |= np.int64(1) << (wpe & 63)
