@@ -480,15 +480,19 @@ def _specialise(functional: bool):
                                             rs[U(r + 4)] = ready
                                             rs[U(r + 5)] = 4
                                         wb = nslot + (ready & slotm)  # wake: due at ready
-                                        bm[U(wb * nwd + (pe >> 6))] |= np.int64(1) << (pe & 63)
-                                        sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
-                                        occ[U(ready & slotm)] = 1
+                                        wi = U(wb * nwd + (pe >> 6))
+                                        if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
+                                            sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                            occ[U(ready & slotm)] = 1
+                                        bm[wi] |= np.int64(1) << (pe & 63)
                                         moved = True
                                     elif cnt < cs[U(ch + 4)]:
                                         wb = ((t + 1) & slotm)  # wake: due at t + 1
-                                        bm[U(wb * nwd + (pe >> 6))] |= np.int64(1) << (pe & 63)
-                                        sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
-                                        occ[U((t + 1) & slotm)] = 1
+                                        wi = U(wb * nwd + (pe >> 6))
+                                        if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
+                                            sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                            occ[U((t + 1) & slotm)] = 1
+                                        bm[wi] |= np.int64(1) << (pe & 63)
                                     else:
                                         ps[U(pe * PS + 11)] = 1
                                 else:
@@ -508,9 +512,11 @@ def _specialise(functional: bool):
                                                 has_out = False
                                                 if cnt < cs[U(ch + 4)]:
                                                     wb = ((t + 1) & slotm)  # wake: due at t + 1
-                                                    bm[U(wb * nwd + (pe >> 6))] |= np.int64(1) << (pe & 63)
-                                                    sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
-                                                    occ[U((t + 1) & slotm)] = 1
+                                                    wi = U(wb * nwd + (pe >> 6))
+                                                    if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
+                                                        sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                                        occ[U((t + 1) & slotm)] = 1
+                                                    bm[wi] |= np.int64(1) << (pe & 63)
                                                 else:
                                                     ps[U(pe * PS + 11)] = 1
                                         if has_out:
@@ -526,9 +532,11 @@ def _specialise(functional: bool):
                                             if ps[U(pe * PS + 10)]:
                                                 ps[U(pe * PS + 10)] = 0
                                                 wb = nslot + ((t + 1) & slotm)  # wake: due at t + 1
-                                                bm[U(wb * nwd + (pe >> 6))] |= np.int64(1) << (pe & 63)
-                                                sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
-                                                occ[U((t + 1) & slotm)] = 1
+                                                wi = U(wb * nwd + (pe >> 6))
+                                                if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
+                                                    sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                                    occ[U((t + 1) & slotm)] = 1
+                                                bm[wi] |= np.int64(1) << (pe & 63)
                                             if functional and op != OP_RELAY:
                                                 ao = base + ins[U(row), F_A_OFF]
                                                 asd = ins[U(row), F_A_STR]
@@ -570,9 +578,11 @@ def _specialise(functional: bool):
                                                     rs[U(ro + 4)] = ready
                                                     rs[U(ro + 5)] = 4
                                                 wb = nslot + (ready & slotm)  # wake: due at ready
-                                                bm[U(wb * nwd + (pe >> 6))] |= np.int64(1) << (pe & 63)
-                                                sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
-                                                occ[U(ready & slotm)] = 1
+                                                wi = U(wb * nwd + (pe >> 6))
+                                                if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
+                                                    sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                                    occ[U(ready & slotm)] = 1
+                                                bm[wi] |= np.int64(1) << (pe & 63)
                                             moved = True
                                 if moved:
                                     moves += 1
@@ -602,9 +612,11 @@ def _specialise(functional: bool):
                                 if t + 1 > ps[U(pe * PS + 8)]:
                                     ps[U(pe * PS + 8)] = t + 1
                                 wb = ((t + 1) & slotm)  # wake: due at t + 1
-                                bm[U(wb * nwd + (pe >> 6))] |= np.int64(1) << (pe & 63)
-                                sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
-                                occ[U((t + 1) & slotm)] = 1
+                                wi = U(wb * nwd + (pe >> 6))
+                                if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
+                                    sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                    occ[U((t + 1) & slotm)] = 1
+                                bm[wi] |= np.int64(1) << (pe & 63)
                             if ps[U(pe * PS + 12)] == 0 and ps[U(pe * PS + 2)] >= ps[U(pe * PS + 3)] and ps[U(pe * PS + 5)] == 0:
                                 ps[U(pe * PS + 12)] = 1
                                 unfinished -= 1
@@ -683,9 +695,11 @@ def _specialise(functional: bool):
                                 ps[U(f)] = 0
                                 up = f >> 4
                                 wb = (nslot if (f & 15) == 10 else 0) + ((t + 1) & slotm)  # wake: due at t + 1
-                                bm[U(wb * nwd + (up >> 6))] |= np.int64(1) << (up & 63)
-                                sm[U(wb * nsm + (up >> 12))] |= np.int64(1) << ((up >> 6) & 63)
-                                occ[U((t + 1) & slotm)] = 1
+                                wi = U(wb * nwd + (up >> 6))
+                                if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
+                                    sm[U(wb * nsm + (up >> 12))] |= np.int64(1) << ((up >> 6) & 63)
+                                    occ[U((t + 1) & slotm)] = 1
+                                bm[wi] |= np.int64(1) << (up & 63)
                             for p in range(5):
                                 if (tx >> p) & 1:
                                     links[U(pe * 5 + p)] += 1
@@ -698,9 +712,11 @@ def _specialise(functional: bool):
                                             q_pay[U(2 * qs + 1)] = v1
                                         rs[U(r + 1)] += 1
                                         wb = (ready & slotm)  # wake: due at ready
-                                        bm[U(wb * nwd + (pe >> 6))] |= np.int64(1) << (pe & 63)
-                                        sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
-                                        occ[U(ready & slotm)] = 1
+                                        wi = U(wb * nwd + (pe >> 6))
+                                        if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
+                                            sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                            occ[U(ready & slotm)] = 1
+                                        bm[wi] |= np.int64(1) << (pe & 63)
                                     else:
                                         d = rs[U(r + 8 + p)]
                                         ready = t + alpha
@@ -722,9 +738,11 @@ def _specialise(functional: bool):
                                             rs[U(r2 + 5)] = inport
                                         wpe = cs[U(d + 7)]
                                         wb = nslot + (ready & slotm)  # wake: due at ready
-                                        bm[U(wb * nwd + (wpe >> 6))] |= np.int64(1) << (wpe & 63)
-                                        sm[U(wb * nsm + (wpe >> 12))] |= np.int64(1) << ((wpe >> 6) & 63)
-                                        occ[U(ready & slotm)] = 1
+                                        wi = U(wb * nwd + (wpe >> 6))
+                                        if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
+                                            sm[U(wb * nsm + (wpe >> 12))] |= np.int64(1) << ((wpe >> 6) & 63)
+                                            occ[U(ready & slotm)] = 1
+                                        bm[wi] |= np.int64(1) << (wpe & 63)
                             if st != ST_OK:
                                 break
                             moves += 1
@@ -742,9 +760,11 @@ def _specialise(functional: bool):
                             break
                         if pending:
                             wb = nslot + ((t + 1) & slotm)  # wake: due at t + 1
-                            bm[U(wb * nwd + (pe >> 6))] |= np.int64(1) << (pe & 63)
-                            sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
-                            occ[U((t + 1) & slotm)] = 1
+                            wi = U(wb * nwd + (pe >> 6))
+                            if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
+                                sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                occ[U((t + 1) & slotm)] = 1
+                            bm[wi] |= np.int64(1) << (pe & 63)
                     if st != ST_OK:
                         break
                 if st != ST_OK:
