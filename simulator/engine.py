@@ -259,7 +259,7 @@ def _specialise(functional: bool):
             cs[U(b + 5)] = rt * RS  # stored as the route record's offset
             cs[U(b + 6)] = port if r_chan0[rt + 1] - r_chan0[rt] > 1 else -1
             cs[U(b + 7)] = rpe
-        # route record (RS): queue head, queue count, freed-at cycle, freed count, last arrival
+        # route record (RS): queue head, queue count, freed-at cycle, wavelets forwarded, last arrival
         #   cycle, last arrival port, ramp channel, tx mask, downstream channel per port (4; negative:
         #   none), then the CE input-queue ready ring (SQ slots, a power of two)
         for r in range(nr):
@@ -700,9 +700,9 @@ def _specialise(functional: bool):
                                     sm[U(wb * nsm + (up >> 12))] |= np.int64(1) << ((up >> 6) & 63)
                                     occ[U((t + 1) & slotm)] = 1
                                 bm[wi] |= np.int64(1) << (up & 63)
+                            rs[U(r + 3)] += 1  # per-link counts are summed from these at the end
                             for p in range(5):
                                 if (tx >> p) & 1:
-                                    links[U(pe * 5 + p)] += 1
                                     if p == 4:
                                         ready = t + rout
                                         qs = r + 12 + ((rs[U(r)] + rs[U(r + 1)]) & SQM)
@@ -825,6 +825,9 @@ def _specialise(functional: bool):
         for r in range(nr):
             q_head[r] = rs[U(r * RS)]
             q_count[r] = rs[U(r * RS + 1)]
+            for p in range(5):
+                if (r_tx[r] >> p) & 1:
+                    links[r_pe[r] * 5 + p] += rs[U(r * RS + 3)]
         out[O_ST] = st
         out[O_T] = t
         total = last_move + 1
