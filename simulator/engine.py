@@ -272,14 +272,15 @@ def _specialise(functional: bool):
                 rs[U(b + 8 + p)] = r_down[r * 4 + p] * CS if r_down[r * 4 + p] >= 0 else r_down[r * 4 + p]
         # PE record (PS = 16: flag offsets decode with >> 4 and & 15): running-microthread mask, main
         #   thread parked on a Wait, pc, code length, main thread free at, running microthreads, busy
-        #   until, busy, finish, round-robin start, router/CE back-pressured, done, first code row,
-        #   first channel, channel count (int32 when every cycle fits, else int64)
+        #   until, busy, finish, round-robin start (a channel offset), router/CE back-pressured, done,
+        #   first code row, first channel, channel count (int32 when every cycle fits, else int64)
         for pe in range(P):
             b = pe * PS
             ps[U(b + 3)] = pe_len[pe]
             ps[U(b + 13)] = pe_code[pe]
             c0 = r_chan0[pe_r0[pe]]
             ps[U(b + 14)] = c0 * CS
+            ps[U(b + 9)] = c0 * CS
             ps[U(b + 15)] = r_chan0[pe_r0[pe + 1]] - c0
         # microthread record (UR): instruction row (-1: slot free), wavelets moved, start cycle, wavelets
         #   to move, opcode, receive route, send route, send route's ramp channel
@@ -629,17 +630,16 @@ def _specialise(functional: bool):
                         n = ps[U(pe * PS + 15)]
                         if n == 0:
                             continue
-                        start = ps[U(pe * PS + 9)]
-                        if start >= n:
-                            start = 0
+                        cend = c0 + n * CS
+                        nxt_ch = ps[U(pe * PS + 9)]  # round robin: the channel after the last one served
                         used = 0
                         pending = False
                         acted = False
                         for kk in range(n):
-                            ii = start + kk
-                            if ii >= n:
-                                ii -= n
-                            ch = c0 + ii * CS
+                            ch = nxt_ch
+                            nxt_ch += CS
+                            if nxt_ch == cend:
+                                nxt_ch = c0
                             if cs[U(ch + 1)] == 0:
                                 continue
                             hs = ch + 8 + cs[U(ch)]
@@ -753,7 +753,7 @@ def _specialise(functional: bool):
                                     rt_only += 1
                             progress = True
                             last_move = t
-                            ps[U(pe * PS + 9)] = ii + 1
+                            ps[U(pe * PS + 9)] = nxt_ch
                             if cs[U(ch + 1)] > 0 and cs[U(ch + 8 + cs[U(ch)])] <= t:
                                 pending = True
                         if st != ST_OK:
