@@ -349,6 +349,7 @@ def _specialise(functional: bool):
                         # ---------------- CE: main thread, then microthreads ----------------
                         if cw & pbit:
                             v_ce += 1
+                            ran = False  # an instruction ran or a microthread completed
                             base = mem_base[U(pe)] if functional else 0
                             if ps[U(pe * PS + 2)] < ps[U(pe * PS + 3)] and ps[U(pe * PS + 4)] <= t and ps[U(pe * PS + 1)] == 0:
                                 while ps[U(pe * PS + 2)] < ps[U(pe * PS + 3)]:
@@ -415,6 +416,7 @@ def _specialise(functional: bool):
                                     # the instruction ran: account its main-thread cycles
                                     ps[U(pe * PS + 2)] += 1
                                     progress = True
+                                    ran = True
                                     if n_tr < trace_cap and (cost > 0 or op != OP_WAIT):
                                         tr[n_tr, 0] = pe
                                         tr[n_tr, 1] = 0
@@ -594,6 +596,7 @@ def _specialise(functional: bool):
                                         ur[U(ub)] = -1
                                         ps[U(pe * PS)] &= ~(1 << s)
                                         ps[U(pe * PS + 5)] -= 1
+                                        ran = True
                                         flags[pe_fbase[U(pe)] + ins[U(row), F_FLAG]] = 1
                                         ps[U(pe * PS + 1)] = 0
                                         if n_tr < trace_cap:
@@ -618,7 +621,8 @@ def _specialise(functional: bool):
                                     sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
                                     occ[U((t + 1) & slotm)] = 1
                                 bm[wi] |= np.int64(1) << (pe & 63)
-                            if ps[U(pe * PS + 12)] == 0 and ps[U(pe * PS + 2)] >= ps[U(pe * PS + 3)] and ps[U(pe * PS + 5)] == 0:
+                            # done: the code ran out and no microthread runs (checked when either changed)
+                            if ran and ps[U(pe * PS + 12)] == 0 and ps[U(pe * PS + 2)] >= ps[U(pe * PS + 3)] and ps[U(pe * PS + 5)] == 0:
                                 ps[U(pe * PS + 12)] = 1
                                 unfinished -= 1
                         # ---------------- router (after this PE's CE, which may have woken it) ----------
@@ -749,10 +753,10 @@ def _specialise(functional: bool):
                             used |= tx
                             if not acted:
                                 acted = True
+                                progress = True
+                                last_move = t
                                 if t >= ps[U(pe * PS + 6)]:
                                     rt_only += 1
-                            progress = True
-                            last_move = t
                             ps[U(pe * PS + 9)] = nxt_ch
                             if cs[U(ch + 1)] > 0 and cs[U(ch + 8 + cs[U(ch)])] <= t:
                                 pending = True
