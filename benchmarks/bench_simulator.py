@@ -84,15 +84,17 @@ def bench(name: str, build, mode: str, repeat: int) -> None:
     t0 = time.perf_counter()
     prog = build()
     t1 = time.perf_counter()
-    runs = []  # (engine seconds, whole simulate call seconds, result)
+    engine, call = [], []  # seconds per run: the engine alone, the whole simulate call
+    res = None
     for _ in range(repeat):
+        del res  # one result alive at a time, so peak RSS is that of a single run
         ts = time.perf_counter()
         res = simulate(prog, mode=mode)
-        runs.append((res.stats["run_s"], time.perf_counter() - ts, res))
-    engine = sorted(r[0] for r in runs)
-    call = sorted(r[1] for r in runs)
+        call.append(time.perf_counter() - ts)
+        engine.append(res.stats["run_s"])
+    engine.sort()
+    call.sort()
     best, median = engine[0], engine[len(engine) // 2]
-    res = runs[-1][2]
     st = res.stats
     busy = int(res.busy.sum())
     apc = busy + st["router_only_pe_cycles"]
