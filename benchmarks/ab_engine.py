@@ -1,0 +1,107 @@
+"""Time the working tree's simulator against another git revision's, interleaved in one process.
+
+    python benchmarks/ab_engine.py                         # against HEAD, 256x256 shift+broadcast
+    python benchmarks/ab_engine.py --rev ef49202 --repeat 9
+    python benchmarks/ab_engine.py --workload reduce       # full WSE-2 rectangle, slow
+
+On a shared VM the host's load moves absolute timings by up to 40% within minutes. Alternating the
+two engines run by run, and keeping each one's best engine time, separates a code change from that
+drift. The other revision's ``simulator/`` is copied out of git into a temporary package
+(``simulator_ab``) that keeps the working tree's program, instruction, error and result classes, so
+both engines lower and run the very same ``MeshProgram``; this works while ``program.py`` stays
+compatible between the two revisions. Results are checked equal (cycles, busy, link counts) before
+any time is reported. The copy's numba cache lives in the temporary directory: its first run compiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_simulator import broadcast_reduce, shift_broadcast  # noqa: E402
+
+# modules the copy shares with the working tree (data types); the rest (lowering, engine) are its own
+SHARED = ("instructions", "program", "errors", "result", "costs")
+
+
+def load_revision(rev: str, into: Path):
+    """Import ``simulator/`` as of ``rev`` as the package ``simulator_ab`` (from a copy under ``into``)."""
+    names = subprocess.run(["git", "-C", str(ROOT), "ls-tree", "--name-only", f"{rev}:simulator"],
+                           capture_output=True, text=True)
+    if names.returncode != 0:
+        raise ValueError(f"no simulator/ at git revision {rev!r} ({names.stderr.strip()})")
+    pkg = into / "simulator_ab"
+    pkg.mkdir()
+    shared = "|".join(SHARED)
+    for name in names.stdout.split():
+        if not name.endswith(".py"):
+            continue
+        src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:simulator/{name}"],
+                             capture_output=True, text=True, check=True).stdout
+        src = re.sub(r"\bsimulator\b", "simulator_ab", src)
+        src = re.sub(rf"\bsimulator_ab\.({shared})\b", r"simulator.\1", src)
+        src = re.sub(rf"from simulator_ab import ({shared})\b", r"from simulator import \1", src)
+        (pkg / name).write_text(src)
+    for mod in [m for m in sys.modules if m == "simulator_ab" or m.startswith("simulator_ab.")]:
+        del sys.modules[mod]  # an earlier call's copy
+    sys.path.insert(0, str(into))
+    try:
+        return importlib.import_module("simulator_ab")
+    finally:
+        sys.path.remove(str(into))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rev", default="HEAD", help="git revision to compare against (default HEAD)")
+    ap.add_argument("--workload", choices=["shift", "reduce"], default="shift",
+                    help="shift: shift+broadcast on a SIZE x SIZE mesh; reduce: broadcast + column "
+                         "reduction on the full WSE-2 rectangle")
+    ap.add_argument("--size", type=int, default=256, help="mesh edge for the shift workload (default 256)")
+    ap.add_argument("--repeat", type=int, default=7, help="runs of each engine (default 7)")
+    args = ap.parse_args(argv)
+    if args.repeat < 1 or args.size < 2:
+        ap.error("--repeat must be at least 1 and --size at least 2")
+    import simulator
+    from plmr.hardware import WSE2
+
+    if args.workload == "shift":
+        prog = shift_broadcast(args.size, args.size, 64)
+    else:
+        prog = broadcast_reduce(WSE2.mesh_width, WSE2.mesh_height, 64)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            other = load_revision(args.rev, Path(tmp))
+        except ValueError as exc:
+            ap.error(str(exc))
+        sims = {"other": other.simulate, "this": simulator.simulate}
+        best = {tag: float("inf") for tag in sims}
+        first = {}
+        for _ in range(args.repeat):
+            for tag, sim in sims.items():
+                res = sim(prog, mode="timing")
+                best[tag] = min(best[tag], res.stats["run_s"])
+                first.setdefault(tag, (res.total_cycles, res.busy.copy(), res.link_wavelets.copy()))
+                del res
+        a, b = first["other"], first["this"]
+        if a[0] != b[0] or not np.array_equal(a[1], b[1]) or not np.array_equal(a[2], b[2]):
+            raise SystemExit("ab_engine: the two engines disagree on this workload (cycles, busy or "
+                             "link counts); timing them would compare different work")
+    print(f"{args.workload} ({prog.width}x{prog.height}), best of {args.repeat} interleaved runs: "
+          f"{args.rev} {best['other']:.3f} s, working tree {best['this']:.3f} s, "
+          f"speedup {best['other'] / best['this']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
