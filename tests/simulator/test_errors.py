@@ -160,25 +160,25 @@ def test_cycle_limit(spec):
         simulate(prog, max_cycles=100)
 
 
-def test_absurd_fabric_latency_is_a_clear_error(spec):
-    slow = spec.with_params(hop_cycles=5000.0)
+def _one_wavelet_one_hop(spec, hop_cycles: float):
+    """A wavelet sent one hop east on a spec whose hop takes ``hop_cycles``: (spec, program)."""
+    slow = spec.with_params(hop_cycles=hop_cycles)
     prog = MeshProgram(2, 1, slow)
     prog.add_buffer(range(2), 0, "a", "fp32", 1)
     line_route(prog, 0, 1, 0, 1)
     prog.add(0, 0, Send(1, "a"))
     prog.add(1, 0, Recv(1, "a"))
+    return slow, prog
+
+
+def test_absurd_fabric_latency_is_a_clear_error(spec):
+    slow, prog = _one_wavelet_one_hop(spec, 5000.0)
     with pytest.raises(InputError, match=r"fabric latency of 5000 cycles .* beyond the simulator's 4096"):
         simulate(prog, slow)
-
 
 
 def test_a_wavelet_in_flight_is_not_idleness(spec):
     """A 300-cycle hop with a 50-cycle idle limit finishes: waiting for a scheduled arrival is not a
     deadlock (only retries that move nothing count)."""
-    slow = spec.with_params(hop_cycles=300.0)
-    prog = MeshProgram(2, 1, slow)
-    prog.add_buffer(range(2), 0, "a", "fp32", 1)
-    line_route(prog, 0, 1, 0, 1)
-    prog.add(0, 0, Send(1, "a"))
-    prog.add(1, 0, Recv(1, "a"))
+    slow, prog = _one_wavelet_one_hop(spec, 300.0)
     assert simulate(prog, slow, max_idle_cycles=50).total_cycles > 300
