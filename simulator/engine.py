@@ -467,6 +467,8 @@ def _specialise(functional: bool):
                                                     v1 = mem[ao + (2 * k + 1) * asd]
                                             else:
                                                 v0 = mem[ao + k * asd]
+                                        # this push into the ramp channel is repeated for RecvAddSend/Relay
+                                        # below: one shared tail measured 3-6% slower (docs/BENCHMARKS.md)
                                         ready = t + rin
                                         sl = ch + 8 + ((cs[U(ch)] + cnt) & SM)
                                         cs[U(sl)] = ready
