@@ -22,13 +22,15 @@ import argparse
 import resource
 import time
 
+import simulator
 from plmr.hardware import WSE2
-from simulator import MeshProgram, Port, Recv, RecvAdd, RecvAddSend, Send, simulate
+from simulator import simulate
 
 BC, SH0, SH1, RD0, RD1 = 1, 2, 3, 4, 5
 
 
-def row_broadcast(prog: MeshProgram, n: int, buf_src: str, buf_dst: str) -> None:
+def row_broadcast(prog, n: int, buf_src: str, buf_dst: str, sim=simulator) -> None:
+    Port, Send, Recv = sim.Port, sim.Send, sim.Recv
     W, H = prog.width, prog.height
     prog.set_route(0, range(H), BC, rx=Port.RAMP, tx=Port.EAST)
     if W > 2:
@@ -38,8 +40,10 @@ def row_broadcast(prog: MeshProgram, n: int, buf_src: str, buf_dst: str) -> None
     prog.add(range(1, W), range(H), Recv(BC, buf_dst))
 
 
-def shift_broadcast(W: int, H: int, n: int) -> MeshProgram:
-    prog = MeshProgram(W, H, WSE2)
+def shift_broadcast(W: int, H: int, n: int, sim=simulator):
+    """The workload built with the classes of ``sim`` (this package, or another revision's copy)."""
+    Port, Send, Recv = sim.Port, sim.Send, sim.Recv
+    prog = sim.MeshProgram(W, H, WSE2)
     prog.add_buffer(range(W), range(H), "a", "fp32", n, init=1.0)
     prog.add_buffer(range(W), range(H), "b", "fp32", n)
     for x in range(W):
@@ -58,14 +62,15 @@ def shift_broadcast(W: int, H: int, n: int) -> MeshProgram:
             prog.add(x, range(H), Send(send_c, "a"))
         else:
             prog.add(x, range(H), Recv(recv_c, "b"))
-    row_broadcast(prog, n, "a", "b")
+    row_broadcast(prog, n, "a", "b", sim)
     return prog
 
 
-def broadcast_reduce(W: int, H: int, n: int) -> MeshProgram:
-    prog = MeshProgram(W, H, WSE2)
+def broadcast_reduce(W: int, H: int, n: int, sim=simulator):
+    Port, Send, RecvAdd, RecvAddSend = sim.Port, sim.Send, sim.RecvAdd, sim.RecvAddSend
+    prog = sim.MeshProgram(W, H, WSE2)
     prog.add_buffer(range(W), range(H), "v", "fp32", n)
-    row_broadcast(prog, n, "v", "v")
+    row_broadcast(prog, n, "v", "v", sim)
     for y in range(H):
         send_c = RD0 if y % 2 == 0 else RD1
         recv_c = RD1 if y % 2 == 0 else RD0
@@ -100,7 +105,7 @@ def bench(name: str, build, mode: str, repeat: int) -> None:
     apc = busy + st["router_only_pe_cycles"]
     unfinished = res.active_pe_cycles
     print(f"{name}: {prog.width}x{prog.height} PEs, mode={mode}, {repeat} run(s)")
-    print(f"  build {t1 - t0:.2f} s; last run: lower {st['compile_s']:.2f} s, alloc {st['alloc_s']:.2f} s")
+    print(f"  build {t1 - t0:.2f} s; last run: lower {st['compile_s']:.2f} s")
     print(f"  engine s: best {best:.3f}, median {median:.3f}, worst {engine[-1]:.3f}; "
           f"whole simulate call: best {call[0]:.3f} s")
     print(f"  total cycles {res.total_cycles}, active PE-cycles {apc:.3e} (busy {busy:.3e} + router-only "

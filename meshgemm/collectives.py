@@ -39,7 +39,8 @@ from plmr.errors import InputError
 from plmr.interleave import interleave, ring_position
 from plmr.ktree import KTree, KTreeLevel, build_ktree
 from plmr.primitives import balanced_split
-from simulator.instructions import Add, Recv, RecvAdd, RecvAddSend, Ref, Send, Wait
+from simulator.instructions import Add, Recv, RecvAdd, RecvAddSend, Ref, Send
+from simulator.statements import Wait
 from simulator.program import MeshProgram, Port
 
 from meshgemm import routing

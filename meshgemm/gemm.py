@@ -39,7 +39,8 @@ from meshgemm.layout import (Ring, flat, interleaved_ring, pad2, plain_ring, rou
                              unflat)
 from plmr import gemm as plmr_gemm
 from plmr.hardware import HardwareSpec
-from simulator.instructions import Copy, Fill, Gemm, Recv, Ref, Send, Wait
+from simulator.instructions import Copy, Fill, Gemm, Recv, Ref, Send
+from simulator.statements import Wait
 from simulator.program import MeshProgram
 
 

@@ -26,7 +26,8 @@ from meshgemm.kernel import ColourMap, KernelBuild, KernelRequest
 from meshgemm.layout import directed_chain_transfers, flat, pad2, route_line, tile_of, unflat
 from plmr import gemm as plmr_gemm
 from plmr.hardware import HardwareSpec
-from simulator.instructions import Fill, Gemm, Recv, Ref, Relay, Send, Wait
+from simulator.instructions import Fill, Gemm, Recv, Ref, Relay, Send
+from simulator.statements import Wait
 from simulator.program import MeshProgram
 
 

@@ -30,7 +30,8 @@ from meshgemm.layout import (directed_chain_transfers, flat, interleaved_ring, p
                              tile_of, unflat)
 from plmr import gemm as plmr_gemm
 from plmr.hardware import HardwareSpec
-from simulator.instructions import Fill, Gemm, Recv, RecvAdd, RecvAddSend, Ref, Send, Wait
+from simulator.instructions import Fill, Gemm, Recv, RecvAdd, RecvAddSend, Ref, Send
+from simulator.statements import Wait
 from simulator.program import MeshProgram
 
 

@@ -32,7 +32,8 @@ from plmr.errors import InputError
 from plmr.hardware import HardwareSpec
 from plmr.ktree import build_ktree
 from plmr.primitives import balanced_split
-from simulator.instructions import Gemv, Timestamp
+from simulator.instructions import Gemv
+from simulator.statements import Timestamp
 from simulator.program import MeshProgram
 
 from meshgemm import collectives as C

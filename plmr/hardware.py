@@ -69,6 +69,17 @@ class HardwareSpec:
     simd_widths: Mapping[str, Mapping[str, int]] = field(hash=False, compare=True)
     # --- power --------------------------------------------------------------------------------------
     power_watts: float = 0.0
+    # --- CE resources and code size (read by the simulator's program builder and the CSL emitter) --
+    # hardware-and-csl.md §1.4-§1.5: local task IDs a program may bind, reserved ones removed
+    local_task_ids: tuple[int, ...] = tuple(range(0, 21))
+    input_queues: tuple[int, ...] = tuple(range(1, 8))  # §1.3, §1.5: usable input queue IDs (0 is memcpy's)
+    output_queues: tuple[int, ...] = tuple(range(1, 6))  # §1.3, §1.5: usable output queue IDs
+    data_task_binding: str = "colour"  # §1.4: a data task's ID is its colour (WSE-2) or input queue (WSE-3)
+    microthreads: int = 8  # §1.1: microthreads per PE (one per queue on WSE-2, ut_id 0-7 on WSE-3)
+    scalar_op_cycles: float = 0.0  # scalar/control statement; 0: folded into c_op (docs/DESIGN.md)
+    code_bytes_per_op: int = 32  # estimated SRAM bytes of one DSD op with its descriptor set-up [derived]
+    code_bytes_per_statement: int = 8  # one scalar or control statement [derived]
+    code_bytes_per_task: int = 24  # task-table entry, prologue and epilogue [derived]
 
     # derived facts -----------------------------------------------------------------------------
     @property
@@ -126,6 +137,8 @@ class HardwareSpec:
         d["reserved_colors"] = list(self.reserved_colors)
         d["input_queue_words"] = list(self.input_queue_words)
         d["output_queue_words"] = list(self.output_queue_words)
+        for k in ("local_task_ids", "input_queues", "output_queues"):
+            d[k] = list(d[k])
         return d
 
 
@@ -224,6 +237,10 @@ WSE3 = HardwareSpec(
         }
     ),
     power_watts=37.5 * _A100_WATTS,  # not published; WSE-2's nominal power as a placeholder
+    local_task_ids=tuple(i for i in range(8, 31) if i not in (21, 24, 27, 28, 29, 30)),  # §1.4, §1.5
+    input_queues=tuple(range(2, 8)),  # §1.5: queues 0 and 1 are set by memcpy on WSE-3
+    output_queues=tuple(range(2, 8)),
+    data_task_binding="queue",  # §1.4
 )
 
 BUILTIN_SPECS: Mapping[str, HardwareSpec] = MappingProxyType({"wse2": WSE2, "wse3": WSE3})
@@ -237,10 +254,13 @@ _FIELDS = {f.name: f for f in dataclasses.fields(HardwareSpec)}
 _INT_FIELDS = {
     "mesh_width", "mesh_height", "fabric_width", "fabric_height", "sram_bytes",
     "sram_reserve_bytes", "sram_banks", "num_colors", "wavelet_bits", "router_buffer_wavelets",
+    "microthreads", "code_bytes_per_op", "code_bytes_per_statement", "code_bytes_per_task",
 }
+_DEFAULTED_FIELDS = {f.name for f in dataclasses.fields(HardwareSpec)
+                     if f.default is not dataclasses.MISSING}
 _FLOAT_FIELDS = {
     "clock_hz", "hop_cycles", "ramp_cycles", "relay_cycles", "op_issue_cycles", "task_cycles",
-    "scalar_fn_cycles", "collective_cycles", "power_watts",
+    "scalar_fn_cycles", "collective_cycles", "power_watts", "scalar_op_cycles",
 }
 
 
@@ -275,6 +295,14 @@ def validate_spec(spec: HardwareSpec) -> None:
                          f"reserved={list(spec.reserved_colors)})")
     if spec.wavelet_bits % 16:
         raise InputError(f"{where}: wavelet_bits must be a multiple of 16, got {spec.wavelet_bits}")
+    for name, depths in (("input_queues", spec.input_queue_words), ("output_queues", spec.output_queue_words)):
+        ids = getattr(spec, name)
+        if not ids or any(not 0 <= q < len(depths) for q in ids):
+            raise InputError(f"{where}: {name} must be non-empty queue IDs in 0..{len(depths) - 1}, got {list(ids)}")
+    if not spec.local_task_ids or any(not 0 <= t < 64 for t in spec.local_task_ids):
+        raise InputError(f"{where}: local_task_ids must be non-empty IDs in 0..63, got {list(spec.local_task_ids)}")
+    if spec.microthreads < 1:
+        raise InputError(f"{where}: microthreads must be positive, got {spec.microthreads}")
     for name in ("input_queue_words", "output_queue_words"):
         depths = getattr(spec, name)
         if not depths or any(d <= 0 for d in depths):
@@ -321,7 +349,7 @@ def spec_from_mapping(data: Mapping[str, Any], source: str = "<mapping>") -> Har
             merged.setdefault(op, {}).update(per)
         data["simd_widths"] = merged
     values.update(data)
-    missing = sorted(set(_FIELDS) - set(values) - {"power_watts"})
+    missing = sorted(set(_FIELDS) - set(values) - _DEFAULTED_FIELDS)
     if missing:
         raise InputError(f"{source}: missing key {missing[0]!r} (or give base = \"wse2\" to inherit)")
     kwargs: dict[str, Any] = {}
@@ -336,7 +364,11 @@ def spec_from_mapping(data: Mapping[str, Any], source: str = "<mapping>") -> Har
         elif name in ("name", "description"):
             if not isinstance(value, str) or (name == "name" and not value):
                 raise InputError(f"{source}: {name} must be a non-empty string, got {value!r}")
-        elif name in ("reserved_colors", "input_queue_words", "output_queue_words"):
+        elif name == "data_task_binding":
+            if value not in ("colour", "queue"):
+                raise InputError(f"{source}: data_task_binding must be 'colour' or 'queue', got {value!r}")
+        elif name in ("reserved_colors", "input_queue_words", "output_queue_words", "local_task_ids",
+                      "input_queues", "output_queues"):
             if not isinstance(value, (list, tuple)) or not all(
                 isinstance(v, int) and not isinstance(v, bool) for v in value
             ):

@@ -1,0 +1,200 @@
+"""Per-target PE resources: code size in SRAM, task IDs, queues — checked when a program is built.
+
+* **Code size** is an estimate (no compiler here): ``spec.code_bytes_per_op`` per DSD op (the call
+  with its descriptor set-up), ``spec.code_bytes_per_statement`` per scalar or control statement and
+  ``spec.code_bytes_per_task`` per task or function (task-table entry, prologue, epilogue), counted on
+  the code one parameter set keeps (a branch on parameters only is pruned, as CSL's comptime ``if``).
+  It is charged to SRAM with buffers and variables; the stack and the memcpy runtime are in
+  ``spec.sram_reserve_bytes``.
+* **Task IDs** (hardware-and-csl.md §1.4-§1.5): local tasks get IDs from ``spec.local_task_ids``
+  (reserved ones already removed), the same for every parameter set of a body, avoiding on WSE-2 the
+  IDs of colours the body receives (a data task's ID is its colour there, and a local task must not
+  share the slot of a colour that reaches the ramp). A data task's ID is its colour (WSE-2) or its
+  input queue (WSE-3).
+* **Queues**: one input queue per colour a parameter set receives on (fabric ops and data tasks),
+  one output queue per colour it sends on, from ``spec.input_queues``/``spec.output_queues``
+  (WSE-3 binds each queue to one colour with ``@initialize_queue``; 2.10 initialises input queues
+  with a colour on both targets).
+
+Each failure names the PE, the body, the resource and the numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from plmr.errors import InputError
+from plmr.hardware import HardwareSpec
+from simulator import instructions as I
+from simulator import statements as S
+from simulator.expr import Const, as_expr, substitute
+
+
+def specialize(code: tuple, values: dict) -> tuple:
+    """``code`` with conditions on parameters resolved (the untaken branch dropped)."""
+    out = []
+    for st in code:
+        if isinstance(st, S.If):
+            c = substitute(st.cond, values)
+            if isinstance(c, Const):
+                out.extend(specialize(st.then if c.value else st.orelse, values))
+                continue
+            out.append(S.If(st.cond, specialize(st.then, values), specialize(st.orelse, values)))
+        elif isinstance(st, S.Switch):
+            v = substitute(st.value, values)
+            if isinstance(v, Const):
+                chosen = dict(st.cases).get(int(v.value), st.default)
+                out.extend(specialize(chosen, values))
+                continue
+            out.append(S.with_blocks(st, tuple(specialize(b, values) for b in S.blocks_of(st))))
+        elif isinstance(st, S.Loop):
+            out.append(S.Loop(st.count, st.var, specialize(st.body, values)))
+        else:
+            out.append(st)
+    return tuple(out)
+
+
+def _count(code: tuple) -> tuple[int, int]:
+    ops = stmts = 0
+    for st in S.walk(code):
+        if isinstance(st, I.Instruction):
+            ops += 1
+        else:
+            stmts += 1
+    return ops, stmts
+
+
+def code_bytes(body, values: dict, spec: HardwareSpec) -> int:
+    """Estimated code bytes of ``body`` (finalized) with parameter ``values`` (module docstring)."""
+    ops = stmts = 0
+    containers = [f.code for f in body.functions.values()] + [t.code for t in body.tasks.values()]
+    for code in containers:
+        o, s = _count(specialize(code, values))
+        ops += o
+        stmts += s
+    return (ops * spec.code_bytes_per_op + stmts * spec.code_bytes_per_statement
+            + len(containers) * spec.code_bytes_per_task)
+
+
+def check_block_shapes(block, spec: HardwareSpec) -> None:
+    """Parameter-dependent checks of one block: colours of fabric ops are comptime and routable."""
+    routable = set(spec.routable_colors)
+    for code in [f.code for f in block.body.functions.values()] + [t.code for t in block.body.tasks.values()]:
+        for st in S.walk(specialize(code, block.values)):
+            if not isinstance(st, I.FABRIC_INSTRUCTIONS):
+                continue
+            for c in (I.recv_colour(st), I.send_colour(st)):
+                if c is None:
+                    continue
+                v = substitute(as_expr(c), block.values)
+                if not isinstance(v, Const):
+                    raise InputError(f"body {block.body.name}: {type(st).__name__} colour {c!r} must be known "
+                                     f"when the body is placed (a parameter or a number), not a run-time value")
+                if int(v.value) not in routable:
+                    raise InputError(f"body {block.body.name}: {type(st).__name__} colour {v.value} is not a "
+                                     f"routable colour of {spec.name} (reserved {list(spec.reserved_colors)})")
+
+
+@dataclass
+class BlockResources:
+    """What one parameter set of a body binds: task IDs, data-task IDs, queues per colour."""
+
+    task_ids: dict[str, int] = field(default_factory=dict)  # local tasks and data tasks
+    input_queue: dict[int, int] = field(default_factory=dict)  # colour -> input queue
+    output_queue: dict[int, int] = field(default_factory=dict)  # colour -> output queue
+
+
+def block_colours(block) -> tuple[set[int], set[int]]:
+    """(received, sent) colour values of a block: fabric ops and data tasks."""
+    recv: set[int] = set()
+    send: set[int] = set()
+    body = block.body
+    for code in [f.code for f in body.functions.values()] + [t.code for t in body.tasks.values()]:
+        for st in S.walk(specialize(code, block.values)):
+            if isinstance(st, I.FABRIC_INSTRUCTIONS):
+                for c, acc in ((I.recv_colour(st), recv), (I.send_colour(st), send)):
+                    if c is not None:
+                        acc.add(int(substitute(as_expr(c), block.values).value))
+    for t in body.tasks.values():
+        if t.kind == "data":
+            v = substitute(t.colour, block.values)
+            if not isinstance(v, Const):
+                raise InputError(f"body {body.name}: data task {t.name!r} colour {t.colour!r} must be a "
+                                 f"parameter or a number")
+            recv.add(int(v.value))
+    return recv, send
+
+
+def allocate(blocks: list, spec: HardwareSpec, where) -> list[BlockResources]:
+    """Resources of every block (``where(block)`` names a PE of it for messages)."""
+    out: list[BlockResources] = []
+    local_ids: dict[int, dict[str, int]] = {}  # body id -> name -> task ID
+    by_body: dict[int, list] = {}
+    for b in blocks:
+        by_body.setdefault(id(b.body), []).append(b)
+    colours_of = {b.index: block_colours(b) for b in blocks}
+    for key, bl in by_body.items():
+        body = bl[0].body
+        received = set().union(*(colours_of[b.index][0] for b in bl))
+        avoid = received if spec.data_task_binding == "colour" else set()
+        free = [i for i in spec.local_task_ids if i not in avoid]
+        ids: dict[str, int] = {}
+        locals_ = [t for t in body.tasks.values() if t.kind == "local"]
+        explicit = {t.name: t.id for t in locals_ if t.id is not None}
+        for name, tid in explicit.items():
+            if tid not in spec.local_task_ids:
+                raise InputError(f"{where(bl[0])}, body {body.name}: task {name!r} ID {tid} is not a local task "
+                                 f"ID a program may use on {spec.name} ({_ranges(spec.local_task_ids)})")
+            if tid in avoid:
+                raise InputError(f"{where(bl[0])}, body {body.name}: task {name!r} ID {tid} is the ID of colour "
+                                 f"{tid}, which this body receives (its data-task slot on {spec.name})")
+        if len(set(explicit.values())) != len(explicit):
+            raise InputError(f"{where(bl[0])}, body {body.name}: two tasks bound to one ID {explicit}")
+        pool = [i for i in free if i not in explicit.values()]
+        auto = [t.name for t in locals_ if t.id is None]
+        if len(auto) > len(pool):
+            raise InputError(
+                f"{where(bl[0])}, body {body.name}: needs {len(locals_)} local task IDs, {spec.name} has "
+                f"{len(free)} usable here ({_ranges(spec.local_task_ids)}"
+                + (f", less the {len(avoid)} IDs of received colours" if avoid else "") + ")")
+        ids.update(explicit)
+        ids.update(zip(auto, pool))
+        local_ids[key] = ids
+    for b in blocks:
+        recv, send = colours_of[b.index]
+        res = BlockResources(dict(local_ids[id(b.body)]))
+        if len(recv) > len(spec.input_queues):
+            raise InputError(f"{where(b)}, body {b.body.name}: receives on {len(recv)} colours {sorted(recv)}, "
+                             f"{spec.name} has {len(spec.input_queues)} usable input queues "
+                             f"({_ranges(spec.input_queues)})")
+        if len(send) > len(spec.output_queues):
+            raise InputError(f"{where(b)}, body {b.body.name}: sends on {len(send)} colours {sorted(send)}, "
+                             f"{spec.name} has {len(spec.output_queues)} usable output queues "
+                             f"({_ranges(spec.output_queues)})")
+        res.input_queue = dict(zip(sorted(recv), spec.input_queues))
+        res.output_queue = dict(zip(sorted(send), spec.output_queues))
+        used_ids = set(res.task_ids.values())
+        for t in b.body.tasks.values():
+            if t.kind != "data":
+                continue
+            c = int(substitute(t.colour, b.values).value)
+            tid = c if spec.data_task_binding == "colour" else res.input_queue[c]
+            if tid in used_ids:
+                raise InputError(f"{where(b)}, body {b.body.name}: data task {t.name!r} ID {tid} is already "
+                                 f"bound on this PE")
+            used_ids.add(tid)
+            res.task_ids[t.name] = tid
+        out.append(res)
+    return out
+
+
+def _ranges(ids) -> str:
+    ids = sorted(ids)
+    parts, start = [], None
+    for i, v in enumerate(ids):
+        if start is None:
+            start = v
+        if i + 1 == len(ids) or ids[i + 1] != v + 1:
+            parts.append(f"{start}" if start == v else f"{start}-{v}")
+            start = None
+    return ", ".join(parts)
