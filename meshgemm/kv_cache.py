@@ -144,7 +144,7 @@ class ShiftKVCache:
         """Raise `KVCacheFull` if token n (the (n+1)-th) does not fit; nothing has been written then."""
         if max(self.row_counts(n + 1)) > self.capacity:
             raise KVCacheFull(
-                f"KV cache full: {self.rows} rows x {self.capacity} entries per PE hold {self.max_cached} "
+                f"KV cache full: {self.rows} row{'s' if self.rows != 1 else ''} x {self.capacity} entries per PE hold {self.max_cached} "
                 f"tokens; token {n + 1} of the context does not fit (use a shorter prompt or fewer new "
                 f"tokens, or give the cache more rows or memory)")
 
@@ -186,7 +186,7 @@ class ShiftKVCache:
         if max(self.row_counts(prompt_len)) > self.capacity:
             raise KVCacheFull(
                 f"KV cache full: a prompt of {prompt_len} tokens needs {max(self.row_counts(prompt_len))} "
-                f"entries per PE on {self.rows} rows; each PE holds {self.capacity}")
+                f"entries per PE on {self.rows} row{'s' if self.rows != 1 else ''}; each PE holds {self.capacity}")
         return self.row_ranges(prompt_len)
 
     def decode_capacity(self, prompt_len: int) -> int | None:
