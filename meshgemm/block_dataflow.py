@@ -285,10 +285,10 @@ class DecodeDataflow:
             for px in range(self.p_x):
                 blocks[step.write_row][px][step.slot] = new[step.write_row][px]
 
-    def cached_tokens(self, layer: int, py: int, n: int | None = None) -> np.ndarray:
-        """Tokens held by row py (in ring order = token order) and their ring slots, after n appends."""
+    def cached_slots(self, layer: int, py: int, n: int) -> np.ndarray:
+        """Ring slots of the tokens row py holds after n appends, in token order (the run-time offsets a device
+        loop over the cache walks: at most two runs)."""
         rule = self.caches[layer].rule
-        n = self.length if n is None else n
         slots = [s + i for s, ln in rule.segments(py, n) for i in range(ln)]
         return np.asarray(slots, dtype=np.int64)
 
@@ -301,7 +301,7 @@ class DecodeDataflow:
         scale = self.dtype(self.spec.head_dim ** -0.5)
 
         def part(b, px, py):
-            slots = self.cached_tokens(layer, py, n_after)
+            slots = self.cached_slots(layer, py, n_after)
             keys = c.k[py][px][slots].astype(F32)
             chunks = heads.chunks(px)
             out = np.zeros((len(chunks), slots.size), dtype=F32)
@@ -327,7 +327,7 @@ class DecodeDataflow:
         n_after = self.length + 1
 
         def part(b, px, py):
-            slots = self.cached_tokens(layer, py, n_after)
+            slots = self.cached_slots(layer, py, n_after)
             vals = c.v[py][px][slots].astype(F32)
             out = np.zeros(heads.q.alloc[px], dtype=F32)
             for hi, ch in enumerate(heads.chunks(px)):
@@ -473,10 +473,9 @@ class DecodeDataflow:
                         c.v[py][px][c.rule.slot(t)] = kv.take(v_full[i][t], px)
         self.length = L
 
-    def gather_scores(self, layer: int, s: Blocks) -> np.ndarray:
-        """Scores (or probabilities) as [n_h, cached tokens in order] from the per-PE blocks."""
+    def gather_scores(self, layer: int, s: Blocks, n: int) -> np.ndarray:
+        """Scores (or probabilities) computed with n tokens appended, as [n_h, cached tokens in order]."""
         heads = self.lay.heads
-        n = self.length + 1
         rule = self.caches[layer].rule
         out = np.zeros((self.spec.num_heads, rule.cached(n)), dtype=F32)
         first = rule.first_retained(n)
