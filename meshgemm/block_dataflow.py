@@ -30,13 +30,13 @@ from typing import Protocol
 
 import numpy as np
 
+from meshgemm.collectives import chain_tree
 from meshgemm.kv_cache import KVCacheFull, ShiftKVCache
 from meshgemm.model_layout import (Blocks, DecodeLayout, ModelDims, ModelShards, PrefillLayout,
                                    PreskewedWeight, make_blocks)
 from plmr.errors import InputError
-from plmr.ktree import KTree, build_ktree
 from plmr.interleave import ring_order, ring_position
-from meshgemm.collectives import chain_tree
+from plmr.ktree import KTree, build_ktree
 
 F32 = np.float32
 
@@ -55,13 +55,15 @@ class ModelConfig(ModelDims, Protocol):
 # ---- collectives over per-PE blocks ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class TreeChoice:
-    """K-tree shape of one reduction axis (method §6.3): K levels, level group counts (None: ≈ n^(1/K))."""
+    """K-tree shape of one reduction axis (method §6.3): K levels and the group counts of levels 1..K−1 for
+    the full axis (None: ≈ n^(1/K) members per group). Shorter lines (a KV group's columns) use the default
+    counts for their length."""
 
     k: int = 2
     group_counts: tuple[int, ...] | None = None
 
-    def tree(self, n: int) -> KTree:
-        counts = self.group_counts if self.group_counts is not None and n > 1 else None
+    def tree(self, n: int, full_axis: bool = True) -> KTree:
+        counts = self.group_counts if full_axis and n > 1 else None
         return build_ktree(n, self.k, counts)
 
 
@@ -128,7 +130,7 @@ def allreduce(blocks: Blocks, axis: str, choice: TreeChoice, op: str = "sum",
         return out
     segs = segments if segments is not None else (tuple(range(p_x)),)
     for seg in segs:
-        tree = choice.tree(len(seg))
+        tree = choice.tree(len(seg), full_axis=len(seg) == p_x)
         for py in range(p_y):
             res = line_allreduce([blocks[py][c] for c in seg], tree, op)
             for c, r in zip(seg, res):
@@ -753,6 +755,9 @@ def generate(spec: ModelConfig, weights, prompt: list[int], max_new_tokens: int,
     prompt = list(prompt)
     if not prompt or max_new_tokens < 1:
         raise InputError("need a non-empty prompt and max_new_tokens >= 1")
+    bad = [t for t in prompt if not 0 <= t < spec.vocab_size]
+    if bad:
+        raise InputError(f"token id {bad[0]} is outside the vocabulary 0..{spec.vocab_size - 1}")
     dtype = np.asarray(weights.embed).dtype.type
     d_lay = DecodeLayout(spec, *decode_mesh)
     cap = capacity or default_capacity(decode_mesh[0], len(prompt) + max_new_tokens)

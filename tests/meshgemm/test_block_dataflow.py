@@ -14,6 +14,7 @@ from meshgemm.block_dataflow import (DecodeDataflow, PrefillDataflow, TreeChoice
 from meshgemm.kernel import ColourMap
 from meshgemm.kv_cache import KVCacheFull
 from meshgemm.model_layout import DecodeLayout, PrefillLayout
+from plmr.errors import InputError
 from plmr.hardware import WSE2
 from plmr.ktree import build_ktree
 from simulator import MeshProgram, simulate
@@ -224,6 +225,8 @@ def test_a_full_cache_stops_generation_and_keeps_the_tokens(tiny_model):
     assert "KV cache full: 3 rows x 4 entries per PE hold 12 tokens; token 13" in gen.stopped
     with pytest.raises(KVCacheFull, match="a prompt of 7 tokens needs 3 entries per PE"):
         generate(w.spec, w, PROMPT, 4, (3, 2), capacity=2)
+    with pytest.raises(InputError, match=r"token id 97 is outside the vocabulary 0\.\.96"):
+        generate(w.spec, w, [1, 97], 4, (3, 2), (2, 2))
     # a sliding window that fits makes the context unbounded: Mistral (window 5) with 2 entries on 3 rows
     d, _ = tiny_model("mistral_window")
     w = load_weights(d)
