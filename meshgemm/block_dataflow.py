@@ -5,8 +5,9 @@ Every PE's data is its own numpy array (``blocks[py][px]``, replicas are separat
 done as explicit sums and copies over those blocks, **in the order the mesh performs them**: a K-tree reduce
 sums chains from both ends of each group into the group's middle root, the root adding its longer side first
 and the shorter one last, exactly as `meshgemm.collectives.emit_tree_reduce` schedules it, then the root's
-total is copied to every PE of the line. So a device program that computes in fp32 should match this model
-bit for bit, and any layout or schedule error shows up as a wrong block on a named PE.
+total is copied to every PE of the line (bit for bit the simulated `emit_ktree_allreduce`, tested). Local
+products use numpy's own summation order, so a device program's blocks match within fp32 rounding, not bit for
+bit; any layout or schedule error shows up as a wrong block on a named PE.
 
 * `DecodeDataflow` — one decode step, method §3.4 ops 1-14 per layer, then the final norm, the LM head, the
   argmax reduce along X and the broadcast of the next token's embedding row from the column that holds it; a
