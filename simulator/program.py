@@ -11,10 +11,12 @@ The model is CSL's:
   PE, vectorised), an array over the placed PEs, or a function ``f(xs, ys) -> array``. PEs with the
   same body and parameter values share one *block* (one compiled program), so memory and lowering
   cost grow with the number of distinct bodies and parameter sets, not with the number of PEs.
-* **Routes** per (PE, colour) (``set_route`` on a rectangle, or ``route_rule``: an if/else chain on the
-  coordinates setting several colours per branch, as ``layout.csl`` writes them): the ports a colour
-  is accepted from (``rx``) and forwarded to (``tx``) — exactly ``@set_color_config(x, y, colour,
-  .{.routes = .{.rx, .tx}})``. ``RAMP`` in ``rx`` is injection by this PE's CE, in ``tx`` delivery to
+* **Routes** per (PE, colour) (``set_route`` on a rectangle, or ``route_rule`` with the colour, the
+  ports and a condition as expressions of the coordinates and the program's parameters, as
+  ``layout.csl`` writes them): the ports a colour is accepted from (``rx``) and forwarded to (``tx``)
+  — exactly ``@set_color_config(x, y, colour, .{.routes = .{.rx, .tx}})``.
+* **Program parameters** (``param``): comptime integers of the layout (sizes, group counts) that
+  placement values and routes use by name, so the layout is size-independent. ``RAMP`` in ``rx`` is injection by this PE's CE, in ``tx`` delivery to
   it. Several ``tx`` ports make a static multicast; a route without RAMP passes the colour through.
 * **Buffers** are static arrays in SRAM (``set_data`` gives initial contents); with the body's code
   (estimated at ``spec.code_bytes_*``) and variables they must fit ``spec.usable_sram_bytes``, or the
@@ -49,7 +51,7 @@ from plmr.hardware import HardwareSpec
 from simulator import instructions as I
 from simulator import statements as S
 from simulator.body import BUFFER_DTYPES, VAR_DTYPES, Body
-from simulator.expr import Expr, as_expr, evaluate, names
+from simulator.expr import Expr, Param, as_expr, evaluate, names
 
 __all__ = ["MeshProgram", "Port", "Buffer", "Route", "Placement", "Block", "BUFFER_DTYPES"]
 
@@ -139,12 +141,17 @@ class Placement:
 
 @dataclass
 class RouteRule:
-    """Routes as the layout writes them: on the PEs of ``rect`` (or of ``pes``), the first branch whose
-    condition holds sets its routes ``(colour, rx mask, tx mask)``."""
+    """One ``@set_color_config`` statement as the layout writes it: on the PEs of ``rect`` (or of
+    ``pes``) where ``when`` holds and the masks are non-zero, ``colour`` is routed from the ``rx`` ports
+    to the ``tx`` ports. ``colour``, ``rx``, ``tx`` and ``when`` are expressions of ``X``, ``Y`` and the
+    program's parameters (masks: bit ``1 << port`` per ``Port``)."""
 
     rect: tuple[range, range] | None
     pes: np.ndarray | None
-    branches: tuple  # ((cond Expr, ((colour Expr, rx, tx), ...)), ...)
+    colour: Expr
+    rx: Expr
+    tx: Expr
+    when: Expr
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +204,7 @@ class MeshProgram:
         self._rx = np.zeros((n, spec.num_colors), dtype=np.uint8)
         self._tx = np.zeros((n, spec.num_colors), dtype=np.uint8)
         self.route_rules: list[RouteRule] = []
+        self.layout_params: dict[str, int] = {}
         # Bodies
         self.placements: list[Placement] = []
         self._place_of = np.full(n, -1, dtype=np.int32)  # placement index per PE
@@ -325,10 +333,8 @@ class MeshProgram:
                 arr = np.asarray(v(xs, ys))
             elif isinstance(v, (Expr, int, float, np.integer, np.floating)):
                 e = as_expr(v)
-                p, c, vv, b = names(e)
-                if p or vv or b:
-                    raise InputError(f"{where}: a placement value may use only X, Y and numbers, got {e!r}")
-                arr = np.asarray(evaluate(e, {"x": xs, "y": ys}, vectorised=True))
+                self._coord_expr(e, where)
+                arr = np.asarray(evaluate(e, {"x": xs, "y": ys, **self.layout_params}, vectorised=True))
             else:
                 arr = np.asarray(v)
                 if arr.ndim == 2 and arr.shape[0] * arr.shape[1] == pes.size:
@@ -645,45 +651,69 @@ class MeshProgram:
 
     def set_route(self, x: Coord, y: Coord, colour, rx: PortSet, tx: PortSet,
                   replace: bool = False) -> None:
-        """Route ``colour`` (a number or an expression of ``X``/``Y``) on every selected PE: accept from
-        ``rx`` ports, forward to ``tx`` ports. A (PE, colour) has one route; setting a different one
-        again is an ``InputError`` (a colour conflict) unless ``replace=True``."""
-        self.route_rule(x, y, [(1, [(colour, rx, tx)])], replace=replace)
+        """Route ``colour`` on every selected PE: accept from ``rx`` ports, forward to ``tx`` ports. A
+        (PE, colour) has one route; setting a different one again is an ``InputError`` (a colour
+        conflict) unless ``replace=True``. ``route_rule`` takes expressions of the coordinates."""
+        self.route_rule(x, y, colour, _mask(rx), _mask(tx), replace=replace)
 
-    def route_rule(self, x: Coord, y: Coord, branches, replace: bool = False) -> None:
-        """Set routes on the selected PEs as an if/else chain on the coordinates: ``branches`` is a
-        sequence of ``(condition, routes)``; at each PE the first branch whose condition (an
-        expression of ``X``, ``Y`` and numbers, or ``True``) holds sets its ``routes``, a sequence of
-        ``(colour, rx, tx)`` with the colour a number or an expression of the coordinates."""
+    def route_rule(self, x: Coord, y: Coord, colour, rx, tx, when=1, replace: bool = False) -> None:
+        """Route ``colour`` on the selected PEs where ``when`` holds: ``colour``, ``rx`` and ``tx``
+        (port sets, or integer masks with bit ``1 << port`` per port) and ``when`` may be expressions
+        of ``X``, ``Y`` and program parameters, evaluated at every PE (a PE whose masks are both 0 gets
+        no route). This is how a layout writes a routing pattern once for every size."""
         pes = self.pes(x, y)
         rect = self._rect(x, y)
         xs, ys = pes % self.width, pes // self.width
-        env = {"x": xs, "y": ys}
-        left = np.ones(pes.size, dtype=bool)
-        stored = []
-        for cond, routes in branches:
-            c = as_expr(cond)
-            self._coord_expr(c, "route condition")
-            taken = left & (np.broadcast_to(np.asarray(evaluate(c, env, vectorised=True)), pes.shape) != 0)
-            left &= ~taken
-            entries = []
-            for colour, rx, tx in routes:
-                ce = as_expr(colour)
-                self._coord_expr(ce, "route colour")
-                sel = pes[taken]
-                where = f"PE {self._xy(int(sel[0]))}" if sel.size else "route"
-                rxm, txm = self._route_masks(rx, tx, f"{where}, colour {colour!r}")
-                cols = np.broadcast_to(np.asarray(evaluate(ce, {"x": xs[taken], "y": ys[taken]},
-                                                           vectorised=True)), sel.shape).astype(np.int64)
-                self._write_routes(sel, cols, rxm, txm, replace)
-                entries.append((ce, rxm, txm))
-            stored.append((c, tuple(entries)))
-        self.route_rules.append(RouteRule(rect, None if rect else pes, tuple(stored)))
+        env = {"x": xs, "y": ys, **self.layout_params}
+        exprs = []
+        vals = []
+        for what, v in (("route colour", colour), ("rx ports", rx), ("tx ports", tx), ("route condition", when)):
+            if what in ("rx ports", "tx ports") and (isinstance(v, Port) or not isinstance(v, (Expr, int, np.integer))):
+                v = _mask(v)  # a port set
+            e = as_expr(v)
+            self._coord_expr(e, what)
+            exprs.append(e)
+            vals.append(np.broadcast_to(np.asarray(evaluate(e, env, vectorised=True)), pes.shape).astype(np.int64))
+        cols, rxm, txm, cond = vals
+        on = (cond != 0) & ((rxm != 0) | (txm != 0))
+        sel, cols, rxm, txm = pes[on], cols[on], rxm[on], txm[on]
+        if sel.size:
+            where = lambda i: f"PE {self._xy(int(sel[i]))}, colour {int(cols[i])}"  # noqa: E731
+            empty = (rxm == 0) | (txm == 0)
+            if empty.any():
+                raise InputError(f"{where(int(np.nonzero(empty)[0][0]))}: a route needs at least one rx and one tx port")
+            bad = ((rxm | txm) >> 5) != 0
+            if bad.any():
+                i = int(np.nonzero(bad)[0][0])
+                raise InputError(f"{where(i)}: port mask rx={int(rxm[i])} tx={int(txm[i])} has bits beyond the 5 ports")
+            both = (rxm & txm & ~(1 << int(Port.RAMP))) != 0
+            if both.any():
+                i = int(np.nonzero(both)[0][0])
+                raise InputError(f"{where(i)}: port(s) {port_names(int(rxm[i] & txm[i]))} in both rx and tx")
+            for m in np.unique(np.stack([rxm, txm], axis=1), axis=0):
+                k = (rxm == m[0]) & (txm == m[1])
+                self._write_routes(sel[k], cols[k], int(m[0]), int(m[1]), replace)
+        self.route_rules.append(RouteRule(rect, None if rect else pes, *exprs))
 
     def _coord_expr(self, e: Expr, what: str) -> None:
         p, c, v, b = names(e)
-        if p or v or b:
-            raise InputError(f"{what} may use only X, Y and numbers, got {e!r}")
+        unknown = sorted(p - set(self.layout_params))
+        if unknown or v or b:
+            raise InputError(f"{what} may use only X, Y, numbers and program parameters "
+                             f"({', '.join(self.layout_params) or 'none declared'}), got {e!r}")
+
+    def param(self, name: str, value: int) -> Param:
+        """A program (layout) parameter: a comptime integer that placement values and routes may use
+        by name, so the layout is written once for every size (CSL: ``param name: i16;`` in
+        ``layout.csl``, bound by ``--params``)."""
+        if not isinstance(name, str) or not name.isidentifier() or name in ("x", "y"):
+            raise InputError(f"program parameter name {name!r} must be an identifier other than x and y")
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise InputError(f"program parameter {name!r} must be an integer, got {value!r}")
+        if name in self.layout_params and self.layout_params[name] != int(value):
+            raise InputError(f"program parameter {name!r} already set to {self.layout_params[name]}")
+        self.layout_params[name] = int(value)
+        return Param(name)
 
     def route(self, x: int, y: int, colour: int) -> Route | None:
         """The route of ``colour`` at PE (x, y), or None."""
