@@ -11,10 +11,10 @@
   IDs of colours the body receives (a data task's ID is its colour there, and a local task must not
   share the slot of a colour that reaches the ramp). A data task's ID is its colour (WSE-2) or its
   input queue (WSE-3).
-* **Queues**: one input queue per colour a parameter set receives on (fabric ops and data tasks),
-  one output queue per colour it sends on, from ``spec.input_queues``/``spec.output_queues``
-  (WSE-3 binds each queue to one colour with ``@initialize_queue``; 2.10 initialises input queues
-  with a colour on both targets).
+* **Queues**: one input queue per colour expression a body receives on (fabric ops and data tasks),
+  one output queue per colour expression it sends on, from ``spec.input_queues``/``spec.output_queues``,
+  the same for every parameter set (WSE-3 binds each queue to one colour with ``@initialize_queue``;
+  2.10 initialises input queues with a colour on both targets).
 
 Each failure names the PE, the body, the resource and the numbers.
 """
@@ -160,24 +160,25 @@ def allocate(blocks: list, spec: HardwareSpec, where) -> list[BlockResources]:
         ids.update(explicit)
         ids.update(zip(auto, pool))
         local_ids[key] = ids
+    queues_of = {key: body_queues(bl[0].body) for key, bl in by_body.items()}
     for b in blocks:
-        recv, send = colours_of[b.index]
+        qin, qout = queues_of[id(b.body)]
         res = BlockResources(dict(local_ids[id(b.body)]))
-        if len(recv) > len(spec.input_queues):
-            raise InputError(f"{where(b)}, body {b.body.name}: receives on {len(recv)} colours {sorted(recv)}, "
-                             f"{spec.name} has {len(spec.input_queues)} usable input queues "
-                             f"({_ranges(spec.input_queues)})")
-        if len(send) > len(spec.output_queues):
-            raise InputError(f"{where(b)}, body {b.body.name}: sends on {len(send)} colours {sorted(send)}, "
-                             f"{spec.name} has {len(spec.output_queues)} usable output queues "
-                             f"({_ranges(spec.output_queues)})")
-        res.input_queue = dict(zip(sorted(recv), spec.input_queues))
-        res.output_queue = dict(zip(sorted(send), spec.output_queues))
+        if len(qin) > len(spec.input_queues):
+            raise InputError(f"{where(b)}, body {b.body.name}: receives on {len(qin)} colours "
+                             f"({', '.join(map(repr, qin))}), {spec.name} has {len(spec.input_queues)} usable "
+                             f"input queues ({_ranges(spec.input_queues)})")
+        if len(qout) > len(spec.output_queues):
+            raise InputError(f"{where(b)}, body {b.body.name}: sends on {len(qout)} colours "
+                             f"({', '.join(map(repr, qout))}), {spec.name} has {len(spec.output_queues)} usable "
+                             f"output queues ({_ranges(spec.output_queues)})")
+        res.input_queue = {_value(c, b): q for c, q in zip(qin, spec.input_queues)}
+        res.output_queue = {_value(c, b): q for c, q in zip(qout, spec.output_queues)}
         used_ids = set(res.task_ids.values())
         for t in b.body.tasks.values():
             if t.kind != "data":
                 continue
-            c = int(substitute(t.colour, b.values).value)
+            c = _value(t.colour, b)
             tid = c if spec.data_task_binding == "colour" else res.input_queue[c]
             if tid in used_ids:
                 raise InputError(f"{where(b)}, body {b.body.name}: data task {t.name!r} ID {tid} is already "
@@ -186,6 +187,28 @@ def allocate(blocks: list, spec: HardwareSpec, where) -> list[BlockResources]:
             res.task_ids[t.name] = tid
         out.append(res)
     return out
+
+
+def _value(c, block) -> int:
+    return int(substitute(as_expr(c), block.values).value)
+
+
+def body_queues(body) -> tuple[list, list]:
+    """The colour expressions a body receives on (fabric ops and data tasks) and sends on, each
+    once, in order of appearance: queue k of the target's usable input (output) queues serves the
+    k-th (the same for every parameter set, so a PE program names its queues as constants)."""
+    recv: list = []
+    send: list = []
+    for code in [f.code for f in body.functions.values()] + [t.code for t in body.tasks.values()]:
+        for st in S.walk(code):
+            if isinstance(st, I.FABRIC_INSTRUCTIONS):
+                for c, acc in ((I.recv_colour(st), recv), (I.send_colour(st), send)):
+                    if c is not None and as_expr(c) not in acc:
+                        acc.append(as_expr(c))
+    for t in body.tasks.values():
+        if t.kind == "data" and t.colour not in recv:
+            recv.append(t.colour)
+    return recv, send
 
 
 def _ranges(ids) -> str:
