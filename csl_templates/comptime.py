@@ -896,6 +896,8 @@ class Evaluator:
         if not isinstance(a, StructVal) or not isinstance(b, StructVal):
             if UNKNOWN in (a, b):
                 return UNKNOWN
+            if isinstance(a, Opaque) or isinstance(b, Opaque):
+                return Opaque("@concat_structs")
             raise EvalError(n, "@concat_structs takes two structs")
         dup = set(a.fields) & set(b.fields)
         if dup:
