@@ -202,6 +202,8 @@ def _evaluate(m, params, spec, effects, loader) -> LayoutReadback:
     from csl_templates.comptime import Evaluator
 
     ev = Evaluator(m, arch=spec.csl_arch, params=params, effects=effects, loader=loader)
+    for p in m.params():
+        ev.global_value(p.name, p)
     ev.run_block(m.layout_blocks()[0].body)
     return effects.readback(m.path, m, ev)
 

@@ -521,6 +521,8 @@ def evaluate_layout(source: str | Path | st.Module, params: dict | None = None, 
     blocks = module.layout_blocks()
     if not blocks:
         raise EvalError(module, "no 'layout { }' block in this file")
+    for p in module.params():
+        ev.global_value(p.name, p)
     for b in blocks[:1]:
         ev.run_block(b.body)
     return effects.readback(module.path, module, ev)
