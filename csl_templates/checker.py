@@ -16,12 +16,15 @@ from plmr.hardware import BUILTIN_SPECS, HardwareSpec
 
 from csl_templates import syntax_tree as st
 from csl_templates.comptime import EvalError
+from csl_templates.comptime_values import VOID, Color, StructVal
 from csl_templates.findings import Finding, at
-from csl_templates.layout_reader import LayoutEffects, LayoutReadback, ModuleLoader, evaluate_layout
+from csl_templates.layout_reader import LayoutEffects, LayoutReadback, ModuleLoader, dir_bits, evaluate_layout
 from csl_templates.parser import CslSyntaxError, parse
 from csl_templates.pe_reader import evaluate_pe
 from csl_templates.source_rules import SourceContext, check_source
-from csl_templates.target_rules import LAYOUT_RULES, PE_RULES, rule_exports_match, rule_task_on_ramp_colour
+from csl_templates.target_rules import (
+    LAYOUT_RULES, PE_RULES, rule_exports_match, rule_task_on_ramp_colour,
+)
 
 #: JSON schema version of ``CheckReport.to_dict``.
 SCHEMA = "waferllm.csl-check/1"
@@ -112,6 +115,9 @@ class _CachedLoader(ModuleLoader):
 
 
 def _eval_finding(path, exc: EvalError, default_node) -> Finding:
+    if not exc.definite:
+        return at(path, exc.node if exc.node is not None else default_node, "W", "eval.unsupported",
+                  f"layout not evaluated (this checker does not model it): {exc.message}")
     return at(path, exc.node if exc.node is not None else default_node, "E", "eval",
               f"comptime evaluation failed: {exc.message}")
 
@@ -162,6 +168,11 @@ def _check_layout(lf: Path, sources: _Sources, spec: HardwareSpec, params: dict,
     loader = _CachedLoader(spec.csl_arch, sources, effects)
     try:
         lay = _evaluate(m, params, spec, effects, loader)
+    except _Unbound as exc:
+        out.extend(at(str(lf), p, "E", "params.unbound",
+                      f"param '{p.name}' has no value: give it with --params {p.name}:VALUE or an initialiser "
+                      "(layout not evaluated)") for p in exc.params)
+        return out
     except EvalError as exc:
         out.append(_eval_finding(str(lf), exc, m))
         return out
@@ -191,11 +202,34 @@ def _check_layout(lf: Path, sources: _Sources, spec: HardwareSpec, params: dict,
     for facts, mask in pe_findings:
         for rule in PE_RULES:
             out.extend(rule(facts, spec, memcpy_any))
+        _merge_local_configs(lay, facts, mask, out)
+    for facts, mask in pe_findings:
         out.extend(rule_task_on_ramp_colour(lay, mask, facts, spec))
     for rule in LAYOUT_RULES:
         out.extend(rule(lay, spec, memcpy_any))
     out.extend(rule_exports_match(lay, all_facts, spec))
     return out
+
+
+class _Unbound(Exception):
+    def __init__(self, params):
+        self.params = params
+
+
+def _merge_local_configs(lay: LayoutReadback, facts, mask, out: list) -> None:
+    """A PE program's @set_local_color_config routes join the layout's, so the route rules see both."""
+    for node, colour, cfg in facts.local_color_configs:
+        if not isinstance(colour, Color) or not isinstance(cfg, StructVal):
+            continue
+        routes = cfg.get("routes")
+        if not isinstance(routes, StructVal):
+            out.append(at(facts.path, node, "E", "routes.present",
+                          "colour config has no '.routes' (write '.routes = .{}' for none)"))
+            continue
+        rx, tx = dir_bits(routes.get("rx", VOID)), dir_bits(routes.get("tx", VOID))
+        if rx is None or tx is None:
+            continue
+        lay.add_local_config(facts.path, node, colour.id, rx, tx, mask)
 
 
 def _evaluate(m, params, spec, effects, loader) -> LayoutReadback:
@@ -204,6 +238,8 @@ def _evaluate(m, params, spec, effects, loader) -> LayoutReadback:
     ev = Evaluator(m, arch=spec.csl_arch, params=params, effects=effects, loader=loader)
     for p in m.params():
         ev.global_value(p.name, p)
+    if ev.unbound_params:
+        raise _Unbound(ev.unbound_params)
     ev.run_block(m.layout_blocks()[0].body)
     return effects.readback(m.path, m, ev)
 

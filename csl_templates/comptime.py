@@ -40,10 +40,11 @@ from csl_templates.comptime_values import (
 class EvalError(Exception):
     """A comptime error at a node (index out of range, unknown name, failed assertion, ...)."""
 
-    def __init__(self, node: st.Node | None, message: str):
+    def __init__(self, node: st.Node | None, message: str, definite: bool = True):
         super().__init__(message)
         self.node = node
         self.message = message
+        self.definite = definite  # False: a construct this evaluator does not model, not a program error
 
 
 class NotVectorizable(Exception):
@@ -344,7 +345,7 @@ class Evaluator:
     def eval(self, node: st.Node) -> Any:
         fn = self._dispatch.get(type(node))
         if fn is None:
-            raise EvalError(node, f"{type(node).__name__} is not a comptime expression")
+            raise EvalError(node, f"{type(node).__name__} is not a comptime expression", definite=False)
         return fn(node)
 
     def ev_IntLit(self, n):
@@ -480,7 +481,7 @@ class Evaluator:
         except EvalError:
             raise
         except (TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:
-            raise EvalError(n, f"cannot apply '{op}' to {a!r} and {b!r} ({exc})") from None
+            raise EvalError(n, f"cannot apply '{op}' to {a!r} and {b!r} ({exc})", definite=False) from None
 
     def _logic(self, n):
         a = self.eval(n.left)
@@ -691,7 +692,7 @@ class Evaluator:
             return obj.fields.get(name, UNKNOWN)
         if self.runtime:
             return UNKNOWN
-        raise EvalError(n, f"cannot read field '.{name}' of {obj!r}")
+        raise EvalError(n, f"cannot read field '.{name}' of {obj!r}", definite=False)
 
     def ev_Deref(self, n):
         self.eval(n.obj)
@@ -707,7 +708,7 @@ class Evaluator:
         if not isinstance(obj, ArrayVal):
             if self.runtime or isinstance(obj, Opaque):
                 return UNKNOWN
-            raise EvalError(n, f"cannot index {obj!r}")
+            raise EvalError(n, f"cannot index {obj!r}", definite=False)
         if len(idx) != len(obj.dims):
             raise EvalError(n, f"array of {len(obj.dims)} dimension(s) indexed with {len(idx)}")
         if any(_is_vec(i) for i in idx):
@@ -764,7 +765,7 @@ class Evaluator:
             return TypeVal(f"{callee.name}(...)")
         if callee is UNKNOWN:
             return UNKNOWN
-        raise EvalError(n, f"{callee!r} is not callable")
+        raise EvalError(n, f"{callee!r} is not callable", definite=False)
 
     def call_function(self, n, fn: FnVal, args: list):
         decl = fn.decl
@@ -898,7 +899,7 @@ class Evaluator:
                 return UNKNOWN
             if isinstance(a, Opaque) or isinstance(b, Opaque):
                 return Opaque("@concat_structs")
-            raise EvalError(n, "@concat_structs takes two structs")
+            raise EvalError(n, "@concat_structs takes two structs", definite=False)
         dup = set(a.fields) & set(b.fields)
         if dup:
             raise EvalError(n, f"@concat_structs: field '.{sorted(dup)[0]}' in both structs")

@@ -65,6 +65,26 @@ class LayoutReadback:
     unbound_params: list  # ParamDecl nodes without value
     uses_memcpy: bool
     module: st.Module = field(repr=False, default=None)
+    site_files: dict = field(default_factory=dict)  # site index -> file, for sites outside the layout file
+
+    def site_file(self, site: int) -> str:
+        return self.site_files.get(site, self.path)
+
+    def add_local_config(self, path: str, node, colour: int, rx: int, tx: int, mask) -> None:
+        """Merge a PE program's ``@set_local_color_config`` into the route grids for the PEs in ``mask``."""
+        if colour not in self.rx:
+            shape = (self.width, self.height)
+            self.rx[colour] = np.zeros(shape, dtype=np.uint8)
+            self.tx[colour] = np.zeros(shape, dtype=np.uint8)
+            self.config_count[colour] = np.zeros(shape, dtype=np.uint8)
+            self.route_site[colour] = np.full(shape, -1, dtype=np.int32)
+        site = len(self.sites)
+        self.sites.append(node)
+        self.site_files[site] = path
+        self.config_count[colour][mask] += 1
+        self.rx[colour][mask] = rx
+        self.tx[colour][mask] = tx
+        self.route_site[colour][mask] = site
 
     def placement(self, x: int, y: int) -> tuple[str, dict] | None:
         f = int(self.tile_file[x, y])

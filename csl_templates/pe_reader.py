@@ -170,7 +170,7 @@ def evaluate_pe(module: st.Module, params: Any = None, arch: str = "wse2", loade
         try:
             value = ev.global_value(name)
         except EvalError as exc:
-            facts.problems.append((exc.node or g.node, f"comptime evaluation failed: {exc.message}", "eval"))
+            facts.problems.append((exc.node or g.node, _eval_text(exc), _eval_rule(exc)))
             continue
         node = g.node
         if isinstance(node, st.VarDecl) and not node.extern:
@@ -188,7 +188,7 @@ def evaluate_pe(module: st.Module, params: Any = None, arch: str = "wse2", loade
         try:
             ev.run_block(block.body)
         except EvalError as exc:
-            facts.problems.append((exc.node or block, f"comptime evaluation failed: {exc.message}", "eval"))
+            facts.problems.append((exc.node or block, _eval_text(exc), _eval_rule(exc)))
     facts.unbound_params.extend(ev.unbound_params)
     # run-time bodies
     for fn in module.functions():
@@ -205,7 +205,7 @@ def evaluate_pe(module: st.Module, params: Any = None, arch: str = "wse2", loade
         try:
             ev.exec_block(fn.body)
         except EvalError as exc:
-            facts.problems.append((exc.node or fn, f"comptime evaluation failed: {exc.message}", "eval"))
+            facts.problems.append((exc.node or fn, _eval_text(exc), _eval_rule(exc)))
         except Exception:  # noqa: BLE001 - a control-flow signal escaping a body walk is not a finding
             pass
         finally:
@@ -220,6 +220,16 @@ def evaluate_pe(module: st.Module, params: Any = None, arch: str = "wse2", loade
             unique.append(pr)
     facts.problems[:] = unique
     return facts
+
+
+def _eval_rule(exc: EvalError) -> str:
+    return "eval" if exc.definite else "eval.unsupported"
+
+
+def _eval_text(exc: EvalError) -> str:
+    if exc.definite:
+        return f"comptime evaluation failed: {exc.message}"
+    return f"not evaluated (this checker does not model it; rules depending on it are skipped): {exc.message}"
 
 
 class _SubLoader:

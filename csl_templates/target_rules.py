@@ -70,7 +70,7 @@ def rule_one_colour_config(lay: LayoutReadback, spec: HardwareSpec, memcpy: bool
         twice = np.argwhere(count > 1)
         if len(twice):
             x, y = twice[0]
-            out.append(at(lay.path, lay.sites[lay.route_site[c][x, y]], "E", "routes.config_twice",
+            out.append(at(lay.site_file(int(lay.route_site[c][x, y])), lay.sites[lay.route_site[c][x, y]], "E", "routes.config_twice",
                           f"colour {c} is configured more than once on PE ({x}, {y}) "
                           f"({len(twice)} PE(s) affected)"))
     return out
@@ -97,8 +97,8 @@ def rule_colour_ids(lay: LayoutReadback, spec: HardwareSpec, memcpy: bool) -> li
         if c in seen:
             continue
         xs, ys = np.nonzero(lay.config_count[c])
-        site = lay.sites[lay.route_site[c][xs[0], ys[0]]]
-        out.extend(_colour_findings(lay.path, [(site, Color(c))], spec, memcpy))
+        site = int(lay.route_site[c][xs[0], ys[0]])
+        out.extend(_colour_findings(lay.site_file(site), [(lay.sites[site], Color(c))], spec, memcpy))
     return out
 
 
@@ -134,7 +134,7 @@ def rule_tx_meets_rx(lay: LayoutReadback, spec: HardwareSpec, memcpy: bool) -> l
                 x, y = int(xs[k]), int(ys[k])
                 where = "leaves the rectangle" if not inside[k] else \
                     f"PE ({int(nx[k])}, {int(ny[k])}) does not receive colour {c} from the {back.name}"
-                out.append(at(lay.path, lay.sites[site], "W", "routes.unmatched_tx",
+                out.append(at(lay.site_file(site), lay.sites[site], "W", "routes.unmatched_tx",
                               f"PE ({x}, {y}) sends colour {c} {d.name} but {where}"
                               + (f" ({len(ks)} PE(s) at this call)" if len(ks) > 1 else "")))
     return out
@@ -161,7 +161,7 @@ def rule_rx_directions(lay: LayoutReadback, spec: HardwareSpec, memcpy: bool) ->
                     by_site.setdefault(int(lay.route_site[c][x, y]), (x, y))
                 for site, (x, y) in sorted(by_site.items()):
                     dirs = "+".join(sorted(direction_set(int(rx[x, y]))))
-                    out.append(at(lay.path, lay.sites[site], "W", rule,
+                    out.append(at(lay.site_file(site), lay.sites[site], "W", rule,
                                   f"PE ({x}, {y}) " + text.format(c=c, dirs=dirs)))
     return out
 
@@ -218,8 +218,9 @@ LAYOUT_RULES = (rule_rectangle, rule_layout_params_bound, rule_fabric_fits, rule
 
 
 def rule_pe_problems(f: PeFacts, spec: HardwareSpec, memcpy: bool) -> list[Finding]:
-    """E: comptime evaluation failures and false ``@comptime_assert``s."""
-    return [at(f.path, node, "E", rule, message) for node, message, rule in f.problems]
+    """E: comptime evaluation failures and false ``@comptime_assert``s; W: code the evaluator does not model."""
+    return [at(f.path, node, "W" if rule == "eval.unsupported" else "E", rule, message)
+            for node, message, rule in f.problems]
 
 
 def rule_pe_params_bound(f: PeFacts, spec: HardwareSpec, memcpy: bool) -> list[Finding]:

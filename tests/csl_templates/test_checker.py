@@ -29,7 +29,7 @@ def test_clean_programs_have_no_findings(arch, layout, params):
 def test_samples_directory_findings_are_the_known_ones(arch):
     """Vendor-style samples: only the genuine issues (SDK 1.x fabin colour; 1.x fabout colour on WSE-3;
     the §6.2 switch example routes NORTH into an unconfigured PE)."""
-    params = {"W": 5, "H": 3, "P": 4, "Mt": 2, "Nt": 3, "n": 8, "K": 8}
+    params = {"W": 5, "H": 3, "P": 4, "Mt": 2, "Nt": 3, "n": 8, "K": 8, "width": 4}
     got = {(Path(f.path).name, f.rule, f.severity) for f in check_paths([SAMPLES], arch=arch, params=params).findings}
     want = {("legacy_pe.csl", "dsd.fabin_color", "W"), ("switch_fragment.csl", "routes.unmatched_tx", "W")}
     if arch == "wse3":
@@ -132,6 +132,26 @@ def test_mutation_is_reported_at_its_location(tmp_path, case):
                 (arch, [str(f) for f in report.findings])
         else:
             assert not hits, (arch, [str(f) for f in hits])
+
+
+def test_unbound_layout_param_is_reported_and_the_layout_not_evaluated():
+    report = check_paths([SAMPLES / "chain_layout.csl"], params={"W": 5, "H": 3})
+    where = _where((SAMPLES / "chain_layout.csl").read_text(), "param n: u16")
+    assert [(f.rule, f.line, f.col) for f in report.findings] == [("params.unbound", *where)]
+    assert not report.layouts
+
+
+def test_local_colour_configs_join_the_route_rules(tmp_path):
+    """fifo_pe.csl routes with @set_local_color_config; making PEs 1.. receive from the NORTH leaves
+    every EAST transmission unmatched: PE 0's (first-PE config) and the middle PEs' relays."""
+    text = _mutate(tmp_path, "fifo_pe.csl", ".rx = .{WEST}, .tx = if", ".rx = .{NORTH}, .tx = if")
+    report = check_paths([tmp_path / "fifo_layout.csl"], params={"width": 4})
+    hits = [f for f in report.findings if f.rule == "routes.unmatched_tx"]
+    first = _where(text, "@set_local_color_config(c_data, .{ .routes = .{ .rx = .{RAMP}")
+    middle = _where(text, "@set_local_color_config(c_data, .{ .routes = .{ .rx = .{NORTH}")
+    assert sorted((Path(f.path).name, f.line, f.col) for f in hits) == sorted(
+        [("fifo_pe.csl", *first), ("fifo_pe.csl", *middle)])
+    assert any("PE (0, 0) sends colour 7 EAST" in f.message for f in hits)
 
 
 def test_syntax_only_skips_semantic_rules(tmp_path):
