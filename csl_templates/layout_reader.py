@@ -278,11 +278,15 @@ class LayoutEffects:
             names = list(value.fields)
             parts = [self._local_codes(ev, value.fields[k]) for k in names] + \
                     [self._local_codes(ev, x) for x in value.items]
-            stacked = np.stack([p[0] for p in parts])
-            uniq, inv = np.unique(stacked, axis=1, return_inverse=True)
-            mapping = np.empty(uniq.shape[1], dtype=np.int64)
-            for j in range(uniq.shape[1]):
-                vals = [parts[k][1][uniq[k, j]] for k in range(len(parts))]
+            key, radix = _mixed_radix([p[0] for p in parts], [len(p[1]) for p in parts])
+            uniq_keys, inv = _factorize_ints(key, radix)
+            mapping = np.empty(len(uniq_keys), dtype=np.int64)
+            for j, k0 in enumerate(uniq_keys.tolist()):
+                digits = []
+                for p in parts:
+                    k0, d = divmod(k0, len(p[1]))
+                    digits.append(d)
+                vals = [parts[k][1][digits[k]] for k in range(len(parts))]
                 sv = StructVal(dict(zip(names, vals[:len(names)])), tuple(vals[len(names):]))
                 mapping[j] = self._intern(table, ids, sv)
             return mapping[inv.reshape(-1)]
@@ -299,19 +303,23 @@ class LayoutEffects:
         if not isinstance(value, Vec):
             (lane,) = self._lanes(ev, [0])
             return np.zeros(lane.shape, dtype=np.int64), [value]
-        (a,) = self._lanes(ev, [value])
-        if a.dtype != object:
-            uniq, inv = np.unique(a, return_inverse=True)
-            return inv.reshape(-1), [x.item() for x in uniq]
-        ids, table = {}, []
-        codes = np.empty(a.shape, dtype=np.int64)
-        for i, x in enumerate(a.tolist()):
-            k = ids.get(x)
-            if k is None:
-                k = ids[x] = len(table)
-                table.append(x)
-            codes[i] = k
-        return codes, table
+        src = value.arr  # factorise the (un-broadcast) array, then spread the codes over the lanes
+        if src.dtype != object:
+            uniq, inv = np.unique(src, return_inverse=True)
+            table = [x.item() for x in uniq]
+            codes = inv.reshape(src.shape)
+        else:
+            ids, table = {}, []
+            codes = np.empty(src.size, dtype=np.int64)
+            for i, x in enumerate(src.ravel().tolist()):
+                k = ids.get(x)
+                if k is None:
+                    k = ids[x] = len(table)
+                    table.append(x)
+                codes[i] = k
+            codes = codes.reshape(src.shape)
+        (lane_codes,) = self._lanes(ev, [Vec(codes)])
+        return lane_codes.astype(np.int64, copy=False), table
 
     def b_set_tile_code(self, ev, n):
         if len(n.args) < 3:
@@ -446,7 +454,7 @@ class LayoutEffects:
         for xs, ys, fs, ps, ss in self.tile_chunks:
             ok = self._inside(xs, ys, ss, w, h, "@set_tile_code")
             xs, ys = xs[ok], ys[ok]
-            np.add.at(tile_count, (xs, ys), 1)
+            tile_count += _count_at(xs, ys, w, h).astype(np.uint8)
             tile_file[xs, ys] = fs[ok]
             tile_params[xs, ys] = ps[ok]
             tile_site[xs, ys] = ss[ok]
@@ -461,7 +469,7 @@ class LayoutEffects:
                     count[c] = np.zeros((w, h), dtype=np.uint8)
                     rsite[c] = np.full((w, h), -1, dtype=np.int32)
                 px, py = xs[sel], ys[sel]
-                np.add.at(count[c], (px, py), 1)
+                count[c] += _count_at(px, py, w, h).astype(np.uint8)
                 rx[c][px, py] = rxs[sel]
                 tx[c][px, py] = txs[sel]
                 rsite[c][px, py] = ss[sel]
@@ -480,6 +488,33 @@ class LayoutEffects:
             self.problem(self.sites[int(ss[k])], f"{what} at ({int(xs[k])}, {int(ys[k])}) is outside the "
                                                  f"{w} x {h} rectangle", "layout.outside")
         return ok
+
+
+def _count_at(xs, ys, w, h) -> np.ndarray:
+    """How many times each (x, y) occurs, as a [w, h] grid."""
+    return np.bincount(xs * h + ys, minlength=w * h).reshape(w, h)
+
+
+def _mixed_radix(codes: list, sizes: list):
+    """One integer per lane from several small codes (first code least significant)."""
+    key = np.zeros(codes[0].shape, dtype=np.int64)
+    mult = 1
+    for c, n in zip(codes, sizes):
+        key += c * mult
+        mult *= max(1, n)
+    return key, mult
+
+
+def _factorize_ints(key: np.ndarray, radix: int):
+    """(sorted distinct keys, index of each lane's key); O(n) through a lookup table when it is small."""
+    if radix <= 1 << 24:
+        present = np.bincount(key, minlength=radix) > 0
+        uniq = np.nonzero(present)[0]
+        lut = np.empty(radix, dtype=np.int64)
+        lut[uniq] = np.arange(len(uniq))
+        return uniq, lut[key]
+    uniq, inv = np.unique(key, return_inverse=True)
+    return uniq, inv.reshape(-1)
 
 
 def _has_vec(v: StructVal) -> bool:

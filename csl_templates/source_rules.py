@@ -109,7 +109,7 @@ def rule_activate_xor_unblock(m: st.Module, ctx) -> list[Finding]:
             if isinstance(opt, st.StructLit):
                 names = {f.name for f in opt.fields}
                 if {"activate", "unblock"} <= names:
-                    out.append(at(m.path, opt, "E", "op.activate_unblock",
+                    out.append(at(m.path, n, "E", "op.activate_unblock",
                                   f"@{n.name} sets both .activate and .unblock; they are exclusive"))
     return out
 

@@ -373,7 +373,7 @@ def rule_op_options(f: PeFacts, spec: HardwareSpec, memcpy: bool) -> list[Findin
         if isinstance(opt, StructVal):
             if "activate" in opt and "unblock" in opt:
                 out.append(at(f.path, op.node, "E", "op.activate_unblock",
-                              f"@{op.op} sets both .activate and .unblock"))
+                              f"@{op.op} sets both .activate and .unblock; they are exclusive"))
             act = opt.get("activate")
             if isinstance(act, TaskId) and act.kind != "local":
                 out.append(at(f.path, op.node, "E", "op.activate_kind",
