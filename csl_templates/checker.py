@@ -174,7 +174,12 @@ def _check_layout(lf: Path, sources: _Sources, spec: HardwareSpec, params: dict,
                       "(layout not evaluated)") for p in exc.params)
         return out
     except EvalError as exc:
-        out.append(_eval_finding(str(lf), exc, m))
+        if not exc.undeclared:  # names.undeclared reports those
+            out.append(_eval_finding(str(lf), exc, m))
+        return out
+    except Exception as exc:  # noqa: BLE001 - never a traceback for someone else's CSL: say what failed
+        out.append(at(str(lf), m, "W", "eval.unsupported",
+                      f"layout not evaluated (this checker failed on it: {type(exc).__name__}: {exc})"))
         return out
     for key in loader.cache:
         layout_files.add(key)
@@ -183,14 +188,17 @@ def _check_layout(lf: Path, sources: _Sources, spec: HardwareSpec, params: dict,
     memcpy_any = lay.uses_memcpy
     groups = list(lay.pe_groups())
     pe_findings = []
+    incomplete = False
     for fname, pstruct, mask in groups:
         path = lf.parent / fname
         site = lay.sites[int(lay.tile_site[mask].flat[0])] if lay.sites else m
         if not path.exists():
             out.append(at(str(lf), site, "E", "layout.file_missing", f"@set_tile_code file '{fname}' not found"))
+            incomplete = True
             continue
         pm = sources.get(path)
-        if pm is None:
+        if pm is None:  # its syntax error is reported; rules needing all PE programs are skipped
+            incomplete = True
             continue
         if str(path) not in checked_as_pe:
             checked_as_pe.add(str(path))
@@ -207,7 +215,8 @@ def _check_layout(lf: Path, sources: _Sources, spec: HardwareSpec, params: dict,
         out.extend(rule_task_on_ramp_colour(lay, mask, facts, spec))
     for rule in LAYOUT_RULES:
         out.extend(rule(lay, spec, memcpy_any))
-    out.extend(rule_exports_match(lay, all_facts, spec))
+    if not incomplete:
+        out.extend(rule_exports_match(lay, all_facts, spec))
     return out
 
 

@@ -40,10 +40,11 @@ from csl_templates.comptime_values import (
 class EvalError(Exception):
     """A comptime error at a node (index out of range, unknown name, failed assertion, ...)."""
 
-    def __init__(self, node: st.Node | None, message: str, definite: bool = True):
+    def __init__(self, node: st.Node | None, message: str, definite: bool = True, undeclared: bool = False):
         super().__init__(message)
         self.node = node
         self.message = message
+        self.undeclared = undeclared  # reported by the names.undeclared rule already
         self.definite = definite  # False: a construct this evaluator does not model, not a program error
 
 
@@ -287,7 +288,7 @@ class Evaluator:
     def global_value(self, name: str, node: st.Node | None = None) -> Any:
         g = self.globals.get(name)
         if g is None:
-            raise EvalError(node, f"undeclared identifier '{name}'")
+            raise EvalError(node, f"undeclared identifier '{name}'", undeclared=True)
         if g.state == 2:
             return g.value
         if g.state == 1:
@@ -334,6 +335,12 @@ class Evaluator:
         saved = self._enter_global()
         try:
             self.exec_block(block)
+        except _Break as b:
+            raise EvalError(block, f"'break{' :' + b.label if b.label else ''}' outside a loop or labelled block") from None
+        except _Continue:
+            raise EvalError(block, "'continue' outside a loop") from None
+        except _Return:
+            raise EvalError(block, "'return' outside a function") from None
         finally:
             self._leave_global(saved)
 
@@ -390,7 +397,7 @@ class Evaluator:
             return v
         if name == "_":
             return VOID
-        raise EvalError(n, f"undeclared identifier '{name}'")
+        raise EvalError(n, f"undeclared identifier '{name}'", undeclared=True)
 
     def ev_ComptimeExpr(self, n):
         saved = self.runtime
@@ -744,17 +751,12 @@ class Evaluator:
 
     def ev_Call(self, n):
         callee = self.eval(n.callee)
-        if self.runtime:
+        if self.runtime:  # run-time calls are not followed; their bodies are walked on their own
             for a in n.args:
                 self.eval(a)
-            if isinstance(callee, FnVal) and not callee.is_task and self._comptime_callable(callee):
-                pass
             return UNKNOWN
         args = [self.eval(a) for a in n.args]
         return self.call_value(n, callee, args)
-
-    def _comptime_callable(self, fn):
-        return False
 
     def call_value(self, n, callee, args):
         if isinstance(callee, FnVal):
@@ -1104,7 +1106,7 @@ class Evaluator:
                 self.global_value(target.id, target)
                 g.value = self._combine(s, g.value, value, target)
                 return
-            raise EvalError(target, f"undeclared identifier '{target.id}'")
+            raise EvalError(target, f"undeclared identifier '{target.id}'", undeclared=True)
         if self.runtime:
             scope.vars[target.id] = UNKNOWN if not isinstance(value, (Dsd, Dsr)) else value
             return

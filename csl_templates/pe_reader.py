@@ -172,6 +172,9 @@ def evaluate_pe(module: st.Module, params: Any = None, arch: str = "wse2", loade
         except EvalError as exc:
             facts.problems.append((exc.node or g.node, _eval_text(exc), _eval_rule(exc)))
             continue
+        except Exception as exc:  # noqa: BLE001 - a construct the evaluator mishandles: say so, go on
+            facts.problems.append((g.node, _internal(exc), "eval.unsupported"))
+            continue
         node = g.node
         if isinstance(node, st.VarDecl) and not node.extern:
             size = _data_bytes(ev, node, value)
@@ -189,6 +192,8 @@ def evaluate_pe(module: st.Module, params: Any = None, arch: str = "wse2", loade
             ev.run_block(block.body)
         except EvalError as exc:
             facts.problems.append((exc.node or block, _eval_text(exc), _eval_rule(exc)))
+        except Exception as exc:  # noqa: BLE001
+            facts.problems.append((block, _internal(exc), "eval.unsupported"))
     facts.unbound_params.extend(ev.unbound_params)
     # run-time bodies
     for fn in module.functions():
@@ -206,14 +211,17 @@ def evaluate_pe(module: st.Module, params: Any = None, arch: str = "wse2", loade
             ev.exec_block(fn.body)
         except EvalError as exc:
             facts.problems.append((exc.node or fn, _eval_text(exc), _eval_rule(exc)))
-        except Exception:  # noqa: BLE001 - a control-flow signal escaping a body walk is not a finding
-            pass
+        except Exception as exc:  # noqa: BLE001 - control-flow signals end the walk; others are reported
+            if not type(exc).__name__.startswith("_"):
+                facts.problems.append((fn, _internal(exc), "eval.unsupported"))
         finally:
             ev._leave_global(saved)
             ev.path_stack.clear()
     effects.function = "comptime"
     seen, unique = set(), []
     for pr in facts.problems:
+        if pr[2] == "eval.undeclared":
+            continue  # the names.undeclared rule reports it
         key = (id(pr[0]), pr[1])
         if key not in seen:
             seen.add(key)
@@ -222,7 +230,13 @@ def evaluate_pe(module: st.Module, params: Any = None, arch: str = "wse2", loade
     return facts
 
 
+def _internal(exc: Exception) -> str:
+    return f"not evaluated (this checker failed on it: {type(exc).__name__}: {exc}); rules depending on it are skipped"
+
+
 def _eval_rule(exc: EvalError) -> str:
+    if exc.undeclared:
+        return "eval.undeclared"
     return "eval" if exc.definite else "eval.unsupported"
 
 

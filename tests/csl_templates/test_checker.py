@@ -164,3 +164,23 @@ def test_report_json_has_a_schema_and_integer_positions():
     d = check_paths([SAMPLES / "legacy_layout.csl"], arch="wse3", params={"P": 4, "Mt": 2, "Nt": 3}).to_dict()
     assert d["schema"] == "waferllm.csl-check/1" and d["errors"] == 1 and d["warnings"] == 1
     assert all(isinstance(f["line"], int) and isinstance(f["col"], int) for f in d["findings"])
+
+
+def test_damaged_programs_give_findings_not_crashes(tmp_path):
+    """Delete one line at a time from the chain and fifo programs (every third line): the checker
+    reports syntax or rule findings and never raises."""
+    names = ["chain_layout.csl", "chain_pe.csl", "fifo_layout.csl", "fifo_pe.csl"]
+    params = {"W": 4, "H": 2, "n": 4, "width": 4}
+    runs = 0
+    for name in names:
+        lines = (SAMPLES / name).read_text().splitlines()
+        for k in range(1, len(lines), 3):
+            for n in names:
+                (tmp_path / n).write_text((SAMPLES / n).read_text())
+            (tmp_path / name).write_text("\n".join(lines[:k] + lines[k + 1:]) + "\n")
+            arch = ("wse2", "wse3")[k % 2]
+            report = check_paths([tmp_path / "chain_layout.csl", tmp_path / "fifo_layout.csl"], arch=arch,
+                                 params=params)
+            assert all(f.line >= 0 and f.severity in "EW" for f in report.findings)
+            runs += 1
+    assert runs > 20
