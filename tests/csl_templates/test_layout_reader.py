@@ -145,3 +145,36 @@ def test_large_layout_is_evaluated_in_one_pass():
     lay = evaluate_layout(SAMPLES / "ring_layout.csl", {"W": 720, "H": 720})
     assert lay.tile_count.min() == 1 and lay.tile_count.max() == 1
     assert lay.route(719, 719, 5) == (frozenset({'WEST'}), frozenset({'RAMP'})) and len(lay.params) == 3
+
+
+def ring_model(p, h):
+    """The ring of §6.11 from its prose: the logical ring 0, 2, 4, ..., 3, 1; every link a -> b uses the
+    colour c[m % 3] of the PE m it passes through (two hops) or turns at (one hop: the end PE, 0 or
+    P - 1); the sender injects (rx RAMP), a relay passes it on, the receiver delivers it (tx RAMP)."""
+    order = ring_order(p)
+    routes = {}
+
+    def put(x, y, c, rx, tx):
+        key = (x, y, 3 + c)
+        assert key not in routes, key  # one configuration per (PE, colour)
+        routes[key] = (frozenset({rx}), frozenset({tx}))
+
+    for k in range(p):
+        a, b = order[k], order[(k + 1) % p]
+        toward, back = ("EAST", "WEST") if b > a else ("WEST", "EAST")
+        if abs(b - a) == 2:
+            m = (a + b) // 2
+        else:
+            m = a if a in (0, p - 1) else b
+        for y in range(h):
+            put(a, y, m % 3, "RAMP", toward)
+            if abs(b - a) == 2:
+                put(m, y, m % 3, back, toward)
+            put(b, y, m % 3, back, "RAMP")
+    return routes
+
+
+@pytest.mark.parametrize("p, h", [(3, 1), (4, 1), (5, 2), (6, 1), (9, 2), (12, 1)])
+def test_ring_layout_equals_the_prose_model_exactly(p, h):
+    lay = evaluate_layout(SAMPLES / "ring_layout.csl", {"W": p, "H": h})
+    assert lay.routes() == ring_model(p, h)
