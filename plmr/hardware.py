@@ -69,6 +69,23 @@ class HardwareSpec:
     simd_widths: Mapping[str, Mapping[str, int]] = field(hash=False, compare=True)
     # --- power --------------------------------------------------------------------------------------
     power_watts: float = 0.0
+    # --- CSL target facts, read by the static checker (and the emitter); defaults are WSE-2's -------
+    csl_arch: str = "wse2"  # cslc --arch; @is_arch(...) is true for this name
+    local_task_ids: tuple[int, ...] = (0, 30)  # §1.4: activatable local task IDs, inclusive range
+    control_task_ids: tuple[int, ...] = (0, 63)  # §1.4: control task IDs, inclusive range
+    reserved_task_ids: tuple[int, ...] = (24, 27, 28, 29, 30)  # §1.5: memcpy (24, 27, 28, 30), teardown 29
+    avoid_task_ids: tuple[int, ...] = tuple(range(21, 32))  # §1.5/§8: "avoid task IDs 21-31" (W)
+    reserved_control_task_ids: tuple[int, ...] = (33, 34, 35, 36, 37)  # §1.5: memcpy's control tasks
+    data_tasks_from_queues: bool = False  # §1.4: data task IDs from colours (WSE-2) or input queues (WSE-3)
+    reserved_input_queues: tuple[int, ...] = (0,)  # §1.5: memcpy's
+    reserved_output_queues: tuple[int, ...] = (0,)  # §1.5
+    initializable_queues: tuple[int, ...] = ()  # §1.5: queues @initialize_queue may set; () = any
+    switch_colors: tuple[int, ...] = ()  # §1.1/§8: colours that support switches; () = all
+    switch_rx_and_tx: bool = False  # §2.5: a switch position may set both rx and tx (WSE-3 only)
+    fabout_has_color: bool = True  # §6.10/§9: fabout_dsd carries .fabric_color (WSE-2 only)
+    op_priority_option: bool = True  # §6.5/§8: `.priority` on DSD ops (WSE-2); WSE-3 puts it on the DSD
+    op_ut_id_option: bool = False  # §6.5/§8: `.ut_id` on DSD ops (WSE-3 only)
+    max_fabin_operands: int = 0  # §6.10/§8: fabin operands per op; 0 = no documented limit (WSE-2)
 
     # derived facts -----------------------------------------------------------------------------
     @property
@@ -123,9 +140,9 @@ class HardwareSpec:
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["simd_widths"] = {op: dict(per) for op, per in self.simd_widths.items()}
-        d["reserved_colors"] = list(self.reserved_colors)
-        d["input_queue_words"] = list(self.input_queue_words)
-        d["output_queue_words"] = list(self.output_queue_words)
+        for name, value in d.items():
+            if isinstance(value, tuple):
+                d[name] = list(value)
         return d
 
 
@@ -186,6 +203,7 @@ WSE2 = HardwareSpec(
         }
     ),
     power_watts=37.5 * _A100_WATTS,  # calibration-targets §1: 37.5 x one A100
+    # CSL target facts: the field defaults are WSE-2's (§1.4, §1.5, §2.5, §6.10)
 )
 
 WSE3 = HardwareSpec(
@@ -224,6 +242,19 @@ WSE3 = HardwareSpec(
         }
     ),
     power_watts=37.5 * _A100_WATTS,  # not published; WSE-2's nominal power as a placeholder
+    csl_arch="wse3",
+    local_task_ids=(8, 30),  # §1.4: WSE-3 local task IDs 8-30
+    reserved_task_ids=(21, 24, 27, 28, 29, 30),  # §1.5: memcpy aliases 21 on WSE-3
+    avoid_task_ids=(21, 24, 27, 28, 29, 30),  # §8: avoid 21, 24, 27-30 on WSE-3
+    data_tasks_from_queues=True,  # §1.4
+    reserved_input_queues=(0, 1),  # §1.5: input queue 1 is memcpy's too on WSE-3
+    initializable_queues=(2, 3, 4, 5, 6, 7),  # §1.5: @initialize_queue on 0 or 1 fails
+    switch_colors=(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 16, 17, 20, 21),  # §1.1
+    switch_rx_and_tx=True,  # §2.5
+    fabout_has_color=False,  # §9
+    op_priority_option=False,  # §6.5
+    op_ut_id_option=True,  # §6.5
+    max_fabin_operands=1,  # §6.10
 )
 
 BUILTIN_SPECS: Mapping[str, HardwareSpec] = MappingProxyType({"wse2": WSE2, "wse3": WSE3})
@@ -237,7 +268,17 @@ _FIELDS = {f.name: f for f in dataclasses.fields(HardwareSpec)}
 _INT_FIELDS = {
     "mesh_width", "mesh_height", "fabric_width", "fabric_height", "sram_bytes",
     "sram_reserve_bytes", "sram_banks", "num_colors", "wavelet_bits", "router_buffer_wavelets",
+    "max_fabin_operands",
 }
+_INT_TUPLE_FIELDS = {
+    "reserved_colors", "input_queue_words", "output_queue_words", "local_task_ids", "control_task_ids",
+    "reserved_task_ids", "avoid_task_ids", "reserved_control_task_ids", "reserved_input_queues",
+    "reserved_output_queues", "initializable_queues", "switch_colors",
+}
+_BOOL_FIELDS = {"data_tasks_from_queues", "switch_rx_and_tx", "fabout_has_color", "op_priority_option",
+                "op_ut_id_option"}
+_DEFAULTED_FIELDS = {f.name for f in dataclasses.fields(HardwareSpec)
+                     if f.default is not dataclasses.MISSING}
 _FLOAT_FIELDS = {
     "clock_hz", "hop_cycles", "ramp_cycles", "relay_cycles", "op_issue_cycles", "task_cycles",
     "scalar_fn_cycles", "collective_cycles", "power_watts",
@@ -279,6 +320,10 @@ def validate_spec(spec: HardwareSpec) -> None:
         depths = getattr(spec, name)
         if not depths or any(d <= 0 for d in depths):
             raise InputError(f"{where}: {name} must be a non-empty list of positive depths")
+    for name in ("local_task_ids", "control_task_ids"):
+        rng = getattr(spec, name)
+        if len(rng) != 2 or not 0 <= rng[0] <= rng[1]:
+            raise InputError(f"{where}: {name} must be an inclusive range [low, high], got {list(rng)}")
     for op in OP_FAMILIES:
         if op not in spec.simd_widths:
             raise InputError(f"{where}: simd_widths lacks op {op!r}; required: {', '.join(OP_FAMILIES)}")
@@ -321,7 +366,7 @@ def spec_from_mapping(data: Mapping[str, Any], source: str = "<mapping>") -> Har
             merged.setdefault(op, {}).update(per)
         data["simd_widths"] = merged
     values.update(data)
-    missing = sorted(set(_FIELDS) - set(values) - {"power_watts"})
+    missing = sorted(set(_FIELDS) - set(values) - _DEFAULTED_FIELDS)
     if missing:
         raise InputError(f"{source}: missing key {missing[0]!r} (or give base = \"wse2\" to inherit)")
     kwargs: dict[str, Any] = {}
@@ -333,10 +378,13 @@ def spec_from_mapping(data: Mapping[str, Any], source: str = "<mapping>") -> Har
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise InputError(f"{source}: {name} must be a number, got {value!r}")
             value = float(value)
-        elif name in ("name", "description"):
+        elif name in _BOOL_FIELDS:
+            if not isinstance(value, bool):
+                raise InputError(f"{source}: {name} must be true or false, got {value!r}")
+        elif name in ("name", "description", "csl_arch"):
             if not isinstance(value, str) or (name == "name" and not value):
                 raise InputError(f"{source}: {name} must be a non-empty string, got {value!r}")
-        elif name in ("reserved_colors", "input_queue_words", "output_queue_words"):
+        elif name in _INT_TUPLE_FIELDS:
             if not isinstance(value, (list, tuple)) or not all(
                 isinstance(v, int) and not isinstance(v, bool) for v in value
             ):

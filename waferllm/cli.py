@@ -192,6 +192,10 @@ from waferllm.kernel_cli import kernel  # noqa: E402
 
 main.add_command(kernel)
 
+from waferllm.csl_cli import csl  # noqa: E402
+
+main.add_command(csl)
+
 
 def run() -> None:  # pragma: no cover - console entry for `python -m waferllm`
     main(prog_name="waferllm")
