@@ -69,6 +69,13 @@ class HardwareSpec:
     simd_widths: Mapping[str, Mapping[str, int]] = field(hash=False, compare=True)
     # --- power --------------------------------------------------------------------------------------
     power_watts: float = 0.0
+    # --- several systems (multi-system.md): the only path between wafers is the system I/O --------
+    # System I/O bandwidth per system, Gb/s. Source: CS-2 and CS-3 datasheets, "System I/O: 1.2 Tb/s
+    # (12 x 100 GbE)" [vendor, multi-system.md "Facts"]; the same for both built-ins.
+    system_io_gbps: float = 1200.0
+    # Latency of one hand-off between two systems, microseconds. ASSUMPTION: unpublished; the
+    # default 5 us is multi-system.md's suggested placeholder. Set it in a hardware file.
+    system_hop_latency_us: float = 5.0
 
     # derived facts -----------------------------------------------------------------------------
     @property
@@ -240,7 +247,7 @@ _INT_FIELDS = {
 }
 _FLOAT_FIELDS = {
     "clock_hz", "hop_cycles", "ramp_cycles", "relay_cycles", "op_issue_cycles", "task_cycles",
-    "scalar_fn_cycles", "collective_cycles", "power_watts",
+    "scalar_fn_cycles", "collective_cycles", "power_watts", "system_io_gbps", "system_hop_latency_us",
 }
 
 
@@ -255,6 +262,8 @@ def validate_spec(spec: HardwareSpec) -> None:
         value = getattr(spec, name)
         if not math.isfinite(value) or value < 0:
             raise InputError(f"{where}: {name} must be a finite number >= 0, got {value}")
+    if spec.system_io_gbps <= 0:
+        raise InputError(f"{where}: system_io_gbps must be positive, got {spec.system_io_gbps}")
     if not math.isfinite(spec.clock_hz) or spec.clock_hz <= 0:
         raise InputError(f"{where}: clock_hz must be positive, got {spec.clock_hz}")
     if spec.sram_reserve_bytes < 0 or spec.sram_reserve_bytes >= spec.sram_bytes:
@@ -321,7 +330,7 @@ def spec_from_mapping(data: Mapping[str, Any], source: str = "<mapping>") -> Har
             merged.setdefault(op, {}).update(per)
         data["simd_widths"] = merged
     values.update(data)
-    missing = sorted(set(_FIELDS) - set(values) - {"power_watts"})
+    missing = sorted(set(_FIELDS) - set(values) - {"power_watts", "system_io_gbps", "system_hop_latency_us"})
     if missing:
         raise InputError(f"{source}: missing key {missing[0]!r} (or give base = \"wse2\" to inherit)")
     kwargs: dict[str, Any] = {}

@@ -60,7 +60,7 @@ def predict_targets(spec: HardwareSpec) -> list[Residual]:
     for point in targets["prefill"]:
         g = (point["grid"], point["grid"])
         req = PlanRequest(spec, "paper", prefill_grid=g, input_len=point["input_len"])
-        _, total, _ = prefill_cost(model, req, g, 1)
+        _, total, _ = prefill_cost(model, req, g, None)
         out.append(Residual(f"prefill tokens/s, {g[0]}x{g[1]}, {point['input_len']} tokens",
                             point["tokens_per_s"], point["input_len"] * spec.clock_hz / total))
     return out
