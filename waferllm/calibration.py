@@ -27,6 +27,21 @@ FITTED = ("op_issue_cycles", "relay_cycles", "collective_cycles")
 MIN_RELAY = 1.0
 
 
+def check_hardware(spec: HardwareSpec) -> None:
+    """The published figures were measured on one hardware (a WSE-2): refuse any other, since a
+    comparison with them would say nothing about it. Fitted overheads may differ (that is a fit)."""
+    from plmr.errors import InputError
+
+    measured = load_targets()["hardware"]
+    base = {"wse2": WSE2}[measured]
+    differ = [f for f in base.to_dict() if f not in FITTED and f != "description"
+              and getattr(spec, f) != getattr(base, f)]
+    if spec.name != measured or differ:
+        what = f"'{spec.name}'" + (f" (differs from {measured} in {differ[0]})" if spec.name == measured else "")
+        raise InputError(f"calibration compares with figures measured on {measured}; hardware {what} has no "
+                         f"published figures to compare with (use --hardware {measured})")
+
+
 def load_targets() -> dict:
     return json.loads(resources.files("waferllm").joinpath("data/calibration_targets.json").read_text())
 

@@ -63,7 +63,7 @@ LCM_WARN = 4
 MAX_WAFERS = 64
 
 #: Shapes per side of the first ladder of the search (every shape when the mesh is this small).
-LADDER_POINTS = 16
+LADDER_POINTS = 24
 
 
 @dataclass(frozen=True)
@@ -619,7 +619,7 @@ def _memory_bound_ok(model: Any, req: PlanRequest, grid: tuple[int, int]) -> boo
 
 
 def search_grid(model: Any, req: PlanRequest, evaluate: Callable[..., Candidate | None],
-                seeds: int = 3, finalists: int = 6, with_ratios: bool = False) -> Candidate | None:
+                seeds: int = 4, finalists: int = 12, with_ratios: bool = False) -> Candidate | None:
     """Every shape that fits the mesh is a candidate: a ladder over the whole mesh, then every
     seed refined by halving steps down to one PE, then the finalists tuned (see module doc)."""
     spec = req.hardware
