@@ -129,7 +129,7 @@ def test_calibration_table():
 def test_plan_human_readable():
     r = invoke_wide("plan", "llama3-8b")
     assert r.exit_code == 0, r.output
-    assert "llama3-8b on wse2" in r.stdout and "decode" in r.stdout and "stage 0" in r.stdout
+    assert "llama3-8b on wse2" in r.stdout and "decode" in r.stdout and "stage map" in r.stdout
 
 
 def test_plan_paper_human_readable_has_note():

@@ -396,7 +396,7 @@ def test_plan_from_model_directory_equals_catalog(hf_dir, method):
     by_name = dict(plan_json("llama3-8b", "--method", method))
     assert by_path.pop("model") == "my-llama3"
     assert by_name.pop("model") == "llama3-8b"
-    assert by_path == by_name
+    assert json.loads(json.dumps(by_path).replace("my-llama3", "llama3-8b")) == by_name  # names in messages
 
 
 def test_custom_mesh_plans_llama3_8b():
