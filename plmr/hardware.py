@@ -86,6 +86,13 @@ class HardwareSpec:
     op_priority_option: bool = True  # §6.5/§8: `.priority` on DSD ops (WSE-2); WSE-3 puts it on the DSD
     op_ut_id_option: bool = False  # §6.5/§8: `.ut_id` on DSD ops (WSE-3 only)
     max_fabin_operands: int = 0  # §6.10/§8: fabin operands per op; 0 = no documented limit (WSE-2)
+    # --- several systems (multi-system.md): the only path between wafers is the system I/O --------
+    # System I/O bandwidth per system, Gb/s. Source: CS-2 and CS-3 datasheets, "System I/O: 1.2 Tb/s
+    # (12 x 100 GbE)" [vendor, multi-system.md "Facts"]; the same for both built-ins.
+    system_io_gbps: float = 1200.0
+    # Latency of one hand-off between two systems, microseconds. ASSUMPTION: unpublished; the
+    # default 5 us is multi-system.md's suggested placeholder. Set it in a hardware file.
+    system_hop_latency_us: float = 5.0
 
     # derived facts -----------------------------------------------------------------------------
     @property
@@ -281,7 +288,7 @@ _DEFAULTED_FIELDS = {f.name for f in dataclasses.fields(HardwareSpec)
                      if f.default is not dataclasses.MISSING}
 _FLOAT_FIELDS = {
     "clock_hz", "hop_cycles", "ramp_cycles", "relay_cycles", "op_issue_cycles", "task_cycles",
-    "scalar_fn_cycles", "collective_cycles", "power_watts",
+    "scalar_fn_cycles", "collective_cycles", "power_watts", "system_io_gbps", "system_hop_latency_us",
 }
 
 
@@ -296,6 +303,8 @@ def validate_spec(spec: HardwareSpec) -> None:
         value = getattr(spec, name)
         if not math.isfinite(value) or value < 0:
             raise InputError(f"{where}: {name} must be a finite number >= 0, got {value}")
+    if spec.system_io_gbps <= 0:
+        raise InputError(f"{where}: system_io_gbps must be positive, got {spec.system_io_gbps}")
     if not math.isfinite(spec.clock_hz) or spec.clock_hz <= 0:
         raise InputError(f"{where}: clock_hz must be positive, got {spec.clock_hz}")
     if spec.sram_reserve_bytes < 0 or spec.sram_reserve_bytes >= spec.sram_bytes:

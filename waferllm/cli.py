@@ -133,19 +133,31 @@ def models(as_json: bool) -> None:
 @click.option("--input-len", type=int, default=4096, show_default=True, help="prompt tokens")
 @click.option("--output-len", type=int, default=128, show_default=True, help="generated tokens")
 @click.option("--dtype", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True)
+@click.option("--batch", type=int, default=1, show_default=True,
+              help="decode requests sharing the weights (each with its own KV cache)")
+@click.option("--wafers", default="1", show_default=True,
+              help="systems to pipeline the layers over: a count, or 'auto' for the fewest that fit")
+@click.option("--wide", is_flag=True, help="show every column (default: fit the terminal width)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def plan_cmd(model: str, hardware_name: str, method: str, prefill_grid: str | None, decode_grid: str | None,
              k_tree: int | None, context: int | None, input_len: int, output_len: int, dtype: str,
-             as_json: bool) -> None:
-    """Plan MODEL (catalog name or HF model directory) on a wafer and predict its speed."""
+             batch: int, wafers: str, wide: bool, as_json: bool) -> None:
+    """Plan MODEL (catalog name or HF model directory) on one or several wafers and predict its speed."""
     from plmr.hardware import get_spec
     from waferllm.catalog import resolve_model
-    from waferllm.planner import PlanRequest, plan
+    from waferllm.planner import MAX_WAFERS, PlanRequest, plan
 
     spec = get_spec(hardware_name)
+    if wafers.strip().lower() == "auto":
+        n_wafers: int | str = "auto"
+    else:
+        try:
+            n_wafers = int(wafers)
+        except ValueError:
+            raise InputError(f"--wafers {wafers!r}: expected an integer in 1..{MAX_WAFERS} or 'auto'") from None
     req = PlanRequest(hardware=spec, method=method, prefill_grid=parse_grid(prefill_grid, "prefill-grid"),
                       decode_grid=parse_grid(decode_grid, "decode-grid"), k_tree=k_tree, context=context,
-                      input_len=input_len, output_len=output_len, dtype=dtype)
+                      input_len=input_len, output_len=output_len, dtype=dtype, batch=batch, wafers=n_wafers)
     model_spec = resolve_model(model)
     result = plan(model_spec, req)
     if as_json:
@@ -153,7 +165,7 @@ def plan_cmd(model: str, hardware_name: str, method: str, prefill_grid: str | No
         return
     from waferllm.report import render_plan
 
-    render_plan(result, _console())
+    render_plan(result, _console(), wide=wide)
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,9 +178,10 @@ def plan_cmd(model: str, hardware_name: str, method: str, prefill_grid: str | No
 def calibration_cmd(hardware_name: str, as_json: bool) -> None:
     """Predicted vs published WaferLLM figures (LLaMA3-8B on WSE-2) with the current parameters."""
     from plmr.hardware import get_spec
-    from waferllm.calibration import check_targets, predict_targets
+    from waferllm.calibration import check_hardware, check_targets, predict_targets
 
     spec = get_spec(hardware_name)
+    check_hardware(spec)
     rows = predict_targets(spec) + check_targets(spec)
     if as_json:
         click.echo(json.dumps([{"figure": r.figure, "published": r.published, "predicted": r.predicted,
