@@ -189,8 +189,10 @@ def summa_bsp(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dt
         for n_ax, q, _ in lines:
             if n_ax > 1:
                 o = t // q
+                # the maximum is at the owner, an end, or the relay nearest an end (least lead)
+                candidates = {o, 0, 1, 2, n_ax - 3, n_ax - 2, n_ax - 1} & set(range(n_ax))
                 total += max(ops(p, o, n_ax) * c_op - (barrier_lead(spec, n_ax, p) if after_barrier else 0.0)
-                             for p in range(n_ax))
+                             for p in candidates)
         return total
 
     def landing(t: int, after_barrier: bool) -> float:
