@@ -35,7 +35,7 @@ from typing import Any
 
 from plmr.errors import InputError
 from waferllm.grids import parse_grid
-from waferllm.results import PARAM_COLUMNS
+from waferllm.results import PARAM_COLUMNS, RESULT_COLUMNS
 
 EVALUATORS = ("model", "simulate", "timing")
 DTYPES = ("fp16", "fp32")
@@ -397,7 +397,8 @@ def evaluate_point(point: dict[str, Any]) -> tuple[dict[str, Any], dict | None]:
     (``ok`` or ``error``), ``error`` and the results; ``arrays`` the per-PE arrays of a simulated
     kernel (else None). Never raises for a failing point."""
     t0 = time.perf_counter()
-    row: dict[str, Any] = dict(point)
+    row: dict[str, Any] = {c: None for c in RESULT_COLUMNS}
+    row.update(point)
     row["key"] = point_key(point)
     arrays = None
     try:
