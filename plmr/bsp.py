@@ -109,7 +109,18 @@ def _cannon_family_bsp(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, 
     # skew: ⌊Q/2⌋ rounds, each its waves (receive + send issued, the stream, a join), then a barrier
     rounds = Q // 2 if comm_x else 0
     wave = 2 * c_op + spec.ramp_cycles + hops_x * spec.hop_cycles + math.ceil(m_v * k / e_w) + task
-    align = sum(_skew_round(spec, Q, q_y, p_y, p_x, ring_pos, r, wave) + bar for r in range(1, rounds + 1))
+    if q_y == 1 and rounds:
+        # one virtual row per PE row: round r costs wave − (least lead of a row still rotating)
+        least = [math.inf] * (rounds + 2)
+        for py in range(p_y):
+            u = ring_pos(py)
+            turns = min(u, Q - u)
+            least[turns] = min(least[turns], barrier_lead(spec, p_y, py))
+        for rnd in range(rounds - 1, 0, -1):
+            least[rnd] = min(least[rnd], least[rnd + 1])
+        align = sum(max(0.0, wave - least[rnd]) + bar for rnd in range(1, rounds + 1))
+    else:
+        align = sum(_skew_round(spec, Q, q_y, p_y, p_x, ring_pos, r, wave) + bar for r in range(1, rounds + 1))
     # steps: receives then sends issued, the products, the join once every stream has landed
     n_recv = int(comm_x) + int(comm_y)
     landings = []
