@@ -29,6 +29,8 @@ from waferllm.results import ResultsTable
 from waferllm.sweep import evaluate_point, point_key
 
 WORKER_DIED = "worker process died while evaluating this point (killed, or out of memory)"
+#: how long to try reaching a remote Dask scheduler
+CONNECT_TIMEOUT = "10s"
 
 
 @dataclass
@@ -128,7 +130,7 @@ def _dask(points: list[dict], workers: int, scheduler: str) -> Iterator[tuple[di
             client = Client(cluster)
         else:
             try:
-                client = Client(scheduler, timeout="10s")
+                client = Client(scheduler, timeout=CONNECT_TIMEOUT)
             except (OSError, TimeoutError, ValueError) as exc:
                 raise InputError(f"--scheduler {scheduler}: cannot reach a Dask scheduler there "
                                  f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None

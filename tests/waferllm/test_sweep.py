@@ -275,8 +275,9 @@ def test_local_cluster_gives_identical_results(tmp_path):
             assert (v == load_arrays(dask, other)[k]).all()
 
 
-def test_unreachable_scheduler_is_one_line(tmp_path):
+def test_unreachable_scheduler_is_one_line(tmp_path, monkeypatch):
     pytest.importorskip("distributed")
+    monkeypatch.setattr("waferllm.sweep_run.CONNECT_TIMEOUT", "1s")
     r = sweep("--kernel", "meshgemv", "--mesh", "2", "--size", "8", "-o", str(tmp_path / "x"),
               "--scheduler", "tcp://127.0.0.1:1")
     assert r.exit_code == 2 and r.stderr.startswith("Error: --scheduler") and len(r.stderr.splitlines()) == 1
