@@ -260,6 +260,7 @@ class KTreeLevelExprs:
     N: Expr  # participants at this level
     G: Expr  # groups at this level
     prev: "KTreeLevelExprs | None"
+    root_at: Expr | None = None  # a single group's root index other than the middle (a chain into an end)
 
     def pos(self, i: Expr) -> Expr:
         """Physical position of participant index i."""
@@ -275,6 +276,8 @@ class KTreeLevelExprs:
 
     def root(self, g: Expr) -> Expr:
         """Participant index of group g's root (the middle member)."""
+        if self.root_at is not None:
+            return self.root_at
         b0, b1 = self.start(g), self.start(g + 1)
         return b0 + (b1 - b0) // 2
 

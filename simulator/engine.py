@@ -36,8 +36,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import config, njit
 from numba.cpython.unsafe.numbers import trailing_zeros
+
+if config.DISABLE_JIT:  # NUMBA_DISABLE_JIT=1 runs the engine as Python (debugging): no intrinsics
+    def trailing_zeros(x):  # noqa: F811
+        x = int(x)
+        return (x & -x).bit_length() - 1
 
 from simulator.lower import (
     BIN_CODES, DONE_ACT, F_A, F_B, F_C, F_COL1, F_COL2, F_COST, F_D, F_DONE, F_LEN, F_LENR,
@@ -422,8 +427,9 @@ def _specialise(functional: bool):
                             blk = ps[U(pb + E_BLOCK)]
                             mfree = ps[U(pb + E_MFREE)]
                             if mfree > t:
-                                # busy (possibly stalled by microthreads): make sure a wake-up is due
-                                if ps[U(pb + E_WAKEAT)] < mfree:
+                                # busy: if stalls by the microthreads moved the end past the wake-up
+                                # that brought us here, schedule one at the new end
+                                if ps[U(pb + E_WAKEAT)] <= t:
                                     ps[U(pb + E_WAKEAT)] = mfree
                                     hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, mfree, pe, 0)
                             elif ps[U(pb + E_PARK)] == 0 and blk >= 0:

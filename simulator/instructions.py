@@ -369,8 +369,8 @@ class Gemv(Instruction):
     y: RefLike
     x: RefLike
     w: RefLike
-    m: int
-    n: int
+    m: ExprLike
+    n: ExprLike
     layout: str = "row"
     acc: str | None = None
 
@@ -391,9 +391,9 @@ class Gemm(Instruction):
     c: RefLike
     a: RefLike
     b: RefLike
-    m: int
-    k: int
-    n: int
+    m: ExprLike
+    k: ExprLike
+    n: ExprLike
     layout: str = "col"
     acc: str | None = None
 
