@@ -50,7 +50,8 @@ from simulator.lower import (
     MAX_MICROTHREADS, NTASK, O_DT, O_HI, O_LO, O_OFF, O_OFFR, O_STR, OP_ACT, OP_ADD, OP_BIN, OP_BLK,
     OP_BRZ, OP_CHECKNN, OP_COPY, OP_EXP, OP_FILL, OP_FINISH, OP_FMAC, OP_JMP, OP_JTAB, OP_LOAD,
     OP_LOOPINIT, OP_LOOPNEXT, OP_MAX, OP_MOV, OP_MUL, OP_RAS, OP_RECV, OP_RECVADD, OP_RELAY, OP_RET,
-    OP_RSQRT, OP_SCALE, OP_SEL, OP_SEND, OP_SILU, OP_STORE, OP_TS, OP_UNBLK, OPND0, OPND_FIELDS,
+    OP_RELAYSTORE, OP_RSQRT, OP_SCALE, OP_SEL, OP_SEND, OP_SILU, OP_STORE, OP_TS, OP_UNBLK, OPND0,
+    OPND_FIELDS,
 )
 
 (ST_OK, ST_IDLE, ST_MISROUTE, ST_MULTIRX, ST_UTLIMIT, ST_QCONFLICT, ST_LIMIT, ST_BOUNDS, ST_NEGCOUNT,
@@ -660,11 +661,11 @@ def _specialise(functional: bool):
                                                     stop = True
                                                     break
                                                 if op == OP_SEND or op == OP_RAS:
-                                                    mports_u = 4
+                                                    mports_u = 4  # one read per wavelet
                                                 elif op == OP_RECV:
-                                                    mports_u = 1
+                                                    mports_u = 1  # one write
                                                 else:
-                                                    mports_u = 5
+                                                    mports_u = 5  # RecvAdd, RelayStore: read + write
                                             elif n < 1:
                                                 st = ST_NEGCOUNT
                                                 out[O_I0] = pe
@@ -835,7 +836,7 @@ def _specialise(functional: bool):
                                         ch = -1
                                         cnt = 0
                                         ro = -1
-                                        if op == OP_RAS or op == OP_RELAY:
+                                        if op == OP_RAS or op == OP_RELAY or op == OP_RELAYSTORE:
                                             ro = ur[U(ub + 6)]
                                             ch = ur[U(ub + 7)]
                                             cnt = cs[U(ch + 1)]
@@ -891,7 +892,7 @@ def _specialise(functional: bool):
                                                 for j in range(npair):
                                                     v = v0 if j == 0 else v1
                                                     a = ao + (i0 + j) * asd
-                                                    if op == OP_RECV:
+                                                    if op == OP_RECV or op == OP_RELAYSTORE:
                                                         mem[a] = _rnd(v, adt)
                                                     elif op == OP_RECVADD:
                                                         mem[a] = _rnd(mem[a] + v, adt)

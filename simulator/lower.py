@@ -40,20 +40,21 @@ OP_LOAD, OP_STORE, OP_ACT, OP_BLK, OP_UNBLK, OP_FINISH = range(10, 16)
 LAST_SCALAR = OP_FINISH
 # rows that run at their exact cycle
 OP_TS, OP_RET = 16, 17
-OP_SEND, OP_RECV, OP_RECVADD, OP_RAS, OP_RELAY = 20, 21, 22, 23, 24
+OP_SEND, OP_RECV, OP_RECVADD, OP_RAS, OP_RELAY, OP_RELAYSTORE = 20, 21, 22, 23, 24, 25
 OP_FMAC, OP_ADD, OP_MUL, OP_MAX, OP_SCALE, OP_COPY, OP_FILL, OP_EXP, OP_RSQRT, OP_SILU = range(30, 40)
-FIRST_FABRIC, LAST_FABRIC = OP_SEND, OP_RELAY
+FIRST_FABRIC, LAST_FABRIC = OP_SEND, OP_RELAYSTORE
 OP_NAMES = {
     OP_MOV: "Assign", OP_BIN: "scalar op", OP_SEL: "select", OP_JMP: "jump", OP_BRZ: "If",
     OP_JTAB: "Switch", OP_LOOPINIT: "Loop", OP_LOOPNEXT: "Loop", OP_CHECKNN: "loop count",
     OP_LOAD: "load", OP_STORE: "Store", OP_ACT: "Activate", OP_BLK: "Block", OP_UNBLK: "Unblock",
     OP_FINISH: "Finish", OP_TS: "Timestamp", OP_RET: "end of task", OP_SEND: "Send",
     OP_RECV: "Recv", OP_RECVADD: "RecvAdd", OP_RAS: "RecvAddSend", OP_RELAY: "Relay",
+    OP_RELAYSTORE: "RelayStore",
     OP_FMAC: "Fmac", OP_ADD: "Add", OP_MUL: "Mul", OP_MAX: "Max", OP_SCALE: "Scale", OP_COPY: "Copy",
     OP_FILL: "Fill", OP_EXP: "Exp", OP_RSQRT: "Rsqrt", OP_SILU: "Silu",
 }
 _FABRIC_OP = {I.Send: OP_SEND, I.Recv: OP_RECV, I.RecvAdd: OP_RECVADD, I.RecvAddSend: OP_RAS,
-              I.Relay: OP_RELAY}
+              I.Relay: OP_RELAY, I.RelayStore: OP_RELAYSTORE}
 _COMPUTE_OP = {I.Fmac: OP_FMAC, I.Add: OP_ADD, I.Mul: OP_MUL, I.Max: OP_MAX, I.Scale: OP_SCALE,
                I.Copy: OP_COPY, I.Fill: OP_FILL, I.Exp: OP_EXP, I.Rsqrt: OP_RSQRT, I.Silu: OP_SILU}
 # scalar binary operator codes (OP_BIN field F_D)
@@ -600,7 +601,7 @@ class _CodeGen:
                 self.emit(op, COL1=col1, COL2=col2, LEN=0, LENR=self.expr(n), DONE=done, COST=self.c_op)
             return
         ref = st.src if isinstance(st, (I.Send, I.RecvAddSend)) else st.dst
-        fields, n, lenr = self.operand(ref, dst=isinstance(st, (I.Recv, I.RecvAdd)))
+        fields, n, lenr = self.operand(ref, dst=isinstance(st, (I.Recv, I.RecvAdd, I.RelayStore)))
         packed = int(st.packed)
         if packed and self._buffer(ref.buf).dtype != "fp16":
             raise InputError(f"{self.where()}, {type(st).__name__}: packed=True needs an fp16 buffer")
