@@ -39,7 +39,7 @@ from meshgemm.layout import flat, interleaved_ring, pad2, plain_ring, tile_of, u
 from plmr import gemm as plmr_gemm
 from plmr.hardware import HardwareSpec
 from simulator.body import Body
-from simulator.expr import Expr, ExprLike, Param, X, Y, as_expr, eq, ne, select
+from simulator.expr import Expr, ExprLike, Param, Var, X, Y, as_expr, eq, ne, select
 from simulator.instructions import Copy, Fill, Gemm, Recv, Ref, Send
 from simulator.program import MeshProgram
 from simulator.statements import Assign, If, Loop, Wait
@@ -101,9 +101,10 @@ def build_meshgemm(req: KernelRequest, spec: HardwareSpec) -> KernelBuild:
     return build_cannon_family(req, spec, "meshgemm")
 
 
-def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str) -> KernelBuild:
+def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: bool = False) -> KernelBuild:
     """The shared Cannon schedule; ``kind`` = ``"meshgemm"`` (interleaved rings, links <= 2 hops)
-    or ``"cannon"`` (plain rings with the P-1 hop wrap-around link)."""
+    or ``"cannon"`` (plain rings with the P-1 hop wrap-around link). ``bsp``: a global barrier after
+    every skew round and every shifting step (``meshgemm.bsp``)."""
     P_y, P_x = req.mesh
     M, K, N, dt = req.m, req.k, req.n, req.dtype
     Q = math.lcm(P_y, P_x)
@@ -116,7 +117,10 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str) -> Ke
     sx, sy = rx.slots, ry.slots
     rev_x_own = P_x >= 3  # a 2-ring's reverse shift is its forward shift (same transfers)
     n_slots = sx + sy + (rx.slots if rev_x_own else 0)
-    cmap = ColourMap(spec, n_slots, kind)
+    if bsp:
+        from meshgemm.bsp import barrier_colours
+        total = barrier_colours(spec, n_slots, kind + "-bsp", P_x, P_y)
+    cmap = ColourMap(spec, total if bsp else n_slots, kind)
     cx = lambda s: cmap[s]  # noqa: E731
     cy = lambda s: cmap[sx + s]  # noqa: E731
     crev = (lambda s: cmap[sx + sy + s]) if rev_x_own else cx
@@ -135,6 +139,13 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str) -> Ke
         L.route_slots(prog, "x", ex.roles(X, reverse=True), crev)
 
     body = _cannon_body(g, kind, comm_x, comm_y, dt)
+    bar_params: dict = {}
+    if bsp and P_x * P_y > 1:
+        from meshgemm.bsp import barrier_fragment
+        bar, bar_params = barrier_fragment(prog, body, [cmap[n_slots + i] for i in range(8)])
+        rounds = max((sum(skew_plan(Q, ry.pos[py] * g.q_y + j)[1] for j in range(g.q_y)) for py in range(P_y)),
+                     default=0) if comm_x else 0
+        _add_barriers(body, bar, prog.param("SKEWMAX", rounds))
     params = {"mv": prog.param("MV", g.m_v), "kt": prog.param("KT", g.k), "nv": prog.param("NV", g.n_v),
               "qx": prog.param("QX", g.q_x), "qy": prog.param("QY", g.q_y), "Q": prog.param("Q", Q),
               "H": Param("H")}
@@ -144,6 +155,8 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str) -> Ke
                       ar_recv=slot_colour(crev, ex.incoming(X, True)[1], sx))
     if comm_y:
         params.update(by_send=slot_colour(cy, ey.slot(Y), sy), by_recv=slot_colour(cy, ey.slot(ey.recv_from(Y)), sy))
+    if bsp and P_x * P_y > 1:
+        params.update(bar_params, skewmax=Param("SKEWMAX"))
     prog.place(body, params=params)
 
     # ---- host data ----
@@ -211,6 +224,45 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str) -> Ke
                 f"{n_slots} colours",
     }
     return KernelBuild(req, prog, predicted, gather, inputs, expected, layout)
+
+
+def _add_barriers(body: Body, bar: tuple, skewmax) -> None:
+    """Insert the barrier ``bar`` after every skew round's and every shifting step's join, and make
+    every PE meet as many skew barriers as the PE with the most rounds (``skewmax``)."""
+    main = body.functions["main"]
+    body.param("skewmax")
+    body.var("nbar")
+
+    def after_join(code: tuple) -> tuple:
+        out = []
+        for st in code:
+            if isinstance(st, Loop):
+                st = Loop(st.count, st.var, after_join(st.body))
+            out.append(st)
+            if isinstance(st, Wait):
+                out.extend(bar)
+        return tuple(out)
+
+    code = list(after_join(main.code))
+    # the skew is the first Loop over "j"; count its rounds, then meet the remaining barriers
+    k = next(i for i, st in enumerate(code) if isinstance(st, Loop) and st.var == "j")
+    skew = code[k]
+    count = Assign("nbar", Var("nbar") + 1)
+
+    def counted(code: tuple) -> tuple:
+        out = []
+        for st in code:
+            if isinstance(st, Loop):
+                st = Loop(st.count, st.var, counted(st.body))
+            out.append(st)
+            if isinstance(st, Wait):
+                out.append(count)
+        return tuple(out)
+
+    code[k] = Loop(skew.count, skew.var, counted(skew.body))
+    code[k:k] = [Assign("nbar", 0)]
+    code.insert(k + 2, Loop(Param("skewmax") - Var("nbar"), "r", bar))
+    body.functions["main"] = type(main)(main.name, tuple(code), main.args)
 
 
 def skew_plan(Q: int, u: int) -> tuple[str, int]:

@@ -67,9 +67,9 @@ def _chain_params(cmap, base: int, axis: str, n: Expr) -> dict:
             f"{axis}first": eq(q, 0), f"{axis}last": eq(q, n - 1)}
 
 
-def build_summa(req: KernelRequest, spec: HardwareSpec) -> KernelBuild:
+def build_summa(req: KernelRequest, spec: HardwareSpec, bsp: bool = False) -> KernelBuild:
     """SUMMA with store-and-forward relay broadcasts (method §4.5 variant (i)); see the module
-    docstring."""
+    docstring. ``bsp``: a global barrier after the first fetch and after every step."""
     P_y, P_x = req.mesh
     M, K, N, dt = req.m, req.k, req.n, req.dtype
     S = math.lcm(P_y, P_x)
@@ -79,7 +79,10 @@ def build_summa(req: KernelRequest, spec: HardwareSpec) -> KernelBuild:
     ta, tb = m * k, k * n
     nx = 4 if P_x > 1 else 0
     ny = 4 if P_y > 1 else 0
-    cmap = ColourMap(spec, nx + ny, "summa")
+    if bsp and (P_x == 1 or P_y == 1):  # the barrier needs chains on both axes: add the missing ones
+        cmap = ColourMap(spec, 8, "summa")
+    else:
+        cmap = ColourMap(spec, nx + ny, "summa")
 
     prog = MeshProgram(P_x, P_y, spec, name="summa")
     X_, Y_ = range(P_x), range(P_y)
@@ -121,10 +124,17 @@ def build_summa(req: KernelRequest, spec: HardwareSpec) -> KernelBuild:
         bb = Ref("PB", (step % 2) * TB, TB) if P_y > 1 else Ref("B", step * TB, TB)
         return Gemm("C", a, bb, mt, kt, nt, layout=order)
 
+    bar: tuple = ()
+    if bsp and P_x * P_y > 1:
+        from meshgemm.bsp import barrier_fragment
+        bar, bar_params = barrier_fragment(prog, b, None if P_x > 1 and P_y > 1 else
+                                           [cmap[i] for i in range(8)])
+        params.update(bar_params)
     code = [Fill("C", 0.0), *fetch(as_expr(0))]
     if ids:
         code.append(Wait(ids))
-    code.append(Loop(Sp - 1, "t", (*fetch(t + 1), gemm(t)) + ((Wait(ids),) if ids else ())))
+    code += list(bar)
+    code.append(Loop(Sp - 1, "t", (*fetch(t + 1), gemm(t)) + ((Wait(ids),) if ids else ()) + bar))
     code.append(gemm(Sp - 1))
     b.function("main", code)
     prog.place(b, params=params)

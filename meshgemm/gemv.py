@@ -76,13 +76,17 @@ def balanced_block(total: ExprLike, parts: ExprLike, i: ExprLike) -> Expr:
 
 def _build(req: KernelRequest, spec: HardwareSpec, axis: str, scheme: str,
            collective: Callable[[MeshProgram, ColourMap], C.Collective], slots: int, predicted,
-           pad_to: int = 0, with_broadcast: bool = True) -> KernelBuild:
+           pad_to: int = 0, with_broadcast: bool = True, bsp: bool = False) -> KernelBuild:
     """One body on every PE: a local GEMV (m FMACs of length n) then the collective along ``axis``."""
     p_y, p_x, n_ax, n_other = _check(req, spec, axis)
     kb = balanced_split(req.k, n_ax)  # reduction-axis blocks of x / rows of W
     nb = balanced_split(req.n, n_other)  # output blocks
     ko, no = _offsets(kb), _offsets(nb)
-    colours = ColourMap(spec, slots, req.name)
+    if bsp:
+        from meshgemm.bsp import barrier_colours
+        colours = ColourMap(spec, barrier_colours(spec, slots, req.name + "-bsp", p_x, p_y), req.name)
+    else:
+        colours = ColourMap(spec, slots, req.name)
     prog = MeshProgram(p_x, p_y, spec, name=req.name)
     dt = req.dtype
     q, line = (Y, X) if axis == "y" else (X, Y)
@@ -97,10 +101,18 @@ def _build(req: KernelRequest, spec: HardwareSpec, axis: str, scheme: str,
     b.buffer("y", dt, ylen)
     b.buffer("r", dt, ylen, export=False)
     coll.declare(b)
-    b.function("main", [Gemv(Ref("y", 0, n), "x", "w", m=m, n=n), Timestamp(COMPUTE_END), *coll.code])
+    code = [Gemv(Ref("y", 0, n), "x", "w", m=m, n=n), Timestamp(COMPUTE_END), *coll.code]
+    bar_params: dict = {}
+    if bsp and p_x * p_y > 1:
+        from meshgemm.bsp import barrier_fragment
+        bar, bar_params = barrier_fragment(prog, b, [colours[slots + i] for i in range(8)])
+        # after the local GEMV, and after the reduce (before the broadcast, the collective's last statement)
+        code = code[:2] + list(bar) + code[2:-1] + list(bar) + code[-1:] if n_ax > 1 else code[:2] + list(bar)
+    b.function("main", code)
     n_blk = balanced_block(Nd, n_other_p, line)
     ylen_v = n_blk if pad_to <= 0 else max_(n_blk, prog.param("ypad", pad_to))
-    prog.place(b, params={"m": balanced_block(Kd, n_ax_p, q), "n": n_blk, "ylen": ylen_v, **coll.values()})
+    prog.place(b, params={"m": balanced_block(Kd, n_ax_p, q), "n": n_blk, "ylen": ylen_v, **coll.values(),
+                          **bar_params})
 
     x_in = w_in = None
     if req.functional:
@@ -177,8 +189,9 @@ def build_meshgemv(req: KernelRequest, spec: HardwareSpec, axis: str = "y",
                   with_broadcast=with_broadcast)
 
 
-def build_gemv_pipeline(req: KernelRequest, spec: HardwareSpec, axis: str = "y") -> KernelBuild:
-    """GEMV with the pipeline allreduce: chain into the end PE, then broadcast back."""
+def build_gemv_pipeline(req: KernelRequest, spec: HardwareSpec, axis: str = "y", bsp: bool = False) -> KernelBuild:
+    """GEMV with the pipeline allreduce: chain into the end PE, then broadcast back. ``bsp``: a
+    global barrier after the local GEMV and after the reduce."""
     p_y, p_x, n_ax, _ = _check(req, spec, axis)
     predicted = plmr_gemv.gemv_pipeline(spec, p_y, p_x, req.k, req.n, axis=axis, dtype=req.dtype)
 
@@ -186,7 +199,7 @@ def build_gemv_pipeline(req: KernelRequest, spec: HardwareSpec, axis: str = "y")
         return C.pipeline_allreduce(prog, axis, "y", "r", colours.__getitem__)
 
     return _build(req, spec, axis, "pipeline allreduce", coll, C.colours_needed("pipeline", n_ax),
-                  predicted)
+                  predicted, bsp=bsp)
 
 
 def build_gemv_ring(req: KernelRequest, spec: HardwareSpec, axis: str = "y") -> KernelBuild:

@@ -45,7 +45,7 @@ if config.DISABLE_JIT:  # NUMBA_DISABLE_JIT=1 runs the engine as Python (debuggi
         return (x & -x).bit_length() - 1
 
 from simulator.lower import (
-    BIN_CODES, DONE_ACT, F_A, F_B, F_C, F_COL1, F_COL2, F_COST, F_D, F_DONE, F_LEN, F_LENR,
+    BIN_CODES, DONE_ACT, F_A, F_B, F_C, F_COL1, F_COL2, F_COST, F_D, F_DONE, F_LEN, F_LENR, F_QIN, F_QOUT,
     F_MULT, F_OP, F_PACK, F_PORTS, F_SREG, F_TGT, F_W, LAST_FABRIC, LAST_SCALAR, LAUNCH_TASK,
     MAX_MICROTHREADS, NTASK, O_DT, O_HI, O_LO, O_OFF, O_OFFR, O_STR, OP_ACT, OP_ADD, OP_BIN, OP_BLK,
     OP_BRZ, OP_CHECKNN, OP_COPY, OP_EXP, OP_FILL, OP_FINISH, OP_FMAC, OP_JMP, OP_JTAB, OP_LOAD,
@@ -617,6 +617,8 @@ def _specialise(functional: bool):
                                             # issue a fabric op on a free microthread
                                             rc = ins[U(row), F_COL1]
                                             sc = ins[U(row), F_COL2]
+                                            qi = ins[U(row), F_QIN]
+                                            qo = ins[U(row), F_QOUT]
                                             free_s = -1
                                             for s in range(UT):
                                                 r2 = ur[U((pe * UT + s) * UR)]
@@ -624,16 +626,19 @@ def _specialise(functional: bool):
                                                     if free_s < 0 and s < n_ut:
                                                         free_s = s
                                                     continue
-                                                if rc >= 0 and ins[U(r2), F_COL1] == rc:
+                                                # two running ops may share neither a colour nor a queue
+                                                if rc >= 0 and (ins[U(r2), F_COL1] == rc or ins[U(r2), F_QIN] == qi):
                                                     st = ST_QCONFLICT
                                                     out[O_I0] = pe
                                                     out[O_I1] = rc
                                                     out[O_I2] = 0
-                                                if sc >= 0 and ins[U(r2), F_COL2] == sc:
+                                                    out[O_I3] = row
+                                                if sc >= 0 and (ins[U(r2), F_COL2] == sc or ins[U(r2), F_QOUT] == qo):
                                                     st = ST_QCONFLICT
                                                     out[O_I0] = pe
                                                     out[O_I1] = sc
                                                     out[O_I2] = 1
+                                                    out[O_I3] = row
                                             if st != ST_OK:
                                                 stop = True
                                                 break
