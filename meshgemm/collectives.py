@@ -125,21 +125,28 @@ def ktree_group_counts(n_ax: int, k: int, group_size: int | None) -> tuple[int, 
 # ------------------------------------------------------------------------------------------------
 
 
+def _on_lines(axis: str, lines: ExprLike | None) -> Expr:
+    """1 on the lines that take part (``lines``: a condition on the line's coordinate, or None: all)."""
+    return as_expr(1) if lines is None else as_expr(lines)
+
+
 def broadcast(prog: MeshProgram, axis: str, buf: str, root: ExprLike, colour: int,
-              prefix: str = "bc") -> Collective:
+              prefix: str = "bc", lines: ExprLike | None = None) -> Collective:
     """Multicast ``buf`` from position ``root`` (a number or program-parameter expression) to every
-    other PE of every line of ``axis`` (1 colour). Parameter ``<prefix>_role``: 0 root, 1 receiver."""
+    other PE of every line of ``axis`` where ``lines`` holds (1 colour). Parameter
+    ``<prefix>_role``: 0 root, 1 receiver, 2 not taking part."""
     n = axis_length(prog, axis)
     q = L.position(axis)
     N = axis_size(axis)
     root = as_expr(root)
     if n <= 1:
         return Collective(root=root)
+    on = _on_lines(axis, lines)
     rx, tx = L.multicast_masks(axis, q, N, root)
-    prog.route_rule(None, None, colour, rx, tx)
+    prog.route_rule(None, None, colour, rx, tx, when=on)
     role = f"{prefix}_role"
-    code = (If(eq(Param(role), 0), (Send(colour, buf),), (Recv(colour, buf),)),)
-    return Collective({role: ("int", select(eq(q, root), 0, 1))}, code, 1, root)
+    code = (If(eq(Param(role), 0), (Send(colour, buf),), (If(eq(Param(role), 1), (Recv(colour, buf),)),)),)
+    return Collective({role: ("int", select(on, select(eq(q, root), 0, 1), 2))}, code, 1, root)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -155,15 +162,17 @@ def _slot_branch(bit: str, c0: int, c1: int, make) -> tuple:
 
 def ktree_reduce(prog: MeshProgram, axis: str, buf: str, scratch: str, colours: ColourOf, k: int = 2,
                  group_counts: tuple[int, ...] | None = None, prefix: str = "kt",
-                 root_at_end: bool = False) -> Collective:
+                 root_at_end: bool = False, root: ExprLike | None = None,
+                 lines: ExprLike | None = None) -> Collective:
     """K-tree reduce (method §6.3) of ``buf`` into the global root; ``colours(slot)`` maps the 2K
     slots (two per level) to colour IDs. ``root_at_end``: one chain into the last PE (K = 1), the
-    pipeline reduce. Parameters per level l: ``<p>role<l>`` (line_rules.ROLE_*), ``<p>out<l>``,
+    pipeline reduce; ``root``: one chain into that position (K = 1). ``lines``: a condition on the
+    line's coordinate selecting the lines that take part. Parameters per level l: ``<p>role<l>`` (line_rules.ROLE_*), ``<p>out<l>``,
     ``<p>in<l>``, ``<p>in2<l>`` (colour slot bits)."""
     n = axis_length(prog, axis)
     q = L.position(axis)
     N = axis_size(axis)
-    if root_at_end:
+    if root_at_end or root is not None:
         k, counts = 1, ()
     else:
         tree = build_ktree(max(n, 1), k, group_counts)
@@ -174,16 +183,19 @@ def ktree_reduce(prog: MeshProgram, axis: str, buf: str, scratch: str, colours: 
     levels = L.ktree_levels(tuple(counts) + (1,), N, G)
     if root_at_end:
         levels[0].root_at = N - 1
+    elif root is not None:
+        levels[0].root_at = as_expr(root)
+    on = _on_lines(axis, lines)
     params: dict[str, tuple[str, Expr]] = {}
     code: list = []
     for lv in levels:
         l = lv.k
-        L.route_slots(prog, axis, L.ktree_roles(lv, q), lambda s, l=l: colours(2 * l + s))
+        L.route_slots(prog, axis, L.ktree_roles(lv, q), lambda s, l=l: colours(2 * l + s), when=on)
         r = L.ktree_role(lv, q)
         role, out, inn, in2 = (f"{prefix}role{l}", f"{prefix}out{l}", f"{prefix}in{l}", f"{prefix}in2{l}")
         sends = eq(r.role, L.ROLE_SEND) | eq(r.role, L.ROLE_RELAY)
         recvs = eq(r.role, L.ROLE_RELAY) | eq(r.role, L.ROLE_ROOT1) | eq(r.role, L.ROLE_ROOT2)
-        params[role] = ("int", r.role)
+        params[role] = ("int", select(on, r.role, L.ROLE_NONE))
         params[out] = ("int", select(sends, r.out, 0))  # unused bits 0: fewer parameter sets
         params[inn] = ("int", select(recvs, r.inn, 0))
         params[in2] = ("int", select(eq(r.role, L.ROLE_ROOT2), r.in2, 0))
@@ -203,20 +215,29 @@ def ktree_reduce(prog: MeshProgram, axis: str, buf: str, scratch: str, colours: 
 
 def ktree_allreduce(prog: MeshProgram, axis: str, buf: str, scratch: str, colours: ColourOf, k: int = 2,
                     group_counts: tuple[int, ...] | None = None, broadcast_result: bool = True,
-                    prefix: str = "kt", root_at_end: bool = False) -> Collective:
+                    prefix: str = "kt", root_at_end: bool = False, root: ExprLike | None = None,
+                    lines: ExprLike | None = None) -> Collective:
     """K-tree reduce, then (``broadcast_result``) a multicast of the total from the global root.
     Colour slots: 2K + 1 (2K without the broadcast)."""
-    red = ktree_reduce(prog, axis, buf, scratch, colours, k, group_counts, prefix, root_at_end)
+    red = ktree_reduce(prog, axis, buf, scratch, colours, k, group_counts, prefix, root_at_end, root, lines)
     if not broadcast_result or axis_length(prog, axis) <= 1:
         return red
-    bc = broadcast(prog, axis, buf, red.root, colours(red.slots), prefix=f"{prefix}bc")
+    bc = broadcast(prog, axis, buf, red.root, colours(red.slots), prefix=f"{prefix}bc", lines=lines)
     return Collective({**red.params, **bc.params}, red.code + bc.code, red.slots + 1, red.root)
 
 
 def pipeline_allreduce(prog: MeshProgram, axis: str, buf: str, scratch: str, colours: ColourOf,
-                       prefix: str = "pl") -> Collective:
+                       prefix: str = "pl", lines: ExprLike | None = None) -> Collective:
     """The Cerebras-GEMV allreduce: one chain into the end PE, then a broadcast back (3 colours)."""
-    return ktree_allreduce(prog, axis, buf, scratch, colours, k=1, prefix=prefix, root_at_end=True)
+    return ktree_allreduce(prog, axis, buf, scratch, colours, k=1, prefix=prefix, root_at_end=True, lines=lines)
+
+
+def chain_allreduce(prog: MeshProgram, axis: str, buf: str, scratch: str, colours: ColourOf,
+                    root: ExprLike | None = None, prefix: str = "ch", lines: ExprLike | None = None) -> Collective:
+    """One chain from both ends into ``root`` (default: the middle), then a broadcast (3 colours)."""
+    if root is None:
+        return ktree_allreduce(prog, axis, buf, scratch, colours, k=1, prefix=prefix, lines=lines)
+    return ktree_allreduce(prog, axis, buf, scratch, colours, k=1, prefix=prefix, root=root, lines=lines)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -225,7 +246,7 @@ def pipeline_allreduce(prog: MeshProgram, axis: str, buf: str, scratch: str, col
 
 
 def ring_allreduce(prog: MeshProgram, axis: str, buf: str, length: ExprLike, colours: ColourOf,
-                   prefix: str = "rg") -> Collective:
+                   prefix: str = "rg", lines: ExprLike | None = None) -> Collective:
     """Reduce-scatter + allgather on the interleaved ring (3 colours; 2 for n = 2). ``buf`` holds
     ``length`` elements (an expression of the body's parameters), at least one per PE of the ring:
     pad it with zeros. Chunk c of the n balanced chunks starts at c·⌊L/n⌋ + min(c, L mod n)."""
@@ -235,11 +256,14 @@ def ring_allreduce(prog: MeshProgram, axis: str, buf: str, length: ExprLike, col
     q = L.position(axis)
     N = axis_size(axis)
     ring = L.interleaved_ring(n, N)
-    L.route_slots(prog, axis, ring.roles(q), colours)
+    on = _on_lines(axis, lines)
+    L.route_slots(prog, axis, ring.roles(q), colours, when=on)
     send_slot, recv_slot = f"{prefix}send", f"{prefix}recv"
     pos = f"{prefix}_pos"
-    params = {send_slot: ("int", ring.slot(q)), recv_slot: ("int", ring.slot(ring.recv_from(q))),
-              N.name: ("int", N)}  # the line length, used at run time
+    active = f"{prefix}_on"
+    params = {send_slot: ("int", select(on, ring.slot(q), 0)),
+              recv_slot: ("int", select(on, ring.slot(ring.recv_from(q)), 0)),
+              active: ("int", on), N.name: ("int", N)}  # the line length, used at run time
     s, c = f"{prefix}_s", f"{prefix}_c"
     Ln = as_expr(length)
 
@@ -266,8 +290,8 @@ def ring_allreduce(prog: MeshProgram, axis: str, buf: str, length: ExprLike, col
             *by_slot(recv_slot, lambda col: recv_op(col, chunk(Var(c)))),
             Wait(f"{prefix}s"))),)
 
-    code = (Assign(pos, _pos_expr(ring, axis)), *phase(RecvAdd),
-            Assign(pos, _pos_expr(ring, axis) + 1), *phase(Recv))
+    code = (If(eq(Param(active), 1), (Assign(pos, _pos_expr(ring, axis)), *phase(RecvAdd),
+                                      Assign(pos, _pos_expr(ring, axis) + 1), *phase(Recv))),)
     return Collective(params, code, ring.slots, Const(0), vars=(pos, s, c))
 
 

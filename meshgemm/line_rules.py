@@ -82,14 +82,14 @@ class SlotRoles:
 
 
 def route_slots(prog: MeshProgram, axis: str, roles: list[SlotRoles], colour_of: Callable[[int], int],
-                x=None, y=None) -> None:
+                x=None, y=None, when: ExprLike = 1) -> None:
     """Set the routes of a pattern (one ``route_rule`` per colour slot) on every line of ``axis``
-    within the selection (default: the whole rectangle)."""
+    within the selection (default: the whole rectangle) where ``when`` holds."""
     for slot, r in enumerate(roles):
         if r is None:
             continue
         rx, tx = r.masks(axis)
-        prog.route_rule(x, y, colour_of(slot), rx, tx)
+        prog.route_rule(x, y, colour_of(slot), rx, tx, when=when)
 
 
 # ------------------------------------------------------------------------------------------------
