@@ -380,7 +380,7 @@ class MeshProgram:
                     pe = int(pes[np.nonzero(inverse == r)[0][0]])
                     biggest = max(blk.buffers, key=lambda b: b.nbytes, default=None)
                     raise InputError(
-                        f"PE {self._xy(pe)}, body {final.name}: SRAM overflow: {need} B needed "
+                        f"PE {self._xy(pe)}: SRAM overflow in body {final.name}: {need} B needed "
                         f"(buffers {blk.data_bytes} B"
                         + (f", largest {biggest.name!r} {biggest.nbytes} B" if biggest else "")
                         + f", variables {blk.var_bytes} B, code ~{blk.code_bytes} B) but {limit} B are usable "
