@@ -117,7 +117,7 @@ class Lowered:
     # code
     ins: np.ndarray  # (rows, NFIELDS) int64
     jtab: np.ndarray
-    row_meta: list  # per row: (block index, container, statement text)
+    row_meta: list  # per row: (block index, container, statement or opcode); see ``describe_row``
     labels: list
     # blocks and PEs
     pe_block: np.ndarray  # (P,) block index, -1 none
@@ -137,6 +137,13 @@ class Lowered:
     mem: np.ndarray
     sram_bytes: np.ndarray
     block_names: list = field(default_factory=list)
+
+
+def describe_row(cp: Lowered, row: int) -> str:
+    """``body/container: statement`` for error messages."""
+    blk, container, what = cp.row_meta[row]
+    text = OP_NAMES.get(what, "?") if isinstance(what, int) else S.describe(what)
+    return f"{cp.block_names[blk]}/{container}: {text[:200]}"
 
 
 def lower_program(prog: MeshProgram, spec: HardwareSpec, functional: bool) -> Lowered:
@@ -393,8 +400,8 @@ class _CodeGen:
         if op <= LAST_SCALAR:
             row[F_COST] = costs.scalar_cycles(self.spec)
         self.rows.append(row)
-        text = S.describe(self.current) if self.current is not None else OP_NAMES.get(op, "?")
-        self.meta.append((self.block.index, self.container, text[:200]))
+        # the statement itself: described only when an error names it
+        self.meta.append((self.block.index, self.container, self.current if self.current is not None else op))
         return len(self.rows) - 1
 
     def patch(self, row: int, **f) -> None:

@@ -334,7 +334,7 @@ class MeshProgram:
             elif isinstance(v, (Expr, int, float, np.integer, np.floating)):
                 e = as_expr(v)
                 self._coord_expr(e, where)
-                arr = np.asarray(evaluate(e, {"x": xs, "y": ys, **self.layout_params}, vectorised=True))
+                arr = np.asarray(self.evaluate_at(e, xs, ys))
             else:
                 arr = np.asarray(v)
                 if arr.ndim == 2 and arr.shape[0] * arr.shape[1] == pes.size:
@@ -359,9 +359,16 @@ class MeshProgram:
 
         names_ = list(final.params)
         if names_:
-            table = np.stack([arrays[n].astype(np.float64) for n in names_], axis=1)
-            rows, inverse = np.unique(table, axis=0, return_inverse=True)
+            # one integer key per PE (mixed radix over each parameter's distinct values): a 1-D unique
+            cols, codes = [], []
+            key = np.zeros(pes.size, dtype=np.int64)
+            for n in names_:
+                u, c = np.unique(arrays[n], return_inverse=True)
+                cols.append(u)
+                key = key * len(u) + c.ravel()
+            ukey, first, inverse = np.unique(key, return_index=True, return_inverse=True)
             inverse = inverse.ravel()
+            rows = np.stack([arrays[n][first].astype(np.float64) for n in names_], axis=1)
         else:
             rows, inverse = np.zeros((1, 0)), np.zeros(pes.size, dtype=np.int64)
         out = np.empty(rows.shape[0], dtype=np.int32)
@@ -629,7 +636,8 @@ class MeshProgram:
             raise InputError(f"{where}: port(s) {sorted(p.name for p in bad)} in both rx and tx")
         return rxm, txm
 
-    def _write_routes(self, pes: np.ndarray, colours: np.ndarray, rxm: int, txm: int, replace: bool) -> None:
+    def _write_routes(self, pes: np.ndarray, colours: np.ndarray, rxm, txm, replace: bool) -> None:
+        """Set masks ``rxm``/``txm`` (numbers or per-PE arrays) for ``colours`` at ``pes``."""
         if not pes.size:
             return
         bad = ~np.isin(colours, np.array(self.spec.routable_colors))
@@ -640,7 +648,7 @@ class MeshProgram:
             old_rx, old_tx = self._rx[pes, colours], self._tx[pes, colours]
             clash = (old_rx != 0) & ((old_rx != rxm) | (old_tx != txm))
             if clash.any():
-                i = int(np.nonzero(clash)[0][0])
+                i = int(np.nonzero(np.atleast_1d(clash))[0][0])
                 pe, c = int(pes[i]), int(colours[i])
                 raise InputError(
                     f"PE {self._xy(pe)}: colour {c} already routed rx={port_names(int(self._rx[pe, c]))} "
@@ -664,7 +672,6 @@ class MeshProgram:
         pes = self.pes(x, y)
         rect = self._rect(x, y)
         xs, ys = pes % self.width, pes // self.width
-        env = {"x": xs, "y": ys, **self.layout_params}
         exprs = []
         vals = []
         for what, v in (("route colour", colour), ("rx ports", rx), ("tx ports", tx), ("route condition", when)):
@@ -673,7 +680,7 @@ class MeshProgram:
             e = as_expr(v)
             self._coord_expr(e, what)
             exprs.append(e)
-            vals.append(np.broadcast_to(np.asarray(evaluate(e, env, vectorised=True)), pes.shape).astype(np.int64))
+            vals.append(self.evaluate_at(e, xs, ys).astype(np.int64))
         cols, rxm, txm, cond = vals
         on = (cond != 0) & ((rxm != 0) | (txm != 0))
         sel, cols, rxm, txm = pes[on], cols[on], rxm[on], txm[on]
@@ -690,10 +697,23 @@ class MeshProgram:
             if both.any():
                 i = int(np.nonzero(both)[0][0])
                 raise InputError(f"{where(i)}: port(s) {port_names(int(rxm[i] & txm[i]))} in both rx and tx")
-            for m in np.unique(np.stack([rxm, txm], axis=1), axis=0):
-                k = (rxm == m[0]) & (txm == m[1])
-                self._write_routes(sel[k], cols[k], int(m[0]), int(m[1]), replace)
+            self._write_routes(sel, cols, rxm.astype(np.uint8), txm.astype(np.uint8), replace)
         self.route_rules.append(RouteRule(rect, None if rect else pes, *exprs))
+
+    def evaluate_at(self, e: Expr, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        """Value of ``e`` (an expression of X, Y and program parameters) at the PEs (xs, ys). An
+        expression of one coordinate is evaluated once per distinct value of it (a line pattern:
+        once per position, not once per PE)."""
+        _, coords, _, _ = names(e)
+        env = dict(self.layout_params)
+        if coords == {"x"} or coords == {"y"}:
+            c = xs if coords == {"x"} else ys
+            uniq, inv = np.unique(c, return_inverse=True)
+            env[next(iter(coords))] = uniq
+            out = np.broadcast_to(np.asarray(evaluate(e, env, vectorised=True)), uniq.shape)
+            return out[inv.ravel()]
+        env.update(x=xs, y=ys)
+        return np.broadcast_to(np.asarray(evaluate(e, env, vectorised=True)), xs.shape)
 
     def _coord_expr(self, e: Expr, what: str) -> None:
         p, c, v, b = names(e)

@@ -24,7 +24,8 @@ from plmr.hardware import HardwareSpec
 from simulator import engine as E
 from simulator.errors import MisroutedWavelet, SimulationDeadlock, SimulationLimit
 from simulator.lower import (
-    F_COL1, F_COL2, F_OP, LAUNCH_TASK, MAX_MICROTHREADS, NTASK, OP_NAMES, Lowered, lower_program,
+    F_COL1, F_COL2, F_OP, LAUNCH_TASK, MAX_MICROTHREADS, NTASK, OP_NAMES, Lowered, describe_row,
+    lower_program,
 )
 from simulator.program import MeshProgram, Port
 from simulator.result import SimResult
@@ -287,8 +288,7 @@ class Device:
         cp = self.lowered
         if row < 0:
             return f"task switch to task ID {-1 - row}" if -1 - row < NTASK else "launch"
-        blk, container, text = cp.row_meta[row]
-        return f"{cp.block_names[blk]}/{container}: {text}"
+        return describe_row(cp, row)
 
     def _pe_str(self, pe: int) -> str:
         W = self.lowered.width
