@@ -589,6 +589,50 @@ def _specialise(functional: bool):
                                                 ps[U(pb + E_FINISHED)] += 1
                                             ps[U(pb + E_PC)] = nxt
                                             continue
+                                        if op >= OP_FMAC and ps[U(pb + E_NUT)] == 0:
+                                            # a compute op with no microthread running touches nothing
+                                            # another agent sees and cannot be stalled: run it at its
+                                            # virtual time and go on (one visit per compute run)
+                                            n = ins[U(row), F_LEN]
+                                            if ins[U(row), F_LENR] >= 0:
+                                                n = np.int64(regs[U(rgb + ins[U(row), F_LENR])])
+                                            nops = 3 if (op == OP_FMAC or op == OP_ADD or op == OP_MUL or op == OP_MAX) \
+                                                else (1 if op == OP_FILL else 2)
+                                            bad = -1
+                                            for k in range(nops):
+                                                off, sd, dt, ok = _opnd(ins, row, k, regs, rgb, n)
+                                                if not ok or n < 0:
+                                                    bad = k
+                                                    out[O_I3] = off
+                                                    break
+                                            if bad >= 0:
+                                                st = ST_BOUNDS
+                                                out[O_I0] = pe
+                                                out[O_I1] = row
+                                                out[O_I2] = bad
+                                                stop = True
+                                                break
+                                            if functional:
+                                                _compute(ins, row, op, n, regs, rgb, mem, base)
+                                            wdt = ins[U(row), F_W]
+                                            cost = ins[U(row), F_COST] + ((n + wdt - 1) // wdt) * ins[U(row), F_MULT]
+                                            e = tv + cost
+                                            if e > ps[U(pb + E_BUSYU)]:
+                                                ps[U(pb + E_BUSY)] += e - max(tv, ps[U(pb + E_BUSYU)])
+                                                ps[U(pb + E_BUSYU)] = e
+                                            if e > ps[U(pb + E_FIN)]:
+                                                ps[U(pb + E_FIN)] = e
+                                            if n_tr < trace_cap and cost > 0:
+                                                tr[n_tr, 0] = pe
+                                                tr[n_tr, 1] = 0
+                                                tr[n_tr, 2] = row
+                                                tr[n_tr, 3] = tv
+                                                tr[n_tr, 4] = e
+                                                n_tr += 1
+                                            tv = e
+                                            progress = True
+                                            ps[U(pb + E_PC)] = row + 1
+                                            continue
                                         # rows below run at their exact cycle
                                         if tv > t:
                                             ps[U(pb + E_MFREE)] = tv
