@@ -59,8 +59,8 @@ from simulator.lower import (
 
 # params indices
 (P_W, P_H, P_C, P_ALPHA, P_RIN, P_ROUT, P_BETA, P_MAXIDLE, P_MAXCYC, P_S, P_SQ, P_CAPQ, P_TRACE,
- P_NSLOT, P_T0, P_CTASK, P_UT, P_NREG, P_CSCAL, P_TSCAP, P_NCFG) = range(21)
-NPARAMS = 21
+ P_NSLOT, P_T0, P_CTASK, P_UT, P_NREG, P_CSCAL, P_TSCAP, P_NCFG, P_RPORTS, P_WPORTS, P_RAMP1) = range(24)
+NPARAMS = 24
 # out indices
 (O_ST, O_T, O_I0, O_I1, O_I2, O_I3, O_TOTAL, O_NTS, O_NTR, O_VCE, O_VRT, O_MOVES, O_RTONLY,
  O_TSDROP) = range(14)
@@ -332,6 +332,9 @@ def _specialise(functional: bool):
         c_scal = params[P_CSCAL]
         ts_cap = params[P_TSCAP]
         ncfg = params[P_NCFG]
+        rports = params[P_RPORTS]
+        wports = params[P_WPORTS]
+        ramp1 = params[P_RAMP1] != 0  # the ramp takes one wavelet a cycle
         ts_drop = 0
         SM = S - 1  # ring storage is a power of two >= every capacity
         SQM = SQ - 1
@@ -847,7 +850,7 @@ def _specialise(functional: bool):
                                 k = ur[U(ub + 1)]
                                 moved = False
                                 if op == OP_SEND:
-                                    if ps[U(pb + E_INJT)] == t:  # the ramp took a wavelet this cycle
+                                    if ramp1 and ps[U(pb + E_INJT)] == t:  # the ramp took a wavelet this cycle
                                         wb = ((t + 1) & slotm)  # wake: due at t + 1
                                         wi = U(wb * nwd + (pe >> 6))
                                         if bm[wi] == 0:
@@ -918,7 +921,7 @@ def _specialise(functional: bool):
                                             ch = ur[U(ub + 7)]
                                             cnt = cs[U(ch + 1)]
                                             eff = cnt + (cs[U(ch + 2)] == t)
-                                            if ps[U(pb + E_INJT)] == t:  # the ramp took a wavelet this cycle
+                                            if ramp1 and ps[U(pb + E_INJT)] == t:  # the ramp took one this cycle
                                                 has_out = False
                                                 wb = ((t + 1) & slotm)  # wake: due at t + 1
                                                 wi = U(wb * nwd + (pe >> 6))
@@ -1042,8 +1045,8 @@ def _specialise(functional: bool):
                                     ps[U(pb + E_FIN)] = t + 1
                                 # memory ports: the main thread's op loses this cycle if they ran out
                                 mp = ps[U(pb + E_MPORTS)]
-                                if mp != 0 and ps[U(pb + E_MFREE)] > t and (
-                                        (used >> 2) + (mp >> 2) > 2 or (used & 3) + (mp & 3) > 1):
+                                if mp != 0 and rports > 0 and ps[U(pb + E_MFREE)] > t and (
+                                        (used >> 2) + (mp >> 2) > rports or (used & 3) + (mp & 3) > wports):
                                     e = ps[U(pb + E_MFREE)] + 1
                                     ps[U(pb + E_MFREE)] = e
                                     if e > ps[U(pb + E_BUSYU)]:

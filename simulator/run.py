@@ -216,6 +216,9 @@ class Device:
         ts_cap = max(4096, 8 * P)
         params[E.P_TSCAP] = ts_cap
         params[E.P_NCFG] = cp.n_configs
+        params[E.P_RPORTS] = self.spec.memory_read_ports if self.spec.memory_write_ports > 0 else 0
+        params[E.P_WPORTS] = self.spec.memory_write_ports
+        params[E.P_RAMP1] = self.spec.ramp_wavelets_per_cycle
         ts_pe = np.zeros(ts_cap, dtype=np.int64)
         ts_label = np.zeros(ts_cap, dtype=np.int64)
         ts_cycle = np.zeros(ts_cap, dtype=np.int64)
