@@ -120,7 +120,7 @@ def test_bad_requests():
 
 
 def test_sram_overflow_names_the_pe():
-    with pytest.raises(InputError, match=r"PE \(0, 0\): SRAM overflow adding buffer 'w'"):
+    with pytest.raises(InputError, match=r"PE \(0, 0\): SRAM overflow in body gemv_y: .*largest 'w'"):
         _build("meshgemv", (2, 2), 400, 400, functional=False)
 
 
