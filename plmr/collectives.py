@@ -11,7 +11,7 @@ import math
 from plmr.breakdown import CostBreakdown
 from plmr.hardware import HardwareSpec
 from plmr.ktree import KTree, build_ktree
-from plmr.primitives import ceil_div, dtype_bytes, t_msg, t_vec
+from plmr.primitives import ceil_div, dtype_bytes, t_goto, t_msg, t_vec
 
 
 def _zero(op: str) -> CostBreakdown:
@@ -47,6 +47,18 @@ def chain_side_arrival(spec: HardwareSpec, links: list[int]) -> float:
             + sum(d * spec.hop_cycles for d in links) + (len(links) - 1) * spec.relay_cycles)
 
 
+def link_buffer_wavelets(spec: HardwareSpec, hops: int = 1) -> int:
+    """Wavelets a link of ``hops`` router hops holds while its receiver takes none: the sender's
+    output queue and ramp (ρ_in, and β behind a software stage), each router's buffer and hop
+    (hardware-and-csl.md §2.2, ``router_buffer_wavelets`` + α), the receiver's ramp and input queue
+    (§1.3). A stream shorter than that completes on the sender's side without waiting for the
+    receiver; a longer one waits for the receiver to take what exceeds it."""
+    q_in = spec.input_queue_wavelets(min(2, len(spec.input_queue_words) - 1))
+    q_out = max(1, spec.output_queue_words[min(2, len(spec.output_queue_words) - 1)] * 16 // spec.wavelet_bits)
+    return int(q_out + q_in + round(spec.ramp_cycles) + round(spec.relay_cycles)
+               + hops * (spec.router_buffer_wavelets + round(spec.hop_cycles)))
+
+
 def _chain_phase(spec: HardwareSpec, links: list[int], n: int, dtype: str, packed: bool) -> float:
     """A one-sided receive-add-forward chain over the given hop lengths into its root."""
     if not links:
@@ -76,11 +88,20 @@ def _group_phase(spec: HardwareSpec, left: list[int], right: list[int], n: int, 
 def ktree_reduce_cycles(spec: HardwareSpec, tree: KTree, n: int, dtype: str = "fp16",
                         packed: bool = False) -> list[float]:
     """Cycles of each K-tree phase: its slowest group (§6.6, with the per-link ramp and the root's
-    two-stream ingest of ``_group_phase``)."""
+    two-stream ingest of ``_group_phase``), plus, before every level but the last, the task
+    activation that continues into the next level (meshgemm/collectives.py writes each level's
+    two-sided root as a join, so the code after a level that is followed by more joins runs as a
+    state of the continuation task)."""
     phases = []
-    for level in tree.levels:
-        phases.append(max((_group_phase(spec, left, right, n, dtype, packed)
-                           for left, right in level.chain_sides()), default=0.0))
+    for i, level in enumerate(tree.levels):
+        phase = max((_group_phase(spec, left, right, n, dtype, packed)
+                     for left, right in level.chain_sides()), default=0.0)
+        if i < len(tree.levels) - 1:
+            # every level's code has the two-sided root's join in one branch, and the levels after
+            # it join too, so each PE continues with the next level through the continuation task
+            # (``simulator.joins``): one activation before the next level's ops
+            phase += t_goto(spec)
+        phases.append(phase)
     return phases
 
 
@@ -132,6 +153,24 @@ def pipeline_allreduce(spec: HardwareSpec, n_ax: int, n: int, dtype: str = "fp16
     return CostBreakdown(op="pipeline_allreduce", compute_cycles=0.0, comm_cycles=t, total_cycles=t,
                          bytes_per_pe=2 * n * dtype_bytes(dtype), colors_per_pe=3,
                          parts={"reduce": reduce_t, "broadcast": bcast_t})
+
+
+def relay_allreduce(spec: HardwareSpec, n_ax: int, n: int, dtype: str = "fp16",
+                    packed: bool = False) -> CostBreakdown:
+    """A nearest-neighbour chain into the last PE (receive-add-forward stages), then the total
+    relayed back down the same chain (store-and-forward stages, ``RelayStore``), as the
+    bulk-synchronous barrier runs it (meshgemm/bsp.py): both halves cost a one-sided chain of n_ax − 1
+    one-hop links, ``c_op + L·ρ + L·α + (L − 1)·β + ⌈n/e_w⌉`` (the end PE's issue, every link through
+    the ramps, every stage between the ends one relay). 4 colours (2 per direction)."""
+    if n_ax <= 1 or n <= 0:
+        return _zero("relay_allreduce")
+    links = [1] * (n_ax - 1)
+    up = _chain_phase(spec, links, n, dtype, packed)
+    down = _chain_phase(spec, links, n, dtype, packed)
+    t = spec.collective_cycles + up + down
+    return CostBreakdown(op="relay_allreduce", compute_cycles=0.0, comm_cycles=t, total_cycles=t,
+                         bytes_per_pe=n * dtype_bytes(dtype), colors_per_pe=4,
+                         parts={"reduce": up, "relay": down})
 
 
 def ring_allreduce(spec: HardwareSpec, n_ax: int, n: int, dtype: str = "fp16",
