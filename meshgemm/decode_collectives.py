@@ -10,6 +10,11 @@ A `LineTree` is a K-tree reduce plus broadcasts on every line of one axis of a r
   followed by a **group broadcast** from each group root, and needs one extra colour instead of a tree of
   its own. One group is a single chain into the middle (K = 1); more groups add level 1, a chain of the
   group roots into their middle root (K = 2);
+* **one-sided level-0 groups** (``one_sided``, the default when K = 2): each group's root is its last
+  member, so a group root receives on one colour, not two. A PE then receives on at most 3 colours per
+  tree (global root: its group's stream and both level-1 sides), which leaves room for the other tree, the
+  KV shift and a hand-off within WSE-2's 7 input queues; the price is g − 1 chain stages per group
+  instead of g/2 (level 1 stays two-sided);
 * **routes and roles as expressions of the region-local position** (``meshgemm.line_rules``), placed per
   region (``routes``, ``values``), and **code written once** (``reduce``, ``broadcast``,
   ``group_broadcast``, ``allreduce``) for any slice of any buffer: the same parameters and the same colours
@@ -48,6 +53,12 @@ class SplitLevel(L.KTreeLevelExprs):
 
     n: int = 1
     g: int = 1
+    end_root: bool = False  # each group's root is its last member (one-sided chains)
+
+    def root(self, g: Expr) -> Expr:
+        if self.end_root:
+            return self.start(as_expr(g) + 1) - 1
+        return super().root(g)
 
     def group(self, i: Expr) -> Expr:
         q, r = divmod(self.n, self.g)
@@ -73,6 +84,7 @@ class LineTree:
     colours: tuple[int, ...]
     prefix: str
     group_bcast: bool = False
+    one_sided: bool = True
     levels: list = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -82,7 +94,8 @@ class LineTree:
             raise InputError(f"{self.prefix}: {self.groups0} level-0 groups on a line of {self.n}")
         if len(self.colours) < self.slots:
             raise InputError(f"{self.prefix}: needs {self.slots} colours, got {len(self.colours)}")
-        lv0 = SplitLevel(0, Const(self.n), Const(self.groups0), None, None, self.n, self.groups0)
+        lv0 = SplitLevel(0, Const(self.n), Const(self.groups0), None, None, self.n, self.groups0,
+                         self.groups0 > 1 and self.one_sided)
         self.levels = [lv0] if self.groups0 == 1 else [lv0, L.KTreeLevelExprs(1, Const(self.groups0), Const(1), lv0)]
 
     # ---- sizes ---------------------------------------------------------------------------------------------

@@ -92,6 +92,7 @@ class DecodeConfig:
     capacity: int  # KV entries per PE per layer
     dtype: str = "fp32"
     timestamps: bool = False  # per-op timestamps on one PE per region (benchmarks)
+    layers_only: bool = False  # no embedding, LM head or token return: the layers and hand-offs (benchmarks)
 
     def __post_init__(self) -> None:
         p_y, p_x = self.grid
@@ -106,7 +107,7 @@ class DecodeConfig:
         layers = [i for s in self.stages for i in range(s.first, s.last + 1)]
         if layers != list(range(self.model.num_layers)) and layers:
             raise InputError(f"stages must hold layers 0..{self.model.num_layers - 1} in order, got {layers}")
-        if not self.stages[0].embedding or not self.stages[-1].lm_head:
+        if not self.layers_only and (not self.stages[0].embedding or not self.stages[-1].lm_head):
             raise InputError("the first stage holds the embedding and the last the LM head")
 
 
@@ -262,6 +263,10 @@ class Colours:
     token: int | None
 
     @property
+    def rounds(self) -> int:
+        return len(self.handoff[0])
+
+    @property
     def used(self) -> int:
         return len(self.y) + len(self.x) + len(self.shift) + len(self.handoff[0]) + len(self.handoff[1]) + (
             self.token is not None)
@@ -346,6 +351,7 @@ def buffer_plan(cfg: DecodeConfig, sz: Sizes) -> dict[str, tuple[str, str, int]]
         "lg": (dt, "last", sz.VXM), "am": const(2, F32), "tk": const(1, F32),
         "ang": const(sz.NPM, F32), "cs": const(sz.NPM), "sn": const(sz.NPM), "nsn": const(sz.NPM),
         "t1": const(sz.NPM), "t2": const(sz.NPM), "shout": const(2 * sz.KVXM), "shin": const(2 * sz.KVXM),
+        "hb": const(sz.EYM),
         # reduction scratch
         "scr": const(red, F32), "scr2": const(max(sz.NHM, 2), F32), "scrd": const(sz.EYM),
     }
@@ -693,21 +699,46 @@ class _Code:
         return tuple(code)
 
     def handoff_in(self) -> tuple:
-        """Stages after the first: the landing PE of each row receives its segment, the row sums."""
-        ey = Var("ey")
-        rcv = tuple(If(eq(Param("hinc"), k), (Recv(c, self.R("x", 0, ey)),)) for k, c in enumerate(self._hcol("in")))
-        return (Fill(self.R("x", 0, ey), 0.0), If(eq(Param("hin"), 1), rcv)) + self.allreduce_x("x", ey, scratch="scrd",
-                                                                                                tag="h")
+        """Stages after the first receive the hidden state from the previous stage.
+
+        Horizontal neighbour (``hmode`` 1): each row's edge PE receives its row's segment, then the row sums
+        (the others hold zeros), so every PE of the row has it. Vertical neighbour (``hmode`` 2): the segment
+        of row r comes down column r mod P_x (round r div P_x) and lands on the region's bottom row, which
+        takes no KV shift and so has an input queue free; per round, a sum along Y gives every PE of column
+        c the segment of row round·P_x + c, that row keeps it, and a sum along X completes the rows."""
+        V, P = Var, Param
+        ey, lx, ly = V("ey"), V("lx"), V("ly")
+        sz = self.sz
+        R = self.col.rounds
+        sets = self.col.handoff
+        if R == 0:
+            return ()
+        horiz = If(eq(P("hland"), 1), tuple(If(eq(P("hset"), j), (Recv(sets[j][0], self.R("x", 0, ey)),))
+                                             for j in range(2)))
+        vert: list = []
+        for k in range(R):
+            land = tuple(If(eq(P("hset"), j), (Recv(sets[j][k], self.R("hb", 0, sz.EYM)),)) for j in range(2))
+            fill = (Fill(self.R("hb", 0, sz.EYM), 0.0),)
+            vert.append(If(eq((P("hland") // (1 << k)) % 2, 1), land, fill))
+            vert.extend(self.ty.allreduce(self.R("hb", 0, sz.EYM), self.R("scrd", 0, sz.EYM), None, tag=f"v{k}"))
+            vert.append(If(eq(ly // sz.p_x, k) & eq(lx, ly % sz.p_x), (Copy(self.R("x", 0, ey), self.R("hb", 0, ey)),)))
+        return ((Fill(self.R("x", 0, ey), 0.0), If(eq(P("hmode"), 1), (horiz,), tuple(vert)))
+                + self.allreduce_x("x", ey, scratch="scrd", tag="h"))
 
     def handoff_out(self) -> tuple:
-        ey = Var("ey")
-        snd = tuple(If(eq(Param("houtc"), k), (Send(c, self.R("x", 0, ey)),)) for k, c in enumerate(self._hcol("out")))
-        return (If(eq(Param("hout"), 1), snd),)
-
-    def _hcol(self, side: str) -> tuple:
-        """Hand-off colours, indexed by the comptime parameter ``hinc``/``houtc``: the two sets alternate
-        with the hand-off's index (a stage's incoming and outgoing hand-offs never share a colour)."""
-        return self.col.handoff[0] + self.col.handoff[1]
+        """The sender of each row: the edge PE (horizontal, its segment) or PE (r mod P_x, r) (vertical, the
+        whole padded vector on the colour of its round)."""
+        V, P = Var, Param
+        sets = self.col.handoff
+        if self.col.rounds == 0:
+            return ()
+        out: list = []
+        for j in range(2):
+            for k in range(self.col.rounds):
+                buf = (If(eq(P("homode"), 1), (Send(sets[j][k], self.R("x", 0, V("ey"))),),
+                          (Send(sets[j][k], self.R("x", 0, self.sz.EYM)),)),)
+                out.append(If(eq(P("hoset"), j) & eq(P("horound"), k), buf))
+        return (If(eq(P("hout"), 1), tuple(out)),)
 
     def token_out(self) -> tuple:
         c = self.col.token
@@ -725,11 +756,15 @@ class _Code:
         multi = len(self.cfg.stages) > 1
         first, last, mid = eq(P("first"), 1), eq(P("last"), 1), eq(P("nl"), 0)
         layers = (_loop(P("nl"), "l", self.layer()),)
+        if self.cfg.layers_only:
+            step = self.setup() + self.rope_tables() + (If(eq(P("hmode"), 0), (), self.handoff_in()),) + layers + (
+                If(last, (), self.handoff_out()),)
+            return {STEP: step, HEAD: self.setup(), EMBED: self.setup()}
         head_then = self.head() + (self.token_out() if multi else self.embed())
         after_layers = (If(last, head_then, self.handoff_out()),)
         if multi:
             after_layers += (If(first, self.token_in() + self.embed()),)
-        step = self.setup() + self.rope_tables() + (If(first, (), self.handoff_in()),) + layers + after_layers
+        step = self.setup() + self.rope_tables() + (If(eq(P("hmode"), 0), (), self.handoff_in()),) + layers + after_layers
         head = self.setup() + (If(last, head_then),)
         if multi:
             head += (If(first, self.token_in() + self.embed()),)
@@ -744,10 +779,12 @@ VARS_I32 = ("lx", "ly", "ey", "fx", "vx", "v0", "nkvc", "np", "w", "nhc", "qx", 
 VARS_F32 = ("acc", "ra", "rred", "rr2", "rs", "rc")
 
 
-def build_body(cfg: DecodeConfig, sz: Sizes, ty: LineTree, tx: LineTree, col: Colours) -> tuple[Body, dict]:
+def build_body(cfg: DecodeConfig, sz: Sizes, ty: LineTree, tx: LineTree, col: Colours,
+               name: str = "decode") -> tuple[Body, dict]:
     st = _stride_table(sz, cfg.capacity)
-    b = Body("decode", doc="one decode step of a region's layers (meshgemm.decode_program)")
-    for p in ("rx0", "ry0", "nl", "l0", "first", "last", "shs", "shr", "hin", "hinc", "hout", "houtc", "tret", "ts"):
+    b = Body(name, doc="one decode step of a region's layers (meshgemm.decode_program)")
+    for p in ("rx0", "ry0", "nl", "l0", "first", "last", "shs", "shr", "hmode", "hland", "hset", "hout", "homode",
+              "hoset", "horound", "tret", "ts"):
         b.param(p)
     ty.declare(b)
     tx.declare(b)
@@ -770,14 +807,17 @@ def build_body(cfg: DecodeConfig, sz: Sizes, ty: LineTree, tx: LineTree, col: Co
 
 
 # ---- building the program -------------------------------------------------------------------------------------
-def choose_x_groups(sz: Sizes) -> int:
-    """Level-0 groups of the X tree: the KV groups (score allreduce = level 0 + group broadcast), else ≈ √P_x."""
-    if sz.score_mode == "groups":
-        return sz.n_kv
-    return max(1, round(math.sqrt(sz.p_x))) if sz.p_x >= 4 else 1
+def choose_groups(n: int, kv_groups: int | None = None) -> int:
+    """Level-0 groups of a line tree: the KV groups when given (the X tree in "groups" mode, so the score
+    allreduce is level 0 plus a group broadcast), else ≈ √n (the authors' group size, method §6.5); one
+    chain (K = 1) on lines shorter than 4."""
+    if kv_groups is not None:
+        return kv_groups
+    return max(1, round(math.sqrt(n))) if n >= 4 else 1
 
 
-def build_decode_program(cfg: DecodeConfig, spec: HardwareSpec, y_groups: int = 1) -> DecodeProgram:
+def build_decode_program(cfg: DecodeConfig, spec: HardwareSpec, y_groups: int | None = None,
+                         x_groups: int | None = None) -> DecodeProgram:
     """The program (see the module docstring); raises InputError with the numbers when a resource (SRAM,
     colours, input queues, task IDs) does not suffice."""
     p_y, p_x = cfg.grid
@@ -786,10 +826,13 @@ def build_decode_program(cfg: DecodeConfig, spec: HardwareSpec, y_groups: int = 
     sz.check(lay)
     stages = cfg.stages
     n_st = len(stages)
-    gx = choose_x_groups(sz)
-    ty0 = LineTree("y", p_y, min(y_groups, p_y), tuple(range(64)), "ty")
-    tx0 = LineTree("x", p_x, gx, tuple(range(64)), "tx", group_bcast=sz.score_mode == "groups" and p_x > 1)
-    # hand-offs: directions and landing columns
+    gy = y_groups or choose_groups(p_y)
+    gx = x_groups or choose_groups(p_x, sz.n_kv if sz.score_mode == "groups" else None)
+    if sz.score_mode == "groups" and gx != sz.n_kv:
+        raise InputError(f"the X tree's level-0 groups must be the {sz.n_kv} KV groups, got {gx}")
+    gb = sz.score_mode == "groups" and p_x > 1
+    ty0 = LineTree("y", p_y, min(gy, p_y), tuple(range(64)), "ty")
+    tx0 = LineTree("x", p_x, min(gx, p_x), tuple(range(64)), "tx", group_bcast=gb)
     moves = []
     for a, b in zip(stages, stages[1:]):
         (ya, xa), (yb, xb) = a.origin, b.origin
@@ -802,26 +845,21 @@ def build_decode_program(cfg: DecodeConfig, spec: HardwareSpec, y_groups: int = 
         else:
             raise InputError(f"stages {a.index} and {b.index} do not share an edge (origins {a.origin}, {b.origin}); "
                              f"place consecutive stages side by side (snake_origins)")
-    xrecv = tx0.receive_counts() if p_x > 1 else np.zeros(1, int)
-    cand = [c for c in range(p_x) if xrecv[c] <= 3] or list(range(p_x))
-    rounds = 1
-    if "south" in moves:
-        rounds = -(-p_y // len(cand))
-    col = _allocate_colours(spec, ty0, tx0, p_y > 1, rounds if moves else 0, len(moves) > 1, n_st > 1,
+    rounds = (-(-p_y // p_x) if "south" in moves else 1) if moves else 0
+    col = _allocate_colours(spec, ty0, tx0, p_y > 1, rounds, len(moves) > 1, n_st > 1 and not cfg.layers_only,
                             ty0.slots, tx0.slots)
     ty = LineTree("y", p_y, ty0.groups0, col.y, "ty")
-    tx = LineTree("x", p_x, tx0.groups0, col.x, "tx", group_bcast=tx0.group_bcast)
-    body, st = build_body(cfg, sz, ty, tx, col)
-    # the program rectangle: the regions' bounding box
+    tx = LineTree("x", p_x, tx0.groups0, col.x, "tx", group_bcast=gb)
+    st = _stride_table(sz, cfg.capacity)
     height = max(s.origin[0] for s in stages) + p_y
     width = max(s.origin[1] for s in stages) + p_x
     prog = MeshProgram(width, height, spec, name=f"decode-{getattr(cfg.model, 'name', 'model')}")
-    hand = []
-    for i, mv in enumerate(moves):
-        hand.append(_handoff_routes(prog, mv, stages[i], stages[i + 1], (p_y, p_x), cand, col.handoff[i % 2]))
+    hand = [_handoff_routes(prog, mv, stages[i], stages[i + 1], (p_y, p_x), col.handoff[i % 2])
+            for i, mv in enumerate(moves)]
     token_route = None
-    if n_st > 1:
-        token_route = _token_route(prog, stages[-1], stages[0], (p_y, p_x), col.token, cand)
+    if n_st > 1 and not cfg.layers_only:
+        token_route = _token_route(prog, stages[-1], stages[0], (p_y, p_x), col.token)
+    bodies: dict[int, Body] = {}
     for s in stages:
         y0, x0 = s.origin
         xr, yr = range(x0, x0 + p_x), range(y0, y0 + p_y)
@@ -830,12 +868,52 @@ def build_decode_program(cfg: DecodeConfig, spec: HardwareSpec, y_groups: int = 
                   "last": int(s.lm_head), "shs": select(ly >= 1, 1 + ly % 2, 0),
                   "shr": select(ly <= p_y - 2, 1 + (ly + 1) % 2, 0), **ty.values(ly), **tx.values(lx)}
         params.update(_duty_params(s, hand, token_route, n_st, (p_y, p_x), cfg.timestamps, tx))
-        prog.place(body, xr, yr, params=params)
+        pes = prog.pes(xr, yr)
+        xs, ys = pes % prog.width, pes // prog.width
+        cls = _queue_class(prog, params, xs - x0, ys - y0, ty, tx)
+        for k in np.unique(cls):
+            k = int(k)
+            if k not in bodies:
+                bodies[k] = build_body(cfg, sz, ty, tx, col, name=f"decode_q{k}")[0]
+            # PEs of one queue class run their own copy of the body (see _queue_class)
+            prog._place(bodies[k], None, None, params, auto=False, pes=pes[cls == k])
         ty.routes(prog, xr, yr, ly)
         tx.routes(prog, xr, yr, lx)
         if p_y > 1:
             _shift_routes(prog, xr, yr, ly, p_y, col.shift)
-    return DecodeProgram(cfg, prog, lay, sz, col, ty, tx, body, st, hand, token_route)
+    return DecodeProgram(cfg, prog, lay, sz, col, ty, tx, next(iter(bodies.values())), st, hand, token_route)
+
+
+def _param_array(prog: MeshProgram, v, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    if callable(v) and not isinstance(v, Expr):
+        return np.asarray(v(xs, ys))
+    return np.broadcast_to(np.asarray(prog.evaluate_at(as_expr(v), xs, ys)), xs.shape)
+
+
+def _queue_class(prog: MeshProgram, params: dict, lx: np.ndarray, ly: np.ndarray, ty: LineTree,
+                 tx: LineTree) -> np.ndarray:
+    """The copy of the body each PE runs (0 … 7).
+
+    The simulator binds input queues per body, the same for all its parameter sets (a PE program names its
+    queues as constants), so one body needs a queue for every pair of colours any two of its PEs receive
+    together: with one-sided level-0 groups a tree's colours need 3 queues, but 4 once its global root is
+    among the PEs (the only PE taking both level-1 slots), and landing PEs add a hand-off colour. No PE
+    receives on more than 7 colours, so splitting the PEs into classes — in the Y tree's global root row
+    (bit 0), in the X tree's global root column (bit 1), landing a hand-off or the returned token (bit 2)
+    — keeps every class within WSE-2's 7 input queues."""
+    cls = np.zeros(lx.shape, dtype=np.int64)
+    if ty.active:
+        cls |= (ly == ty.root()).astype(np.int64)
+    if tx.active:
+        cls |= 2 * (lx == tx.root()).astype(np.int64)
+    land = np.zeros(lx.shape, dtype=bool)
+    xs_abs, ys_abs = lx + int(params["rx0"]), ly + int(params["ry0"])
+    for name, ok in (("hland", lambda a: a != 0), ("tret", lambda a: a == 2)):
+        val = params.get(name, 0)
+        arr = np.asarray(val(xs_abs, ys_abs)) if callable(val) else np.full(lx.shape, val)
+        land |= ok(arr)
+    cls |= 4 * land.astype(np.int64)
+    return cls
 
 
 def _shift_routes(prog: MeshProgram, xr: range, yr: range, ly: Expr, p_y: int, colours: tuple[int, int]) -> None:
@@ -848,8 +926,9 @@ def _shift_routes(prog: MeshProgram, xr: range, yr: range, ly: Expr, p_y: int, c
 
 
 def _handoff_routes(prog: MeshProgram, move: str, a: DecodeStage, b: DecodeStage, grid: tuple[int, int],
-                    cand: list[int], colours: tuple[int, ...]) -> dict:
-    """Routes of the hand-off a → b; returns the senders and landings as {(x, y): colour index}."""
+                    colours: tuple[int, ...]) -> dict:
+    """Routes of the hand-off a → b (see ``_Code.handoff_in``); returns the senders {(x, y): round} and the
+    landing PEs {(x, y): 1}."""
     p_y, p_x = grid
     (ya, xa), (yb, xb) = a.origin, b.origin
     send, land = {}, {}
@@ -861,28 +940,27 @@ def _handoff_routes(prog: MeshProgram, move: str, a: DecodeStage, b: DecodeStage
         prog.set_route(lx, range(yb, yb + p_y), c, rx={inn}, tx={Port.RAMP})
         for r in range(p_y):
             send[(sx, ya + r)] = 0
-            land[(lx, yb + r)] = 0
-    else:  # south: row r's segment runs down column cand[r % n] on the colour of round r // n
+            land[(lx, yb + r)] = 1
+    else:  # south: row r's segment runs down column r mod P_x to the bottom row of b, colour of round r div P_x
+        bottom = yb + p_y - 1
         for r in range(p_y):
-            cx = xa + cand[r % len(cand)]
-            k = r // len(cand)
+            cx, k = xa + r % p_x, r // p_x
             c = colours[k]
             prog.set_route(cx, ya + r, c, rx={Port.RAMP}, tx={Port.SOUTH})
-            if yb + r - 1 >= ya + r + 1:
-                prog.set_route(cx, range(ya + r + 1, yb + r), c, rx={Port.NORTH}, tx={Port.SOUTH})
-            prog.set_route(cx, yb + r, c, rx={Port.NORTH}, tx={Port.RAMP})
+            prog.set_route(cx, range(ya + r + 1, bottom), c, rx={Port.NORTH}, tx={Port.SOUTH})
+            prog.set_route(cx, bottom, c, rx={Port.NORTH}, tx={Port.RAMP})
             send[(cx, ya + r)] = k
-            land[(cx, yb + r)] = k
+            land[(cx, bottom)] = land.get((cx, bottom), 0) | (1 << k)  # a bit per round
     return {"move": move, "from": a.index, "to": b.index, "send": send, "land": land}
 
 
-def _token_route(prog: MeshProgram, last: DecodeStage, first: DecodeStage, grid: tuple[int, int], colour: int,
-                 cand: list[int]) -> tuple[tuple[int, int], tuple[int, int]]:
-    """One route from the last stage's top row to stage 0's top row: along the row, then the column."""
+def _token_route(prog: MeshProgram, last: DecodeStage, first: DecodeStage, grid: tuple[int, int],
+                 colour: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """One route from the last stage's bottom-left PE to stage 0's (along the bottom row, then the column):
+    bottom rows take no KV shift, so the landing PE has an input queue free."""
     p_y, p_x = grid
-    c = cand[len(cand) // 2]
     (yl, xl), (yf, xf) = last.origin, first.origin
-    src, dst = (xl + c, yl), (xf + c, yf)
+    src, dst = (xl, yl + p_y - 1), (xf, yf + p_y - 1)
     (sx, sy), (dx, dy) = src, dst
     path = [(sx, sy)]
     x, y = sx, sy
@@ -906,29 +984,27 @@ def _toward(a: tuple[int, int], b: tuple[int, int]) -> Port:
 
 def _duty_params(s: DecodeStage, hand: list[dict], token_route, n_st: int, grid: tuple[int, int],
                  timestamps: bool, tx: LineTree) -> dict:
-    """Per-PE hand-off, token-return and timestamp duties of stage ``s`` as array callables."""
+    """Per-PE hand-off, token-return and timestamp duties of stage ``s`` (numbers or array callables)."""
     p_y, p_x = grid
     y0, x0 = s.origin
-    nsets = 2 if len(hand) > 1 else 1
-    rounds = max([max(h["land"].values()) + 1 for h in hand], default=1)
 
     def table(mapping: dict, value_of) -> Callable:
         def f(xs, ys):
-            out = np.zeros(xs.shape, dtype=np.int64)
+            out = np.zeros(np.shape(xs), dtype=np.int64)
             for (x, y), k in mapping.items():
                 out[(xs == x) & (ys == y)] = value_of(k)
             return out
         return f
 
-    params = {"hin": 0, "hinc": 0, "hout": 0, "houtc": 0, "tret": 0, "ts": 0}
+    params: dict = {"hmode": 0, "hland": 0, "hset": 0, "hout": 0, "homode": 0, "hoset": 0, "horound": 0,
+                    "tret": 0, "ts": 0}
     for i, h in enumerate(hand):
-        base = (i % 2) * rounds if nsets == 2 else 0
+        mode = 1 if h["move"] in ("east", "west") else 2
         if h["to"] == s.index:
-            params["hin"] = table(h["land"], lambda k: 1)
-            params["hinc"] = table(h["land"], lambda k, b=base: b + k)
+            params.update(hmode=mode, hset=i % 2, hland=table(h["land"], lambda k: k))
         if h["from"] == s.index:
-            params["hout"] = table(h["send"], lambda k: 1)
-            params["houtc"] = table(h["send"], lambda k, b=base: b + k)
+            params.update(homode=mode, hoset=i % 2, hout=table(h["send"], lambda k: 1),
+                          horound=table(h["send"], lambda k: k))
     if token_route is not None:
         src, dst = token_route
         if s.index == n_st - 1:
