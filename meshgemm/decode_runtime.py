@@ -24,7 +24,143 @@ from simulator.run import Device
 from meshgemm.decode_program import EMBED, HEAD, STEP, DecodeProgram, buffer_plan
 from meshgemm.kv_cache import KVCacheFull, ShiftKVCache
 
-__all__ = ["DecodeRuntime", "StepResult", "KVCacheFull"]
+__all__ = ["DecodeRuntime", "StepResult", "KVCacheFull", "pack_images", "unpack_images", "WEIGHT_BUFFERS"]
+
+#: The buffers that hold model parameters (a bundle's per-PE shards); the rest is state and scratch.
+WEIGHT_BUFFERS = ("wqkv", "wo", "wgu", "wd", "gin", "gpost", "bqkv", "bo", "bgu", "bd", "emb", "wlm", "fnorm")
+
+
+def _lengths(prog: DecodeProgram, stage) -> dict[str, int]:
+    from meshgemm.decode_program import buffer_length
+    tied = prog.config.model.tie_word_embeddings
+    return {name: buffer_length(kind, size, stage.num_layers, stage.embedding, stage.lm_head, tied)
+            for name, (dt, kind, size) in buffer_plan(prog.config, prog.sizes).items()}
+
+
+def pack_images(prog: DecodeProgram, weights) -> list[dict[str, np.ndarray]]:
+    """Per stage, the per-PE images of every weight buffer ({name: [P_y, P_x, length]}, in the weights'
+    dtype): fused [Q | K | V] and [gate | up] natural blocks, W_O and W_down transposed in block position,
+    one stride per layer (the largest block), biases, the embedding ``V_x E_y`` with rows padded to the
+    largest E_y, the natural LM head and the final norm. Buffers a stage does not use are left out."""
+    lay, st, sz, cfg = prog.layout, prog.strides, prog.sizes, prog.config
+    P, X = lay.p_y, lay.p_x
+    dt = np.asarray(weights.embed).dtype
+    emb = lay.embed.shard(weights.embed)
+    lm = lay.lm_head.shard(weights.lm_head) if lay.lm_head is not None else None
+    fnorm = lay.final_norm.shard(weights.final_norm)
+    tied = cfg.model.tie_word_embeddings
+    out = []
+    for s in cfg.stages:
+        lens = _lengths(prog, s)
+        imgs = {n: np.zeros((P, X, lens[n]), dtype=dt) for n in WEIGHT_BUFFERS}
+        used = set()
+        shards = [lay.shard_layer(weights.layers[g]) for g in range(s.first, s.last + 1)]
+        for py in range(P):
+            for px in range(X):
+                def put(name: str, li: int, block: np.ndarray, key: str) -> None:
+                    flat = np.asarray(block).ravel()
+                    imgs[name][py, px, li * st[key]: li * st[key] + flat.size] = flat
+                    used.add(name)
+
+                for li, sh in enumerate(shards):
+                    b = lambda k: sh[k][py][px]  # noqa: E731
+                    put("wqkv", li, np.concatenate([b("q"), b("k"), b("v")], axis=1), "wqkv")
+                    put("wo", li, b("o"), "wo")
+                    put("wgu", li, np.concatenate([b("gate"), b("up")], axis=1), "wgu")
+                    put("wd", li, b("down"), "wd")
+                    put("gin", li, b("input_norm"), "g")
+                    put("gpost", li, b("post_norm"), "g")
+                    if "q_bias" in sh:
+                        put("bqkv", li, np.concatenate([b("q_bias"), b("k_bias"), b("v_bias")]), "bqkv")
+                    if "o_bias" in sh:
+                        put("bo", li, b("o_bias"), "g")
+                    if "gate_bias" in sh:
+                        put("bgu", li, np.concatenate([b("gate_bias"), b("up_bias")]), "bgu")
+                    if "down_bias" in sh:
+                        put("bd", li, b("down_bias"), "g")
+                if s.embedding or (s.lm_head and tied):
+                    blk = emb[py][px]
+                    e = np.zeros((sz.VXM, sz.EYM), dtype=dt)
+                    e[:blk.shape[0], :blk.shape[1]] = blk
+                    imgs["emb"][py, px] = e.ravel()
+                    used.add("emb")
+                if s.lm_head:
+                    imgs["fnorm"][py, px, :fnorm[py][px].size] = fnorm[py][px]
+                    used.add("fnorm")
+                    if lm is not None:
+                        imgs["wlm"][py, px, :lm[py][px].size] = lm[py][px].ravel()
+                        used.add("wlm")
+        out.append({n: a for n, a in imgs.items() if n in used})
+    return out
+
+
+def unpack_images(prog: DecodeProgram, images: list[dict[str, np.ndarray]], model, dtype: str):
+    """The full model weights back from per-PE images (the inverse of `pack_images`): what the host needs
+    for work the device does not do yet (a prefill on the host)."""
+    from waferllm.weights import LayerWeights, ModelWeights
+    lay, st, cfg = prog.layout, prog.strides, prog.config
+    P, X = lay.p_y, lay.p_x
+    hl = lay.heads
+    npdt = np.float16 if dtype == "fp16" else np.float32
+    layers = []
+    for s in cfg.stages:
+        img = images[s.index]
+        for li in range(s.num_layers):
+            fields: dict[str, list] = {}
+
+            def blocks(fn):
+                return [[fn(px, py) for px in range(X)] for py in range(P)]
+
+            def seg(name, key, px, py, n):
+                return img[name][py, px, li * st[key]: li * st[key] + n]
+
+            def dims(px, py):
+                return lay.hidden.sizes[py], hl.q.sizes[px], hl.kv.sizes[px], lay.ffn.sizes[px]
+
+            qkv = blocks(lambda px, py: seg("wqkv", "wqkv", px, py, dims(px, py)[0] * (dims(px, py)[1] + 2 * dims(px, py)[2]))
+                         .reshape(dims(px, py)[0], -1))
+            gu = blocks(lambda px, py: seg("wgu", "wgu", px, py, dims(px, py)[0] * 2 * dims(px, py)[3]).reshape(dims(px, py)[0], -1))
+            fields["q"] = blocks(lambda px, py: qkv[py][px][:, :dims(px, py)[1]])
+            fields["k"] = blocks(lambda px, py: qkv[py][px][:, dims(px, py)[1]:dims(px, py)[1] + dims(px, py)[2]])
+            fields["v"] = blocks(lambda px, py: qkv[py][px][:, dims(px, py)[1] + dims(px, py)[2]:])
+            fields["o"] = blocks(lambda px, py: seg("wo", "wo", px, py, dims(px, py)[1] * dims(px, py)[0]).reshape(dims(px, py)[1], -1))
+            fields["gate"] = blocks(lambda px, py: gu[py][px][:, :dims(px, py)[3]])
+            fields["up"] = blocks(lambda px, py: gu[py][px][:, dims(px, py)[3]:])
+            fields["down"] = blocks(lambda px, py: seg("wd", "wd", px, py, dims(px, py)[3] * dims(px, py)[0]).reshape(dims(px, py)[3], -1))
+            fields["input_norm"] = blocks(lambda px, py: seg("gin", "g", px, py, dims(px, py)[0]))
+            fields["post_norm"] = blocks(lambda px, py: seg("gpost", "g", px, py, dims(px, py)[0]))
+            if "bqkv" in img:
+                bq = blocks(lambda px, py: seg("bqkv", "bqkv", px, py, dims(px, py)[1] + 2 * dims(px, py)[2]))
+                fields["q_bias"] = blocks(lambda px, py: bq[py][px][:dims(px, py)[1]])
+                fields["k_bias"] = blocks(lambda px, py: bq[py][px][dims(px, py)[1]:dims(px, py)[1] + dims(px, py)[2]])
+                fields["v_bias"] = blocks(lambda px, py: bq[py][px][dims(px, py)[1] + dims(px, py)[2]:])
+            if "bo" in img:
+                fields["o_bias"] = blocks(lambda px, py: seg("bo", "g", px, py, dims(px, py)[0]))
+            if "bgu" in img:
+                bg = blocks(lambda px, py: seg("bgu", "bgu", px, py, 2 * dims(px, py)[3]))
+                fields["gate_bias"] = blocks(lambda px, py: bg[py][px][:dims(px, py)[3]])
+                fields["up_bias"] = blocks(lambda px, py: bg[py][px][dims(px, py)[3]:])
+            if "bd" in img:
+                fields["down_bias"] = blocks(lambda px, py: seg("bd", "g", px, py, dims(px, py)[0]))
+            full = lay.gather_layer(fields)
+            layers.append(LayerWeights(**{k: (None if v is None else np.ascontiguousarray(v).astype(npdt))
+                                          for k, v in full.items()}))
+    first, last = images[cfg.stages[0].index], images[cfg.stages[-1].index]
+    sz = prog.sizes
+    emb_blocks = [[first["emb"][py, px].reshape(sz.VXM, sz.EYM)[:lay.vocab.sizes[px], :lay.hidden.sizes[py]]
+                   for px in range(X)] for py in range(P)]
+    embed = lay.embed.gather(emb_blocks).astype(npdt)
+    fnorm = lay.final_norm.gather([[last["fnorm"][py, px, :lay.hidden.sizes[py]] for px in range(X)]
+                                   for py in range(P)], check_replicas=False).astype(npdt)
+    if lay.lm_head is None:
+        lm_head = embed.T
+    else:
+        lm_head = lay.lm_head.gather([[last["wlm"][py, px, :lay.hidden.sizes[py] * lay.vocab.sizes[px]]
+                                       .reshape(lay.hidden.sizes[py], -1) for px in range(X)] for py in range(P)]
+                                     ).astype(npdt)
+    return ModelWeights(spec=model, dtype=dtype, embed=embed, layers=tuple(layers), final_norm=fnorm,
+                        lm_head=lm_head)
+
 
 
 @dataclass
@@ -90,55 +226,20 @@ class DecodeRuntime:
 
     def load_weights(self, weights) -> None:
         """Shard ``weights`` (`waferllm.weights.ModelWeights`) by the layout and write every stage's blocks."""
-        if not self.functional:
-            return
         if weights.dtype != self.cfg.dtype:
             raise InputError(f"weights are {weights.dtype}, the program was built for {self.cfg.dtype}")
-        lay, st = self.lay, self.prog.strides
-        P, X = lay.p_y, lay.p_x
-        sz = self.sz
-        emb = lay.embed.shard(weights.embed)
-        lm = lay.lm_head.shard(weights.lm_head) if lay.lm_head is not None else None
-        fnorm = lay.final_norm.shard(weights.final_norm)
-        tied = self.cfg.model.tie_word_embeddings
+        self.load_images(pack_images(self.prog, weights))
+
+    def load_images(self, images: list[dict[str, np.ndarray]]) -> None:
+        """Write per-PE buffer images (``images[stage][name]`` shaped [P_y, P_x, length], as `pack_images`
+        makes them and a bundle stores them) into the device."""
+        if not self.functional:
+            return
         for s in self.cfg.stages:
-            shards = [lay.shard_layer(weights.layers[g]) for g in range(s.first, s.last + 1)]
-            for py in range(P):
-                for px in range(X):
-                    bufs: dict[str, np.ndarray] = {}
-
-                    def put(name: str, li: int, block: np.ndarray, stride_key: str) -> None:
-                        arr = bufs.setdefault(name, np.zeros(max(1, s.num_layers * st[stride_key])))
-                        flat = np.asarray(block, dtype=np.float64).ravel()
-                        arr[li * st[stride_key]: li * st[stride_key] + flat.size] = flat
-
-                    for li, sh in enumerate(shards):
-                        b = lambda k: sh[k][py][px]  # noqa: E731
-                        put("wqkv", li, np.concatenate([b("q"), b("k"), b("v")], axis=1), "wqkv")
-                        put("wo", li, b("o"), "wo")
-                        put("wgu", li, np.concatenate([b("gate"), b("up")], axis=1), "wgu")
-                        put("wd", li, b("down"), "wd")
-                        put("gin", li, b("input_norm"), "g")
-                        put("gpost", li, b("post_norm"), "g")
-                        if "q_bias" in sh:
-                            put("bqkv", li, np.concatenate([b("q_bias"), b("k_bias"), b("v_bias")]), "bqkv")
-                        if "o_bias" in sh:
-                            put("bo", li, b("o_bias"), "g")
-                        if "gate_bias" in sh:
-                            put("bgu", li, np.concatenate([b("gate_bias"), b("up_bias")]), "bgu")
-                        if "down_bias" in sh:
-                            put("bd", li, b("down_bias"), "g")
-                    if s.embedding or (s.lm_head and tied):
-                        e = np.zeros((sz.VXM, sz.EYM))
-                        blk = emb[py][px]
-                        e[:blk.shape[0], :blk.shape[1]] = blk
-                        bufs["emb"] = e
-                    if s.lm_head:
-                        bufs["fnorm"] = fnorm[py][px]
-                        if lm is not None:
-                            bufs["wlm"] = lm[py][px]
-                    for name, arr in bufs.items():
-                        self._write(s.index, px, py, name, arr)
+            for name, arr in images[s.index].items():
+                for py in range(self.lay.p_y):
+                    for px in range(self.lay.p_x):
+                        self._write(s.index, px, py, name, arr[py, px])
 
     # ---- the KV cache and the hidden state from a prefill ---------------------------------------------------
     def load_prefix(self, k_layers: list[np.ndarray], v_layers: list[np.ndarray], last_hidden: np.ndarray) -> None:
@@ -148,32 +249,48 @@ class DecodeRuntime:
         L = k_layers[0].shape[0]
         for r in self.rules:
             r.prefill(L)  # KVCacheFull when the prompt does not fit
+        lay, cap = self.lay, self.cfg.capacity
+        kv = lay.heads.kv
+        kb, vb = [], []
+        for g, r in enumerate(self.rules):
+            ranges = r.row_ranges(L)
+            k = [[np.zeros((cap, kv.sizes[px])) for px in range(lay.p_x)] for _ in range(lay.p_y)]
+            v = [[np.zeros((cap, kv.sizes[px])) for px in range(lay.p_x)] for _ in range(lay.p_y)]
+            for py, (a, b) in enumerate(ranges):
+                for t in range(a, b):
+                    for px in range(lay.p_x):
+                        k[py][px][r.slot(t)] = kv.take(np.asarray(k_layers[g][t]), px)
+                        v[py][px][r.slot(t)] = kv.take(np.asarray(v_layers[g][t]), px)
+            kb.append(k)
+            vb.append(v)
+        self.load_cache_blocks(kb, vb, lay.hidden_vec.shard(np.asarray(last_hidden)), L)
+
+    def load_cache_blocks(self, k_blocks: list, v_blocks: list, hidden_blocks, length: int) -> None:
+        """The decode-layout KV cache (per layer, per PE [capacity, kv features of the column], token t in
+        ring slot t mod capacity, as `meshgemm.block_dataflow.DecodeDataflow.caches` and the device prefill
+        leave it) and the last hidden state (Y-dist blocks) into the device; ``length`` cached tokens."""
+        for r in self.rules:
+            r.prefill(length)
         if self.functional:
             lay, st, cap = self.lay, self.prog.strides, self.cfg.capacity
-            kv = lay.heads.kv
             for s in self.cfg.stages:
                 for py in range(lay.p_y):
                     for px in range(lay.p_x):
-                        kvx = kv.sizes[px]
+                        kvx = lay.heads.kv.sizes[px]
                         kc = np.zeros(max(1, s.num_layers * st["kc"]))
                         vc = np.zeros(max(1, s.num_layers * st["vc"]))
                         for li, g in enumerate(range(s.first, s.last + 1)):
-                            a, b = self.rules[g].row_ranges(L)[py]
-                            for t in range(a, b):
-                                slot = self.rules[g].slot(t)
-                                kk = kv.take(np.asarray(k_layers[g][t]), px)
-                                vv = kv.take(np.asarray(v_layers[g][t]), px)
-                                for f in range(kvx):
-                                    kc[li * st["kc"] + f * cap + slot] = kk[f]
-                                vc[li * st["vc"] + slot * kvx: li * st["vc"] + (slot + 1) * kvx] = vv
+                            kk = np.asarray(k_blocks[g][py][px], dtype=np.float64)[:cap, :kvx]
+                            vv = np.asarray(v_blocks[g][py][px], dtype=np.float64)[:cap, :kvx]
+                            kc[li * st["kc"]: li * st["kc"] + kvx * cap] = kk.T.ravel()
+                            vc[li * st["vc"]: li * st["vc"] + cap * kvx] = vv.ravel()
                         self._write(s.index, px, py, "kc", kc)
                         self._write(s.index, px, py, "vc", vc)
             last = self.cfg.stages[-1].index
-            x = lay.hidden_vec.shard(np.asarray(last_hidden))
             for py in range(lay.p_y):
                 for px in range(lay.p_x):
-                    self._write(last, px, py, "x", x[py][px])
-        self.length = L
+                    self._write(last, px, py, "x", hidden_blocks[py][px])
+        self.length = length
 
     # ---- launches --------------------------------------------------------------------------------------------
     def head(self) -> StepResult:

@@ -1,0 +1,188 @@
+"""``waferllm run``: a compiled bundle on the simulated wafer — the prompt's KV cache, then greedy decode
+steps, each one launch of the decode program (every stage's layers, the hand-offs, the LM head, the argmax
+and the next token's embedding on the simulated fabric).
+
+Prefill: when the device prefill (``meshgemm.prefill_run``) is installed, the prompt runs on simulated
+prefill regions and its KV cache and last hidden state are re-laid out to the decode layout; otherwise the
+prompt runs in numpy (`waferllm.reference`, weights unpacked from the bundle's shards) and the host writes
+the cache and the hidden state into the device — ``"prefill": "host"`` in the result, and no prefill cycles.
+
+A run asked for more tokens than the KV cache holds stops at the first token that would not fit, keeps
+the tokens produced, and reports why (``stopped``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from plmr.errors import InputError
+from meshgemm.kv_cache import KVCacheFull
+
+#: Version of the ``run --json`` object.
+RUN_SCHEMA = 1
+
+
+@dataclass
+class RunRequest:
+    bundle: str
+    prompt_ids: list[int] | None = None
+    prompt: str | None = None
+    max_new_tokens: int = 16
+    dtype: str | None = None
+    timing_only: bool = False
+
+
+@dataclass
+class RunEvents:
+    """Callbacks for progress displays (all optional)."""
+
+    phase: Callable[[str], None] | None = None
+    token: Callable[[int, int | None, int], None] | None = None  # (index, token, cycles)
+
+
+def _tokenizer(path):
+    from waferllm.compile import TOKENIZER_FILES
+    if not any((path / f).is_file() for f in TOKENIZER_FILES[:5]):
+        return None
+    try:
+        import transformers
+        return transformers.AutoTokenizer.from_pretrained(str(path))
+    except Exception:  # a tokenizer that does not load is as good as none
+        return None
+
+
+def _device_prefill():
+    """The device prefill, when this installation has it."""
+    try:
+        from meshgemm import prefill_run
+    except ImportError:
+        return None
+    return prefill_run
+
+
+def run_bundle(req: RunRequest, events: RunEvents | None = None) -> dict:
+    """Run ``req`` (see the module docstring); returns the ``run --json`` object."""
+    from meshgemm.decode_program import build_decode_program
+    from meshgemm.decode_runtime import DecodeRuntime, unpack_images
+    from waferllm.compile import open_bundle
+    from waferllm.reference import ReferenceModel
+
+    ev = events or RunEvents()
+    say = ev.phase or (lambda s: None)
+    b = open_bundle(req.bundle)
+    model, hw = b.model, b.hardware
+    dtype = req.dtype or b.doc["dtype"]
+    if dtype not in ("fp16", "fp32"):
+        raise InputError(f"--dtype {dtype!r}: use fp32 or fp16")
+    if req.max_new_tokens < 1:
+        raise InputError(f"--max-new-tokens must be >= 1, got {req.max_new_tokens}")
+    if (req.prompt_ids is None) == (req.prompt is None):
+        raise InputError("give the prompt as --prompt-ids 1,2,3 or as --prompt TEXT (one of them)")
+    tok = _tokenizer(b.path)
+    if req.prompt is not None:
+        if tok is None:
+            raise InputError(f"{req.bundle} has no tokenizer files; give the prompt as --prompt-ids")
+        ids = list(tok(req.prompt)["input_ids"])
+        if not ids:
+            raise InputError("the prompt is empty after tokenisation")
+    else:
+        ids = list(req.prompt_ids)
+        if not ids:
+            raise InputError("--prompt-ids is empty; give at least one token id")
+    bad = [t for t in ids if not 0 <= t < model.vocab_size]
+    if bad:
+        raise InputError(f"token id {bad[0]} is outside the vocabulary 0..{model.vocab_size - 1}")
+    if not req.timing_only and not b.has_weights:
+        raise InputError(f"{req.bundle} holds no weights ({model.name} was compiled from the catalog); "
+                         f"run it with --timing-only, or compile a model directory with safetensors")
+    cfg = b.decode_config(dtype)
+    say("building the decode program")
+    try:
+        prog = build_decode_program(cfg, hw)
+    except InputError as e:
+        if dtype != b.doc["dtype"]:
+            raise InputError(f"the bundle was planned for {b.doc['dtype']}; in {dtype} {e} (compile with --dtype "
+                             f"{dtype})") from None
+        raise
+    say("loading the device")
+    rt = DecodeRuntime(prog, mode="timing" if req.timing_only else "functional")
+    weights = None
+    if not req.timing_only:
+        say("writing the weights")
+        npdt = np.float16 if dtype == "fp16" else np.float32
+        images = [{k: v.astype(npdt) for k, v in img.items()} for img in b.images()]
+        rt.load_images(images)
+        weights = unpack_images(prog, images, model, dtype)
+    # ---- prefill ---------------------------------------------------------------------------------------------
+    prefill_kind, prefill_cycles = "host", None
+    n_prompt = len(ids)
+    for r in rt.rules:
+        try:
+            r.prefill(n_prompt)
+        except KVCacheFull as e:
+            raise InputError(f"the prompt of {n_prompt} tokens does not fit the KV cache: {e}") from None
+    say(f"prefill of {n_prompt} tokens (host)")
+    if req.timing_only:
+        rt.length = n_prompt
+    else:
+        ref = ReferenceModel(weights)
+        traces: list = []
+        _, cache = ref.prefill(ids, traces)
+        rt.load_prefix([k.reshape(k.shape[0], -1) for k in cache.k], [v.reshape(v.shape[0], -1) for v in cache.v],
+                       traces[-2]["h_out"][-1])
+    # ---- decode ----------------------------------------------------------------------------------------------
+    say("decoding")
+    tokens: list[int] = []
+    logits_err = None
+    step_cycles: list[int] = []
+    stopped = None
+    first = rt.head()
+    if first.token is not None:
+        tokens.append(first.token)
+    if ev.token:
+        ev.token(0, first.token, first.cycles)
+    produced = 1
+    while produced < req.max_new_tokens:
+        try:
+            r = rt.step()
+        except KVCacheFull as e:
+            stopped = str(e)
+            break
+        step_cycles.append(int(r.cycles))
+        if r.token is not None:
+            tokens.append(r.token)
+        if ev.token:
+            ev.token(produced, r.token, r.cycles)
+        produced += 1
+    del logits_err
+    clock = hw.clock_hz
+    per_tok = int(round(float(np.mean(step_cycles)))) if step_cycles else None
+    out = {
+        "schema": RUN_SCHEMA,
+        "model": model.name,
+        "hardware": hw.name,
+        "bundle": str(req.bundle),
+        "dtype": dtype,
+        "mode": "timing" if req.timing_only else "functional",
+        "prompt_ids": ids,
+        "tokens": tokens,
+        "new_tokens": produced,
+        "prefill": prefill_kind,
+        "prefill_cycles": prefill_cycles,
+        "prefill_cycles_planned": int(b.doc["plan"]["prefill"]["cycles"]),
+        "first_token_cycles": int(first.cycles),
+        "decode_cycles": step_cycles,
+        "decode_cycles_per_token": per_tok,
+        "tokens_per_s": (clock / per_tok) if per_tok else None,
+        "clock_hz": clock,
+        "grid": list(cfg.grid),
+        "stages": len(cfg.stages),
+        "kv_capacity_tokens": int(prog.config.capacity * cfg.grid[0]),
+        "stopped": stopped,
+    }
+    if tok is not None and tokens:
+        out["text"] = tok.decode(tokens)
+    return out
