@@ -860,6 +860,7 @@ def build_decode_program(cfg: DecodeConfig, spec: HardwareSpec, y_groups: int | 
     if n_st > 1 and not cfg.layers_only:
         token_route = _token_route(prog, stages[-1], stages[0], (p_y, p_x), col.token)
     bodies: dict[int, Body] = {}
+    template = build_body(cfg, sz, ty, tx, col)[0].finalized()
     for s in stages:
         y0, x0 = s.origin
         xr, yr = range(x0, x0 + p_x), range(y0, y0 + p_y)
@@ -874,7 +875,7 @@ def build_decode_program(cfg: DecodeConfig, spec: HardwareSpec, y_groups: int | 
         for k in np.unique(cls):
             k = int(k)
             if k not in bodies:
-                bodies[k] = build_body(cfg, sz, ty, tx, col, name=f"decode_q{k}")[0]
+                bodies[k] = _copy_body(template, f"decode_q{k}")
             # PEs of one queue class run their own copy of the body (see _queue_class)
             prog._place(bodies[k], None, None, params, auto=False, pes=pes[cls == k])
         ty.routes(prog, xr, yr, ly)
@@ -882,6 +883,16 @@ def build_decode_program(cfg: DecodeConfig, spec: HardwareSpec, y_groups: int | 
         if p_y > 1:
             _shift_routes(prog, xr, yr, ly, p_y, col.shift)
     return DecodeProgram(cfg, prog, lay, sz, col, ty, tx, next(iter(bodies.values())), st, hand, token_route)
+
+
+def _copy_body(final: Body, name: str) -> Body:
+    """Another body with the same (finalized) code under a new name: the simulator binds input queues per
+    body, so each copy gets its own binding (see _queue_class)."""
+    import copy
+    b = copy.copy(final)
+    b.name = name
+    b._final = b
+    return b
 
 
 def _param_array(prog: MeshProgram, v, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:

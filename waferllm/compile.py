@@ -55,6 +55,7 @@ class CompileRequest:
     context: int | None = None
     dtype: str = "fp16"
     decode_grid: tuple[int, int] | None = None
+    prefill_grid: tuple[int, int] | None = None
     out: Path = Path("bundle")
     force: bool = False
 
@@ -160,7 +161,7 @@ def fit_stages(model, spec: HardwareSpec, grid: tuple[int, int], dtype: str, con
 
 
 def plan_decode(model, spec: HardwareSpec, dtype: str, context: int, decode_grid: tuple[int, int] | None,
-                progress: Progress | None = None):
+                progress: Progress | None = None, prefill_grid: tuple[int, int] | None = None):
     """(planner plan, fitted stages). The planner picks the grid; when the program's real bytes need more
     regions than the wafer has, plan again with that overhead added to the SRAM reserve (at most 3 times)."""
     from waferllm.planner import PlanRequest, plan
@@ -171,7 +172,7 @@ def plan_decode(model, spec: HardwareSpec, dtype: str, context: int, decode_grid
     for attempt in range(4):
         hw = spec if extra == 0 else spec.with_params(sram_reserve_bytes=spec.sram_reserve_bytes + extra)
         req = PlanRequest(hardware=hw, dtype=dtype, context=context, input_len=max(1, min(context, 4096)),
-                          decode_grid=decode_grid)
+                          decode_grid=decode_grid, prefill_grid=prefill_grid)
         if progress:
             progress(f"planning (SRAM reserve +{extra} B)" if extra else "planning")
         p = plan(model, req)
@@ -235,7 +236,7 @@ def compile_bundle(req: CompileRequest, progress: Progress | None = None) -> dic
     if context > model.max_position_embeddings:
         raise InputError(f"--context {context} is beyond {model.name}'s max_position_embeddings "
                          f"({model.max_position_embeddings})")
-    plan, st = plan_decode(model, spec, req.dtype, context, req.decode_grid, progress)
+    plan, st = plan_decode(model, spec, req.dtype, context, req.decode_grid, progress, req.prefill_grid)
     cfg = DecodeConfig(model, st.grid, st.stages, st.capacity, req.dtype)
     if progress:
         progress(f"building the decode program ({len(st.stages)} stage{'s' if len(st.stages) > 1 else ''})")

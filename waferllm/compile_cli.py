@@ -20,11 +20,12 @@ from waferllm.grids import parse_grid
 @click.option("--dtype", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True,
               help="the decode program's element type (weights, KV cache)")
 @click.option("--decode-grid", help="force the decode region shape: N or HxW (rows x columns)")
+@click.option("--prefill-grid", help="force the prefill grid the plan reports: N or HxW")
 @click.option("-o", "--output", "out", required=True, type=click.Path(), help="bundle directory to write")
 @click.option("--force", is_flag=True, help="replace an existing bundle")
 @click.option("--json", "as_json", is_flag=True, help="print the bundle's plan.json summary as JSON")
 def compile_cmd(model: str, hardware_name: str, context: int | None, dtype: str, decode_grid: str | None,
-                out: str, force: bool, as_json: bool) -> None:
+                prefill_grid: str | None, out: str, force: bool, as_json: bool) -> None:
     """Plan MODEL (catalog name or HF model directory) on a wafer and write a runnable bundle."""
     from pathlib import Path
 
@@ -32,7 +33,8 @@ def compile_cmd(model: str, hardware_name: str, context: int | None, dtype: str,
     from waferllm.kernel_cli import activity
 
     req = CompileRequest(model=model, hardware=hardware_name, context=context, dtype=dtype,
-                         decode_grid=parse_grid(decode_grid, "decode-grid"), out=Path(out), force=force)
+                         decode_grid=parse_grid(decode_grid, "decode-grid"),
+                         prefill_grid=parse_grid(prefill_grid, "prefill-grid"), out=Path(out), force=force)
     with activity(f"compile {model}") as step:
         doc = compile_bundle(req, progress=step)
     dp = doc["decode_program"]

@@ -33,6 +33,7 @@ class RunRequest:
     max_new_tokens: int = 16
     dtype: str | None = None
     timing_only: bool = False
+    keep_logits: bool = False  # API only: the fp32 logits of every token under "logits" ([n, V] numpy)
 
 
 @dataclass
@@ -136,12 +137,13 @@ def run_bundle(req: RunRequest, events: RunEvents | None = None) -> dict:
     # ---- decode ----------------------------------------------------------------------------------------------
     say("decoding")
     tokens: list[int] = []
-    logits_err = None
     step_cycles: list[int] = []
     stopped = None
     first = rt.head()
+    rows = []
     if first.token is not None:
         tokens.append(first.token)
+        rows.append(first.logits)
     if ev.token:
         ev.token(0, first.token, first.cycles)
     produced = 1
@@ -154,10 +156,10 @@ def run_bundle(req: RunRequest, events: RunEvents | None = None) -> dict:
         step_cycles.append(int(r.cycles))
         if r.token is not None:
             tokens.append(r.token)
+            rows.append(r.logits)
         if ev.token:
             ev.token(produced, r.token, r.cycles)
         produced += 1
-    del logits_err
     clock = hw.clock_hz
     per_tok = int(round(float(np.mean(step_cycles)))) if step_cycles else None
     out = {
@@ -185,4 +187,6 @@ def run_bundle(req: RunRequest, events: RunEvents | None = None) -> dict:
     }
     if tok is not None and tokens:
         out["text"] = tok.decode(tokens)
+    if req.keep_logits and rows:
+        out["logits"] = np.stack(rows)
     return out
