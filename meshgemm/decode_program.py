@@ -8,17 +8,17 @@ computed at run time from the PE's region-local coordinates by the balanced-spli
 `meshgemm.model_layout` (checked against the layout when the program is built), and buffers are allocated at
 the largest size, so parameter sets stay few: roles in the collectives, the stage, hand-off duties.
 
-Launch functions (``simulator.Device``):
+One launch function (``simulator.Device``), ``step(pos, mode, tok_in)``:
 
-* ``step(pos)`` — the token at position ``pos`` (its embedding row already in stage 0's ``x``): every layer of
+* mode 0 — the token at position ``pos`` (its embedding row already in stage 0's ``x``): every layer of
   every stage in order, hand-offs on the fabric, then the last stage's head (final RMSNorm, LM head, argmax
   along X with ties to the lowest index) and, in stage 0, the next token's embedding (the column whose
   vocabulary block holds it contributes its row, the others zeros, one allreduce along X). With several
   stages the token id travels from the last stage to stage 0 on one route. The next ``step`` starts
   without the host.
-* ``head()`` — only the head and the embedding, from a hidden state the host wrote into the last stage's
-  ``x`` (the first token after a prefill done elsewhere).
-* ``embed(tok)`` — the embedding of a host-given token into stage 0's ``x``.
+* mode 1 — only the head and the embedding, from a hidden state the host wrote into the last stage's
+  ``x`` (the first token after a prefill done elsewhere);
+* mode 2 — the embedding of the host-given token ``tok_in`` into stage 0's ``x``.
 
 Per layer (op numbers of method §3.4): 1 RMSNorm (Σx² allreduce along Y), 2 Q/K/V as one fused local GEMV
 (natural blocks, one allreduce along Y, biases after it), 3 RoPE (cos/sin of pos·inv_freq for the
@@ -57,8 +57,9 @@ from meshgemm.decode_collectives import LineTree
 from meshgemm.model_layout import DecodeLayout, ModelDims
 
 F32 = "fp32"
-#: Function names a decode program exports.
-STEP, HEAD, EMBED = "step", "head", "embed"
+#: The function a decode program exports, and its modes.
+STEP = "step"
+MODE_STEP, MODE_HEAD, MODE_EMBED = 0, 1, 2
 #: Labels of the per-op timestamps (``timestamps=True``), in program order.
 OP_LABELS = ("rmsnorm", "qkv", "rope", "kv_append", "scores", "softmax", "pv", "o_proj", "residual",
              "rmsnorm_post", "gate_up", "silu_mul", "down", "residual_mlp")
@@ -752,28 +753,27 @@ class _Code:
 
     # -- functions -------------------------------------------------------------------------------------------
     def functions(self) -> dict[str, tuple]:
-        P = Param
+        """One exported function, ``step(pos, mode, tok_in)``: mode 0 runs a decode step (layers, hand-offs,
+        head, embedding), mode 1 only the head and the embedding (after a prefill), mode 2 only the
+        embedding of ``tok_in``. One function keeps one copy of the head and embedding code."""
+        P, V = Param, Var
         multi = len(self.cfg.stages) > 1
-        first, last, mid = eq(P("first"), 1), eq(P("last"), 1), eq(P("nl"), 0)
+        first, last = eq(P("first"), 1), eq(P("last"), 1)
+        mode = V("mode")
         layers = (_loop(P("nl"), "l", self.layer()),)
+        hin = (If(eq(P("hmode"), 0), (), self.handoff_in()),)
         if self.cfg.layers_only:
-            step = self.setup() + self.rope_tables() + (If(eq(P("hmode"), 0), (), self.handoff_in()),) + layers + (
-                If(last, (), self.handoff_out()),)
-            return {STEP: step, HEAD: self.setup(), EMBED: self.setup()}
-        head_then = self.head() + (self.token_out() if multi else self.embed())
-        after_layers = (If(last, head_then, self.handoff_out()),)
-        if multi:
-            after_layers += (If(first, self.token_in() + self.embed()),)
-        step = self.setup() + self.rope_tables() + (If(eq(P("hmode"), 0), (), self.handoff_in()),) + layers + after_layers
-        head = self.setup() + (If(last, head_then),)
-        if multi:
-            head += (If(first, self.token_in() + self.embed()),)
-        embed = self.setup() + (If(first, (Assign("tok", Var("tok_in")),) + self.embed()),)
-        del mid
-        return {STEP: step, HEAD: head, EMBED: embed}
+            step = self.setup() + (If(eq(mode, 0), self.rope_tables() + hin + layers + (If(last, (), self.handoff_out()),)),)
+            return {STEP: step}
+        decode = self.rope_tables() + hin + layers + (If(last, (), self.handoff_out()),)
+        head = self.head() + (self.token_out() if multi else ())
+        tok = (If(eq(mode, 2), (Assign("tok", V("tok_in")),), self.token_in() if multi else ()),)
+        step = self.setup() + (If(eq(mode, 0), decode), If(last, (If(mode < 2, head),)),
+                               If(first, tok + self.embed()))
+        return {STEP: step}
 
 
-VARS_I32 = ("lx", "ly", "ey", "fx", "vx", "v0", "nkvc", "np", "w", "nhc", "qx", "kvx", "qkvn", "nhs", "pos",
+VARS_I32 = ("lx", "ly", "ey", "fx", "vx", "v0", "nkvc", "np", "w", "nhc", "qx", "kvx", "qkvn", "nhs", "pos", "mode",
             "tok", "tok_in", "l", "i", "c", "h", "f", "t", "win", "fr", "mm", "full", "jj", "wrow", "lo", "hi",
             "qq", "rr", "S", "tf", "s0", "len0", "len1", "ssl", "rsl", "bi", "rk", "rq")
 VARS_F32 = ("acc", "ra", "rred", "rr2", "rs", "rc")
@@ -800,9 +800,7 @@ def build_body(cfg: DecodeConfig, sz: Sizes, ty: LineTree, tx: LineTree, col: Co
     fns = code.functions()
     for v in ("i", "c", "h", "f", "t", "l"):
         b.var(f"_n_{v}", "i32")
-    b.function(STEP, _flat(fns[STEP]), args=("pos",))
-    b.function(HEAD, _flat(fns[HEAD]))
-    b.function(EMBED, _flat(fns[EMBED]), args=("tok_in",))
+    b.function(STEP, _flat(fns[STEP]), args=("pos", "mode", "tok_in"))
     return b, st
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from plmr.errors import InputError
 from simulator.run import Device
 
-from meshgemm.decode_program import EMBED, HEAD, STEP, DecodeProgram, buffer_plan
+from meshgemm.decode_program import MODE_EMBED, MODE_HEAD, MODE_STEP, STEP, DecodeProgram, buffer_plan
 from meshgemm.kv_cache import KVCacheFull, ShiftKVCache
 
 __all__ = ["DecodeRuntime", "StepResult", "KVCacheFull", "pack_images", "unpack_images", "WEIGHT_BUFFERS"]
@@ -296,13 +296,13 @@ class DecodeRuntime:
     def head(self) -> StepResult:
         """Final norm, LM head and argmax of the hidden state in the last stage; the token's embedding lands
         in stage 0 (the first token after a prefill)."""
-        res = self.dev.launch(HEAD)
+        res = self.dev.launch(STEP, pos=self.length, mode=MODE_HEAD, tok_in=0)
         return self._result(res)
 
     def embed(self, token: int) -> StepResult:
         if not 0 <= token < self.cfg.model.vocab_size:
             raise InputError(f"token id {token} is outside the vocabulary 0..{self.cfg.model.vocab_size - 1}")
-        res = self.dev.launch(EMBED, tok_in=token)
+        res = self.dev.launch(STEP, pos=self.length, mode=MODE_EMBED, tok_in=token)
         return StepResult(None, None, res.total_cycles, res)
 
     def check_room(self) -> None:
@@ -314,7 +314,7 @@ class DecodeRuntime:
         """Process the token whose embedding is in stage 0 at position ``length``: every layer, the head,
         the next token's embedding. Raises `KVCacheFull` before launching when the cache is full."""
         self.check_room()
-        res = self.dev.launch(STEP, pos=self.length)
+        res = self.dev.launch(STEP, pos=self.length, mode=MODE_STEP, tok_in=0)
         self.length += 1
         return self._result(res)
 

@@ -105,8 +105,9 @@ def fit_stages(model, spec: HardwareSpec, grid: tuple[int, int], dtype: str, con
     lay = DecodeLayout(model, p_y, p_x)
     sz = Sizes.of(lay)
     # probe: two stages side by side (every kind of code: embedding, head, hand-offs, token return)
-    big = spec.with_params(sram_bytes=1 << 30, mesh_width=max(spec.mesh_width, 2 * p_x),
-                           mesh_height=max(spec.mesh_height, p_y))
+    w, h = max(spec.mesh_width, 2 * p_x), max(spec.mesh_height, p_y)
+    big = spec.with_params(sram_bytes=1 << 30, mesh_width=w, mesh_height=h, fabric_width=max(spec.fabric_width, w),
+                           fabric_height=max(spec.fabric_height, h))
     probe_stages = (DecodeStage(0, 0, 0, (0, 0), embedding=True),
                     DecodeStage(1, 1, L - 1, (0, p_x), lm_head=True)) if L > 1 else (
         DecodeStage(0, 0, 0, (0, 0), embedding=True), DecodeStage(1, 1, 0, (0, p_x), lm_head=True))
@@ -167,6 +168,7 @@ def plan_decode(model, spec: HardwareSpec, dtype: str, context: int, decode_grid
     from waferllm.planner import PlanRequest, plan
 
     extra = 0
+    base = None
     notes: list[str] = []
     last_err: InputError | None = None
     for attempt in range(4):
@@ -191,15 +193,17 @@ def plan_decode(model, spec: HardwareSpec, dtype: str, context: int, decode_grid
             planner_stages = len(p.placement.stages) if p.placement else 1
             if len(st.stages) != planner_stages:
                 notes.append(f"the decode program needs {len(st.stages)} stages where the planner counted "
-                             f"{planner_stages}: its code ({st.code_bytes} B per PE) and unrotated per-layer blocks "
-                             f"are not in the planner's memory model")
+                             f"{planner_stages}: its code ({st.code_bytes} B per PE) and vectors are not in the "
+                             f"planner's memory model, and every layer's blocks are allocated at the largest size")
             st.notes = notes
             return p, st
-        # the program's overhead beyond the planner's buffers: reserve it and plan again
-        buf = p.placement.buffer_bytes if p.placement else 0
-        extra += max(1024, _overhead(model, spec, tuple(p.decode.grid), dtype, context) - buf)
-        notes.append(f"planned again with {extra} B more SRAM reserve: the program did not fit "
-                     f"{p.decode.grid[0]}x{p.decode.grid[1]} regions ({last_err})")
+        # reserve the program's overhead beyond the planner's buffers (code, vectors; the embedding and LM
+        # head are in the planner's model already), with a margin that grows per attempt, and plan again
+        if base is None:
+            buf = p.placement.buffer_bytes if p.placement else 0
+            base = max(0, _overhead(model, spec, tuple(p.decode.grid), dtype, context) - buf)
+        extra = base + 1024 * (attempt + 1)
+        notes.append(f"planned again with {extra} B more SRAM reserve: {last_err}")
     raise last_err or InputError(f"cannot place {model.name} on {spec.name}")
 
 
@@ -208,7 +212,7 @@ def _overhead(model, spec, grid, dtype, context) -> int:
     try:
         big = spec.with_params(sram_bytes=1 << 30)
         st = fit_stages(model, big, grid, dtype, context)
-        return max(st.fixed_bytes.values())
+        return st.fixed_bytes["00"]
     except InputError:
         return 8192
 

@@ -2,10 +2,12 @@
 steps, each one launch of the decode program (every stage's layers, the hand-offs, the LM head, the argmax
 and the next token's embedding on the simulated fabric).
 
-Prefill: when the device prefill (``meshgemm.prefill_run``) is installed, the prompt runs on simulated
-prefill regions and its KV cache and last hidden state are re-laid out to the decode layout; otherwise the
-prompt runs in numpy (`waferllm.reference`, weights unpacked from the bundle's shards) and the host writes
-the cache and the hidden state into the device — ``"prefill": "host"`` in the result, and no prefill cycles.
+Prefill (``prefill``): ``"device"`` runs the prompt on simulated prefill regions (``meshgemm.prefill_run``)
+and re-lays its KV cache and last hidden state out to the decode layout; ``"host"`` runs it in numpy
+(`waferllm.reference`, weights unpacked from the bundle's shards) and the host writes the cache and the
+hidden state into the device — ``"prefill": "host"`` in the result, and no prefill cycles (null); ``"auto"``
+is the device prefill when this installation has it. Timing-only runs with a host prefill assume the cache
+filled (no values exist).
 
 A run asked for more tokens than the KV cache holds stops at the first token that would not fit, keeps
 the tokens produced, and reports why (``stopped``).
@@ -33,6 +35,8 @@ class RunRequest:
     max_new_tokens: int = 16
     dtype: str | None = None
     timing_only: bool = False
+    prefill: str = "auto"  # "device" (simulated prefill regions), "host" (numpy), "auto": device when installed
+    prompt_len: int | None = None  # timing-only: a prompt of this many tokens (values do not matter)
     keep_logits: bool = False  # API only: the fp32 logits of every token under "logits" ([n, V] numpy)
 
 
@@ -80,8 +84,14 @@ def run_bundle(req: RunRequest, events: RunEvents | None = None) -> dict:
         raise InputError(f"--dtype {dtype!r}: use fp32 or fp16")
     if req.max_new_tokens < 1:
         raise InputError(f"--max-new-tokens must be >= 1, got {req.max_new_tokens}")
-    if (req.prompt_ids is None) == (req.prompt is None):
-        raise InputError("give the prompt as --prompt-ids 1,2,3 or as --prompt TEXT (one of them)")
+    given = sum(x is not None for x in (req.prompt_ids, req.prompt, req.prompt_len))
+    if given != 1:
+        raise InputError("give the prompt as --prompt-ids 1,2,3, as --prompt TEXT, or (with --timing-only) its "
+                         "length as --prompt-len N: one of them")
+    if req.prompt_len is not None and not req.timing_only:
+        raise InputError("--prompt-len needs --timing-only (a functional run needs the prompt's tokens)")
+    if req.prefill not in ("auto", "device", "host"):
+        raise InputError(f"--prefill {req.prefill!r}: use auto, device or host")
     tok = _tokenizer(b.path)
     if req.prompt is not None:
         if tok is None:
@@ -89,6 +99,10 @@ def run_bundle(req: RunRequest, events: RunEvents | None = None) -> dict:
         ids = list(tok(req.prompt)["input_ids"])
         if not ids:
             raise InputError("the prompt is empty after tokenisation")
+    elif req.prompt_len is not None:
+        if req.prompt_len < 1:
+            raise InputError(f"--prompt-len must be >= 1, got {req.prompt_len}")
+        ids = [0] * req.prompt_len
     else:
         ids = list(req.prompt_ids)
         if not ids:
@@ -117,18 +131,36 @@ def run_bundle(req: RunRequest, events: RunEvents | None = None) -> dict:
         images = [{k: v.astype(npdt) for k, v in img.items()} for img in b.images()]
         rt.load_images(images)
         weights = unpack_images(prog, images, model, dtype)
-    # ---- prefill ---------------------------------------------------------------------------------------------
-    prefill_kind, prefill_cycles = "host", None
+    # ---- prefill ----------------------------------------------------------------------------------------------
+    prefill_kind, prefill_cycles, switch_cycles = "host", None, None
     n_prompt = len(ids)
     for r in rt.rules:
         try:
             r.prefill(n_prompt)
         except KVCacheFull as e:
             raise InputError(f"the prompt of {n_prompt} tokens does not fit the KV cache: {e}") from None
-    say(f"prefill of {n_prompt} tokens (host)")
-    if req.timing_only:
+    device = _device_prefill() if req.prefill != "host" else None
+    if req.prefill == "device" and device is None:
+        raise InputError("this installation has no device prefill (meshgemm.prefill_run); use --prefill host")
+    if device is not None:
+        mesh = tuple(b.doc["plan"]["prefill"]["grid"])
+        say(f"prefill of {n_prompt} tokens on simulated {mesh[0]}x{mesh[1]} regions")
+        res = device.run_prefill(model, n_prompt if req.timing_only else ids, mesh, hw, weights=weights,
+                                 decode=prog.layout, capacity=cfg.capacity, dtype=dtype,
+                                 mode="timing" if req.timing_only else "functional", progress=say)
+        if req.timing_only:
+            rt.length = n_prompt
+        else:
+            rt.load_cache_blocks(res.k_cache, res.v_cache, res.hidden, n_prompt)
+        prefill_kind, prefill_cycles = "device", int(res.prefill_cycles)
+        switch_cycles = int(res.switch.cycles)
+    elif req.timing_only:
+        say(f"prefill of {n_prompt} tokens (host: not simulated)")
         rt.length = n_prompt
     else:
+        # HOST PREFILL: the prompt runs in numpy and the host writes the KV cache and the last hidden state
+        # into the device ("prefill": "host" in the result): no prefill cycles are simulated
+        say(f"prefill of {n_prompt} tokens (host)")
         ref = ReferenceModel(weights)
         traces: list = []
         _, cache = ref.prefill(ids, traces)
@@ -169,11 +201,13 @@ def run_bundle(req: RunRequest, events: RunEvents | None = None) -> dict:
         "bundle": str(req.bundle),
         "dtype": dtype,
         "mode": "timing" if req.timing_only else "functional",
-        "prompt_ids": ids,
+        "prompt_ids": ids if req.prompt_len is None else [],
+        "prompt_len": n_prompt,
         "tokens": tokens,
         "new_tokens": produced,
         "prefill": prefill_kind,
         "prefill_cycles": prefill_cycles,
+        "switch_cycles_modelled": switch_cycles,
         "prefill_cycles_planned": int(b.doc["plan"]["prefill"]["cycles"]),
         "first_token_cycles": int(first.cycles),
         "decode_cycles": step_cycles,

@@ -26,12 +26,15 @@ def _ids(text: str | None) -> list[int] | None:
 @click.argument("bundle", type=click.Path())
 @click.option("--prompt-ids", help="the prompt as token ids, comma-separated")
 @click.option("--prompt", help="the prompt as text (needs the model's tokenizer in the bundle)")
+@click.option("--prompt-len", type=int, help="with --timing-only: a prompt of N tokens (their values do not matter)")
 @click.option("--max-new-tokens", type=int, default=16, show_default=True, help="tokens to generate")
 @click.option("--dtype", type=click.Choice(["fp32", "fp16"]), help="element type [default: the bundle's]")
 @click.option("--timing-only", is_flag=True, help="simulate cycles only (no data; tokens are not computed)")
+@click.option("--prefill", type=click.Choice(["auto", "device", "host"]), default="auto", show_default=True,
+              help="where the prompt runs: simulated prefill regions, or numpy on the host (not simulated)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def run_cmd(bundle: str, prompt_ids: str | None, prompt: str | None, max_new_tokens: int, dtype: str | None,
-            timing_only: bool, as_json: bool) -> None:
+def run_cmd(bundle: str, prompt_ids: str | None, prompt: str | None, prompt_len: int | None, max_new_tokens: int,
+            dtype: str | None, timing_only: bool, prefill: str, as_json: bool) -> None:
     """Generate with BUNDLE (from 'waferllm compile') on the simulated wafer."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -39,7 +42,7 @@ def run_cmd(bundle: str, prompt_ids: str | None, prompt: str | None, max_new_tok
     from waferllm.run import RunEvents, RunRequest, run_bundle
 
     req = RunRequest(bundle=bundle, prompt_ids=_ids(prompt_ids), prompt=prompt, max_new_tokens=max_new_tokens,
-                     dtype=dtype, timing_only=timing_only)
+                     dtype=dtype, timing_only=timing_only, prefill=prefill, prompt_len=prompt_len)
     err = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True, disable=not err.is_terminal) as bar:
@@ -71,8 +74,12 @@ def _print(out: dict) -> None:
         click.echo(f"tokens: {', '.join(map(str, out['tokens']))}")
     if "text" in out:
         click.echo(f"text: {out['text']!r}")
-    pre = "on the host (not simulated)" if out["prefill"] == "host" else f"{out['prefill_cycles']:,} cycles"
-    click.echo(f"prefill: {len(out['prompt_ids'])} tokens, {pre}")
+    if out["prefill"] == "host":
+        pre = "on the host (not simulated)"
+    else:
+        pre = (f"{out['prefill_cycles']:,} cycles simulated, then the switch to the decode layout "
+               f"({out['switch_cycles_modelled']:,} cycles, modelled)")
+    click.echo(f"prefill: {out['prompt_len']} tokens, {pre}")
     click.echo(f"first token (final norm, LM head, argmax, embedding): {out['first_token_cycles']:,} cycles")
     if out["decode_cycles_per_token"]:
         click.echo(f"decode: {out['decode_cycles_per_token']:,} cycles per token over {len(out['decode_cycles'])} "

@@ -98,7 +98,7 @@ def test_bundle_contents(bundles):
     assert images[0]["wqkv"].shape[:2] == (4, 4)
     summary = json.loads((b.path / "programs" / "decode.json").read_text())
     assert summary["code_bodies"] <= 8 and summary["colours"]["used"] <= 21
-    assert "function step(pos)" in (b.path / "programs" / "decode_body.txt").read_text()
+    assert "function step(pos, mode, tok_in)" in (b.path / "programs" / "decode_body.txt").read_text()
 
 
 def test_fp16_divergence_is_small(bundles, tiny_model):
@@ -126,7 +126,7 @@ def test_timing_only_gives_the_functional_cycles(bundles):
 def test_cli_run_json_and_text(bundles):
     b = str(bundles("llama3_rope"))
     r = CliRunner().invoke(main, ["run", b, "--prompt-ids", ",".join(map(str, PROMPT)), "--max-new-tokens", "3",
-                                  "--json"])
+                                  "--prefill", "host", "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     for key in ("schema", "tokens", "prefill_cycles", "decode_cycles_per_token", "tokens_per_s"):
@@ -135,6 +135,20 @@ def test_cli_run_json_and_text(bundles):
     assert len(out["tokens"]) == 3 and isinstance(out["decode_cycles_per_token"], int)
     r = CliRunner().invoke(main, ["run", b, "--prompt-ids", "3,17", "--max-new-tokens", "2"])
     assert r.exit_code == 0 and "tokens/s" in r.output
+
+
+@pytest.mark.parametrize("case", ["llama_gqa-south", "mistral_window"])
+def test_device_prefill_then_decode_equals_transformers(bundles, tiny_model, case):
+    """The prompt on simulated prefill regions, its KV cache and last hidden state re-laid out to the decode
+    program: tokens and logits as transformers' (when this installation has the device prefill)."""
+    pytest.importorskip("meshgemm.prefill_run")
+    name = CASES[case][0]
+    out = run_bundle(RunRequest(bundle=str(bundles(case)), prompt_ids=PROMPT, max_new_tokens=8, prefill="device",
+                                keep_logits=True))
+    tokens, logits = hf_generate(tiny_model(name)[1], PROMPT, 8)
+    assert out["prefill"] == "device" and out["prefill_cycles"] > 0
+    assert out["tokens"] == tokens
+    assert float(np.abs(out["logits"] - logits).max()) <= 1e-4
 
 
 def test_full_cache_stops_and_keeps_the_tokens(tmp_path, tiny_model):
@@ -188,6 +202,7 @@ def test_compile_is_atomic(tmp_path, tiny_model, monkeypatch):
 @pytest.mark.parametrize("args,msg", [
     (["--prompt-ids", "1,x"], "comma-separated token ids"),
     (["--prompt-ids", "1", "--prompt", "hi"], "one of them"),
+    (["--prompt-len", "4"], "needs --timing-only"),
     (["--prompt-ids", "1,500"], "outside the vocabulary"),
     (["--prompt-ids", "1", "--max-new-tokens", "0"], "max-new-tokens"),
     (["--prompt", "hello"], "no tokenizer"),
