@@ -19,7 +19,8 @@ A `LineTree` is a K-tree reduce plus broadcasts on every line of one axis of a r
   region (``routes``, ``values``), and **code written once** (``reduce``, ``broadcast``,
   ``group_broadcast``, ``allreduce``) for any slice of any buffer: the same parameters and the same colours
   serve every payload (a layer's seven Y reductions share one tree's colours);
-* **combines**: ``"sum"`` (fused receive-add-forward stages, as `meshgemm.collectives.ktree_reduce`),
+* **combines**: ``"sum"`` (fused receive-add-forward stages, as `meshgemm.collectives.ktree_reduce`; a root
+  fed from both sides receives the longer side, then the shorter one, with no join),
   ``"max"`` (element-wise; store-and-forward stages: receive, ``Max``, send) and ``"argmax"`` (a (value,
   index) pair in fp32; the larger value wins, ties to the lower index; scalar compare at each stage).
 
@@ -39,7 +40,7 @@ from simulator.body import Body
 from simulator.expr import Const, Expr, ExprLike, Load, Param, as_expr, eq, evaluate, logical_not, min_, select
 from simulator.instructions import Add, Copy, Max, Recv, RecvAdd, RecvAddSend, Ref, Send
 from simulator.program import MeshProgram
-from simulator.statements import If, Wait
+from simulator.statements import If
 
 from meshgemm import line_rules as L
 
@@ -208,14 +209,12 @@ class LineTree:
 
     def reduce(self, buf: Ref, scr: Ref, scr2: Ref | None = None, combine: str = "sum",
                levels: int | None = None, tag: str = "r") -> tuple:
-        """Reduce ``buf`` into the global root (``levels=1``: into each level-0 group root). ``scr`` (and
-        ``scr2`` for max/argmax) are scratch slices as long as ``buf``."""
+        """Reduce ``buf`` into the global root (``levels=1``: into each level-0 group root). ``scr`` is a
+        scratch slice as long as ``buf`` (max/argmax stages receive into it); ``scr2`` is unused."""
         if combine not in COMBINES:
             raise InputError(f"unknown combine {combine!r}; use one of {COMBINES}")
         if not self.active:
             return ()
-        if combine != "sum" and scr2 is None:
-            raise InputError(f"a {combine} reduce needs a second scratch slice")
         code: list = []
         for lv in self.levels[:levels]:
             role, o, i, j = self._names(lv.k)
@@ -227,16 +226,17 @@ class LineTree:
                 relay = (If(eq(P(i), 0), self._colour(lv.k, o, lambda c: RecvAddSend(c0, c, buf)),
                             self._colour(lv.k, o, lambda c: RecvAddSend(c1, c, buf))),)
                 root1 = self._colour(lv.k, i, lambda c: RecvAdd(c, buf))
-                root2 = (self._colour(lv.k, j, lambda c: Recv(c, scr, id=t))
-                         + self._colour(lv.k, i, lambda c: RecvAdd(c, buf)) + (Wait(t), Add(buf, buf, scr)))
+                # both sides through the one ramp (2n wavelets either way): the longer side first, then the
+                # shorter one, whose stream waits in the fabric meanwhile — no join, no task switch
+                root2 = (self._colour(lv.k, i, lambda c: RecvAdd(c, buf))
+                         + self._colour(lv.k, j, lambda c: RecvAdd(c, buf)))
             else:
                 comb = _combiner(combine)
                 relay = (self._colour(lv.k, i, lambda c: Recv(c, scr)) + comb(buf, scr)
                          + self._colour(lv.k, o, lambda c: Send(c, buf)))
                 root1 = self._colour(lv.k, i, lambda c: Recv(c, scr)) + comb(buf, scr)
-                root2 = (self._colour(lv.k, j, lambda c: Recv(c, scr, id=t))
-                         + self._colour(lv.k, i, lambda c: Recv(c, scr2)) + (Wait(t),)
-                         + comb(buf, scr2) + comb(buf, scr))
+                root2 = (self._colour(lv.k, i, lambda c: Recv(c, scr)) + comb(buf, scr)
+                         + self._colour(lv.k, j, lambda c: Recv(c, scr)) + comb(buf, scr))
             code.append(If(eq(P(role), L.ROLE_RELAY), relay))
             code.append(If(eq(P(role), L.ROLE_ROOT1), root1))
             code.append(If(eq(P(role), L.ROLE_ROOT2), root2))

@@ -23,8 +23,8 @@ One launch function (``simulator.Device``), ``step(pos, mode, tok_in)``:
 Per layer (op numbers of method §3.4): 1 RMSNorm (Σx² allreduce along Y), 2 Q/K/V as one fused local GEMV
 (natural blocks, one allreduce along Y, biases after it), 3 RoPE (cos/sin of pos·inv_freq for the
 column's pairs, computed once per launch), 4 the KV append with the shift of `meshgemm.kv_cache` (ring slot
-t mod capacity; shifting rows copy their oldest entry out, send it north asynchronously and receive the one
-from below), 5 scores against the row's cached K (feature-major, two ring runs) summed within each KV
+t mod capacity; shifting rows copy their oldest entry out, send it north and receive the one from below,
+in an order by row parity that never lets two neighbours wait on each other), 5 scores against the row's cached K (feature-major, two ring runs) summed within each KV
 group's columns, 6 softmax (max and sum allreduces along Y, fp32), 7 p·V (allreduce along Y), 8 O
 projection on W_O transposed in block position (allreduce along X), 9 residual, 10 RMSNorm, 11 gate/up
 (fused, along Y), 12 SiLU ⊙ up, 13 down (transposed, along X), 14 residual. Partial products and every
@@ -51,7 +51,7 @@ from simulator.body import Body
 from simulator.expr import Const, Expr, ExprLike, Load, Param, Var, X, Y, as_expr, eq, evaluate, max_, min_, select
 from simulator.instructions import (Add, Copy, Exp, Fill, Fmac, Max, Mul, Recv, Ref, Rsqrt, Scale, Send, Silu)
 from simulator.program import MeshProgram, Port
-from simulator.statements import Assign, If, Loop, Store, Timestamp, Wait
+from simulator.statements import Assign, If, Loop, Store, Timestamp
 
 from meshgemm.decode_collectives import LineTree
 from meshgemm.model_layout import DecodeLayout, ModelDims
@@ -596,25 +596,25 @@ class _Code:
         if P_y > 1:
             c0, c1 = self.col.shift
             ss, rs = V("ssl"), V("rsl")
-            snd = lambda c: (Send(c, self.R("shout", 0, kvx * 2), id="sh"),)  # noqa: E731
+            snd = lambda c: (Send(c, self.R("shout", 0, kvx * 2)),)  # noqa: E731
             rcv = lambda c: (Recv(c, self.R("shin", 0, kvx * 2)),)  # noqa: E731
-            moves = [
-                If(eq(P("shs"), 0), (), (If(sends, (
-                    Assign("ssl", oldest(ly) % cap),
-                    Copy(self.R("shout", 0, kvx), Ref("kc", kb + ss, kvx, cap)),
-                    Copy(self.R("shout", kvx, kvx), self.R("vc", vb + ss * kvx, kvx)),
-                    If(eq(P("shs"), 1), snd(c0), snd(c1)))),)),
-                If(eq(P("shr"), 0), (), (If(recvs, (
-                    Assign("rsl", oldest(ly + 1) % cap),
-                    If(eq(P("shr"), 1), rcv(c0), rcv(c1)),
-                    Copy(Ref("kc", kb + rs, kvx, cap), self.R("shin", 0, kvx)),
-                    Copy(self.R("vc", vb + rs * kvx, kvx), self.R("shin", kvx, kvx)))),)),
-            ]
+            copy_out = If(eq(P("shs"), 0), (), (If(sends, (
+                Assign("ssl", oldest(ly) % cap),
+                Copy(self.R("shout", 0, kvx), Ref("kc", kb + ss, kvx, cap)),
+                Copy(self.R("shout", kvx, kvx), self.R("vc", vb + ss * kvx, kvx)))),))
+            send = If(eq(P("shs"), 0), (), (If(sends, (If(eq(P("shs"), 1), snd(c0), snd(c1)),)),))
+            recv = If(eq(P("shr"), 0), (), (If(recvs, (
+                Assign("rsl", oldest(ly + 1) % cap),
+                If(eq(P("shr"), 1), rcv(c0), rcv(c1)),
+                Copy(Ref("kc", kb + rs, kvx, cap), self.R("shin", 0, kvx)),
+                Copy(self.R("vc", vb + rs * kvx, kvx), self.R("shin", kvx, kvx)))),))
+            # synchronous, ordered by row parity so no two neighbours wait on each other: even rows send,
+            # then receive; odd rows receive (their lower neighbour sends first), then send
+            moves = [copy_out, If(eq(P("shs"), 2), (recv, send), (send, recv))]
         ns = n % cap
         write = If(eq(ly, V("wrow")), (Copy(Ref("kc", kb + ns, kvx, cap), self.R("qkr", qx, kvx)),
                                         Copy(self.R("vc", vb + ns * kvx, kvx), self.R("qkv", qx + kvx, kvx))))
-        tail = (Wait("sh"),) if P_y > 1 else ()
-        return tuple(setup) + (If(kvx > 0, tuple(moves) + (write,) + tail),)
+        return tuple(setup) + (If(kvx > 0, tuple(moves) + (write,)),)
 
     def attention(self) -> tuple:
         V = Var
