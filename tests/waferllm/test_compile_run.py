@@ -151,6 +151,33 @@ def test_device_prefill_then_decode_equals_transformers(bundles, tiny_model, cas
     assert float(np.abs(out["logits"] - logits).max()) <= 1e-4
 
 
+def test_prompt_text_through_the_bundled_tokenizer(tmp_path, tiny_model):
+    """A model directory with a tokenizer: compile copies it into the bundle, ``--prompt`` tokenises the text
+    and the output decodes the generated ids."""
+    import shutil
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    d, model = tiny_model("llama_mqa_bias")
+    src = tmp_path / "model"
+    shutil.copytree(d, src)
+    vocab = {"[UNK]": 0, **{f"w{i}": i for i in range(1, 97)}}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]").save_pretrained(src)
+    out = tmp_path / "b"
+    compile_bundle(CompileRequest(model=str(src), context=20, dtype="fp32", decode_grid=(4, 5), prefill_grid=(4, 5),
+                                  out=out))
+    r = CliRunner().invoke(main, ["run", str(out), "--prompt", "w3 w17 w42", "--max-new-tokens", "4", "--json",
+                                  "--prefill", "host"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    tokens, _ = hf_generate(model, [3, 17, 42], 4)
+    assert res["prompt_ids"] == [3, 17, 42] and res["tokens"] == tokens
+    assert res["text"].split() == [f"w{t}" if t else "[UNK]" for t in tokens]
+
+
 def test_full_cache_stops_and_keeps_the_tokens(tmp_path, tiny_model):
     d, model = tiny_model("llama_gqa")
     out = tmp_path / "b"
