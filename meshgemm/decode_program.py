@@ -825,6 +825,8 @@ def build_decode_program(cfg: DecodeConfig, spec: HardwareSpec, y_groups: int | 
     stages = cfg.stages
     n_st = len(stages)
     gy = y_groups or choose_groups(p_y)
+    if y_groups is None and gy > 1 and 3 + 3 + (1 if p_y > 1 else 0) > len(spec.usable_input_queues):
+        gy = 1  # WSE-3's 6 input queues: a one-chain Y tree receives on 2 colours per PE, not 3
     gx = x_groups or choose_groups(p_x, sz.n_kv if sz.score_mode == "groups" else None)
     if sz.score_mode == "groups" and gx != sz.n_kv:
         raise InputError(f"the X tree's level-0 groups must be the {sz.n_kv} KV groups, got {gx}")

@@ -245,6 +245,7 @@ def compile_bundle(req: CompileRequest, progress: Progress | None = None) -> dic
     if progress:
         progress(f"building the decode program ({len(st.stages)} stage{'s' if len(st.stages) > 1 else ''})")
     prog = build_decode_program(cfg, spec)
+    _check_resources(prog, spec)
     images = None
     shard_dtype = None
     if has_weights:
@@ -302,6 +303,22 @@ def compile_bundle(req: CompileRequest, progress: Progress | None = None) -> dic
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return doc
+
+
+def _check_resources(prog, spec: HardwareSpec) -> None:
+    """Task IDs and input/output queues of every body, as the simulator binds them when it loads the
+    program: a program the target cannot run fails at compile time, with the numbers."""
+    from simulator import resources
+
+    p = prog.program
+    p.finalize()
+    used = sorted({int(b) for b in p.pe_blocks().tolist() if b >= 0})
+    blocks = [p.blocks[b] for b in used]
+    where = {}
+    for pl in p.placements:
+        for pe, b in zip(pl.pes.tolist(), pl.block_of_pe.tolist()):
+            where.setdefault(int(b), pe)
+    resources.allocate(blocks, spec, lambda b: f"PE {p._xy(where[b.index])}")
 
 
 def decode_program_doc(prog, st: StagePlan) -> dict:

@@ -33,17 +33,19 @@ def hf_generate(model, prompt, n):
     return out.sequences[0, len(prompt):].tolist(), torch.stack(out.logits)[:, 0].float().numpy()
 
 
-def small_hardware(tmp: Path, name: str, sram_kb: int, regions_per_row: int, grid: tuple[int, int]) -> str:
-    """A WSE-2 with less SRAM per PE (so a tiny model needs several regions) and room for
+def small_hardware(tmp: Path, name: str, sram_kb: int, regions_per_row: int, grid: tuple[int, int],
+                   base: str = "wse2") -> str:
+    """A WSE-2 (or WSE-3) with less SRAM per PE (so a tiny model needs several regions) and room for
     ``regions_per_row`` regions side by side (1: stages stack vertically, hand-offs go south)."""
     p = tmp / f"{name}.toml"
-    p.write_text(f'base = "wse2"\nname = "{name}"\nsram_bytes = {sram_kb * 1024}\n'
+    p.write_text(f'base = "{base}"\nname = "{name}"\nsram_bytes = {sram_kb * 1024}\n'
                  f'mesh_width = {grid[1] * regions_per_row}\nmesh_height = {grid[0] * 8}\n')
     return str(p)
 
 
-# (model, decode grid, hardware: None = wse2, or (SRAM KB, regions per row), context)
+# (model, decode grid, hardware: None = wse2, or (SRAM KB, regions per row[, base]), context)
 CASES = {
+    "llama_gqa-wse3-south": ("llama_gqa", (4, 4), (32, 1, "wse3"), 40),  # 6 input queues: a one-chain Y tree
     "llama_gqa-south": ("llama_gqa", (4, 4), (32, 1), 40),
     "llama_mha-east-nonsquare": ("llama_mha", (5, 3), (32, 4), 40),
     "llama_mqa_bias": ("llama_mqa_bias", (4, 5), None, 40),
@@ -62,7 +64,7 @@ def bundles(tmp_path_factory, tiny_model):
             name, grid, hw, ctx = CASES[case]
             d, _ = tiny_model(name)
             tmp = tmp_path_factory.mktemp(case)
-            hardware = "wse2" if hw is None else small_hardware(tmp, f"small{hw[0]}", hw[0], hw[1], grid)
+            hardware = "wse2" if hw is None else small_hardware(tmp, f"small{hw[0]}", hw[0], hw[1], grid, *hw[2:])
             out = tmp / "bundle"
             compile_bundle(CompileRequest(model=str(d), hardware=hardware, context=ctx, dtype="fp32",
                                           decode_grid=grid, prefill_grid=grid, out=out))
