@@ -38,7 +38,7 @@ from plmr.errors import InputError
 from plmr.primitives import balanced_split
 from simulator.body import Body
 from simulator.expr import Const, Expr, ExprLike, Load, Param, as_expr, eq, evaluate, logical_not, min_, select
-from simulator.instructions import Add, Copy, Max, Recv, RecvAdd, RecvAddSend, Ref, Send
+from simulator.instructions import Copy, Max, Recv, RecvAdd, RecvAddSend, Ref, Send
 from simulator.program import MeshProgram
 from simulator.statements import If
 
@@ -220,7 +220,6 @@ class LineTree:
             role, o, i, j = self._names(lv.k)
             c0, c1 = self.colours[2 * lv.k], self.colours[2 * lv.k + 1]
             P = Param
-            t = f"{self.prefix}{tag}{lv.k}"
             code.append(If(eq(P(role), L.ROLE_SEND), self._colour(lv.k, o, lambda c: Send(c, buf))))
             if combine == "sum":
                 relay = (If(eq(P(i), 0), self._colour(lv.k, o, lambda c: RecvAddSend(c0, c, buf)),

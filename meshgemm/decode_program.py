@@ -24,16 +24,17 @@ Per layer (op numbers of method §3.4): 1 RMSNorm (Σx² allreduce along Y), 2 Q
 (natural blocks, one allreduce along Y, biases after it), 3 RoPE (cos/sin of pos·inv_freq for the
 column's pairs, computed once per launch), 4 the KV append with the shift of `meshgemm.kv_cache` (ring slot
 t mod capacity; shifting rows copy their oldest entry out, send it north and receive the one from below,
-in an order by row parity that never lets two neighbours wait on each other), 5 scores against the row's cached K (feature-major, two ring runs) summed within each KV
-group's columns, 6 softmax (max and sum allreduces along Y, fp32), 7 p·V (allreduce along Y), 8 O
+in an order by row parity that never lets two neighbours wait on each other), 5 scores against the row's
+cached K (feature-major, two ring runs) summed within each KV group's columns, 6 softmax (max and sum allreduces along Y, fp32), 7 p·V (allreduce along Y), 8 O
 projection on W_O transposed in block position (allreduce along X), 9 residual, 10 RMSNorm, 11 gate/up
 (fused, along Y), 12 SiLU ⊙ up, 13 down (transposed, along X), 14 residual. Partial products and every
 reduction are fp32; results are rounded to the model dtype where `meshgemm.block_dataflow` rounds them.
 
-Reductions (docs/DESIGN.md, "decode program"): the Y tree is one chain into the middle row (K = 1); the X
-tree's level-0 groups are the KV groups' column ranges (K = 2 over them), so the score allreduce is level 0
-plus a group broadcast. That keeps every PE within the 7 input queues of WSE-2 with the KV shift and a
-hand-off: a two-level Y tree would need a ninth.
+Reductions (docs/DESIGN.md, "The decode program on the simulated wafer"): one `LineTree` per axis, K = 2
+with one-sided level-0 groups (≈ √P_y rows; the X tree's groups are the KV groups' column ranges, so the
+score allreduce is level 0 plus a group broadcast). A PE then receives on at most 7 colours with the KV
+shift and a hand-off (WSE-2's input queues); with 6 (WSE-3) the Y tree is one chain into the middle row.
+The program has no ``Wait``: no continuation or join tasks.
 """
 
 from __future__ import annotations
@@ -46,10 +47,9 @@ import numpy as np
 
 from plmr.errors import InputError
 from plmr.hardware import HardwareSpec
-from plmr.primitives import balanced_split
 from simulator.body import Body
 from simulator.expr import Const, Expr, ExprLike, Load, Param, Var, X, Y, as_expr, eq, evaluate, max_, min_, select
-from simulator.instructions import (Add, Copy, Exp, Fill, Fmac, Max, Mul, Recv, Ref, Rsqrt, Scale, Send, Silu)
+from simulator.instructions import Add, Copy, Exp, Fill, Fmac, Mul, Recv, Ref, Rsqrt, Scale, Send, Silu
 from simulator.program import MeshProgram, Port
 from simulator.statements import Assign, If, Loop, Store, Timestamp
 
@@ -472,11 +472,10 @@ class _Code:
                                       Load(x, V("i"))),)))
 
     def layer(self) -> tuple:
-        V, P = Var, Param
-        sz, st, m = self.sz, self.st, self.m
+        V = Var
+        st, m = self.st, self.m
         l = V("l")
-        ey, qx, kvx, qkvn, w, npair, fx = V("ey"), V("qx"), V("kvx"), V("qkvn"), V("w"), V("np"), V("fx")
-        cap = self.cfg.capacity
+        ey, qx, qkvn, w, npair, fx = V("ey"), V("qx"), V("qkvn"), V("w"), V("np"), V("fx")
         code: list = []
         # 1 RMSNorm
         code += self.rmsnorm("x", self.R("gin", l * st["g"], ey), "a", "n1") + self.stamp("rmsnorm")
@@ -574,8 +573,8 @@ class _Code:
 
     def kv_append(self) -> tuple:
         """Append token ``pos`` (method §8 via meshgemm.kv_cache): the write row stores the new k and v in
-        slot pos mod capacity; each shifting row copies out its oldest entry, sends it north
-        (asynchronously), and the row above receives it into the same slot."""
+        slot pos mod capacity; each shifting row copies out its oldest entry and sends it north, the row above
+        receives it into the same slot (even rows send first, odd rows receive first)."""
         V, P = Var, Param
         sz, st, cap = self.sz, self.st, self.cfg.capacity
         P_y = sz.p_y
