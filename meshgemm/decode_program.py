@@ -129,38 +129,6 @@ def snake_origins(spec: HardwareSpec, grid: tuple[int, int], count: int) -> list
     return out
 
 
-def _loop(count: ExprLike, var: str, body: tuple) -> tuple:
-    """``Loop`` whose count is a variable or a constant: a count expression is first assigned to
-    ``_n_<var>`` (the simulator keeps a computed count in a temporary register the body reuses). Returns
-    the statements as a tuple to splice."""
-    count = as_expr(count)
-    if isinstance(count, (Var, Const)):
-        return Loop(count, var, tuple(body))
-    return _Seq((Assign(f"_n_{var}", count), Loop(Var(f"_n_{var}"), var, tuple(body))))
-
-
-class _Seq(tuple):
-    """Statements to splice where one statement is expected (``_flat`` expands them)."""
-
-
-def _flat(code) -> tuple:
-    out = []
-    for st in code:
-        if isinstance(st, _Seq):
-            out.extend(_flat(st))
-        elif isinstance(st, (If, Loop)):
-            out.append(_unseq(st))
-        else:
-            out.append(st)
-    return tuple(out)
-
-
-def _unseq(st):
-    if isinstance(st, If):
-        return If(st.cond, _flat(st.then), _flat(st.orelse))
-    return Loop(st.count, st.var, _flat(st.body))
-
-
 # ---- per-PE sizes as expressions of the region-local coordinates ------------------------------------------
 def _bal(total: int, parts: int, i: ExprLike) -> Expr:
     return Const(total // parts) + (as_expr(i) < total % parts)
@@ -443,7 +411,7 @@ class _Code:
                 Store("cs", V("i"), select(eq(qd, 0), c, select(eq(qd, 1), -s, select(eq(qd, 2), -c, s)))),
                 Store("sn", V("i"), select(eq(qd, 0), s, select(eq(qd, 1), c, select(eq(qd, 2), -s, -c)))),
                 Store("nsn", V("i"), -Load("sn", V("i"))))
-        return (Scale(self.R("ang", 0, V("np")), self.R("invf", 0, V("np")), V("pos")), _loop(V("np"), "i", body))
+        return (Scale(self.R("ang", 0, V("np")), self.R("invf", 0, V("np")), V("pos")), Loop(V("np"), "i", body))
 
     # -- ops -----------------------------------------------------------------------------------------------
     def rmsnorm(self, src: str, gamma: Ref, dst: str, tag: str) -> tuple:
@@ -455,7 +423,7 @@ class _Code:
         if self.dt != F32:
             code.append(Copy(self.R("x32", 0, ey), self.R(src, 0, ey)))
             x32 = "x32"
-        code += [Assign("acc", 0.0), _loop(ey, "i", (Assign("acc", V("acc") + Load(x32, V("i")) * Load(x32, V("i"))),)),
+        code += [Assign("acc", 0.0), Loop(ey, "i", (Assign("acc", V("acc") + Load(x32, V("i")) * Load(x32, V("i"))),)),
                  Store("nr", 0, V("acc"))]
         code += self.allreduce_y("nr", 1, tag=tag)
         code += [Store("nr", 1, Load("nr", 0) / float(self.m.hidden_size) + float(self.m.rms_norm_eps)),
@@ -468,7 +436,7 @@ class _Code:
         """acc[0:n] = Σ_i w[wbase + i·n : +n] · x[i] over ``rows`` rows (fp32 accumulator)."""
         V = Var
         return (Fill(self.R(acc, 0, n), 0.0),
-                _loop(rows, "i", (Fmac(self.R(acc, 0, n), self.R(acc, 0, n), self.R(w, wbase + V("i") * n, n),
+                Loop(rows, "i", (Fmac(self.R(acc, 0, n), self.R(acc, 0, n), self.R(w, wbase + V("i") * n, n),
                                       Load(x, V("i"))),)))
 
     def layer(self) -> tuple:
@@ -490,7 +458,7 @@ class _Code:
         c = V("c")
         o1, o2 = c * w, c * w + npair
         code.append(Copy(self.R("qkr", 0, qkvn), self.R("qkv", 0, qkvn)))
-        code.append(_loop(V("nhc") + V("nkvc"), "c", (
+        code.append(Loop(V("nhc") + V("nkvc"), "c", (
             Mul(self.R("t1", 0, npair), self.R("qkv", o1, npair), self.R("cs", 0, npair)),
             Mul(self.R("t2", 0, npair), self.R("qkv", o2, npair), self.R("nsn", 0, npair)),
             Add(self.R("qkr", o1, npair), self.R("t1", 0, npair), self.R("t2", 0, npair)),
@@ -628,7 +596,7 @@ class _Code:
         row = lambda run_off: kb + (kvoff + f) * cap + run_off  # noqa: E731
         q = Load("qkr", h * w + f)
         code += [Fill(self.R("sc", 0, nhs * S), 0.0),
-                 _loop(nhc, "h", (_loop(w, "f", (
+                 Loop(nhc, "h", (Loop(w, "f", (
                      Fmac(self.R("sc", h * S, len0), self.R("sc", h * S, len0), self.R("kc", row(s0), len0), q),
                      If(len1 > 0, (Fmac(self.R("sc", h * S + len0, len1), self.R("sc", h * S + len0, len1),
                                         self.R("kc", row(0), len1), q),)))),))]
@@ -640,24 +608,24 @@ class _Code:
         code.append(Scale(self.R("sc", 0, n_sc), self.R("sc", 0, n_sc), float(self.m.head_dim) ** -0.5))
         code += self.stamp("scores")
         # 6 softmax: local max, max along Y, exp(s - m), local sum, sum along Y, divide
-        code += [_loop(nhs, "h", (Assign("acc", -math.inf),
-                                 _loop(S, "t", (Assign("acc", max_(V("acc"), Load("sc", h * S + t))),)),
+        code += [Loop(nhs, "h", (Assign("acc", -math.inf),
+                                 Loop(S, "t", (Assign("acc", max_(V("acc"), Load("sc", h * S + t))),)),
                                  Store("mx", h, V("acc"))))]
         code += self.allreduce_y("mx", nhs, combine="max", tag="m")
-        code += [_loop(nhs, "h", (Fmac(self.R("sc", h * S, S), self.R("sc", h * S, S), Ref("mx", h, S, 0), -1.0),)),
+        code += [Loop(nhs, "h", (Fmac(self.R("sc", h * S, S), self.R("sc", h * S, S), Ref("mx", h, S, 0), -1.0),)),
                  Exp(self.R("sc", 0, n_sc), self.R("sc", 0, n_sc)),
-                 _loop(nhs, "h", (Assign("acc", 0.0), _loop(S, "t", (Assign("acc", V("acc") + Load("sc", h * S + t)),)),
+                 Loop(nhs, "h", (Assign("acc", 0.0), Loop(S, "t", (Assign("acc", V("acc") + Load("sc", h * S + t)),)),
                                  Store("sm", h, V("acc"))))]
         code += self.allreduce_y("sm", nhs, tag="s")
-        code += [_loop(nhs, "h", (Scale(self.R("pr", h * S, S), self.R("sc", h * S, S), 1.0 / Load("sm", h)),))]
+        code += [Loop(nhs, "h", (Scale(self.R("pr", h * S, S), self.R("sc", h * S, S), 1.0 / Load("sm", h)),))]
         code += self.stamp("softmax")
         # 7 p·V: per head, one FMAC per cached token (two ring runs), allreduce along Y
         vrow = lambda slot: vb + slot * kvx + kvoff  # noqa: E731
         code += [Fill(self.R("o32", 0, qx), 0.0),
-                 _loop(nhc, "h", (
-                     _loop(len0, "t", (Fmac(self.R("o32", h * w, w), self.R("o32", h * w, w), self.R("vc", vrow(s0 + t), w),
+                 Loop(nhc, "h", (
+                     Loop(len0, "t", (Fmac(self.R("o32", h * w, w), self.R("o32", h * w, w), self.R("vc", vrow(s0 + t), w),
                                            Load("pr", h * S + t)),)),
-                     _loop(len1, "t", (Fmac(self.R("o32", h * w, w), self.R("o32", h * w, w), self.R("vc", vrow(t), w),
+                     Loop(len1, "t", (Fmac(self.R("o32", h * w, w), self.R("o32", h * w, w), self.R("vc", vrow(t), w),
                                            Load("pr", h * S + len0 + t)),))))]
         code.append(If(qx > 0, self.allreduce_y("o32", qx, tag="p")))
         code.append(Copy(self.R("o", 0, qx), self.R("o32", 0, qx)))
@@ -674,14 +642,14 @@ class _Code:
         code = list(self.rmsnorm("x", self.R("fnorm", 0, ey), "fn", "nf"))
         if self.m.tie_word_embeddings:
             code += [Fill(self.R("lg32", 0, vx), 0.0),
-                     _loop(ey, "i", (Fmac(self.R("lg32", 0, vx), self.R("lg32", 0, vx), Ref("emb", V("i"), vx, sz.EYM),
+                     Loop(ey, "i", (Fmac(self.R("lg32", 0, vx), self.R("lg32", 0, vx), Ref("emb", V("i"), vx, sz.EYM),
                                          Load("fn", V("i"))),))]
         else:
             code += self.gemv("lg32", vx, "wlm", 0, ey, "fn")
         code += self.allreduce_y("lg32", vx, tag="l")
         code += [Copy(self.R("lg", 0, vx), self.R("lg32", 0, vx)),
                  Assign("acc", -math.inf), Assign("bi", 0),
-                 _loop(vx, "i", (If(Load("lg", V("i")) > V("acc"), (Assign("acc", Load("lg", V("i"))),
+                 Loop(vx, "i", (If(Load("lg", V("i")) > V("acc"), (Assign("acc", Load("lg", V("i"))),
                                                                    Assign("bi", V("i")))),)),
                  Store("am", 0, V("acc")), Store("am", 1, V("v0") + V("bi"))]
         code += self.allreduce_x("am", 2, combine="argmax", tag="a")
@@ -759,7 +727,7 @@ class _Code:
         multi = len(self.cfg.stages) > 1
         first, last = eq(P("first"), 1), eq(P("last"), 1)
         mode = V("mode")
-        layers = (_loop(P("nl"), "l", self.layer()),)
+        layers = (Loop(P("nl"), "l", self.layer()),)
         hin = (If(eq(P("hmode"), 0), (), self.handoff_in()),)
         if self.cfg.layers_only:
             step = self.setup() + (If(eq(mode, 0), self.rope_tables() + hin + layers + (If(last, (), self.handoff_out()),)),)
@@ -797,9 +765,7 @@ def build_body(cfg: DecodeConfig, sz: Sizes, ty: LineTree, tx: LineTree, col: Co
             b.var(v, "f32")
     code = _Code(cfg, sz, ty, tx, col, st)
     fns = code.functions()
-    for v in ("i", "c", "h", "f", "t", "l"):
-        b.var(f"_n_{v}", "i32")
-    b.function(STEP, _flat(fns[STEP]), args=("pos", "mode", "tok_in"))
+    b.function(STEP, fns[STEP], args=("pos", "mode", "tok_in"))
     return b, st
 
 

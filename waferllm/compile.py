@@ -265,7 +265,6 @@ def compile_bundle(req: CompileRequest, progress: Progress | None = None) -> dic
                     "files": [f"weights/stage{s.index}.safetensors" for s in st.stages] if has_weights else []},
         "decode_program": decode_program_doc(prog, st),
         "plan": plan.to_dict(),
-        "prefill": "host",
         "notes": st.notes,
     }
     parent = out.resolve().parent
