@@ -214,6 +214,14 @@ from waferllm.report_cli import report  # noqa: E402
 
 main.add_command(report)
 
+from waferllm.compile_cli import compile_cmd  # noqa: E402
+
+main.add_command(compile_cmd)
+
+from waferllm.run_cli import run_cmd  # noqa: E402
+
+main.add_command(run_cmd)
+
 
 def run() -> None:  # pragma: no cover - console entry for `python -m waferllm`
     main(prog_name="waferllm")

@@ -1,0 +1,179 @@
+"""Decode benchmarks on the simulator, timing-only (docs/BENCHMARKS.md "Decode on the simulated wafer").
+
+    python benchmarks/bench_decode.py layer [--grid 420] [--context 4096] [--model llama3-8b]
+    python benchmarks/bench_decode.py token BUNDLE [--context 4096]
+    python benchmarks/bench_decode.py fp16 [--write]            # fp16 divergence on the tiny models
+
+``layer``: one decode layer of the model on one region (no embedding, LM head or hand-off), the KV cache
+holding ``context`` tokens: build, lowering and simulation wall times, simulated cycles, the per-op cycles
+at the X tree's root PE of row 0 (timestamps), next to the plmr prediction for the same trees and the
+paper's estimate. ``token``: one whole decode token of a compiled bundle (every stage's layers, the
+hand-offs, the LM head, argmax and the next embedding, the token's return), KV at ``context``.
+Peak memory: the process's maximum resident set size (``resource.getrusage``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+#: The paper's per-layer decode estimate for LLaMA3-8B on WSE-2 (calibration-targets.md; method §9's
+#: tokens/s × layers back to cycles at 1.1 GHz).
+PAPER_LAYER_CYCLES = 12_700
+
+
+def rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def plmr_layer(model, grid, context, ty, tx, dtype="fp16") -> tuple[float, dict]:
+    """The planner's per-layer decode cycles for the program's trees (K and level-0 group counts)."""
+    from plmr.hardware import WSE2
+    from plmr.transformer import TreeChoice
+    from waferllm.planner import PlanRequest, decode_cost
+
+    req = PlanRequest(hardware=WSE2, dtype=dtype, context=context, input_len=min(context, 4096))
+    one = dataclasses.replace(model, num_layers=1, sliding_window_layers=())
+    tyc = TreeChoice(ty.k, (ty.groups0,) if ty.k > 1 else ())
+    txc = TreeChoice(tx.k, (tx.groups0,) if tx.k > 1 else ())
+    per_layer, _, parts = decode_cost(one, req, grid, tyc, txc)
+    return per_layer, {k: int(round(v)) for k, v in parts.items() if k.startswith("layer.")}
+
+
+def bench_layer(args) -> dict:
+    from meshgemm.decode_program import DecodeConfig, DecodeStage, build_decode_program
+    from meshgemm.decode_runtime import DecodeRuntime
+    from plmr.hardware import WSE2
+    from waferllm.catalog import load_catalog_model
+
+    model = load_catalog_model(args.model)
+    one = dataclasses.replace(model, num_layers=1, sliding_window_layers=())
+    grid = args.grid
+    cap = -(-args.context // grid[0])
+    cfg = DecodeConfig(one, grid, (DecodeStage(0, 0, 0, (0, 0)),), cap, "fp16", timestamps=True, layers_only=True)
+    t0 = time.perf_counter()
+    prog = build_decode_program(cfg, WSE2)
+    t1 = time.perf_counter()
+    rt = DecodeRuntime(prog, mode="timing")
+    t2 = time.perf_counter()
+    rt.length = args.context - 1  # the step appends token context-1: the cache then holds ``context`` tokens
+    r = rt.step()
+    t3 = time.perf_counter()
+    ops, prev = {}, 0
+    for _, _, label, c in r.result.timestamps:
+        ops[label] = ops.get(label, 0) + c - prev
+        prev = c
+    pred, parts = plmr_layer(model, grid, args.context, prog.tree_y, prog.tree_x)
+    return {"bench": "layer", "model": args.model, "grid": list(grid), "context": args.context,
+            "cycles": int(r.cycles), "plmr_cycles": int(round(pred)), "paper_cycles": PAPER_LAYER_CYCLES,
+            "ops": ops, "plmr_parts": parts, "trees": {"y": [prog.tree_y.k, prog.tree_y.groups0],
+                                                        "x": [prog.tree_x.k, prog.tree_x.groups0]},
+            "build_s": round(t1 - t0, 2), "lower_s": round(t2 - t1, 2), "simulate_s": round(t3 - t2, 2),
+            "wall_s": round(t3 - t0, 2), "wavelet_moves": int(r.result.stats["wavelet_moves"]),
+            "stats": prog.program.stats(), "peak_rss_gb": round(rss_gb(), 2)}
+
+
+def bench_token(args) -> dict:
+    from meshgemm.decode_program import build_decode_program
+    from meshgemm.decode_runtime import DecodeRuntime
+    from waferllm.compile import open_bundle
+
+    b = open_bundle(args.bundle)
+    t0 = time.perf_counter()
+    prog = build_decode_program(b.decode_config(timestamps=False), b.hardware)
+    t1 = time.perf_counter()
+    rt = DecodeRuntime(prog, mode="timing")
+    t2 = time.perf_counter()
+    rt.length = args.context - 1
+    r = rt.step()
+    t3 = time.perf_counter()
+    pred = b.doc["plan"]["decode"]["cycles_per_token"]
+    cfg = prog.config
+    return {"bench": "token", "model": b.doc["model"], "grid": list(cfg.grid), "stages": len(cfg.stages),
+            "layers_per_stage": [s.num_layers for s in cfg.stages], "context": args.context,
+            "cycles": int(r.cycles), "cycles_per_layer": int(r.cycles) / b.model.num_layers,
+            "plmr_cycles_per_token": pred, "build_s": round(t1 - t0, 2), "lower_s": round(t2 - t1, 2),
+            "simulate_s": round(t3 - t2, 2), "wall_s": round(t3 - t0, 2),
+            "wavelet_moves": int(r.result.stats["wavelet_moves"]), "stats": prog.program.stats(),
+            "peak_rss_gb": round(rss_gb(), 2)}
+
+
+def bench_fp16(args) -> dict:
+    """Greedy tokens and logit errors of the decode program in fp32 and fp16 against transformers fp32
+    (16 new tokens, the tiny models of tests/conftest.py, host prefill, 4x4 or 3x4 regions)."""
+    import tempfile
+
+    import numpy as np
+    import torch  # noqa: F401  (transformers' generate)
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from conftest import TINY_MODELS, build_tiny_model
+    from waferllm.compile import CompileRequest, compile_bundle
+    from waferllm.run import RunRequest, run_bundle
+
+    prompt = [3, 17, 42, 5, 88, 61, 29]
+    rows = []
+    for name in TINY_MODELS:
+        with tempfile.TemporaryDirectory() as tmp:
+            d = Path(tmp) / name
+            model = build_tiny_model(d, name)
+            ids = torch.tensor([prompt])
+            with torch.no_grad():
+                out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=16, min_new_tokens=16,
+                                     do_sample=False, output_logits=True, return_dict_in_generate=True,
+                                     pad_token_id=0)
+            want = out.sequences[0, len(prompt):].tolist()
+            logits = torch.stack(out.logits)[:, 0].float().numpy()
+            grid = (3, 4) if name in ("llama3_rope", "mistral_window") else (4, 4)
+            compile_bundle(CompileRequest(model=str(d), context=40, dtype="fp32", decode_grid=grid, prefill_grid=grid,
+                                          out=Path(tmp) / "b"))
+            row = {"model": name, "max_abs_logit": float(np.abs(logits).max())}
+            for dt in ("fp32", "fp16"):
+                r = run_bundle(RunRequest(bundle=str(Path(tmp) / "b"), prompt_ids=prompt, max_new_tokens=16,
+                                          dtype=dt, keep_logits=True))
+                same = 0
+                for a, b in zip(r["tokens"], want):
+                    if a != b:
+                        break
+                    same += 1
+                err = float(np.abs(r["logits"][:max(same, 1)] - logits[:max(same, 1)]).max())
+                row[dt] = {"equal_leading_tokens": same, "max_abs_logit_error": err}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return {"bench": "fp16", "rows": rows}
+
+
+def main() -> None:
+    from waferllm.grids import parse_grid
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="what", required=True)
+    a = sub.add_parser("layer")
+    a.add_argument("--grid", default="420")
+    a.add_argument("--context", type=int, default=4096)
+    a.add_argument("--model", default="llama3-8b")
+    t = sub.add_parser("token")
+    t.add_argument("bundle")
+    t.add_argument("--context", type=int, default=4096)
+    sub.add_parser("fp16")
+    args = ap.parse_args()
+    if args.what == "layer":
+        args.grid = parse_grid(args.grid, "grid")
+        out = bench_layer(args)
+    elif args.what == "token":
+        out = bench_token(args)
+    else:
+        out = bench_fp16(args)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""meshgemm.decode_program on the simulator, op by op against the block model (meshgemm.block_dataflow):
+every intermediate of every layer on every PE (normed input, q, k, v before and after RoPE, the KV cache
+after the append and shift, attention probabilities and output, O projection, residuals, gate, up, SiLU⊙up,
+down), the next token and its embedding, over several steps on two stages (one layer each, a hand-off
+going south). Also: the per-PE size rules equal the layout's on every column and row; the shift-based
+cache with a sliding window wraps its ring and drops the oldest entries as the rule says; every PE receives
+on at most the target's input queues; parameter sets and bodies stay bounded as the grid grows."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from meshgemm.block_dataflow import DecodeDataflow
+from meshgemm.decode_program import DecodeConfig, DecodeStage, Sizes, build_decode_program, snake_origins
+from meshgemm.decode_runtime import DecodeRuntime
+from meshgemm.kv_cache import KVCacheFull
+from meshgemm.model_layout import DecodeLayout
+from plmr.hardware import WSE2
+from simulator.resources import block_colours
+from waferllm.reference import ReferenceModel
+from waferllm.weights import load_weights
+
+PROMPT = [3, 17, 42, 5, 88, 61, 29]
+
+
+def close(got, want, what, rel=2e-5):
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    scale = max(1.0, float(np.abs(want).max()) if want.size else 1.0)
+    err = float(np.abs(got - want).max()) if want.size else 0.0
+    assert err <= rel * scale, f"{what}: max abs error {err:.3g} (scale {scale:.3g})"
+
+
+def _setup(d, grid, per_stage_layers, capacity, dtype="fp32", prompt=PROMPT, wide=8):
+    w = load_weights(d, dtype)
+    spec = w.spec
+    ref = ReferenceModel(w)
+    traces: list = []
+    _, cache = ref.prefill(prompt, traces)
+    L = spec.num_layers
+    bounds, a = [], 0
+    for n in per_stage_layers:
+        bounds.append((a, a + n - 1))
+        a += n
+    hw = WSE2.with_params(mesh_width=grid[1] * wide)
+    orig = snake_origins(hw, grid, len(bounds))
+    stages = tuple(DecodeStage(i, f, l, orig[i], embedding=i == 0, lm_head=i == len(bounds) - 1)
+                   for i, (f, l) in enumerate(bounds))
+    prog = build_decode_program(DecodeConfig(spec, grid, stages, capacity, dtype), hw)
+    rt = DecodeRuntime(prog)
+    rt.load_weights(w)
+    K = [c.reshape(c.shape[0], -1) for c in cache.k]
+    V = [c.reshape(c.shape[0], -1) for c in cache.v]
+    hidden = traces[-2]["h_out"][-1]
+    rt.load_prefix(K, V, hidden)
+    lay = prog.layout
+    orc = DecodeDataflow(spec, lay, lay.shard_model(w), np.dtype(w.np_dtype), capacity)
+    orc.load_prefix(K, V)
+    assert L == sum(per_stage_layers)
+    return prog, rt, orc, lay.hidden_vec.shard(hidden)
+
+
+def _device_cache(rt, stage, li, px, py):
+    st, cap = rt.prog.strides, rt.cfg.capacity
+    kvx = rt.lay.heads.kv.sizes[px]
+    kc = rt.read(stage, px, py, "kc")[li * st["kc"]: li * st["kc"] + kvx * cap].reshape(kvx, cap).T
+    vc = rt.read(stage, px, py, "vc")[li * st["vc"]: li * st["vc"] + cap * kvx].reshape(cap, kvx)
+    return kc, vc
+
+
+def test_every_op_equals_the_block_model(tiny_model):
+    """Two stages of one layer each (the hand-off goes south), four decode steps."""
+    d, _ = tiny_model("llama_gqa")
+    grid = (3, 4)
+    prog, rt, orc, hidden = _setup(d, grid, (1, 1), capacity=5, wide=1)
+    assert prog.handoffs[0]["move"] == "south"
+    lay, hl = prog.layout, prog.layout.heads
+    r = rt.head()
+    _, tok = orc.head(hidden)
+    assert r.token == tok
+    for _ in range(4):
+        traces: list = []
+        logits, nxt = orc.step(tok, traces)
+        r = rt.step()
+        assert r.token == nxt
+        close(r.logits, lay.logits_vec.gather(logits), "logits", 1e-5)
+        for s in prog.config.stages:
+            t = traces[1 + s.first]
+            for py in range(grid[0]):
+                for px in range(grid[1]):
+                    ey, qx, kvx, fx = lay.hidden.sizes[py], hl.q.sizes[px], hl.kv.sizes[px], lay.ffn.sizes[px]
+
+                    def dev(name, a=0, n=None):
+                        v = rt.read(s.index, px, py, name)
+                        return v[a:a + n] if n is not None else v
+
+                    w = f"layer {s.first} PE ({px}, {py})"
+                    close(dev("a", 0, ey), t["attn_norm"][py][px], w + " attn_norm")
+                    close(dev("qkv", 0, qx), t["q"][py][px], w + " q")
+                    close(dev("qkv", qx, kvx), t["k"][py][px], w + " k")
+                    close(dev("qkv", qx + kvx, kvx), t["v"][py][px], w + " v")
+                    close(dev("qkr", 0, qx), t["q_rope"][py][px], w + " q_rope")
+                    close(dev("qkr", qx, kvx), t["k_rope"][py][px], w + " k_rope")
+                    kc, vc = _device_cache(rt, s.index, 0, px, py)
+                    close(kc, orc.caches[s.first].k[py][px], w + " K cache")
+                    close(vc, orc.caches[s.first].v[py][px], w + " V cache")
+                    p = t["probs"][py][px]
+                    close(dev("pr", 0, p.size).reshape(p.shape), p, w + " probs")
+                    close(dev("o", 0, qx), t["attn"][py][px], w + " attn")
+                    close(dev("ho", 0, ey), t["attn_out"][py][px], w + " attn_out")
+                    close(dev("h1", 0, ey), t["h_attn"][py][px], w + " h_attn")
+                    close(dev("a2", 0, ey), t["mlp_norm"][py][px], w + " mlp_norm")
+                    close(dev("gu", 0, fx), t["gate"][py][px], w + " gate")
+                    close(dev("gu", fx, fx), t["up"][py][px], w + " up")
+                    close(dev("z", 0, fx), t["act"][py][px], w + " act")
+                    close(dev("hm", 0, ey), t["mlp_out"][py][px], w + " mlp_out")
+        # stage 0 ends with the next token's embedding (its row, from the owning column, on every PE)
+        emb = orc.embed(nxt)
+        for py in range(grid[0]):
+            for px in range(grid[1]):
+                close(rt.read(0, px, py, "x")[:lay.hidden.sizes[py]], emb[py][px], f"embedding PE ({px}, {py})", 0)
+        tok = nxt
+
+
+def test_sliding_window_cache_wraps_and_drops_as_the_rule_says(tiny_model):
+    """Mistral's window of 5 on 3 rows with 2 entries per PE: the ring wraps and the top row drops its
+    oldest entry once the window is full; the device cache equals the rule's after every step."""
+    d, _ = tiny_model("mistral_window")
+    prog, rt, orc, hidden = _setup(d, (3, 4), (2,), capacity=2)
+    r = rt.head()
+    _, tok = orc.head(hidden)
+    for _ in range(6):
+        _, nxt = orc.step(tok)
+        r = rt.step()
+        assert r.token == nxt
+        for li in range(2):
+            for py in range(3):
+                for px in range(4):
+                    kc, vc = _device_cache(rt, 0, li, px, py)
+                    close(kc, orc.caches[li].k[py][px], f"K layer {li} PE ({px}, {py})")
+                    close(vc, orc.caches[li].v[py][px], f"V layer {li} PE ({px}, {py})")
+        tok = nxt
+
+
+def test_a_full_cache_raises_before_the_launch(tiny_model):
+    d, _ = tiny_model("llama_mha")
+    prog, rt, orc, _ = _setup(d, (3, 3), (2,), capacity=3)  # 9 entries, 7 from the prompt
+    rt.head()
+    rt.step()
+    rt.step()
+    cycles = rt.dev.cycle
+    with pytest.raises(KVCacheFull, match="KV cache full"):
+        rt.step()
+    assert rt.length == 9 and rt.dev.cycle == cycles
+
+
+@pytest.mark.parametrize("name", ["llama_gqa", "llama_mha", "llama_mqa_bias", "llama3_rope", "qwen2_bias_tied"])
+@pytest.mark.parametrize("grid", [(1, 1), (3, 2), (2, 5), (4, 7), (5, 13), (3, 40)])
+def test_size_rules_equal_the_layout(tiny_model, name, grid):
+    """Including P_x < n_kv (several KV groups per column) and P_x > n_kv·d/2 (columns without features)."""
+    from waferllm.weights import model_spec_fast
+    d, _ = tiny_model(name)
+    lay = DecodeLayout(model_spec_fast(d), *grid)
+    Sizes.of(lay).check(lay)
+
+
+def _llama8b_one_layer():
+    from waferllm.catalog import load_catalog_model
+    return dataclasses.replace(load_catalog_model("llama3-8b"), num_layers=2, sliding_window_layers=())
+
+
+@pytest.mark.parametrize("spec", [WSE2])
+def test_every_pe_receives_within_the_input_queues(spec):
+    """Two stages of LLaMA3-8B's shapes stacked vertically (a hand-off south, the token's return) on a
+    non-square grid: no PE receives on more colours than the target has input queues, and the program
+    lowers (its bodies' queue bindings fit)."""
+    from simulator.lower import lower_program
+    model = _llama8b_one_layer()
+    hw = spec.with_params(mesh_width=40)
+    grid = (24, 40)
+    orig = snake_origins(hw, grid, 2)
+    stages = (DecodeStage(0, 0, 0, orig[0], embedding=True), DecodeStage(1, 1, 1, orig[1], lm_head=True))
+    big = hw.with_params(sram_bytes=1 << 22)  # the vocabulary does not fit 24x40 PEs; resources are the point
+    prog = build_decode_program(DecodeConfig(model, grid, stages, 8, "fp16"), big)
+    p = prog.program
+    p.finalize()
+    used = set(int(b) for b in p.pe_blocks().tolist() if b >= 0)
+    worst = max(len(block_colours(p.blocks[b])[0]) for b in used)
+    assert worst <= len(spec.usable_input_queues)
+    lower_program(p, big, functional=False)  # raises if a body's queue binding does not fit
+
+
+def test_parameter_sets_and_bodies_stay_bounded_as_the_grid_grows():
+    model = _llama8b_one_layer()
+    big = WSE2.with_params(sram_bytes=1 << 23)  # LLaMA3-8B layers do not fit 16x16 PEs; the count is the point
+    sets = {}
+    for n in (16, 32, 64):
+        cfg = DecodeConfig(model, (n, n), (DecodeStage(0, 0, 1, (0, 0)),), 8, "fp16", layers_only=True)
+        st = build_decode_program(cfg, big).program.stats()
+        assert st["code_bodies"] <= 8
+        sets[n] = st["param_sets"]
+    assert sets[64] <= 2 * sets[16] + 40, sets

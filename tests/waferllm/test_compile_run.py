@@ -1,0 +1,246 @@
+"""``waferllm compile`` and ``waferllm run`` on tiny random models against transformers' ``generate``: greedy
+tokens equal and logits within 1e-4 in fp32, on one and several regions (hand-offs going east and south),
+meshes that divide no model dimension, MHA/GQA/MQA, biases, tied embeddings, a sliding window shorter than
+the context. Also: a full KV cache stops the run and keeps its tokens; a model that cannot fit fails at
+compile time with the numbers; an interrupted compile leaves nothing; bad input is one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from plmr.errors import InputError
+from waferllm.cli import main
+from waferllm.compile import CompileRequest, compile_bundle, open_bundle
+from waferllm.run import RunRequest, run_bundle
+
+PROMPT = [3, 17, 42, 5, 88, 61, 29]
+NEW = 16
+
+
+def hf_generate(model, prompt, n):
+    """(tokens, logits [n, V]) of transformers' greedy generate."""
+    import torch
+
+    ids = torch.tensor([prompt])
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                             do_sample=False, output_logits=True, return_dict_in_generate=True, pad_token_id=0)
+    return out.sequences[0, len(prompt):].tolist(), torch.stack(out.logits)[:, 0].float().numpy()
+
+
+def small_hardware(tmp: Path, name: str, sram_kb: int, regions_per_row: int, grid: tuple[int, int],
+                   base: str = "wse2") -> str:
+    """A WSE-2 (or WSE-3) with less SRAM per PE (so a tiny model needs several regions) and room for
+    ``regions_per_row`` regions side by side (1: stages stack vertically, hand-offs go south)."""
+    p = tmp / f"{name}.toml"
+    p.write_text(f'base = "{base}"\nname = "{name}"\nsram_bytes = {sram_kb * 1024}\n'
+                 f'mesh_width = {grid[1] * regions_per_row}\nmesh_height = {grid[0] * 8}\n')
+    return str(p)
+
+
+# (model, decode grid, hardware: None = wse2, or (SRAM KB, regions per row[, base]), context)
+CASES = {
+    "llama_gqa-wse3-south": ("llama_gqa", (4, 4), (32, 1, "wse3"), 40),  # 6 input queues: a one-chain Y tree
+    "llama_gqa-south": ("llama_gqa", (4, 4), (32, 1), 40),
+    "llama_mha-east-nonsquare": ("llama_mha", (5, 3), (32, 4), 40),
+    "llama_mqa_bias": ("llama_mqa_bias", (4, 5), None, 40),
+    "llama3_rope": ("llama3_rope", (3, 4), None, 40),
+    "mistral_window": ("mistral_window", (3, 4), None, 40),
+    "qwen2_bias_tied-south": ("qwen2_bias_tied", (4, 4), (32, 1), 40),
+}
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory, tiny_model):
+    made: dict[str, Path] = {}
+
+    def get(case: str) -> Path:
+        if case not in made:
+            name, grid, hw, ctx = CASES[case]
+            d, _ = tiny_model(name)
+            tmp = tmp_path_factory.mktemp(case)
+            hardware = "wse2" if hw is None else small_hardware(tmp, f"small{hw[0]}", hw[0], hw[1], grid, *hw[2:])
+            out = tmp / "bundle"
+            compile_bundle(CompileRequest(model=str(d), hardware=hardware, context=ctx, dtype="fp32",
+                                          decode_grid=grid, prefill_grid=grid, out=out))
+            made[case] = out
+        return made[case]
+
+    return get
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_tokens_and_logits_equal_transformers(bundles, tiny_model, case):
+    name, grid, hw, _ = CASES[case]
+    out = run_bundle(RunRequest(bundle=str(bundles(case)), prompt_ids=PROMPT, max_new_tokens=NEW, keep_logits=True))
+    tokens, logits = hf_generate(tiny_model(name)[1], PROMPT, NEW)
+    assert out["tokens"] == tokens
+    err = float(np.abs(out["logits"] - logits).max())
+    assert err <= 1e-4, f"{case}: logits differ by {err:.2e}"
+    assert out["decode_cycles_per_token"] > 0 and out["stopped"] is None
+    if hw is not None:
+        assert out["stages"] >= 2, "the small-SRAM hardware should need several regions"
+
+
+def test_bundle_contents(bundles):
+    b = open_bundle(bundles("llama_gqa-south"))
+    doc = b.doc
+    stages = doc["decode_program"]["stages"]
+    assert len(stages) >= 2
+    assert [tuple(s["origin"]) for s in stages][:2] == [(0, 0), (4, 0)]  # the second stage below the first
+    assert stages[0]["embedding"] and stages[-1]["lm_head"]
+    assert sorted(l for s in stages for l in range(s["layers"][0], s["layers"][1] + 1)) == [0, 1]
+    images = b.images()
+    assert len(images) == len(stages)
+    assert images[0]["wqkv"].shape[:2] == (4, 4)
+    summary = json.loads((b.path / "programs" / "decode.json").read_text())
+    assert summary["code_bodies"] <= 8 and summary["colours"]["used"] <= 21
+    assert "function step(pos, mode, tok_in)" in (b.path / "programs" / "decode_body.txt").read_text()
+
+
+def test_fp16_divergence_is_small(bundles, tiny_model):
+    """fp16 weights, cache and activations (products and reductions in fp32): the error against
+    transformers' fp32 logits stays within 2% of the logit range (docs/DESIGN.md has the measured table)."""
+    out = run_bundle(RunRequest(bundle=str(bundles("llama_mqa_bias")), prompt_ids=PROMPT, max_new_tokens=8,
+                                dtype="fp16", keep_logits=True))
+    _, logits = hf_generate(tiny_model("llama_mqa_bias")[1], PROMPT, 8)
+    n = len(out["tokens"])
+    err = float(np.abs(out["logits"][:n] - logits[:n]).max())
+    assert 0 < err <= 0.02 * float(np.abs(logits).max())
+
+
+def test_timing_only_gives_the_functional_cycles(bundles):
+    """Timing-only runs the same program without data: the cycles differ only where control depends on
+    values (which column owns the next token's embedding row: a copy there, a fill elsewhere)."""
+    b = str(bundles("llama_mqa_bias"))
+    fun = run_bundle(RunRequest(bundle=b, prompt_ids=PROMPT, max_new_tokens=3))
+    tim = run_bundle(RunRequest(bundle=b, prompt_ids=PROMPT, max_new_tokens=3, timing_only=True))
+    assert tim["tokens"] == [] and tim["mode"] == "timing"
+    for t, f in zip(tim["decode_cycles"] + [tim["first_token_cycles"]], fun["decode_cycles"] + [fun["first_token_cycles"]]):
+        assert abs(t - f) <= 0.02 * f
+
+
+def test_cli_run_json_and_text(bundles):
+    b = str(bundles("llama3_rope"))
+    r = CliRunner().invoke(main, ["run", b, "--prompt-ids", ",".join(map(str, PROMPT)), "--max-new-tokens", "3",
+                                  "--prefill", "host", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    for key in ("schema", "tokens", "prefill_cycles", "decode_cycles_per_token", "tokens_per_s"):
+        assert key in out
+    assert out["prefill"] == "host" and out["prefill_cycles"] is None
+    assert len(out["tokens"]) == 3 and isinstance(out["decode_cycles_per_token"], int)
+    r = CliRunner().invoke(main, ["run", b, "--prompt-ids", "3,17", "--max-new-tokens", "2"])
+    assert r.exit_code == 0 and "tokens/s" in r.output
+
+
+@pytest.mark.parametrize("case", ["llama_gqa-south", "mistral_window"])
+def test_device_prefill_then_decode_equals_transformers(bundles, tiny_model, case):
+    """The prompt on simulated prefill regions, its KV cache and last hidden state re-laid out to the decode
+    program: tokens and logits as transformers' (when this installation has the device prefill)."""
+    pytest.importorskip("meshgemm.prefill_run")
+    name = CASES[case][0]
+    out = run_bundle(RunRequest(bundle=str(bundles(case)), prompt_ids=PROMPT, max_new_tokens=8, prefill="device",
+                                keep_logits=True))
+    tokens, logits = hf_generate(tiny_model(name)[1], PROMPT, 8)
+    assert out["prefill"] == "device" and out["prefill_cycles"] > 0
+    assert out["tokens"] == tokens
+    assert float(np.abs(out["logits"] - logits).max()) <= 1e-4
+
+
+def test_prompt_text_through_the_bundled_tokenizer(tmp_path, tiny_model):
+    """A model directory with a tokenizer: compile copies it into the bundle, ``--prompt`` tokenises the text
+    and the output decodes the generated ids."""
+    import shutil
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    d, model = tiny_model("llama_mqa_bias")
+    src = tmp_path / "model"
+    shutil.copytree(d, src)
+    vocab = {"[UNK]": 0, **{f"w{i}": i for i in range(1, 97)}}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]").save_pretrained(src)
+    out = tmp_path / "b"
+    compile_bundle(CompileRequest(model=str(src), context=20, dtype="fp32", decode_grid=(4, 5), prefill_grid=(4, 5),
+                                  out=out))
+    r = CliRunner().invoke(main, ["run", str(out), "--prompt", "w3 w17 w42", "--max-new-tokens", "4", "--json",
+                                  "--prefill", "host"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    tokens, _ = hf_generate(model, [3, 17, 42], 4)
+    assert res["prompt_ids"] == [3, 17, 42] and res["tokens"] == tokens
+    assert res["text"].split() == [f"w{t}" if t else "[UNK]" for t in tokens]
+
+
+def test_full_cache_stops_and_keeps_the_tokens(tmp_path, tiny_model):
+    d, model = tiny_model("llama_gqa")
+    out = tmp_path / "b"
+    # 4 rows x ceil(10/4) = 3 entries per PE: 12 tokens, the prompt's 7 and 5 decode steps
+    compile_bundle(CompileRequest(model=str(d), context=10, dtype="fp32", decode_grid=(4, 4), prefill_grid=(4, 4),
+                                  out=out))
+    r = CliRunner().invoke(main, ["run", str(out), "--prompt-ids", ",".join(map(str, PROMPT)), "--max-new-tokens",
+                                  "16", "--json"])
+    assert r.exit_code == 2
+    res = json.loads(r.stdout)
+    tokens, _ = hf_generate(model, PROMPT, 6)
+    assert res["tokens"] == tokens  # the first token from the prompt, then 5 steps
+    assert "KV cache full" in res["stopped"] and "KV cache full" in r.stderr
+
+
+def test_a_model_that_cannot_fit_fails_at_compile_with_the_numbers(tmp_path, tiny_model):
+    d, _ = tiny_model("llama_gqa")
+    out = tmp_path / "b"
+    r = CliRunner().invoke(main, ["compile", str(d), "--dtype", "fp32", "--decode-grid", "1x1", "--prefill-grid", "2",
+                                  "-o", str(out)])
+    assert r.exit_code == 2  # the planner's memory check, with the numbers
+    assert r.output.startswith("Error: ") and "one layer needs" in r.output and "available" in r.output
+    assert not out.exists()
+    # the planner's model fits, the real program (its code, vectors) does not: the fitted stages say so
+    from plmr.hardware import WSE2
+    from waferllm.compile import fit_stages
+    from waferllm.weights import model_spec_fast
+    with pytest.raises(InputError, match=r"one layer needs \d+ B per PE .* \d+ B of code"):
+        fit_stages(model_spec_fast(d), WSE2.with_params(sram_bytes=24 * 1024), (4, 4), "fp32", 40)
+    with pytest.raises(InputError, match="context"):
+        compile_bundle(CompileRequest(model=str(d), context=10_000, out=tmp_path / "c"))
+
+
+def test_compile_is_atomic(tmp_path, tiny_model, monkeypatch):
+    import safetensors.numpy
+
+    d, _ = tiny_model("llama_mqa_bias")
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        compile_bundle(CompileRequest(model=str(d), context=20, dtype="fp32", decode_grid=(4, 5),
+                                      prefill_grid=(4, 5), out=tmp_path / "b"))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--prompt-ids", "1,x"], "comma-separated token ids"),
+    (["--prompt-ids", "1", "--prompt", "hi"], "one of them"),
+    (["--prompt-len", "4"], "needs --timing-only"),
+    (["--prompt-ids", "1,500"], "outside the vocabulary"),
+    (["--prompt-ids", "1", "--max-new-tokens", "0"], "max-new-tokens"),
+    (["--prompt", "hello"], "no tokenizer"),
+])
+def test_run_bad_input(bundles, args, msg):
+    r = CliRunner().invoke(main, ["run", str(bundles("llama3_rope")), *args])
+    assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output
+
+
+def test_run_of_something_else_than_a_bundle(tmp_path):
+    r = CliRunner().invoke(main, ["run", str(tmp_path), "--prompt-ids", "1"])
+    assert r.exit_code == 2 and "not a bundle" in r.output

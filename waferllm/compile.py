@@ -1,0 +1,445 @@
+"""``waferllm compile``: a model planned onto a wafer and written as a bundle the simulator (and, later, the
+CSL backend) runs.
+
+A bundle is a directory:
+
+* ``plan.json`` — the planner's plan (``waferllm plan --json``), the decode program's own placement
+  (``decode_program``: grid, stages with their layers and region origins, KV capacity, dtype, context, the
+  reduction trees and colours), the hardware spec and a ``schema`` version;
+* ``config.json`` (and the tokenizer files when the model directory has them);
+* ``weights/stage<i>.safetensors`` — per-PE shards: for every weight buffer of the decode program an array
+  [P_y, P_x, length], the image each PE of stage i receives (absent for a catalog model, which has no weights);
+* ``programs/decode.json`` (bodies, parameter sets, code and SRAM bytes per PE, colours, routes, hand-offs,
+  buffers) and ``programs/decode_body.txt`` (the PE program, statement by statement);
+* ``README.md``.
+
+Placement: the planner chooses the decode grid; the stages are then fitted to the real program — its code,
+vectors and per-layer blocks measured from a build on that grid (the planner's memory model has no code
+bytes) — and placed in serpentine order on the region tiling (consecutive stages share an edge). When the
+fitted stages need more regions than the wafer has, the planner is asked again with the program's
+overhead added to its SRAM reserve.
+
+The bundle is written into a temporary directory next to ``-o`` and renamed into place at the end: an
+error or Ctrl-C leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from plmr.errors import InputError
+from plmr.hardware import HardwareSpec, get_spec, spec_from_mapping
+
+#: Version of a bundle's layout and plan.json; bumped when a field changes meaning or disappears.
+BUNDLE_SCHEMA = 1
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                   "vocab.json", "merges.txt", "generation_config.json")
+DTYPES = ("fp16", "fp32")
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class CompileRequest:
+    model: str  # catalog name or HF model directory
+    hardware: str = "wse2"
+    context: int | None = None
+    dtype: str = "fp16"
+    decode_grid: tuple[int, int] | None = None
+    prefill_grid: tuple[int, int] | None = None
+    out: Path = Path("bundle")
+    force: bool = False
+
+
+@dataclass
+class StagePlan:
+    """The fitted placement of the decode program."""
+
+    grid: tuple[int, int]
+    stages: tuple  # DecodeStage
+    capacity: int
+    per_layer_bytes: int
+    fixed_bytes: dict = field(default_factory=dict)  # (first, last) -> bytes besides the layers
+    code_bytes: int = 0
+    notes: list = field(default_factory=list)
+
+
+def default_context(model) -> int:
+    """KV tokens a bundle is planned for when ``--context`` is not given: the planner's default prompt and
+    output (4096 + 128), at most the model's position limit."""
+    return min(model.max_position_embeddings, 4096 + 128)
+
+
+def kv_capacity(model, p_y: int, context: int) -> int:
+    """KV entries per PE per layer: the shift rule keeps ⌈tokens / P_y⌉ entries on the busiest row, a layer
+    with a sliding window only its window."""
+    need = 1
+    for i in range(model.num_layers):
+        w = model.layer_sliding_window(i)
+        tokens = min(context, w) if w else context
+        need = max(need, -(-tokens // p_y))
+    return need
+
+
+def fit_stages(model, spec: HardwareSpec, grid: tuple[int, int], dtype: str, context: int) -> StagePlan:
+    """Stages of the decode program on regions of ``grid``: the fewest that hold every layer, the most even
+    layer counts, embedding with the first and LM head with the last. Bytes come from a probe build on a
+    spec without an SRAM limit (code and variables are the largest of any PE's program)."""
+    from meshgemm.decode_program import (DecodeConfig, DecodeStage, Sizes, buffer_length, buffer_plan,
+                                         build_decode_program, snake_origins)
+    from meshgemm.model_layout import DecodeLayout
+    from simulator.body import BUFFER_DTYPES
+
+    p_y, p_x = grid
+    cap = kv_capacity(model, p_y, context)
+    L = model.num_layers
+    lay = DecodeLayout(model, p_y, p_x)
+    sz = Sizes.of(lay)
+    # probe: two stages side by side (every kind of code: embedding, head, hand-offs, token return)
+    w, h = max(spec.mesh_width, 2 * p_x), max(spec.mesh_height, p_y)
+    big = spec.with_params(sram_bytes=1 << 30, mesh_width=w, mesh_height=h, fabric_width=max(spec.fabric_width, w),
+                           fabric_height=max(spec.fabric_height, h))
+    probe_stages = (DecodeStage(0, 0, 0, (0, 0), embedding=True),
+                    DecodeStage(1, 1, L - 1, (0, p_x), lm_head=True)) if L > 1 else (
+        DecodeStage(0, 0, 0, (0, 0), embedding=True), DecodeStage(1, 1, 0, (0, p_x), lm_head=True))
+    cfg = DecodeConfig(model, grid, probe_stages, cap, dtype)
+    probe = build_decode_program(cfg, big)
+    probe.program.finalize()
+    blocks = [probe.program.blocks[int(b)] for b in set(probe.program.pe_blocks().tolist()) if b >= 0]
+    code = max(b.code_bytes + b.var_bytes for b in blocks)
+    plan = buffer_plan(cfg, sz)
+    tied = model.tie_word_embeddings
+    per_layer = sum(BUFFER_DTYPES[dt] * size for dt, kind, size in plan.values() if kind == "layer")
+
+    def fixed(first: bool, last: bool) -> int:
+        return code + sum(BUFFER_DTYPES[dt] * buffer_length(kind, size, 0, first, last, tied)
+                          for dt, kind, size in plan.values() if kind != "layer")
+
+    limit = spec.usable_sram_bytes
+    fx = {(f, l): fixed(f, l) for f in (False, True) for l in (False, True)}
+
+    def room(first: bool, last: bool) -> int:
+        return (limit - fx[(first, last)]) // per_layer
+
+    what = f"decode of {model.name} on {p_y}x{p_x} regions"
+    if room(True, True) >= L:
+        counts = [L]
+    else:
+        if room(True, False) < 0 or room(False, True) < 0:
+            worst = max(fx[(True, False)], fx[(False, True)])
+            raise InputError(f"{what}: the embedding or the LM head alone needs {worst} B per PE (code and "
+                             f"variables {code} B, tables and vectors {worst - code} B); {spec.name} has {limit} B "
+                             f"usable: use a larger grid")
+        rest = L - room(True, False) - room(False, True)
+        if rest > 0 and room(False, False) < 1:
+            raise InputError(f"{what}: one layer needs {per_layer} B per PE (weights and a KV cache of {cap} "
+                             f"entries) on top of {fx[(False, False)]} B of code, variables and vectors; "
+                             f"{spec.name} has {limit} B usable: use a larger grid or a shorter --context")
+        n = 2 + (-(-rest // room(False, False)) if rest > 0 else 0)
+        counts = [room(True, False)] + [room(False, False)] * (n - 2) + [room(False, True)]
+        excess = sum(counts) - L
+        while excess > 0:  # even out: take one from the fullest stage
+            i = int(np.argmax(counts))
+            counts[i] -= 1
+            excess -= 1
+    origins = snake_origins(spec, grid, len(counts))
+    stages, first = [], 0
+    for i, c in enumerate(counts):
+        stages.append(DecodeStage(i, first, first + c - 1, origins[i], embedding=i == 0,
+                                  lm_head=i == len(counts) - 1))
+        first += c
+    return StagePlan(grid, tuple(stages), cap, per_layer, {f"{int(f)}{int(l)}": b for (f, l), b in fx.items()},
+                     code)
+
+
+def plan_decode(model, spec: HardwareSpec, dtype: str, context: int, decode_grid: tuple[int, int] | None,
+                progress: Progress | None = None, prefill_grid: tuple[int, int] | None = None):
+    """(planner plan, fitted stages). The planner picks the grid; when the program's real bytes need more
+    regions than the wafer has, plan again with that overhead added to the SRAM reserve (at most 3 times)."""
+    from waferllm.planner import PlanRequest, plan
+
+    extra = 0
+    base = None
+    notes: list[str] = []
+    last_err: InputError | None = None
+    for attempt in range(4):
+        hw = spec if extra == 0 else spec.with_params(sram_reserve_bytes=spec.sram_reserve_bytes + extra)
+        req = PlanRequest(hardware=hw, dtype=dtype, context=context, input_len=max(1, min(context, 4096)),
+                          decode_grid=decode_grid, prefill_grid=prefill_grid)
+        if progress:
+            progress(f"planning (SRAM reserve +{extra} B)" if extra else "planning")
+        p = plan(model, req)
+        if not p.fits:
+            raise InputError(f"{model.name} does not fit {spec.name}: {p.fit_reason}")
+        if progress:
+            progress(f"fitting the decode program on {p.decode.grid[0]}x{p.decode.grid[1]} regions")
+        try:
+            st = fit_stages(model, spec, tuple(p.decode.grid), dtype, context)
+        except InputError as e:
+            if decode_grid is not None:
+                raise
+            last_err = e
+            st = None
+        if st is not None:
+            planner_stages = len(p.placement.stages) if p.placement else 1
+            if len(st.stages) != planner_stages:
+                notes.append(f"the decode program needs {len(st.stages)} stages where the planner counted "
+                             f"{planner_stages}: its code ({st.code_bytes} B per PE) and vectors are not in the "
+                             f"planner's memory model, and every layer's blocks are allocated at the largest size")
+            st.notes = notes
+            return p, st
+        # reserve the program's overhead beyond the planner's buffers (code, vectors; the embedding and LM
+        # head are in the planner's model already), with a margin that grows per attempt, and plan again
+        if base is None:
+            buf = p.placement.buffer_bytes if p.placement else 0
+            base = max(0, _overhead(model, spec, tuple(p.decode.grid), dtype, context) - buf)
+        extra = base + 1024 * (attempt + 1)
+        notes.append(f"planned again with {extra} B more SRAM reserve: {last_err}")
+    raise last_err or InputError(f"cannot place {model.name} on {spec.name}")
+
+
+def _overhead(model, spec, grid, dtype, context) -> int:
+    """Bytes per PE the program needs besides its layers (code, vectors), for the re-plan."""
+    try:
+        big = spec.with_params(sram_bytes=1 << 30)
+        st = fit_stages(model, big, grid, dtype, context)
+        return st.fixed_bytes["00"]
+    except InputError:
+        return 8192
+
+
+# ---- the bundle ---------------------------------------------------------------------------------------------
+def compile_bundle(req: CompileRequest, progress: Progress | None = None) -> dict:
+    """Plan, build, shard and write a bundle (see the module docstring); returns the plan.json content."""
+    from meshgemm.decode_program import DecodeConfig, build_decode_program
+    from meshgemm.decode_runtime import pack_images
+    from waferllm.catalog import _canonical, catalog_config, resolve_model
+
+    if req.dtype not in DTYPES:
+        raise InputError(f"unknown dtype {req.dtype!r}; allowed: {', '.join(DTYPES)}")
+    out = Path(req.out)
+    if out.exists() and not req.force and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"{out} exists; choose another -o path or pass --force to replace it")
+    spec = get_spec(req.hardware)
+    model = resolve_model(req.model)
+    src = Path(req.model)
+    is_dir = src.is_dir() and (src / "config.json").is_file()
+    has_weights = is_dir and bool(model.weights_bytes)
+    context = req.context if req.context is not None else default_context(model)
+    if context < 1:
+        raise InputError(f"--context must be >= 1, got {context}")
+    if context > model.max_position_embeddings:
+        raise InputError(f"--context {context} is beyond {model.name}'s max_position_embeddings "
+                         f"({model.max_position_embeddings})")
+    plan, st = plan_decode(model, spec, req.dtype, context, req.decode_grid, progress, req.prefill_grid)
+    cfg = DecodeConfig(model, st.grid, st.stages, st.capacity, req.dtype)
+    if progress:
+        progress(f"building the decode program ({len(st.stages)} stage{'s' if len(st.stages) > 1 else ''})")
+    prog = build_decode_program(cfg, spec)
+    _check_resources(prog, spec)
+    images = None
+    shard_dtype = None
+    if has_weights:
+        from waferllm.weights import load_weights
+        shard_dtype = "fp32" if model.torch_dtype == "float32" else "fp16"
+        if progress:
+            progress(f"loading and sharding the weights ({shard_dtype})")
+        images = pack_images(prog, load_weights(src, shard_dtype, spec=model))
+    config = json.loads((src / "config.json").read_text()) if is_dir else catalog_config(_canonical(req.model))
+    doc = {
+        "schema": BUNDLE_SCHEMA,
+        "model": model.name,
+        "source": str(req.model),
+        "hardware": spec.to_dict(),
+        "dtype": req.dtype,
+        "context": context,
+        "weights": {"present": has_weights, "dtype": shard_dtype,
+                    "files": [f"weights/stage{s.index}.safetensors" for s in st.stages] if has_weights else []},
+        "decode_program": decode_program_doc(prog, st),
+        "plan": plan.to_dict(),
+        "notes": st.notes,
+    }
+    parent = out.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    try:
+        if progress:
+            progress("writing the bundle")
+        (tmp / "plan.json").write_text(json.dumps(doc, indent=2))
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        if is_dir:
+            for f in TOKENIZER_FILES:
+                if (src / f).is_file():
+                    shutil.copy2(src / f, tmp / f)
+        (tmp / "programs").mkdir()
+        (tmp / "programs" / "decode.json").write_text(json.dumps(program_summary(prog), indent=2))
+        (tmp / "programs" / "decode_body.txt").write_text(body_listing(prog))
+        if images is not None:
+            from safetensors.numpy import save_file
+            (tmp / "weights").mkdir()
+            for s in st.stages:
+                save_file({k: np.ascontiguousarray(v) for k, v in images[s.index].items()},
+                          str(tmp / "weights" / f"stage{s.index}.safetensors"),
+                          metadata={"stage": str(s.index), "layers": f"{s.first}-{s.last}"})
+        (tmp / "README.md").write_text(readme(doc))
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=parent))
+            os.replace(out, old / "b")
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return doc
+
+
+def _check_resources(prog, spec: HardwareSpec) -> None:
+    """Task IDs and input/output queues of every body, as the simulator binds them when it loads the
+    program: a program the target cannot run fails at compile time, with the numbers."""
+    from simulator import resources
+
+    p = prog.program
+    p.finalize()
+    used = sorted({int(b) for b in p.pe_blocks().tolist() if b >= 0})
+    blocks = [p.blocks[b] for b in used]
+    where = {}
+    for pl in p.placements:
+        for pe, b in zip(pl.pes.tolist(), pl.block_of_pe.tolist()):
+            where.setdefault(int(b), pe)
+    resources.allocate(blocks, spec, lambda b: f"PE {p._xy(where[b.index])}")
+
+
+def decode_program_doc(prog, st: StagePlan) -> dict:
+    cfg = prog.config
+    return {
+        "grid": list(cfg.grid),
+        "capacity": cfg.capacity,
+        "dtype": cfg.dtype,
+        "stages": [{"stage": s.index, "layers": [s.first, s.last], "origin": list(s.origin),
+                    "embedding": s.embedding, "lm_head": s.lm_head} for s in cfg.stages],
+        "trees": {"y": {"k": prog.tree_y.k, "groups": prog.tree_y.groups0},
+                  "x": {"k": prog.tree_x.k, "groups": prog.tree_x.groups0, "score_mode": prog.sizes.score_mode}},
+        "bytes_per_pe": {"per_layer": st.per_layer_bytes, "code_and_vars": st.code_bytes, "fixed": st.fixed_bytes},
+    }
+
+
+def program_summary(prog) -> dict:
+    p = prog.program
+    stats = p.stats()
+    col = prog.colours
+    return {
+        "name": p.name, "width": p.width, "height": p.height, **stats,
+        "bodies": sorted({b.body.name for b in p.blocks}),
+        "functions": list(prog.body.functions),
+        "colours": {"y_tree": list(col.y), "x_tree": list(col.x), "kv_shift": list(col.shift),
+                    "handoff": [list(col.handoff[0]), list(col.handoff[1])], "token_return": col.token,
+                    "used": col.used},
+        "handoffs": [{"from": h["from"], "to": h["to"], "move": h["move"], "senders": len(h["send"])}
+                     for h in prog.handoffs],
+        "strides": prog.strides,
+    }
+
+
+def body_listing(prog) -> str:
+    """The PE program as written (one body; the queue-class copies differ only in queue numbers)."""
+    from simulator import statements as S
+
+    lines = [f"# body {prog.body.name}: parameters {', '.join(prog.body.params)}"]
+    for b in prog.body.buffers.values():
+        lines.append(f"buffer {b.name}: {b.dtype}[{b.length!r}]")
+
+    def walk(code, ind):
+        for st in code:
+            lines.append("  " * ind + S.describe(st))
+            for blk in S.blocks_of(st):
+                walk(blk, ind + 1)
+
+    for f in prog.body.functions.values():
+        lines.append(f"function {f.name}({', '.join(f.args)}):")
+        walk(f.code, 1)
+    return "\n".join(lines) + "\n"
+
+
+def readme(doc: dict) -> str:
+    dp = doc["decode_program"]
+    g = dp["grid"]
+    st = dp["stages"]
+    spans = ", ".join(f"{s['layers'][0]}-{s['layers'][1]}" for s in st)
+    lines = [f"# {doc['model']} for {doc['hardware']['name']}", "",
+             f"Compiled by `waferllm compile` (bundle schema {doc['schema']}), {doc['dtype']}, planned for "
+             f"{doc['context']} KV tokens.", "",
+             f"Decode: {len(st)} stage(s) of {g[0]}x{g[1]} PEs, KV capacity {dp['capacity']} entries per PE and "
+             f"layer; layers per stage: {spans}.", "",
+             "Files:", "",
+             "- `plan.json`: the planner's plan, the decode program's placement, the hardware spec;",
+             "- `config.json`: the model configuration;",
+             "- `programs/decode.json`, `programs/decode_body.txt`: the PE program and its resources;"]
+    if doc["weights"]["present"]:
+        lines.append(f"- `weights/stage<i>.safetensors`: per-PE shards ({doc['weights']['dtype']}), an array "
+                     "[rows, columns, length] per buffer;")
+    else:
+        lines.append("- no weights (a catalog model): `waferllm run --timing-only` only;")
+    lines += ["", "Run (from the directory that holds the bundle):", "",
+              "    waferllm run BUNDLE --prompt-ids 1,2,3 --max-new-tokens 16 [--dtype fp32|fp16] [--json]",
+              "    waferllm run BUNDLE --prompt-ids 1,2,3 --max-new-tokens 1 --timing-only", ""]
+    if doc.get("notes"):
+        lines += ["Notes:", ""] + [f"- {n}" for n in doc["notes"]] + [""]
+    return "\n".join(lines)
+
+
+# ---- reading a bundle -------------------------------------------------------------------------------------------
+@dataclass
+class Bundle:
+    path: Path
+    doc: dict
+    model: object  # ModelSpec
+    hardware: HardwareSpec
+
+    @property
+    def has_weights(self) -> bool:
+        return bool(self.doc["weights"]["present"])
+
+    def decode_config(self, dtype: str | None = None, timestamps: bool = False):
+        from meshgemm.decode_program import DecodeConfig, DecodeStage
+        dp = self.doc["decode_program"]
+        stages = tuple(DecodeStage(s["stage"], s["layers"][0], s["layers"][1], tuple(s["origin"]),
+                                   s["embedding"], s["lm_head"]) for s in dp["stages"])
+        return DecodeConfig(self.model, tuple(dp["grid"]), stages, dp["capacity"], dtype or self.doc["dtype"],
+                            timestamps=timestamps)
+
+    def images(self) -> list[dict[str, np.ndarray]]:
+        from safetensors.numpy import load_file
+        return [load_file(str(self.path / f)) for f in self.doc["weights"]["files"]]
+
+
+def open_bundle(path: str | os.PathLike) -> Bundle:
+    from waferllm.model import spec_from_config_dict
+
+    p = Path(path)
+    if not p.is_dir() or not (p / "plan.json").is_file():
+        raise InputError(f"{path} is not a bundle (no plan.json); make one with 'waferllm compile'")
+    try:
+        doc = json.loads((p / "plan.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"{p / 'plan.json'}: cannot read it ({e})") from None
+    if doc.get("schema") != BUNDLE_SCHEMA:
+        raise InputError(f"{path}: bundle schema {doc.get('schema')!r}, this waferllm reads schema {BUNDLE_SCHEMA}; "
+                         f"compile it again")
+    cfg = json.loads((p / "config.json").read_text())
+    model = spec_from_config_dict(cfg, doc["model"], str(p))
+    hw = doc["hardware"]
+    hardware = spec_from_mapping({k: v for k, v in hw.items()}, f"{p / 'plan.json'}")
+    for f in doc["weights"]["files"]:
+        if not (p / f).is_file():
+            raise InputError(f"{path}: {f} is missing; compile the bundle again")
+    return Bundle(p, doc, model, hardware)

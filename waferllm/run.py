@@ -1,0 +1,226 @@
+"""``waferllm run``: a compiled bundle on the simulated wafer — the prompt's KV cache, then greedy decode
+steps, each one launch of the decode program (every stage's layers, the hand-offs, the LM head, the argmax
+and the next token's embedding on the simulated fabric).
+
+Prefill (``prefill``): ``"device"`` runs the prompt on simulated prefill regions (``meshgemm.prefill_run``)
+and re-lays its KV cache and last hidden state out to the decode layout; ``"host"`` runs it in numpy
+(`waferllm.reference`, weights unpacked from the bundle's shards) and the host writes the cache and the
+hidden state into the device — ``"prefill": "host"`` in the result, and no prefill cycles (null); ``"auto"``
+is the device prefill when this installation has it. Timing-only runs with a host prefill assume the cache
+filled (no values exist).
+
+A run asked for more tokens than the KV cache holds stops at the first token that would not fit, keeps
+the tokens produced, and reports why (``stopped``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from plmr.errors import InputError
+from meshgemm.kv_cache import KVCacheFull
+
+#: Version of the ``run --json`` object.
+RUN_SCHEMA = 1
+
+
+@dataclass
+class RunRequest:
+    bundle: str
+    prompt_ids: list[int] | None = None
+    prompt: str | None = None
+    max_new_tokens: int = 16
+    dtype: str | None = None
+    timing_only: bool = False
+    prefill: str = "auto"  # "device" (simulated prefill regions), "host" (numpy), "auto": device when installed
+    prompt_len: int | None = None  # timing-only: a prompt of this many tokens (values do not matter)
+    keep_logits: bool = False  # API only: the fp32 logits of every token under "logits" ([n, V] numpy)
+
+
+@dataclass
+class RunEvents:
+    """Callbacks for progress displays (all optional)."""
+
+    phase: Callable[[str], None] | None = None
+    token: Callable[[int, int | None, int], None] | None = None  # (index, token, cycles)
+
+
+def _tokenizer(path):
+    from waferllm.compile import TOKENIZER_FILES
+    if not any((path / f).is_file() for f in TOKENIZER_FILES[:5]):
+        return None
+    try:
+        import transformers
+        return transformers.AutoTokenizer.from_pretrained(str(path))
+    except Exception:  # a tokenizer that does not load is as good as none
+        return None
+
+
+def _device_prefill():
+    """The device prefill, when this installation has it."""
+    try:
+        from meshgemm import prefill_run
+    except ImportError:
+        return None
+    return prefill_run
+
+
+def run_bundle(req: RunRequest, events: RunEvents | None = None) -> dict:
+    """Run ``req`` (see the module docstring); returns the ``run --json`` object."""
+    from meshgemm.decode_program import build_decode_program
+    from meshgemm.decode_runtime import DecodeRuntime, unpack_images
+    from waferllm.compile import open_bundle
+    from waferllm.reference import ReferenceModel
+
+    ev = events or RunEvents()
+    say = ev.phase or (lambda s: None)
+    b = open_bundle(req.bundle)
+    model, hw = b.model, b.hardware
+    dtype = req.dtype or b.doc["dtype"]
+    if dtype not in ("fp16", "fp32"):
+        raise InputError(f"--dtype {dtype!r}: use fp32 or fp16")
+    if req.max_new_tokens < 1:
+        raise InputError(f"--max-new-tokens must be >= 1, got {req.max_new_tokens}")
+    given = sum(x is not None for x in (req.prompt_ids, req.prompt, req.prompt_len))
+    if given != 1:
+        raise InputError("give the prompt as --prompt-ids 1,2,3, as --prompt TEXT, or (with --timing-only) its "
+                         "length as --prompt-len N: one of them")
+    if req.prompt_len is not None and not req.timing_only:
+        raise InputError("--prompt-len needs --timing-only (a functional run needs the prompt's tokens)")
+    if req.prefill not in ("auto", "device", "host"):
+        raise InputError(f"--prefill {req.prefill!r}: use auto, device or host")
+    tok = _tokenizer(b.path)
+    if req.prompt is not None:
+        if tok is None:
+            raise InputError(f"{req.bundle} has no tokenizer files; give the prompt as --prompt-ids")
+        ids = list(tok(req.prompt)["input_ids"])
+        if not ids:
+            raise InputError("the prompt is empty after tokenisation")
+    elif req.prompt_len is not None:
+        if req.prompt_len < 1:
+            raise InputError(f"--prompt-len must be >= 1, got {req.prompt_len}")
+        ids = [0] * req.prompt_len
+    else:
+        ids = list(req.prompt_ids)
+        if not ids:
+            raise InputError("--prompt-ids is empty; give at least one token id")
+    bad = [t for t in ids if not 0 <= t < model.vocab_size]
+    if bad:
+        raise InputError(f"token id {bad[0]} is outside the vocabulary 0..{model.vocab_size - 1}")
+    if not req.timing_only and not b.has_weights:
+        raise InputError(f"{req.bundle} holds no weights ({model.name} was compiled from the catalog); "
+                         f"run it with --timing-only, or compile a model directory with safetensors")
+    cfg = b.decode_config(dtype)
+    say("building the decode program")
+    try:
+        prog = build_decode_program(cfg, hw)
+    except InputError as e:
+        if dtype != b.doc["dtype"]:
+            raise InputError(f"the bundle was planned for {b.doc['dtype']}; in {dtype} {e} (compile with --dtype "
+                             f"{dtype})") from None
+        raise
+    say("loading the device")
+    rt = DecodeRuntime(prog, mode="timing" if req.timing_only else "functional")
+    weights = None
+    if not req.timing_only:
+        say("writing the weights")
+        npdt = np.float16 if dtype == "fp16" else np.float32
+        images = [{k: v.astype(npdt) for k, v in img.items()} for img in b.images()]
+        rt.load_images(images)
+        weights = unpack_images(prog, images, model, dtype)
+    # ---- prefill ----------------------------------------------------------------------------------------------
+    prefill_kind, prefill_cycles, switch_cycles = "host", None, None
+    n_prompt = len(ids)
+    for r in rt.rules:
+        try:
+            r.prefill(n_prompt)
+        except KVCacheFull as e:
+            raise InputError(f"the prompt of {n_prompt} tokens does not fit the KV cache: {e}") from None
+    device = _device_prefill() if req.prefill != "host" else None
+    if req.prefill == "device" and device is None:
+        raise InputError("this installation has no device prefill (meshgemm.prefill_run); use --prefill host")
+    if device is not None:
+        mesh = tuple(b.doc["plan"]["prefill"]["grid"])
+        say(f"prefill of {n_prompt} tokens on simulated {mesh[0]}x{mesh[1]} regions")
+        res = device.run_prefill(model, n_prompt if req.timing_only else ids, mesh, hw, weights=weights,
+                                 decode=prog.layout, capacity=cfg.capacity, dtype=dtype,
+                                 mode="timing" if req.timing_only else "functional", progress=say)
+        if req.timing_only:
+            rt.length = n_prompt
+        else:
+            rt.load_cache_blocks(res.k_cache, res.v_cache, res.hidden, n_prompt)
+        prefill_kind, prefill_cycles = "device", int(res.prefill_cycles)
+        switch_cycles = int(res.switch.cycles)
+    elif req.timing_only:
+        say(f"prefill of {n_prompt} tokens (host: not simulated)")
+        rt.length = n_prompt
+    else:
+        # HOST PREFILL: the prompt runs in numpy and the host writes the KV cache and the last hidden state
+        # into the device ("prefill": "host" in the result): no prefill cycles are simulated
+        say(f"prefill of {n_prompt} tokens (host)")
+        ref = ReferenceModel(weights)
+        traces: list = []
+        _, cache = ref.prefill(ids, traces)
+        rt.load_prefix([k.reshape(k.shape[0], -1) for k in cache.k], [v.reshape(v.shape[0], -1) for v in cache.v],
+                       traces[-2]["h_out"][-1])
+    # ---- decode ----------------------------------------------------------------------------------------------
+    say("decoding")
+    tokens: list[int] = []
+    step_cycles: list[int] = []
+    stopped = None
+    first = rt.head()
+    rows = []
+    if first.token is not None:
+        tokens.append(first.token)
+        rows.append(first.logits)
+    if ev.token:
+        ev.token(0, first.token, first.cycles)
+    produced = 1
+    while produced < req.max_new_tokens:
+        try:
+            r = rt.step()
+        except KVCacheFull as e:
+            stopped = str(e)
+            break
+        step_cycles.append(int(r.cycles))
+        if r.token is not None:
+            tokens.append(r.token)
+            rows.append(r.logits)
+        if ev.token:
+            ev.token(produced, r.token, r.cycles)
+        produced += 1
+    clock = hw.clock_hz
+    per_tok = int(round(float(np.mean(step_cycles)))) if step_cycles else None
+    out = {
+        "schema": RUN_SCHEMA,
+        "model": model.name,
+        "hardware": hw.name,
+        "bundle": str(req.bundle),
+        "dtype": dtype,
+        "mode": "timing" if req.timing_only else "functional",
+        "prompt_ids": ids if req.prompt_len is None else [],
+        "prompt_len": n_prompt,
+        "tokens": tokens,
+        "new_tokens": produced,
+        "prefill": prefill_kind,
+        "prefill_cycles": prefill_cycles,
+        "switch_cycles_modelled": switch_cycles,
+        "prefill_cycles_planned": int(b.doc["plan"]["prefill"]["cycles"]),
+        "first_token_cycles": int(first.cycles),
+        "decode_cycles": step_cycles,
+        "decode_cycles_per_token": per_tok,
+        "tokens_per_s": (clock / per_tok) if per_tok else None,
+        "clock_hz": clock,
+        "grid": list(cfg.grid),
+        "stages": len(cfg.stages),
+        "kv_capacity_tokens": int(prog.config.capacity * cfg.grid[0]),
+        "stopped": stopped,
+    }
+    if tok is not None and tokens:
+        out["text"] = tok.decode(tokens)
+    if req.keep_logits and rows:
+        out["logits"] = np.stack(rows)
+    return out
