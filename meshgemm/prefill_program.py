@@ -44,7 +44,7 @@ from meshgemm.prefill_gemm import GemmGeometry, MeshGemmRings, WeightSlots, skew
 from plmr.errors import InputError
 from plmr.hardware import HardwareSpec
 from simulator.body import Body
-from simulator.expr import Expr, Param, Var, X, Y, as_expr, eq
+from simulator.expr import Expr, Param, Var, X, Y, as_expr, eq, names
 from simulator.instructions import Add, Copy, Fill, Mul, Ref, Rsqrt, Scale, Silu
 from simulator.program import MeshProgram
 from simulator.statements import Assign, If, Loop, Timestamp, Wait, blocks_of, walk, with_blocks
@@ -155,14 +155,10 @@ def build_prefill_program(spec, hardware: HardwareSpec, mesh: tuple[int, int], s
         raise AssertionError(f"ring colour count {rings.slots} != {n_ring}")
     chains = XChains(prog, lambda i: cmap[n_ring + i])
     norm_roles = SegmentRoles.of("nr", p_x, [tuple(range(p_x))])
-    score_roles = SegmentRoles.of("sc", p_x, heads.segments)
 
     # ---- per-column head parameters ----
-    # (a column without attention features gets one group of one pair: its attention code never
-    # runs, branched off by ``has_heads``, but every state of the code must lower with positive sizes)
     has = np.array([1 if heads.column_kv_heads[c] else 0 for c in range(p_x)], dtype=np.int64)
-    ng_col = np.array([max(1, len(h)) for h in heads.column_kv_heads], dtype=np.int64)
-    np_col = np.array([heads.n_pairs(c) if has[c] else 1 for c in range(p_x)], dtype=np.int64)
+    np_col = np.array([heads.n_pairs(c) if has[c] else 0 for c in range(p_x)], dtype=np.int64)
 
     # ---- sizes ----
     Ecol, Fcol, Qcol, KVcol = s.cols(s.e), s.cols(s.f), s.cols(s.tq), s.cols(s.tkv)
@@ -184,17 +180,17 @@ def build_prefill_program(spec, hardware: HardwareSpec, mesh: tuple[int, int], s
     nmax = max(s.e, s.tq, s.tkv, s.f)
     windows = [spec.layer_sliding_window(i) for i in layers]
     wrule = A.WindowRule.of(windows, s.T, p_y)
-    ashape = A.AttentionShape(s.m, s.q_y, n_rep, KVcol, Qcol, p_y, spec.head_dim ** -0.5)
-    KB = ashape.kv_block
-    npair_max = int(np_col.max(initial=1))
+    ashape = A.AttentionShape(s.m, s.q_y, n_rep, spec.head_dim, KVcol, Qcol, p_y, spec.head_dim ** -0.5)
+    att_params = A.column_params(heads, ashape)
+    KB = 2 * s.q_y * KVcol * s.m  # one layer's K|V cache block
+    npair_max = max(1, int(np_col.max(initial=1)))
 
     # ---- body ----
     b = Body("prefill", doc="one prefill decoder layer per iteration of a loop over the resident layers")
     rings.declare(b)
     chains.declare(b)
     norm_roles.declare(b)
-    score_roles.declare(b)
-    for p in ("ng", "npair", "has_heads", "probe"):
+    for p in ("npair", "has_heads", "probe"):
         b.param(p)
     dt = dtype
     b.buffer("X", dt, s.q_y * Ecol * s.m)
@@ -276,7 +272,7 @@ def build_prefill_program(spec, hardware: HardwareSpec, mesh: tuple[int, int], s
     def rope() -> list:
         """Rotate-half on q (every head chunk) and k (every KV group) of the column, per token tile."""
         npair = Param("npair")
-        ng = Param("ng")
+        ng = Param("ng")  # KV groups with features on the column (1 when P_x >= n_kv)
         w = 2 * npair
         code = []
         j = Var("rj")
@@ -304,7 +300,7 @@ def build_prefill_program(spec, hardware: HardwareSpec, mesh: tuple[int, int], s
         "attn_norm": norm(ly * 2 * Ecol * s.m),
         "qkv": chain("A1", s.e, [("q", "QB", 0), ("k", "KVC", kv_k()), ("v", "KVC", kv_v())]),
         "rope": rope(),
-        "attention": A.code(ashape, rings, score_roles if p_x > 1 else None, ly, wrule),
+        "attention": A.code(ashape, rings, p_x > 1, ly, wrule),
         "o_proj": chain("QB", s.tq, [("o", "H", 0)]),
         "h_attn": [Add(Ref("X", 0, s.q_y * Ecol * s.m), Ref("X", 0, s.q_y * Ecol * s.m), Ref("H", 0, s.q_y * Ecol * s.m))],
         "mlp_norm": norm(ly * 2 * Ecol * s.m + Ecol * s.m),
@@ -318,7 +314,11 @@ def build_prefill_program(spec, hardware: HardwareSpec, mesh: tuple[int, int], s
     for i, name in enumerate(PHASES):
         code = phases[name] + [If(eq(Param("probe"), 1), (Timestamp(name),))]
         layer_code += [If(Var("stop") >= i, tuple(code))] if debug_stops else code
-    main = isolate_waiting_loops([Loop(Var("nl"), "ly", tuple(layer_code))])
+    counts: set = set()
+    main = hoist_loop_counts([Loop(Var("nl"), "ly", tuple(layer_code))], counts.add)
+    for name in sorted(counts):
+        b.var(name, "i32")
+    main = isolate_waiting_loops(main)
     b.function("prefill", main, args=("nl", "stop") if debug_stops else ("nl",))
     prog.entry = "prefill"
 
@@ -327,12 +327,37 @@ def build_prefill_program(spec, hardware: HardwareSpec, mesh: tuple[int, int], s
     probe = np.zeros((p_y, p_x), dtype=np.int64)
     for (x, y) in probes:
         probe[y, x] = 1
-    params = {**rings.values(), **chains.values(), **norm_roles.values(), **score_roles.values(),
-              "ng": lambda xs, ys: ng_col[xs], "npair": lambda xs, ys: np_col[xs],
-              "has_heads": lambda xs, ys: has[xs], "probe": lambda xs, ys: probe[ys, xs]}
+    params = {**rings.values(), **chains.values(), **norm_roles.values(),
+              **{k: (lambda a: lambda xs, ys: a[xs])(v) for k, v in att_params.items()},
+              "npair": lambda xs, ys: np_col[xs], "has_heads": lambda xs, ys: has[xs],
+              "probe": lambda xs, ys: probe[ys, xs]}
     prog.place(b, params=params)
     return PrefillProgram(prog, lay, s, layers, dtype, acc, w_off, WL, b_off, BL, wrule, debug_stops,
                           {"colours": n_ring + n_chain, "skew_rounds_max": skew_rounds(geom)})
+
+
+def hoist_loop_counts(code, declare) -> list:
+    """Every loop whose count is a run-time expression (not a number, a parameter expression or a plain
+    variable) gets its count assigned to a variable of its own first (``<var>_n``; ``declare(name)``
+    declares it). The simulator's lowering evaluates such a count into a temporary register at loop
+    entry and re-reads it at every iteration, and the body's own temporaries reuse that register (a
+    loop of ``pb + s`` iterations ran once); a variable holds the count safely."""
+    out = []
+    for st in code:
+        if isinstance(st, Loop):
+            body = tuple(hoist_loop_counts(st.body, declare))
+            cnt = st.count
+            _, coords, vars_, bufs = names(cnt)
+            if (coords or vars_ or bufs) and not isinstance(cnt, Var):
+                name = f"{st.var}_n"
+                declare(name)
+                out.append(Assign(name, cnt))
+                cnt = Var(name)
+            st = Loop(cnt, st.var, body)
+        elif blocks_of(st):
+            st = with_blocks(st, tuple(tuple(hoist_loop_counts(b, declare)) for b in blocks_of(st)))
+        out.append(st)
+    return out
 
 
 def isolate_waiting_loops(code) -> list:
