@@ -50,17 +50,17 @@ from simulator.lower import (
     MAX_MICROTHREADS, NTASK, O_DT, O_HI, O_LO, O_OFF, O_OFFR, O_STR, OP_ACT, OP_ADD, OP_BIN, OP_BLK,
     OP_BRZ, OP_CHECKNN, OP_COPY, OP_EXP, OP_FILL, OP_FINISH, OP_FMAC, OP_JMP, OP_JTAB, OP_LOAD,
     OP_LOOPINIT, OP_LOOPNEXT, OP_MAX, OP_MOV, OP_MUL, OP_RAS, OP_RECV, OP_RECVADD, OP_RELAY, OP_RET,
-    OP_RELAYSTORE, OP_RSQRT, OP_SCALE, OP_SEL, OP_SEND, OP_SILU, OP_STORE, OP_TS, OP_UNBLK, OPND0,
+    OP_RELAYSTORE, OP_RSQRT, OP_SCALE, OP_SEL, OP_SEND, OP_SETROUTE, OP_SILU, OP_STORE, OP_TS, OP_UNBLK, OPND0,
     OPND_FIELDS,
 )
 
 (ST_OK, ST_IDLE, ST_MISROUTE, ST_MULTIRX, ST_UTLIMIT, ST_QCONFLICT, ST_LIMIT, ST_BOUNDS, ST_NEGCOUNT,
- ST_RUNAWAY, ST_SCALAR) = range(11)
+ ST_RUNAWAY, ST_SCALAR, ST_ROUTEBUSY) = range(12)
 
 # params indices
 (P_W, P_H, P_C, P_ALPHA, P_RIN, P_ROUT, P_BETA, P_MAXIDLE, P_MAXCYC, P_S, P_SQ, P_CAPQ, P_TRACE,
- P_NSLOT, P_T0, P_CTASK, P_UT, P_NREG, P_CSCAL, P_TSCAP) = range(20)
-NPARAMS = 20
+ P_NSLOT, P_T0, P_CTASK, P_UT, P_NREG, P_CSCAL, P_TSCAP, P_NCFG, P_RPORTS, P_WPORTS, P_RAMP1) = range(24)
+NPARAMS = 24
 # out indices
 (O_ST, O_T, O_I0, O_I1, O_I2, O_I3, O_TOTAL, O_NTS, O_NTR, O_VCE, O_VRT, O_MOVES, O_RTONLY,
  O_TSDROP) = range(14)
@@ -108,7 +108,7 @@ def _rnd(x, dt):
     return np.float32(x)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _bin(code, a, b):
     """Scalar operator ``code`` (lower.BIN_CODES) on float64 registers; NaN flags a division by 0."""
     if code == 0:
@@ -246,6 +246,22 @@ def _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, when, pe, kind):
 
 
 @njit(cache=True)
+def _heap_push(hp, hn, key):
+    """Push ``key`` (when << 21 | pe << 1 | kind) on the min-heap of far wake-ups; the new size."""
+    hi = hn
+    hp[hi] = key
+    while hi > 0:
+        parent = (hi - 1) >> 1
+        if hp[parent] <= hp[hi]:
+            break
+        tmp = hp[parent]
+        hp[parent] = hp[hi]
+        hp[hi] = tmp
+        hi = parent
+    return hn + 1
+
+
+@njit(cache=True)
 def init_records(W, H, S, SQ, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route, ch_port, ch_cap,
                  pe_block, cs, rs, ps, ur):
     """Fill the engine's packed records once per loaded program (they persist across launches).
@@ -311,7 +327,7 @@ def _specialise(functional: bool):
     @njit(cache=True, error_model="numpy")
     def run(params, route_of, r_pe, r_tx, ch_route, ins, jtab, pe_entry, tk_entry, tk_data, tk_arg,
             blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay, q_pay,
-            ts_pe, ts_label, ts_cycle, tr, out, cs, rs, ps):
+            ts_pe, ts_label, ts_cycle, tr, out, cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down, link_acc):
         W = params[P_W]
         H = params[P_H]
         C = params[P_C]
@@ -331,6 +347,10 @@ def _specialise(functional: bool):
         NREG = params[P_NREG]
         c_scal = params[P_CSCAL]
         ts_cap = params[P_TSCAP]
+        ncfg = params[P_NCFG]
+        rports = params[P_RPORTS]
+        wports = params[P_WPORTS]
+        ramp1 = params[P_RAMP1] != 0  # the ramp takes one wavelet a cycle
         ts_drop = 0
         SM = S - 1  # ring storage is a power of two >= every capacity
         SQM = SQ - 1
@@ -432,7 +452,16 @@ def _specialise(functional: bool):
                                 # that brought us here, schedule one at the new end
                                 if ps[U(pb + E_WAKEAT)] <= t:
                                     ps[U(pb + E_WAKEAT)] = mfree
-                                    hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, mfree, pe, 0)
+                                    wk_ = mfree  # wake (written out: a call taking arrays costs reference counts)
+                                    if wk_ - t < nslot:
+                                        wb = wk_ & slotm
+                                        wi = U(wb * nwd + (pe >> 6))
+                                        if bm[wi] == 0:
+                                            sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                            occ[U(wk_ & slotm)] = 1
+                                        bm[wi] |= np.int64(1) << (pe & 63)
+                                    else:
+                                        hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 0)
                             elif ps[U(pb + E_PARK)] == 0 and blk >= 0:
                                 # -------- the main thread: run rows, or pick a task --------
                                 budget = MAX_ROWS_PER_VISIT
@@ -466,7 +495,16 @@ def _specialise(functional: bool):
                                             rs[U(r + 2)] = t
                                             if ps[U(pb + E_RBP)]:
                                                 ps[U(pb + E_RBP)] = 0
-                                                hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, t + 1, pe, 1)
+                                                wk_ = t + 1  # wake (written out: a call taking arrays costs reference counts)
+                                                if wk_ - t < nslot:
+                                                    wb = 1 * nslot + (wk_ & slotm)
+                                                    wi = U(wb * nwd + (pe >> 6))
+                                                    if bm[wi] == 0:
+                                                        sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                                        occ[U(wk_ & slotm)] = 1
+                                                    bm[wi] |= np.int64(1) << (pe & 63)
+                                                else:
+                                                    hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 1)
                                         else:
                                             tact[U(pe)] &= ~tbit
                                         ps[U(pb + E_CUR)] = tid
@@ -489,7 +527,16 @@ def _specialise(functional: bool):
                                             ps[U(pb + E_MFREE)] = e
                                             ps[U(pb + E_MPORTS)] = 0
                                             ps[U(pb + E_WAKEAT)] = e
-                                            hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, e, pe, 0)
+                                            wk_ = e  # wake (written out: a call taking arrays costs reference counts)
+                                            if wk_ - t < nslot:
+                                                wb = wk_ & slotm
+                                                wi = U(wb * nwd + (pe >> 6))
+                                                if bm[wi] == 0:
+                                                    sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                                    occ[U(wk_ & slotm)] = 1
+                                                bm[wi] |= np.int64(1) << (pe & 63)
+                                            else:
+                                                hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 0)
                                             break
                                         continue
                                     # run the current task's rows
@@ -565,7 +612,16 @@ def _specialise(functional: bool):
                                                     stop = True
                                                     break
                                             elif op == OP_LOAD or op == OP_STORE:
-                                                off, sd, dt, ok = _opnd(ins, row, 0, regs, rgb, 1)
+                                                fo_ = OPND0 + OPND_FIELDS * 0  # operand 0 (written out: see the wake-ups)
+                                                off = ins[U(row), fo_ + O_OFF]
+                                                if ins[U(row), fo_ + O_OFFR] >= 0:
+                                                    off += np.int64(regs[U(rgb + ins[U(row), fo_ + O_OFFR])])
+                                                sd = ins[U(row), fo_ + O_STR]
+                                                dt = ins[U(row), fo_ + O_DT]
+                                                if 1 > 0:
+                                                    ok = off >= ins[U(row), fo_ + O_LO] and off + (1 - 1) * sd < ins[U(row), fo_ + O_HI]
+                                                else:
+                                                    ok = off >= ins[U(row), fo_ + O_LO] and off <= ins[U(row), fo_ + O_HI]
                                                 if not ok:
                                                     st = ST_BOUNDS
                                                     out[O_I0] = pe
@@ -588,12 +644,74 @@ def _specialise(functional: bool):
                                                 ps[U(pb + E_FINISHED)] += 1
                                             ps[U(pb + E_PC)] = nxt
                                             continue
+                                        if op >= OP_FMAC and ps[U(pb + E_NUT)] == 0:
+                                            # a compute op with no microthread running touches nothing
+                                            # another agent sees and cannot be stalled: run it at its
+                                            # virtual time and go on (one visit per compute run)
+                                            n = ins[U(row), F_LEN]
+                                            if ins[U(row), F_LENR] >= 0:
+                                                n = np.int64(regs[U(rgb + ins[U(row), F_LENR])])
+                                            nops = 3 if (op == OP_FMAC or op == OP_ADD or op == OP_MUL or op == OP_MAX) \
+                                                else (1 if op == OP_FILL else 2)
+                                            bad = -1
+                                            for k in range(nops):
+                                                fo_ = OPND0 + OPND_FIELDS * k  # operand k (written out: see the wake-ups)
+                                                off = ins[U(row), fo_ + O_OFF]
+                                                if ins[U(row), fo_ + O_OFFR] >= 0:
+                                                    off += np.int64(regs[U(rgb + ins[U(row), fo_ + O_OFFR])])
+                                                sd = ins[U(row), fo_ + O_STR]
+                                                dt = ins[U(row), fo_ + O_DT]
+                                                if n > 0:
+                                                    ok = off >= ins[U(row), fo_ + O_LO] and off + (n - 1) * sd < ins[U(row), fo_ + O_HI]
+                                                else:
+                                                    ok = off >= ins[U(row), fo_ + O_LO] and off <= ins[U(row), fo_ + O_HI]
+                                                if not ok or n < 0:
+                                                    bad = k
+                                                    out[O_I3] = off
+                                                    break
+                                            if bad >= 0:
+                                                st = ST_BOUNDS
+                                                out[O_I0] = pe
+                                                out[O_I1] = row
+                                                out[O_I2] = bad
+                                                stop = True
+                                                break
+                                            if functional:
+                                                _compute(ins, row, op, n, regs, rgb, mem, base)
+                                            wdt = ins[U(row), F_W]
+                                            cost = ins[U(row), F_COST] + ((n + wdt - 1) // wdt) * ins[U(row), F_MULT]
+                                            e = tv + cost
+                                            if e > ps[U(pb + E_BUSYU)]:
+                                                ps[U(pb + E_BUSY)] += e - max(tv, ps[U(pb + E_BUSYU)])
+                                                ps[U(pb + E_BUSYU)] = e
+                                            if e > ps[U(pb + E_FIN)]:
+                                                ps[U(pb + E_FIN)] = e
+                                            if n_tr < trace_cap and cost > 0:
+                                                tr[n_tr, 0] = pe
+                                                tr[n_tr, 1] = 0
+                                                tr[n_tr, 2] = row
+                                                tr[n_tr, 3] = tv
+                                                tr[n_tr, 4] = e
+                                                n_tr += 1
+                                            tv = e
+                                            progress = True
+                                            ps[U(pb + E_PC)] = row + 1
+                                            continue
                                         # rows below run at their exact cycle
                                         if tv > t:
                                             ps[U(pb + E_MFREE)] = tv
                                             ps[U(pb + E_MPORTS)] = 0
                                             ps[U(pb + E_WAKEAT)] = tv
-                                            hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, tv, pe, 0)
+                                            wk_ = tv  # wake (written out: a call taking arrays costs reference counts)
+                                            if wk_ - t < nslot:
+                                                wb = wk_ & slotm
+                                                wi = U(wb * nwd + (pe >> 6))
+                                                if bm[wi] == 0:
+                                                    sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                                    occ[U(wk_ & slotm)] = 1
+                                                bm[wi] |= np.int64(1) << (pe & 63)
+                                            else:
+                                                hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 0)
                                             stop = True
                                             break
                                         progress = True
@@ -605,7 +723,43 @@ def _specialise(functional: bool):
                                             break  # back to the picker
                                         cost = ins[U(row), F_COST]
                                         mports = 0
-                                        if op == OP_TS:
+                                        if op == OP_SETROUTE:
+                                            # install route configuration B of colour A (teardown: the
+                                            # colour must carry no wavelets in this router)
+                                            r = route_of[U(pe * C + ins[U(row), F_A])]
+                                            k = ins[U(row), F_B]
+                                            busy_r = rs[U(r * RS + 1)] > 0
+                                            for ch in range(r_chan0[r], r_chan0[r + 1]):
+                                                if cs[U(ch * CS + 1)] > 0:
+                                                    busy_r = True
+                                            if busy_r:
+                                                st = ST_ROUTEBUSY
+                                                out[O_I0] = pe
+                                                out[O_I1] = row
+                                                out[O_I2] = ins[U(row), F_A]
+                                                stop = True
+                                                break
+                                            rb_ = r * RS
+                                            oldtx = rs[U(rb_ + 7)]
+                                            for p in range(5):  # forwarded so far count on the old ports
+                                                if (oldtx >> p) & 1:
+                                                    link_acc[U(pe * 5 + p)] += rs[U(rb_ + 3)]
+                                            rs[U(rb_ + 3)] = 0
+                                            rs[U(rb_ + 7)] = r_cfg_tx[U(r * ncfg + k)]
+                                            for p in range(4):
+                                                d = r_cfg_down[U((r * ncfg + k) * 4 + p)]
+                                                rs[U(rb_ + 8 + p)] = d * CS if d >= 0 else d
+                                            wk_ = t + 1  # wake (written out: a call taking arrays costs reference counts)
+                                            if wk_ - t < nslot:
+                                                wb = 1 * nslot + (wk_ & slotm)
+                                                wi = U(wb * nwd + (pe >> 6))
+                                                if bm[wi] == 0:
+                                                    sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                                    occ[U(wk_ & slotm)] = 1
+                                                bm[wi] |= np.int64(1) << (pe & 63)
+                                            else:
+                                                hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 1)
+                                        elif op == OP_TS:
                                             if n_ts < ts_cap:
                                                 ts_pe[n_ts] = pe
                                                 ts_label[n_ts] = ins[U(row), F_A]
@@ -656,7 +810,16 @@ def _specialise(functional: bool):
                                             mdt = 0
                                             mports_u = 0
                                             if op != OP_RELAY:
-                                                moff, msd, mdt, ok = _opnd(ins, row, 0, regs, rgb, n)
+                                                fo_ = OPND0 + OPND_FIELDS * 0  # operand 0 (written out: see the wake-ups)
+                                                moff = ins[U(row), fo_ + O_OFF]
+                                                if ins[U(row), fo_ + O_OFFR] >= 0:
+                                                    moff += np.int64(regs[U(rgb + ins[U(row), fo_ + O_OFFR])])
+                                                msd = ins[U(row), fo_ + O_STR]
+                                                mdt = ins[U(row), fo_ + O_DT]
+                                                if n > 0:
+                                                    ok = moff >= ins[U(row), fo_ + O_LO] and moff + (n - 1) * msd < ins[U(row), fo_ + O_HI]
+                                                else:
+                                                    ok = moff >= ins[U(row), fo_ + O_LO] and moff <= ins[U(row), fo_ + O_HI]
                                                 if not ok or n < 1:
                                                     st = ST_BOUNDS
                                                     out[O_I0] = pe
@@ -702,7 +865,16 @@ def _specialise(functional: bool):
                                             if ins[U(row), F_DONE] < 0:  # synchronous: park until it completes
                                                 ps[U(pb + E_PARK)] = free_s + 1
                                             if cost > 0:  # the microthread starts then: visit the CE
-                                                hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, t + cost, pe, 0)
+                                                wk_ = t + cost  # wake (written out: a call taking arrays costs reference counts)
+                                                if wk_ - t < nslot:
+                                                    wb = wk_ & slotm
+                                                    wi = U(wb * nwd + (pe >> 6))
+                                                    if bm[wi] == 0:
+                                                        sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                                        occ[U(wk_ & slotm)] = 1
+                                                    bm[wi] |= np.int64(1) << (pe & 63)
+                                                else:
+                                                    hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 0)
                                         else:
                                             # a compute DSD op on the main thread
                                             n = ins[U(row), F_LEN]
@@ -712,7 +884,16 @@ def _specialise(functional: bool):
                                                 else (1 if op == OP_FILL else 2)
                                             bad = -1
                                             for k in range(nops):
-                                                off, sd, dt, ok = _opnd(ins, row, k, regs, rgb, n)
+                                                fo_ = OPND0 + OPND_FIELDS * k  # operand k (written out: see the wake-ups)
+                                                off = ins[U(row), fo_ + O_OFF]
+                                                if ins[U(row), fo_ + O_OFFR] >= 0:
+                                                    off += np.int64(regs[U(rgb + ins[U(row), fo_ + O_OFFR])])
+                                                sd = ins[U(row), fo_ + O_STR]
+                                                dt = ins[U(row), fo_ + O_DT]
+                                                if n > 0:
+                                                    ok = off >= ins[U(row), fo_ + O_LO] and off + (n - 1) * sd < ins[U(row), fo_ + O_HI]
+                                                else:
+                                                    ok = off >= ins[U(row), fo_ + O_LO] and off <= ins[U(row), fo_ + O_HI]
                                                 if not ok or n < 0:
                                                     bad = k
                                                     out[O_I3] = off
@@ -750,7 +931,16 @@ def _specialise(functional: bool):
                                             ps[U(pb + E_MPORTS)] = mports
                                             if ps[U(pb + E_PARK)] == 0:
                                                 ps[U(pb + E_WAKEAT)] = e
-                                                hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, e, pe, 0)
+                                                wk_ = e  # wake (written out: a call taking arrays costs reference counts)
+                                                if wk_ - t < nslot:
+                                                    wb = wk_ & slotm
+                                                    wi = U(wb * nwd + (pe >> 6))
+                                                    if bm[wi] == 0:
+                                                        sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                                        occ[U(wk_ & slotm)] = 1
+                                                    bm[wi] |= np.int64(1) << (pe & 63)
+                                                else:
+                                                    hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 0)
                                             stop = True
                                             break
                                         if ps[U(pb + E_PARK)] != 0:
@@ -775,7 +965,7 @@ def _specialise(functional: bool):
                                 k = ur[U(ub + 1)]
                                 moved = False
                                 if op == OP_SEND:
-                                    if ps[U(pb + E_INJT)] == t:  # the ramp took a wavelet this cycle
+                                    if ramp1 and ps[U(pb + E_INJT)] == t:  # the ramp took a wavelet this cycle
                                         wb = ((t + 1) & slotm)  # wake: due at t + 1
                                         wi = U(wb * nwd + (pe >> 6))
                                         if bm[wi] == 0:
@@ -846,7 +1036,7 @@ def _specialise(functional: bool):
                                             ch = ur[U(ub + 7)]
                                             cnt = cs[U(ch + 1)]
                                             eff = cnt + (cs[U(ch + 2)] == t)
-                                            if ps[U(pb + E_INJT)] == t:  # the ramp took a wavelet this cycle
+                                            if ramp1 and ps[U(pb + E_INJT)] == t:  # the ramp took one this cycle
                                                 has_out = False
                                                 wb = ((t + 1) & slotm)  # wake: due at t + 1
                                                 wi = U(wb * nwd + (pe >> 6))
@@ -970,8 +1160,8 @@ def _specialise(functional: bool):
                                     ps[U(pb + E_FIN)] = t + 1
                                 # memory ports: the main thread's op loses this cycle if they ran out
                                 mp = ps[U(pb + E_MPORTS)]
-                                if mp != 0 and ps[U(pb + E_MFREE)] > t and (
-                                        (used >> 2) + (mp >> 2) > 2 or (used & 3) + (mp & 3) > 1):
+                                if mp != 0 and rports > 0 and ps[U(pb + E_MFREE)] > t and (
+                                        (used >> 2) + (mp >> 2) > rports or (used & 3) + (mp & 3) > wports):
                                     e = ps[U(pb + E_MFREE)] + 1
                                     ps[U(pb + E_MFREE)] = e
                                     if e > ps[U(pb + E_BUSYU)]:

@@ -152,6 +152,7 @@ class RouteRule:
     rx: Expr
     tx: Expr
     when: Expr
+    config: int = 0  # 0: the layout's routes; k >= 1: an alternative SetRoute(colour, k) installs
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +204,8 @@ class MeshProgram:
         # Routes: bit masks per (PE, colour); 0 = no route. Rules keep how they were written.
         self._rx = np.zeros((n, spec.num_colors), dtype=np.uint8)
         self._tx = np.zeros((n, spec.num_colors), dtype=np.uint8)
+        # run-time alternatives (SetRoute): config k >= 1 -> (rx, tx) masks per (PE, colour)
+        self._alt: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.route_rules: list[RouteRule] = []
         self.layout_params: dict[str, int] = {"W": width, "H": height}  # the rectangle, by name
         # Bodies
@@ -636,26 +639,35 @@ class MeshProgram:
             raise InputError(f"{where}: port(s) {sorted(p.name for p in bad)} in both rx and tx")
         return rxm, txm
 
-    def _write_routes(self, pes: np.ndarray, colours: np.ndarray, rxm, txm, replace: bool) -> None:
+    def _tables(self, config: int) -> tuple[np.ndarray, np.ndarray]:
+        if config == 0:
+            return self._rx, self._tx
+        if config not in self._alt:
+            self._alt[config] = (np.zeros_like(self._rx), np.zeros_like(self._tx))
+        return self._alt[config]
+
+    def _write_routes(self, pes: np.ndarray, colours: np.ndarray, rxm, txm, replace: bool,
+                      config: int = 0) -> None:
         """Set masks ``rxm``/``txm`` (numbers or per-PE arrays) for ``colours`` at ``pes``."""
         if not pes.size:
             return
+        rx_t, tx_t = self._tables(config)
         bad = ~np.isin(colours, np.array(self.spec.routable_colors))
         if bad.any():
             i = int(np.nonzero(bad)[0][0])
             self._check_colour(int(colours[i]), f"PE {self._xy(int(pes[i]))}")
         if not replace:
-            old_rx, old_tx = self._rx[pes, colours], self._tx[pes, colours]
+            old_rx, old_tx = rx_t[pes, colours], tx_t[pes, colours]
             clash = (old_rx != 0) & ((old_rx != rxm) | (old_tx != txm))
             if clash.any():
                 i = int(np.nonzero(np.atleast_1d(clash))[0][0])
                 pe, c = int(pes[i]), int(colours[i])
                 raise InputError(
-                    f"PE {self._xy(pe)}: colour {c} already routed rx={port_names(int(self._rx[pe, c]))} "
-                    f"tx={port_names(int(self._tx[pe, c]))}; a PE holds one route per colour (pass "
-                    f"replace=True to override)")
-        self._rx[pes, colours] = rxm
-        self._tx[pes, colours] = txm
+                    f"PE {self._xy(pe)}: colour {c} already routed rx={port_names(int(rx_t[pe, c]))} "
+                    f"tx={port_names(int(tx_t[pe, c]))}" + (f" in route configuration {config}" if config else "")
+                    + "; a PE holds one route per colour (pass replace=True to override)")
+        rx_t[pes, colours] = rxm
+        tx_t[pes, colours] = txm
 
     def set_route(self, x: Coord, y: Coord, colour, rx: PortSet, tx: PortSet,
                   replace: bool = False) -> None:
@@ -664,11 +676,19 @@ class MeshProgram:
         conflict) unless ``replace=True``. ``route_rule`` takes expressions of the coordinates."""
         self.route_rule(x, y, colour, _mask(rx), _mask(tx), replace=replace)
 
-    def route_rule(self, x: Coord, y: Coord, colour, rx, tx, when=1, replace: bool = False) -> None:
+    def route_rule(self, x: Coord, y: Coord, colour, rx, tx, when=1, replace: bool = False,
+                   config: int = 0) -> None:
         """Route ``colour`` on the selected PEs where ``when`` holds: ``colour``, ``rx`` and ``tx``
         (port sets, or integer masks with bit ``1 << port`` per port) and ``when`` may be expressions
         of ``X``, ``Y`` and program parameters, evaluated at every PE (a PE whose masks are both 0 gets
-        no route). This is how a layout writes a routing pattern once for every size."""
+        no route). This is how a layout writes a routing pattern once for every size.
+
+        ``config`` k >= 1 declares a run-time alternative: the statement ``SetRoute(colour, k)`` puts
+        it in place on a PE (``SetRoute(colour, 0)`` restores the layout's); CSL's ``<tile_config>``
+        ``reset_routes``, as WaferLLM's WSE-3 decode re-routes its colours between the X and Y
+        reductions."""
+        if not isinstance(config, int) or config < 0:
+            raise InputError(f"route configuration must be an integer >= 0, got {config!r}")
         pes = self.pes(x, y)
         rect = self._rect(x, y)
         xs, ys = pes % self.width, pes // self.width
@@ -697,8 +717,8 @@ class MeshProgram:
             if both.any():
                 i = int(np.nonzero(both)[0][0])
                 raise InputError(f"{where(i)}: port(s) {port_names(int(rxm[i] & txm[i]))} in both rx and tx")
-            self._write_routes(sel, cols, rxm.astype(np.uint8), txm.astype(np.uint8), replace)
-        self.route_rules.append(RouteRule(rect, None if rect else pes, *exprs))
+            self._write_routes(sel, cols, rxm.astype(np.uint8), txm.astype(np.uint8), replace, config)
+        self.route_rules.append(RouteRule(rect, None if rect else pes, *exprs, config=config))
 
     def evaluate_at(self, e: Expr, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         """Value of ``e`` (an expression of X, Y and program parameters) at the PEs (xs, ys). An
