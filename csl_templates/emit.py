@@ -53,12 +53,12 @@ class CslSource:
         return len(FIXED_SLOTS) + len(self.stamp_labels)
 
 
-def _refuse_trace(prog: MeshProgram) -> None:
+def _refuse_trace(prog: MeshProgram, kernel: str) -> None:
     auto = [p for p in prog.placements if p.auto]
     if auto:
         raise InputError(
-            f"program {prog.name} is built with the per-PE trace API ({len(auto)} parameterless bodies); only "
-            f"programs written as bodies placed with parameters can be emitted as compact CSL")
+            f"{kernel} is built with the per-PE trace API ({len(auto)} parameterless bodies, one per distinct "
+            f"instruction list); only programs written as bodies placed with parameters emit compact CSL")
 
 
 def emit_csl(prog: MeshProgram, targets: list[CslTarget] | None = None, kernel: str | None = None,
@@ -66,13 +66,13 @@ def emit_csl(prog: MeshProgram, targets: list[CslTarget] | None = None, kernel: 
     """Lower ``prog`` (see the module docstring). ``roles``: a short description per body name for the
     files' header comments (default: the body's docstring's first line)."""
     prog.finalize()
-    _refuse_trace(prog)
+    kernel = kernel or prog.name
+    _refuse_trace(prog, f"kernel {kernel}")
     if not prog.placements:
-        raise InputError(f"program {prog.name} places no code body; nothing to emit")
+        raise InputError(f"kernel {kernel} places no code body; nothing to emit")
     targets = targets or default_targets(prog.width, prog.height)
     for t in targets:
         t.check_fits(prog.width, prog.height)
-    kernel = kernel or prog.name
     pe_block = prog.pe_blocks()
     used = sorted(set(np.unique(pe_block).tolist()) - {-1})
     blocks = [prog.blocks[i] for i in used]

@@ -348,7 +348,9 @@ class CslPrinter:
             rel = "<" if op == "min" else ">"
             if t in (CI, CF):
                 return f"(if ({a} {rel} {b}) {a} else {b})"
-            return f"(if ({a} {rel} {b}) @as({t}, {a}) else @as({t}, {b}))"
+            ta_ = f"@as({t}, {self._strip(a)})" if self.type_of(e.a) in (CI, CF) else a
+            tb_ = f"@as({t}, {self._strip(b)})" if self.type_of(e.b) in (CI, CF) else b
+            return f"(if ({a} {rel} {b}) {self._strip(ta_)} else {self._strip(tb_)})"
         if op in ("div", "mod"):
             if t in FLOAT_TYPES + (CF,):
                 raise InputError(f"integer {'//' if op == 'div' else '%'} of float values has no CSL lowering: {e!r}")

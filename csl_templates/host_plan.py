@@ -30,6 +30,8 @@ E = Var("e")
 TENSOR_DTYPES = ("fp16", "fp32")
 INITS = ("uniform", "zeros", "ones", "arange")
 _IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+#: Copies with more elements than this are checked on a sample of rows, columns and elements.
+CHECK_ELEMENTS = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -142,28 +144,26 @@ def _resolve(c: HostCopy, plan: HostPlan, prog: MeshProgram, allowed: set, what:
         bad = sorted(p - set(prog.layout_params)) + sorted(v - {"e"}) + sorted(b)
         if bad:
             raise InputError(f"{where}: {n} may use X, Y, E and program parameters, not {bad[0]!r}")
-    blocks = prog.pe_blocks()
+    blocks = prog.pe_blocks().reshape(prog.height, prog.width)[c.y0:c.y0 + h, c.x0:c.x0 + w]
     lengths = set()
     dtypes = set()
-    for yy in range(c.y0, c.y0 + h):
-        row = blocks[yy * prog.width + c.x0: yy * prog.width + c.x0 + w]
-        for bi in np.unique(row).tolist():
-            if bi < 0:
-                raise InputError(f"{where}: some PE of the rectangle runs no body")
-            blk = prog.blocks[bi]
-            buf = blk.by_name.get(c.buffer)
-            decl = blk.body.buffers.get(c.buffer)
-            if buf is None:
-                raise InputError(f"{where}: body {blk.body.name} has no buffer {c.buffer!r}")
-            if not decl.export:
-                raise InputError(f"{where}: buffer {c.buffer!r} of body {blk.body.name} is not exported")
-            lengths.add(buf.length)
-            dtypes.add(buf.dtype)
+    for bi in np.unique(blocks).tolist():
+        if bi < 0:
+            raise InputError(f"{where}: some PE of the rectangle runs no body")
+        blk = prog.blocks[bi]
+        buf = blk.by_name.get(c.buffer)
+        decl = blk.body.buffers.get(c.buffer)
+        if buf is None:
+            raise InputError(f"{where}: body {blk.body.name} has no buffer {c.buffer!r}")
+        if not decl.export:
+            raise InputError(f"{where}: buffer {c.buffer!r} of body {blk.body.name} is not exported")
+        lengths.add(buf.length)
+        dtypes.add(buf.dtype)
     if len(lengths) != 1 or len(dtypes) != 1:
         raise InputError(f"{where}: the buffer's length or dtype differs over the rectangle ({sorted(lengths)}); "
                          f"memcpy moves the same number of elements to every PE")
     region = CopyRegion(c, c.x0, c.y0, w, h, lengths.pop(), dtypes.pop())
-    idx, ok = host_indices(region, prog.layout_params)
+    idx, ok = host_indices(region, prog.layout_params, sample=CHECK_ELEMENTS)
     size = plan.tensor(c.tensor).size
     sel = idx[ok]
     if sel.size and (sel.min() < 0 or sel.max() >= size):
@@ -172,10 +172,22 @@ def _resolve(c: HostCopy, plan: HostPlan, prog: MeshProgram, allowed: set, what:
     return region
 
 
-def host_indices(r: CopyRegion, params: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(index, valid) arrays of shape (h, w, elems) — exactly what the generated ``run.py`` computes."""
-    Y, X, Ev = np.meshgrid(np.arange(r.y0, r.y0 + r.h), np.arange(r.x0, r.x0 + r.w), np.arange(r.elems),
-                           indexing="ij")
+def _sample(start: int, n: int, keep: int) -> np.ndarray:
+    """All of ``start .. start + n - 1`` when there are few, else both ends and evenly spaced ones."""
+    if n <= keep:
+        return np.arange(start, start + n)
+    ends = np.r_[0:3, n - 3:n, np.linspace(0, n - 1, keep - 6).round().astype(np.int64)]
+    return start + np.unique(ends)
+
+
+def host_indices(r: CopyRegion, params: dict, sample: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(index, valid) arrays of shape (h, w, elems) — exactly what the generated ``run.py`` computes.
+    ``sample``: above that many elements, evaluate on the rectangle's first, last and evenly spaced
+    rows, columns and elements only (a check, not a copy)."""
+    ys, xs, es = np.arange(r.y0, r.y0 + r.h), np.arange(r.x0, r.x0 + r.w), np.arange(r.elems)
+    if sample is not None and r.h * r.w * r.elems > sample:
+        ys, xs, es = _sample(r.y0, r.h, 24), _sample(r.x0, r.w, 24), _sample(0, r.elems, 64)
+    Y, X, Ev = np.meshgrid(ys, xs, es, indexing="ij")
     env = {"x": X, "y": Y, "e": Ev, **params}
     idx = np.broadcast_to(np.asarray(evaluate(r.copy.index, env, vectorised=True)), X.shape).astype(np.int64)
     ok = np.broadcast_to(np.asarray(evaluate(r.copy.valid, env, vectorised=True)) != 0, X.shape)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from plmr.errors import InputError
-from simulator.expr import Expr, as_expr, evaluate, names
+from simulator.expr import Const, Expr, as_expr, evaluate, names
 from simulator.program import MeshProgram, Port
 
 from csl_templates.exprs import Bindings, CslPrinter, Scope
@@ -102,7 +102,7 @@ class LayoutEmitter:
                     for e in (r.colour, r.rx, r.tx, r.when)]
             cols, rxm, txm, cond = vals
             on = (cond != 0) & ((rxm != 0) | (txm != 0))
-            pairs = sorted({(int(a), int(b)) for a, b in zip(rxm[on].tolist(), txm[on].tolist())})
+            pairs = [(int(v) >> 8, int(v) & 255) for v in np.unique((rxm[on] << 8) | txm[on])]
             out.append(_RuleInfo(k, r, (pes[on] * C + cols[on]).astype(np.int64), pairs))
         return out
 
@@ -171,10 +171,15 @@ class LayoutEmitter:
                 cond.append(self.p.cond(when))
             for j in overrides.get(info.index, []):
                 later = prog.route_rules[j]
-                parts = [self._in_rect(later.rect) or "true", self.p.cond(later.when),
-                         f"{self.p.expr(later.colour, 'i32')} == {self.p.expr(r.colour, 'i32')}",
-                         f"({self.p.expr(later.rx, 'i32')} != 0 or {self.p.expr(later.tx, 'i32')} != 0)"]
-                cond.append("!(" + " and ".join(parts) + ")")
+                parts = [self._in_rect(later.rect)]
+                if not _const(later.when):
+                    parts.append(self.p.cond(later.when))
+                if not (_const(later.colour) and as_expr(later.colour) == as_expr(r.colour)):
+                    parts.append(f"{self.p.expr(later.colour, 'i32')} == {self.p.expr(r.colour, 'i32')}")
+                if not (_const(later.rx) and _const(later.tx)):
+                    parts.append(f"({self.p.expr(later.rx, 'i32')} != 0 or {self.p.expr(later.tx, 'i32')} != 0)")
+                parts = [q for q in parts if q]
+                cond.append("!(" + (" and ".join(parts) if parts else "true") + ")")
             const_masks = len(info.pairs) == 1 and not names(r.rx)[1] and not names(r.tx)[1] \
                 and not names(r.rx)[0] and not names(r.tx)[0]
             colour = f"@get_color({self.p.expr(r.colour, 'i32')})"
@@ -203,6 +208,12 @@ class LayoutEmitter:
             kernel=self.kernel, prog=prog, params=list(prog.layout_params), shared=shared,
             placement_lines=placement_lines, rules=rules, exports=exports, functions=functions,
             n_bodies=len({id(pl.body) for pl in prog.placements}))
+
+
+def _const(e) -> bool:
+    """A constant (a non-zero one, for conditions and masks: zero never reaches the layout)."""
+    c = as_expr(e)
+    return isinstance(c, Const) and c.value != 0
 
 
 def _config(colour: str, rxm: int, txm: int) -> str:

@@ -45,8 +45,10 @@ def _fmt(v, unit: str = "") -> str:
 @click.option("--timing-only", is_flag=True, help="with --simulate: timing mode (no data, no error check)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the random inputs")
+@click.option("--emit-csl", "emit_csl", default=None, metavar="DIR", help="write the kernel's CSL bundle to DIR")
 def kernel(name: str, mesh: str, m: int, k: int, n: int, k_tree: int, group_size: int | None, dtype: str,
-           hardware_name: str, simulate: bool, timing_only: bool, as_json: bool, seed: int) -> None:
+           hardware_name: str, simulate: bool, timing_only: bool, as_json: bool, seed: int,
+           emit_csl: str | None) -> None:
     """Build kernel NAME (meshgemm, gemmt, meshgemv, cannon, summa, gemv-pipeline, gemv-ring), print
     its PLMR prediction and, with --simulate, simulated cycles, the compute/communication split,
     the error vs numpy, bytes and colours per PE."""
@@ -64,6 +66,10 @@ def kernel(name: str, mesh: str, m: int, k: int, n: int, k_tree: int, group_size
     req = KernelRequest(name=name, mesh=shape, m=m, k=k, n=n, dtype=dtype, k_tree=k_tree,
                         group_size=group_size, functional=functional, seed=seed)
     build = build_kernel(req, spec)
+    if emit_csl:
+        from csl_templates.kernel_bundle import emit_kernel_bundle
+
+        emit_kernel_bundle(build, hardware_name, emit_csl)
     mode = ("functional" if functional else "timing") if simulate else "none"
     rep = run_kernel(build, spec, mode)
     if as_json:

@@ -1,0 +1,113 @@
+"""`waferllm deploy BUNDLE`: the dry run prints every step with its exact command; without the SDK it
+says how to set it up (exit 2); --stub runs the host script on the simulator; `waferllm kernel
+--emit-csl` writes a bundle or refuses in one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from waferllm.cli import main
+
+from csl_templates.bundle import emit_bundle
+from csl_templates.examples import shift_east
+
+
+def make_bundle(tmp_path):
+    prog, plan = shift_east(width=5, height=3, n=4)
+    out = tmp_path / "b"
+    emit_bundle(prog, out, plan, stub={"builder": "csl_templates.examples:build_example",
+                                       "kwargs": {"name": "shift_east", "width": 5, "height": 3, "n": 4}},
+                kernel="shift_east")
+    return out
+
+
+def test_dry_run_prints_every_step_with_the_exact_commands(tmp_path):
+    b = make_bundle(tmp_path)
+    r = CliRunner().invoke(main, ["deploy", str(b), "--dry-run", "--python", "/opt/wse/bin/python"])
+    assert r.exit_code == 0, r.output
+    opts = ("--arch=wse2 --fabric-dims=757,996 --fabric-offsets=4,1 --params=width:5,height:3,W:5 --memcpy "
+            "--channels=1 -o out")
+    assert r.output.splitlines() == [
+        "deploy kernel 'shift_east' (5 x 3 PEs, wse2) to a CS-2 system",
+        f"1. compile   SdkCompiler(disable_version_check=True).compile('{b}/src', 'layout.csl', '{opts}', "
+        f"'{b}/artifacts')",
+        f"             (with a local SDK instead: cd {b} && cslc ./src/layout.csl {opts})",
+        f"2. upload    SdkLauncher(<artifact>, simulator=False).stage('{b}/run.py')",
+        "3. launch    SdkLauncher.run('cs_python run.py --name out --results results.npz --cmaddr %CMADDR%')",
+        f"4. read back SdkLauncher.download_artifact('results.npz', '{b}/artifacts/results.npz')",
+        f"all steps: /opt/wse/bin/python {b}/deploy.py --arch wse2",
+    ]
+
+
+def test_dry_run_on_the_appliance_simulator_uses_the_smallest_fabric(tmp_path):
+    b = make_bundle(tmp_path)
+    r = CliRunner().invoke(main, ["deploy", str(b), "--dry-run", "--arch", "wse3", "--simulator"])
+    assert r.exit_code == 0, r.output
+    assert "--arch=wse3 --fabric-dims=12,5 --fabric-offsets=4,1" in r.output  # W + 7, H + 2
+    assert "SdkLauncher.run('cs_python run.py --name out --results results.npz')" in r.output
+    assert "to the SDK simulator on the appliance" in r.output.splitlines()[0]
+
+
+def test_without_the_sdk_deploy_says_how_to_set_it_up(tmp_path):
+    b = make_bundle(tmp_path)
+    r = CliRunner().invoke(main, ["deploy", str(b)])
+    assert r.exit_code == 2
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: cerebras.sdk is not importable by ")
+    assert "pip install cerebras-sdk==2.10.0" in lines[0]
+
+
+def test_commands_files_hold_the_exact_cslc_invocation(tmp_path):
+    b = make_bundle(tmp_path)
+    for arch in ("wse2", "wse3"):
+        text = (b / f"commands_{arch}.sh").read_text()
+        assert (f"cslc ./src/layout.csl --arch={arch} --fabric-dims=12,5 --fabric-offsets=4,1 "
+                f"--params=width:5,height:3,W:5 --memcpy --channels=1 -o out") in text.splitlines()
+        assert "cs_python run.py --name out" in text.splitlines()
+        assert (b / f"commands_{arch}.sh").stat().st_mode & 0o111
+
+
+def test_stub_runs_the_host_script_on_the_simulator(tmp_path):
+    b = make_bundle(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "waferllm.cli", "deploy", str(b), "--stub"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "PASS"
+
+
+def test_a_directory_that_is_no_bundle_is_refused(tmp_path):
+    r = CliRunner().invoke(main, ["deploy", str(tmp_path), "--dry-run"])
+    assert r.exit_code == 2 and "not a waferllm bundle" in r.output
+    r = CliRunner().invoke(main, ["deploy", str(tmp_path / "missing"), "--dry-run"])
+    assert r.exit_code == 2 and "is not a directory" in r.output
+
+
+def test_a_bundle_never_overwrites_other_files(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    prog, plan = shift_east()
+    import pytest
+
+    from plmr.errors import InputError
+
+    with pytest.raises(InputError, match="not a waferllm bundle"):
+        emit_bundle(prog, tmp_path / "mine", plan)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+    emit_bundle(prog, tmp_path / "b", plan)
+    emit_bundle(prog, tmp_path / "b", plan)  # a bundle is replaced as a whole
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_kernel_emit_csl_refuses_trace_built_kernels_in_one_line(tmp_path):
+    r = CliRunner().invoke(main, ["kernel", "meshgemm", "--mesh", "2", "--m", "4", "--k", "4", "--n", "4",
+                                  "--emit-csl", str(tmp_path / "k")])
+    if r.exit_code == 0:  # the kernel is written as code bodies: a bundle was written
+        assert (tmp_path / "k" / "manifest.json").is_file()
+        return
+    assert r.exit_code == 2
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and "per-PE trace API" in lines[0]
+    assert not (tmp_path / "k").exists()
