@@ -279,17 +279,17 @@ def _apply_array(op: str, a, b):
     if op == "max":
         return np.maximum(a, b)
     if op == "lt":
-        return (a < b).astype(np.int64)
+        return np.asarray(a < b).astype(np.int64)
     if op == "le":
-        return (a <= b).astype(np.int64)
+        return np.asarray(a <= b).astype(np.int64)
     if op == "gt":
-        return (a > b).astype(np.int64)
+        return np.asarray(a > b).astype(np.int64)
     if op == "ge":
-        return (a >= b).astype(np.int64)
+        return np.asarray(a >= b).astype(np.int64)
     if op == "eq":
-        return (a == b).astype(np.int64)
+        return np.asarray(a == b).astype(np.int64)
     if op == "ne":
-        return (a != b).astype(np.int64)
+        return np.asarray(a != b).astype(np.int64)
     if op == "and":
         return np.logical_and(a, b).astype(np.int64)
     if op == "or":
@@ -300,38 +300,60 @@ def _apply_array(op: str, a, b):
 def evaluate(e: ExprLike, env: Mapping[str, Any], vectorised: bool = False):
     """Value of ``e``; ``env`` maps parameter and variable names, ``"x"`` and ``"y"`` to numbers (or,
     with ``vectorised``, to numpy arrays over PEs). ``Load`` needs ``env["__load__"](buf, index)``.
-    Raises ``InputError`` naming a missing name."""
-    e = as_expr(e)
-    if isinstance(e, Const):
-        return e.value
-    if isinstance(e, (Param, Var)):
-        try:
-            return env[e.name]
-        except KeyError:
-            kind = "parameter" if isinstance(e, Param) else "variable"
-            raise InputError(f"{kind} {e.name!r} has no value here") from None
-    if isinstance(e, Coord):
-        return env[e.axis]
-    if isinstance(e, Load):
-        loader = env.get("__load__")
-        if loader is None:
-            raise InputError(f"{e!r} reads a buffer, which only run-time code can do")
-        return loader(e.buf, evaluate(e.index, env, vectorised))
-    if isinstance(e, UnOp):
-        v = evaluate(e.a, env, vectorised)
-        if e.op == "neg":
-            return -v
-        return np.logical_not(v).astype(np.int64) if vectorised else int(not v)
-    if isinstance(e, BinOp):
-        a = evaluate(e.a, env, vectorised)
-        b = evaluate(e.b, env, vectorised)
-        return _apply_array(e.op, a, b) if vectorised else _apply_scalar(e.op, a, b)
-    if isinstance(e, Select):
-        c = evaluate(e.cond, env, vectorised)
-        if vectorised:
-            return np.where(np.asarray(c) != 0, evaluate(e.a, env, vectorised), evaluate(e.b, env, vectorised))
-        return evaluate(e.a, env) if c else evaluate(e.b, env)
-    raise TypeError(f"not an expression: {e!r}")
+    Raises ``InputError`` naming a missing name. Shared subexpressions (an expression is a DAG) are
+    evaluated once."""
+    return _Evaluator(env, vectorised).value(as_expr(e))
+
+
+class _Evaluator:
+    def __init__(self, env, vectorised: bool):
+        self.env = env
+        self.vec = vectorised
+        self.memo: dict[int, Any] = {}
+        self.keep: list = []  # keeps memoised nodes alive so their ids stay unique
+
+    def value(self, e: Expr):
+        if isinstance(e, Const):
+            return e.value
+        key = id(e)
+        hit = self.memo.get(key)
+        if hit is not None:
+            return hit
+        v = self._compute(e)
+        self.memo[key] = v
+        self.keep.append(e)
+        return v
+
+    def _compute(self, e: Expr):
+        env, vec = self.env, self.vec
+        if isinstance(e, (Param, Var)):
+            try:
+                return env[e.name]
+            except KeyError:
+                kind = "parameter" if isinstance(e, Param) else "variable"
+                raise InputError(f"{kind} {e.name!r} has no value here") from None
+        if isinstance(e, Coord):
+            return env[e.axis]
+        if isinstance(e, Load):
+            loader = env.get("__load__")
+            if loader is None:
+                raise InputError(f"{e!r} reads a buffer, which only run-time code can do")
+            return loader(e.buf, self.value(e.index))
+        if isinstance(e, UnOp):
+            v = self.value(e.a)
+            if e.op == "neg":
+                return -v
+            return np.logical_not(v).astype(np.int64) if vec else int(not v)
+        if isinstance(e, BinOp):
+            a = self.value(e.a)
+            b = self.value(e.b)
+            return _apply_array(e.op, a, b) if vec else _apply_scalar(e.op, a, b)
+        if isinstance(e, Select):
+            c = self.value(e.cond)
+            if vec:
+                return np.where(np.asarray(c) != 0, self.value(e.a), self.value(e.b))
+            return self.value(e.a) if c else self.value(e.b)
+        raise TypeError(f"not an expression: {e!r}")
 
 
 def substitute(e: ExprLike, values: Mapping[str, Number]) -> Expr:
@@ -363,8 +385,14 @@ def names(e: ExprLike) -> tuple[set[str], set[str], set[str], set[str]]:
     coords: set[str] = set()
     vars_: set[str] = set()
     bufs: set[str] = set()
+    seen: set[int] = set()
+    keep: list = []
 
     def walk(n: Expr) -> None:
+        if id(n) in seen:
+            return
+        seen.add(id(n))
+        keep.append(n)
         if isinstance(n, Param):
             params.add(n.name)
         elif isinstance(n, Coord):
