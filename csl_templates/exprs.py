@@ -264,6 +264,12 @@ class CslPrinter:
             return text
         return f"@as({want}, {self._strip(text)})"
 
+    @classmethod
+    def _branch(cls, text: str) -> str:
+        """A branch of an if-expression: a nested if-expression keeps its parentheses (``if (a) (if
+        (b) x else y) else z``; without them the grammar is ambiguous)."""
+        return text if text.startswith("(if ") else cls._strip(text)
+
     @staticmethod
     def _strip(text: str) -> str:
         """Drop one pair of redundant outer parentheses."""
@@ -313,8 +319,8 @@ class CslPrinter:
         if isinstance(e, Select):
             t = self.type_of(e)
             c = self._strip(self._operand(e.cond, BOOL))
-            a = self._strip(self._operand(e.a, t))
-            b = self._strip(self._operand(e.b, t))
+            a = self._branch(self._operand(e.a, t))
+            b = self._branch(self._operand(e.b, t))
             if self.type_of(e.a) in (CI, CF):
                 a = f"@as({t}, {a})"
             if self.type_of(e.b) in (CI, CF):
@@ -350,7 +356,7 @@ class CslPrinter:
                 return f"(if ({a} {rel} {b}) {a} else {b})"
             ta_ = f"@as({t}, {self._strip(a)})" if self.type_of(e.a) in (CI, CF) else a
             tb_ = f"@as({t}, {self._strip(b)})" if self.type_of(e.b) in (CI, CF) else b
-            return f"(if ({a} {rel} {b}) {self._strip(ta_)} else {self._strip(tb_)})"
+            return f"(if ({a} {rel} {b}) {self._branch(ta_)} else {self._branch(tb_)})"
         if op in ("div", "mod"):
             if t in FLOAT_TYPES + (CF,):
                 raise InputError(f"integer {'//' if op == 'div' else '%'} of float values has no CSL lowering: {e!r}")

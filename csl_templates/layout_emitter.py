@@ -95,24 +95,38 @@ class LayoutEmitter:
             if r.rect is None:
                 raise InputError(f"program {prog.name}: route rule {k} (colour {r.colour!r}) is set on a list of "
                                  f"PEs, not a rectangle; the CSL emitter needs rectangles (ranges of x and y)")
-            pes = prog.pes(r.rect[0], r.rect[1])
-            xs, ys = pes % prog.width, pes // prog.width
-            env = {"x": xs, "y": ys, **prog.layout_params}
-            vals = [np.broadcast_to(np.asarray(evaluate(e, env, vectorised=True)), pes.shape).astype(np.int64)
-                    for e in (r.colour, r.rx, r.tx, r.when)]
-            cols, rxm, txm, cond = vals
+            xr = np.arange(r.rect[0].start, r.rect[0].stop, dtype=np.int64)
+            yr = np.arange(r.rect[1].start, r.rect[1].stop, dtype=np.int64)
+            # evaluated on a (rows, columns) grid by broadcasting: a rule of x alone costs one row
+            env = {"x": xr[None, :], "y": yr[:, None], **prog.layout_params}
+            shape = (yr.size, xr.size)
+            cols, rxm, txm, cond = (np.broadcast_to(np.asarray(evaluate(e, env, vectorised=True)), shape)
+                                    .astype(np.int64) for e in (r.colour, r.rx, r.tx, r.when))
             on = (cond != 0) & ((rxm != 0) | (txm != 0))
-            pairs = [(int(v) >> 8, int(v) & 255) for v in np.unique((rxm[on] << 8) | txm[on])]
+            codes = np.bincount(((rxm[on] << 8) | txm[on]).ravel(), minlength=1)
+            pairs = [(int(v) >> 8, int(v) & 255) for v in np.nonzero(codes)[0]]
+            pes = yr[:, None] * prog.width + xr[None, :]
             out.append(_RuleInfo(k, r, (pes[on] * C + cols[on]).astype(np.int64), pairs))
         return out
 
     def _overrides(self, infos: list[_RuleInfo]) -> dict[int, list[int]]:
-        """For each rule, the later rules that re-route some of its (PE, colour) pairs."""
+        """For each rule, the later rules that re-route some of its (PE, colour) pairs: where several
+        rules configure one pair, each is overridden by the next (so by the last one, transitively)."""
+        keys = np.concatenate([i.keys for i in infos]) if infos else np.zeros(0, np.int64)
+        rule = np.concatenate([np.full(i.keys.size, i.index) for i in infos]) if infos else keys
+        if not keys.size:
+            return {}
+        counts = np.bincount(keys)
+        shared = counts[keys] > 1
+        if not shared.any():
+            return {}
+        keys, rule = keys[shared], rule[shared]
+        order = np.lexsort((rule, keys))
+        k, r = keys[order], rule[order]
+        dup = k[:-1] == k[1:]
         out: dict[int, list[int]] = {}
-        for i, a in enumerate(infos):
-            for b in infos[i + 1:]:
-                if a.keys.size and b.keys.size and np.intersect1d(a.keys, b.keys).size:
-                    out.setdefault(a.index, []).append(b.index)
+        for a, b in sorted(set(zip(r[:-1][dup].tolist(), r[1:][dup].tolist()))):
+            out.setdefault(a, []).append(b)
         return out
 
     # ---------------------------------------------------------------------------------- params

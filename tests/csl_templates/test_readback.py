@@ -91,3 +91,33 @@ def test_the_checker_finds_nothing_in_emitted_csl(tmp_path, name, arch):
         src = emit_csl(prog)
         report = checker.check_paths([write(tmp_path, src)], arch=arch, params=src.params)
         assert report.findings == [], [str(f) for f in report.findings]
+
+
+def line_patterns(width: int, height: int) -> MeshProgram:
+    """Route rules of every routing pattern of meshgemm.line_rules (rings, a K-tree, a multicast,
+    directed chains) on one mesh: deep expressions with floor divisions of negative values."""
+    from meshgemm import line_rules as L
+    from plmr.ktree import build_ktree
+    from simulator.expr import Y
+
+    prog = MeshProgram(width, height, WSE2, name="patterns")
+    Wp, Hp = prog.param("PX", width), prog.param("PY", height)
+    tree = build_ktree(width, 2, None)
+    G = [prog.param(f"G{k}", g) for k, g in enumerate(tree.group_counts)]
+    root = prog.param("R", height // 2)
+    b = Body("idle_router")
+    b.function("main", [])
+    prog.place(b)
+    L.route_slots(prog, "x", L.RingExprs(width, Wp, "interleaved").roles(X), lambda s: 1 + s)
+    L.route_slots(prog, "y", L.RingExprs(height, Hp, "plain").roles(Y, reverse=True), lambda s: 4 + s)
+    for lv in L.ktree_levels(tree.group_counts, Wp, G):
+        L.route_slots(prog, "x", L.ktree_roles(lv, X), lambda s, k=lv.k: 8 + 2 * k + s)
+    rx, tx = L.multicast_masks("y", Y, Hp, root)
+    prog.route_rule(None, None, 13, rx, tx)
+    L.route_slots(prog, "y", L.directed_chain_roles(Y, Hp), lambda s: 14 + s)
+    return prog
+
+
+@pytest.mark.parametrize("size", [(3, 3), (7, 5), (12, 9), (20, 4)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_routing_patterns_read_back_exactly(tmp_path, size):
+    assert_reads_back(tmp_path, line_patterns(*size))
