@@ -142,6 +142,7 @@ class PeEmitter:
         self._ndsd = 0
         self._nconst = 0
         qin, qout = body_queues(body)
+        self._nq = (len(qin), len(qout))
         self.qin = [self._queue("in", k, c) for k, c in enumerate(qin)]
         self.qout = [self._queue("out", k, c) for k, c in enumerate(qout)]
         self._uts: dict[tuple, int] = {}
@@ -175,7 +176,8 @@ class PeEmitter:
             if k >= len(pool):
                 raise InputError(f"{self.where}: {'receives' if kind == 'in' else 'sends'} on more colours than "
                                  f"{t.name} has usable {'input' if kind == 'in' else 'output'} queues ({len(pool)})")
-            q.ids.append(pool[k])
+            ins, outs = t.queue_ids(self._nq[0], self._nq[1])
+            q.ids.append((ins if kind == "in" else outs)[k])
         return q
 
     def _find_queue(self, kind: str, colour) -> _Queue:

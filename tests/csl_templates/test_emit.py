@@ -141,6 +141,16 @@ def test_task_ids_and_queues_are_inside_the_targets_ranges(spec, build):
             assert "@get_data_task_id(iq_" in text or "data_task_id" not in text
 
 
+def test_wse2_sends_and_receives_never_share_a_microthread():
+    """§3.4: on WSE-2 an async op runs on the microthread of its output queue, or of its input queue
+    when it has none; joins sends and receives at once, so their queue IDs must differ."""
+    prog, _ = joins()
+    text = _pe(emit_csl(prog, [csl_target(WSE2)]).files, "join")
+    iq = {int(v) for v in re.findall(r"@get_input_queue\((\d+)\)", text)}
+    oq = {int(v) for v in re.findall(r"@get_output_queue\((\d+)\)", text)}
+    assert iq and oq and not iq & oq
+
+
 def test_loops_over_run_time_slices_mutate_a_comptime_dsd():
     prog, _ = loop_offsets()
     text = _pe(emit_csl(prog).files, "loops")
@@ -185,7 +195,7 @@ def test_shift_east_text_reads_as_csl_for_both_targets():
     files = emit_csl(prog).files
     pe = files["pe_shift.csl"]
     assert "@fmovs(fout2, a_d1);" in pe
-    assert 'const iq_cr = @get_input_queue((if (@is_arch("wse2")) 1 else 2));  // colour cr' in pe
+    assert 'const iq_cr = @get_input_queue((if (@is_arch("wse2")) 7 else 2));  // colour cr' in pe
     lay = files["layout.csl"]
     assert "@set_color_config(x, y, @get_color(3), .{ .routes = .{ .rx = .{ RAMP }, .tx = .{ EAST } } });" in lay
     assert "@set_rectangle(width, height);" in lay and "param W: i32;" in lay
