@@ -119,7 +119,8 @@ def render_bundle(prog: MeshProgram, plan: HostPlan | None, stub: dict | None, k
 
     fn_args = _function_args(prog)
     launches = []
-    for launch in (plan.launches if plan is not None else [_default_launch(src)]):
+    plan_launches = plan.launches if plan is not None else [_default_launch(src)]
+    for launch in plan_launches:
         if launch.function not in src.functions:
             raise InputError(f"host plan: launch of {launch.function!r}, which no body exports "
                              f"({', '.join(src.functions) or 'none'})")
@@ -179,8 +180,7 @@ def render_bundle(prog: MeshProgram, plan: HostPlan | None, stub: dict | None, k
         "seed": plan.seed if plan else 0,
         "copies_in": [_copy_json(r) for r in copies_in],
         "copies_out": [_copy_json(r) for r in copies_out],
-        "launches": [{"function": la["function"], "args": {a: float(v) for a, v in
-                      zip(fn_args[la["function"]], [x["value"] for x in la["args"]])}} for la in launches],
+        "launches": [{"function": la.function, "args": dict(la.args)} for la in plan_launches],
         "expected": {t.name: {"reference": reference[t.name], "tolerance": plan.tolerance[t.name],
                               "metric": "max |out - ref| / max |ref|"} for t in outputs},
         "stats": {k: stats[k] for k in ("pes", "code_bodies", "param_sets", "route_rules")},

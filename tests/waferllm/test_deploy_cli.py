@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -111,3 +112,106 @@ def test_kernel_emit_csl_refuses_trace_built_kernels_in_one_line(tmp_path):
     lines = r.output.strip().splitlines()
     assert len(lines) == 1 and "per-PE trace API" in lines[0]
     assert not (tmp_path / "k").exists()
+
+
+def _imports(path) -> set[str]:
+    import ast
+
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            out.add(node.module)
+    return out
+
+
+def test_host_scripts_import_only_the_sdk_numpy_and_the_standard_library(tmp_path):
+    b = make_bundle(tmp_path)
+    assert _imports(b / "deploy.py") == {"argparse", "os", "sys", "numpy", "cerebras.sdk.client"}
+    assert _imports(b / "run.py") == {"argparse", "sys", "numpy", "cerebras.sdk.runtime.sdkruntimepybind"}
+
+
+FAKE_CLIENT = '''
+"""A fake appliance client: records calls, runs the staged host script here (cs_python -> python)."""
+import json, os, shutil, subprocess, sys
+
+LOG = os.environ["FAKE_SDK_LOG"]
+
+
+def _log(*item):
+    with open(LOG, "a") as f:
+        f.write(json.dumps(item) + "\\n")
+
+
+class SdkCompiler:
+    def __init__(self, **kw):
+        _log("SdkCompiler", kw)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+    def compile(self, app_path, csl_main, options, out_path):
+        _log("compile", app_path, csl_main, options, out_path)
+        return os.path.join(out_path, "cs_fake.tar.gz")
+
+
+class SdkLauncher:
+    def __init__(self, artifact, simulator=False, **kw):
+        _log("SdkLauncher", artifact, simulator)
+        self.staged = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+    def stage(self, path):
+        _log("stage", path)
+        self.staged.append(path)
+
+    def run(self, cmd):
+        _log("run", cmd)
+        here = os.path.dirname(self.staged[0])
+        argv = cmd.replace("cs_python", sys.executable).split()
+        return subprocess.run(argv, cwd=here, capture_output=True, text=True).stdout
+
+    def download_artifact(self, name, out_path):
+        _log("download", name, out_path)
+        shutil.copy(os.path.join(os.path.dirname(self.staged[0]), name), out_path)
+'''
+
+
+def test_deploy_runs_every_step_through_the_sdk_client(tmp_path, monkeypatch):
+    """Without --dry-run, deploy.py compiles, stages, launches and reads back through the SDK client;
+    here a fake client that runs the staged run.py on the stub runtime records the calls."""
+    import json
+    import shutil
+
+    import csl_templates
+
+    b = make_bundle(tmp_path)
+    sdk = tmp_path / "fake_sdk"
+    shutil.copytree(Path(csl_templates.__file__).parent / "stub_sdk", sdk)
+    (sdk / "cerebras" / "sdk" / "client.py").write_text(FAKE_CLIENT)
+    log = tmp_path / "calls.jsonl"
+    monkeypatch.setenv("PYTHONPATH", str(sdk))
+    monkeypatch.setenv("FAKE_SDK_LOG", str(log))
+    r = subprocess.run([sys.executable, "-m", "waferllm.cli", "deploy", str(b), "--simulator"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [c[0] for c in calls] == ["SdkCompiler", "compile", "SdkLauncher", "stage", "run", "download"]
+    assert calls[1][1:] == [str(b / "src"), "layout.csl",
+                            "--arch=wse2 --fabric-dims=12,5 --fabric-offsets=4,1 --params=width:5,height:3,W:5 "
+                            "--memcpy --channels=1 -o out", str(b / "artifacts")]
+    assert calls[4][1] == "cs_python run.py --name out --results results.npz"
+    assert (b / "artifacts" / "results.npz").is_file()
+    from simulator import simulate
+
+    cycles = simulate(shift_east(width=5, height=3, n=4)[0]).total_cycles
+    assert f"cycles per launch: [{cycles}]" in r.stdout
