@@ -64,6 +64,22 @@ class HostCopy:
     h: int | None = None
 
 
+def tile_copy(tensor: str, buffer: str, shape: tuple[int, int], tile: tuple[int, int], block_row: ExprLike,
+              block_col: ExprLike, order: str = "row", **region) -> HostCopy:
+    """A matrix of ``shape`` cut into ``tile``-sized blocks, zero-padded past its edges: the PE at
+    (``X``, ``Y``) holds block (``block_row``, ``block_col``) — expressions of ``X``, ``Y`` and program
+    parameters (e.g. ``Y``, ``(X + Y) % P`` for a skewed operand) — stored ``"row"``- or
+    ``"col"``-major in ``buffer``. ``region``: ``x0``, ``y0``, ``w``, ``h`` of ``HostCopy``."""
+    rows, cols = shape
+    th, tw = tile
+    if order not in ("row", "col"):
+        raise InputError(f"tile_copy: order {order!r}; use 'row' or 'col'")
+    r, c = (E // tw, E % tw) if order == "row" else (E % th, E // th)
+    gr = as_expr(block_row) * th + r
+    gc = as_expr(block_col) * tw + c
+    return HostCopy(tensor, buffer, gr * cols + gc, (gr < rows) & (gc < cols), **region)
+
+
 @dataclass(frozen=True)
 class Launch:
     """``SdkRuntime.launch(function, *args)``; argument values by the function's argument names."""

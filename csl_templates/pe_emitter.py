@@ -172,7 +172,7 @@ class PeEmitter:
             tag = str(k)
         q = _Queue(kind, k, c, f"{'iq' if kind == 'in' else 'oq'}_{tag}")
         for t in self.targets:
-            pool = t.spec.input_queues if kind == "in" else t.spec.output_queues
+            pool = t.spec.usable_input_queues if kind == "in" else t.spec.usable_output_queues
             if k >= len(pool):
                 raise InputError(f"{self.where}: {'receives' if kind == 'in' else 'sends'} on more colours than "
                                  f"{t.name} has usable {'input' if kind == 'in' else 'output'} queues ({len(pool)})")

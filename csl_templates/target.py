@@ -50,8 +50,8 @@ class CslTarget:
         queue, or of its input queue when it has none; hardware-and-csl.md §3.4), input queues come from
         the top of the range and avoid the output queues' IDs, so a send and a receive running at once
         never share a microthread. The simulator models how many queues a body uses, not their IDs."""
-        outs = list(self.spec.output_queues[:n_out])
-        ins = list(self.spec.input_queues)
+        outs = list(self.spec.usable_output_queues[:n_out])
+        ins = list(self.spec.usable_input_queues)
         if not self.op_ut_id:
             ins = [q for q in reversed(ins) if q not in outs] + [q for q in reversed(ins) if q in outs]
         return ins[:n_in], outs
@@ -73,18 +73,10 @@ class CslTarget:
 
 
 def csl_target(spec: HardwareSpec) -> CslTarget:
-    """The emitter's view of ``spec``. Specs that carry explicit CSL facts (``csl_arch``,
-    ``fabout_has_color``, ``op_ut_id_option``) are read as they are; otherwise the facts follow from
-    how data tasks are bound (§1.4: by colour on WSE-2, by input queue on WSE-3)."""
-    by_queue = spec.data_task_binding == "queue"
-    arch = getattr(spec, "csl_arch", None) or ("wse3" if by_queue else "wse2")
-    return CslTarget(
-        spec=spec,
-        arch=arch,
-        data_task_from_queue=by_queue,
-        fabout_has_color=getattr(spec, "fabout_has_color", not by_queue),
-        op_ut_id=getattr(spec, "op_ut_id_option", by_queue),
-    )
+    """The emitter's view of ``spec`` (its CSL target facts: ``csl_arch``, ``data_tasks_from_queues``,
+    ``fabout_has_color``, ``op_ut_id_option``)."""
+    return CslTarget(spec=spec, arch=spec.csl_arch, data_task_from_queue=spec.data_tasks_from_queues,
+                     fabout_has_color=spec.fabout_has_color, op_ut_id=spec.op_ut_id_option)
 
 
 def default_targets(width: int, height: int) -> list[CslTarget]:

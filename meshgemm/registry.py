@@ -18,6 +18,10 @@ KERNELS = MappingProxyType({
     "meshgemv": ("meshgemm.gemv", "build_meshgemv"),
     "gemv-pipeline": ("meshgemm.gemv", "build_gemv_pipeline"),
     "gemv-ring": ("meshgemm.gemv", "build_gemv_ring"),
+    "meshgemm-bsp": ("meshgemm.bsp", "build_meshgemm_bsp"),
+    "cannon-bsp": ("meshgemm.bsp", "build_cannon_bsp"),
+    "summa-bsp": ("meshgemm.bsp", "build_summa_bsp"),
+    "gemv-pipeline-bsp": ("meshgemm.bsp", "build_gemv_pipeline_bsp"),
 })
 
 

@@ -69,12 +69,31 @@ class HardwareSpec:
     simd_widths: Mapping[str, Mapping[str, int]] = field(hash=False, compare=True)
     # --- power --------------------------------------------------------------------------------------
     power_watts: float = 0.0
-    # --- CE resources and code size (read by the simulator's program builder and the CSL emitter) --
-    # hardware-and-csl.md §1.4-§1.5: local task IDs a program may bind, reserved ones removed
-    local_task_ids: tuple[int, ...] = tuple(range(0, 21))
-    input_queues: tuple[int, ...] = tuple(range(1, 8))  # §1.3, §1.5: usable input queue IDs (0 is memcpy's)
-    output_queues: tuple[int, ...] = tuple(range(1, 6))  # §1.3, §1.5: usable output queue IDs
-    data_task_binding: str = "colour"  # §1.4: a data task's ID is its colour (WSE-2) or input queue (WSE-3)
+    # --- CSL target facts, read by the static checker (and the emitter); defaults are WSE-2's -------
+    csl_arch: str = "wse2"  # cslc --arch; @is_arch(...) is true for this name
+    local_task_ids: tuple[int, ...] = (0, 30)  # §1.4: activatable local task IDs, inclusive range
+    control_task_ids: tuple[int, ...] = (0, 63)  # §1.4: control task IDs, inclusive range
+    reserved_task_ids: tuple[int, ...] = (24, 27, 28, 29, 30)  # §1.5: memcpy (24, 27, 28, 30), teardown 29
+    avoid_task_ids: tuple[int, ...] = tuple(range(21, 32))  # §1.5/§8: "avoid task IDs 21-31" (W)
+    reserved_control_task_ids: tuple[int, ...] = (33, 34, 35, 36, 37)  # §1.5: memcpy's control tasks
+    data_tasks_from_queues: bool = False  # §1.4: data task IDs from colours (WSE-2) or input queues (WSE-3)
+    reserved_input_queues: tuple[int, ...] = (0,)  # §1.5: memcpy's
+    reserved_output_queues: tuple[int, ...] = (0,)  # §1.5
+    initializable_queues: tuple[int, ...] = ()  # §1.5: queues @initialize_queue may set; () = any
+    switch_colors: tuple[int, ...] = ()  # §1.1/§8: colours that support switches; () = all
+    switch_rx_and_tx: bool = False  # §2.5: a switch position may set both rx and tx (WSE-3 only)
+    fabout_has_color: bool = True  # §6.10/§9: fabout_dsd carries .fabric_color (WSE-2 only)
+    op_priority_option: bool = True  # §6.5/§8: `.priority` on DSD ops (WSE-2); WSE-3 puts it on the DSD
+    op_ut_id_option: bool = False  # §6.5/§8: `.ut_id` on DSD ops (WSE-3 only)
+    max_fabin_operands: int = 0  # §6.10/§8: fabin operands per op; 0 = no documented limit (WSE-2)
+    # --- several systems (multi-system.md): the only path between wafers is the system I/O --------
+    # System I/O bandwidth per system, Gb/s. Source: CS-2 and CS-3 datasheets, "System I/O: 1.2 Tb/s
+    # (12 x 100 GbE)" [vendor, multi-system.md "Facts"]; the same for both built-ins.
+    system_io_gbps: float = 1200.0
+    # Latency of one hand-off between two systems, microseconds. ASSUMPTION: unpublished; the
+    # default 5 us is multi-system.md's suggested placeholder. Set it in a hardware file.
+    system_hop_latency_us: float = 5.0
+    # --- CE execution and code size (the simulator's PE model; docs/DESIGN.md) ----------------------
     microthreads: int = 8  # §1.1: microthreads per PE (one per queue on WSE-2, ut_id 0-7 on WSE-3)
     scalar_op_cycles: float = 0.0  # scalar/control statement; 0: folded into c_op (docs/DESIGN.md)
     code_bytes_per_op: int = 32  # estimated SRAM bytes of one DSD op with its descriptor set-up [derived]
@@ -86,6 +105,32 @@ class HardwareSpec:
     def routable_colors(self) -> tuple[int, ...]:
         """Colour IDs a kernel may route on (reserved ones removed)."""
         return tuple(c for c in range(self.num_colors) if c not in self.reserved_colors)
+
+    @property
+    def usable_local_task_ids(self) -> tuple[int, ...]:
+        """Local task IDs a program may bind: the target's range less the reserved and the ones to
+        avoid (hardware-and-csl.md §1.4-§1.5)."""
+        lo, hi = self.local_task_ids
+        skip = set(self.reserved_task_ids) | set(self.avoid_task_ids)
+        return tuple(i for i in range(lo, hi + 1) if i not in skip)
+
+    @property
+    def usable_input_queues(self) -> tuple[int, ...]:
+        """Input queue IDs a program may bind to colours (§1.3, §1.5)."""
+        return self._usable_queues(len(self.input_queue_words), self.reserved_input_queues)
+
+    @property
+    def usable_output_queues(self) -> tuple[int, ...]:
+        return self._usable_queues(len(self.output_queue_words), self.reserved_output_queues)
+
+    def _usable_queues(self, n: int, reserved) -> tuple[int, ...]:
+        ok = set(self.initializable_queues) if self.initializable_queues else set(range(n))
+        return tuple(q for q in range(n) if q not in reserved and q in ok)
+
+    @property
+    def data_task_binding(self) -> str:
+        """A data task's ID is its colour (``"colour"``, WSE-2) or its input queue (``"queue"``, WSE-3)."""
+        return "queue" if self.data_tasks_from_queues else "colour"
 
     @property
     def usable_sram_bytes(self) -> int:
@@ -134,11 +179,9 @@ class HardwareSpec:
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["simd_widths"] = {op: dict(per) for op, per in self.simd_widths.items()}
-        d["reserved_colors"] = list(self.reserved_colors)
-        d["input_queue_words"] = list(self.input_queue_words)
-        d["output_queue_words"] = list(self.output_queue_words)
-        for k in ("local_task_ids", "input_queues", "output_queues"):
-            d[k] = list(d[k])
+        for name, value in d.items():
+            if isinstance(value, tuple):
+                d[name] = list(value)
         return d
 
 
@@ -199,6 +242,7 @@ WSE2 = HardwareSpec(
         }
     ),
     power_watts=37.5 * _A100_WATTS,  # calibration-targets §1: 37.5 x one A100
+    # CSL target facts: the field defaults are WSE-2's (§1.4, §1.5, §2.5, §6.10)
 )
 
 WSE3 = HardwareSpec(
@@ -237,10 +281,19 @@ WSE3 = HardwareSpec(
         }
     ),
     power_watts=37.5 * _A100_WATTS,  # not published; WSE-2's nominal power as a placeholder
-    local_task_ids=tuple(i for i in range(8, 31) if i not in (21, 24, 27, 28, 29, 30)),  # §1.4, §1.5
-    input_queues=tuple(range(2, 8)),  # §1.5: queues 0 and 1 are set by memcpy on WSE-3
-    output_queues=tuple(range(2, 8)),
-    data_task_binding="queue",  # §1.4
+    csl_arch="wse3",
+    local_task_ids=(8, 30),  # §1.4: WSE-3 local task IDs 8-30
+    reserved_task_ids=(21, 24, 27, 28, 29, 30),  # §1.5: memcpy aliases 21 on WSE-3
+    avoid_task_ids=(21, 24, 27, 28, 29, 30),  # §8: avoid 21, 24, 27-30 on WSE-3
+    data_tasks_from_queues=True,  # §1.4
+    reserved_input_queues=(0, 1),  # §1.5: input queue 1 is memcpy's too on WSE-3
+    initializable_queues=(2, 3, 4, 5, 6, 7),  # §1.5: @initialize_queue on 0 or 1 fails
+    switch_colors=(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 16, 17, 20, 21),  # §1.1
+    switch_rx_and_tx=True,  # §2.5
+    fabout_has_color=False,  # §9
+    op_priority_option=False,  # §6.5
+    op_ut_id_option=True,  # §6.5
+    max_fabin_operands=1,  # §6.10
 )
 
 BUILTIN_SPECS: Mapping[str, HardwareSpec] = MappingProxyType({"wse2": WSE2, "wse3": WSE3})
@@ -254,13 +307,22 @@ _FIELDS = {f.name: f for f in dataclasses.fields(HardwareSpec)}
 _INT_FIELDS = {
     "mesh_width", "mesh_height", "fabric_width", "fabric_height", "sram_bytes",
     "sram_reserve_bytes", "sram_banks", "num_colors", "wavelet_bits", "router_buffer_wavelets",
-    "microthreads", "code_bytes_per_op", "code_bytes_per_statement", "code_bytes_per_task",
+    "max_fabin_operands", "microthreads", "code_bytes_per_op", "code_bytes_per_statement",
+    "code_bytes_per_task",
 }
+_INT_TUPLE_FIELDS = {
+    "reserved_colors", "input_queue_words", "output_queue_words", "local_task_ids", "control_task_ids",
+    "reserved_task_ids", "avoid_task_ids", "reserved_control_task_ids", "reserved_input_queues",
+    "reserved_output_queues", "initializable_queues", "switch_colors",
+}
+_BOOL_FIELDS = {"data_tasks_from_queues", "switch_rx_and_tx", "fabout_has_color", "op_priority_option",
+                "op_ut_id_option"}
 _DEFAULTED_FIELDS = {f.name for f in dataclasses.fields(HardwareSpec)
                      if f.default is not dataclasses.MISSING}
 _FLOAT_FIELDS = {
     "clock_hz", "hop_cycles", "ramp_cycles", "relay_cycles", "op_issue_cycles", "task_cycles",
-    "scalar_fn_cycles", "collective_cycles", "power_watts", "scalar_op_cycles",
+    "scalar_fn_cycles", "collective_cycles", "power_watts", "system_io_gbps", "system_hop_latency_us",
+    "scalar_op_cycles",
 }
 
 
@@ -275,6 +337,8 @@ def validate_spec(spec: HardwareSpec) -> None:
         value = getattr(spec, name)
         if not math.isfinite(value) or value < 0:
             raise InputError(f"{where}: {name} must be a finite number >= 0, got {value}")
+    if spec.system_io_gbps <= 0:
+        raise InputError(f"{where}: system_io_gbps must be positive, got {spec.system_io_gbps}")
     if not math.isfinite(spec.clock_hz) or spec.clock_hz <= 0:
         raise InputError(f"{where}: clock_hz must be positive, got {spec.clock_hz}")
     if spec.sram_reserve_bytes < 0 or spec.sram_reserve_bytes >= spec.sram_bytes:
@@ -295,18 +359,16 @@ def validate_spec(spec: HardwareSpec) -> None:
                          f"reserved={list(spec.reserved_colors)})")
     if spec.wavelet_bits % 16:
         raise InputError(f"{where}: wavelet_bits must be a multiple of 16, got {spec.wavelet_bits}")
-    for name, depths in (("input_queues", spec.input_queue_words), ("output_queues", spec.output_queue_words)):
-        ids = getattr(spec, name)
-        if not ids or any(not 0 <= q < len(depths) for q in ids):
-            raise InputError(f"{where}: {name} must be non-empty queue IDs in 0..{len(depths) - 1}, got {list(ids)}")
-    if not spec.local_task_ids or any(not 0 <= t < 64 for t in spec.local_task_ids):
-        raise InputError(f"{where}: local_task_ids must be non-empty IDs in 0..63, got {list(spec.local_task_ids)}")
     if spec.microthreads < 1:
         raise InputError(f"{where}: microthreads must be positive, got {spec.microthreads}")
     for name in ("input_queue_words", "output_queue_words"):
         depths = getattr(spec, name)
         if not depths or any(d <= 0 for d in depths):
             raise InputError(f"{where}: {name} must be a non-empty list of positive depths")
+    for name in ("local_task_ids", "control_task_ids"):
+        rng = getattr(spec, name)
+        if len(rng) != 2 or not 0 <= rng[0] <= rng[1]:
+            raise InputError(f"{where}: {name} must be an inclusive range [low, high], got {list(rng)}")
     for op in OP_FAMILIES:
         if op not in spec.simd_widths:
             raise InputError(f"{where}: simd_widths lacks op {op!r}; required: {', '.join(OP_FAMILIES)}")
@@ -361,14 +423,13 @@ def spec_from_mapping(data: Mapping[str, Any], source: str = "<mapping>") -> Har
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise InputError(f"{source}: {name} must be a number, got {value!r}")
             value = float(value)
-        elif name in ("name", "description"):
+        elif name in _BOOL_FIELDS:
+            if not isinstance(value, bool):
+                raise InputError(f"{source}: {name} must be true or false, got {value!r}")
+        elif name in ("name", "description", "csl_arch"):
             if not isinstance(value, str) or (name == "name" and not value):
                 raise InputError(f"{source}: {name} must be a non-empty string, got {value!r}")
-        elif name == "data_task_binding":
-            if value not in ("colour", "queue"):
-                raise InputError(f"{source}: data_task_binding must be 'colour' or 'queue', got {value!r}")
-        elif name in ("reserved_colors", "input_queue_words", "output_queue_words", "local_task_ids",
-                      "input_queues", "output_queues"):
+        elif name in _INT_TUPLE_FIELDS:
             if not isinstance(value, (list, tuple)) or not all(
                 isinstance(v, int) and not isinstance(v, bool) for v in value
             ):

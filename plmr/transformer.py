@@ -8,6 +8,7 @@ co-located, so score reductions run per group, in parallel.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -81,12 +82,30 @@ class TreeChoice:
     group_counts: tuple[int, ...] | None = None
 
 
-def _allreduce(spec: HardwareSpec, n_ax: int, payload: int, tree: TreeChoice, dtype: str,
-               name: str) -> CostBreakdown:
-    r = ktree_allreduce(spec, n_ax, payload, tree.k, tree.group_counts if n_ax > 1 else None, dtype)
-    return CostBreakdown(op=name, compute_cycles=0.0, comm_cycles=r.comm_cycles,
-                         total_cycles=r.total_cycles, bytes_per_pe=r.bytes_per_pe,
-                         colors_per_pe=r.colors_per_pe, parts=r.parts)
+@dataclass(frozen=True)
+class Reduction:
+    """One allreduce of a decode step, left symbolic so the planner can price it under any K-tree.
+
+    ``axis`` is "y" (along a column, P_y PEs), "x" (along a row, P_x PEs) or "group" (the score
+    allreduce within one KV group of columns: ``n_ax`` PEs, the X tree's K with default groups)."""
+
+    op: str
+    axis: str
+    n_ax: int
+    payload: int
+    dtype: str
+    broadcast: bool = True
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def price_reduction(spec: HardwareSpec, r: Reduction, tree: TreeChoice) -> float:
+    """Cycles of one symbolic allreduce under ``tree`` (method §6.6). Memoised: a pure function of
+    hashable arguments, priced thousands of times by the planner's search."""
+    if r.n_ax <= 1 or r.payload <= 0:
+        return 0.0
+    groups = None if r.axis == "group" else tree.group_counts
+    return ktree_allreduce(spec, r.n_ax, r.payload, tree.k, groups, r.dtype,
+                           with_broadcast=r.broadcast).total_cycles
 
 
 def _local(name: str, cycles: float, nbytes: int = 0) -> CostBreakdown:
@@ -94,50 +113,94 @@ def _local(name: str, cycles: float, nbytes: int = 0) -> CostBreakdown:
                          bytes_per_pe=nbytes)
 
 
-def decode_layer(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, context: int,
-                 tree_y: TreeChoice = TreeChoice(), tree_x: TreeChoice = TreeChoice(),
-                 dtype: str = "fp16") -> CostBreakdown:
-    """One decode step of one layer for batch 1 with ``context`` cached tokens (method §3.4).
+def _acc(dtype: str) -> str:
+    """Norm and softmax reductions of fp16 data run in fp32 (as ``plmr.ops`` does)."""
+    return "fp32" if dtype == "fp16" else dtype
 
-    Ten allreduces: 7 along Y, 3 along X; the score allreduce runs per KV group of columns.
-    """
+
+def decode_steps(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, context: int,
+                 dtype: str = "fp16", batch: int = 1) -> list:
+    """One decode step of one layer for ``batch`` requests with ``context`` cached tokens each
+    (method §3.4), as a sequence of local costs (``CostBreakdown``) and symbolic ``Reduction``s.
+
+    Ten allreduces: 7 along Y, 3 along X (the score allreduce within each KV group of columns).
+    Batch: the B requests share the weights, so each GEMV becomes B FMAC passes over the local
+    block (a skinny GEMM) and every payload carries B vectors; each request has its own KV cache.
+    Norm and softmax local parts are ``plmr.ops`` on one PE (whose allreduce costs nothing)."""
+    B = batch
     E_y = ceil_div(dims.hidden, p_y)
     F_x = ceil_div(dims.ffn, p_x)
     hl = head_layout(dims, p_x)
     q_x, kv_x = hl.q_features, hl.kv_features
     S_y = ceil_div(max(context, 1), p_y)
-    tree_g = TreeChoice(tree_x.k, None) if hl.group_width != p_x else tree_x
-    steps = [
-        rmsnorm(spec, p_y, E_y, 1, tree_y.k, tree_y.group_counts if p_y > 1 else None, dtype),
-        _local("qkv.local", local_gemv_cycles(spec, E_y, q_x, dtype)
-               + 2 * local_gemv_cycles(spec, E_y, kv_x, dtype)
-               + (t_vec(spec, q_x + 2 * kv_x, "add", dtype) if dims.qkv_bias else 0.0),
-               E_y * (q_x + 2 * kv_x) * dtype_bytes(dtype)),
-        _allreduce(spec, p_y, q_x + 2 * kv_x, tree_y, dtype, "qkv.allreduce"),
-        rope(spec, q_x + kv_x, 1, dtype),
-        kv_shift(spec, kv_x, dtype) if p_y > 1 else _local("kv_shift", 0.0),  # one row: nothing moves
-        _local("scores.local", q_x * t_vec(spec, S_y, "fmac", dtype)),
-        _allreduce(spec, hl.group_width, hl.q_heads * S_y, tree_g, dtype, "scores.allreduce"),
-        softmax(spec, p_y, S_y, hl.q_heads, tree_y.k, tree_y.group_counts if p_y > 1 else None, dtype),
-        _local("pv.local", min(hl.q_heads * S_y * t_vec(spec, max(q_x // max(hl.q_heads, 1), 1), "fmac", dtype),
-                               q_x * t_vec(spec, S_y, "fmac", dtype))),
-        _allreduce(spec, p_y, q_x, tree_y, dtype, "pv.allreduce"),
-        _local("o.local", local_gemv_cycles(spec, q_x, E_y, dtype), q_x * E_y * dtype_bytes(dtype)),
-        _allreduce(spec, p_x, E_y, tree_x, dtype, "o.allreduce"),
-        elementwise(spec, E_y, "add", dtype),
-        rmsnorm(spec, p_y, E_y, 1, tree_y.k, tree_y.group_counts if p_y > 1 else None, dtype),
-        _local("gate_up.local", 2 * local_gemv_cycles(spec, E_y, F_x, dtype),
-               2 * E_y * F_x * dtype_bytes(dtype)),
-        _allreduce(spec, p_y, 2 * F_x, tree_y, dtype, "gate_up.allreduce"),
-        silu_mul(spec, F_x, dtype),
-        _local("down.local", local_gemv_cycles(spec, F_x, E_y, dtype), F_x * E_y * dtype_bytes(dtype)),
-        _allreduce(spec, p_x, E_y, tree_x, dtype, "down.allreduce"),
-        elementwise(spec, E_y, "add", dtype),
+    b = dtype_bytes(dtype)
+    acc = _acc(dtype)
+    norm = [rmsnorm(spec, 1, E_y, B, 1, None, dtype), Reduction("rmsnorm", "y", p_y, B, acc)]
+    return [
+        *norm,
+        _local("qkv.local", B * (local_gemv_cycles(spec, E_y, q_x, dtype) + 2 * local_gemv_cycles(spec, E_y, kv_x, dtype)
+                                 + (t_vec(spec, q_x + 2 * kv_x, "add", dtype) if dims.qkv_bias else 0.0)),
+               E_y * (q_x + 2 * kv_x) * b),
+        Reduction("qkv.allreduce", "y", p_y, B * (q_x + 2 * kv_x), dtype),
+        rope(spec, q_x + kv_x, B, dtype),
+        kv_shift(spec, B * kv_x, dtype) if p_y > 1 else _local("kv_shift", 0.0),  # one row: nothing moves
+        _local("scores.local", B * q_x * t_vec(spec, S_y, "fmac", dtype)),
+        Reduction("scores.allreduce", "x" if hl.group_width == p_x else "group", hl.group_width,
+                  B * hl.q_heads * S_y, dtype),
+        softmax(spec, 1, S_y, B * hl.q_heads, 1, None, dtype),
+        Reduction("softmax", "y", p_y, B * hl.q_heads, acc),
+        Reduction("softmax", "y", p_y, B * hl.q_heads, acc),
+        _local("pv.local", B * min(hl.q_heads * S_y * t_vec(spec, max(q_x // max(hl.q_heads, 1), 1), "fmac", dtype),
+                                   q_x * t_vec(spec, S_y, "fmac", dtype))),
+        Reduction("pv.allreduce", "y", p_y, B * q_x, dtype),
+        _local("o.local", B * local_gemv_cycles(spec, q_x, E_y, dtype), q_x * E_y * b),
+        Reduction("o.allreduce", "x", p_x, B * E_y, dtype),
+        elementwise(spec, E_y, "add", dtype, rows=B),
+        *norm,
+        _local("gate_up.local", B * 2 * local_gemv_cycles(spec, E_y, F_x, dtype), 2 * E_y * F_x * b),
+        Reduction("gate_up.allreduce", "y", p_y, B * 2 * F_x, dtype),
+        silu_mul(spec, F_x, dtype, rows=B),
+        _local("down.local", B * local_gemv_cycles(spec, F_x, E_y, dtype), F_x * E_y * b),
+        Reduction("down.allreduce", "x", p_x, B * E_y, dtype),
+        elementwise(spec, E_y, "add", dtype, rows=B),
     ]
-    layer = in_sequence("decode_layer", steps)
+
+
+def axis_cycles(spec: HardwareSpec, steps: list, axis: str, tree: TreeChoice) -> float:
+    """The part of a step sequence that depends on one axis's K-tree (``"x"`` includes the
+    per-group score allreduce, whose K follows the X tree)."""
+    axes = ("x", "group") if axis == "x" else ("y",)
+    return sum(price_reduction(spec, s, tree) for s in steps if isinstance(s, Reduction) and s.axis in axes)
+
+
+def local_cycles(steps: list) -> float:
+    """The part of a step sequence that no K-tree choice changes."""
+    return sum(s.total_cycles for s in steps if isinstance(s, CostBreakdown))
+
+
+def compose(spec: HardwareSpec, steps: list, tree_y: TreeChoice, tree_x: TreeChoice, op: str) -> CostBreakdown:
+    """Price every symbolic reduction under its axis's tree and add the steps in sequence."""
+    priced = []
+    for s in steps:
+        if isinstance(s, Reduction):
+            t = price_reduction(spec, s, tree_y if s.axis == "y" else tree_x)
+            priced.append(CostBreakdown(op=s.op, compute_cycles=0.0, comm_cycles=t, total_cycles=t,
+                                        bytes_per_pe=2 * s.payload * dtype_bytes(s.dtype)))
+        else:
+            priced.append(s)
+    return in_sequence(op, priced)
+
+
+def decode_layer(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, context: int,
+                 tree_y: TreeChoice = TreeChoice(), tree_x: TreeChoice = TreeChoice(),
+                 dtype: str = "fp16", batch: int = 1) -> CostBreakdown:
+    """One decode step of one layer (``decode_steps`` priced under the given K-trees)."""
+    layer = compose(spec, decode_steps(spec, dims, p_y, p_x, context, dtype, batch), tree_y, tree_x,
+                    "decode_layer")
     colors = _decode_colors(tree_y, tree_x, p_y, p_x)
     return CostBreakdown(op=layer.op, compute_cycles=layer.compute_cycles, comm_cycles=layer.comm_cycles,
-                         total_cycles=layer.total_cycles, bytes_per_pe=decode_buffer_bytes(dims, p_y, p_x, dtype),
+                         total_cycles=layer.total_cycles,
+                         bytes_per_pe=decode_buffer_bytes(dims, p_y, p_x, dtype, batch),
                          colors_per_pe=colors, parts=layer.parts)
 
 
@@ -148,26 +211,83 @@ def _decode_colors(tree_y: TreeChoice, tree_x: TreeChoice, p_y: int, p_x: int) -
     return cy + cx + (1 if p_y > 1 else 0)
 
 
-def decode_buffer_bytes(dims: LayerDims, p_y: int, p_x: int, dtype: str = "fp16") -> int:
-    """Working buffers of the decode flow (vectors and receive buffers, shared across layers)."""
+def decode_buffer_bytes(dims: LayerDims, p_y: int, p_x: int, dtype: str = "fp16", batch: int = 1) -> int:
+    """Working buffers of the decode flow (vectors and receive buffers, shared across layers), one
+    set per request of the batch."""
     E_y = ceil_div(dims.hidden, p_y)
     F_x = ceil_div(dims.ffn, p_x)
     hl = head_layout(dims, p_x)
     vec = 4 * E_y + 3 * (hl.q_features + 2 * hl.kv_features) + 4 * F_x
-    return vec * dtype_bytes(dtype)
+    return batch * vec * dtype_bytes(dtype)
+
+
+@dataclass(frozen=True)
+class AttentionUnits:
+    """How attention features fall on the busiest column (method §3.5), in whole units: RoPE pairs
+    of the narrowest KV group (``unit_kv`` = 2 K features per unit) when P_x ≥ n_kv, whole KV heads
+    (``unit_kv`` = d) when a column holds several groups. ``base``·span + ``extra`` units are split
+    over ``span`` columns: ``extra`` of them hold one more unit."""
+
+    unit_kv: int
+    base: int
+    extra: int
+    span: int
+
+    def units(self, layers: int) -> int:
+        """Units on the busiest column summed over ``layers`` layers whose layouts rotate which
+        columns hold the extra units (weights are placed offline per layer, so this is free)."""
+        return layers * self.base + ceil_div(layers * self.extra, self.span)
+
+
+def attention_units(dims: LayerDims, p_x: int) -> AttentionUnits:
+    n_kv, d = dims.num_kv_heads, dims.head_dim
+    if p_x < n_kv:
+        return AttentionUnits(unit_kv=d, base=n_kv // p_x, extra=n_kv % p_x, span=p_x)
+    narrowest = min(balanced_split(p_x, n_kv))
+    pairs = max(d // 2, 1)
+    return AttentionUnits(unit_kv=min(2, d), base=pairs // narrowest, extra=pairs % narrowest, span=narrowest)
+
+
+def stage_weight_bytes(dims: LayerDims, p_y: int, p_x: int, layers: int = 1, dtype: str = "fp16") -> int:
+    """Weight bytes of ``layers`` consecutive layers on the busiest PE of a P_y × P_x region.
+
+    The hidden dimension E keeps one split over the rows for every layer (it is the residual
+    stream's layout), so E_y = ⌈E/P_y⌉. The splits along x (FFN columns, attention units) are
+    rotated from layer to layer, so over n layers the busiest column holds ⌈n·F/P_x⌉ FFN columns,
+    not n·⌈F/P_x⌉: tiles are balanced rather than rounded up where the layout allows it."""
+    n = layers
+    if n <= 0:
+        return 0
+    E_y, E_x = ceil_div(dims.hidden, p_y), ceil_div(dims.hidden, p_x)
+    F_tot = ceil_div(n * dims.ffn, p_x)
+    F_y = ceil_div(dims.ffn, p_y)
+    au = attention_units(dims, p_x)
+    kv_tot = au.unit_kv * au.units(n)  # K features summed over the n layers (V the same)
+    q_tot = dims.n_rep * kv_tot
+    q_y = ceil_div(dims.q_dim, p_y)
+    elems = (E_y * (q_tot + 2 * kv_tot) + min(q_tot * E_y, n * q_y * E_x)
+             + 2 * E_y * F_tot + min(F_tot * E_y, n * F_y * E_x) + n * 2 * E_y
+             + ((q_tot + 2 * kv_tot) if dims.qkv_bias else 0))
+    return elems * dtype_bytes(dtype)
 
 
 def decode_weight_bytes(dims: LayerDims, p_y: int, p_x: int, dtype: str = "fp16") -> int:
-    """Weight bytes of one layer on the busiest PE of a P_y × P_x region (balanced uneven blocks)."""
-    E_y = ceil_div(dims.hidden, p_y)
-    E_x = ceil_div(dims.hidden, p_x)
-    F_x = ceil_div(dims.ffn, p_x)
-    F_y = ceil_div(dims.ffn, p_y)
-    hl = head_layout(dims, p_x)
-    q_y = ceil_div(dims.q_dim, p_y)
-    elems = (E_y * (hl.q_features + 2 * hl.kv_features) + min(hl.q_features * E_y, q_y * E_x)
-             + 2 * E_y * F_x + min(F_x * E_y, F_y * E_x) + 2 * E_y + 3 * (hl.q_features if dims.qkv_bias else 0))
-    return elems * dtype_bytes(dtype)
+    """Weight bytes of one layer on the busiest PE of a P_y × P_x region."""
+    return stage_weight_bytes(dims, p_y, p_x, 1, dtype)
+
+
+def stage_kv_bytes(dims: LayerDims, p_y: int, p_x: int, tokens: list[int] | tuple[int, ...],
+                   dtype: str = "fp16", batch: int = 1) -> int:
+    """KV-cache bytes on the busiest PE for layers holding ``tokens[i]`` cached tokens each: the
+    shift keeps ⌈t/P_y⌉ entries per row (method §8); attention units rotate over the layers as the
+    weights do, each extra unit charged at the longest cache."""
+    if not tokens:
+        return 0
+    au = attention_units(dims, p_x)
+    rows = [ceil_div(max(t, 0), p_y) for t in tokens]
+    extra_units = au.units(len(tokens)) - len(tokens) * au.base
+    units_tokens = au.base * sum(rows) + extra_units * max(rows)
+    return batch * 2 * au.unit_kv * units_tokens * dtype_bytes(dtype)
 
 
 def kv_bytes_per_token_per_pe(dims: LayerDims, p_x: int, dtype: str = "fp16") -> int:
@@ -176,10 +296,11 @@ def kv_bytes_per_token_per_pe(dims: LayerDims, p_x: int, dtype: str = "fp16") ->
 
 
 def prefill_layer(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, tokens: int,
-                  tree_x: TreeChoice = TreeChoice(k=1), dtype: str = "fp16") -> CostBreakdown:
+                  tree_x: TreeChoice = TreeChoice(k=1), dtype: str = "fp16", keys: int | None = None) -> CostBreakdown:
     """One layer over a prompt of ``tokens`` (method §3.2, §3.6): MeshGEMM for every projection,
     dist-GEMM-T for Q·Kᵀ, softmax and RMSNorm reductions along X, MeshGEMM for S·V."""
     L = tokens
+    K_len = L if keys is None else keys  # a prompt chunk attends to ``keys`` keys (all of them: an upper bound)
     L_y = ceil_div(L, p_y)
     E_x = ceil_div(dims.hidden, p_x)
     F_x = ceil_div(dims.ffn, p_x)
@@ -187,9 +308,9 @@ def prefill_layer(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, token
     gx = tree_x.group_counts if p_x > 1 else None
     # Attention per KV group of columns: dist-GEMM-T over the group's width, n_rep heads at once.
     heads_per_col = max(hl.q_heads, 1)
-    scores = gemmt(spec, p_y, hl.group_width, L, hl.q_features * hl.group_width // heads_per_col, L, dtype)
+    scores = gemmt(spec, p_y, hl.group_width, L, hl.q_features * hl.group_width // heads_per_col, K_len, dtype)
     scores = scores.scaled(heads_per_col) if heads_per_col > 1 else scores
-    L_x = ceil_div(L, p_x)
+    L_x = ceil_div(K_len, p_x)
     steps = [
         rmsnorm(spec, p_x, E_x, L_y, tree_x.k, gx, dtype),
         meshgemm(spec, p_y, p_x, L, dims.hidden, dims.q_dim, dtype),
@@ -201,7 +322,7 @@ def prefill_layer(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, token
         scores,
         _local("mask_scale", heads_per_col * L_y * t_vec(spec, L_x, "scale", dtype)),
         softmax(spec, p_x, L_x, heads_per_col * L_y, tree_x.k, gx, dtype),
-        meshgemm(spec, p_y, p_x, L, L, dims.q_dim, dtype),
+        meshgemm(spec, p_y, p_x, L, K_len, dims.q_dim, dtype),
         meshgemm(spec, p_y, p_x, L, dims.q_dim, dims.hidden, dtype),
         elementwise(spec, E_x, "add", dtype, rows=L_y),
         rmsnorm(spec, p_x, E_x, L_y, tree_x.k, gx, dtype),
@@ -214,13 +335,15 @@ def prefill_layer(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, token
     return in_sequence("prefill_layer", steps)
 
 
-def prefill_activation_bytes(dims: LayerDims, p_y: int, p_x: int, tokens: int, dtype: str = "fp16") -> int:
+def prefill_activation_bytes(dims: LayerDims, p_y: int, p_x: int, tokens: int, dtype: str = "fp16",
+                             keys: int | None = None) -> int:
     """Per-PE activations of one prefill layer (authors' footprint 14SD + 4S·Fp + 2S², method §4.5),
-    with S, D, Fp the per-PE sequence, hidden and FFN tile sizes."""
+    with S, D, Fp the per-PE sequence, hidden and FFN tile sizes; a prompt chunk of ``tokens``
+    holds scores against ``keys`` keys."""
     S = ceil_div(tokens, p_y)
     D = ceil_div(dims.hidden, p_x)
     Fp = ceil_div(dims.ffn, p_x)
-    S_x = ceil_div(tokens, p_x)
+    S_x = ceil_div(tokens if keys is None else keys, p_x)
     return (14 * S * D + 4 * S * Fp + 2 * S * S_x) * dtype_bytes(dtype)
 
 

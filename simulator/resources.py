@@ -6,13 +6,13 @@
   the code one parameter set keeps (a branch on parameters only is pruned, as CSL's comptime ``if``).
   It is charged to SRAM with buffers and variables; the stack and the memcpy runtime are in
   ``spec.sram_reserve_bytes``.
-* **Task IDs** (hardware-and-csl.md §1.4-§1.5): local tasks get IDs from ``spec.local_task_ids``
+* **Task IDs** (hardware-and-csl.md §1.4-§1.5): local tasks get IDs from ``spec.usable_local_task_ids``
   (reserved ones already removed), the same for every parameter set of a body, avoiding on WSE-2 the
   IDs of colours the body receives (a data task's ID is its colour there, and a local task must not
   share the slot of a colour that reaches the ramp). A data task's ID is its colour (WSE-2) or its
   input queue (WSE-3).
 * **Queues**: one input queue per colour expression a body receives on (fabric ops and data tasks),
-  one output queue per colour expression it sends on, from ``spec.input_queues``/``spec.output_queues``,
+  one output queue per colour expression it sends on, from ``spec.usable_input_queues``/``spec.usable_output_queues``,
   the same for every parameter set (WSE-3 binds each queue to one colour with ``@initialize_queue``;
   2.10 initialises input queues with a colour on both targets).
 
@@ -137,14 +137,14 @@ def allocate(blocks: list, spec: HardwareSpec, where) -> list[BlockResources]:
         body = bl[0].body
         received = set().union(*(colours_of[b.index][0] for b in bl))
         avoid = received if spec.data_task_binding == "colour" else set()
-        free = [i for i in spec.local_task_ids if i not in avoid]
+        free = [i for i in spec.usable_local_task_ids if i not in avoid]
         ids: dict[str, int] = {}
         locals_ = [t for t in body.tasks.values() if t.kind == "local"]
         explicit = {t.name: t.id for t in locals_ if t.id is not None}
         for name, tid in explicit.items():
-            if tid not in spec.local_task_ids:
+            if tid not in spec.usable_local_task_ids:
                 raise InputError(f"{where(bl[0])}, body {body.name}: task {name!r} ID {tid} is not a local task "
-                                 f"ID a program may use on {spec.name} ({_ranges(spec.local_task_ids)})")
+                                 f"ID a program may use on {spec.name} ({_ranges(spec.usable_local_task_ids)})")
             if tid in avoid:
                 raise InputError(f"{where(bl[0])}, body {body.name}: task {name!r} ID {tid} is the ID of colour "
                                  f"{tid}, which this body receives (its data-task slot on {spec.name})")
@@ -155,7 +155,7 @@ def allocate(blocks: list, spec: HardwareSpec, where) -> list[BlockResources]:
         if len(auto) > len(pool):
             raise InputError(
                 f"{where(bl[0])}, body {body.name}: needs {len(locals_)} local task IDs, {spec.name} has "
-                f"{len(free)} usable here ({_ranges(spec.local_task_ids)}"
+                f"{len(free)} usable here ({_ranges(spec.usable_local_task_ids)}"
                 + (f", less the {len(avoid)} IDs of received colours" if avoid else "") + ")")
         ids.update(explicit)
         ids.update(zip(auto, pool))
@@ -164,16 +164,16 @@ def allocate(blocks: list, spec: HardwareSpec, where) -> list[BlockResources]:
     for b in blocks:
         qin, qout = queues_of[id(b.body)]
         res = BlockResources(dict(local_ids[id(b.body)]))
-        if len(qin) > len(spec.input_queues):
+        if len(qin) > len(spec.usable_input_queues):
             raise InputError(f"{where(b)}, body {b.body.name}: receives on {len(qin)} colours "
-                             f"({', '.join(map(repr, qin))}), {spec.name} has {len(spec.input_queues)} usable "
-                             f"input queues ({_ranges(spec.input_queues)})")
-        if len(qout) > len(spec.output_queues):
+                             f"({', '.join(map(repr, qin))}), {spec.name} has {len(spec.usable_input_queues)} usable "
+                             f"input queues ({_ranges(spec.usable_input_queues)})")
+        if len(qout) > len(spec.usable_output_queues):
             raise InputError(f"{where(b)}, body {b.body.name}: sends on {len(qout)} colours "
-                             f"({', '.join(map(repr, qout))}), {spec.name} has {len(spec.output_queues)} usable "
-                             f"output queues ({_ranges(spec.output_queues)})")
-        res.input_queue = {_value(c, b): q for c, q in zip(qin, spec.input_queues)}
-        res.output_queue = {_value(c, b): q for c, q in zip(qout, spec.output_queues)}
+                             f"({', '.join(map(repr, qout))}), {spec.name} has {len(spec.usable_output_queues)} usable "
+                             f"output queues ({_ranges(spec.usable_output_queues)})")
+        res.input_queue = {_value(c, b): q for c, q in zip(qin, spec.usable_input_queues)}
+        res.output_queue = {_value(c, b): q for c, q in zip(qout, spec.usable_output_queues)}
         used_ids = set(res.task_ids.values())
         for t in b.body.tasks.values():
             if t.kind != "data":

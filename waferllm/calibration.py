@@ -27,6 +27,21 @@ FITTED = ("op_issue_cycles", "relay_cycles", "collective_cycles")
 MIN_RELAY = 1.0
 
 
+def check_hardware(spec: HardwareSpec) -> None:
+    """The published figures were measured on one hardware (a WSE-2): refuse any other, since a
+    comparison with them would say nothing about it. Fitted overheads may differ (that is a fit)."""
+    from plmr.errors import InputError
+
+    measured = load_targets()["hardware"]
+    base = {"wse2": WSE2}[measured]
+    differ = [f for f in base.to_dict() if f not in FITTED and f != "description"
+              and getattr(spec, f) != getattr(base, f)]
+    if spec.name != measured or differ:
+        what = f"'{spec.name}'" + (f" (differs from {measured} in {differ[0]})" if spec.name == measured else "")
+        raise InputError(f"calibration compares with figures measured on {measured}; hardware {what} has no "
+                         f"published figures to compare with (use --hardware {measured})")
+
+
 def load_targets() -> dict:
     return json.loads(resources.files("waferllm").joinpath("data/calibration_targets.json").read_text())
 
@@ -60,7 +75,7 @@ def predict_targets(spec: HardwareSpec) -> list[Residual]:
     for point in targets["prefill"]:
         g = (point["grid"], point["grid"])
         req = PlanRequest(spec, "paper", prefill_grid=g, input_len=point["input_len"])
-        _, total, _ = prefill_cost(model, req, g, 1)
+        _, total, _ = prefill_cost(model, req, g, None)
         out.append(Residual(f"prefill tokens/s, {g[0]}x{g[1]}, {point['input_len']} tokens",
                             point["tokens_per_s"], point["input_len"] * spec.clock_hz / total))
     return out

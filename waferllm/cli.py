@@ -16,13 +16,18 @@ from waferllm.grids import parse_grid  # noqa: F401  (re-exported for tests and 
 
 
 class _Group(click.Group):
-    """Turns ``InputError`` into ``Error: <message>`` and exit 2, without a traceback."""
+    """Turns ``InputError`` and click's usage errors (a bad option value, an unknown option or
+    command) into one line ``Error: <message>`` and exit 2, without a traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except InputError as exc:
             click.echo(f"Error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", err=True)
+            ctx.exit(2)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            click.echo(f"Error: {exc.format_message()} (see '{where} --help')", err=True)
             ctx.exit(2)
 
 
@@ -49,44 +54,40 @@ def hardware() -> None:
 
 @hardware.command("list")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-def hardware_list(as_json: bool) -> None:
+@click.option("--wide", is_flag=True, help="show every column, whatever the terminal width")
+def hardware_list(as_json: bool, wide: bool) -> None:
     """List the built-in hardware targets."""
     from plmr.hardware import BUILTIN_SPECS
+    from waferllm.tables import Column, print_table
 
     if as_json:
         click.echo(json.dumps([{"name": s.name, "description": s.description} for s in BUILTIN_SPECS.values()]))
         return
-    from rich.table import Table
-
-    table = Table(title="hardware targets")
-    for col in ("name", "mesh (rows x cols)", "SRAM/PE", "colours", "clock", "description"):
-        table.add_column(col)
-    for s in BUILTIN_SPECS.values():
-        table.add_row(s.name, f"{s.mesh_height} x {s.mesh_width}", f"{s.sram_bytes // 1024} KB",
-                      f"{len(s.routable_colors)} routable", f"{s.clock_hz / 1e9:g} GHz", s.description)
-    _console().print(table)
+    cols = [Column("name", no_wrap=True), Column("mesh (rows x cols)"), Column("SRAM/PE", 2, "right"),
+            Column("colours", 3), Column("clock", 4, "right"), Column("description", 1, wrap_to=24)]
+    rows = [(s.name, f"{s.mesh_height} x {s.mesh_width}", f"{s.sram_bytes // 1024} KB",
+             f"{len(s.routable_colors)} routable", f"{s.clock_hz / 1e9:g} GHz", s.description)
+            for s in BUILTIN_SPECS.values()]
+    print_table("hardware targets", cols, rows, wide)
 
 
 @hardware.command("show")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-def hardware_show(name: str, as_json: bool) -> None:
+@click.option("--wide", is_flag=True, help="print at the table's natural width (no wrapping)")
+def hardware_show(name: str, as_json: bool, wide: bool) -> None:
     """Show every field of a target (NAME is a built-in or a .toml/.json file)."""
     from plmr.hardware import get_spec
+    from waferllm.tables import Column, print_table
 
     spec = get_spec(name)
     d = spec.to_dict()
     if as_json:
         click.echo(json.dumps(d, indent=2))
         return
-    from rich.table import Table
-
-    table = Table(title=f"hardware {spec.name}")
-    table.add_column("field")
-    table.add_column("value")
-    for k, v in d.items():
-        table.add_row(k, json.dumps(v) if isinstance(v, (dict, list)) else str(v))
-    _console().print(table)
+    rows = [(k, json.dumps(v) if isinstance(v, (dict, list)) else str(v)) for k, v in d.items()]
+    print_table(f"hardware {spec.name}", [Column("field", no_wrap=True), Column("value", wrap_to=30)], rows,
+                wide)
 
 
 # --------------------------------------------------------------------------------------------
@@ -95,25 +96,23 @@ def hardware_show(name: str, as_json: bool) -> None:
 
 @main.command("models")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-def models(as_json: bool) -> None:
+@click.option("--wide", is_flag=True, help="show every column, whatever the terminal width")
+def models(as_json: bool, wide: bool) -> None:
     """List the offline model catalog (official config.json files shipped with waferllm)."""
     from waferllm.catalog import catalog_names, load_catalog_model
+    from waferllm.tables import Column, print_table
 
     specs = [load_catalog_model(n) for n in catalog_names()]
     if as_json:
         click.echo(json.dumps([s.to_dict() for s in specs], indent=2))
         return
-    from rich.table import Table
-
-    table = Table(title="model catalog")
-    table.add_column("name", no_wrap=True)
-    for col in ("architecture", "layers", "hidden", "heads", "kv heads", "head dim", "ffn", "vocab", "params"):
-        table.add_column(col)
-    for s in specs:
-        table.add_row(s.name, s.architecture, str(s.num_layers), str(s.hidden_size), str(s.num_heads),
-                      str(s.num_kv_heads), str(s.head_dim), str(s.intermediate_size), str(s.vocab_size),
-                      f"{s.total_params / 1e9:.2f} B")
-    _console().print(table)
+    cols = [Column("name", no_wrap=True), Column("params", 0, "right"), Column("layers", 0, "right"),
+            Column("hidden", 0, "right"), Column("heads", 2, "right"), Column("kv heads", 1, "right"),
+            Column("head dim", 3, "right"), Column("ffn", 2, "right"), Column("vocab", 4, "right"),
+            Column("architecture", 5)]
+    rows = [(s.name, f"{s.total_params / 1e9:.2f} B", s.num_layers, s.hidden_size, s.num_heads, s.num_kv_heads,
+             s.head_dim, s.intermediate_size, s.vocab_size, s.architecture) for s in specs]
+    print_table("model catalog", cols, rows, wide)
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,19 +132,31 @@ def models(as_json: bool) -> None:
 @click.option("--input-len", type=int, default=4096, show_default=True, help="prompt tokens")
 @click.option("--output-len", type=int, default=128, show_default=True, help="generated tokens")
 @click.option("--dtype", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True)
+@click.option("--batch", type=int, default=1, show_default=True,
+              help="decode requests sharing the weights (each with its own KV cache)")
+@click.option("--wafers", default="1", show_default=True,
+              help="systems to pipeline the layers over: a count, or 'auto' for the fewest that fit")
+@click.option("--wide", is_flag=True, help="show every column (default: fit the terminal width)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def plan_cmd(model: str, hardware_name: str, method: str, prefill_grid: str | None, decode_grid: str | None,
              k_tree: int | None, context: int | None, input_len: int, output_len: int, dtype: str,
-             as_json: bool) -> None:
-    """Plan MODEL (catalog name or HF model directory) on a wafer and predict its speed."""
+             batch: int, wafers: str, wide: bool, as_json: bool) -> None:
+    """Plan MODEL (catalog name or HF model directory) on one or several wafers and predict its speed."""
     from plmr.hardware import get_spec
     from waferllm.catalog import resolve_model
-    from waferllm.planner import PlanRequest, plan
+    from waferllm.planner import MAX_WAFERS, PlanRequest, plan
 
     spec = get_spec(hardware_name)
+    if wafers.strip().lower() == "auto":
+        n_wafers: int | str = "auto"
+    else:
+        try:
+            n_wafers = int(wafers)
+        except ValueError:
+            raise InputError(f"--wafers {wafers!r}: expected an integer in 1..{MAX_WAFERS} or 'auto'") from None
     req = PlanRequest(hardware=spec, method=method, prefill_grid=parse_grid(prefill_grid, "prefill-grid"),
                       decode_grid=parse_grid(decode_grid, "decode-grid"), k_tree=k_tree, context=context,
-                      input_len=input_len, output_len=output_len, dtype=dtype)
+                      input_len=input_len, output_len=output_len, dtype=dtype, batch=batch, wafers=n_wafers)
     model_spec = resolve_model(model)
     result = plan(model_spec, req)
     if as_json:
@@ -153,7 +164,7 @@ def plan_cmd(model: str, hardware_name: str, method: str, prefill_grid: str | No
         return
     from waferllm.report import render_plan
 
-    render_plan(result, _console())
+    render_plan(result, _console(), wide=wide)
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,25 +174,24 @@ def plan_cmd(model: str, hardware_name: str, method: str, prefill_grid: str | No
 @main.command("calibration")
 @click.option("--hardware", "hardware_name", default="wse2", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-def calibration_cmd(hardware_name: str, as_json: bool) -> None:
+@click.option("--wide", is_flag=True, help="print at the table's natural width (no wrapping)")
+def calibration_cmd(hardware_name: str, as_json: bool, wide: bool) -> None:
     """Predicted vs published WaferLLM figures (LLaMA3-8B on WSE-2) with the current parameters."""
     from plmr.hardware import get_spec
-    from waferllm.calibration import check_targets, predict_targets
+    from waferllm.calibration import check_hardware, check_targets, predict_targets
+    from waferllm.tables import Column, print_table
 
     spec = get_spec(hardware_name)
+    check_hardware(spec)
     rows = predict_targets(spec) + check_targets(spec)
     if as_json:
         click.echo(json.dumps([{"figure": r.figure, "published": r.published, "predicted": r.predicted,
                                 "error": r.error} for r in rows], indent=2))
         return
-    from rich.table import Table
-
-    table = Table(title=f"calibration ({spec.name})")
-    for col in ("figure", "published", "predicted", "error"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r.figure, f"{r.published:,.1f}", f"{r.predicted:,.1f}", f"{r.error:+.1%}")
-    _console().print(table)
+    cols = [Column("figure"), Column("published", 0, "right"), Column("predicted", 0, "right"),
+            Column("error", 0, "right")]
+    print_table(f"calibration ({spec.name})", cols,
+                [(r.figure, f"{r.published:,.1f}", f"{r.predicted:,.1f}", f"{r.error:+.1%}") for r in rows], wide)
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,6 +204,18 @@ from waferllm.deploy_cli import deploy  # noqa: E402
 
 main.add_command(kernel)
 main.add_command(deploy)
+
+from waferllm.csl_cli import csl  # noqa: E402
+
+main.add_command(csl)
+
+from waferllm.sweep_cli import sweep  # noqa: E402
+
+main.add_command(sweep)
+
+from waferllm.report_cli import report  # noqa: E402
+
+main.add_command(report)
 
 
 def run() -> None:  # pragma: no cover - console entry for `python -m waferllm`

@@ -9,13 +9,33 @@ numba and the simulator are imported inside the command only.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 
 import click
 
 from plmr.errors import InputError
 from waferllm.grids import parse_grid
 
-KERNEL_NAMES = ("meshgemm", "gemmt", "meshgemv", "cannon", "summa", "gemv-pipeline", "gemv-ring")
+KERNEL_NAMES = ("meshgemm", "gemmt", "meshgemv", "cannon", "summa", "gemv-pipeline", "gemv-ring",
+                "meshgemm-bsp", "cannon-bsp", "summa-bsp", "gemv-pipeline-bsp")
+
+
+@contextmanager
+def activity(what: str):
+    """A spinner with the elapsed time on stderr while a kernel is built and simulated (which can
+    take minutes on large meshes); nothing is left on the screen afterwards, and nothing is drawn
+    when stderr is not a terminal. Yields ``step(text)`` to name the current stage."""
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield lambda text: None
+        return
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task(what, total=None)
+        yield lambda text: progress.update(task, description=f"{what}: {text}")
 
 
 def _fmt(v, unit: str = "") -> str:
@@ -44,14 +64,16 @@ def _fmt(v, unit: str = "") -> str:
 @click.option("--simulate", is_flag=True, help="run the kernel on the simulator")
 @click.option("--timing-only", is_flag=True, help="with --simulate: timing mode (no data, no error check)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-@click.option("--seed", type=int, default=0, show_default=True, help="seed of the random inputs")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="seed of the random inputs (>= 0)")
 @click.option("--emit-csl", "emit_csl", default=None, metavar="DIR", help="write the kernel's CSL bundle to DIR")
 def kernel(name: str, mesh: str, m: int, k: int, n: int, k_tree: int, group_size: int | None, dtype: str,
            hardware_name: str, simulate: bool, timing_only: bool, as_json: bool, seed: int,
            emit_csl: str | None) -> None:
-    """Build kernel NAME (meshgemm, gemmt, meshgemv, cannon, summa, gemv-pipeline, gemv-ring), print
-    its PLMR prediction and, with --simulate, simulated cycles, the compute/communication split,
-    the error vs numpy, bytes and colours per PE."""
+    """Build kernel NAME (meshgemm, gemmt, meshgemv, cannon, summa, gemv-pipeline, gemv-ring; the
+    bulk-synchronous meshgemm-bsp, cannon-bsp, summa-bsp, gemv-pipeline-bsp), print its PLMR
+    prediction and, with --simulate, simulated cycles, the compute/communication split, the error
+    vs numpy, bytes and colours per PE."""
     from meshgemm.kernel import KernelRequest
     from meshgemm.registry import build_kernel
     from meshgemm.run import run_kernel
@@ -65,13 +87,17 @@ def kernel(name: str, mesh: str, m: int, k: int, n: int, k_tree: int, group_size
     functional = simulate and not timing_only
     req = KernelRequest(name=name, mesh=shape, m=m, k=k, n=n, dtype=dtype, k_tree=k_tree,
                         group_size=group_size, functional=functional, seed=seed)
-    build = build_kernel(req, spec)
-    if emit_csl:
-        from csl_templates.kernel_bundle import emit_kernel_bundle
-
-        emit_kernel_bundle(build, hardware_name, emit_csl)
     mode = ("functional" if functional else "timing") if simulate else "none"
-    rep = run_kernel(build, spec, mode)
+    with activity(f"{name} on {shape[0]}x{shape[1]} PEs") as step:
+        step("building the program")
+        build = build_kernel(req, spec)
+        if emit_csl:
+            from csl_templates.kernel_bundle import emit_kernel_bundle
+
+            emit_kernel_bundle(build, hardware_name, emit_csl)
+        if simulate:
+            step(f"simulating ({mode})")
+        rep = run_kernel(build, spec, mode)
     if as_json:
         click.echo(json.dumps(rep.to_dict()))
         return

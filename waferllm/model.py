@@ -4,8 +4,10 @@ Two front ends feed one validated dataclass:
 
 * `spec_from_config_dict` reads the raw ``config.json`` dict and applies the defaults transformers 5.x
   applies. It never imports transformers, so the catalog and the CLI stay fast.
-* `load_model_dir` goes through ``transformers.AutoConfig``, the authority, and checks any safetensors
-  headers against the config. A test keeps both paths equal on every catalog config.
+* `load_model_dir` reads a model directory through the same raw-dict path (no transformers, no torch)
+  and checks any safetensors headers against the config; `load_model_dir_transformers` goes through
+  ``transformers.AutoConfig``, the authority. Tests keep both equal on every catalog config and on
+  saved tiny models.
 
 Only what §10 of the method reference defines is accepted (Llama 1/2/3, Mistral, Qwen2; RoPE "default" or
 "llama3"; SiLU MLP). Anything else is an `InputError` naming what is supported, never a silent guess.
@@ -553,13 +555,7 @@ def check_safetensors(spec: ModelSpec, files: list[Path]) -> int:
     return total
 
 
-def load_model_dir(path: str | os.PathLike[str]) -> ModelSpec:
-    """A ModelSpec from a HF model directory via ``transformers.AutoConfig`` (imported here, lazily).
-
-    The raw JSON is validated first so bad input gets our one-line error rather than a transformers
-    traceback. If ``*.safetensors`` files are present their headers are checked against the config and
-    ``weights_bytes`` is set; otherwise it is None.
-    """
+def _model_dir(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     p = Path(path)
     if not p.exists():
         raise InputError(f"model directory '{path}' does not exist; expected a directory with config.json")
@@ -568,11 +564,35 @@ def load_model_dir(path: str | os.PathLike[str]) -> ModelSpec:
     cfg_path = p / "config.json"
     if not cfg_path.is_file():
         raise InputError(f"no config.json in '{path}'; expected a Hugging Face model directory")
+    return p, cfg_path
+
+
+def _with_weights(spec: ModelSpec, p: Path) -> ModelSpec:
+    files = sorted(p.glob("*.safetensors"))
+    return replace(spec, weights_bytes=check_safetensors(spec, files)) if files else spec
+
+
+def load_model_dir(path: str | os.PathLike[str]) -> ModelSpec:
+    """A ModelSpec from a HF model directory: ``config.json`` read with transformers' defaults
+    (`spec_from_config_dict`) and any ``*.safetensors`` headers checked against it (``weights_bytes``
+    set). Imports neither transformers nor torch, so planning a directory starts as fast as a
+    catalog model; tests keep it equal to `load_model_dir_transformers` on every catalog config and
+    on saved tiny models."""
+    p, cfg_path = _model_dir(path)
+    spec = spec_from_config_dict(read_config_json(cfg_path), p.resolve().name, str(path))
+    return _with_weights(spec, p)
+
+
+def load_model_dir_transformers(path: str | os.PathLike[str]) -> ModelSpec:
+    """The same ModelSpec through ``transformers.AutoConfig`` (imported here, lazily), the authority
+    the fast path is tested against. The raw JSON is validated first so bad input gets our one-line
+    error rather than a transformers traceback."""
+    p, cfg_path = _model_dir(path)
     name = p.resolve().name
     raw = read_config_json(cfg_path)
     spec_from_config_dict(raw, name, str(path))  # clear errors for anything we do not support
 
-    import transformers  # lazy: costs seconds, and only directory imports need it
+    import transformers  # lazy: costs seconds
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
@@ -584,8 +604,4 @@ def load_model_dir(path: str | os.PathLike[str]) -> ModelSpec:
         raise InputError(f"transformers cannot load {cfg_path}: {msg}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
-    spec = spec_from_hf_config(cfg, name, str(path))
-    files = sorted(p.glob("*.safetensors"))
-    if files:
-        spec = replace(spec, weights_bytes=check_safetensors(spec, files))
-    return spec
+    return _with_weights(spec_from_hf_config(cfg, name, str(path)), p)

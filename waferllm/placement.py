@@ -1,68 +1,99 @@
-"""Layer placement over the wafer (waferllm-method.md §9): regions, stages and per-PE memory.
+"""Layer placement over one or several wafers (waferllm-method.md §9; multi-system.md): regions,
+stages and per-PE memory.
 
 A region is a P_y × P_x rectangle that runs consecutive layers tensor-parallel and holds their
-weights and KV cache. Regions tile the usable mesh on an aligned grid; a model that does not fit one
-region is split into stages, one region each, filled greedily in layer order. The embedding table
-sits with the first stage and the LM head (with the final norm) with the last; tied embeddings share
-one copy when both live in one region.
+weights and KV cache. Regions tile each wafer's usable mesh on an aligned grid, row-major; a model
+that does not fit one region is split into stages, one region each, with the fewest stages and then
+the most even layer counts. Stages fill wafer 0's regions, then wafer 1's, ... (layers pipelined
+over systems, each holding a contiguous group). The embedding table sits with the first stage and
+the LM head (with the final norm) with the last; tied embeddings share one copy when both live in
+one stage.
+
+Per-PE bytes are the busiest PE's: the hidden split over rows is fixed, the splits along x rotate
+from layer to layer (``plmr.transformer.stage_weight_bytes``), so many layers in one region are
+balanced rather than each rounded up. An infeasible placement raises ``InputError`` naming the
+binding stage, its busiest PE's buffers and their bytes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from plmr.errors import InputError
 from plmr.hardware import HardwareSpec
 from plmr.primitives import ceil_div
-from plmr.transformer import LayerDims, decode_buffer_bytes, decode_weight_bytes, kv_bytes_per_token_per_pe
+from plmr.transformer import LayerDims, decode_buffer_bytes, stage_kv_bytes, stage_weight_bytes
 
 
 @dataclass(frozen=True)
 class Stage:
-    """One region of the wafer and what it holds."""
+    """One region of one wafer and what it holds (bytes are the busiest PE's)."""
 
     index: int
-    origin: tuple[int, int]  # (y, x) of the region's north-west PE
-    layers: tuple[int, int]  # first, last (inclusive)
+    wafer: int
+    origin: tuple[int, int]  # (y, x) of the region's north-west PE on its wafer
+    layers: tuple[int, int]  # first, last (inclusive); last < first when the stage holds no layer
     extras: tuple[str, ...]  # "embedding", "lm_head"
-    bytes_per_pe: int  # weights + KV (planned context) + buffers, busiest PE
+    weight_bytes: int
+    kv_bytes: int
+    buffer_bytes: int
+    extras_bytes: int
+
+    @property
+    def num_layers(self) -> int:
+        return self.layers[1] - self.layers[0] + 1
+
+    @property
+    def bytes_per_pe(self) -> int:
+        return self.weight_bytes + self.kv_bytes + self.buffer_bytes + self.extras_bytes
 
     def to_dict(self) -> dict:
-        return {"stage": self.index, "origin": list(self.origin), "layers": list(self.layers),
-                "num_layers": self.layers[1] - self.layers[0] + 1, "extras": list(self.extras),
-                "bytes_per_pe": self.bytes_per_pe}
+        return {"stage": self.index, "wafer": self.wafer, "origin": list(self.origin),
+                "layers": list(self.layers), "num_layers": self.num_layers, "extras": list(self.extras),
+                "bytes_per_pe": self.bytes_per_pe, "weight_bytes_per_pe": self.weight_bytes,
+                "kv_bytes_per_pe": self.kv_bytes, "buffer_bytes_per_pe": self.buffer_bytes,
+                "extras_bytes_per_pe": self.extras_bytes}
 
 
 @dataclass(frozen=True)
 class Placement:
     grid: tuple[int, int]
     stages: tuple[Stage, ...]
-    regions_available: int
+    wafers: int
+    regions_per_wafer: int
     capacity_per_pe: int
-    layer_weight_bytes: int  # one layer, busiest PE
-    layer_kv_bytes: int  # one layer at the planned context, busiest PE
     buffer_bytes: int
-    extras_bytes: dict
+
+    @property
+    def regions_available(self) -> int:
+        return self.wafers * self.regions_per_wafer
 
     @property
     def bytes_per_pe(self) -> int:
         return max(s.bytes_per_pe for s in self.stages)
 
     @property
+    def wafers_used(self) -> int:
+        return self.stages[-1].wafer + 1
+
+    @property
     def fits(self) -> bool:
         return self.bytes_per_pe <= self.capacity_per_pe and len(self.stages) <= self.regions_available
 
 
-def regions_available(spec: HardwareSpec, grid: tuple[int, int]) -> int:
+def regions_per_wafer(spec: HardwareSpec, grid: tuple[int, int]) -> int:
     p_y, p_x = grid
     return (spec.mesh_height // p_y) * (spec.mesh_width // p_x)
 
 
-def region_origin(spec: HardwareSpec, grid: tuple[int, int], index: int) -> tuple[int, int]:
-    """Regions are laid out row-major over the aligned tiling, north-west first."""
+def region_origin(spec: HardwareSpec, grid: tuple[int, int], index: int) -> tuple[int, int, int]:
+    """(wafer, y, x) of region ``index``: row-major over each wafer's aligned tiling, wafer by wafer."""
     p_y, p_x = grid
     per_row = max(1, spec.mesh_width // p_x)
-    return (index // per_row) * p_y, (index % per_row) * p_x
+    per_wafer = max(1, regions_per_wafer(spec, grid))
+    wafer, i = divmod(index, per_wafer)
+    return wafer, (i // per_row) * p_y, (i % per_row) * p_x
 
 
 def embedding_bytes_per_pe(vocab: int, hidden: int, grid: tuple[int, int], dtype_bytes: int) -> int:
@@ -71,81 +102,159 @@ def embedding_bytes_per_pe(vocab: int, hidden: int, grid: tuple[int, int], dtype
     return ceil_div(vocab, p_x) * ceil_div(hidden, p_y) * dtype_bytes
 
 
-def place_layers(spec: HardwareSpec, dims: LayerDims, num_layers: int, vocab: int, tied: bool,
-                 grid: tuple[int, int], context: int, dtype_bytes: int = 2,
-                 extra_activation_bytes: int = 0) -> Placement:
-    """Fewest stages that hold every layer, with layers water-filled so stages are balanced (the
-    spare SRAM of every stage then holds KV). Raises InputError with numbers when one layer alone
-    cannot fit a PE of this grid."""
+def _kb(n: float) -> str:
+    return f"{n / 1024:.1f} KB"
+
+
+@dataclass(frozen=True)
+class LayerMemory:
+    """What a stage of consecutive layers costs per PE on one grid (cached per layer range)."""
+
+    dims: LayerDims
+    grid: tuple[int, int]
+    layer_tokens: tuple[int, ...]  # cached tokens per layer (the sliding window caps some)
+    dtype: str
+    batch: int
+
+    def weights(self, n: int) -> int:
+        return stage_weight_bytes(self.dims, self.grid[0], self.grid[1], n, self.dtype)
+
+    def kv(self, first: int, n: int) -> int:
+        return stage_kv_bytes(self.dims, self.grid[0], self.grid[1], self.layer_tokens[first:first + n],
+                              self.dtype, self.batch)
+
+
+def place_layers(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple[int, ...] | list[int], vocab: int,
+                 tied: bool, grid: tuple[int, int], dtype: str = "fp16", batch: int = 1, wafers: int = 1,
+                 extra_activation_bytes: int = 0, what: str = "") -> Placement:
+    """Fewest stages that hold every layer, then the most even layer counts (the spare SRAM of
+    every stage holds KV). Raises InputError naming the binding constraint with its numbers."""
     p_y, p_x = grid
+    L = len(layer_tokens)
     capacity = spec.usable_sram_bytes
-    dtype = "fp16" if dtype_bytes == 2 else "fp32"
-    w = decode_weight_bytes(dims, p_y, p_x, dtype)
-    kv = ceil_div(max(context, 0), p_y) * kv_bytes_per_token_per_pe(dims, p_x, dtype)
-    buf = decode_buffer_bytes(dims, p_y, p_x, dtype) + extra_activation_bytes
-    emb = embedding_bytes_per_pe(vocab, dims.hidden, grid, dtype_bytes) if vocab else 0
-    per_layer = w + kv
-    if buf + per_layer > capacity:
-        raise InputError(
-            f"one layer needs {(buf + per_layer) / 1024:.1f} KB per PE on a {p_y}x{p_x} grid "
-            f"(weights {w / 1024:.1f} KB, KV {kv / 1024:.1f} KB at context {context}, buffers "
-            f"{buf / 1024:.1f} KB), {capacity / 1024:.1f} KB available"
-        )
+    b = 2 if dtype == "fp16" else 4
+    mem = LayerMemory(dims, grid, tuple(layer_tokens), dtype, batch)
+    buf = decode_buffer_bytes(dims, p_y, p_x, dtype, batch) + extra_activation_bytes
+    emb = embedding_bytes_per_pe(vocab, dims.hidden, grid, b) if vocab else 0
+    homogeneous = len(set(layer_tokens)) <= 1
+    cache: dict[tuple[int, int], int] = {}
+
+    def layer_bytes(first: int, n: int) -> int:
+        key = (0 if homogeneous else first, n)
+        if key not in cache:
+            cache[key] = mem.weights(n) + mem.kv(first, n)
+        return cache[key]
+
+    per_wafer = regions_per_wafer(spec, grid)
+    prefix = f"{what}: " if what else ""
+    if per_wafer == 0:
+        raise InputError(f"{prefix}a {p_y}x{p_x} region does not fit the {spec.name} mesh "
+                         f"({spec.mesh_height}x{spec.mesh_width})")
+    one = layer_bytes(0, 1) if L else 0
+    if L and buf + one > capacity:
+        raise InputError(f"{prefix}one layer needs {_kb(buf + one)} on the busiest PE of a {p_y}x{p_x} region "
+                         f"(weights {_kb(mem.weights(1))}, KV cache {_kb(mem.kv(0, 1))} for "
+                         f"{max(layer_tokens)} tokens x batch {batch}, buffers {_kb(buf)}), "
+                         f"{_kb(capacity)} available")
     if emb and buf + emb > capacity:
-        raise InputError(f"the embedding table needs {(buf + emb) / 1024:.1f} KB per PE on a {p_y}x{p_x} "
-                         f"grid, {capacity / 1024:.1f} KB available")
-    for n in range(1, num_layers + 2):
-        # Stage 0 holds the embedding, the last stage the LM head; tied weights share one copy only
-        # when both ends are the same stage.
-        extras = [0] * n
-        extras[0] += emb
-        extras[-1] += 0 if (tied and n == 1) else emb
-        caps = [max(0, (capacity - buf - e) // per_layer) if buf + e <= capacity else -1 for e in extras]
-        if min(caps) < 0 or sum(caps) < num_layers:
-            continue
-        counts = _water_fill(caps, num_layers)
-        stages, first = [], 0
-        for i, count in enumerate(counts):
-            names = (("embedding",) if i == 0 and emb else ()) + (("lm_head",) if i == n - 1 and vocab else ())
-            stages.append(Stage(index=i, origin=region_origin(spec, grid, i), layers=(first, first + count - 1),
-                                extras=names, bytes_per_pe=buf + extras[i] + count * per_layer))
-            first += count
-        return Placement(grid=grid, stages=tuple(stages), regions_available=regions_available(spec, grid),
-                         capacity_per_pe=capacity, layer_weight_bytes=w, layer_kv_bytes=kv, buffer_bytes=buf,
-                         extras_bytes={"embedding": emb, "lm_head": extras[-1] - (emb if n == 1 else 0)})
-    raise InputError(f"cannot place {num_layers} layers on {p_y}x{p_x} regions")  # unreachable: n = L+1 fits
+        raise InputError(f"{prefix}the embedding table needs {_kb(emb)} per PE on a {p_y}x{p_x} region "
+                         f"(+ buffers {_kb(buf)}), {_kb(capacity)} available")
+
+    counts = _fewest_even(L, capacity - buf, emb, emb, tied, layer_bytes)
+    stages, first = [], 0
+    n_st = len(counts)
+    for i, count in enumerate(counts):
+        extras: list[str] = []
+        e = 0
+        if i == 0 and emb:
+            extras.append("embedding")
+            e += emb
+        if i == n_st - 1 and vocab:
+            extras.append("lm_head")
+            e += 0 if (tied and n_st == 1) else emb
+        wafer, y, x = region_origin(spec, grid, i)
+        w = mem.weights(count)
+        stages.append(Stage(index=i, wafer=wafer, origin=(y, x), layers=(first, first + count - 1),
+                            extras=tuple(extras), weight_bytes=w, kv_bytes=layer_bytes(first, count) - w
+                            if count else 0, buffer_bytes=buf, extras_bytes=e))
+        first += count
+    return Placement(grid=grid, stages=tuple(stages), wafers=wafers, regions_per_wafer=per_wafer,
+                     capacity_per_pe=capacity, buffer_bytes=buf)
 
 
-def _water_fill(caps: list[int], total: int) -> list[int]:
-    """Counts ≤ caps summing to ``total`` with the largest count as small as possible."""
-    level = 0
-    while sum(min(c, level) for c in caps) < total:
-        level += 1
-    counts = [min(c, level) for c in caps]
-    excess = sum(counts) - total
-    for i in reversed(range(len(counts))):  # trim the surplus from the last full stages
-        if excess and counts[i] == level:
-            counts[i] -= 1
-            excess -= 1
-    return counts
+def _fewest_even(L: int, room: int, emb: int, lm: int, tied: bool,
+                 layer_bytes: Callable[[int, int], int]) -> list[int]:
+    """Layer counts per stage: the fewest stages, then the smallest largest count. A stage takes
+    at most ``cap`` layers; the first also holds ``emb`` bytes, the last ``lm`` (or nothing extra
+    when tied and there is one stage); a final stage may hold only the LM head."""
+
+    def fit(first: int, limit: int, extra: int) -> int:
+        lo, hi = 0, limit  # largest n <= limit with layer_bytes(first, n) + extra <= room
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if layer_bytes(first, mid) + extra <= room:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def assign(cap: int) -> list[int] | None:
+        counts: list[int] = []
+        a = 0
+        while True:
+            first = not counts
+            rem = L - a
+            if rem <= cap:  # try to make this the last stage (it then holds the LM head too)
+                finish = ((emb if tied else emb + lm) if first else lm)
+                if layer_bytes(a, rem) + finish <= room:
+                    counts.append(rem)
+                    return counts
+                if rem == 0:
+                    return None
+            n = fit(a, min(cap, rem), emb if first else 0)
+            if n == 0:
+                return None
+            counts.append(n)
+            a += n
+
+    if L == 0:
+        return [0]
+    best = assign(L)
+    if best is None:
+        raise InputError("cannot place the layers")  # unreachable: one layer fits (checked above)
+    lo, hi = ceil_div(L, len(best)), L
+    while lo < hi:  # smallest cap that needs no more stages
+        mid = (lo + hi) // 2
+        c = assign(mid)
+        if c is not None and len(c) <= len(best):
+            hi = mid
+        else:
+            lo = mid + 1
+    return assign(lo) or best
 
 
-def kv_capacity_placed(placement: Placement, dims: LayerDims, dtype_bytes: int = 2) -> tuple[int, int]:
-    """(shift, concat) token capacity under this placement: the fullest stage limits it.
-
-    Free bytes per PE after weights and buffers hold c_max entries; shifting spreads them over all
-    P_y rows, concatenation piles them on one row (method §8)."""
+def stage_fit_message(spec: HardwareSpec, placement: Placement, model_name: str, what: str = "") -> str:
+    """Why a placement does not fit, with the binding numbers."""
     p_y, p_x = placement.grid
-    dtype = "fp16" if dtype_bytes == 2 else "fp32"
-    per_token_layer = kv_bytes_per_token_per_pe(dims, p_x, dtype)
-    c_max = None
-    for s in placement.stages:
-        n_layers = s.layers[1] - s.layers[0] + 1
-        if n_layers <= 0:
-            continue
-        kv_now = n_layers * placement.layer_kv_bytes
-        free = placement.capacity_per_pe - (s.bytes_per_pe - kv_now)
-        c = free // (n_layers * per_token_layer) if per_token_layer else 0
-        c_max = c if c_max is None else min(c_max, c)
-    c_max = max(c_max or 0, 0)
-    return p_y * c_max, c_max
+    prefix = f"{what}: " if what else ""
+    need = len(placement.stages)
+    return (f"{prefix}{model_name} needs {need} regions of {p_y}x{p_x} PEs (the busiest, stage "
+            f"{max(placement.stages, key=lambda s: s.bytes_per_pe).index}, holds "
+            f"{_kb(placement.bytes_per_pe)} per PE of {_kb(placement.capacity_per_pe)}); "
+            f"{placement.wafers} x {spec.name} {'has' if placement.wafers == 1 else 'have'} room for "
+            f"{placement.regions_available}")
+
+
+def kv_capacity_placed(placement: Placement, mem_for: Callable[[int], Placement | None]) -> int:
+    """Largest context (tokens per request, shift layout) whose placement on the same stages still
+    fits: ``mem_for(tokens)`` re-places the model at that context (None when it does not fit)."""
+    lo, hi = 0, 1
+    while mem_for(hi) is not None and hi < 1 << 40:
+        lo, hi = hi, hi * 2
+    while lo + 1 < hi:
+        mid = (lo + hi) // 2
+        if mem_for(mid) is not None:
+            lo = mid
+        else:
+            hi = mid
+    return lo

@@ -1,43 +1,69 @@
-"""The planner: choose prefill and decode grids, K-trees and layer placement for a model on a
-wafer, and predict tokens/s and energy with the PLMR cost model (waferllm-method.md §9).
+"""The planner: choose prefill and decode grids, K-trees and layer placement for a model on one or
+several wafers, and predict tokens/s and energy with the PLMR cost model (waferllm-method.md §9).
 
-Two methods share one set of hardware parameters:
+Two methods share one set of hardware parameters and one report schema:
 
-- ``full`` plans the real model: true dimensions, GQA head layout, every layer placed over stages,
-  pipeline hand-offs, embedding, LM head and argmax, and a fit error when the model does not fit.
+- ``full`` plans the real model: true dimensions, GQA head layout, sliding windows, every layer
+  placed over stages (and wafers), hand-offs, embedding, LM head and argmax, batch > 1.
 - ``paper`` reproduces the authors' figures (method §9, calibration-targets §1): one resident layer
   timed and multiplied by the layer count, dimensions rounded up to a multiple of the grid side, one
-  attention head as wide as the model, no LM head or hand-offs, no fit error.
+  attention head as wide as the model, no LM head or hand-offs. Its figures are marked
+  extrapolated; whether the real model fits is still reported truthfully.
+
+The search (``search_grid``): every (rows, columns) shape that fits the wafer is a candidate. A
+ladder of shapes covering the mesh at a step of ~1/40 of its longer side (every shape on small
+meshes) is scored with default K-trees, the best seeds are refined down to single-PE steps, and the
+best finalists get their K and level-1 group count chosen per axis (the layer cost is a sum of a
+Y-axis part, an X-axis part and a part no tree changes, so the axes are chosen independently, then
+paired under the colour budget). Shapes are pruned by a memory bound before they are costed.
+MeshGEMM's virtual mesh (lcm of the sides) enters the prefill cost, so awkward shapes lose on merit.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from plmr.breakdown import CostBreakdown
 from plmr.collectives import broadcast, chain_reduce, message
 from plmr.errors import InputError
-from plmr.gemv import meshgemv
+from plmr.gemv import local_gemv_cycles
 from plmr.hardware import DTYPE_BYTES, HardwareSpec
 from plmr.ktree import default_group_counts
 from plmr.ops import rmsnorm
 from plmr.primitives import ceil_div
 from plmr.transformer import (
-    LayerDims, TreeChoice, decode_buffer_bytes, decode_layer, decode_weight_bytes, kv_bytes_per_token_per_pe,
+    LayerDims, Reduction, TreeChoice, axis_cycles, compose, decode_steps, local_cycles,
     prefill_activation_bytes, prefill_layer, round_up,
 )
-from waferllm.placement import Placement, kv_capacity_placed, place_layers
+from waferllm.placement import Placement, place_layers, regions_per_wafer, stage_fit_message
 
 METHODS = ("full", "paper")
+
+#: Version of the ``plan --json`` object; bumped when a field changes meaning or disappears.
+SCHEMA_VERSION = 2
 
 #: group_num per P in the authors' decode configs (method §6.5); other sizes use ≈ √P groups.
 AUTHORS_GROUP_NUM = {240: 15, 256: 16, 300: 15, 360: 18, 420: 20, 480: 20, 512: 32, 540: 20,
                      600: 24, 660: 22, 720: 24}
 
-#: K values the planner searches (each axis needs 2K+1 colours; the routable budget bounds K).
-K_CHOICES = (1, 2, 3, 4)
+#: Deepest K-tree searched: past 6 levels every group on a 1,170-PE axis has < 4 members.
+K_MAX = 6
+
+#: Level-1 group counts tried per K, as factors of the balanced count n^((K-1)/K).
+GROUP_FACTORS = (0.5, 0.71, 1.0, 1.41, 2.0)
+
+#: Axes up to this length try every level-1 group count.
+EXHAUSTIVE_GROUPS = 16
+
+#: A MeshGEMM virtual mesh larger than this multiple of the longer side is flagged on forced grids.
+LCM_WARN = 4
+
+MAX_WAFERS = 64
+
+#: Shapes per side of the first ladder of the search (every shape when the mesh is this small).
+LADDER_POINTS = 24
 
 
 @dataclass(frozen=True)
@@ -51,6 +77,8 @@ class PlanRequest:
     input_len: int = 4096
     output_len: int = 128
     dtype: str = "fp16"
+    batch: int = 1
+    wafers: int | str = 1  # a count or "auto" (the fewest that fit)
 
     @property
     def decode_context(self) -> int:
@@ -70,6 +98,7 @@ class PhasePlan:
     tree_x: TreeChoice = TreeChoice()
     parts: dict = field(default_factory=dict)
     colors_per_pe: int = 0
+    placement: Placement | None = None
 
 
 @dataclass(frozen=True)
@@ -78,76 +107,105 @@ class Plan:
     request: PlanRequest
     prefill: PhasePlan
     decode: PhasePlan
-    placement: Placement
+    placement: Placement | None  # the real model on the decode grid (None: it does not fit)
+    fits: bool
+    fit_reason: str
     switch_cycles: float
     kv_shift_tokens: int
     kv_concat_tokens: int
     kv_shift_tokens_placed: int
     kv_concat_tokens_placed: int
+    max_batch: int
     end_to_end_tokens_per_s: float
     energy_j_per_token: float
+    wafers: int
+    handoff: dict
+    wafer_options: tuple[dict, ...] = ()
     notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
+        """The ``plan --json`` object: one schema for both methods, cycles as integers."""
         spec = self.request.hardware
         pl = self.placement
-        dec = self.decode
+        dec, pre = self.decode, self.prefill
+        B = self.request.batch
+        stages = [s.to_dict() for s in pl.stages] if pl else []
         return {
+            "schema": SCHEMA_VERSION,
             "model": self.model.name,
             "hardware": spec.name,
             "method": self.request.method,
+            "extrapolated": self.request.method == "paper",
             "dtype": self.request.dtype,
             "clock_hz": spec.clock_hz,
             "context": self.request.decode_context,
             "input_len": self.request.input_len,
             "output_len": self.request.output_len,
+            "batch": B,
+            "wafers": self.wafers,
             "prefill": {
-                "grid": list(self.prefill.grid),
-                "tokens_per_s": self.prefill.tokens_per_s,
-                "cycles_per_layer": self.prefill.cycles_per_layer,
-                "cycles": self.prefill.cycles_total,
-                "seconds": self.prefill.seconds,
+                "grid": list(pre.grid),
+                "tokens_per_s": pre.tokens_per_s,
+                "cycles_per_layer": _cyc(pre.cycles_per_layer),
+                "cycles": _cyc(pre.cycles_total),
+                "seconds": pre.seconds,
+                "stages": len(pre.placement.stages) if pre.placement else 1,
+                "meshgemm_virtual_side": math.lcm(*pre.grid),
             },
             "decode": {
                 "grid": list(dec.grid),
                 "tokens_per_s": dec.tokens_per_s,
-                "cycles_per_token": dec.cycles_total,
-                "cycles_per_layer": dec.cycles_per_layer,
+                "tokens_per_s_aggregate": dec.tokens_per_s * B,
+                "cycles_per_token": _cyc(dec.cycles_total),
+                "cycles_per_layer": _cyc(dec.cycles_per_layer),
                 "k_tree": dec.tree_y.k,
                 "k_tree_x": dec.tree_x.k,
                 "groups_y": list(dec.tree_y.group_counts or ()),
                 "groups_x": list(dec.tree_x.group_counts or ()),
                 "colors_per_pe": dec.colors_per_pe,
-                "parts": {k: round(v, 1) for k, v in dec.parts.items()},
+                "parts": {k: _cyc(v) for k, v in dec.parts.items()},
             },
-            "switch_cycles": self.switch_cycles,
-            "end_to_end": {"tokens_per_s": self.end_to_end_tokens_per_s},
+            "handoffs": {k: _cyc(v) if k.endswith("cycles") else v for k, v in self.handoff.items()},
+            "switch_cycles": _cyc(self.switch_cycles),
+            "end_to_end": {"tokens_per_s": self.end_to_end_tokens_per_s,
+                           "tokens_per_s_aggregate": self.end_to_end_tokens_per_s * B},
             "energy_j_per_token": self.energy_j_per_token,
             "memory": {
-                "bytes_per_pe": pl.bytes_per_pe,
-                "capacity_per_pe": pl.capacity_per_pe,
-                "fits": pl.fits,
-                "layer_weight_bytes_per_pe": pl.layer_weight_bytes,
-                "layer_kv_bytes_per_pe": pl.layer_kv_bytes,
-                "buffer_bytes_per_pe": pl.buffer_bytes,
+                "fits": self.fits,
+                "reason": self.fit_reason,
+                "bytes_per_pe": pl.bytes_per_pe if pl else 0,
+                "capacity_per_pe": spec.usable_sram_bytes,
+                "layer_weight_bytes_per_pe": stages[0]["weight_bytes_per_pe"] // max(stages[0]["num_layers"], 1)
+                if stages else 0,
+                "buffer_bytes_per_pe": pl.buffer_bytes if pl else 0,
             },
             "kv_cache": {
                 "max_tokens_shift": self.kv_shift_tokens,
                 "max_tokens_concat": self.kv_concat_tokens,
                 "max_tokens_shift_placed": self.kv_shift_tokens_placed,
                 "max_tokens_concat_placed": self.kv_concat_tokens_placed,
+                "sliding_window": self.model.sliding_window,
+                "sliding_window_layers": len(self.model.sliding_window_layers),
+                "max_batch": self.max_batch,
             },
             "layer_placement": {
-                "grid": list(pl.grid),
-                "stages": [s.to_dict() for s in pl.stages],
-                "regions_available": pl.regions_available,
+                "grid": list(pl.grid) if pl else list(dec.grid),
+                "wafers": pl.wafers if pl else self.wafers,
+                "regions_per_wafer": pl.regions_per_wafer if pl else 0,
+                "regions_available": pl.regions_available if pl else 0,
+                "stages": stages,
             },
+            "wafer_options": list(self.wafer_options),
             "notes": list(self.notes),
         }
 
 
+def _cyc(x: float) -> int:
+    return int(round(x))
+
+
 # ------------------------------------------------------------------------------------------------
-# Dimensions per method
+# Dimensions and contexts per method
 # ------------------------------------------------------------------------------------------------
 
 def model_dims(model: Any) -> LayerDims:
@@ -155,13 +213,25 @@ def model_dims(model: Any) -> LayerDims:
                      num_kv_heads=model.num_kv_heads, head_dim=model.head_dim, qkv_bias=model.qkv_bias)
 
 
+def paper_side(grid: tuple[int, int]) -> int:
+    """The multiple the authors round dims to: the grid side (square grids, their only kind); a
+    non-square grid uses its longer side, never the lcm (994x750 would inflate dims to 372,750)."""
+    return max(grid)
+
+
 def paper_dims(model: Any, grid: tuple[int, int]) -> LayerDims:
     """The authors' simplification: dims rounded up to a multiple of the grid side (4096 → 4200 at
     420), one attention head as wide as the model (calibration-targets §2.1)."""
-    side = math.lcm(*grid)
+    side = paper_side(grid)
     d = round_up(model.hidden_size, side)
     return LayerDims(hidden=d, ffn=round_up(model.intermediate_size, side), num_heads=1, num_kv_heads=1,
                      head_dim=d, qkv_bias=False)
+
+
+def layer_contexts(model: Any, context: int) -> tuple[int, ...]:
+    """Cached tokens each layer attends to at ``context``: a sliding-window layer keeps at most
+    the window (method §10: keys with key_pos > p − window)."""
+    return tuple(min(context, model.layer_sliding_window(i) or context) for i in range(model.num_layers))
 
 
 def paper_tree(n_ax: int) -> TreeChoice:
@@ -172,106 +242,425 @@ def paper_tree(n_ax: int) -> TreeChoice:
     return TreeChoice(2, (g,))
 
 
-def tree_for(n_ax: int, k: int) -> TreeChoice:
-    k = max(1, min(k, max(1, n_ax.bit_length())))
-    return TreeChoice(k, default_group_counts(n_ax, k) if n_ax > 1 else tuple([1] * (k - 1)))
+def tree_for(n_ax: int, k: int, first: int | None = None) -> TreeChoice:
+    """A K-tree on ``n_ax`` PEs: ``first`` level-1 groups (default ≈ n^((K-1)/K)), deeper levels
+    balanced over the level-1 roots, the grouping the kernel builder uses (meshgemm/collectives.py).
+    K is lowered to what the axis can hold, and the group counts always match the K returned."""
+    n = max(n_ax, 1)
+    k = max(1, min(k, n.bit_length()))
+    if k == 1:
+        return TreeChoice(1, ())
+    c1 = default_group_counts(n, k)[0] if first is None else max(1, min(first, n))
+    return TreeChoice(k, (c1,) + default_group_counts(c1, k - 1))
 
 
-def decode_colors(k_y: int, k_x: int) -> int:
-    return (2 * k_y + 1) + (2 * k_x + 1) + 1
+def tree_space(n_ax: int, ks: tuple[int, ...]) -> list[TreeChoice]:
+    """Trees searched on one axis: each K, with level-1 group counts at ``GROUP_FACTORS`` times the
+    balanced count (every count on short axes); duplicates removed."""
+    out: list[TreeChoice] = []
+    for k in ks:
+        base = tree_for(n_ax, k)
+        if base.k != k and k > 1:
+            continue  # the axis cannot hold K levels
+        if k == 1 or n_ax <= 2:
+            firsts = [None]
+        elif n_ax <= EXHAUSTIVE_GROUPS:
+            firsts = list(range(1, n_ax + 1))
+        else:
+            firsts = sorted({max(1, min(n_ax, round(base.group_counts[0] * f))) for f in GROUP_FACTORS})
+        for first in firsts:
+            t = tree_for(n_ax, k, first)
+            if t not in out:
+                out.append(t)
+    return out
 
 
-# ------------------------------------------------------------------------------------------------
-# Phase costs
-# ------------------------------------------------------------------------------------------------
+def decode_colors(k_y: int, k_x: int, grid: tuple[int, int] = (2, 2)) -> int:
+    """Colours of two statically routed K-tree axes (2K+1 each) plus the KV shift (method §6.4)."""
+    p_y, p_x = grid
+    return (2 * k_y + 1 if p_y > 1 else 0) + (2 * k_x + 1 if p_x > 1 else 0) + (1 if p_y > 1 else 0)
+
 
 def _dtype_bytes(req: PlanRequest) -> int:
     return DTYPE_BYTES[req.dtype]
 
 
-def decode_cost(model: Any, req: PlanRequest, grid: tuple[int, int], tree_y: TreeChoice,
-                tree_x: TreeChoice, placement: Placement | None) -> tuple[float, float, CostBreakdown]:
-    """(cycles per layer, cycles per token, layer breakdown) of one decode step."""
-    spec = req.hardware
+# ------------------------------------------------------------------------------------------------
+# Decode cost on one grid
+# ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DecodeTerms:
+    """Everything a decode step costs on one grid, with the reductions left symbolic: per-layer
+    step lists (one per distinct context), the work after the last layer, and the hand-offs."""
+
+    grid: tuple[int, int]
+    layer_groups: tuple[tuple[int, tuple], ...]  # (number of layers, steps) per distinct context
+    extras: tuple  # embedding, final norm, LM head, argmax (steps)
+    handoff_cycles: float
+    handoff: dict
+    layers_per_token: int  # layers charged per token (the paper method: the model's count)
+
+    def local(self) -> float:
+        return (sum(n * local_cycles(list(st)) for n, st in self.layer_groups)
+                + local_cycles(list(self.extras)) + self.handoff_cycles)
+
+    def axis(self, spec: HardwareSpec, axis: str, tree: TreeChoice) -> float:
+        return (sum(n * axis_cycles(spec, list(st), axis, tree) for n, st in self.layer_groups)
+                + axis_cycles(spec, list(self.extras), axis, tree))
+
+    def total(self, spec: HardwareSpec, ty: TreeChoice, tx: TreeChoice) -> float:
+        return self.local() + self.axis(spec, "y", ty) + self.axis(spec, "x", tx)
+
+    def breakdown(self, spec: HardwareSpec, ty: TreeChoice, tx: TreeChoice) -> tuple[float, dict]:
+        """(cycles of one layer at the longest context, per-token cycles by part); part names are
+        the same for both methods: ``layer.<op>`` summed over the layers, then the extras."""
+        parts: dict[str, float] = {}
+        per_layer = 0.0
+        for n, st in self.layer_groups:
+            layer = compose(spec, list(st), ty, tx, "decode_layer")
+            per_layer = max(per_layer, layer.total_cycles)
+            for k, v in layer.parts.items():
+                parts[f"layer.{k}"] = parts.get(f"layer.{k}", 0.0) + n * v
+        extras = compose(spec, list(self.extras), ty, tx, "extras")
+        for name in ("embedding", "final_norm", "lm_head", "argmax"):
+            parts[name] = extras.parts.get(name, 0.0)
+        parts["handoffs"] = self.handoff_cycles
+        return per_layer, parts
+
+
+def _named(step: CostBreakdown, name: str) -> CostBreakdown:
+    return replace(step, op=name)
+
+
+def decode_terms(model: Any, req: PlanRequest, grid: tuple[int, int], placement: Placement | None) -> DecodeTerms:
+    spec, B, dt = req.hardware, req.batch, req.dtype
     p_y, p_x = grid
     if req.method == "paper":
         dims = paper_dims(model, grid)
-        ctx = round_up(req.decode_context, math.lcm(p_y, p_x))
-        layer = decode_layer(spec, dims, p_y, p_x, ctx, tree_y, tree_x, req.dtype)
-        return layer.total_cycles, layer.total_cycles * model.num_layers, layer
+        ctx = round_up(req.decode_context, paper_side(grid))
+        steps = tuple(decode_steps(spec, dims, p_y, p_x, ctx, dt, B))
+        return DecodeTerms(grid, ((model.num_layers, steps),), (), 0.0, _no_handoff(), model.num_layers)
     dims = model_dims(model)
-    layer = decode_layer(spec, dims, p_y, p_x, req.decode_context, tree_y, tree_x, req.dtype)
-    extras = decode_extras(model, req, grid, tree_y, tree_x, placement)
-    per_token = layer.total_cycles * model.num_layers + sum(extras.values())
-    parts = {f"layer.{k}": v for k, v in layer.parts.items()}
-    parts["layers"] = layer.total_cycles * model.num_layers
-    parts.update(extras)
-    return layer.total_cycles, per_token, CostBreakdown(
-        op="decode_token", compute_cycles=layer.compute_cycles * model.num_layers,
-        comm_cycles=layer.comm_cycles * model.num_layers, total_cycles=per_token,
-        bytes_per_pe=layer.bytes_per_pe, colors_per_pe=layer.colors_per_pe, parts=parts)
+    contexts = layer_contexts(model, req.decode_context)
+    groups = tuple((contexts.count(c), tuple(decode_steps(spec, dims, p_y, p_x, c, dt, B)))
+                   for c in sorted(set(contexts), reverse=True))
+    E_y = ceil_div(model.hidden_size, p_y)
+    V_x = ceil_div(model.vocab_size, p_x)
+    acc = "fp32" if dt == "fp16" else dt
+    extras = (
+        _named(broadcast(spec, p_x, B * E_y, root=0, dtype=dt), "embedding"),
+        _named(rmsnorm(spec, 1, E_y, B, 1, None, dt), "final_norm"),
+        Reduction("final_norm", "y", p_y, B, acc),
+        CostBreakdown(op="lm_head", compute_cycles=0.0, comm_cycles=0.0,
+                      total_cycles=B * local_gemv_cycles(spec, E_y, V_x, dt)),
+        Reduction("lm_head", "y", p_y, B * V_x, dt, broadcast=False),
+        _named(chain_reduce(spec, p_x, 2 * B, dtype="fp32"), "argmax"),
+    )
+    handoff = decode_handoff(model, req, grid, placement)
+    return DecodeTerms(grid, groups, extras, handoff["decode_cycles"], handoff, model.num_layers)
 
 
-def decode_extras(model: Any, req: PlanRequest, grid: tuple[int, int], tree_y: TreeChoice,
-                  tree_x: TreeChoice, placement: Placement | None) -> dict[str, float]:
-    """Per-token work outside the layers (method §3.4 "after the last layer", §9 hand-offs):
-    embedding row broadcast, stage hand-offs, final norm, LM head GEMV and the argmax reduce."""
-    spec = req.hardware
+def _no_handoff() -> dict:
+    return {"decode_cycles": 0.0, "decode_on_wafer_cycles": 0.0, "decode_between_wafers_cycles": 0.0,
+            "boundaries_on_wafer": 0, "boundaries_between_wafers": 0,
+            "decode_per_wafer_boundary_cycles": 0.0, "prefill_per_wafer_boundary_cycles": 0.0}
+
+
+def system_hop_cycles(spec: HardwareSpec, nbytes: int) -> float:
+    """One hand-off between two systems: the assumed per-hop latency plus the bytes over the
+    system I/O bandwidth (multi-system.md), in cycles of this clock."""
+    seconds = spec.system_hop_latency_us * 1e-6 + nbytes * 8 / (spec.system_io_gbps * 1e9)
+    return seconds * spec.clock_hz
+
+
+def edge_hops(spec: HardwareSpec, grid: tuple[int, int], origin: tuple[int, int]) -> int:
+    """On-wafer hops from the far side of a region to the nearest wafer edge (the system I/O sits
+    at the edge, hardware-and-csl.md §4)."""
+    p_y, p_x = grid
+    y, x = origin
+    to_edge = min(y, x, spec.mesh_height - (y + p_y), spec.mesh_width - (x + p_x))
+    return max(0, to_edge) + max(p_y, p_x)
+
+
+def decode_handoff(model: Any, req: PlanRequest, grid: tuple[int, int], placement: Placement | None) -> dict:
+    """Per-token hand-offs between consecutive stages (method §9): one Y-dist vector per request.
+    On one wafer: a message over ≤ one region side plus a re-broadcast. Between wafers: the vector
+    leaves through the edge (on-wafer hops), crosses the system link, enters the next wafer's edge
+    and is re-broadcast."""
+    spec, B, dt = req.hardware, req.batch, req.dtype
     p_y, p_x = grid
     E_y = ceil_div(model.hidden_size, p_y)
-    stages = len(placement.stages) if placement is not None else 1
-    # Hand-off: one Y-dist vector crosses to the next region (≤ one region side away), re-broadcast.
-    handoff = (message(spec, E_y, max(p_y, p_x), 0, req.dtype).total_cycles
-               + broadcast(spec, p_x, E_y, root=0, dtype=req.dtype).total_cycles)
-    gy = tree_y.group_counts if p_y > 1 else None
-    return {
-        "embedding": broadcast(spec, p_x, E_y, root=0, dtype=req.dtype).total_cycles,
-        "handoffs": (stages - 1) * handoff,
-        "final_norm": rmsnorm(spec, p_y, E_y, 1, tree_y.k, gy, req.dtype).total_cycles,
-        "lm_head": meshgemv(spec, p_y, p_x, model.hidden_size, model.vocab_size, tree_y.k, gy, "y",
-                            req.dtype, with_broadcast=False).total_cycles,
-        "argmax": chain_reduce(spec, p_x, 2, dtype="fp32").total_cycles,
-    }
-
-
-def prefill_cost(model: Any, req: PlanRequest, grid: tuple[int, int], stages: int) -> tuple[float, float, CostBreakdown]:
-    """(cycles per layer, cycles per prompt, layer breakdown)."""
-    spec = req.hardware
-    p_y, p_x = grid
-    if req.method == "paper":
-        dims = paper_dims(model, grid)
-        tokens = round_up(req.input_len, math.lcm(p_y, p_x))
-        layer = prefill_layer(spec, dims, p_y, p_x, tokens, TreeChoice(1, ()), req.dtype)
-        return layer.total_cycles, layer.total_cycles * model.num_layers, layer
-    dims = model_dims(model)
-    layer = prefill_layer(spec, dims, p_y, p_x, req.input_len, TreeChoice(1, ()), req.dtype)
-    total = layer.total_cycles * model.num_layers
-    # Hand-off of the whole activation block (L × E) across each stage boundary: the region's edge
-    # links carry it in parallel, one wavelet per link per cycle.
-    L_y = ceil_div(req.input_len, p_y)
-    E_x = ceil_div(model.hidden_size, p_x)
-    handoff = message(spec, L_y * E_x, max(p_y, p_x), 0, req.dtype).total_cycles
-    total += (stages - 1) * handoff
-    return layer.total_cycles, total, layer
-
-
-def switch_cycles(model: Any, req: PlanRequest, placement: Placement) -> float:
-    """Prefill → decode re-layout (method §9 [O]): bytes over the busiest cut plus the distance.
-
-    Weights move unless both layouts fit; we charge the KV cache of the prompt and, when the
-    decode placement leaves no room for a second copy, the weights too."""
-    spec = req.hardware
-    b = _dtype_bytes(req)
-    kv = req.input_len * 2 * model.num_kv_heads * model.head_dim * model.num_layers * b
-    weights = model.total_params * b
-    dual = 2 * placement.bytes_per_pe <= placement.capacity_per_pe
-    moved = kv + (0 if dual else weights)
-    cut_links = min(spec.mesh_width, spec.mesh_height)
-    return moved / (cut_links * spec.wavelet_bytes) + (spec.mesh_width + spec.mesh_height) * spec.hop_cycles
+    out = _no_handoff()
+    bcast = broadcast(spec, p_x, B * E_y, root=0, dtype=dt).total_cycles
+    on = message(spec, B * E_y, max(p_y, p_x), 0, dt).total_cycles + bcast
+    vec_bytes = B * model.hidden_size * _dtype_bytes(req)
+    prompt_bytes = req.input_len * model.hidden_size * _dtype_bytes(req)
+    if placement is None:
+        return out
+    st = placement.stages
+    for a, b in zip(st, st[1:]):
+        if a.wafer == b.wafer:
+            out["boundaries_on_wafer"] += 1
+            out["decode_on_wafer_cycles"] += on
+        else:
+            hops = edge_hops(spec, grid, a.origin) + edge_hops(spec, grid, b.origin)
+            cost = (system_hop_cycles(spec, vec_bytes) + message(spec, B * E_y, hops, 0, dt).total_cycles
+                    + bcast)
+            out["boundaries_between_wafers"] += 1
+            out["decode_between_wafers_cycles"] += cost
+            out["decode_per_wafer_boundary_cycles"] = cost
+            out["prefill_per_wafer_boundary_cycles"] = system_hop_cycles(spec, prompt_bytes)
+    out["decode_cycles"] = out["decode_on_wafer_cycles"] + out["decode_between_wafers_cycles"]
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
-# Search
+# Placement per method
+# ------------------------------------------------------------------------------------------------
+
+def _wafer_count(req: PlanRequest) -> int:
+    return req.wafers if isinstance(req.wafers, int) else 1
+
+
+def real_placement(model: Any, req: PlanRequest, grid: tuple[int, int], context: int | None = None,
+                   batch: int | None = None, what: str = "") -> Placement:
+    """The real model (every layer, embedding, LM head, KV at ``context``) on ``grid`` regions."""
+    ctx = req.decode_context if context is None else context
+    return place_layers(req.hardware, model_dims(model), layer_contexts(model, ctx), model.vocab_size,
+                        model.tie_word_embeddings, grid, req.dtype, req.batch if batch is None else batch,
+                        _wafer_count(req), what=what)
+
+
+def _fits_or_none(fn: Callable[[], Placement]) -> Placement | None:
+    try:
+        p = fn()
+    except InputError:
+        return None
+    return p if p.fits else None
+
+
+# ------------------------------------------------------------------------------------------------
+# Candidates and the search
+# ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Candidate:
+    """One evaluated grid: its cost and what was chosen on it."""
+
+    grid: tuple[int, int]
+    cycles: float
+    tree_y: TreeChoice = TreeChoice(1, ())
+    tree_x: TreeChoice = TreeChoice(1, ())
+    placement: Placement | None = None
+    terms: Any = None
+
+    @property
+    def key(self) -> tuple[float, int]:
+        """Objective: fewest cycles, ties to fewer PEs (method §9)."""
+        return self.cycles, self.grid[0] * self.grid[1]
+
+
+def _ks(req: PlanRequest) -> tuple[int, ...]:
+    return (req.k_tree,) if req.k_tree is not None else tuple(range(1, K_MAX + 1))
+
+
+def best_trees(spec: HardwareSpec, terms: DecodeTerms, req: PlanRequest) -> tuple[TreeChoice, TreeChoice, float]:
+    """K and level-1 groups per axis minimising the step, under the colour budget. The cost is a
+    sum of a Y part, an X part and a tree-free part, so each axis is minimised per K, then the
+    best (K_y, K_x) pair that fits the routable colours is taken."""
+    p_y, p_x = terms.grid
+    budget = len(spec.routable_colors)
+    if req.method == "paper" and req.k_tree is None:
+        ty, tx = paper_tree(p_y), paper_tree(p_x)
+        return ty, tx, terms.total(spec, ty, tx)
+    best_per_k: dict[str, dict[int, tuple[float, TreeChoice]]] = {"y": {}, "x": {}}
+    for axis, n in (("y", p_y), ("x", p_x)):
+        for t in tree_space(n, _ks(req)):
+            c = terms.axis(spec, axis, t)
+            if t.k not in best_per_k[axis] or c < best_per_k[axis][t.k][0]:
+                best_per_k[axis][t.k] = (c, t)
+    best = None
+    for ky, (cy, ty) in best_per_k["y"].items():
+        for kx, (cx, tx) in best_per_k["x"].items():
+            if req.k_tree is None and decode_colors(ky, kx, terms.grid) > budget:
+                continue
+            if best is None or cy + cx < best[0]:
+                best = (cy + cx, ty, tx)
+    if best is None:
+        raise InputError(f"no K-tree pair fits the {budget} routable colours of {spec.name}")
+    return best[1], best[2], terms.local() + best[0]
+
+
+def default_trees(req: PlanRequest, grid: tuple[int, int]) -> tuple[TreeChoice, TreeChoice]:
+    if req.method == "paper" and req.k_tree is None:
+        return paper_tree(grid[0]), paper_tree(grid[1])
+    k = req.k_tree or 2
+    return tree_for(grid[0], k), tree_for(grid[1], k)
+
+
+def decode_candidate(model: Any, req: PlanRequest, grid: tuple[int, int], forced: bool = False,
+                     tune: bool = True) -> Candidate | None:
+    """The decode step on one grid (tuned or default K-trees), or None when the real model cannot
+    be placed there (an InputError with the binding numbers when the user forced the grid; the
+    paper method places one layer and never refuses)."""
+    placement: Placement | None
+    if req.method == "full":
+        try:
+            placement = real_placement(model, req, grid, what="decode" if forced else "")
+        except InputError:
+            if forced:
+                raise
+            return None
+        if not placement.fits:
+            if forced:
+                raise InputError(stage_fit_message(req.hardware, placement, model.name))
+            return None
+    else:
+        placement = None
+    terms = decode_terms(model, req, grid, placement)
+    if tune:
+        ty, tx, cycles = best_trees(req.hardware, terms, req)
+    else:
+        ty, tx = default_trees(req, grid)
+        cycles = terms.total(req.hardware, ty, tx)
+    return Candidate(grid, cycles, ty, tx, placement, terms)
+
+
+#: Side ratios (rows : columns) added to the prefill ladder: lcm(P_y, P_x) = P_y·P_x / gcd stays small.
+RATIOS = ((1, 1), (1, 2), (2, 1), (2, 3), (3, 2), (3, 4), (4, 3), (4, 5), (5, 4))
+
+#: Prompt chunk counts tried when a whole prompt's activations do not fit a PE.
+PREFILL_CHUNKS = (1, 2, 4, 8, 16)
+
+
+def prefill_cost(model: Any, req: PlanRequest, grid: tuple[int, int], placement: Placement | None,
+                 chunks: int = 1) -> tuple[float, float, CostBreakdown]:
+    """(cycles per layer, cycles per prompt, layer breakdown). With ``chunks`` > 1 the prompt runs
+    in that many chunks, each charged as attending to the whole prompt (an upper bound)."""
+    spec = req.hardware
+    p_y, p_x = grid
+    if req.method == "paper":
+        dims = paper_dims(model, grid)
+        tokens = round_up(req.input_len, paper_side(grid))
+        layer = prefill_layer(spec, dims, p_y, p_x, tokens, TreeChoice(1, ()), req.dtype)
+        return layer.total_cycles, layer.total_cycles * model.num_layers, layer
+    dims = model_dims(model)
+    if chunks > 1:
+        layer = prefill_layer(spec, dims, p_y, p_x, ceil_div(req.input_len, chunks), TreeChoice(1, ()), req.dtype,
+                              keys=req.input_len).scaled(chunks)
+    else:
+        layer = prefill_layer(spec, dims, p_y, p_x, req.input_len, TreeChoice(1, ()), req.dtype)
+    total = layer.total_cycles * model.num_layers
+    if placement is not None:
+        # Each stage boundary moves the activation block (L × E): on a wafer the region's edge
+        # links carry it in parallel; between wafers it crosses the system link.
+        L_y = ceil_div(req.input_len, p_y)
+        E_x = ceil_div(model.hidden_size, p_x)
+        on = message(spec, L_y * E_x, max(p_y, p_x), 0, req.dtype).total_cycles
+        block = req.input_len * model.hidden_size * _dtype_bytes(req)
+        for a, b in zip(placement.stages, placement.stages[1:]):
+            total += on if a.wafer == b.wafer else on + system_hop_cycles(spec, block)
+    return layer.total_cycles, total, layer
+
+
+def prefill_candidate(model: Any, req: PlanRequest, grid: tuple[int, int], forced: bool = False,
+                      tune: bool = True) -> Candidate | None:
+    """The prefill pass on one grid: the whole prompt when its activations fit beside the real
+    model, else the fewest prompt chunks that do (the full method); None when nothing fits."""
+    placement, chunks = None, 1
+    if req.method == "full":
+        placement, chunks = prefill_placement(model, req, grid, forced)
+        if placement is None:
+            return None
+    _, total, _ = prefill_cost(model, req, grid, placement, chunks)
+    return Candidate(grid, total, placement=placement, terms=chunks)
+
+
+def prefill_placement(model: Any, req: PlanRequest, grid: tuple[int, int], forced: bool = False
+                      ) -> tuple[Placement | None, int]:
+    dims = model_dims(model)
+    error = None
+    for chunks in PREFILL_CHUNKS:
+        if chunks > req.input_len:
+            break
+        act = prefill_activation_bytes(dims, grid[0], grid[1], ceil_div(req.input_len, chunks), req.dtype,
+                                       keys=req.input_len)
+        try:
+            placement = place_layers(req.hardware, dims, (req.input_len,) * model.num_layers, model.vocab_size,
+                                     model.tie_word_embeddings, grid, req.dtype, 1, _wafer_count(req), act,
+                                     what="prefill")
+        except InputError as exc:
+            error = str(exc)
+            continue
+        if placement.fits:
+            return placement, chunks
+        error = stage_fit_message(req.hardware, placement, model.name, "prefill")
+    if forced:
+        raise InputError(error or "prefill: nothing fits")
+    return None, 1
+
+
+def _ladder(n: int, step: int) -> list[int]:
+    """Sides every ``step`` PEs, plus n // k for small k (sides that tile the mesh with the least
+    left over, where memory-tight models fit), plus a few tiny sides."""
+    tiling = [n // k for k in range(1, 13)]
+    return sorted({v for v in [1, 2, 3, 4, 6, 8, *range(step, n + 1, step), *tiling] if 1 <= v <= n})
+
+
+def _memory_bound_ok(model: Any, req: PlanRequest, grid: tuple[int, int]) -> bool:
+    """A necessary condition, cheap: the model's weights fit the whole regions this shape leaves
+    on the wafers (the full method only)."""
+    if req.method != "full":
+        return True
+    spec = req.hardware
+    regions = regions_per_wafer(spec, grid) * _wafer_count(req)
+    return model.total_params * _dtype_bytes(req) <= regions * grid[0] * grid[1] * spec.usable_sram_bytes
+
+
+def search_grid(model: Any, req: PlanRequest, evaluate: Callable[..., Candidate | None],
+                seeds: int = 4, finalists: int = 12, with_ratios: bool = False) -> Candidate | None:
+    """Every shape that fits the mesh is a candidate: a ladder over the whole mesh, then every
+    seed refined by halving steps down to one PE, then the finalists tuned (see module doc)."""
+    spec = req.hardware
+    H, W = spec.mesh_height, spec.mesh_width
+    step = max(1, math.ceil(max(H, W) / LADDER_POINTS))
+    scored: dict[tuple[int, int], Candidate | None] = {}
+
+    def visit(grid: tuple[int, int]) -> None:
+        if grid in scored or not (1 <= grid[0] <= H and 1 <= grid[1] <= W):
+            return
+        scored[grid] = evaluate(model, req, grid, tune=False) if _memory_bound_ok(model, req, grid) else None
+
+    for py in _ladder(H, step):
+        for px in _ladder(W, step):
+            visit((py, px))
+            if with_ratios:  # shapes whose sides share a large factor: a small MeshGEMM virtual mesh
+                for a, b in RATIOS:
+                    base = min(py // a, px // b)
+                    visit((base * a, base * b))
+
+    def ranked() -> list[Candidate]:
+        return sorted((c for c in scored.values() if c is not None), key=lambda c: c.key)
+
+    if not ranked():
+        return None
+    for seed in ranked()[:seeds]:
+        centre, s = seed.grid, step
+        while True:
+            s = max(1, s // 2)
+            for dy in (-2 * s, -s, 0, s, 2 * s):
+                for dx in (-2 * s, -s, 0, s, 2 * s):
+                    visit((centre[0] + dy, centre[1] + dx))
+            around = [c for c in ranked() if abs(c.grid[0] - centre[0]) <= 2 * s and abs(c.grid[1] - centre[1]) <= 2 * s]
+            centre = around[0].grid if around else centre
+            if s == 1:
+                break
+    return min((evaluate(model, req, c.grid, tune=True) for c in ranked()[:finalists]), key=lambda c: c.key)
+
+
+# ------------------------------------------------------------------------------------------------
+# Validation, capacities and the plan
 # ------------------------------------------------------------------------------------------------
 
 def _check_grid(spec: HardwareSpec, grid: tuple[int, int], what: str) -> None:
@@ -283,286 +672,272 @@ def _check_grid(spec: HardwareSpec, grid: tuple[int, int], what: str) -> None:
                          f"({spec.mesh_height}x{spec.mesh_width} rows x columns)")
 
 
-def candidate_grids(spec: HardwareSpec, step: int = 20, smallest: int = 20) -> list[tuple[int, int]]:
-    """Square sides on a coarse ladder, each also tried with a wider and a taller neighbour."""
-    top = min(spec.mesh_height, spec.mesh_width)
-    sides = list(range(smallest, top + 1, step))
-    if top not in sides:
-        sides.append(top)
-    return [(s, s) for s in sides]
-
-
-def _refine(best: tuple[int, int], spec: HardwareSpec, step: int) -> list[tuple[int, int]]:
-    p_y, p_x = best
-    out = []
-    for dy in (-2 * step, -step, 0, step, 2 * step):
-        for dx in (-2 * step, -step, 0, step, 2 * step):
-            g = (p_y + dy, p_x + dx)
-            if 1 <= g[0] <= spec.mesh_height and 1 <= g[1] <= spec.mesh_width:
-                if math.lcm(*g) <= 4 * max(g):  # small virtual mesh for MeshGEMM (§4.4)
-                    out.append(g)
-    return out
-
-
-def _check_forced_k(req: PlanRequest) -> None:
-    budget = len(req.hardware.routable_colors)
-    if req.k_tree is not None and decode_colors(req.k_tree, req.k_tree) > budget:
-        raise InputError(f"K={req.k_tree} needs {decode_colors(req.k_tree, req.k_tree)} colours per PE for "
-                         f"two reduction axes; {req.hardware.name} has {budget} routable colours "
-                         f"(K <= {(budget - 3) // 4})")
-
-
-def tree_variants(n_ax: int, ks: tuple[int, ...]) -> list[TreeChoice]:
-    """K-trees to try on one axis: each K with ≈ n^(1/K) groups, and for K ≥ 2 also half and twice
-    as many level-1 groups (later levels clamped so no level has more groups than the one below)."""
-    out: list[TreeChoice] = []
-    for k in ks:
-        base = tree_for(n_ax, k)
-        out.append(base)
-        if k < 2 or n_ax <= 2:
-            continue
-        for scale in (0.5, 2.0):
-            first = max(1, min(n_ax, round(base.group_counts[0] * scale)))
-            counts = [first]
-            for c in base.group_counts[1:]:
-                counts.append(max(1, min(c, counts[-1])))
-            choice = TreeChoice(k, tuple(counts))
-            if choice not in out:
-                out.append(choice)
-    return out
-
-
-def _best_trees(model: Any, req: PlanRequest, grid: tuple[int, int],
-                placement: Placement) -> tuple[TreeChoice, TreeChoice]:
-    """K and group sizes per reduction axis. The layer cost is a sum of Y-axis and X-axis terms, so
-    choosing Y with X fixed and then X with Y fixed finds the joint optimum; K ≤ 4 on both axes
-    always fits the colour budget (4K + 3 ≤ 19 < 21)."""
-    p_y, p_x = grid
-    if req.method == "paper" and req.k_tree is None:
-        return paper_tree(p_y), paper_tree(p_x)
-    ks = (req.k_tree,) if req.k_tree is not None else K_CHOICES
-    budget = len(req.hardware.routable_colors)
-    ks = tuple(k for k in ks if decode_colors(k, k) <= budget) or (1,)
-
-    def cost(ty: TreeChoice, tx: TreeChoice) -> float:
-        return decode_cost(model, req, grid, ty, tx, placement)[1]
-
-    if req.method == "paper":  # forced K: the authors' flow with default groups
-        return tree_for(p_y, ks[0]), tree_for(p_x, ks[0])
-    fixed_x = tree_for(p_x, ks[0])
-    best_y = min(tree_variants(p_y, ks), key=lambda ty: cost(ty, fixed_x))
-    best_x = min(tree_variants(p_x, ks), key=lambda tx: cost(best_y, tx))
-    return best_y, best_x
-
-
-def _placement(model: Any, req: PlanRequest, grid: tuple[int, int]) -> Placement:
-    dims = model_dims(model) if req.method == "full" else paper_dims(model, grid)
-    layers = model.num_layers if req.method == "full" else 1
-    ctx = req.decode_context if req.method == "full" else round_up(req.decode_context, math.lcm(*grid))
-    return place_layers(req.hardware, dims, layers, model.vocab_size if req.method == "full" else 0,
-                        model.tie_word_embeddings, grid, ctx, _dtype_bytes(req))
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    """One evaluated grid: its cost and what was chosen on it."""
-
-    grid: tuple[int, int]
-    cycles_per_layer: float
-    cycles_total: float  # per token (decode) or per prompt (prefill)
-    breakdown: CostBreakdown
-    tree_y: TreeChoice = TreeChoice()
-    tree_x: TreeChoice = TreeChoice()
-    placement: Placement | None = None
-
-    @property
-    def key(self) -> tuple[float, int]:
-        """Objective: fewest cycles, ties to fewer PEs (method §9)."""
-        return self.cycles_total, self.grid[0] * self.grid[1]
-
-
-def _decode_candidate(model: Any, req: PlanRequest, grid: tuple[int, int], forced: bool,
-                      tune: bool = True) -> _Candidate | None:
-    """The decode cost on one grid with the best K-trees (``tune``) or default ones, or None when
-    the grid cannot hold the model (an InputError with the numbers when the user forced it)."""
-    try:
-        placement = _placement(model, req, grid)
-    except InputError:
-        if req.method == "full":
-            if forced:
-                raise
-            return None
-        placement = _paper_overflow_placement(model, req, grid)  # paper method: report, never fail
-    if req.method == "full" and len(placement.stages) > placement.regions_available:
-        if forced:
-            raise InputError(_too_big_message(model, req, grid, placement))
-        return None
-    if tune:
-        ty, tx = _best_trees(model, req, grid, placement)
-    elif req.method == "paper" and req.k_tree is None:
-        ty, tx = paper_tree(grid[0]), paper_tree(grid[1])
-    else:
-        k = req.k_tree or 2
-        ty, tx = tree_for(grid[0], k), tree_for(grid[1], k)
-    per_layer, per_token, layer = decode_cost(model, req, grid, ty, tx, placement)
-    return _Candidate(grid, per_layer, per_token, layer, ty, tx, placement)
-
-
-def _prefill_candidate(model: Any, req: PlanRequest, grid: tuple[int, int], forced: bool,
-                       tune: bool = True) -> _Candidate | None:
-    stages = 1
-    if req.method == "full":
-        dims = model_dims(model)
-        act = prefill_activation_bytes(dims, grid[0], grid[1], req.input_len, req.dtype)
-        try:
-            pl = place_layers(req.hardware, dims, model.num_layers, model.vocab_size,
-                              model.tie_word_embeddings, grid, req.input_len, _dtype_bytes(req), act)
-        except InputError as exc:
-            if forced:
-                raise InputError(f"prefill: {exc}") from None
-            return None
-        if len(pl.stages) > pl.regions_available:
-            if forced:
-                raise InputError("prefill: " + _too_big_message(model, req, grid, pl))
-            return None
-        stages = len(pl.stages)
-    per_layer, total, layer = prefill_cost(model, req, grid, stages)
-    return _Candidate(grid, per_layer, total, layer)
-
-
-def _too_big_message(model: Any, req: PlanRequest, grid: tuple[int, int], placement: Placement) -> str:
-    spec = req.hardware
-    if _weights_gb(model, req) > _wafer_gb(spec):
-        return _nothing_fits(model, req)
-    return (f"{model.name} needs {len(placement.stages)} regions of {grid[0]}x{grid[1]} PEs, the "
-            f"{spec.name} mesh has room for {placement.regions_available}")
-
-
-def _weights_gb(model: Any, req: PlanRequest) -> float:
-    return model.total_params * _dtype_bytes(req) / 1e9
-
-
-def _wafer_gb(spec: HardwareSpec) -> float:
-    return spec.num_pes * spec.usable_sram_bytes / 1e9
-
-
-def _nothing_fits(model: Any, req: PlanRequest) -> str:
-    spec = req.hardware
-    need, holds = _weights_gb(model, req), _wafer_gb(spec)
-    if need > holds:
-        return f"weights need {need:.1f} GB, the wafer holds {holds:.1f} GB ({spec.name}, {req.dtype})"
-    kv = model.kv_bytes_per_token(_dtype_bytes(req)) * req.decode_context / 1e9
-    return (f"no grid holds {model.name} with a {req.decode_context}-token context: weights "
-            f"{need:.1f} GB + KV {kv:.1f} GB, the wafer holds {holds:.1f} GB")
-
-
-def _search(model: Any, req: PlanRequest, forced: tuple[int, int] | None, what: str, step: int,
-            evaluate: Callable[..., _Candidate | None], finalists: int = 8) -> _Candidate:
-    """A forced grid, or square sides on a ladder of ``step`` PEs refined around the best, scored
-    with default choices; the best few grids are then re-scored with tuned choices (K-trees)."""
-    spec = req.hardware
-    if forced is not None:
-        _check_grid(spec, forced, what)
-        return evaluate(model, req, forced, forced=True)
-    scored: dict[tuple[int, int], _Candidate] = {}
-
-    def visit(grids: list[tuple[int, int]]) -> None:
-        for grid in grids:
-            if grid not in scored:
-                c = evaluate(model, req, grid, forced=False, tune=False)
-                if c is not None:
-                    scored[grid] = c
-
-    visit(candidate_grids(spec, step, smallest=step))
-    if not scored:
-        prefix = "" if what == "decode" else f"{what}: "
-        raise InputError(prefix + _nothing_fits(model, req))
-    for best in sorted(scored.values(), key=lambda c: c.key)[:3]:  # refine around the best three
-        visit(_refine(best.grid, spec, step // 2) + _refine(best.grid, spec, step))
-    top = sorted(scored.values(), key=lambda c: c.key)[:finalists]
-    return min((evaluate(model, req, c.grid, forced=False, tune=True) for c in top), key=lambda c: c.key)
-
-
 def _validate(req: PlanRequest) -> None:
     if req.method not in METHODS:
         raise InputError(f"unknown method {req.method!r}; allowed: {', '.join(METHODS)}")
     if req.dtype not in ("fp16", "fp32"):
         raise InputError(f"unknown dtype {req.dtype!r}; allowed: fp16, fp32")
-    for name in ("input_len", "output_len"):
+    for name in ("input_len", "output_len", "batch"):
         if getattr(req, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(req, name)}")
     if req.context is not None and req.context < 1:
         raise InputError(f"--context must be >= 1, got {req.context}")
     if req.k_tree is not None and req.k_tree < 1:
         raise InputError(f"--k-tree must be >= 1, got {req.k_tree}")
+    if req.wafers != "auto" and (not isinstance(req.wafers, int) or not 1 <= req.wafers <= MAX_WAFERS):
+        raise InputError(f"--wafers must be an integer in 1..{MAX_WAFERS} or 'auto', got {req.wafers!r}")
+    budget = len(req.hardware.routable_colors)
+    if req.k_tree is not None and decode_colors(req.k_tree, req.k_tree) > budget:
+        raise InputError(f"K={req.k_tree} needs {decode_colors(req.k_tree, req.k_tree)} colours per PE for "
+                         f"two reduction axes; {req.hardware.name} has {budget} routable colours "
+                         f"(K <= {(budget - 3) // 4})")
+    for grid, what in ((req.decode_grid, "decode"), (req.prefill_grid, "prefill")):
+        if grid is not None:
+            _check_grid(req.hardware, grid, what)
 
 
-def plan(model: Any, req: PlanRequest) -> Plan:
-    """Search grids, trees and placement; predict the metrics. Raises InputError when infeasible."""
-    _validate(req)
-    _check_forced_k(req)
+def wafer_tokens(model: Any, req: PlanRequest, buffer_bytes: int, wafers: int) -> int:
+    """Table 5's definition of KV capacity (shift layout): all SRAM of the system(s) left after the
+    reserve, the weights and per-PE buffers, over the KV bytes per token of every layer; a sliding-
+    window layer stops growing at its window. The same figure under both methods (real dims)."""
+    spec = req.hardware
+    b = _dtype_bytes(req)
+    free = wafers * spec.num_pes * (spec.usable_sram_bytes - buffer_bytes) - model.total_params * b
+    per_layer = 2 * model.kv_dim * b * req.batch
+    if free <= 0:
+        return 0
+
+    def need(t: int) -> int:
+        return per_layer * sum(min(t, model.layer_sliding_window(i) or t) for i in range(model.num_layers))
+
+    lo, hi = 0, 1
+    while need(hi) <= free:
+        if hi >= 1 << 62:
+            return hi  # every layer is windowed: the cache stops growing
+        lo, hi = hi, hi * 2
+    while lo + 1 < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if need(mid) <= free else (lo, mid)
+    return lo
+
+
+def placed_tokens(model: Any, req: PlanRequest, grid: tuple[int, int], batch: int) -> int:
+    """The largest context whose real placement on ``grid`` (same wafers) still fits."""
+    def fits(t: int) -> bool:
+        return _fits_or_none(lambda: real_placement(model, req, grid, context=t, batch=batch)) is not None
+
+    if not fits(1):
+        return 0
+    if model.sliding_window is not None and len(model.sliding_window_layers) == model.num_layers:
+        if fits(1 << 40):
+            return 1 << 62
+    lo, hi = 1, 2
+    while fits(hi):
+        lo, hi = hi, hi * 2
+    while lo + 1 < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+def max_batch(model: Any, req: PlanRequest, grid: tuple[int, int], limit: int = 1 << 14) -> int:
+    """The largest batch whose KV caches (one per request at the planned context) and buffers fit."""
+    def fits(b: int) -> bool:
+        return _fits_or_none(lambda: real_placement(model, req, grid, batch=b)) is not None
+
+    if not fits(1):
+        return 0
+    lo, hi = 1, 2
+    while hi <= limit and fits(hi):
+        lo, hi = hi, hi * 2
+    hi = min(hi, limit + 1)
+    while lo + 1 < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+def _nothing_fits(model: Any, req: PlanRequest, what: str) -> str:
+    """Why no grid holds the model: weights alone, or the closest shape's binding stage."""
+    spec = req.hardware
+    n = _wafer_count(req)
+    b = _dtype_bytes(req)
+    need = model.total_params * b / 1e9
+    holds = n * spec.num_pes * spec.usable_sram_bytes / 1e9
+    systems = f"{n} x {spec.name}" if n > 1 else spec.name
+    prefix = "" if what == "decode" else f"{what}: "
+    if need > holds:
+        return (f"{prefix}weights need {need:.1f} GB, {systems} holds {holds:.1f} GB ({req.dtype}); "
+                f"try --wafers auto")
+    # The binding constraint of the shape that comes closest (fewest regions short).
+    best = None
+    step = max(1, math.ceil(max(spec.mesh_height, spec.mesh_width) / 40))
+    for py in _ladder(spec.mesh_height, step):
+        for px in _ladder(spec.mesh_width, step):
+            try:
+                p = real_placement(model, req, (py, px)) if what == "decode" else \
+                    prefill_placement(model, req, (py, px), forced=True)[0]
+            except InputError as exc:
+                cand = (1e9, str(exc))
+            else:
+                short = len(p.stages) / max(p.regions_available, 1)
+                cand = (short, stage_fit_message(spec, p, model.name))
+            if best is None or cand[0] < best[0]:
+                best = cand
+    return f"{prefix}no grid holds {model.name} at context {req.decode_context} x batch {req.batch} " \
+           f"on {systems}; closest: {best[1]}"
+
+
+def _plan_on(model: Any, req: PlanRequest) -> Plan:
+    """The plan for a fixed wafer count."""
     spec = req.hardware
     notes: list[str] = []
-    if req.method == "full" and req.context is not None and req.context > model.max_position_embeddings:
-        notes.append(f"context {req.context} exceeds the model's max_position_embeddings "
-                     f"{model.max_position_embeddings}")
-    dec = _search(model, req, req.decode_grid, "decode", 10, _decode_candidate)
-    pre = _search(model, req, req.prefill_grid, "prefill", 40, _prefill_candidate)
-    placement = dec.placement
-    if not placement.fits and req.method == "paper":
-        notes.append("one layer does not fit a PE at this grid; the paper method extrapolates anyway")
+    if req.decode_grid is not None:
+        dec = decode_candidate(model, req, req.decode_grid, forced=True)
+    else:
+        dec = search_grid(model, req, decode_candidate)
+        if dec is None:
+            raise InputError(_nothing_fits(model, req, "decode"))
+    if req.prefill_grid is not None:
+        pre = prefill_candidate(model, req, req.prefill_grid, forced=True)
+        q = math.lcm(*req.prefill_grid)
+        if q > LCM_WARN * max(req.prefill_grid):
+            notes.append(f"prefill grid {req.prefill_grid[0]}x{req.prefill_grid[1]}: MeshGEMM runs a virtual "
+                         f"{q}x{q} mesh ({q // max(req.prefill_grid)}x the steps of its longer side); "
+                         f"a shape with a small lcm of its sides is much faster")
+    else:
+        pre = search_grid(model, req, prefill_candidate, with_ratios=True)
+        if pre is None:
+            raise InputError(_nothing_fits(model, req, "prefill"))
+    return _assemble(model, req, dec, pre, notes)
+
+
+def _assemble(model: Any, req: PlanRequest, dec: Candidate, pre: Candidate, notes: list[str]) -> Plan:
+    spec = req.hardware
     f = spec.clock_hz
-    decode_s = dec.cycles_total / f
-    prefill_s = pre.cycles_total / f
+    per_layer, parts = dec.terms.breakdown(spec, dec.tree_y, dec.tree_x)
+    # The real model's placement on the decode grid, under either method: the fit is never hidden.
+    placement = dec.placement
+    reason = ""
+    if placement is None:
+        try:
+            placement = real_placement(model, req, dec.grid)
+        except InputError as exc:
+            reason = str(exc)
+    if placement is not None and not placement.fits:
+        reason = stage_fit_message(spec, placement, model.name)
+    fits = placement is not None and placement.fits
+    if req.method == "paper":
+        notes.append("paper method: figures are extrapolated (one resident layer x layer count, dims "
+                     "rounded up to the grid side, one head as wide as the model, no LM head or hand-offs)")
+        if not fits:
+            notes.append(f"the real model does not fit: {reason}")
+    chunks = pre.terms if isinstance(pre.terms, int) else 1
+    if chunks > 1:
+        notes.append(f"prefill runs the prompt in {chunks} chunks (a whole prompt's activations do not fit "
+                     f"beside the model); each chunk is charged as attending to the whole prompt")
+    _, pre_total, _ = prefill_cost(model, req, pre.grid, pre.placement, chunks)
+    decode_s = dec.cycles / f
+    prefill_s = pre_total / f
     sw = 0.0 if req.method == "paper" else switch_cycles(model, req, placement)
     e2e_s = prefill_s + sw / f + req.output_len * decode_s
     e2e = req.output_len / e2e_s
-    energy = spec.power_watts * e2e_s / req.output_len
-    shift_w, concat_w = kv_capacity_wafer(model, req, placement)
-    shift_p, concat_p = kv_capacity_placed(placement, model_dims(model) if req.method == "full"
-                                           else paper_dims(model, placement.grid), _dtype_bytes(req))
-    if req.method == "paper":
-        notes.append("paper method: one resident layer x layer count, dims rounded up to the grid side, "
-                     "one head as wide as the model, no LM head or hand-offs")
+    wafers = placement.wafers_used if (placement is not None and fits) else _wafer_count(req)
+    energy = wafers * spec.power_watts * e2e_s / (req.output_len * req.batch)
+    buf = placement.buffer_bytes if placement is not None else 0
+    shift_w = wafer_tokens(model, req, buf, _wafer_count(req))
+    shift_p = placed_tokens(model, req, dec.grid, req.batch) if fits else 0
+    p_y = dec.grid[0]
+    if req.context is not None and req.context > model.max_position_embeddings:
+        notes.append(f"context {req.context} exceeds the model's max_position_embeddings "
+                     f"{model.max_position_embeddings}")
+    if model.sliding_window is not None and req.method == "full":
+        notes.append(f"sliding window {model.sliding_window} on {len(model.sliding_window_layers)} of "
+                     f"{model.num_layers} layers: their KV cache and attention stop growing at the window")
+    handoff = dict(dec.terms.handoff) if dec.terms is not None else _no_handoff()
+    pre_handoff = pre_total - prefill_cost(model, req, pre.grid, None, chunks)[1]
+    handoff["prefill_cycles"] = pre_handoff
     return Plan(
         model=model, request=req,
-        prefill=PhasePlan(grid=pre.grid, cycles_per_layer=pre.cycles_per_layer, cycles_total=pre.cycles_total,
-                          seconds=prefill_s, tokens_per_s=req.input_len / prefill_s,
-                          parts=dict(pre.breakdown.parts)),
-        decode=PhasePlan(grid=dec.grid, cycles_per_layer=dec.cycles_per_layer, cycles_total=dec.cycles_total,
-                         seconds=decode_s, tokens_per_s=1.0 / decode_s, tree_y=dec.tree_y, tree_x=dec.tree_x,
-                         parts=dict(dec.breakdown.parts), colors_per_pe=decode_colors(dec.tree_y.k, dec.tree_x.k)),
-        placement=placement, switch_cycles=sw,
-        kv_shift_tokens=shift_w, kv_concat_tokens=concat_w,
-        kv_shift_tokens_placed=shift_p, kv_concat_tokens_placed=concat_p,
-        end_to_end_tokens_per_s=e2e, energy_j_per_token=energy, notes=tuple(notes),
+        prefill=PhasePlan(grid=pre.grid, cycles_per_layer=prefill_cost(model, req, pre.grid, None, chunks)[0],
+                          cycles_total=pre_total, seconds=prefill_s, tokens_per_s=req.input_len / prefill_s,
+                          placement=pre.placement),
+        decode=PhasePlan(grid=dec.grid, cycles_per_layer=per_layer, cycles_total=dec.cycles, seconds=decode_s,
+                         tokens_per_s=1.0 / decode_s, tree_y=dec.tree_y, tree_x=dec.tree_x, parts=parts,
+                         colors_per_pe=decode_colors(dec.tree_y.k, dec.tree_x.k, dec.grid), placement=placement),
+        placement=placement, fits=fits, fit_reason=reason, switch_cycles=sw,
+        kv_shift_tokens=shift_w, kv_concat_tokens=shift_w // p_y,
+        kv_shift_tokens_placed=shift_p, kv_concat_tokens_placed=shift_p // p_y,
+        max_batch=max_batch(model, req, dec.grid) if fits else 0,
+        end_to_end_tokens_per_s=e2e, energy_j_per_token=energy, wafers=wafers, handoff=handoff,
+        notes=tuple(notes),
     )
 
 
-def _paper_overflow_placement(model: Any, req: PlanRequest, grid: tuple[int, int]) -> Placement:
-    """The paper method's one resident layer on a grid where it overflows a PE: reported as is."""
-    from waferllm.placement import Stage, regions_available
+def switch_cycles(model: Any, req: PlanRequest, placement: Placement | None) -> float:
+    """Prefill → decode re-layout (method §9 [O]): bytes over the busiest cut plus the distance.
 
-    dims = paper_dims(model, grid)
-    ctx = round_up(req.decode_context, math.lcm(*grid))
-    w = decode_weight_bytes(dims, grid[0], grid[1], req.dtype)
-    kv = ceil_div(ctx, grid[0]) * kv_bytes_per_token_per_pe(dims, grid[1], req.dtype)
-    buf = decode_buffer_bytes(dims, grid[0], grid[1], req.dtype)
-    stage = Stage(0, (0, 0), (0, 0), (), w + kv + buf)
-    return Placement(grid=grid, stages=(stage,), regions_available=regions_available(req.hardware, grid),
-                     capacity_per_pe=req.hardware.usable_sram_bytes, layer_weight_bytes=w, layer_kv_bytes=kv,
-                     buffer_bytes=buf, extras_bytes={})
-
-
-def kv_capacity_wafer(model: Any, req: PlanRequest, placement: Placement) -> tuple[int, int]:
-    """(shift, concat) KV capacity over the whole wafer, the paper's definition (Table 5).
-
-    Shifting keeps the cache balanced over every row, so all SRAM left after the reserve, the
-    weights (every layer, embedding and LM head) and per-PE buffers holds KV; concatenation piles
-    new entries on one row of the decode grid, so it holds 1/P_y of that (method §8)."""
+    The KV cache of the prompt always moves; the weights too unless both layouts fit at once.
+    Wafers switch in parallel, so one wafer's share counts."""
     spec = req.hardware
     b = _dtype_bytes(req)
-    per_token = 2 * model.num_kv_heads * model.head_dim * model.num_layers * b
-    free = spec.num_pes * (spec.usable_sram_bytes - placement.buffer_bytes) - model.total_params * b
-    shift = max(0, int(free // per_token))
-    return shift, shift // placement.grid[0]
+    wafers = placement.wafers_used if placement is not None else 1
+    kv = req.batch * req.input_len * 2 * model.num_kv_heads * model.head_dim * model.num_layers * b
+    weights = model.total_params * b
+    dual = placement is not None and 2 * placement.bytes_per_pe <= placement.capacity_per_pe
+    moved = (kv + (0 if dual else weights)) / wafers
+    cut_links = min(spec.mesh_width, spec.mesh_height)
+    return moved / (cut_links * spec.wavelet_bytes) + (spec.mesh_width + spec.mesh_height) * spec.hop_cycles
+
+
+def _fewest_wafers(model: Any, req: PlanRequest) -> int:
+    spec = req.hardware
+    need = model.total_params * _dtype_bytes(req)
+    return max(1, math.ceil(need / (spec.num_pes * spec.usable_sram_bytes)))
+
+
+def plan(model: Any, req: PlanRequest) -> Plan:
+    """Search grids, trees, placement and (``wafers="auto"``) the wafer count; predict the metrics.
+    Raises InputError when infeasible, naming the binding constraint."""
+    _validate(req)
+    if req.wafers != "auto":
+        return _plan_on(model, req)
+    first = _fewest_wafers(model, req) if req.method == "full" else 1
+    last_error = None
+    for n in range(first, MAX_WAFERS + 1):
+        try:
+            best = _plan_on(model, replace(req, wafers=n))
+        except InputError as exc:
+            last_error = exc
+            if req.method == "paper":
+                raise
+            continue
+        options = [_wafer_option(best)]
+        for more in (n + 1, n + 2):  # what more systems would buy (decode tokens/s per wafer)
+            if more > MAX_WAFERS:
+                break
+            try:
+                alt = search_grid(model, replace(req, wafers=more), decode_candidate)
+            except InputError:
+                alt = None
+            if alt is not None:
+                tps = req.hardware.clock_hz / alt.cycles
+                options.append({"wafers": more, "decode_grid": list(alt.grid),
+                                "decode_tokens_per_s": tps, "tokens_per_s_per_wafer": tps * req.batch / more})
+        notes = (f"--wafers auto: {best.wafers} is the fewest {req.hardware.name} systems that hold "
+                 f"{model.name} at this context",) + best.notes
+        return replace(best, wafer_options=tuple(options), notes=notes)
+    raise InputError(f"{model.name} does not fit {MAX_WAFERS} x {req.hardware.name}: {last_error}")
+
+
+def _wafer_option(p: Plan) -> dict:
+    return {"wafers": p.wafers, "decode_grid": list(p.decode.grid), "decode_tokens_per_s": p.decode.tokens_per_s,
+            "tokens_per_s_per_wafer": p.decode.tokens_per_s * p.request.batch / p.wafers}
+
+
+def decode_cost(model: Any, req: PlanRequest, grid: tuple[int, int], tree_y: TreeChoice, tree_x: TreeChoice,
+                placement: Placement | None = None) -> tuple[float, float, dict]:
+    """(cycles per layer, cycles per token, per-token parts) of one decode step with given trees."""
+    terms = decode_terms(model, req, grid, placement)
+    per_layer, parts = terms.breakdown(req.hardware, tree_y, tree_x)
+    return per_layer, terms.total(req.hardware, tree_y, tree_x), parts

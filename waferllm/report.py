@@ -1,52 +1,104 @@
-"""Human-readable rendering of a plan (rich tables); JSON output lives on ``Plan.to_dict``."""
+"""Human-readable rendering of a plan (rich tables); JSON output lives on ``Plan.to_dict``.
+
+Tables fit the terminal: below ``WIDE_COLUMNS`` columns the least important columns are dropped
+(cycles, then per-stage byte splits) and long cells wrap, so an 80-column terminal shows every
+figure a user acts on; ``wide`` keeps every column whatever the width.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+#: Terminal width from which every column is shown.
+WIDE_COLUMNS = 110
 
 
 def _kb(n: float) -> str:
     return f"{n / 1024:.1f} KB"
 
 
-def render_plan(result: Any, console: Any) -> None:
+def _num(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:,.1f}"
+
+
+def render_plan(result: Any, console: Any, wide: bool = False) -> None:
     from rich.table import Table
 
     d = result.to_dict()
-    title = f"{d['model']} on {d['hardware']} — method {d['method']}, {d['dtype']}"
+    full = wide or console.width >= WIDE_COLUMNS
+    where = d["hardware"] if d["wafers"] == 1 else f"{d['wafers']} x {d['hardware']}"
+    title = f"{d['model']} on {where}, method {d['method']}, {d['dtype']}"
+    if d["batch"] > 1:
+        title += f", batch {d['batch']}"
     t = Table(title=title, show_header=True)
-    t.add_column("phase")
-    t.add_column("grid (rows x cols)")
-    t.add_column("tokens/s", justify="right")
-    t.add_column("cycles", justify="right")
-    t.add_column("detail")
+    t.add_column("phase", no_wrap=True)
+    t.add_column("grid", no_wrap=True)
+    t.add_column("tokens/s", justify="right", no_wrap=True)
+    if full:
+        t.add_column("cycles/layer", justify="right", no_wrap=True)
+    t.add_column("detail", overflow="fold")
     pre, dec = d["prefill"], d["decode"]
-    t.add_row("prefill", f"{pre['grid'][0]} x {pre['grid'][1]}", f"{pre['tokens_per_s']:,.1f}",
-              f"{pre['cycles_per_layer']:,.0f} / layer", f"{d['input_len']} prompt tokens, {pre['seconds'] * 1e3:.2f} ms")
-    t.add_row("decode", f"{dec['grid'][0]} x {dec['grid'][1]}", f"{dec['tokens_per_s']:,.1f}",
-              f"{dec['cycles_per_layer']:,.0f} / layer",
-              f"{dec['cycles_per_token']:,.0f} cycles/token, K={dec['k_tree']}, ctx {d['context']}, "
-              f"{dec['colors_per_pe']} colours/PE")
-    t.add_row("end to end", "", f"{d['end_to_end']['tokens_per_s']:,.1f}", "",
-              f"{d['output_len']} output tokens; switch {d['switch_cycles']:,.0f} cycles")
+    rows = [
+        ("prefill", f"{pre['grid'][0]}x{pre['grid'][1]}", _num(pre["tokens_per_s"]), _num(pre["cycles_per_layer"]),
+         f"{d['input_len']} prompt tokens, {pre['seconds'] * 1e3:.2f} ms, {pre['stages']} stages"),
+        ("decode", f"{dec['grid'][0]}x{dec['grid'][1]}", _num(dec["tokens_per_s"]), _num(dec["cycles_per_layer"]),
+         f"per request; {dec['cycles_per_token']:,} cycles/token, K={dec['k_tree']}/{dec['k_tree_x']} (y/x), "
+         f"ctx {d['context']}, {dec['colors_per_pe']} colours/PE"),
+    ]
+    if d["batch"] > 1:
+        rows.append(("decode, all", "", _num(dec["tokens_per_s_aggregate"]), "",
+                     f"aggregate over {d['batch']} requests"))
+    rows.append(("end to end", "", _num(d["end_to_end"]["tokens_per_s"]), "",
+                 f"{d['output_len']} output tokens; switch {d['switch_cycles']:,} cycles"))
+    for r in rows:
+        t.add_row(*(r if full else (r[0], r[1], r[2], r[4])))
     console.print(t)
-    m, kv = d["memory"], d["kv_cache"]
-    s = Table(title="memory and placement", show_header=True)
-    s.add_column("item")
-    s.add_column("value")
-    s.add_row("busiest PE", f"{_kb(m['bytes_per_pe'])} of {_kb(m['capacity_per_pe'])} "
-              f"({'fits' if m['fits'] else 'DOES NOT FIT'})")
-    s.add_row("one layer", f"weights {_kb(m['layer_weight_bytes_per_pe'])}, KV {_kb(m['layer_kv_bytes_per_pe'])}, "
-              f"buffers {_kb(m['buffer_bytes_per_pe'])}")
-    s.add_row("KV capacity (whole wafer)", f"shift {kv['max_tokens_shift']:,} tokens, "
+
+    m, kv, h = d["memory"], d["kv_cache"], d["handoffs"]
+    s = Table(title="memory, KV cache and hand-offs", show_header=True)
+    s.add_column("item", no_wrap=True)
+    s.add_column("value", overflow="fold")
+    s.add_row("fits", "yes" if m["fits"] else f"NO: {m['reason']}")
+    if m["bytes_per_pe"]:
+        s.add_row("busiest PE", f"{_kb(m['bytes_per_pe'])} of {_kb(m['capacity_per_pe'])}")
+    s.add_row("KV capacity, whole system", f"shift {kv['max_tokens_shift']:,} tokens, "
               f"concatenation {kv['max_tokens_concat']:,}")
-    s.add_row("KV capacity (this placement)", f"shift {kv['max_tokens_shift_placed']:,}, "
-              f"concatenation {kv['max_tokens_concat_placed']:,}")
+    s.add_row("KV capacity, this placement", f"shift {kv['max_tokens_shift_placed']:,}, "
+              f"concatenation {kv['max_tokens_concat_placed']:,}; largest batch {kv['max_batch']}")
+    if kv["sliding_window"]:
+        s.add_row("sliding window", f"{kv['sliding_window']:,} tokens on {kv['sliding_window_layers']} layers")
+    s.add_row("hand-offs per token", f"{h['decode_cycles']:,} cycles ({h['boundaries_on_wafer']} on a wafer, "
+              f"{h['boundaries_between_wafers']} between wafers"
+              + (f", {h['decode_per_wafer_boundary_cycles']:,} each" if h["boundaries_between_wafers"] else "")
+              + ")")
     s.add_row("energy", f"{d['energy_j_per_token']:.3f} J per output token")
-    for st in d["layer_placement"]["stages"]:
-        layers = (f"layers {st['layers'][0]}-{st['layers'][1]}" if st["num_layers"] > 0 else "no layers")
-        extras = f" + {', '.join(st['extras'])}" if st["extras"] else ""
-        s.add_row(f"stage {st['stage']} @ {tuple(st['origin'])}", f"{layers}{extras}, {_kb(st['bytes_per_pe'])}/PE")
     console.print(s)
+
+    stages = d["layer_placement"]["stages"]
+    if stages:
+        st = Table(title="stage map", show_header=True)
+        for col in ("stage", "wafer", "origin", "layers", "KB/PE"):
+            st.add_column(col, no_wrap=True, justify="right" if col != "layers" else "left")
+        if full:
+            st.add_column("weights / KV / other", no_wrap=True)
+        for x in stages:
+            layers = f"{x['layers'][0]}-{x['layers'][1]}" if x["num_layers"] > 0 else "-"
+            if x["extras"]:
+                layers += " +" + ",".join("emb" if e == "embedding" else "lm" for e in x["extras"])
+            row = [str(x["stage"]), str(x["wafer"]), f"{x['origin'][0]},{x['origin'][1]}", layers,
+                   f"{x['bytes_per_pe'] / 1024:.1f}"]
+            if full:
+                row.append(f"{_kb(x['weight_bytes_per_pe'])} / {_kb(x['kv_bytes_per_pe'])} / "
+                           f"{_kb(x['buffer_bytes_per_pe'] + x['extras_bytes_per_pe'])}")
+            st.add_row(*row)
+        console.print(st)
+    if d["wafer_options"]:
+        w = Table(title="more wafers (decode)", show_header=True)
+        for col in ("wafers", "grid", "tokens/s", "tokens/s per wafer"):
+            w.add_column(col, justify="right", no_wrap=True)
+        for o in d["wafer_options"]:
+            w.add_row(str(o["wafers"]), f"{o['decode_grid'][0]}x{o['decode_grid'][1]}",
+                      _num(o["decode_tokens_per_s"]), _num(o["tokens_per_s_per_wafer"]))
+        console.print(w)
     for note in d["notes"]:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", overflow="fold")

@@ -151,3 +151,35 @@ def test_pack_reproduces_the_builders_placement_of_data():
     for y in range(3):
         for x in range(4):
             np.testing.assert_array_equal(block[y, x], a[y, x])
+
+
+@pytest.mark.parametrize("order", ["row", "col"])
+def test_tile_copy_cuts_matrices_as_meshgemm_lays_them_out(order):
+    """``tile_copy`` (index expressions) against meshgemm.layout's tiles (slicing a padded matrix),
+    for a plain and a skewed block placement on a 4 x 3 mesh with uneven tiles."""
+    from meshgemm.layout import flat, pad2, padded, tile_of
+    from simulator import Body, MeshProgram
+    from simulator.expr import X, Y
+
+    from plmr.hardware import WSE2
+    from csl_templates.host_plan import HostPlan, HostTensor, tile_copy
+
+    rows, cols, W, H = 10, 7, 4, 3
+    th, tw = padded(rows, H), padded(cols, W)
+    prog = MeshProgram(W, H, WSE2, name="tiles")
+    P = prog.param("P", W)
+    b = Body("t")
+    b.buffer("blk", "fp32", th * tw)
+    b.function("main", [])
+    prog.place(b)
+    a = np.random.default_rng(3).uniform(-1, 1, (rows, cols)).astype(np.float32)
+    padm = pad2(a, th * H, tw * W)
+    for name, bc, want_col in (("plain", X, lambda x, y: x), ("skewed", (X + Y) % P, lambda x, y: (x + y) % W)):
+        copy = tile_copy("A", "blk", (rows, cols), (th, tw), Y, bc, order)
+        plan = HostPlan([HostTensor("A", (rows, cols))], [], [copy], [], {}, {})
+        (region,), _ = resolve(plan, prog)
+        got = pack(region, a, prog.layout_params)
+        for y in range(H):
+            for x in range(W):
+                np.testing.assert_array_equal(got[y, x], flat(tile_of(padm, y, want_col(x, y), th, tw), order),
+                                              err_msg=f"{name} PE ({x}, {y})")

@@ -129,7 +129,7 @@ def test_calibration_table():
 def test_plan_human_readable():
     r = invoke_wide("plan", "llama3-8b")
     assert r.exit_code == 0, r.output
-    assert "llama3-8b on wse2" in r.stdout and "decode" in r.stdout and "stage 0" in r.stdout
+    assert "llama3-8b on wse2" in r.stdout and "decode" in r.stdout and "stage map" in r.stdout
 
 
 def test_plan_paper_human_readable_has_note():
@@ -183,7 +183,7 @@ BAD_PLANS = {
     "grid-malformed-word": (["llama3-8b", "--prefill-grid", "big"], ["--prefill-grid"]),
     "grid-zero": (["llama3-8b", "--decode-grid", "0"], ["--decode-grid"]),
     "grid-three-sides": (["llama3-8b", "--decode-grid", "3x4x5"], ["--decode-grid"]),
-    "context-cannot-fit": (["llama3-8b", "--method", "full", "--context", "100000000"], ["100000000", "GB"]),
+    "context-cannot-fit": (["llama3-8b", "--method", "full", "--context", "100000000"], ["100000000", "closest", "KB"]),
     "model-larger-than-wafer": (["llama3-70b", "--method", "full"], ["GB"]),
     "unknown-hardware": (["llama3-8b", "--hardware", "nope"], ["unknown hardware", "nope"]),
     "missing-hardware-file": (["llama3-8b", "--hardware", "does-not-exist.toml"], ["does-not-exist.toml"]),

@@ -16,7 +16,7 @@ from waferllm.catalog import (
     HUB_REPOS, catalog_config, catalog_names, catalog_table, load_catalog_model, resolve_model,
 )
 from waferllm.model import (
-    ModelSpec, RopeScaling, load_model_dir, read_safetensors_header, spec_from_config_dict,
+    ModelSpec, RopeScaling, load_model_dir, load_model_dir_transformers, read_safetensors_header, spec_from_config_dict,
 )
 
 REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "model-configs"
@@ -56,8 +56,9 @@ def write_config(directory: Path, cfg: dict | str) -> Path:
 def both_paths(tmp_path: Path, cfg: dict) -> tuple[ModelSpec, ModelSpec]:
     """(fast path, AutoConfig path), with name/source aligned so they compare equal."""
     d = write_config(tmp_path / "m", cfg)
-    slow = load_model_dir(d)
+    slow = load_model_dir_transformers(d)
     fast = spec_from_config_dict(cfg, slow.name, slow.source)
+    assert load_model_dir(d) == fast  # the directory path is the fast path
     return fast, slow
 
 
@@ -99,8 +100,9 @@ def test_catalog_model_numbers(name):
 def test_catalog_fast_path_equals_autoconfig(tmp_path, name):
     fast = load_catalog_model(name)
     d = write_config(tmp_path / name, catalog_config(name))
-    slow = load_model_dir(d)
+    slow = load_model_dir_transformers(d)
     assert dataclasses.replace(slow, source=name) == fast
+    assert load_model_dir(d) == slow  # a directory plans with the same ModelSpec, without transformers
 
 
 def test_catalog_key_figures():
@@ -273,7 +275,8 @@ TINY_MODELS = {
 def test_tiny_real_model_counts_and_header(tmp_path, kind):
     cls_name, kw = TINY_MODELS[kind]
     d, model = _save_tiny(tmp_path, cls_name, **kw)
-    spec = load_model_dir(d)
+    spec = load_model_dir_transformers(d)
+    assert load_model_dir(d) == spec  # fast directory path == transformers path, weights included
     raw = json.loads((d / "config.json").read_text())
     fast = spec_from_config_dict(raw, spec.name, spec.source)  # the 5.x-saved format, fast path
     assert spec == dataclasses.replace(fast, weights_bytes=spec.weights_bytes)

@@ -139,7 +139,6 @@ def test_full_searched_plan_same_order_as_paper_searched_plan():
 
 
 @pytest.mark.parametrize("flag,grid", [("--decode-grid", "420"), ("--decode-grid", "540"),
-                                       ("--decode-grid", "660"), ("--prefill-grid", "480"),
                                        ("--prefill-grid", "600")])
 def test_full_method_refuses_published_grids_that_cannot_hold_the_model(flag, grid):
     # The whole model does not fit the regions of this size that tile the WSE-2 mesh: a clean error
@@ -244,9 +243,9 @@ def test_json_is_internally_consistent(args):
     # end to end = output / (prefill + switch + output x decode); energy = power x time / output
     out = d["output_len"]
     e2e_s = pre["seconds"] + d["switch_cycles"] / f + out / dec["tokens_per_s"]
-    assert d["end_to_end"]["tokens_per_s"] == pytest.approx(out / e2e_s, rel=1e-9)
+    assert d["end_to_end"]["tokens_per_s"] == pytest.approx(out / e2e_s, rel=1e-6)  # JSON cycles are ints
     assert d["end_to_end"]["tokens_per_s"] < dec["tokens_per_s"]
-    assert d["energy_j_per_token"] == pytest.approx(spec.power_watts * e2e_s / out, rel=1e-9)
+    assert d["energy_j_per_token"] == pytest.approx(d["wafers"] * spec.power_watts * e2e_s / out, rel=1e-6)
     # context default = input + output
     if "--context" not in args:
         assert d["context"] == d["input_len"] + d["output_len"]
@@ -257,15 +256,18 @@ def test_json_is_internally_consistent(args):
     assert mem["capacity_per_pe"] == spec.usable_sram_bytes
     assert pl["grid"] == dec["grid"]
     assert mem["bytes_per_pe"] == max(s["bytes_per_pe"] for s in pl["stages"])
-    if mem["fits"]:
-        assert mem["bytes_per_pe"] <= mem["capacity_per_pe"]
-        assert len(pl["stages"]) <= pl["regions_available"]
+    if not mem["fits"]:
+        assert mem["reason"] and d["method"] == "paper"
+        return
+    assert mem["bytes_per_pe"] <= mem["capacity_per_pe"]
+    assert len(pl["stages"]) <= pl["regions_available"]
     p_y, p_x = pl["grid"]
     for s in pl["stages"]:
         y, x = s["origin"]
         assert y % p_y == 0 and x % p_x == 0, s  # aligned regions ...
         assert y + p_y <= spec.mesh_height and x + p_x <= spec.mesh_width, s  # ... inside the mesh
-    assert len({tuple(s["origin"]) for s in pl["stages"]}) == len(pl["stages"])  # no two stages share one
+        assert 0 <= s["wafer"] < d["wafers"]
+    assert len({(s["wafer"], *s["origin"]) for s in pl["stages"]}) == len(pl["stages"])  # no two share one
 
 
 @pytest.mark.parametrize("model", SMALL_MODELS)
@@ -309,7 +311,7 @@ def test_small_models_plan_and_fit_under_full_method(model):
 
 
 @pytest.mark.parametrize("model", TOO_BIG_FOR_WAFER)
-def test_models_larger_than_the_wafer_fail_under_full_method(model):
+def test_models_larger_than_the_wafer_fail_on_one_wafer_under_full_method(model):
     spec = load_catalog_model(model)
     need_gb = spec.total_params * 2 / 1e9
     holds_gb = WSE2.num_pes * WSE2.usable_sram_bytes / 1e9
@@ -394,7 +396,7 @@ def test_plan_from_model_directory_equals_catalog(hf_dir, method):
     by_name = dict(plan_json("llama3-8b", "--method", method))
     assert by_path.pop("model") == "my-llama3"
     assert by_name.pop("model") == "llama3-8b"
-    assert by_path == by_name
+    assert json.loads(json.dumps(by_path).replace("my-llama3", "llama3-8b")) == by_name  # names in messages
 
 
 def test_custom_mesh_plans_llama3_8b():

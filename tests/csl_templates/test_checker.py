@@ -1,0 +1,186 @@
+"""The static checker: clean programs are clean on both targets; each mutation of a clean program is
+reported by its rule at the exact line and column of the mutated text (located here by searching the
+mutated source, independently of the checker)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from csl_templates.checker import check_paths
+
+SAMPLES = Path(__file__).parent / "samples"
+CHAIN = {"W": 5, "H": 3, "n": 8}
+SKELETON = {"W": 4, "H": 2, "K": 8}
+
+
+@pytest.mark.parametrize("arch", ["wse2", "wse3"])
+@pytest.mark.parametrize("layout, params", [
+    ("chain_layout.csl", CHAIN), ("skeleton_layout.csl", SKELETON), ("ring_layout.csl", {"W": 7, "H": 2}),
+])
+def test_clean_programs_have_no_findings(arch, layout, params):
+    report = check_paths([SAMPLES / layout], arch=arch, params=params)
+    assert report.findings == [] and report.layouts
+
+
+@pytest.mark.parametrize("arch", ["wse2", "wse3"])
+def test_samples_directory_findings_are_the_known_ones(arch):
+    """Vendor-style samples: only the genuine issues (SDK 1.x fabin colour; 1.x fabout colour on WSE-3;
+    the §6.2 switch example routes NORTH into an unconfigured PE)."""
+    params = {"W": 5, "H": 3, "P": 4, "Mt": 2, "Nt": 3, "n": 8, "K": 8, "width": 4}
+    got = {(Path(f.path).name, f.rule, f.severity) for f in check_paths([SAMPLES], arch=arch, params=params).findings}
+    want = {("legacy_pe.csl", "dsd.fabin_color", "W"), ("switch_fragment.csl", "routes.unmatched_tx", "W")}
+    if arch == "wse3":
+        want.add(("legacy_pe.csl", "dsd.fabout_color", "E"))
+    assert got == want
+
+
+def _mutate(tmp_path, file, old, new):
+    for p in SAMPLES.glob("*.csl"):
+        shutil.copy(p, tmp_path / p.name)
+    target = tmp_path / file
+    text = target.read_text()
+    assert text.count(old) >= 1, old
+    text = text.replace(old, new, 1)
+    target.write_text(text)
+    return text
+
+
+def _where(text, marker, offset=0):
+    """1-based line and column of ``marker`` (+ offset characters) in ``text``."""
+    pos = text.index(marker) + offset
+    line = text.count("\n", 0, pos) + 1
+    return line, pos - (text.rfind("\n", 0, pos) + 1) + 1
+
+
+MUTATIONS = [
+    # id, file, old, new, marker in new text (+offset), rule, severity, archs, layout, params
+    ("missing-semicolon", "pe.csl", "var n_recv: u16 = 0;", "var n_recv: u16 = 0",
+     ("var n_recv: u16 = 0", len("var n_recv: u16 = 0")), "syntax", "E", ("wse2", "wse3"), "skeleton_layout.csl", SKELETON),
+    ("undeclared-colour", "chain_layout.csl", "@set_color_config(px, py, send_c,", "@set_color_config(px, py, send_x,",
+     ("send_x", 0), "names.undeclared", "E", ("wse2", "wse3"), "chain_layout.csl", CHAIN),
+    ("reserved-colour", "chain_layout.csl", "@get_color(1)", "@get_color(21)",
+     ("@get_color(21)", 0), "colour.reserved", "W", ("wse2", "wse3"), "chain_layout.csl", CHAIN),
+    ("colour-out-of-range", "chain_layout.csl", "@get_color(2)", "@get_color(24)",
+     ("@get_color(24)", 0), "colour.range", "E", ("wse2", "wse3"), "chain_layout.csl", CHAIN),
+    ("local-task-id-below-wse3-range", "chain_pe.csl", "@get_local_task_id(10)", "@get_local_task_id(5)",
+     ("@get_local_task_id(5)", 0), "task.local_range", "E", ("wse3",), "chain_layout.csl", CHAIN),
+    ("local-task-id-out-of-range", "chain_pe.csl", "@get_local_task_id(10)", "@get_local_task_id(31)",
+     ("@get_local_task_id(31)", 0), "task.local_range", "E", ("wse2", "wse3"), "chain_layout.csl", CHAIN),
+    ("reserved-task-id", "chain_pe.csl", "@get_local_task_id(10)", "@get_local_task_id(27)",
+     ("@get_local_task_id(27)", 0), "task.reserved", "E", ("wse2", "wse3"), "chain_layout.csl", CHAIN),
+    ("route-without-receive", "chain_layout.csl", "if (px > 0)", "if (px > 1)",
+     ("@set_color_config(px, py, send_c", 0), "routes.unmatched_tx", "W", ("wse2", "wse3"), "chain_layout.csl", CHAIN),
+    ("oversized-buffer", "chain_pe.csl", "var part = @zeros([n]f32);", "var part = @zeros([12000]f32);",
+     ("var part", 0), "memory.sram", "E", ("wse2", "wse3"), "chain_layout.csl", CHAIN),
+    ("fabout-without-colour-on-wse2", "pe.csl", ".{ .extent = K, .output_queue = oq, .fabric_color = c_east }",
+     ".{ .extent = K, .output_queue = oq }", ("@get_dsd(fabout_dsd", 0), "dsd.fabout_color", "E", ("wse2",),
+     "skeleton_layout.csl", SKELETON),
+    ("ut-id-on-wse2", "chain_pe.csl", "@fmovs(out_dsd, part_dsd, .{ .async = true, .activate = done_id });",
+     "@fmovs(out_dsd, part_dsd, .{ .async = true, .activate = done_id, .ut_id = @get_ut_id(3) });",
+     ("@fmovs(out_dsd", 0), "op.arch_option", "E", ("wse2",), "chain_layout.csl", CHAIN),
+    ("priority-on-wse3", "chain_pe.csl", "@fmovs(out_dsd, part_dsd, .{ .async = true, .activate = done_id });",
+     "@fmovs(out_dsd, part_dsd, .{ .async = true, .activate = done_id, .priority = .{ .high = true } });",
+     ("@fmovs(out_dsd", 0), "op.arch_option", "E", ("wse3",), "chain_layout.csl", CHAIN),
+    ("initialise-queue-1-on-wse3", "pe.csl", "const iq = @get_input_queue(2);", "const iq = @get_input_queue(1);",
+     ("@initialize_queue(iq", 0), "queue.init_range", "E", ("wse3",), "skeleton_layout.csl", SKELETON),
+    ("task-bound-twice", "pe.csl", "  @bind_local_task(done, done_id);\n",
+     "  @bind_local_task(done, done_id);\n  @bind_local_task(compute, done_id);\n",
+     ("@bind_local_task(compute", 0), "task.bound_twice", "E", ("wse2", "wse3"), "skeleton_layout.csl", SKELETON),
+    ("bind-outside-comptime", "pe.csl", "  }                                        // receivers finish in recv()",
+     "  }\n  @bind_local_task(done, done_id);", ("@bind_local_task(done, done_id);\n}", 0),
+     "placement.comptime_only", "E", ("wse2", "wse3"), "skeleton_layout.csl", SKELETON),
+    ("task-called", "pe.csl", "  n_recv += 1;\n", "  n_recv += 1;\n  done();\n", ("done();", 0),
+     "tasks.called", "E", ("wse2", "wse3"), "skeleton_layout.csl", SKELETON),
+    ("tile-code-twice", "chain_layout.csl", '  @export_name("part"',
+     '  @set_tile_code(0, 0, "chain_pe.csl", .{});\n  @export_name("part"', ('@set_tile_code(0, 0', 0),
+     "layout.tile_code_twice", "E", ("wse2", "wse3"), "chain_layout.csl", CHAIN),
+    ("colour-configured-twice", "chain_layout.csl", '  @export_name("part"',
+     '  @set_color_config(0, 0, ca, .{ .routes = .{ .rx = .{RAMP}, .tx = .{EAST} } });\n  @export_name("part"',
+     ("@set_color_config(0, 0, ca", 0), "routes.config_twice", "E", ("wse2", "wse3"), "chain_layout.csl", CHAIN),
+    ("pe-param-unbound", "chain_layout.csl", ".n = n,", "", ("param n: u16", 0, "chain_pe.csl"), "params.unbound", "E",
+     ("wse2", "wse3"), "chain_layout.csl", CHAIN),
+    ("async-ops-share-a-queue", "chain_pe.csl", "    @fadds(out_dsd, in_dsd, part_dsd, .{ .async = true, .activate = done_id });\n",
+     "    @fadds(out_dsd, in_dsd, part_dsd, .{ .async = true, .activate = done_id });\n"
+     "    @fmovs(out_dsd, part_dsd, .{ .async = true });\n", ("@fmovs(out_dsd, part_dsd, .{ .async = true });", 0),
+     "queue.shared_async", "W", ("wse2", "wse3"), "chain_layout.csl", CHAIN),
+    ("export-name-mismatch", "chain_layout.csl", '@export_name("part"', '@export_name("parts"',
+     ('@export_name("parts"', 0), "export.unmatched", "E", ("wse2", "wse3"), "chain_layout.csl", CHAIN),
+    ("switch-position-rx-and-tx-on-wse2", "switch_fragment.csl", ".pos1 = .{ .tx = WEST }",
+     ".pos1 = .{ .rx = WEST, .tx = EAST }", ("@set_color_config(1, 1", 0), "switch.rx_and_tx", "E", ("wse2",),
+     "switch_fragment.csl", {}),
+    ("switch-on-a-colour-without-switches-on-wse3", "switch_fragment.csl", "@get_color(4)", "@get_color(10)",
+     ("@set_color_config(1, 1", 0), "switch.colour", "E", ("wse3",), "switch_fragment.csl", {}),
+]
+
+
+@pytest.mark.parametrize("case", MUTATIONS, ids=[m[0] for m in MUTATIONS])
+def test_mutation_is_reported_at_its_location(tmp_path, case):
+    _id, file, old, new, where, rule, sev, archs, layout, params = case
+    text = _mutate(tmp_path, file, old, new)
+    if len(where) == 3:  # the finding is in another file than the mutated one
+        file = where[2]
+        text = (tmp_path / file).read_text()
+    line, col = _where(text, where[0], where[1])
+    for arch in ("wse2", "wse3"):
+        report = check_paths([tmp_path / layout], arch=arch, params=params)
+        hits = [f for f in report.findings if f.rule == rule and Path(f.path).name == file]
+        if arch in archs:
+            assert [(f.line, f.col, f.severity) for f in hits][:1] == [(line, col, sev)], \
+                (arch, [str(f) for f in report.findings])
+        else:
+            assert not hits, (arch, [str(f) for f in hits])
+
+
+def test_unbound_layout_param_is_reported_and_the_layout_not_evaluated():
+    report = check_paths([SAMPLES / "chain_layout.csl"], params={"W": 5, "H": 3})
+    where = _where((SAMPLES / "chain_layout.csl").read_text(), "param n: u16")
+    assert [(f.rule, f.line, f.col) for f in report.findings] == [("params.unbound", *where)]
+    assert not report.layouts
+
+
+def test_local_colour_configs_join_the_route_rules(tmp_path):
+    """fifo_pe.csl routes with @set_local_color_config; making PEs 1.. receive from the NORTH leaves
+    every EAST transmission unmatched: PE 0's (first-PE config) and the middle PEs' relays."""
+    text = _mutate(tmp_path, "fifo_pe.csl", ".rx = .{WEST}, .tx = if", ".rx = .{NORTH}, .tx = if")
+    report = check_paths([tmp_path / "fifo_layout.csl"], params={"width": 4})
+    hits = [f for f in report.findings if f.rule == "routes.unmatched_tx"]
+    first = _where(text, "@set_local_color_config(c_data, .{ .routes = .{ .rx = .{RAMP}")
+    middle = _where(text, "@set_local_color_config(c_data, .{ .routes = .{ .rx = .{NORTH}")
+    assert sorted((Path(f.path).name, f.line, f.col) for f in hits) == sorted(
+        [("fifo_pe.csl", *first), ("fifo_pe.csl", *middle)])
+    assert any("PE (0, 0) sends colour 7 EAST" in f.message for f in hits)
+
+
+def test_syntax_only_skips_semantic_rules(tmp_path):
+    _mutate(tmp_path, "chain_layout.csl", "@get_color(2)", "@get_color(24)")
+    assert check_paths([tmp_path / "chain_layout.csl"], params=CHAIN, syntax_only=True).findings == []
+    assert check_paths([tmp_path / "chain_layout.csl"], params=CHAIN).errors == 1
+
+
+def test_report_json_has_a_schema_and_integer_positions():
+    d = check_paths([SAMPLES / "legacy_layout.csl"], arch="wse3", params={"P": 4, "Mt": 2, "Nt": 3}).to_dict()
+    assert d["schema"] == "waferllm.csl-check/1" and d["errors"] == 1 and d["warnings"] == 1
+    assert all(isinstance(f["line"], int) and isinstance(f["col"], int) for f in d["findings"])
+
+
+def test_damaged_programs_give_findings_not_crashes(tmp_path):
+    """Delete one line at a time from the chain and fifo programs (every third line): the checker
+    reports syntax or rule findings and never raises."""
+    names = ["chain_layout.csl", "chain_pe.csl", "fifo_layout.csl", "fifo_pe.csl"]
+    params = {"W": 4, "H": 2, "n": 4, "width": 4}
+    runs = 0
+    for name in names:
+        lines = (SAMPLES / name).read_text().splitlines()
+        for k in range(1, len(lines), 3):
+            for n in names:
+                (tmp_path / n).write_text((SAMPLES / n).read_text())
+            (tmp_path / name).write_text("\n".join(lines[:k] + lines[k + 1:]) + "\n")
+            arch = ("wse2", "wse3")[k % 2]
+            report = check_paths([tmp_path / "chain_layout.csl", tmp_path / "fifo_layout.csl"], arch=arch,
+                                 params=params)
+            assert all(f.line >= 0 and f.severity in "EW" for f in report.findings)
+            runs += 1
+    assert runs > 20

@@ -1,0 +1,76 @@
+"""``waferllm csl ...``: tools for CSL sources. ``waferllm csl check PATH...`` parses CSL files and
+runs the static rules of hardware-and-csl.md §8 (docs/CSL_CHECKER.md lists them).
+
+Exit status: 0 clean, 1 findings (errors or warnings), 2 unreadable input or bad options.
+Registered in ``waferllm.cli`` with ``main.add_command(csl)``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import click
+
+from plmr.errors import InputError
+
+_NUMBER = re.compile(r"^[+-]?(0[xX][0-9a-fA-F_]+|0[bB][01_]+|0[oO][0-7_]+|[0-9][0-9_]*)$")
+
+
+def parse_params(text: str | None) -> dict:
+    """``name:val,name:val`` (cslc's --params form) -> {name: int | float | bool | str}."""
+    out: dict = {}
+    if not text:
+        return out
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if ":" not in part:
+            raise InputError(f"--params entry {part!r} is not NAME:VALUE (example: --params W:8,H:4)")
+        name, value = (s.strip() for s in part.split(":", 1))
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise InputError(f"--params name {name!r} is not an identifier")
+        if _NUMBER.match(value):
+            out[name] = int(value.replace("_", ""), 0) if value[1:2].isalpha() or value[2:3].isalpha() \
+                else int(value.replace("_", ""), 10)
+        elif value in ("true", "false"):
+            out[name] = value == "true"
+        else:
+            try:
+                out[name] = float(value)
+            except ValueError:
+                raise InputError(f"--params value {value!r} for {name} is not a number or true/false") from None
+    return out
+
+
+@click.group("csl")
+def csl() -> None:
+    """CSL sources: parse and statically check them."""
+
+
+@csl.command("check")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--arch", type=click.Choice(["wse2", "wse3"]), default="wse2", show_default=True,
+              help="target whose rules apply")
+@click.option("--params", "params_text", default=None, metavar="NAME:VAL,...",
+              help="values of the layout's params, as for cslc --params")
+@click.option("--syntax-only", is_flag=True, help="parse only; no semantic rules")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def csl_check(paths, arch: str, params_text: str | None, syntax_only: bool, as_json: bool) -> None:
+    """Check CSL files or directories (a directory: its layout and the PE files it places).
+
+    Prints one `file:line:col: E|W rule: message` line per finding; exit 0 when clean, 1 with
+    findings, 2 for unreadable input."""
+    from csl_templates.checker import check_paths
+
+    params = parse_params(params_text)
+    report = check_paths(paths, arch=arch, params=params, syntax_only=syntax_only)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        for f in report.findings:
+            click.echo(str(f))
+        click.echo(f"{len(report.files)} file(s) checked for {report.arch}: "
+                   f"{report.errors} error(s), {report.warnings} warning(s)", err=True)
+    raise SystemExit(1 if report.findings else 0)
