@@ -16,7 +16,7 @@ from simulator import statements as S
 from simulator.body import Body
 from simulator.expr import Load, Param, Var, X, Y, eq, select
 from simulator.instructions import (
-    Activate, Add, Copy, Fill, Gemm, Recv, RecvAdd, RecvAddSend, Ref, Scale, Send,
+    Activate, Add, Copy, Fill, Gemm, Recv, RecvAdd, RecvAddSend, Ref, Relay, Scale, Send,
 )
 from simulator.program import MeshProgram, Port
 
@@ -240,6 +240,32 @@ def data_tasks(width: int = 3, height: int = 2, n: int = 4, dtype: str = "fp32",
     return prog, plan
 
 
+def relay_row(width: int = 5, height: int = 2, n: int = 6, dtype: str = "fp32", packed: bool = False,
+              hardware: str = "wse2"):
+    """Column 0 sends its ``a`` east; the middle columns pass it on in software (``Relay``: receive and
+    re-send each wavelet), the last column receives it. ``packed`` (fp16): two values per wavelet."""
+    if packed and dtype != "fp16":
+        raise InputError("example relay_row: packed needs fp16")
+    prog = _program("relay_row", width, height, hardware)
+    Wp = prog.param("W", width)
+    b = _chain_body("relay", dtype)
+    b.buffer("a", dtype, _n(b))
+    first, last = b_p("first"), b_p("last")
+    words = (n + 1) // 2 if packed else n
+    b.function("main", [S.If(first, [Send(b_p("cs"), "a", packed=packed)],
+                             [S.If(last, [Recv(b_p("cr"), "a", packed=packed)],
+                                   [Relay(b_p("cr"), b_p("cs"), words)])])])
+    _place_chain(prog, b, Wp, n, 15)
+    _east_chain_routes(prog, Wp, 15)
+    plan = HostPlan(
+        inputs=[HostTensor("A", (height, n), dtype)],
+        outputs=[HostTensor("B", (height, n), dtype)],
+        copies_in=[HostCopy("A", "a", Y * n + E, w=1)],
+        copies_out=[HostCopy("B", "a", Y * n + E, x0=width - 1, w=1)],
+        reference={"B": "A"}, tolerance={"B": 0.0})
+    return prog, plan
+
+
 def ring_slots(width: int = 3, height: int = 3, n: int = 4, slots: int = 3, dtype: str = "fp32",
                hardware: str = "wse2"):
     """Launched once per slot with the slot index as a host scalar: writes (slot + 1) * x into slot
@@ -297,6 +323,7 @@ EXAMPLES = {
     "loop_offsets": loop_offsets,
     "joins": joins,
     "data_tasks": data_tasks,
+    "relay_row": relay_row,
     "ring_slots": ring_slots,
     "local_gemm": local_gemm,
 }

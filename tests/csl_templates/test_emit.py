@@ -20,8 +20,7 @@ from csl_templates.emit import emit_csl
 from csl_templates.examples import EXAMPLES, data_tasks, joins, loop_offsets, shift_east
 from csl_templates.target import csl_target
 
-SIZE_FREE = ["shift_east", "chain_reduce", "broadcast_row", "joins", "data_tasks", "loop_offsets",
-             "ring_slots", "local_gemm"]
+SIZE_FREE = list(EXAMPLES)
 
 
 @pytest.mark.parametrize("name", list(EXAMPLES))

@@ -24,7 +24,8 @@ from csl_templates.stub_runtime import MemcpyDataType, MemcpyOrder, SdkRuntime, 
 STUB = str(Path(csl_templates.__file__).parent / "stub_sdk")
 CASES = [(name, "fp32", {}) for name in EXAMPLES] + [
     (name, "fp16", {}) for name in ("chain_reduce", "joins", "loop_offsets", "local_gemm", "ring_slots")
-] + [("chain_reduce", "fp32", {"width": 7, "height": 5, "n": 3}),
+] + [("relay_row", "fp16", {"packed": True, "n": 7}),
+     ("chain_reduce", "fp32", {"width": 7, "height": 5, "n": 3}),
      ("local_gemm", "fp16", {"width": 3, "height": 1, "m": 5, "k": 3, "n": 2})]
 
 
@@ -183,3 +184,14 @@ def test_tile_copy_cuts_matrices_as_meshgemm_lays_them_out(order):
             for x in range(W):
                 np.testing.assert_array_equal(got[y, x], flat(tile_of(padm, y, want_col(x, y), th, tw), order),
                                               err_msg=f"{name} PE ({x}, {y})")
+
+
+def test_a_bundle_without_host_plan_launches_main_and_reports_cycles(tmp_path):
+    prog, _ = shift_east(width=4, height=2)
+    emit_bundle(prog, tmp_path / "b", None, stub={"builder": "csl_templates.examples:build_example",
+                                                  "kwargs": {"name": "shift_east", "width": 4, "height": 2}})
+    proc = run_py(tmp_path / "b")
+    assert proc.returncode == 0, proc.stderr
+    from simulator import simulate
+
+    assert f"launch main: cycles {simulate(shift_east(width=4, height=2)[0]).total_cycles} " in proc.stdout
