@@ -82,14 +82,14 @@ class SlotRoles:
 
 
 def route_slots(prog: MeshProgram, axis: str, roles: list[SlotRoles], colour_of: Callable[[int], int],
-                x=None, y=None) -> None:
+                x=None, y=None, when: ExprLike = 1) -> None:
     """Set the routes of a pattern (one ``route_rule`` per colour slot) on every line of ``axis``
-    within the selection (default: the whole rectangle)."""
+    within the selection (default: the whole rectangle) where ``when`` holds."""
     for slot, r in enumerate(roles):
         if r is None:
             continue
         rx, tx = r.masks(axis)
-        prog.route_rule(x, y, colour_of(slot), rx, tx)
+        prog.route_rule(x, y, colour_of(slot), rx, tx, when=when)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -260,6 +260,7 @@ class KTreeLevelExprs:
     N: Expr  # participants at this level
     G: Expr  # groups at this level
     prev: "KTreeLevelExprs | None"
+    root_at: Expr | None = None  # a single group's root index other than the middle (a chain into an end)
 
     def pos(self, i: Expr) -> Expr:
         """Physical position of participant index i."""
@@ -275,6 +276,8 @@ class KTreeLevelExprs:
 
     def root(self, g: Expr) -> Expr:
         """Participant index of group g's root (the middle member)."""
+        if self.root_at is not None:
+            return self.root_at
         b0, b1 = self.start(g), self.start(g + 1)
         return b0 + (b1 - b0) // 2
 

@@ -10,11 +10,11 @@ Two execution semantics (docs/BASELINES.md):
   broadcast to the farthest PE) plus the barrier, which is what method §4.5's per-step formulas
   assume.
 
-The barrier (``barrier``) is the program's own: a one-token chain allreduce along every row (chains
-from both ends into the middle PE, then a multicast back), then the same along every column — a
-"sync" as Cerebras' benchmarks run it (a reduction, then a broadcast start signal). Its cost is the
-two allreduces' formulas (``plmr.collectives.ktree_allreduce`` with K = 1 on one fp32 element), so it
-is refitted with them. Every formula below is a sum over the program's steps of (the slowest
+The barrier (``barrier``) is the program's own: a one-token chain allreduce along every row (one
+chain into the last PE, then a multicast back), then the same along every column — a "sync" as
+Cerebras' benchmarks run it (a reduction, then a broadcast start signal). Its cost is the two
+allreduces' formulas (``plmr.collectives.pipeline_allreduce`` on one fp32 element), so it is
+refitted with them. Every formula below is a sum over the program's steps of (the slowest
 PE's step) + (the barrier); nothing is fitted here.
 """
 
@@ -23,23 +23,23 @@ from __future__ import annotations
 import math
 
 from plmr.breakdown import CostBreakdown
-from plmr.collectives import chain_side_arrival, ktree_allreduce, pipeline_allreduce
+from plmr.collectives import chain_side_arrival, pipeline_allreduce
 from plmr.gemm import gemm_footprint_bytes, local_gemm_cycles
 from plmr.gemv import local_gemv_cycles
 from plmr.hardware import HardwareSpec
 from plmr.interleave import ring_position
 from plmr.primitives import ceil_div, dtype_bytes, t_vec
 
-#: colours of the barrier: 2 for the chains and 1 for the multicast, per axis with more than one PE
-BARRIER_COLOURS_PER_AXIS = 3
+#: colours of the barrier: 2 per direction of the nearest-neighbour chains, per axis with more than one PE
+BARRIER_COLOURS_PER_AXIS = 4
 
 
 def barrier(spec: HardwareSpec, p_y: int, p_x: int) -> CostBreakdown:
     """The global barrier of a P_y × P_x program, from the moment the last PE enters it until the
-    last PE leaves: a one-element fp32 chain allreduce (K = 1: chains into the middle, multicast
-    back) along x, then along y. A 1×1 program needs none."""
-    tx = ktree_allreduce(spec, p_x, 1, k=1, dtype="fp32")
-    ty = ktree_allreduce(spec, p_y, 1, k=1, dtype="fp32")
+    last PE leaves: a one-element fp32 chain allreduce (one chain into the last PE, multicast back)
+    along x, then along y. A 1×1 program needs none."""
+    tx = pipeline_allreduce(spec, p_x, 1, dtype="fp32")
+    ty = pipeline_allreduce(spec, p_y, 1, dtype="fp32")
     t = tx.total_cycles + ty.total_cycles
     colours = BARRIER_COLOURS_PER_AXIS * (int(p_x > 1) + int(p_y > 1))
     return CostBreakdown(op="barrier", compute_cycles=0.0, comm_cycles=t, total_cycles=t,
@@ -49,15 +49,14 @@ def barrier(spec: HardwareSpec, p_y: int, p_x: int) -> CostBreakdown:
 
 def barrier_lead(spec: HardwareSpec, n: int, p: int) -> float:
     """How much less PE ``p`` of a line of ``n`` delays the barrier than an end PE of the line
-    when it enters last: (far − d)·(ρ + 2α + β), d its distance to the barrier's root n // 2 and
-    far the ends' distance. It left the previous barrier's multicast far − d hops (α each) earlier,
+    when it enters last: (far − d)·(ρ + 2α + β), d its distance to the barrier's root n − 1 and
+    far = n − 1 the first PE's. It left the previous barrier's multicast far − d hops (α each) earlier,
     and its token crosses far − d fewer chain links (ρ + α + β each). The ends have no lead, so
     whatever an end PE does in a step is on the critical path."""
     if n <= 1:
         return 0.0
-    r = n // 2
-    far = max(r, n - 1 - r)
-    return (far - abs(p - r)) * (spec.ramp_cycles + 2 * spec.hop_cycles + spec.relay_cycles)
+    far = n - 1
+    return (far - abs(p - (n - 1))) * (spec.ramp_cycles + 2 * spec.hop_cycles + spec.relay_cycles)
 
 
 def exit_lead(spec: HardwareSpec, n: int, p: int) -> float:
@@ -65,8 +64,7 @@ def exit_lead(spec: HardwareSpec, n: int, p: int) -> float:
     the multicast hops it is nearer the root."""
     if n <= 1:
         return 0.0
-    r = n // 2
-    return (max(r, n - 1 - r) - abs(p - r)) * spec.hop_cycles
+    return (n - 1 - abs(p - (n - 1))) * spec.hop_cycles
 
 
 def _skew_round(spec: HardwareSpec, Q: int, q_y: int, p_y: int, p_x: int, ring_pos, r: int,

@@ -36,16 +36,22 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import config, njit
 from numba.cpython.unsafe.numbers import trailing_zeros
 
+if config.DISABLE_JIT:  # NUMBA_DISABLE_JIT=1 runs the engine as Python (debugging): no intrinsics
+    def trailing_zeros(x):  # noqa: F811
+        x = int(x)
+        return (x & -x).bit_length() - 1
+
 from simulator.lower import (
-    BIN_CODES, DONE_ACT, F_A, F_B, F_C, F_COL1, F_COL2, F_COST, F_D, F_DONE, F_LEN, F_LENR,
+    BIN_CODES, DONE_ACT, F_A, F_B, F_C, F_COL1, F_COL2, F_COST, F_D, F_DONE, F_LEN, F_LENR, F_QIN, F_QOUT,
     F_MULT, F_OP, F_PACK, F_PORTS, F_SREG, F_TGT, F_W, LAST_FABRIC, LAST_SCALAR, LAUNCH_TASK,
     MAX_MICROTHREADS, NTASK, O_DT, O_HI, O_LO, O_OFF, O_OFFR, O_STR, OP_ACT, OP_ADD, OP_BIN, OP_BLK,
     OP_BRZ, OP_CHECKNN, OP_COPY, OP_EXP, OP_FILL, OP_FINISH, OP_FMAC, OP_JMP, OP_JTAB, OP_LOAD,
     OP_LOOPINIT, OP_LOOPNEXT, OP_MAX, OP_MOV, OP_MUL, OP_RAS, OP_RECV, OP_RECVADD, OP_RELAY, OP_RET,
-    OP_RSQRT, OP_SCALE, OP_SEL, OP_SEND, OP_SILU, OP_STORE, OP_TS, OP_UNBLK, OPND0, OPND_FIELDS,
+    OP_RELAYSTORE, OP_RSQRT, OP_SCALE, OP_SEL, OP_SEND, OP_SILU, OP_STORE, OP_TS, OP_UNBLK, OPND0,
+    OPND_FIELDS,
 )
 
 (ST_OK, ST_IDLE, ST_MISROUTE, ST_MULTIRX, ST_UTLIMIT, ST_QCONFLICT, ST_LIMIT, ST_BOUNDS, ST_NEGCOUNT,
@@ -422,8 +428,9 @@ def _specialise(functional: bool):
                             blk = ps[U(pb + E_BLOCK)]
                             mfree = ps[U(pb + E_MFREE)]
                             if mfree > t:
-                                # busy (possibly stalled by microthreads): make sure a wake-up is due
-                                if ps[U(pb + E_WAKEAT)] < mfree:
+                                # busy: if stalls by the microthreads moved the end past the wake-up
+                                # that brought us here, schedule one at the new end
+                                if ps[U(pb + E_WAKEAT)] <= t:
                                     ps[U(pb + E_WAKEAT)] = mfree
                                     hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, mfree, pe, 0)
                             elif ps[U(pb + E_PARK)] == 0 and blk >= 0:
@@ -610,6 +617,8 @@ def _specialise(functional: bool):
                                             # issue a fabric op on a free microthread
                                             rc = ins[U(row), F_COL1]
                                             sc = ins[U(row), F_COL2]
+                                            qi = ins[U(row), F_QIN]
+                                            qo = ins[U(row), F_QOUT]
                                             free_s = -1
                                             for s in range(UT):
                                                 r2 = ur[U((pe * UT + s) * UR)]
@@ -617,16 +626,19 @@ def _specialise(functional: bool):
                                                     if free_s < 0 and s < n_ut:
                                                         free_s = s
                                                     continue
-                                                if rc >= 0 and ins[U(r2), F_COL1] == rc:
+                                                # two running ops may share neither a colour nor a queue
+                                                if rc >= 0 and (ins[U(r2), F_COL1] == rc or ins[U(r2), F_QIN] == qi):
                                                     st = ST_QCONFLICT
                                                     out[O_I0] = pe
                                                     out[O_I1] = rc
                                                     out[O_I2] = 0
-                                                if sc >= 0 and ins[U(r2), F_COL2] == sc:
+                                                    out[O_I3] = row
+                                                if sc >= 0 and (ins[U(r2), F_COL2] == sc or ins[U(r2), F_QOUT] == qo):
                                                     st = ST_QCONFLICT
                                                     out[O_I0] = pe
                                                     out[O_I1] = sc
                                                     out[O_I2] = 1
+                                                    out[O_I3] = row
                                             if st != ST_OK:
                                                 stop = True
                                                 break
@@ -654,11 +666,11 @@ def _specialise(functional: bool):
                                                     stop = True
                                                     break
                                                 if op == OP_SEND or op == OP_RAS:
-                                                    mports_u = 4
+                                                    mports_u = 4  # one read per wavelet
                                                 elif op == OP_RECV:
-                                                    mports_u = 1
+                                                    mports_u = 1  # one write
                                                 else:
-                                                    mports_u = 5
+                                                    mports_u = 5  # RecvAdd, RelayStore: read + write
                                             elif n < 1:
                                                 st = ST_NEGCOUNT
                                                 out[O_I0] = pe
@@ -829,7 +841,7 @@ def _specialise(functional: bool):
                                         ch = -1
                                         cnt = 0
                                         ro = -1
-                                        if op == OP_RAS or op == OP_RELAY:
+                                        if op == OP_RAS or op == OP_RELAY or op == OP_RELAYSTORE:
                                             ro = ur[U(ub + 6)]
                                             ch = ur[U(ub + 7)]
                                             cnt = cs[U(ch + 1)]
@@ -885,7 +897,7 @@ def _specialise(functional: bool):
                                                 for j in range(npair):
                                                     v = v0 if j == 0 else v1
                                                     a = ao + (i0 + j) * asd
-                                                    if op == OP_RECV:
+                                                    if op == OP_RECV or op == OP_RELAYSTORE:
                                                         mem[a] = _rnd(v, adt)
                                                     elif op == OP_RECVADD:
                                                         mem[a] = _rnd(mem[a] + v, adt)

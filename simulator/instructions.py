@@ -6,7 +6,7 @@ expressions, CSL ``@increment_dsd_offset``/``@set_dsd_length``), *colours* (a ``
 variable, or ``Load(buf, i)``, one element read from memory). A plain string is accepted wherever a
 ``Ref`` is expected and means the whole buffer.
 
-**Fabric ops** (``Send``, ``Recv``, ``RecvAdd``, ``RecvAddSend``, ``Relay``) run on a microthread:
+**Fabric ops** (``Send``, ``Recv``, ``RecvAdd``, ``RecvAddSend``, ``Relay``, ``RelayStore``) run on a microthread:
 
 * no ``done`` and no ``id``: **synchronous** (CSL: no ``.async``) — the task that issued it waits
   until the op has moved its last wavelet;
@@ -224,6 +224,27 @@ class Relay(Instruction):
         _colour(self, "in_colour", "out_colour", "count")
 
 
+@dataclass(frozen=True, slots=True)
+class RelayStore(Instruction):
+    """Software relay that keeps a copy: receive ``len(dst)`` values on ``in_colour``, store each in
+    ``dst`` and re-send it on ``out_colour``, pipelined (β per wavelet of latency, like ``Relay``).
+
+    CSL: a FIFO over ``dst`` (``@allocate_fifo``) fed by ``@fmovs(fifo, fabin_dsd{in_colour})`` and
+    drained by ``@fmovs(fabout_dsd{out_colour}, fifo)``, both async: the buffer keeps every value
+    (each slot is written once), so a relay in a broadcast chain needs no loopback copy."""
+
+    in_colour: ExprLike
+    out_colour: ExprLike
+    dst: RefLike
+    id: str | None = None
+    packed: bool = False
+    done: Completion | None = None
+
+    def __post_init__(self) -> None:
+        _coerce(self, "dst")
+        _colour(self, "in_colour", "out_colour")
+
+
 # ------------------------------------------------------------------------------------------------
 # Compute operations (the issuing thread)
 # ------------------------------------------------------------------------------------------------
@@ -369,8 +390,8 @@ class Gemv(Instruction):
     y: RefLike
     x: RefLike
     w: RefLike
-    m: int
-    n: int
+    m: ExprLike
+    n: ExprLike
     layout: str = "row"
     acc: str | None = None
 
@@ -391,9 +412,9 @@ class Gemm(Instruction):
     c: RefLike
     a: RefLike
     b: RefLike
-    m: int
-    k: int
-    n: int
+    m: ExprLike
+    k: ExprLike
+    n: ExprLike
     layout: str = "col"
     acc: str | None = None
 
@@ -401,7 +422,7 @@ class Gemm(Instruction):
         _coerce(self, "c", "a", "b")
 
 
-FABRIC_INSTRUCTIONS = (Send, Recv, RecvAdd, RecvAddSend, Relay)
+FABRIC_INSTRUCTIONS = (Send, Recv, RecvAdd, RecvAddSend, Relay, RelayStore)
 ELEMENTWISE_BINARY = (Add, Mul, Max)
 ELEMENTWISE_UNARY = (Scale, Copy, Exp, Rsqrt, Silu)
 MACROS = (Gemv, Gemm)
@@ -417,7 +438,7 @@ def ref_fields(ins: Instruction) -> tuple[str, ...]:
 def recv_colour(ins: Instruction) -> ExprLike | None:
     if isinstance(ins, (Recv, RecvAdd)):
         return ins.colour
-    if isinstance(ins, (RecvAddSend, Relay)):
+    if isinstance(ins, (RecvAddSend, Relay, RelayStore)):
         return ins.in_colour
     return None
 
@@ -425,7 +446,7 @@ def recv_colour(ins: Instruction) -> ExprLike | None:
 def send_colour(ins: Instruction) -> ExprLike | None:
     if isinstance(ins, Send):
         return ins.colour
-    if isinstance(ins, (RecvAddSend, Relay)):
+    if isinstance(ins, (RecvAddSend, Relay, RelayStore)):
         return ins.out_colour
     return None
 

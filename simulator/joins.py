@@ -14,9 +14,10 @@ programmer writes by hand (the join idiom of hardware-and-csl.md §3.5, WaferLLM
   blocks itself and unblocks its successor, ``_join1`` unblocks ``_cont``. A wait on one op needs no
   join task (the op unblocks ``_cont`` directly). Join tasks are shared by every wait of the
   container, so a container needs (most ops any wait joins) − 1 of them;
-* a ``Loop`` whose body waits becomes a state that tests the counter (``for`` → ``if`` + goto);
-  an ``If`` whose branches wait continues in a state after it. "goto state k" is
-  ``_state = k; @unblock(_cont); @activate(_cont)``.
+* a ``Loop`` whose body waits becomes an ``if`` on the counter, at the loop's entry and again at the
+  end of the body's last piece (so an iteration costs only its joins); an ``If`` whose branches
+  wait continues with what follows it copied into each branch when that does not wait, else in a
+  state of its own ("goto state k": ``_state = k; @unblock(_cont); @activate(_cont)``).
 
 Every join, continuation and goto is one task activation (``c_task`` in the simulator), exactly what
 the emitted CSL runs. Rules (each checked, with the statement named): a ``Wait`` joins ops issued at
@@ -50,6 +51,38 @@ def _with_done(st, done):
     object.__setattr__(st, "id", None)
     object.__setattr__(st, "done", done)
     return st
+
+
+def _tagged(st) -> list:
+    """Async ops tagged with an id in ``st``, looking into the branches of ``If``/``Switch``
+    statements (exactly one branch runs; see ``_assign`` for branches without the op)."""
+    if isinstance(st, FABRIC_INSTRUCTIONS):
+        return [st] if st.id is not None else []
+    if isinstance(st, (S.If, S.Switch)):
+        return [op for b in S.blocks_of(st) for s in b for op in _tagged(s)]
+    return []
+
+
+def _assign(st, actions: dict):
+    """``st`` with the ops tagged ``id`` given completion ``actions[id]``. A branch of an
+    ``If``/``Switch`` that does not issue an op the join waits for runs its action at the end of the
+    branch instead (the join then counts the same events whichever branch ran)."""
+    if isinstance(st, FABRIC_INSTRUCTIONS):
+        return _with_done(st, actions[st.id]) if st.id in actions else st
+    if not isinstance(st, (S.If, S.Switch)):
+        return st
+    wanted = {op.id for op in _tagged(st)} & set(actions)
+    blocks = []
+    for b in S.blocks_of(st):
+        have = {op.id for s in b for op in _tagged(s)}
+        missing = tuple(actions[i] for i in sorted(wanted - have))
+        blocks.append(tuple(_assign(s, actions) for s in b) + missing)
+    return S.with_blocks(st, tuple(blocks))
+
+
+def _replace(code: tuple, marker, with_: tuple) -> tuple:
+    """``code`` with the statement ``marker`` (an identity-unique placeholder) replaced."""
+    return S.map_code(code, lambda st: with_ if st is marker else st)
 
 
 def _strip_ids(code: tuple) -> tuple:
@@ -103,19 +136,34 @@ class _Container:
             return prefix + (S.Assign(self.state, k), Activate(self.cont))
         prefix = _strip_ids(prefix)
         if isinstance(st, S.Loop):
+            # for → if: the test runs at the loop's entry and again at the end of the body's last
+            # piece (inlined there, so an iteration costs no extra task activation)
             self.counts += 1
             cnt = COUNT.format(k=self.counts, c=self.c)
             self._var(cnt)
-            head = self.new_state()
-            again = (S.Assign(st.var, Var(st.var) + 1),) + self.goto(head)
-            self.states[head - 1] = (S.If(Var(st.var) < Var(cnt), self.conv(st.body, again),
-                                          self.conv(rest, tail)),)
-            return prefix + (S.Assign(st.var, 0), S.Assign(cnt, st.count, nonneg=True)) + self.goto(head)
-        # If or Switch: every branch continues with the rest (inline when nothing follows)
-        if rest:
+            marker = S.Timestamp(f"__again_{self.counts}_{self.c}")
+            n_before = len(self.states)
+            first = self.conv(st.body, (marker,))
+            after = self.conv(rest, tail)
+            k_head = self.new_state()
+            # an iteration that ends without waiting (an inner loop of zero trips, a branch without a
+            # wait) re-enters the test through a task activation; one that ended in a later piece
+            # tests inline
+            first = _replace(first, marker, (S.Assign(st.var, Var(st.var) + 1),) + self.goto(k_head))
+            head = (S.If(Var(st.var) < Var(cnt), first, after),)
+            self.states[k_head - 1] = head
+            again = (S.Assign(st.var, Var(st.var) + 1),) + head
+            self.states = self.states[:n_before] + [_replace(code, marker, again)
+                                                    for code in self.states[n_before:]]
+            return prefix + (S.Assign(st.var, 0), S.Assign(cnt, st.count, nonneg=True)) + head
+        # If or Switch: every branch continues with the rest — inline when the rest does not wait
+        # (a few statements, copied into each branch), else in a state of its own
+        if rest and has_wait(rest):
             k = self.new_state()
             self.states[k - 1] = self.conv(rest, tail)
             tail = self.goto(k)
+        elif rest:
+            tail = _strip_ids(rest) + tuple(tail)
         return prefix + (S.with_blocks(st, tuple(self.conv(b, tail) for b in S.blocks_of(st))),)
 
     def _var(self, name: str) -> None:
@@ -126,32 +174,35 @@ class _Container:
 
     def _join(self, prefix: tuple, wait: S.Wait) -> tuple:
         """``prefix`` with completion actions on the ops ``wait`` joins; other tagged ops run
-        unjoined."""
-        last: dict[str, int] = {}
+        unjoined. A branch on parameters only is transparent: after pruning one branch remains, so
+        the tagged ops in either branch are the candidates for their id."""
+        order: dict[str, int] = {}  # id -> position (of the top-level statement) of its last issue
         for i, s in enumerate(prefix):
-            if isinstance(s, FABRIC_INSTRUCTIONS) and s.id is not None:
-                last[s.id] = i
-        idx = []
+            for op in _tagged(s):
+                order[op.id] = i
         for name in wait.ids:
-            if name not in last:
+            if name not in order:
                 raise InputError(
                     f"body {self.body.name}, {self.c}: Wait names op id {name!r} that no async op issued "
                     f"earlier in the same statement list (since the previous Wait)")
-            if last[name] not in idx:
-                idx.append(last[name])
-        idx.sort()  # issue order
-        n = len(idx)
+        ids = sorted(set(wait.ids), key=lambda n: (order[n], wait.ids.index(n)))  # issue order
+        n = len(ids)
         self.max_join = max(self.max_join, n)
-        actions = {}
+        actions: dict[str, object] = {}
         if n == 1:
-            actions[idx[0]] = Unblock(self.cont)
+            actions[ids[0]] = Unblock(self.cont)
         else:
-            actions[idx[0]] = Activate(self.join(n - 1))
-            actions[idx[1]] = Unblock(self.join(n - 1))
-            for t, i in enumerate(idx[2:], start=2):
-                actions[i] = Activate(self.join(n - t))
-        return tuple(_with_done(s, actions[i]) if i in actions else _strip_ids((s,))[0]
-                     for i, s in enumerate(prefix))
+            actions[ids[0]] = Activate(self.join(n - 1))
+            actions[ids[1]] = Unblock(self.join(n - 1))
+            for t, name in enumerate(ids[2:], start=2):
+                actions[name] = Activate(self.join(n - t))
+        out = []
+        for i, s in enumerate(prefix):
+            mine = {op.id for op in _tagged(s)} & set(actions)
+            if mine and any(order[m] == i for m in mine):
+                s = _assign(s, {m: actions[m] for m in mine if order[m] == i})
+            out.append(_strip_ids((s,))[0])
+        return tuple(out)
 
     def dispatch(self) -> tuple:
         """The continuation task's code: re-arm, then a switch on the state."""

@@ -40,20 +40,21 @@ OP_LOAD, OP_STORE, OP_ACT, OP_BLK, OP_UNBLK, OP_FINISH = range(10, 16)
 LAST_SCALAR = OP_FINISH
 # rows that run at their exact cycle
 OP_TS, OP_RET = 16, 17
-OP_SEND, OP_RECV, OP_RECVADD, OP_RAS, OP_RELAY = 20, 21, 22, 23, 24
+OP_SEND, OP_RECV, OP_RECVADD, OP_RAS, OP_RELAY, OP_RELAYSTORE = 20, 21, 22, 23, 24, 25
 OP_FMAC, OP_ADD, OP_MUL, OP_MAX, OP_SCALE, OP_COPY, OP_FILL, OP_EXP, OP_RSQRT, OP_SILU = range(30, 40)
-FIRST_FABRIC, LAST_FABRIC = OP_SEND, OP_RELAY
+FIRST_FABRIC, LAST_FABRIC = OP_SEND, OP_RELAYSTORE
 OP_NAMES = {
     OP_MOV: "Assign", OP_BIN: "scalar op", OP_SEL: "select", OP_JMP: "jump", OP_BRZ: "If",
     OP_JTAB: "Switch", OP_LOOPINIT: "Loop", OP_LOOPNEXT: "Loop", OP_CHECKNN: "loop count",
     OP_LOAD: "load", OP_STORE: "Store", OP_ACT: "Activate", OP_BLK: "Block", OP_UNBLK: "Unblock",
     OP_FINISH: "Finish", OP_TS: "Timestamp", OP_RET: "end of task", OP_SEND: "Send",
     OP_RECV: "Recv", OP_RECVADD: "RecvAdd", OP_RAS: "RecvAddSend", OP_RELAY: "Relay",
+    OP_RELAYSTORE: "RelayStore",
     OP_FMAC: "Fmac", OP_ADD: "Add", OP_MUL: "Mul", OP_MAX: "Max", OP_SCALE: "Scale", OP_COPY: "Copy",
     OP_FILL: "Fill", OP_EXP: "Exp", OP_RSQRT: "Rsqrt", OP_SILU: "Silu",
 }
 _FABRIC_OP = {I.Send: OP_SEND, I.Recv: OP_RECV, I.RecvAdd: OP_RECVADD, I.RecvAddSend: OP_RAS,
-              I.Relay: OP_RELAY}
+              I.Relay: OP_RELAY, I.RelayStore: OP_RELAYSTORE}
 _COMPUTE_OP = {I.Fmac: OP_FMAC, I.Add: OP_ADD, I.Mul: OP_MUL, I.Max: OP_MAX, I.Scale: OP_SCALE,
                I.Copy: OP_COPY, I.Fill: OP_FILL, I.Exp: OP_EXP, I.Rsqrt: OP_RSQRT, I.Silu: OP_SILU}
 # scalar binary operator codes (OP_BIN field F_D)
@@ -63,8 +64,8 @@ BIN_CODES = {"add": 0, "sub": 1, "mul": 2, "div": 3, "mod": 4, "fdiv": 5, "min":
 
 # ---- row fields ---------------------------------------------------------------------------------
 (F_OP, F_A, F_B, F_C, F_D, F_TGT, F_COST, F_W, F_MULT, F_LEN, F_LENR, F_SREG, F_PORTS, F_DONE,
- F_COL1, F_COL2, F_PACK, F_ORIG) = range(18)
-OPND0 = 18  # operand k occupies OPND0 + 6k .. +5: offset, offset register, stride, dtype, buffer lo, hi
+ F_COL1, F_COL2, F_PACK, F_ORIG, F_QIN, F_QOUT) = range(20)
+OPND0 = 20  # operand k occupies OPND0 + 6k .. +5: offset, offset register, stride, dtype, buffer lo, hi
 OPND_FIELDS = 6
 NFIELDS = OPND0 + 3 * OPND_FIELDS
 O_OFF, O_OFFR, O_STR, O_DT, O_LO, O_HI = range(6)
@@ -376,6 +377,8 @@ class _CodeGen:
         row[F_DONE] = -1
         row[F_COL1] = -1
         row[F_COL2] = -1
+        row[F_QIN] = -1
+        row[F_QOUT] = -1
         row[F_MULT] = 1
         row[F_W] = 1
         for k in range(3):
@@ -590,22 +593,27 @@ class _CodeGen:
         col1 = -1 if rc is None else int(self.sub(rc).value)
         col2 = -1 if sc is None else int(self.sub(sc).value)
         done = self._done(st)
+        qin = self.res.input_queue.get(col1, -1) if col1 >= 0 else -1
+        qout = (self.res.op_output_queue.get(id(st), self.res.output_queue.get(col2, -1))
+                if col2 >= 0 else -1)
         if isinstance(st, I.Relay):
             n = self.sub(st.count)
             if isinstance(n, Const):
                 if n.value < 1:
                     raise InputError(f"{self.where()}, Relay: count must be a positive integer, got {n.value}")
-                self.emit(op, COL1=col1, COL2=col2, LEN=int(n.value), DONE=done, COST=self.c_op)
+                self.emit(op, COL1=col1, COL2=col2, LEN=int(n.value), DONE=done, COST=self.c_op, QIN=qin,
+                          QOUT=qout)
             else:
-                self.emit(op, COL1=col1, COL2=col2, LEN=0, LENR=self.expr(n), DONE=done, COST=self.c_op)
+                self.emit(op, COL1=col1, COL2=col2, LEN=0, LENR=self.expr(n), DONE=done, COST=self.c_op,
+                          QIN=qin, QOUT=qout)
             return
         ref = st.src if isinstance(st, (I.Send, I.RecvAddSend)) else st.dst
-        fields, n, lenr = self.operand(ref, dst=isinstance(st, (I.Recv, I.RecvAdd)))
+        fields, n, lenr = self.operand(ref, dst=isinstance(st, (I.Recv, I.RecvAdd, I.RelayStore)))
         packed = int(st.packed)
         if packed and self._buffer(ref.buf).dtype != "fp16":
             raise InputError(f"{self.where()}, {type(st).__name__}: packed=True needs an fp16 buffer")
         self.emit(op, COL1=col1, COL2=col2, LEN=n if n is not None else 0, LENR=lenr, DONE=done,
-                  COST=self.c_op, PACK=packed, opnd0=fields)
+                  COST=self.c_op, PACK=packed, QIN=qin, QOUT=qout, opnd0=fields)
 
     def compute(self, st) -> None:
         op = _COMPUTE_OP[type(st)]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 
 from plmr.errors import InputError
-from simulator.expr import Load, Var, as_expr
+from simulator.expr import Expr, Load, Var, as_expr
 from simulator.instructions import ACC_DTYPES, LAYOUTS, Copy, Fmac, Gemm, Gemv, Ref
 from simulator import statements as S
 
@@ -28,8 +28,11 @@ def _contiguous(r: Ref, name: str, what: str) -> None:
 
 
 def _dims(ins, name: str, dims: tuple) -> None:
-    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims):
-        raise InputError(f"{name}: dimensions must be positive integers, got {dims}")
+    """Dimensions are positive integers or expressions of the body's parameters (checked when the
+    body is placed, as loop counts)."""
+    for d in dims:
+        if isinstance(d, bool) or not isinstance(d, (int, Expr)) or (isinstance(d, int) and d < 1):
+            raise InputError(f"{name}: dimensions must be positive integers or parameter expressions, got {dims}")
     if ins.layout not in LAYOUTS:
         raise InputError(f"{name}: layout {ins.layout!r} not allowed; use one of {LAYOUTS}")
     if ins.acc not in ACC_DTYPES:
@@ -87,6 +90,9 @@ def expand_body(body):
         out_dt = body.buffers[out.buf].dtype
         if ins.acc is None or ins.acc == out_dt:
             return None
+        if not isinstance(size, int):
+            raise InputError(f"body {body.name}: acc={ins.acc!r} needs constant dimensions (the scratch "
+                             f"buffer's length), got {size!r}")
         scratch[ins.acc] = max(scratch.get(ins.acc, 0), size)
         return f"_acc_{ins.acc}"
 

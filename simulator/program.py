@@ -204,7 +204,7 @@ class MeshProgram:
         self._rx = np.zeros((n, spec.num_colors), dtype=np.uint8)
         self._tx = np.zeros((n, spec.num_colors), dtype=np.uint8)
         self.route_rules: list[RouteRule] = []
-        self.layout_params: dict[str, int] = {}
+        self.layout_params: dict[str, int] = {"W": width, "H": height}  # the rectangle, by name
         # Bodies
         self.placements: list[Placement] = []
         self._place_of = np.full(n, -1, dtype=np.int32)  # placement index per PE

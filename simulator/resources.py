@@ -12,8 +12,9 @@
   share the slot of a colour that reaches the ramp). A data task's ID is its colour (WSE-2) or its
   input queue (WSE-3).
 * **Queues**: one input queue per colour expression a body receives on (fabric ops and data tasks),
-  one output queue per colour expression it sends on, from ``spec.usable_input_queues``/``spec.usable_output_queues``,
-  the same for every parameter set (WSE-3 binds each queue to one colour with ``@initialize_queue``;
+  one output queue per colour expression it sends on, from ``spec.usable_input_queues`` /
+  ``spec.usable_output_queues``, the same for every parameter set; expressions that no parameter set
+  uses together may share a queue (WSE-3 binds each queue to one colour with ``@initialize_queue``;
   2.10 initialises input queues with a colour on both targets).
 
 Each failure names the PE, the body, the resource and the numbers.
@@ -101,7 +102,8 @@ class BlockResources:
 
     task_ids: dict[str, int] = field(default_factory=dict)  # local tasks and data tasks
     input_queue: dict[int, int] = field(default_factory=dict)  # colour -> input queue
-    output_queue: dict[int, int] = field(default_factory=dict)  # colour -> output queue
+    output_queue: dict[int, int] = field(default_factory=dict)  # colour -> output queue (bound targets)
+    op_output_queue: dict[int, int] = field(default_factory=dict)  # id(op) -> output queue (unbound)
 
 
 def block_colours(block) -> tuple[set[int], set[int]]:
@@ -160,20 +162,32 @@ def allocate(blocks: list, spec: HardwareSpec, where) -> list[BlockResources]:
         ids.update(explicit)
         ids.update(zip(auto, pool))
         local_ids[key] = ids
-    queues_of = {key: body_queues(bl[0].body) for key, bl in by_body.items()}
+    queues_of = {key: body_queues(bl) for key, bl in by_body.items()}
+    unbound_out = spec.data_task_binding == "colour"  # WSE-2: a fabout DSD names its output queue
+    op_queues = {key: op_output_queues(bl[0].body) for key, bl in by_body.items()} if unbound_out else {}
     for b in blocks:
-        qin, qout = queues_of[id(b.body)]
+        (qin, nin), (qout, nout) = queues_of[id(b.body)]
         res = BlockResources(dict(local_ids[id(b.body)]))
-        if len(qin) > len(spec.usable_input_queues):
-            raise InputError(f"{where(b)}, body {b.body.name}: receives on {len(qin)} colours "
-                             f"({', '.join(map(repr, qin))}), {spec.name} has {len(spec.usable_input_queues)} usable "
-                             f"input queues ({_ranges(spec.usable_input_queues)})")
-        if len(qout) > len(spec.usable_output_queues):
-            raise InputError(f"{where(b)}, body {b.body.name}: sends on {len(qout)} colours "
-                             f"({', '.join(map(repr, qout))}), {spec.name} has {len(spec.usable_output_queues)} usable "
-                             f"output queues ({_ranges(spec.usable_output_queues)})")
-        res.input_queue = {_value(c, b): q for c, q in zip(qin, spec.usable_input_queues)}
-        res.output_queue = {_value(c, b): q for c, q in zip(qout, spec.usable_output_queues)}
+        sides = [("receives", nin, spec.usable_input_queues, qin)]
+        if unbound_out:
+            per_op, nout = op_queues[id(b.body)]
+            if nout > len(spec.usable_output_queues):
+                raise InputError(f"{where(b)}, body {b.body.name}: {nout} sends may run at once (between two "
+                                 f"joins), {spec.name} has {len(spec.usable_output_queues)} usable output queues "
+                                 f"({_ranges(spec.usable_output_queues)})")
+            res.op_output_queue = {k: spec.usable_output_queues[q] for k, q in per_op.items()}
+        else:
+            sides.append(("sends", nout, spec.usable_output_queues, qout))
+        for kind, n, avail, table in sides:
+            if n > len(avail):
+                raise InputError(f"{where(b)}, body {b.body.name}: {kind} on colours needing {n} "
+                                 f"{'input' if kind == 'receives' else 'output'} queues at once "
+                                 f"({', '.join(map(repr, table))}), {spec.name} has {len(avail)} usable "
+                                 f"({_ranges(avail)})")
+        used_in, used_out = _block_colour_exprs(b)
+        res.input_queue = {_value(c, b): spec.usable_input_queues[qin[c]] for c in used_in}
+        if not unbound_out:
+            res.output_queue = {_value(c, b): spec.usable_output_queues[qout[c]] for c in used_out}
         used_ids = set(res.task_ids.values())
         for t in b.body.tasks.values():
             if t.kind != "data":
@@ -193,14 +207,13 @@ def _value(c, block) -> int:
     return int(substitute(as_expr(c), block.values).value)
 
 
-def body_queues(body) -> tuple[list, list]:
-    """The colour expressions a body receives on (fabric ops and data tasks) and sends on, each
-    once, in order of appearance: queue k of the target's usable input (output) queues serves the
-    k-th (the same for every parameter set, so a PE program names its queues as constants)."""
+def _block_colour_exprs(block) -> tuple[list, list]:
+    """Colour expressions one parameter set receives on and sends on (after pruning), in order."""
     recv: list = []
     send: list = []
+    body = block.body
     for code in [f.code for f in body.functions.values()] + [t.code for t in body.tasks.values()]:
-        for st in S.walk(code):
+        for st in S.walk(specialize(code, block.values)):
             if isinstance(st, I.FABRIC_INSTRUCTIONS):
                 for c, acc in ((I.recv_colour(st), recv), (I.send_colour(st), send)):
                     if c is not None and as_expr(c) not in acc:
@@ -209,6 +222,92 @@ def body_queues(body) -> tuple[list, list]:
         if t.kind == "data" and t.colour not in recv:
             recv.append(t.colour)
     return recv, send
+
+
+def body_queues(blocks: list) -> tuple[tuple[dict, int], tuple[dict, int]]:
+    """Queue of every colour expression a body receives (sends) on, the same for all its parameter
+    sets so a PE program names its queues as constants: expressions that some parameter set uses
+    together get different queues (greedy colouring in order of appearance). Returns, for input and
+    output: (expression -> index into the target's usable queues, queues needed)."""
+    out = []
+    for side in (0, 1):
+        uses = [_block_colour_exprs(b)[side] for b in blocks]
+        order: list = []
+        for u in uses:
+            for c in u:
+                if c not in order:
+                    order.append(c)
+        clash: dict = {c: set() for c in order}
+        for u in uses:
+            for c in u:
+                clash[c].update(x for x in u if x != c)
+        index: dict = {}
+        for c in order:
+            taken = {index[x] for x in clash[c] if x in index}
+            index[c] = next(i for i in range(len(order) + 1) if i not in taken)
+        out.append((index, max(index.values(), default=-1) + 1))
+    return out[0], out[1]
+
+
+def op_output_queues(body) -> tuple[dict[int, int], int]:
+    """Output queues on a target whose queues are not bound to colours (WSE-2): within one piece of
+    code a task runs between joins (a function, a task, a case of a continuation task's switch),
+    each async send gets its own queue (they may all still run when the piece ends), the branches of
+    an ``If``/``Switch`` reuse the same queues (one branch runs), and every synchronous send takes the
+    queue after the piece's async ones (it finishes before the next op starts). Pieces reuse queues:
+    a join separates them. Returns (id(op) -> index into the usable queues, most queues a piece
+    needs)."""
+    out: dict[int, int] = {}
+
+    def count(code: tuple) -> int:
+        """Async sends one run of ``code`` may leave running (branches: the most of any)."""
+        n = 0
+        for st in code:
+            if isinstance(st, I.FABRIC_INSTRUCTIONS) and I.send_colour(st) is not None and st.done is not None:
+                n += 1
+            elif isinstance(st, (S.If, S.Loop)):
+                n += max((count(b) for b in S.blocks_of(st)), default=0)
+        return n
+
+    def assign(code: tuple, base: int, sync_q: int) -> None:
+        for st in code:
+            if isinstance(st, S.Switch):
+                continue  # its cases are pieces of their own
+            if isinstance(st, I.FABRIC_INSTRUCTIONS) and I.send_colour(st) is not None:
+                if st.done is not None:
+                    out[id(st)] = base
+                    base += 1
+                else:
+                    out[id(st)] = sync_q
+            elif isinstance(st, (S.If, S.Loop)):
+                for b in S.blocks_of(st):
+                    assign(b, base, sync_q)
+                base += max((count(b) for b in S.blocks_of(st)), default=0)
+
+    def pieces(code: tuple):
+        yield code
+        for st in S.walk(code):
+            if isinstance(st, S.Switch):
+                yield from (b for b in S.blocks_of(st))
+
+    most = 0
+    for code in [f.code for f in body.functions.values()] + [t.code for t in body.tasks.values()]:
+        for piece in pieces(code):
+            n = count(tuple(st for st in piece if not isinstance(st, S.Switch)))
+            has_sync = any(isinstance(st, I.FABRIC_INSTRUCTIONS) and I.send_colour(st) is not None
+                           and st.done is None for st in _walk_no_switch(piece))
+            assign(piece, 0, n)
+            most = max(most, n + int(has_sync))
+    return out, most
+
+
+def _walk_no_switch(code: tuple):
+    for st in code:
+        if isinstance(st, S.Switch):
+            continue
+        yield st
+        for b in S.blocks_of(st):
+            yield from _walk_no_switch(b)
 
 
 def _ranges(ids) -> str:

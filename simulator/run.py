@@ -402,8 +402,9 @@ class Device:
                              f"({self.spec.name} has {self.spec.microthreads} microthreads); join some first")
         if st == E.ST_QCONFLICT:
             kind = "receives" if i2 == 0 else "sends"
-            raise InputError(f"cycle {rel}: {self._pe_str(i0)} has two concurrent {kind} on colour {i1} "
-                             f"(they would share a queue); join the first before issuing the second")
+            raise InputError(f"cycle {rel}: {self._pe_str(i0)}: {self._row_name(i3)} {kind} on colour {i1} "
+                             f"while another running op uses that colour or its queue; join the first "
+                             f"before issuing the second")
         if st == E.ST_BOUNDS:
             row = i1
             what = "an operand" if i2 < 0 else f"operand {i2}"
