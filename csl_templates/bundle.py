@@ -184,13 +184,15 @@ def render_bundle(prog: MeshProgram, plan: HostPlan | None, stub: dict | None, k
         "expected": {t.name: {"reference": reference[t.name], "tolerance": plan.tolerance[t.name],
                               "metric": "max |out - ref| / max |ref|"} for t in outputs},
         "stats": {k: stats[k] for k in ("pes", "code_bodies", "param_sets", "route_rules")},
+        "skipped_targets": dict(src.skipped),
         "stub": stub or {},
     }
     files[MANIFEST] = json.dumps(manifest, indent=2, sort_keys=False) + "\n"
     files["README.md"] = env.get_template("README.md.j2").render(
         kernel=kernel, width=W, height=H, version=version, program=prog.name, hardware=prog.spec.name,
         params=list(prog.layout_params), bodies=list(src.bodies), targets=archs,
-        pe_files=[f for f in src.files if f != "layout.csl"], inputs=inputs, outputs=outputs, reference=reference)
+        pe_files=[f for f in src.files if f != "layout.csl"], inputs=inputs, outputs=outputs, reference=reference,
+        skipped=src.skipped)
     return files, src, manifest
 
 

@@ -23,6 +23,7 @@ from simulator.resources import allocate
 
 from csl_templates.layout_emitter import LayoutEmitter
 from csl_templates.pe_emitter import FIXED_SLOTS, PeEmitter, check_values
+from csl_templates.queues import BodyQueues
 from csl_templates.target import CslTarget, default_targets
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -47,6 +48,7 @@ class CslSource:
     stamp_labels: list[str]  # Timestamp labels, slots 2.. of time_stamps
     bodies: dict[str, str] = field(default_factory=dict)  # body name -> file
     buffers: dict[str, dict[str, dict]] = field(default_factory=dict)  # body -> buffer -> {dtype, length}
+    skipped: dict[str, str] = field(default_factory=dict)  # default target the program does not fit -> why
 
     @property
     def nslots(self) -> int:
@@ -70,7 +72,18 @@ def emit_csl(prog: MeshProgram, targets: list[CslTarget] | None = None, kernel: 
     _refuse_trace(prog, f"kernel {kernel}")
     if not prog.placements:
         raise InputError(f"kernel {kernel} places no code body; nothing to emit")
-    targets = targets or default_targets(prog.width, prog.height)
+    skipped: dict[str, str] = {}
+    if targets is None:
+        targets = []
+        for t in default_targets(prog.width, prog.height):
+            try:
+                _check_target(prog, t)
+            except InputError as exc:
+                skipped[t.arch] = str(exc)
+                continue
+            targets.append(t)
+        if not targets:
+            raise InputError(f"kernel {kernel} fits no target: " + "; ".join(skipped.values()))
     for t in targets:
         t.check_fits(prog.width, prog.height)
     pe_block = prog.pe_blocks()
@@ -152,4 +165,25 @@ def emit_csl(prog: MeshProgram, targets: list[CslTarget] | None = None, kernel: 
     ordered = {"layout.csl": files.pop("layout.csl")}
     ordered.update(sorted(files.items()))
     return CslSource(ordered, params, list(targets), exports, functions, labels,
-                     {b.name: file_of[k] for k, b in bodies.items()}, buffers)
+                     {b.name: file_of[k] for k, b in bodies.items()}, buffers, skipped)
+
+
+def _check_target(prog: MeshProgram, t: CslTarget) -> None:
+    """Raise ``InputError`` if the program's resources do not fit target ``t`` (task IDs, queues,
+    microthreads)."""
+    pe_block = prog.pe_blocks()
+    used = sorted(set(np.unique(pe_block).tolist()) - {-1})
+    blocks = [prog.blocks[i] for i in used]
+
+    def where(b) -> str:
+        return f"PE {prog._xy(int(np.nonzero(pe_block == b.index)[0][0]))}"
+
+    try:
+        allocate(blocks, t.spec, where)
+    except InputError as exc:
+        raise InputError(f"{t.name}: {exc}") from None
+    by_body: dict[int, list] = {}
+    for b in blocks:
+        by_body.setdefault(id(b.body), []).append(b)
+    for bl in by_body.values():
+        BodyQueues(bl[0].body, bl, [t], f"body {bl[0].body.name}")

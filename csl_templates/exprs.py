@@ -67,6 +67,8 @@ class Scope:
     coord_type: str = "i16"
     nonneg_params: frozenset = frozenset()
     nonneg_vars: frozenset = frozenset()
+    param_bounds: dict = field(default_factory=dict)  # parameter -> (lowest, highest) placed value
+    coord_bounds: dict = field(default_factory=dict)  # "x"/"y" -> (0, side - 1)
 
 
 class Canon:
@@ -154,6 +156,37 @@ class CslPrinter:
         self.bound: dict[int, tuple[str, str]] = {}  # id(canonical node) -> (name, type)
         self._counter = 0
         self._types: dict[int, str] = {}
+        self._bounds: dict[int, tuple] = {}
+        self._ct: dict[int, bool] = {}
+        #: a callback naming a comptime (parameters-only) subexpression as a top-level constant, or None
+        self.hoist = None
+
+    def _comptime(self, e: Expr) -> bool:
+        """``e`` depends on constants and parameters only (known when the PE program is compiled)."""
+        k = id(e)
+        v = self._ct.get(k)
+        if v is None:
+            if isinstance(e, (Var, Coord, Load)):
+                v = False
+            elif isinstance(e, (Const, Param)):
+                v = True
+            else:
+                v = all(self._comptime(c) for c in _children(e))
+            self._ct[k] = v
+        return v
+
+    def hoisted_text(self, e: Expr) -> str:
+        """The text of a hoisted constant's value (its own subexpressions printed inline)."""
+        saved, self.hoist = self.hoist, None
+        saved_b, self.bound = self.bound, {}
+        try:
+            return self._strip(self._print(e))
+        finally:
+            self.hoist, self.bound = saved, saved_b
+
+    def set_nonneg_vars(self, names) -> None:
+        self.scope.nonneg_vars = frozenset(names)
+        self._bounds.clear()
 
     # ------------------------------------------------------------------------------ types
     def type_of(self, e: Expr) -> str:
@@ -223,6 +256,8 @@ class CslPrinter:
             n = nodes[k]
             if counts[k] < 2 or not _children(n) or k in self.bound:
                 continue
+            if self.hoist is not None and self._comptime(n):
+                continue  # a top-level constant already
             t = self.type_of(n)
             if t in (CI, CF):
                 t = "i32" if t == CI else "f32"
@@ -248,6 +283,15 @@ class CslPrinter:
 
     def cond(self, e) -> str:
         return self.expr(e, BOOL)
+
+    def top(self, e, want: str | None = None) -> str:
+        """``e`` printed for a top-level (comptime) declaration: no statement's bindings apply."""
+        saved, self.bound = self.bound, {}
+        saved_h, self.hoist = self.hoist, None
+        try:
+            return self.expr(e, want)
+        finally:
+            self.bound, self.hoist = saved, saved_h
 
     def _convert(self, text: str, have: str, want: str) -> str:
         if want == BOOL:
@@ -290,6 +334,8 @@ class CslPrinter:
         b = self.bound.get(id(e))
         if b is not None:
             return b[0]
+        if self.hoist is not None and _children(e) and self._comptime(e):
+            return self.hoist(e)
         s = self.scope
         if isinstance(e, Const):
             v = e.value
@@ -369,28 +415,71 @@ class CslPrinter:
     # ------------------------------------------------------------------------------ signs
     def nonneg(self, e: Expr) -> bool:
         """True when ``e`` is provably >= 0 (see the module docstring)."""
+        lo = self.bounds(e)[0]
+        return lo is not None and lo >= 0
+
+    def bounds(self, e: Expr) -> tuple:
+        """(lowest, highest) value ``e`` can take, None where unknown: parameters range over their
+        placed values, coordinates over the mesh, variables proven non-negative over [0, ...);
+        interval arithmetic with Python's floor ``//`` and ``%``."""
+        key = id(e)
+        b = self._bounds.get(key)
+        if b is None:
+            b = self._bounds[key] = self._bound(e)
+        return b
+
+    def _bound(self, e: Expr) -> tuple:
         s = self.scope
         if isinstance(e, Const):
-            return e.value >= 0
+            return (e.value, e.value)
         if isinstance(e, Param):
-            return e.name in s.nonneg_params
+            if e.name in s.param_bounds:
+                return s.param_bounds[e.name]
+            return (0, None) if e.name in s.nonneg_params else (None, None)
         if isinstance(e, Coord):
-            return True
+            return s.coord_bounds.get(e.axis, (0, None))
         if isinstance(e, Var):
-            return e.name in s.nonneg_vars or s.var_types.get(e.name, "").startswith("u")
-        if isinstance(e, BinOp):
-            if e.op in _CMP or e.op in ("and", "or"):
-                return True
-            if e.op in ("add", "mul", "div", "mod", "min", "max", "fdiv"):
-                if e.op == "max":
-                    return self.nonneg(e.a) or self.nonneg(e.b)
-                return self.nonneg(e.a) and self.nonneg(e.b)
-            return False
-        if isinstance(e, Select):
-            return self.nonneg(e.a) and self.nonneg(e.b)
+            ok = e.name in s.nonneg_vars or s.var_types.get(e.name, "").startswith("u")
+            return (0, None) if ok else (None, None)
         if isinstance(e, UnOp):
-            return e.op == "not"
-        return False
+            if e.op == "not":
+                return (0, 1)
+            lo, hi = self.bounds(e.a)
+            return (None if hi is None else -hi, None if lo is None else -lo)
+        if isinstance(e, Select):
+            (al, ah), (bl, bh) = self.bounds(e.a), self.bounds(e.b)
+            return (None if al is None or bl is None else min(al, bl), None if ah is None or bh is None else max(ah, bh))
+        if not isinstance(e, BinOp):
+            return (None, None)
+        if e.op in _CMP or e.op in ("and", "or"):
+            return (0, 1)
+        (al, ah), (bl, bh) = self.bounds(e.a), self.bounds(e.b)
+        add = lambda x, y: None if x is None or y is None else x + y  # noqa: E731
+        if e.op == "add":
+            return (add(al, bl), add(ah, bh))
+        if e.op == "sub":
+            return (add(al, None if bh is None else -bh), add(ah, None if bl is None else -bl))
+        if e.op == "mul":
+            if None not in (al, ah, bl, bh):
+                c = [al * bl, al * bh, ah * bl, ah * bh]
+                return (min(c), max(c))
+            if al is not None and bl is not None and al >= 0 and bl >= 0:
+                return (al * bl, None)
+            return (None, None)
+        if e.op in ("min", "max"):
+            f = min if e.op == "min" else max
+            lo = f(al, bl) if al is not None and bl is not None else (None if e.op == "min" else (al if bl is None else bl))
+            hi = f(ah, bh) if ah is not None and bh is not None else (None if e.op == "max" else (ah if bh is None else bh))
+            return (lo, hi)
+        if e.op == "mod":  # floor modulo by a positive divisor lies in [0, divisor - 1]
+            if bl is not None and bl > 0:
+                return (0, None if bh is None else bh - 1)
+            return (None, None)
+        if e.op == "div":
+            if bl is not None and bl > 0 and al is not None and al >= 0:
+                return (al // (bh if bh is not None else al + 1) if bh else 0, None if ah is None else ah // bl)
+            return (None, None)
+        return (None, None)
 
 
 def _children(e: Expr) -> tuple:
@@ -424,7 +513,7 @@ def needs_binding(e: Expr, p: CslPrinter) -> list:
         if isinstance(n, BinOp):
             twice = n.op in ("min", "max") or (n.op in ("div", "mod") and not (p.nonneg(n.a) and p.nonneg(n.b)))
             if twice:
-                out.extend(c for c in (n.a, n.b) if _children(c))
+                out.extend(c for c in (n.a, n.b) if _children(c) and not (p.hoist is not None and p._comptime(c)))
 
     walk(as_expr(e))
     return out
@@ -444,7 +533,10 @@ class Bindings:
             extra = [n for r in roots for n in needs_binding(r, self.p) if id(n) not in self.p.bound]
             if not extra:
                 break
-            decls += self.p.bind(extra + extra)
+            new = self.p.bind(extra + extra)
+            if not new:
+                break  # nothing left that a binding would help
+            decls += new
         return decls
 
 

@@ -108,7 +108,8 @@ class HostPlan:
 
 @dataclass
 class CopyRegion:
-    """A copy resolved against a program: the rectangle and the buffer length on it."""
+    """A copy resolved against a program: a rectangle where the buffer has one length (a copy over
+    PEs whose buffer lengths differ is cut into such rectangles)."""
 
     copy: HostCopy
     x0: int
@@ -142,11 +143,11 @@ def resolve(plan: HostPlan, prog: MeshProgram) -> tuple[list[CopyRegion], list[C
         if o not in plan.tolerance:
             raise InputError(f"host plan: output {o!r} has no tolerance")
     ins = {t.name for t in plan.inputs}
-    return ([_resolve(c, plan, prog, ins, "input") for c in plan.copies_in],
-            [_resolve(c, plan, prog, outs, "output") for c in plan.copies_out])
+    return ([r for c in plan.copies_in for r in _resolve(c, plan, prog, ins, "input")],
+            [r for c in plan.copies_out for r in _resolve(c, plan, prog, outs, "output")])
 
 
-def _resolve(c: HostCopy, plan: HostPlan, prog: MeshProgram, allowed: set, what: str) -> CopyRegion:
+def _resolve(c: HostCopy, plan: HostPlan, prog: MeshProgram, allowed: set, what: str) -> list[CopyRegion]:
     where = f"host plan: copy {c.tensor} <-> {c.buffer}"
     if c.tensor not in allowed:
         raise InputError(f"{where}: {c.tensor!r} is not an {what} tensor")
@@ -161,7 +162,7 @@ def _resolve(c: HostCopy, plan: HostPlan, prog: MeshProgram, allowed: set, what:
         if bad:
             raise InputError(f"{where}: {n} may use X, Y, E and program parameters, not {bad[0]!r}")
     blocks = prog.pe_blocks().reshape(prog.height, prog.width)[c.y0:c.y0 + h, c.x0:c.x0 + w]
-    lengths = set()
+    length_of: dict[int, int] = {}
     dtypes = set()
     for bi in np.unique(blocks).tolist():
         if bi < 0:
@@ -173,19 +174,44 @@ def _resolve(c: HostCopy, plan: HostPlan, prog: MeshProgram, allowed: set, what:
             raise InputError(f"{where}: body {blk.body.name} has no buffer {c.buffer!r}")
         if not decl.export:
             raise InputError(f"{where}: buffer {c.buffer!r} of body {blk.body.name} is not exported")
-        lengths.add(buf.length)
+        length_of[bi] = buf.length
         dtypes.add(buf.dtype)
-    if len(lengths) != 1 or len(dtypes) != 1:
-        raise InputError(f"{where}: the buffer's length or dtype differs over the rectangle ({sorted(lengths)}); "
-                         f"memcpy moves the same number of elements to every PE")
-    region = CopyRegion(c, c.x0, c.y0, w, h, lengths.pop(), dtypes.pop())
-    idx, ok = host_indices(region, prog.layout_params, sample=CHECK_ELEMENTS)
+    if len(dtypes) != 1:
+        raise InputError(f"{where}: the buffer's dtype differs over the rectangle ({sorted(dtypes)})")
+    dtype = dtypes.pop()
+    lengths = np.vectorize(length_of.get, otypes=[np.int64])(blocks)
+    regions = [CopyRegion(c, c.x0 + x, c.y0 + y, rw, rh, n, dtype) for x, y, rw, rh, n in _uniform_rects(lengths)]
     size = plan.tensor(c.tensor).size
-    sel = idx[ok]
-    if sel.size and (sel.min() < 0 or sel.max() >= size):
-        raise InputError(f"{where}: index reaches {int(sel.min())}..{int(sel.max())} outside tensor "
-                         f"{c.tensor!r} of {size} elements")
-    return region
+    for region in regions:
+        idx, ok = host_indices(region, prog.layout_params, sample=CHECK_ELEMENTS)
+        sel = idx[ok]
+        if sel.size and (sel.min() < 0 or sel.max() >= size):
+            raise InputError(f"{where}: index reaches {int(sel.min())}..{int(sel.max())} outside tensor "
+                             f"{c.tensor!r} of {size} elements")
+    return regions
+
+
+def _uniform_rects(lengths: np.ndarray) -> list[tuple[int, int, int, int, int]]:
+    """Rectangles (x, y, w, h, length) covering a grid of buffer lengths, each of one length: rows
+    with the same pattern are grouped, then each group is cut into runs of equal columns (memcpy moves
+    one count per PE, and a balanced split gives at most two lengths per axis)."""
+    out = []
+    H = lengths.shape[0]
+    y = 0
+    while y < H:
+        y2 = y + 1
+        while y2 < H and np.array_equal(lengths[y2], lengths[y]):
+            y2 += 1
+        row = lengths[y]
+        x = 0
+        while x < row.size:
+            x2 = x + 1
+            while x2 < row.size and row[x2] == row[x]:
+                x2 += 1
+            out.append((x, y, x2 - x, y2 - y, int(row[x])))
+            x = x2
+        y = y2
+    return out
 
 
 def _sample(start: int, n: int, keep: int) -> np.ndarray:

@@ -1,9 +1,8 @@
 """Bundles of ``meshgemm`` kernels: ``waferllm kernel NAME ... --emit-csl DIR``.
 
 The bundle's manifest records the kernel request, so the stub runtime rebuilds the same program
-(``kernel_program``). The host side comes from the build's ``host_plan`` (a ``HostPlan``: how the
-kernel's operands are cut into PE buffers and what numpy expects); a build without one gets a
-``run.py`` that loads, launches ``main`` and reports cycles, with no numpy check.
+(``kernel_program``). The host side (how the kernel's operands are cut into PE buffers and what numpy
+expects) is the build's ``host_plan`` if it has one, else ``csl_templates.kernel_hosts``'.
 """
 
 from __future__ import annotations
@@ -23,7 +22,13 @@ def kernel_program(hardware: str = "wse2", **request):
 
     req = KernelRequest(**{**request, "mesh": tuple(request["mesh"]), "functional": True})
     build = build_kernel(req, get_spec(hardware))
-    return build.program, getattr(build, "host_plan", None)
+    return build.program, host_plan_of(build)
+
+
+def host_plan_of(build):
+    from csl_templates.kernel_hosts import kernel_host_plan
+
+    return getattr(build, "host_plan", None) or kernel_host_plan(build)
 
 
 def emit_kernel_bundle(build, hardware: str, out: str | Path) -> Bundle:
@@ -31,11 +36,13 @@ def emit_kernel_bundle(build, hardware: str, out: str | Path) -> Bundle:
     req = dataclasses.asdict(build.request)
     req.pop("functional", None)
     req["mesh"] = list(req["mesh"])
-    bundle = emit_bundle(build.program, out, plan=getattr(build, "host_plan", None),
+    bundle = emit_bundle(build.program, out, plan=host_plan_of(build),
                          stub={"builder": "csl_templates.kernel_bundle:kernel_program",
                                "kwargs": {"hardware": hardware, **req}},
                          kernel=build.request.name, request=req)
     files = bundle.manifest["files"]
     print(f"CSL bundle for {', '.join(t.arch for t in bundle.source.targets)}: {len(files)} files in {out}",
           file=sys.stderr)
+    for arch, why in bundle.source.skipped.items():
+        print(f"  not for {arch}: {why}", file=sys.stderr)
     return bundle

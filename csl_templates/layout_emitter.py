@@ -59,7 +59,9 @@ class LayoutEmitter:
             check_layout_name(n, f"program {prog.name}", "program parameter")
         nonneg = frozenset(n for n, v in prog.layout_params.items() if v >= 0)
         self.scope = Scope(param_types={n: "i32" for n in prog.layout_params},
-                           coord={"x": "xi", "y": "yi"}, coord_type="i32", nonneg_params=nonneg)
+                           coord={"x": "xi", "y": "yi"}, coord_type="i32", nonneg_params=nonneg,
+                           param_bounds={n: (v, v) for n, v in prog.layout_params.items()},
+                           coord_bounds={"x": (0, prog.width - 1), "y": (0, prog.height - 1)})
         self.p = CslPrinter(self.scope)
 
     # ---------------------------------------------------------------------------------- bounds

@@ -7,6 +7,8 @@ never renamed: a clash is an error naming the body, the name and what it clashes
 
 from __future__ import annotations
 
+import re
+
 from plmr.errors import InputError
 
 #: hardware-and-csl.md §7.2, plus Zig words CSL inherits.
@@ -23,7 +25,7 @@ NORTH SOUTH EAST WEST RAMP
 #: Names every emitted PE program declares itself.
 GENERATED = frozenset("""
 memcpy_params sys_mod layout_mod math_lib wl_tsc wl_now wl_stamp wl_launch_begin wl_finish time_stamps
-time_stamps_ptr
+time_stamps_ptr wl_x wl_y
 """.split())
 #: Names the layout declares (program parameters may not take them).
 LAYOUT_GENERATED = frozenset("memcpy width height x y xi yi".split())
@@ -35,11 +37,15 @@ def check_layout_name(name: str, where: str, what: str) -> None:
         raise InputError(f"{where}: {what} {name!r} clashes with a name of the emitted layout; rename it")
 
 
+#: Names of the constants and DSDs the PE emitter numbers (c3, fin4, fout5, opt6, fifo7, A_d1, A_r2, ...).
+GENERATED_PATTERN = re.compile(r"^(c|fin|fout|opt|fifo)\d+$|_(d|r|n)\d+$|^_v\d+$|^route\d+_(rx|tx)$")
+
+
 def check_name(name: str, where: str, what: str) -> None:
     """Raise ``InputError`` if ``name`` cannot appear in emitted CSL."""
     if name in KEYWORDS:
         raise InputError(f"{where}: {what} {name!r} is a CSL keyword; rename it")
     if name in PREDECLARED:
         raise InputError(f"{where}: {what} {name!r} is a predeclared CSL name; rename it")
-    if name in GENERATED or name.startswith("wl_") or name.startswith("_v") and name[2:].isdigit():
+    if name in GENERATED or name.startswith("wl_") or GENERATED_PATTERN.search(name):
         raise InputError(f"{where}: {what} {name!r} clashes with a name the CSL emitter generates; rename it")

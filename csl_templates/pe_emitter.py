@@ -27,11 +27,11 @@ from simulator import instructions as I
 from simulator import statements as S
 from simulator.body import Body
 from simulator.expr import Const, Param, Var, as_expr
-from simulator.resources import body_queues
 
 from csl_templates.exprs import BOOL, BUFFER_CSL, Bindings, CslPrinter, Scope
 from csl_templates.names import check_name
-from csl_templates.target import CslTarget, arch_select
+from csl_templates.queues import BodyQueues
+from csl_templates.target import CslTarget, arch_block, arch_select
 
 #: Launch argument types the host may pass (hardware-and-csl.md §6.7).
 LAUNCH_ARG_TYPES = ("f32", "f16", "i32", "u32", "i16", "u16")
@@ -51,6 +51,16 @@ class PeFile:
     functions: dict[str, tuple[str, ...]]  # launchable function -> CSL argument types
 
 
+def param_bounds(body: Body, blocks: list) -> dict[str, tuple]:
+    """(lowest, highest) placed value of every int parameter."""
+    out = {}
+    for name, kind in body.params.items():
+        if kind == "int":
+            vals = [b.values[name] for b in blocks]
+            out[name] = (min(vals), max(vals))
+    return out
+
+
 def param_types(body: Body, blocks: list) -> tuple[dict[str, str], frozenset]:
     """CSL type of every parameter (ints: i16 unless a placed value needs i32) and the parameters
     that are >= 0 on every placed PE."""
@@ -65,7 +75,7 @@ def param_types(body: Body, blocks: list) -> tuple[dict[str, str], frozenset]:
             types[name] = "f32"
         else:
             lo, hi = min(vals), max(vals)
-            types[name] = "i16" if I16[0] <= lo and hi <= I16[1] else "i32"
+            types[name] = "i32"
         if all(v >= 0 for v in vals):
             nonneg.add(name)
     return types, frozenset(nonneg)
@@ -82,7 +92,7 @@ def nonneg_vars(body: Body, printer: CslPrinter) -> frozenset:
             if isinstance(st, S.Assign):
                 assigns.append((st.var, st.value))
     while True:
-        printer.scope.nonneg_vars = frozenset(cand)
+        printer.set_nonneg_vars(cand)
         bad = {v for v, e in assigns if v in cand and not printer.nonneg(printer.canon(e))}
         if not bad:
             return frozenset(cand)
@@ -100,15 +110,6 @@ class _Lines:
     def extend(self, lines) -> None:
         for ln in lines:
             self.add(ln)
-
-
-@dataclass
-class _Queue:
-    kind: str  # "in" or "out"
-    index: int
-    colour: object  # expression
-    name: str
-    ids: list[int] = field(default_factory=list)  # per target
 
 
 class PeEmitter:
@@ -133,19 +134,19 @@ class PeEmitter:
             param_types=ptypes,
             var_types={v.name: v.dtype for v in body.vars.values()},
             buffer_types={b.name: BUFFER_CSL[b.dtype] for b in body.buffers.values()},
-            coord={"x": "@as(i16, layout_mod.get_x_coord())", "y": "@as(i16, layout_mod.get_y_coord())"},
-            coord_type="i16", nonneg_params=nonneg)
+            coord={"x": "wl_x", "y": "wl_y"}, coord_type="i32", nonneg_params=nonneg, param_bounds=param_bounds(body, blocks),
+            coord_bounds=_coord_bounds(blocks))
         self.p = CslPrinter(self.scope)
-        self.scope.nonneg_vars = nonneg_vars(body, self.p)
+        self.p.set_nonneg_vars(nonneg_vars(body, self.p))
+        self.p.hoist = self._hoist
+        self._hoisted: dict[int, str] = {}
+        self.consts: list[str] = []  # top-level constants of run-time code's comptime subexpressions
         self.top: list[str] = []  # top-level DSD declarations
         self._dsd_names: dict[tuple, str] = {}
         self._ndsd = 0
         self._nconst = 0
-        qin, qout = body_queues(body)
-        self._nq = (len(qin), len(qout))
-        self.qin = [self._queue("in", k, c) for k, c in enumerate(qin)]
-        self.qout = [self._queue("out", k, c) for k, c in enumerate(qout)]
-        self._uts: dict[tuple, int] = {}
+        self.bq = BodyQueues(body, blocks, targets, self.where)
+        self.iq_names = [self._iq_name(k) for k in range(self.bq.nin)]
         self.uses_math = False
 
     # ---------------------------------------------------------------------------------- names
@@ -162,30 +163,44 @@ class PeEmitter:
             if f"t_{t}" in b.params or f"t_{t}" in b.buffers or f"t_{t}" in b.vars:
                 raise InputError(f"{self.where}: name 't_{t}' clashes with the ID constant of task {t!r}")
 
-    def _queue(self, kind: str, k: int, colour) -> _Queue:
-        c = as_expr(colour)
-        if isinstance(c, Param):
-            tag = c.name
-        elif isinstance(c, Const):
-            tag = f"c{c.value}"
-        else:
-            tag = str(k)
-        q = _Queue(kind, k, c, f"{'iq' if kind == 'in' else 'oq'}_{tag}")
-        for t in self.targets:
-            pool = t.spec.usable_input_queues if kind == "in" else t.spec.usable_output_queues
-            if k >= len(pool):
-                raise InputError(f"{self.where}: {'receives' if kind == 'in' else 'sends'} on more colours than "
-                                 f"{t.name} has usable {'input' if kind == 'in' else 'output'} queues ({len(pool)})")
-            ins, outs = t.queue_ids(self._nq[0], self._nq[1])
-            q.ids.append((ins if kind == "in" else outs)[k])
-        return q
+    def _hoist(self, e) -> str:
+        """A comptime subexpression of run-time code, as a top-level constant (computed by cslc, so
+        the run-time code carries one name instead of the arithmetic)."""
+        name = self._hoisted.get(id(e))
+        if name is None:
+            t = self.p.type_of(e)
+            t = {"comptime_int": "i32", "comptime_float": "f32"}.get(t, t)
+            name = f"c{len(self._hoisted) + 1}"
+            while name in self.body.params or name in self.body.vars or name in self.body.buffers:
+                name = "_" + name
+            self._hoisted[id(e)] = name
+            self.consts.append(f"const {name}: {t} = {self.p.hoisted_text(e)};  // {e!r}")
+        return name
 
-    def _find_queue(self, kind: str, colour) -> _Queue:
-        c = as_expr(colour)
-        for q in (self.qin if kind == "in" else self.qout):
-            if q.colour == c:
-                return q
-        raise AssertionError(f"no queue for colour {c!r}")
+    def _iq_name(self, k: int) -> str:
+        sharers = self.bq.sharers("in", k)
+        if len(sharers) == 1 and isinstance(sharers[0], Param):
+            return f"iq_{sharers[0].name}"
+        if len(sharers) == 1 and isinstance(sharers[0], Const):
+            return f"iq_c{sharers[0].value}"
+        return f"iq{k}"
+
+    def _iq(self, colour) -> str:
+        k = self.bq.input_index(colour)
+        if k is not None:
+            return self.iq_names[k]
+        # a colour only code pruned on every PE receives on: any queue (cslc never sees the op)
+        return f"@get_input_queue({arch_select(self.targets, [str(t.spec.usable_input_queues[0]) for t in self.targets])})"
+
+    def queue_colour(self, kind: str, k: int) -> str:
+        """The colour queue k is bound to: the one expression that uses it, or, for expressions that
+        share it (never in one parameter set), the one this PE's parameters use."""
+        sharers = self.bq.sharers(kind, k)
+        uses = self.bq.uses_in if kind == "in" else self.bq.uses_out
+        text = self.colour_text(sharers[-1])
+        for c in reversed(sharers[:-1]):
+            text = f"if ({self.p.top(uses[c], 'bool')}) {self.colour_text(c)} else {text}"
+        return text if len(sharers) == 1 else f"({text})"
 
     def colour_text(self, colour) -> str:
         """A colour expression as a CSL ``color`` value."""
@@ -199,16 +214,17 @@ class PeEmitter:
             if self.body.params.get(pn) == "colour":
                 raise InputError(f"{self.where}: colour expression {c!r} does arithmetic on colour parameter "
                                  f"{pn!r}; declare it an int parameter to compute colours")
-        return f"@get_color({self.p.expr(c)})"
+        return f"@get_color({self.p.top(c)})"
 
     # ---------------------------------------------------------------------------------- DSDs
     def _elem(self, buf: str) -> str:
         return BUFFER_CSL[self.body.buffers[buf].dtype]
 
     def _buf_len(self, buf: str) -> str:
-        return self.p.expr(self.body.buffers[buf].length)
+        return self.p.top(self.body.buffers[buf].length)
 
     def _new_dsd(self, key: tuple, make) -> str:
+        """A top-level comptime constant (a DSD, a FIFO, an op's options), declared once per key."""
         name = self._dsd_names.get(key)
         if name is None:
             self._ndsd += 1
@@ -236,14 +252,14 @@ class PeEmitter:
         stride = r.stride
         idx = (lambda o: f"{o} + i * {stride}" if stride != 1 else f"{o} + i") if stride else (lambda o: o)
         if self._static(off) and self._static(length):
-            o = self.p.expr(off)
+            o = self.p.top(off)
             key = ("mem", r.buf, repr(off), repr(length), stride)
             name = self._new_dsd(key, lambda n: (
-                f"const {n} = @get_dsd(mem1d_dsd, .{{ .tensor_access = |i|{{{self.p.expr(length)}}} -> "
+                f"const {n} = @get_dsd(mem1d_dsd, .{{ .tensor_access = |i|{{{self.p.top(length)}}} -> "
                 f"{r.buf}[{_simplify_index(idx(o))}] }});"))
             return name, length
         static_len = self._static(length)
-        base_len = self.p.expr(length) if static_len else "1"
+        base_len = self.p.top(length) if static_len else "1"
         key = ("mem", r.buf, "base", base_len, stride)
         base = self._new_dsd(key, lambda n: (
             f"const {n} = @get_dsd(mem1d_dsd, .{{ .tensor_access = |i|{{{base_len}}} -> "
@@ -261,20 +277,23 @@ class PeEmitter:
         lines.append(f"const {name} = {text};")
         return name, length
 
-    def fab_dsd(self, kind: str, q: _Queue, length, packed: bool, lines: list[str]) -> str:
+    def fab_dsd(self, st, kind: str, length, packed: bool, lines: list[str]) -> str:
+        """The ``fabin_dsd`` (``kind="in"``) or ``fabout_dsd`` of fabric op ``st``."""
         static = self._static(length)
-        ext = self.p.expr(length) if static else "1"
+        ext = self.p.top(length) if static else "1"
         if kind == "in":
-            key = ("fin", q.name, ext)
+            iq = self._iq(I.recv_colour(st))
+            key = ("fin", iq, ext)
             name = self._new_dsd(key, lambda n: (
-                f"const {n} = @get_dsd(fabin_dsd, .{{ .extent = {ext}, .input_queue = {q.name} }});"))
+                f"const {n} = @get_dsd(fabin_dsd, .{{ .extent = {ext}, .input_queue = {iq} }});"))
         else:
             simd = ", .simd_mode = .{ .simd_32 = true }" if packed else ""
-            key = ("fout", q.name, ext, packed)
-            colour = self.colour_text(q.colour)
-            variants = [f".{{ .extent = {ext}, .output_queue = {q.name}"
+            colour = self.colour_text(I.send_colour(st))
+            ids = [str(self.bq.output_id(k, st)) for k in range(len(self.targets))]
+            key = ("fout", tuple(ids), ext, packed, colour)
+            variants = [f".{{ .extent = {ext}, .output_queue = @get_output_queue({i})"
                         + (f", .fabric_color = {colour}" if t.fabout_has_color else "") + f"{simd} }}"
-                        for t in self.targets]
+                        for t, i in zip(self.targets, ids)]
             name = self._new_dsd(key, lambda n: (
                 f"const {n} = @get_dsd(fabout_dsd, {arch_select(self.targets, variants)});"))
         if static:
@@ -285,75 +304,96 @@ class PeEmitter:
         return out
 
     # ---------------------------------------------------------------------------------- options
-    def _ut(self, key: tuple) -> int:
-        """Microthread slot of an async op: one per distinct queue the body's async ops run on."""
-        if key not in self._uts:
-            self._uts[key] = len(self._uts)
-        return self._uts[key]
-
-    def options(self, st, primary: _Queue) -> str | None:
-        """The op's last argument: async completion and, where the target names microthreads, .ut_id."""
+    def options(self, st, completion: bool = True, ut_offset: int = 0, force_async: bool = False) -> str | None:
+        """The op's last argument: async, its completion action (unless ``completion`` is False) and,
+        where the target names microthreads, ``.ut_id`` (the op's slot + ``ut_offset``)."""
         done = st.done
-        if done is None and st.id is None:
+        if done is None and st.id is None and not force_async:
             return None  # synchronous
         parts = [".async = true"]
-        if isinstance(done, I.Activate):
+        if completion and isinstance(done, I.Activate):
             parts.append(f".activate = t_{done.task}")
-        elif isinstance(done, I.Unblock):
+        elif completion and isinstance(done, I.Unblock):
             parts.append(f".unblock = t_{done.task}")
-        k = self._ut((primary.kind, primary.index))
         variants = []
-        for t in self.targets:
-            extra = []
-            if t.op_ut_id:
-                if k >= len(t.microthreads):
-                    raise InputError(f"{self.where}: async ops on {k + 1} distinct queues need {k + 1} microthreads; "
-                                     f"{t.name} has {len(t.microthreads)} a program may name")
-                extra.append(f".ut_id = @get_ut_id({t.microthreads[k]})")
+        for t, tq in zip(self.targets, self.bq.per_target):
+            extra = [f".ut_id = @get_ut_id({t.microthreads[tq.ut_of_op[id(st)] + ut_offset]})"] if t.op_ut_id else []
             variants.append(".{ " + ", ".join(parts + extra) + " }")
-        return arch_select(self.targets, variants)
+        text = arch_select(self.targets, variants)
+        if len(set(variants)) == 1:
+            return text
+        # differs per target: a comptime constant, so the op itself stays one short call
+        return self._new_dsd(("opt", text), lambda n: f"const {n} = {text};")
 
     # ---------------------------------------------------------------------------------- ops
     def fabric(self, st, L: _Lines) -> None:
         pre: list[str] = []
-        name = type(st).__name__
-        rc, sc = I.recv_colour(st), I.send_colour(st)
-        qi = self._find_queue("in", rc) if rc is not None else None
-        qo = self._find_queue("out", sc) if sc is not None else None
         self.p.unbind()
         roots = []
         if isinstance(st, I.Relay):
             roots.append(st.count)
         else:
-            ref = st.src if isinstance(st, (I.Send, I.RecvAddSend)) else st.dst
+            ref = _fabric_ref(st)
             roots += [ref.offset, ref.length]
         pre += Bindings(self.p).prepare(roots)
+        opts = self.options(st)
+        L.add(f"// {_describe(st)}")
         if isinstance(st, I.Relay):
             length = as_expr(st.count)
-            fin = self.fab_dsd("in", qi, length, False, pre)
-            fout = self.fab_dsd("out", qo, length, False, pre)
-            call, args = "@mov32", [fout, fin]
-        else:
-            ref = st.src if isinstance(st, (I.Send, I.RecvAddSend)) else st.dst
-            dt = self.body.buffers[ref.buf].dtype
-            if st.packed and dt != "fp16":
-                raise InputError(f"{self.where}, {name}: packed=True needs an fp16 buffer")
-            mem, length = self.mem_dsd(ref, pre)
-            h = "h" if dt == "fp16" else "s"
-            if isinstance(st, I.Send):
-                call, args = f"@fmov{h}", [self.fab_dsd("out", qo, length, st.packed, pre), mem]
-            elif isinstance(st, I.Recv):
-                call, args = f"@fmov{h}", [mem, self.fab_dsd("in", qi, length, st.packed, pre)]
-            elif isinstance(st, I.RecvAdd):
-                call, args = f"@fadd{h}", [mem, mem, self.fab_dsd("in", qi, length, st.packed, pre)]
-            else:  # RecvAddSend
-                fin = self.fab_dsd("in", qi, length, st.packed, pre)
-                call, args = f"@fadd{h}", [self.fab_dsd("out", qo, length, st.packed, pre), fin, mem]
-        opts = self.options(st, qo if qo is not None else qi)
+            fin = self.fab_dsd(st, "in", length, False, pre)
+            fout = self.fab_dsd(st, "out", length, False, pre)
+            self._block(L, pre, f"@mov32({fout}, {fin}{', ' + opts if opts else ''});")
+            return
+        ref = _fabric_ref(st)
+        dt = self.body.buffers[ref.buf].dtype
+        if st.packed and dt != "fp16":
+            raise InputError(f"{self.where}, {type(st).__name__}: packed=True needs an fp16 buffer")
+        h = "h" if dt == "fp16" else "s"
+        if isinstance(st, I.RelayStore):
+            self._relay_store(st, ref, h, opts, pre, L)
+            return
+        mem, length = self.mem_dsd(ref, pre)
+        if isinstance(st, I.Send):
+            call, args = f"@fmov{h}", [self.fab_dsd(st, "out", length, st.packed, pre), mem]
+        elif isinstance(st, I.Recv):
+            call, args = f"@fmov{h}", [mem, self.fab_dsd(st, "in", length, st.packed, pre)]
+        elif isinstance(st, I.RecvAdd):
+            call, args = f"@fadd{h}", [mem, mem, self.fab_dsd(st, "in", length, st.packed, pre)]
+        else:  # RecvAddSend
+            fin = self.fab_dsd(st, "in", length, st.packed, pre)
+            call, args = f"@fadd{h}", [self.fab_dsd(st, "out", length, st.packed, pre), fin, mem]
         if opts is not None:
             args.append(opts)
-        L.add(f"// {_describe(st)}")
         self._block(L, pre, f"{call}({', '.join(args)});")
+
+    def _relay_store(self, st, ref: I.Ref, h: str, opts: str | None, pre: list[str], L: _Lines) -> None:
+        """``RelayStore``: a FIFO over the destination buffer, fed from the fabric and drained onto the
+        next colour by two async moves (the buffer keeps every value); the op's completion action
+        goes on the drain, which finishes last."""
+        buf = self.body.buffers[ref.buf]
+        whole = as_expr(ref.offset) == as_expr(0) and ref.stride == 1 and (
+            ref.length is None or as_expr(ref.length) == as_expr(buf.length))
+        if not whole:
+            raise InputError(f"{self.where}: RelayStore into a slice of {ref.buf!r} ({_describe(st)}): a CSL FIFO "
+                             f"spans a whole global array, so the relay's destination must be a whole buffer")
+        length = as_expr(buf.length)
+        if opts is None and _is_one(buf.length, self.blocks):
+            # one wavelet, synchronously: receive it, then send it on (no FIFO, no concurrent moves)
+            mem = self._new_dsd(("mem", ref.buf, "all", "1", 1), lambda n: (
+                f"const {n} = @get_dsd(mem1d_dsd, .{{ .tensor_access = |i|{{1}} -> {ref.buf}[i] }});"))
+            fin = self.fab_dsd(st, "in", Const(1), st.packed, pre)
+            fout = self.fab_dsd(st, "out", Const(1), st.packed, pre)
+            self._block(L, pre + [f"@fmov{h}({mem}, {fin});  // one wavelet: store it"],
+                        f"@fmov{h}({fout}, {mem});  // and send it on")
+            return
+        fifo = self._new_dsd(("fifo", ref.buf), lambda n: f"const {n} = @allocate_fifo({ref.buf});")
+        fin = self.fab_dsd(st, "in", length, st.packed, pre)
+        fout = self.fab_dsd(st, "out", length, st.packed, pre)
+        push = self.options(st, completion=False, force_async=True)
+        drain = self.options(st, ut_offset=1)  # synchronous when the op is: the drain finishes last
+        pre_lines = pre + [f"@fmov{h}({fifo}, {fin}, {push});  // fill the FIFO from the fabric"]
+        drain_args = f"{fout}, {fifo}" + (f", {drain}" if drain else "")
+        self._block(L, pre_lines, f"@fmov{h}({drain_args});  // drain it onto the next colour")
 
     def compute(self, st, L: _Lines) -> None:
         name = type(st).__name__
@@ -586,25 +626,31 @@ class PeEmitter:
                 ids = [str(ti[t.name]) for ti in self.task_ids]
                 task_ids.append(f"const t_{t.name}: local_task_id = @get_local_task_id({arch_select(self.targets, ids)});")
             else:
-                q = self._find_queue("in", t.colour)
-                variants = [f"@get_data_task_id({q.name})" if tg.data_task_from_queue
+                iq = self._iq(t.colour)
+                variants = [f"@get_data_task_id({iq})" if tg.data_task_from_queue
                             else f"@get_data_task_id({self.colour_text(t.colour)})" for tg in self.targets]
                 task_ids.append(f"const t_{t.name}: data_task_id = {arch_select(self.targets, variants)};")
         queues = []
         inits = []
-        for q in self.qin + self.qout:
-            getter = "@get_input_queue" if q.kind == "in" else "@get_output_queue"
-            queues.append(f"const {q.name} = {getter}({arch_select(self.targets, [str(i) for i in q.ids])});"
-                          f"  // colour {q.colour!r}")
-            colour = self.colour_text(q.colour)
-            if q.kind == "in":
-                inits.append(f"@initialize_queue({q.name}, .{{ .color = {colour} }});")
+        for k, name in enumerate(self.iq_names):
+            ids = [str(tq.input_ids[k]) for tq in self.bq.per_target]
+            sharers = ", ".join(repr(c) for c in self.bq.sharers("in", k))
+            queues.append(f"const {name} = @get_input_queue({arch_select(self.targets, ids)});  // colour {sharers}")
+            inits.append(f"@initialize_queue({name}, .{{ .color = {self.queue_colour('in', k)} }});")
+        per_target = []
+        for t, tq in zip(self.targets, self.bq.per_target):
+            lines = []
+            if tq.out_bound:
+                for k, q in enumerate(tq.out_bound):
+                    lines.append(f"@initialize_queue(@get_output_queue({q}), .{{ .color = {self.queue_colour('out', k)} }});")
             else:
-                variants = [".{}" if t.fabout_has_color else f".{{ .color = {colour} }}" for t in self.targets]
-                inits.append(f"@initialize_queue({q.name}, {arch_select(self.targets, variants)});")
+                for q in sorted(set(tq.out_of_op.values())):
+                    lines.append(f"@initialize_queue(@get_output_queue({q}), .{{}});")
+            per_target.append(lines)
+        inits += arch_block(self.targets, per_target)
         buffers = []
         for buf in b.buffers.values():
-            buffers.append({"name": buf.name, "type": BUFFER_CSL[buf.dtype], "length": self.p.expr(buf.length),
+            buffers.append({"name": buf.name, "type": BUFFER_CSL[buf.dtype], "length": self.p.top(buf.length),
                             "export": buf.export, "length_repr": repr(buf.length)})
         vars_ = []
         for v in b.vars.values():
@@ -621,12 +667,29 @@ class PeEmitter:
             kernel=self.kernel, body=b, role=self.role,
             doc_lines=[ln for ln in b.doc.strip().splitlines() if ln.strip() and ln.strip() != self.role], targets=self.targets, params=params,
             buffers=buffers, vars=vars_, task_ids=task_ids, queues=queues, inits=inits, dsds=self.top,
-            functions=functions, tasks=tasks, nslots=self.nslots, fixed_slots=FIXED_SLOTS,
+            functions=functions, tasks=tasks, nslots=self.nslots, fixed_slots=FIXED_SLOTS, consts=self.consts,
             stamp_slots=self.stamp_slots, uses_math=self.uses_math, math_fns=_math_fns(self.body),
         )
         exports = {buf.name: BUFFER_CSL[buf.dtype] for buf in b.buffers.values() if buf.export}
         fsig = {f.name: tuple(self.scope.var_types[a] for a in f.args) for f in b.functions.values()}
         return PeFile(b, file, text, exports, fsig)
+
+
+def _coord_bounds(blocks: list) -> dict:
+    """Coordinates at run time lie inside the program's rectangle."""
+    return {}
+
+
+def _is_one(length, blocks: list) -> bool:
+    """The buffer length is 1 in every parameter set."""
+    from simulator.expr import evaluate
+
+    return all(evaluate(length, b.values) == 1 for b in blocks)
+
+
+def _fabric_ref(st) -> I.Ref:
+    """The memory operand of a fabric op (none for ``Relay``)."""
+    return st.src if isinstance(st, (I.Send, I.RecvAddSend)) else st.dst
 
 
 def _math_fns(body: Body) -> list[dict]:

@@ -42,20 +42,6 @@ class CslTarget:
         """Microthread IDs a program may name (.ut_id), memcpy's removed (§1.5)."""
         return tuple(u for u in range(self.spec.microthreads) if u not in RESERVED_MICROTHREADS)
 
-    def queue_ids(self, n_in: int, n_out: int) -> tuple[list[int], list[int]]:
-        """IDs of a body's input and output queues (the k-th colour it receives or sends on).
-
-        Output queues come from the bottom of the target's range, as ``simulator.resources`` numbers
-        them. Where microthreads are implicit (WSE-2: an async op runs on the microthread of its output
-        queue, or of its input queue when it has none; hardware-and-csl.md §3.4), input queues come from
-        the top of the range and avoid the output queues' IDs, so a send and a receive running at once
-        never share a microthread. The simulator models how many queues a body uses, not their IDs."""
-        outs = list(self.spec.usable_output_queues[:n_out])
-        ins = list(self.spec.usable_input_queues)
-        if not self.op_ut_id:
-            ins = [q for q in reversed(ins) if q not in outs] + [q for q in reversed(ins) if q in outs]
-        return ins[:n_in], outs
-
     def sim_fabric(self, width: int, height: int) -> tuple[int, int]:
         """The smallest fabric that holds a width x height kernel with memcpy (§4, §10.3)."""
         return width + HALO_X, height + HALO_Y
@@ -104,3 +90,19 @@ def arch_select(targets: list[CslTarget], values: list[str]) -> str:
     for t, v in reversed(list(zip(targets[:-1], values[:-1]))):
         text = f'if (@is_arch("{t.arch}")) {v} else {text}'
     return f"({text})" if len(values) > 1 else text
+
+
+def arch_block(targets: list[CslTarget], lines: list[list[str]]) -> list[str]:
+    """Statements that differ per target, as a comptime ``if (@is_arch(..)) { .. } else { .. }``
+    (the plain lines when all targets agree)."""
+    if all(ls == lines[0] for ls in lines):
+        return list(lines[0])
+    out = []
+    for i, (t, ls) in enumerate(zip(targets, lines)):
+        last = i == len(targets) - 1
+        head = "} else {" if last else (f'if (@is_arch("{t.arch}")) {{' if i == 0 else
+                                         f'}} else if (@is_arch("{t.arch}")) {{')
+        out.append(head)
+        out += ["  " + ln for ln in ls]
+    out.append("}")
+    return out

@@ -104,8 +104,8 @@ def test_targets_differ_only_through_the_target_description():
     assert "@is_arch" not in only2 and "@is_arch" not in only3 and '@is_arch("wse2")' in both
     assert ".fabric_color" in only2 and ".ut_id" not in only2  # §6.10: WSE-2 fabout names its colour
     assert ".fabric_color" not in only3 and ".ut_id = @get_ut_id(" in only3  # WSE-3 binds queues
-    assert "@initialize_queue(oq_cs, .{});" in only2
-    assert "@initialize_queue(oq_cs, .{ .color = cs });" in only3
+    assert "@initialize_queue(@get_output_queue(1), .{});" in only2  # WSE-2: unbound, per op
+    assert "@initialize_queue(@get_output_queue(2), .{ .color = cs });" in only3  # WSE-3: bound to the colour
     # a custom target with other task IDs changes only the IDs
     custom = csl_target(WSE2.with_params(local_task_ids=(11, 13)))
     text = _pe(emit_csl(prog, [custom]).files, "join")
@@ -131,9 +131,11 @@ def test_task_ids_and_queues_are_inside_the_targets_ranges(spec, build):
         ids = [int(v) for v in re.findall(r"@get_local_task_id\((\d+)\)", text)]
         assert set(ids) <= LOCAL_IDS[spec.name] and len(ids) == len(set(ids)), (name, ids)
         iq = [int(v) for v in re.findall(r"@get_input_queue\((\d+)\)", text)]
-        oq = [int(v) for v in re.findall(r"@get_output_queue\((\d+)\)", text)]
-        assert set(iq) <= INPUT_QUEUES[spec.name] and len(iq) == len(set(iq))
-        assert set(oq) <= OUTPUT_QUEUES[spec.name] and len(oq) == len(set(oq))
+        oq = {int(v) for v in re.findall(r"@get_output_queue\((\d+)\)", text)}
+        assert set(iq) <= INPUT_QUEUES[spec.name] and len(iq) == len(set(iq))  # one constant per queue
+        assert oq <= OUTPUT_QUEUES[spec.name]
+        inits = re.findall(r"@initialize_queue\((\w+|@get_output_queue\(\d+\))", text)
+        assert len(inits) == len(set(inits))  # each queue initialised once
         binds = re.findall(r"@bind_(local|data)_task\((\w+), t_(\w+)\)", text)
         assert all(task == tid for _, task, tid in binds)
         if spec is WSE3:  # data tasks come from input queues there
@@ -154,9 +156,9 @@ def test_loops_over_run_time_slices_mutate_a_comptime_dsd():
     prog, _ = loop_offsets()
     text = _pe(emit_csl(prog).files, "loops")
     assert "while (i < i_n1) : (i += 1) {" in text
-    assert "@increment_dsd_offset(d_d2, i * c, f32)" in text
+    assert "@increment_dsd_offset(d_d2, @as(i16, @as(i32, i) * c), f32)" in text
     assert re.search(r"const d_d2 = @get_dsd\(mem1d_dsd, \.\{ \.tensor_access = \|i\|\{c\} -> d\[i\] \}\);", text)
-    assert "switch (@as(i16, layout_mod.get_x_coord()) % 2) {" in text
+    assert "switch (wl_x % 2) {" in text and "wl_x = @as(i32, layout_mod.get_x_coord());" in text
 
 
 def test_every_function_is_exported_by_every_pe_program():
