@@ -190,7 +190,7 @@ def render_bundle(prog: MeshProgram, plan: HostPlan | None, stub: dict | None, k
     files[MANIFEST] = json.dumps(manifest, indent=2, sort_keys=False) + "\n"
     files["README.md"] = env.get_template("README.md.j2").render(
         kernel=kernel, width=W, height=H, version=version, program=prog.name, hardware=prog.spec.name,
-        params=list(prog.layout_params), bodies=list(src.bodies), targets=archs,
+        params=[p for p in src.params if p not in ("width", "height")], bodies=list(src.bodies), targets=archs,
         pe_files=[f for f in src.files if f != "layout.csl"], inputs=inputs, outputs=outputs, reference=reference,
         skipped=src.skipped)
     return files, src, manifest

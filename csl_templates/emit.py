@@ -161,11 +161,19 @@ def emit_csl(prog: MeshProgram, targets: list[CslTarget] | None = None, kernel: 
             functions=[{"name": n, "args": ", ".join(f"_: {t}" for t in sig)} for n, sig in functions.items()])
     lay = LayoutEmitter(prog, file_of, IDLE_FILE, exports, functions, param_types, kernel)
     files["layout.csl"] = lay.render(env)
-    params = {"width": prog.width, "height": prog.height, **prog.layout_params}
+    params = {"width": prog.width, "height": prog.height,
+              **{n: v for n, v in prog.layout_params.items() if n not in rectangle_aliases(prog)}}
     ordered = {"layout.csl": files.pop("layout.csl")}
     ordered.update(sorted(files.items()))
     return CslSource(ordered, params, list(targets), exports, functions, labels,
                      {b.name: file_of[k] for k, b in bodies.items()}, buffers, skipped)
+
+
+def rectangle_aliases(prog: MeshProgram) -> dict[str, str]:
+    """Program parameters that name the rectangle's sides (``W``, ``H``): the layout defines them from
+    ``width``/``height`` rather than taking them from ``--params`` twice."""
+    sides = {"W": ("width", prog.width), "H": ("height", prog.height)}
+    return {n: sides[n][0] for n, v in prog.layout_params.items() if n in sides and v == sides[n][1]}
 
 
 def _check_target(prog: MeshProgram, t: CslTarget) -> None:

@@ -143,7 +143,10 @@ class LayoutEmitter:
 
     # ---------------------------------------------------------------------------------- render
     def render(self, env) -> str:
+        from csl_templates.emit import rectangle_aliases
+
         prog = self.prog
+        aliases = rectangle_aliases(prog)
         infos = self._rule_infos()
         overrides = self._overrides(infos)
         # every expression printed inside the loop, for sharing
@@ -221,7 +224,8 @@ class LayoutEmitter:
         exports = [{"name": n, "type": t} for n, t in self.exports.items()]
         functions = [{"name": n, "sig": "fn(" + ", ".join(a) + ")void"} for n, a in self.functions.items()]
         return env.get_template("layout.csl.j2").render(
-            kernel=self.kernel, prog=prog, params=list(prog.layout_params), shared=shared,
+            kernel=self.kernel, prog=prog, shared=shared,
+            params=[n for n in prog.layout_params if n not in aliases], aliases=aliases,
             placement_lines=placement_lines, rules=rules, exports=exports, functions=functions,
             n_bodies=len({id(pl.body) for pl in prog.placements}))
 

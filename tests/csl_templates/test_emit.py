@@ -199,5 +199,5 @@ def test_shift_east_text_reads_as_csl_for_both_targets():
     assert 'const iq_cr = @get_input_queue((if (@is_arch("wse2")) 7 else 2));  // colour cr' in pe
     lay = files["layout.csl"]
     assert "@set_color_config(x, y, @get_color(3), .{ .routes = .{ .rx = .{ RAMP }, .tx = .{ EAST } } });" in lay
-    assert "@set_rectangle(width, height);" in lay and "param W: i32;" in lay
+    assert "@set_rectangle(width, height);" in lay and "const W: i32 = @as(i32, width);" in lay
     assert re.search(r"\.cs = @get_color\(3 \+ _v\d+\)", lay)

@@ -15,7 +15,7 @@ from simulator.program import MeshProgram, Port  # noqa: E402
 
 from plmr.hardware import WSE2  # noqa: E402
 
-from csl_templates.emit import IDLE_FILE, emit_csl  # noqa: E402
+from csl_templates.emit import emit_csl  # noqa: E402
 from csl_templates.examples import EXAMPLES  # noqa: E402
 
 SIZES = [(5, 3), (8, 8), (9, 4)]
@@ -29,26 +29,7 @@ def write(tmp_path, src) -> str:
     return str(d)
 
 
-def program_view(prog: MeshProgram):
-    """Placement (file, parameter values) and routes of every PE, from the program object."""
-    place, routes = {}, {}
-    blocks = prog.pe_blocks()
-    for y in range(prog.height):
-        for x in range(prog.width):
-            bi = int(blocks[y * prog.width + x])
-            if bi < 0:
-                place[(x, y)] = (IDLE_FILE, {})
-            else:
-                blk = prog.blocks[bi]
-                place[(x, y)] = (f"pe_{blk.body.name}.csl", dict(blk.values))
-            for c in range(prog.spec.num_colors):
-                r = prog.route(x, y, c)
-                if r is not None:
-                    routes[(x, y, c)] = (frozenset(p.name for p in r.rx), frozenset(p.name for p in r.tx))
-    return place, routes
-
-
-def assert_reads_back(tmp_path, prog, arch="wse2"):
+def assert_reads_back(tmp_path, prog, program_view, arch="wse2"):
     src = emit_csl(prog)
     lay = layout_reader.evaluate_layout(write(tmp_path, src) + "/layout.csl", src.params, arch=arch)
     assert (lay.width, lay.height) == (prog.width, prog.height)
@@ -60,12 +41,12 @@ def assert_reads_back(tmp_path, prog, arch="wse2"):
 
 @pytest.mark.parametrize("size", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
 @pytest.mark.parametrize("name", list(EXAMPLES))
-def test_placement_parameters_and_routes_read_back_exactly(tmp_path, name, size):
+def test_placement_parameters_and_routes_read_back_exactly(tmp_path, view, name, size):
     prog, _ = EXAMPLES[name](width=size[0], height=size[1])
-    assert_reads_back(tmp_path, prog)
+    assert_reads_back(tmp_path, prog, view)
 
 
-def test_a_route_rule_overridden_later_configures_each_pe_once(tmp_path):
+def test_a_route_rule_overridden_later_configures_each_pe_once(tmp_path, view):
     prog = MeshProgram(6, 2, WSE2, name="override")
     Wp = prog.param("W", 6)
     b = Body("b")
@@ -77,7 +58,7 @@ def test_a_route_rule_overridden_later_configures_each_pe_once(tmp_path):
     prog.route_rule(None, None, 2, select(eq(X, 0), ramp, west), select(X < Wp - 1, east, ramp))
     prog.route_rule(range(2, 4), None, 2, west, ramp, replace=True)  # columns 2, 3 end the line here
     prog.route_rule(None, None, 3, select(eq(X, 0), ramp, west), select(eq(X, 0), east, ramp), when=X < 2)
-    assert_reads_back(tmp_path, prog)
+    assert_reads_back(tmp_path, prog, view)
     src = emit_csl(prog)
     report = checker.check_paths([write(tmp_path, src)], arch="wse2", params=src.params)
     assert report.findings == [], [str(f) for f in report.findings]
@@ -119,5 +100,5 @@ def line_patterns(width: int, height: int) -> MeshProgram:
 
 
 @pytest.mark.parametrize("size", [(3, 3), (7, 5), (12, 9), (20, 4)], ids=lambda s: f"{s[0]}x{s[1]}")
-def test_routing_patterns_read_back_exactly(tmp_path, size):
-    assert_reads_back(tmp_path, line_patterns(*size))
+def test_routing_patterns_read_back_exactly(tmp_path, view, size):
+    assert_reads_back(tmp_path, line_patterns(*size), view)

@@ -29,7 +29,7 @@ def test_dry_run_prints_every_step_with_the_exact_commands(tmp_path):
     b = make_bundle(tmp_path)
     r = CliRunner().invoke(main, ["deploy", str(b), "--dry-run", "--python", "/opt/wse/bin/python"])
     assert r.exit_code == 0, r.output
-    opts = ("--arch=wse2 --fabric-dims=757,996 --fabric-offsets=4,1 --params=width:5,height:3,W:5 --memcpy "
+    opts = ("--arch=wse2 --fabric-dims=757,996 --fabric-offsets=4,1 --params=width:5,height:3 --memcpy "
             "--channels=1 -o out")
     assert r.output.splitlines() == [
         "deploy kernel 'shift_east' (5 x 3 PEs, wse2) to a CS-2 system",
@@ -66,7 +66,7 @@ def test_commands_files_hold_the_exact_cslc_invocation(tmp_path):
     for arch in ("wse2", "wse3"):
         text = (b / f"commands_{arch}.sh").read_text()
         assert (f"cslc ./src/layout.csl --arch={arch} --fabric-dims=12,5 --fabric-offsets=4,1 "
-                f"--params=width:5,height:3,W:5 --memcpy --channels=1 -o out") in text.splitlines()
+                f"--params=width:5,height:3 --memcpy --channels=1 -o out") in text.splitlines()
         assert "cs_python run.py --name out" in text.splitlines()
         assert (b / f"commands_{arch}.sh").stat().st_mode & 0o111
 
@@ -207,7 +207,7 @@ def test_deploy_runs_every_step_through_the_sdk_client(tmp_path, monkeypatch):
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert [c[0] for c in calls] == ["SdkCompiler", "compile", "SdkLauncher", "stage", "run", "download"]
     assert calls[1][1:] == [str(b / "src"), "layout.csl",
-                            "--arch=wse2 --fabric-dims=12,5 --fabric-offsets=4,1 --params=width:5,height:3,W:5 "
+                            "--arch=wse2 --fabric-dims=12,5 --fabric-offsets=4,1 --params=width:5,height:3 "
                             "--memcpy --channels=1 -o out", str(b / "artifacts")]
     assert calls[4][1] == "cs_python run.py --name out --results results.npz"
     assert (b / "artifacts" / "results.npz").is_file()
