@@ -40,6 +40,7 @@ def bundle_of(tmp_path: Path, name: str, dtype: str, kw: dict, plan_edit=None) -
 
 
 def run_py(bundle: Path) -> subprocess.CompletedProcess:
+    """A new interpreter with the stub on PYTHONPATH: exactly how CI and `waferllm deploy --stub` run it."""
     env = dict(os.environ, PYTHONPATH=STUB)
     return subprocess.run([sys.executable, "run.py", "--name", "out", "--results", "results.npz"], cwd=bundle,
                           env=env, capture_output=True, text=True, timeout=300)
@@ -54,30 +55,31 @@ def simulated_cycles(name: str, dtype: str, kw: dict) -> list[int]:
 
 @pytest.mark.parametrize("name, dtype, kw", CASES, ids=[f"{n}-{d}-{'x'.join(map(str, k.values())) or 'default'}"
                                                         for n, d, k in CASES])
-def test_generated_run_py_passes_against_the_stub_with_the_simulators_cycles(tmp_path, name, dtype, kw):
+def test_generated_run_py_passes_against_the_stub_with_the_simulators_cycles(tmp_path, run_bundle, name, dtype, kw):
     if name == "data_tasks" and dtype != "fp32":
         pytest.skip("32-bit wavelets only")
     bundle = bundle_of(tmp_path, name, dtype, kw)
-    proc = run_py(bundle)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "PASS"
-    cycles = [int(c) for c in re.findall(r"launch \w+: cycles (\d+)", proc.stdout)]
+    code, out = run_bundle(bundle, "--name", "out", "--results", "results.npz")
+    assert code == 0, out
+    assert out.strip().splitlines()[-1] == "PASS"
+    cycles = [int(c) for c in re.findall(r"launch \w+: cycles (\d+)", out)]
     assert cycles == simulated_cycles(name, dtype, kw)
     res = np.load(bundle / "results.npz")
     assert res["cycles"].tolist() == cycles
 
 
 def test_outputs_equal_an_independent_numpy_model(tmp_path):
-    """chain_reduce's row sums and shift_east's shifted blocks, recomputed here from the same inputs."""
+    """chain_reduce's row sums recomputed here from the same inputs (run.py in a new interpreter)."""
     bundle = bundle_of(tmp_path, "chain_reduce", "fp32", {"width": 6, "height": 4, "n": 3})
-    assert run_py(bundle).returncode == 0
+    proc = run_py(bundle)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     _, plan = EXAMPLES["chain_reduce"](width=6, height=4, n=3)
     p = make_inputs(plan)["P"].astype(np.float64)
     got = np.load(bundle / "results.npz")["S"]
     np.testing.assert_allclose(got, p.sum(axis=1), rtol=1e-6)
 
 
-def test_a_wrong_host_plan_fails_the_numpy_check(tmp_path):
+def test_a_wrong_host_plan_fails_the_numpy_check(tmp_path, run_bundle):
     """Reading each PE's elements back rotated by one (a packing mistake) must fail run.py's check."""
     from csl_templates.host_plan import E
 
@@ -88,9 +90,9 @@ def test_a_wrong_host_plan_fails_the_numpy_check(tmp_path):
         return plan
 
     bundle = bundle_of(tmp_path, "shift_east", "fp32", {}, plan_edit=rotated)
-    proc = run_py(bundle)
-    assert proc.returncode == 1 and proc.stdout.strip().splitlines()[-1] == "FAIL"
-    assert re.search(r"R: max abs error [0-9.e+-]+, relative [0-9.e+-]+ \(tolerance 0\): FAIL", proc.stdout)
+    code, out = run_bundle(bundle)
+    assert code == 1 and out.strip().splitlines()[-1] == "FAIL"
+    assert re.search(r"R: max abs error [0-9.e+-]+, relative [0-9.e+-]+ \(tolerance 0\): FAIL", out)
 
 
 def _loaded(tmp_path, name="shift_east", **kw):
@@ -186,12 +188,12 @@ def test_tile_copy_cuts_matrices_as_meshgemm_lays_them_out(order):
                                               err_msg=f"{name} PE ({x}, {y})")
 
 
-def test_a_bundle_without_host_plan_launches_main_and_reports_cycles(tmp_path):
+def test_a_bundle_without_host_plan_launches_main_and_reports_cycles(tmp_path, run_bundle):
     prog, _ = shift_east(width=4, height=2)
     emit_bundle(prog, tmp_path / "b", None, stub={"builder": "csl_templates.examples:build_example",
                                                   "kwargs": {"name": "shift_east", "width": 4, "height": 2}})
-    proc = run_py(tmp_path / "b")
-    assert proc.returncode == 0, proc.stderr
+    code, out = run_bundle(tmp_path / "b")
+    assert code == 0, out
     from simulator import simulate
 
-    assert f"launch main: cycles {simulate(shift_east(width=4, height=2)[0]).total_cycles} " in proc.stdout
+    assert f"launch main: cycles {simulate(shift_east(width=4, height=2)[0]).total_cycles} " in out
