@@ -23,7 +23,7 @@ from simulator.resources import allocate
 
 from csl_templates.layout_emitter import LayoutEmitter
 from csl_templates.pe_emitter import FIXED_SLOTS, PeEmitter, check_values
-from csl_templates.queues import BodyQueues
+from csl_templates.queues import BodyQueues, analyse
 from csl_templates.target import CslTarget, default_targets
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -72,45 +72,53 @@ def emit_csl(prog: MeshProgram, targets: list[CslTarget] | None = None, kernel: 
     _refuse_trace(prog, f"kernel {kernel}")
     if not prog.placements:
         raise InputError(f"kernel {kernel} places no code body; nothing to emit")
+    pe_block = prog.pe_blocks()
+    used = sorted(set(np.unique(pe_block).tolist()) - {-1})
+    blocks = [prog.blocks[i] for i in used]
+    first_pe = {}
+    for pe, b in enumerate(pe_block.tolist()):
+        first_pe.setdefault(b, pe)
+
+    def where(b) -> str:
+        return f"PE {prog._xy(first_pe[b.index])}"
+
+    body_blocks: dict[int, list] = {}
+    for b in blocks:
+        body_blocks.setdefault(id(b.body), []).append(b)
+    analyses = {key: analyse(bl[0].body, bl) for key, bl in body_blocks.items()}
+
+    def fit(t: CslTarget) -> dict[int, dict]:
+        """Local task IDs per body on ``t`` (``resources.allocate``); raises if the program does not fit."""
+        try:
+            res = allocate(blocks, t.spec, where)
+            for key, bl in body_blocks.items():
+                BodyQueues(bl[0].body, bl, [t], f"body {bl[0].body.name}", analyses[key])
+        except InputError as exc:
+            raise InputError(f"{t.name}: {exc}") from None
+        per_body: dict[int, dict] = {}
+        for b, r in zip(blocks, res):
+            per_body.setdefault(id(b.body), {n: i for n, i in r.task_ids.items() if b.body.tasks[n].kind == "local"})
+        return per_body
+
     skipped: dict[str, str] = {}
+    task_ids: list[dict[int, dict]] = []  # per target: id(body) -> {task: ID}
     if targets is None:
         targets = []
         for t in default_targets(prog.width, prog.height):
             try:
-                _check_target(prog, t)
+                task_ids.append(fit(t))
             except InputError as exc:
                 skipped[t.arch] = str(exc)
                 continue
             targets.append(t)
         if not targets:
             raise InputError(f"kernel {kernel} fits no target: " + "; ".join(skipped.values()))
-    for t in targets:
-        t.check_fits(prog.width, prog.height)
-    pe_block = prog.pe_blocks()
-    used = sorted(set(np.unique(pe_block).tolist()) - {-1})
-    blocks = [prog.blocks[i] for i in used]
+    else:
+        for t in targets:
+            t.check_fits(prog.width, prog.height)
+            task_ids.append(fit(t))
 
-    def where(b) -> str:
-        pe = int(np.nonzero(pe_block == b.index)[0][0])
-        return f"PE {prog._xy(pe)}"
-
-    task_ids: list[dict[int, dict]] = []  # per target: id(body) -> {task: ID}
-    for t in targets:
-        try:
-            res = allocate(blocks, t.spec, where)
-        except InputError as exc:
-            raise InputError(f"{t.name}: {exc}") from None
-        per_body: dict[int, dict] = {}
-        for b, r in zip(blocks, res):
-            per_body.setdefault(id(b.body), {n: i for n, i in r.task_ids.items()
-                                             if b.body.tasks[n].kind == "local"})
-        task_ids.append(per_body)
-
-    bodies: dict[int, object] = {}
-    body_blocks: dict[int, list] = {}
-    for b in blocks:
-        bodies.setdefault(id(b.body), b.body)
-        body_blocks.setdefault(id(b.body), []).append(b)
+    bodies: dict[int, object] = {key: bl[0].body for key, bl in body_blocks.items()}
     names_seen: dict[str, int] = {}
     for key, body in bodies.items():
         if body.name in names_seen:
@@ -139,7 +147,7 @@ def emit_csl(prog: MeshProgram, targets: list[CslTarget] | None = None, kernel: 
     for key, body in bodies.items():
         role = roles.get(body.name) or (body.doc.strip().splitlines()[0] if body.doc.strip() else "code body")
         em = PeEmitter(body, body_blocks[key], targets, [ti[key] for ti in task_ids], kernel, role, labels,
-                       functions)
+                       functions, analyses[key])
         fname = f"pe_{body.name}.csl"
         pf = em.render(env, fname)
         files[fname] = pf.text
@@ -174,24 +182,3 @@ def rectangle_aliases(prog: MeshProgram) -> dict[str, str]:
     ``width``/``height`` rather than taking them from ``--params`` twice."""
     sides = {"W": ("width", prog.width), "H": ("height", prog.height)}
     return {n: sides[n][0] for n, v in prog.layout_params.items() if n in sides and v == sides[n][1]}
-
-
-def _check_target(prog: MeshProgram, t: CslTarget) -> None:
-    """Raise ``InputError`` if the program's resources do not fit target ``t`` (task IDs, queues,
-    microthreads)."""
-    pe_block = prog.pe_blocks()
-    used = sorted(set(np.unique(pe_block).tolist()) - {-1})
-    blocks = [prog.blocks[i] for i in used]
-
-    def where(b) -> str:
-        return f"PE {prog._xy(int(np.nonzero(pe_block == b.index)[0][0]))}"
-
-    try:
-        allocate(blocks, t.spec, where)
-    except InputError as exc:
-        raise InputError(f"{t.name}: {exc}") from None
-    by_body: dict[int, list] = {}
-    for b in blocks:
-        by_body.setdefault(id(b.body), []).append(b)
-    for bl in by_body.values():
-        BodyQueues(bl[0].body, bl, [t], f"body {bl[0].body.name}")

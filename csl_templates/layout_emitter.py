@@ -114,8 +114,16 @@ class LayoutEmitter:
     def _overrides(self, infos: list[_RuleInfo]) -> dict[int, list[int]]:
         """For each rule, the later rules that re-route some of its (PE, colour) pairs: where several
         rules configure one pair, each is overridden by the next (so by the last one, transitively)."""
-        keys = np.concatenate([i.keys for i in infos]) if infos else np.zeros(0, np.int64)
-        rule = np.concatenate([np.full(i.keys.size, i.index) for i in infos]) if infos else keys
+        # rules on distinct constant colours never meet: only the others need the per-PE check
+        const = [as_expr(i.rule.colour) for i in infos]
+        const_vals = [c.value for c in const if isinstance(c, Const)]
+        clash = {v for v in const_vals if const_vals.count(v) > 1}
+        if len(const_vals) == len(infos):  # (a colour that varies per PE could meet any rule)
+            infos = [i for i, c in zip(infos, const) if c.value in clash]
+        if len(infos) < 2:
+            return {}
+        keys = np.concatenate([i.keys for i in infos])
+        rule = np.concatenate([np.full(i.keys.size, i.index) for i in infos])
         if not keys.size:
             return {}
         counts = np.bincount(keys)
@@ -126,9 +134,11 @@ class LayoutEmitter:
         order = np.lexsort((rule, keys))
         k, r = keys[order], rule[order]
         dup = k[:-1] == k[1:]
+        n = max(i.index for i in infos) + 1
+        pairs = np.unique(r[:-1][dup] * n + r[1:][dup])
         out: dict[int, list[int]] = {}
-        for a, b in sorted(set(zip(r[:-1][dup].tolist(), r[1:][dup].tolist()))):
-            out.setdefault(a, []).append(b)
+        for v in pairs.tolist():
+            out.setdefault(v // n, []).append(v % n)
         return out
 
     # ---------------------------------------------------------------------------------- params

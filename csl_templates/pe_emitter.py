@@ -116,7 +116,8 @@ class PeEmitter:
     """Emits one body; see the module docstring."""
 
     def __init__(self, body: Body, blocks: list, targets: list[CslTarget], task_ids: list[dict],
-                 kernel: str, role: str, stamp_labels: list[str], all_functions: dict[str, tuple]):
+                 kernel: str, role: str, stamp_labels: list[str], all_functions: dict[str, tuple],
+                 analysis=None):
         self.body = body
         self.blocks = blocks
         self.targets = targets
@@ -145,7 +146,7 @@ class PeEmitter:
         self._dsd_names: dict[tuple, str] = {}
         self._ndsd = 0
         self._nconst = 0
-        self.bq = BodyQueues(body, blocks, targets, self.where)
+        self.bq = BodyQueues(body, blocks, targets, self.where, analysis)
         self.iq_names = [self._iq_name(k) for k in range(self.bq.nin)]
         self.uses_math = False
 

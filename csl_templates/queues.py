@@ -172,17 +172,42 @@ class TargetQueues:
     ut_of_op: dict[int, int] = field(default_factory=dict)  # id(op) -> microthread slot (explicit targets)
 
 
+@dataclass
+class QueueAnalysis:
+    """What ``BodyQueues`` needs that does not depend on the target (computed once per body)."""
+
+    in_index: dict
+    nin: int
+    out_index: dict
+    nout: int
+    uses_in: dict
+    uses_out: dict
+    per_op: dict
+    n_op: int
+    uts: dict
+    n_ut: int
+
+
+def analyse(body, blocks: list) -> QueueAnalysis:
+    (in_index, nin), (out_index, nout) = body_queues(blocks)
+    uses_in, uses_out = use_conditions(body)
+    per_op, n_op = op_output_queues(body)
+    uts, n_ut = op_slots(body, lambda st: True)
+    return QueueAnalysis(in_index, nin, out_index, nout, uses_in, uses_out, per_op, n_op, uts, n_ut)
+
+
 class BodyQueues:
     """See the module docstring."""
 
-    def __init__(self, body, blocks: list, targets: list[CslTarget], where: str):
-        (self.in_index, self.nin), (self.out_index, self.nout) = body_queues(blocks)
-        self.uses_in, self.uses_out = use_conditions(body)
+    def __init__(self, body, blocks: list, targets: list[CslTarget], where: str,
+                 analysis: QueueAnalysis | None = None):
+        a = analysis or analyse(body, blocks)
+        self.in_index, self.nin, self.out_index, self.nout = a.in_index, a.nin, a.out_index, a.nout
+        self.uses_in, self.uses_out = a.uses_in, a.uses_out
         self.targets = targets
         self.per_target: list[TargetQueues] = []
         self.warnings: list[str] = []
-        per_op, n_op = op_output_queues(body)
-        uts, n_ut = op_slots(body, lambda st: True)
+        per_op, n_op, uts, n_ut = a.per_op, a.n_op, a.uts, a.n_ut
         for t in targets:
             ins_pool = list(t.spec.usable_input_queues)
             outs_pool = list(t.spec.usable_output_queues)
