@@ -170,8 +170,7 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: 
         lam = [rx.order[l // g.q_x] * g.q_x + l % g.q_x for l in range(Q)]
         a_tile_order = "col" if g.order == "col" else "row"
 
-        la = g.q_x + 1 if comm_x else g.q_x
-        lb = g.q_y + 1 if comm_y else g.q_y
+        la, lb = g.q_x + 1, g.q_y + 1
 
         def a_init(px, py):
             buf = np.zeros(la * g.q_y * g.ta)
@@ -283,10 +282,10 @@ def _cannon_body(g: _Geom, kind: str, comm_x: bool, comm_y: bool, dt: str) -> Bo
     mv, kt, nv = b.param("mv"), b.param("kt"), b.param("nv")
     qx, qy, Q, Hp = b.param("qx"), b.param("qy"), b.param("Q"), b.param("H")
     ta, tb, tc = mv * kt, kt * nv, mv * nv
-    LA = qx + 1 if comm_x else qx
+    LA = qx + 1 if comm_x else qx  # slots a rotation cycles through (the spare only with a neighbour)
     LB = qy + 1 if comm_y else qy
-    b.buffer("A", dt, LA * qy * ta)
-    b.buffer("B", dt, LB * qx * tb)
+    b.buffer("A", dt, (qx + 1) * qy * ta)  # always one spare slot: the same layout on every mesh
+    b.buffer("B", dt, (qy + 1) * qx * tb)
     b.buffer("C", dt, qy * qx * tc)
     if comm_x:
         for c in ("ax_send", "ax_recv", "ar_send", "ar_recv"):

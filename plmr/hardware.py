@@ -95,6 +95,9 @@ class HardwareSpec:
     system_hop_latency_us: float = 5.0
     # --- CE execution and code size (the simulator's PE model; docs/DESIGN.md) ----------------------
     microthreads: int = 8  # §1.1: microthreads per PE (one per queue on WSE-2, ut_id 0-7 on WSE-3)
+    memory_read_ports: int = 2  # §1.1: reads per cycle (bank rule); 0: unlimited (no datapath contention)
+    memory_write_ports: int = 1  # §1.1: writes per cycle
+    ramp_wavelets_per_cycle: int = 1  # §2.2: the RAMP is one link: one wavelet a cycle each way; 0: unlimited
     scalar_op_cycles: float = 0.0  # scalar/control statement; 0: folded into c_op (docs/DESIGN.md)
     code_bytes_per_op: int = 32  # estimated SRAM bytes of one DSD op with its descriptor set-up [derived]
     code_bytes_per_statement: int = 8  # one scalar or control statement [derived]
@@ -308,7 +311,7 @@ _INT_FIELDS = {
     "mesh_width", "mesh_height", "fabric_width", "fabric_height", "sram_bytes",
     "sram_reserve_bytes", "sram_banks", "num_colors", "wavelet_bits", "router_buffer_wavelets",
     "max_fabin_operands", "microthreads", "code_bytes_per_op", "code_bytes_per_statement",
-    "code_bytes_per_task",
+    "code_bytes_per_task", "memory_read_ports", "memory_write_ports", "ramp_wavelets_per_cycle",
 }
 _INT_TUPLE_FIELDS = {
     "reserved_colors", "input_queue_words", "output_queue_words", "local_task_ids", "control_task_ids",
@@ -359,6 +362,11 @@ def validate_spec(spec: HardwareSpec) -> None:
                          f"reserved={list(spec.reserved_colors)})")
     if spec.wavelet_bits % 16:
         raise InputError(f"{where}: wavelet_bits must be a multiple of 16, got {spec.wavelet_bits}")
+    if spec.ramp_wavelets_per_cycle not in (0, 1):
+        raise InputError(f"{where}: ramp_wavelets_per_cycle must be 1 (one wavelet a cycle) or 0 (unlimited), "
+                         f"got {spec.ramp_wavelets_per_cycle}")
+    if spec.memory_read_ports < 0 or spec.memory_write_ports < 0:
+        raise InputError(f"{where}: memory ports must be >= 0 (0: unlimited)")
     if spec.microthreads < 1:
         raise InputError(f"{where}: microthreads must be positive, got {spec.microthreads}")
     for name in ("input_queue_words", "output_queue_words"):

@@ -50,17 +50,17 @@ from simulator.lower import (
     MAX_MICROTHREADS, NTASK, O_DT, O_HI, O_LO, O_OFF, O_OFFR, O_STR, OP_ACT, OP_ADD, OP_BIN, OP_BLK,
     OP_BRZ, OP_CHECKNN, OP_COPY, OP_EXP, OP_FILL, OP_FINISH, OP_FMAC, OP_JMP, OP_JTAB, OP_LOAD,
     OP_LOOPINIT, OP_LOOPNEXT, OP_MAX, OP_MOV, OP_MUL, OP_RAS, OP_RECV, OP_RECVADD, OP_RELAY, OP_RET,
-    OP_RELAYSTORE, OP_RSQRT, OP_SCALE, OP_SEL, OP_SEND, OP_SILU, OP_STORE, OP_TS, OP_UNBLK, OPND0,
+    OP_RELAYSTORE, OP_RSQRT, OP_SCALE, OP_SEL, OP_SEND, OP_SETROUTE, OP_SILU, OP_STORE, OP_TS, OP_UNBLK, OPND0,
     OPND_FIELDS,
 )
 
 (ST_OK, ST_IDLE, ST_MISROUTE, ST_MULTIRX, ST_UTLIMIT, ST_QCONFLICT, ST_LIMIT, ST_BOUNDS, ST_NEGCOUNT,
- ST_RUNAWAY, ST_SCALAR) = range(11)
+ ST_RUNAWAY, ST_SCALAR, ST_ROUTEBUSY) = range(12)
 
 # params indices
 (P_W, P_H, P_C, P_ALPHA, P_RIN, P_ROUT, P_BETA, P_MAXIDLE, P_MAXCYC, P_S, P_SQ, P_CAPQ, P_TRACE,
- P_NSLOT, P_T0, P_CTASK, P_UT, P_NREG, P_CSCAL, P_TSCAP) = range(20)
-NPARAMS = 20
+ P_NSLOT, P_T0, P_CTASK, P_UT, P_NREG, P_CSCAL, P_TSCAP, P_NCFG, P_RPORTS, P_WPORTS, P_RAMP1) = range(24)
+NPARAMS = 24
 # out indices
 (O_ST, O_T, O_I0, O_I1, O_I2, O_I3, O_TOTAL, O_NTS, O_NTR, O_VCE, O_VRT, O_MOVES, O_RTONLY,
  O_TSDROP) = range(14)
@@ -311,7 +311,7 @@ def _specialise(functional: bool):
     @njit(cache=True, error_model="numpy")
     def run(params, route_of, r_pe, r_tx, ch_route, ins, jtab, pe_entry, tk_entry, tk_data, tk_arg,
             blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay, q_pay,
-            ts_pe, ts_label, ts_cycle, tr, out, cs, rs, ps):
+            ts_pe, ts_label, ts_cycle, tr, out, cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down, link_acc):
         W = params[P_W]
         H = params[P_H]
         C = params[P_C]
@@ -331,6 +331,10 @@ def _specialise(functional: bool):
         NREG = params[P_NREG]
         c_scal = params[P_CSCAL]
         ts_cap = params[P_TSCAP]
+        ncfg = params[P_NCFG]
+        rports = params[P_RPORTS]
+        wports = params[P_WPORTS]
+        ramp1 = params[P_RAMP1] != 0  # the ramp takes one wavelet a cycle
         ts_drop = 0
         SM = S - 1  # ring storage is a power of two >= every capacity
         SQM = SQ - 1
@@ -588,6 +592,50 @@ def _specialise(functional: bool):
                                                 ps[U(pb + E_FINISHED)] += 1
                                             ps[U(pb + E_PC)] = nxt
                                             continue
+                                        if op >= OP_FMAC and ps[U(pb + E_NUT)] == 0:
+                                            # a compute op with no microthread running touches nothing
+                                            # another agent sees and cannot be stalled: run it at its
+                                            # virtual time and go on (one visit per compute run)
+                                            n = ins[U(row), F_LEN]
+                                            if ins[U(row), F_LENR] >= 0:
+                                                n = np.int64(regs[U(rgb + ins[U(row), F_LENR])])
+                                            nops = 3 if (op == OP_FMAC or op == OP_ADD or op == OP_MUL or op == OP_MAX) \
+                                                else (1 if op == OP_FILL else 2)
+                                            bad = -1
+                                            for k in range(nops):
+                                                off, sd, dt, ok = _opnd(ins, row, k, regs, rgb, n)
+                                                if not ok or n < 0:
+                                                    bad = k
+                                                    out[O_I3] = off
+                                                    break
+                                            if bad >= 0:
+                                                st = ST_BOUNDS
+                                                out[O_I0] = pe
+                                                out[O_I1] = row
+                                                out[O_I2] = bad
+                                                stop = True
+                                                break
+                                            if functional:
+                                                _compute(ins, row, op, n, regs, rgb, mem, base)
+                                            wdt = ins[U(row), F_W]
+                                            cost = ins[U(row), F_COST] + ((n + wdt - 1) // wdt) * ins[U(row), F_MULT]
+                                            e = tv + cost
+                                            if e > ps[U(pb + E_BUSYU)]:
+                                                ps[U(pb + E_BUSY)] += e - max(tv, ps[U(pb + E_BUSYU)])
+                                                ps[U(pb + E_BUSYU)] = e
+                                            if e > ps[U(pb + E_FIN)]:
+                                                ps[U(pb + E_FIN)] = e
+                                            if n_tr < trace_cap and cost > 0:
+                                                tr[n_tr, 0] = pe
+                                                tr[n_tr, 1] = 0
+                                                tr[n_tr, 2] = row
+                                                tr[n_tr, 3] = tv
+                                                tr[n_tr, 4] = e
+                                                n_tr += 1
+                                            tv = e
+                                            progress = True
+                                            ps[U(pb + E_PC)] = row + 1
+                                            continue
                                         # rows below run at their exact cycle
                                         if tv > t:
                                             ps[U(pb + E_MFREE)] = tv
@@ -605,7 +653,34 @@ def _specialise(functional: bool):
                                             break  # back to the picker
                                         cost = ins[U(row), F_COST]
                                         mports = 0
-                                        if op == OP_TS:
+                                        if op == OP_SETROUTE:
+                                            # install route configuration B of colour A (teardown: the
+                                            # colour must carry no wavelets in this router)
+                                            r = route_of[U(pe * C + ins[U(row), F_A])]
+                                            k = ins[U(row), F_B]
+                                            busy_r = rs[U(r * RS + 1)] > 0
+                                            for ch in range(r_chan0[r], r_chan0[r + 1]):
+                                                if cs[U(ch * CS + 1)] > 0:
+                                                    busy_r = True
+                                            if busy_r:
+                                                st = ST_ROUTEBUSY
+                                                out[O_I0] = pe
+                                                out[O_I1] = row
+                                                out[O_I2] = ins[U(row), F_A]
+                                                stop = True
+                                                break
+                                            rb_ = r * RS
+                                            oldtx = rs[U(rb_ + 7)]
+                                            for p in range(5):  # forwarded so far count on the old ports
+                                                if (oldtx >> p) & 1:
+                                                    link_acc[U(pe * 5 + p)] += rs[U(rb_ + 3)]
+                                            rs[U(rb_ + 3)] = 0
+                                            rs[U(rb_ + 7)] = r_cfg_tx[U(r * ncfg + k)]
+                                            for p in range(4):
+                                                d = r_cfg_down[U((r * ncfg + k) * 4 + p)]
+                                                rs[U(rb_ + 8 + p)] = d * CS if d >= 0 else d
+                                            hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, t + 1, pe, 1)
+                                        elif op == OP_TS:
                                             if n_ts < ts_cap:
                                                 ts_pe[n_ts] = pe
                                                 ts_label[n_ts] = ins[U(row), F_A]
@@ -775,7 +850,7 @@ def _specialise(functional: bool):
                                 k = ur[U(ub + 1)]
                                 moved = False
                                 if op == OP_SEND:
-                                    if ps[U(pb + E_INJT)] == t:  # the ramp took a wavelet this cycle
+                                    if ramp1 and ps[U(pb + E_INJT)] == t:  # the ramp took a wavelet this cycle
                                         wb = ((t + 1) & slotm)  # wake: due at t + 1
                                         wi = U(wb * nwd + (pe >> 6))
                                         if bm[wi] == 0:
@@ -846,7 +921,7 @@ def _specialise(functional: bool):
                                             ch = ur[U(ub + 7)]
                                             cnt = cs[U(ch + 1)]
                                             eff = cnt + (cs[U(ch + 2)] == t)
-                                            if ps[U(pb + E_INJT)] == t:  # the ramp took a wavelet this cycle
+                                            if ramp1 and ps[U(pb + E_INJT)] == t:  # the ramp took one this cycle
                                                 has_out = False
                                                 wb = ((t + 1) & slotm)  # wake: due at t + 1
                                                 wi = U(wb * nwd + (pe >> 6))
@@ -970,8 +1045,8 @@ def _specialise(functional: bool):
                                     ps[U(pb + E_FIN)] = t + 1
                                 # memory ports: the main thread's op loses this cycle if they ran out
                                 mp = ps[U(pb + E_MPORTS)]
-                                if mp != 0 and ps[U(pb + E_MFREE)] > t and (
-                                        (used >> 2) + (mp >> 2) > 2 or (used & 3) + (mp & 3) > 1):
+                                if mp != 0 and rports > 0 and ps[U(pb + E_MFREE)] > t and (
+                                        (used >> 2) + (mp >> 2) > rports or (used & 3) + (mp & 3) > wports):
                                     e = ps[U(pb + E_MFREE)] + 1
                                     ps[U(pb + E_MFREE)] = e
                                     if e > ps[U(pb + E_BUSYU)]:

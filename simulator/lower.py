@@ -39,7 +39,7 @@ OP_MOV, OP_BIN, OP_SEL, OP_JMP, OP_BRZ, OP_JTAB, OP_LOOPINIT, OP_LOOPNEXT, OP_CH
 OP_LOAD, OP_STORE, OP_ACT, OP_BLK, OP_UNBLK, OP_FINISH = range(10, 16)
 LAST_SCALAR = OP_FINISH
 # rows that run at their exact cycle
-OP_TS, OP_RET = 16, 17
+OP_TS, OP_RET, OP_SETROUTE = 16, 17, 18
 OP_SEND, OP_RECV, OP_RECVADD, OP_RAS, OP_RELAY, OP_RELAYSTORE = 20, 21, 22, 23, 24, 25
 OP_FMAC, OP_ADD, OP_MUL, OP_MAX, OP_SCALE, OP_COPY, OP_FILL, OP_EXP, OP_RSQRT, OP_SILU = range(30, 40)
 FIRST_FABRIC, LAST_FABRIC = OP_SEND, OP_RELAYSTORE
@@ -47,7 +47,7 @@ OP_NAMES = {
     OP_MOV: "Assign", OP_BIN: "scalar op", OP_SEL: "select", OP_JMP: "jump", OP_BRZ: "If",
     OP_JTAB: "Switch", OP_LOOPINIT: "Loop", OP_LOOPNEXT: "Loop", OP_CHECKNN: "loop count",
     OP_LOAD: "load", OP_STORE: "Store", OP_ACT: "Activate", OP_BLK: "Block", OP_UNBLK: "Unblock",
-    OP_FINISH: "Finish", OP_TS: "Timestamp", OP_RET: "end of task", OP_SEND: "Send",
+    OP_FINISH: "Finish", OP_TS: "Timestamp", OP_RET: "end of task", OP_SETROUTE: "SetRoute", OP_SEND: "Send",
     OP_RECV: "Recv", OP_RECVADD: "RecvAdd", OP_RAS: "RecvAddSend", OP_RELAY: "Relay",
     OP_RELAYSTORE: "RelayStore",
     OP_FMAC: "Fmac", OP_ADD: "Add", OP_MUL: "Mul", OP_MAX: "Max", OP_SCALE: "Scale", OP_COPY: "Copy",
@@ -114,10 +114,13 @@ class Lowered:
     ch_route: np.ndarray
     ch_port: np.ndarray
     ch_cap: np.ndarray
+    r_cfg_tx: np.ndarray  # (routes * configs,) tx mask per run-time route configuration
+    r_cfg_down: np.ndarray  # (routes * configs * 4,) downstream channel per configuration and port
+    n_configs: int
     # code
     ins: np.ndarray  # (rows, NFIELDS) int64
     jtab: np.ndarray
-    row_meta: list  # per row: (block index, container, statement text)
+    row_meta: list  # per row: (block index, container, statement or opcode); see ``describe_row``
     labels: list
     # blocks and PEs
     pe_block: np.ndarray  # (P,) block index, -1 none
@@ -137,6 +140,13 @@ class Lowered:
     mem: np.ndarray
     sram_bytes: np.ndarray
     block_names: list = field(default_factory=list)
+
+
+def describe_row(cp: Lowered, row: int) -> str:
+    """``body/container: statement`` for error messages."""
+    blk, container, what = cp.row_meta[row]
+    text = OP_NAMES.get(what, "?") if isinstance(what, int) else S.describe(what)
+    return f"{cp.block_names[blk]}/{container}: {text[:200]}"
 
 
 def lower_program(prog: MeshProgram, spec: HardwareSpec, functional: bool) -> Lowered:
@@ -236,13 +246,20 @@ def lower_program(prog: MeshProgram, spec: HardwareSpec, functional: bool) -> Lo
 
 
 def _lower_routes(prog: MeshProgram, C: int) -> dict:
+    """Route records for the union of the layout's routes and their run-time alternatives: a route
+    has a channel for every port any of its configurations accepts; ``r_cfg_tx``/``r_cfg_down`` hold
+    each configuration's outputs (configuration 0: the layout's)."""
     W, H = prog.width, prog.height
     P = W * H
-    pe_idx, col_idx = np.nonzero(prog._rx)
+    configs = [(prog._rx, prog._tx)] + [prog._alt[k] for k in sorted(prog._alt)]
+    union = prog._rx.copy()
+    for rx, _ in configs[1:]:
+        union |= rx
+    pe_idx, col_idx = np.nonzero(union)
     nr = pe_idx.size
     route_of = np.full(P * C, -1, dtype=np.int32)
     route_of[pe_idx * C + col_idx] = np.arange(nr, dtype=np.int32)
-    r_rx = prog._rx[pe_idx, col_idx].astype(np.int32)
+    r_rx = union[pe_idx, col_idx].astype(np.int32)
     r_tx = prog._tx[pe_idx, col_idx].astype(np.int32)
     nrx = np.zeros(nr, dtype=np.int64)
     for p in range(5):
@@ -264,54 +281,88 @@ def _lower_routes(prog: MeshProgram, C: int) -> dict:
         has = ((r_rx >> p) & 1).astype(bool)
         ch_port[(r_chan0[:-1] + rank(r_rx, p))[has]] = p
     r_rampch = np.where((r_rx >> Port.RAMP) & 1, r_chan0[:-1] + rank(r_rx, Port.RAMP), -1).astype(np.int64)
-    r_down = np.full(nr * 4, -1, dtype=np.int64)
     xs, ys = pe_idx % W, pe_idx // W
-    for p in (Port.NORTH, Port.SOUTH, Port.EAST, Port.WEST):
-        has = ((r_tx >> p) & 1).astype(bool)
-        dx, dy = p.delta
-        nx, ny = xs + dx, ys + dy
-        off = (nx < 0) | (nx >= W) | (ny < 0) | (ny >= H)
-        down = np.full(nr, -1, dtype=np.int64)
-        down[off] = -2
-        ok = has & ~off
-        nb = (ny * W + nx)[ok]
-        r2 = route_of[nb * C + col_idx[ok]]
-        opp = p.opposite
-        valid = r2 >= 0
-        r2v = r2[valid]
-        accepts = ((r_rx[r2v] >> opp) & 1).astype(bool)
-        d = np.full(r2.size, -1, dtype=np.int64)
-        sub = np.full(r2v.size, -1, dtype=np.int64)
-        sub[accepts] = (r_chan0[r2v] + rank(r_rx[r2v], opp))[accepts]
-        d[valid] = sub
-        down[ok] = d
-        r_down[np.arange(nr) * 4 + p] = np.where(has, down, -1)
+
+    def downstream(tx_mask: np.ndarray) -> np.ndarray:
+        """Per route and output port, the neighbour's channel a wavelet lands in (-1: none, -2: off)."""
+        r_down = np.full(nr * 4, -1, dtype=np.int64)
+        for p in (Port.NORTH, Port.SOUTH, Port.EAST, Port.WEST):
+            has = ((tx_mask >> p) & 1).astype(bool)
+            dx, dy = p.delta
+            nx, ny = xs + dx, ys + dy
+            off = (nx < 0) | (nx >= W) | (ny < 0) | (ny >= H)
+            down = np.full(nr, -1, dtype=np.int64)
+            down[off] = -2
+            ok = has & ~off
+            nb = (ny * W + nx)[ok]
+            r2 = route_of[nb * C + col_idx[ok]]
+            opp = p.opposite
+            valid = r2 >= 0
+            r2v = r2[valid]
+            accepts = ((r_rx[r2v] >> opp) & 1).astype(bool)
+            d = np.full(r2.size, -1, dtype=np.int64)
+            sub = np.full(r2v.size, -1, dtype=np.int64)
+            sub[accepts] = (r_chan0[r2v] + rank(r_rx[r2v], opp))[accepts]
+            d[valid] = sub
+            down[ok] = d
+            r_down[np.arange(nr) * 4 + p] = np.where(has, down, -1)
+        return r_down
+
+    r_down = downstream(r_tx)
+    K = len(configs)
+    r_cfg_tx = np.zeros((max(nr, 1), K), dtype=np.int64)
+    r_cfg_down = np.full((max(nr, 1), K, 4), -1, dtype=np.int64)
+    if K > 1:
+        for k, (_, tx) in enumerate(configs):
+            t = tx[pe_idx, col_idx].astype(np.int32)
+            r_cfg_tx[:nr, k] = t
+            r_cfg_down[:nr, k, :] = downstream(t).reshape(nr, 4)
     pe_r0 = np.searchsorted(pe_idx, np.arange(P + 1)).astype(np.int64)
     return dict(route_of=route_of, r_pe=pe_idx.astype(np.int32), r_col=col_idx.astype(np.int32), r_rx=r_rx,
                 r_tx=r_tx, r_chan0=r_chan0, r_rampch=r_rampch, r_down=r_down, pe_r0=pe_r0,
-                ch_route=ch_route, ch_port=ch_port,
-                ch_cap=np.zeros(nch, dtype=np.int32))  # capacities filled by the caller's spec
+                ch_route=ch_route, ch_port=ch_port, r_cfg_tx=r_cfg_tx.ravel(), r_cfg_down=r_cfg_down.ravel(),
+                n_configs=K, ch_cap=np.zeros(nch, dtype=np.int32))  # capacities filled by the caller's spec
 
 
 def _check_block_routes(prog: MeshProgram, pe_block: np.ndarray, blocks: list, res_of: dict) -> None:
     """Every colour a block receives on is delivered to the RAMP at its PEs, and every colour it
-    sends on accepts from the RAMP there."""
+    sends on accepts from the RAMP there (in some route configuration); every ``SetRoute`` names a
+    configuration that routes its colour at every PE of the block."""
     ramp = 1 << int(Port.RAMP)
+    rx_any, tx_any = prog._rx.copy(), prog._tx.copy()
+    for rx, tx in prog._alt.values():
+        rx_any |= rx
+        tx_any |= tx
     for b in blocks:
         pes = np.nonzero(pe_block == b.index)[0]
         recv, send = resources.block_colours(b)
         for c in sorted(recv):
-            bad = (prog._tx[pes, c] & ramp) == 0
+            bad = (tx_any[pes, c] & ramp) == 0
             if bad.any():
                 pe = int(pes[bad][0])
                 raise InputError(f"PE {prog._xy(pe)}, body {b.body.name}: receives on colour {c}, but the route "
                                  f"of colour {c} there does not deliver to the RAMP ({prog._route_str(pe, c)})")
         for c in sorted(send):
-            bad = (prog._rx[pes, c] & ramp) == 0
+            bad = (rx_any[pes, c] & ramp) == 0
             if bad.any():
                 pe = int(pes[bad][0])
                 raise InputError(f"PE {prog._xy(pe)}, body {b.body.name}: sends on colour {c}, but the route of "
                                  f"colour {c} there does not accept from the RAMP ({prog._route_str(pe, c)})")
+        body = b.body
+        for code in [f.code for f in body.functions.values()] + [t.code for t in body.tasks.values()]:
+            for st in S.walk(resources.specialize(code, b.values)):
+                if not isinstance(st, S.SetRoute):
+                    continue
+                c = int(substitute(as_expr(st.colour), b.values).value)
+                if st.config != 0 and st.config not in prog._alt:
+                    raise InputError(f"body {body.name}: SetRoute(colour {c}, {st.config}): no route configuration "
+                                     f"{st.config} was declared (route_rule(..., config={st.config}))")
+                rx = prog._rx if st.config == 0 else prog._alt[st.config][0]
+                bad = rx[pes, c] == 0
+                if bad.any():
+                    pe = int(pes[bad][0])
+                    raise InputError(f"PE {prog._xy(pe)}, body {body.name}: SetRoute(colour {c}, {st.config}): "
+                                     f"configuration {st.config} has no route of colour {c} there")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -393,8 +444,8 @@ class _CodeGen:
         if op <= LAST_SCALAR:
             row[F_COST] = costs.scalar_cycles(self.spec)
         self.rows.append(row)
-        text = S.describe(self.current) if self.current is not None else OP_NAMES.get(op, "?")
-        self.meta.append((self.block.index, self.container, text[:200]))
+        # the statement itself: described only when an error names it
+        self.meta.append((self.block.index, self.container, self.current if self.current is not None else op))
         return len(self.rows) - 1
 
     def patch(self, row: int, **f) -> None:
@@ -572,6 +623,11 @@ class _CodeGen:
             if st.label not in self.labels:
                 self.labels.append(st.label)
             self.emit(OP_TS, A=self.labels.index(st.label), COST=1)
+        elif isinstance(st, S.SetRoute):
+            c = self.sub(st.colour)
+            if not isinstance(c, Const):
+                raise InputError(f"{self.where()}, SetRoute: the colour must be known when the body is placed")
+            self.emit(OP_SETROUTE, A=int(c.value), B=int(st.config), COST=self.c_op)
         elif isinstance(st, S.Wait):
             raise AssertionError("Wait must have been rewritten into tasks")
         else:

@@ -152,6 +152,7 @@ class RouteRule:
     rx: Expr
     tx: Expr
     when: Expr
+    config: int = 0  # 0: the layout's routes; k >= 1: an alternative SetRoute(colour, k) installs
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +204,8 @@ class MeshProgram:
         # Routes: bit masks per (PE, colour); 0 = no route. Rules keep how they were written.
         self._rx = np.zeros((n, spec.num_colors), dtype=np.uint8)
         self._tx = np.zeros((n, spec.num_colors), dtype=np.uint8)
+        # run-time alternatives (SetRoute): config k >= 1 -> (rx, tx) masks per (PE, colour)
+        self._alt: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.route_rules: list[RouteRule] = []
         self.layout_params: dict[str, int] = {"W": width, "H": height}  # the rectangle, by name
         # Bodies
@@ -334,7 +337,7 @@ class MeshProgram:
             elif isinstance(v, (Expr, int, float, np.integer, np.floating)):
                 e = as_expr(v)
                 self._coord_expr(e, where)
-                arr = np.asarray(evaluate(e, {"x": xs, "y": ys, **self.layout_params}, vectorised=True))
+                arr = np.asarray(self.evaluate_at(e, xs, ys))
             else:
                 arr = np.asarray(v)
                 if arr.ndim == 2 and arr.shape[0] * arr.shape[1] == pes.size:
@@ -359,9 +362,16 @@ class MeshProgram:
 
         names_ = list(final.params)
         if names_:
-            table = np.stack([arrays[n].astype(np.float64) for n in names_], axis=1)
-            rows, inverse = np.unique(table, axis=0, return_inverse=True)
+            # one integer key per PE (mixed radix over each parameter's distinct values): a 1-D unique
+            cols, codes = [], []
+            key = np.zeros(pes.size, dtype=np.int64)
+            for n in names_:
+                u, c = np.unique(arrays[n], return_inverse=True)
+                cols.append(u)
+                key = key * len(u) + c.ravel()
+            ukey, first, inverse = np.unique(key, return_index=True, return_inverse=True)
             inverse = inverse.ravel()
+            rows = np.stack([arrays[n][first].astype(np.float64) for n in names_], axis=1)
         else:
             rows, inverse = np.zeros((1, 0)), np.zeros(pes.size, dtype=np.int64)
         out = np.empty(rows.shape[0], dtype=np.int32)
@@ -380,7 +390,7 @@ class MeshProgram:
                     pe = int(pes[np.nonzero(inverse == r)[0][0]])
                     biggest = max(blk.buffers, key=lambda b: b.nbytes, default=None)
                     raise InputError(
-                        f"PE {self._xy(pe)}, body {final.name}: SRAM overflow: {need} B needed "
+                        f"PE {self._xy(pe)}: SRAM overflow in body {final.name}: {need} B needed "
                         f"(buffers {blk.data_bytes} B"
                         + (f", largest {biggest.name!r} {biggest.nbytes} B" if biggest else "")
                         + f", variables {blk.var_bytes} B, code ~{blk.code_bytes} B) but {limit} B are usable "
@@ -629,25 +639,35 @@ class MeshProgram:
             raise InputError(f"{where}: port(s) {sorted(p.name for p in bad)} in both rx and tx")
         return rxm, txm
 
-    def _write_routes(self, pes: np.ndarray, colours: np.ndarray, rxm: int, txm: int, replace: bool) -> None:
+    def _tables(self, config: int) -> tuple[np.ndarray, np.ndarray]:
+        if config == 0:
+            return self._rx, self._tx
+        if config not in self._alt:
+            self._alt[config] = (np.zeros_like(self._rx), np.zeros_like(self._tx))
+        return self._alt[config]
+
+    def _write_routes(self, pes: np.ndarray, colours: np.ndarray, rxm, txm, replace: bool,
+                      config: int = 0) -> None:
+        """Set masks ``rxm``/``txm`` (numbers or per-PE arrays) for ``colours`` at ``pes``."""
         if not pes.size:
             return
+        rx_t, tx_t = self._tables(config)
         bad = ~np.isin(colours, np.array(self.spec.routable_colors))
         if bad.any():
             i = int(np.nonzero(bad)[0][0])
             self._check_colour(int(colours[i]), f"PE {self._xy(int(pes[i]))}")
         if not replace:
-            old_rx, old_tx = self._rx[pes, colours], self._tx[pes, colours]
+            old_rx, old_tx = rx_t[pes, colours], tx_t[pes, colours]
             clash = (old_rx != 0) & ((old_rx != rxm) | (old_tx != txm))
             if clash.any():
-                i = int(np.nonzero(clash)[0][0])
+                i = int(np.nonzero(np.atleast_1d(clash))[0][0])
                 pe, c = int(pes[i]), int(colours[i])
                 raise InputError(
-                    f"PE {self._xy(pe)}: colour {c} already routed rx={port_names(int(self._rx[pe, c]))} "
-                    f"tx={port_names(int(self._tx[pe, c]))}; a PE holds one route per colour (pass "
-                    f"replace=True to override)")
-        self._rx[pes, colours] = rxm
-        self._tx[pes, colours] = txm
+                    f"PE {self._xy(pe)}: colour {c} already routed rx={port_names(int(rx_t[pe, c]))} "
+                    f"tx={port_names(int(tx_t[pe, c]))}" + (f" in route configuration {config}" if config else "")
+                    + "; a PE holds one route per colour (pass replace=True to override)")
+        rx_t[pes, colours] = rxm
+        tx_t[pes, colours] = txm
 
     def set_route(self, x: Coord, y: Coord, colour, rx: PortSet, tx: PortSet,
                   replace: bool = False) -> None:
@@ -656,15 +676,22 @@ class MeshProgram:
         conflict) unless ``replace=True``. ``route_rule`` takes expressions of the coordinates."""
         self.route_rule(x, y, colour, _mask(rx), _mask(tx), replace=replace)
 
-    def route_rule(self, x: Coord, y: Coord, colour, rx, tx, when=1, replace: bool = False) -> None:
+    def route_rule(self, x: Coord, y: Coord, colour, rx, tx, when=1, replace: bool = False,
+                   config: int = 0) -> None:
         """Route ``colour`` on the selected PEs where ``when`` holds: ``colour``, ``rx`` and ``tx``
         (port sets, or integer masks with bit ``1 << port`` per port) and ``when`` may be expressions
         of ``X``, ``Y`` and program parameters, evaluated at every PE (a PE whose masks are both 0 gets
-        no route). This is how a layout writes a routing pattern once for every size."""
+        no route). This is how a layout writes a routing pattern once for every size.
+
+        ``config`` k >= 1 declares a run-time alternative: the statement ``SetRoute(colour, k)`` puts
+        it in place on a PE (``SetRoute(colour, 0)`` restores the layout's); CSL's ``<tile_config>``
+        ``reset_routes``, as WaferLLM's WSE-3 decode re-routes its colours between the X and Y
+        reductions."""
+        if not isinstance(config, int) or config < 0:
+            raise InputError(f"route configuration must be an integer >= 0, got {config!r}")
         pes = self.pes(x, y)
         rect = self._rect(x, y)
         xs, ys = pes % self.width, pes // self.width
-        env = {"x": xs, "y": ys, **self.layout_params}
         exprs = []
         vals = []
         for what, v in (("route colour", colour), ("rx ports", rx), ("tx ports", tx), ("route condition", when)):
@@ -673,7 +700,7 @@ class MeshProgram:
             e = as_expr(v)
             self._coord_expr(e, what)
             exprs.append(e)
-            vals.append(np.broadcast_to(np.asarray(evaluate(e, env, vectorised=True)), pes.shape).astype(np.int64))
+            vals.append(self.evaluate_at(e, xs, ys).astype(np.int64))
         cols, rxm, txm, cond = vals
         on = (cond != 0) & ((rxm != 0) | (txm != 0))
         sel, cols, rxm, txm = pes[on], cols[on], rxm[on], txm[on]
@@ -690,10 +717,23 @@ class MeshProgram:
             if both.any():
                 i = int(np.nonzero(both)[0][0])
                 raise InputError(f"{where(i)}: port(s) {port_names(int(rxm[i] & txm[i]))} in both rx and tx")
-            for m in np.unique(np.stack([rxm, txm], axis=1), axis=0):
-                k = (rxm == m[0]) & (txm == m[1])
-                self._write_routes(sel[k], cols[k], int(m[0]), int(m[1]), replace)
-        self.route_rules.append(RouteRule(rect, None if rect else pes, *exprs))
+            self._write_routes(sel, cols, rxm.astype(np.uint8), txm.astype(np.uint8), replace, config)
+        self.route_rules.append(RouteRule(rect, None if rect else pes, *exprs, config=config))
+
+    def evaluate_at(self, e: Expr, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        """Value of ``e`` (an expression of X, Y and program parameters) at the PEs (xs, ys). An
+        expression of one coordinate is evaluated once per distinct value of it (a line pattern:
+        once per position, not once per PE)."""
+        _, coords, _, _ = names(e)
+        env = dict(self.layout_params)
+        if coords == {"x"} or coords == {"y"}:
+            c = xs if coords == {"x"} else ys
+            uniq, inv = np.unique(c, return_inverse=True)
+            env[next(iter(coords))] = uniq
+            out = np.broadcast_to(np.asarray(evaluate(e, env, vectorised=True)), uniq.shape)
+            return out[inv.ravel()]
+        env.update(x=xs, y=ys)
+        return np.broadcast_to(np.asarray(evaluate(e, env, vectorised=True)), xs.shape)
 
     def _coord_expr(self, e: Expr, what: str) -> None:
         p, c, v, b = names(e)

@@ -24,7 +24,8 @@ from plmr.hardware import HardwareSpec
 from simulator import engine as E
 from simulator.errors import MisroutedWavelet, SimulationDeadlock, SimulationLimit
 from simulator.lower import (
-    F_COL1, F_COL2, F_OP, LAUNCH_TASK, MAX_MICROTHREADS, NTASK, OP_NAMES, Lowered, lower_program,
+    F_COL1, F_COL2, F_OP, LAUNCH_TASK, MAX_MICROTHREADS, NTASK, OP_NAMES, Lowered, describe_row,
+    lower_program,
 )
 from simulator.program import MeshProgram, Port
 from simulator.result import SimResult
@@ -101,6 +102,7 @@ class Device:
                        cp.pe_r0, cp.ch_route, cp.ch_port, cp.ch_cap, cp.pe_block, self.cs, self.rs, self.ps,
                        self.ur)
         self.cycle = 0
+        self.link_acc = np.zeros(P * 5, dtype=np.int64)  # forwards counted on routes later re-routed
         self.launches: list[SimResult] = []
         self._links_before = np.zeros(P * 5, dtype=np.int64)
 
@@ -213,6 +215,10 @@ class Device:
         params[E.P_CSCAL] = cp.scalar_cycles
         ts_cap = max(4096, 8 * P)
         params[E.P_TSCAP] = ts_cap
+        params[E.P_NCFG] = cp.n_configs
+        params[E.P_RPORTS] = self.spec.memory_read_ports if self.spec.memory_write_ports > 0 else 0
+        params[E.P_WPORTS] = self.spec.memory_write_ports
+        params[E.P_RAMP1] = self.spec.ramp_wavelets_per_cycle
         ts_pe = np.zeros(ts_cap, dtype=np.int64)
         ts_label = np.zeros(ts_cap, dtype=np.int64)
         ts_cycle = np.zeros(ts_cap, dtype=np.int64)
@@ -224,7 +230,7 @@ class Device:
         E.run(cp.functional, params, cp.route_of, cp.r_pe, cp.r_tx, cp.ch_route, cp.ins, cp.jtab, pe_entry,
               cp.tk_entry, cp.tk_data, cp.tk_arg, cp.blk_prio, cp.blk_data, self.mem, cp.mem_base, self.regs,
               self.tact, self.tblk, self.ur, self.ch_pay, self.q_pay, ts_pe, ts_label, ts_cycle, tr, out,
-              self.cs, self.rs, self.ps)
+              self.cs, self.rs, self.ps, cp.r_chan0, cp.r_cfg_tx, cp.r_cfg_down, self.link_acc)
         t2 = time.perf_counter()
         st, t = int(out[E.O_ST]), int(out[E.O_T])
         if st != E.ST_OK:
@@ -273,9 +279,10 @@ class Device:
         RS = 12 + self.SQ
         nr = cp.r_tx.shape[0]
         fwd = self.rs[np.arange(nr) * RS + 3].astype(np.int64)
-        links = np.zeros(cp.width * cp.height * 5, dtype=np.int64)
+        tx_now = self.rs[np.arange(nr) * RS + 7].astype(np.int64)  # the configuration in place now
+        links = self.link_acc.copy()
         for p in range(5):
-            has = ((cp.r_tx >> p) & 1).astype(bool)
+            has = ((tx_now >> p) & 1).astype(bool)
             np.add.at(links, cp.r_pe[has].astype(np.int64) * 5 + p, fwd[has])
         return links
 
@@ -287,8 +294,7 @@ class Device:
         cp = self.lowered
         if row < 0:
             return f"task switch to task ID {-1 - row}" if -1 - row < NTASK else "launch"
-        blk, container, text = cp.row_meta[row]
-        return f"{cp.block_names[blk]}/{container}: {text}"
+        return describe_row(cp, row)
 
     def _pe_str(self, pe: int) -> str:
         W = self.lowered.width
@@ -415,6 +421,9 @@ class Device:
         if st == E.ST_RUNAWAY:
             raise InputError(f"cycle {rel}: {self._pe_str(i0)}: {self._row_name(i1)}: more than "
                              f"{E.MAX_ROWS_PER_VISIT} scalar statements in one cycle (a loop that does no work?)")
+        if st == E.ST_ROUTEBUSY:
+            raise InputError(f"cycle {rel}: {self._pe_str(i0)}: {self._row_name(i1)}: colour {i2} still carries "
+                             f"wavelets in this router; change a route only while its colour is idle (teardown)")
         if st == E.ST_SCALAR:
             raise InputError(f"cycle {rel}: {self._pe_str(i0)}: {self._row_name(i1)}: division by zero")
         if st == E.ST_LIMIT:

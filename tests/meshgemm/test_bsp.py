@@ -39,7 +39,7 @@ def test_gemv_pipeline_bsp_equals_numpy(mesh):
 
 def _barrier(W, H, work=()):
     from simulator.expr import Param
-    prog, body, params = barrier_program(W, H, WSE2, list(WSE2.routable_colors[:6]), work)
+    prog, body, params = barrier_program(W, H, WSE2, list(WSE2.routable_colors[:8]), work)
     return prog, body, params
 
 

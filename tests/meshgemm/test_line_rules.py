@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from meshgemm import line_rules as L
-from meshgemm.collectives import emit_transfers
 from meshgemm.layout import directed_chain_transfers, interleaved_ring, plain_ring, route_line
 from meshgemm.routing import ktree_transfers, multicast_transfer
 from plmr.hardware import WSE2
@@ -105,7 +104,7 @@ def test_ktree_roles_and_root():
 def test_multicast_and_directed_chains():
     for n in range(1, 20):
         for root in range(n):
-            _same_routes(n, "x", lambda p: emit_transfers(p, "x", [0], multicast_transfer(n, root, 0), [0]),
+            _same_routes(n, "x", lambda p: route_line(p, multicast_transfer(n, root, 0), "x", lambda s: s),
                          lambda p: p.route_rule(None, None, 0, *L.multicast_masks("x", X, p.param("N", n),
                                                                                   p.param("R", root))))
         _same_routes(n, "y", lambda p: route_line(p, sum(directed_chain_transfers(n), []), "y", lambda s: s),
