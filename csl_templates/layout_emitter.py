@@ -94,6 +94,8 @@ class LayoutEmitter:
         C = prog.spec.num_colors
         out = []
         for k, r in enumerate(prog.route_rules):
+            if r.config:
+                continue  # a run-time alternative (SetRoute): not a layout route
             if r.rect is None:
                 raise InputError(f"program {prog.name}: route rule {k} (colour {r.colour!r}) is set on a list of "
                                  f"PEs, not a rectangle; the CSL emitter needs rectangles (ranges of x and y)")
