@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from plmr.errors import InputError
-from simulator.expr import Expr, Param, X, Y, as_expr, eq, min_
+from simulator.expr import Expr, Param, X, Y, as_expr, min_
 
 from csl_templates.host_plan import E, HostCopy, HostPlan, HostTensor
 
@@ -147,7 +147,7 @@ def gemv(build) -> HostPlan:
     """The GEMVs (``meshgemm.gemv._build``, reduction along y): PE (X, Y) holds W's block (rows of
     block Y of K, columns of block X of N; row-major) and x's segment Y; the result's segment X is read
     on the root row."""
-    prog, req = build.program, build.request
+    req = build.request
     K, N, dt = req.k, req.n, req.dtype
     root = int(build.layout["root"])
     ko, _ = _balanced(Param("K"), Param("H"), Y)

@@ -18,7 +18,7 @@ Timing: every launched function starts with ``wl_launch_begin()`` (enable and re
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from plmr.errors import InputError
 from simulator import instructions as I
 from simulator import statements as S
 from simulator.body import Body
-from simulator.expr import Const, Param, Var, as_expr
+from simulator.expr import Const, Param, as_expr
 
 from csl_templates.exprs import BOOL, BUFFER_CSL, Bindings, CslPrinter, Scope
 from csl_templates.names import check_name
@@ -35,7 +35,6 @@ from csl_templates.target import CslTarget, arch_block, arch_select
 
 #: Launch argument types the host may pass (hardware-and-csl.md §6.7).
 LAUNCH_ARG_TYPES = ("f32", "f16", "i32", "u32", "i16", "u16")
-I16 = (-(2 ** 15), 2 ** 15 - 1)
 #: Slots 0 and 1 of ``time_stamps``: launch start and Finish.
 FIXED_SLOTS = ("launch", "finish")
 
@@ -62,21 +61,13 @@ def param_bounds(body: Body, blocks: list) -> dict[str, tuple]:
 
 
 def param_types(body: Body, blocks: list) -> tuple[dict[str, str], frozenset]:
-    """CSL type of every parameter (ints: i16 unless a placed value needs i32) and the parameters
-    that are >= 0 on every placed PE."""
+    """CSL type of every parameter (ints i32: the bodies' variables are i32, and products of sizes
+    overflow i16) and the parameters that are >= 0 on every placed PE."""
     types, nonneg = {}, set()
     for name, kind in body.params.items():
         vals = [b.values[name] for b in blocks]
-        if kind == "colour":
-            types[name] = "color"
-            nonneg.add(name)
-            continue
-        if kind == "float":
-            types[name] = "f32"
-        else:
-            lo, hi = min(vals), max(vals)
-            types[name] = "i32"
-        if all(v >= 0 for v in vals):
+        types[name] = {"colour": "color", "float": "f32"}.get(kind, "i32")
+        if kind == "colour" or all(v >= 0 for v in vals):
             nonneg.add(name)
     return types, frozenset(nonneg)
 
@@ -135,8 +126,8 @@ class PeEmitter:
             param_types=ptypes,
             var_types={v.name: v.dtype for v in body.vars.values()},
             buffer_types={b.name: BUFFER_CSL[b.dtype] for b in body.buffers.values()},
-            coord={"x": "wl_x", "y": "wl_y"}, coord_type="i32", nonneg_params=nonneg, param_bounds=param_bounds(body, blocks),
-            coord_bounds=_coord_bounds(blocks))
+            coord={"x": "wl_x", "y": "wl_y"}, coord_type="i32", nonneg_params=nonneg,
+            param_bounds=param_bounds(body, blocks))
         self.p = CslPrinter(self.scope)
         self.p.set_nonneg_vars(nonneg_vars(body, self.p))
         self.p.hoist = self._hoist
@@ -674,11 +665,6 @@ class PeEmitter:
         exports = {buf.name: BUFFER_CSL[buf.dtype] for buf in b.buffers.values() if buf.export}
         fsig = {f.name: tuple(self.scope.var_types[a] for a in f.args) for f in b.functions.values()}
         return PeFile(b, file, text, exports, fsig)
-
-
-def _coord_bounds(blocks: list) -> dict:
-    """Coordinates at run time lie inside the program's rectangle."""
-    return {}
 
 
 def _is_one(length, blocks: list) -> bool:

@@ -12,7 +12,6 @@ import pytest
 from plmr.errors import InputError
 from plmr.hardware import WSE2, WSE3
 from simulator import Body, MeshProgram, Recv, Send
-from simulator.expr import X
 from simulator.program import Port
 
 from csl_templates.bundle import render_bundle
