@@ -102,15 +102,26 @@ def test_a_bundle_never_overwrites_other_files(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
-def test_kernel_emit_csl_refuses_trace_built_kernels_in_one_line(tmp_path):
-    r = CliRunner().invoke(main, ["kernel", "meshgemm", "--mesh", "2", "--m", "4", "--k", "4", "--n", "4",
+def test_kernel_emit_csl_writes_a_bundle_and_keeps_json_on_stdout(tmp_path):
+    import json
+
+    r = subprocess.run([sys.executable, "-m", "waferllm.cli", "kernel", "gemv-ring", "--mesh", "3x4", "--m", "1",
+                        "--k", "10", "--n", "9", "--simulate", "--json", "--emit-csl", str(tmp_path / "k")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert "CSL bundle for wse2, wse3" in r.stderr
+    manifest = json.loads((tmp_path / "k" / "manifest.json").read_text())
+    assert manifest["kernel"] == "gemv-ring" and manifest["request"]["mesh"] == [3, 4]
+    assert report["simulated_cycles"] > 0
+
+
+def test_kernel_emit_csl_refuses_summa_in_one_line(tmp_path):
+    r = CliRunner().invoke(main, ["kernel", "summa", "--mesh", "3", "--m", "6", "--k", "6", "--n", "6",
                                   "--emit-csl", str(tmp_path / "k")])
-    if r.exit_code == 0:  # the kernel is written as code bodies: a bundle was written
-        assert (tmp_path / "k" / "manifest.json").is_file()
-        return
     assert r.exit_code == 2
     lines = r.output.strip().splitlines()
-    assert len(lines) == 1 and "per-PE trace API" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "RelayStore" in lines[0]
     assert not (tmp_path / "k").exists()
 
 
