@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_simulator import broadcast_reduce, shift_broadcast  # noqa: E402
+from bench_simulator import broadcast_reduce, overlap, shift_broadcast  # noqa: E402
 
 
 
@@ -62,9 +62,10 @@ def load_revision(rev: str, into: Path):
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rev", default="HEAD", help="git revision to compare against (default HEAD)")
-    ap.add_argument("--workload", choices=["shift", "reduce"], default="shift",
+    ap.add_argument("--workload", choices=["shift", "reduce", "overlap"], default="shift",
                     help="shift: shift+broadcast on a SIZE x SIZE mesh; reduce: broadcast + column "
-                         "reduction on the full WSE-2 rectangle")
+                         "reduction on the full WSE-2 rectangle; overlap: compute beside async sends and "
+                         "receives on a SIZE x SIZE mesh")
     ap.add_argument("--size", type=int, default=256, help="mesh edge for the shift workload (default 256)")
     ap.add_argument("--repeat", type=int, default=7, help="runs of each engine (default 7)")
     ap.add_argument("--allow-different", action="store_true",
@@ -79,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     def build(pkg):
         if args.workload == "shift":
             return shift_broadcast(args.size, args.size, 64, pkg)
+        if args.workload == "overlap":
+            return overlap(args.size, args.size, 36, sim=pkg)
         return broadcast_reduce(WSE2.mesh_width, WSE2.mesh_height, 64, pkg)
 
     with tempfile.TemporaryDirectory() as tmp:

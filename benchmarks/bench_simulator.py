@@ -9,6 +9,9 @@ Workloads (timing-only mode unless --functional):
   broadcast+reduce: PE x=0 of every row multicasts n wavelets along the row, then every column
     reduces a length-n vector into its bottom PE with a receive-add-send chain (colours alternate
     by row parity).
+  overlap: MeshGEMM's shape without its loops: every step, each PE sends n wavelets east and
+    receives n from the west asynchronously while its main thread runs k vector adds of length m,
+    then waits for both (straight-line per-PE code, so older revisions run it too).
 "Active PE-cycles" = PE-cycles in which the PE's CE or its router did work: busy cycles (main thread
 ran an instruction or a microthread moved a wavelet) plus cycles in which only the router moved a
 wavelet (stats["router_only_pe_cycles"]). Cycles a PE spends stalled waiting are not counted; the
@@ -82,6 +85,34 @@ def broadcast_reduce(W: int, H: int, n: int, sim=simulator):
     for y in range(1, H - 1):
         prog.add(range(W), y, RecvAddSend(RD1 if y % 2 == 0 else RD0, RD0 if y % 2 == 0 else RD1, "v"))
     prog.add(range(W), H - 1, RecvAdd(RD1 if (H - 1) % 2 == 0 else RD0, "v"))
+    return prog
+
+
+def overlap(W: int, H: int, n: int, steps: int = 8, k: int = 36, m: int = 6, sim=simulator):
+    """Compute beside asynchronous fabric moves, the mix a MeshGEMM step has."""
+    Port, Send, Recv, Add, Wait, Ref = sim.Port, sim.Send, sim.Recv, sim.Add, sim.Wait, sim.Ref
+    prog = sim.MeshProgram(W, H, WSE2)
+    prog.add_buffer(range(W), range(H), "a", "fp32", n, init=1.0)
+    prog.add_buffer(range(W), range(H), "b", "fp32", n)
+    prog.add_buffer(range(W), range(H), "c", "fp32", max(k * m, 1))
+    for x in range(W):
+        send_c, recv_c = (SH0, SH1) if x % 2 == 0 else (SH1, SH0)
+        if x < W - 1:
+            prog.set_route(x, range(H), send_c, rx=Port.RAMP, tx=Port.EAST)
+        if x > 0:
+            prog.set_route(x, range(H), recv_c, rx=Port.WEST, tx=Port.RAMP)
+        code = []
+        for _ in range(steps):
+            ids = []
+            if x < W - 1:
+                code.append(Send(send_c, "a", id="s"))
+                ids.append("s")
+            if x > 0:
+                code.append(Recv(recv_c, "b", id="r"))
+                ids.append("r")
+            code += [Add(Ref("c", i * m, m), Ref("c", i * m, m), Ref("a", 0, m)) for i in range(k)]
+            code.append(Wait(tuple(ids)))
+        prog.add(x, range(H), *code)
     return prog
 
 

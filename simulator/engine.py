@@ -108,7 +108,7 @@ def _rnd(x, dt):
     return np.float32(x)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _bin(code, a, b):
     """Scalar operator ``code`` (lower.BIN_CODES) on float64 registers; NaN flags a division by 0."""
     if code == 0:
@@ -234,6 +234,22 @@ def _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, when, pe, kind):
         return hn
     hi = hn
     hp[hi] = (np.int64(when) << 21) | (np.int64(pe) << 1) | kind
+    while hi > 0:
+        parent = (hi - 1) >> 1
+        if hp[parent] <= hp[hi]:
+            break
+        tmp = hp[parent]
+        hp[parent] = hp[hi]
+        hp[hi] = tmp
+        hi = parent
+    return hn + 1
+
+
+@njit(cache=True)
+def _heap_push(hp, hn, key):
+    """Push ``key`` (when << 21 | pe << 1 | kind) on the min-heap of far wake-ups; the new size."""
+    hi = hn
+    hp[hi] = key
     while hi > 0:
         parent = (hi - 1) >> 1
         if hp[parent] <= hp[hi]:
@@ -436,7 +452,16 @@ def _specialise(functional: bool):
                                 # that brought us here, schedule one at the new end
                                 if ps[U(pb + E_WAKEAT)] <= t:
                                     ps[U(pb + E_WAKEAT)] = mfree
-                                    hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, mfree, pe, 0)
+                                    wk_ = mfree  # wake (written out: a call taking arrays costs reference counts)
+                                    if wk_ - t < nslot:
+                                        wb = wk_ & slotm
+                                        wi = U(wb * nwd + (pe >> 6))
+                                        if bm[wi] == 0:
+                                            sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                            occ[U(wk_ & slotm)] = 1
+                                        bm[wi] |= np.int64(1) << (pe & 63)
+                                    else:
+                                        hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 0)
                             elif ps[U(pb + E_PARK)] == 0 and blk >= 0:
                                 # -------- the main thread: run rows, or pick a task --------
                                 budget = MAX_ROWS_PER_VISIT
@@ -470,7 +495,16 @@ def _specialise(functional: bool):
                                             rs[U(r + 2)] = t
                                             if ps[U(pb + E_RBP)]:
                                                 ps[U(pb + E_RBP)] = 0
-                                                hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, t + 1, pe, 1)
+                                                wk_ = t + 1  # wake (written out: a call taking arrays costs reference counts)
+                                                if wk_ - t < nslot:
+                                                    wb = 1 * nslot + (wk_ & slotm)
+                                                    wi = U(wb * nwd + (pe >> 6))
+                                                    if bm[wi] == 0:
+                                                        sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                                        occ[U(wk_ & slotm)] = 1
+                                                    bm[wi] |= np.int64(1) << (pe & 63)
+                                                else:
+                                                    hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 1)
                                         else:
                                             tact[U(pe)] &= ~tbit
                                         ps[U(pb + E_CUR)] = tid
@@ -493,7 +527,16 @@ def _specialise(functional: bool):
                                             ps[U(pb + E_MFREE)] = e
                                             ps[U(pb + E_MPORTS)] = 0
                                             ps[U(pb + E_WAKEAT)] = e
-                                            hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, e, pe, 0)
+                                            wk_ = e  # wake (written out: a call taking arrays costs reference counts)
+                                            if wk_ - t < nslot:
+                                                wb = wk_ & slotm
+                                                wi = U(wb * nwd + (pe >> 6))
+                                                if bm[wi] == 0:
+                                                    sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                                    occ[U(wk_ & slotm)] = 1
+                                                bm[wi] |= np.int64(1) << (pe & 63)
+                                            else:
+                                                hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 0)
                                             break
                                         continue
                                     # run the current task's rows
@@ -569,7 +612,16 @@ def _specialise(functional: bool):
                                                     stop = True
                                                     break
                                             elif op == OP_LOAD or op == OP_STORE:
-                                                off, sd, dt, ok = _opnd(ins, row, 0, regs, rgb, 1)
+                                                fo_ = OPND0 + OPND_FIELDS * 0  # operand 0 (written out: see the wake-ups)
+                                                off = ins[U(row), fo_ + O_OFF]
+                                                if ins[U(row), fo_ + O_OFFR] >= 0:
+                                                    off += np.int64(regs[U(rgb + ins[U(row), fo_ + O_OFFR])])
+                                                sd = ins[U(row), fo_ + O_STR]
+                                                dt = ins[U(row), fo_ + O_DT]
+                                                if 1 > 0:
+                                                    ok = off >= ins[U(row), fo_ + O_LO] and off + (1 - 1) * sd < ins[U(row), fo_ + O_HI]
+                                                else:
+                                                    ok = off >= ins[U(row), fo_ + O_LO] and off <= ins[U(row), fo_ + O_HI]
                                                 if not ok:
                                                     st = ST_BOUNDS
                                                     out[O_I0] = pe
@@ -603,7 +655,16 @@ def _specialise(functional: bool):
                                                 else (1 if op == OP_FILL else 2)
                                             bad = -1
                                             for k in range(nops):
-                                                off, sd, dt, ok = _opnd(ins, row, k, regs, rgb, n)
+                                                fo_ = OPND0 + OPND_FIELDS * k  # operand k (written out: see the wake-ups)
+                                                off = ins[U(row), fo_ + O_OFF]
+                                                if ins[U(row), fo_ + O_OFFR] >= 0:
+                                                    off += np.int64(regs[U(rgb + ins[U(row), fo_ + O_OFFR])])
+                                                sd = ins[U(row), fo_ + O_STR]
+                                                dt = ins[U(row), fo_ + O_DT]
+                                                if n > 0:
+                                                    ok = off >= ins[U(row), fo_ + O_LO] and off + (n - 1) * sd < ins[U(row), fo_ + O_HI]
+                                                else:
+                                                    ok = off >= ins[U(row), fo_ + O_LO] and off <= ins[U(row), fo_ + O_HI]
                                                 if not ok or n < 0:
                                                     bad = k
                                                     out[O_I3] = off
@@ -641,7 +702,16 @@ def _specialise(functional: bool):
                                             ps[U(pb + E_MFREE)] = tv
                                             ps[U(pb + E_MPORTS)] = 0
                                             ps[U(pb + E_WAKEAT)] = tv
-                                            hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, tv, pe, 0)
+                                            wk_ = tv  # wake (written out: a call taking arrays costs reference counts)
+                                            if wk_ - t < nslot:
+                                                wb = wk_ & slotm
+                                                wi = U(wb * nwd + (pe >> 6))
+                                                if bm[wi] == 0:
+                                                    sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                                    occ[U(wk_ & slotm)] = 1
+                                                bm[wi] |= np.int64(1) << (pe & 63)
+                                            else:
+                                                hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 0)
                                             stop = True
                                             break
                                         progress = True
@@ -679,7 +749,16 @@ def _specialise(functional: bool):
                                             for p in range(4):
                                                 d = r_cfg_down[U((r * ncfg + k) * 4 + p)]
                                                 rs[U(rb_ + 8 + p)] = d * CS if d >= 0 else d
-                                            hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, t + 1, pe, 1)
+                                            wk_ = t + 1  # wake (written out: a call taking arrays costs reference counts)
+                                            if wk_ - t < nslot:
+                                                wb = 1 * nslot + (wk_ & slotm)
+                                                wi = U(wb * nwd + (pe >> 6))
+                                                if bm[wi] == 0:
+                                                    sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                                    occ[U(wk_ & slotm)] = 1
+                                                bm[wi] |= np.int64(1) << (pe & 63)
+                                            else:
+                                                hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 1)
                                         elif op == OP_TS:
                                             if n_ts < ts_cap:
                                                 ts_pe[n_ts] = pe
@@ -731,7 +810,16 @@ def _specialise(functional: bool):
                                             mdt = 0
                                             mports_u = 0
                                             if op != OP_RELAY:
-                                                moff, msd, mdt, ok = _opnd(ins, row, 0, regs, rgb, n)
+                                                fo_ = OPND0 + OPND_FIELDS * 0  # operand 0 (written out: see the wake-ups)
+                                                moff = ins[U(row), fo_ + O_OFF]
+                                                if ins[U(row), fo_ + O_OFFR] >= 0:
+                                                    moff += np.int64(regs[U(rgb + ins[U(row), fo_ + O_OFFR])])
+                                                msd = ins[U(row), fo_ + O_STR]
+                                                mdt = ins[U(row), fo_ + O_DT]
+                                                if n > 0:
+                                                    ok = moff >= ins[U(row), fo_ + O_LO] and moff + (n - 1) * msd < ins[U(row), fo_ + O_HI]
+                                                else:
+                                                    ok = moff >= ins[U(row), fo_ + O_LO] and moff <= ins[U(row), fo_ + O_HI]
                                                 if not ok or n < 1:
                                                     st = ST_BOUNDS
                                                     out[O_I0] = pe
@@ -777,7 +865,16 @@ def _specialise(functional: bool):
                                             if ins[U(row), F_DONE] < 0:  # synchronous: park until it completes
                                                 ps[U(pb + E_PARK)] = free_s + 1
                                             if cost > 0:  # the microthread starts then: visit the CE
-                                                hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, t + cost, pe, 0)
+                                                wk_ = t + cost  # wake (written out: a call taking arrays costs reference counts)
+                                                if wk_ - t < nslot:
+                                                    wb = wk_ & slotm
+                                                    wi = U(wb * nwd + (pe >> 6))
+                                                    if bm[wi] == 0:
+                                                        sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                                        occ[U(wk_ & slotm)] = 1
+                                                    bm[wi] |= np.int64(1) << (pe & 63)
+                                                else:
+                                                    hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 0)
                                         else:
                                             # a compute DSD op on the main thread
                                             n = ins[U(row), F_LEN]
@@ -787,7 +884,16 @@ def _specialise(functional: bool):
                                                 else (1 if op == OP_FILL else 2)
                                             bad = -1
                                             for k in range(nops):
-                                                off, sd, dt, ok = _opnd(ins, row, k, regs, rgb, n)
+                                                fo_ = OPND0 + OPND_FIELDS * k  # operand k (written out: see the wake-ups)
+                                                off = ins[U(row), fo_ + O_OFF]
+                                                if ins[U(row), fo_ + O_OFFR] >= 0:
+                                                    off += np.int64(regs[U(rgb + ins[U(row), fo_ + O_OFFR])])
+                                                sd = ins[U(row), fo_ + O_STR]
+                                                dt = ins[U(row), fo_ + O_DT]
+                                                if n > 0:
+                                                    ok = off >= ins[U(row), fo_ + O_LO] and off + (n - 1) * sd < ins[U(row), fo_ + O_HI]
+                                                else:
+                                                    ok = off >= ins[U(row), fo_ + O_LO] and off <= ins[U(row), fo_ + O_HI]
                                                 if not ok or n < 0:
                                                     bad = k
                                                     out[O_I3] = off
@@ -825,7 +931,16 @@ def _specialise(functional: bool):
                                             ps[U(pb + E_MPORTS)] = mports
                                             if ps[U(pb + E_PARK)] == 0:
                                                 ps[U(pb + E_WAKEAT)] = e
-                                                hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, e, pe, 0)
+                                                wk_ = e  # wake (written out: a call taking arrays costs reference counts)
+                                                if wk_ - t < nslot:
+                                                    wb = wk_ & slotm
+                                                    wi = U(wb * nwd + (pe >> 6))
+                                                    if bm[wi] == 0:
+                                                        sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                                        occ[U(wk_ & slotm)] = 1
+                                                    bm[wi] |= np.int64(1) << (pe & 63)
+                                                else:
+                                                    hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 0)
                                             stop = True
                                             break
                                         if ps[U(pb + E_PARK)] != 0:

@@ -370,6 +370,44 @@ def _check_block_routes(prog: MeshProgram, pe_block: np.ndarray, blocks: list, r
 # ------------------------------------------------------------------------------------------------
 
 
+def _children(n) -> tuple:
+    if isinstance(n, BinOp):
+        return (n.a, n.b)
+    if isinstance(n, UnOp):
+        return (n.a,)
+    if isinstance(n, Select):
+        return (n.cond, n.a, n.b)
+    if isinstance(n, Load):
+        return (n.index,)
+    return ()
+
+
+def _run_time_exprs(st) -> list:
+    """The expressions statement ``st`` itself evaluates (not those of the code blocks it holds)."""
+    if isinstance(st, S.Loop):
+        return [st.count]
+    if isinstance(st, S.If):
+        return [st.cond]
+    if isinstance(st, S.Switch):
+        return [st.value]
+    if isinstance(st, S.Assign):
+        return [st.value]
+    if isinstance(st, S.Store):
+        return [st.index, st.value]
+    out = []
+    if isinstance(st, I.Instruction):
+        for f in I.ref_fields(st):
+            r = getattr(st, f)
+            out.append(r.offset)
+            if r.length is not None:
+                out.append(r.length)
+        for f in ("s", "factor", "value", "count"):
+            v = getattr(st, f, None)
+            if v is not None:
+                out.append(v)
+    return [as_expr(e) for e in out]
+
+
 class _CodeGen:
     def __init__(self, block, res, spec: HardwareSpec, rows: list, meta: list, jtab: list, labels: list):
         self.block = block
@@ -388,6 +426,11 @@ class _CodeGen:
             self.var_reg[v.name] = self._new_reg(float(v.init))
         self.temps: list[int] = []
         self.ntemp = 0
+        # expressions whose value a register holds for the rest of the enclosing loop (hoisted out of
+        # it, see _hoist), and the registers free for that; per statement, values already computed
+        self.held: dict = {}
+        self.free_held: list[int] = []
+        self.memo: dict = {}
         self.task_table: dict[int, tuple] = {}
         self.functions: dict[str, tuple[int, tuple]] = {}
         self.c_op = costs.issue_cycles(spec)
@@ -464,6 +507,14 @@ class _CodeGen:
             return self.var_reg[e.name]
         if isinstance(e, Param):
             raise InputError(f"{self.where()}: parameter {e.name!r} has no value")
+        r = self.held.get(e)
+        if r is None:
+            r = self.memo.get(e)
+        if r is None:
+            r = self.memo[e] = self._compute(e)
+        return r
+
+    def _compute(self, e) -> int:
         if isinstance(e, Load):
             ri = self.expr(e.index)
             buf = self._buffer(e.buf)
@@ -490,6 +541,67 @@ class _CodeGen:
 
     def sub(self, e):
         return substitute(as_expr(e), self.values)
+
+    def _hold(self, e, r: int) -> int:
+        """Keep the value of ``e`` (now in register r) in a register of its own for the rest of the
+        enclosing loop."""
+        h = self.free_held.pop() if self.free_held else self._new_reg()
+        self.emit(OP_MOV, A=h, B=r)
+        self.held[e] = h
+        return h
+
+    def _hoist(self, loop) -> None:
+        """Loop-invariant code motion, as a compiler does for CSL: before the loop starts, compute each
+        largest subexpression of its body that reads no variable the body assigns (nor the loop
+        counter) and no memory, and hold it in a register. Only subexpressions that cannot fail are
+        moved (a division or modulo needs a non-zero constant divisor), since the body may not run.
+        Simulated cycles are unchanged while scalar ops are free (``scalar_op_cycles`` = 0)."""
+        assigned = {loop.var}
+        for st in S.walk(loop.body):
+            if isinstance(st, S.Assign):
+                assigned.add(st.var)
+            elif isinstance(st, S.Loop):
+                assigned.add(st.var)
+        found: dict = {}
+        memo: dict = {}
+
+        def movable(n) -> bool:
+            k = id(n)
+            if k not in memo:
+                if isinstance(n, (Const, Coord)):
+                    ok = True
+                elif isinstance(n, Var):
+                    ok = n.name not in assigned
+                elif isinstance(n, BinOp):
+                    ok = movable(n.a) and movable(n.b)
+                    if ok and n.op in ("div", "mod", "fdiv"):
+                        ok = isinstance(n.b, Const) and n.b.value != 0
+                elif isinstance(n, UnOp):
+                    ok = movable(n.a)
+                elif isinstance(n, Select):
+                    ok = movable(n.cond) and movable(n.a) and movable(n.b)
+                else:  # Load, Param
+                    ok = False
+                memo[k] = (ok, n)
+            return memo[k][0]
+
+        def collect(n) -> None:
+            if isinstance(n, (Const, Coord, Var, Param)) or n in self.held:
+                return
+            if movable(n):
+                found.setdefault(n, None)
+                return
+            for c in _children(n):
+                collect(c)
+
+        for st in S.walk(loop.body):
+            for e in _run_time_exprs(st):
+                collect(self.sub(e))
+        for e in found:
+            self.ntemp = 0
+            self.memo = {}
+            self._hold(e, self.expr(e))
+        self.memo = {}
 
     def _buffer(self, name: str) -> Buffer:
         return self.block.by_name[name]
@@ -522,6 +634,7 @@ class _CodeGen:
     def lower_all(self) -> None:
         for name, f in self.body.functions.items():
             self.container = f"function {name}"
+            self.held = {}
             entry = len(self.rows)
             self.block_code(resources.specialize(f.code, self.values))
             self.current = None
@@ -529,6 +642,7 @@ class _CodeGen:
             self.functions[name] = (entry, tuple(self.var_reg[a] for a in f.args))
         for t in self.body.tasks.values():
             self.container = f"task {t.name}"
+            self.held = {}
             entry = len(self.rows)
             self.block_code(resources.specialize(t.code, self.values))
             self.current = None
@@ -542,7 +656,9 @@ class _CodeGen:
         for st in code:
             self.current = st
             self.ntemp = 0
+            self.memo = {}
             self.statement(st)
+        self.memo = {}  # the temporaries are reused by what follows
 
     def statement(self, st) -> None:
         if isinstance(st, I.FABRIC_INSTRUCTIONS):
@@ -553,7 +669,11 @@ class _CodeGen:
             count = self.sub(st.count)
             if isinstance(count, Const) and count.value < 0:
                 raise InputError(f"{self.where()}, Loop over {st.var}: count {count.value} is below zero")
+            outer = dict(self.held)
             rc = self.expr(count)
+            if not isinstance(count, (Const, Var)) and count not in self.held:
+                rc = self._hold(count, rc)  # the body reuses the temporaries
+            self._hoist(st)
             rv = self.var_reg[st.var]
             init = self.emit(OP_LOOPINIT, A=rv, B=rc)
             start = len(self.rows)
@@ -561,6 +681,8 @@ class _CodeGen:
             self.current = st
             self.emit(OP_LOOPNEXT, A=rv, B=rc, TGT=start)
             self.patch(init, TGT=len(self.rows))
+            self.free_held += [r for e, r in self.held.items() if e not in outer]
+            self.held = outer
         elif isinstance(st, S.If):
             c = self.sub(st.cond)
             if isinstance(c, Const):  # already pruned by specialize unless it involved coordinates folding

@@ -66,6 +66,43 @@ def test_run_time_offsets_index_a_ring_buffer(spec):
     np.testing.assert_array_equal(res.buffer(0, 0, "b"), np.repeat(np.arange(8), 2))
 
 
+def test_computed_loop_counts_and_hoisted_values_survive_the_body(spec):
+    """A count computed from variables (n + m = 5 outer, x + 2 = 2 inner on PE 0) stays the count
+    while the body computes other values; expressions invariant in a loop (here (n*m + x) * 2, with
+    n, m assigned before the loop) give the values a straight evaluation gives: sum over i < 5, j < 2
+    of 12 + i*2 + j = 5*2*12 + 2*(0+1+2+3+4)*2 + 5*(0+1) = 120 + 40 + 5."""
+    b = Body("counts")
+    b.buffer("out", "fp32", 1)
+    for v in ("n", "m", "i", "j", "acc"):
+        b.var(v)
+    n, m, i, j, acc = (Var(v) for v in ("n", "m", "i", "j", "acc"))
+    b.function("main", [
+        Assign("n", 2), Assign("m", 3), Assign("acc", 0),
+        Loop(n + m, "i", [
+            Loop(X + 2, "j", [Assign("acc", acc + (n * m + X) * 2 + i * 2 + j)])]),
+        Store("out", 0, acc)])
+    res = simulate(_one_pe(spec, b), spec)
+    assert res.buffer(0, 0, "out")[0] == 120 + 40 + 5
+
+
+def test_code_in_a_loop_that_never_runs_or_is_guarded_cannot_fail_early(spec):
+    """Loop-invariant code motion moves only what cannot fail: a division by a variable that is 0
+    stays behind its guard and inside a loop that runs 0 times; a load stays inside the loop that
+    writes the element (so each iteration reads the value the previous one stored)."""
+    b = Body("guard")
+    b.buffer("a", "fp32", 2)
+    for v in ("d", "q", "i"):
+        b.var(v)
+    d, q, i = Var("d"), Var("q"), Var("i")
+    b.function("main", [
+        Assign("d", 0),
+        Loop(0, "i", [Assign("q", 10 // d)]),
+        Loop(3, "i", [If(d > 0, [Assign("q", 10 // d)]),
+                      Store("a", 0, Load("a", 0) + Load("a", 1) + 1), Store("a", 1, 1)])])
+    res = simulate(_one_pe(spec, b), spec)
+    assert res.buffer(0, 0, "a")[0] == 1 + 2 + 2   # 0+0+1, then 1+1+1, then 3+1+1
+
+
 def test_offset_past_the_end_at_run_time_names_pe_body_and_op(spec):
     b = Body("bad_offset")
     b.buffer("a", "fp32", 8)
