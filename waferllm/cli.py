@@ -200,7 +200,10 @@ def calibration_cmd(hardware_name: str, as_json: bool, wide: bool) -> None:
 
 from waferllm.kernel_cli import kernel  # noqa: E402
 
+from waferllm.deploy_cli import deploy  # noqa: E402
+
 main.add_command(kernel)
+main.add_command(deploy)
 
 from waferllm.csl_cli import csl  # noqa: E402
 

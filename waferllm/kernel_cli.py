@@ -66,8 +66,10 @@ def _fmt(v, unit: str = "") -> str:
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="seed of the random inputs (>= 0)")
+@click.option("--emit-csl", "emit_csl", default=None, metavar="DIR", help="write the kernel's CSL bundle to DIR")
 def kernel(name: str, mesh: str, m: int, k: int, n: int, k_tree: int, group_size: int | None, dtype: str,
-           hardware_name: str, simulate: bool, timing_only: bool, as_json: bool, seed: int) -> None:
+           hardware_name: str, simulate: bool, timing_only: bool, as_json: bool, seed: int,
+           emit_csl: str | None) -> None:
     """Build kernel NAME (meshgemm, gemmt, meshgemv, cannon, summa, gemv-pipeline, gemv-ring; the
     bulk-synchronous meshgemm-bsp, cannon-bsp, summa-bsp, gemv-pipeline-bsp), print its PLMR
     prediction and, with --simulate, simulated cycles, the compute/communication split, the error
@@ -89,6 +91,10 @@ def kernel(name: str, mesh: str, m: int, k: int, n: int, k_tree: int, group_size
     with activity(f"{name} on {shape[0]}x{shape[1]} PEs") as step:
         step("building the program")
         build = build_kernel(req, spec)
+        if emit_csl:
+            from csl_templates.kernel_bundle import emit_kernel_bundle
+
+            emit_kernel_bundle(build, hardware_name, emit_csl)
         if simulate:
             step(f"simulating ({mode})")
         rep = run_kernel(build, spec, mode)

@@ -1,0 +1,1 @@
+"""Stub of the ``cerebras`` namespace: see ``csl_templates/stub_runtime.py``."""
