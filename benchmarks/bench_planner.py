@@ -1,10 +1,21 @@
-"""Planner speed: in-process plan search time and whole-process ``waferllm plan`` wall time.
+"""Planner benchmarks: speed, and the searched plan against a dense sweep of forced grids.
 
-    /work/venv/bin/python benchmarks/bench_planner.py [--runs 5]
+    python benchmarks/bench_planner.py [--runs 5]          # speed (search in-process, whole commands)
+    python benchmarks/bench_planner.py --dense [--step 10]  # no forced grid beats the search
 
-Targets (foundation issue): a plan search under 1 s, a whole ``waferllm plan`` command under 3 s.
-Each figure is the median of ``--runs`` runs after one warm-up run (the warm-up is not counted).
-Prints a markdown table; the figures are recorded in docs/BENCHMARKS.md (## Planner).
+Speed targets: a plan search under 1 s (a 70B model on several wafers included) and a whole
+``waferllm plan`` command for a HF model directory under 1 s. Each figure is the median of ``--runs``
+runs after one warm-up run (the warm-up is not counted).
+
+``--dense``: for every catalog model, on WSE-2 and WSE-3, under both methods, the plan is searched
+(the full method on the fewest wafers that hold the model), then every shape of a sweep (rows and
+columns every ``--step`` PEs, the mesh's own sides, and every shape within ``--near`` PEs of the
+searched grid) is forced as the decode grid (its K-trees tuned, as ``--decode-grid`` does) and as the
+prefill grid. A forced grid that is faster than the searched plan is a counterexample: a bug in the
+search. Pruning that cannot hide one: a decode grid whose tree-free cycles already reach the searched
+plan's is not tuned (the trees only add cycles).
+
+Prints markdown tables; the figures are recorded in docs/BENCHMARKS.md (## Planner).
 """
 
 from __future__ import annotations
@@ -85,6 +96,83 @@ def bench_cli(runs: int, exe: str) -> list[tuple[str, float, list[float], str]]:
     return rows
 
 
+def _sides(n: int, step: int) -> list[int]:
+    return sorted(set(range(step, n + 1, step)) | {1, n})
+
+
+def dense_sweep(model_name: str, spec, method: str, step: int, near: int) -> dict:
+    """One (model, hardware, method): the searched plan against every forced grid of the sweep."""
+
+    from waferllm.catalog import load_catalog_model
+    from waferllm.planner import PlanRequest, best_trees, decode_candidate, plan, prefill_candidate
+
+    model = load_catalog_model(model_name)
+    t0 = time.perf_counter()
+    wafers = "auto" if method == "full" else 1
+    p = plan(model, PlanRequest(spec, method, wafers=wafers))
+    search_s = time.perf_counter() - t0
+    req = PlanRequest(spec, method, wafers=p.wafers)
+    dec, pre = p.decode.cycles_total, p.prefill.cycles_total
+    H, W = spec.mesh_height, spec.mesh_width
+    grids = {(y, x) for y in _sides(H, step) for x in _sides(W, step)}
+    for (cy, cx) in (p.decode.grid, p.prefill.grid):
+        grids |= {(y, x) for y in range(cy - near, cy + near + 1) for x in range(cx - near, cx + near + 1)
+                  if 1 <= y <= H and 1 <= x <= W}
+    worse = {"decode": [], "prefill": []}
+    tuned = feasible_dec = feasible_pre = 0
+    for grid in sorted(grids):
+        c = decode_candidate(model, req, grid, tune=False)
+        if c is not None:
+            feasible_dec += 1
+            if c.terms.local() < dec:  # else the tuned cost, local + trees, cannot beat the plan
+                tuned += 1
+                cycles = best_trees(spec, c.terms, req)[2]
+                if cycles < dec * (1 - 1e-12):
+                    worse["decode"].append((grid, cycles))
+        c = prefill_candidate(model, req, grid, tune=False)
+        if c is not None:
+            feasible_pre += 1
+            if c.cycles < pre * (1 - 1e-12):
+                worse["prefill"].append((grid, c.cycles))
+    return {"model": model_name, "hardware": spec.name, "method": method, "wafers": p.wafers,
+            "decode_grid": p.decode.grid, "decode_cycles": dec, "prefill_grid": p.prefill.grid,
+            "prefill_cycles": pre, "shapes": len(grids), "decode_feasible": feasible_dec, "tuned": tuned,
+            "prefill_feasible": feasible_pre, "search_s": search_s, "sweep_s": time.perf_counter() - t0,
+            "worse": worse}
+
+
+def bench_dense(step: int, near: int, models: list[str] | None, hardware: list[str]) -> int:
+    from plmr.hardware import get_spec
+    from waferllm.catalog import catalog_names
+
+    names = models or catalog_names()
+    print(f"dense sweep: rows and columns every {step} PEs plus the mesh sides, and every shape within "
+          f"{near} PEs of each searched grid\n")
+    print("| model | hardware | method | wafers | searched decode (cycles/token) | searched prefill (cycles) "
+          "| shapes | decode feasible (tuned) | prefill feasible | forced grids faster | time |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    bad = 0
+    for hw in hardware:
+        spec = get_spec(hw)
+        for name in names:
+            for method in ("full", "paper"):
+                r = dense_sweep(name, spec, method, step, near)
+                n_bad = len(r["worse"]["decode"]) + len(r["worse"]["prefill"])
+                bad += n_bad
+                first = ""
+                if n_bad:
+                    kind = "decode" if r["worse"]["decode"] else "prefill"
+                    g, c = min(r["worse"][kind], key=lambda t: t[1])
+                    first = f": best {kind} {g[0]}x{g[1]} at {c:,.0f}"
+                print(f"| {name} | {spec.name} | {method} | {r['wafers']} "
+                      f"| {r['decode_grid'][0]}x{r['decode_grid'][1]}: {r['decode_cycles']:,.0f} "
+                      f"| {r['prefill_grid'][0]}x{r['prefill_grid'][1]}: {r['prefill_cycles']:,.0f} "
+                      f"| {r['shapes']:,} | {r['decode_feasible']:,} ({r['tuned']:,}) | {r['prefill_feasible']:,} "
+                      f"| {n_bad}{first} | {r['sweep_s']:.0f} s |", flush=True)
+    print(f"\ncounterexamples: {bad}")
+    return 1 if bad else 0
+
+
 def machine() -> str:
     try:
         mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
@@ -99,7 +187,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5, help="timed runs per case (median reported)")
     ap.add_argument("--exe", default=None, help="the waferllm executable (default: beside this Python)")
+    ap.add_argument("--dense", action="store_true", help="the searched plan against a dense sweep of forced grids")
+    ap.add_argument("--step", type=int, default=10, help="--dense: sweep rows and columns every STEP PEs")
+    ap.add_argument("--near", type=int, default=12, help="--dense: every shape within NEAR PEs of the searched grids")
+    ap.add_argument("--model", action="append", help="--dense: only these catalog models (repeatable)")
+    ap.add_argument("--hardware", action="append", help="--dense: only these targets (default wse2, wse3)")
     args = ap.parse_args()
+    if args.dense:
+        print(f"machine: {machine()}\n")
+        return bench_dense(args.step, args.near, args.model, args.hardware or ["wse2", "wse3"])
     exe = args.exe or shutil.which("waferllm", path=str(Path(sys.executable).parent)) or shutil.which("waferllm")
     if not exe:
         print("waferllm executable not found; pip install -e . first", file=sys.stderr)

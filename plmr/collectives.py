@@ -10,7 +10,7 @@ import math
 
 from plmr.breakdown import CostBreakdown
 from plmr.hardware import HardwareSpec
-from plmr.ktree import KTree, build_ktree
+from plmr.ktree import ChainSpans, KTree, build_ktree, chain_spans
 from plmr.primitives import ceil_div, dtype_bytes, t_msg, t_vec
 
 
@@ -38,13 +38,32 @@ def broadcast(spec: HardwareSpec, n_ax: int, n: int, root: int | None = None, dt
                          bytes_per_pe=n * dtype_bytes(dtype), colors_per_pe=1)
 
 
+def _hop_term(spec: HardwareSpec, links: list[int] | tuple[int, ...]) -> float:
+    """Σ d·α over a chain's links. With a whole-number α every partial sum is an exact integer, so
+    α·Σd is the same number, computed without a Python loop."""
+    hop = spec.hop_cycles
+    total = sum(links)
+    if _whole(hop, total):
+        return total * hop
+    return sum(d * hop for d in links)
+
+
+def _whole(hop: float, hops: int) -> bool:
+    """True when d·α summed over links of ``hops`` hops in all is exact in floating point."""
+    return float(hop).is_integer() and abs(hop) * max(hops, 1) < 2.0 ** 52
+
+
+def _arrival(spec: HardwareSpec, links: int, hop_term: float) -> float:
+    return (spec.op_issue_cycles + links * spec.ramp_cycles + hop_term
+            + (links - 1) * spec.relay_cycles)
+
+
 def chain_side_arrival(spec: HardwareSpec, links: list[int]) -> float:
     """Cycles from the start of a chain phase until the first wavelet of one side's stream reaches
     the root: the end PE issues its send (c_op); every link is a message through the router,
     injected and ejected (ρ) and hopping d·α; every member between the end and the root is one
     software stage (β) that receives, adds its own vector and re-injects."""
-    return (spec.op_issue_cycles + len(links) * spec.ramp_cycles
-            + sum(d * spec.hop_cycles for d in links) + (len(links) - 1) * spec.relay_cycles)
+    return _arrival(spec, len(links), _hop_term(spec, links))
 
 
 def _chain_phase(spec: HardwareSpec, links: list[int], n: int, dtype: str, packed: bool) -> float:
@@ -52,6 +71,14 @@ def _chain_phase(spec: HardwareSpec, links: list[int], n: int, dtype: str, packe
     if not links:
         return 0.0
     return chain_side_arrival(spec, links) + math.ceil(n / spec.elements_per_wavelet(dtype, packed))
+
+
+def _two_stream(spec: HardwareSpec, a_first: float, a_second: float, n_w: int, add: float) -> float:
+    """A root fed from both sides (see ``_group_phase``) once both arrivals are known."""
+    a1 = a_first
+    a2 = max(a_second, 2 * spec.op_issue_cycles)
+    ingest = max(max(a1, a2) + n_w, min(a1, a2) + 2 * n_w)
+    return ingest + spec.task_cycles + add
 
 
 def _group_phase(spec: HardwareSpec, left: list[int], right: list[int], n: int, dtype: str,
@@ -67,10 +94,22 @@ def _group_phase(spec: HardwareSpec, left: list[int], right: list[int], n: int, 
         return _chain_phase(spec, left or right, n, dtype, packed)
     n_w = math.ceil(n / spec.elements_per_wavelet(dtype, packed))
     first, second = (right, left) if len(right) <= len(left) else (left, right)
-    a1 = chain_side_arrival(spec, first)
-    a2 = max(chain_side_arrival(spec, second), 2 * spec.op_issue_cycles)
-    ingest = max(max(a1, a2) + n_w, min(a1, a2) + 2 * n_w)
-    return ingest + spec.task_cycles + t_vec(spec, n, "add", dtype)
+    return _two_stream(spec, chain_side_arrival(spec, first), chain_side_arrival(spec, second), n_w,
+                       t_vec(spec, n, "add", dtype))
+
+
+def _spans_phase(spec: HardwareSpec, c: ChainSpans, n_w: int, add: float) -> float:
+    """``_group_phase`` of a group known by its ``ChainSpans`` (exact when ``_whole`` holds)."""
+    hop = spec.hop_cycles
+    if not c.west_links or not c.east_links:
+        links, hops = (c.west_links, c.west_hops) if c.west_links else (c.east_links, c.east_hops)
+        if not links:
+            return 0.0
+        return _arrival(spec, links, hops * hop) + n_w
+    west = _arrival(spec, c.west_links, c.west_hops * hop)
+    east = _arrival(spec, c.east_links, c.east_hops * hop)
+    first, second = (east, west) if c.east_links <= c.west_links else (west, east)
+    return _two_stream(spec, first, second, n_w, add)
 
 
 def ktree_reduce_cycles(spec: HardwareSpec, tree: KTree, n: int, dtype: str = "fp16",
@@ -84,6 +123,30 @@ def ktree_reduce_cycles(spec: HardwareSpec, tree: KTree, n: int, dtype: str = "f
     return phases
 
 
+def _ktree_phases(spec: HardwareSpec, n_ax: int, n: int, k: int, group_counts: tuple[int, ...] | None,
+                  dtype: str, packed: bool) -> tuple[list[float], int, int]:
+    """(phase cycles, global root, K) of a K-tree: from the memoised ``chain_spans`` when α is a
+    whole number (the same numbers as walking every group), else from the full tree."""
+    if _whole(spec.hop_cycles, n_ax):
+        levels, root = chain_spans(n_ax, k, None if group_counts is None else tuple(group_counts))
+        n_w = math.ceil(n / spec.elements_per_wavelet(dtype, packed))
+        add = t_vec(spec, n, "add", dtype)
+        return [max(_spans_phase(spec, c, n_w, add) for c in level) for level in levels], root, len(levels)
+    tree = build_ktree(n_ax, k, group_counts)
+    return ktree_reduce_cycles(spec, tree, n, dtype, packed), tree.root, tree.k
+
+
+def ktree_allreduce_cycles(spec: HardwareSpec, n_ax: int, n: int, k: int = 2,
+                           group_counts: tuple[int, ...] | None = None, dtype: str = "fp16",
+                           packed: bool = False, with_broadcast: bool = True) -> float:
+    """``ktree_allreduce(...).total_cycles`` without the breakdown (the planner's hot path)."""
+    if n_ax <= 1 or n <= 0:
+        return 0.0
+    phases, r, _ = _ktree_phases(spec, n_ax, n, k, group_counts, dtype, packed)
+    bcast_t = t_msg(spec, n, max(r, n_ax - 1 - r), 0, dtype, packed) if with_broadcast else 0.0
+    return spec.collective_cycles + sum(phases) + bcast_t
+
+
 def ktree_allreduce(spec: HardwareSpec, n_ax: int, n: int, k: int = 2,
                     group_counts: tuple[int, ...] | None = None, dtype: str = "fp16",
                     packed: bool = False, with_broadcast: bool = True) -> CostBreakdown:
@@ -94,19 +157,17 @@ def ktree_allreduce(spec: HardwareSpec, n_ax: int, n: int, k: int = 2,
     """
     if n_ax <= 1 or n <= 0:
         return _zero("ktree_allreduce")
-    tree = build_ktree(n_ax, k, group_counts)
-    phases = ktree_reduce_cycles(spec, tree, n, dtype, packed)
+    phases, r, k_used = _ktree_phases(spec, n_ax, n, k, group_counts, dtype, packed)
     reduce_t = sum(phases)
     bcast_t = 0.0
     if with_broadcast:
-        r = tree.root
         bcast_t = t_msg(spec, n, max(r, n_ax - 1 - r), 0, dtype, packed)
     t = spec.collective_cycles + reduce_t + bcast_t
     parts = {f"phase{i + 1}": p for i, p in enumerate(phases)}
     parts["broadcast"] = bcast_t
     return CostBreakdown(op="ktree_allreduce", compute_cycles=0.0, comm_cycles=t, total_cycles=t,
                          bytes_per_pe=2 * n * dtype_bytes(dtype),
-                         colors_per_pe=2 * tree.k + (1 if with_broadcast else 0), parts=parts)
+                         colors_per_pe=2 * k_used + (1 if with_broadcast else 0), parts=parts)
 
 
 def chain_reduce(spec: HardwareSpec, n_ax: int, n: int, root: int | None = None, dtype: str = "fp16",

@@ -13,12 +13,12 @@ import math
 from dataclasses import dataclass
 
 from plmr.breakdown import CostBreakdown, in_sequence
-from plmr.collectives import ktree_allreduce
+from plmr.collectives import ktree_allreduce_cycles
 from plmr.gemm import gemmt, meshgemm
 from plmr.gemv import local_gemv_cycles
 from plmr.hardware import HardwareSpec
 from plmr.ops import elementwise, kv_shift, rmsnorm, rope, silu_mul, softmax
-from plmr.primitives import balanced_split, ceil_div, dtype_bytes, t_vec
+from plmr.primitives import ceil_div, dtype_bytes, t_vec
 
 
 @dataclass(frozen=True)
@@ -64,14 +64,13 @@ def head_layout(dims: LayerDims, p_x: int) -> HeadLayout:
     """Split n_kv KV groups over P_x columns, then each group's d/2 RoPE pairs over its columns."""
     n_kv, d, n_rep = dims.num_kv_heads, dims.head_dim, dims.n_rep
     if p_x < n_kv:  # a column holds several whole KV groups
-        heads = max(balanced_split(n_kv, p_x))
+        heads = ceil_div(n_kv, p_x)  # the largest block of a balanced split
         return HeadLayout(q_features=heads * n_rep * d, kv_features=heads * d, q_heads=heads * n_rep,
                           group_width=1)
-    widths = balanced_split(p_x, n_kv)
-    narrowest = min(widths)
+    narrowest, widest = p_x // n_kv, ceil_div(p_x, n_kv)  # of the balanced split of P_x into n_kv
     pairs = ceil_div(d // 2 if d > 1 else 1, narrowest)
     feats = min(d, 2 * pairs)
-    return HeadLayout(q_features=feats * n_rep, kv_features=feats, q_heads=n_rep, group_width=max(widths))
+    return HeadLayout(q_features=feats * n_rep, kv_features=feats, q_heads=n_rep, group_width=widest)
 
 
 @dataclass(frozen=True)
@@ -104,8 +103,8 @@ def price_reduction(spec: HardwareSpec, r: Reduction, tree: TreeChoice) -> float
     if r.n_ax <= 1 or r.payload <= 0:
         return 0.0
     groups = None if r.axis == "group" else tree.group_counts
-    return ktree_allreduce(spec, r.n_ax, r.payload, tree.k, groups, r.dtype,
-                           with_broadcast=r.broadcast).total_cycles
+    return ktree_allreduce_cycles(spec, r.n_ax, r.payload, tree.k, groups, r.dtype,
+                                  with_broadcast=r.broadcast)
 
 
 def _local(name: str, cycles: float, nbytes: int = 0) -> CostBreakdown:
@@ -243,7 +242,7 @@ def attention_units(dims: LayerDims, p_x: int) -> AttentionUnits:
     n_kv, d = dims.num_kv_heads, dims.head_dim
     if p_x < n_kv:
         return AttentionUnits(unit_kv=d, base=n_kv // p_x, extra=n_kv % p_x, span=p_x)
-    narrowest = min(balanced_split(p_x, n_kv))
+    narrowest = p_x // n_kv  # the smallest block of the balanced split of P_x into n_kv groups
     pairs = max(d // 2, 1)
     return AttentionUnits(unit_kv=min(2, d), base=pairs // narrowest, extra=pairs % narrowest, span=narrowest)
 
@@ -284,9 +283,15 @@ def stage_kv_bytes(dims: LayerDims, p_y: int, p_x: int, tokens: list[int] | tupl
     if not tokens:
         return 0
     au = attention_units(dims, p_x)
-    rows = [ceil_div(max(t, 0), p_y) for t in tokens]
+    shortest, longest = min(tokens), max(tokens)
+    if shortest == longest:  # every layer caches the same tokens (no sliding window binds)
+        longest_rows = ceil_div(max(longest, 0), p_y)
+        rows_sum = len(tokens) * longest_rows
+    else:
+        rows = [ceil_div(max(t, 0), p_y) for t in tokens]
+        longest_rows, rows_sum = max(rows), sum(rows)
     extra_units = au.units(len(tokens)) - len(tokens) * au.base
-    units_tokens = au.base * sum(rows) + extra_units * max(rows)
+    units_tokens = au.base * rows_sum + extra_units * longest_rows
     return batch * 2 * au.unit_kv * units_tokens * dtype_bytes(dtype)
 
 

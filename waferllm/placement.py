@@ -160,7 +160,7 @@ def place_layers(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple[int, .
         raise InputError(f"{prefix}the embedding table needs {_kb(emb)} per PE on a {p_y}x{p_x} region "
                          f"(+ buffers {_kb(buf)}), {_kb(capacity)} available")
 
-    counts = _fewest_even(L, capacity - buf, emb, emb, tied, layer_bytes)
+    counts = _fewest_even(L, capacity - buf, emb, emb, tied, layer_bytes, homogeneous)
     stages, first = [], 0
     n_st = len(counts)
     for i, count in enumerate(counts):
@@ -183,20 +183,28 @@ def place_layers(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple[int, .
 
 
 def _fewest_even(L: int, room: int, emb: int, lm: int, tied: bool,
-                 layer_bytes: Callable[[int, int], int]) -> list[int]:
+                 layer_bytes: Callable[[int, int], int], homogeneous: bool = False) -> list[int]:
     """Layer counts per stage: the fewest stages, then the smallest largest count. A stage takes
     at most ``cap`` layers; the first also holds ``emb`` bytes, the last ``lm`` (or nothing extra
-    when tied and there is one stage); a final stage may hold only the LM head."""
+    when tied and there is one stage); a final stage may hold only the LM head.
+
+    ``layer_bytes(first, n)`` never decreases with n, so the most layers a stage starting at
+    ``first`` holds under a cap is min(cap, the most it holds at all): that is searched once per
+    (start, extra bytes) (once per extra when every layer costs the same, ``homogeneous``)."""
+    most: dict[tuple[int, int], int] = {}
 
     def fit(first: int, limit: int, extra: int) -> int:
-        lo, hi = 0, limit  # largest n <= limit with layer_bytes(first, n) + extra <= room
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if layer_bytes(first, mid) + extra <= room:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
+        key = (0 if homogeneous else first, extra)
+        if key not in most:
+            lo, hi = 0, L - key[0]  # largest n with layer_bytes(first, n) + extra <= room
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if layer_bytes(key[0], mid) + extra <= room:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            most[key] = lo
+        return min(limit, most[key])
 
     def assign(cap: int) -> list[int] | None:
         counts: list[int] = []
