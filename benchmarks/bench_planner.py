@@ -10,10 +10,11 @@ runs after one warm-up run (the warm-up is not counted).
 ``--dense``: for every catalog model, on WSE-2 and WSE-3, under both methods, the plan is searched
 (the full method on the fewest wafers that hold the model), then every shape of a sweep (rows and
 columns every ``--step`` PEs, the mesh's own sides, and every shape within ``--near`` PEs of the
-searched grid) is forced as the decode grid (its K-trees tuned, as ``--decode-grid`` does) and as the
-prefill grid. A forced grid that is faster than the searched plan is a counterexample: a bug in the
-search. Pruning that cannot hide one: a decode grid whose tree-free cycles already reach the searched
-plan's is not tuned (the trees only add cycles).
+searched grids; for prefill also every shape (g·a, g·b) of a side ratio a:b with a, b <= 6, whose
+MeshGEMM virtual mesh is small) is forced as the decode grid (its K-trees tuned, as
+``--decode-grid`` does) and as the prefill grid. A forced grid that is faster than the searched plan
+is a counterexample: a bug in the search. Pruning that cannot hide one: a decode grid whose
+tree-free cycles already reach the searched plan's is not tuned (the trees only add cycles).
 
 Prints markdown tables; the figures are recorded in docs/BENCHMARKS.md (## Planner).
 """
@@ -21,6 +22,7 @@ Prints markdown tables; the figures are recorded in docs/BENCHMARKS.md (## Plann
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import shutil
@@ -118,6 +120,8 @@ def dense_sweep(model_name: str, spec, method: str, step: int, near: int) -> dic
     for (cy, cx) in (p.decode.grid, p.prefill.grid):
         grids |= {(y, x) for y in range(cy - near, cy + near + 1) for x in range(cx - near, cx + near + 1)
                   if 1 <= y <= H and 1 <= x <= W}
+    ratio_grids = {(g * a, g * b) for a in range(1, 7) for b in range(1, 7) if math.gcd(a, b) == 1
+                   for g in range(1, min(H // a, W // b) + 1)}
     worse = {"decode": [], "prefill": []}
     tuned = feasible_dec = feasible_pre = 0
     for grid in sorted(grids):
@@ -129,6 +133,7 @@ def dense_sweep(model_name: str, spec, method: str, step: int, near: int) -> dic
                 cycles = best_trees(spec, c.terms, req)[2]
                 if cycles < dec * (1 - 1e-12):
                     worse["decode"].append((grid, cycles))
+    for grid in sorted(grids | ratio_grids):
         c = prefill_candidate(model, req, grid, tune=False)
         if c is not None:
             feasible_pre += 1
@@ -136,7 +141,7 @@ def dense_sweep(model_name: str, spec, method: str, step: int, near: int) -> dic
                 worse["prefill"].append((grid, c.cycles))
     return {"model": model_name, "hardware": spec.name, "method": method, "wafers": p.wafers,
             "decode_grid": p.decode.grid, "decode_cycles": dec, "prefill_grid": p.prefill.grid,
-            "prefill_cycles": pre, "shapes": len(grids), "decode_feasible": feasible_dec, "tuned": tuned,
+            "prefill_cycles": pre, "shapes": len(grids), "prefill_shapes": len(grids | ratio_grids), "decode_feasible": feasible_dec, "tuned": tuned,
             "prefill_feasible": feasible_pre, "search_s": search_s, "sweep_s": time.perf_counter() - t0,
             "worse": worse}
 
@@ -149,7 +154,7 @@ def bench_dense(step: int, near: int, models: list[str] | None, hardware: list[s
     print(f"dense sweep: rows and columns every {step} PEs plus the mesh sides, and every shape within "
           f"{near} PEs of each searched grid\n")
     print("| model | hardware | method | wafers | searched decode (cycles/token) | searched prefill (cycles) "
-          "| shapes | decode feasible (tuned) | prefill feasible | forced grids faster | time |")
+          "| shapes decode / prefill | decode feasible (tuned) | prefill feasible | forced grids faster | time |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     bad = 0
     for hw in hardware:
@@ -167,7 +172,8 @@ def bench_dense(step: int, near: int, models: list[str] | None, hardware: list[s
                 print(f"| {name} | {spec.name} | {method} | {r['wafers']} "
                       f"| {r['decode_grid'][0]}x{r['decode_grid'][1]}: {r['decode_cycles']:,.0f} "
                       f"| {r['prefill_grid'][0]}x{r['prefill_grid'][1]}: {r['prefill_cycles']:,.0f} "
-                      f"| {r['shapes']:,} | {r['decode_feasible']:,} ({r['tuned']:,}) | {r['prefill_feasible']:,} "
+                      f"| {r['shapes']:,} / {r['prefill_shapes']:,} | {r['decode_feasible']:,} ({r['tuned']:,}) "
+                      f"| {r['prefill_feasible']:,} "
                       f"| {n_bad}{first} | {r['sweep_s']:.0f} s |", flush=True)
     print(f"\ncounterexamples: {bad}")
     return 1 if bad else 0

@@ -6,11 +6,13 @@ nothing. Each collective pays the calibrated per-collective constant ``collectiv
 
 from __future__ import annotations
 
+import functools
 import math
+from dataclasses import dataclass
 
 from plmr.breakdown import CostBreakdown
 from plmr.hardware import HardwareSpec
-from plmr.ktree import ChainSpans, KTree, build_ktree, chain_spans
+from plmr.ktree import KTree, build_ktree, chain_spans
 from plmr.primitives import ceil_div, dtype_bytes, t_msg, t_vec
 
 
@@ -98,20 +100,6 @@ def _group_phase(spec: HardwareSpec, left: list[int], right: list[int], n: int, 
                        t_vec(spec, n, "add", dtype))
 
 
-def _spans_phase(spec: HardwareSpec, c: ChainSpans, n_w: int, add: float) -> float:
-    """``_group_phase`` of a group known by its ``ChainSpans`` (exact when ``_whole`` holds)."""
-    hop = spec.hop_cycles
-    if not c.west_links or not c.east_links:
-        links, hops = (c.west_links, c.west_hops) if c.west_links else (c.east_links, c.east_hops)
-        if not links:
-            return 0.0
-        return _arrival(spec, links, hops * hop) + n_w
-    west = _arrival(spec, c.west_links, c.west_hops * hop)
-    east = _arrival(spec, c.east_links, c.east_hops * hop)
-    first, second = (east, west) if c.east_links <= c.west_links else (west, east)
-    return _two_stream(spec, first, second, n_w, add)
-
-
 def ktree_reduce_cycles(spec: HardwareSpec, tree: KTree, n: int, dtype: str = "fp16",
                         packed: bool = False) -> list[float]:
     """Cycles of each K-tree phase: its slowest group (§6.6, with the per-link ramp and the root's
@@ -123,15 +111,80 @@ def ktree_reduce_cycles(spec: HardwareSpec, tree: KTree, n: int, dtype: str = "f
     return phases
 
 
+@dataclass(frozen=True)
+class _LevelArrivals:
+    """One K-tree level reduced to what its phase needs for any payload: whether some group is a
+    lone PE (phase 0), the latest one-sided arrival, and over two-sided groups the latest of the
+    later and of the earlier of the two arrivals. A phase is the max over groups of functions that
+    never decrease in these arrivals, so it is that function of the maxima, the same number."""
+
+    lone: bool
+    one_sided: float | None
+    later: float | None
+    earlier: float | None
+
+
+@functools.lru_cache(maxsize=8192)
+def _level_arrivals(op: float, ramp: float, hop: float, relay: float, n_ax: int, k: int,
+                    group_counts: tuple[int, ...] | None) -> tuple[tuple[_LevelArrivals, ...], int]:
+    probe = _ArrivalSpec(op, ramp, hop, relay)
+    levels, root = chain_spans(n_ax, k, group_counts)
+    out = []
+    for level in levels:
+        lone, one, later, earlier = False, None, None, None
+        for c in level:
+            if not c.west_links and not c.east_links:
+                lone = True
+            elif not c.west_links or not c.east_links:
+                links, hops = (c.west_links, c.west_hops) if c.west_links else (c.east_links, c.east_hops)
+                a = _arrival(probe, links, hops * hop)
+                one = a if one is None else max(one, a)
+            else:
+                west = _arrival(probe, c.west_links, c.west_hops * hop)
+                east = _arrival(probe, c.east_links, c.east_hops * hop)
+                a1, a2 = (east, west) if c.east_links <= c.west_links else (west, east)
+                a2 = max(a2, 2 * op)
+                hi, lo = max(a1, a2), min(a1, a2)
+                later = hi if later is None else max(later, hi)
+                earlier = lo if earlier is None else max(earlier, lo)
+        out.append(_LevelArrivals(lone, one, later, earlier))
+    return tuple(out), root
+
+
+@dataclass(frozen=True)
+class _ArrivalSpec:
+    """The four PLMR fields a chain's arrival reads (a hashable key for ``_level_arrivals``)."""
+
+    op_issue_cycles: float
+    ramp_cycles: float
+    hop_cycles: float
+    relay_cycles: float
+
+
 def _ktree_phases(spec: HardwareSpec, n_ax: int, n: int, k: int, group_counts: tuple[int, ...] | None,
                   dtype: str, packed: bool) -> tuple[list[float], int, int]:
-    """(phase cycles, global root, K) of a K-tree: from the memoised ``chain_spans`` when α is a
-    whole number (the same numbers as walking every group), else from the full tree."""
+    """(phase cycles, global root, K) of a K-tree: from memoised per-level arrivals when α is a
+    whole number (the same numbers as walking every group, see ``_LevelArrivals``), else from the
+    full tree."""
     if _whole(spec.hop_cycles, n_ax):
-        levels, root = chain_spans(n_ax, k, None if group_counts is None else tuple(group_counts))
+        levels, root = _level_arrivals(spec.op_issue_cycles, spec.ramp_cycles, spec.hop_cycles,
+                                       spec.relay_cycles, n_ax, k,
+                                       None if group_counts is None else tuple(group_counts))
         n_w = math.ceil(n / spec.elements_per_wavelet(dtype, packed))
-        add = t_vec(spec, n, "add", dtype)
-        return [max(_spans_phase(spec, c, n_w, add) for c in level) for level in levels], root, len(levels)
+        add = None
+        phases = []
+        for lv in levels:
+            phase = 0.0 if lv.lone else None
+            if lv.one_sided is not None:
+                p = lv.one_sided + n_w
+                phase = p if phase is None else max(phase, p)
+            if lv.later is not None:
+                if add is None:
+                    add = t_vec(spec, n, "add", dtype)
+                p = max(lv.later + n_w, lv.earlier + 2 * n_w) + spec.task_cycles + add
+                phase = p if phase is None else max(phase, p)
+            phases.append(phase)
+        return phases, root, len(levels)
     tree = build_ktree(n_ax, k, group_counts)
     return ktree_reduce_cycles(spec, tree, n, dtype, packed), tree.root, tree.k
 

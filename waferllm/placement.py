@@ -10,20 +10,21 @@ the LM head (with the final norm) with the last; tied embeddings share one copy 
 one stage.
 
 Per-PE bytes are the busiest PE's: the hidden split over rows is fixed, the splits along x rotate
-from layer to layer (``plmr.transformer.stage_weight_bytes``), so many layers in one region are
+from layer to layer (``plmr.transformer.StageMemory``), so many layers in one region are
 balanced rather than each rounded up. An infeasible placement raises ``InputError`` naming the
 binding stage, its busiest PE's buffers and their bytes.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
 from plmr.errors import InputError
 from plmr.hardware import HardwareSpec
 from plmr.primitives import ceil_div
-from plmr.transformer import LayerDims, decode_buffer_bytes, stage_kv_bytes, stage_weight_bytes
+from plmr.transformer import LayerDims, StageMemory, decode_buffer_bytes
 
 
 @dataclass(frozen=True)
@@ -106,44 +107,67 @@ def _kb(n: float) -> str:
     return f"{n / 1024:.1f} KB"
 
 
-@dataclass(frozen=True)
 class LayerMemory:
-    """What a stage of consecutive layers costs per PE on one grid (cached per layer range)."""
+    """What a stage of consecutive layers costs per PE on one grid: weights plus the KV cache of
+    its layers (``plmr.transformer.StageMemory``), remembered per (first layer, count). One
+    object per (grid, cached tokens per layer, ...) is shared by every placement that asks
+    (``layer_memory``): a search places the same grid for several prompt chunkings or wafer
+    counts, a capacity search for many batches."""
 
-    dims: LayerDims
-    grid: tuple[int, int]
-    layer_tokens: tuple[int, ...]  # cached tokens per layer (the sliding window caps some)
-    dtype: str
-    batch: int
+    def __init__(self, dims: LayerDims, grid: tuple[int, int], layer_tokens: tuple[int, ...], dtype: str,
+                 batch: int):
+        self.stage = StageMemory(dims, grid[0], grid[1], dtype)
+        self.layer_tokens = layer_tokens
+        self.batch = batch
+        self.homogeneous = len(set(layer_tokens)) <= 1
+        self.rows = [self.stage.rows(t) for t in layer_tokens]
+        self._prefix = [0]
+        for r in self.rows:
+            self._prefix.append(self._prefix[-1] + r)
+        self._bytes: dict[tuple[int, int], int] = {}
 
     def weights(self, n: int) -> int:
-        return stage_weight_bytes(self.dims, self.grid[0], self.grid[1], n, self.dtype)
+        return self.stage.weight_bytes(n)
 
     def kv(self, first: int, n: int) -> int:
-        return stage_kv_bytes(self.dims, self.grid[0], self.grid[1], self.layer_tokens[first:first + n],
-                              self.dtype, self.batch)
+        if n <= 0:
+            return 0
+        rows_max = self.rows[first] if self.homogeneous else max(self.rows[first:first + n])
+        return self.stage.kv_bytes(n, self._prefix[first + n] - self._prefix[first], rows_max, self.batch)
+
+    def layer_bytes(self, first: int, n: int) -> int:
+        """Weights and KV of layers first .. first + n - 1 (every first is alike when every layer
+        caches as many tokens)."""
+        key = (0 if self.homogeneous else first, n)
+        b = self._bytes.get(key)
+        if b is None:
+            b = self._bytes[key] = self.weights(n) + self.kv(key[0], n)
+        return b
+
+
+@functools.lru_cache(maxsize=4096)
+def layer_memory(dims: LayerDims, grid: tuple[int, int], layer_tokens: tuple[int, ...], dtype: str,
+                 batch: int) -> LayerMemory:
+    return LayerMemory(dims, grid, layer_tokens, dtype, batch)
 
 
 def place_layers(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple[int, ...] | list[int], vocab: int,
                  tied: bool, grid: tuple[int, int], dtype: str = "fp16", batch: int = 1, wafers: int = 1,
-                 extra_activation_bytes: int = 0, what: str = "") -> Placement:
+                 extra_activation_bytes: int = 0, what: str = "", detail: bool = True) -> Placement:
     """Fewest stages that hold every layer, then the most even layer counts (the spare SRAM of
-    every stage holds KV). Raises InputError naming the binding constraint with its numbers."""
+    every stage holds KV). Raises InputError naming the binding constraint with its numbers.
+
+    ``detail=False`` (a search, which needs only whether the grid fits and how many stages it
+    takes): the layer counts are not evened (the fewest stages are the same either way)."""
     p_y, p_x = grid
     L = len(layer_tokens)
     capacity = spec.usable_sram_bytes
     b = 2 if dtype == "fp16" else 4
-    mem = LayerMemory(dims, grid, tuple(layer_tokens), dtype, batch)
+    mem = layer_memory(dims, grid, tuple(layer_tokens), dtype, batch)
     buf = decode_buffer_bytes(dims, p_y, p_x, dtype, batch) + extra_activation_bytes
     emb = embedding_bytes_per_pe(vocab, dims.hidden, grid, b) if vocab else 0
-    homogeneous = len(set(layer_tokens)) <= 1
-    cache: dict[tuple[int, int], int] = {}
-
-    def layer_bytes(first: int, n: int) -> int:
-        key = (0 if homogeneous else first, n)
-        if key not in cache:
-            cache[key] = mem.weights(n) + mem.kv(first, n)
-        return cache[key]
+    homogeneous = mem.homogeneous
+    layer_bytes = mem.layer_bytes
 
     per_wafer = regions_per_wafer(spec, grid)
     prefix = f"{what}: " if what else ""
@@ -160,7 +184,7 @@ def place_layers(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple[int, .
         raise InputError(f"{prefix}the embedding table needs {_kb(emb)} per PE on a {p_y}x{p_x} region "
                          f"(+ buffers {_kb(buf)}), {_kb(capacity)} available")
 
-    counts = _fewest_even(L, capacity - buf, emb, emb, tied, layer_bytes, homogeneous)
+    counts = _fewest_even(L, capacity - buf, emb, emb, tied, layer_bytes, homogeneous, even=detail)
     stages, first = [], 0
     n_st = len(counts)
     for i, count in enumerate(counts):
@@ -183,14 +207,20 @@ def place_layers(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple[int, .
 
 
 def _fewest_even(L: int, room: int, emb: int, lm: int, tied: bool,
-                 layer_bytes: Callable[[int, int], int], homogeneous: bool = False) -> list[int]:
+                 layer_bytes: Callable[[int, int], int], homogeneous: bool = False,
+                 even: bool = True) -> list[int]:
     """Layer counts per stage: the fewest stages, then the smallest largest count. A stage takes
     at most ``cap`` layers; the first also holds ``emb`` bytes, the last ``lm`` (or nothing extra
     when tied and there is one stage); a final stage may hold only the LM head.
 
     ``layer_bytes(first, n)`` never decreases with n, so the most layers a stage starting at
     ``first`` holds under a cap is min(cap, the most it holds at all): that is searched once per
-    (start, extra bytes) (once per extra when every layer costs the same, ``homogeneous``)."""
+    (start, extra bytes) (once per extra when every layer costs the same, ``homogeneous``).
+
+    The greedy first pass (each stage takes all it can) already needs the fewest stages: for any
+    placement in k stages, greedy's i-th stage ends no earlier than its i-th, so the rest of the
+    layers fit greedy's k-th stage too (a stage's bytes never grow when it holds fewer layers).
+    ``even=False`` returns that pass."""
     most: dict[tuple[int, int], int] = {}
 
     def fit(first: int, limit: int, extra: int) -> int:
@@ -230,6 +260,8 @@ def _fewest_even(L: int, room: int, emb: int, lm: int, tied: bool,
     best = assign(L)
     if best is None:
         raise InputError("cannot place the layers")  # unreachable: one layer fits (checked above)
+    if not even:
+        return best
     lo, hi = ceil_div(L, len(best)), L
     while lo < hi:  # smallest cap that needs no more stages
         mid = (lo + hi) // 2

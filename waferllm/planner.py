@@ -21,6 +21,8 @@ MeshGEMM's virtual mesh (lcm of the sides) enters the prefill cost, so awkward s
 
 from __future__ import annotations
 
+import functools
+import heapq
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
@@ -34,8 +36,8 @@ from plmr.ktree import default_group_counts
 from plmr.ops import rmsnorm
 from plmr.primitives import ceil_div
 from plmr.transformer import (
-    LayerDims, Reduction, TreeChoice, axis_cycles, compose, decode_steps, local_cycles,
-    prefill_activation_bytes, prefill_layer, round_up,
+    LayerDims, Reduction, TreeChoice, compose, decode_steps, local_cycles, prefill_activation_bytes,
+    prefill_gemm_floor, prefill_layer, price_reduction, round_up,
 )
 from waferllm.placement import Placement, place_layers, regions_per_wafer, stage_fit_message
 
@@ -64,6 +66,21 @@ MAX_WAFERS = 64
 
 #: Shapes per side of the first ladder of the search (every shape when the mesh is this small).
 LADDER_POINTS = 24
+
+#: Ladder shapes refined down to single-PE steps.
+SEEDS = 6
+
+#: Decode: the best refined shapes whose K-trees are tuned.
+FINALISTS = 24
+
+#: Half-width in PEs of the window of shapes around the best one that the search visits last.
+WINDOW = 4
+
+#: Prefill: side ratios rows:columns a:b with a, b up to this are searched along their lines.
+RATIO_MAX = 6
+
+#: Prefill: multiples g of the best shape's ratio, either side, visited last.
+RATIO_WINDOW = 12
 
 
 @dataclass(frozen=True)
@@ -231,6 +248,8 @@ def paper_dims(model: Any, grid: tuple[int, int]) -> LayerDims:
 def layer_contexts(model: Any, context: int) -> tuple[int, ...]:
     """Cached tokens each layer attends to at ``context``: a sliding-window layer keeps at most
     the window (method §10: keys with key_pos > p − window)."""
+    if model.sliding_window is None:
+        return (context,) * model.num_layers
     return tuple(min(context, model.layer_sliding_window(i) or context) for i in range(model.num_layers))
 
 
@@ -257,6 +276,11 @@ def tree_for(n_ax: int, k: int, first: int | None = None) -> TreeChoice:
 def tree_space(n_ax: int, ks: tuple[int, ...]) -> list[TreeChoice]:
     """Trees searched on one axis: each K, with level-1 group counts at ``GROUP_FACTORS`` times the
     balanced count (every count on short axes); duplicates removed."""
+    return list(_tree_space(n_ax, tuple(ks)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _tree_space(n_ax: int, ks: tuple[int, ...]) -> tuple[TreeChoice, ...]:
     out: list[TreeChoice] = []
     for k in ks:
         base = tree_for(n_ax, k)
@@ -272,7 +296,7 @@ def tree_space(n_ax: int, ks: tuple[int, ...]) -> list[TreeChoice]:
             t = tree_for(n_ax, k, first)
             if t not in out:
                 out.append(t)
-    return out
+    return tuple(out)
 
 
 def decode_colors(k_y: int, k_x: int, grid: tuple[int, int] = (2, 2)) -> int:
@@ -305,9 +329,37 @@ class DecodeTerms:
         return (sum(n * local_cycles(list(st)) for n, st in self.layer_groups)
                 + local_cycles(list(self.extras)) + self.handoff_cycles)
 
-    def axis(self, spec: HardwareSpec, axis: str, tree: TreeChoice) -> float:
-        return (sum(n * axis_cycles(spec, list(st), axis, tree) for n, st in self.layer_groups)
-                + axis_cycles(spec, list(self.extras), axis, tree))
+    @functools.cached_property
+    def _reductions(self) -> dict[str, tuple]:
+        """Per tree axis ("y"; "x" with the per-group score allreduce): (layers, reductions) per
+        layer group, then the extras' reductions, in step order."""
+        out = {}
+        for axis, axes in (("y", ("y",)), ("x", ("x", "group"))):
+            def pick(steps: tuple) -> tuple:
+                return tuple(s for s in steps if isinstance(s, Reduction) and s.axis in axes)
+            out[axis] = (tuple((n, pick(st)) for n, st in self.layer_groups), pick(self.extras))
+        return out
+
+    def axis(self, spec: HardwareSpec, axis: str, tree: TreeChoice, limit: float = math.inf) -> float:
+        """Cycles of one axis's reductions under ``tree``: ``axis_cycles`` of every layer group
+        times its layers, plus the extras (the same additions in the same order). Every term is
+        >= 0, so once a partial sum exceeds ``limit`` the result is ``inf`` (the caller's test
+        ``cycles < limit`` is decided)."""
+        groups, extras = self._reductions[axis]
+        total = 0
+        for n, reds in groups:
+            inner = 0
+            for r in reds:
+                inner += price_reduction(spec, r, tree)
+                if total + n * inner > limit:
+                    return math.inf
+            total += n * inner
+        inner = 0
+        for r in extras:
+            inner += price_reduction(spec, r, tree)
+            if total + inner > limit:
+                return math.inf
+        return total + inner
 
     def total(self, spec: HardwareSpec, ty: TreeChoice, tx: TreeChoice) -> float:
         return self.local() + self.axis(spec, "y", ty) + self.axis(spec, "x", tx)
@@ -424,12 +476,13 @@ def _wafer_count(req: PlanRequest) -> int:
 
 
 def real_placement(model: Any, req: PlanRequest, grid: tuple[int, int], context: int | None = None,
-                   batch: int | None = None, what: str = "") -> Placement:
-    """The real model (every layer, embedding, LM head, KV at ``context``) on ``grid`` regions."""
+                   batch: int | None = None, what: str = "", detail: bool = True) -> Placement:
+    """The real model (every layer, embedding, LM head, KV at ``context``) on ``grid`` regions
+    (``detail``: see ``place_layers``)."""
     ctx = req.decode_context if context is None else context
     return place_layers(req.hardware, model_dims(model), layer_contexts(model, ctx), model.vocab_size,
                         model.tie_word_embeddings, grid, req.dtype, req.batch if batch is None else batch,
-                        _wafer_count(req), what=what)
+                        _wafer_count(req), what=what, detail=detail)
 
 
 def _fits_or_none(fn: Callable[[], Placement]) -> Placement | None:
@@ -476,10 +529,12 @@ def best_trees(spec: HardwareSpec, terms: DecodeTerms, req: PlanRequest) -> tupl
         return ty, tx, terms.total(spec, ty, tx)
     best_per_k: dict[str, dict[int, tuple[float, TreeChoice]]] = {"y": {}, "x": {}}
     for axis, n in (("y", p_y), ("x", p_x)):
-        for t in tree_space(n, _ks(req)):
-            c = terms.axis(spec, axis, t)
-            if t.k not in best_per_k[axis] or c < best_per_k[axis][t.k][0]:
-                best_per_k[axis][t.k] = (c, t)
+        per_k = best_per_k[axis]
+        for t in _tree_space(n, _ks(req)):
+            known = per_k.get(t.k)
+            c = terms.axis(spec, axis, t, known[0] if known else math.inf)
+            if known is None or c < known[0]:
+                per_k[t.k] = (c, t)
     best = None
     for ky, (cy, ty) in best_per_k["y"].items():
         for kx, (cx, tx) in best_per_k["x"].items():
@@ -507,7 +562,7 @@ def decode_candidate(model: Any, req: PlanRequest, grid: tuple[int, int], forced
     placement: Placement | None
     if req.method == "full":
         try:
-            placement = real_placement(model, req, grid, what="decode" if forced else "")
+            placement = real_placement(model, req, grid, what="decode" if forced else "", detail=forced)
         except InputError:
             if forced:
                 raise
@@ -526,9 +581,6 @@ def decode_candidate(model: Any, req: PlanRequest, grid: tuple[int, int], forced
         cycles = terms.total(req.hardware, ty, tx)
     return Candidate(grid, cycles, ty, tx, placement, terms)
 
-
-#: Side ratios (rows : columns) added to the prefill ladder: lcm(P_y, P_x) = P_y·P_x / gcd stays small.
-RATIOS = ((1, 1), (1, 2), (2, 1), (2, 3), (3, 2), (3, 4), (4, 3), (4, 5), (5, 4))
 
 #: Prompt chunk counts tried when a whole prompt's activations do not fit a PE.
 PREFILL_CHUNKS = (1, 2, 4, 8, 16)
@@ -577,28 +629,70 @@ def prefill_candidate(model: Any, req: PlanRequest, grid: tuple[int, int], force
     return Candidate(grid, total, placement=placement, terms=chunks)
 
 
-def prefill_placement(model: Any, req: PlanRequest, grid: tuple[int, int], forced: bool = False
-                      ) -> tuple[Placement | None, int]:
+def prefill_floor(model: Any, req: PlanRequest, grid: tuple[int, int], chunks: int = 1) -> float:
+    """A lower bound of ``prefill_cost(...)[1]`` that skips the costly steps: the MeshGEMMs of
+    every layer (``prefill_gemm_floor``), no hand-offs (none negative)."""
+    spec, (p_y, p_x) = req.hardware, grid
+    if req.method == "paper":
+        dims = paper_dims(model, grid)
+        return prefill_gemm_floor(spec, dims, p_y, p_x, round_up(req.input_len, paper_side(grid)),
+                                  req.dtype) * model.num_layers
     dims = model_dims(model)
-    error = None
-    for chunks in PREFILL_CHUNKS:
-        if chunks > req.input_len:
-            break
-        act = prefill_activation_bytes(dims, grid[0], grid[1], ceil_div(req.input_len, chunks), req.dtype,
-                                       keys=req.input_len)
-        try:
-            placement = place_layers(req.hardware, dims, (req.input_len,) * model.num_layers, model.vocab_size,
-                                     model.tie_word_embeddings, grid, req.dtype, 1, _wafer_count(req), act,
-                                     what="prefill")
-        except InputError as exc:
-            error = str(exc)
-            continue
-        if placement.fits:
-            return placement, chunks
-        error = stage_fit_message(req.hardware, placement, model.name, "prefill")
-    if forced:
-        raise InputError(error or "prefill: nothing fits")
-    return None, 1
+    if chunks > 1:
+        layer = prefill_gemm_floor(spec, dims, p_y, p_x, ceil_div(req.input_len, chunks), req.dtype,
+                                   keys=req.input_len) * chunks
+    else:
+        layer = prefill_gemm_floor(spec, dims, p_y, p_x, req.input_len, req.dtype)
+    return layer * model.num_layers
+
+
+def prefill_placement(model: Any, req: PlanRequest, grid: tuple[int, int], forced: bool = False,
+                      detail: bool = True) -> tuple[Placement | None, int]:
+    """The real model on ``grid`` beside one prefill layer's activations: the fewest prompt chunks
+    (``PREFILL_CHUNKS``) whose activations fit, and that placement; (None, 1) when none does (an
+    InputError with the binding numbers when ``forced``).
+
+    More chunks never need more bytes (each holds fewer tokens), and a placement that fits with
+    fewer spare bytes fits with more, so the most chunks are tried first and the fewest that fit
+    are found by bisection: the same answer as trying the counts in order."""
+    counts = [c for c in PREFILL_CHUNKS if c <= req.input_len]
+    tried: dict[int, tuple[Placement | None, str]] = {}
+
+    def attempt(i: int) -> Placement | None:
+        chunks = counts[i]
+        if chunks not in tried:
+            tried[chunks] = _prefill_attempt(model, req, grid, chunks, detail or forced)
+        return tried[chunks][0]
+
+    if attempt(len(counts) - 1) is None:
+        if forced:
+            raise InputError(tried[counts[-1]][1] or "prefill: nothing fits")
+        return None, 1
+    lo, hi = 0, len(counts) - 1  # the fewest chunks that fit lie in counts[lo..hi]; counts[hi] fits
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if attempt(mid) is not None:
+            hi = mid
+        else:
+            lo = mid + 1
+    return attempt(hi), counts[hi]
+
+
+def _prefill_attempt(model: Any, req: PlanRequest, grid: tuple[int, int], chunks: int,
+                     detail: bool) -> tuple[Placement | None, str]:
+    """(the placement when it fits, else None; why not)."""
+    dims = model_dims(model)
+    act = prefill_activation_bytes(dims, grid[0], grid[1], ceil_div(req.input_len, chunks), req.dtype,
+                                   keys=req.input_len)
+    try:
+        placement = place_layers(req.hardware, dims, (req.input_len,) * model.num_layers, model.vocab_size,
+                                 model.tie_word_embeddings, grid, req.dtype, 1, _wafer_count(req), act,
+                                 what="prefill", detail=detail)
+    except InputError as exc:
+        return None, str(exc)
+    if placement.fits:
+        return placement, ""
+    return None, stage_fit_message(req.hardware, placement, model.name, "prefill") if detail else ""
 
 
 def _ladder(n: int, step: int) -> list[int]:
@@ -618,45 +712,223 @@ def _memory_bound_ok(model: Any, req: PlanRequest, grid: tuple[int, int]) -> boo
     return model.total_params * _dtype_bytes(req) <= regions * grid[0] * grid[1] * spec.usable_sram_bytes
 
 
-def search_grid(model: Any, req: PlanRequest, evaluate: Callable[..., Candidate | None],
-                seeds: int = 4, finalists: int = 12, with_ratios: bool = False) -> Candidate | None:
-    """Every shape that fits the mesh is a candidate: a ladder over the whole mesh, then every
-    seed refined by halving steps down to one PE, then the finalists tuned (see module doc)."""
+_UNSCORED = object()
+
+
+class _Shapes:
+    """The shapes one search has visited. On a visit ``bound`` gives a lower bound of the shape's
+    cost (None: it cannot hold the model), or the exact candidate itself; the exact candidate of a
+    bounded shape is computed only when a ranking needs it, cheapest bound first, so the ranking
+    is the one full evaluation would give (ties: fewer PEs, then the earlier visit)."""
+
+    def __init__(self, spec: HardwareSpec, bound: Callable[[tuple[int, int]], Any],
+                 exact: Callable[[tuple[int, int]], Candidate | None] | None = None):
+        self.height, self.width = spec.mesh_height, spec.mesh_width
+        self._bound, self._exact = bound, exact
+        self.bounds: dict[tuple[int, int], tuple[float, int] | None] = {}
+        self.exact: dict[tuple[int, int], Any] = {}
+
+    def visit(self, grid: tuple[int, int]) -> None:
+        if grid in self.bounds or not (1 <= grid[0] <= self.height and 1 <= grid[1] <= self.width):
+            return
+        b = self._bound(grid)
+        if isinstance(b, Candidate) or b is None:
+            self.exact[grid] = b
+            b = None if b is None else b.cycles
+        self.bounds[grid] = None if b is None else (b, len(self.bounds))
+
+    def best(self, k: int = 1, centre: tuple[int, int] | None = None, radius: int = 0) -> list[Candidate]:
+        """The ``k`` cheapest visited shapes (within ``radius`` PEs of ``centre`` on both sides)."""
+        if centre is None:
+            return self.best_of(self.bounds, k)
+        if (2 * radius + 1) ** 2 < len(self.bounds):
+            cy, cx = centre
+            return self.best_of([(y, x) for y in range(cy - radius, cy + radius + 1)
+                                 for x in range(cx - radius, cx + radius + 1)], k)
+        return self.best_of([g for g in self.bounds
+                             if abs(g[0] - centre[0]) <= radius and abs(g[1] - centre[1]) <= radius], k)
+
+    def best_of(self, grids: Any, k: int = 1) -> list[Candidate]:
+        """The ``k`` cheapest of ``grids`` (those visited), exact candidates computed as needed."""
+        heap = []
+        for g in grids:
+            b = self.bounds.get(g)
+            if b is None:
+                continue
+            c = self.exact.get(g, _UNSCORED)
+            if c is _UNSCORED:
+                heap.append((b[0], g[0] * g[1], b[1], g))
+            elif c is not None:
+                heap.append((c.cycles, g[0] * g[1], b[1], g))
+        heapq.heapify(heap)
+        out: list[Candidate] = []
+        while heap and len(out) < k:
+            item = heapq.heappop(heap)
+            g = item[3]
+            c = self.exact.get(g, _UNSCORED)
+            if c is _UNSCORED:
+                c = self.exact[g] = self._exact(g)
+                if c is not None:
+                    heapq.heappush(heap, (c.cycles,) + item[1:])
+            else:
+                out.append(c)
+        return out
+
+    def window(self, centre: tuple[int, int], radius: int) -> None:
+        for y in range(centre[0] - radius, centre[0] + radius + 1):
+            for x in range(centre[1] - radius, centre[1] + radius + 1):
+                self.visit((y, x))
+
+
+def _ladder_step(spec: HardwareSpec) -> int:
+    return max(1, math.ceil(max(spec.mesh_height, spec.mesh_width) / LADDER_POINTS))
+
+
+def _refine(shapes: _Shapes, seed: tuple[int, int], step: int) -> tuple[int, int]:
+    """Pattern search from ``seed``: at steps halving down to one PE, every shape at 0, ±s, ±2s
+    rows and columns from the centre is visited and the best shape within ±2s becomes the centre."""
+    centre, s = seed, step
+    while True:
+        s = max(1, s // 2)
+        for dy in (-2 * s, -s, 0, s, 2 * s):
+            for dx in (-2 * s, -s, 0, s, 2 * s):
+                shapes.visit((centre[0] + dy, centre[1] + dx))
+        around = shapes.best(1, centre, 2 * s)
+        centre = around[0].grid if around else centre
+        if s == 1:
+            return centre
+
+
+def search_grid(model: Any, req: PlanRequest, evaluate: Callable[..., Candidate | None]) -> Candidate | None:
+    """The best decode (``evaluate=decode_candidate``) or prefill (``prefill_candidate``) grid: see
+    ``search_decode`` and ``search_prefill``."""
+    if evaluate is prefill_candidate:
+        return search_prefill(model, req)
+    if evaluate is decode_candidate:
+        return search_decode(model, req)
+    raise ValueError("search_grid: evaluate must be decode_candidate or prefill_candidate")
+
+
+def search_decode(model: Any, req: PlanRequest) -> Candidate | None:
+    """The decode grid and K-trees. Every shape that fits the mesh is a candidate: a ladder over
+    the mesh scored with default K-trees (shapes that cannot hold the model pruned by a memory
+    bound first), the ``SEEDS`` best refined down to single-PE steps; the ``FINALISTS`` best get
+    their K-trees tuned; then every shape within ``WINDOW`` PEs of the best tuned shape is tuned,
+    again around each new best until the best stays put. Tuning is where shapes of nearly equal
+    cost change places, so the last steps rank by tuned cost only."""
+    spec = req.hardware
+    step = _ladder_step(spec)
+
+    def untuned(grid: tuple[int, int]) -> Candidate | None:
+        if not _memory_bound_ok(model, req, grid):
+            return None
+        return decode_candidate(model, req, grid, tune=False)
+
+    shapes = _Shapes(spec, untuned)
+    for py in _ladder(spec.mesh_height, step):
+        for px in _ladder(spec.mesh_width, step):
+            shapes.visit((py, px))
+    seeds = shapes.best(SEEDS)
+    if not seeds:
+        return None
+    for seed in seeds:
+        _refine(shapes, seed.grid, step)
+    tuned: dict[tuple[int, int], Candidate] = {}
+
+    def tune(c: Candidate) -> None:
+        if c.grid not in tuned:
+            ty, tx, cycles = best_trees(spec, c.terms, req)
+            tuned[c.grid] = replace(c, cycles=cycles, tree_y=ty, tree_x=tx)
+
+    for c in shapes.best(FINALISTS):
+        tune(c)
+    best = min(tuned.values(), key=lambda c: c.key)
+    centres: set[tuple[int, int]] = set()
+    while best.grid not in centres:
+        centres.add(best.grid)
+        shapes.window(best.grid, WINDOW)
+        for c in shapes.best(len(shapes.bounds), best.grid, WINDOW):
+            tune(c)
+        best = min(tuned.values(), key=lambda c: c.key)
+    if best.placement is not None:  # the search placed with greedy layer counts: even them
+        best = replace(best, placement=real_placement(model, req, best.grid))
+    return best
+
+
+def _ratios(limit: int) -> list[tuple[int, int]]:
+    return [(a, b) for a in range(1, limit + 1) for b in range(1, limit + 1) if math.gcd(a, b) == 1]
+
+
+def search_prefill(model: Any, req: PlanRequest) -> Candidate | None:
+    """The prefill grid. MeshGEMM runs a virtual lcm(P_y, P_x) mesh, so the shapes that matter
+    lie on lines of a small side ratio a:b ((g·a, g·b): lcm = g·a·b). Visited: the ladder of
+    ``search_decode`` and, for every ratio a:b with a, b <= ``RATIO_MAX``, a ladder of g; the
+    ``SEEDS`` best are refined (by rows and columns, and along their ratio line); then every shape
+    within ``WINDOW`` PEs and every g within ``RATIO_WINDOW`` of the best, until it stays put.
+    A shape is first bounded by its MeshGEMMs alone (``prefill_floor``, once its placement and
+    prompt chunks are known) and fully costed only when it could rank."""
     spec = req.hardware
     H, W = spec.mesh_height, spec.mesh_width
-    step = max(1, math.ceil(max(H, W) / LADDER_POINTS))
-    scored: dict[tuple[int, int], Candidate | None] = {}
+    step = _ladder_step(spec)
+    placed: dict[tuple[int, int], tuple[Placement | None, int]] = {}
 
-    def visit(grid: tuple[int, int]) -> None:
-        if grid in scored or not (1 <= grid[0] <= H and 1 <= grid[1] <= W):
-            return
-        scored[grid] = evaluate(model, req, grid, tune=False) if _memory_bound_ok(model, req, grid) else None
+    def bound(grid: tuple[int, int]) -> float | None:
+        if not _memory_bound_ok(model, req, grid):
+            return None
+        placement, chunks = None, 1
+        if req.method == "full":
+            placement, chunks = prefill_placement(model, req, grid, detail=False)
+            if placement is None:
+                return None
+        placed[grid] = (placement, chunks)
+        return prefill_floor(model, req, grid, chunks)
 
+    def exact(grid: tuple[int, int]) -> Candidate:
+        placement, chunks = placed[grid]
+        _, total, _ = prefill_cost(model, req, grid, placement, chunks)
+        return Candidate(grid, total, placement=placement, terms=chunks)
+
+    shapes = _Shapes(spec, bound, exact)
     for py in _ladder(H, step):
         for px in _ladder(W, step):
-            visit((py, px))
-            if with_ratios:  # shapes whose sides share a large factor: a small MeshGEMM virtual mesh
-                for a, b in RATIOS:
-                    base = min(py // a, px // b)
-                    visit((base * a, base * b))
+            shapes.visit((py, px))
+    ratios = _ratios(RATIO_MAX)
+    for a, b in ratios:
+        top = min(H // a, W // b)
+        for g in _ladder(top, max(1, math.ceil(top / LADDER_POINTS))):
+            shapes.visit((g * a, g * b))
 
-    def ranked() -> list[Candidate]:
-        return sorted((c for c in scored.values() if c is not None), key=lambda c: c.key)
+    def line(grid: tuple[int, int], centre: int, radius: int) -> list[tuple[int, int]]:
+        """Shapes (g·a, g·b) of ``grid``'s ratio a:b, g within ``radius`` of ``centre``."""
+        g0 = math.gcd(*grid)
+        a, b = grid[0] // g0, grid[1] // g0
+        return [(g * a, g * b) for g in range(max(1, centre - radius), centre + radius + 1)]
 
-    if not ranked():
+    seeds = shapes.best(SEEDS)
+    if not seeds:
         return None
-    for seed in ranked()[:seeds]:
-        centre, s = seed.grid, step
-        while True:
+    for seed in seeds:
+        _refine(shapes, seed.grid, step)
+        g = math.gcd(*seed.grid)
+        s = max(1, math.ceil(min(H, W) / LADDER_POINTS))
+        while s > 1:  # along the seed's ratio line, halving the step in g
             s = max(1, s // 2)
-            for dy in (-2 * s, -s, 0, s, 2 * s):
-                for dx in (-2 * s, -s, 0, s, 2 * s):
-                    visit((centre[0] + dy, centre[1] + dx))
-            around = [c for c in ranked() if abs(c.grid[0] - centre[0]) <= 2 * s and abs(c.grid[1] - centre[1]) <= 2 * s]
-            centre = around[0].grid if around else centre
-            if s == 1:
-                break
-    return min((evaluate(model, req, c.grid, tune=True) for c in ranked()[:finalists]), key=lambda c: c.key)
+            for dg in (-2 * s, -s, s, 2 * s):
+                shapes.visit(line(seed.grid, g + dg, 0)[0] if g + dg >= 1 else seed.grid)
+            here = shapes.best_of(line(seed.grid, g, 2 * s))
+            g = math.gcd(*here[0].grid) if here else g
+    best = shapes.best(1)[0]
+    centres: set[tuple[int, int]] = set()
+    while best.grid not in centres:
+        centres.add(best.grid)
+        shapes.window(best.grid, WINDOW)
+        g = math.gcd(*best.grid)
+        for grid in line(best.grid, g, RATIO_WINDOW):
+            shapes.visit(grid)
+        best = shapes.best(1)[0]
+    if best.placement is not None:  # the search placed with greedy layer counts: even them
+        best = replace(best, placement=prefill_placement(model, req, best.grid)[0])
+    return best
 
 
 # ------------------------------------------------------------------------------------------------
@@ -806,7 +1078,7 @@ def _plan_on(model: Any, req: PlanRequest) -> Plan:
                          f"{q}x{q} mesh ({q // max(req.prefill_grid)}x the steps of its longer side); "
                          f"a shape with a small lcm of its sides is much faster")
     else:
-        pre = search_grid(model, req, prefill_candidate, with_ratios=True)
+        pre = search_grid(model, req, prefill_candidate)
         if pre is None:
             raise InputError(_nothing_fits(model, req, "prefill"))
     return _assemble(model, req, dec, pre, notes)
