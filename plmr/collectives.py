@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from plmr.breakdown import CostBreakdown
 from plmr.hardware import HardwareSpec
-from plmr.ktree import KTree, build_ktree, chain_spans
+from plmr.ktree import KTree, build_ktree, chain_spans, level_shapes
 from plmr.primitives import ceil_div, dtype_bytes, t_msg, t_vec
 
 
@@ -98,6 +98,52 @@ def _group_phase(spec: HardwareSpec, left: list[int], right: list[int], n: int, 
     first, second = (right, left) if len(right) <= len(left) else (left, right)
     return _two_stream(spec, chain_side_arrival(spec, first), chain_side_arrival(spec, second), n_w,
                        t_vec(spec, n, "add", dtype))
+
+
+@dataclass(frozen=True)
+class FloorSums:
+    """Weighted sums over a set of K-tree allreduces of one axis (weights: how often each runs)
+    that ``ktree_sum_floor`` needs: the weights, the wavelets ⌈n/e_w⌉, the root's join and
+    final add (c_task + a vector add), and the tree-free part (c_coll + the broadcast's floor)."""
+
+    weight: float
+    wavelets: float
+    join: float
+    fixed: float
+
+    @staticmethod
+    def of(spec: HardwareSpec, n_ax: int, items: list[tuple[float, int, str, bool]]) -> "FloorSums":
+        """``items``: (weight, payload, dtype, with_broadcast) of allreduces over ``n_ax`` PEs. The
+        broadcast from the root travels at least ⌊n_ax/2⌋ hops."""
+        w = a = j = f = 0.0
+        for weight, n, dtype, bcast in items:
+            w += weight
+            a += weight * math.ceil(n / spec.elements_per_wavelet(dtype))
+            j += weight * (spec.task_cycles + t_vec(spec, n, "add", dtype))
+            f += weight * (spec.collective_cycles + (t_msg(spec, n, n_ax // 2, 0, dtype) if bcast else 0.0))
+        return FloorSums(w, a, j, f)
+
+
+def ktree_sum_floor(spec: HardwareSpec, n_ax: int, k: int, group_counts: tuple[int, ...] | None,
+                    sums: FloorSums) -> float:
+    """A lower bound of Σ weight·``ktree_allreduce_cycles`` over the allreduces of ``sums`` on one
+    tree, from its group counts alone (no tree is walked; ``plmr.ktree.level_shapes``): every
+    phase is at least its largest group's, whose chains have their link counts and at least the
+    level's spacing per link; the two-stream ingest max(h + n_w, l + 2n_w) is at least each of
+    its terms summed over the allreduces. (Additions in another order than the exact sums: the
+    caller allows a relative margin.)"""
+    op, hop = spec.op_issue_cycles, spec.hop_cycles
+    total = sums.fixed
+    for size, spacing in level_shapes(n_ax, k, group_counts):
+        if size >= 3:
+            east, west = size - 1 - size // 2, size // 2  # the root is the middle member
+            a1 = _arrival(spec, east, east * spacing * hop)
+            a2 = max(_arrival(spec, west, west * spacing * hop), 2 * op)
+            hi, lo = max(a1, a2), min(a1, a2)
+            total += max(sums.weight * hi + sums.wavelets, sums.weight * lo + 2 * sums.wavelets) + sums.join
+        elif size == 2:
+            total += sums.weight * _arrival(spec, 1, spacing * hop) + sums.wavelets
+    return total
 
 
 def ktree_reduce_cycles(spec: HardwareSpec, tree: KTree, n: int, dtype: str = "fp16",

@@ -120,10 +120,13 @@ class LayerMemory:
         self.layer_tokens = layer_tokens
         self.batch = batch
         self.homogeneous = len(set(layer_tokens)) <= 1
-        self.rows = [self.stage.rows(t) for t in layer_tokens]
-        self._prefix = [0]
-        for r in self.rows:
-            self._prefix.append(self._prefix[-1] + r)
+        if self.homogeneous:  # every layer keeps the same rows: sums are products
+            self._rows = self.stage.rows(layer_tokens[0]) if layer_tokens else 0
+        else:
+            self.rows = [self.stage.rows(t) for t in layer_tokens]
+            self._prefix = [0]
+            for r in self.rows:
+                self._prefix.append(self._prefix[-1] + r)
         self._bytes: dict[tuple[int, int], int] = {}
 
     def weights(self, n: int) -> int:
@@ -132,8 +135,10 @@ class LayerMemory:
     def kv(self, first: int, n: int) -> int:
         if n <= 0:
             return 0
-        rows_max = self.rows[first] if self.homogeneous else max(self.rows[first:first + n])
-        return self.stage.kv_bytes(n, self._prefix[first + n] - self._prefix[first], rows_max, self.batch)
+        if self.homogeneous:
+            return self.stage.kv_bytes(n, n * self._rows, self._rows, self.batch)
+        return self.stage.kv_bytes(n, self._prefix[first + n] - self._prefix[first],
+                                   max(self.rows[first:first + n]), self.batch)
 
     def layer_bytes(self, first: int, n: int) -> int:
         """Weights and KV of layers first .. first + n - 1 (every first is alike when every layer
@@ -157,8 +162,9 @@ def place_layers(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple[int, .
     """Fewest stages that hold every layer, then the most even layer counts (the spare SRAM of
     every stage holds KV). Raises InputError naming the binding constraint with its numbers.
 
-    ``detail=False`` (a search, which needs only whether the grid fits and how many stages it
-    takes): the layer counts are not evened (the fewest stages are the same either way)."""
+    ``detail=False`` (a search, which needs only whether the grid fits and its stages' regions):
+    the layer counts are not evened (the fewest stages are the same either way), and needing more
+    regions than there are raises InputError too."""
     p_y, p_x = grid
     L = len(layer_tokens)
     capacity = spec.usable_sram_bytes
@@ -175,6 +181,10 @@ def place_layers(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple[int, .
         raise InputError(f"{prefix}a {p_y}x{p_x} region does not fit the {spec.name} mesh "
                          f"({spec.mesh_height}x{spec.mesh_width})")
     one = layer_bytes(0, 1) if L else 0
+    too_big = ((L and buf + one > capacity) or (emb and buf + emb > capacity)
+               or (L and emb and buf + emb + one > capacity))
+    if too_big and not detail:
+        raise InputError(f"{prefix}does not fit")  # a search drops the grid without reading why
     if L and buf + one > capacity:
         raise InputError(f"{prefix}one layer needs {_kb(buf + one)} on the busiest PE of a {p_y}x{p_x} region "
                          f"(weights {_kb(mem.weights(1))}, KV cache {_kb(mem.kv(0, 1))} for "
@@ -183,10 +193,16 @@ def place_layers(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple[int, .
     if emb and buf + emb > capacity:
         raise InputError(f"{prefix}the embedding table needs {_kb(emb)} per PE on a {p_y}x{p_x} region "
                          f"(+ buffers {_kb(buf)}), {_kb(capacity)} available")
+    if too_big:  # the first stage holds the table and a layer
+        raise InputError(f"{prefix}the first stage needs {_kb(buf + emb + one)} on the busiest PE of a "
+                         f"{p_y}x{p_x} region (embedding table {_kb(emb)}, one layer {_kb(one)}, buffers "
+                         f"{_kb(buf)}), {_kb(capacity)} available")
 
     counts = _fewest_even(L, capacity - buf, emb, emb, tied, layer_bytes, homogeneous, even=detail)
     stages, first = [], 0
     n_st = len(counts)
+    if not detail and n_st > per_wafer * wafers:
+        raise InputError(f"{prefix}{n_st} regions of {p_y}x{p_x} needed, {per_wafer * wafers} available")
     for i, count in enumerate(counts):
         extras: list[str] = []
         e = 0
@@ -226,14 +242,7 @@ def _fewest_even(L: int, room: int, emb: int, lm: int, tied: bool,
     def fit(first: int, limit: int, extra: int) -> int:
         key = (0 if homogeneous else first, extra)
         if key not in most:
-            lo, hi = 0, L - key[0]  # largest n with layer_bytes(first, n) + extra <= room
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                if layer_bytes(key[0], mid) + extra <= room:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            most[key] = lo
+            most[key] = _most_layers(layer_bytes, key[0], L - key[0], room - extra, homogeneous)
         return min(limit, most[key])
 
     def assign(cap: int) -> list[int] | None:
@@ -259,7 +268,7 @@ def _fewest_even(L: int, room: int, emb: int, lm: int, tied: bool,
         return [0]
     best = assign(L)
     if best is None:
-        raise InputError("cannot place the layers")  # unreachable: one layer fits (checked above)
+        raise InputError("cannot place the layers")  # unreachable: checked in place_layers
     if not even:
         return best
     lo, hi = ceil_div(L, len(best)), L
@@ -271,6 +280,32 @@ def _fewest_even(L: int, room: int, emb: int, lm: int, tied: bool,
         else:
             lo = mid + 1
     return assign(lo) or best
+
+
+def _most_layers(layer_bytes: Callable[[int, int], int], first: int, limit: int, room: int,
+                 homogeneous: bool) -> int:
+    """The largest n <= limit with layer_bytes(first, n) <= room (0 if none), for a
+    layer_bytes that never decreases with n. When every layer caches as many tokens, n layers
+    never take more than n times one (balancing only saves), so n0 = room // one layer fits and
+    the search gallops up from there; else it starts from one layer."""
+    one = layer_bytes(first, 1) if limit >= 1 else 0
+    if limit < 1 or one > room:
+        return 0
+    lo = min(limit, room // one) if homogeneous and one > 0 else 1  # fits
+    step = 1
+    while lo < limit:  # find hi > lo that does not fit (or run out)
+        hi = min(limit, lo + step)
+        if layer_bytes(first, hi) <= room:
+            lo, step = hi, step * 2
+            continue
+        while lo + 1 < hi:  # lo fits, hi does not
+            mid = (lo + hi) // 2
+            if layer_bytes(first, mid) <= room:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+    return lo
 
 
 def stage_fit_message(spec: HardwareSpec, placement: Placement, model_name: str, what: str = "") -> str:

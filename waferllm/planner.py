@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from plmr.breakdown import CostBreakdown
-from plmr.collectives import broadcast, chain_reduce, message
+from plmr.collectives import FloorSums, broadcast, chain_reduce, ktree_sum_floor, message
 from plmr.errors import InputError
 from plmr.gemv import local_gemv_cycles
 from plmr.hardware import DTYPE_BYTES, HardwareSpec
@@ -75,6 +75,18 @@ FINALISTS = 24
 
 #: Half-width in PEs of the window of shapes around the best one that the search visits last.
 WINDOW = 4
+
+#: Decode: half-length in PEs of the row and column through the best shape visited last.
+LINE = 16
+
+#: Decode: last shapes tuned when their proxy-tree cost is within this fraction of the best tuned.
+PROXY_SLACK = 0.01
+
+#: Decode: the tree depths the proxy trees that rank shapes are chosen from.
+PROXY_KS = (1, 2)
+
+#: Decode: how far (a fraction of the side) the last steps look for tile steps along a row or column.
+TILE_REACH = 0.3
 
 #: Prefill: side ratios rows:columns a:b with a, b up to this are searched along their lines.
 RATIO_MAX = 6
@@ -340,6 +352,29 @@ class DecodeTerms:
             out[axis] = (tuple((n, pick(st)) for n, st in self.layer_groups), pick(self.extras))
         return out
 
+    @functools.cached_property
+    def _floors(self) -> dict:
+        return {}
+
+    def axis_floor(self, spec: HardwareSpec, axis: str, tree: TreeChoice) -> float:
+        """A lower bound of ``axis(spec, axis, tree)`` from the tree's group counts alone (no tree
+        is walked, see ``ktree_sum_floor``): what lets a search skip most trees unbuilt."""
+        key = (spec, axis)
+        if key not in self._floors:
+            items: dict[tuple[int, bool], list] = {}
+            groups, extras = self._reductions[axis]
+            for n, reds in (*groups, (1, extras)):
+                for r in reds:
+                    if r.n_ax > 1 and r.payload > 0:
+                        items.setdefault((r.n_ax, r.axis != "group"), []).append(
+                            (n, r.payload, r.dtype, r.broadcast))
+            self._floors[key] = tuple((n_ax, own, FloorSums.of(spec, n_ax, its))
+                                      for (n_ax, own), its in items.items())
+        total = 0.0
+        for n_ax, own, sums in self._floors[key]:
+            total += ktree_sum_floor(spec, n_ax, tree.k, tree.group_counts if own else None, sums)
+        return total * (1 - 1e-9)  # margin for the different order of additions
+
     def axis(self, spec: HardwareSpec, axis: str, tree: TreeChoice, limit: float = math.inf) -> float:
         """Cycles of one axis's reductions under ``tree``: ``axis_cycles`` of every layer group
         times its layers, plus the extras (the same additions in the same order). Every term is
@@ -527,6 +562,10 @@ def best_trees(spec: HardwareSpec, terms: DecodeTerms, req: PlanRequest) -> tupl
     if req.method == "paper" and req.k_tree is None:
         ty, tx = paper_tree(p_y), paper_tree(p_x)
         return ty, tx, terms.total(spec, ty, tx)
+    (cy, ty), (cx, tx) = best_axis_tree(spec, terms, "y", req), best_axis_tree(spec, terms, "x", req)
+    if req.k_tree is not None or decode_colors(ty.k, tx.k, terms.grid) <= budget:
+        return ty, tx, terms.local() + (cy + cx)
+    # The colours bind: the best tree of every K on each axis, then the best pair that fits.
     best_per_k: dict[str, dict[int, tuple[float, TreeChoice]]] = {"y": {}, "x": {}}
     for axis, n in (("y", p_y), ("x", p_x)):
         per_k = best_per_k[axis]
@@ -535,16 +574,32 @@ def best_trees(spec: HardwareSpec, terms: DecodeTerms, req: PlanRequest) -> tupl
             c = terms.axis(spec, axis, t, known[0] if known else math.inf)
             if known is None or c < known[0]:
                 per_k[t.k] = (c, t)
-    best = None
+    pair = None
     for ky, (cy, ty) in best_per_k["y"].items():
         for kx, (cx, tx) in best_per_k["x"].items():
-            if req.k_tree is None and decode_colors(ky, kx, terms.grid) > budget:
+            if decode_colors(ky, kx, terms.grid) > budget:
                 continue
-            if best is None or cy + cx < best[0]:
-                best = (cy + cx, ty, tx)
-    if best is None:
+            if pair is None or cy + cx < pair[0]:
+                pair = (cy + cx, ty, tx)
+    if pair is None:
         raise InputError(f"no K-tree pair fits the {budget} routable colours of {spec.name}")
-    return best[1], best[2], terms.local() + best[0]
+    return pair[1], pair[2], terms.local() + pair[0]
+
+
+def best_axis_tree(spec: HardwareSpec, terms: DecodeTerms, axis: str, req: PlanRequest,
+                   ks: tuple[int, ...] | None = None) -> tuple[float, TreeChoice]:
+    """The tree of the tree space (K in ``ks``, default every K searched) with the fewest cycles
+    on one axis, scanning K-major so that the first tree reaching the minimum has the smallest K;
+    a tree is dropped as soon as its partial sum exceeds the best so far."""
+    n = terms.grid[0] if axis == "y" else terms.grid[1]
+    best: tuple[float, TreeChoice | None] = (math.inf, None)
+    for t in _tree_space(n, ks or _ks(req)):
+        if best[1] is not None and terms.axis_floor(spec, axis, t) >= best[0]:
+            continue  # cannot be cheaper: not built
+        c = terms.axis(spec, axis, t, best[0])
+        if best[1] is None or c < best[0]:
+            best = (c, t)
+    return best  # type: ignore[return-value]
 
 
 def default_trees(req: PlanRequest, grid: tuple[int, int]) -> tuple[TreeChoice, TreeChoice]:
@@ -653,8 +708,9 @@ def prefill_placement(model: Any, req: PlanRequest, grid: tuple[int, int], force
     InputError with the binding numbers when ``forced``).
 
     More chunks never need more bytes (each holds fewer tokens), and a placement that fits with
-    fewer spare bytes fits with more, so the most chunks are tried first and the fewest that fit
-    are found by bisection: the same answer as trying the counts in order."""
+    fewer spare bytes fits with more: so after the whole prompt (the usual case) the most chunks
+    are tried, and if they fit the fewest that do are found by bisection, the same answer as
+    trying the counts in order."""
     counts = [c for c in PREFILL_CHUNKS if c <= req.input_len]
     tried: dict[int, tuple[Placement | None, str]] = {}
 
@@ -664,11 +720,13 @@ def prefill_placement(model: Any, req: PlanRequest, grid: tuple[int, int], force
             tried[chunks] = _prefill_attempt(model, req, grid, chunks, detail or forced)
         return tried[chunks][0]
 
+    if attempt(0) is not None:
+        return tried[counts[0]][0], counts[0]
     if attempt(len(counts) - 1) is None:
         if forced:
             raise InputError(tried[counts[-1]][1] or "prefill: nothing fits")
         return None, 1
-    lo, hi = 0, len(counts) - 1  # the fewest chunks that fit lie in counts[lo..hi]; counts[hi] fits
+    lo, hi = 1, len(counts) - 1  # the fewest chunks that fit lie in counts[lo..hi]; counts[hi] fits
     while lo < hi:
         mid = (lo + hi) // 2
         if attempt(mid) is not None:
@@ -799,32 +857,91 @@ def _refine(shapes: _Shapes, seed: tuple[int, int], step: int) -> tuple[int, int
             return centre
 
 
-def search_grid(model: Any, req: PlanRequest, evaluate: Callable[..., Candidate | None]) -> Candidate | None:
+def search_grid(model: Any, req: PlanRequest, evaluate: Callable[..., Candidate | None],
+                memo: dict | None = None) -> Candidate | None:
     """The best decode (``evaluate=decode_candidate``) or prefill (``prefill_candidate``) grid: see
-    ``search_decode`` and ``search_prefill``."""
+    ``search_decode`` (and its ``memo``) and ``search_prefill``."""
     if evaluate is prefill_candidate:
         return search_prefill(model, req)
     if evaluate is decode_candidate:
-        return search_decode(model, req)
+        return search_decode(model, req, memo)
     raise ValueError("search_grid: evaluate must be decode_candidate or prefill_candidate")
 
 
-def search_decode(model: Any, req: PlanRequest) -> Candidate | None:
-    """The decode grid and K-trees. Every shape that fits the mesh is a candidate: a ladder over
-    the mesh scored with default K-trees (shapes that cannot hold the model pruned by a memory
-    bound first), the ``SEEDS`` best refined down to single-PE steps; the ``FINALISTS`` best get
-    their K-trees tuned; then every shape within ``WINDOW`` PEs of the best tuned shape is tuned,
-    again around each new best until the best stays put. Tuning is where shapes of nearly equal
-    cost change places, so the last steps rank by tuned cost only."""
+def _plateau_starts(total: int, lo: int, hi: int) -> set[int]:
+    """The sides p in [lo, hi] at which the tile ⌈total/p⌉ steps down: p = ⌈total/e⌉."""
+    if total <= 0 or hi < 1:
+        return set()
+    lo = max(lo, 1)
+    starts = (-(-total // e) for e in range(max(1, -(-total // hi)), -(-total // lo) + 1))
+    return {p for p in starts if lo <= p <= hi}
+
+
+def _tile_steps(model: Any, req: PlanRequest, p_y: int, p_x: int) -> tuple[set[int], set[int]]:
+    """Rows and columns within ``TILE_REACH`` of (p_y, p_x) at which a decode tile shrinks.
+
+    A decode step's local work depends on the grid only through its tile sizes (E_y and the
+    cached tokens per row S_y; the FFN columns F_x and the attention features per column, which
+    change at multiples of n_kv), while its reductions grow with the axis lengths. So along a row
+    or a column the cost is lowest where a tile has just shrunk, and the best shapes sit at these
+    steps, often tens of PEs apart (full method; the paper method's dims follow the grid)."""
+    if req.method != "full":
+        return set(), set()
+    spec = req.hardware
+    ylo, yhi = int(p_y * (1 - TILE_REACH)), min(spec.mesh_height, int(p_y * (1 + TILE_REACH)) + 1)
+    xlo, xhi = int(p_x * (1 - TILE_REACH)), min(spec.mesh_width, int(p_x * (1 + TILE_REACH)) + 1)
+    ys = _plateau_starts(model.hidden_size, ylo, yhi)
+    for c in set(layer_contexts(model, req.decode_context)):
+        ys |= _plateau_starts(c, ylo, yhi)
+    n_kv = model.num_kv_heads
+    xs = _plateau_starts(model.intermediate_size, xlo, xhi) | _plateau_starts(n_kv, xlo, min(xhi, n_kv))
+    xs |= {m + d for m in range(n_kv * max(1, xlo // n_kv), xhi + 1, n_kv) for d in (0, 1) if xlo <= m + d <= xhi}
+    return ys, xs
+
+
+def search_decode(model: Any, req: PlanRequest, memo: dict | None = None) -> Candidate | None:
+    """The decode grid and K-trees. Every shape that fits the mesh is a candidate.
+
+    Shapes are first ranked by their cost under *proxy* trees: each axis length gets, once, the
+    tree with K in ``PROXY_KS`` that is best for the first shape seen with it (the best tree
+    hardly depends on the payloads and is almost always a 2-level one, so this is close to each
+    shape's tuned cost and never below it). A ladder over the
+    mesh (shapes that cannot hold the model pruned by a memory bound first) is ranked so, the
+    ``SEEDS`` best are refined down to single-PE steps, and the ``FINALISTS`` best get their
+    K-trees tuned. Then, around the best tuned shape, every shape within ``WINDOW`` PEs, along its
+    row and column within ``LINE`` PEs and at the tile steps of its row and column
+    (``_tile_steps``) is ranked, those within ``PROXY_SLACK`` of the best are tuned, and again
+    around each new best until it stays put.
+
+    ``memo`` (a dict) carries costs between searches of one request on more and more wafers: a
+    shape that holds the model on n wafers has the same stages, hand-offs and costs on more."""
     spec = req.hardware
     step = _ladder_step(spec)
+    budget = len(spec.routable_colors)
+    fitted: dict = {} if memo is None else memo.setdefault("fitted", {})
+    tunings: dict = {} if memo is None else memo.setdefault("tuned", {})
+    proxy: dict[str, dict[int, TreeChoice]] = {"y": {}, "x": {}}
+    proxy_ks = (req.k_tree,) if req.k_tree is not None else PROXY_KS
 
-    def untuned(grid: tuple[int, int]) -> Candidate | None:
-        if not _memory_bound_ok(model, req, grid):
-            return None
-        return decode_candidate(model, req, grid, tune=False)
+    def ranked(grid: tuple[int, int]) -> Candidate | None:
+        c = fitted.get(grid)
+        if c is None:
+            if not _memory_bound_ok(model, req, grid):
+                return None
+            c = decode_candidate(model, req, grid, tune=False)
+            if c is not None:
+                fitted[grid] = c
+        if c is None or (req.method == "paper" and req.k_tree is None):  # paper trees are fixed
+            return c
+        for axis, n in (("y", grid[0]), ("x", grid[1])):
+            if n not in proxy[axis]:
+                proxy[axis][n] = best_axis_tree(spec, c.terms, axis, req, proxy_ks)[1]
+        ty, tx = proxy["y"][grid[0]], proxy["x"][grid[1]]
+        if req.k_tree is None and decode_colors(ty.k, tx.k, grid) > budget:
+            return c
+        return replace(c, cycles=c.terms.total(spec, ty, tx), tree_y=ty, tree_x=tx)
 
-    shapes = _Shapes(spec, untuned)
+    shapes = _Shapes(spec, ranked)
     for py in _ladder(spec.mesh_height, step):
         for px in _ladder(spec.mesh_width, step):
             shapes.visit((py, px))
@@ -837,7 +954,9 @@ def search_decode(model: Any, req: PlanRequest) -> Candidate | None:
 
     def tune(c: Candidate) -> None:
         if c.grid not in tuned:
-            ty, tx, cycles = best_trees(spec, c.terms, req)
+            if c.grid not in tunings:
+                tunings[c.grid] = best_trees(spec, c.terms, req)
+            ty, tx, cycles = tunings[c.grid]
             tuned[c.grid] = replace(c, cycles=cycles, tree_y=ty, tree_x=tx)
 
     for c in shapes.best(FINALISTS):
@@ -846,9 +965,17 @@ def search_decode(model: Any, req: PlanRequest) -> Candidate | None:
     centres: set[tuple[int, int]] = set()
     while best.grid not in centres:
         centres.add(best.grid)
-        shapes.window(best.grid, WINDOW)
-        for c in shapes.best(len(shapes.bounds), best.grid, WINDOW):
-            tune(c)
+        (cy, cx), around = best.grid, []
+        for y in range(cy - WINDOW, cy + WINDOW + 1):
+            around += [(y, x) for x in range(cx - WINDOW, cx + WINDOW + 1)]
+        ys, xs = _tile_steps(model, req, cy, cx)
+        around += [(cy, x) for x in sorted(xs | set(range(cx - LINE, cx + LINE + 1)))]
+        around += [(y, cx) for y in sorted(ys | set(range(cy - LINE, cy + LINE + 1)))]
+        for g in around:
+            shapes.visit(g)
+        for c in shapes.best_of(around, len(around)):
+            if c.cycles <= best.cycles * (1 + PROXY_SLACK):
+                tune(c)
         best = min(tuned.values(), key=lambda c: c.key)
     if best.placement is not None:  # the search placed with greedy layer counts: even them
         best = replace(best, placement=real_placement(model, req, best.grid))
@@ -1060,14 +1187,14 @@ def _nothing_fits(model: Any, req: PlanRequest, what: str) -> str:
            f"on {systems}; closest: {best[1]}"
 
 
-def _plan_on(model: Any, req: PlanRequest) -> Plan:
+def _plan_on(model: Any, req: PlanRequest, memo: dict | None = None) -> Plan:
     """The plan for a fixed wafer count."""
     spec = req.hardware
     notes: list[str] = []
     if req.decode_grid is not None:
         dec = decode_candidate(model, req, req.decode_grid, forced=True)
     else:
-        dec = search_grid(model, req, decode_candidate)
+        dec = search_grid(model, req, decode_candidate, memo)
         if dec is None:
             raise InputError(_nothing_fits(model, req, "decode"))
     if req.prefill_grid is not None:
@@ -1176,9 +1303,10 @@ def plan(model: Any, req: PlanRequest) -> Plan:
         return _plan_on(model, req)
     first = _fewest_wafers(model, req) if req.method == "full" else 1
     last_error = None
+    memo: dict = {}  # decode costs carried from one wafer count to the next (see search_decode)
     for n in range(first, MAX_WAFERS + 1):
         try:
-            best = _plan_on(model, replace(req, wafers=n))
+            best = _plan_on(model, replace(req, wafers=n), memo)
         except InputError as exc:
             last_error = exc
             if req.method == "paper":
@@ -1189,7 +1317,7 @@ def plan(model: Any, req: PlanRequest) -> Plan:
             if more > MAX_WAFERS:
                 break
             try:
-                alt = search_grid(model, replace(req, wafers=more), decode_candidate)
+                alt = search_grid(model, replace(req, wafers=more), decode_candidate, memo)
             except InputError:
                 alt = None
             if alt is not None:

@@ -23,7 +23,8 @@ from waferllm.catalog import catalog_config, load_catalog_model
 from waferllm.cli import main
 from waferllm.model import spec_from_config_dict
 from waferllm.planner import (
-    PlanRequest, decode_candidate, decode_colors, decode_terms, plan, real_placement, search_grid, tree_space,
+    PlanRequest, decode_candidate, decode_colors, decode_terms, plan, prefill_candidate, real_placement, search_grid,
+    tree_space,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -97,6 +98,51 @@ def test_search_equals_brute_force_on_a_small_wafer(model):
     cycles, grid = brute_force(model, req)
     assert found.cycles == pytest.approx(cycles, rel=1e-12), (found.grid, grid)
     assert found.grid == grid
+
+
+MEDIUM = WSE2.with_params(name="medium-60x80", mesh_width=80, mesh_height=60, fabric_width=87, fabric_height=62,
+                          sram_bytes=48 * 1024)
+
+
+def pruned_brute_force(model, req) -> tuple[float, tuple[int, int]]:
+    """Every shape, and on each the best tree pair within the colour budget. The layer cost is a
+    tree-free part plus a Y part plus an X part (tested below and on the 10x12 mesh without this
+    assumption), so each axis is minimised over its whole tree space and pairs are searched only
+    when the best pair needs too many colours."""
+    spec = req.hardware
+    best = None
+    for py in range(1, spec.mesh_height + 1):
+        for px in range(1, spec.mesh_width + 1):
+            c = decode_candidate(model, req, (py, px), tune=False)
+            if c is None:
+                continue
+            per_k = {"y": {}, "x": {}}
+            for axis, n in (("y", py), ("x", px)):
+                for t in tree_space(n, tuple(range(1, 7))):
+                    cost = c.terms.axis(spec, axis, t)
+                    per_k[axis][t.k] = min(cost, per_k[axis].get(t.k, cost))
+            cycles = c.terms.local() + min(cy + cx for ky, cy in per_k["y"].items() for kx, cx in per_k["x"].items()
+                                           if decode_colors(ky, kx, c.grid) <= len(spec.routable_colors))
+            if best is None or (cycles, py * px) < best[0]:
+                best = ((cycles, py * px), c.grid)
+    return best[0][0], best[1]
+
+
+@pytest.mark.parametrize("model", [tiny("wide", hidden_size=512, intermediate_size=1408, num_attention_heads=8,
+                                        num_key_value_heads=4, num_hidden_layers=8, vocab_size=8000)],
+                         ids=lambda m: m.name)
+def test_search_equals_brute_force_on_a_60x80_wafer(model):
+    """A mesh the first ladder does not cover (every 4th side): decode against every shape and
+    tree pair, prefill against every shape."""
+    req = PlanRequest(MEDIUM, "full", context=2048, input_len=512, output_len=16)
+    found = search_grid(model, req, decode_candidate)
+    cycles, grid = pruned_brute_force(model, req)
+    assert found.cycles == pytest.approx(cycles, rel=1e-12), (found.grid, grid)
+    pre = search_grid(model, req, prefill_candidate)
+    every = [c for py in range(1, 61) for px in range(1, 81)
+             if (c := prefill_candidate(model, req, (py, px))) is not None]
+    best = min(every, key=lambda c: c.key)
+    assert pre.cycles == pytest.approx(best.cycles, rel=1e-12), (pre.grid, best.grid)
 
 
 def test_the_layer_cost_is_tree_free_plus_one_part_per_axis():
