@@ -1,11 +1,15 @@
 """Planner benchmarks: speed, and the searched plan against a dense sweep of forced grids.
 
-    python benchmarks/bench_planner.py [--runs 5]          # speed (search in-process, whole commands)
-    python benchmarks/bench_planner.py --dense [--step 10]  # no forced grid beats the search
+    python benchmarks/bench_planner.py [--runs 7] [--against REV]   # speed, interleaved with REV
+    python benchmarks/bench_planner.py --dense [--step 10]           # no forced grid beats the search
 
 Speed targets: a plan search under 1 s (a 70B model on several wafers included) and a whole
-``waferllm plan`` command for a HF model directory under 1 s. Each figure is the median of ``--runs``
-runs after one warm-up run (the warm-up is not counted).
+``waferllm plan`` command for a HF model directory under 1 s. Every case runs in a fresh Python
+process, this tree and (``--against``) another git revision alternately, run by run, so that the
+host's drifting load hits both alike: compare the two as a ratio. Searches are timed inside the
+process (``plan()`` after the imports); commands as a whole process (interpreter start, imports,
+search, output), with the peak resident set from ``/usr/bin/time`` where it exists. Each figure is
+the median of ``--runs`` runs after one warm-up run of each (the warm-up is not counted).
 
 ``--dense``: for every catalog model, on WSE-2 and WSE-3, under both methods, the plan is searched
 (the full method on the fewest wafers that hold the model), then every shape of a sweep (rows and
@@ -22,6 +26,7 @@ Prints markdown tables; the figures are recorded in docs/BENCHMARKS.md (## Plann
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
@@ -29,73 +34,123 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+
 SEARCH_TARGET_S = 1.0
-CLI_TARGET_S = 3.0
+CLI_TARGET_S = 1.0
 
-#: (label, model, method): full plan searches (decode grid + K + placement, prefill grid), in-process.
+#: (label, model, plan keyword arguments): plan() timed in-process after the imports.
 SEARCHES = [
-    ("llama3-70b, paper", "llama3-70b", "paper"),
-    ("qwen2-72b, paper", "qwen2-72b", "paper"),
-    ("llama3-8b, full", "llama3-8b", "full"),
+    ("llama3-70b, full, --wafers auto (5, and the 6- and 7-wafer options)", "llama3-70b", {"wafers": "auto"}),
+    ("qwen2-72b, full, --wafers auto", "qwen2-72b", {"wafers": "auto"}),
+    ("llama3-8b, full", "llama3-8b", {}),
+    ("llama3-8b, paper", "llama3-8b", {"method": "paper"}),
 ]
 
-#: Whole-process commands (interpreter start, imports, catalog load, search, output).
+#: (label, arguments after ``waferllm``): whole commands; ``DIR`` is a directory holding
+#: llama3-8b's config.json (what a user's HF model directory without weights looks like).
 COMMANDS = [
-    ["plan", "llama3-70b"],
-    ["plan", "llama3-70b", "--method", "paper", "--json"],
-    ["plan", "llama3-8b"],
+    ("plan DIR --json", ["plan", "DIR", "--json"]),
+    ("plan DIR (table)", ["plan", "DIR"]),
+    ("plan llama3-70b --wafers auto --json", ["plan", "llama3-70b", "--wafers", "auto", "--json"]),
 ]
 
-
-def median_time(fn, runs: int) -> tuple[float, list[float]]:
-    fn()  # warm-up
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times
-
-
-def bench_search(runs: int) -> list[tuple[str, float, list[float], str]]:
-    from plmr.hardware import WSE2
-    from waferllm.catalog import load_catalog_model
-    from waferllm.planner import PlanRequest, plan
-
-    rows = []
-    for label, name, method in SEARCHES:
-        model = load_catalog_model(name)
-        req = PlanRequest(WSE2, method)
-        result = {}
-
-        def once():
-            result["plan"] = plan(model, req)
-
-        med, times = median_time(once, runs)
-        p = result["plan"]
-        chosen = (f"decode {p.decode.grid[0]}x{p.decode.grid[1]}, prefill {p.prefill.grid[0]}x{p.prefill.grid[1]}")
-        rows.append((label, med, times, chosen))
-    return rows
+_SEARCH_SNIPPET = """
+import json, sys, time
+from plmr.hardware import WSE2
+from waferllm.catalog import load_catalog_model
+from waferllm.planner import PlanRequest, plan
+model = load_catalog_model(sys.argv[1])
+req = PlanRequest(WSE2, **json.loads(sys.argv[2]))
+t0 = time.perf_counter()
+p = plan(model, req)
+print(time.perf_counter() - t0, *p.decode.grid, *p.prefill.grid)
+"""
 
 
-def bench_cli(runs: int, exe: str) -> list[tuple[str, float, list[float], str]]:
-    rows = []
-    env = dict(os.environ, COLUMNS="120")
-    for args in COMMANDS:
-        status = {}
+def export_revision(rev: str, into: Path) -> Path:
+    """The ``plmr`` and ``waferllm`` packages as of ``rev``, extracted under ``into``."""
+    into.mkdir(parents=True)
+    tar = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "plmr", "waferllm"], capture_output=True)
+    if tar.returncode != 0:
+        raise SystemExit(f"git archive {rev}: {tar.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(into)], input=tar.stdout, check=True)
+    return into
 
-        def once():
-            p = subprocess.run([exe, *args], capture_output=True, text=True, env=env)
-            status["rc"] = p.returncode
-            status["err"] = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ""
 
-        med, times = median_time(once, runs)
-        note = f"exit {status['rc']}" + (f": {status['err'][:90]}" if status["rc"] else "")
-        rows.append(("waferllm " + " ".join(args), med, times, note))
-    return rows
+def _env(tree: Path) -> dict:
+    return dict(os.environ, PYTHONPATH=str(tree), COLUMNS="100")
+
+
+def _timed(cmd: list[str], env: dict) -> tuple[float, int | None, str]:
+    """(wall seconds, peak RSS in KB or None, stdout) of one process, started in a neutral
+    directory (``-c`` and ``-m`` put the working directory first on the path)."""
+    gnu_time = shutil.which("time", path="/usr/bin")
+    prefix = [gnu_time, "-f", "%M"] if gnu_time else []
+    t0 = time.perf_counter()
+    p = subprocess.run(prefix + cmd, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir())
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed: {p.stderr.strip()[-300:]}")
+    rss = int(p.stderr.strip().splitlines()[-1]) if gnu_time else None
+    return wall, rss, p.stdout
+
+
+def interleaved(cases: list, trees: list[Path], runs: int, run_one) -> list[list[list[tuple]]]:
+    """``run_one(case, tree)`` for every case: one warm-up run on each tree, then ``runs`` rounds
+    alternating the trees. ``result[case][tree]`` lists the timed runs."""
+    out = [[[] for _ in trees] for _ in cases]
+    for ci, case in enumerate(cases):
+        for tree in trees:
+            run_one(case, tree)
+        for _ in range(runs):
+            for ti, tree in enumerate(trees):
+                out[ci][ti].append(run_one(case, tree))
+    return out
+
+
+def bench_speed(runs: int, against: str | None) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        trees = [ROOT] + ([export_revision(against, Path(tmp) / "rev")] if against else [])
+        model_dir = Path(tmp) / "my-llama3"
+        model_dir.mkdir()
+        sys.path.insert(0, str(ROOT))
+        from waferllm.catalog import catalog_config
+
+        (model_dir / "config.json").write_text(json.dumps(catalog_config("llama3-8b")))
+
+        def search(case, tree):
+            _, name, kwargs = case
+            _, rss, out = _timed([sys.executable, "-c", _SEARCH_SNIPPET, name, json.dumps(kwargs)], _env(tree))
+            secs, dy, dx, py, px = out.split()
+            return float(secs), rss, f"decode {dy}x{dx}, prefill {py}x{px}"
+
+        def command(case, tree):
+            args = [str(model_dir) if a == "DIR" else a for a in case[1]]
+            return _timed([sys.executable, "-m", "waferllm.cli", *args], _env(tree))[:2] + ("",)
+
+        names = ["this tree"] + ([against] if against else [])
+        cols = [f"{n}: median (min–max)" for n in names] + (["ratio"] if against else [])
+        cols += ["peak RSS (this tree)", "target", "plan (this tree)"]
+        print("| case | " + " | ".join(cols) + " |")
+        print("|---" * (len(cols) + 1) + "|")
+        for kind, cases, fn, target in (("search", SEARCHES, search, SEARCH_TARGET_S),
+                                        ("command", COMMANDS, command, CLI_TARGET_S)):
+            for case, per_tree in zip(cases, interleaved(cases, trees, runs, fn)):
+                meds = [statistics.median(r[0] for r in rs) for rs in per_tree]
+                cells = [f"{m:.2f} s ({min(r[0] for r in rs):.2f}–{max(r[0] for r in rs):.2f})"
+                         for m, rs in zip(meds, per_tree)]
+                if against:
+                    cells.append(f"{meds[1] / meds[0]:.1f}x")
+                rss = [r[1] for r in per_tree[0] if r[1]]
+                cells += [f"{max(rss) / 1024:.0f} MB" if rss else "–", f"< {target:g} s", per_tree[0][-1][2]]
+                label = case[0] if kind == "search" else f"`waferllm {case[0]}`"
+                print(f"| {kind}: {label} | " + " | ".join(cells) + " |", flush=True)
+    return 0
 
 
 def _sides(n: int, step: int) -> list[int]:
@@ -185,39 +240,31 @@ def machine() -> str:
         mem = f"{mem_gb:.0f} GB RAM"
     except (ValueError, OSError, AttributeError):
         mem = "RAM unknown"
-    return (f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), {mem}, "
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{os.cpu_count()} cores ({cpu}), {mem}, "
             f"Python {platform.python_version()}, {platform.system()} {platform.release()}")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=5, help="timed runs per case (median reported)")
-    ap.add_argument("--exe", default=None, help="the waferllm executable (default: beside this Python)")
+    ap.add_argument("--runs", type=int, default=7, help="timed runs per case and tree (median reported)")
+    ap.add_argument("--against", metavar="REV", help="also time this git revision, interleaved run by run")
     ap.add_argument("--dense", action="store_true", help="the searched plan against a dense sweep of forced grids")
     ap.add_argument("--step", type=int, default=10, help="--dense: sweep rows and columns every STEP PEs")
     ap.add_argument("--near", type=int, default=12, help="--dense: every shape within NEAR PEs of the searched grids")
     ap.add_argument("--model", action="append", help="--dense: only these catalog models (repeatable)")
     ap.add_argument("--hardware", action="append", help="--dense: only these targets (default wse2, wse3)")
     args = ap.parse_args()
+    print(f"machine: {machine()}\n")
     if args.dense:
-        print(f"machine: {machine()}\n")
         return bench_dense(args.step, args.near, args.model, args.hardware or ["wse2", "wse3"])
-    exe = args.exe or shutil.which("waferllm", path=str(Path(sys.executable).parent)) or shutil.which("waferllm")
-    if not exe:
-        print("waferllm executable not found; pip install -e . first", file=sys.stderr)
-        return 2
-
-    print(f"machine: {machine()}")
-    print(f"runs: median of {args.runs} after one warm-up\n")
-    print("| case | median | min–max | target | ratio (median / target) | notes |")
-    print("|---|---|---|---|---|---|")
-    for label, med, times, note in bench_search(args.runs):
-        print(f"| search: {label} | {med * 1e3:.0f} ms | {min(times) * 1e3:.0f}–{max(times) * 1e3:.0f} ms "
-              f"| < {SEARCH_TARGET_S:g} s | {med / SEARCH_TARGET_S:.2f} | {note} |")
-    for label, med, times, note in bench_cli(args.runs, exe):
-        print(f"| `{label}` | {med:.2f} s | {min(times):.2f}–{max(times):.2f} s | < {CLI_TARGET_S:g} s "
-              f"| {med / CLI_TARGET_S:.2f} | {note} |")
-    return 0
+    print(f"runs: median of {args.runs} after one warm-up, trees alternating run by run\n")
+    return bench_speed(args.runs, args.against)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,16 @@ Two methods share one set of hardware parameters and one report schema:
   extrapolated; whether the real model fits is still reported truthfully.
 
 The search (``search_grid``): every (rows, columns) shape that fits the wafer is a candidate. A
-ladder of shapes covering the mesh at a step of ~1/40 of its longer side (every shape on small
-meshes) is scored with default K-trees, the best seeds are refined down to single-PE steps, and the
-best finalists get their K and level-1 group count chosen per axis (the layer cost is a sum of a
-Y-axis part, an X-axis part and a part no tree changes, so the axes are chosen independently, then
-paired under the colour budget). Shapes are pruned by a memory bound before they are costed.
-MeshGEMM's virtual mesh (lcm of the sides) enters the prefill cost, so awkward shapes lose on merit.
+ladder of shapes covering the mesh at ~1/24 of its longer side (every shape on small meshes; shapes
+that cannot hold the model pruned by a memory bound first) is ranked, the best seeds are refined down
+to single-PE steps, and the last steps look where the best shapes sit: decode rows and columns at
+which a tile shrinks, prefill shapes along lines of a small side ratio (MeshGEMM's virtual mesh is
+lcm(P_y, P_x), so awkward shapes lose on merit). Decode K and level-1 group counts are chosen per
+axis (the layer cost is a sum of a Y-axis part, an X-axis part and a part no tree changes, so the
+axes are chosen independently, then paired under the colour budget). Exact lower bounds skip work
+that cannot win: prefill shapes are bounded by their MeshGEMMs alone, trees by their group counts.
+See ``search_decode`` and ``search_prefill``; benchmarks/bench_planner.py --dense checks the result
+against a dense sweep of forced grids for every catalog model.
 """
 
 from __future__ import annotations
@@ -1187,8 +1191,13 @@ def _nothing_fits(model: Any, req: PlanRequest, what: str) -> str:
            f"on {systems}; closest: {best[1]}"
 
 
-def _plan_on(model: Any, req: PlanRequest, memo: dict | None = None) -> Plan:
-    """The plan for a fixed wafer count."""
+class _NothingFits(InputError):
+    """No grid holds the model on this many wafers (``--wafers auto`` then tries one more)."""
+
+
+def _plan_on(model: Any, req: PlanRequest, memo: dict | None = None, explain: bool = True) -> Plan:
+    """The plan for a fixed wafer count. ``explain=False``: when nothing fits, raise
+    ``_NothingFits`` without working out the binding constraint (a search of its own)."""
     spec = req.hardware
     notes: list[str] = []
     if req.decode_grid is not None:
@@ -1196,7 +1205,7 @@ def _plan_on(model: Any, req: PlanRequest, memo: dict | None = None) -> Plan:
     else:
         dec = search_grid(model, req, decode_candidate, memo)
         if dec is None:
-            raise InputError(_nothing_fits(model, req, "decode"))
+            raise _NothingFits(_nothing_fits(model, req, "decode") if explain else "decode: nothing fits")
     if req.prefill_grid is not None:
         pre = prefill_candidate(model, req, req.prefill_grid, forced=True)
         q = math.lcm(*req.prefill_grid)
@@ -1207,7 +1216,7 @@ def _plan_on(model: Any, req: PlanRequest, memo: dict | None = None) -> Plan:
     else:
         pre = search_grid(model, req, prefill_candidate)
         if pre is None:
-            raise InputError(_nothing_fits(model, req, "prefill"))
+            raise _NothingFits(_nothing_fits(model, req, "prefill") if explain else "prefill: nothing fits")
     return _assemble(model, req, dec, pre, notes)
 
 
@@ -1306,7 +1315,7 @@ def plan(model: Any, req: PlanRequest) -> Plan:
     memo: dict = {}  # decode costs carried from one wafer count to the next (see search_decode)
     for n in range(first, MAX_WAFERS + 1):
         try:
-            best = _plan_on(model, replace(req, wafers=n), memo)
+            best = _plan_on(model, replace(req, wafers=n), memo, explain=req.method == "paper")
         except InputError as exc:
             last_error = exc
             if req.method == "paper":
@@ -1327,6 +1336,11 @@ def plan(model: Any, req: PlanRequest) -> Plan:
         notes = (f"--wafers auto: {best.wafers} is the fewest {req.hardware.name} systems that hold "
                  f"{model.name} at this context",) + best.notes
         return replace(best, wafer_options=tuple(options), notes=notes)
+    if isinstance(last_error, _NothingFits):  # now say why, for the most wafers
+        try:
+            _plan_on(model, replace(req, wafers=MAX_WAFERS), memo)
+        except InputError as exc:
+            last_error = exc
     raise InputError(f"{model.name} does not fit {MAX_WAFERS} x {req.hardware.name}: {last_error}")
 
 

@@ -299,6 +299,25 @@ def test_defect_model_directory_plans_without_torch_or_transformers(tmp_path):
     assert json.loads(p.stdout)["model"] == "my-llama"
 
 
+def test_plan_json_imports_no_numpy_numba_or_rich():
+    """The plan command's start-up: the other commands (sweep needs numpy) load only when used."""
+    code = ("import sys, io, contextlib; from waferllm.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    main(['plan', 'llama3-8b', '--decode-grid', '300', '--prefill-grid', '600', '--json'],"
+            " standalone_mode=False)\n"
+            "print(sorted(m for m in ('numpy', 'numba', 'rich', 'torch', 'transformers') if m in sys.modules))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-500:]
+    assert p.stdout.strip() == "[]"
+
+
+def test_first_stage_too_small_names_the_table_and_the_layer():
+    # This grid holds one layer, but not one layer beside the embedding table: the error used to be
+    # "cannot place the layers".
+    msg = one_line_error(invoke("plan", "llama3-8b", "--decode-grid", "81x305", "--json"))
+    assert "first stage" in msg and "embedding table" in msg and "one layer" in msg and "KB" in msg
+
+
 # ------------------------------------------------------------------------------------------------
 # Several wafers
 # ------------------------------------------------------------------------------------------------
