@@ -9,7 +9,9 @@ process, this tree and (``--against``) another git revision alternately, run by 
 host's drifting load hits both alike: compare the two as a ratio. Searches are timed inside the
 process (``plan()`` after the imports); commands as a whole process (interpreter start, imports,
 search, output), with the peak resident set from ``/usr/bin/time`` where it exists. Each figure is
-the median of ``--runs`` runs after one warm-up run of each (the warm-up is not counted).
+the median of ``--runs`` runs after one warm-up run of each (the warm-up is not counted). CPU time
+(user + system) is printed too: on a loaded host it stays close to what an idle host's wall time
+would be, while wall time stretches with the load.
 
 ``--dense``: for every catalog model, on WSE-2 and WSE-3, under both methods, the plan is searched
 (the full method on the fewest wafers that hold the model), then every shape of a sweep (rows and
@@ -30,6 +32,7 @@ import json
 import math
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -66,9 +69,9 @@ from waferllm.catalog import load_catalog_model
 from waferllm.planner import PlanRequest, plan
 model = load_catalog_model(sys.argv[1])
 req = PlanRequest(WSE2, **json.loads(sys.argv[2]))
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 p = plan(model, req)
-print(time.perf_counter() - t0, *p.decode.grid, *p.prefill.grid)
+print(time.perf_counter() - t0, time.process_time() - c0, *p.decode.grid, *p.prefill.grid)
 """
 
 
@@ -83,21 +86,29 @@ def export_revision(rev: str, into: Path) -> Path:
 
 
 def _env(tree: Path) -> dict:
-    return dict(os.environ, PYTHONPATH=str(tree), COLUMNS="100")
+    """Imports from ``tree``; bytecode written and reused (as after a user's first run), even where
+    the environment turns it off (PYTHONDONTWRITEBYTECODE): compiling every module each time is
+    not what a user's command costs."""
+    env = dict(os.environ, PYTHONPATH=str(tree), COLUMNS="100")
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
 
 
-def _timed(cmd: list[str], env: dict) -> tuple[float, int | None, str]:
-    """(wall seconds, peak RSS in KB or None, stdout) of one process, started in a neutral
-    directory (``-c`` and ``-m`` put the working directory first on the path)."""
+def _timed(cmd: list[str], env: dict) -> tuple[float, float, int | None, str]:
+    """(wall seconds, CPU seconds, peak RSS in KB or None, stdout) of one process, started in a
+    neutral directory (``-c`` and ``-m`` put the working directory first on the path)."""
     gnu_time = shutil.which("time", path="/usr/bin")
     prefix = [gnu_time, "-f", "%M"] if gnu_time else []
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.run(prefix + cmd, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir())
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if p.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed: {p.stderr.strip()[-300:]}")
     rss = int(p.stderr.strip().splitlines()[-1]) if gnu_time else None
-    return wall, rss, p.stdout
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, rss, p.stdout
 
 
 def interleaved(cases: list, trees: list[Path], runs: int, run_one) -> list[list[list[tuple]]]:
@@ -125,16 +136,17 @@ def bench_speed(runs: int, against: str | None) -> int:
 
         def search(case, tree):
             _, name, kwargs = case
-            _, rss, out = _timed([sys.executable, "-c", _SEARCH_SNIPPET, name, json.dumps(kwargs)], _env(tree))
-            secs, dy, dx, py, px = out.split()
-            return float(secs), rss, f"decode {dy}x{dx}, prefill {py}x{px}"
+            _, _, rss, out = _timed([sys.executable, "-c", _SEARCH_SNIPPET, name, json.dumps(kwargs)], _env(tree))
+            wall, cpu, dy, dx, py, px = out.split()
+            return float(wall), float(cpu), rss, f"decode {dy}x{dx}, prefill {py}x{px}"
 
         def command(case, tree):
             args = [str(model_dir) if a == "DIR" else a for a in case[1]]
-            return _timed([sys.executable, "-m", "waferllm.cli", *args], _env(tree))[:2] + ("",)
+            return _timed([sys.executable, "-m", "waferllm.cli", *args], _env(tree))[:3] + ("",)
 
         names = ["this tree"] + ([against] if against else [])
-        cols = [f"{n}: median (min–max)" for n in names] + (["ratio"] if against else [])
+        cols = [f"{n}: wall, median (min–max)" for n in names] + (["ratio"] if against else [])
+        cols += [f"{n}: CPU, median" for n in names]
         cols += ["peak RSS (this tree)", "target", "plan (this tree)"]
         print("| case | " + " | ".join(cols) + " |")
         print("|---" * (len(cols) + 1) + "|")
@@ -146,8 +158,9 @@ def bench_speed(runs: int, against: str | None) -> int:
                          for m, rs in zip(meds, per_tree)]
                 if against:
                     cells.append(f"{meds[1] / meds[0]:.1f}x")
-                rss = [r[1] for r in per_tree[0] if r[1]]
-                cells += [f"{max(rss) / 1024:.0f} MB" if rss else "–", f"< {target:g} s", per_tree[0][-1][2]]
+                cells += [f"{statistics.median(r[1] for r in rs):.2f} s" for rs in per_tree]
+                rss = [r[2] for r in per_tree[0] if r[2]]
+                cells += [f"{max(rss) / 1024:.0f} MB" if rss else "–", f"< {target:g} s", per_tree[0][-1][3]]
                 label = case[0] if kind == "search" else f"`waferllm {case[0]}`"
                 print(f"| {kind}: {label} | " + " | ".join(cells) + " |", flush=True)
     return 0

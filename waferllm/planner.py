@@ -384,6 +384,10 @@ class DecodeTerms:
         times its layers, plus the extras (the same additions in the same order). Every term is
         >= 0, so once a partial sum exceeds ``limit`` the result is ``inf`` (the caller's test
         ``cycles < limit`` is decided)."""
+        key = (spec, axis, tree)
+        known = self._axis_memo.get(key)
+        if known is not None:
+            return known if known <= limit else math.inf
         groups, extras = self._reductions[axis]
         total = 0
         for n, reds in groups:
@@ -398,7 +402,12 @@ class DecodeTerms:
             inner += price_reduction(spec, r, tree)
             if total + inner > limit:
                 return math.inf
+        self._axis_memo[key] = total + inner
         return total + inner
+
+    @functools.cached_property
+    def _axis_memo(self) -> dict:
+        return {}
 
     def total(self, spec: HardwareSpec, ty: TreeChoice, tx: TreeChoice) -> float:
         return self.local() + self.axis(spec, "y", ty) + self.axis(spec, "x", tx)
@@ -618,7 +627,23 @@ def decode_candidate(model: Any, req: PlanRequest, grid: tuple[int, int], forced
     """The decode step on one grid (tuned or default K-trees), or None when the real model cannot
     be placed there (an InputError with the binding numbers when the user forced the grid; the
     paper method places one layer and never refuses)."""
-    placement: Placement | None
+    placed = _placed_terms(model, req, grid, forced)
+    if placed is None:
+        return None
+    placement, terms = placed
+    if tune:
+        ty, tx, cycles = best_trees(req.hardware, terms, req)
+    else:
+        ty, tx = default_trees(req, grid)
+        cycles = terms.total(req.hardware, ty, tx)
+    return Candidate(grid, cycles, ty, tx, placement, terms)
+
+
+def _placed_terms(model: Any, req: PlanRequest, grid: tuple[int, int], forced: bool = False
+                  ) -> tuple[Placement | None, DecodeTerms] | None:
+    """The real model's placement on ``grid`` (full method) and the decode step's terms, or None
+    when it cannot be placed (an InputError with the binding numbers when ``forced``)."""
+    placement: Placement | None = None
     if req.method == "full":
         try:
             placement = real_placement(model, req, grid, what="decode" if forced else "", detail=forced)
@@ -630,15 +655,7 @@ def decode_candidate(model: Any, req: PlanRequest, grid: tuple[int, int], forced
             if forced:
                 raise InputError(stage_fit_message(req.hardware, placement, model.name))
             return None
-    else:
-        placement = None
-    terms = decode_terms(model, req, grid, placement)
-    if tune:
-        ty, tx, cycles = best_trees(req.hardware, terms, req)
-    else:
-        ty, tx = default_trees(req, grid)
-        cycles = terms.total(req.hardware, ty, tx)
-    return Candidate(grid, cycles, ty, tx, placement, terms)
+    return placement, decode_terms(model, req, grid, placement)
 
 
 #: Prompt chunk counts tried when a whole prompt's activations do not fit a PE.
@@ -909,13 +926,13 @@ def search_decode(model: Any, req: PlanRequest, memo: dict | None = None) -> Can
     Shapes are first ranked by their cost under *proxy* trees: each axis length gets, once, the
     tree with K in ``PROXY_KS`` that is best for the first shape seen with it (the best tree
     hardly depends on the payloads and is almost always a 2-level one, so this is close to each
-    shape's tuned cost and never below it). A ladder over the
-    mesh (shapes that cannot hold the model pruned by a memory bound first) is ranked so, the
-    ``SEEDS`` best are refined down to single-PE steps, and the ``FINALISTS`` best get their
-    K-trees tuned. Then, around the best tuned shape, every shape within ``WINDOW`` PEs, along its
-    row and column within ``LINE`` PEs and at the tile steps of its row and column
-    (``_tile_steps``) is ranked, those within ``PROXY_SLACK`` of the best are tuned, and again
-    around each new best until it stays put.
+    shape's tuned cost and never below it). A ladder over the mesh (shapes that cannot hold the
+    model pruned by a memory bound first) is ranked so, the ``SEEDS`` best are refined down to
+    single-PE steps, and the ``FINALISTS`` best get their K-trees tuned. Then, around the best
+    tuned shape, every shape within ``WINDOW`` PEs, along its row and column within ``LINE`` PEs
+    and at the tile steps of its row and column (``_tile_steps``) is ranked, those within
+    ``PROXY_SLACK`` of the best are tuned (tuning lowers a shape's proxy cost by less than that),
+    and again around each new best until it stays put.
 
     ``memo`` (a dict) carries costs between searches of one request on more and more wafers: a
     shape that holds the model on n wafers has the same stages, hand-offs and costs on more."""
@@ -928,22 +945,25 @@ def search_decode(model: Any, req: PlanRequest, memo: dict | None = None) -> Can
     proxy_ks = (req.k_tree,) if req.k_tree is not None else PROXY_KS
 
     def ranked(grid: tuple[int, int]) -> Candidate | None:
-        c = fitted.get(grid)
-        if c is None:
+        placed = fitted.get(grid)
+        if placed is None:
             if not _memory_bound_ok(model, req, grid):
                 return None
-            c = decode_candidate(model, req, grid, tune=False)
-            if c is not None:
-                fitted[grid] = c
-        if c is None or (req.method == "paper" and req.k_tree is None):  # paper trees are fixed
-            return c
-        for axis, n in (("y", grid[0]), ("x", grid[1])):
-            if n not in proxy[axis]:
-                proxy[axis][n] = best_axis_tree(spec, c.terms, axis, req, proxy_ks)[1]
-        ty, tx = proxy["y"][grid[0]], proxy["x"][grid[1]]
-        if req.k_tree is None and decode_colors(ty.k, tx.k, grid) > budget:
-            return c
-        return replace(c, cycles=c.terms.total(spec, ty, tx), tree_y=ty, tree_x=tx)
+            placed = _placed_terms(model, req, grid)
+            if placed is None:
+                return None
+            fitted[grid] = placed
+        placement, terms = placed
+        if req.method == "paper" and req.k_tree is None:  # the authors' trees, not searched
+            ty, tx = default_trees(req, grid)
+        else:
+            for axis, n in (("y", grid[0]), ("x", grid[1])):
+                if n not in proxy[axis]:
+                    proxy[axis][n] = best_axis_tree(spec, terms, axis, req, proxy_ks)[1]
+            ty, tx = proxy["y"][grid[0]], proxy["x"][grid[1]]
+            if req.k_tree is None and decode_colors(ty.k, tx.k, grid) > budget:
+                ty, tx = default_trees(req, grid)
+        return Candidate(grid, terms.total(spec, ty, tx), ty, tx, placement, terms)
 
     shapes = _Shapes(spec, ranked)
     for py in _ladder(spec.mesh_height, step):
