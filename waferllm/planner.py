@@ -92,6 +92,9 @@ PROXY_KS = (1, 2)
 #: Decode: how far (a fraction of the side) the last steps look for tile steps along a row or column.
 TILE_REACH = 0.3
 
+#: Decode: how far the last steps look for shapes at a tile step in both rows and columns.
+TILE_CROSS = 0.12
+
 #: Prefill: side ratios rows:columns a:b with a, b up to this are searched along their lines.
 RATIO_MAX = 6
 
@@ -898,8 +901,8 @@ def _plateau_starts(total: int, lo: int, hi: int) -> set[int]:
     return {p for p in starts if lo <= p <= hi}
 
 
-def _tile_steps(model: Any, req: PlanRequest, p_y: int, p_x: int) -> tuple[set[int], set[int]]:
-    """Rows and columns within ``TILE_REACH`` of (p_y, p_x) at which a decode tile shrinks.
+def _tile_steps(model: Any, req: PlanRequest, p_y: int, p_x: int, reach: float) -> tuple[set[int], set[int]]:
+    """Rows and columns within ``reach`` (a fraction) of (p_y, p_x) at which a decode tile shrinks.
 
     A decode step's local work depends on the grid only through its tile sizes (E_y and the
     cached tokens per row S_y; the FFN columns F_x and the attention features per column, which
@@ -909,14 +912,14 @@ def _tile_steps(model: Any, req: PlanRequest, p_y: int, p_x: int) -> tuple[set[i
     if req.method != "full":
         return set(), set()
     spec = req.hardware
-    ylo, yhi = int(p_y * (1 - TILE_REACH)), min(spec.mesh_height, int(p_y * (1 + TILE_REACH)) + 1)
-    xlo, xhi = int(p_x * (1 - TILE_REACH)), min(spec.mesh_width, int(p_x * (1 + TILE_REACH)) + 1)
+    ylo, yhi = int(p_y * (1 - reach)), min(spec.mesh_height, int(p_y * (1 + reach)) + 1)
+    xlo, xhi = int(p_x * (1 - reach)), min(spec.mesh_width, int(p_x * (1 + reach)) + 1)
     ys = _plateau_starts(model.hidden_size, ylo, yhi)
     for c in set(layer_contexts(model, req.decode_context)):
         ys |= _plateau_starts(c, ylo, yhi)
     n_kv = model.num_kv_heads
     xs = _plateau_starts(model.intermediate_size, xlo, xhi) | _plateau_starts(n_kv, xlo, min(xhi, n_kv))
-    xs |= {m + d for m in range(n_kv * max(1, xlo // n_kv), xhi + 1, n_kv) for d in (0, 1) if xlo <= m + d <= xhi}
+    xs |= {m for m in range(n_kv * max(1, xlo // n_kv), xhi + 1, n_kv) if xlo <= m}
     return ys, xs
 
 
@@ -932,7 +935,10 @@ def search_decode(model: Any, req: PlanRequest, memo: dict | None = None) -> Can
     tuned shape, every shape within ``WINDOW`` PEs, along its row and column within ``LINE`` PEs
     and at the tile steps of its row and column (``_tile_steps``) is ranked, those within
     ``PROXY_SLACK`` of the best are tuned (tuning lowers a shape's proxy cost by less than that),
-    and again around each new best until it stays put.
+    and again around each new best until it stays put. Then every shape at a tile step of both
+    its row and its column within ``TILE_CROSS`` is looked at the same way (a better shape can sit
+    at steps of both sides at once, which no single row or column reaches: llama3-8b on WSE-2,
+    205×512 against 241×533), and the whole again from a new best.
 
     ``memo`` (a dict) carries costs between searches of one request on more and more wafers: a
     shape that holds the model on n wafers has the same stages, hand-offs and costs on more."""
@@ -986,21 +992,29 @@ def search_decode(model: Any, req: PlanRequest, memo: dict | None = None) -> Can
     for c in shapes.best(FINALISTS):
         tune(c)
     best = min(tuned.values(), key=lambda c: c.key)
-    centres: set[tuple[int, int]] = set()
-    while best.grid not in centres:
-        centres.add(best.grid)
-        (cy, cx), around = best.grid, []
-        for y in range(cy - WINDOW, cy + WINDOW + 1):
-            around += [(y, x) for x in range(cx - WINDOW, cx + WINDOW + 1)]
-        ys, xs = _tile_steps(model, req, cy, cx)
-        around += [(cy, x) for x in sorted(xs | set(range(cx - LINE, cx + LINE + 1)))]
-        around += [(y, cx) for y in sorted(ys | set(range(cy - LINE, cy + LINE + 1)))]
+    def look(around: list[tuple[int, int]]) -> Candidate:
         for g in around:
             shapes.visit(g)
         for c in shapes.best_of(around, len(around)):
             if c.cycles <= best.cycles * (1 + PROXY_SLACK):
                 tune(c)
-        best = min(tuned.values(), key=lambda c: c.key)
+        return min(tuned.values(), key=lambda c: c.key)
+
+    centres: set[tuple[int, int]] = set()
+    crossed: set[tuple[int, int]] = set()
+    while best.grid not in crossed:
+        while best.grid not in centres:  # windows and lines until the best stays put
+            centres.add(best.grid)
+            (cy, cx), around = best.grid, []
+            for y in range(cy - WINDOW, cy + WINDOW + 1):
+                around += [(y, x) for x in range(cx - WINDOW, cx + WINDOW + 1)]
+            ys, xs = _tile_steps(model, req, cy, cx, TILE_REACH)
+            around += [(cy, x) for x in sorted(xs | set(range(cx - LINE, cx + LINE + 1)))]
+            around += [(y, cx) for y in sorted(ys | set(range(cy - LINE, cy + LINE + 1)))]
+            best = look(around)
+        crossed.add(best.grid)  # then the shapes at a tile step in both the row and the column
+        ys, xs = _tile_steps(model, req, *best.grid, TILE_CROSS)
+        best = look([(y, x) for y in sorted(ys) for x in sorted(xs)])
     if best.placement is not None:  # the search placed with greedy layer counts: even them
         best = replace(best, placement=real_placement(model, req, best.grid))
     return best
