@@ -9,6 +9,9 @@ Workloads (timing-only mode unless --functional):
   broadcast+reduce: PE x=0 of every row multicasts n wavelets along the row, then every column
     reduces a length-n vector into its bottom PE with a receive-add-send chain (colours alternate
     by row parity).
+  overlap: MeshGEMM's shape without its loops: every step, each PE sends n wavelets east and
+    receives n from the west asynchronously while its main thread runs k vector adds of length m,
+    then waits for both (straight-line per-PE code, so older revisions run it too).
 "Active PE-cycles" = PE-cycles in which the PE's CE or its router did work: busy cycles (main thread
 ran an instruction or a microthread moved a wavelet) plus cycles in which only the router moved a
 wavelet (stats["router_only_pe_cycles"]). Cycles a PE spends stalled waiting are not counted; the
@@ -22,13 +25,15 @@ import argparse
 import resource
 import time
 
+import simulator
 from plmr.hardware import WSE2
-from simulator import MeshProgram, Port, Recv, RecvAdd, RecvAddSend, Send, simulate
+from simulator import simulate
 
 BC, SH0, SH1, RD0, RD1 = 1, 2, 3, 4, 5
 
 
-def row_broadcast(prog: MeshProgram, n: int, buf_src: str, buf_dst: str) -> None:
+def row_broadcast(prog, n: int, buf_src: str, buf_dst: str, sim=simulator) -> None:
+    Port, Send, Recv = sim.Port, sim.Send, sim.Recv
     W, H = prog.width, prog.height
     prog.set_route(0, range(H), BC, rx=Port.RAMP, tx=Port.EAST)
     if W > 2:
@@ -38,8 +43,10 @@ def row_broadcast(prog: MeshProgram, n: int, buf_src: str, buf_dst: str) -> None
     prog.add(range(1, W), range(H), Recv(BC, buf_dst))
 
 
-def shift_broadcast(W: int, H: int, n: int) -> MeshProgram:
-    prog = MeshProgram(W, H, WSE2)
+def shift_broadcast(W: int, H: int, n: int, sim=simulator):
+    """The workload built with the classes of ``sim`` (this package, or another revision's copy)."""
+    Port, Send, Recv = sim.Port, sim.Send, sim.Recv
+    prog = sim.MeshProgram(W, H, WSE2)
     prog.add_buffer(range(W), range(H), "a", "fp32", n, init=1.0)
     prog.add_buffer(range(W), range(H), "b", "fp32", n)
     for x in range(W):
@@ -58,14 +65,15 @@ def shift_broadcast(W: int, H: int, n: int) -> MeshProgram:
             prog.add(x, range(H), Send(send_c, "a"))
         else:
             prog.add(x, range(H), Recv(recv_c, "b"))
-    row_broadcast(prog, n, "a", "b")
+    row_broadcast(prog, n, "a", "b", sim)
     return prog
 
 
-def broadcast_reduce(W: int, H: int, n: int) -> MeshProgram:
-    prog = MeshProgram(W, H, WSE2)
+def broadcast_reduce(W: int, H: int, n: int, sim=simulator):
+    Port, Send, RecvAdd, RecvAddSend = sim.Port, sim.Send, sim.RecvAdd, sim.RecvAddSend
+    prog = sim.MeshProgram(W, H, WSE2)
     prog.add_buffer(range(W), range(H), "v", "fp32", n)
-    row_broadcast(prog, n, "v", "v")
+    row_broadcast(prog, n, "v", "v", sim)
     for y in range(H):
         send_c = RD0 if y % 2 == 0 else RD1
         recv_c = RD1 if y % 2 == 0 else RD0
@@ -77,6 +85,34 @@ def broadcast_reduce(W: int, H: int, n: int) -> MeshProgram:
     for y in range(1, H - 1):
         prog.add(range(W), y, RecvAddSend(RD1 if y % 2 == 0 else RD0, RD0 if y % 2 == 0 else RD1, "v"))
     prog.add(range(W), H - 1, RecvAdd(RD1 if (H - 1) % 2 == 0 else RD0, "v"))
+    return prog
+
+
+def overlap(W: int, H: int, n: int, steps: int = 8, k: int = 36, m: int = 6, sim=simulator):
+    """Compute beside asynchronous fabric moves, the mix a MeshGEMM step has."""
+    Port, Send, Recv, Add, Wait, Ref = sim.Port, sim.Send, sim.Recv, sim.Add, sim.Wait, sim.Ref
+    prog = sim.MeshProgram(W, H, WSE2)
+    prog.add_buffer(range(W), range(H), "a", "fp32", n, init=1.0)
+    prog.add_buffer(range(W), range(H), "b", "fp32", n)
+    prog.add_buffer(range(W), range(H), "c", "fp32", max(k * m, 1))
+    for x in range(W):
+        send_c, recv_c = (SH0, SH1) if x % 2 == 0 else (SH1, SH0)
+        if x < W - 1:
+            prog.set_route(x, range(H), send_c, rx=Port.RAMP, tx=Port.EAST)
+        if x > 0:
+            prog.set_route(x, range(H), recv_c, rx=Port.WEST, tx=Port.RAMP)
+        code = []
+        for _ in range(steps):
+            ids = []
+            if x < W - 1:
+                code.append(Send(send_c, "a", id="s"))
+                ids.append("s")
+            if x > 0:
+                code.append(Recv(recv_c, "b", id="r"))
+                ids.append("r")
+            code += [Add(Ref("c", i * m, m), Ref("c", i * m, m), Ref("a", 0, m)) for i in range(k)]
+            code.append(Wait(tuple(ids)))
+        prog.add(x, range(H), *code)
     return prog
 
 
@@ -100,7 +136,7 @@ def bench(name: str, build, mode: str, repeat: int) -> None:
     apc = busy + st["router_only_pe_cycles"]
     unfinished = res.active_pe_cycles
     print(f"{name}: {prog.width}x{prog.height} PEs, mode={mode}, {repeat} run(s)")
-    print(f"  build {t1 - t0:.2f} s; last run: lower {st['compile_s']:.2f} s, alloc {st['alloc_s']:.2f} s")
+    print(f"  build {t1 - t0:.2f} s; last run: lower {st['compile_s']:.2f} s")
     print(f"  engine s: best {best:.3f}, median {median:.3f}, worst {engine[-1]:.3f}; "
           f"whole simulate call: best {call[0]:.3f} s")
     print(f"  total cycles {res.total_cycles}, active PE-cycles {apc:.3e} (busy {busy:.3e} + router-only "

@@ -42,7 +42,7 @@ def outcome(simulate, program, args, kwargs):
         finish=r.finish.copy(), links=r.link_wavelets.copy(),
         ts=sorted(r.timestamps, key=lambda e: (e[3], e[1], e[0])),
         trace=sorted(r._trace, key=lambda e: (e[3], e[0][1], e[0][0], e[1])),
-        mem=None if r._mem is None else r._mem.copy()))
+        mem=r._device.mem.copy() if r.mode == "functional" else None))
 
 
 def same(a, b) -> bool:

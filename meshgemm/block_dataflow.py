@@ -4,7 +4,7 @@ against, op by op.
 Every PE's data is its own numpy array (``blocks[py][px]``, replicas are separate copies) and every collective is
 done as explicit sums and copies over those blocks, **in the order the mesh performs them**: a K-tree reduce
 sums chains from both ends of each group into the group's middle root, the root adding its longer side first
-and the shorter one last, exactly as `meshgemm.collectives.emit_tree_reduce` schedules it, then the root's
+and the shorter one last, exactly as `meshgemm.collectives.ktree_reduce` schedules it, then the root's
 total is copied to every PE of the line (bit for bit the simulated `emit_ktree_allreduce`, tested). Local
 products use numpy's own summation order, so a device program's blocks match within fp32 rounding, not bit for
 bit; any layout or schedule error shows up as a wrong block on a named PE.
@@ -31,7 +31,7 @@ from typing import Protocol
 
 import numpy as np
 
-from meshgemm.collectives import chain_tree
+from plmr.ktree import chain_tree
 from meshgemm.kv_cache import KVCacheFull, ShiftKVCache
 from meshgemm.model_layout import (Blocks, DecodeLayout, ModelDims, ModelShards, PrefillLayout,
                                    PreskewedWeight, make_blocks)
@@ -72,7 +72,7 @@ def tree_reduce(values: list[np.ndarray], tree: KTree) -> np.ndarray:
     """Sum ``values`` (one per line position) in the mesh's order: per level and group, a chain from each end
     into the root (each member adds its own value to the stream and forwards it); a root with one side adds
     that stream to its own value; with two, it adds the longer side, then the shorter one (which arrived
-    first, into scratch), as `meshgemm.collectives.emit_tree_reduce` does."""
+    first, into scratch), as `meshgemm.collectives.ktree_reduce` does."""
     acc = {p: values[p] for p in range(len(values))}
     for level in tree.levels:
         new = {}

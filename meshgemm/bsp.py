@@ -13,38 +13,34 @@ schedule:
 * ``gemv-pipeline-bsp``: a barrier after the local GEMV and after the chain reduce (before the
   broadcast back).
 
-**The barrier** is real fabric traffic built from the collectives the kernels already use: every
-PE holds a one-element fp32 token; a chain allreduce (chains from both ends into the middle PE,
-then a multicast back; ``collectives.emit_chain_allreduce``) runs along every row, then one along
-every column. No PE leaves it before every PE has entered it. It takes 3 colours per axis with
-more than one PE, on top of the kernel's, and 8 bytes per PE. Its cost model is ``plmr.bsp``.
+**The barrier** is real fabric traffic on the nearest-neighbour chains: every PE holds a one-element
+fp32 token, reduced up a chain into the last PE of its row and relayed back down, then the same
+along its column (``barrier_fragment``). No PE leaves it before every PE has entered it. It takes 4
+colours per axis with more than one PE on top of the kernel's (SUMMA's own chains serve it), and a
+PE receives on 2 of them per axis: with a kernel's own, within a WSE-2's input queues (a chain into
+the middle with a multicast back is shorter, but its root receives on 3 colours per axis, too many).
+Its cost model is ``plmr.bsp``.
 
-The program is rebuilt from the barrier-free build (buffers, data, routes, per-PE code) with the
-barrier's routes and buffers added and its instructions inserted at the step boundaries, which
-``_boundaries_*`` locate from the schedule's own structure (its ``Wait`` joins).
+Each barrier-free builder takes ``bsp=True`` and includes ``barrier_fragment``'s statements at its
+step boundaries (after a step's join), so both semantics are one body each and share every other
+statement. In MeshGEMM's skew a PE whose hosted rows rotate fewer rounds than the most any PE needs
+meets the remaining barriers right after its last round.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections import defaultdict
-from typing import Callable
 
-from meshgemm import collectives as C
-from meshgemm.gemm import build_meshgemm, skew_plan
-from meshgemm.gemm_baselines import build_cannon, build_summa
+from meshgemm.gemm import build_cannon_family
+from meshgemm.gemm_baselines import build_summa
 from meshgemm.gemv import build_gemv_pipeline
 from meshgemm.kernel import KernelBuild, KernelRequest
-from meshgemm.layout import interleaved_ring, plain_ring
 from plmr import bsp as plmr_bsp
 from plmr.errors import InputError
 from plmr.hardware import HardwareSpec
-from simulator.instructions import Instruction, Timestamp, Wait
 from simulator.program import MeshProgram
 
 BARRIER_BUF = "barrier_token"
-BARRIER_SCRATCH = "barrier_in"
 SEMANTICS = ("barrier-free", "bulk-synchronous")
 
 #: name -> (barrier-free kernel it synchronises); the registry maps each name to its builder
@@ -57,171 +53,98 @@ def semantics(kernel: str) -> str:
     return "bulk-synchronous" if kernel in BSP_OF else "barrier-free"
 
 
-def barrier_program(width: int, height: int, spec: HardwareSpec, colours: list[int]) -> MeshProgram:
-    """A program holding one barrier only (see the module docstring); ``colours``: 3 for the rows,
-    then 3 for the columns."""
-    prog = MeshProgram(width, height, spec)
-    X, Y = range(width), range(height)
-    prog.add_buffer(X, Y, BARRIER_BUF, "fp32", 1)
-    prog.add_buffer(X, Y, BARRIER_SCRATCH, "fp32", 1)
-    if width > 1:
-        C.emit_chain_allreduce(prog, "x", BARRIER_BUF, BARRIER_SCRATCH, colours[0:3])
-    if height > 1:
-        C.emit_chain_allreduce(prog, "y", BARRIER_BUF, BARRIER_SCRATCH, colours[3:6])
-    return prog
+def barrier_program(width: int, height: int, spec: HardwareSpec, colours: list[int],
+                    work: tuple = ()) -> MeshProgram:
+    """A program whose PEs run ``work`` (statements, e.g. a slow op placed by a parameter), stamp
+    ``enter``, meet one barrier and stamp ``leave`` (``colours``: 3 for the rows, 3 for the columns)."""
+    from simulator.body import Body
+    from simulator.statements import Timestamp
+
+    prog = MeshProgram(width, height, spec, name="barrier")
+    body = Body("barrier")
+    code, params = barrier_fragment(prog, body, colours)
+    body.function("main", tuple(work) + (Timestamp("enter"),) + code + (Timestamp("leave"),))
+    return prog, body, params
 
 
-def with_barriers(base: MeshProgram, spec: HardwareSpec, kernel: str,
-                  boundaries: Callable[[int, int, list[Instruction]], list[int]]) -> MeshProgram:
-    """``base`` with a barrier inserted into every PE's code before each position that
-    ``boundaries(x, y, code)`` returns (every PE must return as many). A 1×1 program is returned
-    unchanged."""
-    W, H = base.width, base.height
-    codes = [[base.instructions(x, y) for x in range(W)] for y in range(H)]
-    cuts = [[boundaries(x, y, codes[y][x]) for x in range(W)] for y in range(H)]
-    counts = {len(c) for row in cuts for c in row}
-    if len(counts) > 1:
-        raise AssertionError(f"{kernel}: PEs disagree on the number of barriers: {sorted(counts)}")
-    if W * H == 1 or counts == {0}:
-        return base
-    used: set[int] = set()
-    for y in range(H):
-        for x in range(W):
-            used.update(base.colours_used(x, y))
-    free = [c for c in spec.routable_colors if c not in used]
-    need = plmr_bsp.BARRIER_COLOURS_PER_AXIS * (int(W > 1) + int(H > 1))
-    if len(free) < need:
-        raise InputError(f"kernel {kernel} needs {len(used)} + {need} colours per PE (the kernel and its "
+def barrier_fragment(prog: MeshProgram, body, colours: list[int] | None) -> tuple[tuple, dict]:
+    """The global barrier as statements a body includes, with the parameters its PEs take: along
+    every row, then every column, a one-token reduce up a nearest-neighbour chain into the last PE
+    (``RecvAddSend`` stages) and a relay back down the chain to the first (``RelayStore`` stages).
+    The chains are the directed chains of ``line_rules`` (2 colours per direction per axis);
+    ``colours`` gives their 8 IDs (x up, x down, y up, y down), or None when the kernel already routes
+    them under the same parameter names (SUMMA). Declares the token buffer and the parameters on
+    ``body``."""
+    from meshgemm import line_rules as L
+    from meshgemm.gemm_baselines import _chain_params
+    from simulator.expr import Param, X, Y, eq, select
+    from simulator.instructions import Recv, RecvAdd, RecvAddSend, RelayStore, Send
+    from simulator.statements import If
+
+    body.buffer(BARRIER_BUF, "fp32", 1, export=False)
+    code: tuple = ()
+    params: dict = {}
+    for k, (axis, on) in enumerate((("x", prog.width > 1), ("y", prog.height > 1))):
+        if not on:
+            continue
+        if colours is not None:
+            cols = colours[4 * k:4 * k + 4]
+            L.route_slots(prog, axis, L.directed_chain_roles(X if axis == "x" else Y,
+                                                             Param("W" if axis == "x" else "H")),
+                          lambda s, c=cols: c[s])
+            cp = _chain_params(list(cols), 0, axis, Param("W" if axis == "x" else "H"))
+            for name in cp:
+                if name not in body.params:
+                    body.param(name, "int" if name.endswith(("first", "last")) else "colour")
+            params.update(cp)
+        P = lambda n, a=axis: Param(f"{a}{n}")  # noqa: E731
+        t = BARRIER_BUF
+        code += (If(eq(P("first"), 1), (Send(P("up_out"), t),),
+                    (If(eq(P("last"), 1), (RecvAdd(P("up_in"), t),), (RecvAddSend(P("up_in"), P("up_out"), t),)),)),
+                 If(eq(P("last"), 1), (Send(P("dn_out"), t),),
+                    (If(eq(P("first"), 1), (Recv(P("dn_in"), t),), (RelayStore(P("dn_in"), P("dn_out"), t),)),)))
+    return code, params
+
+
+def barrier_colours(spec: HardwareSpec, kernel_colours: int, kernel: str, width: int, height: int) -> int:
+    """Colour slots a kernel plus its barrier takes (the barrier's come after the kernel's)."""
+    need = plmr_bsp.BARRIER_COLOURS_PER_AXIS * 2
+    if kernel_colours + need > len(spec.routable_colors):
+        raise InputError(f"kernel {kernel} needs {kernel_colours} + {need} colours per PE (the kernel and its "
                          f"barrier); {spec.name} has {len(spec.routable_colors)} routable colours")
-    cols = free[:3] + free[3:6] if W > 1 else [None] * 3 + free[:3]
-    bar = barrier_program(W, H, spec, cols)
-    prog = MeshProgram(W, H, spec)
-    # buffers, row by row, PEs with the same layout together
-    for y in range(H):
-        groups: dict[tuple, list[int]] = defaultdict(list)
-        for x in range(W):
-            groups[base.buffers(x, y)].append(x)
-        for bufs, xs in groups.items():
-            for b in bufs:
-                prog.add_buffer(xs, y, b.name, b.dtype, b.length)
-            prog.add_buffer(xs, y, BARRIER_BUF, "fp32", 1)
-            prog.add_buffer(xs, y, BARRIER_SCRATCH, "fp32", 1)
-    # initial data (the only MeshProgram internals read here: there is no public getter yet)
-    for (pe, name), values in base._init.items():  # noqa: SLF001
-        prog.set_data(pe % W, pe // W, name, values)
-    # routes: the kernel's, then the barrier's
-    for src, colours in ((base, sorted(used)), (bar, [c for c in cols if c is not None])):
-        for c in colours:
-            for y in range(H):
-                groups = defaultdict(list)
-                for x in range(W):
-                    r = src.route(x, y, c)
-                    if r is not None:
-                        groups[(r.rx, r.tx)].append(x)
-                for (rx, tx), xs in groups.items():
-                    prog.set_route(xs, y, c, rx, tx)
-    # code with the barrier inserted at every boundary
-    for y in range(H):
-        groups = defaultdict(list)
-        for x in range(W):
-            code, b = codes[y][x], bar.instructions(x, y)
-            out: list[Instruction] = []
-            last = 0
-            for cut in cuts[y][x]:
-                out += code[last:cut] + b
-                last = cut
-            out += code[last:]
-            groups[tuple(map(id, out))].append((x, out))
-        for members in groups.values():
-            prog.add([x for x, _ in members], y, *members[0][1])
-    return prog
+    return kernel_colours + need
 
 
 # ------------------------------------------------------------------------------------------------
-# Step boundaries, read from each schedule's structure
+# Builders: the barrier-free builders with barriers at their step boundaries
 # ------------------------------------------------------------------------------------------------
 
-_CANNON_STEP_IDS = {"ra", "rb", "sa", "sb"}
-
-
-def _boundaries_cannon_family(req: KernelRequest, kind: str):
-    """After each of the ⌊Q/2⌋ skew rounds (a PE whose hosted rows rotate fewer rounds meets the
-    remaining barriers right after its last round) and after each shifting step's join."""
-    P_y, P_x = req.mesh
-    Q = math.lcm(P_y, P_x)
-    q_y = Q // P_y
-    ry = (interleaved_ring if kind == "meshgemm" else plain_ring)(P_y)
-    rounds = max((skew_plan(Q, u)[1] for u in range(Q)), default=0) if P_x > 1 else 0
-
-    def cuts(px: int, py: int, code: list[Instruction]) -> list[int]:
-        plans = [skew_plan(Q, ry.pos[py] * q_y + j) for j in range(q_y)]
-        waits = [i for i, ins in enumerate(code) if isinstance(ins, Wait)]
-        out, used, at = [], 0, 0
-        for r in range(1, rounds + 1):
-            rev = sum(1 for d, n in plans if d == "rev" and n >= r)
-            fwd = sum(1 for d, n in plans if d == "fwd" and n >= r)
-            waves = max(rev, fwd) if P_x >= 3 else rev + fwd
-            if waves:
-                used += waves
-                at = waits[used - 1] + 1
-            out.append(at)
-        for i in waits[used:]:
-            if not set(code[i].ids) <= _CANNON_STEP_IDS:
-                raise AssertionError(f"{kind}: unexpected join {code[i]} in the step loop")
-            out.append(i + 1)
-        return out
-
-    return cuts
-
-
-def _boundaries_after_every_join(px: int, py: int, code: list[Instruction]) -> list[int]:
-    """SUMMA: every join ends a step (the first panel's fetch, then each prefetching step)."""
-    return [i + 1 for i, ins in enumerate(code) if isinstance(ins, Wait)]
-
-
-def _boundaries_gemv_pipeline(px: int, py: int, code: list[Instruction]) -> list[int]:
-    """After the local GEMV (its ``compute_end`` stamp) and before the broadcast (the last op)."""
-    if len(code) <= 2:  # one PE on the reduction axis: no collective
-        return []
-    stamp = next(i for i, ins in enumerate(code) if isinstance(ins, Timestamp))
-    if len(code) != stamp + 3:
-        raise AssertionError(f"gemv-pipeline: expected one reduce op and one broadcast op, got {code[stamp + 1:]}")
-    return [stamp + 1, len(code) - 1]
-
-
-# ------------------------------------------------------------------------------------------------
-# Builders
-# ------------------------------------------------------------------------------------------------
-
-def _build(req: KernelRequest, spec: HardwareSpec, build_base, boundaries, predicted) -> KernelBuild:
-    base = build_base(dataclasses.replace(req, name=BSP_OF[req.name]), spec)
-    prog = with_barriers(base.program, spec, req.name, boundaries)
-    layout = dict(base.layout)
+def _finish(req: KernelRequest, build: KernelBuild, predicted) -> KernelBuild:
+    layout = dict(build.layout)
     layout["semantics"] = ("bulk-synchronous: a global fabric barrier (one-token chain allreduce along "
                            "rows, then columns) after every step")
-    return KernelBuild(request=req, program=prog, predicted=predicted, gather=base.gather,
-                       inputs=base.inputs, expected=base.expected, layout=layout)
+    return dataclasses.replace(build, request=req, predicted=predicted, layout=layout)
 
 
 def build_meshgemm_bsp(req: KernelRequest, spec: HardwareSpec) -> KernelBuild:
     P_y, P_x = req.mesh
-    return _build(req, spec, build_meshgemm, _boundaries_cannon_family(req, "meshgemm"),
-                  plmr_bsp.meshgemm_bsp(spec, P_y, P_x, req.m, req.k, req.n, req.dtype))
+    base = build_cannon_family(dataclasses.replace(req, name="meshgemm"), spec, "meshgemm", bsp=True)
+    return _finish(req, base, plmr_bsp.meshgemm_bsp(spec, P_y, P_x, req.m, req.k, req.n, req.dtype))
 
 
 def build_cannon_bsp(req: KernelRequest, spec: HardwareSpec) -> KernelBuild:
     P_y, P_x = req.mesh
-    return _build(req, spec, build_cannon, _boundaries_cannon_family(req, "cannon"),
-                  plmr_bsp.cannon_bsp(spec, P_y, P_x, req.m, req.k, req.n, req.dtype))
+    base = build_cannon_family(dataclasses.replace(req, name="cannon"), spec, "cannon", bsp=True)
+    return _finish(req, base, plmr_bsp.cannon_bsp(spec, P_y, P_x, req.m, req.k, req.n, req.dtype))
 
 
 def build_summa_bsp(req: KernelRequest, spec: HardwareSpec) -> KernelBuild:
     P_y, P_x = req.mesh
-    return _build(req, spec, build_summa, _boundaries_after_every_join,
-                  plmr_bsp.summa_bsp(spec, P_y, P_x, req.m, req.k, req.n, req.dtype))
+    base = build_summa(dataclasses.replace(req, name="summa"), spec, bsp=True)
+    return _finish(req, base, plmr_bsp.summa_bsp(spec, P_y, P_x, req.m, req.k, req.n, req.dtype))
 
 
 def build_gemv_pipeline_bsp(req: KernelRequest, spec: HardwareSpec) -> KernelBuild:
     P_y, P_x = req.mesh
-    return _build(req, spec, build_gemv_pipeline, _boundaries_gemv_pipeline,
-                  plmr_bsp.gemv_pipeline_bsp(spec, P_y, P_x, req.k, req.n, dtype=req.dtype))
+    base = build_gemv_pipeline(dataclasses.replace(req, name="gemv-pipeline"), spec, bsp=True)
+    return _finish(req, base, plmr_bsp.gemv_pipeline_bsp(spec, P_y, P_x, req.k, req.n, dtype=req.dtype))

@@ -1,153 +1,94 @@
-"""Collectives along one mesh axis, emitted into an existing ``MeshProgram`` (waferllm-method.md §6-7).
+"""Collectives along one mesh axis as code a body includes (waferllm-method.md §6-7).
 
-Every function works on the *lines* of one axis at once: ``axis="y"`` means positions are rows
-(y = 0 … height-1) and a line is one column (x fixed), so data moves NORTH/SOUTH; ``axis="x"``
-means positions are columns and a line is one row, data moves EAST/WEST. ``lines`` selects which
-lines take part (default: all). The collective works on a buffer ``buf`` that every PE of the
-selected lines already declared; its length may differ between lines (uneven blocks) but must be the
-same along a line.
+A collective is three things, written once for every mesh size:
 
-The routes come from ``meshgemm.routing`` (the single source of the four routing patterns), with
-colour *slots* mapped to hardware colour ids by the caller (``colours[slot]``, e.g. a
-``meshgemm.kernel.ColourMap``); ``colours_needed`` says how many each collective takes. Routes are
-static for the whole program, so two collectives in one program need disjoint colours unless their
-routes are identical.
+* the **routes** it sets on the program (``meshgemm.line_rules`` patterns, one ``route_rule`` per
+  colour slot, over every line of the axis);
+* the **parameters** each PE takes — its role at each phase and which colour slot it uses, as
+  expressions of its position (``Collective.params``; the body declares them with ``declare`` and the
+  placement passes ``values()``), so PEs of equal roles share one compiled program;
+* the **statements** that run it (``Collective.code``), branching on those parameters at comptime.
 
-Instruction schedule (all fabric ops blocking unless stated; the simulator charges c_op per issue,
-c_task per ``Wait``):
+``axis="y"`` means positions are rows and a line is one column (data moves NORTH/SOUTH); ``axis="x"``
+positions are columns, a line is a row. The buffer reduced or broadcast may have a different length
+on different lines (uneven blocks) but the same along a line.
 
-* **broadcast** (pattern 4): the root ``Send``s, every other PE ``Recv``s into ``buf``.
-* **K-tree reduce** (``plmr.ktree.build_ktree``; K = 1 is one chain, the pipeline reduce is a chain
-  into the end PE): per phase and group, the two end members ``Send``, intermediate members
-  ``RecvAddSend`` (receive, add own ``buf``, forward), non-participants between them pass the stream
-  through in hardware (express chain). A root with one side ``RecvAdd``s into ``buf``; a root with
-  two sides receives the shorter side asynchronously into ``scratch``, ``RecvAdd``s the other into
-  ``buf``, joins (``Wait``) and adds ``scratch`` (``Add``). Phases run in sequence.
-* **ring allreduce** on the interleaved ring (pattern 1, 3 colours): 2(P−1) steps, each an async
-  ``Send`` of one chunk to the ring successor, a blocking receive of the next chunk from the
-  predecessor (``RecvAdd`` during the reduce-scatter, ``Recv`` during the allgather) and a ``Wait``
-  on the send. (Fusing the steps into ``RecvAddSend`` chains deadlocks on a ring: every PE would
-  block on its output before any PE receives.)
+Schedules (fabric ops blocking unless stated):
+
+* **broadcast** (pattern 4): the root ``Send``s, every other PE ``Recv``s.
+* **K-tree reduce** (``plmr.ktree.build_ktree``; K = 1 is one chain into the middle, the pipeline
+  reduce a chain into the end PE): per level, each group's end members ``Send``, intermediate members
+  ``RecvAddSend`` (receive, add own buffer, forward), non-participants between them pass the stream
+  through in hardware (express chain). A root with one side ``RecvAdd``s; a root with two sides
+  receives the shorter side asynchronously into ``scratch``, ``RecvAdd``s the other, joins and adds.
+  Levels run in sequence. Colours: two per level (alternating by distance to the group root) and one
+  for the broadcast.
+* **ring allreduce** on the interleaved ring (3 colours): reduce-scatter then allgather, n−1 steps
+  each, a step an async ``Send`` of one chunk to the ring successor, a blocking receive of the next
+  chunk from the predecessor (``RecvAdd``, then ``Recv``) and a join on the send.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Callable
 
 from plmr.errors import InputError
-from plmr.interleave import interleave, ring_position
-from plmr.ktree import KTree, KTreeLevel, build_ktree
-from plmr.primitives import balanced_split
-from simulator.instructions import Add, Recv, RecvAdd, RecvAddSend, Ref, Send, Wait
-from simulator.program import MeshProgram, Port
+from plmr.ktree import build_ktree
+from simulator.body import Body
+from simulator.expr import Const, Expr, ExprLike, Param, Var, as_expr, eq, evaluate, min_, select
+from simulator.instructions import Add, Recv, RecvAdd, RecvAddSend, Ref, Send
+from simulator.program import MeshProgram
+from simulator.statements import Assign, If, Loop, Wait
 
-from meshgemm import routing
-from meshgemm.routing import Transfer
+from meshgemm import line_rules as L
 
-AXES = ("x", "y")
+AXES = L.AXES
+
+ColourOf = Callable[[int], int]
 
 
-# ------------------------------------------------------------------------------------------------
-# Geometry
-# ------------------------------------------------------------------------------------------------
+@dataclass
+class Collective:
+    """Parameters (name → (kind, value)), statements and colour slots of one collective."""
+
+    params: dict[str, tuple[str, Expr]] = field(default_factory=dict)
+    code: tuple = ()
+    slots: int = 0
+    root: Expr | None = None  # position on the axis where a reduce lands / a broadcast starts
+    vars: tuple[str, ...] = ()  # run-time variables the code uses (declared by ``declare``)
+
+    def declare(self, body: Body) -> None:
+        for name, (kind, _) in self.params.items():
+            if name not in body.params:
+                body.param(name, kind)
+        for v in self.vars:
+            if v not in body.vars:
+                body.var(v, "i32")
+
+    def values(self) -> dict[str, Expr]:
+        return {name: v for name, (_, v) in self.params.items()}
+
+    def root_position(self, prog: MeshProgram) -> int:
+        """The root as a number for this program's sizes."""
+        return int(evaluate(self.root, prog.layout_params))
+
+
+def axis_length(prog: MeshProgram, axis: str) -> int:
+    """Number of positions on a line of ``axis``."""
+    _check_axis(axis)
+    return prog.height if axis == "y" else prog.width
+
+
+def axis_size(axis: str) -> Param:
+    """The line length as a program parameter (``W`` for rows, ``H`` for columns)."""
+    _check_axis(axis)
+    return Param("H" if axis == "y" else "W")
 
 
 def _check_axis(axis: str) -> None:
     if axis not in AXES:
         raise InputError(f"axis must be 'x' or 'y', got {axis!r}")
-
-
-def axis_length(prog: MeshProgram, axis: str) -> int:
-    """Number of positions on a line of ``axis`` (PEs taking part in one collective)."""
-    _check_axis(axis)
-    return prog.height if axis == "y" else prog.width
-
-
-def num_lines(prog: MeshProgram, axis: str) -> int:
-    _check_axis(axis)
-    return prog.width if axis == "y" else prog.height
-
-
-def _lines(prog: MeshProgram, axis: str, lines) -> list[int]:
-    n = num_lines(prog, axis)
-    if lines is None:
-        return list(range(n))
-    if isinstance(lines, int):
-        lines = [lines]
-    out = sorted(set(int(v) for v in lines))
-    if out and (out[0] < 0 or out[-1] >= n):
-        raise InputError(f"line index out of range 0..{n - 1} for axis {axis}")
-    return out
-
-
-def sel(axis: str, pos, lines) -> tuple:
-    """(x, y) selection of positions ``pos`` on ``lines``."""
-    return (lines, pos) if axis == "y" else (pos, lines)
-
-
-def _dir(axis: str, src: int, dst: int) -> Port:
-    """Port leading from position src towards dst."""
-    if axis == "y":
-        return Port.SOUTH if dst > src else Port.NORTH
-    return Port.EAST if dst > src else Port.WEST
-
-
-def emit_transfer(prog: MeshProgram, axis: str, lines: list[int], t: Transfer, colour: int) -> None:
-    """Set the routes of one line transfer (point-to-point or multicast) on every selected line:
-    the source injects from its RAMP, PEs in between pass through (delivering to their RAMP if they
-    are multicast receivers), the far ends deliver to their RAMP."""
-    if not lines:
-        return
-    recv = set(t.receivers)
-    sides = defaultdict(list)
-    for d in t.receivers:
-        sides[d > t.src].append(d)
-    tx_src = {_dir(axis, t.src, max(v) if up else min(v)) for up, v in sides.items()}
-    prog.set_route(*sel(axis, t.src, lines), colour=colour, rx={Port.RAMP}, tx=tx_src)
-    for up, v in sides.items():
-        far = max(v) if up else min(v)
-        step = 1 if up else -1
-        out = _dir(axis, t.src, far)
-        for p in range(t.src + step, far + step, step):
-            tx = set()
-            if p in recv:
-                tx.add(Port.RAMP)
-            if p != far:
-                tx.add(out)
-            prog.set_route(*sel(axis, p, lines), colour=colour, rx={out.opposite}, tx=tx)
-
-
-def emit_transfers(prog: MeshProgram, axis: str, lines: list[int], transfers: list[Transfer],
-                   colours: Sequence[int]) -> None:
-    n = axis_length(prog, axis)
-    try:
-        routing.check_colours(transfers, n)
-    except ValueError as exc:  # a bug in a pattern, not a user error
-        raise AssertionError(f"colour conflict in a collective: {exc}") from None
-    for t in transfers:
-        emit_transfer(prog, axis, lines, t, colours[t.color])
-
-
-def _by_length(prog: MeshProgram, axis: str, lines: list[int], buf: str) -> dict[int, list[int]]:
-    """Lines grouped by the length of ``buf`` (checked equal along each line at position 0 and the
-    last position)."""
-    n = axis_length(prog, axis)
-    groups: dict[int, list[int]] = defaultdict(list)
-    for line in lines:
-        x0, y0 = sel(axis, 0, line)
-        x1, y1 = sel(axis, n - 1, line)
-        a = prog.buffer(x0, y0, buf).length
-        b = prog.buffer(x1, y1, buf).length
-        if a != b:
-            raise InputError(f"buffer {buf!r} has lengths {a} and {b} along line {line} of axis {axis}")
-        groups[a].append(line)
-    return dict(groups)
-
-
-# ------------------------------------------------------------------------------------------------
-# Colour counts
-# ------------------------------------------------------------------------------------------------
 
 
 def colours_needed(kind: str, n_ax: int, k: int = 2, broadcast: bool = True) -> int:
@@ -184,128 +125,119 @@ def ktree_group_counts(n_ax: int, k: int, group_size: int | None) -> tuple[int, 
 # ------------------------------------------------------------------------------------------------
 
 
-def emit_broadcast(prog: MeshProgram, axis: str, buf: str, root: int, colour: int,
-                   lines=None) -> None:
-    """Multicast ``buf`` from position ``root`` to every PE of the selected lines (1 colour)."""
+def _on_lines(axis: str, lines: ExprLike | None) -> Expr:
+    """1 on the lines that take part (``lines``: a condition on the line's coordinate, or None: all)."""
+    return as_expr(1) if lines is None else as_expr(lines)
+
+
+def broadcast(prog: MeshProgram, axis: str, buf: str, root: ExprLike, colour: int,
+              prefix: str = "bc", lines: ExprLike | None = None) -> Collective:
+    """Multicast ``buf`` from position ``root`` (a number or program-parameter expression) to every
+    other PE of every line of ``axis`` where ``lines`` holds (1 colour). Parameter
+    ``<prefix>_role``: 0 root, 1 receiver, 2 not taking part."""
     n = axis_length(prog, axis)
-    lines = _lines(prog, axis, lines)
-    if not 0 <= root < n:
-        raise InputError(f"broadcast root {root} outside the axis of {n} PEs")
-    tr = routing.multicast_transfer(n, root, 0)
-    if not tr or not lines:
-        return
-    emit_transfers(prog, axis, lines, tr, [colour])
-    prog.add(*sel(axis, root, lines), Send(colour, buf))
-    others = [p for p in range(n) if p != root]
-    for p in others:
-        prog.add(*sel(axis, p, lines), Recv(colour, buf))
+    q = L.position(axis)
+    N = axis_size(axis)
+    root = as_expr(root)
+    if n <= 1:
+        return Collective(root=root)
+    on = _on_lines(axis, lines)
+    rx, tx = L.multicast_masks(axis, q, N, root)
+    prog.route_rule(None, None, colour, rx, tx, when=on)
+    role = f"{prefix}_role"
+    code = (If(eq(Param(role), 0), (Send(colour, buf),), (If(eq(Param(role), 1), (Recv(colour, buf),)),)),)
+    return Collective({role: ("int", select(on, select(eq(q, root), 0, 1), 2))}, code, 1, root)
 
 
 # ------------------------------------------------------------------------------------------------
-# Reduce: K-tree (any K), chain with any root, pipeline
+# K-tree reduce and allreduce
 # ------------------------------------------------------------------------------------------------
 
 
-def chain_tree(n: int, root: int) -> KTree:
-    """A one-level 'tree': a single chain over the whole line into ``root``."""
-    if not 0 <= root < n:
-        raise InputError(f"chain root {root} outside the axis of {n} PEs")
-    return KTree(n=n, levels=(KTreeLevel(groups=(tuple(range(n)),), roots=(root,)),))
+def _slot_branch(bit: str, c0: int, c1: int, make) -> tuple:
+    """Statements that use colour c0 or c1 as parameter ``bit`` says (resolved at comptime, so the
+    body receives on constant colours and needs one queue per colour)."""
+    return (If(eq(Param(bit), 0), (make(c0),), (make(c1),)),)
 
 
-def _level_transfers(tree: KTree) -> list[list[Transfer]]:
-    return [phase for phase in routing.ktree_transfers(tree, with_broadcast=False)]
-
-
-def emit_tree_reduce(prog: MeshProgram, axis: str, buf: str, scratch: str, tree: KTree,
-                     colours: Sequence[int], lines=None) -> int:
-    """Reduce ``buf`` along the axis into the tree's global root (returned). ``colours`` has
-    2·K slots (two per level, alternating by distance to the group root). ``scratch`` is a buffer
-    as long as ``buf``, used by roots with two incoming chains."""
+def ktree_reduce(prog: MeshProgram, axis: str, buf: str, scratch: str, colours: ColourOf, k: int = 2,
+                 group_counts: tuple[int, ...] | None = None, prefix: str = "kt",
+                 root_at_end: bool = False, root: ExprLike | None = None,
+                 lines: ExprLike | None = None) -> Collective:
+    """K-tree reduce (method §6.3) of ``buf`` into the global root; ``colours(slot)`` maps the 2K
+    slots (two per level) to colour IDs. ``root_at_end``: one chain into the last PE (K = 1), the
+    pipeline reduce; ``root``: one chain into that position (K = 1). ``lines``: a condition on the
+    line's coordinate selecting the lines that take part. Parameters per level l: ``<p>role<l>`` (line_rules.ROLE_*), ``<p>out<l>``,
+    ``<p>in<l>``, ``<p>in2<l>`` (colour slot bits)."""
     n = axis_length(prog, axis)
-    if tree.n != n:
-        raise InputError(f"tree over {tree.n} PEs used on an axis of {n}")
-    lines = _lines(prog, axis, lines)
-    if n <= 1 or not lines:
-        return tree.root
-    phases = _level_transfers(tree)
-    emit_transfers(prog, axis, lines, [t for ph in phases for t in ph], colours)
-    for li, (level, phase) in enumerate(zip(tree.levels, phases)):
-        for group, root in zip(level.groups, level.roots):
-            i = group.index(root)
-            # p -> colour it sends on / receives on within this group
-            out_c = {t.src: colours[t.color] for t in phase if t.src in group}
-            in_c = {t.dst: [] for t in phase}
-            for t in phase:
-                if t.src in group:
-                    in_c.setdefault(t.dst, []).append((t.src, colours[t.color]))
-            for j, p in enumerate(group):
-                if p == root:
-                    continue
-                ins = in_c.get(p, [])
-                if not ins:
-                    prog.add(*sel(axis, p, lines), Send(out_c[p], buf))
-                else:
-                    prog.add(*sel(axis, p, lines), RecvAddSend(ins[0][1], out_c[p], buf))
-            ins = sorted(in_c.get(root, []), key=lambda s: abs(s[0] - root))
-            if len(ins) == 1:
-                prog.add(*sel(axis, root, lines), RecvAdd(ins[0][1], buf))
-            elif len(ins) == 2:
-                # the shorter side (fewer links) arrives first: receive it asynchronously
-                left = [g for g in group[:i]]
-                right = [g for g in group[i + 1:]]
-                src_short = group[i + 1] if len(right) <= len(left) else group[i - 1]
-                c_short = dict((s, c) for s, c in ins)[src_short]
-                c_long = [c for s, c in ins if s != src_short][0]
-                tag = f"ktree{li}"
-                prog.add(*sel(axis, root, lines),
-                         Recv(c_short, scratch, id=tag), RecvAdd(c_long, buf), Wait((tag,)),
-                         Add(buf, buf, scratch))
-    return tree.root
+    q = L.position(axis)
+    N = axis_size(axis)
+    if root_at_end or root is not None:
+        k, counts = 1, ()
+    else:
+        tree = build_ktree(max(n, 1), k, group_counts)
+        counts = tree.group_counts[:-1]
+    if n <= 1:
+        return Collective(root=Const(0))
+    G = [prog.param(f"{prefix}G{lvl}", g) for lvl, g in enumerate(counts)] + [Const(1)]
+    levels = L.ktree_levels(tuple(counts) + (1,), N, G)
+    if root_at_end:
+        levels[0].root_at = N - 1
+    elif root is not None:
+        levels[0].root_at = as_expr(root)
+    on = _on_lines(axis, lines)
+    params: dict[str, tuple[str, Expr]] = {}
+    code: list = []
+    for lv in levels:
+        l = lv.k
+        L.route_slots(prog, axis, L.ktree_roles(lv, q), lambda s, l=l: colours(2 * l + s), when=on)
+        r = L.ktree_role(lv, q)
+        role, out, inn, in2 = (f"{prefix}role{l}", f"{prefix}out{l}", f"{prefix}in{l}", f"{prefix}in2{l}")
+        sends = eq(r.role, L.ROLE_SEND) | eq(r.role, L.ROLE_RELAY)
+        recvs = eq(r.role, L.ROLE_RELAY) | eq(r.role, L.ROLE_ROOT1) | eq(r.role, L.ROLE_ROOT2)
+        params[role] = ("int", select(on, r.role, L.ROLE_NONE))
+        params[out] = ("int", select(sends, r.out, 0))  # unused bits 0: fewer parameter sets
+        params[inn] = ("int", select(recvs, r.inn, 0))
+        params[in2] = ("int", select(eq(r.role, L.ROLE_ROOT2), r.in2, 0))
+        c0, c1 = colours(2 * l), colours(2 * l + 1)
+        P = Param
+        tag = f"{prefix}{l}"
+        code.append(If(eq(P(role), L.ROLE_SEND), _slot_branch(out, c0, c1, lambda c: Send(c, buf))))
+        code.append(If(eq(P(role), L.ROLE_RELAY), (If(eq(P(inn), 0), _slot_branch(
+            out, c0, c1, lambda c: RecvAddSend(c0, c, buf)), _slot_branch(
+            out, c0, c1, lambda c: RecvAddSend(c1, c, buf))),)))
+        code.append(If(eq(P(role), L.ROLE_ROOT1), _slot_branch(inn, c0, c1, lambda c: RecvAdd(c, buf))))
+        code.append(If(eq(P(role), L.ROLE_ROOT2), _slot_branch(in2, c0, c1, lambda c: Recv(c, scratch, id=tag))
+                       + _slot_branch(inn, c0, c1, lambda c: RecvAdd(c, buf))
+                       + (Wait(tag), Add(buf, buf, scratch))))
+    return Collective(params, tuple(code), 2 * len(levels), L.ktree_global_root(levels[-1]))
 
 
-def emit_ktree_reduce(prog: MeshProgram, axis: str, buf: str, scratch: str, colours: Sequence[int],
-                      k: int = 2, group_counts: tuple[int, ...] | None = None, lines=None) -> int:
-    """K-tree reduce (method §6.3) of ``buf`` into the global root position (returned)."""
-    n = axis_length(prog, axis)
-    tree = build_ktree(n, k, group_counts)
-    return emit_tree_reduce(prog, axis, buf, scratch, tree, colours, lines)
+def ktree_allreduce(prog: MeshProgram, axis: str, buf: str, scratch: str, colours: ColourOf, k: int = 2,
+                    group_counts: tuple[int, ...] | None = None, broadcast_result: bool = True,
+                    prefix: str = "kt", root_at_end: bool = False, root: ExprLike | None = None,
+                    lines: ExprLike | None = None) -> Collective:
+    """K-tree reduce, then (``broadcast_result``) a multicast of the total from the global root.
+    Colour slots: 2K + 1 (2K without the broadcast)."""
+    red = ktree_reduce(prog, axis, buf, scratch, colours, k, group_counts, prefix, root_at_end, root, lines)
+    if not broadcast_result or axis_length(prog, axis) <= 1:
+        return red
+    bc = broadcast(prog, axis, buf, red.root, colours(red.slots), prefix=f"{prefix}bc", lines=lines)
+    return Collective({**red.params, **bc.params}, red.code + bc.code, red.slots + 1, red.root)
 
 
-def emit_chain_reduce(prog: MeshProgram, axis: str, buf: str, scratch: str, colours: Sequence[int],
-                      root: int | None = None, lines=None) -> int:
-    """Nearest-neighbour chains from both ends into ``root`` (default the middle; n-1 is the
-    pipeline reduce). 2 colours."""
-    n = axis_length(prog, axis)
-    root = n // 2 if root is None else root
-    return emit_tree_reduce(prog, axis, buf, scratch, chain_tree(n, root), colours, lines)
+def pipeline_allreduce(prog: MeshProgram, axis: str, buf: str, scratch: str, colours: ColourOf,
+                       prefix: str = "pl", lines: ExprLike | None = None) -> Collective:
+    """The Cerebras-GEMV allreduce: one chain into the end PE, then a broadcast back (3 colours)."""
+    return ktree_allreduce(prog, axis, buf, scratch, colours, k=1, prefix=prefix, root_at_end=True, lines=lines)
 
 
-def emit_ktree_allreduce(prog: MeshProgram, axis: str, buf: str, scratch: str,
-                         colours: Sequence[int], k: int = 2,
-                         group_counts: tuple[int, ...] | None = None, broadcast: bool = True,
-                         lines=None) -> int:
-    """K-tree reduce, then (``broadcast``) a multicast of the total from the global root. Colours:
-    2K + 1 slots (2K without the broadcast). Returns the root position."""
-    root = emit_ktree_reduce(prog, axis, buf, scratch, colours, k, group_counts, lines)
-    if broadcast:
-        emit_broadcast(prog, axis, buf, root, colours[2 * k], lines)
-    return root
-
-
-def emit_chain_allreduce(prog: MeshProgram, axis: str, buf: str, scratch: str,
-                         colours: Sequence[int], root: int | None = None, lines=None) -> int:
-    """Chain into ``root`` then multicast back (3 colours)."""
-    root = emit_chain_reduce(prog, axis, buf, scratch, colours[:2], root, lines)
-    emit_broadcast(prog, axis, buf, root, colours[2], lines)
-    return root
-
-
-def emit_pipeline_allreduce(prog: MeshProgram, axis: str, buf: str, scratch: str,
-                            colours: Sequence[int], lines=None) -> int:
-    """The Cerebras-GEMV allreduce: chain into the end PE, then broadcast back (3 colours)."""
-    n = axis_length(prog, axis)
-    return emit_chain_allreduce(prog, axis, buf, scratch, colours, root=max(n - 1, 0), lines=lines)
+def chain_allreduce(prog: MeshProgram, axis: str, buf: str, scratch: str, colours: ColourOf,
+                    root: ExprLike | None = None, prefix: str = "ch", lines: ExprLike | None = None) -> Collective:
+    """One chain from both ends into ``root`` (default: the middle), then a broadcast (3 colours)."""
+    if root is None:
+        return ktree_allreduce(prog, axis, buf, scratch, colours, k=1, prefix=prefix, lines=lines)
+    return ktree_allreduce(prog, axis, buf, scratch, colours, k=1, prefix=prefix, root=root, lines=lines)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -313,45 +245,57 @@ def emit_pipeline_allreduce(prog: MeshProgram, axis: str, buf: str, scratch: str
 # ------------------------------------------------------------------------------------------------
 
 
-def ring_chunks(length: int, n_ax: int) -> list[tuple[int, int]]:
-    """(offset, size) of the n_ax balanced chunks of a buffer; needs length >= n_ax."""
-    sizes = balanced_split(length, n_ax)
-    offs = [sum(sizes[:i]) for i in range(n_ax)]
-    return list(zip(offs, sizes))
-
-
-def emit_ring_allreduce(prog: MeshProgram, axis: str, buf: str, colours: Sequence[int],
-                        lines=None) -> None:
-    """Reduce-scatter + allgather on the interleaved ring (3 colours; 2 for n_ax = 2). ``buf``
-    must hold at least n_ax elements (pad with zeros) so every chunk is non-empty."""
+def ring_allreduce(prog: MeshProgram, axis: str, buf: str, length: ExprLike, colours: ColourOf,
+                   prefix: str = "rg", lines: ExprLike | None = None) -> Collective:
+    """Reduce-scatter + allgather on the interleaved ring (3 colours; 2 for n = 2). ``buf`` holds
+    ``length`` elements (an expression of the body's parameters), at least one per PE of the ring:
+    pad it with zeros. Chunk c of the n balanced chunks starts at c·⌊L/n⌋ + min(c, L mod n)."""
     n = axis_length(prog, axis)
-    lines = _lines(prog, axis, lines)
-    if n <= 1 or not lines:
-        return
-    transfers = routing.ring_transfers(n)
-    emit_transfers(prog, axis, lines, transfers, colours)
-    send_c = {t.src: colours[t.color] for t in transfers}
-    recv_c = {t.dst: colours[t.color] for t in transfers}
-    for length, group in _by_length(prog, axis, lines, buf).items():
-        if length < n:
-            raise InputError(f"ring allreduce: buffer {buf!r} holds {length} elements, fewer than the "
-                             f"{n} PEs of the ring; pad it to at least {n}")
-        chunks = ring_chunks(length, n)
+    if n <= 1:
+        return Collective(root=Const(0))
+    q = L.position(axis)
+    N = axis_size(axis)
+    ring = L.interleaved_ring(n, N)
+    on = _on_lines(axis, lines)
+    L.route_slots(prog, axis, ring.roles(q), colours, when=on)
+    send_slot, recv_slot = f"{prefix}send", f"{prefix}recv"
+    pos = f"{prefix}_pos"
+    active = f"{prefix}_on"
+    params = {send_slot: ("int", select(on, ring.slot(q), 0)),
+              recv_slot: ("int", select(on, ring.slot(ring.recv_from(q)), 0)),
+              active: ("int", on), N.name: ("int", N)}  # the line length, used at run time
+    s, c = f"{prefix}_s", f"{prefix}_c"
+    Ln = as_expr(length)
 
-        def ref(c: int) -> Ref:
-            off, size = chunks[c % n]
-            return Ref(buf, off, size)
+    def chunk(cv) -> Ref:
+        base, extra = Ln // N, Ln % N
+        return Ref(buf, cv * base + min_(cv, extra), base + (cv < extra))
 
-        for p in range(n):
-            i = ring_position(p, n) if n >= 3 else p
-            sc, rc = send_c[p], recv_c[p]
-            ops = []
-            for s in range(n - 1):  # reduce-scatter: send chunk i-s, receive-and-add chunk i-s-1
-                ops += [Send(sc, ref(i - s), id="rs"), RecvAdd(rc, ref(i - s - 1)), Wait(("rs",))]
-            for s in range(n - 1):  # allgather: send chunk i+1-s, receive chunk i-s
-                ops += [Send(sc, ref(i + 1 - s), id="ag"), Recv(rc, ref(i - s)), Wait(("ag",))]
-            prog.add(*sel(axis, p, group), *ops)
+    i = Var(pos)
+    step = Var(s)
+    send_c = [colours(k) for k in range(ring.slots)]
+
+    def by_slot(slot: str, make) -> tuple:
+        branches = ()
+        for k in reversed(range(ring.slots)):
+            branches = (If(eq(Param(slot), k), (make(send_c[k]),), branches),)
+        return branches
+
+    def phase(recv_op) -> tuple:
+        """n−1 steps: send chunk (i − s + off) mod n, receive chunk (i − s − 1 + off) mod n."""
+        return (Loop(N - 1, s, (
+            Assign(c, (i - step + N * 2) % N),
+            *by_slot(send_slot, lambda col: Send(col, chunk(Var(c)), id=f"{prefix}s")),
+            Assign(c, (i - step - 1 + N * 2) % N),
+            *by_slot(recv_slot, lambda col: recv_op(col, chunk(Var(c)))),
+            Wait(f"{prefix}s"))),)
+
+    code = (If(eq(Param(active), 1), (Assign(pos, _pos_expr(ring, axis)), *phase(RecvAdd),
+                                      Assign(pos, _pos_expr(ring, axis) + 1), *phase(Recv))),)
+    return Collective(params, code, ring.slots, Const(0), vars=(pos, s, c))
 
 
-def ring_successor(p: int, n: int) -> int:
-    return interleave(p, n)[1]
+def _pos_expr(ring: L.RingExprs, axis: str) -> Expr:
+    """The PE's ring position, computed at run time from its coordinate (a parameter would make
+    one parameter set per PE)."""
+    return ring.pos(L.position(axis))

@@ -30,17 +30,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from itertools import zip_longest
 
 import numpy as np
 
+from meshgemm import line_rules as L
 from meshgemm.kernel import ColourMap, KernelBuild, KernelRequest, round_to_dtype
-from meshgemm.layout import (Ring, flat, interleaved_ring, pad2, plain_ring, route_line, tile_of,
-                             unflat)
+from meshgemm.layout import flat, interleaved_ring, pad2, plain_ring, tile_of, unflat
 from plmr import gemm as plmr_gemm
 from plmr.hardware import HardwareSpec
-from simulator.instructions import Copy, Fill, Gemm, Recv, Ref, Send, Wait
+from simulator.body import Body
+from simulator.expr import Expr, ExprLike, Param, Var, X, Y, as_expr, eq, ne, select
+from simulator.instructions import Copy, Fill, Gemm, Recv, Ref, Send
 from simulator.program import MeshProgram
+from simulator.statements import Assign, If, Loop, Wait
 
 
 def choose_layout(spec: HardwareSpec, m: int, k: int, n: int, dtype: str) -> str:
@@ -85,20 +87,13 @@ class _Geom:
     def tc(self) -> int:
         return self.m_v * self.n_v
 
-    def a_ref(self, slot: int, j: int) -> Ref:
-        return Ref("A", (slot * self.q_y + j) * self.ta, self.ta)
 
-    def a_col(self, slot: int) -> Ref:
-        return Ref("A", slot * self.q_y * self.ta, self.q_y * self.ta)
-
-    def b_ref(self, slot: int, i: int) -> Ref:
-        return Ref("B", (slot * self.q_x + i) * self.tb, self.tb)
-
-    def b_row(self, slot: int) -> Ref:
-        return Ref("B", slot * self.q_x * self.tb, self.q_x * self.tb)
-
-    def c_ref(self, j: int, i: int) -> Ref:
-        return Ref("C", (j * self.q_x + i) * self.tc, self.tc)
+def slot_colour(colour_of, slot: ExprLike, slots: int) -> Expr:
+    """The colour ID of colour slot ``slot`` (an expression with values 0..slots-1)."""
+    out = as_expr(colour_of(slots - 1))
+    for s in reversed(range(slots - 1)):
+        out = select(eq(slot, s), colour_of(s), out)
+    return out
 
 
 def build_meshgemm(req: KernelRequest, spec: HardwareSpec) -> KernelBuild:
@@ -106,9 +101,10 @@ def build_meshgemm(req: KernelRequest, spec: HardwareSpec) -> KernelBuild:
     return build_cannon_family(req, spec, "meshgemm")
 
 
-def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str) -> KernelBuild:
+def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: bool = False) -> KernelBuild:
     """The shared Cannon schedule; ``kind`` = ``"meshgemm"`` (interleaved rings, links <= 2 hops)
-    or ``"cannon"`` (plain rings with the P-1 hop wrap-around link)."""
+    or ``"cannon"`` (plain rings with the P-1 hop wrap-around link). ``bsp``: a global barrier after
+    every skew round and every shifting step (``meshgemm.bsp``)."""
     P_y, P_x = req.mesh
     M, K, N, dt = req.m, req.k, req.n, req.dtype
     Q = math.lcm(P_y, P_x)
@@ -121,22 +117,47 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str) -> Ke
     sx, sy = rx.slots, ry.slots
     rev_x_own = P_x >= 3  # a 2-ring's reverse shift is its forward shift (same transfers)
     n_slots = sx + sy + (rx.slots if rev_x_own else 0)
-    cmap = ColourMap(spec, n_slots, kind)
+    if bsp:
+        from meshgemm.bsp import barrier_colours
+        total = barrier_colours(spec, n_slots, kind + "-bsp", P_x, P_y)
+    cmap = ColourMap(spec, total if bsp else n_slots, kind)
     cx = lambda s: cmap[s]  # noqa: E731
     cy = lambda s: cmap[sx + s]  # noqa: E731
     crev = (lambda s: cmap[sx + sy + s]) if rev_x_own else cx
 
-    prog = MeshProgram(P_x, P_y, spec)
-    # ---- buffers (SRAM checked per PE by add_buffer) ----
-    prog.add_buffer(range(P_x), range(P_y), "A", dt, (g.q_x + 1) * g.q_y * g.ta)
-    prog.add_buffer(range(P_x), range(P_y), "B", dt, (g.q_y + 1) * g.q_x * g.tb)
-    prog.add_buffer(range(P_x), range(P_y), "C", dt, g.q_y * g.q_x * g.tc)
-
+    prog = MeshProgram(P_x, P_y, spec, name=kind)
+    ring_kind = "interleaved" if kind == "meshgemm" else "plain"
+    ex = L.RingExprs(P_x, Param("W"), ring_kind)
+    ey = L.RingExprs(P_y, Param("H"), ring_kind)
+    comm_x, comm_y = P_x > 1, P_y > 1
     # ---- routes ----
-    route_line(prog, rx.fwd, "x", cx)
-    route_line(prog, ry.fwd, "y", cy)
+    if comm_x:
+        L.route_slots(prog, "x", ex.roles(X), cx)
+    if comm_y:
+        L.route_slots(prog, "y", ey.roles(Y), cy)
     if rev_x_own:
-        route_line(prog, rx.rev, "x", crev)
+        L.route_slots(prog, "x", ex.roles(X, reverse=True), crev)
+
+    body = _cannon_body(g, kind, comm_x, comm_y, dt)
+    bar_params: dict = {}
+    if bsp and P_x * P_y > 1:
+        from meshgemm.bsp import barrier_fragment
+        bar, bar_params = barrier_fragment(prog, body, [cmap[n_slots + i] for i in range(8)])
+        rounds = max((sum(skew_plan(Q, ry.pos[py] * g.q_y + j)[1] for j in range(g.q_y)) for py in range(P_y)),
+                     default=0) if comm_x else 0
+        _add_barriers(body, bar, prog.param("SKEWMAX", rounds))
+    params = {"mv": prog.param("MV", g.m_v), "kt": prog.param("KT", g.k), "nv": prog.param("NV", g.n_v),
+              "qx": prog.param("QX", g.q_x), "qy": prog.param("QY", g.q_y), "Q": prog.param("Q", Q),
+              "H": Param("H")}
+    if comm_x:
+        params.update(ax_send=slot_colour(cx, ex.slot(X), sx), ax_recv=slot_colour(cx, ex.slot(ex.recv_from(X)), sx),
+                      ar_send=slot_colour(crev, ex.transfer(X, True)[1], sx),
+                      ar_recv=slot_colour(crev, ex.incoming(X, True)[1], sx))
+    if comm_y:
+        params.update(by_send=slot_colour(cy, ey.slot(Y), sy), by_recv=slot_colour(cy, ey.slot(ey.recv_from(Y)), sy))
+    if bsp and P_x * P_y > 1:
+        params.update(bar_params, skewmax=Param("SKEWMAX"))
+    prog.place(body, params=params)
 
     # ---- host data ----
     inputs, expected = {}, {}
@@ -149,8 +170,10 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str) -> Ke
         lam = [rx.order[l // g.q_x] * g.q_x + l % g.q_x for l in range(Q)]
         a_tile_order = "col" if g.order == "col" else "row"
 
+        la, lb = g.q_x + 1, g.q_y + 1
+
         def a_init(px, py):
-            buf = np.zeros((g.q_x + 1) * g.q_y * g.ta)
+            buf = np.zeros(la * g.q_y * g.ta)
             for i in range(g.q_x):
                 for j in range(g.q_y):
                     t = tile_of(Ap, py * g.q_y + j, px * g.q_x + i, g.m_v, g.k)
@@ -159,7 +182,7 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str) -> Ke
             return buf
 
         def b_init(px, py):
-            buf = np.zeros((g.q_y + 1) * g.q_x * g.tb)
+            buf = np.zeros(lb * g.q_x * g.tb)
             for j in range(g.q_y):
                 u = ry.pos[py] * g.q_y + j
                 for i in range(g.q_x):
@@ -171,15 +194,6 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str) -> Ke
 
         prog.set_data(range(P_x), range(P_y), "A", a_init)
         prog.set_data(range(P_x), range(P_y), "B", b_init)
-
-    # ---- code: one instruction list per (x colour class, row) ----
-    groups: dict[tuple, list[int]] = {}
-    for px in range(P_x):
-        key = (rx.send_slot(px), rx.recv_slot(px), rx.send_slot(px, True), rx.recv_slot(px, True))
-        groups.setdefault(key, []).append(px)
-    for py in range(P_y):
-        for key, xs in groups.items():
-            prog.add(xs, py, *_pe_code(g, rx, ry, xs[0], py, cx, cy, crev))
 
     predicted = (plmr_gemm.meshgemm if kind == "meshgemm" else plmr_gemm.cannon)(
         spec, P_y, P_x, M, K, N, dt)
@@ -211,108 +225,138 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str) -> Ke
     return KernelBuild(req, prog, predicted, gather, inputs, expected, layout)
 
 
+def _add_barriers(body: Body, bar: tuple, skewmax) -> None:
+    """Insert the barrier ``bar`` after every skew round's and every shifting step's join, and make
+    every PE meet as many skew barriers as the PE with the most rounds (``skewmax``)."""
+    main = body.functions["main"]
+    body.param("skewmax")
+    body.var("nbar")
+
+    def after_join(code: tuple) -> tuple:
+        out = []
+        for st in code:
+            if isinstance(st, Loop):
+                st = Loop(st.count, st.var, after_join(st.body))
+            out.append(st)
+            if isinstance(st, Wait):
+                out.extend(bar)
+        return tuple(out)
+
+    code = list(after_join(main.code))
+    # the skew is the first Loop over "j"; count its rounds, then meet the remaining barriers
+    k = next(i for i, st in enumerate(code) if isinstance(st, Loop) and st.var == "j")
+    skew = code[k]
+    count = Assign("nbar", Var("nbar") + 1)
+
+    def counted(code: tuple) -> tuple:
+        out = []
+        for st in code:
+            if isinstance(st, Loop):
+                st = Loop(st.count, st.var, counted(st.body))
+            out.append(st)
+            if isinstance(st, Wait):
+                out.append(count)
+        return tuple(out)
+
+    code[k] = Loop(skew.count, skew.var, counted(skew.body))
+    code[k:k] = [Assign("nbar", 0)]
+    code.insert(k + 2, Loop(Param("skewmax") - Var("nbar"), "r", bar))
+    body.functions["main"] = type(main)(main.name, tuple(code), main.args)
+
+
 def skew_plan(Q: int, u: int) -> tuple[str, int]:
     """Direction and rounds of virtual row u's device skew: reverse by u, or forward by Q − u when
     that is shorter (ties go reverse)."""
     return ("rev", u) if u <= Q - u else ("fwd", Q - u)
 
 
-def _pe_code(g: _Geom, rx: Ring, ry: Ring, px: int, py: int, cx, cy, crev) -> list:
-    """Straight-line program of PE (px, py)."""
-    code: list = []
-    q_x, q_y, Q = g.q_x, g.q_y, g.Q
-    # ---------------- skew of A along the x-ring (per hosted virtual row) ----------------
-    amap = [list(range(q_x)) for _ in range(q_y)]  # slot of virtual tile i, per row j
-    afree = [q_x] * q_y
-    plans = [skew_plan(Q, ry.pos[py] * q_y + j) for j in range(q_y)]
-    rounds = max(r for _, r in plans)
-    comm_x = g.P_x > 1
-    if comm_x:
-        s_out, s_in = cx(rx.send_slot(px)), cx(rx.recv_slot(px))
-        r_out, r_in = crev(rx.send_slot(px, True)), crev(rx.recv_slot(px, True))
-    for r in range(1, rounds + 1):
-        rev = [j for j, (d, n) in enumerate(plans) if d == "rev" and n >= r]
-        fwd = [j for j, (d, n) in enumerate(plans) if d == "fwd" and n >= r]
-        if not comm_x:
-            for j in rev:
-                amap[j] = amap[j][1:] + amap[j][:1]
-            for j in fwd:
-                amap[j] = amap[j][-1:] + amap[j][:-1]
-            continue
-        if g.P_x >= 3:
-            waves = [tuple(w) for w in zip_longest(rev, fwd)]
-        else:  # 2-ring: both directions share the two colours, so they take turns
-            waves = [(j, None) for j in rev] + [(None, j) for j in fwd]
-        for jr, jf in waves:
-            ids = []
-            if jr is not None:
-                code += [Recv(r_in, g.a_ref(afree[jr], jr), id="rr"),
-                         Send(r_out, g.a_ref(amap[jr][0], jr), id="rs")]
-                ids += ["rr", "rs"]
-            if jf is not None:
-                code += [Recv(s_in, g.a_ref(afree[jf], jf), id="fr"),
-                         Send(s_out, g.a_ref(amap[jf][-1], jf), id="fs")]
-                ids += ["fr", "fs"]
-            code.append(Wait(tuple(ids)))
-            if jr is not None:
-                old = amap[jr][0]
-                amap[jr] = amap[jr][1:] + [afree[jr]]
-                afree[jr] = old
-            if jf is not None:
-                old = amap[jf][-1]
-                amap[jf] = [afree[jf]] + amap[jf][:-1]
-                afree[jf] = old
-    # Rows rotated by different amounts: move tiles so every row uses row 0's slot map (the compute
-    # shifts send one whole slot column). Only for q_y > 1 (non-square meshes).
-    canon, cfree = amap[0], afree[0]
-    for j in range(1, q_y):
-        cur, free = amap[j], afree[j]
-        while cur != canon:
-            target = {canon[i]: i for i in range(q_x)}
-            if free in target:  # fill the free slot with the tile that belongs there
-                i = target[free]
-            else:  # free slot is canon's free slot: break a cycle
-                i = next(i for i in range(q_x) if cur[i] != canon[i])
-            code.append(Copy(g.a_ref(free, j), g.a_ref(cur[i], j)))
-            cur[i], free = free, cur[i]
-        amap[j], afree[j] = cur, free
-        assert free == cfree
-    amap, afree = amap[0], afree[0]
+def _cannon_body(g: _Geom, kind: str, comm_x: bool, comm_y: bool, dt: str) -> Body:
+    """The one PE program of MeshGEMM / Cannon (see the module docstring).
 
-    # ---------------- compute-shift loop ----------------
-    bmap, bfree = list(range(q_y)), q_y
-    comm_y = g.P_y > 1
+    Slot maps are run-time rotations: with ``LA`` A slots, virtual tile i of a hosted row sits in slot
+    (i + ar) mod LA and the spare (receive) slot is (LA − 1 + ar) mod LA; each forward shift
+    decrements ``ar`` (the tile leaving is the row's last, the one arriving lands in the spare slot),
+    each reverse skew round increments it. B likewise along y with ``br``. Without communication on
+    an axis the tiles only rotate by renaming (LA = q_x slots, no spare)."""
+    b = Body(kind, doc=f"{kind}: Cannon on {'interleaved' if kind == 'meshgemm' else 'plain'} rings")
+    mv, kt, nv = b.param("mv"), b.param("kt"), b.param("nv")
+    qx, qy, Q, Hp = b.param("qx"), b.param("qy"), b.param("Q"), b.param("H")
+    ta, tb, tc = mv * kt, kt * nv, mv * nv
+    LA = qx + 1 if comm_x else qx  # slots a rotation cycles through (the spare only with a neighbour)
+    LB = qy + 1 if comm_y else qy
+    b.buffer("A", dt, (qx + 1) * qy * ta)  # always one spare slot: the same layout on every mesh
+    b.buffer("B", dt, (qy + 1) * qx * tb)
+    b.buffer("C", dt, qy * qx * tc)
+    if comm_x:
+        for c in ("ax_send", "ax_recv", "ar_send", "ar_recv"):
+            b.param(c, "colour")
     if comm_y:
-        y_out, y_in = cy(ry.send_slot(py)), cy(ry.recv_slot(py))
-    code.append(Fill("C", 0.0))
-    for t in range(Q):
-        ids = []
-        shift = t < Q - 1
-        if shift and comm_x:
-            code.append(Recv(s_in, g.a_col(afree), id="ra"))
-            ids.append("ra")
-        if shift and comm_y:
-            code.append(Recv(y_in, g.b_row(bfree), id="rb"))
-            ids.append("rb")
-        if shift and comm_x:
-            code.append(Send(s_out, g.a_col(amap[-1]), id="sa"))
-            ids.append("sa")
-        if shift and comm_y:
-            code.append(Send(y_out, g.b_row(bmap[-1]), id="sb"))
-            ids.append("sb")
-        for j in range(q_y):
-            for i in range(q_x):
-                code.append(Gemm(g.c_ref(j, i), g.a_ref(amap[i], j), g.b_ref(bmap[j], i),
-                                 g.m_v, g.k, g.n_v, layout=g.order))
-        if ids:
-            code.append(Wait(tuple(ids)))
-        if shift:
-            if comm_x:
-                amap, afree = [afree] + amap[:-1], amap[-1]
-            else:
-                amap = amap[-1:] + amap[:-1]
-            if comm_y:
-                bmap, bfree = [bfree] + bmap[:-1], bmap[-1]
-            else:
-                bmap = bmap[-1:] + bmap[:-1]
-    return code
+        for c in ("by_send", "by_recv"):
+            b.param(c, "colour")
+    needs_scratch = g.q_y > 1 or not comm_x
+    if needs_scratch:
+        b.buffer("S", dt, LA * ta, export=False)
+    ar, br = b.var("ar"), b.var("br")
+    j, i, r, t = b.var("j"), b.var("i"), b.var("r"), b.var("t")
+    u, nrev, nfwd, d = b.var("u"), b.var("nrev"), b.var("nfwd"), b.var("d")
+    P = Param
+
+    def a_tile(slot, row) -> Ref:
+        return Ref("A", (slot * qy + row) * ta, ta)
+
+    code: list = [Fill("C", 0.0), Assign("ar", 0), Assign("br", 0)]
+    # ---------------- skew of A along the x-ring, one hosted virtual row at a time ----------------
+    pos_y = select(eq(Y % 2, 0), Y // 2, Hp - (Y + 1) // 2) if kind == "meshgemm" else Y
+    if g.P_y <= 2:
+        pos_y = Y
+    row_skew = [Assign("u", pos_y * qy + j)]
+    if comm_x:
+        row_skew += [
+            Assign("nrev", select(u <= Q - u, u, 0)),
+            Assign("nfwd", select(u <= Q - u, 0, Q - u)),
+            Assign("ar", 0),
+            Loop(nrev, "r", (Recv(P("ar_recv"), a_tile((LA - 1 + ar) % LA, j), id="rr"),
+                             Send(P("ar_send"), a_tile(ar % LA, j), id="rs"),
+                             Wait(("rr", "rs")), Assign("ar", ar + 1))),
+            Loop(nfwd, "r", (Recv(P("ax_recv"), a_tile((LA - 1 + ar) % LA, j), id="fr"),
+                             Send(P("ax_send"), a_tile((qx - 1 + ar) % LA, j), id="fs"),
+                             Wait(("fr", "fs")), Assign("ar", ar - 1))),
+        ]
+        if g.q_y > 1:  # bring the row back to the canonical slot map (tile i in slot i)
+            row_skew += [Assign("d", (ar % LA + LA) % LA),
+                         If(ne(d, 0), (Loop(LA, "i", (Copy(Ref("S", i * ta, ta), a_tile((i + d) % LA, j)),)),
+                                       Loop(LA, "i", (Copy(a_tile(i, j), Ref("S", i * ta, ta)),)))),
+                         Assign("ar", 0)]
+    else:  # one PE holds the whole row: rotate it locally by u (tile i takes tile (i + u) mod q_x)
+        row_skew += [Assign("d", u % LA),
+                     If(ne(d, 0), (Loop(LA, "i", (Copy(Ref("S", i * ta, ta), a_tile((i + d) % LA, j)),)),
+                                   Loop(LA, "i", (Copy(a_tile(i, j), Ref("S", i * ta, ta)),))))]
+    code.append(Loop(qy, "j", tuple(row_skew)))
+
+    # ---------------- compute-shift loop: Q steps, the last without a shift ----------------
+    def gemms() -> Loop:
+        return Loop(qy, "j", (Loop(qx, "i", (
+            Gemm(Ref("C", (j * qx + i) * tc, tc), a_tile((i + ar) % LA, j),
+                 Ref("B", (((j + br) % LB) * qx + i) * tb, tb), mv, kt, nv, layout=g.order),)),))
+
+    step: list = []
+    ids = []
+    if comm_x:
+        step.append(Recv(P("ax_recv"), Ref("A", ((LA - 1 + ar) % LA) * qy * ta, qy * ta), id="ra"))
+        ids.append("ra")
+    if comm_y:
+        step.append(Recv(P("by_recv"), Ref("B", ((LB - 1 + br) % LB) * qx * tb, qx * tb), id="rb"))
+        ids.append("rb")
+    if comm_x:
+        step.append(Send(P("ax_send"), Ref("A", ((qx - 1 + ar) % LA) * qy * ta, qy * ta), id="sa"))
+        ids.append("sa")
+    if comm_y:
+        step.append(Send(P("by_send"), Ref("B", ((qy - 1 + br) % LB) * qx * tb, qx * tb), id="sb"))
+        ids.append("sb")
+    step.append(gemms())
+    if ids:
+        step.append(Wait(tuple(ids)))
+    step += [Assign("ar", ar - 1), Assign("br", br - 1)]
+    code += [Loop(Q - 1, "t", tuple(step)), gemms()]
+    b.function("main", code)
+    return b

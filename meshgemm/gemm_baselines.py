@@ -6,10 +6,11 @@
   step's critical path is P−1 hops. Same skew/padding/virtual-mesh handling as MeshGEMM.
 * **SUMMA** (``build_summa``), the paper's baseline, method §4.5 variant (i): step t broadcasts A's
   K-panel t (m×k, owned by column t // q_x) along every row and B's K-panel (k×n, owned by row
-  t // q_y) along every column, by **store-and-forward software relays**: the owner sends both ways;
-  every PE on the way runs a ``Relay`` (β per stage, pipelined per wavelet) onto the next colour and
-  keeps a copy through a RAMP loopback of its relay output (``Recv``). Routes are static and
-  root-independent (2 colours per direction per axis = 8). S = lcm(P_y, P_x) panels; panel t+1 is
+  t // q_y) along every column, by **store-and-forward software relays**: the owner sends both ways
+  (and copies its panel); every PE on the way runs a ``RelayStore`` (β per stage, pipelined per
+  wavelet: a FIFO over the panel buffer fed from one colour and drained onto the next), keeping the
+  panel. Routes are static and root-independent (2 colours per direction per axis = 8); a PE
+  receives on 2 colours per axis, within every target's queues. S = lcm(P_y, P_x) panels; panel t+1 is
   prefetched into a second buffer while panel t is multiplied (double buffering), so a step costs
   about c_task + max(T_comp, T_bc) with T_bc = T_msg(panel, P−1 hops, P−1 relays) for the
   farthest owner.
@@ -21,13 +22,17 @@ import math
 
 import numpy as np
 
+from meshgemm import line_rules as L
 from meshgemm.gemm import build_cannon_family, choose_layout, random_operands
 from meshgemm.kernel import ColourMap, KernelBuild, KernelRequest
-from meshgemm.layout import directed_chain_transfers, flat, pad2, route_line, tile_of, unflat
+from meshgemm.layout import flat, pad2, tile_of, unflat
 from plmr import gemm as plmr_gemm
 from plmr.hardware import HardwareSpec
-from simulator.instructions import Fill, Gemm, Recv, Ref, Relay, Send, Wait
+from simulator.body import Body
+from simulator.expr import Expr, Param, X, Y, as_expr, eq, select
+from simulator.instructions import Copy, Fill, Gemm, Recv, Ref, RelayStore, Send
 from simulator.program import MeshProgram
+from simulator.statements import If, Loop, Wait
 
 
 def build_cannon(req: KernelRequest, spec: HardwareSpec) -> KernelBuild:
@@ -35,37 +40,36 @@ def build_cannon(req: KernelRequest, spec: HardwareSpec) -> KernelBuild:
     return build_cannon_family(req, spec, "cannon")
 
 
-def _bcast_code(p: int, owner: int, n: int, own: Ref, panel: Ref, count: int, up, down, tag: str):
-    """Ops of PE p for one relay broadcast along a line of n PEs from ``owner``.
-    ``up(p)``/``down(p)``: hardware colour p sends on towards higher/lower positions."""
-    ops, ids = [], []
-    if p == owner:
-        if p < n - 1:
-            ops += [Send(up(p), own, id=tag + "su"), Recv(up(p), panel, id=tag + "lu")]
-            ids += [tag + "su", tag + "lu"]
-        if p > 0:
-            ops += [Send(down(p), own, id=tag + "sd"), Recv(down(p), panel, id=tag + "ld")]
-            ids += [tag + "sd", tag + "ld"]
-    elif p > owner:  # stream flows up, arriving from p-1 on up(p-1)
-        if p < n - 1:
-            ops += [Relay(up(p - 1), up(p), count, id=tag + "r"), Recv(up(p), panel, id=tag + "l")]
-            ids += [tag + "r", tag + "l"]
-        else:
-            ops.append(Recv(up(p - 1), panel, id=tag + "l"))
-            ids.append(tag + "l")
-    else:  # flows down, arriving from p+1 on down(p+1)
-        if p > 0:
-            ops += [Relay(down(p + 1), down(p), count, id=tag + "r"), Recv(down(p), panel, id=tag + "l")]
-            ids += [tag + "r", tag + "l"]
-        else:
-            ops.append(Recv(down(p + 1), panel, id=tag + "l"))
-            ids.append(tag + "l")
-    return ops, ids
+def _fetch(axis: str, o: Expr, own: Ref, panel: Ref, tag: str) -> tuple:
+    """One relay broadcast of a panel along ``axis`` from the owner at position ``o`` (a run-time
+    value): the owner sends both ways and keeps its panel; every other PE stores the stream as it
+    relays it onward (``RelayStore``), the ends only receive. Branches that cannot run at the ends
+    of the line are pruned at comptime (``first``/``last`` parameters)."""
+    q = X if axis == "x" else Y
+    P = lambda n: Param(f"{axis}{n}")  # noqa: E731
+    first, last = P("first"), P("last")
+    owner = (If(eq(last, 0), (Send(P("up_out"), own, id=tag + "a"),)),
+             If(eq(first, 0), (Send(P("dn_out"), own, id=tag + "b"),)),
+             Copy(panel, own))
+    from_below = If(eq(last, 0), (RelayStore(P("up_in"), P("up_out"), panel, id=tag + "a"),),
+                    (Recv(P("up_in"), panel, id=tag + "a"),))
+    from_above = If(eq(first, 0), (RelayStore(P("dn_in"), P("dn_out"), panel, id=tag + "a"),),
+                    (Recv(P("dn_in"), panel, id=tag + "a"),))
+    return (If(eq(q, o), owner, (If(q > o, (If(eq(first, 1), (), (from_below,)),),
+                                    (If(eq(last, 1), (), (from_above,)),)),)),)
 
 
-def build_summa(req: KernelRequest, spec: HardwareSpec) -> KernelBuild:
+def _chain_params(cmap, base: int, axis: str, n: Expr) -> dict:
+    q = X if axis == "x" else Y
+    pick = lambda parity, b: select(eq(parity, 0), cmap[b], cmap[b + 1])  # noqa: E731
+    return {f"{axis}up_out": pick(q % 2, base), f"{axis}up_in": pick((q + 1) % 2, base),
+            f"{axis}dn_out": pick(q % 2, base + 2), f"{axis}dn_in": pick((q + 1) % 2, base + 2),
+            f"{axis}first": eq(q, 0), f"{axis}last": eq(q, n - 1)}
+
+
+def build_summa(req: KernelRequest, spec: HardwareSpec, bsp: bool = False) -> KernelBuild:
     """SUMMA with store-and-forward relay broadcasts (method §4.5 variant (i)); see the module
-    docstring."""
+    docstring. ``bsp``: a global barrier after the first fetch and after every step."""
     P_y, P_x = req.mesh
     M, K, N, dt = req.m, req.k, req.n, req.dtype
     S = math.lcm(P_y, P_x)
@@ -73,84 +77,85 @@ def build_summa(req: KernelRequest, spec: HardwareSpec) -> KernelBuild:
     m, k, n = -(-M // P_y), -(-K // S), -(-N // P_x)
     order = choose_layout(spec, m, k, n, dt)
     ta, tb = m * k, k * n
-    up_x, down_x = directed_chain_transfers(P_x)
-    up_y, down_y = directed_chain_transfers(P_y)
     nx = 4 if P_x > 1 else 0
     ny = 4 if P_y > 1 else 0
-    cmap = ColourMap(spec, nx + ny, "summa")
+    if bsp and (P_x == 1 or P_y == 1):  # the barrier needs chains on both axes: add the missing ones
+        cmap = ColourMap(spec, 8, "summa")
+    else:
+        cmap = ColourMap(spec, nx + ny, "summa")
 
-    prog = MeshProgram(P_x, P_y, spec)
-    X, Y = range(P_x), range(P_y)
-    prog.add_buffer(X, Y, "A", dt, q_x * ta)
-    prog.add_buffer(X, Y, "B", dt, q_y * tb)
-    prog.add_buffer(X, Y, "C", dt, m * n)
+    prog = MeshProgram(P_x, P_y, spec, name="summa")
+    X_, Y_ = range(P_x), range(P_y)
     if P_x > 1:
-        prog.add_buffer(X, Y, "PA", dt, 2 * ta)
-        route_line(prog, up_x + down_x, "x", lambda s: cmap[s], loopback=True)
+        L.route_slots(prog, "x", L.directed_chain_roles(X, Param("W")), lambda s: cmap[s])
     if P_y > 1:
-        prog.add_buffer(X, Y, "PB", dt, 2 * tb)
-        route_line(prog, up_y + down_y, "y", lambda s: cmap[nx + s], loopback=True)
+        L.route_slots(prog, "y", L.directed_chain_roles(Y, Param("H")), lambda s: cmap[nx + s])
+
+    b = Body("summa", doc="SUMMA: relay broadcasts of A and B panels, one panel prefetched")
+    mt, kt, nt, qx, qy, Sp = (b.param(p) for p in ("m", "k", "n", "qx", "qy", "S"))
+    TA, TB = mt * kt, kt * nt
+    b.buffer("A", dt, qx * TA)
+    b.buffer("B", dt, qy * TB)
+    b.buffer("C", dt, mt * nt)
+    params = {"m": prog.param("MT", m), "k": prog.param("KT", k), "n": prog.param("NT", n),
+              "qx": prog.param("QX", q_x), "qy": prog.param("QY", q_y), "S": prog.param("S", S)}
+    for axis, on, base in (("x", P_x > 1, 0), ("y", P_y > 1, nx)):
+        if not on:
+            continue
+        b.buffer("PA" if axis == "x" else "PB", dt, 2 * (TA if axis == "x" else TB), export=False)
+        cp = _chain_params(cmap, base, axis, Param("W" if axis == "x" else "H"))
+        for name in cp:
+            b.param(name, "int" if name.endswith(("first", "last")) else "colour")
+        params.update(cp)
+    t = b.var("t")
+
+    def fetch(step: Expr) -> tuple:
+        code: tuple = ()
+        if P_x > 1:
+            code += _fetch("x", step // qx, Ref("A", (step % qx) * TA, TA), Ref("PA", (step % 2) * TA, TA), "x")
+        if P_y > 1:
+            code += _fetch("y", step // qy, Ref("B", (step % qy) * TB, TB), Ref("PB", (step % 2) * TB, TB), "y")
+        return code
+
+    ids = tuple(i for axis, on in (("x", P_x > 1), ("y", P_y > 1)) if on for i in (axis + "a", axis + "b"))
+
+    def gemm(step: Expr) -> Gemm:
+        a = Ref("PA", (step % 2) * TA, TA) if P_x > 1 else Ref("A", step * TA, TA)
+        bb = Ref("PB", (step % 2) * TB, TB) if P_y > 1 else Ref("B", step * TB, TB)
+        return Gemm("C", a, bb, mt, kt, nt, layout=order)
+
+    bar: tuple = ()
+    if bsp and P_x * P_y > 1:
+        from meshgemm.bsp import barrier_fragment
+        bar, bar_params = barrier_fragment(prog, b, None if P_x > 1 and P_y > 1 else
+                                           [cmap[i] for i in range(8)])
+        params.update(bar_params)
+    code = [Fill("C", 0.0), *fetch(as_expr(0))]
+    if ids:
+        code.append(Wait(ids))
+    code += list(bar)
+    code.append(Loop(Sp - 1, "t", (*fetch(t + 1), gemm(t)) + ((Wait(ids),) if ids else ()) + bar))
+    code.append(gemm(Sp - 1))
+    b.function("main", code)
+    prog.place(b, params=params)
 
     inputs, expected = {}, {}
     if req.functional:
-        a, b = random_operands(req, (M, K), (K, N))
-        inputs = {"A": a, "B": b}
-        expected = {"C": a.astype(np.float64) @ b.astype(np.float64)}
-        Ap, Bp = pad2(a, P_y * m, S * k), pad2(b, S * k, P_x * n)
-        prog.set_data(X, Y, "A", lambda px, py: np.concatenate(
+        a, bm = random_operands(req, (M, K), (K, N))
+        inputs = {"A": a, "B": bm}
+        expected = {"C": a.astype(np.float64) @ bm.astype(np.float64)}
+        Ap, Bp = pad2(a, P_y * m, S * k), pad2(bm, S * k, P_x * n)
+        prog.set_data(X_, Y_, "A", lambda px, py: np.concatenate(
             [flat(tile_of(Ap, py, px * q_x + i, m, k), order) for i in range(q_x)]))
-        prog.set_data(X, Y, "B", lambda px, py: np.concatenate(
+        prog.set_data(X_, Y_, "B", lambda px, py: np.concatenate(
             [flat(tile_of(Bp, py * q_y + j, px, k, n), "row") for j in range(q_y)]))
-
-    ux = lambda p: cmap[p % 2]  # noqa: E731
-    dx = lambda p: cmap[2 + p % 2]  # noqa: E731
-    uy = lambda p: cmap[nx + p % 2]  # noqa: E731
-    dy = lambda p: cmap[nx + 2 + p % 2]  # noqa: E731
-
-    def fetch(px, py, t):
-        ops, ids = [], []
-        s = t % 2
-        if P_x > 1:
-            o, i = divmod(t, q_x)
-            o2, i2 = _bcast_code(px, o, P_x, Ref("A", i * ta, ta), Ref("PA", s * ta, ta), ta,
-                                 ux, dx, "a")
-            ops += o2
-            ids += i2
-        if P_y > 1:
-            o, j = divmod(t, q_y)
-            o2, i2 = _bcast_code(py, o, P_y, Ref("B", j * tb, tb), Ref("PB", s * tb, tb), tb,
-                                 uy, dy, "b")
-            ops += o2
-            ids += i2
-        return ops, ids
-
-    def a_of(t):
-        return Ref("PA", (t % 2) * ta, ta) if P_x > 1 else Ref("A", t * ta, ta)
-
-    def b_of(t):
-        return Ref("PB", (t % 2) * tb, tb) if P_y > 1 else Ref("B", t * tb, tb)
-
-    for py in Y:
-        for px in X:
-            code = [Fill("C", 0.0)]
-            ops, ids = fetch(px, py, 0)
-            code += ops + ([Wait(tuple(ids))] if ids else [])
-            for t in range(S):
-                ids = []
-                if t + 1 < S:
-                    ops, ids = fetch(px, py, t + 1)
-                    code += ops
-                code.append(Gemm("C", a_of(t), b_of(t), m, k, n, layout=order))
-                if ids:
-                    code.append(Wait(tuple(ids)))
-            prog.add(px, py, *code)
 
     predicted = plmr_gemm.summa(spec, P_y, P_x, M, K, N, dt)
 
     def gather(res):
         Cp = np.zeros((P_y * m, P_x * n))
-        for py in Y:
-            for px in X:
+        for py in Y_:
+            for px in X_:
                 Cp[py * m:(py + 1) * m, px * n:(px + 1) * n] = unflat(
                     res.buffer(px, py, "C").astype(np.float64), m, n, order)
         return {"C": Cp[:M, :N]}

@@ -32,8 +32,11 @@ from plmr.errors import InputError
 from plmr.hardware import HardwareSpec
 from plmr.ktree import build_ktree
 from plmr.primitives import balanced_split
-from simulator.instructions import Gemv, Timestamp
+from simulator.body import Body
+from simulator.expr import Expr, ExprLike, Param, X, Y, as_expr, max_
+from simulator.instructions import Gemv, Ref
 from simulator.program import MeshProgram
+from simulator.statements import Timestamp
 
 from meshgemm import collectives as C
 from meshgemm.kernel import ColourMap, KernelBuild, KernelRequest, round_to_dtype
@@ -65,42 +68,58 @@ def _check(req: KernelRequest, spec: HardwareSpec, axis: str) -> tuple[int, int,
     return p_y, p_x, n_ax, n_other
 
 
+def balanced_block(total: ExprLike, parts: ExprLike, i: ExprLike) -> Expr:
+    """Length of block i of a balanced split (the first ``total mod parts`` one longer)."""
+    total, parts, i = as_expr(total), as_expr(parts), as_expr(i)
+    return total // parts + (i < total % parts)
+
+
 def _build(req: KernelRequest, spec: HardwareSpec, axis: str, scheme: str,
-           emit: Callable[[MeshProgram, ColourMap], int], slots: int, predicted,
-           pad_to: int = 0, with_broadcast: bool = True) -> KernelBuild:
+           collective: Callable[[MeshProgram, ColourMap], C.Collective], slots: int, predicted,
+           pad_to: int = 0, with_broadcast: bool = True, bsp: bool = False) -> KernelBuild:
+    """One body on every PE: a local GEMV (m FMACs of length n) then the collective along ``axis``."""
     p_y, p_x, n_ax, n_other = _check(req, spec, axis)
     kb = balanced_split(req.k, n_ax)  # reduction-axis blocks of x / rows of W
     nb = balanced_split(req.n, n_other)  # output blocks
     ko, no = _offsets(kb), _offsets(nb)
-    colours = ColourMap(spec, slots, req.name)
-    prog = MeshProgram(p_x, p_y, spec)
+    if bsp:
+        from meshgemm.bsp import barrier_colours
+        colours = ColourMap(spec, barrier_colours(spec, slots, req.name + "-bsp", p_x, p_y), req.name)
+    else:
+        colours = ColourMap(spec, slots, req.name)
+    prog = MeshProgram(p_x, p_y, spec, name=req.name)
     dt = req.dtype
+    q, line = (Y, X) if axis == "y" else (X, Y)
+    Kd, Nd = prog.param("K", req.k), prog.param("N", req.n)
+    n_ax_p, n_other_p = C.axis_size(axis), C.axis_size("x" if axis == "y" else "y")
+    coll = collective(prog, colours)
 
-    def pe_of(pos: int, line: int) -> tuple:
-        return C.sel(axis, pos, line)
-
-    # group positions and lines by block size (at most two sizes each) for vectorised set-up
-    def runs(sizes: list[int]) -> dict[int, list[int]]:
-        out: dict[int, list[int]] = {}
-        for i, s in enumerate(sizes):
-            out.setdefault(s, []).append(i)
-        return out
+    b = Body(f"gemv_{axis}", doc=f"{req.name}: local GEMV, then {scheme} along {axis}")
+    m, n, ylen = b.param("m"), b.param("n"), b.param("ylen")
+    b.buffer("w", dt, m * n)
+    b.buffer("x", dt, m)
+    b.buffer("y", dt, ylen)
+    b.buffer("r", dt, ylen, export=False)
+    coll.declare(b)
+    code = [Gemv(Ref("y", 0, n), "x", "w", m=m, n=n), Timestamp(COMPUTE_END), *coll.code]
+    bar_params: dict = {}
+    if bsp and p_x * p_y > 1:
+        from meshgemm.bsp import barrier_fragment
+        bar, bar_params = barrier_fragment(prog, b, [colours[slots + i] for i in range(8)])
+        # after the local GEMV, and after the reduce (before the broadcast, the collective's last statement)
+        code = code[:2] + list(bar) + code[2:-1] + list(bar) + code[-1:] if n_ax > 1 else code[:2] + list(bar)
+    b.function("main", code)
+    n_blk = balanced_block(Nd, n_other_p, line)
+    ylen_v = n_blk if pad_to <= 0 else max_(n_blk, prog.param("ypad", pad_to))
+    prog.place(b, params={"m": balanced_block(Kd, n_ax_p, q), "n": n_blk, "ylen": ylen_v, **coll.values(),
+                          **bar_params})
 
     x_in = w_in = None
     if req.functional:
         rng = req.rng()
         x_in = round_to_dtype(rng.uniform(-1, 1, size=(1, req.k)), dt)
         w_in = round_to_dtype(rng.uniform(-1, 1, size=(req.k, req.n)), dt)
-    for m, pos_list in runs(kb).items():
-        for n, line_list in runs(nb).items():
-            sx, sy = C.sel(axis, pos_list, line_list)
-            ylen = max(n, pad_to)
-            prog.add_buffer(sx, sy, "w", dt, m * n)
-            prog.add_buffer(sx, sy, "x", dt, m)
-            prog.add_buffer(sx, sy, "y", dt, ylen)
-            prog.add_buffer(sx, sy, "r", dt, ylen)
-            prog.add(sx, sy, Gemv("y", "x", "w", m=m, n=n), Timestamp(COMPUTE_END))
-    if req.functional:
+
         def pos_line(px: int, py: int) -> tuple[int, int]:
             return (py, px) if axis == "y" else (px, py)
 
@@ -116,13 +135,13 @@ def _build(req: KernelRequest, spec: HardwareSpec, axis: str, scheme: str,
         prog.set_data(all_x, all_y, "w", w_blk)
         prog.set_data(all_x, all_y, "x", x_blk)
 
-    root = emit(prog, colours)
+    root = coll.root_position(prog) if coll.root is not None else 0
 
     def gather(res) -> dict[str, np.ndarray]:
         parts = []
-        for line in range(n_other):
-            x, y = pe_of(root, line)
-            parts.append(np.asarray(res.buffer(x, y, "y"))[:nb[line]])
+        for ln in range(n_other):
+            x, y = C_sel(axis, root, ln)
+            parts.append(np.asarray(res.buffer(x, y, "y"))[:nb[ln]])
         return {"y": np.concatenate(parts)[None, :]}
 
     inputs, expected = {}, {}
@@ -142,6 +161,11 @@ def _build(req: KernelRequest, spec: HardwareSpec, axis: str, scheme: str,
                        expected=expected, layout=layout)
 
 
+def C_sel(axis: str, pos: int, line: int) -> tuple[int, int]:
+    """(x, y) of position ``pos`` on line ``line`` of ``axis``."""
+    return (line, pos) if axis == "y" else (pos, line)
+
+
 def _ktree_counts(req: KernelRequest, n_ax: int) -> tuple[int, ...] | None:
     return C.ktree_group_counts(n_ax, req.k_tree, req.group_size)
 
@@ -157,28 +181,25 @@ def build_meshgemv(req: KernelRequest, spec: HardwareSpec, axis: str = "y",
     predicted = plmr_gemv.meshgemv(spec, p_y, p_x, req.k, req.n, k=k, group_counts=counts, axis=axis,
                                    dtype=req.dtype, with_broadcast=with_broadcast)
 
-    def emit(prog, colours):
-        if n_ax <= 1:
-            return 0
-        return C.emit_ktree_allreduce(prog, axis, "y", "r", colours, k=k, group_counts=counts,
-                                      broadcast=with_broadcast)
+    def coll(prog, colours):
+        return C.ktree_allreduce(prog, axis, "y", "r", colours.__getitem__, k=k, group_counts=counts,
+                                 broadcast_result=with_broadcast)
 
-    return _build(req, spec, axis, f"K-tree allreduce, K={k}", emit, slots, predicted,
+    return _build(req, spec, axis, f"K-tree allreduce, K={k}", coll, slots, predicted,
                   with_broadcast=with_broadcast)
 
 
-def build_gemv_pipeline(req: KernelRequest, spec: HardwareSpec, axis: str = "y") -> KernelBuild:
-    """GEMV with the pipeline allreduce: chain into the end PE, then broadcast back."""
+def build_gemv_pipeline(req: KernelRequest, spec: HardwareSpec, axis: str = "y", bsp: bool = False) -> KernelBuild:
+    """GEMV with the pipeline allreduce: chain into the end PE, then broadcast back. ``bsp``: a
+    global barrier after the local GEMV and after the reduce."""
     p_y, p_x, n_ax, _ = _check(req, spec, axis)
     predicted = plmr_gemv.gemv_pipeline(spec, p_y, p_x, req.k, req.n, axis=axis, dtype=req.dtype)
 
-    def emit(prog, colours):
-        if n_ax <= 1:
-            return 0
-        return C.emit_pipeline_allreduce(prog, axis, "y", "r", colours)
+    def coll(prog, colours):
+        return C.pipeline_allreduce(prog, axis, "y", "r", colours.__getitem__)
 
-    return _build(req, spec, axis, "pipeline allreduce", emit, C.colours_needed("pipeline", n_ax),
-                  predicted)
+    return _build(req, spec, axis, "pipeline allreduce", coll, C.colours_needed("pipeline", n_ax),
+                  predicted, bsp=bsp)
 
 
 def build_gemv_ring(req: KernelRequest, spec: HardwareSpec, axis: str = "y") -> KernelBuild:
@@ -187,11 +208,8 @@ def build_gemv_ring(req: KernelRequest, spec: HardwareSpec, axis: str = "y") -> 
     p_y, p_x, n_ax, _ = _check(req, spec, axis)
     predicted = plmr_gemv.gemv_ring(spec, p_y, p_x, req.k, req.n, axis=axis, dtype=req.dtype)
 
-    def emit(prog, colours):
-        if n_ax <= 1:
-            return 0
-        C.emit_ring_allreduce(prog, axis, "y", colours)
-        return 0
+    def coll(prog, colours):
+        return C.ring_allreduce(prog, axis, "y", Param("ylen"), colours.__getitem__)
 
-    return _build(req, spec, axis, "ring allreduce", emit, C.colours_needed("ring", n_ax), predicted,
+    return _build(req, spec, axis, "ring allreduce", coll, C.colours_needed("ring", n_ax), predicted,
                   pad_to=n_ax if n_ax > 1 else 0)

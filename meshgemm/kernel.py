@@ -66,13 +66,14 @@ class KernelBuild:
 
     def colors_per_pe(self) -> int:
         """Most distinct colours any PE routes (the R metric)."""
-        p = self.program
-        return max(len(p.colours_used(x, y)) for y in range(p.height) for x in range(p.width))
+        return int(np.count_nonzero(self.program._rx, axis=1).max())  # noqa: SLF001
 
     def bytes_per_pe(self) -> int:
         """Most buffer bytes on any PE (the M metric)."""
         p = self.program
-        return max(p.sram_bytes(x, y) for y in range(p.height) for x in range(p.width))
+        p.finalize()
+        used = {int(b) for pl in p.placements for b in np.unique(pl.block_of_pe)}
+        return max((p.blocks[b].data_bytes for b in used), default=0)
 
 
 class ColourMap:

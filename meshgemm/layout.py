@@ -162,6 +162,9 @@ def route_line(prog: MeshProgram, transfers, axis: str, colour_of, lines=None,
     lines = list(lines)
     for t in transfers:
         c = colour_of(t.color)
+        if t.dsts:  # a multicast: the source sends both ways, receivers deliver and pass on
+            _route_multicast(prog, t, axis, c, lines)
+            continue
         fwd = t.dst > t.src
         out_port, in_port = (up, down) if fwd else (down, up)
         hops = range(t.src, t.dst + 1) if fwd else range(t.src, t.dst - 1, -1)
@@ -176,6 +179,29 @@ def route_line(prog: MeshProgram, transfers, axis: str, colour_of, lines=None,
                 prog.set_route(p, lines, c, rx, tx)
             else:
                 prog.set_route(lines, p, c, rx, tx)
+
+
+def _route_multicast(prog: MeshProgram, t: Transfer, axis: str, colour: int, lines: list[int]) -> None:
+    up, down = _ports(axis)
+
+    def set_(p, rx, tx):
+        if axis == "x":
+            prog.set_route(p, lines, colour, rx, tx)
+        else:
+            prog.set_route(lines, p, colour, rx, tx)
+
+    recv = set(t.receivers)
+    sides = {d > t.src: [] for d in t.receivers}
+    for d in t.receivers:
+        sides[d > t.src].append(d)
+    set_(t.src, {Port.RAMP}, {up if hi else down for hi in sides})
+    for hi, v in sides.items():
+        far = max(v) if hi else min(v)
+        step = 1 if hi else -1
+        out = up if hi else down
+        for p in range(t.src + step, far + step, step):
+            tx = ({Port.RAMP} if p in recv else set()) | ({out} if p != far else set())
+            set_(p, {down if hi else up}, tx)
 
 
 def directed_chain_transfers(n: int) -> tuple[list[Transfer], list[Transfer]]:

@@ -13,7 +13,9 @@
   stalled cycles (waiting on the fabric or a join) as communication; ``split_source`` says which;
 * ``max_abs_error`` and ``max_rel_error`` over all outputs vs the float64 numpy reference of the
   rounded inputs (functional mode only); ``max_rel_error`` is normwise: max |err| / max |ref|;
-* ``bytes_per_pe`` and ``colors_per_pe``: measured on the program (most on any PE).
+* ``bytes_per_pe`` and ``colors_per_pe``: measured on the program (most on any PE);
+* ``code_bodies``, ``param_sets``, ``code_bytes_per_pe``: the program's size (distinct bodies, distinct
+  compiled parameter sets, estimated code bytes on the PE with the most): bounded as the mesh grows.
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ class KernelReport:
     predicted_parts: dict = field(default_factory=dict)
     layout: dict = field(default_factory=dict)
     sim_seconds: float | None = None
+    code_bodies: int = 0  # distinct code bodies (one pe_<body>.csl each)
+    param_sets: int = 0  # distinct (body, parameter values): compiled programs
+    code_bytes_per_pe: int = 0  # estimated code in SRAM on the PE with the most
 
     @property
     def ratio(self) -> float | None:
@@ -83,6 +88,12 @@ def _split(res) -> tuple[float, float, str]:
     fin = res.finish
     y, x = np.unravel_index(int(np.argmax(fin)), fin.shape)
     return float(res.busy[y, x]), float(res.stalled[y, x]), f"busy/stalled of critical PE ({x}, {y})"
+
+
+def _program_sizes(build: KernelBuild) -> dict:
+    st = build.program.stats()
+    return {"code_bodies": st["code_bodies"], "param_sets": st["param_sets"],
+            "code_bytes_per_pe": st["code_bytes_per_pe"]}
 
 
 def run_kernel(build: KernelBuild, spec: HardwareSpec | None = None, mode: str = "functional") -> KernelReport:
@@ -128,5 +139,5 @@ def run_kernel(build: KernelBuild, spec: HardwareSpec | None = None, mode: str =
         bytes_per_pe=build.bytes_per_pe(), colors_per_pe=build.colors_per_pe(),
         predicted_bytes_per_pe=int(pred.bytes_per_pe), predicted_colors_per_pe=int(pred.colors_per_pe),
         k_tree=req.k_tree, group_size=req.group_size, predicted_parts=dict(pred.parts),
-        layout=dict(build.layout), sim_seconds=secs,
+        layout=dict(build.layout), sim_seconds=secs, **_program_sizes(build),
     )

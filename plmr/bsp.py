@@ -10,247 +10,324 @@ Two execution semantics (docs/BASELINES.md):
   broadcast to the farthest PE) plus the barrier, which is what method §4.5's per-step formulas
   assume.
 
-The barrier (``barrier``) is the program's own: a one-token chain allreduce along every row (chains
-from both ends into the middle PE, then a multicast back), then the same along every column — a
-"sync" as Cerebras' benchmarks run it (a reduction, then a broadcast start signal). Its cost is the
-two allreduces' formulas (``plmr.collectives.ktree_allreduce`` with K = 1 on one fp32 element), so it
-is refitted with them. Every formula below is a sum over the program's steps of (the slowest
-PE's step) + (the barrier); nothing is fitted here.
+The barrier (``barrier``) is the program's own: along every row a one-token reduce up a
+nearest-neighbour chain into the last PE and a relay of the total back down the chain, then the
+same along every column (``plmr.collectives.relay_allreduce`` on one fp32 element per axis), so it
+is refitted with the collectives. A PE at (x, y) leaves a barrier (x + y) chain links before
+PE (0, 0), the last to leave, and may enter the next one (x + y) links after it without delaying it
+(``barrier_lead``). Every formula below is a sum over the program's steps of (the slowest PE's step,
+less its lead) + (the barrier); nothing is fitted here.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from plmr.breakdown import CostBreakdown
-from plmr.collectives import chain_side_arrival, ktree_allreduce, pipeline_allreduce
-from plmr.gemm import gemm_footprint_bytes, local_gemm_cycles
+from plmr.collectives import chain_side_arrival, pipeline_allreduce, relay_allreduce
+from plmr.gemm import (
+    _skew_row_cost, gemm_footprint_bytes, local_gemm_cycles, shift_step,
+)
 from plmr.gemv import local_gemv_cycles
 from plmr.hardware import HardwareSpec
 from plmr.interleave import ring_position
-from plmr.primitives import ceil_div, dtype_bytes, t_vec
+from plmr.primitives import (
+    FMAC_PORTS, RECV_ADD_PORTS, SEND_PORTS, ceil_div, dtype_bytes, serial_streams, stalls, t_goto, t_join, t_vec,
+    union_length,
+)
 
-#: colours of the barrier: 2 for the chains and 1 for the multicast, per axis with more than one PE
-BARRIER_COLOURS_PER_AXIS = 3
+#: colours of the barrier: 2 per direction of the nearest-neighbour chains, per axis with more than one PE
+BARRIER_COLOURS_PER_AXIS = 4
 
 
 def barrier(spec: HardwareSpec, p_y: int, p_x: int) -> CostBreakdown:
     """The global barrier of a P_y × P_x program, from the moment the last PE enters it until the
-    last PE leaves: a one-element fp32 chain allreduce (K = 1: chains into the middle, multicast
-    back) along x, then along y. A 1×1 program needs none."""
-    tx = ktree_allreduce(spec, p_x, 1, k=1, dtype="fp32")
-    ty = ktree_allreduce(spec, p_y, 1, k=1, dtype="fp32")
+    last PE leaves: a one-element fp32 ``relay_allreduce`` along x, then along y. A 1×1 program
+    needs none."""
+    tx = relay_allreduce(spec, p_x, 1, dtype="fp32")
+    ty = relay_allreduce(spec, p_y, 1, dtype="fp32")
     t = tx.total_cycles + ty.total_cycles
     colours = BARRIER_COLOURS_PER_AXIS * (int(p_x > 1) + int(p_y > 1))
     return CostBreakdown(op="barrier", compute_cycles=0.0, comm_cycles=t, total_cycles=t,
-                         bytes_per_pe=2 * 4 if t else 0, colors_per_pe=colours,
+                         bytes_per_pe=4 if t else 0, colors_per_pe=colours,
                          parts={"x": tx.total_cycles, "y": ty.total_cycles})
 
 
+def link_lead(spec: HardwareSpec) -> float:
+    """One link of the barrier's chains: a token crosses it in ρ + α + β (through the ramps, one hop,
+    one software stage)."""
+    return spec.ramp_cycles + spec.hop_cycles + spec.relay_cycles
+
+
 def barrier_lead(spec: HardwareSpec, n: int, p: int) -> float:
-    """How much less PE ``p`` of a line of ``n`` delays the barrier than an end PE of the line
-    when it enters last: (far − d)·(ρ + 2α + β), d its distance to the barrier's root n // 2 and
-    far the ends' distance. It left the previous barrier's multicast far − d hops (α each) earlier,
-    and its token crosses far − d fewer chain links (ρ + α + β each). The ends have no lead, so
-    whatever an end PE does in a step is on the critical path."""
+    """How much more work PE ``p`` of a line of ``n`` may do between two barriers than the line's
+    first PE (p = 0) without delaying the second: 2·p links. It left the first barrier p links
+    earlier (the relay back down reaches it first) and may enter the second p links later (the
+    reduce's token reaches it p links after the first PE sends). The first PE has no lead, so
+    whatever it does in a step is on the critical path."""
     if n <= 1:
         return 0.0
-    r = n // 2
-    far = max(r, n - 1 - r)
-    return (far - abs(p - r)) * (spec.ramp_cycles + 2 * spec.hop_cycles + spec.relay_cycles)
+    return 2 * p * link_lead(spec)
 
 
 def exit_lead(spec: HardwareSpec, n: int, p: int) -> float:
-    """How much earlier PE ``p`` of a line of ``n`` leaves a barrier than an end PE: (far − d)·α,
-    the multicast hops it is nearer the root."""
+    """How much earlier PE ``p`` of a line of ``n`` leaves a barrier than the line's first PE: p links."""
     if n <= 1:
         return 0.0
-    r = n // 2
-    return (max(r, n - 1 - r) - abs(p - r)) * spec.hop_cycles
+    return p * link_lead(spec)
 
 
-def _skew_round(spec: HardwareSpec, Q: int, q_y: int, p_y: int, p_x: int, ring_pos, r: int,
-                wave: float) -> float:
-    """Critical path of skew round r up to the barrier: each physical row hosts virtual rows
-    u = pos·q_y + j, each rotating min(u, Q − u) rounds (reverse by u, or forward by Q − u when
-    shorter); with P_x ≥ 3 one reverse and one forward row share a wave, with P_x = 2 they take
-    turns. A row's waves count against its barrier lead; an idle end row counts 0."""
-    worst = 0.0
-    for py in range(p_y):
-        rev = fwd = 0
-        for j in range(q_y):
-            u = ring_pos(py) * q_y + j
-            if u <= Q - u:
-                rev += u >= r
-            else:
-                fwd += Q - u >= r
-        waves = max(rev, fwd) if p_x >= 3 else rev + fwd
-        if waves:
-            worst = max(worst, waves * wave - barrier_lead(spec, p_y, py))
-    return worst
+def _skew_segments(spec: HardwareSpec, Q: int, q_x: int, q_y: int, pos: int, comm_x: bool,
+                   round_t: float, copy_t: float) -> list[float]:
+    """A physical row's work before each of its skew barriers (one after every round's join): each
+    round, plus what the row does before it that is not a round (a hosted row that does not move
+    passes its loop's test through an activation; a moved row with several hosted rows is copied
+    back to the canonical slots). Work after the last round goes before the next barrier."""
+    segs, pre = [], 0.0
+    la = q_x + 1 if comm_x else q_x
+    for j in range(q_y):
+        u = pos * q_y + j
+        if not comm_x:
+            pre += _skew_row_cost(spec, Q, q_x, 1, u, comm_x, round_t, copy_t)
+            continue
+        r, d = (u, u % la) if u <= Q - u else (Q - u, (u - Q) % la)
+        if not r:
+            pre += t_goto(spec)
+        for _ in range(r):
+            segs.append(pre + round_t)
+            pre = 0.0
+        if q_y > 1 and d:
+            pre += 2 * la * copy_t
+    return segs + [pre]
 
 
 def _cannon_family_bsp(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int,
-                       dtype: str, hops_x: int, hops_y: int, colours: int, packed: bool,
+                       dtype: str, sender_of, skew_hops: int, colours: int, packed: bool,
                        ring_pos) -> CostBreakdown:
-    """The Cannon schedule of ``plmr.gemm._cannon_family`` with a barrier after every skew round
-    and every shifting step. ``hops_x``/``hops_y``: the longest link of one shift, which joins two
-    end PEs (Cannon's wrap) or is everywhere (the interleaved ring's 2 hops), so every step waits
-    for it; ``ring_pos(py)``: the y-ring position of row py."""
+    """The Cannon schedule of ``plmr.gemm._cannon_family`` with a barrier after every skew round's
+    join and every shifting step's join. ``sender_of(p)``: the line position that sends to position 0
+    in a shift on a line of p PEs (Cannon's wrap link from p − 1, the interleaved ring's neighbour 1);
+    ``ring_pos(py)``: the y-ring position of row py.
+
+    Skew barrier k: the slowest row's work before it (``_skew_segments``) less its lead (rows are
+    the barrier's positions along y; every PE of a row does the same); every PE meets as many skew
+    barriers as the row with the most rounds. Steps: every PE does the same work, so PE (0, 0),
+    which has no lead, sets the pace: its step (``shift_step``) + the barrier."""
     Q = math.lcm(p_y, p_x)
     q_x, q_y = Q // p_x, Q // p_y
     m_v, n_v, k = ceil_div(M, Q), ceil_div(N, Q), ceil_div(K, Q)
     m, n = m_v * q_y, n_v * q_x
     comp = q_x * q_y * local_gemm_cycles(spec, m_v, k, n_v, dtype)
     e_w = spec.elements_per_wavelet(dtype, packed)
-    c_op, task = spec.op_issue_cycles, spec.task_cycles
+    c_op = spec.op_issue_cycles
     bar = barrier(spec, p_y, p_x).total_cycles
     comm_x, comm_y = p_x > 1, p_y > 1
-    # skew: ⌊Q/2⌋ rounds, each its waves (receive + send issued, the stream, a join), then a barrier
-    rounds = Q // 2 if comm_x else 0
-    wave = 2 * c_op + spec.ramp_cycles + hops_x * spec.hop_cycles + math.ceil(m_v * k / e_w) + task
-    if q_y == 1 and rounds:
-        # one virtual row per PE row: round r costs wave − (least lead of a row still rotating)
-        least = [math.inf] * (rounds + 2)
-        for py in range(p_y):
-            u = ring_pos(py)
-            turns = min(u, Q - u)
-            least[turns] = min(least[turns], barrier_lead(spec, p_y, py))
-        for rnd in range(rounds - 1, 0, -1):
-            least[rnd] = min(least[rnd], least[rnd + 1])
-        align = sum(max(0.0, wave - least[rnd]) + bar for rnd in range(1, rounds + 1))
-    else:
-        align = sum(_skew_round(spec, Q, q_y, p_y, p_x, ring_pos, r, wave) + bar for r in range(1, rounds + 1))
-    # steps: receives then sends issued, the products, the join once every stream has landed
-    n_recv = int(comm_x) + int(comm_y)
-    landings = []
-    if comm_x:
-        landings.append((n_recv + 1) * c_op + spec.ramp_cycles + hops_x * spec.hop_cycles
-                        + math.ceil(m * k / e_w))
-    if comm_y:
-        landings.append((n_recv + 1 + int(comm_x)) * c_op + spec.ramp_cycles + hops_y * spec.hop_cycles
-                        + math.ceil(k * n / e_w))
-    shift = max(landings, default=0.0)
-    step = task + max(2 * n_recv * c_op + comp, shift) + bar if n_recv else comp
     zero_c = t_vec(spec, m * n, "mov", dtype)
-    total = align + zero_c + (Q - 1) * step + comp
+    # skew
+    round_t = (2 * c_op + spec.ramp_cycles + skew_hops * spec.hop_cycles + math.ceil(m_v * k / e_w)
+               + t_join(spec, 2))
+    copy_t = t_vec(spec, m_v * k, "mov", dtype)
+    segs = {py: _skew_segments(spec, Q, q_x, q_y, ring_pos(py), comm_x, round_t, copy_t) for py in range(p_y)}
+    rounds = max(len(s) - 1 for s in segs.values())
+    align = 0.0
+    if p_x * p_y > 1:
+        for b in range(rounds):  # a row out of rounds meets the barrier with no work (or its last copies)
+            align += max((s[b] if b < len(s) else 0.0) - barrier_lead(spec, p_y, py) for py, s in segs.items()) + bar
+        # the work after a row's last round runs before its next (skew or first step) barrier or step
+        align += max(0.0, max(s[-1] - barrier_lead(spec, p_y, py) for py, s in segs.items() if len(s) - 1 == rounds))
+    else:
+        align = sum(sum(s) for s in segs.values())
+    # steps
+    # PE (0, 0) receives from the PE that sends to ring position 0 (``sender_of``), which left the
+    # last barrier earlier by its exit lead
+    moves, early = [], []
+    for on, p, tile in ((comm_x, p_x, m * k), (comm_y, p_y, k * n)):
+        if on:
+            s = sender_of(p)
+            moves.append((abs(s), math.ceil(tile / e_w)))
+            early.append(exit_lead(spec, p, s))
+    issues, stall, shift, step = shift_step(spec, comp, moves, early)
+    n_recv = len(moves)
+    step_bar = step + (bar if n_recv else 0.0)
+    total = zero_c + align + (Q - 1) * step_bar + comp
     compute = zero_c + Q * comp
     barriers = rounds + (Q - 1 if n_recv else 0)
     footprint = ((q_x + 1) * m * k + (q_y + 1) * k * n + m * n) * dtype_bytes(dtype) if Q > 1 \
         else gemm_footprint_bytes(m, k, n, dtype)
     return CostBreakdown(op=op, compute_cycles=compute, comm_cycles=total - compute, total_cycles=total,
-                         bytes_per_pe=footprint + (8 if barriers else 0),
+                         bytes_per_pe=footprint + (4 if barriers else 0),
                          colors_per_pe=colours + barrier(spec, p_y, p_x).colors_per_pe,
                          parts={"align": align, "steps": float(Q), "step_compute": comp, "step_shift": shift,
-                                "barrier": bar, "barriers": float(barriers)})
+                                "step_stall": stall, "step": step, "barrier": bar, "barriers": float(barriers)})
 
 
 def meshgemm_bsp(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",
                  packed: bool = False) -> CostBreakdown:
     """MeshGEMM with a barrier after every step: every link is ≤ 2 hops, so a step waits for a
     2-hop shift plus the barrier."""
-    hx = 2 if p_x >= 3 else 1
-    hy = 2 if p_y >= 3 else 1
     colours = (3 if p_x >= 3 else (2 if p_x == 2 else 0)) + (3 if p_y >= 3 else (2 if p_y == 2 else 0))
     colours += 3 if p_x >= 3 else 0
-    pos = (lambda py: ring_position(py, p_y)) if p_y > 1 else (lambda py: 0)
-    return _cannon_family_bsp("meshgemm_bsp", spec, p_y, p_x, M, K, N, dtype, hx, hy, colours, packed, pos)
+    pos = (lambda py: ring_position(py, p_y)) if p_y > 2 else (lambda py: py)
+    return _cannon_family_bsp("meshgemm_bsp", spec, p_y, p_x, M, K, N, dtype, lambda p: 1,
+                              2 if p_x >= 3 else 1, colours, packed, pos)
 
 
 def cannon_bsp(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",
                packed: bool = False) -> CostBreakdown:
     """Cannon on plain rings with a barrier after every step: every step (and skew round) waits
     for the P−1 hop wrap link, method §4.5's Cannon column."""
-    hx = p_x - 1 if p_x >= 3 else 1
-    hy = p_y - 1 if p_y >= 3 else 1
     colours = (3 if p_x > 1 else 0) + (3 if p_y > 1 else 0) + (3 if p_x > 1 else 0)
-    return _cannon_family_bsp("cannon_bsp", spec, p_y, p_x, M, K, N, dtype, hx, hy, colours, packed,
-                              lambda py: py)
+    return _cannon_family_bsp("cannon_bsp", spec, p_y, p_x, M, K, N, dtype, lambda p: p - 1, 1, colours,
+                              packed, lambda py: py)
+
+
+def _summa_pe_step(spec: HardwareSpec, lines: list, roles: tuple, comp: float, landings: list,
+                   n_axes: int) -> float:
+    """One bulk-synchronous SUMMA step of a PE, from its barrier exit: it issues its fetch ops (one
+    per line as a relay; two sends and a copy as an interior owner, one send and a copy at a line's
+    end) and multiplies; the product loses a cycle to every wavelet its microthreads move; it joins
+    once its panels have landed (``landings``: when the last wavelet of each line's panel passes
+    it, None as an owner)."""
+    c_op = spec.op_issue_cycles
+    t, sends, relayed = 0.0, [], 0.0
+    for (_, _, w, copy_t), role in zip(lines, roles):
+        if role == "relay":
+            t += c_op
+            relayed += w
+            continue
+        for _ in range(2 if role == "owner" else 1):
+            t += c_op
+            sends.append((t, w))
+        t += copy_t
+    iv = serial_streams(spec, sends)
+    stall = 0.0
+    if stalls(spec, FMAC_PORTS, SEND_PORTS):
+        stall += union_length([(max(a, t), b) for a, b in iv if b > t])
+    if stalls(spec, FMAC_PORTS, RECV_ADD_PORTS):
+        stall += relayed
+    done = max([t + (comp if comp else 0.0) + stall] + [b for _, b in iv] + [x for x in landings if x is not None])
+    return done + t_join(spec, 2 * n_axes)
 
 
 def summa_bsp(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",
               packed: bool = False) -> CostBreakdown:
-    """SUMMA (relay broadcasts, next panel prefetched) with a barrier after every step: step t
-    ends when panel t+1 has reached the farthest PE (up to P−1 relay stages from the owner), so
-    every step pays the broadcast latency, method §4.5's ``c_sync + max(T_comp, T_bc)``.
+    """SUMMA (relay broadcasts, next panel prefetched) with a barrier after the first panel's fetch
+    and after every step: step t ends when panel t+1 has reached the farthest PE (up to P−1 relay
+    stages from the owner), so every step pays the broadcast latency, method §4.5's
+    ``c_sync + max(T_comp, T_bc)``.
 
-    In the frame of the last PE to leave the barrier (an end PE), a step's critical path is the
-    latest of, over the PEs: its fetch issues and product, less its barrier lead (an interior
-    owner issues 4 ops per axis, a relay 2, an end PE 1); and the arrival of panel t+1 at the end
-    farther from its owner, which started its sends ``exit_lead`` early."""
+    In the frame of PE (0, 0), the last to leave a barrier, a step lasts the latest, over the PEs, of
+    its own step (``_summa_pe_step``: its fetch ops and product, and the landing of its panels)
+    started ``exit_lead`` early and less its ``barrier_lead``. The owner of a line's panel sends up
+    the line first, then down it (one ramp), so the PEs below it get the panel one stream later; each
+    PE takes its two lines' panels through its one ramp."""
     S = math.lcm(p_y, p_x)
     q_x, q_y = S // p_x, S // p_y
     m, n, k = ceil_div(M, p_y), ceil_div(N, p_x), ceil_div(K, S)
     comp = local_gemm_cycles(spec, m, k, n, dtype)
     e_w = spec.elements_per_wavelet(dtype, packed)
-    c_op, task = spec.op_issue_cycles, spec.task_cycles
+    c_op = spec.op_issue_cycles
     bar = barrier(spec, p_y, p_x).total_cycles
-    axes = int(p_x > 1) + int(p_y > 1)
-    lines = [(p_x, q_x, math.ceil(m * k / e_w)), (p_y, q_y, math.ceil(k * n / e_w))]
+    lines = [(p, q, math.ceil(t / e_w), t_vec(spec, t, "mov", dtype))
+             for p, q, t in ((p_x, q_x, m * k), (p_y, q_y, k * n)) if p > 1]
+    n_axes = len(lines)
+    zero_c = t_vec(spec, m * n, "mov", dtype)
 
-    def ops(p: int, o: int, n_ax: int) -> int:
-        """Fetch ops PE p issues for a panel owned by position o (``_bcast_code``)."""
-        if p == o:
-            return 2 if o in (0, n_ax - 1) else 4
-        return 1 if p in (0, n_ax - 1) else 2
+    def roles_of(pos: tuple, owners: list) -> tuple:
+        return tuple("relay" if i != o else ("owner" if 0 < o < p - 1 else "end_owner")
+                     for (p, _, _, _), i, o in zip(lines, pos, owners))
 
-    def work(t: int, after_barrier: bool) -> float:
-        """max over PEs of (fetch issues of panel t) − (barrier lead), per axis."""
-        total = 0.0
-        for n_ax, q, _ in lines:
-            if n_ax > 1:
-                o = t // q
-                # the maximum is at the owner, an end, or the relay nearest an end (least lead)
-                candidates = {o, 0, 1, 2, n_ax - 3, n_ax - 2, n_ax - 1} & set(range(n_ax))
-                total += max(ops(p, o, n_ax) * c_op - (barrier_lead(spec, n_ax, p) if after_barrier else 0.0)
-                             for p in candidates)
-        return total
+    def left(pos: tuple, first: bool) -> float:
+        """When the PE at ``pos`` left the last barrier, in PE (0, 0)'s frame (all start together
+        before the first fetch)."""
+        return 0.0 if first else -sum(exit_lead(spec, p, i) for (p, _, _, _), i in zip(lines, pos))
 
-    def landing(t: int, after_barrier: bool) -> float:
-        """When the farthest PE holds both halves of panel t."""
-        land, offset = 0.0, 0.0
-        for n_ax, q, panel in lines:
-            if n_ax > 1:
-                o = t // q
-                far = max(o, n_ax - 1 - o)
-                lead = exit_lead(spec, n_ax, o) if after_barrier else 0.0
-                land = max(land, offset + 2 * c_op + chain_side_arrival(spec, [1] * far) + panel - lead)
-                offset += 2 * c_op  # the B fetch is issued after the A fetch
-        return land
+    def first_send(idx: int, roles: tuple) -> float:
+        """When line ``idx``'s first send leaves an owner: its ops for the earlier lines, then the send."""
+        t = 0.0
+        for (_, _, _, copy_t), role in zip(lines[:idx], roles[:idx]):
+            t += c_op if role == "relay" else (2 if role == "owner" else 1) * c_op + copy_t
+        return t + c_op
 
-    ingest = 2 * sum(panel for n_ax, _, panel in lines if n_ax > 1)  # a relay's ramp takes each panel twice
-    if axes:
-        first = max(work(0, False), landing(0, False), ingest) + task + bar
-        steps = sum(max(work(t + 1, True) + comp, landing(t + 1, True), ingest) + task + bar
-                    for t in range(S - 1))
+    def step_cost(panel: int, first: bool) -> float:
+        """Critical path of the step fetching ``panel``, in PE (0, 0)'s frame: over candidate PEs
+        (each line's ends, the owner and its neighbours), when it is done less its entry slack."""
+        owners = [panel // q for (_, q, _, _) in lines]
+        cands = [sorted({0, 1, p - 2, p - 1, o - 1, o, o + 1} & set(range(p)))
+                 for (p, _, _, _), o in zip(lines, owners)]
+        worst = -math.inf
+        for pos in itertools.product(*cands):
+            start = left(pos, first)
+            arrivals = []
+            for idx, ((p, _, w, _), i, o) in enumerate(zip(lines, pos, owners)):
+                if i == o:
+                    continue
+                src_pos = pos[:idx] + (o,) + pos[idx + 1:]  # the owner on this PE's line
+                send_at = left(src_pos, first) + first_send(idx, roles_of(src_pos, owners))
+                if i < o < p - 1:
+                    send_at += w  # an interior owner sends up the line first, then down it
+                arrivals.append((send_at + chain_side_arrival(spec, [1] * abs(i - o)) - c_op - start, w))
+            landed = [b for _, b in serial_streams(spec, sorted(arrivals))]
+            done = _summa_pe_step(spec, lines, roles_of(pos, owners), 0.0 if first else comp, landed, n_axes)
+            slack = 0.0 if first else -start  # it may enter the next barrier as much later as it left earlier
+            worst = max(worst, start + done - slack)
+        return worst
+
+    if n_axes:
+        first = step_cost(0, True) + bar
+        steps = sum(step_cost(t + 1, False) + bar for t in range(S - 1))
     else:
         first, steps = 0.0, (S - 1) * comp
-    zero_c = t_vec(spec, m * n, "mov", dtype)
     total = zero_c + first + steps + comp
     compute = S * comp
     footprint = 2 * gemm_footprint_bytes(m, k, n, dtype) - m * n * dtype_bytes(dtype)
-    colours = (4 if p_x > 1 else 0) + (4 if p_y > 1 else 0) + barrier(spec, p_y, p_x).colors_per_pe
+    colours = (4 if p_x > 1 else 0) + (4 if p_y > 1 else 0)  # the barrier runs on SUMMA's own chains
     return CostBreakdown(op="summa_bsp", compute_cycles=compute, comm_cycles=total - compute,
-                         total_cycles=total, bytes_per_pe=footprint + (8 if axes else 0), colors_per_pe=colours,
+                         total_cycles=total, bytes_per_pe=footprint + (4 if n_axes else 0), colors_per_pe=colours,
                          parts={"steps": float(S), "step_compute": comp, "barrier": bar,
-                                "barriers": float(S if axes else 0)})
+                                "barriers": float(S if n_axes else 0), "first_panel": first})
 
 
 def gemv_pipeline_bsp(spec: HardwareSpec, p_y: int, p_x: int, M: int, N: int, axis: str = "y",
                       dtype: str = "fp16", packed: bool = False) -> CostBreakdown:
     """The pipeline-allreduce GEMV with a barrier after each of its steps: local GEMV, barrier,
-    chain into the end PE, barrier, broadcast back."""
+    chain into the end PE, barrier, broadcast back.
+
+    Every PE starts the local GEMV together, so the first barrier follows it. The chain runs along
+    the reduction axis from position 0 into the last PE, the barrier's own direction: a PE at
+    position p left the barrier p links before the chain's first PE and may enter the next one p
+    links after it, so the chain's latency is hidden and the step costs what the first PE does —
+    issue its send and stream its partial (``c_op + ⌈n/e_w⌉``; the chain's other PEs finish no later,
+    less their leads). After the second barrier the last PE multicasts the total; the first PE,
+    which leaves last, takes it as soon as it has issued its receive (the multicast left
+    (P − 1)·(ρ + α + β) earlier and needs only ρ + (P − 1)·α)."""
     if axis == "y":
         m, n, n_ax = ceil_div(M, p_y), ceil_div(N, p_x), p_y
     else:
         m, n, n_ax = ceil_div(M, p_x), ceil_div(N, p_y), p_x
     local = local_gemv_cycles(spec, m, n, dtype)
     red = pipeline_allreduce(spec, n_ax, n, dtype, packed)
-    bar = barrier(spec, p_y, p_x).total_cycles if n_ax > 1 else 0.0
-    total = local + bar + red.total_cycles + bar
+    c_op = spec.op_issue_cycles
+    n_w = math.ceil(n / spec.elements_per_wavelet(dtype, packed))
+    if n_ax > 1:
+        bar = barrier(spec, p_y, p_x).total_cycles
+        # the reduce, in the frame of the chain's first PE (the last to leave the barrier): position p
+        # has its part done when the stream has passed it, and may enter the next barrier p links late
+        reduce = max(c_op + n_w, max(chain_side_arrival(spec, [1] * p) + n_w - exit_lead(spec, n_ax, p)
+                                     for p in range(1, n_ax)))
+        # the multicast from the last PE, which left the barrier (P − 1) links earlier; it streams once
+        # the first PE has issued its receive
+        far = n_ax - 1
+        bcast = max(c_op, c_op + spec.ramp_cycles + far * spec.hop_cycles - exit_lead(spec, n_ax, far)) + n_w
+        comm = spec.collective_cycles + bar + reduce + bar + bcast
+    else:
+        bar = reduce = bcast = 0.0
+        comm = 0.0
+    total = local + comm
     colours = red.colors_per_pe + (barrier(spec, p_y, p_x).colors_per_pe if n_ax > 1 else 0)
-    return CostBreakdown(op="gemv_pipeline_bsp", compute_cycles=local, comm_cycles=total - local,
+    return CostBreakdown(op="gemv_pipeline_bsp", compute_cycles=local, comm_cycles=comm,
                          total_cycles=total, bytes_per_pe=(m * n + m + 2 * n) * dtype_bytes(dtype)
-                         + (8 if n_ax > 1 else 0), colors_per_pe=colours,
+                         + (4 if n_ax > 1 else 0), colors_per_pe=colours,
                          parts={"local": local, "barrier": bar, "barriers": 2.0 if n_ax > 1 else 0.0,
-                                **{f"allreduce.{k}": v for k, v in red.parts.items()}})
+                                "reduce": reduce, "broadcast": bcast})

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from plmr.breakdown import CostBreakdown
 from plmr.hardware import HardwareSpec
 from plmr.ktree import KTree, build_ktree, chain_spans, level_shapes
-from plmr.primitives import ceil_div, dtype_bytes, t_msg, t_vec
+from plmr.primitives import ceil_div, dtype_bytes, t_goto, t_msg, t_vec
 
 
 def _zero(op: str) -> CostBreakdown:
@@ -66,6 +66,18 @@ def chain_side_arrival(spec: HardwareSpec, links: list[int]) -> float:
     injected and ejected (ρ) and hopping d·α; every member between the end and the root is one
     software stage (β) that receives, adds its own vector and re-injects."""
     return _arrival(spec, len(links), _hop_term(spec, links))
+
+
+def link_buffer_wavelets(spec: HardwareSpec, hops: int = 1) -> int:
+    """Wavelets a link of ``hops`` router hops holds while its receiver takes none: the sender's
+    output queue and ramp (ρ_in, and β behind a software stage), each router's buffer and hop
+    (hardware-and-csl.md §2.2, ``router_buffer_wavelets`` + α), the receiver's ramp and input queue
+    (§1.3). A stream shorter than that completes on the sender's side without waiting for the
+    receiver; a longer one waits for the receiver to take what exceeds it."""
+    q_in = spec.input_queue_wavelets(min(2, len(spec.input_queue_words) - 1))
+    q_out = max(1, spec.output_queue_words[min(2, len(spec.output_queue_words) - 1)] * 16 // spec.wavelet_bits)
+    return int(q_out + q_in + round(spec.ramp_cycles) + round(spec.relay_cycles)
+               + hops * (spec.router_buffer_wavelets + round(spec.hop_cycles)))
 
 
 def _chain_phase(spec: HardwareSpec, links: list[int], n: int, dtype: str, packed: bool) -> float:
@@ -130,11 +142,14 @@ def ktree_sum_floor(spec: HardwareSpec, n_ax: int, k: int, group_counts: tuple[i
     tree, from its group counts alone (no tree is walked; ``plmr.ktree.level_shapes``): every
     phase is at least its largest group's, whose chains have their link counts and at least the
     level's spacing per link; the two-stream ingest max(h + n_w, l + 2n_w) is at least each of
-    its terms summed over the allreduces. (Additions in another order than the exact sums: the
-    caller allows a relative margin.)"""
+    its terms summed over the allreduces; every level but the last adds its task activation
+    exactly. (Additions in another order than the exact sums: the caller allows a relative
+    margin.)"""
     op, hop = spec.op_issue_cycles, spec.hop_cycles
     total = sums.fixed
-    for size, spacing in level_shapes(n_ax, k, group_counts):
+    shapes = level_shapes(n_ax, k, group_counts)
+    total += (len(shapes) - 1) * sums.weight * t_goto(spec)
+    for size, spacing in shapes:
         if size >= 3:
             east, west = size - 1 - size // 2, size // 2  # the root is the middle member
             a1 = _arrival(spec, east, east * spacing * hop)
@@ -149,11 +164,20 @@ def ktree_sum_floor(spec: HardwareSpec, n_ax: int, k: int, group_counts: tuple[i
 def ktree_reduce_cycles(spec: HardwareSpec, tree: KTree, n: int, dtype: str = "fp16",
                         packed: bool = False) -> list[float]:
     """Cycles of each K-tree phase: its slowest group (§6.6, with the per-link ramp and the root's
-    two-stream ingest of ``_group_phase``)."""
+    two-stream ingest of ``_group_phase``), plus, before every level but the last, the task
+    activation that continues into the next level (meshgemm/collectives.py writes each level's
+    two-sided root as a join, so the code after a level that is followed by more joins runs as a
+    state of the continuation task)."""
     phases = []
-    for level in tree.levels:
-        phases.append(max((_group_phase(spec, left, right, n, dtype, packed)
-                           for left, right in level.chain_sides()), default=0.0))
+    for i, level in enumerate(tree.levels):
+        phase = max((_group_phase(spec, left, right, n, dtype, packed)
+                     for left, right in level.chain_sides()), default=0.0)
+        if i < len(tree.levels) - 1:
+            # every level's code has the two-sided root's join in one branch, and the levels after
+            # it join too, so each PE continues with the next level through the continuation task
+            # (``simulator.joins``): one activation before the next level's ops
+            phase += t_goto(spec)
+        phases.append(phase)
     return phases
 
 
@@ -219,7 +243,7 @@ def _ktree_phases(spec: HardwareSpec, n_ax: int, n: int, k: int, group_counts: t
         n_w = math.ceil(n / spec.elements_per_wavelet(dtype, packed))
         add = None
         phases = []
-        for lv in levels:
+        for i, lv in enumerate(levels):
             phase = 0.0 if lv.lone else None
             if lv.one_sided is not None:
                 p = lv.one_sided + n_w
@@ -229,6 +253,8 @@ def _ktree_phases(spec: HardwareSpec, n_ax: int, n: int, k: int, group_counts: t
                     add = t_vec(spec, n, "add", dtype)
                 p = max(lv.later + n_w, lv.earlier + 2 * n_w) + spec.task_cycles + add
                 phase = p if phase is None else max(phase, p)
+            if i < len(levels) - 1:  # continued into the next level (see ktree_reduce_cycles)
+                phase += t_goto(spec)
             phases.append(phase)
         return phases, root, len(levels)
     tree = build_ktree(n_ax, k, group_counts)
@@ -292,6 +318,24 @@ def pipeline_allreduce(spec: HardwareSpec, n_ax: int, n: int, dtype: str = "fp16
     return CostBreakdown(op="pipeline_allreduce", compute_cycles=0.0, comm_cycles=t, total_cycles=t,
                          bytes_per_pe=2 * n * dtype_bytes(dtype), colors_per_pe=3,
                          parts={"reduce": reduce_t, "broadcast": bcast_t})
+
+
+def relay_allreduce(spec: HardwareSpec, n_ax: int, n: int, dtype: str = "fp16",
+                    packed: bool = False) -> CostBreakdown:
+    """A nearest-neighbour chain into the last PE (receive-add-forward stages), then the total
+    relayed back down the same chain (store-and-forward stages, ``RelayStore``), as the
+    bulk-synchronous barrier runs it (meshgemm/bsp.py): both halves cost a one-sided chain of n_ax − 1
+    one-hop links, ``c_op + L·ρ + L·α + (L − 1)·β + ⌈n/e_w⌉`` (the end PE's issue, every link through
+    the ramps, every stage between the ends one relay). 4 colours (2 per direction)."""
+    if n_ax <= 1 or n <= 0:
+        return _zero("relay_allreduce")
+    links = [1] * (n_ax - 1)
+    up = _chain_phase(spec, links, n, dtype, packed)
+    down = _chain_phase(spec, links, n, dtype, packed)
+    t = spec.collective_cycles + up + down
+    return CostBreakdown(op="relay_allreduce", compute_cycles=0.0, comm_cycles=t, total_cycles=t,
+                         bytes_per_pe=n * dtype_bytes(dtype), colors_per_pe=4,
+                         parts={"reduce": up, "relay": down})
 
 
 def ring_allreduce(spec: HardwareSpec, n_ax: int, n: int, dtype: str = "fp16",

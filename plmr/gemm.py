@@ -12,10 +12,13 @@ from __future__ import annotations
 import math
 
 from plmr.breakdown import CostBreakdown
-from plmr.collectives import chain_side_arrival
+from plmr.collectives import chain_side_arrival, link_buffer_wavelets
 from plmr.hardware import HardwareSpec
 from plmr.interleave import ring_order
-from plmr.primitives import ceil_div, dtype_bytes, t_vec
+from plmr.primitives import (
+    FMAC_PORTS, RECV_ADD_PORTS, RECV_PORTS, SEND_PORTS, ceil_div, dtype_bytes, serial_streams, stalls, t_join,
+    t_goto, t_vec, union_length,
+)
 
 
 def local_gemm_cycles(spec: HardwareSpec, m: int, k: int, n: int, dtype: str = "fp16") -> float:
@@ -34,17 +37,95 @@ def gemm_footprint_bytes(m: int, k: int, n: int, dtype: str, fp32_acc: bool = Fa
     return (2 * m * k + 2 * k * n + m * n) * dtype_bytes(dtype) + (4 * m * n if fp32_acc else 0)
 
 
-def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int,
-                   dtype: str, shift_hops_x: float, shift_hops_y: float, align_rounds: int,
-                   align_hops: int, colors: int, packed: bool, align_once_hops: int = 0) -> CostBreakdown:
-    """Cannon's schedule as the kernels run it (meshgemm/gemm.py).
+def shift_step(spec: HardwareSpec, comp: float, moves: list[tuple[float, int]],
+               early: list[float] | None = None) -> tuple[float, float, float, float]:
+    """One step of a shifting schedule (Cannon's, the B shift of dist-GEMM-T): ``moves`` lists, per
+    moving operand, the hops of the link it arrives on and its wavelets. The main thread issues one
+    receive per operand, then one send per operand (c_op each), then the product (``comp``), then
+    joins the 2·len(moves) ops (one activation each).
 
-    Each of the Q-1 shifting steps issues, on the main thread, one receive per moving operand and
-    then one send per moving operand (c_op each), then the q_x·q_y tile products, then joins
-    (c_task). A send's stream starts when its issue ends and lands ρ + h·α + ⌈tile/e_w⌉ later, so
-    a step lasts max(issues + products, each stream's landing) + c_task. The last step neither
-    shifts nor joins. The skew sends one A tile per hosted row and round: receive + send issued,
-    the stream, a join."""
+    The sends share the ramp (the first issued first); each receive's wavelets come from a neighbour
+    that runs the same schedule ``early[i]`` cycles before this PE (0: in lockstep), ρ + h·α behind
+    its send, and share the router's delivery, from when the receive is issued. The product loses
+    one cycle in every cycle in which one of them moves (``stalls``: the FMAC needs both read ports
+    and the write port). Returns (issues, stalled cycles, when the last wavelet has moved, the step)."""
+    c_op = spec.op_issue_cycles
+    n = len(moves)
+    if not n:
+        return 0.0, 0.0, 0.0, comp
+    early = early or [0.0] * n
+    issues = 2 * n * c_op
+    starts = [(n + i + 1) * c_op for i in range(n)]  # a send's stream starts when its issue ends
+    send_iv = serial_streams(spec, [(s, w) for s, (_, w) in zip(starts, moves)])
+    recv_iv = serial_streams(spec, [(max((i + 1) * c_op, a - e + spec.ramp_cycles + h * spec.hop_cycles), b - a)
+                                    for i, ((a, b), (h, _), e) in enumerate(zip(send_iv, moves, early))])
+    moving = [iv for ivs, st in ((send_iv, stalls(spec, FMAC_PORTS, SEND_PORTS)),
+                                 (recv_iv, stalls(spec, FMAC_PORTS, RECV_PORTS))) if st for iv in ivs]
+    stall = union_length([(max(a, issues), b) for a, b in moving if b > issues])
+    shift = max(b for _, b in send_iv + recv_iv)
+    step = max(issues + comp + stall, shift) + t_join(spec, 2 * n)
+    return issues, stall, shift, step
+
+
+def _skew_row_cost(spec: HardwareSpec, Q: int, q_x: int, q_y: int, pos: int, comm_x: bool, round_t: float,
+                   copy_t: float) -> float:
+    """The device skew of one physical row at y-ring position ``pos`` (meshgemm/gemm.py's skew loop):
+    each hosted virtual row u = pos·q_y + j rotates min(u, Q − u) rounds (reverse by u, or forward by
+    Q − u when shorter), one ``round_t`` each; a row that does not move still passes its loop's
+    test through one task activation (the loop's body waits). With several hosted rows, a row left
+    d ≠ 0 slots off the canonical slot map is copied out and back (2·LA copies of one tile). With one
+    column (no x-communication) the row rotates locally by u: 2·LA copies unless u ≡ 0."""
+    la = q_x + 1 if comm_x else q_x
+    total = 0.0
+    for j in range(q_y):
+        u = pos * q_y + j
+        if comm_x:
+            r, d = (u, u % la) if u <= Q - u else (Q - u, (u - Q) % la)
+            total += r * round_t if r else t_goto(spec)
+            if q_y > 1 and d:
+                total += 2 * la * copy_t
+        elif u % la:
+            total += 2 * la * copy_t
+    return total
+
+
+def _skew_cycles(spec: HardwareSpec, Q: int, p_y: int, q_x: int, q_y: int, comm_x: bool, round_t: float,
+                 copy_t: float) -> float:
+    """The slowest physical row's skew. Rows sit at every y-ring position 0..P_y−1 (MeshGEMM's
+    interleaved ring permutes them, which does not change the maximum); a row's rounds peak around
+    u = Q/2, so on large meshes only the positions there and at the ends are evaluated."""
+    if Q <= 1:
+        return 0.0
+    if p_y <= 64:
+        cands = range(p_y)
+    else:
+        mid = (Q // 2) // q_y
+        cands = sorted({0, 1, p_y - 1} | {p for p in range(mid - 2, mid + 3) if 0 <= p < p_y})
+    return max(_skew_row_cost(spec, Q, q_x, q_y, p, comm_x, round_t, copy_t) for p in cands)
+
+
+def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int,
+                   dtype: str, ring_hops_x: float, ring_hops_y: float, skew_hops: int, colors: int,
+                   packed: bool, wrap_excess: int = 0, skew_wrap_excess: int = 0) -> CostBreakdown:
+    """Cannon's schedule as the kernel runs it (meshgemm/gemm.py), term by term:
+
+    * **zero C**: one fill of the C block (a ``mov`` of m·n);
+    * **skew** of A, the slowest physical row (``_skew_row_cost``): a round issues a receive and a
+      send (c_op each), the tile streams ρ + h·α + ⌈tile/e_w⌉ and the join on the two ops costs two
+      task activations; no barrier separates the rounds, so Cannon's wrap link adds its excess
+      latency once;
+    * **Q − 1 shifting steps**: the main thread issues the receives, then the sends (c_op each), then
+      the q_x·q_y products (``local_gemm_cycles``), then joins the 2 or 4 ops (one activation each);
+    * while it multiplies, every wavelet a microthread moves takes the memory ports the FMAC needs:
+      the product loses one cycle per cycle in which a send or a receive moves (``stalls``). The
+      sends share one ramp (A, then B), the receives' wavelets come from the neighbours, which run
+      the same schedule (every PE in lockstep), ρ + h·α behind; the product runs from the last issue,
+      so it pays the union of those move cycles after it (``union_length``);
+    * **the last step** multiplies only (no shift, no join).
+
+    The lockstep assumption leaves out one effect: the skew starts the rows' steps up to ⌊Q/2⌋ rounds
+    apart, and a B stream from a row out of phase overlaps A's at the receiver rather than following
+    it, so the simulated steps on square meshes are ~2% longer at 16×16 tiles (docs/BENCHMARKS.md)."""
     Q = math.lcm(p_y, p_x)
     q_x, q_y = Q // p_x, Q // p_y
     m_v, n_v, k = ceil_div(M, Q), ceil_div(N, Q), ceil_div(K, Q)
@@ -54,45 +135,41 @@ def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: i
     c_op = spec.op_issue_cycles
     comm_x, comm_y = p_x > 1, p_y > 1
     n_recv = int(comm_x) + int(comm_y)
-    landings = []
-    if comm_x:  # A moves along x: its send is the first send issued
-        landings.append((n_recv + 1) * c_op + spec.ramp_cycles + shift_hops_x * spec.hop_cycles
-                        + math.ceil(m * k / e_w))
-    if comm_y:
-        landings.append((n_recv + 1 + int(comm_x)) * c_op + spec.ramp_cycles
-                        + shift_hops_y * spec.hop_cycles + math.ceil(k * n / e_w))
-    issues = 2 * n_recv * c_op
-    shift = max(landings, default=0.0)
-    step = spec.task_cycles + max(issues + comp, shift) if n_recv else comp
-    last = comp
-    round_t = (2 * c_op + spec.ramp_cycles + align_hops * spec.hop_cycles
-               + math.ceil(m_v * k / e_w) + spec.task_cycles)
-    # No barrier separates skew rounds: a long link's extra latency is paid once, not per round.
-    align = (align_rounds * q_y * round_t + align_once_hops * spec.hop_cycles) if comm_x else 0.0
     zero_c = t_vec(spec, m * n, "mov", dtype)
-    total = align + zero_c + (Q - 1) * step + last
+
+    # skew
+    round_t = (2 * c_op + spec.ramp_cycles + skew_hops * spec.hop_cycles + math.ceil(m_v * k / e_w)
+               + t_join(spec, 2))
+    align = _skew_cycles(spec, Q, p_y, q_x, q_y, comm_x, round_t, t_vec(spec, m_v * k, "mov", dtype))
+    if comm_x:
+        align += skew_wrap_excess * spec.hop_cycles
+
+    moves = [(hops, math.ceil(tile / e_w)) for on, hops, tile in
+             ((comm_x, ring_hops_x, m * k), (comm_y, ring_hops_y, k * n)) if on]
+    issues, stall, shift, step = shift_step(spec, comp, moves)
+    total = zero_c + align + (Q - 1) * step + comp + wrap_excess * spec.hop_cycles
     compute = zero_c + Q * comp
-    comm = align + (Q - 1) * shift  # raw transfer time; the steps hide most of it behind compute
     # A: q_x tiles + one free slot per hosted row; B: q_y tiles + one free slot; C.
     footprint = ((q_x + 1) * m * k + (q_y + 1) * k * n + m * n) * dtype_bytes(dtype) if Q > 1 \
         else gemm_footprint_bytes(m, k, n, dtype)
-    return CostBreakdown(op=op, compute_cycles=compute, comm_cycles=comm, total_cycles=total,
+    return CostBreakdown(op=op, compute_cycles=compute, comm_cycles=total - compute, total_cycles=total,
                          bytes_per_pe=footprint, colors_per_pe=colors,
                          parts={"align": align, "steps": float(Q), "step_compute": comp,
-                                "step_shift": shift, "step_issue": issues})
+                                "step_shift": shift, "step_issue": issues,
+                                "step_stall": stall, "step": step, "zero_c": zero_c,
+                                "wrap_once": wrap_excess * spec.hop_cycles})
 
 
 def meshgemm(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",
              packed: bool = False) -> CostBreakdown:
-    """MeshGEMM: interleaved-ring Cannon; A skewed on the device over ⌊Q/2⌋ 2-hop rounds (the
-    shorter way round), B pre-skewed on the host; 9 colours (6 compute rings + reverse skew ring)."""
+    """MeshGEMM: interleaved-ring Cannon (every link ≤ 2 hops); A skewed on the device the shorter way
+    round, B pre-skewed on the host; 9 colours (6 compute rings + reverse skew ring)."""
     ring_hops_x = 2 if p_x >= 3 else 1
     ring_hops_y = 2 if p_y >= 3 else 1
-    Q = math.lcm(p_y, p_x)
     colors = (3 if p_x >= 3 else (2 if p_x == 2 else 0)) + (3 if p_y >= 3 else (2 if p_y == 2 else 0))
     colors += 3 if p_x >= 3 else 0
     return _cannon_family("meshgemm", spec, p_y, p_x, M, K, N, dtype, ring_hops_x, ring_hops_y,
-                          Q // 2 if p_x > 1 else 0, ring_hops_x, colors, packed)
+                          ring_hops_x, colors, packed)
 
 
 def cannon(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",
@@ -101,68 +178,113 @@ def cannon(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype
     only for its own incoming tile. Around a ring the P links add up to 2(P-1) hops (P-1 one-hop
     links and the P-1 hop wrap), so in steady state a step pays the average, 2(P-1)/P hops, and
     the wrap's excess latency is paid once (method §4.5 charges the wrap every step, which holds
-    only for bulk-synchronous steps). The skew likewise takes ⌊Q/2⌋ one-hop rounds plus the wrap
-    once. 3 colours per axis plus 3 for the skew ring."""
+    only for bulk-synchronous steps). The skew likewise takes its rounds over one-hop links plus the
+    wrap once. 3 colours per axis plus 3 for the skew ring."""
     colors = (3 if p_x > 1 else 0) + (3 if p_y > 1 else 0) + (3 if p_x > 1 else 0)  # + skew ring
     avg_x = 2 * (p_x - 1) / p_x if p_x > 1 else 1
     avg_y = 2 * (p_y - 1) / p_y if p_y > 1 else 1
     wrap_excess = max(max(p_x - 1, p_y - 1) - 1, 0)
-    r = _cannon_family("cannon", spec, p_y, p_x, M, K, N, dtype, avg_x, avg_y,
-                       math.lcm(p_y, p_x) // 2 if p_x > 1 else 0, 1, colors, packed,
-                       align_once_hops=max(p_x - 2, 0))
-    once = wrap_excess * spec.hop_cycles
-    return CostBreakdown(op=r.op, compute_cycles=r.compute_cycles, comm_cycles=r.comm_cycles + once,
-                         total_cycles=r.total_cycles + once, bytes_per_pe=r.bytes_per_pe,
-                         colors_per_pe=r.colors_per_pe, parts={**r.parts, "wrap_once": once})
+    return _cannon_family("cannon", spec, p_y, p_x, M, K, N, dtype, avg_x, avg_y, 1, colors, packed,
+                          wrap_excess=wrap_excess, skew_wrap_excess=max(p_x - 2, 0))
+
+
+def _summa_roles(spec: HardwareSpec, lines: list, roles: tuple, comp: float, n_axes: int) -> float:
+    """One SUMMA step of a PE whose role on each line is ``roles[i]``: "relay" (a ``RelayStore``, or
+    a ``Recv`` at a line's end: one op, the panel's wavelets pass through it during the product),
+    "owner" (an interior owner: two sends, both ways, then a copy of its panel) or "end_owner" (one
+    send and the copy). Ops are issued line by line (x first); an owner's sends start as soon as
+    they are issued and share the ramp, so they partly run while the PE issues the rest; the product
+    then loses one cycle per cycle a wavelet moves (``stalls``)."""
+    c_op = spec.op_issue_cycles
+    t, sends, relayed = 0.0, [], 0.0
+    for (p, q, w, copy_t), role in zip(lines, roles):
+        if role == "relay":
+            t += c_op
+            relayed += w
+            continue
+        for _ in range(2 if role == "owner" else 1):
+            t += c_op
+            sends.append((t, w))
+        t += copy_t
+    iv = serial_streams(spec, sends)
+    stall = 0.0
+    if stalls(spec, FMAC_PORTS, SEND_PORTS):
+        stall += union_length([(max(a, t), b) for a, b in iv if b > t])
+    if stalls(spec, FMAC_PORTS, RECV_ADD_PORTS):
+        stall += relayed
+    return t + comp + stall + t_join(spec, 2 * n_axes)
 
 
 def summa(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",
           packed: bool = False) -> CostBreakdown:
     """SUMMA with store-and-forward relay broadcasts (method §4.5 variant (i), the paper's
     baseline), as the kernel runs it (meshgemm/gemm_baselines.py): the owner of K-panel t sends it
-    both ways along its row (A) and column (B); every PE on the way relays it in software (ρ + β
-    per PE, α per hop) and keeps a copy through its ramp; panel t+1 is fetched while panel t is
-    multiplied. No barrier separates the steps and consecutive owners are neighbours, so in steady
-    state a step costs one PE's work (issues and product, or its ramp taking in each panel twice,
-    relayed and kept) and the broadcast latency to the farthest PE is paid once, for the first
-    panel (method §4.5 charges it every step, which holds only for bulk-synchronous steps)."""
+    both ways along its row (A) and column (B) and copies it; every PE on the way relays it in
+    software (``RelayStore``: ρ + β per PE, α per hop), keeping it; panel t+1 is fetched while panel
+    t is multiplied, and each step joins on its two ops per line (one task activation each).
+
+    No barrier separates the steps, and a relayed panel lands within the product it overlaps, so a
+    PE's run is the sum of its own steps (``_summa_roles``): (S − 1) relay steps, in which the panels'
+    wavelets stall the product once each, plus what its turns as an owner add (sending both ways,
+    the copy), on the PE that owns in both lines the most (an interior one). The first panel's
+    broadcast is paid once: the far corner takes both panels through its one ramp."""
     S = math.lcm(p_y, p_x)
     q_x, q_y = S // p_x, S // p_y
     m, n, k = ceil_div(M, p_y), ceil_div(N, p_x), ceil_div(K, S)
     comp = local_gemm_cycles(spec, m, k, n, dtype)
     e_w = spec.elements_per_wavelet(dtype, packed)
     c_op = spec.op_issue_cycles
-    axes = int(p_x > 1) + int(p_y > 1)
-    # A relay PE issues a relay and a keep-a-copy receive per moving operand; this step's owner
-    # issues two more (it sends both ways), and the owners' steps chain (each owner needs the panel
-    # of the neighbour that owned the previous one), so the owner's issue count sets the pace.
-    issues = (2 * axes + 2) * c_op if axes else 0.0
-    ingest = 2 * ((math.ceil(m * k / e_w) if p_x > 1 else 0) + (math.ceil(k * n / e_w) if p_y > 1 else 0))
+    zero_c = t_vec(spec, m * n, "mov", dtype)
+    lines = [(p, q, math.ceil(t / e_w), t_vec(spec, t, "mov", dtype))
+             for p, q, t in ((p_x, q_x, m * k), (p_y, q_y, k * n)) if p > 1]
+    n_axes = len(lines)
+    if not n_axes:
+        total = zero_c + S * comp
+        return CostBreakdown(op="summa", compute_cycles=total, comm_cycles=0.0, total_cycles=total,
+                             bytes_per_pe=gemm_footprint_bytes(m, k, n, dtype), colors_per_pe=0,
+                             parts={"steps": float(S), "step_compute": comp, "first_panel": 0.0})
+    relay = _summa_roles(spec, lines, ("relay",) * n_axes, comp, n_axes)
 
-    def landing(t: int) -> float:
-        """When the farthest PE holds both halves of panel t, from the start of its fetch."""
-        land = 0.0
-        if p_x > 1:
-            o = t // q_x
-            far = max(o, p_x - 1 - o)
-            land = max(land, 2 * c_op + chain_side_arrival(spec, [1] * far) + math.ceil(m * k / e_w))
-        if p_y > 1:
-            o = t // q_y
-            far = max(o, p_y - 1 - o)
-            offset = 2 * c_op * int(p_x > 1)  # the B fetch is issued after the A fetch
-            land = max(land, offset + 2 * c_op + chain_side_arrival(spec, [1] * far)
-                       + math.ceil(k * n / e_w))
-        return land
+    def excess(pos: tuple) -> float:
+        """What PE ``pos`` (its position on each line) adds to (S − 1) relay steps as an owner."""
+        owned = []
+        for (p, q, _, _), i in zip(lines, pos):
+            panels = set(range(i * q, (i + 1) * q)) - {0}  # panel 0 is fetched before the loop
+            owned.append((panels, "owner" if 0 < i < p - 1 else "end_owner"))
+        extra = 0.0
+        for panel in set().union(*(o for o, _ in owned)):
+            roles = tuple(kind if panel in o else "relay" for o, kind in owned)
+            extra += _summa_roles(spec, lines, roles, comp, n_axes) - relay
+        return extra
 
-    first = landing(0) + spec.task_cycles if axes else 0.0
-    step = spec.task_cycles + max(issues + comp, ingest) if axes else comp
-    total = t_vec(spec, m * n, "mov", dtype) + first + (S - 1) * step + comp
-    comm = first + (S - 1) * ingest
+    # candidates: each line's ends and its interior positions whose panels overlap the other line's most
+    cands = [sorted({0, p - 1, 1, p // 2, p - 2} & set(range(p))) for p, _, _, _ in lines]
+    if n_axes == 2:
+        (px, qx, _, _), (py, qy, _, _) = lines
+        pairs = {(i, j) for i in cands[0] for j in cands[1]}
+        for i in range(1, px - 1) if px <= 64 else cands[0]:
+            j = min(max((i * qx) // qy, 1), py - 2) if py >= 3 else 0
+            pairs.add((i, j))
+        worst = max(excess(ij) for ij in pairs)
+    else:
+        worst = max(excess((i,)) for i in cands[0])
+
+    # the first panel: the far corner receives panel 0 of each line from its owner (at the line's
+    # start), after the owners' issues and the chain of relays, both through its one ramp
+    arrivals = []
+    for idx, (p, _, w, _) in enumerate(lines):
+        issued = (idx + 1) * c_op  # an owner at a line's start issues one op per earlier line, then its send
+        arrivals.append((issued + chain_side_arrival(spec, [1] * (p - 1)) - c_op, w))
+    landed = max(b for _, b in serial_streams(spec, sorted(arrivals)))
+    first = landed + t_join(spec, 2 * n_axes)
+    total = zero_c + first + (S - 1) * relay + worst + comp
+    compute = zero_c + S * comp
     footprint = 2 * gemm_footprint_bytes(m, k, n, dtype) - m * n * dtype_bytes(dtype)
     colors = (4 if p_x > 1 else 0) + (4 if p_y > 1 else 0)  # two directions, two alternating colours
-    return CostBreakdown(op="summa", compute_cycles=S * comp, comm_cycles=comm,
+    return CostBreakdown(op="summa", compute_cycles=compute, comm_cycles=total - compute,
                          total_cycles=total, bytes_per_pe=footprint, colors_per_pe=colors,
-                         parts={"steps": float(S), "step_compute": comp, "first_panel": first})
+                         parts={"steps": float(S), "step_compute": comp, "first_panel": first,
+                                "step": relay, "owner_excess": worst, "zero_c": zero_c})
 
 
 def gemmt(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",
@@ -170,40 +292,67 @@ def gemmt(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype:
     """dist-GEMM-T, C[M×N] = A[M×K]·B[N×K]ᵀ with A and B both rows-on-y, features-on-x (§5), as
     the kernel runs it (meshgemm/gemmt.py).
 
-    P_y steps. Each step every PE issues the B shift along the y-ring (receive + send), then a
-    member zero-fills its partial (m×n_b), multiplies and streams it into the step's root column
-    along a receive-add-forward chain (both directions routed: 4 colours); the root multiplies into
-    its C block and takes both chains through its one ramp. Over a step the roots of all rows
-    cover {R_y[i] mod P_x}; the slowest root position sets the pace. The last step does not shift.
-    """
+    P_y steps; in step t row r's partials reduce into root column j_t mod P_x, j_t running over the
+    whole y-ring, so every row meets each root position of {j mod P_x : j < P_y} once. A step:
+
+    * every PE issues the B shift (receive + send, c_op each; not in the last step);
+    * a member zero-fills its partial (m×n_b), multiplies (the B shift's wavelets stall the product,
+      as in ``meshgemm``), issues its chain op (a send at a row's end, else receive-add-forward) and
+      streams its partial; it joins its 3 ops (1 in the last step);
+    * the root multiplies straight into its C block, issues one receive-add per side and takes both
+      sides' streams through its one ramp (2·⌈m·n_b/e_w⌉ wavelets with two sides); it joins its 4 ops
+      (2 in the last step).
+
+    No barrier separates the steps: the chains of successive steps pipeline, so a chain's latency is
+    paid once (the farthest root), and a member whose partial the fabric can hold goes on to its next
+    step while the root still ingests. A member's stream into a root with s sides waits only for what
+    exceeds the s links' buffering next to the root (``link_buffer_wavelets``), so a step lasts
+    max(member, root − s·buffer): the members' own work on small tiles, the root's on large ones."""
     m, n_b, k = ceil_div(M, p_y), ceil_div(N, p_y), ceil_div(K, p_x)
     comp = local_gemm_cycles(spec, m, k, n_b, dtype)
     e_w = spec.elements_per_wavelet(dtype, packed)
     c_op = spec.op_issue_cycles
     t_c = math.ceil(m * n_b / e_w)
     fill = t_vec(spec, m * n_b, "mov", dtype)
+    w_b = math.ceil(n_b * k / e_w) if p_y > 1 else 0
+    lat_b = spec.ramp_cycles + (2 if p_y >= 3 else 1) * spec.hop_cycles
+    buf = link_buffer_wavelets(spec, 1)
 
-    b_land = (2 * c_op + spec.ramp_cycles + (2 if p_y >= 3 else 1) * spec.hop_cycles
-              + math.ceil(n_b * k / e_w)) if p_y > 1 else 0.0
-    if p_x == 1:
-        step = max(2 * c_op + comp, b_land) + spec.task_cycles if p_y > 1 else comp
-        total = (p_y - 1) * step + comp
-        reduce = 0.0
-    else:
-        # No barrier separates the steps: a PE starts step t+1 as soon as its own part of step t
-        # (B shift, zero-fill, product, streaming its partial through its ramp) is done, so the
-        # chains of successive steps pipeline like a wavefront. Steady state: one PE's step; the
-        # roots take both sides' streams through one ramp (one more t_c), and the farthest chain
-        # latency is paid once, to fill the pipeline.
-        member = 2 * c_op + fill + comp + c_op + t_c
-        root = 2 * c_op + comp + 2 * c_op + 2 * t_c
-        step = max(member, root, b_land) + spec.task_cycles
-        far = max(max(r % p_x, p_x - 1 - r % p_x) for r in ring_order(p_y))
-        reduce = chain_side_arrival(spec, [1] * far) if far else 0.0
-        total = p_y * step - 2 * c_op + reduce  # the last step does not shift B
+    def shift_stall(start: float) -> float:
+        """Product cycles lost to the B shift's moves after ``start`` (sends from 2c_op, receives
+        ρ + h·α behind, in lockstep with the y-neighbours)."""
+        send = serial_streams(spec, [(2 * c_op, w_b)])
+        recv = serial_streams(spec, [(a + lat_b, b - a) for a, b in send])
+        moving = [iv for ivs, st in ((send, stalls(spec, FMAC_PORTS, SEND_PORTS)),
+                                     (recv, stalls(spec, FMAC_PORTS, RECV_PORTS))) if st for iv in ivs]
+        return union_length([(max(a, start), b) for a, b in moving if b > start])
+
+    def step(root: int, shift: bool) -> float:
+        issue = 2 * c_op if shift and p_y > 1 else 0.0
+        n_shift = 2 if issue else 0
+        if p_x == 1:
+            return issue + comp + (shift_stall(issue) if issue else 0.0) + t_join(spec, n_shift)
+        sides = int(root > 0) + int(root < p_x - 1)
+        member = (issue + fill + comp + (shift_stall(issue + fill) if issue else 0.0) + c_op + t_c
+                  + t_join(spec, n_shift + 1))
+        root_t = (issue + comp + (shift_stall(issue) if issue else 0.0) + sides * c_op
+                  + (sides if spec.ramp_wavelets_per_cycle else min(sides, 1)) * t_c + t_join(spec, n_shift + 2))
+        return max(member, root_t - sides * buf)
+
+    positions = [j % p_x for j in range(p_y)]
+    with_shift = {r: step(r, True) for r in set(positions)}
+    base = sum(with_shift[r] for r in positions)
+    # the last step does not shift: it is the row's root position j_last, R_y[(pos(row) + 1) mod P_y]
+    order = ring_order(p_y) if p_y >= 3 else tuple(range(p_y))
+    total = max(base - with_shift[order[(i + 1) % p_y] % p_x] + step(order[(i + 1) % p_y] % p_x, False)
+                for i in range(p_y)) if p_y > 1 else step(0, False)
+    far = max(max(r, p_x - 1 - r) for r in positions) if p_x > 1 else 0
+    reduce = chain_side_arrival(spec, [1] * far) - c_op if far else 0.0  # the chain's latency, once
+    total += reduce
     compute = p_y * (comp + (fill if p_x > 1 else 0.0))
     footprint = (m * k + 2 * n_b * k + 2 * m * n_b) * dtype_bytes(dtype)
     colors = (4 if p_x > 1 else 0) + (3 if p_y >= 3 else (2 if p_y == 2 else 0))
     return CostBreakdown(op="gemmt", compute_cycles=compute, comm_cycles=max(total - compute, 0.0),
                          total_cycles=total, bytes_per_pe=footprint, colors_per_pe=colors,
-                         parts={"steps": float(p_y), "step_compute": comp, "step_reduce": reduce})
+                         parts={"steps": float(p_y), "step_compute": comp, "step_reduce": reduce,
+                                "step_member": step(0 if p_x == 1 else (p_x - 1) // 2, True)})

@@ -93,12 +93,47 @@ class HardwareSpec:
     # Latency of one hand-off between two systems, microseconds. ASSUMPTION: unpublished; the
     # default 5 us is multi-system.md's suggested placeholder. Set it in a hardware file.
     system_hop_latency_us: float = 5.0
+    # --- CE execution and code size (the simulator's PE model; docs/DESIGN.md) ----------------------
+    microthreads: int = 8  # §1.1: microthreads per PE (one per queue on WSE-2, ut_id 0-7 on WSE-3)
+    memory_read_ports: int = 2  # §1.1: reads per cycle (bank rule); 0: unlimited (no datapath contention)
+    memory_write_ports: int = 1  # §1.1: writes per cycle
+    ramp_wavelets_per_cycle: int = 1  # §2.2: the RAMP is one link: one wavelet a cycle each way; 0: unlimited
+    scalar_op_cycles: float = 0.0  # scalar/control statement; 0: folded into c_op (docs/DESIGN.md)
+    code_bytes_per_op: int = 32  # estimated SRAM bytes of one DSD op with its descriptor set-up [derived]
+    code_bytes_per_statement: int = 8  # one scalar or control statement [derived]
+    code_bytes_per_task: int = 24  # task-table entry, prologue and epilogue [derived]
 
     # derived facts -----------------------------------------------------------------------------
     @property
     def routable_colors(self) -> tuple[int, ...]:
         """Colour IDs a kernel may route on (reserved ones removed)."""
         return tuple(c for c in range(self.num_colors) if c not in self.reserved_colors)
+
+    @property
+    def usable_local_task_ids(self) -> tuple[int, ...]:
+        """Local task IDs a program may bind: the target's range less the reserved and the ones to
+        avoid (hardware-and-csl.md §1.4-§1.5)."""
+        lo, hi = self.local_task_ids
+        skip = set(self.reserved_task_ids) | set(self.avoid_task_ids)
+        return tuple(i for i in range(lo, hi + 1) if i not in skip)
+
+    @property
+    def usable_input_queues(self) -> tuple[int, ...]:
+        """Input queue IDs a program may bind to colours (§1.3, §1.5)."""
+        return self._usable_queues(len(self.input_queue_words), self.reserved_input_queues)
+
+    @property
+    def usable_output_queues(self) -> tuple[int, ...]:
+        return self._usable_queues(len(self.output_queue_words), self.reserved_output_queues)
+
+    def _usable_queues(self, n: int, reserved) -> tuple[int, ...]:
+        ok = set(self.initializable_queues) if self.initializable_queues else set(range(n))
+        return tuple(q for q in range(n) if q not in reserved and q in ok)
+
+    @property
+    def data_task_binding(self) -> str:
+        """A data task's ID is its colour (``"colour"``, WSE-2) or its input queue (``"queue"``, WSE-3)."""
+        return "queue" if self.data_tasks_from_queues else "colour"
 
     @property
     def usable_sram_bytes(self) -> int:
@@ -165,7 +200,7 @@ def _check_dtype(dtype: str) -> None:
 # Calibrated overheads (op issue, relay stage, per-collective constant): fitted once on the
 # LLaMA3-8B WSE-2 figures by `python -m waferllm.calibration --fit`; see docs/CALIBRATION.md.
 WSE2_CALIBRATED = {
-    "op_issue_cycles": 11.0,
+    "op_issue_cycles": 9.0,
     "relay_cycles": 1.0,
     "collective_cycles": 0.0,
 }
@@ -275,7 +310,8 @@ _FIELDS = {f.name: f for f in dataclasses.fields(HardwareSpec)}
 _INT_FIELDS = {
     "mesh_width", "mesh_height", "fabric_width", "fabric_height", "sram_bytes",
     "sram_reserve_bytes", "sram_banks", "num_colors", "wavelet_bits", "router_buffer_wavelets",
-    "max_fabin_operands",
+    "max_fabin_operands", "microthreads", "code_bytes_per_op", "code_bytes_per_statement",
+    "code_bytes_per_task", "memory_read_ports", "memory_write_ports", "ramp_wavelets_per_cycle",
 }
 _INT_TUPLE_FIELDS = {
     "reserved_colors", "input_queue_words", "output_queue_words", "local_task_ids", "control_task_ids",
@@ -289,6 +325,7 @@ _DEFAULTED_FIELDS = {f.name for f in dataclasses.fields(HardwareSpec)
 _FLOAT_FIELDS = {
     "clock_hz", "hop_cycles", "ramp_cycles", "relay_cycles", "op_issue_cycles", "task_cycles",
     "scalar_fn_cycles", "collective_cycles", "power_watts", "system_io_gbps", "system_hop_latency_us",
+    "scalar_op_cycles",
 }
 
 
@@ -325,6 +362,13 @@ def validate_spec(spec: HardwareSpec) -> None:
                          f"reserved={list(spec.reserved_colors)})")
     if spec.wavelet_bits % 16:
         raise InputError(f"{where}: wavelet_bits must be a multiple of 16, got {spec.wavelet_bits}")
+    if spec.ramp_wavelets_per_cycle not in (0, 1):
+        raise InputError(f"{where}: ramp_wavelets_per_cycle must be 1 (one wavelet a cycle) or 0 (unlimited), "
+                         f"got {spec.ramp_wavelets_per_cycle}")
+    if spec.memory_read_ports < 0 or spec.memory_write_ports < 0:
+        raise InputError(f"{where}: memory ports must be >= 0 (0: unlimited)")
+    if spec.microthreads < 1:
+        raise InputError(f"{where}: microthreads must be positive, got {spec.microthreads}")
     for name in ("input_queue_words", "output_queue_words"):
         depths = getattr(spec, name)
         if not depths or any(d <= 0 for d in depths):

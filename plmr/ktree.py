@@ -155,6 +155,13 @@ def level_shapes(n: int, k: int, group_counts: tuple[int, ...] | None = None) ->
     return out
 
 
+def chain_tree(n: int, root: int) -> KTree:
+    """A one-level 'tree': a single chain over the whole line into ``root``."""
+    if not 0 <= root < n:
+        raise InputError(f"chain root {root} outside the axis of {n} PEs")
+    return KTree(n=n, levels=(KTreeLevel(groups=(tuple(range(n)),), roots=(root,)),))
+
+
 def default_group_counts(n: int, k: int) -> tuple[int, ...]:
     """Groups of about n^(1/K) members per level (≈ √n for K = 2, like the authors' configs)."""
     counts = []

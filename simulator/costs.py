@@ -5,8 +5,9 @@ may be fractional are rounded to the nearest integer (halves up): α to at least
 free), ρ to at least 1 and split ``ρ_in = ⌊ρ/2⌋`` (CE → router) and ``ρ_out = ρ − ρ_in``
 (router → CE), c_op, β, c_task and c_fn to at least 0.
 
-Main-thread cost of a vector op of n elements with effective SIMD width F: ``c_op + ⌈n/F⌉``
-(hardware-and-csl.md §3.3), F = ``spec.simd_width(op, dtype)`` limited by the stride rule of §3.2.
+Cost of a vector DSD op of n elements with effective SIMD width F: ``c_op + ⌈n/F⌉``
+(hardware-and-csl.md §3.3), F = ``spec.simd_width(op, dtype)`` limited by the stride rule of §3.2
+for every operand. A local GEMM or GEMV is a loop of such ops, so its cost follows from the program.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import math
 
 from plmr.errors import InputError
 from plmr.hardware import HardwareSpec
-from simulator import instructions as I
 
 
 def _round(v: float) -> int:
@@ -43,9 +43,19 @@ def issue_cycles(spec: HardwareSpec) -> int:
     return max(0, _round(spec.op_issue_cycles))
 
 
-def wait_cycles(spec: HardwareSpec) -> int:
-    """c_task: a satisfied ``Wait`` costs one task activation (the CSL join idiom)."""
+def task_cycles(spec: HardwareSpec) -> int:
+    """c_task: starting a task (the picker, prologue and epilogue), paid on every activation."""
     return max(0, _round(spec.task_cycles))
+
+
+def scalar_cycles(spec: HardwareSpec) -> int:
+    """A scalar or control statement (address arithmetic, loop step, branch, task op)."""
+    return max(0, _round(spec.scalar_op_cycles))
+
+
+def scalar_fn_cycles(spec: HardwareSpec) -> int:
+    """c_fn per element of exp / rsqrt / SiLU, in whole cycles."""
+    return max(0, _round(spec.scalar_fn_cycles))
 
 
 TIMESTAMP_CYCLES = 1
@@ -69,33 +79,25 @@ def stride_width(stride: int) -> int | None:
     return 1
 
 
-def width(spec: HardwareSpec, op: str, dtype: str, stride: int = 1) -> int:
-    """Effective SIMD width: the builtin width capped by the stride limit."""
+def width(spec: HardwareSpec, op: str, dtype: str, strides=(1,)) -> int:
+    """Effective SIMD width: the builtin width capped by the stride limit of *every* operand (the
+    narrowest wins; hardware-and-csl.md §3.2). ``strides``: one int or the operands' strides."""
     w = spec.simd_width(op, dtype)
-    lim = stride_width(stride)
-    return w if lim is None else min(w, lim)
+    for s in (strides,) if isinstance(strides, int) else strides:
+        lim = stride_width(s)
+        if lim is not None:
+            w = min(w, lim)
+    return w
 
 
-def vector_op(spec: HardwareSpec, op: str, dtype: str, n: int, stride: int = 1) -> int:
-    """``c_op + ⌈n / F(op, dtype)⌉``."""
-    return issue_cycles(spec) + math.ceil(n / width(spec, op, dtype, stride))
+def vector_op(spec: HardwareSpec, op: str, dtype: str, n: int, strides=(1,)) -> int:
+    """``c_op + ⌈n / F⌉``, F the effective width."""
+    return issue_cycles(spec) + math.ceil(n / width(spec, op, dtype, strides))
 
 
 def scalar_fn(spec: HardwareSpec, n: int) -> int:
-    """exp / rsqrt / SiLU are not SIMD: ``c_op + ⌈n · c_fn⌉``."""
-    return issue_cycles(spec) + math.ceil(n * max(0.0, spec.scalar_fn_cycles))
-
-
-def gemv(spec: HardwareSpec, m: int, n: int, layout: str, dtype: str) -> int:
-    """Row layout: m FMACs of length n; col layout: n dot products of length m."""
-    rows, vec = (m, n) if layout == "row" else (n, m)
-    return rows * (issue_cycles(spec) + math.ceil(vec / spec.simd_width("fmac", dtype)))
-
-
-def gemm(spec: HardwareSpec, m: int, k: int, n: int, layout: str, dtype: str) -> int:
-    """Col layout: k·n FMACs of length m; row layout: m·k FMACs of length n."""
-    ops, vec = (k * n, m) if layout == "col" else (m * k, n)
-    return ops * (issue_cycles(spec) + math.ceil(vec / spec.simd_width("fmac", dtype)))
+    """exp / rsqrt / SiLU are not SIMD: ``c_op + n · c_fn``."""
+    return issue_cycles(spec) + n * scalar_fn_cycles(spec)
 
 
 def wavelets(n: int, packed: bool) -> int:
@@ -112,47 +114,3 @@ def op_dtype(dtypes: list[str]) -> str:
     if s == {"fp32"}:
         return "fp32"
     return "fp16_fp32"
-
-
-def instruction_cycles(spec: HardwareSpec, ins: I.Instruction, refs: tuple) -> int:
-    """Main-thread cycles of one instruction. ``refs`` are its resolved slices
-    ``(offset, length, stride, dtype)`` in field order (``MeshProgram.resolve``). Fabric ops return
-    their issue cost only; their wavelets move on a microthread."""
-    if isinstance(ins, I.FABRIC_INSTRUCTIONS):
-        return issue_cycles(spec)
-    if isinstance(ins, I.Wait):
-        return wait_cycles(spec)
-    if isinstance(ins, I.Timestamp):
-        return TIMESTAMP_CYCLES
-    if isinstance(ins, I.Gemv):
-        return gemv(spec, ins.m, ins.n, ins.layout, _matrix_dtype(ins, refs))
-    if isinstance(ins, I.Gemm):
-        return gemm(spec, ins.m, ins.k, ins.n, ins.layout, _matrix_dtype(ins, refs))
-    n = refs[0][1]
-    stride = max(r[2] for r in refs)
-    dts = [r[3] for r in refs]
-    if isinstance(ins, (I.Exp, I.Rsqrt, I.Silu)):
-        return scalar_fn(spec, n)
-    if isinstance(ins, I.Add):
-        return vector_op(spec, "add", op_dtype(dts), n, stride)
-    if isinstance(ins, I.Mul):
-        return vector_op(spec, "mul", op_dtype(dts), n, stride)
-    if isinstance(ins, I.Max):
-        return vector_op(spec, "max", op_dtype(dts), n, stride)
-    if isinstance(ins, I.Scale):
-        return vector_op(spec, "scale", op_dtype(dts), n, stride)
-    if isinstance(ins, I.Copy):
-        family = "mov" if dts[0] == dts[1] else "convert"
-        return vector_op(spec, family, op_dtype(dts) if family == "mov" else "fp16", n, stride)
-    if isinstance(ins, I.Fill):
-        return vector_op(spec, "mov", dts[0], n, stride)
-    raise InputError(f"no cost rule for instruction {type(ins).__name__}")
-
-
-def acc_dtype(ins: I.Gemv | I.Gemm, refs: tuple) -> str:
-    """Accumulate dtype: ``ins.acc`` or the output buffer's dtype."""
-    return ins.acc or refs[0][3]
-
-
-def _matrix_dtype(ins: I.Gemv | I.Gemm, refs: tuple) -> str:
-    return op_dtype([refs[1][3], acc_dtype(ins, refs)])

@@ -1,16 +1,34 @@
 """The numba hot loop: an event-driven cycle-by-cycle simulation over flat arrays.
 
 Each cycle visits the PEs that have something to do, in ascending PE order; a visit runs the PE's
-CE (main thread issues instructions, microthreads move at most one wavelet each), then its router
-(at most one wavelet per output port). Every state change schedules the agent it can unblock — a
-pushed wavelet schedules its router for the cycle it becomes ready, a freed buffer slot wakes the
-blocked producer next cycle — as a bit in a timing wheel of per-slot PE bitmaps (a min-heap for
-longer delays); cycles with nothing due are skipped. Every FIFO has one producer and one consumer,
-and buffer slots freed in cycle t become visible in t+1 (credit return), so the result does not
-depend on the order PEs are visited in (benchmarks/replay_engine.py checks engine changes against
-recorded runs).
+CE, then its router (at most one wavelet per output port). Every state change schedules the agent it
+can unblock — a pushed wavelet schedules its router for the cycle it becomes ready, a freed buffer
+slot wakes the blocked producer next cycle — as a bit in a timing wheel of per-slot PE bitmaps (a
+min-heap for longer delays); cycles with nothing due are skipped. Every FIFO has one producer and one
+consumer, and buffer slots freed in cycle t become visible in t+1 (credit return), so the result does
+not depend on the order PEs are visited in.
 
-Status codes in ``out[0]``: see ``ST_*``; ``out`` also returns the cycle and up to three details.
+**The CE** (hardware-and-csl.md §3.3-§3.5) runs one task at a time to completion:
+
+* the *main thread* executes the current task's rows: scalar rows back to back (each
+  ``scalar_op_cycles``), then one DSD op, a ``Timestamp`` or the task's end at its exact cycle; a DSD
+  op occupies the thread for ``c_op + ⌈n / F⌉`` cycles (``× c_fn`` per element for exp/rsqrt/SiLU);
+* when no task runs, the *task picker* starts an activated, unblocked task — local tasks, and data
+  tasks whose input queue holds a wavelet (popped into the task's argument) — high priority first,
+  then the lowest ID; starting a task costs ``c_task``;
+* fabric ops run on *microthreads* (at most ``microthreads`` at once, none two on one colour and
+  direction); each moves at most one wavelet per cycle. The CE's ramp takes one wavelet per cycle
+  into the router (injection), and the router delivers one per cycle to the CE;
+* the main thread and the microthreads share the memory ports, two reads and one write per cycle
+  (§1.1): a cycle in which the microthreads' reads and writes leave too few ports for the main
+  thread's DSD op stalls that op by one cycle (microthreads have priority);
+* completions of async ops ``.activate``/``.unblock`` tasks and wake a parked synchronous issuer;
+  their effects are seen from the next cycle.
+
+A launch runs until nothing is scheduled anywhere; ``simulator.run`` then checks the state (parked
+threads, blocked tasks, wavelets nobody received, PEs that never reached ``Finish``).
+
+Status codes in ``out[0]``: see ``ST_*``; ``out`` also returns the cycle and up to four details.
 """
 
 from __future__ import annotations
@@ -18,30 +36,47 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import config, njit
 from numba.cpython.unsafe.numbers import trailing_zeros
 
-from simulator.compile import (
-    F_A_DT, F_A_LEN, F_A_OFF, F_A_STR, F_B_DT, F_B_OFF, F_B_STR, F_C_OFF, F_C_STR, F_COL1,
-    F_COL2, F_COST, F_FLAG, F_K, F_M, F_N, F_OP, F_WN, F_X, F_Y, MAX_MICROTHREADS, OP_ADD, OP_COPY,
-    OP_EXP, OP_FILL, OP_GEMM, OP_GEMV, OP_MAX, OP_MUL, OP_RAS, OP_RECV, OP_RECVADD, OP_RELAY,
-    OP_RSQRT, OP_SCALE, OP_SEND, OP_SILU, OP_TS, OP_WAIT,
+if config.DISABLE_JIT:  # NUMBA_DISABLE_JIT=1 runs the engine as Python (debugging): no intrinsics
+    def trailing_zeros(x):  # noqa: F811
+        x = int(x)
+        return (x & -x).bit_length() - 1
+
+from simulator.lower import (
+    BIN_CODES, DONE_ACT, F_A, F_B, F_C, F_COL1, F_COL2, F_COST, F_D, F_DONE, F_LEN, F_LENR, F_QIN, F_QOUT,
+    F_MULT, F_OP, F_PACK, F_PORTS, F_SREG, F_TGT, F_W, LAST_FABRIC, LAST_SCALAR, LAUNCH_TASK,
+    MAX_MICROTHREADS, NTASK, O_DT, O_HI, O_LO, O_OFF, O_OFFR, O_STR, OP_ACT, OP_ADD, OP_BIN, OP_BLK,
+    OP_BRZ, OP_CHECKNN, OP_COPY, OP_EXP, OP_FILL, OP_FINISH, OP_FMAC, OP_JMP, OP_JTAB, OP_LOAD,
+    OP_LOOPINIT, OP_LOOPNEXT, OP_MAX, OP_MOV, OP_MUL, OP_RAS, OP_RECV, OP_RECVADD, OP_RELAY, OP_RET,
+    OP_RELAYSTORE, OP_RSQRT, OP_SCALE, OP_SEL, OP_SEND, OP_SETROUTE, OP_SILU, OP_STORE, OP_TS, OP_UNBLK, OPND0,
+    OPND_FIELDS,
 )
 
-ST_OK, ST_DEADLOCK, ST_IDLE, ST_MISROUTE, ST_MULTIRX, ST_UTLIMIT, ST_QCONFLICT, ST_LIMIT, ST_LEFTOVER = range(9)
+(ST_OK, ST_IDLE, ST_MISROUTE, ST_MULTIRX, ST_UTLIMIT, ST_QCONFLICT, ST_LIMIT, ST_BOUNDS, ST_NEGCOUNT,
+ ST_RUNAWAY, ST_SCALAR, ST_ROUTEBUSY) = range(12)
 
 # params indices
-P_W, P_H, P_C, P_ALPHA, P_RIN, P_ROUT, P_BETA, P_FUNC, P_MAXIDLE, P_MAXCYC, P_S, P_SQ, P_CAPQ, P_TRACE, P_NSLOT = range(15)
-NPARAMS = 15
+(P_W, P_H, P_C, P_ALPHA, P_RIN, P_ROUT, P_BETA, P_MAXIDLE, P_MAXCYC, P_S, P_SQ, P_CAPQ, P_TRACE,
+ P_NSLOT, P_T0, P_CTASK, P_UT, P_NREG, P_CSCAL, P_TSCAP, P_NCFG, P_RPORTS, P_WPORTS, P_RAMP1) = range(24)
+NPARAMS = 24
 # out indices
-O_ST, O_T, O_I0, O_I1, O_I2, O_TOTAL, O_NTS, O_NTR, O_VCE, O_VRT, O_MOVES, O_RTONLY = range(12)
-NOUT = 12
+(O_ST, O_T, O_I0, O_I1, O_I2, O_I3, O_TOTAL, O_NTS, O_NTR, O_VCE, O_VRT, O_MOVES, O_RTONLY,
+ O_TSDROP) = range(14)
+NOUT = 14
 
 UT = MAX_MICROTHREADS
 # Record indices are wrapped in U (unsigned): numba then skips its negative-index wraparound, which
 # costs three instructions and a live array length per access (a third of the hot loop's time).
 U = np.uint64
-UR = 8  # microthread record length
+UR = 16  # microthread record length
+PS = 32  # PE record length (flag offsets decode with >> 5 and & 31)
+# PE record fields
+(E_UMASK, E_PARK, E_PC, E_CUR, E_MFREE, E_NUT, E_BUSYU, E_BUSY, E_FIN, E_RR, E_RBP, E_CBP,
+ E_FINISHED, E_BLOCK, E_C0, E_NCH, E_WAKEAT, E_PORTT, E_PORTS, E_INJT, E_MPORTS, E_URR) = range(22)
+MAX_ROWS_PER_VISIT = 50_000_000  # scalar rows one visit may run before it is a run-away loop
+_BIN_DIV, _BIN_MOD, _BIN_FDIV = BIN_CODES["div"], BIN_CODES["mod"], BIN_CODES["fdiv"]
 
 
 @njit(cache=True)
@@ -73,20 +108,88 @@ def _rnd(x, dt):
     return np.float32(x)
 
 
+@njit(cache=True, inline="always")
+def _bin(code, a, b):
+    """Scalar operator ``code`` (lower.BIN_CODES) on float64 registers; NaN flags a division by 0."""
+    if code == 0:
+        return a + b
+    if code == 1:
+        return a - b
+    if code == 2:
+        return a * b
+    if code == 3:
+        if b == 0.0:
+            return np.nan
+        return math.floor(a / b)
+    if code == 4:
+        if b == 0.0:
+            return np.nan
+        return a - math.floor(a / b) * b
+    if code == 5:
+        if b == 0.0:
+            return np.nan
+        return a / b
+    if code == 6:
+        return a if a <= b else b
+    if code == 7:
+        return a if a >= b else b
+    if code == 8:
+        return 1.0 if a < b else 0.0
+    if code == 9:
+        return 1.0 if a <= b else 0.0
+    if code == 10:
+        return 1.0 if a > b else 0.0
+    if code == 11:
+        return 1.0 if a >= b else 0.0
+    if code == 12:
+        return 1.0 if a == b else 0.0
+    if code == 13:
+        return 1.0 if a != b else 0.0
+    if code == 14:
+        return 1.0 if (a != 0.0 and b != 0.0) else 0.0
+    if code == 15:
+        return 1.0 if (a != 0.0 or b != 0.0) else 0.0
+    if code == 16:
+        return -a
+    return 1.0 if a == 0.0 else 0.0
+
+
 @njit(cache=True)
-def _compute(ins, row, insf, mem, base):
-    """Functional effect of one main-thread compute instruction (numerics: see result.py docs)."""
-    op = ins[row, F_OP]
-    n = ins[row, F_A_LEN]
-    ao = base + ins[row, F_A_OFF]
-    asd = ins[row, F_A_STR]
-    adt = ins[row, F_A_DT]
-    bo = base + ins[row, F_B_OFF]
-    bsd = ins[row, F_B_STR]
-    bdt = ins[row, F_B_DT]
-    co = base + ins[row, F_C_OFF]
-    csd = ins[row, F_C_STR]
-    if op == OP_ADD or op == OP_MUL or op == OP_MAX:
+def _opnd(ins, row, k, regs, rb, n):
+    """(offset relative to the PE's memory base, stride, dtype, in bounds) of operand k for n elements."""
+    f = OPND0 + OPND_FIELDS * k
+    off = ins[row, f + O_OFF]
+    r = ins[row, f + O_OFFR]
+    if r >= 0:
+        off += np.int64(regs[rb + r])
+    sd = ins[row, f + O_STR]
+    ok = off >= ins[row, f + O_LO] and off + (n - 1) * sd < ins[row, f + O_HI]
+    if n <= 0:
+        ok = off >= ins[row, f + O_LO] and off <= ins[row, f + O_HI]
+    return off, sd, ins[row, f + O_DT], ok
+
+
+@njit(cache=True)
+def _compute(ins, row, op, n, regs, rb, mem, base):
+    """Functional effect of one compute DSD op over n elements (numerics: see result.py docs)."""
+    ao, asd, adt, _ = _opnd(ins, row, 0, regs, rb, n)
+    ao += base
+    if op == OP_FILL:
+        v = _rnd(np.float32(regs[rb + ins[row, F_SREG]]), adt)
+        for i in range(n):
+            mem[ao + i * asd] = v
+        return
+    bo, bsd, bdt, _ = _opnd(ins, row, 1, regs, rb, n)
+    bo += base
+    if op == OP_FMAC:
+        co, csd, cdt, _ = _opnd(ins, row, 2, regs, rb, n)
+        co += base
+        s = np.float32(regs[rb + ins[row, F_SREG]])
+        for i in range(n):
+            mem[ao + i * asd] = _rnd(mem[bo + i * bsd] + _rnd(mem[co + i * csd] * s, adt), adt)
+    elif op == OP_ADD or op == OP_MUL or op == OP_MAX:
+        co, csd, cdt, _ = _opnd(ins, row, 2, regs, rb, n)
+        co += base
         for i in range(n):
             a = mem[bo + i * bsd]
             b = mem[co + i * csd]
@@ -98,17 +201,13 @@ def _compute(ins, row, insf, mem, base):
                 v = a if a >= b else b
             mem[ao + i * asd] = _rnd(v, adt)
     elif op == OP_SCALE:
-        f = _rnd(insf[row], bdt)
+        f = _rnd(np.float32(regs[rb + ins[row, F_SREG]]), bdt)
         for i in range(n):
             mem[ao + i * asd] = _rnd(mem[bo + i * bsd] * f, adt)
     elif op == OP_COPY:
         for i in range(n):
             mem[ao + i * asd] = _rnd(mem[bo + i * bsd], adt)
-    elif op == OP_FILL:
-        v = _rnd(insf[row], adt)
-        for i in range(n):
-            mem[ao + i * asd] = v
-    elif op == OP_EXP or op == OP_RSQRT or op == OP_SILU:
+    else:  # OP_EXP, OP_RSQRT, OP_SILU
         one = np.float32(1.0)
         for i in range(n):
             x = mem[bo + i * bsd]
@@ -119,48 +218,6 @@ def _compute(ins, row, insf, mem, base):
             else:
                 v = x / (one + np.float32(math.exp(-x)))
             mem[ao + i * asd] = _rnd(v, adt)
-    elif op == OP_GEMV:
-        m = ins[row, F_M]
-        nn = ins[row, F_N]
-        acc = ins[row, F_Y]
-        tmp = np.empty(nn, dtype=np.float32)
-        for j in range(nn):
-            tmp[j] = mem[ao + j]
-        if ins[row, F_X] == 0:  # W row-major: y[j] += x[i] * W[i*n + j], i outer
-            for i in range(m):
-                xi = mem[bo + i]
-                for j in range(nn):
-                    tmp[j] = _rnd(tmp[j] + _rnd(xi * mem[co + i * nn + j], acc), acc)
-        else:  # W column-major: y[j] += sum_i x[i] * W[j*m + i], sequential in i
-            for j in range(nn):
-                s = tmp[j]
-                for i in range(m):
-                    s = _rnd(s + _rnd(mem[bo + i] * mem[co + j * m + i], acc), acc)
-                tmp[j] = s
-        for j in range(nn):
-            mem[ao + j] = _rnd(tmp[j], adt)
-    elif op == OP_GEMM:
-        m = ins[row, F_M]
-        k = ins[row, F_K]
-        nn = ins[row, F_N]
-        acc = ins[row, F_Y]
-        tmp = np.empty(m * nn, dtype=np.float32)
-        for j in range(m * nn):
-            tmp[j] = mem[ao + j]
-        if ins[row, F_X] == 1:  # col: A, C column-major, B row-major; C[:, j] += A[:, l] * B[l, j]
-            for l in range(k):
-                for j in range(nn):
-                    blj = mem[co + l * nn + j]
-                    for i in range(m):
-                        tmp[j * m + i] = _rnd(tmp[j * m + i] + _rnd(mem[bo + l * m + i] * blj, acc), acc)
-        else:  # row: all row-major; C[i, :] += A[i, l] * B[l, :]
-            for i in range(m):
-                for l in range(k):
-                    ail = mem[bo + i * k + l]
-                    for j in range(nn):
-                        tmp[i * nn + j] = _rnd(tmp[i * nn + j] + _rnd(ail * mem[co + l * nn + j], acc), acc)
-        for j in range(m * nn):
-            mem[ao + j] = _rnd(tmp[j], adt)
 
 
 @njit(cache=True, inline="always")
@@ -188,16 +245,89 @@ def _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, when, pe, kind):
     return hn + 1
 
 
+@njit(cache=True)
+def _heap_push(hp, hn, key):
+    """Push ``key`` (when << 21 | pe << 1 | kind) on the min-heap of far wake-ups; the new size."""
+    hi = hn
+    hp[hi] = key
+    while hi > 0:
+        parent = (hi - 1) >> 1
+        if hp[parent] <= hp[hi]:
+            break
+        tmp = hp[parent]
+        hp[parent] = hp[hi]
+        hp[hi] = tmp
+        hi = parent
+    return hn + 1
+
+
+@njit(cache=True)
+def init_records(W, H, S, SQ, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route, ch_port, ch_cap,
+                 pe_block, cs, rs, ps, ur):
+    """Fill the engine's packed records once per loaded program (they persist across launches).
+
+    channel record (CS = 8 + S): head, count, freed-at cycle (at most one pop per cycle), the
+      producer's back-pressure flag (offset in ps: a router's or, for the ramp, the CE's), capacity,
+      route, input port if the route has several (else -1: no two-input check), PE of the route,
+      then the ready-cycle ring (S slots, a power of two)
+    route record (RS = 12 + SQ): queue head, queue count, freed-at cycle, wavelets forwarded, last
+      arrival cycle, last arrival port, ramp channel, tx mask, downstream channel per port (4;
+      negative: none), then the CE input-queue ready ring (SQ slots, a power of two)
+    PE record (PS = 32): the E_* fields; microthread record (UR = 16): instruction row (-1: free),
+      wavelets moved, start cycle, wavelets to move, opcode, receive route, send route, send route's
+      ramp channel, memory offset, stride, dtype, elements, completion, packed, ports per step."""
+    CS = 8 + S
+    RS = 12 + SQ
+    P = W * H
+    nr = r_tx.shape[0]
+    nch = ch_route.shape[0]
+    for ch in range(nch):
+        b = ch * CS
+        rt = ch_route[ch]
+        rpe = r_pe[rt]
+        port = ch_port[ch]
+        cs[U(b + 2)] = -1
+        if port == 4:
+            cs[U(b + 3)] = rpe * PS + E_CBP
+        else:
+            up = rpe - W if port == 0 else rpe + W if port == 1 else rpe + 1 if port == 2 else rpe - 1
+            cs[U(b + 3)] = up * PS + E_RBP
+        cs[U(b + 4)] = ch_cap[ch]
+        cs[U(b + 5)] = rt * RS
+        cs[U(b + 6)] = port if r_chan0[rt + 1] - r_chan0[rt] > 1 else -1
+        cs[U(b + 7)] = rpe
+    for r in range(nr):
+        b = r * RS
+        rs[U(b + 2)] = -1
+        rs[U(b + 4)] = -1
+        rs[U(b + 6)] = r_rampch[r] * CS if r_rampch[r] >= 0 else -1
+        rs[U(b + 7)] = r_tx[r]
+        for p in range(4):
+            rs[U(b + 8 + p)] = r_down[r * 4 + p] * CS if r_down[r * 4 + p] >= 0 else r_down[r * 4 + p]
+    for pe in range(P):
+        b = pe * PS
+        ps[U(b + E_CUR)] = -1
+        ps[U(b + E_PC)] = -1
+        ps[U(b + E_BLOCK)] = pe_block[pe]
+        c0 = r_chan0[pe_r0[pe]]
+        ps[U(b + E_C0)] = c0 * CS
+        ps[U(b + E_RR)] = c0 * CS
+        ps[U(b + E_NCH)] = r_chan0[pe_r0[pe + 1]] - c0
+        ps[U(b + E_PORTT)] = -1
+        ps[U(b + E_INJT)] = -1
+        ps[U(b + E_WAKEAT)] = -1
+    for u in range(P * UT):
+        ur[U(u * UR)] = -1
+
+
 def _specialise(functional: bool):
     """The engine for one mode. ``functional`` is a closure constant, so numba compiles the
-    timing-only engine without the payload code (about 8% faster); each variant is cached apart."""
+    timing-only engine without the payload code; each variant is cached apart."""
 
     @njit(cache=True, error_model="numpy")
-    def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route, ch_port, ch_cap,
-            ins, insf, waitlist, pe_code, pe_len, pe_fbase, mem, mem_base,
-            pc, main_free, ut_row, ur, flags,
-            ch_head, ch_count, ch_ready, ch_pay, q_head, q_count, q_ready, q_pay,
-            busy, finish, links, ts_pe, ts_label, ts_cycle, tr, out, cs, rs, ps):
+    def run(params, route_of, r_pe, r_tx, ch_route, ins, jtab, pe_entry, tk_entry, tk_data, tk_arg,
+            blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay, q_pay,
+            ts_pe, ts_label, ts_cycle, tr, out, cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down, link_acc):
         W = params[P_W]
         H = params[P_H]
         C = params[P_C]
@@ -211,98 +341,61 @@ def _specialise(functional: bool):
         SQ = params[P_SQ]
         capq = params[P_CAPQ]
         trace_cap = params[P_TRACE]
+        t0 = params[P_T0]
+        c_task = params[P_CTASK]
+        n_ut = params[P_UT]
+        NREG = params[P_NREG]
+        c_scal = params[P_CSCAL]
+        ts_cap = params[P_TSCAP]
+        ncfg = params[P_NCFG]
+        rports = params[P_RPORTS]
+        wports = params[P_WPORTS]
+        ramp1 = params[P_RAMP1] != 0  # the ramp takes one wavelet a cycle
+        ts_drop = 0
         SM = S - 1  # ring storage is a power of two >= every capacity
         SQM = SQ - 1
         P = W * H
         nr = r_tx.shape[0]
-        nch = ch_route.shape[0]
+        CS = 8 + S
+        RS = 12 + SQ
 
         # Scheduling: per wheel slot and agent kind (0 = CE, 1 = router) a bitmap over PEs plus a
-        # summary bitmap over its words. A slot is visited in ascending PE order, so the records below
-        # are read nearly sequentially; setting a bit twice is harmless, so wake-ups need no dedup.
-        # Wake-ups nslot or more cycles ahead (long instructions) go to a min-heap of
-        # (when << 21 | pe << 1 | kind). A call taking arrays costs atomic reference counts, even
-        # inlined, so ``_wake`` serves only the start, the heap drain and instruction timers; the
-        # per-wavelet wake-ups are written out in place (marked "# wake:").
+        # summary bitmap over its words. A slot is visited in ascending PE order, so the records are
+        # read nearly sequentially; setting a bit twice is harmless, so wake-ups need no dedup.
+        # Wake-ups nslot or more cycles ahead go to a min-heap of (when << 21 | pe << 1 | kind). A call
+        # taking arrays costs atomic reference counts, even inlined, so ``_wake`` serves only the
+        # start, the heap drain and instruction timers; the per-wavelet wake-ups are written out in
+        # place (marked "# wake:").
         nwd = (P + 63) >> 6
         nsm = (nwd + 63) >> 6
-        nslot = params[P_NSLOT]  # a power of two above every fabric latency: those wake-ups skip the heap
+        nslot = params[P_NSLOT]
         slotm = nslot - 1
         bm = np.zeros(2 * nslot * nwd, dtype=np.int64)
         sm = np.zeros(2 * nslot * nsm, dtype=np.int64)
-        occ = np.zeros(nslot, dtype=np.int64)  # slot has a due agent
-        hp = np.empty(4 * P + 16, dtype=np.int64)
+        occ = np.zeros(nslot, dtype=np.int64)
+        hp = np.empty(8 * P + 16, dtype=np.int64)
         hn = 0
-        # Hot state is packed in records (one or two cache lines per agent) rather than one array per
-        # field: a dense cycle touches every PE, and separate arrays cost one cache miss per field.
-        # Records refer to each other by record offset (index × record length), which saves a multiply
-        # on every dependent load; the error paths divide back to indices.
-        # channel record (CS): head, count, freed-at cycle (at most one pop per cycle), the producer's
-        #   back-pressure flag (offset in ps: a router's or, for the ramp, the CE's), capacity, route,
-        #   input port if the route has several (else -1: no two-input check), PE of the route, then
-        #   the ready-cycle ring (S slots, a power of two)
-        CS = 8 + S
-        RS = 12 + SQ
-        PS = 16
-        for ch in range(nch):
-            b = ch * CS
-            rt = ch_route[ch]
-            rpe = r_pe[rt]
-            port = ch_port[ch]
-            cs[U(b + 2)] = -1
-            if port == 4:
-                cs[U(b + 3)] = rpe * PS + 11
-            else:
-                up = rpe - W if port == 0 else rpe + W if port == 1 else rpe + 1 if port == 2 else rpe - 1
-                cs[U(b + 3)] = up * PS + 10
-            cs[U(b + 4)] = ch_cap[ch]
-            cs[U(b + 5)] = rt * RS  # stored as the route record's offset
-            cs[U(b + 6)] = port if r_chan0[rt + 1] - r_chan0[rt] > 1 else -1
-            cs[U(b + 7)] = rpe
-        # route record (RS): queue head, queue count, freed-at cycle, wavelets forwarded, last arrival
-        #   cycle, last arrival port, ramp channel, tx mask, downstream channel per port (4; negative:
-        #   none), then the CE input-queue ready ring (SQ slots, a power of two)
-        for r in range(nr):
-            b = r * RS
-            rs[U(b + 2)] = -1
-            rs[U(b + 4)] = -1
-            rs[U(b + 6)] = r_rampch[r] * CS if r_rampch[r] >= 0 else -1
-            rs[U(b + 7)] = r_tx[r]
-            for p in range(4):
-                rs[U(b + 8 + p)] = r_down[r * 4 + p] * CS if r_down[r * 4 + p] >= 0 else r_down[r * 4 + p]
-        # PE record (PS = 16: flag offsets decode with >> 4 and & 15): running-microthread mask, main
-        #   thread parked on a Wait, pc, code length, main thread free at, running microthreads, busy
-        #   until, busy, finish, round-robin start (a channel offset), router/CE back-pressured, done,
-        #   first code row, first channel, channel count (int32 when every cycle fits, else int64)
-        for pe in range(P):
-            b = pe * PS
-            ps[U(b + 3)] = pe_len[pe]
-            ps[U(b + 13)] = pe_code[pe]
-            c0 = r_chan0[pe_r0[pe]]
-            ps[U(b + 14)] = c0 * CS
-            ps[U(b + 9)] = c0 * CS
-            ps[U(b + 15)] = r_chan0[pe_r0[pe + 1]] - c0
-        # microthread record (UR): instruction row (-1: slot free), wavelets moved, start cycle, wavelets
-        #   to move, opcode, receive route, send route, send route's ramp channel
-        for u in range(P * UT):
-            ur[U(u * UR)] = -1
         rt_only = 0  # PE-cycles in which the router moved a wavelet while the CE did no work
 
-        unfinished = 0
+        t = t0
         for pe in range(P):
-            if ps[U(pe * PS + 3)] > 0:
-                unfinished += 1
-                hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, 0, 0, pe, 0)
-            else:
-                ps[U(pe * PS + 12)] = 1
+            b = pe * PS
+            ps[U(b + E_FINISHED)] = 0
+            if pe_entry[pe] >= 0:  # the launch runs as a pseudo task on every PE that has the entry
+                ps[U(b + E_CUR)] = LAUNCH_TASK
+                ps[U(b + E_PC)] = pe_entry[pe]
+                ps[U(b + E_MFREE)] = t
+                ps[U(b + E_WAKEAT)] = t
+                hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, t, pe, 0)
+            elif ps[U(b + E_BLOCK)] >= 0 and ((tact[pe] & ~tblk[pe]) != 0 or blk_data[ps[U(b + E_BLOCK)]] != 0):
+                hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, t, pe, 0)
         n_ts = 0
         n_tr = 0
         v_ce = 0
         v_rt = 0
         moves = 0
-        last_progress = 0
+        last_progress = t
         last_move = -1
-        t = 0
         st = ST_OK
         while True:
             if t > max_cycles:
@@ -349,97 +442,518 @@ def _specialise(functional: bool):
                         # ---------------- CE: main thread, then microthreads ----------------
                         if cw & pbit:
                             v_ce += 1
-                            ran = False  # an instruction ran or a microthread completed
+                            pb = pe * PS
                             base = mem_base[U(pe)] if functional else 0
-                            if ps[U(pe * PS + 2)] < ps[U(pe * PS + 3)] and ps[U(pe * PS + 4)] <= t and ps[U(pe * PS + 1)] == 0:
-                                while ps[U(pe * PS + 2)] < ps[U(pe * PS + 3)]:
-                                    row = ps[U(pe * PS + 13)] + ps[U(pe * PS + 2)]
-                                    op = ins[U(row), F_OP]
-                                    cost = ins[U(row), F_COST]
-                                    if op == OP_WAIT:
-                                        ok = True
-                                        w0 = ins[U(row), F_FLAG]
-                                        for wi in range(ins[U(row), F_WN]):
-                                            if flags[pe_fbase[U(pe)] + waitlist[w0 + wi]] == 0:
-                                                ok = False
-                                                break
-                                        if not ok:
-                                            ps[U(pe * PS + 1)] = 1  # parked until a microthread completes
+                            rgb = pe * NREG
+                            blk = ps[U(pb + E_BLOCK)]
+                            mfree = ps[U(pb + E_MFREE)]
+                            if mfree > t:
+                                # busy: if stalls by the microthreads moved the end past the wake-up
+                                # that brought us here, schedule one at the new end
+                                if ps[U(pb + E_WAKEAT)] <= t:
+                                    ps[U(pb + E_WAKEAT)] = mfree
+                                    wk_ = mfree  # wake (written out: a call taking arrays costs reference counts)
+                                    if wk_ - t < nslot:
+                                        wb = wk_ & slotm
+                                        wi = U(wb * nwd + (pe >> 6))
+                                        if bm[wi] == 0:
+                                            sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                            occ[U(wk_ & slotm)] = 1
+                                        bm[wi] |= np.int64(1) << (pe & 63)
+                                    else:
+                                        hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 0)
+                            elif ps[U(pb + E_PARK)] == 0 and blk >= 0:
+                                # -------- the main thread: run rows, or pick a task --------
+                                budget = MAX_ROWS_PER_VISIT
+                                while True:
+                                    cur = ps[U(pb + E_CUR)]
+                                    if cur < 0:
+                                        # task picker: activated and unblocked; data tasks need a wavelet
+                                        blkm = tblk[U(pe)]
+                                        cand = tact[U(pe)] & ~blkm
+                                        dm = blk_data[U(blk)] & ~blkm
+                                        dready = np.int64(0)
+                                        while dm != 0:
+                                            tid = trailing_zeros(dm)
+                                            dm &= dm - 1
+                                            r = route_of[U(pe * C + tk_data[U(blk), tid])] * RS
+                                            if r >= 0 and rs[U(r + 1)] > 0 and rs[U(r + 12 + rs[U(r)])] <= t:
+                                                dready |= np.int64(1) << tid
+                                        cand |= dready
+                                        if cand == 0:
                                             break
-                                    elif op <= OP_RELAY:
-                                        rc = ins[U(row), F_COL1]
-                                        sc = ins[U(row), F_COL2]
-                                        free_s = -1
-                                        for s in range(UT):
-                                            r2 = ur[U((pe * UT + s) * UR)]
-                                            if r2 < 0:
-                                                if free_s < 0:
-                                                    free_s = s
-                                                continue
-                                            if rc >= 0 and ins[U(r2), F_COL1] == rc:
-                                                st = ST_QCONFLICT
-                                                out[O_I0] = pe
-                                                out[O_I1] = rc
-                                                out[O_I2] = 0
-                                            if sc >= 0 and ins[U(r2), F_COL2] == sc:
-                                                st = ST_QCONFLICT
-                                                out[O_I0] = pe
-                                                out[O_I1] = sc
-                                                out[O_I2] = 1
-                                        if st != ST_OK:
+                                        hi_c = cand & blk_prio[U(blk)]
+                                        tid = trailing_zeros(hi_c if hi_c != 0 else cand)
+                                        tbit = np.int64(1) << tid
+                                        if dready & tbit:
+                                            r = route_of[U(pe * C + tk_data[U(blk), tid])] * RS
+                                            qs = r + 12 + rs[U(r)]
+                                            if functional:
+                                                regs[U(rgb + tk_arg[U(blk), tid])] = q_pay[U(2 * qs)]
+                                            rs[U(r)] = (rs[U(r)] + 1) & SQM
+                                            rs[U(r + 1)] -= 1
+                                            rs[U(r + 2)] = t
+                                            if ps[U(pb + E_RBP)]:
+                                                ps[U(pb + E_RBP)] = 0
+                                                wk_ = t + 1  # wake (written out: a call taking arrays costs reference counts)
+                                                if wk_ - t < nslot:
+                                                    wb = 1 * nslot + (wk_ & slotm)
+                                                    wi = U(wb * nwd + (pe >> 6))
+                                                    if bm[wi] == 0:
+                                                        sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                                        occ[U(wk_ & slotm)] = 1
+                                                    bm[wi] |= np.int64(1) << (pe & 63)
+                                                else:
+                                                    hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 1)
+                                        else:
+                                            tact[U(pe)] &= ~tbit
+                                        ps[U(pb + E_CUR)] = tid
+                                        ps[U(pb + E_PC)] = tk_entry[U(blk), tid]
+                                        progress = True
+                                        if n_tr < trace_cap:
+                                            tr[n_tr, 0] = pe
+                                            tr[n_tr, 1] = 0
+                                            tr[n_tr, 2] = -1 - tid
+                                            tr[n_tr, 3] = t
+                                            tr[n_tr, 4] = t + c_task
+                                            n_tr += 1
+                                        if c_task > 0:
+                                            e = t + c_task
+                                            if e > ps[U(pb + E_BUSYU)]:
+                                                ps[U(pb + E_BUSY)] += e - max(t, ps[U(pb + E_BUSYU)])
+                                                ps[U(pb + E_BUSYU)] = e
+                                            if e > ps[U(pb + E_FIN)]:
+                                                ps[U(pb + E_FIN)] = e
+                                            ps[U(pb + E_MFREE)] = e
+                                            ps[U(pb + E_MPORTS)] = 0
+                                            ps[U(pb + E_WAKEAT)] = e
+                                            wk_ = e  # wake (written out: a call taking arrays costs reference counts)
+                                            if wk_ - t < nslot:
+                                                wb = wk_ & slotm
+                                                wi = U(wb * nwd + (pe >> 6))
+                                                if bm[wi] == 0:
+                                                    sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                                    occ[U(wk_ & slotm)] = 1
+                                                bm[wi] |= np.int64(1) << (pe & 63)
+                                            else:
+                                                hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 0)
                                             break
-                                        if free_s < 0:
-                                            st = ST_UTLIMIT
+                                        continue
+                                    # run the current task's rows
+                                    tv = t
+                                    stop = False
+                                    while True:
+                                        row = ps[U(pb + E_PC)]
+                                        op = ins[U(row), F_OP]
+                                        budget -= 1
+                                        if budget <= 0:
+                                            st = ST_RUNAWAY
                                             out[O_I0] = pe
+                                            out[O_I1] = row
+                                            stop = True
                                             break
-                                        ub = (pe * UT + free_s) * UR
-                                        ur[U(ub)] = row
-                                        ur[U(ub + 1)] = 0
-                                        ur[U(ub + 2)] = t + cost
-                                        ur[U(ub + 3)] = ins[U(row), F_X]
-                                        ur[U(ub + 4)] = op
-                                        ri = route_of[U(pe * C + rc)] * RS if rc >= 0 else -1
-                                        ro = route_of[U(pe * C + sc)] * RS if sc >= 0 else -1
-                                        ur[U(ub + 5)] = ri
-                                        ur[U(ub + 6)] = ro
-                                        ur[U(ub + 7)] = rs[U(ro + 6)] if ro >= 0 else -1
-                                        flags[pe_fbase[U(pe)] + ins[U(row), F_FLAG]] = 0
-                                        ps[U(pe * PS)] |= 1 << free_s
-                                        ps[U(pe * PS + 5)] += 1
-                                    elif op == OP_TS:
-                                        ts_pe[n_ts] = pe
-                                        ts_label[n_ts] = ins[U(row), F_X]
-                                        ts_cycle[n_ts] = t
-                                        n_ts += 1
-                                    elif functional:
-                                        _compute(ins, row, insf, mem, base)
-                                    # the instruction ran: account its main-thread cycles
-                                    ps[U(pe * PS + 2)] += 1
-                                    progress = True
-                                    ran = True
-                                    if n_tr < trace_cap and (cost > 0 or op != OP_WAIT):
-                                        tr[n_tr, 0] = pe
-                                        tr[n_tr, 1] = 0
-                                        tr[n_tr, 2] = row
-                                        tr[n_tr, 3] = t
-                                        tr[n_tr, 4] = t + cost
-                                        n_tr += 1
-                                    if cost > 0:
-                                        e = t + cost
-                                        if e > ps[U(pe * PS + 6)]:
-                                            ps[U(pe * PS + 7)] += e - max(t, ps[U(pe * PS + 6)])
-                                            ps[U(pe * PS + 6)] = e
-                                        if e > ps[U(pe * PS + 8)]:
-                                            ps[U(pe * PS + 8)] = e
-                                        ps[U(pe * PS + 4)] = e
-                                        hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, e, pe, 0)
+                                        if op <= LAST_SCALAR:
+                                            tv += c_scal
+                                            nxt = row + 1
+                                            if op == OP_MOV:
+                                                regs[U(rgb + ins[U(row), F_A])] = regs[U(rgb + ins[U(row), F_B])]
+                                            elif op == OP_BIN:
+                                                v = _bin(ins[U(row), F_D], regs[U(rgb + ins[U(row), F_B])],
+                                                         regs[U(rgb + ins[U(row), F_C])])
+                                                if v != v and functional and (
+                                                        ins[U(row), F_D] == _BIN_DIV or ins[U(row), F_D] == _BIN_MOD
+                                                        or ins[U(row), F_D] == _BIN_FDIV):
+                                                    st = ST_SCALAR
+                                                    out[O_I0] = pe
+                                                    out[O_I1] = row
+                                                    stop = True
+                                                    break
+                                                regs[U(rgb + ins[U(row), F_A])] = v
+                                            elif op == OP_SEL:
+                                                if regs[U(rgb + ins[U(row), F_B])] != 0.0:
+                                                    regs[U(rgb + ins[U(row), F_A])] = regs[U(rgb + ins[U(row), F_C])]
+                                                else:
+                                                    regs[U(rgb + ins[U(row), F_A])] = regs[U(rgb + ins[U(row), F_D])]
+                                            elif op == OP_JMP:
+                                                nxt = ins[U(row), F_TGT]
+                                            elif op == OP_BRZ:
+                                                if regs[U(rgb + ins[U(row), F_A])] == 0.0:
+                                                    nxt = ins[U(row), F_TGT]
+                                            elif op == OP_JTAB:
+                                                k = np.int64(regs[U(rgb + ins[U(row), F_A])]) - ins[U(row), F_D]
+                                                if 0 <= k < ins[U(row), F_C]:
+                                                    nxt = jtab[U(ins[U(row), F_B] + k)]
+                                                else:
+                                                    nxt = ins[U(row), F_TGT]
+                                            elif op == OP_LOOPINIT:
+                                                cnt = regs[U(rgb + ins[U(row), F_B])]
+                                                if cnt < 0:
+                                                    st = ST_NEGCOUNT
+                                                    out[O_I0] = pe
+                                                    out[O_I1] = row
+                                                    out[O_I2] = np.int64(cnt)
+                                                    stop = True
+                                                    break
+                                                regs[U(rgb + ins[U(row), F_A])] = 0.0
+                                                if cnt < 1.0:
+                                                    nxt = ins[U(row), F_TGT]
+                                            elif op == OP_LOOPNEXT:
+                                                ra = U(rgb + ins[U(row), F_A])
+                                                regs[ra] += 1.0
+                                                if regs[ra] < regs[U(rgb + ins[U(row), F_B])]:
+                                                    nxt = ins[U(row), F_TGT]
+                                            elif op == OP_CHECKNN:
+                                                cnt = regs[U(rgb + ins[U(row), F_A])]
+                                                if cnt < 0:
+                                                    st = ST_NEGCOUNT
+                                                    out[O_I0] = pe
+                                                    out[O_I1] = row
+                                                    out[O_I2] = np.int64(cnt)
+                                                    stop = True
+                                                    break
+                                            elif op == OP_LOAD or op == OP_STORE:
+                                                fo_ = OPND0 + OPND_FIELDS * 0  # operand 0 (written out: see the wake-ups)
+                                                off = ins[U(row), fo_ + O_OFF]
+                                                if ins[U(row), fo_ + O_OFFR] >= 0:
+                                                    off += np.int64(regs[U(rgb + ins[U(row), fo_ + O_OFFR])])
+                                                sd = ins[U(row), fo_ + O_STR]
+                                                dt = ins[U(row), fo_ + O_DT]
+                                                if 1 > 0:
+                                                    ok = off >= ins[U(row), fo_ + O_LO] and off + (1 - 1) * sd < ins[U(row), fo_ + O_HI]
+                                                else:
+                                                    ok = off >= ins[U(row), fo_ + O_LO] and off <= ins[U(row), fo_ + O_HI]
+                                                if not ok:
+                                                    st = ST_BOUNDS
+                                                    out[O_I0] = pe
+                                                    out[O_I1] = row
+                                                    out[O_I2] = 0
+                                                    out[O_I3] = off
+                                                    stop = True
+                                                    break
+                                                if op == OP_LOAD:
+                                                    regs[U(rgb + ins[U(row), F_A])] = mem[base + off] if functional else 0.0
+                                                elif functional:
+                                                    mem[base + off] = _rnd(np.float32(regs[U(rgb + ins[U(row), F_B])]), dt)
+                                            elif op == OP_ACT:
+                                                tact[U(pe)] |= np.int64(1) << ins[U(row), F_A]
+                                            elif op == OP_BLK:
+                                                tblk[U(pe)] |= np.int64(1) << ins[U(row), F_A]
+                                            elif op == OP_UNBLK:
+                                                tblk[U(pe)] &= ~(np.int64(1) << ins[U(row), F_A])
+                                            else:  # OP_FINISH
+                                                ps[U(pb + E_FINISHED)] += 1
+                                            ps[U(pb + E_PC)] = nxt
+                                            continue
+                                        if op >= OP_FMAC and ps[U(pb + E_NUT)] == 0:
+                                            # a compute op with no microthread running touches nothing
+                                            # another agent sees and cannot be stalled: run it at its
+                                            # virtual time and go on (one visit per compute run)
+                                            n = ins[U(row), F_LEN]
+                                            if ins[U(row), F_LENR] >= 0:
+                                                n = np.int64(regs[U(rgb + ins[U(row), F_LENR])])
+                                            nops = 3 if (op == OP_FMAC or op == OP_ADD or op == OP_MUL or op == OP_MAX) \
+                                                else (1 if op == OP_FILL else 2)
+                                            bad = -1
+                                            for k in range(nops):
+                                                fo_ = OPND0 + OPND_FIELDS * k  # operand k (written out: see the wake-ups)
+                                                off = ins[U(row), fo_ + O_OFF]
+                                                if ins[U(row), fo_ + O_OFFR] >= 0:
+                                                    off += np.int64(regs[U(rgb + ins[U(row), fo_ + O_OFFR])])
+                                                sd = ins[U(row), fo_ + O_STR]
+                                                dt = ins[U(row), fo_ + O_DT]
+                                                if n > 0:
+                                                    ok = off >= ins[U(row), fo_ + O_LO] and off + (n - 1) * sd < ins[U(row), fo_ + O_HI]
+                                                else:
+                                                    ok = off >= ins[U(row), fo_ + O_LO] and off <= ins[U(row), fo_ + O_HI]
+                                                if not ok or n < 0:
+                                                    bad = k
+                                                    out[O_I3] = off
+                                                    break
+                                            if bad >= 0:
+                                                st = ST_BOUNDS
+                                                out[O_I0] = pe
+                                                out[O_I1] = row
+                                                out[O_I2] = bad
+                                                stop = True
+                                                break
+                                            if functional:
+                                                _compute(ins, row, op, n, regs, rgb, mem, base)
+                                            wdt = ins[U(row), F_W]
+                                            cost = ins[U(row), F_COST] + ((n + wdt - 1) // wdt) * ins[U(row), F_MULT]
+                                            e = tv + cost
+                                            if e > ps[U(pb + E_BUSYU)]:
+                                                ps[U(pb + E_BUSY)] += e - max(tv, ps[U(pb + E_BUSYU)])
+                                                ps[U(pb + E_BUSYU)] = e
+                                            if e > ps[U(pb + E_FIN)]:
+                                                ps[U(pb + E_FIN)] = e
+                                            if n_tr < trace_cap and cost > 0:
+                                                tr[n_tr, 0] = pe
+                                                tr[n_tr, 1] = 0
+                                                tr[n_tr, 2] = row
+                                                tr[n_tr, 3] = tv
+                                                tr[n_tr, 4] = e
+                                                n_tr += 1
+                                            tv = e
+                                            progress = True
+                                            ps[U(pb + E_PC)] = row + 1
+                                            continue
+                                        # rows below run at their exact cycle
+                                        if tv > t:
+                                            ps[U(pb + E_MFREE)] = tv
+                                            ps[U(pb + E_MPORTS)] = 0
+                                            ps[U(pb + E_WAKEAT)] = tv
+                                            wk_ = tv  # wake (written out: a call taking arrays costs reference counts)
+                                            if wk_ - t < nslot:
+                                                wb = wk_ & slotm
+                                                wi = U(wb * nwd + (pe >> 6))
+                                                if bm[wi] == 0:
+                                                    sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                                    occ[U(wk_ & slotm)] = 1
+                                                bm[wi] |= np.int64(1) << (pe & 63)
+                                            else:
+                                                hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 0)
+                                            stop = True
+                                            break
+                                        progress = True
+                                        if op == OP_RET:
+                                            ps[U(pb + E_CUR)] = -1
+                                            ps[U(pb + E_PC)] = -1
+                                            if t > ps[U(pb + E_FIN)]:
+                                                ps[U(pb + E_FIN)] = t
+                                            break  # back to the picker
+                                        cost = ins[U(row), F_COST]
+                                        mports = 0
+                                        if op == OP_SETROUTE:
+                                            # install route configuration B of colour A (teardown: the
+                                            # colour must carry no wavelets in this router)
+                                            r = route_of[U(pe * C + ins[U(row), F_A])]
+                                            k = ins[U(row), F_B]
+                                            busy_r = rs[U(r * RS + 1)] > 0
+                                            for ch in range(r_chan0[r], r_chan0[r + 1]):
+                                                if cs[U(ch * CS + 1)] > 0:
+                                                    busy_r = True
+                                            if busy_r:
+                                                st = ST_ROUTEBUSY
+                                                out[O_I0] = pe
+                                                out[O_I1] = row
+                                                out[O_I2] = ins[U(row), F_A]
+                                                stop = True
+                                                break
+                                            rb_ = r * RS
+                                            oldtx = rs[U(rb_ + 7)]
+                                            for p in range(5):  # forwarded so far count on the old ports
+                                                if (oldtx >> p) & 1:
+                                                    link_acc[U(pe * 5 + p)] += rs[U(rb_ + 3)]
+                                            rs[U(rb_ + 3)] = 0
+                                            rs[U(rb_ + 7)] = r_cfg_tx[U(r * ncfg + k)]
+                                            for p in range(4):
+                                                d = r_cfg_down[U((r * ncfg + k) * 4 + p)]
+                                                rs[U(rb_ + 8 + p)] = d * CS if d >= 0 else d
+                                            wk_ = t + 1  # wake (written out: a call taking arrays costs reference counts)
+                                            if wk_ - t < nslot:
+                                                wb = 1 * nslot + (wk_ & slotm)
+                                                wi = U(wb * nwd + (pe >> 6))
+                                                if bm[wi] == 0:
+                                                    sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                                    occ[U(wk_ & slotm)] = 1
+                                                bm[wi] |= np.int64(1) << (pe & 63)
+                                            else:
+                                                hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 1)
+                                        elif op == OP_TS:
+                                            if n_ts < ts_cap:
+                                                ts_pe[n_ts] = pe
+                                                ts_label[n_ts] = ins[U(row), F_A]
+                                                ts_cycle[n_ts] = t
+                                                n_ts += 1
+                                            else:
+                                                ts_drop += 1
+                                        elif op <= LAST_FABRIC:
+                                            # issue a fabric op on a free microthread
+                                            rc = ins[U(row), F_COL1]
+                                            sc = ins[U(row), F_COL2]
+                                            qi = ins[U(row), F_QIN]
+                                            qo = ins[U(row), F_QOUT]
+                                            free_s = -1
+                                            for s in range(UT):
+                                                r2 = ur[U((pe * UT + s) * UR)]
+                                                if r2 < 0:
+                                                    if free_s < 0 and s < n_ut:
+                                                        free_s = s
+                                                    continue
+                                                # two running ops may share neither a colour nor a queue
+                                                if rc >= 0 and (ins[U(r2), F_COL1] == rc or ins[U(r2), F_QIN] == qi):
+                                                    st = ST_QCONFLICT
+                                                    out[O_I0] = pe
+                                                    out[O_I1] = rc
+                                                    out[O_I2] = 0
+                                                    out[O_I3] = row
+                                                if sc >= 0 and (ins[U(r2), F_COL2] == sc or ins[U(r2), F_QOUT] == qo):
+                                                    st = ST_QCONFLICT
+                                                    out[O_I0] = pe
+                                                    out[O_I1] = sc
+                                                    out[O_I2] = 1
+                                                    out[O_I3] = row
+                                            if st != ST_OK:
+                                                stop = True
+                                                break
+                                            if free_s < 0:
+                                                st = ST_UTLIMIT
+                                                out[O_I0] = pe
+                                                out[O_I1] = n_ut
+                                                stop = True
+                                                break
+                                            n = ins[U(row), F_LEN]
+                                            if ins[U(row), F_LENR] >= 0:
+                                                n = np.int64(regs[U(rgb + ins[U(row), F_LENR])])
+                                            moff = 0
+                                            msd = 0
+                                            mdt = 0
+                                            mports_u = 0
+                                            if op != OP_RELAY:
+                                                fo_ = OPND0 + OPND_FIELDS * 0  # operand 0 (written out: see the wake-ups)
+                                                moff = ins[U(row), fo_ + O_OFF]
+                                                if ins[U(row), fo_ + O_OFFR] >= 0:
+                                                    moff += np.int64(regs[U(rgb + ins[U(row), fo_ + O_OFFR])])
+                                                msd = ins[U(row), fo_ + O_STR]
+                                                mdt = ins[U(row), fo_ + O_DT]
+                                                if n > 0:
+                                                    ok = moff >= ins[U(row), fo_ + O_LO] and moff + (n - 1) * msd < ins[U(row), fo_ + O_HI]
+                                                else:
+                                                    ok = moff >= ins[U(row), fo_ + O_LO] and moff <= ins[U(row), fo_ + O_HI]
+                                                if not ok or n < 1:
+                                                    st = ST_BOUNDS
+                                                    out[O_I0] = pe
+                                                    out[O_I1] = row
+                                                    out[O_I2] = 0
+                                                    out[O_I3] = moff
+                                                    stop = True
+                                                    break
+                                                if op == OP_SEND or op == OP_RAS:
+                                                    mports_u = 4  # one read per wavelet
+                                                elif op == OP_RECV:
+                                                    mports_u = 1  # one write
+                                                else:
+                                                    mports_u = 5  # RecvAdd, RelayStore: read + write
+                                            elif n < 1:
+                                                st = ST_NEGCOUNT
+                                                out[O_I0] = pe
+                                                out[O_I1] = row
+                                                out[O_I2] = n
+                                                stop = True
+                                                break
+                                            total = (n + 1) // 2 if ins[U(row), F_PACK] == 1 else n
+                                            ub = (pe * UT + free_s) * UR
+                                            ur[U(ub)] = row
+                                            ur[U(ub + 1)] = 0
+                                            ur[U(ub + 2)] = t + cost
+                                            ur[U(ub + 3)] = total
+                                            ur[U(ub + 4)] = op
+                                            ri = route_of[U(pe * C + rc)] * RS if rc >= 0 else -1
+                                            ro = route_of[U(pe * C + sc)] * RS if sc >= 0 else -1
+                                            ur[U(ub + 5)] = ri
+                                            ur[U(ub + 6)] = ro
+                                            ur[U(ub + 7)] = rs[U(ro + 6)] if ro >= 0 else -1
+                                            ur[U(ub + 8)] = base + moff
+                                            ur[U(ub + 9)] = msd
+                                            ur[U(ub + 10)] = mdt
+                                            ur[U(ub + 11)] = n
+                                            ur[U(ub + 12)] = ins[U(row), F_DONE]
+                                            ur[U(ub + 13)] = ins[U(row), F_PACK]
+                                            ur[U(ub + 14)] = mports_u
+                                            ps[U(pb + E_UMASK)] |= 1 << free_s
+                                            ps[U(pb + E_NUT)] += 1
+                                            if ins[U(row), F_DONE] < 0:  # synchronous: park until it completes
+                                                ps[U(pb + E_PARK)] = free_s + 1
+                                            if cost > 0:  # the microthread starts then: visit the CE
+                                                wk_ = t + cost  # wake (written out: a call taking arrays costs reference counts)
+                                                if wk_ - t < nslot:
+                                                    wb = wk_ & slotm
+                                                    wi = U(wb * nwd + (pe >> 6))
+                                                    if bm[wi] == 0:
+                                                        sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                                        occ[U(wk_ & slotm)] = 1
+                                                    bm[wi] |= np.int64(1) << (pe & 63)
+                                                else:
+                                                    hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 0)
+                                        else:
+                                            # a compute DSD op on the main thread
+                                            n = ins[U(row), F_LEN]
+                                            if ins[U(row), F_LENR] >= 0:
+                                                n = np.int64(regs[U(rgb + ins[U(row), F_LENR])])
+                                            nops = 3 if (op == OP_FMAC or op == OP_ADD or op == OP_MUL or op == OP_MAX) \
+                                                else (1 if op == OP_FILL else 2)
+                                            bad = -1
+                                            for k in range(nops):
+                                                fo_ = OPND0 + OPND_FIELDS * k  # operand k (written out: see the wake-ups)
+                                                off = ins[U(row), fo_ + O_OFF]
+                                                if ins[U(row), fo_ + O_OFFR] >= 0:
+                                                    off += np.int64(regs[U(rgb + ins[U(row), fo_ + O_OFFR])])
+                                                sd = ins[U(row), fo_ + O_STR]
+                                                dt = ins[U(row), fo_ + O_DT]
+                                                if n > 0:
+                                                    ok = off >= ins[U(row), fo_ + O_LO] and off + (n - 1) * sd < ins[U(row), fo_ + O_HI]
+                                                else:
+                                                    ok = off >= ins[U(row), fo_ + O_LO] and off <= ins[U(row), fo_ + O_HI]
+                                                if not ok or n < 0:
+                                                    bad = k
+                                                    out[O_I3] = off
+                                                    break
+                                            if bad >= 0:
+                                                st = ST_BOUNDS
+                                                out[O_I0] = pe
+                                                out[O_I1] = row
+                                                out[O_I2] = bad
+                                                stop = True
+                                                break
+                                            if functional:
+                                                _compute(ins, row, op, n, regs, rgb, mem, base)
+                                            wdt = ins[U(row), F_W]
+                                            cost += ((n + wdt - 1) // wdt) * ins[U(row), F_MULT]
+                                            mports = ins[U(row), F_PORTS]
+                                        if n_tr < trace_cap and cost > 0:
+                                            tr[n_tr, 0] = pe
+                                            tr[n_tr, 1] = 0
+                                            tr[n_tr, 2] = row
+                                            tr[n_tr, 3] = t
+                                            tr[n_tr, 4] = t + cost
+                                            n_tr += 1
+                                        ps[U(pb + E_PC)] = row + 1
+                                        if t > ps[U(pb + E_FIN)]:
+                                            ps[U(pb + E_FIN)] = t
+                                        if cost > 0:
+                                            e = t + cost
+                                            if e > ps[U(pb + E_BUSYU)]:
+                                                ps[U(pb + E_BUSY)] += e - max(t, ps[U(pb + E_BUSYU)])
+                                                ps[U(pb + E_BUSYU)] = e
+                                            if e > ps[U(pb + E_FIN)]:
+                                                ps[U(pb + E_FIN)] = e
+                                            ps[U(pb + E_MFREE)] = e
+                                            ps[U(pb + E_MPORTS)] = mports
+                                            if ps[U(pb + E_PARK)] == 0:
+                                                ps[U(pb + E_WAKEAT)] = e
+                                                wk_ = e  # wake (written out: a call taking arrays costs reference counts)
+                                                if wk_ - t < nslot:
+                                                    wb = wk_ & slotm
+                                                    wi = U(wb * nwd + (pe >> 6))
+                                                    if bm[wi] == 0:
+                                                        sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                                        occ[U(wk_ & slotm)] = 1
+                                                    bm[wi] |= np.int64(1) << (pe & 63)
+                                                else:
+                                                    hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 0)
+                                            stop = True
+                                            break
+                                        if ps[U(pb + E_PARK)] != 0:
+                                            stop = True
+                                            break
+                                    if stop:
                                         break
-                                    if t > ps[U(pe * PS + 8)]:
-                                        ps[U(pe * PS + 8)] = t
                                 if st != ST_OK:
                                     break
+                            # -------- microthreads: at most one wavelet each, one injection per PE --------
                             ce_moved = False
-                            umask = ps[U(pe * PS)]
+                            umask = ps[U(pb + E_UMASK)]
+                            used = 0  # memory ports used this cycle: reads * 4 + writes
                             while umask != 0:
                                 s = trailing_zeros(umask)
                                 umask &= umask - 1
@@ -451,6 +965,14 @@ def _specialise(functional: bool):
                                 k = ur[U(ub + 1)]
                                 moved = False
                                 if op == OP_SEND:
+                                    if ramp1 and ps[U(pb + E_INJT)] == t:  # the ramp took a wavelet this cycle
+                                        wb = ((t + 1) & slotm)  # wake: due at t + 1
+                                        wi = U(wb * nwd + (pe >> 6))
+                                        if bm[wi] == 0:
+                                            sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                            occ[U((t + 1) & slotm)] = 1
+                                        bm[wi] |= np.int64(1) << (pe & 63)
+                                        continue
                                     r = ur[U(ub + 6)]
                                     ch = ur[U(ub + 7)]
                                     cnt = cs[U(ch + 1)]
@@ -459,11 +981,11 @@ def _specialise(functional: bool):
                                         v0 = np.float32(0.0)
                                         v1 = np.float32(0.0)
                                         if functional:
-                                            ao = base + ins[U(row), F_A_OFF]
-                                            asd = ins[U(row), F_A_STR]
-                                            if ins[U(row), F_Y] == 1:
+                                            ao = ur[U(ub + 8)]
+                                            asd = ur[U(ub + 9)]
+                                            if ur[U(ub + 13)] == 1:
                                                 v0 = mem[ao + 2 * k * asd]
-                                                if 2 * k + 1 < ins[U(row), F_A_LEN]:
+                                                if 2 * k + 1 < ur[U(ub + 11)]:
                                                     v1 = mem[ao + (2 * k + 1) * asd]
                                             else:
                                                 v0 = mem[ao + k * asd]
@@ -490,6 +1012,7 @@ def _specialise(functional: bool):
                                             sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
                                             occ[U(ready & slotm)] = 1
                                         bm[wi] |= np.int64(1) << (pe & 63)
+                                        ps[U(pb + E_INJT)] = t
                                         moved = True
                                     elif cnt < cs[U(ch + 4)]:
                                         wb = ((t + 1) & slotm)  # wake: due at t + 1
@@ -499,7 +1022,7 @@ def _specialise(functional: bool):
                                             occ[U((t + 1) & slotm)] = 1
                                         bm[wi] |= np.int64(1) << (pe & 63)
                                     else:
-                                        ps[U(pe * PS + 11)] = 1
+                                        ps[U(pb + E_CBP)] = 1
                                 else:
                                     r = ur[U(ub + 5)]
                                     qc = rs[U(r + 1)]
@@ -508,12 +1031,20 @@ def _specialise(functional: bool):
                                         ch = -1
                                         cnt = 0
                                         ro = -1
-                                        if op == OP_RAS or op == OP_RELAY:
+                                        if op == OP_RAS or op == OP_RELAY or op == OP_RELAYSTORE:
                                             ro = ur[U(ub + 6)]
                                             ch = ur[U(ub + 7)]
                                             cnt = cs[U(ch + 1)]
                                             eff = cnt + (cs[U(ch + 2)] == t)
-                                            if eff >= cs[U(ch + 4)]:
+                                            if ramp1 and ps[U(pb + E_INJT)] == t:  # the ramp took one this cycle
+                                                has_out = False
+                                                wb = ((t + 1) & slotm)  # wake: due at t + 1
+                                                wi = U(wb * nwd + (pe >> 6))
+                                                if bm[wi] == 0:
+                                                    sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                                    occ[U((t + 1) & slotm)] = 1
+                                                bm[wi] |= np.int64(1) << (pe & 63)
+                                            elif eff >= cs[U(ch + 4)]:
                                                 has_out = False
                                                 if cnt < cs[U(ch + 4)]:
                                                     wb = ((t + 1) & slotm)  # wake: due at t + 1
@@ -523,7 +1054,7 @@ def _specialise(functional: bool):
                                                         occ[U((t + 1) & slotm)] = 1
                                                     bm[wi] |= np.int64(1) << (pe & 63)
                                                 else:
-                                                    ps[U(pe * PS + 11)] = 1
+                                                    ps[U(pb + E_CBP)] = 1
                                         if has_out:
                                             qs = r + 12 + rs[U(r)]
                                             v0 = np.float32(0.0)
@@ -534,8 +1065,8 @@ def _specialise(functional: bool):
                                             rs[U(r)] = (rs[U(r)] + 1) & SQM
                                             rs[U(r + 1)] = qc - 1
                                             rs[U(r + 2)] = t
-                                            if ps[U(pe * PS + 10)]:
-                                                ps[U(pe * PS + 10)] = 0
+                                            if ps[U(pb + E_RBP)]:
+                                                ps[U(pb + E_RBP)] = 0
                                                 wb = nslot + ((t + 1) & slotm)  # wake: due at t + 1
                                                 wi = U(wb * nwd + (pe >> 6))
                                                 if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
@@ -543,11 +1074,11 @@ def _specialise(functional: bool):
                                                     occ[U((t + 1) & slotm)] = 1
                                                 bm[wi] |= np.int64(1) << (pe & 63)
                                             if functional and op != OP_RELAY:
-                                                ao = base + ins[U(row), F_A_OFF]
-                                                asd = ins[U(row), F_A_STR]
-                                                adt = ins[U(row), F_A_DT]
-                                                n = ins[U(row), F_A_LEN]
-                                                if ins[U(row), F_Y] == 1:
+                                                ao = ur[U(ub + 8)]
+                                                asd = ur[U(ub + 9)]
+                                                adt = ur[U(ub + 10)]
+                                                n = ur[U(ub + 11)]
+                                                if ur[U(ub + 13)] == 1:
                                                     i0 = 2 * k
                                                     npair = 2 if i0 + 1 < n else 1
                                                 else:
@@ -556,7 +1087,7 @@ def _specialise(functional: bool):
                                                 for j in range(npair):
                                                     v = v0 if j == 0 else v1
                                                     a = ao + (i0 + j) * asd
-                                                    if op == OP_RECV:
+                                                    if op == OP_RECV or op == OP_RELAYSTORE:
                                                         mem[a] = _rnd(v, adt)
                                                     elif op == OP_RECVADD:
                                                         mem[a] = _rnd(mem[a] + v, adt)
@@ -588,19 +1119,29 @@ def _specialise(functional: bool):
                                                     sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
                                                     occ[U(ready & slotm)] = 1
                                                 bm[wi] |= np.int64(1) << (pe & 63)
+                                                ps[U(pb + E_INJT)] = t
                                             moved = True
                                 if moved:
                                     moves += 1
                                     ce_moved = True
+                                    used += ur[U(ub + 14)]
                                     k += 1
                                     ur[U(ub + 1)] = k
                                     if k == ur[U(ub + 3)]:
+                                        done = ur[U(ub + 12)]
                                         ur[U(ub)] = -1
-                                        ps[U(pe * PS)] &= ~(1 << s)
-                                        ps[U(pe * PS + 5)] -= 1
-                                        ran = True
-                                        flags[pe_fbase[U(pe)] + ins[U(row), F_FLAG]] = 1
-                                        ps[U(pe * PS + 1)] = 0
+                                        ps[U(pb + E_UMASK)] &= ~(1 << s)
+                                        ps[U(pb + E_NUT)] -= 1
+                                        if done > 0:
+                                            tbit = np.int64(1) << (done % NTASK)
+                                            if done // NTASK == DONE_ACT:
+                                                tact[U(pe)] |= tbit
+                                            else:
+                                                tblk[U(pe)] &= ~tbit
+                                        if ps[U(pb + E_PARK)] == s + 1:  # the synchronous issuer resumes
+                                            ps[U(pb + E_PARK)] = 0
+                                            if ps[U(pb + E_MFREE)] <= t:
+                                                ps[U(pb + E_MFREE)] = t + 1
                                         if n_tr < trace_cap:
                                             tr[n_tr, 0] = pe
                                             tr[n_tr, 1] = 1 + s
@@ -612,21 +1153,28 @@ def _specialise(functional: bool):
                                 break
                             if ce_moved:  # a microthread moved a wavelet: the CE was busy this cycle
                                 progress = True
-                                if t >= ps[U(pe * PS + 6)]:
-                                    ps[U(pe * PS + 7)] += 1
-                                    ps[U(pe * PS + 6)] = t + 1
-                                if t + 1 > ps[U(pe * PS + 8)]:
-                                    ps[U(pe * PS + 8)] = t + 1
+                                if t >= ps[U(pb + E_BUSYU)]:
+                                    ps[U(pb + E_BUSY)] += 1
+                                    ps[U(pb + E_BUSYU)] = t + 1
+                                if t + 1 > ps[U(pb + E_FIN)]:
+                                    ps[U(pb + E_FIN)] = t + 1
+                                # memory ports: the main thread's op loses this cycle if they ran out
+                                mp = ps[U(pb + E_MPORTS)]
+                                if mp != 0 and rports > 0 and ps[U(pb + E_MFREE)] > t and (
+                                        (used >> 2) + (mp >> 2) > rports or (used & 3) + (mp & 3) > wports):
+                                    e = ps[U(pb + E_MFREE)] + 1
+                                    ps[U(pb + E_MFREE)] = e
+                                    if e > ps[U(pb + E_BUSYU)]:
+                                        ps[U(pb + E_BUSY)] += e - ps[U(pb + E_BUSYU)]
+                                        ps[U(pb + E_BUSYU)] = e
+                                    if e > ps[U(pb + E_FIN)]:
+                                        ps[U(pb + E_FIN)] = e
                                 wb = ((t + 1) & slotm)  # wake: due at t + 1
                                 wi = U(wb * nwd + (pe >> 6))
                                 if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
                                     sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
                                     occ[U((t + 1) & slotm)] = 1
                                 bm[wi] |= np.int64(1) << (pe & 63)
-                            # done: the code ran out and no microthread runs (checked when either changed)
-                            if ran and ps[U(pe * PS + 12)] == 0 and ps[U(pe * PS + 2)] >= ps[U(pe * PS + 3)] and ps[U(pe * PS + 5)] == 0:
-                                ps[U(pe * PS + 12)] = 1
-                                unfinished -= 1
                         # ---------------- router (after this PE's CE, which may have woken it) ----------
                         if (bm[U(rb + w)] & pbit) == 0:
                             continue
@@ -699,8 +1247,8 @@ def _specialise(functional: bool):
                             f = cs[U(ch + 3)]  # the producer waiting for this slot, if any
                             if ps[U(f)]:
                                 ps[U(f)] = 0
-                                up = f >> 4
-                                wb = (nslot if (f & 15) == 10 else 0) + ((t + 1) & slotm)  # wake: due at t + 1
+                                up = f >> 5
+                                wb = (nslot if (f & 31) == 10 else 0) + ((t + 1) & slotm)  # wake: due at t + 1
                                 wi = U(wb * nwd + (up >> 6))
                                 if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
                                     sm[U(wb * nsm + (up >> 12))] |= np.int64(1) << ((up >> 6) & 63)
@@ -807,46 +1355,17 @@ def _specialise(functional: bool):
                 t = max(t + 1, hp[0] >> 21)
                 last_progress = t - 1
             else:
-                if unfinished > 0:
-                    st = ST_DEADLOCK
-                else:
-                    for ch in range(nch):  # wavelets still in a router FIFO or a CE input queue?
-                        if cs[U(ch * CS + 1)] > 0:
-                            st = ST_LEFTOVER
-                    for r in range(nr):
-                        if rs[U(r * RS + 1)] > 0:
-                            st = ST_LEFTOVER
-                break
-        for u in range(P * UT):
-            ut_row[u] = ur[U(u * UR)]
-        for pe in range(P):
-            b = pe * PS
-            pc[pe] = ps[U(b + 2)]
-            main_free[pe] = ps[U(b + 4)]
-            busy[pe] = ps[U(b + 7)]
-            finish[pe] = ps[U(b + 8)]
-        for ch in range(nch):
-            ch_head[ch] = cs[U(ch * CS)]
-            ch_count[ch] = cs[U(ch * CS + 1)]
-        for r in range(nr):
-            q_head[r] = rs[U(r * RS)]
-            q_count[r] = rs[U(r * RS + 1)]
-            for p in range(5):
-                if (r_tx[r] >> p) & 1:
-                    links[r_pe[r] * 5 + p] += rs[U(r * RS + 3)]
+                break  # nothing scheduled: the launch is over (simulator.run inspects the state)
         out[O_ST] = st
         out[O_T] = t
-        total = last_move + 1
-        for pe in range(P):
-            if ps[U(pe * PS + 8)] > total:
-                total = ps[U(pe * PS + 8)]
-        out[O_TOTAL] = total
+        out[O_TOTAL] = last_move + 1
         out[O_NTS] = n_ts
         out[O_NTR] = n_tr
         out[O_VCE] = v_ce
         out[O_VRT] = v_rt
         out[O_MOVES] = moves
         out[O_RTONLY] = rt_only
+        out[O_TSDROP] = ts_drop
 
     return run
 
@@ -855,15 +1374,7 @@ _run_timing = _specialise(False)
 _run_functional = _specialise(True)
 
 
-def run(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route, ch_port, ch_cap,
-        ins, insf, waitlist, pe_code, pe_len, pe_fbase, mem, mem_base,
-        pc, main_free, ut_row, ur, flags,
-        ch_head, ch_count, ch_ready, ch_pay, q_head, q_count, q_ready, q_pay,
-        busy, finish, links, ts_pe, ts_label, ts_cycle, tr, out, cs, rs, ps, functional):
-    """Run the engine for ``functional`` or timing-only mode on the lowered program and its state."""
-    entry = _run_functional if functional else _run_timing
-    entry(params, route_of, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route, ch_port, ch_cap,
-        ins, insf, waitlist, pe_code, pe_len, pe_fbase, mem, mem_base,
-        pc, main_free, ut_row, ur, flags,
-        ch_head, ch_count, ch_ready, ch_pay, q_head, q_count, q_ready, q_pay,
-        busy, finish, links, ts_pe, ts_label, ts_cycle, tr, out, cs, rs, ps)
+def run(functional: bool, *args) -> None:
+    """Run one launch of the engine for ``functional`` or timing-only mode (arguments: see
+    ``_specialise``'s ``run``)."""
+    (_run_functional if functional else _run_timing)(*args)

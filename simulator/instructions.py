@@ -1,37 +1,38 @@
-"""The DSD-level instruction set a ``MeshProgram`` is written in.
+"""The DSD operations a code body is written in: one dataclass per CSL DSD builtin.
 
-Each instruction is a small frozen dataclass and maps to one CSL DSD builtin (named in its docstring),
-so the same program can be simulated and, later, lowered to CSL. Operands are *buffer slices*
-(``Ref``, a ``mem1d_dsd``: buffer name, offset, length, stride) and *colours* (a ``fabin_dsd`` /
-``fabout_dsd``). A plain string is accepted wherever a ``Ref`` is expected and means the whole buffer.
+Operands are *buffer slices* (``Ref``: a ``mem1d_dsd``, with offsets and lengths that may be run-time
+expressions, CSL ``@increment_dsd_offset``/``@set_dsd_length``), *colours* (a ``fabin_dsd`` /
+``fabout_dsd``; an integer or a body parameter) and *scalars* (an expression: a constant, a
+variable, or ``Load(buf, i)``, one element read from memory). A plain string is accepted wherever a
+``Ref`` is expected and means the whole buffer.
 
-Fabric instructions (``Send``, ``Recv``, ``RecvAdd``, ``RecvAddSend``, ``Relay``) run on a microthread:
+**Fabric ops** (``Send``, ``Recv``, ``RecvAdd``, ``RecvAddSend``, ``Relay``, ``RelayStore``) run on a microthread:
 
-* with ``id=None`` they are **synchronous** (CSL: no ``.async``): the main thread waits until the
-  op has moved its last wavelet;
-* with ``id="name"`` they are **asynchronous** (CSL: ``.async = true, .activate = task``): the main
-  thread continues after the issue overhead and a later ``Wait(("name", ...))`` joins on them. An id
-  refers to the most recent op issued with that name, so unrolled loops may reuse names.
+* no ``done`` and no ``id``: **synchronous** (CSL: no ``.async``) — the task that issued it waits
+  until the op has moved its last wavelet;
+* ``done=Activate(task)`` / ``done=Unblock(task)``: **asynchronous** (CSL: ``.async = true,
+  .activate = t`` / ``.unblock = t``) — the issuing task continues after the issue overhead and the
+  op's completion activates or unblocks a task;
+* ``id="name"``: asynchronous, joined later by a ``Wait`` statement in the same statement list
+  (sugar: ``simulator.joins`` rewrites it into completion actions and join tasks before anything
+  else reads the body).
 
-Element types come from the buffers: ``fp32`` or ``fp16``. Matrix ops take their accumulate type
-from ``acc`` (default: the output buffer's dtype); fp16 operands with ``acc="fp32"`` is the mixed
-``@fmachs`` form.
+**Compute ops** run on the issuing task's thread and cost ``c_op + ⌈n / F⌉`` cycles, F the op's SIMD
+width narrowed by the stride rule of every operand (hardware-and-csl.md §1.2, §3.2, §3.3). ``Fmac``
+is the one multiply-accumulate the PE has (CSL ``@fmacs``/``@fmach``/``@fmachs``); a local GEMM or
+GEMV is a loop of them. ``Gemv`` and ``Gemm`` are *macros* that expand to those loops when a body is
+built (``simulator.macros``), in the loop order documented there.
 
-Matrix layouts (contiguous buffers, stride 1):
-
-* ``Gemv(layout="row")``: ``W`` is m×n row-major (``W[i, j]`` at ``i*n + j``); the op is m vector
-  FMACs ``y[0:n] += x[i] * W[i, :]`` for i = 0..m-1 (CSL: ``@fmach/@fmacs`` per row).
-  ``layout="col"``: ``W`` is m×n column-major (``W[i, j]`` at ``j*m + i``); n dot products of length m.
-* ``Gemm(layout="col")``: ``A`` (m×k) and ``C`` (m×n) column-major, ``B`` (k×n) row-major; the op is
-  k·n vector FMACs ``C[:, j] += A[:, l] * B[l, j]`` (l outer, j inner), vector length m, as WaferLLM's
-  local MeshGEMM compute (method §4.3). ``layout="row"``: A, B, C row-major; m·k FMACs
-  ``C[i, :] += A[i, l] * B[l, :]`` (i outer, l inner), vector length n.
+Element types come from the buffers (``fp32``/``fp16``); a destination of another dtype than its
+sources is the mixed form (fp16 operands, fp32 accumulator: ``@fmachs``, ``@faddhs``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Union
+
+from simulator.expr import Const, ExprLike, as_expr
 
 LAYOUTS = ("row", "col")
 ACC_DTYPES = (None, "fp16", "fp32")
@@ -41,18 +42,34 @@ ACC_DTYPES = (None, "fp16", "fp32")
 class Ref:
     """A strided slice of a named buffer (CSL ``mem1d_dsd``: ``|i|{length} -> buf[offset + i*stride]``).
 
-    ``length=None`` means "to the end of the buffer". Stride 0 (a scalar broadcast) is allowed for
-    sources only.
+    ``offset`` and ``length`` may be expressions (run-time values are checked against the buffer when
+    the op is issued); ``length=None`` means "to the end of the buffer". ``stride`` is a constant;
+    stride 0 (a scalar broadcast) is allowed for sources only.
     """
 
     buf: str
-    offset: int = 0
-    length: int | None = None
+    offset: ExprLike = 0
+    length: ExprLike | None = None
     stride: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.buf, str) or not self.buf:
             raise TypeError(f"Ref.buf must be a non-empty buffer name, got {self.buf!r}")
+        object.__setattr__(self, "offset", _norm(self.offset))
+        if self.length is not None:
+            object.__setattr__(self, "length", _norm(self.length))
+
+
+def _norm(v: ExprLike):
+    """Plain ints stay ints (legacy programs compare them); other values become expressions."""
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, int):
+        return v
+    e = as_expr(v)
+    if isinstance(e, Const) and isinstance(e.value, int):
+        return e.value
+    return e
 
 
 RefLike = Union[Ref, str]
@@ -72,48 +89,82 @@ def _coerce(obj, *names: str) -> None:
         object.__setattr__(obj, n, as_ref(getattr(obj, n)))
 
 
+def _colour(obj, *names: str) -> None:
+    for n in names:
+        object.__setattr__(obj, n, _norm(getattr(obj, n)))
+
+
+@dataclass(frozen=True, slots=True)
+class Activate:
+    """Completion action (or statement): activate local task ``task`` (CSL ``.activate = t`` /
+    ``@activate(t)``)."""
+
+    task: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unblock:
+    """Completion action (or statement): unblock task ``task`` (CSL ``.unblock = t`` / ``@unblock``)."""
+
+    task: str
+
+
+@dataclass(frozen=True, slots=True)
+class Detached:
+    """Completion of an async op that nothing joins (CSL: ``.async = true`` with no action)."""
+
+    task = None
+
+
+Completion = Union[Activate, Unblock, Detached]
+
+
 class Instruction:
-    """Marker base class of every DSD-level instruction."""
+    """Marker base class of every DSD operation."""
 
     __slots__ = ()
 
 
 # ------------------------------------------------------------------------------------------------
-# Fabric (microthread) instructions
+# Fabric (microthread) operations
 # ------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Send(Instruction):
-    """Stream ``src`` onto ``colour``, one wavelet per cycle, from this PE's RAMP.
+    """Stream ``src`` onto ``colour``, at most one wavelet per cycle, from this PE's RAMP.
 
-    CSL: ``@fmovs/@fmovh(fabout_dsd{colour}, mem1d_dsd)`` (``.async = true`` when ``id`` is set).
-    ``packed=True`` (fp16 only) puts two values in one wavelet (``.simd_mode = .{.simd_32 = true}``).
+    CSL: ``@fmovs/@fmovh(fabout_dsd{colour}, mem1d_dsd)``. ``packed=True`` (fp16 only) puts two
+    values in one wavelet (``.simd_mode = .{.simd_32 = true}``).
     """
 
-    colour: int
+    colour: ExprLike
     src: RefLike
     id: str | None = None
     packed: bool = False
+    done: Completion | None = None
 
     def __post_init__(self) -> None:
         _coerce(self, "src")
+        _colour(self, "colour")
 
 
 @dataclass(frozen=True, slots=True)
 class Recv(Instruction):
     """Receive ``len(dst)`` values arriving on ``colour`` at this PE's RAMP into ``dst``.
 
-    CSL: ``@fmovs/@fmovh(mem1d_dsd, fabin_dsd{queue bound to colour})``.
+    CSL: ``@fmovs/@fmovh(mem1d_dsd, fabin_dsd{input queue bound to colour})``.
     """
 
-    colour: int
+    colour: ExprLike
     dst: RefLike
     id: str | None = None
     packed: bool = False
+    done: Completion | None = None
 
     def __post_init__(self) -> None:
         _coerce(self, "dst")
+        _colour(self, "colour")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,13 +174,15 @@ class RecvAdd(Instruction):
     CSL: ``@fadds/@faddh(mem1d_dsd, mem1d_dsd, fabin_dsd)`` — a chain root or sink.
     """
 
-    colour: int
+    colour: ExprLike
     dst: RefLike
     id: str | None = None
     packed: bool = False
+    done: Completion | None = None
 
     def __post_init__(self) -> None:
         _coerce(self, "dst")
+        _colour(self, "colour")
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,14 +194,16 @@ class RecvAddSend(Instruction):
     streams one wavelet per cycle. The sum is rounded to ``src``'s dtype.
     """
 
-    in_colour: int
-    out_colour: int
+    in_colour: ExprLike
+    out_colour: ExprLike
     src: RefLike
     id: str | None = None
     packed: bool = False
+    done: Completion | None = None
 
     def __post_init__(self) -> None:
         _coerce(self, "src")
+        _colour(self, "in_colour", "out_colour")
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,55 +214,56 @@ class Relay(Instruction):
     (pipelined), unlike a hardware pass-through route which costs only α per hop.
     """
 
-    in_colour: int
-    out_colour: int
-    count: int
+    in_colour: ExprLike
+    out_colour: ExprLike
+    count: ExprLike
     id: str | None = None
-
-
-# ------------------------------------------------------------------------------------------------
-# Main-thread compute instructions
-# ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Gemv(Instruction):
-    """``y[0:n] += x[0:m] · W[m×n]`` (see module docstring for the layouts).
-
-    CSL: one ``@fmach/@fmacs/@fmachs(y_dsd, y_dsd, w_row_dsd, x[i])`` per row (``layout="row"``).
-    Cost: m·(c_op + ⌈n/F_fmac⌉) for row, n·(c_op + ⌈m/F_fmac⌉) for col.
-    """
-
-    y: RefLike
-    x: RefLike
-    w: RefLike
-    m: int
-    n: int
-    layout: str = "row"
-    acc: str | None = None
+    done: Completion | None = None
 
     def __post_init__(self) -> None:
-        _coerce(self, "y", "x", "w")
+        _colour(self, "in_colour", "out_colour", "count")
 
 
 @dataclass(frozen=True, slots=True)
-class Gemm(Instruction):
-    """``C[m×n] += A[m×k] · B[k×n]`` (see module docstring for the layouts and loop order).
+class RelayStore(Instruction):
+    """Software relay that keeps a copy: receive ``len(dst)`` values on ``in_colour``, store each in
+    ``dst`` and re-send it on ``out_colour``, pipelined (β per wavelet of latency, like ``Relay``).
 
-    CSL: k·n (``col``) or m·k (``row``) vector ``@fmach/@fmacs`` ops, each paying c_op.
-    """
+    CSL: a FIFO over ``dst`` (``@allocate_fifo``) fed by ``@fmovs(fifo, fabin_dsd{in_colour})`` and
+    drained by ``@fmovs(fabout_dsd{out_colour}, fifo)``, both async: the buffer keeps every value
+    (each slot is written once), so a relay in a broadcast chain needs no loopback copy."""
 
-    c: RefLike
+    in_colour: ExprLike
+    out_colour: ExprLike
+    dst: RefLike
+    id: str | None = None
+    packed: bool = False
+    done: Completion | None = None
+
+    def __post_init__(self) -> None:
+        _coerce(self, "dst")
+        _colour(self, "in_colour", "out_colour")
+
+
+# ------------------------------------------------------------------------------------------------
+# Compute operations (the issuing thread)
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Fmac(Instruction):
+    """``dst = a + b * s`` element-wise, ``s`` a scalar. CSL: ``@fmacs/@fmach/@fmachs(dst, a, b, s)``.
+
+    The product is rounded to dst's dtype, then the sum (hardware-and-csl.md §6.5)."""
+
+    dst: RefLike
     a: RefLike
     b: RefLike
-    m: int
-    k: int
-    n: int
-    layout: str = "col"
-    acc: str | None = None
+    s: ExprLike
 
     def __post_init__(self) -> None:
-        _coerce(self, "c", "a", "b")
+        _coerce(self, "dst", "a", "b")
+        object.__setattr__(self, "s", as_expr(self.s))
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,15 +304,16 @@ class Max(Instruction):
 
 @dataclass(frozen=True, slots=True)
 class Scale(Instruction):
-    """``dst = src * factor`` with a compile-time scalar. CSL: ``@fmuls/@fmulh(dst, src, factor)``
+    """``dst = src * factor`` with a scalar factor. CSL: ``@fmuls/@fmulh(dst, src, factor)``
     (costed with the ``scale`` SIMD width, like ``@fscales``)."""
 
     dst: RefLike
     src: RefLike
-    factor: float
+    factor: ExprLike
 
     def __post_init__(self) -> None:
         _coerce(self, "dst", "src")
+        object.__setattr__(self, "factor", as_expr(self.factor))
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,10 +332,11 @@ class Fill(Instruction):
     """``dst[:] = value`` (e.g. zero an accumulator). CSL: ``@fmovs/@fmovh(dst, value)``."""
 
     dst: RefLike
-    value: float = 0.0
+    value: ExprLike = 0.0
 
     def __post_init__(self) -> None:
         _coerce(self, "dst")
+        object.__setattr__(self, "value", as_expr(self.value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,38 +373,84 @@ class Silu(Instruction):
 
 
 # ------------------------------------------------------------------------------------------------
-# Synchronisation and instrumentation
+# Macros: expanded into loops of Fmac when a body is built (simulator.macros)
 # ------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class Wait(Instruction):
-    """Block the main thread until the most recent async ops with these ids have finished.
+class Gemv(Instruction):
+    """``y[0:n] += x[0:m] · W[m×n]``: m ``Fmac`` ops ``y += W[i, :] * x[i]`` (i ascending).
 
-    CSL: the join idiom — completion ``.activate``/``.unblock`` of a task that continues the program;
-    costs one task activation (``spec.task_cycles``) once satisfied.
+    ``layout="row"``: W row-major (``W[i, j]`` at ``i*n + j``), unit-stride rows.
+    ``layout="col"``: W column-major (``W[i, j]`` at ``j*m + i``): the same ops on rows of stride m
+    (narrower SIMD by the stride rule). ``acc`` other than y's dtype accumulates in a scratch
+    buffer of that dtype and rounds into y at the end.
     """
 
-    ids: tuple[str, ...] = field(default=())
+    y: RefLike
+    x: RefLike
+    w: RefLike
+    m: ExprLike
+    n: ExprLike
+    layout: str = "row"
+    acc: str | None = None
 
     def __post_init__(self) -> None:
-        ids = (self.ids,) if isinstance(self.ids, str) else tuple(self.ids)
-        if not ids or not all(isinstance(i, str) and i for i in ids):
-            raise TypeError(f"Wait needs one or more non-empty op ids, got {self.ids!r}")
-        object.__setattr__(self, "ids", ids)
+        _coerce(self, "y", "x", "w")
 
 
 @dataclass(frozen=True, slots=True)
-class Timestamp(Instruction):
-    """Record the current cycle under ``label`` (CSL: ``<time>.get_timestamp``); costs 1 cycle."""
+class Gemm(Instruction):
+    """``C[m×n] += A[m×k] · B[k×n]`` as loops of ``Fmac``.
 
-    label: str
+    ``layout="col"``: A and C column-major, B row-major; k·n ops ``C[:, j] += A[:, l] * B[l, j]``
+    (l outer, j inner), vector length m — WaferLLM's local MeshGEMM compute (method §4.3).
+    ``layout="row"``: all row-major; m·k ops ``C[i, :] += B[l, :] * A[i, l]`` (i outer, l inner),
+    vector length n.
+    """
+
+    c: RefLike
+    a: RefLike
+    b: RefLike
+    m: ExprLike
+    k: ExprLike
+    n: ExprLike
+    layout: str = "col"
+    acc: str | None = None
+
+    def __post_init__(self) -> None:
+        _coerce(self, "c", "a", "b")
 
 
-FABRIC_INSTRUCTIONS = (Send, Recv, RecvAdd, RecvAddSend, Relay)
+FABRIC_INSTRUCTIONS = (Send, Recv, RecvAdd, RecvAddSend, Relay, RelayStore)
 ELEMENTWISE_BINARY = (Add, Mul, Max)
 ELEMENTWISE_UNARY = (Scale, Copy, Exp, Rsqrt, Silu)
-ALL_INSTRUCTIONS = (
-    Send, Recv, RecvAdd, RecvAddSend, Relay, Gemv, Gemm, Add, Mul, Max, Scale, Copy, Fill, Exp,
-    Rsqrt, Silu, Wait, Timestamp,
-)
+MACROS = (Gemv, Gemm)
+COMPUTE_INSTRUCTIONS = (Fmac, Add, Mul, Max, Scale, Copy, Fill, Exp, Rsqrt, Silu)
+ALL_INSTRUCTIONS = FABRIC_INSTRUCTIONS + COMPUTE_INSTRUCTIONS + MACROS
+
+
+def ref_fields(ins: Instruction) -> tuple[str, ...]:
+    """Names of the ``Ref`` operands of ``ins``, destination first."""
+    return tuple(f for f in ins.__dataclass_fields__ if isinstance(getattr(ins, f), Ref))
+
+
+def recv_colour(ins: Instruction) -> ExprLike | None:
+    if isinstance(ins, (Recv, RecvAdd)):
+        return ins.colour
+    if isinstance(ins, (RecvAddSend, Relay, RelayStore)):
+        return ins.in_colour
+    return None
+
+
+def send_colour(ins: Instruction) -> ExprLike | None:
+    if isinstance(ins, Send):
+        return ins.colour
+    if isinstance(ins, (RecvAddSend, Relay, RelayStore)):
+        return ins.out_colour
+    return None
+
+
+def is_async(ins: Instruction) -> bool:
+    return isinstance(ins, FABRIC_INSTRUCTIONS) and (ins.id is not None or ins.done is not None)
+

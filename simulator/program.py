@@ -1,24 +1,29 @@
-"""``MeshProgram``: the one description of a mesh kernel that the simulator executes and that the CSL
-emitter will lower.
+"""``MeshProgram``: the one description of a mesh kernel that the simulator executes, the CSL emitter
+lowers and the cost model reads.
 
-The model follows CSL's, not a generic task graph:
+The model is CSL's:
 
 * **Rectangle** ``width × height`` of PEs; x is the column (grows EAST), y the row (grows SOUTH),
-  NORTH is y−1 (hardware-and-csl.md §2.2).
-* **Buffers** per PE (``add_buffer``): name, dtype (``fp16``/``fp32``), length, optional initial data.
-  They are static arrays in the PE's SRAM; their bytes are charged against
-  ``spec.usable_sram_bytes`` and an overflow is an ``InputError`` at build time.
-* **Routes** per (PE, colour) (``set_route``): the set of ports a colour is accepted from (``rx``) and
-  the set it is forwarded to (``tx``) — exactly ``@set_color_config(x, y, colour, .{.routes = .{.rx,
-  .tx}})``. ``RAMP`` in ``rx`` means injection by this PE's CE, in ``tx`` delivery to it. Several
-  ``tx`` ports make a static multicast; a PE whose route has no RAMP passes the colour through.
-* **Instructions** per PE (``add``): a straight-line list of DSD-level ops (``simulator.instructions``)
-  run by the main thread; fabric ops run on microthreads (async when given an ``id``). Loops are
-  unrolled by the builder; double-buffering is two buffer names used alternately.
+  NORTH is y−1 (hardware-and-csl.md §2.2). CSL: ``@set_rectangle(W, H)``.
+* **Bodies** (``simulator.body.Body``) are written once and **placed** on PEs with per-PE
+  parameters (``place``; CSL ``@set_tile_code(x, y, "pe_<body>.csl", .{...})`` in comptime loops).
+  A parameter is given as a number, an expression of the coordinates ``X``/``Y`` (evaluated for every
+  PE, vectorised), an array over the placed PEs, or a function ``f(xs, ys) -> array``. PEs with the
+  same body and parameter values share one *block* (one compiled program), so memory and lowering
+  cost grow with the number of distinct bodies and parameter sets, not with the number of PEs.
+* **Routes** per (PE, colour) (``set_route`` on a rectangle, or ``route_rule`` with the colour, the
+  ports and a condition as expressions of the coordinates and the program's parameters, as
+  ``layout.csl`` writes them): the ports a colour is accepted from (``rx``) and forwarded to (``tx``)
+  — exactly ``@set_color_config(x, y, colour, .{.routes = .{.rx, .tx}})``.
+* **Program parameters** (``param``): comptime integers of the layout (sizes, group counts) that
+  placement values and routes use by name, so the layout is size-independent. ``RAMP`` in ``rx`` is injection by this PE's CE, in ``tx`` delivery to
+  it. Several ``tx`` ports make a static multicast; a route without RAMP passes the colour through.
+* **Buffers** are static arrays in SRAM (``set_data`` gives initial contents); with the body's code
+  (estimated at ``spec.code_bytes_*``) and variables they must fit ``spec.usable_sram_bytes``, or the
+  placement fails naming the PE, the body and the bytes.
 
-Every setter takes ``x`` and ``y`` as an int, a ``range``/``slice`` or a sequence of ints, and applies to
-the whole selected rectangle, so a 750×994 program is built with a handful of calls. Instructions are
-interned and per-PE layouts shared, so large programs stay small in memory.
+The per-PE **trace API** of earlier versions stays as sugar: ``add_buffer`` and ``add`` build, for
+every distinct (buffers, instruction list) of PEs, a parameterless body with one function ``main``.
 
 Example — PE (0, 0) sends 4 floats east to PE (1, 0)::
 
@@ -37,16 +42,18 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence, Union
+from typing import Any, Callable, Iterable, Sequence, Union
 
 import numpy as np
 
 from plmr.errors import InputError
 from plmr.hardware import HardwareSpec
 from simulator import instructions as I
+from simulator import statements as S
+from simulator.body import BUFFER_DTYPES, VAR_DTYPES, Body
+from simulator.expr import Expr, Param, as_expr, evaluate, names
 
-#: Storage dtypes of buffers and their bytes in SRAM.
-BUFFER_DTYPES = {"fp16": 2, "fp32": 4}
+__all__ = ["MeshProgram", "Port", "Buffer", "Route", "Placement", "Block", "BUFFER_DTYPES"]
 
 
 class Port(enum.IntEnum):
@@ -74,6 +81,7 @@ _DELTA = {Port.NORTH: (0, -1), Port.SOUTH: (0, 1), Port.EAST: (1, 0), Port.WEST:
           Port.RAMP: (0, 0)}
 
 PortSet = Union[Port, Iterable[Port]]
+Coord = Union[int, range, slice, Sequence[int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,17 +106,63 @@ class Route:
     tx: frozenset[Port]
 
 
+@dataclass
+class Block:
+    """One body with one set of parameter values: what a group of PEs runs (one CSL binary)."""
+
+    index: int
+    body: Body  # finalized
+    values: dict[str, Any]
+    buffers: tuple[Buffer, ...]
+    by_name: dict[str, Buffer]
+    nelems: int
+    data_bytes: int
+    var_bytes: int
+    code_bytes: int
+
+    @property
+    def sram_bytes(self) -> int:
+        return self.data_bytes + self.var_bytes + self.code_bytes
+
+
+@dataclass
+class Placement:
+    """``body`` placed on ``pes`` (flat indices) with per-PE parameter arrays; ``params_given`` keeps
+    what the author passed (expressions for the CSL emitter)."""
+
+    body: Body
+    pes: np.ndarray
+    params: dict[str, np.ndarray]
+    params_given: dict[str, Any]
+    rect: tuple[range, range] | None
+    block_of_pe: np.ndarray  # block index per PE of ``pes``
+    auto: bool = False  # a trace-API body
+
+
+@dataclass
+class RouteRule:
+    """One ``@set_color_config`` statement as the layout writes it: on the PEs of ``rect`` (or of
+    ``pes``) where ``when`` holds and the masks are non-zero, ``colour`` is routed from the ``rx`` ports
+    to the ``tx`` ports. ``colour``, ``rx``, ``tx`` and ``when`` are expressions of ``X``, ``Y`` and the
+    program's parameters (masks: bit ``1 << port`` per ``Port``)."""
+
+    rect: tuple[range, range] | None
+    pes: np.ndarray | None
+    colour: Expr
+    rx: Expr
+    tx: Expr
+    when: Expr
+    config: int = 0  # 0: the layout's routes; k >= 1: an alternative SetRoute(colour, k) installs
+
+
 @dataclass(frozen=True, slots=True)
 class _Layout:
-    """A PE's buffer set, shared between every PE that declared the same buffers in the same order."""
+    """A trace-API PE's buffer set, shared between PEs that declared the same buffers in order."""
 
     buffers: tuple[Buffer, ...]
     by_name: dict
     nbytes: int
     nelems: int
-
-
-Coord = Union[int, range, slice, Sequence[int]]
 
 
 def _mask(ports: PortSet) -> int:
@@ -127,10 +181,14 @@ def _ports(mask: int) -> frozenset[Port]:
     return frozenset(p for p in Port if mask >> int(p) & 1)
 
 
+def port_names(mask: int) -> list[str]:
+    return sorted(p.name for p in _ports(mask))
+
+
 class MeshProgram:
     """A kernel for a ``width × height`` rectangle of PEs on ``spec`` (see the module docstring)."""
 
-    def __init__(self, width: int, height: int, spec: HardwareSpec) -> None:
+    def __init__(self, width: int, height: int, spec: HardwareSpec, name: str = "kernel") -> None:
         if not isinstance(width, int) or not isinstance(height, int) or width < 1 or height < 1:
             raise InputError(f"mesh size must be positive integers, got {width}x{height}")
         if width > spec.mesh_width or height > spec.mesh_height:
@@ -141,21 +199,32 @@ class MeshProgram:
         self.width = width
         self.height = height
         self.spec = spec
+        self.name = name
         n = width * height
-        # Routes: bit masks per (PE, colour); 0 = no route.
+        # Routes: bit masks per (PE, colour); 0 = no route. Rules keep how they were written.
         self._rx = np.zeros((n, spec.num_colors), dtype=np.uint8)
         self._tx = np.zeros((n, spec.num_colors), dtype=np.uint8)
-        # Buffers: per-PE layout id into an interned table (append-only layouts).
+        # run-time alternatives (SetRoute): config k >= 1 -> (rx, tx) masks per (PE, colour)
+        self._alt: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.route_rules: list[RouteRule] = []
+        self.layout_params: dict[str, int] = {"W": width, "H": height}  # the rectangle, by name
+        # Bodies
+        self.placements: list[Placement] = []
+        self._place_of = np.full(n, -1, dtype=np.int32)  # placement index per PE
+        self.blocks: list[Block] = []
+        self._block_index: dict[tuple, int] = {}
+        # Trace API: per-PE layouts and instruction lists, turned into bodies by ``finalize``
         self._layouts: list[_Layout] = [_Layout((), {}, 0, 0)]
         self._layout_index: dict[tuple, int] = {(): 0}
         self._layout_id = np.zeros(n, dtype=np.int32)
-        self._init: dict[tuple[int, str], np.ndarray] = {}
-        # Instructions: interned; per-PE list of instruction ids (None until the PE gets code).
-        self._instr_table: list[I.Instruction] = []
-        self._instr_ids: dict[I.Instruction, int] = {}
+        self._instr_table: list = []
+        self._instr_ids: dict = {}
         self._code: list[list[int] | None] = [None] * n
-        self._resolved: dict[tuple[int, int], tuple] = {}
-        self._colours_checked: set[int] = set()  # instruction ids whose colours passed the checks
+        self._checked: set[tuple[int, int]] = set()  # (layout, instruction) pairs checked
+        self._auto_done = False
+        # initial buffer contents per (PE, buffer)
+        self._init: dict[tuple[int, str], np.ndarray] = {}
+        self.entry = "main"
 
     # --------------------------------------------------------------------------------------------
     # PE selection
@@ -166,6 +235,8 @@ class MeshProgram:
         return self.width * self.height
 
     def _axis(self, v: Coord, size: int, name: str) -> np.ndarray:
+        if v is None:
+            v = range(size)
         if isinstance(v, slice):
             v = range(*v.indices(size))
         if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
@@ -183,16 +254,182 @@ class MeshProgram:
         ys = self._axis(y, self.height, "y")
         return (ys[:, None] * self.width + xs[None, :]).ravel()
 
+    def _rect(self, x: Coord, y: Coord) -> tuple[range, range] | None:
+        """The selection as (x range, y range) when both are contiguous, else None."""
+        def rng(v, size):
+            if v is None:
+                return range(size)
+            if isinstance(v, slice):
+                return range(*v.indices(size))
+            if isinstance(v, range) and v.step == 1:
+                return v
+            if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+                return range(int(v), int(v) + 1)
+            return None
+        rx, ry = rng(x, self.width), rng(y, self.height)
+        return (rx, ry) if rx is not None and ry is not None else None
+
     def _xy(self, pe: int) -> tuple[int, int]:
         return pe % self.width, pe // self.width
 
+    def _invalidate(self) -> None:
+        self._auto_done = False
+
     # --------------------------------------------------------------------------------------------
-    # Buffers
+    # Bodies
     # --------------------------------------------------------------------------------------------
 
+    def place(self, body: Body, x: Coord = None, y: Coord = None,
+              params: dict[str, Any] | None = None) -> Placement:
+        """Place ``body`` on the selected PEs (default: the whole rectangle) with per-PE ``params``.
+
+        Raises ``InputError`` for a PE that already has code, a parameter missing, unknown or out of
+        range (colours must be routable), and a PE whose buffers, variables and code overflow SRAM."""
+        return self._place(body, x, y, params or {}, auto=False)
+
+    def _place(self, body: Body, x: Coord, y: Coord, params: dict, auto: bool,
+               pes: np.ndarray | None = None) -> Placement:
+        if not isinstance(body, Body):
+            raise InputError(f"place() needs a Body, got {body!r}")
+        rect = None if pes is not None else self._rect(x, y)
+        pes = self.pes(x, y) if pes is None else pes
+        if pes.size == 0:
+            raise InputError(f"body {body.name}: placed on no PE")
+        taken = self._place_of[pes] >= 0
+        if not auto:
+            taken |= np.array([self._code[p] is not None or self._layout_id[p] != 0 for p in pes.tolist()])
+        if taken.any():
+            pe = int(pes[taken][0])
+            raise InputError(f"body {body.name}: PE {self._xy(pe)} already has code; a PE runs one body")
+        final = body.finalized()
+        unknown = sorted(set(params) - set(final.params))
+        if unknown:
+            raise InputError(f"body {body.name}: unknown parameter {unknown[0]!r}; declared: "
+                             f"{', '.join(final.params) or 'none'}")
+        missing = [p for p in final.params if p not in params]
+        if missing:
+            raise InputError(f"body {body.name}: parameter {missing[0]!r} has no value for PE "
+                             f"{self._xy(int(pes[0]))}")
+        xs, ys = pes % self.width, pes // self.width
+        arrays: dict[str, np.ndarray] = {}
+        for name, kind in final.params.items():
+            arr = self._param_values(body.name, name, params[name], xs, ys, pes)
+            if kind == "colour":
+                bad = ~np.isin(arr, np.array(self.spec.routable_colors))
+                if bad.any():
+                    i = int(np.nonzero(bad)[0][0])
+                    raise InputError(
+                        f"body {body.name}: parameter {name!r} = {arr[i]} on PE {self._xy(int(pes[i]))} is not "
+                        f"a routable colour of {self.spec.name} ({self.spec.routable_colors[0]}.."
+                        f"{self.spec.routable_colors[-1]}, reserved {list(self.spec.reserved_colors)})")
+            arrays[name] = arr
+        block_of = self._blocks_for(final, arrays, pes)
+        pl = Placement(body, pes, arrays, dict(params), rect, block_of, auto)
+        self._place_of[pes] = len(self.placements)
+        self.placements.append(pl)
+        return pl
+
+    def _param_values(self, body: str, name: str, v, xs, ys, pes) -> np.ndarray:
+        where = f"body {body}: parameter {name!r}"
+        try:
+            if callable(v) and not isinstance(v, Expr):
+                arr = np.asarray(v(xs, ys))
+            elif isinstance(v, (Expr, int, float, np.integer, np.floating)):
+                e = as_expr(v)
+                self._coord_expr(e, where)
+                arr = np.asarray(self.evaluate_at(e, xs, ys))
+            else:
+                arr = np.asarray(v)
+                if arr.ndim == 2 and arr.shape[0] * arr.shape[1] == pes.size:
+                    arr = arr.ravel()
+        except InputError:
+            raise
+        except Exception as exc:  # a user's callable or array went wrong
+            raise InputError(f"{where}: could not evaluate the value ({exc})") from None
+        if arr.ndim == 0:
+            arr = np.full(pes.size, arr.item())
+        if arr.shape != (pes.size,):
+            raise InputError(f"{where}: {arr.shape} values for {pes.size} PEs")
+        if arr.dtype.kind == "f" and np.all(arr == np.floor(arr)):
+            arr = arr.astype(np.int64)
+        elif arr.dtype.kind in "iub":
+            arr = arr.astype(np.int64)
+        return arr
+
+    def _blocks_for(self, final: Body, arrays: dict[str, np.ndarray], pes: np.ndarray) -> np.ndarray:
+        """Block index per PE: one block per distinct parameter row (checked for SRAM)."""
+        from simulator import resources
+
+        names_ = list(final.params)
+        if names_:
+            # one integer key per PE (mixed radix over each parameter's distinct values): a 1-D unique
+            cols, codes = [], []
+            key = np.zeros(pes.size, dtype=np.int64)
+            for n in names_:
+                u, c = np.unique(arrays[n], return_inverse=True)
+                cols.append(u)
+                key = key * len(u) + c.ravel()
+            ukey, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+            inverse = inverse.ravel()
+            rows = np.stack([arrays[n][first].astype(np.float64) for n in names_], axis=1)
+        else:
+            rows, inverse = np.zeros((1, 0)), np.zeros(pes.size, dtype=np.int64)
+        out = np.empty(rows.shape[0], dtype=np.int32)
+        for r in range(rows.shape[0]):
+            values = {}
+            for n, v in zip(names_, rows[r]):
+                values[n] = int(v) if float(v).is_integer() and final.params[n] != "float" else float(v)
+            key = (id(final), tuple(sorted(values.items())))
+            bi = self._block_index.get(key)
+            if bi is None:
+                bi = len(self.blocks)
+                blk = self._make_block(bi, final, values)
+                need = blk.sram_bytes
+                limit = self.spec.usable_sram_bytes
+                if need > limit:
+                    pe = int(pes[np.nonzero(inverse == r)[0][0]])
+                    biggest = max(blk.buffers, key=lambda b: b.nbytes, default=None)
+                    raise InputError(
+                        f"PE {self._xy(pe)}: SRAM overflow in body {final.name}: {need} B needed "
+                        f"(buffers {blk.data_bytes} B"
+                        + (f", largest {biggest.name!r} {biggest.nbytes} B" if biggest else "")
+                        + f", variables {blk.var_bytes} B, code ~{blk.code_bytes} B) but {limit} B are usable "
+                        f"({self.spec.sram_bytes} B SRAM - {self.spec.sram_reserve_bytes} B stack and runtime reserve)")
+                resources.check_block_shapes(blk, self.spec)
+                self.blocks.append(blk)
+                self._block_index[key] = bi
+            out[r] = bi
+        return out[inverse]
+
+    def _make_block(self, index: int, final: Body, values: dict) -> Block:
+        from simulator import resources
+
+        bufs = []
+        off = 0
+        for b in final.buffers.values():
+            n = evaluate(b.length, values)
+            if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+                raise InputError(f"body {final.name}: buffer {b.name!r} length {b.length!r} = {n!r} with "
+                                 f"parameters {values}; lengths must be positive integers")
+            bufs.append(Buffer(b.name, b.dtype, int(n), off))
+            off += int(n)
+        data = sum(b.nbytes for b in bufs)
+        var_bytes = sum(VAR_DTYPES[v.dtype] for v in final.vars.values())
+        code = resources.code_bytes(final, values, self.spec)
+        return Block(index, final, values, tuple(bufs), {b.name: b for b in bufs}, off, data, var_bytes, code)
+
+    # --------------------------------------------------------------------------------------------
+    # Trace API (sugar): per-PE buffers and straight-line instruction lists
+    # --------------------------------------------------------------------------------------------
+
+    def _check_trace_pes(self, pes: np.ndarray, what: str) -> None:
+        placed = self._place_of[pes] >= 0
+        if placed.any():
+            pe = int(pes[placed][0])
+            raise InputError(f"PE {self._xy(pe)}: {what} on a PE that runs a placed body")
+
     def add_buffer(self, x: Coord, y: Coord, name: str, dtype: str, length: int,
-                   init: Union[None, float, Sequence[float], np.ndarray, Callable[[int, int], object]] = None
-                   ) -> None:
+                   init=None) -> None:
         """Declare buffer ``name`` on every selected PE. ``init``: a scalar, a length-``length`` array
         (same on every PE) or ``f(x, y) -> array``; default zeros. Raises ``InputError`` if a PE's
         buffers exceed ``spec.usable_sram_bytes``."""
@@ -205,6 +442,8 @@ class MeshProgram:
             raise InputError(f"buffer {name!r}: length must be a positive integer, got {length!r}")
         length = int(length)
         pes = self.pes(x, y)
+        self._check_trace_pes(pes, f"add_buffer({name!r})")
+        self._invalidate()
         limit = self.spec.usable_sram_bytes
         ids = self._layout_id[pes]
         new_ids = np.empty_like(ids)
@@ -235,12 +474,109 @@ class MeshProgram:
         if init is not None:
             self.set_data(x, y, name, init)
 
+    def add(self, x: Coord, y: Coord, *instrs) -> None:
+        """Append DSD ops and statements to the straight-line program of every selected PE (sugar for
+        a parameterless body per distinct list). Buffers and colours are checked now."""
+        pes = self.pes(x, y)
+        self._check_trace_pes(pes, "add()")
+        self._invalidate()
+        lids = [int(self._layout_id[pes[0]])] if pes.size == 1 else np.unique(self._layout_id[pes]).tolist()
+        for ins in instrs:
+            if not isinstance(ins, (I.Instruction,) + S.CONTROL_STATEMENTS):
+                raise InputError(f"not an instruction: {ins!r}")
+            iid = self._instr_ids.get(ins)
+            if iid is None:
+                iid = len(self._instr_table)
+                self._instr_table.append(ins)
+                self._instr_ids[ins] = iid
+            for lid in lids:
+                if (lid, iid) in self._checked:
+                    continue
+                try:
+                    self._check_trace_op(ins, self._layouts[lid])
+                except InputError as exc:
+                    pe = int(pes[self._layout_id[pes] == lid][0])
+                    raise InputError(f"PE {self._xy(pe)}: {exc}") from None
+                self._checked.add((lid, iid))
+            code = self._code
+            for pe in pes.tolist():
+                lst = code[pe]
+                if lst is None:
+                    code[pe] = [iid]
+                else:
+                    lst.append(iid)
+
+    def _check_trace_op(self, ins, lay: _Layout) -> None:
+        name = type(ins).__name__
+        for c in (I.recv_colour(ins), I.send_colour(ins)) if isinstance(ins, I.FABRIC_INSTRUCTIONS) else ():
+            if c is not None:
+                self._check_colour(c, name)
+        if not isinstance(ins, I.Instruction):
+            return
+        for fname in I.ref_fields(ins):
+            r = getattr(ins, fname)
+            buf = lay.by_name.get(r.buf)
+            if buf is None:
+                raise InputError(f"{name}.{fname}: unknown buffer {r.buf!r}; declared: "
+                                 f"{', '.join(lay.by_name) or 'none'}")
+            check_static_slice(r, buf, name, fname, dst=fname in ("dst", "y", "c"))
+
+    def instructions(self, x: int, y: int) -> list:
+        """The trace-API instruction list of PE (x, y)."""
+        code = self._code[int(self.pes(x, y)[0])]
+        return [self._instr_table[i] for i in code] if code else []
+
+    def _finalize_trace(self) -> None:
+        """Turn trace-API PEs into parameterless bodies (one per distinct buffers + code)."""
+        if self._auto_done:
+            return
+        # drop earlier auto placements (the trace may have grown since)
+        keep = [p for p in self.placements if not p.auto]
+        if len(keep) != len(self.placements):
+            self.placements = keep
+            self._place_of[:] = -1
+            for i, p in enumerate(keep):
+                self._place_of[p.pes] = i
+        groups: dict[tuple, list[int]] = {}
+        for pe in range(self.num_pes):
+            code = self._code[pe]
+            lid = int(self._layout_id[pe])
+            if code is None and lid == 0:
+                continue
+            groups.setdefault((lid, tuple(code or ())), []).append(pe)
+        for k, ((lid, code), pes) in enumerate(groups.items()):
+            lay = self._layouts[lid]
+            b = Body(f"pe_trace{k}")
+            for buf in lay.buffers:
+                b.buffer(buf.name, buf.dtype, buf.length)
+            code_list = tuple(self._instr_table[i] for i in code)
+            _declare_trace_vars(b, code_list)
+            b.function("main", code_list)
+            self._place(b, None, None, {}, auto=True, pes=np.asarray(pes, dtype=np.int64))
+        self._auto_done = True
+
+    # --------------------------------------------------------------------------------------------
+    # Buffers and data
+    # --------------------------------------------------------------------------------------------
+
+    def _pe_buffers(self, pe: int) -> dict[str, Buffer]:
+        pl = self._place_of[pe]
+        if pl >= 0:
+            p = self.placements[pl]
+            idx = int(np.searchsorted(p.pes, pe)) if p.pes.size > 1 and np.all(p.pes[:-1] <= p.pes[1:]) \
+                else int(np.nonzero(p.pes == pe)[0][0])
+            return self.blocks[int(p.block_of_pe[idx])].by_name
+        return self._layouts[self._layout_id[pe]].by_name
+
     def set_data(self, x: Coord, y: Coord, name: str,
                  values: Union[float, Sequence[float], np.ndarray, Callable[[int, int], object]]) -> None:
         """Initial contents of buffer ``name`` on the selected PEs (rounded to the buffer's dtype)."""
         for pe in self.pes(x, y):
             pe = int(pe)
-            buf = self.buffer(*self._xy(pe), name)
+            buf = self._pe_buffers(pe).get(name)
+            if buf is None:
+                raise InputError(f"PE {self._xy(pe)}: unknown buffer {name!r}; declared: "
+                                 f"{', '.join(self._pe_buffers(pe)) or 'none'}")
             v = values(*self._xy(pe)) if callable(values) else values
             arr = np.asarray(v, dtype=np.float64)
             if arr.ndim == 0:
@@ -253,26 +589,36 @@ class MeshProgram:
             self._init[(pe, name)] = arr.astype(np_dtype).astype(np.float32)
 
     def buffers(self, x: int, y: int) -> tuple[Buffer, ...]:
-        """The buffers declared on PE (x, y), in declaration order."""
-        return self._layouts[self._layout_id[self.pes(x, y)[0]]].buffers
+        """The buffers of PE (x, y), in declaration order."""
+        return tuple(self._pe_buffers(int(self.pes(x, y)[0])).values())
 
     def buffer(self, x: int, y: int, name: str) -> Buffer:
-        lay = self._layouts[self._layout_id[self.pes(x, y)[0]]]
+        bufs = self._pe_buffers(int(self.pes(x, y)[0]))
         try:
-            return lay.by_name[name]
+            return bufs[name]
         except KeyError:
             raise InputError(f"PE {(x, y)}: unknown buffer {name!r}; declared: "
-                             f"{', '.join(lay.by_name) or 'none'}") from None
+                             f"{', '.join(bufs) or 'none'}") from None
 
     def sram_bytes(self, x: int, y: int) -> int:
-        """Bytes of buffers on PE (x, y) (its SRAM high-water mark: buffers are static)."""
-        return self._layouts[self._layout_id[self.pes(x, y)[0]]].nbytes
+        """Bytes of buffers on PE (x, y) (its data high-water mark: buffers are static)."""
+        return sum(b.nbytes for b in self.buffers(x, y))
+
+    def block_of(self, x: int, y: int) -> Block | None:
+        """The block (body + parameter values) PE (x, y) runs, after ``finalize``."""
+        self.finalize()
+        pe = int(self.pes(x, y)[0])
+        pl = self._place_of[pe]
+        if pl < 0:
+            return None
+        p = self.placements[pl]
+        return self.blocks[int(p.block_of_pe[int(np.nonzero(p.pes == pe)[0][0])])]
 
     # --------------------------------------------------------------------------------------------
     # Routes
     # --------------------------------------------------------------------------------------------
 
-    def _check_colour(self, colour: int, where: str) -> int:
+    def _check_colour(self, colour, where: str) -> int:
         if isinstance(colour, bool) or not isinstance(colour, (int, np.integer)):
             raise InputError(f"{where}: colour must be an integer, got {colour!r}")
         colour = int(colour)
@@ -284,34 +630,130 @@ class MeshProgram:
                              f"(reserved: {list(self.spec.reserved_colors)})")
         return colour
 
-    def set_route(self, x: Coord, y: Coord, colour: int, rx: PortSet, tx: PortSet,
-                  replace: bool = False) -> None:
-        """Route ``colour`` on every selected PE: accept from ``rx`` ports, forward to ``tx`` ports.
-
-        A (PE, colour) has one route; setting a different one again is an ``InputError`` (a colour
-        conflict) unless ``replace=True``."""
-        pes = self.pes(x, y)
-        where = f"PE {self._xy(int(pes[0]))}" if pes.size else "set_route"
-        colour = self._check_colour(colour, where)
+    def _route_masks(self, rx: PortSet, tx: PortSet, where: str) -> tuple[int, int]:
         rxm, txm = _mask(rx), _mask(tx)
         if not rxm or not txm:
-            raise InputError(f"{where}, colour {colour}: a route needs at least one rx and one tx port")
+            raise InputError(f"{where}: a route needs at least one rx and one tx port")
         if rxm & txm & ~(1 << Port.RAMP):
             bad = _ports(rxm & txm & ~(1 << Port.RAMP))
-            raise InputError(f"{where}, colour {colour}: port(s) {sorted(p.name for p in bad)} in both "
-                             f"rx and tx")
+            raise InputError(f"{where}: port(s) {sorted(p.name for p in bad)} in both rx and tx")
+        return rxm, txm
+
+    def _tables(self, config: int) -> tuple[np.ndarray, np.ndarray]:
+        if config == 0:
+            return self._rx, self._tx
+        if config not in self._alt:
+            self._alt[config] = (np.zeros_like(self._rx), np.zeros_like(self._tx))
+        return self._alt[config]
+
+    def _write_routes(self, pes: np.ndarray, colours: np.ndarray, rxm, txm, replace: bool,
+                      config: int = 0) -> None:
+        """Set masks ``rxm``/``txm`` (numbers or per-PE arrays) for ``colours`` at ``pes``."""
+        if not pes.size:
+            return
+        rx_t, tx_t = self._tables(config)
+        bad = ~np.isin(colours, np.array(self.spec.routable_colors))
+        if bad.any():
+            i = int(np.nonzero(bad)[0][0])
+            self._check_colour(int(colours[i]), f"PE {self._xy(int(pes[i]))}")
         if not replace:
-            old_rx, old_tx = self._rx[pes, colour], self._tx[pes, colour]
+            old_rx, old_tx = rx_t[pes, colours], tx_t[pes, colours]
             clash = (old_rx != 0) & ((old_rx != rxm) | (old_tx != txm))
             if clash.any():
-                pe = int(pes[clash][0])
+                i = int(np.nonzero(np.atleast_1d(clash))[0][0])
+                pe, c = int(pes[i]), int(colours[i])
                 raise InputError(
-                    f"PE {self._xy(pe)}: colour {colour} already routed rx={sorted(p.name for p in _ports(int(self._rx[pe, colour])))} "
-                    f"tx={sorted(p.name for p in _ports(int(self._tx[pe, colour])))}; a PE holds one route per "
-                    f"colour (pass replace=True to override)"
-                )
-        self._rx[pes, colour] = rxm
-        self._tx[pes, colour] = txm
+                    f"PE {self._xy(pe)}: colour {c} already routed rx={port_names(int(rx_t[pe, c]))} "
+                    f"tx={port_names(int(tx_t[pe, c]))}" + (f" in route configuration {config}" if config else "")
+                    + "; a PE holds one route per colour (pass replace=True to override)")
+        rx_t[pes, colours] = rxm
+        tx_t[pes, colours] = txm
+
+    def set_route(self, x: Coord, y: Coord, colour, rx: PortSet, tx: PortSet,
+                  replace: bool = False) -> None:
+        """Route ``colour`` on every selected PE: accept from ``rx`` ports, forward to ``tx`` ports. A
+        (PE, colour) has one route; setting a different one again is an ``InputError`` (a colour
+        conflict) unless ``replace=True``. ``route_rule`` takes expressions of the coordinates."""
+        self.route_rule(x, y, colour, _mask(rx), _mask(tx), replace=replace)
+
+    def route_rule(self, x: Coord, y: Coord, colour, rx, tx, when=1, replace: bool = False,
+                   config: int = 0) -> None:
+        """Route ``colour`` on the selected PEs where ``when`` holds: ``colour``, ``rx`` and ``tx``
+        (port sets, or integer masks with bit ``1 << port`` per port) and ``when`` may be expressions
+        of ``X``, ``Y`` and program parameters, evaluated at every PE (a PE whose masks are both 0 gets
+        no route). This is how a layout writes a routing pattern once for every size.
+
+        ``config`` k >= 1 declares a run-time alternative: the statement ``SetRoute(colour, k)`` puts
+        it in place on a PE (``SetRoute(colour, 0)`` restores the layout's); CSL's ``<tile_config>``
+        ``reset_routes``, as WaferLLM's WSE-3 decode re-routes its colours between the X and Y
+        reductions."""
+        if not isinstance(config, int) or config < 0:
+            raise InputError(f"route configuration must be an integer >= 0, got {config!r}")
+        pes = self.pes(x, y)
+        rect = self._rect(x, y)
+        xs, ys = pes % self.width, pes // self.width
+        exprs = []
+        vals = []
+        for what, v in (("route colour", colour), ("rx ports", rx), ("tx ports", tx), ("route condition", when)):
+            if what in ("rx ports", "tx ports") and (isinstance(v, Port) or not isinstance(v, (Expr, int, np.integer))):
+                v = _mask(v)  # a port set
+            e = as_expr(v)
+            self._coord_expr(e, what)
+            exprs.append(e)
+            vals.append(self.evaluate_at(e, xs, ys).astype(np.int64))
+        cols, rxm, txm, cond = vals
+        on = (cond != 0) & ((rxm != 0) | (txm != 0))
+        sel, cols, rxm, txm = pes[on], cols[on], rxm[on], txm[on]
+        if sel.size:
+            where = lambda i: f"PE {self._xy(int(sel[i]))}, colour {int(cols[i])}"  # noqa: E731
+            empty = (rxm == 0) | (txm == 0)
+            if empty.any():
+                raise InputError(f"{where(int(np.nonzero(empty)[0][0]))}: a route needs at least one rx and one tx port")
+            bad = ((rxm | txm) >> 5) != 0
+            if bad.any():
+                i = int(np.nonzero(bad)[0][0])
+                raise InputError(f"{where(i)}: port mask rx={int(rxm[i])} tx={int(txm[i])} has bits beyond the 5 ports")
+            both = (rxm & txm & ~(1 << int(Port.RAMP))) != 0
+            if both.any():
+                i = int(np.nonzero(both)[0][0])
+                raise InputError(f"{where(i)}: port(s) {port_names(int(rxm[i] & txm[i]))} in both rx and tx")
+            self._write_routes(sel, cols, rxm.astype(np.uint8), txm.astype(np.uint8), replace, config)
+        self.route_rules.append(RouteRule(rect, None if rect else pes, *exprs, config=config))
+
+    def evaluate_at(self, e: Expr, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        """Value of ``e`` (an expression of X, Y and program parameters) at the PEs (xs, ys). An
+        expression of one coordinate is evaluated once per distinct value of it (a line pattern:
+        once per position, not once per PE)."""
+        _, coords, _, _ = names(e)
+        env = dict(self.layout_params)
+        if coords == {"x"} or coords == {"y"}:
+            c = xs if coords == {"x"} else ys
+            uniq, inv = np.unique(c, return_inverse=True)
+            env[next(iter(coords))] = uniq
+            out = np.broadcast_to(np.asarray(evaluate(e, env, vectorised=True)), uniq.shape)
+            return out[inv.ravel()]
+        env.update(x=xs, y=ys)
+        return np.broadcast_to(np.asarray(evaluate(e, env, vectorised=True)), xs.shape)
+
+    def _coord_expr(self, e: Expr, what: str) -> None:
+        p, c, v, b = names(e)
+        unknown = sorted(p - set(self.layout_params))
+        if unknown or v or b:
+            raise InputError(f"{what} may use only X, Y, numbers and program parameters "
+                             f"({', '.join(self.layout_params) or 'none declared'}), got {e!r}")
+
+    def param(self, name: str, value: int) -> Param:
+        """A program (layout) parameter: a comptime integer that placement values and routes may use
+        by name, so the layout is written once for every size (CSL: ``param name: i16;`` in
+        ``layout.csl``, bound by ``--params``)."""
+        if not isinstance(name, str) or not name.isidentifier() or name in ("x", "y"):
+            raise InputError(f"program parameter name {name!r} must be an identifier other than x and y")
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise InputError(f"program parameter {name!r} must be an integer, got {value!r}")
+        if name in self.layout_params and self.layout_params[name] != int(value):
+            raise InputError(f"program parameter {name!r} already set to {self.layout_params[name]}")
+        self.layout_params[name] = int(value)
+        return Param(name)
 
     def route(self, x: int, y: int, colour: int) -> Route | None:
         """The route of ``colour`` at PE (x, y), or None."""
@@ -324,224 +766,72 @@ class MeshProgram:
         pe = int(self.pes(x, y)[0])
         return tuple(int(c) for c in np.nonzero(self._rx[pe])[0])
 
-    # --------------------------------------------------------------------------------------------
-    # Instructions
-    # --------------------------------------------------------------------------------------------
-
-    def add(self, x: Coord, y: Coord, *instrs: I.Instruction) -> None:
-        """Append instructions to the program of every selected PE. Buffer references and colours are
-        checked now (buffers must be declared first); routes are checked by ``validate``."""
-        pes = self.pes(x, y)
-        # kernels add millions of (mostly repeated) instructions one PE at a time: check each
-        # instruction's colours once, and its buffers once per layout
-        lids = [int(self._layout_id[pes[0]])] if pes.size == 1 else np.unique(self._layout_id[pes]).tolist()
-        for ins in instrs:
-            if not isinstance(ins, I.Instruction):
-                raise InputError(f"not an instruction: {ins!r}")
-            iid = self._intern(ins)
-            if iid not in self._colours_checked:
-                where = f"PE {self._xy(int(pes[0]))}" if pes.size else "add"
-                for c in _colours_of(ins):
-                    self._check_colour(c, f"{where}, {type(ins).__name__}")
-                self._colours_checked.add(iid)
-            for lid in lids:
-                if (lid, iid) in self._resolved:
-                    continue
-                try:
-                    self.resolve(lid, iid)
-                except InputError as exc:
-                    pe = int(pes[self._layout_id[pes] == lid][0])
-                    raise InputError(f"PE {self._xy(pe)}: {exc}") from None
-            code = self._code
-            for pe in pes.tolist():
-                lst = code[pe]
-                if lst is None:
-                    code[pe] = [iid]
-                else:
-                    lst.append(iid)
-
-    def _intern(self, ins: I.Instruction) -> int:
-        iid = self._instr_ids.get(ins)
-        if iid is None:
-            iid = len(self._instr_table)
-            self._instr_table.append(ins)
-            self._instr_ids[ins] = iid
-        return iid
-
-    def instructions(self, x: int, y: int) -> list[I.Instruction]:
-        """The instruction list of PE (x, y)."""
-        code = self._code[int(self.pes(x, y)[0])]
-        return [self._instr_table[i] for i in code] if code else []
-
-    def resolve(self, layout_id: int, iid: int) -> tuple:
-        """Resolve an instruction's buffer slices against a layout (cached): a tuple of
-        ``(offset, length, stride, dtype)`` per ``Ref`` operand, in field order. Raises ``InputError``
-        for unknown buffers, out-of-range slices and inconsistent lengths."""
-        key = (layout_id, iid)
-        hit = self._resolved.get(key)
-        if hit is not None:
-            return hit
-        lay = self._layouts[layout_id]
-        ins = self._instr_table[iid]
-        refs = []
-        for fname in ins.__dataclass_fields__:
-            v = getattr(ins, fname)
-            if isinstance(v, I.Ref):
-                refs.append(_resolve_ref(v, lay, type(ins).__name__, fname,
-                                         dst=fname in ("dst", "y", "c")))
-        out = tuple(refs)
-        _check_shapes(ins, out)
-        self._resolved[key] = out
-        return out
-
-    # --------------------------------------------------------------------------------------------
-    # Whole-program checks
-    # --------------------------------------------------------------------------------------------
-
-    def validate(self) -> None:
-        """Checks that need the complete program: every fabric op's colour is routed to/from the
-        RAMP on its PE, and every ``Wait`` names an id issued earlier on that PE."""
-        # What each distinct instruction needs, worked out once: whole-wafer programs repeat the
-        # same few instructions millions of times.
-        needs: dict[int, tuple] = {}
-        seen: set[tuple] = set()
-        for pe, code in enumerate(self._code):
-            if not code:
-                continue
-            key = (tuple(code), self._rx[pe].tobytes(), self._tx[pe].tobytes())
-            if key in seen:
-                continue
-            seen.add(key)
-            rx, tx = self._rx[pe].tolist(), self._tx[pe].tolist()
-            ramp = int(Port.RAMP)
-            issued: set[str] = set()
-            for iid in code:
-                need = needs.get(iid)
-                if need is None:
-                    ins = self._instr_table[iid]
-                    fabric = isinstance(ins, I.FABRIC_INSTRUCTIONS)
-                    need = needs[iid] = (
-                        _recv_colours(ins) if fabric else (), _send_colours(ins) if fabric else (),
-                        ins.id if fabric else None, ins.ids if isinstance(ins, I.Wait) else ())
-                recv, send, issues, waits = need
-                for c in recv:
-                    if not tx[c] >> ramp & 1:
-                        raise InputError(f"{self._where(pe, iid)} receives on colour {c}, but the route of "
-                                         f"colour {c} there does not deliver to the RAMP "
-                                         f"({self._route_str(pe, c)})")
-                for c in send:
-                    if not rx[c] >> ramp & 1:
-                        raise InputError(f"{self._where(pe, iid)} sends on colour {c}, but the route of "
-                                         f"colour {c} there does not accept from the RAMP "
-                                         f"({self._route_str(pe, c)})")
-                if issues is not None:
-                    issued.add(issues)
-                for name in waits:
-                    if name not in issued:
-                        raise InputError(f"{self._where(pe, iid)} names op id {name!r} that no earlier "
-                                         f"async op on this PE issued")
-
-    def _where(self, pe: int, iid: int) -> str:
-        return f"PE {self._xy(pe)}: {type(self._instr_table[iid]).__name__}"
-
     def _route_str(self, pe: int, c: int) -> str:
         if not self._rx[pe, c]:
             return "no route"
-        return (f"rx={sorted(p.name for p in _ports(int(self._rx[pe, c])))}, "
-                f"tx={sorted(p.name for p in _ports(int(self._tx[pe, c])))}")
+        return f"rx={port_names(int(self._rx[pe, c]))}, tx={port_names(int(self._tx[pe, c]))}"
+
+    # --------------------------------------------------------------------------------------------
+    # Whole-program view
+    # --------------------------------------------------------------------------------------------
+
+    def finalize(self) -> None:
+        """Bring the trace API's PEs into bodies (idempotent until the program changes)."""
+        self._finalize_trace()
+
+    def pe_blocks(self) -> np.ndarray:
+        """Block index per PE (−1: no code)."""
+        self.finalize()
+        out = np.full(self.num_pes, -1, dtype=np.int32)
+        for p in self.placements:
+            out[p.pes] = p.block_of_pe
+        return out
 
     def stats(self) -> dict:
-        """Sizes, for logs and benchmarks."""
-        n_instr = sum(len(c) for c in self._code if c)
+        """Sizes, for logs, reports and benchmarks: bodies, parameter sets, code bytes per PE."""
+        self.finalize()
+        used = sorted({int(b) for p in self.placements for b in np.unique(p.block_of_pe)})
+        bodies = {id(self.blocks[b].body) for b in used}
         return {
             "pes": self.num_pes,
             "routes": int(np.count_nonzero(self._rx)),
-            "instructions": n_instr,
-            "distinct_instructions": len(self._instr_table),
-            "layouts": len(self._layouts),
+            "code_bodies": len(bodies),
+            "param_sets": len(used),
+            "code_bytes_per_pe": max((self.blocks[b].code_bytes for b in used), default=0),
+            "sram_bytes_per_pe": max((self.blocks[b].sram_bytes for b in used), default=0),
+            "route_rules": len(self.route_rules),
         }
 
 
-# ------------------------------------------------------------------------------------------------
-# Helpers shared with compile.py
-# ------------------------------------------------------------------------------------------------
-
-
-def _resolve_ref(r: I.Ref, lay: _Layout, op: str, field_name: str, dst: bool) -> tuple[int, int, int, str]:
-    buf = lay.by_name.get(r.buf)
-    if buf is None:
-        raise InputError(f"{op}.{field_name}: unknown buffer {r.buf!r}; declared: "
-                         f"{', '.join(lay.by_name) or 'none'}")
-    if not isinstance(r.offset, int) or r.offset < 0 or r.offset >= buf.length:
-        raise InputError(f"{op}.{field_name}: offset {r.offset} outside buffer {r.buf!r} of length {buf.length}")
+def check_static_slice(r: I.Ref, buf: Buffer, op: str, field_name: str, dst: bool) -> None:
+    """Check a slice whose offset and length are numbers against its buffer (run-time values are
+    checked when the op runs)."""
     if not isinstance(r.stride, int) or r.stride < 0 or (dst and r.stride == 0):
         raise InputError(f"{op}.{field_name}: stride {r.stride} not allowed "
                          f"({'>= 1 for a destination' if dst else '>= 0'})")
+    if not isinstance(r.offset, int):
+        return
+    if r.offset < 0 or r.offset >= buf.length:
+        raise InputError(f"{op}.{field_name}: offset {r.offset} outside buffer {r.buf!r} of length {buf.length}")
     if r.length is None:
         length = 1 if r.stride == 0 else math.ceil((buf.length - r.offset) / r.stride)
-    else:
+    elif isinstance(r.length, int):
         length = r.length
-    if not isinstance(length, int) or length < 1:
+    else:
+        return
+    if length < 1:
         raise InputError(f"{op}.{field_name}: slice length must be >= 1, got {length!r}")
     last = r.offset + (length - 1) * r.stride
     if last >= buf.length:
         raise InputError(f"{op}.{field_name}: slice {r.buf}[{r.offset}:+{length}:{r.stride}] ends at "
                          f"element {last}, past buffer {r.buf!r} of length {buf.length}")
-    return (buf.offset + r.offset, length, r.stride, buf.dtype)
 
 
-def _colours_of(ins: I.Instruction) -> tuple[int, ...]:
-    return _recv_colours(ins) + _send_colours(ins)
+def _declare_trace_vars(b: Body, code: tuple) -> None:
+    """Variables a trace-API list uses (loops written into ``add``) are declared as i32."""
+    for st in S.walk(code):
+        if isinstance(st, S.Loop) and st.var not in b.vars:
+            b.var(st.var, "i32")
+        elif isinstance(st, S.Assign) and st.var not in b.vars:
+            b.var(st.var, "i32")
 
-
-def _recv_colours(ins: I.Instruction) -> tuple[int, ...]:
-    if isinstance(ins, (I.Recv, I.RecvAdd)):
-        return (ins.colour,)
-    if isinstance(ins, (I.RecvAddSend, I.Relay)):
-        return (ins.in_colour,)
-    return ()
-
-
-def _send_colours(ins: I.Instruction) -> tuple[int, ...]:
-    if isinstance(ins, I.Send):
-        return (ins.colour,)
-    if isinstance(ins, (I.RecvAddSend, I.Relay)):
-        return (ins.out_colour,)
-    return ()
-
-
-def _check_shapes(ins: I.Instruction, refs: tuple) -> None:
-    name = type(ins).__name__
-    if isinstance(ins, (I.Send, I.Recv, I.RecvAdd, I.RecvAddSend)) and ins.packed:
-        if refs[0][3] != "fp16":
-            raise InputError(f"{name}: packed=True needs an fp16 buffer, got {refs[0][3]}")
-    if isinstance(ins, I.Relay):
-        if not isinstance(ins.count, int) or ins.count < 1:
-            raise InputError(f"Relay: count must be a positive integer, got {ins.count!r}")
-    if isinstance(ins, I.ELEMENTWISE_BINARY + I.ELEMENTWISE_UNARY):
-        lens = {r[1] for r in refs if r[2] != 0}
-        if len(lens) > 1:
-            raise InputError(f"{name}: operand lengths differ: {[r[1] for r in refs]}")
-        if refs[0][1] != max(r[1] for r in refs):
-            raise InputError(f"{name}: destination shorter than the sources: {[r[1] for r in refs]}")
-    if isinstance(ins, (I.Gemv, I.Gemm)):
-        if ins.layout not in I.LAYOUTS:
-            raise InputError(f"{name}: layout {ins.layout!r} not allowed; use one of {I.LAYOUTS}")
-        if ins.acc not in I.ACC_DTYPES:
-            raise InputError(f"{name}: acc {ins.acc!r} not allowed; use 'fp16', 'fp32' or None")
-        dims = (ins.m, ins.n) if isinstance(ins, I.Gemv) else (ins.m, ins.k, ins.n)
-        if not all(isinstance(d, int) and d >= 1 for d in dims):
-            raise InputError(f"{name}: dimensions must be positive integers, got {dims}")
-        if any(r[2] != 1 for r in refs):
-            raise InputError(f"{name}: matrix operands must be contiguous (stride 1)")
-        if isinstance(ins, I.Gemv):
-            need = (ins.n, ins.m, ins.m * ins.n)
-        else:
-            need = (ins.m * ins.n, ins.m * ins.k, ins.k * ins.n)
-        for (off, ln, st, dt), nd, f in zip(refs, need, ("out", "in", "matrix")):
-            if ln < nd:
-                raise InputError(f"{name}: operand slices hold {[r[1] for r in refs]} elements, need "
-                                 f"{list(need)}")
-        dts = {r[3] for r in refs[1:]}
-        if len(dts) > 1:
-            raise InputError(f"{name}: input operands must share a dtype, got {sorted(dts)}")

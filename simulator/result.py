@@ -1,15 +1,16 @@
 """``SimResult``: what a simulation measured, plus buffer read-back and a Chrome/Perfetto trace.
 
-Per-PE cycle accounting over ``[0, total_cycles)``: **busy** = cycles in which the main thread ran an
-instruction or a microthread moved a wavelet (counted once per cycle); **stalled** = cycles before
-the PE finished its program that were not busy (waiting on the fabric or a join); **idle** = cycles
-after it finished (or all of them for a PE without code). busy + stalled + idle = total_cycles.
+Per-PE cycle accounting over a launch ``[0, total_cycles)`` (cycles count from the launch's start):
+**busy** = cycles in which the main thread ran a DSD op or a task switch, or a microthread moved a
+wavelet (counted once per cycle); **stalled** = cycles before the PE's last activity that were not
+busy (waiting on the fabric or for a task); **idle** = cycles after it (or all of them for a PE
+without code). busy + stalled + idle = total_cycles.
 
 Numerics (functional mode): fp32 buffers hold float32 and every element operation is one float32
 operation; fp16 buffers hold values exactly representable in fp16 and each operation is computed in
 float32 and rounded to fp16 (ties to even) — numpy's float16 arithmetic. Matrix ops round each
-product and each sum to the accumulate dtype, in the loop order documented in
-``simulator.instructions``. ``Scale`` rounds its factor to the source dtype first (numpy's weak scalar
+product and each sum to the destination dtype (``Fmac``), in the loop order documented in
+``simulator.macros``. ``Scale`` rounds its factor to the source dtype first (numpy's weak scalar
 rule). exp / rsqrt / SiLU are computed in float32 and rounded once (within 1 fp32 ulp of numpy).
 """
 
@@ -41,8 +42,7 @@ class SimResult:
     timestamps: list[tuple[int, int, str, int]]  # (x, y, label, cycle)
     stats: dict = field(default_factory=dict)
     _program: object = field(default=None, repr=False)
-    _mem: np.ndarray | None = field(default=None, repr=False)
-    _mem_base: np.ndarray | None = field(default=None, repr=False)
+    _device: object = field(default=None, repr=False)
     _trace: list = field(default_factory=list, repr=False)
 
     @property
@@ -51,14 +51,11 @@ class SimResult:
         return int(self.busy.sum() + self.stalled.sum())
 
     def buffer(self, x: int, y: int, name: str) -> np.ndarray:
-        """Final contents of buffer ``name`` on PE (x, y) as float16/float32 (functional mode only)."""
-        if self._mem is None:
+        """Contents of buffer ``name`` on PE (x, y) as float16/float32 (functional mode only), as the
+        device holds them now (after the last launch)."""
+        if self.mode != "functional":
             raise InputError("buffer read-back needs mode='functional'; this run was timing-only")
-        prog = self._program
-        buf = prog.buffer(x, y, name)
-        base = int(self._mem_base[y * prog.width + x]) + buf.offset
-        vals = self._mem[base:base + buf.length]
-        return vals.astype(np.float16) if buf.dtype == "fp16" else vals.copy()
+        return self._device.read(x, y, name)
 
     def timestamp(self, x: int, y: int, label: str) -> list[int]:
         """Cycles at which PE (x, y) executed ``Timestamp(label)``, in program order."""

@@ -112,5 +112,7 @@ def kernel(name: str, mesh: str, m: int, k: int, n: int, k_tree: int, group_size
     lines += [
         f"  bytes per PE          {_fmt(rep.bytes_per_pe)}  (predicted {_fmt(rep.predicted_bytes_per_pe)})",
         f"  colours per PE        {rep.colors_per_pe}  (predicted {rep.predicted_colors_per_pe})",
+        f"  program               {rep.code_bodies} code bodies, {rep.param_sets} parameter sets, "
+        f"~{_fmt(rep.code_bytes_per_pe)} B of code per PE",
     ]
     click.echo("\n".join(lines))

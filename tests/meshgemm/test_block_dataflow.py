@@ -41,12 +41,17 @@ def close(got, want, what):
                                         (16, 2, (4,))])
 def test_allreduce_sums_in_the_simulated_ktree_order_bit_for_bit(n, k, counts):
     data = (RNG.normal(size=(n, 9)) * 10 ** RNG.uniform(-3, 3, size=(n, 1))).astype(np.float32)
+    from simulator import Body
     prog = MeshProgram(1, n, WSE2)
-    prog.add_buffer(0, range(n), "y", "fp32", 9)
-    prog.add_buffer(0, range(n), "r", "fp32", 9)
+    coll = C.ktree_allreduce(prog, "y", "y", "r", ColourMap(WSE2, C.colours_needed("ktree", n, k), "t").__getitem__,
+                             k=k, group_counts=counts)
+    body = Body("allreduce")
+    body.buffer("y", "fp32", 9)
+    body.buffer("r", "fp32", 9)
+    coll.declare(body)
+    body.function("main", coll.code)
+    prog.place(body, params=coll.values())
     prog.set_data(0, range(n), "y", lambda x, y: data[y])
-    C.emit_ktree_allreduce(prog, "y", "y", "r", ColourMap(WSE2, C.colours_needed("ktree", n, k), "t"), k=k,
-                           group_counts=counts)
     res = simulate(prog, WSE2)
     ours = line_allreduce([data[i] for i in range(n)], build_ktree(n, k, counts))
     for y in range(n):

@@ -16,8 +16,7 @@ from meshgemm.registry import build_kernel
 from meshgemm.run import run_kernel
 from plmr.bsp import barrier
 from plmr.hardware import WSE2
-from simulator.instructions import Gemv, Timestamp
-from simulator.program import MeshProgram
+from simulator.instructions import Gemv
 from simulator.run import simulate
 
 GEMM_BSP = ("meshgemm-bsp", "cannon-bsp", "summa-bsp")
@@ -38,29 +37,26 @@ def test_gemv_pipeline_bsp_equals_numpy(mesh):
     assert run_kernel(b, WSE2, "functional").max_rel_error <= 1e-5
 
 
+def _barrier(W, H, work=()):
+    from simulator.expr import Param
+    prog, body, params = barrier_program(W, H, WSE2, list(WSE2.routable_colors[:8]), work)
+    return prog, body, params
+
+
 def test_barrier_holds_every_pe():
     """One PE (a corner: the chains' far end) computes long before the barrier; no PE's post-barrier
     stamp precedes its entry, and the last leaves one barrier latency after it."""
+    from simulator.expr import Param, X, Y, eq
+    from simulator.statements import If
     W, H = 5, 4
-    cols = list(WSE2.routable_colors[:6])
-    bar = barrier_program(W, H, WSE2, cols)
-    prog = MeshProgram(W, H, WSE2)
-    prog.add_buffer(range(W), range(H), "barrier_token", "fp32", 1)
-    prog.add_buffer(range(W), range(H), "barrier_in", "fp32", 1)
-    prog.add_buffer(range(W), range(H), "x", "fp32", 64)
-    prog.add_buffer(range(W), range(H), "w", "fp32", 64 * 64)
-    prog.add_buffer(range(W), range(H), "y", "fp32", 64)
-    for c in cols:
-        for y in range(H):
-            for x in range(W):
-                r = bar.route(x, y, c)
-                if r is not None:
-                    prog.set_route(x, y, c, r.rx, r.tx)
     slow = (0, 3)
-    for y in range(H):
-        for x in range(W):
-            work = [Gemv("y", "x", "w", 64, 64)] if (x, y) == slow else []
-            prog.add(x, y, *work, Timestamp("enter"), *bar.instructions(x, y), Timestamp("leave"))
+    work = (If(eq(Param("slow"), 1), (Gemv("y", "x", "w", 64, 64),)),)
+    prog, body, params = _barrier(W, H, work)
+    body.param("slow")
+    body.buffer("x", "fp32", 64)
+    body.buffer("w", "fp32", 64 * 64)
+    body.buffer("y", "fp32", 64)
+    prog.place(body, params={**params, "slow": eq(X, slow[0]) & eq(Y, slow[1])})
     res = simulate(prog, WSE2, mode="timing")
     entered = res.timestamp(*slow, "enter")[0]
     leaves = [res.timestamp(x, y, "leave")[0] for y in range(H) for x in range(W)]
@@ -74,8 +70,12 @@ def test_barrier_holds_every_pe():
 
 @pytest.mark.parametrize("p", [2, 3, 8, 16])
 def test_barrier_formula_is_the_simulated_barrier(p):
-    prog = barrier_program(p, p, WSE2, list(WSE2.routable_colors[:6]))
-    assert simulate(prog, WSE2, mode="timing").total_cycles == barrier(WSE2, p, p).total_cycles
+    """The program stamps ``enter`` before the barrier and ``leave`` after it (one cycle each)."""
+    from simulator.costs import TIMESTAMP_CYCLES
+    prog, body, params = _barrier(p, p)
+    prog.place(body, params=params)
+    total = simulate(prog, WSE2, mode="timing").total_cycles
+    assert total - 2 * TIMESTAMP_CYCLES == barrier(WSE2, p, p).total_cycles
 
 
 AGREEMENT = [(name, (s, s), s * t) for name in GEMM_BSP for s in (4, 8, 16) for t in (4, 16)]

@@ -10,31 +10,42 @@ from hypothesis import strategies as st
 
 from plmr.errors import InputError
 from plmr.hardware import WSE2
-from simulator import MeshProgram, simulate
+from simulator import Body, MeshProgram, simulate
+from simulator.expr import Param, X, Y, eq
 
 from meshgemm import collectives as C
 from meshgemm.kernel import ColourMap
 
 
-def _prog(h, w, axis, lens, dtype="fp32", seed=0):
-    """A program whose line l holds buffer 'a' of length lens[l] with random data."""
+def _run(h, w, axis, lens, make, dtype="fp32", seed=0):
+    """Build a program whose line l holds buffer 'a' of length lens[l] with random data, add the
+    collective ``make(prog)`` returns, simulate; returns (result, data per line)."""
     prog = MeshProgram(w, h, WSE2)
     rng = np.random.default_rng(seed)
     n_ax = C.axis_length(prog, axis)
-    data = {}
-    for line, ln in enumerate(lens):
-        vals = rng.uniform(-1, 1, size=(n_ax, ln)).astype(np.float32)
-        data[line] = vals
+    data = {line: rng.uniform(-1, 1, size=(n_ax, ln)).astype(np.float32) for line, ln in enumerate(lens)}
+    coll = make(prog)
+    b = Body("coll")
+    length = b.param("len")
+    b.buffer("a", dtype, length)
+    b.buffer("s", dtype, length)
+    coll.declare(b)
+    b.function("main", coll.code)
+    line = X if axis == "y" else Y
+    len_of = np.asarray(lens)
+    prog.place(b, params={"len": lambda xs, ys: len_of[xs if axis == "y" else ys], **coll.values()})
+    for ln, vals in data.items():
         for p in range(n_ax):
-            x, y = C.sel(axis, p, line)
-            prog.add_buffer(x, y, "a", dtype, ln, init=vals[p])
-            prog.add_buffer(x, y, "s", dtype, ln)
-    return prog, data
+            prog.set_data(*_sel(axis, p, ln), "a", vals[p])
+    return simulate(prog, WSE2), data, coll
+
+
+def _sel(axis, p, line):
+    return (line, p) if axis == "y" else (p, line)
 
 
 def _read(res, axis, p, line):
-    x, y = C.sel(axis, p, line)
-    return res.buffer(x, y, "a").astype(np.float64)
+    return res.buffer(*_sel(axis, p, line), "a").astype(np.float64)
 
 
 shapes = st.tuples(st.integers(1, 9), st.integers(1, 13), st.sampled_from(["x", "y"]))
@@ -44,17 +55,15 @@ shapes = st.tuples(st.integers(1, 9), st.integers(1, 13), st.sampled_from(["x", 
 @given(shape=shapes, k=st.integers(1, 3), data=st.data())
 def test_ktree_allreduce_numerics(shape, k, data):
     h, w, axis = shape
-    prog = MeshProgram(w, h, WSE2)
-    n_ax, n_lines = C.axis_length(prog, axis), C.num_lines(prog, axis)
+    n_ax, n_lines = (h, w) if axis == "y" else (w, h)
     lens = [data.draw(st.integers(1, 7)) for _ in range(n_lines)]
-    prog, vals = _prog(h, w, axis, lens)
     counts = None
     if k >= 2 and n_ax > 1:
         g = data.draw(st.integers(1, n_ax))
         counts = C.ktree_group_counts(n_ax, k, g)
     cm = ColourMap(WSE2, 2 * k + 1, "t")
-    C.emit_ktree_allreduce(prog, axis, "a", "s", cm, k=k, group_counts=counts)
-    res = simulate(prog, WSE2)
+    res, vals, _ = _run(h, w, axis, lens, lambda p: C.ktree_allreduce(p, axis, "a", "s", cm.__getitem__, k=k,
+                                                                     group_counts=counts))
     for line in range(n_lines):
         ref = vals[line].astype(np.float64).sum(axis=0)
         for p in range(n_ax):
@@ -65,18 +74,18 @@ def test_ktree_allreduce_numerics(shape, k, data):
 @pytest.mark.parametrize("shape", [(1, 1, "y"), (2, 3, "y"), (7, 4, "y"), (5, 9, "x"), (9, 13, "x"), (13, 2, "y")])
 def test_other_allreduces_numerics(kind, shape):
     h, w, axis = shape
-    prog = MeshProgram(w, h, WSE2)
-    n_ax, n_lines = C.axis_length(prog, axis), C.num_lines(prog, axis)
+    n_ax, n_lines = (h, w) if axis == "y" else (w, h)
     lens = [max(n_ax, 3 + l % 3) if kind == "ring" else 1 + l % 4 for l in range(n_lines)]
-    prog, vals = _prog(h, w, axis, lens, seed=1)
-    cm = ColourMap(WSE2, 3, "t")
-    if kind == "pipeline":
-        C.emit_pipeline_allreduce(prog, axis, "a", "s", cm)
-    elif kind == "chain":
-        C.emit_chain_allreduce(prog, axis, "a", "s", cm, root=n_ax // 3)
-    else:
-        C.emit_ring_allreduce(prog, axis, "a", cm)
-    res = simulate(prog, WSE2)
+    cm = ColourMap(WSE2, 3, "t").__getitem__
+
+    def make(prog):
+        if kind == "pipeline":
+            return C.pipeline_allreduce(prog, axis, "a", "s", cm)
+        if kind == "chain":
+            return C.chain_allreduce(prog, axis, "a", "s", cm, root=n_ax // 3)
+        return C.ring_allreduce(prog, axis, "a", Param("len"), cm)
+
+    res, vals, _ = _run(h, w, axis, lens, make, seed=1)
     for line in range(n_lines):
         ref = vals[line].astype(np.float64).sum(axis=0)
         for p in range(n_ax):
@@ -86,25 +95,24 @@ def test_other_allreduces_numerics(kind, shape):
 @pytest.mark.parametrize("root", [0, 2, 5])
 def test_broadcast_and_reduce_only_on_selected_lines(root):
     h, w, axis = 6, 4, "y"
-    prog, vals = _prog(h, w, axis, [3, 3, 2, 2])
-    C.emit_broadcast(prog, axis, "a", root, ColourMap(WSE2, 1, "t")[0], lines=[1, 3])
-    res = simulate(prog, WSE2)
+    cm = ColourMap(WSE2, 3, "t").__getitem__
+    on = eq(X, 1) | eq(X, 3)
+    res, vals, _ = _run(h, w, axis, [3, 3, 2, 2], lambda p: C.broadcast(p, axis, "a", root, cm(0), lines=on))
     for line in range(4):
         for p in range(h):
             want = vals[line][root] if line in (1, 3) else vals[line][p]
             np.testing.assert_array_equal(_read(res, axis, p, line), want)
-    prog, vals = _prog(h, w, axis, [3, 3, 2, 2])
-    r = C.emit_chain_reduce(prog, axis, "a", "s", ColourMap(WSE2, 2, "t"), root=root, lines=[0])
-    assert r == root
-    res = simulate(prog, WSE2)
+    res, vals, coll = _run(h, w, axis, [3, 3, 2, 2],
+                           lambda p: C.ktree_reduce(p, axis, "a", "s", cm, root=root, lines=eq(X, 0)))
+    assert coll.root_position(MeshProgram(w, h, WSE2)) == root
     np.testing.assert_allclose(_read(res, axis, root, 0), vals[0].sum(axis=0), rtol=1e-5)
     np.testing.assert_array_equal(_read(res, axis, root, 1), vals[1][root])
 
 
 def test_ring_needs_a_padded_buffer():
-    prog, _ = _prog(5, 1, "y", [3])
-    with pytest.raises(InputError, match="pad it to at least 5"):
-        C.emit_ring_allreduce(prog, "y", "a", [0, 1, 2])
+    cm = ColourMap(WSE2, 3, "t").__getitem__
+    with pytest.raises(InputError, match="outside its buffer"):
+        _run(5, 1, "y", [3], lambda p: C.ring_allreduce(p, "y", "a", Param("len"), cm))
 
 
 def test_colour_counts():

@@ -137,7 +137,7 @@ def test_cyclic_wait_raises_deadlock_quickly(spec):
     assert time.perf_counter() - t0 < 10
     msg = str(e.value)
     assert "deadlock at cycle" in msg and "4 PEs blocked" in msg
-    assert "PE (0, 0)" in msg and "send colour 1 (output queue" in msg and "main at the join of its synchronous" in msg
+    assert "PE (0, 0)" in msg and "send colour 1 (output queue" in msg and "main waits for its synchronous" in msg
 
 
 def test_receive_that_never_comes_is_a_deadlock(spec):

@@ -62,10 +62,24 @@ def test_compute_costs_follow_the_spec(spec):
 
 
 def test_stride_limits_simd_width(spec):
-    assert costs.width(spec, "add", "fp16", stride=1) == spec.simd_width("add", "fp16")
-    assert costs.width(spec, "add", "fp16", stride=8) == 1
-    assert costs.width(spec, "add", "fp16", stride=7) == 2
-    assert costs.width(spec, "add", "fp16", stride=3) == spec.simd_width("add", "fp16")
+    assert costs.width(spec, "add", "fp16", 1) == spec.simd_width("add", "fp16")
+    assert costs.width(spec, "add", "fp16", 8) == 1
+    assert costs.width(spec, "add", "fp16", 7) == 2
+    assert costs.width(spec, "add", "fp16", 3) == spec.simd_width("add", "fp16")
+    # mixed operands: the narrowest limit wins (the largest stride, 9, alone would allow 2)
+    assert costs.width(spec, "add", "fp16", (1, 8, 9)) == 1
+    assert costs.width(spec, "add", "fp16", (2, 7)) == 2
+
+
+def test_mixed_stride_op_is_timed_at_the_narrowest_width(spec):
+    """A copy from a stride-8 source into a stride-9 destination runs one element per cycle."""
+    from simulator import Copy, Ref, Timestamp
+    prog = MeshProgram(1, 1, spec)
+    prog.add_buffer(0, 0, "a", "fp16", 200)
+    prog.add_buffer(0, 0, "b", "fp16", 200)
+    prog.add(0, 0, Timestamp("t0"), Copy(Ref("b", 0, 20, 9), Ref("a", 0, 20, 8)), Timestamp("t1"))
+    res = simulate(prog, mode="timing")
+    assert res.timestamp(0, 0, "t1")[0] - res.timestamp(0, 0, "t0")[0] == 1 + costs.issue_cycles(spec) + 20
 
 
 def test_chrome_trace_loads(tmp_path):

@@ -47,9 +47,9 @@ def test_residuals_within_15_percent(residuals):
 
 
 def test_residuals_within_13_percent_as_recorded(residuals):
-    # The recorded fit has every residual <= 12.6% (decode 660x660) since every kernel formula
-    # follows its simulated kernel (per-link ramp, two-stream root ingest, issue costs, pipelined
-    # dist-GEMM-T chains); 13% leaves room for rounding without hiding a regression.
+    # The recorded fit has every residual <= 11.5% (decode 660x660) since every kernel formula
+    # follows its simulated kernel (per-link ramp, two-stream root ingest, issue costs, joins as task
+    # activations, fabric moves stalling the product); 13% leaves room without hiding a regression.
     bad = [(r.figure, f"{r.error:+.1%}") for r in residuals if abs(r.error) > 0.13]
     assert not bad
 

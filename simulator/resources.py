@@ -1,0 +1,322 @@
+"""Per-target PE resources: code size in SRAM, task IDs, queues — checked when a program is built.
+
+* **Code size** is an estimate (no compiler here): ``spec.code_bytes_per_op`` per DSD op (the call
+  with its descriptor set-up), ``spec.code_bytes_per_statement`` per scalar or control statement and
+  ``spec.code_bytes_per_task`` per task or function (task-table entry, prologue, epilogue), counted on
+  the code one parameter set keeps (a branch on parameters only is pruned, as CSL's comptime ``if``).
+  It is charged to SRAM with buffers and variables; the stack and the memcpy runtime are in
+  ``spec.sram_reserve_bytes``.
+* **Task IDs** (hardware-and-csl.md §1.4-§1.5): local tasks get IDs from ``spec.usable_local_task_ids``
+  (reserved ones already removed), the same for every parameter set of a body, avoiding on WSE-2 the
+  IDs of colours the body receives (a data task's ID is its colour there, and a local task must not
+  share the slot of a colour that reaches the ramp). A data task's ID is its colour (WSE-2) or its
+  input queue (WSE-3).
+* **Queues**: one input queue per colour expression a body receives on (fabric ops and data tasks),
+  one output queue per colour expression it sends on, from ``spec.usable_input_queues`` /
+  ``spec.usable_output_queues``, the same for every parameter set; expressions that no parameter set
+  uses together may share a queue (WSE-3 binds each queue to one colour with ``@initialize_queue``;
+  2.10 initialises input queues with a colour on both targets).
+
+Each failure names the PE, the body, the resource and the numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from plmr.errors import InputError
+from plmr.hardware import HardwareSpec
+from simulator import instructions as I
+from simulator import statements as S
+from simulator.expr import Const, as_expr, substitute
+
+
+def specialize(code: tuple, values: dict) -> tuple:
+    """``code`` with conditions on parameters resolved (the untaken branch dropped)."""
+    out = []
+    for st in code:
+        if isinstance(st, S.If):
+            c = substitute(st.cond, values)
+            if isinstance(c, Const):
+                out.extend(specialize(st.then if c.value else st.orelse, values))
+                continue
+            out.append(S.If(st.cond, specialize(st.then, values), specialize(st.orelse, values)))
+        elif isinstance(st, S.Switch):
+            v = substitute(st.value, values)
+            if isinstance(v, Const):
+                chosen = dict(st.cases).get(int(v.value), st.default)
+                out.extend(specialize(chosen, values))
+                continue
+            out.append(S.with_blocks(st, tuple(specialize(b, values) for b in S.blocks_of(st))))
+        elif isinstance(st, S.Loop):
+            out.append(S.Loop(st.count, st.var, specialize(st.body, values)))
+        else:
+            out.append(st)
+    return tuple(out)
+
+
+def _count(code: tuple) -> tuple[int, int]:
+    ops = stmts = 0
+    for st in S.walk(code):
+        if isinstance(st, I.Instruction):
+            ops += 1
+        else:
+            stmts += 1
+    return ops, stmts
+
+
+def code_bytes(body, values: dict, spec: HardwareSpec) -> int:
+    """Estimated code bytes of ``body`` (finalized) with parameter ``values`` (module docstring)."""
+    ops = stmts = 0
+    containers = [f.code for f in body.functions.values()] + [t.code for t in body.tasks.values()]
+    for code in containers:
+        o, s = _count(specialize(code, values))
+        ops += o
+        stmts += s
+    return (ops * spec.code_bytes_per_op + stmts * spec.code_bytes_per_statement
+            + len(containers) * spec.code_bytes_per_task)
+
+
+def check_block_shapes(block, spec: HardwareSpec) -> None:
+    """Parameter-dependent checks of one block: colours of fabric ops are comptime and routable."""
+    routable = set(spec.routable_colors)
+    for code in [f.code for f in block.body.functions.values()] + [t.code for t in block.body.tasks.values()]:
+        for st in S.walk(specialize(code, block.values)):
+            if not isinstance(st, I.FABRIC_INSTRUCTIONS):
+                continue
+            for c in (I.recv_colour(st), I.send_colour(st)):
+                if c is None:
+                    continue
+                v = substitute(as_expr(c), block.values)
+                if not isinstance(v, Const):
+                    raise InputError(f"body {block.body.name}: {type(st).__name__} colour {c!r} must be known "
+                                     f"when the body is placed (a parameter or a number), not a run-time value")
+                if int(v.value) not in routable:
+                    raise InputError(f"body {block.body.name}: {type(st).__name__} colour {v.value} is not a "
+                                     f"routable colour of {spec.name} (reserved {list(spec.reserved_colors)})")
+
+
+@dataclass
+class BlockResources:
+    """What one parameter set of a body binds: task IDs, data-task IDs, queues per colour."""
+
+    task_ids: dict[str, int] = field(default_factory=dict)  # local tasks and data tasks
+    input_queue: dict[int, int] = field(default_factory=dict)  # colour -> input queue
+    output_queue: dict[int, int] = field(default_factory=dict)  # colour -> output queue (bound targets)
+    op_output_queue: dict[int, int] = field(default_factory=dict)  # id(op) -> output queue (unbound)
+
+
+def block_colours(block) -> tuple[set[int], set[int]]:
+    """(received, sent) colour values of a block: fabric ops and data tasks."""
+    recv: set[int] = set()
+    send: set[int] = set()
+    body = block.body
+    for code in [f.code for f in body.functions.values()] + [t.code for t in body.tasks.values()]:
+        for st in S.walk(specialize(code, block.values)):
+            if isinstance(st, I.FABRIC_INSTRUCTIONS):
+                for c, acc in ((I.recv_colour(st), recv), (I.send_colour(st), send)):
+                    if c is not None:
+                        acc.add(int(substitute(as_expr(c), block.values).value))
+    for t in body.tasks.values():
+        if t.kind == "data":
+            v = substitute(t.colour, block.values)
+            if not isinstance(v, Const):
+                raise InputError(f"body {body.name}: data task {t.name!r} colour {t.colour!r} must be a "
+                                 f"parameter or a number")
+            recv.add(int(v.value))
+    return recv, send
+
+
+def allocate(blocks: list, spec: HardwareSpec, where) -> list[BlockResources]:
+    """Resources of every block (``where(block)`` names a PE of it for messages)."""
+    out: list[BlockResources] = []
+    local_ids: dict[int, dict[str, int]] = {}  # body id -> name -> task ID
+    by_body: dict[int, list] = {}
+    for b in blocks:
+        by_body.setdefault(id(b.body), []).append(b)
+    colours_of = {b.index: block_colours(b) for b in blocks}
+    for key, bl in by_body.items():
+        body = bl[0].body
+        received = set().union(*(colours_of[b.index][0] for b in bl))
+        avoid = received if spec.data_task_binding == "colour" else set()
+        free = [i for i in spec.usable_local_task_ids if i not in avoid]
+        ids: dict[str, int] = {}
+        locals_ = [t for t in body.tasks.values() if t.kind == "local"]
+        explicit = {t.name: t.id for t in locals_ if t.id is not None}
+        for name, tid in explicit.items():
+            if tid not in spec.usable_local_task_ids:
+                raise InputError(f"{where(bl[0])}, body {body.name}: task {name!r} ID {tid} is not a local task "
+                                 f"ID a program may use on {spec.name} ({_ranges(spec.usable_local_task_ids)})")
+            if tid in avoid:
+                raise InputError(f"{where(bl[0])}, body {body.name}: task {name!r} ID {tid} is the ID of colour "
+                                 f"{tid}, which this body receives (its data-task slot on {spec.name})")
+        if len(set(explicit.values())) != len(explicit):
+            raise InputError(f"{where(bl[0])}, body {body.name}: two tasks bound to one ID {explicit}")
+        pool = [i for i in free if i not in explicit.values()]
+        auto = [t.name for t in locals_ if t.id is None]
+        if len(auto) > len(pool):
+            raise InputError(
+                f"{where(bl[0])}, body {body.name}: needs {len(locals_)} local task IDs, {spec.name} has "
+                f"{len(free)} usable here ({_ranges(spec.usable_local_task_ids)}"
+                + (f", less the {len(avoid)} IDs of received colours" if avoid else "") + ")")
+        ids.update(explicit)
+        ids.update(zip(auto, pool))
+        local_ids[key] = ids
+    queues_of = {key: body_queues(bl) for key, bl in by_body.items()}
+    unbound_out = spec.data_task_binding == "colour"  # WSE-2: a fabout DSD names its output queue
+    op_queues = {key: op_output_queues(bl[0].body) for key, bl in by_body.items()} if unbound_out else {}
+    for b in blocks:
+        (qin, nin), (qout, nout) = queues_of[id(b.body)]
+        res = BlockResources(dict(local_ids[id(b.body)]))
+        sides = [("receives", nin, spec.usable_input_queues, qin)]
+        if unbound_out:
+            per_op, nout = op_queues[id(b.body)]
+            if nout > len(spec.usable_output_queues):
+                raise InputError(f"{where(b)}, body {b.body.name}: {nout} sends may run at once (between two "
+                                 f"joins), {spec.name} has {len(spec.usable_output_queues)} usable output queues "
+                                 f"({_ranges(spec.usable_output_queues)})")
+            res.op_output_queue = {k: spec.usable_output_queues[q] for k, q in per_op.items()}
+        else:
+            sides.append(("sends", nout, spec.usable_output_queues, qout))
+        for kind, n, avail, table in sides:
+            if n > len(avail):
+                raise InputError(f"{where(b)}, body {b.body.name}: {kind} on colours needing {n} "
+                                 f"{'input' if kind == 'receives' else 'output'} queues at once "
+                                 f"({', '.join(map(repr, table))}), {spec.name} has {len(avail)} usable "
+                                 f"({_ranges(avail)})")
+        used_in, used_out = _block_colour_exprs(b)
+        res.input_queue = {_value(c, b): spec.usable_input_queues[qin[c]] for c in used_in}
+        if not unbound_out:
+            res.output_queue = {_value(c, b): spec.usable_output_queues[qout[c]] for c in used_out}
+        used_ids = set(res.task_ids.values())
+        for t in b.body.tasks.values():
+            if t.kind != "data":
+                continue
+            c = _value(t.colour, b)
+            tid = c if spec.data_task_binding == "colour" else res.input_queue[c]
+            if tid in used_ids:
+                raise InputError(f"{where(b)}, body {b.body.name}: data task {t.name!r} ID {tid} is already "
+                                 f"bound on this PE")
+            used_ids.add(tid)
+            res.task_ids[t.name] = tid
+        out.append(res)
+    return out
+
+
+def _value(c, block) -> int:
+    return int(substitute(as_expr(c), block.values).value)
+
+
+def _block_colour_exprs(block) -> tuple[list, list]:
+    """Colour expressions one parameter set receives on and sends on (after pruning), in order."""
+    recv: list = []
+    send: list = []
+    body = block.body
+    for code in [f.code for f in body.functions.values()] + [t.code for t in body.tasks.values()]:
+        for st in S.walk(specialize(code, block.values)):
+            if isinstance(st, I.FABRIC_INSTRUCTIONS):
+                for c, acc in ((I.recv_colour(st), recv), (I.send_colour(st), send)):
+                    if c is not None and as_expr(c) not in acc:
+                        acc.append(as_expr(c))
+    for t in body.tasks.values():
+        if t.kind == "data" and t.colour not in recv:
+            recv.append(t.colour)
+    return recv, send
+
+
+def body_queues(blocks: list) -> tuple[tuple[dict, int], tuple[dict, int]]:
+    """Queue of every colour expression a body receives (sends) on, the same for all its parameter
+    sets so a PE program names its queues as constants: expressions that some parameter set uses
+    together get different queues (greedy colouring in order of appearance). Returns, for input and
+    output: (expression -> index into the target's usable queues, queues needed)."""
+    out = []
+    for side in (0, 1):
+        uses = [_block_colour_exprs(b)[side] for b in blocks]
+        order: list = []
+        for u in uses:
+            for c in u:
+                if c not in order:
+                    order.append(c)
+        clash: dict = {c: set() for c in order}
+        for u in uses:
+            for c in u:
+                clash[c].update(x for x in u if x != c)
+        index: dict = {}
+        for c in order:
+            taken = {index[x] for x in clash[c] if x in index}
+            index[c] = next(i for i in range(len(order) + 1) if i not in taken)
+        out.append((index, max(index.values(), default=-1) + 1))
+    return out[0], out[1]
+
+
+def op_output_queues(body) -> tuple[dict[int, int], int]:
+    """Output queues on a target whose queues are not bound to colours (WSE-2): within one piece of
+    code a task runs between joins (a function, a task, a case of a continuation task's switch),
+    each async send gets its own queue (they may all still run when the piece ends), the branches of
+    an ``If``/``Switch`` reuse the same queues (one branch runs), and every synchronous send takes the
+    queue after the piece's async ones (it finishes before the next op starts). Pieces reuse queues:
+    a join separates them. Returns (id(op) -> index into the usable queues, most queues a piece
+    needs)."""
+    out: dict[int, int] = {}
+
+    def count(code: tuple) -> int:
+        """Async sends one run of ``code`` may leave running (branches: the most of any)."""
+        n = 0
+        for st in code:
+            if isinstance(st, I.FABRIC_INSTRUCTIONS) and I.send_colour(st) is not None and st.done is not None:
+                n += 1
+            elif isinstance(st, (S.If, S.Loop)):
+                n += max((count(b) for b in S.blocks_of(st)), default=0)
+        return n
+
+    def assign(code: tuple, base: int, sync_q: int) -> None:
+        for st in code:
+            if isinstance(st, S.Switch):
+                continue  # its cases are pieces of their own
+            if isinstance(st, I.FABRIC_INSTRUCTIONS) and I.send_colour(st) is not None:
+                if st.done is not None:
+                    out[id(st)] = base
+                    base += 1
+                else:
+                    out[id(st)] = sync_q
+            elif isinstance(st, (S.If, S.Loop)):
+                for b in S.blocks_of(st):
+                    assign(b, base, sync_q)
+                base += max((count(b) for b in S.blocks_of(st)), default=0)
+
+    def pieces(code: tuple):
+        yield code
+        for st in S.walk(code):
+            if isinstance(st, S.Switch):
+                yield from (b for b in S.blocks_of(st))
+
+    most = 0
+    for code in [f.code for f in body.functions.values()] + [t.code for t in body.tasks.values()]:
+        for piece in pieces(code):
+            n = count(tuple(st for st in piece if not isinstance(st, S.Switch)))
+            has_sync = any(isinstance(st, I.FABRIC_INSTRUCTIONS) and I.send_colour(st) is not None
+                           and st.done is None for st in _walk_no_switch(piece))
+            assign(piece, 0, n)
+            most = max(most, n + int(has_sync))
+    return out, most
+
+
+def _walk_no_switch(code: tuple):
+    for st in code:
+        if isinstance(st, S.Switch):
+            continue
+        yield st
+        for b in S.blocks_of(st):
+            yield from _walk_no_switch(b)
+
+
+def _ranges(ids) -> str:
+    ids = sorted(ids)
+    parts, start = [], None
+    for i, v in enumerate(ids):
+        if start is None:
+            start = v
+        if i + 1 == len(ids) or ids[i + 1] != v + 1:
+            parts.append(f"{start}" if start == v else f"{start}-{v}")
+            start = None
+    return ", ".join(parts)
