@@ -318,9 +318,18 @@ def gemmt(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype:
     lat_b = spec.ramp_cycles + (2 if p_y >= 3 else 1) * spec.hop_cycles
     buf = link_buffer_wavelets(spec, 1)
 
+    stall_memo: dict[float, float] = {}
+    step_memo: dict[tuple[int, bool], float] = {}
+
     def shift_stall(start: float) -> float:
         """Product cycles lost to the B shift's moves after ``start`` (sends from 2c_op, receives
-        ρ + h·α behind, in lockstep with the y-neighbours)."""
+        ρ + h·α behind, in lockstep with the y-neighbours). Memoised: a step starts at one of two
+        times, whatever its root."""
+        if start not in stall_memo:
+            stall_memo[start] = _shift_stall(start)
+        return stall_memo[start]
+
+    def _shift_stall(start: float) -> float:
         send = serial_streams(spec, [(2 * c_op, w_b)])
         recv = serial_streams(spec, [(a + lat_b, b - a) for a, b in send])
         moving = [iv for ivs, st in ((send, stalls(spec, FMAC_PORTS, SEND_PORTS)),
@@ -328,6 +337,13 @@ def gemmt(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype:
         return union_length([(max(a, start), b) for a, b in moving if b > start])
 
     def step(root: int, shift: bool) -> float:
+        """One step; it depends on the root only through the root's number of sides (memoised)."""
+        key = (int(root > 0) + int(root < p_x - 1), shift)
+        if key not in step_memo:
+            step_memo[key] = _step(root, shift)
+        return step_memo[key]
+
+    def _step(root: int, shift: bool) -> float:
         issue = 2 * c_op if shift and p_y > 1 else 0.0
         n_shift = 2 if issue else 0
         if p_x == 1:
