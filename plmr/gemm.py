@@ -76,6 +76,9 @@ def _skew_row_cost(spec: HardwareSpec, Q: int, q_x: int, q_y: int, pos: int, com
     d ≠ 0 slots off the canonical slot map is copied out and back (2·LA copies of one tile). With one
     column (no x-communication) the row rotates locally by u: 2·LA copies unless u ≡ 0."""
     la = q_x + 1 if comm_x else q_x
+    goto = t_goto(spec)
+    if all(float(v).is_integer() for v in (round_t, copy_t, goto)) and Q * Q * (abs(round_t) + abs(copy_t) + 1) < 2.0 ** 50:
+        return _skew_row_cost_counted(Q, q_y, pos, la, comm_x, round_t, copy_t, goto)
     total = 0.0
     for j in range(q_y):
         u = pos * q_y + j
@@ -87,6 +90,30 @@ def _skew_row_cost(spec: HardwareSpec, Q: int, q_x: int, q_y: int, pos: int, com
         elif u % la:
             total += 2 * la * copy_t
     return total
+
+
+def _multiples(lo: int, hi: int, m: int, res: int = 0) -> int:
+    """How many u in [lo, hi) have u ≡ res (mod m)."""
+    return max(0, (hi - 1 - res) // m - (lo - 1 - res) // m) if hi > lo else 0
+
+
+def _skew_row_cost_counted(Q: int, q_y: int, pos: int, la: int, comm_x: bool, round_t: float,
+                           copy_t: float, goto: float) -> float:
+    """``_skew_row_cost`` from counts instead of a loop over the hosted rows (u = pos·q_y + j for
+    j < q_y): the rounds Σ min(u, Q − u) are two arithmetic series, the copies count the rows whose
+    offset d is not 0 (residues mod LA). With whole-number cycles every partial sum of the loop is
+    an exact integer, so this is the same number."""
+    u0, u1 = pos * q_y, pos * q_y + q_y
+    if not comm_x:
+        return (q_y - _multiples(u0, u1, la)) * 2 * la * copy_t
+    mid = max(u0, min(u1, Q // 2 + 1))  # u <= Q - u below mid (reverse by u), forward by Q - u above
+    n_a, n_b = mid - u0, u1 - mid
+    rounds = (u0 + mid - 1) * n_a // 2 + n_b * Q - (mid + u1 - 1) * n_b // 2
+    still = 1 if u0 == 0 and n_a > 0 else 0  # u = 0 does not move: one task activation
+    copies = 0
+    if q_y > 1:
+        copies = (n_a - _multiples(u0, mid, la)) + (n_b - _multiples(mid, u1, la, Q % la))
+    return rounds * round_t + still * goto + copies * 2 * la * copy_t
 
 
 def _skew_cycles(spec: HardwareSpec, Q: int, p_y: int, q_x: int, q_y: int, comm_x: bool, round_t: float,
