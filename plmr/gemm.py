@@ -79,6 +79,13 @@ def _skew_row_cost(spec: HardwareSpec, Q: int, q_x: int, q_y: int, pos: int, com
     goto = t_goto(spec)
     if all(float(v).is_integer() for v in (round_t, copy_t, goto)) and Q * Q * (abs(round_t) + abs(copy_t) + 1) < 2.0 ** 50:
         return _skew_row_cost_counted(Q, q_y, pos, la, comm_x, round_t, copy_t, goto)
+    return _skew_row_cost_looped(spec, Q, q_x, q_y, pos, comm_x, round_t, copy_t)
+
+
+def _skew_row_cost_looped(spec: HardwareSpec, Q: int, q_x: int, q_y: int, pos: int, comm_x: bool,
+                          round_t: float, copy_t: float) -> float:
+    """``_skew_row_cost`` hosted row by hosted row, as the kernel's skew loop runs."""
+    la = q_x + 1 if comm_x else q_x
     total = 0.0
     for j in range(q_y):
         u = pos * q_y + j
