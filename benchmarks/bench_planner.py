@@ -18,7 +18,10 @@ would be, while wall time stretches with the load.
 columns every ``--step`` PEs, the mesh's own sides, and every shape within ``--near`` PEs of the
 searched grids; for prefill also every shape (g·a, g·b) of a side ratio a:b with a, b <= 6, whose
 MeshGEMM virtual mesh is small) is forced as the decode grid (its K-trees tuned, as
-``--decode-grid`` does) and as the prefill grid. A forced grid that is faster than the searched plan
+``--decode-grid`` does) and as the prefill grid; under the full method also, as decode grids, every
+shape whose row and column are both at a tile step (where a decode tile shrinks) within
+``--lattice`` (a fraction) of the searched decode grid, which a sweep every ``--step`` PEs misses and
+where the best decode shapes sit. A forced grid that is faster than the searched plan
 is a counterexample: a bug in the search. Pruning that cannot hide one: a decode grid whose
 tree-free cycles already reach the searched plan's is not tuned (the trees only add cycles).
 
@@ -170,7 +173,29 @@ def _sides(n: int, step: int) -> list[int]:
     return sorted(set(range(step, n + 1, step)) | {1, n})
 
 
-def dense_sweep(model_name: str, spec, method: str, step: int, near: int) -> dict:
+def tile_lattice(model, req, grid: tuple[int, int], reach: float) -> set[tuple[int, int]]:
+    """Every shape within ``reach`` (a fraction) of ``grid`` whose rows and columns are both sides
+    at which a decode tile ⌈total/p⌉ shrinks: rows for the hidden size and each layer's cached
+    context, columns for the FFN width and the KV heads, and every multiple of the KV head count
+    (the head layout changes there). Written here, apart from the planner's own scan."""
+    from waferllm.planner import layer_contexts
+
+    def starts(total: int, lo: int, hi: int) -> set[int]:
+        return {-(-total // e) for e in range(1, total + 1)} & set(range(max(lo, 1), hi + 1)) if total > 0 else set()
+
+    spec = req.hardware
+    (cy, cx), n_kv = grid, model.num_kv_heads
+    ylo, yhi = int(cy * (1 - reach)), min(spec.mesh_height, int(cy * (1 + reach)) + 1)
+    xlo, xhi = int(cx * (1 - reach)), min(spec.mesh_width, int(cx * (1 + reach)) + 1)
+    ys = starts(model.hidden_size, ylo, yhi)
+    for c in set(layer_contexts(model, req.decode_context)):
+        ys |= starts(c, ylo, yhi)
+    xs = starts(model.intermediate_size, xlo, xhi) | starts(n_kv, xlo, xhi)
+    xs |= {m for m in range(n_kv, xhi + 1, n_kv) if m >= xlo}
+    return {(y, x) for y in ys for x in xs}
+
+
+def dense_sweep(model_name: str, spec, method: str, step: int, near: int, lattice: float) -> dict:
     """One (model, hardware, method): the searched plan against every forced grid of the sweep."""
 
     from waferllm.catalog import load_catalog_model
@@ -190,9 +215,10 @@ def dense_sweep(model_name: str, spec, method: str, step: int, near: int) -> dic
                   if 1 <= y <= H and 1 <= x <= W}
     ratio_grids = {(g * a, g * b) for a in range(1, 7) for b in range(1, 7) if math.gcd(a, b) == 1
                    for g in range(1, min(H // a, W // b) + 1)}
+    decode_grids = grids | (tile_lattice(model, req, p.decode.grid, lattice) if method == "full" and lattice > 0 else set())
     worse = {"decode": [], "prefill": []}
     tuned = feasible_dec = feasible_pre = 0
-    for grid in sorted(grids):
+    for grid in sorted(decode_grids):
         c = decode_candidate(model, req, grid, tune=False)
         if c is not None:
             feasible_dec += 1
@@ -209,18 +235,19 @@ def dense_sweep(model_name: str, spec, method: str, step: int, near: int) -> dic
                 worse["prefill"].append((grid, c.cycles))
     return {"model": model_name, "hardware": spec.name, "method": method, "wafers": p.wafers,
             "decode_grid": p.decode.grid, "decode_cycles": dec, "prefill_grid": p.prefill.grid,
-            "prefill_cycles": pre, "shapes": len(grids), "prefill_shapes": len(grids | ratio_grids), "decode_feasible": feasible_dec, "tuned": tuned,
+            "prefill_cycles": pre, "shapes": len(decode_grids), "prefill_shapes": len(grids | ratio_grids), "decode_feasible": feasible_dec, "tuned": tuned,
             "prefill_feasible": feasible_pre, "search_s": search_s, "sweep_s": time.perf_counter() - t0,
             "worse": worse}
 
 
-def bench_dense(step: int, near: int, models: list[str] | None, hardware: list[str]) -> int:
+def bench_dense(step: int, near: int, lattice: float, models: list[str] | None, hardware: list[str]) -> int:
     from plmr.hardware import get_spec
     from waferllm.catalog import catalog_names
 
     names = models or catalog_names()
     print(f"dense sweep: rows and columns every {step} PEs plus the mesh sides, and every shape within "
-          f"{near} PEs of each searched grid\n")
+          f"{near} PEs of each searched grid; full method: every shape at tile steps of both sides within "
+          f"{lattice:.0%} of the searched decode grid\n")
     print("| model | hardware | method | wafers | searched decode (cycles/token) | searched prefill (cycles) "
           "| shapes decode / prefill | decode feasible (tuned) | prefill feasible | forced grids faster | time |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -229,7 +256,7 @@ def bench_dense(step: int, near: int, models: list[str] | None, hardware: list[s
         spec = get_spec(hw)
         for name in names:
             for method in ("full", "paper"):
-                r = dense_sweep(name, spec, method, step, near)
+                r = dense_sweep(name, spec, method, step, near, lattice)
                 n_bad = len(r["worse"]["decode"]) + len(r["worse"]["prefill"])
                 bad += n_bad
                 first = ""
@@ -270,12 +297,14 @@ def main() -> int:
     ap.add_argument("--dense", action="store_true", help="the searched plan against a dense sweep of forced grids")
     ap.add_argument("--step", type=int, default=10, help="--dense: sweep rows and columns every STEP PEs")
     ap.add_argument("--near", type=int, default=12, help="--dense: every shape within NEAR PEs of the searched grids")
+    ap.add_argument("--lattice", type=float, default=0.35,
+                    help="--dense: every tile-step shape within this fraction of the searched decode grid (0: none)")
     ap.add_argument("--model", action="append", help="--dense: only these catalog models (repeatable)")
     ap.add_argument("--hardware", action="append", help="--dense: only these targets (default wse2, wse3)")
     args = ap.parse_args()
     print(f"machine: {machine()}\n")
     if args.dense:
-        return bench_dense(args.step, args.near, args.model, args.hardware or ["wse2", "wse3"])
+        return bench_dense(args.step, args.near, args.lattice, args.model, args.hardware or ["wse2", "wse3"])
     print(f"runs: median of {args.runs} after one warm-up, trees alternating run by run\n")
     return bench_speed(args.runs, args.against)
 

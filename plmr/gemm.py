@@ -75,10 +75,9 @@ def _skew_row_cost(spec: HardwareSpec, Q: int, q_x: int, q_y: int, pos: int, com
     test through one task activation (the loop's body waits). With several hosted rows, a row left
     d ≠ 0 slots off the canonical slot map is copied out and back (2·LA copies of one tile). With one
     column (no x-communication) the row rotates locally by u: 2·LA copies unless u ≡ 0."""
-    la = q_x + 1 if comm_x else q_x
     goto = t_goto(spec)
-    if all(float(v).is_integer() for v in (round_t, copy_t, goto)) and Q * Q * (abs(round_t) + abs(copy_t) + 1) < 2.0 ** 50:
-        return _skew_row_cost_counted(Q, q_y, pos, la, comm_x, round_t, copy_t, goto)
+    if _countable(Q, round_t, copy_t, goto):
+        return _skew_row_cost_counted(Q, q_y, pos, q_x + 1 if comm_x else q_x, comm_x, round_t, copy_t, goto)
     return _skew_row_cost_looped(spec, Q, q_x, q_y, pos, comm_x, round_t, copy_t)
 
 
@@ -97,6 +96,12 @@ def _skew_row_cost_looped(spec: HardwareSpec, Q: int, q_x: int, q_y: int, pos: i
         elif u % la:
             total += 2 * la * copy_t
     return total
+
+
+def _countable(Q: int, round_t: float, copy_t: float, goto: float) -> bool:
+    """Whole-number cycles small enough that every partial sum of the skew loop is exact."""
+    return (float(round_t).is_integer() and float(copy_t).is_integer() and float(goto).is_integer()
+            and Q * Q * (abs(round_t) + abs(copy_t) + abs(goto) + 1) < 2.0 ** 50)
 
 
 def _multiples(lo: int, hi: int, m: int, res: int = 0) -> int:
@@ -135,7 +140,11 @@ def _skew_cycles(spec: HardwareSpec, Q: int, p_y: int, q_x: int, q_y: int, comm_
     else:
         mid = (Q // 2) // q_y
         cands = sorted({0, 1, p_y - 1} | {p for p in range(mid - 2, mid + 3) if 0 <= p < p_y})
-    return max(_skew_row_cost(spec, Q, q_x, q_y, p, comm_x, round_t, copy_t) for p in cands)
+    goto = t_goto(spec)
+    if _countable(Q, round_t, copy_t, goto):
+        la = q_x + 1 if comm_x else q_x
+        return max(_skew_row_cost_counted(Q, q_y, p, la, comm_x, round_t, copy_t, goto) for p in cands)
+    return max(_skew_row_cost_looped(spec, Q, q_x, q_y, p, comm_x, round_t, copy_t) for p in cands)
 
 
 def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int,
