@@ -167,11 +167,22 @@ SWEEP = [(py, px) for py in range(40, 995, 137) for px in range(30, 751, 103)]
 def test_no_forced_grid_of_a_sweep_beats_the_search(hw, method):
     model = load_catalog_model("llama3-8b")
     req = PlanRequest(hw, method)
-    searched = plan(model, req).decode.cycles_total
-    for grid in SWEEP:
+    p = plan(model, req)
+    searched, searched_prefill = p.decode.cycles_total, p.prefill.cycles_total
+    # and the shapes at tile steps of both sides near the searched decode grid (where the best
+    # decode shapes sit; the search once missed 205x512 there), and side ratios for prefill
+    (cy, cx), n_kv = p.decode.grid, model.num_kv_heads
+    ys = {-(-model.hidden_size // e) for e in range(1, model.hidden_size + 1)} & set(range(int(cy * 0.75), int(cy * 1.25)))
+    xs = {m for m in range(n_kv, hw.mesh_width + 1, n_kv) if 0.85 * cx <= m <= 1.15 * cx}
+    decode_grids = SWEEP + [(y, x) for y in sorted(ys) for x in sorted(xs)]
+    for grid in decode_grids:
         c = decode_candidate(model, req, grid)
         if c is not None:
             assert searched <= c.cycles * (1 + 1e-12), (grid, searched, c.cycles)
+    for grid in SWEEP + [(g * a, g * b) for a, b in ((1, 1), (1, 2), (2, 3), (3, 4)) for g in range(40, 750, 47)]:
+        c = prefill_candidate(model, req, grid)
+        if c is not None:
+            assert searched_prefill <= c.cycles * (1 + 1e-12), (grid, searched_prefill, c.cycles)
 
 
 # ------------------------------------------------------------------------------------------------
