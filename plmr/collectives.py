@@ -6,11 +6,13 @@ nothing. Each collective pays the calibrated per-collective constant ``collectiv
 
 from __future__ import annotations
 
+import functools
 import math
+from dataclasses import dataclass
 
 from plmr.breakdown import CostBreakdown
 from plmr.hardware import HardwareSpec
-from plmr.ktree import KTree, build_ktree
+from plmr.ktree import KTree, build_ktree, chain_spans, level_shapes
 from plmr.primitives import ceil_div, dtype_bytes, t_goto, t_msg, t_vec
 
 
@@ -38,13 +40,32 @@ def broadcast(spec: HardwareSpec, n_ax: int, n: int, root: int | None = None, dt
                          bytes_per_pe=n * dtype_bytes(dtype), colors_per_pe=1)
 
 
+def _hop_term(spec: HardwareSpec, links: list[int] | tuple[int, ...]) -> float:
+    """Σ d·α over a chain's links. With a whole-number α every partial sum is an exact integer, so
+    α·Σd is the same number, computed without a Python loop."""
+    hop = spec.hop_cycles
+    total = sum(links)
+    if _whole(hop, total):
+        return total * hop
+    return sum(d * hop for d in links)
+
+
+def _whole(hop: float, hops: int) -> bool:
+    """True when d·α summed over links of ``hops`` hops in all is exact in floating point."""
+    return float(hop).is_integer() and abs(hop) * max(hops, 1) < 2.0 ** 52
+
+
+def _arrival(spec: HardwareSpec, links: int, hop_term: float) -> float:
+    return (spec.op_issue_cycles + links * spec.ramp_cycles + hop_term
+            + (links - 1) * spec.relay_cycles)
+
+
 def chain_side_arrival(spec: HardwareSpec, links: list[int]) -> float:
     """Cycles from the start of a chain phase until the first wavelet of one side's stream reaches
     the root: the end PE issues its send (c_op); every link is a message through the router,
     injected and ejected (ρ) and hopping d·α; every member between the end and the root is one
     software stage (β) that receives, adds its own vector and re-injects."""
-    return (spec.op_issue_cycles + len(links) * spec.ramp_cycles
-            + sum(d * spec.hop_cycles for d in links) + (len(links) - 1) * spec.relay_cycles)
+    return _arrival(spec, len(links), _hop_term(spec, links))
 
 
 def link_buffer_wavelets(spec: HardwareSpec, hops: int = 1) -> int:
@@ -66,6 +87,14 @@ def _chain_phase(spec: HardwareSpec, links: list[int], n: int, dtype: str, packe
     return chain_side_arrival(spec, links) + math.ceil(n / spec.elements_per_wavelet(dtype, packed))
 
 
+def _two_stream(spec: HardwareSpec, a_first: float, a_second: float, n_w: int, add: float) -> float:
+    """A root fed from both sides (see ``_group_phase``) once both arrivals are known."""
+    a1 = a_first
+    a2 = max(a_second, 2 * spec.op_issue_cycles)
+    ingest = max(max(a1, a2) + n_w, min(a1, a2) + 2 * n_w)
+    return ingest + spec.task_cycles + add
+
+
 def _group_phase(spec: HardwareSpec, left: list[int], right: list[int], n: int, dtype: str,
                  packed: bool) -> float:
     """One group of a chain phase: chains from both ends into the root.
@@ -79,10 +108,57 @@ def _group_phase(spec: HardwareSpec, left: list[int], right: list[int], n: int, 
         return _chain_phase(spec, left or right, n, dtype, packed)
     n_w = math.ceil(n / spec.elements_per_wavelet(dtype, packed))
     first, second = (right, left) if len(right) <= len(left) else (left, right)
-    a1 = chain_side_arrival(spec, first)
-    a2 = max(chain_side_arrival(spec, second), 2 * spec.op_issue_cycles)
-    ingest = max(max(a1, a2) + n_w, min(a1, a2) + 2 * n_w)
-    return ingest + spec.task_cycles + t_vec(spec, n, "add", dtype)
+    return _two_stream(spec, chain_side_arrival(spec, first), chain_side_arrival(spec, second), n_w,
+                       t_vec(spec, n, "add", dtype))
+
+
+@dataclass(frozen=True)
+class FloorSums:
+    """Weighted sums over a set of K-tree allreduces of one axis (weights: how often each runs)
+    that ``ktree_sum_floor`` needs: the weights, the wavelets ⌈n/e_w⌉, the root's join and
+    final add (c_task + a vector add), and the tree-free part (c_coll + the broadcast's floor)."""
+
+    weight: float
+    wavelets: float
+    join: float
+    fixed: float
+
+    @staticmethod
+    def of(spec: HardwareSpec, n_ax: int, items: list[tuple[float, int, str, bool]]) -> "FloorSums":
+        """``items``: (weight, payload, dtype, with_broadcast) of allreduces over ``n_ax`` PEs. The
+        broadcast from the root travels at least ⌊n_ax/2⌋ hops."""
+        w = a = j = f = 0.0
+        for weight, n, dtype, bcast in items:
+            w += weight
+            a += weight * math.ceil(n / spec.elements_per_wavelet(dtype))
+            j += weight * (spec.task_cycles + t_vec(spec, n, "add", dtype))
+            f += weight * (spec.collective_cycles + (t_msg(spec, n, n_ax // 2, 0, dtype) if bcast else 0.0))
+        return FloorSums(w, a, j, f)
+
+
+def ktree_sum_floor(spec: HardwareSpec, n_ax: int, k: int, group_counts: tuple[int, ...] | None,
+                    sums: FloorSums) -> float:
+    """A lower bound of Σ weight·``ktree_allreduce_cycles`` over the allreduces of ``sums`` on one
+    tree, from its group counts alone (no tree is walked; ``plmr.ktree.level_shapes``): every
+    phase is at least its largest group's, whose chains have their link counts and at least the
+    level's spacing per link; the two-stream ingest max(h + n_w, l + 2n_w) is at least each of
+    its terms summed over the allreduces; every level but the last adds its task activation
+    exactly. (Additions in another order than the exact sums: the caller allows a relative
+    margin.)"""
+    op, hop = spec.op_issue_cycles, spec.hop_cycles
+    total = sums.fixed
+    shapes = level_shapes(n_ax, k, group_counts)
+    total += (len(shapes) - 1) * sums.weight * t_goto(spec)
+    for size, spacing in shapes:
+        if size >= 3:
+            east, west = size - 1 - size // 2, size // 2  # the root is the middle member
+            a1 = _arrival(spec, east, east * spacing * hop)
+            a2 = max(_arrival(spec, west, west * spacing * hop), 2 * op)
+            hi, lo = max(a1, a2), min(a1, a2)
+            total += max(sums.weight * hi + sums.wavelets, sums.weight * lo + 2 * sums.wavelets) + sums.join
+        elif size == 2:
+            total += sums.weight * _arrival(spec, 1, spacing * hop) + sums.wavelets
+    return total
 
 
 def ktree_reduce_cycles(spec: HardwareSpec, tree: KTree, n: int, dtype: str = "fp16",
@@ -105,6 +181,97 @@ def ktree_reduce_cycles(spec: HardwareSpec, tree: KTree, n: int, dtype: str = "f
     return phases
 
 
+@dataclass(frozen=True)
+class _LevelArrivals:
+    """One K-tree level reduced to what its phase needs for any payload: whether some group is a
+    lone PE (phase 0), the latest one-sided arrival, and over two-sided groups the latest of the
+    later and of the earlier of the two arrivals. A phase is the max over groups of functions that
+    never decrease in these arrivals, so it is that function of the maxima, the same number."""
+
+    lone: bool
+    one_sided: float | None
+    later: float | None
+    earlier: float | None
+
+
+@functools.lru_cache(maxsize=8192)
+def _level_arrivals(op: float, ramp: float, hop: float, relay: float, n_ax: int, k: int,
+                    group_counts: tuple[int, ...] | None) -> tuple[tuple[_LevelArrivals, ...], int]:
+    probe = _ArrivalSpec(op, ramp, hop, relay)
+    levels, root = chain_spans(n_ax, k, group_counts)
+    out = []
+    for level in levels:
+        lone, one, later, earlier = False, None, None, None
+        for c in level:
+            if not c.west_links and not c.east_links:
+                lone = True
+            elif not c.west_links or not c.east_links:
+                links, hops = (c.west_links, c.west_hops) if c.west_links else (c.east_links, c.east_hops)
+                a = _arrival(probe, links, hops * hop)
+                one = a if one is None else max(one, a)
+            else:
+                west = _arrival(probe, c.west_links, c.west_hops * hop)
+                east = _arrival(probe, c.east_links, c.east_hops * hop)
+                a1, a2 = (east, west) if c.east_links <= c.west_links else (west, east)
+                a2 = max(a2, 2 * op)
+                hi, lo = max(a1, a2), min(a1, a2)
+                later = hi if later is None else max(later, hi)
+                earlier = lo if earlier is None else max(earlier, lo)
+        out.append(_LevelArrivals(lone, one, later, earlier))
+    return tuple(out), root
+
+
+@dataclass(frozen=True)
+class _ArrivalSpec:
+    """The four PLMR fields a chain's arrival reads (a hashable key for ``_level_arrivals``)."""
+
+    op_issue_cycles: float
+    ramp_cycles: float
+    hop_cycles: float
+    relay_cycles: float
+
+
+def _ktree_phases(spec: HardwareSpec, n_ax: int, n: int, k: int, group_counts: tuple[int, ...] | None,
+                  dtype: str, packed: bool) -> tuple[list[float], int, int]:
+    """(phase cycles, global root, K) of a K-tree: from memoised per-level arrivals when α is a
+    whole number (the same numbers as walking every group, see ``_LevelArrivals``), else from the
+    full tree."""
+    if _whole(spec.hop_cycles, n_ax):
+        levels, root = _level_arrivals(spec.op_issue_cycles, spec.ramp_cycles, spec.hop_cycles,
+                                       spec.relay_cycles, n_ax, k,
+                                       None if group_counts is None else tuple(group_counts))
+        n_w = math.ceil(n / spec.elements_per_wavelet(dtype, packed))
+        add = None
+        phases = []
+        for i, lv in enumerate(levels):
+            phase = 0.0 if lv.lone else None
+            if lv.one_sided is not None:
+                p = lv.one_sided + n_w
+                phase = p if phase is None else max(phase, p)
+            if lv.later is not None:
+                if add is None:
+                    add = t_vec(spec, n, "add", dtype)
+                p = max(lv.later + n_w, lv.earlier + 2 * n_w) + spec.task_cycles + add
+                phase = p if phase is None else max(phase, p)
+            if i < len(levels) - 1:  # continued into the next level (see ktree_reduce_cycles)
+                phase += t_goto(spec)
+            phases.append(phase)
+        return phases, root, len(levels)
+    tree = build_ktree(n_ax, k, group_counts)
+    return ktree_reduce_cycles(spec, tree, n, dtype, packed), tree.root, tree.k
+
+
+def ktree_allreduce_cycles(spec: HardwareSpec, n_ax: int, n: int, k: int = 2,
+                           group_counts: tuple[int, ...] | None = None, dtype: str = "fp16",
+                           packed: bool = False, with_broadcast: bool = True) -> float:
+    """``ktree_allreduce(...).total_cycles`` without the breakdown (the planner's hot path)."""
+    if n_ax <= 1 or n <= 0:
+        return 0.0
+    phases, r, _ = _ktree_phases(spec, n_ax, n, k, group_counts, dtype, packed)
+    bcast_t = t_msg(spec, n, max(r, n_ax - 1 - r), 0, dtype, packed) if with_broadcast else 0.0
+    return spec.collective_cycles + sum(phases) + bcast_t
+
+
 def ktree_allreduce(spec: HardwareSpec, n_ax: int, n: int, k: int = 2,
                     group_counts: tuple[int, ...] | None = None, dtype: str = "fp16",
                     packed: bool = False, with_broadcast: bool = True) -> CostBreakdown:
@@ -115,19 +282,17 @@ def ktree_allreduce(spec: HardwareSpec, n_ax: int, n: int, k: int = 2,
     """
     if n_ax <= 1 or n <= 0:
         return _zero("ktree_allreduce")
-    tree = build_ktree(n_ax, k, group_counts)
-    phases = ktree_reduce_cycles(spec, tree, n, dtype, packed)
+    phases, r, k_used = _ktree_phases(spec, n_ax, n, k, group_counts, dtype, packed)
     reduce_t = sum(phases)
     bcast_t = 0.0
     if with_broadcast:
-        r = tree.root
         bcast_t = t_msg(spec, n, max(r, n_ax - 1 - r), 0, dtype, packed)
     t = spec.collective_cycles + reduce_t + bcast_t
     parts = {f"phase{i + 1}": p for i, p in enumerate(phases)}
     parts["broadcast"] = bcast_t
     return CostBreakdown(op="ktree_allreduce", compute_cycles=0.0, comm_cycles=t, total_cycles=t,
                          bytes_per_pe=2 * n * dtype_bytes(dtype),
-                         colors_per_pe=2 * tree.k + (1 if with_broadcast else 0), parts=parts)
+                         colors_per_pe=2 * k_used + (1 if with_broadcast else 0), parts=parts)
 
 
 def chain_reduce(spec: HardwareSpec, n_ax: int, n: int, root: int | None = None, dtype: str = "fp16",

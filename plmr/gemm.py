@@ -75,6 +75,15 @@ def _skew_row_cost(spec: HardwareSpec, Q: int, q_x: int, q_y: int, pos: int, com
     test through one task activation (the loop's body waits). With several hosted rows, a row left
     d ≠ 0 slots off the canonical slot map is copied out and back (2·LA copies of one tile). With one
     column (no x-communication) the row rotates locally by u: 2·LA copies unless u ≡ 0."""
+    goto = t_goto(spec)
+    if _countable(Q, round_t, copy_t, goto):
+        return _skew_row_cost_counted(Q, q_y, pos, q_x + 1 if comm_x else q_x, comm_x, round_t, copy_t, goto)
+    return _skew_row_cost_looped(spec, Q, q_x, q_y, pos, comm_x, round_t, copy_t)
+
+
+def _skew_row_cost_looped(spec: HardwareSpec, Q: int, q_x: int, q_y: int, pos: int, comm_x: bool,
+                          round_t: float, copy_t: float) -> float:
+    """``_skew_row_cost`` hosted row by hosted row, as the kernel's skew loop runs."""
     la = q_x + 1 if comm_x else q_x
     total = 0.0
     for j in range(q_y):
@@ -89,6 +98,36 @@ def _skew_row_cost(spec: HardwareSpec, Q: int, q_x: int, q_y: int, pos: int, com
     return total
 
 
+def _countable(Q: int, round_t: float, copy_t: float, goto: float) -> bool:
+    """Whole-number cycles small enough that every partial sum of the skew loop is exact."""
+    return (float(round_t).is_integer() and float(copy_t).is_integer() and float(goto).is_integer()
+            and Q * Q * (abs(round_t) + abs(copy_t) + abs(goto) + 1) < 2.0 ** 50)
+
+
+def _multiples(lo: int, hi: int, m: int, res: int = 0) -> int:
+    """How many u in [lo, hi) have u ≡ res (mod m)."""
+    return max(0, (hi - 1 - res) // m - (lo - 1 - res) // m) if hi > lo else 0
+
+
+def _skew_row_cost_counted(Q: int, q_y: int, pos: int, la: int, comm_x: bool, round_t: float,
+                           copy_t: float, goto: float) -> float:
+    """``_skew_row_cost`` from counts instead of a loop over the hosted rows (u = pos·q_y + j for
+    j < q_y): the rounds Σ min(u, Q − u) are two arithmetic series, the copies count the rows whose
+    offset d is not 0 (residues mod LA). With whole-number cycles every partial sum of the loop is
+    an exact integer, so this is the same number."""
+    u0, u1 = pos * q_y, pos * q_y + q_y
+    if not comm_x:
+        return (q_y - _multiples(u0, u1, la)) * 2 * la * copy_t
+    mid = max(u0, min(u1, Q // 2 + 1))  # u <= Q - u below mid (reverse by u), forward by Q - u above
+    n_a, n_b = mid - u0, u1 - mid
+    rounds = (u0 + mid - 1) * n_a // 2 + n_b * Q - (mid + u1 - 1) * n_b // 2
+    still = 1 if u0 == 0 and n_a > 0 else 0  # u = 0 does not move: one task activation
+    copies = 0
+    if q_y > 1:
+        copies = (n_a - _multiples(u0, mid, la)) + (n_b - _multiples(mid, u1, la, Q % la))
+    return rounds * round_t + still * goto + copies * 2 * la * copy_t
+
+
 def _skew_cycles(spec: HardwareSpec, Q: int, p_y: int, q_x: int, q_y: int, comm_x: bool, round_t: float,
                  copy_t: float) -> float:
     """The slowest physical row's skew. Rows sit at every y-ring position 0..P_y−1 (MeshGEMM's
@@ -101,7 +140,11 @@ def _skew_cycles(spec: HardwareSpec, Q: int, p_y: int, q_x: int, q_y: int, comm_
     else:
         mid = (Q // 2) // q_y
         cands = sorted({0, 1, p_y - 1} | {p for p in range(mid - 2, mid + 3) if 0 <= p < p_y})
-    return max(_skew_row_cost(spec, Q, q_x, q_y, p, comm_x, round_t, copy_t) for p in cands)
+    goto = t_goto(spec)
+    if _countable(Q, round_t, copy_t, goto):
+        la = q_x + 1 if comm_x else q_x
+        return max(_skew_row_cost_counted(Q, q_y, p, la, comm_x, round_t, copy_t, goto) for p in cands)
+    return max(_skew_row_cost_looped(spec, Q, q_x, q_y, p, comm_x, round_t, copy_t) for p in cands)
 
 
 def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int,
@@ -318,9 +361,18 @@ def gemmt(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype:
     lat_b = spec.ramp_cycles + (2 if p_y >= 3 else 1) * spec.hop_cycles
     buf = link_buffer_wavelets(spec, 1)
 
+    stall_memo: dict[float, float] = {}
+    step_memo: dict[tuple[int, bool], float] = {}
+
     def shift_stall(start: float) -> float:
         """Product cycles lost to the B shift's moves after ``start`` (sends from 2c_op, receives
-        ρ + h·α behind, in lockstep with the y-neighbours)."""
+        ρ + h·α behind, in lockstep with the y-neighbours). Memoised: a step starts at one of two
+        times, whatever its root."""
+        if start not in stall_memo:
+            stall_memo[start] = _shift_stall(start)
+        return stall_memo[start]
+
+    def _shift_stall(start: float) -> float:
         send = serial_streams(spec, [(2 * c_op, w_b)])
         recv = serial_streams(spec, [(a + lat_b, b - a) for a, b in send])
         moving = [iv for ivs, st in ((send, stalls(spec, FMAC_PORTS, SEND_PORTS)),
@@ -328,6 +380,13 @@ def gemmt(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype:
         return union_length([(max(a, start), b) for a, b in moving if b > start])
 
     def step(root: int, shift: bool) -> float:
+        """One step; it depends on the root only through the root's number of sides (memoised)."""
+        key = (int(root > 0) + int(root < p_x - 1), shift)
+        if key not in step_memo:
+            step_memo[key] = _step(root, shift)
+        return step_memo[key]
+
+    def _step(root: int, shift: bool) -> float:
         issue = 2 * c_op if shift and p_y > 1 else 0.0
         n_shift = 2 if issue else 0
         if p_x == 1:

@@ -8,6 +8,7 @@ authors' constraints (n divisible by the group count, groups of at least two) [O
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from plmr.errors import InputError
@@ -75,16 +76,83 @@ def build_ktree(n: int, k: int = 2, group_counts: tuple[int, ...] | None = None)
     members = list(range(n))
     levels = []
     for count in list(group_counts) + [1]:
-        if count < 1 or count > len(members):
-            raise InputError(
-                f"K-tree level {len(levels) + 1}: {count} groups for {len(members)} participants "
-                f"(allowed 1..{len(members)})"
-            )
+        _check_level(len(levels) + 1, count, len(members))
         groups = split_groups(members, count)
         roots = tuple(g[len(g) // 2] for g in groups)
         levels.append(KTreeLevel(groups=tuple(groups), roots=roots))
         members = list(roots)
     return KTree(n=n, levels=tuple(levels))
+
+
+def _check_level(level: int, count: int, participants: int) -> None:
+    if count < 1 or count > participants:
+        raise InputError(f"K-tree level {level}: {count} groups for {participants} participants "
+                         f"(allowed 1..{participants})")
+
+
+@dataclass(frozen=True)
+class ChainSpans:
+    """The two chains of one group into its root, reduced to what their arrival time depends on:
+    the number of links on each side and the hops they cover (root minus end position)."""
+
+    west_links: int
+    west_hops: int
+    east_links: int
+    east_hops: int
+
+
+@functools.lru_cache(maxsize=8192)
+def chain_spans(n: int, k: int = 2, group_counts: tuple[int, ...] | None = None
+                ) -> tuple[tuple[tuple[ChainSpans, ...], ...], int]:
+    """The distinct ``ChainSpans`` of every level of ``build_ktree(n, k, group_counts)`` and the
+    global root, without listing every member: a group of positions p[b0..b1) has its root at
+    index r = b0 + (b1 - b0) // 2, r - b0 west links over p[r] - p[b0] hops and b1 - 1 - r east
+    links over p[b1 - 1] - p[r] hops. Groups with equal spans cost the same, so each level keeps
+    one of each (levels of balanced groups have a handful). Memoised: a planner prices the same
+    few hundred trees thousands of times. Raises the same ``InputError``s as ``build_ktree``."""
+    if n < 1:
+        raise InputError(f"K-tree needs at least one PE, got {n}")
+    if k < 1:
+        raise InputError(f"K-tree needs K >= 1, got K={k}")
+    if group_counts is None:
+        group_counts = default_group_counts(n, k)
+    if len(group_counts) != k - 1:
+        raise InputError(f"K={k} needs {k - 1} group counts (levels 1..K-1), got {len(group_counts)}")
+    pos: list[int] | range = range(n)
+    levels = []
+    for count in list(group_counts) + [1]:
+        m = len(pos)
+        _check_level(len(levels) + 1, count, m)
+        roots = []
+        spans = {}
+        lo = 0
+        for i in range(1, count + 1):
+            hi = i * m // count
+            r = lo + (hi - lo) // 2
+            pr = pos[r]
+            roots.append(pr)
+            key = (r - lo, pr - pos[lo], hi - 1 - r, pos[hi - 1] - pr)
+            if key not in spans:
+                spans[key] = ChainSpans(*key)
+            lo = hi
+        levels.append(tuple(spans.values()))
+        pos = roots
+    return tuple(levels), pos[0]
+
+
+def level_shapes(n: int, k: int, group_counts: tuple[int, ...] | None = None) -> list[tuple[int, int]]:
+    """Per level of ``build_ktree(n, k, group_counts)``, from the counts alone: (members of its
+    largest group, a floor on the PEs between consecutive members). A level splits m participants
+    into balanced groups of ⌊m/G⌋ or ⌈m/G⌉; the roots of consecutive groups are at least ⌊m/G⌋
+    participants apart, so the spacing grows by that factor at each level (1 at level 1)."""
+    counts = default_group_counts(n, k) if group_counts is None else group_counts
+    out = []
+    m, spacing = n, 1
+    for c in (*counts, 1):
+        out.append((-(-m // c), spacing))
+        spacing *= max(1, m // c)
+        m = c
+    return out
 
 
 def chain_tree(n: int, root: int) -> KTree:

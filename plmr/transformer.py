@@ -13,12 +13,12 @@ import math
 from dataclasses import dataclass
 
 from plmr.breakdown import CostBreakdown, in_sequence
-from plmr.collectives import ktree_allreduce
+from plmr.collectives import ktree_allreduce_cycles
 from plmr.gemm import gemmt, meshgemm
 from plmr.gemv import local_gemv_cycles
 from plmr.hardware import HardwareSpec
 from plmr.ops import elementwise, kv_shift, rmsnorm, rope, silu_mul, softmax
-from plmr.primitives import balanced_split, ceil_div, dtype_bytes, t_vec
+from plmr.primitives import ceil_div, dtype_bytes, t_vec
 
 
 @dataclass(frozen=True)
@@ -64,14 +64,13 @@ def head_layout(dims: LayerDims, p_x: int) -> HeadLayout:
     """Split n_kv KV groups over P_x columns, then each group's d/2 RoPE pairs over its columns."""
     n_kv, d, n_rep = dims.num_kv_heads, dims.head_dim, dims.n_rep
     if p_x < n_kv:  # a column holds several whole KV groups
-        heads = max(balanced_split(n_kv, p_x))
+        heads = ceil_div(n_kv, p_x)  # the largest block of a balanced split
         return HeadLayout(q_features=heads * n_rep * d, kv_features=heads * d, q_heads=heads * n_rep,
                           group_width=1)
-    widths = balanced_split(p_x, n_kv)
-    narrowest = min(widths)
+    narrowest, widest = p_x // n_kv, ceil_div(p_x, n_kv)  # of the balanced split of P_x into n_kv
     pairs = ceil_div(d // 2 if d > 1 else 1, narrowest)
     feats = min(d, 2 * pairs)
-    return HeadLayout(q_features=feats * n_rep, kv_features=feats, q_heads=n_rep, group_width=max(widths))
+    return HeadLayout(q_features=feats * n_rep, kv_features=feats, q_heads=n_rep, group_width=widest)
 
 
 @dataclass(frozen=True)
@@ -104,8 +103,8 @@ def price_reduction(spec: HardwareSpec, r: Reduction, tree: TreeChoice) -> float
     if r.n_ax <= 1 or r.payload <= 0:
         return 0.0
     groups = None if r.axis == "group" else tree.group_counts
-    return ktree_allreduce(spec, r.n_ax, r.payload, tree.k, groups, r.dtype,
-                           with_broadcast=r.broadcast).total_cycles
+    return ktree_allreduce_cycles(spec, r.n_ax, r.payload, tree.k, groups, r.dtype,
+                                  with_broadcast=r.broadcast)
 
 
 def _local(name: str, cycles: float, nbytes: int = 0) -> CostBreakdown:
@@ -126,44 +125,95 @@ def decode_steps(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, contex
     Ten allreduces: 7 along Y, 3 along X (the score allreduce within each KV group of columns).
     Batch: the B requests share the weights, so each GEMV becomes B FMAC passes over the local
     block (a skinny GEMM) and every payload carries B vectors; each request has its own KV cache.
-    Norm and softmax local parts are ``plmr.ops`` on one PE (whose allreduce costs nothing)."""
+    Norm and softmax local parts are ``plmr.ops`` on one PE (whose allreduce costs nothing).
+
+    The local costs depend on the grid only through the tile sizes (E_y, F_x, the head layout,
+    S_y), which neighbouring grids share, so each group of them is memoised on its tiles."""
     B = batch
     E_y = ceil_div(dims.hidden, p_y)
     F_x = ceil_div(dims.ffn, p_x)
     hl = head_layout(dims, p_x)
     q_x, kv_x = hl.q_features, hl.kv_features
     S_y = ceil_div(max(context, 1), p_y)
-    b = dtype_bytes(dtype)
     acc = _acc(dtype)
-    norm = [rmsnorm(spec, 1, E_y, B, 1, None, dtype), Reduction("rmsnorm", "y", p_y, B, acc)]
+    norm, residual = _rows_locals(spec, E_y, dtype, B)
+    rope_, shift, silu = _column_locals(spec, q_x, kv_x, F_x, p_y > 1, dtype, B)
+    qkv, o = _projection_locals(spec, E_y, q_x, kv_x, dims.qkv_bias, dtype, B)
+    gate_up, down = _ffn_locals(spec, E_y, F_x, dtype, B)
+    scores, soft, pv = _attention_locals(spec, q_x, hl.q_heads, S_y, dtype, B)
+    norm_red = Reduction("rmsnorm", "y", p_y, B, acc)
     return [
-        *norm,
-        _local("qkv.local", B * (local_gemv_cycles(spec, E_y, q_x, dtype) + 2 * local_gemv_cycles(spec, E_y, kv_x, dtype)
-                                 + (t_vec(spec, q_x + 2 * kv_x, "add", dtype) if dims.qkv_bias else 0.0)),
-               E_y * (q_x + 2 * kv_x) * b),
+        norm, norm_red,
+        qkv,
         Reduction("qkv.allreduce", "y", p_y, B * (q_x + 2 * kv_x), dtype),
-        rope(spec, q_x + kv_x, B, dtype),
-        kv_shift(spec, B * kv_x, dtype) if p_y > 1 else _local("kv_shift", 0.0),  # one row: nothing moves
-        _local("scores.local", B * q_x * t_vec(spec, S_y, "fmac", dtype)),
+        rope_,
+        shift,
+        scores,
         Reduction("scores.allreduce", "x" if hl.group_width == p_x else "group", hl.group_width,
                   B * hl.q_heads * S_y, dtype),
-        softmax(spec, 1, S_y, B * hl.q_heads, 1, None, dtype),
+        soft,
         Reduction("softmax", "y", p_y, B * hl.q_heads, acc),
         Reduction("softmax", "y", p_y, B * hl.q_heads, acc),
-        _local("pv.local", B * min(hl.q_heads * S_y * t_vec(spec, max(q_x // max(hl.q_heads, 1), 1), "fmac", dtype),
-                                   q_x * t_vec(spec, S_y, "fmac", dtype))),
+        pv,
         Reduction("pv.allreduce", "y", p_y, B * q_x, dtype),
-        _local("o.local", B * local_gemv_cycles(spec, q_x, E_y, dtype), q_x * E_y * b),
+        o,
         Reduction("o.allreduce", "x", p_x, B * E_y, dtype),
-        elementwise(spec, E_y, "add", dtype, rows=B),
-        *norm,
-        _local("gate_up.local", B * 2 * local_gemv_cycles(spec, E_y, F_x, dtype), 2 * E_y * F_x * b),
+        residual,
+        norm, norm_red,
+        gate_up,
         Reduction("gate_up.allreduce", "y", p_y, B * 2 * F_x, dtype),
-        silu_mul(spec, F_x, dtype, rows=B),
-        _local("down.local", B * local_gemv_cycles(spec, F_x, E_y, dtype), F_x * E_y * b),
+        silu,
+        down,
         Reduction("down.allreduce", "x", p_x, B * E_y, dtype),
-        elementwise(spec, E_y, "add", dtype, rows=B),
+        residual,
     ]
+
+
+_LOCALS_CACHE = 1 << 14
+
+
+@functools.lru_cache(maxsize=_LOCALS_CACHE)
+def _rows_locals(spec: HardwareSpec, E_y: int, dtype: str, B: int) -> tuple[CostBreakdown, CostBreakdown]:
+    """RMSNorm's local part and the residual add: they see only the E_y rows' share of the vector."""
+    return rmsnorm(spec, 1, E_y, B, 1, None, dtype), elementwise(spec, E_y, "add", dtype, rows=B)
+
+
+@functools.lru_cache(maxsize=_LOCALS_CACHE)
+def _column_locals(spec: HardwareSpec, q_x: int, kv_x: int, F_x: int, rows: bool, dtype: str,
+                   B: int) -> tuple[CostBreakdown, CostBreakdown, CostBreakdown]:
+    """RoPE, the KV shift (nothing moves on one row) and SiLU·up: the column's features only."""
+    return (rope(spec, q_x + kv_x, B, dtype),
+            kv_shift(spec, B * kv_x, dtype) if rows else _local("kv_shift", 0.0),
+            silu_mul(spec, F_x, dtype, rows=B))
+
+
+@functools.lru_cache(maxsize=_LOCALS_CACHE)
+def _projection_locals(spec: HardwareSpec, E_y: int, q_x: int, kv_x: int, bias: bool, dtype: str,
+                       B: int) -> tuple[CostBreakdown, CostBreakdown]:
+    """The QKV and O GEMV blocks (E_y x features and back)."""
+    b = dtype_bytes(dtype)
+    qkv = _local("qkv.local", B * (local_gemv_cycles(spec, E_y, q_x, dtype) + 2 * local_gemv_cycles(spec, E_y, kv_x, dtype)
+                                   + (t_vec(spec, q_x + 2 * kv_x, "add", dtype) if bias else 0.0)),
+                 E_y * (q_x + 2 * kv_x) * b)
+    return qkv, _local("o.local", B * local_gemv_cycles(spec, q_x, E_y, dtype), q_x * E_y * b)
+
+
+@functools.lru_cache(maxsize=_LOCALS_CACHE)
+def _ffn_locals(spec: HardwareSpec, E_y: int, F_x: int, dtype: str, B: int) -> tuple[CostBreakdown, CostBreakdown]:
+    """The gate/up and down GEMV blocks."""
+    b = dtype_bytes(dtype)
+    return (_local("gate_up.local", B * 2 * local_gemv_cycles(spec, E_y, F_x, dtype), 2 * E_y * F_x * b),
+            _local("down.local", B * local_gemv_cycles(spec, F_x, E_y, dtype), F_x * E_y * b))
+
+
+@functools.lru_cache(maxsize=_LOCALS_CACHE)
+def _attention_locals(spec: HardwareSpec, q_x: int, q_heads: int, S_y: int, dtype: str,
+                      B: int) -> tuple[CostBreakdown, CostBreakdown, CostBreakdown]:
+    """Scores against the S_y cached keys of this row, softmax's local part, P·V."""
+    return (_local("scores.local", B * q_x * t_vec(spec, S_y, "fmac", dtype)),
+            softmax(spec, 1, S_y, B * q_heads, 1, None, dtype),
+            _local("pv.local", B * min(q_heads * S_y * t_vec(spec, max(q_x // max(q_heads, 1), 1), "fmac", dtype),
+                                       q_x * t_vec(spec, S_y, "fmac", dtype))))
 
 
 def axis_cycles(spec: HardwareSpec, steps: list, axis: str, tree: TreeChoice) -> float:
@@ -243,32 +293,65 @@ def attention_units(dims: LayerDims, p_x: int) -> AttentionUnits:
     n_kv, d = dims.num_kv_heads, dims.head_dim
     if p_x < n_kv:
         return AttentionUnits(unit_kv=d, base=n_kv // p_x, extra=n_kv % p_x, span=p_x)
-    narrowest = min(balanced_split(p_x, n_kv))
+    narrowest = p_x // n_kv  # the smallest block of the balanced split of P_x into n_kv groups
     pairs = max(d // 2, 1)
     return AttentionUnits(unit_kv=min(2, d), base=pairs // narrowest, extra=pairs % narrowest, span=narrowest)
 
 
-def stage_weight_bytes(dims: LayerDims, p_y: int, p_x: int, layers: int = 1, dtype: str = "fp16") -> int:
-    """Weight bytes of ``layers`` consecutive layers on the busiest PE of a P_y × P_x region.
+class StageMemory:
+    """Per-PE bytes of stages of consecutive layers on one P_y × P_x region (the busiest PE), with
+    the grid's tile sizes worked out once: a placement asks for many layer counts on one grid."""
 
-    The hidden dimension E keeps one split over the rows for every layer (it is the residual
-    stream's layout), so E_y = ⌈E/P_y⌉. The splits along x (FFN columns, attention units) are
-    rotated from layer to layer, so over n layers the busiest column holds ⌈n·F/P_x⌉ FFN columns,
-    not n·⌈F/P_x⌉: tiles are balanced rather than rounded up where the layout allows it."""
-    n = layers
-    if n <= 0:
-        return 0
-    E_y, E_x = ceil_div(dims.hidden, p_y), ceil_div(dims.hidden, p_x)
-    F_tot = ceil_div(n * dims.ffn, p_x)
-    F_y = ceil_div(dims.ffn, p_y)
-    au = attention_units(dims, p_x)
-    kv_tot = au.unit_kv * au.units(n)  # K features summed over the n layers (V the same)
-    q_tot = dims.n_rep * kv_tot
-    q_y = ceil_div(dims.q_dim, p_y)
-    elems = (E_y * (q_tot + 2 * kv_tot) + min(q_tot * E_y, n * q_y * E_x)
-             + 2 * E_y * F_tot + min(F_tot * E_y, n * F_y * E_x) + n * 2 * E_y
-             + ((q_tot + 2 * kv_tot) if dims.qkv_bias else 0))
-    return elems * dtype_bytes(dtype)
+    def __init__(self, dims: LayerDims, p_y: int, p_x: int, dtype: str = "fp16"):
+        self.dims = dims
+        self.p_y = p_y
+        self.b = dtype_bytes(dtype)
+        self.E_y, self.E_x = ceil_div(dims.hidden, p_y), ceil_div(dims.hidden, p_x)
+        self.F_y = ceil_div(dims.ffn, p_y)
+        self.q_y = ceil_div(dims.q_dim, p_y)
+        self.p_x = p_x
+        self.au = attention_units(dims, p_x)
+
+    def weight_bytes(self, layers: int) -> int:
+        """Weight bytes of ``layers`` consecutive layers.
+
+        The hidden dimension E keeps one split over the rows for every layer (it is the residual
+        stream's layout), so E_y = ⌈E/P_y⌉. The splits along x (FFN columns, attention units) are
+        rotated from layer to layer, so over n layers the busiest column holds ⌈n·F/P_x⌉ FFN
+        columns, not n·⌈F/P_x⌉: tiles are balanced rather than rounded up where the layout allows."""
+        n = layers
+        if n <= 0:
+            return 0
+        dims, E_y, E_x = self.dims, self.E_y, self.E_x
+        F_tot = ceil_div(n * dims.ffn, self.p_x)
+        kv_tot = self.au.unit_kv * self.au.units(n)  # K features summed over the n layers (V the same)
+        q_tot = dims.n_rep * kv_tot
+        elems = (E_y * (q_tot + 2 * kv_tot) + min(q_tot * E_y, n * self.q_y * E_x)
+                 + 2 * E_y * F_tot + min(F_tot * E_y, n * self.F_y * E_x) + n * 2 * E_y
+                 + ((q_tot + 2 * kv_tot) if dims.qkv_bias else 0))
+        return elems * self.b
+
+    def rows(self, tokens: int) -> int:
+        """KV entries one PE keeps for a layer caching ``tokens`` tokens: the shift spreads them
+        over the rows, ⌈t/P_y⌉ each (method §8)."""
+        return ceil_div(max(tokens, 0), self.p_y)
+
+    def kv_bytes(self, layers: int, rows_sum: int, rows_max: int, batch: int = 1) -> int:
+        """KV-cache bytes of ``layers`` layers whose ``rows`` add up to ``rows_sum`` (the longest
+        ``rows_max``): attention units rotate over the layers as the weights do, each extra unit
+        charged at the longest cache."""
+        if layers <= 0:
+            return 0
+        au = self.au
+        extra_units = au.units(layers) - layers * au.base
+        units_tokens = au.base * rows_sum + extra_units * rows_max
+        return batch * 2 * au.unit_kv * units_tokens * self.b
+
+
+def stage_weight_bytes(dims: LayerDims, p_y: int, p_x: int, layers: int = 1, dtype: str = "fp16") -> int:
+    """Weight bytes of ``layers`` consecutive layers on the busiest PE of a P_y × P_x region
+    (``StageMemory.weight_bytes``)."""
+    return StageMemory(dims, p_y, p_x, dtype).weight_bytes(layers)
 
 
 def decode_weight_bytes(dims: LayerDims, p_y: int, p_x: int, dtype: str = "fp16") -> int:
@@ -278,16 +361,13 @@ def decode_weight_bytes(dims: LayerDims, p_y: int, p_x: int, dtype: str = "fp16"
 
 def stage_kv_bytes(dims: LayerDims, p_y: int, p_x: int, tokens: list[int] | tuple[int, ...],
                    dtype: str = "fp16", batch: int = 1) -> int:
-    """KV-cache bytes on the busiest PE for layers holding ``tokens[i]`` cached tokens each: the
-    shift keeps ⌈t/P_y⌉ entries per row (method §8); attention units rotate over the layers as the
-    weights do, each extra unit charged at the longest cache."""
+    """KV-cache bytes on the busiest PE for layers holding ``tokens[i]`` cached tokens each
+    (``StageMemory.kv_bytes``)."""
     if not tokens:
         return 0
-    au = attention_units(dims, p_x)
-    rows = [ceil_div(max(t, 0), p_y) for t in tokens]
-    extra_units = au.units(len(tokens)) - len(tokens) * au.base
-    units_tokens = au.base * sum(rows) + extra_units * max(rows)
-    return batch * 2 * au.unit_kv * units_tokens * dtype_bytes(dtype)
+    mem = StageMemory(dims, p_y, p_x, dtype)
+    rows = [mem.rows(t) for t in tokens]
+    return mem.kv_bytes(len(tokens), sum(rows), max(rows), batch)
 
 
 def kv_bytes_per_token_per_pe(dims: LayerDims, p_x: int, dtype: str = "fp16") -> int:
@@ -311,28 +391,48 @@ def prefill_layer(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, token
     scores = gemmt(spec, p_y, hl.group_width, L, hl.q_features * hl.group_width // heads_per_col, K_len, dtype)
     scores = scores.scaled(heads_per_col) if heads_per_col > 1 else scores
     L_x = ceil_div(K_len, p_x)
+    q, kv, pv, o, ffn_in, down = _prefill_gemms(spec, dims, p_y, p_x, L, K_len, dtype)
     steps = [
         rmsnorm(spec, p_x, E_x, L_y, tree_x.k, gx, dtype),
-        meshgemm(spec, p_y, p_x, L, dims.hidden, dims.q_dim, dtype),
-        meshgemm(spec, p_y, p_x, L, dims.hidden, dims.kv_dim, dtype),
-        meshgemm(spec, p_y, p_x, L, dims.hidden, dims.kv_dim, dtype),
+        q, kv, kv,
         _local("qkv.bias", L_y * t_vec(spec, hl.q_features + 2 * hl.kv_features, "add", dtype)
                if dims.qkv_bias else 0.0),
         rope(spec, hl.q_features + hl.kv_features, L_y, dtype),
         scores,
         _local("mask_scale", heads_per_col * L_y * t_vec(spec, L_x, "scale", dtype)),
         softmax(spec, p_x, L_x, heads_per_col * L_y, tree_x.k, gx, dtype),
-        meshgemm(spec, p_y, p_x, L, K_len, dims.q_dim, dtype),
-        meshgemm(spec, p_y, p_x, L, dims.q_dim, dims.hidden, dtype),
+        pv, o,
         elementwise(spec, E_x, "add", dtype, rows=L_y),
         rmsnorm(spec, p_x, E_x, L_y, tree_x.k, gx, dtype),
-        meshgemm(spec, p_y, p_x, L, dims.hidden, dims.ffn, dtype),
-        meshgemm(spec, p_y, p_x, L, dims.hidden, dims.ffn, dtype),
+        ffn_in, ffn_in,
         silu_mul(spec, F_x, dtype, rows=L_y),
-        meshgemm(spec, p_y, p_x, L, dims.ffn, dims.hidden, dtype),
+        down,
         elementwise(spec, E_x, "add", dtype, rows=L_y),
     ]
     return in_sequence("prefill_layer", steps)
+
+
+@functools.lru_cache(maxsize=4096)
+def _prefill_gemms(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, L: int, K_len: int,
+                   dtype: str) -> tuple[CostBreakdown, ...]:
+    """The MeshGEMMs of a prefill layer, each distinct one once (K and V, gate and up share
+    their shapes): Q, K (= V), S·V, O, gate (= up), down."""
+    return (meshgemm(spec, p_y, p_x, L, dims.hidden, dims.q_dim, dtype),
+            meshgemm(spec, p_y, p_x, L, dims.hidden, dims.kv_dim, dtype),
+            meshgemm(spec, p_y, p_x, L, K_len, dims.q_dim, dtype),
+            meshgemm(spec, p_y, p_x, L, dims.q_dim, dims.hidden, dtype),
+            meshgemm(spec, p_y, p_x, L, dims.hidden, dims.ffn, dtype),
+            meshgemm(spec, p_y, p_x, L, dims.ffn, dims.hidden, dtype))
+
+
+def prefill_gemm_floor(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, tokens: int,
+                       dtype: str = "fp16", keys: int | None = None) -> float:
+    """A lower bound of ``prefill_layer(...).total_cycles`` at a fraction of its price: the same
+    MeshGEMM terms added in the same order, the other steps (none negative) left out. Floating-point
+    addition never decreases when a term >= 0 is added, so this is <= the layer's sum exactly."""
+    q, kv, pv, o, ffn_in, down = _prefill_gemms(spec, dims, p_y, p_x, tokens,
+                                                 tokens if keys is None else keys, dtype)
+    return sum(g.total_cycles for g in (q, kv, kv, pv, o, ffn_in, ffn_in, down))
 
 
 def prefill_activation_bytes(dims: LayerDims, p_y: int, p_x: int, tokens: int, dtype: str = "fp16",

@@ -6,6 +6,7 @@ numba, rich) are imported only by the commands that need them, so ``waferllm pla
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 
@@ -17,7 +18,23 @@ from waferllm.grids import parse_grid  # noqa: F401  (re-exported for tests and 
 
 class _Group(click.Group):
     """Turns ``InputError`` and click's usage errors (a bad option value, an unknown option or
-    command) into one line ``Error: <message>`` and exit 2, without a traceback."""
+    command) into one line ``Error: <message>`` and exit 2, without a traceback.
+
+    ``lazy`` maps command names to ``"module:attribute"``: the module is imported when the command
+    is used or listed, so one command's imports (numpy for ``sweep``) do not slow the others."""
+
+    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._lazy})
+
+    def get_command(self, ctx: click.Context, name: str):
+        if name not in self.commands and name in self._lazy:
+            module, attr = self._lazy.pop(name).split(":")
+            self.add_command(getattr(importlib.import_module(module), attr), name)
+        return super().get_command(ctx, name)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         # No path, name or number can hold a NUL byte; the OS would raise ValueError deep inside.
@@ -45,7 +62,11 @@ def _console():
     return Console()
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]},
+             lazy={"kernel": "waferllm.kernel_cli:kernel", "csl": "waferllm.csl_cli:csl",
+                   "sweep": "waferllm.sweep_cli:sweep", "report": "waferllm.report_cli:report",
+                   "deploy": "waferllm.deploy_cli:deploy", "compile": "waferllm.compile_cli:compile_cmd",
+                   "run": "waferllm.run_cli:run_cmd"})
 @click.version_option(package_name="waferllm")
 def main() -> None:
     """Plan, simulate and build LLM inference for wafer-scale mesh accelerators (WaferLLM)."""
@@ -200,38 +221,6 @@ def calibration_cmd(hardware_name: str, as_json: bool, wide: bool) -> None:
             Column("error", 0, "right")]
     print_table(f"calibration ({spec.name})", cols,
                 [(r.figure, f"{r.published:,.1f}", f"{r.predicted:,.1f}", f"{r.error:+.1%}") for r in rows], wide)
-
-
-# --------------------------------------------------------------------------------------------
-# kernel (its module imports numpy, numba and the simulator only inside the command)
-# --------------------------------------------------------------------------------------------
-
-from waferllm.kernel_cli import kernel  # noqa: E402
-
-from waferllm.deploy_cli import deploy  # noqa: E402
-
-main.add_command(kernel)
-main.add_command(deploy)
-
-from waferllm.csl_cli import csl  # noqa: E402
-
-main.add_command(csl)
-
-from waferllm.sweep_cli import sweep  # noqa: E402
-
-main.add_command(sweep)
-
-from waferllm.report_cli import report  # noqa: E402
-
-main.add_command(report)
-
-from waferllm.compile_cli import compile_cmd  # noqa: E402
-
-main.add_command(compile_cmd)
-
-from waferllm.run_cli import run_cmd  # noqa: E402
-
-main.add_command(run_cmd)
 
 
 def run() -> None:  # pragma: no cover - console entry for `python -m waferllm`

@@ -10,20 +10,21 @@ the LM head (with the final norm) with the last; tied embeddings share one copy 
 one stage.
 
 Per-PE bytes are the busiest PE's: the hidden split over rows is fixed, the splits along x rotate
-from layer to layer (``plmr.transformer.stage_weight_bytes``), so many layers in one region are
+from layer to layer (``plmr.transformer.StageMemory``), so many layers in one region are
 balanced rather than each rounded up. An infeasible placement raises ``InputError`` naming the
 binding stage, its busiest PE's buffers and their bytes.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
 from plmr.errors import InputError
 from plmr.hardware import HardwareSpec
 from plmr.primitives import ceil_div
-from plmr.transformer import LayerDims, decode_buffer_bytes, stage_kv_bytes, stage_weight_bytes
+from plmr.transformer import LayerDims, StageMemory, decode_buffer_bytes
 
 
 @dataclass(frozen=True)
@@ -106,44 +107,73 @@ def _kb(n: float) -> str:
     return f"{n / 1024:.1f} KB"
 
 
-@dataclass(frozen=True)
 class LayerMemory:
-    """What a stage of consecutive layers costs per PE on one grid (cached per layer range)."""
+    """What a stage of consecutive layers costs per PE on one grid: weights plus the KV cache of
+    its layers (``plmr.transformer.StageMemory``), remembered per (first layer, count). One
+    object per (grid, cached tokens per layer, ...) is shared by every placement that asks
+    (``layer_memory``): a search places the same grid for several prompt chunkings or wafer
+    counts, a capacity search for many batches."""
 
-    dims: LayerDims
-    grid: tuple[int, int]
-    layer_tokens: tuple[int, ...]  # cached tokens per layer (the sliding window caps some)
-    dtype: str
-    batch: int
+    def __init__(self, dims: LayerDims, grid: tuple[int, int], layer_tokens: tuple[int, ...], dtype: str,
+                 batch: int):
+        self.stage = StageMemory(dims, grid[0], grid[1], dtype)
+        self.layer_tokens = layer_tokens
+        self.batch = batch
+        self.homogeneous = len(set(layer_tokens)) <= 1
+        if self.homogeneous:  # every layer keeps the same rows: sums are products
+            self._rows = self.stage.rows(layer_tokens[0]) if layer_tokens else 0
+        else:
+            self.rows = [self.stage.rows(t) for t in layer_tokens]
+            self._prefix = [0]
+            for r in self.rows:
+                self._prefix.append(self._prefix[-1] + r)
+        self._bytes: dict[tuple[int, int], int] = {}
 
     def weights(self, n: int) -> int:
-        return stage_weight_bytes(self.dims, self.grid[0], self.grid[1], n, self.dtype)
+        return self.stage.weight_bytes(n)
 
     def kv(self, first: int, n: int) -> int:
-        return stage_kv_bytes(self.dims, self.grid[0], self.grid[1], self.layer_tokens[first:first + n],
-                              self.dtype, self.batch)
+        if n <= 0:
+            return 0
+        if self.homogeneous:
+            return self.stage.kv_bytes(n, n * self._rows, self._rows, self.batch)
+        return self.stage.kv_bytes(n, self._prefix[first + n] - self._prefix[first],
+                                   max(self.rows[first:first + n]), self.batch)
+
+    def layer_bytes(self, first: int, n: int) -> int:
+        """Weights and KV of layers first .. first + n - 1 (every first is alike when every layer
+        caches as many tokens)."""
+        key = (0 if self.homogeneous else first, n)
+        b = self._bytes.get(key)
+        if b is None:
+            b = self._bytes[key] = self.weights(n) + self.kv(key[0], n)
+        return b
+
+
+@functools.lru_cache(maxsize=4096)
+def layer_memory(dims: LayerDims, grid: tuple[int, int], layer_tokens: tuple[int, ...], dtype: str,
+                 batch: int) -> LayerMemory:
+    return LayerMemory(dims, grid, layer_tokens, dtype, batch)
 
 
 def place_layers(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple[int, ...] | list[int], vocab: int,
                  tied: bool, grid: tuple[int, int], dtype: str = "fp16", batch: int = 1, wafers: int = 1,
-                 extra_activation_bytes: int = 0, what: str = "") -> Placement:
+                 extra_activation_bytes: int = 0, what: str = "", detail: bool = True) -> Placement:
     """Fewest stages that hold every layer, then the most even layer counts (the spare SRAM of
-    every stage holds KV). Raises InputError naming the binding constraint with its numbers."""
+    every stage holds KV). Raises InputError naming the binding constraint with its numbers.
+
+    ``detail=False`` (a search, which needs only whether the grid fits and its stages' regions):
+    the layer counts are not evened (the fewest stages are the same either way), and needing more
+    regions than there are raises InputError too."""
     p_y, p_x = grid
     L = len(layer_tokens)
     capacity = spec.usable_sram_bytes
     b = 2 if dtype == "fp16" else 4
-    mem = LayerMemory(dims, grid, tuple(layer_tokens), dtype, batch)
+    mem = layer_memory(dims, grid, tuple(layer_tokens), dtype, batch)
     buf = decode_buffer_bytes(dims, p_y, p_x, dtype, batch) + extra_activation_bytes
     emb = embedding_bytes_per_pe(vocab, dims.hidden, grid, b) if vocab else 0
-    homogeneous = len(set(layer_tokens)) <= 1
-    cache: dict[tuple[int, int], int] = {}
-
-    def layer_bytes(first: int, n: int) -> int:
-        key = (0 if homogeneous else first, n)
-        if key not in cache:
-            cache[key] = mem.weights(n) + mem.kv(first, n)
-        return cache[key]
+    homogeneous = mem.homogeneous
+    layer_bytes = mem.layer_bytes
 
     per_wafer = regions_per_wafer(spec, grid)
     prefix = f"{what}: " if what else ""
@@ -151,6 +181,10 @@ def place_layers(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple[int, .
         raise InputError(f"{prefix}a {p_y}x{p_x} region does not fit the {spec.name} mesh "
                          f"({spec.mesh_height}x{spec.mesh_width})")
     one = layer_bytes(0, 1) if L else 0
+    too_big = ((L and buf + one > capacity) or (emb and buf + emb > capacity)
+               or (L and emb and buf + emb + one > capacity))
+    if too_big and not detail:
+        raise InputError(f"{prefix}does not fit")  # a search drops the grid without reading why
     if L and buf + one > capacity:
         raise InputError(f"{prefix}one layer needs {_kb(buf + one)} on the busiest PE of a {p_y}x{p_x} region "
                          f"(weights {_kb(mem.weights(1))}, KV cache {_kb(mem.kv(0, 1))} for "
@@ -159,10 +193,16 @@ def place_layers(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple[int, .
     if emb and buf + emb > capacity:
         raise InputError(f"{prefix}the embedding table needs {_kb(emb)} per PE on a {p_y}x{p_x} region "
                          f"(+ buffers {_kb(buf)}), {_kb(capacity)} available")
+    if too_big:  # the first stage holds the table and a layer
+        raise InputError(f"{prefix}the first stage needs {_kb(buf + emb + one)} on the busiest PE of a "
+                         f"{p_y}x{p_x} region (embedding table {_kb(emb)}, one layer {_kb(one)}, buffers "
+                         f"{_kb(buf)}), {_kb(capacity)} available")
 
-    counts = _fewest_even(L, capacity - buf, emb, emb, tied, layer_bytes)
+    counts = _fewest_even(L, capacity - buf, emb, emb, tied, layer_bytes, homogeneous, even=detail)
     stages, first = [], 0
     n_st = len(counts)
+    if not detail and n_st > per_wafer * wafers:
+        raise InputError(f"{prefix}{n_st} regions of {p_y}x{p_x} needed, {per_wafer * wafers} available")
     for i, count in enumerate(counts):
         extras: list[str] = []
         e = 0
@@ -183,20 +223,27 @@ def place_layers(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple[int, .
 
 
 def _fewest_even(L: int, room: int, emb: int, lm: int, tied: bool,
-                 layer_bytes: Callable[[int, int], int]) -> list[int]:
+                 layer_bytes: Callable[[int, int], int], homogeneous: bool = False,
+                 even: bool = True) -> list[int]:
     """Layer counts per stage: the fewest stages, then the smallest largest count. A stage takes
     at most ``cap`` layers; the first also holds ``emb`` bytes, the last ``lm`` (or nothing extra
-    when tied and there is one stage); a final stage may hold only the LM head."""
+    when tied and there is one stage); a final stage may hold only the LM head.
+
+    ``layer_bytes(first, n)`` never decreases with n, so the most layers a stage starting at
+    ``first`` holds under a cap is min(cap, the most it holds at all): that is searched once per
+    (start, extra bytes) (once per extra when every layer costs the same, ``homogeneous``).
+
+    The greedy first pass (each stage takes all it can) already needs the fewest stages: for any
+    placement in k stages, greedy's i-th stage ends no earlier than its i-th, so the rest of the
+    layers fit greedy's k-th stage too (a stage's bytes never grow when it holds fewer layers).
+    ``even=False`` returns that pass."""
+    most: dict[tuple[int, int], int] = {}
 
     def fit(first: int, limit: int, extra: int) -> int:
-        lo, hi = 0, limit  # largest n <= limit with layer_bytes(first, n) + extra <= room
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if layer_bytes(first, mid) + extra <= room:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
+        key = (0 if homogeneous else first, extra)
+        if key not in most:
+            most[key] = _most_layers(layer_bytes, key[0], L - key[0], room - extra, homogeneous)
+        return min(limit, most[key])
 
     def assign(cap: int) -> list[int] | None:
         counts: list[int] = []
@@ -221,7 +268,9 @@ def _fewest_even(L: int, room: int, emb: int, lm: int, tied: bool,
         return [0]
     best = assign(L)
     if best is None:
-        raise InputError("cannot place the layers")  # unreachable: one layer fits (checked above)
+        raise InputError("cannot place the layers")  # unreachable: checked in place_layers
+    if not even:
+        return best
     lo, hi = ceil_div(L, len(best)), L
     while lo < hi:  # smallest cap that needs no more stages
         mid = (lo + hi) // 2
@@ -231,6 +280,32 @@ def _fewest_even(L: int, room: int, emb: int, lm: int, tied: bool,
         else:
             lo = mid + 1
     return assign(lo) or best
+
+
+def _most_layers(layer_bytes: Callable[[int, int], int], first: int, limit: int, room: int,
+                 homogeneous: bool) -> int:
+    """The largest n <= limit with layer_bytes(first, n) <= room (0 if none), for a
+    layer_bytes that never decreases with n. When every layer caches as many tokens, n layers
+    never take more than n times one (balancing only saves), so n0 = room // one layer fits and
+    the search gallops up from there; else it starts from one layer."""
+    one = layer_bytes(first, 1) if limit >= 1 else 0
+    if limit < 1 or one > room:
+        return 0
+    lo = min(limit, room // one) if homogeneous and one > 0 else 1  # fits
+    step = 1
+    while lo < limit:  # find hi > lo that does not fit (or run out)
+        hi = min(limit, lo + step)
+        if layer_bytes(first, hi) <= room:
+            lo, step = hi, step * 2
+            continue
+        while lo + 1 < hi:  # lo fits, hi does not
+            mid = (lo + hi) // 2
+            if layer_bytes(first, mid) <= room:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+    return lo
 
 
 def stage_fit_message(spec: HardwareSpec, placement: Placement, model_name: str, what: str = "") -> str:

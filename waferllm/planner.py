@@ -11,22 +11,28 @@ Two methods share one set of hardware parameters and one report schema:
   extrapolated; whether the real model fits is still reported truthfully.
 
 The search (``search_grid``): every (rows, columns) shape that fits the wafer is a candidate. A
-ladder of shapes covering the mesh at a step of ~1/40 of its longer side (every shape on small
-meshes) is scored with default K-trees, the best seeds are refined down to single-PE steps, and the
-best finalists get their K and level-1 group count chosen per axis (the layer cost is a sum of a
-Y-axis part, an X-axis part and a part no tree changes, so the axes are chosen independently, then
-paired under the colour budget). Shapes are pruned by a memory bound before they are costed.
-MeshGEMM's virtual mesh (lcm of the sides) enters the prefill cost, so awkward shapes lose on merit.
+ladder of shapes covering the mesh at ~1/24 of its longer side (every shape on small meshes; shapes
+that cannot hold the model pruned by a memory bound first) is ranked, the best seeds are refined down
+to single-PE steps, and the last steps look where the best shapes sit: decode rows and columns at
+which a tile shrinks, prefill shapes along lines of a small side ratio (MeshGEMM's virtual mesh is
+lcm(P_y, P_x), so awkward shapes lose on merit). Decode K and level-1 group counts are chosen per
+axis (the layer cost is a sum of a Y-axis part, an X-axis part and a part no tree changes, so the
+axes are chosen independently, then paired under the colour budget). Exact lower bounds skip work
+that cannot win: prefill shapes are bounded by their MeshGEMMs alone, trees by their group counts.
+See ``search_decode`` and ``search_prefill``; benchmarks/bench_planner.py --dense checks the result
+against a dense sweep of forced grids for every catalog model.
 """
 
 from __future__ import annotations
 
+import functools
+import heapq
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from plmr.breakdown import CostBreakdown
-from plmr.collectives import broadcast, chain_reduce, message
+from plmr.collectives import FloorSums, broadcast, chain_reduce, ktree_sum_floor, message
 from plmr.errors import InputError
 from plmr.gemv import local_gemv_cycles
 from plmr.hardware import DTYPE_BYTES, HardwareSpec
@@ -34,8 +40,8 @@ from plmr.ktree import default_group_counts
 from plmr.ops import rmsnorm
 from plmr.primitives import ceil_div
 from plmr.transformer import (
-    LayerDims, Reduction, TreeChoice, axis_cycles, compose, decode_steps, local_cycles,
-    prefill_activation_bytes, prefill_layer, round_up,
+    LayerDims, Reduction, TreeChoice, compose, decode_steps, local_cycles, prefill_activation_bytes,
+    prefill_gemm_floor, prefill_layer, price_reduction, round_up,
 )
 from waferllm.placement import Placement, place_layers, regions_per_wafer, stage_fit_message
 
@@ -64,6 +70,36 @@ MAX_WAFERS = 64
 
 #: Shapes per side of the first ladder of the search (every shape when the mesh is this small).
 LADDER_POINTS = 24
+
+#: Ladder shapes refined down to single-PE steps.
+SEEDS = 6
+
+#: Decode: the best refined shapes whose K-trees are tuned.
+FINALISTS = 24
+
+#: Half-width in PEs of the window of shapes around the best one that the search visits last.
+WINDOW = 4
+
+#: Decode: half-length in PEs of the row and column through the best shape visited last.
+LINE = 16
+
+#: Decode: last shapes tuned when their proxy-tree cost is within this fraction of the best tuned.
+PROXY_SLACK = 0.01
+
+#: Decode: the tree depths the proxy trees that rank shapes are chosen from.
+PROXY_KS = (1, 2)
+
+#: Decode: how far (a fraction of the side) the last steps look for tile steps along a row or column.
+TILE_REACH = 0.3
+
+#: Decode: how far the last steps look for shapes at a tile step in both rows and columns.
+TILE_CROSS = 0.12
+
+#: Prefill: side ratios rows:columns a:b with a, b up to this are searched along their lines.
+RATIO_MAX = 6
+
+#: Prefill: multiples g of the best shape's ratio, either side, visited last.
+RATIO_WINDOW = 12
 
 
 @dataclass(frozen=True)
@@ -231,6 +267,8 @@ def paper_dims(model: Any, grid: tuple[int, int]) -> LayerDims:
 def layer_contexts(model: Any, context: int) -> tuple[int, ...]:
     """Cached tokens each layer attends to at ``context``: a sliding-window layer keeps at most
     the window (method §10: keys with key_pos > p − window)."""
+    if model.sliding_window is None:
+        return (context,) * model.num_layers
     return tuple(min(context, model.layer_sliding_window(i) or context) for i in range(model.num_layers))
 
 
@@ -257,6 +295,11 @@ def tree_for(n_ax: int, k: int, first: int | None = None) -> TreeChoice:
 def tree_space(n_ax: int, ks: tuple[int, ...]) -> list[TreeChoice]:
     """Trees searched on one axis: each K, with level-1 group counts at ``GROUP_FACTORS`` times the
     balanced count (every count on short axes); duplicates removed."""
+    return list(_tree_space(n_ax, tuple(ks)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _tree_space(n_ax: int, ks: tuple[int, ...]) -> tuple[TreeChoice, ...]:
     out: list[TreeChoice] = []
     for k in ks:
         base = tree_for(n_ax, k)
@@ -272,7 +315,7 @@ def tree_space(n_ax: int, ks: tuple[int, ...]) -> list[TreeChoice]:
             t = tree_for(n_ax, k, first)
             if t not in out:
                 out.append(t)
-    return out
+    return tuple(out)
 
 
 def decode_colors(k_y: int, k_x: int, grid: tuple[int, int] = (2, 2)) -> int:
@@ -305,9 +348,69 @@ class DecodeTerms:
         return (sum(n * local_cycles(list(st)) for n, st in self.layer_groups)
                 + local_cycles(list(self.extras)) + self.handoff_cycles)
 
-    def axis(self, spec: HardwareSpec, axis: str, tree: TreeChoice) -> float:
-        return (sum(n * axis_cycles(spec, list(st), axis, tree) for n, st in self.layer_groups)
-                + axis_cycles(spec, list(self.extras), axis, tree))
+    @functools.cached_property
+    def _reductions(self) -> dict[str, tuple]:
+        """Per tree axis ("y"; "x" with the per-group score allreduce): (layers, reductions) per
+        layer group, then the extras' reductions, in step order."""
+        out = {}
+        for axis, axes in (("y", ("y",)), ("x", ("x", "group"))):
+            def pick(steps: tuple) -> tuple:
+                return tuple(s for s in steps if isinstance(s, Reduction) and s.axis in axes)
+            out[axis] = (tuple((n, pick(st)) for n, st in self.layer_groups), pick(self.extras))
+        return out
+
+    @functools.cached_property
+    def _floors(self) -> dict:
+        return {}
+
+    def axis_floor(self, spec: HardwareSpec, axis: str, tree: TreeChoice) -> float:
+        """A lower bound of ``axis(spec, axis, tree)`` from the tree's group counts alone (no tree
+        is walked, see ``ktree_sum_floor``): what lets a search skip most trees unbuilt."""
+        key = (spec, axis)
+        if key not in self._floors:
+            items: dict[tuple[int, bool], list] = {}
+            groups, extras = self._reductions[axis]
+            for n, reds in (*groups, (1, extras)):
+                for r in reds:
+                    if r.n_ax > 1 and r.payload > 0:
+                        items.setdefault((r.n_ax, r.axis != "group"), []).append(
+                            (n, r.payload, r.dtype, r.broadcast))
+            self._floors[key] = tuple((n_ax, own, FloorSums.of(spec, n_ax, its))
+                                      for (n_ax, own), its in items.items())
+        total = 0.0
+        for n_ax, own, sums in self._floors[key]:
+            total += ktree_sum_floor(spec, n_ax, tree.k, tree.group_counts if own else None, sums)
+        return total * (1 - 1e-9)  # margin for the different order of additions
+
+    def axis(self, spec: HardwareSpec, axis: str, tree: TreeChoice, limit: float = math.inf) -> float:
+        """Cycles of one axis's reductions under ``tree``: ``axis_cycles`` of every layer group
+        times its layers, plus the extras (the same additions in the same order). Every term is
+        >= 0, so once a partial sum exceeds ``limit`` the result is ``inf`` (the caller's test
+        ``cycles < limit`` is decided)."""
+        key = (spec, axis, tree)
+        known = self._axis_memo.get(key)
+        if known is not None:
+            return known if known <= limit else math.inf
+        groups, extras = self._reductions[axis]
+        total = 0
+        for n, reds in groups:
+            inner = 0
+            for r in reds:
+                inner += price_reduction(spec, r, tree)
+                if total + n * inner > limit:
+                    return math.inf
+            total += n * inner
+        inner = 0
+        for r in extras:
+            inner += price_reduction(spec, r, tree)
+            if total + inner > limit:
+                return math.inf
+        self._axis_memo[key] = total + inner
+        return total + inner
+
+    @functools.cached_property
+    def _axis_memo(self) -> dict:
+        return {}
 
     def total(self, spec: HardwareSpec, ty: TreeChoice, tx: TreeChoice) -> float:
         return self.local() + self.axis(spec, "y", ty) + self.axis(spec, "x", tx)
@@ -424,12 +527,13 @@ def _wafer_count(req: PlanRequest) -> int:
 
 
 def real_placement(model: Any, req: PlanRequest, grid: tuple[int, int], context: int | None = None,
-                   batch: int | None = None, what: str = "") -> Placement:
-    """The real model (every layer, embedding, LM head, KV at ``context``) on ``grid`` regions."""
+                   batch: int | None = None, what: str = "", detail: bool = True) -> Placement:
+    """The real model (every layer, embedding, LM head, KV at ``context``) on ``grid`` regions
+    (``detail``: see ``place_layers``)."""
     ctx = req.decode_context if context is None else context
     return place_layers(req.hardware, model_dims(model), layer_contexts(model, ctx), model.vocab_size,
                         model.tie_word_embeddings, grid, req.dtype, req.batch if batch is None else batch,
-                        _wafer_count(req), what=what)
+                        _wafer_count(req), what=what, detail=detail)
 
 
 def _fits_or_none(fn: Callable[[], Placement]) -> Placement | None:
@@ -474,22 +578,44 @@ def best_trees(spec: HardwareSpec, terms: DecodeTerms, req: PlanRequest) -> tupl
     if req.method == "paper" and req.k_tree is None:
         ty, tx = paper_tree(p_y), paper_tree(p_x)
         return ty, tx, terms.total(spec, ty, tx)
+    (cy, ty), (cx, tx) = best_axis_tree(spec, terms, "y", req), best_axis_tree(spec, terms, "x", req)
+    if req.k_tree is not None or decode_colors(ty.k, tx.k, terms.grid) <= budget:
+        return ty, tx, terms.local() + (cy + cx)
+    # The colours bind: the best tree of every K on each axis, then the best pair that fits.
     best_per_k: dict[str, dict[int, tuple[float, TreeChoice]]] = {"y": {}, "x": {}}
     for axis, n in (("y", p_y), ("x", p_x)):
-        for t in tree_space(n, _ks(req)):
-            c = terms.axis(spec, axis, t)
-            if t.k not in best_per_k[axis] or c < best_per_k[axis][t.k][0]:
-                best_per_k[axis][t.k] = (c, t)
-    best = None
+        per_k = best_per_k[axis]
+        for t in _tree_space(n, _ks(req)):
+            known = per_k.get(t.k)
+            c = terms.axis(spec, axis, t, known[0] if known else math.inf)
+            if known is None or c < known[0]:
+                per_k[t.k] = (c, t)
+    pair = None
     for ky, (cy, ty) in best_per_k["y"].items():
         for kx, (cx, tx) in best_per_k["x"].items():
-            if req.k_tree is None and decode_colors(ky, kx, terms.grid) > budget:
+            if decode_colors(ky, kx, terms.grid) > budget:
                 continue
-            if best is None or cy + cx < best[0]:
-                best = (cy + cx, ty, tx)
-    if best is None:
+            if pair is None or cy + cx < pair[0]:
+                pair = (cy + cx, ty, tx)
+    if pair is None:
         raise InputError(f"no K-tree pair fits the {budget} routable colours of {spec.name}")
-    return best[1], best[2], terms.local() + best[0]
+    return pair[1], pair[2], terms.local() + pair[0]
+
+
+def best_axis_tree(spec: HardwareSpec, terms: DecodeTerms, axis: str, req: PlanRequest,
+                   ks: tuple[int, ...] | None = None) -> tuple[float, TreeChoice]:
+    """The tree of the tree space (K in ``ks``, default every K searched) with the fewest cycles
+    on one axis, scanning K-major so that the first tree reaching the minimum has the smallest K;
+    a tree is dropped as soon as its partial sum exceeds the best so far."""
+    n = terms.grid[0] if axis == "y" else terms.grid[1]
+    best: tuple[float, TreeChoice | None] = (math.inf, None)
+    for t in _tree_space(n, ks or _ks(req)):
+        if best[1] is not None and terms.axis_floor(spec, axis, t) >= best[0]:
+            continue  # cannot be cheaper: not built
+        c = terms.axis(spec, axis, t, best[0])
+        if best[1] is None or c < best[0]:
+            best = (c, t)
+    return best  # type: ignore[return-value]
 
 
 def default_trees(req: PlanRequest, grid: tuple[int, int]) -> tuple[TreeChoice, TreeChoice]:
@@ -504,21 +630,10 @@ def decode_candidate(model: Any, req: PlanRequest, grid: tuple[int, int], forced
     """The decode step on one grid (tuned or default K-trees), or None when the real model cannot
     be placed there (an InputError with the binding numbers when the user forced the grid; the
     paper method places one layer and never refuses)."""
-    placement: Placement | None
-    if req.method == "full":
-        try:
-            placement = real_placement(model, req, grid, what="decode" if forced else "")
-        except InputError:
-            if forced:
-                raise
-            return None
-        if not placement.fits:
-            if forced:
-                raise InputError(stage_fit_message(req.hardware, placement, model.name))
-            return None
-    else:
-        placement = None
-    terms = decode_terms(model, req, grid, placement)
+    placed = _placed_terms(model, req, grid, forced)
+    if placed is None:
+        return None
+    placement, terms = placed
     if tune:
         ty, tx, cycles = best_trees(req.hardware, terms, req)
     else:
@@ -527,8 +642,24 @@ def decode_candidate(model: Any, req: PlanRequest, grid: tuple[int, int], forced
     return Candidate(grid, cycles, ty, tx, placement, terms)
 
 
-#: Side ratios (rows : columns) added to the prefill ladder: lcm(P_y, P_x) = P_y·P_x / gcd stays small.
-RATIOS = ((1, 1), (1, 2), (2, 1), (2, 3), (3, 2), (3, 4), (4, 3), (4, 5), (5, 4))
+def _placed_terms(model: Any, req: PlanRequest, grid: tuple[int, int], forced: bool = False
+                  ) -> tuple[Placement | None, DecodeTerms] | None:
+    """The real model's placement on ``grid`` (full method) and the decode step's terms, or None
+    when it cannot be placed (an InputError with the binding numbers when ``forced``)."""
+    placement: Placement | None = None
+    if req.method == "full":
+        try:
+            placement = real_placement(model, req, grid, what="decode" if forced else "", detail=forced)
+        except InputError:
+            if forced:
+                raise
+            return None
+        if not placement.fits:
+            if forced:
+                raise InputError(stage_fit_message(req.hardware, placement, model.name))
+            return None
+    return placement, decode_terms(model, req, grid, placement)
+
 
 #: Prompt chunk counts tried when a whole prompt's activations do not fit a PE.
 PREFILL_CHUNKS = (1, 2, 4, 8, 16)
@@ -577,28 +708,73 @@ def prefill_candidate(model: Any, req: PlanRequest, grid: tuple[int, int], force
     return Candidate(grid, total, placement=placement, terms=chunks)
 
 
-def prefill_placement(model: Any, req: PlanRequest, grid: tuple[int, int], forced: bool = False
-                      ) -> tuple[Placement | None, int]:
+def prefill_floor(model: Any, req: PlanRequest, grid: tuple[int, int], chunks: int = 1) -> float:
+    """A lower bound of ``prefill_cost(...)[1]`` that skips the costly steps: the MeshGEMMs of
+    every layer (``prefill_gemm_floor``), no hand-offs (none negative)."""
+    spec, (p_y, p_x) = req.hardware, grid
+    if req.method == "paper":
+        dims = paper_dims(model, grid)
+        return prefill_gemm_floor(spec, dims, p_y, p_x, round_up(req.input_len, paper_side(grid)),
+                                  req.dtype) * model.num_layers
     dims = model_dims(model)
-    error = None
-    for chunks in PREFILL_CHUNKS:
-        if chunks > req.input_len:
-            break
-        act = prefill_activation_bytes(dims, grid[0], grid[1], ceil_div(req.input_len, chunks), req.dtype,
-                                       keys=req.input_len)
-        try:
-            placement = place_layers(req.hardware, dims, (req.input_len,) * model.num_layers, model.vocab_size,
-                                     model.tie_word_embeddings, grid, req.dtype, 1, _wafer_count(req), act,
-                                     what="prefill")
-        except InputError as exc:
-            error = str(exc)
-            continue
-        if placement.fits:
-            return placement, chunks
-        error = stage_fit_message(req.hardware, placement, model.name, "prefill")
-    if forced:
-        raise InputError(error or "prefill: nothing fits")
-    return None, 1
+    if chunks > 1:
+        layer = prefill_gemm_floor(spec, dims, p_y, p_x, ceil_div(req.input_len, chunks), req.dtype,
+                                   keys=req.input_len) * chunks
+    else:
+        layer = prefill_gemm_floor(spec, dims, p_y, p_x, req.input_len, req.dtype)
+    return layer * model.num_layers
+
+
+def prefill_placement(model: Any, req: PlanRequest, grid: tuple[int, int], forced: bool = False,
+                      detail: bool = True) -> tuple[Placement | None, int]:
+    """The real model on ``grid`` beside one prefill layer's activations: the fewest prompt chunks
+    (``PREFILL_CHUNKS``) whose activations fit, and that placement; (None, 1) when none does (an
+    InputError with the binding numbers when ``forced``).
+
+    More chunks never need more bytes (each holds fewer tokens), and a placement that fits with
+    fewer spare bytes fits with more: so after the whole prompt (the usual case) the most chunks
+    are tried, and if they fit the fewest that do are found by bisection, the same answer as
+    trying the counts in order."""
+    counts = [c for c in PREFILL_CHUNKS if c <= req.input_len]
+    tried: dict[int, tuple[Placement | None, str]] = {}
+
+    def attempt(i: int) -> Placement | None:
+        chunks = counts[i]
+        if chunks not in tried:
+            tried[chunks] = _prefill_attempt(model, req, grid, chunks, detail or forced)
+        return tried[chunks][0]
+
+    if attempt(0) is not None:
+        return tried[counts[0]][0], counts[0]
+    if attempt(len(counts) - 1) is None:
+        if forced:
+            raise InputError(tried[counts[-1]][1] or "prefill: nothing fits")
+        return None, 1
+    lo, hi = 1, len(counts) - 1  # the fewest chunks that fit lie in counts[lo..hi]; counts[hi] fits
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if attempt(mid) is not None:
+            hi = mid
+        else:
+            lo = mid + 1
+    return attempt(hi), counts[hi]
+
+
+def _prefill_attempt(model: Any, req: PlanRequest, grid: tuple[int, int], chunks: int,
+                     detail: bool) -> tuple[Placement | None, str]:
+    """(the placement when it fits, else None; why not)."""
+    dims = model_dims(model)
+    act = prefill_activation_bytes(dims, grid[0], grid[1], ceil_div(req.input_len, chunks), req.dtype,
+                                   keys=req.input_len)
+    try:
+        placement = place_layers(req.hardware, dims, (req.input_len,) * model.num_layers, model.vocab_size,
+                                 model.tie_word_embeddings, grid, req.dtype, 1, _wafer_count(req), act,
+                                 what="prefill", detail=detail)
+    except InputError as exc:
+        return None, str(exc)
+    if placement.fits:
+        return placement, ""
+    return None, stage_fit_message(req.hardware, placement, model.name, "prefill") if detail else ""
 
 
 def _ladder(n: int, step: int) -> list[int]:
@@ -618,45 +794,306 @@ def _memory_bound_ok(model: Any, req: PlanRequest, grid: tuple[int, int]) -> boo
     return model.total_params * _dtype_bytes(req) <= regions * grid[0] * grid[1] * spec.usable_sram_bytes
 
 
+_UNSCORED = object()
+
+
+class _Shapes:
+    """The shapes one search has visited. On a visit ``bound`` gives a lower bound of the shape's
+    cost (None: it cannot hold the model), or the exact candidate itself; the exact candidate of a
+    bounded shape is computed only when a ranking needs it, cheapest bound first, so the ranking
+    is the one full evaluation would give (ties: fewer PEs, then the earlier visit)."""
+
+    def __init__(self, spec: HardwareSpec, bound: Callable[[tuple[int, int]], Any],
+                 exact: Callable[[tuple[int, int]], Candidate | None] | None = None):
+        self.height, self.width = spec.mesh_height, spec.mesh_width
+        self._bound, self._exact = bound, exact
+        self.bounds: dict[tuple[int, int], tuple[float, int] | None] = {}
+        self.exact: dict[tuple[int, int], Any] = {}
+
+    def visit(self, grid: tuple[int, int]) -> None:
+        if grid in self.bounds or not (1 <= grid[0] <= self.height and 1 <= grid[1] <= self.width):
+            return
+        b = self._bound(grid)
+        if isinstance(b, Candidate) or b is None:
+            self.exact[grid] = b
+            b = None if b is None else b.cycles
+        self.bounds[grid] = None if b is None else (b, len(self.bounds))
+
+    def best(self, k: int = 1, centre: tuple[int, int] | None = None, radius: int = 0) -> list[Candidate]:
+        """The ``k`` cheapest visited shapes (within ``radius`` PEs of ``centre`` on both sides)."""
+        if centre is None:
+            return self.best_of(self.bounds, k)
+        if (2 * radius + 1) ** 2 < len(self.bounds):
+            cy, cx = centre
+            return self.best_of([(y, x) for y in range(cy - radius, cy + radius + 1)
+                                 for x in range(cx - radius, cx + radius + 1)], k)
+        return self.best_of([g for g in self.bounds
+                             if abs(g[0] - centre[0]) <= radius and abs(g[1] - centre[1]) <= radius], k)
+
+    def best_of(self, grids: Any, k: int = 1) -> list[Candidate]:
+        """The ``k`` cheapest of ``grids`` (those visited), exact candidates computed as needed."""
+        heap = []
+        for g in grids:
+            b = self.bounds.get(g)
+            if b is None:
+                continue
+            c = self.exact.get(g, _UNSCORED)
+            if c is _UNSCORED:
+                heap.append((b[0], g[0] * g[1], b[1], g))
+            elif c is not None:
+                heap.append((c.cycles, g[0] * g[1], b[1], g))
+        heapq.heapify(heap)
+        out: list[Candidate] = []
+        while heap and len(out) < k:
+            item = heapq.heappop(heap)
+            g = item[3]
+            c = self.exact.get(g, _UNSCORED)
+            if c is _UNSCORED:
+                c = self.exact[g] = self._exact(g)
+                if c is not None:
+                    heapq.heappush(heap, (c.cycles,) + item[1:])
+            else:
+                out.append(c)
+        return out
+
+    def window(self, centre: tuple[int, int], radius: int) -> None:
+        for y in range(centre[0] - radius, centre[0] + radius + 1):
+            for x in range(centre[1] - radius, centre[1] + radius + 1):
+                self.visit((y, x))
+
+
+def _ladder_step(spec: HardwareSpec) -> int:
+    return max(1, math.ceil(max(spec.mesh_height, spec.mesh_width) / LADDER_POINTS))
+
+
+def _refine(shapes: _Shapes, seed: tuple[int, int], step: int) -> tuple[int, int]:
+    """Pattern search from ``seed``: at steps halving down to one PE, every shape at 0, ±s, ±2s
+    rows and columns from the centre is visited and the best shape within ±2s becomes the centre."""
+    centre, s = seed, step
+    while True:
+        s = max(1, s // 2)
+        for dy in (-2 * s, -s, 0, s, 2 * s):
+            for dx in (-2 * s, -s, 0, s, 2 * s):
+                shapes.visit((centre[0] + dy, centre[1] + dx))
+        around = shapes.best(1, centre, 2 * s)
+        centre = around[0].grid if around else centre
+        if s == 1:
+            return centre
+
+
 def search_grid(model: Any, req: PlanRequest, evaluate: Callable[..., Candidate | None],
-                seeds: int = 4, finalists: int = 12, with_ratios: bool = False) -> Candidate | None:
-    """Every shape that fits the mesh is a candidate: a ladder over the whole mesh, then every
-    seed refined by halving steps down to one PE, then the finalists tuned (see module doc)."""
+                memo: dict | None = None) -> Candidate | None:
+    """The best decode (``evaluate=decode_candidate``) or prefill (``prefill_candidate``) grid: see
+    ``search_decode`` (and its ``memo``) and ``search_prefill``."""
+    if evaluate is prefill_candidate:
+        return search_prefill(model, req)
+    if evaluate is decode_candidate:
+        return search_decode(model, req, memo)
+    raise ValueError("search_grid: evaluate must be decode_candidate or prefill_candidate")
+
+
+def _plateau_starts(total: int, lo: int, hi: int) -> set[int]:
+    """The sides p in [lo, hi] at which the tile ⌈total/p⌉ steps down: p = ⌈total/e⌉."""
+    if total <= 0 or hi < 1:
+        return set()
+    lo = max(lo, 1)
+    starts = (-(-total // e) for e in range(max(1, -(-total // hi)), -(-total // lo) + 1))
+    return {p for p in starts if lo <= p <= hi}
+
+
+def _tile_steps(model: Any, req: PlanRequest, p_y: int, p_x: int, reach: float) -> tuple[set[int], set[int]]:
+    """Rows and columns within ``reach`` (a fraction) of (p_y, p_x) at which a decode tile shrinks.
+
+    A decode step's local work depends on the grid only through its tile sizes (E_y and the
+    cached tokens per row S_y; the FFN columns F_x and the attention features per column, which
+    change at multiples of n_kv), while its reductions grow with the axis lengths. So along a row
+    or a column the cost is lowest where a tile has just shrunk, and the best shapes sit at these
+    steps, often tens of PEs apart (full method; the paper method's dims follow the grid)."""
+    if req.method != "full":
+        return set(), set()
+    spec = req.hardware
+    ylo, yhi = int(p_y * (1 - reach)), min(spec.mesh_height, int(p_y * (1 + reach)) + 1)
+    xlo, xhi = int(p_x * (1 - reach)), min(spec.mesh_width, int(p_x * (1 + reach)) + 1)
+    ys = _plateau_starts(model.hidden_size, ylo, yhi)
+    for c in set(layer_contexts(model, req.decode_context)):
+        ys |= _plateau_starts(c, ylo, yhi)
+    n_kv = model.num_kv_heads
+    xs = _plateau_starts(model.intermediate_size, xlo, xhi) | _plateau_starts(n_kv, xlo, min(xhi, n_kv))
+    xs |= {m for m in range(n_kv * max(1, xlo // n_kv), xhi + 1, n_kv) if xlo <= m}
+    return ys, xs
+
+
+def search_decode(model: Any, req: PlanRequest, memo: dict | None = None) -> Candidate | None:
+    """The decode grid and K-trees. Every shape that fits the mesh is a candidate.
+
+    Shapes are first ranked by their cost under *proxy* trees: each axis length gets, once, the
+    tree with K in ``PROXY_KS`` that is best for the first shape seen with it (the best tree
+    hardly depends on the payloads and is almost always a 2-level one, so this is close to each
+    shape's tuned cost and never below it). A ladder over the mesh (shapes that cannot hold the
+    model pruned by a memory bound first) is ranked so, the ``SEEDS`` best are refined down to
+    single-PE steps, and the ``FINALISTS`` best get their K-trees tuned. Then, around the best
+    tuned shape, every shape within ``WINDOW`` PEs, along its row and column within ``LINE`` PEs
+    and at the tile steps of its row and column (``_tile_steps``) is ranked, those within
+    ``PROXY_SLACK`` of the best are tuned (tuning lowers a shape's proxy cost by less than that),
+    and again around each new best until it stays put. Then every shape at a tile step of both
+    its row and its column within ``TILE_CROSS`` is looked at the same way (a better shape can sit
+    at steps of both sides at once, which no single row or column reaches: llama3-8b on WSE-2,
+    205×512 against 241×533), and the whole again from a new best.
+
+    ``memo`` (a dict) carries costs between searches of one request on more and more wafers: a
+    shape that holds the model on n wafers has the same stages, hand-offs and costs on more."""
+    spec = req.hardware
+    step = _ladder_step(spec)
+    budget = len(spec.routable_colors)
+    fitted: dict = {} if memo is None else memo.setdefault("fitted", {})
+    tunings: dict = {} if memo is None else memo.setdefault("tuned", {})
+    proxy: dict[str, dict[int, TreeChoice]] = {"y": {}, "x": {}}
+    proxy_ks = (req.k_tree,) if req.k_tree is not None else PROXY_KS
+
+    def ranked(grid: tuple[int, int]) -> Candidate | None:
+        placed = fitted.get(grid)
+        if placed is None:
+            if not _memory_bound_ok(model, req, grid):
+                return None
+            placed = _placed_terms(model, req, grid)
+            if placed is None:
+                return None
+            fitted[grid] = placed
+        placement, terms = placed
+        if req.method == "paper" and req.k_tree is None:  # the authors' trees, not searched
+            ty, tx = default_trees(req, grid)
+        else:
+            for axis, n in (("y", grid[0]), ("x", grid[1])):
+                if n not in proxy[axis]:
+                    proxy[axis][n] = best_axis_tree(spec, terms, axis, req, proxy_ks)[1]
+            ty, tx = proxy["y"][grid[0]], proxy["x"][grid[1]]
+            if req.k_tree is None and decode_colors(ty.k, tx.k, grid) > budget:
+                ty, tx = default_trees(req, grid)
+        return Candidate(grid, terms.total(spec, ty, tx), ty, tx, placement, terms)
+
+    shapes = _Shapes(spec, ranked)
+    for py in _ladder(spec.mesh_height, step):
+        for px in _ladder(spec.mesh_width, step):
+            shapes.visit((py, px))
+    seeds = shapes.best(SEEDS)
+    if not seeds:
+        return None
+    for seed in seeds:
+        _refine(shapes, seed.grid, step)
+    tuned: dict[tuple[int, int], Candidate] = {}
+
+    def tune(c: Candidate) -> None:
+        if c.grid not in tuned:
+            if c.grid not in tunings:
+                tunings[c.grid] = best_trees(spec, c.terms, req)
+            ty, tx, cycles = tunings[c.grid]
+            tuned[c.grid] = replace(c, cycles=cycles, tree_y=ty, tree_x=tx)
+
+    for c in shapes.best(FINALISTS):
+        tune(c)
+    best = min(tuned.values(), key=lambda c: c.key)
+    def look(around: list[tuple[int, int]]) -> Candidate:
+        for g in around:
+            shapes.visit(g)
+        for c in shapes.best_of(around, len(around)):
+            if c.cycles <= best.cycles * (1 + PROXY_SLACK):
+                tune(c)
+        return min(tuned.values(), key=lambda c: c.key)
+
+    centres: set[tuple[int, int]] = set()
+    crossed: set[tuple[int, int]] = set()
+    while best.grid not in crossed:
+        while best.grid not in centres:  # windows and lines until the best stays put
+            centres.add(best.grid)
+            (cy, cx), around = best.grid, []
+            for y in range(cy - WINDOW, cy + WINDOW + 1):
+                around += [(y, x) for x in range(cx - WINDOW, cx + WINDOW + 1)]
+            ys, xs = _tile_steps(model, req, cy, cx, TILE_REACH)
+            around += [(cy, x) for x in sorted(xs | set(range(cx - LINE, cx + LINE + 1)))]
+            around += [(y, cx) for y in sorted(ys | set(range(cy - LINE, cy + LINE + 1)))]
+            best = look(around)
+        crossed.add(best.grid)  # then the shapes at a tile step in both the row and the column
+        ys, xs = _tile_steps(model, req, *best.grid, TILE_CROSS)
+        best = look([(y, x) for y in sorted(ys) for x in sorted(xs)])
+    if best.placement is not None:  # the search placed with greedy layer counts: even them
+        best = replace(best, placement=real_placement(model, req, best.grid))
+    return best
+
+
+def _ratios(limit: int) -> list[tuple[int, int]]:
+    return [(a, b) for a in range(1, limit + 1) for b in range(1, limit + 1) if math.gcd(a, b) == 1]
+
+
+def search_prefill(model: Any, req: PlanRequest) -> Candidate | None:
+    """The prefill grid. MeshGEMM runs a virtual lcm(P_y, P_x) mesh, so the shapes that matter
+    lie on lines of a small side ratio a:b ((g·a, g·b): lcm = g·a·b). Visited: the ladder of
+    ``search_decode`` and, for every ratio a:b with a, b <= ``RATIO_MAX``, a ladder of g; the
+    ``SEEDS`` best are refined (by rows and columns, and along their ratio line); then every shape
+    within ``WINDOW`` PEs and every g within ``RATIO_WINDOW`` of the best, until it stays put.
+    A shape is first bounded by its MeshGEMMs alone (``prefill_floor``, once its placement and
+    prompt chunks are known) and fully costed only when it could rank."""
     spec = req.hardware
     H, W = spec.mesh_height, spec.mesh_width
-    step = max(1, math.ceil(max(H, W) / LADDER_POINTS))
-    scored: dict[tuple[int, int], Candidate | None] = {}
+    step = _ladder_step(spec)
+    placed: dict[tuple[int, int], tuple[Placement | None, int]] = {}
 
-    def visit(grid: tuple[int, int]) -> None:
-        if grid in scored or not (1 <= grid[0] <= H and 1 <= grid[1] <= W):
-            return
-        scored[grid] = evaluate(model, req, grid, tune=False) if _memory_bound_ok(model, req, grid) else None
+    def bound(grid: tuple[int, int]) -> float | None:
+        if not _memory_bound_ok(model, req, grid):
+            return None
+        placement, chunks = None, 1
+        if req.method == "full":
+            placement, chunks = prefill_placement(model, req, grid, detail=False)
+            if placement is None:
+                return None
+        placed[grid] = (placement, chunks)
+        return prefill_floor(model, req, grid, chunks)
 
+    def exact(grid: tuple[int, int]) -> Candidate:
+        placement, chunks = placed[grid]
+        _, total, _ = prefill_cost(model, req, grid, placement, chunks)
+        return Candidate(grid, total, placement=placement, terms=chunks)
+
+    shapes = _Shapes(spec, bound, exact)
     for py in _ladder(H, step):
         for px in _ladder(W, step):
-            visit((py, px))
-            if with_ratios:  # shapes whose sides share a large factor: a small MeshGEMM virtual mesh
-                for a, b in RATIOS:
-                    base = min(py // a, px // b)
-                    visit((base * a, base * b))
+            shapes.visit((py, px))
+    ratios = _ratios(RATIO_MAX)
+    for a, b in ratios:
+        top = min(H // a, W // b)
+        for g in _ladder(top, max(1, math.ceil(top / LADDER_POINTS))):
+            shapes.visit((g * a, g * b))
 
-    def ranked() -> list[Candidate]:
-        return sorted((c for c in scored.values() if c is not None), key=lambda c: c.key)
+    def line(grid: tuple[int, int], centre: int, radius: int) -> list[tuple[int, int]]:
+        """Shapes (g·a, g·b) of ``grid``'s ratio a:b, g within ``radius`` of ``centre``."""
+        g0 = math.gcd(*grid)
+        a, b = grid[0] // g0, grid[1] // g0
+        return [(g * a, g * b) for g in range(max(1, centre - radius), centre + radius + 1)]
 
-    if not ranked():
+    seeds = shapes.best(SEEDS)
+    if not seeds:
         return None
-    for seed in ranked()[:seeds]:
-        centre, s = seed.grid, step
-        while True:
+    for seed in seeds:
+        _refine(shapes, seed.grid, step)
+        g = math.gcd(*seed.grid)
+        s = max(1, math.ceil(min(H, W) / LADDER_POINTS))
+        while s > 1:  # along the seed's ratio line, halving the step in g
             s = max(1, s // 2)
-            for dy in (-2 * s, -s, 0, s, 2 * s):
-                for dx in (-2 * s, -s, 0, s, 2 * s):
-                    visit((centre[0] + dy, centre[1] + dx))
-            around = [c for c in ranked() if abs(c.grid[0] - centre[0]) <= 2 * s and abs(c.grid[1] - centre[1]) <= 2 * s]
-            centre = around[0].grid if around else centre
-            if s == 1:
-                break
-    return min((evaluate(model, req, c.grid, tune=True) for c in ranked()[:finalists]), key=lambda c: c.key)
+            for dg in (-2 * s, -s, s, 2 * s):
+                shapes.visit(line(seed.grid, g + dg, 0)[0] if g + dg >= 1 else seed.grid)
+            here = shapes.best_of(line(seed.grid, g, 2 * s))
+            g = math.gcd(*here[0].grid) if here else g
+    best = shapes.best(1)[0]
+    centres: set[tuple[int, int]] = set()
+    while best.grid not in centres:
+        centres.add(best.grid)
+        shapes.window(best.grid, WINDOW)
+        g = math.gcd(*best.grid)
+        for grid in line(best.grid, g, RATIO_WINDOW):
+            shapes.visit(grid)
+        best = shapes.best(1)[0]
+    if best.placement is not None:  # the search placed with greedy layer counts: even them
+        best = replace(best, placement=prefill_placement(model, req, best.grid)[0])
+    return best
 
 
 # ------------------------------------------------------------------------------------------------
@@ -788,16 +1225,21 @@ def _nothing_fits(model: Any, req: PlanRequest, what: str) -> str:
            f"on {systems}; closest: {best[1]}"
 
 
-def _plan_on(model: Any, req: PlanRequest) -> Plan:
-    """The plan for a fixed wafer count."""
+class _NothingFits(InputError):
+    """No grid holds the model on this many wafers (``--wafers auto`` then tries one more)."""
+
+
+def _plan_on(model: Any, req: PlanRequest, memo: dict | None = None, explain: bool = True) -> Plan:
+    """The plan for a fixed wafer count. ``explain=False``: when nothing fits, raise
+    ``_NothingFits`` without working out the binding constraint (a search of its own)."""
     spec = req.hardware
     notes: list[str] = []
     if req.decode_grid is not None:
         dec = decode_candidate(model, req, req.decode_grid, forced=True)
     else:
-        dec = search_grid(model, req, decode_candidate)
+        dec = search_grid(model, req, decode_candidate, memo)
         if dec is None:
-            raise InputError(_nothing_fits(model, req, "decode"))
+            raise _NothingFits(_nothing_fits(model, req, "decode") if explain else "decode: nothing fits")
     if req.prefill_grid is not None:
         pre = prefill_candidate(model, req, req.prefill_grid, forced=True)
         q = math.lcm(*req.prefill_grid)
@@ -806,9 +1248,9 @@ def _plan_on(model: Any, req: PlanRequest) -> Plan:
                          f"{q}x{q} mesh ({q // max(req.prefill_grid)}x the steps of its longer side); "
                          f"a shape with a small lcm of its sides is much faster")
     else:
-        pre = search_grid(model, req, prefill_candidate, with_ratios=True)
+        pre = search_grid(model, req, prefill_candidate)
         if pre is None:
-            raise InputError(_nothing_fits(model, req, "prefill"))
+            raise _NothingFits(_nothing_fits(model, req, "prefill") if explain else "prefill: nothing fits")
     return _assemble(model, req, dec, pre, notes)
 
 
@@ -904,9 +1346,10 @@ def plan(model: Any, req: PlanRequest) -> Plan:
         return _plan_on(model, req)
     first = _fewest_wafers(model, req) if req.method == "full" else 1
     last_error = None
+    memo: dict = {}  # decode costs carried from one wafer count to the next (see search_decode)
     for n in range(first, MAX_WAFERS + 1):
         try:
-            best = _plan_on(model, replace(req, wafers=n))
+            best = _plan_on(model, replace(req, wafers=n), memo, explain=req.method == "paper")
         except InputError as exc:
             last_error = exc
             if req.method == "paper":
@@ -917,7 +1360,7 @@ def plan(model: Any, req: PlanRequest) -> Plan:
             if more > MAX_WAFERS:
                 break
             try:
-                alt = search_grid(model, replace(req, wafers=more), decode_candidate)
+                alt = search_grid(model, replace(req, wafers=more), decode_candidate, memo)
             except InputError:
                 alt = None
             if alt is not None:
@@ -927,6 +1370,11 @@ def plan(model: Any, req: PlanRequest) -> Plan:
         notes = (f"--wafers auto: {best.wafers} is the fewest {req.hardware.name} systems that hold "
                  f"{model.name} at this context",) + best.notes
         return replace(best, wafer_options=tuple(options), notes=notes)
+    if isinstance(last_error, _NothingFits):  # now say why, for the most wafers
+        try:
+            _plan_on(model, replace(req, wafers=MAX_WAFERS), memo)
+        except InputError as exc:
+            last_error = exc
     raise InputError(f"{model.name} does not fit {MAX_WAFERS} x {req.hardware.name}: {last_error}")
 
 

@@ -40,7 +40,7 @@ def render_plan(result: Any, console: Any, wide: bool = False) -> None:
     pre, dec = d["prefill"], d["decode"]
     rows = [
         ("prefill", f"{pre['grid'][0]}x{pre['grid'][1]}", _num(pre["tokens_per_s"]), _num(pre["cycles_per_layer"]),
-         f"{d['input_len']} prompt tokens, {pre['seconds'] * 1e3:.2f} ms, {pre['stages']} stages"),
+         f"{d['input_len']} prompt tokens, {pre['seconds'] * 1e3:.2f} ms, {pre['stages']} stage{'s' if pre['stages'] != 1 else ''}"),
         ("decode", f"{dec['grid'][0]}x{dec['grid'][1]}", _num(dec["tokens_per_s"]), _num(dec["cycles_per_layer"]),
          f"per request; {dec['cycles_per_token']:,} cycles/token, K={dec['k_tree']}/{dec['k_tree_x']} (y/x), "
          f"ctx {d['context']}, {dec['colors_per_pe']} colours/PE"),

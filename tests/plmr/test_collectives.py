@@ -13,7 +13,7 @@ from plmr import (
     ring_allreduce, ring_shift,
 )
 from plmr.collectives import ktree_reduce_cycles
-from plmr.primitives import t_msg
+from plmr.primitives import t_msg, t_vec
 
 # Distinct, non-zero parameters so that a term charged to the wrong symbol shows up.
 SPEC = WSE2.with_params(op_issue_cycles=11.0, ramp_cycles=5.0, hop_cycles=2.0, relay_cycles=3.0,
@@ -359,3 +359,105 @@ def test_t_msg_primitive():
     assert t_msg(SPEC, 0, 10) == 0
     assert t_msg(SPEC, 9, 3, 2) == _msg(SPEC, 9, 3, 2)
     assert t_msg(SPEC, 9, 3, 2, packed=True) == _msg(SPEC, 9, 3, 2, e_w=2)
+
+
+# ------------------------------------------------------------------------------------------------
+# The fast K-tree path against the previous implementation
+# ------------------------------------------------------------------------------------------------
+
+def _reference_ktree_total(spec, n_ax, n, k, group_counts, dtype, packed, with_broadcast):
+    """REFERENCE: ``ktree_allreduce(...).total_cycles`` as computed before the per-level memo (a
+    copy of that implementation): build the tree, walk every group of every level with its chain
+    hop lists, take each level's slowest group plus, before every level but the last, the task
+    activation that continues into the next level; add the phases, the broadcast and the constant."""
+    if n_ax <= 1 or n <= 0:
+        return 0.0
+
+    def side(links):
+        return (spec.op_issue_cycles + len(links) * spec.ramp_cycles
+                + sum(d * spec.hop_cycles for d in links) + (len(links) - 1) * spec.relay_cycles)
+
+    def group(left, right):
+        n_w = math.ceil(n / spec.elements_per_wavelet(dtype, packed))
+        if not left or not right:
+            links = left or right
+            return side(links) + n_w if links else 0.0
+        first, second = (right, left) if len(right) <= len(left) else (left, right)
+        a1 = side(first)
+        a2 = max(side(second), 2 * spec.op_issue_cycles)
+        ingest = max(max(a1, a2) + n_w, min(a1, a2) + 2 * n_w)
+        return ingest + spec.task_cycles + t_vec(spec, n, "add", dtype)
+
+    tree = build_ktree(n_ax, k, group_counts)
+    phases = [max((group(left, right) for left, right in level.chain_sides()), default=0.0)
+              + (spec.task_cycles if i < tree.k - 1 else 0.0)
+              for i, level in enumerate(tree.levels)]
+    r = tree.root
+    bcast = t_msg(spec, n, max(r, n_ax - 1 - r), 0, dtype, packed) if with_broadcast else 0.0
+    return spec.collective_cycles + sum(phases) + bcast
+
+
+def _random_counts(rng, n_ax, k):
+    counts, m = [], n_ax
+    for _ in range(k - 1):
+        c = rng.randint(1, m)
+        counts.append(c)
+        m = c
+    return tuple(counts)
+
+
+def test_ktree_allreduce_equals_the_reference_walk_on_random_trees():
+    """Bit-identical totals (and phases) on 800 random (spec, axis, K, group counts, payload,
+    dtype) draws, whole-number and fractional α (the fractional one takes the general path)."""
+    import random
+
+    from plmr.collectives import ktree_allreduce_cycles
+
+    rng = random.Random(17)
+    spec_pool = [WSE2, WSE3, SPEC, WSE2.with_params(hop_cycles=1.3, ramp_cycles=0.7, relay_cycles=2.9),
+                 WSE2.with_params(hop_cycles=3.0, ramp_cycles=0.0, relay_cycles=0.0, op_issue_cycles=0.0)]
+    for _ in range(800):
+        spec = rng.choice(spec_pool)
+        n_ax = rng.choice([rng.randint(2, 40), rng.randint(2, 1200)])
+        k = rng.randint(1, 6)
+        counts = None if rng.random() < 0.3 else _random_counts(rng, n_ax, k)
+        n = rng.choice([1, rng.randint(1, 200), rng.randint(1, 200000)])
+        dtype, packed, bcast = rng.choice(["fp16", "fp32"]), rng.random() < 0.3, rng.random() < 0.8
+        want = _reference_ktree_total(spec, n_ax, n, k, counts, dtype, packed, bcast)
+        got = ktree_allreduce(spec, n_ax, n, k, counts, dtype, packed, bcast)
+        assert got.total_cycles == want, (spec.name, n_ax, n, k, counts)
+        assert ktree_allreduce_cycles(spec, n_ax, n, k, counts, dtype, packed, bcast) == want
+        phases = ktree_reduce_cycles(spec, build_ktree(n_ax, k, counts), n, dtype, packed)
+        assert [got.parts[f"phase{i + 1}"] for i in range(len(phases))] == phases
+
+
+def test_ktree_errors_are_the_tree_builders():
+    from plmr import InputError
+
+    for args in [(10, 3, (4,)), (10, 2, (11,)), (10, 2, (0,))]:
+        with pytest.raises(InputError) as built:
+            build_ktree(*args)
+        with pytest.raises(InputError) as priced:
+            ktree_allreduce(WSE2, args[0], 8, args[1], args[2])
+        assert str(priced.value) == str(built.value)
+
+
+def test_ktree_sum_floor_never_exceeds_the_exact_sum():
+    """The tree-free floor a search uses to skip trees, against the exact weighted sums."""
+    import random
+
+    from plmr.collectives import FloorSums, ktree_allreduce_cycles, ktree_sum_floor
+
+    rng = random.Random(23)
+    for _ in range(400):
+        spec = rng.choice([WSE2, SPEC, WSE2.with_params(hop_cycles=1.3, relay_cycles=2.9)])
+        n_ax = rng.choice([rng.randint(2, 30), rng.randint(2, 1200)])
+        k = rng.randint(1, 6)
+        counts = None if rng.random() < 0.3 else _random_counts(rng, n_ax, k)
+        items = [(rng.choice([1, 2, 32, 80]), rng.choice([1, rng.randint(1, 5000)]), rng.choice(["fp16", "fp32"]),
+                  rng.random() < 0.8) for _ in range(rng.randint(1, 6))]
+        exact = 0.0
+        for w, n, dtype, bcast in items:
+            exact += w * ktree_allreduce_cycles(spec, n_ax, n, k, counts, dtype, with_broadcast=bcast)
+        floor = ktree_sum_floor(spec, n_ax, k, counts, FloorSums.of(spec, n_ax, items))
+        assert floor <= exact * (1 + 1e-12), (n_ax, k, counts, floor, exact)

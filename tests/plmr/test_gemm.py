@@ -299,3 +299,17 @@ def test_gemmt_bytes():
     r = gemmt(SPEC, 4, 4, 64, 64, 64)
     m = n_b = k = 16
     assert r.bytes_per_pe == (m * k + 2 * n_b * k + 2 * m * n_b) * 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(p_y=st.integers(1, 60), q_y=st.integers(1, 40), q_x=st.integers(1, 40), comm_x=st.booleans(),
+       round_t=st.integers(0, 500), copy_t=st.integers(0, 200), data=st.data())
+def test_skew_row_cost_counted_equals_the_row_by_row_loop(p_y, q_y, q_x, comm_x, round_t, copy_t, data):
+    """The counted skew (arithmetic series, residues) against the loop over every hosted row."""
+    from plmr.gemm import _skew_row_cost, _skew_row_cost_looped
+
+    pos = data.draw(st.integers(0, p_y - 1))
+    Q = p_y * q_y
+    for spec in (WSE2, WSE3):
+        assert (_skew_row_cost(spec, Q, q_x, q_y, pos, comm_x, float(round_t), float(copy_t))
+                == _skew_row_cost_looped(spec, Q, q_x, q_y, pos, comm_x, float(round_t), float(copy_t)))

@@ -163,3 +163,42 @@ def test_invalid_inputs(n, k, counts, needle):
         build_ktree(n, k, counts)
     assert needle in str(exc.value)
     assert "\n" not in str(exc.value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), n=st.integers(1, 1200), k=st.integers(1, 6))
+def test_chain_spans_are_the_distinct_chain_sides_of_the_tree(data, n, k):
+    """``chain_spans`` (from group boundaries, memoised) against the tree's own groups: per level,
+    the set of (west links, west hops, east links, east hops) of ``chain_sides``, and the root."""
+    from plmr.ktree import chain_spans
+
+    counts, m = [], n
+    for _ in range(k - 1):
+        counts.append(data.draw(st.integers(1, m)))
+        m = counts[-1]
+    counts = tuple(counts) if data.draw(st.booleans()) else None
+    tree = build_ktree(n, k, counts)
+    levels, root = chain_spans(n, k, counts)
+    assert root == tree.root and len(levels) == tree.k
+    for level, spans in zip(tree.levels, levels):
+        want = {(len(w), sum(w), len(e), sum(e)) for w, e in level.chain_sides()}
+        got = [(c.west_links, c.west_hops, c.east_links, c.east_hops) for c in spans]
+        assert len(got) == len(set(got)) and set(got) == want
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), n=st.integers(1, 1200), k=st.integers(1, 6))
+def test_level_shapes_bound_the_groups_of_the_tree(data, n, k):
+    """``level_shapes``: the largest group of each level exactly, and a floor on the spacing of
+    consecutive members, against the built tree."""
+    from plmr.ktree import level_shapes
+
+    counts, m = [], n
+    for _ in range(k - 1):
+        counts.append(data.draw(st.integers(1, m)))
+        m = counts[-1]
+    tree = build_ktree(n, k, tuple(counts))
+    for level, (largest, spacing) in zip(tree.levels, level_shapes(n, k, tuple(counts))):
+        assert largest == max(len(g) for g in level.groups)
+        members = sorted(p for g in level.groups for p in g)
+        assert all(b - a >= spacing for a, b in zip(members, members[1:]))

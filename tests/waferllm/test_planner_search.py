@@ -23,7 +23,8 @@ from waferllm.catalog import catalog_config, load_catalog_model
 from waferllm.cli import main
 from waferllm.model import spec_from_config_dict
 from waferllm.planner import (
-    PlanRequest, decode_candidate, decode_colors, decode_terms, plan, real_placement, search_grid, tree_space,
+    PlanRequest, decode_candidate, decode_colors, decode_terms, plan, prefill_candidate, real_placement, search_grid,
+    tree_space,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -99,6 +100,51 @@ def test_search_equals_brute_force_on_a_small_wafer(model):
     assert found.grid == grid
 
 
+MEDIUM = WSE2.with_params(name="medium-60x80", mesh_width=80, mesh_height=60, fabric_width=87, fabric_height=62,
+                          sram_bytes=48 * 1024)
+
+
+def pruned_brute_force(model, req) -> tuple[float, tuple[int, int]]:
+    """Every shape, and on each the best tree pair within the colour budget. The layer cost is a
+    tree-free part plus a Y part plus an X part (tested below and on the 10x12 mesh without this
+    assumption), so each axis is minimised over its whole tree space and pairs are searched only
+    when the best pair needs too many colours."""
+    spec = req.hardware
+    best = None
+    for py in range(1, spec.mesh_height + 1):
+        for px in range(1, spec.mesh_width + 1):
+            c = decode_candidate(model, req, (py, px), tune=False)
+            if c is None:
+                continue
+            per_k = {"y": {}, "x": {}}
+            for axis, n in (("y", py), ("x", px)):
+                for t in tree_space(n, tuple(range(1, 7))):
+                    cost = c.terms.axis(spec, axis, t)
+                    per_k[axis][t.k] = min(cost, per_k[axis].get(t.k, cost))
+            cycles = c.terms.local() + min(cy + cx for ky, cy in per_k["y"].items() for kx, cx in per_k["x"].items()
+                                           if decode_colors(ky, kx, c.grid) <= len(spec.routable_colors))
+            if best is None or (cycles, py * px) < best[0]:
+                best = ((cycles, py * px), c.grid)
+    return best[0][0], best[1]
+
+
+@pytest.mark.parametrize("model", [tiny("wide", hidden_size=512, intermediate_size=1408, num_attention_heads=8,
+                                        num_key_value_heads=4, num_hidden_layers=8, vocab_size=8000)],
+                         ids=lambda m: m.name)
+def test_search_equals_brute_force_on_a_60x80_wafer(model):
+    """A mesh the first ladder does not cover (every 4th side): decode against every shape and
+    tree pair, prefill against every shape."""
+    req = PlanRequest(MEDIUM, "full", context=2048, input_len=512, output_len=16)
+    found = search_grid(model, req, decode_candidate)
+    cycles, grid = pruned_brute_force(model, req)
+    assert found.cycles == pytest.approx(cycles, rel=1e-12), (found.grid, grid)
+    pre = search_grid(model, req, prefill_candidate)
+    every = [c for py in range(1, 61) for px in range(1, 81)
+             if (c := prefill_candidate(model, req, (py, px))) is not None]
+    best = min(every, key=lambda c: c.key)
+    assert pre.cycles == pytest.approx(best.cycles, rel=1e-12), (pre.grid, best.grid)
+
+
 def test_the_layer_cost_is_tree_free_plus_one_part_per_axis():
     # The separability the tree choice relies on, checked against the op-by-op composition.
     model = load_catalog_model("llama3-8b")
@@ -121,11 +167,22 @@ SWEEP = [(py, px) for py in range(40, 995, 137) for px in range(30, 751, 103)]
 def test_no_forced_grid_of_a_sweep_beats_the_search(hw, method):
     model = load_catalog_model("llama3-8b")
     req = PlanRequest(hw, method)
-    searched = plan(model, req).decode.cycles_total
-    for grid in SWEEP:
+    p = plan(model, req)
+    searched, searched_prefill = p.decode.cycles_total, p.prefill.cycles_total
+    # and the shapes at tile steps of both sides near the searched decode grid (where the best
+    # decode shapes sit; the search once missed 205x512 there), and side ratios for prefill
+    (cy, cx), n_kv = p.decode.grid, model.num_kv_heads
+    ys = {-(-model.hidden_size // e) for e in range(1, model.hidden_size + 1)} & set(range(int(cy * 0.75), int(cy * 1.25)))
+    xs = {m for m in range(n_kv, hw.mesh_width + 1, n_kv) if 0.85 * cx <= m <= 1.15 * cx}
+    decode_grids = SWEEP + [(y, x) for y in sorted(ys) for x in sorted(xs)]
+    for grid in decode_grids:
         c = decode_candidate(model, req, grid)
         if c is not None:
             assert searched <= c.cycles * (1 + 1e-12), (grid, searched, c.cycles)
+    for grid in SWEEP + [(g * a, g * b) for a, b in ((1, 1), (1, 2), (2, 3), (3, 4)) for g in range(40, 750, 47)]:
+        c = prefill_candidate(model, req, grid)
+        if c is not None:
+            assert searched_prefill <= c.cycles * (1 + 1e-12), (grid, searched_prefill, c.cycles)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -251,6 +308,25 @@ def test_defect_model_directory_plans_without_torch_or_transformers(tmp_path):
     assert p.returncode == 0, p.stderr[-500:]
     assert json.loads(p.stderr.strip().splitlines()[-1]) == []
     assert json.loads(p.stdout)["model"] == "my-llama"
+
+
+def test_plan_json_imports_no_numpy_numba_or_rich():
+    """The plan command's start-up: the other commands (sweep needs numpy) load only when used."""
+    code = ("import sys, io, contextlib; from waferllm.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    main(['plan', 'llama3-8b', '--decode-grid', '300', '--prefill-grid', '600', '--json'],"
+            " standalone_mode=False)\n"
+            "print(sorted(m for m in ('numpy', 'numba', 'rich', 'torch', 'transformers') if m in sys.modules))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-500:]
+    assert p.stdout.strip() == "[]"
+
+
+def test_first_stage_too_small_names_the_table_and_the_layer():
+    # This grid holds one layer, but not one layer beside the embedding table: the error used to be
+    # "cannot place the layers".
+    msg = one_line_error(invoke("plan", "llama3-8b", "--decode-grid", "81x305", "--json"))
+    assert "first stage" in msg and "embedding table" in msg and "one layer" in msg and "KB" in msg
 
 
 # ------------------------------------------------------------------------------------------------
