@@ -84,7 +84,7 @@ def paper(plot: Path | None) -> None:
     res = {"vs_pipeline": [], "k_sweep": []}
     for P, N in ((512, 4096), (512, 16384), (720, 4096), (720, 16384)):
         for name in ("meshgemv", "gemv-pipeline", "gemv-ring"):
-            # the ring program has 6(P-1) fabric ops per PE: too large to build at 512²+, predicted only
+            # the ring runs 2(P-1) steps on every PE (7.5e8 PE-steps at 720²): too slow to simulate here, predicted
             if name == "gemv-ring":
                 from plmr import gemv as pg
                 from plmr.hardware import WSE2
