@@ -427,9 +427,13 @@ class _Code:
                  Store("nr", 0, V("acc"))]
         code += self.allreduce_y("nr", 1, tag=tag)
         code += [Store("nr", 1, Load("nr", 0) / float(self.m.hidden_size) + float(self.m.rms_norm_eps)),
-                 Rsqrt(self.R("nr", 1, 1), self.R("nr", 1, 1)),
-                 Scale(self.R(dst, 0, ey), self.R(x32, 0, ey), Load("nr", 1)),
-                 Mul(self.R(dst, 0, ey), self.R(dst, 0, ey), gamma)]
+                 Rsqrt(self.R("nr", 1, 1), self.R("nr", 1, 1))]
+        if self.dt == F32:
+            code.append(Scale(self.R(dst, 0, ey), self.R(x32, 0, ey), Load("nr", 1)))
+        else:  # scaled in fp32, then rounded by a conversion (a CSL DSD op scales within one dtype)
+            code += [Scale(self.R(x32, 0, ey), self.R(x32, 0, ey), Load("nr", 1)),
+                     Copy(self.R(dst, 0, ey), self.R(x32, 0, ey))]
+        code.append(Mul(self.R(dst, 0, ey), self.R(dst, 0, ey), gamma))
         return tuple(code)
 
     def gemv(self, acc: str, n, w: str, wbase, rows, x: str) -> tuple:
@@ -617,7 +621,11 @@ class _Code:
                  Loop(nhs, "h", (Assign("acc", 0.0), Loop(S, "t", (Assign("acc", V("acc") + Load("sc", h * S + t)),)),
                                  Store("sm", h, V("acc"))))]
         code += self.allreduce_y("sm", nhs, tag="s")
-        code += [Loop(nhs, "h", (Scale(self.R("pr", h * S, S), self.R("sc", h * S, S), 1.0 / Load("sm", h)),))]
+        if self.dt == F32:
+            code += [Loop(nhs, "h", (Scale(self.R("pr", h * S, S), self.R("sc", h * S, S), 1.0 / Load("sm", h)),))]
+        else:  # scaled in fp32, then rounded by one conversion (a CSL DSD op scales within one dtype)
+            code += [Loop(nhs, "h", (Scale(self.R("sc", h * S, S), self.R("sc", h * S, S), 1.0 / Load("sm", h)),)),
+                     Copy(self.R("pr", 0, n_sc), self.R("sc", 0, n_sc))]
         code += self.stamp("softmax")
         # 7 p·V: per head, one FMAC per cached token (two ring runs), allreduce along Y
         vrow = lambda slot: vb + slot * kvx + kvoff  # noqa: E731
