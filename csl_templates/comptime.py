@@ -573,17 +573,21 @@ class Evaluator:
                     self.path_stack.pop()
             return UNKNOWN
         default = None
+        chosen = None
         for p in n.prongs:
             if p.items is None:
                 default = p
                 continue
-            for item in p.items:
-                v = self.eval(item)
-                if self._switch_match(subject, v):
-                    return self._prong_body(p)
-        if default is not None:
-            return self._prong_body(default)
-        raise EvalError(n, f"switch on {subject!r} matches no prong")
+            if any(self._switch_match(subject, self.eval(item)) for item in p.items):
+                chosen = p
+                break
+        chosen = chosen or default
+        if chosen is None:
+            raise EvalError(n, f"switch on {subject!r} matches no prong")
+        if self.runtime:  # the other prongs are pruned for this parameter set (see branches_pruned)
+            self.branches_taken.add(id(chosen))
+            self.branches_pruned.update(id(p) for p in n.prongs if p is not chosen)
+        return self._prong_body(chosen)
 
     def _switch_match(self, subject, v) -> bool:
         if isinstance(subject, EnumVal) and isinstance(v, EnumLiteral):

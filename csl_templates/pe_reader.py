@@ -280,13 +280,16 @@ __all__ = ["PeFacts", "OpRecord", "evaluate_pe", "DSD_OPS", "COMPTIME_ONLY", "Op
 
 
 _STATEMENTS = (st.ExprStmt, st.Assign, st.VarDecl, st.Return, st.Break, st.Continue, st.While, st.For, st.Switch)
+#: Builtins that make a DSD from another: the set-up of the op that uses it (``code_bytes_per_op`` covers it).
+DSD_SETUP = frozenset("get_dsd increment_dsd_offset set_dsd_length set_dsd_base_addr set_dsd_stride".split())
 
 
 def _code_statements(body: st.Node, pruned: set) -> tuple[int, int]:
     """(DSD ops, other statements) of a run-time body that produce code: all of them but those in branches of
     ``if`` statements whose condition is known at comptime for this parameter set and never holds that way
     (``pruned``: ids of branch nodes), which cslc drops. A DSD op or ``@map`` is an expression statement
-    calling one; ``if`` statements count as statements."""
+    calling one; a declaration of a DSD made from another (``DSD_SETUP``) is part of its op, as the
+    program model counts it; ``if`` statements count as statements."""
     ops = stmts = 0
     stack = [body]
     while stack:
@@ -296,6 +299,8 @@ def _code_statements(body: st.Node, pruned: set) -> tuple[int, int]:
         if isinstance(node, st.ExprStmt) and isinstance(node.expr, st.BuiltinCall) and (
                 node.expr.name in DSD_OPS or node.expr.name == "map"):
             ops += 1
+        elif isinstance(node, st.VarDecl) and isinstance(node.init, st.BuiltinCall) and node.init.name in DSD_SETUP:
+            pass
         elif isinstance(node, _STATEMENTS) or (isinstance(node, st.If) and not node.is_expr):
             stmts += 1
         stack.extend(node.children())
