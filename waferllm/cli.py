@@ -19,6 +19,14 @@ class _Group(click.Group):
     """Turns ``InputError`` and click's usage errors (a bad option value, an unknown option or
     command) into one line ``Error: <message>`` and exit 2, without a traceback."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # No path, name or number can hold a NUL byte; the OS would raise ValueError deep inside.
+        bad = next((a for a in args if "\x00" in a), None)
+        if ctx.parent is None and bad is not None:
+            click.echo(f"Error: argument {bad!r} contains a NUL byte; arguments are plain text", err=True)
+            ctx.exit(2)
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
