@@ -7,7 +7,10 @@ emits its bundle for WSE-2 and WSE-3 into a temporary directory `--repeat` times
 median emission time (the program's build is not included), the number of files and their bytes, and
 the process's peak RSS at the end.
 
-    python benchmarks/bench_csl_emit.py --sizes 8 720 [--repeat 3] [--only NAME ...]
+    python benchmarks/bench_csl_emit.py --sizes 8 720 [--repeat 3] [--only NAME ...] [--check]
+
+``--check`` also runs ``waferllm csl check`` (``csl_templates.checker.check_paths``) on each bundle for
+each of its targets with the bundle's params and prints the findings and the check's time.
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ def main() -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[8, 720])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--only", nargs="*", default=None, help="program names to run")
+    ap.add_argument("--check", action="store_true", help="check every bundle with the CSL checker")
     args = ap.parse_args()
     print(f"{'program':<16} {'mesh':>9} {'best s':>8} {'median s':>9} {'files':>6} {'bytes':>8}")
     for size in args.sizes:
@@ -112,9 +116,19 @@ def main() -> int:
                     continue
                 files = [p for p in (Path(tmp) / "bundle").rglob("*") if p.is_file()]
                 nfiles, nbytes = len(files), sum(p.stat().st_size for p in files)
+                checked = ""
+                if args.check:
+                    from csl_templates.checker import check_paths
+                    for t in b.source.targets:
+                        t0 = time.perf_counter()
+                        rep = check_paths([str(Path(tmp) / "bundle")], arch=t.arch, params=b.manifest["params"])
+                        checked += f"  {t.arch}: {len(rep.findings)} findings ({time.perf_counter() - t0:.1f} s)"
+                        for f in rep.findings[:3]:
+                            checked += f"\n    {f}"
+                skipped = "".join(f"  (not for {a})" for a in b.source.skipped)
             assert nfiles == len(b.manifest["files"])
             print(f"{name:<16} {f'{size}x{size}':>9} {min(times):8.3f} {statistics.median(times):9.3f} "
-                  f"{nfiles:6d} {nbytes:8d}")
+                  f"{nfiles:6d} {nbytes:8d}{skipped}{checked}")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS {peak:.0f} MB")
     return 0

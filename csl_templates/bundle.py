@@ -148,7 +148,7 @@ def render_bundle(prog: MeshProgram, plan: HostPlan | None, stub: dict | None, k
         cmd = cslc_command(t, params, t.sim_fabric(W, H))
         commands[t.arch] = {"simulator": cmd, "hardware": cslc_command(t, params, t.hardware_fabric())}
         files[f"commands_{t.arch}.sh"] = env.get_template("commands.sh.j2").render(
-            kernel=kernel, width=W, height=H, arch=t.arch, cslc=cmd, hw_fabric=t.hardware_fabric())
+            kernel=kernel, width=W, height=H, arch=t.arch, cslc=cmd, hw_fabric=t.hardware_fabric(), run=True)
     files["run.py"] = run_py
     files["deploy.py"] = env.get_template("deploy.py.j2").render(
         kernel=kernel, width=W, height=H, archs=archs, params=params_arg(params),

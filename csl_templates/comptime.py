@@ -273,6 +273,10 @@ class Evaluator:
         self.scope = Scope(None, 0)
         self.visitor: Callable | None = None  # runtime walk: called with (node, value) per builtin call
         self.path_stack: list = []  # runtime walk: (if-node, branch) of unknown conditions
+        # runtime walk: branches of ``if`` statements whose condition was known (ids of the branch nodes),
+        # taken and not taken; a branch only ever not taken is pruned by cslc (no code)
+        self.branches_taken: set = set()
+        self.branches_pruned: set = set()
         self._dispatch = {}
         for cls in st.Node.__subclasses__():
             fn = getattr(self, "ev_" + cls.__name__, None)
@@ -569,17 +573,21 @@ class Evaluator:
                     self.path_stack.pop()
             return UNKNOWN
         default = None
+        chosen = None
         for p in n.prongs:
             if p.items is None:
                 default = p
                 continue
-            for item in p.items:
-                v = self.eval(item)
-                if self._switch_match(subject, v):
-                    return self._prong_body(p)
-        if default is not None:
-            return self._prong_body(default)
-        raise EvalError(n, f"switch on {subject!r} matches no prong")
+            if any(self._switch_match(subject, self.eval(item)) for item in p.items):
+                chosen = p
+                break
+        chosen = chosen or default
+        if chosen is None:
+            raise EvalError(n, f"switch on {subject!r} matches no prong")
+        if self.runtime:  # the other prongs are pruned for this parameter set (see branches_pruned)
+            self.branches_taken.add(id(chosen))
+            self.branches_pruned.update(id(p) for p in n.prongs if p is not chosen)
+        return self._prong_body(chosen)
 
     def _switch_match(self, subject, v) -> bool:
         if isinstance(subject, EnumVal) and isinstance(v, EnumLiteral):
@@ -1210,6 +1218,12 @@ class Evaluator:
             if frame is not None and frame.ret_mask is not None:
                 self.mask = (~frame.ret_mask) if saved is None else saved & ~frame.ret_mask
             return
+        if self.runtime:
+            taken, other = (s.then, s.else_) if c else (s.else_, s.then)
+            if taken is not None:
+                self.branches_taken.add(id(taken))
+            if other is not None:
+                self.branches_pruned.add(id(other))
         if c:
             self.exec(s.then)
         elif s.else_ is not None:

@@ -21,6 +21,8 @@ bound once, ``const _v3: i32 = ...;``, before their first use (``Bindings``).
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 
 from plmr.errors import InputError
@@ -199,6 +201,8 @@ class CslPrinter:
     def _infer(self, e: Expr) -> str:
         s = self.scope
         if isinstance(e, Const):
+            if isinstance(e.value, float) and not math.isfinite(e.value):
+                return "f32"  # no literal: a bit pattern (``_print``), typed f32
             return CI if isinstance(e.value, int) else CF
         if isinstance(e, Param):
             try:
@@ -340,9 +344,11 @@ class CslPrinter:
         if isinstance(e, Const):
             v = e.value
             if isinstance(v, float):
+                if not math.isfinite(v):
+                    # CSL has no infinity or NaN literal: the IEEE single bit pattern, reinterpreted
+                    bits = 0x7FC00000 if math.isnan(v) else (0x7F800000 if v > 0 else 0xFF800000)
+                    return f"@bitcast(f32, @as(u32, 0x{bits:08X}))"
                 r = repr(v)
-                if "inf" in r or "nan" in r:
-                    raise InputError(f"constant {v} has no CSL literal")
                 return r if v >= 0 else f"({r})"
             return str(v) if v >= 0 else f"({v})"
         if isinstance(e, Param):

@@ -77,6 +77,13 @@ class LayoutEmitter:
             return f"{side} - {size - v}"
         return str(v)
 
+    def _in_rects(self, rects: list) -> str | None:
+        """The condition of a PE set given as rectangles (``rectangles``): their conditions or'ed."""
+        conds = [self._in_rect(r) for r in rects]
+        if any(c is None for c in conds):
+            return None
+        return conds[0] if len(conds) == 1 else " or ".join(f"({c})" for c in conds)
+
     def _in_rect(self, rect) -> str | None:
         rx, ry = rect
         W, H = self.prog.width, self.prog.height
@@ -144,11 +151,12 @@ class LayoutEmitter:
         return out
 
     # ---------------------------------------------------------------------------------- params
-    def _param_value(self, body, name: str, kind: str, given, ptype: str) -> str:
+    def _param_value(self, pl, name: str, kind: str, ptype: str) -> str:
+        given = pl.params_given[name]
         if callable(given) and not isinstance(given, Expr) or isinstance(given, (list, tuple, np.ndarray)):
-            raise InputError(f"body {body.name}: parameter {name!r} is given as an array or a function; the CSL "
-                             f"emitter needs a number or an expression of X, Y and program parameters")
-        e = as_expr(given)
+            e = tabulated(pl.params[name], pl.pes, self.prog.width)
+        else:
+            e = as_expr(given)
         if kind == "colour":
             return f"@get_color({self.p.expr(e)})"
         return self.p.expr(e, ptype)
@@ -177,16 +185,15 @@ class LayoutEmitter:
             if pl.auto:
                 raise InputError(f"program {prog.name} places code with the per-PE trace API (add/add_buffer); "
                                  f"only programs written as bodies placed with parameters emit compact CSL")
-            if pl.rect is None:
-                raise InputError(f"body {pl.body.name} is placed on a list of PEs, not a rectangle; the CSL "
-                                 f"emitter needs rectangles (ranges of x and y)")
             covered[pl.pes] = True
             final = pl.body.finalized()
             ptypes = self.param_types[id(final)]
             fields = [".memcpy_params = memcpy.get_params(x)"]
             for name, kind in final.params.items():
-                fields.append(f".{name} = {self._param_value(final, name, kind, pl.params_given[name], ptypes[name])}")
-            placements.append((self._in_rect(pl.rect), final.name, self.pe_files[id(final)], fields))
+                fields.append(f".{name} = {self._param_value(pl, name, kind, ptypes[name])}")
+            where = self._in_rect(pl.rect) if pl.rect is not None else \
+                self._in_rects(rectangles(pl.pes, prog.width))
+            placements.append((where, final.name, self.pe_files[id(final)], fields))
         if not covered.all():
             placements.append((None, None, self.idle_file, [".memcpy_params = memcpy.get_params(x)"]))
         placement_lines = _placement_lines(placements)
@@ -275,3 +282,50 @@ def _placement_lines(placements: list) -> list[str]:
     if chained:
         lines.append("}")
     return lines
+
+
+def rectangles(pes: np.ndarray, width: int) -> list[tuple[range, range]]:
+    """A set of PEs (flat indices) as few rectangles: the runs of consecutive x in each row, merged over
+    consecutive rows that have the same run. Placements and parameter tables on PE lists print as
+    these (their number follows the set's shape: a row, a column, a region less a row and a column)."""
+    pes = np.unique(np.asarray(pes, dtype=np.int64))
+    ys, xs = pes // width, pes % width
+    runs: dict[int, list[tuple[int, int]]] = {}
+    if pes.size:
+        brk = np.nonzero((np.diff(xs) != 1) | (np.diff(ys) != 0))[0] + 1
+        for a, b in zip(np.r_[0, brk], np.r_[brk, pes.size]):
+            runs.setdefault(int(ys[a]), []).append((int(xs[a]), int(xs[b - 1]) + 1))
+    out: list[tuple[range, range]] = []
+    open_: dict[tuple[int, int], int] = {}  # run -> first row
+    last_y = None
+    for y in sorted(runs) + [None]:
+        cur = set(runs.get(y, [])) if y is not None and (last_y is None or y == last_y + 1) else set()
+        for run, y0 in list(open_.items()):
+            if run not in cur:
+                out.append((range(*run), range(y0, last_y + 1)))
+                del open_[run]
+        if y is not None:
+            for run in runs[y]:
+                open_.setdefault(run, y)
+        last_y = y
+    return sorted(out, key=lambda r: (r[1].start, r[0].start))
+
+
+def tabulated(values: np.ndarray, pes: np.ndarray, width: int) -> Expr:
+    """A parameter given per PE (an array or a function of the coordinates) as an expression of ``X`` and
+    ``Y`` equal to it on ``pes``: its most common value, and each other value where its rectangles are."""
+    from simulator.expr import X, Y, select
+
+    values = np.asarray(values)
+    uniq, counts = np.unique(values, return_counts=True)
+    default = uniq[int(np.argmax(counts))]
+    e: Expr = as_expr(default.item())
+    for v in reversed(uniq.tolist()):
+        if v == default:
+            continue
+        cond = None
+        for rx, ry in rectangles(pes[values == v], width):
+            c = (X >= rx.start) & (X < rx.stop) & (Y >= ry.start) & (Y < ry.stop)
+            cond = c if cond is None else (cond | c)
+        e = select(cond, v, e)
+    return e

@@ -62,7 +62,9 @@ class PeFacts:
     dsr_loads: list = field(default_factory=list)  # (node, Dsr, Dsd, options)
     ops: list = field(default_factory=list)  # OpRecord
     data: list = field(default_factory=list)  # (node, name, bytes)
-    code_nodes: int = 0
+    code_ops: int = 0  # DSD-op statements (and @map) in run-time bodies, without comptime-pruned branches
+    code_statements: int = 0  # other statements there
+    code_bodies: int = 0  # functions and tasks with a body
     problems: list = field(default_factory=list)  # (node, message, rule)
     unbound_params: list = field(default_factory=list)
     uses_memcpy: bool = False
@@ -199,7 +201,6 @@ def evaluate_pe(module: st.Module, params: Any = None, arch: str = "wse2", loade
     for fn in module.functions():
         if fn.body is None:
             continue
-        facts.code_nodes += sum(1 for _ in fn.body.walk())
         effects.function = fn.name
         saved = ev._enter_global()
         ev.runtime = True
@@ -218,6 +219,13 @@ def evaluate_pe(module: st.Module, params: Any = None, arch: str = "wse2", loade
             ev._leave_global(saved)
             ev.path_stack.clear()
     effects.function = "comptime"
+    pruned = ev.branches_pruned - ev.branches_taken
+    for fn in module.functions():
+        if fn.body is not None:
+            ops, stmts = _code_statements(fn.body, pruned)
+            facts.code_ops += ops
+            facts.code_statements += stmts
+            facts.code_bodies += 1
     seen, unique = set(), []
     for pr in facts.problems:
         if pr[2] == "eval.undeclared":
@@ -269,3 +277,31 @@ class _SubLoader:
 
 
 __all__ = ["PeFacts", "OpRecord", "evaluate_pe", "DSD_OPS", "COMPTIME_ONLY", "Opaque", "ModuleVal"]
+
+
+_STATEMENTS = (st.ExprStmt, st.Assign, st.VarDecl, st.Return, st.Break, st.Continue, st.While, st.For, st.Switch)
+#: Builtins that make a DSD from another: the set-up of the op that uses it (``code_bytes_per_op`` covers it).
+DSD_SETUP = frozenset("get_dsd increment_dsd_offset set_dsd_length set_dsd_base_addr set_dsd_stride".split())
+
+
+def _code_statements(body: st.Node, pruned: set) -> tuple[int, int]:
+    """(DSD ops, other statements) of a run-time body that produce code: all of them but those in branches of
+    ``if`` statements whose condition is known at comptime for this parameter set and never holds that way
+    (``pruned``: ids of branch nodes), which cslc drops. A DSD op or ``@map`` is an expression statement
+    calling one; a declaration of a DSD made from another (``DSD_SETUP``) is part of its op, as the
+    program model counts it; ``if`` statements count as statements."""
+    ops = stmts = 0
+    stack = [body]
+    while stack:
+        node = stack.pop()
+        if id(node) in pruned:
+            continue
+        if isinstance(node, st.ExprStmt) and isinstance(node.expr, st.BuiltinCall) and (
+                node.expr.name in DSD_OPS or node.expr.name == "map"):
+            ops += 1
+        elif isinstance(node, st.VarDecl) and isinstance(node.init, st.BuiltinCall) and node.init.name in DSD_SETUP:
+            pass
+        elif isinstance(node, _STATEMENTS) or (isinstance(node, st.If) and not node.is_expr):
+            stmts += 1
+        stack.extend(node.children())
+    return ops, stmts

@@ -454,10 +454,14 @@ def rule_async_queue_sharing(f: PeFacts, spec: HardwareSpec, memcpy: bool) -> li
 
 def rule_memory(f: PeFacts, spec: HardwareSpec, memcpy: bool) -> list[Finding]:
     """E: estimated memory over SRAM; W: within 4 KB of it. Estimate = global data (declared or array
-    size, rounded up to align()) + 8 bytes per syntax node of function and task bodies + the target's
-    ``sram_reserve_bytes`` (stack and memcpy runtime)."""
+    size, rounded up to align()) + code + the target's ``sram_reserve_bytes`` (stack and memcpy runtime).
+    Code is estimated with the target's constants the simulator's program model uses
+    (``simulator.resources.code_bytes``): ``code_bytes_per_op`` per DSD op, ``code_bytes_per_statement``
+    per other statement, ``code_bytes_per_task`` per function or task, in the code a parameter set keeps
+    (branches known at comptime not to run are pruned, as cslc does)."""
     data = sum(b for _, _, b in f.data)
-    code = 8 * f.code_nodes
+    code = (f.code_ops * spec.code_bytes_per_op + f.code_statements * spec.code_bytes_per_statement
+            + f.code_bodies * spec.code_bytes_per_task)
     total = data + code + spec.sram_reserve_bytes
     if total <= spec.sram_bytes - 4096:
         return []

@@ -316,7 +316,7 @@ def buffer_plan(cfg: DecodeConfig, sz: Sizes) -> dict[str, tuple[str, str, int]]
         "sc": const(scores, F32), "pr": const(scores), "mx": const(sz.NHM, F32), "sm": const(sz.NHM, F32),
         "o32": const(sz.QXM, F32), "o": const(sz.QXM), "h32": const(sz.EYM, F32), "ho": const(sz.EYM),
         "h1": const(sz.EYM), "a2": const(sz.EYM), "gu32": const(2 * sz.FXM, F32), "gu": const(2 * sz.FXM),
-        "z": const(sz.FXM), "hm": const(sz.EYM), "fn": (dt, "last", sz.EYM), "lg32": (F32, "last", sz.VXM),
+        "z": const(sz.FXM), "hm": const(sz.EYM), "xf": (dt, "last", sz.EYM), "lg32": (F32, "last", sz.VXM),
         "lg": (dt, "last", sz.VXM), "am": const(2, F32), "tk": const(1, F32),
         "ang": const(sz.NPM, F32), "cs": const(sz.NPM), "sn": const(sz.NPM), "nsn": const(sz.NPM),
         "t1": const(sz.NPM), "t2": const(sz.NPM), "shout": const(2 * sz.KVXM), "shin": const(2 * sz.KVXM),
@@ -427,9 +427,13 @@ class _Code:
                  Store("nr", 0, V("acc"))]
         code += self.allreduce_y("nr", 1, tag=tag)
         code += [Store("nr", 1, Load("nr", 0) / float(self.m.hidden_size) + float(self.m.rms_norm_eps)),
-                 Rsqrt(self.R("nr", 1, 1), self.R("nr", 1, 1)),
-                 Scale(self.R(dst, 0, ey), self.R(x32, 0, ey), Load("nr", 1)),
-                 Mul(self.R(dst, 0, ey), self.R(dst, 0, ey), gamma)]
+                 Rsqrt(self.R("nr", 1, 1), self.R("nr", 1, 1))]
+        if self.dt == F32:
+            code.append(Scale(self.R(dst, 0, ey), self.R(x32, 0, ey), Load("nr", 1)))
+        else:  # scaled in fp32, then rounded by a conversion (a CSL DSD op scales within one dtype)
+            code += [Scale(self.R(x32, 0, ey), self.R(x32, 0, ey), Load("nr", 1)),
+                     Copy(self.R(dst, 0, ey), self.R(x32, 0, ey))]
+        code.append(Mul(self.R(dst, 0, ey), self.R(dst, 0, ey), gamma))
         return tuple(code)
 
     def gemv(self, acc: str, n, w: str, wbase, rows, x: str) -> tuple:
@@ -617,7 +621,11 @@ class _Code:
                  Loop(nhs, "h", (Assign("acc", 0.0), Loop(S, "t", (Assign("acc", V("acc") + Load("sc", h * S + t)),)),
                                  Store("sm", h, V("acc"))))]
         code += self.allreduce_y("sm", nhs, tag="s")
-        code += [Loop(nhs, "h", (Scale(self.R("pr", h * S, S), self.R("sc", h * S, S), 1.0 / Load("sm", h)),))]
+        if self.dt == F32:
+            code += [Loop(nhs, "h", (Scale(self.R("pr", h * S, S), self.R("sc", h * S, S), 1.0 / Load("sm", h)),))]
+        else:  # scaled in fp32, then rounded by one conversion (a CSL DSD op scales within one dtype)
+            code += [Loop(nhs, "h", (Scale(self.R("sc", h * S, S), self.R("sc", h * S, S), 1.0 / Load("sm", h)),)),
+                     Copy(self.R("pr", 0, n_sc), self.R("sc", 0, n_sc))]
         code += self.stamp("softmax")
         # 7 p·V: per head, one FMAC per cached token (two ring runs), allreduce along Y
         vrow = lambda slot: vb + slot * kvx + kvoff  # noqa: E731
@@ -639,13 +647,13 @@ class _Code:
         V = Var
         sz = self.sz
         ey, vx = V("ey"), V("vx")
-        code = list(self.rmsnorm("x", self.R("fnorm", 0, ey), "fn", "nf"))
+        code = list(self.rmsnorm("x", self.R("fnorm", 0, ey), "xf", "nf"))
         if self.m.tie_word_embeddings:
             code += [Fill(self.R("lg32", 0, vx), 0.0),
                      Loop(ey, "i", (Fmac(self.R("lg32", 0, vx), self.R("lg32", 0, vx), Ref("emb", V("i"), vx, sz.EYM),
-                                         Load("fn", V("i"))),))]
+                                         Load("xf", V("i"))),))]
         else:
-            code += self.gemv("lg32", vx, "wlm", 0, ey, "fn")
+            code += self.gemv("lg32", vx, "wlm", 0, ey, "xf")
         code += self.allreduce_y("lg32", vx, tag="l")
         code += [Copy(self.R("lg", 0, vx), self.R("lg32", 0, vx)),
                  Assign("acc", -math.inf), Assign("bi", 0),

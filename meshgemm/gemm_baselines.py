@@ -11,7 +11,9 @@
   wavelet: a FIFO over the panel buffer fed from one colour and drained onto the next), keeping the
   panel. Routes are static and root-independent (2 colours per direction per axis = 8); a PE
   receives on 2 colours per axis, within every target's queues. S = lcm(P_y, P_x) panels; panel t+1 is
-  prefetched into a second buffer while panel t is multiplied (double buffering), so a step costs
+  prefetched into the other of two panel buffers (``PA0``/``PA1``, ``PB0``/``PB1``, chosen by the step's
+  parity: a relay fills a whole buffer, as a CSL FIFO spans a whole array) while panel t is multiplied
+  (double buffering), so a step costs
   about c_task + max(T_comp, T_bc) with T_bc = T_msg(panel, P−1 hops, P−1 relays) for the
   farthest owner.
 """
@@ -29,7 +31,7 @@ from meshgemm.layout import flat, pad2, tile_of, unflat
 from plmr import gemm as plmr_gemm
 from plmr.hardware import HardwareSpec
 from simulator.body import Body
-from simulator.expr import Expr, Param, X, Y, as_expr, eq, select
+from simulator.expr import Const, Expr, Param, X, Y, as_expr, eq, select
 from simulator.instructions import Copy, Fill, Gemm, Recv, Ref, RelayStore, Send
 from simulator.program import MeshProgram
 from simulator.statements import If, Loop, Wait
@@ -102,27 +104,42 @@ def build_summa(req: KernelRequest, spec: HardwareSpec, bsp: bool = False) -> Ke
     for axis, on, base in (("x", P_x > 1, 0), ("y", P_y > 1, nx)):
         if not on:
             continue
-        b.buffer("PA" if axis == "x" else "PB", dt, 2 * (TA if axis == "x" else TB), export=False)
+        for half in (0, 1):
+            b.buffer(("PA" if axis == "x" else "PB") + str(half), dt, TA if axis == "x" else TB, export=False)
         cp = _chain_params(cmap, base, axis, Param("W" if axis == "x" else "H"))
         for name in cp:
             b.param(name, "int" if name.endswith(("first", "last")) else "colour")
         params.update(cp)
     t = b.var("t")
 
+    def by_parity(step: Expr, make) -> tuple:
+        """``make(half)``'s statements for the panel buffer of ``step``'s parity: chosen at build time
+        for a constant step, else by a branch."""
+        step = as_expr(step)
+        if isinstance(step, Const):
+            return tuple(make(step.value % 2))
+        return (If(eq(step % 2, 0), tuple(make(0)), tuple(make(1))),)
+
     def fetch(step: Expr) -> tuple:
         code: tuple = ()
         if P_x > 1:
-            code += _fetch("x", step // qx, Ref("A", (step % qx) * TA, TA), Ref("PA", (step % 2) * TA, TA), "x")
+            code += by_parity(step, lambda h: _fetch("x", step // qx, Ref("A", (step % qx) * TA, TA),
+                                                     Ref(f"PA{h}", 0, TA), "x"))
         if P_y > 1:
-            code += _fetch("y", step // qy, Ref("B", (step % qy) * TB, TB), Ref("PB", (step % 2) * TB, TB), "y")
+            code += by_parity(step, lambda h: _fetch("y", step // qy, Ref("B", (step % qy) * TB, TB),
+                                                     Ref(f"PB{h}", 0, TB), "y"))
         return code
 
     ids = tuple(i for axis, on in (("x", P_x > 1), ("y", P_y > 1)) if on for i in (axis + "a", axis + "b"))
 
-    def gemm(step: Expr) -> Gemm:
-        a = Ref("PA", (step % 2) * TA, TA) if P_x > 1 else Ref("A", step * TA, TA)
-        bb = Ref("PB", (step % 2) * TB, TB) if P_y > 1 else Ref("B", step * TB, TB)
-        return Gemm("C", a, bb, mt, kt, nt, layout=order)
+    def gemm(step: Expr) -> tuple:
+        def make(h):
+            a = Ref(f"PA{h}", 0, TA) if P_x > 1 else Ref("A", step * TA, TA)
+            bb = Ref(f"PB{h}", 0, TB) if P_y > 1 else Ref("B", step * TB, TB)
+            return (Gemm("C", a, bb, mt, kt, nt, layout=order),)
+        if P_x == 1 and P_y == 1:
+            return make(0)
+        return by_parity(step, make)
 
     bar: tuple = ()
     if bsp and P_x * P_y > 1:
@@ -134,8 +151,8 @@ def build_summa(req: KernelRequest, spec: HardwareSpec, bsp: bool = False) -> Ke
     if ids:
         code.append(Wait(ids))
     code += list(bar)
-    code.append(Loop(Sp - 1, "t", (*fetch(t + 1), gemm(t)) + ((Wait(ids),) if ids else ()) + bar))
-    code.append(gemm(Sp - 1))
+    code.append(Loop(Sp - 1, "t", (*fetch(t + 1), *gemm(t)) + ((Wait(ids),) if ids else ()) + bar))
+    code += gemm(Sp - 1)
     b.function("main", code)
     prog.place(b, params=params)
 

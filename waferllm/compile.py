@@ -11,6 +11,8 @@ A bundle is a directory:
   [P_y, P_x, length], the image each PE of stage i receives (absent for a catalog model, which has no weights);
 * ``programs/decode.json`` (bodies, parameter sets, code and SRAM bytes per PE, colours, routes, hand-offs,
   buffers) and ``programs/decode_body.txt`` (the PE program, statement by statement);
+* ``csl/decode/`` — the decode program lowered to CSL for the planned target (``csl_templates.model_sources``:
+  ``src/*.csl``, ``commands_<arch>.sh``, ``manifest.json``); ``waferllm csl check BUNDLE/csl/decode`` checks it;
 * ``README.md``.
 
 Placement: the planner chooses the decode grid; the stages are then fitted to the real program — its code,
@@ -245,6 +247,10 @@ def compile_bundle(req: CompileRequest, progress: Progress | None = None) -> dic
         progress(f"building the decode program ({len(st.stages)} stage{'s' if len(st.stages) > 1 else ''})")
     prog = build_decode_program(cfg, spec)
     _check_resources(prog, spec)
+    from csl_templates.model_sources import model_csl_files
+    if progress:
+        progress(f"lowering the decode program to CSL ({spec.csl_arch})")
+    csl_files, csl_src = model_csl_files(prog.program, spec, "decode", f"{model.name} decode")
     images = None
     shard_dtype = None
     if has_weights:
@@ -264,6 +270,8 @@ def compile_bundle(req: CompileRequest, progress: Progress | None = None) -> dic
         "weights": {"present": has_weights, "dtype": shard_dtype,
                     "files": [f"weights/stage{s.index}.safetensors" for s in st.stages] if has_weights else []},
         "decode_program": decode_program_doc(prog, st),
+        "csl": {"decode": {"dir": "csl/decode", "arch": spec.csl_arch, "params": csl_src.params,
+                           "files": sorted(f for f in csl_files if "/src/" in f)}},
         "plan": plan.to_dict(),
         "notes": st.notes,
     }
@@ -282,6 +290,11 @@ def compile_bundle(req: CompileRequest, progress: Progress | None = None) -> dic
         (tmp / "programs").mkdir()
         (tmp / "programs" / "decode.json").write_text(json.dumps(program_summary(prog), indent=2))
         (tmp / "programs" / "decode_body.txt").write_text(body_listing(prog))
+        for rel, text in csl_files.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_text(text)
+            if rel.endswith(".sh"):
+                (tmp / rel).chmod(0o755)
         if images is not None:
             from safetensors.numpy import save_file
             (tmp / "weights").mkdir()
@@ -383,7 +396,10 @@ def readme(doc: dict) -> str:
              "Files:", "",
              "- `plan.json`: the planner's plan, the decode program's placement, the hardware spec;",
              "- `config.json`: the model configuration;",
-             "- `programs/decode.json`, `programs/decode_body.txt`: the PE program and its resources;"]
+             "- `programs/decode.json`, `programs/decode_body.txt`: the PE program and its resources;",
+             f"- `csl/decode/`: the decode program in CSL for {doc['csl']['decode']['arch']} (`src/`, the cslc "
+             f"command in `commands_{doc['csl']['decode']['arch']}.sh`); check it with "
+             "`waferllm csl check BUNDLE/csl/decode`;"]
     if doc["weights"]["present"]:
         lines.append(f"- `weights/stage<i>.safetensors`: per-PE shards ({doc['weights']['dtype']}), an array "
                      "[rows, columns, length] per buffer;")

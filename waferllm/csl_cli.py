@@ -44,6 +44,26 @@ def parse_params(text: str | None) -> dict:
     return out
 
 
+def bundle_params(paths) -> dict:
+    """The layout params a bundle was emitted with (``manifest.json`` ``params`` beside ``src/``), when
+    every path is such a bundle (or its ``src``) and all agree; else {} (give them with --params)."""
+    from pathlib import Path
+
+    found = []
+    for p in paths:
+        d = Path(p)
+        for m in (d / "manifest.json", d.parent / "manifest.json"):
+            if d.is_dir() and m.is_file():
+                try:
+                    found.append(json.loads(m.read_text()).get("params") or {})
+                except (OSError, json.JSONDecodeError):
+                    return {}
+                break
+        else:
+            return {}
+    return found[0] if found and all(f == found[0] for f in found) else {}
+
+
 @click.group("csl")
 def csl() -> None:
     """CSL sources: parse and statically check them."""
@@ -58,13 +78,16 @@ def csl() -> None:
 @click.option("--syntax-only", is_flag=True, help="parse only; no semantic rules")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def csl_check(paths, arch: str, params_text: str | None, syntax_only: bool, as_json: bool) -> None:
-    """Check CSL files or directories (a directory: its layout and the PE files it places).
+    """Check CSL files or directories (a directory: its layout and the PE files it places; a bundle
+    directory written by --emit-csl or compile also gives the params it was emitted with).
 
     Prints one `file:line:col: E|W rule: message` line per finding; exit 0 when clean, 1 with
     findings, 2 for unreadable input."""
     from csl_templates.checker import check_paths
 
     params = parse_params(params_text)
+    if not params:
+        params = bundle_params(paths)
     report = check_paths(paths, arch=arch, params=params, syntax_only=syntax_only)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))

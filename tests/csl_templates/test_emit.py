@@ -55,15 +55,33 @@ def test_trace_programs_are_refused_in_one_line():
     assert "\n" not in str(exc.value)
 
 
-def test_parameters_given_as_arrays_are_refused():
-    prog = MeshProgram(3, 1, WSE2, name="arrays")
-    b = Body("b")
-    b.param("k")
-    b.buffer("a", "fp32", 2)
-    b.function("main", [])
-    prog.place(b, params={"k": np.array([1, 2, 3])})
-    with pytest.raises(InputError, match="parameter 'k' is given as an array"):
-        emit_csl(prog)
+def test_placements_on_pe_lists_and_tabulated_parameters_read_back_exactly(tmp_path, view):
+    """A body placed on a PE list (a region less a row and a column, and that row and column), with a
+    parameter given per PE as a function: each prints as rectangles (runs of x merged over rows), and the
+    layout evaluates back to every PE's body and value."""
+    from csl_templates.layout_emitter import rectangles
+    from csl_templates.layout_reader import evaluate_layout
+
+    W, H = 7, 5
+    prog = MeshProgram(W, H, WSE2, name="lists")
+    pes = np.arange(W * H)
+    xs, ys = pes % W, pes // W
+    cross = (xs == 3) | (ys == 2)
+    for name, sel in (("inner", ~cross), ("cross", cross)):
+        b = Body(name)
+        b.param("k")
+        b.buffer("a", "fp32", 2)
+        b.function("main", [])
+        table = lambda x, y: np.where((x == 6) & (y == 0), 7, np.where(x < 2, 3, 1))  # noqa: E731
+        prog._place(b, None, None, {"k": table}, auto=False, pes=pes[sel])
+    assert len(rectangles(pes[~cross], W)) == 4 and len(rectangles(pes[cross], W)) == 3
+    src = emit_csl(prog)
+    for f, t in src.files.items():
+        (tmp_path / f).write_text(t)
+    lay = evaluate_layout(str(tmp_path / "layout.csl"), src.params, arch="wse2")
+    got = {xy: (f, {k: v for k, v in p.items() if k != "memcpy_params"}) for xy, (f, p) in lay.placements().items()}
+    assert got == view(prog)[0]
+    assert got[(6, 0)][1]["k"] == 7 and got[(0, 4)][1]["k"] == 3 and got[(3, 2)] == ("pe_cross.csl", {"k": 1})
 
 
 @pytest.mark.parametrize("what, name", [("buffer", "color"), ("buffer", "while"), ("variable", "time_stamps"),

@@ -116,13 +116,17 @@ def test_kernel_emit_csl_writes_a_bundle_and_keeps_json_on_stdout(tmp_path):
     assert report["simulated_cycles"] > 0
 
 
-def test_kernel_emit_csl_refuses_summa_in_one_line(tmp_path):
-    r = CliRunner().invoke(main, ["kernel", "summa", "--mesh", "3", "--m", "6", "--k", "6", "--n", "6",
+def test_kernel_emit_csl_summa_bundle_checks_clean_with_the_bundles_own_params(tmp_path):
+    """SUMMA's relays fill whole panel buffers (one FIFO each); ``csl check BUNDLE`` takes the params
+    from the bundle's manifest, and an explicit --params still wins (a wrong width is reported)."""
+    r = CliRunner().invoke(main, ["kernel", "summa", "--mesh", "3x4", "--m", "10", "--k", "9", "--n", "7",
                                   "--emit-csl", str(tmp_path / "k")])
-    assert r.exit_code == 2
-    lines = r.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and "RelayStore" in lines[0]
-    assert not (tmp_path / "k").exists()
+    assert r.exit_code == 0, r.output
+    for arch in ("wse2", "wse3"):
+        c = CliRunner().invoke(main, ["csl", "check", str(tmp_path / "k"), "--arch", arch])
+        assert c.exit_code == 0, c.output
+    bad = CliRunner().invoke(main, ["csl", "check", str(tmp_path / "k" / "src"), "--params", "width:4"])
+    assert bad.exit_code == 1 and "params.unbound" in bad.output
 
 
 def _imports(path) -> set[str]:
