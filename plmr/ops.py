@@ -8,7 +8,7 @@ prefill, 1 in decode); ``length`` the local elements per row.
 from __future__ import annotations
 
 from plmr.breakdown import CostBreakdown, in_sequence
-from plmr.collectives import ktree_allreduce, message
+from plmr.collectives import ktree_allreduce
 from plmr.hardware import HardwareSpec
 from plmr.primitives import dtype_bytes, t_fn, t_vec
 
@@ -69,11 +69,3 @@ def rope(spec: HardwareSpec, features: int, rows: int = 1, dtype: str = "fp16") 
     half = (features + 1) // 2
     local = rows * (4 * t_vec(spec, half, "mul", dtype) + 2 * t_vec(spec, half, "add", dtype))
     return _local("rope", local, rows * features * dtype_bytes(dtype))
-
-
-def kv_shift(spec: HardwareSpec, kv_features: int, dtype: str = "fp16") -> CostBreakdown:
-    """One cache entry (K and V) moves one row up, all shifting rows at once (method §8): the cost
-    is independent of the number of rows."""
-    msg = message(spec, 2 * kv_features, hops=1, stages=0, dtype=dtype)
-    return CostBreakdown(op="kv_shift", compute_cycles=0.0, comm_cycles=msg.total_cycles,
-                         total_cycles=msg.total_cycles, bytes_per_pe=msg.bytes_per_pe, colors_per_pe=1)

@@ -13,11 +13,11 @@ import math
 from dataclasses import dataclass
 
 from plmr.breakdown import CostBreakdown, in_sequence
-from plmr.collectives import ktree_allreduce
+from plmr import decode_ops as D
+from plmr.collectives import line_tree_allreduce
 from plmr.gemm import gemmt, meshgemm
-from plmr.gemv import local_gemv_cycles
 from plmr.hardware import HardwareSpec
-from plmr.ops import elementwise, kv_shift, rmsnorm, rope, silu_mul, softmax
+from plmr.ops import elementwise, rmsnorm, rope, silu_mul, softmax
 from plmr.primitives import balanced_split, ceil_div, dtype_bytes, t_vec
 
 
@@ -58,6 +58,8 @@ class HeadLayout:
     kv_features: int  # K (and V) features on the busiest column
     q_heads: int  # query heads with features on the busiest column
     group_width: int  # columns a KV group spans (the score allreduce width)
+    kv_heads: int = 1  # KV heads with features on the busiest column
+    pairs: int = 0  # RoPE pairs of each head on the busiest column (a head chunk is 2·pairs features)
 
 
 def head_layout(dims: LayerDims, p_x: int) -> HeadLayout:
@@ -66,12 +68,23 @@ def head_layout(dims: LayerDims, p_x: int) -> HeadLayout:
     if p_x < n_kv:  # a column holds several whole KV groups
         heads = max(balanced_split(n_kv, p_x))
         return HeadLayout(q_features=heads * n_rep * d, kv_features=heads * d, q_heads=heads * n_rep,
-                          group_width=1)
+                          group_width=1, kv_heads=heads, pairs=max(d // 2, 1))
     widths = balanced_split(p_x, n_kv)
     narrowest = min(widths)
     pairs = ceil_div(d // 2 if d > 1 else 1, narrowest)
     feats = min(d, 2 * pairs)
-    return HeadLayout(q_features=feats * n_rep, kv_features=feats, q_heads=n_rep, group_width=max(widths))
+    return HeadLayout(q_features=feats * n_rep, kv_features=feats, q_heads=n_rep, group_width=max(widths),
+                      kv_heads=1, pairs=pairs)
+
+
+def score_mode(dims: LayerDims, p_x: int) -> str:
+    """How the decode program sums a head's scores over the columns holding its features: ``"none"``
+    when every KV group sits within one column (P_x ≤ n_kv), ``"full"`` over the whole row when one
+    KV head spans it (MQA, or the paper method's one wide head), else ``"groups"``: within each KV
+    group's columns, as level 0 of the X tree (whose level-0 groups are then the KV groups)."""
+    if p_x <= dims.num_kv_heads:
+        return "none"
+    return "full" if dims.num_kv_heads == 1 else "groups"
 
 
 @dataclass(frozen=True)
@@ -87,7 +100,9 @@ class Reduction:
     """One allreduce of a decode step, left symbolic so the planner can price it under any K-tree.
 
     ``axis`` is "y" (along a column, P_y PEs), "x" (along a row, P_x PEs) or "group" (the score
-    allreduce within one KV group of columns: ``n_ax`` PEs, the X tree's K with default groups)."""
+    allreduce within each KV group of columns: level 0 of the X tree, whose groups are then the KV
+    groups, and a multicast from each group root). ``groups0`` fixes the level-0 group count when
+    the program does (the X tree's KV groups); ``combine`` is "sum" or "max" (store and forward)."""
 
     op: str
     axis: str
@@ -95,17 +110,24 @@ class Reduction:
     payload: int
     dtype: str
     broadcast: bool = True
+    combine: str = "sum"
+    groups0: int | None = None
 
 
 @functools.lru_cache(maxsize=1 << 16)
 def price_reduction(spec: HardwareSpec, r: Reduction, tree: TreeChoice) -> float:
-    """Cycles of one symbolic allreduce under ``tree`` (method §6.6). Memoised: a pure function of
-    hashable arguments, priced thousands of times by the planner's search."""
+    """Cycles of one symbolic allreduce under ``tree``, as the decode program's line trees run it
+    (``plmr.collectives.line_tree_allreduce``). Memoised: a pure function of hashable arguments,
+    priced thousands of times by the planner's search."""
     if r.n_ax <= 1 or r.payload <= 0:
         return 0.0
-    groups = None if r.axis == "group" else tree.group_counts
-    return ktree_allreduce(spec, r.n_ax, r.payload, tree.k, groups, r.dtype,
-                           with_broadcast=r.broadcast).total_cycles
+    if r.axis == "group" or r.groups0 is not None:
+        g0 = r.groups0 if r.groups0 is not None else 1
+        k, groups = (1, ()) if g0 <= 1 else (2, (min(g0, r.n_ax),))
+    else:
+        k, groups = tree.k, tree.group_counts
+    return line_tree_allreduce(spec, r.n_ax, r.payload, k, groups, r.dtype, r.combine,
+                               with_broadcast=r.broadcast, group_only=r.axis == "group").total_cycles
 
 
 def _local(name: str, cycles: float, nbytes: int = 0) -> CostBreakdown:
@@ -113,56 +135,63 @@ def _local(name: str, cycles: float, nbytes: int = 0) -> CostBreakdown:
                          bytes_per_pe=nbytes)
 
 
-def _acc(dtype: str) -> str:
-    """Norm and softmax reductions of fp16 data run in fp32 (as ``plmr.ops`` does)."""
-    return "fp32" if dtype == "fp16" else dtype
-
-
 def decode_steps(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, context: int,
                  dtype: str = "fp16", batch: int = 1) -> list:
-    """One decode step of one layer for ``batch`` requests with ``context`` cached tokens each
-    (method §3.4), as a sequence of local costs (``CostBreakdown``) and symbolic ``Reduction``s.
+    """One decode step of one layer for ``batch`` requests with ``context`` cached tokens each, as
+    the decode program runs it (``meshgemm/decode_program.py``, method §3.4): a sequence of local
+    costs (``plmr.decode_ops``) and symbolic ``Reduction``s, named by the program's op labels.
 
-    Ten allreduces: 7 along Y, 3 along X (the score allreduce within each KV group of columns).
-    Batch: the B requests share the weights, so each GEMV becomes B FMAC passes over the local
-    block (a skinny GEMM) and every payload carries B vectors; each request has its own KV cache.
-    Norm and softmax local parts are ``plmr.ops`` on one PE (whose allreduce costs nothing)."""
+    Per layer: 7 sum allreduces and 1 max allreduce along Y, 2 sum allreduces along X and the score
+    allreduce within each KV group's columns. Q, K and V are one fused GEMV, gate and up another;
+    partial products and every reduction are fp32. When the score allreduce runs per KV group, the
+    X tree's level-0 groups are those groups (the O and down allreduces run on that tree).
+    Batch: the B requests share the weights; every op runs once per request (payloads carry B
+    vectors), each request with its own KV cache."""
     B = batch
     E_y = ceil_div(dims.hidden, p_y)
     F_x = ceil_div(dims.ffn, p_x)
     hl = head_layout(dims, p_x)
+    mode = score_mode(dims, p_x)
     q_x, kv_x = hl.q_features, hl.kv_features
+    w = 2 * hl.pairs  # features of one head on the column (a head chunk)
+    qkv = q_x + 2 * kv_x
     S_y = ceil_div(max(context, 1), p_y)
-    b = dtype_bytes(dtype)
-    acc = _acc(dtype)
-    norm = [rmsnorm(spec, 1, E_y, B, 1, None, dtype), Reduction("rmsnorm", "y", p_y, B, acc)]
+    cap = S_y  # ring slots per row (the program's capacity at this context)
+    score_heads = hl.q_heads if mode == "none" else dims.n_rep
+    acc = "fp32"
+    x_groups = dims.num_kv_heads if mode == "groups" else None
+
+    def y(op, n, combine="sum"):
+        return Reduction(op, "y", p_y, B * n, acc, combine=combine)
+
+    def x(op, n):
+        return Reduction(op, "x", p_x, B * n, acc, groups0=x_groups)
+
+    def times_b(step: CostBreakdown) -> CostBreakdown:
+        return step.scaled(B) if B > 1 else step
+
+    if mode == "none":
+        scores_red = []
+    elif mode == "full":
+        scores_red = [Reduction("scores", "x", p_x, B * score_heads * S_y, acc)]
+    else:
+        scores_red = [Reduction("scores", "group", p_x, B * score_heads * S_y, acc, groups0=dims.num_kv_heads)]
     return [
-        *norm,
-        _local("qkv.local", B * (local_gemv_cycles(spec, E_y, q_x, dtype) + 2 * local_gemv_cycles(spec, E_y, kv_x, dtype)
-                                 + (t_vec(spec, q_x + 2 * kv_x, "add", dtype) if dims.qkv_bias else 0.0)),
-               E_y * (q_x + 2 * kv_x) * b),
-        Reduction("qkv.allreduce", "y", p_y, B * (q_x + 2 * kv_x), dtype),
-        rope(spec, q_x + kv_x, B, dtype),
-        kv_shift(spec, B * kv_x, dtype) if p_y > 1 else _local("kv_shift", 0.0),  # one row: nothing moves
-        _local("scores.local", B * q_x * t_vec(spec, S_y, "fmac", dtype)),
-        Reduction("scores.allreduce", "x" if hl.group_width == p_x else "group", hl.group_width,
-                  B * hl.q_heads * S_y, dtype),
-        softmax(spec, 1, S_y, B * hl.q_heads, 1, None, dtype),
-        Reduction("softmax", "y", p_y, B * hl.q_heads, acc),
-        Reduction("softmax", "y", p_y, B * hl.q_heads, acc),
-        _local("pv.local", B * min(hl.q_heads * S_y * t_vec(spec, max(q_x // max(hl.q_heads, 1), 1), "fmac", dtype),
-                                   q_x * t_vec(spec, S_y, "fmac", dtype))),
-        Reduction("pv.allreduce", "y", p_y, B * q_x, dtype),
-        _local("o.local", B * local_gemv_cycles(spec, q_x, E_y, dtype), q_x * E_y * b),
-        Reduction("o.allreduce", "x", p_x, B * E_y, dtype),
-        elementwise(spec, E_y, "add", dtype, rows=B),
-        *norm,
-        _local("gate_up.local", B * 2 * local_gemv_cycles(spec, E_y, F_x, dtype), 2 * E_y * F_x * b),
-        Reduction("gate_up.allreduce", "y", p_y, B * 2 * F_x, dtype),
-        silu_mul(spec, F_x, dtype, rows=B),
-        _local("down.local", B * local_gemv_cycles(spec, F_x, E_y, dtype), F_x * E_y * b),
-        Reduction("down.allreduce", "x", p_x, B * E_y, dtype),
-        elementwise(spec, E_y, "add", dtype, rows=B),
+        times_b(D.rmsnorm_local(spec, E_y, dtype)), y("rmsnorm", 1),
+        times_b(D.gemv_partials_local(spec, E_y, qkv, dtype, dims.qkv_bias, op="qkv")), y("qkv", qkv),
+        times_b(D.rope_local(spec, hl.q_heads + hl.kv_heads, hl.pairs, qkv, dtype)),
+        times_b(D.kv_append_local(spec, kv_x, cap, p_y > 1, dtype)),
+        times_b(D.scores_local(spec, hl.q_heads, w, S_y, score_heads, dtype)), *scores_red,
+        y("softmax", score_heads, "max"), times_b(D.softmax_local(spec, score_heads, S_y, dtype)),
+        y("softmax", score_heads),
+        times_b(D.pv_local(spec, hl.q_heads, w, S_y, dtype)), y("pv", q_x),
+        times_b(D.gemv_partials_local(spec, q_x, E_y, dtype, op="o_proj")), x("o_proj", E_y),
+        times_b(D.residual_local(spec, E_y, dtype)),
+        times_b(D.rmsnorm_local(spec, E_y, dtype, op="rmsnorm_post")), y("rmsnorm_post", 1),
+        times_b(D.gemv_partials_local(spec, E_y, 2 * F_x, dtype, op="gate_up")), y("gate_up", 2 * F_x),
+        times_b(D.silu_mul_local(spec, F_x, dtype)),
+        times_b(D.gemv_partials_local(spec, F_x, E_y, dtype, op="down")), x("down", E_y),
+        times_b(D.residual_local(spec, E_y, dtype, op="residual_mlp")),
     ]
 
 
@@ -197,18 +226,21 @@ def decode_layer(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, contex
     """One decode step of one layer (``decode_steps`` priced under the given K-trees)."""
     layer = compose(spec, decode_steps(spec, dims, p_y, p_x, context, dtype, batch), tree_y, tree_x,
                     "decode_layer")
-    colors = _decode_colors(tree_y, tree_x, p_y, p_x)
+    colors = _decode_colors(tree_y, tree_x, p_y, p_x, score_mode(dims, p_x), dims.num_kv_heads)
     return CostBreakdown(op=layer.op, compute_cycles=layer.compute_cycles, comm_cycles=layer.comm_cycles,
                          total_cycles=layer.total_cycles,
                          bytes_per_pe=decode_buffer_bytes(dims, p_y, p_x, dtype, batch),
                          colors_per_pe=colors, parts=layer.parts)
 
 
-def _decode_colors(tree_y: TreeChoice, tree_x: TreeChoice, p_y: int, p_x: int) -> int:
-    """Two statically routed K-tree axes: 2K+1 each (method §6.4 [D]), plus 1 for the KV shift."""
+def _decode_colors(tree_y: TreeChoice, tree_x: TreeChoice, p_y: int, p_x: int, mode: str, n_kv: int) -> int:
+    """Colours of the decode program's layer (``meshgemm.decode_program``): 2 per tree level and 1 for
+    the multicast on each axis, 1 more on X for the KV-group multicast (whose level 0 is then the KV
+    groups, K = 2), and the KV shift's 2 parity colours."""
     cy = 2 * tree_y.k + 1 if p_y > 1 else 0
-    cx = 2 * tree_x.k + 1 if p_x > 1 else 0
-    return cy + cx + (1 if p_y > 1 else 0)
+    k_x = 2 if mode == "groups" else tree_x.k
+    cx = 2 * k_x + 1 + (1 if mode == "groups" else 0) if p_x > 1 else 0
+    return cy + cx + (2 if p_y > 1 else 0)
 
 
 def decode_buffer_bytes(dims: LayerDims, p_y: int, p_x: int, dtype: str = "fp16", batch: int = 1) -> int:
