@@ -6,7 +6,8 @@ Prefill (``prefill``): ``"device"`` runs the prompt on simulated prefill regions
 and re-lays its KV cache and last hidden state out to the decode layout; ``"host"`` runs it in numpy
 (`waferllm.reference`, weights unpacked from the bundle's shards) and the host writes the cache and the
 hidden state into the device — ``"prefill": "host"`` in the result, and no prefill cycles (null); ``"auto"``
-is the device prefill when this installation has it. Timing-only runs with a host prefill assume the cache
+is the device prefill when this installation has it and the prompt's prefill program fits the plan's
+prefill regions, else the host. Timing-only runs with a host prefill assume the cache
 filled (no values exist).
 
 A run asked for more tokens than the KV cache holds stops at the first token that would not fit, keeps
@@ -142,12 +143,19 @@ def run_bundle(req: RunRequest, events: RunEvents | None = None) -> dict:
     device = _device_prefill() if req.prefill != "host" else None
     if req.prefill == "device" and device is None:
         raise InputError("this installation has no device prefill (meshgemm.prefill_run); use --prefill host")
+    res = None
     if device is not None:
         mesh = tuple(b.doc["plan"]["prefill"]["grid"])
         say(f"prefill of {n_prompt} tokens on simulated {mesh[0]}x{mesh[1]} regions")
-        res = device.run_prefill(model, n_prompt if req.timing_only else ids, mesh, hw, weights=weights,
-                                 decode=prog.layout, capacity=cfg.capacity, dtype=dtype,
-                                 mode="timing" if req.timing_only else "functional", progress=say)
+        try:
+            res = device.run_prefill(model, n_prompt if req.timing_only else ids, mesh, hw, weights=weights,
+                                     decode=prog.layout, capacity=cfg.capacity, dtype=dtype,
+                                     mode="timing" if req.timing_only else "functional", progress=say)
+        except InputError as e:
+            if req.prefill == "device":
+                raise
+            say(f"the device prefill does not fit ({e}); the host runs the prompt")
+    if res is not None:
         if req.timing_only:
             rt.length = n_prompt
         else:

@@ -47,11 +47,11 @@ def small_hardware(tmp: Path, name: str, sram_kb: int, regions_per_row: int, gri
 CASES = {
     "llama_gqa-wse3-south": ("llama_gqa", (4, 4), (32, 1, "wse3"), 40),  # 6 input queues: a one-chain Y tree
     "llama_gqa-south": ("llama_gqa", (4, 4), (32, 1), 40),
-    "llama_mha-east-nonsquare": ("llama_mha", (5, 3), (32, 4), 40),
+    "llama_mha-east-nonsquare": ("llama_mha", (5, 3), (24, 4), 40),
     "llama_mqa_bias": ("llama_mqa_bias", (4, 5), None, 40),
     "llama3_rope": ("llama3_rope", (3, 4), None, 40),
     "mistral_window": ("mistral_window", (3, 4), None, 40),
-    "qwen2_bias_tied-south": ("qwen2_bias_tied", (4, 4), (32, 1), 40),
+    "qwen2_bias_tied-south": ("qwen2_bias_tied", (4, 4), (24, 1), 40),
 }
 
 
@@ -139,10 +139,11 @@ def test_cli_run_json_and_text(bundles):
     assert r.exit_code == 0 and "tokens/s" in r.output
 
 
-@pytest.mark.parametrize("case", ["llama_gqa-south", "mistral_window"])
+@pytest.mark.parametrize("case", ["llama3_rope", "mistral_window"])
 def test_device_prefill_then_decode_equals_transformers(bundles, tiny_model, case):
     """The prompt on simulated prefill regions, its KV cache and last hidden state re-laid out to the decode
-    program: tokens and logits as transformers' (when this installation has the device prefill)."""
+    program: tokens and logits as transformers' (when this installation has the device prefill). On WSE-2
+    regions: the small-SRAM hardware of the multi-stage cases holds the decode program, not the prefill one."""
     pytest.importorskip("meshgemm.prefill_run")
     name = CASES[case][0]
     out = run_bundle(RunRequest(bundle=str(bundles(case)), prompt_ids=PROMPT, max_new_tokens=8, prefill="device",
@@ -208,7 +209,7 @@ def test_a_model_that_cannot_fit_fails_at_compile_with_the_numbers(tmp_path, tin
     from waferllm.compile import fit_stages
     from waferllm.weights import model_spec_fast
     with pytest.raises(InputError, match=r"one layer needs \d+ B per PE .* \d+ B of code"):
-        fit_stages(model_spec_fast(d), WSE2.with_params(sram_bytes=24 * 1024), (4, 4), "fp32", 40)
+        fit_stages(model_spec_fast(d), WSE2.with_params(sram_bytes=16 * 1024), (4, 4), "fp32", 40)
     with pytest.raises(InputError, match="context"):
         compile_bundle(CompileRequest(model=str(d), context=10_000, out=tmp_path / "c"))
 
