@@ -8,17 +8,19 @@ co-located, so score reductions run per group, in parallel.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
 
 from plmr.breakdown import CostBreakdown, in_sequence
 from plmr import decode_ops as D
+from plmr.attention import ring_attention
 from plmr.collectives import line_tree_allreduce
-from plmr.gemm import gemmt, meshgemm
+from plmr.gemm import gemmt, meshgemm, meshgemm_chain
 from plmr.hardware import HardwareSpec
-from plmr.ops import elementwise, rmsnorm, rope, silu_mul, softmax
-from plmr.primitives import balanced_split, ceil_div, dtype_bytes, t_vec
+from plmr.ops import elementwise, rmsnorm, rope, rope_chunks, silu_mul, softmax, token_rmsnorm
+from plmr.primitives import balanced_split, ceil_div, dtype_bytes, t_fn, t_vec
 
 
 @dataclass(frozen=True)
@@ -327,10 +329,78 @@ def kv_bytes_per_token_per_pe(dims: LayerDims, p_x: int, dtype: str = "fp16") ->
     return 2 * head_layout(dims, p_x).kv_features * dtype_bytes(dtype)
 
 
+PREFILL_PHASES = ("attn_norm", "qkv", "rope", "attention", "o_proj", "h_attn", "mlp_norm", "gate_up", "act",
+                  "down", "h_out")
+
+
+def prefill_phases(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, tokens: int, dtype: str = "fp16",
+                   keys: int | None = None, window: int | None = None, acc: str = "fp32") -> dict[str, CostBreakdown]:
+    """One prefill layer op by op as the layer program runs it (``meshgemm.prefill_program``; method §3.2,
+    §3.6, §4.3-§4.4, §5), keyed by the program's phases (``PREFILL_PHASES``), on the busiest PE.
+
+    Activations are m-token tiles of the Q×Q virtual mesh (Q = lcm(P_y, P_x), q_y token tiles per PE
+    row, m = ⌈L/Q⌉); Q|K|V and gate|up are ``meshgemm_chain``s that share one skew of their left
+    operand; attention is ``ring_attention`` (K/V gathered once per KV group, P_y ring steps of full-head
+    blocks, of which the busiest row computes ``visible``: all P_y causally, ⌈(W + T − 1)/T⌉ under a
+    sliding window W); RMSNorm is ``token_rmsnorm`` (a chain allreduce along the row). Projections
+    accumulate in ``acc``. ``keys``: a prompt chunk attending to that many keys (key blocks of
+    ⌈keys/P_y⌉)."""
+    Q = math.lcm(p_y, p_x)
+    q_x, q_y = Q // p_x, Q // p_y
+    m = ceil_div(tokens, Q)
+    T = q_y * m
+    Tk = T if keys is None else q_y * ceil_div(keys, Q)
+    e, f = ceil_div(dims.hidden, Q), ceil_div(dims.ffn, Q)
+    n_kv, d, n_rep = dims.num_kv_heads, dims.head_dim, dims.n_rep
+    hl = head_layout(dims, p_x)
+    tq, tkv = ceil_div(hl.q_features, q_x), ceil_div(hl.kv_features, q_x)
+    if p_x < n_kv:
+        ng, G, w = ceil_div(n_kv, p_x), 1, d
+        rows = n_rep * T
+    else:
+        G = min(balanced_split(p_x, n_kv))
+        ng, w = 1, hl.kv_features
+        rows = ceil_div(n_rep * T, G)
+    visible = p_y if window is None else min(p_y, ceil_div(window + T - 1, T))
+    E_col, F_col = q_x * e, q_x * f
+    bias = bool(dims.qkv_bias)
+
+    def local(name: str, cycles: float) -> CostBreakdown:
+        return _local(name, cycles)
+
+    norm = token_rmsnorm(spec, p_x, E_col, q_y, m, dtype)
+    residual = local("residual", t_vec(spec, q_y * E_col * m, "add", dtype))
+    act_n = q_y * F_col * m
+    return {
+        "attn_norm": norm,
+        "qkv": meshgemm_chain(spec, p_y, p_x, m, e, (tq, tkv, tkv), dtype, acc, (bias, bias, bias)),
+        "rope": rope_chunks(spec, q_y * ng * (n_rep + 1), max(w // 2, 1), m, dtype),
+        "attention": ring_attention(spec, p_y, G, rows, w, ng, d, n_rep, T, Tk, q_y, m, visible, dtype, acc),
+        "o_proj": meshgemm_chain(spec, p_y, p_x, m, tq, (e,), dtype, acc),
+        "h_attn": residual,
+        "mlp_norm": norm,
+        "gate_up": meshgemm_chain(spec, p_y, p_x, m, e, (f, f), dtype, acc),
+        "act": local("silu_mul", t_fn(spec, act_n) + t_vec(spec, act_n, "mul", dtype)),
+        "down": meshgemm_chain(spec, p_y, p_x, m, f, (e,), dtype, acc),
+        "h_out": residual,
+    }
+
+
 def prefill_layer(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, tokens: int,
+                  tree_x: TreeChoice = TreeChoice(k=1), dtype: str = "fp16", keys: int | None = None,
+                  window: int | None = None, acc: str = "fp32") -> CostBreakdown:
+    """One layer over a prompt of ``tokens`` (``prefill_phases`` in sequence). ``tree_x`` is kept for
+    callers: the program's row reductions are chains (``token_rmsnorm``), whatever the decode trees."""
+    phases = prefill_phases(spec, dims, p_y, p_x, tokens, dtype, keys, window, acc)
+    return in_sequence("prefill_layer", [dataclasses.replace(c, op=name) for name, c in phases.items()])
+
+
+def paper_prefill_layer(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, tokens: int,
                   tree_x: TreeChoice = TreeChoice(k=1), dtype: str = "fp16", keys: int | None = None) -> CostBreakdown:
-    """One layer over a prompt of ``tokens`` (method §3.2, §3.6): MeshGEMM for every projection,
-    dist-GEMM-T for Q·Kᵀ, softmax and RMSNorm reductions along X, MeshGEMM for S·V."""
+    """The authors' prefill layer (``--method paper``, a labelled baseline; method §3.2, §3.6): one
+    stand-alone MeshGEMM per projection, dist-GEMM-T for Q·Kᵀ, softmax and RMSNorm reductions along X,
+    MeshGEMM for S·V, on their dimensions (one head as wide as the model). Our layer program is
+    ``prefill_layer``."""
     L = tokens
     K_len = L if keys is None else keys  # a prompt chunk attends to ``keys`` keys (all of them: an upper bound)
     L_y = ceil_div(L, p_y)
@@ -364,7 +434,7 @@ def prefill_layer(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, token
         meshgemm(spec, p_y, p_x, L, dims.ffn, dims.hidden, dtype),
         elementwise(spec, E_x, "add", dtype, rows=L_y),
     ]
-    return in_sequence("prefill_layer", steps)
+    return in_sequence("paper_prefill_layer", steps)
 
 
 def prefill_activation_bytes(dims: LayerDims, p_y: int, p_x: int, tokens: int, dtype: str = "fp16",

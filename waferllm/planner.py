@@ -35,7 +35,7 @@ from plmr.ops import rmsnorm
 from plmr.primitives import ceil_div
 from plmr.transformer import (
     LayerDims, Reduction, TreeChoice, axis_cycles, compose, decode_steps, local_cycles,
-    prefill_activation_bytes, prefill_layer, round_up,
+    paper_prefill_layer, prefill_activation_bytes, prefill_layer, round_up,
 )
 from waferllm.placement import Placement, place_layers, regions_per_wafer, stage_fit_message
 
@@ -543,7 +543,7 @@ def prefill_cost(model: Any, req: PlanRequest, grid: tuple[int, int], placement:
     if req.method == "paper":
         dims = paper_dims(model, grid)
         tokens = round_up(req.input_len, paper_side(grid))
-        layer = prefill_layer(spec, dims, p_y, p_x, tokens, TreeChoice(1, ()), req.dtype)
+        layer = paper_prefill_layer(spec, dims, p_y, p_x, tokens, TreeChoice(1, ()), req.dtype)
         return layer.total_cycles, layer.total_cycles * model.num_layers, layer
     dims = model_dims(model)
     if chunks > 1:
