@@ -99,10 +99,11 @@ def test_decode_layer_follows_the_simulated_program(grid, kv, context):
     assert set(ops) == set(OP_LABELS) and set(pred.parts) == set(OP_LABELS)
     assert score_mode(model_dims(model), grid[1]) == {2: "groups", 8: "none", 1: "full"}[kv]
     assert pred.total_cycles == pytest.approx(cycles, rel=0.04)
-    # op by op at the busiest PE (within 10% or four issues); the KV append runs on the shifting rows while the others go on with their
+    # op by op at the busiest PE (within 10% or 40 cycles: ops that end in a multicast start at
+    # different times on different PEs); the KV append runs on the shifting rows while the others go on with their
     # scores, so it is compared with the ops up to the next synchronisation along Y (softmax's max)
     attention = ("kv_append", "scores", "softmax")
     groups = [(op,) for op in OP_LABELS if op not in attention] + [attention]
     for group in groups:
         p, s = sum(pred.parts[op] for op in group), sum(ops[op] for op in group)
-        assert abs(p - s) <= max(0.1 * s, 4 * WSE2.op_issue_cycles), (group, ops, pred.parts)
+        assert abs(p - s) <= max(0.1 * s, 40), (group, ops, pred.parts)
