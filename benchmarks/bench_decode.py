@@ -3,13 +3,17 @@
     python benchmarks/bench_decode.py layer [--grid 420] [--context 4096] [--model llama3-8b]
     python benchmarks/bench_decode.py token BUNDLE [--context 4096]
     python benchmarks/bench_decode.py fp16 [--write]            # fp16 divergence on the tiny models
+    python benchmarks/bench_decode.py table RUN.json ...        # op-by-op table: saved layer runs vs plmr now
 
 ``layer``: one decode layer of the model on one region (no embedding, LM head or hand-off), the KV cache
 holding ``context`` tokens: build, lowering and simulation wall times, simulated cycles, the per-op cycles
-at the X tree's root PE of row 0 (timestamps), next to the plmr prediction for the same trees and the
+at the busiest PE (bottom row, a column with the most attention features; timestamps), next to the
+plmr prediction for the same trees and the
 paper's estimate. ``token``: one whole decode token of a compiled bundle (every stage's layers, the
 hand-offs, the LM head, argmax and the next embedding, the token's return), KV at ``context``.
-Peak memory: the process's maximum resident set size (``resource.getrusage``).
+Peak memory: the process's maximum resident set size (``resource.getrusage``). ``table``: the markdown
+table of docs/BENCHMARKS.md from saved ``layer`` outputs, with plmr recomputed by today's formulas (the
+simulated cycles depend on the hardware parameters, so the runs must be made with today's).
 """
 
 from __future__ import annotations
@@ -151,6 +155,32 @@ def bench_fp16(args) -> dict:
     return {"bench": "fp16", "rows": rows}
 
 
+class _Tree:
+    def __init__(self, k: int, groups0: int):
+        self.k, self.groups0 = k, groups0
+
+
+def table(paths: list[str]) -> str:
+    """Op-by-op markdown table (one column pair per run) and the totals, plmr recomputed now."""
+    from meshgemm.decode_program import OP_LABELS
+    from waferllm.catalog import load_catalog_model
+
+    runs = []
+    for p in paths:
+        d = json.loads(Path(p).read_text())
+        pred, parts = plmr_layer(load_catalog_model(d["model"]), tuple(d["grid"]), d["context"],
+                                 _Tree(*d["trees"]["y"]), _Tree(*d["trees"]["x"]))
+        runs.append((d, pred, parts))
+    head = "| op | " + " | ".join(f"{d['model']} {d['grid'][0]}×{d['grid'][1]} sim / plmr" for d, _, _ in runs) + " |"
+    lines = [head, "|---|" + "---|" * len(runs)]
+    for op in OP_LABELS:
+        cells = [f"{d['ops'].get(op, 0):,} / {parts.get('layer.' + op, 0):,}" for d, _, parts in runs]
+        lines.append(f"| {op} | " + " | ".join(cells) + " |")
+    lines.append("| **layer** | " + " | ".join(f"**{d['cycles']:,} / {pred:,.0f}**" for d, pred, _ in runs) + " |")
+    lines.append("| sim / plmr | " + " | ".join(f"{d['cycles'] / pred:.3f}" for d, pred, _ in runs) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     from waferllm.grids import parse_grid
 
@@ -164,7 +194,12 @@ def main() -> None:
     t.add_argument("bundle")
     t.add_argument("--context", type=int, default=4096)
     sub.add_parser("fp16")
+    tb = sub.add_parser("table")
+    tb.add_argument("runs", nargs="+")
     args = ap.parse_args()
+    if args.what == "table":
+        print(table(args.runs))
+        return
     if args.what == "layer":
         args.grid = parse_grid(args.grid, "grid")
         out = bench_layer(args)

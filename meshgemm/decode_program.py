@@ -832,6 +832,8 @@ def build_decode_program(cfg: DecodeConfig, spec: HardwareSpec, y_groups: int | 
     token_route = None
     if n_st > 1 and not cfg.layers_only:
         token_route = _token_route(prog, stages[-1], stages[0], (p_y, p_x), col.token)
+    hl = lay.heads
+    ts_col = max(range(p_x), key=lambda c: (len(hl.column_kv_heads[c]), hl.n_pairs(c), -c))
     bodies: dict[int, Body] = {}
     template = build_body(cfg, sz, ty, tx, col)[0].finalized()
     for s in stages:
@@ -841,7 +843,7 @@ def build_decode_program(cfg: DecodeConfig, spec: HardwareSpec, y_groups: int | 
         params = {"rx0": x0, "ry0": y0, "nl": s.num_layers, "l0": max(s.first, 0), "first": int(s.embedding),
                   "last": int(s.lm_head), "shs": select(ly >= 1, 1 + ly % 2, 0),
                   "shr": select(ly <= p_y - 2, 1 + (ly + 1) % 2, 0), **ty.values(ly), **tx.values(lx)}
-        params.update(_duty_params(s, hand, token_route, n_st, (p_y, p_x), cfg.timestamps, tx))
+        params.update(_duty_params(s, hand, token_route, n_st, (p_y, p_x), cfg.timestamps, ts_col))
         pes = prog.pes(xr, yr)
         xs, ys = pes % prog.width, pes // prog.width
         cls = _queue_class(prog, params, xs - x0, ys - y0, ty, tx)
@@ -967,8 +969,10 @@ def _toward(a: tuple[int, int], b: tuple[int, int]) -> Port:
 
 
 def _duty_params(s: DecodeStage, hand: list[dict], token_route, n_st: int, grid: tuple[int, int],
-                 timestamps: bool, tx: LineTree) -> dict:
-    """Per-PE hand-off, token-return and timestamp duties of stage ``s`` (numbers or array callables)."""
+                 timestamps: bool, ts_col: int) -> dict:
+    """Per-PE hand-off, token-return and timestamp duties of stage ``s`` (numbers or array callables).
+    Timestamps go to one PE per region: the bottom row (it writes the new KV entry and shifts) of
+    the first column with the most attention features (``ts_col``), the busiest PE of every op."""
     p_y, p_x = grid
     y0, x0 = s.origin
 
@@ -996,5 +1000,5 @@ def _duty_params(s: DecodeStage, hand: list[dict], token_route, n_st: int, grid:
         if s.index == 0:
             params["tret"] = table({dst: 2}, lambda k: 2)
     if timestamps:
-        params["ts"] = table({(x0 + tx.root() if p_x > 1 else x0, y0): 1}, lambda k: 1)
+        params["ts"] = table({(x0 + ts_col, y0 + p_y - 1): 1}, lambda k: 1)
     return params

@@ -125,6 +125,13 @@ def split_layers(num_layers: int, per_stage: int) -> list[tuple[int, ...]]:
     return out
 
 
+def plan_stages(spec, hardware: HardwareSpec, mesh: tuple[int, int], seq_len: int, dtype: str = "fp32",
+                acc: str = "fp32") -> list[tuple[int, ...]]:
+    """The layers of each prefill region: as many consecutive layers per region as its SRAM holds
+    (`layers_per_stage`), over the fewest regions. InputError with the numbers when one layer does not fit."""
+    return split_layers(spec.num_layers, layers_per_stage(spec, hardware, mesh, seq_len, dtype, acc))
+
+
 def run_prefill(spec, prompt: Sequence[int] | int, mesh: tuple[int, int], hardware: HardwareSpec, *,
                 weights=None, stages: Sequence[Sequence[int]] | None = None, decode: DecodeLayout | None = None,
                 capacity: int | None = None, dtype: str = "fp32", acc: str = "fp32", mode: str = "functional",
@@ -151,7 +158,7 @@ def run_prefill(spec, prompt: Sequence[int] | int, mesh: tuple[int, int], hardwa
     if mode == "functional" and weights is None:
         raise InputError("a functional prefill needs the model's weights")
     if stages is None:
-        stages = split_layers(spec.num_layers, layers_per_stage(spec, hardware, mesh, L, dtype, acc))
+        stages = plan_stages(spec, hardware, mesh, L, dtype, acc)
     stages = [tuple(s) for s in stages]
     if sorted(i for s in stages for i in s) != list(range(spec.num_layers)):
         raise InputError(f"stages must cover layers 0..{spec.num_layers - 1} once each, got {stages}")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from plmr.breakdown import CostBreakdown
 from plmr.hardware import HardwareSpec
-from plmr.ktree import KTree, build_ktree, chain_spans, level_shapes
+from plmr.ktree import KTree, build_ktree, build_line_tree, chain_spans, level_shapes
 from plmr.primitives import ceil_div, dtype_bytes, t_goto, t_msg, t_vec
 
 
@@ -293,6 +293,77 @@ def ktree_allreduce(spec: HardwareSpec, n_ax: int, n: int, k: int = 2,
     return CostBreakdown(op="ktree_allreduce", compute_cycles=0.0, comm_cycles=t, total_cycles=t,
                          bytes_per_pe=2 * n * dtype_bytes(dtype),
                          colors_per_pe=2 * k_used + (1 if with_broadcast else 0), parts=parts)
+
+
+#: How a line tree's stages combine what they receive (``meshgemm.decode_collectives``).
+COMBINES = ("sum", "max")
+
+
+def _side_done(spec: HardwareSpec, links: list[int], n: int, dtype: str, combine: str) -> float:
+    """Cycles until a group root has taken in (and combined) one side's chain of ``links``.
+
+    ``"sum"``: fused receive-add-forward stages (``RecvAddSend``) stream through every member:
+    ``a(L) + ⌈n/e_w⌉`` (``chain_side_arrival``). ``"max"`` has no fused fabric op: every stage
+    receives the whole vector, takes the element-wise ``Max`` and sends it on (store and forward),
+    so each link costs the send's issue, the ramps and hops, the stream, and the receiver's ``Max``:
+    ``Σ (c_op + ρ + d·α + ⌈n/e_w⌉ + c_op + ⌈n/F_max⌉)``."""
+    if not links:
+        return 0.0
+    n_w = math.ceil(n / spec.elements_per_wavelet(dtype))
+    if combine == "sum":
+        return chain_side_arrival(spec, links) + n_w
+    combine_op = spec.op_issue_cycles + math.ceil(n / spec.simd_width("max", dtype))
+    return sum(spec.op_issue_cycles + spec.ramp_cycles + d * spec.hop_cycles + n_w + combine_op for d in links)
+
+
+def _sequential_group_phase(spec: HardwareSpec, left: list[int], right: list[int], n: int, dtype: str,
+                            combine: str) -> float:
+    """One group of a line-tree level: a root fed from both sides takes the side with more members
+    first (the left on ties), then issues a second receive (c_op) for the other side, whose stream
+    waited in the fabric meanwhile: no join, no task switch (``LineTree.reduce``)."""
+    if not left or not right:
+        return _side_done(spec, left or right, n, dtype, combine)
+    first, second = (left, right) if len(left) >= len(right) else (right, left)
+    n_w = math.ceil(n / spec.elements_per_wavelet(dtype))
+    take = spec.op_issue_cycles + n_w
+    if combine == "max":
+        take += spec.op_issue_cycles + math.ceil(n / spec.simd_width("max", dtype))
+    return max(_side_done(spec, first, n, dtype, combine) + take, _side_done(spec, second, n, dtype, combine))
+
+
+def line_tree_allreduce(spec: HardwareSpec, n_ax: int, n: int, k: int = 2,
+                        group_counts: tuple[int, ...] | None = None, dtype: str = "fp32",
+                        combine: str = "sum", one_sided: bool = True, with_broadcast: bool = True,
+                        group_only: bool = False) -> CostBreakdown:
+    """The decode program's allreduce along one line (``meshgemm.decode_collectives.LineTree``):
+    level-0 groups of a balanced split with their roots at the group's end (``one_sided``), upper
+    levels chained from both sides into middle roots, each root taking its two sides one after the
+    other; then a multicast of the total from the global root. Levels follow one another in the
+    code of every PE, so the phases add. ``group_only``: level 0 alone, then a multicast from each
+    group root to its group (the per-KV-group score allreduce). 2 colours per level, 1 per multicast.
+    """
+    if combine not in COMBINES:
+        raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}")
+    if n_ax <= 1 or n <= 0:
+        return _zero("line_tree_allreduce")
+    tree = build_line_tree(n_ax, k, group_counts, one_sided)
+    levels = tree.levels[:1] if group_only else tree.levels
+    phases = [max((_sequential_group_phase(spec, left, right, n, dtype, combine)
+                   for left, right in level.chain_sides()), default=0.0) for level in levels]
+    bcast_t = 0.0
+    if group_only:
+        level = tree.levels[0]
+        bcast_t = max((t_msg(spec, n, max(r - g[0], g[-1] - r), 0, dtype) for g, r in zip(level.groups, level.roots)
+                       if len(g) > 1), default=0.0)
+    elif with_broadcast:
+        r = tree.root
+        bcast_t = t_msg(spec, n, max(r, n_ax - 1 - r), 0, dtype)
+    t = spec.collective_cycles + sum(phases) + bcast_t
+    parts = {f"phase{i + 1}": p for i, p in enumerate(phases)}
+    parts["broadcast"] = bcast_t
+    colours = 2 * len(levels) + (1 if (with_broadcast or group_only) else 0)
+    return CostBreakdown(op="line_tree_allreduce", compute_cycles=0.0, comm_cycles=t, total_cycles=t,
+                         bytes_per_pe=2 * n * dtype_bytes(dtype), colors_per_pe=colours, parts=parts)
 
 
 def chain_reduce(spec: HardwareSpec, n_ax: int, n: int, root: int | None = None, dtype: str = "fp16",

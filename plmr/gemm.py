@@ -415,3 +415,95 @@ def gemmt(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype:
                          total_cycles=total, bytes_per_pe=footprint, colors_per_pe=colors,
                          parts={"steps": float(p_y), "step_compute": comp, "step_reduce": reduce,
                                 "step_member": step(0 if p_x == 1 else (p_x - 1) // 2, True)})
+
+
+def mixed_dtype(dtype: str, acc: str) -> str:
+    """The SIMD-table dtype of an op between a ``dtype`` operand and an ``acc`` destination (the
+    simulator's ``costs.op_dtype``: one dtype, or ``fp16_fp32`` when they differ)."""
+    return dtype if dtype == acc else "fp16_fp32"
+
+
+def restore_copies(q: int, q_y: int, comm_y: bool) -> int:
+    """Local slot-row copies that put a weight's rows back in its own slots after Q shifts through
+    the one spare row (``meshgemm.prefill_gemm.MeshGemmRings.restore_b``): the rows sit (−Q) mod
+    (q_y + 1) slots off; each cycle of the permutation costs its length in copies, plus one through
+    the spare for every cycle beyond the first."""
+    if not comm_y:
+        return 0
+    lb = q_y + 1
+    br = (-q) % lb
+    if br == 0:
+        return 0
+    where = {j: (j + br) % lb for j in range(q_y)}
+    holder = {s: j for j, s in where.items()}
+    hole = next(s for s in range(lb) if s not in holder)
+    moves = 0
+    while True:
+        if hole != q_y:
+            src = where[hole]
+            moves += 1
+            where[hole] = hole
+            hole = src
+            continue
+        wrong = [j for j in range(q_y) if where[j] != j]
+        if not wrong:
+            return moves
+        j = wrong[0]
+        moves += 1
+        hole, where[j] = where[j], q_y
+
+
+def meshgemm_chain(spec: HardwareSpec, p_y: int, p_x: int, m: int, k: int, ns: tuple[int, ...],
+                   dtype: str = "fp16", acc: str = "fp32", biases: tuple[bool, ...] = ()) -> CostBreakdown:
+    """MeshGEMM products that share one left operand, as the prefill layer program runs them
+    (``meshgemm.prefill_gemm``, method §4.3-§4.4): Q|K|V from the normed activation, gate|up, and the
+    single products O and down. Sizes are virtual tiles: ``m`` tokens, ``k`` inner features, ``ns``
+    the output features of each product (per tile of the Q×Q virtual mesh, Q = lcm(P_y, P_x)).
+
+    * **once per chain**: the activation copied into the rotation slots (one copy, or q_x·q_y tile
+      copies when a PE hosts several rows and columns), then A's skew the shorter way round
+      (``_skew_cycles``, as the stand-alone kernel);
+    * **per product**: a fill of the ``acc`` accumulator; **Q** shifting steps (the last shifts
+      too, so A is back in its skewed place for the next product and B in its pre-skewed place);
+      each step's local products are column-major: k·n FMACs of m token lanes at the
+      ``dtype``×``acc`` SIMD width; the restoring copies of the weight's rows (``restore_copies``);
+      the accumulator converted into the activation (a ``convert`` when ``acc`` ≠ ``dtype``); the
+      bias added per token tile when the product has one.
+    """
+    Q = math.lcm(p_y, p_x)
+    q_x, q_y = Q // p_x, Q // p_y
+    comm_x, comm_y = p_x > 1, p_y > 1
+    hops_x = 2 if p_x >= 3 else 1
+    hops_y = 2 if p_y >= 3 else 1
+    c_op = spec.op_issue_cycles
+    e_w = spec.elements_per_wavelet(dtype)
+    mix = mixed_dtype(dtype, acc)
+    ta = m * k
+    if q_x == 1 or q_y == 1:
+        load = t_vec(spec, q_x * q_y * ta, "mov", dtype)
+    else:
+        load = q_x * q_y * t_vec(spec, ta, "mov", dtype)
+    round_t = 2 * c_op + spec.ramp_cycles + hops_x * spec.hop_cycles + math.ceil(q_y * ta / e_w) + t_join(spec, 2)
+    align = _skew_cycles(spec, Q, p_y, q_x, q_y, comm_x, round_t, t_vec(spec, ta, "mov", dtype)) if comm_x or Q > 1 else 0.0
+    total = load + align
+    parts = {"load_a": load, "skew": align}
+    restores = restore_copies(Q, q_y, comm_y)
+    compute = 0.0
+    for i, n in enumerate(ns):
+        if n <= 0:
+            continue
+        comp = q_x * q_y * k * n * (c_op + math.ceil(m / spec.simd_width("fmac", mix)))
+        moves = [(h, math.ceil(w / e_w)) for on, h, w in ((comm_x, hops_x, q_y * ta), (comm_y, hops_y, q_x * k * n)) if on]
+        _, _, _, step = shift_step(spec, comp, moves)
+        c_len = q_x * q_y * m * n
+        fill = t_vec(spec, c_len, "mov", acc)
+        out = t_vec(spec, c_len, "mov", dtype) if acc == dtype else c_op + c_len  # convert: one element a cycle
+        bias = q_y * t_vec(spec, q_x * n * m, "add", dtype) if i < len(biases) and biases[i] else 0.0
+        restore = restores * t_vec(spec, q_x * k * n, "mov", dtype)
+        prod = fill + Q * step + restore + out + bias
+        parts[f"product{i}"] = prod
+        total += prod
+        compute += fill + Q * comp + restore + out + bias
+    compute += load
+    return CostBreakdown(op="meshgemm_chain", compute_cycles=compute, comm_cycles=max(total - compute, 0.0),
+                         total_cycles=total, parts=parts)

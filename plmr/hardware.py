@@ -200,7 +200,7 @@ def _check_dtype(dtype: str) -> None:
 # Calibrated overheads (op issue, relay stage, per-collective constant): fitted once on the
 # LLaMA3-8B WSE-2 figures by `python -m waferllm.calibration --fit`; see docs/CALIBRATION.md.
 WSE2_CALIBRATED = {
-    "op_issue_cycles": 9.0,
+    "op_issue_cycles": 8.0,
     "relay_cycles": 1.0,
     "collective_cycles": 0.0,
 }

@@ -155,6 +155,42 @@ def level_shapes(n: int, k: int, group_counts: tuple[int, ...] | None = None) ->
     return out
 
 
+def build_line_tree(n: int, k: int = 2, group_counts: tuple[int, ...] | None = None,
+                    one_sided: bool = True) -> KTree:
+    """The K-tree of the decode program's line collectives (``meshgemm.decode_collectives.LineTree``).
+
+    Level-0 groups are balanced splits (the first ``n mod G`` groups one longer,
+    ``plmr.primitives.balanced_split``), so they can be the head layout's KV column groups; with
+    ``one_sided`` (the program's default when there is more than one group) each group's root is
+    its last member, so a group root receives on one colour. Levels above are built as
+    ``build_ktree`` builds them (middle roots, chains from both sides). K = 1 is one chain into the
+    middle PE."""
+    if n < 1:
+        raise InputError(f"K-tree needs at least one PE, got {n}")
+    if k < 1:
+        raise InputError(f"K-tree needs K >= 1, got K={k}")
+    if group_counts is None:
+        group_counts = default_group_counts(n, k)
+    if len(group_counts) != k - 1:
+        raise InputError(f"K={k} needs {k - 1} group counts (levels 1..K-1), got {len(group_counts)}")
+    if k == 1:
+        return build_ktree(n, 1)
+    g0 = group_counts[0]
+    if g0 < 1 or g0 > n:
+        raise InputError(f"K-tree level 1: {g0} groups for {n} participants (allowed 1..{n})")
+    sizes = [n // g0 + (1 if i < n % g0 else 0) for i in range(g0)]
+    starts = [sum(sizes[:i]) for i in range(g0)]
+    groups = [tuple(range(a, a + m)) for a, m in zip(starts, sizes)]
+    end = one_sided and g0 > 1
+    roots = tuple(g[-1] if end else g[len(g) // 2] for g in groups)
+    upper = build_ktree(g0, k - 1, tuple(group_counts[1:]))
+    levels = [KTreeLevel(groups=tuple(groups), roots=roots)]
+    for level in upper.levels:  # positions of the level-0 roots
+        levels.append(KTreeLevel(groups=tuple(tuple(roots[i] for i in g) for g in level.groups),
+                                 roots=tuple(roots[r] for r in level.roots)))
+    return KTree(n=n, levels=tuple(levels))
+
+
 def chain_tree(n: int, root: int) -> KTree:
     """A one-level 'tree': a single chain over the whole line into ``root``."""
     if not 0 <= root < n:

@@ -8,7 +8,7 @@ prefill, 1 in decode); ``length`` the local elements per row.
 from __future__ import annotations
 
 from plmr.breakdown import CostBreakdown, in_sequence
-from plmr.collectives import ktree_allreduce, message
+from plmr.collectives import ktree_allreduce, relay_allreduce
 from plmr.hardware import HardwareSpec
 from plmr.primitives import dtype_bytes, t_fn, t_vec
 
@@ -71,9 +71,28 @@ def rope(spec: HardwareSpec, features: int, rows: int = 1, dtype: str = "fp16") 
     return _local("rope", local, rows * features * dtype_bytes(dtype))
 
 
-def kv_shift(spec: HardwareSpec, kv_features: int, dtype: str = "fp16") -> CostBreakdown:
-    """One cache entry (K and V) moves one row up, all shifting rows at once (method §8): the cost
-    is independent of the number of rows."""
-    msg = message(spec, 2 * kv_features, hops=1, stages=0, dtype=dtype)
-    return CostBreakdown(op="kv_shift", compute_cycles=0.0, comm_cycles=msg.total_cycles,
-                         total_cycles=msg.total_cycles, bytes_per_pe=msg.bytes_per_pe, colors_per_pe=1)
+def token_rmsnorm(spec: HardwareSpec, n_ax: int, features: int, tiles: int, m: int, dtype: str = "fp16") -> CostBreakdown:
+    """RMSNorm of token tiles as the prefill layer program runs it (``meshgemm.prefill_program``): per
+    tile of ``m`` tokens, x² over the PE's ``features`` (into fp32), the token sums as features − 1 adds
+    of m lanes; the tiles·m sums allreduced along the row on the x chains (``relay_allreduce``: a
+    chain into the last column, then relayed back); scale, ε, rsqrt (a scalar function); per tile one
+    multiply of m lanes per feature by the token factors (fp16 × fp32), then × γ."""
+    acc = "fp32" if dtype == "fp16" else dtype
+    mix = "fp16_fp32" if dtype != acc else dtype
+    T = tiles * m
+    sums = tiles * (t_vec(spec, features * m, "mul", mix) + t_vec(spec, m, "mov", acc)
+                    + (features - 1) * t_vec(spec, m, "add", acc))
+    red = relay_allreduce(spec, n_ax, T, acc)
+    finish = (t_vec(spec, T, "scale", acc) + t_vec(spec, T, "add", acc) + t_fn(spec, T)
+              + tiles * (features * t_vec(spec, m, "mul", mix) + t_vec(spec, features * m, "mul", dtype)))
+    return in_sequence("rmsnorm", [_local("rmsnorm.local", sums + finish, 2 * T * features * dtype_bytes(dtype)),
+                                   red])
+
+
+def rope_chunks(spec: HardwareSpec, chunks: int, pairs: int, rows: int, dtype: str = "fp16") -> CostBreakdown:
+    """Rotate-half on ``chunks`` head chunks (q heads and K groups of the column) of ``pairs`` pairs
+    each, over ``rows`` tokens, as the prefill program writes it: per chunk four multiplies, two adds
+    and a copy of pairs·rows elements (x1' = x1·cos − x2·sin, x2' = x2·cos + x1·sin)."""
+    n = pairs * rows
+    per = 4 * t_vec(spec, n, "mul", dtype) + 2 * t_vec(spec, n, "add", dtype) + t_vec(spec, n, "mov", dtype)
+    return _local("rope", chunks * per, 2 * n * dtype_bytes(dtype))

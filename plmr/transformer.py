@@ -8,17 +8,19 @@ co-located, so score reductions run per group, in parallel.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
 
 from plmr.breakdown import CostBreakdown, in_sequence
-from plmr.collectives import ktree_allreduce_cycles
-from plmr.gemm import gemmt, meshgemm
-from plmr.gemv import local_gemv_cycles
+from plmr import decode_ops as D
+from plmr.attention import ring_attention
+from plmr.collectives import line_tree_allreduce
+from plmr.gemm import gemmt, meshgemm, meshgemm_chain
 from plmr.hardware import HardwareSpec
-from plmr.ops import elementwise, kv_shift, rmsnorm, rope, silu_mul, softmax
-from plmr.primitives import ceil_div, dtype_bytes, t_vec
+from plmr.ops import elementwise, rmsnorm, rope, rope_chunks, silu_mul, softmax, token_rmsnorm
+from plmr.primitives import balanced_split, ceil_div, dtype_bytes, t_fn, t_vec
 
 
 @dataclass(frozen=True)
@@ -58,19 +60,33 @@ class HeadLayout:
     kv_features: int  # K (and V) features on the busiest column
     q_heads: int  # query heads with features on the busiest column
     group_width: int  # columns a KV group spans (the score allreduce width)
+    kv_heads: int = 1  # KV heads with features on the busiest column
+    pairs: int = 0  # RoPE pairs of each head on the busiest column (a head chunk is 2·pairs features)
 
 
 def head_layout(dims: LayerDims, p_x: int) -> HeadLayout:
     """Split n_kv KV groups over P_x columns, then each group's d/2 RoPE pairs over its columns."""
     n_kv, d, n_rep = dims.num_kv_heads, dims.head_dim, dims.n_rep
     if p_x < n_kv:  # a column holds several whole KV groups
-        heads = ceil_div(n_kv, p_x)  # the largest block of a balanced split
+        heads = max(balanced_split(n_kv, p_x))
         return HeadLayout(q_features=heads * n_rep * d, kv_features=heads * d, q_heads=heads * n_rep,
-                          group_width=1)
-    narrowest, widest = p_x // n_kv, ceil_div(p_x, n_kv)  # of the balanced split of P_x into n_kv
+                          group_width=1, kv_heads=heads, pairs=max(d // 2, 1))
+    widths = balanced_split(p_x, n_kv)
+    narrowest = min(widths)
     pairs = ceil_div(d // 2 if d > 1 else 1, narrowest)
     feats = min(d, 2 * pairs)
-    return HeadLayout(q_features=feats * n_rep, kv_features=feats, q_heads=n_rep, group_width=widest)
+    return HeadLayout(q_features=feats * n_rep, kv_features=feats, q_heads=n_rep, group_width=max(widths),
+                      kv_heads=1, pairs=pairs)
+
+
+def score_mode(dims: LayerDims, p_x: int) -> str:
+    """How the decode program sums a head's scores over the columns holding its features: ``"none"``
+    when every KV group sits within one column (P_x ≤ n_kv), ``"full"`` over the whole row when one
+    KV head spans it (MQA, or the paper method's one wide head), else ``"groups"``: within each KV
+    group's columns, as level 0 of the X tree (whose level-0 groups are then the KV groups)."""
+    if p_x <= dims.num_kv_heads:
+        return "none"
+    return "full" if dims.num_kv_heads == 1 else "groups"
 
 
 @dataclass(frozen=True)
@@ -86,7 +102,9 @@ class Reduction:
     """One allreduce of a decode step, left symbolic so the planner can price it under any K-tree.
 
     ``axis`` is "y" (along a column, P_y PEs), "x" (along a row, P_x PEs) or "group" (the score
-    allreduce within one KV group of columns: ``n_ax`` PEs, the X tree's K with default groups)."""
+    allreduce within each KV group of columns: level 0 of the X tree, whose groups are then the KV
+    groups, and a multicast from each group root). ``groups0`` fixes the level-0 group count when
+    the program does (the X tree's KV groups); ``combine`` is "sum" or "max" (store and forward)."""
 
     op: str
     axis: str
@@ -94,17 +112,24 @@ class Reduction:
     payload: int
     dtype: str
     broadcast: bool = True
+    combine: str = "sum"
+    groups0: int | None = None
 
 
 @functools.lru_cache(maxsize=1 << 16)
 def price_reduction(spec: HardwareSpec, r: Reduction, tree: TreeChoice) -> float:
-    """Cycles of one symbolic allreduce under ``tree`` (method §6.6). Memoised: a pure function of
-    hashable arguments, priced thousands of times by the planner's search."""
+    """Cycles of one symbolic allreduce under ``tree``, as the decode program's line trees run it
+    (``plmr.collectives.line_tree_allreduce``). Memoised: a pure function of hashable arguments,
+    priced thousands of times by the planner's search."""
     if r.n_ax <= 1 or r.payload <= 0:
         return 0.0
-    groups = None if r.axis == "group" else tree.group_counts
-    return ktree_allreduce_cycles(spec, r.n_ax, r.payload, tree.k, groups, r.dtype,
-                                  with_broadcast=r.broadcast)
+    if r.axis == "group" or r.groups0 is not None:
+        g0 = r.groups0 if r.groups0 is not None else 1
+        k, groups = (1, ()) if g0 <= 1 else (2, (min(g0, r.n_ax),))
+    else:
+        k, groups = tree.k, tree.group_counts
+    return line_tree_allreduce(spec, r.n_ax, r.payload, k, groups, r.dtype, r.combine,
+                               with_broadcast=r.broadcast, group_only=r.axis == "group").total_cycles
 
 
 def _local(name: str, cycles: float, nbytes: int = 0) -> CostBreakdown:
@@ -112,108 +137,64 @@ def _local(name: str, cycles: float, nbytes: int = 0) -> CostBreakdown:
                          bytes_per_pe=nbytes)
 
 
-def _acc(dtype: str) -> str:
-    """Norm and softmax reductions of fp16 data run in fp32 (as ``plmr.ops`` does)."""
-    return "fp32" if dtype == "fp16" else dtype
-
-
 def decode_steps(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, context: int,
                  dtype: str = "fp16", batch: int = 1) -> list:
-    """One decode step of one layer for ``batch`` requests with ``context`` cached tokens each
-    (method §3.4), as a sequence of local costs (``CostBreakdown``) and symbolic ``Reduction``s.
+    """One decode step of one layer for ``batch`` requests with ``context`` cached tokens each, as
+    the decode program runs it (``meshgemm/decode_program.py``, method §3.4): a sequence of local
+    costs (``plmr.decode_ops``) and symbolic ``Reduction``s, named by the program's op labels.
 
-    Ten allreduces: 7 along Y, 3 along X (the score allreduce within each KV group of columns).
-    Batch: the B requests share the weights, so each GEMV becomes B FMAC passes over the local
-    block (a skinny GEMM) and every payload carries B vectors; each request has its own KV cache.
-    Norm and softmax local parts are ``plmr.ops`` on one PE (whose allreduce costs nothing).
-
-    The local costs depend on the grid only through the tile sizes (E_y, F_x, the head layout,
-    S_y), which neighbouring grids share, so each group of them is memoised on its tiles."""
+    Per layer: 7 sum allreduces and 1 max allreduce along Y, 2 sum allreduces along X and the score
+    allreduce within each KV group's columns. Q, K and V are one fused GEMV, gate and up another;
+    partial products and every reduction are fp32. When the score allreduce runs per KV group, the
+    X tree's level-0 groups are those groups (the O and down allreduces run on that tree).
+    Batch: the B requests share the weights; every op runs once per request (payloads carry B
+    vectors), each request with its own KV cache."""
     B = batch
     E_y = ceil_div(dims.hidden, p_y)
     F_x = ceil_div(dims.ffn, p_x)
     hl = head_layout(dims, p_x)
+    mode = score_mode(dims, p_x)
     q_x, kv_x = hl.q_features, hl.kv_features
+    w = 2 * hl.pairs  # features of one head on the column (a head chunk)
+    qkv = q_x + 2 * kv_x
     S_y = ceil_div(max(context, 1), p_y)
-    acc = _acc(dtype)
-    norm, residual = _rows_locals(spec, E_y, dtype, B)
-    rope_, shift, silu = _column_locals(spec, q_x, kv_x, F_x, p_y > 1, dtype, B)
-    qkv, o = _projection_locals(spec, E_y, q_x, kv_x, dims.qkv_bias, dtype, B)
-    gate_up, down = _ffn_locals(spec, E_y, F_x, dtype, B)
-    scores, soft, pv = _attention_locals(spec, q_x, hl.q_heads, S_y, dtype, B)
-    norm_red = Reduction("rmsnorm", "y", p_y, B, acc)
+    cap = S_y  # ring slots per row (the program's capacity at this context)
+    score_heads = hl.q_heads if mode == "none" else dims.n_rep
+    acc = "fp32"
+    x_groups = dims.num_kv_heads if mode == "groups" else None
+
+    def y(op, n, combine="sum"):
+        return Reduction(op, "y", p_y, B * n, acc, combine=combine)
+
+    def x(op, n):
+        return Reduction(op, "x", p_x, B * n, acc, groups0=x_groups)
+
+    def times_b(step: CostBreakdown) -> CostBreakdown:
+        return step.scaled(B) if B > 1 else step
+
+    if mode == "none":
+        scores_red = []
+    elif mode == "full":
+        scores_red = [Reduction("scores", "x", p_x, B * score_heads * S_y, acc)]
+    else:
+        scores_red = [Reduction("scores", "group", p_x, B * score_heads * S_y, acc, groups0=dims.num_kv_heads)]
     return [
-        norm, norm_red,
-        qkv,
-        Reduction("qkv.allreduce", "y", p_y, B * (q_x + 2 * kv_x), dtype),
-        rope_,
-        shift,
-        scores,
-        Reduction("scores.allreduce", "x" if hl.group_width == p_x else "group", hl.group_width,
-                  B * hl.q_heads * S_y, dtype),
-        soft,
-        Reduction("softmax", "y", p_y, B * hl.q_heads, acc),
-        Reduction("softmax", "y", p_y, B * hl.q_heads, acc),
-        pv,
-        Reduction("pv.allreduce", "y", p_y, B * q_x, dtype),
-        o,
-        Reduction("o.allreduce", "x", p_x, B * E_y, dtype),
-        residual,
-        norm, norm_red,
-        gate_up,
-        Reduction("gate_up.allreduce", "y", p_y, B * 2 * F_x, dtype),
-        silu,
-        down,
-        Reduction("down.allreduce", "x", p_x, B * E_y, dtype),
-        residual,
+        times_b(D.rmsnorm_local(spec, E_y, dtype)), y("rmsnorm", 1),
+        times_b(D.gemv_partials_local(spec, E_y, qkv, dtype, dims.qkv_bias, op="qkv")), y("qkv", qkv),
+        times_b(D.rope_local(spec, hl.q_heads + hl.kv_heads, hl.pairs, qkv, dtype)),
+        times_b(D.kv_append_local(spec, kv_x, cap, p_y > 1, dtype)),
+        times_b(D.scores_local(spec, hl.q_heads, w, S_y, score_heads, dtype)), *scores_red,
+        y("softmax", score_heads, "max"), times_b(D.softmax_local(spec, score_heads, S_y, dtype)),
+        y("softmax", score_heads),
+        times_b(D.pv_local(spec, hl.q_heads, w, S_y, dtype)), y("pv", q_x),
+        times_b(D.gemv_partials_local(spec, q_x, E_y, dtype, op="o_proj")), x("o_proj", E_y),
+        times_b(D.residual_local(spec, E_y, dtype)),
+        times_b(D.rmsnorm_local(spec, E_y, dtype, op="rmsnorm_post")), y("rmsnorm_post", 1),
+        times_b(D.gemv_partials_local(spec, E_y, 2 * F_x, dtype, op="gate_up")), y("gate_up", 2 * F_x),
+        times_b(D.silu_mul_local(spec, F_x, dtype)),
+        times_b(D.gemv_partials_local(spec, F_x, E_y, dtype, op="down")), x("down", E_y),
+        times_b(D.residual_local(spec, E_y, dtype, op="residual_mlp")),
     ]
-
-
-_LOCALS_CACHE = 1 << 14
-
-
-@functools.lru_cache(maxsize=_LOCALS_CACHE)
-def _rows_locals(spec: HardwareSpec, E_y: int, dtype: str, B: int) -> tuple[CostBreakdown, CostBreakdown]:
-    """RMSNorm's local part and the residual add: they see only the E_y rows' share of the vector."""
-    return rmsnorm(spec, 1, E_y, B, 1, None, dtype), elementwise(spec, E_y, "add", dtype, rows=B)
-
-
-@functools.lru_cache(maxsize=_LOCALS_CACHE)
-def _column_locals(spec: HardwareSpec, q_x: int, kv_x: int, F_x: int, rows: bool, dtype: str,
-                   B: int) -> tuple[CostBreakdown, CostBreakdown, CostBreakdown]:
-    """RoPE, the KV shift (nothing moves on one row) and SiLU·up: the column's features only."""
-    return (rope(spec, q_x + kv_x, B, dtype),
-            kv_shift(spec, B * kv_x, dtype) if rows else _local("kv_shift", 0.0),
-            silu_mul(spec, F_x, dtype, rows=B))
-
-
-@functools.lru_cache(maxsize=_LOCALS_CACHE)
-def _projection_locals(spec: HardwareSpec, E_y: int, q_x: int, kv_x: int, bias: bool, dtype: str,
-                       B: int) -> tuple[CostBreakdown, CostBreakdown]:
-    """The QKV and O GEMV blocks (E_y x features and back)."""
-    b = dtype_bytes(dtype)
-    qkv = _local("qkv.local", B * (local_gemv_cycles(spec, E_y, q_x, dtype) + 2 * local_gemv_cycles(spec, E_y, kv_x, dtype)
-                                   + (t_vec(spec, q_x + 2 * kv_x, "add", dtype) if bias else 0.0)),
-                 E_y * (q_x + 2 * kv_x) * b)
-    return qkv, _local("o.local", B * local_gemv_cycles(spec, q_x, E_y, dtype), q_x * E_y * b)
-
-
-@functools.lru_cache(maxsize=_LOCALS_CACHE)
-def _ffn_locals(spec: HardwareSpec, E_y: int, F_x: int, dtype: str, B: int) -> tuple[CostBreakdown, CostBreakdown]:
-    """The gate/up and down GEMV blocks."""
-    b = dtype_bytes(dtype)
-    return (_local("gate_up.local", B * 2 * local_gemv_cycles(spec, E_y, F_x, dtype), 2 * E_y * F_x * b),
-            _local("down.local", B * local_gemv_cycles(spec, F_x, E_y, dtype), F_x * E_y * b))
-
-
-@functools.lru_cache(maxsize=_LOCALS_CACHE)
-def _attention_locals(spec: HardwareSpec, q_x: int, q_heads: int, S_y: int, dtype: str,
-                      B: int) -> tuple[CostBreakdown, CostBreakdown, CostBreakdown]:
-    """Scores against the S_y cached keys of this row, softmax's local part, P·V."""
-    return (_local("scores.local", B * q_x * t_vec(spec, S_y, "fmac", dtype)),
-            softmax(spec, 1, S_y, B * q_heads, 1, None, dtype),
-            _local("pv.local", B * min(q_heads * S_y * t_vec(spec, max(q_x // max(q_heads, 1), 1), "fmac", dtype),
-                                       q_x * t_vec(spec, S_y, "fmac", dtype))))
 
 
 def axis_cycles(spec: HardwareSpec, steps: list, axis: str, tree: TreeChoice) -> float:
@@ -247,18 +228,21 @@ def decode_layer(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, contex
     """One decode step of one layer (``decode_steps`` priced under the given K-trees)."""
     layer = compose(spec, decode_steps(spec, dims, p_y, p_x, context, dtype, batch), tree_y, tree_x,
                     "decode_layer")
-    colors = _decode_colors(tree_y, tree_x, p_y, p_x)
+    colors = _decode_colors(tree_y, tree_x, p_y, p_x, score_mode(dims, p_x), dims.num_kv_heads)
     return CostBreakdown(op=layer.op, compute_cycles=layer.compute_cycles, comm_cycles=layer.comm_cycles,
                          total_cycles=layer.total_cycles,
                          bytes_per_pe=decode_buffer_bytes(dims, p_y, p_x, dtype, batch),
                          colors_per_pe=colors, parts=layer.parts)
 
 
-def _decode_colors(tree_y: TreeChoice, tree_x: TreeChoice, p_y: int, p_x: int) -> int:
-    """Two statically routed K-tree axes: 2K+1 each (method §6.4 [D]), plus 1 for the KV shift."""
+def _decode_colors(tree_y: TreeChoice, tree_x: TreeChoice, p_y: int, p_x: int, mode: str, n_kv: int) -> int:
+    """Colours of the decode program's layer (``meshgemm.decode_program``): 2 per tree level and 1 for
+    the multicast on each axis, 1 more on X for the KV-group multicast (whose level 0 is then the KV
+    groups, K = 2), and the KV shift's 2 parity colours."""
     cy = 2 * tree_y.k + 1 if p_y > 1 else 0
-    cx = 2 * tree_x.k + 1 if p_x > 1 else 0
-    return cy + cx + (1 if p_y > 1 else 0)
+    k_x = 2 if mode == "groups" else tree_x.k
+    cx = 2 * k_x + 1 + (1 if mode == "groups" else 0) if p_x > 1 else 0
+    return cy + cx + (2 if p_y > 1 else 0)
 
 
 def decode_buffer_bytes(dims: LayerDims, p_y: int, p_x: int, dtype: str = "fp16", batch: int = 1) -> int:
@@ -293,7 +277,7 @@ def attention_units(dims: LayerDims, p_x: int) -> AttentionUnits:
     n_kv, d = dims.num_kv_heads, dims.head_dim
     if p_x < n_kv:
         return AttentionUnits(unit_kv=d, base=n_kv // p_x, extra=n_kv % p_x, span=p_x)
-    narrowest = p_x // n_kv  # the smallest block of the balanced split of P_x into n_kv groups
+    narrowest = min(balanced_split(p_x, n_kv))
     pairs = max(d // 2, 1)
     return AttentionUnits(unit_kv=min(2, d), base=pairs // narrowest, extra=pairs % narrowest, span=narrowest)
 
@@ -375,10 +359,78 @@ def kv_bytes_per_token_per_pe(dims: LayerDims, p_x: int, dtype: str = "fp16") ->
     return 2 * head_layout(dims, p_x).kv_features * dtype_bytes(dtype)
 
 
+PREFILL_PHASES = ("attn_norm", "qkv", "rope", "attention", "o_proj", "h_attn", "mlp_norm", "gate_up", "act",
+                  "down", "h_out")
+
+
+def prefill_phases(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, tokens: int, dtype: str = "fp16",
+                   keys: int | None = None, window: int | None = None, acc: str = "fp32") -> dict[str, CostBreakdown]:
+    """One prefill layer op by op as the layer program runs it (``meshgemm.prefill_program``; method §3.2,
+    §3.6, §4.3-§4.4, §5), keyed by the program's phases (``PREFILL_PHASES``), on the busiest PE.
+
+    Activations are m-token tiles of the Q×Q virtual mesh (Q = lcm(P_y, P_x), q_y token tiles per PE
+    row, m = ⌈L/Q⌉); Q|K|V and gate|up are ``meshgemm_chain``s that share one skew of their left
+    operand; attention is ``ring_attention`` (K/V gathered once per KV group, P_y ring steps of full-head
+    blocks, of which the busiest row computes ``visible``: all P_y causally, ⌈(W + T − 1)/T⌉ under a
+    sliding window W); RMSNorm is ``token_rmsnorm`` (a chain allreduce along the row). Projections
+    accumulate in ``acc``. ``keys``: a prompt chunk attending to that many keys (key blocks of
+    ⌈keys/P_y⌉)."""
+    Q = math.lcm(p_y, p_x)
+    q_x, q_y = Q // p_x, Q // p_y
+    m = ceil_div(tokens, Q)
+    T = q_y * m
+    Tk = T if keys is None else q_y * ceil_div(keys, Q)
+    e, f = ceil_div(dims.hidden, Q), ceil_div(dims.ffn, Q)
+    n_kv, d, n_rep = dims.num_kv_heads, dims.head_dim, dims.n_rep
+    hl = head_layout(dims, p_x)
+    tq, tkv = ceil_div(hl.q_features, q_x), ceil_div(hl.kv_features, q_x)
+    if p_x < n_kv:
+        ng, G, w = ceil_div(n_kv, p_x), 1, d
+        rows = n_rep * T
+    else:
+        G = min(balanced_split(p_x, n_kv))
+        ng, w = 1, hl.kv_features
+        rows = ceil_div(n_rep * T, G)
+    visible = p_y if window is None else min(p_y, ceil_div(window + T - 1, T))
+    E_col, F_col = q_x * e, q_x * f
+    bias = bool(dims.qkv_bias)
+
+    def local(name: str, cycles: float) -> CostBreakdown:
+        return _local(name, cycles)
+
+    norm = token_rmsnorm(spec, p_x, E_col, q_y, m, dtype)
+    residual = local("residual", t_vec(spec, q_y * E_col * m, "add", dtype))
+    act_n = q_y * F_col * m
+    return {
+        "attn_norm": norm,
+        "qkv": meshgemm_chain(spec, p_y, p_x, m, e, (tq, tkv, tkv), dtype, acc, (bias, bias, bias)),
+        "rope": rope_chunks(spec, q_y * ng * (n_rep + 1), max(w // 2, 1), m, dtype),
+        "attention": ring_attention(spec, p_y, G, rows, w, ng, d, n_rep, T, Tk, q_y, m, visible, dtype, acc),
+        "o_proj": meshgemm_chain(spec, p_y, p_x, m, tq, (e,), dtype, acc),
+        "h_attn": residual,
+        "mlp_norm": norm,
+        "gate_up": meshgemm_chain(spec, p_y, p_x, m, e, (f, f), dtype, acc),
+        "act": local("silu_mul", t_fn(spec, act_n) + t_vec(spec, act_n, "mul", dtype)),
+        "down": meshgemm_chain(spec, p_y, p_x, m, f, (e,), dtype, acc),
+        "h_out": residual,
+    }
+
+
 def prefill_layer(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, tokens: int,
+                  tree_x: TreeChoice = TreeChoice(k=1), dtype: str = "fp16", keys: int | None = None,
+                  window: int | None = None, acc: str = "fp32") -> CostBreakdown:
+    """One layer over a prompt of ``tokens`` (``prefill_phases`` in sequence). ``tree_x`` is kept for
+    callers: the program's row reductions are chains (``token_rmsnorm``), whatever the decode trees."""
+    phases = prefill_phases(spec, dims, p_y, p_x, tokens, dtype, keys, window, acc)
+    return in_sequence("prefill_layer", [dataclasses.replace(c, op=name) for name, c in phases.items()])
+
+
+def paper_prefill_layer(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, tokens: int,
                   tree_x: TreeChoice = TreeChoice(k=1), dtype: str = "fp16", keys: int | None = None) -> CostBreakdown:
-    """One layer over a prompt of ``tokens`` (method §3.2, §3.6): MeshGEMM for every projection,
-    dist-GEMM-T for Q·Kᵀ, softmax and RMSNorm reductions along X, MeshGEMM for S·V."""
+    """The authors' prefill layer (``--method paper``, a labelled baseline; method §3.2, §3.6): one
+    stand-alone MeshGEMM per projection, dist-GEMM-T for Q·Kᵀ, softmax and RMSNorm reductions along X,
+    MeshGEMM for S·V, on their dimensions (one head as wide as the model). Our layer program is
+    ``prefill_layer``."""
     L = tokens
     K_len = L if keys is None else keys  # a prompt chunk attends to ``keys`` keys (all of them: an upper bound)
     L_y = ceil_div(L, p_y)
@@ -391,25 +443,28 @@ def prefill_layer(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, token
     scores = gemmt(spec, p_y, hl.group_width, L, hl.q_features * hl.group_width // heads_per_col, K_len, dtype)
     scores = scores.scaled(heads_per_col) if heads_per_col > 1 else scores
     L_x = ceil_div(K_len, p_x)
-    q, kv, pv, o, ffn_in, down = _prefill_gemms(spec, dims, p_y, p_x, L, K_len, dtype)
     steps = [
         rmsnorm(spec, p_x, E_x, L_y, tree_x.k, gx, dtype),
-        q, kv, kv,
+        meshgemm(spec, p_y, p_x, L, dims.hidden, dims.q_dim, dtype),
+        meshgemm(spec, p_y, p_x, L, dims.hidden, dims.kv_dim, dtype),
+        meshgemm(spec, p_y, p_x, L, dims.hidden, dims.kv_dim, dtype),
         _local("qkv.bias", L_y * t_vec(spec, hl.q_features + 2 * hl.kv_features, "add", dtype)
                if dims.qkv_bias else 0.0),
         rope(spec, hl.q_features + hl.kv_features, L_y, dtype),
         scores,
         _local("mask_scale", heads_per_col * L_y * t_vec(spec, L_x, "scale", dtype)),
         softmax(spec, p_x, L_x, heads_per_col * L_y, tree_x.k, gx, dtype),
-        pv, o,
+        meshgemm(spec, p_y, p_x, L, K_len, dims.q_dim, dtype),
+        meshgemm(spec, p_y, p_x, L, dims.q_dim, dims.hidden, dtype),
         elementwise(spec, E_x, "add", dtype, rows=L_y),
         rmsnorm(spec, p_x, E_x, L_y, tree_x.k, gx, dtype),
-        ffn_in, ffn_in,
+        meshgemm(spec, p_y, p_x, L, dims.hidden, dims.ffn, dtype),
+        meshgemm(spec, p_y, p_x, L, dims.hidden, dims.ffn, dtype),
         silu_mul(spec, F_x, dtype, rows=L_y),
-        down,
+        meshgemm(spec, p_y, p_x, L, dims.ffn, dims.hidden, dtype),
         elementwise(spec, E_x, "add", dtype, rows=L_y),
     ]
-    return in_sequence("prefill_layer", steps)
+    return in_sequence("paper_prefill_layer", steps)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -427,8 +482,9 @@ def _prefill_gemms(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, L: i
 
 def prefill_gemm_floor(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, tokens: int,
                        dtype: str = "fp16", keys: int | None = None) -> float:
-    """A lower bound of ``prefill_layer(...).total_cycles`` at a fraction of its price: the same
-    MeshGEMM terms added in the same order, the other steps (none negative) left out. Floating-point
+    """A lower bound of ``paper_prefill_layer(...).total_cycles`` (``--method paper``) at a fraction
+    of its price: the same MeshGEMM terms added in the same order, the other steps (none negative)
+    left out. Floating-point
     addition never decreases when a term >= 0 is added, so this is <= the layer's sum exactly."""
     q, kv, pv, o, ffn_in, down = _prefill_gemms(spec, dims, p_y, p_x, tokens,
                                                  tokens if keys is None else keys, dtype)

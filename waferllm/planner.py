@@ -40,8 +40,8 @@ from plmr.ktree import default_group_counts
 from plmr.ops import rmsnorm
 from plmr.primitives import ceil_div
 from plmr.transformer import (
-    LayerDims, Reduction, TreeChoice, compose, decode_steps, local_cycles, prefill_activation_bytes,
-    prefill_gemm_floor, prefill_layer, price_reduction, round_up,
+    LayerDims, Reduction, TreeChoice, compose, decode_steps, local_cycles, paper_prefill_layer,
+    prefill_activation_bytes, prefill_gemm_floor, prefill_layer, price_reduction, round_up,
 )
 from waferllm.placement import Placement, place_layers, regions_per_wafer, stage_fit_message
 
@@ -674,7 +674,7 @@ def prefill_cost(model: Any, req: PlanRequest, grid: tuple[int, int], placement:
     if req.method == "paper":
         dims = paper_dims(model, grid)
         tokens = round_up(req.input_len, paper_side(grid))
-        layer = prefill_layer(spec, dims, p_y, p_x, tokens, TreeChoice(1, ()), req.dtype)
+        layer = paper_prefill_layer(spec, dims, p_y, p_x, tokens, TreeChoice(1, ()), req.dtype)
         return layer.total_cycles, layer.total_cycles * model.num_layers, layer
     dims = model_dims(model)
     if chunks > 1:
@@ -709,8 +709,10 @@ def prefill_candidate(model: Any, req: PlanRequest, grid: tuple[int, int], force
 
 
 def prefill_floor(model: Any, req: PlanRequest, grid: tuple[int, int], chunks: int = 1) -> float:
-    """A lower bound of ``prefill_cost(...)[1]`` that skips the costly steps: the MeshGEMMs of
-    every layer (``prefill_gemm_floor``), no hand-offs (none negative)."""
+    """A lower bound of ``prefill_cost(...)[1]``, no hand-offs (none negative). The paper method
+    skips the costly steps: the MeshGEMMs of every layer (``prefill_gemm_floor``). The full method's
+    layer (``prefill_layer``, the program's phases) has no cheaper proven bound yet, so its floor
+    is the layer itself."""
     spec, (p_y, p_x) = req.hardware, grid
     if req.method == "paper":
         dims = paper_dims(model, grid)
@@ -718,11 +720,11 @@ def prefill_floor(model: Any, req: PlanRequest, grid: tuple[int, int], chunks: i
                                   req.dtype) * model.num_layers
     dims = model_dims(model)
     if chunks > 1:
-        layer = prefill_gemm_floor(spec, dims, p_y, p_x, ceil_div(req.input_len, chunks), req.dtype,
-                                   keys=req.input_len) * chunks
+        layer = prefill_layer(spec, dims, p_y, p_x, ceil_div(req.input_len, chunks), TreeChoice(1, ()), req.dtype,
+                              keys=req.input_len).scaled(chunks)
     else:
-        layer = prefill_gemm_floor(spec, dims, p_y, p_x, req.input_len, req.dtype)
-    return layer * model.num_layers
+        layer = prefill_layer(spec, dims, p_y, p_x, req.input_len, TreeChoice(1, ()), req.dtype)
+    return layer.total_cycles * model.num_layers
 
 
 def prefill_placement(model: Any, req: PlanRequest, grid: tuple[int, int], forced: bool = False,

@@ -2,12 +2,14 @@
 steps, each one launch of the decode program (every stage's layers, the hand-offs, the LM head, the argmax
 and the next token's embedding on the simulated fabric).
 
-Prefill (``prefill``): ``"device"`` runs the prompt on simulated prefill regions (``meshgemm.prefill_run``)
-and re-lays its KV cache and last hidden state out to the decode layout; ``"host"`` runs it in numpy
-(`waferllm.reference`, weights unpacked from the bundle's shards) and the host writes the cache and the
-hidden state into the device — ``"prefill": "host"`` in the result, and no prefill cycles (null); ``"auto"``
-is the device prefill when this installation has it. Timing-only runs with a host prefill assume the cache
-filled (no values exist).
+Prefill (``prefill``): ``"device"`` runs the prompt on simulated prefill regions of the plan's prefill grid
+(``meshgemm.prefill_run``: as many layers per region as its SRAM holds, the regions one after another)
+and re-lays its KV cache and last hidden state out to the decode layout; a prompt whose layer does not
+fit one region stops with the numbers. ``"host"`` runs it in numpy (`waferllm.reference`, weights
+unpacked from the bundle's shards) and the host writes the cache and the hidden state into the device —
+``"prefill": "host"`` in the result, and no prefill cycles (null). ``"auto"`` is the device prefill when
+this installation has it and the prompt's layer fits a region, else the host prefill, with the reason
+in ``prefill_note``. Timing-only runs with a host prefill assume the cache filled (no values exist).
 
 A run asked for more tokens than the KV cache holds stops at the first token that would not fit, keeps
 the tokens produced, and reports why (``stopped``).
@@ -142,11 +144,19 @@ def run_bundle(req: RunRequest, events: RunEvents | None = None) -> dict:
     device = _device_prefill() if req.prefill != "host" else None
     if req.prefill == "device" and device is None:
         raise InputError("this installation has no device prefill (meshgemm.prefill_run); use --prefill host")
+    mesh = tuple(b.doc["plan"]["prefill"]["grid"])
+    pre_stages, note = None, None
     if device is not None:
-        mesh = tuple(b.doc["plan"]["prefill"]["grid"])
-        say(f"prefill of {n_prompt} tokens on simulated {mesh[0]}x{mesh[1]} regions")
+        try:
+            pre_stages = device.plan_stages(model, hw, mesh, n_prompt, dtype)
+        except InputError as e:
+            if req.prefill == "device":
+                raise
+            device, note = None, f"host prefill: {e}"
+    if device is not None:
+        say(f"prefill of {n_prompt} tokens on {len(pre_stages)} simulated {mesh[0]}x{mesh[1]} region(s)")
         res = device.run_prefill(model, n_prompt if req.timing_only else ids, mesh, hw, weights=weights,
-                                 decode=prog.layout, capacity=cfg.capacity, dtype=dtype,
+                                 stages=pre_stages, decode=prog.layout, capacity=cfg.capacity, dtype=dtype,
                                  mode="timing" if req.timing_only else "functional", progress=say)
         if req.timing_only:
             rt.length = n_prompt
@@ -206,6 +216,9 @@ def run_bundle(req: RunRequest, events: RunEvents | None = None) -> dict:
         "tokens": tokens,
         "new_tokens": produced,
         "prefill": prefill_kind,
+        "prefill_note": note,
+        "prefill_grid": list(mesh),
+        "prefill_regions": len(pre_stages) if prefill_kind == "device" else None,
         "prefill_cycles": prefill_cycles,
         "switch_cycles_modelled": switch_cycles,
         "prefill_cycles_planned": int(b.doc["plan"]["prefill"]["cycles"]),

@@ -76,9 +76,12 @@ def _print(out: dict) -> None:
         click.echo(f"text: {out['text']!r}")
     if out["prefill"] == "host":
         pre = "on the host (not simulated)"
+        if out.get("prefill_note"):
+            pre += f"; {out['prefill_note']}"
     else:
-        pre = (f"{out['prefill_cycles']:,} cycles simulated, then the switch to the decode layout "
-               f"({out['switch_cycles_modelled']:,} cycles, modelled)")
+        g = out["prefill_grid"]
+        pre = (f"{out['prefill_cycles']:,} cycles simulated on {out['prefill_regions']} region(s) of {g[0]}x{g[1]} "
+               f"PEs, then the switch to the decode layout ({out['switch_cycles_modelled']:,} cycles, modelled)")
     click.echo(f"prefill: {out['prompt_len']} tokens, {pre}")
     click.echo(f"first token (final norm, LM head, argmax, embedding): {out['first_token_cycles']:,} cycles")
     if out["decode_cycles_per_token"]:

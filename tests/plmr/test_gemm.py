@@ -313,3 +313,26 @@ def test_skew_row_cost_counted_equals_the_row_by_row_loop(p_y, q_y, q_x, comm_x,
     for spec in (WSE2, WSE3):
         assert (_skew_row_cost(spec, Q, q_x, q_y, pos, comm_x, float(round_t), float(copy_t))
                 == _skew_row_cost_looped(spec, Q, q_x, q_y, pos, comm_x, float(round_t), float(copy_t)))
+
+
+@pytest.mark.parametrize("p_y,p_x", [(2, 3), (3, 2), (4, 6), (6, 4), (5, 5), (4, 10), (1, 3), (3, 1)])
+def test_restore_copies_are_the_programs(p_y, p_x):
+    """The chain rule charges as many weight-row copies as the layer program writes after Q shifts."""
+    from meshgemm.prefill_gemm import GemmGeometry, MeshGemmRings, WeightSlots
+    from plmr.gemm import restore_copies
+
+    geom = GemmGeometry(p_y, p_x, 4)
+    rings = MeshGemmRings.__new__(MeshGemmRings)  # restore_b reads only the geometry
+    rings.geom = geom
+    w = WeightSlots(0, 2, 3, geom.q_x, geom.q_y, spare=10_000)
+    assert restore_copies(geom.q, geom.q_y, geom.comm_y) == len(rings.restore_b(w))
+
+
+def test_a_chain_shares_one_skew():
+    """Q, K and V from one skewed activation cost less than three stand-alone chains by two skews."""
+    from plmr.gemm import meshgemm_chain
+
+    one = meshgemm_chain(WSE2, 6, 8, 8, 16, (16, 8, 8))
+    alone = sum(meshgemm_chain(WSE2, 6, 8, 8, 16, (n,)).total_cycles for n in (16, 8, 8))
+    assert alone - one.total_cycles == pytest.approx(2 * (one.parts["skew"] + one.parts["load_a"]))
+    assert one.parts["skew"] > 0

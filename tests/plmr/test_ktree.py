@@ -202,3 +202,18 @@ def test_level_shapes_bound_the_groups_of_the_tree(data, n, k):
         assert largest == max(len(g) for g in level.groups)
         members = sorted(p for g in level.groups for p in g)
         assert all(b - a >= spacing for a, b in zip(members, members[1:]))
+
+
+@pytest.mark.parametrize("n,groups", [(20, 4), (21, 4), (420, 20), (533, 8), (7, 7), (9, 1)])
+def test_line_tree_roots_are_the_decode_programs(n, groups):
+    """build_line_tree describes meshgemm.decode_collectives.LineTree: its level-0 group roots (the last
+    member of each balanced group) and its global root, read from the program's own expressions."""
+    from meshgemm.decode_collectives import LineTree
+    from plmr.ktree import build_line_tree
+
+    prog = LineTree("x", n, groups, tuple(range(8)), "t")
+    tree = build_line_tree(n, 1 if groups == 1 else 2, () if groups == 1 else (groups,))
+    if groups > 1:
+        assert list(tree.levels[0].roots) == prog.group_roots()
+        assert [len(g) for g in tree.levels[0].groups] == prog.group_sizes
+    assert tree.root == prog.root()

@@ -117,7 +117,14 @@ def test_calibration_json():
     for row in rows:
         assert set(row) == {"figure", "published", "predicted", "error"}
         assert row["error"] == pytest.approx(row["predicted"] / row["published"] - 1, rel=1e-9, abs=1e-12)
-        assert abs(row["error"]) <= 0.15, row
+    # the rows are the calibration module's (how close they are to the published figures is
+    # tests/waferllm/test_calibration.py's question)
+    from plmr.hardware import WSE2
+    from waferllm.calibration import check_targets, predict_targets
+
+    want = predict_targets(WSE2) + check_targets(WSE2)
+    assert [r["figure"] for r in rows] == [w.figure for w in want]
+    assert [r["predicted"] for r in rows] == pytest.approx([w.predicted for w in want], rel=1e-9)
 
 
 def test_calibration_table():

@@ -43,15 +43,20 @@ def small_hardware(tmp: Path, name: str, sram_kb: int, regions_per_row: int, gri
     return str(p)
 
 
-# (model, decode grid, hardware: None = wse2, or (SRAM KB, regions per row[, base]), context)
+# (model, decode grid, hardware: None = wse2, or (SRAM KB, regions per row[, base]), context, prefill regions)
+# Prefill regions: the device prefill's regions of the decode grid's size (one layer each when two do not
+# fit 48 KB); 0: a prefill layer does not fit the small SRAM, so ``auto`` runs the prompt on the host.
 CASES = {
-    "llama_gqa-wse3-south": ("llama_gqa", (4, 4), (32, 1, "wse3"), 40),  # 6 input queues: a one-chain Y tree
-    "llama_gqa-south": ("llama_gqa", (4, 4), (32, 1), 40),
-    "llama_mha-east-nonsquare": ("llama_mha", (5, 3), (32, 4), 40),
-    "llama_mqa_bias": ("llama_mqa_bias", (4, 5), None, 40),
-    "llama3_rope": ("llama3_rope", (3, 4), None, 40),
-    "mistral_window": ("mistral_window", (3, 4), None, 40),
-    "qwen2_bias_tied-south": ("qwen2_bias_tied", (4, 4), (32, 1), 40),
+    "llama_gqa-wse3-south": ("llama_gqa", (4, 4), (32, 1, "wse3"), 40, 0),  # 6 input queues: a one-chain Y tree
+    "llama_gqa-south": ("llama_gqa", (4, 4), (32, 1), 40, 0),
+    "llama_gqa": ("llama_gqa", (4, 4), None, 40, 2),
+    "llama_mha-east-nonsquare": ("llama_mha", (5, 3), (26, 4), 40, 0),
+    "llama_mha-nonsquare": ("llama_mha", (5, 3), None, 40, 2),
+    "llama_mqa_bias": ("llama_mqa_bias", (4, 5), None, 40, 2),
+    "llama3_rope": ("llama3_rope", (3, 4), None, 40, 2),
+    "mistral_window": ("mistral_window", (3, 4), None, 40, 1),  # window 5 < the 7-token prompt
+    "qwen2_bias_tied": ("qwen2_bias_tied", (4, 4), None, 40, 1),
+    "qwen2_bias_tied-south": ("qwen2_bias_tied", (4, 4), (24, 1), 40, 0),
 }
 
 
@@ -61,7 +66,7 @@ def bundles(tmp_path_factory, tiny_model):
 
     def get(case: str) -> Path:
         if case not in made:
-            name, grid, hw, ctx = CASES[case]
+            name, grid, hw, ctx, _ = CASES[case]
             d, _ = tiny_model(name)
             tmp = tmp_path_factory.mktemp(case)
             hardware = "wse2" if hw is None else small_hardware(tmp, f"small{hw[0]}", hw[0], hw[1], grid, *hw[2:])
@@ -76,7 +81,9 @@ def bundles(tmp_path_factory, tiny_model):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_tokens_and_logits_equal_transformers(bundles, tiny_model, case):
-    name, grid, hw, _ = CASES[case]
+    """``--prefill auto``: the prompt on simulated prefill regions wherever a prefill layer fits one (its KV
+    cache and last hidden state re-laid out to the decode program), else on the host with the reason."""
+    name, grid, hw, _, regions = CASES[case]
     out = run_bundle(RunRequest(bundle=str(bundles(case)), prompt_ids=PROMPT, max_new_tokens=NEW, keep_logits=True))
     tokens, logits = hf_generate(tiny_model(name)[1], PROMPT, NEW)
     assert out["tokens"] == tokens
@@ -85,6 +92,12 @@ def test_tokens_and_logits_equal_transformers(bundles, tiny_model, case):
     assert out["decode_cycles_per_token"] > 0 and out["stopped"] is None
     if hw is not None:
         assert out["stages"] >= 2, "the small-SRAM hardware should need several regions"
+    if regions:
+        assert out["prefill"] == "device" and out["prefill_regions"] == regions and out["prefill_cycles"] > 0
+        assert out["prefill_grid"] == list(grid) and out["prefill_note"] is None
+    else:
+        assert out["prefill"] == "host" and out["prefill_cycles"] is None
+        assert "B per PE for one layer" in out["prefill_note"]
 
 
 def test_bundle_contents(bundles):
@@ -139,18 +152,39 @@ def test_cli_run_json_and_text(bundles):
     assert r.exit_code == 0 and "tokens/s" in r.output
 
 
-@pytest.mark.parametrize("case", ["llama_gqa-south", "mistral_window"])
-def test_device_prefill_then_decode_equals_transformers(bundles, tiny_model, case):
-    """The prompt on simulated prefill regions, its KV cache and last hidden state re-laid out to the decode
-    program: tokens and logits as transformers' (when this installation has the device prefill)."""
-    pytest.importorskip("meshgemm.prefill_run")
-    name = CASES[case][0]
-    out = run_bundle(RunRequest(bundle=str(bundles(case)), prompt_ids=PROMPT, max_new_tokens=8, prefill="device",
-                                keep_logits=True))
-    tokens, logits = hf_generate(tiny_model(name)[1], PROMPT, 8)
-    assert out["prefill"] == "device" and out["prefill_cycles"] > 0
-    assert out["tokens"] == tokens
-    assert float(np.abs(out["logits"] - logits).max()) <= 1e-4
+def test_cli_device_prefill_json(bundles, tiny_model):
+    """``waferllm run --prefill device --json``: the greedy tokens of transformers, the prefill's simulated
+    cycles and regions, the modelled switch to the decode layout."""
+    b = str(bundles("llama_mqa_bias"))
+    r = CliRunner().invoke(main, ["run", b, "--prompt-ids", ",".join(map(str, PROMPT)), "--max-new-tokens",
+                                  str(NEW), "--prefill", "device", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["tokens"] == hf_generate(tiny_model("llama_mqa_bias")[1], PROMPT, NEW)[0]
+    assert out["prefill"] == "device" and out["prefill_regions"] == 2
+    assert isinstance(out["prefill_cycles"], int) and isinstance(out["switch_cycles_modelled"], int)
+    r = CliRunner().invoke(main, ["run", b, "--prompt-ids", "3,17,42", "--max-new-tokens", "2", "--prefill", "device"])
+    assert r.exit_code == 0 and "cycles simulated on 2 region(s) of 4x5 PEs" in r.output
+
+
+def test_device_prefill_that_does_not_fit_is_refused_with_the_numbers(bundles):
+    """``--prefill device`` where one prefill layer exceeds a PE's SRAM: one line with the numbers, exit 2
+    (``auto`` runs the prompt on the host instead, see above)."""
+    r = CliRunner().invoke(main, ["run", str(bundles("llama_gqa-south")), "--prompt-ids", "3,17,42",
+                                  "--max-new-tokens", "2", "--prefill", "device"])
+    assert r.exit_code == 2
+    assert "B per PE for one layer" in r.output and "B usable" in r.output and "Traceback" not in r.output
+
+
+def test_timing_only_device_prefill_gives_the_functional_cycles(bundles):
+    """The prefill program's control does not depend on values: timing-only prefill cycles are the
+    functional run's."""
+    b = str(bundles("llama3_rope"))
+    fun = run_bundle(RunRequest(bundle=b, prompt_ids=PROMPT, max_new_tokens=1, prefill="device"))
+    tim = run_bundle(RunRequest(bundle=b, prompt_len=len(PROMPT), max_new_tokens=1, prefill="device",
+                                timing_only=True))
+    assert tim["prefill"] == fun["prefill"] == "device"
+    assert tim["prefill_cycles"] == fun["prefill_cycles"] > 0
 
 
 def test_prompt_text_through_the_bundled_tokenizer(tmp_path, tiny_model):
@@ -208,7 +242,7 @@ def test_a_model_that_cannot_fit_fails_at_compile_with_the_numbers(tmp_path, tin
     from waferllm.compile import fit_stages
     from waferllm.weights import model_spec_fast
     with pytest.raises(InputError, match=r"one layer needs \d+ B per PE .* \d+ B of code"):
-        fit_stages(model_spec_fast(d), WSE2.with_params(sram_bytes=24 * 1024), (4, 4), "fp32", 40)
+        fit_stages(model_spec_fast(d), WSE2.with_params(sram_bytes=16 * 1024), (4, 4), "fp32", 40)
     with pytest.raises(InputError, match="context"):
         compile_bundle(CompileRequest(model=str(d), context=10_000, out=tmp_path / "c"))
 

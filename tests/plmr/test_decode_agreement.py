@@ -1,0 +1,109 @@
+"""The decode layer's cost model against the program it describes: ``plmr.collectives.line_tree_allreduce``
+against the decode program's line trees (``meshgemm.decode_collectives.LineTree``) simulated alone, and
+``plmr.transformer.decode_steps`` against one layer of ``meshgemm.decode_program`` simulated timing-only,
+op by op at the busiest PE (its timestamps), on grids of every score mode (per KV group, the whole row, none)
+and both shapes of head chunk. The simulator is the independent derivation: it runs the program's DSD ops."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from meshgemm.decode_collectives import LineTree
+from meshgemm.decode_program import OP_LABELS, DecodeConfig, DecodeStage, build_decode_program
+from meshgemm.decode_runtime import DecodeRuntime
+from plmr.collectives import line_tree_allreduce
+from plmr.hardware import WSE2
+from plmr.transformer import TreeChoice, decode_layer, score_mode
+from simulator import Body, MeshProgram, simulate
+from simulator.expr import X
+from simulator.instructions import Ref
+from waferllm.catalog import load_catalog_model
+from waferllm.planner import model_dims
+
+
+def _simulate_tree(n, groups, combine, width, group_only=False):
+    prog = MeshProgram(n, 1, WSE2)
+    tree = LineTree("x", n, groups, tuple(range(3, 9)), "t", group_bcast=group_only)
+    body = Body("coll")
+    for b in ("a", "s", "s2"):
+        body.buffer(b, "fp32", width)
+    tree.declare(body)
+    a, s, s2 = Ref("a", 0, width), Ref("s", 0, width), Ref("s2", 0, width)
+    body.function("main", tree.group_allreduce(a, s) if group_only else tree.allreduce(a, s, s2, combine))
+    prog.place(body, range(n), range(1), params=tree.values(X))
+    tree.routes(prog, range(n), range(1), X)
+    return simulate(prog, WSE2).total_cycles
+
+
+@pytest.mark.parametrize("n,groups", [(20, 1), (20, 4), (21, 4), (40, 6), (97, 10), (241, 16)])
+@pytest.mark.parametrize("combine,width", [("sum", 1), ("sum", 40), ("max", 1), ("max", 4), ("max", 40)])
+def test_line_tree_allreduce_is_the_simulated_line_tree(n, groups, combine, width):
+    """One-sided level-0 groups of a balanced split, level 1 into the middle root taking its sides one
+    after the other, then the multicast; sums fused, maxima store and forward. Exact on these lines
+    (a root whose two sides tie can be a few cycles off: the second stream refills the queue)."""
+    k, g = (1, ()) if groups == 1 else (2, (groups,))
+    want = _simulate_tree(n, groups, combine, width)
+    got = line_tree_allreduce(WSE2, n, width, k, g, "fp32", combine).total_cycles
+    assert got == want
+
+
+@pytest.mark.parametrize("n,groups", [(20, 4), (21, 4), (420, 8), (533, 8)])
+def test_group_allreduce_is_level_zero_and_a_group_multicast(n, groups):
+    want = _simulate_tree(n, groups, "sum", 10, group_only=True)
+    got = line_tree_allreduce(WSE2, n, 10, 2, (groups,), "fp32", group_only=True).total_cycles
+    assert got == want
+
+
+def test_max_allreduce_costs_more_per_stage_than_the_fused_sum():
+    """Store and forward pays two issues and the whole vector per stage; the fused sum one wavelet."""
+    s = line_tree_allreduce(WSE2, 100, 4, 2, (10,), "fp32", "sum").total_cycles
+    m = line_tree_allreduce(WSE2, 100, 4, 2, (10,), "fp32", "max").total_cycles
+    assert m > 1.5 * s
+
+
+SMALL = dict(hidden_size=512, intermediate_size=1408, num_heads=8, num_kv_heads=2, head_dim=64, vocab_size=256,
+             num_layers=1, sliding_window_layers=())
+
+
+def _layer(model, grid, context):
+    """Simulated cycles of one decode layer (timing-only, KV holding ``context`` tokens), per op at the
+    program's timestamp PE, and the plmr layer for the program's own trees."""
+    cap = -(-context // grid[0])
+    cfg = DecodeConfig(model, grid, (DecodeStage(0, 0, 0, (0, 0)),), cap, "fp16", timestamps=True, layers_only=True)
+    prog = build_decode_program(cfg, WSE2)
+    rt = DecodeRuntime(prog, mode="timing")
+    rt.length = context - 1
+    r = rt.step()
+    ops, prev = {}, 0
+    for _, _, label, c in r.result.timestamps:
+        ops[label] = ops.get(label, 0) + c - prev
+        prev = c
+    ty, tx = prog.tree_y, prog.tree_x
+    tree = lambda t: TreeChoice(t.k, (t.groups0,) if t.k > 1 else ())  # noqa: E731
+    pred = decode_layer(WSE2, model_dims(model), grid[0], grid[1], context, tree(ty), tree(tx), "fp16")
+    return int(r.cycles), ops, pred
+
+
+@pytest.mark.parametrize("grid,kv,context", [
+    ((16, 16), 2, 200),   # scores per KV group (8 columns each), 4 RoPE pairs per column
+    ((12, 20), 2, 296),   # uneven rows and columns, groups of 10
+    ((16, 8), 8, 90),     # P_x = n_kv: a whole KV group per column, no score reduction
+    ((10, 24), 1, 125),   # MQA: one KV head spans the row, the score allreduce runs on the whole X tree
+])
+def test_decode_layer_follows_the_simulated_program(grid, kv, context):
+    small = {**SMALL, "num_kv_heads": kv, **({"hidden_size": 256, "head_dim": 32} if kv == 8 else {})}
+    model = dataclasses.replace(load_catalog_model("llama3-8b"), **small)
+    cycles, ops, pred = _layer(model, grid, context)
+    assert set(ops) == set(OP_LABELS) and set(pred.parts) == set(OP_LABELS)
+    assert score_mode(model_dims(model), grid[1]) == {2: "groups", 8: "none", 1: "full"}[kv]
+    assert pred.total_cycles == pytest.approx(cycles, rel=0.04)
+    # op by op at the busiest PE (within 10% or 40 cycles: ops that end in a multicast start at
+    # different times on different PEs); the KV append runs on the shifting rows while the others go on with their
+    # scores, so it is compared with the ops up to the next synchronisation along Y (softmax's max)
+    attention = ("kv_append", "scores", "softmax")
+    groups = [(op,) for op in OP_LABELS if op not in attention] + [attention]
+    for group in groups:
+        p, s = sum(pred.parts[op] for op in group), sum(ops[op] for op in group)
+        assert abs(p - s) <= max(0.1 * s, 40), (group, ops, pred.parts)
