@@ -110,7 +110,6 @@ def ring_attention(spec: HardwareSpec, p_y: int, group_cols: int, rows: int, fea
     c_op = spec.op_issue_cycles
     mix = dtype if dtype == acc else "fp16_fp32"
     G, n_x, w, ng, d, T, Tk = group_cols, rows, features, groups, head_dim, tokens, keys
-    R = n_rep * T
     parts: dict[str, float] = {}
     # gather
     pack = ng * w * tiles * 2 * t_vec(spec, m, "mov", dtype)

@@ -484,7 +484,7 @@ def meshgemm_chain(spec: HardwareSpec, p_y: int, p_x: int, m: int, k: int, ns: t
     else:
         load = q_x * q_y * t_vec(spec, ta, "mov", dtype)
     round_t = 2 * c_op + spec.ramp_cycles + hops_x * spec.hop_cycles + math.ceil(q_y * ta / e_w) + t_join(spec, 2)
-    align = _skew_cycles(spec, Q, p_y, q_x, q_y, comm_x, round_t, t_vec(spec, ta, "mov", dtype)) if comm_x or Q > 1 else 0.0
+    align = _skew_cycles(spec, Q, p_y, q_x, q_y, comm_x, round_t, t_vec(spec, ta, "mov", dtype))
     total = load + align
     parts = {"load_a": load, "skew": align}
     restores = restore_copies(Q, q_y, comm_y)
