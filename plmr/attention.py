@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import math
 
-import numpy as np
 
 from plmr.breakdown import CostBreakdown
 from plmr.collectives import chain_side_arrival
@@ -49,6 +48,8 @@ def ring_busy_steps(p_y: int, blocks: int) -> int:
     number of steps paid at the computing cost."""
     if blocks >= p_y:
         return p_y
+    import numpy as np  # only sliding windows shorter than the ring need the recurrence; keeps plans numpy-free
+
     if p_y <= 2:
         order = np.arange(p_y)
     else:

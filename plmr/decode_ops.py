@@ -55,10 +55,11 @@ def _local(op: str, cycles: float, nbytes: int = 0) -> CostBreakdown:
 
 
 def rmsnorm_local(spec: HardwareSpec, length: int, dtype: str, op: str = "rmsnorm") -> CostBreakdown:
-    """Around the Σx² allreduce: x to fp32 (fp16 only), then rsqrt of one value, x·r rounded to the
-    model dtype, times γ."""
+    """Around the Σx² allreduce: x to fp32 (fp16 only), then rsqrt of one value, x·r (in fp32, then
+    rounded to the model dtype by a conversion: a CSL DSD op scales within one dtype), times γ."""
     cyc = (0.0 if dtype == ACC else t_copy(spec, length, dtype, ACC)) + t_fn(spec, 1)
-    cyc += t_op(spec, length, "scale", _mixed(dtype, ACC)) + t_op(spec, length, "mul", dtype)
+    cyc += t_op(spec, length, "scale", ACC) + (0.0 if dtype == ACC else t_copy(spec, length, ACC, dtype))
+    cyc += t_op(spec, length, "mul", dtype)
     return _local(op, cyc, 2 * length * dtype_bytes(dtype))
 
 
@@ -119,11 +120,13 @@ def scores_local(spec: HardwareSpec, heads: int, head_features: int, tokens: int
 
 def softmax_local(spec: HardwareSpec, heads: int, tokens: int, dtype: str) -> CostBreakdown:
     """Around the max and sum allreduces: per head s − m (an FMAC by −1 of the broadcast maximum,
-    fp32), exp over all scores, and per head the scale by 1/Σ rounded to the model dtype."""
+    fp32), exp over all scores, per head the scale by 1/Σ (fp32), and one conversion of all scores
+    to the model dtype (fp16 only: a CSL DSD op scales within one dtype)."""
     if tokens <= 0 or heads <= 0:
         return _local("softmax", 0.0)
     cyc = heads * t_op(spec, tokens, "fmac", ACC) + t_fn(spec, heads * tokens)
-    cyc += heads * t_op(spec, tokens, "scale", _mixed(dtype, ACC))
+    cyc += heads * t_op(spec, tokens, "scale", ACC)
+    cyc += 0.0 if dtype == ACC else t_copy(spec, heads * tokens, ACC, dtype)
     return _local("softmax", cyc, heads * tokens * dtype_bytes(ACC))
 
 
