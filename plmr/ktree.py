@@ -58,13 +58,9 @@ def split_groups(members: list[int], num_groups: int) -> list[tuple[int, ...]]:
     return [tuple(members[bounds[i]:bounds[i + 1]]) for i in range(num_groups)]
 
 
-def build_ktree(n: int, k: int = 2, group_counts: tuple[int, ...] | None = None) -> KTree:
-    """A K-tree over ``n`` PEs on one line.
-
-    ``group_counts`` gives the number of groups at levels 1..K-1 (level K is one group). When omitted,
-    groups are sized about n^(1/K) at every level, the critical-path optimum of method §6.3.
-    K = 1 is one chain into the middle PE.
-    """
+def _checked_counts(n: int, k: int, group_counts: tuple[int, ...] | None) -> tuple[int, ...]:
+    """The group counts of levels 1..K-1 of a K-tree over ``n`` PEs (the default when None), after
+    the checks every tree builder shares."""
     if n < 1:
         raise InputError(f"K-tree needs at least one PE, got {n}")
     if k < 1:
@@ -73,6 +69,17 @@ def build_ktree(n: int, k: int = 2, group_counts: tuple[int, ...] | None = None)
         group_counts = default_group_counts(n, k)
     if len(group_counts) != k - 1:
         raise InputError(f"K={k} needs {k - 1} group counts (levels 1..K-1), got {len(group_counts)}")
+    return group_counts
+
+
+def build_ktree(n: int, k: int = 2, group_counts: tuple[int, ...] | None = None) -> KTree:
+    """A K-tree over ``n`` PEs on one line.
+
+    ``group_counts`` gives the number of groups at levels 1..K-1 (level K is one group). When omitted,
+    groups are sized about n^(1/K) at every level, the critical-path optimum of method §6.3.
+    K = 1 is one chain into the middle PE.
+    """
+    group_counts = _checked_counts(n, k, group_counts)
     members = list(range(n))
     levels = []
     for count in list(group_counts) + [1]:
@@ -110,14 +117,7 @@ def chain_spans(n: int, k: int = 2, group_counts: tuple[int, ...] | None = None
     links over p[b1 - 1] - p[r] hops. Groups with equal spans cost the same, so each level keeps
     one of each (levels of balanced groups have a handful). Memoised: a planner prices the same
     few hundred trees thousands of times. Raises the same ``InputError``s as ``build_ktree``."""
-    if n < 1:
-        raise InputError(f"K-tree needs at least one PE, got {n}")
-    if k < 1:
-        raise InputError(f"K-tree needs K >= 1, got K={k}")
-    if group_counts is None:
-        group_counts = default_group_counts(n, k)
-    if len(group_counts) != k - 1:
-        raise InputError(f"K={k} needs {k - 1} group counts (levels 1..K-1), got {len(group_counts)}")
+    group_counts = _checked_counts(n, k, group_counts)
     pos: list[int] | range = range(n)
     levels = []
     for count in list(group_counts) + [1]:
@@ -165,14 +165,7 @@ def build_line_tree(n: int, k: int = 2, group_counts: tuple[int, ...] | None = N
     its last member, so a group root receives on one colour. Levels above are built as
     ``build_ktree`` builds them (middle roots, chains from both sides). K = 1 is one chain into the
     middle PE."""
-    if n < 1:
-        raise InputError(f"K-tree needs at least one PE, got {n}")
-    if k < 1:
-        raise InputError(f"K-tree needs K >= 1, got K={k}")
-    if group_counts is None:
-        group_counts = default_group_counts(n, k)
-    if len(group_counts) != k - 1:
-        raise InputError(f"K={k} needs {k - 1} group counts (levels 1..K-1), got {len(group_counts)}")
+    group_counts = _checked_counts(n, k, group_counts)
     if k == 1:
         return build_ktree(n, 1)
     g0 = group_counts[0]
