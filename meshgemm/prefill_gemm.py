@@ -28,11 +28,11 @@ body includes, with the rings set once on the program:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from meshgemm import line_rules as L
 from meshgemm.gemm import skew_plan, slot_colour
+from meshgemm.model_layout import MeshGemmGeometry
 from simulator.body import Body
 from simulator.expr import Expr, ExprLike, Param, Var, Y, as_expr, eq, ne, select
 from simulator.instructions import Copy, Gemm, Recv, Ref, Send
@@ -46,24 +46,11 @@ GEMM_VARS = (AR, BR, GJ, GI, GR, GT, GU, GN1, GN2, GD)
 
 
 @dataclass(frozen=True)
-class GemmGeometry:
-    """The virtual Q×Q mesh of MeshGEMM on P_y × P_x (method §4.4) and the token tile m."""
+class GemmGeometry(MeshGemmGeometry):
+    """The virtual Q×Q mesh of MeshGEMM on P_y × P_x (method §4.4, ``MeshGemmGeometry``) and the
+    token tile m."""
 
-    p_y: int
-    p_x: int
     m: int
-
-    @property
-    def q(self) -> int:
-        return math.lcm(self.p_y, self.p_x)
-
-    @property
-    def q_x(self) -> int:
-        return self.q // self.p_x
-
-    @property
-    def q_y(self) -> int:
-        return self.q // self.p_y
 
     @property
     def comm_x(self) -> bool:
