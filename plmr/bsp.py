@@ -27,15 +27,12 @@ import math
 from plmr.breakdown import CostBreakdown
 from plmr.collectives import chain_side_arrival, pipeline_allreduce, relay_allreduce
 from plmr.gemm import (
-    _skew_row_cost, gemm_footprint_bytes, local_gemm_cycles, shift_step,
+    _skew_row_cost, gemm_footprint_bytes, local_gemm_cycles, shift_step, summa_step_issue,
 )
 from plmr.gemv import local_gemv_cycles
 from plmr.hardware import HardwareSpec
 from plmr.interleave import ring_position
-from plmr.primitives import (
-    FMAC_PORTS, RECV_ADD_PORTS, SEND_PORTS, ceil_div, dtype_bytes, serial_streams, stalls, t_goto, t_join, t_vec,
-    union_length,
-)
+from plmr.primitives import ceil_div, dtype_bytes, serial_streams, t_goto, t_join, t_vec
 
 #: colours of the barrier: 2 per direction of the nearest-neighbour chains, per axis with more than one PE
 BARRIER_COLOURS_PER_AXIS = 4
@@ -189,23 +186,7 @@ def _summa_pe_step(spec: HardwareSpec, lines: list, roles: tuple, comp: float, l
     end) and multiplies; the product loses a cycle to every wavelet its microthreads move; it joins
     once its panels have landed (``landings``: when the last wavelet of each line's panel passes
     it, None as an owner)."""
-    c_op = spec.op_issue_cycles
-    t, sends, relayed = 0.0, [], 0.0
-    for (_, _, w, copy_t), role in zip(lines, roles):
-        if role == "relay":
-            t += c_op
-            relayed += w
-            continue
-        for _ in range(2 if role == "owner" else 1):
-            t += c_op
-            sends.append((t, w))
-        t += copy_t
-    iv = serial_streams(spec, sends)
-    stall = 0.0
-    if stalls(spec, FMAC_PORTS, SEND_PORTS):
-        stall += union_length([(max(a, t), b) for a, b in iv if b > t])
-    if stalls(spec, FMAC_PORTS, RECV_ADD_PORTS):
-        stall += relayed
+    t, iv, stall = summa_step_issue(spec, lines, roles)
     done = max([t + (comp if comp else 0.0) + stall] + [b for _, b in iv] + [x for x in landings if x is not None])
     return done + t_join(spec, 2 * n_axes)
 

@@ -238,9 +238,17 @@ def _summa_roles(spec: HardwareSpec, lines: list, roles: tuple, comp: float, n_a
     send and the copy). Ops are issued line by line (x first); an owner's sends start as soon as
     they are issued and share the ramp, so they partly run while the PE issues the rest; the product
     then loses one cycle per cycle a wavelet moves (``stalls``)."""
+    t, _, stall = summa_step_issue(spec, lines, roles)
+    return t + comp + stall + t_join(spec, 2 * n_axes)
+
+
+def summa_step_issue(spec: HardwareSpec, lines: list, roles: tuple) -> tuple[float, list, float]:
+    """The start of a SUMMA step on a PE (``_summa_roles``): (cycles to issue its ops, its sends'
+    stream intervals, the cycles its product loses to the wavelets its microthreads move). Shared by
+    the barrier-free step and the bulk-synchronous one (``plmr.bsp``)."""
     c_op = spec.op_issue_cycles
     t, sends, relayed = 0.0, [], 0.0
-    for (p, q, w, copy_t), role in zip(lines, roles):
+    for (_, _, w, copy_t), role in zip(lines, roles):
         if role == "relay":
             t += c_op
             relayed += w
@@ -255,7 +263,7 @@ def _summa_roles(spec: HardwareSpec, lines: list, roles: tuple, comp: float, n_a
         stall += union_length([(max(a, t), b) for a, b in iv if b > t])
     if stalls(spec, FMAC_PORTS, RECV_ADD_PORTS):
         stall += relayed
-    return t + comp + stall + t_join(spec, 2 * n_axes)
+    return t, iv, stall
 
 
 def summa(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",
