@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from plmr.breakdown import CostBreakdown
 from plmr.hardware import HardwareSpec
-from plmr.ktree import KTree, build_ktree, build_line_tree, chain_spans, level_shapes
+from plmr.ktree import KTree, build_ktree, build_line_tree, chain_spans
 from plmr.primitives import ceil_div, dtype_bytes, t_goto, t_msg, t_vec
 
 
@@ -110,55 +110,6 @@ def _group_phase(spec: HardwareSpec, left: list[int], right: list[int], n: int, 
     first, second = (right, left) if len(right) <= len(left) else (left, right)
     return _two_stream(spec, chain_side_arrival(spec, first), chain_side_arrival(spec, second), n_w,
                        t_vec(spec, n, "add", dtype))
-
-
-@dataclass(frozen=True)
-class FloorSums:
-    """Weighted sums over a set of K-tree allreduces of one axis (weights: how often each runs)
-    that ``ktree_sum_floor`` needs: the weights, the wavelets ⌈n/e_w⌉, the root's join and
-    final add (c_task + a vector add), and the tree-free part (c_coll + the broadcast's floor)."""
-
-    weight: float
-    wavelets: float
-    join: float
-    fixed: float
-
-    @staticmethod
-    def of(spec: HardwareSpec, n_ax: int, items: list[tuple[float, int, str, bool]]) -> "FloorSums":
-        """``items``: (weight, payload, dtype, with_broadcast) of allreduces over ``n_ax`` PEs. The
-        broadcast from the root travels at least ⌊n_ax/2⌋ hops."""
-        w = a = j = f = 0.0
-        for weight, n, dtype, bcast in items:
-            w += weight
-            a += weight * math.ceil(n / spec.elements_per_wavelet(dtype))
-            j += weight * (spec.task_cycles + t_vec(spec, n, "add", dtype))
-            f += weight * (spec.collective_cycles + (t_msg(spec, n, n_ax // 2, 0, dtype) if bcast else 0.0))
-        return FloorSums(w, a, j, f)
-
-
-def ktree_sum_floor(spec: HardwareSpec, n_ax: int, k: int, group_counts: tuple[int, ...] | None,
-                    sums: FloorSums) -> float:
-    """A lower bound of Σ weight·``ktree_allreduce_cycles`` over the allreduces of ``sums`` on one
-    tree, from its group counts alone (no tree is walked; ``plmr.ktree.level_shapes``): every
-    phase is at least its largest group's, whose chains have their link counts and at least the
-    level's spacing per link; the two-stream ingest max(h + n_w, l + 2n_w) is at least each of
-    its terms summed over the allreduces; every level but the last adds its task activation
-    exactly. (Additions in another order than the exact sums: the caller allows a relative
-    margin.)"""
-    op, hop = spec.op_issue_cycles, spec.hop_cycles
-    total = sums.fixed
-    shapes = level_shapes(n_ax, k, group_counts)
-    total += (len(shapes) - 1) * sums.weight * t_goto(spec)
-    for size, spacing in shapes:
-        if size >= 3:
-            east, west = size - 1 - size // 2, size // 2  # the root is the middle member
-            a1 = _arrival(spec, east, east * spacing * hop)
-            a2 = max(_arrival(spec, west, west * spacing * hop), 2 * op)
-            hi, lo = max(a1, a2), min(a1, a2)
-            total += max(sums.weight * hi + sums.wavelets, sums.weight * lo + 2 * sums.wavelets) + sums.join
-        elif size == 2:
-            total += sums.weight * _arrival(spec, 1, spacing * hop) + sums.wavelets
-    return total
 
 
 def ktree_reduce_cycles(spec: HardwareSpec, tree: KTree, n: int, dtype: str = "fp16",
@@ -438,3 +389,50 @@ def ring_shift(spec: HardwareSpec, n_ax: int, n: int, dtype: str = "fp16",
     t = t_msg(spec, n, hops, 0, dtype, packed)
     return CostBreakdown(op="ring_shift", compute_cycles=0.0, comm_cycles=t, total_cycles=t,
                          bytes_per_pe=2 * n * dtype_bytes(dtype), colors_per_pe=3 if n_ax >= 3 else 2)
+
+
+# ------------------------------------------------------------------------------------------------
+# The line tree's total without the breakdown (the planner's hot path)
+# ------------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=1 << 15)
+def _line_tree_walk(n_ax: int, k: int, group_counts: tuple[int, ...] | None, one_sided: bool,
+                    group_only: bool) -> tuple[tuple[tuple[tuple[int, ...], tuple[int, ...]], ...], tuple[int, ...]]:
+    """What ``line_tree_allreduce`` reads of ``build_line_tree``: per priced level, the distinct
+    (left, right) chain sides of its groups (a level costs its slowest group, and groups with the same
+    sides cost the same), and the distinct multicast distances (from the global root; per group root
+    with ``group_only``). Memoised: a planner prices the same few thousand trees at many payloads."""
+    tree = build_line_tree(n_ax, k, group_counts, one_sided)
+    levels = tree.levels[:1] if group_only else tree.levels
+    sides = tuple(tuple(dict.fromkeys((tuple(left), tuple(right)) for left, right in level.chain_sides()))
+                  for level in levels)
+    if group_only:
+        level = tree.levels[0]
+        hops = tuple(sorted({max(r - g[0], g[-1] - r) for g, r in zip(level.groups, level.roots) if len(g) > 1}))
+    else:
+        r = tree.root
+        hops = (max(r, n_ax - 1 - r),)
+    return sides, hops
+
+
+def line_tree_allreduce_cycles(spec: HardwareSpec, n_ax: int, n: int, k: int = 2,
+                               group_counts: tuple[int, ...] | None = None, dtype: str = "fp32",
+                               combine: str = "sum", one_sided: bool = True, with_broadcast: bool = True,
+                               group_only: bool = False) -> float:
+    """``line_tree_allreduce(...).total_cycles`` without the breakdown, from the same tree and the same
+    per-group phase (``_sequential_group_phase``), each distinct group priced once
+    (tests/plmr/test_collectives.py checks the two are the same number)."""
+    if combine not in COMBINES:
+        raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}")
+    if n_ax <= 1 or n <= 0:
+        return 0.0
+    sides, hops = _line_tree_walk(n_ax, k, None if group_counts is None else tuple(group_counts), one_sided,
+                                  group_only)
+    phases = [max((_sequential_group_phase(spec, left, right, n, dtype, combine) for left, right in level),
+                  default=0.0) for level in sides]
+    bcast_t = 0.0
+    if group_only:
+        bcast_t = max((t_msg(spec, n, h, 0, dtype) for h in hops), default=0.0)
+    elif with_broadcast:
+        bcast_t = t_msg(spec, n, hops[0], 0, dtype)
+    return spec.collective_cycles + sum(phases) + bcast_t

@@ -140,21 +140,6 @@ def chain_spans(n: int, k: int = 2, group_counts: tuple[int, ...] | None = None
     return tuple(levels), pos[0]
 
 
-def level_shapes(n: int, k: int, group_counts: tuple[int, ...] | None = None) -> list[tuple[int, int]]:
-    """Per level of ``build_ktree(n, k, group_counts)``, from the counts alone: (members of its
-    largest group, a floor on the PEs between consecutive members). A level splits m participants
-    into balanced groups of ⌊m/G⌋ or ⌈m/G⌉; the roots of consecutive groups are at least ⌊m/G⌋
-    participants apart, so the spacing grows by that factor at each level (1 at level 1)."""
-    counts = default_group_counts(n, k) if group_counts is None else group_counts
-    out = []
-    m, spacing = n, 1
-    for c in (*counts, 1):
-        out.append((-(-m // c), spacing))
-        spacing *= max(1, m // c)
-        m = c
-    return out
-
-
 def build_line_tree(n: int, k: int = 2, group_counts: tuple[int, ...] | None = None,
                     one_sided: bool = True) -> KTree:
     """The K-tree of the decode program's line collectives (``meshgemm.decode_collectives.LineTree``).

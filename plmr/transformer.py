@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from plmr.breakdown import CostBreakdown, in_sequence
 from plmr import decode_ops as D
 from plmr.attention import ring_attention
-from plmr.collectives import line_tree_allreduce
+from plmr.collectives import line_tree_allreduce, line_tree_allreduce_cycles
 from plmr.gemm import gemmt, meshgemm, meshgemm_chain
 from plmr.hardware import HardwareSpec
 from plmr.ops import elementwise, rmsnorm, rope, rope_chunks, silu_mul, softmax, token_rmsnorm
@@ -116,20 +116,39 @@ class Reduction:
     groups0: int | None = None
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def price_reduction(spec: HardwareSpec, r: Reduction, tree: TreeChoice) -> float:
-    """Cycles of one symbolic allreduce under ``tree``, as the decode program's line trees run it
-    (``plmr.collectives.line_tree_allreduce``). Memoised: a pure function of hashable arguments,
-    priced thousands of times by the planner's search."""
+def line_tree_args(r: Reduction, tree: TreeChoice) -> tuple | None:
+    """The arguments of ``plmr.collectives.line_tree_allreduce`` (after the spec: n_ax, n, k, group
+    counts, dtype, combine, then with_broadcast and group_only by keyword) for the line tree the
+    decode program runs ``r`` on when its axis uses ``tree``; None when it costs nothing. One place
+    for both pricers below: the group allreduce and an X tree whose level 0 is fixed by the KV
+    groups ignore ``tree``'s K and groups."""
     if r.n_ax <= 1 or r.payload <= 0:
-        return 0.0
+        return None
     if r.axis == "group" or r.groups0 is not None:
         g0 = r.groups0 if r.groups0 is not None else 1
         k, groups = (1, ()) if g0 <= 1 else (2, (min(g0, r.n_ax),))
     else:
         k, groups = tree.k, tree.group_counts
-    return line_tree_allreduce(spec, r.n_ax, r.payload, k, groups, r.dtype, r.combine,
-                               with_broadcast=r.broadcast, group_only=r.axis == "group").total_cycles
+    return (r.n_ax, r.payload, k, None if groups is None else tuple(groups), r.dtype, r.combine, r.broadcast,
+            r.axis == "group")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def price_reduction(spec: HardwareSpec, r: Reduction, tree: TreeChoice) -> float:
+    """Cycles of one symbolic allreduce under ``tree``, as the decode program's line trees run it
+    (``plmr.collectives.line_tree_allreduce``). Memoised: a pure function of hashable arguments."""
+    args = line_tree_args(r, tree)
+    if args is None:
+        return 0.0
+    return line_tree_allreduce(spec, *args[:6], with_broadcast=args[6], group_only=args[7]).total_cycles
+
+
+def reduction_cycles(spec: HardwareSpec, args: tuple | None) -> float:
+    """``price_reduction`` from its ``line_tree_args``, through the breakdown-free
+    ``line_tree_allreduce_cycles`` (the same number, tested): the planner's hot path."""
+    if args is None:
+        return 0.0
+    return line_tree_allreduce_cycles(spec, *args[:6], with_broadcast=args[6], group_only=args[7])
 
 
 def _local(name: str, cycles: float, nbytes: int = 0) -> CostBreakdown:

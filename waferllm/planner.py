@@ -15,16 +15,19 @@ ladder of shapes covering the mesh at ~1/24 of its longer side (every shape on s
 that cannot hold the model pruned by a memory bound first) is ranked, the best seeds are refined down
 to single-PE steps, and the last steps look where the best shapes sit: decode rows and columns at
 which a tile shrinks, prefill shapes along lines of a small side ratio (MeshGEMM's virtual mesh is
-lcm(P_y, P_x), so awkward shapes lose on merit). Decode K and level-1 group counts are chosen per
-axis (the layer cost is a sum of a Y-axis part, an X-axis part and a part no tree changes, so the
-axes are chosen independently, then paired under the colour budget). Exact lower bounds skip work
-that cannot win: prefill shapes are bounded by their MeshGEMMs alone, trees by their group counts.
+lcm(P_y, P_x), so awkward shapes lose on merit). Every decode shape visited is ranked by its exact
+cost with its best K and level-1 group counts per axis (the layer cost is a sum of a Y-axis part, an
+X-axis part and a part no tree changes, so the axes are chosen independently, then paired under the
+colour budget), each tree priced as the decode program's line trees run it; trees are skipped only
+by exact floors (a line tree never costs less for a larger payload). Prefill shapes are bounded by
+their MeshGEMMs alone (the paper method) before they are costed.
 See ``search_decode`` and ``search_prefill``; benchmarks/bench_planner.py --dense checks the result
 against a dense sweep of forced grids for every catalog model.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
 import heapq
 import math
@@ -32,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from plmr.breakdown import CostBreakdown
-from plmr.collectives import FloorSums, broadcast, chain_reduce, ktree_sum_floor, message
+from plmr.collectives import broadcast, chain_reduce, message
 from plmr.errors import InputError
 from plmr.gemv import local_gemv_cycles
 from plmr.hardware import DTYPE_BYTES, HardwareSpec
@@ -40,8 +43,8 @@ from plmr.ktree import default_group_counts
 from plmr.ops import rmsnorm
 from plmr.primitives import ceil_div
 from plmr.transformer import (
-    LayerDims, Reduction, TreeChoice, compose, decode_steps, local_cycles, paper_prefill_layer,
-    prefill_activation_bytes, prefill_gemm_floor, prefill_layer, price_reduction, round_up,
+    LayerDims, Reduction, TreeChoice, compose, decode_steps, line_tree_args, local_cycles, paper_prefill_layer,
+    prefill_activation_bytes, prefill_gemm_floor, prefill_layer, reduction_cycles, round_up,
 )
 from waferllm.placement import Placement, place_layers, regions_per_wafer, stage_fit_message
 
@@ -74,20 +77,11 @@ LADDER_POINTS = 24
 #: Ladder shapes refined down to single-PE steps.
 SEEDS = 6
 
-#: Decode: the best refined shapes whose K-trees are tuned.
-FINALISTS = 24
-
 #: Half-width in PEs of the window of shapes around the best one that the search visits last.
 WINDOW = 4
 
 #: Decode: half-length in PEs of the row and column through the best shape visited last.
 LINE = 16
-
-#: Decode: last shapes tuned when their proxy-tree cost is within this fraction of the best tuned.
-PROXY_SLACK = 0.01
-
-#: Decode: the tree depths the proxy trees that rank shapes are chosen from.
-PROXY_KS = (1, 2)
 
 #: Decode: how far (a fraction of the side) the last steps look for tile steps along a row or column.
 TILE_REACH = 0.3
@@ -344,69 +338,78 @@ class DecodeTerms:
     handoff: dict
     layers_per_token: int  # layers charged per token (the paper method: the model's count)
 
+    spec: HardwareSpec | None = field(default=None, compare=False, repr=False)
+    #: Exact reduction prices by ``line_tree_args`` for ``spec``, shared by the terms of one search.
+    prices: dict = field(default_factory=dict, compare=False, repr=False)
+
     def local(self) -> float:
+        return self._local
+
+    @functools.cached_property
+    def _local(self) -> float:
         return (sum(n * local_cycles(list(st)) for n, st in self.layer_groups)
                 + local_cycles(list(self.extras)) + self.handoff_cycles)
 
     @functools.cached_property
-    def _reductions(self) -> dict[str, tuple]:
-        """Per tree axis ("y"; "x" with the per-group score allreduce): (layers, reductions) per
-        layer group, then the extras' reductions, in step order."""
+    def _items(self) -> dict[str, tuple[tuple[float, Reduction], ...]]:
+        """Per tree axis ("y"; "x" with the per-group score allreduce): every distinct reduction
+        (its op name aside) with how often a token runs it (layers times occurrences, 1 for the
+        extras), in step order of first appearance."""
         out = {}
         for axis, axes in (("y", ("y",)), ("x", ("x", "group"))):
-            def pick(steps: tuple) -> tuple:
-                return tuple(s for s in steps if isinstance(s, Reduction) and s.axis in axes)
-            out[axis] = (tuple((n, pick(st)) for n, st in self.layer_groups), pick(self.extras))
+            weights: dict[Reduction, float] = {}
+            for n, steps in (*self.layer_groups, (1, self.extras)):
+                for r in steps:
+                    if isinstance(r, Reduction) and r.axis in axes and r.n_ax > 1 and r.payload > 0:
+                        key = replace(r, op="")
+                        weights[key] = weights.get(key, 0) + n
+            out[axis] = tuple((w, r) for r, w in weights.items())
         return out
 
-    @functools.cached_property
-    def _floors(self) -> dict:
-        return {}
-
-    def axis_floor(self, spec: HardwareSpec, axis: str, tree: TreeChoice) -> float:
-        """A lower bound of ``axis(spec, axis, tree)`` from the tree's group counts alone (no tree
-        is walked, see ``ktree_sum_floor``): what lets a search skip most trees unbuilt."""
-        key = (spec, axis)
-        if key not in self._floors:
-            items: dict[tuple[int, bool], list] = {}
-            groups, extras = self._reductions[axis]
-            for n, reds in (*groups, (1, extras)):
-                for r in reds:
-                    if r.n_ax > 1 and r.payload > 0:
-                        items.setdefault((r.n_ax, r.axis != "group"), []).append(
-                            (n, r.payload, r.dtype, r.broadcast))
-            self._floors[key] = tuple((n_ax, own, FloorSums.of(spec, n_ax, its))
-                                      for (n_ax, own), its in items.items())
-        total = 0.0
-        for n_ax, own, sums in self._floors[key]:
-            total += ktree_sum_floor(spec, n_ax, tree.k, tree.group_counts if own else None, sums)
-        return total * (1 - 1e-9)  # margin for the different order of additions
+    def tree_free(self, axis: str, trees: tuple[TreeChoice, ...]) -> bool:
+        """True when no reduction of ``axis`` depends on which of ``trees`` the axis uses (the X
+        axis when its level 0 is the KV groups): then every tree costs the same."""
+        memo = self.prices.setdefault("tree_free", {}) if self.prices is not None else {}
+        for _, r in self._items[axis]:
+            key = (r, trees)
+            free = memo.get(key)
+            if free is None:
+                first = line_tree_args(r, trees[0])
+                free = memo[key] = all(line_tree_args(r, t) == first for t in trees[1:])
+            if not free:
+                return False
+        return True
 
     def axis(self, spec: HardwareSpec, axis: str, tree: TreeChoice, limit: float = math.inf) -> float:
-        """Cycles of one axis's reductions under ``tree``: ``axis_cycles`` of every layer group
-        times its layers, plus the extras (the same additions in the same order). Every term is
-        >= 0, so once a partial sum exceeds ``limit`` the result is ``inf`` (the caller's test
-        ``cycles < limit`` is decided)."""
-        key = (spec, axis, tree)
+        """Cycles of one axis's reductions under ``tree``: each distinct reduction priced exactly
+        (``plmr.transformer.reduction_cycles``, memoised in ``prices``) times how often it runs.
+        Every term is >= 0, so once a sum exceeds ``limit`` the result is ``inf`` (the caller's
+        test ``cycles < limit`` is decided). Before pricing what is not memoised, a floor is
+        tried: a line tree never costs less for a larger payload (tested), so the price already
+        known for the largest smaller payload on the same tree bounds each unknown one."""
+        key = (axis, tree)
         known = self._axis_memo.get(key)
         if known is not None:
             return known if known <= limit else math.inf
-        groups, extras = self._reductions[axis]
-        total = 0
-        for n, reds in groups:
-            inner = 0
-            for r in reds:
-                inner += price_reduction(spec, r, tree)
-                if total + n * inner > limit:
-                    return math.inf
-            total += n * inner
-        inner = 0
-        for r in extras:
-            inner += price_reduction(spec, r, tree)
-            if total + inner > limit:
+        prices = self.prices if spec is self.spec else {}
+        items = [(w, line_tree_args(r, tree)) for w, r in self._items[axis]]
+        if limit < math.inf:
+            floor = 0.0
+            for w, args in items:
+                c = prices.get(args)
+                floor += w * (c if c is not None else _payload_floor(prices, args))
+            if floor > limit:
                 return math.inf
-        self._axis_memo[key] = total + inner
-        return total + inner
+        total = 0.0
+        for w, args in items:
+            c = prices.get(args)
+            if c is None:
+                c = _price(prices, spec, args)
+            total += w * c
+            if total > limit:
+                return math.inf
+        self._axis_memo[key] = total
+        return total
 
     @functools.cached_property
     def _axis_memo(self) -> dict:
@@ -432,18 +435,45 @@ class DecodeTerms:
         return per_layer, parts
 
 
+def _price(prices: dict, spec: HardwareSpec, args: tuple | None) -> float:
+    """The exact price of a reduction's line tree, memoised in ``prices`` and, for
+    ``_payload_floor``, in the sorted list of known (payload, price) of its tree."""
+    c = prices[args] = reduction_cycles(spec, args)
+    if args is not None:
+        known = prices.setdefault(("by_payload",) + args[:1] + args[2:], [])
+        bisect.insort(known, (args[1], c))
+    return c
+
+
+def _payload_floor(prices: dict, args: tuple | None) -> float:
+    """A lower bound of the price of ``args`` from ``prices`` alone: the price of the largest
+    known smaller payload on the same line tree (0 when none is known). Valid because a line
+    tree's cycles never fall when its payload grows (tests/plmr/test_collectives.py)."""
+    if args is None:
+        return 0.0
+    known = prices.get(("by_payload",) + args[:1] + args[2:])
+    if not known:
+        return 0.0
+    i = bisect.bisect_right(known, (args[1], math.inf))
+    return known[i - 1][1] if i else 0.0
+
+
 def _named(step: CostBreakdown, name: str) -> CostBreakdown:
     return replace(step, op=name)
 
 
-def decode_terms(model: Any, req: PlanRequest, grid: tuple[int, int], placement: Placement | None) -> DecodeTerms:
+def decode_terms(model: Any, req: PlanRequest, grid: tuple[int, int], placement: Placement | None,
+                 prices: dict | None = None) -> DecodeTerms:
+    """The decode step on ``grid`` with its reductions symbolic; ``prices``: a memo of exact
+    reduction prices to share with other grids of the same hardware (see ``DecodeTerms.prices``)."""
     spec, B, dt = req.hardware, req.batch, req.dtype
+    prices = {} if prices is None else prices
     p_y, p_x = grid
     if req.method == "paper":
         dims = paper_dims(model, grid)
         ctx = round_up(req.decode_context, paper_side(grid))
         steps = tuple(decode_steps(spec, dims, p_y, p_x, ctx, dt, B))
-        return DecodeTerms(grid, ((model.num_layers, steps),), (), 0.0, _no_handoff(), model.num_layers)
+        return DecodeTerms(grid, ((model.num_layers, steps),), (), 0.0, _no_handoff(), model.num_layers, spec, prices)
     dims = model_dims(model)
     contexts = layer_contexts(model, req.decode_context)
     groups = tuple((contexts.count(c), tuple(decode_steps(spec, dims, p_y, p_x, c, dt, B)))
@@ -461,7 +491,7 @@ def decode_terms(model: Any, req: PlanRequest, grid: tuple[int, int], placement:
         _named(chain_reduce(spec, p_x, 2 * B, dtype="fp32"), "argmax"),
     )
     handoff = decode_handoff(model, req, grid, placement)
-    return DecodeTerms(grid, groups, extras, handoff["decode_cycles"], handoff, model.num_layers)
+    return DecodeTerms(grid, groups, extras, handoff["decode_cycles"], handoff, model.num_layers, spec, prices)
 
 
 def _no_handoff() -> dict:
@@ -605,17 +635,25 @@ def best_trees(spec: HardwareSpec, terms: DecodeTerms, req: PlanRequest) -> tupl
 def best_axis_tree(spec: HardwareSpec, terms: DecodeTerms, axis: str, req: PlanRequest,
                    ks: tuple[int, ...] | None = None) -> tuple[float, TreeChoice]:
     """The tree of the tree space (K in ``ks``, default every K searched) with the fewest cycles
-    on one axis, scanning K-major so that the first tree reaching the minimum has the smallest K;
-    a tree is dropped as soon as its partial sum exceeds the best so far."""
+    on one axis, every tree priced exactly; ties go to the first in the space (the smallest K).
+    The best tree of the last grid with this axis length is priced first, so that most others stop
+    as soon as their partial sum exceeds it (exact: every term is >= 0)."""
     n = terms.grid[0] if axis == "y" else terms.grid[1]
-    best: tuple[float, TreeChoice | None] = (math.inf, None)
-    for t in _tree_space(n, ks or _ks(req)):
-        if best[1] is not None and terms.axis_floor(spec, axis, t) >= best[0]:
-            continue  # cannot be cheaper: not built
-        c = terms.axis(spec, axis, t, best[0])
-        if best[1] is None or c < best[0]:
-            best = (c, t)
-    return best  # type: ignore[return-value]
+    space = _tree_space(n, ks or _ks(req))
+    if terms.tree_free(axis, space):
+        return terms.axis(spec, axis, space[0]), space[0]
+    hints = terms.prices.setdefault("hint", {})
+    hint = hints.get((axis, space))
+    best_i = space.index(hint) if hint is not None else 0
+    best_c = terms.axis(spec, axis, space[best_i])
+    for i, t in enumerate(space):
+        if i == best_i:
+            continue
+        c = terms.axis(spec, axis, t, best_c)
+        if c < best_c or (c == best_c and i < best_i):
+            best_c, best_i = c, i
+    hints[(axis, space)] = space[best_i]
+    return best_c, space[best_i]
 
 
 def default_trees(req: PlanRequest, grid: tuple[int, int]) -> tuple[TreeChoice, TreeChoice]:
@@ -642,8 +680,8 @@ def decode_candidate(model: Any, req: PlanRequest, grid: tuple[int, int], forced
     return Candidate(grid, cycles, ty, tx, placement, terms)
 
 
-def _placed_terms(model: Any, req: PlanRequest, grid: tuple[int, int], forced: bool = False
-                  ) -> tuple[Placement | None, DecodeTerms] | None:
+def _placed_terms(model: Any, req: PlanRequest, grid: tuple[int, int], forced: bool = False,
+                  prices: dict | None = None) -> tuple[Placement | None, DecodeTerms] | None:
     """The real model's placement on ``grid`` (full method) and the decode step's terms, or None
     when it cannot be placed (an InputError with the binding numbers when ``forced``)."""
     placement: Placement | None = None
@@ -658,7 +696,7 @@ def _placed_terms(model: Any, req: PlanRequest, grid: tuple[int, int], forced: b
             if forced:
                 raise InputError(stage_fit_message(req.hardware, placement, model.name))
             return None
-    return placement, decode_terms(model, req, grid, placement)
+    return placement, decode_terms(model, req, grid, placement, prices)
 
 
 #: Prompt chunk counts tried when a whole prompt's activations do not fit a PE.
@@ -926,52 +964,42 @@ def _tile_steps(model: Any, req: PlanRequest, p_y: int, p_x: int, reach: float) 
 
 
 def search_decode(model: Any, req: PlanRequest, memo: dict | None = None) -> Candidate | None:
-    """The decode grid and K-trees. Every shape that fits the mesh is a candidate.
+    """The decode grid and K-trees. Every shape that fits the mesh is a candidate, and every shape
+    the search visits is ranked by its exact cost with its best trees (``best_trees``: each tree
+    of the tree space priced by the decode program's line trees, ``DecodeTerms.axis``), so no
+    proxy can hide a better shape among those visited.
 
-    Shapes are first ranked by their cost under *proxy* trees: each axis length gets, once, the
-    tree with K in ``PROXY_KS`` that is best for the first shape seen with it (the best tree
-    hardly depends on the payloads and is almost always a 2-level one, so this is close to each
-    shape's tuned cost and never below it). A ladder over the mesh (shapes that cannot hold the
-    model pruned by a memory bound first) is ranked so, the ``SEEDS`` best are refined down to
-    single-PE steps, and the ``FINALISTS`` best get their K-trees tuned. Then, around the best
-    tuned shape, every shape within ``WINDOW`` PEs, along its row and column within ``LINE`` PEs
-    and at the tile steps of its row and column (``_tile_steps``) is ranked, those within
-    ``PROXY_SLACK`` of the best are tuned (tuning lowers a shape's proxy cost by less than that),
-    and again around each new best until it stays put. Then every shape at a tile step of both
-    its row and its column within ``TILE_CROSS`` is looked at the same way (a better shape can sit
-    at steps of both sides at once, which no single row or column reaches: llama3-8b on WSE-2,
-    205×512 against 241×533), and the whole again from a new best.
+    A ladder over the mesh (shapes that cannot hold the model pruned by a memory bound first) is
+    ranked, and the ``SEEDS`` best are refined down to single-PE steps. Then, around the best
+    shape, every shape within ``WINDOW`` PEs, along its row and column within ``LINE`` PEs and at
+    the tile steps of its row and column (``_tile_steps``) is visited, again around each new best
+    until it stays put. Then every shape at a tile step of both its row and its column within
+    ``TILE_CROSS`` is visited (a better shape can sit at steps of both sides at once, which no
+    single row or column reaches: llama3-8b on WSE-2, 205×512 against 241×533), and the whole
+    again from a new best.
 
     ``memo`` (a dict) carries costs between searches of one request on more and more wafers: a
     shape that holds the model on n wafers has the same stages, hand-offs and costs on more."""
     spec = req.hardware
     step = _ladder_step(spec)
-    budget = len(spec.routable_colors)
     fitted: dict = {} if memo is None else memo.setdefault("fitted", {})
     tunings: dict = {} if memo is None else memo.setdefault("tuned", {})
-    proxy: dict[str, dict[int, TreeChoice]] = {"y": {}, "x": {}}
-    proxy_ks = (req.k_tree,) if req.k_tree is not None else PROXY_KS
+    prices: dict = {} if memo is None else memo.setdefault("prices", {})
 
     def ranked(grid: tuple[int, int]) -> Candidate | None:
         placed = fitted.get(grid)
         if placed is None:
             if not _memory_bound_ok(model, req, grid):
                 return None
-            placed = _placed_terms(model, req, grid)
+            placed = _placed_terms(model, req, grid, prices=prices)
             if placed is None:
                 return None
             fitted[grid] = placed
         placement, terms = placed
-        if req.method == "paper" and req.k_tree is None:  # the authors' trees, not searched
-            ty, tx = default_trees(req, grid)
-        else:
-            for axis, n in (("y", grid[0]), ("x", grid[1])):
-                if n not in proxy[axis]:
-                    proxy[axis][n] = best_axis_tree(spec, terms, axis, req, proxy_ks)[1]
-            ty, tx = proxy["y"][grid[0]], proxy["x"][grid[1]]
-            if req.k_tree is None and decode_colors(ty.k, tx.k, grid) > budget:
-                ty, tx = default_trees(req, grid)
-        return Candidate(grid, terms.total(spec, ty, tx), ty, tx, placement, terms)
+        if grid not in tunings:
+            tunings[grid] = best_trees(spec, terms, req)
+        ty, tx, cycles = tunings[grid]
+        return Candidate(grid, cycles, ty, tx, placement, terms)
 
     shapes = _Shapes(spec, ranked)
     for py in _ladder(spec.mesh_height, step):
@@ -982,26 +1010,13 @@ def search_decode(model: Any, req: PlanRequest, memo: dict | None = None) -> Can
         return None
     for seed in seeds:
         _refine(shapes, seed.grid, step)
-    tuned: dict[tuple[int, int], Candidate] = {}
 
-    def tune(c: Candidate) -> None:
-        if c.grid not in tuned:
-            if c.grid not in tunings:
-                tunings[c.grid] = best_trees(spec, c.terms, req)
-            ty, tx, cycles = tunings[c.grid]
-            tuned[c.grid] = replace(c, cycles=cycles, tree_y=ty, tree_x=tx)
-
-    for c in shapes.best(FINALISTS):
-        tune(c)
-    best = min(tuned.values(), key=lambda c: c.key)
     def look(around: list[tuple[int, int]]) -> Candidate:
         for g in around:
             shapes.visit(g)
-        for c in shapes.best_of(around, len(around)):
-            if c.cycles <= best.cycles * (1 + PROXY_SLACK):
-                tune(c)
-        return min(tuned.values(), key=lambda c: c.key)
+        return shapes.best(1)[0]
 
+    best = shapes.best(1)[0]
     centres: set[tuple[int, int]] = set()
     crossed: set[tuple[int, int]] = set()
     while best.grid not in crossed:

@@ -442,22 +442,49 @@ def test_ktree_errors_are_the_tree_builders():
         assert str(priced.value) == str(built.value)
 
 
-def test_ktree_sum_floor_never_exceeds_the_exact_sum():
-    """The tree-free floor a search uses to skip trees, against the exact weighted sums."""
+def _random_line_tree(rng):
+    n_ax = rng.choice([rng.randint(2, 40), rng.randint(2, 1200)])
+    k = rng.randint(1, 6)
+    counts = None if rng.random() < 0.2 else _random_counts(rng, n_ax, k)
+    return n_ax, k, counts
+
+
+def test_line_tree_allreduce_cycles_is_the_breakdowns_total():
+    """The planner's hot path against ``line_tree_allreduce`` on 1,500 random lines, trees, payloads
+    and flags (both combines, one- and two-sided level 0, the group allreduce), whole-number and
+    fractional parameters: the same number, bit for bit."""
     import random
 
-    from plmr.collectives import FloorSums, ktree_allreduce_cycles, ktree_sum_floor
+    from plmr.collectives import line_tree_allreduce, line_tree_allreduce_cycles
 
-    rng = random.Random(23)
-    for _ in range(400):
+    rng = random.Random(29)
+    spec_pool = [WSE2, WSE3, SPEC, WSE2.with_params(hop_cycles=1.3, ramp_cycles=0.7, relay_cycles=2.9)]
+    for _ in range(1500):
+        spec = rng.choice(spec_pool)
+        n_ax, k, counts = _random_line_tree(rng)
+        n = rng.choice([1, rng.randint(1, 64), rng.randint(1, 5000)])
+        args = (n_ax, n, k, counts, rng.choice(["fp16", "fp32"]), rng.choice(["sum", "max"]), rng.random() < 0.8,
+                rng.random() < 0.8, k >= 2 and rng.random() < 0.2)
+        want = line_tree_allreduce(spec, *args).total_cycles
+        assert line_tree_allreduce_cycles(spec, *args) == want, args
+
+
+def test_line_tree_cycles_never_fall_when_the_payload_grows():
+    """What the planner's tree floors rely on (``waferllm.planner._payload_floor``): on a fixed line
+    tree, a larger payload never costs fewer cycles. Every payload 1..160 and random large ones, on
+    random trees, both combines, with and without the multicast."""
+    import random
+
+    from plmr.collectives import line_tree_allreduce
+
+    rng = random.Random(31)
+    for _ in range(50):
         spec = rng.choice([WSE2, SPEC, WSE2.with_params(hop_cycles=1.3, relay_cycles=2.9)])
-        n_ax = rng.choice([rng.randint(2, 30), rng.randint(2, 1200)])
+        n_ax = rng.choice([rng.randint(2, 40), rng.randint(2, 400)])
         k = rng.randint(1, 6)
-        counts = None if rng.random() < 0.3 else _random_counts(rng, n_ax, k)
-        items = [(rng.choice([1, 2, 32, 80]), rng.choice([1, rng.randint(1, 5000)]), rng.choice(["fp16", "fp32"]),
-                  rng.random() < 0.8) for _ in range(rng.randint(1, 6))]
-        exact = 0.0
-        for w, n, dtype, bcast in items:
-            exact += w * ktree_allreduce_cycles(spec, n_ax, n, k, counts, dtype, with_broadcast=bcast)
-        floor = ktree_sum_floor(spec, n_ax, k, counts, FloorSums.of(spec, n_ax, items))
-        assert floor <= exact * (1 + 1e-12), (n_ax, k, counts, floor, exact)
+        counts = _random_counts(rng, n_ax, k)
+        flags = (rng.choice(["fp16", "fp32"]), rng.choice(["sum", "max"]), rng.random() < 0.8, rng.random() < 0.8,
+                 k >= 2 and rng.random() < 0.2)
+        payloads = list(range(1, 161)) + sorted(rng.randint(161, 20000) for _ in range(10))
+        cycles = [line_tree_allreduce(spec, n_ax, n, k, counts, *flags).total_cycles for n in payloads]
+        assert all(a <= b for a, b in zip(cycles, cycles[1:])), (n_ax, k, counts, flags)

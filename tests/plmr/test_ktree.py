@@ -186,24 +186,6 @@ def test_chain_spans_are_the_distinct_chain_sides_of_the_tree(data, n, k):
         assert len(got) == len(set(got)) and set(got) == want
 
 
-@settings(max_examples=150, deadline=None)
-@given(data=st.data(), n=st.integers(1, 1200), k=st.integers(1, 6))
-def test_level_shapes_bound_the_groups_of_the_tree(data, n, k):
-    """``level_shapes``: the largest group of each level exactly, and a floor on the spacing of
-    consecutive members, against the built tree."""
-    from plmr.ktree import level_shapes
-
-    counts, m = [], n
-    for _ in range(k - 1):
-        counts.append(data.draw(st.integers(1, m)))
-        m = counts[-1]
-    tree = build_ktree(n, k, tuple(counts))
-    for level, (largest, spacing) in zip(tree.levels, level_shapes(n, k, tuple(counts))):
-        assert largest == max(len(g) for g in level.groups)
-        members = sorted(p for g in level.groups for p in g)
-        assert all(b - a >= spacing for a, b in zip(members, members[1:]))
-
-
 @pytest.mark.parametrize("n,groups", [(20, 4), (21, 4), (420, 20), (533, 8), (7, 7), (9, 1)])
 def test_line_tree_roots_are_the_decode_programs(n, groups):
     """build_line_tree describes meshgemm.decode_collectives.LineTree: its level-0 group roots (the last

@@ -128,16 +128,8 @@ def pruned_brute_force(model, req) -> tuple[float, tuple[int, int]]:
     return best[0][0], best[1]
 
 
-SEARCH_LAGS_LINE_TREES = (
-    "the decode layer now prices the program's line trees (plmr.collectives.line_tree_allreduce); the "
-    "search still ranks shapes and trees with the two-sided K-tree proxies it was tuned on, so it can miss "
-    "the best plan by <1%: the planner must search with the line trees (open)")
-
-
-@pytest.mark.parametrize("model", [pytest.param(tiny("wide", hidden_size=512, intermediate_size=1408,
-                                                     num_attention_heads=8, num_key_value_heads=4,
-                                                     num_hidden_layers=8, vocab_size=8000),
-                                                marks=pytest.mark.xfail(strict=True, reason=SEARCH_LAGS_LINE_TREES))],
+@pytest.mark.parametrize("model", [tiny("wide", hidden_size=512, intermediate_size=1408, num_attention_heads=8,
+                                        num_key_value_heads=4, num_hidden_layers=8, vocab_size=8000)],
                          ids=lambda m: m.name)
 def test_search_equals_brute_force_on_a_60x80_wafer(model):
     """A mesh the first ladder does not cover (every 4th side): decode against every shape and
@@ -165,6 +157,26 @@ def test_the_layer_cost_is_tree_free_plus_one_part_per_axis():
                 assert terms.total(WSE2, ty, tx) == pytest.approx(sum(parts.values()), rel=1e-12)
 
 
+def test_the_search_prices_every_reduction_as_the_decode_layer_does():
+    """The search's hot path (``reduction_cycles`` of ``line_tree_args``, through the breakdown-free
+    line tree) against ``price_reduction`` (``line_tree_allreduce``, what ``compose`` prices) for every
+    reduction of the decode step on grids of every score mode, under trees of every K."""
+    from plmr.transformer import Reduction, line_tree_args, price_reduction, reduction_cycles
+
+    for name, method in (("llama3-8b", "full"), ("llama3-8b", "paper"), ("qwen2.5-0.5b", "full")):
+        model = load_catalog_model(name)
+        req = PlanRequest(WSE2, method)
+        for grid in [(205, 518), (60, 7), (31, 700), (1, 9), (300, 1)]:
+            terms = decode_terms(model, req, grid, None)
+            reds = [s for _, st in terms.layer_groups for s in st if isinstance(s, Reduction)]
+            reds += [s for s in terms.extras if isinstance(s, Reduction)]
+            for axis, n in (("y", grid[0]), ("x", grid[1])):
+                for tree in tree_space(n, (1, 2, 3, 6)):
+                    for r in reds:
+                        if (r.axis == "y") == (axis == "y"):
+                            assert reduction_cycles(WSE2, line_tree_args(r, tree)) == price_reduction(WSE2, r, tree)
+
+
 # A sample of a dense sweep: no forced grid beats the searched plan (benchmarks/bench_planner.py
 # sweeps every 10th shape for every catalog model).
 SWEEP = [(py, px) for py in range(40, 995, 137) for px in range(30, 751, 103)]
@@ -173,8 +185,6 @@ SWEEP = [(py, px) for py in range(40, 995, 137) for px in range(30, 751, 103)]
 @pytest.mark.parametrize("hw", [WSE2, WSE3], ids=lambda s: s.name)
 @pytest.mark.parametrize("method", ["full", "paper"])
 def test_no_forced_grid_of_a_sweep_beats_the_search(hw, method):
-    if (method, hw.name) == ("paper", "wse2"):
-        pytest.xfail(SEARCH_LAGS_LINE_TREES)
     model = load_catalog_model("llama3-8b")
     req = PlanRequest(hw, method)
     p = plan(model, req)
