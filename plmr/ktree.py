@@ -9,6 +9,7 @@ authors' constraints (n divisible by the group count, groups of at least two) [O
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass
 
 from plmr.errors import InputError
@@ -157,7 +158,7 @@ def build_line_tree(n: int, k: int = 2, group_counts: tuple[int, ...] | None = N
     if g0 < 1 or g0 > n:
         raise InputError(f"K-tree level 1: {g0} groups for {n} participants (allowed 1..{n})")
     sizes = [n // g0 + (1 if i < n % g0 else 0) for i in range(g0)]
-    starts = [sum(sizes[:i]) for i in range(g0)]
+    starts = [0, *itertools.accumulate(sizes)][:g0]
     groups = [tuple(range(a, a + m)) for a, m in zip(starts, sizes)]
     end = one_sided and g0 > 1
     roots = tuple(g[-1] if end else g[len(g) // 2] for g in groups)

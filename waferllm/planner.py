@@ -339,7 +339,8 @@ class DecodeTerms:
     layers_per_token: int  # layers charged per token (the paper method: the model's count)
 
     spec: HardwareSpec | None = field(default=None, compare=False, repr=False)
-    #: Exact reduction prices by ``line_tree_args`` for ``spec``, shared by the terms of one search.
+    #: Exact reduction prices by ``line_tree_args`` for ``spec`` (and the search's ``_TreeRow``s),
+    #: shared by the terms of one search.
     prices: dict = field(default_factory=dict, compare=False, repr=False)
 
     def local(self) -> float:
@@ -366,45 +367,22 @@ class DecodeTerms:
             out[axis] = tuple((w, r) for r, w in weights.items())
         return out
 
-    def tree_free(self, axis: str, trees: tuple[TreeChoice, ...]) -> bool:
-        """True when no reduction of ``axis`` depends on which of ``trees`` the axis uses (the X
-        axis when its level 0 is the KV groups): then every tree costs the same."""
-        memo = self.prices.setdefault("tree_free", {}) if self.prices is not None else {}
-        for _, r in self._items[axis]:
-            key = (r, trees)
-            free = memo.get(key)
-            if free is None:
-                first = line_tree_args(r, trees[0])
-                free = memo[key] = all(line_tree_args(r, t) == first for t in trees[1:])
-            if not free:
-                return False
-        return True
-
     def axis(self, spec: HardwareSpec, axis: str, tree: TreeChoice, limit: float = math.inf) -> float:
         """Cycles of one axis's reductions under ``tree``: each distinct reduction priced exactly
         (``plmr.transformer.reduction_cycles``, memoised in ``prices``) times how often it runs.
-        Every term is >= 0, so once a sum exceeds ``limit`` the result is ``inf`` (the caller's
-        test ``cycles < limit`` is decided). Before pricing what is not memoised, a floor is
-        tried: a line tree never costs less for a larger payload (tested), so the price already
-        known for the largest smaller payload on the same tree bounds each unknown one."""
+        Every term is >= 0, so once a partial sum exceeds ``limit`` the result is ``inf`` (the
+        caller's test ``cycles < limit`` is decided)."""
         key = (axis, tree)
         known = self._axis_memo.get(key)
         if known is not None:
             return known if known <= limit else math.inf
-        prices = self.prices if spec is self.spec else {}
-        items = [(w, line_tree_args(r, tree)) for w, r in self._items[axis]]
-        if limit < math.inf:
-            floor = 0.0
-            for w, args in items:
-                c = prices.get(args)
-                floor += w * (c if c is not None else _payload_floor(prices, args))
-            if floor > limit:
-                return math.inf
+        memo = self.prices if spec is self.spec else {}
         total = 0.0
-        for w, args in items:
-            c = prices.get(args)
+        for w, r in self._items[axis]:
+            args = line_tree_args(r, tree)
+            c = memo.get(args)
             if c is None:
-                c = _price(prices, spec, args)
+                c = memo[args] = reduction_cycles(spec, args)
             total += w * c
             if total > limit:
                 return math.inf
@@ -433,29 +411,6 @@ class DecodeTerms:
             parts[name] = extras.parts.get(name, 0.0)
         parts["handoffs"] = self.handoff_cycles
         return per_layer, parts
-
-
-def _price(prices: dict, spec: HardwareSpec, args: tuple | None) -> float:
-    """The exact price of a reduction's line tree, memoised in ``prices`` and, for
-    ``_payload_floor``, in the sorted list of known (payload, price) of its tree."""
-    c = prices[args] = reduction_cycles(spec, args)
-    if args is not None:
-        known = prices.setdefault(("by_payload",) + args[:1] + args[2:], [])
-        bisect.insort(known, (args[1], c))
-    return c
-
-
-def _payload_floor(prices: dict, args: tuple | None) -> float:
-    """A lower bound of the price of ``args`` from ``prices`` alone: the price of the largest
-    known smaller payload on the same line tree (0 when none is known). Valid because a line
-    tree's cycles never fall when its payload grows (tests/plmr/test_collectives.py)."""
-    if args is None:
-        return 0.0
-    known = prices.get(("by_payload",) + args[:1] + args[2:])
-    if not known:
-        return 0.0
-    i = bisect.bisect_right(known, (args[1], math.inf))
-    return known[i - 1][1] if i else 0.0
 
 
 def _named(step: CostBreakdown, name: str) -> CostBreakdown:
@@ -636,24 +591,111 @@ def best_axis_tree(spec: HardwareSpec, terms: DecodeTerms, axis: str, req: PlanR
                    ks: tuple[int, ...] | None = None) -> tuple[float, TreeChoice]:
     """The tree of the tree space (K in ``ks``, default every K searched) with the fewest cycles
     on one axis, every tree priced exactly; ties go to the first in the space (the smallest K).
-    The best tree of the last grid with this axis length is priced first, so that most others stop
-    as soon as their partial sum exceeds it (exact: every term is >= 0)."""
+    The best tree of the last grid with this axis length is priced first; every other tree is
+    first bounded by ``_TreeRow.floor`` and priced only when that floor is below the best so far,
+    and dropped as soon as its partial sum exceeds it (exact: every term is >= 0). The sum is the
+    one ``DecodeTerms.axis`` adds (same terms, same order)."""
     n = terms.grid[0] if axis == "y" else terms.grid[1]
-    space = _tree_space(n, ks or _ks(req))
-    if terms.tree_free(axis, space):
-        return terms.axis(spec, axis, space[0]), space[0]
+    ks = ks or _ks(req)
+    space = _tree_space(n, ks)
+    rows = [(w, _tree_row(terms.prices, r, ks, space)) for w, r in terms._items[axis]]
+    if all(row.tree_free for _, row in rows):
+        return _row_sum(spec, rows, 0, math.inf), space[0]
     hints = terms.prices.setdefault("hint", {})
-    hint = hints.get((axis, space))
-    best_i = space.index(hint) if hint is not None else 0
-    best_c = terms.axis(spec, axis, space[best_i])
-    for i, t in enumerate(space):
-        if i == best_i:
+    best_i = hints.get((axis, n, ks), 0)
+    best_c = _row_sum(spec, rows, best_i, math.inf)
+    by_payload = sorted(rows, key=lambda wr: wr[1].payload)
+    for i in range(len(space)):
+        if i == best_i or _tree_floor(spec, rows, by_payload, i, best_c) > best_c:
             continue
-        c = terms.axis(spec, axis, t, best_c)
+        c = _row_sum(spec, rows, i, best_c)
         if c < best_c or (c == best_c and i < best_i):
             best_c, best_i = c, i
-    hints[(axis, space)] = space[best_i]
+    hints[(axis, n, ks)] = best_i
     return best_c, space[best_i]
+
+
+def _tree_floor(spec: HardwareSpec, rows: list, by_payload: list, i: int, limit: float = -math.inf) -> float:
+    """A lower bound of ``_row_sum(rows, i)``: known prices, and ``_TreeRow.floor`` for the others.
+    While the bound is at most ``limit``, the unpriced row of the smallest payload is priced and
+    the bound taken again (a price at a small payload is a floor for the larger payloads of its
+    kind), so that a tree that cannot win is dropped after a price or two."""
+    while True:
+        floor, todo = 0.0, None
+        for w, row in rows:
+            c = row.prices[i]
+            floor += w * (c if c is not None else row.floor(i))
+        if floor > limit:
+            return floor
+        for _, row in by_payload:
+            if row.prices[i] is None:
+                todo = row
+                break
+        if todo is None:
+            return floor
+        todo.price(spec, i)
+
+
+class _TreeRow:
+    """One reduction (its op name aside) on one axis: its ``line_tree_args`` and its exact price
+    under each tree of the axis's tree space, priced on demand and shared by every grid of a search
+    that runs the same reduction (``DecodeTerms.prices``)."""
+
+    __slots__ = ("args", "payload", "prices", "tree_free", "ladder", "memo")
+
+    def __init__(self, r: Reduction, space: tuple[TreeChoice, ...], ladder: list, memo: dict):
+        self.args = [line_tree_args(r, t) for t in space]
+        self.payload = r.payload
+        self.prices: list[float | None] = [None] * len(space)
+        self.tree_free = all(a == self.args[0] for a in self.args)
+        self.ladder = ladder  # (payload, row) of every row of this tree space and kind, by payload
+        self.memo = memo
+
+    def price(self, spec: HardwareSpec, i: int) -> float:
+        c = self.prices[i]
+        if c is None:
+            args = self.args[i]
+            c = self.memo.get(args)
+            if c is None:
+                c = self.memo[args] = reduction_cycles(spec, args)
+            self.prices[i] = c
+        return c
+
+    def floor(self, i: int) -> float:
+        """A lower bound of ``price(i)`` from prices known already: the price under the same tree of
+        the largest smaller payload of the same kind priced so far (0 when none is). Valid because a
+        line tree's cycles never fall when its payload grows (tests/plmr/test_collectives.py)."""
+        payloads, rows = self.ladder
+        j = bisect.bisect_left(payloads, self.payload)
+        while j > 0:
+            j -= 1
+            c = rows[j].prices[i]
+            if c is not None:
+                return c
+        return 0.0
+
+
+def _tree_row(prices: dict, r: Reduction, ks: tuple[int, ...], space: tuple[TreeChoice, ...]) -> _TreeRow:
+    rows = prices.setdefault("rows", {})
+    row = rows.get((r, ks))
+    if row is None:
+        kind = (replace(r, payload=0), ks)
+        ladder = prices.setdefault("ladders", {}).setdefault(kind, ([], []))
+        row = rows[(r, ks)] = _TreeRow(r, space, ladder, prices)
+        j = bisect.bisect_left(ladder[0], r.payload)
+        ladder[0].insert(j, r.payload)
+        ladder[1].insert(j, row)
+    return row
+
+
+def _row_sum(spec: HardwareSpec, rows: list, i: int, limit: float) -> float:
+    """Σ weight × price under tree ``i``, in the order of ``rows``; ``inf`` once it exceeds ``limit``."""
+    total = 0.0
+    for w, row in rows:
+        total += w * row.price(spec, i)
+        if total > limit:
+            return math.inf
+    return total
 
 
 def default_trees(req: PlanRequest, grid: tuple[int, int]) -> tuple[TreeChoice, TreeChoice]:
