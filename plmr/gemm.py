@@ -9,6 +9,7 @@ P-1 hops); SUMMA broadcasts panels from a moving root. Rotating operands are zer
 
 from __future__ import annotations
 
+import functools
 import math
 
 from plmr.breakdown import CostBreakdown
@@ -431,6 +432,7 @@ def mixed_dtype(dtype: str, acc: str) -> str:
     return dtype if dtype == acc else "fp16_fp32"
 
 
+@functools.lru_cache(maxsize=4096)
 def restore_copies(q: int, q_y: int, comm_y: bool) -> int:
     """Local slot-row copies that put a weight's rows back in its own slots after Q shifts through
     the one spare row (``meshgemm.prefill_gemm.MeshGemmRings.restore_b``): the rows sit (−Q) mod
@@ -515,3 +517,17 @@ def meshgemm_chain(spec: HardwareSpec, p_y: int, p_x: int, m: int, k: int, ns: t
     compute += load
     return CostBreakdown(op="meshgemm_chain", compute_cycles=compute, comm_cycles=max(total - compute, 0.0),
                          total_cycles=total, parts=parts)
+
+
+def meshgemm_chain_floor(spec: HardwareSpec, p_y: int, p_x: int, m: int, k: int, ns: tuple[int, ...],
+                         dtype: str = "fp16", acc: str = "fp32", biases: tuple[bool, ...] = ()) -> CostBreakdown:
+    """A lower bound of ``meshgemm_chain(...)`` (same arguments) at a small fraction of its price:
+    the local products alone. Each product runs Q steps, and a step is at least its k·n FMACs of m
+    token lanes per hosted tile (``shift_step`` adds issues, stalls and a join to them); the load,
+    skew, fill, restoring copies, conversion and bias only add. tests/plmr/test_gemm.py checks it
+    against the chain."""
+    Q = math.lcm(p_y, p_x)
+    q_x, q_y = Q // p_x, Q // p_y
+    per_fmac = spec.op_issue_cycles + math.ceil(m / spec.simd_width("fmac", mixed_dtype(dtype, acc)))
+    t = float(sum(Q * (q_x * q_y * k * n * per_fmac) for n in ns if n > 0))
+    return CostBreakdown(op="meshgemm_chain_floor", compute_cycles=t, comm_cycles=0.0, total_cycles=t)

@@ -17,7 +17,7 @@ from plmr.breakdown import CostBreakdown, in_sequence
 from plmr import decode_ops as D
 from plmr.attention import ring_attention
 from plmr.collectives import line_tree_allreduce, line_tree_allreduce_cycles
-from plmr.gemm import gemmt, meshgemm, meshgemm_chain
+from plmr.gemm import gemmt, meshgemm, meshgemm_chain, meshgemm_chain_floor
 from plmr.hardware import HardwareSpec
 from plmr.ops import elementwise, rmsnorm, rope, rope_chunks, silu_mul, softmax, token_rmsnorm
 from plmr.primitives import balanced_split, ceil_div, dtype_bytes, t_fn, t_vec
@@ -383,7 +383,8 @@ PREFILL_PHASES = ("attn_norm", "qkv", "rope", "attention", "o_proj", "h_attn", "
 
 
 def prefill_phases(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, tokens: int, dtype: str = "fp16",
-                   keys: int | None = None, window: int | None = None, acc: str = "fp32") -> dict[str, CostBreakdown]:
+                   keys: int | None = None, window: int | None = None, acc: str = "fp32",
+                   chain=meshgemm_chain) -> dict[str, CostBreakdown]:
     """One prefill layer op by op as the layer program runs it (``meshgemm.prefill_program``; method §3.2,
     §3.6, §4.3-§4.4, §5), keyed by the program's phases (``PREFILL_PHASES``), on the busiest PE.
 
@@ -393,7 +394,8 @@ def prefill_phases(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, toke
     blocks, of which the busiest row computes ``visible``: all P_y causally, ⌈(W + T − 1)/T⌉ under a
     sliding window W); RMSNorm is ``token_rmsnorm`` (a chain allreduce along the row). Projections
     accumulate in ``acc``. ``keys``: a prompt chunk attending to that many keys (key blocks of
-    ⌈keys/P_y⌉)."""
+    ⌈keys/P_y⌉). ``chain``: the rule that prices the four MeshGEMM chains (``meshgemm_chain_floor``
+    gives a lower bound of the layer at a fraction of its price, ``prefill_layer_floor``)."""
     Q = math.lcm(p_y, p_x)
     q_x, q_y = Q // p_x, Q // p_y
     m = ceil_div(tokens, Q)
@@ -422,15 +424,15 @@ def prefill_phases(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, toke
     act_n = q_y * F_col * m
     return {
         "attn_norm": norm,
-        "qkv": meshgemm_chain(spec, p_y, p_x, m, e, (tq, tkv, tkv), dtype, acc, (bias, bias, bias)),
+        "qkv": chain(spec, p_y, p_x, m, e, (tq, tkv, tkv), dtype, acc, (bias, bias, bias)),
         "rope": rope_chunks(spec, q_y * ng * (n_rep + 1), max(w // 2, 1), m, dtype),
         "attention": ring_attention(spec, p_y, G, rows, w, ng, d, n_rep, T, Tk, q_y, m, visible, dtype, acc),
-        "o_proj": meshgemm_chain(spec, p_y, p_x, m, tq, (e,), dtype, acc),
+        "o_proj": chain(spec, p_y, p_x, m, tq, (e,), dtype, acc),
         "h_attn": residual,
         "mlp_norm": norm,
-        "gate_up": meshgemm_chain(spec, p_y, p_x, m, e, (f, f), dtype, acc),
+        "gate_up": chain(spec, p_y, p_x, m, e, (f, f), dtype, acc),
         "act": local("silu_mul", t_fn(spec, act_n) + t_vec(spec, act_n, "mul", dtype)),
-        "down": meshgemm_chain(spec, p_y, p_x, m, f, (e,), dtype, acc),
+        "down": chain(spec, p_y, p_x, m, f, (e,), dtype, acc),
         "h_out": residual,
     }
 
@@ -442,6 +444,16 @@ def prefill_layer(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, token
     callers: the program's row reductions are chains (``token_rmsnorm``), whatever the decode trees."""
     phases = prefill_phases(spec, dims, p_y, p_x, tokens, dtype, keys, window, acc)
     return in_sequence("prefill_layer", [dataclasses.replace(c, op=name) for name, c in phases.items()])
+
+
+def prefill_layer_floor(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, tokens: int, dtype: str = "fp16",
+                        keys: int | None = None, window: int | None = None, acc: str = "fp32") -> float:
+    """A lower bound of ``prefill_layer(...).total_cycles`` (same arguments) at a fraction of its price:
+    the layer's phases with each MeshGEMM chain at its ``meshgemm_chain_floor`` (the other phases
+    exact). Every phase is at least what it adds here, so the sum is at most the layer's
+    (tests/plmr/test_transformer.py checks it on many grids)."""
+    phases = prefill_phases(spec, dims, p_y, p_x, tokens, dtype, keys, window, acc, chain=meshgemm_chain_floor)
+    return sum(c.total_cycles for c in phases.values())
 
 
 def paper_prefill_layer(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, tokens: int,
