@@ -52,6 +52,7 @@ CLI_TARGET_S = 1.0
 #: (label, model, plan keyword arguments): plan() timed in-process after the imports.
 SEARCHES = [
     ("llama3-70b, full, --wafers auto (5, and the 6- and 7-wafer options)", "llama3-70b", {"wafers": "auto"}),
+    ("llama3-70b, paper, --wafers auto", "llama3-70b", {"wafers": "auto", "method": "paper"}),
     ("qwen2-72b, full, --wafers auto", "qwen2-72b", {"wafers": "auto"}),
     ("llama3-8b, full", "llama3-8b", {}),
     ("llama3-8b, paper", "llama3-8b", {"method": "paper"}),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import operator
 from dataclasses import dataclass
 
 from plmr.errors import InputError
@@ -28,9 +29,8 @@ class KTreeLevel:
         out = []
         for group, root in zip(self.groups, self.roots):
             i = group.index(root)
-            left = [group[j + 1] - group[j] for j in range(i)]
-            right = [group[j + 1] - group[j] for j in range(i, len(group) - 1)]
-            out.append((left, right))
+            hops = list(map(operator.sub, group[1:], group))
+            out.append((hops[:i], hops[i:]))
         return out
 
 
