@@ -698,6 +698,32 @@ def _row_sum(spec: HardwareSpec, rows: list, i: int, limit: float) -> float:
     return total
 
 
+def decode_floor(spec: HardwareSpec, terms: DecodeTerms, req: PlanRequest) -> float:
+    """A lower bound of ``best_trees(...)``'s cycles (trees searched) from what a search has priced
+    already: the tree-free part, and per axis the least over its tree space of the prices known
+    under each tree plus, for the others, ``_TreeRow.floor`` (0 when nothing is known yet); an
+    axis no tree changes is priced exactly (one tree). The colour budget only removes pairs."""
+    total = terms.local()
+    for axis, n in (("y", terms.grid[0]), ("x", terms.grid[1])):
+        ks = _ks(req)
+        space = _tree_space(n, ks)
+        rows = [(w, _tree_row(terms.prices, r, ks, space)) for w, r in terms._items[axis]]
+        if not rows:
+            continue
+        if all(row.tree_free for _, row in rows):
+            total += _row_sum(spec, rows, 0, math.inf)
+            continue
+        least = math.inf
+        for i in range(len(space)):
+            floor = 0.0
+            for w, row in rows:
+                c = row.prices[i]
+                floor += w * (c if c is not None else row.floor(i))
+            least = min(least, floor)
+        total += least
+    return total * (1 - 1e-12)  # margin: the tuned cost adds the same terms in another order
+
+
 def default_trees(req: PlanRequest, grid: tuple[int, int]) -> tuple[TreeChoice, TreeChoice]:
     if req.method == "paper" and req.k_tree is None:
         return paper_tree(grid[0]), paper_tree(grid[1])
@@ -1028,7 +1054,18 @@ def search_decode(model: Any, req: PlanRequest, memo: dict | None = None) -> Can
     tunings: dict = {} if memo is None else memo.setdefault("tuned", {})
     prices: dict = {} if memo is None else memo.setdefault("prices", {})
 
-    def ranked(grid: tuple[int, int]) -> Candidate | None:
+    searched_trees = not (req.method == "paper" and req.k_tree is None)
+
+    def tuned(grid: tuple[int, int]) -> Candidate:
+        placement, terms = fitted[grid]
+        if grid not in tunings:
+            tunings[grid] = best_trees(spec, terms, req)
+        ty, tx, cycles = tunings[grid]
+        return Candidate(grid, cycles, ty, tx, placement, terms)
+
+    def bound(grid: tuple[int, int]) -> Candidate | float | None:
+        """None when the model cannot be placed; else the tuned candidate when it is known (or the
+        trees are the authors', not searched), else a lower bound of its cost (``decode_floor``)."""
         placed = fitted.get(grid)
         if placed is None:
             if not _memory_bound_ok(model, req, grid):
@@ -1037,13 +1074,11 @@ def search_decode(model: Any, req: PlanRequest, memo: dict | None = None) -> Can
             if placed is None:
                 return None
             fitted[grid] = placed
-        placement, terms = placed
-        if grid not in tunings:
-            tunings[grid] = best_trees(spec, terms, req)
-        ty, tx, cycles = tunings[grid]
-        return Candidate(grid, cycles, ty, tx, placement, terms)
+        if grid in tunings or not searched_trees:
+            return tuned(grid)
+        return decode_floor(spec, placed[1], req)
 
-    shapes = _Shapes(spec, ranked)
+    shapes = _Shapes(spec, bound, tuned)
     for py in _ladder(spec.mesh_height, step):
         for px in _ladder(spec.mesh_width, step):
             shapes.visit((py, px))

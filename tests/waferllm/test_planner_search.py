@@ -177,6 +177,29 @@ def test_the_search_prices_every_reduction_as_the_decode_layer_does():
                             assert reduction_cycles(WSE2, line_tree_args(r, tree)) == price_reduction(WSE2, r, tree)
 
 
+def test_decode_floor_never_exceeds_the_tuned_cost():
+    """The bound the decode search ranks unseen shapes by (``decode_floor``: known prices, and prices
+    at smaller payloads for the others) against ``best_trees`` on every shape of a 60x80 mesh, with
+    the prices a search has left in the shared memo and with none."""
+    from waferllm.planner import best_trees, decode_floor, search_decode
+
+    model = tiny("wide", hidden_size=512, intermediate_size=1408, num_attention_heads=8, num_key_value_heads=4,
+                 num_hidden_layers=8, vocab_size=8000)
+    for kv_heads in (4, 1):
+        m = dataclasses.replace(model, num_kv_heads=kv_heads)
+        req = PlanRequest(MEDIUM, "full", context=2048, input_len=512, output_len=16)
+        memo: dict = {}
+        search_decode(m, req, memo)
+        for prices in (memo["prices"], {}):
+            for py in range(1, 61, 3):
+                for px in range(1, 81, 3):
+                    if (placed := memo["fitted"].get((py, px))) is None:
+                        continue
+                    terms = decode_terms(m, req, (py, px), placed[0], prices)
+                    floor = decode_floor(MEDIUM, terms, req)
+                    assert floor <= best_trees(MEDIUM, terms, req)[2], (kv_heads, py, px)
+
+
 # A sample of a dense sweep: no forced grid beats the searched plan (benchmarks/bench_planner.py
 # sweeps every 10th shape for every catalog model).
 SWEEP = [(py, px) for py in range(40, 995, 137) for px in range(30, 751, 103)]
