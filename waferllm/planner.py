@@ -598,10 +598,11 @@ def best_axis_tree(spec: HardwareSpec, terms: DecodeTerms, axis: str, req: PlanR
     n = terms.grid[0] if axis == "y" else terms.grid[1]
     ks = ks or _ks(req)
     space = _tree_space(n, ks)
-    rows = [(w, _tree_row(terms.prices, r, ks, space)) for w, r in terms._items[axis]]
+    prices = terms.prices if spec is terms.spec else {}  # the memo holds prices for terms.spec
+    rows = [(w, _tree_row(prices, r, ks, space)) for w, r in terms._items[axis]]
     if all(row.tree_free for _, row in rows):
         return _row_sum(spec, rows, 0, math.inf), space[0]
-    hints = terms.prices.setdefault("hint", {})
+    hints = prices.setdefault("hint", {})
     best_i = hints.get((axis, n, ks), 0)
     best_c = _row_sum(spec, rows, best_i, math.inf)
     by_payload = sorted(rows, key=lambda wr: wr[1].payload)
@@ -704,10 +705,11 @@ def decode_floor(spec: HardwareSpec, terms: DecodeTerms, req: PlanRequest) -> fl
     under each tree plus, for the others, ``_TreeRow.floor`` (0 when nothing is known yet); an
     axis no tree changes is priced exactly (one tree). The colour budget only removes pairs."""
     total = terms.local()
+    prices = terms.prices if spec is terms.spec else {}  # the memo holds prices for terms.spec
     for axis, n in (("y", terms.grid[0]), ("x", terms.grid[1])):
         ks = _ks(req)
         space = _tree_space(n, ks)
-        rows = [(w, _tree_row(terms.prices, r, ks, space)) for w, r in terms._items[axis]]
+        rows = [(w, _tree_row(prices, r, ks, space)) for w, r in terms._items[axis]]
         if not rows:
             continue
         if all(row.tree_free for _, row in rows):
