@@ -339,6 +339,10 @@ class Evaluator:
         # taken and not taken; a branch only ever not taken is pruned by cslc (no code)
         self.branches_taken: set = set()
         self.branches_pruned: set = set()
+        # ids of run-time code's ``if`` statements whose condition was known at comptime (cslc keeps
+        # no test for them) and of those whose condition was not, for the code-size estimate
+        self.ifs_comptime: set = set()
+        self.ifs_runtime: set = set()
         self._dispatch = {}
         for cls in st.Node.__subclasses__():
             fn = getattr(self, "ev_" + cls.__name__, None)
@@ -1251,6 +1255,7 @@ class Evaluator:
             return
         c = self.eval(s.cond)
         if c is UNKNOWN:
+            self.ifs_runtime.add(id(s))
             self.path_stack.append((s, 0))
             try:
                 self.exec(s.then)
@@ -1281,6 +1286,7 @@ class Evaluator:
                 self.mask = (~frame.ret_mask) if saved is None else saved & ~frame.ret_mask
             return
         if self.runtime:
+            self.ifs_comptime.add(id(s))
             taken, other = (s.then, s.else_) if c else (s.else_, s.then)
             if taken is not None:
                 self.branches_taken.add(id(taken))
