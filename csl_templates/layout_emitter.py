@@ -42,7 +42,6 @@ class _RuleInfo:
     index: int
     rule: object
     keys: np.ndarray  # configured (pe * C + colour)
-    pairs: list  # distinct (rx, tx) mask pairs
 
 
 class LayoutEmitter:
@@ -114,10 +113,8 @@ class LayoutEmitter:
             cols, rxm, txm, cond = (np.broadcast_to(np.asarray(evaluate(e, env, vectorised=True)), shape)
                                     .astype(np.int64) for e in (r.colour, r.rx, r.tx, r.when))
             on = (cond != 0) & ((rxm != 0) | (txm != 0))
-            codes = np.bincount(((rxm[on] << 8) | txm[on]).ravel(), minlength=1)
-            pairs = [(int(v) >> 8, int(v) & 255) for v in np.nonzero(codes)[0]]
             pes = yr[:, None] * prog.width + xr[None, :]
-            out.append(_RuleInfo(k, r, (pes[on] * C + cols[on]).astype(np.int64), pairs))
+            out.append(_RuleInfo(k, r, (pes[on] * C + cols[on]).astype(np.int64)))
         return out
 
     def _overrides(self, infos: list[_RuleInfo]) -> dict[int, list[int]]:

@@ -83,7 +83,7 @@ def barrier_fragment(prog: MeshProgram, body, colours: list[int] | None) -> tupl
     ``body``."""
     from meshgemm import line_rules as L
     from meshgemm.gemm_baselines import _chain_params
-    from simulator.expr import Param, X, Y, eq, select
+    from simulator.expr import Param, X, Y, eq
     from simulator.instructions import Recv, RecvAdd, RecvAddSend, RelayStore, Send
     from simulator.statements import If
 
