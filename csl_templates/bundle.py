@@ -17,6 +17,7 @@ any other existing content is refused. Output is deterministic (byte-identical o
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import tempfile
@@ -32,7 +33,7 @@ from csl_templates.host_plan import HostPlan, resolve
 from csl_templates.pe_emitter import FIXED_SLOTS
 from csl_templates.target import FABRIC_OFFSETS, CslTarget
 
-SCHEMA = "waferllm.bundle/1"
+SCHEMA = "waferllm.bundle/2"  # 2: a copy lists its rectangles (was one entry per rectangle)
 MANIFEST = "manifest.json"
 _NP_SCALAR = {"i16": "int16", "u16": "uint16", "i32": "int32", "u32": "uint32", "f16": "float16", "f32": "float32"}
 
@@ -112,10 +113,11 @@ def render_bundle(prog: MeshProgram, plan: HostPlan | None, stub: dict | None, k
     names = {"x": "X", "y": "Y", "e": "E", **{p: f"PRM[{p!r}]" for p in prog.layout_params}}
     copies_in, copies_out = resolve(plan, prog) if plan is not None else ([], [])
 
-    def copy_ctx(r) -> dict:
-        return {"tensor": r.copy.tensor, "buffer": r.copy.buffer, "x0": r.x0, "y0": r.y0, "w": r.w, "h": r.h,
-                "elems": r.elems, "dtype": r.dtype, "index": numpy_expr(r.copy.index, names),
-                "valid": numpy_expr(r.copy.valid, names)}
+    def copy_ctx(group: list) -> dict:
+        r = group[0]
+        return {"tensor": r.copy.tensor, "buffer": r.copy.buffer, "dtype": r.dtype,
+                "rects": ", ".join(f"({g.x0}, {g.y0}, {g.w}, {g.h}, {g.elems})" for g in group),
+                "index": numpy_expr(r.copy.index, names), "valid": numpy_expr(r.copy.valid, names)}
 
     fn_args = _function_args(prog)
     launches = []
@@ -140,7 +142,8 @@ def render_bundle(prog: MeshProgram, plan: HostPlan | None, stub: dict | None, k
                 for t in inputs],
         outputs=[{"name": t.name, "shape": tuple(int(d) for d in t.shape), "dtype": t.dtype} for t in outputs],
         reference=reference, tolerance=repr(dict(plan.tolerance) if plan else {}), launches=launches,
-        slots=repr(slots), copies_in=[copy_ctx(r) for r in copies_in], copies_out=[copy_ctx(r) for r in copies_out])
+        slots=repr(slots), copies_in=[copy_ctx(g) for g in _by_copy(copies_in)],
+        copies_out=[copy_ctx(g) for g in _by_copy(copies_out)])
     archs = [t.arch for t in src.targets]
     commands = {}
     files: dict[str, str] = {f"src/{name}": text for name, text in src.files.items()}
@@ -178,8 +181,8 @@ def render_bundle(prog: MeshProgram, plan: HostPlan | None, stub: dict | None, k
         "inputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "init": t.init} for t in inputs],
         "outputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in outputs],
         "seed": plan.seed if plan else 0,
-        "copies_in": [_copy_json(r) for r in copies_in],
-        "copies_out": [_copy_json(r) for r in copies_out],
+        "copies_in": [_copy_json(g) for g in _by_copy(copies_in)],
+        "copies_out": [_copy_json(g) for g in _by_copy(copies_out)],
         "launches": [{"function": la.function, "args": dict(la.args)} for la in plan_launches],
         "expected": {t.name: {"reference": reference[t.name], "tolerance": plan.tolerance[t.name],
                               "metric": "max |out - ref| / max |ref|"} for t in outputs},
@@ -187,7 +190,7 @@ def render_bundle(prog: MeshProgram, plan: HostPlan | None, stub: dict | None, k
         "skipped_targets": dict(src.skipped),
         "stub": stub or {},
     }
-    files[MANIFEST] = json.dumps(manifest, indent=2, sort_keys=False) + "\n"
+    files[MANIFEST] = manifest_json(manifest)
     files["README.md"] = env.get_template("README.md.j2").render(
         kernel=kernel, width=W, height=H, version=version, program=prog.name, hardware=prog.spec.name,
         params=[p for p in src.params if p not in ("width", "height")], bodies=list(src.bodies), targets=archs,
@@ -229,9 +232,29 @@ def _default_launch(src: CslSource):
     return Launch("main")
 
 
-def _copy_json(r) -> dict:
-    return {"tensor": r.copy.tensor, "buffer": r.copy.buffer, "x0": r.x0, "y0": r.y0, "w": r.w, "h": r.h,
-            "elems_per_pe": r.elems, "dtype": r.dtype, "index": repr(r.copy.index), "valid": repr(r.copy.valid)}
+def manifest_json(manifest: dict) -> str:
+    """The manifest as indented JSON with every list of numbers on one line (a copy's rectangles, the
+    fabric sizes), so it reads as a table and its length does not follow the number of rectangles."""
+    text = json.dumps(manifest, indent=2, sort_keys=False)
+    return re.sub(r"\[\s*(-?\d+(?:,\s*-?\d+)*)\s*\]", lambda m: "[" + re.sub(r",\s*", ", ", m.group(1)) + "]",
+                  text) + "\n"
+
+
+def _by_copy(regions: list) -> list[list]:
+    """The resolved rectangles grouped by the host copy they come from (in the plan's order): a copy
+    is written once with its rectangles, so only the list of rectangles varies with the mesh (memcpy
+    moves one count per PE, so balanced blocks take up to four)."""
+    groups: dict[int, list] = {}
+    for r in regions:
+        groups.setdefault(id(r.copy), []).append(r)
+    return list(groups.values())
+
+
+def _copy_json(group: list) -> dict:
+    r = group[0]
+    return {"tensor": r.copy.tensor, "buffer": r.copy.buffer, "dtype": r.dtype, "index": repr(r.copy.index),
+            "valid": repr(r.copy.valid),
+            "rects": [[g.x0, g.y0, g.w, g.h, g.elems] for g in group]}  # x0, y0, w, h, elements per PE
 
 
 def load_manifest(bundle: str | Path) -> dict:

@@ -198,13 +198,75 @@ def select(cond, a, b):
             and len(a.items) == len(b.items):
         return StructVal({k: select(cond, a.fields[k], b.fields[k]) for k in a.fields},
                          tuple(select(cond, x, y) for x, y in zip(a.items, b.items)))
-    av, bv = _np_of(a), _np_of(b)
+    # direction lists of different lengths (``.{ NORTH }`` in some lanes, ``.{}`` in others): bit masks
+    if isinstance(a, DirBits) or isinstance(b, DirBits) or (
+            isinstance(a, StructVal) and isinstance(b, StructVal) and not a.fields and not b.fields):
+        da, db = _dir_mask(a), _dir_mask(b)
+        if da is not None and db is not None:
+            return DirBits(np.where(cond, da, db))
+    # other structs of different shapes: one struct per lane
+    av, bv = _lane_tuples(a), _lane_tuples(b)
     ad = np.asarray(av).dtype
     bd = np.asarray(bv).dtype
     if ad == object or bd == object:
         av = np.asarray(av, dtype=object) if ad != object else av
         bv = np.asarray(bv, dtype=object) if bd != object else bv
     return _vec(np.where(cond, av, bv))
+
+
+class DirBits:
+    """Direction lists that differ per lane, as a bit mask (``1 << port``, as ``Direction`` values
+    are) per lane: what a comptime function returning ``.{ NORTH }`` on some PEs and ``.{}`` on
+    others gives when evaluated for many PEs at once. Route readers take it as the lists' bits."""
+
+    __slots__ = ("arr",)
+
+    def __init__(self, arr):
+        self.arr = np.asarray(arr, dtype=np.int64)
+
+    def __repr__(self) -> str:
+        return f"DirBits{self.arr.shape}"
+
+
+_AS_BIT = np.frompyfunc(lambda d: int(d) if isinstance(d, Direction) else -1, 1, 1)
+
+
+def _dir_mask(v):
+    """Bit mask (int or lane array) of a direction list value, or None when ``v`` is not one."""
+    if isinstance(v, DirBits):
+        return v.arr
+    if not isinstance(v, StructVal) or v.fields:
+        return None
+    total: Any = 0
+    for it in v.items:
+        if isinstance(it, Direction):
+            total = total | int(it)
+        elif _is_vec(it) and it.arr.dtype == object:
+            bits = _AS_BIT(it.arr).astype(np.int64)
+            if (bits < 0).any():
+                return None
+            total = total | bits
+        else:
+            return None
+    return total
+
+
+def _lane_tuples(v):
+    """``_np_of(v)``, but a struct whose fields or items vary per lane becomes an object array of one
+    plain struct per lane (so structs of different shapes can be selected lane by lane)."""
+    if not isinstance(v, StructVal):
+        return _np_of(v)
+    parts = list(v.fields.values()) + list(v.items)
+    if not any(_is_vec(x) for x in parts):
+        return _np_of(v)
+    shape = np.broadcast_shapes(*[x.arr.shape for x in parts if _is_vec(x)])
+    cols = [np.broadcast_to(_lane_tuples(x), shape) for x in parts]
+    nf = len(v.fields)
+    out = np.empty(shape, dtype=object)
+    for idx in np.ndindex(shape):
+        vals = [c[idx] for c in cols]
+        out[idx] = StructVal(dict(zip(v.fields, vals[:nf])), tuple(vals[nf:]))
+    return out
 
 
 def _trunc_div(a, b):
@@ -277,6 +339,10 @@ class Evaluator:
         # taken and not taken; a branch only ever not taken is pruned by cslc (no code)
         self.branches_taken: set = set()
         self.branches_pruned: set = set()
+        # ids of run-time code's ``if`` statements whose condition was known at comptime (cslc keeps
+        # no test for them) and of those whose condition was not, for the code-size estimate
+        self.ifs_comptime: set = set()
+        self.ifs_runtime: set = set()
         self._dispatch = {}
         for cls in st.Node.__subclasses__():
             fn = getattr(self, "ev_" + cls.__name__, None)
@@ -1189,6 +1255,7 @@ class Evaluator:
             return
         c = self.eval(s.cond)
         if c is UNKNOWN:
+            self.ifs_runtime.add(id(s))
             self.path_stack.append((s, 0))
             try:
                 self.exec(s.then)
@@ -1219,6 +1286,7 @@ class Evaluator:
                 self.mask = (~frame.ret_mask) if saved is None else saved & ~frame.ret_mask
             return
         if self.runtime:
+            self.ifs_comptime.add(id(s))
             taken, other = (s.then, s.else_) if c else (s.else_, s.then)
             if taken is not None:
                 self.branches_taken.add(id(taken))

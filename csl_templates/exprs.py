@@ -425,8 +425,9 @@ class CslPrinter:
         return lo is not None and lo >= 0
 
     def bounds(self, e: Expr) -> tuple:
-        """(lowest, highest) value ``e`` can take, None where unknown: parameters range over their
-        placed values, coordinates over the mesh, variables proven non-negative over [0, ...);
+        """(lowest, highest) value ``e`` can take, None where unknown: parameters over the ranges the
+        scope gives (the emitters give signs only, ``nonneg_params``, so what is proven does not
+        depend on the mesh size), coordinates and variables proven non-negative over [0, ...);
         interval arithmetic with Python's floor ``//`` and ``%``."""
         key = id(e)
         b = self._bounds.get(key)

@@ -6,9 +6,9 @@ One comptime loop nest over the rectangle (``x`` columns, ``y`` rows) holds, per
   with each parameter printed from the expression the author gave (numbers, expressions of ``X``,
   ``Y`` and program parameters); PEs without a body get ``pe_idle.csl``;
 * **routes**: one block per route rule: where its condition holds, ``@set_color_config`` with the
-  direction literals of each distinct (rx, tx) mask pair the rule takes — the pairs are enumerated by
-  evaluating the rule's masks over its PEs, as the simulator's builder does — so a rule written once
-  prints once whatever the mesh size. A (PE, colour) that a later rule re-routes is excluded from the
+  direction literals of its masks — printed directly when the masks are constants, else through
+  ``route_ports(mask)``, a table of every mask of the five ports printed once — so a rule written once
+  prints the same text whatever the mesh size. A (PE, colour) that a later rule re-routes is excluded from the
   earlier rule's condition, so every (PE, colour) is configured once.
 
 Sizes are layout ``param``s bound by ``cslc --params`` (``width``, ``height`` and the program's
@@ -42,7 +42,6 @@ class _RuleInfo:
     index: int
     rule: object
     keys: np.ndarray  # configured (pe * C + colour)
-    pairs: list  # distinct (rx, tx) mask pairs
 
 
 class LayoutEmitter:
@@ -58,10 +57,10 @@ class LayoutEmitter:
         for n in prog.layout_params:
             check_layout_name(n, f"program {prog.name}", "program parameter")
         nonneg = frozenset(n for n, v in prog.layout_params.items() if v >= 0)
+        # signs only, not this size's values: what the printer proves (and so prints) must not
+        # depend on the mesh size, or the text would grow with it
         self.scope = Scope(param_types={n: "i32" for n in prog.layout_params},
-                           coord={"x": "xi", "y": "yi"}, coord_type="i32", nonneg_params=nonneg,
-                           param_bounds={n: (v, v) for n, v in prog.layout_params.items()},
-                           coord_bounds={"x": (0, prog.width - 1), "y": (0, prog.height - 1)})
+                           coord={"x": "xi", "y": "yi"}, coord_type="i32", nonneg_params=nonneg)
         self.p = CslPrinter(self.scope)
 
     # ---------------------------------------------------------------------------------- bounds
@@ -114,10 +113,8 @@ class LayoutEmitter:
             cols, rxm, txm, cond = (np.broadcast_to(np.asarray(evaluate(e, env, vectorised=True)), shape)
                                     .astype(np.int64) for e in (r.colour, r.rx, r.tx, r.when))
             on = (cond != 0) & ((rxm != 0) | (txm != 0))
-            codes = np.bincount(((rxm[on] << 8) | txm[on]).ravel(), minlength=1)
-            pairs = [(int(v) >> 8, int(v) & 255) for v in np.nonzero(codes)[0]]
             pes = yr[:, None] * prog.width + xr[None, :]
-            out.append(_RuleInfo(k, r, (pes[on] * C + cols[on]).astype(np.int64), pairs))
+            out.append(_RuleInfo(k, r, (pes[on] * C + cols[on]).astype(np.int64)))
         return out
 
     def _overrides(self, infos: list[_RuleInfo]) -> dict[int, list[int]]:
@@ -198,6 +195,7 @@ class LayoutEmitter:
             placements.append((None, None, self.idle_file, [".memcpy_params = memcpy.get_params(x)"]))
         placement_lines = _placement_lines(placements)
         rules = []
+        uses_table = False
         for info in infos:
             r = info.rule
             cond = []
@@ -218,26 +216,26 @@ class LayoutEmitter:
                     parts.append(f"({self.p.expr(later.rx, 'i32')} != 0 or {self.p.expr(later.tx, 'i32')} != 0)")
                 parts = [q for q in parts if q]
                 cond.append("!(" + (" and ".join(parts) if parts else "true") + ")")
-            const_masks = len(info.pairs) == 1 and not names(r.rx)[1] and not names(r.tx)[1] \
-                and not names(r.rx)[0] and not names(r.tx)[0]
+            const_masks = not any(names(as_expr(r.rx))) and not any(names(as_expr(r.tx)))
             colour = f"@get_color({self.p.expr(r.colour, 'i32')})"
             lines = [f"// route rule {info.index}: colour {r.colour!r}"]
             cond_text = " and ".join(f"({c})" if " or " in c else c for c in cond)
             lines.append(f"if ({cond_text}) {{" if cond_text else "{")
             body = []
-            if not info.pairs:
-                body.append("// (routes no PE at this size)")
-            elif const_masks:
-                rxm, txm = info.pairs[0]
-                body.append(_config(colour, rxm, txm))
+            if const_masks:
+                rxm, txm = int(as_expr(r.rx).value), int(as_expr(r.tx).value)
+                body.append(_config(colour, rxm, txm) if rxm or txm else "// (routes nothing)")
             else:
+                # the masks' direction literals from one table (``route_ports``): the same text whatever
+                # pairs the rule takes at this size
                 rx, tx = f"route{info.index}_rx", f"route{info.index}_tx"
                 body.append(f"const {rx}: i32 = {self.p.expr(r.rx, 'i32')};")
                 body.append(f"const {tx}: i32 = {self.p.expr(r.tx, 'i32')};")
-                for i, (rxm, txm) in enumerate(info.pairs):
-                    body.append(("} else " if i else "") + f"if ({rx} == {rxm} and {tx} == {txm}) {{")
-                    body.append("  " + _config(colour, rxm, txm))
+                body.append(f"if ({rx} != 0 or {tx} != 0) {{")
+                body.append(f"  @set_color_config(x, y, {colour}, .{{ .routes = .{{ .rx = route_ports({rx}), "
+                            f".tx = route_ports({tx}) }} }});")
                 body.append("}")
+                uses_table = True
             lines += ["  " + b for b in body] + ["}"]
             rules.append(lines)
         exports = [{"name": n, "type": t} for n, t in self.exports.items()]
@@ -246,6 +244,7 @@ class LayoutEmitter:
             kernel=self.kernel, prog=prog, shared=shared,
             params=[n for n in prog.layout_params if n not in aliases], aliases=aliases,
             placement_lines=placement_lines, rules=rules, exports=exports, functions=functions,
+            port_table=_port_table() if uses_table else [],
             n_bodies=len({id(pl.body) for pl in prog.placements}))
 
 
@@ -258,6 +257,16 @@ def _const(e) -> bool:
 def _config(colour: str, rxm: int, txm: int) -> str:
     return (f"@set_color_config(x, y, {colour}, .{{ .routes = .{{ .rx = {directions(rxm)}, "
             f".tx = {directions(txm)} }} }});")
+
+
+def _port_table() -> list[str]:
+    """``route_ports(mask)``: the direction literals of a port mask (bit ``1 << port``), every mask of
+    the five ports, so a rule whose masks vary over the PEs prints one ``@set_color_config``."""
+    lines = ["fn route_ports(comptime mask: i32) comptime_struct {"]
+    for m in range(1, 1 << len(_PORT_ORDER)):
+        lines.append(f"  if (mask == {m}) {{ return {directions(m)}; }}")
+    lines += ["  return .{};", "}"]
+    return lines
 
 
 def _placement_lines(placements: list) -> list[str]:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from csl_templates import syntax_tree as st
-from csl_templates.comptime import NOT_HANDLED, EvalError, Evaluator, _np_of
+from csl_templates.comptime import NOT_HANDLED, DirBits, EvalError, Evaluator, _np_of
 from csl_templates.comptime_values import (
     UNKNOWN, VOID, ArrayVal, Color, Direction, Opaque, StructVal, Vec, direction_set, to_python,
 )
@@ -130,6 +130,8 @@ def dir_bits(v: Any) -> int | None:
     """Bit set of a direction list value (``.{RAMP, EAST}``, ``[1]direction{RAMP}``, ``{}``)."""
     if isinstance(v, Direction):
         return int(v)
+    if isinstance(v, DirBits) and v.arr.ndim == 0:
+        return int(v.arr)
     items = None
     if isinstance(v, StructVal):
         if v.fields:
@@ -423,6 +425,8 @@ class LayoutEffects:
         return VOID
 
     def _bits(self, n, ev, v):
+        if isinstance(v, DirBits):
+            return Vec(v.arr) if v.arr.ndim else int(v.arr)
         if isinstance(v, Vec):
             out = np.empty(v.arr.shape, dtype=np.int64)
             flat = v.arr.ravel()

@@ -50,16 +50,6 @@ class PeFile:
     functions: dict[str, tuple[str, ...]]  # launchable function -> CSL argument types
 
 
-def param_bounds(body: Body, blocks: list) -> dict[str, tuple]:
-    """(lowest, highest) placed value of every int parameter."""
-    out = {}
-    for name, kind in body.params.items():
-        if kind == "int":
-            vals = [b.values[name] for b in blocks]
-            out[name] = (min(vals), max(vals))
-    return out
-
-
 def param_types(body: Body, blocks: list) -> tuple[dict[str, str], frozenset]:
     """CSL type of every parameter (ints i32: the bodies' variables are i32, and products of sizes
     overflow i16) and the parameters that are >= 0 on every placed PE."""
@@ -126,8 +116,8 @@ class PeEmitter:
             param_types=ptypes,
             var_types={v.name: v.dtype for v in body.vars.values()},
             buffer_types={b.name: BUFFER_CSL[b.dtype] for b in body.buffers.values()},
-            coord={"x": "wl_x", "y": "wl_y"}, coord_type="i32", nonneg_params=nonneg,
-            param_bounds=param_bounds(body, blocks))
+            coord={"x": "wl_x", "y": "wl_y"}, coord_type="i32", nonneg_params=nonneg)
+        # (signs of the parameters only, not their placed ranges: the text must not depend on the mesh size)
         self.p = CslPrinter(self.scope)
         self.p.set_nonneg_vars(nonneg_vars(body, self.p))
         self.p.hoist = self._hoist

@@ -220,9 +220,10 @@ def evaluate_pe(module: st.Module, params: Any = None, arch: str = "wse2", loade
             ev.path_stack.clear()
     effects.function = "comptime"
     pruned = ev.branches_pruned - ev.branches_taken
+    folded = ev.ifs_comptime - ev.ifs_runtime
     for fn in module.functions():
         if fn.body is not None:
-            ops, stmts = _code_statements(fn.body, pruned)
+            ops, stmts = _code_statements(fn.body, pruned, folded)
             facts.code_ops += ops
             facts.code_statements += stmts
             facts.code_bodies += 1
@@ -284,12 +285,17 @@ _STATEMENTS = (st.ExprStmt, st.Assign, st.VarDecl, st.Return, st.Break, st.Conti
 DSD_SETUP = frozenset("get_dsd increment_dsd_offset set_dsd_length set_dsd_base_addr set_dsd_stride".split())
 
 
-def _code_statements(body: st.Node, pruned: set) -> tuple[int, int]:
+def _code_statements(body: st.Node, pruned: set, folded: set = frozenset()) -> tuple[int, int]:
     """(DSD ops, other statements) of a run-time body that produce code: all of them but those in branches of
     ``if`` statements whose condition is known at comptime for this parameter set and never holds that way
     (``pruned``: ids of branch nodes), which cslc drops. A DSD op or ``@map`` is an expression statement
-    calling one; a declaration of a DSD made from another (``DSD_SETUP``) is part of its op, as the
-    program model counts it; ``if`` statements count as statements."""
+    calling one; a ``const``
+    declaration — a DSD made from another (``DSD_SETUP``), or a name for a subexpression — is part of
+    the statement that uses it, as the program model counts an expression with its statement (a
+    subexpression bound once is computed once: counting it again would charge its code twice);
+    ``if`` statements count as statements, but those whose condition is known
+    at comptime for this parameter set (``folded``: cslc keeps only the branch that runs, and the
+    program model drops the test with the branch)."""
     ops = stmts = 0
     stack = [body]
     while stack:
@@ -299,9 +305,9 @@ def _code_statements(body: st.Node, pruned: set) -> tuple[int, int]:
         if isinstance(node, st.ExprStmt) and isinstance(node.expr, st.BuiltinCall) and (
                 node.expr.name in DSD_OPS or node.expr.name == "map"):
             ops += 1
-        elif isinstance(node, st.VarDecl) and isinstance(node.init, st.BuiltinCall) and node.init.name in DSD_SETUP:
-            pass
-        elif isinstance(node, _STATEMENTS) or (isinstance(node, st.If) and not node.is_expr):
+        elif isinstance(node, st.VarDecl) and node.kind == "const":
+            pass  # a DSD made from another, or a name for a subexpression: part of the statement using it
+        elif isinstance(node, _STATEMENTS) or (isinstance(node, st.If) and not node.is_expr and id(node) not in folded):
             stmts += 1
         stack.extend(node.children())
     return ops, stmts

@@ -14,11 +14,16 @@ schedule:
   broadcast back).
 
 **The barrier** is real fabric traffic on the nearest-neighbour chains: every PE holds a one-element
-fp32 token, reduced up a chain into the last PE of its row and relayed back down, then the same
-along its column (``barrier_fragment``). No PE leaves it before every PE has entered it. It takes 4
-colours per axis with more than one PE on top of the kernel's (SUMMA's own chains serve it), and a
-PE receives on 2 of them per axis: with a kernel's own, within a WSE-2's input queues (a chain into
-the middle with a multicast back is shorter, but its root receives on 3 colours per axis, too many).
+fp32 token, reduced up a chain into the last PE of its row, the rows' totals up the last column into
+its last PE, relayed back down that column and then down every row (``barrier_fragment``). No PE
+leaves it before every PE has entered it. It takes 4 colours per axis with more than one PE on top
+of the kernel's (SUMMA's own chains serve it). A PE receives on at most 3 of them (the last column's:
+its row's reduce and both column chains; every other PE: its row's two), and no parameter set uses
+both the row relay's receive and a column one, so the barrier needs 3 input queues: with Cannon's
+and MeshGEMM's 3 ring receives, 6 — within WSE-3's usable input queues (2-7) as well as WSE-2's.
+(Rows then columns, each a full allreduce, has the same critical path and exit times, but a PE
+receives on 4 barrier colours: 7 queues with the rings'; a chain into the middle with a multicast
+back is shorter, but its root receives on 3 colours per axis.)
 Its cost model is ``plmr.bsp``.
 
 Each barrier-free builder takes ``bsp=True`` and includes ``barrier_fragment``'s statements at its
@@ -68,27 +73,28 @@ def barrier_program(width: int, height: int, spec: HardwareSpec, colours: list[i
 
 
 def barrier_fragment(prog: MeshProgram, body, colours: list[int] | None) -> tuple[tuple, dict]:
-    """The global barrier as statements a body includes, with the parameters its PEs take: along
-    every row, then every column, a one-token reduce up a nearest-neighbour chain into the last PE
-    (``RecvAddSend`` stages) and a relay back down the chain to the first (``RelayStore`` stages).
-    The chains are the directed chains of ``line_rules`` (2 colours per direction per axis);
+    """The global barrier as statements a body includes, with the parameters its PEs take: a
+    one-token reduce up every row's nearest-neighbour chain into its last PE (``RecvAddSend``
+    stages), then up the last column's, a relay of the total back down the last column, then down
+    every row to its first PE (``RelayStore`` stages); with one row or one column, that line's
+    reduce and relay. The chains are the directed chains of ``line_rules`` (2 colours per direction per axis);
     ``colours`` gives their 8 IDs (x up, x down, y up, y down), or None when the kernel already routes
     them under the same parameter names (SUMMA). Declares the token buffer and the parameters on
     ``body``."""
     from meshgemm import line_rules as L
     from meshgemm.gemm_baselines import _chain_params
-    from simulator.expr import Param, X, Y, eq, select
+    from simulator.expr import Param, X, Y, eq
     from simulator.instructions import Recv, RecvAdd, RecvAddSend, RelayStore, Send
     from simulator.statements import If
 
     body.buffer(BARRIER_BUF, "fp32", 1, export=False)
-    code: tuple = ()
     params: dict = {}
-    for k, (axis, on) in enumerate((("x", prog.width > 1), ("y", prog.height > 1))):
-        if not on:
-            continue
+    axes = [axis for axis, on in (("x", prog.width > 1), ("y", prog.height > 1)) if on]
+    for axis in axes:
+        k = 0 if axis == "x" else 1
         if colours is not None:
             cols = colours[4 * k:4 * k + 4]
+            # routed on every line (their colour IDs are the kernel's either way), as SUMMA's chains
             L.route_slots(prog, axis, L.directed_chain_roles(X if axis == "x" else Y,
                                                              Param("W" if axis == "x" else "H")),
                           lambda s, c=cols: c[s])
@@ -97,12 +103,24 @@ def barrier_fragment(prog: MeshProgram, body, colours: list[int] | None) -> tupl
                 if name not in body.params:
                     body.param(name, "int" if name.endswith(("first", "last")) else "colour")
             params.update(cp)
-        P = lambda n, a=axis: Param(f"{a}{n}")  # noqa: E731
-        t = BARRIER_BUF
-        code += (If(eq(P("first"), 1), (Send(P("up_out"), t),),
-                    (If(eq(P("last"), 1), (RecvAdd(P("up_in"), t),), (RecvAddSend(P("up_in"), P("up_out"), t),)),)),
-                 If(eq(P("last"), 1), (Send(P("dn_out"), t),),
-                    (If(eq(P("first"), 1), (Recv(P("dn_in"), t),), (RelayStore(P("dn_in"), P("dn_out"), t),)),)))
+    t = BARRIER_BUF
+
+    def reduce_up(a: str) -> tuple:
+        P = lambda n: Param(f"{a}{n}")  # noqa: E731
+        return (If(eq(P("first"), 1), (Send(P("up_out"), t),),
+                   (If(eq(P("last"), 1), (RecvAdd(P("up_in"), t),), (RecvAddSend(P("up_in"), P("up_out"), t),)),)),)
+
+    def relay_down(a: str) -> tuple:
+        P = lambda n: Param(f"{a}{n}")  # noqa: E731
+        return (If(eq(P("last"), 1), (Send(P("dn_out"), t),),
+                   (If(eq(P("first"), 1), (Recv(P("dn_in"), t),), (RelayStore(P("dn_in"), P("dn_out"), t),)),)),)
+
+    code: tuple = ()
+    if axes == ["x", "y"]:
+        # rows into the last column, the last column into its last PE, and back the same way
+        code = reduce_up("x") + (If(eq(Param("xlast"), 1), reduce_up("y") + relay_down("y")),) + relay_down("x")
+    elif axes:
+        code = reduce_up(axes[0]) + relay_down(axes[0])
     return code, params
 
 

@@ -10,10 +10,11 @@ Two execution semantics (docs/BASELINES.md):
   broadcast to the farthest PE) plus the barrier, which is what method §4.5's per-step formulas
   assume.
 
-The barrier (``barrier``) is the program's own: along every row a one-token reduce up a
-nearest-neighbour chain into the last PE and a relay of the total back down the chain, then the
-same along every column (``plmr.collectives.relay_allreduce`` on one fp32 element per axis), so it
-is refitted with the collectives. A PE at (x, y) leaves a barrier (x + y) chain links before
+The barrier (``barrier``) is the program's own: a one-token reduce up every row's
+nearest-neighbour chain into its last PE, then up the last column, and a relay of the total back
+down the last column, then down every row. Its links are those of a row allreduce followed by a
+column allreduce, in another order, so it costs ``plmr.collectives.relay_allreduce`` on one fp32
+element per axis and is refitted with the collectives. A PE at (x, y) leaves a barrier (x + y) chain links before
 PE (0, 0), the last to leave, and may enter the next one (x + y) links after it without delaying it
 (``barrier_lead``). Every formula below is a sum over the program's steps of (the slowest PE's step,
 less its lead) + (the barrier); nothing is fitted here.

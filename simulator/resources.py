@@ -1,11 +1,15 @@
 """Per-target PE resources: code size in SRAM, task IDs, queues — checked when a program is built.
 
-* **Code size** is an estimate (no compiler here): ``spec.code_bytes_per_op`` per DSD op (the call
-  with its descriptor set-up), ``spec.code_bytes_per_statement`` per scalar or control statement and
-  ``spec.code_bytes_per_task`` per task or function (task-table entry, prologue, epilogue), counted on
-  the code one parameter set keeps (a branch on parameters only is pruned, as CSL's comptime ``if``).
-  It is charged to SRAM with buffers and variables; the stack and the memcpy runtime are in
-  ``spec.sram_reserve_bytes``.
+* **Code size** is an estimate (no compiler here), the same one the CSL checker makes on the emitted
+  code (``memory.sram``; tested equal per parameter set): ``spec.code_bytes_per_op`` per DSD op (the
+  call with its descriptor set-up; a ``RelayStore`` is two, ``OPS_OF``), ``spec.code_bytes_per_statement``
+  per scalar or control statement (a ``Loop`` is three: initialisation, test, increment) and
+  ``spec.code_bytes_per_task`` per task or function, counted on the code one parameter set keeps (a
+  branch on parameters only is pruned, as CSL's comptime ``if``), plus what the lowering adds to every
+  PE program: the timing helpers (``HELPER_BODIES``, ``HELPER_STATEMENTS``), one helper per mapped
+  function (``MAPPED``), a launch's argument copies and helper call, a data task's argument copy.
+  Where the two counts differed the larger was kept (docs/CSL_CHECKER.md). It is charged to SRAM with
+  buffers and variables; the stack and the memcpy runtime are in ``spec.sram_reserve_bytes``.
 * **Task IDs** (hardware-and-csl.md §1.4-§1.5): local tasks get IDs from ``spec.usable_local_task_ids``
   (reserved ones already removed), the same for every parameter set of a body, avoiding on WSE-2 the
   IDs of colours the body receives (a data task's ID is its colour there, and a local task must not
@@ -55,11 +59,26 @@ def specialize(code: tuple, values: dict) -> tuple:
     return tuple(out)
 
 
+#: What the CSL lowering adds to every PE program besides its code (``csl_templates/templates/pe.csl.j2``):
+#: the timing helpers ``wl_stamp`` (5 statements), ``wl_launch_begin`` (6) and ``wl_finish`` (2).
+HELPER_BODIES, HELPER_STATEMENTS = 3, 13
+#: Statements of one ``Loop``: the counter's initialisation, the test and the increment (CSL
+#: ``i = 0; while (i < n) : (i += 1)``).
+LOOP_STATEMENTS = 3
+#: Instructions applied through a scalar helper function (``@map``), one helper per kind and dtype.
+MAPPED = ("Exp", "Rsqrt", "Silu")
+#: DSD ops of an instruction that lowers to more than one: a ``RelayStore`` fills a FIFO over its buffer
+#: from the fabric and drains it onto the next colour (one wavelet: store it, send it on).
+OPS_OF = {"RelayStore": 2}
+
+
 def _count(code: tuple) -> tuple[int, int]:
     ops = stmts = 0
     for st in S.walk(code):
         if isinstance(st, I.Instruction):
-            ops += 1
+            ops += OPS_OF.get(type(st).__name__, 1)
+        elif isinstance(st, S.Loop):
+            stmts += LOOP_STATEMENTS
         else:
             stmts += 1
     return ops, stmts
@@ -73,8 +92,16 @@ def code_bytes(body, values: dict, spec: HardwareSpec) -> int:
         o, s = _count(specialize(code, values))
         ops += o
         stmts += s
+    # a launchable function calls wl_launch_begin and copies each launch argument into its variable;
+    # a data task copies its wavelet into its variable
+    stmts += sum(1 + len(f.args) for f in body.functions.values())
+    stmts += sum(1 for t in body.tasks.values() if t.kind == "data" and t.arg)
+    mapped = {(type(st).__name__, body.buffers[st.dst.buf].dtype) for code in containers for st in S.walk(code)
+              if type(st).__name__ in MAPPED}
+    bodies = len(containers) + HELPER_BODIES + len(mapped)
+    stmts += HELPER_STATEMENTS + len(mapped)  # a helper is one return statement
     return (ops * spec.code_bytes_per_op + stmts * spec.code_bytes_per_statement
-            + len(containers) * spec.code_bytes_per_task)
+            + bodies * spec.code_bytes_per_task)
 
 
 def check_block_shapes(block, spec: HardwareSpec) -> None:

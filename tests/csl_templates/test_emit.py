@@ -215,6 +215,9 @@ def test_shift_east_text_reads_as_csl_for_both_targets():
     assert "@fmovs(fout2, a_d1);" in pe
     assert 'const iq_cr = @get_input_queue((if (@is_arch("wse2")) 7 else 2));  // colour cr' in pe
     lay = files["layout.csl"]
-    assert "@set_color_config(x, y, @get_color(3), .{ .routes = .{ .rx = .{ RAMP }, .tx = .{ EAST } } });" in lay
+    # masks that vary over the PEs print through the table of every port mask, once
+    assert "@set_color_config(x, y, @get_color(3), .{ .routes = .{ .rx = route_ports(route0_rx), " \
+           ".tx = route_ports(route0_tx) } });" in lay
+    assert "  if (mask == 20) { return .{ EAST, RAMP }; }" in lay and lay.count("fn route_ports(") == 1
     assert "@set_rectangle(width, height);" in lay and "const W: i32 = @as(i32, width);" in lay
     assert re.search(r"\.cs = @get_color\(3 \+ _v\d+\)", lay)

@@ -59,7 +59,7 @@ def small_hardware(tmp: Path, base: str, sram_kb: int, width: int, height: int) 
     return str(p)
 
 
-def assert_csl_matches(bundle: Path, arch: str, sram_estimates_may_differ: bool = False) -> None:
+def assert_csl_matches(bundle: Path, arch: str, packed: bool = False) -> None:
     b = open_bundle(bundle)
     doc = b.doc["csl"]["decode"]
     d = bundle / doc["dir"]
@@ -70,11 +70,13 @@ def assert_csl_matches(bundle: Path, arch: str, sram_estimates_may_differ: bool 
     # the program the bundle runs, rebuilt from plan.json alone
     prog = build_decode_program(b.decode_config(), b.hardware).program
     findings = report.findings
-    if sram_estimates_may_differ:
-        # a plan packed to the program model's SRAM estimate (which it fits) may exceed the checker's
-        # estimate of the emitted code (docs/CSL_CHECKER.md): those findings only, on the SRAM rule
+    if packed:
+        # a plan packed to the program model's SRAM limit, which the checker's estimate (the same code
+        # estimate, tested equal) also accepts: no error, but the reference's warning band of the last
+        # 4 KB (docs/CSL_CHECKER.md)
         assert prog.stats()["sram_bytes_per_pe"] <= b.hardware.usable_sram_bytes
-        findings = [f for f in findings if f.rule != "memory.sram"]
+        assert not [f for f in findings if f.severity == "E"], [str(f) for f in findings]
+        findings = [f for f in findings if not (f.rule == "memory.sram" and f.severity == "W")]
     assert findings == [], [str(f) for f in findings]
     lay = evaluate_layout(str(d / "src" / "layout.csl"), manifest["params"], arch=arch)
     assert_reads_back(prog, lay)
@@ -113,4 +115,4 @@ def test_llama3_8b_catalog_bundle_carries_clean_csl(tmp_path):
     r = CliRunner().invoke(main, ["compile", "llama3-8b", "-o", str(out)])
     assert r.exit_code == 0, r.output
     assert not (out / "weights").exists()
-    assert_csl_matches(out, "wse2", sram_estimates_may_differ=True)
+    assert_csl_matches(out, "wse2", packed=True)

@@ -1,0 +1,84 @@
+"""One code-size estimate: the checker's estimate of the CSL a program lowers to (``memory.sram``, counted
+on the CSL text) equals the program model's (``simulator.resources.code_bytes``, counted on the program),
+for every parameter set of every kernel, of every example and of a tiny model's decode program. The two
+count different things (CSL statements and program statements) by one table of what each construct
+costs, so a bundle the program model accepts is not flagged by the checker, and the other way round."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import csl_templates.checker as checker
+import csl_templates.target_rules as target_rules
+from csl_templates.comptime_values import to_python
+from csl_templates.emit import emit_csl
+from csl_templates.examples import EXAMPLES
+from meshgemm.kernel import KernelRequest
+from meshgemm.registry import build_kernel
+from plmr.hardware import WSE2
+from simulator.resources import code_bytes
+
+from tests.csl_templates.test_kernels import EMITTED
+
+
+def checker_code_bytes(monkeypatch, directory, params, spec=WSE2) -> dict:
+    """(PE file, parameter values) -> the checker's code bytes, as its memory rule computes them."""
+    seen = {}
+    rule = target_rules.rule_memory
+
+    def record(f, sp, memcpy):
+        values = {k: v for k, v in to_python(f.params).items() if k != "memcpy_params"}
+        key = (f.path.rsplit("/", 1)[-1], json.dumps(values, sort_keys=True))
+        seen[key] = (f.code_ops * sp.code_bytes_per_op + f.code_statements * sp.code_bytes_per_statement
+                     + f.code_bodies * sp.code_bytes_per_task)
+        return rule(f, sp, memcpy)
+
+    monkeypatch.setattr(checker, "PE_RULES", tuple(record if r is rule else r for r in checker.PE_RULES))
+    checker.check_paths([str(directory)], arch="wse2", params=params)
+    return seen
+
+
+def assert_one_estimate(monkeypatch, tmp_path, prog, name, spec=WSE2, src=None):
+    src = src or emit_csl(prog, kernel=name)
+    for f, t in src.files.items():
+        (tmp_path / f).write_text(t)
+    got = checker_code_bytes(monkeypatch, tmp_path, src.params, spec)
+    prog.finalize()
+    assert prog.blocks
+    for blk in prog.blocks:
+        key = (f"pe_{blk.body.name}.csl", json.dumps(dict(blk.values), sort_keys=True))
+        assert got[key] == code_bytes(blk.body, blk.values, spec), (key, got[key])
+
+
+@pytest.mark.parametrize("name", EMITTED)
+def test_kernel_code_estimates_are_one(monkeypatch, tmp_path, name):
+    b = build_kernel(KernelRequest(name, (4, 3), 1 if "gemv" in name else 12, 12, 12, dtype="fp16",
+                                   functional=False), WSE2)
+    assert_one_estimate(monkeypatch, tmp_path, b.program, name)
+
+
+@pytest.mark.parametrize("name", list(EXAMPLES))
+def test_example_code_estimates_are_one(monkeypatch, tmp_path, name):
+    prog, _ = EXAMPLES[name]()
+    assert_one_estimate(monkeypatch, tmp_path, prog, name)
+
+
+def test_tiny_decode_code_estimates_are_one(monkeypatch, tmp_path, tiny_model):
+    from waferllm.compile import CompileRequest, compile_bundle, open_bundle
+    from meshgemm.decode_program import build_decode_program
+
+    d, _ = tiny_model("llama_gqa")
+    out = tmp_path / "bundle"
+    compile_bundle(CompileRequest(model=str(d), hardware="wse2", context=40, dtype="fp32", decode_grid=(4, 4),
+                                  prefill_grid=(4, 4), out=out))
+    b = open_bundle(out)
+    prog = build_decode_program(b.decode_config(), b.hardware).program
+    src_dir = out / "csl" / "decode"
+    manifest = json.loads((src_dir / "manifest.json").read_text())
+    got = checker_code_bytes(monkeypatch, src_dir, manifest["params"], b.hardware)
+    prog.finalize()
+    for blk in prog.blocks:
+        key = (f"pe_{blk.body.name}.csl", json.dumps(dict(blk.values), sort_keys=True))
+        assert got[key] == code_bytes(blk.body, blk.values, b.hardware), key
