@@ -143,9 +143,10 @@ def decode_steps(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, contex
     the decode program runs it (``meshgemm/decode_program.py``, method §3.4): a sequence of local
     costs (``plmr.decode_ops``) and symbolic ``Reduction``s, named by the program's op labels.
 
-    Per layer: 7 sum allreduces and 1 max allreduce along Y, 2 sum allreduces along X and the score
+    Per layer: 3 sum allreduces and 1 max allreduce along Y, 2 sum allreduces along X and the score
     allreduce within each KV group's columns. Q, K and V are one fused GEMV, gate and up another;
-    partial products and every reduction are fp32. When the score allreduce runs per KV group, the
+    each RMSNorm's Σx² rides on the next GEMV's allreduce (one more element) and its scale is applied
+    to the sums, the softmax sums ride on p·V's; partial products and every reduction are fp32. When the score allreduce runs per KV group, the
     X tree's level-0 groups are those groups (the O and down allreduces run on that tree).
     Batch: the B requests share the weights; every op runs once per request (payloads carry B
     vectors), each request with its own KV cache."""
@@ -179,18 +180,17 @@ def decode_steps(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, contex
     else:
         scores_red = [Reduction("scores", "group", p_x, B * score_heads * S_y, acc, groups0=dims.num_kv_heads)]
     return [
-        times_b(D.rmsnorm_local(spec, E_y, dtype)), y("rmsnorm", 1),
-        times_b(D.gemv_partials_local(spec, E_y, qkv, dtype, dims.qkv_bias, op="qkv")), y("qkv", qkv),
+        times_b(D.norm_numerator_local(spec, E_y, dtype)),
+        times_b(D.gemv_partials_local(spec, E_y, qkv, dtype, dims.qkv_bias, op="qkv", norm=True)), y("qkv", qkv + 1),
         times_b(D.rope_local(spec, hl.q_heads + hl.kv_heads, hl.pairs, qkv, dtype)),
         times_b(D.kv_append_local(spec, kv_x, cap, p_y > 1, dtype)),
         times_b(D.scores_local(spec, hl.q_heads, w, S_y, score_heads, dtype)), *scores_red,
         y("softmax", score_heads, "max"), times_b(D.softmax_local(spec, score_heads, S_y, dtype)),
-        y("softmax", score_heads),
-        times_b(D.pv_local(spec, hl.q_heads, w, S_y, dtype)), y("pv", q_x),
+        times_b(D.pv_local(spec, hl.q_heads, w, S_y, dtype)), y("pv", q_x + score_heads),
         times_b(D.gemv_partials_local(spec, q_x, E_y, dtype, op="o_proj")), x("o_proj", E_y),
         times_b(D.residual_local(spec, E_y, dtype)),
-        times_b(D.rmsnorm_local(spec, E_y, dtype, op="rmsnorm_post")), y("rmsnorm_post", 1),
-        times_b(D.gemv_partials_local(spec, E_y, 2 * F_x, dtype, op="gate_up")), y("gate_up", 2 * F_x),
+        times_b(D.norm_numerator_local(spec, E_y, dtype, op="rmsnorm_post")),
+        times_b(D.gemv_partials_local(spec, E_y, 2 * F_x, dtype, op="gate_up", norm=True)), y("gate_up", 2 * F_x + 1),
         times_b(D.silu_mul_local(spec, F_x, dtype)),
         times_b(D.gemv_partials_local(spec, F_x, E_y, dtype, op="down")), x("down", E_y),
         times_b(D.residual_local(spec, E_y, dtype, op="residual_mlp")),
