@@ -704,11 +704,13 @@ class _Code:
     def handoff_in(self) -> tuple:
         """Stages after the first receive the hidden state from the previous stage.
 
-        Horizontal neighbour (``hmode`` 1): each row's edge PE receives its row's segment, then the row sums
+        Horizontal neighbour (``hmode`` 1): one PE of each row (see ``_handoff_routes``) receives its row's
+        segment, then the row sums
         (the others hold zeros), so every PE of the row has it. Vertical neighbour (``hmode`` 2): the segment
-        of row r comes down column r mod P_x (round r div P_x) and lands on the region's bottom row, which
-        takes no KV shift and so has an input queue free; per round, a sum along Y gives every PE of column
-        c the segment of row round·P_x + c, that row keeps it, and a sum along X completes the rows."""
+        of row r comes down column r mod P_x (round k = r div P_x) and lands on row P_y − 1 − k (the bottom
+        row takes no KV shift, the rows above it no level-1 stream, so each has an input queue free); per
+        round, a sum along Y gives every PE of column c the segment of row k·P_x + c, that row keeps it,
+        and a sum along X completes the rows."""
         V, P = Var, Param
         ey, lx, ly = V("ey"), V("lx"), V("ly")
         sz = self.sz
@@ -854,7 +856,8 @@ def build_decode_program(cfg: DecodeConfig, spec: HardwareSpec, y_groups: int | 
     height = max(s.origin[0] for s in stages) + p_y
     width = max(s.origin[1] for s in stages) + p_x
     prog = MeshProgram(width, height, spec, name=f"decode-{getattr(cfg.model, 'name', 'model')}")
-    hand = [_handoff_routes(prog, mv, stages[i], stages[i + 1], (p_y, p_x), col.handoff[i % 2])
+    west_land = p_x - tx.group_sizes[-1] if tx.active else p_x - 1  # first column of the X tree's last group
+    hand = [_handoff_routes(prog, mv, stages[i], stages[i + 1], (p_y, p_x), col.handoff[i % 2], west_land)
             for i, mv in enumerate(moves)]
     token_route = None
     if n_st > 1 and not cfg.layers_only:
@@ -939,31 +942,40 @@ def _shift_routes(prog: MeshProgram, xr: range, yr: range, ly: Expr, p_y: int, c
 
 
 def _handoff_routes(prog: MeshProgram, move: str, a: DecodeStage, b: DecodeStage, grid: tuple[int, int],
-                    colours: tuple[int, ...]) -> dict:
+                    colours: tuple[int, ...], west_land: int) -> dict:
     """Routes of the hand-off a → b (see ``_Code.handoff_in``); returns the senders {(x, y): round} and the
     landing PEs {(x, y): 1}."""
     p_y, p_x = grid
     (ya, xa), (yb, xb) = a.origin, b.origin
     send, land = {}, {}
     if move in ("east", "west"):
-        sx, lx = (xa + p_x - 1, xb) if move == "east" else (xa, xb + p_x - 1)
+        # east lands on b's first column, west on the first column of b's last X level-0 group, passing
+        # through the columns east of it: both are the first member of a level-0 group, which receives only
+        # the X tree's multicasts, so a landing PE in a Y group-root row that takes the KV shift still
+        # receives on at most 7 colours (b's last column, a level-0 root, would need 8)
+        sx, lx = (xa + p_x - 1, xb) if move == "east" else (xa, xb + west_land)
         out, inn = (Port.EAST, Port.WEST) if move == "east" else (Port.WEST, Port.EAST)
         c = colours[0]
         prog.set_route(sx, range(ya, ya + p_y), c, rx={Port.RAMP}, tx={out})
+        if move == "west" and lx < xb + p_x - 1:
+            prog.set_route(range(lx + 1, xb + p_x), range(yb, yb + p_y), c, rx={inn}, tx={out})
         prog.set_route(lx, range(yb, yb + p_y), c, rx={inn}, tx={Port.RAMP})
         for r in range(p_y):
             send[(sx, ya + r)] = 0
             land[(lx, yb + r)] = 1
-    else:  # south: row r's segment runs down column r mod P_x to the bottom row of b, colour of round r div P_x
+    else:  # south: row r's segment runs down column r mod P_x, colour of round k = r div P_x, and lands on
+        # row P_y − 1 − k of b: one hand-off colour per landing PE (the bottom row takes no KV shift, the
+        # rows above it no level-1 stream), so no PE receives on more than 7 colours with two rounds or more
         bottom = yb + p_y - 1
         for r in range(p_y):
             cx, k = xa + r % p_x, r // p_x
             c = colours[k]
+            land_row = bottom - k
             prog.set_route(cx, ya + r, c, rx={Port.RAMP}, tx={Port.SOUTH})
-            prog.set_route(cx, range(ya + r + 1, bottom), c, rx={Port.NORTH}, tx={Port.SOUTH})
-            prog.set_route(cx, bottom, c, rx={Port.NORTH}, tx={Port.RAMP})
+            prog.set_route(cx, range(ya + r + 1, land_row), c, rx={Port.NORTH}, tx={Port.SOUTH})
+            prog.set_route(cx, land_row, c, rx={Port.NORTH}, tx={Port.RAMP})
             send[(cx, ya + r)] = k
-            land[(cx, bottom)] = land.get((cx, bottom), 0) | (1 << k)  # a bit per round
+            land[(cx, land_row)] = land.get((cx, land_row), 0) | (1 << k)  # a bit per round
     return {"move": move, "from": a.index, "to": b.index, "send": send, "land": land}
 
 

@@ -125,6 +125,49 @@ def test_every_op_equals_the_block_model(tiny_model):
         tok = nxt
 
 
+def test_two_round_south_hand_off_lands_one_round_per_row(tiny_model):
+    """A region taller than wide (5×3): the hand-off south takes two rounds, round k landing on row
+    P_y − 1 − k of the next region (no PE lands two rounds); tokens and logits equal the block model's."""
+    d, _ = tiny_model("llama_gqa")
+    grid = (5, 3)
+    prog, rt, orc, hidden = _setup(d, grid, (1, 1), capacity=4, wide=1)
+    h = prog.handoffs[0]
+    assert h["move"] == "south" and sorted(set(h["send"].values())) == [0, 1]
+    y0 = prog.config.stages[1].origin[0]
+    assert {y - y0 for (_, y) in h["land"]} == {4, 3} and all(v in (1, 2) for v in h["land"].values())
+    r = rt.head()
+    _, tok = orc.head(hidden)
+    assert r.token == tok
+    for _ in range(3):
+        logits, nxt = orc.step(tok)
+        r = rt.step()
+        assert r.token == nxt
+        close(r.logits, prog.layout.logits_vec.gather(logits), "logits", 1e-5)
+        tok = nxt
+
+
+def test_west_hand_off_lands_on_the_first_column_of_the_last_x_group(tiny_model):
+    """Four stages in a snake two regions wide (east, south, west; the middle two hold no layer): the west
+    hand-off passes b's last column and lands on the first column of its last X level-0 group;
+    tokens and logits equal the block model's."""
+    d, _ = tiny_model("llama_gqa")
+    grid = (3, 4)
+    prog, rt, orc, hidden = _setup(d, grid, (1, 0, 0, 1), capacity=4, wide=2)
+    assert [h["move"] for h in prog.handoffs] == ["east", "south", "west"]
+    west = prog.handoffs[2]
+    x0 = prog.config.stages[3].origin[1]
+    assert {x - x0 for (x, _) in west["land"]} == {grid[1] - prog.tree_x.group_sizes[-1]}
+    r = rt.head()
+    _, tok = orc.head(hidden)
+    assert r.token == tok
+    for _ in range(3):
+        logits, nxt = orc.step(tok)
+        r = rt.step()
+        assert r.token == nxt
+        close(r.logits, prog.layout.logits_vec.gather(logits), "logits", 1e-5)
+        tok = nxt
+
+
 def test_sliding_window_cache_wraps_and_drops_as_the_rule_says(tiny_model):
     """Mistral's window of 5 on 3 rows with 2 entries per PE: the ring wraps and the top row drops its
     oldest entry once the window is full; the device cache equals the rule's after every step."""
