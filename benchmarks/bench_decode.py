@@ -112,7 +112,10 @@ def bench_token(args) -> dict:
 
 def bench_fp16(args) -> dict:
     """Greedy tokens and logit errors of the decode program in fp32 and fp16 against transformers fp32
-    (16 new tokens, the tiny models of tests/conftest.py, host prefill, 4x4 or 3x4 regions)."""
+    (16 new tokens, the tiny models of tests/conftest.py, 4x4 or 3x4 regions), the prompt run on the host
+    (numpy, ``--prefill host``) and on the simulated prefill regions (``--prefill device``): the leading
+    tokens equal to transformers', the first token's logit error (the prefill and the head alone), the
+    largest logit error over the equal tokens, and the first divergent token (None: all 16 equal)."""
     import tempfile
 
     import numpy as np
@@ -140,16 +143,20 @@ def bench_fp16(args) -> dict:
             compile_bundle(CompileRequest(model=str(d), context=40, dtype="fp32", decode_grid=grid, prefill_grid=grid,
                                           out=Path(tmp) / "b"))
             row = {"model": name, "max_abs_logit": float(np.abs(logits).max())}
-            for dt in ("fp32", "fp16"):
-                r = run_bundle(RunRequest(bundle=str(Path(tmp) / "b"), prompt_ids=prompt, max_new_tokens=16,
-                                          dtype=dt, keep_logits=True))
-                same = 0
-                for a, b in zip(r["tokens"], want):
-                    if a != b:
-                        break
-                    same += 1
-                err = float(np.abs(r["logits"][:max(same, 1)] - logits[:max(same, 1)]).max())
-                row[dt] = {"equal_leading_tokens": same, "max_abs_logit_error": err}
+            for pre in ("host", "device"):
+                for dt in ("fp32", "fp16"):
+                    r = run_bundle(RunRequest(bundle=str(Path(tmp) / "b"), prompt_ids=prompt, max_new_tokens=16,
+                                              dtype=dt, keep_logits=True, prefill=pre))
+                    same = 0
+                    for a, b in zip(r["tokens"], want):
+                        if a != b:
+                            break
+                        same += 1
+                    err = float(np.abs(r["logits"][:max(same, 1)] - logits[:max(same, 1)]).max())
+                    row[f"{pre}-{dt}"] = {"prefill": r["prefill"], "equal_leading_tokens": same,
+                                          "first_token_logit_error": float(np.abs(r["logits"][0] - logits[0]).max()),
+                                          "max_abs_logit_error": err,
+                                          "first_divergent_token": same if same < len(want) else None}
             rows.append(row)
             print(json.dumps(row), flush=True)
     return {"bench": "fp16", "rows": rows}

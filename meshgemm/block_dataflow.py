@@ -21,7 +21,9 @@ bit; any layout or schedule error shows up as a wrong block on a named PE.
 
 Numerics follow `waferllm.reference` (method §10): products and reductions accumulate in fp32 and are rounded
 to the model dtype where the reference rounds; softmax in fp32. The numbers differ from the reference only by
-summation order.
+summation order, and in decode by where two divisions happen: the decode program applies each RMSNorm's
+scale to the next GEMV's sums and divides p·V by the softmax sums (each rides on the next allreduce), so
+in fp16 γ ⊙ x and exp(s − m) are what get rounded, not the normalised values.
 """
 
 from __future__ import annotations
@@ -233,17 +235,30 @@ class DecodeDataflow:
 
         return _map(x, scale)
 
-    def qkv(self, layer: int, a: Blocks) -> tuple[Blocks, Blocks, Blocks]:
-        """Op 2: three local GEMVs against natural W_Q, W_K, W_V, one fused allreduce along Y; q, k, v X-dist;
-        biases added after the allreduce."""
+    def norm_numerator(self, x: Blocks, gamma: Blocks) -> tuple[Blocks, Blocks]:
+        """Ops 1 and 10 as the decode program folds them into the next GEMV: (γ ⊙ x in the model dtype, the
+        segment's Σx² in fp32). The scale rsqrt(Σx²/E + eps) is applied to the GEMV's sums (``norm_scale``)."""
+        gx = _map(x, lambda b, px, py: gamma[py][px] * b)
+        ss = _map(x, lambda b, px, py: np.sum(b.astype(F32) ** 2, dtype=F32).reshape(1))
+        return gx, ss
+
+    def norm_scale(self, sums: np.ndarray) -> np.ndarray:
+        """The GEMV's allreduced sums (Σx² last) scaled by rsqrt(Σx²/E + eps), fp32."""
+        n, eps = F32(self.spec.hidden_size), F32(self.spec.rms_norm_eps)
+        r = F32(1.0) / np.sqrt(F32(sums[-1] / n + eps))
+        return (sums[:-1] * r).astype(F32)
+
+    def qkv(self, layer: int, a: Blocks, ss: Blocks) -> tuple[Blocks, Blocks, Blocks]:
+        """Op 2: three local GEMVs of γ ⊙ x against natural W_Q, W_K, W_V, one fused allreduce along Y that
+        also carries the input norm's Σx², the norm's scale on the sums; q, k, v X-dist; biases after."""
         w = self.sh.layers[layer]
         nq, nk = self.lay.heads.q.alloc, self.lay.heads.kv.alloc
 
         def part(b, px, py):
             af = b.astype(F32)
-            return np.concatenate([af @ w[n][py][px].astype(F32) for n in ("q", "k", "v")])
+            return np.concatenate([af @ w[n][py][px].astype(F32) for n in ("q", "k", "v")] + [ss[py][px]])
 
-        fused = allreduce(_map(a, part), "y", self.tree_y)
+        fused = _map(allreduce(_map(a, part), "y", self.tree_y), lambda b, px, py: self.norm_scale(b))
         q = _map(fused, lambda b, px, py: b[:nq[px]].astype(self.dtype))
         k = _map(fused, lambda b, px, py: b[nq[px]:nq[px] + nk[px]].astype(self.dtype))
         v = _map(fused, lambda b, px, py: b[nq[px] + nk[px]:].astype(self.dtype))
@@ -315,17 +330,18 @@ class DecodeDataflow:
         summed = allreduce(_map(q, part), "x", self.tree_x, segments=heads.segments)
         return _map(summed, lambda b, px, py: (b.astype(self.dtype) * scale).astype(F32))
 
-    def softmax(self, s: Blocks) -> Blocks:
-        """Op 6: local max, allreduce max along Y, exp(s − m), local sum, allreduce sum along Y; fp32, the
-        probabilities rounded to the model dtype."""
+    def softmax(self, s: Blocks) -> tuple[Blocks, Blocks]:
+        """Op 6: local max, allreduce max along Y, exp(s − m) (fp32, rounded to the model dtype as p·V's
+        weights) and its local row sums; the sums are allreduced with p·V (``pv``), which divides by them."""
         mx = allreduce(_map(s, lambda b, px, py: b.max(axis=1) if b.shape[1] else np.full(b.shape[0], -np.inf, F32)),
                        "y", self.tree_y, op="max")
         e = _map(s, lambda b, px, py: np.exp(b - mx[py][px][:, None]))
-        tot = allreduce(_map(e, lambda b, px, py: b.sum(axis=1, dtype=F32)), "y", self.tree_y)
-        return _map(e, lambda b, px, py: (b / tot[py][px][:, None]).astype(self.dtype))
+        sums = _map(e, lambda b, px, py: b.sum(axis=1, dtype=F32))
+        return _map(e, lambda b, px, py: b.astype(self.dtype)), sums
 
-    def pv(self, layer: int, p: Blocks) -> Blocks:
-        """Op 7: each row's probability-weighted sum of its cached V rows, allreduce along Y; o X-dist."""
+    def pv(self, layer: int, p: Blocks, sums: Blocks) -> Blocks:
+        """Op 7: each row's weighted sum of its cached V rows (weights exp(s − m)), one allreduce along Y
+        with the softmax sums, each head divided by its total; o X-dist."""
         heads, c = self.lay.heads, self.caches[layer]
         n_after = self.length + 1
 
@@ -335,9 +351,16 @@ class DecodeDataflow:
             out = np.zeros(heads.q.alloc[px], dtype=F32)
             for hi, ch in enumerate(heads.chunks(px)):
                 out[ch.q_offset:ch.q_offset + ch.width] = b[hi].astype(F32) @ vals[:, ch.kv_offset:ch.kv_offset + ch.width]
-            return out
+            return np.concatenate([out, sums[py][px]])
 
-        return self._cast(allreduce(_map(p, part), "y", self.tree_y))
+        def divide(b, px, py):
+            out = b[:heads.q.alloc[px]].copy()
+            tot = b[heads.q.alloc[px]:]
+            for hi, ch in enumerate(heads.chunks(px)):
+                out[ch.q_offset:ch.q_offset + ch.width] *= F32(1.0) / tot[hi]
+            return out.astype(self.dtype)
+
+        return _map(allreduce(_map(p, part), "y", self.tree_y), divide)
 
     def _gemv_x(self, x: Blocks, w: Blocks, bias: Blocks | None) -> Blocks:
         """A GEMV against a weight in transposed block position: local product, allreduce along X, Y-dist."""
@@ -354,16 +377,17 @@ class DecodeDataflow:
         """Ops 9 and 14: x + h in the model dtype (both Y-dist: no communication)."""
         return _map(x, lambda b, px, py: b + h[py][px])
 
-    def gate_up(self, layer: int, a: Blocks) -> tuple[Blocks, Blocks]:
-        """Op 11: gate and up GEMVs (natural), one fused allreduce along Y; X-dist (+ biases)."""
+    def gate_up(self, layer: int, a: Blocks, ss: Blocks) -> tuple[Blocks, Blocks]:
+        """Op 11: gate and up GEMVs (natural) of γ ⊙ h, one fused allreduce along Y with the post-attention
+        norm's Σx², the norm's scale on the sums; X-dist (+ biases)."""
         w = self.sh.layers[layer]
         nf = self.lay.ffn.alloc
 
         def part(b, px, py):
             af = b.astype(F32)
-            return np.concatenate([af @ w["gate"][py][px].astype(F32), af @ w["up"][py][px].astype(F32)])
+            return np.concatenate([af @ w["gate"][py][px].astype(F32), af @ w["up"][py][px].astype(F32), ss[py][px]])
 
-        fused = allreduce(_map(a, part), "y", self.tree_y)
+        fused = _map(allreduce(_map(a, part), "y", self.tree_y), lambda b, px, py: self.norm_scale(b))
         g = _map(fused, lambda b, px, py: b[:nf[px]].astype(self.dtype))
         u = _map(fused, lambda b, px, py: b[nf[px]:].astype(self.dtype))
         return self._add_bias(g, w.get("gate_bias")), self._add_bias(u, w.get("up_bias"))
@@ -384,23 +408,23 @@ class DecodeDataflow:
     def layer(self, i: int, x: Blocks, trace: dict | None = None) -> Blocks:
         """Ops 1-14 of layer i on the hidden state x of the token at position ``self.length``."""
         w = self.sh.layers[i]
-        a = self.rms_norm(x, w["input_norm"])
-        q, k, v = self.qkv(i, a)
+        a, ss = self.norm_numerator(x, w["input_norm"])
+        q, k, v = self.qkv(i, a, ss)
         q_r, k_r = self.rope(q, k, self.length)
         self.kv_append(i, k_r, v)
         s = self.scores(i, q_r)
-        p = self.softmax(s)
-        o = self.pv(i, p)
+        p, sums = self.softmax(s)
+        o = self.pv(i, p, sums)
         attn_out = self.o_proj(i, o)
         h1 = self.residual(x, attn_out)
-        a2 = self.rms_norm(h1, w["post_norm"])
-        g, u = self.gate_up(i, a2)
+        a2, ss2 = self.norm_numerator(h1, w["post_norm"])
+        g, u = self.gate_up(i, a2, ss2)
         z = self.silu_mul(g, u)
         mlp = self.down(i, z)
         h2 = self.residual(h1, mlp)
         if trace is not None:
-            trace.update(attn_norm=a, q=q, k=k, v=v, q_rope=q_r, k_rope=k_r, scores=s, probs=p, attn=o,
-                         attn_out=attn_out, h_attn=h1, mlp_norm=a2, gate=g, up=u, act=z, mlp_out=mlp, h_out=h2)
+            trace.update(attn_gx=a, q=q, k=k, v=v, q_rope=q_r, k_rope=k_r, scores=s, exp_scores=p, attn=o,
+                         attn_out=attn_out, h_attn=h1, mlp_gx=a2, gate=g, up=u, act=z, mlp_out=mlp, h_out=h2)
         return h2
 
     def lm_head(self, x: Blocks) -> Blocks:

@@ -20,14 +20,20 @@ One launch function (``simulator.Device``), ``step(pos, mode, tok_in)``:
   ``x`` (the first token after a prefill done elsewhere);
 * mode 2 — the embedding of the host-given token ``tok_in`` into stage 0's ``x``.
 
-Per layer (op numbers of method §3.4): 1 RMSNorm (Σx² allreduce along Y), 2 Q/K/V as one fused local GEMV
-(natural blocks, one allreduce along Y, biases after it), 3 RoPE (cos/sin of pos·inv_freq for the
+Per layer (op numbers of method §3.4): 1 RMSNorm's local part (Σx² and γ ⊙ x), 2 Q/K/V as one fused local
+GEMV of γ ⊙ x (natural blocks, one allreduce along Y that also carries Σx², then the norm's scale
+rsqrt(Σx²/E + eps) on the sums, biases after it), 3 RoPE (cos/sin of pos·inv_freq for the
 column's pairs, computed once per launch), 4 the KV append with the shift of `meshgemm.kv_cache` (ring slot
 t mod capacity; shifting rows copy their oldest entry out, send it north and receive the one from below,
 in an order by row parity that never lets two neighbours wait on each other), 5 scores against the row's
-cached K (feature-major, two ring runs) summed within each KV group's columns, 6 softmax (max and sum allreduces along Y, fp32), 7 p·V (allreduce along Y), 8 O
-projection on W_O transposed in block position (allreduce along X), 9 residual, 10 RMSNorm, 11 gate/up
-(fused, along Y), 12 SiLU ⊙ up, 13 down (transposed, along X), 14 residual. Partial products and every
+cached K (feature-major, two ring runs) summed within each KV group's columns, 6 softmax (max allreduce
+along Y, exp(s − m) left unnormalised, fp32), 7 p·V (one allreduce along Y that also carries the softmax
+sums, then each head divided by its sum), 8 O projection on W_O transposed in block position (allreduce
+along X), 9 residual, 10 RMSNorm's local part, 11 gate/up (fused, along Y, with Σx², then the norm's
+scale), 12 SiLU ⊙ up, 13 down (transposed, along X), 14 residual. Seven allreduces per layer (4 along
+Y, 2 along X, the per-KV-group scores) where method §3.4 counts ten: a norm's scale is one number per
+token, so it is applied after the next GEMV's allreduce, and the softmax sums ride on p·V's (method §3.4's
+optional optimisation). Partial products and every
 reduction are fp32; results are rounded to the model dtype where `meshgemm.block_dataflow` rounds them.
 
 Reductions (docs/DESIGN.md, "The decode program on the simulated wafer"): one `LineTree` per axis, K = 2
@@ -297,7 +303,8 @@ def buffer_plan(cfg: DecodeConfig, sz: Sizes) -> dict[str, tuple[str, str, int]]
     qkvm = sz.QXM + 2 * sz.KVXM
     qkv_b, o_b, mlp_b = (getattr(m, k, False) for k in ("qkv_bias", "o_bias", "mlp_bias"))
     scores = sz.NHM * cap
-    red = max(qkvm, scores, 2 * sz.FXM, sz.VXM, sz.EYM, sz.QXM, 2)
+    # the GEMVs after a norm carry its Σx² as one more element, p·V the softmax sums (one per score head)
+    red = max(qkvm + 1, scores, 2 * sz.FXM + 1, sz.VXM, sz.EYM, sz.QXM + sz.NHM, 2)
     lay = lambda k: (dt, "layer", st[k])  # noqa: E731
     const = lambda n, t=dt: (t, "const", max(1, n))  # noqa: E731
     return {
@@ -312,10 +319,10 @@ def buffer_plan(cfg: DecodeConfig, sz: Sizes) -> dict[str, tuple[str, str, int]]
         "invf": const(sz.NPM, F32),
         # working vectors (one per op output, so a one-layer stage can be checked op by op)
         "x": const(sz.EYM), "x32": const(sz.EYM, F32), "a": const(sz.EYM), "nr": const(2, F32),
-        "qkv32": const(qkvm, F32), "qkv": const(qkvm), "qkr": const(qkvm),
-        "sc": const(scores, F32), "pr": const(scores), "mx": const(sz.NHM, F32), "sm": const(sz.NHM, F32),
-        "o32": const(sz.QXM, F32), "o": const(sz.QXM), "h32": const(sz.EYM, F32), "ho": const(sz.EYM),
-        "h1": const(sz.EYM), "a2": const(sz.EYM), "gu32": const(2 * sz.FXM, F32), "gu": const(2 * sz.FXM),
+        "qkv32": const(qkvm + 1, F32), "qkv": const(qkvm), "qkr": const(qkvm),
+        "sc": const(scores, F32), "pr": const(scores if dt != F32 else 1), "mx": const(sz.NHM, F32),
+        "o32": const(sz.QXM + sz.NHM, F32), "o": const(sz.QXM), "h32": const(sz.EYM, F32), "ho": const(sz.EYM),
+        "h1": const(sz.EYM), "a2": const(sz.EYM), "gu32": const(2 * sz.FXM + 1, F32), "gu": const(2 * sz.FXM),
         "z": const(sz.FXM), "hm": const(sz.EYM), "xf": (dt, "last", sz.EYM), "lg32": (F32, "last", sz.VXM),
         "lg": (dt, "last", sz.VXM), "am": const(2, F32), "tk": const(1, F32),
         "ang": const(sz.NPM, F32), "cs": const(sz.NPM), "sn": const(sz.NPM), "nsn": const(sz.NPM),
@@ -436,6 +443,22 @@ class _Code:
         code.append(Mul(self.R(dst, 0, ey), self.R(dst, 0, ey), gamma))
         return tuple(code)
 
+    def norm_numerator(self, src: str, gamma: Ref, dst: str) -> tuple:
+        """RMSNorm folded into the next GEMV (ops 1 and 10): the segment's Σx² (fp32, scalar code) into
+        ``nr[0]`` and γ ⊙ x. The scale r = rsqrt(mean + eps) is one number per token, so the GEMV runs on
+        γ ⊙ x, its allreduce carries Σx² as one more element and ``norm_scale`` applies r to the sums:
+        one allreduce along Y instead of two."""
+        V = Var
+        ey = V("ey")
+        return (Assign("acc", 0.0), Loop(ey, "i", (Assign("acc", V("acc") + Load(src, V("i")) * Load(src, V("i"))),)),
+                Store("nr", 0, V("acc")), Mul(self.R(dst, 0, ey), self.R(src, 0, ey), gamma))
+
+    def norm_scale(self, acc: str, n) -> tuple:
+        """After the allreduce: r = rsqrt(Σx²/E + eps) from ``acc[n]``, then ``acc[0:n]`` scaled by r (fp32)."""
+        return (Store("nr", 1, Load(acc, n) / float(self.m.hidden_size) + float(self.m.rms_norm_eps)),
+                Rsqrt(self.R("nr", 1, 1), self.R("nr", 1, 1)),
+                Scale(self.R(acc, 0, n), self.R(acc, 0, n), Load("nr", 1)))
+
     def gemv(self, acc: str, n, w: str, wbase, rows, x: str) -> tuple:
         """acc[0:n] = Σ_i w[wbase + i·n : +n] · x[i] over ``rows`` rows (fp32 accumulator)."""
         V = Var
@@ -449,11 +472,12 @@ class _Code:
         l = V("l")
         ey, qx, qkvn, w, npair, fx = V("ey"), V("qx"), V("qkvn"), V("w"), V("np"), V("fx")
         code: list = []
-        # 1 RMSNorm
-        code += self.rmsnorm("x", self.R("gin", l * st["g"], ey), "a", "n1") + self.stamp("rmsnorm")
-        # 2 Q, K, V: one fused local GEMV, one allreduce along Y, biases after it
+        # 1 RMSNorm: Σx² and γ ⊙ x (its scale is applied after the Q|K|V allreduce)
+        code += self.norm_numerator("x", self.R("gin", l * st["g"], ey), "a") + self.stamp("rmsnorm")
+        # 2 Q, K, V: one fused local GEMV, one allreduce along Y (with Σx²), the norm's scale, biases
         code += self.gemv("qkv32", qkvn, "wqkv", l * st["wqkv"], ey, "a")
-        code.append(If(qkvn > 0, self.allreduce_y("qkv32", qkvn, tag="q")))
+        code.append(Store("qkv32", qkvn, Load("nr", 0)))
+        code.append(If(qkvn > 0, self.allreduce_y("qkv32", qkvn + 1, tag="q") + self.norm_scale("qkv32", qkvn)))
         code.append(Copy(self.R("qkv", 0, qkvn), self.R("qkv32", 0, qkvn)))
         if getattr(m, "qkv_bias", False):
             code.append(Add(self.R("qkv", 0, qkvn), self.R("qkv", 0, qkvn), self.R("bqkv", l * st["bqkv"], qkvn)))
@@ -485,11 +509,12 @@ class _Code:
         # 9 residual
         code.append(Add(self.R("h1", 0, ey), self.R("x", 0, ey), self.R("ho", 0, ey)))
         code += self.stamp("residual")
-        # 10 RMSNorm (post-attention)
-        code += self.rmsnorm("h1", self.R("gpost", l * st["g"], ey), "a2", "n2") + self.stamp("rmsnorm_post")
-        # 11 gate and up: one fused GEMV, one allreduce along Y
+        # 10 RMSNorm (post-attention): Σx² and γ ⊙ x, scaled after the gate|up allreduce
+        code += self.norm_numerator("h1", self.R("gpost", l * st["g"], ey), "a2") + self.stamp("rmsnorm_post")
+        # 11 gate and up: one fused GEMV, one allreduce along Y (with Σx²), the norm's scale
         code += self.gemv("gu32", fx * 2, "wgu", l * st["wgu"], ey, "a2")
-        code += self.allreduce_y("gu32", fx * 2, tag="u")
+        code.append(Store("gu32", fx * 2, Load("nr", 0)))
+        code += self.allreduce_y("gu32", fx * 2 + 1, tag="u") + self.norm_scale("gu32", fx * 2)
         code.append(Copy(self.R("gu", 0, fx * 2), self.R("gu32", 0, fx * 2)))
         if getattr(m, "mlp_bias", False):
             code.append(Add(self.R("gu", 0, fx * 2), self.R("gu", 0, fx * 2), self.R("bgu", l * st["bgu"], fx * 2)))
@@ -616,26 +641,28 @@ class _Code:
                                  Loop(S, "t", (Assign("acc", max_(V("acc"), Load("sc", h * S + t))),)),
                                  Store("mx", h, V("acc"))))]
         code += self.allreduce_y("mx", nhs, combine="max", tag="m")
+        # exp(s − m) stays unnormalised: its row sums ride on p·V's allreduce (one allreduce along Y, not
+        # two), and p·V divides by the total; the sums go where that payload expects them (o32[qx + h])
         code += [Loop(nhs, "h", (Fmac(self.R("sc", h * S, S), self.R("sc", h * S, S), Ref("mx", h, S, 0), -1.0),)),
                  Exp(self.R("sc", 0, n_sc), self.R("sc", 0, n_sc)),
                  Loop(nhs, "h", (Assign("acc", 0.0), Loop(S, "t", (Assign("acc", V("acc") + Load("sc", h * S + t)),)),
-                                 Store("sm", h, V("acc"))))]
-        code += self.allreduce_y("sm", nhs, tag="s")
-        if self.dt == F32:
-            code += [Loop(nhs, "h", (Scale(self.R("pr", h * S, S), self.R("sc", h * S, S), 1.0 / Load("sm", h)),))]
-        else:  # scaled in fp32, then rounded by one conversion (a CSL DSD op scales within one dtype)
-            code += [Loop(nhs, "h", (Scale(self.R("sc", h * S, S), self.R("sc", h * S, S), 1.0 / Load("sm", h)),)),
-                     Copy(self.R("pr", 0, n_sc), self.R("sc", 0, n_sc))]
+                                 Store("o32", qx + h, V("acc"))))]
+        probs = "sc"
+        if self.dt != F32:  # the weights of p·V in the model dtype, as transformers rounds the probabilities
+            code.append(Copy(self.R("pr", 0, n_sc), self.R("sc", 0, n_sc)))
+            probs = "pr"
         code += self.stamp("softmax")
-        # 7 p·V: per head, one FMAC per cached token (two ring runs), allreduce along Y
+        # 7 p·V: per head, one FMAC per cached token (two ring runs), allreduce along Y with the softmax
+        # sums, then each head divided by its sum
         vrow = lambda slot: vb + slot * kvx + kvoff  # noqa: E731
         code += [Fill(self.R("o32", 0, qx), 0.0),
                  Loop(nhc, "h", (
                      Loop(len0, "t", (Fmac(self.R("o32", h * w, w), self.R("o32", h * w, w), self.R("vc", vrow(s0 + t), w),
-                                           Load("pr", h * S + t)),)),
+                                           Load(probs, h * S + t)),)),
                      Loop(len1, "t", (Fmac(self.R("o32", h * w, w), self.R("o32", h * w, w), self.R("vc", vrow(t), w),
-                                           Load("pr", h * S + len0 + t)),))))]
-        code.append(If(qx > 0, self.allreduce_y("o32", qx, tag="p")))
+                                           Load(probs, h * S + len0 + t)),))))]
+        code.append(If(qx > 0, self.allreduce_y("o32", qx + nhs, tag="p") + (
+            Loop(nhc, "h", (Scale(self.R("o32", h * w, w), self.R("o32", h * w, w), 1.0 / Load("o32", qx + h)),)),)))
         code.append(Copy(self.R("o", 0, qx), self.R("o32", 0, qx)))
         code += self.stamp("pv")
         return tuple(code)
@@ -677,11 +704,13 @@ class _Code:
     def handoff_in(self) -> tuple:
         """Stages after the first receive the hidden state from the previous stage.
 
-        Horizontal neighbour (``hmode`` 1): each row's edge PE receives its row's segment, then the row sums
+        Horizontal neighbour (``hmode`` 1): one PE of each row (see ``_handoff_routes``) receives its row's
+        segment, then the row sums
         (the others hold zeros), so every PE of the row has it. Vertical neighbour (``hmode`` 2): the segment
-        of row r comes down column r mod P_x (round r div P_x) and lands on the region's bottom row, which
-        takes no KV shift and so has an input queue free; per round, a sum along Y gives every PE of column
-        c the segment of row round·P_x + c, that row keeps it, and a sum along X completes the rows."""
+        of row r comes down column r mod P_x (round k = r div P_x) and lands on row P_y − 1 − k (the bottom
+        row takes no KV shift, the rows above it no level-1 stream, so each has an input queue free); per
+        round, a sum along Y gives every PE of column c the segment of row k·P_x + c, that row keeps it,
+        and a sum along X completes the rows."""
         V, P = Var, Param
         ey, lx, ly = V("ey"), V("lx"), V("ly")
         sz = self.sz
@@ -827,7 +856,8 @@ def build_decode_program(cfg: DecodeConfig, spec: HardwareSpec, y_groups: int | 
     height = max(s.origin[0] for s in stages) + p_y
     width = max(s.origin[1] for s in stages) + p_x
     prog = MeshProgram(width, height, spec, name=f"decode-{getattr(cfg.model, 'name', 'model')}")
-    hand = [_handoff_routes(prog, mv, stages[i], stages[i + 1], (p_y, p_x), col.handoff[i % 2])
+    west_land = p_x - tx.group_sizes[-1] if tx.active else p_x - 1  # first column of the X tree's last group
+    hand = [_handoff_routes(prog, mv, stages[i], stages[i + 1], (p_y, p_x), col.handoff[i % 2], west_land)
             for i, mv in enumerate(moves)]
     token_route = None
     if n_st > 1 and not cfg.layers_only:
@@ -912,31 +942,40 @@ def _shift_routes(prog: MeshProgram, xr: range, yr: range, ly: Expr, p_y: int, c
 
 
 def _handoff_routes(prog: MeshProgram, move: str, a: DecodeStage, b: DecodeStage, grid: tuple[int, int],
-                    colours: tuple[int, ...]) -> dict:
+                    colours: tuple[int, ...], west_land: int) -> dict:
     """Routes of the hand-off a → b (see ``_Code.handoff_in``); returns the senders {(x, y): round} and the
     landing PEs {(x, y): 1}."""
     p_y, p_x = grid
     (ya, xa), (yb, xb) = a.origin, b.origin
     send, land = {}, {}
     if move in ("east", "west"):
-        sx, lx = (xa + p_x - 1, xb) if move == "east" else (xa, xb + p_x - 1)
+        # east lands on b's first column, west on the first column of b's last X level-0 group, passing
+        # through the columns east of it: both are the first member of a level-0 group, which receives only
+        # the X tree's multicasts, so a landing PE in a Y group-root row that takes the KV shift still
+        # receives on at most 7 colours (b's last column, a level-0 root, would need 8)
+        sx, lx = (xa + p_x - 1, xb) if move == "east" else (xa, xb + west_land)
         out, inn = (Port.EAST, Port.WEST) if move == "east" else (Port.WEST, Port.EAST)
         c = colours[0]
         prog.set_route(sx, range(ya, ya + p_y), c, rx={Port.RAMP}, tx={out})
+        if move == "west" and lx < xb + p_x - 1:
+            prog.set_route(range(lx + 1, xb + p_x), range(yb, yb + p_y), c, rx={inn}, tx={out})
         prog.set_route(lx, range(yb, yb + p_y), c, rx={inn}, tx={Port.RAMP})
         for r in range(p_y):
             send[(sx, ya + r)] = 0
             land[(lx, yb + r)] = 1
-    else:  # south: row r's segment runs down column r mod P_x to the bottom row of b, colour of round r div P_x
+    else:  # south: row r's segment runs down column r mod P_x, colour of round k = r div P_x, and lands on
+        # row P_y − 1 − k of b: one hand-off colour per landing PE (the bottom row takes no KV shift, the
+        # rows above it no level-1 stream), so no PE receives on more than 7 colours with two rounds or more
         bottom = yb + p_y - 1
         for r in range(p_y):
             cx, k = xa + r % p_x, r // p_x
             c = colours[k]
+            land_row = bottom - k
             prog.set_route(cx, ya + r, c, rx={Port.RAMP}, tx={Port.SOUTH})
-            prog.set_route(cx, range(ya + r + 1, bottom), c, rx={Port.NORTH}, tx={Port.SOUTH})
-            prog.set_route(cx, bottom, c, rx={Port.NORTH}, tx={Port.RAMP})
+            prog.set_route(cx, range(ya + r + 1, land_row), c, rx={Port.NORTH}, tx={Port.SOUTH})
+            prog.set_route(cx, land_row, c, rx={Port.NORTH}, tx={Port.RAMP})
             send[(cx, ya + r)] = k
-            land[(cx, bottom)] = land.get((cx, bottom), 0) | (1 << k)  # a bit per round
+            land[(cx, land_row)] = land.get((cx, land_row), 0) | (1 << k)  # a bit per round
     return {"move": move, "from": a.index, "to": b.index, "send": send, "land": land}
 
 
@@ -991,8 +1030,15 @@ def _duty_params(s: DecodeStage, hand: list[dict], token_route, n_st: int, grid:
         if h["to"] == s.index:
             params.update(hmode=mode, hset=i % 2, hland=table(h["land"], lambda k: k))
         if h["from"] == s.index:
-            params.update(homode=mode, hoset=i % 2, hout=table(h["send"], lambda k: 1),
-                          horound=table(h["send"], lambda k: k))
+            if h["move"] == "south":
+                # row r sends down column r mod P_x in round r div P_x (_handoff_routes): a rule of the
+                # region-local coordinates, so the CSL layout states it once instead of one PE per row
+                lx, ly = X - x0, Y - y0
+                send = eq(lx, ly % p_x)
+                params.update(homode=mode, hoset=i % 2, hout=select(send, 1, 0), horound=select(send, ly // p_x, 0))
+            else:
+                params.update(homode=mode, hoset=i % 2, hout=table(h["send"], lambda k: 1),
+                              horound=table(h["send"], lambda k: k))
     if token_route is not None:
         src, dst = token_route
         if s.index == n_st - 1:

@@ -54,23 +54,23 @@ def _local(op: str, cycles: float, nbytes: int = 0) -> CostBreakdown:
     return CostBreakdown(op=op, compute_cycles=cycles, comm_cycles=0.0, total_cycles=cycles, bytes_per_pe=nbytes)
 
 
-def rmsnorm_local(spec: HardwareSpec, length: int, dtype: str, op: str = "rmsnorm") -> CostBreakdown:
-    """Around the Σx² allreduce: x to fp32 (fp16 only), then rsqrt of one value, x·r (in fp32, then
-    rounded to the model dtype by a conversion: a CSL DSD op scales within one dtype), times γ."""
-    cyc = (0.0 if dtype == ACC else t_copy(spec, length, dtype, ACC)) + t_fn(spec, 1)
-    cyc += t_op(spec, length, "scale", ACC) + (0.0 if dtype == ACC else t_copy(spec, length, ACC, dtype))
-    cyc += t_op(spec, length, "mul", dtype)
-    return _local(op, cyc, 2 * length * dtype_bytes(dtype))
+def norm_numerator_local(spec: HardwareSpec, length: int, dtype: str, op: str = "rmsnorm") -> CostBreakdown:
+    """An RMSNorm folded into the next GEMV: Σx² (scalar code) and γ ⊙ x (one multiply); its scale is
+    ``gemv_partials_local(..., norm=True)``."""
+    return _local(op, t_op(spec, length, "mul", dtype), 2 * length * dtype_bytes(dtype))
 
 
 def gemv_partials_local(spec: HardwareSpec, rows: int, n: int, dtype: str, bias: bool = False,
-                        op: str = "gemv") -> CostBreakdown:
+                        op: str = "gemv", norm: bool = False) -> CostBreakdown:
     """A local GEMV of the decode program: zero ``n`` fp32 partials, ``rows`` FMACs of length n
-    (fp16 weights into fp32 at F(fmac, fp16_fp32)), and — after the allreduce — the result rounded
+    (fp16 weights into fp32 at F(fmac, fp16_fp32)), and — after the allreduce — with ``norm`` the
+    preceding RMSNorm's scale (rsqrt of one value, the n sums scaled in fp32), the result rounded
     to the model dtype (a convert), plus the bias."""
     if rows <= 0 or n <= 0:
         return _local(op, 0.0)
     cyc = t_fill(spec, n) + rows * t_op(spec, n, "fmac", _mixed(dtype, ACC)) + t_copy(spec, n, ACC, dtype)
+    if norm:
+        cyc += t_fn(spec, 1) + t_op(spec, n, "scale", ACC)
     if bias:
         cyc += t_op(spec, n, "add", dtype)
     return _local(op, cyc, rows * n * dtype_bytes(dtype))
@@ -119,25 +119,25 @@ def scores_local(spec: HardwareSpec, heads: int, head_features: int, tokens: int
 
 
 def softmax_local(spec: HardwareSpec, heads: int, tokens: int, dtype: str) -> CostBreakdown:
-    """Around the max and sum allreduces: per head s − m (an FMAC by −1 of the broadcast maximum,
-    fp32), exp over all scores, per head the scale by 1/Σ (fp32), and one conversion of all scores
-    to the model dtype (fp16 only: a CSL DSD op scales within one dtype)."""
+    """After the max allreduce: per head s − m (an FMAC by −1 of the broadcast maximum, fp32), exp
+    over all scores (left unnormalised: p·V divides by the sums, ``pv_local``), and one conversion of
+    all of them to the model dtype (fp16 only: p·V's weights)."""
     if tokens <= 0 or heads <= 0:
         return _local("softmax", 0.0)
     cyc = heads * t_op(spec, tokens, "fmac", ACC) + t_fn(spec, heads * tokens)
-    cyc += heads * t_op(spec, tokens, "scale", ACC)
     cyc += 0.0 if dtype == ACC else t_copy(spec, heads * tokens, ACC, dtype)
     return _local("softmax", cyc, heads * tokens * dtype_bytes(ACC))
 
 
 def pv_local(spec: HardwareSpec, heads: int, head_features: int, tokens: int, dtype: str) -> CostBreakdown:
     """p·V: zero the column's fp32 outputs, one FMAC per (head, cached token) of the head's
-    features, and (after the allreduce along Y) the output rounded to the model dtype."""
+    features, and after the allreduce along Y (which carries the softmax sums) each head divided by
+    its sum (a scale of its features, fp32) and the output rounded to the model dtype."""
     q = heads * head_features
     if q <= 0:
         return _local("pv", 0.0)
     cyc = t_fill(spec, q) + heads * tokens * t_op(spec, head_features, "fmac", _mixed(dtype, ACC))
-    cyc += t_copy(spec, q, ACC, dtype)
+    cyc += heads * t_op(spec, head_features, "scale", ACC) + t_copy(spec, q, ACC, dtype)
     return _local("pv", cyc, q * dtype_bytes(ACC))
 
 

@@ -17,9 +17,9 @@ from plmr.breakdown import CostBreakdown, in_sequence
 from plmr import decode_ops as D
 from plmr.attention import ring_attention
 from plmr.collectives import line_tree_allreduce, line_tree_allreduce_cycles
-from plmr.gemm import gemmt, meshgemm, meshgemm_chain, meshgemm_chain_floor
+from plmr.gemm import meshgemm_chain, meshgemm_chain_floor
 from plmr.hardware import HardwareSpec
-from plmr.ops import elementwise, rmsnorm, rope, rope_chunks, silu_mul, softmax, token_rmsnorm
+from plmr.ops import rope_chunks, token_rmsnorm
 from plmr.primitives import balanced_split, ceil_div, dtype_bytes, t_fn, t_vec
 
 
@@ -162,9 +162,10 @@ def decode_steps(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, contex
     the decode program runs it (``meshgemm/decode_program.py``, method §3.4): a sequence of local
     costs (``plmr.decode_ops``) and symbolic ``Reduction``s, named by the program's op labels.
 
-    Per layer: 7 sum allreduces and 1 max allreduce along Y, 2 sum allreduces along X and the score
+    Per layer: 3 sum allreduces and 1 max allreduce along Y, 2 sum allreduces along X and the score
     allreduce within each KV group's columns. Q, K and V are one fused GEMV, gate and up another;
-    partial products and every reduction are fp32. When the score allreduce runs per KV group, the
+    each RMSNorm's Σx² rides on the next GEMV's allreduce (one more element) and its scale is applied
+    to the sums, the softmax sums ride on p·V's; partial products and every reduction are fp32. When the score allreduce runs per KV group, the
     X tree's level-0 groups are those groups (the O and down allreduces run on that tree).
     Batch: the B requests share the weights; every op runs once per request (payloads carry B
     vectors), each request with its own KV cache."""
@@ -198,18 +199,17 @@ def decode_steps(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, contex
     else:
         scores_red = [Reduction("scores", "group", p_x, B * score_heads * S_y, acc, groups0=dims.num_kv_heads)]
     return [
-        times_b(D.rmsnorm_local(spec, E_y, dtype)), y("rmsnorm", 1),
-        times_b(D.gemv_partials_local(spec, E_y, qkv, dtype, dims.qkv_bias, op="qkv")), y("qkv", qkv),
+        times_b(D.norm_numerator_local(spec, E_y, dtype)),
+        times_b(D.gemv_partials_local(spec, E_y, qkv, dtype, dims.qkv_bias, op="qkv", norm=True)), y("qkv", qkv + 1),
         times_b(D.rope_local(spec, hl.q_heads + hl.kv_heads, hl.pairs, qkv, dtype)),
         times_b(D.kv_append_local(spec, kv_x, cap, p_y > 1, dtype)),
         times_b(D.scores_local(spec, hl.q_heads, w, S_y, score_heads, dtype)), *scores_red,
         y("softmax", score_heads, "max"), times_b(D.softmax_local(spec, score_heads, S_y, dtype)),
-        y("softmax", score_heads),
-        times_b(D.pv_local(spec, hl.q_heads, w, S_y, dtype)), y("pv", q_x),
+        times_b(D.pv_local(spec, hl.q_heads, w, S_y, dtype)), y("pv", q_x + score_heads),
         times_b(D.gemv_partials_local(spec, q_x, E_y, dtype, op="o_proj")), x("o_proj", E_y),
         times_b(D.residual_local(spec, E_y, dtype)),
-        times_b(D.rmsnorm_local(spec, E_y, dtype, op="rmsnorm_post")), y("rmsnorm_post", 1),
-        times_b(D.gemv_partials_local(spec, E_y, 2 * F_x, dtype, op="gate_up")), y("gate_up", 2 * F_x),
+        times_b(D.norm_numerator_local(spec, E_y, dtype, op="rmsnorm_post")),
+        times_b(D.gemv_partials_local(spec, E_y, 2 * F_x, dtype, op="gate_up", norm=True)), y("gate_up", 2 * F_x + 1),
         times_b(D.silu_mul_local(spec, F_x, dtype)),
         times_b(D.gemv_partials_local(spec, F_x, E_y, dtype, op="down")), x("down", E_y),
         times_b(D.residual_local(spec, E_y, dtype, op="residual_mlp")),
@@ -455,71 +455,6 @@ def prefill_layer_floor(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int,
     phases = prefill_phases(spec, dims, p_y, p_x, tokens, dtype, keys, window, acc, chain=meshgemm_chain_floor)
     return sum(c.total_cycles for c in phases.values())
 
-
-def paper_prefill_layer(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, tokens: int,
-                  tree_x: TreeChoice = TreeChoice(k=1), dtype: str = "fp16", keys: int | None = None) -> CostBreakdown:
-    """The authors' prefill layer (``--method paper``, a labelled baseline; method §3.2, §3.6): one
-    stand-alone MeshGEMM per projection, dist-GEMM-T for Q·Kᵀ, softmax and RMSNorm reductions along X,
-    MeshGEMM for S·V, on their dimensions (one head as wide as the model). Our layer program is
-    ``prefill_layer``."""
-    L = tokens
-    K_len = L if keys is None else keys  # a prompt chunk attends to ``keys`` keys (all of them: an upper bound)
-    L_y = ceil_div(L, p_y)
-    E_x = ceil_div(dims.hidden, p_x)
-    F_x = ceil_div(dims.ffn, p_x)
-    hl = head_layout(dims, p_x)
-    gx = tree_x.group_counts if p_x > 1 else None
-    # Attention per KV group of columns: dist-GEMM-T over the group's width, n_rep heads at once.
-    heads_per_col = max(hl.q_heads, 1)
-    scores = gemmt(spec, p_y, hl.group_width, L, hl.q_features * hl.group_width // heads_per_col, K_len, dtype)
-    scores = scores.scaled(heads_per_col) if heads_per_col > 1 else scores
-    L_x = ceil_div(K_len, p_x)
-    steps = [
-        rmsnorm(spec, p_x, E_x, L_y, tree_x.k, gx, dtype),
-        meshgemm(spec, p_y, p_x, L, dims.hidden, dims.q_dim, dtype),
-        meshgemm(spec, p_y, p_x, L, dims.hidden, dims.kv_dim, dtype),
-        meshgemm(spec, p_y, p_x, L, dims.hidden, dims.kv_dim, dtype),
-        _local("qkv.bias", L_y * t_vec(spec, hl.q_features + 2 * hl.kv_features, "add", dtype)
-               if dims.qkv_bias else 0.0),
-        rope(spec, hl.q_features + hl.kv_features, L_y, dtype),
-        scores,
-        _local("mask_scale", heads_per_col * L_y * t_vec(spec, L_x, "scale", dtype)),
-        softmax(spec, p_x, L_x, heads_per_col * L_y, tree_x.k, gx, dtype),
-        meshgemm(spec, p_y, p_x, L, K_len, dims.q_dim, dtype),
-        meshgemm(spec, p_y, p_x, L, dims.q_dim, dims.hidden, dtype),
-        elementwise(spec, E_x, "add", dtype, rows=L_y),
-        rmsnorm(spec, p_x, E_x, L_y, tree_x.k, gx, dtype),
-        meshgemm(spec, p_y, p_x, L, dims.hidden, dims.ffn, dtype),
-        meshgemm(spec, p_y, p_x, L, dims.hidden, dims.ffn, dtype),
-        silu_mul(spec, F_x, dtype, rows=L_y),
-        meshgemm(spec, p_y, p_x, L, dims.ffn, dims.hidden, dtype),
-        elementwise(spec, E_x, "add", dtype, rows=L_y),
-    ]
-    return in_sequence("paper_prefill_layer", steps)
-
-
-@functools.lru_cache(maxsize=4096)
-def _prefill_gemms(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, L: int, K_len: int,
-                   dtype: str) -> tuple[CostBreakdown, ...]:
-    """The MeshGEMMs of a prefill layer, each distinct one once (K and V, gate and up share
-    their shapes): Q, K (= V), S·V, O, gate (= up), down."""
-    return (meshgemm(spec, p_y, p_x, L, dims.hidden, dims.q_dim, dtype),
-            meshgemm(spec, p_y, p_x, L, dims.hidden, dims.kv_dim, dtype),
-            meshgemm(spec, p_y, p_x, L, K_len, dims.q_dim, dtype),
-            meshgemm(spec, p_y, p_x, L, dims.q_dim, dims.hidden, dtype),
-            meshgemm(spec, p_y, p_x, L, dims.hidden, dims.ffn, dtype),
-            meshgemm(spec, p_y, p_x, L, dims.ffn, dims.hidden, dtype))
-
-
-def prefill_gemm_floor(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, tokens: int,
-                       dtype: str = "fp16", keys: int | None = None) -> float:
-    """A lower bound of ``paper_prefill_layer(...).total_cycles`` (``--method paper``) at a fraction
-    of its price: the same MeshGEMM terms added in the same order, the other steps (none negative)
-    left out. Floating-point
-    addition never decreases when a term >= 0 is added, so this is <= the layer's sum exactly."""
-    q, kv, pv, o, ffn_in, down = _prefill_gemms(spec, dims, p_y, p_x, tokens,
-                                                 tokens if keys is None else keys, dtype)
-    return sum(g.total_cycles for g in (q, kv, kv, pv, o, ffn_in, ffn_in, down))
 
 
 def prefill_activation_bytes(dims: LayerDims, p_y: int, p_x: int, tokens: int, dtype: str = "fp16",

@@ -78,8 +78,7 @@ DECODE_CASES = [
 
 
 def _decode_vectors(lay: DecodeLayout):
-    return {"attn_norm": lay.hidden_vec, "attn_out": lay.hidden_vec, "h_attn": lay.hidden_vec,
-            "mlp_norm": lay.hidden_vec, "mlp_out": lay.hidden_vec, "h_out": lay.hidden_vec,
+    return {"attn_out": lay.hidden_vec, "h_attn": lay.hidden_vec, "mlp_out": lay.hidden_vec, "h_out": lay.hidden_vec,
             "q": lay.q_vec, "q_rope": lay.q_vec, "attn": lay.q_vec, "k": lay.kv_vec, "k_rope": lay.kv_vec,
             "v": lay.kv_vec, "gate": lay.ffn_vec, "up": lay.ffn_vec, "act": lay.ffn_vec}
 
@@ -103,10 +102,17 @@ def test_decode_ops_equal_the_reference_op_by_op(tiny_model, name, mesh):
             r, b = rt[layer + 1], bt[layer + 1]
             for key, vp in vecs.items():
                 close(vp.gather(b[key]), np.asarray(r[key]).reshape(-1), f"pos {pos} layer {layer} {key}")
+            # the norms' numerators γ ⊙ x (their scales are applied after the next GEMV's allreduce)
+            x_in = rt[layer]["h_out"] if layer else rt[0]["embed"]
+            lw = w.layers[layer]
+            for key, x, g in (("attn_gx", x_in, lw.input_norm), ("mlp_gx", r["h_attn"], lw.post_norm)):
+                close(lay.hidden_vec.gather(b[key]), (g * np.asarray(x)).reshape(-1), f"pos {pos} layer {layer} {key}")
             first = dec.caches[layer].rule.first_retained(pos + 1)
-            for key in ("scores", "probs"):
-                got = dec.gather_scores(layer, b[key], pos + 1)
-                close(got, r[key][:, 0, first:pos + 1], f"pos {pos} layer {layer} {key}")
+            got = dec.gather_scores(layer, b["scores"], pos + 1)
+            close(got, r["scores"][:, 0, first:pos + 1], f"pos {pos} layer {layer} scores")
+            # exp(s − m) left unnormalised (p·V divides by the sums): normalised here, the probabilities
+            e = dec.gather_scores(layer, b["exp_scores"], pos + 1)
+            close(e / e.sum(axis=1, keepdims=True), r["probs"][:, 0, first:pos + 1], f"pos {pos} layer {layer} probs")
         close(lay.hidden_vec.gather(bt[-1]["final_norm"]), rt[-1]["final_norm"][0], f"pos {pos} final norm")
         close(lay.logits_vec.gather(dec_logits), ref_logits, f"pos {pos} logits")
         assert nxt == int(np.argmax(ref_logits))
@@ -126,8 +132,9 @@ def test_a_misplaced_gamma_is_caught(tiny_model):
     bt, rt = [], []
     dec.step(5, bt)
     ref.decode(5, ref.empty_cache(), rt)
-    with pytest.raises(AssertionError, match="attn_norm"):
-        close(lay.hidden_vec.gather(bt[1]["attn_norm"]), rt[1]["attn_norm"][0], "layer 0 attn_norm")
+    want = w.layers[0].input_norm * rt[0]["embed"][0]  # γ ⊙ x with the γ segments where they belong
+    with pytest.raises(AssertionError, match="attn_gx"):
+        close(lay.hidden_vec.gather(bt[1]["attn_gx"]), want, "layer 0 attn_gx")
 
 
 # ---- prefill, op by op -----------------------------------------------------------------------------------

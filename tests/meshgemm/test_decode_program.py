@@ -1,6 +1,6 @@
 """meshgemm.decode_program on the simulator, op by op against the block model (meshgemm.block_dataflow):
-every intermediate of every layer on every PE (normed input, q, k, v before and after RoPE, the KV cache
-after the append and shift, attention probabilities and output, O projection, residuals, gate, up, SiLU⊙up,
+every intermediate of every layer on every PE (γ ⊙ input, q, k, v before and after RoPE, the KV cache
+after the append and shift, exp(s − m) and the attention output, O projection, residuals, gate, up, SiLU⊙up,
 down), the next token and its embedding, over several steps on two stages (one layer each, a hand-off
 going south). Also: the per-PE size rules equal the layout's on every column and row; the shift-based
 cache with a sliding window wraps its ring and drops the oldest entries as the rule says; every PE receives
@@ -98,7 +98,7 @@ def test_every_op_equals_the_block_model(tiny_model):
                         return v[a:a + n] if n is not None else v
 
                     w = f"layer {s.first} PE ({px}, {py})"
-                    close(dev("a", 0, ey), t["attn_norm"][py][px], w + " attn_norm")
+                    close(dev("a", 0, ey), t["attn_gx"][py][px], w + " attn_gx")
                     close(dev("qkv", 0, qx), t["q"][py][px], w + " q")
                     close(dev("qkv", qx, kvx), t["k"][py][px], w + " k")
                     close(dev("qkv", qx + kvx, kvx), t["v"][py][px], w + " v")
@@ -107,12 +107,12 @@ def test_every_op_equals_the_block_model(tiny_model):
                     kc, vc = _device_cache(rt, s.index, 0, px, py)
                     close(kc, orc.caches[s.first].k[py][px], w + " K cache")
                     close(vc, orc.caches[s.first].v[py][px], w + " V cache")
-                    p = t["probs"][py][px]
-                    close(dev("pr", 0, p.size).reshape(p.shape), p, w + " probs")
+                    p = t["exp_scores"][py][px]
+                    close(dev("sc", 0, p.size).reshape(p.shape), p, w + " exp_scores")
                     close(dev("o", 0, qx), t["attn"][py][px], w + " attn")
                     close(dev("ho", 0, ey), t["attn_out"][py][px], w + " attn_out")
                     close(dev("h1", 0, ey), t["h_attn"][py][px], w + " h_attn")
-                    close(dev("a2", 0, ey), t["mlp_norm"][py][px], w + " mlp_norm")
+                    close(dev("a2", 0, ey), t["mlp_gx"][py][px], w + " mlp_gx")
                     close(dev("gu", 0, fx), t["gate"][py][px], w + " gate")
                     close(dev("gu", fx, fx), t["up"][py][px], w + " up")
                     close(dev("z", 0, fx), t["act"][py][px], w + " act")
@@ -122,6 +122,49 @@ def test_every_op_equals_the_block_model(tiny_model):
         for py in range(grid[0]):
             for px in range(grid[1]):
                 close(rt.read(0, px, py, "x")[:lay.hidden.sizes[py]], emb[py][px], f"embedding PE ({px}, {py})", 0)
+        tok = nxt
+
+
+def test_two_round_south_hand_off_lands_one_round_per_row(tiny_model):
+    """A region taller than wide (5×3): the hand-off south takes two rounds, round k landing on row
+    P_y − 1 − k of the next region (no PE lands two rounds); tokens and logits equal the block model's."""
+    d, _ = tiny_model("llama_gqa")
+    grid = (5, 3)
+    prog, rt, orc, hidden = _setup(d, grid, (1, 1), capacity=4, wide=1)
+    h = prog.handoffs[0]
+    assert h["move"] == "south" and sorted(set(h["send"].values())) == [0, 1]
+    y0 = prog.config.stages[1].origin[0]
+    assert {y - y0 for (_, y) in h["land"]} == {4, 3} and all(v in (1, 2) for v in h["land"].values())
+    r = rt.head()
+    _, tok = orc.head(hidden)
+    assert r.token == tok
+    for _ in range(3):
+        logits, nxt = orc.step(tok)
+        r = rt.step()
+        assert r.token == nxt
+        close(r.logits, prog.layout.logits_vec.gather(logits), "logits", 1e-5)
+        tok = nxt
+
+
+def test_west_hand_off_lands_on_the_first_column_of_the_last_x_group(tiny_model):
+    """Four stages in a snake two regions wide (east, south, west; the middle two hold no layer): the west
+    hand-off passes b's last column and lands on the first column of its last X level-0 group;
+    tokens and logits equal the block model's."""
+    d, _ = tiny_model("llama_gqa")
+    grid = (3, 4)
+    prog, rt, orc, hidden = _setup(d, grid, (1, 0, 0, 1), capacity=4, wide=2)
+    assert [h["move"] for h in prog.handoffs] == ["east", "south", "west"]
+    west = prog.handoffs[2]
+    x0 = prog.config.stages[3].origin[1]
+    assert {x - x0 for (x, _) in west["land"]} == {grid[1] - prog.tree_x.group_sizes[-1]}
+    r = rt.head()
+    _, tok = orc.head(hidden)
+    assert r.token == tok
+    for _ in range(3):
+        logits, nxt = orc.step(tok)
+        r = rt.step()
+        assert r.token == nxt
+        close(r.logits, prog.layout.logits_vec.gather(logits), "logits", 1e-5)
         tok = nxt
 
 
