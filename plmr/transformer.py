@@ -247,19 +247,19 @@ def decode_layer(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, contex
     """One decode step of one layer (``decode_steps`` priced under the given K-trees)."""
     layer = compose(spec, decode_steps(spec, dims, p_y, p_x, context, dtype, batch), tree_y, tree_x,
                     "decode_layer")
-    colors = _decode_colors(tree_y, tree_x, p_y, p_x, score_mode(dims, p_x), dims.num_kv_heads)
+    colors = decode_colors(tree_y.k, tree_x.k, p_y, p_x, score_mode(dims, p_x))
     return CostBreakdown(op=layer.op, compute_cycles=layer.compute_cycles, comm_cycles=layer.comm_cycles,
                          total_cycles=layer.total_cycles,
                          bytes_per_pe=decode_buffer_bytes(dims, p_y, p_x, dtype, batch),
                          colors_per_pe=colors, parts=layer.parts)
 
 
-def _decode_colors(tree_y: TreeChoice, tree_x: TreeChoice, p_y: int, p_x: int, mode: str, n_kv: int) -> int:
+def decode_colors(k_y: int, k_x: int, p_y: int, p_x: int, mode: str) -> int:
     """Colours of the decode program's layer (``meshgemm.decode_program``): 2 per tree level and 1 for
     the multicast on each axis, 1 more on X for the KV-group multicast (whose level 0 is then the KV
     groups, K = 2), and the KV shift's 2 parity colours."""
-    cy = 2 * tree_y.k + 1 if p_y > 1 else 0
-    k_x = 2 if mode == "groups" else tree_x.k
+    cy = 2 * k_y + 1 if p_y > 1 else 0
+    k_x = 2 if mode == "groups" else k_x
     cx = 2 * k_x + 1 + (1 if mode == "groups" else 0) if p_x > 1 else 0
     return cy + cx + (2 if p_y > 1 else 0)
 

@@ -44,8 +44,9 @@ from plmr.hardware import DTYPE_BYTES, HardwareSpec
 from plmr.ktree import default_group_counts
 from plmr.ops import rmsnorm
 from plmr.primitives import ceil_div
+from plmr.transformer import decode_colors as layer_decode_colors
 from plmr.transformer import (
-    LayerDims, Reduction, TreeChoice, compose, decode_steps, line_tree_args, local_cycles, prefill_activation_bytes,
+    LayerDims, Reduction, TreeChoice, compose, decode_steps, score_mode, line_tree_args, local_cycles, prefill_activation_bytes,
     prefill_layer, prefill_layer_floor, reduction_cycles, round_up,
 )
 from waferllm.placement import Placement, place_layers, regions_per_wafer, stage_fit_message
@@ -322,10 +323,13 @@ def _tree_space(n_ax: int, ks: tuple[int, ...]) -> tuple[TreeChoice, ...]:
     return tuple(out)
 
 
-def decode_colors(k_y: int, k_x: int, grid: tuple[int, int] = (2, 2)) -> int:
-    """Colours of two statically routed K-tree axes (2K+1 each) plus the KV shift (method §6.4)."""
+def decode_colors(k_y: int, k_x: int, grid: tuple[int, int] = (2, 2), mode: str | None = None) -> int:
+    """Colours per PE of the decode layer's program under K_y and K_x (``plmr.transformer.decode_colors``:
+    the trees, the KV-group multicast, the KV shift's parity colours). ``mode`` is how the program
+    sums scores over columns (``score_mode``); None: the most any mode needs (a forced K, no model)."""
     p_y, p_x = grid
-    return (2 * k_y + 1 if p_y > 1 else 0) + (2 * k_x + 1 if p_x > 1 else 0) + (1 if p_y > 1 else 0)
+    modes = ("none", "full", "groups") if mode is None else (mode,)
+    return max(layer_decode_colors(k_y, k_x, p_y, p_x, m) for m in modes)
 
 
 def _dtype_bytes(req: PlanRequest) -> int:
@@ -352,6 +356,8 @@ class DecodeTerms:
     #: Exact reduction prices by ``line_tree_args`` for ``spec`` (and the search's ``_TreeRow``s),
     #: shared by the terms of one search.
     prices: dict = field(default_factory=dict, compare=False, repr=False)
+    #: How the program sums scores over columns (``plmr.transformer.score_mode``): sets its colours.
+    score_mode: str = "full"
 
     def local(self) -> float:
         return self._local
@@ -438,7 +444,8 @@ def decode_terms(model: Any, req: PlanRequest, grid: tuple[int, int], placement:
         dims = paper_dims(model, grid)
         ctx = round_up(req.decode_context, paper_side(grid))
         steps = tuple(decode_steps(spec, dims, p_y, p_x, ctx, dt, B))
-        return DecodeTerms(grid, ((model.num_layers, steps),), (), 0.0, _no_handoff(), model.num_layers, spec, prices)
+        return DecodeTerms(grid, ((model.num_layers, steps),), (), 0.0, _no_handoff(), model.num_layers, spec, prices,
+                           score_mode(dims, p_x))
     dims = model_dims(model)
     contexts = layer_contexts(model, req.decode_context)
     groups = tuple((contexts.count(c), tuple(decode_steps(spec, dims, p_y, p_x, c, dt, B)))
@@ -456,7 +463,8 @@ def decode_terms(model: Any, req: PlanRequest, grid: tuple[int, int], placement:
         _named(chain_reduce(spec, p_x, 2 * B, dtype="fp32"), "argmax"),
     )
     handoff = decode_handoff(model, req, grid, placement)
-    return DecodeTerms(grid, groups, extras, handoff["decode_cycles"], handoff, model.num_layers, spec, prices)
+    return DecodeTerms(grid, groups, extras, handoff["decode_cycles"], handoff, model.num_layers, spec, prices,
+                       score_mode(dims, p_x))
 
 
 def _no_handoff() -> dict:
@@ -574,7 +582,7 @@ def best_trees(spec: HardwareSpec, terms: DecodeTerms, req: PlanRequest) -> tupl
         ty, tx = paper_tree(p_y), paper_tree(p_x)
         return ty, tx, terms.total(spec, ty, tx)
     (cy, ty), (cx, tx) = best_axis_tree(spec, terms, "y", req), best_axis_tree(spec, terms, "x", req)
-    if req.k_tree is not None or decode_colors(ty.k, tx.k, terms.grid) <= budget:
+    if req.k_tree is not None or decode_colors(ty.k, tx.k, terms.grid, terms.score_mode) <= budget:
         return ty, tx, terms.local() + (cy + cx)
     # The colours bind: the best tree of every K on each axis, then the best pair that fits.
     best_per_k: dict[str, dict[int, tuple[float, TreeChoice]]] = {"y": {}, "x": {}}
@@ -588,7 +596,7 @@ def best_trees(spec: HardwareSpec, terms: DecodeTerms, req: PlanRequest) -> tupl
     pair = None
     for ky, (cy, ty) in best_per_k["y"].items():
         for kx, (cx, tx) in best_per_k["x"].items():
-            if decode_colors(ky, kx, terms.grid) > budget:
+            if decode_colors(ky, kx, terms.grid, terms.score_mode) > budget:
                 continue
             if pair is None or cy + cx < pair[0]:
                 pair = (cy + cx, ty, tx)
@@ -1412,7 +1420,8 @@ def _assemble(model: Any, req: PlanRequest, dec: Candidate, pre: Candidate, note
                           placement=pre.placement),
         decode=PhasePlan(grid=dec.grid, cycles_per_layer=per_layer, cycles_total=dec.cycles, seconds=decode_s,
                          tokens_per_s=1.0 / decode_s, tree_y=dec.tree_y, tree_x=dec.tree_x, parts=parts,
-                         colors_per_pe=decode_colors(dec.tree_y.k, dec.tree_x.k, dec.grid), placement=placement),
+                         colors_per_pe=decode_colors(dec.tree_y.k, dec.tree_x.k, dec.grid, dec.terms.score_mode),
+                         placement=placement),
         placement=placement, fits=fits, fit_reason=reason, switch_cycles=sw,
         kv_shift_tokens=shift_w, kv_concat_tokens=shift_w // p_y,
         kv_shift_tokens_placed=shift_p, kv_concat_tokens_placed=shift_p // p_y,

@@ -348,7 +348,11 @@ def test_square_grid_forms_agree():
 def test_forced_k_tree_is_reported(method, k):
     d = plan_json("llama3-8b", "--method", method, "--k-tree", str(k), "--decode-grid", "360")
     assert d["decode"]["k_tree"] == k and d["decode"]["k_tree_x"] == k
-    assert d["decode"]["colors_per_pe"] == (2 * k + 1) * 2 + 1
+    # the decode program's colours: 2K+1 for the Y tree, the KV shift's 2 parity colours, and on X either
+    # a K tree (the paper method's one wide head spans the row) or, for LLaMA3-8B's 8 KV groups on 360
+    # columns, the groups' K = 2 tree plus their multicast (decode_program._allocate_colours)
+    x_colours = 2 * k + 1 if method == "paper" else 2 * 2 + 1 + 1
+    assert d["decode"]["colors_per_pe"] == (2 * k + 1) + x_colours + 2
 
 
 @pytest.mark.parametrize("method", ["full", "paper"])

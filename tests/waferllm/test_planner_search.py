@@ -80,7 +80,7 @@ def brute_force(model, req) -> tuple[float, tuple[int, int]]:
             terms = decode_terms(model, req, (py, px), placement)
             for ty in tree_space(py, tuple(range(1, 7))):
                 for tx in tree_space(px, tuple(range(1, 7))):
-                    if decode_colors(ty.k, tx.k, (py, px)) > len(spec.routable_colors):
+                    if decode_colors(ty.k, tx.k, (py, px), terms.score_mode) > len(spec.routable_colors):
                         continue
                     c = terms.total(spec, ty, tx)
                     key = (c, py * px)
@@ -122,7 +122,7 @@ def pruned_brute_force(model, req) -> tuple[float, tuple[int, int]]:
                     cost = c.terms.axis(spec, axis, t)
                     per_k[axis][t.k] = min(cost, per_k[axis].get(t.k, cost))
             cycles = c.terms.local() + min(cy + cx for ky, cy in per_k["y"].items() for kx, cx in per_k["x"].items()
-                                           if decode_colors(ky, kx, c.grid) <= len(spec.routable_colors))
+                                           if decode_colors(ky, kx, c.grid, c.terms.score_mode) <= len(spec.routable_colors))
             if best is None or (cycles, py * px) < best[0]:
                 best = ((cycles, py * px), c.grid)
     return best[0][0], best[1]
