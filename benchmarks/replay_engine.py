@@ -6,6 +6,12 @@ message) and later re-runs them all and reports any difference.
 
     python benchmarks/replay_engine.py record /tmp/calls [pytest args...]   # default: tests/simulator tests/meshgemm
     python benchmarks/replay_engine.py replay /tmp/calls
+    python benchmarks/replay_engine.py replay /tmp/calls --parts 2   # visits split into parts and bands
+
+``--parts K`` replays every call with each cycle's visits cut into K parts and the bands between them
+(``simulator.engine.segments`` at the finest grain, so even small meshes are cut), run one after the
+other on one thread: the results must not depend on that order (the engine's claim that lets the
+parts run concurrently on large meshes).
 
 Recordings are pickles of the programs (tens of MB for the default suites); keep them out of git.
 """
@@ -105,8 +111,16 @@ def record(out_dir: str, pytest_args: list[str]) -> int:
     return int(rc)
 
 
-def replay(in_dir: str) -> int:
+def replay(in_dir: str, parts: int = 1) -> int:
     from simulator.run import simulate
+    if parts > 1:
+        import numba
+        import simulator.run as run_mod
+        from simulator import engine
+        numba.set_num_threads(1)  # fine cuts share summary words: the parts must not run concurrently
+        whole = engine.segments
+        run_mod._parts = lambda pes, trace, threads: 1 if trace else parts
+        engine.segments = lambda w, h, k, grain=64: whole(w, h, k, 64)
     files = sorted(glob.glob(os.path.join(in_dir, "*.pkl")))
     bad = 0
     for fn in files:
@@ -123,7 +137,10 @@ def main(argv: list[str]) -> int:
     if len(argv) < 2 or argv[0] not in ("record", "replay"):
         print(__doc__)
         return 2
-    return record(argv[1], argv[2:]) if argv[0] == "record" else replay(argv[1])
+    if argv[0] == "record":
+        return record(argv[1], argv[2:])
+    parts = int(argv[argv.index("--parts") + 1]) if "--parts" in argv else 1
+    return replay(argv[1], parts)
 
 
 if __name__ == "__main__":

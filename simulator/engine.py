@@ -34,9 +34,10 @@ Status codes in ``out[0]``: see ``ST_*``; ``out`` also returns the cycle and up 
 from __future__ import annotations
 
 import math
+import types
 
 import numpy as np
-from numba import config, njit
+from numba import config, njit, prange
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 if config.DISABLE_JIT:  # NUMBA_DISABLE_JIT=1 runs the engine as Python (debugging): no intrinsics
@@ -65,6 +66,9 @@ NPARAMS = 24
 (O_ST, O_T, O_I0, O_I1, O_I2, O_I3, O_TOTAL, O_NTS, O_NTR, O_VCE, O_VRT, O_MOVES, O_RTONLY,
  O_TSDROP) = range(14)
 NOUT = 14
+# per-segment counters of one visit call (``visit``)
+(A_HN, A_NTS, A_NTR, A_VCE, A_VRT, A_MOVES, A_RTONLY, A_TSDROP, A_PROG, A_MOVED, A_ST) = range(11)
+NACC = 11
 
 UT = MAX_MICROTHREADS
 # Record indices are wrapped in U (unsigned): numba then skips its negative-index wraparound, which
@@ -320,88 +324,1091 @@ def init_records(W, H, S, SQ, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_r
         ur[U(u * UR)] = -1
 
 
-def _specialise(functional: bool):
-    """The engine for one mode. ``functional`` is a closure constant, so numba compiles the
-    timing-only engine without the payload code; each variant is cached apart."""
+# The engine's three functions are written once and compiled per mode (``_specialise``): they read
+# ``functional``, ``visit`` and ``visit_parts`` as globals of a per-mode namespace. Globals are
+# compile-time constants to numba (so the timing-only engine carries no payload code) and, unlike a
+# closure's cells, are not part of the on-disk cache key (a cell holding a dispatcher pickles
+# differently in every process, which would recompile the engine in every process).
 
-    @njit(cache=True, error_model="numpy")
-    def run(params, route_of, r_pe, r_tx, ch_route, ins, jtab, pe_entry, tk_entry, tk_data, tk_arg,
-            blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay, q_pay,
-            ts_pe, ts_label, ts_cycle, tr, out, cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down, link_acc):
-        W = params[P_W]
-        H = params[P_H]
-        C = params[P_C]
-        alpha = params[P_ALPHA]
-        rin = params[P_RIN]
-        rout = params[P_ROUT]
-        beta = params[P_BETA]
-        max_idle = params[P_MAXIDLE]
-        max_cycles = params[P_MAXCYC]
-        S = params[P_S]
-        SQ = params[P_SQ]
-        capq = params[P_CAPQ]
-        trace_cap = params[P_TRACE]
-        t0 = params[P_T0]
-        c_task = params[P_CTASK]
-        n_ut = params[P_UT]
-        NREG = params[P_NREG]
-        c_scal = params[P_CSCAL]
-        ts_cap = params[P_TSCAP]
-        ncfg = params[P_NCFG]
-        rports = params[P_RPORTS]
-        wports = params[P_WPORTS]
-        ramp1 = params[P_RAMP1] != 0  # the ramp takes one wavelet a cycle
-        ts_drop = 0
-        SM = S - 1  # ring storage is a power of two >= every capacity
-        SQM = SQ - 1
-        P = W * H
-        nr = r_tx.shape[0]
-        CS = 8 + S
-        RS = 12 + SQ
+def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data, tk_arg, blk_prio,
+          blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay, q_pay, ts_pe, ts_label, ts_cycle,
+          ts_base, ts_lim, tr, out, cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down, link_acc, bm, sm, occ,
+          hp):
+    """One cycle's due agents of the PEs in bitmap words [w_lo, w_hi), in ascending PE order.
+    Counters accumulate in ``acc`` (A_*); timestamps go to ``ts_*`` from ``ts_base`` while below
+    ``ts_lim``; wake-ups beyond the wheel go to the segment's heap ``hp``."""
 
-        # Scheduling: per wheel slot and agent kind (0 = CE, 1 = router) a bitmap over PEs plus a
-        # summary bitmap over its words. A slot is visited in ascending PE order, so the records are
-        # read nearly sequentially; setting a bit twice is harmless, so wake-ups need no dedup.
-        # Wake-ups nslot or more cycles ahead go to a min-heap of (when << 21 | pe << 1 | kind). A call
-        # taking arrays costs atomic reference counts, even inlined, so ``_wake`` serves only the
-        # start, the heap drain and instruction timers; the per-wavelet wake-ups are written out in
-        # place (marked "# wake:").
-        nwd = (P + 63) >> 6
-        nsm = (nwd + 63) >> 6
-        nslot = params[P_NSLOT]
-        slotm = nslot - 1
-        bm = np.zeros(2 * nslot * nwd, dtype=np.int64)
-        sm = np.zeros(2 * nslot * nsm, dtype=np.int64)
-        occ = np.zeros(nslot, dtype=np.int64)
-        hp = np.empty(8 * P + 16, dtype=np.int64)
-        hn = 0
-        rt_only = 0  # PE-cycles in which the router moved a wavelet while the CE did no work
+    W = params[P_W]
+    H = params[P_H]
+    C = params[P_C]
+    alpha = params[P_ALPHA]
+    rin = params[P_RIN]
+    rout = params[P_ROUT]
+    beta = params[P_BETA]
+    max_idle = params[P_MAXIDLE]
+    max_cycles = params[P_MAXCYC]
+    S = params[P_S]
+    SQ = params[P_SQ]
+    capq = params[P_CAPQ]
+    trace_cap = params[P_TRACE]
+    t0 = params[P_T0]
+    c_task = params[P_CTASK]
+    n_ut = params[P_UT]
+    NREG = params[P_NREG]
+    c_scal = params[P_CSCAL]
+    ts_cap = params[P_TSCAP]
+    ncfg = params[P_NCFG]
+    rports = params[P_RPORTS]
+    wports = params[P_WPORTS]
+    ramp1 = params[P_RAMP1] != 0  # the ramp takes one wavelet a cycle
+    ts_drop = 0
+    SM = S - 1  # ring storage is a power of two >= every capacity
+    SQM = SQ - 1
+    P = W * H
+    CS = 8 + S
+    RS = 12 + SQ
+    nwd = (P + 63) >> 6
+    nsm = (nwd + 63) >> 6
+    nslot = params[P_NSLOT]
+    slotm = nslot - 1
+    ts_cap = ts_lim
+    slot = t & slotm
+    hn = acc[A_HN]
+    n_ts = ts_base
+    n_tr = acc[A_NTR]
+    v_ce = 0
+    v_rt = 0
+    moves = 0
+    rt_only = 0
+    ts_drop = 0
+    last_move = -1
+    progress = False
+    st = ST_OK
+    cb = slot * nwd
+    rb = (nslot + slot) * nwd
+    csb = slot * nsm
+    rsb = (nslot + slot) * nsm
 
-        t = t0
-        for pe in range(P):
-            b = pe * PS
-            ps[U(b + E_FINISHED)] = 0
-            if pe_entry[pe] >= 0:  # the launch runs as a pseudo task on every PE that has the entry
-                ps[U(b + E_CUR)] = LAUNCH_TASK
-                ps[U(b + E_PC)] = pe_entry[pe]
-                ps[U(b + E_MFREE)] = t
-                ps[U(b + E_WAKEAT)] = t
-                hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, t, pe, 0)
-            elif ps[U(b + E_BLOCK)] >= 0 and ((tact[pe] & ~tblk[pe]) != 0 or blk_data[ps[U(b + E_BLOCK)]] != 0):
-                hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, t, pe, 0)
-        n_ts = 0
-        n_tr = 0
-        v_ce = 0
-        v_rt = 0
-        moves = 0
-        last_progress = t
-        last_move = -1
-        st = ST_OK
-        while True:
-            if t > max_cycles:
-                st = ST_LIMIT
+    for sw in range(w_lo >> 6, ((w_hi - 1) >> 6) + 1):
+        smask = np.int64(-1)  # the summary bits of this segment's words
+        lo_b = w_lo - (sw << 6)
+        if lo_b > 0:
+            smask &= ~((np.int64(1) << lo_b) - 1)
+        hi_b = w_hi - (sw << 6)
+        if hi_b < 64:
+            smask &= (np.int64(1) << hi_b) - 1
+        sbits = (sm[U(csb + sw)] | sm[U(rsb + sw)]) & smask
+        while sbits != 0:
+            w = (sw << 6) + trailing_zeros(sbits)
+            sbits &= sbits - 1
+            cw = bm[U(cb + w)]
+            bm[U(cb + w)] = 0
+            bits = cw | bm[U(rb + w)]
+            while bits != 0:
+                bb = trailing_zeros(bits)
+                bits &= bits - 1
+                pe = (w << 6) + bb
+                pbit = np.int64(1) << bb
+                # ---------------- CE: main thread, then microthreads ----------------
+                if cw & pbit:
+                    v_ce += 1
+                    pb = pe * PS
+                    base = mem_base[U(pe)] if functional else 0
+                    rgb = pe * NREG
+                    blk = ps[U(pb + E_BLOCK)]
+                    mfree = ps[U(pb + E_MFREE)]
+                    if mfree > t:
+                        # busy: if stalls by the microthreads moved the end past the wake-up
+                        # that brought us here, schedule one at the new end
+                        if ps[U(pb + E_WAKEAT)] <= t:
+                            ps[U(pb + E_WAKEAT)] = mfree
+                            wk_ = mfree  # wake (written out: a call taking arrays costs reference counts)
+                            if wk_ - t < nslot:
+                                wb = wk_ & slotm
+                                wi = U(wb * nwd + (pe >> 6))
+                                if bm[wi] == 0:
+                                    sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                    occ[U(wk_ & slotm)] = 1
+                                bm[wi] |= np.int64(1) << (pe & 63)
+                            else:
+                                hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 0)
+                    elif ps[U(pb + E_PARK)] == 0 and blk >= 0:
+                        # -------- the main thread: run rows, or pick a task --------
+                        budget = MAX_ROWS_PER_VISIT
+                        while True:
+                            cur = ps[U(pb + E_CUR)]
+                            if cur < 0:
+                                # task picker: activated and unblocked; data tasks need a wavelet
+                                blkm = tblk[U(pe)]
+                                cand = tact[U(pe)] & ~blkm
+                                dm = blk_data[U(blk)] & ~blkm
+                                dready = np.int64(0)
+                                while dm != 0:
+                                    tid = trailing_zeros(dm)
+                                    dm &= dm - 1
+                                    r = route_of[U(pe * C + tk_data[U(blk), tid])] * RS
+                                    if r >= 0 and rs[U(r + 1)] > 0 and rs[U(r + 12 + rs[U(r)])] <= t:
+                                        dready |= np.int64(1) << tid
+                                cand |= dready
+                                if cand == 0:
+                                    break
+                                hi_c = cand & blk_prio[U(blk)]
+                                tid = trailing_zeros(hi_c if hi_c != 0 else cand)
+                                tbit = np.int64(1) << tid
+                                if dready & tbit:
+                                    r = route_of[U(pe * C + tk_data[U(blk), tid])] * RS
+                                    qs = r + 12 + rs[U(r)]
+                                    if functional:
+                                        regs[U(rgb + tk_arg[U(blk), tid])] = q_pay[U(2 * qs)]
+                                    rs[U(r)] = (rs[U(r)] + 1) & SQM
+                                    rs[U(r + 1)] -= 1
+                                    rs[U(r + 2)] = t
+                                    if ps[U(pb + E_RBP)]:
+                                        ps[U(pb + E_RBP)] = 0
+                                        wk_ = t + 1  # wake (written out: a call taking arrays costs reference counts)
+                                        if wk_ - t < nslot:
+                                            wb = 1 * nslot + (wk_ & slotm)
+                                            wi = U(wb * nwd + (pe >> 6))
+                                            if bm[wi] == 0:
+                                                sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                                occ[U(wk_ & slotm)] = 1
+                                            bm[wi] |= np.int64(1) << (pe & 63)
+                                        else:
+                                            hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 1)
+                                else:
+                                    tact[U(pe)] &= ~tbit
+                                ps[U(pb + E_CUR)] = tid
+                                ps[U(pb + E_PC)] = tk_entry[U(blk), tid]
+                                progress = True
+                                if n_tr < trace_cap:
+                                    tr[n_tr, 0] = pe
+                                    tr[n_tr, 1] = 0
+                                    tr[n_tr, 2] = -1 - tid
+                                    tr[n_tr, 3] = t
+                                    tr[n_tr, 4] = t + c_task
+                                    n_tr += 1
+                                if c_task > 0:
+                                    e = t + c_task
+                                    if e > ps[U(pb + E_BUSYU)]:
+                                        ps[U(pb + E_BUSY)] += e - max(t, ps[U(pb + E_BUSYU)])
+                                        ps[U(pb + E_BUSYU)] = e
+                                    if e > ps[U(pb + E_FIN)]:
+                                        ps[U(pb + E_FIN)] = e
+                                    ps[U(pb + E_MFREE)] = e
+                                    ps[U(pb + E_MPORTS)] = 0
+                                    ps[U(pb + E_WAKEAT)] = e
+                                    wk_ = e  # wake (written out: a call taking arrays costs reference counts)
+                                    if wk_ - t < nslot:
+                                        wb = wk_ & slotm
+                                        wi = U(wb * nwd + (pe >> 6))
+                                        if bm[wi] == 0:
+                                            sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                            occ[U(wk_ & slotm)] = 1
+                                        bm[wi] |= np.int64(1) << (pe & 63)
+                                    else:
+                                        hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 0)
+                                    break
+                                continue
+                            # run the current task's rows
+                            tv = t
+                            stop = False
+                            while True:
+                                row = ps[U(pb + E_PC)]
+                                op = ins[U(row), F_OP]
+                                budget -= 1
+                                if budget <= 0:
+                                    st = ST_RUNAWAY
+                                    out[O_I0] = pe
+                                    out[O_I1] = row
+                                    stop = True
+                                    break
+                                if op <= LAST_SCALAR:
+                                    tv += c_scal
+                                    nxt = row + 1
+                                    if op == OP_MOV:
+                                        regs[U(rgb + ins[U(row), F_A])] = regs[U(rgb + ins[U(row), F_B])]
+                                    elif op == OP_BIN:
+                                        v = _bin(ins[U(row), F_D], regs[U(rgb + ins[U(row), F_B])],
+                                                 regs[U(rgb + ins[U(row), F_C])])
+                                        if v != v and functional and (
+                                                ins[U(row), F_D] == _BIN_DIV or ins[U(row), F_D] == _BIN_MOD
+                                                or ins[U(row), F_D] == _BIN_FDIV):
+                                            st = ST_SCALAR
+                                            out[O_I0] = pe
+                                            out[O_I1] = row
+                                            stop = True
+                                            break
+                                        regs[U(rgb + ins[U(row), F_A])] = v
+                                    elif op == OP_SEL:
+                                        if regs[U(rgb + ins[U(row), F_B])] != 0.0:
+                                            regs[U(rgb + ins[U(row), F_A])] = regs[U(rgb + ins[U(row), F_C])]
+                                        else:
+                                            regs[U(rgb + ins[U(row), F_A])] = regs[U(rgb + ins[U(row), F_D])]
+                                    elif op == OP_JMP:
+                                        nxt = ins[U(row), F_TGT]
+                                    elif op == OP_BRZ:
+                                        if regs[U(rgb + ins[U(row), F_A])] == 0.0:
+                                            nxt = ins[U(row), F_TGT]
+                                    elif op == OP_JTAB:
+                                        k = np.int64(regs[U(rgb + ins[U(row), F_A])]) - ins[U(row), F_D]
+                                        if 0 <= k < ins[U(row), F_C]:
+                                            nxt = jtab[U(ins[U(row), F_B] + k)]
+                                        else:
+                                            nxt = ins[U(row), F_TGT]
+                                    elif op == OP_LOOPINIT:
+                                        cnt = regs[U(rgb + ins[U(row), F_B])]
+                                        if cnt < 0:
+                                            st = ST_NEGCOUNT
+                                            out[O_I0] = pe
+                                            out[O_I1] = row
+                                            out[O_I2] = np.int64(cnt)
+                                            stop = True
+                                            break
+                                        regs[U(rgb + ins[U(row), F_A])] = 0.0
+                                        if cnt < 1.0:
+                                            nxt = ins[U(row), F_TGT]
+                                    elif op == OP_LOOPNEXT:
+                                        ra = U(rgb + ins[U(row), F_A])
+                                        regs[ra] += 1.0
+                                        if regs[ra] < regs[U(rgb + ins[U(row), F_B])]:
+                                            nxt = ins[U(row), F_TGT]
+                                    elif op == OP_CHECKNN:
+                                        cnt = regs[U(rgb + ins[U(row), F_A])]
+                                        if cnt < 0:
+                                            st = ST_NEGCOUNT
+                                            out[O_I0] = pe
+                                            out[O_I1] = row
+                                            out[O_I2] = np.int64(cnt)
+                                            stop = True
+                                            break
+                                    elif op == OP_LOAD or op == OP_STORE:
+                                        fo_ = OPND0 + OPND_FIELDS * 0  # operand 0 (written out: see the wake-ups)
+                                        off = ins[U(row), fo_ + O_OFF]
+                                        if ins[U(row), fo_ + O_OFFR] >= 0:
+                                            off += np.int64(regs[U(rgb + ins[U(row), fo_ + O_OFFR])])
+                                        sd = ins[U(row), fo_ + O_STR]
+                                        dt = ins[U(row), fo_ + O_DT]
+                                        if 1 > 0:
+                                            ok = off >= ins[U(row), fo_ + O_LO] and off + (1 - 1) * sd < ins[U(row), fo_ + O_HI]
+                                        else:
+                                            ok = off >= ins[U(row), fo_ + O_LO] and off <= ins[U(row), fo_ + O_HI]
+                                        if not ok:
+                                            st = ST_BOUNDS
+                                            out[O_I0] = pe
+                                            out[O_I1] = row
+                                            out[O_I2] = 0
+                                            out[O_I3] = off
+                                            stop = True
+                                            break
+                                        if op == OP_LOAD:
+                                            regs[U(rgb + ins[U(row), F_A])] = mem[base + off] if functional else 0.0
+                                        elif functional:
+                                            mem[base + off] = _rnd(np.float32(regs[U(rgb + ins[U(row), F_B])]), dt)
+                                    elif op == OP_ACT:
+                                        tact[U(pe)] |= np.int64(1) << ins[U(row), F_A]
+                                    elif op == OP_BLK:
+                                        tblk[U(pe)] |= np.int64(1) << ins[U(row), F_A]
+                                    elif op == OP_UNBLK:
+                                        tblk[U(pe)] &= ~(np.int64(1) << ins[U(row), F_A])
+                                    else:  # OP_FINISH
+                                        ps[U(pb + E_FINISHED)] += 1
+                                    ps[U(pb + E_PC)] = nxt
+                                    continue
+                                if op >= OP_FMAC and ps[U(pb + E_NUT)] == 0:
+                                    # a compute op with no microthread running touches nothing
+                                    # another agent sees and cannot be stalled: run it at its
+                                    # virtual time and go on (one visit per compute run)
+                                    n = ins[U(row), F_LEN]
+                                    if ins[U(row), F_LENR] >= 0:
+                                        n = np.int64(regs[U(rgb + ins[U(row), F_LENR])])
+                                    nops = 3 if (op == OP_FMAC or op == OP_ADD or op == OP_MUL or op == OP_MAX) \
+                                        else (1 if op == OP_FILL else 2)
+                                    bad = -1
+                                    for k in range(nops):
+                                        fo_ = OPND0 + OPND_FIELDS * k  # operand k (written out: see the wake-ups)
+                                        off = ins[U(row), fo_ + O_OFF]
+                                        if ins[U(row), fo_ + O_OFFR] >= 0:
+                                            off += np.int64(regs[U(rgb + ins[U(row), fo_ + O_OFFR])])
+                                        sd = ins[U(row), fo_ + O_STR]
+                                        dt = ins[U(row), fo_ + O_DT]
+                                        if n > 0:
+                                            ok = off >= ins[U(row), fo_ + O_LO] and off + (n - 1) * sd < ins[U(row), fo_ + O_HI]
+                                        else:
+                                            ok = off >= ins[U(row), fo_ + O_LO] and off <= ins[U(row), fo_ + O_HI]
+                                        if not ok or n < 0:
+                                            bad = k
+                                            out[O_I3] = off
+                                            break
+                                    if bad >= 0:
+                                        st = ST_BOUNDS
+                                        out[O_I0] = pe
+                                        out[O_I1] = row
+                                        out[O_I2] = bad
+                                        stop = True
+                                        break
+                                    if functional:
+                                        _compute(ins, row, op, n, regs, rgb, mem, base)
+                                    wdt = ins[U(row), F_W]
+                                    cost = ins[U(row), F_COST] + ((n + wdt - 1) // wdt) * ins[U(row), F_MULT]
+                                    e = tv + cost
+                                    if e > ps[U(pb + E_BUSYU)]:
+                                        ps[U(pb + E_BUSY)] += e - max(tv, ps[U(pb + E_BUSYU)])
+                                        ps[U(pb + E_BUSYU)] = e
+                                    if e > ps[U(pb + E_FIN)]:
+                                        ps[U(pb + E_FIN)] = e
+                                    if n_tr < trace_cap and cost > 0:
+                                        tr[n_tr, 0] = pe
+                                        tr[n_tr, 1] = 0
+                                        tr[n_tr, 2] = row
+                                        tr[n_tr, 3] = tv
+                                        tr[n_tr, 4] = e
+                                        n_tr += 1
+                                    tv = e
+                                    progress = True
+                                    ps[U(pb + E_PC)] = row + 1
+                                    continue
+                                # rows below run at their exact cycle
+                                if tv > t:
+                                    ps[U(pb + E_MFREE)] = tv
+                                    ps[U(pb + E_MPORTS)] = 0
+                                    ps[U(pb + E_WAKEAT)] = tv
+                                    wk_ = tv  # wake (written out: a call taking arrays costs reference counts)
+                                    if wk_ - t < nslot:
+                                        wb = wk_ & slotm
+                                        wi = U(wb * nwd + (pe >> 6))
+                                        if bm[wi] == 0:
+                                            sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                            occ[U(wk_ & slotm)] = 1
+                                        bm[wi] |= np.int64(1) << (pe & 63)
+                                    else:
+                                        hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 0)
+                                    stop = True
+                                    break
+                                progress = True
+                                if op == OP_RET:
+                                    ps[U(pb + E_CUR)] = -1
+                                    ps[U(pb + E_PC)] = -1
+                                    if t > ps[U(pb + E_FIN)]:
+                                        ps[U(pb + E_FIN)] = t
+                                    break  # back to the picker
+                                cost = ins[U(row), F_COST]
+                                mports = 0
+                                if op == OP_SETROUTE:
+                                    # install route configuration B of colour A (teardown: the
+                                    # colour must carry no wavelets in this router)
+                                    r = route_of[U(pe * C + ins[U(row), F_A])]
+                                    k = ins[U(row), F_B]
+                                    busy_r = rs[U(r * RS + 1)] > 0
+                                    for ch in range(r_chan0[r], r_chan0[r + 1]):
+                                        if cs[U(ch * CS + 1)] > 0:
+                                            busy_r = True
+                                    if busy_r:
+                                        st = ST_ROUTEBUSY
+                                        out[O_I0] = pe
+                                        out[O_I1] = row
+                                        out[O_I2] = ins[U(row), F_A]
+                                        stop = True
+                                        break
+                                    rb_ = r * RS
+                                    oldtx = rs[U(rb_ + 7)]
+                                    for p in range(5):  # forwarded so far count on the old ports
+                                        if (oldtx >> p) & 1:
+                                            link_acc[U(pe * 5 + p)] += rs[U(rb_ + 3)]
+                                    rs[U(rb_ + 3)] = 0
+                                    rs[U(rb_ + 7)] = r_cfg_tx[U(r * ncfg + k)]
+                                    for p in range(4):
+                                        d = r_cfg_down[U((r * ncfg + k) * 4 + p)]
+                                        rs[U(rb_ + 8 + p)] = d * CS if d >= 0 else d
+                                    wk_ = t + 1  # wake (written out: a call taking arrays costs reference counts)
+                                    if wk_ - t < nslot:
+                                        wb = 1 * nslot + (wk_ & slotm)
+                                        wi = U(wb * nwd + (pe >> 6))
+                                        if bm[wi] == 0:
+                                            sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                            occ[U(wk_ & slotm)] = 1
+                                        bm[wi] |= np.int64(1) << (pe & 63)
+                                    else:
+                                        hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 1)
+                                elif op == OP_TS:
+                                    if n_ts < ts_cap:
+                                        ts_pe[n_ts] = pe
+                                        ts_label[n_ts] = ins[U(row), F_A]
+                                        ts_cycle[n_ts] = t
+                                        n_ts += 1
+                                    else:
+                                        ts_drop += 1
+                                elif op <= LAST_FABRIC:
+                                    # issue a fabric op on a free microthread
+                                    rc = ins[U(row), F_COL1]
+                                    sc = ins[U(row), F_COL2]
+                                    qi = ins[U(row), F_QIN]
+                                    qo = ins[U(row), F_QOUT]
+                                    free_s = -1
+                                    for s in range(UT):
+                                        r2 = ur[U((pe * UT + s) * UR)]
+                                        if r2 < 0:
+                                            if free_s < 0 and s < n_ut:
+                                                free_s = s
+                                            continue
+                                        # two running ops may share neither a colour nor a queue
+                                        if rc >= 0 and (ins[U(r2), F_COL1] == rc or ins[U(r2), F_QIN] == qi):
+                                            st = ST_QCONFLICT
+                                            out[O_I0] = pe
+                                            out[O_I1] = rc
+                                            out[O_I2] = 0
+                                            out[O_I3] = row
+                                        if sc >= 0 and (ins[U(r2), F_COL2] == sc or ins[U(r2), F_QOUT] == qo):
+                                            st = ST_QCONFLICT
+                                            out[O_I0] = pe
+                                            out[O_I1] = sc
+                                            out[O_I2] = 1
+                                            out[O_I3] = row
+                                    if st != ST_OK:
+                                        stop = True
+                                        break
+                                    if free_s < 0:
+                                        st = ST_UTLIMIT
+                                        out[O_I0] = pe
+                                        out[O_I1] = n_ut
+                                        stop = True
+                                        break
+                                    n = ins[U(row), F_LEN]
+                                    if ins[U(row), F_LENR] >= 0:
+                                        n = np.int64(regs[U(rgb + ins[U(row), F_LENR])])
+                                    moff = 0
+                                    msd = 0
+                                    mdt = 0
+                                    mports_u = 0
+                                    if op != OP_RELAY:
+                                        fo_ = OPND0 + OPND_FIELDS * 0  # operand 0 (written out: see the wake-ups)
+                                        moff = ins[U(row), fo_ + O_OFF]
+                                        if ins[U(row), fo_ + O_OFFR] >= 0:
+                                            moff += np.int64(regs[U(rgb + ins[U(row), fo_ + O_OFFR])])
+                                        msd = ins[U(row), fo_ + O_STR]
+                                        mdt = ins[U(row), fo_ + O_DT]
+                                        if n > 0:
+                                            ok = moff >= ins[U(row), fo_ + O_LO] and moff + (n - 1) * msd < ins[U(row), fo_ + O_HI]
+                                        else:
+                                            ok = moff >= ins[U(row), fo_ + O_LO] and moff <= ins[U(row), fo_ + O_HI]
+                                        if not ok or n < 1:
+                                            st = ST_BOUNDS
+                                            out[O_I0] = pe
+                                            out[O_I1] = row
+                                            out[O_I2] = 0
+                                            out[O_I3] = moff
+                                            stop = True
+                                            break
+                                        if op == OP_SEND or op == OP_RAS:
+                                            mports_u = 4  # one read per wavelet
+                                        elif op == OP_RECV:
+                                            mports_u = 1  # one write
+                                        else:
+                                            mports_u = 5  # RecvAdd, RelayStore: read + write
+                                    elif n < 1:
+                                        st = ST_NEGCOUNT
+                                        out[O_I0] = pe
+                                        out[O_I1] = row
+                                        out[O_I2] = n
+                                        stop = True
+                                        break
+                                    total = (n + 1) // 2 if ins[U(row), F_PACK] == 1 else n
+                                    ub = (pe * UT + free_s) * UR
+                                    ur[U(ub)] = row
+                                    ur[U(ub + 1)] = 0
+                                    ur[U(ub + 2)] = t + cost
+                                    ur[U(ub + 3)] = total
+                                    ur[U(ub + 4)] = op
+                                    ri = route_of[U(pe * C + rc)] * RS if rc >= 0 else -1
+                                    ro = route_of[U(pe * C + sc)] * RS if sc >= 0 else -1
+                                    ur[U(ub + 5)] = ri
+                                    ur[U(ub + 6)] = ro
+                                    ur[U(ub + 7)] = rs[U(ro + 6)] if ro >= 0 else -1
+                                    ur[U(ub + 8)] = base + moff
+                                    ur[U(ub + 9)] = msd
+                                    ur[U(ub + 10)] = mdt
+                                    ur[U(ub + 11)] = n
+                                    ur[U(ub + 12)] = ins[U(row), F_DONE]
+                                    ur[U(ub + 13)] = ins[U(row), F_PACK]
+                                    ur[U(ub + 14)] = mports_u
+                                    ps[U(pb + E_UMASK)] |= 1 << free_s
+                                    ps[U(pb + E_NUT)] += 1
+                                    if ins[U(row), F_DONE] < 0:  # synchronous: park until it completes
+                                        ps[U(pb + E_PARK)] = free_s + 1
+                                    if cost > 0:  # the microthread starts then: visit the CE
+                                        wk_ = t + cost  # wake (written out: a call taking arrays costs reference counts)
+                                        if wk_ - t < nslot:
+                                            wb = wk_ & slotm
+                                            wi = U(wb * nwd + (pe >> 6))
+                                            if bm[wi] == 0:
+                                                sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                                occ[U(wk_ & slotm)] = 1
+                                            bm[wi] |= np.int64(1) << (pe & 63)
+                                        else:
+                                            hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 0)
+                                else:
+                                    # a compute DSD op on the main thread
+                                    n = ins[U(row), F_LEN]
+                                    if ins[U(row), F_LENR] >= 0:
+                                        n = np.int64(regs[U(rgb + ins[U(row), F_LENR])])
+                                    nops = 3 if (op == OP_FMAC or op == OP_ADD or op == OP_MUL or op == OP_MAX) \
+                                        else (1 if op == OP_FILL else 2)
+                                    bad = -1
+                                    for k in range(nops):
+                                        fo_ = OPND0 + OPND_FIELDS * k  # operand k (written out: see the wake-ups)
+                                        off = ins[U(row), fo_ + O_OFF]
+                                        if ins[U(row), fo_ + O_OFFR] >= 0:
+                                            off += np.int64(regs[U(rgb + ins[U(row), fo_ + O_OFFR])])
+                                        sd = ins[U(row), fo_ + O_STR]
+                                        dt = ins[U(row), fo_ + O_DT]
+                                        if n > 0:
+                                            ok = off >= ins[U(row), fo_ + O_LO] and off + (n - 1) * sd < ins[U(row), fo_ + O_HI]
+                                        else:
+                                            ok = off >= ins[U(row), fo_ + O_LO] and off <= ins[U(row), fo_ + O_HI]
+                                        if not ok or n < 0:
+                                            bad = k
+                                            out[O_I3] = off
+                                            break
+                                    if bad >= 0:
+                                        st = ST_BOUNDS
+                                        out[O_I0] = pe
+                                        out[O_I1] = row
+                                        out[O_I2] = bad
+                                        stop = True
+                                        break
+                                    if functional:
+                                        _compute(ins, row, op, n, regs, rgb, mem, base)
+                                    wdt = ins[U(row), F_W]
+                                    cost += ((n + wdt - 1) // wdt) * ins[U(row), F_MULT]
+                                    mports = ins[U(row), F_PORTS]
+                                if n_tr < trace_cap and cost > 0:
+                                    tr[n_tr, 0] = pe
+                                    tr[n_tr, 1] = 0
+                                    tr[n_tr, 2] = row
+                                    tr[n_tr, 3] = t
+                                    tr[n_tr, 4] = t + cost
+                                    n_tr += 1
+                                ps[U(pb + E_PC)] = row + 1
+                                if t > ps[U(pb + E_FIN)]:
+                                    ps[U(pb + E_FIN)] = t
+                                if cost > 0:
+                                    e = t + cost
+                                    if e > ps[U(pb + E_BUSYU)]:
+                                        ps[U(pb + E_BUSY)] += e - max(t, ps[U(pb + E_BUSYU)])
+                                        ps[U(pb + E_BUSYU)] = e
+                                    if e > ps[U(pb + E_FIN)]:
+                                        ps[U(pb + E_FIN)] = e
+                                    ps[U(pb + E_MFREE)] = e
+                                    ps[U(pb + E_MPORTS)] = mports
+                                    if ps[U(pb + E_PARK)] == 0:
+                                        ps[U(pb + E_WAKEAT)] = e
+                                        wk_ = e  # wake (written out: a call taking arrays costs reference counts)
+                                        if wk_ - t < nslot:
+                                            wb = wk_ & slotm
+                                            wi = U(wb * nwd + (pe >> 6))
+                                            if bm[wi] == 0:
+                                                sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                                occ[U(wk_ & slotm)] = 1
+                                            bm[wi] |= np.int64(1) << (pe & 63)
+                                        else:
+                                            hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 0)
+                                    stop = True
+                                    break
+                                if ps[U(pb + E_PARK)] != 0:
+                                    stop = True
+                                    break
+                            if stop:
+                                break
+                        if st != ST_OK:
+                            break
+                    # -------- microthreads: at most one wavelet each, one injection per PE --------
+                    ce_moved = False
+                    umask = ps[U(pb + E_UMASK)]
+                    used = 0  # memory ports used this cycle: reads * 4 + writes
+                    while umask != 0:
+                        s = trailing_zeros(umask)
+                        umask &= umask - 1
+                        ub = (pe * UT + s) * UR
+                        if ur[U(ub + 2)] > t:
+                            continue
+                        row = ur[U(ub)]
+                        op = ur[U(ub + 4)]
+                        k = ur[U(ub + 1)]
+                        moved = False
+                        if op == OP_SEND:
+                            if ramp1 and ps[U(pb + E_INJT)] == t:  # the ramp took a wavelet this cycle
+                                wb = ((t + 1) & slotm)  # wake: due at t + 1
+                                wi = U(wb * nwd + (pe >> 6))
+                                if bm[wi] == 0:
+                                    sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                    occ[U((t + 1) & slotm)] = 1
+                                bm[wi] |= np.int64(1) << (pe & 63)
+                                continue
+                            r = ur[U(ub + 6)]
+                            ch = ur[U(ub + 7)]
+                            cnt = cs[U(ch + 1)]
+                            eff = cnt + (cs[U(ch + 2)] == t)
+                            if eff < cs[U(ch + 4)]:
+                                v0 = np.float32(0.0)
+                                v1 = np.float32(0.0)
+                                if functional:
+                                    ao = ur[U(ub + 8)]
+                                    asd = ur[U(ub + 9)]
+                                    if ur[U(ub + 13)] == 1:
+                                        v0 = mem[ao + 2 * k * asd]
+                                        if 2 * k + 1 < ur[U(ub + 11)]:
+                                            v1 = mem[ao + (2 * k + 1) * asd]
+                                    else:
+                                        v0 = mem[ao + k * asd]
+                                # this push into the ramp channel is repeated for RecvAddSend/Relay
+                                # below: one shared tail measured 3-6% slower (docs/BENCHMARKS.md)
+                                ready = t + rin
+                                sl = ch + 8 + ((cs[U(ch)] + cnt) & SM)
+                                cs[U(sl)] = ready
+                                if functional:
+                                    ch_pay[U(2 * sl)] = v0
+                                    ch_pay[U(2 * sl + 1)] = v1
+                                cs[U(ch + 1)] = cnt + 1
+                                if cs[U(ch + 6)] >= 0:  # a route with several inputs
+                                    if rs[U(r + 4)] == ready and rs[U(r + 5)] != 4:
+                                        st = ST_MULTIRX
+                                        out[O_I0] = pe
+                                        out[O_I1] = r // RS
+                                        break
+                                    rs[U(r + 4)] = ready
+                                    rs[U(r + 5)] = 4
+                                wb = nslot + (ready & slotm)  # wake: due at ready
+                                wi = U(wb * nwd + (pe >> 6))
+                                if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
+                                    sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                    occ[U(ready & slotm)] = 1
+                                bm[wi] |= np.int64(1) << (pe & 63)
+                                ps[U(pb + E_INJT)] = t
+                                moved = True
+                            elif cnt < cs[U(ch + 4)]:
+                                wb = ((t + 1) & slotm)  # wake: due at t + 1
+                                wi = U(wb * nwd + (pe >> 6))
+                                if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
+                                    sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                    occ[U((t + 1) & slotm)] = 1
+                                bm[wi] |= np.int64(1) << (pe & 63)
+                            else:
+                                ps[U(pb + E_CBP)] = 1
+                        else:
+                            r = ur[U(ub + 5)]
+                            qc = rs[U(r + 1)]
+                            if qc > 0 and rs[U(r + 12 + rs[U(r)])] <= t:
+                                has_out = True
+                                ch = -1
+                                cnt = 0
+                                ro = -1
+                                if op == OP_RAS or op == OP_RELAY or op == OP_RELAYSTORE:
+                                    ro = ur[U(ub + 6)]
+                                    ch = ur[U(ub + 7)]
+                                    cnt = cs[U(ch + 1)]
+                                    eff = cnt + (cs[U(ch + 2)] == t)
+                                    if ramp1 and ps[U(pb + E_INJT)] == t:  # the ramp took one this cycle
+                                        has_out = False
+                                        wb = ((t + 1) & slotm)  # wake: due at t + 1
+                                        wi = U(wb * nwd + (pe >> 6))
+                                        if bm[wi] == 0:
+                                            sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                            occ[U((t + 1) & slotm)] = 1
+                                        bm[wi] |= np.int64(1) << (pe & 63)
+                                    elif eff >= cs[U(ch + 4)]:
+                                        has_out = False
+                                        if cnt < cs[U(ch + 4)]:
+                                            wb = ((t + 1) & slotm)  # wake: due at t + 1
+                                            wi = U(wb * nwd + (pe >> 6))
+                                            if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
+                                                sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                                occ[U((t + 1) & slotm)] = 1
+                                            bm[wi] |= np.int64(1) << (pe & 63)
+                                        else:
+                                            ps[U(pb + E_CBP)] = 1
+                                if has_out:
+                                    qs = r + 12 + rs[U(r)]
+                                    v0 = np.float32(0.0)
+                                    v1 = np.float32(0.0)
+                                    if functional:
+                                        v0 = q_pay[U(2 * qs)]
+                                        v1 = q_pay[U(2 * qs + 1)]
+                                    rs[U(r)] = (rs[U(r)] + 1) & SQM
+                                    rs[U(r + 1)] = qc - 1
+                                    rs[U(r + 2)] = t
+                                    if ps[U(pb + E_RBP)]:
+                                        ps[U(pb + E_RBP)] = 0
+                                        wb = nslot + ((t + 1) & slotm)  # wake: due at t + 1
+                                        wi = U(wb * nwd + (pe >> 6))
+                                        if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
+                                            sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                            occ[U((t + 1) & slotm)] = 1
+                                        bm[wi] |= np.int64(1) << (pe & 63)
+                                    if functional and op != OP_RELAY:
+                                        ao = ur[U(ub + 8)]
+                                        asd = ur[U(ub + 9)]
+                                        adt = ur[U(ub + 10)]
+                                        n = ur[U(ub + 11)]
+                                        if ur[U(ub + 13)] == 1:
+                                            i0 = 2 * k
+                                            npair = 2 if i0 + 1 < n else 1
+                                        else:
+                                            i0 = k
+                                            npair = 1
+                                        for j in range(npair):
+                                            v = v0 if j == 0 else v1
+                                            a = ao + (i0 + j) * asd
+                                            if op == OP_RECV or op == OP_RELAYSTORE:
+                                                mem[a] = _rnd(v, adt)
+                                            elif op == OP_RECVADD:
+                                                mem[a] = _rnd(mem[a] + v, adt)
+                                            else:
+                                                sres = _rnd(v + mem[a], adt)
+                                                if j == 0:
+                                                    v0 = sres
+                                                else:
+                                                    v1 = sres
+                                    if ch >= 0:
+                                        ready = t + beta + rin
+                                        sl = ch + 8 + ((cs[U(ch)] + cnt) & SM)
+                                        cs[U(sl)] = ready
+                                        if functional:
+                                            ch_pay[U(2 * sl)] = v0
+                                            ch_pay[U(2 * sl + 1)] = v1
+                                        cs[U(ch + 1)] = cnt + 1
+                                        if cs[U(ch + 6)] >= 0:
+                                            if rs[U(ro + 4)] == ready and rs[U(ro + 5)] != 4:
+                                                st = ST_MULTIRX
+                                                out[O_I0] = pe
+                                                out[O_I1] = ro // RS
+                                                break
+                                            rs[U(ro + 4)] = ready
+                                            rs[U(ro + 5)] = 4
+                                        wb = nslot + (ready & slotm)  # wake: due at ready
+                                        wi = U(wb * nwd + (pe >> 6))
+                                        if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
+                                            sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                            occ[U(ready & slotm)] = 1
+                                        bm[wi] |= np.int64(1) << (pe & 63)
+                                        ps[U(pb + E_INJT)] = t
+                                    moved = True
+                        if moved:
+                            moves += 1
+                            ce_moved = True
+                            used += ur[U(ub + 14)]
+                            k += 1
+                            ur[U(ub + 1)] = k
+                            if k == ur[U(ub + 3)]:
+                                done = ur[U(ub + 12)]
+                                ur[U(ub)] = -1
+                                ps[U(pb + E_UMASK)] &= ~(1 << s)
+                                ps[U(pb + E_NUT)] -= 1
+                                if done > 0:
+                                    tbit = np.int64(1) << (done % NTASK)
+                                    if done // NTASK == DONE_ACT:
+                                        tact[U(pe)] |= tbit
+                                    else:
+                                        tblk[U(pe)] &= ~tbit
+                                if ps[U(pb + E_PARK)] == s + 1:  # the synchronous issuer resumes
+                                    ps[U(pb + E_PARK)] = 0
+                                    if ps[U(pb + E_MFREE)] <= t:
+                                        ps[U(pb + E_MFREE)] = t + 1
+                                if n_tr < trace_cap:
+                                    tr[n_tr, 0] = pe
+                                    tr[n_tr, 1] = 1 + s
+                                    tr[n_tr, 2] = row
+                                    tr[n_tr, 3] = ur[U(ub + 2)]
+                                    tr[n_tr, 4] = t + 1
+                                    n_tr += 1
+                    if st != ST_OK:
+                        break
+                    if ce_moved:  # a microthread moved a wavelet: the CE was busy this cycle
+                        progress = True
+                        if t >= ps[U(pb + E_BUSYU)]:
+                            ps[U(pb + E_BUSY)] += 1
+                            ps[U(pb + E_BUSYU)] = t + 1
+                        if t + 1 > ps[U(pb + E_FIN)]:
+                            ps[U(pb + E_FIN)] = t + 1
+                        # memory ports: the main thread's op loses this cycle if they ran out
+                        mp = ps[U(pb + E_MPORTS)]
+                        if mp != 0 and rports > 0 and ps[U(pb + E_MFREE)] > t and (
+                                (used >> 2) + (mp >> 2) > rports or (used & 3) + (mp & 3) > wports):
+                            e = ps[U(pb + E_MFREE)] + 1
+                            ps[U(pb + E_MFREE)] = e
+                            if e > ps[U(pb + E_BUSYU)]:
+                                ps[U(pb + E_BUSY)] += e - ps[U(pb + E_BUSYU)]
+                                ps[U(pb + E_BUSYU)] = e
+                            if e > ps[U(pb + E_FIN)]:
+                                ps[U(pb + E_FIN)] = e
+                        wb = ((t + 1) & slotm)  # wake: due at t + 1
+                        wi = U(wb * nwd + (pe >> 6))
+                        if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
+                            sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                            occ[U((t + 1) & slotm)] = 1
+                        bm[wi] |= np.int64(1) << (pe & 63)
+                # ---------------- router (after this PE's CE, which may have woken it) ----------
+                if (bm[U(rb + w)] & pbit) == 0:
+                    continue
+                bm[U(rb + w)] &= ~pbit
+                v_rt += 1
+                c0 = ps[U(pe * PS + 14)]
+                n = ps[U(pe * PS + 15)]
+                if n == 0:
+                    continue
+                cend = c0 + n * CS
+                nxt_ch = ps[U(pe * PS + 9)]  # round robin: the channel after the last one served
+                used = 0
+                pending = False
+                acted = False
+                for kk in range(n):
+                    ch = nxt_ch
+                    nxt_ch += CS
+                    if nxt_ch == cend:
+                        nxt_ch = c0
+                    if cs[U(ch + 1)] == 0:
+                        continue
+                    hs = ch + 8 + cs[U(ch)]
+                    if cs[U(hs)] > t:
+                        continue
+                    r = cs[U(ch + 5)]
+                    tx = rs[U(r + 7)]
+                    if tx & used:
+                        pending = True
+                        continue
+                    ok = True
+                    for p in range(5):
+                        if (tx >> p) & 1:
+                            if p == 4:
+                                qc = rs[U(r + 1)]
+                                if qc + (rs[U(r + 2)] == t) >= capq:
+                                    ok = False
+                                    if qc < capq:
+                                        pending = True
+                                    else:
+                                        ps[U(pe * PS + 10)] = 1
+                                    break
+                            else:
+                                d = rs[U(r + 8 + p)]
+                                if d < 0:
+                                    st = ST_MISROUTE
+                                    out[O_I0] = pe
+                                    out[O_I1] = r // RS
+                                    out[O_I2] = p * 4 + (d + 2)
+                                    break
+                                dc = cs[U(d + 1)]
+                                if dc + (cs[U(d + 2)] == t) >= cs[U(d + 4)]:
+                                    ok = False
+                                    if dc < cs[U(d + 4)]:
+                                        pending = True
+                                    else:
+                                        ps[U(pe * PS + 10)] = 1
+                                    break
+                    if st != ST_OK:
+                        break
+                    if not ok:
+                        continue
+                    v0 = np.float32(0.0)
+                    v1 = np.float32(0.0)
+                    if functional:
+                        v0 = ch_pay[U(2 * hs)]
+                        v1 = ch_pay[U(2 * hs + 1)]
+                    cs[U(ch)] = (cs[U(ch)] + 1) & SM
+                    cs[U(ch + 1)] -= 1
+                    cs[U(ch + 2)] = t
+                    f = cs[U(ch + 3)]  # the producer waiting for this slot, if any
+                    if ps[U(f)]:
+                        ps[U(f)] = 0
+                        up = f >> 5
+                        wb = (nslot if (f & 31) == 10 else 0) + ((t + 1) & slotm)  # wake: due at t + 1
+                        wi = U(wb * nwd + (up >> 6))
+                        if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
+                            sm[U(wb * nsm + (up >> 12))] |= np.int64(1) << ((up >> 6) & 63)
+                            occ[U((t + 1) & slotm)] = 1
+                        bm[wi] |= np.int64(1) << (up & 63)
+                    rs[U(r + 3)] += 1  # per-link counts are summed from these at the end
+                    for p in range(5):
+                        if (tx >> p) & 1:
+                            if p == 4:
+                                ready = t + rout
+                                qs = r + 12 + ((rs[U(r)] + rs[U(r + 1)]) & SQM)
+                                rs[U(qs)] = ready
+                                if functional:
+                                    q_pay[U(2 * qs)] = v0
+                                    q_pay[U(2 * qs + 1)] = v1
+                                rs[U(r + 1)] += 1
+                                wb = (ready & slotm)  # wake: due at ready
+                                wi = U(wb * nwd + (pe >> 6))
+                                if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
+                                    sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                    occ[U(ready & slotm)] = 1
+                                bm[wi] |= np.int64(1) << (pe & 63)
+                            else:
+                                d = rs[U(r + 8 + p)]
+                                ready = t + alpha
+                                ds = d + 8 + ((cs[U(d)] + cs[U(d + 1)]) & SM)
+                                cs[U(ds)] = ready
+                                if functional:
+                                    ch_pay[U(2 * ds)] = v0
+                                    ch_pay[U(2 * ds + 1)] = v1
+                                cs[U(d + 1)] += 1
+                                inport = cs[U(d + 6)]
+                                if inport >= 0:
+                                    r2 = cs[U(d + 5)]
+                                    if rs[U(r2 + 4)] == ready and rs[U(r2 + 5)] != inport:
+                                        st = ST_MULTIRX
+                                        out[O_I0] = cs[U(d + 7)]
+                                        out[O_I1] = r2 // RS
+                                        break
+                                    rs[U(r2 + 4)] = ready
+                                    rs[U(r2 + 5)] = inport
+                                wpe = cs[U(d + 7)]
+                                wb = nslot + (ready & slotm)  # wake: due at ready
+                                wi = U(wb * nwd + (wpe >> 6))
+                                if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
+                                    sm[U(wb * nsm + (wpe >> 12))] |= np.int64(1) << ((wpe >> 6) & 63)
+                                    occ[U(ready & slotm)] = 1
+                                bm[wi] |= np.int64(1) << (wpe & 63)
+                    if st != ST_OK:
+                        break
+                    moves += 1
+                    used |= tx
+                    if not acted:
+                        acted = True
+                        progress = True
+                        last_move = t
+                        if t >= ps[U(pe * PS + 6)]:
+                            rt_only += 1
+                    ps[U(pe * PS + 9)] = nxt_ch
+                    if cs[U(ch + 1)] > 0 and cs[U(ch + 8 + cs[U(ch)])] <= t:
+                        pending = True
+                if st != ST_OK:
+                    break
+                if pending:
+                    wb = nslot + ((t + 1) & slotm)  # wake: due at t + 1
+                    wi = U(wb * nwd + (pe >> 6))
+                    if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
+                        sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                        occ[U((t + 1) & slotm)] = 1
+                    bm[wi] |= np.int64(1) << (pe & 63)
+            if st != ST_OK:
                 break
-            slot = t & slotm
+        if st != ST_OK:
+            break
+        sm[U(csb + sw)] &= ~smask
+        sm[U(rsb + sw)] &= ~smask
+    acc[A_HN] = hn
+    acc[A_NTS] = n_ts
+    acc[A_NTR] = n_tr
+    acc[A_VCE] += v_ce
+    acc[A_VRT] += v_rt
+    acc[A_MOVES] += moves
+    acc[A_RTONLY] += rt_only
+    acc[A_TSDROP] = ts_drop
+    acc[A_PROG] = 1 if progress else 0
+    acc[A_MOVED] = 1 if last_move >= 0 else 0
+    acc[A_ST] = st
+
+def _visit_parts_py(params, seg_w, t, acc2, route_of, ins, jtab, tk_entry, tk_data, tk_arg, blk_prio,
+                blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay, q_pay, ts2, ts_room, tr, out2,
+                cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down, link_acc, bm, sm, occ2, hp2):
+    """The parts (even segments) of one cycle, one per thread: they touch disjoint records and
+    bitmap words (``segments``), so they run concurrently."""
+    nparts = (seg_w.shape[0] + 1) // 2
+    for k in prange(nparts):
+        j = 2 * k
+        visit(params, seg_w[j, 0], seg_w[j, 1], t, acc2[j], route_of, ins, jtab, tk_entry, tk_data,
+              tk_arg, blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay, q_pay, ts2[j, 0],
+              ts2[j, 1], ts2[j, 2], 0, ts_room, tr, out2[j], cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down,
+              link_acc, bm, sm, occ2[j], hp2[j])
+
+def _run_py(params, route_of, r_pe, r_tx, ch_route, ins, jtab, pe_entry, tk_entry, tk_data, tk_arg,
+        blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay, q_pay,
+        ts_pe, ts_label, ts_cycle, tr, out, cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down, link_acc, seg_w):
+
+    W = params[P_W]
+    H = params[P_H]
+    C = params[P_C]
+    alpha = params[P_ALPHA]
+    rin = params[P_RIN]
+    rout = params[P_ROUT]
+    beta = params[P_BETA]
+    max_idle = params[P_MAXIDLE]
+    max_cycles = params[P_MAXCYC]
+    S = params[P_S]
+    SQ = params[P_SQ]
+    capq = params[P_CAPQ]
+    trace_cap = params[P_TRACE]
+    t0 = params[P_T0]
+    c_task = params[P_CTASK]
+    n_ut = params[P_UT]
+    NREG = params[P_NREG]
+    c_scal = params[P_CSCAL]
+    ts_cap = params[P_TSCAP]
+    ncfg = params[P_NCFG]
+    rports = params[P_RPORTS]
+    wports = params[P_WPORTS]
+    ramp1 = params[P_RAMP1] != 0  # the ramp takes one wavelet a cycle
+    ts_drop = 0
+    SM = S - 1  # ring storage is a power of two >= every capacity
+    SQM = SQ - 1
+    P = W * H
+    nr = r_tx.shape[0]
+    CS = 8 + S
+    RS = 12 + SQ
+
+    # Scheduling: per wheel slot and agent kind (0 = CE, 1 = router) a bitmap over PEs plus a
+    # summary bitmap over its words. A slot is visited in ascending PE order, so the records are
+    # read nearly sequentially; setting a bit twice is harmless, so wake-ups need no dedup.
+    # Wake-ups nslot or more cycles ahead go to a min-heap of (when << 21 | pe << 1 | kind), one per
+    # segment. A call taking arrays costs atomic reference counts, even inlined, so ``_wake``
+    # serves only the start, the heap drain and instruction timers; the per-wavelet wake-ups are
+    # written out in place (marked "# wake:").
+    #
+    # Segments (``seg_w``: bitmap word ranges in PE order) split a cycle's visits: one segment is
+    # the whole mesh; with several, the even ones (parts) run concurrently and the odd ones
+    # (bands between parts) after them, in order. A visit touches only its PE's neighbours and
+    # every effect on another PE is due one cycle later or more, so the result is the same.
+    nwd = (P + 63) >> 6
+    nsm = (nwd + 63) >> 6
+    nslot = params[P_NSLOT]
+    slotm = nslot - 1
+    nseg = seg_w.shape[0]
+    bm = np.zeros(2 * nslot * nwd, dtype=np.int64)
+    sm = np.zeros(2 * nslot * nsm, dtype=np.int64)
+    occ2 = np.zeros((nseg, nslot), dtype=np.int64)
+    hp2 = np.empty((nseg, 8 * P + 16), dtype=np.int64)
+    acc2 = np.zeros((nseg, NACC), dtype=np.int64)
+    out2 = np.zeros((nseg, NOUT), dtype=np.int64)
+    ts2 = np.empty((nseg if nseg > 1 else 0, 3, ts_cap), dtype=np.int64)
+    occ = occ2[0]
+    hp = hp2[0]
+    hn = 0
+
+    t = t0
+    for pe in range(P):
+        b = pe * PS
+        ps[U(b + E_FINISHED)] = 0
+        if pe_entry[pe] >= 0:  # the launch runs as a pseudo task on every PE that has the entry
+            ps[U(b + E_CUR)] = LAUNCH_TASK
+            ps[U(b + E_PC)] = pe_entry[pe]
+            ps[U(b + E_MFREE)] = t
+            ps[U(b + E_WAKEAT)] = t
+            hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, t, pe, 0)
+        elif ps[U(b + E_BLOCK)] >= 0 and ((tact[pe] & ~tblk[pe]) != 0 or blk_data[ps[U(b + E_BLOCK)]] != 0):
+            hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, t, pe, 0)
+    acc2[0, A_HN] = hn
+    n_ts = 0
+    ts_drop = 0
+    last_progress = t
+    last_move = -1
+    st = ST_OK
+    while True:
+        if t > max_cycles:
+            st = ST_LIMIT
+            break
+        slot = t & slotm
+        for j in range(nseg):  # far wake-ups now due
+            hp = hp2[j]
+            hn = acc2[j, A_HN]
             while hn > 0 and (hp[0] >> 21) <= t:
                 key = hp[0]
                 hn -= 1
@@ -421,953 +1428,163 @@ def _specialise(functional: bool):
                     hp[hi] = tmp
                     hi = c
                 hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, t, (key >> 1) & 0xFFFFF, key & 1)
-            progress = False
-            cb = slot * nwd
-            rb = (nslot + slot) * nwd
-            csb = slot * nsm
-            rsb = (nslot + slot) * nsm
-            for sw in range(nsm):
-                sbits = sm[U(csb + sw)] | sm[U(rsb + sw)]
-                while sbits != 0:
-                    w = (sw << 6) + trailing_zeros(sbits)
-                    sbits &= sbits - 1
-                    cw = bm[U(cb + w)]
-                    bm[U(cb + w)] = 0
-                    bits = cw | bm[U(rb + w)]
-                    while bits != 0:
-                        bb = trailing_zeros(bits)
-                        bits &= bits - 1
-                        pe = (w << 6) + bb
-                        pbit = np.int64(1) << bb
-                        # ---------------- CE: main thread, then microthreads ----------------
-                        if cw & pbit:
-                            v_ce += 1
-                            pb = pe * PS
-                            base = mem_base[U(pe)] if functional else 0
-                            rgb = pe * NREG
-                            blk = ps[U(pb + E_BLOCK)]
-                            mfree = ps[U(pb + E_MFREE)]
-                            if mfree > t:
-                                # busy: if stalls by the microthreads moved the end past the wake-up
-                                # that brought us here, schedule one at the new end
-                                if ps[U(pb + E_WAKEAT)] <= t:
-                                    ps[U(pb + E_WAKEAT)] = mfree
-                                    wk_ = mfree  # wake (written out: a call taking arrays costs reference counts)
-                                    if wk_ - t < nslot:
-                                        wb = wk_ & slotm
-                                        wi = U(wb * nwd + (pe >> 6))
-                                        if bm[wi] == 0:
-                                            sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
-                                            occ[U(wk_ & slotm)] = 1
-                                        bm[wi] |= np.int64(1) << (pe & 63)
-                                    else:
-                                        hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 0)
-                            elif ps[U(pb + E_PARK)] == 0 and blk >= 0:
-                                # -------- the main thread: run rows, or pick a task --------
-                                budget = MAX_ROWS_PER_VISIT
-                                while True:
-                                    cur = ps[U(pb + E_CUR)]
-                                    if cur < 0:
-                                        # task picker: activated and unblocked; data tasks need a wavelet
-                                        blkm = tblk[U(pe)]
-                                        cand = tact[U(pe)] & ~blkm
-                                        dm = blk_data[U(blk)] & ~blkm
-                                        dready = np.int64(0)
-                                        while dm != 0:
-                                            tid = trailing_zeros(dm)
-                                            dm &= dm - 1
-                                            r = route_of[U(pe * C + tk_data[U(blk), tid])] * RS
-                                            if r >= 0 and rs[U(r + 1)] > 0 and rs[U(r + 12 + rs[U(r)])] <= t:
-                                                dready |= np.int64(1) << tid
-                                        cand |= dready
-                                        if cand == 0:
-                                            break
-                                        hi_c = cand & blk_prio[U(blk)]
-                                        tid = trailing_zeros(hi_c if hi_c != 0 else cand)
-                                        tbit = np.int64(1) << tid
-                                        if dready & tbit:
-                                            r = route_of[U(pe * C + tk_data[U(blk), tid])] * RS
-                                            qs = r + 12 + rs[U(r)]
-                                            if functional:
-                                                regs[U(rgb + tk_arg[U(blk), tid])] = q_pay[U(2 * qs)]
-                                            rs[U(r)] = (rs[U(r)] + 1) & SQM
-                                            rs[U(r + 1)] -= 1
-                                            rs[U(r + 2)] = t
-                                            if ps[U(pb + E_RBP)]:
-                                                ps[U(pb + E_RBP)] = 0
-                                                wk_ = t + 1  # wake (written out: a call taking arrays costs reference counts)
-                                                if wk_ - t < nslot:
-                                                    wb = 1 * nslot + (wk_ & slotm)
-                                                    wi = U(wb * nwd + (pe >> 6))
-                                                    if bm[wi] == 0:
-                                                        sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
-                                                        occ[U(wk_ & slotm)] = 1
-                                                    bm[wi] |= np.int64(1) << (pe & 63)
-                                                else:
-                                                    hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 1)
-                                        else:
-                                            tact[U(pe)] &= ~tbit
-                                        ps[U(pb + E_CUR)] = tid
-                                        ps[U(pb + E_PC)] = tk_entry[U(blk), tid]
-                                        progress = True
-                                        if n_tr < trace_cap:
-                                            tr[n_tr, 0] = pe
-                                            tr[n_tr, 1] = 0
-                                            tr[n_tr, 2] = -1 - tid
-                                            tr[n_tr, 3] = t
-                                            tr[n_tr, 4] = t + c_task
-                                            n_tr += 1
-                                        if c_task > 0:
-                                            e = t + c_task
-                                            if e > ps[U(pb + E_BUSYU)]:
-                                                ps[U(pb + E_BUSY)] += e - max(t, ps[U(pb + E_BUSYU)])
-                                                ps[U(pb + E_BUSYU)] = e
-                                            if e > ps[U(pb + E_FIN)]:
-                                                ps[U(pb + E_FIN)] = e
-                                            ps[U(pb + E_MFREE)] = e
-                                            ps[U(pb + E_MPORTS)] = 0
-                                            ps[U(pb + E_WAKEAT)] = e
-                                            wk_ = e  # wake (written out: a call taking arrays costs reference counts)
-                                            if wk_ - t < nslot:
-                                                wb = wk_ & slotm
-                                                wi = U(wb * nwd + (pe >> 6))
-                                                if bm[wi] == 0:
-                                                    sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
-                                                    occ[U(wk_ & slotm)] = 1
-                                                bm[wi] |= np.int64(1) << (pe & 63)
-                                            else:
-                                                hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 0)
-                                            break
-                                        continue
-                                    # run the current task's rows
-                                    tv = t
-                                    stop = False
-                                    while True:
-                                        row = ps[U(pb + E_PC)]
-                                        op = ins[U(row), F_OP]
-                                        budget -= 1
-                                        if budget <= 0:
-                                            st = ST_RUNAWAY
-                                            out[O_I0] = pe
-                                            out[O_I1] = row
-                                            stop = True
-                                            break
-                                        if op <= LAST_SCALAR:
-                                            tv += c_scal
-                                            nxt = row + 1
-                                            if op == OP_MOV:
-                                                regs[U(rgb + ins[U(row), F_A])] = regs[U(rgb + ins[U(row), F_B])]
-                                            elif op == OP_BIN:
-                                                v = _bin(ins[U(row), F_D], regs[U(rgb + ins[U(row), F_B])],
-                                                         regs[U(rgb + ins[U(row), F_C])])
-                                                if v != v and functional and (
-                                                        ins[U(row), F_D] == _BIN_DIV or ins[U(row), F_D] == _BIN_MOD
-                                                        or ins[U(row), F_D] == _BIN_FDIV):
-                                                    st = ST_SCALAR
-                                                    out[O_I0] = pe
-                                                    out[O_I1] = row
-                                                    stop = True
-                                                    break
-                                                regs[U(rgb + ins[U(row), F_A])] = v
-                                            elif op == OP_SEL:
-                                                if regs[U(rgb + ins[U(row), F_B])] != 0.0:
-                                                    regs[U(rgb + ins[U(row), F_A])] = regs[U(rgb + ins[U(row), F_C])]
-                                                else:
-                                                    regs[U(rgb + ins[U(row), F_A])] = regs[U(rgb + ins[U(row), F_D])]
-                                            elif op == OP_JMP:
-                                                nxt = ins[U(row), F_TGT]
-                                            elif op == OP_BRZ:
-                                                if regs[U(rgb + ins[U(row), F_A])] == 0.0:
-                                                    nxt = ins[U(row), F_TGT]
-                                            elif op == OP_JTAB:
-                                                k = np.int64(regs[U(rgb + ins[U(row), F_A])]) - ins[U(row), F_D]
-                                                if 0 <= k < ins[U(row), F_C]:
-                                                    nxt = jtab[U(ins[U(row), F_B] + k)]
-                                                else:
-                                                    nxt = ins[U(row), F_TGT]
-                                            elif op == OP_LOOPINIT:
-                                                cnt = regs[U(rgb + ins[U(row), F_B])]
-                                                if cnt < 0:
-                                                    st = ST_NEGCOUNT
-                                                    out[O_I0] = pe
-                                                    out[O_I1] = row
-                                                    out[O_I2] = np.int64(cnt)
-                                                    stop = True
-                                                    break
-                                                regs[U(rgb + ins[U(row), F_A])] = 0.0
-                                                if cnt < 1.0:
-                                                    nxt = ins[U(row), F_TGT]
-                                            elif op == OP_LOOPNEXT:
-                                                ra = U(rgb + ins[U(row), F_A])
-                                                regs[ra] += 1.0
-                                                if regs[ra] < regs[U(rgb + ins[U(row), F_B])]:
-                                                    nxt = ins[U(row), F_TGT]
-                                            elif op == OP_CHECKNN:
-                                                cnt = regs[U(rgb + ins[U(row), F_A])]
-                                                if cnt < 0:
-                                                    st = ST_NEGCOUNT
-                                                    out[O_I0] = pe
-                                                    out[O_I1] = row
-                                                    out[O_I2] = np.int64(cnt)
-                                                    stop = True
-                                                    break
-                                            elif op == OP_LOAD or op == OP_STORE:
-                                                fo_ = OPND0 + OPND_FIELDS * 0  # operand 0 (written out: see the wake-ups)
-                                                off = ins[U(row), fo_ + O_OFF]
-                                                if ins[U(row), fo_ + O_OFFR] >= 0:
-                                                    off += np.int64(regs[U(rgb + ins[U(row), fo_ + O_OFFR])])
-                                                sd = ins[U(row), fo_ + O_STR]
-                                                dt = ins[U(row), fo_ + O_DT]
-                                                if 1 > 0:
-                                                    ok = off >= ins[U(row), fo_ + O_LO] and off + (1 - 1) * sd < ins[U(row), fo_ + O_HI]
-                                                else:
-                                                    ok = off >= ins[U(row), fo_ + O_LO] and off <= ins[U(row), fo_ + O_HI]
-                                                if not ok:
-                                                    st = ST_BOUNDS
-                                                    out[O_I0] = pe
-                                                    out[O_I1] = row
-                                                    out[O_I2] = 0
-                                                    out[O_I3] = off
-                                                    stop = True
-                                                    break
-                                                if op == OP_LOAD:
-                                                    regs[U(rgb + ins[U(row), F_A])] = mem[base + off] if functional else 0.0
-                                                elif functional:
-                                                    mem[base + off] = _rnd(np.float32(regs[U(rgb + ins[U(row), F_B])]), dt)
-                                            elif op == OP_ACT:
-                                                tact[U(pe)] |= np.int64(1) << ins[U(row), F_A]
-                                            elif op == OP_BLK:
-                                                tblk[U(pe)] |= np.int64(1) << ins[U(row), F_A]
-                                            elif op == OP_UNBLK:
-                                                tblk[U(pe)] &= ~(np.int64(1) << ins[U(row), F_A])
-                                            else:  # OP_FINISH
-                                                ps[U(pb + E_FINISHED)] += 1
-                                            ps[U(pb + E_PC)] = nxt
-                                            continue
-                                        if op >= OP_FMAC and ps[U(pb + E_NUT)] == 0:
-                                            # a compute op with no microthread running touches nothing
-                                            # another agent sees and cannot be stalled: run it at its
-                                            # virtual time and go on (one visit per compute run)
-                                            n = ins[U(row), F_LEN]
-                                            if ins[U(row), F_LENR] >= 0:
-                                                n = np.int64(regs[U(rgb + ins[U(row), F_LENR])])
-                                            nops = 3 if (op == OP_FMAC or op == OP_ADD or op == OP_MUL or op == OP_MAX) \
-                                                else (1 if op == OP_FILL else 2)
-                                            bad = -1
-                                            for k in range(nops):
-                                                fo_ = OPND0 + OPND_FIELDS * k  # operand k (written out: see the wake-ups)
-                                                off = ins[U(row), fo_ + O_OFF]
-                                                if ins[U(row), fo_ + O_OFFR] >= 0:
-                                                    off += np.int64(regs[U(rgb + ins[U(row), fo_ + O_OFFR])])
-                                                sd = ins[U(row), fo_ + O_STR]
-                                                dt = ins[U(row), fo_ + O_DT]
-                                                if n > 0:
-                                                    ok = off >= ins[U(row), fo_ + O_LO] and off + (n - 1) * sd < ins[U(row), fo_ + O_HI]
-                                                else:
-                                                    ok = off >= ins[U(row), fo_ + O_LO] and off <= ins[U(row), fo_ + O_HI]
-                                                if not ok or n < 0:
-                                                    bad = k
-                                                    out[O_I3] = off
-                                                    break
-                                            if bad >= 0:
-                                                st = ST_BOUNDS
-                                                out[O_I0] = pe
-                                                out[O_I1] = row
-                                                out[O_I2] = bad
-                                                stop = True
-                                                break
-                                            if functional:
-                                                _compute(ins, row, op, n, regs, rgb, mem, base)
-                                            wdt = ins[U(row), F_W]
-                                            cost = ins[U(row), F_COST] + ((n + wdt - 1) // wdt) * ins[U(row), F_MULT]
-                                            e = tv + cost
-                                            if e > ps[U(pb + E_BUSYU)]:
-                                                ps[U(pb + E_BUSY)] += e - max(tv, ps[U(pb + E_BUSYU)])
-                                                ps[U(pb + E_BUSYU)] = e
-                                            if e > ps[U(pb + E_FIN)]:
-                                                ps[U(pb + E_FIN)] = e
-                                            if n_tr < trace_cap and cost > 0:
-                                                tr[n_tr, 0] = pe
-                                                tr[n_tr, 1] = 0
-                                                tr[n_tr, 2] = row
-                                                tr[n_tr, 3] = tv
-                                                tr[n_tr, 4] = e
-                                                n_tr += 1
-                                            tv = e
-                                            progress = True
-                                            ps[U(pb + E_PC)] = row + 1
-                                            continue
-                                        # rows below run at their exact cycle
-                                        if tv > t:
-                                            ps[U(pb + E_MFREE)] = tv
-                                            ps[U(pb + E_MPORTS)] = 0
-                                            ps[U(pb + E_WAKEAT)] = tv
-                                            wk_ = tv  # wake (written out: a call taking arrays costs reference counts)
-                                            if wk_ - t < nslot:
-                                                wb = wk_ & slotm
-                                                wi = U(wb * nwd + (pe >> 6))
-                                                if bm[wi] == 0:
-                                                    sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
-                                                    occ[U(wk_ & slotm)] = 1
-                                                bm[wi] |= np.int64(1) << (pe & 63)
-                                            else:
-                                                hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 0)
-                                            stop = True
-                                            break
-                                        progress = True
-                                        if op == OP_RET:
-                                            ps[U(pb + E_CUR)] = -1
-                                            ps[U(pb + E_PC)] = -1
-                                            if t > ps[U(pb + E_FIN)]:
-                                                ps[U(pb + E_FIN)] = t
-                                            break  # back to the picker
-                                        cost = ins[U(row), F_COST]
-                                        mports = 0
-                                        if op == OP_SETROUTE:
-                                            # install route configuration B of colour A (teardown: the
-                                            # colour must carry no wavelets in this router)
-                                            r = route_of[U(pe * C + ins[U(row), F_A])]
-                                            k = ins[U(row), F_B]
-                                            busy_r = rs[U(r * RS + 1)] > 0
-                                            for ch in range(r_chan0[r], r_chan0[r + 1]):
-                                                if cs[U(ch * CS + 1)] > 0:
-                                                    busy_r = True
-                                            if busy_r:
-                                                st = ST_ROUTEBUSY
-                                                out[O_I0] = pe
-                                                out[O_I1] = row
-                                                out[O_I2] = ins[U(row), F_A]
-                                                stop = True
-                                                break
-                                            rb_ = r * RS
-                                            oldtx = rs[U(rb_ + 7)]
-                                            for p in range(5):  # forwarded so far count on the old ports
-                                                if (oldtx >> p) & 1:
-                                                    link_acc[U(pe * 5 + p)] += rs[U(rb_ + 3)]
-                                            rs[U(rb_ + 3)] = 0
-                                            rs[U(rb_ + 7)] = r_cfg_tx[U(r * ncfg + k)]
-                                            for p in range(4):
-                                                d = r_cfg_down[U((r * ncfg + k) * 4 + p)]
-                                                rs[U(rb_ + 8 + p)] = d * CS if d >= 0 else d
-                                            wk_ = t + 1  # wake (written out: a call taking arrays costs reference counts)
-                                            if wk_ - t < nslot:
-                                                wb = 1 * nslot + (wk_ & slotm)
-                                                wi = U(wb * nwd + (pe >> 6))
-                                                if bm[wi] == 0:
-                                                    sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
-                                                    occ[U(wk_ & slotm)] = 1
-                                                bm[wi] |= np.int64(1) << (pe & 63)
-                                            else:
-                                                hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 1)
-                                        elif op == OP_TS:
-                                            if n_ts < ts_cap:
-                                                ts_pe[n_ts] = pe
-                                                ts_label[n_ts] = ins[U(row), F_A]
-                                                ts_cycle[n_ts] = t
-                                                n_ts += 1
-                                            else:
-                                                ts_drop += 1
-                                        elif op <= LAST_FABRIC:
-                                            # issue a fabric op on a free microthread
-                                            rc = ins[U(row), F_COL1]
-                                            sc = ins[U(row), F_COL2]
-                                            qi = ins[U(row), F_QIN]
-                                            qo = ins[U(row), F_QOUT]
-                                            free_s = -1
-                                            for s in range(UT):
-                                                r2 = ur[U((pe * UT + s) * UR)]
-                                                if r2 < 0:
-                                                    if free_s < 0 and s < n_ut:
-                                                        free_s = s
-                                                    continue
-                                                # two running ops may share neither a colour nor a queue
-                                                if rc >= 0 and (ins[U(r2), F_COL1] == rc or ins[U(r2), F_QIN] == qi):
-                                                    st = ST_QCONFLICT
-                                                    out[O_I0] = pe
-                                                    out[O_I1] = rc
-                                                    out[O_I2] = 0
-                                                    out[O_I3] = row
-                                                if sc >= 0 and (ins[U(r2), F_COL2] == sc or ins[U(r2), F_QOUT] == qo):
-                                                    st = ST_QCONFLICT
-                                                    out[O_I0] = pe
-                                                    out[O_I1] = sc
-                                                    out[O_I2] = 1
-                                                    out[O_I3] = row
-                                            if st != ST_OK:
-                                                stop = True
-                                                break
-                                            if free_s < 0:
-                                                st = ST_UTLIMIT
-                                                out[O_I0] = pe
-                                                out[O_I1] = n_ut
-                                                stop = True
-                                                break
-                                            n = ins[U(row), F_LEN]
-                                            if ins[U(row), F_LENR] >= 0:
-                                                n = np.int64(regs[U(rgb + ins[U(row), F_LENR])])
-                                            moff = 0
-                                            msd = 0
-                                            mdt = 0
-                                            mports_u = 0
-                                            if op != OP_RELAY:
-                                                fo_ = OPND0 + OPND_FIELDS * 0  # operand 0 (written out: see the wake-ups)
-                                                moff = ins[U(row), fo_ + O_OFF]
-                                                if ins[U(row), fo_ + O_OFFR] >= 0:
-                                                    moff += np.int64(regs[U(rgb + ins[U(row), fo_ + O_OFFR])])
-                                                msd = ins[U(row), fo_ + O_STR]
-                                                mdt = ins[U(row), fo_ + O_DT]
-                                                if n > 0:
-                                                    ok = moff >= ins[U(row), fo_ + O_LO] and moff + (n - 1) * msd < ins[U(row), fo_ + O_HI]
-                                                else:
-                                                    ok = moff >= ins[U(row), fo_ + O_LO] and moff <= ins[U(row), fo_ + O_HI]
-                                                if not ok or n < 1:
-                                                    st = ST_BOUNDS
-                                                    out[O_I0] = pe
-                                                    out[O_I1] = row
-                                                    out[O_I2] = 0
-                                                    out[O_I3] = moff
-                                                    stop = True
-                                                    break
-                                                if op == OP_SEND or op == OP_RAS:
-                                                    mports_u = 4  # one read per wavelet
-                                                elif op == OP_RECV:
-                                                    mports_u = 1  # one write
-                                                else:
-                                                    mports_u = 5  # RecvAdd, RelayStore: read + write
-                                            elif n < 1:
-                                                st = ST_NEGCOUNT
-                                                out[O_I0] = pe
-                                                out[O_I1] = row
-                                                out[O_I2] = n
-                                                stop = True
-                                                break
-                                            total = (n + 1) // 2 if ins[U(row), F_PACK] == 1 else n
-                                            ub = (pe * UT + free_s) * UR
-                                            ur[U(ub)] = row
-                                            ur[U(ub + 1)] = 0
-                                            ur[U(ub + 2)] = t + cost
-                                            ur[U(ub + 3)] = total
-                                            ur[U(ub + 4)] = op
-                                            ri = route_of[U(pe * C + rc)] * RS if rc >= 0 else -1
-                                            ro = route_of[U(pe * C + sc)] * RS if sc >= 0 else -1
-                                            ur[U(ub + 5)] = ri
-                                            ur[U(ub + 6)] = ro
-                                            ur[U(ub + 7)] = rs[U(ro + 6)] if ro >= 0 else -1
-                                            ur[U(ub + 8)] = base + moff
-                                            ur[U(ub + 9)] = msd
-                                            ur[U(ub + 10)] = mdt
-                                            ur[U(ub + 11)] = n
-                                            ur[U(ub + 12)] = ins[U(row), F_DONE]
-                                            ur[U(ub + 13)] = ins[U(row), F_PACK]
-                                            ur[U(ub + 14)] = mports_u
-                                            ps[U(pb + E_UMASK)] |= 1 << free_s
-                                            ps[U(pb + E_NUT)] += 1
-                                            if ins[U(row), F_DONE] < 0:  # synchronous: park until it completes
-                                                ps[U(pb + E_PARK)] = free_s + 1
-                                            if cost > 0:  # the microthread starts then: visit the CE
-                                                wk_ = t + cost  # wake (written out: a call taking arrays costs reference counts)
-                                                if wk_ - t < nslot:
-                                                    wb = wk_ & slotm
-                                                    wi = U(wb * nwd + (pe >> 6))
-                                                    if bm[wi] == 0:
-                                                        sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
-                                                        occ[U(wk_ & slotm)] = 1
-                                                    bm[wi] |= np.int64(1) << (pe & 63)
-                                                else:
-                                                    hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 0)
-                                        else:
-                                            # a compute DSD op on the main thread
-                                            n = ins[U(row), F_LEN]
-                                            if ins[U(row), F_LENR] >= 0:
-                                                n = np.int64(regs[U(rgb + ins[U(row), F_LENR])])
-                                            nops = 3 if (op == OP_FMAC or op == OP_ADD or op == OP_MUL or op == OP_MAX) \
-                                                else (1 if op == OP_FILL else 2)
-                                            bad = -1
-                                            for k in range(nops):
-                                                fo_ = OPND0 + OPND_FIELDS * k  # operand k (written out: see the wake-ups)
-                                                off = ins[U(row), fo_ + O_OFF]
-                                                if ins[U(row), fo_ + O_OFFR] >= 0:
-                                                    off += np.int64(regs[U(rgb + ins[U(row), fo_ + O_OFFR])])
-                                                sd = ins[U(row), fo_ + O_STR]
-                                                dt = ins[U(row), fo_ + O_DT]
-                                                if n > 0:
-                                                    ok = off >= ins[U(row), fo_ + O_LO] and off + (n - 1) * sd < ins[U(row), fo_ + O_HI]
-                                                else:
-                                                    ok = off >= ins[U(row), fo_ + O_LO] and off <= ins[U(row), fo_ + O_HI]
-                                                if not ok or n < 0:
-                                                    bad = k
-                                                    out[O_I3] = off
-                                                    break
-                                            if bad >= 0:
-                                                st = ST_BOUNDS
-                                                out[O_I0] = pe
-                                                out[O_I1] = row
-                                                out[O_I2] = bad
-                                                stop = True
-                                                break
-                                            if functional:
-                                                _compute(ins, row, op, n, regs, rgb, mem, base)
-                                            wdt = ins[U(row), F_W]
-                                            cost += ((n + wdt - 1) // wdt) * ins[U(row), F_MULT]
-                                            mports = ins[U(row), F_PORTS]
-                                        if n_tr < trace_cap and cost > 0:
-                                            tr[n_tr, 0] = pe
-                                            tr[n_tr, 1] = 0
-                                            tr[n_tr, 2] = row
-                                            tr[n_tr, 3] = t
-                                            tr[n_tr, 4] = t + cost
-                                            n_tr += 1
-                                        ps[U(pb + E_PC)] = row + 1
-                                        if t > ps[U(pb + E_FIN)]:
-                                            ps[U(pb + E_FIN)] = t
-                                        if cost > 0:
-                                            e = t + cost
-                                            if e > ps[U(pb + E_BUSYU)]:
-                                                ps[U(pb + E_BUSY)] += e - max(t, ps[U(pb + E_BUSYU)])
-                                                ps[U(pb + E_BUSYU)] = e
-                                            if e > ps[U(pb + E_FIN)]:
-                                                ps[U(pb + E_FIN)] = e
-                                            ps[U(pb + E_MFREE)] = e
-                                            ps[U(pb + E_MPORTS)] = mports
-                                            if ps[U(pb + E_PARK)] == 0:
-                                                ps[U(pb + E_WAKEAT)] = e
-                                                wk_ = e  # wake (written out: a call taking arrays costs reference counts)
-                                                if wk_ - t < nslot:
-                                                    wb = wk_ & slotm
-                                                    wi = U(wb * nwd + (pe >> 6))
-                                                    if bm[wi] == 0:
-                                                        sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
-                                                        occ[U(wk_ & slotm)] = 1
-                                                    bm[wi] |= np.int64(1) << (pe & 63)
-                                                else:
-                                                    hn = _heap_push(hp, hn, (np.int64(wk_) << 21) | (np.int64(pe) << 1) | 0)
-                                            stop = True
-                                            break
-                                        if ps[U(pb + E_PARK)] != 0:
-                                            stop = True
-                                            break
-                                    if stop:
-                                        break
-                                if st != ST_OK:
-                                    break
-                            # -------- microthreads: at most one wavelet each, one injection per PE --------
-                            ce_moved = False
-                            umask = ps[U(pb + E_UMASK)]
-                            used = 0  # memory ports used this cycle: reads * 4 + writes
-                            while umask != 0:
-                                s = trailing_zeros(umask)
-                                umask &= umask - 1
-                                ub = (pe * UT + s) * UR
-                                if ur[U(ub + 2)] > t:
-                                    continue
-                                row = ur[U(ub)]
-                                op = ur[U(ub + 4)]
-                                k = ur[U(ub + 1)]
-                                moved = False
-                                if op == OP_SEND:
-                                    if ramp1 and ps[U(pb + E_INJT)] == t:  # the ramp took a wavelet this cycle
-                                        wb = ((t + 1) & slotm)  # wake: due at t + 1
-                                        wi = U(wb * nwd + (pe >> 6))
-                                        if bm[wi] == 0:
-                                            sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
-                                            occ[U((t + 1) & slotm)] = 1
-                                        bm[wi] |= np.int64(1) << (pe & 63)
-                                        continue
-                                    r = ur[U(ub + 6)]
-                                    ch = ur[U(ub + 7)]
-                                    cnt = cs[U(ch + 1)]
-                                    eff = cnt + (cs[U(ch + 2)] == t)
-                                    if eff < cs[U(ch + 4)]:
-                                        v0 = np.float32(0.0)
-                                        v1 = np.float32(0.0)
-                                        if functional:
-                                            ao = ur[U(ub + 8)]
-                                            asd = ur[U(ub + 9)]
-                                            if ur[U(ub + 13)] == 1:
-                                                v0 = mem[ao + 2 * k * asd]
-                                                if 2 * k + 1 < ur[U(ub + 11)]:
-                                                    v1 = mem[ao + (2 * k + 1) * asd]
-                                            else:
-                                                v0 = mem[ao + k * asd]
-                                        # this push into the ramp channel is repeated for RecvAddSend/Relay
-                                        # below: one shared tail measured 3-6% slower (docs/BENCHMARKS.md)
-                                        ready = t + rin
-                                        sl = ch + 8 + ((cs[U(ch)] + cnt) & SM)
-                                        cs[U(sl)] = ready
-                                        if functional:
-                                            ch_pay[U(2 * sl)] = v0
-                                            ch_pay[U(2 * sl + 1)] = v1
-                                        cs[U(ch + 1)] = cnt + 1
-                                        if cs[U(ch + 6)] >= 0:  # a route with several inputs
-                                            if rs[U(r + 4)] == ready and rs[U(r + 5)] != 4:
-                                                st = ST_MULTIRX
-                                                out[O_I0] = pe
-                                                out[O_I1] = r // RS
-                                                break
-                                            rs[U(r + 4)] = ready
-                                            rs[U(r + 5)] = 4
-                                        wb = nslot + (ready & slotm)  # wake: due at ready
-                                        wi = U(wb * nwd + (pe >> 6))
-                                        if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
-                                            sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
-                                            occ[U(ready & slotm)] = 1
-                                        bm[wi] |= np.int64(1) << (pe & 63)
-                                        ps[U(pb + E_INJT)] = t
-                                        moved = True
-                                    elif cnt < cs[U(ch + 4)]:
-                                        wb = ((t + 1) & slotm)  # wake: due at t + 1
-                                        wi = U(wb * nwd + (pe >> 6))
-                                        if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
-                                            sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
-                                            occ[U((t + 1) & slotm)] = 1
-                                        bm[wi] |= np.int64(1) << (pe & 63)
-                                    else:
-                                        ps[U(pb + E_CBP)] = 1
-                                else:
-                                    r = ur[U(ub + 5)]
-                                    qc = rs[U(r + 1)]
-                                    if qc > 0 and rs[U(r + 12 + rs[U(r)])] <= t:
-                                        has_out = True
-                                        ch = -1
-                                        cnt = 0
-                                        ro = -1
-                                        if op == OP_RAS or op == OP_RELAY or op == OP_RELAYSTORE:
-                                            ro = ur[U(ub + 6)]
-                                            ch = ur[U(ub + 7)]
-                                            cnt = cs[U(ch + 1)]
-                                            eff = cnt + (cs[U(ch + 2)] == t)
-                                            if ramp1 and ps[U(pb + E_INJT)] == t:  # the ramp took one this cycle
-                                                has_out = False
-                                                wb = ((t + 1) & slotm)  # wake: due at t + 1
-                                                wi = U(wb * nwd + (pe >> 6))
-                                                if bm[wi] == 0:
-                                                    sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
-                                                    occ[U((t + 1) & slotm)] = 1
-                                                bm[wi] |= np.int64(1) << (pe & 63)
-                                            elif eff >= cs[U(ch + 4)]:
-                                                has_out = False
-                                                if cnt < cs[U(ch + 4)]:
-                                                    wb = ((t + 1) & slotm)  # wake: due at t + 1
-                                                    wi = U(wb * nwd + (pe >> 6))
-                                                    if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
-                                                        sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
-                                                        occ[U((t + 1) & slotm)] = 1
-                                                    bm[wi] |= np.int64(1) << (pe & 63)
-                                                else:
-                                                    ps[U(pb + E_CBP)] = 1
-                                        if has_out:
-                                            qs = r + 12 + rs[U(r)]
-                                            v0 = np.float32(0.0)
-                                            v1 = np.float32(0.0)
-                                            if functional:
-                                                v0 = q_pay[U(2 * qs)]
-                                                v1 = q_pay[U(2 * qs + 1)]
-                                            rs[U(r)] = (rs[U(r)] + 1) & SQM
-                                            rs[U(r + 1)] = qc - 1
-                                            rs[U(r + 2)] = t
-                                            if ps[U(pb + E_RBP)]:
-                                                ps[U(pb + E_RBP)] = 0
-                                                wb = nslot + ((t + 1) & slotm)  # wake: due at t + 1
-                                                wi = U(wb * nwd + (pe >> 6))
-                                                if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
-                                                    sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
-                                                    occ[U((t + 1) & slotm)] = 1
-                                                bm[wi] |= np.int64(1) << (pe & 63)
-                                            if functional and op != OP_RELAY:
-                                                ao = ur[U(ub + 8)]
-                                                asd = ur[U(ub + 9)]
-                                                adt = ur[U(ub + 10)]
-                                                n = ur[U(ub + 11)]
-                                                if ur[U(ub + 13)] == 1:
-                                                    i0 = 2 * k
-                                                    npair = 2 if i0 + 1 < n else 1
-                                                else:
-                                                    i0 = k
-                                                    npair = 1
-                                                for j in range(npair):
-                                                    v = v0 if j == 0 else v1
-                                                    a = ao + (i0 + j) * asd
-                                                    if op == OP_RECV or op == OP_RELAYSTORE:
-                                                        mem[a] = _rnd(v, adt)
-                                                    elif op == OP_RECVADD:
-                                                        mem[a] = _rnd(mem[a] + v, adt)
-                                                    else:
-                                                        sres = _rnd(v + mem[a], adt)
-                                                        if j == 0:
-                                                            v0 = sres
-                                                        else:
-                                                            v1 = sres
-                                            if ch >= 0:
-                                                ready = t + beta + rin
-                                                sl = ch + 8 + ((cs[U(ch)] + cnt) & SM)
-                                                cs[U(sl)] = ready
-                                                if functional:
-                                                    ch_pay[U(2 * sl)] = v0
-                                                    ch_pay[U(2 * sl + 1)] = v1
-                                                cs[U(ch + 1)] = cnt + 1
-                                                if cs[U(ch + 6)] >= 0:
-                                                    if rs[U(ro + 4)] == ready and rs[U(ro + 5)] != 4:
-                                                        st = ST_MULTIRX
-                                                        out[O_I0] = pe
-                                                        out[O_I1] = ro // RS
-                                                        break
-                                                    rs[U(ro + 4)] = ready
-                                                    rs[U(ro + 5)] = 4
-                                                wb = nslot + (ready & slotm)  # wake: due at ready
-                                                wi = U(wb * nwd + (pe >> 6))
-                                                if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
-                                                    sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
-                                                    occ[U(ready & slotm)] = 1
-                                                bm[wi] |= np.int64(1) << (pe & 63)
-                                                ps[U(pb + E_INJT)] = t
-                                            moved = True
-                                if moved:
-                                    moves += 1
-                                    ce_moved = True
-                                    used += ur[U(ub + 14)]
-                                    k += 1
-                                    ur[U(ub + 1)] = k
-                                    if k == ur[U(ub + 3)]:
-                                        done = ur[U(ub + 12)]
-                                        ur[U(ub)] = -1
-                                        ps[U(pb + E_UMASK)] &= ~(1 << s)
-                                        ps[U(pb + E_NUT)] -= 1
-                                        if done > 0:
-                                            tbit = np.int64(1) << (done % NTASK)
-                                            if done // NTASK == DONE_ACT:
-                                                tact[U(pe)] |= tbit
-                                            else:
-                                                tblk[U(pe)] &= ~tbit
-                                        if ps[U(pb + E_PARK)] == s + 1:  # the synchronous issuer resumes
-                                            ps[U(pb + E_PARK)] = 0
-                                            if ps[U(pb + E_MFREE)] <= t:
-                                                ps[U(pb + E_MFREE)] = t + 1
-                                        if n_tr < trace_cap:
-                                            tr[n_tr, 0] = pe
-                                            tr[n_tr, 1] = 1 + s
-                                            tr[n_tr, 2] = row
-                                            tr[n_tr, 3] = ur[U(ub + 2)]
-                                            tr[n_tr, 4] = t + 1
-                                            n_tr += 1
-                            if st != ST_OK:
-                                break
-                            if ce_moved:  # a microthread moved a wavelet: the CE was busy this cycle
-                                progress = True
-                                if t >= ps[U(pb + E_BUSYU)]:
-                                    ps[U(pb + E_BUSY)] += 1
-                                    ps[U(pb + E_BUSYU)] = t + 1
-                                if t + 1 > ps[U(pb + E_FIN)]:
-                                    ps[U(pb + E_FIN)] = t + 1
-                                # memory ports: the main thread's op loses this cycle if they ran out
-                                mp = ps[U(pb + E_MPORTS)]
-                                if mp != 0 and rports > 0 and ps[U(pb + E_MFREE)] > t and (
-                                        (used >> 2) + (mp >> 2) > rports or (used & 3) + (mp & 3) > wports):
-                                    e = ps[U(pb + E_MFREE)] + 1
-                                    ps[U(pb + E_MFREE)] = e
-                                    if e > ps[U(pb + E_BUSYU)]:
-                                        ps[U(pb + E_BUSY)] += e - ps[U(pb + E_BUSYU)]
-                                        ps[U(pb + E_BUSYU)] = e
-                                    if e > ps[U(pb + E_FIN)]:
-                                        ps[U(pb + E_FIN)] = e
-                                wb = ((t + 1) & slotm)  # wake: due at t + 1
-                                wi = U(wb * nwd + (pe >> 6))
-                                if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
-                                    sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
-                                    occ[U((t + 1) & slotm)] = 1
-                                bm[wi] |= np.int64(1) << (pe & 63)
-                        # ---------------- router (after this PE's CE, which may have woken it) ----------
-                        if (bm[U(rb + w)] & pbit) == 0:
-                            continue
-                        bm[U(rb + w)] &= ~pbit
-                        v_rt += 1
-                        c0 = ps[U(pe * PS + 14)]
-                        n = ps[U(pe * PS + 15)]
-                        if n == 0:
-                            continue
-                        cend = c0 + n * CS
-                        nxt_ch = ps[U(pe * PS + 9)]  # round robin: the channel after the last one served
-                        used = 0
-                        pending = False
-                        acted = False
-                        for kk in range(n):
-                            ch = nxt_ch
-                            nxt_ch += CS
-                            if nxt_ch == cend:
-                                nxt_ch = c0
-                            if cs[U(ch + 1)] == 0:
-                                continue
-                            hs = ch + 8 + cs[U(ch)]
-                            if cs[U(hs)] > t:
-                                continue
-                            r = cs[U(ch + 5)]
-                            tx = rs[U(r + 7)]
-                            if tx & used:
-                                pending = True
-                                continue
-                            ok = True
-                            for p in range(5):
-                                if (tx >> p) & 1:
-                                    if p == 4:
-                                        qc = rs[U(r + 1)]
-                                        if qc + (rs[U(r + 2)] == t) >= capq:
-                                            ok = False
-                                            if qc < capq:
-                                                pending = True
-                                            else:
-                                                ps[U(pe * PS + 10)] = 1
-                                            break
-                                    else:
-                                        d = rs[U(r + 8 + p)]
-                                        if d < 0:
-                                            st = ST_MISROUTE
-                                            out[O_I0] = pe
-                                            out[O_I1] = r // RS
-                                            out[O_I2] = p * 4 + (d + 2)
-                                            break
-                                        dc = cs[U(d + 1)]
-                                        if dc + (cs[U(d + 2)] == t) >= cs[U(d + 4)]:
-                                            ok = False
-                                            if dc < cs[U(d + 4)]:
-                                                pending = True
-                                            else:
-                                                ps[U(pe * PS + 10)] = 1
-                                            break
-                            if st != ST_OK:
-                                break
-                            if not ok:
-                                continue
-                            v0 = np.float32(0.0)
-                            v1 = np.float32(0.0)
-                            if functional:
-                                v0 = ch_pay[U(2 * hs)]
-                                v1 = ch_pay[U(2 * hs + 1)]
-                            cs[U(ch)] = (cs[U(ch)] + 1) & SM
-                            cs[U(ch + 1)] -= 1
-                            cs[U(ch + 2)] = t
-                            f = cs[U(ch + 3)]  # the producer waiting for this slot, if any
-                            if ps[U(f)]:
-                                ps[U(f)] = 0
-                                up = f >> 5
-                                wb = (nslot if (f & 31) == 10 else 0) + ((t + 1) & slotm)  # wake: due at t + 1
-                                wi = U(wb * nwd + (up >> 6))
-                                if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
-                                    sm[U(wb * nsm + (up >> 12))] |= np.int64(1) << ((up >> 6) & 63)
-                                    occ[U((t + 1) & slotm)] = 1
-                                bm[wi] |= np.int64(1) << (up & 63)
-                            rs[U(r + 3)] += 1  # per-link counts are summed from these at the end
-                            for p in range(5):
-                                if (tx >> p) & 1:
-                                    if p == 4:
-                                        ready = t + rout
-                                        qs = r + 12 + ((rs[U(r)] + rs[U(r + 1)]) & SQM)
-                                        rs[U(qs)] = ready
-                                        if functional:
-                                            q_pay[U(2 * qs)] = v0
-                                            q_pay[U(2 * qs + 1)] = v1
-                                        rs[U(r + 1)] += 1
-                                        wb = (ready & slotm)  # wake: due at ready
-                                        wi = U(wb * nwd + (pe >> 6))
-                                        if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
-                                            sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
-                                            occ[U(ready & slotm)] = 1
-                                        bm[wi] |= np.int64(1) << (pe & 63)
-                                    else:
-                                        d = rs[U(r + 8 + p)]
-                                        ready = t + alpha
-                                        ds = d + 8 + ((cs[U(d)] + cs[U(d + 1)]) & SM)
-                                        cs[U(ds)] = ready
-                                        if functional:
-                                            ch_pay[U(2 * ds)] = v0
-                                            ch_pay[U(2 * ds + 1)] = v1
-                                        cs[U(d + 1)] += 1
-                                        inport = cs[U(d + 6)]
-                                        if inport >= 0:
-                                            r2 = cs[U(d + 5)]
-                                            if rs[U(r2 + 4)] == ready and rs[U(r2 + 5)] != inport:
-                                                st = ST_MULTIRX
-                                                out[O_I0] = cs[U(d + 7)]
-                                                out[O_I1] = r2 // RS
-                                                break
-                                            rs[U(r2 + 4)] = ready
-                                            rs[U(r2 + 5)] = inport
-                                        wpe = cs[U(d + 7)]
-                                        wb = nslot + (ready & slotm)  # wake: due at ready
-                                        wi = U(wb * nwd + (wpe >> 6))
-                                        if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
-                                            sm[U(wb * nsm + (wpe >> 12))] |= np.int64(1) << ((wpe >> 6) & 63)
-                                            occ[U(ready & slotm)] = 1
-                                        bm[wi] |= np.int64(1) << (wpe & 63)
-                            if st != ST_OK:
-                                break
-                            moves += 1
-                            used |= tx
-                            if not acted:
-                                acted = True
-                                progress = True
-                                last_move = t
-                                if t >= ps[U(pe * PS + 6)]:
-                                    rt_only += 1
-                            ps[U(pe * PS + 9)] = nxt_ch
-                            if cs[U(ch + 1)] > 0 and cs[U(ch + 8 + cs[U(ch)])] <= t:
-                                pending = True
-                        if st != ST_OK:
-                            break
-                        if pending:
-                            wb = nslot + ((t + 1) & slotm)  # wake: due at t + 1
-                            wi = U(wb * nwd + (pe >> 6))
-                            if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
-                                sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
-                                occ[U((t + 1) & slotm)] = 1
-                            bm[wi] |= np.int64(1) << (pe & 63)
-                    if st != ST_OK:
-                        break
-                if st != ST_OK:
-                    break
-                sm[U(csb + sw)] = 0
-                sm[U(rsb + sw)] = 0
-            if st != ST_OK:
-                break
-            occ[U(slot)] = 0
-            # ---------------- end of cycle ----------------
-            if progress:
-                last_progress = t
-            elif t - last_progress > max_idle:
-                st = ST_IDLE
-                break
-            nxt = -1
-            for dd in range(1, nslot):
-                if occ[U((t + dd) & slotm)] != 0:
+            acc2[j, A_HN] = hn
+        progress = False
+        if nseg == 1:
+            visit(params, seg_w[0, 0], seg_w[0, 1], t, acc2[0], route_of, ins, jtab, tk_entry, tk_data,
+                  tk_arg, blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay, q_pay, ts_pe,
+                  ts_label, ts_cycle, n_ts, ts_cap, tr, out, cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down,
+                  link_acc, bm, sm, occ, hp2[0])
+            n_ts = acc2[0, A_NTS]
+            ts_drop += acc2[0, A_TSDROP]
+            progress = acc2[0, A_PROG] != 0
+            if acc2[0, A_MOVED] != 0:
+                last_move = t
+            st = acc2[0, A_ST]
+        else:
+            room = ts_cap - n_ts
+            visit_parts(params, seg_w, t, acc2, route_of, ins, jtab, tk_entry, tk_data, tk_arg,
+                        blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay, q_pay, ts2, room,
+                        tr, out2, cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down, link_acc, bm, sm, occ2, hp2)
+            if acc2[0, A_ST] == ST_OK:  # an error in part 0 comes first in PE order: the rest is moot
+                for j in range(1, nseg, 2):
+                    visit(params, seg_w[j, 0], seg_w[j, 1], t, acc2[j], route_of, ins, jtab, tk_entry,
+                          tk_data, tk_arg, blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay,
+                          q_pay, ts2[j, 0], ts2[j, 1], ts2[j, 2], 0, room, tr, out2[j], cs, rs, ps, r_chan0,
+                          r_cfg_tx, r_cfg_down, link_acc, bm, sm, occ2[j], hp2[j])
+            for j in range(nseg):  # in PE order: the first error, timestamps up to the capacity
+                if st == ST_OK and acc2[j, A_ST] != ST_OK:
+                    st = acc2[j, A_ST]
+                    for q in range(O_I0, O_I3 + 1):
+                        out[q] = out2[j, q]
+                kept = acc2[j, A_NTS]
+                for i in range(kept):
+                    if n_ts < ts_cap:
+                        ts_pe[n_ts] = ts2[j, 0, i]
+                        ts_label[n_ts] = ts2[j, 1, i]
+                        ts_cycle[n_ts] = ts2[j, 2, i]
+                        n_ts += 1
+                    else:
+                        ts_drop += 1
+                ts_drop += acc2[j, A_TSDROP]
+                acc2[j, A_NTS] = 0
+                if acc2[j, A_PROG] != 0:
+                    progress = True
+                if acc2[j, A_MOVED] != 0:
+                    last_move = t
+                acc2[j, A_PROG] = 0
+                acc2[j, A_MOVED] = 0
+        if st != ST_OK:
+            break
+        for j in range(nseg):
+            occ2[j, slot] = 0
+        # ---------------- end of cycle ----------------
+        if progress:
+            last_progress = t
+        elif t - last_progress > max_idle:
+            st = ST_IDLE
+            break
+        nxt = -1
+        for dd in range(1, nslot):
+            s_ = (t + dd) & slotm
+            for j in range(nseg):
+                if occ2[j, s_] != 0:
                     nxt = t + dd
                     break
             if nxt >= 0:
-                if hn > 0 and (hp[0] >> 21) < nxt:
-                    nxt = hp[0] >> 21
-                # skip the empty cycles in between (max_cycles is checked at the top of a cycle). Nothing
-                # is due before nxt: waiting for a wavelet in flight is not idleness, so only cycles in
-                # which agents ran and nothing moved count towards the idle limit
-                if nxt > max_cycles + 1:
-                    nxt = max_cycles + 1
-                if nxt > t + 1:
-                    last_progress = nxt - 1
-                t = nxt
-            elif hn > 0:
-                # only timers (long instructions) remain: jump; a running instruction is progress
-                t = max(t + 1, hp[0] >> 21)
-                last_progress = t - 1
-            else:
-                break  # nothing scheduled: the launch is over (simulator.run inspects the state)
-        out[O_ST] = st
-        out[O_T] = t
-        out[O_TOTAL] = last_move + 1
-        out[O_NTS] = n_ts
-        out[O_NTR] = n_tr
-        out[O_VCE] = v_ce
-        out[O_VRT] = v_rt
-        out[O_MOVES] = moves
-        out[O_RTONLY] = rt_only
-        out[O_TSDROP] = ts_drop
+                break
+        hmin = -1
+        for j in range(nseg):
+            if acc2[j, A_HN] > 0 and (hmin < 0 or (hp2[j, 0] >> 21) < hmin):
+                hmin = hp2[j, 0] >> 21
+        if nxt >= 0:
+            if hmin >= 0 and hmin < nxt:
+                nxt = hmin
+            # skip the empty cycles in between (max_cycles is checked at the top of a cycle). Nothing
+            # is due before nxt: waiting for a wavelet in flight is not idleness, so only cycles in
+            # which agents ran and nothing moved count towards the idle limit
+            if nxt > max_cycles + 1:
+                nxt = max_cycles + 1
+            if nxt > t + 1:
+                last_progress = nxt - 1
+            t = nxt
+        elif hmin >= 0:
+            # only timers (long instructions) remain: jump; a running instruction is progress
+            t = max(t + 1, hmin)
+            last_progress = t - 1
+        else:
+            break  # nothing scheduled: the launch is over (simulator.run inspects the state)
+    v_ce = 0
+    v_rt = 0
+    moves = 0
+    rt_only = 0
+    n_tr = 0
+    for j in range(nseg):
+        v_ce += acc2[j, A_VCE]
+        v_rt += acc2[j, A_VRT]
+        moves += acc2[j, A_MOVES]
+        rt_only += acc2[j, A_RTONLY]
+        n_tr += acc2[j, A_NTR]
+    out[O_ST] = st
+    out[O_T] = t
+    out[O_TOTAL] = last_move + 1
+    out[O_NTS] = n_ts
+    out[O_NTR] = n_tr
+    out[O_VCE] = v_ce
+    out[O_VRT] = v_rt
+    out[O_MOVES] = moves
+    out[O_RTONLY] = rt_only
+    out[O_TSDROP] = ts_drop
 
-    return run
+
+def _specialise(functional: bool):
+    """The engine for one mode: ``run`` (and the ``visit``/``visit_parts`` it calls) compiled with
+    ``functional`` a constant; each mode is cached apart under its own name."""
+    mode = "functional" if functional else "timing"
+    g = dict(globals())
+    g["functional"] = functional
+
+    def jit(py, name, **kw):
+        f = types.FunctionType(py.__code__, g, name, py.__defaults__)
+        f.__qualname__ = name
+        return njit(cache=True, **kw)(f)
+
+    g["visit"] = jit(_visit_py, f"visit_{mode}", error_model="numpy")
+    g["visit_parts"] = jit(_visit_parts_py, f"visit_parts_{mode}", parallel=True)
+    return jit(_run_py, f"run_{mode}", error_model="numpy")
+
+
+
+def segments(width: int, height: int, parts: int, grain: int = 4096) -> np.ndarray:
+    """Bitmap word ranges ``[w_lo, w_hi)`` that split a cycle's visits into ``parts`` concurrent parts
+    and the bands between them (rows: part, band, part, ..., part, in PE order); one row, the whole
+    mesh, when ``parts`` is 1 or the mesh is too small to split.
+
+    A visit reads and writes only its PE's records and its neighbours' (at most one row away), and
+    marks wake-ups in 64-PE bitmap words summarised per 4096 PEs. So each cut sits on a summary-word
+    boundary M, and the band around it spans more than a row on either side (whole bitmap words):
+    the PEs two parts touch never share a record, a bitmap word or a summary word. A finer ``grain``
+    (a multiple of 64) cuts small meshes for tests of the visit order; its parts share summary words,
+    so they must then run on one thread."""
+    P = width * height
+    nwd = (P + 63) >> 6
+    whole = np.array([[0, nwd]], dtype=np.int64)
+    nsm = (nwd + 63) >> 6
+    ng = (nwd * 64) // grain
+    if parts < 2 or ng < 2 * parts:
+        return whole
+    rows = []
+    lo = 0
+    for k in range(1, parts):
+        m = ((k * ng) // parts) * grain  # a PE index on a summary-word boundary
+        a = (m - width) >> 6  # band: words [a, b) cover PEs [m - width, m + width)
+        b = (m + width + 63) >> 6
+        if a <= lo or b >= nwd:
+            return whole
+        rows += [[lo, a], [a, b]]
+        lo = b
+    rows.append([lo, nwd])
+    return np.array(rows, dtype=np.int64)
 
 
 _run_timing = _specialise(False)

@@ -37,6 +37,35 @@ MAX_FABRIC_LATENCY = 4096  # cycles; FIFO rings and the timing wheel are sized b
 UT = MAX_MICROTHREADS
 
 
+#: meshes from this many PEs may run each cycle's visits on several threads (below it, handing a
+#: cycle to the threads costs more than it saves)
+PARALLEL_MIN_PES = 16_384
+
+
+def _parts(pes: int, trace: bool, threads: int | None) -> int:
+    """How many concurrent parts a cycle is split into: ``threads`` if given, else the environment's
+    ``WAFERLLM_SIM_THREADS`` (default 1: on a shared host a per-cycle hand-off to a second thread
+    waits for that thread's time slice, docs/BENCHMARKS.md), for meshes of ``PARALLEL_MIN_PES`` or
+    more; one when tracing (the trace keeps the visit order)."""
+    if threads is None:
+        import os
+        env = os.environ.get("WAFERLLM_SIM_THREADS", "1")
+        try:
+            threads = int(env)
+        except ValueError:
+            raise InputError(f"WAFERLLM_SIM_THREADS must be an integer, got {env!r}") from None
+        if pes < PARALLEL_MIN_PES:
+            threads = 1
+    if threads < 1:
+        raise InputError(f"threads must be at least 1, got {threads}")
+    if threads > 1 and not trace:
+        import os
+        # the parts meet once a cycle: threads that spin while they wait for a descheduled partner
+        # burn the CPU it needs (measured 10x slower on a loaded host); read when OpenMP starts
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return 1 if trace else threads
+
+
 def _zeros_aligned(n: int, dtype) -> np.ndarray:
     """Zeros starting on a 64-byte cache line, so the engine's records straddle fewer lines."""
     item = np.dtype(dtype).itemsize
@@ -49,7 +78,8 @@ class Device:
     """``program`` loaded on a simulated ``spec`` (see the module docstring)."""
 
     def __init__(self, program: MeshProgram, spec: HardwareSpec | None = None, mode: str = "functional",
-                 max_idle_cycles: int = 10_000, max_cycles: int = 2_000_000_000, trace: bool = False):
+                 max_idle_cycles: int = 10_000, max_cycles: int = 2_000_000_000, trace: bool = False,
+                 threads: int | None = None):
         if mode not in MODES:
             raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         spec = spec or program.spec
@@ -82,6 +112,9 @@ class Device:
         rdt = np.int64 if big else np.int32
         self.trace = trace
         self.trace_cap = MAX_TRACE_EVENTS if trace else 0
+        # ``threads`` concurrent parts of each cycle (results identical to one thread; see
+        # simulator.engine.segments); numba runs them on up to its thread count
+        self.seg_w = E.segments(W, H, _parts(P, trace, threads))
         self.cs = _zeros_aligned(max(nch, 1) * (8 + self.S) + 1, rdt)
         self.rs = _zeros_aligned(max(nr, 1) * (12 + self.SQ) + 1, rdt)
         self.ps = _zeros_aligned(P * E.PS, rdt)
@@ -230,7 +263,7 @@ class Device:
         E.run(cp.functional, params, cp.route_of, cp.r_pe, cp.r_tx, cp.ch_route, cp.ins, cp.jtab, pe_entry,
               cp.tk_entry, cp.tk_data, cp.tk_arg, cp.blk_prio, cp.blk_data, self.mem, cp.mem_base, self.regs,
               self.tact, self.tblk, self.ur, self.ch_pay, self.q_pay, ts_pe, ts_label, ts_cycle, tr, out,
-              self.cs, self.rs, self.ps, cp.r_chan0, cp.r_cfg_tx, cp.r_cfg_down, self.link_acc)
+              self.cs, self.rs, self.ps, cp.r_chan0, cp.r_cfg_tx, cp.r_cfg_down, self.link_acc, self.seg_w)
         t2 = time.perf_counter()
         st, t = int(out[E.O_ST]), int(out[E.O_T])
         if st != E.ST_OK:
