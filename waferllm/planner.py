@@ -727,6 +727,8 @@ def decode_floor(spec: HardwareSpec, terms: DecodeTerms, req: PlanRequest) -> fl
     for axis, n in (("y", terms.grid[0]), ("x", terms.grid[1])):
         ks = _ks(req)
         space = _tree_space(n, ks)
+        if not space:  # no tree of the asked K on this side: nothing to bound with (0 is a floor)
+            continue
         rows = [(w, _tree_row(prices, r, ks, space)) for w, r in terms._items[axis]]
         if not rows:
             continue

@@ -432,3 +432,13 @@ def test_custom_mesh_by_spec_object_holds_more_kv_than_wse2():
     big, base = plan(model, PlanRequest(mesh, "full")), plan(model, PlanRequest(WSE2, "full"))
     assert big.kv_shift_tokens > base.kv_shift_tokens
     assert big.to_dict()["hardware"] == "mesh-192kb"
+
+
+@pytest.mark.parametrize("method", ["full", "paper"])
+@pytest.mark.parametrize("k", [3, 4])
+def test_forced_k_tree_plans_with_the_grid_searched(method, k):
+    """Regression: a forced K with the grid searched crashed (the floor of a side too short for K
+    trees indexed an empty tree space; before that, a None tree). Every searched side admits K here."""
+    d = plan_json("llama3-8b", "--method", method, "--k-tree", str(k))
+    assert d["decode"]["k_tree"] == k and d["decode"]["tokens_per_s"] > 0
+    assert d["decode"]["colors_per_pe"] <= 21
