@@ -230,8 +230,7 @@ def code(s: AttentionShape, rings: MeshGemmRings, chains: bool, layer: Expr, win
     # ---- 2. allgather of the chunks along the group's range -----------------------------------------
     # (with the chains G > 1 only when a column holds one group: ng = 1; below and above are whole buffers)
     if chains:
-        below = Ref("KVB", 0, 2 * Wb_x * T)
-        above = Ref("KVA", 0, 2 * Wa_x * T)
+        below, above = Ref("KVB"), Ref("KVA")  # 2·Wb_x·T and 2·Wa_x·T when not empty
         mine = Ref("KVR", own_chunk(0), 2 * w_x * T)
         code.append(If(multi, (
             If((pos > 0) & (Wb_x > 0), (If(last, (Recv(cu_r, below),), (RelayStore(cu_r, cu_s, below),)),)),
