@@ -886,6 +886,14 @@ class Evaluator:
         return result
 
     # ------------------------------------------------------------------ builtins
+    def b_allocate_fifo(self, n):
+        """A FIFO over a global array: named after the array, so the rules can tell which op fills and
+        which drains the same FIFO."""
+        for a in n.args:
+            self.eval(a)
+        arr = n.args[0] if n.args else None
+        return Opaque(f"@allocate_fifo({arr.id})" if isinstance(arr, st.Name) else "@allocate_fifo")
+
     def ev_BuiltinCall(self, n):
         name = n.name
         if name in self.effect_names:

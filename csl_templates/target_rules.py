@@ -13,7 +13,7 @@ import numpy as np
 from plmr.hardware import HardwareSpec
 
 from csl_templates.comptime_values import (
-    Color, Direction, Dsd, Dsr, EnumLiteral, Queue, StructVal, TaskId, UtId, direction_set,
+    Color, Direction, Dsd, Dsr, EnumLiteral, Opaque, Queue, StructVal, TaskId, UtId, direction_set,
 )
 from csl_templates.findings import Finding, at
 from csl_templates.layout_reader import LayoutReadback, dir_bits
@@ -424,22 +424,44 @@ def _exclusive(p1: tuple, p2: tuple) -> bool:
     return any(node in a and a[node] != br for node, br in p2)
 
 
+def _is_async(op) -> bool:
+    return isinstance(op.options, StructVal) and op.options.get("async") is True
+
+
+def _fifo_drained_by(f: PeFacts, i: int) -> int | None:
+    """Index in ``f.ops`` of the synchronous op that drains the FIFO async op ``f.ops[i]`` fills (same
+    function, same branch), or None: when that drain returns, every value of the fill has gone through
+    the FIFO, so the fill is complete and its queue and microthread are free."""
+    a = f.ops[i]
+    dst = a.operands[0] if a.operands else None
+    if not (isinstance(dst, Opaque) and dst.name.startswith("@allocate_fifo(")):
+        return None
+    for j in range(i + 1, len(f.ops)):
+        c = f.ops[j]
+        if c.function == a.function and c.path == a.path and not _is_async(c) and dst in c.operands[1:]:
+            return j
+    return None
+
+
 def rule_async_queue_sharing(f: PeFacts, spec: HardwareSpec, memcpy: bool) -> list[Finding]:
     """W: two async ops issued by the same function or task (not in exclusive branches) use the same
     fabric queue or the same explicit microthread. Conservative: ops in different tasks are assumed
-    sequenced by their completion tasks, and ops whose queue is not known at comptime are skipped."""
+    sequenced by their completion tasks, and ops whose queue is not known at comptime are skipped; an
+    async fill of a FIFO ends when a later synchronous drain of that FIFO in the same branch returns."""
     out = []
     dsr_map = _dsr_contents(f)
     by_fn: dict = {}
+    index = {id(op): k for k, op in enumerate(f.ops)}
     for op in f.ops:
-        if isinstance(op.options, StructVal) and op.options.get("async") is True and op.op != "load_to_dsr":
+        if _is_async(op) and op.op != "load_to_dsr":
             by_fn.setdefault(op.function, []).append(op)
     for fn, ops in by_fn.items():
         for i, a in enumerate(ops):
             qa = set().union(*[_queues_of(f, o, dsr_map) for o in a.operands]) if a.operands else set()
             ua = a.options.get("ut_id")
+            ends = _fifo_drained_by(f, index[id(a)])
             for b in ops[i + 1:]:
-                if _exclusive(a.path, b.path):
+                if _exclusive(a.path, b.path) or (ends is not None and index[id(b)] > ends):
                     continue
                 qb = set().union(*[_queues_of(f, o, dsr_map) for o in b.operands]) if b.operands else set()
                 shared = qa & qb

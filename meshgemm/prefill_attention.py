@@ -13,7 +13,9 @@ per key block on the scores:
 1. **Gather** (once per layer): every column of a KV group's column range gets the group's K and V for
    the row's T tokens with all d features (an allgather along the range on the x chains,
    `prefill_chains`' routes: an up stream and a down stream, each member ``RelayStore``-ing the chunks
-   of one side and adding its own).
+   of one side and adding its own). The chunks from below land in ``KVB``, those from above in
+   ``KVA``, each a whole buffer of its own (a CSL FIFO, which a relay that keeps its data lowers to,
+   spans a whole array); the own chunk in the spare slot of ``KVR``.
 2. **Split the queries**: the group's n_rep·T query rows (token-major, head-minor: row ρ = token·n_rep
    + r) are split balanced over its G columns; an all-to-all on the same chains brings each column the d
    features of its rows (each column sends every other column that column's rows of its own features,
@@ -146,15 +148,25 @@ def column_params(heads, s: AttentionShape) -> dict[str, np.ndarray]:
     return out
 
 
-def buffer_sizes(s: AttentionShape) -> dict[str, Expr]:
-    """Attention buffers (name -> length expression of the column parameters)."""
+def _features_before(p: Expr) -> Expr:
+    """Features of a KV group held by the columns before position ``p`` of its range."""
+    return 2 * (p * Param("at_pb") + min_(p, Param("at_pe")))
+
+
+def buffer_sizes(s: AttentionShape, chains: bool = True) -> dict[str, Expr]:
+    """Attention buffers (name -> length expression of the column parameters). With the x chains
+    (``chains``), ``KVB`` and ``KVA`` receive the gathered chunks of the columns below and above."""
     P = Param
     ng, G = P("ng"), P("at_G")
     own = P("at_rb") + (P("at_pos") < P("at_re"))  # rows this column owns
     w = 2 * (P("at_pb") + (P("at_pos") < P("at_pe")))  # its features
     d, T, R = s.d, s.T, s.rows
     one = lambda e: max_(e, 1)  # noqa: E731
-    return {"KVR": 2 * ng * s.group_block, "QP": one(ng * R * w), "QIN": one(ng * own * d),
+    gathered = {}
+    if chains:
+        Wb = _features_before(P("at_pos"))
+        gathered = {"KVB": one(2 * Wb * T), "KVA": one(2 * (d - _features_before(P("at_pos") + 1)) * T)}
+    return {"KVR": 2 * ng * s.group_block, **gathered, "QP": one(ng * R * w), "QIN": one(ng * own * d),
             "S": one(ng * own * T), "TMP": one(own * T), "ACC": one(ng * own * d), "OP": one(ng * own * d),
             "ORECV": one(ng * R * w), "MO": one(ng * own), "MX": one(ng * own), "NG": one(ng * own),
             "CR": one(ng * own), "LS": one(ng * own)}
@@ -163,10 +175,10 @@ def buffer_sizes(s: AttentionShape) -> dict[str, Expr]:
 FP32_BUFFERS = ("S", "TMP", "ACC", "MO", "MX", "NG", "CR", "LS")
 
 
-def declare(body: Body, s: AttentionShape, dt: str) -> None:
+def declare(body: Body, s: AttentionShape, dt: str, chains: bool = True) -> None:
     for name in PARAMS:
         body.param(name)
-    for name, n in buffer_sizes(s).items():
+    for name, n in buffer_sizes(s, chains).items():
         body.buffer(name, "fp32" if name in FP32_BUFFERS else dt, n, export=False)
     for v in ATT_VARS:
         body.var(v, "i32")
@@ -192,8 +204,7 @@ def code(s: AttentionShape, rings: MeshGemmRings, chains: bool, layer: Expr, win
     def wid(p):  # features of position p
         return 2 * (pb + (p < pe))
 
-    def wb(p):  # features before position p
-        return 2 * (p * pb + min_(p, pe))
+    wb = _features_before
 
     n_x, rho_x, w_x, Wb_x = rows(pos), rstart(pos), wid(pos), wb(pos)
     Wa_x = d - wb(pos + 1)  # features after position x
@@ -202,12 +213,12 @@ def code(s: AttentionShape, rings: MeshGemmRings, chains: bool, layer: Expr, win
     sv, pv, iv = Var("at_s"), Var("at_p"), Var("at_i")
     t, jb, dd, cur = Var("at_t"), Var("at_jb"), Var("at_dd"), Var("at_cur")
     dfull, dlo, W = Var("lc_dfull"), Var("lc_dlo"), Var("lc_w")
-    gather = lambda gg: ng * GB + gg * GB  # noqa: E731  (slot 1 of KVR: the gathered [s][K | V] chunks)
+    gather = lambda gg: ng * GB + gg * GB  # noqa: E731  (slot 1 of KVR: the own [K | V] chunk of each group)
 
     # ---- 1. pack own K and V features [f][token] at the own chunk of the gathered layout -------------
     kv0 = layer * KB
     v0 = kv0 + qy * s.kv_col * m
-    own_chunk = lambda gg: gather(gg) + 2 * Wb_x * T  # noqa: E731
+    own_chunk = gather
     pack_kv = Loop(ng, "at_g", (Loop(w_x, "at_f", (Loop(qy, "at_j", (
         Copy(Ref("KVR", own_chunk(g) + f * T + j * m, m), Ref(kvc, kv0 + (j * s.kv_col + g * w_x + f) * m, m)),
         Copy(Ref("KVR", own_chunk(g) + (w_x + f) * T + j * m, m), Ref(kvc, v0 + (j * s.kv_col + g * w_x + f) * m, m)),
@@ -217,9 +228,9 @@ def code(s: AttentionShape, rings: MeshGemmRings, chains: bool, layer: Expr, win
     multi = G > 1  # a comptime condition
 
     # ---- 2. allgather of the chunks along the group's range -----------------------------------------
+    # (with the chains G > 1 only when a column holds one group: ng = 1; below and above are whole buffers)
     if chains:
-        below = Ref("KVR", gather(0), 2 * Wb_x * T)
-        above = Ref("KVR", gather(0) + 2 * wb(pos + 1) * T, 2 * Wa_x * T)
+        below, above = Ref("KVB"), Ref("KVA")  # 2·Wb_x·T and 2·Wa_x·T when not empty
         mine = Ref("KVR", own_chunk(0), 2 * w_x * T)
         code.append(If(multi, (
             If((pos > 0) & (Wb_x > 0), (If(last, (Recv(cu_r, below),), (RelayStore(cu_r, cu_s, below),)),)),
@@ -229,12 +240,24 @@ def code(s: AttentionShape, rings: MeshGemmRings, chains: bool, layer: Expr, win
         )))
 
     # ---- 3. the rotating block: K [d][T] and V token-major [T][d], per group ----------------------------
+    # source position s's chunk [K w_s × T | V w_s × T]: in KVB (s < pos), the own slot of KVR (s = pos)
+    # or KVA (s > pos); one copy of its K and one per V feature, as many ops of each length as one loop
+    # over the range would issue
     kfull = lambda base, gg: base + gg * GB  # noqa: E731
     vtok = lambda base, gg: base + gg * GB + d * T  # noqa: E731
-    code.append(Loop(ng, "at_g", (Loop(G, "at_s", (
-        If(wid(sv) > 0, (Copy(Ref("KVR", kfull(0, g) + wb(sv) * T, wid(sv) * T), Ref("KVR", gather(g) + 2 * wb(sv) * T, wid(sv) * T)),)),
-        Loop(wid(sv), "at_f", (Copy(Ref("KVR", vtok(0, g) + wb(sv) + f, T, stride=d),
-                                    Ref("KVR", gather(g) + (2 * wb(sv) + wid(sv)) * T + f * T, T)),)),)),)))
+
+    def place(src: str, chunk: Expr, gg: Expr, ss: Expr) -> tuple:
+        return (If(wid(ss) > 0, (Copy(Ref("KVR", kfull(0, gg) + wb(ss) * T, wid(ss) * T), Ref(src, chunk, wid(ss) * T)),)),
+                Loop(wid(ss), "at_f", (Copy(Ref("KVR", vtok(0, gg) + wb(ss) + f, T, stride=d),
+                                            Ref(src, chunk + wid(ss) * T + f * T, T)),)))
+
+    # (below and above: G > 1, so ng = 1 and the group's block is at 0)
+    if chains:
+        code.append(Loop(pos, "at_s", place("KVB", 2 * wb(sv) * T, 0, sv)))
+    code.append(Loop(ng, "at_g", place("KVR", gather(g), g, pos)))
+    if chains:
+        above_s = pos + 1 + sv
+        code.append(Loop(G - 1 - pos, "at_s", place("KVA", 2 * (wb(above_s) - wb(pos + 1)) * T, 0, above_s)))
 
     # ---- 4. queries: pack own features of every group row (row ρ = token·n_rep + r), all-to-all -------
     qp = lambda gg: gg * R * w_x  # noqa: E731

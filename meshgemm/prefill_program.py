@@ -215,7 +215,7 @@ def build_prefill_program(spec, hardware: HardwareSpec, mesh: tuple[int, int], s
     b.buffer("SQ", "fp32", Ecol * s.m, export=False)
     b.buffer("RS", "fp32", s.T, export=False)
     b.buffer("EPS", "fp32", 1)
-    A.declare(b, ashape, dt)
+    A.declare(b, ashape, dt, chains=p_x > 1)
     b.var("ly", "i32")
     b.var("nl", "i32")
     b.var("stop", "i32")

@@ -13,6 +13,12 @@ A bundle is a directory:
   buffers) and ``programs/decode_body.txt`` (the PE program, statement by statement);
 * ``csl/decode/`` — the decode program lowered to CSL for the planned target (``csl_templates.model_sources``:
   ``src/*.csl``, ``commands_<arch>.sh``, ``manifest.json``); ``waferllm csl check BUNDLE/csl/decode`` checks it;
+* ``csl/prefill/`` — the prefill program (``meshgemm.prefill_program``) the same way, built for a prompt of the
+  plan's input length on the plan's prefill grid, with the resident layers of a region as ``waferllm run
+  --prefill device`` splits them; when the regions' programs differ (fewer layers in the last ones, other
+  sliding windows) one directory per distinct program, ``csl/prefill/stage<i>/`` for the first region i
+  that runs it. ``plan.json``'s ``csl.prefill`` says which regions run which; when one layer of that prompt
+  does not fit a region, no prefill CSL and the reason in ``csl.prefill.skipped``;
 * ``README.md``.
 
 Placement: the planner chooses the decode grid; the stages are then fitted to the real program — its code,
@@ -251,6 +257,8 @@ def compile_bundle(req: CompileRequest, progress: Progress | None = None) -> dic
     if progress:
         progress(f"lowering the decode program to CSL ({spec.csl_arch})")
     csl_files, csl_src = model_csl_files(prog.program, spec, "decode", f"{model.name} decode")
+    pre_files, pre_doc = prefill_csl(model, spec, plan, req.dtype, progress)
+    csl_files.update(pre_files)
     images = None
     shard_dtype = None
     if has_weights:
@@ -271,7 +279,8 @@ def compile_bundle(req: CompileRequest, progress: Progress | None = None) -> dic
                     "files": [f"weights/stage{s.index}.safetensors" for s in st.stages] if has_weights else []},
         "decode_program": decode_program_doc(prog, st),
         "csl": {"decode": {"dir": "csl/decode", "arch": spec.csl_arch, "params": csl_src.params,
-                           "files": sorted(f for f in csl_files if "/src/" in f)}},
+                           "files": sorted(f for f in csl_files if f.startswith("csl/decode/src/"))},
+                "prefill": pre_doc},
         "plan": plan.to_dict(),
         "notes": st.notes,
     }
@@ -314,6 +323,53 @@ def compile_bundle(req: CompileRequest, progress: Progress | None = None) -> dic
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return doc
+
+
+def prefill_csl(model, spec: HardwareSpec, plan, dtype: str, progress: Progress | None = None) -> tuple[dict, dict]:
+    """The prefill program's CSL files and their ``plan.json`` entry: the program ``waferllm run --prefill
+    device`` builds for a prompt of the plan's input length on the plan's prefill grid, one directory per
+    distinct region program (see the module docstring). A prompt whose layer does not fit a region has no
+    prefill CSL (the run falls back to the host prefill): the entry says why."""
+    from csl_templates.model_sources import model_csl_files
+    from meshgemm.prefill_program import build_prefill_program
+    from meshgemm.prefill_run import plan_stages
+
+    grid = tuple(plan.prefill.grid)
+    tokens = int(plan.request.input_len)
+    doc: dict = {"grid": list(grid), "prompt_tokens": tokens, "dtype": dtype, "arch": spec.csl_arch}
+    # what the backend cannot lower does not depend on the region's size: ask a 2x2 region of one layer
+    # first (a second), before the real region's builds (a minute at LLaMA3-8B's 742²)
+    probe_hw = spec.with_params(sram_bytes=1 << 30)
+    try:
+        probe = build_prefill_program(model, probe_hw, (2, 2), 4, layers=(0,), dtype=dtype)
+        model_csl_files(probe.program, probe_hw, "prefill", f"{model.name} prefill")
+    except InputError as e:  # the simulator runs it, the CSL backend cannot lower it (yet)
+        return {}, {**doc, "programs": [], "skipped": f"the prefill program is not lowered to CSL: {e}"}
+    try:
+        stages = plan_stages(model, spec, grid, tokens, dtype)
+    except InputError as e:
+        return {}, {**doc, "programs": [], "skipped": str(e)}
+    key = lambda layers: (len(layers), tuple(model.layer_sliding_window(i) for i in layers))  # noqa: E731
+    distinct = {}
+    for i, layers in enumerate(stages):
+        distinct.setdefault(key(layers), []).append(i)
+    files: dict[str, str] = {}
+    programs = []
+    doc["stages"] = [list(s) for s in stages]
+    for regions in distinct.values():
+        first = regions[0]
+        name = "prefill" if len(distinct) == 1 else f"prefill/stage{first}"
+        if progress:
+            progress(f"lowering the prefill program to CSL ({spec.csl_arch}, {name})")
+        pp = build_prefill_program(model, spec, grid, tokens, layers=stages[first], dtype=dtype)
+        try:
+            out, src = model_csl_files(pp.program, spec, name, f"{model.name} prefill ({tokens} tokens)")
+        except InputError as e:  # the simulator runs it, the CSL backend cannot lower it (yet)
+            return {}, {**doc, "programs": [], "skipped": f"the prefill program is not lowered to CSL: {e}"}
+        files.update(out)
+        programs.append({"dir": f"csl/{name}", "regions": regions, "layers": list(stages[first]),
+                         "params": src.params, "files": sorted(f for f in out if "/src/" in f)})
+    return files, {**doc, "programs": programs}
 
 
 def _check_resources(prog, spec: HardwareSpec) -> None:
@@ -400,6 +456,16 @@ def readme(doc: dict) -> str:
              f"- `csl/decode/`: the decode program in CSL for {doc['csl']['decode']['arch']} (`src/`, the cslc "
              f"command in `commands_{doc['csl']['decode']['arch']}.sh`); check it with "
              "`waferllm csl check BUNDLE/csl/decode`;"]
+    pre = doc["csl"].get("prefill")
+    if pre and pre["programs"]:
+        for q in pre["programs"]:
+            regions = ", ".join(str(r) for r in q["regions"])
+            lines.append(f"- `{q['dir']}/`: the prefill program in CSL for {pre['arch']}, a {pre['prompt_tokens']}-token "
+                         f"prompt on {pre['grid'][0]}x{pre['grid'][1]} PEs ({pre['dtype']}), {len(q['layers'])} resident "
+                         f"layer(s), run by prefill region(s) {regions}; check it with `waferllm csl check "
+                         f"BUNDLE/{q['dir']}`;")
+    elif pre:
+        lines.append(f"- no prefill CSL: {pre['skipped']};")
     if doc["weights"]["present"]:
         lines.append(f"- `weights/stage<i>.safetensors`: per-PE shards ({doc['weights']['dtype']}), an array "
                      "[rows, columns, length] per buffer;")

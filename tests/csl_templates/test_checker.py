@@ -184,3 +184,28 @@ def test_damaged_programs_give_findings_not_crashes(tmp_path):
             assert all(f.line >= 0 and f.severity in "EW" for f in report.findings)
             runs += 1
     assert runs > 20
+
+
+def test_a_fifo_fill_ends_when_its_synchronous_drain_returns(tmp_path):
+    """Two relays through a FIFO, one after the other on the same microthread and queues (as a gathered
+    chunk from below, then one from above): each async fill is complete once the synchronous drain of
+    its FIFO has returned, so the second does not share anything with the first; without that drain it
+    does, and is reported where the second fill is issued."""
+    relays = ("    @fmovs(fifo_p, in_dsd, .{ .async = true, .ut_id = @get_ut_id(3) });\n"
+              "    @fmovs(out_dsd, fifo_p);\n"
+              "    @fmovs(fifo_q, in_dsd, .{ .async = true, .ut_id = @get_ut_id(3) });\n"
+              "    @fmovs(out_dsd, fifo_q);\n")
+    old = "    @fadds(out_dsd, in_dsd, part_dsd, .{ .async = true, .activate = done_id });\n"
+    fifos = ("const done_id: local_task_id = @get_local_task_id(10);\n"
+             "var other = @zeros([n]f32);\nconst fifo_p = @allocate_fifo(part);\nconst fifo_q = @allocate_fifo(other);\n")
+    for drained in (True, False):
+        body = relays if drained else relays.replace("    @fmovs(out_dsd, fifo_p);\n", "", 1)
+        text = _mutate(tmp_path, "chain_pe.csl", old, body)
+        text = text.replace("const done_id: local_task_id = @get_local_task_id(10);\n", fifos, 1)
+        (tmp_path / "chain_pe.csl").write_text(text)
+        report = check_paths([tmp_path / "chain_layout.csl"], arch="wse3", params=CHAIN)
+        hits = [(f.line, f.col) for f in report.findings if f.rule == "queue.shared_async"]
+        if drained:
+            assert hits == [], [str(f) for f in report.findings]
+        else:
+            assert hits and hits[0] == _where(text, "@fmovs(fifo_q", 0), [str(f) for f in report.findings]

@@ -82,3 +82,15 @@ def test_tiny_decode_code_estimates_are_one(monkeypatch, tmp_path, tiny_model):
     for blk in prog.blocks:
         key = (f"pe_{blk.body.name}.csl", json.dumps(dict(blk.values), sort_keys=True))
         assert got[key] == code_bytes(blk.body, blk.values, b.hardware), key
+
+
+@pytest.mark.parametrize("name,mesh,tokens,layers", [("llama_gqa", (5, 5), 10, (0, 1)), ("mistral_window", (3, 4), 12, (0,)),
+                                                     ("llama_mha", (3, 2), 11, (0,))])
+def test_tiny_prefill_code_estimates_are_one(monkeypatch, tmp_path, tiny_model, name, mesh, tokens, layers):
+    from meshgemm.prefill_program import build_prefill_program
+    from waferllm.catalog import resolve_model
+
+    d, _ = tiny_model(name)
+    pp = build_prefill_program(resolve_model(str(d)), WSE2.with_params(sram_bytes=1 << 20), mesh, tokens,
+                               layers=layers)
+    assert_one_estimate(monkeypatch, tmp_path, pp.program, f"{name} prefill")

@@ -116,3 +116,118 @@ def test_llama3_8b_catalog_bundle_carries_clean_csl(tmp_path):
     assert r.exit_code == 0, r.output
     assert not (out / "weights").exists()
     assert_csl_matches(out, "wse2", packed=True)
+
+
+# ---- the prefill program ------------------------------------------------------------------------------------
+def assert_prefill_csl_matches(bundle: Path, arch: str) -> None:
+    """Every prefill program of the bundle: the checker finds nothing in it, and its layout reads back to
+    the program ``waferllm run --prefill device`` builds from plan.json alone for the regions it says."""
+    from meshgemm.prefill_program import build_prefill_program
+    from meshgemm.prefill_run import plan_stages
+
+    b = open_bundle(bundle)
+    pre = b.doc["csl"]["prefill"]
+    assert "skipped" not in pre and pre["arch"] == arch
+    grid, tokens = tuple(pre["grid"]), pre["prompt_tokens"]
+    assert grid == tuple(b.doc["plan"]["prefill"]["grid"]) and tokens == b.doc["plan"]["input_len"]
+    stages = plan_stages(b.model, b.hardware, grid, tokens, pre["dtype"])  # what the run does
+    assert [tuple(s) for s in pre["stages"]] == stages
+    assert sorted(r for q in pre["programs"] for r in q["regions"]) == list(range(len(stages)))
+    for q in pre["programs"]:
+        d = bundle / q["dir"]
+        manifest = json.loads((d / "manifest.json").read_text())
+        assert manifest["params"] == q["params"] and [t["arch"] for t in manifest["targets"]] == [arch]
+        assert sorted(p.name for p in (d / "src").iterdir()) == sorted(Path(f).name for f in q["files"])
+        for r in q["regions"]:  # every region the directory stands for builds the same program
+            assert len(stages[r]) == len(q["layers"])
+            assert [b.model.layer_sliding_window(i) for i in stages[r]] == [
+                b.model.layer_sliding_window(i) for i in q["layers"]]
+        prog = build_prefill_program(b.model, b.hardware, grid, tokens, layers=tuple(q["layers"]),
+                                     dtype=pre["dtype"]).program
+        assert prog.stats()["sram_bytes_per_pe"] <= b.hardware.usable_sram_bytes
+        report = check_paths([str(d)], arch=arch, params=manifest["params"])
+        assert report.findings == [], [str(f) for f in report.findings]
+        lay = evaluate_layout(str(d / "src" / "layout.csl"), manifest["params"], arch=arch)
+        assert_reads_back(prog, lay)
+        W, H = manifest["width"], manifest["height"]
+        assert (W, H) == (grid[1], grid[0])
+        cmd = (d / f"commands_{arch}.sh").read_text()
+        assert f"--arch={arch} --fabric-dims={W + 7},{H + 2} --fabric-offsets=4,1" in cmd
+        assert "--memcpy --channels=1 -o out" in cmd
+        assert f"`{q['dir']}/`" in (bundle / "README.md").read_text()
+
+
+PREFILL_CASES = {  # name: (model, prefill grid, context (= the planned prompt), hardware, dtype)
+    "gqa-wse2": ("llama_gqa", (6, 6), 8, "wse2", "fp32"),
+    "window-wse3": ("mistral_window", (4, 4), 12, "wse3", "fp32"),  # window 5 < the 12-token prompt
+}
+
+
+@pytest.mark.parametrize("case", list(PREFILL_CASES))
+def test_a_tiny_models_bundle_carries_its_prefill_program_in_csl(tmp_path, tiny_model, case):
+    name, grid, context, arch, dtype = PREFILL_CASES[case]
+    d, _ = tiny_model(name)
+    out = tmp_path / "bundle"
+    compile_bundle(CompileRequest(model=str(d), hardware=arch, context=context, dtype=dtype, decode_grid=(4, 4),
+                                  prefill_grid=grid, out=out))
+    assert_prefill_csl_matches(out, arch)
+    pre = open_bundle(out).doc["csl"]["prefill"]
+    assert [q["dir"] for q in pre["programs"]] == ["csl/prefill"]
+    r = CliRunner().invoke(main, ["csl", "check", str(out / "csl" / "prefill"), "--arch", arch])
+    assert r.exit_code == 0, r.output
+
+
+def _qwen2_window_on_layer_1(directory: Path) -> Path:
+    """A tiny Qwen2 whose second layer alone has a sliding window (``max_window_layers`` = 1)."""
+    import torch
+    import transformers
+
+    torch.manual_seed(3)
+    cfg = transformers.Qwen2Config(hidden_size=48, intermediate_size=66, num_attention_heads=4, num_key_value_heads=2,
+                                   num_hidden_layers=2, vocab_size=97, max_position_embeddings=128,
+                                   use_sliding_window=True, sliding_window=5, max_window_layers=1,
+                                   bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    transformers.Qwen2ForCausalLM(cfg).save_pretrained(directory)
+    return directory
+
+
+def test_regions_with_other_windows_get_a_prefill_program_each(tmp_path):
+    d = _qwen2_window_on_layer_1(tmp_path / "qwen2_window1")
+    out = tmp_path / "bundle"
+    # 40 KB of SRAM: one layer per prefill region
+    hardware = small_hardware(tmp_path, "wse2", 40, 16, 16)
+    compile_bundle(CompileRequest(model=str(d), hardware=hardware, context=12, dtype="fp32", decode_grid=(4, 4),
+                                  prefill_grid=(4, 4), out=out))
+    pre = open_bundle(out).doc["csl"]["prefill"]
+    assert pre["stages"] == [[0], [1]]
+    assert [(q["dir"], q["regions"]) for q in pre["programs"]] == [("csl/prefill/stage0", [0]),
+                                                                   ("csl/prefill/stage1", [1])]
+    assert_prefill_csl_matches(out, "wse2")
+    # the windowed region's program differs from the other one
+    a, b = ((out / q["dir"] / "src" / "pe_prefill.csl").read_text() for q in pre["programs"])
+    assert a != b
+
+
+def test_an_fp16_prefill_program_is_not_lowered_and_the_bundle_says_why(tmp_path, tiny_model):
+    """The fp16 prefill program mixes fp16 and fp32 operands in one op (fp32 norm and softmax statistics),
+    which the CSL backend does not lower: the bundle is still written, without prefill CSL."""
+    d, _ = tiny_model("llama_gqa")
+    out = tmp_path / "bundle"
+    compile_bundle(CompileRequest(model=str(d), hardware="wse2", context=8, dtype="fp16", decode_grid=(4, 4),
+                                  prefill_grid=(6, 6), out=out))
+    pre = open_bundle(out).doc["csl"]["prefill"]
+    assert pre["programs"] == [] and not (out / "csl" / "prefill").exists()
+    assert "mixed dtypes" in pre["skipped"]
+    assert (out / "csl" / "decode" / "src" / "layout.csl").is_file()
+    assert "no prefill CSL: the prefill program is not lowered" in (out / "README.md").read_text()
+
+
+def test_a_prompt_whose_layer_fits_no_region_leaves_no_prefill_csl_and_says_why(tmp_path, tiny_model):
+    d, _ = tiny_model("llama_gqa")
+    out = tmp_path / "bundle"
+    compile_bundle(CompileRequest(model=str(d), hardware="wse2", context=40, dtype="fp32", decode_grid=(4, 4),
+                                  prefill_grid=(4, 4), out=out))
+    pre = open_bundle(out).doc["csl"]["prefill"]
+    assert pre["programs"] == [] and not (out / "csl" / "prefill").exists()
+    assert "needs" in pre["skipped"] and "45056 B usable" in pre["skipped"]
+    assert "no prefill CSL" in (out / "README.md").read_text()
