@@ -71,6 +71,19 @@ def _device_cache(rt, stage, li, px, py):
     return kc, vc
 
 
+def _tokens_and_logits_equal_the_block_models(prog, rt, orc, hidden, steps: int) -> None:
+    """The device's first token and ``steps`` more equal the block model's, logits within 1e-5."""
+    r = rt.head()
+    _, tok = orc.head(hidden)
+    assert r.token == tok
+    for _ in range(steps):
+        logits, nxt = orc.step(tok)
+        r = rt.step()
+        assert r.token == nxt
+        close(r.logits, prog.layout.logits_vec.gather(logits), "logits", 1e-5)
+        tok = nxt
+
+
 def test_every_op_equals_the_block_model(tiny_model):
     """Two stages of one layer each (the hand-off goes south), four decode steps."""
     d, _ = tiny_model("llama_gqa")
@@ -135,15 +148,7 @@ def test_two_round_south_hand_off_lands_one_round_per_row(tiny_model):
     assert h["move"] == "south" and sorted(set(h["send"].values())) == [0, 1]
     y0 = prog.config.stages[1].origin[0]
     assert {y - y0 for (_, y) in h["land"]} == {4, 3} and all(v in (1, 2) for v in h["land"].values())
-    r = rt.head()
-    _, tok = orc.head(hidden)
-    assert r.token == tok
-    for _ in range(3):
-        logits, nxt = orc.step(tok)
-        r = rt.step()
-        assert r.token == nxt
-        close(r.logits, prog.layout.logits_vec.gather(logits), "logits", 1e-5)
-        tok = nxt
+    _tokens_and_logits_equal_the_block_models(prog, rt, orc, hidden, steps=3)
 
 
 def test_west_hand_off_lands_on_the_first_column_of_the_last_x_group(tiny_model):
@@ -157,15 +162,7 @@ def test_west_hand_off_lands_on_the_first_column_of_the_last_x_group(tiny_model)
     west = prog.handoffs[2]
     x0 = prog.config.stages[3].origin[1]
     assert {x - x0 for (x, _) in west["land"]} == {grid[1] - prog.tree_x.group_sizes[-1]}
-    r = rt.head()
-    _, tok = orc.head(hidden)
-    assert r.token == tok
-    for _ in range(3):
-        logits, nxt = orc.step(tok)
-        r = rt.step()
-        assert r.token == nxt
-        close(r.logits, prog.layout.logits_vec.gather(logits), "logits", 1e-5)
-        tok = nxt
+    _tokens_and_logits_equal_the_block_models(prog, rt, orc, hidden, steps=3)
 
 
 def test_sliding_window_cache_wraps_and_drops_as_the_rule_says(tiny_model):
