@@ -1326,34 +1326,11 @@ def _run_py(params, route_of, r_pe, r_tx, ch_route, ins, jtab, pe_entry, tk_entr
 
     W = params[P_W]
     H = params[P_H]
-    C = params[P_C]
-    alpha = params[P_ALPHA]
-    rin = params[P_RIN]
-    rout = params[P_ROUT]
-    beta = params[P_BETA]
     max_idle = params[P_MAXIDLE]
     max_cycles = params[P_MAXCYC]
-    S = params[P_S]
-    SQ = params[P_SQ]
-    capq = params[P_CAPQ]
-    trace_cap = params[P_TRACE]
     t0 = params[P_T0]
-    c_task = params[P_CTASK]
-    n_ut = params[P_UT]
-    NREG = params[P_NREG]
-    c_scal = params[P_CSCAL]
     ts_cap = params[P_TSCAP]
-    ncfg = params[P_NCFG]
-    rports = params[P_RPORTS]
-    wports = params[P_WPORTS]
-    ramp1 = params[P_RAMP1] != 0  # the ramp takes one wavelet a cycle
-    ts_drop = 0
-    SM = S - 1  # ring storage is a power of two >= every capacity
-    SQM = SQ - 1
     P = W * H
-    nr = r_tx.shape[0]
-    CS = 8 + S
-    RS = 12 + SQ
 
     # Scheduling: per wheel slot and agent kind (0 = CE, 1 = router) a bitmap over PEs plus a
     # summary bitmap over its words. A slot is visited in ascending PE order, so the records are
