@@ -799,17 +799,11 @@ def prefill_cost(model: Any, req: PlanRequest, grid: tuple[int, int], placement:
     in that many chunks, each charged as attending to the whole prompt (an upper bound)."""
     spec = req.hardware
     p_y, p_x = grid
-    if req.method == "paper":  # the authors' configuration, priced as our prefill program runs it
-        dims = paper_dims(model, grid, one_head=False)
-        tokens = round_up(req.input_len, paper_side(grid))
-        layer = prefill_layer(spec, dims, p_y, p_x, tokens, TreeChoice(1, ()), req.dtype)
+    dims, tokens, keys, n = _prefill_layer_shape(model, req, grid, chunks)
+    layer = prefill_layer(spec, dims, p_y, p_x, tokens, TreeChoice(1, ()), req.dtype, keys=keys)
+    layer = layer.scaled(n) if n > 1 else layer
+    if req.method == "paper":  # one resident layer x the layer count, no hand-offs
         return layer.total_cycles, layer.total_cycles * model.num_layers, layer
-    dims = model_dims(model)
-    if chunks > 1:
-        layer = prefill_layer(spec, dims, p_y, p_x, ceil_div(req.input_len, chunks), TreeChoice(1, ()), req.dtype,
-                              keys=req.input_len).scaled(chunks)
-    else:
-        layer = prefill_layer(spec, dims, p_y, p_x, req.input_len, TreeChoice(1, ()), req.dtype)
     total = layer.total_cycles * model.num_layers
     if placement is not None:
         # Each stage boundary moves the activation block (L × E): on a wafer the region's edge
@@ -842,17 +836,21 @@ def prefill_floor(model: Any, req: PlanRequest, grid: tuple[int, int], chunks: i
     (``prefill_layer_floor``), ~85% of the layer on the grids that win. Both methods price the same
     program; the paper method on the authors' grid, dims and rounded prompt."""
     spec, (p_y, p_x) = req.hardware, grid
-    if req.method == "paper":
-        layer = prefill_layer_floor(spec, paper_dims(model, grid, one_head=False), p_y, p_x,
-                                    round_up(req.input_len, paper_side(grid)), req.dtype)
-        return layer * model.num_layers * (1 - 1e-12)
-    dims = model_dims(model)
-    if chunks > 1:
-        layer = chunks * prefill_layer_floor(spec, dims, p_y, p_x, ceil_div(req.input_len, chunks), req.dtype,
-                                             keys=req.input_len)
-    else:
-        layer = prefill_layer_floor(spec, dims, p_y, p_x, req.input_len, req.dtype)
+    dims, tokens, keys, n = _prefill_layer_shape(model, req, grid, chunks)
+    layer = n * prefill_layer_floor(spec, dims, p_y, p_x, tokens, req.dtype, keys=keys)
     return layer * model.num_layers * (1 - 1e-12)  # margin: the layer adds its phases in another order
+
+
+def _prefill_layer_shape(model: Any, req: PlanRequest, grid: tuple[int, int],
+                         chunks: int) -> tuple[LayerDims, int, int | None, int]:
+    """The prefill layer both the cost and its floor price: (dims, tokens per chunk, keys each chunk
+    attends to or None for its own, chunks). The paper method: the authors' configuration (dims and
+    prompt rounded to the grid side, real heads), one chunk; the full method: the model's dims."""
+    if req.method == "paper":
+        return paper_dims(model, grid, one_head=False), round_up(req.input_len, paper_side(grid)), None, 1
+    if chunks > 1:
+        return model_dims(model), ceil_div(req.input_len, chunks), req.input_len, chunks
+    return model_dims(model), req.input_len, None, 1
 
 
 def prefill_placement(model: Any, req: PlanRequest, grid: tuple[int, int], forced: bool = False,
