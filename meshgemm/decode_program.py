@@ -53,6 +53,7 @@ import numpy as np
 
 from plmr.errors import InputError
 from plmr.hardware import HardwareSpec
+from plmr.transformer import DECODE_QUEUES_TWO_LEVEL_Y, decode_tree_ks
 from simulator.body import Body
 from simulator.expr import Const, Expr, ExprLike, Load, Param, Var, X, Y, as_expr, eq, evaluate, max_, min_, select
 from simulator.instructions import Add, Copy, Exp, Fill, Fmac, Mul, Recv, Ref, Rsqrt, Scale, Send, Silu
@@ -100,6 +101,10 @@ class DecodeConfig:
     dtype: str = "fp32"
     timestamps: bool = False  # per-op timestamps on one PE per region (benchmarks)
     layers_only: bool = False  # no embedding, LM head or token return: the layers and hand-offs (benchmarks)
+    #: Level-0 group counts of the Y and X line trees (1: one chain, K = 1); None: ``choose_groups``.
+    #: ``waferllm compile`` sets the planner's trees here, so the program runs what the plan priced.
+    y_groups: int | None = None
+    x_groups: int | None = None
 
     def __post_init__(self) -> None:
         p_y, p_x = self.grid
@@ -826,8 +831,13 @@ def build_decode_program(cfg: DecodeConfig, spec: HardwareSpec, y_groups: int | 
     sz.check(lay)
     stages = cfg.stages
     n_st = len(stages)
+    y_groups = y_groups or cfg.y_groups
+    x_groups = x_groups or cfg.x_groups
     gy = y_groups or choose_groups(p_y)
-    if y_groups is None and gy > 1 and 3 + 3 + (1 if p_y > 1 else 0) > len(spec.usable_input_queues):
+    if gy > 1 and 2 not in decode_tree_ks(spec, "y", p_y):
+        if y_groups is not None:
+            raise InputError(f"a Y tree of {y_groups} level-0 groups binds {DECODE_QUEUES_TWO_LEVEL_Y} input queues "
+                             f"per PE; {spec.name} has {len(spec.usable_input_queues)} usable: use one chain (1 group)")
         gy = 1  # WSE-3's 6 input queues: a one-chain Y tree receives on 2 colours per PE, not 3
     gx = x_groups or choose_groups(p_x, sz.n_kv if sz.score_mode == "groups" else None)
     if sz.score_mode == "groups" and gx != sz.n_kv:

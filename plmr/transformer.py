@@ -97,6 +97,25 @@ class TreeChoice:
     group_counts: tuple[int, ...] | None = None
 
 
+#: K of the line trees the decode program runs (``meshgemm.decode_collectives.LineTree``): one chain into
+#: the middle (K = 1), or level-0 groups whose roots chain (K = 2).
+DECODE_TREE_KS = (1, 2)
+
+#: Input queues a PE of the decode program binds when its Y tree has two levels: that tree's 3 colours,
+#: the X tree's 3 and the KV shift's 1 (a one-chain Y tree receives on 2).
+DECODE_QUEUES_TWO_LEVEL_Y = 3 + 3 + 1
+
+
+def decode_tree_ks(spec: HardwareSpec, axis: str, n: int) -> tuple[int, ...]:
+    """K of the trees the decode program can run on a line of ``n`` PEs along ``axis``: 1 or 2, and on
+    Y only 1 when the target has fewer usable input queues than a two-level Y tree binds (WSE-3's 6,
+    hardware-and-csl.md §1.3-§1.5). The planner searches these and no others; the program checks its
+    trees against them."""
+    if axis == "y" and n > 1 and len(spec.usable_input_queues) < DECODE_QUEUES_TWO_LEVEL_Y:
+        return (1,)
+    return DECODE_TREE_KS
+
+
 @dataclass(frozen=True)
 class Reduction:
     """One allreduce of a decode step, left symbolic so the planner can price it under any K-tree.

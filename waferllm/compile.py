@@ -214,6 +214,14 @@ def plan_decode(model, spec: HardwareSpec, dtype: str, context: int, decode_grid
     raise last_err or InputError(f"cannot place {model.name} on {spec.name}")
 
 
+def program_trees(plan) -> dict:
+    """The planner's decode trees as the program's level-0 group counts (``DecodeConfig.y_groups``,
+    ``x_groups``): the program runs the trees the plan priced (K = 1 is one group)."""
+    def groups(t) -> int:
+        return t.group_counts[0] if t.k == 2 and t.group_counts else 1
+    return {"y_groups": groups(plan.decode.tree_y), "x_groups": groups(plan.decode.tree_x)}
+
+
 def _overhead(model, spec, grid, dtype, context) -> int:
     """Bytes per PE the program needs besides its layers (code, vectors), for the re-plan."""
     try:
@@ -248,7 +256,7 @@ def compile_bundle(req: CompileRequest, progress: Progress | None = None) -> dic
         raise InputError(f"--context {context} is beyond {model.name}'s max_position_embeddings "
                          f"({model.max_position_embeddings})")
     plan, st = plan_decode(model, spec, req.dtype, context, req.decode_grid, progress, req.prefill_grid)
-    cfg = DecodeConfig(model, st.grid, st.stages, st.capacity, req.dtype)
+    cfg = DecodeConfig(model, st.grid, st.stages, st.capacity, req.dtype, **program_trees(plan))
     if progress:
         progress(f"building the decode program ({len(st.stages)} stage{'s' if len(st.stages) > 1 else ''})")
     prog = build_decode_program(cfg, spec)
@@ -496,7 +504,9 @@ class Bundle:
         dp = self.doc["decode_program"]
         stages = tuple(DecodeStage(s["stage"], s["layers"][0], s["layers"][1], tuple(s["origin"]),
                                    s["embedding"], s["lm_head"]) for s in dp["stages"])
+        trees = dp.get("trees", {})
         return DecodeConfig(self.model, tuple(dp["grid"]), stages, dp["capacity"], dtype or self.doc["dtype"],
+                            y_groups=trees.get("y", {}).get("groups"), x_groups=trees.get("x", {}).get("groups"),
                             timestamps=timestamps)
 
     def images(self) -> list[dict[str, np.ndarray]]:

@@ -46,7 +46,8 @@ from plmr.ops import rmsnorm
 from plmr.primitives import ceil_div
 from plmr.transformer import decode_colors as layer_decode_colors
 from plmr.transformer import (
-    LayerDims, Reduction, TreeChoice, compose, decode_steps, score_mode, line_tree_args, local_cycles, prefill_activation_bytes,
+    DECODE_TREE_KS, LayerDims, Reduction, TreeChoice, compose, decode_steps, decode_tree_ks, score_mode, line_tree_args,
+    local_cycles, prefill_activation_bytes,
     prefill_layer, prefill_layer_floor, reduction_cycles, round_up,
 )
 from waferllm.placement import Placement, place_layers, regions_per_wafer, stage_fit_message
@@ -59,9 +60,6 @@ SCHEMA_VERSION = 2
 #: group_num per P in the authors' decode configs (method §6.5); other sizes use ≈ √P groups.
 AUTHORS_GROUP_NUM = {240: 15, 256: 16, 300: 15, 360: 18, 420: 20, 480: 20, 512: 32, 540: 20,
                      600: 24, 660: 22, 720: 24}
-
-#: Deepest K-tree searched: past 6 levels every group on a 1,170-PE axis has < 4 members.
-K_MAX = 6
 
 #: Level-1 group counts tried per K, as factors of the balanced count n^((K-1)/K).
 GROUP_FACTORS = (0.5, 0.71, 1.0, 1.41, 2.0)
@@ -363,6 +361,14 @@ class DecodeTerms:
         return self._local
 
     @functools.cached_property
+    def x_groups0(self) -> int | None:
+        """The X tree's level-0 group count when the program fixes it (the KV groups), else None."""
+        for _, r in self._items["x"]:
+            if r.groups0 is not None and r.groups0 > 1:
+                return min(r.groups0, r.n_ax)
+        return None
+
+    @functools.cached_property
     def _local(self) -> float:
         return (sum(n * local_cycles(list(st)) for n, st in self.layer_groups)
                 + local_cycles(list(self.extras)) + self.handoff_cycles)
@@ -568,8 +574,18 @@ class Candidate:
         return self.cycles, self.grid[0] * self.grid[1]
 
 
-def _ks(req: PlanRequest) -> tuple[int, ...]:
-    return (req.k_tree,) if req.k_tree is not None else tuple(range(1, K_MAX + 1))
+def _ks(req: PlanRequest, axis: str, n: int) -> tuple[int, ...]:
+    """K searched on a line of ``n`` PEs along ``axis``: the trees the decode program runs there
+    (``plmr.transformer.decode_tree_ks``), or the forced K (``_validate`` checked that it is one)."""
+    ks = decode_tree_ks(req.hardware, axis, n)
+    return ks if req.k_tree is None else tuple(k for k in ks if k == req.k_tree) or (1,)
+
+
+def _program_trees(terms: "DecodeTerms", ty: TreeChoice, tx: TreeChoice) -> tuple[TreeChoice, TreeChoice]:
+    """The trees the program runs: an X tree whose level 0 the KV groups fix ("groups" score mode) is
+    K = 2 over those groups whatever tree its (then tree-free) prices were looked up with."""
+    g0 = terms.x_groups0
+    return ty, (tx if g0 is None else TreeChoice(2, (g0,)))
 
 
 def best_trees(spec: HardwareSpec, terms: DecodeTerms, req: PlanRequest) -> tuple[TreeChoice, TreeChoice, float]:
@@ -579,16 +595,16 @@ def best_trees(spec: HardwareSpec, terms: DecodeTerms, req: PlanRequest) -> tupl
     p_y, p_x = terms.grid
     budget = len(spec.routable_colors)
     if req.method == "paper" and req.k_tree is None:
-        ty, tx = paper_tree(p_y), paper_tree(p_x)
+        ty, tx = _program_trees(terms, *default_trees(req, terms.grid))
         return ty, tx, terms.total(spec, ty, tx)
     (cy, ty), (cx, tx) = best_axis_tree(spec, terms, "y", req), best_axis_tree(spec, terms, "x", req)
     if req.k_tree is not None or decode_colors(ty.k, tx.k, terms.grid, terms.score_mode) <= budget:
-        return ty, tx, terms.local() + (cy + cx)
+        return (*_program_trees(terms, ty, tx), terms.local() + (cy + cx))
     # The colours bind: the best tree of every K on each axis, then the best pair that fits.
     best_per_k: dict[str, dict[int, tuple[float, TreeChoice]]] = {"y": {}, "x": {}}
     for axis, n in (("y", p_y), ("x", p_x)):
         per_k = best_per_k[axis]
-        for t in _tree_space(n, _ks(req)):
+        for t in _tree_space(n, _ks(req, axis, n)):
             known = per_k.get(t.k)
             c = terms.axis(spec, axis, t, known[0] if known else math.inf)
             if known is None or c < known[0]:
@@ -602,7 +618,7 @@ def best_trees(spec: HardwareSpec, terms: DecodeTerms, req: PlanRequest) -> tupl
                 pair = (cy + cx, ty, tx)
     if pair is None:
         raise InputError(f"no K-tree pair fits the {budget} routable colours of {spec.name}")
-    return pair[1], pair[2], terms.local() + pair[0]
+    return (*_program_trees(terms, pair[1], pair[2]), terms.local() + pair[0])
 
 
 def best_axis_tree(spec: HardwareSpec, terms: DecodeTerms, axis: str, req: PlanRequest,
@@ -614,7 +630,7 @@ def best_axis_tree(spec: HardwareSpec, terms: DecodeTerms, axis: str, req: PlanR
     and dropped as soon as its partial sum exceeds it (exact: every term is >= 0). The sum is the
     one ``DecodeTerms.axis`` adds (same terms, same order)."""
     n = terms.grid[0] if axis == "y" else terms.grid[1]
-    ks = ks or _ks(req)
+    ks = ks or _ks(req, axis, n)
     space = _tree_space(n, ks)
     prices = terms.prices if spec is terms.spec else {}  # the memo holds prices for terms.spec
     rows = [(w, _tree_row(prices, r, ks, space)) for w, r in terms._items[axis]]
@@ -725,7 +741,7 @@ def decode_floor(spec: HardwareSpec, terms: DecodeTerms, req: PlanRequest) -> fl
     total = terms.local()
     prices = terms.prices if spec is terms.spec else {}  # the memo holds prices for terms.spec
     for axis, n in (("y", terms.grid[0]), ("x", terms.grid[1])):
-        ks = _ks(req)
+        ks = _ks(req, axis, n)
         space = _tree_space(n, ks)
         if not space:  # no tree of the asked K on this side: nothing to bound with (0 is a floor)
             continue
@@ -747,10 +763,16 @@ def decode_floor(spec: HardwareSpec, terms: DecodeTerms, req: PlanRequest) -> fl
 
 
 def default_trees(req: PlanRequest, grid: tuple[int, int]) -> tuple[TreeChoice, TreeChoice]:
-    if req.method == "paper" and req.k_tree is None:
-        return paper_tree(grid[0]), paper_tree(grid[1])
-    k = req.k_tree or 2
-    return tree_for(grid[0], k), tree_for(grid[1], k)
+    """The trees without a search: the authors' (paper method) or K = 2 (the forced K), each lowered
+    to what the decode program runs on that axis of the target."""
+    out = []
+    for axis, n in (("y", grid[0]), ("x", grid[1])):
+        if req.method == "paper" and req.k_tree is None:
+            t = paper_tree(n)
+        else:
+            t = tree_for(n, req.k_tree or 2)
+        out.append(t if t.k in decode_tree_ks(req.hardware, axis, n) else TreeChoice(1, ()))
+    return out[0], out[1]
 
 
 def decode_candidate(model: Any, req: PlanRequest, grid: tuple[int, int], forced: bool = False,
@@ -765,7 +787,7 @@ def decode_candidate(model: Any, req: PlanRequest, grid: tuple[int, int], forced
     if tune:
         ty, tx, cycles = best_trees(req.hardware, terms, req)
     else:
-        ty, tx = default_trees(req, grid)
+        ty, tx = _program_trees(terms, *default_trees(req, grid))
         cycles = terms.total(req.hardware, ty, tx)
     return Candidate(grid, cycles, ty, tx, placement, terms)
 
@@ -1233,8 +1255,13 @@ def _validate(req: PlanRequest) -> None:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(req, name)}")
     if req.context is not None and req.context < 1:
         raise InputError(f"--context must be >= 1, got {req.context}")
-    if req.k_tree is not None and req.k_tree < 1:
-        raise InputError(f"--k-tree must be >= 1, got {req.k_tree}")
+    if req.k_tree is not None and req.k_tree not in DECODE_TREE_KS:
+        raise InputError(f"--k-tree must be one of {', '.join(map(str, DECODE_TREE_KS))} (the decode program's "
+                         f"allreduce trees have one or two levels), got {req.k_tree}")
+    if req.k_tree is not None and req.k_tree not in decode_tree_ks(req.hardware, "y", 2):
+        raise InputError(f"--k-tree {req.k_tree}: a {req.k_tree}-level Y tree binds more input queues than "
+                         f"{req.hardware.name}'s {len(req.hardware.usable_input_queues)} usable; allowed: "
+                         f"{', '.join(map(str, decode_tree_ks(req.hardware, 'y', 2)))}")
     if req.wafers != "auto" and (not isinstance(req.wafers, int) or not 1 <= req.wafers <= MAX_WAFERS):
         raise InputError(f"--wafers must be an integer in 1..{MAX_WAFERS} or 'auto', got {req.wafers!r}")
     budget = len(req.hardware.routable_colors)

@@ -198,7 +198,8 @@ BAD_PLANS = {
     "output-len-0": (["llama3-8b", "--output-len", "0"], ["--output-len"]),
     "context-0": (["llama3-8b", "--context", "0"], ["--context"]),
     "k-tree-0": (["llama3-8b", "--k-tree", "0"], ["--k-tree"]),
-    "k-tree-6": (["llama3-8b", "--k-tree", "6"], ["colour"]),
+    "k-tree-6": (["llama3-8b", "--k-tree", "6"], ["--k-tree must be one of 1, 2"]),
+    "k-tree-2-wse3": (["llama3-8b", "--k-tree", "2", "--hardware", "wse3"], ["input queues", "allowed: 1"]),
     "forced-full-grid-too-small-for-model": (["llama3-8b", "--method", "full", "--decode-grid", "420"],
                                              ["regions"]),
 }

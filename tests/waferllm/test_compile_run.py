@@ -117,6 +117,19 @@ def test_bundle_contents(bundles):
     assert "function step(pos, mode, tok_in)" in (b.path / "programs" / "decode_body.txt").read_text()
 
 
+@pytest.mark.parametrize("case", ["llama_gqa-south", "qwen2_bias_tied-south", "llama_mqa_bias"])
+def test_the_program_runs_the_trees_the_plan_priced(bundles, case):
+    """The plan's decode cycles are priced for its K-trees; the bundle's program must run those trees (it
+    once ran its own default groups while the planner priced K up to 6)."""
+    from meshgemm.decode_program import build_decode_program
+
+    b = open_bundle(bundles(case))
+    dec = b.doc["plan"]["decode"]
+    prog = build_decode_program(b.decode_config(), b.hardware)
+    for k, groups, tree in ((dec["k_tree"], dec["groups_y"], prog.tree_y), (dec["k_tree_x"], dec["groups_x"], prog.tree_x)):
+        assert (tree.k, tree.groups0) == (k, groups[0] if k == 2 else 1), (case, k, groups, tree.k, tree.groups0)
+
+
 def test_fp16_divergence_is_small(bundles, tiny_model):
     """fp16 weights, cache and activations (products and reductions in fp32): the error against
     transformers' fp32 logits stays within 2% of the logit range (docs/DESIGN.md has the measured table)."""

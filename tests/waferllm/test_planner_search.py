@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from plmr.hardware import WSE2, WSE3
-from plmr.transformer import LayerDims, TreeChoice, decode_layer
+from plmr.transformer import LayerDims, TreeChoice, decode_layer, decode_tree_ks
 from waferllm.catalog import catalog_config, load_catalog_model
 from waferllm.cli import main
 from waferllm.model import spec_from_config_dict
@@ -65,8 +65,9 @@ SMALL = WSE2.with_params(name="small-10x12", mesh_width=12, mesh_height=10, fabr
 
 
 def brute_force(model, req) -> tuple[float, tuple[int, int]]:
-    """Every shape, every (K_y, groups_y) x (K_x, groups_x) pair of the tree space within the colour
-    budget, priced by the composed decode cost; no pruning, no separability assumed."""
+    """Every shape, every (K_y, groups_y) x (K_x, groups_x) pair of the trees the decode program runs
+    (``decode_tree_ks``) within the colour budget, priced by the composed decode cost; no pruning, no
+    separability assumed."""
     spec = req.hardware
     best = None
     for py in range(1, spec.mesh_height + 1):
@@ -78,8 +79,8 @@ def brute_force(model, req) -> tuple[float, tuple[int, int]]:
             if not placement.fits:
                 continue
             terms = decode_terms(model, req, (py, px), placement)
-            for ty in tree_space(py, tuple(range(1, 7))):
-                for tx in tree_space(px, tuple(range(1, 7))):
+            for ty in tree_space(py, decode_tree_ks(spec, "y", py)):
+                for tx in tree_space(px, decode_tree_ks(spec, "x", px)):
                     if decode_colors(ty.k, tx.k, (py, px), terms.score_mode) > len(spec.routable_colors):
                         continue
                     c = terms.total(spec, ty, tx)
@@ -118,7 +119,7 @@ def pruned_brute_force(model, req) -> tuple[float, tuple[int, int]]:
                 continue
             per_k = {"y": {}, "x": {}}
             for axis, n in (("y", py), ("x", px)):
-                for t in tree_space(n, tuple(range(1, 7))):
+                for t in tree_space(n, decode_tree_ks(spec, axis, n)):
                     cost = c.terms.axis(spec, axis, t)
                     per_k[axis][t.k] = min(cost, per_k[axis].get(t.k, cost))
             cycles = c.terms.local() + min(cy + cx for ky, cy in per_k["y"].items() for kx, cx in per_k["x"].items()
