@@ -45,7 +45,8 @@ def plmr_phases(model, hw, grid, tokens, dtype) -> tuple[int, dict]:
     from waferllm.planner import model_dims
 
     layer = prefill_phases(hw, model_dims(model), grid[0], grid[1], tokens, dtype)
-    return int(round(sum(layer.values()))), {k: int(round(v)) for k, v in layer.items()}
+    cycles = {k: c.total_cycles for k, c in layer.items()}  # CostBreakdown per phase
+    return int(round(sum(cycles.values()))), {k: int(round(v)) for k, v in cycles.items()}
 
 
 def bench_layer(args) -> dict:
