@@ -578,14 +578,21 @@ def _ks(req: PlanRequest, axis: str, n: int) -> tuple[int, ...]:
     """K searched on a line of ``n`` PEs along ``axis``: the trees the decode program runs there
     (``plmr.transformer.decode_tree_ks``), or the forced K (``_validate`` checked that it is one)."""
     ks = decode_tree_ks(req.hardware, axis, n)
-    return ks if req.k_tree is None else tuple(k for k in ks if k == req.k_tree) or (1,)
+    if req.k_tree is None:
+        return ks
+    # a line too short for the forced K's levels (tree_for lowers K there) runs one chain
+    return (req.k_tree,) if req.k_tree in ks and tree_for(n, req.k_tree).k == req.k_tree else (1,)
 
 
 def _program_trees(terms: "DecodeTerms", ty: TreeChoice, tx: TreeChoice) -> tuple[TreeChoice, TreeChoice]:
     """The trees the program runs: an X tree whose level 0 the KV groups fix ("groups" score mode) is
-    K = 2 over those groups whatever tree its (then tree-free) prices were looked up with."""
+    K = 2 over those groups whatever tree its (then tree-free) prices were looked up with; a K = 2
+    tree of one level-0 group is the one chain (K = 1) it is priced as."""
+    def one_group_is_a_chain(t: TreeChoice) -> TreeChoice:  # priced alike; the program builds one chain
+        return TreeChoice(1, ()) if t.k == 2 and t.group_counts and t.group_counts[0] <= 1 else t
+
     g0 = terms.x_groups0
-    return ty, (tx if g0 is None else TreeChoice(2, (g0,)))
+    return one_group_is_a_chain(ty), one_group_is_a_chain(tx if g0 is None else TreeChoice(2, (g0,)))
 
 
 def best_trees(spec: HardwareSpec, terms: DecodeTerms, req: PlanRequest) -> tuple[TreeChoice, TreeChoice, float]:

@@ -451,3 +451,16 @@ def test_forced_k_tree_plans_with_the_grid_searched(method, k):
     d = plan_json("llama3-8b", "--method", method, "--k-tree", str(k))
     assert d["decode"]["k_tree"] == k and d["decode"]["tokens_per_s"] > 0
     assert d["decode"]["colors_per_pe"] <= 21
+
+
+@pytest.mark.parametrize("grid", ["1", "1x5", "3"])
+def test_forced_k_tree_on_lines_too_short_for_it(grid):
+    """Regression (found by the CLI fuzz test): a forced K = 2 on a 1-PE side indexed an empty tree
+    space. A side that cannot hold two levels, or whose best K = 2 tree has one level-0 group, runs
+    one chain; the plan reports the chain (K = 1), which the program builds and prices alike."""
+    d = plan_json("llama3-8b", "--method", "paper", "--decode-grid", grid, "--k-tree", "2")
+    p_y, p_x = d["decode"]["grid"]
+    for k, groups, n in ((d["decode"]["k_tree"], d["decode"]["groups_y"], p_y),
+                         (d["decode"]["k_tree_x"], d["decode"]["groups_x"], p_x)):
+        assert (k == 1 and groups == []) or (k == 2 and 2 <= groups[0] <= n), (grid, k, groups)
+    assert d["decode"]["tokens_per_s"] > 0
