@@ -75,6 +75,7 @@ UT = MAX_MICROTHREADS
 # costs three instructions and a live array length per access (a third of the hot loop's time).
 U = np.uint64
 UR = 16  # microthread record length
+CH = 8  # channel header length (ring offsets use ch >> 3); the ready-cycle rings follow all the headers
 PS = 32  # PE record length (flag offsets decode with >> 5 and & 31)
 # PE record fields
 (E_UMASK, E_PARK, E_PC, E_CUR, E_MFREE, E_NUT, E_BUSYU, E_BUSY, E_FIN, E_RR, E_RBP, E_CBP,
@@ -270,17 +271,19 @@ def init_records(W, H, S, SQ, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_r
                  pe_block, cs, rs, ps, ur):
     """Fill the engine's packed records once per loaded program (they persist across launches).
 
-    channel record (CS = 8 + S): head, count, freed-at cycle (at most one pop per cycle), the
-      producer's back-pressure flag (offset in ps: a router's or, for the ramp, the CE's), capacity,
-      route, input port if the route has several (else -1: no two-input check), PE of the route,
-      then the ready-cycle ring (S slots, a power of two)
+    channel header (CH = 8, at ch * CH): head, count, freed-at cycle (at most one pop per cycle),
+      the producer's back-pressure flag (offset in ps: a router's or, for the ramp, the CE's),
+      capacity, route, input port if the route has several (else -1: no two-input check), PE of the
+      route; the ready-cycle rings (S slots each, a power of two) follow all the headers, channel
+      ch's at nch * CH + ch * S. A router's scan reads only its channels' headers, 32 bytes each
+      and contiguous per PE (with the ring inline each took 96 bytes: a cache miss per channel)
     route record (RS = 12 + SQ): queue head, queue count, freed-at cycle, wavelets forwarded, last
       arrival cycle, last arrival port, ramp channel, tx mask, downstream channel per port (4;
       negative: none), then the CE input-queue ready ring (SQ slots, a power of two)
     PE record (PS = 32): the E_* fields; microthread record (UR = 16): instruction row (-1: free),
       wavelets moved, start cycle, wavelets to move, opcode, receive route, send route, send route's
       ramp channel, memory offset, stride, dtype, elements, completion, packed, ports per step."""
-    CS = 8 + S
+    CS = CH
     RS = 12 + SQ
     P = W * H
     nr = r_tx.shape[0]
@@ -365,7 +368,8 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
     SM = S - 1  # ring storage is a power of two >= every capacity
     SQM = SQ - 1
     P = W * H
-    CS = 8 + S
+    CS = CH
+    RB = ((cs.shape[0] - 1) // (CH + S)) * CH  # where the ready-cycle rings start (after the headers)
     RS = 12 + SQ
     nwd = (P + 63) >> 6
     nsm = (nwd + 63) >> 6
@@ -962,7 +966,7 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                                 # this push into the ramp channel is repeated for RecvAddSend/Relay
                                 # below: one shared tail measured 3-6% slower (docs/BENCHMARKS.md)
                                 ready = t + rin
-                                sl = ch + 8 + ((cs[U(ch)] + cnt) & SM)
+                                sl = RB + ((ch * S) >> 3) + ((cs[U(ch)] + cnt) & SM)
                                 cs[U(sl)] = ready
                                 if functional:
                                     ch_pay[U(2 * sl)] = v0
@@ -1069,7 +1073,7 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                                                     v1 = sres
                                     if ch >= 0:
                                         ready = t + beta + rin
-                                        sl = ch + 8 + ((cs[U(ch)] + cnt) & SM)
+                                        sl = RB + ((ch * S) >> 3) + ((cs[U(ch)] + cnt) & SM)
                                         cs[U(sl)] = ready
                                         if functional:
                                             ch_pay[U(2 * sl)] = v0
@@ -1166,7 +1170,7 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                         nxt_ch = c0
                     if cs[U(ch + 1)] == 0:
                         continue
-                    hs = ch + 8 + cs[U(ch)]
+                    hs = RB + ((ch * S) >> 3) + cs[U(ch)]
                     if cs[U(hs)] > t:
                         continue
                     r = cs[U(ch + 5)]
@@ -1244,7 +1248,7 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                             else:
                                 d = rs[U(r + 8 + p)]
                                 ready = t + alpha
-                                ds = d + 8 + ((cs[U(d)] + cs[U(d + 1)]) & SM)
+                                ds = RB + ((d * S) >> 3) + ((cs[U(d)] + cs[U(d + 1)]) & SM)
                                 cs[U(ds)] = ready
                                 if functional:
                                     ch_pay[U(2 * ds)] = v0
@@ -1278,7 +1282,7 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                         if t >= ps[U(pe * PS + 6)]:
                             rt_only += 1
                     ps[U(pe * PS + 9)] = nxt_ch
-                    if cs[U(ch + 1)] > 0 and cs[U(ch + 8 + cs[U(ch)])] <= t:
+                    if cs[U(ch + 1)] > 0 and cs[U(RB + ((ch * S) >> 3) + cs[U(ch)])] <= t:
                         pending = True
                 if st != ST_OK:
                     break

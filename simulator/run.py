@@ -115,7 +115,7 @@ class Device:
         # ``threads`` concurrent parts of each cycle (results identical to one thread; see
         # simulator.engine.segments); numba runs them on up to its thread count
         self.seg_w = E.segments(W, H, _parts(P, trace, threads))
-        self.cs = _zeros_aligned(max(nch, 1) * (8 + self.S) + 1, rdt)
+        self.cs = _zeros_aligned(max(nch, 1) * (E.CH + self.S) + 1, rdt)  # headers, then the rings
         self.rs = _zeros_aligned(max(nr, 1) * (12 + self.SQ) + 1, rdt)
         self.ps = _zeros_aligned(P * E.PS, rdt)
         self.ur = _zeros_aligned(P * UT * E.UR, rdt)
@@ -128,7 +128,7 @@ class Device:
         self.tact = np.zeros(P, dtype=np.int64)
         self.tblk = np.where(has, cp.blk_blocked[np.maximum(cp.pe_block, 0)], 0).astype(np.int64)
         func = mode == "functional"
-        self.ch_pay = np.zeros(max(nch, 1) * (8 + self.S) * 2 + 2 if func else 2, dtype=np.float32)
+        self.ch_pay = np.zeros(max(nch, 1) * (E.CH + self.S) * 2 + 2 if func else 2, dtype=np.float32)
         self.q_pay = np.zeros(max(nr, 1) * (12 + self.SQ) * 2 + 2 if func else 2, dtype=np.float32)
         self.mem = cp.mem
         E.init_records(W, H, self.S, self.SQ, cp.r_pe, cp.r_tx, cp.r_rampch, cp.r_down, cp.r_chan0,
@@ -350,7 +350,7 @@ class Device:
                     parts.append(f"{who} waits for its synchronous {self._row_name(int(ps2[pe, E.E_PC]) - 1)}")
                 else:
                     parts.append(f"{who} at {self._row_name(int(ps2[pe, E.E_PC]))}")
-            CS, RS = 8 + self.S, 12 + self.SQ
+            CS, RS = E.CH, 12 + self.SQ
             for s in range(UT):
                 row = int(self.ur[(pe * UT + s) * E.UR])
                 if row < 0:
@@ -383,7 +383,7 @@ class Device:
         if stuck.any():
             raise SimulationDeadlock(f"deadlock at cycle {t - self.cycle}: no agent can make progress any more; "
                                      f"{self._blocked_report(np.nonzero(stuck)[0])}")
-        CS, RS = 8 + self.S, 12 + self.SQ
+        CS, RS = E.CH, 12 + self.SQ
         nch, nr = cp.ch_route.shape[0], cp.r_tx.shape[0]
         ch_cnt = self.cs[np.arange(nch) * CS + 1]
         q_cnt = self.rs[np.arange(nr) * RS + 1]
