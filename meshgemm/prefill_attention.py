@@ -185,9 +185,10 @@ def declare(body: Body, s: AttentionShape, dt: str, chains: bool = True) -> None
 
 
 def code(s: AttentionShape, rings: MeshGemmRings, chains: bool, layer: Expr, window: WindowRule,
-         kvc: str = "KVC", qb: str = "QB") -> list:
+         kvc: str = "KVC", qb: str = "QB", dt: str = "fp32") -> list:
     """The attention of the layer whose K|V cache block sits at ``layer``·2·q_y·kv_col·m in ``kvc``; q
-    in ``qb`` (natural layout), O written back there. ``chains``: the x chains exist (P_x > 1)."""
+    in ``qb`` (natural layout), O written back there. ``chains``: the x chains exist (P_x > 1); ``dt``: the
+    element type of ``qb`` and ``OP`` (the softmax state is fp32)."""
     P = Param
     ng, G, pos = P("ng"), P("at_G"), P("at_pos")
     rb, re, pb, pe = P("at_rb"), P("at_re"), P("at_pb"), P("at_pe")
@@ -331,12 +332,16 @@ def code(s: AttentionShape, rings: MeshGemmRings, chains: bool, layer: Expr, win
     ]
 
     # ---- 6. O = acc / l into OP ([s][own rows][features of s]), all-to-all back, unpack ---------------
+    o_s = Ref("OP", g * n_x * d + n_x * wb(sv) + iv * wid(sv), wid(sv))
+    acc_s = Ref("ACC", (g * n_x + iv) * d + wb(sv), wid(sv))
+    if dt == "fp32":
+        normalise: tuple = (Scale(o_s, acc_s, Load("LS", g * n_x + iv)),)
+    else:  # one CSL op each (no builtin scales f32 into f16): scale acc in place (@fmuls), narrow (@fs2h)
+        normalise = (Scale(acc_s, acc_s, Load("LS", g * n_x + iv)), Copy(o_s, acc_s))
     code.append(If(n_x > 0, (
         Rsqrt(Ref("LS", 0, ng * n_x), Ref("LS", 0, ng * n_x)),
         Mul(Ref("LS", 0, ng * n_x), Ref("LS", 0, ng * n_x), Ref("LS", 0, ng * n_x)),
-        Loop(ng, "at_g", (Loop(n_x, "at_i", (Loop(G, "at_s", (If(wid(sv) > 0, (
-            Scale(Ref("OP", g * n_x * d + n_x * wb(sv) + iv * wid(sv), wid(sv)),
-                  Ref("ACC", (g * n_x + iv) * d + wb(sv), wid(sv)), Load("LS", g * n_x + iv)),)),)),)),)),
+        Loop(ng, "at_g", (Loop(n_x, "at_i", (Loop(G, "at_s", (If(wid(sv) > 0, normalise),)),)),)),
     )))
     orecv = lambda gg: gg * R * w_x  # noqa: E731
     code.append(If((n_x > 0) & (w_x > 0), (Loop(ng, "at_g", (

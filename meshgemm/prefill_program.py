@@ -227,21 +227,30 @@ def build_prefill_program(spec, hardware: HardwareSpec, mesh: tuple[int, int], s
     def norm(gamma_off: Expr) -> list:
         """RMSNorm X -> A1 with the γ tile at ``gamma_off`` in NB."""
         j, f = Var("rj"), Var("rf")
-        code = [Loop(s.q_y, "rj", (
-            Mul(Ref("SQ", 0, Ecol * s.m), Ref("X", j * Ecol * s.m, Ecol * s.m), Ref("X", j * Ecol * s.m, Ecol * s.m)),
+        row, sq = Ref("X", j * Ecol * s.m, Ecol * s.m), Ref("SQ", 0, Ecol * s.m)
+        if dt == "fp32":
+            squares: tuple = (Mul(sq, row, row),)
+        else:  # one CSL op each (no builtin multiplies two f16 vectors into f32): widen (@fh2s, exact), square
+            squares = (Copy(sq, row), Mul(sq, sq, sq))
+        code = [Loop(s.q_y, "rj", squares + (
             Copy(Ref("RS", j * s.m, s.m), Ref("SQ", 0, s.m)),
             Loop(Ecol - 1, "rf", (Add(Ref("RS", j * s.m, s.m), Ref("RS", j * s.m, s.m), Ref("SQ", (f + 1) * s.m, s.m)),)),
         ))]
         if p_x > 1:
             code += norm_roles.allreduce(Ref("RS", 0, s.T))
+        if dt == "fp32":
+            scaled: tuple = (Loop(Ecol, "rf", (Mul(Ref("A1", (j * Ecol + f) * s.m, s.m),
+                                                   Ref("X", (j * Ecol + f) * s.m, s.m), Ref("RS", j * s.m, s.m)),)),)
+        else:  # x·rs in f32, rounded once to f16 as HF's RMSNorm does: widen, scale each feature, narrow (@fs2h)
+            scaled = (Copy(sq, row),
+                      Loop(Ecol, "rf", (Mul(Ref("SQ", f * s.m, s.m), Ref("SQ", f * s.m, s.m), Ref("RS", j * s.m, s.m)),)),
+                      Copy(Ref("A1", j * Ecol * s.m, Ecol * s.m), sq))
         code += [Scale(Ref("RS", 0, s.T), Ref("RS", 0, s.T), 1.0 / spec.hidden_size),
                  Add(Ref("RS", 0, s.T), Ref("RS", 0, s.T), Ref("EPS", 0, s.T, stride=0)),
                  Rsqrt(Ref("RS", 0, s.T), Ref("RS", 0, s.T)),
-                 Loop(s.q_y, "rj", (
-                     Loop(Ecol, "rf", (Mul(Ref("A1", (j * Ecol + f) * s.m, s.m), Ref("X", (j * Ecol + f) * s.m, s.m),
-                                           Ref("RS", j * s.m, s.m)),)),
+                 Loop(s.q_y, "rj", scaled + (
                      Mul(Ref("A1", j * Ecol * s.m, Ecol * s.m), Ref("A1", j * Ecol * s.m, Ecol * s.m),
-                         Ref("NB", gamma_off, Ecol * s.m))))]
+                         Ref("NB", gamma_off, Ecol * s.m)),))]
         return code
 
     def weight(name: str) -> WeightSlots:
@@ -300,7 +309,7 @@ def build_prefill_program(spec, hardware: HardwareSpec, mesh: tuple[int, int], s
         "attn_norm": norm(ly * 2 * Ecol * s.m),
         "qkv": chain("A1", s.e, [("q", "QB", 0), ("k", "KVC", kv_k()), ("v", "KVC", kv_v())]),
         "rope": rope(),
-        "attention": A.code(ashape, rings, p_x > 1, ly, wrule),
+        "attention": A.code(ashape, rings, p_x > 1, ly, wrule, dt=dt),
         "o_proj": chain("QB", s.tq, [("o", "H", 0)]),
         "h_attn": [Add(Ref("X", 0, s.q_y * Ecol * s.m), Ref("X", 0, s.q_y * Ecol * s.m), Ref("H", 0, s.q_y * Ecol * s.m))],
         "mlp_norm": norm(ly * 2 * Ecol * s.m + Ecol * s.m),

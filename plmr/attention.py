@@ -146,9 +146,12 @@ def ring_attention(spec: HardwareSpec, p_y: int, group_cols: int, rows: int, fea
     init = t_vec(spec, ng * n_x * d, "mov", acc) + 2 * t_vec(spec, ng * n_x, "mov", acc)
     parts["ring"] = init + vis * busy + (p_y - vis) * idle + mask
     parts["ring_step"] = busy
-    # return
+    # return: O = acc·(1/l) per row and column chunk; in fp16 scaled in place in fp32, then narrowed
+    chunk = max(d // max(G, 1), 1)
+    normalise = (t_vec(spec, chunk, "scale", acc) + t_vec(spec, chunk, "convert", "fp16") if dtype != acc
+                 else t_vec(spec, chunk, "scale", dtype))
     back = (t_fn(spec, ng * n_x) + t_vec(spec, ng * n_x, "mul", acc)
-            + ng * n_x * G * t_vec(spec, max(d // max(G, 1), 1), "scale", mix) + ng * t_vec(spec, n_x * w, "mov", dtype)
+            + ng * n_x * G * normalise + ng * t_vec(spec, n_x * w, "mov", dtype)
             + a2a + ng * tiles * m * _strided(spec, n_rep * w, "mov", dtype, m))
     parts["return"] = back
     total = parts["gather"] + parts["queries"] + parts["ring"] + parts["return"]

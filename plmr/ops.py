@@ -76,15 +76,18 @@ def token_rmsnorm(spec: HardwareSpec, n_ax: int, features: int, tiles: int, m: i
     tile of ``m`` tokens, x² over the PE's ``features`` (into fp32), the token sums as features − 1 adds
     of m lanes; the tiles·m sums allreduced along the row on the x chains (``relay_allreduce``: a
     chain into the last column, then relayed back); scale, ε, rsqrt (a scalar function); per tile one
-    multiply of m lanes per feature by the token factors (fp16 × fp32), then × γ."""
+    multiply of m lanes per feature by the token factors, then × γ. In fp16 every op is one CSL builtin,
+    so the tile is widened to fp32 (a convert) before the squares and before the factors, and the scaled
+    tile narrowed back (a convert)."""
     acc = "fp32" if dtype == "fp16" else dtype
-    mix = "fp16_fp32" if dtype != acc else dtype
+    n = features * m
+    widen = t_vec(spec, n, "convert", "fp16") if dtype != acc else 0.0  # @fh2s / @fs2h, as the simulator
     T = tiles * m
-    sums = tiles * (t_vec(spec, features * m, "mul", mix) + t_vec(spec, m, "mov", acc)
+    sums = tiles * (widen + t_vec(spec, n, "mul", acc) + t_vec(spec, m, "mov", acc)
                     + (features - 1) * t_vec(spec, m, "add", acc))
     red = relay_allreduce(spec, n_ax, T, acc)
     finish = (t_vec(spec, T, "scale", acc) + t_vec(spec, T, "add", acc) + t_fn(spec, T)
-              + tiles * (features * t_vec(spec, m, "mul", mix) + t_vec(spec, features * m, "mul", dtype)))
+              + tiles * (2 * widen + features * t_vec(spec, m, "mul", acc) + t_vec(spec, n, "mul", dtype)))
     return in_sequence("rmsnorm", [_local("rmsnorm.local", sums + finish, 2 * T * features * dtype_bytes(dtype)),
                                    red])
 

@@ -117,8 +117,9 @@ class Block:
     by_name: dict[str, Buffer]
     nelems: int
     data_bytes: int
-    var_bytes: int
+    var_bytes: int  # the body's variables and those the CSL lowering adds (resources.lowering_data_bytes)
     code_bytes: int
+    labels: int = 0  # the program's Timestamp labels var_bytes counts a slot for
 
     @property
     def sram_bytes(self) -> int:
@@ -213,6 +214,8 @@ class MeshProgram:
         self._place_of = np.full(n, -1, dtype=np.int32)  # placement index per PE
         self.blocks: list[Block] = []
         self._block_index: dict[tuple, int] = {}
+        self._stamp_labels: set[str] = set()  # Timestamp labels of the bodies placed so far
+        self._stamps_settled: tuple = ()
         # Trace API: per-PE layouts and instruction lists, turned into bodies by ``finalize``
         self._layouts: list[_Layout] = [_Layout((), {}, 0, 0)]
         self._layout_index: dict[tuple, int] = {(): 0}
@@ -384,22 +387,45 @@ class MeshProgram:
             if bi is None:
                 bi = len(self.blocks)
                 blk = self._make_block(bi, final, values)
-                need = blk.sram_bytes
-                limit = self.spec.usable_sram_bytes
-                if need > limit:
-                    pe = int(pes[np.nonzero(inverse == r)[0][0]])
-                    biggest = max(blk.buffers, key=lambda b: b.nbytes, default=None)
-                    raise InputError(
-                        f"PE {self._xy(pe)}: SRAM overflow in body {final.name}: {need} B needed "
-                        f"(buffers {blk.data_bytes} B"
-                        + (f", largest {biggest.name!r} {biggest.nbytes} B" if biggest else "")
-                        + f", variables {blk.var_bytes} B, code ~{blk.code_bytes} B) but {limit} B are usable "
-                        f"({self.spec.sram_bytes} B SRAM - {self.spec.sram_reserve_bytes} B stack and runtime reserve)")
+                self._check_block_sram(blk, int(pes[np.nonzero(inverse == r)[0][0]]))
                 resources.check_block_shapes(blk, self.spec)
                 self.blocks.append(blk)
                 self._block_index[key] = bi
             out[r] = bi
         return out[inverse]
+
+    def _check_block_sram(self, blk: Block, pe: int) -> None:
+        need = blk.sram_bytes
+        limit = self.spec.usable_sram_bytes
+        if need > limit:
+            biggest = max(blk.buffers, key=lambda b: b.nbytes, default=None)
+            raise InputError(
+                f"PE {self._xy(pe)}: SRAM overflow in body {blk.body.name}: {need} B needed "
+                f"(buffers {blk.data_bytes} B"
+                + (f", largest {biggest.name!r} {biggest.nbytes} B" if biggest else "")
+                + f", variables {blk.var_bytes} B, code ~{blk.code_bytes} B) but {limit} B are usable "
+                f"({self.spec.sram_bytes} B SRAM - {self.spec.sram_reserve_bytes} B stack and runtime reserve)")
+
+    def _settle_stamp_slots(self) -> None:
+        """Every PE program holds a timestamp slot per label of the whole program: blocks made before
+        a body with new labels was placed grow by those slots (and are checked against SRAM again)."""
+        from simulator import resources
+
+        state = (len(self.placements), len(self.blocks), id(self.placements))
+        if state == self._stamps_settled:
+            return
+        labels = set()
+        for p in self.placements:
+            labels |= resources.stamp_labels(self.blocks[int(p.block_of_pe[0])].body)
+        n = len(labels)
+        for p in self.placements:
+            for b in np.unique(p.block_of_pe).tolist():
+                blk = self.blocks[b]
+                if blk.labels != n:
+                    blk.var_bytes += resources.STAMP_SLOT_BYTES * (n - blk.labels)
+                    blk.labels = n
+                    self._check_block_sram(blk, int(p.pes[np.nonzero(p.block_of_pe == b)[0][0]]))
+        self._stamps_settled = state
 
     def _make_block(self, index: int, final: Body, values: dict) -> Block:
         from simulator import resources
@@ -414,9 +440,13 @@ class MeshProgram:
             bufs.append(Buffer(b.name, b.dtype, int(n), off))
             off += int(n)
         data = sum(b.nbytes for b in bufs)
-        var_bytes = sum(VAR_DTYPES[v.dtype] for v in final.vars.values())
+        self._stamp_labels |= resources.stamp_labels(final)
+        labels = len(self._stamp_labels)
+        var_bytes = (sum(VAR_DTYPES[v.dtype] for v in final.vars.values())
+                     + resources.lowering_data_bytes(final, labels))
         code = resources.code_bytes(final, values, self.spec)
-        return Block(index, final, values, tuple(bufs), {b.name: b for b in bufs}, off, data, var_bytes, code)
+        return Block(index, final, values, tuple(bufs), {b.name: b for b in bufs}, off, data, var_bytes, code,
+                     labels)
 
     # --------------------------------------------------------------------------------------------
     # Trace API (sugar): per-PE buffers and straight-line instruction lists
@@ -778,6 +808,7 @@ class MeshProgram:
     def finalize(self) -> None:
         """Bring the trace API's PEs into bodies (idempotent until the program changes)."""
         self._finalize_trace()
+        self._settle_stamp_slots()
 
     def pe_blocks(self) -> np.ndarray:
         """Block index per PE (−1: no code)."""

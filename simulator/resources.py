@@ -10,6 +10,9 @@
   function (``MAPPED``), a launch's argument copies and helper call, a data task's argument copy.
   Where the two counts differed the larger was kept (docs/CSL_CHECKER.md). It is charged to SRAM with
   buffers and variables; the stack and the memcpy runtime are in ``spec.sram_reserve_bytes``.
+* **Data** is the body's buffers and variables plus what the lowering declares on every PE
+  (``lowering_data_bytes``: coordinates, timer, timestamp slots, export pointers), the same bytes the
+  CSL checker counts on the emitted globals (tested equal per parameter set).
 * **Task IDs** (hardware-and-csl.md §1.4-§1.5): local tasks get IDs from ``spec.usable_local_task_ids``
   (reserved ones already removed), the same for every parameter set of a body, avoiding on WSE-2 the
   IDs of colours the body receives (a data task's ID is its colour there, and a local task must not
@@ -70,6 +73,31 @@ MAPPED = ("Exp", "Rsqrt", "Silu")
 #: DSD ops of an instruction that lowers to more than one: a ``RelayStore`` fills a FIFO over its buffer
 #: from the fabric and drains it onto the next colour (one wavelet: store it, send it on).
 OPS_OF = {"RelayStore": 2}
+
+
+#: Variables the CSL lowering adds to every PE program (``pe.csl.j2``), in the CSL types' sizes: the PE's
+#: coordinates ``wl_x``, ``wl_y`` (i32 each) and the timer's read buffer ``wl_now`` (3 u16).
+LOWERING_VAR_BYTES = 4 + 4 + 6
+#: ``time_stamps``: 4 u16 words per slot; slots 0 and 1 (launch, finish) and one per ``Timestamp`` label of
+#: the whole program (the host reads the same symbol from every PE, so every PE has every slot).
+STAMP_SLOT_BYTES, FIXED_STAMP_SLOTS = 8, 2
+#: An exported buffer goes through a ``[*]T`` pointer variable (§8), 2 B.
+EXPORT_POINTER_BYTES = 2
+
+
+def stamp_labels(body) -> set[str]:
+    """The ``Timestamp`` labels of ``body``'s code."""
+    return {st.label for code in [f.code for f in body.functions.values()] + [t.code for t in body.tasks.values()]
+            for st in S.walk(code) if isinstance(st, S.Timestamp)}
+
+
+def lowering_data_bytes(body, labels: int) -> int:
+    """Data bytes the CSL lowering adds to ``body``'s PE program beside its buffers and variables, in a
+    program with ``labels`` distinct ``Timestamp`` labels: the same estimate the CSL checker makes on the
+    emitted globals (``memory.sram``; tested equal per parameter set)."""
+    exported = sum(1 for b in body.buffers.values() if b.export)
+    return (LOWERING_VAR_BYTES + STAMP_SLOT_BYTES * (FIXED_STAMP_SLOTS + labels)
+            + EXPORT_POINTER_BYTES * exported)
 
 
 def _count(code: tuple) -> tuple[int, int]:

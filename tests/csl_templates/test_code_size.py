@@ -1,8 +1,10 @@
-"""One code-size estimate: the checker's estimate of the CSL a program lowers to (``memory.sram``, counted
-on the CSL text) equals the program model's (``simulator.resources.code_bytes``, counted on the program),
-for every parameter set of every kernel, of every example and of a tiny model's decode program. The two
-count different things (CSL statements and program statements) by one table of what each construct
-costs, so a bundle the program model accepts is not flagged by the checker, and the other way round."""
+"""One SRAM estimate: the checker's estimate of the CSL a program lowers to (``memory.sram``, counted on the
+CSL text) equals the program model's, for every parameter set of every kernel, of every example and of tiny
+models' decode and prefill programs. Code: ``simulator.resources.code_bytes`` on the program; the two count
+different things (CSL statements and program statements) by one table of what each construct costs. Data:
+the checker sums the emitted globals' declared sizes, the model the body's buffers and variables plus
+``simulator.resources.lowering_data_bytes`` (coordinates, timer, timestamp slots, export pointers). So a
+bundle the program model accepts is not flagged by the checker, and the other way round."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from tests.csl_templates.test_kernels import EMITTED
 
 
 def checker_code_bytes(monkeypatch, directory, params, spec=WSE2) -> dict:
-    """(PE file, parameter values) -> the checker's code bytes, as its memory rule computes them."""
+    """(PE file, parameter values) -> the checker's (code bytes, data bytes), as its memory rule computes them."""
     seen = {}
     rule = target_rules.rule_memory
 
@@ -32,7 +34,7 @@ def checker_code_bytes(monkeypatch, directory, params, spec=WSE2) -> dict:
         values = {k: v for k, v in to_python(f.params).items() if k != "memcpy_params"}
         key = (f.path.rsplit("/", 1)[-1], json.dumps(values, sort_keys=True))
         seen[key] = (f.code_ops * sp.code_bytes_per_op + f.code_statements * sp.code_bytes_per_statement
-                     + f.code_bodies * sp.code_bytes_per_task)
+                     + f.code_bodies * sp.code_bytes_per_task, sum(b for _, _, b in f.data))
         return rule(f, sp, memcpy)
 
     monkeypatch.setattr(checker, "PE_RULES", tuple(record if r is rule else r for r in checker.PE_RULES))
@@ -49,7 +51,7 @@ def assert_one_estimate(monkeypatch, tmp_path, prog, name, spec=WSE2, src=None):
     assert prog.blocks
     for blk in prog.blocks:
         key = (f"pe_{blk.body.name}.csl", json.dumps(dict(blk.values), sort_keys=True))
-        assert got[key] == code_bytes(blk.body, blk.values, spec), (key, got[key])
+        assert got[key] == (code_bytes(blk.body, blk.values, spec), blk.data_bytes + blk.var_bytes), (key, got[key])
 
 
 @pytest.mark.parametrize("name", EMITTED)
@@ -81,7 +83,7 @@ def test_tiny_decode_code_estimates_are_one(monkeypatch, tmp_path, tiny_model):
     prog.finalize()
     for blk in prog.blocks:
         key = (f"pe_{blk.body.name}.csl", json.dumps(dict(blk.values), sort_keys=True))
-        assert got[key] == code_bytes(blk.body, blk.values, b.hardware), key
+        assert got[key] == (code_bytes(blk.body, blk.values, b.hardware), blk.data_bytes + blk.var_bytes), key
 
 
 @pytest.mark.parametrize("name,mesh,tokens,layers", [("llama_gqa", (5, 5), 10, (0, 1)), ("mistral_window", (3, 4), 12, (0,)),

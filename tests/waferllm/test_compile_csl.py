@@ -160,6 +160,9 @@ def assert_prefill_csl_matches(bundle: Path, arch: str) -> None:
 PREFILL_CASES = {  # name: (model, prefill grid, context (= the planned prompt), hardware, dtype)
     "gqa-wse2": ("llama_gqa", (6, 6), 8, "wse2", "fp32"),
     "window-wse3": ("mistral_window", (4, 4), 12, "wse3", "fp32"),  # window 5 < the 12-token prompt
+    # fp16 (the default dtype): fp32 norm and softmax statistics beside fp16 activations, each op one builtin
+    "gqa-wse2-fp16": ("llama_gqa", (6, 6), 8, "wse2", "fp16"),
+    "window-wse3-fp16": ("mistral_window", (4, 4), 12, "wse3", "fp16"),
 }
 
 
@@ -206,20 +209,6 @@ def test_regions_with_other_windows_get_a_prefill_program_each(tmp_path):
     # the windowed region's program differs from the other one
     a, b = ((out / q["dir"] / "src" / "pe_prefill.csl").read_text() for q in pre["programs"])
     assert a != b
-
-
-def test_an_fp16_prefill_program_is_not_lowered_and_the_bundle_says_why(tmp_path, tiny_model):
-    """The fp16 prefill program mixes fp16 and fp32 operands in one op (fp32 norm and softmax statistics),
-    which the CSL backend does not lower: the bundle is still written, without prefill CSL."""
-    d, _ = tiny_model("llama_gqa")
-    out = tmp_path / "bundle"
-    compile_bundle(CompileRequest(model=str(d), hardware="wse2", context=8, dtype="fp16", decode_grid=(4, 4),
-                                  prefill_grid=(6, 6), out=out))
-    pre = open_bundle(out).doc["csl"]["prefill"]
-    assert pre["programs"] == [] and not (out / "csl" / "prefill").exists()
-    assert "mixed dtypes" in pre["skipped"]
-    assert (out / "csl" / "decode" / "src" / "layout.csl").is_file()
-    assert "no prefill CSL: the prefill program is not lowered" in (out / "README.md").read_text()
 
 
 def test_a_prompt_whose_layer_fits_no_region_leaves_no_prefill_csl_and_says_why(tmp_path, tiny_model):
