@@ -248,8 +248,9 @@ class Colours:
 
     @property
     def used(self) -> int:
-        return len(self.y) + len(self.x) + len(self.shift) + len(self.handoff[0]) + len(self.handoff[1]) + (
-            self.token is not None)
+        """Distinct colours allocated (with one hand-off set, both sets are the same colours)."""
+        return len(set(self.y + self.x + self.shift + self.handoff[0] + self.handoff[1]
+                       + ((self.token,) if self.token is not None else ())))
 
 
 def _allocate_colours(spec: HardwareSpec, ty: LineTree | None, tx: LineTree | None, shift: bool, rounds: int,

@@ -321,13 +321,42 @@ def _tree_space(n_ax: int, ks: tuple[int, ...]) -> tuple[TreeChoice, ...]:
     return tuple(out)
 
 
-def decode_colors(k_y: int, k_x: int, grid: tuple[int, int] = (2, 2), mode: str | None = None) -> int:
-    """Colours per PE of the decode layer's program under K_y and K_x (``plmr.transformer.decode_colors``:
-    the trees, the KV-group multicast, the KV shift's parity colours). ``mode`` is how the program
-    sums scores over columns (``score_mode``); None: the most any mode needs (a forced K, no model)."""
+def decode_colors(k_y: int, k_x: int, grid: tuple[int, int] = (2, 2), mode: str | None = None,
+                  stage_colors: int = 0) -> int:
+    """Colours per PE of the decode program under K_y and K_x: the layer's (``plmr.transformer.decode_colors``:
+    the trees, the KV-group multicast, the KV shift's parity colours) plus ``stage_colors``, those of the
+    hand-offs between stages and the token return (``handoff_colors``). ``mode`` is how the program sums
+    scores over columns (``score_mode``); None: the most any mode needs (a forced K, no model)."""
     p_y, p_x = grid
     modes = ("none", "full", "groups") if mode is None else (mode,)
-    return max(layer_decode_colors(k_y, k_x, p_y, p_x, m) for m in modes)
+    return max(layer_decode_colors(k_y, k_x, p_y, p_x, m) for m in modes) + stage_colors
+
+
+def handoff_colors(spec: HardwareSpec, placement: Placement | None) -> tuple[int, int, int]:
+    """(hand-off rounds, hand-off colours, token-return colours) the decode program allocates for the
+    placement's stages (``meshgemm.decode_program._allocate_colours``). Stages sit in serpentine order on
+    the region tiling (``snake_origins``): a hand-off to the next band of regions goes south, one colour per
+    round of ⌈P_y/P_x⌉ rows, else east or west in one round; with three stages or more, consecutive
+    hand-offs alternate between two colour sets (a middle stage receives on one and sends on the other); the
+    last stage returns the token to the first on one colour. Every PE reserves them all. On several wafers
+    each wafer's stages are placed alike (a wafer holding more stages than a band of regions hands off
+    south)."""
+    if placement is None or len(placement.stages) <= 1:
+        return 0, 0, 0
+    p_y, p_x = placement.grid
+    per_band = max(1, spec.mesh_width // p_x)
+    per_wafer: dict[int, int] = {}
+    for s in placement.stages:
+        per_wafer[s.wafer] = per_wafer.get(s.wafer, 0) + 1
+    south = any(n > per_band for n in per_wafer.values())
+    rounds = ceil_div(p_y, p_x) if south else 1
+    return rounds, rounds * (2 if len(placement.stages) > 2 else 1), 1
+
+
+def stage_colors(spec: HardwareSpec, placement: Placement | None) -> int:
+    """Hand-off and token-return colours per PE of the placement's stages (``handoff_colors``)."""
+    _, hand, token = handoff_colors(spec, placement)
+    return hand + token
 
 
 def _dtype_bytes(req: PlanRequest) -> int:
@@ -356,6 +385,12 @@ class DecodeTerms:
     prices: dict = field(default_factory=dict, compare=False, repr=False)
     #: How the program sums scores over columns (``plmr.transformer.score_mode``): sets its colours.
     score_mode: str = "full"
+    #: Colours of the stages' hand-offs and token return (``stage_colors``), besides the layer's.
+    stage_colors: int = 0
+
+    def colors(self, ty: TreeChoice, tx: TreeChoice) -> int:
+        """Colours per PE of the decode program under these trees (``decode_colors``)."""
+        return decode_colors(ty.k, tx.k, self.grid, self.score_mode, self.stage_colors)
 
     def local(self) -> float:
         return self._local
@@ -470,7 +505,7 @@ def decode_terms(model: Any, req: PlanRequest, grid: tuple[int, int], placement:
     )
     handoff = decode_handoff(model, req, grid, placement)
     return DecodeTerms(grid, groups, extras, handoff["decode_cycles"], handoff, model.num_layers, spec, prices,
-                       score_mode(dims, p_x))
+                       score_mode(dims, p_x), stage_colors(spec, placement))
 
 
 def _no_handoff() -> dict:
@@ -605,7 +640,7 @@ def best_trees(spec: HardwareSpec, terms: DecodeTerms, req: PlanRequest) -> tupl
         ty, tx = _program_trees(terms, *default_trees(req, terms.grid))
         return ty, tx, terms.total(spec, ty, tx)
     (cy, ty), (cx, tx) = best_axis_tree(spec, terms, "y", req), best_axis_tree(spec, terms, "x", req)
-    if req.k_tree is not None or decode_colors(ty.k, tx.k, terms.grid, terms.score_mode) <= budget:
+    if req.k_tree is not None or terms.colors(ty, tx) <= budget:
         return (*_program_trees(terms, ty, tx), terms.local() + (cy + cx))
     # The colours bind: the best tree of every K on each axis, then the best pair that fits.
     best_per_k: dict[str, dict[int, tuple[float, TreeChoice]]] = {"y": {}, "x": {}}
@@ -619,12 +654,13 @@ def best_trees(spec: HardwareSpec, terms: DecodeTerms, req: PlanRequest) -> tupl
     pair = None
     for ky, (cy, ty) in best_per_k["y"].items():
         for kx, (cx, tx) in best_per_k["x"].items():
-            if decode_colors(ky, kx, terms.grid, terms.score_mode) > budget:
+            if decode_colors(ky, kx, terms.grid, terms.score_mode, terms.stage_colors) > budget:
                 continue
             if pair is None or cy + cx < pair[0]:
                 pair = (cy + cx, ty, tx)
     if pair is None:
-        raise InputError(f"no K-tree pair fits the {budget} routable colours of {spec.name}")
+        raise InputError(f"no K-tree pair fits the {budget} routable colours of {spec.name} "
+                         f"({terms.stage_colors} of them taken by the stages' hand-offs and token return)")
     return (*_program_trees(terms, pair[1], pair[2]), terms.local() + pair[0])
 
 
@@ -815,7 +851,31 @@ def _placed_terms(model: Any, req: PlanRequest, grid: tuple[int, int], forced: b
             if forced:
                 raise InputError(stage_fit_message(req.hardware, placement, model.name))
             return None
-    return placement, decode_terms(model, req, grid, placement, prices)
+    terms = decode_terms(model, req, grid, placement, prices)
+    if placement is not None and terms.stage_colors:
+        why = _colour_shortfall(req, terms, placement, model.name)
+        if why:
+            if forced:
+                raise InputError(why)
+            return None
+    return placement, terms
+
+
+def _colour_shortfall(req: PlanRequest, terms: DecodeTerms, placement: Placement, name: str) -> str:
+    """Why no tree pair of the searched (or forced) K fits the routable colours beside the stages'
+    hand-offs and token return; "" when the least colourful pair fits."""
+    spec, (p_y, p_x) = req.hardware, terms.grid
+    k_y = min((t.k for t in _tree_space(p_y, _ks(req, "y", p_y))), default=1)
+    k_x = min((t.k for t in _tree_space(p_x, _ks(req, "x", p_x))), default=1)
+    need = decode_colors(k_y, k_x, terms.grid, terms.score_mode, terms.stage_colors)
+    budget = len(spec.routable_colors)
+    if need <= budget:
+        return ""
+    rounds, hand, token = handoff_colors(spec, placement)
+    layer = need - terms.stage_colors
+    return (f"decode: {name} on {len(placement.stages)} stages of {p_y}x{p_x} needs {need} colours per PE "
+            f"(layer trees and KV shift {layer} at K_y={k_y}, K_x={k_x}; hand-offs {hand} in {rounds} round"
+            f"{'s' if rounds > 1 else ''}; token return {token}), {spec.name} routes {budget}")
 
 
 #: Prompt chunk counts tried when a whole prompt's activations do not fit a PE.
@@ -1454,7 +1514,7 @@ def _assemble(model: Any, req: PlanRequest, dec: Candidate, pre: Candidate, note
                           placement=pre.placement),
         decode=PhasePlan(grid=dec.grid, cycles_per_layer=per_layer, cycles_total=dec.cycles, seconds=decode_s,
                          tokens_per_s=1.0 / decode_s, tree_y=dec.tree_y, tree_x=dec.tree_x, parts=parts,
-                         colors_per_pe=decode_colors(dec.tree_y.k, dec.tree_x.k, dec.grid, dec.terms.score_mode),
+                         colors_per_pe=dec.terms.colors(dec.tree_y, dec.tree_x),
                          placement=placement),
         placement=placement, fits=fits, fit_reason=reason, switch_cycles=sw,
         kv_shift_tokens=shift_w, kv_concat_tokens=shift_w // p_y,

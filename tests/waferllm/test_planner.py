@@ -354,8 +354,12 @@ def test_forced_k_tree_is_reported(method, k):
     assert (d["decode"]["k_tree"], d["decode"]["k_tree_x"], d["decode"]["groups_x"]) == (k, k_x, groups_x)
     # the decode program's colours: 2K+1 for the Y tree, the KV shift's 2 parity colours, and on X
     # 2K+1, plus the KV groups' multicast in "groups" mode (decode_program._allocate_colours)
+    # the full method's stages add their hand-offs (360² regions, two per band: one round, two
+    # alternating sets with three stages) and the token's return
     x_colours = 2 * k + 1 if method == "paper" else 2 * 2 + 1 + 1
-    assert d["decode"]["colors_per_pe"] == (2 * k + 1) + x_colours + 2
+    n_st = len(d["layer_placement"]["stages"]) if method == "full" else 1
+    stages = 0 if n_st == 1 else (2 if n_st > 2 else 1) + 1
+    assert d["decode"]["colors_per_pe"] == (2 * k + 1) + x_colours + 2 + stages
 
 
 @pytest.mark.parametrize("method", ["full", "paper"])

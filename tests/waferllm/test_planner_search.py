@@ -24,7 +24,7 @@ from waferllm.cli import main
 from waferllm.model import spec_from_config_dict
 from waferllm.planner import (
     PlanRequest, decode_candidate, decode_colors, decode_terms, plan, prefill_candidate, real_placement, search_grid,
-    tree_space,
+    stage_colors, tree_space,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,7 +81,8 @@ def brute_force(model, req) -> tuple[float, tuple[int, int]]:
             terms = decode_terms(model, req, (py, px), placement)
             for ty in tree_space(py, decode_tree_ks(spec, "y", py)):
                 for tx in tree_space(px, decode_tree_ks(spec, "x", px)):
-                    if decode_colors(ty.k, tx.k, (py, px), terms.score_mode) > len(spec.routable_colors):
+                    if decode_colors(ty.k, tx.k, (py, px), terms.score_mode,
+                                     stage_colors(spec, placement)) > len(spec.routable_colors):
                         continue
                     c = terms.total(spec, ty, tx)
                     key = (c, py * px)
@@ -123,7 +124,8 @@ def pruned_brute_force(model, req) -> tuple[float, tuple[int, int]]:
                     cost = c.terms.axis(spec, axis, t)
                     per_k[axis][t.k] = min(cost, per_k[axis].get(t.k, cost))
             cycles = c.terms.local() + min(cy + cx for ky, cy in per_k["y"].items() for kx, cx in per_k["x"].items()
-                                           if decode_colors(ky, kx, c.grid, c.terms.score_mode) <= len(spec.routable_colors))
+                                           if decode_colors(ky, kx, c.grid, c.terms.score_mode,
+                                                            stage_colors(spec, c.placement)) <= len(spec.routable_colors))
             if best is None or (cycles, py * px) < best[0]:
                 best = ((cycles, py * px), c.grid)
     return best[0][0], best[1]

@@ -1,0 +1,121 @@
+"""The planner against the programs it plans for: the colours per PE it counts (and budgets) are the ones
+the decode program allocates for the plan's stages, built here on the planned grid and stages."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from meshgemm.decode_program import DecodeConfig, DecodeStage, build_decode_program, snake_origins
+from plmr.errors import InputError
+from plmr.hardware import WSE2, WSE3
+from waferllm.model import spec_from_config_dict
+from waferllm.planner import PlanRequest, decode_candidate, plan, search_grid
+
+TINY12 = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 96,
+          "intermediate_size": 256, "num_hidden_layers": 12, "num_attention_heads": 6,
+          "num_key_value_heads": 2, "vocab_size": 500, "max_position_embeddings": 4096}
+
+
+def tiny12(**changes):
+    return spec_from_config_dict({**TINY12, **changes}, "tiny12")
+
+
+def small_wafer(base, width: int, height: int, sram_kb: int):
+    return base.with_params(name=f"small-{height}x{width}", mesh_width=width, mesh_height=height,
+                            fabric_width=width + 7, fabric_height=height + 2, sram_bytes=sram_kb * 1024)
+
+
+def program_for(model, p, hw):
+    """The decode program of plan ``p`` as ``waferllm compile`` builds it: the stages' layers in serpentine
+    order on the plan's grid, the plan's trees (``compile.program_trees``); on a copy of the wafer without
+    an SRAM limit (colours are the point, not bytes)."""
+    from waferllm.compile import program_trees
+
+    grid, st = p.decode.grid, p.placement.stages
+    origins = snake_origins(hw, grid, len(st))
+    stages = tuple(DecodeStage(i, s.layers[0], s.layers[1], origins[i], embedding=i == 0, lm_head=i == len(st) - 1)
+                   for i, s in enumerate(st))
+    return build_decode_program(DecodeConfig(model, grid, stages, 8, "fp16", **program_trees(p)),
+                                hw.with_params(sram_bytes=1 << 22))
+
+
+def allocated(prog) -> int:
+    """Distinct colours the program allocates (its trees, KV shift, hand-off sets, token return); every
+    colour it routes on any PE is one of them."""
+    c = prog.colours
+    colours = set(c.y + c.x + c.shift + c.handoff[0] + c.handoff[1] + ((c.token,) if c.token is not None else ()))
+    p = prog.program
+    routed = set().union(*(p.colours_used(x, y) for x in range(p.width) for y in range(p.height)))
+    assert routed <= colours, (routed, colours)
+    assert c.used == len(colours)
+    return len(colours)
+
+
+# (base, mesh width, height, SRAM KB, grid, K forced or None (searched), stages): one stage; two side by
+# side (one hand-off colour, the token's); three or four over two bands of regions (a south hand-off:
+# ⌈P_y/P_x⌉ rounds, two alternating sets)
+CASES = [
+    (WSE2, 16, 8, 46, (8, 8), 2, 1),
+    (WSE2, 16, 8, 26, (8, 8), 2, 2),
+    (WSE2, 16, 16, 20, (8, 8), 2, 3),
+    (WSE2, 16, 16, 16, (8, 8), 1, 4),
+    (WSE2, 8, 16, 28, (8, 4), 2, 4),
+    (WSE2, 8, 24, 24, (12, 4), 1, 3),
+    (WSE3, 8, 24, 20, (12, 4), 1, 4),
+    (WSE3, 16, 8, 26, (8, 8), None, 2),
+    (WSE2, 16, 16, 20, (8, 8), None, 3),
+]
+
+
+@pytest.mark.parametrize("base,w,h,kb,grid,k,n_stages", CASES,
+                         ids=[f"{c[0].name}-{c[2]}x{c[1]}-{c[4][0]}x{c[4][1]}-K{c[5] or 'searched'}-{c[6]}st"
+                              for c in CASES])
+def test_plan_colours_equal_the_decode_programs(base, w, h, kb, grid, k, n_stages):
+    model = tiny12()
+    hw = small_wafer(base, w, h, kb)
+    p = plan(model, PlanRequest(hw, context=64, input_len=32, output_len=8, decode_grid=grid, k_tree=k))
+    assert len(p.placement.stages) == n_stages
+    prog = program_for(model, p, hw)
+    assert prog.tree_y.k == p.decode.tree_y.k
+    assert p.decode.colors_per_pe == allocated(prog), prog.colours
+    assert p.decode.colors_per_pe <= len(hw.routable_colors)
+
+
+def test_a_grid_whose_hand_offs_need_too_many_colours_is_refused_in_one_line():
+    """16x2 regions in a column on a 4-wide wafer: the stages' hand-offs go south in ⌈16/2⌉ = 8 rounds, two
+    sets of 8 colours with three stages or more, plus the token's: more than the 21 routable. Forced, the
+    planner says so; searched, it avoids such grids; and the program refuses the same stages."""
+    model = tiny12()
+    hw = small_wafer(WSE2, 4, 32, 30)
+    req = PlanRequest(hw, context=64, input_len=32, output_len=8, decode_grid=(16, 2))
+    with pytest.raises(InputError) as exc:
+        plan(model, req)
+    msg = str(exc.value)
+    assert "colours" in msg and "hand-offs 16 in 8 rounds" in msg and "\n" not in msg, msg
+    found = search_grid(model, PlanRequest(hw, context=64, input_len=32, output_len=8), decode_candidate)
+    assert found is not None and found.terms.colors(found.tree_y, found.tree_x) <= len(hw.routable_colors)
+    # the program asked for the same stages refuses too
+    n = 3
+    origins = snake_origins(hw, (16, 2), n)
+    stages = tuple(DecodeStage(i, 4 * i, 4 * i + 3, origins[i], embedding=i == 0, lm_head=i == n - 1)
+                   for i in range(n))
+    with pytest.raises(InputError, match="colours"):
+        build_decode_program(DecodeConfig(model, (16, 2), stages, 8, "fp16"), hw.with_params(sram_bytes=1 << 22))
+
+
+def test_cli_refuses_a_grid_whose_hand_offs_need_too_many_colours(tmp_path):
+    import json
+
+    from waferllm.cli import main
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(json.dumps(TINY12))
+    hw = small_wafer(WSE2, 4, 32, 30)
+    hw_file = tmp_path / "hw.json"
+    hw_file.write_text(json.dumps(hw.to_dict()))
+    r = CliRunner().invoke(main, ["plan", str(model_dir), "--hardware", str(hw_file), "--decode-grid", "16x2",
+                                  "--context", "64", "--input-len", "32", "--output-len", "8"])
+    assert r.exit_code == 2, (r.output, r.exception)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "colours" in lines[0], r.stderr
