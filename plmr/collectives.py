@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from plmr.breakdown import CostBreakdown
 from plmr.hardware import HardwareSpec
-from plmr.ktree import KTree, build_ktree, build_line_tree, chain_spans
+from plmr.ktree import KTree, build_ktree, build_line_tree, chain_spans, line_chain_spans
 from plmr.primitives import ceil_div, dtype_bytes, t_goto, t_msg, t_vec
 
 
@@ -415,6 +415,64 @@ def _line_tree_walk(n_ax: int, k: int, group_counts: tuple[int, ...] | None, one
     return sides, hops
 
 
+@functools.lru_cache(maxsize=1 << 15)
+def _line_tree_arrivals(op: float, ramp: float, hop: float, relay: float, n_ax: int, k: int,
+                        group_counts: tuple[int, ...] | None, one_sided: bool, group_only: bool
+                        ) -> tuple[tuple[tuple[bool, float | None, float | None], ...], tuple[int, ...]]:
+    """A summing line tree's levels reduced to what their phases need for any payload (as
+    ``_LevelArrivals`` for the K-tree): per level, whether a group is a lone PE (phase 0), the latest
+    arrival a(first side) over two-sided groups, and the latest of a(second side) over two-sided groups
+    and a(side) over one-sided ones. A group's phase, ``max(a(first) + n_w + take, a(second) + n_w)``
+    (``_sequential_group_phase``), never decreases in these arrivals (floating-point addition is
+    monotone), so the slowest group's phase is that expression of the maxima: the same number, without
+    a walk over every group at every payload. Also the multicast distances (``_line_tree_walk``)."""
+    probe = _ArrivalSpec(op, ramp, hop, relay)
+    if _whole(hop, n_ax):  # a side's hop term is α × its span (``_hop_term``): spans suffice
+        spans, root = line_chain_spans(n_ax, k, group_counts, one_sided)
+        if group_only:
+            spans = spans[:1]
+            hops = tuple(sorted({max(c.west_hops, c.east_hops) for c in spans[0] if c.west_links or c.east_links}))
+        else:
+            hops = (max(root, n_ax - 1 - root),)
+        levels = []
+        for level in spans:
+            lone, first, later = False, None, None
+            for c in level:
+                if not c.west_links and not c.east_links:
+                    lone = True
+                    continue
+                west = _arrival(probe, c.west_links, c.west_hops * hop) if c.west_links else None
+                east = _arrival(probe, c.east_links, c.east_hops * hop) if c.east_links else None
+                if west is not None and east is not None:
+                    # the side with more members first, the west on ties (``_sequential_group_phase``)
+                    f, a2 = (west, east) if c.west_links >= c.east_links else (east, west)
+                    first = f if first is None else max(first, f)
+                else:
+                    a2 = west if west is not None else east
+                later = a2 if later is None else max(later, a2)
+            levels.append((lone, first, later))
+        return tuple(levels), hops
+    sides, hops = _line_tree_walk(n_ax, k, group_counts, one_sided, group_only)
+    levels = []
+    for level in sides:
+        lone, first, later = False, None, None
+        for left, right in level:
+            if not left and not right:
+                lone = True
+                continue
+            if left and right:
+                a, b = (left, right) if len(left) >= len(right) else (right, left)
+                f = chain_side_arrival(probe, list(a))
+                first = f if first is None else max(first, f)
+                other = b
+            else:
+                other = left or right
+            a2 = chain_side_arrival(probe, list(other))
+            later = a2 if later is None else max(later, a2)
+        levels.append((lone, first, later))
+    return tuple(levels), hops
+
+
 def line_tree_allreduce_cycles(spec: HardwareSpec, n_ax: int, n: int, k: int = 2,
                                group_counts: tuple[int, ...] | None = None, dtype: str = "fp32",
                                combine: str = "sum", one_sided: bool = True, with_broadcast: bool = True,
@@ -426,10 +484,52 @@ def line_tree_allreduce_cycles(spec: HardwareSpec, n_ax: int, n: int, k: int = 2
         raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}")
     if n_ax <= 1 or n <= 0:
         return 0.0
-    sides, hops = _line_tree_walk(n_ax, k, None if group_counts is None else tuple(group_counts), one_sided,
-                                  group_only)
-    phases = [max((_sequential_group_phase(spec, left, right, n, dtype, combine) for left, right in level),
-                  default=0.0) for level in sides]
+    gc = None if group_counts is None else tuple(group_counts)
+    if combine == "sum":
+        levels, hops = _line_tree_arrivals(spec.op_issue_cycles, spec.ramp_cycles, spec.hop_cycles,
+                                           spec.relay_cycles, n_ax, k, gc, one_sided, group_only)
+        n_w = math.ceil(n / spec.elements_per_wavelet(dtype))
+        take = spec.op_issue_cycles + n_w
+        phases = []
+        for lone, first, later in levels:
+            phase = 0.0 if lone else None
+            if first is not None:  # two-sided groups: the first side, then the second receive
+                p = (first + n_w) + take
+                phase = p if phase is None else max(phase, p)
+            if later is not None:
+                p = later + n_w
+                phase = p if phase is None else max(phase, p)
+            phases.append(0.0 if phase is None else phase)
+    elif all(float(v).is_integer() and abs(v) * (n_ax + n + 1) < 2.0 ** 40
+             for v in (spec.op_issue_cycles, spec.ramp_cycles, spec.hop_cycles)):
+        # "max" with whole-number parameters: every term of a side's sum is a whole number well below
+        # 2^53, so Σ over its links is L·(c_op + ρ + ⌈n/e_w⌉ + combine) + α·(hops) exactly (``_side_done``)
+        spans, root = line_chain_spans(n_ax, k, gc, one_sided)
+        if group_only:
+            spans = spans[:1]
+            hops = tuple(sorted({max(c.west_hops, c.east_hops) for c in spans[0] if c.west_links or c.east_links}))
+        else:
+            hops = (max(root, n_ax - 1 - root),)
+        n_w = math.ceil(n / spec.elements_per_wavelet(dtype))
+        combine_op = spec.op_issue_cycles + math.ceil(n / spec.simd_width("max", dtype))
+        per_link = spec.op_issue_cycles + spec.ramp_cycles + n_w + combine_op
+        take = spec.op_issue_cycles + n_w + combine_op
+        phases = []
+        for level in spans:
+            phase = 0.0
+            for c in level:
+                west = c.west_links * per_link + c.west_hops * spec.hop_cycles
+                east = c.east_links * per_link + c.east_hops * spec.hop_cycles
+                if c.west_links and c.east_links:
+                    first, second = (west, east) if c.west_links >= c.east_links else (east, west)
+                    phase = max(phase, first + take, second)
+                else:
+                    phase = max(phase, west + east)
+            phases.append(phase)
+    else:
+        sides, hops = _line_tree_walk(n_ax, k, gc, one_sided, group_only)
+        phases = [max((_sequential_group_phase(spec, left, right, n, dtype, combine) for left, right in level),
+                      default=0.0) for level in sides]
     bcast_t = 0.0
     if group_only:
         bcast_t = max((t_msg(spec, n, h, 0, dtype) for h in hops), default=0.0)

@@ -12,6 +12,7 @@ import functools
 import itertools
 import operator
 from dataclasses import dataclass
+from typing import Callable
 
 from plmr.errors import InputError
 
@@ -138,6 +139,52 @@ def chain_spans(n: int, k: int = 2, group_counts: tuple[int, ...] | None = None
             lo = hi
         levels.append(tuple(spans.values()))
         pos = roots
+    return tuple(levels), pos[0]
+
+
+@functools.lru_cache(maxsize=1 << 15)
+def line_chain_spans(n: int, k: int = 2, group_counts: tuple[int, ...] | None = None, one_sided: bool = True
+                     ) -> tuple[tuple[tuple[ChainSpans, ...], ...], int]:
+    """``chain_spans`` of ``build_line_tree(n, k, group_counts, one_sided)``: the distinct spans of every
+    level and the global root, without listing every member. Level 0 is the balanced split (the first
+    n mod G groups one longer) with its roots at each group's last member when one-sided (and G > 1),
+    else the middle; the levels above are ``build_ktree``'s over the level-0 roots' positions. Raises
+    the same ``InputError``s as ``build_line_tree``."""
+    group_counts = _checked_counts(n, k, group_counts)
+    if k == 1:
+        return chain_spans(n, 1, group_counts)
+    g0 = group_counts[0]
+    if g0 < 1 or g0 > n:
+        raise InputError(f"K-tree level 1: {g0} groups for {n} participants (allowed 1..{n})")
+    end = one_sided and g0 > 1
+    base, extra = divmod(n, g0)
+    spans: dict = {}
+    for size in ((base + 1,) if extra else ()) + ((base,) if extra < g0 else ()):
+        r = size - 1 if end else size // 2
+        spans[(r, r, size - 1 - r, size - 1 - r)] = ChainSpans(r, r, size - 1 - r, size - 1 - r)
+    levels = [tuple(spans.values())]
+    r_first, r_rest = (base if end else (base + 1) // 2), (base - 1 if end else base // 2)
+
+    def root0(i: int) -> int:  # position of level-0 group i's root
+        return i * base + min(i, extra) + (r_first if i < extra else r_rest)
+
+    pos: Callable[[int], int] | list[int] = root0 if len(group_counts) == 1 else [root0(i) for i in range(g0)]
+    m = g0
+    for count in list(group_counts[1:]) + [1]:
+        _check_level(len(levels), count, m)
+        at = pos if callable(pos) else pos.__getitem__
+        nxt, spans, lo = [], {}, 0
+        for i in range(1, count + 1):
+            hi = i * m // count
+            r = lo + (hi - lo) // 2
+            pr = at(r)
+            nxt.append(pr)
+            key = (r - lo, pr - at(lo), hi - 1 - r, at(hi - 1) - pr)
+            if key not in spans:
+                spans[key] = ChainSpans(*key)
+            lo = hi
+        levels.append(tuple(spans.values()))
+        pos, m = nxt, count
     return tuple(levels), pos[0]
 
 

@@ -128,9 +128,15 @@ class LayerMemory:
             for r in self.rows:
                 self._prefix.append(self._prefix[-1] + r)
         self._bytes: dict[tuple[int, int], int] = {}
+        self._weights: dict[int, int] = {}
+        #: The most layers a stage holds per (first layer, bytes available), for ``_fewest_even``.
+        self.most: dict[tuple[int, int], int] = {}
 
     def weights(self, n: int) -> int:
-        return self.stage.weight_bytes(n)
+        w = self._weights.get(n)
+        if w is None:
+            w = self._weights[n] = self.stage.weight_bytes(n)
+        return w
 
     def kv(self, first: int, n: int) -> int:
         if n <= 0:
@@ -198,7 +204,7 @@ def place_layers(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple[int, .
                          f"{p_y}x{p_x} region (embedding table {_kb(emb)}, one layer {_kb(one)}, buffers "
                          f"{_kb(buf)}), {_kb(capacity)} available")
 
-    counts = _fewest_even(L, capacity - buf, emb, emb, tied, layer_bytes, homogeneous, even=detail)
+    counts = _fewest_even(L, capacity - buf, emb, emb, tied, layer_bytes, homogeneous, even=detail, memo=mem.most)
     stages, first = [], 0
     n_st = len(counts)
     if not detail and n_st > per_wafer * wafers:
@@ -224,7 +230,7 @@ def place_layers(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple[int, .
 
 def _fewest_even(L: int, room: int, emb: int, lm: int, tied: bool,
                  layer_bytes: Callable[[int, int], int], homogeneous: bool = False,
-                 even: bool = True) -> list[int]:
+                 even: bool = True, memo: dict | None = None) -> list[int]:
     """Layer counts per stage: the fewest stages, then the smallest largest count. A stage takes
     at most ``cap`` layers; the first also holds ``emb`` bytes, the last ``lm`` (or nothing extra
     when tied and there is one stage); a final stage may hold only the LM head.
@@ -236,16 +242,46 @@ def _fewest_even(L: int, room: int, emb: int, lm: int, tied: bool,
     The greedy first pass (each stage takes all it can) already needs the fewest stages: for any
     placement in k stages, greedy's i-th stage ends no earlier than its i-th, so the rest of the
     layers fit greedy's k-th stage too (a stage's bytes never grow when it holds fewer layers).
-    ``even=False`` returns that pass."""
-    most: dict[tuple[int, int], int] = {}
+    ``even=False`` returns that pass. ``memo``: the most layers per (start, bytes), kept by the
+    caller for later placements of the same layers on the same grid (``LayerMemory.most``)."""
+    most: dict[tuple[int, int], int] = {} if memo is None else memo
 
     def fit(first: int, limit: int, extra: int) -> int:
-        key = (0 if homogeneous else first, extra)
+        key = (0 if homogeneous else first, room - extra)
         if key not in most:
             most[key] = _most_layers(layer_bytes, key[0], L - key[0], room - extra, homogeneous)
         return min(limit, most[key])
 
+    def assign_homogeneous(cap: int) -> list[int] | None:
+        """``assign`` when every layer costs the same: a stage's bytes depend only on its layer
+        count, so "the rest fits a last stage with the LM head" is "rest <= the most layers beside
+        it" (or, with no layer left, the LM head alone fits), and every middle stage takes
+        min(cap, rest, the most layers a stage holds): the same counts, without a call per stage."""
+        rem = L
+        if rem <= cap and layer_bytes(0, rem) + (emb if tied else emb + lm) <= room:
+            return [rem]
+        n = fit(0, min(cap, rem), emb)
+        if n == 0:
+            return None
+        counts = [n]
+        rem -= n
+        m0, m_lm = fit(0, L, 0), fit(0, L, lm)
+        while True:
+            if rem <= cap:
+                if (rem <= m_lm) if rem > 0 else (lm <= room):
+                    counts.append(rem)
+                    return counts
+                if rem == 0:
+                    return None
+            n = min(cap, rem, m0)
+            if n == 0:
+                return None
+            counts.append(n)
+            rem -= n
+
     def assign(cap: int) -> list[int] | None:
+        if homogeneous:
+            return assign_homogeneous(cap)
         counts: list[int] = []
         a = 0
         while True:

@@ -419,7 +419,7 @@ class DecodeTerms:
             for n, steps in (*self.layer_groups, (1, self.extras)):
                 for r in steps:
                     if isinstance(r, Reduction) and r.axis in axes and r.n_ax > 1 and r.payload > 0:
-                        key = replace(r, op="")
+                        key = Reduction("", r.axis, r.n_ax, r.payload, r.dtype, r.broadcast, r.combine, r.groups0)
                         weights[key] = weights.get(key, 0) + n
             out[axis] = tuple((w, r) for r, w in weights.items())
         return out
@@ -703,8 +703,8 @@ def _tree_floor(spec: HardwareSpec, rows: list, by_payload: list, i: int, limit:
         for w, row in rows:
             c = row.prices[i]
             floor += w * (c if c is not None else row.floor(i))
-        if floor > limit:
-            return floor
+            if floor > limit:  # every term is >= 0: the whole sum exceeds it too
+                return floor
         for _, row in by_payload:
             if row.prices[i] is None:
                 todo = row
@@ -719,20 +719,22 @@ class _TreeRow:
     under each tree of the axis's tree space, priced on demand and shared by every grid of a search
     that runs the same reduction (``DecodeTerms.prices``)."""
 
-    __slots__ = ("args", "payload", "prices", "tree_free", "ladder", "memo")
+    __slots__ = ("r", "space", "payload", "prices", "tree_free", "ladder", "memo")
 
     def __init__(self, r: Reduction, space: tuple[TreeChoice, ...], ladder: list, memo: dict):
-        self.args = [line_tree_args(r, t) for t in space]
+        self.r, self.space = r, space
         self.payload = r.payload
         self.prices: list[float | None] = [None] * len(space)
-        self.tree_free = all(a == self.args[0] for a in self.args)
+        # the trees of a space are distinct, so the arguments either follow the tree (and differ between
+        # the first and the last) or ignore it (the same for all)
+        self.tree_free = len(space) <= 1 or line_tree_args(r, space[0]) == line_tree_args(r, space[-1])
         self.ladder = ladder  # (payload, row) of every row of this tree space and kind, by payload
         self.memo = memo
 
     def price(self, spec: HardwareSpec, i: int) -> float:
         c = self.prices[i]
         if c is None:
-            args = self.args[i]
+            args = line_tree_args(self.r, self.space[i])
             c = self.memo.get(args)
             if c is None:
                 c = self.memo[args] = reduction_cycles(spec, args)
@@ -800,7 +802,10 @@ def decode_floor(spec: HardwareSpec, terms: DecodeTerms, req: PlanRequest) -> fl
             for w, row in rows:
                 c = row.prices[i]
                 floor += w * (c if c is not None else row.floor(i))
-            least = min(least, floor)
+                if floor > least:  # every term is >= 0: this tree cannot be the least
+                    break
+            else:
+                least = min(least, floor)
         total += least
     return total * (1 - 1e-12)  # margin: the tuned cost adds the same terms in another order
 
@@ -865,8 +870,9 @@ def _colour_shortfall(req: PlanRequest, terms: DecodeTerms, placement: Placement
     """Why no tree pair of the searched (or forced) K fits the routable colours beside the stages'
     hand-offs and token return; "" when the least colourful pair fits."""
     spec, (p_y, p_x) = req.hardware, terms.grid
-    k_y = min((t.k for t in _tree_space(p_y, _ks(req, "y", p_y))), default=1)
-    k_x = min((t.k for t in _tree_space(p_x, _ks(req, "x", p_x))), default=1)
+    ks_y, ks_x = _ks(req, "y", p_y), _ks(req, "x", p_x)
+    k_y = 1 if 1 in ks_y else min((t.k for t in _tree_space(p_y, ks_y)), default=1)
+    k_x = 1 if 1 in ks_x else min((t.k for t in _tree_space(p_x, ks_x)), default=1)
     need = decode_colors(k_y, k_x, terms.grid, terms.score_mode, terms.stage_colors)
     budget = len(spec.routable_colors)
     if need <= budget:

@@ -186,6 +186,27 @@ def test_chain_spans_are_the_distinct_chain_sides_of_the_tree(data, n, k):
         assert len(got) == len(set(got)) and set(got) == want
 
 
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), n=st.integers(1, 1200), k=st.integers(1, 6), one_sided=st.booleans())
+def test_line_chain_spans_are_the_distinct_chain_sides_of_the_line_tree(data, n, k, one_sided):
+    """``line_chain_spans`` (from group sizes and root positions, memoised) against ``build_line_tree``'s
+    own groups: per level, the set of (west links, west hops, east links, east hops), and the root."""
+    from plmr.ktree import build_line_tree, line_chain_spans
+
+    counts, m = [], n
+    for _ in range(k - 1):
+        counts.append(data.draw(st.integers(1, m)))
+        m = counts[-1]
+    counts = tuple(counts) if data.draw(st.booleans()) else None
+    tree = build_line_tree(n, k, counts, one_sided)
+    levels, root = line_chain_spans(n, k, counts, one_sided)
+    assert root == tree.root and len(levels) == tree.k
+    for level, spans in zip(tree.levels, levels):
+        want = {(len(w), sum(w), len(e), sum(e)) for w, e in level.chain_sides()}
+        got = [(c.west_links, c.west_hops, c.east_links, c.east_hops) for c in spans]
+        assert len(got) == len(set(got)) and set(got) == want
+
+
 @pytest.mark.parametrize("n,groups", [(20, 4), (21, 4), (420, 20), (533, 8), (7, 7), (9, 1)])
 def test_line_tree_roots_are_the_decode_programs(n, groups):
     """build_line_tree describes meshgemm.decode_collectives.LineTree: its level-0 group roots (the last
