@@ -12,7 +12,6 @@ import functools
 import itertools
 import operator
 from dataclasses import dataclass
-from typing import Callable
 
 from plmr.errors import InputError
 
@@ -164,15 +163,13 @@ def line_chain_spans(n: int, k: int = 2, group_counts: tuple[int, ...] | None = 
         spans[(r, r, size - 1 - r, size - 1 - r)] = ChainSpans(r, r, size - 1 - r, size - 1 - r)
     levels = [tuple(spans.values())]
     r_first, r_rest = (base if end else (base + 1) // 2), (base - 1 if end else base // 2)
-
-    def root0(i: int) -> int:  # position of level-0 group i's root
-        return i * base + min(i, extra) + (r_first if i < extra else r_rest)
-
-    pos: Callable[[int], int] | list[int] = root0 if len(group_counts) == 1 else [root0(i) for i in range(g0)]
+    # the level-0 roots' positions: the first ``extra`` groups of base + 1 members, then groups of base
+    pos: list[int] = [*range(r_first, extra * (base + 1), base + 1),
+                      *range(extra * (base + 1) + r_rest, n, base)]
     m = g0
     for count in list(group_counts[1:]) + [1]:
         _check_level(len(levels), count, m)
-        at = pos if callable(pos) else pos.__getitem__
+        at = pos.__getitem__
         nxt, spans, lo = [], {}, 0
         for i in range(1, count + 1):
             hi = i * m // count
