@@ -64,6 +64,7 @@ class HeadLayout:
     pairs: int = 0  # RoPE pairs of each head on the busiest column (a head chunk is 2·pairs features)
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def head_layout(dims: LayerDims, p_x: int) -> HeadLayout:
     """Split n_kv KV groups over P_x columns, then each group's d/2 RoPE pairs over its columns."""
     n_kv, d, n_rep = dims.num_kv_heads, dims.head_dim, dims.n_rep
@@ -283,6 +284,7 @@ def decode_colors(k_y: int, k_x: int, p_y: int, p_x: int, mode: str) -> int:
     return cy + cx + (2 if p_y > 1 else 0)
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def decode_buffer_bytes(dims: LayerDims, p_y: int, p_x: int, dtype: str = "fp16", batch: int = 1) -> int:
     """Working buffers of the decode flow (vectors and receive buffers, shared across layers), one
     set per request of the batch."""
