@@ -721,14 +721,14 @@ class _TreeRow:
 
     __slots__ = ("r", "space", "payload", "prices", "tree_free", "ladder", "memo")
 
-    def __init__(self, r: Reduction, space: tuple[TreeChoice, ...], ladder: list, memo: dict):
+    def __init__(self, r: Reduction, space: tuple[TreeChoice, ...], ladder: dict, memo: dict):
         self.r, self.space = r, space
         self.payload = r.payload
         self.prices: list[float | None] = [None] * len(space)
         # the trees of a space are distinct, so the arguments either follow the tree (and differ between
         # the first and the last) or ignore it (the same for all)
         self.tree_free = len(space) <= 1 or line_tree_args(r, space[0]) == line_tree_args(r, space[-1])
-        self.ladder = ladder  # (payload, row) of every row of this tree space and kind, by payload
+        self.ladder = ladder  # per tree: (payloads, prices) of the rows of this kind priced under it
         self.memo = memo
 
     def price(self, spec: HardwareSpec, i: int) -> float:
@@ -739,20 +739,24 @@ class _TreeRow:
             if c is None:
                 c = self.memo[args] = reduction_cycles(spec, args)
             self.prices[i] = c
+            priced = self.ladder.get(i)
+            if priced is None:
+                priced = self.ladder[i] = ([], [])
+            j = bisect.bisect_left(priced[0], self.payload)
+            priced[0].insert(j, self.payload)
+            priced[1].insert(j, c)
         return c
 
     def floor(self, i: int) -> float:
         """A lower bound of ``price(i)`` from prices known already: the price under the same tree of
-        the largest smaller payload of the same kind priced so far (0 when none is). Valid because a
-        line tree's cycles never fall when its payload grows (tests/plmr/test_collectives.py)."""
-        payloads, rows = self.ladder
-        j = bisect.bisect_left(payloads, self.payload)
-        while j > 0:
-            j -= 1
-            c = rows[j].prices[i]
-            if c is not None:
-                return c
-        return 0.0
+        the largest smaller payload of the same kind priced so far (0 when none is), looked up in the
+        ladder's payloads priced under that tree. Valid because a line tree's cycles never fall when its
+        payload grows (tests/plmr/test_collectives.py)."""
+        priced = self.ladder.get(i)
+        if priced is None:
+            return 0.0
+        j = bisect.bisect_left(priced[0], self.payload)
+        return priced[1][j - 1] if j > 0 else 0.0
 
 
 def _tree_row(prices: dict, r: Reduction, ks: tuple[int, ...], space: tuple[TreeChoice, ...]) -> _TreeRow:
@@ -760,11 +764,8 @@ def _tree_row(prices: dict, r: Reduction, ks: tuple[int, ...], space: tuple[Tree
     row = rows.get((r, ks))
     if row is None:
         kind = (replace(r, payload=0), ks)
-        ladder = prices.setdefault("ladders", {}).setdefault(kind, ([], []))
+        ladder = prices.setdefault("ladders", {}).setdefault(kind, {})
         row = rows[(r, ks)] = _TreeRow(r, space, ladder, prices)
-        j = bisect.bisect_left(ladder[0], r.payload)
-        ladder[0].insert(j, r.payload)
-        ladder[1].insert(j, row)
     return row
 
 
