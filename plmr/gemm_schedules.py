@@ -75,6 +75,10 @@ def _chain_first(R: np.ndarray, o: int, h: float, up_seed, dn_seed) -> np.ndarra
     return first
 
 
+#: compare-and-swap sorting networks for the few move intervals of a PE's step
+_NETWORKS = {1: (), 2: ((0, 1),), 3: ((0, 1), (1, 2), (0, 1)), 4: ((0, 1), (2, 3), (0, 2), (1, 3), (1, 2))}
+
+
 def _product_end(start: np.ndarray, comp: float, moves: list) -> np.ndarray:
     """The end of a product of ``comp`` cycles from ``start`` that loses a cycle to every cycle in
     which one of the ``moves`` [(start, end) arrays] moves a wavelet once it runs (a move that starts
@@ -82,10 +86,11 @@ def _product_end(start: np.ndarray, comp: float, moves: list) -> np.ndarray:
     end = start + comp
     if not moves:
         return end
-    A = np.stack([a for a, _ in moves])
-    B = np.stack([b for _, b in moves])
-    order = np.argsort(A, axis=0)
-    A, B = np.take_along_axis(A, order, 0), np.take_along_axis(B, order, 0)
+    A, B = [a for a, _ in moves], [b for _, b in moves]
+    for i, j in _NETWORKS[len(moves)]:  # sort each PE's intervals by their start
+        swap = A[j] < A[i]
+        A[i], A[j] = np.where(swap, A[j], A[i]), np.where(swap, A[i], A[j])
+        B[i], B[j] = np.where(swap, B[j], B[i]), np.where(swap, B[i], B[j])
     reach = start
     for a, b in zip(A, B):
         s0 = np.maximum(a, reach)
