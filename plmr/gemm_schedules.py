@@ -39,7 +39,7 @@ import numpy as np
 from plmr.collectives import link_buffer_wavelets
 from plmr.hardware import HardwareSpec
 from plmr.interleave import ring_order
-from plmr.primitives import FMAC_PORTS, RECV_ADD_PORTS, RECV_PORTS, SEND_PORTS, stalls
+from plmr.primitives import FILL_PORTS, FMAC_PORTS, RECV_ADD_PORTS, RECV_PORTS, SEND_PORTS, stalls
 
 #: "never": an interval or arrival that does not exist (finite, so that differences stay finite)
 NEVER = -1e18
@@ -198,7 +198,8 @@ def gemmt_schedule(spec: HardwareSpec, p_y: int, p_x: int, comp: float, fill: fl
     """dist-GEMM-T's run (meshgemm/gemmt.py), P_y steps. In step t row y's root is column
     j_t mod P_x, j_t = R_y[(pos(y) − t) mod P_y]. Every PE issues the B shift (a receive, then a
     send; not in the last step): its send streams from its second issue, its receive takes the
-    ring predecessor's send ρ + hops·α later. A member zero-fills its partial, multiplies, issues its
+    ring predecessor's send ρ + hops·α later. A member zero-fills its partial (the fill writes, so it
+    loses the cycles in which the B receive writes), multiplies, issues its
     chain op (a send at a row's end, else receive-add-send: a relay stage) and joins the shift's 2 ops
     and its chain op; the root multiplies into C, issues a receive-add per side and joins 4 ops (the
     shift's 2 and one per side; 2 in the last step). The root takes its two sides' streams through
@@ -209,6 +210,7 @@ def gemmt_schedule(spec: HardwareSpec, p_y: int, p_x: int, comp: float, fill: fl
     h = rho + alpha + beta
     buf = link_buffer_wavelets(spec, 1)
     stall_ops = any(stalls(spec, FMAC_PORTS, p) for p in (SEND_PORTS, RECV_PORTS))
+    fill_stalls = stalls(spec, FILL_PORTS, RECV_PORTS)
     order = ring_order(p_y) if p_y >= 3 else tuple(range(p_y))
     pos = np.empty(p_y, dtype=np.int64)
     pos[list(order)] = np.arange(p_y)
@@ -223,13 +225,17 @@ def gemmt_schedule(spec: HardwareSpec, p_y: int, p_x: int, comp: float, fill: fl
         shift = t < p_y - 1
         root = (order_arr[(pos - t) % p_y] % p_x)[:, None]
         is_root = X == root
-        start = S + (2 * c if shift else 0.0) + (np.where(is_root, 0.0, fill) if p_x > 1 else 0.0)
+        issued = S + (2 * c if shift else 0.0)
         moves, DB = [], None
         if shift:
             send = S + 2 * c
             recv = np.maximum(S + c, send[pred] + lat_b)
             moves = [(send, send + w_b), (recv, recv + w_b)]
             DB = np.maximum(send, recv) + w_b
+        start = issued
+        if p_x > 1:  # a member's fill writes: it loses the cycles in which the B receive writes
+            filled = _product_end(issued, fill, moves[1:] if fill_stalls else [])
+            start = np.where(is_root, issued, filled)
         G = _product_end(start, comp, moves if stall_ops else [])
         if p_x == 1:
             S = np.maximum(G, DB) + 2 * ct if shift else G
