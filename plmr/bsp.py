@@ -201,7 +201,9 @@ def summa_bsp(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dt
 
     In the frame of PE (0, 0), the last to leave a barrier, a step lasts the latest, over the PEs, of
     its own step (``_summa_pe_step``: its fetch ops and product, and the landing of its panels)
-    started ``exit_lead`` early and less its ``barrier_lead``. The owner of a line's panel sends up
+    started ``exit_lead`` early and less its ``barrier_lead``. The first fetch starts on every PE
+    together, but its barrier still lets a PE enter its entry lead (``exit_lead``) late: the far
+    corner's fetch is hidden under the reduce that reaches it. The owner of a line's panel sends up
     the line first, then down it (one ramp), so the PEs below it get the panel one stream later; each
     PE takes its two lines' panels through its one ramp."""
     S = math.lcm(p_y, p_x)
@@ -252,7 +254,9 @@ def summa_bsp(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dt
                 arrivals.append((send_at + chain_side_arrival(spec, [1] * abs(i - o)) - c_op - start, w))
             landed = [b for _, b in serial_streams(spec, sorted(arrivals))]
             done = _summa_pe_step(spec, lines, roles_of(pos, owners), 0.0 if first else comp, landed, n_axes)
-            slack = 0.0 if first else -start  # it may enter the next barrier as much later as it left earlier
+            # it may enter the barrier as many links later as the reduce takes to reach it (and, after the
+            # first step, it left the last one that much earlier)
+            slack = sum(exit_lead(spec, p, i) for (p, _, _, _), i in zip(lines, pos))
             worst = max(worst, start + done - slack)
         return worst
 

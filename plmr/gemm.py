@@ -13,9 +13,9 @@ import functools
 import math
 
 from plmr.breakdown import CostBreakdown
-from plmr.collectives import chain_side_arrival, link_buffer_wavelets
+from plmr.collectives import chain_side_arrival
+from plmr.gemm_schedules import gemmt_schedule, summa_schedule
 from plmr.hardware import HardwareSpec
-from plmr.interleave import ring_order
 from plmr.primitives import (
     FMAC_PORTS, RECV_ADD_PORTS, RECV_PORTS, SEND_PORTS, ceil_div, dtype_bytes, serial_streams, stalls, t_join,
     t_goto, t_vec, union_length,
@@ -232,21 +232,14 @@ def cannon(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype
                           wrap_excess=wrap_excess, skew_wrap_excess=max(p_x - 2, 0))
 
 
-def _summa_roles(spec: HardwareSpec, lines: list, roles: tuple, comp: float, n_axes: int) -> float:
-    """One SUMMA step of a PE whose role on each line is ``roles[i]``: "relay" (a ``RelayStore``, or
-    a ``Recv`` at a line's end: one op, the panel's wavelets pass through it during the product),
-    "owner" (an interior owner: two sends, both ways, then a copy of its panel) or "end_owner" (one
-    send and the copy). Ops are issued line by line (x first); an owner's sends start as soon as
-    they are issued and share the ramp, so they partly run while the PE issues the rest; the product
-    then loses one cycle per cycle a wavelet moves (``stalls``)."""
-    t, _, stall = summa_step_issue(spec, lines, roles)
-    return t + comp + stall + t_join(spec, 2 * n_axes)
-
-
 def summa_step_issue(spec: HardwareSpec, lines: list, roles: tuple) -> tuple[float, list, float]:
-    """The start of a SUMMA step on a PE (``_summa_roles``): (cycles to issue its ops, its sends'
-    stream intervals, the cycles its product loses to the wavelets its microthreads move). Shared by
-    the barrier-free step and the bulk-synchronous one (``plmr.bsp``)."""
+    """The start of a bulk-synchronous SUMMA step on a PE (``plmr.bsp``) whose role on each line is
+    ``roles[i]``: "relay" (a ``RelayStore``, or a ``Recv`` at a line's end: one op, the panel's
+    wavelets pass through it during the product), "owner" (an interior owner: two sends, both ways,
+    then a copy of its panel) or "end_owner" (one send and the copy). Ops are issued line by line
+    (x first); an owner's sends start as soon as they are issued and share the ramp. Returns (cycles
+    to issue its ops, its sends' stream intervals, the cycles its product loses to the wavelets its
+    microthreads move)."""
     c_op = spec.op_issue_cycles
     t, sends, relayed = 0.0, [], 0.0
     for (_, _, w, copy_t), role in zip(lines, roles):
@@ -275,68 +268,25 @@ def summa(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype:
     software (``RelayStore``: ρ + β per PE, α per hop), keeping it; panel t+1 is fetched while panel
     t is multiplied, and each step joins on its two ops per line (one task activation each).
 
-    No barrier separates the steps, and a relayed panel lands within the product it overlaps, so a
-    PE's run is the sum of its own steps (``_summa_roles``): (S − 1) relay steps, in which the panels'
-    wavelets stall the product once each, plus what its turns as an owner add (sending both ways,
-    the copy), on the PE that owns in both lines the most (an interior one). The first panel's
-    broadcast is paid once: the far corner takes both panels through its one ramp."""
+    No barrier separates the steps, but a relay forwards only from its own step's start, so a PE
+    late by its column's chain delays its row's chain in the next step, and the owner moves along
+    each line: the critical path runs through both lines' chains at several steps (at small tiles
+    about 2(P − 1) relay stages per line, not the farthest chain once). The run is evaluated step by
+    step for every PE (``plmr.gemm_schedules.summa_schedule``)."""
     S = math.lcm(p_y, p_x)
-    q_x, q_y = S // p_x, S // p_y
     m, n, k = ceil_div(M, p_y), ceil_div(N, p_x), ceil_div(K, S)
     comp = local_gemm_cycles(spec, m, k, n, dtype)
     e_w = spec.elements_per_wavelet(dtype, packed)
-    c_op = spec.op_issue_cycles
     zero_c = t_vec(spec, m * n, "mov", dtype)
-    lines = [(p, q, math.ceil(t / e_w), t_vec(spec, t, "mov", dtype))
-             for p, q, t in ((p_x, q_x, m * k), (p_y, q_y, k * n)) if p > 1]
-    n_axes = len(lines)
-    if not n_axes:
-        total = zero_c + S * comp
-        return CostBreakdown(op="summa", compute_cycles=total, comm_cycles=0.0, total_cycles=total,
-                             bytes_per_pe=gemm_footprint_bytes(m, k, n, dtype), colors_per_pe=0,
-                             parts={"steps": float(S), "step_compute": comp, "first_panel": 0.0})
-    relay = _summa_roles(spec, lines, ("relay",) * n_axes, comp, n_axes)
-
-    def excess(pos: tuple) -> float:
-        """What PE ``pos`` (its position on each line) adds to (S − 1) relay steps as an owner."""
-        owned = []
-        for (p, q, _, _), i in zip(lines, pos):
-            panels = set(range(i * q, (i + 1) * q)) - {0}  # panel 0 is fetched before the loop
-            owned.append((panels, "owner" if 0 < i < p - 1 else "end_owner"))
-        extra = 0.0
-        for panel in set().union(*(o for o, _ in owned)):
-            roles = tuple(kind if panel in o else "relay" for o, kind in owned)
-            extra += _summa_roles(spec, lines, roles, comp, n_axes) - relay
-        return extra
-
-    # candidates: each line's ends and its interior positions whose panels overlap the other line's most
-    cands = [sorted({0, p - 1, 1, p // 2, p - 2} & set(range(p))) for p, _, _, _ in lines]
-    if n_axes == 2:
-        (px, qx, _, _), (py, qy, _, _) = lines
-        pairs = {(i, j) for i in cands[0] for j in cands[1]}
-        for i in range(1, px - 1) if px <= 64 else cands[0]:
-            j = min(max((i * qx) // qy, 1), py - 2) if py >= 3 else 0
-            pairs.add((i, j))
-        worst = max(excess(ij) for ij in pairs)
-    else:
-        worst = max(excess((i,)) for i in cands[0])
-
-    # the first panel: the far corner receives panel 0 of each line from its owner (at the line's
-    # start), after the owners' issues and the chain of relays, both through its one ramp
-    arrivals = []
-    for idx, (p, _, w, _) in enumerate(lines):
-        issued = (idx + 1) * c_op  # an owner at a line's start issues one op per earlier line, then its send
-        arrivals.append((issued + chain_side_arrival(spec, [1] * (p - 1)) - c_op, w))
-    landed = max(b for _, b in serial_streams(spec, sorted(arrivals)))
-    first = landed + t_join(spec, 2 * n_axes)
-    total = zero_c + first + (S - 1) * relay + worst + comp
+    total, parts = summa_schedule(spec, p_y, p_x, m, k, n, comp, zero_c, t_vec(spec, m * k, "mov", dtype),
+                                  t_vec(spec, k * n, "mov", dtype), math.ceil(m * k / e_w), math.ceil(k * n / e_w))
     compute = zero_c + S * comp
-    footprint = 2 * gemm_footprint_bytes(m, k, n, dtype) - m * n * dtype_bytes(dtype)
+    footprint = gemm_footprint_bytes(m, k, n, dtype) if S == 1 and p_x * p_y == 1 else \
+        2 * gemm_footprint_bytes(m, k, n, dtype) - m * n * dtype_bytes(dtype)
     colors = (4 if p_x > 1 else 0) + (4 if p_y > 1 else 0)  # two directions, two alternating colours
     return CostBreakdown(op="summa", compute_cycles=compute, comm_cycles=total - compute,
                          total_cycles=total, bytes_per_pe=footprint, colors_per_pe=colors,
-                         parts={"steps": float(S), "step_compute": comp, "first_panel": first,
-                                "step": relay, "owner_excess": worst, "zero_c": zero_c})
+                         parts={"steps": float(S), "step_compute": comp, "zero_c": zero_c, **parts})
 
 
 def gemmt(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",
@@ -352,78 +302,28 @@ def gemmt(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype:
       as in ``meshgemm``), issues its chain op (a send at a row's end, else receive-add-forward) and
       streams its partial; it joins its 3 ops (1 in the last step);
     * the root multiplies straight into its C block, issues one receive-add per side and takes both
-      sides' streams through its one ramp (2·⌈m·n_b/e_w⌉ wavelets with two sides); it joins its 4 ops
-      (2 in the last step).
+      sides' streams through its one ramp; it joins its 4 ops (2 in the last step).
 
-    No barrier separates the steps: the chains of successive steps pipeline, so a chain's latency is
-    paid once (the farthest root), and a member whose partial the fabric can hold goes on to its next
-    step while the root still ingests. A member's stream into a root with s sides waits only for what
-    exceeds the s links' buffering next to the root (``link_buffer_wavelets``), so a step lasts
-    max(member, root − s·buffer): the members' own work on small tiles, the root's on large ones."""
+    No barrier separates the steps, but a chain stage forwards only once its PE has multiplied in
+    its own step, and the root moves from step to step: a PE late in one step's chain starts the next
+    late, and the B shift carries a row's lateness to the next row on the ring. The run is evaluated
+    step by step for every PE (``plmr.gemm_schedules.gemmt_schedule``)."""
     m, n_b, k = ceil_div(M, p_y), ceil_div(N, p_y), ceil_div(K, p_x)
     comp = local_gemm_cycles(spec, m, k, n_b, dtype)
     e_w = spec.elements_per_wavelet(dtype, packed)
-    c_op = spec.op_issue_cycles
     t_c = math.ceil(m * n_b / e_w)
     fill = t_vec(spec, m * n_b, "mov", dtype)
     w_b = math.ceil(n_b * k / e_w) if p_y > 1 else 0
-    lat_b = spec.ramp_cycles + (2 if p_y >= 3 else 1) * spec.hop_cycles
-    buf = link_buffer_wavelets(spec, 1)
-
-    stall_memo: dict[float, float] = {}
-    step_memo: dict[tuple[int, bool], float] = {}
-
-    def shift_stall(start: float) -> float:
-        """Product cycles lost to the B shift's moves after ``start`` (sends from 2c_op, receives
-        ρ + h·α behind, in lockstep with the y-neighbours). Memoised: a step starts at one of two
-        times, whatever its root."""
-        if start not in stall_memo:
-            stall_memo[start] = _shift_stall(start)
-        return stall_memo[start]
-
-    def _shift_stall(start: float) -> float:
-        send = serial_streams(spec, [(2 * c_op, w_b)])
-        recv = serial_streams(spec, [(a + lat_b, b - a) for a, b in send])
-        moving = [iv for ivs, st in ((send, stalls(spec, FMAC_PORTS, SEND_PORTS)),
-                                     (recv, stalls(spec, FMAC_PORTS, RECV_PORTS))) if st for iv in ivs]
-        return union_length([(max(a, start), b) for a, b in moving if b > start])
-
-    def step(root: int, shift: bool) -> float:
-        """One step; it depends on the root only through the root's number of sides (memoised)."""
-        key = (int(root > 0) + int(root < p_x - 1), shift)
-        if key not in step_memo:
-            step_memo[key] = _step(root, shift)
-        return step_memo[key]
-
-    def _step(root: int, shift: bool) -> float:
-        issue = 2 * c_op if shift and p_y > 1 else 0.0
-        n_shift = 2 if issue else 0
-        if p_x == 1:
-            return issue + comp + (shift_stall(issue) if issue else 0.0) + t_join(spec, n_shift)
-        sides = int(root > 0) + int(root < p_x - 1)
-        member = (issue + fill + comp + (shift_stall(issue + fill) if issue else 0.0) + c_op + t_c
-                  + t_join(spec, n_shift + 1))
-        root_t = (issue + comp + (shift_stall(issue) if issue else 0.0) + sides * c_op
-                  + (sides if spec.ramp_wavelets_per_cycle else min(sides, 1)) * t_c + t_join(spec, n_shift + 2))
-        return max(member, root_t - sides * buf)
-
-    positions = [j % p_x for j in range(p_y)]
-    with_shift = {r: step(r, True) for r in set(positions)}
-    base = sum(with_shift[r] for r in positions)
-    # the last step does not shift: it is the row's root position j_last, R_y[(pos(row) + 1) mod P_y]
-    order = ring_order(p_y) if p_y >= 3 else tuple(range(p_y))
-    total = max(base - with_shift[order[(i + 1) % p_y] % p_x] + step(order[(i + 1) % p_y] % p_x, False)
-                for i in range(p_y)) if p_y > 1 else step(0, False)
-    far = max(max(r, p_x - 1 - r) for r in positions) if p_x > 1 else 0
-    reduce = chain_side_arrival(spec, [1] * far) - c_op if far else 0.0  # the chain's latency, once
-    total += reduce
+    total = gemmt_schedule(spec, p_y, p_x, comp, fill, t_c, w_b)
     compute = p_y * (comp + (fill if p_x > 1 else 0.0))
+    positions = [j % p_x for j in range(p_y)]
+    far = max(max(r, p_x - 1 - r) for r in positions) if p_x > 1 else 0
+    reduce = chain_side_arrival(spec, [1] * far) - spec.op_issue_cycles if far else 0.0
     footprint = (m * k + 2 * n_b * k + 2 * m * n_b) * dtype_bytes(dtype)
     colors = (4 if p_x > 1 else 0) + (3 if p_y >= 3 else (2 if p_y == 2 else 0))
     return CostBreakdown(op="gemmt", compute_cycles=compute, comm_cycles=max(total - compute, 0.0),
                          total_cycles=total, bytes_per_pe=footprint, colors_per_pe=colors,
-                         parts={"steps": float(p_y), "step_compute": comp, "step_reduce": reduce,
-                                "step_member": step(0 if p_x == 1 else (p_x - 1) // 2, True)})
+                         parts={"steps": float(p_y), "step_compute": comp, "farthest_chain": reduce})
 
 
 def mixed_dtype(dtype: str, acc: str) -> str:

@@ -71,6 +71,8 @@ def t_goto(spec: HardwareSpec) -> float:
 
 #: memory ports a vector FMAC uses per cycle (two source reads, one destination write; §1.1)
 FMAC_PORTS = (2, 1)
+#: a fill writes its destination and reads nothing
+FILL_PORTS = (0, 1)
 
 
 def stalls(spec: HardwareSpec, op_ports: tuple[int, int], move_ports: tuple[int, int]) -> bool:

@@ -1,0 +1,355 @@
+"""The numba loops behind ``plmr.gemm_schedules``: SUMMA's and dist-GEMM-T's step recurrences,
+one pass over the PEs per step, row by row (each PE's value uses only its own row's values and a
+running maximum carried down the columns). Every PE's arithmetic is the same sequence of float
+operations as the numpy evaluation they replaced (tests/plmr/gemm_schedules_numpy.py), so the
+results are identical, number for number. Imported only when a schedule is evaluated: numba's
+import stays out of ``import plmr``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+#: "never": an interval or arrival that does not exist (as in plmr.gemm_schedules)
+NEVER = -1e18
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _mx(a, b):
+    """The larger of two floats, branch-free (np.maximum without NaNs)."""
+    return a if a > b else b
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _push(first, w, bs0, be0, bs1, be1, nb):
+    """One stream of ``w`` injections from ``first`` behind the ramp intervals (bs0, be0) and
+    (bs1, be1) (the first ``nb`` of them) an earlier op of the PE takes: its (first, end)."""
+    end = first + w
+    if nb > 0:
+        first, end = _behind(first, end, w, bs0, be0)
+    if nb > 1:
+        first, end = _behind(first, end, w, bs1, be1)
+    return first, end
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _behind(first, end, w, bs, be):
+    """A stream (first, end) of w injections after the ramp interval (bs, be)."""
+    inside = (first >= bs) & (first < be)
+    first = be if inside else first
+    end = (be + w) if inside else end
+    end = (end + (be - bs)) if ((bs > first) & (bs < end)) else end
+    return first, end
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _cas(ai, bi, aj, bj):
+    """One compare-and-swap of the network (branch-free): interval j goes first if it starts earlier."""
+    sw = aj < ai
+    return (aj if sw else ai), (bj if sw else bi), (ai if sw else aj), (bi if sw else bj)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _stretch(end, reach, a, b):
+    """The product's end after the move (a, b), and how far the moves seen so far reach."""
+    s0 = a if a > reach else reach
+    add = (b - s0) if ((a < end) & (b > s0)) else 0.0
+    return end + add, (b if b > reach else reach)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _product_end(start, comp, a0, b0, a1, b1, a2, b2, a3, b3, n):
+    """A product of ``comp`` cycles from ``start`` stretched by the first ``n`` moves (a_i, b_i),
+    sorted by their start with the same compare-and-swap network as the numpy evaluation."""
+    end = start + comp
+    if n == 0:
+        return end
+    if n == 2:
+        a0, b0, a1, b1 = _cas(a0, b0, a1, b1)
+    elif n == 3:
+        a0, b0, a1, b1 = _cas(a0, b0, a1, b1)
+        a1, b1, a2, b2 = _cas(a1, b1, a2, b2)
+        a0, b0, a1, b1 = _cas(a0, b0, a1, b1)
+    elif n == 4:
+        a0, b0, a1, b1 = _cas(a0, b0, a1, b1)
+        a2, b2, a3, b3 = _cas(a2, b2, a3, b3)
+        a0, b0, a2, b2 = _cas(a0, b0, a2, b2)
+        a1, b1, a3, b3 = _cas(a1, b1, a3, b3)
+        a1, b1, a2, b2 = _cas(a1, b1, a2, b2)
+    end, reach = _stretch(end, start, a0, b0)
+    if n > 1:
+        end, reach = _stretch(end, reach, a1, b1)
+    if n > 2:
+        end, reach = _stretch(end, reach, a2, b2)
+    if n > 3:
+        end, reach = _stretch(end, reach, a3, b3)
+    return end
+
+
+@njit(cache=True, error_model="numpy")
+def _summa_x_row(S, y, o, p_x, c, h, lat_send, w_a, copy_a, Lx, mA, mB, bA, bB, DX):
+    """Row y's A broadcast from the owner at column o: fills its fetch issue Lx, its moves
+    (mA, mB)[i, x] and ramp blocks (bA, bB)[i, x] for each of the owner's sends i, and DX, the end of
+    its x stream. Returns the number of sends."""
+    issued = S[y, o] + c
+    ns = 0
+    s0a = s0b = s1a = s1b = NEVER
+    t = issued
+    if o < p_x - 1:
+        s0a, s0b = t, t + w_a
+        ns = 1
+        t = t + c
+    if o > 0:
+        if ns == 1:
+            t = _mx(t, s0b)
+            s1a, s1b = t, t + w_a
+        else:
+            s0a, s0b = t, t + w_a
+        ns += 1
+    lastb = s1b if ns == 2 else s0b
+    up_seed = s0a + lat_send
+    dn_seed = (s1a if ns == 2 else s0a) + lat_send
+    own_l = (1 if o > 0 else 0) + (1 if o < p_x - 1 else 0)
+    # owner
+    Lx[o] = own_l * c + copy_a
+    mA[0, o], mB[0, o] = s0a, s0b
+    bA[0, o], bB[0, o] = s0a, s0b
+    if ns == 2:
+        mA[1, o], mB[1, o] = s1a, s1b
+        bA[1, o], bB[1, o] = s1a, s1b
+    DX[o] = lastb
+    # up the row: f_j = max over the seed and R_k - k h, plus j h (first kept in DX for now)
+    if o < p_x - 1:
+        m = up_seed - (o + 1) * h
+        for x in range(o + 1, p_x):
+            m = _mx(m, (S[y, x] + c) - x * h)
+            DX[x] = m + x * h
+    if o > 0:
+        m = dn_seed + (o - 1) * h
+        for x in range(o - 1, -1, -1):
+            m = _mx(m, (S[y, x] + c) + x * h)
+            DX[x] = m - x * h
+    for x in range(p_x):
+        if x == o:
+            continue
+        f = DX[x]
+        end = f + w_a
+        inj = not (x == p_x - 1 and o < p_x - 1) and not (x == 0 and o > 0)
+        Lx[x] = c
+        mA[0, x] = f
+        mB[0, x] = end
+        bA[0, x] = f if inj else NEVER
+        bB[0, x] = end if inj else NEVER
+        if ns == 2:
+            mA[1, x] = NEVER
+            mB[1, x] = NEVER
+            bA[1, x] = NEVER
+            bB[1, x] = NEVER
+        DX[x] = end
+    return ns
+
+
+@njit(cache=True, error_model="numpy")
+def summa_steps(p_y, p_x, S_, q_x, q_y, c, ct, lat_send, h, comp, zero_c, copy_a, copy_b, w_a, w_b,
+                stall_ops, ramp1):
+    """SUMMA's run (see ``plmr.gemm_schedules.summa_schedule``): (max step end, first panel)."""
+    S = np.full((p_y, p_x), zero_c)
+    Lx = np.zeros(p_x)
+    DX = np.zeros(p_x)
+    mA = np.full((2, p_x), NEVER)
+    mB = np.full((2, p_x), NEVER)
+    bA = np.full((2, p_x), NEVER)
+    bB = np.full((2, p_x), NEVER)
+    ys = np.full((4, p_x), NEVER)  # the y owner's sends per column: (start0, end0, start1, end1)
+    carry = np.zeros(p_x)
+    A = np.zeros(4)
+    B = np.zeros(4)
+    first_panel = 0.0
+    rows = np.empty(p_y, dtype=np.int64)
+    for it in range(-1, S_ - 1):
+        panel = it + 1
+        ox = panel // q_x
+        oy = panel // q_y
+        nx = 0
+        ny = 0
+        if p_y > 1:
+            ny = (1 if oy < p_y - 1 else 0) + (1 if oy > 0 else 0)
+        # the row order: the y owner first, then up the columns, then down them
+        rows[0] = oy
+        k = 1
+        for y in range(oy + 1, p_y):
+            rows[k] = y
+            k += 1
+        for y in range(oy - 1, -1, -1):
+            rows[k] = y
+            k += 1
+        for ri in range(p_y):
+            y = rows[ri]
+            if p_x > 1:
+                nx = _summa_x_row(S, y, ox, p_x, c, h, lat_send, w_a, copy_a, Lx, mA, mB, bA, bB, DX)
+            else:
+                Lx[0] = 0.0
+            nbl = nx if ramp1 else 0
+            if p_y > 1 and y == oy:  # the owner's sends, per column, from its own issue
+                for x in range(p_x):
+                    t = S[y, x] + Lx[x] + c
+                    n = 0
+                    if oy < p_y - 1:
+                        a, b = _push(t, w_b, bA[0, x], bB[0, x], bA[1, x], bB[1, x], nbl)
+                        ys[0, x], ys[1, x] = a, b
+                        n = 1
+                        t = t + c
+                    if oy > 0:
+                        if n == 1:
+                            t = _mx(t, ys[1, x])
+                        a, b = _push(t, w_b, bA[0, x], bB[0, x], bA[1, x], bB[1, x], nbl)
+                        ys[2 * n, x], ys[2 * n + 1, x] = a, b
+                    if oy < p_y - 1:
+                        carry[x] = (ys[0, x] + lat_send) - (oy + 1) * h
+            if p_y > 1 and ri == p_y - oy:  # the first row below the owner: reseed the carry
+                for x in range(p_x):
+                    carry[x] = (ys[2 * (ny - 1), x] + lat_send) + (oy - 1) * h
+            for x in range(p_x):
+                nm = 0
+                for i in range(nx):
+                    A[nm], B[nm] = mA[i, x], mB[i, x]
+                    nm += 1
+                s_old = S[y, x]
+                Ly = 0.0
+                DY = 0.0
+                if p_y > 1:
+                    if y == oy:
+                        Ly = ((1 if oy > 0 else 0) + (1 if oy < p_y - 1 else 0)) * c + copy_b
+                        for i in range(ny):
+                            A[nm], B[nm] = ys[2 * i, x], ys[2 * i + 1, x]
+                            nm += 1
+                        DY = ys[2 * (ny - 1) + 1, x]
+                    else:
+                        Ly = c
+                        R = s_old + Lx[x] + c
+                        if y > oy:
+                            m = _mx(carry[x], R - y * h)
+                            carry[x] = m
+                            f = m + y * h
+                        else:
+                            m = _mx(carry[x], R + y * h)
+                            carry[x] = m
+                            f = m - y * h
+                        inj = not (y == p_y - 1 and oy < p_y - 1) and not (y == 0 and oy > 0)
+                        if inj:
+                            f, end = _push(f, w_b, bA[0, x], bB[0, x], bA[1, x], bB[1, x], nbl)
+                        else:
+                            end = f + w_b
+                        A[nm], B[nm] = f, end
+                        nm += 1
+                        for i in range(1, ny):
+                            A[nm], B[nm] = NEVER, NEVER
+                            nm += 1
+                        DY = end
+                start = s_old + Lx[x] + Ly
+                if it < 0:
+                    G = start
+                else:
+                    G = _product_end(start, comp, A[0], B[0], A[1], B[1], A[2], B[2], A[3], B[3],
+                                     nm if stall_ops else 0)
+                if p_x > 1 and p_y > 1:
+                    S[y, x] = _mx(_mx(G, DX[x]) + ct, _mx(G, DY)) + 3 * ct
+                elif p_x > 1:
+                    S[y, x] = _mx(G, DX[x]) + 2 * ct
+                elif p_y > 1:
+                    S[y, x] = _mx(G, DY) + 2 * ct
+                else:
+                    S[y, x] = G
+        if it < 0:
+            first_panel = S.max() - zero_c
+    return S.max(), first_panel
+
+
+@njit(cache=True, error_model="numpy")
+def gemmt_steps(p_y, p_x, c, ct, beta, h, comp, fill, t_c, w_b, buf, stall_ops, fill_stalls, ramp,
+                order, pos, pred, lat_b):
+    """dist-GEMM-T's run (see ``plmr.gemm_schedules.gemmt_schedule``): the max step end."""
+    S = np.zeros((p_y, p_x))
+    Sn = np.zeros((p_y, p_x))
+    G = np.zeros(p_x)
+    DB = np.zeros(p_x)
+    Rt = np.zeros(p_x)
+    R = np.zeros(p_x)
+    east = np.zeros(p_x)
+    west = np.zeros(p_x)
+    for t in range(p_y):
+        shift = t < p_y - 1
+        for y in range(p_y):
+            r = order[(pos[y] - t) % p_y] % p_x
+            pr = pred[y]
+            for x in range(p_x):
+                s = S[y, x]
+                issued = s + (2 * c if shift else 0.0)
+                nm = 0
+                send = recv = db = 0.0
+                if shift:
+                    send = s + 2 * c
+                    recv = _mx(s + c, (S[pr, x] + 2 * c) + lat_b[y])
+                    db = _mx(send, recv) + w_b
+                    nm = 2
+                start = issued
+                if p_x > 1 and x != r:
+                    start = _product_end(issued, fill, recv, recv + w_b, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+                                         1 if (fill_stalls and nm == 2) else 0)
+                g = _product_end(start, comp, send, send + w_b, recv, recv + w_b, 0.0, 0.0, 0.0, 0.0,
+                                 nm if stall_ops else 0)
+                if p_x == 1:
+                    Sn[y, x] = _mx(g, db) + 2 * ct if shift else g
+                    continue
+                G[x] = g
+                DB[x] = db
+                R[x] = g + c
+                Rt[x] = R[x] - (beta if (x == 0 or x == p_x - 1) else 0.0)
+            if p_x == 1:
+                continue
+            m = -np.inf
+            for x in range(p_x):
+                m = _mx(m, Rt[x] - x * h)
+                east[x] = m + x * h
+            m = -np.inf
+            for x in range(p_x - 1, -1, -1):
+                m = _mx(m, Rt[x] + x * h)
+                west[x] = m - x * h
+            has_w = r > 0
+            has_e = r < p_x - 1
+            arr_w = east[_mx(r - 1, 0)] + h if has_w else NEVER
+            arr_e = west[min(r + 1, p_x - 1)] + h if has_e else NEVER
+            g_root = G[r]
+            w_start = _mx(g_root + c, arr_w)
+            w_end = w_start + t_c if has_w else NEVER
+            e_first = _mx(g_root + c * (1 + (1 if has_w else 0)), arr_e)
+            if ramp:
+                _, e_end = _push(e_first, t_c, w_start if has_w else NEVER, w_end, 0.0, 0.0, 1)
+            else:
+                e_end = e_first + t_c
+            if not has_e:
+                e_end = NEVER
+            root_free = g_root + c * ((1 if has_w else 0) + (1 if has_e else 0))
+            for x in range(p_x):
+                if x == r:
+                    if shift:
+                        j3 = _mx(root_free, DB[x]) + ct
+                        Sn[y, x] = _mx(_mx(j3, w_end) + ct, e_end) + 2 * ct
+                    else:
+                        Sn[y, x] = _mx(_mx(root_free, w_end), e_end) + 2 * ct
+                    continue
+                if x == 0 or x == p_x - 1:
+                    f = R[x]
+                elif x < r:
+                    f = east[x]
+                else:
+                    f = west[x]
+                side_end = w_end if x < r else e_end
+                dc = _mx(f + t_c, side_end - buf * abs(x - r))
+                if shift:
+                    Sn[y, x] = _mx(_mx(G[x] + c, DB[x]) + ct, dc) + 2 * ct
+                else:
+                    Sn[y, x] = _mx(G[x] + c, dc) + ct
+        S, Sn = Sn, S
+    return S.max()
