@@ -415,6 +415,18 @@ def _line_tree_walk(n_ax: int, k: int, group_counts: tuple[int, ...] | None, one
     return sides, hops
 
 
+def _spans_and_hops(n_ax: int, k: int, group_counts: tuple[int, ...] | None, one_sided: bool,
+                    group_only: bool) -> tuple[tuple, tuple[int, ...]]:
+    """``_line_tree_walk``'s levels and multicast distances from ``line_chain_spans`` (no tree built):
+    the priced levels' chain spans, and the distances from the global root (per group root with
+    ``group_only``)."""
+    spans, root = line_chain_spans(n_ax, k, group_counts, one_sided)
+    if group_only:
+        spans = spans[:1]
+        return spans, tuple(sorted({max(c.west_hops, c.east_hops) for c in spans[0] if c.west_links or c.east_links}))
+    return spans, (max(root, n_ax - 1 - root),)
+
+
 @functools.lru_cache(maxsize=1 << 15)
 def _line_tree_arrivals(op: float, ramp: float, hop: float, relay: float, n_ax: int, k: int,
                         group_counts: tuple[int, ...] | None, one_sided: bool, group_only: bool
@@ -428,12 +440,7 @@ def _line_tree_arrivals(op: float, ramp: float, hop: float, relay: float, n_ax: 
     a walk over every group at every payload. Also the multicast distances (``_line_tree_walk``)."""
     probe = _ArrivalSpec(op, ramp, hop, relay)
     if _whole(hop, n_ax):  # a side's hop term is α × its span (``_hop_term``): spans suffice
-        spans, root = line_chain_spans(n_ax, k, group_counts, one_sided)
-        if group_only:
-            spans = spans[:1]
-            hops = tuple(sorted({max(c.west_hops, c.east_hops) for c in spans[0] if c.west_links or c.east_links}))
-        else:
-            hops = (max(root, n_ax - 1 - root),)
+        spans, hops = _spans_and_hops(n_ax, k, group_counts, one_sided, group_only)
         levels = []
         for level in spans:
             lone, first, later = False, None, None
@@ -504,12 +511,7 @@ def line_tree_allreduce_cycles(spec: HardwareSpec, n_ax: int, n: int, k: int = 2
              for v in (spec.op_issue_cycles, spec.ramp_cycles, spec.hop_cycles)):
         # "max" with whole-number parameters: every term of a side's sum is a whole number well below
         # 2^53, so Σ over its links is L·(c_op + ρ + ⌈n/e_w⌉ + combine) + α·(hops) exactly (``_side_done``)
-        spans, root = line_chain_spans(n_ax, k, gc, one_sided)
-        if group_only:
-            spans = spans[:1]
-            hops = tuple(sorted({max(c.west_hops, c.east_hops) for c in spans[0] if c.west_links or c.east_links}))
-        else:
-            hops = (max(root, n_ax - 1 - root),)
+        spans, hops = _spans_and_hops(n_ax, k, gc, one_sided, group_only)
         n_w = math.ceil(n / spec.elements_per_wavelet(dtype))
         combine_op = spec.op_issue_cycles + math.ceil(n / spec.simd_width("max", dtype))
         per_link = spec.op_issue_cycles + spec.ramp_cycles + n_w + combine_op
