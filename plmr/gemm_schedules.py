@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from plmr.collectives import link_buffer_wavelets
 from plmr.hardware import HardwareSpec
 from plmr.interleave import ring_order
@@ -78,6 +76,8 @@ def gemmt_schedule(spec: HardwareSpec, p_y: int, p_x: int, comp: float, fill: fl
     shift's 2 and one per side; 2 in the last step). The root takes its two sides' streams through
     one delivery, the first issued first; a member's stream longer than the links to the root hold
     waits for the root to take the rest. Returns the total cycles."""
+    import numpy as np  # here, not at import: the planner imports plmr.gemm and must start without numpy
+
     from plmr._gemm_schedule_loops import gemmt_steps
 
     rho, alpha = spec.ramp_cycles, spec.hop_cycles
