@@ -822,8 +822,7 @@ def choose_groups(n: int, kv_groups: int | None = None) -> int:
     return max(1, round(math.sqrt(n))) if n >= 4 else 1
 
 
-def build_decode_program(cfg: DecodeConfig, spec: HardwareSpec, y_groups: int | None = None,
-                         x_groups: int | None = None) -> DecodeProgram:
+def build_decode_program(cfg: DecodeConfig, spec: HardwareSpec) -> DecodeProgram:
     """The program (see the module docstring); raises InputError with the numbers when a resource (SRAM,
     colours, input queues, task IDs) does not suffice."""
     p_y, p_x = cfg.grid
@@ -832,8 +831,7 @@ def build_decode_program(cfg: DecodeConfig, spec: HardwareSpec, y_groups: int | 
     sz.check(lay)
     stages = cfg.stages
     n_st = len(stages)
-    y_groups = y_groups or cfg.y_groups
-    x_groups = x_groups or cfg.x_groups
+    y_groups, x_groups = cfg.y_groups, cfg.x_groups
     gy = y_groups or choose_groups(p_y)
     if gy > 1 and 2 not in decode_tree_ks(spec, "y", p_y):
         if y_groups is not None:
