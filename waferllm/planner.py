@@ -1051,7 +1051,9 @@ def _placed_terms(model: Any, req: PlanRequest, grid: tuple[int, int], forced: b
             placement = packed_placement(model, req, grid) if needed <= slots else None
             if placement is None:
                 if forced:
-                    raise InputError(why)
+                    strip = spec.mesh_width % grid[1]
+                    raise InputError(why + (f"; the {grid[0]}x{strip} strips beside them ({slots} regions in all) "
+                                            f"do not hold it either" if strip else ""))
                 return None
     terms = decode_terms(model, req, grid, placement, prices)
     if placement is not None and terms.stage_colors and not isinstance(terms, PackedTerms):
