@@ -349,4 +349,5 @@ def test_a_packed_plan_compiles_to_its_stages_and_runs_as_transformers(tmp_path)
     run = run_bundle(RunRequest(bundle=str(out), prompt_ids=PROMPT, max_new_tokens=4, keep_logits=True))
     tokens, logits = hf_generate(model, PROMPT, 4)
     assert run["tokens"] == tokens and run["stages"] == 4
+    assert run["prefill"] == "host" and "widths" in run["prefill_note"]  # the device prefill re-lays one width
     assert float(np.abs(run["logits"] - logits).max()) <= 1e-4
