@@ -1590,7 +1590,7 @@ def wafer_tokens(model: Any, req: PlanRequest, buffer_bytes: int, wafers: int) -
 
 def placed_tokens(model: Any, req: PlanRequest, grid: tuple[int, int], batch: int, packed: bool = False) -> int:
     """The largest context whose real placement on ``grid`` (same wafers; ``packed``: the aligned or the
-    packed regions, ``decode_placement``) still fits."""
+    packed regions, ``decode_placement``, as a plan at that context places it) still fits."""
     def fits(t: int) -> bool:
         if packed:
             return decode_placement(model, req, grid, context=t, batch=batch) is not None
@@ -1739,7 +1739,7 @@ def _assemble(model: Any, req: PlanRequest, dec: Candidate, pre: Candidate, note
     energy = wafers * spec.power_watts * e2e_s / (req.output_len * req.batch)
     buf = placement.buffer_bytes if placement is not None else 0
     shift_w = wafer_tokens(model, req, buf, _wafer_count(req))
-    shift_p = placed_tokens(model, req, dec.grid, req.batch, packed) if fits else 0
+    shift_p = placed_tokens(model, req, dec.grid, req.batch, req.method == "full") if fits else 0
     p_y = dec.grid[0]
     if req.context is not None and req.context > model.max_position_embeddings:
         notes.append(f"context {req.context} exceeds the model's max_position_embeddings "
@@ -1762,7 +1762,7 @@ def _assemble(model: Any, req: PlanRequest, dec: Candidate, pre: Candidate, note
         placement=placement, fits=fits, fit_reason=reason, switch_cycles=sw,
         kv_shift_tokens=shift_w, kv_concat_tokens=shift_w // p_y,
         kv_shift_tokens_placed=shift_p, kv_concat_tokens_placed=shift_p // p_y,
-        max_batch=max_batch(model, req, dec.grid, packed=packed) if fits else 0,
+        max_batch=max_batch(model, req, dec.grid, packed=req.method == "full") if fits else 0,
         end_to_end_tokens_per_s=e2e, energy_j_per_token=energy, wafers=wafers, handoff=handoff,
         notes=tuple(notes),
     )
