@@ -4,8 +4,11 @@ stages and per-PE memory.
 A region is a P_y × P_x rectangle that runs consecutive layers tensor-parallel and holds their
 weights and KV cache. Regions tile each wafer's usable mesh on an aligned grid, row-major; a model
 that does not fit one region is split into stages, one region each, with the fewest stages and then
-the most even layer counts. Stages fill wafer 0's regions, then wafer 1's, ... (layers pipelined
-over systems, each holding a contiguous group). The embedding table sits with the first stage and
+the most even layer counts (``place_layers``). When the aligned regions do not hold the model, a
+decode placement may also use the strip of W mod P_x columns left at the end of each band: a
+narrower region of the same P_y rows (``packed_regions``, ``place_layers_packed``). Stages fill
+wafer 0's regions, then wafer 1's, ... (layers pipelined over systems, each holding a contiguous
+group). The embedding table sits with the first stage and
 the LM head (with the final norm) with the last; tied embeddings share one copy when both live in
 one stage.
 

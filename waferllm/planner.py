@@ -345,7 +345,8 @@ def handoff_colors(spec: HardwareSpec, placement: Placement | None) -> tuple[int
     hand-offs alternate between two colour sets (a middle stage receives on one and sends on the other); the
     last stage returns the token to the first on one colour. Every PE reserves them all. On several wafers
     each wafer's stages are placed alike (a wafer holding more stages than a band of regions hands off
-    south)."""
+    south). A packed placement's rounds are the most of any hand-off (``handoff_rounds``: south over the
+    columns both regions span)."""
     if placement is None or len(placement.stages) <= 1:
         return 0, 0, 0
     if placement.packed:
@@ -988,8 +989,8 @@ def _packed_candidate(req: PlanRequest, grid: tuple[int, int], placement: Placem
     if tuned is None:
         if forced:
             raise InputError(f"decode: {len(placement.stages)} packed stages of {grid[0]}x{grid[1]} (strips "
-                             f"{grid[0]}x{placement.strip_width}) need more than the {len(req.hardware.routable_colors)} "
-                             f"routable colours of {req.hardware.name}")
+                             f"{grid[0]}x{placement.strip_width}) need more than the "
+                             f"{len(req.hardware.routable_colors)} routable colours of {req.hardware.name}")
         return None
     ty, tx, ts, cycles = tuned
     return Candidate(grid, cycles, ty, tx, placement, terms, ts)

@@ -174,7 +174,8 @@ def _packed_by_brute_force(model, req, grid):
                 y, x, w = regions[i]
                 mem = layer_memory(dims, (grid[0], w), tokens, "fp16", 1)
                 emb = embedding_bytes_per_pe(model.vocab_size, dims.hidden, (grid[0], w), 2)
-                extra = (emb if i == 0 else 0) + (emb if i == k - 1 and not (model.tie_word_embeddings and k == 1) else 0)
+                last = i == k - 1 and not (model.tie_word_embeddings and k == 1)
+                extra = (emb if i == 0 else 0) + (emb if last else 0)
                 buf = decode_buffer_bytes(dims, grid[0], w, "fp16", 1)
                 wb = mem.weights(n)
                 kv = mem.layer_bytes(first, n) - wb if n else 0
