@@ -162,6 +162,10 @@ def test_published_decode_grids_hold_the_model_with_the_strips(grid, strip, regi
     st = d["layer_placement"]["stages"]
     assert [(s["origin"], s["grid"][1]) for s in st] == regions and all(s["grid"][0] == grid for s in st)
     assert sum(s["num_layers"] for s in st) == 32
+    r = CliRunner().invoke(main, ["plan", "llama3-8b", "--method", "full", "--decode-grid", str(grid),
+                                  "--context", "4096", "--wide"])
+    text = " ".join(r.stdout.split())  # the stage map shows each stage's region
+    assert f"{grid}x{strip}" in text and "region" in text and f"packed: strips of {grid}x{strip}" in text
 
 
 def test_full_kv_capacity_at_360_matches_table5():
