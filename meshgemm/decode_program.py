@@ -84,10 +84,15 @@ class DecodeStage:
     origin: tuple[int, int]
     embedding: bool = False
     lm_head: bool = False
+    #: Columns of the stage's region; 0: the config's P_x (a packed placement's strips are narrower).
+    width: int = 0
 
     @property
     def num_layers(self) -> int:
         return max(0, self.last - self.first + 1)
+
+    def columns(self, grid: tuple[int, int]) -> int:
+        return self.width or grid[1]
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,8 @@ class DecodeConfig:
     #: ``waferllm compile`` sets the planner's trees here, so the program runs what the plan priced.
     y_groups: int | None = None
     x_groups: int | None = None
+    #: The X tree's level-0 group count on stages narrower than P_x (a packed placement's strips).
+    strip_x_groups: int | None = None
 
     def __post_init__(self) -> None:
         p_y, p_x = self.grid
@@ -286,10 +293,26 @@ class DecodeProgram:
     handoffs: list[dict] = field(default_factory=list)
     token_route: tuple[tuple[int, int], tuple[int, int]] | None = None  # (from (x, y), to (x, y))
 
+    #: Per region width: (layout, sizes, strides, X tree) of the stages of that width.
+    shapes: dict = field(default_factory=dict)
+
     def stage_pe(self, stage: int, lx: int, ly: int) -> tuple[int, int]:
         """Program coordinates (x, y) of region-local PE (lx, ly) of ``stage``."""
         y0, x0 = self.config.stages[stage].origin
         return x0 + lx, y0 + ly
+
+    def _shape(self, stage: int) -> tuple:
+        return self.shapes[self.config.stages[stage].columns(self.config.grid)]
+
+    def layout_of(self, stage: int) -> DecodeLayout:
+        """The layout of ``stage``'s region (its own P_x; every stage has the config's P_y)."""
+        return self._shape(stage)[0]
+
+    def sizes_of(self, stage: int) -> Sizes:
+        return self._shape(stage)[1]
+
+    def strides_of(self, stage: int) -> dict[str, int]:
+        return self._shape(stage)[2]
 
 
 def _stride_table(sz: Sizes, cap: int) -> dict[str, int]:
@@ -712,11 +735,12 @@ class _Code:
 
         Horizontal neighbour (``hmode`` 1): one PE of each row (see ``_handoff_routes``) receives its row's
         segment, then the row sums
-        (the others hold zeros), so every PE of the row has it. Vertical neighbour (``hmode`` 2): the segment
-        of row r comes down column r mod P_x (round k = r div P_x) and lands on row P_y − 1 − k (the bottom
+        (the others hold zeros), so every PE of the row has it. Vertical neighbour (``hmode`` 2): of the
+        o = ``hvw`` columns both regions span, starting at column ``hvo`` of this region, the segment of row r
+        comes down column ``hvo`` + r mod o (round k = r div o) and lands on row P_y − 1 − k (the bottom
         row takes no KV shift, the rows above it no level-1 stream, so each has an input queue free); per
-        round, a sum along Y gives every PE of column c the segment of row k·P_x + c, that row keeps it,
-        and a sum along X completes the rows."""
+        round, a sum along Y gives every PE of column ``hvo`` + c the segment of row k·o + c, that row keeps
+        it, and a sum along X completes the rows. Regions of one width stacked: o = P_x, ``hvo`` = 0."""
         V, P = Var, Param
         ey, lx, ly = V("ey"), V("lx"), V("ly")
         sz = self.sz
@@ -732,7 +756,10 @@ class _Code:
             fill = (Fill(self.R("hb", 0, sz.EYM), 0.0),)
             vert.append(If(eq((P("hland") // (1 << k)) % 2, 1), land, fill))
             vert.extend(self.ty.allreduce(self.R("hb", 0, sz.EYM), self.R("scrd", 0, sz.EYM), None, tag=f"v{k}"))
-            vert.append(If(eq(ly // sz.p_x, k) & eq(lx, ly % sz.p_x), (Copy(self.R("x", 0, ey), self.R("hb", 0, ey)),)))
+            # the segment of row r came down column hvo + r mod hvw (region-local), round r div hvw
+            o, w = P("hvo"), P("hvw")
+            mine = (ly >= w * k) & (ly < w * (k + 1)) & eq(lx - o, ly - w * k)
+            vert.append(If(mine, (Copy(self.R("x", 0, ey), self.R("hb", 0, ey)),)))
         return ((Fill(self.R("x", 0, ey), 0.0), If(eq(P("hmode"), 1), (horiz,), tuple(vert)))
                 + self.allreduce_x("x", ey, scratch="scrd", tag="h"))
 
@@ -794,7 +821,7 @@ def build_body(cfg: DecodeConfig, sz: Sizes, ty: LineTree, tx: LineTree, col: Co
     st = _stride_table(sz, cfg.capacity)
     b = Body(name, doc="one decode step of a region's layers (meshgemm.decode_program)")
     for p in ("rx0", "ry0", "nl", "l0", "first", "last", "shs", "shr", "hmode", "hland", "hset", "hout", "homode",
-              "hoset", "horound", "tret", "ts"):
+              "hoset", "horound", "tret", "ts", "hvo", "hvw"):
         b.param(p)
     ty.declare(b)
     tx.declare(b)
@@ -824,13 +851,15 @@ def choose_groups(n: int, kv_groups: int | None = None) -> int:
 
 def build_decode_program(cfg: DecodeConfig, spec: HardwareSpec) -> DecodeProgram:
     """The program (see the module docstring); raises InputError with the numbers when a resource (SRAM,
-    colours, input queues, task IDs) does not suffice."""
+    colours, input queues, task IDs) does not suffice.
+
+    Stages may have regions of different widths (``DecodeStage.width``, a packed placement's strips): all
+    have P_y rows, so the hidden split over rows and the Y tree are common; each width gets its own layout,
+    X tree and body (buffers at that width's largest blocks), and the colours suffice for the widest X tree."""
     p_y, p_x = cfg.grid
-    lay = DecodeLayout(cfg.model, p_y, p_x)
-    sz = Sizes.of(lay)
-    sz.check(lay)
     stages = cfg.stages
     n_st = len(stages)
+    widths = sorted({s.columns(cfg.grid) for s in stages}, key=lambda w: (w != p_x, w))
     y_groups, x_groups = cfg.y_groups, cfg.x_groups
     gy = y_groups or choose_groups(p_y)
     if gy > 1 and 2 not in decode_tree_ks(spec, "y", p_y):
@@ -838,65 +867,86 @@ def build_decode_program(cfg: DecodeConfig, spec: HardwareSpec) -> DecodeProgram
             raise InputError(f"a Y tree of {y_groups} level-0 groups binds {DECODE_QUEUES_TWO_LEVEL_Y} input queues "
                              f"per PE; {spec.name} has {len(spec.usable_input_queues)} usable: use one chain (1 group)")
         gy = 1  # WSE-3's 6 input queues: a one-chain Y tree receives on 2 colours per PE, not 3
-    gx = x_groups or choose_groups(p_x, sz.n_kv if sz.score_mode == "groups" else None)
-    if sz.score_mode == "groups" and gx != sz.n_kv:
-        raise InputError(f"the X tree's level-0 groups must be the {sz.n_kv} KV groups, got {gx}")
-    gb = sz.score_mode == "groups" and p_x > 1
+    lays, szs, tx0s = {}, {}, {}
+    for w in widths:
+        lay = DecodeLayout(cfg.model, p_y, w)
+        sz = Sizes.of(lay)
+        sz.check(lay)
+        asked = x_groups if w == p_x else cfg.strip_x_groups
+        gx = asked or choose_groups(w, sz.n_kv if sz.score_mode == "groups" else None)
+        if sz.score_mode == "groups" and gx != sz.n_kv:
+            raise InputError(f"the X tree's level-0 groups must be the {sz.n_kv} KV groups, got {gx}")
+        gb = sz.score_mode == "groups" and w > 1
+        lays[w], szs[w] = lay, sz
+        tx0s[w] = LineTree("x", w, min(gx, w), tuple(range(64)), "tx", group_bcast=gb)
     ty0 = LineTree("y", p_y, min(gy, p_y), tuple(range(64)), "ty")
-    tx0 = LineTree("x", p_x, min(gx, p_x), tuple(range(64)), "tx", group_bcast=gb)
-    moves = []
+    cols = {s.index: s.columns(cfg.grid) for s in stages}
+    moves, rounds = [], 0
     for a, b in zip(stages, stages[1:]):
         (ya, xa), (yb, xb) = a.origin, b.origin
-        if ya == yb and xb == xa + p_x:
+        wa, wb = cols[a.index], cols[b.index]
+        overlap = min(xa + wa, xb + wb) - max(xa, xb)
+        if ya == yb and xb == xa + wa:
             moves.append("east")
-        elif ya == yb and xb == xa - p_x:
+        elif ya == yb and xb + wb == xa:
             moves.append("west")
-        elif xa == xb and yb == ya + p_y:
+        elif yb == ya + p_y and overlap > 0:
             moves.append("south")
         else:
             raise InputError(f"stages {a.index} and {b.index} do not share an edge (origins {a.origin}, {b.origin}); "
                              f"place consecutive stages side by side (snake_origins)")
-    rounds = (-(-p_y // p_x) if "south" in moves else 1) if moves else 0
-    col = _allocate_colours(spec, ty0, tx0, p_y > 1, rounds, len(moves) > 1, n_st > 1 and not cfg.layers_only,
-                            ty0.slots, tx0.slots)
+        rounds = max(rounds, -(-p_y // overlap) if moves[-1] == "south" else 1)
+    col = _allocate_colours(spec, ty0, tx0s[p_x] if p_x in tx0s else None, p_y > 1, rounds, len(moves) > 1,
+                            n_st > 1 and not cfg.layers_only, ty0.slots, max(t.slots for t in tx0s.values()))
     ty = LineTree("y", p_y, ty0.groups0, col.y, "ty")
-    tx = LineTree("x", p_x, tx0.groups0, col.x, "tx", group_bcast=gb)
-    st = _stride_table(sz, cfg.capacity)
+    txs = {w: LineTree("x", w, t.groups0, col.x, "tx", group_bcast=t.group_bcast) for w, t in tx0s.items()}
     height = max(s.origin[0] for s in stages) + p_y
-    width = max(s.origin[1] for s in stages) + p_x
+    width = max(s.origin[1] + cols[s.index] for s in stages)
     prog = MeshProgram(width, height, spec, name=f"decode-{getattr(cfg.model, 'name', 'model')}")
-    west_land = p_x - tx.group_sizes[-1] if tx.active else p_x - 1  # first column of the X tree's last group
-    hand = [_handoff_routes(prog, mv, stages[i], stages[i + 1], (p_y, p_x), col.handoff[i % 2], west_land)
+
+    def west_land(w: int) -> int:  # first column of the X tree's last group
+        return w - txs[w].group_sizes[-1] if txs[w].active else w - 1
+
+    hand = [_handoff_routes(prog, mv, stages[i], stages[i + 1], p_y, cols[stages[i].index], cols[stages[i + 1].index],
+                            col.handoff[i % 2], west_land(cols[stages[i + 1].index]))
             for i, mv in enumerate(moves)]
     token_route = None
     if n_st > 1 and not cfg.layers_only:
         token_route = _token_route(prog, stages[-1], stages[0], (p_y, p_x), col.token)
-    hl = lay.heads
-    ts_col = max(range(p_x), key=lambda c: (len(hl.column_kv_heads[c]), hl.n_pairs(c), -c))
-    bodies: dict[int, Body] = {}
-    template = build_body(cfg, sz, ty, tx, col)[0].finalized()
+    strides = {w: _stride_table(szs[w], cfg.capacity) for w in widths}
+    bodies: dict[tuple[int, int], Body] = {}
+    templates, ts_cols = {}, {}
+    for w in widths:
+        hl = lays[w].heads
+        ts_cols[w] = max(range(w), key=lambda c: (len(hl.column_kv_heads[c]), hl.n_pairs(c), -c))
+        templates[w] = build_body(cfg, szs[w], ty, txs[w], col)[0].finalized()
     for s in stages:
+        w = cols[s.index]
+        tx = txs[w]
         y0, x0 = s.origin
-        xr, yr = range(x0, x0 + p_x), range(y0, y0 + p_y)
+        xr, yr = range(x0, x0 + w), range(y0, y0 + p_y)
         lx, ly = X - x0, Y - y0
         params = {"rx0": x0, "ry0": y0, "nl": s.num_layers, "l0": max(s.first, 0), "first": int(s.embedding),
                   "last": int(s.lm_head), "shs": select(ly >= 1, 1 + ly % 2, 0),
                   "shr": select(ly <= p_y - 2, 1 + (ly + 1) % 2, 0), **ty.values(ly), **tx.values(lx)}
-        params.update(_duty_params(s, hand, token_route, n_st, (p_y, p_x), cfg.timestamps, ts_col))
+        params.update(_duty_params(s, hand, token_route, n_st, (p_y, w), cfg.timestamps, ts_cols[w]))
         pes = prog.pes(xr, yr)
         xs, ys = pes % prog.width, pes // prog.width
         cls = _queue_class(prog, params, xs - x0, ys - y0, ty, tx)
         for k in np.unique(cls):
             k = int(k)
-            if k not in bodies:
-                bodies[k] = _copy_body(template, f"decode_q{k}")
-            # PEs of one queue class run their own copy of the body (see _queue_class)
-            prog._place(bodies[k], None, None, params, auto=False, pes=pes[cls == k])
+            if (w, k) not in bodies:
+                # PEs of one queue class run their own copy of the body (see _queue_class)
+                bodies[(w, k)] = _copy_body(templates[w], f"decode_q{k}" if w == p_x else f"decode_w{w}_q{k}")
+            prog._place(bodies[(w, k)], None, None, params, auto=False, pes=pes[cls == k])
         ty.routes(prog, xr, yr, ly)
         tx.routes(prog, xr, yr, lx)
         if p_y > 1:
             _shift_routes(prog, xr, yr, ly, p_y, col.shift)
-    return DecodeProgram(cfg, prog, lay, sz, col, ty, tx, next(iter(bodies.values())), st, hand, token_route)
+    main = p_x if p_x in lays else widths[0]
+    shapes = {w: (lays[w], szs[w], strides[w], txs[w]) for w in widths}
+    return DecodeProgram(cfg, prog, lays[main], szs[main], col, ty, txs[main], next(iter(bodies.values())),
+                         strides[main], hand, token_route, shapes)
 
 
 def _copy_body(final: Body, name: str) -> Body:
@@ -950,34 +1000,39 @@ def _shift_routes(prog: MeshProgram, xr: range, yr: range, ly: Expr, p_y: int, c
         prog.route_rule(xr, yr, c, send * RAMP + recv * S, send * N + recv * RAMP)
 
 
-def _handoff_routes(prog: MeshProgram, move: str, a: DecodeStage, b: DecodeStage, grid: tuple[int, int],
+def _handoff_routes(prog: MeshProgram, move: str, a: DecodeStage, b: DecodeStage, p_y: int, wa: int, wb: int,
                     colours: tuple[int, ...], west_land: int) -> dict:
-    """Routes of the hand-off a → b (see ``_Code.handoff_in``); returns the senders {(x, y): round} and the
-    landing PEs {(x, y): 1}."""
-    p_y, p_x = grid
+    """Routes of the hand-off a → b (regions of ``wa`` and ``wb`` columns; see ``_Code.handoff_in``); returns
+    the senders {(x, y): round}, the landing PEs {(x, y): 1 or a bit per round} and, going south, the
+    columns both regions span (``overlap``: first column, count)."""
     (ya, xa), (yb, xb) = a.origin, b.origin
     send, land = {}, {}
+    overlap = None
     if move in ("east", "west"):
         # east lands on b's first column, west on the first column of b's last X level-0 group, passing
         # through the columns east of it: both are the first member of a level-0 group, which receives only
         # the X tree's multicasts, so a landing PE in a Y group-root row that takes the KV shift still
         # receives on at most 7 colours (b's last column, a level-0 root, would need 8)
-        sx, lx = (xa + p_x - 1, xb) if move == "east" else (xa, xb + west_land)
+        sx, lx = (xa + wa - 1, xb) if move == "east" else (xa, xb + west_land)
         out, inn = (Port.EAST, Port.WEST) if move == "east" else (Port.WEST, Port.EAST)
         c = colours[0]
         prog.set_route(sx, range(ya, ya + p_y), c, rx={Port.RAMP}, tx={out})
-        if move == "west" and lx < xb + p_x - 1:
-            prog.set_route(range(lx + 1, xb + p_x), range(yb, yb + p_y), c, rx={inn}, tx={out})
+        if move == "west" and lx < xb + wb - 1:
+            prog.set_route(range(lx + 1, xb + wb), range(yb, yb + p_y), c, rx={inn}, tx={out})
         prog.set_route(lx, range(yb, yb + p_y), c, rx={inn}, tx={Port.RAMP})
         for r in range(p_y):
             send[(sx, ya + r)] = 0
             land[(lx, yb + r)] = 1
-    else:  # south: row r's segment runs down column r mod P_x, colour of round k = r div P_x, and lands on
-        # row P_y − 1 − k of b: one hand-off colour per landing PE (the bottom row takes no KV shift, the
-        # rows above it no level-1 stream), so no PE receives on more than 7 colours with two rounds or more
+    else:  # south: row r's segment runs down column x0 + r mod o of the o columns both regions span, colour
+        # of round k = r div o, and lands on row P_y − 1 − k of b: one hand-off colour per landing PE (the
+        # bottom row takes no KV shift, the rows above it no level-1 stream), so no PE receives on more than
+        # 7 colours with two rounds or more
+        x0 = max(xa, xb)
+        o = min(xa + wa, xb + wb) - x0
+        overlap = (x0, o)
         bottom = yb + p_y - 1
         for r in range(p_y):
-            cx, k = xa + r % p_x, r // p_x
+            cx, k = x0 + r % o, r // o
             c = colours[k]
             land_row = bottom - k
             prog.set_route(cx, ya + r, c, rx={Port.RAMP}, tx={Port.SOUTH})
@@ -985,7 +1040,7 @@ def _handoff_routes(prog: MeshProgram, move: str, a: DecodeStage, b: DecodeStage
             prog.set_route(cx, land_row, c, rx={Port.NORTH}, tx={Port.RAMP})
             send[(cx, ya + r)] = k
             land[(cx, land_row)] = land.get((cx, land_row), 0) | (1 << k)  # a bit per round
-    return {"move": move, "from": a.index, "to": b.index, "send": send, "land": land}
+    return {"move": move, "from": a.index, "to": b.index, "send": send, "land": land, "overlap": overlap}
 
 
 def _token_route(prog: MeshProgram, last: DecodeStage, first: DecodeStage, grid: tuple[int, int],
@@ -1033,18 +1088,21 @@ def _duty_params(s: DecodeStage, hand: list[dict], token_route, n_st: int, grid:
         return f
 
     params: dict = {"hmode": 0, "hland": 0, "hset": 0, "hout": 0, "homode": 0, "hoset": 0, "horound": 0,
-                    "tret": 0, "ts": 0}
+                    "tret": 0, "ts": 0, "hvo": 0, "hvw": p_x}
     for i, h in enumerate(hand):
         mode = 1 if h["move"] in ("east", "west") else 2
         if h["to"] == s.index:
             params.update(hmode=mode, hset=i % 2, hland=table(h["land"], lambda k: k))
+            if h["overlap"] is not None:
+                params.update(hvo=h["overlap"][0] - x0, hvw=h["overlap"][1])
         if h["from"] == s.index:
             if h["move"] == "south":
-                # row r sends down column r mod P_x in round r div P_x (_handoff_routes): a rule of the
+                # row r sends down column x_o + r mod o in round r div o (_handoff_routes): a rule of the
                 # region-local coordinates, so the CSL layout states it once instead of one PE per row
                 lx, ly = X - x0, Y - y0
-                send = eq(lx, ly % p_x)
-                params.update(homode=mode, hoset=i % 2, hout=select(send, 1, 0), horound=select(send, ly // p_x, 0))
+                so, o = h["overlap"][0] - x0, h["overlap"][1]
+                send = eq(lx - so, ly % o) if so else eq(lx, ly % o)
+                params.update(homode=mode, hoset=i % 2, hout=select(send, 1, 0), horound=select(send, ly // o, 0))
             else:
                 params.update(homode=mode, hoset=i % 2, hout=table(h["send"], lambda k: 1),
                               horound=table(h["send"], lambda k: k))

@@ -34,23 +34,25 @@ def _lengths(prog: DecodeProgram, stage) -> dict[str, int]:
     from meshgemm.decode_program import buffer_length
     tied = prog.config.model.tie_word_embeddings
     return {name: buffer_length(kind, size, stage.num_layers, stage.embedding, stage.lm_head, tied)
-            for name, (dt, kind, size) in buffer_plan(prog.config, prog.sizes).items()}
+            for name, (dt, kind, size) in buffer_plan(prog.config, prog.sizes_of(stage.index)).items()}
 
 
 def pack_images(prog: DecodeProgram, weights) -> list[dict[str, np.ndarray]]:
     """Per stage, the per-PE images of every weight buffer ({name: [P_y, P_x, length]}, in the weights'
     dtype): fused [Q | K | V] and [gate | up] natural blocks, W_O and W_down transposed in block position,
     one stride per layer (the largest block), biases, the embedding ``V_x E_y`` with rows padded to the
-    largest E_y, the natural LM head and the final norm. Buffers a stage does not use are left out."""
-    lay, st, sz, cfg = prog.layout, prog.strides, prog.sizes, prog.config
-    P, X = lay.p_y, lay.p_x
+    largest E_y, the natural LM head and the final norm. Buffers a stage does not use are left out.
+    Each stage is packed by its own region's layout (a packed placement's strips are narrower)."""
+    cfg = prog.config
     dt = np.asarray(weights.embed).dtype
-    emb = lay.embed.shard(weights.embed)
-    lm = lay.lm_head.shard(weights.lm_head) if lay.lm_head is not None else None
-    fnorm = lay.final_norm.shard(weights.final_norm)
     tied = cfg.model.tie_word_embeddings
     out = []
     for s in cfg.stages:
+        lay, st, sz = prog.layout_of(s.index), prog.strides_of(s.index), prog.sizes_of(s.index)
+        P, X = lay.p_y, lay.p_x
+        emb = lay.embed.shard(weights.embed) if (s.embedding or (s.lm_head and tied)) else None
+        lm = lay.lm_head.shard(weights.lm_head) if (lay.lm_head is not None and s.lm_head) else None
+        fnorm = lay.final_norm.shard(weights.final_norm) if s.lm_head else None
         lens = _lengths(prog, s)
         imgs = {n: np.zeros((P, X, lens[n]), dtype=dt) for n in WEIGHT_BUFFERS}
         used = set()
@@ -98,12 +100,13 @@ def unpack_images(prog: DecodeProgram, images: list[dict[str, np.ndarray]], mode
     """The full model weights back from per-PE images (the inverse of `pack_images`): what the host needs
     for work the device does not do yet (a prefill on the host)."""
     from waferllm.weights import LayerWeights, ModelWeights
-    lay, st, cfg = prog.layout, prog.strides, prog.config
-    P, X = lay.p_y, lay.p_x
-    hl = lay.heads
+    cfg = prog.config
     npdt = np.float16 if dtype == "fp16" else np.float32
     layers = []
     for s in cfg.stages:
+        lay, st = prog.layout_of(s.index), prog.strides_of(s.index)
+        P, X = lay.p_y, lay.p_x
+        hl = lay.heads
         img = images[s.index]
         for li in range(s.num_layers):
             fields: dict[str, list] = {}
@@ -146,10 +149,13 @@ def unpack_images(prog: DecodeProgram, images: list[dict[str, np.ndarray]], mode
             layers.append(LayerWeights(**{k: (None if v is None else np.ascontiguousarray(v).astype(npdt))
                                           for k, v in full.items()}))
     first, last = images[cfg.stages[0].index], images[cfg.stages[-1].index]
-    sz = prog.sizes
+    lay, sz = prog.layout_of(cfg.stages[0].index), prog.sizes_of(cfg.stages[0].index)
+    P, X = lay.p_y, lay.p_x
     emb_blocks = [[first["emb"][py, px].reshape(sz.VXM, sz.EYM)[:lay.vocab.sizes[px], :lay.hidden.sizes[py]]
                    for px in range(X)] for py in range(P)]
     embed = lay.embed.gather(emb_blocks).astype(npdt)
+    lay = prog.layout_of(cfg.stages[-1].index)
+    P, X = lay.p_y, lay.p_x
     fnorm = lay.final_norm.gather([[last["fnorm"][py, px, :lay.hidden.sizes[py]] for px in range(X)]
                                    for py in range(P)], check_replicas=False).astype(npdt)
     if lay.lm_head is None:
@@ -188,7 +194,6 @@ class DecodeRuntime:
         self.rules = [ShiftKVCache(self.lay.p_y, self.cfg.capacity, m.layer_sliding_window(i))
                       for i in range(m.num_layers)]
         self.length = 0  # tokens in the KV cache = position of the next token to process
-        self._buffers = buffer_plan(self.cfg, self.sz)
         self._np = np.float16 if self.cfg.dtype == "fp16" else np.float32
         if self.functional:
             self._write_tables()
@@ -212,16 +217,16 @@ class DecodeRuntime:
 
     def _pes(self):
         for s in self.cfg.stages:
-            for py in range(self.lay.p_y):
-                for px in range(self.lay.p_x):
+            lay = self.prog.layout_of(s.index)
+            for py in range(lay.p_y):
+                for px in range(lay.p_x):
                     yield s, px, py
 
     # ---- weights ---------------------------------------------------------------------------------------------
     def _write_tables(self) -> None:
         inv = np.asarray(self.cfg.model.rope_inv_freq(), dtype=np.float64).astype(np.float32)
-        hl = self.lay.heads
         for s, px, py in self._pes():
-            a, b = hl.column_pairs[px]
+            a, b = self.prog.layout_of(s.index).heads.column_pairs[px]
             self._write(s.index, px, py, "invf", inv[a:b] if b > a else np.zeros(0))
 
     def load_weights(self, weights) -> None:
@@ -236,9 +241,10 @@ class DecodeRuntime:
         if not self.functional:
             return
         for s in self.cfg.stages:
+            lay = self.prog.layout_of(s.index)
             for name, arr in images[s.index].items():
-                for py in range(self.lay.p_y):
-                    for px in range(self.lay.p_x):
+                for py in range(lay.p_y):
+                    for px in range(lay.p_x):
                         self._write(s.index, px, py, name, arr[py, px])
 
     # ---- the KV cache and the hidden state from a prefill ---------------------------------------------------
@@ -249,10 +255,11 @@ class DecodeRuntime:
         L = k_layers[0].shape[0]
         for r in self.rules:
             r.prefill(L)  # KVCacheFull when the prompt does not fit
-        lay, cap = self.lay, self.cfg.capacity
-        kv = lay.heads.kv
+        cap = self.cfg.capacity
         kb, vb = [], []
         for g, r in enumerate(self.rules):
+            lay = self._layer_layout(g)
+            kv = lay.heads.kv
             ranges = r.row_ranges(L)
             k = [[np.zeros((cap, kv.sizes[px])) for px in range(lay.p_x)] for _ in range(lay.p_y)]
             v = [[np.zeros((cap, kv.sizes[px])) for px in range(lay.p_x)] for _ in range(lay.p_y)]
@@ -263,7 +270,15 @@ class DecodeRuntime:
                         v[py][px][r.slot(t)] = kv.take(np.asarray(v_layers[g][t]), px)
             kb.append(k)
             vb.append(v)
-        self.load_cache_blocks(kb, vb, lay.hidden_vec.shard(np.asarray(last_hidden)), L)
+        last = self.prog.layout_of(self.cfg.stages[-1].index)
+        self.load_cache_blocks(kb, vb, last.hidden_vec.shard(np.asarray(last_hidden)), L)
+
+    def _layer_layout(self, g: int):
+        """The layout of the stage holding layer ``g``."""
+        for s in self.cfg.stages:
+            if s.first <= g <= s.last:
+                return self.prog.layout_of(s.index)
+        return self.lay
 
     def load_cache_blocks(self, k_blocks: list, v_blocks: list, hidden_blocks, length: int) -> None:
         """The decode-layout KV cache (per layer, per PE [capacity, kv features of the column], token t in
@@ -272,8 +287,9 @@ class DecodeRuntime:
         for r in self.rules:
             r.prefill(length)
         if self.functional:
-            lay, st, cap = self.lay, self.prog.strides, self.cfg.capacity
+            cap = self.cfg.capacity
             for s in self.cfg.stages:
+                lay, st = self.prog.layout_of(s.index), self.prog.strides_of(s.index)
                 for py in range(lay.p_y):
                     for px in range(lay.p_x):
                         kvx = lay.heads.kv.sizes[px]
@@ -287,6 +303,7 @@ class DecodeRuntime:
                         self._write(s.index, px, py, "kc", kc)
                         self._write(s.index, px, py, "vc", vc)
             last = self.cfg.stages[-1].index
+            lay = self.prog.layout_of(last)
             for py in range(lay.p_y):
                 for px in range(lay.p_x):
                     self._write(last, px, py, "x", hidden_blocks[py][px])
@@ -322,7 +339,7 @@ class DecodeRuntime:
         if not self.functional:
             return StepResult(None, None, res.total_cycles, res)
         last = self.cfg.stages[-1].index
-        lay = self.lay
+        lay = self.prog.layout_of(last)
         x, y = self._pe(last, 0, 0)
         tok = int(round(self.dev.get(x, y, "tok")))
         vocab = lay.vocab

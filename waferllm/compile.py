@@ -37,7 +37,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -168,6 +168,57 @@ def fit_stages(model, spec: HardwareSpec, grid: tuple[int, int], dtype: str, con
                      code)
 
 
+def fit_packed_stages(model, spec: HardwareSpec, grid: tuple[int, int], dtype: str, context: int) -> StagePlan:
+    """Stages of the decode program on the packed regions of ``grid`` (``waferllm.placement.packed_regions``:
+    the full P_y × P_x regions and the strips of W mod P_x columns beside them, serpentine), as the planner
+    packs them: the fewest regions in order, the strips holding as few layers as their bytes allow, then the
+    most even counts over the full regions and over the strips. Bytes per width from a probe build
+    (``fit_stages`` without an SRAM limit); the build's own SRAM check still applies to the mixed program."""
+    from meshgemm.decode_program import DecodeStage
+    from waferllm.placement import _water_fill, packed_regions
+
+    p_y, p_x = grid
+    L = model.num_layers
+    regions = packed_regions(spec, grid)
+    if spec.mesh_width % p_x == 0 or not regions:
+        raise InputError(f"{p_y}x{p_x} regions leave no strip on {spec.name}")
+    big = spec.with_params(sram_bytes=1 << 30)
+    probes = {w: fit_stages(model, big, (p_y, w), dtype, context) for w in {r[2] for r in regions}}
+    limit = spec.usable_sram_bytes
+
+    def room(w: int, first: bool, last: bool) -> int:
+        pr = probes[w]
+        left = limit - pr.fixed_bytes[f"{int(first)}{int(last)}"]
+        return -1 if left < 0 else left // pr.per_layer_bytes
+
+    widths = [w for _, _, w in regions]
+    counts = None
+    for k in range(1, len(widths) + 1):
+        caps = [room(widths[i], i == 0, i == k - 1) for i in range(k)]
+        if min(caps) < 0 or sum(caps) < L:
+            continue
+        full = [i for i in range(k) if widths[i] == p_x]
+        narrow = [i for i in range(k) if widths[i] != p_x]
+        on_strips = max(0, L - sum(caps[i] for i in full))
+        counts = [0] * k
+        for group, total in ((narrow, on_strips), (full, L - on_strips)):
+            for i, c in zip(group, _water_fill([caps[i] for i in group], total)):
+                counts[i] = c
+        break
+    if counts is None:
+        raise InputError(f"decode of {model.name}: {len(widths)} packed regions of {p_y}x{p_x} (strips {p_y}x"
+                         f"{spec.mesh_width % p_x}) do not hold {L} layers with the program's bytes on {spec.name}")
+    stages, first = [], 0
+    for i, c in enumerate(counts):
+        y, x, w = regions[i]
+        stages.append(DecodeStage(i, first, first + c - 1, (y, x), embedding=i == 0, lm_head=i == len(counts) - 1,
+                                  width=w))
+        first += c
+    main = probes[p_x]
+    return StagePlan(grid, tuple(stages), main.capacity, main.per_layer_bytes, main.fixed_bytes,
+                     max(pr.code_bytes for pr in probes.values()))
+
+
 def plan_decode(model, spec: HardwareSpec, dtype: str, context: int, decode_grid: tuple[int, int] | None,
                 progress: Progress | None = None, prefill_grid: tuple[int, int] | None = None):
     """(planner plan, fitted stages). The planner picks the grid; when the program's real bytes need more
@@ -190,7 +241,18 @@ def plan_decode(model, spec: HardwareSpec, dtype: str, context: int, decode_grid
         if progress:
             progress(f"fitting the decode program on {p.decode.grid[0]}x{p.decode.grid[1]} regions")
         try:
-            st = fit_stages(model, spec, tuple(p.decode.grid), dtype, context)
+            if p.placement is not None and p.placement.packed:
+                st = fit_packed_stages(model, spec, tuple(p.decode.grid), dtype, context)
+            else:
+                try:
+                    st = fit_stages(model, spec, tuple(p.decode.grid), dtype, context)
+                except InputError as short:  # the strips beside the regions may hold what they do not
+                    if spec.mesh_width % p.decode.grid[1] == 0:
+                        raise
+                    try:
+                        st = fit_packed_stages(model, spec, tuple(p.decode.grid), dtype, context)
+                    except InputError:
+                        raise short from None
         except InputError as e:
             if decode_grid is not None:
                 raise
@@ -219,7 +281,10 @@ def program_trees(plan) -> dict:
     ``x_groups``): the program runs the trees the plan priced (K = 1 is one group)."""
     def groups(t) -> int:
         return t.group_counts[0] if t.k == 2 and t.group_counts else 1
-    return {"y_groups": groups(plan.decode.tree_y), "x_groups": groups(plan.decode.tree_x)}
+    out = {"y_groups": groups(plan.decode.tree_y), "x_groups": groups(plan.decode.tree_x)}
+    if plan.decode.tree_x_strip is not None:  # a packed placement: the strips' own X tree
+        out["strip_x_groups"] = groups(plan.decode.tree_x_strip)
+    return out
 
 
 def _overhead(model, spec, grid, dtype, context) -> int:
@@ -403,9 +468,12 @@ def decode_program_doc(prog, st: StagePlan) -> dict:
         "capacity": cfg.capacity,
         "dtype": cfg.dtype,
         "stages": [{"stage": s.index, "layers": [s.first, s.last], "origin": list(s.origin),
+                    "grid": [cfg.grid[0], s.columns(cfg.grid)],
                     "embedding": s.embedding, "lm_head": s.lm_head} for s in cfg.stages],
         "trees": {"y": {"k": prog.tree_y.k, "groups": prog.tree_y.groups0},
-                  "x": {"k": prog.tree_x.k, "groups": prog.tree_x.groups0, "score_mode": prog.sizes.score_mode}},
+                  "x": {"k": prog.tree_x.k, "groups": prog.tree_x.groups0, "score_mode": prog.sizes.score_mode},
+                  **{"x_strip": {"k": t.k, "groups": t.groups0, "score_mode": sz.score_mode}
+                     for w, (_, sz, _, t) in prog.shapes.items() if w != cfg.grid[1]}},
         "bytes_per_pe": {"per_layer": st.per_layer_bytes, "code_and_vars": st.code_bytes, "fixed": st.fixed_bytes},
     }
 
@@ -503,11 +571,12 @@ class Bundle:
         from meshgemm.decode_program import DecodeConfig, DecodeStage
         dp = self.doc["decode_program"]
         stages = tuple(DecodeStage(s["stage"], s["layers"][0], s["layers"][1], tuple(s["origin"]),
-                                   s["embedding"], s["lm_head"]) for s in dp["stages"])
+                                   s["embedding"], s["lm_head"], s.get("grid", dp["grid"])[1])
+                       for s in dp["stages"])
         trees = dp.get("trees", {})
         return DecodeConfig(self.model, tuple(dp["grid"]), stages, dp["capacity"], dtype or self.doc["dtype"],
                             y_groups=trees.get("y", {}).get("groups"), x_groups=trees.get("x", {}).get("groups"),
-                            timestamps=timestamps)
+                            strip_x_groups=trees.get("x_strip", {}).get("groups"), timestamps=timestamps)
 
     def images(self) -> list[dict[str, np.ndarray]]:
         from safetensors.numpy import load_file

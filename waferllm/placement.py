@@ -4,8 +4,11 @@ stages and per-PE memory.
 A region is a P_y × P_x rectangle that runs consecutive layers tensor-parallel and holds their
 weights and KV cache. Regions tile each wafer's usable mesh on an aligned grid, row-major; a model
 that does not fit one region is split into stages, one region each, with the fewest stages and then
-the most even layer counts. Stages fill wafer 0's regions, then wafer 1's, ... (layers pipelined
-over systems, each holding a contiguous group). The embedding table sits with the first stage and
+the most even layer counts (``place_layers``). When the aligned regions do not hold the model, a
+decode placement may also use the strip of W mod P_x columns left at the end of each band: a
+narrower region of the same P_y rows (``packed_regions``, ``place_layers_packed``). Stages fill
+wafer 0's regions, then wafer 1's, ... (layers pipelined over systems, each holding a contiguous
+group). The embedding table sits with the first stage and
 the LM head (with the final norm) with the last; tied embeddings share one copy when both live in
 one stage.
 
@@ -40,6 +43,7 @@ class Stage:
     kv_bytes: int
     buffer_bytes: int
     extras_bytes: int
+    grid: tuple[int, int] = (0, 0)  # the region's rows and columns (a strip region is narrower)
 
     @property
     def num_layers(self) -> int:
@@ -50,7 +54,7 @@ class Stage:
         return self.weight_bytes + self.kv_bytes + self.buffer_bytes + self.extras_bytes
 
     def to_dict(self) -> dict:
-        return {"stage": self.index, "wafer": self.wafer, "origin": list(self.origin),
+        return {"stage": self.index, "wafer": self.wafer, "origin": list(self.origin), "grid": list(self.grid),
                 "layers": list(self.layers), "num_layers": self.num_layers, "extras": list(self.extras),
                 "bytes_per_pe": self.bytes_per_pe, "weight_bytes_per_pe": self.weight_bytes,
                 "kv_bytes_per_pe": self.kv_bytes, "buffer_bytes_per_pe": self.buffer_bytes,
@@ -65,6 +69,12 @@ class Placement:
     regions_per_wafer: int
     capacity_per_pe: int
     buffer_bytes: int
+    #: Columns of the strip regions beside each band's full regions (0: the aligned tiling, no strips).
+    strip_width: int = 0
+
+    @property
+    def packed(self) -> bool:
+        return self.strip_width > 0
 
     @property
     def regions_available(self) -> int:
@@ -156,6 +166,14 @@ class LayerMemory:
         return b
 
 
+class RegionShortage(InputError):
+    """Every stage fits its region, but the wafers have too few regions (``needed`` of them)."""
+
+    def __init__(self, message: str, needed: int):
+        super().__init__(message)
+        self.needed = needed
+
+
 @functools.lru_cache(maxsize=4096)
 def layer_memory(dims: LayerDims, grid: tuple[int, int], layer_tokens: tuple[int, ...], dtype: str,
                  batch: int) -> LayerMemory:
@@ -208,7 +226,7 @@ def place_layers(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple[int, .
     stages, first = [], 0
     n_st = len(counts)
     if not detail and n_st > per_wafer * wafers:
-        raise InputError(f"{prefix}{n_st} regions of {p_y}x{p_x} needed, {per_wafer * wafers} available")
+        raise RegionShortage(f"{prefix}{n_st} regions of {p_y}x{p_x} needed, {per_wafer * wafers} available", n_st)
     for i, count in enumerate(counts):
         extras: list[str] = []
         e = 0
@@ -222,10 +240,155 @@ def place_layers(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple[int, .
         w = mem.weights(count)
         stages.append(Stage(index=i, wafer=wafer, origin=(y, x), layers=(first, first + count - 1),
                             extras=tuple(extras), weight_bytes=w, kv_bytes=layer_bytes(first, count) - w
-                            if count else 0, buffer_bytes=buf, extras_bytes=e))
+                            if count else 0, buffer_bytes=buf, extras_bytes=e, grid=grid))
         first += count
     return Placement(grid=grid, stages=tuple(stages), wafers=wafers, regions_per_wafer=per_wafer,
                      capacity_per_pe=capacity, buffer_bytes=buf)
+
+
+def strip_width(spec: HardwareSpec, grid: tuple[int, int]) -> int:
+    """Columns left over at the end of each band of P_y rows when it holds floor(W/P_x) full regions."""
+    return spec.mesh_width % grid[1]
+
+
+def packed_regions(spec: HardwareSpec, grid: tuple[int, int]) -> list[tuple[int, int, int]]:
+    """(y, x, columns) of every region of one wafer, in stage order, when each band of P_y rows holds
+    floor(W/P_x) full regions and the strip of W mod P_x columns beside them: serpentine (even bands west to
+    east, odd bands mirrored, east to west), the strip last in its band's order. Consecutive regions share
+    an edge: within a band side by side, and a band change goes south from a strip into the full region
+    below that spans its columns (even bands end with the strip at the east edge, odd bands at the west)."""
+    p_y, p_x = grid
+    W = spec.mesh_width
+    n, s = W // p_x, W % p_x
+    out: list[tuple[int, int, int]] = []
+    for band in range(spec.mesh_height // p_y):
+        y = band * p_y
+        if band % 2 == 0:
+            out += [(y, k * p_x, p_x) for k in range(n)] + ([(y, n * p_x, s)] if s else [])
+        else:
+            out += [(y, W - (k + 1) * p_x, p_x) for k in range(n)] + ([(y, 0, s)] if s else [])
+    return out
+
+
+def _water_fill(caps: list[int], total: int) -> list[int]:
+    """Counts c_i <= caps_i adding up to ``total`` (<= sum of caps) with the smallest largest count;
+    the extra ones taken from the latest regions at that largest count."""
+    if total <= 0 or not caps:
+        return [0] * len(caps)
+    lo, hi = 0, max(caps)
+    while lo < hi:  # the smallest level T with sum(min(cap, T)) >= total
+        mid = (lo + hi) // 2
+        if sum(min(c, mid) for c in caps) >= total:
+            hi = mid
+        else:
+            lo = mid + 1
+    counts = [min(c, lo) for c in caps]
+    excess = sum(counts) - total
+    for i in reversed(range(len(counts))):
+        if excess == 0:
+            break
+        if counts[i] == lo and lo > 0:
+            counts[i] -= 1
+            excess -= 1
+    return counts
+
+
+def place_layers_packed(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple[int, ...] | list[int], vocab: int,
+                        tied: bool, grid: tuple[int, int], dtype: str = "fp16", batch: int = 1,
+                        wafers: int = 1) -> Placement:
+    """The layers over the packed regions of ``grid`` (``packed_regions``: the full P_y × P_x regions and the
+    strip of W mod P_x columns of every band), wafer by wafer: the fewest stages (regions used in stage
+    order), the strips holding as few layers as memory allows (a narrower region runs a layer more
+    slowly), the layers then spread as evenly as they fit over the full regions and over the strips.
+
+    Every layer must cache as many tokens (no mix of sliding-window and full layers) and the strip must
+    hold at least one layer; else, or when the regions do not hold the model, InputError."""
+    p_y, p_x = grid
+    s = strip_width(spec, grid)
+    L = len(layer_tokens)
+    bands = spec.mesh_height // p_y
+    if s == 0 or bands == 0:
+        raise InputError(f"{p_y}x{p_x} regions leave no strip on the {spec.name} mesh")
+    tokens = tuple(layer_tokens)
+    if len(set(tokens)) > 1:
+        raise InputError("packing places layers that all cache as many tokens")
+    capacity = spec.usable_sram_bytes
+    b = 2 if dtype == "fp16" else 4
+    mem = {w: layer_memory(dims, (p_y, w), tokens, dtype, batch) for w in (p_x, s)}
+    buf = {w: decode_buffer_bytes(dims, p_y, w, dtype, batch) for w in (p_x, s)}
+    emb = {w: embedding_bytes_per_pe(vocab, dims.hidden, (p_y, w), b) if vocab else 0 for w in (p_x, s)}
+
+    def most(w: int, extra: int) -> int:
+        """The most layers a region of w columns holds beside ``extra`` bytes; -1 when they alone do not fit."""
+        room = capacity - buf[w] - extra
+        if room < 0:
+            return -1
+        if L == 0:
+            return 0
+        key = (0, room)
+        m = mem[w].most
+        if key not in m:
+            m[key] = _most_layers(mem[w].layer_bytes, 0, L, room, True)
+        return m[key]
+
+    if most(s, 0) < 1:
+        raise InputError(f"a strip of {p_y}x{s} PEs does not hold one layer")
+    n = spec.mesh_width // p_x
+    if wafers * bands * (n * most(p_x, 0) + most(s, 0)) < L:  # cheap: every region without extras
+        raise InputError(f"{wafers * bands * (n + 1)} packed regions of {p_y}x{p_x} (strips {p_y}x{s}) do not "
+                         f"hold {L} layers")
+    regions = packed_regions(spec, grid)
+    widths = [w for _, _, w in regions] * wafers
+
+    def extras(i: int, k: int) -> tuple[int, list[str]]:
+        w, e, names = widths[i], 0, []
+        if i == 0 and vocab:
+            e, names = e + emb[w], names + ["embedding"]
+        if i == k - 1 and vocab:
+            e, names = e + (0 if (tied and k == 1) else emb[w]), names + ["lm_head"]
+        return e, names
+
+    counts = None
+    middle = 0  # the most layers regions 1 .. k - 2 hold
+    bare = {w: max(0, most(w, 0)) for w in (p_x, s)}
+    ends: dict = {}  # (region, k == 1) -> the most layers beside its extras
+    for k in range(1, len(widths) + 1):
+        if k >= 3:
+            middle += bare[widths[k - 2]]
+        caps = []
+        for i in {0, k - 1}:
+            key = (0 if i == 0 else widths[i], i == 0, k == 1)
+            if key not in ends:
+                ends[key] = most(widths[i], extras(i, k)[0])
+            caps.append(ends[key])
+        if min(caps) < 0:
+            continue
+        if sum(caps) + middle >= L:
+            caps = [most(widths[i], extras(i, k)[0]) for i in range(k)]
+            full = [i for i in range(k) if widths[i] == p_x]
+            narrow = [i for i in range(k) if widths[i] != p_x]
+            on_strips = max(0, L - sum(caps[i] for i in full))
+            counts = [0] * k
+            for group, total in ((narrow, on_strips), (full, L - on_strips)):
+                for i, c in zip(group, _water_fill([caps[i] for i in group], total)):
+                    counts[i] = c
+            break
+    if counts is None:
+        raise InputError(f"{len(widths)} packed regions of {p_y}x{p_x} (strips {p_y}x{s}) do not hold the model")
+    per_wafer = len(regions)
+    stages, first = [], 0
+    for i, count in enumerate(counts):
+        w = widths[i]
+        y, x, _ = regions[i % per_wafer]
+        e, names = extras(i, len(counts))
+        wb = mem[w].weights(count)
+        stages.append(Stage(index=i, wafer=i // per_wafer, origin=(y, x), layers=(first, first + count - 1),
+                            extras=tuple(names), weight_bytes=wb,
+                            kv_bytes=mem[w].layer_bytes(first, count) - wb if count else 0, buffer_bytes=buf[w],
+                            extras_bytes=e, grid=(p_y, w)))
+        first += count
+    return Placement(grid=grid, stages=tuple(stages), wafers=wafers, regions_per_wafer=per_wafer,
+                     capacity_per_pe=capacity, buffer_bytes=max(buf.values()), strip_width=s)
 
 
 def _fewest_even(L: int, room: int, emb: int, lm: int, tied: bool,

@@ -50,7 +50,8 @@ from plmr.transformer import (
     local_cycles, prefill_activation_bytes,
     prefill_layer, prefill_layer_floor, reduction_cycles, round_up,
 )
-from waferllm.placement import Placement, place_layers, regions_per_wafer, stage_fit_message
+from waferllm.placement import (Placement, RegionShortage, place_layers, place_layers_packed, regions_per_wafer,
+                                stage_fit_message)
 
 METHODS = ("full", "paper")
 
@@ -130,6 +131,7 @@ class PhasePlan:
     parts: dict = field(default_factory=dict)
     colors_per_pe: int = 0
     placement: Placement | None = None
+    tree_x_strip: TreeChoice | None = None  # decode on a packed placement: the strips' X tree
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,9 @@ class Plan:
                 "groups_x": list(dec.tree_x.group_counts or ()),
                 "colors_per_pe": dec.colors_per_pe,
                 "parts": {k: _cyc(v) for k, v in dec.parts.items()},
+                "strip": None if dec.tree_x_strip is None or pl is None else {
+                    "grid": [dec.grid[0], pl.strip_width], "k_tree_x": dec.tree_x_strip.k,
+                    "groups_x": list(dec.tree_x_strip.group_counts or ())},
             },
             "handoffs": {k: _cyc(v) if k.endswith("cycles") else v for k, v in self.handoff.items()},
             "switch_cycles": _cyc(self.switch_cycles),
@@ -340,9 +345,13 @@ def handoff_colors(spec: HardwareSpec, placement: Placement | None) -> tuple[int
     hand-offs alternate between two colour sets (a middle stage receives on one and sends on the other); the
     last stage returns the token to the first on one colour. Every PE reserves them all. On several wafers
     each wafer's stages are placed alike (a wafer holding more stages than a band of regions hands off
-    south)."""
+    south). A packed placement's rounds are the most of any hand-off (``handoff_rounds``: south over the
+    columns both regions span)."""
     if placement is None or len(placement.stages) <= 1:
         return 0, 0, 0
+    if placement.packed:
+        rounds = max(handoff_rounds(a, b) for a, b in zip(placement.stages, placement.stages[1:]))
+        return rounds, rounds * (2 if len(placement.stages) > 2 else 1), 1
     p_y, p_x = placement.grid
     per_band = max(1, spec.mesh_width // p_x)
     per_wafer: dict[int, int] = {}
@@ -351,6 +360,17 @@ def handoff_colors(spec: HardwareSpec, placement: Placement | None) -> tuple[int
     south = any(n > per_band for n in per_wafer.values())
     rounds = ceil_div(p_y, p_x) if south else 1
     return rounds, rounds * (2 if len(placement.stages) > 2 else 1), 1
+
+
+def handoff_rounds(a: Any, b: Any) -> int:
+    """Rounds of the hand-off from stage ``a`` to stage ``b`` as the decode program runs it: one side by side
+    (or between wafers); going south, row r's segment runs down column r mod o of the o columns both regions
+    span, so ⌈P_y/o⌉ rounds."""
+    if a.wafer != b.wafer or a.origin[0] == b.origin[0]:
+        return 1
+    (_, xa), (_, xb) = a.origin, b.origin
+    o = min(xa + a.grid[1], xb + b.grid[1]) - max(xa, xb)
+    return ceil_div(a.grid[0], max(o, 1))
 
 
 def stage_colors(spec: HardwareSpec, placement: Placement | None) -> int:
@@ -487,14 +507,33 @@ def decode_terms(model: Any, req: PlanRequest, grid: tuple[int, int], placement:
         steps = tuple(decode_steps(spec, dims, p_y, p_x, ctx, dt, B))
         return DecodeTerms(grid, ((model.num_layers, steps),), (), 0.0, _no_handoff(), model.num_layers, spec, prices,
                            score_mode(dims, p_x))
+    if placement is not None and placement.packed:
+        return packed_terms(model, req, grid, placement, prices)
     dims = model_dims(model)
     contexts = layer_contexts(model, req.decode_context)
-    groups = tuple((contexts.count(c), tuple(decode_steps(spec, dims, p_y, p_x, c, dt, B)))
-                   for c in sorted(set(contexts), reverse=True))
+    groups = _layer_groups(model, req, grid, contexts)
+    handoff = decode_handoff(model, req, grid, placement)
+    return DecodeTerms(grid, groups, _extras(model, req, grid), handoff["decode_cycles"], handoff, model.num_layers,
+                       spec, prices, score_mode(dims, p_x), stage_colors(spec, placement))
+
+
+def _layer_groups(model: Any, req: PlanRequest, grid: tuple[int, int], contexts: Any) -> tuple:
+    """(number of layers, decode steps) per distinct context of ``contexts``, longest first."""
+    dims = model_dims(model)
+    return tuple((contexts.count(c), tuple(decode_steps(req.hardware, dims, grid[0], grid[1], c, req.dtype,
+                                                        req.batch)))
+                 for c in sorted(set(contexts), reverse=True))
+
+
+def _extras(model: Any, req: PlanRequest, grid: tuple[int, int]) -> tuple:
+    """The work besides the layers on a region of ``grid``: the next token's embedding (the first stage),
+    final norm, LM head and argmax (the last stage)."""
+    spec, B, dt = req.hardware, req.batch, req.dtype
+    p_y, p_x = grid
     E_y = ceil_div(model.hidden_size, p_y)
     V_x = ceil_div(model.vocab_size, p_x)
     acc = "fp32" if dt == "fp16" else dt
-    extras = (
+    return (
         _named(broadcast(spec, p_x, B * E_y, root=0, dtype=dt), "embedding"),
         _named(rmsnorm(spec, 1, E_y, B, 1, None, dt), "final_norm"),
         Reduction("final_norm", "y", p_y, B, acc),
@@ -503,9 +542,68 @@ def decode_terms(model: Any, req: PlanRequest, grid: tuple[int, int], placement:
         Reduction("lm_head", "y", p_y, B * V_x, dt, broadcast=False),
         _named(chain_reduce(spec, p_x, 2 * B, dtype="fp32"), "argmax"),
     )
+
+
+class PackedTerms:
+    """The decode step of a packed placement: stages on full P_y × P_x regions and on strips of P_y × s.
+
+    Every stage has P_y rows, so the Y tree is one (priced over the reductions of both widths together,
+    ``merged``); each width runs its own X tree (``main`` and ``strip`` hold the layers, embedding and
+    head placed on regions of that width, each priced with its own tree). The tree-free work and the
+    hand-offs are ``merged.local()``."""
+
+    def __init__(self, grid: tuple[int, int], main: DecodeTerms, strip: DecodeTerms, merged: DecodeTerms):
+        self.grid, self.main, self.strip, self.merged = grid, main, strip, merged
+        self.strip_grid = strip.grid
+        self.handoff = merged.handoff
+        self.stage_colors = merged.stage_colors
+        self.prices = merged.prices
+        self.spec = merged.spec
+
+    def colors(self, ty: TreeChoice, tx: TreeChoice, tx_strip: TreeChoice | None = None) -> int:
+        """Colours per PE: the program allocates the Y tree's, the most X-tree slots of any width, the
+        KV shift's and the stages' (``decode_colors`` at each width, the larger)."""
+        ts = tx_strip or TreeChoice(1, ())
+        return max(self.main.colors(ty, tx), self.strip.colors(ty, ts))
+
+    def total(self, spec: HardwareSpec, ty: TreeChoice, tx: TreeChoice, tx_strip: TreeChoice) -> float:
+        return (self.merged.local() + self.merged.axis(spec, "y", ty) + self.main.axis(spec, "x", tx)
+                + self.strip.axis(spec, "x", tx_strip))
+
+    def breakdown(self, spec: HardwareSpec, ty: TreeChoice, tx: TreeChoice,
+                  tx_strip: TreeChoice) -> tuple[float, dict]:
+        """As ``DecodeTerms.breakdown``, the parts of both widths added (one layer: the slower width's)."""
+        a_layer, parts = self.main.breakdown(spec, ty, tx)
+        b_layer, b_parts = self.strip.breakdown(spec, ty, tx_strip)
+        for k, v in b_parts.items():
+            parts[k] = parts.get(k, 0.0) + v
+        return max(a_layer, b_layer), parts
+
+
+def packed_terms(model: Any, req: PlanRequest, grid: tuple[int, int], placement: Placement,
+                 prices: dict | None = None) -> PackedTerms:
+    """``PackedTerms`` of a packed placement: each stage's layers and extras on the terms of its width."""
+    spec = req.hardware
+    prices = {} if prices is None else prices
+    dims = model_dims(model)
+    strip = (grid[0], placement.strip_width)
+    contexts = layer_contexts(model, req.decode_context)
+    st = placement.stages
     handoff = decode_handoff(model, req, grid, placement)
-    return DecodeTerms(grid, groups, extras, handoff["decode_cycles"], handoff, model.num_layers, spec, prices,
-                       score_mode(dims, p_x), stage_colors(spec, placement))
+    colours = stage_colors(spec, placement)
+    parts = {}
+    for g in (grid, strip):
+        ctx = [contexts[i] for s in st if tuple(s.grid) == g for i in range(s.layers[0], s.layers[1] + 1)]
+        ex = _extras(model, req, g)
+        extras = ((ex[0],) if tuple(st[0].grid) == g else ()) + (ex[1:] if tuple(st[-1].grid) == g else ())
+        parts[g] = (_layer_groups(model, req, g, ctx), extras)
+    terms = {g: DecodeTerms(g, parts[g][0], parts[g][1], 0.0, handoff, model.num_layers, spec, prices,
+                            score_mode(dims, g[1]), colours) for g in (grid, strip)}
+    main = replace(terms[grid], handoff_cycles=handoff["decode_cycles"])
+    merged = DecodeTerms(grid, parts[grid][0] + parts[strip][0], parts[grid][1] + parts[strip][1],
+                         handoff["decode_cycles"], handoff, model.num_layers, spec, prices,
+                         score_mode(dims, grid[1]), colours)
+    return PackedTerms(grid, main, terms[strip], merged)
 
 
 def _no_handoff() -> dict:
@@ -539,27 +637,39 @@ def decode_handoff(model: Any, req: PlanRequest, grid: tuple[int, int], placemen
     p_y, p_x = grid
     E_y = ceil_div(model.hidden_size, p_y)
     out = _no_handoff()
-    bcast = broadcast(spec, p_x, B * E_y, root=0, dtype=dt).total_cycles
-    on = message(spec, B * E_y, max(p_y, p_x), 0, dt).total_cycles + bcast
     vec_bytes = B * model.hidden_size * _dtype_bytes(req)
     prompt_bytes = req.input_len * model.hidden_size * _dtype_bytes(req)
     if placement is None:
         return out
+
+    @functools.lru_cache(maxsize=None)
+    def bcast(w: int) -> float:
+        return broadcast(spec, w, B * E_y, root=0, dtype=dt).total_cycles
+
+    @functools.lru_cache(maxsize=None)
+    def on(wa: int, wb: int) -> float:  # a message over <= the sender's longer side, re-broadcast on the receiver
+        return message(spec, B * E_y, max(p_y, wa), 0, dt).total_cycles + bcast(wb)
+
     st = placement.stages
     for a, b in zip(st, st[1:]):
+        wa, wb = _stage_grid(a, grid)[1], _stage_grid(b, grid)[1]
         if a.wafer == b.wafer:
             out["boundaries_on_wafer"] += 1
-            out["decode_on_wafer_cycles"] += on
+            out["decode_on_wafer_cycles"] += on(wa, wb)
         else:
-            hops = edge_hops(spec, grid, a.origin) + edge_hops(spec, grid, b.origin)
+            hops = edge_hops(spec, _stage_grid(a, grid), a.origin) + edge_hops(spec, _stage_grid(b, grid), b.origin)
             cost = (system_hop_cycles(spec, vec_bytes) + message(spec, B * E_y, hops, 0, dt).total_cycles
-                    + bcast)
+                    + bcast(wb))
             out["boundaries_between_wafers"] += 1
             out["decode_between_wafers_cycles"] += cost
             out["decode_per_wafer_boundary_cycles"] = cost
             out["prefill_per_wafer_boundary_cycles"] = system_hop_cycles(spec, prompt_bytes)
     out["decode_cycles"] = out["decode_on_wafer_cycles"] + out["decode_between_wafers_cycles"]
     return out
+
+
+def _stage_grid(stage: Any, grid: tuple[int, int]) -> tuple[int, int]:
+    return tuple(stage.grid) if stage.grid[0] else grid
 
 
 # ------------------------------------------------------------------------------------------------
@@ -602,6 +712,7 @@ class Candidate:
     tree_x: TreeChoice = TreeChoice(1, ())
     placement: Placement | None = None
     terms: Any = None
+    tree_x_strip: TreeChoice | None = None  # a packed placement's strips' X tree
 
     @property
     def key(self) -> tuple[float, int]:
@@ -634,6 +745,8 @@ def best_trees(spec: HardwareSpec, terms: DecodeTerms, req: PlanRequest) -> tupl
     """K and level-1 groups per axis minimising the step, under the colour budget. The cost is a
     sum of a Y part, an X part and a tree-free part, so each axis is minimised per K, then the
     best (K_y, K_x) pair that fits the routable colours is taken."""
+    if isinstance(terms, PackedTerms):
+        raise TypeError("best_trees: a packed placement's trees come from best_packed_trees")
     p_y, p_x = terms.grid
     budget = len(spec.routable_colors)
     if req.method == "paper" and req.k_tree is None:
@@ -662,6 +775,22 @@ def best_trees(spec: HardwareSpec, terms: DecodeTerms, req: PlanRequest) -> tupl
         raise InputError(f"no K-tree pair fits the {budget} routable colours of {spec.name} "
                          f"({terms.stage_colors} of them taken by the stages' hand-offs and token return)")
     return (*_program_trees(terms, pair[1], pair[2]), terms.local() + pair[0])
+
+
+def best_packed_trees(spec: HardwareSpec, terms: PackedTerms,
+                      req: PlanRequest) -> tuple[TreeChoice, TreeChoice, TreeChoice, float] | None:
+    """(Y tree, full regions' X tree, strips' X tree, cycles) of a packed placement: the cost is a sum of
+    a Y part over both widths, an X part per width and a tree-free part, so each is minimised alone
+    (``best_axis_tree``); None when that choice does not fit the routable colours (the search then
+    leaves the packed placement of this grid out)."""
+    cy, ty = best_axis_tree(spec, terms.merged, "y", req)
+    cx, tx = best_axis_tree(spec, terms.main, "x", req)
+    cs, ts = best_axis_tree(spec, terms.strip, "x", req)
+    ty, tx = _program_trees(terms.main, ty, tx)
+    ts = _program_trees(terms.strip, ty, ts)[1]
+    if terms.colors(ty, tx, ts) > len(spec.routable_colors):
+        return None
+    return ty, tx, ts, terms.merged.local() + (cy + cx + cs)
 
 
 def best_axis_tree(spec: HardwareSpec, terms: DecodeTerms, axis: str, req: PlanRequest,
@@ -783,32 +912,43 @@ def decode_floor(spec: HardwareSpec, terms: DecodeTerms, req: PlanRequest) -> fl
     """A lower bound of ``best_trees(...)``'s cycles (trees searched) from what a search has priced
     already: the tree-free part, and per axis the least over its tree space of the prices known
     under each tree plus, for the others, ``_TreeRow.floor`` (0 when nothing is known yet); an
-    axis no tree changes is priced exactly (one tree). The colour budget only removes pairs."""
+    axis no tree changes is priced exactly (one tree). The colour budget only removes pairs.
+    A packed placement's floor adds its Y part and each width's X part (``PackedTerms``)."""
+    if isinstance(terms, PackedTerms):
+        total = terms.merged.local()
+        for t, axis in ((terms.merged, "y"), (terms.main, "x"), (terms.strip, "x")):
+            total += _axis_floor(spec, t, req, axis)
+        return total * (1 - 1e-12)
     total = terms.local()
-    prices = terms.prices if spec is terms.spec else {}  # the memo holds prices for terms.spec
-    for axis, n in (("y", terms.grid[0]), ("x", terms.grid[1])):
-        ks = _ks(req, axis, n)
-        space = _tree_space(n, ks)
-        if not space:  # no tree of the asked K on this side: nothing to bound with (0 is a floor)
-            continue
-        rows = [(w, _tree_row(prices, r, ks, space)) for w, r in terms._items[axis]]
-        if not rows:
-            continue
-        if all(row.tree_free for _, row in rows):
-            total += _row_sum(spec, rows, 0, math.inf)
-            continue
-        least = math.inf
-        for i in range(len(space)):
-            floor = 0.0
-            for w, row in rows:
-                c = row.prices[i]
-                floor += w * (c if c is not None else row.floor(i))
-                if floor > least:  # every term is >= 0: this tree cannot be the least
-                    break
-            else:
-                least = min(least, floor)
-        total += least
+    for axis in ("y", "x"):
+        total += _axis_floor(spec, terms, req, axis)
     return total * (1 - 1e-12)  # margin: the tuned cost adds the same terms in another order
+
+
+def _axis_floor(spec: HardwareSpec, terms: DecodeTerms, req: PlanRequest, axis: str) -> float:
+    """``decode_floor``'s part of one axis."""
+    prices = terms.prices if spec is terms.spec else {}  # the memo holds prices for terms.spec
+    n = terms.grid[0] if axis == "y" else terms.grid[1]
+    ks = _ks(req, axis, n)
+    space = _tree_space(n, ks)
+    if not space:  # no tree of the asked K on this side: nothing to bound with (0 is a floor)
+        return 0.0
+    rows = [(w, _tree_row(prices, r, ks, space)) for w, r in terms._items[axis]]
+    if not rows:
+        return 0.0
+    if all(row.tree_free for _, row in rows):
+        return _row_sum(spec, rows, 0, math.inf)
+    least = math.inf
+    for i in range(len(space)):
+        floor = 0.0
+        for w, row in rows:
+            c = row.prices[i]
+            floor += w * (c if c is not None else row.floor(i))
+            if floor > least:  # every term is >= 0: this tree cannot be the least
+                break
+        else:
+            least = min(least, floor)
+    return least
 
 
 def default_trees(req: PlanRequest, grid: tuple[int, int]) -> tuple[TreeChoice, TreeChoice]:
@@ -833,6 +973,8 @@ def decode_candidate(model: Any, req: PlanRequest, grid: tuple[int, int], forced
     if placed is None:
         return None
     placement, terms = placed
+    if isinstance(terms, PackedTerms):
+        return _packed_candidate(req, grid, placement, terms, forced)
     if tune:
         ty, tx, cycles = best_trees(req.hardware, terms, req)
     else:
@@ -841,24 +983,81 @@ def decode_candidate(model: Any, req: PlanRequest, grid: tuple[int, int], forced
     return Candidate(grid, cycles, ty, tx, placement, terms)
 
 
+def _packed_candidate(req: PlanRequest, grid: tuple[int, int], placement: Placement, terms: PackedTerms,
+                      forced: bool = False) -> Candidate | None:
+    tuned = best_packed_trees(req.hardware, terms, req)
+    if tuned is None:
+        if forced:
+            raise InputError(f"decode: {len(placement.stages)} packed stages of {grid[0]}x{grid[1]} (strips "
+                             f"{grid[0]}x{placement.strip_width}) need more than the "
+                             f"{len(req.hardware.routable_colors)} routable colours of {req.hardware.name}")
+        return None
+    ty, tx, ts, cycles = tuned
+    return Candidate(grid, cycles, ty, tx, placement, terms, ts)
+
+
+def packed_placement(model: Any, req: PlanRequest, grid: tuple[int, int], context: int | None = None,
+                     batch: int | None = None) -> Placement | None:
+    """The real model on the packed regions of ``grid`` (full regions and the strips beside them,
+    ``waferllm.placement.place_layers_packed``), or None when they do not hold it. Tried only where the
+    aligned regions do not (``decode_placement``): plans that fit the aligned tiling never change."""
+    if req.method != "full" or req.hardware.mesh_width % grid[1] == 0:
+        return None
+    ctx = req.decode_context if context is None else context
+    try:
+        p = place_layers_packed(req.hardware, model_dims(model), layer_contexts(model, ctx), model.vocab_size,
+                                model.tie_word_embeddings, grid, req.dtype, req.batch if batch is None else batch,
+                                _wafer_count(req))
+    except InputError:
+        return None
+    return p if p.fits else None
+
+
+def decode_placement(model: Any, req: PlanRequest, grid: tuple[int, int], context: int | None = None,
+                     batch: int | None = None) -> Placement | None:
+    """The decode placement on ``grid`` that fits: the aligned regions, else the packed ones; None when
+    neither holds the model."""
+    p = _fits_or_none(lambda: real_placement(model, req, grid, context=context, batch=batch))
+    return p if p is not None else packed_placement(model, req, grid, context, batch)
+
+
 def _placed_terms(model: Any, req: PlanRequest, grid: tuple[int, int], forced: bool = False,
-                  prices: dict | None = None) -> tuple[Placement | None, DecodeTerms] | None:
-    """The real model's placement on ``grid`` (full method) and the decode step's terms, or None
-    when it cannot be placed (an InputError with the binding numbers when ``forced``)."""
+                  prices: dict | None = None, pack: bool = True) -> tuple[Placement | None, DecodeTerms] | None:
+    """The real model's placement on ``grid`` (full method: the aligned regions, else the packed ones)
+    and the decode step's terms, or None when it cannot be placed (an InputError with the binding
+    numbers of the aligned placement when ``forced``)."""
     placement: Placement | None = None
     if req.method == "full":
+        why, needed = "", None
         try:
             placement = real_placement(model, req, grid, what="decode" if forced else "", detail=forced)
-        except InputError:
+        except RegionShortage as exc:
+            why, placement, needed = str(exc), None, exc.needed
+        except InputError as exc:  # a region cannot hold a stage: a narrower strip cannot either
             if forced:
                 raise
             return None
-        if not placement.fits:
-            if forced:
-                raise InputError(stage_fit_message(req.hardware, placement, model.name))
+        if placement is not None and not placement.fits:
+            if placement.bytes_per_pe > placement.capacity_per_pe:
+                if forced:
+                    raise InputError(stage_fit_message(req.hardware, placement, model.name))
+                return None
+            why, needed, placement = stage_fit_message(req.hardware, placement, model.name), len(placement.stages), None
+        if placement is None and not pack:
             return None
+        if placement is None:
+            # a strip holds no more layers than a full region: packing needs at least as many regions
+            spec = req.hardware
+            slots = (spec.mesh_height // grid[0]) * ceil_div(spec.mesh_width, grid[1]) * _wafer_count(req)
+            placement = packed_placement(model, req, grid) if needed <= slots else None
+            if placement is None:
+                if forced:
+                    strip = spec.mesh_width % grid[1]
+                    raise InputError(why + (f"; the {grid[0]}x{strip} strips beside them ({slots} regions in all) "
+                                            f"do not hold it either" if strip else ""))
+                return None
     terms = decode_terms(model, req, grid, placement, prices)
-    if placement is not None and terms.stage_colors:
+    if placement is not None and terms.stage_colors and not isinstance(terms, PackedTerms):
         why = _colour_shortfall(req, terms, placement, model.name)
         if why:
             if forced:
@@ -1008,14 +1207,17 @@ def _ladder(n: int, step: int) -> list[int]:
     return sorted({v for v in [1, 2, 3, 4, 6, 8, *range(step, n + 1, step), *tiling] if 1 <= v <= n})
 
 
-def _memory_bound_ok(model: Any, req: PlanRequest, grid: tuple[int, int]) -> bool:
+def _memory_bound_ok(model: Any, req: PlanRequest, grid: tuple[int, int], packed: bool = False) -> bool:
     """A necessary condition, cheap: the model's weights fit the whole regions this shape leaves
-    on the wafers (the full method only)."""
+    on the wafers (``packed``: with the strips beside them) (the full method only)."""
     if req.method != "full":
         return True
     spec = req.hardware
-    regions = regions_per_wafer(spec, grid) * _wafer_count(req)
-    return model.total_params * _dtype_bytes(req) <= regions * grid[0] * grid[1] * spec.usable_sram_bytes
+    if packed:  # the full regions and the strips cover whole bands
+        pes = (spec.mesh_height // grid[0]) * grid[0] * spec.mesh_width
+    else:
+        pes = regions_per_wafer(spec, grid) * grid[0] * grid[1]
+    return model.total_params * _dtype_bytes(req) <= pes * _wafer_count(req) * spec.usable_sram_bytes
 
 
 _UNSCORED = object()
@@ -1147,7 +1349,7 @@ def _tile_steps(model: Any, req: PlanRequest, p_y: int, p_x: int, reach: float) 
     return ys, xs
 
 
-def search_decode(model: Any, req: PlanRequest, memo: dict | None = None) -> Candidate | None:
+def search_decode(model: Any, req: PlanRequest, memo: dict | None = None, pack: bool = False) -> Candidate | None:
     """The decode grid and K-trees. Every shape that fits the mesh is a candidate, and every shape
     the search visits is ranked by its exact cost with its best trees (``best_trees``: each tree
     of the tree space priced by the decode program's line trees, ``DecodeTerms.axis``), so no
@@ -1163,7 +1365,11 @@ def search_decode(model: Any, req: PlanRequest, memo: dict | None = None) -> Can
     again from a new best.
 
     ``memo`` (a dict) carries costs between searches of one request on more and more wafers: a
-    shape that holds the model on n wafers has the same stages, hand-offs and costs on more."""
+    shape that holds the model on n wafers has the same stages, hand-offs and costs on more.
+
+    ``pack``: a shape whose aligned regions do not hold the model may use the strips beside them
+    (``packed_placement``); the plan asks for it only when no shape's aligned regions hold the model
+    on these wafers (``_plan_on``), so plans that fit the aligned tiling never change."""
     spec = req.hardware
     step = _ladder_step(spec)
     fitted: dict = {} if memo is None else memo.setdefault("fitted", {})
@@ -1172,8 +1378,18 @@ def search_decode(model: Any, req: PlanRequest, memo: dict | None = None) -> Can
 
     searched_trees = not (req.method == "paper" and req.k_tree is None)
 
-    def tuned(grid: tuple[int, int]) -> Candidate:
-        placement, terms = fitted[grid]
+    # a packed placement holds on its wafer count only (on more, the aligned regions may hold the model)
+    packed_fits: dict = fitted.setdefault(("packed", _wafer_count(req)), {})
+    packed_tunings: dict = tunings.setdefault(("packed", _wafer_count(req)), {})
+
+    def tuned(grid: tuple[int, int]) -> Candidate | None:
+        placed = fitted.get(grid)
+        if placed is None:
+            placement, terms = packed_fits[grid]
+            if grid not in packed_tunings:
+                packed_tunings[grid] = _packed_candidate(req, grid, placement, terms)
+            return packed_tunings[grid]
+        placement, terms = placed
         if grid not in tunings:
             tunings[grid] = best_trees(spec, terms, req)
         ty, tx, cycles = tunings[grid]
@@ -1182,15 +1398,15 @@ def search_decode(model: Any, req: PlanRequest, memo: dict | None = None) -> Can
     def bound(grid: tuple[int, int]) -> Candidate | float | None:
         """None when the model cannot be placed; else the tuned candidate when it is known (or the
         trees are the authors', not searched), else a lower bound of its cost (``decode_floor``)."""
-        placed = fitted.get(grid)
+        placed = fitted.get(grid) or packed_fits.get(grid)
         if placed is None:
-            if not _memory_bound_ok(model, req, grid):
+            if not _memory_bound_ok(model, req, grid, packed=pack):
                 return None
-            placed = _placed_terms(model, req, grid, prices=prices)
+            placed = _placed_terms(model, req, grid, prices=prices, pack=pack)
             if placed is None:
                 return None
-            fitted[grid] = placed
-        if grid in tunings or not searched_trees:
+            (packed_fits if isinstance(placed[1], PackedTerms) else fitted)[grid] = placed
+        if grid in tunings or grid in packed_tunings or not searched_trees:
             return tuned(grid)
         return decode_floor(spec, placed[1], req)
 
@@ -1225,7 +1441,7 @@ def search_decode(model: Any, req: PlanRequest, memo: dict | None = None) -> Can
         crossed.add(best.grid)  # then the shapes at a tile step in both the row and the column
         ys, xs = _tile_steps(model, req, *best.grid, TILE_CROSS)
         best = look([(y, x) for y in sorted(ys) for x in sorted(xs)])
-    if best.placement is not None:  # the search placed with greedy layer counts: even them
+    if best.placement is not None and not best.placement.packed:  # placed with greedy counts: even them
         best = replace(best, placement=real_placement(model, req, best.grid))
     return best
 
@@ -1373,9 +1589,12 @@ def wafer_tokens(model: Any, req: PlanRequest, buffer_bytes: int, wafers: int) -
     return lo
 
 
-def placed_tokens(model: Any, req: PlanRequest, grid: tuple[int, int], batch: int) -> int:
-    """The largest context whose real placement on ``grid`` (same wafers) still fits."""
+def placed_tokens(model: Any, req: PlanRequest, grid: tuple[int, int], batch: int, packed: bool = False) -> int:
+    """The largest context whose real placement on ``grid`` (same wafers; ``packed``: the aligned or the
+    packed regions, ``decode_placement``, as a plan at that context places it) still fits."""
     def fits(t: int) -> bool:
+        if packed:
+            return decode_placement(model, req, grid, context=t, batch=batch) is not None
         return _fits_or_none(lambda: real_placement(model, req, grid, context=t, batch=batch)) is not None
 
     if not fits(1):
@@ -1392,9 +1611,12 @@ def placed_tokens(model: Any, req: PlanRequest, grid: tuple[int, int], batch: in
     return lo
 
 
-def max_batch(model: Any, req: PlanRequest, grid: tuple[int, int], limit: int = 1 << 14) -> int:
-    """The largest batch whose KV caches (one per request at the planned context) and buffers fit."""
+def max_batch(model: Any, req: PlanRequest, grid: tuple[int, int], limit: int = 1 << 14, packed: bool = False) -> int:
+    """The largest batch whose KV caches (one per request at the planned context) and buffers fit
+    (``packed``: on the aligned or the packed regions)."""
     def fits(b: int) -> bool:
+        if packed:
+            return decode_placement(model, req, grid, batch=b) is not None
         return _fits_or_none(lambda: real_placement(model, req, grid, batch=b)) is not None
 
     if not fits(1):
@@ -1447,14 +1669,27 @@ class _NothingFits(InputError):
 def _plan_on(model: Any, req: PlanRequest, memo: dict | None = None, explain: bool = True) -> Plan:
     """The plan for a fixed wafer count. ``explain=False``: when nothing fits, raise
     ``_NothingFits`` without working out the binding constraint (a search of its own)."""
-    spec = req.hardware
     notes: list[str] = []
-    if req.decode_grid is not None:
-        dec = decode_candidate(model, req, req.decode_grid, forced=True)
-    else:
-        dec = search_grid(model, req, decode_candidate, memo)
-        if dec is None:
+
+    def decode() -> Candidate:
+        if req.decode_grid is not None:
+            return decode_candidate(model, req, req.decode_grid, forced=True)
+        found = search_grid(model, req, decode_candidate, memo)
+        if found is None and req.method == "full":  # the strips beside the regions may hold it
+            found = search_decode(model, req, memo, pack=True)
+        if found is None:
             raise _NothingFits(_nothing_fits(model, req, "decode") if explain else "decode: nothing fits")
+        return found
+
+    # --wafers auto (explain=False) asks the prefill search first: it is the cheaper one to fail on too
+    # few wafers, where the decode search (packed strips included) may find placements that go unused
+    pre = None if explain else _prefill(model, req, notes, explain)
+    dec = decode()
+    pre = pre or _prefill(model, req, notes, explain)
+    return _assemble(model, req, dec, pre, notes)
+
+
+def _prefill(model: Any, req: PlanRequest, notes: list[str], explain: bool) -> Candidate:
     if req.prefill_grid is not None:
         pre = prefill_candidate(model, req, req.prefill_grid, forced=True)
         q = math.lcm(*req.prefill_grid)
@@ -1466,13 +1701,15 @@ def _plan_on(model: Any, req: PlanRequest, memo: dict | None = None, explain: bo
         pre = search_grid(model, req, prefill_candidate)
         if pre is None:
             raise _NothingFits(_nothing_fits(model, req, "prefill") if explain else "prefill: nothing fits")
-    return _assemble(model, req, dec, pre, notes)
+    return pre
 
 
 def _assemble(model: Any, req: PlanRequest, dec: Candidate, pre: Candidate, notes: list[str]) -> Plan:
     spec = req.hardware
     f = spec.clock_hz
-    per_layer, parts = dec.terms.breakdown(spec, dec.tree_y, dec.tree_x)
+    packed = isinstance(dec.terms, PackedTerms)
+    strip_tree = (dec.tree_x_strip,) if packed else ()
+    per_layer, parts = dec.terms.breakdown(spec, dec.tree_y, dec.tree_x, *strip_tree)
     # The real model's placement on the decode grid, under either method: the fit is never hidden.
     placement = dec.placement
     reason = ""
@@ -1503,7 +1740,7 @@ def _assemble(model: Any, req: PlanRequest, dec: Candidate, pre: Candidate, note
     energy = wafers * spec.power_watts * e2e_s / (req.output_len * req.batch)
     buf = placement.buffer_bytes if placement is not None else 0
     shift_w = wafer_tokens(model, req, buf, _wafer_count(req))
-    shift_p = placed_tokens(model, req, dec.grid, req.batch) if fits else 0
+    shift_p = placed_tokens(model, req, dec.grid, req.batch, req.method == "full") if fits else 0
     p_y = dec.grid[0]
     if req.context is not None and req.context > model.max_position_embeddings:
         notes.append(f"context {req.context} exceeds the model's max_position_embeddings "
@@ -1521,12 +1758,12 @@ def _assemble(model: Any, req: PlanRequest, dec: Candidate, pre: Candidate, note
                           placement=pre.placement),
         decode=PhasePlan(grid=dec.grid, cycles_per_layer=per_layer, cycles_total=dec.cycles, seconds=decode_s,
                          tokens_per_s=1.0 / decode_s, tree_y=dec.tree_y, tree_x=dec.tree_x, parts=parts,
-                         colors_per_pe=dec.terms.colors(dec.tree_y, dec.tree_x),
-                         placement=placement),
+                         colors_per_pe=dec.terms.colors(dec.tree_y, dec.tree_x, *strip_tree),
+                         placement=placement, tree_x_strip=dec.tree_x_strip if packed else None),
         placement=placement, fits=fits, fit_reason=reason, switch_cycles=sw,
         kv_shift_tokens=shift_w, kv_concat_tokens=shift_w // p_y,
         kv_shift_tokens_placed=shift_p, kv_concat_tokens_placed=shift_p // p_y,
-        max_batch=max_batch(model, req, dec.grid) if fits else 0,
+        max_batch=max_batch(model, req, dec.grid, packed=req.method == "full") if fits else 0,
         end_to_end_tokens_per_s=e2e, energy_j_per_token=energy, wafers=wafers, handoff=handoff,
         notes=tuple(notes),
     )

@@ -43,7 +43,9 @@ def render_plan(result: Any, console: Any, wide: bool = False) -> None:
          f"{d['input_len']} prompt tokens, {pre['seconds'] * 1e3:.2f} ms, {pre['stages']} stage{'s' if pre['stages'] != 1 else ''}"),
         ("decode", f"{dec['grid'][0]}x{dec['grid'][1]}", _num(dec["tokens_per_s"]), _num(dec["cycles_per_layer"]),
          f"per request; {dec['cycles_per_token']:,} cycles/token, K={dec['k_tree']}/{dec['k_tree_x']} (y/x), "
-         f"ctx {d['context']}, {dec['colors_per_pe']} colours/PE"),
+         f"ctx {d['context']}, {dec['colors_per_pe']} colours/PE"
+         + (f"; packed: strips of {dec['strip']['grid'][0]}x{dec['strip']['grid'][1]} beside the regions, "
+            f"K_x={dec['strip']['k_tree_x']} there" if dec["strip"] else "")),
     ]
     if d["batch"] > 1:
         rows.append(("decode, all", "", _num(dec["tokens_per_s_aggregate"]), "",
@@ -77,7 +79,7 @@ def render_plan(result: Any, console: Any, wide: bool = False) -> None:
     stages = d["layer_placement"]["stages"]
     if stages:
         st = Table(title="stage map", show_header=True)
-        for col in ("stage", "wafer", "origin", "layers", "KB/PE"):
+        for col in ("stage", "wafer", "origin", "region", "layers", "KB/PE"):
             st.add_column(col, no_wrap=True, justify="right" if col != "layers" else "left")
         if full:
             st.add_column("weights / KV / other", no_wrap=True)
@@ -85,7 +87,8 @@ def render_plan(result: Any, console: Any, wide: bool = False) -> None:
             layers = f"{x['layers'][0]}-{x['layers'][1]}" if x["num_layers"] > 0 else "-"
             if x["extras"]:
                 layers += " +" + ",".join("emb" if e == "embedding" else "lm" for e in x["extras"])
-            row = [str(x["stage"]), str(x["wafer"]), f"{x['origin'][0]},{x['origin'][1]}", layers,
+            row = [str(x["stage"]), str(x["wafer"]), f"{x['origin'][0]},{x['origin'][1]}",
+                   f"{x['grid'][0]}x{x['grid'][1]}", layers,
                    f"{x['bytes_per_pe'] / 1024:.1f}"]
             if full:
                 row.append(f"{_kb(x['weight_bytes_per_pe'])} / {_kb(x['kv_bytes_per_pe'])} / "

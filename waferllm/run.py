@@ -146,6 +146,13 @@ def run_bundle(req: RunRequest, events: RunEvents | None = None) -> dict:
         raise InputError("this installation has no device prefill (meshgemm.prefill_run); use --prefill host")
     mesh = tuple(b.doc["plan"]["prefill"]["grid"])
     pre_stages, note = None, None
+    if device is not None and len(prog.shapes) > 1:
+        # the device prefill's re-layout writes one decode layout; a packed program's strips have their own
+        why = (f"host prefill: the decode program's stages have {len(prog.shapes)} region widths (strips beside "
+               f"the regions) and the device prefill re-lays its caches out for one")
+        if req.prefill == "device":
+            raise InputError(why.replace("host prefill: ", "--prefill device: ") + "; use --prefill host")
+        device, note = None, why
     if device is not None:
         try:
             pre_stages = device.plan_stages(model, hw, mesh, n_prompt, dtype)

@@ -243,3 +243,57 @@ def test_parameter_sets_and_bodies_stay_bounded_as_the_grid_grows():
         assert st["code_bodies"] <= 8
         sets[n] = st["param_sets"]
     assert sets[64] <= 2 * sets[16] + 40, sets
+
+
+@pytest.mark.parametrize("grid,mesh_width,layers", [
+    ((3, 4), 7, (1, 1, 0, 0)),  # strips of 3 columns: east, south (one round), west into a strip
+    ((5, 3), 5, (1, 0, 1, 0)),  # strips of 2 columns: the south hand-off takes ⌈5/2⌉ = 3 rounds
+])
+def test_stages_of_different_widths_equal_the_block_model(tiny_model, grid, mesh_width, layers):
+    """A packed placement (waferllm.placement.packed_regions): full regions and the strips of W mod P_x columns
+    beside them, in serpentine order, the LM head on a strip. Each stage runs the body of its own width; the
+    tokens and logits of four decode steps equal the block model's (one layout: they do not depend on it)."""
+    from waferllm.placement import packed_regions
+
+    d, _ = tiny_model("llama_gqa")
+    w = load_weights(d, "fp32")
+    spec = w.spec
+    ref = ReferenceModel(w)
+    traces: list = []
+    _, cache = ref.prefill(PROMPT, traces)
+    hw = WSE2.with_params(mesh_width=mesh_width, mesh_height=2 * grid[0])
+    regions = packed_regions(hw, grid)
+    assert [r[2] for r in regions] == [grid[1], mesh_width % grid[1]] * 2
+    stages, a = [], 0
+    for i, n in enumerate(layers):
+        y, x, cols = regions[i]
+        stages.append(DecodeStage(i, a, a + n - 1, (y, x), embedding=i == 0, lm_head=i == len(layers) - 1,
+                                  width=cols))
+        a += n
+    assert a == spec.num_layers
+    capacity = 5
+    prog = build_decode_program(DecodeConfig(spec, grid, tuple(stages), capacity, "fp32"), hw)
+    assert [h["move"] for h in prog.handoffs] == ["east", "south", "west"]
+    south = prog.handoffs[1]
+    assert south["overlap"][1] == mesh_width % grid[1]
+    assert prog.colours.rounds == -(-grid[0] // south["overlap"][1])
+    for s in stages:  # each stage's PEs run its own width's body, laid out at its own width
+        assert prog.layout_of(s.index).p_x == s.columns(grid)
+    rt = DecodeRuntime(prog)
+    rt.load_weights(w)
+    K = [c.reshape(c.shape[0], -1) for c in cache.k]
+    V = [c.reshape(c.shape[0], -1) for c in cache.v]
+    hidden = traces[-2]["h_out"][-1]
+    rt.load_prefix(K, V, hidden)
+    lay = DecodeLayout(spec, *grid)
+    orc = DecodeDataflow(spec, lay, lay.shard_model(w), np.dtype(w.np_dtype), capacity)
+    orc.load_prefix(K, V)
+    r = rt.head()
+    _, tok = orc.head(lay.hidden_vec.shard(hidden))
+    assert r.token == tok
+    for _ in range(4):
+        logits, nxt = orc.step(tok)
+        r = rt.step()
+        assert r.token == nxt
+        close(r.logits, lay.logits_vec.gather(logits), "logits", 1e-5)
+        tok = nxt

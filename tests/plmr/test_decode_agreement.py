@@ -109,3 +109,29 @@ def test_decode_layer_follows_the_simulated_program(grid, kv, context):
     for group in groups:
         p, s = sum(pred.parts[op] for op in group), sum(ops[op] for op in group)
         assert abs(p - s) <= max(0.1 * s, 40), (group, ops, pred.parts)
+
+
+@pytest.mark.parametrize("grid,strip,context", [((16, 16), 10, 200), ((12, 20), 12, 296)])
+def test_stages_of_two_widths_follow_the_simulated_program(grid, strip, context):
+    """A packed placement's step: one layer on a P_y × P_x region, the hand-off east, one layer on a strip of
+    P_y × s beside it (its own layout, body and X tree), simulated timing-only, against plmr priced per stage:
+    ``decode_layer`` at each stage's width with the tree that stage's program runs, plus the hand-off as the
+    planner prices it (a message over the sender's longer side, a broadcast over the receiver's columns)."""
+    from plmr.collectives import broadcast, message
+
+    model = dataclasses.replace(load_catalog_model("llama3-8b"), **{**SMALL, "num_layers": 2})
+    cap = -(-context // grid[0])
+    stages = (DecodeStage(0, 0, 0, (0, 0)), DecodeStage(1, 1, 1, (0, grid[1]), width=strip))
+    cfg = DecodeConfig(model, grid, stages, cap, "fp16", layers_only=True)
+    prog = build_decode_program(cfg, WSE2.with_params(sram_bytes=1 << 20))  # timing only: bytes are not the point
+    assert [prog.layout_of(s.index).p_x for s in stages] == [grid[1], strip]
+    rt = DecodeRuntime(prog, mode="timing")
+    rt.length = context - 1
+    sim = rt.step().cycles
+    tree = lambda t: TreeChoice(t.k, (t.groups0,) if t.k > 1 else ())  # noqa: E731
+    dims, e_y = model_dims(model), -(-model.hidden_size // grid[0])
+    pred = sum(decode_layer(WSE2, dims, grid[0], w, context, tree(prog.tree_y), tree(prog.shapes[w][3]),
+                            "fp16").total_cycles for w in (grid[1], strip))
+    pred += (message(WSE2, e_y, max(grid), 0, "fp16").total_cycles
+             + broadcast(WSE2, strip, e_y, root=0, dtype="fp16").total_cycles)
+    assert pred == pytest.approx(sim, rel=0.04)

@@ -308,3 +308,46 @@ def test_run_bad_input(bundles, args, msg):
 def test_run_of_something_else_than_a_bundle(tmp_path):
     r = CliRunner().invoke(main, ["run", str(tmp_path), "--prompt-ids", "1"])
     assert r.exit_code == 2 and "not a bundle" in r.output
+
+
+def test_a_packed_plan_compiles_to_its_stages_and_runs_as_transformers(tmp_path):
+    """A 6-layer model on an 8x7 wafer of 32 KB PEs at 4x4 regions: the aligned tiling has two regions (the
+    planner needs three), the packed one four (two 4x4 and the two 4x3 strips beside them, serpentine). The
+    plan packs (hand-worked regions below), the bundle's decode program has the plan's stages (origins,
+    shapes, layers), the program rebuilt from the bundle runs each stage at its own width, and greedy tokens
+    and logits equal transformers'."""
+    import torch
+    import transformers
+
+    from meshgemm.decode_program import build_decode_program
+    from plmr.hardware import get_spec
+
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(hidden_size=72, intermediate_size=100, num_attention_heads=6, num_key_value_heads=2,
+                                   num_hidden_layers=6, vocab_size=97, max_position_embeddings=128)
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    src = tmp_path / "m"
+    model.save_pretrained(src)
+    hw = tmp_path / "pack.toml"
+    hw.write_text('base = "wse2"\nname = "pack32"\nsram_bytes = 32768\nmesh_width = 7\nmesh_height = 8\n')
+    out = tmp_path / "bundle"
+    compile_bundle(CompileRequest(model=str(src), hardware=str(hw), context=40, dtype="fp32", decode_grid=(4, 4),
+                                  out=out))
+    doc = json.loads((out / "plan.json").read_text())
+    planned = doc["plan"]["layer_placement"]["stages"]
+    assert doc["plan"]["decode"]["strip"]["grid"] == [4, 3]
+    # band 0 west to east (4x4 at x 0, the 4x3 strip at x 4), band 1 mirrored (4x4 at x 3, the strip at x 0)
+    assert [(s["origin"], s["grid"]) for s in planned] == [([0, 0], [4, 4]), ([0, 4], [4, 3]), ([4, 3], [4, 4]),
+                                                           ([4, 0], [4, 3])]
+    program = doc["decode_program"]["stages"]
+    assert [(s["origin"], s["grid"], s["layers"]) for s in program] == [
+        (s["origin"], s["grid"], s["layers"]) for s in planned]
+    bundle = open_bundle(out)
+    prog = build_decode_program(bundle.decode_config(), get_spec(str(hw)).with_params(sram_bytes=1 << 22))
+    assert [prog.layout_of(s.index).p_x for s in prog.config.stages] == [4, 3, 4, 3]
+    assert [h["move"] for h in prog.handoffs] == ["east", "south", "west"]
+    run = run_bundle(RunRequest(bundle=str(out), prompt_ids=PROMPT, max_new_tokens=4, keep_logits=True))
+    tokens, logits = hf_generate(model, PROMPT, 4)
+    assert run["tokens"] == tokens and run["stages"] == 4
+    assert run["prefill"] == "host" and "widths" in run["prefill_note"]  # the device prefill re-lays one width
+    assert float(np.abs(run["logits"] - logits).max()) <= 1e-4

@@ -120,3 +120,106 @@ def test_balanced_layers_never_cost_more_than_single_ones():
         one = mem.layer_bytes(0, 1)
         assert all(mem.layer_bytes(0, n) <= n * one for n in range(1, len(tokens) + 1))
         assert all(mem.layer_bytes(0, n) <= mem.layer_bytes(0, n + 1) for n in range(len(tokens)))
+
+
+# ---- packed placements: full regions and the strips beside them --------------------------------------------------
+
+TINY12 = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 96,
+          "intermediate_size": 256, "num_hidden_layers": 12, "num_attention_heads": 6,
+          "num_key_value_heads": 2, "vocab_size": 500, "max_position_embeddings": 4096}
+
+
+def _small(kb: int, height: int = 20, width: int = 14):
+    return WSE2.with_params(name=f"small-{height}x{width}", mesh_width=width, mesh_height=height,
+                            fabric_width=width + 7, fabric_height=height + 2, sram_bytes=kb * 1024)
+
+
+def _tiny12():
+    from waferllm.model import spec_from_config_dict
+    return spec_from_config_dict(TINY12, "tiny12")
+
+
+def test_packed_regions_are_the_hand_worked_serpentine():
+    """A 20x14 mesh in 10x8 regions: 2 bands of one full region (14 // 8) and a strip of 14 mod 8 = 6 columns;
+    band 0 west to east, band 1 mirrored, so the band change goes south from the strip (columns 8-13) into
+    the full region below it (columns 6-13)."""
+    from waferllm.placement import packed_regions, regions_per_wafer
+    hw = _small(16)
+    assert regions_per_wafer(hw, (10, 8)) == 2
+    assert packed_regions(hw, (10, 8)) == [(0, 0, 8), (0, 8, 6), (10, 6, 8), (10, 0, 6)]
+    assert packed_regions(hw, (10, 7)) == [(0, 0, 7), (0, 7, 7), (10, 7, 7), (10, 0, 7)]  # no strip
+
+
+def _packed_by_brute_force(model, req, grid):
+    """Every way to place the layers over the first k packed regions (any k, any layer count per region, the
+    embedding with the first and the LM head with the last) that fits each PE, priced by the planner's
+    model: the fewest regions, then the fewest cycles. Returns (k, cycles, counts)."""
+    import itertools
+
+    from plmr.transformer import decode_buffer_bytes
+    from waferllm.placement import Placement, Stage, packed_regions
+    from waferllm.planner import best_packed_trees, layer_contexts, model_dims, packed_terms
+
+    spec, dims = req.hardware, model_dims(model)
+    regions = packed_regions(spec, grid)
+    L, cap = model.num_layers, spec.usable_sram_bytes
+    tokens = layer_contexts(model, req.decode_context)
+    best = None
+    for k in range(1, len(regions) + 1):
+        for counts in itertools.product(range(L + 1), repeat=k):
+            if sum(counts) != L:
+                continue
+            stages, first, ok = [], 0, True
+            for i, n in enumerate(counts):
+                y, x, w = regions[i]
+                mem = layer_memory(dims, (grid[0], w), tokens, "fp16", 1)
+                emb = embedding_bytes_per_pe(model.vocab_size, dims.hidden, (grid[0], w), 2)
+                last = i == k - 1 and not (model.tie_word_embeddings and k == 1)
+                extra = (emb if i == 0 else 0) + (emb if last else 0)
+                buf = decode_buffer_bytes(dims, grid[0], w, "fp16", 1)
+                wb = mem.weights(n)
+                kv = mem.layer_bytes(first, n) - wb if n else 0
+                ok = ok and wb + kv + buf + extra <= cap
+                stages.append(Stage(i, 0, (y, x), (first, first + n - 1), (), wb, kv, buf, extra, (grid[0], w)))
+                first += n
+            if not ok:
+                continue
+            pl = Placement(grid, tuple(stages), 1, len(regions), cap, 0, strip_width=spec.mesh_width % grid[1])
+            tuned = best_packed_trees(spec, packed_terms(model, req, grid, pl), req)
+            if tuned is None:
+                continue
+            cand = (k, tuned[3], counts)
+            if best is None or cand[:2] < best[:2]:
+                best = cand
+        if best is not None:
+            return best
+    return None
+
+
+@pytest.mark.parametrize("kb", [16, 17, 19])
+def test_packing_fits_one_wafer_where_the_aligned_regions_need_two(kb):
+    """TINY12 at 10x8 regions of a 20x14 wafer: the aligned tiling has 2 regions and the model needs 3 or 4
+    (the aligned placement's own count), so --wafers auto took 2 wafers; packed (4 regions, hand-worked
+    above) it takes 1, with the stages, layer counts and cycles of a brute force over every packed
+    placement under the model, and more tokens/s per wafer than the aligned plan on 2 wafers."""
+    from dataclasses import replace
+
+    from waferllm.planner import PlanRequest, plan, real_placement
+    model, hw = _tiny12(), _small(kb)
+    req = PlanRequest(hw, context=64, input_len=32, output_len=8, decode_grid=(10, 8))
+    aligned = real_placement(model, req, (10, 8))
+    assert len(aligned.stages) > 2 and not aligned.fits
+    two = plan(model, replace(req, wafers=2))
+    assert two.wafers == 2 and not two.placement.packed
+    p = plan(model, replace(req, wafers="auto"))
+    assert p.wafers == 1 and p.fits and p.placement.packed
+    k, cycles, counts = _packed_by_brute_force(model, req, (10, 8))
+    st = p.placement.stages
+    assert len(st) == k and p.decode.cycles_total == pytest.approx(cycles, rel=1e-12)
+    assert [(s.origin, s.grid) for s in st] == [((0, 0), (10, 8)), ((0, 8), (10, 6)), ((10, 6), (10, 8)),
+                                               ((10, 0), (10, 6))][:k]
+    assert sum(s.num_layers for s in st) == 12
+    assert p.decode.tokens_per_s > two.decode.tokens_per_s / 2
+    d = p.to_dict()
+    assert d["decode"]["strip"]["grid"] == [10, 6]
+    assert [s["grid"] for s in d["layer_placement"]["stages"]] == [list(s.grid) for s in st]

@@ -138,13 +138,34 @@ def test_full_searched_plan_same_order_as_paper_searched_plan():
         assert p / 3 <= f <= p * 3, (phase, f, p)
 
 
-@pytest.mark.parametrize("flag,grid", [("--decode-grid", "420"), ("--decode-grid", "540"),
-                                       ("--prefill-grid", "600")])
+@pytest.mark.parametrize("flag,grid", [("--prefill-grid", "600")])
 def test_full_method_refuses_published_grids_that_cannot_hold_the_model(flag, grid):
     # The whole model does not fit the regions of this size that tile the WSE-2 mesh: a clean error
     # naming the regions needed and available, not a number.
     msg = plan_error("llama3-8b", "--method", "full", flag, grid, "--context", "4096")
     assert f"regions of {grid}x{grid}" in msg and "room for" in msg, msg
+
+
+@pytest.mark.parametrize("grid,strip,regions", [(420, 330, [([0, 0], 420), ([0, 420], 330), ([420, 330], 420)]),
+                                                (540, 210, [([0, 0], 540), ([0, 540], 210)])])
+def test_published_decode_grids_hold_the_model_with_the_strips(grid, strip, regions):
+    """The authors' 420 and 540 decode grids on WSE-2 (994x750): the aligned tiling has 2 regions of 420
+    (994 // 420 bands x 750 // 420) and 1 of 540, too few for LLaMA3-8B at 4,096 tokens under the full method
+    (its own placement's count); with the 750 mod P strip beside each band's region (packed order: band 0
+    west to east, band 1 mirrored) it fits one wafer."""
+    from waferllm.planner import PlanRequest, real_placement
+    model = load_catalog_model("llama3-8b")
+    aligned = real_placement(model, PlanRequest(WSE2, context=4096), (grid, grid))
+    assert len(aligned.stages) > (994 // grid) * (750 // grid)
+    d = plan_json("llama3-8b", "--method", "full", "--decode-grid", str(grid), "--context", "4096")
+    assert d["wafers"] == 1 and d["memory"]["fits"] and d["decode"]["strip"]["grid"] == [grid, strip]
+    st = d["layer_placement"]["stages"]
+    assert [(s["origin"], s["grid"][1]) for s in st] == regions and all(s["grid"][0] == grid for s in st)
+    assert sum(s["num_layers"] for s in st) == 32
+    r = CliRunner().invoke(main, ["plan", "llama3-8b", "--method", "full", "--decode-grid", str(grid),
+                                  "--context", "4096", "--wide"])
+    text = " ".join(r.stdout.split())  # the stage map shows each stage's region
+    assert f"{grid}x{strip}" in text and "region" in text and f"packed: strips of {grid}x{strip}" in text
 
 
 def test_full_kv_capacity_at_360_matches_table5():

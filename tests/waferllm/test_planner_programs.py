@@ -119,3 +119,25 @@ def test_cli_refuses_a_grid_whose_hand_offs_need_too_many_colours(tmp_path):
     assert r.exit_code == 2, (r.output, r.exception)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "colours" in lines[0], r.stderr
+
+
+@pytest.mark.parametrize("kb,wafers", [(17, "auto"), (19, 1)])
+def test_packed_plan_colours_equal_the_decode_programs(kb, wafers):
+    """A packed plan (full 10x8 regions and 10x6 strips of a 20x14 wafer): the program built on the plan's
+    stages (origins, widths, layers) and trees, the strips' X tree included, allocates the colours the plan
+    counts, and its hand-off rounds are the plan's (the south hand-off runs over the strip's 6 columns)."""
+    from waferllm.compile import program_trees
+    from waferllm.planner import handoff_colors
+
+    model = tiny12()
+    hw = small_wafer(WSE2, 14, 20, kb)
+    p = plan(model, PlanRequest(hw, context=64, input_len=32, output_len=8, decode_grid=(10, 8), wafers=wafers))
+    assert p.placement.packed and p.wafers == 1
+    st = p.placement.stages
+    stages = tuple(DecodeStage(i, s.layers[0], s.layers[1], s.origin, embedding=i == 0, lm_head=i == len(st) - 1,
+                               width=s.grid[1]) for i, s in enumerate(st))
+    prog = build_decode_program(DecodeConfig(model, p.decode.grid, stages, 8, "fp16", **program_trees(p)),
+                                hw.with_params(sram_bytes=1 << 22))
+    assert p.decode.colors_per_pe == allocated(prog), prog.colours
+    assert handoff_colors(hw, p.placement)[0] == prog.colours.rounds
+    assert prog.shapes[6][3].groups0 == (p.decode.tree_x_strip.group_counts or (1,))[0]

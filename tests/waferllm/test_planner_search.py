@@ -116,8 +116,8 @@ def pruned_brute_force(model, req) -> tuple[float, tuple[int, int]]:
     for py in range(1, spec.mesh_height + 1):
         for px in range(1, spec.mesh_width + 1):
             c = decode_candidate(model, req, (py, px), tune=False)
-            if c is None:
-                continue
+            if c is None or (c.placement is not None and c.placement.packed):
+                continue  # the search packs only when no shape's aligned regions hold the model
             per_k = {"y": {}, "x": {}}
             for axis, n in (("y", py), ("x", px)):
                 for t in tree_space(n, decode_tree_ks(spec, axis, n)):
