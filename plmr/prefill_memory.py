@@ -18,6 +18,7 @@ kinds of values: numbers (the planner) and the program's parameter expressions (
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -109,6 +110,7 @@ def _head_features(mod: PrefillModel, p_x: int) -> tuple[int, int, int]:
     return 2 * pairs * n_rep, 2 * pairs, pairs
 
 
+@functools.lru_cache(maxsize=1 << 12)
 def prefill_tiles(mod: PrefillModel, p_y: int, p_x: int, tokens: int) -> PrefillTiles:
     """The layout's tile sizes (``meshgemm.model_layout.PrefillLayout``: Q tiles of ⌈total/Q⌉ per
     dimension, q and K|V features padded to q_x whole tiles of the busiest column)."""
@@ -224,6 +226,7 @@ def _bytes(table: dict) -> int:
     return sum(dtype_bytes(dt) * n for dt, n in table.values())
 
 
+@functools.lru_cache(maxsize=1 << 12)
 def prefill_data_bytes(mod: PrefillModel, p_y: int, p_x: int, tokens: int, layers: int, dtype: str = "fp16",
                        acc: str = "fp32") -> int:
     """Buffer bytes of the busiest PE of the prefill program with ``layers`` resident layers."""
