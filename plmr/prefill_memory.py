@@ -226,16 +226,31 @@ def _bytes(table: dict) -> int:
     return sum(dtype_bytes(dt) * n for dt, n in table.values())
 
 
+def _attention_bytes(t: PrefillTiles, mod: PrefillModel, p_y: int, p_x: int, col: dict, dtype: str) -> int:
+    return sum(dtype_bytes("fp32" if name in ATTENTION_FP32 else dtype) * n
+               for name, n in attention_buffers(t, mod, p_y, col, p_x > 1).items())
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _shared_bytes(mod: PrefillModel, p_y: int, p_x: int, tokens: int, layers: int, dtype: str, acc: str) -> int:
+    """Bytes of the buffers every PE allocates alike (all but the attention's)."""
+    col = attention_columns(mod, p_y, p_x, tokens)[0]
+    table = prefill_buffers(mod, p_y, p_x, tokens, layers, dtype, acc, col)
+    att = attention_buffers(prefill_tiles(mod, p_y, p_x, tokens), mod, p_y, col, p_x > 1)
+    return _bytes({k: v for k, v in table.items() if k not in att})
+
+
 @functools.lru_cache(maxsize=1 << 12)
 def prefill_data_bytes(mod: PrefillModel, p_y: int, p_x: int, tokens: int, layers: int, dtype: str = "fp16",
                        acc: str = "fp32") -> int:
     """Buffer bytes of the busiest PE of the prefill program with ``layers`` resident layers."""
-    return max(_bytes(prefill_buffers(mod, p_y, p_x, tokens, layers, dtype, acc, c))
-               for c in attention_columns(mod, p_y, p_x, tokens))
+    t = prefill_tiles(mod, p_y, p_x, tokens)
+    return (_shared_bytes(mod, p_y, p_x, tokens, layers, dtype, acc)
+            + max(_attention_bytes(t, mod, p_y, p_x, c, dtype) for c in attention_columns(mod, p_y, p_x, tokens)))
 
 
 def prefill_layer_bytes(mod: PrefillModel, p_y: int, p_x: int, tokens: int, dtype: str = "fp16") -> int:
     """Bytes one more resident layer adds on every PE: its weights (``WB``), γ (``NB``), biases
     (``BB``) and K|V cache block (``KVC``)."""
-    return (prefill_data_bytes(mod, p_y, p_x, tokens, 1, dtype)
-            - prefill_data_bytes(mod, p_y, p_x, tokens, 0, dtype))
+    return (_shared_bytes(mod, p_y, p_x, tokens, 1, dtype, "fp32")
+            - _shared_bytes(mod, p_y, p_x, tokens, 0, dtype, "fp32"))
