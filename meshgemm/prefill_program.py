@@ -118,9 +118,9 @@ def build_prefill_program(spec, hardware: HardwareSpec, mesh: tuple[int, int], s
         raise InputError("a prefill region needs at least one layer")
     s = Sizes.of(lay)
     mod = PrefillModel.of(spec)
-    if prefill_tiles(mod, p_y, p_x, seq_len) != PrefillTiles(*(getattr(s, k) for k in PrefillTiles.__dataclass_fields__)):
-        raise AssertionError(f"prefill tiles: the layout's {s} differ from plmr.prefill_memory's "
-                             f"{prefill_tiles(mod, p_y, p_x, seq_len)}")
+    tiles = prefill_tiles(mod, p_y, p_x, seq_len)
+    if tiles != PrefillTiles(*(getattr(s, k) for k in PrefillTiles.__dataclass_fields__)):
+        raise AssertionError(f"prefill tiles: the layout's {s} differ from plmr.prefill_memory's {tiles}")
     heads = lay.heads
     n_rep = heads.n_rep
     nl = len(layers)
