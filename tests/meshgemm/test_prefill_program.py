@@ -298,3 +298,16 @@ def test_the_table_holds_at_catalog_scale(mesh, L):
     prog.finalize()
     got = max(prog.blocks[int(b)].data_bytes for b in set(prog.pe_blocks().tolist()) if b >= 0)
     assert got == prefill_data_bytes(PrefillModel.of(spec), *mesh, L, 1, "fp16")
+
+
+@pytest.mark.parametrize("name,mesh,L,dt", [("llama_gqa", (3, 4), 11, "fp32"), ("qwen2_bias_tied", (2, 5), 30, "fp16")])
+def test_one_more_resident_layer_adds_the_tables_layer_bytes(tiny_model, name, mesh, L, dt):
+    """What `layers_per_stage` and the planner charge per layer: the busiest PE's growth from one to two
+    resident layers."""
+    from plmr.prefill_memory import PrefillModel, prefill_layer_bytes
+    d, _ = tiny_model(name)
+    w = load_weights(d)
+    one, two = (max(b.sram_bytes for b in PP.build_prefill_program(w.spec, ROOMY, mesh, L, layers=ls,
+                                                                   dtype=dt).program.blocks)
+                for ls in ((0,), (0, 1)))
+    assert two - one == prefill_layer_bytes(PrefillModel.of(w.spec), *mesh, L, dt)
