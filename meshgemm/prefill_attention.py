@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from meshgemm.prefill_gemm import MeshGemmRings
+from plmr.prefill_memory import ATTENTION_PARAMS
 from plmr.primitives import balanced_split
 from simulator.body import Body
 from simulator.expr import Expr, Load, Param, Var, Y, as_expr, eq, max_, min_, select
@@ -52,7 +53,7 @@ from simulator.statements import Assign, If, Loop, Wait
 MASKED = float("-inf")
 ATT_VARS = ("at_t", "at_jb", "at_dd", "at_cur", "at_g", "at_r", "at_f", "at_k", "at_j", "at_s", "at_p",
             "at_i", "at_x", "lc_dfull", "lc_dlo", "lc_w")
-PARAMS = ("ng", "at_pos", "at_G", "at_rb", "at_re", "at_pb", "at_pe")
+PARAMS = ATTENTION_PARAMS
 
 
 @dataclass(frozen=True)
@@ -153,33 +154,11 @@ def _features_before(p: Expr) -> Expr:
     return 2 * (p * Param("at_pb") + min_(p, Param("at_pe")))
 
 
-def buffer_sizes(s: AttentionShape, chains: bool = True) -> dict[str, Expr]:
-    """Attention buffers (name -> length expression of the column parameters). With the x chains
-    (``chains``), ``KVB`` and ``KVA`` receive the gathered chunks of the columns below and above."""
-    P = Param
-    ng, G = P("ng"), P("at_G")
-    own = P("at_rb") + (P("at_pos") < P("at_re"))  # rows this column owns
-    w = 2 * (P("at_pb") + (P("at_pos") < P("at_pe")))  # its features
-    d, T, R = s.d, s.T, s.rows
-    one = lambda e: max_(e, 1)  # noqa: E731
-    gathered = {}
-    if chains:
-        Wb = _features_before(P("at_pos"))
-        gathered = {"KVB": one(2 * Wb * T), "KVA": one(2 * (d - _features_before(P("at_pos") + 1)) * T)}
-    return {"KVR": 2 * ng * s.group_block, **gathered, "QP": one(ng * R * w), "QIN": one(ng * own * d),
-            "S": one(ng * own * T), "TMP": one(own * T), "ACC": one(ng * own * d), "OP": one(ng * own * d),
-            "ORECV": one(ng * R * w), "MO": one(ng * own), "MX": one(ng * own), "NG": one(ng * own),
-            "CR": one(ng * own), "LS": one(ng * own)}
-
-
-FP32_BUFFERS = ("S", "TMP", "ACC", "MO", "MX", "NG", "CR", "LS")
-
-
-def declare(body: Body, s: AttentionShape, dt: str, chains: bool = True) -> None:
+def declare(body: Body) -> None:
+    """The attention's parameters and variables; its buffers are in the layer's table
+    (`plmr.prefill_memory.attention_buffers`, which the planner charges too)."""
     for name in PARAMS:
         body.param(name)
-    for name, n in buffer_sizes(s, chains).items():
-        body.buffer(name, "fp32" if name in FP32_BUFFERS else dt, n, export=False)
     for v in ATT_VARS:
         body.var(v, "i32")
 

@@ -43,54 +43,31 @@ from meshgemm.prefill_chains import CHAIN_COLOURS, SegmentRoles, XChains
 from meshgemm.prefill_gemm import GemmGeometry, MeshGemmRings, WeightSlots, skew_rounds
 from plmr.errors import InputError
 from plmr.hardware import HardwareSpec
+from plmr.prefill_memory import (ATTENTION_PARAMS, BIASES, WEIGHTS, PrefillModel, PrefillTiles, bias_cols,
+                                 kv_block, prefill_buffers, prefill_tiles, rope_pairs_max)
 from simulator.body import Body
-from simulator.expr import Expr, Param, Var, X, Y, as_expr, eq, names
+from simulator.expr import Expr, Param, Var, X, Y, as_expr, eq, max_, min_, names
 from simulator.instructions import Add, Copy, Fill, Mul, Ref, Rsqrt, Scale, Silu
 from simulator.program import MeshProgram
 from simulator.statements import Assign, If, Loop, Timestamp, Wait, blocks_of, walk, with_blocks
 
 PHASES = ("attn_norm", "qkv", "rope", "attention", "o_proj", "h_attn", "mlp_norm", "gate_up", "act", "down",
           "h_out")
-WEIGHTS = ("q", "k", "v", "o", "gate", "up", "down")
-BIASES = ("q_bias", "k_bias", "v_bias", "o_bias", "gate_bias", "up_bias", "down_bias")
+#: Buffers the host writes or reads (the rest are the program's scratch, not exported).
+EXPORTED = ("X", "KVC", "WB", "NB", "BB", "COS", "SIN", "NSIN", "EPS")
 DTYPES = ("fp32", "fp16")
 
 
-@dataclass(frozen=True)
-class Sizes:
-    """Per-PE tile sizes of a prefill layout (all PEs allocate the same)."""
-
-    q: int
-    q_x: int
-    q_y: int
-    m: int  # tokens per tile
-    e: int  # hidden features per tile
-    f: int  # FFN features per tile
-    tq: int  # q features per tile
-    tkv: int  # K/V features per tile
+class Sizes(PrefillTiles):
+    """Per-PE tile sizes of a prefill layout (all PEs allocate the same): `plmr.prefill_memory`'s tiles,
+    which the planner reads too, read off the layout here and checked equal to them when a program is
+    built."""
 
     @classmethod
     def of(cls, lay: PrefillLayout) -> "Sizes":
         g = lay.geom
         return cls(g.q, g.q_x, g.q_y, lay.tokens.alloc[0] // g.q_y, lay.hidden.alloc[0] // g.q_x,
                    lay.ffn.alloc[0] // g.q_x, lay.q.alloc[0] // g.q_x, lay.kv.alloc[0] // g.q_x)
-
-    @property
-    def T(self) -> int:
-        return self.q_y * self.m
-
-    def cols(self, tile: int) -> int:
-        return self.q_x * tile
-
-    def act(self, tile: int) -> int:
-        """Elements of an activation with feature tile ``tile``."""
-        return self.q_y * self.q_x * self.m * tile
-
-    def gemm(self, name: str) -> tuple[int, int]:
-        """(k, n) of a weight's tiles."""
-        e, f, tq, tkv = self.e, self.f, self.tq, self.tkv
-        return {"q": (e, tq), "k": (e, tkv), "v": (e, tkv), "o": (tq, e), "gate": (e, f), "up": (e, f),
-                "down": (f, e)}[name]
 
 
 @dataclass
@@ -140,6 +117,10 @@ def build_prefill_program(spec, hardware: HardwareSpec, mesh: tuple[int, int], s
     if not layers:
         raise InputError("a prefill region needs at least one layer")
     s = Sizes.of(lay)
+    mod = PrefillModel.of(spec)
+    tiles = prefill_tiles(mod, p_y, p_x, seq_len)
+    if tiles != PrefillTiles(*(getattr(s, k) for k in PrefillTiles.__dataclass_fields__)):
+        raise AssertionError(f"prefill tiles: the layout's {s} differ from plmr.prefill_memory's {tiles}")
     heads = lay.heads
     n_rep = heads.n_rep
     nl = len(layers)
@@ -169,21 +150,17 @@ def build_prefill_program(spec, hardware: HardwareSpec, mesh: tuple[int, int], s
         off += s.q_y * s.q_x * k * n
     WL = off
     spare = nl * WL
-    tb_max = max(k * n for k, n in (s.gemm(w) for w in WEIGHTS))
-    bias_names = [b for b in BIASES if _has_bias(spec, b)]
+    bias_names = [b for b in BIASES if mod.has_bias(b)]
     b_off, off = {}, 0
     for b in bias_names:
         b_off[b] = off
-        off += _bias_cols(s, b) * s.m
+        off += bias_cols(s, b) * s.m
     BL = off
-    kmax = max(s.e, s.tq, s.f)
-    nmax = max(s.e, s.tq, s.tkv, s.f)
     windows = [spec.layer_sliding_window(i) for i in layers]
     wrule = A.WindowRule.of(windows, s.T, p_y)
     ashape = A.AttentionShape(s.m, s.q_y, n_rep, spec.head_dim, KVcol, Qcol, p_y, spec.head_dim ** -0.5)
     att_params = A.column_params(heads, ashape)
-    KB = 2 * s.q_y * KVcol * s.m  # one layer's K|V cache block
-    npair_max = max(1, int(np_col.max(initial=1)))
+    KB = kv_block(s)  # one layer's K|V cache block
 
     # ---- body ----
     b = Body("prefill", doc="one prefill decoder layer per iteration of a loop over the resident layers")
@@ -193,29 +170,13 @@ def build_prefill_program(spec, hardware: HardwareSpec, mesh: tuple[int, int], s
     for p in ("npair", "has_heads", "probe"):
         b.param(p)
     dt = dtype
-    b.buffer("X", dt, s.q_y * Ecol * s.m)
-    b.buffer("A1", dt, s.q_y * Ecol * s.m, export=False)
-    b.buffer("GA", dt, (s.q_x + 1) * s.q_y * s.m * kmax, export=False)
-    b.buffer("GS", dt, rings.scratch_len(s.m * kmax), export=False)
-    b.buffer("CF", acc, s.act(nmax), export=False)
-    b.buffer("QB", dt, s.q_y * Qcol * s.m, export=False)
-    b.buffer("KVC", dt, nl * KB)
-    b.buffer("H", dt, s.q_y * Ecol * s.m, export=False)
-    b.buffer("G", dt, s.q_y * Fcol * s.m, export=False)
-    b.buffer("U", dt, s.q_y * Fcol * s.m, export=False)
-    b.buffer("WB", dt, nl * WL + s.q_x * tb_max)
-    b.buffer("NB", dt, nl * 2 * Ecol * s.m)
-    if BL:
-        b.buffer("BB", dt, nl * BL)
-    ntab = max(1, npair_max * s.T)
-    for t in ("COS", "SIN", "NSIN"):
-        b.buffer(t, dt, ntab)
-    b.buffer("RT", dt, max(1, npair_max * s.m), export=False)  # RoPE temporaries
-    b.buffer("RT2", dt, max(1, npair_max * s.m), export=False)
-    b.buffer("SQ", "fp32", Ecol * s.m, export=False)
-    b.buffer("RS", "fp32", s.T, export=False)
-    b.buffer("EPS", "fp32", 1)
-    A.declare(b, ashape, dt, chains=p_x > 1)
+    # every buffer from the table the planner charges (plmr.prefill_memory); the attention's lengths
+    # are expressions of the column's parameters
+    table = prefill_buffers(mod, p_y, p_x, seq_len, nl, dtype, acc, col={k: Param(k) for k in ATTENTION_PARAMS},
+                            mx=max_, mn=min_)
+    A.declare(b)
+    for name, (bdt, n) in table.items():
+        b.buffer(name, bdt, n, export=name in EXPORTED)
     b.var("ly", "i32")
     b.var("nl", "i32")
     b.var("stop", "i32")
@@ -387,21 +348,6 @@ def isolate_waiting_loops(code) -> list:
     return out
 
 
-def _has_bias(spec, name: str) -> bool:
-    """Whether the model has this bias (``ModelSpec`` flags: Qwen2 q, k, v; Llama attention_bias, mlp_bias)."""
-    if name in ("q_bias", "k_bias", "v_bias"):
-        return bool(spec.qkv_bias)
-    if name == "o_bias":
-        return bool(spec.o_bias)
-    return bool(spec.mlp_bias)
-
-
-def _bias_cols(s: Sizes, name: str) -> int:
-    base = name[:-5]
-    k, n = s.gemm(base)
-    return s.cols(n)
-
-
 # ---- host side: packing and reading back ----------------------------------------------------------------
 def act_to_pe(block: np.ndarray, s: Sizes) -> np.ndarray:
     """A token-major (T × features) block -> the natural layout [tile j][feature][token t]."""
@@ -421,8 +367,7 @@ def pack_constants(pp: PrefillProgram, spec) -> dict[str, object]:
     heads = lay.heads
     np_dt = np.float16 if pp.dtype == "fp16" else np.float32
     inv = np.asarray(spec.rope_inv_freq(), dtype=np.float64).astype(np.float32)
-    npair_max = max((heads.n_pairs(c) if heads.column_kv_heads[c] else 1) for c in range(pp.p_x))
-    ntab = max(1, npair_max * s.T)
+    ntab = rope_pairs_max(PrefillModel.of(spec), pp.p_x) * s.T  # the table's COS, SIN, NSIN
 
     def table(px, py, fn):
         out = np.zeros(ntab, dtype=np.float64)

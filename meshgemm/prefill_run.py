@@ -31,6 +31,7 @@ from meshgemm.prefill_relayout import KVRelayout, LinkLoad, Region, SwitchCost, 
 from plmr.collectives import message
 from plmr.errors import InputError
 from plmr.hardware import HardwareSpec
+from plmr.prefill_memory import PrefillModel, prefill_layer_bytes
 from simulator import Device
 
 MODES = ("functional", "timing")
@@ -93,16 +94,13 @@ class PrefillResult:
 def layers_per_stage(spec, hardware: HardwareSpec, mesh: tuple[int, int], seq_len: int, dtype: str = "fp32",
                      acc: str = "fp32") -> int:
     """The most layers one region of ``mesh`` holds with the prefill program (weights, caches and
-    buffers of every resident layer, the program's code): built once with one layer and once with
-    two, the rest is linear. Raises InputError with the numbers when not even one fits."""
+    buffers of every resident layer, the program's code): built once with one layer; each more layer
+    adds the same bytes on every PE, the buffer table's (``plmr.prefill_memory.prefill_layer_bytes``,
+    which the program allocates from). Raises InputError with the numbers when not even one fits."""
     big = hardware.with_params(sram_bytes=1 << 30)
     one = PP.build_prefill_program(spec, big, mesh, seq_len, layers=(0,), dtype=dtype, acc=acc)
     need1 = max(b.sram_bytes for b in one.program.blocks)
-    if spec.num_layers == 1:
-        per = 0
-    else:
-        two = PP.build_prefill_program(spec, big, mesh, seq_len, layers=(0, 1), dtype=dtype, acc=acc)
-        per = max(b.sram_bytes for b in two.program.blocks) - need1
+    per = 0 if spec.num_layers == 1 else prefill_layer_bytes(PrefillModel.of(spec), *mesh, seq_len, dtype)
     limit = hardware.usable_sram_bytes
     if need1 > limit:
         raise InputError(f"prefill of {spec.name} ({seq_len} tokens) on a {mesh[0]}x{mesh[1]} region needs "

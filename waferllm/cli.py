@@ -165,11 +165,13 @@ def models(as_json: bool, wide: bool) -> None:
               help="decode requests sharing the weights (each with its own KV cache)")
 @click.option("--wafers", default="1", show_default=True,
               help="systems to pipeline the layers over: a count, or 'auto' for the fewest that fit")
+@click.option("--program-memory", is_flag=True,
+              help="charge the programs' own bytes per PE too (code, variables, the prefill program's buffers)")
 @click.option("--wide", is_flag=True, help="show every column (default: fit the terminal width)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def plan_cmd(model: str, hardware_name: str, method: str, prefill_grid: str | None, decode_grid: str | None,
              k_tree: int | None, context: int | None, input_len: int, output_len: int, dtype: str,
-             batch: int, wafers: str, wide: bool, as_json: bool) -> None:
+             batch: int, wafers: str, program_memory: bool, wide: bool, as_json: bool) -> None:
     """Plan MODEL (catalog name or HF model directory) on one or several wafers and predict its speed."""
     from plmr.hardware import get_spec
     from waferllm.catalog import resolve_model
@@ -185,7 +187,8 @@ def plan_cmd(model: str, hardware_name: str, method: str, prefill_grid: str | No
             raise InputError(f"--wafers {wafers!r}: expected an integer in 1..{MAX_WAFERS} or 'auto'") from None
     req = PlanRequest(hardware=spec, method=method, prefill_grid=parse_grid(prefill_grid, "prefill-grid"),
                       decode_grid=parse_grid(decode_grid, "decode-grid"), k_tree=k_tree, context=context,
-                      input_len=input_len, output_len=output_len, dtype=dtype, batch=batch, wafers=n_wafers)
+                      input_len=input_len, output_len=output_len, dtype=dtype, batch=batch, wafers=n_wafers,
+                      program_memory=program_memory)
     model_spec = resolve_model(model)
     result = plan(model_spec, req)
     if as_json:

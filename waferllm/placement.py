@@ -125,11 +125,14 @@ class LayerMemory:
     counts, a capacity search for many batches."""
 
     def __init__(self, dims: LayerDims, grid: tuple[int, int], layer_tokens: tuple[int, ...], dtype: str,
-                 batch: int):
+                 batch: int, per_layer: tuple[int, int] | None = None):
         self.stage = StageMemory(dims, grid[0], grid[1], dtype)
         self.layer_tokens = layer_tokens
         self.batch = batch
-        self.homogeneous = len(set(layer_tokens)) <= 1
+        #: (weight bytes, KV bytes) every layer takes whatever the stage holds, when the program
+        #: allocates each layer alike (the prefill program's table), instead of ``StageMemory``'s
+        self.per_layer = per_layer
+        self.homogeneous = len(set(layer_tokens)) <= 1 or per_layer is not None
         if self.homogeneous:  # every layer keeps the same rows: sums are products
             self._rows = self.stage.rows(layer_tokens[0]) if layer_tokens else 0
         else:
@@ -143,6 +146,8 @@ class LayerMemory:
         self.most: dict[tuple[int, int], int] = {}
 
     def weights(self, n: int) -> int:
+        if self.per_layer is not None:
+            return max(n, 0) * self.per_layer[0]
         w = self._weights.get(n)
         if w is None:
             w = self._weights[n] = self.stage.weight_bytes(n)
@@ -151,6 +156,8 @@ class LayerMemory:
     def kv(self, first: int, n: int) -> int:
         if n <= 0:
             return 0
+        if self.per_layer is not None:
+            return n * self.per_layer[1]
         if self.homogeneous:
             return self.stage.kv_bytes(n, n * self._rows, self._rows, self.batch)
         return self.stage.kv_bytes(n, self._prefix[first + n] - self._prefix[first],
@@ -176,15 +183,20 @@ class RegionShortage(InputError):
 
 @functools.lru_cache(maxsize=4096)
 def layer_memory(dims: LayerDims, grid: tuple[int, int], layer_tokens: tuple[int, ...], dtype: str,
-                 batch: int) -> LayerMemory:
-    return LayerMemory(dims, grid, layer_tokens, dtype, batch)
+                 batch: int, per_layer: tuple[int, int] | None = None) -> LayerMemory:
+    return LayerMemory(dims, grid, layer_tokens, dtype, batch, per_layer)
 
 
 def place_layers(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple[int, ...] | list[int], vocab: int,
                  tied: bool, grid: tuple[int, int], dtype: str = "fp16", batch: int = 1, wafers: int = 1,
-                 extra_activation_bytes: int = 0, what: str = "", detail: bool = True) -> Placement:
+                 extra_activation_bytes: int = 0, what: str = "", detail: bool = True,
+                 per_layer: tuple[int, int] | None = None, buffer_bytes: int | None = None) -> Placement:
     """Fewest stages that hold every layer, then the most even layer counts (the spare SRAM of
     every stage holds KV). Raises InputError naming the binding constraint with its numbers.
+
+    Per PE: the layers' weights and KV (``StageMemory``, or ``per_layer`` = (weight bytes, KV
+    bytes) of every layer), the embedding and LM head, and the buffers: ``buffer_bytes``, by
+    default the decode vectors plus ``extra_activation_bytes``.
 
     ``detail=False`` (a search, which needs only whether the grid fits and its stages' regions):
     the layer counts are not evened (the fewest stages are the same either way), and needing more
@@ -193,8 +205,9 @@ def place_layers(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple[int, .
     L = len(layer_tokens)
     capacity = spec.usable_sram_bytes
     b = 2 if dtype == "fp16" else 4
-    mem = layer_memory(dims, grid, tuple(layer_tokens), dtype, batch)
-    buf = decode_buffer_bytes(dims, p_y, p_x, dtype, batch) + extra_activation_bytes
+    mem = layer_memory(dims, grid, tuple(layer_tokens), dtype, batch, per_layer)
+    buf = (decode_buffer_bytes(dims, p_y, p_x, dtype, batch) + extra_activation_bytes if buffer_bytes is None
+           else buffer_bytes)
     emb = embedding_bytes_per_pe(vocab, dims.hidden, grid, b) if vocab else 0
     homogeneous = mem.homogeneous
     layer_bytes = mem.layer_bytes

@@ -44,6 +44,8 @@ from plmr.hardware import DTYPE_BYTES, HardwareSpec
 from plmr.ktree import default_group_counts
 from plmr.ops import rmsnorm
 from plmr.primitives import ceil_div
+from plmr.prefill_memory import PrefillModel, kv_block, prefill_data_bytes, prefill_layer_bytes, prefill_tiles
+from plmr.program_code import DECODE_CODE, PREFILL_CODE
 from plmr.transformer import decode_colors as layer_decode_colors
 from plmr.transformer import (
     DECODE_TREE_KS, LayerDims, Reduction, TreeChoice, compose, decode_steps, decode_tree_ks, score_mode, line_tree_args,
@@ -111,6 +113,10 @@ class PlanRequest:
     dtype: str = "fp16"
     batch: int = 1
     wafers: int | str = 1  # a count or "auto" (the fewest that fit)
+    #: Charge the programs' own bytes per PE (``program_bytes``): the decode program's code and
+    #: variables, the prefill program's buffer table and code. Off by default: with them LLaMA2-13B
+    #: no longer fits one WSE-2 (docs/PLANNER.md, "The programs' own memory").
+    program_memory: bool = False
 
     @property
     def decode_context(self) -> int:
@@ -214,6 +220,7 @@ class Plan:
                 "layer_weight_bytes_per_pe": stages[0]["weight_bytes_per_pe"] // max(stages[0]["num_layers"], 1)
                 if stages else 0,
                 "buffer_bytes_per_pe": pl.buffer_bytes if pl else 0,
+                "program_memory": self.request.program_memory,
             },
             "kv_cache": {
                 "max_tokens_shift": self.kv_shift_tokens,
@@ -687,7 +694,31 @@ def real_placement(model: Any, req: PlanRequest, grid: tuple[int, int], context:
     ctx = req.decode_context if context is None else context
     return place_layers(req.hardware, model_dims(model), layer_contexts(model, ctx), model.vocab_size,
                         model.tie_word_embeddings, grid, req.dtype, req.batch if batch is None else batch,
-                        _wafer_count(req), what=what, detail=detail)
+                        _wafer_count(req), decode_program_bytes(req), what=what, detail=detail)
+
+
+def decode_program_bytes(req: PlanRequest) -> int:
+    """Bytes per PE the decode program adds beside its blocks and vectors: its code and variables
+    (``plmr.program_code.DECODE_CODE``) when the request charges the programs' memory, else 0."""
+    return DECODE_CODE.bytes(req.hardware) if req.program_memory else 0
+
+
+def prefill_program_bytes(model: Any, req: PlanRequest, grid: tuple[int, int],
+                          chunks: int = 1) -> tuple[int, tuple[int, int]]:
+    """(bytes per PE besides the layers, (weight bytes, KV bytes) per resident layer) of the prefill
+    program on ``grid`` (``plmr.prefill_memory``, the table the program allocates from, and the
+    code bound ``plmr.program_code.PREFILL_CODE``). The program is built for one chunk of
+    ⌈L/chunks⌉ tokens; each layer's K|V block is charged at the whole prompt (a chunk attends to
+    every key before it)."""
+    p_y, p_x = grid
+    mod = PrefillModel.of(model)
+    tokens = ceil_div(req.input_len, chunks)
+    b = _dtype_bytes(req)
+    fixed = prefill_data_bytes(mod, p_y, p_x, tokens, 0, req.dtype) + PREFILL_CODE.bytes(req.hardware)
+    layer = prefill_layer_bytes(mod, p_y, p_x, tokens, req.dtype)
+    kv_chunk = kv_block(prefill_tiles(mod, p_y, p_x, tokens)) * b
+    kv_full = kv_block(prefill_tiles(mod, p_y, p_x, req.input_len)) * b
+    return fixed, (layer - kv_chunk, kv_full)
 
 
 def _fits_or_none(fn: Callable[[], Placement]) -> Placement | None:
@@ -1189,10 +1220,11 @@ def _prefill_attempt(model: Any, req: PlanRequest, grid: tuple[int, int], chunks
     dims = model_dims(model)
     act = prefill_activation_bytes(dims, grid[0], grid[1], ceil_div(req.input_len, chunks), req.dtype,
                                    keys=req.input_len)
+    buf, per_layer = prefill_program_bytes(model, req, grid, chunks) if req.program_memory else (None, None)
     try:
         placement = place_layers(req.hardware, dims, (req.input_len,) * model.num_layers, model.vocab_size,
                                  model.tie_word_embeddings, grid, req.dtype, 1, _wafer_count(req), act,
-                                 what="prefill", detail=detail)
+                                 what="prefill", detail=detail, per_layer=per_layer, buffer_bytes=buf)
     except InputError as exc:
         return None, str(exc)
     if placement.fits:

@@ -246,3 +246,68 @@ def test_bad_requests_fail_with_the_numbers(tiny_model):
         run_prefill(w.spec, 12, (3, 4), WSE2, weights=w)
     with pytest.raises(InputError, match="cover layers 0..1 once each"):
         run_prefill(w.spec, [1, 2], (3, 4), WSE2, weights=w, stages=[(0,), (0,)])
+
+
+# ---- the buffer table the planner charges (plmr.prefill_memory) --------------------------------------------
+TABLE_CASES = [("llama_gqa", (3, 4), 11, 1, "fp32"), ("llama_mha", (3, 2), 11, 2, "fp16"),
+               ("llama_mqa_bias", (3, 7), 11, 1, "fp16"), ("llama3_rope", (4, 4), 30, 2, "fp32"),
+               ("mistral_window", (2, 2), 20, 2, "fp16"), ("qwen2_bias_tied", (3, 5), 11, 1, "fp16"),
+               ("qwen2_bias_tied", (6, 9), 50, 1, "fp32"), ("llama_gqa", (2, 14), 40, 2, "fp16"),
+               ("llama_gqa", (1, 5), 9, 1, "fp32"), ("llama_gqa", (4, 1), 9, 1, "fp16")]
+
+
+def _table_bytes(table) -> int:
+    from plmr.primitives import dtype_bytes
+    return sum(dtype_bytes(dt) * n for dt, n in table.values())
+
+
+@pytest.mark.parametrize("name,mesh,L,nl,dt", TABLE_CASES)
+def test_the_programs_buffers_are_the_planners_table(tiny_model, name, mesh, L, nl, dt):
+    """Every parameter set's buffer bytes (the simulator's own accounting, which the CSL lowering equals)
+    are the table's for that column, the busiest PE's are ``prefill_data_bytes``, and the blocks the host
+    packs (weights, γ, biases, RoPE tables: from the layout, not the table) fill exactly their buffers."""
+    from plmr.prefill_memory import ATTENTION_PARAMS, PrefillModel, prefill_buffers, prefill_data_bytes
+    d, _ = tiny_model(name)
+    w = load_weights(d)
+    pp = PP.build_prefill_program(w.spec, ROOMY, mesh, L, layers=tuple(range(nl)), dtype=dt)
+    prog = pp.program
+    prog.finalize()
+    mod = PrefillModel.of(w.spec)
+    blocks = [prog.blocks[int(b)] for b in set(prog.pe_blocks().tolist()) if b >= 0]
+    for blk in blocks:
+        col = {k: blk.values[k] for k in ATTENTION_PARAMS}
+        table = prefill_buffers(mod, *mesh, L, nl, dt, "fp32", col)
+        assert {b.name: b.length for b in blk.buffers} == {k: n for k, (_, n) in table.items()}
+        assert blk.data_bytes == _table_bytes(table)
+    assert max(b.data_bytes for b in blocks) == prefill_data_bytes(mod, *mesh, L, nl, dt)
+    packed = {**PP.pack_constants(pp, w.spec), **PP.pack_weights(pp, w)}
+    for (px, py) in [(0, 0), (mesh[1] - 1, mesh[0] - 1)]:
+        blk = prog.blocks[int(prog.pe_blocks()[py * mesh[1] + px])]
+        for name, fn in packed.items():
+            assert len(fn(px, py)) == blk.by_name[name].length, name
+
+
+@pytest.mark.parametrize("mesh,L", [((6, 5), 4096), ((16, 12), 4096), ((8, 8), 64)])
+def test_the_table_holds_at_catalog_scale(mesh, L):
+    """Qwen2.5-0.5B (biases, 2 KV groups over many columns): the busiest PE equals the table's."""
+    from plmr.prefill_memory import PrefillModel, prefill_data_bytes
+    from waferllm.catalog import resolve_model
+    spec = resolve_model("qwen2.5-0.5b")
+    big = WSE2.with_params(sram_bytes=1 << 30)
+    prog = PP.build_prefill_program(spec, big, mesh, L, layers=(0,), dtype="fp16").program
+    prog.finalize()
+    got = max(prog.blocks[int(b)].data_bytes for b in set(prog.pe_blocks().tolist()) if b >= 0)
+    assert got == prefill_data_bytes(PrefillModel.of(spec), *mesh, L, 1, "fp16")
+
+
+@pytest.mark.parametrize("name,mesh,L,dt", [("llama_gqa", (3, 4), 11, "fp32"), ("qwen2_bias_tied", (2, 5), 30, "fp16")])
+def test_one_more_resident_layer_adds_the_tables_layer_bytes(tiny_model, name, mesh, L, dt):
+    """What `layers_per_stage` and the planner charge per layer: the busiest PE's growth from one to two
+    resident layers."""
+    from plmr.prefill_memory import PrefillModel, prefill_layer_bytes
+    d, _ = tiny_model(name)
+    w = load_weights(d)
+    one, two = (max(b.sram_bytes for b in PP.build_prefill_program(w.spec, ROOMY, mesh, L, layers=ls,
+                                                                   dtype=dt).program.blocks)
+                for ls in ((0,), (0, 1)))
+    assert two - one == prefill_layer_bytes(PrefillModel.of(w.spec), *mesh, L, dt)

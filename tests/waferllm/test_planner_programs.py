@@ -141,3 +141,95 @@ def test_packed_plan_colours_equal_the_decode_programs(kb, wafers):
     assert p.decode.colors_per_pe == allocated(prog), prog.colours
     assert handoff_colors(hw, p.placement)[0] == prog.colours.rounds
     assert prog.shapes[6][3].groups0 == (p.decode.tree_x_strip.group_counts or (1,))[0]
+
+
+# ---- the programs' own memory (PlanRequest.program_memory) ---------------------------------------------------
+def _wafer(base, w, h):
+    return base.with_params(name=f"small-{h}x{w}", mesh_width=w, mesh_height=h, fabric_width=w + 7,
+                            fabric_height=h + 2)
+
+
+MEMORY_CASES = [({}, WSE2, 32, 24), ({}, WSE3, 48, 40), ({"num_key_value_heads": 1}, WSE2, 32, 24),
+                ({"attention_bias": True, "mlp_bias": True}, WSE2, 32, 24),
+                ({"num_key_value_heads": 6, "hidden_size": 120}, WSE2, 32, 24),
+                ({"num_key_value_heads": 6, "hidden_size": 120}, WSE3, 48, 40)]
+
+
+@pytest.mark.parametrize("changes,base,w,h", MEMORY_CASES)
+def test_a_prefill_plan_that_charges_the_program_builds(changes, base, w, h):
+    """With the programs' memory charged, the prefill program of the plan's grid, holding its busiest
+    stage's layers for one prompt chunk, builds on the real wafer (no SRAM error); its buffers are exactly
+    the plan's bytes less the code bound (and, with chunks, the K|V of the rest of the prompt): the table
+    both read. The code bound is within 40% of the program's code and variables."""
+    from meshgemm.prefill_program import build_prefill_program
+    from plmr.program_code import PREFILL_CODE
+    from waferllm.planner import prefill_placement, prefill_program_bytes
+    model, hw = tiny12(**changes), _wafer(base, w, h)
+    req = PlanRequest(hardware=hw, input_len=64, output_len=16, program_memory=True)
+    p = plan(model, req)
+    grid = tuple(p.prefill.grid)
+    placement, chunks = prefill_placement(model, req, grid)
+    stage = max(placement.stages, key=lambda s: s.num_layers)
+    tokens = -(-req.input_len // chunks)
+    pp = build_prefill_program(model, hw, grid, tokens, layers=tuple(range(stage.layers[0], stage.layers[1] + 1)),
+                               dtype=req.dtype)  # raises on an SRAM overflow
+    prog = pp.program
+    prog.finalize()
+    blocks = [prog.blocks[int(b)] for b in set(prog.pe_blocks().tolist()) if b >= 0]
+    used = max(b.sram_bytes for b in blocks)
+    code = max(b.code_bytes + b.var_bytes for b in blocks)
+    charged = stage.bytes_per_pe - stage.extras_bytes  # the prefill program holds no embedding or LM head
+    _, (_, kv_full) = prefill_program_bytes(model, req, grid, chunks)
+    kv_chunk = pp.kv_block * 2  # fp16
+    assert used <= charged
+    data = max(b.data_bytes for b in blocks)
+    assert charged - PREFILL_CODE.bytes(hw) - stage.num_layers * (kv_full - kv_chunk) == data
+    assert PREFILL_CODE.bytes(hw) - code <= 0.4 * code
+
+
+@pytest.mark.parametrize("changes,base,w,h", MEMORY_CASES[:3])
+def test_a_decode_plan_charges_the_programs_code_and_variables(changes, base, w, h):
+    """The decode placement's buffers grow by the code bound, which holds on the plan's own program."""
+    from plmr.program_code import DECODE_CODE
+    model, hw = tiny12(**changes), _wafer(base, w, h)
+    off = plan(model, PlanRequest(hardware=hw, input_len=64, output_len=16))
+    on = plan(model, PlanRequest(hardware=hw, input_len=64, output_len=16, program_memory=True))
+    if tuple(on.decode.grid) == tuple(off.decode.grid):
+        assert on.placement.buffer_bytes - off.placement.buffer_bytes == DECODE_CODE.bytes(hw)
+    prog = program_for(model, on, hw).program
+    prog.finalize()
+    blocks = [prog.blocks[int(b)] for b in set(prog.pe_blocks().tolist()) if b >= 0]
+    assert max(b.code_bytes + b.var_bytes for b in blocks) <= DECODE_CODE.bytes(hw)
+
+
+@pytest.mark.xfail(strict=True, reason="the decode program allocates every layer's blocks at the largest column's "
+                   "size and its vectors at their own sizes; the planner assumes the uneven column splits rotate from "
+                   "layer to layer (StageMemory) and charges decode_buffer_bytes: `waferllm compile` fits the "
+                   "stages to the built program (fit_stages)")
+def test_a_decode_plan_that_charges_the_program_builds():
+    from meshgemm.decode_program import DecodeConfig, DecodeStage, build_decode_program, snake_origins
+    from waferllm.compile import kv_capacity, program_trees
+    model, hw = tiny12(num_key_value_heads=1), _wafer(WSE2, 32, 24)
+    p = plan(model, PlanRequest(hardware=hw, input_len=64, output_len=16, context=2000, program_memory=True))
+    grid, st = p.decode.grid, p.placement.stages
+    origins = snake_origins(hw, grid, len(st))
+    stages = tuple(DecodeStage(i, s.layers[0], s.layers[1], origins[i], embedding=i == 0, lm_head=i == len(st) - 1)
+                   for i, s in enumerate(st))
+    dp = build_decode_program(DecodeConfig(model, grid, stages, kv_capacity(model, grid[0], 2000), "fp16",
+                                           **program_trees(p)), hw)
+    dp.program.finalize()
+    used = max(b.sram_bytes for b in dp.program.blocks)
+    assert used <= p.placement.bytes_per_pe
+
+
+def test_cli_program_memory_flag():
+    """``--program-memory`` is recorded in the JSON and adds the programs' bytes; a small model still plans."""
+    import json
+
+    from waferllm.cli import main
+    r0 = CliRunner().invoke(main, ["plan", "qwen2.5-0.5b", "--json"])
+    r1 = CliRunner().invoke(main, ["plan", "qwen2.5-0.5b", "--json", "--program-memory"])
+    assert r0.exit_code == 0 and r1.exit_code == 0, r1.output
+    d0, d1 = json.loads(r0.stdout), json.loads(r1.stdout)
+    assert d0["memory"]["program_memory"] is False and d1["memory"]["program_memory"] is True
+    assert d1["memory"]["buffer_bytes_per_pe"] > d0["memory"]["buffer_bytes_per_pe"]
