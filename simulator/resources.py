@@ -22,7 +22,8 @@
   one output queue per colour expression it sends on, from ``spec.usable_input_queues`` /
   ``spec.usable_output_queues``, the same for every parameter set; expressions that no parameter set
   uses together may share a queue (WSE-3 binds each queue to one colour with ``@initialize_queue``;
-  2.10 initialises input queues with a colour on both targets).
+  2.10 initialises input queues with a colour on both targets). A body with ``own_queues`` gives every
+  expression its code names a queue of its own, so its plan does not depend on the mesh.
 
 Each failure names the PE, the body, the resource and the numbers.
 """
@@ -279,11 +280,33 @@ def _block_colour_exprs(block) -> tuple[list, list]:
     return recv, send
 
 
+def body_colour_exprs(body) -> tuple[list, list]:
+    """Colour expressions the code of ``body`` receives on and sends on, whatever the parameters, in
+    the order the code names them (functions, then tasks; data tasks' colours last among receives)."""
+    recv: list = []
+    send: list = []
+    for code in [f.code for f in body.functions.values()] + [t.code for t in body.tasks.values()]:
+        for st in S.walk(code):
+            if isinstance(st, I.FABRIC_INSTRUCTIONS):
+                for c, acc in ((I.recv_colour(st), recv), (I.send_colour(st), send)):
+                    if c is not None and as_expr(c) not in acc:
+                        acc.append(as_expr(c))
+    for t in body.tasks.values():
+        if t.kind == "data" and as_expr(t.colour) not in recv:
+            recv.append(as_expr(t.colour))
+    return recv, send
+
+
 def body_queues(blocks: list) -> tuple[tuple[dict, int], tuple[dict, int]]:
     """Queue of every colour expression a body receives (sends) on, the same for all its parameter
     sets so a PE program names its queues as constants: expressions that some parameter set uses
-    together get different queues (greedy colouring in order of appearance). Returns, for input and
-    output: (expression -> index into the target's usable queues, queues needed)."""
+    together get different queues (greedy colouring in order of appearance). A body with
+    ``own_queues`` gives each expression of its code its own queue, whatever the parameter sets.
+    Returns, for input and output: (expression -> index into the target's usable queues, queues
+    needed)."""
+    if blocks and blocks[0].body.own_queues:
+        return tuple(({c: i for i, c in enumerate(side)}, len(side))
+                     for side in body_colour_exprs(blocks[0].body))
     out = []
     for side in (0, 1):
         uses = [_block_colour_exprs(b)[side] for b in blocks]
