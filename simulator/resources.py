@@ -133,6 +133,41 @@ def code_bytes(body, values: dict, spec: HardwareSpec) -> int:
             + bodies * spec.code_bytes_per_task)
 
 
+def shape_exprs(body) -> tuple:
+    """The comptime expressions whose values decide what ``code_bytes`` and ``check_block_shapes`` see of
+    a parameter set: the ``If``/``Switch`` conditions (which branches it keeps) and the fabric ops'
+    colours. Parameter sets on which they agree keep the same code (``shape_of``), so a program of many
+    parameter sets (a prefill region has thousands: per-column head values, ring and chain roles)
+    counts and checks each code once."""
+    from simulator.expr import is_comptime
+
+    found: dict = {}
+    for code in [f.code for f in body.functions.values()] + [t.code for t in body.tasks.values()]:
+        for st in S.walk(code):
+            if isinstance(st, S.If):
+                exprs = (st.cond,)
+            elif isinstance(st, S.Switch):
+                exprs = (st.value,)
+            elif isinstance(st, I.FABRIC_INSTRUCTIONS):
+                exprs = tuple(c for c in (I.recv_colour(st), I.send_colour(st)) if c is not None)
+            else:
+                continue
+            for e in exprs:
+                e = as_expr(e)
+                if e not in found and is_comptime(e):
+                    found[e] = None
+    return tuple(found)
+
+
+def shape_of(exprs: tuple, values: dict) -> tuple:
+    """The values of ``shape_exprs`` under one parameter set (None where one is not a number)."""
+    out = []
+    for e in exprs:
+        v = substitute(e, values)
+        out.append(v.value if isinstance(v, Const) else None)
+    return tuple(out)
+
+
 def check_block_shapes(block, spec: HardwareSpec) -> None:
     """Parameter-dependent checks of one block: colours of fabric ops are comptime and routable."""
     routable = set(spec.routable_colors)
