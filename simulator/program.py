@@ -120,6 +120,7 @@ class Block:
     var_bytes: int  # the body's variables and those the CSL lowering adds (resources.lowering_data_bytes)
     code_bytes: int
     labels: int = 0  # the program's Timestamp labels var_bytes counts a slot for
+    shape: tuple = ()  # what decides the code it keeps (resources.shape_exprs' values): equal -> same code
 
     @property
     def sram_bytes(self) -> int:
@@ -470,7 +471,7 @@ class MeshProgram:
         if code is None:
             code = self._code_of_shape[shape] = resources.code_bytes(final, values, self.spec)
         return Block(index, final, values, tuple(bufs), {b.name: b for b in bufs}, off, data, var_bytes, code,
-                     labels)
+                     labels, shape)
 
     # --------------------------------------------------------------------------------------------
     # Trace API (sugar): per-PE buffers and straight-line instruction lists

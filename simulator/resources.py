@@ -156,7 +156,23 @@ def shape_exprs(body) -> tuple:
                 e = as_expr(e)
                 if e not in found and is_comptime(e):
                     found[e] = None
+    for t in body.tasks.values():
+        if t.kind == "data" and as_expr(t.colour) not in found and is_comptime(t.colour):
+            found[as_expr(t.colour)] = None
     return tuple(found)
+
+
+def per_shape(blocks: list, fn) -> dict:
+    """``fn(block)`` for every block (by index), computed once per code shape (``Block.shape``) for what
+    depends on the code a parameter set keeps and its colours only."""
+    memo: dict = {}
+    out = {}
+    for b in blocks:
+        key = getattr(b, "shape", ()) or ("block", id(b))
+        if key not in memo:
+            memo[key] = fn(b)
+        out[b.index] = memo[key]
+    return out
 
 
 def shape_of(exprs: tuple, values: dict) -> tuple:
@@ -225,7 +241,8 @@ def allocate(blocks: list, spec: HardwareSpec, where) -> list[BlockResources]:
     by_body: dict[int, list] = {}
     for b in blocks:
         by_body.setdefault(id(b.body), []).append(b)
-    colours_of = {b.index: block_colours(b) for b in blocks}
+    colours_of = per_shape(blocks, block_colours)
+    exprs_of = per_shape(blocks, _block_colour_exprs)
     for key, bl in by_body.items():
         body = bl[0].body
         received = set().union(*(colours_of[b.index][0] for b in bl))
@@ -275,7 +292,7 @@ def allocate(blocks: list, spec: HardwareSpec, where) -> list[BlockResources]:
                                  f"{'input' if kind == 'receives' else 'output'} queues at once "
                                  f"({', '.join(map(repr, table))}), {spec.name} has {len(avail)} usable "
                                  f"({_ranges(avail)})")
-        used_in, used_out = _block_colour_exprs(b)
+        used_in, used_out = exprs_of[b.index]
         res.input_queue = {_value(c, b): spec.usable_input_queues[qin[c]] for c in used_in}
         if not unbound_out:
             res.output_queue = {_value(c, b): spec.usable_output_queues[qout[c]] for c in used_out}
@@ -343,8 +360,9 @@ def body_queues(blocks: list) -> tuple[tuple[dict, int], tuple[dict, int]]:
         return tuple(({c: i for i, c in enumerate(side)}, len(side))
                      for side in body_colour_exprs(blocks[0].body))
     out = []
+    exprs_of = per_shape(blocks, _block_colour_exprs)
     for side in (0, 1):
-        uses = [_block_colour_exprs(b)[side] for b in blocks]
+        uses = [exprs_of[b.index][side] for b in blocks]
         order: list = []
         for u in uses:
             for c in u:
