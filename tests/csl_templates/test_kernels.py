@@ -85,13 +85,14 @@ def _size_free(text: str) -> str:
     return re.sub(r"\d+", "#", text)
 
 
-def kernel_bundle_files(name: str, side: int, hardware: str) -> dict[str, str]:
+def kernel_bundle_files(name: str, side: int, hardware: str, again: bool = False) -> dict[str, str]:
     """The bundle of kernel ``name`` on a side x side mesh (GEMMs M = K = N = 2·side, GEMVs K = N = 2·side:
-    equal blocks on every PE), built for ``hardware``."""
+    equal blocks on every PE), built for ``hardware``; ``again``: check that re-emission is byte-identical."""
     d = 2 * side
     b = build_kernel(request(name, (side, side), (d, d, d), "fp16", functional=False), get_spec(hardware))
     files = render_bundle(b.program, kernel_host_plan(b), None, kernel=name)[0]
-    assert render_bundle(b.program, kernel_host_plan(b), None, kernel=name)[0] == files  # byte-identical again
+    if again:
+        assert render_bundle(b.program, kernel_host_plan(b), None, kernel=name)[0] == files
     return files
 
 
@@ -113,7 +114,8 @@ def assert_same_bundle_at_both_sizes(small: dict[str, str], large: dict[str, str
 @pytest.mark.parametrize("hardware", ["wse2", "wse3"])
 @pytest.mark.parametrize("name", EMITTED)
 def test_kernel_csl_is_the_same_at_two_mesh_sizes_and_re_emits_identically(name, hardware):
-    assert_same_bundle_at_both_sizes(kernel_bundle_files(name, 8, hardware), kernel_bundle_files(name, 20, hardware))
+    assert_same_bundle_at_both_sizes(kernel_bundle_files(name, 8, hardware),
+                                     kernel_bundle_files(name, 20, hardware, again=True))
 
 
 @pytest.mark.slow
