@@ -134,14 +134,36 @@ def code_bytes(body, values: dict, spec: HardwareSpec) -> int:
 
 
 def shape_exprs(body) -> tuple:
-    """The comptime expressions whose values decide what ``code_bytes`` and ``check_block_shapes`` see of
-    a parameter set: the ``If``/``Switch`` conditions (which branches it keeps) and the fabric ops'
-    colours. Parameter sets on which they agree keep the same code (``shape_of``), so a program of many
-    parameter sets (a prefill region has thousands: per-column head values, ring and chain roles)
-    counts and checks each code once."""
-    from simulator.expr import is_comptime
+    """The expressions whose values decide what ``code_bytes`` and ``check_block_shapes`` see of a
+    parameter set: the comptime ``If``/``Switch`` conditions (which branches it keeps), the parameters
+    of run-time ones, and the fabric ops' and data tasks' colours. Parameter sets on which they agree
+    keep the same code (``shape_of``), so a program of many parameter sets (a prefill region has
+    thousands: per-column head values, ring and chain roles) counts and checks each code once."""
+    from simulator.expr import BinOp, Load, Param, Select, UnOp, is_comptime, names
 
     found: dict = {}
+
+    def has_select(e) -> bool:
+        if isinstance(e, Select):
+            return True
+        if isinstance(e, BinOp):
+            return has_select(e.a) or has_select(e.b)
+        if isinstance(e, UnOp):
+            return has_select(e.a)
+        if isinstance(e, Load):
+            return has_select(e.index)
+        return False
+
+    def add(e) -> None:
+        e = as_expr(e)
+        if e in found:
+            return
+        if is_comptime(e):
+            found[e] = None
+        elif has_select(e):  # a run-time expression folds only through a select on parameters
+            for p in sorted(names(e)[0]):
+                found.setdefault(Param(p), None)
+
     for code in [f.code for f in body.functions.values()] + [t.code for t in body.tasks.values()]:
         for st in S.walk(code):
             if isinstance(st, S.If):
@@ -153,12 +175,10 @@ def shape_exprs(body) -> tuple:
             else:
                 continue
             for e in exprs:
-                e = as_expr(e)
-                if e not in found and is_comptime(e):
-                    found[e] = None
+                add(e)
     for t in body.tasks.values():
-        if t.kind == "data" and as_expr(t.colour) not in found and is_comptime(t.colour):
-            found[as_expr(t.colour)] = None
+        if t.kind == "data":
+            add(t.colour)
     return tuple(found)
 
 

@@ -506,3 +506,24 @@ def test_code_counted_once_per_code_shape_equals_counting_every_parameter_set(sp
         assert blk.code_bytes == resources.code_bytes(blk.body, blk.values, spec)
     by_k = {blk.values["k"]: blk.code_bytes for blk in prog.blocks}
     assert by_k[1] > by_k[0]
+
+
+def test_a_run_time_condition_that_folds_on_a_parameter_keeps_its_own_code_count(spec):
+    """``if (k == 0 ? i < 3 : 1)`` is a run-time test where k = 0 and always true where k = 1, so a k = 1 PE
+    keeps only the then-branch: the two parameter sets are two code shapes with different counts."""
+    from simulator import resources
+    from simulator.expr import select
+
+    b = Body("folds")
+    k = b.param("k")
+    i = b.var("i")
+    b.buffer("a", "fp32", 4)
+    b.function("main", [If(select(eq(k, 0), i < 3, 1), (Fill(Ref("a", 0, 4), 1.0),),
+                           (Fill(Ref("a", 0, 4), 2.0), Add(Ref("a", 0, 4), "a", "a")))])
+    prog = MeshProgram(2, 1, spec)
+    prog.place(b, params={"k": np.array([[0, 1]])})
+    prog.finalize()
+    got = {blk.values["k"]: blk.code_bytes for blk in prog.blocks}
+    assert got == {v: resources.code_bytes(blk.body, blk.values, spec) for blk in prog.blocks
+                   for v in [blk.values["k"]]}
+    assert got[0] > got[1]
