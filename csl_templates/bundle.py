@@ -11,7 +11,10 @@ DIR/README.md
 ```
 
 The directory is built next to ``DIR`` and renamed into place; an existing bundle there is replaced,
-any other existing content is refused. Output is deterministic (byte-identical on re-emission).
+any other existing content is refused. Output is deterministic (byte-identical on re-emission). The
+mesh size reaches ``src/`` only through ``--params``; the scripts, manifest and README name the sizes
+as numbers (the exact ``cslc`` line, the rectangle, the shapes), which is all that differs between
+sizes (docs/DESIGN.md, "Scripts and manifests name the sizes").
 """
 
 from __future__ import annotations

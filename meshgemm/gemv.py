@@ -76,8 +76,10 @@ def balanced_block(total: ExprLike, parts: ExprLike, i: ExprLike) -> Expr:
 
 def _build(req: KernelRequest, spec: HardwareSpec, axis: str, scheme: str,
            collective: Callable[[MeshProgram, ColourMap], C.Collective], slots: int, predicted,
-           pad_to: int = 0, with_broadcast: bool = True, bsp: bool = False) -> KernelBuild:
-    """One body on every PE: a local GEMV (m FMACs of length n) then the collective along ``axis``."""
+           pad_to: int = 0, with_broadcast: bool = True, bsp: bool = False,
+           own_queues: bool = False) -> KernelBuild:
+    """One body on every PE: a local GEMV (m FMACs of length n) then the collective along ``axis``.
+    ``own_queues``: a queue per colour (``Body.own_queues``), the same queue plan at every mesh size."""
     p_y, p_x, n_ax, n_other = _check(req, spec, axis)
     kb = balanced_split(req.k, n_ax)  # reduction-axis blocks of x / rows of W
     nb = balanced_split(req.n, n_other)  # output blocks
@@ -94,7 +96,7 @@ def _build(req: KernelRequest, spec: HardwareSpec, axis: str, scheme: str,
     n_ax_p, n_other_p = C.axis_size(axis), C.axis_size("x" if axis == "y" else "y")
     coll = collective(prog, colours)
 
-    b = Body(f"gemv_{axis}", doc=f"{req.name}: local GEMV, then {scheme} along {axis}")
+    b = Body(f"gemv_{axis}", doc=f"{req.name}: local GEMV, then {scheme} along {axis}", own_queues=own_queues)
     m, n, ylen = b.param("m"), b.param("n"), b.param("ylen")
     b.buffer("w", dt, m * n)
     b.buffer("x", dt, m)
@@ -185,8 +187,13 @@ def build_meshgemv(req: KernelRequest, spec: HardwareSpec, axis: str = "y",
         return C.ktree_allreduce(prog, axis, "y", "r", colours.__getitem__, k=k, group_counts=counts,
                                  broadcast_result=with_broadcast)
 
+    # Which K-tree colours a PE receives on together depends on the mesh (the interior PEs of a
+    # level-1 chain appear only past a few groups), so queues shared by that rule would make the PE
+    # program follow the mesh. For K <= 2 the 2K + 1 colours fit one queue each on every target
+    # (WSE-2 has 7 usable input queues, WSE-3 6), at no cost in cycles; for K >= 3 the colours
+    # share queues where the mesh allows, and the PE program may differ between sizes.
     return _build(req, spec, axis, f"K-tree allreduce, K={k}", coll, slots, predicted,
-                  with_broadcast=with_broadcast)
+                  with_broadcast=with_broadcast, own_queues=k <= 2)
 
 
 def build_gemv_pipeline(req: KernelRequest, spec: HardwareSpec, axis: str = "y", bsp: bool = False) -> KernelBuild:

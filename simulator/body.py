@@ -98,6 +98,11 @@ class Body:
     functions: dict[str, Function] = field(default_factory=dict)
     tasks: dict[str, Task] = field(default_factory=dict)
     doc: str = ""
+    #: Queue plan (``simulator.resources.body_queues``). False: colour expressions that no parameter
+    #: set of the program uses together share a queue (fewest queues; which ones share follows the
+    #: mesh). True: every colour expression the code receives (sends) on has a queue of its own, in
+    #: the order the code names them — the same plan, and so the same CSL, at every mesh size.
+    own_queues: bool = False
 
     def __post_init__(self) -> None:
         _check_name(self.name, "body")

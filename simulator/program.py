@@ -120,6 +120,7 @@ class Block:
     var_bytes: int  # the body's variables and those the CSL lowering adds (resources.lowering_data_bytes)
     code_bytes: int
     labels: int = 0  # the program's Timestamp labels var_bytes counts a slot for
+    shape: tuple = ()  # what decides the code it keeps (resources.shape_exprs' values): equal -> same code
 
     @property
     def sram_bytes(self) -> int:
@@ -215,6 +216,10 @@ class MeshProgram:
         self.blocks: list[Block] = []
         self._block_index: dict[tuple, int] = {}
         self._stamp_labels: set[str] = set()  # Timestamp labels of the bodies placed so far
+        # per body: its Timestamp labels and resources.shape_exprs; per (body, values of those
+        # expressions): the code bytes (parameter sets that agree on them keep the same code)
+        self._body_facts: dict[int, tuple] = {}  # id -> (labels, shape expressions, the body: kept alive)
+        self._code_of_shape: dict[tuple, int] = {}
         self._stamps_settled: tuple = ()
         # Trace API: per-PE layouts and instruction lists, turned into bodies by ``finalize``
         self._layouts: list[_Layout] = [_Layout((), {}, 0, 0)]
@@ -386,9 +391,12 @@ class MeshProgram:
             bi = self._block_index.get(key)
             if bi is None:
                 bi = len(self.blocks)
-                blk = self._make_block(bi, final, values)
+                shape = self._shape_key(final, values)
+                checked = shape in self._code_of_shape
+                blk = self._make_block(bi, final, values, shape)
                 self._check_block_sram(blk, int(pes[np.nonzero(inverse == r)[0][0]]))
-                resources.check_block_shapes(blk, self.spec)
+                if not checked:
+                    resources.check_block_shapes(blk, self.spec)
                 self.blocks.append(blk)
                 self._block_index[key] = bi
             out[r] = bi
@@ -427,7 +435,22 @@ class MeshProgram:
                     self._check_block_sram(blk, int(p.pes[np.nonzero(p.block_of_pe == b)[0][0]]))
         self._stamps_settled = state
 
-    def _make_block(self, index: int, final: Body, values: dict) -> Block:
+    def _facts(self, final: Body) -> tuple:
+        from simulator import resources
+
+        facts = self._body_facts.get(id(final))
+        if facts is None:
+            facts = self._body_facts[id(final)] = (resources.stamp_labels(final), resources.shape_exprs(final),
+                                                   final)
+        return facts
+
+    def _shape_key(self, final: Body, values: dict) -> tuple:
+        """What of a parameter set decides its code (``resources.shape_exprs``)."""
+        from simulator import resources
+
+        return (id(final),) + resources.shape_of(self._facts(final)[1], values)
+
+    def _make_block(self, index: int, final: Body, values: dict, shape: tuple) -> Block:
         from simulator import resources
 
         bufs = []
@@ -440,13 +463,15 @@ class MeshProgram:
             bufs.append(Buffer(b.name, b.dtype, int(n), off))
             off += int(n)
         data = sum(b.nbytes for b in bufs)
-        self._stamp_labels |= resources.stamp_labels(final)
+        self._stamp_labels |= self._facts(final)[0]
         labels = len(self._stamp_labels)
         var_bytes = (sum(VAR_DTYPES[v.dtype] for v in final.vars.values())
                      + resources.lowering_data_bytes(final, labels))
-        code = resources.code_bytes(final, values, self.spec)
+        code = self._code_of_shape.get(shape)
+        if code is None:
+            code = self._code_of_shape[shape] = resources.code_bytes(final, values, self.spec)
         return Block(index, final, values, tuple(bufs), {b.name: b for b in bufs}, off, data, var_bytes, code,
-                     labels)
+                     labels, shape)
 
     # --------------------------------------------------------------------------------------------
     # Trace API (sugar): per-PE buffers and straight-line instruction lists

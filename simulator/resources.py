@@ -22,7 +22,8 @@
   one output queue per colour expression it sends on, from ``spec.usable_input_queues`` /
   ``spec.usable_output_queues``, the same for every parameter set; expressions that no parameter set
   uses together may share a queue (WSE-3 binds each queue to one colour with ``@initialize_queue``;
-  2.10 initialises input queues with a colour on both targets).
+  2.10 initialises input queues with a colour on both targets). A body with ``own_queues`` gives every
+  expression its code names a queue of its own, so its plan does not depend on the mesh.
 
 Each failure names the PE, the body, the resource and the numbers.
 """
@@ -132,6 +133,77 @@ def code_bytes(body, values: dict, spec: HardwareSpec) -> int:
             + bodies * spec.code_bytes_per_task)
 
 
+def shape_exprs(body) -> tuple:
+    """The expressions whose values decide what ``code_bytes`` and ``check_block_shapes`` see of a
+    parameter set: the comptime ``If``/``Switch`` conditions (which branches it keeps), the parameters
+    of run-time ones, and the fabric ops' and data tasks' colours. Parameter sets on which they agree
+    keep the same code (``shape_of``), so a program of many parameter sets (a prefill region has
+    thousands: per-column head values, ring and chain roles) counts and checks each code once."""
+    from simulator.expr import BinOp, Load, Param, Select, UnOp, is_comptime, names
+
+    found: dict = {}
+
+    def has_select(e) -> bool:
+        if isinstance(e, Select):
+            return True
+        if isinstance(e, BinOp):
+            return has_select(e.a) or has_select(e.b)
+        if isinstance(e, UnOp):
+            return has_select(e.a)
+        if isinstance(e, Load):
+            return has_select(e.index)
+        return False
+
+    def add(e) -> None:
+        e = as_expr(e)
+        if e in found:
+            return
+        if is_comptime(e):
+            found[e] = None
+        elif has_select(e):  # a run-time expression folds only through a select on parameters
+            for p in sorted(names(e)[0]):
+                found.setdefault(Param(p), None)
+
+    for code in [f.code for f in body.functions.values()] + [t.code for t in body.tasks.values()]:
+        for st in S.walk(code):
+            if isinstance(st, S.If):
+                exprs = (st.cond,)
+            elif isinstance(st, S.Switch):
+                exprs = (st.value,)
+            elif isinstance(st, I.FABRIC_INSTRUCTIONS):
+                exprs = tuple(c for c in (I.recv_colour(st), I.send_colour(st)) if c is not None)
+            else:
+                continue
+            for e in exprs:
+                add(e)
+    for t in body.tasks.values():
+        if t.kind == "data":
+            add(t.colour)
+    return tuple(found)
+
+
+def per_shape(blocks: list, fn) -> dict:
+    """``fn(block)`` for every block (by index), computed once per code shape (``Block.shape``) for what
+    depends on the code a parameter set keeps and its colours only."""
+    memo: dict = {}
+    out = {}
+    for b in blocks:
+        key = getattr(b, "shape", ()) or ("block", id(b))
+        if key not in memo:
+            memo[key] = fn(b)
+        out[b.index] = memo[key]
+    return out
+
+
+def shape_of(exprs: tuple, values: dict) -> tuple:
+    """The values of ``shape_exprs`` under one parameter set (None where one is not a number)."""
+    out = []
+    for e in exprs:
+        v = substitute(e, values)
+        out.append(v.value if isinstance(v, Const) else None)
+    return tuple(out)
+
+
 def check_block_shapes(block, spec: HardwareSpec) -> None:
     """Parameter-dependent checks of one block: colours of fabric ops are comptime and routable."""
     routable = set(spec.routable_colors)
@@ -189,7 +261,8 @@ def allocate(blocks: list, spec: HardwareSpec, where) -> list[BlockResources]:
     by_body: dict[int, list] = {}
     for b in blocks:
         by_body.setdefault(id(b.body), []).append(b)
-    colours_of = {b.index: block_colours(b) for b in blocks}
+    colours_of = per_shape(blocks, block_colours)
+    exprs_of = per_shape(blocks, _block_colour_exprs)
     for key, bl in by_body.items():
         body = bl[0].body
         received = set().union(*(colours_of[b.index][0] for b in bl))
@@ -239,7 +312,7 @@ def allocate(blocks: list, spec: HardwareSpec, where) -> list[BlockResources]:
                                  f"{'input' if kind == 'receives' else 'output'} queues at once "
                                  f"({', '.join(map(repr, table))}), {spec.name} has {len(avail)} usable "
                                  f"({_ranges(avail)})")
-        used_in, used_out = _block_colour_exprs(b)
+        used_in, used_out = exprs_of[b.index]
         res.input_queue = {_value(c, b): spec.usable_input_queues[qin[c]] for c in used_in}
         if not unbound_out:
             res.output_queue = {_value(c, b): spec.usable_output_queues[qout[c]] for c in used_out}
@@ -279,14 +352,37 @@ def _block_colour_exprs(block) -> tuple[list, list]:
     return recv, send
 
 
+def body_colour_exprs(body) -> tuple[list, list]:
+    """Colour expressions the code of ``body`` receives on and sends on, whatever the parameters, in
+    the order the code names them (functions, then tasks; data tasks' colours last among receives)."""
+    recv: list = []
+    send: list = []
+    for code in [f.code for f in body.functions.values()] + [t.code for t in body.tasks.values()]:
+        for st in S.walk(code):
+            if isinstance(st, I.FABRIC_INSTRUCTIONS):
+                for c, acc in ((I.recv_colour(st), recv), (I.send_colour(st), send)):
+                    if c is not None and as_expr(c) not in acc:
+                        acc.append(as_expr(c))
+    for t in body.tasks.values():
+        if t.kind == "data" and as_expr(t.colour) not in recv:
+            recv.append(as_expr(t.colour))
+    return recv, send
+
+
 def body_queues(blocks: list) -> tuple[tuple[dict, int], tuple[dict, int]]:
     """Queue of every colour expression a body receives (sends) on, the same for all its parameter
     sets so a PE program names its queues as constants: expressions that some parameter set uses
-    together get different queues (greedy colouring in order of appearance). Returns, for input and
-    output: (expression -> index into the target's usable queues, queues needed)."""
+    together get different queues (greedy colouring in order of appearance). A body with
+    ``own_queues`` gives each expression of its code its own queue, whatever the parameter sets.
+    Returns, for input and output: (expression -> index into the target's usable queues, queues
+    needed)."""
+    if blocks and blocks[0].body.own_queues:
+        return tuple(({c: i for i, c in enumerate(side)}, len(side))
+                     for side in body_colour_exprs(blocks[0].body))
     out = []
+    exprs_of = per_shape(blocks, _block_colour_exprs)
     for side in (0, 1):
-        uses = [_block_colour_exprs(b)[side] for b in blocks]
+        uses = [exprs_of[b.index][side] for b in blocks]
         order: list = []
         for u in uses:
             for c in u:

@@ -446,3 +446,84 @@ def test_parameter_sets_follow_distinct_values_not_pes(spec):
         prog.place(b, params={"par": (X + Y) % 2})
         st = prog.stats()
         assert st["code_bodies"] == 1 and st["param_sets"] == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Queue plans and the code a parameter set keeps
+# ---------------------------------------------------------------------------------------------
+
+
+def _role_program(spec, roles, own_queues: bool):
+    """A row of PEs; a PE of role r receives on colour r (0 or 1) and role 2 receives on both at once."""
+    from simulator import resources
+
+    b = Body("roles", own_queues=own_queues)
+    role = b.param("role")
+    b.buffer("r", "fp32", 2)
+    c0, c1 = spec.routable_colors[:2]
+    b.function("main", [If(eq(role, 0), (Recv(c0, Ref("r", 0, 1)),)),
+                        If(eq(role, 1), (Recv(c1, Ref("r", 1, 1)),)),
+                        If(eq(role, 2), (Recv(c0, Ref("r", 0, 1), id="a"), Recv(c1, Ref("r", 1, 1), id="b"),
+                                         Wait(("a", "b"))))])
+    prog = MeshProgram(len(roles), 1, spec)
+    prog.place(b, params={"role": np.array([roles])})
+    prog.finalize()
+    return prog, resources
+
+
+@pytest.mark.parametrize("spec", [WSE2, WSE3])
+def test_own_queues_give_the_same_plan_whatever_parameter_sets_are_placed(spec):
+    """Shared (default): colours 0 and 1 share a queue while no placed PE receives on both, and stop sharing
+    once one does, so the plan follows the mesh. ``own_queues``: one queue each, in code order, either way."""
+    c0, c1 = spec.routable_colors[:2]
+    plans = {}
+    for own in (False, True):
+        for roles in ((0, 1), (0, 1, 2)):
+            prog, resources = _role_program(spec, roles, own)
+            (qin, nin), _ = resources.body_queues(prog.blocks)
+            plans[own, roles] = ({int(c.value): i for c, i in qin.items()}, nin)
+    assert plans[False, (0, 1)] == ({c0: 0, c1: 0}, 1)
+    assert plans[False, (0, 1, 2)] == ({c0: 0, c1: 1}, 2)
+    assert plans[True, (0, 1)] == plans[True, (0, 1, 2)] == ({c0: 0, c1: 1}, 2)
+
+
+def test_code_counted_once_per_code_shape_equals_counting_every_parameter_set(spec):
+    """Parameter sets that agree on the body's conditions and colours share one code count (the memo of
+    ``MeshProgram``); each equals ``resources.code_bytes`` on its own values."""
+    from simulator import resources
+
+    b = Body("shapes")
+    k, n = b.param("k"), b.param("n")
+    b.buffer("a", "fp32", n)
+    b.function("main", [If(eq(k, 0), (Fill(Ref("a", 0, n), 1.0),), (Fill(Ref("a", 0, n), 2.0),
+                                                                      Add(Ref("a", 0, n), "a", "a")))])
+    prog = MeshProgram(6, 1, spec)
+    prog.place(b, params={"k": np.array([[0, 0, 1, 1, 1, 0]]), "n": np.array([[1, 2, 3, 4, 4, 5]])})
+    prog.finalize()
+    assert len(prog.blocks) == 5
+    assert len({blk.shape for blk in prog.blocks}) == 2
+    for blk in prog.blocks:
+        assert blk.code_bytes == resources.code_bytes(blk.body, blk.values, spec)
+    by_k = {blk.values["k"]: blk.code_bytes for blk in prog.blocks}
+    assert by_k[1] > by_k[0]
+
+
+def test_a_run_time_condition_that_folds_on_a_parameter_keeps_its_own_code_count(spec):
+    """``if (k == 0 ? i < 3 : 1)`` is a run-time test where k = 0 and always true where k = 1, so a k = 1 PE
+    keeps only the then-branch: the two parameter sets are two code shapes with different counts."""
+    from simulator import resources
+    from simulator.expr import select
+
+    b = Body("folds")
+    k = b.param("k")
+    i = b.var("i")
+    b.buffer("a", "fp32", 4)
+    b.function("main", [If(select(eq(k, 0), i < 3, 1), (Fill(Ref("a", 0, 4), 1.0),),
+                           (Fill(Ref("a", 0, 4), 2.0), Add(Ref("a", 0, 4), "a", "a")))])
+    prog = MeshProgram(2, 1, spec)
+    prog.place(b, params={"k": np.array([[0, 1]])})
+    prog.finalize()
+    got = {blk.values["k"]: blk.code_bytes for blk in prog.blocks}
+    assert got == {v: resources.code_bytes(blk.body, blk.values, spec) for blk in prog.blocks
+                   for v in [blk.values["k"]]}
+    assert got[0] > got[1]
