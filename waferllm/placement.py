@@ -99,12 +99,15 @@ def regions_per_wafer(spec: HardwareSpec, grid: tuple[int, int]) -> int:
 
 
 def region_origin(spec: HardwareSpec, grid: tuple[int, int], index: int) -> tuple[int, int, int]:
-    """(wafer, y, x) of region ``index``: row-major over each wafer's aligned tiling, wafer by wafer."""
+    """(wafer, y, x) of region ``index``: serpentine over each wafer's aligned tiling (left to right on even
+    bands, right to left on odd ones, as the decode program places its stages: ``snake_origins``), wafer by
+    wafer."""
     p_y, p_x = grid
     per_row = max(1, spec.mesh_width // p_x)
     per_wafer = max(1, regions_per_wafer(spec, grid))
     wafer, i = divmod(index, per_wafer)
-    return wafer, (i // per_row) * p_y, (i % per_row) * p_x
+    band, k = divmod(i, per_row)
+    return wafer, band * p_y, (k if band % 2 == 0 else per_row - 1 - k) * p_x
 
 
 def embedding_bytes_per_pe(vocab: int, hidden: int, grid: tuple[int, int], dtype_bytes: int) -> int:

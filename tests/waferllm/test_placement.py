@@ -223,3 +223,20 @@ def test_packing_fits_one_wafer_where_the_aligned_regions_need_two(kb):
     d = p.to_dict()
     assert d["decode"]["strip"]["grid"] == [10, 6]
     assert [s["grid"] for s in d["layer_placement"]["stages"]] == [list(s.grid) for s in st]
+
+
+def test_aligned_stage_origins_are_the_programs_serpentine_order():
+    """The plan reports the origins the decode program places its stages at (``snake_origins``): llama3-8b on
+    WSE-2 takes two bands of three 274x256 regions, the second band right to left, so every hand-off is to a
+    neighbouring region (the last of band 0 sits above the first of band 1)."""
+    from meshgemm.decode_program import snake_origins
+    from waferllm.catalog import resolve_model
+    from waferllm.planner import PlanRequest, plan
+
+    p = plan(resolve_model("llama3-8b"), PlanRequest(hardware=WSE2))
+    st = p.placement.stages
+    grid = tuple(p.decode.grid)
+    assert not p.placement.packed and len(st) > WSE2.mesh_width // grid[1]  # more than one band
+    assert [s.origin for s in st] == snake_origins(WSE2, grid, len(st))
+    per_band = WSE2.mesh_width // grid[1]
+    assert st[per_band].origin == (grid[0], st[per_band - 1].origin[1])
