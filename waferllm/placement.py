@@ -2,7 +2,7 @@
 stages and per-PE memory.
 
 A region is a P_y × P_x rectangle that runs consecutive layers tensor-parallel and holds their
-weights and KV cache. Regions tile each wafer's usable mesh on an aligned grid, row-major; a model
+weights and KV cache. Regions tile each wafer's usable mesh on an aligned grid in serpentine order (the decode program's stage order); a model
 that does not fit one region is split into stages, one region each, with the fewest stages and then
 the most even layer counts (``place_layers``). When the aligned regions do not hold the model, a
 decode placement may also use the strip of W mod P_x columns left at the end of each band: a
