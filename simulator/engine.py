@@ -275,8 +275,10 @@ def init_records(W, H, S, SQ, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_r
       the producer's back-pressure flag (offset in ps: a router's or, for the ramp, the CE's),
       capacity, route, input port if the route has several (else -1: no two-input check), PE of the
       route; the ready-cycle rings (S slots each, a power of two) follow all the headers, channel
-      ch's at nch * CH + ch * S. A router's scan reads only its channels' headers, 32 bytes each
-      and contiguous per PE (with the ring inline each took 96 bytes: a cache miss per channel)
+      ch's at nch * CH + ch * S; after the rings, one head-ready word per channel at
+      nch * (CH + S) + ch: the cycle its head wavelet is ready, -1 when empty. A router's scan
+      reads only those words, contiguous per PE (9 words for a MeshGEMM PE, one cache line; the
+      headers, 32 bytes each, took 5 lines), and a channel's header only when it moves a wavelet
     route record (RS = 12 + SQ): queue head, queue count, freed-at cycle, wavelets forwarded, last
       arrival cycle, last arrival port, ramp channel, tx mask, downstream channel per port (4;
       negative: none), then the CE input-queue ready ring (SQ slots, a power of two)
@@ -289,6 +291,7 @@ def init_records(W, H, S, SQ, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_r
     nr = r_tx.shape[0]
     nch = ch_route.shape[0]
     for ch in range(nch):
+        cs[U(nch * (CS + S) + ch)] = -1  # head-ready word: empty
         b = ch * CS
         rt = ch_route[ch]
         rpe = r_pe[rt]
@@ -369,7 +372,9 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
     SQM = SQ - 1
     P = W * H
     CS = CH
-    RB = ((cs.shape[0] - 1) // (CH + S)) * CH  # where the ready-cycle rings start (after the headers)
+    nch_all = (cs.shape[0] - 1) // (CH + S + 1)
+    RB = nch_all * CH  # where the ready-cycle rings start (after the headers)
+    HB = RB + nch_all * S  # where the head-ready words start (after the rings): one per channel
     RS = 12 + SQ
     nwd = (P + 63) >> 6
     nsm = (nwd + 63) >> 6
@@ -972,6 +977,8 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                                     ch_pay[U(2 * sl)] = v0
                                     ch_pay[U(2 * sl + 1)] = v1
                                 cs[U(ch + 1)] = cnt + 1
+                                if cnt == 0:  # the new head
+                                    cs[U(HB + (ch >> 3))] = ready
                                 if cs[U(ch + 6)] >= 0:  # a route with several inputs
                                     if rs[U(r + 4)] == ready and rs[U(r + 5)] != 4:
                                         st = ST_MULTIRX
@@ -1079,6 +1086,8 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                                             ch_pay[U(2 * sl)] = v0
                                             ch_pay[U(2 * sl + 1)] = v1
                                         cs[U(ch + 1)] = cnt + 1
+                                        if cnt == 0:  # the new head
+                                            cs[U(HB + (ch >> 3))] = ready
                                         if cs[U(ch + 6)] >= 0:
                                             if rs[U(ro + 4)] == ready and rs[U(ro + 5)] != 4:
                                                 st = ST_MULTIRX
@@ -1168,11 +1177,11 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                     nxt_ch += CS
                     if nxt_ch == cend:
                         nxt_ch = c0
-                    if cs[U(ch + 1)] == 0:
+                    # empty (-1, the largest unsigned) or its head not ready yet: one word per
+                    # channel, the PE's contiguous, so the scan reads no channel header
+                    if U(cs[U(HB + (ch >> 3))]) > U(t):
                         continue
                     hs = RB + ((ch * S) >> 3) + cs[U(ch)]
-                    if cs[U(hs)] > t:
-                        continue
                     r = cs[U(ch + 5)]
                     tx = rs[U(r + 7)]
                     if tx & used:
@@ -1215,9 +1224,12 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                     if functional:
                         v0 = ch_pay[U(2 * hs)]
                         v1 = ch_pay[U(2 * hs + 1)]
-                    cs[U(ch)] = (cs[U(ch)] + 1) & SM
-                    cs[U(ch + 1)] -= 1
+                    nh = (cs[U(ch)] + 1) & SM
+                    cs[U(ch)] = nh
+                    left = cs[U(ch + 1)] - 1
+                    cs[U(ch + 1)] = left
                     cs[U(ch + 2)] = t
+                    cs[U(HB + (ch >> 3))] = cs[U(RB + ((ch * S) >> 3) + nh)] if left > 0 else -1
                     f = cs[U(ch + 3)]  # the producer waiting for this slot, if any
                     if ps[U(f)]:
                         ps[U(f)] = 0
@@ -1248,12 +1260,15 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                             else:
                                 d = rs[U(r + 8 + p)]
                                 ready = t + alpha
-                                ds = RB + ((d * S) >> 3) + ((cs[U(d)] + cs[U(d + 1)]) & SM)
+                                dn = cs[U(d + 1)]
+                                ds = RB + ((d * S) >> 3) + ((cs[U(d)] + dn) & SM)
                                 cs[U(ds)] = ready
                                 if functional:
                                     ch_pay[U(2 * ds)] = v0
                                     ch_pay[U(2 * ds + 1)] = v1
-                                cs[U(d + 1)] += 1
+                                cs[U(d + 1)] = dn + 1
+                                if dn == 0:  # the new head
+                                    cs[U(HB + (d >> 3))] = ready
                                 inport = cs[U(d + 6)]
                                 if inport >= 0:
                                     r2 = cs[U(d + 5)]
@@ -1282,7 +1297,7 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                         if t >= ps[U(pe * PS + 6)]:
                             rt_only += 1
                     ps[U(pe * PS + 9)] = nxt_ch
-                    if cs[U(ch + 1)] > 0 and cs[U(RB + ((ch * S) >> 3) + cs[U(ch)])] <= t:
+                    if U(cs[U(HB + (ch >> 3))]) <= U(t):
                         pending = True
                 if st != ST_OK:
                     break

@@ -115,7 +115,7 @@ class Device:
         # ``threads`` concurrent parts of each cycle (results identical to one thread; see
         # simulator.engine.segments); numba runs them on up to its thread count
         self.seg_w = E.segments(W, H, _parts(P, trace, threads))
-        self.cs = _zeros_aligned(max(nch, 1) * (E.CH + self.S) + 1, rdt)  # headers, then the rings
+        self.cs = _zeros_aligned(max(nch, 1) * (E.CH + self.S + 1) + 1, rdt)  # headers, rings, head-ready words
         self.rs = _zeros_aligned(max(nr, 1) * (12 + self.SQ) + 1, rdt)
         self.ps = _zeros_aligned(P * E.PS, rdt)
         self.ur = _zeros_aligned(P * UT * E.UR, rdt)
