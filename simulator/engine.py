@@ -60,8 +60,8 @@ from simulator.lower import (
 
 # params indices
 (P_W, P_H, P_C, P_ALPHA, P_RIN, P_ROUT, P_BETA, P_MAXIDLE, P_MAXCYC, P_S, P_SQ, P_CAPQ, P_TRACE,
- P_NSLOT, P_T0, P_CTASK, P_UT, P_NREG, P_CSCAL, P_TSCAP, P_NCFG, P_RPORTS, P_WPORTS, P_RAMP1) = range(24)
-NPARAMS = 24
+ P_NSLOT, P_T0, P_CTASK, P_UT, P_NREG, P_CSCAL, P_TSCAP, P_NCFG, P_RPORTS, P_WPORTS, P_RAMP1, P_HB) = range(25)
+NPARAMS = 25
 # out indices
 (O_ST, O_T, O_I0, O_I1, O_I2, O_I3, O_TOTAL, O_NTS, O_NTR, O_VCE, O_VRT, O_MOVES, O_RTONLY,
  O_TSDROP) = range(14)
@@ -75,7 +75,9 @@ UT = MAX_MICROTHREADS
 # costs three instructions and a live array length per access (a third of the hot loop's time).
 U = np.uint64
 UR = 16  # microthread record length
-CH = 8  # channel header length (ring offsets use ch >> 3); the ready-cycle rings follow all the headers
+CH = 16  # channel record length: one cache line (a small ring inline); head-ready words use ch >> 4
+CH_RING = 12  # where an inline ring starts in a channel record
+CH_INLINE = CH - CH_RING  # capacity up to which a channel's ring is inline (a power of two)
 PS = 32  # PE record length (flag offsets decode with >> 5 and & 31)
 # PE record fields
 (E_UMASK, E_PARK, E_PC, E_CUR, E_MFREE, E_NUT, E_BUSYU, E_BUSY, E_FIN, E_RR, E_RBP, E_CBP,
@@ -271,14 +273,16 @@ def init_records(W, H, S, SQ, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_r
                  pe_block, cs, rs, ps, ur):
     """Fill the engine's packed records once per loaded program (they persist across launches).
 
-    channel header (CH = 8, at ch * CH): head, count, freed-at cycle (at most one pop per cycle),
-      the producer's back-pressure flag (offset in ps: a router's or, for the ramp, the CE's),
-      capacity, route, input port if the route has several (else -1: no two-input check), PE of the
-      route; the ready-cycle rings (S slots each, a power of two) follow all the headers, channel
-      ch's at nch * CH + ch * S; after the rings, one head-ready word per channel at
-      nch * (CH + S) + ch: the cycle its head wavelet is ready, -1 when empty. A router's scan
-      reads only those words, contiguous per PE (9 words for a MeshGEMM PE, one cache line; the
-      headers, 32 bytes each, took 5 lines), and a channel's header only when it moves a wavelet
+    channel record (CH = 16, one cache line, at ch * CH; layout: ``channel_layout``): head, count,
+      freed-at cycle (at most one pop per cycle), the producer's back-pressure flag (offset in ps:
+      a router's or, for the ramp, the CE's), capacity, route, input port if the route has several
+      (else -1: no two-input check), PE of the route, where its ring of ready cycles starts (an
+      index into cs), the ring's mask; a ring of up to CH_INLINE slots sits in the record itself
+      (fabric channels: a move touches one line per channel), a larger one (S slots, ramp channels)
+      after the head-ready words. After the records, one head-ready word per channel at HB + ch:
+      the cycle its head wavelet is ready, -1 when empty. A router's scan reads only those words,
+      contiguous per PE (9 words for a MeshGEMM PE, one cache line; the headers took 5 lines), and
+      a channel's record only when it moves a wavelet
     route record (RS = 12 + SQ): queue head, queue count, freed-at cycle, wavelets forwarded, last
       arrival cycle, last arrival port, ramp channel, tx mask, downstream channel per port (4;
       negative: none), then the CE input-queue ready ring (SQ slots, a power of two)
@@ -290,9 +294,18 @@ def init_records(W, H, S, SQ, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_r
     P = W * H
     nr = r_tx.shape[0]
     nch = ch_route.shape[0]
+    HB = nch * CS
+    ring = HB + ((nch + CS - 1) // CS) * CS
     for ch in range(nch):
-        cs[U(nch * (CS + S) + ch)] = -1  # head-ready word: empty
+        cs[U(HB + ch)] = -1  # head-ready word: empty
         b = ch * CS
+        if ch_cap[ch] <= CH_INLINE:
+            cs[U(b + 8)] = b + CH_RING
+            cs[U(b + 9)] = CH_INLINE - 1
+        else:
+            cs[U(b + 8)] = ring
+            cs[U(b + 9)] = S - 1
+            ring += S
         rt = ch_route[ch]
         rpe = r_pe[rt]
         port = ch_port[ch]
@@ -368,13 +381,10 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
     wports = params[P_WPORTS]
     ramp1 = params[P_RAMP1] != 0  # the ramp takes one wavelet a cycle
     ts_drop = 0
-    SM = S - 1  # ring storage is a power of two >= every capacity
     SQM = SQ - 1
     P = W * H
     CS = CH
-    nch_all = (cs.shape[0] - 1) // (CH + S + 1)
-    RB = nch_all * CH  # where the ready-cycle rings start (after the headers)
-    HB = RB + nch_all * S  # where the head-ready words start (after the rings): one per channel
+    HB = params[P_HB]  # where the head-ready words start (after the channel records): one per channel
     RS = 12 + SQ
     nwd = (P + 63) >> 6
     nsm = (nwd + 63) >> 6
@@ -971,14 +981,14 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                                 # this push into the ramp channel is repeated for RecvAddSend/Relay
                                 # below: one shared tail measured 3-6% slower (docs/BENCHMARKS.md)
                                 ready = t + rin
-                                sl = RB + ((ch * S) >> 3) + ((cs[U(ch)] + cnt) & SM)
+                                sl = cs[U(ch + 8)] + ((cs[U(ch)] + cnt) & cs[U(ch + 9)])
                                 cs[U(sl)] = ready
                                 if functional:
                                     ch_pay[U(2 * sl)] = v0
                                     ch_pay[U(2 * sl + 1)] = v1
                                 cs[U(ch + 1)] = cnt + 1
                                 if cnt == 0:  # the new head
-                                    cs[U(HB + (ch >> 3))] = ready
+                                    cs[U(HB + (ch >> 4))] = ready
                                 if cs[U(ch + 6)] >= 0:  # a route with several inputs
                                     if rs[U(r + 4)] == ready and rs[U(r + 5)] != 4:
                                         st = ST_MULTIRX
@@ -1080,14 +1090,14 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                                                     v1 = sres
                                     if ch >= 0:
                                         ready = t + beta + rin
-                                        sl = RB + ((ch * S) >> 3) + ((cs[U(ch)] + cnt) & SM)
+                                        sl = cs[U(ch + 8)] + ((cs[U(ch)] + cnt) & cs[U(ch + 9)])
                                         cs[U(sl)] = ready
                                         if functional:
                                             ch_pay[U(2 * sl)] = v0
                                             ch_pay[U(2 * sl + 1)] = v1
                                         cs[U(ch + 1)] = cnt + 1
                                         if cnt == 0:  # the new head
-                                            cs[U(HB + (ch >> 3))] = ready
+                                            cs[U(HB + (ch >> 4))] = ready
                                         if cs[U(ch + 6)] >= 0:
                                             if rs[U(ro + 4)] == ready and rs[U(ro + 5)] != 4:
                                                 st = ST_MULTIRX
@@ -1179,9 +1189,9 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                         nxt_ch = c0
                     # empty (-1, the largest unsigned) or its head not ready yet: one word per
                     # channel, the PE's contiguous, so the scan reads no channel header
-                    if U(cs[U(HB + (ch >> 3))]) > U(t):
+                    if U(cs[U(HB + (ch >> 4))]) > U(t):
                         continue
-                    hs = RB + ((ch * S) >> 3) + cs[U(ch)]
+                    hs = cs[U(ch + 8)] + cs[U(ch)]
                     r = cs[U(ch + 5)]
                     tx = rs[U(r + 7)]
                     if tx & used:
@@ -1224,12 +1234,12 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                     if functional:
                         v0 = ch_pay[U(2 * hs)]
                         v1 = ch_pay[U(2 * hs + 1)]
-                    nh = (cs[U(ch)] + 1) & SM
+                    nh = (cs[U(ch)] + 1) & cs[U(ch + 9)]
                     cs[U(ch)] = nh
                     left = cs[U(ch + 1)] - 1
                     cs[U(ch + 1)] = left
                     cs[U(ch + 2)] = t
-                    cs[U(HB + (ch >> 3))] = cs[U(RB + ((ch * S) >> 3) + nh)] if left > 0 else -1
+                    cs[U(HB + (ch >> 4))] = cs[U(cs[U(ch + 8)] + nh)] if left > 0 else -1
                     f = cs[U(ch + 3)]  # the producer waiting for this slot, if any
                     if ps[U(f)]:
                         ps[U(f)] = 0
@@ -1261,14 +1271,14 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                                 d = rs[U(r + 8 + p)]
                                 ready = t + alpha
                                 dn = cs[U(d + 1)]
-                                ds = RB + ((d * S) >> 3) + ((cs[U(d)] + dn) & SM)
+                                ds = cs[U(d + 8)] + ((cs[U(d)] + dn) & cs[U(d + 9)])
                                 cs[U(ds)] = ready
                                 if functional:
                                     ch_pay[U(2 * ds)] = v0
                                     ch_pay[U(2 * ds + 1)] = v1
                                 cs[U(d + 1)] = dn + 1
                                 if dn == 0:  # the new head
-                                    cs[U(HB + (d >> 3))] = ready
+                                    cs[U(HB + (d >> 4))] = ready
                                 inport = cs[U(d + 6)]
                                 if inport >= 0:
                                     r2 = cs[U(d + 5)]
@@ -1297,7 +1307,7 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                         if t >= ps[U(pe * PS + 6)]:
                             rt_only += 1
                     ps[U(pe * PS + 9)] = nxt_ch
-                    if U(cs[U(HB + (ch >> 3))]) <= U(t):
+                    if U(cs[U(HB + (ch >> 4))]) <= U(t):
                         pending = True
                 if st != ST_OK:
                     break
@@ -1549,6 +1559,16 @@ def _specialise(functional: bool):
     g["visit_parts"] = jit(_visit_parts_py, f"visit_parts_{mode}", parallel=True)
     return jit(_run_py, f"run_{mode}", error_model="numpy")
 
+
+
+def channel_layout(ch_cap: np.ndarray, S: int) -> tuple[int, int]:
+    """(length of the channel array ``cs``, HB: where its head-ready words start) for channels of
+    capacities ``ch_cap``: the records, then the head-ready words (whole cache lines), then the rings
+    too large to sit in their record (``S`` slots each)."""
+    nch = max(int(ch_cap.shape[0]), 1)
+    hb = nch * CH
+    big = int(np.count_nonzero(ch_cap > CH_INLINE))
+    return hb + ((nch + CH - 1) // CH) * CH + big * S + 1, hb
 
 
 def segments(width: int, height: int, parts: int, grain: int = 4096) -> np.ndarray:

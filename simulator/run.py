@@ -115,7 +115,8 @@ class Device:
         # ``threads`` concurrent parts of each cycle (results identical to one thread; see
         # simulator.engine.segments); numba runs them on up to its thread count
         self.seg_w = E.segments(W, H, _parts(P, trace, threads))
-        self.cs = _zeros_aligned(max(nch, 1) * (E.CH + self.S + 1) + 1, rdt)  # headers, rings, head-ready words
+        ncs, self.HB = E.channel_layout(cp.ch_cap, self.S)
+        self.cs = _zeros_aligned(ncs, rdt)  # channel records, head-ready words, large rings
         self.rs = _zeros_aligned(max(nr, 1) * (12 + self.SQ) + 1, rdt)
         self.ps = _zeros_aligned(P * E.PS, rdt)
         self.ur = _zeros_aligned(P * UT * E.UR, rdt)
@@ -128,7 +129,7 @@ class Device:
         self.tact = np.zeros(P, dtype=np.int64)
         self.tblk = np.where(has, cp.blk_blocked[np.maximum(cp.pe_block, 0)], 0).astype(np.int64)
         func = mode == "functional"
-        self.ch_pay = np.zeros(max(nch, 1) * (E.CH + self.S) * 2 + 2 if func else 2, dtype=np.float32)
+        self.ch_pay = np.zeros(ncs * 2 if func else 2, dtype=np.float32)
         self.q_pay = np.zeros(max(nr, 1) * (12 + self.SQ) * 2 + 2 if func else 2, dtype=np.float32)
         self.mem = cp.mem
         E.init_records(W, H, self.S, self.SQ, cp.r_pe, cp.r_tx, cp.r_rampch, cp.r_down, cp.r_chan0,
@@ -239,6 +240,7 @@ class Device:
         params[E.P_MAXIDLE] = self.max_idle
         params[E.P_MAXCYC] = self.max_cycles
         params[E.P_S], params[E.P_SQ], params[E.P_CAPQ] = self.S, self.SQ, cp.cap_queue
+        params[E.P_HB] = self.HB
         params[E.P_TRACE] = self.trace_cap
         params[E.P_NSLOT] = self.nslot
         params[E.P_T0] = t_start
