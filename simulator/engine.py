@@ -79,9 +79,10 @@ CH = 16  # channel record length: one cache line (a small ring inline); head-rea
 CH_RING = 12  # where an inline ring starts in a channel record
 CH_INLINE = CH - CH_RING  # capacity up to which a channel's ring is inline (a power of two)
 PS = 32  # PE record length (flag offsets decode with >> 5 and & 31)
-# PE record fields
-(E_UMASK, E_PARK, E_PC, E_CUR, E_MFREE, E_NUT, E_BUSYU, E_BUSY, E_FIN, E_RR, E_RBP, E_CBP,
- E_FINISHED, E_BLOCK, E_C0, E_NCH, E_WAKEAT, E_PORTT, E_PORTS, E_INJT, E_MPORTS, E_URR) = range(22)
+# PE record fields: the first 16 (one cache line in int32 records) are those a visit reads every
+# cycle; the number of running microthreads is the popcount of E_UMASK
+(E_UMASK, E_PARK, E_PC, E_CUR, E_MFREE, E_INJT, E_BUSYU, E_BUSY, E_FIN, E_RR, E_RBP, E_CBP,
+ E_WAKEAT, E_BLOCK, E_C0, E_NCH, E_FINISHED, E_MPORTS) = range(18)
 MAX_ROWS_PER_VISIT = 50_000_000  # scalar rows one visit may run before it is a run-away loop
 _BIN_DIV, _BIN_MOD, _BIN_FDIV = BIN_CODES["div"], BIN_CODES["mod"], BIN_CODES["fdiv"]
 
@@ -336,7 +337,6 @@ def init_records(W, H, S, SQ, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_r
         ps[U(b + E_C0)] = c0 * CS
         ps[U(b + E_RR)] = c0 * CS
         ps[U(b + E_NCH)] = r_chan0[pe_r0[pe + 1]] - c0
-        ps[U(b + E_PORTT)] = -1
         ps[U(b + E_INJT)] = -1
         ps[U(b + E_WAKEAT)] = -1
     for u in range(P * UT):
@@ -633,7 +633,7 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                                         ps[U(pb + E_FINISHED)] += 1
                                     ps[U(pb + E_PC)] = nxt
                                     continue
-                                if op >= OP_FMAC and ps[U(pb + E_NUT)] == 0:
+                                if op >= OP_FMAC and ps[U(pb + E_UMASK)] == 0:
                                     # a compute op with no microthread running touches nothing
                                     # another agent sees and cannot be stalled: run it at its
                                     # virtual time and go on (one visit per compute run)
@@ -850,7 +850,6 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                                     ur[U(ub + 13)] = ins[U(row), F_PACK]
                                     ur[U(ub + 14)] = mports_u
                                     ps[U(pb + E_UMASK)] |= 1 << free_s
-                                    ps[U(pb + E_NUT)] += 1
                                     if ins[U(row), F_DONE] < 0:  # synchronous: park until it completes
                                         ps[U(pb + E_PARK)] = free_s + 1
                                     if cost > 0:  # the microthread starts then: visit the CE
@@ -1124,7 +1123,6 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                                 done = ur[U(ub + 12)]
                                 ur[U(ub)] = -1
                                 ps[U(pb + E_UMASK)] &= ~(1 << s)
-                                ps[U(pb + E_NUT)] -= 1
                                 if done > 0:
                                     tbit = np.int64(1) << (done % NTASK)
                                     if done // NTASK == DONE_ACT:

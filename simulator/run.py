@@ -380,7 +380,7 @@ class Device:
     def _check_quiescent(self, t: int, pe_entry: np.ndarray, name: str) -> None:
         cp = self.lowered
         ps2 = self.ps.reshape(-1, E.PS)
-        stuck = (ps2[:, E.E_PARK] != 0) | (ps2[:, E.E_NUT] != 0) | (ps2[:, E.E_CUR] >= 0) | \
+        stuck = (ps2[:, E.E_PARK] != 0) | (ps2[:, E.E_UMASK] != 0) | (ps2[:, E.E_CUR] >= 0) | \
             ((self.tact & self.tblk) != 0)
         if stuck.any():
             raise SimulationDeadlock(f"deadlock at cycle {t - self.cycle}: no agent can make progress any more; "
@@ -419,7 +419,7 @@ class Device:
         rel = t - self.cycle
         if st == E.ST_IDLE:
             ps2 = self.ps.reshape(-1, E.PS)
-            stuck = np.nonzero((ps2[:, E.E_PARK] != 0) | (ps2[:, E.E_NUT] != 0) | (ps2[:, E.E_CUR] >= 0))[0]
+            stuck = np.nonzero((ps2[:, E.E_PARK] != 0) | (ps2[:, E.E_UMASK] != 0) | (ps2[:, E.E_CUR] >= 0))[0]
             raise SimulationDeadlock(f"deadlock at cycle {rel}: nothing moved for {self.max_idle} cycles; "
                                      f"{self._blocked_report(stuck)}")
         if st == E.ST_MISROUTE:
@@ -463,7 +463,7 @@ class Device:
             raise InputError(f"cycle {rel}: {self._pe_str(i0)}: {self._row_name(i1)}: division by zero")
         if st == E.ST_LIMIT:
             ps2 = self.ps.reshape(-1, E.PS)
-            busy = np.nonzero((ps2[:, E.E_PARK] != 0) | (ps2[:, E.E_NUT] != 0) | (ps2[:, E.E_CUR] >= 0))[0]
+            busy = np.nonzero((ps2[:, E.E_PARK] != 0) | (ps2[:, E.E_UMASK] != 0) | (ps2[:, E.E_CUR] >= 0))[0]
             raise SimulationLimit(f"simulation passed max_cycles = {self.max_cycles} at cycle {t}; "
                                   f"{self._blocked_report(busy)}")
         raise RuntimeError(f"engine returned unknown status {st}")
