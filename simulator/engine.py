@@ -60,8 +60,8 @@ from simulator.lower import (
 
 # params indices
 (P_W, P_H, P_C, P_ALPHA, P_RIN, P_ROUT, P_BETA, P_MAXIDLE, P_MAXCYC, P_S, P_SQ, P_CAPQ, P_TRACE,
- P_NSLOT, P_T0, P_CTASK, P_UT, P_NREG, P_CSCAL, P_TSCAP, P_NCFG, P_RPORTS, P_WPORTS, P_RAMP1) = range(24)
-NPARAMS = 24
+ P_NSLOT, P_T0, P_CTASK, P_UT, P_NREG, P_CSCAL, P_TSCAP, P_NCFG, P_RPORTS, P_WPORTS, P_RAMP1, P_HB) = range(25)
+NPARAMS = 25
 # out indices
 (O_ST, O_T, O_I0, O_I1, O_I2, O_I3, O_TOTAL, O_NTS, O_NTR, O_VCE, O_VRT, O_MOVES, O_RTONLY,
  O_TSDROP) = range(14)
@@ -75,11 +75,14 @@ UT = MAX_MICROTHREADS
 # costs three instructions and a live array length per access (a third of the hot loop's time).
 U = np.uint64
 UR = 16  # microthread record length
-CH = 8  # channel header length (ring offsets use ch >> 3); the ready-cycle rings follow all the headers
+CH = 16  # channel record length: one cache line (a small ring inline); head-ready words use ch >> 4
+CH_RING = 12  # where an inline ring starts in a channel record
+CH_INLINE = CH - CH_RING  # capacity up to which a channel's ring is inline (a power of two)
 PS = 32  # PE record length (flag offsets decode with >> 5 and & 31)
-# PE record fields
-(E_UMASK, E_PARK, E_PC, E_CUR, E_MFREE, E_NUT, E_BUSYU, E_BUSY, E_FIN, E_RR, E_RBP, E_CBP,
- E_FINISHED, E_BLOCK, E_C0, E_NCH, E_WAKEAT, E_PORTT, E_PORTS, E_INJT, E_MPORTS, E_URR) = range(22)
+# PE record fields: the first 16 (one cache line in int32 records) are those a visit reads every
+# cycle; the number of running microthreads is the popcount of E_UMASK
+(E_UMASK, E_PARK, E_PC, E_CUR, E_MFREE, E_INJT, E_BUSYU, E_BUSY, E_FIN, E_RR, E_RBP, E_CBP,
+ E_WAKEAT, E_BLOCK, E_C0, E_NCH, E_FINISHED, E_MPORTS) = range(18)
 MAX_ROWS_PER_VISIT = 50_000_000  # scalar rows one visit may run before it is a run-away loop
 _BIN_DIV, _BIN_MOD, _BIN_FDIV = BIN_CODES["div"], BIN_CODES["mod"], BIN_CODES["fdiv"]
 
@@ -271,12 +274,16 @@ def init_records(W, H, S, SQ, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_r
                  pe_block, cs, rs, ps, ur):
     """Fill the engine's packed records once per loaded program (they persist across launches).
 
-    channel header (CH = 8, at ch * CH): head, count, freed-at cycle (at most one pop per cycle),
-      the producer's back-pressure flag (offset in ps: a router's or, for the ramp, the CE's),
-      capacity, route, input port if the route has several (else -1: no two-input check), PE of the
-      route; the ready-cycle rings (S slots each, a power of two) follow all the headers, channel
-      ch's at nch * CH + ch * S. A router's scan reads only its channels' headers, 32 bytes each
-      and contiguous per PE (with the ring inline each took 96 bytes: a cache miss per channel)
+    channel record (CH = 16, one cache line, at ch * CH; layout: ``channel_layout``): head, count,
+      freed-at cycle (at most one pop per cycle), the producer's back-pressure flag (offset in ps:
+      a router's or, for the ramp, the CE's), capacity, route, input port if the route has several
+      (else -1: no two-input check), PE of the route, where its ring of ready cycles starts (an
+      index into cs), the ring's mask; a ring of up to CH_INLINE slots sits in the record itself
+      (fabric channels: a move touches one line per channel), a larger one (S slots, ramp channels)
+      after the head-ready words. After the records, one head-ready word per channel at HB + ch:
+      the cycle its head wavelet is ready, -1 when empty. A router's scan reads only those words,
+      contiguous per PE (9 words for a MeshGEMM PE, one cache line; the headers took 5 lines), and
+      a channel's record only when it moves a wavelet
     route record (RS = 12 + SQ): queue head, queue count, freed-at cycle, wavelets forwarded, last
       arrival cycle, last arrival port, ramp channel, tx mask, downstream channel per port (4;
       negative: none), then the CE input-queue ready ring (SQ slots, a power of two)
@@ -288,8 +295,18 @@ def init_records(W, H, S, SQ, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_r
     P = W * H
     nr = r_tx.shape[0]
     nch = ch_route.shape[0]
+    HB = nch * CS
+    ring = HB + ((nch + CS - 1) // CS) * CS
     for ch in range(nch):
+        cs[U(HB + ch)] = -1  # head-ready word: empty
         b = ch * CS
+        if ch_cap[ch] <= CH_INLINE:
+            cs[U(b + 8)] = b + CH_RING
+            cs[U(b + 9)] = CH_INLINE - 1
+        else:
+            cs[U(b + 8)] = ring
+            cs[U(b + 9)] = S - 1
+            ring += S
         rt = ch_route[ch]
         rpe = r_pe[rt]
         port = ch_port[ch]
@@ -320,7 +337,6 @@ def init_records(W, H, S, SQ, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_r
         ps[U(b + E_C0)] = c0 * CS
         ps[U(b + E_RR)] = c0 * CS
         ps[U(b + E_NCH)] = r_chan0[pe_r0[pe + 1]] - c0
-        ps[U(b + E_PORTT)] = -1
         ps[U(b + E_INJT)] = -1
         ps[U(b + E_WAKEAT)] = -1
     for u in range(P * UT):
@@ -365,11 +381,10 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
     wports = params[P_WPORTS]
     ramp1 = params[P_RAMP1] != 0  # the ramp takes one wavelet a cycle
     ts_drop = 0
-    SM = S - 1  # ring storage is a power of two >= every capacity
     SQM = SQ - 1
     P = W * H
     CS = CH
-    RB = ((cs.shape[0] - 1) // (CH + S)) * CH  # where the ready-cycle rings start (after the headers)
+    HB = params[P_HB]  # where the head-ready words start (after the channel records): one per channel
     RS = 12 + SQ
     nwd = (P + 63) >> 6
     nsm = (nwd + 63) >> 6
@@ -618,7 +633,7 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                                         ps[U(pb + E_FINISHED)] += 1
                                     ps[U(pb + E_PC)] = nxt
                                     continue
-                                if op >= OP_FMAC and ps[U(pb + E_NUT)] == 0:
+                                if op >= OP_FMAC and ps[U(pb + E_UMASK)] == 0:
                                     # a compute op with no microthread running touches nothing
                                     # another agent sees and cannot be stalled: run it at its
                                     # virtual time and go on (one visit per compute run)
@@ -835,7 +850,6 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                                     ur[U(ub + 13)] = ins[U(row), F_PACK]
                                     ur[U(ub + 14)] = mports_u
                                     ps[U(pb + E_UMASK)] |= 1 << free_s
-                                    ps[U(pb + E_NUT)] += 1
                                     if ins[U(row), F_DONE] < 0:  # synchronous: park until it completes
                                         ps[U(pb + E_PARK)] = free_s + 1
                                     if cost > 0:  # the microthread starts then: visit the CE
@@ -966,12 +980,14 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                                 # this push into the ramp channel is repeated for RecvAddSend/Relay
                                 # below: one shared tail measured 3-6% slower (docs/BENCHMARKS.md)
                                 ready = t + rin
-                                sl = RB + ((ch * S) >> 3) + ((cs[U(ch)] + cnt) & SM)
+                                sl = cs[U(ch + 8)] + ((cs[U(ch)] + cnt) & cs[U(ch + 9)])
                                 cs[U(sl)] = ready
                                 if functional:
                                     ch_pay[U(2 * sl)] = v0
                                     ch_pay[U(2 * sl + 1)] = v1
                                 cs[U(ch + 1)] = cnt + 1
+                                if cnt == 0:  # the new head
+                                    cs[U(HB + (ch >> 4))] = ready
                                 if cs[U(ch + 6)] >= 0:  # a route with several inputs
                                     if rs[U(r + 4)] == ready and rs[U(r + 5)] != 4:
                                         st = ST_MULTIRX
@@ -1073,12 +1089,14 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                                                     v1 = sres
                                     if ch >= 0:
                                         ready = t + beta + rin
-                                        sl = RB + ((ch * S) >> 3) + ((cs[U(ch)] + cnt) & SM)
+                                        sl = cs[U(ch + 8)] + ((cs[U(ch)] + cnt) & cs[U(ch + 9)])
                                         cs[U(sl)] = ready
                                         if functional:
                                             ch_pay[U(2 * sl)] = v0
                                             ch_pay[U(2 * sl + 1)] = v1
                                         cs[U(ch + 1)] = cnt + 1
+                                        if cnt == 0:  # the new head
+                                            cs[U(HB + (ch >> 4))] = ready
                                         if cs[U(ch + 6)] >= 0:
                                             if rs[U(ro + 4)] == ready and rs[U(ro + 5)] != 4:
                                                 st = ST_MULTIRX
@@ -1105,7 +1123,6 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                                 done = ur[U(ub + 12)]
                                 ur[U(ub)] = -1
                                 ps[U(pb + E_UMASK)] &= ~(1 << s)
-                                ps[U(pb + E_NUT)] -= 1
                                 if done > 0:
                                     tbit = np.int64(1) << (done % NTASK)
                                     if done // NTASK == DONE_ACT:
@@ -1168,11 +1185,11 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                     nxt_ch += CS
                     if nxt_ch == cend:
                         nxt_ch = c0
-                    if cs[U(ch + 1)] == 0:
+                    # empty (-1, the largest unsigned) or its head not ready yet: one word per
+                    # channel, the PE's contiguous, so the scan reads no channel header
+                    if U(cs[U(HB + (ch >> 4))]) > U(t):
                         continue
-                    hs = RB + ((ch * S) >> 3) + cs[U(ch)]
-                    if cs[U(hs)] > t:
-                        continue
+                    hs = cs[U(ch + 8)] + cs[U(ch)]
                     r = cs[U(ch + 5)]
                     tx = rs[U(r + 7)]
                     if tx & used:
@@ -1215,9 +1232,12 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                     if functional:
                         v0 = ch_pay[U(2 * hs)]
                         v1 = ch_pay[U(2 * hs + 1)]
-                    cs[U(ch)] = (cs[U(ch)] + 1) & SM
-                    cs[U(ch + 1)] -= 1
+                    nh = (cs[U(ch)] + 1) & cs[U(ch + 9)]
+                    cs[U(ch)] = nh
+                    left = cs[U(ch + 1)] - 1
+                    cs[U(ch + 1)] = left
                     cs[U(ch + 2)] = t
+                    cs[U(HB + (ch >> 4))] = cs[U(cs[U(ch + 8)] + nh)] if left > 0 else -1
                     f = cs[U(ch + 3)]  # the producer waiting for this slot, if any
                     if ps[U(f)]:
                         ps[U(f)] = 0
@@ -1248,12 +1268,15 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                             else:
                                 d = rs[U(r + 8 + p)]
                                 ready = t + alpha
-                                ds = RB + ((d * S) >> 3) + ((cs[U(d)] + cs[U(d + 1)]) & SM)
+                                dn = cs[U(d + 1)]
+                                ds = cs[U(d + 8)] + ((cs[U(d)] + dn) & cs[U(d + 9)])
                                 cs[U(ds)] = ready
                                 if functional:
                                     ch_pay[U(2 * ds)] = v0
                                     ch_pay[U(2 * ds + 1)] = v1
-                                cs[U(d + 1)] += 1
+                                cs[U(d + 1)] = dn + 1
+                                if dn == 0:  # the new head
+                                    cs[U(HB + (d >> 4))] = ready
                                 inport = cs[U(d + 6)]
                                 if inport >= 0:
                                     r2 = cs[U(d + 5)]
@@ -1282,7 +1305,7 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                         if t >= ps[U(pe * PS + 6)]:
                             rt_only += 1
                     ps[U(pe * PS + 9)] = nxt_ch
-                    if cs[U(ch + 1)] > 0 and cs[U(RB + ((ch * S) >> 3) + cs[U(ch)])] <= t:
+                    if U(cs[U(HB + (ch >> 4))]) <= U(t):
                         pending = True
                 if st != ST_OK:
                     break
@@ -1534,6 +1557,16 @@ def _specialise(functional: bool):
     g["visit_parts"] = jit(_visit_parts_py, f"visit_parts_{mode}", parallel=True)
     return jit(_run_py, f"run_{mode}", error_model="numpy")
 
+
+
+def channel_layout(ch_cap: np.ndarray, S: int) -> tuple[int, int]:
+    """(length of the channel array ``cs``, HB: where its head-ready words start) for channels of
+    capacities ``ch_cap``: the records, then the head-ready words (whole cache lines), then the rings
+    too large to sit in their record (``S`` slots each)."""
+    nch = max(int(ch_cap.shape[0]), 1)
+    hb = nch * CH
+    big = int(np.count_nonzero(ch_cap > CH_INLINE))
+    return hb + ((nch + CH - 1) // CH) * CH + big * S + 1, hb
 
 
 def segments(width: int, height: int, parts: int, grain: int = 4096) -> np.ndarray:

@@ -115,7 +115,8 @@ class Device:
         # ``threads`` concurrent parts of each cycle (results identical to one thread; see
         # simulator.engine.segments); numba runs them on up to its thread count
         self.seg_w = E.segments(W, H, _parts(P, trace, threads))
-        self.cs = _zeros_aligned(max(nch, 1) * (E.CH + self.S) + 1, rdt)  # headers, then the rings
+        ncs, self.HB = E.channel_layout(cp.ch_cap, self.S)
+        self.cs = _zeros_aligned(ncs, rdt)  # channel records, head-ready words, large rings
         self.rs = _zeros_aligned(max(nr, 1) * (12 + self.SQ) + 1, rdt)
         self.ps = _zeros_aligned(P * E.PS, rdt)
         self.ur = _zeros_aligned(P * UT * E.UR, rdt)
@@ -128,7 +129,7 @@ class Device:
         self.tact = np.zeros(P, dtype=np.int64)
         self.tblk = np.where(has, cp.blk_blocked[np.maximum(cp.pe_block, 0)], 0).astype(np.int64)
         func = mode == "functional"
-        self.ch_pay = np.zeros(max(nch, 1) * (E.CH + self.S) * 2 + 2 if func else 2, dtype=np.float32)
+        self.ch_pay = np.zeros(ncs * 2 if func else 2, dtype=np.float32)
         self.q_pay = np.zeros(max(nr, 1) * (12 + self.SQ) * 2 + 2 if func else 2, dtype=np.float32)
         self.mem = cp.mem
         E.init_records(W, H, self.S, self.SQ, cp.r_pe, cp.r_tx, cp.r_rampch, cp.r_down, cp.r_chan0,
@@ -239,6 +240,7 @@ class Device:
         params[E.P_MAXIDLE] = self.max_idle
         params[E.P_MAXCYC] = self.max_cycles
         params[E.P_S], params[E.P_SQ], params[E.P_CAPQ] = self.S, self.SQ, cp.cap_queue
+        params[E.P_HB] = self.HB
         params[E.P_TRACE] = self.trace_cap
         params[E.P_NSLOT] = self.nslot
         params[E.P_T0] = t_start
@@ -378,7 +380,7 @@ class Device:
     def _check_quiescent(self, t: int, pe_entry: np.ndarray, name: str) -> None:
         cp = self.lowered
         ps2 = self.ps.reshape(-1, E.PS)
-        stuck = (ps2[:, E.E_PARK] != 0) | (ps2[:, E.E_NUT] != 0) | (ps2[:, E.E_CUR] >= 0) | \
+        stuck = (ps2[:, E.E_PARK] != 0) | (ps2[:, E.E_UMASK] != 0) | (ps2[:, E.E_CUR] >= 0) | \
             ((self.tact & self.tblk) != 0)
         if stuck.any():
             raise SimulationDeadlock(f"deadlock at cycle {t - self.cycle}: no agent can make progress any more; "
@@ -417,7 +419,7 @@ class Device:
         rel = t - self.cycle
         if st == E.ST_IDLE:
             ps2 = self.ps.reshape(-1, E.PS)
-            stuck = np.nonzero((ps2[:, E.E_PARK] != 0) | (ps2[:, E.E_NUT] != 0) | (ps2[:, E.E_CUR] >= 0))[0]
+            stuck = np.nonzero((ps2[:, E.E_PARK] != 0) | (ps2[:, E.E_UMASK] != 0) | (ps2[:, E.E_CUR] >= 0))[0]
             raise SimulationDeadlock(f"deadlock at cycle {rel}: nothing moved for {self.max_idle} cycles; "
                                      f"{self._blocked_report(stuck)}")
         if st == E.ST_MISROUTE:
@@ -461,7 +463,7 @@ class Device:
             raise InputError(f"cycle {rel}: {self._pe_str(i0)}: {self._row_name(i1)}: division by zero")
         if st == E.ST_LIMIT:
             ps2 = self.ps.reshape(-1, E.PS)
-            busy = np.nonzero((ps2[:, E.E_PARK] != 0) | (ps2[:, E.E_NUT] != 0) | (ps2[:, E.E_CUR] >= 0))[0]
+            busy = np.nonzero((ps2[:, E.E_PARK] != 0) | (ps2[:, E.E_UMASK] != 0) | (ps2[:, E.E_CUR] >= 0))[0]
             raise SimulationLimit(f"simulation passed max_cycles = {self.max_cycles} at cycle {t}; "
                                   f"{self._blocked_report(busy)}")
         raise RuntimeError(f"engine returned unknown status {st}")
