@@ -175,7 +175,7 @@ def fit_packed_stages(model, spec: HardwareSpec, grid: tuple[int, int], dtype: s
     most even counts over the full regions and over the strips. Bytes per width from a probe build
     (``fit_stages`` without an SRAM limit); the build's own SRAM check still applies to the mixed program."""
     from meshgemm.decode_program import DecodeStage
-    from waferllm.placement import _water_fill, packed_regions
+    from waferllm.placement import packed_counts, packed_regions
 
     p_y, p_x = grid
     L = model.num_layers
@@ -197,13 +197,7 @@ def fit_packed_stages(model, spec: HardwareSpec, grid: tuple[int, int], dtype: s
         caps = [room(widths[i], i == 0, i == k - 1) for i in range(k)]
         if min(caps) < 0 or sum(caps) < L:
             continue
-        full = [i for i in range(k) if widths[i] == p_x]
-        narrow = [i for i in range(k) if widths[i] != p_x]
-        on_strips = max(0, L - sum(caps[i] for i in full))
-        counts = [0] * k
-        for group, total in ((narrow, on_strips), (full, L - on_strips)):
-            for i, c in zip(group, _water_fill([caps[i] for i in group], total)):
-                counts[i] = c
+        counts = packed_counts(caps, widths[:k], p_x, L)
         break
     if counts is None:
         raise InputError(f"decode of {model.name}: {len(widths)} packed regions of {p_y}x{p_x} (strips {p_y}x"

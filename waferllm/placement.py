@@ -286,6 +286,20 @@ def packed_regions(spec: HardwareSpec, grid: tuple[int, int]) -> list[tuple[int,
     return out
 
 
+def packed_counts(caps: list[int], widths: list[int], full_width: int, total: int) -> list[int]:
+    """Layer counts over packed regions of ``widths`` holding at most ``caps`` layers each (sum >= total):
+    the strips (width other than ``full_width``) take as few layers as the full regions leave them, then the
+    counts are as even as possible within the full regions and within the strips (``_water_fill``)."""
+    full = [i for i in range(len(widths)) if widths[i] == full_width]
+    narrow = [i for i in range(len(widths)) if widths[i] != full_width]
+    on_strips = max(0, total - sum(caps[i] for i in full))
+    counts = [0] * len(widths)
+    for group, n in ((narrow, on_strips), (full, total - on_strips)):
+        for i, c in zip(group, _water_fill([caps[i] for i in group], n)):
+            counts[i] = c
+    return counts
+
+
 def _water_fill(caps: list[int], total: int) -> list[int]:
     """Counts c_i <= caps_i adding up to ``total`` (<= sum of caps) with the smallest largest count;
     the extra ones taken from the latest regions at that largest count."""
@@ -381,13 +395,7 @@ def place_layers_packed(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple
             continue
         if sum(caps) + middle >= L:
             caps = [most(widths[i], extras(i, k)[0]) for i in range(k)]
-            full = [i for i in range(k) if widths[i] == p_x]
-            narrow = [i for i in range(k) if widths[i] != p_x]
-            on_strips = max(0, L - sum(caps[i] for i in full))
-            counts = [0] * k
-            for group, total in ((narrow, on_strips), (full, L - on_strips)):
-                for i, c in zip(group, _water_fill([caps[i] for i in group], total)):
-                    counts[i] = c
+            counts = packed_counts(caps, widths[:k], p_x, L)
             break
     if counts is None:
         raise InputError(f"{len(widths)} packed regions of {p_y}x{p_x} (strips {p_y}x{s}) do not hold the model")
