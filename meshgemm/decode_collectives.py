@@ -207,12 +207,15 @@ class LineTree:
         c0, c1 = self.colours[2 * lvl], self.colours[2 * lvl + 1]
         return (If(eq(Param(bit), 0), (make(c0),), (make(c1),)),)
 
-    def reduce(self, buf: Ref, scr: Ref, scr2: Ref | None = None, combine: str = "sum",
+    def reduce(self, buf: Ref, scr: Ref | None, scr2: Ref | None = None, combine: str = "sum",
                levels: int | None = None, tag: str = "r") -> tuple:
         """Reduce ``buf`` into the global root (``levels=1``: into each level-0 group root). ``scr`` is a
-        scratch slice as long as ``buf`` (max/argmax stages receive into it); ``scr2`` is unused."""
+        scratch slice as long as ``buf`` that max/argmax stages receive into; a sum adds the stream into
+        ``buf`` itself and needs none (``None``). ``scr2`` is unused."""
         if combine not in COMBINES:
             raise InputError(f"unknown combine {combine!r}; use one of {COMBINES}")
+        if combine != "sum" and scr is None:
+            raise InputError(f"a {combine} reduction receives into a scratch slice as long as the vector; none given")
         if not self.active:
             return ()
         code: list = []
@@ -255,11 +258,12 @@ class LineTree:
         g, c = Param(f"{self.prefix}g"), self.colours[2 * self.k + 1]
         return (If(eq(g, 0), (Send(c, buf),), (If(eq(g, 1), (Recv(c, buf),)),)),)
 
-    def allreduce(self, buf: Ref, scr: Ref, scr2: Ref | None = None, combine: str = "sum", tag: str = "r") -> tuple:
+    def allreduce(self, buf: Ref, scr: Ref | None, scr2: Ref | None = None, combine: str = "sum",
+                  tag: str = "r") -> tuple:
         """Reduce into the global root, then broadcast: every position ends with the total."""
         return self.reduce(buf, scr, scr2, combine, tag=tag) + self.broadcast(buf)
 
-    def group_allreduce(self, buf: Ref, scr: Ref, tag: str = "g") -> tuple:
+    def group_allreduce(self, buf: Ref, scr: Ref | None = None, tag: str = "g") -> tuple:
         """Sum within each level-0 group (every member ends with its group's total)."""
         return self.reduce(buf, scr, levels=1, tag=tag) + self.group_broadcast(buf)
 

@@ -332,8 +332,6 @@ def buffer_plan(cfg: DecodeConfig, sz: Sizes) -> dict[str, tuple[str, str, int]]
     qkvm = sz.QXM + 2 * sz.KVXM
     qkv_b, o_b, mlp_b = (getattr(m, k, False) for k in ("qkv_bias", "o_bias", "mlp_bias"))
     scores = sz.NHM * cap
-    # the GEMVs after a norm carry its Σx² as one more element, p·V the softmax sums (one per score head)
-    red = max(qkvm + 1, scores, 2 * sz.FXM + 1, sz.VXM, sz.EYM, sz.QXM + sz.NHM, 2)
     lay = lambda k: (dt, "layer", st[k])  # noqa: E731
     const = lambda n, t=dt: (t, "const", max(1, n))  # noqa: E731
     return {
@@ -357,8 +355,9 @@ def buffer_plan(cfg: DecodeConfig, sz: Sizes) -> dict[str, tuple[str, str, int]]
         "ang": const(sz.NPM, F32), "cs": const(sz.NPM), "sn": const(sz.NPM), "nsn": const(sz.NPM),
         "t1": const(sz.NPM), "t2": const(sz.NPM), "shout": const(2 * sz.KVXM), "shin": const(2 * sz.KVXM),
         "hb": const(sz.EYM),
-        # reduction scratch
-        "scr": const(red, F32), "scr2": const(max(sz.NHM, 2), F32), "scrd": const(sz.EYM),
+        # reduction scratch: only max and argmax stages receive into it (a sum adds the stream into the
+        # vector itself), so it holds the softmax maxima (one per score head) or one (value, index) pair
+        "scr": const(max(sz.NHM, 2), F32),
     }
 
 
@@ -407,13 +406,15 @@ class _Code:
             return ()
         return (If(eq(Param("ts"), 1), (Timestamp(label),)),)
 
-    def allreduce_y(self, buf: str, n, combine="sum", off=0, tag="y") -> tuple:
-        r = self.R(buf, off, n)
-        return self.ty.allreduce(r, self.R("scr", 0, n), self.R("scr2", 0, n), combine, tag=tag)
+    def _scratch(self, n, combine: str) -> Ref | None:
+        """``scr`` for a max or argmax (their stages receive into it); a sum needs none."""
+        return None if combine == "sum" else self.R("scr", 0, n)
 
-    def allreduce_x(self, buf: str, n, combine="sum", scratch="scr", tag="x") -> tuple:
-        r = self.R(buf, 0, n)
-        return self.tx.allreduce(r, self.R(scratch, 0, n), self.R("scr2", 0, n), combine, tag=tag)
+    def allreduce_y(self, buf: str, n, combine="sum", off=0, tag="y") -> tuple:
+        return self.ty.allreduce(self.R(buf, off, n), self._scratch(n, combine), None, combine, tag=tag)
+
+    def allreduce_x(self, buf: str, n, combine="sum", tag="x") -> tuple:
+        return self.tx.allreduce(self.R(buf, 0, n), self._scratch(n, combine), None, combine, tag=tag)
 
     # -- per-launch set-up -------------------------------------------------------------------------------
     def setup(self) -> tuple:
@@ -660,9 +661,9 @@ class _Code:
                                         self.R("kc", row(0), len1), q),)))),))]
         n_sc = nhs * S
         if sz.score_mode == "groups":
-            code.append(If(S > 0, self.tx.group_allreduce(self.R("sc", 0, n_sc), self.R("scr", 0, n_sc), tag="s")))
+            code.append(If(S > 0, self.tx.group_allreduce(self.R("sc", 0, n_sc), None, tag="s")))
         elif sz.score_mode == "full":
-            code.append(If(S > 0, self.tx.allreduce(self.R("sc", 0, n_sc), self.R("scr", 0, n_sc), tag="s")))
+            code.append(If(S > 0, self.tx.allreduce(self.R("sc", 0, n_sc), None, tag="s")))
         code.append(Scale(self.R("sc", 0, n_sc), self.R("sc", 0, n_sc), float(self.m.head_dim) ** -0.5))
         code += self.stamp("scores")
         # 6 softmax: local max, max along Y, exp(s - m), local sum, sum along Y, divide
@@ -727,7 +728,7 @@ class _Code:
         own = (tok >= v0) & (tok < v0 + V("vx"))
         code = [If(own, (Copy(self.R("x", 0, ey), self.R("emb", (tok - v0) * self.sz.EYM, ey)),),
                    (Fill(self.R("x", 0, ey), 0.0),))]
-        code += self.allreduce_x("x", ey, scratch="scrd", tag="e")
+        code += self.allreduce_x("x", ey, tag="e")
         return tuple(code)
 
     def handoff_in(self) -> tuple:
@@ -755,13 +756,13 @@ class _Code:
             land = tuple(If(eq(P("hset"), j), (Recv(sets[j][k], self.R("hb", 0, sz.EYM)),)) for j in range(2))
             fill = (Fill(self.R("hb", 0, sz.EYM), 0.0),)
             vert.append(If(eq((P("hland") // (1 << k)) % 2, 1), land, fill))
-            vert.extend(self.ty.allreduce(self.R("hb", 0, sz.EYM), self.R("scrd", 0, sz.EYM), None, tag=f"v{k}"))
+            vert.extend(self.ty.allreduce(self.R("hb", 0, sz.EYM), None, None, tag=f"v{k}"))
             # the segment of row r came down column hvo + r mod hvw (region-local), round r div hvw
             o, w = P("hvo"), P("hvw")
             mine = (ly >= w * k) & (ly < w * (k + 1)) & eq(lx - o, ly - w * k)
             vert.append(If(mine, (Copy(self.R("x", 0, ey), self.R("hb", 0, ey)),)))
         return ((Fill(self.R("x", 0, ey), 0.0), If(eq(P("hmode"), 1), (horiz,), tuple(vert)))
-                + self.allreduce_x("x", ey, scratch="scrd", tag="h"))
+                + self.allreduce_x("x", ey, tag="h"))
 
     def handoff_out(self) -> tuple:
         """The sender of each row: the edge PE (horizontal, its segment) or PE (r mod P_x, r) (vertical, the

@@ -121,3 +121,16 @@ def test_receive_counts_match_the_programs_input_queues():
     got = [len(block_colours(prog.blocks[int(blocks[x])])[0]) for x in range(n)]
     assert got == list(tree.receive_counts())
     assert max(got) <= 4
+
+
+def test_a_sum_needs_no_scratch_a_max_does():
+    """A sum adds each stream into the vector itself: its code never names the scratch (the decode program
+    therefore sizes ``scr`` for the max and argmax vectors only); a max without one is refused."""
+    from plmr.errors import InputError
+    tree = LineTree("x", 9, 3, tuple(range(3, 9)), "t", group_bcast=True)
+    a, s = Ref("a", 0, 4), Ref("s", 0, 4)
+    assert tree.allreduce(a, None) == tree.allreduce(a, s)
+    assert tree.group_allreduce(a) == tree.group_allreduce(a, s)
+    assert "'s'" not in repr(tree.allreduce(a, s)) and "'s'" in repr(tree.allreduce(a, s, combine="max"))
+    with pytest.raises(InputError, match="scratch"):
+        tree.allreduce(a, None, combine="max")

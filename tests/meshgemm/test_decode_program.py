@@ -245,6 +245,26 @@ def test_parameter_sets_and_bodies_stay_bounded_as_the_grid_grows():
     assert sets[64] <= 2 * sets[16] + 40, sets
 
 
+def test_only_the_lm_head_stage_holds_buffers_of_the_vocabulary():
+    """Three stages of LLaMA3-8B's shapes, the vocabulary 128,256 or 1,024 tokens: a stage with neither the
+    embedding nor the LM head places the same bytes per PE either way (no working vector is sized for the
+    logits), the LM head's stage more with the larger vocabulary (its logits and blocks)."""
+    model = dataclasses.replace(_llama8b_one_layer(), num_layers=3)
+    big = WSE2.with_params(sram_bytes=1 << 26, mesh_width=24)  # the LM head on 8x8 PEs: 16 MB; bytes are the point
+
+    def stage_bytes(vocab: int) -> list[int]:
+        m = dataclasses.replace(model, vocab_size=vocab)
+        stages = tuple(DecodeStage(i, i, i, (0, 8 * i), embedding=i == 0, lm_head=i == 2) for i in range(3))
+        prog = build_decode_program(DecodeConfig(m, (8, 8), stages, 8, "fp16"), big).program
+        prog.finalize()
+        of_pe = prog.pe_blocks().reshape(prog.height, prog.width)
+        return [max(prog.blocks[int(b)].data_bytes for b in np.unique(of_pe[:8, 8 * i: 8 * i + 8])) for i in range(3)]
+
+    large, small = stage_bytes(128_256), stage_bytes(1_024)
+    assert large[1] == small[1], (large, small)
+    assert large[2] - small[2] > 6 * (128_256 - 1_024) // 8, (large, small)  # the fp32 and fp16 logits alone
+
+
 @pytest.mark.parametrize("grid,mesh_width,layers", [
     ((3, 4), 7, (1, 1, 0, 0)),  # strips of 3 columns: east, south (one round), west into a strip
     ((5, 3), 5, (1, 0, 1, 0)),  # strips of 2 columns: the south hand-off takes ⌈5/2⌉ = 3 rounds
