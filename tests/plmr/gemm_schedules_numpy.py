@@ -1,39 +1,8 @@
 """The numpy evaluation of SUMMA's and dist-GEMM-T's step recurrences that ``plmr.gemm_schedules``
 replaced with numba loops (same arithmetic, elementwise, in the same order): kept verbatim as the
 reference ``tests/plmr/test_gemm_schedules.py`` compares the fast version to, number for number.
-
-Original module docstring follows.
-
-Per-PE step recurrences of the two GEMM programs whose steps wait on software chains: SUMMA's
-relay broadcasts and dist-GEMM-T's chain reduce (meshgemm/gemm_baselines.py, meshgemm/gemmt.py).
-
-Neither program has a barrier, so a PE's step t+1 starts when its own step t has joined. A relay
-(``RelayStore``, ``RecvAddSend``) forwards a wavelet only once its PE has issued it, at that PE's own
-step start; a PE that is late delays every PE behind it on the chain, and the lateness is carried
-into the next step. With β large against a small tile the far end of a line waits for the chain,
-and because SUMMA's panel owner moves along the line (and dist-GEMM-T's root moves with the B
-shift), the critical path zig-zags through the mesh: no closed form of "the slowest PE's own steps
-plus the farthest chain once" holds (docs/KERNEL_AGREEMENT.md). These functions evaluate the
-programs' timing step by step, for every PE at once (numpy arrays indexed ``[y, x]``), from the
-costs of the program's ops (``plmr.primitives``): O(steps × P_y × P_x) array work.
-
-What a step of each PE is made of, in the order the program issues it:
-
-* its fetch or shift ops, c_op each (a copy is a ``mov``); an async op's microthread starts when
-  its issue ends;
-* a stream of w wavelets moves one wavelet per cycle. A relay forwards its first wavelet at
-  max(its issue, the first wavelet's arrival), the next PE gets it ρ + α + β later (ρ + α from a
-  plain send); a PE injects at most one wavelet per cycle, and the op issued first keeps the ramp
-  (the engine serves microthreads in issue order), so a later stream on the same PE waits for the
-  cycles the earlier one takes;
-* the product (``local_gemm_cycles``) loses one cycle to every cycle in which a microthread moves a
-  wavelet after it started (``stalls``: the FMAC needs both read ports and the write port);
-* the join on n ops is n task activations (``simulator/joins.py``): the first join task runs once
-  the main thread is free and the first two ops are done, each further one once its op is done, the
-  continuation last.
-
-Streams here are at most the link's buffering long on the small tiles where chains matter; a longer
-stream into dist-GEMM-T's root also waits for the root to take what exceeds the buffering.
+What a step of each PE is made of is written once, in ``plmr.gemm_schedules``'s docstring; here every
+function works on all PEs at once (numpy arrays indexed ``[y, x]``).
 """
 
 from __future__ import annotations
