@@ -350,22 +350,12 @@ def handoff_colors(spec: HardwareSpec, placement: Placement | None) -> tuple[int
     the region tiling (``snake_origins``): a hand-off to the next band of regions goes south, one colour per
     round of ⌈P_y/P_x⌉ rows, else east or west in one round; with three stages or more, consecutive
     hand-offs alternate between two colour sets (a middle stage receives on one and sends on the other); the
-    last stage returns the token to the first on one colour. Every PE reserves them all. On several wafers
-    each wafer's stages are placed alike (a wafer holding more stages than a band of regions hands off
-    south). A packed placement's rounds are the most of any hand-off (``handoff_rounds``: south over the
-    columns both regions span)."""
+    last stage returns the token to the first on one colour. Every PE reserves them all. The rounds are the
+    most of any hand-off (``handoff_rounds``: south over the columns both regions span; on several wafers
+    each wafer's stages are placed alike and a hand-off between wafers is one round)."""
     if placement is None or len(placement.stages) <= 1:
         return 0, 0, 0
-    if placement.packed:
-        rounds = max(handoff_rounds(a, b) for a, b in zip(placement.stages, placement.stages[1:]))
-        return rounds, rounds * (2 if len(placement.stages) > 2 else 1), 1
-    p_y, p_x = placement.grid
-    per_band = max(1, spec.mesh_width // p_x)
-    per_wafer: dict[int, int] = {}
-    for s in placement.stages:
-        per_wafer[s.wafer] = per_wafer.get(s.wafer, 0) + 1
-    south = any(n > per_band for n in per_wafer.values())
-    rounds = ceil_div(p_y, p_x) if south else 1
+    rounds = max(handoff_rounds(a, b) for a, b in zip(placement.stages, placement.stages[1:]))
     return rounds, rounds * (2 if len(placement.stages) > 2 else 1), 1
 
 
