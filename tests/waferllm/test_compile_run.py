@@ -351,3 +351,9 @@ def test_a_packed_plan_compiles_to_its_stages_and_runs_as_transformers(tmp_path)
     assert run["tokens"] == tokens and run["stages"] == 4
     assert run["prefill"] == "host" and "widths" in run["prefill_note"]  # the device prefill re-lays one width
     assert float(np.abs(run["logits"] - logits).max()) <= 1e-4
+    # asked for explicitly, the device prefill is refused in one line (exit 2), naming the way out
+    r = CliRunner().invoke(main, ["run", str(out), "--prompt-ids", "3,17,42", "--max-new-tokens", "2",
+                                  "--prefill", "device"])
+    lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1, r.output
+    assert "--prefill device" in lines[0] and "widths" in lines[0] and "--prefill host" in lines[0]
