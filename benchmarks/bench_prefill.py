@@ -2,6 +2,8 @@
 
     python benchmarks/bench_prefill.py layer --model qwen2.5-0.5b --grid 240 --tokens 4096
     python benchmarks/bench_prefill.py layer --model llama3-8b --grid 96 --tokens 4096 [--json out.json]
+    python benchmarks/bench_prefill.py layer --model llama3-8b --grid 16 --tokens 4096 \
+        --sram-bytes 16777216 --max-cycles 4000000000
 
 One prefill layer of the model (`meshgemm.prefill_program`, the program `waferllm run --prefill device`
 runs) on one P_y × P_x region, timing-only, fp16 with fp32 accumulation: build, lowering and simulation
@@ -59,10 +61,12 @@ def bench_layer(args) -> dict:
     model = load_catalog_model(args.model)
     one = dataclasses.replace(model, num_layers=1, sliding_window_layers=())
     hw = get_spec(args.hardware)
+    if args.sram_bytes:  # same program and cycles; only the fit check moves
+        hw = hw.with_params(sram_bytes=args.sram_bytes)
     c0, t0 = cpu_s(), time.perf_counter()
     pp = PP.build_prefill_program(one, hw, args.grid, args.tokens, layers=(0,), dtype=args.dtype, acc="fp32")
     t1 = time.perf_counter()
-    dev = Device(pp.program, hw, mode="timing")
+    dev = Device(pp.program, hw, mode="timing", max_cycles=args.max_cycles)
     t2, c2 = time.perf_counter(), cpu_s()
     res = dev.launch("prefill", nl=1)
     t3, c3 = time.perf_counter(), cpu_s()
@@ -92,6 +96,9 @@ def main(argv=None) -> int:
     p.add_argument("--tokens", type=int, default=4096)
     p.add_argument("--hardware", default="wse2")
     p.add_argument("--dtype", default="fp16", choices=("fp16", "fp32"))
+    p.add_argument("--sram-bytes", type=int, default=0,
+                   help="lift the PE's SRAM (bytes) to run a layer whose weights do not fit; cycles are unchanged")
+    p.add_argument("--max-cycles", type=int, default=2_000_000_000, help="stop the simulation past this cycle")
     p.add_argument("--json", help="also write the result here")
     args = ap.parse_args(argv)
     out = bench_layer(args)
