@@ -428,14 +428,18 @@ class LayoutEffects:
         if isinstance(v, DirBits):
             return Vec(v.arr) if v.arr.ndim else int(v.arr)
         if isinstance(v, Vec):
-            out = np.empty(v.arr.shape, dtype=np.int64)
-            flat = v.arr.ravel()
-            for i, item in enumerate(flat.tolist()):
-                b = dir_bits(item)
+            # lanes share a few list objects (a comptime function returns one of a handful of
+            # constants): read each distinct object once, then index by object identity
+            flat = v.arr.ravel().tolist()
+            ids = np.fromiter(map(id, flat), dtype=np.int64, count=len(flat))
+            first, inverse = np.unique(ids, return_index=True, return_inverse=True)[1:]
+            bits = np.empty(len(first), dtype=np.int64)
+            for j, i in enumerate(first.tolist()):
+                b = dir_bits(flat[i])
                 if b is None:
-                    raise EvalError(n, f"a route's rx/tx must list directions, got {item!r}")
-                out.ravel()[i] = b
-            return Vec(out.reshape(v.arr.shape))
+                    raise EvalError(n, f"a route's rx/tx must list directions, got {flat[i]!r}")
+                bits[j] = b
+            return Vec(bits[inverse.ravel()].reshape(v.arr.shape))
         if isinstance(v, StructVal) and any(isinstance(i, Vec) for i in v.items):
             total = 0
             for item in v.items:
