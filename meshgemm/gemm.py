@@ -24,6 +24,10 @@ neighbour and the boundary slot row (k·n) to the y-ring neighbour, async, overl
 local ``Gemm``s of the step; the final (useless) shift is skipped.
 
 P = 1 on an axis: no communication on it (pure renames). P = 2: a 1-hop exchange on 2 colours.
+
+``build_cannon_family(..., a_skew="host")`` pre-skews A on the host as well (the layout the device
+skew produces, A(row, λ((u + v) mod Q))) and leaves the skew out: every PE then enters the shifting
+steps at the same cycle, the lockstep schedule ``plmr.gemm`` charges step by step.
 """
 
 from __future__ import annotations

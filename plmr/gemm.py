@@ -168,9 +168,17 @@ def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: i
       so it pays the union of those move cycles after it (``union_length``);
     * **the last step** multiplies only (no shift, no join).
 
-    The lockstep assumption leaves out one effect: the skew starts the rows' steps up to ⌊Q/2⌋ rounds
-    apart, and a B stream from a row out of phase overlaps A's at the receiver rather than following
-    it, so the simulated steps on square meshes are ~2% longer at 16×16 tiles (docs/BENCHMARKS.md)."""
+    The steps are charged in lockstep, every PE starting each step at the same cycle. That is the
+    program's run when every PE enters the steps together (``a_skew="host"``: equal to the simulated
+    cycles within 0.01% at 8²-32², tiles 16 and 48), and with links that buffer a whole tile also
+    after the device skew. With the shipped links it leaves out one effect, which grows with the
+    mesh (docs/BENCHMARKS.md, § MeshGEMM vs Cannon vs SUMMA): the skew leaves the rows up to ⌊Q/2⌋
+    rounds apart, a receiver that has not issued its receive yet holds its sender back once the
+    link's buffering is in flight, the sender's ramp interleaves its other stream, its sends and
+    receives stop moving in the same cycles and its product loses more of them; the delay spreads to
+    its neighbours both ways (through the data and through the backpressure) and the steps do not
+    return to lockstep. The simulated runs are 2-4% longer at tiles 16-48 (−2.2% at 8², −2.9% at
+    16², −3.8% at 32², tile 16)."""
     Q = math.lcm(p_y, p_x)
     q_x, q_y = Q // p_x, Q // p_y
     m_v, n_v, k = ceil_div(M, Q), ceil_div(N, Q), ceil_div(K, Q)
