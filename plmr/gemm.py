@@ -169,9 +169,10 @@ def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: i
     * **the last step** multiplies only (no shift, no join).
 
     The steps are charged in lockstep, every PE starting each step at the same cycle. That is the
-    program's run when every PE enters the steps together (``a_skew="host"``: equal to the simulated
-    cycles within 0.01% at 8²-32², tiles 16 and 48), and with links that buffer a whole tile also
-    after the device skew. With the shipped links it leaves out one effect, which grows with the
+    program's run when every PE enters the steps together (``a_skew="host"``: MeshGEMM within 0.01%
+    of the simulated cycles at 8²-64², tiles 16-48; Cannon within 0.05% up to 32², its wrap link's
+    lateness taking it out of lockstep at 64²), and with links that buffer a whole tile also after
+    the device skew. With the shipped links it leaves out one effect, which grows with the
     mesh (docs/BENCHMARKS.md, § MeshGEMM vs Cannon vs SUMMA): the skew leaves the rows up to ⌊Q/2⌋
     rounds apart, a receiver that has not issued its receive yet holds its sender back once the
     link's buffering is in flight, the sender's ramp interleaves its other stream, its sends and
