@@ -4,6 +4,10 @@ Cannon vs SUMMA across mesh sides.
     python benchmarks/bench_gemm.py --agreement [--sides 8,16,32] [--tiles 4,16,48] [--kernels ...]
         # the §Kernels: GEMM agreement table; ends with the worst point and the total wall time
     python benchmarks/bench_gemm.py --scaling [--sides 8,16,32,64] [--size 2048] [--plot docs/gemm.png]
+    python benchmarks/bench_gemm.py --lockstep [--sides 8,16,32] [--tiles 16,48] [--kernels meshgemm,cannon]
+        # MeshGEMM/Cannon PLMR − sim as shipped, with A pre-skewed on the host, with links that
+        # buffer a whole tile, and pre-skewed with PE (0, 0) delayed by one fill of C
+        # (docs/BENCHMARKS.md § Why MeshGEMM's and Cannon's residual grows with the mesh)
 """
 
 from __future__ import annotations
@@ -49,10 +53,48 @@ def agreement(sides, tiles, kernels=KERNELS, dtype="fp16"):
     return rows
 
 
+LOCKSTEP_VARIANTS = ("shipped", "host-skew", "tile-buffers", "one-delayed")
+
+
+def lockstep_variant(kind, side, tile, variant, dtype="fp16"):
+    """(simulated, PLMR) cycles of a square MeshGEMM/Cannon run in one of ``LOCKSTEP_VARIANTS``."""
+    import meshgemm.gemm as mg
+    from plmr.primitives import t_vec
+    from simulator.expr import X, Y, eq
+    from simulator.instructions import Fill
+    from simulator.statements import If
+
+    spec = WSE2.with_params(router_buffer_wavelets=2000) if variant == "tile-buffers" else WSE2
+    size = side * tile
+    body_of = mg._cannon_body
+
+    def delayed_body(*args, **kw):  # PE (0, 0) fills C once more before the steps
+        body = body_of(*args, **kw)
+        main = body.functions["main"]
+        code = list(main.code)
+        code.insert(1, If(eq(X, 0) & eq(Y, 0), (Fill("C", 0.0),)))
+        body.functions["main"] = type(main)(main.name, tuple(code), main.args)
+        return body
+
+    if variant == "one-delayed":
+        mg._cannon_body = delayed_body
+    try:
+        b = mg.build_cannon_family(KernelRequest(kind, (side, side), size, size, size, dtype=dtype,
+                                                 functional=False),
+                                   spec, kind, a_skew="host" if variant in ("host-skew", "one-delayed") else "device")
+    finally:
+        mg._cannon_body = body_of
+    pred = b.predicted.total_cycles
+    if variant == "one-delayed":  # its own run is one fill longer; every other PE's is the lockstep one
+        pred += t_vec(spec, tile * tile, "mov", dtype)
+    return simulate(b.program, spec, mode="timing").total_cycles, pred
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--agreement", action="store_true")
     ap.add_argument("--scaling", action="store_true")
+    ap.add_argument("--lockstep", action="store_true")
     ap.add_argument("--sides", default="8,16,32")
     ap.add_argument("--tiles", default="4,16,48", help="per-PE tile edges for --agreement")
     ap.add_argument("--size", type=int, default=2048)
@@ -75,6 +117,17 @@ def main(argv=None):
             name, side, size, _, _, diff, _ = max(rows, key=lambda r: abs(r[5]))
             print(f"worst: {name} {side}² M=K=N={size} {100 * diff:+.1f}%; "
                   f"total wall {sum(r[6] for r in rows):.0f} s over {len(rows)} points")
+    if a.lockstep:
+        print("| kernel | mesh | tile | " + " | ".join(LOCKSTEP_VARIANTS) + " |")
+        print("|---|---|---|" + "---|" * len(LOCKSTEP_VARIANTS))
+        for name in kernels:
+            for tile in (int(t) for t in a.tiles.split(",")):
+                for side in sides:
+                    cells = []
+                    for v in LOCKSTEP_VARIANTS:
+                        sim, pred = lockstep_variant(name, side, tile, v, a.dtype)
+                        cells.append(f"{sim} / {pred:.0f} ({100 * (pred - sim) / sim:+.3f}%)")
+                    print(f"| {name} | {side}² | {tile} | " + " | ".join(cells) + " |", flush=True)
     if a.scaling:
         known = {}
         for item in filter(None, a.known.split(",")):

@@ -24,6 +24,10 @@ neighbour and the boundary slot row (k·n) to the y-ring neighbour, async, overl
 local ``Gemm``s of the step; the final (useless) shift is skipped.
 
 P = 1 on an axis: no communication on it (pure renames). P = 2: a 1-hop exchange on 2 colours.
+
+``build_cannon_family(..., a_skew="host")`` pre-skews A on the host as well (the layout the device
+skew produces, A(row, λ((u + v) mod Q))) and leaves the skew out: every PE then enters the shifting
+steps at the same cycle, the lockstep schedule ``plmr.gemm`` charges step by step.
 """
 
 from __future__ import annotations
@@ -101,10 +105,18 @@ def build_meshgemm(req: KernelRequest, spec: HardwareSpec) -> KernelBuild:
     return build_cannon_family(req, spec, "meshgemm")
 
 
-def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: bool = False) -> KernelBuild:
+def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: bool = False,
+                        a_skew: str = "device") -> KernelBuild:
     """The shared Cannon schedule; ``kind`` = ``"meshgemm"`` (interleaved rings, links <= 2 hops)
     or ``"cannon"`` (plain rings with the P-1 hop wrap-around link). ``bsp``: a global barrier after
-    every skew round and every shifting step (``meshgemm.bsp``)."""
+    every skew round and every shifting step (``meshgemm.bsp``). ``a_skew``: ``"device"`` (the
+    method's, §4.3) or ``"host"``: A arrives pre-skewed like B, the program has no skew and every
+    PE enters the shifting steps at the same cycle (the reference schedule the per-step terms of
+    ``plmr.gemm`` are checked against, tests/meshgemm/test_gemm_kernels.py)."""
+    if a_skew not in ("device", "host"):
+        raise ValueError(f"a_skew must be 'device' or 'host', not {a_skew!r}")
+    if bsp and a_skew != "device":
+        raise ValueError("the bulk-synchronous variant skews A on the device")
     P_y, P_x = req.mesh
     M, K, N, dt = req.m, req.k, req.n, req.dtype
     Q = math.lcm(P_y, P_x)
@@ -138,7 +150,7 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: 
     if rev_x_own:
         L.route_slots(prog, "x", ex.roles(X, reverse=True), crev)
 
-    body = _cannon_body(g, kind, comm_x, comm_y, dt)
+    body = _cannon_body(g, kind, comm_x, comm_y, dt, skew=a_skew == "device")
     bar_params: dict = {}
     if bsp and P_x * P_y > 1:
         from meshgemm.bsp import barrier_fragment
@@ -172,11 +184,18 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: 
 
         la, lb = g.q_x + 1, g.q_y + 1
 
+        def a_block(px, py, j, i) -> int:
+            """The K block of tile (j, i) of PE (px, py): its own (natural layout), or with A
+            pre-skewed the one the device skew would have brought there (B's, λ((u + v) mod Q))."""
+            if a_skew == "device":
+                return px * g.q_x + i
+            return lam[(ry.pos[py] * g.q_y + j + rx.pos[px] * g.q_x + i) % Q]
+
         def a_init(px, py):
             buf = np.zeros(la * g.q_y * g.ta)
             for i in range(g.q_x):
                 for j in range(g.q_y):
-                    t = tile_of(Ap, py * g.q_y + j, px * g.q_x + i, g.m_v, g.k)
+                    t = tile_of(Ap, py * g.q_y + j, a_block(px, py, j, i), g.m_v, g.k)
                     o = (i * g.q_y + j) * g.ta
                     buf[o:o + g.ta] = flat(t, a_tile_order)
             return buf
@@ -196,7 +215,7 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: 
         prog.set_data(range(P_x), range(P_y), "B", b_init)
 
     predicted = (plmr_gemm.meshgemm if kind == "meshgemm" else plmr_gemm.cannon)(
-        spec, P_y, P_x, M, K, N, dt)
+        spec, P_y, P_x, M, K, N, dt, a_skew=a_skew)
 
     def gather(res) -> dict[str, np.ndarray]:
         Cp = np.zeros((Q * g.m_v, Q * g.n_v), dtype=np.float64)
@@ -213,8 +232,9 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: 
 
     ring = "interleaved" if kind == "meshgemm" else "plain (wrap link P-1 hops)"
     layout = {
-        "A": f"M_y K_x natural, {g.q_y}x{g.q_x} tiles of {g.m_v}x{g.k} per PE, skewed on device "
-             f"(shorter way round) over {ring} x-rings",
+        "A": (f"M_y K_x natural, {g.q_y}x{g.q_x} tiles of {g.m_v}x{g.k} per PE, skewed on device "
+              f"(shorter way round) over {ring} x-rings") if a_skew == "device" else
+             f"M_y rows, pre-skewed on host like B, {g.q_y}x{g.q_x} tiles of {g.m_v}x{g.k} per PE",
         "B": f"K_y N_x pre-skewed on host (Cannon in ring coordinates), {g.q_y}x{g.q_x} tiles of "
              f"{g.k}x{g.n_v}",
         "C": f"M_y N_x natural, {g.q_y}x{g.q_x} tiles of {g.m_v}x{g.n_v} ({g.order}-major), "
@@ -270,14 +290,15 @@ def skew_plan(Q: int, u: int) -> tuple[str, int]:
     return ("rev", u) if u <= Q - u else ("fwd", Q - u)
 
 
-def _cannon_body(g: _Geom, kind: str, comm_x: bool, comm_y: bool, dt: str) -> Body:
+def _cannon_body(g: _Geom, kind: str, comm_x: bool, comm_y: bool, dt: str, skew: bool = True) -> Body:
     """The one PE program of MeshGEMM / Cannon (see the module docstring).
 
     Slot maps are run-time rotations: with ``LA`` A slots, virtual tile i of a hosted row sits in slot
     (i + ar) mod LA and the spare (receive) slot is (LA − 1 + ar) mod LA; each forward shift
     decrements ``ar`` (the tile leaving is the row's last, the one arriving lands in the spare slot),
     each reverse skew round increments it. B likewise along y with ``br``. Without communication on
-    an axis the tiles only rotate by renaming (LA = q_x slots, no spare)."""
+    an axis the tiles only rotate by renaming (LA = q_x slots, no spare). ``skew=False``: A arrives
+    pre-skewed in the canonical slot map, and the skew loop is left out."""
     b = Body(kind, doc=f"{kind}: Cannon on {'interleaved' if kind == 'meshgemm' else 'plain'} rings")
     mv, kt, nv = b.param("mv"), b.param("kt"), b.param("nv")
     qx, qy, Q, Hp = b.param("qx"), b.param("qy"), b.param("Q"), b.param("H")
@@ -293,7 +314,7 @@ def _cannon_body(g: _Geom, kind: str, comm_x: bool, comm_y: bool, dt: str) -> Bo
     if comm_y:
         for c in ("by_send", "by_recv"):
             b.param(c, "colour")
-    needs_scratch = g.q_y > 1 or not comm_x
+    needs_scratch = skew and (g.q_y > 1 or not comm_x)
     if needs_scratch:
         b.buffer("S", dt, LA * ta, export=False)
     ar, br = b.var("ar"), b.var("br")
@@ -331,7 +352,8 @@ def _cannon_body(g: _Geom, kind: str, comm_x: bool, comm_y: bool, dt: str) -> Bo
         row_skew += [Assign("d", u % LA),
                      If(ne(d, 0), (Loop(LA, "i", (Copy(Ref("S", i * ta, ta), a_tile((i + d) % LA, j)),)),
                                    Loop(LA, "i", (Copy(a_tile(i, j), Ref("S", i * ta, ta)),))))]
-    code.append(Loop(qy, "j", tuple(row_skew)))
+    if skew:
+        code.append(Loop(qy, "j", tuple(row_skew)))
 
     # ---------------- compute-shift loop: Q steps, the last without a shift ----------------
     def gemms() -> Loop:

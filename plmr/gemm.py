@@ -150,7 +150,8 @@ def _skew_cycles(spec: HardwareSpec, Q: int, p_y: int, q_x: int, q_y: int, comm_
 
 def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int,
                    dtype: str, ring_hops_x: float, ring_hops_y: float, skew_hops: int, colors: int,
-                   packed: bool, wrap_excess: int = 0, skew_wrap_excess: int = 0) -> CostBreakdown:
+                   packed: bool, wrap_excess: int = 0, skew_wrap_excess: int = 0,
+                   a_skew: str = "device") -> CostBreakdown:
     """Cannon's schedule as the kernel runs it (meshgemm/gemm.py), term by term:
 
     * **zero C**: one fill of the C block (a ``mov`` of m·n);
@@ -167,9 +168,18 @@ def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: i
       so it pays the union of those move cycles after it (``union_length``);
     * **the last step** multiplies only (no shift, no join).
 
-    The lockstep assumption leaves out one effect: the skew starts the rows' steps up to ⌊Q/2⌋ rounds
-    apart, and a B stream from a row out of phase overlaps A's at the receiver rather than following
-    it, so the simulated steps on square meshes are ~2% longer at 16×16 tiles (docs/BENCHMARKS.md)."""
+    The steps are charged in lockstep, every PE starting each step at the same cycle. That is the
+    program's run when every PE enters the steps together (``a_skew="host"``: MeshGEMM within 0.01%
+    of the simulated cycles at 8²-64², tiles 16-48; Cannon within 0.05% up to 32², its wrap link's
+    lateness taking it out of lockstep at 64²), and with links that buffer a whole tile also after
+    the device skew. With the shipped links it leaves out one effect, which grows with the
+    mesh (docs/BENCHMARKS.md, § MeshGEMM vs Cannon vs SUMMA): the skew leaves the rows up to ⌊Q/2⌋
+    rounds apart, a receiver that has not issued its receive yet holds its sender back once the
+    link's buffering is in flight, the sender's ramp interleaves its other stream, its sends and
+    receives stop moving in the same cycles and its product loses more of them; the delay spreads to
+    its neighbours both ways (through the data and through the backpressure) and the steps do not
+    return to lockstep. The simulated runs are 2-4% longer at tiles 16-48 (−2.2% at 8², −2.9% at
+    16², −3.8% at 32², tile 16)."""
     Q = math.lcm(p_y, p_x)
     q_x, q_y = Q // p_x, Q // p_y
     m_v, n_v, k = ceil_div(M, Q), ceil_div(N, Q), ceil_div(K, Q)
@@ -184,9 +194,11 @@ def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: i
     # skew
     round_t = (2 * c_op + spec.ramp_cycles + skew_hops * spec.hop_cycles + math.ceil(m_v * k / e_w)
                + t_join(spec, 2))
-    align = _skew_cycles(spec, Q, p_y, q_x, q_y, comm_x, round_t, t_vec(spec, m_v * k, "mov", dtype))
-    if comm_x:
-        align += skew_wrap_excess * spec.hop_cycles
+    align = 0.0
+    if a_skew == "device":
+        align = _skew_cycles(spec, Q, p_y, q_x, q_y, comm_x, round_t, t_vec(spec, m_v * k, "mov", dtype))
+        if comm_x:
+            align += skew_wrap_excess * spec.hop_cycles
 
     moves = [(hops, math.ceil(tile / e_w)) for on, hops, tile in
              ((comm_x, ring_hops_x, m * k), (comm_y, ring_hops_y, k * n)) if on]
@@ -205,19 +217,20 @@ def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: i
 
 
 def meshgemm(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",
-             packed: bool = False) -> CostBreakdown:
+             packed: bool = False, a_skew: str = "device") -> CostBreakdown:
     """MeshGEMM: interleaved-ring Cannon (every link ≤ 2 hops); A skewed on the device the shorter way
-    round, B pre-skewed on the host; 9 colours (6 compute rings + reverse skew ring)."""
+    round (``a_skew="host"``: pre-skewed like B, no skew), B pre-skewed on the host; 9 colours (6
+    compute rings + reverse skew ring)."""
     ring_hops_x = 2 if p_x >= 3 else 1
     ring_hops_y = 2 if p_y >= 3 else 1
     colors = (3 if p_x >= 3 else (2 if p_x == 2 else 0)) + (3 if p_y >= 3 else (2 if p_y == 2 else 0))
     colors += 3 if p_x >= 3 else 0
     return _cannon_family("meshgemm", spec, p_y, p_x, M, K, N, dtype, ring_hops_x, ring_hops_y,
-                          ring_hops_x, colors, packed)
+                          ring_hops_x, colors, packed, a_skew=a_skew)
 
 
 def cannon(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",
-           packed: bool = False) -> CostBreakdown:
+           packed: bool = False, a_skew: str = "device") -> CostBreakdown:
     """Cannon on plain rings, as the kernel runs it: no barrier separates the steps, so a PE waits
     only for its own incoming tile. Around a ring the P links add up to 2(P-1) hops (P-1 one-hop
     links and the P-1 hop wrap), so in steady state a step pays the average, 2(P-1)/P hops, and
@@ -229,7 +242,7 @@ def cannon(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype
     avg_y = 2 * (p_y - 1) / p_y if p_y > 1 else 1
     wrap_excess = max(max(p_x - 1, p_y - 1) - 1, 0)
     return _cannon_family("cannon", spec, p_y, p_x, M, K, N, dtype, avg_x, avg_y, 1, colors, packed,
-                          wrap_excess=wrap_excess, skew_wrap_excess=max(p_x - 2, 0))
+                          wrap_excess=wrap_excess, skew_wrap_excess=max(p_x - 2, 0), a_skew=a_skew)
 
 
 def summa_step_issue(spec: HardwareSpec, lines: list, roles: tuple) -> tuple[float, list, float]:

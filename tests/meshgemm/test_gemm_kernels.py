@@ -160,6 +160,66 @@ def test_cost_model_agreement_32(name):
 
 
 # ---------------------------------------------------------------------------------------------
+# MeshGEMM / Cannon: the shifting steps in lockstep, and what takes them out of it
+# ---------------------------------------------------------------------------------------------
+
+def _cannon_run(kind, side, tile, spec=WSE2, a_skew="device"):
+    from meshgemm.gemm import build_cannon_family
+    size = side * tile
+    b = build_cannon_family(KernelRequest(kind, (side, side), size, size, size, dtype="fp16", functional=False),
+                            spec, kind, a_skew=a_skew)
+    sim = simulate(b.program, spec, mode="timing").total_cycles
+    return sim, b.predicted.total_cycles
+
+
+@pytest.mark.parametrize("kind", ["meshgemm", "cannon"])
+@pytest.mark.parametrize("mesh,dims", [((1, 1), (3, 4, 5)), ((3, 3), (7, 9, 11)), ((2, 3), (7, 5, 9)),
+                                       ((4, 6), (13, 17, 11)), ((3, 1), (4, 5, 6)), ((1, 3), (4, 5, 6)),
+                                       ((6, 4), (12, 8, 10))])
+def test_host_skewed_a_matches_numpy(kind, mesh, dims):
+    """A pre-skewed on the host lands where the device skew would have put it."""
+    from meshgemm.gemm import build_cannon_family
+    b = build_cannon_family(KernelRequest(kind, mesh, *dims, dtype="fp32"), WSE2, kind, a_skew="host")
+    _check(b, b.gather(simulate(b.program, WSE2))["C"], "fp32")
+
+
+@pytest.mark.parametrize("kind", ["meshgemm", "cannon"])
+def test_lockstep_steps_are_the_programs(kind):
+    """With A pre-skewed every PE enters the shifting steps at the same cycle and they stay in
+    lockstep: the per-step terms (issues, the product, the cycles the moves take from it, the
+    shift, the join, the last product) are then the whole run, and must be the simulated cycles at
+    large tiles on two meshes, with no residual growing with the mesh."""
+    res = {}
+    for side in (8, 16):
+        sim, pred = _cannon_run(kind, side, 16, a_skew="host")
+        res[side] = pred / sim - 1
+        assert abs(res[side]) <= 0.001, (kind, side, sim, pred)
+    assert abs(res[16]) <= abs(res[8]) + 0.0005
+
+
+@pytest.mark.parametrize("kind", ["meshgemm", "cannon"])
+def test_backpressure_is_what_takes_the_steps_out_of_lockstep(kind):
+    """The device skew leaves the rows up to ⌊Q/2⌋ rounds apart. With links that buffer a whole
+    tile no receiver ever holds its sender back, and the lockstep formula still gives the run:
+    what the shipped links add (test below) comes from backpressure, not from the phases alone."""
+    spec = WSE2.with_params(router_buffer_wavelets=2000)
+    for side in (8, 16):
+        sim, pred = _cannon_run(kind, side, 16, spec)
+        assert abs(pred / sim - 1) <= 0.001, (kind, side, sim, pred)
+
+
+@pytest.mark.xfail(strict=True, reason="known structural gap: the lockstep formula leaves out the steps "
+                   "a receiver's backpressure desynchronises (docs/BENCHMARKS.md, MeshGEMM vs Cannon vs SUMMA)")
+def test_meshgemm_residual_does_not_grow_with_the_mesh():
+    """The 2K-GEMM drift in small form: at tile 16 PLMR − sim is −2.2% at 8² and −2.9% at 16²
+    (−3.8% at 32²). Passes (and must lose its xfail) once the model describes the desynchronised
+    steps."""
+    r8 = (lambda s, p: p / s - 1)(*_cannon_run("meshgemm", 8, 16))
+    r16 = (lambda s, p: p / s - 1)(*_cannon_run("meshgemm", 16, 16))
+    assert abs(r16) <= abs(r8) + 0.003, (r8, r16)
+
+
+# ---------------------------------------------------------------------------------------------
 # Small tiles: the regime where SUMMA's relays and dist-GEMM-T's chains set the pace
 # ---------------------------------------------------------------------------------------------
 
