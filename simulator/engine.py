@@ -285,17 +285,22 @@ def init_records(W, H, S, SQ, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_r
                  pe_block, cs, rs, ps, ur):
     """Fill the engine's packed records once per loaded program (they persist across launches).
 
-    channel record (CH = 16, one cache line, at ch * CH; layout: ``channel_layout``): head, count,
-      freed-at cycle (at most one pop per cycle), the producer's back-pressure flag (offset in ps:
-      a router's or, for the ramp, the CE's), capacity, route, input port if the route has several
+    channel record (CH = 16, one cache line, at ch * CH; layout: ``channel_layout``): head (it
+      counts every pop; masked where it indexes the ring), count, freed-at cycle (at most one pop per
+      cycle), its producer's back-pressure flag offset in ps (a router's E_RBP or, for the ramp, the
+      CE's E_CBP; stored inverted, so negative, while the producer waits for a slot of this channel:
+      the pop that frees one wakes it), capacity, route, input port if the route has several
       (else -1: no two-input check), PE of the route, where its ring of ready cycles starts (an
-      index into cs), the ring's mask; a ring of up to CH_INLINE slots sits in the record itself
+      index into cs), the ring's mask, a copy of the route's tx mask, and the route's one downstream
+      channel when it sends to exactly one fabric port (else -1: the router reads the route record;
+      ``SetRoute`` rewrites both copies); a ring of up to CH_INLINE slots sits in the record itself
       (fabric channels: a move touches one line per channel), a larger one (S slots, ramp channels)
       after the head-ready words. After the records, one head-ready word per channel at HB + ch:
       the cycle its head wavelet is ready, -1 when empty. A router's scan reads only those words,
       contiguous per PE (9 words for a MeshGEMM PE, one cache line; the headers took 5 lines), and
       a channel's record only when it moves a wavelet
-    route record (RS = 12 + SQ): queue head, queue count, freed-at cycle, wavelets forwarded, last
+    route record (RS = 12 + SQ): queue head, queue count, freed-at cycle, its channels' heads summed
+      at its last ``SetRoute`` (wavelets forwarded since: their heads now, less that), last
       arrival cycle, last arrival port, ramp channel, tx mask, downstream channel per port (4;
       negative: none), then the CE input-queue ready ring (SQ slots, a power of two)
     PE record (PS = 32): the E_* fields; microthread record (UR = 16): instruction row (-1: free),
