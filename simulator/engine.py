@@ -269,22 +269,38 @@ def _heap_push(hp, hn, key):
     return hn + 1
 
 
+@njit(cache=True, inline="always")
+def _one_down(tx, d0, d1, d2, d3):
+    """The record offset of a route's one downstream channel when it sends to exactly one fabric port
+    (the router's fast path then reads no route record), else -1."""
+    if tx == 1 or tx == 2 or tx == 4 or tx == 8:
+        d = d0 if tx == 1 else d1 if tx == 2 else d2 if tx == 4 else d3
+        if d >= 0:
+            return d * CH
+    return -1
+
+
 @njit(cache=True)
 def init_records(W, H, S, SQ, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route, ch_port, ch_cap,
                  pe_block, cs, rs, ps, ur):
     """Fill the engine's packed records once per loaded program (they persist across launches).
 
-    channel record (CH = 16, one cache line, at ch * CH; layout: ``channel_layout``): head, count,
-      freed-at cycle (at most one pop per cycle), the producer's back-pressure flag (offset in ps:
-      a router's or, for the ramp, the CE's), capacity, route, input port if the route has several
+    channel record (CH = 16, one cache line, at ch * CH; layout: ``channel_layout``): head (it
+      counts every pop; masked where it indexes the ring), count, freed-at cycle (at most one pop per
+      cycle), its producer's back-pressure flag offset in ps (a router's E_RBP or, for the ramp, the
+      CE's E_CBP; stored inverted, so negative, while the producer waits for a slot of this channel:
+      the pop that frees one wakes it), capacity, route, input port if the route has several
       (else -1: no two-input check), PE of the route, where its ring of ready cycles starts (an
-      index into cs), the ring's mask; a ring of up to CH_INLINE slots sits in the record itself
+      index into cs), the ring's mask, a copy of the route's tx mask, and the route's one downstream
+      channel when it sends to exactly one fabric port (else -1: the router reads the route record;
+      ``SetRoute`` rewrites both copies); a ring of up to CH_INLINE slots sits in the record itself
       (fabric channels: a move touches one line per channel), a larger one (S slots, ramp channels)
       after the head-ready words. After the records, one head-ready word per channel at HB + ch:
       the cycle its head wavelet is ready, -1 when empty. A router's scan reads only those words,
       contiguous per PE (9 words for a MeshGEMM PE, one cache line; the headers took 5 lines), and
       a channel's record only when it moves a wavelet
-    route record (RS = 12 + SQ): queue head, queue count, freed-at cycle, wavelets forwarded, last
+    route record (RS = 12 + SQ): queue head, queue count, freed-at cycle, its channels' heads summed
+      at its last ``SetRoute`` (wavelets forwarded since: their heads now, less that), last
       arrival cycle, last arrival port, ramp channel, tx mask, downstream channel per port (4;
       negative: none), then the CE input-queue ready ring (SQ slots, a power of two)
     PE record (PS = 32): the E_* fields; microthread record (UR = 16): instruction row (-1: free),
@@ -320,6 +336,9 @@ def init_records(W, H, S, SQ, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_r
         cs[U(b + 5)] = rt * RS
         cs[U(b + 6)] = port if r_chan0[rt + 1] - r_chan0[rt] > 1 else -1
         cs[U(b + 7)] = rpe
+        cs[U(b + 10)] = r_tx[rt]
+        cs[U(b + 11)] = _one_down(r_tx[rt], r_down[rt * 4], r_down[rt * 4 + 1], r_down[rt * 4 + 2],
+                                  r_down[rt * 4 + 3])
     for r in range(nr):
         b = r * RS
         rs[U(b + 2)] = -1
@@ -730,14 +749,27 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                                         break
                                     rb_ = r * RS
                                     oldtx = rs[U(rb_ + 7)]
-                                    for p in range(5):  # forwarded so far count on the old ports
+                                    # forwarded so far (pops of the route's channels since the last
+                                    # change, modulo 2^32: int32 heads wrap) count on the old ports
+                                    pops = np.int64(0)
+                                    for ch in range(r_chan0[r], r_chan0[r + 1]):
+                                        pops += cs[U(ch * CS)]
+                                    fwd = (pops - rs[U(rb_ + 3)]) & 0xFFFFFFFF
+                                    for p in range(5):
                                         if (oldtx >> p) & 1:
-                                            link_acc[U(pe * 5 + p)] += rs[U(rb_ + 3)]
-                                    rs[U(rb_ + 3)] = 0
-                                    rs[U(rb_ + 7)] = r_cfg_tx[U(r * ncfg + k)]
+                                            link_acc[U(pe * 5 + p)] += fwd
+                                    rs[U(rb_ + 3)] = pops
+                                    newtx = r_cfg_tx[U(r * ncfg + k)]
+                                    rs[U(rb_ + 7)] = newtx
                                     for p in range(4):
                                         d = r_cfg_down[U((r * ncfg + k) * 4 + p)]
                                         rs[U(rb_ + 8 + p)] = d * CS if d >= 0 else d
+                                    kd = (r * ncfg + k) * 4
+                                    one = _one_down(newtx, r_cfg_down[U(kd)], r_cfg_down[U(kd + 1)],
+                                                    r_cfg_down[U(kd + 2)], r_cfg_down[U(kd + 3)])
+                                    for ch in range(r_chan0[r], r_chan0[r + 1]):  # the channels' copies
+                                        cs[U(ch * CS + 10)] = newtx
+                                        cs[U(ch * CS + 11)] = one
                                     wk_ = t + 1  # wake (written out: a call taking arrays costs reference counts)
                                     if wk_ - t < nslot:
                                         wb = 1 * nslot + (wk_ & slotm)
@@ -1011,8 +1043,8 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                                     sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
                                     occ[U((t + 1) & slotm)] = 1
                                 bm[wi] |= np.int64(1) << (pe & 63)
-                            else:
-                                ps[U(pb + E_CBP)] = 1
+                            elif cs[U(ch + 3)] >= 0:  # full: the pop that frees a slot wakes the CE
+                                cs[U(ch + 3)] = ~cs[U(ch + 3)]
                         else:
                             r = ur[U(ub + 5)]
                             qc = rs[U(r + 1)]
@@ -1043,8 +1075,8 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                                                 sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
                                                 occ[U((t + 1) & slotm)] = 1
                                             bm[wi] |= np.int64(1) << (pe & 63)
-                                        else:
-                                            ps[U(pb + E_CBP)] = 1
+                                        elif cs[U(ch + 3)] >= 0:  # full: flag it in the channel
+                                            cs[U(ch + 3)] = ~cs[U(ch + 3)]
                                 if has_out:
                                     qs = r + 12 + rs[U(r)]
                                     v0 = np.float32(0.0)
@@ -1189,40 +1221,50 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                     # channel, the PE's contiguous, so the scan reads no channel header
                     if U(cs[U(HB + (ch >> 4))]) > U(t):
                         continue
-                    hs = cs[U(ch + 8)] + cs[U(ch)]
-                    r = cs[U(ch + 5)]
-                    tx = rs[U(r + 7)]
+                    hs = cs[U(ch + 8)] + (cs[U(ch)] & cs[U(ch + 9)])
+                    tx = cs[U(ch + 10)]  # the route's tx ports, copied into the channel record
                     if tx & used:
                         pending = True
                         continue
                     ok = True
-                    for p in range(5):
-                        if (tx >> p) & 1:
-                            if p == 4:
-                                qc = rs[U(r + 1)]
-                                if qc + (rs[U(r + 2)] == t) >= capq:
-                                    ok = False
-                                    if qc < capq:
-                                        pending = True
-                                    else:
-                                        ps[U(pe * PS + 10)] = 1
-                                    break
-                            else:
-                                d = rs[U(r + 8 + p)]
-                                if d < 0:
-                                    st = ST_MISROUTE
-                                    out[O_I0] = pe
-                                    out[O_I1] = r // RS
-                                    out[O_I2] = p * 4 + (d + 2)
-                                    break
-                                dc = cs[U(d + 1)]
-                                if dc + (cs[U(d + 2)] == t) >= cs[U(d + 4)]:
-                                    ok = False
-                                    if dc < cs[U(d + 4)]:
-                                        pending = True
-                                    else:
-                                        ps[U(pe * PS + 10)] = 1
-                                    break
+                    d1 = cs[U(ch + 11)]  # the one fabric downstream channel, or -1 (see init_records)
+                    if d1 >= 0:  # one fabric output: the route record is not read
+                        dc = cs[U(d1 + 1)]
+                        if dc + (cs[U(d1 + 2)] == t) >= cs[U(d1 + 4)]:
+                            ok = False
+                            if dc < cs[U(d1 + 4)]:
+                                pending = True
+                            elif cs[U(d1 + 3)] >= 0:  # full: its pop will wake this router
+                                cs[U(d1 + 3)] = ~cs[U(d1 + 3)]
+                    else:
+                        r = cs[U(ch + 5)]
+                        for p in range(5):
+                            if (tx >> p) & 1:
+                                if p == 4:
+                                    qc = rs[U(r + 1)]
+                                    if qc + (rs[U(r + 2)] == t) >= capq:
+                                        ok = False
+                                        if qc < capq:
+                                            pending = True
+                                        else:
+                                            ps[U(pe * PS + E_RBP)] = 1
+                                        break
+                                else:
+                                    d = rs[U(r + 8 + p)]
+                                    if d < 0:
+                                        st = ST_MISROUTE
+                                        out[O_I0] = pe
+                                        out[O_I1] = r // RS
+                                        out[O_I2] = p * 4 + (d + 2)
+                                        break
+                                    dc = cs[U(d + 1)]
+                                    if dc + (cs[U(d + 2)] == t) >= cs[U(d + 4)]:
+                                        ok = False
+                                        if dc < cs[U(d + 4)]:
+                                            pending = True
+                                        elif cs[U(d + 3)] >= 0:  # full: its pop will wake this router
+                                            cs[U(d + 3)] = ~cs[U(d + 3)]
+                                        break
                     if st != ST_OK:
                         break
                     if not ok:
@@ -1232,68 +1274,99 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                     if functional:
                         v0 = ch_pay[U(2 * hs)]
                         v1 = ch_pay[U(2 * hs + 1)]
-                    nh = (cs[U(ch)] + 1) & cs[U(ch + 9)]
+                    # the head counts every pop (it is masked where it indexes the ring): the route's
+                    # forwarded wavelets are its channels' heads (``link_counts``)
+                    nh = cs[U(ch)] + 1
                     cs[U(ch)] = nh
                     left = cs[U(ch + 1)] - 1
                     cs[U(ch + 1)] = left
                     cs[U(ch + 2)] = t
-                    cs[U(HB + (ch >> 4))] = cs[U(cs[U(ch + 8)] + nh)] if left > 0 else -1
-                    f = cs[U(ch + 3)]  # the producer waiting for this slot, if any
-                    if ps[U(f)]:
-                        ps[U(f)] = 0
+                    cs[U(HB + (ch >> 4))] = cs[U(cs[U(ch + 8)] + (nh & cs[U(ch + 9)]))] if left > 0 else -1
+                    f = cs[U(ch + 3)]  # negative: the producer waits for this slot (its flag offset, inverted)
+                    if f < 0:
+                        f = ~f
+                        cs[U(ch + 3)] = f
                         up = f >> 5
-                        wb = (nslot if (f & 31) == 10 else 0) + ((t + 1) & slotm)  # wake: due at t + 1
+                        wb = (nslot if (f & 31) == E_RBP else 0) + ((t + 1) & slotm)  # wake: due at t + 1
                         wi = U(wb * nwd + (up >> 6))
                         if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
                             sm[U(wb * nsm + (up >> 12))] |= np.int64(1) << ((up >> 6) & 63)
                             occ[U((t + 1) & slotm)] = 1
                         bm[wi] |= np.int64(1) << (up & 63)
-                    rs[U(r + 3)] += 1  # per-link counts are summed from these at the end
-                    for p in range(5):
-                        if (tx >> p) & 1:
-                            if p == 4:
-                                ready = t + rout
-                                qs = r + 12 + ((rs[U(r)] + rs[U(r + 1)]) & SQM)
-                                rs[U(qs)] = ready
-                                if functional:
-                                    q_pay[U(2 * qs)] = v0
-                                    q_pay[U(2 * qs + 1)] = v1
-                                rs[U(r + 1)] += 1
-                                wb = (ready & slotm)  # wake: due at ready
-                                wi = U(wb * nwd + (pe >> 6))
-                                if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
-                                    sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
-                                    occ[U(ready & slotm)] = 1
-                                bm[wi] |= np.int64(1) << (pe & 63)
-                            else:
-                                d = rs[U(r + 8 + p)]
-                                ready = t + alpha
-                                dn = cs[U(d + 1)]
-                                ds = cs[U(d + 8)] + ((cs[U(d)] + dn) & cs[U(d + 9)])
-                                cs[U(ds)] = ready
-                                if functional:
-                                    ch_pay[U(2 * ds)] = v0
-                                    ch_pay[U(2 * ds + 1)] = v1
-                                cs[U(d + 1)] = dn + 1
-                                if dn == 0:  # the new head
-                                    cs[U(HB + (d >> 4))] = ready
-                                inport = cs[U(d + 6)]
-                                if inport >= 0:
-                                    r2 = cs[U(d + 5)]
-                                    if rs[U(r2 + 4)] == ready and rs[U(r2 + 5)] != inport:
-                                        st = ST_MULTIRX
-                                        out[O_I0] = cs[U(d + 7)]
-                                        out[O_I1] = r2 // RS
-                                        break
-                                    rs[U(r2 + 4)] = ready
-                                    rs[U(r2 + 5)] = inport
-                                wpe = cs[U(d + 7)]
-                                wb = nslot + (ready & slotm)  # wake: due at ready
-                                wi = U(wb * nwd + (wpe >> 6))
-                                if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
-                                    sm[U(wb * nsm + (wpe >> 12))] |= np.int64(1) << ((wpe >> 6) & 63)
-                                    occ[U(ready & slotm)] = 1
-                                bm[wi] |= np.int64(1) << (wpe & 63)
+                    if d1 >= 0:
+                        ready = t + alpha
+                        dn = cs[U(d1 + 1)]
+                        ds = cs[U(d1 + 8)] + ((cs[U(d1)] + dn) & cs[U(d1 + 9)])
+                        cs[U(ds)] = ready
+                        if functional:
+                            ch_pay[U(2 * ds)] = v0
+                            ch_pay[U(2 * ds + 1)] = v1
+                        cs[U(d1 + 1)] = dn + 1
+                        if dn == 0:  # the new head
+                            cs[U(HB + (d1 >> 4))] = ready
+                        inport = cs[U(d1 + 6)]
+                        if inport >= 0:
+                            r2 = cs[U(d1 + 5)]
+                            if rs[U(r2 + 4)] == ready and rs[U(r2 + 5)] != inport:
+                                st = ST_MULTIRX
+                                out[O_I0] = cs[U(d1 + 7)]
+                                out[O_I1] = r2 // RS
+                                break
+                            rs[U(r2 + 4)] = ready
+                            rs[U(r2 + 5)] = inport
+                        wpe = cs[U(d1 + 7)]
+                        wb = nslot + (ready & slotm)  # wake: due at ready
+                        wi = U(wb * nwd + (wpe >> 6))
+                        if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
+                            sm[U(wb * nsm + (wpe >> 12))] |= np.int64(1) << ((wpe >> 6) & 63)
+                            occ[U(ready & slotm)] = 1
+                        bm[wi] |= np.int64(1) << (wpe & 63)
+                    else:  # several outputs, or the CE: per port, from the route record
+                        for p in range(5):
+                            if (tx >> p) & 1:
+                                if p == 4:
+                                    ready = t + rout
+                                    qs = r + 12 + ((rs[U(r)] + rs[U(r + 1)]) & SQM)
+                                    rs[U(qs)] = ready
+                                    if functional:
+                                        q_pay[U(2 * qs)] = v0
+                                        q_pay[U(2 * qs + 1)] = v1
+                                    rs[U(r + 1)] += 1
+                                    wb = (ready & slotm)  # wake: due at ready
+                                    wi = U(wb * nwd + (pe >> 6))
+                                    if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
+                                        sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                        occ[U(ready & slotm)] = 1
+                                    bm[wi] |= np.int64(1) << (pe & 63)
+                                else:
+                                    d = rs[U(r + 8 + p)]
+                                    ready = t + alpha
+                                    dn = cs[U(d + 1)]
+                                    ds = cs[U(d + 8)] + ((cs[U(d)] + dn) & cs[U(d + 9)])
+                                    cs[U(ds)] = ready
+                                    if functional:
+                                        ch_pay[U(2 * ds)] = v0
+                                        ch_pay[U(2 * ds + 1)] = v1
+                                    cs[U(d + 1)] = dn + 1
+                                    if dn == 0:  # the new head
+                                        cs[U(HB + (d >> 4))] = ready
+                                    inport = cs[U(d + 6)]
+                                    if inport >= 0:
+                                        r2 = cs[U(d + 5)]
+                                        if rs[U(r2 + 4)] == ready and rs[U(r2 + 5)] != inport:
+                                            st = ST_MULTIRX
+                                            out[O_I0] = cs[U(d + 7)]
+                                            out[O_I1] = r2 // RS
+                                            break
+                                        rs[U(r2 + 4)] = ready
+                                        rs[U(r2 + 5)] = inport
+                                    wpe = cs[U(d + 7)]
+                                    wb = nslot + (ready & slotm)  # wake: due at ready
+                                    wi = U(wb * nwd + (wpe >> 6))
+                                    if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
+                                        sm[U(wb * nsm + (wpe >> 12))] |= np.int64(1) << ((wpe >> 6) & 63)
+                                        occ[U(ready & slotm)] = 1
+                                    bm[wi] |= np.int64(1) << (wpe & 63)
                     if st != ST_OK:
                         break
                     moves += 1

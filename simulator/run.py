@@ -313,7 +313,12 @@ class Device:
         cp = self.lowered
         RS = 12 + self.SQ
         nr = cp.r_tx.shape[0]
-        fwd = self.rs[np.arange(nr) * RS + 3].astype(np.int64)
+        # a route's forwarded wavelets: its channels' pops (their heads count every pop, int32 ones
+        # modulo 2^32) since its last reconfiguration (the sum then, in its record)
+        pops = np.zeros(nr, dtype=np.int64)
+        nch = cp.ch_route.shape[0]
+        np.add.at(pops, cp.ch_route.astype(np.int64), self.cs[np.arange(nch) * E.CH].astype(np.int64))
+        fwd = (pops - self.rs[np.arange(nr) * RS + 3].astype(np.int64)) & 0xFFFFFFFF
         tx_now = self.rs[np.arange(nr) * RS + 7].astype(np.int64)  # the configuration in place now
         links = self.link_acc.copy()
         for p in range(5):
