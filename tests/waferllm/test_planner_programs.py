@@ -3,6 +3,7 @@ the decode program allocates for the plan's stages, built here on the planned gr
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -202,24 +203,30 @@ def test_a_decode_plan_charges_the_programs_code_and_variables(changes, base, w,
     assert max(b.code_bytes + b.var_bytes for b in blocks) <= DECODE_CODE.bytes(hw)
 
 
-@pytest.mark.xfail(strict=True, reason="the decode program allocates every layer's blocks at the largest column's "
-                   "size and its vectors at their own sizes; the planner assumes the uneven column splits rotate from "
-                   "layer to layer (StageMemory) and charges decode_buffer_bytes: `waferllm compile` fits the "
-                   "stages to the built program (fit_stages)")
-def test_a_decode_plan_that_charges_the_program_builds():
+@pytest.mark.parametrize("changes,base,w,h", MEMORY_CASES)
+def test_a_decode_plan_that_charges_the_program_builds(changes, base, w, h):
+    """With the programs' memory charged, the decode program of the plan's stages builds on the real wafer
+    (no SRAM error), and every stage's buffers are exactly the plan's bytes for that stage less the code
+    bound: the table both read (plmr.decode_memory)."""
     from meshgemm.decode_program import DecodeConfig, DecodeStage, build_decode_program, snake_origins
+    from plmr.program_code import DECODE_CODE
     from waferllm.compile import kv_capacity, program_trees
-    model, hw = tiny12(num_key_value_heads=1), _wafer(WSE2, 32, 24)
+    model, hw = tiny12(**changes), _wafer(base, w, h)
     p = plan(model, PlanRequest(hardware=hw, input_len=64, output_len=16, context=2000, program_memory=True))
+    assert p.fits and not p.placement.packed
     grid, st = p.decode.grid, p.placement.stages
     origins = snake_origins(hw, grid, len(st))
     stages = tuple(DecodeStage(i, s.layers[0], s.layers[1], origins[i], embedding=i == 0, lm_head=i == len(st) - 1)
                    for i, s in enumerate(st))
     dp = build_decode_program(DecodeConfig(model, grid, stages, kv_capacity(model, grid[0], 2000), "fp16",
-                                           **program_trees(p)), hw)
-    dp.program.finalize()
-    used = max(b.sram_bytes for b in dp.program.blocks)
-    assert used <= p.placement.bytes_per_pe
+                                           **program_trees(p)), hw)  # raises on an SRAM overflow
+    prog = dp.program
+    prog.finalize()
+    of_pe = prog.pe_blocks().reshape(prog.height, prog.width)
+    for s, (y, x) in zip(st, origins):
+        blocks = [prog.blocks[int(b)] for b in np.unique(of_pe[y:y + grid[0], x:x + grid[1]])]
+        assert max(b.data_bytes for b in blocks) == s.bytes_per_pe - DECODE_CODE.bytes(hw), s
+        assert max(b.sram_bytes for b in blocks) <= s.bytes_per_pe
 
 
 def test_cli_program_memory_flag():
