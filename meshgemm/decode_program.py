@@ -835,6 +835,9 @@ def build_decode_program(cfg: DecodeConfig, spec: HardwareSpec) -> DecodeProgram
         sz.check(lay)
         asked = x_groups if w == p_x else cfg.strip_x_groups
         gx = asked or choose_groups(w, sz.n_kv if sz.score_mode == "groups" else None)
+        if sz.score_mode == "groups" and gx != sz.n_kv and not any(s.num_layers for s in stages
+                                                                    if s.columns(cfg.grid) == w):
+            gx = sz.n_kv  # regions of this width hold only the LM head (no scores): the body's tree all the same
         if sz.score_mode == "groups" and gx != sz.n_kv:
             raise InputError(f"the X tree's level-0 groups must be the {sz.n_kv} KV groups, got {gx}")
         gb = sz.score_mode == "groups" and w > 1

@@ -57,14 +57,14 @@ def allocated(prog) -> int:
 # side (one hand-off colour, the token's); three or four over two bands of regions (a south hand-off:
 # ⌈P_y/P_x⌉ rounds, two alternating sets)
 CASES = [
-    (WSE2, 16, 8, 46, (8, 8), 2, 1),
-    (WSE2, 16, 8, 26, (8, 8), 2, 2),
+    (WSE2, 16, 8, 48, (8, 8), 2, 1),
+    (WSE2, 16, 8, 28, (8, 8), 2, 2),
     (WSE2, 16, 16, 20, (8, 8), 2, 3),
-    (WSE2, 16, 16, 16, (8, 8), 1, 4),
-    (WSE2, 8, 16, 28, (8, 4), 2, 4),
-    (WSE2, 8, 24, 24, (12, 4), 1, 3),
-    (WSE3, 8, 24, 20, (12, 4), 1, 4),
-    (WSE3, 16, 8, 26, (8, 8), None, 2),
+    (WSE2, 16, 16, 18, (8, 8), 1, 4),
+    (WSE2, 8, 16, 30, (8, 4), 2, 4),
+    (WSE2, 8, 24, 28, (12, 4), 1, 3),
+    (WSE3, 8, 24, 23, (12, 4), 1, 4),
+    (WSE3, 16, 8, 28, (8, 8), None, 2),
     (WSE2, 16, 16, 20, (8, 8), None, 3),
 ]
 
@@ -88,7 +88,7 @@ def test_a_grid_whose_hand_offs_need_too_many_colours_is_refused_in_one_line():
     sets of 8 colours with three stages or more, plus the token's: more than the 21 routable. Forced, the
     planner says so; searched, it avoids such grids; and the program refuses the same stages."""
     model = tiny12()
-    hw = small_wafer(WSE2, 4, 32, 30)
+    hw = small_wafer(WSE2, 4, 32, 40)
     req = PlanRequest(hw, context=64, input_len=32, output_len=8, decode_grid=(16, 2))
     with pytest.raises(InputError) as exc:
         plan(model, req)
@@ -112,7 +112,7 @@ def test_cli_refuses_a_grid_whose_hand_offs_need_too_many_colours(tmp_path):
     model_dir = tmp_path / "m"
     model_dir.mkdir()
     (model_dir / "config.json").write_text(json.dumps(TINY12))
-    hw = small_wafer(WSE2, 4, 32, 30)
+    hw = small_wafer(WSE2, 4, 32, 40)
     hw_file = tmp_path / "hw.json"
     hw_file.write_text(json.dumps(hw.to_dict()))
     r = CliRunner().invoke(main, ["plan", str(model_dir), "--hardware", str(hw_file), "--decode-grid", "16x2",
