@@ -12,10 +12,12 @@ group). The embedding table sits with the first stage and
 the LM head (with the final norm) with the last; tied embeddings share one copy when both live in
 one stage.
 
-Per-PE bytes are the busiest PE's: the hidden split over rows is fixed, the splits along x rotate
-from layer to layer (``plmr.transformer.StageMemory``), so many layers in one region are
-balanced rather than each rounded up. An infeasible placement raises ``InputError`` naming the
-binding stage, its busiest PE's buffers and their bytes.
+Per-PE bytes are the busiest PE's. A decode placement is charged what the decode program allocates
+(``ProgramCharge``, from ``plmr.decode_memory``: every layer alike at the largest column's blocks); the
+prefill placement's default charge assumes the splits along x rotate from layer to layer
+(``plmr.transformer.StageMemory``), its program-memory charge the prefill program's table. An
+infeasible placement raises ``InputError`` naming the binding stage, its busiest PE's buffers and
+their bytes.
 """
 
 from __future__ import annotations
