@@ -161,36 +161,50 @@ def buffer_length(kind: str, size: int, nl, first, last, tied: bool, pick: Calla
     return pick(last, size, 1)
 
 
-def _bytes(mod: DecodeModel, p_y: int, p_x: int, capacity: int, dtype: str, kinds: tuple[str, ...], nl: int,
-           first: bool, last: bool) -> int:
-    sz = decode_sizes(mod, p_y, p_x)
-    return sum(dtype_bytes(dt) * buffer_length(kind, size, nl, first, last, mod.tied)
-               for dt, kind, size in decode_buffers(mod, sz, capacity, dtype).values() if kind in kinds)
-
-
 @functools.lru_cache(maxsize=1 << 14)
+def _kind_sums(mod: DecodeModel, p_y: int, p_x: int, capacity: int, dtype: str) -> dict[str, tuple[int, int]]:
+    """kind -> (Σ bytes of its buffers at full size, Σ bytes of one element each): a stage's bytes
+    without walking the table again (the planner asks for many stages)."""
+    out: dict[str, tuple[int, int]] = {}
+    for dt, kind, size in decode_buffers(mod, decode_sizes(mod, p_y, p_x), capacity, dtype).values():
+        full, one = out.get(kind, (0, 0))
+        out[kind] = (full + dtype_bytes(dt) * size, one + dtype_bytes(dt))
+    return out
+
+
 def decode_stage_bytes(mod: DecodeModel, p_y: int, p_x: int, capacity: int, layers: int, first: bool, last: bool,
                        dtype: str = "fp16") -> int:
-    """Buffer bytes of every PE of a stage of ``layers`` layers (the code and variables come on top)."""
-    return _bytes(mod, p_y, p_x, capacity, dtype, ("layer", "kv", "const", "first", "lm", "last"), layers,
-                  first, last)
+    """Buffer bytes of every PE of a stage of ``layers`` layers (the code and variables come on top):
+    ``buffer_length`` of every buffer of the table, summed by kind."""
+    sums = _kind_sums(mod, p_y, p_x, capacity, dtype)
+
+    def part(kind: str, used: bool) -> int:
+        full, one = sums.get(kind, (0, 0))
+        return full if used else one
+
+    per = {"layer": layers, "kv": layers}
+    total = sum(sums.get(k, (0, 0))[0] * n if n > 0 else sums.get(k, (0, 0))[1] for k, n in per.items())
+    return (total + part("const", True) + part("first", first or (last and mod.tied))
+            + part("lm", last and not mod.tied) + part("last", last))
 
 
 @functools.lru_cache(maxsize=1 << 14)
 def decode_layer_bytes(mod: DecodeModel, p_y: int, p_x: int, capacity: int, dtype: str = "fp16") -> tuple[int, int]:
     """(weight bytes, K and V bytes) one more layer of a stage adds on every PE."""
-    return (_bytes(mod, p_y, p_x, capacity, dtype, ("layer",), 1, False, False),
-            _bytes(mod, p_y, p_x, capacity, dtype, ("kv",), 1, False, False))
+    sums = _kind_sums(mod, p_y, p_x, capacity, dtype)
+    return sums.get("layer", (0, 0))[0], sums.get("kv", (0, 0))[0]
 
 
 @functools.lru_cache(maxsize=1 << 14)
 def decode_fixed_bytes(mod: DecodeModel, p_y: int, p_x: int, capacity: int, dtype: str = "fp16") -> dict[str, int]:
     """Bytes besides the layers: ``"buffers"`` on every stage (working vectors, the scores of ``capacity``
-    cached entries per head, scratch, the one-element placeholders of what a middle stage does not hold), and what a stage holding the embedding
-    (``"first"``), the LM head (``"last"``) or both (``"both"``) adds to them: the table ⌈V/P_x⌉ × E_y,
-    the LM head (or, tied, the table on the last stage too), the final norm and the logits."""
+    cached entries per head, scratch, the one-element placeholders of what a middle stage does not
+    hold), and what a stage holding the embedding (``"first"``), the LM head (``"last"``) or both
+    (``"both"``) adds to them: the table ⌈V/P_x⌉ × E_y, the LM head (or, tied, the table on the last
+    stage too), the final norm and the logits."""
     def fixed(first: bool, last: bool) -> int:
-        return _bytes(mod, p_y, p_x, capacity, dtype, ("const", "first", "lm", "last"), 0, first, last)
+        return decode_stage_bytes(mod, p_y, p_x, capacity, 1, first, last, dtype) - sum(
+            decode_layer_bytes(mod, p_y, p_x, capacity, dtype))
     base = fixed(False, False)
     return {"buffers": base, "first": fixed(True, False) - base, "last": fixed(False, True) - base,
             "both": fixed(True, True) - base}

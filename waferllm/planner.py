@@ -699,12 +699,17 @@ def decode_charge(model: Any, req: PlanRequest, grid: tuple[int, int], tokens: t
     on the last, and the code bound when charged. A batch of requests holds one KV cache and one set
     of working vectors each (the program runs one request; the planner's batch is an estimate)."""
     p_y, p_x = grid
-    mod = DecodeModel.of(model)
     cap = max(1, ceil_div(max(tokens, default=1), p_y))
-    w, kv = decode_layer_bytes(mod, p_y, p_x, cap, req.dtype)
-    fixed = decode_fixed_bytes(mod, p_y, p_x, cap, req.dtype)
-    return ProgramCharge((w, batch * kv), batch * fixed["buffers"] + decode_program_bytes(req), fixed["first"],
-                         fixed["last"], fixed["both"])
+    return _decode_charge(DecodeModel.of(model), p_y, p_x, cap, req.dtype, batch, decode_program_bytes(req))
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _decode_charge(mod: DecodeModel, p_y: int, p_x: int, cap: int, dtype: str, batch: int,
+                   code: int) -> ProgramCharge:
+    w, kv = decode_layer_bytes(mod, p_y, p_x, cap, dtype)
+    fixed = decode_fixed_bytes(mod, p_y, p_x, cap, dtype)
+    return ProgramCharge((w, batch * kv), batch * fixed["buffers"] + code, fixed["first"], fixed["last"],
+                         fixed["both"])
 
 
 def decode_program_bytes(req: PlanRequest) -> int:
