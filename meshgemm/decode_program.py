@@ -6,7 +6,7 @@ layers (weights, γ, biases, the K and V ring buffers), the embedding and LM-hea
 them, and working vectors. Sizes that differ from PE to PE (E_y, the head layout's features, F_x, V_x) are
 computed at run time from the PE's region-local coordinates by the balanced-split rules of
 `meshgemm.model_layout` (checked against the layout when the program is built), and buffers are allocated at
-the largest size, so parameter sets stay few: roles in the collectives, the stage, hand-off duties.
+the largest size from one table the planner charges too (`plmr.decode_memory`), so parameter sets stay few: roles in the collectives, the stage, hand-off duties.
 
 One launch function (``simulator.Device``), ``step(pos, mode, tok_in)``:
 
