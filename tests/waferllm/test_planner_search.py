@@ -245,10 +245,15 @@ def test_defect_rectangular_grids_beat_the_searched_plan():
 
 
 def test_defect_llama2_13b_plans_on_one_wse2():
-    d = plan_json("llama2-13b", "--hardware", "wse2")
+    """Charged the decode program's real buffers (plmr.decode_memory), LLaMA2-13B holds one WSE-2 at a
+    2,048-token context; at the default 4,096 + 128 it does not (the program's vectors, logits and
+    largest-column blocks; docs/PLANNER.md), and the refusal names the binding stage in one line."""
+    d = plan_json("llama2-13b", "--hardware", "wse2", "--context", "2048")
     assert d["memory"]["fits"] is True and d["wafers"] == 1
     assert d["decode"]["tokens_per_s"] > 0 and d["prefill"]["tokens_per_s"] > 0
     assert d["memory"]["bytes_per_pe"] <= d["memory"]["capacity_per_pe"]
+    msg = one_line_error(invoke("plan", "llama2-13b", "--hardware", "wse2", "--json"))
+    assert "regions of" in msg and "per PE" in msg, msg
 
 
 def test_defect_small_decode_grids_with_deep_trees(tmp_path):
