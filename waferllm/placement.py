@@ -244,9 +244,8 @@ def place_layers(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple[int, .
         raise InputError(f"{prefix}a {p_y}x{p_x} region does not fit the {spec.name} mesh "
                          f"({spec.mesh_height}x{spec.mesh_width})")
     one = layer_bytes(0, 1) if L else 0
-    emb = max(e_first, e_last)
-    too_big = ((L and buf + one > capacity) or (emb and buf + emb > capacity)
-               or (L and emb and buf + emb + one > capacity))
+    too_big = ((L and buf + one > capacity) or buf + max(e_first, e_last) > capacity
+               or (L and e_first and buf + e_first + one > capacity))
     if too_big and not detail:
         raise InputError(f"{prefix}does not fit")  # a search drops the grid without reading why
     if L and buf + one > capacity:
@@ -254,12 +253,16 @@ def place_layers(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple[int, .
                          f"(weights {_kb(mem.weights(1))}, KV cache {_kb(mem.kv(0, 1))} for "
                          f"{max(layer_tokens)} tokens x batch {batch}, buffers {_kb(buf)}), "
                          f"{_kb(capacity)} available")
-    if emb and buf + emb > capacity:
-        raise InputError(f"{prefix}the embedding table needs {_kb(emb)} per PE on a {p_y}x{p_x} region "
+    if e_first and buf + e_first > capacity:
+        raise InputError(f"{prefix}the embedding table needs {_kb(e_first)} per PE on a {p_y}x{p_x} region "
                          f"(+ buffers {_kb(buf)}), {_kb(capacity)} available")
+    if e_last and buf + e_last > capacity:
+        what_last = "the LM head with the final norm and the logits" if charge is not None else "the LM head"
+        raise InputError(f"{prefix}{what_last} need{'s' if charge is None else ''} {_kb(e_last)} per PE on a "
+                         f"{p_y}x{p_x} region (+ buffers {_kb(buf)}), {_kb(capacity)} available")
     if too_big:  # the first stage holds the table and a layer
-        raise InputError(f"{prefix}the first stage needs {_kb(buf + emb + one)} on the busiest PE of a "
-                         f"{p_y}x{p_x} region (embedding table {_kb(emb)}, one layer {_kb(one)}, buffers "
+        raise InputError(f"{prefix}the first stage needs {_kb(buf + e_first + one)} on the busiest PE of a "
+                         f"{p_y}x{p_x} region (embedding table {_kb(e_first)}, one layer {_kb(one)}, buffers "
                          f"{_kb(buf)}), {_kb(capacity)} available")
 
     counts = _fewest_even(L, capacity - buf, e_first, e_last, tied, layer_bytes, homogeneous, even=detail,
