@@ -6,7 +6,7 @@ layers (weights, γ, biases, the K and V ring buffers), the embedding and LM-hea
 them, and working vectors. Sizes that differ from PE to PE (E_y, the head layout's features, F_x, V_x) are
 computed at run time from the PE's region-local coordinates by the balanced-split rules of
 `meshgemm.model_layout` (checked against the layout when the program is built), and buffers are allocated at
-the largest size, so parameter sets stay few: roles in the collectives, the stage, hand-off duties.
+the largest size from one table the planner charges too (`plmr.decode_memory`), so parameter sets stay few: roles in the collectives, the stage, hand-off duties.
 
 One launch function (``simulator.Device``), ``step(pos, mode, tok_in)``:
 
@@ -51,6 +51,8 @@ from typing import Callable
 
 import numpy as np
 
+from plmr.decode_memory import DecodeModel, DecodeSizes, buffer_length as _table_length, decode_buffers
+from plmr.decode_memory import decode_sizes, decode_stage_bytes, layer_strides
 from plmr.errors import InputError
 from plmr.hardware import HardwareSpec
 from plmr.transformer import DECODE_QUEUES_TWO_LEVEL_Y, decode_tree_ks
@@ -193,6 +195,11 @@ class Sizes:
                    NHM=max(nh, hl.n_rep if mode != "none" else 1, 1),
                    NPM=max(max(hl.n_pairs(c) for c in range(X_)), 1), score_mode=mode)
 
+    @property
+    def table(self) -> DecodeSizes:
+        """The same largest sizes as ``plmr.decode_memory`` writes them (``check`` holds them equal)."""
+        return DecodeSizes(self.EYM, self.FXM, self.VXM, self.QXM, self.KVXM, self.NHM, self.NPM, self.score_mode)
+
     # run-time rules (lx, ly: region-local coordinates)
     def ey(self, ly):
         return _bal(self.E, self.p_y, ly)
@@ -238,6 +245,9 @@ class Sizes:
         for k, w in want.items():
             if not np.array_equal(np.asarray(got[k]), np.asarray(w)):
                 raise AssertionError(f"decode sizes: rule {k} gives {list(got[k])}, the layout {list(w)}")
+        table = decode_sizes(DecodeModel.of(lay.spec), self.p_y, self.p_x)
+        if table != self.table:
+            raise AssertionError(f"decode sizes: the layout's largest blocks {self.table}, plmr.decode_memory's {table}")
 
 
 # ---- colours --------------------------------------------------------------------------------------------------
@@ -316,76 +326,26 @@ class DecodeProgram:
 
 
 def _stride_table(sz: Sizes, cap: int) -> dict[str, int]:
-    """Per-layer strides of the weight and cache buffers (their largest per-PE block)."""
-    return {"wqkv": sz.EYM * (sz.QXM + 2 * sz.KVXM), "wo": sz.QXM * sz.EYM, "wgu": sz.EYM * 2 * sz.FXM,
-            "wd": sz.FXM * sz.EYM, "g": sz.EYM, "bqkv": sz.QXM + 2 * sz.KVXM, "bgu": 2 * sz.FXM,
-            "kc": sz.KVXM * cap, "vc": cap * sz.KVXM}
+    """Per-layer strides of the weight and cache buffers (their largest per-PE block): the table's."""
+    return layer_strides(sz.table, cap)
 
 
 def buffer_plan(cfg: DecodeConfig, sz: Sizes) -> dict[str, tuple[str, str, int]]:
-    """name -> (dtype, kind, size) of every buffer of the body. ``kind`` says how the length follows the
-    stage: ``"layer"`` size × its layer count, ``"const"`` size, ``"first"`` size in the stage holding the
-    embedding (or, tied, the last stage: the LM head reads the same blocks), ``"lm"`` in the last stage when
-    untied, ``"last"`` in the last stage; 1 element otherwise (a placeholder)."""
-    m, dt, cap = cfg.model, cfg.dtype, cfg.capacity
-    st = _stride_table(sz, cap)
-    qkvm = sz.QXM + 2 * sz.KVXM
-    qkv_b, o_b, mlp_b = (getattr(m, k, False) for k in ("qkv_bias", "o_bias", "mlp_bias"))
-    scores = sz.NHM * cap
-    lay = lambda k: (dt, "layer", st[k])  # noqa: E731
-    const = lambda n, t=dt: (t, "const", max(1, n))  # noqa: E731
-    return {
-        # weights of the stage's layers
-        "wqkv": lay("wqkv"), "wo": lay("wo"), "wgu": lay("wgu"), "wd": lay("wd"), "gin": lay("g"), "gpost": lay("g"),
-        "bqkv": lay("bqkv") if qkv_b else const(1), "bo": lay("g") if o_b else const(1),
-        "bgu": lay("bgu") if mlp_b else const(1), "bd": lay("g") if mlp_b else const(1),
-        # K (feature-major) and V (token-major) ring buffers
-        "kc": lay("kc"), "vc": lay("vc"),
-        # extras
-        "emb": (dt, "first", sz.VXM * sz.EYM), "wlm": (dt, "lm", sz.EYM * sz.VXM), "fnorm": (dt, "last", sz.EYM),
-        "invf": const(sz.NPM, F32),
-        # working vectors (one per op output, so a one-layer stage can be checked op by op)
-        "x": const(sz.EYM), "x32": const(sz.EYM, F32), "a": const(sz.EYM), "nr": const(2, F32),
-        "qkv32": const(qkvm + 1, F32), "qkv": const(qkvm), "qkr": const(qkvm),
-        "sc": const(scores, F32), "pr": const(scores if dt != F32 else 1), "mx": const(sz.NHM, F32),
-        "o32": const(sz.QXM + sz.NHM, F32), "o": const(sz.QXM), "h32": const(sz.EYM, F32), "ho": const(sz.EYM),
-        "h1": const(sz.EYM), "a2": const(sz.EYM), "gu32": const(2 * sz.FXM + 1, F32), "gu": const(2 * sz.FXM),
-        "z": const(sz.FXM), "hm": const(sz.EYM), "xf": (dt, "last", sz.EYM), "lg32": (F32, "last", sz.VXM),
-        "lg": (dt, "last", sz.VXM), "am": const(2, F32), "tk": const(1, F32),
-        "ang": const(sz.NPM, F32), "cs": const(sz.NPM), "sn": const(sz.NPM), "nsn": const(sz.NPM),
-        "t1": const(sz.NPM), "t2": const(sz.NPM), "shout": const(2 * sz.KVXM), "shin": const(2 * sz.KVXM),
-        "hb": const(sz.EYM),
-        # reduction scratch: only max and argmax stages receive into it (a sum adds the stream into the
-        # vector itself), so it holds the softmax maxima (one per score head) or one (value, index) pair
-        "scr": const(max(sz.NHM, 2), F32),
-    }
+    """name -> (dtype, kind, size) of every buffer of the body: ``plmr.decode_memory.decode_buffers``, the
+    table the planner charges (``buffer_length`` says how a kind's length follows the stage)."""
+    return decode_buffers(DecodeModel.of(cfg.model), sz.table, cfg.capacity, cfg.dtype)
 
 
 def buffer_length(kind: str, size: int, nl, first, last, tied: bool):
-    """A buffer's length for a stage (numbers or parameter expressions)."""
-    if kind == "layer":
-        return max_(as_expr(nl) * size, 1) if isinstance(nl, Expr) else max(1, nl * size)
-    if kind == "const":
-        return size
-    if kind == "first":
-        cond = (first | last) if tied else first
-    elif kind == "lm":
-        if tied:
-            return 1
-        cond = last
-    else:
-        cond = last
-    if isinstance(cond, Expr):
-        return select(cond, size, 1)
-    return size if cond else 1
+    """A buffer's length for a stage (numbers or parameter expressions): ``plmr.decode_memory.buffer_length``."""
+    if any(isinstance(v, Expr) for v in (nl, first, last)):
+        return _table_length(kind, size, as_expr(nl), first, last, tied, pick=select, mx=max_)
+    return _table_length(kind, size, nl, first, last, tied)
 
 
 def stage_bytes(cfg: DecodeConfig, sz: Sizes, nl: int, first: bool, last: bool) -> int:
     """Buffer bytes per PE of a stage with ``nl`` layers (the code and variables come on top)."""
-    from simulator.body import BUFFER_DTYPES
-    tied = cfg.model.tie_word_embeddings
-    return sum(BUFFER_DTYPES[dt] * buffer_length(kind, size, nl, first, last, tied)
-               for dt, kind, size in buffer_plan(cfg, sz).values())
+    return decode_stage_bytes(DecodeModel.of(cfg.model), sz.p_y, sz.p_x, cfg.capacity, nl, first, last, cfg.dtype)
 
 
 class _Code:
@@ -875,6 +835,9 @@ def build_decode_program(cfg: DecodeConfig, spec: HardwareSpec) -> DecodeProgram
         sz.check(lay)
         asked = x_groups if w == p_x else cfg.strip_x_groups
         gx = asked or choose_groups(w, sz.n_kv if sz.score_mode == "groups" else None)
+        if sz.score_mode == "groups" and gx != sz.n_kv and not any(s.num_layers for s in stages
+                                                                    if s.columns(cfg.grid) == w):
+            gx = sz.n_kv  # regions of this width hold only the LM head (no scores): the body's tree all the same
         if sz.score_mode == "groups" and gx != sz.n_kv:
             raise InputError(f"the X tree's level-0 groups must be the {sz.n_kv} KV groups, got {gx}")
         gb = sz.score_mode == "groups" and w > 1

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from plmr.decode_memory import WEIGHT_BUFFERS as _WEIGHT_BUFFERS
 from plmr.errors import InputError
 from simulator.run import Device
 
@@ -27,7 +28,7 @@ from meshgemm.kv_cache import KVCacheFull, ShiftKVCache
 __all__ = ["DecodeRuntime", "StepResult", "KVCacheFull", "pack_images", "unpack_images", "WEIGHT_BUFFERS"]
 
 #: The buffers that hold model parameters (a bundle's per-PE shards); the rest is state and scratch.
-WEIGHT_BUFFERS = ("wqkv", "wo", "wgu", "wd", "gin", "gpost", "bqkv", "bo", "bgu", "bd", "emb", "wlm", "fnorm")
+WEIGHT_BUFFERS = _WEIGHT_BUFFERS
 
 
 def _lengths(prog: DecodeProgram, stage) -> dict[str, int]:

@@ -287,7 +287,8 @@ def decode_colors(k_y: int, k_x: int, p_y: int, p_x: int, mode: str) -> int:
 @functools.lru_cache(maxsize=1 << 14)
 def decode_buffer_bytes(dims: LayerDims, p_y: int, p_x: int, dtype: str = "fp16", batch: int = 1) -> int:
     """Working buffers of the decode flow (vectors and receive buffers, shared across layers), one
-    set per request of the batch."""
+    set per request of the batch: the layer cost's estimate (``decode_layer``'s ``bytes_per_pe``);
+    the decode placement charges the program's own buffers (``plmr.decode_memory``)."""
     E_y = ceil_div(dims.hidden, p_y)
     F_x = ceil_div(dims.ffn, p_x)
     hl = head_layout(dims, p_x)
@@ -324,7 +325,9 @@ def attention_units(dims: LayerDims, p_x: int) -> AttentionUnits:
 
 class StageMemory:
     """Per-PE bytes of stages of consecutive layers on one P_y × P_x region (the busiest PE), with
-    the grid's tile sizes worked out once: a placement asks for many layer counts on one grid."""
+    the grid's tile sizes worked out once: a placement asks for many layer counts on one grid. It
+    assumes the uneven splits along x rotate from layer to layer; the decode program does not, and the
+    decode placement charges its table instead (``plmr.decode_memory``)."""
 
     def __init__(self, dims: LayerDims, p_y: int, p_x: int, dtype: str = "fp16"):
         self.dims = dims

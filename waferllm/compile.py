@@ -21,11 +21,11 @@ A bundle is a directory:
   does not fit a region, no prefill CSL and the reason in ``csl.prefill.skipped``;
 * ``README.md``.
 
-Placement: the planner chooses the decode grid; the stages are then fitted to the real program — its code,
-vectors and per-layer blocks measured from a build on that grid (the planner's memory model has no code
-bytes) — and placed in serpentine order on the region tiling (consecutive stages share an edge). When the
-fitted stages need more regions than the wafer has, the planner is asked again with the program's
-overhead added to its SRAM reserve.
+Placement: the planner chooses the decode grid and the stages, charging the decode program's buffers as the
+program allocates them (``plmr.decode_memory``); the program runs the plan's stages in its serpentine order
+on the region tiling (consecutive stages share an edge). The planner does not charge the program's code by
+default: when the busiest stage leaves less than the code bound free, the plan is made again with that bound
+added to the SRAM reserve (``plan_decode``).
 
 The bundle is written into a temporary directory next to ``-o`` and renamed into place at the end: an
 error or Ctrl-C leaves nothing behind.
@@ -37,7 +37,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -75,7 +75,7 @@ class StagePlan:
     stages: tuple  # DecodeStage
     capacity: int
     per_layer_bytes: int
-    fixed_bytes: dict = field(default_factory=dict)  # (first, last) -> bytes besides the layers
+    fixed_bytes: dict = field(default_factory=dict)  # "<first><last>" -> bytes besides the layers (with the code)
     code_bytes: int = 0
     notes: list = field(default_factory=list)
 
@@ -97,177 +97,61 @@ def kv_capacity(model, p_y: int, context: int) -> int:
     return need
 
 
-def fit_stages(model, spec: HardwareSpec, grid: tuple[int, int], dtype: str, context: int) -> StagePlan:
-    """Stages of the decode program on regions of ``grid``: the fewest that hold every layer, the most even
-    layer counts, embedding with the first and LM head with the last. Bytes come from a probe build on a
-    spec without an SRAM limit (code and variables are the largest of any PE's program)."""
-    from meshgemm.decode_program import (DecodeConfig, DecodeStage, Sizes, buffer_length, buffer_plan,
-                                         build_decode_program, snake_origins)
-    from meshgemm.model_layout import DecodeLayout
-    from simulator.body import BUFFER_DTYPES
-
-    p_y, p_x = grid
-    cap = kv_capacity(model, p_y, context)
-    L = model.num_layers
-    lay = DecodeLayout(model, p_y, p_x)
-    sz = Sizes.of(lay)
-    # probe: two stages side by side (every kind of code: embedding, head, hand-offs, token return)
-    w, h = max(spec.mesh_width, 2 * p_x), max(spec.mesh_height, p_y)
-    big = spec.with_params(sram_bytes=1 << 30, mesh_width=w, mesh_height=h, fabric_width=max(spec.fabric_width, w),
-                           fabric_height=max(spec.fabric_height, h))
-    probe_stages = (DecodeStage(0, 0, 0, (0, 0), embedding=True),
-                    DecodeStage(1, 1, L - 1, (0, p_x), lm_head=True)) if L > 1 else (
-        DecodeStage(0, 0, 0, (0, 0), embedding=True), DecodeStage(1, 1, 0, (0, p_x), lm_head=True))
-    cfg = DecodeConfig(model, grid, probe_stages, cap, dtype)
-    probe = build_decode_program(cfg, big)
-    probe.program.finalize()
-    blocks = [probe.program.blocks[int(b)] for b in set(probe.program.pe_blocks().tolist()) if b >= 0]
-    code = max(b.code_bytes + b.var_bytes for b in blocks)
-    plan = buffer_plan(cfg, sz)
-    tied = model.tie_word_embeddings
-    per_layer = sum(BUFFER_DTYPES[dt] * size for dt, kind, size in plan.values() if kind == "layer")
-
-    def fixed(first: bool, last: bool) -> int:
-        return code + sum(BUFFER_DTYPES[dt] * buffer_length(kind, size, 0, first, last, tied)
-                          for dt, kind, size in plan.values() if kind != "layer")
-
-    limit = spec.usable_sram_bytes
-    fx = {(f, l): fixed(f, l) for f in (False, True) for l in (False, True)}
-
-    def room(first: bool, last: bool) -> int:
-        return (limit - fx[(first, last)]) // per_layer
-
-    what = f"decode of {model.name} on {p_y}x{p_x} regions"
-    if room(True, True) >= L:
-        counts = [L]
-    else:
-        if room(True, False) < 0 or room(False, True) < 0:
-            worst = max(fx[(True, False)], fx[(False, True)])
-            raise InputError(f"{what}: the embedding or the LM head alone needs {worst} B per PE (code and "
-                             f"variables {code} B, tables and vectors {worst - code} B); {spec.name} has {limit} B "
-                             f"usable: use a larger grid")
-        rest = L - room(True, False) - room(False, True)
-        if rest > 0 and room(False, False) < 1:
-            raise InputError(f"{what}: one layer needs {per_layer} B per PE (weights and a KV cache of {cap} "
-                             f"entries) on top of {fx[(False, False)]} B of code, variables and vectors; "
-                             f"{spec.name} has {limit} B usable: use a larger grid or a shorter --context")
-        n = 2 + (-(-rest // room(False, False)) if rest > 0 else 0)
-        counts = [room(True, False)] + [room(False, False)] * (n - 2) + [room(False, True)]
-        excess = sum(counts) - L
-        while excess > 0:  # even out: take one from the fullest stage
-            i = int(np.argmax(counts))
-            counts[i] -= 1
-            excess -= 1
-    origins = snake_origins(spec, grid, len(counts))
-    stages, first = [], 0
-    for i, c in enumerate(counts):
-        stages.append(DecodeStage(i, first, first + c - 1, origins[i], embedding=i == 0,
-                                  lm_head=i == len(counts) - 1))
-        first += c
-    return StagePlan(grid, tuple(stages), cap, per_layer, {f"{int(f)}{int(l)}": b for (f, l), b in fx.items()},
-                     code)
-
-
-def fit_packed_stages(model, spec: HardwareSpec, grid: tuple[int, int], dtype: str, context: int) -> StagePlan:
-    """Stages of the decode program on the packed regions of ``grid`` (``waferllm.placement.packed_regions``:
-    the full P_y × P_x regions and the strips of W mod P_x columns beside them, serpentine), as the planner
-    packs them: the fewest regions in order, the strips holding as few layers as their bytes allow, then the
-    most even counts over the full regions and over the strips. Bytes per width from a probe build
-    (``fit_stages`` without an SRAM limit); the build's own SRAM check still applies to the mixed program."""
+def plan_stages(model, plan, dtype: str, context: int) -> StagePlan:
+    """The decode program's stages as the plan places them: one per planner stage, its layers, region
+    origin and width (a packed placement's strips are narrower), the embedding with the first and the LM
+    head with the last. The planner charges what the program allocates (``plmr.decode_memory``), so no
+    other fit is needed."""
     from meshgemm.decode_program import DecodeStage
-    from waferllm.placement import packed_counts, packed_regions
+    from plmr.decode_memory import DecodeModel, decode_fixed_bytes, decode_layer_bytes
 
-    p_y, p_x = grid
-    L = model.num_layers
-    regions = packed_regions(spec, grid)
-    if spec.mesh_width % p_x == 0 or not regions:
-        raise InputError(f"{p_y}x{p_x} regions leave no strip on {spec.name}")
-    big = spec.with_params(sram_bytes=1 << 30)
-    probes = {w: fit_stages(model, big, (p_y, w), dtype, context) for w in {r[2] for r in regions}}
-    limit = spec.usable_sram_bytes
-
-    def room(w: int, first: bool, last: bool) -> int:
-        pr = probes[w]
-        left = limit - pr.fixed_bytes[f"{int(first)}{int(last)}"]
-        return -1 if left < 0 else left // pr.per_layer_bytes
-
-    widths = [w for _, _, w in regions]
-    counts = None
-    for k in range(1, len(widths) + 1):
-        caps = [room(widths[i], i == 0, i == k - 1) for i in range(k)]
-        if min(caps) < 0 or sum(caps) < L:
-            continue
-        counts = packed_counts(caps, widths[:k], p_x, L)
-        break
-    if counts is None:
-        raise InputError(f"decode of {model.name}: {len(widths)} packed regions of {p_y}x{p_x} (strips {p_y}x"
-                         f"{spec.mesh_width % p_x}) do not hold {L} layers with the program's bytes on {spec.name}")
-    stages, first = [], 0
-    for i, c in enumerate(counts):
-        y, x, w = regions[i]
-        stages.append(DecodeStage(i, first, first + c - 1, (y, x), embedding=i == 0, lm_head=i == len(counts) - 1,
-                                  width=w))
-        first += c
-    main = probes[p_x]
-    return StagePlan(grid, tuple(stages), main.capacity, main.per_layer_bytes, main.fixed_bytes,
-                     max(pr.code_bytes for pr in probes.values()))
+    grid = tuple(plan.decode.grid)
+    pl = plan.placement
+    packed = pl.packed
+    if pl.wafers_used > 1:
+        raise InputError(f"{model.name} needs {pl.wafers_used} wafers; a bundle runs on one")
+    n = len(pl.stages)
+    stages = tuple(DecodeStage(i, s.layers[0], s.layers[1], tuple(s.origin), embedding=i == 0, lm_head=i == n - 1,
+                               width=s.grid[1] if packed else 0) for i, s in enumerate(pl.stages))
+    cap = kv_capacity(model, grid[0], context)
+    mod = DecodeModel.of(model)
+    w, kv = decode_layer_bytes(mod, grid[0], grid[1], cap, dtype)
+    fx = decode_fixed_bytes(mod, grid[0], grid[1], cap, dtype)
+    fixed = {"00": fx["buffers"], "10": fx["buffers"] + fx["first"], "01": fx["buffers"] + fx["last"],
+             "11": fx["buffers"] + fx["both"]}
+    return StagePlan(grid, stages, cap, w + kv, fixed)
 
 
 def plan_decode(model, spec: HardwareSpec, dtype: str, context: int, decode_grid: tuple[int, int] | None,
                 progress: Progress | None = None, prefill_grid: tuple[int, int] | None = None):
-    """(planner plan, fitted stages). The planner picks the grid; when the program's real bytes need more
-    regions than the wafer has, plan again with that overhead added to the SRAM reserve (at most 3 times)."""
+    """(planner plan, its stages). The planner charges the decode program's buffers exactly; by default
+    not its code, so when the busiest stage leaves less than the code bound free
+    (``plmr.program_code.DECODE_CODE``, which every decode program's code and variables stay within),
+    plan once more with that bound added to the SRAM reserve: the program then builds."""
+    from plmr.program_code import DECODE_CODE
     from waferllm.planner import PlanRequest, plan
 
-    extra = 0
-    base = None
+    code = DECODE_CODE.bytes(spec)
     notes: list[str] = []
-    last_err: InputError | None = None
-    for attempt in range(4):
-        hw = spec if extra == 0 else spec.with_params(sram_reserve_bytes=spec.sram_reserve_bytes + extra)
+    for reserve in (0, code):
+        hw = spec if reserve == 0 else spec.with_params(sram_reserve_bytes=spec.sram_reserve_bytes + reserve)
         req = PlanRequest(hardware=hw, dtype=dtype, context=context, input_len=max(1, min(context, 4096)),
                           decode_grid=decode_grid, prefill_grid=prefill_grid)
         if progress:
-            progress(f"planning (SRAM reserve +{extra} B)" if extra else "planning")
+            progress(f"planning (SRAM reserve +{reserve} B for the decode program's code)" if reserve else "planning")
         p = plan(model, req)
         if not p.fits:
-            raise InputError(f"{model.name} does not fit {spec.name}: {p.fit_reason}")
-        if progress:
-            progress(f"fitting the decode program on {p.decode.grid[0]}x{p.decode.grid[1]} regions")
-        try:
-            if p.placement is not None and p.placement.packed:
-                st = fit_packed_stages(model, spec, tuple(p.decode.grid), dtype, context)
-            else:
-                try:
-                    st = fit_stages(model, spec, tuple(p.decode.grid), dtype, context)
-                except InputError as short:  # the strips beside the regions may hold what they do not
-                    if spec.mesh_width % p.decode.grid[1] == 0:
-                        raise
-                    try:
-                        st = fit_packed_stages(model, spec, tuple(p.decode.grid), dtype, context)
-                    except InputError:
-                        raise short from None
-        except InputError as e:
-            if decode_grid is not None:
-                raise
-            last_err = e
-            st = None
-        if st is not None:
-            planner_stages = len(p.placement.stages) if p.placement else 1
-            if len(st.stages) != planner_stages:
-                notes.append(f"the decode program needs {len(st.stages)} stages where the planner counted "
-                             f"{planner_stages}: its code ({st.code_bytes} B per PE) and vectors are not in the "
-                             f"planner's memory model, and every layer's blocks are allocated at the largest size")
-            st.notes = notes
-            return p, st
-        # reserve the program's overhead beyond the planner's buffers (code, vectors; the embedding and LM
-        # head are in the planner's model already), with a margin that grows per attempt, and plan again
-        if base is None:
-            buf = p.placement.buffer_bytes if p.placement else 0
-            base = max(0, _overhead(model, spec, tuple(p.decode.grid), dtype, context) - buf)
-        extra = base + 1024 * (attempt + 1)
-        notes.append(f"planned again with {extra} B more SRAM reserve: {last_err}")
-    raise last_err or InputError(f"cannot place {model.name} on {spec.name}")
+            raise InputError(f"{model.name} does not fit {spec.name}{' beside the decode program code' if reserve else ''}"
+                             f": {p.fit_reason}")
+        need = p.placement.bytes_per_pe + (0 if reserve else code)
+        if need <= spec.usable_sram_bytes:
+            break
+        notes.append(f"planned again with the decode program's code bound ({code} B per PE) as SRAM reserve: the "
+                     f"plan's busiest stage holds {p.placement.bytes_per_pe} B of buffers, {spec.usable_sram_bytes} "
+                     f"B usable")
+    st = plan_stages(model, p, dtype, context)
+    st.notes = notes
+    return p, st
 
 
 def program_trees(plan) -> dict:
@@ -279,16 +163,6 @@ def program_trees(plan) -> dict:
     if plan.decode.tree_x_strip is not None:  # a packed placement: the strips' own X tree
         out["strip_x_groups"] = groups(plan.decode.tree_x_strip)
     return out
-
-
-def _overhead(model, spec, grid, dtype, context) -> int:
-    """Bytes per PE the program needs besides its layers (code, vectors), for the re-plan."""
-    try:
-        big = spec.with_params(sram_bytes=1 << 30)
-        st = fit_stages(model, big, grid, dtype, context)
-        return st.fixed_bytes["00"]
-    except InputError:
-        return 8192
 
 
 # ---- the bundle ---------------------------------------------------------------------------------------------
@@ -320,6 +194,8 @@ def compile_bundle(req: CompileRequest, progress: Progress | None = None) -> dic
         progress(f"building the decode program ({len(st.stages)} stage{'s' if len(st.stages) > 1 else ''})")
     prog = build_decode_program(cfg, spec)
     _check_resources(prog, spec)
+    st.code_bytes = _code_bytes(prog)
+    st.fixed_bytes = {k: v + st.code_bytes for k, v in st.fixed_bytes.items()}
     from csl_templates.model_sources import model_csl_files
     if progress:
         progress(f"lowering the decode program to CSL ({spec.csl_arch})")
@@ -453,6 +329,12 @@ def _check_resources(prog, spec: HardwareSpec) -> None:
         for pe, b in zip(pl.pes.tolist(), pl.block_of_pe.tolist()):
             where.setdefault(int(b), pe)
     resources.allocate(blocks, spec, lambda b: f"PE {p._xy(where[b.index])}")
+
+
+def _code_bytes(prog) -> int:
+    """The largest code and variable bytes of any PE's program (finalized)."""
+    p = prog.program
+    return max(p.blocks[b].code_bytes + p.blocks[b].var_bytes for b in {int(b) for b in p.pe_blocks().tolist() if b >= 0})
 
 
 def decode_program_doc(prog, st: StagePlan) -> dict:

@@ -12,10 +12,12 @@ group). The embedding table sits with the first stage and
 the LM head (with the final norm) with the last; tied embeddings share one copy when both live in
 one stage.
 
-Per-PE bytes are the busiest PE's: the hidden split over rows is fixed, the splits along x rotate
-from layer to layer (``plmr.transformer.StageMemory``), so many layers in one region are
-balanced rather than each rounded up. An infeasible placement raises ``InputError`` naming the
-binding stage, its busiest PE's buffers and their bytes.
+Per-PE bytes are the busiest PE's. A decode placement is charged what the decode program allocates
+(``ProgramCharge``, from ``plmr.decode_memory``: every layer alike at the largest column's blocks); the
+prefill placement's default charge assumes the splits along x rotate from layer to layer
+(``plmr.transformer.StageMemory``), its program-memory charge the prefill program's table. An
+infeasible placement raises ``InputError`` naming the binding stage, its busiest PE's buffers and
+their bytes.
 """
 
 from __future__ import annotations
@@ -91,6 +93,20 @@ class Placement:
     @property
     def fits(self) -> bool:
         return self.bytes_per_pe <= self.capacity_per_pe and len(self.stages) <= self.regions_available
+
+
+@dataclass(frozen=True)
+class ProgramCharge:
+    """What the decode program allocates per PE on regions of one width (``plmr.decode_memory``, the
+    table the program allocates from): every layer's weights and K|V (``per_layer``), the buffers every
+    stage holds (``buffers``, with the code bound when charged), and what the stage holding the
+    embedding (``first``), the LM head (``last``) or both (``both``) adds to them."""
+
+    per_layer: tuple[int, int]
+    buffers: int
+    first: int
+    last: int
+    both: int
 
 
 def regions_per_wafer(spec: HardwareSpec, grid: tuple[int, int]) -> int:
@@ -193,13 +209,15 @@ def layer_memory(dims: LayerDims, grid: tuple[int, int], layer_tokens: tuple[int
 def place_layers(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple[int, ...] | list[int], vocab: int,
                  tied: bool, grid: tuple[int, int], dtype: str = "fp16", batch: int = 1, wafers: int = 1,
                  extra_activation_bytes: int = 0, what: str = "", detail: bool = True,
-                 per_layer: tuple[int, int] | None = None, buffer_bytes: int | None = None) -> Placement:
+                 per_layer: tuple[int, int] | None = None, buffer_bytes: int | None = None,
+                 charge: ProgramCharge | None = None) -> Placement:
     """Fewest stages that hold every layer, then the most even layer counts (the spare SRAM of
     every stage holds KV). Raises InputError naming the binding constraint with its numbers.
 
     Per PE: the layers' weights and KV (``StageMemory``, or ``per_layer`` = (weight bytes, KV
     bytes) of every layer), the embedding and LM head, and the buffers: ``buffer_bytes``, by
-    default the decode vectors plus ``extra_activation_bytes``.
+    default the decode vectors plus ``extra_activation_bytes``. ``charge``: all of them as the decode
+    program allocates them (``ProgramCharge``; overrides ``per_layer`` and ``buffer_bytes``).
 
     ``detail=False`` (a search, which needs only whether the grid fits and its stages' regions):
     the layer counts are not evened (the fewest stages are the same either way), and needing more
@@ -208,10 +226,15 @@ def place_layers(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple[int, .
     L = len(layer_tokens)
     capacity = spec.usable_sram_bytes
     b = 2 if dtype == "fp16" else 4
+    if charge is not None:
+        per_layer, buffer_bytes = charge.per_layer, charge.buffers
     mem = layer_memory(dims, grid, tuple(layer_tokens), dtype, batch, per_layer)
     buf = (decode_buffer_bytes(dims, p_y, p_x, dtype, batch) + extra_activation_bytes if buffer_bytes is None
            else buffer_bytes)
     emb = embedding_bytes_per_pe(vocab, dims.hidden, grid, b) if vocab else 0
+    # the embedding's stage, the LM head's, both in one stage
+    e_first, e_last, e_both = ((charge.first, charge.last, charge.both) if charge is not None
+                               else (emb, emb, emb if tied else 2 * emb))
     homogeneous = mem.homogeneous
     layer_bytes = mem.layer_bytes
 
@@ -221,8 +244,8 @@ def place_layers(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple[int, .
         raise InputError(f"{prefix}a {p_y}x{p_x} region does not fit the {spec.name} mesh "
                          f"({spec.mesh_height}x{spec.mesh_width})")
     one = layer_bytes(0, 1) if L else 0
-    too_big = ((L and buf + one > capacity) or (emb and buf + emb > capacity)
-               or (L and emb and buf + emb + one > capacity))
+    too_big = ((L and buf + one > capacity) or buf + max(e_first, e_last) > capacity
+               or (L and e_first and buf + e_first + one > capacity))
     if too_big and not detail:
         raise InputError(f"{prefix}does not fit")  # a search drops the grid without reading why
     if L and buf + one > capacity:
@@ -230,28 +253,31 @@ def place_layers(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple[int, .
                          f"(weights {_kb(mem.weights(1))}, KV cache {_kb(mem.kv(0, 1))} for "
                          f"{max(layer_tokens)} tokens x batch {batch}, buffers {_kb(buf)}), "
                          f"{_kb(capacity)} available")
-    if emb and buf + emb > capacity:
-        raise InputError(f"{prefix}the embedding table needs {_kb(emb)} per PE on a {p_y}x{p_x} region "
+    if e_first and buf + e_first > capacity:
+        raise InputError(f"{prefix}the embedding table needs {_kb(e_first)} per PE on a {p_y}x{p_x} region "
                          f"(+ buffers {_kb(buf)}), {_kb(capacity)} available")
+    if e_last and buf + e_last > capacity:
+        what_last = "the LM head with the final norm and the logits" if charge is not None else "the LM head"
+        raise InputError(f"{prefix}{what_last} need{'s' if charge is None else ''} {_kb(e_last)} per PE on a "
+                         f"{p_y}x{p_x} region (+ buffers {_kb(buf)}), {_kb(capacity)} available")
     if too_big:  # the first stage holds the table and a layer
-        raise InputError(f"{prefix}the first stage needs {_kb(buf + emb + one)} on the busiest PE of a "
-                         f"{p_y}x{p_x} region (embedding table {_kb(emb)}, one layer {_kb(one)}, buffers "
+        raise InputError(f"{prefix}the first stage needs {_kb(buf + e_first + one)} on the busiest PE of a "
+                         f"{p_y}x{p_x} region (embedding table {_kb(e_first)}, one layer {_kb(one)}, buffers "
                          f"{_kb(buf)}), {_kb(capacity)} available")
 
-    counts = _fewest_even(L, capacity - buf, emb, emb, tied, layer_bytes, homogeneous, even=detail, memo=mem.most)
+    counts = _fewest_even(L, capacity - buf, e_first, e_last, tied, layer_bytes, homogeneous, even=detail,
+                          memo=mem.most, both=e_both)
     stages, first = [], 0
     n_st = len(counts)
     if not detail and n_st > per_wafer * wafers:
         raise RegionShortage(f"{prefix}{n_st} regions of {p_y}x{p_x} needed, {per_wafer * wafers} available", n_st)
     for i, count in enumerate(counts):
         extras: list[str] = []
-        e = 0
-        if i == 0 and emb:
+        if i == 0 and vocab:
             extras.append("embedding")
-            e += emb
         if i == n_st - 1 and vocab:
             extras.append("lm_head")
-            e += 0 if (tied and n_st == 1) else emb
+        e = (e_both if n_st == 1 else e_first if i == 0 else e_last if i == n_st - 1 else 0) if vocab else 0
         wafer, y, x = region_origin(spec, grid, i)
         w = mem.weights(count)
         stages.append(Stage(index=i, wafer=wafer, origin=(y, x), layers=(first, first + count - 1),
@@ -325,14 +351,15 @@ def _water_fill(caps: list[int], total: int) -> list[int]:
 
 def place_layers_packed(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple[int, ...] | list[int], vocab: int,
                         tied: bool, grid: tuple[int, int], dtype: str = "fp16", batch: int = 1,
-                        wafers: int = 1) -> Placement:
+                        wafers: int = 1, charges: dict[int, ProgramCharge] | None = None) -> Placement:
     """The layers over the packed regions of ``grid`` (``packed_regions``: the full P_y × P_x regions and the
     strip of W mod P_x columns of every band), wafer by wafer: the fewest stages (regions used in stage
     order), the strips holding as few layers as memory allows (a narrower region runs a layer more
     slowly), the layers then spread as evenly as they fit over the full regions and over the strips.
 
     Every layer must cache as many tokens (no mix of sliding-window and full layers) and the strip must
-    hold at least one layer; else, or when the regions do not hold the model, InputError."""
+    hold at least one layer; else, or when the regions do not hold the model, InputError. ``charges``:
+    per region width, what the decode program allocates (``ProgramCharge``; see ``place_layers``)."""
     p_y, p_x = grid
     s = strip_width(spec, grid)
     L = len(layer_tokens)
@@ -344,8 +371,9 @@ def place_layers_packed(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple
         raise InputError("packing places layers that all cache as many tokens")
     capacity = spec.usable_sram_bytes
     b = 2 if dtype == "fp16" else 4
-    mem = {w: layer_memory(dims, (p_y, w), tokens, dtype, batch) for w in (p_x, s)}
-    buf = {w: decode_buffer_bytes(dims, p_y, w, dtype, batch) for w in (p_x, s)}
+    mem = {w: layer_memory(dims, (p_y, w), tokens, dtype, batch, charges[w].per_layer if charges else None)
+           for w in (p_x, s)}
+    buf = {w: charges[w].buffers if charges else decode_buffer_bytes(dims, p_y, w, dtype, batch) for w in (p_x, s)}
     emb = {w: embedding_bytes_per_pe(vocab, dims.hidden, (p_y, w), b) if vocab else 0 for w in (p_x, s)}
 
     def most(w: int, extra: int) -> int:
@@ -372,6 +400,10 @@ def place_layers_packed(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple
 
     def extras(i: int, k: int) -> tuple[int, list[str]]:
         w, e, names = widths[i], 0, []
+        if charges and vocab:
+            c = charges[w]
+            names = (["embedding"] if i == 0 else []) + (["lm_head"] if i == k - 1 else [])
+            return (c.both if k == 1 else c.first if i == 0 else c.last if i == k - 1 else 0), names
         if i == 0 and vocab:
             e, names = e + emb[w], names + ["embedding"]
         if i == k - 1 and vocab:
@@ -417,10 +449,10 @@ def place_layers_packed(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple
 
 def _fewest_even(L: int, room: int, emb: int, lm: int, tied: bool,
                  layer_bytes: Callable[[int, int], int], homogeneous: bool = False,
-                 even: bool = True, memo: dict | None = None) -> list[int]:
+                 even: bool = True, memo: dict | None = None, both: int | None = None) -> list[int]:
     """Layer counts per stage: the fewest stages, then the smallest largest count. A stage takes
-    at most ``cap`` layers; the first also holds ``emb`` bytes, the last ``lm`` (or nothing extra
-    when tied and there is one stage); a final stage may hold only the LM head.
+    at most ``cap`` layers; the first also holds ``emb`` bytes, the last ``lm``, one stage holding
+    both ``both`` (default ``emb``, and ``lm`` too unless tied); a final stage may hold only the LM head.
 
     ``layer_bytes(first, n)`` never decreases with n, so the most layers a stage starting at
     ``first`` holds under a cap is min(cap, the most it holds at all): that is searched once per
@@ -432,6 +464,7 @@ def _fewest_even(L: int, room: int, emb: int, lm: int, tied: bool,
     ``even=False`` returns that pass. ``memo``: the most layers per (start, bytes), kept by the
     caller for later placements of the same layers on the same grid (``LayerMemory.most``)."""
     most: dict[tuple[int, int], int] = {} if memo is None else memo
+    single = both if both is not None else (emb if tied else emb + lm)
 
     def fit(first: int, limit: int, extra: int) -> int:
         key = (0 if homogeneous else first, room - extra)
@@ -445,7 +478,7 @@ def _fewest_even(L: int, room: int, emb: int, lm: int, tied: bool,
         it" (or, with no layer left, the LM head alone fits), and every middle stage takes
         min(cap, rest, the most layers a stage holds): the same counts, without a call per stage."""
         rem = L
-        if rem <= cap and layer_bytes(0, rem) + (emb if tied else emb + lm) <= room:
+        if rem <= cap and layer_bytes(0, rem) + single <= room:
             return [rem]
         n = fit(0, min(cap, rem), emb)
         if n == 0:
@@ -475,7 +508,7 @@ def _fewest_even(L: int, room: int, emb: int, lm: int, tied: bool,
             first = not counts
             rem = L - a
             if rem <= cap:  # try to make this the last stage (it then holds the LM head too)
-                finish = ((emb if tied else emb + lm) if first else lm)
+                finish = single if first else lm
                 if layer_bytes(a, rem) + finish <= room:
                     counts.append(rem)
                     return counts

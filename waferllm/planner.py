@@ -44,6 +44,7 @@ from plmr.hardware import DTYPE_BYTES, HardwareSpec
 from plmr.ktree import default_group_counts
 from plmr.ops import rmsnorm
 from plmr.primitives import ceil_div
+from plmr.decode_memory import DecodeModel, decode_fixed_bytes, decode_layer_bytes
 from plmr.prefill_memory import PrefillModel, kv_block, prefill_data_bytes, prefill_layer_bytes, prefill_tiles
 from plmr.program_code import DECODE_CODE, PREFILL_CODE
 from plmr.transformer import decode_colors as layer_decode_colors
@@ -52,7 +53,7 @@ from plmr.transformer import (
     local_cycles, prefill_activation_bytes,
     prefill_layer, prefill_layer_floor, reduction_cycles, round_up,
 )
-from waferllm.placement import (Placement, RegionShortage, place_layers, place_layers_packed, regions_per_wafer,
+from waferllm.placement import (Placement, ProgramCharge, RegionShortage, place_layers, place_layers_packed, regions_per_wafer,
                                 stage_fit_message)
 
 METHODS = ("full", "paper")
@@ -682,9 +683,33 @@ def real_placement(model: Any, req: PlanRequest, grid: tuple[int, int], context:
     """The real model (every layer, embedding, LM head, KV at ``context``) on ``grid`` regions
     (``detail``: see ``place_layers``)."""
     ctx = req.decode_context if context is None else context
-    return place_layers(req.hardware, model_dims(model), layer_contexts(model, ctx), model.vocab_size,
-                        model.tie_word_embeddings, grid, req.dtype, req.batch if batch is None else batch,
-                        _wafer_count(req), decode_program_bytes(req), what=what, detail=detail)
+    b = req.batch if batch is None else batch
+    tokens = layer_contexts(model, ctx)
+    return place_layers(req.hardware, model_dims(model), tokens, model.vocab_size,
+                        model.tie_word_embeddings, grid, req.dtype, b, _wafer_count(req), what=what, detail=detail,
+                        charge=decode_charge(model, req, grid, tokens, b))
+
+
+def decode_charge(model: Any, req: PlanRequest, grid: tuple[int, int], tokens: tuple[int, ...],
+                  batch: int) -> ProgramCharge:
+    """What the decode program allocates per PE on ``grid`` regions (``plmr.decode_memory``, the table it
+    allocates from): each layer's blocks at the largest column's size and K|V ring buffers of
+    ⌈tokens/P_y⌉ entries at the longest layer's cache (the program's one capacity), its vectors,
+    the embedding table on the first stage, the LM head (tied: the table again), final norm and logits
+    on the last, and the code bound when charged. A batch of requests holds one KV cache and one set
+    of working vectors each (the program runs one request; the planner's batch is an estimate)."""
+    p_y, p_x = grid
+    cap = max(1, ceil_div(max(tokens, default=1), p_y))
+    return _decode_charge(DecodeModel.of(model), p_y, p_x, cap, req.dtype, batch, decode_program_bytes(req))
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _decode_charge(mod: DecodeModel, p_y: int, p_x: int, cap: int, dtype: str, batch: int,
+                   code: int) -> ProgramCharge:
+    w, kv = decode_layer_bytes(mod, p_y, p_x, cap, dtype)
+    fixed = decode_fixed_bytes(mod, p_y, p_x, cap, dtype)
+    return ProgramCharge((w, batch * kv), batch * fixed["buffers"] + code, fixed["first"], fixed["last"],
+                         fixed["both"])
 
 
 def decode_program_bytes(req: PlanRequest) -> int:
@@ -1025,10 +1050,13 @@ def packed_placement(model: Any, req: PlanRequest, grid: tuple[int, int], contex
     if req.method != "full" or req.hardware.mesh_width % grid[1] == 0:
         return None
     ctx = req.decode_context if context is None else context
+    b = req.batch if batch is None else batch
+    tokens = layer_contexts(model, ctx)
+    widths = (grid[1], req.hardware.mesh_width % grid[1])
     try:
-        p = place_layers_packed(req.hardware, model_dims(model), layer_contexts(model, ctx), model.vocab_size,
-                                model.tie_word_embeddings, grid, req.dtype, req.batch if batch is None else batch,
-                                _wafer_count(req))
+        p = place_layers_packed(req.hardware, model_dims(model), tokens, model.vocab_size,
+                                model.tie_word_embeddings, grid, req.dtype, b, _wafer_count(req),
+                                charges={w: decode_charge(model, req, (grid[0], w), tokens, b) for w in widths})
     except InputError:
         return None
     return p if p.fits else None

@@ -317,3 +317,78 @@ def test_stages_of_different_widths_equal_the_block_model(tiny_model, grid, mesh
         assert r.token == nxt
         close(r.logits, lay.logits_vec.gather(logits), "logits", 1e-5)
         tok = nxt
+
+
+# (model, grid, layers per stage, capacity, dtype, packed strips: mesh width or None): MHA, GQA, MQA with
+# biases, tied embeddings, Llama 3 rope, a sliding window; sizes not divisible by the grid, P_x < n_kv and
+# P_x > n_kv·d/2; one stage (embedding and LM head on one region), first/middle/last stages, a stage
+# holding only the LM head, and a packed placement whose strips are narrower
+TABLE_CASES = [
+    ("llama_gqa", (3, 4), (4,), 5, "fp32", None),
+    ("llama_mha", (2, 5), (1, 2, 1), 7, "fp16", None),
+    ("llama_mqa_bias", (4, 7), (2, 2), 3, "fp16", None),
+    ("qwen2_bias_tied", (3, 2), (2, 2), 6, "fp32", None),
+    ("qwen2_bias_tied", (5, 3), (4,), 4, "fp16", None),
+    ("llama3_rope", (2, 40), (3, 1, 0), 2, "fp16", None),
+    ("mistral_window", (3, 1), (2, 2), 5, "fp32", None),
+    ("llama_gqa", (3, 4), (1, 1, 2, 0), 5, "fp16", 7),
+]
+
+
+@pytest.mark.parametrize("name,grid,layers,capacity,dt,mesh_width", TABLE_CASES)
+def test_the_programs_buffers_are_the_planners_table(tiny_model, name, grid, layers, capacity, dt, mesh_width):
+    """Every parameter set's buffers (the simulator's own accounting of the body's lengths at its
+    parameter values, which the CSL lowering equals) are ``plmr.decode_memory``'s for its stage, its bytes
+    are ``decode_stage_bytes``; and the table's per-layer blocks are the layout's largest (from
+    ``DecodeLayout``'s partitions, not the table): the busiest PE's weights, K|V and embedding fill
+    exactly their buffers."""
+    from plmr.decode_memory import DecodeModel, buffer_length, decode_buffers, decode_sizes, decode_stage_bytes
+    from waferllm.placement import packed_regions
+    from waferllm.weights import model_spec_fast
+
+    d, _ = tiny_model(name)
+    base = model_spec_fast(d)
+    L = sum(layers)
+    win = tuple(range(L)) if base.sliding_window_layers else ()
+    spec = dataclasses.replace(base, num_layers=L, sliding_window_layers=win)
+    if mesh_width is None:
+        hw = WSE2.with_params(mesh_width=grid[1] * len(layers), mesh_height=grid[0])
+        places = [(y, x, grid[1]) for y, x in snake_origins(hw, grid, len(layers))]
+    else:
+        hw = WSE2.with_params(mesh_width=mesh_width, mesh_height=grid[0] * 2)
+        places = packed_regions(hw, grid)[:len(layers)]
+    stages, a = [], 0
+    for i, n in enumerate(layers):
+        y, x, w = places[i]
+        stages.append(DecodeStage(i, a, a + n - 1, (y, x), embedding=i == 0, lm_head=i == len(layers) - 1,
+                                  width=w if mesh_width else 0))
+        a += n
+    prog = build_decode_program(DecodeConfig(spec, grid, tuple(stages), capacity, dt), hw.with_params(sram_bytes=1 << 24))
+    p = prog.program
+    p.finalize()
+    mod = DecodeModel.of(spec)
+    of_pe = p.pe_blocks().reshape(p.height, p.width)
+    for s, (y, x, w) in zip(stages, places):
+        first, last = s.embedding, s.lm_head
+        table = decode_buffers(mod, decode_sizes(mod, grid[0], w), capacity, dt)
+        want = {k: buffer_length(kind, size, s.num_layers, first, last, mod.tied) for k, (_, kind, size) in table.items()}
+        blocks = [p.blocks[int(b)] for b in np.unique(of_pe[y:y + grid[0], x:x + w])]
+        for blk in blocks:
+            assert {b.name: b.length for b in blk.buffers} == want
+            assert blk.data_bytes == decode_stage_bytes(mod, grid[0], w, capacity, s.num_layers, first, last, dt)
+        # the layout's largest blocks (independent of the table): each layer's stride is the busiest PE's
+        lay = DecodeLayout(spec, grid[0], w)
+        hl = lay.heads
+        rows, cols = range(grid[0]), range(w)
+        ey = max(lay.hidden.sizes)
+        biggest = {"wqkv": max(lay.hidden.sizes[r] * (hl.q.sizes[c] + 2 * hl.kv.sizes[c]) for r in rows for c in cols),
+                   "wo": max(hl.q.sizes[c] * lay.hidden.sizes[r] for r in rows for c in cols),
+                   "wgu": max(2 * lay.hidden.sizes[r] * lay.ffn.sizes[c] for r in rows for c in cols),
+                   "wd": max(lay.ffn.sizes[c] * lay.hidden.sizes[r] for r in rows for c in cols),
+                   "gin": ey, "kc": max(hl.kv.sizes) * capacity}
+        for k, n in biggest.items():
+            assert want[k] == max(s.num_layers * n, 1), k
+        if first or (last and mod.tied):
+            assert want["emb"] == max(lay.vocab.sizes) * ey
+        if last:
+            assert want["lg32"] == want["lg"] == max(lay.vocab.sizes)

@@ -267,14 +267,33 @@ def test_a_model_that_cannot_fit_fails_at_compile_with_the_numbers(tmp_path, tin
     assert r.exit_code == 2  # the planner's memory check, with the numbers
     assert r.output.startswith("Error: ") and "one layer needs" in r.output and "available" in r.output
     assert not out.exists()
-    # the planner's model fits, the real program (its code, vectors) does not: the fitted stages say so
-    from plmr.hardware import WSE2
-    from waferllm.compile import fit_stages
-    from waferllm.weights import model_spec_fast
-    with pytest.raises(InputError, match=r"one layer needs \d+ B per PE .* \d+ B of code"):
-        fit_stages(model_spec_fast(d), WSE2.with_params(sram_bytes=16 * 1024), (4, 4), "fp32", 40)
     with pytest.raises(InputError, match="context"):
         compile_bundle(CompileRequest(model=str(d), context=10_000, out=tmp_path / "c"))
+
+
+def test_a_plan_without_room_for_the_code_is_made_again_and_builds():
+    """The planner charges the decode program's buffers but not, by default, its code: on a wafer where
+    the plan's busiest stage leaves less than the code bound free, ``plan_decode`` plans again with the
+    bound as SRAM reserve (a note says so), and the program of those stages builds on the real wafer."""
+    from meshgemm.decode_program import DecodeConfig, build_decode_program
+    from plmr.hardware import WSE2
+    from plmr.program_code import DECODE_CODE
+    from waferllm.compile import plan_decode, program_trees
+    from waferllm.model import spec_from_config_dict
+    from waferllm.planner import PlanRequest, plan
+    cfg = dict(architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=72, intermediate_size=100,
+               num_attention_heads=6, num_key_value_heads=2, num_hidden_layers=8, vocab_size=512,
+               max_position_embeddings=256, rms_norm_eps=1e-5)
+    model = spec_from_config_dict(cfg, "tiny8")
+    hw = WSE2.with_params(mesh_width=16, mesh_height=12, sram_bytes=20 * 1024)
+    first = plan(model, PlanRequest(hardware=hw, dtype="fp32", context=64, input_len=64))
+    assert first.fits and first.placement.bytes_per_pe + DECODE_CODE.bytes(hw) > hw.usable_sram_bytes
+    p, st = plan_decode(model, hw, "fp32", 64, None)
+    assert any("planned again" in n for n in st.notes)
+    assert p.placement.bytes_per_pe + DECODE_CODE.bytes(hw) <= hw.usable_sram_bytes
+    assert [(s.first, s.last) for s in st.stages] == [tuple(s.layers) for s in p.placement.stages]
+    prog = build_decode_program(DecodeConfig(model, st.grid, st.stages, st.capacity, "fp32", **program_trees(p)), hw)
+    prog.program.finalize()  # raises on an SRAM overflow
 
 
 def test_compile_is_atomic(tmp_path, tiny_model, monkeypatch):

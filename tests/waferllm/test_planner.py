@@ -146,13 +146,20 @@ def test_full_method_refuses_published_grids_that_cannot_hold_the_model(flag, gr
     assert f"regions of {grid}x{grid}" in msg and "room for" in msg, msg
 
 
-@pytest.mark.parametrize("grid,strip,regions", [(420, 330, [([0, 0], 420), ([0, 420], 330), ([420, 330], 420)]),
-                                                (540, 210, [([0, 0], 540), ([0, 540], 210)])])
+def test_the_published_540_grid_does_not_hold_the_program_even_with_its_strip():
+    """At 540x540 one aligned region and one 540x210 strip: charged the decode program's buffers (the LM
+    head's logits and the strip's vectors among them), LLaMA3-8B at 4,096 tokens fits neither; the refusal
+    names both."""
+    msg = plan_error("llama3-8b", "--method", "full", "--decode-grid", "540", "--context", "4096")
+    assert "regions of 540x540" in msg and "540x210 strips" in msg, msg
+
+
+@pytest.mark.parametrize("grid,strip,regions", [(420, 330, [([0, 0], 420), ([0, 420], 330), ([420, 330], 420)])])
 def test_published_decode_grids_hold_the_model_with_the_strips(grid, strip, regions):
-    """The authors' 420 and 540 decode grids on WSE-2 (994x750): the aligned tiling has 2 regions of 420
-    (994 // 420 bands x 750 // 420) and 1 of 540, too few for LLaMA3-8B at 4,096 tokens under the full method
-    (its own placement's count); with the 750 mod P strip beside each band's region (packed order: band 0
-    west to east, band 1 mirrored) it fits one wafer."""
+    """The authors' 420 decode grid on WSE-2 (994x750): the aligned tiling has 2 regions of 420
+    (994 // 420 bands x 750 // 420), too few for LLaMA3-8B at 4,096 tokens under the full method (its own
+    placement's count); with the 750 mod P strip beside each band's region (packed order: band 0 west to
+    east, band 1 mirrored) it fits one wafer."""
     from waferllm.planner import PlanRequest, real_placement
     model = load_catalog_model("llama3-8b")
     aligned = real_placement(model, PlanRequest(WSE2, context=4096), (grid, grid))

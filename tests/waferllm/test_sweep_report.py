@@ -33,7 +33,7 @@ def results(tmp_path_factory) -> Path:
            "--k-tree", "1,2")
     _sweep(out, "--kernel", "meshgemm,cannon-bsp", "--mesh", "2,3", "--size", "12", "--simulate")
     _sweep(out, "--kernel", "meshgemv", "--mesh", "4", "--size", "2")  # k < rows: recorded as an error
-    _sweep(out, "--model", "llama3-8b", "--decode-grid", "200,300", "--prefill-grid", "600", "--method", "paper")
+    _sweep(out, "--model", "llama3-8b", "--decode-grid", "250,300", "--prefill-grid", "600", "--method", "paper")
     return out
 
 
