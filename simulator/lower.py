@@ -245,68 +245,59 @@ def lower_program(prog: MeshProgram, spec: HardwareSpec, functional: bool) -> Lo
 # ------------------------------------------------------------------------------------------------
 
 
+# Port-mask tables (a route's rx or tx mask has one bit per port, 5 bits): how many ports a mask
+# has, how many of its ports lie below port p (port p's channel within its route) and its j-th port.
+_MASKS = range(1 << len(Port))
+_POPCOUNT = np.array([bin(m).count("1") for m in _MASKS], dtype=np.int64)
+_RANK = np.array([[bin(m & ((1 << p) - 1)).count("1") for p in range(len(Port))] for m in _MASKS], dtype=np.int64)
+_NTH_PORT = np.array([[p for p in range(len(Port)) if m >> p & 1] + [0] * (len(Port) - bin(m).count("1"))
+                      for m in _MASKS], dtype=np.int8)
+
+
 def _lower_routes(prog: MeshProgram, C: int) -> dict:
     """Route records for the union of the layout's routes and their run-time alternatives: a route
     has a channel for every port any of its configurations accepts; ``r_cfg_tx``/``r_cfg_down`` hold
-    each configuration's outputs (configuration 0: the layout's)."""
+    each configuration's outputs (configuration 0: the layout's). Every step is a pass over the
+    routes (millions at 720²), none a Python loop over them."""
     W, H = prog.width, prog.height
     P = W * H
     configs = [(prog._rx, prog._tx)] + [prog._alt[k] for k in sorted(prog._alt)]
     union = prog._rx.copy()
     for rx, _ in configs[1:]:
         union |= rx
-    pe_idx, col_idx = np.nonzero(union)
-    nr = pe_idx.size
+    flat = np.flatnonzero(union)  # routes sorted by (PE, colour): index PE * C + colour
+    pe_idx, col_idx = flat // C, flat % C
+    nr = flat.size
     route_of = np.full(P * C, -1, dtype=np.int32)
-    route_of[pe_idx * C + col_idx] = np.arange(nr, dtype=np.int32)
-    r_rx = union[pe_idx, col_idx].astype(np.int32)
-    r_tx = prog._tx[pe_idx, col_idx].astype(np.int32)
-    nrx = np.zeros(nr, dtype=np.int64)
-    for p in range(5):
-        nrx += (r_rx >> p) & 1
+    route_of[flat] = np.arange(nr, dtype=np.int32)
+    r_rx = union.ravel()[flat].astype(np.int32)
+    r_tx = prog._tx.ravel()[flat].astype(np.int32)
+    nrx = _POPCOUNT[r_rx]
     r_chan0 = np.zeros(nr + 1, dtype=np.int64)
     np.cumsum(nrx, out=r_chan0[1:])
     nch = int(r_chan0[-1])
     ch_route = np.repeat(np.arange(nr, dtype=np.int32), nrx)
-    ch_port = np.zeros(nch, dtype=np.int8)
-
-    def rank(rx, p):
-        below = rx & ((1 << p) - 1)
-        cnt = np.zeros_like(rx)
-        for q in range(p):
-            cnt += (below >> q) & 1
-        return cnt
-
-    for p in range(5):
-        has = ((r_rx >> p) & 1).astype(bool)
-        ch_port[(r_chan0[:-1] + rank(r_rx, p))[has]] = p
-    r_rampch = np.where((r_rx >> Port.RAMP) & 1, r_chan0[:-1] + rank(r_rx, Port.RAMP), -1).astype(np.int64)
+    # a route's channels are its accepted ports in ascending order
+    ch_port = _NTH_PORT[r_rx[ch_route], np.arange(nch) - r_chan0[ch_route]]
+    r_rampch = np.where((r_rx >> Port.RAMP) & 1, r_chan0[:-1] + _RANK[r_rx, Port.RAMP], -1).astype(np.int64)
     xs, ys = pe_idx % W, pe_idx // W
 
     def downstream(tx_mask: np.ndarray) -> np.ndarray:
         """Per route and output port, the neighbour's channel a wavelet lands in (-1: none, -2: off)."""
-        r_down = np.full(nr * 4, -1, dtype=np.int64)
+        r_down = np.full((nr, 4), -1, dtype=np.int64)
         for p in (Port.NORTH, Port.SOUTH, Port.EAST, Port.WEST):
-            has = ((tx_mask >> p) & 1).astype(bool)
             dx, dy = p.delta
-            nx, ny = xs + dx, ys + dy
-            off = (nx < 0) | (nx >= W) | (ny < 0) | (ny >= H)
-            down = np.full(nr, -1, dtype=np.int64)
-            down[off] = -2
-            ok = has & ~off
-            nb = (ny * W + nx)[ok]
-            r2 = route_of[nb * C + col_idx[ok]]
-            opp = p.opposite
-            valid = r2 >= 0
-            r2v = r2[valid]
-            accepts = ((r_rx[r2v] >> opp) & 1).astype(bool)
-            d = np.full(r2.size, -1, dtype=np.int64)
-            sub = np.full(r2v.size, -1, dtype=np.int64)
-            sub[accepts] = (r_chan0[r2v] + rank(r_rx[r2v], opp))[accepts]
-            d[valid] = sub
-            down[ok] = d
-            r_down[np.arange(nr) * 4 + p] = np.where(has, down, -1)
-        return r_down
+            sel = np.flatnonzero((tx_mask >> p) & 1)  # the routes that send through p
+            sx, sy = xs[sel] + dx, ys[sel] + dy
+            off = (sx < 0) | (sx >= W) | (sy < 0) | (sy >= H)
+            r_down[sel[off], p] = -2
+            ok = sel[~off]
+            r2 = route_of[flat[ok] + (dy * W + dx) * C]  # the same colour's route at the neighbour
+            ok, r2 = ok[r2 >= 0], r2[r2 >= 0]
+            rx2 = r_rx[r2]
+            acc = ((rx2 >> p.opposite) & 1).astype(bool)  # it accepts from this side
+            r_down[ok[acc], p] = r_chan0[r2[acc]] + _RANK[rx2[acc], p.opposite]
+        return r_down.ravel()
 
     r_down = downstream(r_tx)
     K = len(configs)
@@ -314,7 +305,7 @@ def _lower_routes(prog: MeshProgram, C: int) -> dict:
     r_cfg_down = np.full((max(nr, 1), K, 4), -1, dtype=np.int64)
     if K > 1:
         for k, (_, tx) in enumerate(configs):
-            t = tx[pe_idx, col_idx].astype(np.int32)
+            t = tx.ravel()[flat].astype(np.int32)
             r_cfg_tx[:nr, k] = t
             r_cfg_down[:nr, k, :] = downstream(t).reshape(nr, 4)
     pe_r0 = np.searchsorted(pe_idx, np.arange(P + 1)).astype(np.int64)
