@@ -266,7 +266,7 @@ def _lower_routes(prog: MeshProgram, C: int) -> dict:
     for rx, _ in configs[1:]:
         union |= rx
     flat = np.flatnonzero(union)  # routes sorted by (PE, colour): index PE * C + colour
-    pe_idx, col_idx = flat // C, flat % C
+    pe_idx = (flat // C).astype(np.int32)
     nr = flat.size
     route_of = np.full(P * C, -1, dtype=np.int32)
     route_of[flat] = np.arange(nr, dtype=np.int32)
@@ -278,9 +278,8 @@ def _lower_routes(prog: MeshProgram, C: int) -> dict:
     nch = int(r_chan0[-1])
     ch_route = np.repeat(np.arange(nr, dtype=np.int32), nrx)
     # a route's channels are its accepted ports in ascending order
-    ch_port = _NTH_PORT[r_rx[ch_route], np.arange(nch) - r_chan0[ch_route]]
+    ch_port = _NTH_PORT[r_rx[ch_route], np.arange(nch, dtype=np.int32) - r_chan0[ch_route].astype(np.int32)]
     r_rampch = np.where((r_rx >> Port.RAMP) & 1, r_chan0[:-1] + _RANK[r_rx, Port.RAMP], -1).astype(np.int64)
-    xs, ys = pe_idx % W, pe_idx // W
 
     def downstream(tx_mask: np.ndarray) -> np.ndarray:
         """Per route and output port, the neighbour's channel a wavelet lands in (-1: none, -2: off)."""
@@ -288,8 +287,8 @@ def _lower_routes(prog: MeshProgram, C: int) -> dict:
         for p in (Port.NORTH, Port.SOUTH, Port.EAST, Port.WEST):
             dx, dy = p.delta
             sel = np.flatnonzero((tx_mask >> p) & 1)  # the routes that send through p
-            sx, sy = xs[sel] + dx, ys[sel] + dy
-            off = (sx < 0) | (sx >= W) | (sy < 0) | (sy >= H)
+            pe = pe_idx[sel]
+            off = (pe % W == (0 if dx < 0 else W - 1)) if dx else (pe // W == (0 if dy < 0 else H - 1))
             r_down[sel[off], p] = -2
             ok = sel[~off]
             r2 = route_of[flat[ok] + (dy * W + dx) * C]  # the same colour's route at the neighbour
@@ -301,15 +300,17 @@ def _lower_routes(prog: MeshProgram, C: int) -> dict:
 
     r_down = downstream(r_tx)
     K = len(configs)
-    r_cfg_tx = np.zeros((max(nr, 1), K), dtype=np.int64)
-    r_cfg_down = np.full((max(nr, 1), K, 4), -1, dtype=np.int64)
-    if K > 1:
+    if K == 1 and nr:  # configuration 0 (what SetRoute(colour, 0) restores) is the layout's
+        r_cfg_tx, r_cfg_down = r_tx.astype(np.int64), r_down
+    else:
+        r_cfg_tx = np.zeros((max(nr, 1), K), dtype=np.int64)
+        r_cfg_down = np.full((max(nr, 1), K, 4), -1, dtype=np.int64)
         for k, (_, tx) in enumerate(configs):
             t = tx.ravel()[flat].astype(np.int32)
             r_cfg_tx[:nr, k] = t
-            r_cfg_down[:nr, k, :] = downstream(t).reshape(nr, 4)
-    pe_r0 = np.searchsorted(pe_idx, np.arange(P + 1)).astype(np.int64)
-    return dict(route_of=route_of, r_pe=pe_idx.astype(np.int32), r_col=col_idx.astype(np.int32), r_rx=r_rx,
+            r_cfg_down[:nr, k, :] = (r_down if k == 0 else downstream(t)).reshape(nr, 4)
+    pe_r0 = np.searchsorted(pe_idx, np.arange(P + 1, dtype=np.int32)).astype(np.int64)
+    return dict(route_of=route_of, r_pe=pe_idx, r_col=(flat % C).astype(np.int32), r_rx=r_rx,
                 r_tx=r_tx, r_chan0=r_chan0, r_rampch=r_rampch, r_down=r_down, pe_r0=pe_r0,
                 ch_route=ch_route, ch_port=ch_port, r_cfg_tx=r_cfg_tx.ravel(), r_cfg_down=r_cfg_down.ravel(),
                 n_configs=K, ch_cap=np.zeros(nch, dtype=np.int32))  # capacities filled by the caller's spec
