@@ -400,6 +400,16 @@ def _run_time_exprs(st) -> list:
     return [as_expr(e) for e in out]
 
 
+# a row before its fields are set: no length/count register, completion, colours, queues or
+# operand offset registers (-1); multiplicity and width 1
+_ROW_DEFAULTS = np.zeros(NFIELDS, dtype=np.int64)
+for _f in ("F_LENR", "F_SREG", "F_DONE", "F_COL1", "F_COL2", "F_QIN", "F_QOUT"):
+    _ROW_DEFAULTS[globals()[_f]] = -1
+_ROW_DEFAULTS[[F_MULT, F_W]] = 1
+_ROW_DEFAULTS[[OPND0 + OPND_FIELDS * k + O_OFFR for k in range(3)]] = -1
+_FIELD = {name[2:]: v for name, v in globals().items() if name.startswith("F_") and isinstance(v, int)}
+
+
 class _CodeGen:
     def __init__(self, block, res, spec: HardwareSpec, rows: list, meta: list, jtab: list, labels: list):
         self.block = block
@@ -413,6 +423,8 @@ class _CodeGen:
         self.labels = labels
         self.reg_values: list[float] = [0.0, 0.0]  # x, y filled per PE
         self.consts: dict[tuple, int] = {}
+        self._subs: dict[int, tuple] = {}  # id(expression) -> (expression, substituted): see sub
+        self._scalar_cost = costs.scalar_cycles(spec)
         self.var_reg: dict[str, int] = {}
         for v in self.body.vars.values():
             self.var_reg[v.name] = self._new_reg(float(v.init))
@@ -456,28 +468,16 @@ class _CodeGen:
 
     # ------------------------------------------------------------------------------- rows
     def emit(self, op: int, **f) -> int:
-        row = np.zeros(NFIELDS, dtype=np.int64)
+        row = _ROW_DEFAULTS.copy()
         row[F_OP] = op
-        row[F_LENR] = -1
-        row[F_SREG] = -1
-        row[F_DONE] = -1
-        row[F_COL1] = -1
-        row[F_COL2] = -1
-        row[F_QIN] = -1
-        row[F_QOUT] = -1
-        row[F_MULT] = 1
-        row[F_W] = 1
-        for k in range(3):
-            row[OPND0 + OPND_FIELDS * k + O_OFFR] = -1
         for k, v in f.items():
             if k.startswith("opnd"):
-                idx = int(k[4])
-                for j, val in enumerate(v):
-                    row[OPND0 + OPND_FIELDS * idx + j] = val
+                o = OPND0 + OPND_FIELDS * int(k[4])
+                row[o:o + len(v)] = v
             else:
-                row[globals()[f"F_{k}"]] = v
+                row[_FIELD[k]] = v
         if op <= LAST_SCALAR:
-            row[F_COST] = costs.scalar_cycles(self.spec)
+            row[F_COST] = self._scalar_cost
         self.rows.append(row)
         # the statement itself: described only when an error names it
         self.meta.append((self.block.index, self.container, self.current if self.current is not None else op))
@@ -485,7 +485,7 @@ class _CodeGen:
 
     def patch(self, row: int, **f) -> None:
         for k, v in f.items():
-            self.rows[row][globals()[f"F_{k}"]] = v
+            self.rows[row][_FIELD[k]] = v
 
     # ------------------------------------------------------------------------------- expressions
     def expr(self, e) -> int:
@@ -532,7 +532,14 @@ class _CodeGen:
         raise InputError(f"{self.where()}: not an expression: {e!r}")
 
     def sub(self, e):
-        return substitute(as_expr(e), self.values)
+        """``e`` with this block's parameter values substituted, once per expression object (a
+        loop's body is walked again by every enclosing loop's hoisting)."""
+        hit = self._subs.get(id(e))
+        if hit is not None and hit[0] is e:
+            return hit[1]
+        out = substitute(as_expr(e), self.values)
+        self._subs[id(e)] = (e, out)  # keeps e alive, so its id is not reused
+        return out
 
     def _hold(self, e, r: int) -> int:
         """Keep the value of ``e`` (now in register r) in a register of its own for the rest of the
