@@ -248,8 +248,8 @@ def lower_program(prog: MeshProgram, spec: HardwareSpec, functional: bool) -> Lo
 # Port-mask tables (a route's rx or tx mask has one bit per port, 5 bits): how many ports a mask
 # has, how many of its ports lie below port p (port p's channel within its route) and its j-th port.
 _MASKS = range(1 << len(Port))
-_POPCOUNT = np.array([bin(m).count("1") for m in _MASKS], dtype=np.int64)
-_RANK = np.array([[bin(m & ((1 << p) - 1)).count("1") for p in range(len(Port))] for m in _MASKS], dtype=np.int64)
+_POPCOUNT = np.array([bin(m).count("1") for m in _MASKS], dtype=np.int8)
+_RANK = np.array([[bin(m & ((1 << p) - 1)).count("1") for p in range(len(Port))] for m in _MASKS], dtype=np.int8)
 _NTH_PORT = np.array([[p for p in range(len(Port)) if m >> p & 1] + [0] * (len(Port) - bin(m).count("1"))
                       for m in _MASKS], dtype=np.int8)
 
@@ -270,35 +270,41 @@ def _lower_routes(prog: MeshProgram, C: int) -> dict:
     nr = flat.size
     route_of = np.full(P * C, -1, dtype=np.int32)
     route_of[flat] = np.arange(nr, dtype=np.int32)
-    r_rx = union.ravel()[flat].astype(np.int32)
-    r_tx = prog._tx.ravel()[flat].astype(np.int32)
-    nrx = _POPCOUNT[r_rx]
+    rx8, tx8 = union.ravel()[flat], prog._tx.ravel()[flat]  # uint8 masks (the int32 copies are outputs)
+    r_rx, r_tx = rx8.astype(np.int32), tx8.astype(np.int32)
+    nrx = _POPCOUNT[rx8]
     r_chan0 = np.zeros(nr + 1, dtype=np.int64)
     np.cumsum(nrx, out=r_chan0[1:])
     nch = int(r_chan0[-1])
     ch_route = np.repeat(np.arange(nr, dtype=np.int32), nrx)
-    # a route's channels are its accepted ports in ascending order
-    ch_port = _NTH_PORT[r_rx[ch_route], np.arange(nch, dtype=np.int32) - r_chan0[ch_route].astype(np.int32)]
-    r_rampch = np.where((r_rx >> Port.RAMP) & 1, r_chan0[:-1] + _RANK[r_rx, Port.RAMP], -1).astype(np.int64)
+    # a route's channels are its accepted ports in ascending order; the RAMP's channel per route
+    ch_port = np.zeros(nch, dtype=np.int8)
+    r_rampch = np.full(nr, -1, dtype=np.int64)
+    for p in range(len(Port)):
+        sel = np.flatnonzero(rx8 & (1 << p))
+        ch = r_chan0[sel] + _RANK[rx8[sel], p]
+        ch_port[ch] = p
+        if p == Port.RAMP:
+            r_rampch[sel] = ch
 
     def downstream(tx_mask: np.ndarray) -> np.ndarray:
         """Per route and output port, the neighbour's channel a wavelet lands in (-1: none, -2: off)."""
         r_down = np.full((nr, 4), -1, dtype=np.int64)
         for p in (Port.NORTH, Port.SOUTH, Port.EAST, Port.WEST):
             dx, dy = p.delta
-            sel = np.flatnonzero((tx_mask >> p) & 1)  # the routes that send through p
+            sel = np.flatnonzero(tx_mask & (1 << p))  # the routes that send through p
             pe = pe_idx[sel]
             off = (pe % W == (0 if dx < 0 else W - 1)) if dx else (pe // W == (0 if dy < 0 else H - 1))
             r_down[sel[off], p] = -2
             ok = sel[~off]
             r2 = route_of[flat[ok] + (dy * W + dx) * C]  # the same colour's route at the neighbour
             ok, r2 = ok[r2 >= 0], r2[r2 >= 0]
-            rx2 = r_rx[r2]
-            acc = ((rx2 >> p.opposite) & 1).astype(bool)  # it accepts from this side
+            rx2 = rx8[r2]
+            acc = (rx2 & (1 << p.opposite)) != 0  # it accepts from this side
             r_down[ok[acc], p] = r_chan0[r2[acc]] + _RANK[rx2[acc], p.opposite]
         return r_down.ravel()
 
-    r_down = downstream(r_tx)
+    r_down = downstream(tx8)
     K = len(configs)
     if K == 1 and nr:  # configuration 0 (what SetRoute(colour, 0) restores) is the layout's
         r_cfg_tx, r_cfg_down = r_tx.astype(np.int64), r_down
@@ -306,7 +312,7 @@ def _lower_routes(prog: MeshProgram, C: int) -> dict:
         r_cfg_tx = np.zeros((max(nr, 1), K), dtype=np.int64)
         r_cfg_down = np.full((max(nr, 1), K, 4), -1, dtype=np.int64)
         for k, (_, tx) in enumerate(configs):
-            t = tx.ravel()[flat].astype(np.int32)
+            t = tx.ravel()[flat]
             r_cfg_tx[:nr, k] = t
             r_cfg_down[:nr, k, :] = (r_down if k == 0 else downstream(t)).reshape(nr, 4)
     pe_r0 = np.searchsorted(pe_idx, np.arange(P + 1, dtype=np.int32)).astype(np.int64)
