@@ -861,7 +861,7 @@ class MeshProgram:
 
 def _isin(values: np.ndarray, allowed) -> np.ndarray:
     """``np.isin`` by a lookup table for integers (one pass, no sort)."""
-    return np.isin(values, np.asarray(allowed), kind="table" if values.dtype.kind in "iub" else None)
+    return np.isin(values, np.asarray(allowed, dtype=np.int64), kind="table" if values.dtype.kind in "iub" else None)
 
 
 def _unique_inverse(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
