@@ -225,7 +225,7 @@ def lower_program(prog: MeshProgram, spec: HardwareSpec, functional: bool) -> Lo
 
     cap_fabric = spec.router_buffer_wavelets + alpha
     cap_ramp = q_out + ramp_in + beta
-    routes["ch_cap"] = np.where(routes["ch_port"] == Port.RAMP, cap_ramp, cap_fabric).astype(np.int32)
+    routes["ch_cap"] = np.where(routes["ch_port"] == Port.RAMP, np.int32(cap_ramp), np.int32(cap_fabric))
     return Lowered(
         width=W, height=H, num_colors=C, functional=functional, alpha=alpha, ramp_in=ramp_in,
         ramp_out=ramp_out, beta=beta, task_cycles=costs.task_cycles(spec),
