@@ -35,6 +35,7 @@ meets the remaining barriers right after its last round.
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
 from meshgemm.gemm import build_cannon_family
 from meshgemm.gemm_baselines import build_summa
@@ -137,32 +138,32 @@ def barrier_colours(spec: HardwareSpec, kernel_colours: int, kernel: str, width:
 # Builders: the barrier-free builders with barriers at their step boundaries
 # ------------------------------------------------------------------------------------------------
 
-def _finish(req: KernelRequest, build: KernelBuild, predicted) -> KernelBuild:
+def _finish(req: KernelRequest, build: KernelBuild, predict) -> KernelBuild:
     layout = dict(build.layout)
     layout["semantics"] = ("bulk-synchronous: a global fabric barrier (one-token chain allreduce along "
                            "rows, then columns) after every step")
-    return dataclasses.replace(build, request=req, predicted=predicted, layout=layout)
+    return dataclasses.replace(build, request=req, predict=predict, layout=layout)
 
 
 def build_meshgemm_bsp(req: KernelRequest, spec: HardwareSpec) -> KernelBuild:
     P_y, P_x = req.mesh
     base = build_cannon_family(dataclasses.replace(req, name="meshgemm"), spec, "meshgemm", bsp=True)
-    return _finish(req, base, plmr_bsp.meshgemm_bsp(spec, P_y, P_x, req.m, req.k, req.n, req.dtype))
+    return _finish(req, base, partial(plmr_bsp.meshgemm_bsp, spec, P_y, P_x, req.m, req.k, req.n, req.dtype))
 
 
 def build_cannon_bsp(req: KernelRequest, spec: HardwareSpec) -> KernelBuild:
     P_y, P_x = req.mesh
     base = build_cannon_family(dataclasses.replace(req, name="cannon"), spec, "cannon", bsp=True)
-    return _finish(req, base, plmr_bsp.cannon_bsp(spec, P_y, P_x, req.m, req.k, req.n, req.dtype))
+    return _finish(req, base, partial(plmr_bsp.cannon_bsp, spec, P_y, P_x, req.m, req.k, req.n, req.dtype))
 
 
 def build_summa_bsp(req: KernelRequest, spec: HardwareSpec) -> KernelBuild:
     P_y, P_x = req.mesh
     base = build_summa(dataclasses.replace(req, name="summa"), spec, bsp=True)
-    return _finish(req, base, plmr_bsp.summa_bsp(spec, P_y, P_x, req.m, req.k, req.n, req.dtype))
+    return _finish(req, base, partial(plmr_bsp.summa_bsp, spec, P_y, P_x, req.m, req.k, req.n, req.dtype))
 
 
 def build_gemv_pipeline_bsp(req: KernelRequest, spec: HardwareSpec) -> KernelBuild:
     P_y, P_x = req.mesh
     base = build_gemv_pipeline(dataclasses.replace(req, name="gemv-pipeline"), spec, bsp=True)
-    return _finish(req, base, plmr_bsp.gemv_pipeline_bsp(spec, P_y, P_x, req.k, req.n, dtype=req.dtype))
+    return _finish(req, base, partial(plmr_bsp.gemv_pipeline_bsp, spec, P_y, P_x, req.k, req.n, dtype=req.dtype))

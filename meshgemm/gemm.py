@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -214,8 +215,8 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: 
         prog.set_data(range(P_x), range(P_y), "A", a_init)
         prog.set_data(range(P_x), range(P_y), "B", b_init)
 
-    predicted = (plmr_gemm.meshgemm if kind == "meshgemm" else plmr_gemm.cannon)(
-        spec, P_y, P_x, M, K, N, dt, a_skew=a_skew)
+    predict = partial(plmr_gemm.meshgemm if kind == "meshgemm" else plmr_gemm.cannon,
+                      spec, P_y, P_x, M, K, N, dt, a_skew=a_skew)
 
     def gather(res) -> dict[str, np.ndarray]:
         Cp = np.zeros((Q * g.m_v, Q * g.n_v), dtype=np.float64)
@@ -242,7 +243,7 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: 
         "mesh": f"{P_y}x{P_x} physical, virtual {Q}x{Q} (q_y={g.q_y}, q_x={g.q_x}); {Q} steps; "
                 f"{n_slots} colours",
     }
-    return KernelBuild(req, prog, predicted, gather, inputs, expected, layout)
+    return KernelBuild(req, prog, predict, gather, inputs, expected, layout)
 
 
 def _add_barriers(body: Body, bar: tuple, skewmax) -> None:

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 
@@ -167,7 +168,7 @@ def build_summa(req: KernelRequest, spec: HardwareSpec, bsp: bool = False) -> Ke
         prog.set_data(X_, Y_, "B", lambda px, py: np.concatenate(
             [flat(tile_of(Bp, py * q_y + j, px, k, n), "row") for j in range(q_y)]))
 
-    predicted = plmr_gemm.summa(spec, P_y, P_x, M, K, N, dt)
+    predict = partial(plmr_gemm.summa, spec, P_y, P_x, M, K, N, dt)
 
     def gather(res):
         Cp = np.zeros((P_y * m, P_x * n))
@@ -183,4 +184,4 @@ def build_summa(req: KernelRequest, spec: HardwareSpec, bsp: bool = False) -> Ke
         "C": f"M_y N_x natural, {m}x{n} ({order}-major) per PE",
         "mesh": f"{P_y}x{P_x}, {S} panel steps, relay broadcasts (variant (i)), {nx + ny} colours",
     }
-    return KernelBuild(req, prog, predicted, gather, inputs, expected, layout)
+    return KernelBuild(req, prog, predict, gather, inputs, expected, layout)

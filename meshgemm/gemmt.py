@@ -22,6 +22,8 @@ serialised by sharing one DSD, or the second side added via a scratch buffer.)
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from meshgemm import line_rules as L
@@ -141,7 +143,7 @@ def build_gemmt(req: KernelRequest, spec: HardwareSpec) -> KernelBuild:
         prog.set_data(X_, Y_, "B", lambda px, py: np.concatenate(
             [flat(tile_of(Bp, py, px, nb, k).T, "row")] + ([np.zeros(tb)] if P_y > 1 else [])))
 
-    predicted = plmr_gemm.gemmt(spec, P_y, P_x, M, K, N, dt)
+    predict = partial(plmr_gemm.gemmt, spec, P_y, P_x, M, K, N, dt)
 
     def gather(res):
         Cp = np.zeros((P_y * m, P_y * nb))
@@ -163,7 +165,7 @@ def build_gemmt(req: KernelRequest, spec: HardwareSpec) -> KernelBuild:
         "mesh": f"{P_y}x{P_x}, {P_y} steps, chain reduce along x (4 colours) + y-ring "
                 f"({ry.slots} colours)",
     }
-    return KernelBuild(req, prog, predicted, gather, inputs, expected, layout)
+    return KernelBuild(req, prog, predict, gather, inputs, expected, layout)
 
 
 def _pick(cmap, parity: Expr, base: int) -> Expr:

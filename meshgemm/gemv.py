@@ -23,11 +23,13 @@ compute from communication.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import numpy as np
 
 from plmr import gemv as plmr_gemv
+from plmr.breakdown import CostBreakdown
 from plmr.errors import InputError
 from plmr.hardware import HardwareSpec
 from plmr.ktree import build_ktree
@@ -75,9 +77,9 @@ def balanced_block(total: ExprLike, parts: ExprLike, i: ExprLike) -> Expr:
 
 
 def _build(req: KernelRequest, spec: HardwareSpec, axis: str, scheme: str,
-           collective: Callable[[MeshProgram, ColourMap], C.Collective], slots: int, predicted,
-           pad_to: int = 0, with_broadcast: bool = True, bsp: bool = False,
-           own_queues: bool = False) -> KernelBuild:
+           collective: Callable[[MeshProgram, ColourMap], C.Collective], slots: int,
+           predict: Callable[[], CostBreakdown], pad_to: int = 0, with_broadcast: bool = True,
+           bsp: bool = False, own_queues: bool = False) -> KernelBuild:
     """One body on every PE: a local GEMV (m FMACs of length n) then the collective along ``axis``.
     ``own_queues``: a queue per colour (``Body.own_queues``), the same queue plan at every mesh size."""
     p_y, p_x, n_ax, n_other = _check(req, spec, axis)
@@ -159,7 +161,7 @@ def _build(req: KernelRequest, spec: HardwareSpec, axis: str, scheme: str,
         "scheme": scheme,
         "root": str(root),
     }
-    return KernelBuild(request=req, program=prog, predicted=predicted, gather=gather, inputs=inputs,
+    return KernelBuild(request=req, program=prog, predict=predict, gather=gather, inputs=inputs,
                        expected=expected, layout=layout)
 
 
@@ -180,8 +182,8 @@ def build_meshgemv(req: KernelRequest, spec: HardwareSpec, axis: str = "y",
     counts = _ktree_counts(req, n_ax)
     build_ktree(max(n_ax, 1), k, counts)  # validates the grouping (InputError)
     slots = C.colours_needed("ktree", n_ax, k, with_broadcast)
-    predicted = plmr_gemv.meshgemv(spec, p_y, p_x, req.k, req.n, k=k, group_counts=counts, axis=axis,
-                                   dtype=req.dtype, with_broadcast=with_broadcast)
+    predict = partial(plmr_gemv.meshgemv, spec, p_y, p_x, req.k, req.n, k=k, group_counts=counts, axis=axis,
+                      dtype=req.dtype, with_broadcast=with_broadcast)
 
     def coll(prog, colours):
         return C.ktree_allreduce(prog, axis, "y", "r", colours.__getitem__, k=k, group_counts=counts,
@@ -192,7 +194,7 @@ def build_meshgemv(req: KernelRequest, spec: HardwareSpec, axis: str = "y",
     # program follow the mesh. For K <= 2 the 2K + 1 colours fit one queue each on every target
     # (WSE-2 has 7 usable input queues, WSE-3 6), at no cost in cycles; for K >= 3 the colours
     # share queues where the mesh allows, and the PE program may differ between sizes.
-    return _build(req, spec, axis, f"K-tree allreduce, K={k}", coll, slots, predicted,
+    return _build(req, spec, axis, f"K-tree allreduce, K={k}", coll, slots, predict,
                   with_broadcast=with_broadcast, own_queues=k <= 2)
 
 
@@ -200,23 +202,23 @@ def build_gemv_pipeline(req: KernelRequest, spec: HardwareSpec, axis: str = "y",
     """GEMV with the pipeline allreduce: chain into the end PE, then broadcast back. ``bsp``: a
     global barrier after the local GEMV and after the reduce."""
     p_y, p_x, n_ax, _ = _check(req, spec, axis)
-    predicted = plmr_gemv.gemv_pipeline(spec, p_y, p_x, req.k, req.n, axis=axis, dtype=req.dtype)
+    predict = partial(plmr_gemv.gemv_pipeline, spec, p_y, p_x, req.k, req.n, axis=axis, dtype=req.dtype)
 
     def coll(prog, colours):
         return C.pipeline_allreduce(prog, axis, "y", "r", colours.__getitem__)
 
     return _build(req, spec, axis, "pipeline allreduce", coll, C.colours_needed("pipeline", n_ax),
-                  predicted, bsp=bsp)
+                  predict, bsp=bsp)
 
 
 def build_gemv_ring(req: KernelRequest, spec: HardwareSpec, axis: str = "y") -> KernelBuild:
     """GEMV with a ring allreduce (reduce-scatter + allgather on the interleaved ring). The partial
     sum buffer is padded with zeros to at least one element per ring PE."""
     p_y, p_x, n_ax, _ = _check(req, spec, axis)
-    predicted = plmr_gemv.gemv_ring(spec, p_y, p_x, req.k, req.n, axis=axis, dtype=req.dtype)
+    predict = partial(plmr_gemv.gemv_ring, spec, p_y, p_x, req.k, req.n, axis=axis, dtype=req.dtype)
 
     def coll(prog, colours):
         return C.ring_allreduce(prog, axis, "y", Param("ylen"), colours.__getitem__)
 
-    return _build(req, spec, axis, "ring allreduce", coll, C.colours_needed("ring", n_ax), predicted,
+    return _build(req, spec, axis, "ring allreduce", coll, C.colours_needed("ring", n_ax), predict,
                   pad_to=n_ax if n_ax > 1 else 0)

@@ -3,11 +3,16 @@
 A build holds the ``MeshProgram`` (the single description the simulator runs and the CSL emitter
 will lower), the input data it was loaded with, the numpy reference of its outputs, a ``gather``
 that reassembles outputs from a simulation result, and the PLMR prediction for the same shapes.
+
+The prediction is computed on first use of ``predicted``: some formulas evaluate every PE's steps
+(``plmr.gemm_schedules``: seconds at 720²), and a build that is only lowered, emitted as CSL or
+simulated without a comparison does not need it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Callable
 
 import numpy as np
@@ -58,11 +63,16 @@ class KernelRequest:
 class KernelBuild:
     request: KernelRequest
     program: MeshProgram
-    predicted: CostBreakdown
+    predict: Callable[[], CostBreakdown]  # the PLMR formula bound to these shapes (``predicted`` calls it)
     gather: Callable[[Any], dict[str, np.ndarray]]  # SimResult -> outputs, full (unpadded) shapes
     inputs: dict[str, np.ndarray] = field(default_factory=dict)  # empty for timing-only builds
     expected: dict[str, np.ndarray] = field(default_factory=dict)  # numpy reference
     layout: dict[str, str] = field(default_factory=dict)  # where each operand lives, for humans
+
+    @cached_property
+    def predicted(self) -> CostBreakdown:
+        """The PLMR prediction for the same shapes, computed once, on first use."""
+        return self.predict()
 
     def colors_per_pe(self) -> int:
         """Most distinct colours any PE routes (the R metric)."""

@@ -225,7 +225,7 @@ def lower_program(prog: MeshProgram, spec: HardwareSpec, functional: bool) -> Lo
 
     cap_fabric = spec.router_buffer_wavelets + alpha
     cap_ramp = q_out + ramp_in + beta
-    routes["ch_cap"] = np.where(routes["ch_port"] == Port.RAMP, cap_ramp, cap_fabric).astype(np.int32)
+    routes["ch_cap"] = np.where(routes["ch_port"] == Port.RAMP, np.int32(cap_ramp), np.int32(cap_fabric))
     return Lowered(
         width=W, height=H, num_colors=C, functional=functional, alpha=alpha, ramp_in=ramp_in,
         ramp_out=ramp_out, beta=beta, task_cycles=costs.task_cycles(spec),
@@ -245,80 +245,78 @@ def lower_program(prog: MeshProgram, spec: HardwareSpec, functional: bool) -> Lo
 # ------------------------------------------------------------------------------------------------
 
 
+# Port-mask tables (a route's rx or tx mask has one bit per port, 5 bits): how many ports a mask
+# has, how many of its ports lie below port p (port p's channel within its route) and its j-th port.
+_MASKS = range(1 << len(Port))
+_POPCOUNT = np.array([bin(m).count("1") for m in _MASKS], dtype=np.int8)
+_RANK = np.array([[bin(m & ((1 << p) - 1)).count("1") for p in range(len(Port))] for m in _MASKS], dtype=np.int8)
+_NTH_PORT = np.array([[p for p in range(len(Port)) if m >> p & 1] + [0] * (len(Port) - bin(m).count("1"))
+                      for m in _MASKS], dtype=np.int8)
+
+
 def _lower_routes(prog: MeshProgram, C: int) -> dict:
     """Route records for the union of the layout's routes and their run-time alternatives: a route
     has a channel for every port any of its configurations accepts; ``r_cfg_tx``/``r_cfg_down`` hold
-    each configuration's outputs (configuration 0: the layout's)."""
+    each configuration's outputs (configuration 0: the layout's). Every step is a pass over the
+    routes (millions at 720²), none a Python loop over them."""
     W, H = prog.width, prog.height
     P = W * H
     configs = [(prog._rx, prog._tx)] + [prog._alt[k] for k in sorted(prog._alt)]
     union = prog._rx.copy()
     for rx, _ in configs[1:]:
         union |= rx
-    pe_idx, col_idx = np.nonzero(union)
-    nr = pe_idx.size
+    flat = np.flatnonzero(union)  # routes sorted by (PE, colour): index PE * C + colour
+    pe_idx = (flat // C).astype(np.int32)
+    nr = flat.size
     route_of = np.full(P * C, -1, dtype=np.int32)
-    route_of[pe_idx * C + col_idx] = np.arange(nr, dtype=np.int32)
-    r_rx = union[pe_idx, col_idx].astype(np.int32)
-    r_tx = prog._tx[pe_idx, col_idx].astype(np.int32)
-    nrx = np.zeros(nr, dtype=np.int64)
-    for p in range(5):
-        nrx += (r_rx >> p) & 1
+    route_of[flat] = np.arange(nr, dtype=np.int32)
+    rx8, tx8 = union.ravel()[flat], prog._tx.ravel()[flat]  # uint8 masks (the int32 copies are outputs)
+    r_rx, r_tx = rx8.astype(np.int32), tx8.astype(np.int32)
+    nrx = _POPCOUNT[rx8]
     r_chan0 = np.zeros(nr + 1, dtype=np.int64)
     np.cumsum(nrx, out=r_chan0[1:])
     nch = int(r_chan0[-1])
     ch_route = np.repeat(np.arange(nr, dtype=np.int32), nrx)
+    # a route's channels are its accepted ports in ascending order; the RAMP's channel per route
     ch_port = np.zeros(nch, dtype=np.int8)
-
-    def rank(rx, p):
-        below = rx & ((1 << p) - 1)
-        cnt = np.zeros_like(rx)
-        for q in range(p):
-            cnt += (below >> q) & 1
-        return cnt
-
-    for p in range(5):
-        has = ((r_rx >> p) & 1).astype(bool)
-        ch_port[(r_chan0[:-1] + rank(r_rx, p))[has]] = p
-    r_rampch = np.where((r_rx >> Port.RAMP) & 1, r_chan0[:-1] + rank(r_rx, Port.RAMP), -1).astype(np.int64)
-    xs, ys = pe_idx % W, pe_idx // W
+    r_rampch = np.full(nr, -1, dtype=np.int64)
+    for p in range(len(Port)):
+        sel = np.flatnonzero(rx8 & (1 << p))
+        ch = r_chan0[sel] + _RANK[rx8[sel], p]
+        ch_port[ch] = p
+        if p == Port.RAMP:
+            r_rampch[sel] = ch
 
     def downstream(tx_mask: np.ndarray) -> np.ndarray:
         """Per route and output port, the neighbour's channel a wavelet lands in (-1: none, -2: off)."""
-        r_down = np.full(nr * 4, -1, dtype=np.int64)
+        r_down = np.full((nr, 4), -1, dtype=np.int64)
         for p in (Port.NORTH, Port.SOUTH, Port.EAST, Port.WEST):
-            has = ((tx_mask >> p) & 1).astype(bool)
             dx, dy = p.delta
-            nx, ny = xs + dx, ys + dy
-            off = (nx < 0) | (nx >= W) | (ny < 0) | (ny >= H)
-            down = np.full(nr, -1, dtype=np.int64)
-            down[off] = -2
-            ok = has & ~off
-            nb = (ny * W + nx)[ok]
-            r2 = route_of[nb * C + col_idx[ok]]
-            opp = p.opposite
-            valid = r2 >= 0
-            r2v = r2[valid]
-            accepts = ((r_rx[r2v] >> opp) & 1).astype(bool)
-            d = np.full(r2.size, -1, dtype=np.int64)
-            sub = np.full(r2v.size, -1, dtype=np.int64)
-            sub[accepts] = (r_chan0[r2v] + rank(r_rx[r2v], opp))[accepts]
-            d[valid] = sub
-            down[ok] = d
-            r_down[np.arange(nr) * 4 + p] = np.where(has, down, -1)
-        return r_down
+            sel = np.flatnonzero(tx_mask & (1 << p))  # the routes that send through p
+            pe = pe_idx[sel]
+            off = (pe % W == (0 if dx < 0 else W - 1)) if dx else (pe // W == (0 if dy < 0 else H - 1))
+            r_down[sel[off], p] = -2
+            ok = sel[~off]
+            r2 = route_of[flat[ok] + (dy * W + dx) * C]  # the same colour's route at the neighbour
+            ok, r2 = ok[r2 >= 0], r2[r2 >= 0]
+            rx2 = rx8[r2]
+            acc = (rx2 & (1 << p.opposite)) != 0  # it accepts from this side
+            r_down[ok[acc], p] = r_chan0[r2[acc]] + _RANK[rx2[acc], p.opposite]
+        return r_down.ravel()
 
-    r_down = downstream(r_tx)
+    r_down = downstream(tx8)
     K = len(configs)
-    r_cfg_tx = np.zeros((max(nr, 1), K), dtype=np.int64)
-    r_cfg_down = np.full((max(nr, 1), K, 4), -1, dtype=np.int64)
-    if K > 1:
+    if K == 1 and nr:  # configuration 0 (what SetRoute(colour, 0) restores) is the layout's
+        r_cfg_tx, r_cfg_down = r_tx.astype(np.int64), r_down
+    else:
+        r_cfg_tx = np.zeros((max(nr, 1), K), dtype=np.int64)
+        r_cfg_down = np.full((max(nr, 1), K, 4), -1, dtype=np.int64)
         for k, (_, tx) in enumerate(configs):
-            t = tx[pe_idx, col_idx].astype(np.int32)
+            t = tx.ravel()[flat]
             r_cfg_tx[:nr, k] = t
-            r_cfg_down[:nr, k, :] = downstream(t).reshape(nr, 4)
-    pe_r0 = np.searchsorted(pe_idx, np.arange(P + 1)).astype(np.int64)
-    return dict(route_of=route_of, r_pe=pe_idx.astype(np.int32), r_col=col_idx.astype(np.int32), r_rx=r_rx,
+            r_cfg_down[:nr, k, :] = (r_down if k == 0 else downstream(t)).reshape(nr, 4)
+    pe_r0 = np.searchsorted(pe_idx, np.arange(P + 1, dtype=np.int32)).astype(np.int64)
+    return dict(route_of=route_of, r_pe=pe_idx, r_col=(flat % C).astype(np.int32), r_rx=r_rx,
                 r_tx=r_tx, r_chan0=r_chan0, r_rampch=r_rampch, r_down=r_down, pe_r0=pe_r0,
                 ch_route=ch_route, ch_port=ch_port, r_cfg_tx=r_cfg_tx.ravel(), r_cfg_down=r_cfg_down.ravel(),
                 n_configs=K, ch_cap=np.zeros(nch, dtype=np.int32))  # capacities filled by the caller's spec
@@ -408,6 +406,16 @@ def _run_time_exprs(st) -> list:
     return [as_expr(e) for e in out]
 
 
+# a row before its fields are set: no length/count register, completion, colours, queues or
+# operand offset registers (-1); multiplicity and width 1
+_ROW_DEFAULTS = np.zeros(NFIELDS, dtype=np.int64)
+for _f in ("F_LENR", "F_SREG", "F_DONE", "F_COL1", "F_COL2", "F_QIN", "F_QOUT"):
+    _ROW_DEFAULTS[globals()[_f]] = -1
+_ROW_DEFAULTS[[F_MULT, F_W]] = 1
+_ROW_DEFAULTS[[OPND0 + OPND_FIELDS * k + O_OFFR for k in range(3)]] = -1
+_FIELD = {name[2:]: v for name, v in globals().items() if name.startswith("F_") and isinstance(v, int)}
+
+
 class _CodeGen:
     def __init__(self, block, res, spec: HardwareSpec, rows: list, meta: list, jtab: list, labels: list):
         self.block = block
@@ -421,6 +429,8 @@ class _CodeGen:
         self.labels = labels
         self.reg_values: list[float] = [0.0, 0.0]  # x, y filled per PE
         self.consts: dict[tuple, int] = {}
+        self._subs: dict[int, tuple] = {}  # id(expression) -> (expression, substituted): see sub
+        self._scalar_cost = costs.scalar_cycles(spec)
         self.var_reg: dict[str, int] = {}
         for v in self.body.vars.values():
             self.var_reg[v.name] = self._new_reg(float(v.init))
@@ -464,28 +474,16 @@ class _CodeGen:
 
     # ------------------------------------------------------------------------------- rows
     def emit(self, op: int, **f) -> int:
-        row = np.zeros(NFIELDS, dtype=np.int64)
+        row = _ROW_DEFAULTS.copy()
         row[F_OP] = op
-        row[F_LENR] = -1
-        row[F_SREG] = -1
-        row[F_DONE] = -1
-        row[F_COL1] = -1
-        row[F_COL2] = -1
-        row[F_QIN] = -1
-        row[F_QOUT] = -1
-        row[F_MULT] = 1
-        row[F_W] = 1
-        for k in range(3):
-            row[OPND0 + OPND_FIELDS * k + O_OFFR] = -1
         for k, v in f.items():
             if k.startswith("opnd"):
-                idx = int(k[4])
-                for j, val in enumerate(v):
-                    row[OPND0 + OPND_FIELDS * idx + j] = val
+                o = OPND0 + OPND_FIELDS * int(k[4])
+                row[o:o + len(v)] = v
             else:
-                row[globals()[f"F_{k}"]] = v
+                row[_FIELD[k]] = v
         if op <= LAST_SCALAR:
-            row[F_COST] = costs.scalar_cycles(self.spec)
+            row[F_COST] = self._scalar_cost
         self.rows.append(row)
         # the statement itself: described only when an error names it
         self.meta.append((self.block.index, self.container, self.current if self.current is not None else op))
@@ -493,7 +491,7 @@ class _CodeGen:
 
     def patch(self, row: int, **f) -> None:
         for k, v in f.items():
-            self.rows[row][globals()[f"F_{k}"]] = v
+            self.rows[row][_FIELD[k]] = v
 
     # ------------------------------------------------------------------------------- expressions
     def expr(self, e) -> int:
@@ -540,7 +538,14 @@ class _CodeGen:
         raise InputError(f"{self.where()}: not an expression: {e!r}")
 
     def sub(self, e):
-        return substitute(as_expr(e), self.values)
+        """``e`` with this block's parameter values substituted, once per expression object (a
+        loop's body is walked again by every enclosing loop's hoisting)."""
+        hit = self._subs.get(id(e))
+        if hit is not None and hit[0] is e:
+            return hit[1]
+        out = substitute(as_expr(e), self.values)
+        self._subs[id(e)] = (e, out)  # keeps e alive, so its id is not reused
+        return out
 
     def _hold(self, e, r: int) -> int:
         """Keep the value of ``e`` (now in register r) in a register of its own for the rest of the

@@ -123,7 +123,10 @@ class Device:
         self.regs = np.zeros(P * cp.nreg, dtype=np.float64)
         regs2 = self.regs.reshape(P, cp.nreg)
         has = cp.pe_block >= 0
-        regs2[has] = cp.reg_init[cp.pe_block[has]]
+        if has.all():  # every PE runs code (the kernels): gather the rows in place, no temporary
+            np.take(cp.reg_init, cp.pe_block, axis=0, out=regs2)
+        else:
+            regs2[has] = cp.reg_init[cp.pe_block[has]]
         regs2[:, 0] = np.arange(P) % W
         regs2[:, 1] = np.arange(P) // W
         self.tact = np.zeros(P, dtype=np.int64)

@@ -158,3 +158,20 @@ def test_bsp_needs_free_colours():
     with pytest.raises(InputError, match="colours"):
         build_kernel(KernelRequest("cannon-bsp", (4, 4), 8, 8, 8), tight)
     assert np.isfinite(predict_kernel(KernelRequest("summa-bsp", (4, 4), 8, 8, 8), WSE2).total_cycles)
+
+
+@pytest.mark.parametrize("name", ["summa", "gemmt", "meshgemv", "cannon-bsp"])
+def test_prediction_is_computed_on_first_use_only(name, monkeypatch):
+    """A build does not evaluate the PLMR formula (seconds at 720² for SUMMA and dist-GEMM-T); the
+    first use of ``predicted`` does, once, and gives ``predict_kernel``'s numbers."""
+    calls = []
+    req = KernelRequest(name, (4, 4), 1 if "gemv" in name else 8, 16, 16, dtype="fp16", functional=False)
+    built = build_kernel(req, WSE2)
+    inner = built.predict
+    monkeypatch.setattr(built, "predict", lambda: calls.append(1) or inner())
+    assert calls == []
+    first = built.predicted
+    assert built.predicted is first and calls == [1]
+    want = predict_kernel(req, WSE2)
+    assert (first.total_cycles, first.compute_cycles, first.bytes_per_pe) == (
+        want.total_cycles, want.compute_cycles, want.bytes_per_pe)
