@@ -19,10 +19,12 @@ expressions (``pick``/``mx``: a select and a max of either kind).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from plmr.prefill_memory import PrefillModel
 from plmr.primitives import balanced_split, ceil_div, dtype_bytes
 
 F32 = "fp32"
@@ -35,31 +37,18 @@ HEAD_BUFFERS = ("fnorm", "xf", "lg32", "lg")
 
 
 @dataclass(frozen=True)
-class DecodeModel:
-    """What the decode program's sizes depend on besides the grid and the KV capacity."""
+class DecodeModel(PrefillModel):
+    """What the decode program's sizes depend on besides the grid and the KV capacity: the layer's
+    dimensions (as for prefill) and the vocabulary of the embedding and LM head."""
 
-    hidden: int
-    ffn: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    vocab: int
+    vocab: int = 0
     tied: bool = False
-    qkv_bias: bool = False
-    o_bias: bool = False
-    mlp_bias: bool = False
 
     @classmethod
     def of(cls, spec: Any) -> "DecodeModel":
         """From a ``ModelSpec`` (or anything with its field names)."""
-        return cls(spec.hidden_size, spec.intermediate_size, spec.num_heads, spec.num_kv_heads, spec.head_dim,
-                   spec.vocab_size, bool(getattr(spec, "tie_word_embeddings", False)),
-                   bool(getattr(spec, "qkv_bias", False)), bool(getattr(spec, "o_bias", False)),
-                   bool(getattr(spec, "mlp_bias", False)))
-
-    @property
-    def n_rep(self) -> int:
-        return self.num_heads // self.num_kv_heads
+        return cls(**dataclasses.asdict(PrefillModel.of(spec)), vocab=spec.vocab_size,
+                   tied=bool(getattr(spec, "tie_word_embeddings", False)))
 
 
 @dataclass(frozen=True)
