@@ -151,7 +151,7 @@ def _skew_cycles(spec: HardwareSpec, Q: int, p_y: int, q_x: int, q_y: int, comm_
 def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int,
                    dtype: str, ring_hops_x: float, ring_hops_y: float, skew_hops: int, colors: int,
                    packed: bool, wrap_excess: int = 0, skew_wrap_excess: int = 0,
-                   a_skew: str = "device") -> CostBreakdown:
+                   a_skew: str = "device", recv_ahead: bool = False) -> CostBreakdown:
     """Cannon's schedule as the kernel runs it (meshgemm/gemm.py), term by term:
 
     * **zero C**: one fill of the C block (a ``mov`` of m·n);
@@ -217,7 +217,7 @@ def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: i
 
 
 def meshgemm(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",
-             packed: bool = False, a_skew: str = "device") -> CostBreakdown:
+             packed: bool = False, a_skew: str = "device", recv_ahead: bool = False) -> CostBreakdown:
     """MeshGEMM: interleaved-ring Cannon (every link ≤ 2 hops); A skewed on the device the shorter way
     round (``a_skew="host"``: pre-skewed like B, no skew), B pre-skewed on the host; 9 colours (6
     compute rings + reverse skew ring)."""
@@ -226,11 +226,11 @@ def meshgemm(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dty
     colors = (3 if p_x >= 3 else (2 if p_x == 2 else 0)) + (3 if p_y >= 3 else (2 if p_y == 2 else 0))
     colors += 3 if p_x >= 3 else 0
     return _cannon_family("meshgemm", spec, p_y, p_x, M, K, N, dtype, ring_hops_x, ring_hops_y,
-                          ring_hops_x, colors, packed, a_skew=a_skew)
+                          ring_hops_x, colors, packed, a_skew=a_skew, recv_ahead=recv_ahead)
 
 
 def cannon(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",
-           packed: bool = False, a_skew: str = "device") -> CostBreakdown:
+           packed: bool = False, a_skew: str = "device", recv_ahead: bool = False) -> CostBreakdown:
     """Cannon on plain rings, as the kernel runs it: no barrier separates the steps, so a PE waits
     only for its own incoming tile. Around a ring the P links add up to 2(P-1) hops (P-1 one-hop
     links and the P-1 hop wrap), so in steady state a step pays the average, 2(P-1)/P hops, and
@@ -242,7 +242,8 @@ def cannon(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype
     avg_y = 2 * (p_y - 1) / p_y if p_y > 1 else 1
     wrap_excess = max(max(p_x - 1, p_y - 1) - 1, 0)
     return _cannon_family("cannon", spec, p_y, p_x, M, K, N, dtype, avg_x, avg_y, 1, colors, packed,
-                          wrap_excess=wrap_excess, skew_wrap_excess=max(p_x - 2, 0), a_skew=a_skew)
+                          wrap_excess=wrap_excess, skew_wrap_excess=max(p_x - 2, 0), a_skew=a_skew,
+                          recv_ahead=recv_ahead)
 
 
 def summa_step_issue(spec: HardwareSpec, lines: list, roles: tuple) -> tuple[float, list, float]:
