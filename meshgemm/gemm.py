@@ -44,7 +44,7 @@ from meshgemm.layout import flat, interleaved_ring, pad2, plain_ring, tile_of, u
 from plmr import gemm as plmr_gemm
 from plmr.hardware import HardwareSpec
 from simulator.body import Body
-from simulator.expr import Expr, ExprLike, Param, Var, X, Y, as_expr, eq, ne, select
+from simulator.expr import Expr, ExprLike, Param, Var, X, Y, as_expr, eq, max_, min_, ne, select
 from simulator.instructions import Copy, Fill, Gemm, Recv, Ref, Send
 from simulator.program import MeshProgram
 from simulator.statements import Assign, If, Loop, Wait
@@ -107,13 +107,17 @@ def build_meshgemm(req: KernelRequest, spec: HardwareSpec) -> KernelBuild:
 
 
 def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: bool = False,
-                        a_skew: str = "device", recv_ahead: bool = False) -> KernelBuild:
+                        a_skew: str = "device", balance_skew: bool = True) -> KernelBuild:
     """The shared Cannon schedule; ``kind`` = ``"meshgemm"`` (interleaved rings, links <= 2 hops)
     or ``"cannon"`` (plain rings with the P-1 hop wrap-around link). ``bsp``: a global barrier after
     every skew round and every shifting step (``meshgemm.bsp``). ``a_skew``: ``"device"`` (the
     method's, §4.3) or ``"host"``: A arrives pre-skewed like B, the program has no skew and every
     PE enters the shifting steps at the same cycle (the reference schedule the per-step terms of
-    ``plmr.gemm`` are checked against, tests/meshgemm/test_gemm_kernels.py)."""
+    ``plmr.gemm`` are checked against, tests/meshgemm/test_gemm_kernels.py). ``balance_skew``
+    (device skew, barrier-free): every physical row spends the same rounds in the skew, the rows
+    that rotate fewer adding rounds that move nothing (``row_skew_rounds``), so every PE enters the
+    shifting steps at the same cycle; False: the method's skew as written, each row leaving it after
+    its own rounds."""
     if a_skew not in ("device", "host"):
         raise ValueError(f"a_skew must be 'device' or 'host', not {a_skew!r}")
     if bsp and a_skew != "device":
@@ -130,12 +134,6 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: 
     sx, sy = rx.slots, ry.slots
     rev_x_own = P_x >= 3  # a 2-ring's reverse shift is its forward shift (same transfers)
     n_slots = sx + sy + (rx.slots if rev_x_own else 0)
-    axes = ("xy" if recv_ahead is True else (recv_ahead or "")) if not bsp else ""
-    ahead_x, ahead_y = "x" in axes and P_x > 1, "y" in axes and P_y > 1
-    ahead = ahead_x or ahead_y
-    odd0 = n_slots
-    # the odd steps' compute rings: a receive posted a step ahead runs beside the current one
-    n_slots += (sx if ahead_x else 0) + (sy if ahead_y else 0)
     if bsp:
         from meshgemm.bsp import barrier_colours
         total = barrier_colours(spec, n_slots, kind + "-bsp", P_x, P_y)
@@ -143,8 +141,6 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: 
     cx = lambda s: cmap[s]  # noqa: E731
     cy = lambda s: cmap[sx + s]  # noqa: E731
     crev = (lambda s: cmap[sx + sy + s]) if rev_x_own else cx
-    cx1 = lambda s: cmap[odd0 + s]  # noqa: E731
-    cy1 = lambda s: cmap[odd0 + (sx if ahead_x else 0) + s]  # noqa: E731
 
     prog = MeshProgram(P_x, P_y, spec, name=kind)
     ring_kind = "interleaved" if kind == "meshgemm" else "plain"
@@ -158,12 +154,9 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: 
         L.route_slots(prog, "y", ey.roles(Y), cy)
     if rev_x_own:
         L.route_slots(prog, "x", ex.roles(X, reverse=True), crev)
-    if ahead_x:
-        L.route_slots(prog, "x", ex.roles(X), cx1)
-    if ahead_y:
-        L.route_slots(prog, "y", ey.roles(Y), cy1)
 
-    body = _cannon_body(g, kind, comm_x, comm_y, dt, skew=a_skew == "device", ahead=(ahead_x, ahead_y))
+    balance = balance_skew and a_skew == "device" and not bsp and P_y > 1
+    body = _cannon_body(g, kind, comm_x, comm_y, dt, skew=a_skew == "device", balance=balance)
     bar_params: dict = {}
     if bsp and P_x * P_y > 1:
         from meshgemm.bsp import barrier_fragment
@@ -171,6 +164,11 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: 
         rounds = max((sum(skew_plan(Q, ry.pos[py] * g.q_y + j)[1] for j in range(g.q_y)) for py in range(P_y)),
                      default=0) if comm_x else 0
         _add_barriers(body, bar, prog.param("SKEWMAX", rounds))
+    params_skew = {}
+    if balance and comm_x:
+        params_skew["skewtot"] = prog.param("SKEWTOT", plmr_gemm.most_skew_rounds(Q, P_y, g.q_y))
+    if balance and (g.q_y > 1 or not comm_x):
+        params_skew["copymax"] = prog.param("COPYMAX", plmr_gemm.most_skew_copies(Q, P_y, g.q_x, g.q_y, comm_x))
     params = {"mv": prog.param("MV", g.m_v), "kt": prog.param("KT", g.k), "nv": prog.param("NV", g.n_v),
               "qx": prog.param("QX", g.q_x), "qy": prog.param("QY", g.q_y), "Q": prog.param("Q", Q),
               "H": Param("H")}
@@ -178,13 +176,9 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: 
         params.update(ax_send=slot_colour(cx, ex.slot(X), sx), ax_recv=slot_colour(cx, ex.slot(ex.recv_from(X)), sx),
                       ar_send=slot_colour(crev, ex.transfer(X, True)[1], sx),
                       ar_recv=slot_colour(crev, ex.incoming(X, True)[1], sx))
+    params.update(params_skew)
     if comm_y:
         params.update(by_send=slot_colour(cy, ey.slot(Y), sy), by_recv=slot_colour(cy, ey.slot(ey.recv_from(Y)), sy))
-    if ahead_x:
-        params.update(ax_send1=slot_colour(cx1, ex.slot(X), sx), ax_recv1=slot_colour(cx1, ex.slot(ex.recv_from(X)), sx))
-    if ahead_y:
-        params.update(by_send1=slot_colour(cy1, ey.slot(Y), sy),
-                      by_recv1=slot_colour(cy1, ey.slot(ey.recv_from(Y)), sy))
     if bsp and P_x * P_y > 1:
         params.update(bar_params, skewmax=Param("SKEWMAX"))
     prog.place(body, params=params)
@@ -200,7 +194,7 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: 
         lam = [rx.order[l // g.q_x] * g.q_x + l % g.q_x for l in range(Q)]
         a_tile_order = "col" if g.order == "col" else "row"
 
-        la, lb = g.q_x + 1 + ahead_x, g.q_y + 1 + ahead_y
+        la, lb = g.q_x + 1, g.q_y + 1
 
         def a_block(px, py, j, i) -> int:
             """The K block of tile (j, i) of PE (px, py): its own (natural layout), or with A
@@ -233,7 +227,7 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: 
         prog.set_data(range(P_x), range(P_y), "B", b_init)
 
     predict = partial(plmr_gemm.meshgemm if kind == "meshgemm" else plmr_gemm.cannon,
-                      spec, P_y, P_x, M, K, N, dt, a_skew=a_skew, recv_ahead=axes)
+                      spec, P_y, P_x, M, K, N, dt, a_skew=a_skew, balance_skew=balance)
 
     def gather(res) -> dict[str, np.ndarray]:
         Cp = np.zeros((Q * g.m_v, Q * g.n_v), dtype=np.float64)
@@ -302,14 +296,35 @@ def _add_barriers(body: Body, bar: tuple, skewmax) -> None:
     body.functions["main"] = type(main)(main.name, tuple(code), main.args)
 
 
+def _copy_round(moved, LA, ta, i, d, a_tile, j, count: bool) -> tuple:
+    """Tiles of hosted row j copied out through the scratch S and back d slots on (tile i takes
+    slot (i + d) mod LA's) when ``moved``; ``count``: and counted in ``nc``."""
+    code = (Loop(LA, "i", (Copy(Ref("S", i * ta, ta), a_tile((i + d) % LA, j)),)),
+            Loop(LA, "i", (Copy(a_tile(i, j), Ref("S", i * ta, ta)),)))
+    return (If(moved, code + ((Assign("nc", Var("nc") + 1),) if count else ())),)
+
+
 def skew_plan(Q: int, u: int) -> tuple[str, int]:
     """Direction and rounds of virtual row u's device skew: reverse by u, or forward by Q − u when
     that is shorter (ties go reverse)."""
     return ("rev", u) if u <= Q - u else ("fwd", Q - u)
 
 
+def row_skew_rounds(Q: ExprLike, q_y: ExprLike, pos: ExprLike) -> Expr:
+    """Rounds the device skew rotates the physical row at y-ring position ``pos``: Σ min(u, Q − u)
+    over its hosted rows u = pos·q_y + j, j < q_y (``skew_plan``), as two arithmetic series (the
+    rows below Q/2 + 1 rotate u rounds, the others Q − u). ``plmr.gemm.row_skew_rounds`` is the
+    same sum in whole numbers."""
+    Q, q_y, pos = as_expr(Q), as_expr(q_y), as_expr(pos)
+    u0 = pos * q_y
+    u1 = u0 + q_y
+    mid = max_(u0, min_(u1, Q // 2 + 1))
+    n_a, n_b = mid - u0, u1 - mid
+    return (u0 + mid - 1) * n_a // 2 + n_b * Q - (mid + u1 - 1) * n_b // 2
+
+
 def _cannon_body(g: _Geom, kind: str, comm_x: bool, comm_y: bool, dt: str, skew: bool = True,
-                 ahead: tuple[bool, bool] = (False, False)) -> Body:
+                 balance: bool = False) -> Body:
     """The one PE program of MeshGEMM / Cannon (see the module docstring).
 
     Slot maps are run-time rotations: with ``LA`` A slots, virtual tile i of a hosted row sits in slot
@@ -317,31 +332,38 @@ def _cannon_body(g: _Geom, kind: str, comm_x: bool, comm_y: bool, dt: str, skew:
     decrements ``ar`` (the tile leaving is the row's last, the one arriving lands in the spare slot),
     each reverse skew round increments it. B likewise along y with ``br``. Without communication on
     an axis the tiles only rotate by renaming (LA = q_x slots, no spare). ``skew=False``: A arrives
-    pre-skewed in the canonical slot map, and the skew loop is left out."""
+    pre-skewed in the canonical slot map, and the skew loop is left out. ``balance``: every physical
+    row takes as many rounds as the row that rotates most (``skewtot``), its first hosted row adding
+    the rounds beyond its own rotations, each sending a tile and receiving into the spare slot
+    without renaming (the row's data stays put; the traffic and the joins are a round's), and a row
+    of several hosted rows (or one that rotates locally) copies tiles out and back in place after the
+    skew until it has made as many copies as the row that makes most (``copymax``); every physical
+    row then leaves the skew at the same cycle."""
     b = Body(kind, doc=f"{kind}: Cannon on {'interleaved' if kind == 'meshgemm' else 'plain'} rings")
     mv, kt, nv = b.param("mv"), b.param("kt"), b.param("nv")
     qx, qy, Q, Hp = b.param("qx"), b.param("qy"), b.param("Q"), b.param("H")
     ta, tb, tc = mv * kt, kt * nv, mv * nv
-    ahead_x, ahead_y = ahead
-    # receive slots: the next step's, and with a receive posted ahead the one after
-    sp_x, sp_y = 1 + ahead_x, 1 + ahead_y
-    LA = qx + sp_x if comm_x else qx  # slots a rotation cycles through (spares only with a neighbour)
-    LB = qy + sp_y if comm_y else qy
-    b.buffer("A", dt, (qx + sp_x) * qy * ta)  # always the spare slots: the same layout on every mesh
-    b.buffer("B", dt, (qy + sp_y) * qx * tb)
+    LA = qx + 1 if comm_x else qx  # slots a rotation cycles through (the spare only with a neighbour)
+    LB = qy + 1 if comm_y else qy
+    b.buffer("A", dt, (qx + 1) * qy * ta)  # always one spare slot: the same layout on every mesh
+    b.buffer("B", dt, (qy + 1) * qx * tb)
     b.buffer("C", dt, qy * qx * tc)
     if comm_x:
-        for c in ("ax_send", "ax_recv", "ar_send", "ar_recv") + (("ax_send1", "ax_recv1") if ahead_x else ()):
+        for c in ("ax_send", "ax_recv", "ar_send", "ar_recv"):
             b.param(c, "colour")
     if comm_y:
-        for c in ("by_send", "by_recv") + (("by_send1", "by_recv1") if ahead_y else ()):
+        for c in ("by_send", "by_recv"):
             b.param(c, "colour")
     needs_scratch = skew and (g.q_y > 1 or not comm_x)
     if needs_scratch:
         b.buffer("S", dt, LA * ta, export=False)
+        if balance:
+            b.var("nc"), b.var("c")
     ar, br = b.var("ar"), b.var("br")
     j, i, r, t = b.var("j"), b.var("i"), b.var("r"), b.var("t")
     u, nrev, nfwd, d = b.var("u"), b.var("nrev"), b.var("nfwd"), b.var("d")
+    if balance and comm_x:
+        npad, skewtot = b.var("npad"), b.param("skewtot")
     P = Param
 
     def a_tile(slot, row) -> Ref:
@@ -358,24 +380,32 @@ def _cannon_body(g: _Geom, kind: str, comm_x: bool, comm_y: bool, dt: str, skew:
             Assign("nrev", select(u <= Q - u, u, 0)),
             Assign("nfwd", select(u <= Q - u, 0, Q - u)),
             Assign("ar", 0),
-            Loop(nrev, "r", (Recv(P("ar_recv"), a_tile((qx + ar) % LA, j), id="rr"),
+            Loop(nrev, "r", (Recv(P("ar_recv"), a_tile((LA - 1 + ar) % LA, j), id="rr"),
                              Send(P("ar_send"), a_tile(ar % LA, j), id="rs"),
                              Wait(("rr", "rs")), Assign("ar", ar + 1))),
             Loop(nfwd, "r", (Recv(P("ax_recv"), a_tile((LA - 1 + ar) % LA, j), id="fr"),
                              Send(P("ax_send"), a_tile((qx - 1 + ar) % LA, j), id="fs"),
                              Wait(("fr", "fs")), Assign("ar", ar - 1))),
         ]
+        if balance:  # rounds that move nothing: the row's tiles stay, the spare slot takes a copy
+            row_skew += [
+                Assign("npad", select(eq(j, 0), skewtot - row_skew_rounds(Q, qy, pos_y), 0), nonneg=True),
+                Loop(npad, "r", (Recv(P("ar_recv"), a_tile((LA - 1 + ar) % LA, j), id="nr"),
+                                 Send(P("ar_send"), a_tile((ar % LA + LA) % LA, j), id="ns"),
+                                 Wait(("nr", "ns")))),
+            ]
         if g.q_y > 1:  # bring the row back to the canonical slot map (tile i in slot i)
             row_skew += [Assign("d", (ar % LA + LA) % LA),
-                         If(ne(d, 0), (Loop(LA, "i", (Copy(Ref("S", i * ta, ta), a_tile((i + d) % LA, j)),)),
-                                       Loop(LA, "i", (Copy(a_tile(i, j), Ref("S", i * ta, ta)),)))),
+                         *_copy_round(ne(d, 0), LA, ta, i, d, a_tile, j, balance),
                          Assign("ar", 0)]
     else:  # one PE holds the whole row: rotate it locally by u (tile i takes tile (i + u) mod q_x)
-        row_skew += [Assign("d", u % LA),
-                     If(ne(d, 0), (Loop(LA, "i", (Copy(Ref("S", i * ta, ta), a_tile((i + d) % LA, j)),)),
-                                   Loop(LA, "i", (Copy(a_tile(i, j), Ref("S", i * ta, ta)),))))]
+        row_skew += [Assign("d", u % LA), *_copy_round(ne(d, 0), LA, ta, i, d, a_tile, j, balance)]
     if skew:
         code.append(Loop(qy, "j", tuple(row_skew)))
+    if skew and balance and needs_scratch:  # copies that move nothing, up to the most any row makes
+        code.append(Loop(b.param("copymax") - Var("nc"), "c", (
+            Loop(LA, "i", (Copy(Ref("S", i * ta, ta), a_tile(i, 0)),)),
+            Loop(LA, "i", (Copy(a_tile(i, 0), Ref("S", i * ta, ta)),)))))
 
     # ---------------- compute-shift loop: Q steps, the last without a shift ----------------
     def gemms() -> Loop:
@@ -383,11 +413,6 @@ def _cannon_body(g: _Geom, kind: str, comm_x: bool, comm_y: bool, dt: str, skew:
             Gemm(Ref("C", (j * qx + i) * tc, tc), a_tile((i + ar) % LA, j),
                  Ref("B", (((j + br) % LB) * qx + i) * tb, tb), mv, kt, nv, layout=g.order),)),))
 
-    if ahead_x or ahead_y:
-        code += _ahead_steps(g, comm_x, comm_y, ahead_x, ahead_y, LA, LB, gemms)
-        code.append(gemms())
-        b.function("main", code)
-        return b
     step: list = []
     ids = []
     if comm_x:
@@ -409,66 +434,3 @@ def _cannon_body(g: _Geom, kind: str, comm_x: bool, comm_y: bool, dt: str, skew:
     code += [Loop(Q - 1, "t", tuple(step)), gemms()]
     b.function("main", code)
     return b
-
-
-def _ahead_steps(g: _Geom, comm_x: bool, comm_y: bool, ahead_x: bool, ahead_y: bool, LA, LB, gemms) -> list:
-    """The Q − 1 shifting steps with the receives of the axes ``ahead_*`` posted one step ahead.
-
-    Step t's receive (the tiles step t + 1 multiplies) is posted in step t − 1 (step 0's before the
-    steps), into the second spare slot, so a neighbour up to one step ahead finds it posted and is
-    never held back. Step t joins its own ops and that receive (a carried join, ``Wait(carried=)``).
-    Two receives then run at once on such an axis, so its steps alternate between two sets of
-    compute colours by parity (``*_send1``/``*_recv1`` on odd steps), and the step loop runs the
-    steps in pairs; a receive posted ahead completes into its parity's join chain."""
-    P = Param
-    qx, qy = P("qx"), P("qy")
-    ta, tb = P("mv") * P("kt"), P("kt") * P("nv")
-    ar, br = Var("ar"), Var("br")
-
-    def colour(name: str, par: int, on: bool) -> Param:
-        return P(name + "1" if on and par else name)
-
-    def recv_a(par, lag):
-        return Recv(colour("ax_recv", par, ahead_x), Ref("A", ((LA - lag + ar) % LA) * qy * ta, qy * ta),
-                    id=f"ra{par}" if ahead_x else "ra")
-
-    def recv_b(par, lag):
-        return Recv(colour("by_recv", par, ahead_y), Ref("B", ((LB - lag + br) % LB) * qx * tb, qx * tb),
-                    id=f"rb{par}" if ahead_y else "rb")
-
-    def ahead_recvs(par: int, lag: int) -> list:
-        return ([recv_a(par, lag)] if ahead_x else []) + ([recv_b(par, lag)] if ahead_y else [])
-
-    def step(par: int, post_next: bool) -> list:
-        out = ahead_recvs(1 - par, 2) if post_next else []
-        own, carried = [], []
-        if comm_x and not ahead_x:
-            out.append(recv_a(par, 1))
-            own.append("ra")
-        if comm_y and not ahead_y:
-            out.append(recv_b(par, 1))
-            own.append("rb")
-        if comm_x:
-            out.append(Send(colour("ax_send", par, ahead_x), Ref("A", ((qx - 1 + ar) % LA) * qy * ta, qy * ta),
-                            id="sa"))
-            own.append("sa")
-            if ahead_x:
-                carried.append(f"ra{par}")
-        if comm_y:
-            out.append(Send(colour("by_send", par, ahead_y), Ref("B", ((qy - 1 + br) % LB) * qx * tb, qx * tb),
-                            id="sb"))
-            own.append("sb")
-            if ahead_y:
-                carried.append(f"rb{par}")
-        out += [gemms(), Wait(tuple(own), carried=tuple(carried)), Assign("ar", ar - 1), Assign("br", br - 1)]
-        return out
-
-    shifts = g.Q - 1  # steps 0 .. Q − 2 shift; all but the last post the next step's receive
-    code = ahead_recvs(0, 1)
-    pairs, odd = divmod(shifts - 1, 2)
-    if pairs:
-        code.append(Loop(pairs, "t", tuple(step(0, True) + step(1, True))))
-    if odd:
-        code += step(0, True)
-    code += step((shifts - 1) % 2, False)
-    return code

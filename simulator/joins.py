@@ -19,23 +19,10 @@ programmer writes by hand (the join idiom of hardware-and-csl.md §3.5, WaferLLM
   wait continues with what follows it copied into each branch when that does not wait, else in a
   state of its own ("goto state k": ``_state = k; @unblock(_cont); @activate(_cont)``).
 
-* a ``Wait`` with ``carried`` ids (ops issued before its previous join: a receive posted a step
-  ahead) joins through a chain of its own, ``_jc<g>_<j>_<c>``, shared only by the waits with the same
-  carried ids (its *carried group*): the carried ops come first in the chain, then the wait's own
-  ops. Every op tagged with a carried id completes into that chain wherever it is issued (a branch
-  that does not issue it runs its action at the end instead), so its completion may come any time
-  before the main thread reaches the join without touching another join's tasks; the chain only
-  completes after the wait's own ops, so it never unblocks the continuation early.
-
 Every join, continuation and goto is one task activation (``c_task`` in the simulator), exactly what
 the emitted CSL runs. Rules (each checked, with the statement named): a ``Wait`` joins ops issued at
 the top level of the same statement list since the previous ``Wait`` of that list (the join tasks
-are shared, so joins never overlap), and its carried ids; an async op no ``Wait`` names runs
-unjoined (fire and forget). A carried id belongs to one carried group, no wait joins it as its own,
-the waits of a group join as many ops each and at least one of their own. That each issue of a
-carried op is joined by the next run of its group, before the op is issued again, is the author's
-to keep (a program that breaks it loses a completion and stops with its task blocked, which
-``simulator.run`` reports).
+are shared, so joins never overlap); an async op no ``Wait`` names runs unjoined (fire and forget).
 """
 
 from __future__ import annotations
@@ -48,7 +35,6 @@ from simulator.instructions import FABRIC_INSTRUCTIONS, Activate, Detached, Unbl
 from simulator import statements as S
 
 CONT, STATE, JOIN, COUNT = "_cont_{c}", "_state_{c}", "_join{j}_{c}", "_count{k}_{c}"
-CARRIED_JOIN = "_jc{g}_{j}_{c}"
 
 
 def has_wait(code: tuple) -> bool:
@@ -114,7 +100,6 @@ class _Container:
         self.states: list[tuple] = []  # code of state k+1 at index k
         self.max_join = 0  # most ops one wait joins
         self.counts = 0
-        self.groups: dict[tuple, tuple[int, int]] = {}  # carried ids -> (group number, ops per wait)
 
     @property
     def cont(self) -> str:
@@ -126,66 +111,6 @@ class _Container:
 
     def join(self, j: int) -> str:
         return JOIN.format(j=j, c=self.c)
-
-    def carried_join(self, g: int, j: int) -> str:
-        return CARRIED_JOIN.format(g=g, j=j, c=self.c)
-
-    def chain_actions(self, names: list[str], join) -> dict:
-        """Completion actions of the ops ``names`` (in chain order) on the chain ``join(j)``."""
-        n = len(names)
-        if n == 1:
-            return {names[0]: Unblock(self.cont)}
-        actions = {names[0]: Activate(join(n - 1)), names[1]: Unblock(join(n - 1))}
-        for t, name in enumerate(names[2:], start=2):
-            actions[name] = Activate(join(n - t))
-        return actions
-
-    def plan_carried(self, code: tuple) -> tuple:
-        """Check the carried waits of ``code``, number their groups, and give every op tagged with
-        a carried id its completion action (see the module docstring)."""
-        waits = [st for st in S.walk(code) if isinstance(st, S.Wait)]
-        own = {i for w in waits for i in w.ids}
-        group_of: dict[str, tuple] = {}
-        for w in waits:
-            if not w.carried:
-                continue
-            n = len(set(w.ids)) + len(w.carried)
-            if w.carried in self.groups and self.groups[w.carried][1] != n:
-                raise InputError(f"body {self.body.name}, {self.c}: the waits carrying {list(w.carried)} join "
-                                 f"{self.groups[w.carried][1]} and {n} ops; a carried group joins as many each")
-            self.groups.setdefault(w.carried, (len(self.groups) + 1, n))
-            for i in w.carried:
-                if i in own:
-                    raise InputError(f"body {self.body.name}, {self.c}: op id {i!r} is carried by a Wait and "
-                                     f"joined as its own by another")
-                if group_of.setdefault(i, w.carried) != w.carried:
-                    raise InputError(f"body {self.body.name}, {self.c}: op id {i!r} is carried by Waits of "
-                                     f"two carried groups {list(group_of[i])} and {list(w.carried)}")
-        if not group_of:
-            return code
-        issued = {op.id for st in S.walk(code) for op in _tagged(st)}
-        for i in group_of:
-            if i not in issued:
-                raise InputError(f"body {self.body.name}, {self.c}: Wait carries op id {i!r} that no async op "
-                                 f"issues")
-        actions: dict = {}
-        for key, (g, n) in self.groups.items():
-            names = list(key) + [f" own op {k}" for k in range(n - len(key))]
-            acts = self.chain_actions(names, lambda j, g=g: self.carried_join(g, j))
-            actions.update({i: acts[i] for i in key})
-        return self._assign_carried(code, actions)
-
-    def _assign_carried(self, code: tuple, actions: dict) -> tuple:
-        out = []
-        for st in code:
-            if isinstance(st, S.Loop):
-                st = S.Loop(st.count, st.var, self._assign_carried(st.body, actions))
-            elif isinstance(st, (S.If, S.Switch)) and not ({op.id for op in _tagged(st)} & set(actions)):
-                st = S.with_blocks(st, tuple(self._assign_carried(b, actions) for b in S.blocks_of(st)))
-            else:
-                st = _assign(st, actions)
-            out.append(st)
-        return tuple(out)
 
     def new_state(self) -> int:
         self.states.append(())
@@ -261,13 +186,16 @@ class _Container:
                     f"body {self.body.name}, {self.c}: Wait names op id {name!r} that no async op issued "
                     f"earlier in the same statement list (since the previous Wait)")
         ids = sorted(set(wait.ids), key=lambda n: (order[n], wait.ids.index(n)))  # issue order
-        if wait.carried:  # the carried ops come first in the group's own chain
-            g, _ = self.groups[wait.carried]
-            actions = self.chain_actions(list(wait.carried) + ids, lambda j: self.carried_join(g, j))
-            actions = {i: actions[i] for i in ids}
+        n = len(ids)
+        self.max_join = max(self.max_join, n)
+        actions: dict[str, object] = {}
+        if n == 1:
+            actions[ids[0]] = Unblock(self.cont)
         else:
-            self.max_join = max(self.max_join, len(ids))
-            actions = self.chain_actions(ids, self.join)
+            actions[ids[0]] = Activate(self.join(n - 1))
+            actions[ids[1]] = Unblock(self.join(n - 1))
+            for t, name in enumerate(ids[2:], start=2):
+                actions[name] = Activate(self.join(n - t))
         out = []
         for i, s in enumerate(prefix):
             mine = {op.id for op in _tagged(s)} & set(actions)
@@ -307,19 +235,16 @@ def rewrite_body(body):
                 new.tasks[name] = _replace_code(src, code)
             continue
         con = _Container(new, cname)
-        code = con.conv(con.plan_carried(src.code), tail)
+        code = con.conv(src.code, tail)
         if kind == "function":
             new.functions[name] = Function(src.name, code, src.args)
         else:
             new.tasks[name] = _replace_code(src, code)
         new.vars[con.state] = VarDecl(con.state, "i16", 0)
         new.tasks[con.cont] = Task(con.cont, con.dispatch(), "local", blocked=True, synthetic=True)
-        chains = [(con.max_join, con.join)] + [(n, lambda j, g=g: con.carried_join(g, j))
-                                               for g, n in con.groups.values()]
-        for n, join in chains:
-            for j in range(1, n):
-                nxt = con.cont if j == 1 else join(j - 1)
-                new.tasks[join(j)] = Task(join(j), (S.Block(join(j)), Unblock(nxt)), "local",
+        for j in range(1, con.max_join):
+            nxt = con.cont if j == 1 else con.join(j - 1)
+            new.tasks[con.join(j)] = Task(con.join(j), (S.Block(con.join(j)), Unblock(nxt)), "local",
                                           blocked=True, synthetic=True)
     return new
 

@@ -13,7 +13,7 @@ Each maps to one CSL construct:
 | ``Finish()`` | ``sys_mod.unblock_cmd_stream();`` — every PE ends a launch with it |
 | ``Timestamp(label)`` | ``<time>.get_timestamp(&buf)`` |
 | ``SetRoute(colour, rx, tx)`` | ``<tile_config>.color_config.reset_routes(colour, ...)`` |
-| ``Wait(ids, carried)`` | sugar: a join over async ops issued earlier in the same statement list (and ``carried`` ones issued before its previous join); rewritten into completion actions and join tasks (``simulator.joins``) |
+| ``Wait(ids)`` | sugar: a join over async ops issued earlier in the same statement list; rewritten into completion actions and join tasks (``simulator.joins``) |
 """
 
 from __future__ import annotations
@@ -123,26 +123,15 @@ class Wait:
 
     Sugar for the CSL join idiom: rewritten into ``.activate``/``.unblock`` completion actions, join
     tasks and a continuation task (``simulator.joins``); each join task costs one task activation.
-
-    ``carried``: ids of ops issued *before* the previous join (a receive posted a step ahead), each
-    joined by the next run of a ``Wait`` that carries it. Every op tagged with a carried id, anywhere
-    in the function or task, completes into the join tasks of its carried group (the ``Wait``s with
-    the same carried ids), which no other join uses, so its completion may come before the main
-    thread reaches the join. A carried ``Wait`` also joins at least one op of its own (``ids``).
     """
 
     ids: tuple[str, ...] = field(default=())
-    carried: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         ids = (self.ids,) if isinstance(self.ids, str) else tuple(self.ids)
         if not ids or not all(isinstance(i, str) and i for i in ids):
             raise TypeError(f"Wait needs one or more non-empty op ids, got {self.ids!r}")
-        carried = (self.carried,) if isinstance(self.carried, str) else tuple(self.carried)
-        if not all(isinstance(i, str) and i for i in carried) or set(carried) & set(ids):
-            raise TypeError(f"Wait carried ids must be non-empty op ids not among its own, got {self.carried!r}")
         object.__setattr__(self, "ids", ids)
-        object.__setattr__(self, "carried", tuple(sorted(set(carried))))
 
 
 Statement = Union[Instruction, Loop, If, Switch, Assign, Store, Activate, Block, Unblock, Finish, Timestamp,
