@@ -12,7 +12,12 @@ q_x = Q/P_x, q_y = Q/P_y):
   by u positions in reverse, or by Q − u forward when that is shorter (the authors' "shorter way
   round", §4.3), so every row needs at most ⌊Q/2⌋ rounds. Reverse rounds use a reverse ring (3
   colours); forward rounds reuse the compute x-ring (identical routes, separate phase): 9 colours.
-  Rows already in place do nothing (per-row round counts, §11).
+  Rows already in place do nothing (per-row round counts, §11). **Balanced** (the default,
+  ``balance_skew``): every physical row then adds rounds that send a tile and receive into the
+  spare slot, moving nothing, until it has taken as many as the row that rotates most (and, with
+  several hosted rows, as many copies back to the canonical slot map), so every row leaves the
+  skew at the same cycle and the shifting steps run in lockstep (rows leaving early were held
+  back by their late successors, and the steps never re-settled: docs/BENCHMARKS.md).
 * **B** (weights) is **pre-skewed on the host**: virtual PE (u, v) starts with B(λ((u+v) mod Q), v).
 * **C** accumulates in place in the natural ``M_y N_x`` layout: tile (j, i) of PE (px, py) is
   C(row block py·q_y + j, column block px·q_x + i) — padded rows/columns are dropped by ``gather``.

@@ -213,10 +213,11 @@ def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: i
     """Cannon's schedule as the kernel runs it (meshgemm/gemm.py), term by term:
 
     * **zero C**: one fill of the C block (a ``mov`` of m·n);
-    * **skew** of A, the slowest physical row (``_skew_row_cost``): a round issues a receive and a
-      send (c_op each), the tile streams ρ + h·α + ⌈tile/e_w⌉ and the join on the two ops costs two
-      task activations; no barrier separates the rounds, so Cannon's wrap link adds its excess
-      latency once;
+    * **skew** of A: a round issues a receive and a send (c_op each), the tile streams
+      ρ + h·α + ⌈tile/e_w⌉ and the join on the two ops costs two task activations; every physical
+      row takes the most rounds and copies any row needs (``balanced_skew_cycles``; with
+      ``balance_skew=False`` the slowest row's own, ``_skew_row_cost``); no barrier separates the
+      rounds, so Cannon's wrap link adds its excess latency once;
     * **Q − 1 shifting steps**: the main thread issues the receives, then the sends (c_op each), then
       the q_x·q_y products (``local_gemm_cycles``), then joins the 2 or 4 ops (one activation each);
     * while it multiplies, every wavelet a microthread moves takes the memory ports the FMAC needs:
@@ -227,17 +228,18 @@ def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: i
     * **the last step** multiplies only (no shift, no join).
 
     The steps are charged in lockstep, every PE starting each step at the same cycle. That is the
-    program's run when every PE enters the steps together (``a_skew="host"``: MeshGEMM within 0.01%
-    of the simulated cycles at 8²-64², tiles 16-48; Cannon within 0.05% up to 32², its wrap link's
-    lateness taking it out of lockstep at 64²), and with links that buffer a whole tile also after
-    the device skew. With the shipped links it leaves out one effect, which grows with the
-    mesh (docs/BENCHMARKS.md, § MeshGEMM vs Cannon vs SUMMA): the skew leaves the rows up to ⌊Q/2⌋
-    rounds apart, a receiver that has not issued its receive yet holds its sender back once the
-    link's buffering is in flight, the sender's ramp interleaves its other stream, its sends and
-    receives stop moving in the same cycles and its product loses more of them; the delay spreads to
-    its neighbours both ways (through the data and through the backpressure) and the steps do not
-    return to lockstep. The simulated runs are 2-4% longer at tiles 16-48 (−2.2% at 8², −2.9% at
-    16², −3.8% at 32², tile 16)."""
+    program's run when every PE enters the steps together: with A pre-skewed on the host
+    (``a_skew="host"``), and with the balanced skew the kernel ships (``balance_skew``: every
+    physical row takes as many rounds and copies as the row that rotates most,
+    ``balanced_skew_cycles``), MeshGEMM within 0.01% of the simulated cycles at 8²-64², tiles 16-48,
+    and on non-square meshes. Cannon's wrap link (P − 1 hops) delivers each ring's first PE its
+    tiles later than the one-hop links do, so its PEs leave lockstep from about 32² (−2.2% at 32²,
+    tile 16; −3.3% for the 2K GEMM at 64²). With the method's skew as written
+    (``balance_skew=False``) the rows leave the skew up to ⌊Q/2⌋ rounds apart; a receiver that has
+    not issued its receive yet then holds its sender back once the link's buffering is in flight,
+    the two stop moving their wavelets in the same cycles and the products lose more of them, and
+    the steps never return to lockstep: the formula then under-predicts by 2-4%, growing with the
+    mesh (docs/BENCHMARKS.md, § Why MeshGEMM's and Cannon's residual grew with the mesh)."""
     Q = math.lcm(p_y, p_x)
     q_x, q_y = Q // p_x, Q // p_y
     m_v, n_v, k = ceil_div(M, Q), ceil_div(N, Q), ceil_div(K, Q)
