@@ -362,8 +362,9 @@ def _cannon_body(g: _Geom, kind: str, comm_x: bool, comm_y: bool, dt: str, skew:
     needs_scratch = skew and (g.q_y > 1 or not comm_x)
     if needs_scratch:
         b.buffer("S", dt, LA * ta, export=False)
-        if balance:
-            b.var("nc"), b.var("c")
+        if balance:  # copies made so far, and the loop over the ones a row adds
+            b.var("nc")
+            b.var("c")
     ar, br = b.var("ar"), b.var("br")
     j, i, r, t = b.var("j"), b.var("i"), b.var("r"), b.var("t")
     u, nrev, nfwd, d = b.var("u"), b.var("nrev"), b.var("nfwd"), b.var("d")

@@ -255,13 +255,12 @@ def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: i
     round_t = (2 * c_op + spec.ramp_cycles + skew_hops * spec.hop_cycles + math.ceil(m_v * k / e_w)
                + t_join(spec, 2))
     align = 0.0
-    if a_skew == "device" and balance_skew and p_y > 1:
-        align = balanced_skew_cycles(spec, Q, p_y, q_x, q_y, comm_x, round_t,
-                                     t_vec(spec, m_v * k, "mov", dtype))
-        if comm_x:
-            align += skew_wrap_excess * spec.hop_cycles
-    elif a_skew == "device":
-        align = _skew_cycles(spec, Q, p_y, q_x, q_y, comm_x, round_t, t_vec(spec, m_v * k, "mov", dtype))
+    if a_skew == "device":
+        copy_t = t_vec(spec, m_v * k, "mov", dtype)
+        if balance_skew and p_y > 1:  # one physical row has nothing to balance against
+            align = balanced_skew_cycles(spec, Q, p_y, q_x, q_y, comm_x, round_t, copy_t)
+        else:
+            align = _skew_cycles(spec, Q, p_y, q_x, q_y, comm_x, round_t, copy_t)
         if comm_x:
             align += skew_wrap_excess * spec.hop_cycles
 
