@@ -5,9 +5,11 @@ Cannon vs SUMMA across mesh sides.
         # the §Kernels: GEMM agreement table; ends with the worst point and the total wall time
     python benchmarks/bench_gemm.py --scaling [--sides 8,16,32,64] [--size 2048] [--plot docs/gemm.png]
     python benchmarks/bench_gemm.py --lockstep [--sides 8,16,32] [--tiles 16,48] [--kernels meshgemm,cannon]
-        # MeshGEMM/Cannon PLMR − sim as shipped, with A pre-skewed on the host, with links that
-        # buffer a whole tile, and pre-skewed with PE (0, 0) delayed by one fill of C
-        # (docs/BENCHMARKS.md § Why MeshGEMM's and Cannon's residual grows with the mesh)
+            [--variants unbalanced,balanced,...]
+        # MeshGEMM/Cannon PLMR − sim with the method's skew as written (unbalanced), as shipped
+        # (balanced skew), with A pre-skewed on the host, unbalanced with links that buffer a whole
+        # tile, and pre-skewed with PE (0, 0) delayed by one fill of C
+        # (docs/BENCHMARKS.md § Why MeshGEMM's and Cannon's residual grew with the mesh)
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def agreement(sides, tiles, kernels=KERNELS, dtype="fp16"):
     return rows
 
 
-LOCKSTEP_VARIANTS = ("shipped", "host-skew", "tile-buffers", "one-delayed")
+LOCKSTEP_VARIANTS = ("unbalanced", "balanced", "host-skew", "tile-buffers", "one-delayed")
 
 
 def lockstep_variant(kind, side, tile, variant, dtype="fp16"):
@@ -81,7 +83,8 @@ def lockstep_variant(kind, side, tile, variant, dtype="fp16"):
     try:
         b = mg.build_cannon_family(KernelRequest(kind, (side, side), size, size, size, dtype=dtype,
                                                  functional=False),
-                                   spec, kind, a_skew="host" if variant in ("host-skew", "one-delayed") else "device")
+                                   spec, kind, a_skew="host" if variant in ("host-skew", "one-delayed") else "device",
+                                   balance_skew=variant == "balanced")
     finally:
         mg._cannon_body = body_of
     pred = b.predicted.total_cycles
@@ -100,6 +103,7 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=2048)
     ap.add_argument("--dtype", default="fp16")
     ap.add_argument("--kernels", default=",".join(KERNELS))
+    ap.add_argument("--variants", default=",".join(LOCKSTEP_VARIANTS), help="columns of --lockstep")
     ap.add_argument("--plot", default=None)
     ap.add_argument("--known", default="", help="reuse simulated points: kernel:side:cycles,...")
     ap.add_argument("--simulate", default="meshgemm,cannon,summa",
@@ -118,13 +122,17 @@ def main(argv=None):
             print(f"worst: {name} {side}² M=K=N={size} {100 * diff:+.1f}%; "
                   f"total wall {sum(r[6] for r in rows):.0f} s over {len(rows)} points")
     if a.lockstep:
-        print("| kernel | mesh | tile | " + " | ".join(LOCKSTEP_VARIANTS) + " |")
-        print("|---|---|---|" + "---|" * len(LOCKSTEP_VARIANTS))
+        variants = a.variants.split(",")
+        bad = [v for v in variants if v not in LOCKSTEP_VARIANTS]
+        if bad:
+            ap.error(f"--variants: unknown {bad[0]!r}; use some of {', '.join(LOCKSTEP_VARIANTS)}")
+        print("| kernel | mesh | tile | " + " | ".join(variants) + " |")
+        print("|---|---|---|" + "---|" * len(variants))
         for name in kernels:
             for tile in (int(t) for t in a.tiles.split(",")):
                 for side in sides:
                     cells = []
-                    for v in LOCKSTEP_VARIANTS:
+                    for v in variants:
                         sim, pred = lockstep_variant(name, side, tile, v, a.dtype)
                         cells.append(f"{sim} / {pred:.0f} ({100 * (pred - sim) / sim:+.3f}%)")
                     print(f"| {name} | {side}² | {tile} | " + " | ".join(cells) + " |", flush=True)

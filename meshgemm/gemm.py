@@ -12,7 +12,12 @@ q_x = Q/P_x, q_y = Q/P_y):
   by u positions in reverse, or by Q − u forward when that is shorter (the authors' "shorter way
   round", §4.3), so every row needs at most ⌊Q/2⌋ rounds. Reverse rounds use a reverse ring (3
   colours); forward rounds reuse the compute x-ring (identical routes, separate phase): 9 colours.
-  Rows already in place do nothing (per-row round counts, §11).
+  Rows already in place do nothing (per-row round counts, §11). **Balanced** (the default,
+  ``balance_skew``): every physical row then adds rounds that send a tile and receive into the
+  spare slot, moving nothing, until it has taken as many as the row that rotates most (and, with
+  several hosted rows, as many copies back to the canonical slot map), so every row leaves the
+  skew at the same cycle and the shifting steps run in lockstep (rows leaving early were held
+  back by their late successors, and the steps never re-settled: docs/BENCHMARKS.md).
 * **B** (weights) is **pre-skewed on the host**: virtual PE (u, v) starts with B(λ((u+v) mod Q), v).
 * **C** accumulates in place in the natural ``M_y N_x`` layout: tile (j, i) of PE (px, py) is
   C(row block py·q_y + j, column block px·q_x + i) — padded rows/columns are dropped by ``gather``.
@@ -44,7 +49,7 @@ from meshgemm.layout import flat, interleaved_ring, pad2, plain_ring, tile_of, u
 from plmr import gemm as plmr_gemm
 from plmr.hardware import HardwareSpec
 from simulator.body import Body
-from simulator.expr import Expr, ExprLike, Param, Var, X, Y, as_expr, eq, ne, select
+from simulator.expr import Expr, ExprLike, Param, Var, X, Y, as_expr, eq, max_, min_, ne, select
 from simulator.instructions import Copy, Fill, Gemm, Recv, Ref, Send
 from simulator.program import MeshProgram
 from simulator.statements import Assign, If, Loop, Wait
@@ -107,13 +112,17 @@ def build_meshgemm(req: KernelRequest, spec: HardwareSpec) -> KernelBuild:
 
 
 def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: bool = False,
-                        a_skew: str = "device") -> KernelBuild:
+                        a_skew: str = "device", balance_skew: bool = True) -> KernelBuild:
     """The shared Cannon schedule; ``kind`` = ``"meshgemm"`` (interleaved rings, links <= 2 hops)
     or ``"cannon"`` (plain rings with the P-1 hop wrap-around link). ``bsp``: a global barrier after
     every skew round and every shifting step (``meshgemm.bsp``). ``a_skew``: ``"device"`` (the
     method's, §4.3) or ``"host"``: A arrives pre-skewed like B, the program has no skew and every
     PE enters the shifting steps at the same cycle (the reference schedule the per-step terms of
-    ``plmr.gemm`` are checked against, tests/meshgemm/test_gemm_kernels.py)."""
+    ``plmr.gemm`` are checked against, tests/meshgemm/test_gemm_kernels.py). ``balance_skew``
+    (device skew, barrier-free): every physical row spends the same rounds in the skew, the rows
+    that rotate fewer adding rounds that move nothing (``row_skew_rounds``), so every PE enters the
+    shifting steps at the same cycle; False: the method's skew as written, each row leaving it after
+    its own rounds."""
     if a_skew not in ("device", "host"):
         raise ValueError(f"a_skew must be 'device' or 'host', not {a_skew!r}")
     if bsp and a_skew != "device":
@@ -151,7 +160,8 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: 
     if rev_x_own:
         L.route_slots(prog, "x", ex.roles(X, reverse=True), crev)
 
-    body = _cannon_body(g, kind, comm_x, comm_y, dt, skew=a_skew == "device")
+    balance = balance_skew and a_skew == "device" and not bsp and P_y > 1
+    body = _cannon_body(g, kind, comm_x, comm_y, dt, skew=a_skew == "device", balance=balance)
     bar_params: dict = {}
     if bsp and P_x * P_y > 1:
         from meshgemm.bsp import barrier_fragment
@@ -159,6 +169,11 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: 
         rounds = max((sum(skew_plan(Q, ry.pos[py] * g.q_y + j)[1] for j in range(g.q_y)) for py in range(P_y)),
                      default=0) if comm_x else 0
         _add_barriers(body, bar, prog.param("SKEWMAX", rounds))
+    params_skew = {}
+    if balance and comm_x:
+        params_skew["skewtot"] = prog.param("SKEWTOT", plmr_gemm.most_skew_rounds(Q, P_y, g.q_y))
+    if balance and (g.q_y > 1 or not comm_x):
+        params_skew["copymax"] = prog.param("COPYMAX", plmr_gemm.most_skew_copies(Q, P_y, g.q_x, g.q_y, comm_x))
     params = {"mv": prog.param("MV", g.m_v), "kt": prog.param("KT", g.k), "nv": prog.param("NV", g.n_v),
               "qx": prog.param("QX", g.q_x), "qy": prog.param("QY", g.q_y), "Q": prog.param("Q", Q),
               "H": Param("H")}
@@ -166,6 +181,7 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: 
         params.update(ax_send=slot_colour(cx, ex.slot(X), sx), ax_recv=slot_colour(cx, ex.slot(ex.recv_from(X)), sx),
                       ar_send=slot_colour(crev, ex.transfer(X, True)[1], sx),
                       ar_recv=slot_colour(crev, ex.incoming(X, True)[1], sx))
+    params.update(params_skew)
     if comm_y:
         params.update(by_send=slot_colour(cy, ey.slot(Y), sy), by_recv=slot_colour(cy, ey.slot(ey.recv_from(Y)), sy))
     if bsp and P_x * P_y > 1:
@@ -216,7 +232,7 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: 
         prog.set_data(range(P_x), range(P_y), "B", b_init)
 
     predict = partial(plmr_gemm.meshgemm if kind == "meshgemm" else plmr_gemm.cannon,
-                      spec, P_y, P_x, M, K, N, dt, a_skew=a_skew)
+                      spec, P_y, P_x, M, K, N, dt, a_skew=a_skew, balance_skew=balance)
 
     def gather(res) -> dict[str, np.ndarray]:
         Cp = np.zeros((Q * g.m_v, Q * g.n_v), dtype=np.float64)
@@ -285,13 +301,35 @@ def _add_barriers(body: Body, bar: tuple, skewmax) -> None:
     body.functions["main"] = type(main)(main.name, tuple(code), main.args)
 
 
+def _copy_round(moved, LA, ta, i, d, a_tile, j, count: bool) -> tuple:
+    """Tiles of hosted row j copied out through the scratch S and back d slots on (tile i takes
+    slot (i + d) mod LA's) when ``moved``; ``count``: and counted in ``nc``."""
+    code = (Loop(LA, "i", (Copy(Ref("S", i * ta, ta), a_tile((i + d) % LA, j)),)),
+            Loop(LA, "i", (Copy(a_tile(i, j), Ref("S", i * ta, ta)),)))
+    return (If(moved, code + ((Assign("nc", Var("nc") + 1),) if count else ())),)
+
+
 def skew_plan(Q: int, u: int) -> tuple[str, int]:
     """Direction and rounds of virtual row u's device skew: reverse by u, or forward by Q − u when
     that is shorter (ties go reverse)."""
     return ("rev", u) if u <= Q - u else ("fwd", Q - u)
 
 
-def _cannon_body(g: _Geom, kind: str, comm_x: bool, comm_y: bool, dt: str, skew: bool = True) -> Body:
+def row_skew_rounds(Q: ExprLike, q_y: ExprLike, pos: ExprLike) -> Expr:
+    """Rounds the device skew rotates the physical row at y-ring position ``pos``: Σ min(u, Q − u)
+    over its hosted rows u = pos·q_y + j, j < q_y (``skew_plan``), as two arithmetic series (the
+    rows below Q/2 + 1 rotate u rounds, the others Q − u). ``plmr.gemm.row_skew_rounds`` is the
+    same sum in whole numbers."""
+    Q, q_y, pos = as_expr(Q), as_expr(q_y), as_expr(pos)
+    u0 = pos * q_y
+    u1 = u0 + q_y
+    mid = max_(u0, min_(u1, Q // 2 + 1))
+    n_a, n_b = mid - u0, u1 - mid
+    return (u0 + mid - 1) * n_a // 2 + n_b * Q - (mid + u1 - 1) * n_b // 2
+
+
+def _cannon_body(g: _Geom, kind: str, comm_x: bool, comm_y: bool, dt: str, skew: bool = True,
+                 balance: bool = False) -> Body:
     """The one PE program of MeshGEMM / Cannon (see the module docstring).
 
     Slot maps are run-time rotations: with ``LA`` A slots, virtual tile i of a hosted row sits in slot
@@ -299,7 +337,13 @@ def _cannon_body(g: _Geom, kind: str, comm_x: bool, comm_y: bool, dt: str, skew:
     decrements ``ar`` (the tile leaving is the row's last, the one arriving lands in the spare slot),
     each reverse skew round increments it. B likewise along y with ``br``. Without communication on
     an axis the tiles only rotate by renaming (LA = q_x slots, no spare). ``skew=False``: A arrives
-    pre-skewed in the canonical slot map, and the skew loop is left out."""
+    pre-skewed in the canonical slot map, and the skew loop is left out. ``balance``: every physical
+    row takes as many rounds as the row that rotates most (``skewtot``), its first hosted row adding
+    the rounds beyond its own rotations, each sending a tile and receiving into the spare slot
+    without renaming (the row's data stays put; the traffic and the joins are a round's), and a row
+    of several hosted rows (or one that rotates locally) copies tiles out and back in place after the
+    skew until it has made as many copies as the row that makes most (``copymax``); every physical
+    row then leaves the skew at the same cycle."""
     b = Body(kind, doc=f"{kind}: Cannon on {'interleaved' if kind == 'meshgemm' else 'plain'} rings")
     mv, kt, nv = b.param("mv"), b.param("kt"), b.param("nv")
     qx, qy, Q, Hp = b.param("qx"), b.param("qy"), b.param("Q"), b.param("H")
@@ -318,9 +362,14 @@ def _cannon_body(g: _Geom, kind: str, comm_x: bool, comm_y: bool, dt: str, skew:
     needs_scratch = skew and (g.q_y > 1 or not comm_x)
     if needs_scratch:
         b.buffer("S", dt, LA * ta, export=False)
+        if balance:  # copies made so far, and the loop over the ones a row adds
+            b.var("nc")
+            b.var("c")
     ar, br = b.var("ar"), b.var("br")
     j, i, r, t = b.var("j"), b.var("i"), b.var("r"), b.var("t")
     u, nrev, nfwd, d = b.var("u"), b.var("nrev"), b.var("nfwd"), b.var("d")
+    if balance and comm_x:
+        npad, skewtot = b.var("npad"), b.param("skewtot")
     P = Param
 
     def a_tile(slot, row) -> Ref:
@@ -344,17 +393,25 @@ def _cannon_body(g: _Geom, kind: str, comm_x: bool, comm_y: bool, dt: str, skew:
                              Send(P("ax_send"), a_tile((qx - 1 + ar) % LA, j), id="fs"),
                              Wait(("fr", "fs")), Assign("ar", ar - 1))),
         ]
+        if balance:  # rounds that move nothing: the row's tiles stay, the spare slot takes a copy
+            row_skew += [
+                Assign("npad", select(eq(j, 0), skewtot - row_skew_rounds(Q, qy, pos_y), 0), nonneg=True),
+                Loop(npad, "r", (Recv(P("ar_recv"), a_tile((LA - 1 + ar) % LA, j), id="nr"),
+                                 Send(P("ar_send"), a_tile((ar % LA + LA) % LA, j), id="ns"),
+                                 Wait(("nr", "ns")))),
+            ]
         if g.q_y > 1:  # bring the row back to the canonical slot map (tile i in slot i)
             row_skew += [Assign("d", (ar % LA + LA) % LA),
-                         If(ne(d, 0), (Loop(LA, "i", (Copy(Ref("S", i * ta, ta), a_tile((i + d) % LA, j)),)),
-                                       Loop(LA, "i", (Copy(a_tile(i, j), Ref("S", i * ta, ta)),)))),
+                         *_copy_round(ne(d, 0), LA, ta, i, d, a_tile, j, balance),
                          Assign("ar", 0)]
     else:  # one PE holds the whole row: rotate it locally by u (tile i takes tile (i + u) mod q_x)
-        row_skew += [Assign("d", u % LA),
-                     If(ne(d, 0), (Loop(LA, "i", (Copy(Ref("S", i * ta, ta), a_tile((i + d) % LA, j)),)),
-                                   Loop(LA, "i", (Copy(a_tile(i, j), Ref("S", i * ta, ta)),))))]
+        row_skew += [Assign("d", u % LA), *_copy_round(ne(d, 0), LA, ta, i, d, a_tile, j, balance)]
     if skew:
         code.append(Loop(qy, "j", tuple(row_skew)))
+    if skew and balance and needs_scratch:  # copies that move nothing, up to the most any row makes
+        code.append(Loop(b.param("copymax") - Var("nc"), "c", (
+            Loop(LA, "i", (Copy(Ref("S", i * ta, ta), a_tile(i, 0)),)),
+            Loop(LA, "i", (Copy(a_tile(i, 0), Ref("S", i * ta, ta)),)))))
 
     # ---------------- compute-shift loop: Q steps, the last without a shift ----------------
     def gemms() -> Loop:

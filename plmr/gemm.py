@@ -148,17 +148,76 @@ def _skew_cycles(spec: HardwareSpec, Q: int, p_y: int, q_x: int, q_y: int, comm_
     return max(_skew_row_cost_looped(spec, Q, q_x, q_y, p, comm_x, round_t, copy_t) for p in cands)
 
 
+def row_skew_rounds(Q: int, q_y: int, pos: int) -> int:
+    """Rounds the device skew rotates the physical row at y-ring position ``pos``: Σ min(u, Q − u)
+    over its hosted rows u = pos·q_y + j, j < q_y, as two arithmetic series (rows below Q/2 + 1
+    rotate u rounds, the others Q − u; ``_skew_row_cost_counted``). The kernel evaluates the same
+    expression (``meshgemm.gemm.row_skew_rounds``)."""
+    u0, u1 = pos * q_y, pos * q_y + q_y
+    mid = max(u0, min(u1, Q // 2 + 1))
+    n_a, n_b = mid - u0, u1 - mid
+    return (u0 + mid - 1) * n_a // 2 + n_b * Q - (mid + u1 - 1) * n_b // 2
+
+
+def most_skew_rounds(Q: int, p_y: int, q_y: int) -> int:
+    """The most rounds any physical row's skew takes (rows sit at every y-ring position; the total
+    peaks where the hosted rows straddle Q/2, so large meshes evaluate only the positions there)."""
+    if p_y <= 64:
+        cands = range(p_y)
+    else:
+        mid = (Q // 2) // q_y
+        cands = [p for p in range(mid - 2, mid + 3) if 0 <= p < p_y]
+    return max(row_skew_rounds(Q, q_y, p) for p in cands)
+
+
+def row_skew_copies(Q: int, q_x: int, q_y: int, pos: int, comm_x: bool) -> int:
+    """Hosted rows the skew copies back to the canonical slot map on the physical row at y-ring
+    position ``pos`` (2·LA tile copies each): with several hosted rows, those left d ≠ 0 slots off
+    (reverse by u: d = u mod LA, forward by Q − u: d = (u − Q) mod LA); with one column (the row
+    rotates locally), those with u mod q_x ≠ 0 (``_skew_row_cost_counted``)."""
+    u0, u1 = pos * q_y, pos * q_y + q_y
+    if not comm_x:
+        return q_y - _multiples(u0, u1, q_x)
+    if q_y <= 1:
+        return 0
+    la = q_x + 1
+    mid = max(u0, min(u1, Q // 2 + 1))
+    return (mid - u0 - _multiples(u0, mid, la)) + (u1 - mid - _multiples(mid, u1, la, Q % la))
+
+
+def most_skew_copies(Q: int, p_y: int, q_x: int, q_y: int, comm_x: bool) -> int:
+    """The most hosted rows any physical row's skew copies back (``row_skew_copies``)."""
+    return max(row_skew_copies(Q, q_x, q_y, p, comm_x) for p in range(p_y))
+
+
+def balanced_skew_cycles(spec: HardwareSpec, Q: int, p_y: int, q_x: int, q_y: int, comm_x: bool,
+                         round_t: float, copy_t: float) -> float:
+    """The device skew with ``balance_skew`` (meshgemm/gemm.py, more than one physical row), the same
+    on every physical row: as many rounds as the row that rotates most (``most_skew_rounds``; the
+    rounds a row adds move a tile into its spare slot and nothing else, and its first hosted row
+    takes them, so the row with u = 0 joins too and passes no loop test through a task activation),
+    and with several hosted rows, or one column (the row rotates locally), as many copies back to the
+    canonical slot map as the row that makes most (``most_skew_copies``; the ones a row adds copy
+    tiles out and back in place), 2·LA tile copies each."""
+    la = q_x + 1 if comm_x else q_x
+    copies = most_skew_copies(Q, p_y, q_x, q_y, comm_x) * 2 * la * copy_t if (q_y > 1 or not comm_x) else 0.0
+    if not comm_x:
+        return copies
+    return most_skew_rounds(Q, p_y, q_y) * round_t + copies
+
+
 def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int,
                    dtype: str, ring_hops_x: float, ring_hops_y: float, skew_hops: int, colors: int,
                    packed: bool, wrap_excess: int = 0, skew_wrap_excess: int = 0,
-                   a_skew: str = "device") -> CostBreakdown:
+                   a_skew: str = "device", balance_skew: bool = True) -> CostBreakdown:
     """Cannon's schedule as the kernel runs it (meshgemm/gemm.py), term by term:
 
     * **zero C**: one fill of the C block (a ``mov`` of m·n);
-    * **skew** of A, the slowest physical row (``_skew_row_cost``): a round issues a receive and a
-      send (c_op each), the tile streams ρ + h·α + ⌈tile/e_w⌉ and the join on the two ops costs two
-      task activations; no barrier separates the rounds, so Cannon's wrap link adds its excess
-      latency once;
+    * **skew** of A: a round issues a receive and a send (c_op each), the tile streams
+      ρ + h·α + ⌈tile/e_w⌉ and the join on the two ops costs two task activations; every physical
+      row takes the most rounds and copies any row needs (``balanced_skew_cycles``; with
+      ``balance_skew=False`` the slowest row's own, ``_skew_row_cost``); no barrier separates the
+      rounds, so Cannon's wrap link adds its excess latency once;
     * **Q − 1 shifting steps**: the main thread issues the receives, then the sends (c_op each), then
       the q_x·q_y products (``local_gemm_cycles``), then joins the 2 or 4 ops (one activation each);
     * while it multiplies, every wavelet a microthread moves takes the memory ports the FMAC needs:
@@ -169,17 +228,18 @@ def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: i
     * **the last step** multiplies only (no shift, no join).
 
     The steps are charged in lockstep, every PE starting each step at the same cycle. That is the
-    program's run when every PE enters the steps together (``a_skew="host"``: MeshGEMM within 0.01%
-    of the simulated cycles at 8²-64², tiles 16-48; Cannon within 0.05% up to 32², its wrap link's
-    lateness taking it out of lockstep at 64²), and with links that buffer a whole tile also after
-    the device skew. With the shipped links it leaves out one effect, which grows with the
-    mesh (docs/BENCHMARKS.md, § MeshGEMM vs Cannon vs SUMMA): the skew leaves the rows up to ⌊Q/2⌋
-    rounds apart, a receiver that has not issued its receive yet holds its sender back once the
-    link's buffering is in flight, the sender's ramp interleaves its other stream, its sends and
-    receives stop moving in the same cycles and its product loses more of them; the delay spreads to
-    its neighbours both ways (through the data and through the backpressure) and the steps do not
-    return to lockstep. The simulated runs are 2-4% longer at tiles 16-48 (−2.2% at 8², −2.9% at
-    16², −3.8% at 32², tile 16)."""
+    program's run when every PE enters the steps together: with A pre-skewed on the host
+    (``a_skew="host"``), and with the balanced skew the kernel ships (``balance_skew``: every
+    physical row takes as many rounds and copies as the row that rotates most,
+    ``balanced_skew_cycles``), MeshGEMM within 0.01% of the simulated cycles at 8²-64², tiles 16-48,
+    and on non-square meshes. Cannon's wrap link (P − 1 hops) delivers each ring's first PE its
+    tiles later than the one-hop links do, so its PEs leave lockstep from about 32² (−2.2% at 32²,
+    tile 16; −3.3% for the 2K GEMM at 64²). With the method's skew as written
+    (``balance_skew=False``) the rows leave the skew up to ⌊Q/2⌋ rounds apart; a receiver that has
+    not issued its receive yet then holds its sender back once the link's buffering is in flight,
+    the two stop moving their wavelets in the same cycles and the products lose more of them, and
+    the steps never return to lockstep: the formula then under-predicts by 2-4%, growing with the
+    mesh (docs/BENCHMARKS.md, § Why MeshGEMM's and Cannon's residual grew with the mesh)."""
     Q = math.lcm(p_y, p_x)
     q_x, q_y = Q // p_x, Q // p_y
     m_v, n_v, k = ceil_div(M, Q), ceil_div(N, Q), ceil_div(K, Q)
@@ -196,7 +256,11 @@ def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: i
                + t_join(spec, 2))
     align = 0.0
     if a_skew == "device":
-        align = _skew_cycles(spec, Q, p_y, q_x, q_y, comm_x, round_t, t_vec(spec, m_v * k, "mov", dtype))
+        copy_t = t_vec(spec, m_v * k, "mov", dtype)
+        if balance_skew and p_y > 1:  # one physical row has nothing to balance against
+            align = balanced_skew_cycles(spec, Q, p_y, q_x, q_y, comm_x, round_t, copy_t)
+        else:
+            align = _skew_cycles(spec, Q, p_y, q_x, q_y, comm_x, round_t, copy_t)
         if comm_x:
             align += skew_wrap_excess * spec.hop_cycles
 
@@ -217,7 +281,7 @@ def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: i
 
 
 def meshgemm(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",
-             packed: bool = False, a_skew: str = "device") -> CostBreakdown:
+             packed: bool = False, a_skew: str = "device", balance_skew: bool = True) -> CostBreakdown:
     """MeshGEMM: interleaved-ring Cannon (every link ≤ 2 hops); A skewed on the device the shorter way
     round (``a_skew="host"``: pre-skewed like B, no skew), B pre-skewed on the host; 9 colours (6
     compute rings + reverse skew ring)."""
@@ -226,11 +290,11 @@ def meshgemm(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dty
     colors = (3 if p_x >= 3 else (2 if p_x == 2 else 0)) + (3 if p_y >= 3 else (2 if p_y == 2 else 0))
     colors += 3 if p_x >= 3 else 0
     return _cannon_family("meshgemm", spec, p_y, p_x, M, K, N, dtype, ring_hops_x, ring_hops_y,
-                          ring_hops_x, colors, packed, a_skew=a_skew)
+                          ring_hops_x, colors, packed, a_skew=a_skew, balance_skew=balance_skew)
 
 
 def cannon(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",
-           packed: bool = False, a_skew: str = "device") -> CostBreakdown:
+           packed: bool = False, a_skew: str = "device", balance_skew: bool = True) -> CostBreakdown:
     """Cannon on plain rings, as the kernel runs it: no barrier separates the steps, so a PE waits
     only for its own incoming tile. Around a ring the P links add up to 2(P-1) hops (P-1 one-hop
     links and the P-1 hop wrap), so in steady state a step pays the average, 2(P-1)/P hops, and
@@ -242,7 +306,8 @@ def cannon(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype
     avg_y = 2 * (p_y - 1) / p_y if p_y > 1 else 1
     wrap_excess = max(max(p_x - 1, p_y - 1) - 1, 0)
     return _cannon_family("cannon", spec, p_y, p_x, M, K, N, dtype, avg_x, avg_y, 1, colors, packed,
-                          wrap_excess=wrap_excess, skew_wrap_excess=max(p_x - 2, 0), a_skew=a_skew)
+                          wrap_excess=wrap_excess, skew_wrap_excess=max(p_x - 2, 0), a_skew=a_skew,
+                          balance_skew=balance_skew)
 
 
 def summa_step_issue(spec: HardwareSpec, lines: list, roles: tuple) -> tuple[float, list, float]:

@@ -371,3 +371,37 @@ def test_meshgemm_chain_floor_never_exceeds_the_chain():
     assert floor == fmacs
     load, fill, convert = t_vec(spec, m * k, "mov", "fp16"), t_vec(spec, m * n, "mov", "fp32"), m * n
     assert chain == floor + load + fill + convert
+
+
+def test_skew_rounds_and_copies_count_each_rows_rotations():
+    """The closed forms of the balanced skew (``row_skew_rounds``, ``row_skew_copies``,
+    ``most_skew_rounds``) against rotating every hosted row u = pos·q_y + j one by one: reverse by
+    u, or forward by Q − u when shorter; a row with several hosted rows copies back the ones left
+    d ≠ 0 of LA = q_x + 1 slots off, a single column the ones with u mod q_x ≠ 0."""
+    from plmr.gemm import most_skew_rounds, row_skew_copies, row_skew_rounds
+    for Q in list(range(2, 41)) + [130, 360]:
+        divisors = [d for d in range(1, Q + 1) if Q % d == 0]
+        for q_y in divisors:
+            p_y = Q // q_y
+            rounds = []
+            for pos in range(p_y):
+                hosted = range(pos * q_y, pos * q_y + q_y)
+                rounds.append(sum(u if u <= Q - u else Q - u for u in hosted))
+                assert row_skew_rounds(Q, q_y, pos) == rounds[-1]
+                for q_x in divisors if Q <= 40 else [1, Q]:
+                    la = q_x + 1
+                    off = [u % la if u <= Q - u else (u - Q) % la for u in hosted]
+                    assert row_skew_copies(Q, q_x, q_y, pos, True) == (sum(d != 0 for d in off) if q_y > 1 else 0)
+                    if q_x == Q:
+                        assert row_skew_copies(Q, q_x, q_y, pos, False) == sum(u % q_x != 0 for u in hosted)
+            assert most_skew_rounds(Q, p_y, q_y) == max(rounds)
+
+
+def test_balanced_skew_costs_the_slowest_rows_skew_on_square_meshes():
+    """On a square mesh every physical row pads its rounds to the middle row's ⌊P/2⌋ (one hosted
+    row each, no copies), which is what the slowest row of the method's skew takes: the balanced
+    program's skew costs the same, and its steps no longer leave lockstep."""
+    for P in (3, 4, 8, 9, 16):
+        bal = meshgemm(SPEC, P, P, 24 * P, 24 * P, 24 * P)
+        raw = meshgemm(SPEC, P, P, 24 * P, 24 * P, 24 * P, balance_skew=False)
+        assert bal.parts["align"] == raw.parts["align"] > 0
