@@ -347,8 +347,8 @@ def _check_block_routes(prog: MeshProgram, pe_block: np.ndarray, blocks: list, r
                 raise InputError(f"PE {prog._xy(pe)}, body {b.body.name}: sends on colour {c}, but the route of "
                                  f"colour {c} there does not accept from the RAMP ({prog._route_str(pe, c)})")
         body = b.body
-        for code in [f.code for f in body.functions.values()] + [t.code for t in body.tasks.values()]:
-            for st in S.walk(resources.specialize(code, b.values)):
+        for _, flat in resources.block_code(b):
+            for st in flat:
                 if not isinstance(st, S.SetRoute):
                     continue
                 c = int(substitute(as_expr(st.colour), b.values).value)
@@ -637,19 +637,20 @@ class _CodeGen:
 
     # ------------------------------------------------------------------------------- statements
     def lower_all(self) -> None:
-        for name, f in self.body.functions.items():
+        codes = [code for code, _ in resources.block_code(self.block)]  # functions, then tasks
+        for (name, f), code in zip(self.body.functions.items(), codes):
             self.container = f"function {name}"
             self.held = {}
             entry = len(self.rows)
-            self.block_code(resources.specialize(f.code, self.values))
+            self.block_code(code)
             self.current = None
             self.emit(OP_RET)
             self.functions[name] = (entry, tuple(self.var_reg[a] for a in f.args))
-        for t in self.body.tasks.values():
+        for t, code in zip(self.body.tasks.values(), codes[len(self.body.functions):]):
             self.container = f"task {t.name}"
             self.held = {}
             entry = len(self.rows)
-            self.block_code(resources.specialize(t.code, self.values))
+            self.block_code(code)
             self.current = None
             self.emit(OP_RET)
             tid = self.res.task_ids[t.name]

@@ -467,7 +467,7 @@ class MeshProgram:
                      + resources.lowering_data_bytes(final, labels))
         code = self._code_of_shape.get(shape)
         if code is None:
-            code = self._code_of_shape[shape] = resources.code_bytes(final, values, self.spec)
+            code = self._code_of_shape[shape] = resources.code_bytes(final, values, self.spec, shape)
         return Block(index, final, values, tuple(bufs), {b.name: b for b in bufs}, off, data, var_bytes, code,
                      labels, shape)
 

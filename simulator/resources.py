@@ -63,6 +63,33 @@ def specialize(code: tuple, values: dict) -> tuple:
     return tuple(out)
 
 
+def containers(body) -> list[tuple]:
+    """The code of every function, then every task, of ``body``."""
+    return [f.code for f in body.functions.values()] + [t.code for t in body.tasks.values()]
+
+
+def specialized(body, values: dict, shape: tuple = ()) -> tuple[tuple[tuple, tuple], ...]:
+    """Per container of ``body`` (``containers``): its code specialized to ``values`` and that code's
+    statements in walk order. Parameter sets of one code shape (``shape_exprs``' values, ``Block.shape``)
+    keep the same code, so with a ``shape`` it is computed once per shape and kept on the finalized body
+    (a prefill region has thousands of parameter sets and a few hundred shapes; every check, the code
+    size and the lowering read it)."""
+    memo = body.__dict__.setdefault("_specialized", {}) if shape else None
+    if memo is not None:
+        hit = memo.get(shape)
+        if hit is not None:
+            return hit
+    out = tuple((code, tuple(S.walk(code))) for code in (specialize(c, values) for c in containers(body)))
+    if memo is not None:
+        memo[shape] = out
+    return out
+
+
+def block_code(block) -> tuple[tuple[tuple, tuple], ...]:
+    """``specialized`` for one block (its body, parameter values and shape)."""
+    return specialized(block.body, block.values, getattr(block, "shape", ()))
+
+
 #: What the CSL lowering adds to every PE program besides its code (``csl_templates/templates/pe.csl.j2``):
 #: the timing helpers ``wl_stamp`` (5 statements), ``wl_launch_begin`` (6) and ``wl_finish`` (2).
 HELPER_BODIES, HELPER_STATEMENTS = 3, 13
@@ -101,9 +128,10 @@ def lowering_data_bytes(body, labels: int) -> int:
             + EXPORT_POINTER_BYTES * exported)
 
 
-def _count(code: tuple) -> tuple[int, int]:
+def _count(flat: tuple) -> tuple[int, int]:
+    """DSD ops and statements of ``flat`` (a code's statements in walk order)."""
     ops = stmts = 0
-    for st in S.walk(code):
+    for st in flat:
         if isinstance(st, I.Instruction):
             ops += OPS_OF.get(type(st).__name__, 1)
         elif isinstance(st, S.Loop):
@@ -113,21 +141,22 @@ def _count(code: tuple) -> tuple[int, int]:
     return ops, stmts
 
 
-def code_bytes(body, values: dict, spec: HardwareSpec) -> int:
-    """Estimated code bytes of ``body`` (finalized) with parameter ``values`` (module docstring)."""
+def code_bytes(body, values: dict, spec: HardwareSpec, shape: tuple = ()) -> int:
+    """Estimated code bytes of ``body`` (finalized) with parameter ``values`` (module docstring);
+    ``shape``: the parameter set's code shape, when known (``specialized``)."""
     ops = stmts = 0
-    containers = [f.code for f in body.functions.values()] + [t.code for t in body.tasks.values()]
-    for code in containers:
-        o, s = _count(specialize(code, values))
+    for _, flat in specialized(body, values, shape):
+        o, s = _count(flat)
         ops += o
         stmts += s
+    codes = containers(body)
     # a launchable function calls wl_launch_begin and copies each launch argument into its variable;
     # a data task copies its wavelet into its variable
     stmts += sum(1 + len(f.args) for f in body.functions.values())
     stmts += sum(1 for t in body.tasks.values() if t.kind == "data" and t.arg)
-    mapped = {(type(st).__name__, body.buffers[st.dst.buf].dtype) for code in containers for st in S.walk(code)
+    mapped = {(type(st).__name__, body.buffers[st.dst.buf].dtype) for code in codes for st in S.walk(code)
               if type(st).__name__ in MAPPED}
-    bodies = len(containers) + HELPER_BODIES + len(mapped)
+    bodies = len(codes) + HELPER_BODIES + len(mapped)
     stmts += HELPER_STATEMENTS + len(mapped)  # a helper is one return statement
     return (ops * spec.code_bytes_per_op + stmts * spec.code_bytes_per_statement
             + bodies * spec.code_bytes_per_task)
@@ -207,8 +236,8 @@ def shape_of(exprs: tuple, values: dict) -> tuple:
 def check_block_shapes(block, spec: HardwareSpec) -> None:
     """Parameter-dependent checks of one block: colours of fabric ops are comptime and routable."""
     routable = set(spec.routable_colors)
-    for code in [f.code for f in block.body.functions.values()] + [t.code for t in block.body.tasks.values()]:
-        for st in S.walk(specialize(code, block.values)):
+    for _, flat in block_code(block):
+        for st in flat:
             if not isinstance(st, I.FABRIC_INSTRUCTIONS):
                 continue
             for c in (I.recv_colour(st), I.send_colour(st)):
@@ -238,8 +267,8 @@ def block_colours(block) -> tuple[set[int], set[int]]:
     recv: set[int] = set()
     send: set[int] = set()
     body = block.body
-    for code in [f.code for f in body.functions.values()] + [t.code for t in body.tasks.values()]:
-        for st in S.walk(specialize(code, block.values)):
+    for _, flat in block_code(block):
+        for st in flat:
             if isinstance(st, I.FABRIC_INSTRUCTIONS):
                 for c, acc in ((I.recv_colour(st), recv), (I.send_colour(st), send)):
                     if c is not None:
@@ -340,8 +369,8 @@ def _block_colour_exprs(block) -> tuple[list, list]:
     recv: list = []
     send: list = []
     body = block.body
-    for code in [f.code for f in body.functions.values()] + [t.code for t in body.tasks.values()]:
-        for st in S.walk(specialize(code, block.values)):
+    for _, flat in block_code(block):
+        for st in flat:
             if isinstance(st, I.FABRIC_INSTRUCTIONS):
                 for c, acc in ((I.recv_colour(st), recv), (I.send_colour(st), send)):
                     if c is not None and as_expr(c) not in acc:
