@@ -23,7 +23,7 @@ truncation agree.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Union
 
 import numpy as np
@@ -123,6 +123,18 @@ class Load(Expr):
     buf: str
     index: Expr
 
+    _h: int | None = field(default=None, init=False, compare=False, repr=False)
+
+    def __hash__(self) -> int:  # cached: nested trees are hashed at every dict lookup
+        h = self._h
+        if h is None:
+            h = hash((self.buf, self.index))
+            object.__setattr__(self, "_h", h)
+        return h
+
+    def __reduce__(self):  # the cached hash is per process (str hashes are salted)
+        return (Load, (self.buf, self.index))
+
     def __repr__(self) -> str:
         return f"{self.buf}[{self.index!r}]"
 
@@ -132,6 +144,18 @@ class BinOp(Expr):
     op: str
     a: Expr
     b: Expr
+
+    _h: int | None = field(default=None, init=False, compare=False, repr=False)
+
+    def __hash__(self) -> int:  # cached: nested trees are hashed at every dict lookup
+        h = self._h
+        if h is None:
+            h = hash((self.op, self.a, self.b))
+            object.__setattr__(self, "_h", h)
+        return h
+
+    def __reduce__(self):  # the cached hash is per process (str hashes are salted)
+        return (BinOp, (self.op, self.a, self.b))
 
     def __repr__(self) -> str:
         if self.op in ("min", "max"):
@@ -145,6 +169,18 @@ class UnOp(Expr):
     op: str
     a: Expr
 
+    _h: int | None = field(default=None, init=False, compare=False, repr=False)
+
+    def __hash__(self) -> int:  # cached: nested trees are hashed at every dict lookup
+        h = self._h
+        if h is None:
+            h = hash((self.op, self.a))
+            object.__setattr__(self, "_h", h)
+        return h
+
+    def __reduce__(self):  # the cached hash is per process (str hashes are salted)
+        return (UnOp, (self.op, self.a))
+
     def __repr__(self) -> str:
         return f"(-{self.a!r})" if self.op == "neg" else f"(~{self.a!r})"
 
@@ -154,6 +190,18 @@ class Select(Expr):
     cond: Expr
     a: Expr
     b: Expr
+
+    _h: int | None = field(default=None, init=False, compare=False, repr=False)
+
+    def __hash__(self) -> int:  # cached: nested trees are hashed at every dict lookup
+        h = self._h
+        if h is None:
+            h = hash((self.cond, self.a, self.b))
+            object.__setattr__(self, "_h", h)
+        return h
+
+    def __reduce__(self):  # the cached hash is per process (str hashes are salted)
+        return (Select, (self.cond, self.a, self.b))
 
     def __repr__(self) -> str:
         return f"select({self.cond!r}, {self.a!r}, {self.b!r})"
