@@ -653,17 +653,17 @@ class _Code:
         scores.append(Scale(self.R("sc", 0, n_sc), self.R("sc", 0, n_sc), float(self.m.head_dim) ** -0.5))
         it.append(If(live, tuple(scores)))
         it += self.stamp("scores")
-        # 6 softmax: the maxima (chunk 0 from −inf, later ones from the running maximum kept in ``al``),
-        # along Y in chunk 0 and in the iteration without a chunk; after chunk 0 the accumulators and sums
-        # rescaled by exp(m_old − m_new)
-        it += [Loop(nhs, "h", (Assign("acc", select(first, -math.inf, Load("mx", h))), Store("al", h, V("acc")),
+        # 6 softmax: the maxima (chunk 0 from −inf, later ones from the running maximum, the old one kept
+        # in ``gu32``, free until gate/up), along Y in chunk 0 and in the iteration without a chunk; after
+        # chunk 0 the accumulators and sums rescaled by exp(m_old − m_new)
+        it += [Loop(nhs, "h", (Assign("acc", select(first, -math.inf, Load("mx", h))), Store("gu32", h, V("acc")),
                                Loop(cl, "t", (Assign("acc", max_(V("acc"), Load("sc", h * cl + t))),)),
                                Store("mx", h, V("acc")))),
                If(first | eq(k, nch), self.allreduce_y("mx", nhs, combine="max", tag="m")),
-               If(k > 0, (Fmac(self.R("al", 0, nhs), self.R("al", 0, nhs), self.R("mx", 0, nhs), -1.0),
-                          Exp(self.R("al", 0, nhs), self.R("al", 0, nhs)),
-                          Loop(nhc, "h", (Scale(self.R("o32", h * w, w), self.R("o32", h * w, w), Load("al", h)),)),
-                          Mul(self.R("o32", qx, nhs), self.R("o32", qx, nhs), self.R("al", 0, nhs))))]
+               If(k > 0, (Fmac(self.R("gu32", 0, nhs), self.R("gu32", 0, nhs), self.R("mx", 0, nhs), -1.0),
+                          Exp(self.R("gu32", 0, nhs), self.R("gu32", 0, nhs)),
+                          Loop(nhc, "h", (Scale(self.R("o32", h * w, w), self.R("o32", h * w, w), Load("gu32", h)),)),
+                          Mul(self.R("o32", qx, nhs), self.R("o32", qx, nhs), self.R("gu32", 0, nhs))))]
         # exp(s − m) stays unnormalised: its row sums ride on p·V's allreduce (one allreduce along Y, not
         # two), and p·V divides by the total; the sums go where that payload expects them (o32[qx + h])
         soft = [Loop(nhs, "h", (Fmac(self.R("sc", h * cl, cl), self.R("sc", h * cl, cl), Ref("mx", h, cl, 0), -1.0),)),

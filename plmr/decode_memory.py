@@ -134,12 +134,13 @@ def decode_buffers(mod: DecodeModel, sz: DecodeSizes, capacity: int, dtype: str,
         # extras
         "emb": (dt, "first", sz.VXM * sz.EYM), "wlm": (dt, "lm", sz.EYM * sz.VXM), "fnorm": (dt, "last", sz.EYM),
         "invf": const(sz.NPM, F32),
-        # working vectors (one per op output, so a one-layer stage can be checked op by op)
+        # working vectors (one per op output, so a one-layer stage can be checked op by op); gu32, free
+        # until gate/up, holds the attention's running maxima while a chunk rescales
         "x": const(sz.EYM), "x32": const(sz.EYM, F32), "a": const(sz.EYM), "nr": const(2, F32),
         "qkv32": const(qkvm + 1, F32), "qkv": const(qkvm), "qkr": const(qkvm),
-        "sc": const(scores, F32), "pr": const(scores if dt != F32 else 1), "mx": const(sz.NHM, F32), "al": const(sz.NHM, F32),
+        "sc": const(scores, F32), "pr": const(scores if dt != F32 else 1), "mx": const(sz.NHM, F32),
         "o32": const(sz.QXM + sz.NHM, F32), "o": const(sz.QXM), "h32": const(sz.EYM, F32), "ho": const(sz.EYM),
-        "h1": const(sz.EYM), "a2": const(sz.EYM), "gu32": const(2 * sz.FXM + 1, F32), "gu": const(2 * sz.FXM),
+        "h1": const(sz.EYM), "a2": const(sz.EYM), "gu32": const(max(2 * sz.FXM + 1, sz.NHM), F32), "gu": const(2 * sz.FXM),
         "z": const(sz.FXM), "hm": const(sz.EYM), "xf": (dt, "last", sz.EYM), "lg32": (F32, "last", sz.VXM),
         "lg": (dt, "last", sz.VXM), "am": const(2, F32), "tk": const(1, F32),
         "ang": const(sz.NPM, F32), "cs": const(sz.NPM), "sn": const(sz.NPM), "nsn": const(sz.NPM),
