@@ -36,6 +36,9 @@ WEIGHT_BUFFERS = ("wqkv", "wo", "wgu", "wd", "gin", "gpost", "bqkv", "bo", "bgu"
 #: accumulators), so its score buffers do not grow with the context. At the default context every
 #: plan's rows hold fewer entries (one chunk: the order of a plain softmax, no rescaling).
 SCORE_CHUNK = 64
+#: The chunks a plan may take where the whole ring's scores do not fit beside the model, largest first
+#: (``waferllm.planner.attention_chunk`` takes the largest that fits: fewer chunks, fewer cycles).
+SCORE_CHUNKS = (SCORE_CHUNK, 32, 16, 8)
 #: Buffers of the LM head's stage besides its weights: the final norm's output and the logits (fp32
 #: sums and their copy in the model dtype, which the argmax reads as transformers rounds them).
 HEAD_BUFFERS = ("fnorm", "xf", "lg32", "lg")

@@ -450,7 +450,8 @@ def place_layers_packed(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple
                             extras_bytes=e, grid=(p_y, w)))
         first += count
     return Placement(grid=grid, stages=tuple(stages), wafers=wafers, regions_per_wafer=per_wafer,
-                     capacity_per_pe=capacity, buffer_bytes=max(buf.values()), strip_width=s)
+                     capacity_per_pe=capacity, buffer_bytes=max(buf.values()), strip_width=s,
+                     score_chunk=min(c.score_chunk for c in charges.values()) if charges else SCORE_CHUNK)
 
 
 def _fewest_even(L: int, room: int, emb: int, lm: int, tied: bool,

@@ -44,7 +44,7 @@ from plmr.hardware import DTYPE_BYTES, HardwareSpec
 from plmr.ktree import default_group_counts
 from plmr.ops import rmsnorm
 from plmr.primitives import ceil_div
-from plmr.decode_memory import SCORE_CHUNK, DecodeModel, decode_fixed_bytes, decode_layer_bytes
+from plmr.decode_memory import SCORE_CHUNK, SCORE_CHUNKS, DecodeModel, decode_fixed_bytes, decode_layer_bytes
 from plmr.prefill_memory import PrefillModel, kv_block, prefill_data_bytes, prefill_layer_bytes, prefill_tiles
 from plmr.program_code import DECODE_CODE, PREFILL_CODE
 from plmr.transformer import decode_colors as layer_decode_colors
@@ -598,7 +598,7 @@ def packed_terms(model: Any, req: PlanRequest, grid: tuple[int, int], placement:
         ctx = [contexts[i] for s in st if tuple(s.grid) == g for i in range(s.layers[0], s.layers[1] + 1)]
         ex = _extras(model, req, g)
         extras = ((ex[0],) if tuple(st[0].grid) == g else ()) + (ex[1:] if tuple(st[-1].grid) == g else ())
-        parts[g] = (_layer_groups(model, req, g, ctx), extras)
+        parts[g] = (_layer_groups(model, req, g, ctx, placement.score_chunk), extras)
     terms = {g: DecodeTerms(g, parts[g][0], parts[g][1], 0.0, handoff, model.num_layers, spec, prices,
                             score_mode(dims, g[1]), colours) for g in (grid, strip)}
     main = replace(terms[grid], handoff_cycles=handoff["decode_cycles"])
@@ -712,20 +712,22 @@ def decode_charge(model: Any, req: PlanRequest, grid: tuple[int, int], tokens: t
 
 def attention_chunk(model: Any, req: PlanRequest, grid: tuple[int, int], tokens: tuple[int, ...],
                     batch: int) -> int:
-    """The decode program's attention chunk on ``grid`` regions (``DecodeConfig.score_chunk``): the
-    whole ring, one chunk per row (a plain softmax: no rescaling, no second max along Y), when the
-    aligned regions hold the model with the scores of every cached entry; else
-    ``plmr.decode_memory.SCORE_CHUNK`` entries, whose scores fit whatever the context. Rows of at most
-    ``SCORE_CHUNK`` entries take one chunk either way."""
+    """The decode program's attention chunk on ``grid`` regions (``DecodeConfig.score_chunk``, cached
+    entries per chunk, at most the ring's capacity): the whole ring, one chunk per row (a plain softmax:
+    no rescaling, no second max along Y), when the aligned regions hold the model with the scores of
+    every cached entry; else the largest of ``plmr.decode_memory.SCORE_CHUNKS`` with which they do
+    (fewer chunks, fewer cycles); the smallest when none does (the placement then reports the
+    shortfall)."""
     cap = max(1, ceil_div(max(tokens, default=1), grid[0]))
-    if cap <= SCORE_CHUNK:
-        return SCORE_CHUNK
-    whole = _decode_charge(DecodeModel.of(model), grid[0], grid[1], cap, req.dtype, batch, decode_program_bytes(req),
-                           cap)
-    p = _fits_or_none(lambda: place_layers(req.hardware, model_dims(model), tokens, model.vocab_size,
-                                           model.tie_word_embeddings, grid, req.dtype, batch, _wafer_count(req),
-                                           detail=False, charge=whole))
-    return cap if p is not None else SCORE_CHUNK
+    ladder = [cap] + [c for c in SCORE_CHUNKS if c < cap]
+    mod, code = DecodeModel.of(model), decode_program_bytes(req)
+    for chunk in ladder[:-1]:
+        charge = _decode_charge(mod, grid[0], grid[1], cap, req.dtype, batch, code, chunk)
+        if _fits_or_none(lambda: place_layers(req.hardware, model_dims(model), tokens, model.vocab_size,
+                                              model.tie_word_embeddings, grid, req.dtype, batch, _wafer_count(req),
+                                              detail=False, charge=charge)) is not None:
+            return chunk
+    return ladder[-1]
 
 
 @functools.lru_cache(maxsize=1 << 14)
@@ -1078,14 +1080,19 @@ def packed_placement(model: Any, req: PlanRequest, grid: tuple[int, int], contex
     b = req.batch if batch is None else batch
     tokens = layer_contexts(model, ctx)
     widths = (grid[1], req.hardware.mesh_width % grid[1])
-    try:
-        p = place_layers_packed(req.hardware, model_dims(model), tokens, model.vocab_size,
-                                model.tie_word_embeddings, grid, req.dtype, b, _wafer_count(req),
-                                charges={w: decode_charge(model, req, (grid[0], w), tokens, b, SCORE_CHUNK)
-                                         for w in widths})
-    except InputError:
-        return None
-    return p if p.fits else None
+    cap = max(1, ceil_div(max(tokens, default=1), grid[0]))
+    # one attention chunk for both widths (the program has one): the largest with which they hold the model
+    for chunk in [cap] + [c for c in SCORE_CHUNKS if c < cap]:
+        try:
+            p = place_layers_packed(req.hardware, model_dims(model), tokens, model.vocab_size,
+                                    model.tie_word_embeddings, grid, req.dtype, b, _wafer_count(req),
+                                    charges={w: decode_charge(model, req, (grid[0], w), tokens, b, chunk)
+                                             for w in widths})
+        except InputError:
+            continue
+        if p.fits:
+            return p
+    return None
 
 
 def decode_placement(model: Any, req: PlanRequest, grid: tuple[int, int], context: int | None = None,
