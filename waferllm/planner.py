@@ -707,7 +707,13 @@ def decode_charge(model: Any, req: PlanRequest, grid: tuple[int, int], tokens: t
     cap = max(1, ceil_div(max(tokens, default=1), p_y))
     if chunk is None:
         chunk = attention_chunk(model, req, grid, tokens, batch)
-    return _decode_charge(DecodeModel.of(model), p_y, p_x, cap, req.dtype, batch, decode_program_bytes(req), chunk)
+    return _decode_charge(_decode_model(model), p_y, p_x, cap, req.dtype, batch, decode_program_bytes(req), chunk)
+
+
+@functools.lru_cache(maxsize=64)
+def _decode_model(model: Any) -> DecodeModel:
+    """``DecodeModel.of`` once per model (the search charges thousands of placements)."""
+    return DecodeModel.of(model)
 
 
 def attention_chunk(model: Any, req: PlanRequest, grid: tuple[int, int], tokens: tuple[int, ...],
@@ -720,14 +726,25 @@ def attention_chunk(model: Any, req: PlanRequest, grid: tuple[int, int], tokens:
     shortfall)."""
     cap = max(1, ceil_div(max(tokens, default=1), grid[0]))
     ladder = [cap] + [c for c in SCORE_CHUNKS if c < cap]
-    mod, code = DecodeModel.of(model), decode_program_bytes(req)
-    for chunk in ladder[:-1]:
-        charge = _decode_charge(mod, grid[0], grid[1], cap, req.dtype, batch, code, chunk)
-        if _fits_or_none(lambda: place_layers(req.hardware, model_dims(model), tokens, model.vocab_size,
-                                              model.tie_word_embeddings, grid, req.dtype, batch, _wafer_count(req),
-                                              detail=False, charge=charge)) is not None:
-            return chunk
-    return ladder[-1]
+    mod, code = _decode_model(model), decode_program_bytes(req)
+
+    def fits(i: int) -> bool:
+        charge = _decode_charge(mod, grid[0], grid[1], cap, req.dtype, batch, code, ladder[i])
+        return _fits_or_none(lambda: place_layers(req.hardware, model_dims(model), tokens, model.vocab_size,
+                                                  model.tie_word_embeddings, grid, req.dtype, batch,
+                                                  _wafer_count(req), detail=False, charge=charge)) is not None
+
+    # a smaller chunk never needs more bytes: the whole ring first (the plans' case), then the smallest
+    # (a context beyond the placed one), then a bisection for the largest that fits
+    if len(ladder) == 1 or fits(0):
+        return ladder[0]
+    lo, hi = 1, len(ladder) - 1
+    if not fits(hi):
+        return ladder[hi]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(mid) else (mid + 1, hi)
+    return ladder[lo]
 
 
 @functools.lru_cache(maxsize=1 << 14)
