@@ -105,11 +105,15 @@ def score_chunk(capacity: int, chunk: int = SCORE_CHUNK) -> int:
     return max(1, min(capacity, chunk))
 
 
-def attention_chunks(tokens: int, chunk: int = SCORE_CHUNK) -> list[int]:
-    """Lengths of the chunks a row of ``tokens`` cached entries is walked in (at least one, possibly
-    empty: every row runs chunk 0, whose maxima are allreduced along Y)."""
-    n = max(1, ceil_div(max(tokens, 0), chunk))
-    return [chunk] * (n - 1) + [max(tokens, 0) - (n - 1) * chunk]
+def attention_chunks(tokens: int, chunk: int = SCORE_CHUNK) -> list[tuple[int, int]]:
+    """The chunks a row of ``tokens`` cached entries is walked in, as (length, count) runs in order:
+    chunk 0 (every row runs it, possibly empty: its maxima are allreduced along Y), then the full
+    chunks, then the last (a count, not a list: a long context has many)."""
+    t = max(tokens, 0)
+    n = max(1, ceil_div(t, chunk))
+    if n == 1:
+        return [(t, 1)]
+    return [(chunk, 1)] + ([(chunk, n - 2)] if n > 2 else []) + [(t - (n - 1) * chunk, 1)]
 
 
 def decode_buffers(mod: DecodeModel, sz: DecodeSizes, capacity: int, dtype: str,

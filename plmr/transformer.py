@@ -135,6 +135,7 @@ class Reduction:
     broadcast: bool = True
     combine: str = "sum"
     groups0: int | None = None
+    repeat: int = 1  # the same allreduce this many times in sequence (an attention's chunks)
 
 
 def line_tree_args(r: Reduction, tree: TreeChoice) -> tuple | None:
@@ -225,18 +226,21 @@ def decode_steps(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, contex
 
     # ops 5-7 over the busiest row's S_y entries in chunks (``attention_chunks``): chunk 0 a plain softmax
     # (the wrapping ring run charged to it), later chunks rescaled, the rows reconciled when any took two
-    lens = attention_chunks(S_y, chunk)
+    runs = attention_chunks(S_y, chunk)
+    first = runs[0][0]
     attention = [
-        times_b(D.scores_local(spec, hl.q_heads, w, lens[0], score_heads, dtype)), *scores_red(lens[0]),
-        y("softmax", score_heads, "max"), times_b(D.softmax_local(spec, score_heads, lens[0], dtype)),
-        times_b(D.pv_accumulate_local(spec, hl.q_heads, w, lens[0], dtype))]
-    for n in lens[1:]:
+        times_b(D.scores_local(spec, hl.q_heads, w, first, score_heads, dtype)), *scores_red(first),
+        y("softmax", score_heads, "max"), times_b(D.softmax_local(spec, score_heads, first, dtype)),
+        times_b(D.pv_accumulate_local(spec, hl.q_heads, w, first, dtype))]
+    for n, count in runs[1:]:  # ``count`` chunks of n entries each
+        rep = lambda step: times_b(step).scaled(count) if count > 1 else times_b(step)  # noqa: E731
         attention += [
-            times_b(D.scores_local(spec, hl.q_heads, w, n, score_heads, dtype, runs=1)), *scores_red(n),
-            times_b(D.rescale_local(spec, hl.q_heads, w, score_heads)),
-            times_b(D.softmax_local(spec, score_heads, n, dtype)),
-            times_b(D.pv_accumulate_local(spec, hl.q_heads, w, n, dtype, first=False))]
-    if len(lens) > 1:
+            rep(D.scores_local(spec, hl.q_heads, w, n, score_heads, dtype, runs=1)),
+            *[dataclasses.replace(r, repeat=count) for r in scores_red(n)],
+            rep(D.rescale_local(spec, hl.q_heads, w, score_heads)),
+            rep(D.softmax_local(spec, score_heads, n, dtype)),
+            rep(D.pv_accumulate_local(spec, hl.q_heads, w, n, dtype, first=False))]
+    if len(runs) > 1:
         attention += [y("softmax", score_heads, "max"), times_b(D.rescale_local(spec, hl.q_heads, w, score_heads))]
     return [
         times_b(D.norm_numerator_local(spec, E_y, dtype)),
@@ -259,7 +263,7 @@ def axis_cycles(spec: HardwareSpec, steps: list, axis: str, tree: TreeChoice) ->
     """The part of a step sequence that depends on one axis's K-tree (``"x"`` includes the
     per-group score allreduce, whose K follows the X tree)."""
     axes = ("x", "group") if axis == "x" else ("y",)
-    return sum(price_reduction(spec, s, tree) for s in steps if isinstance(s, Reduction) and s.axis in axes)
+    return sum(s.repeat * price_reduction(spec, s, tree) for s in steps if isinstance(s, Reduction) and s.axis in axes)
 
 
 def local_cycles(steps: list) -> float:
@@ -272,7 +276,7 @@ def compose(spec: HardwareSpec, steps: list, tree_y: TreeChoice, tree_x: TreeCho
     priced = []
     for s in steps:
         if isinstance(s, Reduction):
-            t = price_reduction(spec, s, tree_y if s.axis == "y" else tree_x)
+            t = s.repeat * price_reduction(spec, s, tree_y if s.axis == "y" else tree_x)
             priced.append(CostBreakdown(op=s.op, compute_cycles=0.0, comm_cycles=t, total_cycles=t,
                                         bytes_per_pe=2 * s.payload * dtype_bytes(s.dtype)))
         else:

@@ -439,7 +439,7 @@ class DecodeTerms:
                 for r in steps:
                     if isinstance(r, Reduction) and r.axis in axes and r.n_ax > 1 and r.payload > 0:
                         key = Reduction("", r.axis, r.n_ax, r.payload, r.dtype, r.broadcast, r.combine, r.groups0)
-                        weights[key] = weights.get(key, 0) + n
+                        weights[key] = weights.get(key, 0) + n * r.repeat
             out[axis] = tuple((w, r) for r, w in weights.items())
         return out
 
