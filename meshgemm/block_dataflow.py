@@ -37,6 +37,7 @@ from plmr.ktree import chain_tree
 from meshgemm.kv_cache import KVCacheFull, ShiftKVCache
 from meshgemm.model_layout import (Blocks, DecodeLayout, ModelDims, ModelShards, PrefillLayout,
                                    PreskewedWeight, make_blocks)
+from plmr.decode_memory import SCORE_CHUNK, score_chunk as chunk_length
 from plmr.errors import InputError
 from plmr.interleave import ring_order, ring_position
 from plmr.ktree import KTree, build_ktree
@@ -178,12 +179,15 @@ class DecodeDataflow:
     """One decode step of method §3.4 on the per-PE blocks of `DecodeLayout` (see the module docstring).
 
     ``capacity`` is the KV entries per PE (the planner derives it from SRAM; `meshgemm.kv_cache.entries_per_pe`).
-    ``tree_y`` / ``tree_x`` are the K-tree shapes of the two reduction axes.
+    ``tree_y`` / ``tree_x`` are the K-tree shapes of the two reduction axes; ``score_chunk`` the cached
+    entries per attention chunk (``plmr.decode_memory.SCORE_CHUNK``, as the decode program).
     """
 
     def __init__(self, spec: ModelConfig, layout: DecodeLayout, shards: ModelShards, dtype, capacity: int,
-                 tree_y: TreeChoice = TreeChoice(), tree_x: TreeChoice = TreeChoice()):
+                 tree_y: TreeChoice = TreeChoice(), tree_x: TreeChoice = TreeChoice(),
+                 score_chunk: int = SCORE_CHUNK):
         self.spec, self.lay, self.sh = spec, layout, shards
+        self.chunk = chunk_length(capacity, score_chunk)
         self.dtype = np.dtype(dtype).type
         self.tree_y, self.tree_x = tree_y, tree_x
         self.inv_freq = np.asarray(spec.rope_inv_freq(), dtype=np.float64).astype(F32)
@@ -330,37 +334,77 @@ class DecodeDataflow:
         summed = allreduce(_map(q, part), "x", self.tree_x, segments=heads.segments)
         return _map(summed, lambda b, px, py: (b.astype(self.dtype) * scale).astype(F32))
 
-    def softmax(self, s: Blocks) -> tuple[Blocks, Blocks]:
-        """Op 6: local max, allreduce max along Y, exp(s − m) (fp32, rounded to the model dtype as p·V's
-        weights) and its local row sums; the sums are allreduced with p·V (``pv``), which divides by them."""
-        mx = allreduce(_map(s, lambda b, px, py: b.max(axis=1) if b.shape[1] else np.full(b.shape[0], -np.inf, F32)),
-                       "y", self.tree_y, op="max")
-        e = _map(s, lambda b, px, py: np.exp(b - mx[py][px][:, None]))
-        sums = _map(e, lambda b, px, py: b.sum(axis=1, dtype=F32))
-        return _map(e, lambda b, px, py: b.astype(self.dtype)), sums
-
-    def pv(self, layer: int, p: Blocks, sums: Blocks) -> Blocks:
-        """Op 7: each row's weighted sum of its cached V rows (weights exp(s − m)), one allreduce along Y
-        with the softmax sums, each head divided by its total; o X-dist."""
+    def attend(self, layer: int, s: Blocks, trace: dict | None = None) -> Blocks:
+        """Ops 6 and 7 over each row's cached tokens in chunks of ``self.chunk`` (the decode program's
+        order, ``meshgemm.decode_program``): chunk 0 takes its maxima allreduced along Y, exp(s − m) (fp32,
+        rounded to the model dtype as p·V's weights), its sums and its p·V partials; a later chunk raises
+        the row's running maximum and rescales the partials and sums by exp(m_old − m_new); once some row
+        took several chunks a second max along Y rescales every row to the largest. Then one allreduce
+        along Y of the partials with the sums, each head divided by its total; o X-dist. ``trace`` gets
+        ``exp_scores`` (each PE's last chunk of exp(s − m), as the program holds it) and ``weights`` (the
+        factor each cached token's V row ends up weighted by, exp(s − max) of the whole cache)."""
         heads, c = self.lay.heads, self.caches[layer]
         n_after = self.length + 1
+        C = self.chunk
+        vals = _map(s, lambda b, px, py: c.v[py][px][self.cached_slots(layer, py, n_after)].astype(F32))
+        chunks = self.lay.heads.chunks
 
-        def part(b, px, py):
-            slots = self.cached_slots(layer, py, n_after)
-            vals = c.v[py][px][slots].astype(F32)
+        def pv(p, vv, px):  # p [heads, t] in the model dtype, vv [t, kv features]: the partials, fp32
             out = np.zeros(heads.q.alloc[px], dtype=F32)
-            for hi, ch in enumerate(heads.chunks(px)):
-                out[ch.q_offset:ch.q_offset + ch.width] = b[hi].astype(F32) @ vals[:, ch.kv_offset:ch.kv_offset + ch.width]
-            return np.concatenate([out, sums[py][px]])
+            for hi, ch in enumerate(chunks(px)):
+                out[ch.q_offset:ch.q_offset + ch.width] = p[hi].astype(F32) @ vv[:, ch.kv_offset:ch.kv_offset + ch.width]
+            return out
+
+        def rescale(st, fac, px):
+            acc, sums, ws = st["acc"], st["sums"] * fac, [w * fac[:, None] for w in st["ws"]]
+            acc = acc.copy()
+            for hi, ch in enumerate(chunks(px)):
+                acc[ch.q_offset:ch.q_offset + ch.width] *= fac[hi]
+            return dict(st, acc=acc, sums=sums, ws=ws)
+
+        def local_max(b):
+            return b.max(axis=1) if b.shape[1] else np.full(b.shape[0], -np.inf, F32)
+
+        # chunk 0 on every row (empty where a row holds nothing)
+        first = _map(s, lambda b, px, py: b[:, :C])
+        m = allreduce(_map(first, lambda b, px, py: local_max(b)), "y", self.tree_y, op="max")
+
+        def chunk0(b, px, py):
+            e = np.exp(b - m[py][px][:, None])
+            p = e.astype(self.dtype)
+            return dict(m=m[py][px], sums=e.sum(axis=1, dtype=F32), acc=pv(p, vals[py][px][:C], px), ws=[e], last=e)
+
+        state = _map(first, chunk0)
+        longest = 0
+        for py in range(self.p_y):
+            n_row = s[py][0].shape[1]
+            longest = max(longest, n_row)
+            for px in range(self.p_x):
+                st, b = state[py][px], s[py][px]
+                for a in range(C, n_row, C):
+                    sc = b[:, a:a + C]
+                    m_new = np.maximum(st["m"], sc.max(axis=1))
+                    st = rescale(st, np.exp(st["m"] - m_new), px)
+                    e = np.exp(sc - m_new[:, None])
+                    st = dict(st, m=m_new, sums=st["sums"] + e.sum(axis=1, dtype=F32), ws=st["ws"] + [e], last=e,
+                              acc=st["acc"] + pv(e.astype(self.dtype), vals[py][px][a:a + C], px))
+                state[py][px] = st
+        if longest > C:  # the rows' maxima differ: every row rescaled to the largest
+            mx = allreduce(_map(state, lambda st, px, py: st["m"]), "y", self.tree_y, op="max")
+            state = _map(state, lambda st, px, py: rescale(st, np.exp(st["m"] - mx[py][px]), px))
+        if trace is not None:
+            trace.update(exp_scores=_map(state, lambda st, px, py: st["last"]),
+                         weights=_map(state, lambda st, px, py: np.concatenate(st["ws"], axis=1)))
 
         def divide(b, px, py):
             out = b[:heads.q.alloc[px]].copy()
             tot = b[heads.q.alloc[px]:]
-            for hi, ch in enumerate(heads.chunks(px)):
+            for hi, ch in enumerate(chunks(px)):
                 out[ch.q_offset:ch.q_offset + ch.width] *= F32(1.0) / tot[hi]
             return out.astype(self.dtype)
 
-        return _map(allreduce(_map(p, part), "y", self.tree_y), divide)
+        part = _map(state, lambda st, px, py: np.concatenate([st["acc"], st["sums"]]))
+        return _map(allreduce(part, "y", self.tree_y), divide)
 
     def _gemv_x(self, x: Blocks, w: Blocks, bias: Blocks | None) -> Blocks:
         """A GEMV against a weight in transposed block position: local product, allreduce along X, Y-dist."""
@@ -413,8 +457,8 @@ class DecodeDataflow:
         q_r, k_r = self.rope(q, k, self.length)
         self.kv_append(i, k_r, v)
         s = self.scores(i, q_r)
-        p, sums = self.softmax(s)
-        o = self.pv(i, p, sums)
+        att: dict = {}
+        o = self.attend(i, s, att)
         attn_out = self.o_proj(i, o)
         h1 = self.residual(x, attn_out)
         a2, ss2 = self.norm_numerator(h1, w["post_norm"])
@@ -423,7 +467,7 @@ class DecodeDataflow:
         mlp = self.down(i, z)
         h2 = self.residual(h1, mlp)
         if trace is not None:
-            trace.update(attn_gx=a, q=q, k=k, v=v, q_rope=q_r, k_rope=k_r, scores=s, exp_scores=p, attn=o,
+            trace.update(attn_gx=a, q=q, k=k, v=v, q_rope=q_r, k_rope=k_r, scores=s, **att, attn=o,
                          attn_out=attn_out, h_attn=h1, mlp_gx=a2, gate=g, up=u, act=z, mlp_out=mlp, h_out=h2)
         return h2
 

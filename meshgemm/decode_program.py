@@ -25,10 +25,13 @@ GEMV of γ ⊙ x (natural blocks, one allreduce along Y that also carries Σx²,
 rsqrt(Σx²/E + eps) on the sums, biases after it), 3 RoPE (cos/sin of pos·inv_freq for the
 column's pairs, computed once per launch), 4 the KV append with the shift of `meshgemm.kv_cache` (ring slot
 t mod capacity; shifting rows copy their oldest entry out, send it north and receive the one from below,
-in an order by row parity that never lets two neighbours wait on each other), 5 scores against the row's
-cached K (feature-major, two ring runs) summed within each KV group's columns, 6 softmax (max allreduce
-along Y, exp(s − m) left unnormalised, fp32), 7 p·V (one allreduce along Y that also carries the softmax
-sums, then each head divided by its sum), 8 O projection on W_O transposed in block position (allreduce
+in an order by row parity that never lets two neighbours wait on each other), then 5-7 over the row's
+cache in chunks of at most ``plmr.decode_memory.SCORE_CHUNK`` entries (the scores a PE holds do not grow
+with the context): 5 scores against the chunk's cached K (feature-major, two ring runs) summed within each
+KV group's columns, 6 softmax (chunk 0: max allreduce along Y, exp(s − m) left unnormalised, fp32; later
+chunks: a running maximum, the accumulators rescaled where it rises, and once a row took several chunks a
+second max along Y and a last rescale), 7 p·V (FMACs per chunk, one allreduce along Y that also carries the
+softmax sums, then each head divided by its sum), 8 O projection on W_O transposed in block position (allreduce
 along X), 9 residual, 10 RMSNorm's local part, 11 gate/up (fused, along Y, with Σx², then the norm's
 scale), 12 SiLU ⊙ up, 13 down (transposed, along X), 14 residual. Seven allreduces per layer (4 along
 Y, 2 along X, the per-KV-group scores) where method §3.4 counts ten: a norm's scale is one number per
@@ -52,7 +55,7 @@ from typing import Callable
 import numpy as np
 
 from plmr.decode_memory import DecodeModel, DecodeSizes, buffer_length as _table_length, decode_buffers
-from plmr.decode_memory import decode_sizes, decode_stage_bytes, layer_strides
+from plmr.decode_memory import SCORE_CHUNK, decode_sizes, decode_stage_bytes, layer_strides, score_chunk
 from plmr.errors import InputError
 from plmr.hardware import HardwareSpec
 from plmr.transformer import DECODE_QUEUES_TWO_LEVEL_Y, decode_tree_ks
@@ -114,6 +117,8 @@ class DecodeConfig:
     x_groups: int | None = None
     #: The X tree's level-0 group count on stages narrower than P_x (a packed placement's strips).
     strip_x_groups: int | None = None
+    #: Cached entries per attention chunk (``plmr.decode_memory.SCORE_CHUNK``; smaller in tests).
+    score_chunk: int = SCORE_CHUNK
 
     def __post_init__(self) -> None:
         p_y, p_x = self.grid
@@ -123,6 +128,8 @@ class DecodeConfig:
             raise InputError(f"dtype {self.dtype!r}: use fp32 or fp16")
         if self.capacity < 1:
             raise InputError(f"KV capacity must be >= 1 entry per PE, got {self.capacity}")
+        if self.score_chunk < 1:
+            raise InputError(f"attention chunk must be >= 1 cached entry, got {self.score_chunk}")
         if not self.stages:
             raise InputError("a decode program needs at least one stage")
         layers = [i for s in self.stages for i in range(s.first, s.last + 1)]
@@ -333,7 +340,7 @@ def _stride_table(sz: Sizes, cap: int) -> dict[str, int]:
 def buffer_plan(cfg: DecodeConfig, sz: Sizes) -> dict[str, tuple[str, str, int]]:
     """name -> (dtype, kind, size) of every buffer of the body: ``plmr.decode_memory.decode_buffers``, the
     table the planner charges (``buffer_length`` says how a kind's length follows the stage)."""
-    return decode_buffers(DecodeModel.of(cfg.model), sz.table, cfg.capacity, cfg.dtype)
+    return decode_buffers(DecodeModel.of(cfg.model), sz.table, cfg.capacity, cfg.dtype, cfg.score_chunk)
 
 
 def buffer_length(kind: str, size: int, nl, first, last, tied: bool):
@@ -345,7 +352,8 @@ def buffer_length(kind: str, size: int, nl, first, last, tied: bool):
 
 def stage_bytes(cfg: DecodeConfig, sz: Sizes, nl: int, first: bool, last: bool) -> int:
     """Buffer bytes per PE of a stage with ``nl`` layers (the code and variables come on top)."""
-    return decode_stage_bytes(DecodeModel.of(cfg.model), sz.p_y, sz.p_x, cfg.capacity, nl, first, last, cfg.dtype)
+    return decode_stage_bytes(DecodeModel.of(cfg.model), sz.p_y, sz.p_x, cfg.capacity, nl, first, last, cfg.dtype,
+                              cfg.score_chunk)
 
 
 class _Code:
@@ -355,6 +363,7 @@ class _Code:
         self.cfg, self.sz, self.ty, self.tx, self.col, self.st = cfg, sz, ty, tx, col, strides
         self.m = cfg.model
         self.dt = cfg.dtype
+        self.chunk = score_chunk(cfg.capacity, cfg.score_chunk)
 
     # -- helpers -------------------------------------------------------------------------------------------
     @staticmethod
@@ -546,8 +555,8 @@ class _Code:
         return select(inside, win, 0)
 
     def cache_rows(self, n: Expr) -> tuple:
-        """Scalar code: after n appends, this row's count ``S``, its first token ``tf`` and ring runs
-        (``s0``, ``len0``) and (0, ``len1``); ``fr`` the oldest retained token."""
+        """Scalar code: after n appends, this row's count ``S``, its first token ``tf`` and ring slot
+        ``s0``; ``fr`` the oldest retained token; ``qq``, ``rr`` the rows' common count and remainder."""
         V = Var
         P_y, cap = self.sz.p_y, self.cfg.capacity
         W = V("win")
@@ -555,8 +564,7 @@ class _Code:
                 Assign("qq", V("mm") // P_y), Assign("rr", V("mm") % P_y),
                 Assign("S", V("qq") + (V("ly") < V("rr"))),
                 Assign("tf", V("fr") + V("ly") * V("qq") + min_(V("ly"), V("rr"))),
-                Assign("s0", V("tf") % cap), Assign("len0", min_(V("S"), cap - V("s0"))),
-                Assign("len1", V("S") - V("len0")))
+                Assign("s0", V("tf") % cap))
 
     def kv_append(self) -> tuple:
         """Append token ``pos`` (method §8 via meshgemm.kv_cache): the write row stores the new k and v in
@@ -603,54 +611,83 @@ class _Code:
         return tuple(setup) + (If(kvx > 0, tuple(moves) + (write,)),)
 
     def attention(self) -> tuple:
+        """Ops 5-7 over the row's cache in chunks of at most ``chunk`` entries (``plmr.decode_memory``'s
+        ``score_chunk``), so the scores held per head do not grow with the context. Chunk 0 (every row
+        runs it, an empty one on a row without entries) is a plain softmax: its maxima allreduced along Y,
+        exp(s − m), the sums, p·V's FMACs. A later chunk keeps a running maximum: where it rises the
+        accumulators and sums are rescaled by exp(m_old − m_new) (online softmax). When some row takes
+        more than one chunk, the rows' maxima differ: every row runs one more iteration without a chunk,
+        its maxima allreduced along Y and its accumulators rescaled to them, before p·V's allreduce (one
+        max allreduce and one rescaling in the code). With one chunk per row (every plan's default
+        context) this is the plain softmax's order and numerics."""
         V = Var
         sz, st, cap = self.sz, self.st, self.cfg.capacity
+        C = self.chunk
         l, w, kvx, qx = V("l"), V("w"), V("kvx"), V("qx")
         kb, vb = l * st["kc"], l * st["vc"]
-        S, s0, len0, len1, h, f, t = V("S"), V("s0"), V("len0"), V("len1"), V("h"), V("f"), V("t")
-        nhs, nhc = V("nhs"), V("nhc")
+        S, s0, h, f, t, k = V("S"), V("s0"), V("h"), V("f"), V("t"), V("ck")
+        cl, cs, cl0, cl1 = V("cl"), V("cst"), V("len0"), V("len1")
+        nhs, nhc, nch = V("nhs"), V("nhc"), V("nch")
+        first, live = eq(k, 0), k < nch
         code = list(self.cache_rows(V("pos") + 1))
-        # 5 scores: per head, per feature, one FMAC per ring run over the row's cached keys
+        # this row's chunks (at least one) and the iterations: one more when the longest row (qq + 1 or qq
+        # entries, every PE knows it) takes several chunks (the maxima along Y, no chunk)
+        code += [Assign("nch", max_((S + (C - 1)) // C, 1)), Assign("nit", nch + (V("qq") + (V("rr") > 0) > C))]
         kvoff = (h // sz.n_rep) * w
         row = lambda run_off: kb + (kvoff + f) * cap + run_off  # noqa: E731
         q = Load("qkr", h * w + f)
-        code += [Fill(self.R("sc", 0, nhs * S), 0.0),
-                 Loop(nhc, "h", (Loop(w, "f", (
-                     Fmac(self.R("sc", h * S, len0), self.R("sc", h * S, len0), self.R("kc", row(s0), len0), q),
-                     If(len1 > 0, (Fmac(self.R("sc", h * S + len0, len1), self.R("sc", h * S + len0, len1),
-                                        self.R("kc", row(0), len1), q),)))),))]
-        n_sc = nhs * S
+        n_sc = nhs * cl
+        # chunk ck: entries ck·C … of the row, from ring slot cst, in two runs (len0 from cst, len1 from 0)
+        it = [Assign("cl", select(live, min_(C, S - k * C), 0)), Assign("cst", (s0 + k * C) % cap),
+              Assign("len0", min_(cl, cap - cs)), Assign("len1", cl - cl0)]
+        # 5 scores: per head, per feature, one FMAC per ring run over the chunk's cached keys
+        scores = [Fill(self.R("sc", 0, n_sc), 0.0),
+                  Loop(nhc, "h", (Loop(w, "f", (
+                      Fmac(self.R("sc", h * cl, cl0), self.R("sc", h * cl, cl0), self.R("kc", row(cs), cl0), q),
+                      If(cl1 > 0, (Fmac(self.R("sc", h * cl + cl0, cl1), self.R("sc", h * cl + cl0, cl1),
+                                        self.R("kc", row(0), cl1), q),)))),))]
         if sz.score_mode == "groups":
-            code.append(If(S > 0, self.tx.group_allreduce(self.R("sc", 0, n_sc), None, tag="s")))
+            scores.append(If(cl > 0, self.tx.group_allreduce(self.R("sc", 0, n_sc), None, tag="s")))
         elif sz.score_mode == "full":
-            code.append(If(S > 0, self.tx.allreduce(self.R("sc", 0, n_sc), None, tag="s")))
-        code.append(Scale(self.R("sc", 0, n_sc), self.R("sc", 0, n_sc), float(self.m.head_dim) ** -0.5))
-        code += self.stamp("scores")
-        # 6 softmax: local max, max along Y, exp(s - m), local sum, sum along Y, divide
-        code += [Loop(nhs, "h", (Assign("acc", -math.inf),
-                                 Loop(S, "t", (Assign("acc", max_(V("acc"), Load("sc", h * S + t))),)),
-                                 Store("mx", h, V("acc"))))]
-        code += self.allreduce_y("mx", nhs, combine="max", tag="m")
+            scores.append(If(cl > 0, self.tx.allreduce(self.R("sc", 0, n_sc), None, tag="s")))
+        scores.append(Scale(self.R("sc", 0, n_sc), self.R("sc", 0, n_sc), float(self.m.head_dim) ** -0.5))
+        it.append(If(live, tuple(scores)))
+        it += self.stamp("scores")
+        # 6 softmax: the maxima (chunk 0 from −inf, later ones from the running maximum, the old one kept
+        # in ``gu32``, free until gate/up), along Y in chunk 0 and in the iteration without a chunk; after
+        # chunk 0 the accumulators and sums rescaled by exp(m_old − m_new)
+        it += [Loop(nhs, "h", (Assign("acc", select(first, -math.inf, Load("mx", h))), Store("gu32", h, V("acc")),
+                               Loop(cl, "t", (Assign("acc", max_(V("acc"), Load("sc", h * cl + t))),)),
+                               Store("mx", h, V("acc")))),
+               If(first | eq(k, nch), self.allreduce_y("mx", nhs, combine="max", tag="m")),
+               If(k > 0, (Fmac(self.R("gu32", 0, nhs), self.R("gu32", 0, nhs), self.R("mx", 0, nhs), -1.0),
+                          Exp(self.R("gu32", 0, nhs), self.R("gu32", 0, nhs)),
+                          Loop(nhc, "h", (Scale(self.R("o32", h * w, w), self.R("o32", h * w, w), Load("gu32", h)),)),
+                          Mul(self.R("o32", qx, nhs), self.R("o32", qx, nhs), self.R("gu32", 0, nhs))))]
         # exp(s − m) stays unnormalised: its row sums ride on p·V's allreduce (one allreduce along Y, not
         # two), and p·V divides by the total; the sums go where that payload expects them (o32[qx + h])
-        code += [Loop(nhs, "h", (Fmac(self.R("sc", h * S, S), self.R("sc", h * S, S), Ref("mx", h, S, 0), -1.0),)),
-                 Exp(self.R("sc", 0, n_sc), self.R("sc", 0, n_sc)),
-                 Loop(nhs, "h", (Assign("acc", 0.0), Loop(S, "t", (Assign("acc", V("acc") + Load("sc", h * S + t)),)),
-                                 Store("o32", qx + h, V("acc"))))]
+        soft = [Loop(nhs, "h", (Fmac(self.R("sc", h * cl, cl), self.R("sc", h * cl, cl), Ref("mx", h, cl, 0), -1.0),)),
+                Exp(self.R("sc", 0, n_sc), self.R("sc", 0, n_sc)),
+                Loop(nhs, "h", (Assign("acc", select(first, 0.0, Load("o32", qx + h))),
+                                Loop(cl, "t", (Assign("acc", V("acc") + Load("sc", h * cl + t)),)),
+                                Store("o32", qx + h, V("acc"))))]
         probs = "sc"
         if self.dt != F32:  # the weights of p·V in the model dtype, as transformers rounds the probabilities
-            code.append(Copy(self.R("pr", 0, n_sc), self.R("sc", 0, n_sc)))
+            soft.append(Copy(self.R("pr", 0, n_sc), self.R("sc", 0, n_sc)))
             probs = "pr"
-        code += self.stamp("softmax")
-        # 7 p·V: per head, one FMAC per cached token (two ring runs), allreduce along Y with the softmax
-        # sums, then each head divided by its sum
+        soft += self.stamp("softmax")
+        # 7 p·V: per head, one FMAC per cached token of the chunk (two ring runs)
         vrow = lambda slot: vb + slot * kvx + kvoff  # noqa: E731
-        code += [Fill(self.R("o32", 0, qx), 0.0),
+        soft += [If(first, (Fill(self.R("o32", 0, qx), 0.0),)),
                  Loop(nhc, "h", (
-                     Loop(len0, "t", (Fmac(self.R("o32", h * w, w), self.R("o32", h * w, w), self.R("vc", vrow(s0 + t), w),
-                                           Load(probs, h * S + t)),)),
-                     Loop(len1, "t", (Fmac(self.R("o32", h * w, w), self.R("o32", h * w, w), self.R("vc", vrow(t), w),
-                                           Load(probs, h * S + len0 + t)),))))]
+                     Loop(cl0, "t", (Fmac(self.R("o32", h * w, w), self.R("o32", h * w, w), self.R("vc", vrow(cs + t), w),
+                                          Load(probs, h * cl + t)),)),
+                     Loop(cl1, "t", (Fmac(self.R("o32", h * w, w), self.R("o32", h * w, w), self.R("vc", vrow(t), w),
+                                          Load(probs, h * cl + cl0 + t)),))))]
+        it.append(If(live, tuple(soft), self.stamp("softmax")))
+        it += self.stamp("pv")
+        code.append(Loop(V("nit"), "ck", tuple(it)))
+        # p·V's allreduce along Y with the softmax sums, then each head divided by its sum
         code.append(If(qx > 0, self.allreduce_y("o32", qx + nhs, tag="p") + (
             Loop(nhc, "h", (Scale(self.R("o32", h * w, w), self.R("o32", h * w, w), 1.0 / Load("o32", qx + h)),)),)))
         code.append(Copy(self.R("o", 0, qx), self.R("o32", 0, qx)))
@@ -773,7 +810,8 @@ class _Code:
 
 VARS_I32 = ("lx", "ly", "ey", "fx", "vx", "v0", "nkvc", "np", "w", "nhc", "qx", "kvx", "qkvn", "nhs", "pos", "mode",
             "tok", "tok_in", "l", "i", "c", "h", "f", "t", "win", "fr", "mm", "full", "jj", "wrow", "lo", "hi",
-            "qq", "rr", "S", "tf", "s0", "len0", "len1", "ssl", "rsl", "bi", "rk", "rq")
+            "qq", "rr", "S", "tf", "s0", "len0", "len1", "ssl", "rsl", "bi", "rk", "rq", "nch", "nit", "ck", "cl",
+            "cst")
 VARS_F32 = ("acc", "ra", "rred", "rr2", "rs", "rc")
 
 

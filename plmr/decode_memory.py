@@ -31,6 +31,14 @@ F32 = "fp32"
 
 #: The buffers that hold model parameters (a bundle's per-PE shards); the rest is state and scratch.
 WEIGHT_BUFFERS = ("wqkv", "wo", "wgu", "wd", "gin", "gpost", "bqkv", "bo", "bgu", "bd", "emb", "wlm", "fnorm")
+#: Cached entries whose scores a PE holds at once: the decode attention walks its row's cache in chunks
+#: of at most this many entries with an online softmax (running maximum, rescaled sums and p·V
+#: accumulators), so its score buffers do not grow with the context. At the default context every
+#: plan's rows hold fewer entries (one chunk: the order of a plain softmax, no rescaling).
+SCORE_CHUNK = 64
+#: The chunks a plan may take where the whole ring's scores do not fit beside the model, largest first
+#: (``waferllm.planner.attention_chunk`` takes the largest that fits: fewer chunks, fewer cycles).
+SCORE_CHUNKS = (SCORE_CHUNK, 32, 16, 8)
 #: Buffers of the LM head's stage besides its weights: the final norm's output and the logits (fp32
 #: sums and their copy in the model dtype, which the argmax reads as transformers rounds them).
 HEAD_BUFFERS = ("fnorm", "xf", "lg32", "lg")
@@ -92,17 +100,35 @@ def layer_strides(sz: DecodeSizes, capacity: int) -> dict[str, int]:
             "kc": sz.KVXM * capacity, "vc": capacity * sz.KVXM}
 
 
-def decode_buffers(mod: DecodeModel, sz: DecodeSizes, capacity: int, dtype: str) -> dict[str, tuple[str, str, int]]:
+def score_chunk(capacity: int, chunk: int = SCORE_CHUNK) -> int:
+    """Entries of one attention chunk: ``chunk``, or the whole ring when it is shorter."""
+    return max(1, min(capacity, chunk))
+
+
+def attention_chunks(tokens: int, chunk: int = SCORE_CHUNK) -> list[tuple[int, int]]:
+    """The chunks a row of ``tokens`` cached entries is walked in, as (length, count) runs in order:
+    chunk 0 (every row runs it, possibly empty: its maxima are allreduced along Y), then the full
+    chunks, then the last (a count, not a list: a long context has many)."""
+    t = max(tokens, 0)
+    n = max(1, ceil_div(t, chunk))
+    if n == 1:
+        return [(t, 1)]
+    return [(chunk, 1)] + ([(chunk, n - 2)] if n > 2 else []) + [(t - (n - 1) * chunk, 1)]
+
+
+def decode_buffers(mod: DecodeModel, sz: DecodeSizes, capacity: int, dtype: str,
+                   chunk: int = SCORE_CHUNK) -> dict[str, tuple[str, str, int]]:
     """name -> (dtype, kind, size) of every buffer of the decode body (``meshgemm.decode_program``,
     whose code says what each holds). ``kind`` says how the length follows the stage
     (``buffer_length``): ``"layer"`` size × the stage's layer count, ``"kv"`` the same for the K and V
     ring buffers, ``"const"`` size, ``"first"`` size on the stage holding the embedding (or, tied, the
     last stage: the LM head reads the same blocks), ``"lm"`` on the last stage when untied, ``"last"``
-    on the last stage; 1 element otherwise (a placeholder)."""
+    on the last stage; 1 element otherwise (a placeholder). The scores are held for one chunk of
+    ``score_chunk(capacity, chunk)`` cached entries per score head, whatever the context."""
     dt, cap = dtype, capacity
     st = layer_strides(sz, cap)
     qkvm = sz.QXM + 2 * sz.KVXM
-    scores = sz.NHM * cap
+    scores = sz.NHM * score_chunk(cap, chunk)
     lay = lambda k: (dt, "layer", st[k])  # noqa: E731
     const = lambda n, t=dt: (t, "const", max(1, n))  # noqa: E731
     return {
@@ -115,12 +141,13 @@ def decode_buffers(mod: DecodeModel, sz: DecodeSizes, capacity: int, dtype: str)
         # extras
         "emb": (dt, "first", sz.VXM * sz.EYM), "wlm": (dt, "lm", sz.EYM * sz.VXM), "fnorm": (dt, "last", sz.EYM),
         "invf": const(sz.NPM, F32),
-        # working vectors (one per op output, so a one-layer stage can be checked op by op)
+        # working vectors (one per op output, so a one-layer stage can be checked op by op); gu32, free
+        # until gate/up, holds the attention's running maxima while a chunk rescales
         "x": const(sz.EYM), "x32": const(sz.EYM, F32), "a": const(sz.EYM), "nr": const(2, F32),
         "qkv32": const(qkvm + 1, F32), "qkv": const(qkvm), "qkr": const(qkvm),
         "sc": const(scores, F32), "pr": const(scores if dt != F32 else 1), "mx": const(sz.NHM, F32),
         "o32": const(sz.QXM + sz.NHM, F32), "o": const(sz.QXM), "h32": const(sz.EYM, F32), "ho": const(sz.EYM),
-        "h1": const(sz.EYM), "a2": const(sz.EYM), "gu32": const(2 * sz.FXM + 1, F32), "gu": const(2 * sz.FXM),
+        "h1": const(sz.EYM), "a2": const(sz.EYM), "gu32": const(max(2 * sz.FXM + 1, sz.NHM), F32), "gu": const(2 * sz.FXM),
         "z": const(sz.FXM), "hm": const(sz.EYM), "xf": (dt, "last", sz.EYM), "lg32": (F32, "last", sz.VXM),
         "lg": (dt, "last", sz.VXM), "am": const(2, F32), "tk": const(1, F32),
         "ang": const(sz.NPM, F32), "cs": const(sz.NPM), "sn": const(sz.NPM), "nsn": const(sz.NPM),
@@ -151,21 +178,22 @@ def buffer_length(kind: str, size: int, nl, first, last, tied: bool, pick: Calla
 
 
 @functools.lru_cache(maxsize=1 << 14)
-def _kind_sums(mod: DecodeModel, p_y: int, p_x: int, capacity: int, dtype: str) -> dict[str, tuple[int, int]]:
+def _kind_sums(mod: DecodeModel, p_y: int, p_x: int, capacity: int, dtype: str,
+               chunk: int = SCORE_CHUNK) -> dict[str, tuple[int, int]]:
     """kind -> (Σ bytes of its buffers at full size, Σ bytes of one element each): a stage's bytes
     without walking the table again (the planner asks for many stages)."""
     out: dict[str, tuple[int, int]] = {}
-    for dt, kind, size in decode_buffers(mod, decode_sizes(mod, p_y, p_x), capacity, dtype).values():
+    for dt, kind, size in decode_buffers(mod, decode_sizes(mod, p_y, p_x), capacity, dtype, chunk).values():
         full, one = out.get(kind, (0, 0))
         out[kind] = (full + dtype_bytes(dt) * size, one + dtype_bytes(dt))
     return out
 
 
 def decode_stage_bytes(mod: DecodeModel, p_y: int, p_x: int, capacity: int, layers: int, first: bool, last: bool,
-                       dtype: str = "fp16") -> int:
+                       dtype: str = "fp16", chunk: int = SCORE_CHUNK) -> int:
     """Buffer bytes of every PE of a stage of ``layers`` layers (the code and variables come on top):
     ``buffer_length`` of every buffer of the table, summed by kind."""
-    sums = _kind_sums(mod, p_y, p_x, capacity, dtype)
+    sums = _kind_sums(mod, p_y, p_x, capacity, dtype, chunk)
 
     def part(kind: str, used: bool) -> int:
         full, one = sums.get(kind, (0, 0))
@@ -178,22 +206,24 @@ def decode_stage_bytes(mod: DecodeModel, p_y: int, p_x: int, capacity: int, laye
 
 
 @functools.lru_cache(maxsize=1 << 14)
-def decode_layer_bytes(mod: DecodeModel, p_y: int, p_x: int, capacity: int, dtype: str = "fp16") -> tuple[int, int]:
+def decode_layer_bytes(mod: DecodeModel, p_y: int, p_x: int, capacity: int, dtype: str = "fp16",
+                       chunk: int = SCORE_CHUNK) -> tuple[int, int]:
     """(weight bytes, K and V bytes) one more layer of a stage adds on every PE."""
-    sums = _kind_sums(mod, p_y, p_x, capacity, dtype)
+    sums = _kind_sums(mod, p_y, p_x, capacity, dtype, chunk)
     return sums.get("layer", (0, 0))[0], sums.get("kv", (0, 0))[0]
 
 
 @functools.lru_cache(maxsize=1 << 14)
-def decode_fixed_bytes(mod: DecodeModel, p_y: int, p_x: int, capacity: int, dtype: str = "fp16") -> dict[str, int]:
-    """Bytes besides the layers: ``"buffers"`` on every stage (working vectors, the scores of ``capacity``
-    cached entries per head, scratch, the one-element placeholders of what a middle stage does not
+def decode_fixed_bytes(mod: DecodeModel, p_y: int, p_x: int, capacity: int, dtype: str = "fp16",
+                       chunk: int = SCORE_CHUNK) -> dict[str, int]:
+    """Bytes besides the layers: ``"buffers"`` on every stage (working vectors, the scores of one
+    attention chunk per head, scratch, the one-element placeholders of what a middle stage does not
     hold), and what a stage holding the embedding (``"first"``), the LM head (``"last"``) or both
     (``"both"``) adds to them: the table ⌈V/P_x⌉ × E_y, the LM head (or, tied, the table on the last
     stage too), the final norm and the logits."""
     def fixed(first: bool, last: bool) -> int:
-        return decode_stage_bytes(mod, p_y, p_x, capacity, 1, first, last, dtype) - sum(
-            decode_layer_bytes(mod, p_y, p_x, capacity, dtype))
+        return decode_stage_bytes(mod, p_y, p_x, capacity, 1, first, last, dtype, chunk) - sum(
+            decode_layer_bytes(mod, p_y, p_x, capacity, dtype, chunk))
     base = fixed(False, False)
     return {"buffers": base, "first": fixed(True, False) - base, "last": fixed(False, True) - base,
             "both": fixed(True, True) - base}

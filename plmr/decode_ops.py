@@ -106,12 +106,13 @@ def ring_runs(tokens: int) -> int:
 
 
 def scores_local(spec: HardwareSpec, heads: int, head_features: int, tokens: int, score_heads: int,
-                 dtype: str) -> CostBreakdown:
-    """q·Kᵀ against the row's cached keys: zero ``score_heads``·S fp32 scores, one FMAC per (head,
-    feature, ring run) over the run's tokens, and (after the per-group allreduce) the 1/√d scale."""
+                 dtype: str, runs: int | None = None) -> CostBreakdown:
+    """q·Kᵀ against one chunk of the row's cached keys: zero ``score_heads``·``tokens`` fp32 scores,
+    one FMAC per (head, feature, ring run) over the run's tokens, and (after the per-group allreduce)
+    the 1/√d scale. ``runs``: the chunk's ring runs (default ``ring_runs``: the chunk that wraps)."""
     if tokens <= 0:
         return _local("scores", 0.0)
-    runs = ring_runs(tokens)
+    runs = ring_runs(tokens) if runs is None else runs
     fmacs = runs * spec.op_issue_cycles + math.ceil(tokens / spec.simd_width("fmac", _mixed(dtype, ACC))) + (runs - 1)
     cyc = t_fill(spec, score_heads * tokens) + heads * head_features * fmacs
     cyc += t_op(spec, score_heads * tokens, "scale", ACC)
@@ -119,9 +120,9 @@ def scores_local(spec: HardwareSpec, heads: int, head_features: int, tokens: int
 
 
 def softmax_local(spec: HardwareSpec, heads: int, tokens: int, dtype: str) -> CostBreakdown:
-    """After the max allreduce: per head s − m (an FMAC by −1 of the broadcast maximum, fp32), exp
-    over all scores (left unnormalised: p·V divides by the sums, ``pv_local``), and one conversion of
-    all of them to the model dtype (fp16 only: p·V's weights)."""
+    """One chunk, its maximum known: per head s − m (an FMAC by −1 of the broadcast maximum, fp32),
+    exp over the chunk's scores (left unnormalised: p·V divides by the sums, ``pv_finish_local``),
+    and one conversion of all of them to the model dtype (fp16 only: p·V's weights)."""
     if tokens <= 0 or heads <= 0:
         return _local("softmax", 0.0)
     cyc = heads * t_op(spec, tokens, "fmac", ACC) + t_fn(spec, heads * tokens)
@@ -129,16 +130,36 @@ def softmax_local(spec: HardwareSpec, heads: int, tokens: int, dtype: str) -> Co
     return _local("softmax", cyc, heads * tokens * dtype_bytes(ACC))
 
 
-def pv_local(spec: HardwareSpec, heads: int, head_features: int, tokens: int, dtype: str) -> CostBreakdown:
-    """p·V: zero the column's fp32 outputs, one FMAC per (head, cached token) of the head's
-    features, and after the allreduce along Y (which carries the softmax sums) each head divided by
-    its sum (a scale of its features, fp32) and the output rounded to the model dtype."""
+def rescale_local(spec: HardwareSpec, heads: int, head_features: int, score_heads: int) -> CostBreakdown:
+    """The online softmax's rescaling (a later chunk, or the rows brought to the largest maximum):
+    the factors exp(m_old − m_new) of the ``score_heads`` maxima (an FMAC by −1 and exp, fp32), each
+    head's p·V partials scaled by its factor and the sums multiplied by them."""
+    if score_heads <= 0:
+        return _local("softmax", 0.0)
+    cyc = t_op(spec, score_heads, "fmac", ACC) + t_fn(spec, score_heads) + t_op(spec, score_heads, "mul", ACC)
+    cyc += heads * t_op(spec, head_features, "scale", ACC)
+    return _local("softmax", cyc, score_heads * dtype_bytes(ACC))
+
+
+def pv_accumulate_local(spec: HardwareSpec, heads: int, head_features: int, tokens: int, dtype: str,
+                        first: bool = True) -> CostBreakdown:
+    """p·V over one chunk: (``first``) zero the column's fp32 outputs, then one FMAC per (head, cached
+    token) of the head's features."""
     q = heads * head_features
     if q <= 0:
         return _local("pv", 0.0)
-    cyc = t_fill(spec, q) + heads * tokens * t_op(spec, head_features, "fmac", _mixed(dtype, ACC))
-    cyc += heads * t_op(spec, head_features, "scale", ACC) + t_copy(spec, q, ACC, dtype)
+    cyc = (t_fill(spec, q) if first else 0.0) + heads * tokens * t_op(spec, head_features, "fmac", _mixed(dtype, ACC))
     return _local("pv", cyc, q * dtype_bytes(ACC))
+
+
+def pv_finish_local(spec: HardwareSpec, heads: int, head_features: int, dtype: str) -> CostBreakdown:
+    """After p·V's allreduce along Y (which carries the softmax sums): each head divided by its sum (a
+    scale of its features, fp32) and the output rounded to the model dtype."""
+    q = heads * head_features
+    if q <= 0:
+        return _local("pv", 0.0)
+    return _local("pv", heads * t_op(spec, head_features, "scale", ACC) + t_copy(spec, q, ACC, dtype),
+                  q * dtype_bytes(ACC))
 
 
 def residual_local(spec: HardwareSpec, length: int, dtype: str, op: str = "residual") -> CostBreakdown:

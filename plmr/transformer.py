@@ -17,6 +17,7 @@ from plmr.breakdown import CostBreakdown, in_sequence
 from plmr import decode_ops as D
 from plmr.attention import ring_attention
 from plmr.collectives import line_tree_allreduce, line_tree_allreduce_cycles
+from plmr.decode_memory import SCORE_CHUNK, attention_chunks
 from plmr.gemm import meshgemm_chain, meshgemm_chain_floor
 from plmr.hardware import HardwareSpec
 from plmr.ops import rope_chunks, token_rmsnorm
@@ -134,6 +135,7 @@ class Reduction:
     broadcast: bool = True
     combine: str = "sum"
     groups0: int | None = None
+    repeat: int = 1  # the same allreduce this many times in sequence (an attention's chunks)
 
 
 def line_tree_args(r: Reduction, tree: TreeChoice) -> tuple | None:
@@ -177,7 +179,7 @@ def _local(name: str, cycles: float, nbytes: int = 0) -> CostBreakdown:
 
 
 def decode_steps(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, context: int,
-                 dtype: str = "fp16", batch: int = 1) -> list:
+                 dtype: str = "fp16", batch: int = 1, chunk: int = SCORE_CHUNK) -> list:
     """One decode step of one layer for ``batch`` requests with ``context`` cached tokens each, as
     the decode program runs it (``meshgemm/decode_program.py``, method §3.4): a sequence of local
     costs (``plmr.decode_ops``) and symbolic ``Reduction``s, named by the program's op labels.
@@ -188,7 +190,10 @@ def decode_steps(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, contex
     to the sums, the softmax sums ride on p·V's; partial products and every reduction are fp32. When the score allreduce runs per KV group, the
     X tree's level-0 groups are those groups (the O and down allreduces run on that tree).
     Batch: the B requests share the weights; every op runs once per request (payloads carry B
-    vectors), each request with its own KV cache."""
+    vectors), each request with its own KV cache. Scores, softmax and p·V walk the busiest row's cache
+    in chunks of ``chunk`` entries (``plmr.decode_memory.SCORE_CHUNK``): one chunk is a plain softmax;
+    each further chunk adds its score allreduce and a rescaling, and then a second max along Y and a
+    last rescaling reconcile the rows."""
     B = batch
     E_y = ceil_div(dims.hidden, p_y)
     F_x = ceil_div(dims.ffn, p_x)
@@ -212,20 +217,38 @@ def decode_steps(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, contex
     def times_b(step: CostBreakdown) -> CostBreakdown:
         return step.scaled(B) if B > 1 else step
 
-    if mode == "none":
-        scores_red = []
-    elif mode == "full":
-        scores_red = [Reduction("scores", "x", p_x, B * score_heads * S_y, acc)]
-    else:
-        scores_red = [Reduction("scores", "group", p_x, B * score_heads * S_y, acc, groups0=dims.num_kv_heads)]
+    def scores_red(n: int) -> list:
+        if mode == "none":
+            return []
+        if mode == "full":
+            return [Reduction("scores", "x", p_x, B * score_heads * n, acc)]
+        return [Reduction("scores", "group", p_x, B * score_heads * n, acc, groups0=dims.num_kv_heads)]
+
+    # ops 5-7 over the busiest row's S_y entries in chunks (``attention_chunks``): chunk 0 a plain softmax
+    # (the wrapping ring run charged to it), later chunks rescaled, the rows reconciled when any took two
+    runs = attention_chunks(S_y, chunk)
+    first = runs[0][0]
+    attention = [
+        times_b(D.scores_local(spec, hl.q_heads, w, first, score_heads, dtype)), *scores_red(first),
+        y("softmax", score_heads, "max"), times_b(D.softmax_local(spec, score_heads, first, dtype)),
+        times_b(D.pv_accumulate_local(spec, hl.q_heads, w, first, dtype))]
+    for n, count in runs[1:]:  # ``count`` chunks of n entries each
+        rep = lambda step: times_b(step).scaled(count) if count > 1 else times_b(step)  # noqa: E731
+        attention += [
+            rep(D.scores_local(spec, hl.q_heads, w, n, score_heads, dtype, runs=1)),
+            *[dataclasses.replace(r, repeat=count) for r in scores_red(n)],
+            rep(D.rescale_local(spec, hl.q_heads, w, score_heads)),
+            rep(D.softmax_local(spec, score_heads, n, dtype)),
+            rep(D.pv_accumulate_local(spec, hl.q_heads, w, n, dtype, first=False))]
+    if len(runs) > 1:
+        attention += [y("softmax", score_heads, "max"), times_b(D.rescale_local(spec, hl.q_heads, w, score_heads))]
     return [
         times_b(D.norm_numerator_local(spec, E_y, dtype)),
         times_b(D.gemv_partials_local(spec, E_y, qkv, dtype, dims.qkv_bias, op="qkv", norm=True)), y("qkv", qkv + 1),
         times_b(D.rope_local(spec, hl.q_heads + hl.kv_heads, hl.pairs, qkv, dtype)),
         times_b(D.kv_append_local(spec, kv_x, cap, p_y > 1, dtype)),
-        times_b(D.scores_local(spec, hl.q_heads, w, S_y, score_heads, dtype)), *scores_red,
-        y("softmax", score_heads, "max"), times_b(D.softmax_local(spec, score_heads, S_y, dtype)),
-        times_b(D.pv_local(spec, hl.q_heads, w, S_y, dtype)), y("pv", q_x + score_heads),
+        *attention,
+        y("pv", q_x + score_heads), times_b(D.pv_finish_local(spec, hl.q_heads, w, dtype)),
         times_b(D.gemv_partials_local(spec, q_x, E_y, dtype, op="o_proj")), x("o_proj", E_y),
         times_b(D.residual_local(spec, E_y, dtype)),
         times_b(D.norm_numerator_local(spec, E_y, dtype, op="rmsnorm_post")),
@@ -240,7 +263,7 @@ def axis_cycles(spec: HardwareSpec, steps: list, axis: str, tree: TreeChoice) ->
     """The part of a step sequence that depends on one axis's K-tree (``"x"`` includes the
     per-group score allreduce, whose K follows the X tree)."""
     axes = ("x", "group") if axis == "x" else ("y",)
-    return sum(price_reduction(spec, s, tree) for s in steps if isinstance(s, Reduction) and s.axis in axes)
+    return sum(s.repeat * price_reduction(spec, s, tree) for s in steps if isinstance(s, Reduction) and s.axis in axes)
 
 
 def local_cycles(steps: list) -> float:
@@ -253,7 +276,7 @@ def compose(spec: HardwareSpec, steps: list, tree_y: TreeChoice, tree_x: TreeCho
     priced = []
     for s in steps:
         if isinstance(s, Reduction):
-            t = price_reduction(spec, s, tree_y if s.axis == "y" else tree_x)
+            t = s.repeat * price_reduction(spec, s, tree_y if s.axis == "y" else tree_x)
             priced.append(CostBreakdown(op=s.op, compute_cycles=0.0, comm_cycles=t, total_cycles=t,
                                         bytes_per_pe=2 * s.payload * dtype_bytes(s.dtype)))
         else:
@@ -263,9 +286,9 @@ def compose(spec: HardwareSpec, steps: list, tree_y: TreeChoice, tree_x: TreeCho
 
 def decode_layer(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, context: int,
                  tree_y: TreeChoice = TreeChoice(), tree_x: TreeChoice = TreeChoice(),
-                 dtype: str = "fp16", batch: int = 1) -> CostBreakdown:
+                 dtype: str = "fp16", batch: int = 1, chunk: int = SCORE_CHUNK) -> CostBreakdown:
     """One decode step of one layer (``decode_steps`` priced under the given K-trees)."""
-    layer = compose(spec, decode_steps(spec, dims, p_y, p_x, context, dtype, batch), tree_y, tree_x,
+    layer = compose(spec, decode_steps(spec, dims, p_y, p_x, context, dtype, batch, chunk), tree_y, tree_x,
                     "decode_layer")
     colors = decode_colors(tree_y.k, tree_x.k, p_y, p_x, score_mode(dims, p_x))
     return CostBreakdown(op=layer.op, compute_cycles=layer.compute_cycles, comm_cycles=layer.comm_cycles,

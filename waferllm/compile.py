@@ -43,6 +43,7 @@ from typing import Callable
 
 import numpy as np
 
+from plmr.decode_memory import SCORE_CHUNK
 from plmr.errors import InputError
 from plmr.hardware import HardwareSpec, get_spec, spec_from_mapping
 
@@ -78,6 +79,7 @@ class StagePlan:
     fixed_bytes: dict = field(default_factory=dict)  # "<first><last>" -> bytes besides the layers (with the code)
     code_bytes: int = 0
     notes: list = field(default_factory=list)
+    score_chunk: int = SCORE_CHUNK  # the plan's attention chunk (``DecodeConfig.score_chunk``)
 
 
 def default_context(model) -> int:
@@ -115,11 +117,12 @@ def plan_stages(model, plan, dtype: str, context: int) -> StagePlan:
                                width=s.grid[1] if packed else 0) for i, s in enumerate(pl.stages))
     cap = kv_capacity(model, grid[0], context)
     mod = DecodeModel.of(model)
-    w, kv = decode_layer_bytes(mod, grid[0], grid[1], cap, dtype)
-    fx = decode_fixed_bytes(mod, grid[0], grid[1], cap, dtype)
+    chunk = pl.score_chunk
+    w, kv = decode_layer_bytes(mod, grid[0], grid[1], cap, dtype, chunk)
+    fx = decode_fixed_bytes(mod, grid[0], grid[1], cap, dtype, chunk)
     fixed = {"00": fx["buffers"], "10": fx["buffers"] + fx["first"], "01": fx["buffers"] + fx["last"],
              "11": fx["buffers"] + fx["both"]}
-    return StagePlan(grid, stages, cap, w + kv, fixed)
+    return StagePlan(grid, stages, cap, w + kv, fixed, score_chunk=chunk)
 
 
 def plan_decode(model, spec: HardwareSpec, dtype: str, context: int, decode_grid: tuple[int, int] | None,
@@ -189,7 +192,8 @@ def compile_bundle(req: CompileRequest, progress: Progress | None = None) -> dic
         raise InputError(f"--context {context} is beyond {model.name}'s max_position_embeddings "
                          f"({model.max_position_embeddings})")
     plan, st = plan_decode(model, spec, req.dtype, context, req.decode_grid, progress, req.prefill_grid)
-    cfg = DecodeConfig(model, st.grid, st.stages, st.capacity, req.dtype, **program_trees(plan))
+    cfg = DecodeConfig(model, st.grid, st.stages, st.capacity, req.dtype, **program_trees(plan),
+                       score_chunk=st.score_chunk)
     if progress:
         progress(f"building the decode program ({len(st.stages)} stage{'s' if len(st.stages) > 1 else ''})")
     prog = build_decode_program(cfg, spec)
@@ -342,6 +346,7 @@ def decode_program_doc(prog, st: StagePlan) -> dict:
     return {
         "grid": list(cfg.grid),
         "capacity": cfg.capacity,
+        "score_chunk": cfg.score_chunk,
         "dtype": cfg.dtype,
         "stages": [{"stage": s.index, "layers": [s.first, s.last], "origin": list(s.origin),
                     "grid": [cfg.grid[0], s.columns(cfg.grid)],
@@ -452,7 +457,8 @@ class Bundle:
         trees = dp.get("trees", {})
         return DecodeConfig(self.model, tuple(dp["grid"]), stages, dp["capacity"], dtype or self.doc["dtype"],
                             y_groups=trees.get("y", {}).get("groups"), x_groups=trees.get("x", {}).get("groups"),
-                            strip_x_groups=trees.get("x_strip", {}).get("groups"), timestamps=timestamps)
+                            strip_x_groups=trees.get("x_strip", {}).get("groups"), timestamps=timestamps,
+                            score_chunk=dp.get("score_chunk", SCORE_CHUNK))
 
     def images(self) -> list[dict[str, np.ndarray]]:
         from safetensors.numpy import load_file

@@ -28,6 +28,7 @@ from typing import Callable
 
 from plmr.errors import InputError
 from plmr.hardware import HardwareSpec
+from plmr.decode_memory import SCORE_CHUNK
 from plmr.primitives import ceil_div
 from plmr.transformer import LayerDims, StageMemory, decode_buffer_bytes
 
@@ -73,6 +74,8 @@ class Placement:
     buffer_bytes: int
     #: Columns of the strip regions beside each band's full regions (0: the aligned tiling, no strips).
     strip_width: int = 0
+    #: The decode program's attention chunk this placement charged (``ProgramCharge.score_chunk``).
+    score_chunk: int = SCORE_CHUNK
 
     @property
     def packed(self) -> bool:
@@ -107,6 +110,8 @@ class ProgramCharge:
     first: int
     last: int
     both: int
+    #: The attention chunk the program is built with (``DecodeConfig.score_chunk``) at these bytes.
+    score_chunk: int = SCORE_CHUNK
 
 
 def regions_per_wafer(spec: HardwareSpec, grid: tuple[int, int]) -> int:
@@ -285,7 +290,8 @@ def place_layers(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple[int, .
                             if count else 0, buffer_bytes=buf, extras_bytes=e, grid=grid))
         first += count
     return Placement(grid=grid, stages=tuple(stages), wafers=wafers, regions_per_wafer=per_wafer,
-                     capacity_per_pe=capacity, buffer_bytes=buf)
+                     capacity_per_pe=capacity, buffer_bytes=buf,
+                     score_chunk=charge.score_chunk if charge is not None else SCORE_CHUNK)
 
 
 def strip_width(spec: HardwareSpec, grid: tuple[int, int]) -> int:
@@ -444,7 +450,8 @@ def place_layers_packed(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple
                             extras_bytes=e, grid=(p_y, w)))
         first += count
     return Placement(grid=grid, stages=tuple(stages), wafers=wafers, regions_per_wafer=per_wafer,
-                     capacity_per_pe=capacity, buffer_bytes=max(buf.values()), strip_width=s)
+                     capacity_per_pe=capacity, buffer_bytes=max(buf.values()), strip_width=s,
+                     score_chunk=min(c.score_chunk for c in charges.values()) if charges else SCORE_CHUNK)
 
 
 def _fewest_even(L: int, room: int, emb: int, lm: int, tied: bool,

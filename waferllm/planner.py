@@ -44,7 +44,7 @@ from plmr.hardware import DTYPE_BYTES, HardwareSpec
 from plmr.ktree import default_group_counts
 from plmr.ops import rmsnorm
 from plmr.primitives import ceil_div
-from plmr.decode_memory import DecodeModel, decode_fixed_bytes, decode_layer_bytes
+from plmr.decode_memory import SCORE_CHUNK, SCORE_CHUNKS, DecodeModel, decode_fixed_bytes, decode_layer_bytes
 from plmr.prefill_memory import PrefillModel, kv_block, prefill_data_bytes, prefill_layer_bytes, prefill_tiles
 from plmr.program_code import DECODE_CODE, PREFILL_CODE
 from plmr.transformer import decode_colors as layer_decode_colors
@@ -203,6 +203,7 @@ class Plan:
                 "groups_y": list(dec.tree_y.group_counts or ()),
                 "groups_x": list(dec.tree_x.group_counts or ()),
                 "colors_per_pe": dec.colors_per_pe,
+                "score_chunk": pl.score_chunk if pl is not None else SCORE_CHUNK,
                 "parts": {k: _cyc(v) for k, v in dec.parts.items()},
                 "strip": None if dec.tree_x_strip is None or pl is None else {
                     "grid": [dec.grid[0], pl.strip_width], "k_tree_x": dec.tree_x_strip.k,
@@ -438,7 +439,7 @@ class DecodeTerms:
                 for r in steps:
                     if isinstance(r, Reduction) and r.axis in axes and r.n_ax > 1 and r.payload > 0:
                         key = Reduction("", r.axis, r.n_ax, r.payload, r.dtype, r.broadcast, r.combine, r.groups0)
-                        weights[key] = weights.get(key, 0) + n
+                        weights[key] = weights.get(key, 0) + n * r.repeat
             out[axis] = tuple((w, r) for r, w in weights.items())
         return out
 
@@ -509,17 +510,20 @@ def decode_terms(model: Any, req: PlanRequest, grid: tuple[int, int], placement:
         return packed_terms(model, req, grid, placement, prices)
     dims = model_dims(model)
     contexts = layer_contexts(model, req.decode_context)
-    groups = _layer_groups(model, req, grid, contexts)
+    chunk = placement.score_chunk if placement is not None else SCORE_CHUNK
+    groups = _layer_groups(model, req, grid, contexts, chunk)
     handoff = decode_handoff(model, req, grid, placement)
     return DecodeTerms(grid, groups, _extras(model, req, grid), handoff["decode_cycles"], handoff, model.num_layers,
                        spec, prices, score_mode(dims, p_x), stage_colors(spec, placement))
 
 
-def _layer_groups(model: Any, req: PlanRequest, grid: tuple[int, int], contexts: Any) -> tuple:
-    """(number of layers, decode steps) per distinct context of ``contexts``, longest first."""
+def _layer_groups(model: Any, req: PlanRequest, grid: tuple[int, int], contexts: Any,
+                  chunk: int = SCORE_CHUNK) -> tuple:
+    """(number of layers, decode steps) per distinct context of ``contexts``, longest first; the
+    attention in chunks of ``chunk`` entries (the placement's, ``attention_chunk``)."""
     dims = model_dims(model)
     return tuple((contexts.count(c), tuple(decode_steps(req.hardware, dims, grid[0], grid[1], c, req.dtype,
-                                                        req.batch)))
+                                                        req.batch, chunk)))
                  for c in sorted(set(contexts), reverse=True))
 
 
@@ -594,7 +598,7 @@ def packed_terms(model: Any, req: PlanRequest, grid: tuple[int, int], placement:
         ctx = [contexts[i] for s in st if tuple(s.grid) == g for i in range(s.layers[0], s.layers[1] + 1)]
         ex = _extras(model, req, g)
         extras = ((ex[0],) if tuple(st[0].grid) == g else ()) + (ex[1:] if tuple(st[-1].grid) == g else ())
-        parts[g] = (_layer_groups(model, req, g, ctx), extras)
+        parts[g] = (_layer_groups(model, req, g, ctx, placement.score_chunk), extras)
     terms = {g: DecodeTerms(g, parts[g][0], parts[g][1], 0.0, handoff, model.num_layers, spec, prices,
                             score_mode(dims, g[1]), colours) for g in (grid, strip)}
     main = replace(terms[grid], handoff_cycles=handoff["decode_cycles"])
@@ -691,25 +695,65 @@ def real_placement(model: Any, req: PlanRequest, grid: tuple[int, int], context:
 
 
 def decode_charge(model: Any, req: PlanRequest, grid: tuple[int, int], tokens: tuple[int, ...],
-                  batch: int) -> ProgramCharge:
+                  batch: int, chunk: int | None = None) -> ProgramCharge:
     """What the decode program allocates per PE on ``grid`` regions (``plmr.decode_memory``, the table it
     allocates from): each layer's blocks at the largest column's size and K|V ring buffers of
-    ⌈tokens/P_y⌉ entries at the longest layer's cache (the program's one capacity), its vectors,
-    the embedding table on the first stage, the LM head (tied: the table again), final norm and logits
-    on the last, and the code bound when charged. A batch of requests holds one KV cache and one set
-    of working vectors each (the program runs one request; the planner's batch is an estimate)."""
+    ⌈tokens/P_y⌉ entries at the longest layer's cache (the program's one capacity), its vectors (the
+    scores of one attention chunk: ``chunk``, by default ``attention_chunk``), the embedding table on
+    the first stage, the LM head (tied: the table again), final norm and logits on the last, and the
+    code bound when charged. A batch of requests holds one KV cache and one set of working vectors each
+    (the program runs one request; the planner's batch is an estimate)."""
     p_y, p_x = grid
     cap = max(1, ceil_div(max(tokens, default=1), p_y))
-    return _decode_charge(DecodeModel.of(model), p_y, p_x, cap, req.dtype, batch, decode_program_bytes(req))
+    if chunk is None:
+        chunk = attention_chunk(model, req, grid, tokens, batch)
+    return _decode_charge(_decode_model(model), p_y, p_x, cap, req.dtype, batch, decode_program_bytes(req), chunk)
+
+
+@functools.lru_cache(maxsize=64)
+def _decode_model(model: Any) -> DecodeModel:
+    """``DecodeModel.of`` once per model (the search charges thousands of placements)."""
+    return DecodeModel.of(model)
+
+
+def attention_chunk(model: Any, req: PlanRequest, grid: tuple[int, int], tokens: tuple[int, ...],
+                    batch: int) -> int:
+    """The decode program's attention chunk on ``grid`` regions (``DecodeConfig.score_chunk``, cached
+    entries per chunk, at most the ring's capacity): the whole ring, one chunk per row (a plain softmax:
+    no rescaling, no second max along Y), when the aligned regions hold the model with the scores of
+    every cached entry; else the largest of ``plmr.decode_memory.SCORE_CHUNKS`` with which they do
+    (fewer chunks, fewer cycles); the smallest when none does (the placement then reports the
+    shortfall)."""
+    cap = max(1, ceil_div(max(tokens, default=1), grid[0]))
+    ladder = [cap] + [c for c in SCORE_CHUNKS if c < cap]
+    mod, code = _decode_model(model), decode_program_bytes(req)
+
+    def fits(i: int) -> bool:
+        charge = _decode_charge(mod, grid[0], grid[1], cap, req.dtype, batch, code, ladder[i])
+        return _fits_or_none(lambda: place_layers(req.hardware, model_dims(model), tokens, model.vocab_size,
+                                                  model.tie_word_embeddings, grid, req.dtype, batch,
+                                                  _wafer_count(req), detail=False, charge=charge)) is not None
+
+    # a smaller chunk never needs more bytes: the whole ring first (the plans' case), then the smallest
+    # (a context beyond the placed one), then a bisection for the largest that fits
+    if len(ladder) == 1 or fits(0):
+        return ladder[0]
+    lo, hi = 1, len(ladder) - 1
+    if not fits(hi):
+        return ladder[hi]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(mid) else (mid + 1, hi)
+    return ladder[lo]
 
 
 @functools.lru_cache(maxsize=1 << 14)
 def _decode_charge(mod: DecodeModel, p_y: int, p_x: int, cap: int, dtype: str, batch: int,
-                   code: int) -> ProgramCharge:
-    w, kv = decode_layer_bytes(mod, p_y, p_x, cap, dtype)
-    fixed = decode_fixed_bytes(mod, p_y, p_x, cap, dtype)
+                   code: int, chunk: int = SCORE_CHUNK) -> ProgramCharge:
+    w, kv = decode_layer_bytes(mod, p_y, p_x, cap, dtype, chunk)
+    fixed = decode_fixed_bytes(mod, p_y, p_x, cap, dtype, chunk)
     return ProgramCharge((w, batch * kv), batch * fixed["buffers"] + code, fixed["first"], fixed["last"],
-                         fixed["both"])
+                         fixed["both"], chunk)
 
 
 def decode_program_bytes(req: PlanRequest) -> int:
@@ -1053,13 +1097,19 @@ def packed_placement(model: Any, req: PlanRequest, grid: tuple[int, int], contex
     b = req.batch if batch is None else batch
     tokens = layer_contexts(model, ctx)
     widths = (grid[1], req.hardware.mesh_width % grid[1])
-    try:
-        p = place_layers_packed(req.hardware, model_dims(model), tokens, model.vocab_size,
-                                model.tie_word_embeddings, grid, req.dtype, b, _wafer_count(req),
-                                charges={w: decode_charge(model, req, (grid[0], w), tokens, b) for w in widths})
-    except InputError:
-        return None
-    return p if p.fits else None
+    cap = max(1, ceil_div(max(tokens, default=1), grid[0]))
+    # one attention chunk for both widths (the program has one): the largest with which they hold the model
+    for chunk in [cap] + [c for c in SCORE_CHUNKS if c < cap]:
+        try:
+            p = place_layers_packed(req.hardware, model_dims(model), tokens, model.vocab_size,
+                                    model.tie_word_embeddings, grid, req.dtype, b, _wafer_count(req),
+                                    charges={w: decode_charge(model, req, (grid[0], w), tokens, b, chunk)
+                                             for w in widths})
+        except InputError:
+            continue
+        if p.fits:
+            return p
+    return None
 
 
 def decode_placement(model: Any, req: PlanRequest, grid: tuple[int, int], context: int | None = None,

@@ -83,15 +83,20 @@ def _decode_vectors(lay: DecodeLayout):
             "v": lay.kv_vec, "gate": lay.ffn_vec, "up": lay.ffn_vec, "act": lay.ffn_vec}
 
 
-@pytest.mark.parametrize("name,mesh", DECODE_CASES)
-def test_decode_ops_equal_the_reference_op_by_op(tiny_model, name, mesh):
+@pytest.mark.parametrize("name,mesh,chunk", [(n, m, None) for n, m in DECODE_CASES] + [
+    ("llama_gqa", (2, 3), 2), ("llama3_rope", (1, 1), 3), ("mistral_window", (4, 3), 1)])
+def test_decode_ops_equal_the_reference_op_by_op(tiny_model, name, mesh, chunk):
     """Every prompt token as a decode step (cache appends from empty, with shifts and, for Mistral, window
-    eviction); each op's blocks, gathered (replicas checked equal), against the reference's intermediates."""
+    eviction); each op's blocks, gathered (replicas checked equal), against the reference's intermediates.
+    With a small ``chunk`` the rows' caches are walked in several chunks (online softmax, the rows'
+    maxima reconciled along Y): the probabilities and outputs are still the reference's."""
     d, _ = tiny_model(name)
     w = load_weights(d)
     ref = ReferenceModel(w)
     lay = DecodeLayout(w.spec, *mesh)
-    dec = DecodeDataflow(w.spec, lay, lay.shard_model(w), np.float32, capacity=-(-10 // mesh[0]))
+    dec = DecodeDataflow(w.spec, lay, lay.shard_model(w), np.float32, capacity=-(-10 // mesh[0]),
+                         **({"score_chunk": chunk} if chunk else {}))
+    assert chunk is None or dec.chunk < -(-10 // mesh[0])
     cache = ref.empty_cache()
     vecs = _decode_vectors(lay)
     for pos, tok in enumerate(PROMPT + [11, 70, 2]):
@@ -110,8 +115,9 @@ def test_decode_ops_equal_the_reference_op_by_op(tiny_model, name, mesh):
             first = dec.caches[layer].rule.first_retained(pos + 1)
             got = dec.gather_scores(layer, b["scores"], pos + 1)
             close(got, r["scores"][:, 0, first:pos + 1], f"pos {pos} layer {layer} scores")
-            # exp(s − m) left unnormalised (p·V divides by the sums): normalised here, the probabilities
-            e = dec.gather_scores(layer, b["exp_scores"], pos + 1)
+            # exp(s − m) left unnormalised (p·V divides by the sums), as every cached V row ends up weighted
+            # after the chunks' rescaling: normalised here, the probabilities
+            e = dec.gather_scores(layer, b["weights"], pos + 1)
             close(e / e.sum(axis=1, keepdims=True), r["probs"][:, 0, first:pos + 1], f"pos {pos} layer {layer} probs")
         close(lay.hidden_vec.gather(bt[-1]["final_norm"]), rt[-1]["final_norm"][0], f"pos {pos} final norm")
         close(lay.logits_vec.gather(dec_logits), ref_logits, f"pos {pos} logits")

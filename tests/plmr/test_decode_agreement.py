@@ -14,6 +14,7 @@ from meshgemm.decode_collectives import LineTree
 from meshgemm.decode_program import OP_LABELS, DecodeConfig, DecodeStage, build_decode_program
 from meshgemm.decode_runtime import DecodeRuntime
 from plmr.collectives import line_tree_allreduce
+from plmr.decode_memory import SCORE_CHUNK
 from plmr.hardware import WSE2
 from plmr.transformer import TreeChoice, decode_layer, score_mode
 from simulator import Body, MeshProgram, simulate
@@ -69,11 +70,13 @@ SMALL = dict(hidden_size=512, intermediate_size=1408, num_heads=8, num_kv_heads=
              num_layers=1, sliding_window_layers=())
 
 
-def _layer(model, grid, context):
-    """Simulated cycles of one decode layer (timing-only, KV holding ``context`` tokens), per op at the
-    program's timestamp PE, and the plmr layer for the program's own trees."""
+def _layer(model, grid, context, chunk=SCORE_CHUNK):
+    """Simulated cycles of one decode layer (timing-only, KV holding ``context`` tokens, attention in
+    chunks of ``chunk`` entries), per op at the program's timestamp PE, and the plmr layer for the
+    program's own trees."""
     cap = -(-context // grid[0])
-    cfg = DecodeConfig(model, grid, (DecodeStage(0, 0, 0, (0, 0)),), cap, "fp16", timestamps=True, layers_only=True)
+    cfg = DecodeConfig(model, grid, (DecodeStage(0, 0, 0, (0, 0)),), cap, "fp16", timestamps=True, layers_only=True,
+                       score_chunk=chunk)
     prog = build_decode_program(cfg, WSE2)
     rt = DecodeRuntime(prog, mode="timing")
     rt.length = context - 1
@@ -84,20 +87,24 @@ def _layer(model, grid, context):
         prev = c
     ty, tx = prog.tree_y, prog.tree_x
     tree = lambda t: TreeChoice(t.k, (t.groups0,) if t.k > 1 else ())  # noqa: E731
-    pred = decode_layer(WSE2, model_dims(model), grid[0], grid[1], context, tree(ty), tree(tx), "fp16")
+    pred = decode_layer(WSE2, model_dims(model), grid[0], grid[1], context, tree(ty), tree(tx), "fp16", chunk=chunk)
     return int(r.cycles), ops, pred
 
 
-@pytest.mark.parametrize("grid,kv,context", [
-    ((16, 16), 2, 200),   # scores per KV group (8 columns each), 4 RoPE pairs per column
-    ((12, 20), 2, 296),   # uneven rows and columns, groups of 10
-    ((16, 8), 8, 90),     # P_x = n_kv: a whole KV group per column, no score reduction
-    ((10, 24), 1, 125),   # MQA: one KV head spans the row, the score allreduce runs on the whole X tree
+@pytest.mark.parametrize("grid,kv,context,chunk", [
+    ((16, 16), 2, 200, SCORE_CHUNK),   # scores per KV group (8 columns each), 4 RoPE pairs per column
+    ((12, 20), 2, 296, SCORE_CHUNK),   # uneven rows and columns, groups of 10
+    ((16, 8), 8, 90, SCORE_CHUNK),     # P_x = n_kv: a whole KV group per column, no score reduction
+    ((10, 24), 1, 125, SCORE_CHUNK),   # MQA: one KV head spans the row, the score allreduce runs on the whole X tree
+    ((16, 16), 2, 200, 4),             # the attention in chunks: 13 entries per row, 4 chunks on the busiest
+    ((12, 20), 2, 296, 7),             # 25 entries per row, 4 chunks, the last 4 entries
+    ((16, 8), 8, 1100, 32),            # 69 entries per row at the default chunk's scale, no score reduction
+    ((10, 24), 1, 125, 5),             # MQA, 13 entries: rows of 3 chunks
 ])
-def test_decode_layer_follows_the_simulated_program(grid, kv, context):
+def test_decode_layer_follows_the_simulated_program(grid, kv, context, chunk):
     small = {**SMALL, "num_kv_heads": kv, **({"hidden_size": 256, "head_dim": 32} if kv == 8 else {})}
     model = dataclasses.replace(load_catalog_model("llama3-8b"), **small)
-    cycles, ops, pred = _layer(model, grid, context)
+    cycles, ops, pred = _layer(model, grid, context, chunk)
     assert set(ops) == set(OP_LABELS) and set(pred.parts) == set(OP_LABELS)
     assert score_mode(model_dims(model), grid[1]) == {2: "groups", 8: "none", 1: "full"}[kv]
     assert pred.total_cycles == pytest.approx(cycles, rel=0.04)

@@ -8,6 +8,7 @@ these tests check what a user sees. Published figures come from the package data
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -496,3 +497,66 @@ def test_forced_k_tree_on_lines_too_short_for_it(grid):
                          (d["decode"]["k_tree_x"], d["decode"]["groups_x"], p_x)):
         assert (k == 1 and groups == []) or (k == 2 and 2 <= groups[0] <= n), (grid, k, groups)
     assert d["decode"]["tokens_per_s"] > 0
+
+
+def test_long_contexts_keep_the_whole_ring_in_one_chunk_where_it_fits():
+    """Past SCORE_CHUNK entries per row the decode program can walk its cache in chunks (scores of 64
+    entries per head, an online softmax) or in one (a plain softmax: no rescaling, no second max along
+    Y). The plan keeps one chunk where the model fits so, and its cost is then the one-chunk program's:
+    forcing the chunks on the same grid costs more (the second max allreduce along 991 rows)."""
+    from plmr.decode_memory import SCORE_CHUNK
+    from waferllm.planner import PlanRequest, decode_terms, real_placement
+
+    d = plan_json("qwen2.5-0.5b", "--context", "100000")
+    p_y = d["decode"]["grid"][0]
+    cap = math.ceil(100_000 / p_y)
+    assert cap > SCORE_CHUNK and d["decode"]["score_chunk"] == cap, (d["decode"]["grid"], d["decode"]["score_chunk"])
+    model = load_catalog_model("qwen2.5-0.5b")
+    req = PlanRequest(hardware=WSE2, context=100_000)
+    grid = tuple(d["decode"]["grid"])
+    one = real_placement(model, req, grid)
+    assert one.score_chunk == cap and one.fits
+    chunked = decode_terms(model, req, grid, dataclasses.replace(one, score_chunk=SCORE_CHUNK))
+    whole = decode_terms(model, req, grid, one)
+    from plmr.transformer import TreeChoice
+    ty = TreeChoice(2, tuple(d["decode"]["groups_y"]))
+    tx = TreeChoice(2, tuple(d["decode"]["groups_x"]))
+    assert whole.total(WSE2, ty, tx) == pytest.approx(d["decode"]["cycles_per_token"], abs=1)
+    assert chunked.total(WSE2, ty, tx) > 1.05 * whole.total(WSE2, ty, tx)
+
+
+def test_the_placed_context_counts_the_scores_of_one_chunk():
+    """At the context the plan reports as placed, the regions (aligned or packed, as a plan at that
+    context places them) hold the model with the scores of one chunk of at most SCORE_CHUNK entries per
+    head, not with the scores of the whole ring: the chunked attention is what makes that context fit
+    (the plain softmax's charge is refused on both tilings)."""
+    from plmr.decode_memory import SCORE_CHUNKS, DecodeModel
+    from plmr.errors import InputError
+    from waferllm.planner import (PlanRequest, _decode_charge, decode_placement, decode_program_bytes, layer_contexts,
+                                  model_dims, place_layers, place_layers_packed)
+
+    d = plan_json("qwen2.5-0.5b")
+    placed = d["kv_cache"]["max_tokens_shift_placed"]
+    grid = tuple(d["decode"]["grid"])
+    model = load_catalog_model("qwen2.5-0.5b")
+    req = PlanRequest(hardware=WSE2, context=placed)
+    p = decode_placement(model, req, grid)
+    assert p is not None and p.score_chunk in SCORE_CHUNKS
+    tokens = layer_contexts(model, placed)
+    mod, dims = DecodeModel.of(model), model_dims(model)
+
+    def whole(w):  # the charge with the scores of every cached entry (one chunk per row)
+        cap = math.ceil(placed / grid[0])
+        return _decode_charge(mod, grid[0], w, cap, "fp16", 1, decode_program_bytes(req), cap)
+
+    def refused(place) -> bool:
+        try:
+            return not place().fits
+        except InputError:  # not even one layer beside the embedding
+            return True
+
+    strip = WSE2.mesh_width % grid[1]
+    assert refused(lambda: place_layers(WSE2, dims, tokens, model.vocab_size, model.tie_word_embeddings, grid,
+                                        "fp16", 1, 1, detail=False, charge=whole(grid[1])))
+    assert refused(lambda: place_layers_packed(WSE2, dims, tokens, model.vocab_size, model.tie_word_embeddings, grid,
+                                               "fp16", 1, 1, charges={w: whole(w) for w in (grid[1], strip)}))

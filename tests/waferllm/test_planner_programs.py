@@ -219,7 +219,8 @@ def test_a_decode_plan_that_charges_the_program_builds(changes, base, w, h):
     stages = tuple(DecodeStage(i, s.layers[0], s.layers[1], origins[i], embedding=i == 0, lm_head=i == len(st) - 1)
                    for i, s in enumerate(st))
     dp = build_decode_program(DecodeConfig(model, grid, stages, kv_capacity(model, grid[0], 2000), "fp16",
-                                           **program_trees(p)), hw)  # raises on an SRAM overflow
+                                           **program_trees(p), score_chunk=p.placement.score_chunk),
+                              hw)  # raises on an SRAM overflow
     prog = dp.program
     prog.finalize()
     of_pe = prog.pe_blocks().reshape(prog.height, prog.width)

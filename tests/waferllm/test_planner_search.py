@@ -378,8 +378,9 @@ def test_first_stage_too_small_names_the_table_and_the_layer():
     # "cannot place the layers".
     msg = one_line_error(invoke("plan", "llama3-8b", "--decode-grid", "81x350", "--json"))
     assert "first stage" in msg and "embedding table" in msg and "one layer" in msg and "KB" in msg
-    # a few columns fewer, the LM head's stage alone (its blocks, final norm and logits) does not fit
-    msg = one_line_error(invoke("plan", "llama3-8b", "--decode-grid", "81x330", "--json"))
+    # a few columns fewer, the LM head's stage alone (its blocks, final norm and logits) does not fit (at
+    # 81x330 it does since the attention's scores are held for one chunk of 8 entries, not all 53)
+    msg = one_line_error(invoke("plan", "llama3-8b", "--decode-grid", "81x320", "--json"))
     assert "LM head" in msg and "logits" in msg and "KB" in msg, msg
 
 
