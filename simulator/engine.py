@@ -1293,80 +1293,60 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                             sm[U(wb * nsm + (up >> 12))] |= np.int64(1) << ((up >> 6) & 63)
                             occ[U((t + 1) & slotm)] = 1
                         bm[wi] |= np.int64(1) << (up & 63)
-                    if d1 >= 0:
-                        ready = t + alpha
-                        dn = cs[U(d1 + 1)]
-                        ds = cs[U(d1 + 8)] + ((cs[U(d1)] + dn) & cs[U(d1 + 9)])
-                        cs[U(ds)] = ready
-                        if functional:
-                            ch_pay[U(2 * ds)] = v0
-                            ch_pay[U(2 * ds + 1)] = v1
-                        cs[U(d1 + 1)] = dn + 1
-                        if dn == 0:  # the new head
-                            cs[U(HB + (d1 >> 4))] = ready
-                        inport = cs[U(d1 + 6)]
-                        if inport >= 0:
-                            r2 = cs[U(d1 + 5)]
-                            if rs[U(r2 + 4)] == ready and rs[U(r2 + 5)] != inport:
-                                st = ST_MULTIRX
-                                out[O_I0] = cs[U(d1 + 7)]
-                                out[O_I1] = r2 // RS
-                                break
-                            rs[U(r2 + 4)] = ready
-                            rs[U(r2 + 5)] = inport
-                        wpe = cs[U(d1 + 7)]
-                        wb = nslot + (ready & slotm)  # wake: due at ready
-                        wi = U(wb * nwd + (wpe >> 6))
-                        if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
-                            sm[U(wb * nsm + (wpe >> 12))] |= np.int64(1) << ((wpe >> 6) & 63)
-                            occ[U(ready & slotm)] = 1
-                        bm[wi] |= np.int64(1) << (wpe & 63)
-                    else:  # several outputs, or the CE: per port, from the route record
-                        for p in range(5):
-                            if (tx >> p) & 1:
-                                if p == 4:
-                                    ready = t + rout
-                                    qs = r + 12 + ((rs[U(r)] + rs[U(r + 1)]) & SQM)
-                                    rs[U(qs)] = ready
-                                    if functional:
-                                        q_pay[U(2 * qs)] = v0
-                                        q_pay[U(2 * qs + 1)] = v1
-                                    rs[U(r + 1)] += 1
-                                    wb = (ready & slotm)  # wake: due at ready
-                                    wi = U(wb * nwd + (pe >> 6))
-                                    if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
-                                        sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
-                                        occ[U(ready & slotm)] = 1
-                                    bm[wi] |= np.int64(1) << (pe & 63)
-                                else:
-                                    d = rs[U(r + 8 + p)]
-                                    ready = t + alpha
-                                    dn = cs[U(d + 1)]
-                                    ds = cs[U(d + 8)] + ((cs[U(d)] + dn) & cs[U(d + 9)])
-                                    cs[U(ds)] = ready
-                                    if functional:
-                                        ch_pay[U(2 * ds)] = v0
-                                        ch_pay[U(2 * ds + 1)] = v1
-                                    cs[U(d + 1)] = dn + 1
-                                    if dn == 0:  # the new head
-                                        cs[U(HB + (d >> 4))] = ready
-                                    inport = cs[U(d + 6)]
-                                    if inport >= 0:
-                                        r2 = cs[U(d + 5)]
-                                        if rs[U(r2 + 4)] == ready and rs[U(r2 + 5)] != inport:
-                                            st = ST_MULTIRX
-                                            out[O_I0] = cs[U(d + 7)]
-                                            out[O_I1] = r2 // RS
-                                            break
-                                        rs[U(r2 + 4)] = ready
-                                        rs[U(r2 + 5)] = inport
-                                    wpe = cs[U(d + 7)]
-                                    wb = nslot + (ready & slotm)  # wake: due at ready
-                                    wi = U(wb * nwd + (wpe >> 6))
-                                    if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
-                                        sm[U(wb * nsm + (wpe >> 12))] |= np.int64(1) << ((wpe >> 6) & 63)
-                                        occ[U(ready & slotm)] = 1
-                                    bm[wi] |= np.int64(1) << (wpe & 63)
+                    # push into the downstream channels: the fast path's one fabric channel (d1),
+                    # else per port from the route record (port 4, the CE's queue, last)
+                    pm = 0 if d1 >= 0 else tx
+                    d = d1
+                    while True:
+                        if d >= 0:
+                            ready = t + alpha
+                            dn = cs[U(d + 1)]
+                            ds = cs[U(d + 8)] + ((cs[U(d)] + dn) & cs[U(d + 9)])
+                            cs[U(ds)] = ready
+                            if functional:
+                                ch_pay[U(2 * ds)] = v0
+                                ch_pay[U(2 * ds + 1)] = v1
+                            cs[U(d + 1)] = dn + 1
+                            if dn == 0:  # the new head
+                                cs[U(HB + (d >> 4))] = ready
+                            inport = cs[U(d + 6)]
+                            if inport >= 0:
+                                r2 = cs[U(d + 5)]
+                                if rs[U(r2 + 4)] == ready and rs[U(r2 + 5)] != inport:
+                                    st = ST_MULTIRX
+                                    out[O_I0] = cs[U(d + 7)]
+                                    out[O_I1] = r2 // RS
+                                    break
+                                rs[U(r2 + 4)] = ready
+                                rs[U(r2 + 5)] = inport
+                            wpe = cs[U(d + 7)]
+                            wb = nslot + (ready & slotm)  # wake: due at ready
+                            wi = U(wb * nwd + (wpe >> 6))
+                            if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
+                                sm[U(wb * nsm + (wpe >> 12))] |= np.int64(1) << ((wpe >> 6) & 63)
+                                occ[U(ready & slotm)] = 1
+                            bm[wi] |= np.int64(1) << (wpe & 63)
+                        if pm == 0:
+                            break
+                        p = trailing_zeros(pm)
+                        pm &= pm - 1
+                        if p == 4:
+                            ready = t + rout
+                            qs = r + 12 + ((rs[U(r)] + rs[U(r + 1)]) & SQM)
+                            rs[U(qs)] = ready
+                            if functional:
+                                q_pay[U(2 * qs)] = v0
+                                q_pay[U(2 * qs + 1)] = v1
+                            rs[U(r + 1)] += 1
+                            wb = (ready & slotm)  # wake: due at ready
+                            wi = U(wb * nwd + (pe >> 6))
+                            if bm[wi] == 0:  # first bit in the word: mark the summary and the slot
+                                sm[U(wb * nsm + (pe >> 12))] |= np.int64(1) << ((pe >> 6) & 63)
+                                occ[U(ready & slotm)] = 1
+                            bm[wi] |= np.int64(1) << (pe & 63)
+                            d = -1
+                        else:
+                            d = rs[U(r + 8 + p)]
                     if st != ST_OK:
                         break
                     moves += 1
