@@ -78,6 +78,21 @@ class Expr:
         raise TypeError("an expression has no truth value when the program is built; use select() or If")
 
 
+def _cached_hash(self) -> int:
+    """The hash of a composite node (its fields), computed once: nested trees are hashed at every
+    dict lookup (the lowering's memo), which re-hashed every subtree each time."""
+    h = self._h
+    if h is None:
+        h = hash(tuple(getattr(self, n) for n in self.__match_args__))
+        object.__setattr__(self, "_h", h)
+    return h
+
+
+def _rebuilt(self) -> tuple:
+    """Pickle a composite node by its fields: the cached hash is per process (str hashes are salted)."""
+    return type(self), tuple(getattr(self, n) for n in self.__match_args__)
+
+
 @dataclass(frozen=True, slots=True, eq=True)
 class Const(Expr):
     value: Number
@@ -125,15 +140,8 @@ class Load(Expr):
 
     _h: int | None = field(default=None, init=False, compare=False, repr=False)
 
-    def __hash__(self) -> int:  # cached: nested trees are hashed at every dict lookup
-        h = self._h
-        if h is None:
-            h = hash((self.buf, self.index))
-            object.__setattr__(self, "_h", h)
-        return h
-
-    def __reduce__(self):  # the cached hash is per process (str hashes are salted)
-        return (Load, (self.buf, self.index))
+    __hash__ = _cached_hash
+    __reduce__ = _rebuilt
 
     def __repr__(self) -> str:
         return f"{self.buf}[{self.index!r}]"
@@ -147,15 +155,8 @@ class BinOp(Expr):
 
     _h: int | None = field(default=None, init=False, compare=False, repr=False)
 
-    def __hash__(self) -> int:  # cached: nested trees are hashed at every dict lookup
-        h = self._h
-        if h is None:
-            h = hash((self.op, self.a, self.b))
-            object.__setattr__(self, "_h", h)
-        return h
-
-    def __reduce__(self):  # the cached hash is per process (str hashes are salted)
-        return (BinOp, (self.op, self.a, self.b))
+    __hash__ = _cached_hash
+    __reduce__ = _rebuilt
 
     def __repr__(self) -> str:
         if self.op in ("min", "max"):
@@ -171,15 +172,8 @@ class UnOp(Expr):
 
     _h: int | None = field(default=None, init=False, compare=False, repr=False)
 
-    def __hash__(self) -> int:  # cached: nested trees are hashed at every dict lookup
-        h = self._h
-        if h is None:
-            h = hash((self.op, self.a))
-            object.__setattr__(self, "_h", h)
-        return h
-
-    def __reduce__(self):  # the cached hash is per process (str hashes are salted)
-        return (UnOp, (self.op, self.a))
+    __hash__ = _cached_hash
+    __reduce__ = _rebuilt
 
     def __repr__(self) -> str:
         return f"(-{self.a!r})" if self.op == "neg" else f"(~{self.a!r})"
@@ -193,15 +187,8 @@ class Select(Expr):
 
     _h: int | None = field(default=None, init=False, compare=False, repr=False)
 
-    def __hash__(self) -> int:  # cached: nested trees are hashed at every dict lookup
-        h = self._h
-        if h is None:
-            h = hash((self.cond, self.a, self.b))
-            object.__setattr__(self, "_h", h)
-        return h
-
-    def __reduce__(self):  # the cached hash is per process (str hashes are salted)
-        return (Select, (self.cond, self.a, self.b))
+    __hash__ = _cached_hash
+    __reduce__ = _rebuilt
 
     def __repr__(self) -> str:
         return f"select({self.cond!r}, {self.a!r}, {self.b!r})"
