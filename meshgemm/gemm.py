@@ -120,7 +120,7 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: 
     PE enters the shifting steps at the same cycle (the reference schedule the per-step terms of
     ``plmr.gemm`` are checked against, tests/meshgemm/test_gemm_kernels.py). ``balance_skew``
     (device skew, barrier-free): every physical row spends the same rounds in the skew, the rows
-    that rotate fewer adding rounds that move nothing (``row_skew_rounds``), so every PE enters the
+    that rotate fewer adding rounds that move nothing (``plmr.gemm.row_skew_rounds``), so every PE enters the
     shifting steps at the same cycle; False: the method's skew as written, each row leaving it after
     its own rounds."""
     if a_skew not in ("device", "host"):
@@ -315,19 +315,6 @@ def skew_plan(Q: int, u: int) -> tuple[str, int]:
     return ("rev", u) if u <= Q - u else ("fwd", Q - u)
 
 
-def row_skew_rounds(Q: ExprLike, q_y: ExprLike, pos: ExprLike) -> Expr:
-    """Rounds the device skew rotates the physical row at y-ring position ``pos``: Σ min(u, Q − u)
-    over its hosted rows u = pos·q_y + j, j < q_y (``skew_plan``), as two arithmetic series (the
-    rows below Q/2 + 1 rotate u rounds, the others Q − u). ``plmr.gemm.row_skew_rounds`` is the
-    same sum in whole numbers."""
-    Q, q_y, pos = as_expr(Q), as_expr(q_y), as_expr(pos)
-    u0 = pos * q_y
-    u1 = u0 + q_y
-    mid = max_(u0, min_(u1, Q // 2 + 1))
-    n_a, n_b = mid - u0, u1 - mid
-    return (u0 + mid - 1) * n_a // 2 + n_b * Q - (mid + u1 - 1) * n_b // 2
-
-
 def _cannon_body(g: _Geom, kind: str, comm_x: bool, comm_y: bool, dt: str, skew: bool = True,
                  balance: bool = False) -> Body:
     """The one PE program of MeshGEMM / Cannon (see the module docstring).
@@ -395,7 +382,7 @@ def _cannon_body(g: _Geom, kind: str, comm_x: bool, comm_y: bool, dt: str, skew:
         ]
         if balance:  # rounds that move nothing: the row's tiles stay, the spare slot takes a copy
             row_skew += [
-                Assign("npad", select(eq(j, 0), skewtot - row_skew_rounds(Q, qy, pos_y), 0), nonneg=True),
+                Assign("npad", select(eq(j, 0), skewtot - plmr_gemm.row_skew_rounds(Q, qy, pos_y, min_, max_), 0), nonneg=True),
                 Loop(npad, "r", (Recv(P("ar_recv"), a_tile((LA - 1 + ar) % LA, j), id="nr"),
                                  Send(P("ar_send"), a_tile((ar % LA + LA) % LA, j), id="ns"),
                                  Wait(("nr", "ns")))),

@@ -148,13 +148,15 @@ def _skew_cycles(spec: HardwareSpec, Q: int, p_y: int, q_x: int, q_y: int, comm_
     return max(_skew_row_cost_looped(spec, Q, q_x, q_y, p, comm_x, round_t, copy_t) for p in cands)
 
 
-def row_skew_rounds(Q: int, q_y: int, pos: int) -> int:
+def row_skew_rounds(Q, q_y, pos, lo=min, hi=max):
     """Rounds the device skew rotates the physical row at y-ring position ``pos``: Σ min(u, Q − u)
     over its hosted rows u = pos·q_y + j, j < q_y, as two arithmetic series (rows below Q/2 + 1
-    rotate u rounds, the others Q − u; ``_skew_row_cost_counted``). The kernel evaluates the same
-    expression (``meshgemm.gemm.row_skew_rounds``)."""
-    u0, u1 = pos * q_y, pos * q_y + q_y
-    mid = max(u0, min(u1, Q // 2 + 1))
+    rotate u rounds, the others Q − u; ``_skew_row_cost_counted``). Whole numbers here; the kernel
+    builds the same sum as a run-time expression (``meshgemm.gemm``: its parameters and
+    ``simulator.expr``'s ``min_``/``max_`` as ``lo``/``hi``)."""
+    u0 = pos * q_y
+    u1 = u0 + q_y
+    mid = hi(u0, lo(u1, Q // 2 + 1))
     n_a, n_b = mid - u0, u1 - mid
     return (u0 + mid - 1) * n_a // 2 + n_b * Q - (mid + u1 - 1) * n_b // 2
 
