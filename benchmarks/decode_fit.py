@@ -11,6 +11,9 @@ band count: a taller region never needs more bytes per PE), with the table as it
 table's per-layer blocks shrunk by each lever, an upper bound of what it wins (a perfect schedule):
 
 * ``table``: the decode program today (every layer at the largest column's blocks);
+* ``spread extras``: the embedding table and the LM head (with the final norm and logits) spread evenly
+  over every region instead of the first and the last (each region holds the share ⌈(first + last) /
+  regions⌉ beside its layers);
 * ``rotate F``: the FFN's uneven column split rotated from layer to layer (a stage of n layers holds
   ⌈n·F/P_x⌉ FFN features on its busiest column instead of n·⌈F/P_x⌉);
 * ``rotate pairs``: each KV group's RoPE pairs rotated over the group's columns from layer to layer
@@ -38,7 +41,7 @@ from plmr.primitives import balanced_split, ceil_div, dtype_bytes
 from waferllm.catalog import resolve_model
 from waferllm.planner import PlanRequest, _decode_charge, _decode_model, attention_chunk, layer_contexts, real_placement
 
-LEVERS = ("table", "rotate F", "rotate pairs", "rotate both", "rotate groups", "balance")
+LEVERS = ("table", "spread extras", "rotate F", "rotate pairs", "rotate both", "rotate groups", "balance")
 
 
 def _kb(n: float) -> str:
@@ -86,9 +89,9 @@ def stage_fn(lever: str, mod, py: int, px: int, cap: int, dtype: str):
             t = (lo + hi) // 2
             lo, hi = (lo, t) if sum(c * ((t - base[p]) // unit[p]) for p, c in cols.items()) >= F else (t + 1, hi)
         return lambda n: n * lo
-    pairs = {"table": lambda n: n * p1, "rotate F": lambda n: n * p1, "rotate pairs": pn_group,
+    pairs = {"table": lambda n: n * p1, "spread extras": lambda n: n * p1, "rotate F": lambda n: n * p1, "rotate pairs": pn_group,
              "rotate both": pn_group, "rotate groups": pn_all}[lever]
-    ffn = (lambda n: n * f1) if lever in ("table", "rotate pairs") else (lambda n: ceil_div(n * F, px))
+    ffn = (lambda n: n * f1) if lever in ("table", "spread extras", "rotate pairs") else (lambda n: ceil_div(n * F, px))
     return lambda n: block(pairs(n), ffn(n), n)
 
 
@@ -115,6 +118,9 @@ def least_capacity(model, req: PlanRequest, lever: str) -> tuple[int, tuple[int,
                 free = c - ch.buffers
                 if regions == 1:
                     return most(free - ch.both)
+                if lever == "spread extras":
+                    m = most(free - ceil_div(ch.first + ch.last, regions))
+                    return -1 if m < 0 else regions * m
                 f, m, last = most(free - ch.first), most(free), most(free - ch.last)
                 return -1 if min(f, m, last) < 0 else f + last + (regions - 2) * m
 

@@ -583,8 +583,8 @@ def stage_fit_message(spec: HardwareSpec, placement: Placement, model_name: str,
     if busy.extras_bytes:
         parts.append(f"{' and '.join(e.replace('_', ' ') for e in busy.extras)} {_kb(busy.extras_bytes)}")
     return (f"{prefix}{model_name} needs {need} regions of {p_y}x{p_x} PEs (layers per stage "
-            f"{_runs([s.num_layers for s in placement.stages])}; the busiest PE, in stage {busy.index}, holds "
-            f"{_kb(busy.bytes_per_pe)} of {_kb(placement.capacity_per_pe)}: {', '.join(parts)}); "
+            f"{_runs([s.num_layers for s in placement.stages])}; the busiest, stage {busy.index}, holds "
+            f"{_kb(busy.bytes_per_pe)} per PE of {_kb(placement.capacity_per_pe)}: {', '.join(parts)}); "
             f"{placement.wafers} x {spec.name} {'has' if placement.wafers == 1 else 'have'} room for "
             f"{placement.regions_available}")
 
