@@ -572,15 +572,32 @@ def _most_layers(layer_bytes: Callable[[int, int], int], first: int, limit: int,
 
 
 def stage_fit_message(spec: HardwareSpec, placement: Placement, model_name: str, what: str = "") -> str:
-    """Why a placement does not fit, with the binding numbers."""
+    """Why a placement does not fit, with the binding numbers: the regions needed, the layers per stage
+    and the busiest stage's PE by part (layers' weights and K|V, buffers, embedding or LM head)."""
     p_y, p_x = placement.grid
     prefix = f"{what}: " if what else ""
     need = len(placement.stages)
-    return (f"{prefix}{model_name} needs {need} regions of {p_y}x{p_x} PEs (the busiest, stage "
-            f"{max(placement.stages, key=lambda s: s.bytes_per_pe).index}, holds "
-            f"{_kb(placement.bytes_per_pe)} per PE of {_kb(placement.capacity_per_pe)}); "
+    busy = max(placement.stages, key=lambda s: s.bytes_per_pe)
+    parts = [f"{busy.num_layers} layer{'s' if busy.num_layers != 1 else ''}' weights {_kb(busy.weight_bytes)} "
+             f"and K|V {_kb(busy.kv_bytes)}", f"buffers {_kb(busy.buffer_bytes)}"]
+    if busy.extras_bytes:
+        parts.append(f"{' and '.join(e.replace('_', ' ') for e in busy.extras)} {_kb(busy.extras_bytes)}")
+    return (f"{prefix}{model_name} needs {need} regions of {p_y}x{p_x} PEs (layers per stage "
+            f"{_runs([s.num_layers for s in placement.stages])}; the busiest, stage {busy.index}, holds "
+            f"{_kb(busy.bytes_per_pe)} per PE of {_kb(placement.capacity_per_pe)}: {', '.join(parts)}); "
             f"{placement.wafers} x {spec.name} {'has' if placement.wafers == 1 else 'have'} room for "
             f"{placement.regions_available}")
+
+
+def _runs(counts: list[int]) -> str:
+    """``[1, 2, 2, 2, 1]`` -> ``"1, 2 x 3, 1"``."""
+    out: list[list[int]] = []
+    for c in counts:
+        if out and out[-1][0] == c:
+            out[-1][1] += 1
+        else:
+            out.append([c, 1])
+    return ", ".join(f"{c} x {n}" if n > 1 else f"{c}" for c, n in out)
 
 
 def kv_capacity_placed(placement: Placement, mem_for: Callable[[int], Placement | None]) -> int:

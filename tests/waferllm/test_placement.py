@@ -236,3 +236,23 @@ def test_aligned_stage_origins_are_the_programs_serpentine_order():
     assert [s.origin for s in st] == snake_origins(WSE2, grid, len(st))
     per_band = WSE2.mesh_width // grid[1]
     assert st[per_band].origin == (grid[0], st[per_band - 1].origin[1])
+
+
+def test_infeasible_message_names_the_stages_layer_counts_and_the_busiest_pes_parts():
+    """LLaMA2-13B at 4,224 tokens on WSE-2 regions of 99x375 (20 on the wafer): the embedding's stage and
+    the LM head's hold one layer, the 19 others two (hand-counted from the message's runs: 21 regions),
+    and the busiest PE's parts, as the message rounds them, add up to its total."""
+    import re
+
+    from waferllm.catalog import resolve_model
+    from waferllm.placement import _runs, stage_fit_message
+    from waferllm.planner import PlanRequest, real_placement
+    assert _runs([1, 2, 2, 2, 1]) == "1, 2 x 3, 1" and _runs([3]) == "3" and _runs([4, 4, 3]) == "4 x 2, 3"
+    model = resolve_model("llama2-13b")
+    p = real_placement(model, PlanRequest(WSE2), (99, 375))
+    msg = stage_fit_message(WSE2, p, model.name)
+    assert "needs 21 regions of 99x375 PEs (layers per stage 1, 2 x 19, 1;" in msg, msg
+    assert msg.endswith("room for 20"), msg
+    total, cap, *parts = (float(v) for v in re.findall(r"([\d.]+) KB", msg))
+    assert cap == pytest.approx(WSE2.usable_sram_bytes / 1024, abs=0.05)
+    assert sum(parts) == pytest.approx(total, abs=0.15), msg
