@@ -578,7 +578,8 @@ def stage_fit_message(spec: HardwareSpec, placement: Placement, model_name: str,
     prefix = f"{what}: " if what else ""
     need = len(placement.stages)
     busy = max(placement.stages, key=lambda s: s.bytes_per_pe)
-    parts = [f"{busy.num_layers} layer{'s' if busy.num_layers != 1 else ''}' weights {_kb(busy.weight_bytes)} "
+    whose = "layers'" if busy.num_layers != 1 else "layer's"
+    parts = [f"{busy.num_layers} {whose} weights {_kb(busy.weight_bytes)} "
              f"and K|V {_kb(busy.kv_bytes)}", f"buffers {_kb(busy.buffer_bytes)}"]
     if busy.extras_bytes:
         parts.append(f"{' and '.join(e.replace('_', ' ') for e in busy.extras)} {_kb(busy.extras_bytes)}")
