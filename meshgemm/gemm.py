@@ -161,7 +161,8 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: 
         L.route_slots(prog, "x", ex.roles(X, reverse=True), crev)
 
     balance = balance_skew and a_skew == "device" and not bsp and P_y > 1
-    body = _cannon_body(g, kind, comm_x, comm_y, dt, skew=a_skew == "device", balance=balance)
+    phased = kind == "cannon" and not bsp
+    body = _cannon_body(g, kind, comm_x, comm_y, dt, skew=a_skew == "device", balance=balance, phased=phased)
     bar_params: dict = {}
     if bsp and P_x * P_y > 1:
         from meshgemm.bsp import barrier_fragment
@@ -182,6 +183,12 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: 
                       ar_send=slot_colour(crev, ex.transfer(X, True)[1], sx),
                       ar_recv=slot_colour(crev, ex.incoming(X, True)[1], sx))
     params.update(params_skew)
+    if balance and comm_x and kind == "cannon":  # the pads' ring: the first hosted row's
+        first_rev = Y * g.q_y <= Q - Y * g.q_y
+        params.update(pad_recv=select(first_rev, params["ar_recv"], params["ax_recv"]),
+                      pad_send=select(first_rev, params["ar_send"], params["ax_send"]))
+    if phased:
+        params["delay"] = cannon_delay(spec, g, P_x, P_y, dt, balance and comm_x)
     if comm_y:
         params.update(by_send=slot_colour(cy, ey.slot(Y), sy), by_recv=slot_colour(cy, ey.slot(ey.recv_from(Y)), sy))
     if bsp and P_x * P_y > 1:
@@ -262,6 +269,18 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: 
     return KernelBuild(req, prog, predict, gather, inputs, expected, layout)
 
 
+def cannon_delay(spec: HardwareSpec, g: "_Geom", P_x: int, P_y: int, dt: str, skewed: bool) -> Expr:
+    """The fills of one C element PE (X, Y) runs before Cannon's steps (``plmr.gemm.cannon_start_delay``):
+    the balanced skew's rows all rotate one way (the pads take the first hosted row's ring), which
+    leaves a PE late by the wrap's excess once per wrap crossing; with one hosted row per PE that lag
+    is made up, and every PE then starts the steps at its phase in both rings' steady state."""
+    hop, unit = plmr_gemm.phase_units(spec, dt)
+    rounds = plmr_gemm.most_skew_rounds(g.Q, P_y, g.q_y) if skewed and g.q_y == 1 else 0
+    lag = max(P_x - 2, 0) * hop
+    first_rev = Y * g.q_y <= g.Q - Y * g.q_y
+    return as_expr(plmr_gemm.cannon_start_delay(P_x, P_y, hop, unit, rounds, lag, X, Y, first_rev, select))
+
+
 def _add_barriers(body: Body, bar: tuple, skewmax) -> None:
     """Insert the barrier ``bar`` after every skew round's and every shifting step's join, and make
     every PE meet as many skew barriers as the PE with the most rounds (``skewmax``)."""
@@ -316,7 +335,7 @@ def skew_plan(Q: int, u: int) -> tuple[str, int]:
 
 
 def _cannon_body(g: _Geom, kind: str, comm_x: bool, comm_y: bool, dt: str, skew: bool = True,
-                 balance: bool = False) -> Body:
+                 balance: bool = False, phased: bool = False) -> Body:
     """The one PE program of MeshGEMM / Cannon (see the module docstring).
 
     Slot maps are run-time rotations: with ``LA`` A slots, virtual tile i of a hosted row sits in slot
@@ -381,10 +400,13 @@ def _cannon_body(g: _Geom, kind: str, comm_x: bool, comm_y: bool, dt: str, skew:
                              Wait(("fr", "fs")), Assign("ar", ar - 1))),
         ]
         if balance:  # rounds that move nothing: the row's tiles stay, the spare slot takes a copy
+            pad_recv, pad_send = P("ar_recv"), P("ar_send")
+            if kind == "cannon":  # on the ring the first hosted row rotates on (cannon_start_delay)
+                pad_recv, pad_send = b.param("pad_recv", "colour"), b.param("pad_send", "colour")
             row_skew += [
                 Assign("npad", select(eq(j, 0), skewtot - plmr_gemm.row_skew_rounds(Q, qy, pos_y, min_, max_), 0), nonneg=True),
-                Loop(npad, "r", (Recv(P("ar_recv"), a_tile((LA - 1 + ar) % LA, j), id="nr"),
-                                 Send(P("ar_send"), a_tile((ar % LA + LA) % LA, j), id="ns"),
+                Loop(npad, "r", (Recv(pad_recv, a_tile((LA - 1 + ar) % LA, j), id="nr"),
+                                 Send(pad_send, a_tile((ar % LA + LA) % LA, j), id="ns"),
                                  Wait(("nr", "ns")))),
             ]
         if g.q_y > 1:  # bring the row back to the canonical slot map (tile i in slot i)
@@ -406,6 +428,8 @@ def _cannon_body(g: _Geom, kind: str, comm_x: bool, comm_y: bool, dt: str, skew:
             Gemm(Ref("C", (j * qx + i) * tc, tc), a_tile((i + ar) % LA, j),
                  Ref("B", (((j + br) % LB) * qx + i) * tb, tb), mv, kt, nv, layout=g.order),)),))
 
+    if kind == "cannon" and phased:  # each PE enters the steps at its ring phase (cannon_start_delay)
+        code.append(Loop(b.param("delay"), "i", (Fill(Ref("C", 0, 1), 0.0),)))
     step: list = []
     ids = []
     if comm_x:
