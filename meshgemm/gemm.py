@@ -184,11 +184,11 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: 
                       ar_recv=slot_colour(crev, ex.incoming(X, True)[1], sx))
     params.update(params_skew)
     if balance and comm_x and kind == "cannon":  # the pads' ring: the first hosted row's
-        first_rev = Y * g.q_y <= Q - Y * g.q_y
+        first_rev = Y * params["qy"] <= params["Q"] - Y * params["qy"]
         params.update(pad_recv=select(first_rev, params["ar_recv"], params["ax_recv"]),
                       pad_send=select(first_rev, params["ar_send"], params["ax_send"]))
     if phased:
-        params["delay"] = cannon_delay(spec, g, P_x, P_y, dt, balance and comm_x)
+        params["delay"] = cannon_delay(spec, g, P_x, P_y, dt, params)
     if comm_y:
         params.update(by_send=slot_colour(cy, ey.slot(Y), sy), by_recv=slot_colour(cy, ey.slot(ey.recv_from(Y)), sy))
     if bsp and P_x * P_y > 1:
@@ -269,16 +269,19 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: 
     return KernelBuild(req, prog, predict, gather, inputs, expected, layout)
 
 
-def cannon_delay(spec: HardwareSpec, g: "_Geom", P_x: int, P_y: int, dt: str, skewed: bool) -> Expr:
-    """The fills of one C element PE (X, Y) runs before Cannon's steps (``plmr.gemm.cannon_start_delay``):
-    the balanced skew's rows all rotate one way (the pads take the first hosted row's ring), which
+def cannon_delay(spec: HardwareSpec, g: "_Geom", P_x: int, P_y: int, dt: str, params: dict) -> Expr:
+    """The fills of one C element PE (X, Y) runs before Cannon's steps (``plmr.gemm.cannon_start_delay``),
+    as an expression of the program's parameters (the CSL is the same at every mesh size): the
+    balanced skew's rows all rotate one way (the pads take the first hosted row's ring), which
     leaves a PE late by the wrap's excess once per wrap crossing; with one hosted row per PE that lag
     is made up, and every PE then starts the steps at its phase in both rings' steady state."""
     hop, unit = plmr_gemm.phase_units(spec, dt)
-    rounds = plmr_gemm.most_skew_rounds(g.Q, P_y, g.q_y) if skewed and g.q_y == 1 else 0
-    lag = max(P_x - 2, 0) * hop
-    first_rev = Y * g.q_y <= g.Q - Y * g.q_y
-    return as_expr(plmr_gemm.cannon_start_delay(P_x, P_y, hop, unit, rounds, lag, X, Y, first_rev, select))
+    W, H, Q, qy = Param("W"), Param("H"), params["Q"], params["qy"]
+    skewed = "skewtot" in params and g.q_y == 1
+    rounds = params["skewtot"] if skewed else 0
+    first_rev = Y * qy <= Q - Y * qy
+    return as_expr(plmr_gemm.cannon_start_delay(W, H, hop, unit, rounds, (W - 2) * hop, X, Y, first_rev, select,
+                                                skewed))
 
 
 def _add_barriers(body: Body, bar: tuple, skewmax) -> None:

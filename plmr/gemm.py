@@ -216,8 +216,8 @@ def ring_phase_iters(n: int, pos, hop: int, unit: int):
     predecessor: position p starts (n − 1 − p)·ε after position n − 1 (the wrap into position 0
     is then exactly as late as the one-hop links). Rounded to the nearest unit. ``pos`` may be a
     number or a run-time expression (the kernel's delay, ``meshgemm.gemm``)."""
-    if n <= 2:
-        return 0 * pos
+    if isinstance(n, int) and n <= 2:
+        return 0
     return (2 * (n - 1 - pos) * (n - 2) * hop + n * unit) // (2 * n * unit)
 
 
@@ -231,17 +231,18 @@ def skew_wrap_crossings(n: int, rounds: int, pos, reverse: bool):
     return (n + rounds - 1 - pos) // n
 
 
-def cannon_start_delay(n_x: int, n_y: int, hop: int, unit: int, rounds: int, lag_per_wrap: int,
-                       pos_x, pos_y, reverse, sel):
+def cannon_start_delay(n_x, n_y, hop: int, unit: int, rounds, lag_per_wrap, pos_x, pos_y, reverse, sel,
+                       skewed: bool = True):
     """Delay units PE (pos_x, pos_y) waits before Cannon's shifting steps (``meshgemm.gemm``): the
     phases of both rings' steady state (``ring_phase_iters``), plus what makes up for its row's
     skew, which leaves it ``lag_per_wrap`` cycles late per wrap crossing
     (``skew_wrap_crossings``; ``rounds`` = 0 when the skew does not apply): every PE then enters
     the steps ``lag_per_wrap``·(most crossings) + its ring phase after the rows' common skew end.
-    ``reverse``: whether the row's rounds run on the reverse ring (a bool, or a run-time condition
-    with ``sel`` = ``simulator.expr.select``)."""
+    ``reverse``: whether the row's rounds run on the reverse ring. Numbers, or the kernel's
+    expressions of its parameters (``sel`` = ``simulator.expr.select``; ``skewed`` says whether the
+    skew term applies)."""
     d = ring_phase_iters(n_x, pos_x, hop, unit) + ring_phase_iters(n_y, pos_y, hop, unit)
-    if rounds and lag_per_wrap:
+    if skewed and not (isinstance(rounds, int) and rounds == 0):
         most = (n_x - 1 + rounds) // n_x
         w = sel(reverse, skew_wrap_crossings(n_x, rounds, pos_x, True),
                 skew_wrap_crossings(n_x, rounds, pos_x, False))
@@ -260,7 +261,7 @@ def cannon_phase_cycles(spec: HardwareSpec, p_y: int, p_x: int, rounds: int, row
     for rev in sorted(set(rows_reverse)):
         row = max(ring_phase_iters(p_y, y, hop, unit) for y, r in enumerate(rows_reverse) if r == rev)
         cols = max(skew_wrap_crossings(p_x, rounds, x, rev) * lag
-                   + unit * (cannon_start_delay(p_x, 1, hop, unit, rounds, lag, x, 0, rev, _pick))
+                   + unit * (cannon_start_delay(p_x, 1, hop, unit, rounds, lag, x, 0, rev, _pick, lag > 0))
                    for x in range(p_x)) if p_x > 1 else 0
         best = max(best, cols + unit * row)
     return float(best) + phase_loop_cycles(spec)
