@@ -308,9 +308,11 @@ def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: i
     (``a_skew="host"``), and with the balanced skew the kernel ships (``balance_skew``: every
     physical row takes as many rounds and copies as the row that rotates most,
     ``balanced_skew_cycles``), MeshGEMM within 0.01% of the simulated cycles at 8²-64², tiles 16-48,
-    and on non-square meshes. Cannon's wrap link (P − 1 hops) delivers each ring's first PE its
-    tiles later than the one-hop links do, so its PEs leave lockstep from about 32² (−2.2% at 32²,
-    tile 16; −3.3% for the 2K GEMM at 64²). With the method's skew as written
+    and on non-square meshes. Cannon (``phased``) is charged its steps' steady state instead: its
+    plain rings pace a step by their mean link, each PE a phase behind its predecessor, and the
+    program starts every PE at that phase (``cannon_start_delay``), so the run is the latest PE's
+    entry (``cannon_phase_cycles``) plus the steps at the mean link (within 0.03% at 8²-64², tiles
+    8-48). With the method's skew as written
     (``balance_skew=False``) the rows leave the skew up to ⌊Q/2⌋ rounds apart; a receiver that has
     not issued its receive yet then holds its sender back once the link's buffering is in flight,
     the two stop moving their wavelets in the same cycles and the products lose more of them, and
@@ -381,11 +383,14 @@ def meshgemm(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dty
 def cannon(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",
            packed: bool = False, a_skew: str = "device", balance_skew: bool = True) -> CostBreakdown:
     """Cannon on plain rings, as the kernel runs it: no barrier separates the steps, so a PE waits
-    only for its own incoming tile. Around a ring the P links add up to 2(P-1) hops (P-1 one-hop
-    links and the P-1 hop wrap), so in steady state a step pays the average, 2(P-1)/P hops, and
-    the wrap's excess latency is paid once (method §4.5 charges the wrap every step, which holds
-    only for bulk-synchronous steps). The skew likewise takes its rounds over one-hop links plus the
-    wrap once. 3 colours per axis plus 3 for the skew ring."""
+    only for its own incoming tiles. Around a ring the P links add up to 2(P-1) hops (P-1 one-hop
+    links and the P-1 hop wrap), so the steps' steady state (the max-plus period of the ring: the
+    cycle through every PE, P tokens) pays the mean link, 2(P-1)/P hops, a step, each PE running
+    α(P − 2)/P behind its predecessor (method §4.5 charges the wrap every step, which holds only for
+    bulk-synchronous steps). Entered in lockstep the wrap's lag ran ahead as a wave that, once it
+    exceeded a one-hop link's buffering, never settled; the kernel therefore starts each PE at its
+    phase, making up the lag its row's skew left it, and the rule charges the latest PE's entry
+    (``cannon_phase_cycles``, about 3(P − 2)·α). 3 colours per axis plus 3 for the skew ring."""
     colors = (3 if p_x > 1 else 0) + (3 if p_y > 1 else 0) + (3 if p_x > 1 else 0)  # + skew ring
     avg_x = 2 * (p_x - 1) / p_x if p_x > 1 else 1
     avg_y = 2 * (p_y - 1) / p_y if p_y > 1 else 1
