@@ -264,22 +264,19 @@ def cannon_phase_cycles(spec: HardwareSpec, p_y: int, p_x: int, rounds: int, row
                    + unit * (cannon_start_delay(p_x, 1, hop, unit, rounds, lag, x, 0, rev, _pick, lag > 0))
                    for x in range(p_x)) if p_x > 1 else 0
         best = max(best, cols + unit * row)
-    return float(best) + phase_loop_cycles(spec)
+    return float(best)
 
 
 def _pick(cond, a, b):
+    """``select`` for numbers: a if cond else b."""
     return a if cond else b
 
 
 def phase_units(spec: HardwareSpec, dtype: str) -> tuple[int, int]:
     """(α, the delay unit) in whole cycles: the delay is a loop of one-element fills of C, each
-    ``t_vec(1, "mov")`` cycles (c_op + 1 on WSE-2)."""
+    ``t_vec(1, "mov")`` cycles (c_op + 1 on WSE-2; the loop's scalar rows are folded into c_op, as
+    everywhere: ``scalar_op_cycles``)."""
     return max(int(round(spec.hop_cycles)), 0), max(int(round(t_vec(spec, 1, "mov", dtype))), 1)
-
-
-def phase_loop_cycles(spec: HardwareSpec) -> float:
-    """What the delay loop costs beyond its fills (its test and counter are scalar rows)."""
-    return 0.0
 
 
 def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int,
