@@ -281,8 +281,8 @@ def phase_units(spec: HardwareSpec, dtype: str) -> tuple[int, int]:
 
 def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int,
                    dtype: str, ring_hops_x: float, ring_hops_y: float, skew_hops: int, colors: int,
-                   packed: bool, wrap_excess: int = 0, skew_wrap_excess: int = 0,
-                   a_skew: str = "device", balance_skew: bool = True, phased: bool = False) -> CostBreakdown:
+                   packed: bool, skew_wrap_excess: int = 0, a_skew: str = "device",
+                   balance_skew: bool = True, phased: bool = False) -> CostBreakdown:
     """Cannon's schedule as the kernel runs it (meshgemm/gemm.py), term by term:
 
     * **zero C**: one fill of the C block (a ``mov`` of m·n);
@@ -351,7 +351,7 @@ def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: i
     moves = [(hops, math.ceil(tile / e_w)) for on, hops, tile in
              ((comm_x, ring_hops_x, m * k), (comm_y, ring_hops_y, k * n)) if on]
     issues, stall, shift, step = shift_step(spec, comp, moves)
-    total = zero_c + align + phase + (Q - 1) * step + comp + wrap_excess * spec.hop_cycles
+    total = zero_c + align + phase + (Q - 1) * step + comp
     compute = zero_c + Q * comp
     # A: q_x tiles + one free slot per hosted row; B: q_y tiles + one free slot; C.
     footprint = ((q_x + 1) * m * k + (q_y + 1) * k * n + m * n) * dtype_bytes(dtype) if Q > 1 \
@@ -361,7 +361,7 @@ def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: i
                          parts={"align": align, "steps": float(Q), "step_compute": comp,
                                 "step_shift": shift, "step_issue": issues,
                                 "step_stall": stall, "step": step, "zero_c": zero_c,
-                                "wrap_once": wrap_excess * spec.hop_cycles, "phase": phase})
+                                "phase": phase})
 
 
 def meshgemm(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",
