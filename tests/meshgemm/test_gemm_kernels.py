@@ -264,8 +264,7 @@ def test_cannon_residual_does_not_grow_with_the_mesh():
 def test_balanced_skew_is_faster(kind):
     """The rounds a balanced row adds end when the slowest row's own rounds do, and the rows then
     do not hold each other back: the run is shorter than with the method's skew as written (so on
-    every MeshGEMM point measured; Cannon's 2K GEMM at 64², whose wrap link takes it out of
-    lockstep anyway, is 0.5% slower, docs/BENCHMARKS.md)."""
+    every MeshGEMM point measured at tiles 16-48, docs/BENCHMARKS.md)."""
     for side in (8, 16):
         bal, _ = _cannon_run(kind, side, 16)
         raw, _ = _cannon_run(kind, side, 16, balance_skew=False)
