@@ -197,7 +197,7 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: 
         params.update(pad_recv=select(first_rev, params["ar_recv"], params["ax_recv"]),
                       pad_send=select(first_rev, params["ar_send"], params["ax_send"]))
     if phased:
-        params["delay"] = cannon_delay(spec, g, P_x, P_y, dt, params)
+        params["delay"] = cannon_delay(spec, g, dt, params)
     if comm_y:
         params.update(by_send=slot_colour(cy, ey.slot(Y), sy), by_recv=slot_colour(cy, ey.slot(ey.recv_from(Y)), sy))
     if bsp and P_x * P_y > 1:
@@ -278,7 +278,7 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: 
     return KernelBuild(req, prog, predict, gather, inputs, expected, layout)
 
 
-def cannon_delay(spec: HardwareSpec, g: "_Geom", P_x: int, P_y: int, dt: str, params: dict) -> Expr:
+def cannon_delay(spec: HardwareSpec, g: "_Geom", dt: str, params: dict) -> Expr:
     """The fills of one C element PE (X, Y) runs before Cannon's steps (``plmr.gemm.cannon_start_delay``),
     as an expression of the program's parameters (the CSL is the same at every mesh size): the
     balanced skew's rows all rotate one way (the pads take the first hosted row's ring), which
@@ -361,7 +361,9 @@ def _cannon_body(g: _Geom, kind: str, comm_x: bool, comm_y: bool, dt: str, skew:
     without renaming (the row's data stays put; the traffic and the joins are a round's), and a row
     of several hosted rows (or one that rotates locally) copies tiles out and back in place after the
     skew until it has made as many copies as the row that makes most (``copymax``); every physical
-    row then leaves the skew at the same cycle."""
+    row then leaves the skew at the same cycle. ``phased`` (Cannon): the pads run on the first hosted
+    row's own ring, and every PE fills one element of C ``delay`` times before the steps (its start
+    phase, ``cannon_delay``)."""
     b = Body(kind, doc=f"{kind}: Cannon on {'interleaved' if kind == 'meshgemm' else 'plain'} rings")
     mv, kt, nv = b.param("mv"), b.param("kt"), b.param("nv")
     qx, qy, Q, Hp = b.param("qx"), b.param("qy"), b.param("Q"), b.param("H")
@@ -440,7 +442,7 @@ def _cannon_body(g: _Geom, kind: str, comm_x: bool, comm_y: bool, dt: str, skew:
             Gemm(Ref("C", (j * qx + i) * tc, tc), a_tile((i + ar) % LA, j),
                  Ref("B", (((j + br) % LB) * qx + i) * tb, tb), mv, kt, nv, layout=g.order),)),))
 
-    if kind == "cannon" and phased:  # each PE enters the steps at its ring phase (cannon_start_delay)
+    if phased:  # each PE enters the steps at its ring phase (cannon_start_delay)
         code.append(Loop(b.param("delay"), "i", (Fill(Ref("C", 0, 1), 0.0),)))
     step: list = []
     ids = []
