@@ -171,7 +171,8 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: 
 
     balance = balance_skew and a_skew == "device" and not bsp and P_y > 1
     phased = kind == "cannon" and not bsp
-    body = _cannon_body(g, kind, comm_x, comm_y, dt, skew=a_skew == "device", balance=balance, phased=phased)
+    body = _cannon_body(g, kind, comm_x, comm_y, dt, skew=a_skew == "device", balance=balance,
+                        phase_units=plmr_gemm.phase_units(spec, dt) if phased else None)
     bar_params: dict = {}
     if bsp and P_x * P_y > 1:
         from meshgemm.bsp import barrier_fragment
@@ -197,7 +198,7 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: 
         params.update(pad_recv=select(first_rev, params["ar_recv"], params["ax_recv"]),
                       pad_send=select(first_rev, params["ar_send"], params["ax_send"]))
     if phased:
-        params["delay"] = cannon_delay(spec, g, dt, params)
+        params["W"] = Param("W")
     if comm_y:
         params.update(by_send=slot_colour(cy, ey.slot(Y), sy), by_recv=slot_colour(cy, ey.slot(ey.recv_from(Y)), sy))
     if bsp and P_x * P_y > 1:
@@ -278,21 +279,6 @@ def build_cannon_family(req: KernelRequest, spec: HardwareSpec, kind: str, bsp: 
     return KernelBuild(req, prog, predict, gather, inputs, expected, layout)
 
 
-def cannon_delay(spec: HardwareSpec, g: "_Geom", dt: str, params: dict) -> Expr:
-    """The fills of one C element PE (X, Y) runs before Cannon's steps (``plmr.gemm.cannon_start_delay``),
-    as an expression of the program's parameters (the CSL is the same at every mesh size): the
-    balanced skew's rows all rotate one way (the pads take the first hosted row's ring), which
-    leaves a PE late by the wrap's excess once per wrap crossing; with one hosted row per PE that lag
-    is made up, and every PE then starts the steps at its phase in both rings' steady state."""
-    hop, unit = plmr_gemm.phase_units(spec, dt)
-    W, H, Q, qy = Param("W"), Param("H"), params["Q"], params["qy"]
-    skewed = "skewtot" in params and g.q_y == 1
-    rounds = params["skewtot"] if skewed else 0
-    first_rev = Y * qy <= Q - Y * qy
-    return as_expr(plmr_gemm.cannon_start_delay(W, H, hop, unit, rounds, (W - 2) * hop, X, Y, first_rev, select,
-                                                skewed))
-
-
 def _add_barriers(body: Body, bar: tuple, skewmax) -> None:
     """Insert the barrier ``bar`` after every skew round's and every shifting step's join, and make
     every PE meet as many skew barriers as the PE with the most rounds (``skewmax``)."""
@@ -347,7 +333,7 @@ def skew_plan(Q: int, u: int) -> tuple[str, int]:
 
 
 def _cannon_body(g: _Geom, kind: str, comm_x: bool, comm_y: bool, dt: str, skew: bool = True,
-                 balance: bool = False, phased: bool = False) -> Body:
+                 balance: bool = False, phase_units: tuple[int, int] | None = None) -> Body:
     """The one PE program of MeshGEMM / Cannon (see the module docstring).
 
     Slot maps are run-time rotations: with ``LA`` A slots, virtual tile i of a hosted row sits in slot
@@ -361,9 +347,11 @@ def _cannon_body(g: _Geom, kind: str, comm_x: bool, comm_y: bool, dt: str, skew:
     without renaming (the row's data stays put; the traffic and the joins are a round's), and a row
     of several hosted rows (or one that rotates locally) copies tiles out and back in place after the
     skew until it has made as many copies as the row that makes most (``copymax``); every physical
-    row then leaves the skew at the same cycle. ``phased`` (Cannon): the pads run on the first hosted
-    row's own ring, and every PE fills one element of C ``delay`` times before the steps (its start
-    phase, ``cannon_delay``)."""
+    row then leaves the skew at the same cycle. ``phase_units`` (Cannon: α and the cycles of a
+    one-element fill): the pads run on the first hosted row's own ring, and every PE fills one
+    element of C as many times as puts it at its start phase before the steps
+    (``plmr.gemm.cannon_start_delay``, computed on the PE from its coordinates and the layout
+    parameters, so the parameter sets do not grow with the mesh)."""
     b = Body(kind, doc=f"{kind}: Cannon on {'interleaved' if kind == 'meshgemm' else 'plain'} rings")
     mv, kt, nv = b.param("mv"), b.param("kt"), b.param("nv")
     qx, qy, Q, Hp = b.param("qx"), b.param("qy"), b.param("Q"), b.param("H")
@@ -442,8 +430,13 @@ def _cannon_body(g: _Geom, kind: str, comm_x: bool, comm_y: bool, dt: str, skew:
             Gemm(Ref("C", (j * qx + i) * tc, tc), a_tile((i + ar) % LA, j),
                  Ref("B", (((j + br) % LB) * qx + i) * tb, tb), mv, kt, nv, layout=g.order),)),))
 
-    if phased:  # each PE enters the steps at its ring phase (cannon_start_delay)
-        code.append(Loop(b.param("delay"), "i", (Fill(Ref("C", 0, 1), 0.0),)))
+    if phase_units:  # each PE enters the steps at its ring phase (cannon_start_delay)
+        hop, unit = phase_units
+        Wp = b.param("W")
+        skewed = skew and balance and comm_x and g.q_y == 1
+        delay = plmr_gemm.cannon_start_delay(Wp, Hp, hop, unit, skewtot if skewed else 0,
+                                             (Wp - 2) * hop, X, Y, Y * qy <= Q - Y * qy, select, skewed)
+        code.append(Loop(as_expr(delay), "i", (Fill(Ref("C", 0, 1), 0.0),)))
     step: list = []
     ids = []
     if comm_x:
