@@ -36,8 +36,8 @@ then as late as the one-hop links). Entered together, the wrap's lag runs ahead 
 front, past a one-hop link's buffering, stalls senders and never settles (−2.2% against the steady
 state at 32², −3.3% at 64²). So the balanced skew's pads take the first hosted row's own ring (every
 row then rotates one way, and its PEs leave the skew (P − 2)·α late per crossing of the wrap), and
-every PE fills one element of C ``delay`` times before the steps (``plmr.gemm.cannon_start_delay``):
-its phase in both rings plus the skew lag it was spared.
+before the steps every PE fills one element of C as many times as its phase in both rings plus the
+skew lag it was spared take (``plmr.gemm.cannon_start_delay``, computed on the PE).
 
 ``build_cannon_family(..., a_skew="host")`` pre-skews A on the host as well (the layout the device
 skew produces, A(row, λ((u + v) mod Q))) and leaves the skew out: every PE then enters the shifting
