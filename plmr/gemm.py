@@ -208,10 +208,81 @@ def balanced_skew_cycles(spec: HardwareSpec, Q: int, p_y: int, q_x: int, q_y: in
     return most_skew_rounds(Q, p_y, q_y) * round_t + copies
 
 
+def ring_phase_iters(n: int, pos, hop: int, unit: int):
+    """Delay units (``unit`` cycles each) that put position ``pos`` of an n-PE plain ring at the
+    phase of its steady state (Cannon's steps, ``cannon_start_delay``): the ring's P links add up to
+    2(n − 1) hops, so a lap of steps is paced by the mean link, every PE's step taking
+    λ = (lockstep one-hop step) + ε, ε = α·(n − 2)/n, and each PE running ε behind its
+    predecessor: position p starts (n − 1 − p)·ε after position n − 1 (the wrap into position 0
+    is then exactly as late as the one-hop links). Rounded to the nearest unit. ``pos`` may be a
+    number or a run-time expression (the kernel's delay, ``meshgemm.gemm``)."""
+    if isinstance(n, int) and n <= 2:
+        return 0
+    return (2 * (n - 1 - pos) * (n - 2) * hop + n * unit) // (2 * n * unit)
+
+
+def skew_wrap_crossings(n: int, rounds: int, pos, reverse: bool):
+    """How many times the latest path of ``rounds`` skew rounds into position ``pos`` of an n-PE
+    plain ring crosses the wrap link (each crossing makes the round (n − 2)·α later than over the
+    one-hop links): reverse rounds (data p + 1 → p, the wrap 0 → n − 1) cross it ⌊(pos + R)/n⌋
+    times, forward rounds (p − 1 → p, the wrap n − 1 → 0) ⌊(n + R − 1 − pos)/n⌋ times."""
+    if reverse:
+        return (pos + rounds) // n
+    return (n + rounds - 1 - pos) // n
+
+
+def cannon_start_delay(n_x, n_y, hop: int, unit: int, rounds, lag_per_wrap, pos_x, pos_y, reverse, sel,
+                       skewed: bool = True):
+    """Delay units PE (pos_x, pos_y) waits before Cannon's shifting steps (``meshgemm.gemm``): the
+    phases of both rings' steady state (``ring_phase_iters``), plus what makes up for its row's
+    skew, which leaves it ``lag_per_wrap`` cycles late per wrap crossing
+    (``skew_wrap_crossings``; ``rounds`` = 0 when the skew does not apply): every PE then enters
+    the steps ``lag_per_wrap``·(most crossings) + its ring phase after the rows' common skew end.
+    ``reverse``: whether the row's rounds run on the reverse ring. Numbers, or the kernel's
+    expressions of its parameters (``sel`` = ``simulator.expr.select``; ``skewed`` says whether the
+    skew term applies)."""
+    d = ring_phase_iters(n_x, pos_x, hop, unit) + ring_phase_iters(n_y, pos_y, hop, unit)
+    if skewed and not (isinstance(rounds, int) and rounds == 0):
+        most = (n_x - 1 + rounds) // n_x
+        w = sel(reverse, skew_wrap_crossings(n_x, rounds, pos_x, True),
+                skew_wrap_crossings(n_x, rounds, pos_x, False))
+        d = d + (2 * (most - w) * lag_per_wrap + unit) // (2 * unit)
+    return d
+
+
+def cannon_phase_cycles(spec: HardwareSpec, p_y: int, p_x: int, rounds: int, rows_reverse: list[bool],
+                        dtype: str) -> float:
+    """The latest PE's entry into Cannon's steps after the rows' common skew end (lockstep): its
+    skew lag plus its delay (``cannon_start_delay``), maximised over the mesh in O(P) (the delay is
+    a sum of a column part, a row part and a part set by the column and the row's direction)."""
+    hop, unit = phase_units(spec, dtype)
+    lag = max(p_x - 2, 0) * hop if rounds else 0
+    best = -math.inf
+    for rev in sorted(set(rows_reverse)):
+        row = max(ring_phase_iters(p_y, y, hop, unit) for y, r in enumerate(rows_reverse) if r == rev)
+        cols = max(skew_wrap_crossings(p_x, rounds, x, rev) * lag
+                   + unit * (cannon_start_delay(p_x, 1, hop, unit, rounds, lag, x, 0, rev, _pick, lag > 0))
+                   for x in range(p_x)) if p_x > 1 else 0
+        best = max(best, cols + unit * row)
+    return float(best)
+
+
+def _pick(cond, a, b):
+    """``select`` for numbers: a if cond else b."""
+    return a if cond else b
+
+
+def phase_units(spec: HardwareSpec, dtype: str) -> tuple[int, int]:
+    """(α, the delay unit) in whole cycles: the delay is a loop of one-element fills of C, each
+    ``t_vec(1, "mov")`` cycles (c_op + 1 on WSE-2; the loop's scalar rows are folded into c_op, as
+    everywhere: ``scalar_op_cycles``)."""
+    return max(int(round(spec.hop_cycles)), 0), max(int(round(t_vec(spec, 1, "mov", dtype))), 1)
+
+
 def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int,
                    dtype: str, ring_hops_x: float, ring_hops_y: float, skew_hops: int, colors: int,
-                   packed: bool, wrap_excess: int = 0, skew_wrap_excess: int = 0,
-                   a_skew: str = "device", balance_skew: bool = True) -> CostBreakdown:
+                   packed: bool, skew_wrap_excess: int = 0, a_skew: str = "device",
+                   balance_skew: bool = True, phased: bool = False) -> CostBreakdown:
     """Cannon's schedule as the kernel runs it (meshgemm/gemm.py), term by term:
 
     * **zero C**: one fill of the C block (a ``mov`` of m·n);
@@ -234,9 +305,11 @@ def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: i
     (``a_skew="host"``), and with the balanced skew the kernel ships (``balance_skew``: every
     physical row takes as many rounds and copies as the row that rotates most,
     ``balanced_skew_cycles``), MeshGEMM within 0.01% of the simulated cycles at 8²-64², tiles 16-48,
-    and on non-square meshes. Cannon's wrap link (P − 1 hops) delivers each ring's first PE its
-    tiles later than the one-hop links do, so its PEs leave lockstep from about 32² (−2.2% at 32²,
-    tile 16; −3.3% for the 2K GEMM at 64²). With the method's skew as written
+    and on non-square meshes. Cannon (``phased``) is charged its steps' steady state instead: its
+    plain rings pace a step by their mean link, each PE a phase behind its predecessor, and the
+    program starts every PE at that phase (``cannon_start_delay``), so the run is the latest PE's
+    entry (``cannon_phase_cycles``) plus the steps at the mean link (within 0.03% at 8²-64², tiles
+    8-48). With the method's skew as written
     (``balance_skew=False``) the rows leave the skew up to ⌊Q/2⌋ rounds apart; a receiver that has
     not issued its receive yet then holds its sender back once the link's buffering is in flight,
     the two stop moving their wavelets in the same cycles and the products lose more of them, and
@@ -263,13 +336,22 @@ def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: i
             align = balanced_skew_cycles(spec, Q, p_y, q_x, q_y, comm_x, round_t, copy_t)
         else:
             align = _skew_cycles(spec, Q, p_y, q_x, q_y, comm_x, round_t, copy_t)
-        if comm_x:
-            align += skew_wrap_excess * spec.hop_cycles
+    # Cannon: every PE enters the steps at its ring phase (cannon_start_delay); with one hosted
+    # row per PE the delay also makes up the skew's wrap lag, which the phase term then carries
+    rounds = 0
+    if phased and a_skew == "device" and balance_skew and p_y > 1 and comm_x and q_y == 1:
+        rounds = most_skew_rounds(Q, p_y, q_y)
+    if a_skew == "device" and comm_x and not rounds:
+        align += skew_wrap_excess * spec.hop_cycles
+    phase = 0.0
+    if phased:
+        phase = cannon_phase_cycles(spec, p_y, p_x, rounds,
+                                    [y * q_y <= Q - y * q_y for y in range(p_y)], dtype)
 
     moves = [(hops, math.ceil(tile / e_w)) for on, hops, tile in
              ((comm_x, ring_hops_x, m * k), (comm_y, ring_hops_y, k * n)) if on]
     issues, stall, shift, step = shift_step(spec, comp, moves)
-    total = zero_c + align + (Q - 1) * step + comp + wrap_excess * spec.hop_cycles
+    total = zero_c + align + phase + (Q - 1) * step + comp
     compute = zero_c + Q * comp
     # A: q_x tiles + one free slot per hosted row; B: q_y tiles + one free slot; C.
     footprint = ((q_x + 1) * m * k + (q_y + 1) * k * n + m * n) * dtype_bytes(dtype) if Q > 1 \
@@ -279,7 +361,7 @@ def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: i
                          parts={"align": align, "steps": float(Q), "step_compute": comp,
                                 "step_shift": shift, "step_issue": issues,
                                 "step_stall": stall, "step": step, "zero_c": zero_c,
-                                "wrap_once": wrap_excess * spec.hop_cycles})
+                                "phase": phase})
 
 
 def meshgemm(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",
@@ -298,18 +380,20 @@ def meshgemm(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dty
 def cannon(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype: str = "fp16",
            packed: bool = False, a_skew: str = "device", balance_skew: bool = True) -> CostBreakdown:
     """Cannon on plain rings, as the kernel runs it: no barrier separates the steps, so a PE waits
-    only for its own incoming tile. Around a ring the P links add up to 2(P-1) hops (P-1 one-hop
-    links and the P-1 hop wrap), so in steady state a step pays the average, 2(P-1)/P hops, and
-    the wrap's excess latency is paid once (method §4.5 charges the wrap every step, which holds
-    only for bulk-synchronous steps). The skew likewise takes its rounds over one-hop links plus the
-    wrap once. 3 colours per axis plus 3 for the skew ring."""
+    only for its own incoming tiles. Around a ring the P links add up to 2(P-1) hops (P-1 one-hop
+    links and the P-1 hop wrap), so the steps' steady state (the max-plus period of the ring: the
+    cycle through every PE, P tokens) pays the mean link, 2(P-1)/P hops, a step, each PE running
+    α(P − 2)/P behind its predecessor (method §4.5 charges the wrap every step, which holds only for
+    bulk-synchronous steps). Entered in lockstep the wrap's lag ran ahead as a wave that, once it
+    exceeded a one-hop link's buffering, never settled; the kernel therefore starts each PE at its
+    phase, making up the lag its row's skew left it, and the rule charges the latest PE's entry
+    (``cannon_phase_cycles``, about 3(P − 2)·α). 3 colours per axis plus 3 for the skew ring."""
     colors = (3 if p_x > 1 else 0) + (3 if p_y > 1 else 0) + (3 if p_x > 1 else 0)  # + skew ring
     avg_x = 2 * (p_x - 1) / p_x if p_x > 1 else 1
     avg_y = 2 * (p_y - 1) / p_y if p_y > 1 else 1
-    wrap_excess = max(max(p_x - 1, p_y - 1) - 1, 0)
     return _cannon_family("cannon", spec, p_y, p_x, M, K, N, dtype, avg_x, avg_y, 1, colors, packed,
-                          wrap_excess=wrap_excess, skew_wrap_excess=max(p_x - 2, 0), a_skew=a_skew,
-                          balance_skew=balance_skew)
+                          skew_wrap_excess=max(p_x - 2, 0), a_skew=a_skew, balance_skew=balance_skew,
+                          phased=True)
 
 
 def summa_step_issue(spec: HardwareSpec, lines: list, roles: tuple) -> tuple[float, list, float]:
