@@ -194,19 +194,22 @@ class MeshGemmRings:
 
         row = [Assign(GU, pos * qy + j)]
         if g.comm_x:
-            nrev = select(u <= Q - u, u, 0)
-            pad = 0
-            if balance:  # rounds that move nothing, on the row's first hosted row
+            rev = u <= Q - u
+            nrev, nfwd = select(rev, u, 0), select(rev, 0, Q - u)
+            pad_rev = pad_fwd = 0
+            if balance:  # rounds that move nothing, on the row's first hosted row and on its own ring
                 pad = select(eq(j, 0), P("mg_skewtot") - plmr_gemm.row_skew_rounds(Q, qy, pos, min_, max_), 0)
+                pad_rev, pad_fwd = select(rev, pad, 0), select(rev, 0, pad)
             row += [
-                Assign(GN1, nrev + pad, nonneg=True),
-                Assign(GN2, select(u <= Q - u, 0, Q - u)),
+                Assign(GN1, nrev + pad_rev, nonneg=True),
+                Assign(GN2, nfwd + pad_fwd, nonneg=True),
                 Assign(AR, 0),
                 Loop(Var(GN2), GR, (Recv(P("ax_recv"), self.a_tile((LA - 1 + ar) % LA, j, ta, a), id="g_fr"),
                                     Send(P("ax_send"), self.a_tile((qx - 1 + ar) % LA, j, ta, a), id="g_fs"),
-                                    Wait(("g_fr", "g_fs")), Assign(AR, ar - 1))),
+                                    Wait(("g_fr", "g_fs")),
+                                    Assign(AR, select(r < nfwd, ar - 1, ar)) if balance else Assign(AR, ar - 1))),
                 Loop(Var(GN1), GR, (Recv(P("ar_recv"), self.a_tile((LA - 1 + ar) % LA, j, ta, a), id="g_rr"),
-                                    Send(P("ar_send"), self.a_tile((ar % LA + LA) % LA, j, ta, a), id="g_rs"),
+                                    Send(P("ar_send"), self.a_tile(ar % LA, j, ta, a), id="g_rs"),
                                     Wait(("g_rr", "g_rs")),
                                     Assign(AR, select(r < nrev, ar + 1, ar)) if balance else Assign(AR, ar + 1))),
             ]
