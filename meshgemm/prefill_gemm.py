@@ -12,7 +12,9 @@ body includes, with the rings set once on the program:
 * **Left operand** (`load_a`, `skew`): an activation in the layer's natural layout (per PE q_y × q_x
   tiles of m × k, tile (j, i) at (j·q_x + i)·m·k, each column-major) is copied into the scratch
   ``GA`` (q_x + 1 slot columns of q_y tiles: the layout `meshgemm.gemm` shifts) and skewed on the
-  device the shorter way round, per hosted virtual row (method §4.3).
+  device the shorter way round, per hosted virtual row (method §4.3), balanced as the kernel's skew:
+  every physical row takes the rounds and copies of the row that rotates most, so the rows enter the
+  steps in lockstep (`plmr.gemm.balanced_skew_cycles`).
 * **Steps** (`steps`): Q steps, each an async shift of A along the x-ring and of B along the y-ring
   overlapping the q_y·q_x local products (`Gemm`, column order: vectors along the m tokens of a
   tile), then a join. Unlike the kernel, the last step shifts too: after Q shifts A is back in its
@@ -171,9 +173,12 @@ class MeshGemmRings:
         """Cannon's skew of A in ring coordinates, on the device, the shorter way round (method §4.3;
         `meshgemm.gemm` per hosted virtual row), **balanced** as the kernel's (``balance_skew``): every
         physical row takes as many rounds as the row that rotates most (``plmr.gemm.most_skew_rounds``),
-        its first hosted row adding the rounds beyond its own (``row_skew_rounds``) to its reverse-ring
-        loop, each sending a tile and receiving into the spare slot without renaming (the data stays,
-        the traffic and the join are a round's); and a row of several hosted rows (or one that rotates
+        its first hosted row adding the rounds beyond its own (``row_skew_rounds``) to the loop of its
+        own direction, each sending a tile and receiving into the spare slot without renaming (the data
+        stays, the traffic and the join are a round's). On its own ring, not the reverse one as the
+        kernel's: columns enter the skew apart here (RMSNorm's chain broadcast reaches the first column
+        last, ~16 cycles a column), and a row that switched rings mid-skew lost a round on alternate
+        columns (tests/meshgemm/test_prefill_gemm.py). And a row of several hosted rows (or one that rotates
         locally) copies tiles out and back in place after the skew until it has made as many copies as
         the row that makes most (``most_skew_copies``, ``row_skew_copies``). Every physical row then
         leaves the skew at the same cycle and the steps start in lockstep. One physical row (P_y = 1)
