@@ -12,7 +12,9 @@ body includes, with the rings set once on the program:
 * **Left operand** (`load_a`, `skew`): an activation in the layer's natural layout (per PE q_y × q_x
   tiles of m × k, tile (j, i) at (j·q_x + i)·m·k, each column-major) is copied into the scratch
   ``GA`` (q_x + 1 slot columns of q_y tiles: the layout `meshgemm.gemm` shifts) and skewed on the
-  device the shorter way round, per hosted virtual row (method §4.3).
+  device the shorter way round, per hosted virtual row (method §4.3), balanced as the kernel's skew:
+  every physical row takes the rounds and copies of the row that rotates most, so the rows enter the
+  steps in lockstep (`plmr.gemm.balanced_skew_cycles`).
 * **Steps** (`steps`): Q steps, each an async shift of A along the x-ring and of B along the y-ring
   overlapping the q_y·q_x local products (`Gemm`, column order: vectors along the m tokens of a
   tile), then a join. Unlike the kernel, the last step shifts too: after Q shifts A is back in its
@@ -31,10 +33,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from meshgemm import line_rules as L
-from meshgemm.gemm import skew_plan, slot_colour
+from meshgemm.gemm import slot_colour
 from meshgemm.model_layout import MeshGemmGeometry
+from plmr import gemm as plmr_gemm
 from simulator.body import Body
-from simulator.expr import Expr, ExprLike, Param, Var, Y, as_expr, eq, ne, select
+from simulator.expr import Expr, ExprLike, Param, Var, Y, as_expr, eq, max_, min_, ne, select
 from simulator.instructions import Copy, Gemm, Recv, Ref, Send
 from simulator.program import MeshProgram
 from simulator.statements import Assign, If, Loop, Wait
@@ -118,6 +121,11 @@ class MeshGemmRings:
             L.route_slots(prog, "y", self.ry.roles(Y), cy)
         self._params: dict[str, tuple[str, Expr]] = {
             "mg_Q": ("int", prog.param("Q", g.q)), "mg_H": ("int", Param("H"))}
+        if g.comm_y and g.comm_x:  # the balanced skew's rounds (`skew`)
+            self._params["mg_skewtot"] = ("int", prog.param("SKEWTOT", skew_rounds(g)))
+        if g.comm_y and (g.q_y > 1 or not g.comm_x):  # and its copies
+            self._params["mg_copymax"] = ("int", prog.param(
+                "COPYMAX", plmr_gemm.most_skew_copies(g.q, g.p_y, g.q_x, g.q_y, g.comm_x)))
         if g.comm_x:
             ex = self.rx
             self._params.update(
@@ -163,37 +171,64 @@ class MeshGemmRings:
 
     def skew(self, ta: int, a: str = "GA", scratch: str = "GS") -> list:
         """Cannon's skew of A in ring coordinates, on the device, the shorter way round (method §4.3;
-        `meshgemm.gemm` per hosted virtual row). Leaves ``g_ar`` for the steps."""
+        `meshgemm.gemm` per hosted virtual row), **balanced** as the kernel's (``balance_skew``): every
+        physical row takes as many rounds as the row that rotates most (``plmr.gemm.most_skew_rounds``),
+        its first hosted row adding the rounds beyond its own (``row_skew_rounds``) to the loop of its
+        own direction, each sending a tile and receiving into the spare slot without renaming (the data
+        stays, the traffic and the join are a round's). On its own ring, not the reverse one as the
+        kernel's: columns enter the skew apart here (RMSNorm's chain broadcast reaches the first column
+        last, ~16 cycles a column), and a row that switched rings mid-skew lost a round on alternate
+        columns (tests/meshgemm/test_prefill_gemm.py). And a row of several hosted rows (or one that rotates
+        locally) copies tiles out and back in place after the skew until it has made as many copies as
+        the row that makes most (``most_skew_copies``, ``row_skew_copies``). Every physical row then
+        leaves the skew at the same cycle and the steps start in lockstep. One physical row (P_y = 1)
+        has nothing to balance. Leaves ``g_ar`` for the steps."""
         g = self.geom
         LA, qx, qy = g.la, g.q_x, g.q_y
         P = Param
-        j, i, u, ar = Var(GJ), Var(GI), Var(GU), Var(AR)
+        j, i, u, ar, r = Var(GJ), Var(GI), Var(GU), Var(AR), Var(GR)
         Q = P("mg_Q")
-        row = [Assign(GU, self.pos_y() * qy + j)]
+        pos = self.pos_y()
+        balance = g.p_y > 1
+
+        def copy_back(d: ExprLike, row: ExprLike) -> tuple:
+            """Hosted row ``row``'s tiles out through the scratch and back ``d`` slots on (tile i takes
+            slot (i + d) mod LA's)."""
+            return (Loop(LA, GI, (Copy(Ref(scratch, i * ta, ta), self.a_tile((i + d) % LA, row, ta, a)),)),
+                    Loop(LA, GI, (Copy(self.a_tile(i, row, ta, a), Ref(scratch, i * ta, ta)),)))
+
+        row = [Assign(GU, pos * qy + j)]
         if g.comm_x:
+            rev = u <= Q - u
+            nrev, nfwd = select(rev, u, 0), select(rev, 0, Q - u)
+            pad_rev = pad_fwd = 0
+            if balance:  # rounds that move nothing, on the row's first hosted row and on its own ring
+                pad = select(eq(j, 0), P("mg_skewtot") - plmr_gemm.row_skew_rounds(Q, qy, pos, min_, max_), 0)
+                pad_rev, pad_fwd = select(rev, pad, 0), select(rev, 0, pad)
             row += [
-                Assign(GN1, select(u <= Q - u, u, 0)),
-                Assign(GN2, select(u <= Q - u, 0, Q - u)),
+                Assign(GN1, nrev + pad_rev, nonneg=True),
+                Assign(GN2, nfwd + pad_fwd, nonneg=True),
                 Assign(AR, 0),
-                Loop(Var(GN1), GR, (Recv(P("ar_recv"), self.a_tile((LA - 1 + ar) % LA, j, ta, a), id="g_rr"),
-                                    Send(P("ar_send"), self.a_tile(ar % LA, j, ta, a), id="g_rs"),
-                                    Wait(("g_rr", "g_rs")), Assign(AR, ar + 1))),
                 Loop(Var(GN2), GR, (Recv(P("ax_recv"), self.a_tile((LA - 1 + ar) % LA, j, ta, a), id="g_fr"),
                                     Send(P("ax_send"), self.a_tile((qx - 1 + ar) % LA, j, ta, a), id="g_fs"),
-                                    Wait(("g_fr", "g_fs")), Assign(AR, ar - 1))),
+                                    Wait(("g_fr", "g_fs")),
+                                    Assign(AR, select(r < nfwd, ar - 1, ar)) if balance else Assign(AR, ar - 1))),
+                Loop(Var(GN1), GR, (Recv(P("ar_recv"), self.a_tile((LA - 1 + ar) % LA, j, ta, a), id="g_rr"),
+                                    Send(P("ar_send"), self.a_tile(ar % LA, j, ta, a), id="g_rs"),
+                                    Wait(("g_rr", "g_rs")),
+                                    Assign(AR, select(r < nrev, ar + 1, ar)) if balance else Assign(AR, ar + 1))),
             ]
             if qy > 1:  # back to the canonical slot map (tile i in slot i) for every hosted row
                 d = Var(GD)
-                row += [Assign(GD, (ar % LA + LA) % LA),
-                        If(ne(d, 0), (Loop(LA, GI, (Copy(Ref(scratch, i * ta, ta), self.a_tile((i + d) % LA, j, ta, a)),)),
-                                      Loop(LA, GI, (Copy(self.a_tile(i, j, ta, a), Ref(scratch, i * ta, ta)),)))),
-                        Assign(AR, 0)]
+                row += [Assign(GD, (ar % LA + LA) % LA), If(ne(d, 0), copy_back(d, j)), Assign(AR, 0)]
         else:  # one PE holds the whole virtual row: rotate it locally by u
             d = Var(GD)
-            row += [Assign(GD, u % LA),
-                    If(ne(d, 0), (Loop(LA, GI, (Copy(Ref(scratch, i * ta, ta), self.a_tile((i + d) % LA, j, ta, a)),)),
-                                  Loop(LA, GI, (Copy(self.a_tile(i, j, ta, a), Ref(scratch, i * ta, ta)),))))]
-        return [Assign(AR, 0), Loop(qy, GJ, tuple(row))]
+            row += [Assign(GD, u % LA), If(ne(d, 0), copy_back(d, j))]
+        code = [Assign(AR, 0), Loop(qy, GJ, tuple(row))]
+        if balance and (qy > 1 or not g.comm_x):  # copies in place, up to the most any row makes
+            made = plmr_gemm.row_skew_copies(Q, qx, qy, pos, g.comm_x, min_, max_)
+            code += [Assign(GN1, P("mg_copymax") - made, nonneg=True), Loop(Var(GN1), GR, copy_back(0, 0))]
+        return code
 
     def scratch_len(self, ta_max: int) -> int:
         """Elements of the skew's scratch (one hosted row's slots), 1 when unused."""
@@ -264,12 +299,6 @@ class MeshGemmRings:
 
 
 def skew_rounds(geom: GemmGeometry) -> int:
-    """The most skew rounds any PE runs (the worst row: ⌊Q/2⌋ with one hosted row per PE)."""
-    Q = geom.q
-    best = 0
-    for py in range(geom.p_y):
-        pos = py // 2 if py % 2 == 0 or geom.p_y <= 2 else geom.p_y - (py + 1) // 2
-        if geom.p_y <= 2:
-            pos = py
-        best = max(best, sum(skew_plan(Q, pos * geom.q_y + j)[1] for j in range(geom.q_y)))
-    return best if geom.comm_x else 0
+    """The skew rounds every PE runs with the balanced skew: the most any physical row rotates
+    (``plmr.gemm.most_skew_rounds``; ⌊Q/2⌋ with one hosted row per PE), none without an x-ring."""
+    return plmr_gemm.most_skew_rounds(geom.q, geom.p_y, geom.q_y) if geom.comm_x else 0

@@ -105,9 +105,11 @@ def _countable(Q: int, round_t: float, copy_t: float, goto: float) -> bool:
             and Q * Q * (abs(round_t) + abs(copy_t) + abs(goto) + 1) < 2.0 ** 50)
 
 
-def _multiples(lo: int, hi: int, m: int, res: int = 0) -> int:
-    """How many u in [lo, hi) have u ≡ res (mod m)."""
-    return max(0, (hi - 1 - res) // m - (lo - 1 - res) // m) if hi > lo else 0
+def _multiples(lo, hi, m: int, res=0, top=max):
+    """How many u in [lo, hi) have u ≡ res (mod m), for 0 ≤ lo and 0 ≤ res < m. Both quotients are of
+    whole numbers ≥ 0 (the same under floor and truncating division), so the kernels can build the
+    count as a run-time expression (``top``: ``simulator.expr``'s ``max_``); none when hi ≤ lo."""
+    return top(0, (hi - 1 - res + m) // m - (lo - 1 - res + m) // m)
 
 
 def _skew_row_cost_counted(Q: int, q_y: int, pos: int, la: int, comm_x: bool, round_t: float,
@@ -172,19 +174,21 @@ def most_skew_rounds(Q: int, p_y: int, q_y: int) -> int:
     return max(row_skew_rounds(Q, q_y, p) for p in cands)
 
 
-def row_skew_copies(Q: int, q_x: int, q_y: int, pos: int, comm_x: bool) -> int:
+def row_skew_copies(Q, q_x: int, q_y: int, pos, comm_x: bool, lo=min, hi=max):
     """Hosted rows the skew copies back to the canonical slot map on the physical row at y-ring
     position ``pos`` (2·LA tile copies each): with several hosted rows, those left d ≠ 0 slots off
     (reverse by u: d = u mod LA, forward by Q − u: d = (u − Q) mod LA); with one column (the row
-    rotates locally), those with u mod q_x ≠ 0 (``_skew_row_cost_counted``)."""
+    rotates locally), those with u mod q_x ≠ 0 (``_skew_row_cost_counted``). Whole numbers here; the
+    prefill chains build the same count as a run-time expression (``meshgemm.prefill_gemm``: ``Q``
+    and ``pos`` expressions, ``simulator.expr``'s ``min_``/``max_`` as ``lo``/``hi``)."""
     u0, u1 = pos * q_y, pos * q_y + q_y
     if not comm_x:
-        return q_y - _multiples(u0, u1, q_x)
+        return q_y - _multiples(u0, u1, q_x, 0, hi)
     if q_y <= 1:
         return 0
     la = q_x + 1
-    mid = max(u0, min(u1, Q // 2 + 1))
-    return (mid - u0 - _multiples(u0, mid, la)) + (u1 - mid - _multiples(mid, u1, la, Q % la))
+    mid = hi(u0, lo(u1, Q // 2 + 1))
+    return (mid - u0 - _multiples(u0, mid, la, 0, hi)) + (u1 - mid - _multiples(mid, u1, la, Q % la, hi))
 
 
 def most_skew_copies(Q: int, p_y: int, q_x: int, q_y: int, comm_x: bool) -> int:
@@ -535,8 +539,9 @@ def meshgemm_chain(spec: HardwareSpec, p_y: int, p_x: int, m: int, k: int, ns: t
     the output features of each product (per tile of the Q×Q virtual mesh, Q = lcm(P_y, P_x)).
 
     * **once per chain**: the activation copied into the rotation slots (one copy, or q_x·q_y tile
-      copies when a PE hosts several rows and columns), then A's skew the shorter way round
-      (``_skew_cycles``, as the stand-alone kernel);
+      copies when a PE hosts several rows and columns), then A's skew the shorter way round, balanced
+      as the stand-alone kernel's (``balanced_skew_cycles``: every physical row takes the rounds and
+      copies of the row that rotates most; a round moves one tile of m·k);
     * **per product**: a fill of the ``acc`` accumulator; **Q** shifting steps (the last shifts
       too, so A is back in its skewed place for the next product and B in its pre-skewed place);
       each step's local products are column-major: k·n FMACs of m token lanes at the
@@ -557,8 +562,9 @@ def meshgemm_chain(spec: HardwareSpec, p_y: int, p_x: int, m: int, k: int, ns: t
         load = t_vec(spec, q_x * q_y * ta, "mov", dtype)
     else:
         load = q_x * q_y * t_vec(spec, ta, "mov", dtype)
-    round_t = 2 * c_op + spec.ramp_cycles + hops_x * spec.hop_cycles + math.ceil(q_y * ta / e_w) + t_join(spec, 2)
-    align = _skew_cycles(spec, Q, p_y, q_x, q_y, comm_x, round_t, t_vec(spec, ta, "mov", dtype))
+    round_t = 2 * c_op + spec.ramp_cycles + hops_x * spec.hop_cycles + math.ceil(ta / e_w) + t_join(spec, 2)
+    skew = balanced_skew_cycles if comm_y else _skew_cycles  # one physical row has nothing to balance
+    align = skew(spec, Q, p_y, q_x, q_y, comm_x, round_t, t_vec(spec, ta, "mov", dtype))
     total = load + align
     parts = {"load_a": load, "skew": align}
     restores = restore_copies(Q, q_y, comm_y)
