@@ -423,13 +423,16 @@ _FIELD = {name[2:]: v for name, v in globals().items() if name.startswith("F_") 
 
 class _Rows:
     """The rows emitted so far: the block being lowered as one array per row (its branches are patched
-    while it lowers), the blocks before it stacked into one array each, so lowering never holds a
-    Python object per row of the whole program (millions at 240², one block per ring position)."""
+    while it lowers), the blocks before it copied into one (rows, NFIELDS) array grown in place by a
+    quarter at a time (``realloc``), so lowering holds neither a Python object per row of the whole
+    program (millions at 240², one block per ring position) nor a second copy of the rows."""
+
+    GROWTH = 1.25
 
     def __init__(self):
         self.base = 0  # index of the current block's first row
         self.cur: list[np.ndarray] = []
-        self.chunks: list[np.ndarray] = []
+        self.ins = np.zeros((0, NFIELDS), dtype=np.int64)
 
     def __len__(self) -> int:
         return self.base + len(self.cur)
@@ -442,25 +445,21 @@ class _Rows:
         self.cur.append(row)
 
     def seal(self) -> None:
-        """The current block is complete: stack its rows."""
-        if self.cur:
-            self.chunks.append(np.stack(self.cur))
-            self.base += len(self.cur)
-            self.cur = []
+        """The current block is complete: copy its rows after the earlier blocks'."""
+        if not self.cur:
+            return
+        need = self.base + len(self.cur)
+        if need > self.ins.shape[0]:
+            self.ins.resize((max(need, int(self.ins.shape[0] * self.GROWTH), 4096), NFIELDS), refcheck=False)
+        self.ins[self.base:need] = np.stack(self.cur)
+        self.base = need
+        self.cur = []
 
     def array(self) -> np.ndarray:
-        """All rows as one (rows, NFIELDS) array; each block's chunk is freed once copied."""
+        """All rows as one (rows, NFIELDS) array (one zero row for a program without code)."""
         self.seal()
-        if not self.base:
-            return np.zeros((1, NFIELDS), dtype=np.int64)
-        ins = np.empty((self.base, NFIELDS), dtype=np.int64)
-        at = 0
-        self.chunks.reverse()
-        while self.chunks:
-            c = self.chunks.pop()
-            ins[at:at + c.shape[0]] = c
-            at += c.shape[0]
-        return ins
+        self.ins.resize((max(self.base, 1), NFIELDS), refcheck=False)
+        return self.ins
 
 
 class RowMeta:
