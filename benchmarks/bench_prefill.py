@@ -1,7 +1,7 @@
 """Prefill benchmarks on the simulator, timing-only (docs/BENCHMARKS.md "Prefill on the simulated wafer").
 
     python benchmarks/bench_prefill.py layer --model qwen2.5-0.5b --grid 240 --tokens 4096
-    python benchmarks/bench_prefill.py layer --model llama3-8b --grid 96 --tokens 4096 [--json out.json]
+    python benchmarks/bench_prefill.py layer --model llama3-8b --grid 96 --tokens 4096 [--threads 2] [--json out.json]
     python benchmarks/bench_prefill.py layer --model llama3-8b --grid 16 --tokens 4096 \
         --sram-bytes 16777216 --max-cycles 4000000000
 
@@ -66,7 +66,7 @@ def bench_layer(args) -> dict:
     c0, t0 = cpu_s(), time.perf_counter()
     pp = PP.build_prefill_program(one, hw, args.grid, args.tokens, layers=(0,), dtype=args.dtype, acc="fp32")
     t1 = time.perf_counter()
-    dev = Device(pp.program, hw, mode="timing", max_cycles=args.max_cycles)
+    dev = Device(pp.program, hw, mode="timing", max_cycles=args.max_cycles, threads=args.threads)
     t2, c2 = time.perf_counter(), cpu_s()
     res = dev.launch("prefill", nl=1)
     t3, c3 = time.perf_counter(), cpu_s()
@@ -77,6 +77,7 @@ def bench_layer(args) -> dict:
         pred, parts = None, {}
     moves = int(res.stats["wavelet_moves"])
     return {"bench": "prefill_layer", "model": args.model, "hardware": hw.name, "grid": list(args.grid),
+            "threads": int(dev.seg_w.shape[0] + 1) // 2,
             "tokens": args.tokens, "dtype": args.dtype, "cycles": int(res.total_cycles),
             "phases": run.phase_cycles, "plmr_cycles": pred, "plmr_phases": parts,
             "build_s": round(t1 - t0, 2), "lower_s": round(t2 - t1, 2), "simulate_s": round(t3 - t2, 2),
@@ -99,6 +100,9 @@ def main(argv=None) -> int:
     p.add_argument("--sram-bytes", type=int, default=0,
                    help="lift the PE's SRAM (bytes) to run a layer whose weights do not fit; cycles are unchanged")
     p.add_argument("--max-cycles", type=int, default=2_000_000_000, help="stop the simulation past this cycle")
+    p.add_argument("--threads", type=int, default=None,
+                   help="concurrent parts of each cycle (meshes of 16,384 PEs or more; identical results); "
+                        "default: the environment's WAFERLLM_SIM_THREADS, else 1")
     p.add_argument("--json", help="also write the result here")
     args = ap.parse_args(argv)
     out = bench_layer(args)

@@ -292,10 +292,11 @@ def code(s: AttentionShape, rings: MeshGemmRings, chains: bool, layer: Expr, win
     step: list = [Assign("at_jb", _ring_order((rings.pos_y() - t + H) % H, s.p_y)), Assign("at_dd", Y - jb)]
     proc = (dd >= 0) & (dd < dfull)
     shift = s.p_y > 1
-    if shift:
+    if shift:  # fp16 blocks travel two values per wavelet (2·d·T is even): half the wavelets of one per value
+        packed = dt == "fp16"
         step.append(If(t < H - 1, (
-            Recv(P("by_recv"), Ref("KVR", (1 - cur) * ng * GB, ng * GB), id="at_rk"),
-            Send(P("by_send"), Ref("KVR", cur * ng * GB, ng * GB), id="at_sk"))))
+            Recv(P("by_recv"), Ref("KVR", (1 - cur) * ng * GB, ng * GB), id="at_rk", packed=packed),
+            Send(P("by_send"), Ref("KVR", cur * ng * GB, ng * GB), id="at_sk", packed=packed))))
     step.append(If(n_x > 0, (If(proc, (scores, Scale(Ref("S", 0, ng * n_x * T), Ref("S", 0, ng * n_x * T), s.scale),
                                        mask, softmax)),)))
     if shift:

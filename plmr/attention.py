@@ -99,7 +99,7 @@ def ring_attention(spec: HardwareSpec, p_y: int, group_cols: int, rows: int, fea
     * **queries**: own features of every group row packed (per token, a stride-m copy of n_rep·w),
       an all-to-all on the chains (the middle link carries ⌈G/2⌉·⌊G/2⌋ pieces of rows·w values);
     * **ring**: P_y steps; at each a receive and a send of the groups' 2·d·keys block on the y-ring
-      (two hops when P_y ≥ 3) overlap the step's compute, then a join on both. On the busiest row,
+      (two hops when P_y ≥ 3; fp16 packed two values per wavelet) overlap the step's compute, then a join on both. On the busiest row,
       ``visible`` steps compute: per owned row, scores over all d features (one FMAC of ``keys``
       lanes per feature, fp32), the scale, the online softmax (halving max and sum trees, e^(s − m)
       as a scalar function over rows·keys, rescale) and acc += p·V (one FMAC of d lanes per key);
@@ -135,7 +135,7 @@ def ring_attention(spec: HardwareSpec, p_y: int, group_cols: int, rows: int, fea
     compute = scores + scale + soft
     if p_y > 1:
         hops = 2 if p_y >= 3 else 1
-        shift = spec.ramp_cycles + hops * spec.hop_cycles + math.ceil(ng * 2 * d * Tk / spec.elements_per_wavelet(dtype))
+        shift = spec.ramp_cycles + hops * spec.hop_cycles + math.ceil(ng * 2 * d * Tk / spec.elements_per_wavelet(dtype, packed=True))
         issue = 2 * c_op
         busy = max(issue + compute, issue + shift) + t_join(spec, 2)
         idle = max(issue, issue + shift) + t_join(spec, 2)

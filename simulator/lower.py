@@ -20,6 +20,7 @@ DSD ops, ``Timestamp`` and the end of a task run at their exact cycle.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -120,7 +121,7 @@ class Lowered:
     # code
     ins: np.ndarray  # (rows, NFIELDS) int64
     jtab: np.ndarray
-    row_meta: list  # per row: (block index, container, statement or opcode); see ``describe_row``
+    row_meta: "RowMeta"  # per row: (block index, container, statement or opcode); see ``describe_row``
     labels: list
     # blocks and PEs
     pe_block: np.ndarray  # (P,) block index, -1 none
@@ -171,16 +172,20 @@ def lower_program(prog: MeshProgram, spec: HardwareSpec, functional: bool) -> Lo
     res_of = dict(zip(used, res))
     _check_block_routes(prog, pe_block, [blocks[i] for i in used], res_of)
 
-    rows: list[np.ndarray] = []
-    meta: list = []
+    rows = _Rows()
+    meta = RowMeta()
     jtab: list[int] = []
     labels: list[str] = []
-    gens = {}
+    done: dict[int, tuple] = {}
     nb = len(blocks)
-    for bi in used:
-        gens[bi] = _CodeGen(blocks[bi], res_of[bi], spec, rows, meta, jtab, labels)
-        gens[bi].lower_all()
-    nreg = max([g.nreg for g in gens.values()] + [2])
+    for bi in used:  # a block's generator (its expression memos) is dropped once its rows are stacked
+        g = _CodeGen(blocks[bi], res_of[bi], spec, rows, meta, jtab, labels)
+        g.lower_all()
+        rows.seal()
+        done[bi] = (g.reg_values, g.task_table, g.functions)
+        del g
+    meta.seal()
+    nreg = max([len(d[0]) for d in done.values()] + [2])
     reg_init = np.zeros((max(nb, 1), nreg), dtype=np.float64)
     tk_entry = np.full((max(nb, 1), NTASK), -1, dtype=np.int64)
     tk_data = np.full((max(nb, 1), NTASK), -1, dtype=np.int64)
@@ -190,9 +195,9 @@ def lower_program(prog: MeshProgram, spec: HardwareSpec, functional: bool) -> Lo
     blk_data = np.zeros(max(nb, 1), dtype=np.int64)
     entries: dict[str, np.ndarray] = {}
     entry_args: dict[str, dict] = {}
-    for bi, g in gens.items():
-        reg_init[bi, :g.nreg] = g.reg_values
-        for tid, (entry, colour, arg, prio, blocked) in g.task_table.items():
+    for bi, (reg_values, task_table, functions) in done.items():
+        reg_init[bi, :len(reg_values)] = reg_values
+        for tid, (entry, colour, arg, prio, blocked) in task_table.items():
             tk_entry[bi, tid] = entry
             tk_data[bi, tid] = colour
             tk_arg[bi, tid] = arg
@@ -202,10 +207,10 @@ def lower_program(prog: MeshProgram, spec: HardwareSpec, functional: bool) -> Lo
                 blk_blocked[bi] |= np.int64(1) << tid
             if colour >= 0:
                 blk_data[bi] |= np.int64(1) << tid
-        for name, (entry, args) in g.functions.items():
+        for name, (entry, args) in functions.items():
             entries.setdefault(name, np.full(max(nb, 1), -1, dtype=np.int64))[bi] = entry
             entry_args.setdefault(name, {})[bi] = args
-    ins = np.stack(rows) if rows else np.zeros((1, NFIELDS), dtype=np.int64)
+    ins = rows.array()
 
     # --- memory ------------------------------------------------------------------------------
     nelems = np.array([b.nelems for b in blocks] + [0], dtype=np.int64)
@@ -416,8 +421,82 @@ _ROW_DEFAULTS[[OPND0 + OPND_FIELDS * k + O_OFFR for k in range(3)]] = -1
 _FIELD = {name[2:]: v for name, v in globals().items() if name.startswith("F_") and isinstance(v, int)}
 
 
+class _Rows:
+    """The rows emitted so far: the block being lowered as one array per row (its branches are patched
+    while it lowers), the blocks before it copied into one (rows, NFIELDS) array grown in place by a
+    quarter at a time (``realloc``), so lowering holds neither a Python object per row of the whole
+    program (millions at 240², one block per ring position) nor a second copy of the rows."""
+
+    GROWTH = 1.25
+
+    def __init__(self):
+        self.base = 0  # index of the current block's first row
+        self.cur: list[np.ndarray] = []
+        self.ins = np.zeros((0, NFIELDS), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return self.base + len(self.cur)
+
+    def __getitem__(self, row: int) -> np.ndarray:
+        assert row >= self.base, "only the block being lowered has its rows patched"
+        return self.cur[row - self.base]
+
+    def append(self, row: np.ndarray) -> None:
+        self.cur.append(row)
+
+    def seal(self) -> None:
+        """The current block is complete: copy its rows after the earlier blocks'."""
+        if not self.cur:
+            return
+        need = self.base + len(self.cur)
+        if need > self.ins.shape[0]:
+            self.ins.resize((max(need, int(self.ins.shape[0] * self.GROWTH), 4096), NFIELDS), refcheck=False)
+        self.ins[self.base:need] = np.stack(self.cur)
+        self.base = need
+        self.cur = []
+
+    def array(self) -> np.ndarray:
+        """All rows as one (rows, NFIELDS) array (one zero row for a program without code)."""
+        self.seal()
+        self.ins.resize((max(self.base, 1), NFIELDS), refcheck=False)
+        return self.ins
+
+
+class RowMeta:
+    """Per row (block index, container, statement or opcode) for messages (``describe_row``), at one
+    reference per row: a block's rows are contiguous (its index is found from the blocks' first
+    rows) and the blocks of one body share their (container, statement) pairs."""
+
+    def __init__(self):
+        self.first: list[int] = []  # first row of each block, ascending
+        self.block: list[int] = []
+        self.what: list[tuple] = []  # per row, an interned (container, statement or opcode)
+        self._shared: dict = {}
+
+    def append(self, item: tuple) -> None:
+        blk, container, what = item
+        if not self.block or self.block[-1] != blk:
+            self.first.append(len(self.what))
+            self.block.append(blk)
+        key = (container, id(what))  # statements are kept alive by the tuple: their ids stay unique
+        pair = self._shared.get(key)
+        if pair is None:
+            pair = self._shared[key] = (container, what)
+        self.what.append(pair)
+
+    def seal(self) -> None:
+        self._shared = {}
+
+    def __len__(self) -> int:
+        return len(self.what)
+
+    def __getitem__(self, row: int) -> tuple:
+        container, what = self.what[row]
+        return (self.block[bisect_right(self.first, row) - 1], container, what)
+
+
 class _CodeGen:
-    def __init__(self, block, res, spec: HardwareSpec, rows: list, meta: list, jtab: list, labels: list):
+    def __init__(self, block, res, spec: HardwareSpec, rows: _Rows, meta: RowMeta, jtab: list, labels: list):
         self.block = block
         self.body = block.body
         self.values = block.values
