@@ -155,15 +155,26 @@ def show_grid(model, req: PlanRequest, grid: tuple[int, int]) -> None:
           + ", ".join(f"{name} {b:,} ({kind})" for b, name, kind in rows[:12]))
 
 
+def _grid(text: str) -> tuple[int, int]:
+    """``HxW`` with both sides positive integers."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(v.isdigit() and int(v) > 0 for v in parts):
+        raise argparse.ArgumentTypeError(f"a grid is HxW with positive integers (e.g. 142x250), got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model", nargs="?", default="llama2-13b")
     ap.add_argument("--hardware", default="wse2")
-    ap.add_argument("--grid", action="append", default=[], help="HxW (repeatable)")
+    ap.add_argument("--grid", action="append", type=_grid, default=[], help="HxW (repeatable)")
     ap.add_argument("--levers", action="store_true")
     a = ap.parse_args()
-    model, req = resolve_model(a.model), PlanRequest(hardware=get_spec(a.hardware))
-    grids = [tuple(int(v) for v in g.split("x")) for g in a.grid] or [(142, 250), (198, 750), (248, 375)]
+    try:
+        model, req = resolve_model(a.model), PlanRequest(hardware=get_spec(a.hardware))
+    except ValueError as exc:  # an unknown model or hardware name: the library's one-line message
+        ap.error(str(exc))
+    grids = a.grid or [(142, 250), (198, 750), (248, 375)]
     for g in grids:
         show_grid(model, req, g)
     if a.levers:
