@@ -105,6 +105,8 @@ def main(argv=None) -> int:
                         "default: the environment's WAFERLLM_SIM_THREADS, else 1")
     p.add_argument("--json", help="also write the result here")
     args = ap.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        p.error(f"--threads must be at least 1, got {args.threads}")
     out = bench_layer(args)
     text = json.dumps(out, indent=2)
     print(text)
