@@ -9,19 +9,19 @@ import stays out of ``import plmr``.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from plmr.cached_jit import cached_njit
 
 #: "never": an interval or arrival that does not exist (as in plmr.gemm_schedules)
 NEVER = -1e18
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@cached_njit(error_model="numpy", inline="always")
 def _mx(a, b):
     """The larger of two floats, branch-free (np.maximum without NaNs)."""
     return a if a > b else b
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@cached_njit(error_model="numpy", inline="always")
 def _push(first, w, bs0, be0, bs1, be1, nb):
     """One stream of ``w`` injections from ``first`` behind the ramp intervals (bs0, be0) and
     (bs1, be1) (the first ``nb`` of them) an earlier op of the PE takes: its (first, end)."""
@@ -33,7 +33,7 @@ def _push(first, w, bs0, be0, bs1, be1, nb):
     return first, end
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@cached_njit(error_model="numpy", inline="always")
 def _behind(first, end, w, bs, be):
     """A stream (first, end) of w injections after the ramp interval (bs, be)."""
     inside = (first >= bs) & (first < be)
@@ -43,14 +43,14 @@ def _behind(first, end, w, bs, be):
     return first, end
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@cached_njit(error_model="numpy", inline="always")
 def _cas(ai, bi, aj, bj):
     """One compare-and-swap of the network (branch-free): interval j goes first if it starts earlier."""
     sw = aj < ai
     return (aj if sw else ai), (bj if sw else bi), (ai if sw else aj), (bi if sw else bj)
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@cached_njit(error_model="numpy", inline="always")
 def _stretch(end, reach, a, b):
     """The product's end after the move (a, b), and how far the moves seen so far reach."""
     s0 = a if a > reach else reach
@@ -58,7 +58,7 @@ def _stretch(end, reach, a, b):
     return end + add, (b if b > reach else reach)
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@cached_njit(error_model="numpy", inline="always")
 def _product_end(start, comp, a0, b0, a1, b1, a2, b2, a3, b3, n):
     """A product of ``comp`` cycles from ``start`` stretched by the first ``n`` moves (a_i, b_i),
     sorted by their start with the same compare-and-swap network as the numpy evaluation."""
@@ -87,7 +87,7 @@ def _product_end(start, comp, a0, b0, a1, b1, a2, b2, a3, b3, n):
     return end
 
 
-@njit(cache=True, error_model="numpy")
+@cached_njit(error_model="numpy")
 def _summa_x_row(S, y, o, p_x, c, h, lat_send, w_a, copy_a, Lx, mA, mB, bA, bB, DX):
     """Row y's A broadcast from the owner at column o: fills its fetch issue Lx, its moves
     (mA, mB)[i, x] and ramp blocks (bA, bB)[i, x] for each of the owner's sends i, and DX, the end of
@@ -150,7 +150,7 @@ def _summa_x_row(S, y, o, p_x, c, h, lat_send, w_a, copy_a, Lx, mA, mB, bA, bB, 
     return ns
 
 
-@njit(cache=True, error_model="numpy")
+@cached_njit(error_model="numpy")
 def summa_steps(p_y, p_x, S_, q_x, q_y, c, ct, lat_send, h, comp, zero_c, copy_a, copy_b, w_a, w_b,
                 stall_ops, ramp1):
     """SUMMA's run (see ``plmr.gemm_schedules.summa_schedule``): (max step end, first panel)."""
@@ -266,7 +266,7 @@ def summa_steps(p_y, p_x, S_, q_x, q_y, c, ct, lat_send, h, comp, zero_c, copy_a
     return S.max(), first_panel
 
 
-@njit(cache=True, error_model="numpy")
+@cached_njit(error_model="numpy")
 def gemmt_steps(p_y, p_x, c, ct, beta, h, comp, fill, t_c, w_b, buf, stall_ops, fill_stalls, ramp,
                 order, pos, pred, lat_b):
     """dist-GEMM-T's run (see ``plmr.gemm_schedules.gemmt_schedule``): the max step end."""

@@ -37,7 +37,7 @@ import math
 import types
 
 import numpy as np
-from numba import config, njit, prange
+from numba import config, prange
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 if config.DISABLE_JIT:  # NUMBA_DISABLE_JIT=1 runs the engine as Python (debugging): no intrinsics
@@ -45,6 +45,7 @@ if config.DISABLE_JIT:  # NUMBA_DISABLE_JIT=1 runs the engine as Python (debuggi
         x = int(x)
         return (x & -x).bit_length() - 1
 
+from plmr.cached_jit import cached_njit
 from simulator.lower import (
     BIN_CODES, DONE_ACT, F_A, F_B, F_C, F_COL1, F_COL2, F_COST, F_D, F_DONE, F_LEN, F_LENR, F_QIN, F_QOUT,
     F_MULT, F_OP, F_PACK, F_PORTS, F_SREG, F_TGT, F_W, LAST_FABRIC, LAST_SCALAR, LAUNCH_TASK,
@@ -87,7 +88,7 @@ MAX_ROWS_PER_VISIT = 50_000_000  # scalar rows one visit may run before it is a 
 _BIN_DIV, _BIN_MOD, _BIN_FDIV = BIN_CODES["div"], BIN_CODES["mod"], BIN_CODES["fdiv"]
 
 
-@njit(cache=True)
+@cached_njit
 def round_f16(x):
     """Round to the nearest fp16 value (ties to even), as numpy's float32 → float16 conversion."""
     xd = np.float64(x)
@@ -109,14 +110,14 @@ def round_f16(x):
     return np.float32(math.copysign(f * ulp, xd))
 
 
-@njit(cache=True)
+@cached_njit
 def _rnd(x, dt):
     if dt == 1:
         return round_f16(np.float32(x))
     return np.float32(x)
 
 
-@njit(cache=True, inline="always")
+@cached_njit(inline="always")
 def _bin(code, a, b):
     """Scalar operator ``code`` (lower.BIN_CODES) on float64 registers; NaN flags a division by 0."""
     if code == 0:
@@ -162,7 +163,7 @@ def _bin(code, a, b):
     return 1.0 if a == 0.0 else 0.0
 
 
-@njit(cache=True)
+@cached_njit
 def _opnd(ins, row, k, regs, rb, n):
     """(offset relative to the PE's memory base, stride, dtype, in bounds) of operand k for n elements."""
     f = OPND0 + OPND_FIELDS * k
@@ -177,7 +178,7 @@ def _opnd(ins, row, k, regs, rb, n):
     return off, sd, ins[row, f + O_DT], ok
 
 
-@njit(cache=True)
+@cached_njit
 def _compute(ins, row, op, n, regs, rb, mem, base):
     """Functional effect of one compute DSD op over n elements (numerics: see result.py docs)."""
     ao, asd, adt, _ = _opnd(ins, row, 0, regs, rb, n)
@@ -228,7 +229,7 @@ def _compute(ins, row, op, n, regs, rb, mem, base):
             mem[ao + i * asd] = _rnd(v, adt)
 
 
-@njit(cache=True, inline="always")
+@cached_njit(inline="always")
 def _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, when, pe, kind):
     """Mark agent (pe, kind) due at cycle ``when``: a bit in the wheel slot's bitmap (and its summary
     word) when it is less than ``nslot`` cycles away, else a heap entry. Returns the new heap size."""
@@ -253,7 +254,7 @@ def _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, when, pe, kind):
     return hn + 1
 
 
-@njit(cache=True)
+@cached_njit
 def _heap_push(hp, hn, key):
     """Push ``key`` (when << 21 | pe << 1 | kind) on the min-heap of far wake-ups; the new size."""
     hi = hn
@@ -269,7 +270,7 @@ def _heap_push(hp, hn, key):
     return hn + 1
 
 
-@njit(cache=True, inline="always")
+@cached_njit(inline="always")
 def _one_down(tx, d0, d1, d2, d3):
     """The record offset of a route's one downstream channel when it sends to exactly one fabric port
     (the router's fast path then reads no route record), else -1."""
@@ -280,7 +281,7 @@ def _one_down(tx, d0, d1, d2, d3):
     return -1
 
 
-@njit(cache=True)
+@cached_njit
 def init_records(W, H, S, SQ, r_pe, r_tx, r_rampch, r_down, r_chan0, pe_r0, ch_route, ch_port, ch_cap,
                  pe_block, cs, rs, ps, ur):
     """Fill the engine's packed records once per loaded program (they persist across launches).
@@ -1604,7 +1605,7 @@ def _specialise(functional: bool):
     def jit(py, name, **kw):
         f = types.FunctionType(py.__code__, g, name, py.__defaults__)
         f.__qualname__ = name
-        return njit(cache=True, **kw)(f)
+        return cached_njit(f, **kw)
 
     g["visit"] = jit(_visit_py, f"visit_{mode}", error_model="numpy")
     g["visit_parts"] = jit(_visit_parts_py, f"visit_parts_{mode}", parallel=True)

@@ -1,0 +1,88 @@
+"""``cached_njit``: numba's ``njit(cache=True)``, safe when several processes compile at once.
+
+numba names a new on-disk cache entry after the first free slot in the function's index, which it
+reads just before writing. Two processes that compile *different* signatures of one function at the
+same moment (pytest-xdist workers, sweep workers, two shells; the engine has one signature per record
+width) can both take slot 1: the index then names one signature while the file holds the other's
+machine code, and the next process that loads it runs code compiled for other argument types
+(seen as a segfault). Every compilation of a function made here therefore holds one file lock,
+shared by this user's processes on the machine. A call whose signature is already compiled in the
+process never takes it; a process that waited usually loads what the other one compiled.
+
+Lock order: numba's own (process-wide, reentrant) compiler lock first, then the file lock, which is
+taken once per outermost compilation (a caller's compilation compiles its callees inside it).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+
+from numba import config, njit
+from numba.core import sigutils
+from numba.core.compiler_lock import global_compiler_lock
+
+try:
+    import fcntl
+except ImportError:  # no flock (Windows): compile unlocked, as plain numba does
+    fcntl = None
+
+
+def lock_path() -> str:
+    """The lock file every compilation of a ``cached_njit`` function holds: one per user, in
+    ``NUMBA_CACHE_DIR`` when that is set (processes that share a cache share its lock)."""
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return os.path.join(config.CACHE_DIR or tempfile.gettempdir(), f"waferllm-numba-compile-{uid}.lock")
+
+
+class _CompileLock:
+    """The file lock, taken by the outermost compilation of this process and released after it."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.fd = -1
+
+    @contextmanager
+    def held(self):
+        with global_compiler_lock:  # serialises this process's threads; reentrant
+            if self.depth == 0 and fcntl is not None:
+                path = lock_path()
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                self.fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+                fcntl.flock(self.fd, fcntl.LOCK_EX)
+            self.depth += 1
+            try:
+                yield
+            finally:
+                self.depth -= 1
+                if self.depth == 0 and self.fd >= 0:
+                    fcntl.flock(self.fd, fcntl.LOCK_UN)
+                    os.close(self.fd)
+                    self.fd = -1
+
+
+_LOCK = _CompileLock()  # the one lock of this process: a per-call lock could not nest
+
+
+def cached_njit(func=None, **options):
+    """``numba.njit(cache=True, **options)`` whose compilations (and cache loads) hold the lock.
+
+    Use as ``@cached_njit`` or ``@cached_njit(error_model="numpy", ...)``.
+    """
+    if func is None:
+        return lambda f: cached_njit(f, **options)
+    dispatcher = njit(cache=True, **options)(func)
+    if not hasattr(dispatcher, "overloads"):  # NUMBA_DISABLE_JIT: the Python function itself
+        return dispatcher
+    compile_unlocked = dispatcher.compile
+
+    def compile(sig):
+        args, _ = sigutils.normalize_signature(sig)
+        if tuple(args) in dispatcher.overloads:  # compiled in this process: no lock needed
+            return compile_unlocked(sig)
+        with _LOCK.held():
+            return compile_unlocked(sig)
+
+    dispatcher.compile = compile  # numba calls self.compile for every new signature
+    return dispatcher

@@ -1,0 +1,94 @@
+"""``cached_njit`` against numba's cache race, reproduced with the race window widened.
+
+Two processes compile different signatures of one function into one fresh cache while numba's
+``IndexDataCacheFile.save`` is slowed between reading the index, writing it and writing the entry,
+so that, unlocked, both claim slot 1: the index ends up naming process B's signature and the file
+holding process A's machine code. A third process then loads B's signature from the cache. With
+plain ``njit`` it runs A's code (a wrong sum, or a crash); with ``cached_njit`` the second compiler
+waits for the first and takes slot 2, and the third process computes both sums right.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+TOY = """
+import numpy as np
+from numba import njit
+from plmr.cached_jit import cached_njit
+
+@{decorator}
+def total(a):
+    s = 0.0
+    for i in range(a.shape[0]):
+        s += a[i]
+    return s
+"""
+
+# slows numba's save: (sleep after reading the index, sleep after writing it) per process
+WORKER = """
+import os, sys, time, numpy as np
+from numba.core import caching
+first, second = (float(x) for x in os.environ["RACE_DELAYS"].split(","))
+C = caching.IndexDataCacheFile
+save, load_index, save_index = C.save, C._load_index, C._save_index
+saving = []
+def slow_save(self, key, data):
+    saving.append(1); save(self, key, data); saving.pop()
+def slow_load_index(self):
+    out = load_index(self)
+    if saving:
+        time.sleep(first)
+    return out
+def slow_save_index(self, overloads):
+    save_index(self, overloads); time.sleep(second)
+C.save, C._load_index, C._save_index = slow_save, slow_load_index, slow_save_index
+sys.path.insert(0, os.environ["TOY_DIR"])
+import toy
+while time.time() < float(os.environ["START_AT"]):
+    time.sleep(0.01)
+dtype = {"i": np.int32, "f": np.float64}[sys.argv[1]]
+print(toy.total(np.arange(1000, dtype=dtype)))
+"""
+
+READER = """
+import os, sys, numpy as np
+sys.path.insert(0, os.environ["TOY_DIR"])
+import toy
+print(toy.total(np.arange(1000, dtype=np.float64)), toy.total(np.arange(1000, dtype=np.int32)))
+"""
+
+
+def _race(tmp_path, decorator: str) -> subprocess.CompletedProcess:
+    toy_dir = tmp_path / decorator
+    toy_dir.mkdir()
+    (toy_dir / "toy.py").write_text(TOY.format(decorator=decorator))
+    env = dict(os.environ, TOY_DIR=str(toy_dir), NUMBA_CACHE_DIR=str(toy_dir / "cache"),
+               START_AT=str(time.time() + 6.0))
+    env.pop("NUMBA_DISABLE_JIT", None)
+    # A: reads the index, 2 s, writes it, 4 s, writes its entry (last). B (starting with A):
+    # reads the (still empty) index, 3 s, writes it (last), 0.5 s, writes its entry.
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, kind], env=dict(env, RACE_DELAYS=delays),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for kind, delays in (("i", "2,4"), ("f", "3,0.5"))]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    return subprocess.run([sys.executable, "-c", READER], env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_concurrent_compiles_of_two_signatures_leave_a_cache_that_loads_right(tmp_path):
+    want = f"{float(sum(range(1000)))} {float(sum(range(1000)))}"
+    plain = _race(tmp_path, "njit(cache=True)")
+    if plain.returncode == 0 and plain.stdout.split() == want.split():
+        pytest.skip("the widened window no longer breaks plain numba: nothing to guard against")
+    locked = _race(tmp_path, "cached_njit")
+    assert locked.returncode == 0, locked.stderr
+    assert locked.stdout.split() == want.split()
