@@ -5,16 +5,20 @@ reads just before writing. Two processes that compile *different* signatures of 
 same moment (pytest-xdist workers, sweep workers, two shells; the engine has one signature per record
 width) can both take slot 1: the index then names one signature while the file holds the other's
 machine code, and the next process that loads it runs code compiled for other argument types
-(seen as a segfault). Every compilation of a function made here therefore holds one file lock,
-shared by this user's processes on the machine. A call whose signature is already compiled in the
-process never takes it; a process that waited usually loads what the other one compiled.
+(seen as a segfault). Every compilation of a function made here therefore holds that function's
+file lock, shared by this user's processes on the machine. A call whose signature is already
+compiled in the process never takes it; a process that waited usually loads what the other one
+compiled. One lock per function (the race is per index file), so unrelated functions still compile
+in parallel.
 
-Lock order: numba's own (process-wide, reentrant) compiler lock first, then the file lock, which is
-taken once per outermost compilation (a caller's compilation compiles its callees inside it).
+Lock order: numba's own (process-wide, reentrant) compiler lock first, then the function's file
+lock. A compilation compiles its callees inside it, so file locks nest along the call graph, which
+has no cycles: no two processes can wait for each other.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from contextlib import contextmanager
@@ -29,17 +33,19 @@ except ImportError:  # no flock (Windows): compile unlocked, as plain numba does
     fcntl = None
 
 
-def lock_path() -> str:
-    """The lock file every compilation of a ``cached_njit`` function holds: one per user, in
-    ``NUMBA_CACHE_DIR`` when that is set (processes that share a cache share its lock)."""
+def lock_path(name: str) -> str:
+    """The lock file that compilations of function ``name`` (module-qualified) hold: one per user and
+    function, in ``NUMBA_CACHE_DIR`` when that is set (processes that share a cache share its locks)."""
     uid = os.getuid() if hasattr(os, "getuid") else 0
-    return os.path.join(config.CACHE_DIR or tempfile.gettempdir(), f"waferllm-numba-compile-{uid}.lock")
+    tag = hashlib.sha1(name.encode()).hexdigest()[:12]
+    return os.path.join(config.CACHE_DIR or tempfile.gettempdir(), f"waferllm-numba-{uid}-{tag}.lock")
 
 
 class _CompileLock:
-    """The file lock, taken by the outermost compilation of this process and released after it."""
+    """One function's file lock, taken by its outermost compilation in this process."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self.name = name
         self.depth = 0
         self.fd = -1
 
@@ -47,7 +53,7 @@ class _CompileLock:
     def held(self):
         with global_compiler_lock:  # serialises this process's threads; reentrant
             if self.depth == 0 and fcntl is not None:
-                path = lock_path()
+                path = lock_path(self.name)
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 self.fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
                 fcntl.flock(self.fd, fcntl.LOCK_EX)
@@ -62,26 +68,22 @@ class _CompileLock:
                     self.fd = -1
 
 
-_LOCK = _CompileLock()  # the one lock of this process: a per-call lock could not nest
-
-
 def cached_njit(func=None, **options):
-    """``numba.njit(cache=True, **options)`` whose compilations (and cache loads) hold the lock.
-
-    Use as ``@cached_njit`` or ``@cached_njit(error_model="numpy", ...)``.
-    """
+    """``numba.njit(cache=True, **options)`` whose compilations (and cache loads) hold the
+    function's lock. Use as ``@cached_njit`` or ``@cached_njit(error_model="numpy", ...)``."""
     if func is None:
         return lambda f: cached_njit(f, **options)
     dispatcher = njit(cache=True, **options)(func)
     if not hasattr(dispatcher, "overloads"):  # NUMBA_DISABLE_JIT: the Python function itself
         return dispatcher
     compile_unlocked = dispatcher.compile
+    lock = _CompileLock(f"{func.__module__}.{func.__qualname__}")
 
     def compile(sig):
         args, _ = sigutils.normalize_signature(sig)
         if tuple(args) in dispatcher.overloads:  # compiled in this process: no lock needed
             return compile_unlocked(sig)
-        with _LOCK.held():
+        with lock.held():
             return compile_unlocked(sig)
 
     dispatcher.compile = compile  # numba calls self.compile for every new signature
