@@ -471,13 +471,13 @@ def prefill_phases(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, toke
     act_n = q_y * F_col * m
     return {
         "attn_norm": norm,
-        "qkv": chain(spec, p_y, p_x, m, e, (tq, tkv, tkv), dtype, acc, (bias, bias, bias)),
+        "qkv": chain(spec, p_y, p_x, m, e, (tq, tkv, tkv), dtype, acc, (bias, bias, bias), resync=True),
         "rope": rope_chunks(spec, q_y * ng * (n_rep + 1), max(w // 2, 1), m, dtype),
         "attention": ring_attention(spec, p_y, G, rows, w, ng, d, n_rep, T, Tk, q_y, m, visible, dtype, acc),
         "o_proj": chain(spec, p_y, p_x, m, tq, (e,), dtype, acc),
         "h_attn": residual,
         "mlp_norm": norm,
-        "gate_up": chain(spec, p_y, p_x, m, e, (f, f), dtype, acc),
+        "gate_up": chain(spec, p_y, p_x, m, e, (f, f), dtype, acc, resync=True),
         "act": local("silu_mul", t_fn(spec, act_n) + t_vec(spec, act_n, "mul", dtype)),
         "down": chain(spec, p_y, p_x, m, f, (e,), dtype, acc),
         "h_out": residual,
