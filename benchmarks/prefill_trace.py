@@ -57,7 +57,7 @@ def trace_attention(fn):
 
 
 def run(model_name: str, grid, tokens: int, stop: str, hardware: str = "wse2", sram: int = 16777216,
-        dtype: str = "fp16"):
+        dtype: str = "fp16", cols=None):
     from meshgemm import prefill_attention as A
     from meshgemm import prefill_program as PP
     from meshgemm.prefill_gemm import MeshGemmRings
@@ -75,7 +75,7 @@ def run(model_name: str, grid, tokens: int, stop: str, hardware: str = "wse2", s
     A.code = trace_attention(saved[2])
     try:
         pp = PP.build_prefill_program(one, hw, grid, tokens, layers=(0,), dtype=dtype, acc="fp32", debug_stops=True,
-                                      probes=[(x, y) for y in range(p_y) for x in range(p_x)])
+                                      probes=[(x, y) for y in range(p_y) for x in (cols or range(p_x))])
     finally:
         MeshGemmRings.skew, MeshGemmRings.steps, A.code = saved
     dev = Device(pp.program, hw, mode="timing")
@@ -115,11 +115,13 @@ def main(argv=None) -> int:
     ap.add_argument("--grid", default="16")
     ap.add_argument("--tokens", type=int, default=256)
     ap.add_argument("--stop", default="qkv", choices=PHASES)
+    ap.add_argument("--cols", help="probe only these columns (comma-separated; every row of each): the simulator "
+                    "keeps max(4096, 8·PEs) stamps in all")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
     g, _, h = a.grid.partition("x")
     grid = (int(g), int(h or g))
-    stamps = run(a.model, grid, a.tokens, a.stop)
+    stamps = run(a.model, grid, a.tokens, a.stop, cols=[int(c) for c in a.cols.split(",")] if a.cols else None)
     summarise(stamps)
     if a.json:
         Path(a.json).write_text(json.dumps({f"{x},{y}": v for (x, y), v in stamps.items()}))

@@ -14,6 +14,7 @@ import math
 
 from plmr.breakdown import CostBreakdown
 from plmr.collectives import chain_side_arrival
+from plmr.gemm import shift_step
 from plmr.hardware import HardwareSpec
 from plmr.interleave import ring_order
 from plmr.primitives import t_fn, t_join, t_vec
@@ -99,7 +100,10 @@ def ring_attention(spec: HardwareSpec, p_y: int, group_cols: int, rows: int, fea
     * **queries**: own features of every group row packed (per token, a stride-m copy of n_rep·w),
       an all-to-all on the chains (the middle link carries ⌈G/2⌉·⌊G/2⌋ pieces of rows·w values);
     * **ring**: P_y steps; at each a receive and a send of the groups' 2·d·keys block on the y-ring
-      (two hops when P_y ≥ 3; fp16 packed two values per wavelet) overlap the step's compute, then a join on both. On the busiest row,
+      (two hops when P_y ≥ 3; fp16 packed two values per wavelet) overlap the step's compute, then a
+      join on both; the compute loses a cycle in every cycle a wavelet of the block moves (the
+      memory ports, ``plmr.gemm.shift_step``, as MeshGEMM's steps); the last step sends nothing but
+      still joins (on the busiest row it computes when every step does). On the busiest row,
       ``visible`` steps compute: per owned row, scores over all d features (one FMAC of ``keys``
       lanes per feature, fp32), the scale, the online softmax (halving max and sum trees, e^(s − m)
       as a scalar function over rows·keys, rescale) and acc += p·V (one FMAC of d lanes per key);
@@ -133,18 +137,19 @@ def ring_attention(spec: HardwareSpec, p_y: int, group_cols: int, rows: int, fea
                  + n_x * (t_vec(spec, d, "scale", acc) + Tk * (c_op + math.ceil(d / spec.simd_width("fmac", mix))))
                  + t_vec(spec, n_x, "mov", acc))
     compute = scores + scale + soft
+    vis = ring_busy_steps(p_y, max(1, visible))
     if p_y > 1:
         hops = 2 if p_y >= 3 else 1
-        shift = spec.ramp_cycles + hops * spec.hop_cycles + math.ceil(ng * 2 * d * Tk / spec.elements_per_wavelet(dtype, packed=True))
-        issue = 2 * c_op
-        busy = max(issue + compute, issue + shift) + t_join(spec, 2)
-        idle = max(issue, issue + shift) + t_join(spec, 2)
+        block = [(hops, math.ceil(ng * 2 * d * Tk / spec.elements_per_wavelet(dtype, packed=True)))]
+        busy = shift_step(spec, compute, block)[3]
+        idle = shift_step(spec, 0.0, block)[3]
+        # the last step shifts nothing (the block is not sent on), but still joins on its two ids
+        last_saves = (busy - compute if vis >= p_y else idle) - t_join(spec, 2)
     else:
-        busy, idle = compute, 0.0
-    vis = ring_busy_steps(p_y, max(1, visible))
+        busy, idle, last_saves = compute, 0.0, 0.0
     mask = ng * n_x * (t_vec(spec, max(Tk // 2, 1), "mov", acc))
     init = t_vec(spec, ng * n_x * d, "mov", acc) + 2 * t_vec(spec, ng * n_x, "mov", acc)
-    parts["ring"] = init + vis * busy + (p_y - vis) * idle + mask
+    parts["ring"] = init + vis * busy + (p_y - vis) * idle - last_saves + mask
     parts["ring_step"] = busy
     # return: O = acc·(1/l) per row and column chunk; in fp16 scaled in place in fp32, then narrowed
     chunk = max(d // max(G, 1), 1)
@@ -155,6 +160,6 @@ def ring_attention(spec: HardwareSpec, p_y: int, group_cols: int, rows: int, fea
             + a2a + ng * tiles * m * _strided(spec, n_rep * w, "mov", dtype, m))
     parts["return"] = back
     total = parts["gather"] + parts["queries"] + parts["ring"] + parts["return"]
-    comm = gather + 2 * a2a + vis * (busy - compute) + (p_y - vis) * idle  # streams, and steps beyond compute
+    comm = gather + 2 * a2a + vis * (busy - compute) + (p_y - vis) * idle - last_saves  # streams, steps beyond compute
     return CostBreakdown(op="ring_attention", compute_cycles=total - comm, comm_cycles=comm,
                          total_cycles=total, parts=parts)
