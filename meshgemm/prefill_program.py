@@ -11,12 +11,12 @@ block. The ops, per layer (the order `block_dataflow.PrefillDataflow.layer` foll
 | phase | code |
 |---|---|
 | ``attn_norm`` | RMSNorm: Σx² per token over the PE's features, allreduce along x (all columns, `prefill_chains`), rsqrt(Σ/E + eps), x·r per feature, × γ (host-expanded tile) |
-| ``qkv`` | MeshGEMM chain (`prefill_gemm`): one copy and skew of the normed activation, then Q, K and V products (fp32 accumulator, rounded once), biases (host-expanded tiles); K, V go to the layer's cache slot |
+| ``qkv`` | MeshGEMM chain (`prefill_gemm`): each column waits out its lead from the norm's broadcast (`MeshGemmRings.resync`), one copy and skew of the normed activation, then Q, K and V products (fp32 accumulator, rounded once), biases (host-expanded tiles); K, V go to the layer's cache slot |
 | ``rope`` | rotate-half on every head chunk with the column's pairs, cos/sin of each row's global token index (host tables) |
 | ``attention`` | fused ring attention (`prefill_attention`) |
 | ``o_proj``, ``h_attn`` | MeshGEMM, residual add |
 | ``mlp_norm`` | RMSNorm |
-| ``gate_up`` | MeshGEMM chain: gate, up |
+| ``gate_up`` | MeshGEMM chain (resynced as Q\|K\|V): gate, up |
 | ``act`` | SiLU(gate) ⊙ up |
 | ``down``, ``h_out`` | MeshGEMM, residual add |
 

@@ -437,9 +437,10 @@ def prefill_phases(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, toke
 
     Activations are m-token tiles of the Q×Q virtual mesh (Q = lcm(P_y, P_x), q_y token tiles per PE
     row, m = ⌈L/Q⌉); Q|K|V and gate|up are ``meshgemm_chain``s that share one skew of their left
-    operand; attention is ``ring_attention`` (K/V gathered once per KV group, P_y ring steps of full-head
-    blocks, of which the busiest row computes ``visible``: all P_y causally, ⌈(W + T − 1)/T⌉ under a
-    sliding window W); RMSNorm is ``token_rmsnorm`` (a chain allreduce along the row). Projections
+    operand, each column first waiting out its lead from the norm's broadcast (``resync``); attention
+    is ``ring_attention`` (K/V gathered once per KV group, P_y ring steps of full-head blocks, of
+    which the busiest row computes ``visible``: all P_y causally, ⌈(W + T − 1)/T⌉ under a sliding
+    window W); RMSNorm is ``token_rmsnorm`` (a chain allreduce along the row). Projections
     accumulate in ``acc``. ``keys``: a prompt chunk attending to that many keys (key blocks of
     ⌈keys/P_y⌉). ``chain``: the rule that prices the four MeshGEMM chains (``meshgemm_chain_floor``
     gives a lower bound of the layer at a fraction of its price, ``prefill_layer_floor``)."""
