@@ -87,18 +87,39 @@ def _chain_stream(spec: HardwareSpec, links: int, wavelets: int, issues: int = 1
     return chain_side_arrival(spec, [1] * links) + (issues - 1) * spec.op_issue_cycles + wavelets
 
 
+def _gather_stream(spec: HardwareSpec, G: int, block: int, chunk: int) -> float:
+    """The K|V allgather along a group's G columns (``meshgemm.prefill_attention``, step 2), to its
+    first column, which ends last: every column relays what comes from below (``RelayStore``) before
+    it sends its own chunk up, then sends its own chunk down before it relays what comes from above.
+    So column G − 2 sends its chunk down only once the up stream has passed it, and relays the last
+    column's chunk after its own; that chunk then runs the G − 2 links down. With ``block`` the
+    group's values (every chunk) and ``chunk`` one column's: the up stream into column G − 2 (G − 2
+    links, every chunk but the last two, then its own), its own chunk down and the last column's
+    relayed (c_op, then β more), then G − 2 links. Two columns: each chunk once each way."""
+    if G <= 1:
+        return 0.0
+    if G == 2:
+        return 2 * chain_side_arrival(spec, [1]) + block
+    return (2 * chain_side_arrival(spec, [1] * (G - 2)) + spec.op_issue_cycles + spec.relay_cycles
+            + block + chunk)
+
+
 def ring_attention(spec: HardwareSpec, p_y: int, group_cols: int, rows: int, features: int, groups: int,
                    head_dim: int, n_rep: int, tokens: int, keys: int, tiles: int, m: int, visible: int,
                    dtype: str = "fp16", acc: str = "fp32") -> CostBreakdown:
     """One layer's attention on the busiest PE (the program's phases, in order):
 
     * **gather**: own K and V features packed (one copy of m tokens per feature, tile and group), then
-      an allgather along the group's ``group_cols`` columns on the x chains (the last column receives
-      the other columns' 2·(d − w)·keys values through G − 1 relays), then the block rearranged: K
+      an allgather along the group's ``group_cols`` columns on the x chains (``_gather_stream``: the
+      first column ends last, once the up stream has reached column G − 2 and the last column's chunk
+      has come down behind column G − 2's own), then the block rearranged: K
       feature-major (one copy per column's chunk), V token-major (one copy of ``keys`` per feature,
       stride d);
     * **queries**: own features of every group row packed (per token, a stride-m copy of n_rep·w),
-      an all-to-all on the chains (the middle link carries ⌈G/2⌉·⌊G/2⌋ pieces of rows·w values);
+      an all-to-all on the chains, each direction a chain stream of G·(G − 1)/2 pieces of rows·w
+      values: a column receives its own pieces before it forwards anything, and those come after the
+      column below has received its own, so the columns' receives follow one another (the middle
+      link's ⌈G/2⌉·⌊G/2⌋ pieces would be the bound with every column streaming at once);
     * **ring**: P_y steps; at each a receive and a send of the groups' 2·d·keys block on the y-ring
       (two hops when P_y ≥ 3; fp16 packed two values per wavelet) overlap the step's compute, then a
       join on both; the compute loses a cycle in every cycle a wavelet of the block moves (the
@@ -118,13 +139,13 @@ def ring_attention(spec: HardwareSpec, p_y: int, group_cols: int, rows: int, fea
     parts: dict[str, float] = {}
     # gather
     pack = ng * w * tiles * 2 * t_vec(spec, m, "mov", dtype)
-    gather = _chain_stream(spec, G - 1, 2 * (d - w) * Tk) if G > 1 else 0.0
+    gather = _gather_stream(spec, G, 2 * d * Tk, 2 * w * Tk)
     chunks = ng * (G * t_vec(spec, w * Tk, "mov", dtype) + d * _strided(spec, Tk, "mov", dtype, d))
     parts["gather"] = pack + gather + chunks
     # queries
     qpack = ng * tiles * m * _strided(spec, n_rep * w, "mov", dtype, m) + ng * t_vec(spec, n_x * w, "mov", dtype)
-    mid = math.ceil(G / 2) * (G // 2) * n_x * w
-    a2a = 2 * _chain_stream(spec, G - 1, max(mid, n_x * (d - w)), issues=G - 1) if G > 1 else 0.0
+    received = G * (G - 1) // 2 * n_x * w  # every column's own pieces, one column after the other
+    a2a = 2 * _chain_stream(spec, G - 1, max(received, n_x * (d - w)), issues=G - 1) if G > 1 else 0.0
     parts["queries"] = qpack + a2a
     # ring steps
     scores = ng * n_x * (t_vec(spec, Tk, "mov", acc) + d * (c_op + math.ceil(Tk / spec.simd_width("fmac", mix))))
