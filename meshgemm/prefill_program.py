@@ -16,7 +16,7 @@ block. The ops, per layer (the order `block_dataflow.PrefillDataflow.layer` foll
 | ``attention`` | fused ring attention (`prefill_attention`) |
 | ``o_proj``, ``h_attn`` | MeshGEMM, residual add |
 | ``mlp_norm`` | RMSNorm |
-| ``gate_up`` | MeshGEMM chain (resynced as Q\|K\|V): gate, up |
+| ``gate_up`` | MeshGEMM chain, resynced as the Q, K, V one: gate, up |
 | ``act`` | SiLU(gate) ⊙ up |
 | ``down``, ``h_out`` | MeshGEMM, residual add |
 
