@@ -6,7 +6,15 @@ can unblock — a pushed wavelet schedules its router for the cycle it becomes r
 slot wakes the blocked producer next cycle — as a bit in a timing wheel of per-slot PE bitmaps (a
 min-heap for longer delays); cycles with nothing due are skipped. Every FIFO has one producer and one
 consumer, and buffer slots freed in cycle t become visible in t+1 (credit return), so the result does
-not depend on the order PEs are visited in.
+not depend on the order PEs are visited in (two exceptions, both about erroneous programs: the
+multi-input check compares a wavelet with the route's last arrival, and ``SetRoute`` fails on
+wavelets pushed into its channels this cycle; both see the producers visited earlier in the cycle).
+
+That order is one cycle at a time; where a cycle visits many agents, a single-threaded run advances
+tiles of the mesh several cycles at a time instead (``_block_py``: temporal blocking, so a tile's
+records are reused while in cache). Its wavefront keeps, for every pair of PEs whose visits touch
+common state, the order of their visits that one cycle at a time has, so the results are the same,
+including the exceptions above.
 
 **The CE** (hardware-and-csl.md §3.3-§3.5) runs one task at a time to completion:
 
