@@ -26,6 +26,7 @@ from simulator import (
 from simulator import engine as E
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from engine_equivalence import same  # noqa: E402  (results and memory compared field by field)
 
 DEPTHS = (2, 3, 7, 16)
 
@@ -46,17 +47,6 @@ def _outcome(prog, mode, block, monkeypatch, min_words=1, **kw):
              dev.mem.copy() if mode == "functional" else None), r.stats["blocked_cycles"])
 
 
-def _same(a, b) -> bool:
-    if len(a) != len(b):
-        return False
-    for x, y in zip(a, b):
-        if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
-            if x is None or y is None or x.shape != y.shape or not np.array_equal(x, y, equal_nan=True):
-                return False
-        elif x != y:
-            return False
-    return True
-
 
 def _check(prog, mode, monkeypatch, depths=DEPTHS, min_words=1, expect_error=None, **kw):
     ref, nb = _outcome(prog, mode, 1, monkeypatch, min_words, **kw)
@@ -67,7 +57,7 @@ def _check(prog, mode, monkeypatch, depths=DEPTHS, min_words=1, expect_error=Non
         assert ref[0] == "ok", ref
     for d in depths:
         res, nb = _outcome(prog, mode, d, monkeypatch, min_words, **kw)
-        assert _same(ref, res), (d, ref[:2], res[:2])
+        assert same(ref, res), (d, ref[:2], res[:2])
         if ref[0] == "ok":
             assert nb > 0  # blocks ran
     return ref
