@@ -236,3 +236,17 @@ def test_block_depth_is_checked():
     prog = _backed_up_rows(4, 2, 4, 16)
     with pytest.raises(InputError, match="block"):
         Device(prog, WSE2, "timing", block=0)
+
+
+def test_a_bad_block_depth_is_a_one_line_input_error(monkeypatch):
+    """Depths outside [1, 64], and a non-integer WAFERLLM_SIM_BLOCK, are refused before any run."""
+    from plmr.errors import InputError
+
+    for bad in (0, 65):
+        with pytest.raises(InputError, match=r"block must be in \[1, 64\]"):
+            R._block(bad)
+    monkeypatch.setenv("WAFERLLM_SIM_BLOCK", "deep")
+    with pytest.raises(InputError, match="WAFERLLM_SIM_BLOCK must be an integer, got 'deep'"):
+        R._block(None)
+    monkeypatch.setenv("WAFERLLM_SIM_BLOCK", "3")
+    assert R._block(None) == 3
