@@ -7,8 +7,10 @@ parts of a cycle give the same results whether they run concurrently or one afte
 Each case builds a kernel of the registry (fp32 functional and fp16 timing-only; GEMMs, GEMVs with
 their collectives, the bulk-synchronous baselines) and compares, between the revision ``--rev`` and
 this tree: total cycles, busy/stalled/finish per PE, link counts, timestamps, wavelet moves and, in
-functional mode, every PE's memory. This tree runs each case on one thread and, where the mesh can be
-cut (``simulator.engine.segments``), on two concurrent parts too; ``--large`` adds meshes large enough
+functional mode, every PE's memory. This tree runs each case on one thread (blocked in time where a
+cycle is dense, ``Device(block=...)``), on small meshes also blocked in every cycle on tiles of a
+bitmap word or two, and, where the mesh can be cut (``simulator.engine.segments``), on two concurrent
+parts too; ``--large`` adds meshes large enough
 for the default cut. The recorded test calls (``replay_engine.py``) cover the decode and prefill
 layers and the collectives' own tests; this script covers the kernels at sizes the tests do not run.
 Exit status 1 on any difference.
@@ -58,6 +60,27 @@ def outcome(device_cls, prog, mode: str, **kw):
             sorted(r.timestamps), r.stats["wavelet_moves"], dev.mem.copy() if mode == "functional" else None)
 
 
+def _every_cycle_blocked():
+    """A ``Device`` that blocks (``simulator.engine._block_py``) whatever a cycle's load, on tiles of
+    the fewest bitmap words that are exact: small meshes are then cut into several tiles."""
+    import simulator.run as R
+    from simulator import engine as E
+
+    class Blocked(R.Device):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            cp = self.lowered
+            self.block_tile = E.block_tile(cp.width, cp.ch_route, cp.ch_port, cp.r_chan0, min_words=1)
+
+        def launch(self, *a, **kw):
+            dense, R.BLOCK_DENSE = R.BLOCK_DENSE, 0
+            try:
+                return super().launch(*a, **kw)
+            finally:
+                R.BLOCK_DENSE = dense
+    return Blocked
+
+
 def same(a, b) -> bool:
     if a[0] != b[0] or len(a) != len(b):
         return False
@@ -78,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import numba
     from simulator.run import Device
+    global _EveryCycleBlocked
+    _EveryCycleBlocked = _every_cycle_blocked()
     shapes = SHAPES + (LARGE if args.large else ())
     bad = 0
     n = 0
@@ -93,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                     ref = outcome(sys.modules[other.__name__ + ".run"].Device, ref_prog, mode)
                     prog = program(name, mesh, m, k, nn, dtype, fn)
                     runs = {"1 thread": outcome(Device, prog, mode, threads=1)}
+                    if not big:  # blocks of 16 cycles in every cycle, tiles as small as is exact
+                        runs["blocked"] = outcome(_EveryCycleBlocked, prog, mode, threads=1, block=16)
                     if big and numba.get_num_threads() > 1:
                         runs["2 parts"] = outcome(Device, prog, mode, threads=2)
                     for tag, res in runs.items():

@@ -6,7 +6,15 @@ can unblock — a pushed wavelet schedules its router for the cycle it becomes r
 slot wakes the blocked producer next cycle — as a bit in a timing wheel of per-slot PE bitmaps (a
 min-heap for longer delays); cycles with nothing due are skipped. Every FIFO has one producer and one
 consumer, and buffer slots freed in cycle t become visible in t+1 (credit return), so the result does
-not depend on the order PEs are visited in.
+not depend on the order PEs are visited in (two exceptions, both about erroneous programs: the
+multi-input check compares a wavelet with the route's last arrival, and ``SetRoute`` fails on
+wavelets pushed into its channels this cycle; both see the producers visited earlier in the cycle).
+
+That order is one cycle at a time; where a cycle visits many agents, a single-threaded run advances
+tiles of the mesh several cycles at a time instead (``_block_py``: temporal blocking, so a tile's
+records are reused while in cache). Its wavefront keeps, for every pair of PEs whose visits touch
+common state, the order of their visits that one cycle at a time has, so the results are the same,
+including the exceptions above.
 
 **The CE** (hardware-and-csl.md §3.3-§3.5) runs one task at a time to completion:
 
@@ -61,15 +69,18 @@ from simulator.lower import (
 
 # params indices
 (P_W, P_H, P_C, P_ALPHA, P_RIN, P_ROUT, P_BETA, P_MAXIDLE, P_MAXCYC, P_S, P_SQ, P_CAPQ, P_TRACE,
- P_NSLOT, P_T0, P_CTASK, P_UT, P_NREG, P_CSCAL, P_TSCAP, P_NCFG, P_RPORTS, P_WPORTS, P_RAMP1, P_HB) = range(25)
-NPARAMS = 25
+ P_NSLOT, P_T0, P_CTASK, P_UT, P_NREG, P_CSCAL, P_TSCAP, P_NCFG, P_RPORTS, P_WPORTS, P_RAMP1, P_HB,
+ P_BLOCK, P_TILE, P_DENSE) = range(28)
+NPARAMS = 28
 # out indices
 (O_ST, O_T, O_I0, O_I1, O_I2, O_I3, O_TOTAL, O_NTS, O_NTR, O_VCE, O_VRT, O_MOVES, O_RTONLY,
- O_TSDROP) = range(14)
-NOUT = 14
+ O_TSDROP, O_BLOCKED) = range(15)
+NOUT = 15
 # per-segment counters of one visit call (``visit``)
-(A_HN, A_NTS, A_NTR, A_VCE, A_VRT, A_MOVES, A_RTONLY, A_TSDROP, A_PROG, A_MOVED, A_ST) = range(11)
-NACC = 11
+# (A_SEEN: some agent was due; A_TSLO: where a blocked run's timestamps start, -1 otherwise)
+(A_HN, A_NTS, A_NTR, A_VCE, A_VRT, A_MOVES, A_RTONLY, A_TSDROP, A_PROG, A_MOVED, A_ST, A_SEEN,
+ A_TSLO) = range(13)
+NACC = 13
 
 UT = MAX_MICROTHREADS
 # Record indices are wrapped in U (unsigned): numba then skips its negative-index wraparound, which
@@ -270,6 +281,52 @@ def _heap_push(hp, hn, key):
     return hn + 1
 
 
+@cached_njit
+def _ts_keep_first(ts_pe, ts_label, ts_cycle, lo, hi, pe, label, t):
+    """A full timestamp buffer whose entries from ``lo`` on came out of (cycle, PE) order (a blocked
+    run): keep the first in that order. Stamp (pe, label, t), the latest of its (cycle, PE) so far,
+    replaces the entry of the largest (cycle, PE) after ``lo`` if that is larger (the last of them:
+    entries of one (cycle, PE) stay in order). The entries after it move down one, so the new one is
+    appended and entries of one visit keep their order."""
+    m = -1
+    for i in range(lo, hi):
+        if m < 0 or ts_cycle[i] > ts_cycle[m] or (ts_cycle[i] == ts_cycle[m] and ts_pe[i] >= ts_pe[m]):
+            m = i
+    if m < 0 or ts_cycle[m] < t or (ts_cycle[m] == t and ts_pe[m] <= pe):
+        return
+    for i in range(m, hi - 1):
+        ts_pe[i] = ts_pe[i + 1]
+        ts_label[i] = ts_label[i + 1]
+        ts_cycle[i] = ts_cycle[i + 1]
+    ts_pe[hi - 1] = pe
+    ts_label[hi - 1] = label
+    ts_cycle[hi - 1] = t
+
+
+@cached_njit
+def _heap_pop(hp, hn):
+    """Remove the least key from the min-heap ``hp`` of ``hn`` keys and return it (the size is then
+    ``hn - 1``)."""
+    key = hp[0]
+    hn -= 1
+    hp[0] = hp[hn]
+    hi = 0
+    while True:
+        lc = 2 * hi + 1
+        if lc >= hn:
+            break
+        c = lc
+        if lc + 1 < hn and hp[lc + 1] < hp[lc]:
+            c = lc + 1
+        if hp[hi] <= hp[c]:
+            break
+        tmp = hp[c]
+        hp[c] = hp[hi]
+        hp[hi] = tmp
+        hi = c
+    return key
+
+
 @cached_njit(inline="always")
 def _one_down(tx, d0, d1, d2, d3):
     """The record offset of a route's one downstream channel when it sends to exactly one fabric port
@@ -413,6 +470,8 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
     ts_cap = ts_lim
     slot = t & slotm
     hn = acc[A_HN]
+    ts_lo = acc[A_TSLO]
+    seen = False
     n_ts = ts_base
     n_tr = acc[A_NTR]
     v_ce = 0
@@ -437,6 +496,8 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
         if hi_b < 64:
             smask &= (np.int64(1) << hi_b) - 1
         sbits = (sm[U(csb + sw)] | sm[U(rsb + sw)]) & smask
+        if sbits != 0:
+            seen = True
         while sbits != 0:
             w = (sw << 6) + trailing_zeros(sbits)
             sbits &= sbits - 1
@@ -789,6 +850,9 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                                         n_ts += 1
                                     else:
                                         ts_drop += 1
+                                        if ts_lo >= 0:  # blocked: keep the first in (cycle, PE) order
+                                            _ts_keep_first(ts_pe, ts_label, ts_cycle, ts_lo, n_ts, pe,
+                                                           ins[U(row), F_A], t)
                                 elif op <= LAST_FABRIC:
                                     # issue a fabric op on a free microthread
                                     rc = ins[U(row), F_COL1]
@@ -1387,6 +1451,7 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
     acc[A_PROG] = 1 if progress else 0
     acc[A_MOVED] = 1 if last_move >= 0 else 0
     acc[A_ST] = st
+    acc[A_SEEN] = 1 if seen else 0
 
 def _visit_parts_py(params, seg_w, t, acc2, route_of, ins, jtab, tk_entry, tk_data, tk_arg, blk_prio,
                 blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay, q_pay, ts2, ts_room, tr, out2,
@@ -1400,6 +1465,73 @@ def _visit_parts_py(params, seg_w, t, acc2, route_of, ins, jtab, tk_entry, tk_da
               tk_arg, blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay, q_pay, ts2[j, 0],
               ts2[j, 1], ts2[j, 2], 0, ts_room, tr, out2[j], cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down,
               link_acc, bm, sm, occ2[j], hp2[j])
+
+def _block_py(params, tile, t, k, flags, acc, route_of, ins, jtab, tk_entry, tk_data, tk_arg, blk_prio,
+              blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay, q_pay, ts_pe, ts_label, ts_cycle,
+              n_ts, ts_cap, tr, out, cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down, link_acc, bm, sm, occ, hp):
+    """Cycles [t, t + k) of the whole mesh, blocked in time: tiles of ``tile`` bitmap words (tile i:
+    words [i * tile, (i + 1) * tile)), each visited for cycle t + j in wavefront order — by
+    diagonal i + j, and within a diagonal by ascending j — so a tile's records are used k times
+    while they are still in cache.
+
+    Exact: two PEs whose visits touch common state (a channel: its producer and consumer,
+    neighbours; a route's last-arrival fields: its producers, up to 2 W apart; a wake-up: a
+    neighbour) lie in one tile or two adjacent ones (``tile`` covers that distance, simulator.run).
+    For such PEs the wavefront orders their visits as one cycle at a time does: (i, c) follows
+    (i - 1, c) and (i + 1, c - 1) (earlier diagonal, or same diagonal and smaller j) and precedes
+    (i + 1, c) and (i - 1, c + 1). Visits of other tiles touch disjoint records (the bitmap bits
+    they set are or-ed), so every visit sees the state it would see one cycle at a time. What one
+    cycle at a time keeps in order is restored: timestamps are sorted by (cycle, PE) afterwards
+    (simulator.run; a full buffer keeps the first, ``_ts_keep_first``); the first error is the one
+    of the least (cycle, PE): after an error in cycle c, only cycles before c are visited (those
+    of lower tiles in c are already done). The far heap's wake-ups due in the block go to the wheel
+    first (those pushed during it are due nslot cycles or more after their visit). ``flags[j]``:
+    progress, some agent due, a wavelet moved in cycle t + j. Returns (timestamps kept, the cycle
+    of the first error or -1; its status is ``acc[A_ST]``)."""
+    P = params[P_W] * params[P_H]
+    nwd = (P + 63) >> 6
+    nsm = (nwd + 63) >> 6
+    nslot = params[P_NSLOT]
+    hn = acc[A_HN]
+    while hn > 0 and (hp[0] >> 21) < t + k:
+        key = _heap_pop(hp, hn)
+        hn -= 1
+        when = key >> 21
+        hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, when, when, (key >> 1) & 0xFFFFF, key & 1)
+    acc[A_HN] = hn
+    for j in range(k):
+        flags[j, 0] = 0
+        flags[j, 1] = 0
+        flags[j, 2] = 0
+    acc[A_TSLO] = n_ts
+    ts_drop = 0
+    ntile = (nwd + tile - 1) // tile
+    t_err = -1
+    st_err = ST_OK
+    end = t + k  # cycles from here on are not visited (the first error's)
+    for dg in range(ntile + k - 1):
+        for j in range(max(0, dg - ntile + 1), min(k, dg + 1)):
+            c = t + j
+            if c >= end:
+                break
+            w_lo = (dg - j) * tile
+            visit(params, w_lo, min(w_lo + tile, nwd), c, acc, route_of, ins, jtab, tk_entry, tk_data,
+                  tk_arg, blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay, q_pay, ts_pe,
+                  ts_label, ts_cycle, n_ts, ts_cap, tr, out, cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down,
+                  link_acc, bm, sm, occ, hp)
+            n_ts = acc[A_NTS]
+            ts_drop += acc[A_TSDROP]
+            flags[j, 0] |= acc[A_PROG]
+            flags[j, 1] |= acc[A_SEEN]
+            flags[j, 2] |= acc[A_MOVED]
+            if acc[A_ST] != ST_OK:
+                st_err = acc[A_ST]
+                t_err = c
+                end = c
+    acc[A_TSLO] = -1
+    acc[A_TSDROP] = ts_drop
+    acc[A_ST] = st_err
+    return n_ts, t_err
 
 def _run_py(params, route_of, r_pe, r_tx, ch_route, ins, jtab, pe_entry, tk_entry, tk_data, tk_arg,
         blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay, q_pay,
@@ -1454,94 +1586,138 @@ def _run_py(params, route_of, r_pe, r_tx, ch_route, ins, jtab, pe_entry, tk_entr
         elif ps[U(b + E_BLOCK)] >= 0 and ((tact[pe] & ~tblk[pe]) != 0 or blk_data[ps[U(b + E_BLOCK)]] != 0):
             hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, t, pe, 0)
     acc2[0, A_HN] = hn
+    acc2[:, A_TSLO] = -1
     n_ts = 0
     ts_drop = 0
     last_progress = t
     last_move = -1
     st = ST_OK
+    # Temporal blocking (see ``_block``): ``blk`` cycles at a time over tiles of ``tile`` bitmap
+    # words, while a cycle visits at least ``dense`` agents on average; one cycle at a time otherwise
+    blk = params[P_BLOCK]
+    tile = params[P_TILE]
+    dense = params[P_DENSE]
+    can_block = nseg == 1 and blk >= 2 and tile >= 1 and params[P_TRACE] == 0
+    want_block = False
+    blocked = 0  # cycles run in blocks
+    flags = np.zeros((max(blk, 1), 3), dtype=np.int64)  # per cycle of a block: progress, seen, moved
     while True:
         if t > max_cycles:
             st = ST_LIMIT
             break
         slot = t & slotm
-        for j in range(nseg):  # far wake-ups now due
-            hp = hp2[j]
-            hn = acc2[j, A_HN]
-            while hn > 0 and (hp[0] >> 21) <= t:
-                key = hp[0]
-                hn -= 1
-                hp[0] = hp[hn]
-                hi = 0
-                while True:
-                    lc = 2 * hi + 1
-                    if lc >= hn:
+        k = 0
+        if want_block:
+            # a block ends before max_cycles is passed and before the idle limit could be reached
+            # (at most nslot: the far wake-ups pushed in a block are due after it)
+            k = min(blk, nslot, max_cycles + 1 - t, last_progress + max_idle + 1 - t)
+        if k >= 2:
+            a = acc2[0]
+            vis0 = a[A_VCE] + a[A_VRT]
+            n_ts, t_err = block(params, tile, t, k, flags, a, route_of, ins, jtab, tk_entry, tk_data,
+                                tk_arg, blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay,
+                                q_pay, ts_pe, ts_label, ts_cycle, n_ts, ts_cap, tr, out, cs, rs, ps,
+                                r_chan0, r_cfg_tx, r_cfg_down, link_acc, bm, sm, occ, hp2[0])
+            ts_drop += a[A_TSDROP]
+            blocked += k
+            if t_err >= 0:  # the first error in (cycle, PE) order; its details are in out
+                st = a[A_ST]
+                t = t_err
+                break
+            if n_ts >= ts_cap:  # full: blocks would re-sort every further timestamp
+                can_block = False
+            # the cycles one at a time would have visited: the first, and those with agents due;
+            # replay their idle accounting (the block ends before it can trip) and moves
+            pv = t
+            for j in range(k):
+                c = t + j
+                if j > 0 and flags[j, 1] == 0:
+                    continue
+                if c > pv + 1:
+                    last_progress = c - 1  # the empty cycles before c were skipped
+                if flags[j, 0] != 0:
+                    last_progress = c
+                if flags[j, 2] != 0:
+                    last_move = c
+                pv = c
+            t = pv
+            seen = 0
+            for j in range(k):
+                seen += flags[j, 1]
+            want_block = can_block and 2 * seen >= k and a[A_VCE] + a[A_VRT] - vis0 >= dense * k
+            # the occupied wheel slots, from the summary words (all due before t + k are done)
+            for s_ in range(nslot):
+                occ[s_] = 0
+                for q in range(nsm):
+                    if sm[s_ * nsm + q] != 0 or sm[(nslot + s_) * nsm + q] != 0:
+                        occ[s_] = 1
                         break
-                    c = lc
-                    if lc + 1 < hn and hp[lc + 1] < hp[lc]:
-                        c = lc + 1
-                    if hp[hi] <= hp[c]:
-                        break
-                    tmp = hp[c]
-                    hp[c] = hp[hi]
-                    hp[hi] = tmp
-                    hi = c
-                hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, t, (key >> 1) & 0xFFFFF, key & 1)
-            acc2[j, A_HN] = hn
-        progress = False
-        if nseg == 1:
-            visit(params, seg_w[0, 0], seg_w[0, 1], t, acc2[0], route_of, ins, jtab, tk_entry, tk_data,
-                  tk_arg, blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay, q_pay, ts_pe,
-                  ts_label, ts_cycle, n_ts, ts_cap, tr, out, cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down,
-                  link_acc, bm, sm, occ, hp2[0])
-            n_ts = acc2[0, A_NTS]
-            ts_drop += acc2[0, A_TSDROP]
-            progress = acc2[0, A_PROG] != 0
-            if acc2[0, A_MOVED] != 0:
-                last_move = t
-            st = acc2[0, A_ST]
         else:
-            room = ts_cap - n_ts
-            visit_parts(params, seg_w, t, acc2, route_of, ins, jtab, tk_entry, tk_data, tk_arg,
-                        blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay, q_pay, ts2, room,
-                        tr, out2, cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down, link_acc, bm, sm, occ2, hp2)
-            if acc2[0, A_ST] == ST_OK:  # an error in part 0 comes first in PE order: the rest is moot
-                for j in range(1, nseg, 2):
-                    visit(params, seg_w[j, 0], seg_w[j, 1], t, acc2[j], route_of, ins, jtab, tk_entry,
-                          tk_data, tk_arg, blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay,
-                          q_pay, ts2[j, 0], ts2[j, 1], ts2[j, 2], 0, room, tr, out2[j], cs, rs, ps, r_chan0,
-                          r_cfg_tx, r_cfg_down, link_acc, bm, sm, occ2[j], hp2[j])
-            for j in range(nseg):  # in PE order: the first error, timestamps up to the capacity
-                if st == ST_OK and acc2[j, A_ST] != ST_OK:
-                    st = acc2[j, A_ST]
-                    for q in range(O_I0, O_I3 + 1):
-                        out[q] = out2[j, q]
-                kept = acc2[j, A_NTS]
-                for i in range(kept):
-                    if n_ts < ts_cap:
-                        ts_pe[n_ts] = ts2[j, 0, i]
-                        ts_label[n_ts] = ts2[j, 1, i]
-                        ts_cycle[n_ts] = ts2[j, 2, i]
-                        n_ts += 1
-                    else:
-                        ts_drop += 1
-                ts_drop += acc2[j, A_TSDROP]
-                acc2[j, A_NTS] = 0
-                if acc2[j, A_PROG] != 0:
-                    progress = True
-                if acc2[j, A_MOVED] != 0:
+            for j in range(nseg):  # far wake-ups now due
+                hp = hp2[j]
+                hn = acc2[j, A_HN]
+                while hn > 0 and (hp[0] >> 21) <= t:
+                    key = _heap_pop(hp, hn)
+                    hn -= 1
+                    hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, t, (key >> 1) & 0xFFFFF, key & 1)
+                acc2[j, A_HN] = hn
+            progress = False
+            if nseg == 1:
+                vis0 = acc2[0, A_VCE] + acc2[0, A_VRT]
+                visit(params, seg_w[0, 0], seg_w[0, 1], t, acc2[0], route_of, ins, jtab, tk_entry, tk_data,
+                      tk_arg, blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay, q_pay, ts_pe,
+                      ts_label, ts_cycle, n_ts, ts_cap, tr, out, cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down,
+                      link_acc, bm, sm, occ, hp2[0])
+                n_ts = acc2[0, A_NTS]
+                ts_drop += acc2[0, A_TSDROP]
+                progress = acc2[0, A_PROG] != 0
+                if acc2[0, A_MOVED] != 0:
                     last_move = t
-                acc2[j, A_PROG] = 0
-                acc2[j, A_MOVED] = 0
-        if st != ST_OK:
-            break
-        for j in range(nseg):
-            occ2[j, slot] = 0
-        # ---------------- end of cycle ----------------
-        if progress:
-            last_progress = t
-        elif t - last_progress > max_idle:
-            st = ST_IDLE
-            break
+                st = acc2[0, A_ST]
+                want_block = can_block and acc2[0, A_VCE] + acc2[0, A_VRT] - vis0 >= dense
+            else:
+                room = ts_cap - n_ts
+                visit_parts(params, seg_w, t, acc2, route_of, ins, jtab, tk_entry, tk_data, tk_arg,
+                            blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay, q_pay, ts2, room,
+                            tr, out2, cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down, link_acc, bm, sm, occ2, hp2)
+                if acc2[0, A_ST] == ST_OK:  # an error in part 0 comes first in PE order: the rest is moot
+                    for j in range(1, nseg, 2):
+                        visit(params, seg_w[j, 0], seg_w[j, 1], t, acc2[j], route_of, ins, jtab, tk_entry,
+                              tk_data, tk_arg, blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay,
+                              q_pay, ts2[j, 0], ts2[j, 1], ts2[j, 2], 0, room, tr, out2[j], cs, rs, ps, r_chan0,
+                              r_cfg_tx, r_cfg_down, link_acc, bm, sm, occ2[j], hp2[j])
+                for j in range(nseg):  # in PE order: the first error, timestamps up to the capacity
+                    if st == ST_OK and acc2[j, A_ST] != ST_OK:
+                        st = acc2[j, A_ST]
+                        for q in range(O_I0, O_I3 + 1):
+                            out[q] = out2[j, q]
+                    kept = acc2[j, A_NTS]
+                    for i in range(kept):
+                        if n_ts < ts_cap:
+                            ts_pe[n_ts] = ts2[j, 0, i]
+                            ts_label[n_ts] = ts2[j, 1, i]
+                            ts_cycle[n_ts] = ts2[j, 2, i]
+                            n_ts += 1
+                        else:
+                            ts_drop += 1
+                    ts_drop += acc2[j, A_TSDROP]
+                    acc2[j, A_NTS] = 0
+                    if acc2[j, A_PROG] != 0:
+                        progress = True
+                    if acc2[j, A_MOVED] != 0:
+                        last_move = t
+                    acc2[j, A_PROG] = 0
+                    acc2[j, A_MOVED] = 0
+            if st != ST_OK:
+                break
+            for j in range(nseg):
+                occ2[j, slot] = 0
+            # ---------------- end of cycle ----------------
+            if progress:
+                last_progress = t
+            elif t - last_progress > max_idle:
+                st = ST_IDLE
+                break
         nxt = -1
         for dd in range(1, nslot):
             s_ = (t + dd) & slotm
@@ -1593,6 +1769,7 @@ def _run_py(params, route_of, r_pe, r_tx, ch_route, ins, jtab, pe_entry, tk_entr
     out[O_MOVES] = moves
     out[O_RTONLY] = rt_only
     out[O_TSDROP] = ts_drop
+    out[O_BLOCKED] = blocked
 
 
 def _specialise(functional: bool):
@@ -1609,6 +1786,7 @@ def _specialise(functional: bool):
 
     g["visit"] = jit(_visit_py, f"visit_{mode}", error_model="numpy")
     g["visit_parts"] = jit(_visit_parts_py, f"visit_parts_{mode}", parallel=True)
+    g["block"] = jit(_block_py, f"block_{mode}", error_model="numpy")
     return jit(_run_py, f"run_{mode}", error_model="numpy")
 
 
@@ -1621,6 +1799,31 @@ def channel_layout(ch_cap: np.ndarray, S: int) -> tuple[int, int]:
     hb = nch * CH
     big = int(np.count_nonzero(ch_cap > CH_INLINE))
     return hb + ((nch + CH - 1) // CH) * CH + big * S + 1, hb
+
+
+def block_tile(width: int, ch_route: np.ndarray, ch_port: np.ndarray, r_chan0: np.ndarray,
+               min_words: int = 4) -> int:
+    """Bitmap words per tile of a blocked run (``_block_py``): at least ``min_words`` and enough that
+    two PEs whose visits touch common state lie in one tile or in adjacent ones. Those are a channel's
+    producer and consumer (neighbours, up to ``width`` apart in PE index) and the producers of a
+    route with several inputs (they write its last-arrival fields): two of its input ports, from
+    north and south, are 2 ``width`` apart. PEs up to D apart lie at most ceil(D / 64) words apart."""
+    reach = width
+    multi = np.nonzero(np.diff(r_chan0) > 1)[0]
+    if multi.size:
+        off = np.array([-width, width, 1, -1, 0], dtype=np.int64)
+        ports = off[np.asarray(ch_port, dtype=np.int64)]
+        is_multi = np.zeros(r_chan0.shape[0] - 1, dtype=bool)
+        is_multi[multi] = True
+        sel = is_multi[np.asarray(ch_route, dtype=np.int64)]
+        if sel.any():
+            rt = np.asarray(ch_route, dtype=np.int64)[sel]
+            hi = np.full(r_chan0.shape[0] - 1, -2 * width - 1, dtype=np.int64)
+            lo = np.full(r_chan0.shape[0] - 1, 2 * width + 1, dtype=np.int64)
+            np.maximum.at(hi, rt, ports[sel])
+            np.minimum.at(lo, rt, ports[sel])
+            reach = max(reach, int((hi[multi] - lo[multi]).max()))
+    return max(min_words, -(-reach // 64))
 
 
 def segments(width: int, height: int, parts: int, grain: int = 4096) -> np.ndarray:

@@ -66,6 +66,29 @@ def _parts(pes: int, trace: bool, threads: int | None) -> int:
     return 1 if trace else threads
 
 
+#: cycles a blocked run advances a tile before moving on (simulator.engine._block_py); 1: one cycle
+#: at a time. ``WAFERLLM_SIM_BLOCK`` or ``Device(block=...)`` overrides it.
+BLOCK_DEPTH = 16
+#: agents due per cycle from which a run blocks (below, a cycle's records fit in the cache anyway)
+BLOCK_DENSE = 2048
+
+
+def _block(block: int | None) -> int:
+    """The block depth: ``block`` if given, else ``WAFERLLM_SIM_BLOCK``, else ``BLOCK_DEPTH``."""
+    if block is None:
+        import os
+        env = os.environ.get("WAFERLLM_SIM_BLOCK")
+        if env is None:
+            return BLOCK_DEPTH
+        try:
+            block = int(env)
+        except ValueError:
+            raise InputError(f"WAFERLLM_SIM_BLOCK must be an integer, got {env!r}") from None
+    if not 1 <= block <= 64:
+        raise InputError(f"block must be in [1, 64], got {block}")
+    return block
+
+
 def _zeros_aligned(n: int, dtype) -> np.ndarray:
     """Zeros starting on a 64-byte cache line, so the engine's records straddle fewer lines."""
     item = np.dtype(dtype).itemsize
@@ -79,7 +102,7 @@ class Device:
 
     def __init__(self, program: MeshProgram, spec: HardwareSpec | None = None, mode: str = "functional",
                  max_idle_cycles: int = 10_000, max_cycles: int = 2_000_000_000, trace: bool = False,
-                 threads: int | None = None):
+                 threads: int | None = None, block: int | None = None):
         if mode not in MODES:
             raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         spec = spec or program.spec
@@ -115,6 +138,9 @@ class Device:
         # ``threads`` concurrent parts of each cycle (results identical to one thread; see
         # simulator.engine.segments); numba runs them on up to its thread count
         self.seg_w = E.segments(W, H, _parts(P, trace, threads))
+        # one thread, no trace: dense stretches run ``block`` cycles at a time (same results)
+        self.block = _block(block)
+        self.block_tile = E.block_tile(W, cp.ch_route, cp.ch_port, cp.r_chan0)
         ncs, self.HB = E.channel_layout(cp.ch_cap, self.S)
         self.cs = _zeros_aligned(ncs, rdt)  # channel records, head-ready words, large rings
         self.rs = _zeros_aligned(max(nr, 1) * (12 + self.SQ) + 1, rdt)
@@ -257,6 +283,9 @@ class Device:
         params[E.P_RPORTS] = self.spec.memory_read_ports if self.spec.memory_write_ports > 0 else 0
         params[E.P_WPORTS] = self.spec.memory_write_ports
         params[E.P_RAMP1] = self.spec.ramp_wavelets_per_cycle
+        params[E.P_BLOCK] = self.block
+        params[E.P_TILE] = self.block_tile
+        params[E.P_DENSE] = BLOCK_DENSE
         ts_pe = np.zeros(ts_cap, dtype=np.int64)
         ts_label = np.zeros(ts_cap, dtype=np.int64)
         ts_cycle = np.zeros(ts_cap, dtype=np.int64)
@@ -305,6 +334,7 @@ class Device:
                    "wavelet_moves": int(out[E.O_MOVES]), "router_only_pe_cycles": int(out[E.O_RTONLY]),
                    "routes": int(cp.r_tx.shape[0]), "channels": int(cp.ch_route.shape[0]),
                    "instruction_rows": int(cp.ins.shape[0]), "timestamps_dropped": int(out[E.O_TSDROP]),
+                   "blocked_cycles": int(out[E.O_BLOCKED]),
                    **self.program.stats()},
             _program=self.program, _device=self, _trace=events,
         )
