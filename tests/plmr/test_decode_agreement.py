@@ -13,7 +13,7 @@ import pytest
 
 from meshgemm.decode_collectives import LineTree
 from meshgemm.decode_program import OP_LABELS, DecodeConfig, DecodeStage, build_decode_program
-from meshgemm.decode_runtime import DecodeRuntime
+from meshgemm.decode_runtime import DecodeRuntime, critical_path_ops
 from plmr.collectives import line_tree_allreduce
 from plmr.decode_memory import SCORE_CHUNK
 from plmr.hardware import WSE2
@@ -84,27 +84,8 @@ def _layer(model, grid, context, chunk=SCORE_CHUNK):
     rt = DecodeRuntime(prog, mode="timing")
     rt.length = context - 1
     r = rt.step()
-    rows: dict = {}  # row -> its stamps in program order
-    for _, y, label, c in r.result.timestamps:
-        rows.setdefault(y, []).append((label, c))
-    assert set(rows) == set(range(grid[0]))
-    # A row with fewer chunks runs fewer iterations: align the rows' stamps from the start up to their
-    # last iteration (its last ``scores`` stamp), and from there (the rows' common maximum along Y,
-    # p·V's allreduce, the rest of the layer) from the end
-    split = {y: max(i for i, (lab, _) in enumerate(seq) if lab == "scores") for y, seq in rows.items()}
-    longest = max(rows, key=lambda y: split[y])
-    heads = {y: seq[:split[y]] for y, seq in rows.items()}
-    tails = {y: seq[split[y]:] for y, seq in rows.items()}
-    assert all([lab for lab, _ in t] == [lab for lab, _ in tails[longest]] for t in tails.values())
-    assert all([lab for lab, _ in h] == [lab for lab, _ in heads[longest][:len(h)]] for h in heads.values())
-    ops, prev = {}, 0
-    n_head = len(heads[longest])
-    for i, (label, _) in enumerate(heads[longest] + tails[longest]):
-        if i < n_head:
-            end = max(h[i][1] for h in heads.values() if i < len(h))
-        else:
-            end = max(t[i - n_head][1] for t in tails.values())
-        ops[label], prev = ops.get(label, 0) + end - prev, end
+    assert {y for _, y, _, _ in r.result.timestamps} == set(range(grid[0]))
+    ops = critical_path_ops(r.result.timestamps)
     ty, tx = prog.tree_y, prog.tree_x
     tree = lambda t: TreeChoice(t.k, (t.groups0,) if t.k > 1 else ())  # noqa: E731
     pred = decode_layer(WSE2, model_dims(model), grid[0], grid[1], context, tree(ty), tree(tx), "fp16", chunk=chunk)
