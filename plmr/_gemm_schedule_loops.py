@@ -162,7 +162,8 @@ def summa_steps(p_y, p_x, S_, q_x, q_y, c, ct, lat_send, h, comp, zero_c, copy_a
     bA = np.full((2, p_x), NEVER)
     bB = np.full((2, p_x), NEVER)
     ys = np.full((4, p_x), NEVER)  # the y owner's sends per column: (start0, end0, start1, end1)
-    carry = np.zeros(p_x)
+    carry = np.zeros(p_x)  # the y chain's first forward, less (or plus, below the owner) y h
+    carry_e = np.zeros(p_x)  # and its last forward's end, likewise
     A = np.zeros(4)
     B = np.zeros(4)
     first_panel = 0.0
@@ -207,9 +208,11 @@ def summa_steps(p_y, p_x, S_, q_x, q_y, c, ct, lat_send, h, comp, zero_c, copy_a
                         ys[2 * n, x], ys[2 * n + 1, x] = a, b
                     if oy < p_y - 1:
                         carry[x] = (ys[0, x] + lat_send) - (oy + 1) * h
+                        carry_e[x] = (ys[1, x] + lat_send) - (oy + 1) * h
             if p_y > 1 and ri == p_y - oy:  # the first row below the owner: reseed the carry
                 for x in range(p_x):
                     carry[x] = (ys[2 * (ny - 1), x] + lat_send) + (oy - 1) * h
+                    carry_e[x] = (ys[2 * (ny - 1) + 1, x] + lat_send) + (oy - 1) * h
             for x in range(p_x):
                 nm = 0
                 for i in range(nx):
@@ -229,18 +232,25 @@ def summa_steps(p_y, p_x, S_, q_x, q_y, c, ct, lat_send, h, comp, zero_c, copy_a
                         Ly = c
                         R = s_old + Lx[x] + c
                         if y > oy:
-                            m = _mx(carry[x], R - y * h)
-                            carry[x] = m
-                            f = m + y * h
+                            f = _mx(carry[x], R - y * h) + y * h
+                            e_in = carry_e[x] + y * h
                         else:
-                            m = _mx(carry[x], R + y * h)
-                            carry[x] = m
-                            f = m - y * h
+                            f = _mx(carry[x], R + y * h) - y * h
+                            e_in = carry_e[x] - y * h
                         inj = not (y == p_y - 1 and oy < p_y - 1) and not (y == 0 and oy > 0)
                         if inj:
                             f, end = _push(f, w_b, bA[0, x], bB[0, x], bA[1, x], bB[1, x], nbl)
                         else:
                             end = f + w_b
+                        # the last wavelet moves no earlier than it arrives: a stream the ramp
+                        # split upstream ends as late here, one stage on
+                        end = _mx(end, e_in)
+                        if y > oy:
+                            carry[x] = f - y * h
+                            carry_e[x] = end - y * h
+                        else:
+                            carry[x] = f + y * h
+                            carry_e[x] = end + y * h
                         A[nm], B[nm] = f, end
                         nm += 1
                         for i in range(1, ny):

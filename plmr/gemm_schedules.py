@@ -20,7 +20,9 @@ What a step of each PE is made of, in the order the program issues it:
   max(its issue, the first wavelet's arrival), the next PE gets it ρ + α + β later (ρ + α from a
   plain send); a PE injects at most one wavelet per cycle, and the op issued first keeps the ramp
   (the engine serves microthreads in issue order), so a later stream on the same PE waits for the
-  cycles the earlier one takes;
+  cycles the earlier one takes. A y relay held back that way forwards its first wavelet late, and
+  the next stage gets that one; its last wavelet leaves no earlier than it arrived, so a stream the
+  ramp split (or stretched) upstream ends as late, one stage (ρ + α + β) on, down the whole line;
 * the product (``local_gemm_cycles``) loses one cycle to every cycle in which a microthread moves a
   wavelet after it started (``stalls``: the FMAC needs both read ports and the write port);
 * the join on n ops is n task activations (``simulator/joins.py``): the first join task runs once

@@ -2,7 +2,9 @@
 replaced with numba loops (same arithmetic, elementwise, in the same order): kept verbatim as the
 reference ``tests/plmr/test_gemm_schedules.py`` compares the fast version to, number for number.
 What a step of each PE is made of is written once, in ``plmr.gemm_schedules``'s docstring; here every
-function works on all PEs at once (numpy arrays indexed ``[y, x]``).
+function works on all PEs at once (numpy arrays indexed ``[y, x]``), except the y lines' relays,
+evaluated row by row away from the owner (``_y_chain``: a relay's pushed first wavelet and its end
+are what the next stage receives).
 """
 
 from __future__ import annotations
@@ -121,12 +123,7 @@ def summa_schedule(spec: HardwareSpec, p_y: int, p_x: int, m: int, k: int, n: in
             R = S + L_x + c
             row_blocks = [(a[o], b[o]) for a, b in blocks] if ramp1 else []
             sends = _owner_sends(R[o], c, w_b, o, p_y, row_blocks)
-            first = _chain_first(R.T, o, h, sends[0][0] + lat_send if o < p_y - 1 else None,
-                                 sends[-1][0] + lat_send if o > 0 else None).T
-            injects = _injects(shape, o, p_y, axis=0)
-            pushed, pushed_end = _push(first, w_b, blocks if ramp1 else [])
-            first = np.where(injects, pushed, first)
-            end = np.where(injects, pushed_end, first + w_b)
+            first, end = _y_chain(R, o, h, lat_send, w_b, sends, blocks if ramp1 else [])
             for i, (a, b) in enumerate(sends):
                 moves.append((np.where(own, a[None, :], first if i == 0 else NEVER),
                               np.where(own, b[None, :], end if i == 0 else NEVER)))
@@ -144,6 +141,45 @@ def summa_schedule(spec: HardwareSpec, p_y: int, p_x: int, m: int, k: int, n: in
     total = float(S.max()) + comp
     return total, {"first_panel": first_panel,
                    "step": (total - comp - zero_c - first_panel) / (S_ - 1) if S_ > 1 else 0.0}
+
+
+def _y_chain(R: np.ndarray, o: int, h: float, lat_send: float, w: int, sends: list, blocks) -> tuple:
+    """The y lines' relays, row by row away from the owner row ``o`` (all columns at once): a relay
+    forwards the first wavelet at max(its issue R, the first wavelet's arrival), behind the ramp
+    cycles ``blocks`` of its PE's x op, and that pushed first is what the next stage receives, h
+    later; its last move is no earlier than the last wavelet's arrival (the previous stage's end
+    plus h: a stream the ramp split upstream stays as long). The line's ends only receive.
+    Returns the (first, end) arrays [y, x] (NEVER on the owner row)."""
+    P = R.shape[0]
+    first = np.full(R.shape, NEVER)
+    end = np.full(R.shape, NEVER)
+    if o < P - 1:
+        carry = (sends[0][0] + lat_send) - (o + 1) * h
+        carry_e = (sends[0][1] + lat_send) - (o + 1) * h
+        for y in range(o + 1, P):
+            f = np.maximum(carry, R[y] - y * h) + y * h
+            e_in = carry_e + y * h
+            if y == P - 1:
+                e = f + w
+            else:
+                f, e = _push(f, w, [(a[y], b[y]) for a, b in blocks])
+            e = np.maximum(e, e_in)
+            carry, carry_e = f - y * h, e - y * h
+            first[y], end[y] = f, e
+    if o > 0:
+        carry = (sends[-1][0] + lat_send) + (o - 1) * h
+        carry_e = (sends[-1][1] + lat_send) + (o - 1) * h
+        for y in range(o - 1, -1, -1):
+            f = np.maximum(carry, R[y] + y * h) - y * h
+            e_in = carry_e - y * h
+            if y == 0:
+                e = f + w
+            else:
+                f, e = _push(f, w, [(a[y], b[y]) for a, b in blocks])
+            e = np.maximum(e, e_in)
+            carry, carry_e = f + y * h, e + y * h
+            first[y], end[y] = f, e
+    return first, end
 
 
 def _owner_sends(issued: np.ndarray, c: float, w: int, o: int, P: int, blocks) -> list:
