@@ -19,8 +19,9 @@ What a step of each PE is made of, in the order the program issues it:
 * a stream of w wavelets moves one wavelet per cycle. A relay forwards its first wavelet at
   max(its issue, the first wavelet's arrival), the next PE gets it ρ + α + β later (ρ + α from a
   plain send); a PE injects at most one wavelet per cycle, and the op issued first keeps the ramp
-  (the engine serves microthreads in issue order), so a later stream on the same PE gets the
-  cycles the earlier one leaves; the router delivers one wavelet per cycle to the CE, its channels
+  (the engine serves microthreads in slot order: the issue order, except that an op issued after
+  an earlier one finished takes its freed slot and goes first, which is not modelled), so a later
+  stream on the same PE gets the cycles the earlier one leaves; the router delivers one wavelet per cycle to the CE, its channels
   in turn, so a PE that receives on both lines (SUMMA's relays off the owners' lines) takes the
   two streams at one wavelet per cycle between them. A SUMMA stream is carried from stage to stage
   as (its first wavelet, where its even moves start, its end), each ρ + α + β later at the next
