@@ -7,8 +7,8 @@
 
 ``layer``: one decode layer of the model on one region (no embedding, LM head or hand-off), the KV cache
 holding ``context`` tokens: build, lowering and simulation wall times, simulated cycles, the per-op cycles
-at the busiest PE (bottom row, a column with the most attention features; timestamps), next to the
-plmr prediction for the same trees and the
+on the critical path (each op's latest end over the rows of a column with the most attention features;
+``meshgemm.decode_runtime.critical_path_ops``), next to the plmr prediction for the same trees and the
 paper's estimate. ``token``: one whole decode token of a compiled bundle (every stage's layers, the
 hand-offs, the LM head, argmax and the next embedding, the token's return), KV at ``context``.
 Peak memory: the process's maximum resident set size (``resource.getrusage``). ``table``: the markdown
@@ -54,7 +54,7 @@ def plmr_layer(model, grid, context, ty, tx, dtype="fp16") -> tuple[float, dict]
 
 def bench_layer(args) -> dict:
     from meshgemm.decode_program import DecodeConfig, DecodeStage, build_decode_program
-    from meshgemm.decode_runtime import DecodeRuntime
+    from meshgemm.decode_runtime import DecodeRuntime, critical_path_ops
     from plmr.hardware import WSE2
     from waferllm.catalog import load_catalog_model
 
@@ -62,7 +62,8 @@ def bench_layer(args) -> dict:
     one = dataclasses.replace(model, num_layers=1, sliding_window_layers=())
     grid = args.grid
     cap = -(-args.context // grid[0])
-    cfg = DecodeConfig(one, grid, (DecodeStage(0, 0, 0, (0, 0)),), cap, "fp16", timestamps=True, layers_only=True)
+    cfg = DecodeConfig(one, grid, (DecodeStage(0, 0, 0, (0, 0)),), cap, "fp16", timestamps=True, layers_only=True,
+                       timestamp_rows=True)
     t0 = time.perf_counter()
     prog = build_decode_program(cfg, WSE2)
     t1 = time.perf_counter()
@@ -71,10 +72,7 @@ def bench_layer(args) -> dict:
     rt.length = args.context - 1  # the step appends token context-1: the cache then holds ``context`` tokens
     r = rt.step()
     t3 = time.perf_counter()
-    ops, prev = {}, 0
-    for _, _, label, c in r.result.timestamps:
-        ops[label] = ops.get(label, 0) + c - prev
-        prev = c
+    ops = critical_path_ops(r.result.timestamps)
     pred, parts = plmr_layer(model, grid, args.context, prog.tree_y, prog.tree_x)
     return {"bench": "layer", "model": args.model, "grid": list(grid), "context": args.context,
             "cycles": int(r.cycles), "plmr_cycles": int(round(pred)), "paper_cycles": PAPER_LAYER_CYCLES,

@@ -7,7 +7,8 @@
 
 One prefill layer of the model (`meshgemm.prefill_program`, the program `waferllm run --prefill device`
 runs) on one P_y × P_x region, timing-only, fp16 with fp32 accumulation: build, lowering and simulation
-wall and CPU times, simulated cycles, cycles per phase at the probe PE that finished last, wavelet moves
+wall and CPU times, simulated cycles, cycles per phase at the probe PE that finished last (and at every
+probe: ``phases_per_probe``), wavelet moves
 (and moves per second of simulation), next to `plmr.transformer.prefill_layer` for the same grid and
 prompt, phase by phase. Peak memory: the process's maximum resident set size (``resource.getrusage``;
 ``/usr/bin/time -v`` around the command gives the same figure).
@@ -51,6 +52,20 @@ def plmr_phases(model, hw, grid, tokens, dtype) -> tuple[int, dict]:
     return int(round(sum(cycles.values()))), {k: int(round(v)) for k, v in cycles.items()}
 
 
+def probe_phases(timestamps) -> dict:
+    """Cycles per phase at every probe ("x,y": {phase: cycles}): a PE that leaves a phase early waits in
+    the next one, so the phases of the probe that ended last (``phases``) need not be the busiest PE's
+    (plmr's charge); the busiest row's probe is the one to compare a phase with."""
+    out: dict = {}
+    prev: dict = {}
+    for (x, y, label, cyc) in timestamps:
+        key = f"{int(x)},{int(y)}"
+        ph = out.setdefault(key, {})
+        ph[label] = ph.get(label, 0) + int(cyc) - prev.get(key, 0)
+        prev[key] = int(cyc)
+    return out
+
+
 def bench_layer(args) -> dict:
     from meshgemm.prefill_run import _stage_run
     from meshgemm import prefill_program as PP
@@ -80,6 +95,7 @@ def bench_layer(args) -> dict:
             "threads": int(dev.seg_w.shape[0] + 1) // 2,
             "tokens": args.tokens, "dtype": args.dtype, "cycles": int(res.total_cycles),
             "phases": run.phase_cycles, "plmr_cycles": pred, "plmr_phases": parts,
+            "phases_per_probe": probe_phases(res.timestamps),
             "build_s": round(t1 - t0, 2), "lower_s": round(t2 - t1, 2), "simulate_s": round(t3 - t2, 2),
             "wall_s": round(t3 - t0, 2), "cpu_s": round(c3 - c0, 2), "simulate_cpu_s": round(c3 - c2, 2),
             "wavelet_moves": moves, "moves_per_cpu_s": round(moves / max(c3 - c2, 1e-9)),

@@ -110,6 +110,10 @@ class DecodeConfig:
     capacity: int  # KV entries per PE per layer
     dtype: str = "fp32"
     timestamps: bool = False  # per-op timestamps on one PE per region (benchmarks)
+    #: With ``timestamps``: stamp every row of that PE's column, not only the bottom one. The rows that
+    #: shift the KV cache and those holding one more entry are each the busiest for different ops, so
+    #: an op's end on the critical path is its latest end over the rows.
+    timestamp_rows: bool = False
     layers_only: bool = False  # no embedding, LM head or token return: the layers and hand-offs (benchmarks)
     #: Level-0 group counts of the Y and X line trees (1: one chain, K = 1); None: ``choose_groups``.
     #: ``waferllm compile`` sets the planner's trees here, so the program runs what the plan priced.
@@ -931,7 +935,8 @@ def build_decode_program(cfg: DecodeConfig, spec: HardwareSpec) -> DecodeProgram
         params = {"rx0": x0, "ry0": y0, "nl": s.num_layers, "l0": max(s.first, 0), "first": int(s.embedding),
                   "last": int(s.lm_head), "shs": select(ly >= 1, 1 + ly % 2, 0),
                   "shr": select(ly <= p_y - 2, 1 + (ly + 1) % 2, 0), **ty.values(ly), **tx.values(lx)}
-        params.update(_duty_params(s, hand, token_route, n_st, (p_y, w), cfg.timestamps, ts_cols[w]))
+        params.update(_duty_params(s, hand, token_route, n_st, (p_y, w), cfg.timestamps, ts_cols[w],
+                                   cfg.timestamp_rows))
         pes = prog.pes(xr, yr)
         xs, ys = pes % prog.width, pes // prog.width
         cls = _queue_class(prog, params, xs - x0, ys - y0, ty, tx)
@@ -1074,10 +1079,11 @@ def _toward(a: tuple[int, int], b: tuple[int, int]) -> Port:
 
 
 def _duty_params(s: DecodeStage, hand: list[dict], token_route, n_st: int, grid: tuple[int, int],
-                 timestamps: bool, ts_col: int) -> dict:
+                 timestamps: bool, ts_col: int, every_row: bool = False) -> dict:
     """Per-PE hand-off, token-return and timestamp duties of stage ``s`` (numbers or array callables).
     Timestamps go to one PE per region: the bottom row (it writes the new KV entry and shifts) of
-    the first column with the most attention features (``ts_col``), the busiest PE of every op."""
+    the first column with the most attention features (``ts_col``); with ``every_row`` to every row
+    of that column."""
     p_y, p_x = grid
     y0, x0 = s.origin
 
@@ -1115,5 +1121,6 @@ def _duty_params(s: DecodeStage, hand: list[dict], token_route, n_st: int, grid:
         if s.index == 0:
             params["tret"] = table({dst: 2}, lambda k: 2)
     if timestamps:
-        params["ts"] = table({(x0 + ts_col, y0 + p_y - 1): 1}, lambda k: 1)
+        rows = range(y0, y0 + p_y) if every_row else (y0 + p_y - 1,)
+        params["ts"] = table({(x0 + ts_col, y): 1 for y in rows}, lambda k: 1)
     return params

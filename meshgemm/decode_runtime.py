@@ -31,6 +31,35 @@ __all__ = ["DecodeRuntime", "StepResult", "KVCacheFull", "pack_images", "unpack_
 WEIGHT_BUFFERS = _WEIGHT_BUFFERS
 
 
+def critical_path_ops(timestamps) -> dict[str, int]:
+    """Cycles per op label on the critical path of a layer run with ``timestamp_rows``: each op's
+    latest end over the stamped rows minus the previous op's. The rows that shift the KV cache and
+    those holding one more entry are the busiest for different ops, so no single PE's stamps give
+    every op. A row with fewer attention chunks runs fewer iterations: the rows' stamps are aligned
+    from the start up to their last iteration (its last ``scores`` stamp) and from the end after it
+    (the common maximum along Y, p·V's allreduce and the rest of the layer)."""
+    rows: dict = {}  # row -> its stamps in program order
+    for _, y, label, c in timestamps:
+        rows.setdefault(y, []).append((label, c))
+    split = {y: max(i for i, (lab, _) in enumerate(seq) if lab == "scores") for y, seq in rows.items()}
+    longest = max(rows, key=lambda y: split[y])
+    heads = {y: seq[:split[y]] for y, seq in rows.items()}
+    tails = {y: seq[split[y]:] for y, seq in rows.items()}
+    if any([lab for lab, _ in t] != [lab for lab, _ in tails[longest]] for t in tails.values()) or any(
+            [lab for lab, _ in h] != [lab for lab, _ in heads[longest][:len(h)]] for h in heads.values()):
+        raise ValueError("the rows' timestamps do not follow one sequence of ops")
+    ops: dict[str, int] = {}
+    prev = 0
+    n_head = len(heads[longest])
+    for i, (label, _) in enumerate(heads[longest] + tails[longest]):
+        if i < n_head:
+            end = max(h[i][1] for h in heads.values() if i < len(h))
+        else:
+            end = max(t[i - n_head][1] for t in tails.values())
+        ops[label], prev = ops.get(label, 0) + end - prev, end
+    return ops
+
+
 def _lengths(prog: DecodeProgram, stage) -> dict[str, int]:
     from meshgemm.decode_program import buffer_length
     tied = prog.config.model.tie_word_embeddings

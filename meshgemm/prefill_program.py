@@ -11,12 +11,12 @@ block. The ops, per layer (the order `block_dataflow.PrefillDataflow.layer` foll
 | phase | code |
 |---|---|
 | ``attn_norm`` | RMSNorm: Σx² per token over the PE's features, allreduce along x (all columns, `prefill_chains`), rsqrt(Σ/E + eps), x·r per feature, × γ (host-expanded tile) |
-| ``qkv`` | MeshGEMM chain (`prefill_gemm`): one copy and skew of the normed activation, then Q, K and V products (fp32 accumulator, rounded once), biases (host-expanded tiles); K, V go to the layer's cache slot |
+| ``qkv`` | MeshGEMM chain (`prefill_gemm`): each column waits out its lead from the norm's broadcast (`MeshGemmRings.resync`), one copy and skew of the normed activation, then Q, K and V products (fp32 accumulator, rounded once), biases (host-expanded tiles); K, V go to the layer's cache slot |
 | ``rope`` | rotate-half on every head chunk with the column's pairs, cos/sin of each row's global token index (host tables) |
 | ``attention`` | fused ring attention (`prefill_attention`) |
 | ``o_proj``, ``h_attn`` | MeshGEMM, residual add |
 | ``mlp_norm`` | RMSNorm |
-| ``gate_up`` | MeshGEMM chain: gate, up |
+| ``gate_up`` | MeshGEMM chain, resynced as the Q, K, V one: gate, up |
 | ``act`` | SiLU(gate) ⊙ up |
 | ``down``, ``h_out`` | MeshGEMM, residual add |
 
@@ -39,14 +39,15 @@ import numpy as np
 from meshgemm import prefill_attention as A
 from meshgemm.kernel import ColourMap
 from meshgemm.model_layout import PrefillLayout
-from meshgemm.prefill_chains import CHAIN_COLOURS, SegmentRoles, XChains
+from meshgemm.prefill_chains import CHAIN_COLOURS, ROOT, SegmentRoles, XChains
 from meshgemm.prefill_gemm import GemmGeometry, MeshGemmRings, WeightSlots, skew_rounds
+from plmr import gemm as plmr_gemm
 from plmr.errors import InputError
 from plmr.hardware import HardwareSpec
 from plmr.prefill_memory import (ATTENTION_PARAMS, BIASES, WEIGHTS, PrefillModel, PrefillTiles, bias_cols,
                                  kv_block, prefill_buffers, prefill_tiles, rope_pairs_max)
 from simulator.body import Body
-from simulator.expr import Expr, Param, Var, X, Y, as_expr, eq, max_, min_, names
+from simulator.expr import Expr, Param, Var, X, Y, as_expr, eq, max_, min_, names, select
 from simulator.instructions import Add, Copy, Fill, Mul, Ref, Rsqrt, Scale, Silu
 from simulator.program import MeshProgram
 from simulator.statements import Assign, If, Loop, Timestamp, Wait, blocks_of, walk, with_blocks
@@ -232,9 +233,14 @@ def build_prefill_program(spec, hardware: HardwareSpec, mesh: tuple[int, int], s
                                                Ref("BB", ly * BL + b_off[bname], width)),)))
         return code
 
-    def chain(src: str, k_tile: int, items: list[tuple[str, str, Expr | int]]) -> list:
+    unit = plmr_gemm.phase_units(hardware, acc)[1]
+    lead = plmr_gemm.norm_broadcast_lead(hardware, X, eq(Param(norm_roles.name), ROOT), select)
+
+    def chain(src: str, k_tile: int, items: list[tuple[str, str, Expr | int]], after_norm: bool = False) -> list:
+        """``after_norm``: the columns come out of RMSNorm's broadcast apart and wait for the first
+        (``MeshGemmRings.resync``)."""
         ta = s.m * k_tile
-        code = rings.load_a(src, ta) + rings.skew(ta)
+        code = (rings.resync(lead, unit, "CF") if after_norm else []) + rings.load_a(src, ta) + rings.skew(ta)
         for name, dst, dst_off in items:
             code += product(name, dst, dst_off, ta)
         return code
@@ -268,13 +274,13 @@ def build_prefill_program(spec, hardware: HardwareSpec, mesh: tuple[int, int], s
     kv_v = lambda: ly * KB + s.q_y * KVcol * s.m  # noqa: E731
     phases = {
         "attn_norm": norm(ly * 2 * Ecol * s.m),
-        "qkv": chain("A1", s.e, [("q", "QB", 0), ("k", "KVC", kv_k()), ("v", "KVC", kv_v())]),
+        "qkv": chain("A1", s.e, [("q", "QB", 0), ("k", "KVC", kv_k()), ("v", "KVC", kv_v())], after_norm=True),
         "rope": rope(),
         "attention": A.code(ashape, rings, p_x > 1, ly, wrule, dt=dt),
         "o_proj": chain("QB", s.tq, [("o", "H", 0)]),
         "h_attn": [Add(Ref("X", 0, s.q_y * Ecol * s.m), Ref("X", 0, s.q_y * Ecol * s.m), Ref("H", 0, s.q_y * Ecol * s.m))],
         "mlp_norm": norm(ly * 2 * Ecol * s.m + Ecol * s.m),
-        "gate_up": chain("A1", s.e, [("gate", "G", 0), ("up", "U", 0)]),
+        "gate_up": chain("A1", s.e, [("gate", "G", 0), ("up", "U", 0)], after_norm=True),
         "act": [Silu(Ref("G", 0, s.q_y * Fcol * s.m), Ref("G", 0, s.q_y * Fcol * s.m)),
                 Mul(Ref("G", 0, s.q_y * Fcol * s.m), Ref("G", 0, s.q_y * Fcol * s.m), Ref("U", 0, s.q_y * Fcol * s.m))],
         "down": chain("G", s.f, [("down", "H", 0)]),

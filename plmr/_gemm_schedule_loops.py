@@ -1,9 +1,9 @@
 """The numba loops behind ``plmr.gemm_schedules``: SUMMA's and dist-GEMM-T's step recurrences,
-one pass over the PEs per step, row by row (each PE's value uses only its own row's values and a
-running maximum carried down the columns). Every PE's arithmetic is the same sequence of float
-operations as the numpy evaluation they replaced (tests/plmr/gemm_schedules_numpy.py), so the
-results are identical, number for number. Imported only when a schedule is evaluated: numba's
-import stays out of ``import plmr``.
+one pass over the PEs per step, row by row (each PE's value uses only its own row's values and
+what the previous stage of its column's chain carries). Every PE's arithmetic is the same sequence
+of float operations as the reference evaluation (tests/plmr/gemm_schedules_numpy.py; SUMMA's there
+PE by PE in plain Python), so the results are identical, number for number. Imported only when a
+schedule is evaluated: numba's import stays out of ``import plmr``.
 """
 
 from __future__ import annotations
@@ -41,6 +41,90 @@ def _behind(first, end, w, bs, be):
     end = (be + w) if inside else end
     end = (end + (be - bs)) if ((bs > first) & (bs < end)) else end
     return first, end
+
+
+@cached_njit(error_model="numpy")
+def _share(fa, ea, wa, fb, eb, wb, prio):
+    """Two streams through one port of a PE that moves one wavelet per cycle: stream i alone moves
+    its w_i wavelets from f_i to e_i at an even rate. Served as a fluid: the router's delivery to
+    the CE serves its channels in turn (``prio`` False: max-min fair, both waiting: half each; one
+    waiting: the other's arrivals first, at most half); the ramp into the router serves the op
+    issued first first (``prio``: a takes what it needs, b the rest). Returns their ends, b's
+    first move and when b last resumed after a stop (NEVER: it never stopped)."""
+    if ea <= fb or eb <= fa or wa <= 0.0 or wb <= 0.0:
+        return ea, eb, fb, NEVER
+    ra = wa / (ea - fa)
+    rb = wb / (eb - fb)
+    t = fa if fa < fb else fb
+    sa = 0.0
+    sb = 0.0
+    end_a = NEVER
+    end_b = NEVER
+    first_b = NEVER
+    resumed_b = NEVER
+    for _ in range(64):
+        if end_a > NEVER and end_b > NEVER:
+            break
+        # arrived so far and the arrival rates now (an even rate from f to e)
+        xa = 0.0 if t <= fa else (wa if t >= ea else ra * (t - fa))
+        xb = 0.0 if t <= fb else (wb if t >= eb else rb * (t - fb))
+        la = ra if (t >= fa) & (t < ea) else 0.0
+        lb = rb if (t >= fb) & (t < eb) else 0.0
+        qa = xa - sa
+        qb = xb - sb
+        ba = (qa > 1e-9) & (end_a == NEVER)
+        bb = (qb > 1e-9) & (end_b == NEVER)
+        if prio:
+            va = 1.0 if ba else la
+            vb = (1.0 - va) if bb else (lb if lb < 1.0 - va else 1.0 - va)
+        elif ba and bb:
+            va, vb = 0.5, 0.5
+        elif ba:
+            vb = lb if lb < 0.5 else 0.5
+            va = 1.0 - vb
+        elif bb:
+            va = la if la < 0.5 else 0.5
+            vb = 1.0 - va
+        elif la + lb <= 1.0:
+            va, vb = la, lb
+        elif la <= 0.5:
+            va, vb = la, 1.0 - la
+        elif lb <= 0.5:
+            va, vb = 1.0 - lb, lb
+        else:
+            va, vb = 0.5, 0.5
+        if end_a > NEVER:
+            va = 0.0
+        if end_b > NEVER:
+            vb = 0.0
+        if first_b == NEVER and vb > 1e-9:
+            first_b = t
+        # the next event: an arrival starting or ending, a queue emptying, a stream done
+        dt = 1e18
+        for ev in (fa, ea, fb, eb):
+            if ev > t and ev - t < dt:
+                dt = ev - t
+        if ba and va > la and (qa / (va - la)) < dt:
+            dt = qa / (va - la)
+        if bb and vb > lb and (qb / (vb - lb)) < dt:
+            dt = qb / (vb - lb)
+        if va > 0.0 and (wa - sa) / va < dt:
+            dt = (wa - sa) / va
+        if vb > 0.0 and (wb - sb) / vb < dt:
+            dt = (wb - sb) / vb
+        if dt >= 1e18:
+            break
+        t = t + dt
+        sa = sa + va * dt
+        sb = sb + vb * dt
+        if (end_b == NEVER) & (vb < 1e-9) & (bb | (lb > 0.0)):
+            resumed_b = t
+        if end_a == NEVER and sa >= wa - 1e-9:
+            end_a = t
+        if end_b == NEVER and sb >= wb - 1e-9:
+            end_b = t
+    return (end_a if end_a > NEVER else ea), (end_b if end_b > NEVER else eb), \
+        (first_b if first_b > NEVER else fb), resumed_b
 
 
 @cached_njit(error_model="numpy", inline="always")
@@ -87,11 +171,26 @@ def _product_end(start, comp, a0, b0, a1, b1, a2, b2, a3, b3, n):
     return end
 
 
+@cached_njit(error_model="numpy", inline="always")
+def _stage(f_in, g_in, e_in, R, w):
+    """A relay (or a line end's Recv) issued at R on a stream whose first wavelet arrives at f_in,
+    the rest at an even rate from g_in to e_in: its first move, where its even moves start, its end
+    (what arrived before its issue waits for it, then moves one a cycle)."""
+    f = _mx(f_in, R)
+    g = _mx(g_in, R)
+    return f, g, _mx(e_in, g + w)
+
+
 @cached_njit(error_model="numpy")
-def _summa_x_row(S, y, o, p_x, c, h, lat_send, w_a, copy_a, Lx, mA, mB, bA, bB, DX):
+def _summa_x_row(S, y, o, p_x, c, h, lat_send, w_a, copy_a, Lx, mA, mB, bA, bB, DX, yG, yE, yE2, yA,
+                 w_b):
     """Row y's A broadcast from the owner at column o: fills its fetch issue Lx, its moves
-    (mA, mB)[i, x] and ramp blocks (bA, bB)[i, x] for each of the owner's sends i, and DX, the end of
-    its x stream. Returns the number of sends."""
+    (mA, mB)[i, x] (as late as they can be: the stalls they cost a product) and ramp blocks
+    (bA, bB)[i, x] for each of the owner's sends i (a relay's: where its even moves start, its end),
+    and DX, the end of its x stream. A stage passes on its first wavelet, the start of its even
+    moves and its end, h later. A PE that also receives a y stream (even from yG[x] to yE[x]; NEVER:
+    none) takes both through its one delivery (``_share``): the y stream's end goes to yE2[x], and
+    where its moves start to yA[x]. Returns the number of sends."""
     issued = S[y, o] + c
     ns = 0
     s0a = s0b = s1a = s1b = NEVER
@@ -108,8 +207,6 @@ def _summa_x_row(S, y, o, p_x, c, h, lat_send, w_a, copy_a, Lx, mA, mB, bA, bB, 
             s0a, s0b = t, t + w_a
         ns += 1
     lastb = s1b if ns == 2 else s0b
-    up_seed = s0a + lat_send
-    dn_seed = (s1a if ns == 2 else s0a) + lat_send
     own_l = (1 if o > 0 else 0) + (1 if o < p_x - 1 else 0)
     # owner
     Lx[o] = own_l * c + copy_a
@@ -119,35 +216,64 @@ def _summa_x_row(S, y, o, p_x, c, h, lat_send, w_a, copy_a, Lx, mA, mB, bA, bB, 
         mA[1, o], mB[1, o] = s1a, s1b
         bA[1, o], bB[1, o] = s1a, s1b
     DX[o] = lastb
-    # up the row: f_j = max over the seed and R_k - k h, plus j h (first kept in DX for now)
-    if o < p_x - 1:
-        m = up_seed - (o + 1) * h
-        for x in range(o + 1, p_x):
-            m = _mx(m, (S[y, x] + c) - x * h)
-            DX[x] = m + x * h
-    if o > 0:
-        m = dn_seed + (o - 1) * h
-        for x in range(o - 1, -1, -1):
-            m = _mx(m, (S[y, x] + c) + x * h)
-            DX[x] = m - x * h
+    # up the row, then down it: each stage from the previous one's (first, even start, end) + h
+    for d in range(2):
+        if d == 0:
+            if o >= p_x - 1:
+                continue
+            fp, gp, ep = s0a + lat_send - h, s0a + lat_send - h, s0b + lat_send - h
+            lo, hi, step = o + 1, p_x, 1
+        else:
+            if o <= 0:
+                continue
+            sa = s1a if ns == 2 else s0a
+            fp, gp, ep = sa + lat_send - h, sa + lat_send - h, lastb + lat_send - h
+            lo, hi, step = o - 1, -1, -1
+        for x in range(lo, hi, step):
+            f, g, e = _stage(fp + h, gp + h, ep + h, S[y, x] + c, w_a)
+            mA[0, x] = e - w_a
+            if yG[x] > NEVER:
+                e2, yE2[x], _, _ = _share(g, e, w_a, yG[x], yE[x], w_b, False)
+                if (e2 > e) | (yE2[x] > yE[x]):  # they met: both move back to back
+                    mA[0, x] = _mx(e2, yE2[x]) - w_a - w_b
+                    yA[x] = mA[0, x]
+                e = e2
+            bA[0, x] = g
+            DX[x] = e
+            fp, gp, ep = f, g, e
     for x in range(p_x):
         if x == o:
             continue
-        f = DX[x]
-        end = f + w_a
+        end = DX[x]
         inj = not (x == p_x - 1 and o < p_x - 1) and not (x == 0 and o > 0)
         Lx[x] = c
-        mA[0, x] = f
         mB[0, x] = end
-        bA[0, x] = f if inj else NEVER
+        bA[0, x] = bA[0, x] if inj else NEVER
         bB[0, x] = end if inj else NEVER
         if ns == 2:
             mA[1, x] = NEVER
             mB[1, x] = NEVER
             bA[1, x] = NEVER
             bB[1, x] = NEVER
-        DX[x] = end
     return ns
+
+
+@cached_njit(error_model="numpy", inline="always")
+def _behind_x(f, g, e, w, bA0, bB0, bA1, bB1, w_a, nb):
+    """A y op's stream (first f, even from g to e) on a PE whose x op(s) inject from bA to bB
+    (the first ``nb``), which the ramp serves first: its (first, even start, end)."""
+    if nb == 0 or bA0 <= NEVER:
+        return f, g, e
+    bs, be, wa = bA0, bB0, w_a
+    if nb > 1 and bA1 > NEVER:  # the owner's two sends, back to back
+        be = _mx(be, bB1)
+        wa = 2.0 * w_a
+    _, e, f2, resumed = _share(bs, be, wa, g, e, w, True)
+    if f2 > f:
+        f = f2
+    if resumed > g:
+        g = resumed
+    return f, g, e
 
 
 @cached_njit(error_model="numpy")
@@ -161,8 +287,16 @@ def summa_steps(p_y, p_x, S_, q_x, q_y, c, ct, lat_send, h, comp, zero_c, copy_a
     mB = np.full((2, p_x), NEVER)
     bA = np.full((2, p_x), NEVER)
     bB = np.full((2, p_x), NEVER)
-    ys = np.full((4, p_x), NEVER)  # the y owner's sends per column: (start0, end0, start1, end1)
-    carry = np.zeros(p_x)
+    ys = np.full((6, p_x), NEVER)  # the y owner's sends per column: (first, even start, end) each
+    # the y chain's previous stage per column: first, even start, end
+    cf = np.zeros(p_x)
+    cg = np.zeros(p_x)
+    ce = np.zeros(p_x)
+    yF = np.full(p_x, NEVER)  # a y relay's first move, when it shares the delivery with x
+    yG = np.full(p_x, NEVER)  # where its even moves start
+    yE = np.full(p_x, NEVER)  # its end alone
+    yE2 = np.full(p_x, NEVER)  # and shared
+    yA = np.full(p_x, NEVER)  # where its moves start (as late as they can be)
     A = np.zeros(4)
     B = np.zeros(4)
     first_panel = 0.0
@@ -186,8 +320,26 @@ def summa_steps(p_y, p_x, S_, q_x, q_y, c, ct, lat_send, h, comp, zero_c, copy_a
             k += 1
         for ri in range(p_y):
             y = rows[ri]
+            if p_y > 1 and ri == p_y - oy:  # the first row below the owner: from its down send
+                for x in range(p_x):
+                    i = 3 * (ny - 1)
+                    cf[x] = ys[i, x] + lat_send - h
+                    cg[x] = ys[i + 1, x] + lat_send - h
+                    ce[x] = ys[i + 2, x] + lat_send - h
+            # a relay (or a line end's Recv) of both lines takes both streams through one delivery:
+            # the y stream alone, from the previous stage, before the row
+            for x in range(p_x):
+                yG[x] = NEVER
+                if p_y > 1 and p_x > 1 and y != oy and x != ox:
+                    f, g, e = _stage(cf[x] + h, cg[x] + h, ce[x] + h, S[y, x] + c + c, w_b)
+                    yF[x] = f
+                    yG[x] = g
+                    yE[x] = e
+                    yE2[x] = e
+                    yA[x] = e - w_b
             if p_x > 1:
-                nx = _summa_x_row(S, y, ox, p_x, c, h, lat_send, w_a, copy_a, Lx, mA, mB, bA, bB, DX)
+                nx = _summa_x_row(S, y, ox, p_x, c, h, lat_send, w_a, copy_a, Lx, mA, mB, bA, bB, DX,
+                                  yG, yE, yE2, yA, w_b)
             else:
                 Lx[0] = 0.0
             nbl = nx if ramp1 else 0
@@ -196,20 +348,21 @@ def summa_steps(p_y, p_x, S_, q_x, q_y, c, ct, lat_send, h, comp, zero_c, copy_a
                     t = S[y, x] + Lx[x] + c
                     n = 0
                     if oy < p_y - 1:
-                        a, b = _push(t, w_b, bA[0, x], bB[0, x], bA[1, x], bB[1, x], nbl)
-                        ys[0, x], ys[1, x] = a, b
+                        f, g, e = _behind_x(t, t, t + w_b, w_b, bA[0, x], bB[0, x], bA[1, x], bB[1, x],
+                                            w_a, nbl)
+                        ys[0, x], ys[1, x], ys[2, x] = f, g, e
                         n = 1
                         t = t + c
                     if oy > 0:
                         if n == 1:
-                            t = _mx(t, ys[1, x])
-                        a, b = _push(t, w_b, bA[0, x], bB[0, x], bA[1, x], bB[1, x], nbl)
-                        ys[2 * n, x], ys[2 * n + 1, x] = a, b
+                            t = _mx(t, ys[2, x])
+                        f, g, e = _behind_x(t, t, t + w_b, w_b, bA[0, x], bB[0, x], bA[1, x], bB[1, x],
+                                            w_a, nbl)
+                        ys[3 * n, x], ys[3 * n + 1, x], ys[3 * n + 2, x] = f, g, e
                     if oy < p_y - 1:
-                        carry[x] = (ys[0, x] + lat_send) - (oy + 1) * h
-            if p_y > 1 and ri == p_y - oy:  # the first row below the owner: reseed the carry
-                for x in range(p_x):
-                    carry[x] = (ys[2 * (ny - 1), x] + lat_send) + (oy - 1) * h
+                        cf[x] = ys[0, x] + lat_send - h
+                        cg[x] = ys[1, x] + lat_send - h
+                        ce[x] = ys[2, x] + lat_send - h
             for x in range(p_x):
                 nm = 0
                 for i in range(nx):
@@ -222,26 +375,23 @@ def summa_steps(p_y, p_x, S_, q_x, q_y, c, ct, lat_send, h, comp, zero_c, copy_a
                     if y == oy:
                         Ly = ((1 if oy > 0 else 0) + (1 if oy < p_y - 1 else 0)) * c + copy_b
                         for i in range(ny):
-                            A[nm], B[nm] = ys[2 * i, x], ys[2 * i + 1, x]
+                            A[nm], B[nm] = ys[3 * i, x], ys[3 * i + 2, x]
                             nm += 1
-                        DY = ys[2 * (ny - 1) + 1, x]
+                        DY = ys[3 * (ny - 1) + 2, x]
                     else:
                         Ly = c
-                        R = s_old + Lx[x] + c
-                        if y > oy:
-                            m = _mx(carry[x], R - y * h)
-                            carry[x] = m
-                            f = m + y * h
+                        if yG[x] > NEVER:  # shared with the x stream (``_summa_x_row``)
+                            f, g, end = yF[x], yG[x], yE2[x]
+                            mv = yA[x]
                         else:
-                            m = _mx(carry[x], R + y * h)
-                            carry[x] = m
-                            f = m - y * h
-                        inj = not (y == p_y - 1 and oy < p_y - 1) and not (y == 0 and oy > 0)
-                        if inj:
-                            f, end = _push(f, w_b, bA[0, x], bB[0, x], bA[1, x], bB[1, x], nbl)
-                        else:
-                            end = f + w_b
-                        A[nm], B[nm] = f, end
+                            f, g, end = _stage(cf[x] + h, cg[x] + h, ce[x] + h, s_old + Lx[x] + c, w_b)
+                            inj = not (y == p_y - 1 and oy < p_y - 1) and not (y == 0 and oy > 0)
+                            if inj:
+                                f, g, end = _behind_x(f, g, end, w_b, bA[0, x], bB[0, x], bA[1, x],
+                                                      bB[1, x], w_a, nbl)
+                            mv = end - w_b
+                        cf[x], cg[x], ce[x] = f, g, end
+                        A[nm], B[nm] = mv, end
                         nm += 1
                         for i in range(1, ny):
                             A[nm], B[nm] = NEVER, NEVER

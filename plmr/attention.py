@@ -14,6 +14,7 @@ import math
 
 from plmr.breakdown import CostBreakdown
 from plmr.collectives import chain_side_arrival
+from plmr.gemm import shift_step
 from plmr.hardware import HardwareSpec
 from plmr.interleave import ring_order
 from plmr.primitives import t_fn, t_join, t_vec
@@ -86,20 +87,44 @@ def _chain_stream(spec: HardwareSpec, links: int, wavelets: int, issues: int = 1
     return chain_side_arrival(spec, [1] * links) + (issues - 1) * spec.op_issue_cycles + wavelets
 
 
+def _gather_stream(spec: HardwareSpec, G: int, block: int, chunk: int) -> float:
+    """The K|V allgather along a group's G columns (``meshgemm.prefill_attention``, step 2), to its
+    first column, which ends last: every column relays what comes from below (``RelayStore``) before
+    it sends its own chunk up, then sends its own chunk down before it relays what comes from above.
+    So column G − 2 sends its chunk down only once the up stream has passed it, and relays the last
+    column's chunk after its own; that chunk then runs the G − 2 links down. With ``block`` the
+    group's values (every chunk) and ``chunk`` one column's: the up stream into column G − 2 (G − 2
+    links, every chunk but the last two, then its own), its own chunk down and the last column's
+    relayed (c_op, then β more), then G − 2 links. Two columns: each chunk once each way."""
+    if G <= 1:
+        return 0.0
+    if G == 2:
+        return 2 * chain_side_arrival(spec, [1]) + block
+    return (2 * chain_side_arrival(spec, [1] * (G - 2)) + spec.op_issue_cycles + spec.relay_cycles
+            + block + chunk)
+
+
 def ring_attention(spec: HardwareSpec, p_y: int, group_cols: int, rows: int, features: int, groups: int,
                    head_dim: int, n_rep: int, tokens: int, keys: int, tiles: int, m: int, visible: int,
                    dtype: str = "fp16", acc: str = "fp32") -> CostBreakdown:
     """One layer's attention on the busiest PE (the program's phases, in order):
 
     * **gather**: own K and V features packed (one copy of m tokens per feature, tile and group), then
-      an allgather along the group's ``group_cols`` columns on the x chains (the last column receives
-      the other columns' 2·(d − w)·keys values through G − 1 relays), then the block rearranged: K
+      an allgather along the group's ``group_cols`` columns on the x chains (``_gather_stream``: the
+      first column ends last, once the up stream has reached column G − 2 and the last column's chunk
+      has come down behind column G − 2's own), then the block rearranged: K
       feature-major (one copy per column's chunk), V token-major (one copy of ``keys`` per feature,
       stride d);
     * **queries**: own features of every group row packed (per token, a stride-m copy of n_rep·w),
-      an all-to-all on the chains (the middle link carries ⌈G/2⌉·⌊G/2⌋ pieces of rows·w values);
+      an all-to-all on the chains, each direction a chain stream of G·(G − 1)/2 pieces of rows·w
+      values: a column receives its own pieces before it forwards anything, and those come after the
+      column below has received its own, so the columns' receives follow one another (the middle
+      link's ⌈G/2⌉·⌊G/2⌋ pieces would be the bound with every column streaming at once);
     * **ring**: P_y steps; at each a receive and a send of the groups' 2·d·keys block on the y-ring
-      (two hops when P_y ≥ 3; fp16 packed two values per wavelet) overlap the step's compute, then a join on both. On the busiest row,
+      (two hops when P_y ≥ 3; fp16 packed two values per wavelet) overlap the step's compute, then a
+      join on both; the compute loses a cycle in every cycle a wavelet of the block moves (the
+      memory ports, ``plmr.gemm.shift_step``, as MeshGEMM's steps); the last step sends nothing but
+      still joins (on the busiest row it computes when every step does). On the busiest row,
       ``visible`` steps compute: per owned row, scores over all d features (one FMAC of ``keys``
       lanes per feature, fp32), the scale, the online softmax (halving max and sum trees, e^(s − m)
       as a scalar function over rows·keys, rescale) and acc += p·V (one FMAC of d lanes per key);
@@ -114,13 +139,13 @@ def ring_attention(spec: HardwareSpec, p_y: int, group_cols: int, rows: int, fea
     parts: dict[str, float] = {}
     # gather
     pack = ng * w * tiles * 2 * t_vec(spec, m, "mov", dtype)
-    gather = _chain_stream(spec, G - 1, 2 * (d - w) * Tk) if G > 1 else 0.0
+    gather = _gather_stream(spec, G, 2 * d * Tk, 2 * w * Tk)
     chunks = ng * (G * t_vec(spec, w * Tk, "mov", dtype) + d * _strided(spec, Tk, "mov", dtype, d))
     parts["gather"] = pack + gather + chunks
     # queries
     qpack = ng * tiles * m * _strided(spec, n_rep * w, "mov", dtype, m) + ng * t_vec(spec, n_x * w, "mov", dtype)
-    mid = math.ceil(G / 2) * (G // 2) * n_x * w
-    a2a = 2 * _chain_stream(spec, G - 1, max(mid, n_x * (d - w)), issues=G - 1) if G > 1 else 0.0
+    received = G * (G - 1) // 2 * n_x * w  # every column's own pieces, one column after the other
+    a2a = 2 * _chain_stream(spec, G - 1, max(received, n_x * (d - w)), issues=G - 1) if G > 1 else 0.0
     parts["queries"] = qpack + a2a
     # ring steps
     scores = ng * n_x * (t_vec(spec, Tk, "mov", acc) + d * (c_op + math.ceil(Tk / spec.simd_width("fmac", mix))))
@@ -133,18 +158,19 @@ def ring_attention(spec: HardwareSpec, p_y: int, group_cols: int, rows: int, fea
                  + n_x * (t_vec(spec, d, "scale", acc) + Tk * (c_op + math.ceil(d / spec.simd_width("fmac", mix))))
                  + t_vec(spec, n_x, "mov", acc))
     compute = scores + scale + soft
+    vis = ring_busy_steps(p_y, max(1, visible))
     if p_y > 1:
         hops = 2 if p_y >= 3 else 1
-        shift = spec.ramp_cycles + hops * spec.hop_cycles + math.ceil(ng * 2 * d * Tk / spec.elements_per_wavelet(dtype, packed=True))
-        issue = 2 * c_op
-        busy = max(issue + compute, issue + shift) + t_join(spec, 2)
-        idle = max(issue, issue + shift) + t_join(spec, 2)
+        block = [(hops, math.ceil(ng * 2 * d * Tk / spec.elements_per_wavelet(dtype, packed=True)))]
+        busy = shift_step(spec, compute, block)[3]
+        idle = shift_step(spec, 0.0, block)[3]
+        # the last step shifts nothing (the block is not sent on), but still joins on its two ids
+        last_saves = (busy - compute if vis >= p_y else idle) - t_join(spec, 2)
     else:
-        busy, idle = compute, 0.0
-    vis = ring_busy_steps(p_y, max(1, visible))
+        busy, idle, last_saves = compute, 0.0, 0.0
     mask = ng * n_x * (t_vec(spec, max(Tk // 2, 1), "mov", acc))
     init = t_vec(spec, ng * n_x * d, "mov", acc) + 2 * t_vec(spec, ng * n_x, "mov", acc)
-    parts["ring"] = init + vis * busy + (p_y - vis) * idle + mask
+    parts["ring"] = init + vis * busy + (p_y - vis) * idle - last_saves + mask
     parts["ring_step"] = busy
     # return: O = acc·(1/l) per row and column chunk; in fp16 scaled in place in fp32, then narrowed
     chunk = max(d // max(G, 1), 1)
@@ -155,6 +181,6 @@ def ring_attention(spec: HardwareSpec, p_y: int, group_cols: int, rows: int, fea
             + a2a + ng * tiles * m * _strided(spec, n_rep * w, "mov", dtype, m))
     parts["return"] = back
     total = parts["gather"] + parts["queries"] + parts["ring"] + parts["return"]
-    comm = gather + 2 * a2a + vis * (busy - compute) + (p_y - vis) * idle  # streams, and steps beyond compute
+    comm = gather + 2 * a2a + vis * (busy - compute) + (p_y - vis) * idle - last_saves  # streams, steps beyond compute
     return CostBreakdown(op="ring_attention", compute_cycles=total - comm, comm_cycles=comm,
                          total_cycles=total, parts=parts)

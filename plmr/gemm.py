@@ -531,13 +531,59 @@ def restore_copies(q: int, q_y: int, comm_y: bool) -> int:
         hole, where[j] = where[j], q_y
 
 
+def chain_stage_lag(spec: HardwareSpec) -> int:
+    """Cycles by which a relay chain's stream reaches each PE later than the one before it
+    (``chain_side_arrival``'s increment per one-hop link: ρ + α + β), in whole cycles."""
+    return int(round(chain_side_arrival(spec, [1, 1]) - chain_side_arrival(spec, [1])))
+
+
+def norm_broadcast_lead(spec: HardwareSpec, pos_x, is_root, sel=None):
+    """Cycles by which column ``pos_x`` leaves RMSNorm's chain allreduce (``meshgemm.prefill_chains``)
+    before the first column: the total is broadcast from the last column (the root) down, each
+    member's ``RelayStore`` ending when the last wavelet has reached it and re-sending it β later, so
+    a member ends ρ + α + β (``chain_stage_lag``) after the member above it, and the member below the
+    root ρ + α after the root's ``Send`` has injected its last wavelet: lag·x, β less on the root
+    (``is_root``). Numbers, or the program's expressions (``sel`` = ``simulator.expr.select``)."""
+    relay = int(round(spec.relay_cycles))
+    lead = chain_stage_lag(spec) * pos_x
+    if sel is None:
+        return lead - (relay if is_root else 0)
+    return lead - sel(is_root, relay, 0)
+
+
+def column_resync_iters(lead, unit: int):
+    """Delay units (``unit`` cycles each) a column that left RMSNorm ``lead`` cycles before the first
+    column (``norm_broadcast_lead``) waits before the chain that follows, so that every column enters
+    the chain's skew with the first. Rounded to the nearest unit; ``lead`` may be a run-time
+    expression of the column (the prefill chain's delay, ``meshgemm.prefill_gemm``)."""
+    return (2 * lead + unit) // (2 * unit)
+
+
+def column_resync_cycles(spec: HardwareSpec, p_x: int, acc: str = "fp32") -> float:
+    """What the columns' resynchronisation before a chain adds after the first column's norm end (the
+    end ``token_rmsnorm`` charges): the latest column's entry, unit·(its delay units) − its lead (the
+    rounding; at most half a unit). The delay is a loop of one-element fills of the ``acc``
+    accumulator (``phase_units``); a loop of no iteration costs nothing (its scalar rows are folded
+    into c_op, as everywhere)."""
+    if p_x <= 1:
+        return 0.0
+    unit = phase_units(spec, acc)[1]
+    leads = [norm_broadcast_lead(spec, x, x == p_x - 1) for x in range(p_x)]
+    return float(max(unit * column_resync_iters(v, unit) - v for v in leads))
+
+
 def meshgemm_chain(spec: HardwareSpec, p_y: int, p_x: int, m: int, k: int, ns: tuple[int, ...],
-                   dtype: str = "fp16", acc: str = "fp32", biases: tuple[bool, ...] = ()) -> CostBreakdown:
+                   dtype: str = "fp16", acc: str = "fp32", biases: tuple[bool, ...] = (),
+                   resync: bool = False) -> CostBreakdown:
     """MeshGEMM products that share one left operand, as the prefill layer program runs them
     (``meshgemm.prefill_gemm``, method §4.3-§4.4): Q|K|V from the normed activation, gate|up, and the
     single products O and down. Sizes are virtual tiles: ``m`` tokens, ``k`` inner features, ``ns``
     the output features of each product (per tile of the Q×Q virtual mesh, Q = lcm(P_y, P_x)).
 
+    * **resync** (``resync``: chains that follow RMSNorm, Q|K|V and gate|up): every column waits until
+      the first column has left the norm's broadcast (``norm_broadcast_lead``, ``column_resync_iters``), so the columns enter
+      the skew in phase and the steps run in lockstep; what it adds after the first column's norm
+      end is ``column_resync_cycles`` (≤ half a delay unit);
     * **once per chain**: the activation copied into the rotation slots (one copy, or q_x·q_y tile
       copies when a PE hosts several rows and columns), then A's skew the shorter way round, balanced
       as the stand-alone kernel's (``balanced_skew_cycles``: every physical row takes the rounds and
@@ -565,8 +611,9 @@ def meshgemm_chain(spec: HardwareSpec, p_y: int, p_x: int, m: int, k: int, ns: t
     round_t = 2 * c_op + spec.ramp_cycles + hops_x * spec.hop_cycles + math.ceil(ta / e_w) + t_join(spec, 2)
     skew = balanced_skew_cycles if comm_y else _skew_cycles  # one physical row has nothing to balance
     align = skew(spec, Q, p_y, q_x, q_y, comm_x, round_t, t_vec(spec, ta, "mov", dtype))
-    total = load + align
-    parts = {"load_a": load, "skew": align}
+    sync = column_resync_cycles(spec, p_x, acc) if resync else 0.0
+    total = sync + load + align
+    parts = {"resync": sync, "load_a": load, "skew": align}
     restores = restore_copies(Q, q_y, comm_y)
     compute = 0.0
     for i, n in enumerate(ns):
@@ -590,7 +637,8 @@ def meshgemm_chain(spec: HardwareSpec, p_y: int, p_x: int, m: int, k: int, ns: t
 
 
 def meshgemm_chain_floor(spec: HardwareSpec, p_y: int, p_x: int, m: int, k: int, ns: tuple[int, ...],
-                         dtype: str = "fp16", acc: str = "fp32", biases: tuple[bool, ...] = ()) -> CostBreakdown:
+                         dtype: str = "fp16", acc: str = "fp32", biases: tuple[bool, ...] = (),
+                         resync: bool = False) -> CostBreakdown:
     """A lower bound of ``meshgemm_chain(...)`` (same arguments) at a small fraction of its price:
     the local products alone. Each product runs Q steps, and a step is at least its k·n FMACs of m
     token lanes per hosted tile (``shift_step`` adds issues, stalls and a join to them); the load,

@@ -19,10 +19,19 @@ What a step of each PE is made of, in the order the program issues it:
 * a stream of w wavelets moves one wavelet per cycle. A relay forwards its first wavelet at
   max(its issue, the first wavelet's arrival), the next PE gets it ρ + α + β later (ρ + α from a
   plain send); a PE injects at most one wavelet per cycle, and the op issued first keeps the ramp
-  (the engine serves microthreads in issue order), so a later stream on the same PE waits for the
-  cycles the earlier one takes;
+  (the engine serves microthreads in slot order: the issue order, except that an op issued after
+  an earlier one finished takes its freed slot and goes first, which is not modelled), so a later
+  stream on the same PE gets the cycles the earlier one leaves; the router delivers one wavelet per cycle to the CE, its channels
+  in turn, so a PE that receives on both lines (SUMMA's relays off the owners' lines) takes the
+  two streams at one wavelet per cycle between them. A SUMMA stream is carried from stage to stage
+  as (its first wavelet, where its even moves start, its end), each ρ + α + β later at the next
+  stage: a relay held back forwards its first wavelet late, and a stream split or slowed upstream
+  arrives as late and as spread out one stage on. Two streams through one port are served as a
+  fluid (``_gemm_schedule_loops._share``: fair for the delivery, the x op first for the ramp);
 * the product (``local_gemm_cycles``) loses one cycle to every cycle in which a microthread moves a
-  wavelet after it started (``stalls``: the FMAC needs both read ports and the write port);
+  wavelet after it started (``stalls``: the FMAC needs both read ports and the write port); a
+  stream's w moves are counted as late as they can be (the last w cycles before its end; two
+  streams that met in one delivery, back to back before the later end);
 * the join on n ops is n task activations (``simulator/joins.py``): the first join task runs once
   the main thread is free and the first two ops are done, each further one once its op is done, the
   continuation last.

@@ -200,8 +200,8 @@ def _check_dtype(dtype: str) -> None:
 # Calibrated overheads (op issue, relay stage): fitted once on the
 # LLaMA3-8B WSE-2 figures by `python -m waferllm.calibration --fit`; see docs/CALIBRATION.md.
 WSE2_CALIBRATED = {
-    "op_issue_cycles": 4.0,
-    "relay_cycles": 12.0,
+    "op_issue_cycles": 3.0,
+    "relay_cycles": 14.0,
 }
 
 # One A100 SXM4 is 400 W; the paper's energy ratios reproduce with WSE-2 = 37.5 x A100

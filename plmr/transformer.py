@@ -178,6 +178,39 @@ def _local(name: str, cycles: float, nbytes: int = 0) -> CostBreakdown:
                          bytes_per_pe=nbytes)
 
 
+def append_rows(context: int, p_y: int) -> list[tuple[str, int, int]]:
+    """The kinds of row the decode program's KV cache has after appending token ``context`` − 1 with
+    ``capacity`` = ⌈context/P_y⌉ slots per row (``meshgemm.decode_program.kv_append`` and
+    ``cache_rows``; method §8), as (append role, entries, ring runs of its scores).
+
+    The rows hold ⌊n/P_y⌋ or ⌈n/P_y⌉ of the n tokens, the first n mod P_y rows one more. When n is
+    not a multiple of P_y the other rows shift: each copies its oldest entry out and sends it north
+    (the bottom row writes the new entry instead of receiving one), and they keep ⌊n/P_y⌋ entries,
+    whose run wraps in the ring on every row past the first shifting one. The full rows start at
+    slot 0 (one run); the last of them received its new entry from below. Otherwise nobody shifts:
+    the bottom row writes the new entry and every row starts at slot 0."""
+    n = max(context, 1)
+    if p_y <= 1 or n <= p_y or n % p_y == 0:
+        return [("write", ceil_div(n, p_y), 1)]
+    qq, rr = divmod(n, p_y)
+    shifting = ("shift" if rr <= p_y - 2 else "send", qq, 2 if rr + 1 <= p_y - 1 and qq >= 2 else 1)
+    return [shifting, ("shift", qq + 1, 1)]
+
+
+def append_path(spec: HardwareSpec, hl, w: int, score_heads: int, kv_x: int, context: int, p_y: int,
+                dtype: str) -> tuple[str, int, int]:
+    """The kind of row (``append_rows``) whose KV append and scores end last, where softmax's maximum
+    along Y waits for it: (append role, entries, ring runs)."""
+    cap = ceil_div(max(context, 1), p_y)
+
+    def cost(row):
+        role, entries, runs = row
+        return (D.kv_append_local(spec, kv_x, cap, p_y > 1, dtype, role=role).total_cycles
+                + D.scores_local(spec, hl.q_heads, w, entries, score_heads, dtype, runs=runs).total_cycles)
+
+    return max(append_rows(context, p_y), key=cost)
+
+
 def decode_steps(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, context: int,
                  dtype: str = "fp16", batch: int = 1, chunk: int = SCORE_CHUNK) -> list:
     """One decode step of one layer for ``batch`` requests with ``context`` cached tokens each, as
@@ -228,8 +261,13 @@ def decode_steps(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, contex
     # (the wrapping ring run charged to it), later chunks rescaled, the rows reconciled when any took two
     runs = attention_chunks(S_y, chunk)
     first = runs[0][0]
+    kv, first_runs, first_scored = D.kv_append_local(spec, kv_x, cap, p_y > 1, dtype), None, first
+    if len(runs) == 1:  # one chunk: the row that reaches softmax's maximum last (``append_path``)
+        role, first_scored, first_runs = append_path(spec, hl, w, score_heads, kv_x, context, p_y, dtype)
+        kv = D.kv_append_local(spec, kv_x, cap, p_y > 1, dtype, role=role)
     attention = [
-        times_b(D.scores_local(spec, hl.q_heads, w, first, score_heads, dtype)), *scores_red(first),
+        times_b(D.scores_local(spec, hl.q_heads, w, first_scored, score_heads, dtype, runs=first_runs)),
+        *scores_red(first_scored),
         y("softmax", score_heads, "max"), times_b(D.softmax_local(spec, score_heads, first, dtype)),
         times_b(D.pv_accumulate_local(spec, hl.q_heads, w, first, dtype))]
     for n, count in runs[1:]:  # ``count`` chunks of n entries each
@@ -246,7 +284,7 @@ def decode_steps(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, contex
         times_b(D.norm_numerator_local(spec, E_y, dtype)),
         times_b(D.gemv_partials_local(spec, E_y, qkv, dtype, dims.qkv_bias, op="qkv", norm=True)), y("qkv", qkv + 1),
         times_b(D.rope_local(spec, hl.q_heads + hl.kv_heads, hl.pairs, qkv, dtype)),
-        times_b(D.kv_append_local(spec, kv_x, cap, p_y > 1, dtype)),
+        times_b(kv),
         *attention,
         y("pv", q_x + score_heads), times_b(D.pv_finish_local(spec, hl.q_heads, w, dtype)),
         times_b(D.gemv_partials_local(spec, q_x, E_y, dtype, op="o_proj")), x("o_proj", E_y),
@@ -437,9 +475,10 @@ def prefill_phases(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, toke
 
     Activations are m-token tiles of the Q×Q virtual mesh (Q = lcm(P_y, P_x), q_y token tiles per PE
     row, m = ⌈L/Q⌉); Q|K|V and gate|up are ``meshgemm_chain``s that share one skew of their left
-    operand; attention is ``ring_attention`` (K/V gathered once per KV group, P_y ring steps of full-head
-    blocks, of which the busiest row computes ``visible``: all P_y causally, ⌈(W + T − 1)/T⌉ under a
-    sliding window W); RMSNorm is ``token_rmsnorm`` (a chain allreduce along the row). Projections
+    operand, each column first waiting out its lead from the norm's broadcast (``resync``); attention
+    is ``ring_attention`` (K/V gathered once per KV group, P_y ring steps of full-head blocks, of
+    which the busiest row computes ``visible``: all P_y causally, ⌈(W + T − 1)/T⌉ under a sliding
+    window W); RMSNorm is ``token_rmsnorm`` (a chain allreduce along the row). Projections
     accumulate in ``acc``. ``keys``: a prompt chunk attending to that many keys (key blocks of
     ⌈keys/P_y⌉). ``chain``: the rule that prices the four MeshGEMM chains (``meshgemm_chain_floor``
     gives a lower bound of the layer at a fraction of its price, ``prefill_layer_floor``)."""
@@ -471,13 +510,13 @@ def prefill_phases(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, toke
     act_n = q_y * F_col * m
     return {
         "attn_norm": norm,
-        "qkv": chain(spec, p_y, p_x, m, e, (tq, tkv, tkv), dtype, acc, (bias, bias, bias)),
+        "qkv": chain(spec, p_y, p_x, m, e, (tq, tkv, tkv), dtype, acc, (bias, bias, bias), resync=True),
         "rope": rope_chunks(spec, q_y * ng * (n_rep + 1), max(w // 2, 1), m, dtype),
         "attention": ring_attention(spec, p_y, G, rows, w, ng, d, n_rep, T, Tk, q_y, m, visible, dtype, acc),
         "o_proj": chain(spec, p_y, p_x, m, tq, (e,), dtype, acc),
         "h_attn": residual,
         "mlp_norm": norm,
-        "gate_up": chain(spec, p_y, p_x, m, e, (f, f), dtype, acc),
+        "gate_up": chain(spec, p_y, p_x, m, e, (f, f), dtype, acc, resync=True),
         "act": local("silu_mul", t_fn(spec, act_n) + t_vec(spec, act_n, "mul", dtype)),
         "down": chain(spec, p_y, p_x, m, f, (e,), dtype, acc),
         "h_out": residual,

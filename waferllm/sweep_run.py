@@ -160,15 +160,21 @@ def _dask(points: list[dict], workers: int, scheduler: str) -> Iterator[tuple[di
             cluster.close()
 
 
+#: More worker processes than this is a typo, not a machine (and overflows the OS's semaphores).
+MAX_WORKERS = 1024
+
+
 def run_sweep(points: list[dict[str, Any]], table: ResultsTable, workers: int | None = None,
               scheduler: str | None = None, progress: bool = True,
               on_row: Callable[[dict], None] | None = None) -> SweepSummary:
     """Evaluate every point not yet in ``table`` and append each as it finishes."""
     t0 = time.perf_counter()
     workers = workers or os.cpu_count() or 1
-    if workers < 1:
-        raise InputError(f"--workers {workers}: must be >= 1")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise InputError(f"--workers {workers}: must be between 1 and {MAX_WORKERS}")
     todo = [p for p in points if point_key(p) not in table.done]
+    if not scheduler:
+        workers = max(1, min(workers, len(todo)))  # no idle processes
     skipped = len(points) - len(todo)
     ok = errors = 0
     stream = _dask(todo, workers, scheduler) if scheduler else _local(todo, workers)

@@ -304,6 +304,17 @@ def test_cost_model_follows_small_tiles(name, mesh, tile, target):
     assert pred == pytest.approx(sim, rel=SMALL_TILE_TOLERANCE[name])
 
 
+@pytest.mark.parametrize("mesh,tile,target", [(mesh, t, tg) for name, mesh, t, tg in SMALL_TILES if name == "summa"])
+def test_summa_follows_small_tiles_at_other_parameters(mesh, tile, target):
+    """c_op 3, β 14 (a refit's parameters; the shipped ones are 4 and 12): the streams meet
+    differently (a PE's x and y streams share its one delivery, a y op waits for the x op's
+    injections, a stream split or slowed upstream arrives as late one stage on), and the formula
+    must follow the program there too."""
+    spec = {"wse2": WSE2, "wse3": WSE3}[target].with_params(op_issue_cycles=3.0, relay_cycles=14.0)
+    sim, pred = _small_tile_run("summa", mesh, tile, spec)
+    assert pred == pytest.approx(sim, rel=SMALL_TILE_TOLERANCE["summa"])
+
+
 @pytest.mark.parametrize("name,mesh,tile", [("summa", (5, 5), 1), ("summa", (1, 8), 1), ("summa", (4, 6), 2),
                                             ("gemmt", (8, 8), 1), ("gemmt", (6, 4), 2)])
 def test_chain_latency_counts_as_the_program_pays_it(name, mesh, tile):

@@ -2,7 +2,8 @@
 replaced with numba loops (same arithmetic, elementwise, in the same order): kept verbatim as the
 reference ``tests/plmr/test_gemm_schedules.py`` compares the fast version to, number for number.
 What a step of each PE is made of is written once, in ``plmr.gemm_schedules``'s docstring; here every
-function works on all PEs at once (numpy arrays indexed ``[y, x]``).
+function works on all PEs at once (numpy arrays indexed ``[y, x]``), except SUMMA's, evaluated PE
+by PE in plain Python since its x and y streams meet in one delivery (``summa_schedule``).
 """
 
 from __future__ import annotations
@@ -30,24 +31,6 @@ def _push(first: np.ndarray, w: float, blocks) -> tuple[np.ndarray, np.ndarray]:
         end = np.where(inside, be + w, end)
         end = np.where((bs > first) & (bs < end), end + (be - bs), end)
     return first, end
-
-
-def _chain_first(R: np.ndarray, o: int, h: float, up_seed, dn_seed) -> np.ndarray:
-    """When every PE of lines ``R`` [line, position] (its relay issued at ``R``) forwards or receives
-    the first wavelet of the stream the owner at position ``o`` sends both ways: up_seed / dn_seed are
-    the arrival times at o ± 1 (None: no stream that way). f_j = max(R_j, f_{j∓1} + h), evaluated as
-    a running maximum (max over k between the owner and j of R_k + |j − k|·h)."""
-    first = np.full(R.shape, NEVER)
-    P = R.shape[1]
-    if up_seed is not None and o < P - 1:
-        idx = np.arange(o + 1, P)
-        run = np.maximum(R[:, o + 1:] - idx * h, (up_seed - (o + 1) * h)[:, None])
-        first[:, o + 1:] = np.maximum.accumulate(run, axis=1) + idx * h
-    if dn_seed is not None and o > 0:
-        idx = np.arange(o)
-        run = np.maximum(R[:, :o] + idx * h, (dn_seed + (o - 1) * h)[:, None])
-        first[:, :o] = np.maximum.accumulate(run[:, ::-1], axis=1)[:, ::-1] - idx * h
-    return first
 
 
 #: compare-and-swap sorting networks for the few move intervals of a PE's step
@@ -80,65 +63,93 @@ def summa_schedule(spec: HardwareSpec, p_y: int, p_x: int, m: int, k: int, n: in
     iterations that fetch panel t+1 and multiply panel t, then the last product. In a fetch, the
     owner of a line's panel (position t // q on the line) sends it up the line, then down it, and
     copies it; every other PE issues one ``RelayStore`` (a ``Recv`` at a line's end), the x line's
-    op first, then the y line's. The join is on 2 ops per line. Returns (total cycles, parts)."""
+    op first, then the y line's. The join is on 2 ops per line. Returns (total cycles, parts).
+
+    Evaluated PE by PE: a row's y streams come from the previous row of the chain, its x streams
+    from the previous column, and a PE receiving on both lines takes both through one delivery, so
+    the rows go from the y owner's outward and each row from the x owner's outward."""
     S_ = math.lcm(p_y, p_x)
     q_x, q_y = S_ // p_x, S_ // p_y
-    c, ct = spec.op_issue_cycles, spec.task_cycles
-    lat_send = spec.ramp_cycles + spec.hop_cycles
-    h = lat_send + spec.relay_cycles
+    c, ct = float(spec.op_issue_cycles), float(spec.task_cycles)
+    lat_send = float(spec.ramp_cycles + spec.hop_cycles)
+    h = lat_send + float(spec.relay_cycles)
     stall_ops = any(stalls(spec, FMAC_PORTS, p) for p in (SEND_PORTS, RECV_PORTS, RECV_ADD_PORTS))
     ramp1 = bool(spec.ramp_wavelets_per_cycle)
-    shape = (p_y, p_x)
-    X = np.arange(p_x)[None, :]
-    Y = np.arange(p_y)[:, None]
-    S = np.full(shape, float(zero_c))
+    comp, zero_c, copy_a, copy_b = float(comp), float(zero_c), float(copy_a), float(copy_b)
+    w_a, w_b = float(w_a), float(w_b)
+    S = np.full((p_y, p_x), zero_c)
     first_panel = 0.0
     for it in range(-1, S_ - 1):
         panel = it + 1
-        moves, blocks = [], []
-        L_x = np.zeros(shape)
-        DX = DY = None
-        if p_x > 1:
-            o = panel // q_x
-            own = np.broadcast_to(X == o, shape)
-            L_x = np.where(own, ((o > 0) + (o < p_x - 1)) * c + copy_a, c)
-            sends = _owner_sends(S[:, o] + c, c, w_a, o, p_x, [])
-            first = _chain_first(S + c, o, h, sends[0][0] + lat_send if o < p_x - 1 else None,
-                                 sends[-1][0] + lat_send if o > 0 else None)
-            end = first + w_a
-            injects = _injects(shape, o, p_x, axis=1)
-            for i, (a, b) in enumerate(sends):
-                mine = (np.where(own, a[:, None], first if i == 0 else NEVER),
-                        np.where(own, b[:, None], end if i == 0 else NEVER))
-                moves.append(mine)
-                blocks.append((np.where(own | injects, mine[0], NEVER), np.where(own | injects, mine[1], NEVER)))
-            DX = np.where(own, sends[-1][1][:, None], end)
-        L_y = np.zeros(shape)
-        if p_y > 1:
-            o = panel // q_y
-            own = np.broadcast_to(Y == o, shape)
-            L_y = np.where(own, ((o > 0) + (o < p_y - 1)) * c + copy_b, c)
-            R = S + L_x + c
-            row_blocks = [(a[o], b[o]) for a, b in blocks] if ramp1 else []
-            sends = _owner_sends(R[o], c, w_b, o, p_y, row_blocks)
-            first = _chain_first(R.T, o, h, sends[0][0] + lat_send if o < p_y - 1 else None,
-                                 sends[-1][0] + lat_send if o > 0 else None).T
-            injects = _injects(shape, o, p_y, axis=0)
-            pushed, pushed_end = _push(first, w_b, blocks if ramp1 else [])
-            first = np.where(injects, pushed, first)
-            end = np.where(injects, pushed_end, first + w_b)
-            for i, (a, b) in enumerate(sends):
-                moves.append((np.where(own, a[None, :], first if i == 0 else NEVER),
-                              np.where(own, b[None, :], end if i == 0 else NEVER)))
-            DY = np.where(own, sends[-1][1][None, :], end)
-        start = S + L_x + L_y
-        G = start if it < 0 else _product_end(start, comp, moves if stall_ops else [])
-        if DX is not None and DY is not None:
-            S = np.maximum(np.maximum(G, DX) + ct, np.maximum(G, DY)) + 3 * ct
-        elif DX is not None or DY is not None:
-            S = np.maximum(G, DX if DX is not None else DY) + 2 * ct
-        else:
-            S = G
+        ox, oy = panel // q_x, panel // q_y
+        ny = ((oy < p_y - 1) + (oy > 0)) if p_y > 1 else 0
+        prev = {}  # column -> the y chain's previous stage (first, even start, end)
+        owner_sends = {}  # column -> the y owner's sends [(first, even start, end)]
+        rows = [oy] + list(range(oy + 1, p_y)) + list(range(oy - 1, -1, -1))
+        for y in rows:
+            if p_y > 1 and y == oy - 1:  # the first row below the owner: from its down send
+                prev = {x: tuple(v + lat_send - h for v in owner_sends[x][-1]) for x in range(p_x)}
+            # the y stream each PE of the row receives (alone), where it shares the delivery with x
+            ystream = {}
+            if p_y > 1 and p_x > 1 and y != oy:
+                for x in range(p_x):
+                    if x != ox:
+                        f0, g0, e0 = prev[x]
+                        ystream[x] = _stage(f0 + h, g0 + h, e0 + h, S[y, x] + c + c, w_b)
+            xs, nx, Lx = _x_row(S[y], ox, p_x, c, h, lat_send, w_a, copy_a, w_b, ystream) if p_x > 1 \
+                else ({}, 0, [0.0] * p_x)
+            new_S = np.empty(p_x)
+            for x in range(p_x):
+                xi = xs.get(x, {"moves": [], "blocks": [], "end": None})
+                blocks = xi["blocks"] if ramp1 else []
+                moves = list(xi["moves"])
+                DY = None
+                Ly = 0.0
+                if p_y > 1:
+                    if y == oy:
+                        Ly = ((oy > 0) + (oy < p_y - 1)) * c + copy_b
+                        t = S[y, x] + Lx[x] + c
+                        sends = []
+                        if oy < p_y - 1:
+                            sends.append(_behind_x(t, t, t + w_b, w_b, blocks, w_a))
+                            t = t + c
+                        if oy > 0:
+                            if sends:
+                                t = max(t, sends[0][2])
+                            sends.append(_behind_x(t, t, t + w_b, w_b, blocks, w_a))
+                        owner_sends[x] = sends
+                        if oy < p_y - 1:
+                            prev[x] = (sends[0][0] + lat_send - h, sends[0][1] + lat_send - h,
+                                       sends[0][2] + lat_send - h)
+                        moves += [(f, e) for f, _, e in sends]
+                        DY = sends[-1][2]
+                    else:
+                        Ly = c
+                        if x in xi.get("shared", {}):
+                            (f, g, end), mv = xi["shared"][x]
+                        else:
+                            f0, g0, e0 = prev[x]
+                            f, g, end = _stage(f0 + h, g0 + h, e0 + h, S[y, x] + Lx[x] + c, w_b)
+                            injects = not (y == p_y - 1 and oy < p_y - 1) and not (y == 0 and oy > 0)
+                            if injects:
+                                f, g, end = _behind_x(f, g, end, w_b, blocks, w_a)
+                            mv = end - w_b
+                        prev[x] = (f, g, end)
+                        moves.append((mv, end))
+                        moves += [(NEVER, NEVER)] * (ny - 1)
+                        DY = end
+                start = S[y, x] + Lx[x] + Ly
+                G = start if it < 0 else float(_product_end(np.float64(start), comp,
+                                                            [(np.float64(a), np.float64(b)) for a, b in moves]
+                                                            if stall_ops else []))
+                DX = xi["end"]
+                if DX is not None and DY is not None:
+                    new_S[x] = max(max(G, DX) + ct, max(G, DY)) + 3 * ct
+                elif DX is not None or DY is not None:
+                    new_S[x] = max(G, DX if DX is not None else DY) + 2 * ct
+                else:
+                    new_S[x] = G
+            S[y] = new_S
         if it < 0:
             first_panel = float(S.max()) - zero_c
     total = float(S.max()) + comp
@@ -146,26 +157,140 @@ def summa_schedule(spec: HardwareSpec, p_y: int, p_x: int, m: int, k: int, n: in
                    "step": (total - comp - zero_c - first_panel) / (S_ - 1) if S_ > 1 else 0.0}
 
 
-def _owner_sends(issued: np.ndarray, c: float, w: int, o: int, P: int, blocks) -> list:
-    """An owner's sends, up the line first (unless it is the last position), then down it (unless it
-    is the first), issued c_op apart from ``issued`` (when the first send's issue ends), one ramp:
-    [(start, end)] arrays, after the ramp cycles ``blocks`` an earlier op of the PE takes."""
-    out, t = [], issued
+def _stage(f_in: float, g_in: float, e_in: float, R: float, w: float) -> tuple:
+    """A relay (or a line end's Recv) issued at R on a stream whose first wavelet arrives at f_in,
+    the rest at an even rate from g_in to e_in: (first move, start of its even moves, end)."""
+    g = max(g_in, R)
+    return max(f_in, R), g, max(e_in, g + w)
+
+
+def _x_row(S_row, o: int, P: int, c: float, h: float, lat_send: float, w: float, copy_a: float,
+           w_b: float, ystream: dict) -> tuple:
+    """One row's A broadcast from the owner at column o, stage by stage outward; a PE with a y
+    stream in ``ystream`` shares its delivery with it. Returns ({x: moves, ramp blocks, end and the
+    shared y stream}, the owner's sends, the fetch issue per column)."""
+    t = S_row[o] + c
+    sends = []
     if o < P - 1:
-        out.append(_push(t, w, blocks))
+        sends.append((t, t + w))
         t = t + c
     if o > 0:
-        t = np.maximum(t, out[0][1]) if out else t
-        out.append(_push(t, w, blocks))
-    return out
+        if sends:
+            t = max(t, sends[0][1])
+        sends.append((t, t + w))
+    Lx = [c] * P
+    Lx[o] = ((o > 0) + (o < P - 1)) * c + copy_a
+    out = {o: {"moves": list(sends), "blocks": list(sends), "end": sends[-1][1]}}
+    ns = len(sends)
+    for direction, (a, e_send) in ((1, sends[0]), (-1, sends[-1])):
+        if (direction == 1 and o == P - 1) or (direction == -1 and o == 0):
+            continue
+        f0, g0, e0 = a + lat_send - h, a + lat_send - h, e_send + lat_send - h
+        x = o + direction
+        while 0 <= x < P:
+            f, g, e = _stage(f0 + h, g0 + h, e0 + h, S_row[x] + c, w)
+            mv = e - w
+            shared = {}
+            if x in ystream:
+                yf, yg, ye = ystream[x]
+                e2, ye2, _, _ = _share(g, e, w, yg, ye, w_b, False)
+                ymv = ye - w_b
+                if e2 > e or ye2 > ye:  # they met: both move back to back
+                    mv = max(e2, ye2) - w - w_b
+                    ymv = mv
+                shared[x] = ((yf, yg, ye2), ymv)
+                e = e2
+            injects = not (x == P - 1 and o < P - 1) and not (x == 0 and o > 0)
+            out[x] = {"moves": [(mv, e)] + [(NEVER, NEVER)] * (ns - 1),
+                      "blocks": ([(g, e)] if injects else [(NEVER, NEVER)]) + [(NEVER, NEVER)] * (ns - 1),
+                      "end": e, "shared": shared}
+            f0, g0, e0 = f, g, e
+            x += direction
+    return out, ns, Lx
 
 
-def _injects(shape: tuple, o: int, P: int, axis: int) -> np.ndarray:
-    """The PEs of a line that forward (inject) the owner's stream: all but the owner and the line's
-    ends beyond it, which only receive."""
-    pos = np.arange(P)
-    inj = (pos != o) & ~((pos == P - 1) & (o < P - 1)) & ~((pos == 0) & (o > 0))
-    return np.broadcast_to(inj[None, :] if axis == 1 else inj[:, None], shape)
+def _behind_x(f: float, g: float, e: float, w: float, blocks: list, w_a: float) -> tuple:
+    """A y op's stream (first f, even from g to e) behind its PE's x op(s) injecting over ``blocks``
+    (the ramp serves the op issued first first): (first, start of its even moves, end)."""
+    if not blocks or blocks[0][0] <= NEVER:
+        return f, g, e
+    bs, be, wa = blocks[0][0], blocks[0][1], w_a
+    if len(blocks) > 1 and blocks[1][0] > NEVER:  # the owner's two sends, back to back
+        be, wa = max(be, blocks[1][1]), 2.0 * w_a
+    _, e, f2, resumed = _share(bs, be, wa, g, e, w, True)
+    return max(f, f2), max(g, resumed), e
+
+
+def _share(fa, ea, wa, fb, eb, wb, prio):
+    """Two streams through one port that moves one wavelet per cycle, each alone at an even rate
+    from f to e, served as a fluid (``prio``: a first; else max-min fair). Returns (end a, end b,
+    b's first move, when b last resumed after a stop or NEVER)."""
+    if ea <= fb or eb <= fa or wa <= 0.0 or wb <= 0.0:
+        return ea, eb, fb, NEVER
+    ra, rb = wa / (ea - fa), wb / (eb - fb)
+    t = fa if fa < fb else fb
+    sa = sb = 0.0
+    end_a = end_b = first_b = resumed_b = NEVER
+    for _ in range(64):
+        if end_a > NEVER and end_b > NEVER:
+            break
+        xa = 0.0 if t <= fa else (wa if t >= ea else ra * (t - fa))
+        xb = 0.0 if t <= fb else (wb if t >= eb else rb * (t - fb))
+        la = ra if fa <= t < ea else 0.0
+        lb = rb if fb <= t < eb else 0.0
+        qa, qb = xa - sa, xb - sb
+        ba = qa > 1e-9 and end_a == NEVER
+        bb = qb > 1e-9 and end_b == NEVER
+        if prio:
+            va = 1.0 if ba else la
+            vb = (1.0 - va) if bb else (lb if lb < 1.0 - va else 1.0 - va)
+        elif ba and bb:
+            va, vb = 0.5, 0.5
+        elif ba:
+            vb = lb if lb < 0.5 else 0.5
+            va = 1.0 - vb
+        elif bb:
+            va = la if la < 0.5 else 0.5
+            vb = 1.0 - va
+        elif la + lb <= 1.0:
+            va, vb = la, lb
+        elif la <= 0.5:
+            va, vb = la, 1.0 - la
+        elif lb <= 0.5:
+            va, vb = 1.0 - lb, lb
+        else:
+            va, vb = 0.5, 0.5
+        if end_a > NEVER:
+            va = 0.0
+        if end_b > NEVER:
+            vb = 0.0
+        if first_b == NEVER and vb > 1e-9:
+            first_b = t
+        dt = 1e18
+        for ev in (fa, ea, fb, eb):
+            if ev > t and ev - t < dt:
+                dt = ev - t
+        if ba and va > la and qa / (va - la) < dt:
+            dt = qa / (va - la)
+        if bb and vb > lb and qb / (vb - lb) < dt:
+            dt = qb / (vb - lb)
+        if va > 0.0 and (wa - sa) / va < dt:
+            dt = (wa - sa) / va
+        if vb > 0.0 and (wb - sb) / vb < dt:
+            dt = (wb - sb) / vb
+        if dt >= 1e18:
+            break
+        t = t + dt
+        sa = sa + va * dt
+        sb = sb + vb * dt
+        if end_b == NEVER and vb < 1e-9 and (bb or lb > 0.0):
+            resumed_b = t
+        if end_a == NEVER and sa >= wa - 1e-9:
+            end_a = t
+        if end_b == NEVER and sb >= wb - 1e-9:
+            end_b = t
+    return (end_a if end_a > NEVER else ea), (end_b if end_b > NEVER else eb), \
+        (first_b if first_b > NEVER else fb), resumed_b
 
 
 def gemmt_schedule(spec: HardwareSpec, p_y: int, p_x: int, comp: float, fill: float, t_c: int,

@@ -221,15 +221,28 @@ def test_cannon_within_a_few_percent_of_meshgemm_at_scale():
         assert mg <= cn <= most * mg, (P, mg, cn)
 
 
-def test_summa_faster_than_meshgemm_on_small_tiles():
+@pytest.mark.parametrize("n", [64, 256])
+def test_summa_and_meshgemm_ordered_as_simulated(n):
     """With the next panel prefetched and no barrier, a relay issues one op per line per step and
-    joins 4, where a Cannon step issues 4 and MeshGEMM skews first: on the small tiles of a 2K GEMM
-    at 256² SUMMA stays the faster, though its chains cost it several far-end latencies (the
-    simulator agrees at 16²: 4,645 vs 5,222 cycles with 4×4×4 tiles, 71,263 vs 74,250 with
-    16×16×16)."""
-    mg = meshgemm(WSE2, 256, 256, 2048, 2048, 2048)
+    joins 4, where a Cannon step issues 4 and MeshGEMM skews first; SUMMA's chains cost it several
+    far-end latencies. Which wins turns on the tile and on β (on 4×4×4 tiles at 16² MeshGEMM, on
+    16×16×16 SUMMA at the shipped overheads; on 2K at 128²-256² they are within 2%): the model orders
+    the two as the simulator does, timing-only at 16²."""
+    from meshgemm.kernel import KernelRequest
+    from meshgemm.registry import build_kernel
+    from meshgemm.run import run_kernel
+
+    def both(name):
+        req = KernelRequest(name, (16, 16), n, n, n, dtype="fp16", functional=False)
+        rep = run_kernel(build_kernel(req, WSE2), WSE2, mode="timing")
+        return rep.predicted_cycles, rep.simulated_cycles
+
+    (sm_p, sm_s), (mg_p, mg_s) = both("summa"), both("meshgemm")
+    assert (sm_p < mg_p) == (sm_s < mg_s), (sm_p, sm_s, mg_p, mg_s)
+
+
+def test_summa_first_panel_reaches_the_far_end():
     sm = summa(WSE2, 256, 256, 2048, 2048, 2048)
-    assert sm.total_cycles < mg.total_cycles
     assert sm.parts["first_panel"] > 255 * (WSE2.hop_cycles + WSE2.ramp_cycles)  # the far end
 
 

@@ -58,15 +58,18 @@ def test_rmsnorm_local_formula():
 
 def test_kv_append_independent_of_rows():
     """The shift has no P_y term: every shifting row moves one entry one hop at once, the same in a
-    decode layer on 2 or 200 rows, up to the SIMD width of the K copies, whose stride is the ring's
-    capacity (⌈context/P_y⌉; hardware-and-csl.md §3.2)."""
+    decode layer on 3 or 200 rows, up to the SIMD width of the K copies, whose stride is the ring's
+    capacity (⌈context/P_y⌉; hardware-and-csl.md §3.2). When P_y divides the context nobody shifts:
+    the bottom row only writes the new entry."""
     from plmr.transformer import LayerDims, decode_layer, head_layout
 
     dims = LayerDims(hidden=512, ffn=1024, num_heads=8, num_kv_heads=2, head_dim=64)
-    costs = {decode_layer(SPEC, dims, p_y, 16, 1000).parts["kv_append"] for p_y in (2, 7, 64, 200)}
+    shifting = {decode_layer(SPEC, dims, p_y, 16, 40 * p_y + 1).parts["kv_append"] for p_y in (3, 7, 64, 200)}
     assert head_layout(dims, 16).kv_features == 8  # 2 KV groups of 8 columns, 32 RoPE pairs each: 4 per column
     kv_x = head_layout(dims, 16).kv_features
-    assert max(costs) - min(costs) <= 2 * kv_x  # two strided copies, at worst one element per cycle
+    assert max(shifting) - min(shifting) <= 2 * kv_x  # two strided copies, at worst one element per cycle
+    still = {decode_layer(SPEC, dims, p_y, 16, 40 * p_y).parts["kv_append"] for p_y in (3, 7, 64, 200)}
+    assert len(still) == 1 and max(still) < min(shifting)
 
 
 @pytest.mark.parametrize("f", [

@@ -50,6 +50,13 @@ def test_axis_values():
             parse_values(AXES[axis], [bad])
 
 
+def test_absurd_worker_count_is_an_input_error(tmp_path):
+    """Found by the CLI fuzz test: 2³¹ workers overflowed the OS semaphore a process pool allocates."""
+    r = sweep(*GEMV_60, "-o", str(tmp_path / "out"), "--workers", str(2**31))
+    assert r.exit_code == 2 and "--workers 2147483648: must be between 1 and 1024" in r.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_points_are_the_product():
     sw = Sweep({"kernel": ["meshgemv", "cannon"], "mesh": ["4x4", "8x8", "2x6"], "size": [64, 128], "k_tree": [1, 2]})
     pts = sw.points()
