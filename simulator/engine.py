@@ -14,7 +14,8 @@ That order is one cycle at a time; where a cycle visits many agents, a single-th
 tiles of the mesh several cycles at a time instead (``_block_py``: temporal blocking, so a tile's
 records are reused while in cache). Its wavefront keeps, for every pair of PEs whose visits touch
 common state, the order of their visits that one cycle at a time has, so the results are the same,
-including the exceptions above.
+including the exceptions above. A run cut in concurrent parts blocks too when neither exception
+can arise (``_block_parts_py``).
 
 **The CE** (hardware-and-csl.md §3.3-§3.5) runs one task at a time to completion:
 
@@ -1584,7 +1585,23 @@ def _block_parts_py(params, tl, td, seg_t, t, k, flags2, res2, acc2, route_of, i
                     out2, cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down, link_acc, bm, sm, occ2, hp2, tix):
     """The parts' phase of a blocked run cut in parts, one part per thread (``_block_tiles_py``,
     ``late`` 0; part j's tiles are ``seg_t[j]`` to ``seg_t[j + 1]``): they touch disjoint records and
-    bitmap words, as in ``_visit_parts_py``."""
+    bitmap words, as in ``_visit_parts_py``.
+
+    The block: tiles of at least ``tile`` words per segment (so interacting PEs lie in one tile or
+    adjacent ones, as in ``_block_py``; a band is wider than that reach, so no two parts interact);
+    a part's tile has distance d >= 1 from the nearest band (1: next to it), a band's tile d = 0,
+    and distances of adjacent tiles differ by at most one. Tile u visits cycle t + j in this phase
+    if j < d(u), in the second (``_run_py``: one thread, all tiles with d < k in PE order) if
+    j >= d(u). Exact when the visits of one cycle commute (``Device.commute``: no route with
+    several inputs, no SetRoute), so that only the cross-cycle order matters: a visit (u, c) reads
+    what (u', c - 1) wrote for u' = u and its neighbours u +- 1, and writes what (u', c + 1) reads.
+    Within a phase the wavefront orders these as ``_block_py`` does. Across phases: a second-phase
+    visit (u', c') of a neighbour of a first-phase (u, c) has c' >= t + d(u') >= t + d(u) - 1 >= c,
+    so no first-phase visit depends on a second-phase one, and every second-phase visit finds the
+    first-phase visits of the cycle before done. Timestamps: each part's buffer keeps its first
+    ``room`` in (cycle, PE) order; the merge keeps the first ``room`` of their union. Errors: a part
+    with an error in cycle c stops at c, the second phase runs up to c, and the error reported is
+    the least (cycle, tile) found (all visits before it, in that order, ran)."""
     nparts = (seg_t.shape[0]) // 2
     for q in prange(nparts):
         j = 2 * q
