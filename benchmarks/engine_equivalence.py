@@ -9,9 +9,9 @@ their collectives, the bulk-synchronous baselines) and compares, between the rev
 this tree: total cycles, busy/stalled/finish per PE, link counts, timestamps, wavelet moves and, in
 functional mode, every PE's memory. This tree runs each case on one thread (blocked in time where a
 cycle is dense, ``Device(block=...)``), on small meshes also blocked in every cycle on tiles of a
-bitmap word or two, and, where the mesh can be cut (``simulator.engine.segments``), on two concurrent
-parts too; ``--large`` adds meshes large enough
-for the default cut. The recorded test calls (``replay_engine.py``) cover the decode and prefill
+bitmap word or two (and, where a mesh can be cut at a grain of one word, cut in two parts, run one
+after the other), and, where the mesh can be cut (``simulator.engine.segments``), on two concurrent
+parts too (blocked where dense); ``--large`` adds meshes large enough for the default cut. The recorded test calls (``replay_engine.py``) cover the decode and prefill
 layers and the collectives' own tests; this script covers the kernels at sizes the tests do not run.
 Exit status 1 on any difference.
 """
@@ -35,7 +35,7 @@ from ab_engine import build_with, load_revision  # noqa: E402
 KERNELS = ("meshgemm", "gemmt", "cannon", "summa", "meshgemv", "gemv-pipeline", "gemv-ring",
            "meshgemm-bsp", "cannon-bsp", "summa-bsp", "gemv-pipeline-bsp")
 #: (mesh (P_y, P_x), M, K, N) per case; GEMVs take M = 1
-SHAPES = (((4, 4), 16, 16, 16), ((6, 5), 13, 22, 17), ((8, 8), 40, 40, 40))
+SHAPES = (((4, 4), 16, 16, 16), ((6, 5), 13, 22, 17), ((8, 8), 40, 40, 40), ((16, 24), 32, 48, 48))
 LARGE = (((120, 120), 240, 240, 240), ((136, 128), 272, 256, 256))
 
 
@@ -60,9 +60,13 @@ def outcome(device_cls, prog, mode: str, **kw):
             sorted(r.timestamps), r.stats["wavelet_moves"], dev.mem.copy() if mode == "functional" else None)
 
 
-def _every_cycle_blocked():
+def _every_cycle_blocked(parts: int = 1):
     """A ``Device`` that blocks (``simulator.engine._block_py``) whatever a cycle's load, on tiles of
-    the fewest bitmap words that are exact: small meshes are then cut into several tiles."""
+    the fewest bitmap words that are exact: small meshes are then cut into several tiles. ``parts``
+    > 1: each cycle also cut into that many parts at a grain of one bitmap word (such parts share
+    summary words: run on one numba thread)."""
+    import numba
+
     import simulator.run as R
     from simulator import engine as E
 
@@ -71,13 +75,18 @@ def _every_cycle_blocked():
             super().__init__(*a, **kw)
             cp = self.lowered
             self.block_tile = E.block_tile(cp.width, cp.ch_route, cp.ch_port, cp.r_chan0, min_words=1)
+            if parts > 1:
+                self.seg_w = E.segments(cp.width, cp.height, parts, grain=64)
 
         def launch(self, *a, **kw):
             dense, R.BLOCK_DENSE = R.BLOCK_DENSE, 0
+            nthreads = numba.get_num_threads()
+            numba.set_num_threads(1)
             try:
                 return super().launch(*a, **kw)
             finally:
                 R.BLOCK_DENSE = dense
+                numba.set_num_threads(nthreads)
     return Blocked
 
 
@@ -101,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import numba
     from simulator.run import Device
+    from simulator.engine import segments
     global _EveryCycleBlocked
     _EveryCycleBlocked = _every_cycle_blocked()
+    blocked_parts = _every_cycle_blocked(parts=2)
     shapes = SHAPES + (LARGE if args.large else ())
     bad = 0
     n = 0
@@ -120,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                     runs = {"1 thread": outcome(Device, prog, mode, threads=1)}
                     if not big:  # blocks of 16 cycles in every cycle, tiles as small as is exact
                         runs["blocked"] = outcome(_EveryCycleBlocked, prog, mode, threads=1, block=16)
+                        if segments(mesh[1], mesh[0], 2, grain=64).shape[0] == 3:  # cut at a fine grain
+                            runs["blocked, 2 parts"] = outcome(blocked_parts, prog, mode, threads=1, block=16)
                     if big and numba.get_num_threads() > 1:
                         runs["2 parts"] = outcome(Device, prog, mode, threads=2)
                     for tag, res in runs.items():

@@ -14,7 +14,8 @@ That order is one cycle at a time; where a cycle visits many agents, a single-th
 tiles of the mesh several cycles at a time instead (``_block_py``: temporal blocking, so a tile's
 records are reused while in cache). Its wavefront keeps, for every pair of PEs whose visits touch
 common state, the order of their visits that one cycle at a time has, so the results are the same,
-including the exceptions above.
+including the exceptions above. A run cut in concurrent parts blocks too when neither exception
+can arise (``_block_parts_py``).
 
 **The CE** (hardware-and-csl.md §3.3-§3.5) runs one task at a time to completion:
 
@@ -70,8 +71,8 @@ from simulator.lower import (
 # params indices
 (P_W, P_H, P_C, P_ALPHA, P_RIN, P_ROUT, P_BETA, P_MAXIDLE, P_MAXCYC, P_S, P_SQ, P_CAPQ, P_TRACE,
  P_NSLOT, P_T0, P_CTASK, P_UT, P_NREG, P_CSCAL, P_TSCAP, P_NCFG, P_RPORTS, P_WPORTS, P_RAMP1, P_HB,
- P_BLOCK, P_TILE, P_DENSE) = range(28)
-NPARAMS = 28
+ P_BLOCK, P_TILE, P_DENSE, P_COMMUTE) = range(29)
+NPARAMS = 29
 # out indices
 (O_ST, O_T, O_I0, O_I1, O_I2, O_I3, O_TOTAL, O_NTS, O_NTR, O_VCE, O_VRT, O_MOVES, O_RTONLY,
  O_TSDROP, O_BLOCKED) = range(15)
@@ -1533,6 +1534,83 @@ def _block_py(params, tile, t, k, flags, acc, route_of, ins, jtab, tk_entry, tk_
     acc[A_ST] = st_err
     return n_ts, t_err
 
+def _block_tiles_py(params, tl, td, i0, n, late, t, k, end, flags, res, acc, route_of, ins, jtab, tk_entry,
+                    tk_data, tk_arg, blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay, q_pay, ts_pe,
+                    ts_label, ts_cycle, n_ts, ts_cap, tr, out, cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down,
+                    link_acc, bm, sm, occ, hp, tix):
+    """One phase of a blocked run cut in parts (``_run_py``): cycles [t, t + k) of the tiles
+    ``tix[i0:i0 + n]`` (indices into the tile list: tile i is bitmap words [tl[i], tl[i + 1]), in PE
+    order) in ``_block_py``'s wavefront order, tile i visiting cycle t + j only if j < td[i]
+    (``late`` 0: the parts, ahead of the bands) or j >= td[i] (``late`` 1: the bands and what the
+    parts left). Cycles from ``end`` on are not visited. ``flags`` as ``_block_py``'s; ``res``:
+    timestamps kept, the cycle of the first error (-1: none) and its tile's first word."""
+    for j in range(k):
+        flags[j, 0] = 0
+        flags[j, 1] = 0
+        flags[j, 2] = 0
+    ts_drop = 0
+    t_err = -1
+    w_err = -1
+    st_err = ST_OK
+    for dg in range(n + k - 1):
+        for j in range(max(0, dg - n + 1), min(k, dg + 1)):
+            c = t + j
+            if c >= end:
+                break
+            i = tix[i0 + dg - j]
+            if (j >= td[i]) != (late != 0):
+                continue
+            visit(params, tl[i], tl[i + 1], c, acc, route_of, ins, jtab, tk_entry, tk_data, tk_arg, blk_prio,
+                  blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay, q_pay, ts_pe, ts_label, ts_cycle, n_ts,
+                  ts_cap, tr, out, cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down, link_acc, bm, sm, occ, hp)
+            n_ts = acc[A_NTS]
+            ts_drop += acc[A_TSDROP]
+            flags[j, 0] |= acc[A_PROG]
+            flags[j, 1] |= acc[A_SEEN]
+            flags[j, 2] |= acc[A_MOVED]
+            if acc[A_ST] != ST_OK:
+                st_err = acc[A_ST]
+                t_err = c
+                w_err = tl[i]
+                end = c
+    acc[A_TSDROP] = ts_drop
+    acc[A_ST] = st_err
+    res[0] = n_ts
+    res[1] = t_err
+    res[2] = w_err
+
+
+def _block_parts_py(params, tl, td, seg_t, t, k, flags2, res2, acc2, route_of, ins, jtab, tk_entry, tk_data,
+                    tk_arg, blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay, q_pay, ts2, room, tr,
+                    out2, cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down, link_acc, bm, sm, occ2, hp2, tix):
+    """The parts' phase of a blocked run cut in parts, one part per thread (``_block_tiles_py``,
+    ``late`` 0; part j's tiles are ``seg_t[j]`` to ``seg_t[j + 1]``): they touch disjoint records and
+    bitmap words, as in ``_visit_parts_py``.
+
+    The block: tiles of at least ``tile`` words per segment (so interacting PEs lie in one tile or
+    adjacent ones, as in ``_block_py``; a band is wider than that reach, so no two parts interact);
+    a part's tile has distance d >= 1 from the nearest band (1: next to it), a band's tile d = 0,
+    and distances of adjacent tiles differ by at most one. Tile u visits cycle t + j in this phase
+    if j < d(u), in the second (``_run_py``: one thread, all tiles with d < k in PE order) if
+    j >= d(u). Exact when the visits of one cycle commute (``Device.commute``: no route with
+    several inputs, no SetRoute), so that only the cross-cycle order matters: a visit (u, c) reads
+    what (u', c - 1) wrote for u' = u and its neighbours u +- 1, and writes what (u', c + 1) reads.
+    Within a phase the wavefront orders these as ``_block_py`` does. Across phases: a second-phase
+    visit (u', c') of a neighbour of a first-phase (u, c) has c' >= t + d(u') >= t + d(u) - 1 >= c,
+    so no first-phase visit depends on a second-phase one, and every second-phase visit finds the
+    first-phase visits of the cycle before done. Timestamps: each part's buffer keeps its first
+    ``room`` in (cycle, PE) order; the merge keeps the first ``room`` of their union. Errors: a part
+    with an error in cycle c stops at c, the second phase runs up to c, and the error reported is
+    the least (cycle, tile) found (all visits before it, in that order, ran)."""
+    nparts = (seg_t.shape[0]) // 2
+    for q in prange(nparts):
+        j = 2 * q
+        block_tiles(params, tl, td, seg_t[j], seg_t[j + 1] - seg_t[j], 0, t, k, t + k, flags2[j], res2[j],
+                    acc2[j], route_of, ins, jtab, tk_entry, tk_data, tk_arg, blk_prio, blk_data, mem, mem_base,
+                    regs, tact, tblk, ur, ch_pay, q_pay, ts2[j, 0], ts2[j, 1], ts2[j, 2], 0, room, tr, out2[j],
+                    cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down, link_acc, bm, sm, occ2[j], hp2[j], tix)
+
+
 def _run_py(params, route_of, r_pe, r_tx, ch_route, ins, jtab, pe_entry, tk_entry, tk_data, tk_arg,
         blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay, q_pay,
         ts_pe, ts_label, ts_cycle, tr, out, cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down, link_acc, seg_w):
@@ -1597,10 +1675,47 @@ def _run_py(params, route_of, r_pe, r_tx, ch_route, ins, jtab, pe_entry, tk_entr
     blk = params[P_BLOCK]
     tile = params[P_TILE]
     dense = params[P_DENSE]
-    can_block = nseg == 1 and blk >= 2 and tile >= 1 and params[P_TRACE] == 0
+    # (cut in parts: only when visits of one cycle commute, P_COMMUTE; see ``_block_parts_py``)
+    can_block = (blk >= 2 and tile >= 1 and params[P_TRACE] == 0
+                 and (nseg == 1 or params[P_COMMUTE] != 0))
     want_block = False
     blocked = 0  # cycles run in blocks
     flags = np.zeros((max(blk, 1), 3), dtype=np.int64)  # per cycle of a block: progress, seen, moved
+    # Cut in parts, a block has two phases. Tiles of at least ``tile`` words, per segment; a part's
+    # tile d tiles from the nearest band (1: next to it) runs the block's first d cycles, all parts
+    # at once (``_block_parts_py``); then one thread runs the bands' tiles (d = 0) and the rest of
+    # the parts' (``_block_tiles_py``), both phases in wavefront order (see ``_block_parts_py``).
+    flags2 = np.zeros((nseg, max(blk, 1), 3), dtype=np.int64)
+    res2 = np.zeros((nseg, 3), dtype=np.int64)
+    tl = np.zeros(nwd + 2, dtype=np.int64)  # tile i: words [tl[i], tl[i + 1])
+    td = np.zeros(nwd + 1, dtype=np.int64)  # its distance from the nearest band, in tiles
+    seg_t = np.zeros(nseg + 1, dtype=np.int64)  # segment j's tiles: seg_t[j] to seg_t[j + 1]
+    tix = np.arange(nwd + 1)
+    tixb = np.zeros(nwd + 1, dtype=np.int64)
+    nt = 0
+    if nseg > 1 and can_block:
+        for j in range(nseg):
+            seg_t[j] = nt
+            lo_ = seg_w[j, 0]
+            hi_ = seg_w[j, 1]
+            n_ = max(1, (hi_ - lo_) // tile)
+            for i in range(n_):
+                # whole tiles from the band on (part 0: from its top); the rest joins the last one
+                if j == 0:
+                    tl[nt] = lo_ if i == 0 else hi_ - (n_ - i) * tile
+                else:
+                    tl[nt] = lo_ + i * tile
+                d_ = 0
+                if j % 2 == 0:
+                    d_ = np.int64(1) << 40
+                    if j > 0:
+                        d_ = min(d_, i + 1)
+                    if j < nseg - 1:
+                        d_ = min(d_, n_ - i)
+                td[nt] = d_
+                nt += 1
+        seg_t[nseg] = nt
+        tl[nt] = nwd
     while True:
         if t > max_cycles:
             st = ST_LIMIT
@@ -1612,18 +1727,116 @@ def _run_py(params, route_of, r_pe, r_tx, ch_route, ins, jtab, pe_entry, tk_entr
             # (at most nslot: the far wake-ups pushed in a block are due after it)
             k = min(blk, nslot, max_cycles + 1 - t, last_progress + max_idle + 1 - t)
         if k >= 2:
-            a = acc2[0]
-            vis0 = a[A_VCE] + a[A_VRT]
-            n_ts, t_err = block(params, tile, t, k, flags, a, route_of, ins, jtab, tk_entry, tk_data,
-                                tk_arg, blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay,
-                                q_pay, ts_pe, ts_label, ts_cycle, n_ts, ts_cap, tr, out, cs, rs, ps,
-                                r_chan0, r_cfg_tx, r_cfg_down, link_acc, bm, sm, occ, hp2[0])
-            ts_drop += a[A_TSDROP]
-            blocked += k
-            if t_err >= 0:  # the first error in (cycle, PE) order; its details are in out
-                st = a[A_ST]
-                t = t_err
-                break
+            vis0 = 0
+            for j in range(nseg):
+                vis0 += acc2[j, A_VCE] + acc2[j, A_VRT]
+            if nseg == 1:
+                a = acc2[0]
+                n_ts, t_err = block(params, tile, t, k, flags, a, route_of, ins, jtab, tk_entry, tk_data,
+                                    tk_arg, blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay,
+                                    q_pay, ts_pe, ts_label, ts_cycle, n_ts, ts_cap, tr, out, cs, rs, ps,
+                                    r_chan0, r_cfg_tx, r_cfg_down, link_acc, bm, sm, occ, hp2[0])
+                ts_drop += a[A_TSDROP]
+                blocked += k
+                if t_err >= 0:  # the first error in (cycle, PE) order; its details are in out
+                    st = a[A_ST]
+                    t = t_err
+                    break
+            else:
+                for j in range(nseg):  # the far wake-ups due in the block go to the wheel first
+                    hp = hp2[j]
+                    hn = acc2[j, A_HN]
+                    while hn > 0 and (hp[0] >> 21) < t + k:
+                        key = _heap_pop(hp, hn)
+                        hn -= 1
+                        when = key >> 21
+                        hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, when, when, (key >> 1) & 0xFFFFF,
+                                   key & 1)
+                    acc2[j, A_HN] = hn
+                room = ts_cap - n_ts
+                for j in range(nseg):
+                    acc2[j, A_TSLO] = 0  # each buffer keeps its first ``room`` in (cycle, PE) order
+                    acc2[j, A_NTS] = 0
+                    acc2[j, A_TSDROP] = 0
+                    res2[j, 0] = 0
+                    res2[j, 1] = -1
+                    res2[j, 2] = -1
+                    for jj in range(k):
+                        flags2[j, jj, 0] = 0
+                        flags2[j, jj, 1] = 0
+                        flags2[j, jj, 2] = 0
+                block_parts(params, tl, td, seg_t, t, k, flags2, res2, acc2, route_of, ins, jtab, tk_entry,
+                            tk_data, tk_arg, blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay,
+                            q_pay, ts2, room, tr, out2, cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down, link_acc, bm,
+                            sm, occ2, hp2, tix)
+                # after an error in cycle c in a part, the rest runs up to cycle c (a lower PE's error
+                # in c comes first)
+                endb = t + k
+                for j in range(0, nseg, 2):
+                    if res2[j, 1] >= 0 and res2[j, 1] + 1 < endb:
+                        endb = res2[j, 1] + 1
+                nb = 0
+                for i in range(nt):
+                    if td[i] < k:
+                        tixb[nb] = i
+                        nb += 1
+                block_tiles(params, tl, td, 0, nb, 1, t, k, endb, flags2[1], res2[1], acc2[1], route_of, ins,
+                            jtab, tk_entry, tk_data, tk_arg, blk_prio, blk_data, mem, mem_base, regs, tact, tblk,
+                            ur, ch_pay, q_pay, ts2[1, 0], ts2[1, 1], ts2[1, 2], 0, room, tr, out2[1], cs, rs, ps,
+                            r_chan0, r_cfg_tx, r_cfg_down, link_acc, bm, sm, occ2[1], hp2[1], tixb)
+                blocked += k
+                t_err = -1
+                w_err = -1
+                j_err = -1
+                for j in range(nseg):  # the first error in (cycle, PE) order
+                    if res2[j, 1] >= 0 and (t_err < 0 or res2[j, 1] < t_err
+                                            or (res2[j, 1] == t_err and res2[j, 2] < w_err)):
+                        t_err = res2[j, 1]
+                        w_err = res2[j, 2]
+                        j_err = j
+                if t_err >= 0:
+                    st = acc2[j_err, A_ST]
+                    for q in range(O_I0, O_I3 + 1):
+                        out[q] = out2[j_err, q]
+                    t = t_err
+                    break
+                # timestamps: all, or the first ``room`` in (cycle, PE) order (each buffer holds
+                # its first ``room``; a stable sort keeps one visit's in order)
+                tot = 0
+                for j in range(nseg):
+                    tot += res2[j, 0]
+                    ts_drop += acc2[j, A_TSDROP]
+                tmp = np.empty((3, tot), dtype=np.int64)
+                q = 0
+                for j in range(nseg):
+                    for i in range(res2[j, 0]):
+                        tmp[0, q] = ts2[j, 0, i]
+                        tmp[1, q] = ts2[j, 1, i]
+                        tmp[2, q] = ts2[j, 2, i]
+                        q += 1
+                if tot > room:
+                    order = np.argsort(tmp[2] * P + tmp[0], kind="mergesort")
+                    ts_drop += tot - room
+                else:
+                    order = np.arange(tot)
+                for q in range(min(tot, room)):
+                    ts_pe[n_ts] = tmp[0, order[q]]
+                    ts_label[n_ts] = tmp[1, order[q]]
+                    ts_cycle[n_ts] = tmp[2, order[q]]
+                    n_ts += 1
+                for j in range(nseg):
+                    acc2[j, A_TSLO] = -1
+                    acc2[j, A_NTS] = 0
+                    acc2[j, A_TSDROP] = 0
+                    occ2[j, :] = 0
+                for jj in range(k):
+                    flags[jj, 0] = 0
+                    flags[jj, 1] = 0
+                    flags[jj, 2] = 0
+                    for j in range(nseg):
+                        flags[jj, 0] |= flags2[j, jj, 0]
+                        flags[jj, 1] |= flags2[j, jj, 1]
+                        flags[jj, 2] |= flags2[j, jj, 2]
             if n_ts >= ts_cap:  # full: blocks would re-sort every further timestamp
                 can_block = False
             # the cycles one at a time would have visited: the first, and those with agents due;
@@ -1644,7 +1857,10 @@ def _run_py(params, route_of, r_pe, r_tx, ch_route, ins, jtab, pe_entry, tk_entr
             seen = 0
             for j in range(k):
                 seen += flags[j, 1]
-            want_block = can_block and 2 * seen >= k and a[A_VCE] + a[A_VRT] - vis0 >= dense * k
+            vis1 = 0
+            for j in range(nseg):
+                vis1 += acc2[j, A_VCE] + acc2[j, A_VRT]
+            want_block = can_block and 2 * seen >= k and vis1 - vis0 >= dense * k
             # the occupied wheel slots, from the summary words (all due before t + k are done)
             for s_ in range(nslot):
                 occ[s_] = 0
@@ -1676,6 +1892,9 @@ def _run_py(params, route_of, r_pe, r_tx, ch_route, ins, jtab, pe_entry, tk_entr
                 st = acc2[0, A_ST]
                 want_block = can_block and acc2[0, A_VCE] + acc2[0, A_VRT] - vis0 >= dense
             else:
+                vis0 = 0
+                for j in range(nseg):
+                    vis0 += acc2[j, A_VCE] + acc2[j, A_VRT]
                 room = ts_cap - n_ts
                 visit_parts(params, seg_w, t, acc2, route_of, ins, jtab, tk_entry, tk_data, tk_arg,
                             blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay, q_pay, ts2, room,
@@ -1708,6 +1927,10 @@ def _run_py(params, route_of, r_pe, r_tx, ch_route, ins, jtab, pe_entry, tk_entr
                         last_move = t
                     acc2[j, A_PROG] = 0
                     acc2[j, A_MOVED] = 0
+                vis1 = 0
+                for j in range(nseg):
+                    vis1 += acc2[j, A_VCE] + acc2[j, A_VRT]
+                want_block = can_block and vis1 - vis0 >= dense
             if st != ST_OK:
                 break
             for j in range(nseg):
@@ -1787,6 +2010,8 @@ def _specialise(functional: bool):
     g["visit"] = jit(_visit_py, f"visit_{mode}", error_model="numpy")
     g["visit_parts"] = jit(_visit_parts_py, f"visit_parts_{mode}", parallel=True)
     g["block"] = jit(_block_py, f"block_{mode}", error_model="numpy")
+    g["block_tiles"] = jit(_block_tiles_py, f"block_tiles_{mode}", error_model="numpy")
+    g["block_parts"] = jit(_block_parts_py, f"block_parts_{mode}", parallel=True)
     return jit(_run_py, f"run_{mode}", error_model="numpy")
 
 

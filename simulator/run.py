@@ -138,9 +138,13 @@ class Device:
         # ``threads`` concurrent parts of each cycle (results identical to one thread; see
         # simulator.engine.segments); numba runs them on up to its thread count
         self.seg_w = E.segments(W, H, _parts(P, trace, threads))
-        # one thread, no trace: dense stretches run ``block`` cycles at a time (same results)
+        # no trace: dense stretches run ``block`` cycles at a time (same results)
         self.block = _block(block)
         self.block_tile = E.block_tile(W, cp.ch_route, cp.ch_port, cp.r_chan0)
+        # cut in parts too when the order of one cycle's visits cannot matter (engine docstring):
+        # no route with several inputs, no SetRoute
+        self.commute = bool(not (np.diff(cp.r_chan0) > 1).any()
+                            and not (cp.ins[:, E.F_OP] == E.OP_SETROUTE).any())
         ncs, self.HB = E.channel_layout(cp.ch_cap, self.S)
         self.cs = _zeros_aligned(ncs, rdt)  # channel records, head-ready words, large rings
         self.rs = _zeros_aligned(max(nr, 1) * (12 + self.SQ) + 1, rdt)
@@ -286,6 +290,7 @@ class Device:
         params[E.P_BLOCK] = self.block
         params[E.P_TILE] = self.block_tile
         params[E.P_DENSE] = BLOCK_DENSE
+        params[E.P_COMMUTE] = int(self.commute)
         ts_pe = np.zeros(ts_cap, dtype=np.int64)
         ts_label = np.zeros(ts_cap, dtype=np.int64)
         ts_cycle = np.zeros(ts_cap, dtype=np.int64)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 
@@ -31,35 +32,50 @@ from engine_equivalence import same  # noqa: E402  (results and memory compared 
 DEPTHS = (2, 3, 7, 16)
 
 
-def _outcome(prog, mode, block, monkeypatch, min_words=1, **kw):
+def _outcome(prog, mode, block, monkeypatch, min_words=1, parts=1, **kw):
     """(result or error, cycles run in blocks) of ``prog`` run with block depth ``block``; tiles of
-    ``min_words`` bitmap words or the least that is exact (``engine.block_tile``)."""
+    ``min_words`` bitmap words or the least that is exact (``engine.block_tile``). ``parts`` > 1: each
+    cycle cut in that many parts and the bands between them (``engine.segments``) at a grain of one
+    bitmap word, so that small meshes are cut; such parts share summary words, so the run is on one
+    numba thread (it still runs the parts' and the bands' phases of a block one after the other)."""
     monkeypatch.setattr(R, "BLOCK_DENSE", 0)
     dev = Device(prog, WSE2, mode, threads=1, block=block, **kw)
     cp = dev.lowered
     dev.block_tile = E.block_tile(cp.width, cp.ch_route, cp.ch_port, cp.r_chan0, min_words=min_words)
+    if parts > 1:
+        dev.seg_w = E.segments(cp.width, cp.height, parts, grain=64)
+        assert dev.seg_w.shape[0] == 2 * parts - 1
+    nthreads = numba.get_num_threads()
+    numba.set_num_threads(1)
     try:
         r = dev.launch()
     except Exception as exc:  # the error is the result
         return ("error", type(exc).__name__, str(exc)), -1
+    finally:
+        numba.set_num_threads(nthreads)
     return (("ok", r.total_cycles, r.busy, r.stalled, r.finish, r.link_wavelets, list(r.timestamps),
              r.stats["timestamps_dropped"], r.stats["wavelet_moves"],
              dev.mem.copy() if mode == "functional" else None), r.stats["blocked_cycles"])
 
 
 
-def _check(prog, mode, monkeypatch, depths=DEPTHS, min_words=1, expect_error=None, **kw):
+def _check(prog, mode, monkeypatch, depths=DEPTHS, min_words=1, expect_error=None, parts=(1, 2),
+           commute=True, **kw):
+    """One cycle at a time on one thread against each depth, for each count of ``parts``. A program
+    whose visits of one cycle may not commute (``commute`` False: a route with several inputs, or
+    SetRoute) runs cut in parts one cycle at a time, and must give the same results too."""
     ref, nb = _outcome(prog, mode, 1, monkeypatch, min_words, **kw)
     assert nb in (0, -1)
     if expect_error is not None:
         assert ref[0] == "error" and expect_error in ref[2], ref
     else:
         assert ref[0] == "ok", ref
-    for d in depths:
-        res, nb = _outcome(prog, mode, d, monkeypatch, min_words, **kw)
-        assert same(ref, res), (d, ref[:2], res[:2])
-        if ref[0] == "ok":
-            assert nb > 0  # blocks ran
+    for n in parts:
+        for d in depths if n == 1 or len(depths) <= 2 else depths[1::2]:  # parts: 3 and 16 of DEPTHS
+            res, nb = _outcome(prog, mode, d, monkeypatch, min_words, parts=n, **kw)
+            assert same(ref, res), (n, d, ref[:2], res[:2])
+            if ref[0] == "ok":
+                assert (nb > 0) == (commute or n == 1)  # blocks ran
     return ref
 
 
@@ -70,8 +86,10 @@ def _kernel(name, mesh, m, k, n, dtype, functional):
                         WSE2).program
 
 
+# MeshGEMM runs on the virtual Q x Q mesh, Q = lcm(P_y, P_x): meshes with a small Q keep its runs
+# short (13 x 20, Q = 260, ran 451K cycles a launch; 12 x 18, Q = 36, runs 5K)
 @pytest.mark.parametrize("name,mesh,mode", [
-    ("meshgemm", (13, 20), "functional"), ("meshgemm", (10, 33), "timing"), ("cannon", (7, 70), "timing"),
+    ("meshgemm", (12, 18), "functional"), ("meshgemm", (11, 33), "timing"), ("cannon", (7, 70), "timing"),
     ("summa", (13, 20), "functional"), ("gemmt", (10, 33), "functional"), ("meshgemv", (13, 20), "timing"),
 ])
 def test_kernels_blocked_equal_one_cycle_at_a_time(name, mesh, mode, monkeypatch):
@@ -82,8 +100,34 @@ def test_kernels_blocked_equal_one_cycle_at_a_time(name, mesh, mode, monkeypatch
     _check(prog, mode, monkeypatch)
 
 
+@pytest.mark.parametrize("mode", ["functional", "timing"])
+def test_three_parts_blocked_equal_one_cycle_at_a_time(mode, monkeypatch):
+    """Parts between two bands (tiles near both), on a mesh cut in 3 parts and 2 bands."""
+    prog = _kernel("meshgemm", (24, 36), 48, 36, 72, "fp32" if mode == "functional" else "fp16",
+                   mode == "functional")
+    _check(prog, mode, monkeypatch, depths=(3, 16), parts=(3,))
+
+
+def test_two_threads_blocked_equal_one_thread_one_cycle_at_a_time(monkeypatch):
+    """Two parts on two threads (a mesh of 16,640 PEs, cut as ``Device(threads=2)`` cuts it)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from bench_simulator import shift_broadcast
+    monkeypatch.setattr(R, "BLOCK_DENSE", 0)
+    prog = shift_broadcast(128, 130, 20)
+    out = []
+    for threads, block in ((1, 1), (2, 16), (2, 5)):
+        dev = Device(prog, WSE2, "functional", threads=threads, block=block)
+        assert dev.seg_w.shape[0] == 2 * threads - 1
+        r = dev.launch()
+        out.append(((r.total_cycles, r.busy, r.stalled, r.finish, r.link_wavelets, list(r.timestamps),
+                     r.stats["timestamps_dropped"], r.stats["wavelet_moves"], dev.mem.copy()),
+                    r.stats["blocked_cycles"]))
+    assert out[0][1] == 0 and out[1][1] > 0 and out[2][1] > 0
+    assert same(out[0][0], out[1][0]) and same(out[0][0], out[2][0])
+
+
 def test_larger_tiles_and_the_default_tile_are_exact_too(monkeypatch):
-    prog = _kernel("meshgemm", (4, 70), 8, 70, 70, "fp32", True)
+    prog = _kernel("meshgemm", (7, 70), 14, 70, 70, "fp32", True)  # 8 words: tiles of 3 and 4 words
     _check(prog, "functional", monkeypatch, depths=(4, 16), min_words=3)
     _check(prog, "functional", monkeypatch, depths=(8,), min_words=4)
 
@@ -132,7 +176,7 @@ def test_set_route_switches_directions_on_every_row(monkeypatch):
            [If(eq(role, 0), [Recv(5, "a")], [SetRoute(5, 1), Recv(5, "a")]), Timestamp("r")])])
     prog.place(b, params={"role": X})
     prog.set_data(1, range(H), "a", [1.0, 2.0, 3.0, 4.0])
-    ref = _check(prog, "functional", monkeypatch)
+    ref = _check(prog, "functional", monkeypatch, commute=False)
     assert ref[5][:, 1, Port.WEST].tolist() == [4] * H and ref[5][:, 1, Port.EAST].tolist() == [4] * H
 
 
@@ -177,6 +221,11 @@ def test_the_first_error_in_cycle_and_pe_order_is_reported(monkeypatch):
     prog = _late_errors(W, H, {(1, 0): 30, (5, 9): 20, (7, 9): 20})
     ref = _check(prog, "functional", monkeypatch, expect_error="PE (5, 9)")
     assert ref[1] == "InputError"
+    # cut in two parts: (1, 0) is in part 0, (5, 9) in the band, (10, 11) in part 1
+    prog = _late_errors(W, H, {(1, 0): 30, (5, 9): 20, (10, 11): 20})
+    _check(prog, "functional", monkeypatch, expect_error="PE (5, 9)")
+    prog = _late_errors(W, H, {(1, 0): 30, (5, 9): 20, (10, 11): 16})
+    _check(prog, "functional", monkeypatch, expect_error="PE (10, 11)")
 
 
 def test_max_cycles_and_deadlock_reports_are_the_same(monkeypatch):
@@ -184,7 +233,7 @@ def test_max_cycles_and_deadlock_reports_are_the_same(monkeypatch):
     ref = _check(prog, "timing", monkeypatch, expect_error="max_cycles", max_cycles=3500)
     assert ref[1] == "SimulationLimit"
     # a receiver that never gets its data: the report names the PEs still waiting
-    W, H = 70, 4
+    W, H = 70, 6
     p = MeshProgram(W, H, WSE2)
     p.add_buffer(range(W), range(H), "b", "fp32", 4)
     p.add_buffer(range(W), range(H), "w", "fp32", 64)
@@ -210,7 +259,7 @@ def test_the_tile_covers_a_route_fed_from_north_and_south(monkeypatch):
     cp = Device(prog, WSE2, "timing").lowered
     assert E.block_tile(W, cp.ch_route, cp.ch_port, cp.r_chan0, min_words=1) == 2  # ceil(80 / 64)
     assert E.block_tile(W, cp.ch_route[:0], cp.ch_port[:0], np.zeros(1, np.int64), min_words=1) == 1
-    _check(prog, "functional", monkeypatch)
+    _check(prog, "functional", monkeypatch, commute=False)
     # the south senders without their Fill: both streams arrive together, an error
     p2 = MeshProgram(W, H, WSE2)
     p2.add_buffer(range(W), [3, 5], "a", "fp32", n)
@@ -220,7 +269,7 @@ def test_the_tile_covers_a_route_fed_from_north_and_south(monkeypatch):
     p2.set_route(range(W), 4, 2, rx={Port.NORTH, Port.SOUTH}, tx=Port.RAMP)
     p2.add(range(W), [3, 5], Send(2, "a"))
     p2.add(range(W), 4, Recv(2, "b"))
-    ref = _check(p2, "timing", monkeypatch, expect_error="two directions")
+    ref = _check(p2, "timing", monkeypatch, expect_error="two directions", commute=False)
     assert "PE (0, 4)" in ref[2]  # the first in PE order
     # the rule matters: with tiles of one word (80 PEs apart may then be two tiles apart) a depth-7
     # block writes (8, 4)'s route fields out of order and reports another PE
