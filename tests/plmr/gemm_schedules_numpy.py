@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from plmr._gemm_schedule_loops import _share as _share_jit
 from plmr.collectives import link_buffer_wavelets
 from plmr.hardware import HardwareSpec
 from plmr.interleave import ring_order
@@ -19,6 +20,10 @@ from plmr.primitives import FILL_PORTS, FMAC_PORTS, RECV_ADD_PORTS, RECV_PORTS, 
 
 #: "never": an interval or arrival that does not exist (finite, so that differences stay finite)
 NEVER = -1e18
+
+#: Two streams through one port (the fluid of ``plmr._gemm_schedule_loops._share``), as plain Python:
+#: a primitive of both evaluations; what this reference checks is the recurrence around it.
+_share = _share_jit.py_func
 
 
 def _push(first: np.ndarray, w: float, blocks) -> tuple[np.ndarray, np.ndarray]:
@@ -219,78 +224,6 @@ def _behind_x(f: float, g: float, e: float, w: float, blocks: list, w_a: float) 
         be, wa = max(be, blocks[1][1]), 2.0 * w_a
     _, e, f2, resumed = _share(bs, be, wa, g, e, w, True)
     return max(f, f2), max(g, resumed), e
-
-
-def _share(fa, ea, wa, fb, eb, wb, prio):
-    """Two streams through one port that moves one wavelet per cycle, each alone at an even rate
-    from f to e, served as a fluid (``prio``: a first; else max-min fair). Returns (end a, end b,
-    b's first move, when b last resumed after a stop or NEVER)."""
-    if ea <= fb or eb <= fa or wa <= 0.0 or wb <= 0.0:
-        return ea, eb, fb, NEVER
-    ra, rb = wa / (ea - fa), wb / (eb - fb)
-    t = fa if fa < fb else fb
-    sa = sb = 0.0
-    end_a = end_b = first_b = resumed_b = NEVER
-    for _ in range(64):
-        if end_a > NEVER and end_b > NEVER:
-            break
-        xa = 0.0 if t <= fa else (wa if t >= ea else ra * (t - fa))
-        xb = 0.0 if t <= fb else (wb if t >= eb else rb * (t - fb))
-        la = ra if fa <= t < ea else 0.0
-        lb = rb if fb <= t < eb else 0.0
-        qa, qb = xa - sa, xb - sb
-        ba = qa > 1e-9 and end_a == NEVER
-        bb = qb > 1e-9 and end_b == NEVER
-        if prio:
-            va = 1.0 if ba else la
-            vb = (1.0 - va) if bb else (lb if lb < 1.0 - va else 1.0 - va)
-        elif ba and bb:
-            va, vb = 0.5, 0.5
-        elif ba:
-            vb = lb if lb < 0.5 else 0.5
-            va = 1.0 - vb
-        elif bb:
-            va = la if la < 0.5 else 0.5
-            vb = 1.0 - va
-        elif la + lb <= 1.0:
-            va, vb = la, lb
-        elif la <= 0.5:
-            va, vb = la, 1.0 - la
-        elif lb <= 0.5:
-            va, vb = 1.0 - lb, lb
-        else:
-            va, vb = 0.5, 0.5
-        if end_a > NEVER:
-            va = 0.0
-        if end_b > NEVER:
-            vb = 0.0
-        if first_b == NEVER and vb > 1e-9:
-            first_b = t
-        dt = 1e18
-        for ev in (fa, ea, fb, eb):
-            if ev > t and ev - t < dt:
-                dt = ev - t
-        if ba and va > la and qa / (va - la) < dt:
-            dt = qa / (va - la)
-        if bb and vb > lb and qb / (vb - lb) < dt:
-            dt = qb / (vb - lb)
-        if va > 0.0 and (wa - sa) / va < dt:
-            dt = (wa - sa) / va
-        if vb > 0.0 and (wb - sb) / vb < dt:
-            dt = (wb - sb) / vb
-        if dt >= 1e18:
-            break
-        t = t + dt
-        sa = sa + va * dt
-        sb = sb + vb * dt
-        if end_b == NEVER and vb < 1e-9 and (bb or lb > 0.0):
-            resumed_b = t
-        if end_a == NEVER and sa >= wa - 1e-9:
-            end_a = t
-        if end_b == NEVER and sb >= wb - 1e-9:
-            end_b = t
-    return (end_a if end_a > NEVER else ea), (end_b if end_b > NEVER else eb), \
-        (first_b if first_b > NEVER else fb), resumed_b
 
 
 def gemmt_schedule(spec: HardwareSpec, p_y: int, p_x: int, comp: float, fill: float, t_c: int,
