@@ -56,10 +56,9 @@ def sweep(out: str, config: str | None, simulate: bool, timing_only: bool, worke
     """
     from waferllm.results import SPEC_FILENAME, ResultsTable, atomic_write
     from waferllm.sweep import AXES, Sweep, load_sweep_file, parse_values, split_list
-    from waferllm.sweep_run import MAX_WORKERS, run_sweep
+    from waferllm.sweep_run import resolve_workers, run_sweep
 
-    if workers is not None and workers > MAX_WORKERS:
-        raise InputError(f"--workers {workers}: must be between 1 and {MAX_WORKERS}")
+    workers = resolve_workers(workers)  # before the results directory is made
     if timing_only and not simulate:
         raise InputError("--timing-only goes with --simulate")
     axes, evaluator = load_sweep_file(config) if config else ({}, None)

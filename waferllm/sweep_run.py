@@ -164,14 +164,20 @@ def _dask(points: list[dict], workers: int, scheduler: str) -> Iterator[tuple[di
 MAX_WORKERS = 1024
 
 
+def resolve_workers(workers: int | None) -> int:
+    """The worker count to use (default: the CPU count), or an InputError outside 1..MAX_WORKERS."""
+    workers = workers or os.cpu_count() or 1
+    if not 1 <= workers <= MAX_WORKERS:
+        raise InputError(f"--workers {workers}: must be between 1 and {MAX_WORKERS}")
+    return workers
+
+
 def run_sweep(points: list[dict[str, Any]], table: ResultsTable, workers: int | None = None,
               scheduler: str | None = None, progress: bool = True,
               on_row: Callable[[dict], None] | None = None) -> SweepSummary:
     """Evaluate every point not yet in ``table`` and append each as it finishes."""
     t0 = time.perf_counter()
-    workers = workers or os.cpu_count() or 1
-    if not 1 <= workers <= MAX_WORKERS:
-        raise InputError(f"--workers {workers}: must be between 1 and {MAX_WORKERS}")
+    workers = resolve_workers(workers)
     todo = [p for p in points if point_key(p) not in table.done]
     if not scheduler:
         workers = max(1, min(workers, len(todo)))  # no idle processes
