@@ -187,29 +187,29 @@ def _opnd(ins, row, k, regs, rb, n):
     ok = off >= ins[row, f + O_LO] and off + (n - 1) * sd < ins[row, f + O_HI]
     if n <= 0:
         ok = off >= ins[row, f + O_LO] and off <= ins[row, f + O_HI]
-    return off, sd, ins[row, f + O_DT], ok
+    return off, sd, np.int64(ins[row, f + O_DT]), ok
 
 
 @cached_njit
 def _compute(ins, row, op, n, regs, rb, mem, base):
     """Functional effect of one compute DSD op over n elements (numerics: see result.py docs)."""
-    ao, asd, adt, _ = _opnd(ins, row, 0, regs, rb, n)
+    ao, asd, adt, _ = _opnd(ins, row, np.int64(0), regs, rb, n)
     ao += base
     if op == OP_FILL:
         v = _rnd(np.float32(regs[rb + ins[row, F_SREG]]), adt)
         for i in range(n):
             mem[ao + i * asd] = v
         return
-    bo, bsd, bdt, _ = _opnd(ins, row, 1, regs, rb, n)
+    bo, bsd, bdt, _ = _opnd(ins, row, np.int64(1), regs, rb, n)
     bo += base
     if op == OP_FMAC:
-        co, csd, cdt, _ = _opnd(ins, row, 2, regs, rb, n)
+        co, csd, cdt, _ = _opnd(ins, row, np.int64(2), regs, rb, n)
         co += base
         s = np.float32(regs[rb + ins[row, F_SREG]])
         for i in range(n):
             mem[ao + i * asd] = _rnd(mem[bo + i * bsd] + _rnd(mem[co + i * csd] * s, adt), adt)
     elif op == OP_ADD or op == OP_MUL or op == OP_MAX:
-        co, csd, cdt, _ = _opnd(ins, row, 2, regs, rb, n)
+        co, csd, cdt, _ = _opnd(ins, row, np.int64(2), regs, rb, n)
         co += base
         for i in range(n):
             a = mem[bo + i * bsd]
@@ -688,7 +688,7 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                                         if ins[U(row), fo_ + O_OFFR] >= 0:
                                             off += np.int64(regs[U(rgb + ins[U(row), fo_ + O_OFFR])])
                                         sd = ins[U(row), fo_ + O_STR]
-                                        dt = ins[U(row), fo_ + O_DT]
+                                        dt = np.int64(ins[U(row), fo_ + O_DT])
                                         if 1 > 0:
                                             ok = off >= ins[U(row), fo_ + O_LO] and off + (1 - 1) * sd < ins[U(row), fo_ + O_HI]
                                         else:
@@ -731,7 +731,7 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                                         if ins[U(row), fo_ + O_OFFR] >= 0:
                                             off += np.int64(regs[U(rgb + ins[U(row), fo_ + O_OFFR])])
                                         sd = ins[U(row), fo_ + O_STR]
-                                        dt = ins[U(row), fo_ + O_DT]
+                                        dt = np.int64(ins[U(row), fo_ + O_DT])
                                         if n > 0:
                                             ok = off >= ins[U(row), fo_ + O_LO] and off + (n - 1) * sd < ins[U(row), fo_ + O_HI]
                                         else:
@@ -902,7 +902,7 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                                         if ins[U(row), fo_ + O_OFFR] >= 0:
                                             moff += np.int64(regs[U(rgb + ins[U(row), fo_ + O_OFFR])])
                                         msd = ins[U(row), fo_ + O_STR]
-                                        mdt = ins[U(row), fo_ + O_DT]
+                                        mdt = np.int64(ins[U(row), fo_ + O_DT])
                                         if n > 0:
                                             ok = moff >= ins[U(row), fo_ + O_LO] and moff + (n - 1) * msd < ins[U(row), fo_ + O_HI]
                                         else:
@@ -975,7 +975,7 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                                         if ins[U(row), fo_ + O_OFFR] >= 0:
                                             off += np.int64(regs[U(rgb + ins[U(row), fo_ + O_OFFR])])
                                         sd = ins[U(row), fo_ + O_STR]
-                                        dt = ins[U(row), fo_ + O_DT]
+                                        dt = np.int64(ins[U(row), fo_ + O_DT])
                                         if n > 0:
                                             ok = off >= ins[U(row), fo_ + O_LO] and off + (n - 1) * sd < ins[U(row), fo_ + O_HI]
                                         else:
@@ -1164,7 +1164,7 @@ def _visit_py(params, w_lo, w_hi, t, acc, route_of, ins, jtab, tk_entry, tk_data
                                     if functional and op != OP_RELAY:
                                         ao = ur[U(ub + 8)]
                                         asd = ur[U(ub + 9)]
-                                        adt = ur[U(ub + 10)]
+                                        adt = np.int64(ur[U(ub + 10)])
                                         n = ur[U(ub + 11)]
                                         if ur[U(ub + 13)] == 1:
                                             i0 = 2 * k
@@ -1464,7 +1464,7 @@ def _visit_parts_py(params, seg_w, t, acc2, route_of, ins, jtab, tk_entry, tk_da
         j = 2 * k
         visit(params, seg_w[j, 0], seg_w[j, 1], t, acc2[j], route_of, ins, jtab, tk_entry, tk_data,
               tk_arg, blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay, q_pay, ts2[j, 0],
-              ts2[j, 1], ts2[j, 2], 0, ts_room, tr, out2[j], cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down,
+              ts2[j, 1], ts2[j, 2], np.int64(0), ts_room, tr, out2[j], cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down,
               link_acc, bm, sm, occ2[j], hp2[j])
 
 def _block_py(params, tile, t, k, flags, acc, route_of, ins, jtab, tk_entry, tk_data, tk_arg, blk_prio,
@@ -1605,9 +1605,9 @@ def _block_parts_py(params, tl, td, seg_t, t, k, flags2, res2, acc2, route_of, i
     nparts = (seg_t.shape[0]) // 2
     for q in prange(nparts):
         j = 2 * q
-        block_tiles(params, tl, td, seg_t[j], seg_t[j + 1] - seg_t[j], 0, t, k, t + k, flags2[j], res2[j],
+        block_tiles(params, tl, td, seg_t[j], seg_t[j + 1] - seg_t[j], np.int64(0), t, k, t + k, flags2[j], res2[j],
                     acc2[j], route_of, ins, jtab, tk_entry, tk_data, tk_arg, blk_prio, blk_data, mem, mem_base,
-                    regs, tact, tblk, ur, ch_pay, q_pay, ts2[j, 0], ts2[j, 1], ts2[j, 2], 0, room, tr, out2[j],
+                    regs, tact, tblk, ur, ch_pay, q_pay, ts2[j, 0], ts2[j, 1], ts2[j, 2], np.int64(0), room, tr, out2[j],
                     cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down, link_acc, bm, sm, occ2[j], hp2[j], tix)
 
 
@@ -1665,7 +1665,7 @@ def _run_py(params, route_of, r_pe, r_tx, ch_route, ins, jtab, pe_entry, tk_entr
             hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, t, pe, 0)
     acc2[0, A_HN] = hn
     acc2[:, A_TSLO] = -1
-    n_ts = 0
+    n_ts = np.int64(0)  # not a literal: a literal 0 would compile the callees a second time
     ts_drop = 0
     last_progress = t
     last_move = -1
@@ -1775,14 +1775,14 @@ def _run_py(params, route_of, r_pe, r_tx, ch_route, ins, jtab, pe_entry, tk_entr
                 for j in range(0, nseg, 2):
                     if res2[j, 1] >= 0 and res2[j, 1] + 1 < endb:
                         endb = res2[j, 1] + 1
-                nb = 0
+                nb = np.int64(0)
                 for i in range(nt):
                     if td[i] < k:
                         tixb[nb] = i
                         nb += 1
-                block_tiles(params, tl, td, 0, nb, 1, t, k, endb, flags2[1], res2[1], acc2[1], route_of, ins,
+                block_tiles(params, tl, td, np.int64(0), nb, np.int64(1), t, k, endb, flags2[1], res2[1], acc2[1], route_of, ins,
                             jtab, tk_entry, tk_data, tk_arg, blk_prio, blk_data, mem, mem_base, regs, tact, tblk,
-                            ur, ch_pay, q_pay, ts2[1, 0], ts2[1, 1], ts2[1, 2], 0, room, tr, out2[1], cs, rs, ps,
+                            ur, ch_pay, q_pay, ts2[1, 0], ts2[1, 1], ts2[1, 2], np.int64(0), room, tr, out2[1], cs, rs, ps,
                             r_chan0, r_cfg_tx, r_cfg_down, link_acc, bm, sm, occ2[1], hp2[1], tixb)
                 blocked += k
                 t_err = -1
@@ -1903,7 +1903,7 @@ def _run_py(params, route_of, r_pe, r_tx, ch_route, ins, jtab, pe_entry, tk_entr
                     for j in range(1, nseg, 2):
                         visit(params, seg_w[j, 0], seg_w[j, 1], t, acc2[j], route_of, ins, jtab, tk_entry,
                               tk_data, tk_arg, blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay,
-                              q_pay, ts2[j, 0], ts2[j, 1], ts2[j, 2], 0, room, tr, out2[j], cs, rs, ps, r_chan0,
+                              q_pay, ts2[j, 0], ts2[j, 1], ts2[j, 2], np.int64(0), room, tr, out2[j], cs, rs, ps, r_chan0,
                               r_cfg_tx, r_cfg_down, link_acc, bm, sm, occ2[j], hp2[j])
                 for j in range(nseg):  # in PE order: the first error, timestamps up to the capacity
                     if st == ST_OK and acc2[j, A_ST] != ST_OK:
