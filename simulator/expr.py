@@ -340,6 +340,13 @@ def evaluate(e: ExprLike, env: Mapping[str, Any], vectorised: bool = False):
     return _Evaluator(env, vectorised).value(as_expr(e))
 
 
+def evaluate_many(exprs, env: Mapping[str, Any]) -> tuple:
+    """``evaluate`` of each of ``exprs`` (scalars) in one environment, sharing the evaluation of common
+    subexpressions across them."""
+    ev = _Evaluator(env, False)
+    return tuple(ev.value(as_expr(e)) for e in exprs)
+
+
 class _Evaluator:
     def __init__(self, env, vectorised: bool):
         self.env = env

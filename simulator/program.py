@@ -120,7 +120,8 @@ class Block:
     var_bytes: int  # the body's variables and those the CSL lowering adds (resources.lowering_data_bytes)
     code_bytes: int
     labels: int = 0  # the program's Timestamp labels var_bytes counts a slot for
-    shape: tuple = ()  # what decides the code it keeps (resources.shape_exprs' values): equal -> same code
+    shape: tuple = ()  # what decides the code it keeps and its colours (resources.shape_exprs' values)
+    code_key: tuple = ()  # what decides the code it keeps (the leading part of those values): equal -> same code
 
     @property
     def sram_bytes(self) -> int:
@@ -216,10 +217,11 @@ class MeshProgram:
         self.blocks: list[Block] = []
         self._block_index: dict[tuple, int] = {}
         self._stamp_labels: set[str] = set()  # Timestamp labels of the bodies placed so far
-        # per body: its Timestamp labels and resources.shape_exprs; per (body, values of those
-        # expressions): the code bytes (parameter sets that agree on them keep the same code)
-        self._body_facts: dict[int, tuple] = {}  # id -> (labels, shape expressions, the body: kept alive)
-        self._code_of_shape: dict[tuple, int] = {}
+        # per body: its Timestamp labels and resources.shape_exprs; per code key (Block.code_key): the
+        # code bytes (parameter sets that agree on it keep the same code); the shapes checked so far
+        self._body_facts: dict[int, tuple] = {}  # id -> (labels, shape expressions, code-deciding ones, body)
+        self._code_of_key: dict[tuple, int] = {}
+        self._checked_shapes: set[tuple] = set()
         self._stamps_settled: tuple = ()
         # Trace API: per-PE layouts and instruction lists, turned into bodies by ``finalize``
         self._layouts: list[_Layout] = [_Layout((), {}, 0, 0)]
@@ -380,25 +382,53 @@ class MeshProgram:
             rows = np.stack([arrays[n][first].astype(np.float64) for n in names_], axis=1)
         else:
             rows, inverse = np.zeros((1, 0)), np.zeros(pes.size, dtype=np.int64)
-        out = np.empty(rows.shape[0], dtype=np.int32)
-        for r in range(rows.shape[0]):
+        nrow = rows.shape[0]
+        row_values = []
+        for r in range(nrow):
             values = {}
             for n, v in zip(names_, rows[r]):
                 values[n] = int(v) if float(v).is_integer() and final.params[n] != "float" else float(v)
+            row_values.append(values)
+        _, exprs, ncode, _ = self._facts(final)
+        # shapes and buffer lengths once per distinct value of the parameters they read (rows differ
+        # mostly in parameters that decide neither: head offsets, ring positions)
+        shape_of = self._per_distinct(rows, names_, row_values, exprs,
+                                      lambda v: resources.shape_of(exprs, v))
+        lengths = [b.length for b in final.buffers.values()]
+        length_of = self._per_distinct(rows, names_, row_values, lengths,
+                                       lambda v: tuple(evaluate(n, v) for n in lengths))
+        out = np.empty(nrow, dtype=np.int32)
+        for r in range(nrow):
+            values = row_values[r]
             key = (id(final), tuple(sorted(values.items())))
             bi = self._block_index.get(key)
             if bi is None:
                 bi = len(self.blocks)
-                shape = self._shape_key(final, values)
-                checked = shape in self._code_of_shape
-                blk = self._make_block(bi, final, values, shape)
+                shape = (id(final),) + shape_of[r]
+                blk = self._make_block(bi, final, values, shape, shape[:1 + ncode], length_of[r])
                 self._check_block_sram(blk, int(pes[np.nonzero(inverse == r)[0][0]]))
-                if not checked:
+                if shape not in self._checked_shapes:
                     resources.check_block_shapes(blk, self.spec)
+                    self._checked_shapes.add(shape)
                 self.blocks.append(blk)
                 self._block_index[key] = bi
             out[r] = bi
         return out[inverse]
+
+    @staticmethod
+    def _per_distinct(rows: np.ndarray, names_: list, row_values: list, exprs, fn) -> list:
+        """``fn(values)`` for every parameter row, computed once per distinct value of the parameters
+        ``exprs`` read (the result depends on nothing else)."""
+        used = set()
+        for e in exprs:
+            used |= names(e)[0]
+        cols = [i for i, n in enumerate(names_) if n in used]
+        if not cols:
+            one = fn(row_values[0]) if row_values else None
+            return [one] * len(row_values)
+        _, first, inv = np.unique(rows[:, cols], axis=0, return_index=True, return_inverse=True)
+        got = [fn(row_values[int(i)]) for i in first]
+        return [got[int(i)] for i in inv.ravel()]
 
     def _check_block_sram(self, blk: Block, pe: int) -> None:
         need = blk.sram_bytes
@@ -438,23 +468,17 @@ class MeshProgram:
 
         facts = self._body_facts.get(id(final))
         if facts is None:
-            facts = self._body_facts[id(final)] = (resources.stamp_labels(final), resources.shape_exprs(final),
-                                                   final)
+            exprs, ncode = resources.shape_exprs(final)
+            facts = self._body_facts[id(final)] = (resources.stamp_labels(final), exprs, ncode, final)
         return facts
 
-    def _shape_key(self, final: Body, values: dict) -> tuple:
-        """What of a parameter set decides its code (``resources.shape_exprs``)."""
-        from simulator import resources
-
-        return (id(final),) + resources.shape_of(self._facts(final)[1], values)
-
-    def _make_block(self, index: int, final: Body, values: dict, shape: tuple) -> Block:
+    def _make_block(self, index: int, final: Body, values: dict, shape: tuple, code_key: tuple,
+                    lengths: tuple) -> Block:
         from simulator import resources
 
         bufs = []
         off = 0
-        for b in final.buffers.values():
-            n = evaluate(b.length, values)
+        for b, n in zip(final.buffers.values(), lengths):
             if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
                 raise InputError(f"body {final.name}: buffer {b.name!r} length {b.length!r} = {n!r} with "
                                  f"parameters {values}; lengths must be positive integers")
@@ -465,11 +489,11 @@ class MeshProgram:
         labels = len(self._stamp_labels)
         var_bytes = (sum(VAR_DTYPES[v.dtype] for v in final.vars.values())
                      + resources.lowering_data_bytes(final, labels))
-        code = self._code_of_shape.get(shape)
+        code = self._code_of_key.get(code_key)
         if code is None:
-            code = self._code_of_shape[shape] = resources.code_bytes(final, values, self.spec, shape)
+            code = self._code_of_key[code_key] = resources.code_bytes(final, values, self.spec, code_key)
         return Block(index, final, values, tuple(bufs), {b.name: b for b in bufs}, off, data, var_bytes, code,
-                     labels, shape)
+                     labels, shape, code_key)
 
     # --------------------------------------------------------------------------------------------
     # Trace API (sugar): per-PE buffers and straight-line instruction lists

@@ -36,7 +36,7 @@ from plmr.errors import InputError
 from plmr.hardware import HardwareSpec
 from simulator import instructions as I
 from simulator import statements as S
-from simulator.expr import Const, as_expr, substitute
+from simulator.expr import Const, as_expr, evaluate_many, substitute
 
 
 def specialize(code: tuple, values: dict) -> tuple:
@@ -70,10 +70,10 @@ def containers(body) -> list[tuple]:
 
 def specialized(body, values: dict, shape: tuple = ()) -> tuple[tuple[tuple, tuple], ...]:
     """Per container of ``body`` (``containers``): its code specialized to ``values`` and that code's
-    statements in walk order. Parameter sets of one code shape (``shape_exprs``' values, ``Block.shape``)
-    keep the same code, so with a ``shape`` it is computed once per shape and kept on the finalized body
-    (a prefill region has thousands of parameter sets and a few hundred shapes; every check, the code
-    size and the lowering read it)."""
+    statements in walk order. Parameter sets of one code key (the values of ``shape_exprs``' leading
+    code-deciding expressions, ``Block.code_key``) keep the same code, so with a ``shape`` (that key) it
+    is computed once per key and kept on the finalized body (a prefill region has thousands of parameter
+    sets and a few dozen codes; every check, the code size and the lowering read it)."""
     memo = body.__dict__.setdefault("_specialized", {}) if shape else None
     if memo is not None:
         hit = memo.get(shape)
@@ -86,8 +86,8 @@ def specialized(body, values: dict, shape: tuple = ()) -> tuple[tuple[tuple, tup
 
 
 def block_code(block) -> tuple[tuple[tuple, tuple], ...]:
-    """``specialized`` for one block (its body, parameter values and shape)."""
-    return specialized(block.body, block.values, getattr(block, "shape", ()))
+    """``specialized`` for one block (its body, parameter values and code key)."""
+    return specialized(block.body, block.values, getattr(block, "code_key", ()))
 
 
 #: What the CSL lowering adds to every PE program besides its code (``csl_templates/templates/pe.csl.j2``):
@@ -143,7 +143,7 @@ def _count(flat: tuple) -> tuple[int, int]:
 
 def code_bytes(body, values: dict, spec: HardwareSpec, shape: tuple = ()) -> int:
     """Estimated code bytes of ``body`` (finalized) with parameter ``values`` (module docstring);
-    ``shape``: the parameter set's code shape, when known (``specialized``)."""
+    ``shape``: the parameter set's code key, when known (``specialized``)."""
     ops = stmts = 0
     for _, flat in specialized(body, values, shape):
         o, s = _count(flat)
@@ -162,12 +162,14 @@ def code_bytes(body, values: dict, spec: HardwareSpec, shape: tuple = ()) -> int
             + bodies * spec.code_bytes_per_task)
 
 
-def shape_exprs(body) -> tuple:
+def shape_exprs(body) -> tuple[tuple, int]:
     """The expressions whose values decide what ``code_bytes`` and ``check_block_shapes`` see of a
-    parameter set: the comptime ``If``/``Switch`` conditions (which branches it keeps), the parameters
-    of run-time ones, and the fabric ops' and data tasks' colours. Parameter sets on which they agree
-    keep the same code (``shape_of``), so a program of many parameter sets (a prefill region has
-    thousands: per-column head values, ring and chain roles) counts and checks each code once."""
+    parameter set, and how many of them come first and decide the code alone (``code_key``): the
+    comptime ``If``/``Switch`` conditions (which branches it keeps) and the parameters of run-time ones;
+    then the fabric ops' and data tasks' colours. Parameter sets on which they agree keep the same code
+    (``shape_of``), so a program of many parameter sets (a prefill region has thousands: per-column head
+    values, ring and chain roles) counts and checks each code once; those that differ only in colours
+    keep the same code too (a prefill region: a thousand shapes, a few dozen codes)."""
     from simulator.expr import BinOp, Load, Param, Select, UnOp, is_comptime, names
 
     found: dict = {}
@@ -193,22 +195,24 @@ def shape_exprs(body) -> tuple:
             for p in sorted(names(e)[0]):
                 found.setdefault(Param(p), None)
 
-    for code in [f.code for f in body.functions.values()] + [t.code for t in body.tasks.values()]:
+    codes = [f.code for f in body.functions.values()] + [t.code for t in body.tasks.values()]
+    for code in codes:  # what decides the branches kept
         for st in S.walk(code):
             if isinstance(st, S.If):
-                exprs = (st.cond,)
+                add(st.cond)
             elif isinstance(st, S.Switch):
-                exprs = (st.value,)
-            elif isinstance(st, I.FABRIC_INSTRUCTIONS):
-                exprs = tuple(c for c in (I.recv_colour(st), I.send_colour(st)) if c is not None)
-            else:
-                continue
-            for e in exprs:
-                add(e)
+                add(st.value)
+    ncode = len(found)
+    for code in codes:  # the colours
+        for st in S.walk(code):
+            if isinstance(st, I.FABRIC_INSTRUCTIONS):
+                for c in (I.recv_colour(st), I.send_colour(st)):
+                    if c is not None:
+                        add(c)
     for t in body.tasks.values():
         if t.kind == "data":
             add(t.colour)
-    return tuple(found)
+    return tuple(found), ncode
 
 
 def per_shape(blocks: list, fn) -> dict:
@@ -225,7 +229,13 @@ def per_shape(blocks: list, fn) -> dict:
 
 
 def shape_of(exprs: tuple, values: dict) -> tuple:
-    """The values of ``shape_exprs`` under one parameter set (None where one is not a number)."""
+    """The values of ``shape_exprs`` under one parameter set (None where one is not a number). They
+    depend on parameters only, so with every parameter known they are evaluated, not folded
+    (``substitute`` builds a new expression per node: a prefill region has thousands of sets)."""
+    try:
+        return evaluate_many(exprs, values)
+    except InputError:  # a parameter without a value or a division by zero: fold what folds
+        pass
     out = []
     for e in exprs:
         v = substitute(e, values)

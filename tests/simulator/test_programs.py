@@ -508,6 +508,34 @@ def test_code_counted_once_per_code_shape_equals_counting_every_parameter_set(sp
     assert by_k[1] > by_k[0]
 
 
+def test_parameter_sets_differing_only_in_colours_share_one_code_count_and_each_colour_is_checked(
+        spec, monkeypatch):
+    """A colour parameter splits the parameter sets into shapes (each checked for a routable colour), not
+    into codes: four sets (k in {0, 1} x colour in {1, 2}) count their code twice, once per branch kept,
+    and a set whose colour is not routable still fails."""
+    from simulator import resources
+
+    calls = []
+    real = resources.code_bytes
+    monkeypatch.setattr(resources, "code_bytes", lambda *a, **kw: calls.append(a[1]) or real(*a, **kw))
+    b = Body("colours")
+    k, c = b.param("k"), b.param("c")  # an integer used as a colour: checked per shape, when placed
+    b.buffer("a", "fp32", 4)
+    b.function("main", [If(eq(k, 0), (Send(c, Ref("a", 0, 4)),),
+                           (Send(c, Ref("a", 0, 2)), Fill(Ref("a", 0, 4), 1.0)))])
+    prog = MeshProgram(4, 1, spec)
+    prog.place(b, params={"k": np.array([[0, 0, 1, 1]]), "c": np.array([[1, 2, 1, 2]])})
+    prog.finalize()
+    assert len(prog.blocks) == 4 and len({blk.shape for blk in prog.blocks}) == 4
+    assert sorted(v["k"] for v in calls) == [0, 1]
+    for blk in prog.blocks:
+        assert blk.code_bytes == real(blk.body, blk.values, spec)
+    bad = max(set(range(64)) - set(spec.routable_colors))  # a colour the target reserves
+    p2 = MeshProgram(4, 1, spec)
+    with pytest.raises(InputError, match=f"colour {bad} is not a routable colour"):
+        p2.place(b, params={"k": np.array([[0, 0, 1, 1]]), "c": np.array([[1, 2, 1, bad]])})
+
+
 def test_a_run_time_condition_that_folds_on_a_parameter_keeps_its_own_code_count(spec):
     """``if (k == 0 ? i < 3 : 1)`` is a run-time test where k = 0 and always true where k = 1, so a k = 1 PE
     keeps only the then-branch: the two parameter sets are two code shapes with different counts."""
