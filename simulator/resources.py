@@ -331,20 +331,24 @@ def allocate(blocks: list, spec: HardwareSpec, where) -> list[BlockResources]:
         local_ids[key] = ids
     queues_of = {key: body_queues(bl) for key, bl in by_body.items()}
     unbound_out = spec.data_task_binding == "colour"  # WSE-2: a fabout DSD names its output queue
+    usable_in, usable_out = spec.usable_input_queues, spec.usable_output_queues  # properties: computed per access
     op_queues = {key: op_output_queues(bl[0].body) for key, bl in by_body.items()} if unbound_out else {}
+    op_queue_map: dict[int, dict] = {}
     for b in blocks:
         (qin, nin), (qout, nout) = queues_of[id(b.body)]
         res = BlockResources(dict(local_ids[id(b.body)]))
-        sides = [("receives", nin, spec.usable_input_queues, qin)]
+        sides = [("receives", nin, usable_in, qin)]
         if unbound_out:
             per_op, nout = op_queues[id(b.body)]
-            if nout > len(spec.usable_output_queues):
+            if nout > len(usable_out):
                 raise InputError(f"{where(b)}, body {b.body.name}: {nout} sends may run at once (between two "
-                                 f"joins), {spec.name} has {len(spec.usable_output_queues)} usable output queues "
-                                 f"({_ranges(spec.usable_output_queues)})")
-            res.op_output_queue = {k: spec.usable_output_queues[q] for k, q in per_op.items()}
+                                 f"joins), {spec.name} has {len(usable_out)} usable output queues "
+                                 f"({_ranges(usable_out)})")
+            if id(b.body) not in op_queue_map:
+                op_queue_map[id(b.body)] = {k: usable_out[q] for k, q in per_op.items()}
+            res.op_output_queue = dict(op_queue_map[id(b.body)])
         else:
-            sides.append(("sends", nout, spec.usable_output_queues, qout))
+            sides.append(("sends", nout, usable_out, qout))
         for kind, n, avail, table in sides:
             if n > len(avail):
                 raise InputError(f"{where(b)}, body {b.body.name}: {kind} on colours needing {n} "
@@ -352,9 +356,9 @@ def allocate(blocks: list, spec: HardwareSpec, where) -> list[BlockResources]:
                                  f"({', '.join(map(repr, table))}), {spec.name} has {len(avail)} usable "
                                  f"({_ranges(avail)})")
         used_in, used_out = exprs_of[b.index]
-        res.input_queue = {_value(c, b): spec.usable_input_queues[qin[c]] for c in used_in}
+        res.input_queue = {_value(c, b): usable_in[qin[c]] for c in used_in}
         if not unbound_out:
-            res.output_queue = {_value(c, b): spec.usable_output_queues[qout[c]] for c in used_out}
+            res.output_queue = {_value(c, b): usable_out[qout[c]] for c in used_out}
         used_ids = set(res.task_ids.values())
         for t in b.body.tasks.values():
             if t.kind != "data":
