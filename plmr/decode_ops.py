@@ -84,22 +84,24 @@ def rope_local(spec: HardwareSpec, chunks: int, pairs: int, features: int, dtype
     return _local("rope", t_copy(spec, features, dtype, dtype) + chunks * per_chunk, features * dtype_bytes(dtype))
 
 
-def kv_append_local(spec: HardwareSpec, kv_features: int, capacity: int, shifting: bool, dtype: str,
+def kv_append_local(spec: HardwareSpec, kv_features: int, capacity: int, dtype: str,
                     role: str = "shift") -> CostBreakdown:
     """The KV append of method §8 on one row. ``role`` ``"shift"``: a shifting row's oldest K (from a
     feature-major ring, stride = capacity) and V copied out, sent north (an asynchronous stream of
     2·kv features that fits the fabric's buffers), the entry from the row below received (one hop)
     and copied into the freed slot; rows pair up by parity, so a row's receive overlaps its partner's
     send. ``"send"``: the bottom row when the rows shift: its oldest entry copied out and sent, the
-    new entry copied in (nothing to receive). ``"write"`` (or ``shifting`` False: one row alone, or
-    no row shifts at this position): only the new entry copied in."""
+    new entry copied in (nothing to receive). ``"write"`` (one row alone, or no row shifts at this
+    position): only the new entry copied in."""
+    if role not in ("shift", "send", "write"):
+        raise ValueError(f"kv_append_local: role {role!r}; use shift, send or write")
     k_copy = t_copy(spec, kv_features, dtype, dtype, stride=capacity)
     v_copy = t_copy(spec, kv_features, dtype, dtype)
     cyc = k_copy + v_copy
     n_w = 2 * kv_features
-    if shifting and role == "shift":
+    if role == "shift":
         cyc += k_copy + v_copy + (spec.op_issue_cycles + n_w) + t_msg(spec, n_w, 1, 0, dtype)
-    elif shifting and role == "send":
+    elif role == "send":
         cyc += k_copy + v_copy + (spec.op_issue_cycles + n_w)
     return _local("kv_append", cyc, 4 * kv_features * dtype_bytes(dtype))
 

@@ -205,7 +205,7 @@ def append_path(spec: HardwareSpec, hl, w: int, score_heads: int, kv_x: int, con
 
     def cost(row):
         role, entries, runs = row
-        return (D.kv_append_local(spec, kv_x, cap, p_y > 1, dtype, role=role).total_cycles
+        return (D.kv_append_local(spec, kv_x, cap, dtype, role=role).total_cycles
                 + D.scores_local(spec, hl.q_heads, w, entries, score_heads, dtype, runs=runs).total_cycles)
 
     return max(append_rows(context, p_y), key=cost)
@@ -261,10 +261,11 @@ def decode_steps(spec: HardwareSpec, dims: LayerDims, p_y: int, p_x: int, contex
     # (the wrapping ring run charged to it), later chunks rescaled, the rows reconciled when any took two
     runs = attention_chunks(S_y, chunk)
     first = runs[0][0]
-    kv, first_runs, first_scored = D.kv_append_local(spec, kv_x, cap, p_y > 1, dtype), None, first
+    kv = D.kv_append_local(spec, kv_x, cap, dtype, role="shift" if p_y > 1 else "write")
+    first_runs, first_scored = None, first
     if len(runs) == 1:  # one chunk: the row that reaches softmax's maximum last (``append_path``)
         role, first_scored, first_runs = append_path(spec, hl, w, score_heads, kv_x, context, p_y, dtype)
-        kv = D.kv_append_local(spec, kv_x, cap, p_y > 1, dtype, role=role)
+        kv = D.kv_append_local(spec, kv_x, cap, dtype, role=role)
     attention = [
         times_b(D.scores_local(spec, hl.q_heads, w, first_scored, score_heads, dtype, runs=first_runs)),
         *scores_red(first_scored),
