@@ -73,3 +73,23 @@ def tiny_model(tmp_path_factory):
 def build_tiny():
     """The builder itself, for tests that need a variant (another dtype, sharding, a broken copy)."""
     return build_tiny_model
+
+
+def pytest_sessionstart(session):
+    """Under xdist, worker gw0 loads (or, on a cold numba cache, compiles) the simulator engine's
+    functional mode and gw1 its timing mode before they take tests, so that the two cold compiles
+    (about a minute each) run side by side. Left to the tests, both workers usually ask first for the
+    same mode and one waits for the other's compile (``plmr.cached_jit``'s lock) with its core idle."""
+    import os
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker not in ("gw0", "gw1") or os.environ.get("NUMBA_DISABLE_JIT") == "1":
+        return
+    from meshgemm.kernel import KernelRequest
+    from meshgemm.registry import build_kernel
+    from plmr.hardware import WSE2
+    from simulator.run import simulate
+
+    functional = worker == "gw0"
+    b = build_kernel(KernelRequest("meshgemm", (2, 2), 4, 4, 4, functional=functional), WSE2)
+    simulate(b.program, WSE2, mode="functional" if functional else "timing")

@@ -17,9 +17,10 @@ Every ``fig_*`` returns a ``Figure`` or None when the rows hold nothing to draw.
 
 from __future__ import annotations
 
+import io
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,11 +40,21 @@ class Figure:
     title: str
     caption: str
     figure: Any  # matplotlib.figure.Figure
+    _png: bytes | None = field(default=None, repr=False, compare=False)
+
+    def png(self) -> bytes:
+        """The figure as PNG (110 dpi, tight bounding box), rendered once: the report writes the
+        same bytes to its file and into its page."""
+        if self._png is None:
+            buf = io.BytesIO()
+            self.figure.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+            self._png = buf.getvalue()
+        return self._png
 
     def save(self, directory: str | Path) -> Path:
         path = Path(directory) / f"{self.name}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.figure.savefig(path, dpi=110, bbox_inches="tight")
+        path.write_bytes(self.png())
         return path
 
 

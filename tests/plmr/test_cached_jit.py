@@ -51,8 +51,10 @@ def slow_save_index(self, overloads):
 C.save, C._load_index, C._save_index = slow_save, slow_load_index, slow_save_index
 sys.path.insert(0, os.environ["TOY_DIR"])
 import toy
-while time.time() < float(os.environ["START_AT"]):
+print("ready", flush=True)
+while not os.path.exists(os.environ["GO"]):
     time.sleep(0.01)
+time.sleep(float(os.environ["OFFSET"]))
 dtype = {"i": np.int32, "f": np.float64}[sys.argv[1]]
 print(toy.total(np.arange(1000, dtype=dtype)))
 """
@@ -65,18 +67,24 @@ print(toy.total(np.arange(1000, dtype=np.float64)), toy.total(np.arange(1000, dt
 """
 
 
-def _race(tmp_path, decorator: str) -> subprocess.CompletedProcess:
+def _start_race(tmp_path, decorator: str, offset: float) -> tuple[list[subprocess.Popen], dict]:
+    """Start the two compiling processes of one race; they import, say "ready", and wait for the
+    file ``tmp_path/go``, then ``offset`` seconds more, before they compile."""
     toy_dir = tmp_path / decorator
     toy_dir.mkdir()
     (toy_dir / "toy.py").write_text(TOY.format(decorator=decorator))
     env = dict(os.environ, TOY_DIR=str(toy_dir), NUMBA_CACHE_DIR=str(toy_dir / "cache"),
-               START_AT=str(time.time() + 6.0))
+               GO=str(tmp_path / "go"), OFFSET=str(offset))
     env.pop("NUMBA_DISABLE_JIT", None)
     # A: reads the index, 2 s, writes it, 4 s, writes its entry (last). B (starting with A):
     # reads the (still empty) index, 3 s, writes it (last), 0.5 s, writes its entry.
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, kind], env=dict(env, RACE_DELAYS=delays),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for kind, delays in (("i", "2,4"), ("f", "3,0.5"))]
+    return procs, env
+
+
+def _finish_race(procs: list[subprocess.Popen], env: dict) -> subprocess.CompletedProcess:
     for p in procs:
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
@@ -86,9 +94,17 @@ def _race(tmp_path, decorator: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_concurrent_compiles_of_two_signatures_leave_a_cache_that_loads_right(tmp_path):
     want = f"{float(sum(range(1000)))} {float(sum(range(1000)))}"
-    plain = _race(tmp_path, "njit(cache=True)")
+    # both races at once (each is mostly sleeps), in their own caches and lock files; the cached_njit
+    # pair compiles 1.5 s after the plain pair (whose 0.3 s compiles set its race's timing) so
+    # that the four compilations do not share the cores
+    plain_race = _start_race(tmp_path, "njit(cache=True)", 0.0)
+    locked_race = _start_race(tmp_path, "cached_njit", 1.5)
+    for p in plain_race[0] + locked_race[0]:  # every process has imported numba and the toy
+        assert p.stdout.readline().strip() == "ready", p.communicate(timeout=120)[1]
+    (tmp_path / "go").touch()
+    plain = _finish_race(*plain_race)
+    locked = _finish_race(*locked_race)
     if plain.returncode == 0 and plain.stdout.split() == want.split():
         pytest.skip("the widened window no longer breaks plain numba: nothing to guard against")
-    locked = _race(tmp_path, "cached_njit")
     assert locked.returncode == 0, locked.stderr
     assert locked.stdout.split() == want.split()

@@ -37,6 +37,15 @@ def results(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def report(results, tmp_path_factory) -> Path:
+    """``waferllm report`` of ``results``, written once for the tests that read the page and its PNGs."""
+    out = tmp_path_factory.mktemp("report_page") / "report.html"
+    r = CliRunner().invoke(main, ["report", str(results), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    return out
+
+
 def _png_pixels(path: Path) -> np.ndarray:
     import matplotlib.image as mpimg
 
@@ -67,11 +76,9 @@ def test_ratio_figure_uses_the_same_mesh_and_size(results):
     F.close([fig])
 
 
-def test_report_files_and_pngs(results, tmp_path):
-    out = tmp_path / "report.html"
-    r = CliRunner().invoke(main, ["report", str(results), "-o", str(out)])
-    assert r.exit_code == 0, r.output
-    pngs = sorted((tmp_path / "report_figures").glob("*.png"))
+def test_report_files_and_pngs(report):
+    out = report
+    pngs = sorted((out.parent / "report_figures").glob("*.png"))
     names = {p.stem for p in pngs}
     assert {"cycles", "ratios", "ksweep", "tokens", "kv"} <= names
     assert any(n.startswith("heatmaps_") for n in names)
@@ -96,11 +103,8 @@ def test_report_bad_input_is_one_line(tmp_path):
     assert not (tmp_path / "r.html").exists()
 
 
-def test_report_in_headless_chromium(results, tmp_path, chromium):
-    out = tmp_path / "report.html"
-    r = CliRunner().invoke(main, ["report", str(results), "-o", str(out)])
-    assert r.exit_code == 0, r.output
-    chromium.get(out.resolve().as_uri())
+def test_report_in_headless_chromium(results, report, tmp_path, chromium):
+    chromium.get(report.resolve().as_uri())
     assert chromium.title.startswith("waferllm sweep report")
     errors = [e for e in chromium.get_log("browser") if e.get("level") == "SEVERE"]
     assert errors == [], errors
