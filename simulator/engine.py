@@ -11,7 +11,7 @@ multi-input check compares a wavelet with the route's last arrival, and ``SetRou
 wavelets pushed into its channels this cycle; both see the producers visited earlier in the cycle).
 
 That order is one cycle at a time; where a cycle visits many agents, a single-threaded run advances
-tiles of the mesh several cycles at a time instead (``_block_py``: temporal blocking, so a tile's
+tiles of the mesh several cycles at a time instead (``_block_tiles_py``: temporal blocking, so a tile's
 records are reused while in cache). Its wavefront keeps, for every pair of PEs whose visits touch
 common state, the order of their visits that one cycle at a time has, so the results are the same,
 including the exceptions above. A run cut in concurrent parts blocks too when neither exception
@@ -1467,83 +1467,33 @@ def _visit_parts_py(params, seg_w, t, acc2, route_of, ins, jtab, tk_entry, tk_da
               ts2[j, 1], ts2[j, 2], np.int64(0), ts_room, tr, out2[j], cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down,
               link_acc, bm, sm, occ2[j], hp2[j])
 
-def _block_py(params, tile, t, k, flags, acc, route_of, ins, jtab, tk_entry, tk_data, tk_arg, blk_prio,
-              blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay, q_pay, ts_pe, ts_label, ts_cycle,
-              n_ts, ts_cap, tr, out, cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down, link_acc, bm, sm, occ, hp):
-    """Cycles [t, t + k) of the whole mesh, blocked in time: tiles of ``tile`` bitmap words (tile i:
-    words [i * tile, (i + 1) * tile)), each visited for cycle t + j in wavefront order — by
-    diagonal i + j, and within a diagonal by ascending j — so a tile's records are used k times
-    while they are still in cache.
-
-    Exact: two PEs whose visits touch common state (a channel: its producer and consumer,
-    neighbours; a route's last-arrival fields: its producers, up to 2 W apart; a wake-up: a
-    neighbour) lie in one tile or two adjacent ones (``tile`` covers that distance, simulator.run).
-    For such PEs the wavefront orders their visits as one cycle at a time does: (i, c) follows
-    (i - 1, c) and (i + 1, c - 1) (earlier diagonal, or same diagonal and smaller j) and precedes
-    (i + 1, c) and (i - 1, c + 1). Visits of other tiles touch disjoint records (the bitmap bits
-    they set are or-ed), so every visit sees the state it would see one cycle at a time. What one
-    cycle at a time keeps in order is restored: timestamps are sorted by (cycle, PE) afterwards
-    (simulator.run; a full buffer keeps the first, ``_ts_keep_first``); the first error is the one
-    of the least (cycle, PE): after an error in cycle c, only cycles before c are visited (those
-    of lower tiles in c are already done). The far heap's wake-ups due in the block go to the wheel
-    first (those pushed during it are due nslot cycles or more after their visit). ``flags[j]``:
-    progress, some agent due, a wavelet moved in cycle t + j. Returns (timestamps kept, the cycle
-    of the first error or -1; its status is ``acc[A_ST]``)."""
-    P = params[P_W] * params[P_H]
-    nwd = (P + 63) >> 6
-    nsm = (nwd + 63) >> 6
-    nslot = params[P_NSLOT]
-    hn = acc[A_HN]
-    while hn > 0 and (hp[0] >> 21) < t + k:
-        key = _heap_pop(hp, hn)
-        hn -= 1
-        when = key >> 21
-        hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, when, when, (key >> 1) & 0xFFFFF, key & 1)
-    acc[A_HN] = hn
-    for j in range(k):
-        flags[j, 0] = 0
-        flags[j, 1] = 0
-        flags[j, 2] = 0
-    acc[A_TSLO] = n_ts
-    ts_drop = 0
-    ntile = (nwd + tile - 1) // tile
-    t_err = -1
-    st_err = ST_OK
-    end = t + k  # cycles from here on are not visited (the first error's)
-    for dg in range(ntile + k - 1):
-        for j in range(max(0, dg - ntile + 1), min(k, dg + 1)):
-            c = t + j
-            if c >= end:
-                break
-            w_lo = (dg - j) * tile
-            visit(params, w_lo, min(w_lo + tile, nwd), c, acc, route_of, ins, jtab, tk_entry, tk_data,
-                  tk_arg, blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay, q_pay, ts_pe,
-                  ts_label, ts_cycle, n_ts, ts_cap, tr, out, cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down,
-                  link_acc, bm, sm, occ, hp)
-            n_ts = acc[A_NTS]
-            ts_drop += acc[A_TSDROP]
-            flags[j, 0] |= acc[A_PROG]
-            flags[j, 1] |= acc[A_SEEN]
-            flags[j, 2] |= acc[A_MOVED]
-            if acc[A_ST] != ST_OK:
-                st_err = acc[A_ST]
-                t_err = c
-                end = c
-    acc[A_TSLO] = -1
-    acc[A_TSDROP] = ts_drop
-    acc[A_ST] = st_err
-    return n_ts, t_err
-
 def _block_tiles_py(params, tl, td, i0, n, late, t, k, end, flags, res, acc, route_of, ins, jtab, tk_entry,
                     tk_data, tk_arg, blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay, q_pay, ts_pe,
                     ts_label, ts_cycle, n_ts, ts_cap, tr, out, cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down,
                     link_acc, bm, sm, occ, hp, tix):
-    """One phase of a blocked run cut in parts (``_run_py``): cycles [t, t + k) of the tiles
-    ``tix[i0:i0 + n]`` (indices into the tile list: tile i is bitmap words [tl[i], tl[i + 1]), in PE
-    order) in ``_block_py``'s wavefront order, tile i visiting cycle t + j only if j < td[i]
-    (``late`` 0: the parts, ahead of the bands) or j >= td[i] (``late`` 1: the bands and what the
-    parts left). Cycles from ``end`` on are not visited. ``flags`` as ``_block_py``'s; ``res``:
-    timestamps kept, the cycle of the first error (-1: none) and its tile's first word."""
+    """Cycles [t, t + k) of the tiles ``tix[i0:i0 + n]`` (indices into the tile list: tile i is bitmap
+    words [tl[i], tl[i + 1]), in PE order), blocked in time: each tile visited for cycle t + j in
+    wavefront order — by diagonal (tile position) + j, and within a diagonal by ascending j — so a
+    tile's records are used k times while they are still in cache. Tile i visits cycle t + j only if
+    j < td[i] (``late`` 0: the parts, ahead of the bands, ``_block_parts_py``) or j >= td[i] (``late``
+    1: the whole mesh, every td 0, or the bands and what the parts left). Cycles from ``end`` on are
+    not visited.
+
+    Exact: two PEs whose visits touch common state (a channel: its producer and consumer,
+    neighbours; a route's last-arrival fields: its producers, up to 2 W apart; a wake-up: a
+    neighbour) lie in one tile or two adjacent ones (tiles of at least ``block_tile`` words cover that
+    distance). For such PEs the wavefront orders their visits as one cycle at a time does: (i, c)
+    follows (i - 1, c) and (i + 1, c - 1) (earlier diagonal, or same diagonal and smaller j) and
+    precedes (i + 1, c) and (i - 1, c + 1). Visits of other tiles touch disjoint records (the bitmap
+    bits they set are or-ed), so every visit sees the state it would see one cycle at a time. What one
+    cycle at a time keeps in order is restored: timestamps are sorted by (cycle, PE) afterwards
+    (simulator.run; a full buffer keeps the first, ``_ts_keep_first``); the first error is the one of
+    the least (cycle, PE): after an error in cycle c, only cycles before c are visited (those of lower
+    tiles in c are already done). The far heap's wake-ups due in the block go to the wheel first, by
+    the caller (those pushed during it are due nslot cycles or more after their visit).
+
+    ``flags[j]``: progress, some agent due, a wavelet moved in cycle t + j. ``res``: timestamps kept,
+    the cycle of the first error (-1: none; its status is ``acc[A_ST]``) and its tile's first word."""
     for j in range(k):
         flags[j, 0] = 0
         flags[j, 1] = 0
@@ -1588,14 +1538,14 @@ def _block_parts_py(params, tl, td, seg_t, t, k, flags2, res2, acc2, route_of, i
     bitmap words, as in ``_visit_parts_py``.
 
     The block: tiles of at least ``tile`` words per segment (so interacting PEs lie in one tile or
-    adjacent ones, as in ``_block_py``; a band is wider than that reach, so no two parts interact);
+    adjacent ones, as in ``_block_tiles_py``; a band is wider than that reach, so no two parts interact);
     a part's tile has distance d >= 1 from the nearest band (1: next to it), a band's tile d = 0,
     and distances of adjacent tiles differ by at most one. Tile u visits cycle t + j in this phase
     if j < d(u), in the second (``_run_py``: one thread, all tiles with d < k in PE order) if
     j >= d(u). Exact when the visits of one cycle commute (``Device.commute``: no route with
     several inputs, no SetRoute), so that only the cross-cycle order matters: a visit (u, c) reads
     what (u', c - 1) wrote for u' = u and its neighbours u +- 1, and writes what (u', c + 1) reads.
-    Within a phase the wavefront orders these as ``_block_py`` does. Across phases: a second-phase
+    Within a phase the wavefront orders these as ``_block_tiles_py`` says. Across phases: a second-phase
     visit (u', c') of a neighbour of a first-phase (u, c) has c' >= t + d(u') >= t + d(u) - 1 >= c,
     so no first-phase visit depends on a second-phase one, and every second-phase visit finds the
     first-phase visits of the cycle before done. Timestamps: each part's buffer keeps its first
@@ -1605,10 +1555,11 @@ def _block_parts_py(params, tl, td, seg_t, t, k, flags2, res2, acc2, route_of, i
     nparts = (seg_t.shape[0]) // 2
     for q in prange(nparts):
         j = 2 * q
-        block_tiles(params, tl, td, seg_t[j], seg_t[j + 1] - seg_t[j], np.int64(0), t, k, t + k, flags2[j], res2[j],
-                    acc2[j], route_of, ins, jtab, tk_entry, tk_data, tk_arg, blk_prio, blk_data, mem, mem_base,
-                    regs, tact, tblk, ur, ch_pay, q_pay, ts2[j, 0], ts2[j, 1], ts2[j, 2], np.int64(0), room, tr, out2[j],
-                    cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down, link_acc, bm, sm, occ2[j], hp2[j], tix)
+        block_tiles(params, tl, td, seg_t[j], seg_t[j + 1] - seg_t[j], np.int64(0), t, k, t + k, flags2[j],
+                    res2[j], acc2[j], route_of, ins, jtab, tk_entry, tk_data, tk_arg, blk_prio, blk_data, mem,
+                    mem_base, regs, tact, tblk, ur, ch_pay, q_pay, ts2[j, 0], ts2[j, 1], ts2[j, 2], np.int64(0),
+                    room, tr, out2[j], cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down, link_acc, bm, sm, occ2[j],
+                    hp2[j], tix)
 
 
 def _run_py(params, route_of, r_pe, r_tx, ch_route, ins, jtab, pe_entry, tk_entry, tk_data, tk_arg,
@@ -1692,7 +1643,7 @@ def _run_py(params, route_of, r_pe, r_tx, ch_route, ins, jtab, pe_entry, tk_entr
     seg_t = np.zeros(nseg + 1, dtype=np.int64)  # segment j's tiles: seg_t[j] to seg_t[j + 1]
     tix = np.arange(nwd + 1)
     tixb = np.zeros(nwd + 1, dtype=np.int64)
-    nt = 0
+    nt = np.int64(0)  # tiles
     if nseg > 1 and can_block:
         for j in range(nseg):
             seg_t[j] = nt
@@ -1716,6 +1667,12 @@ def _run_py(params, route_of, r_pe, r_tx, ch_route, ins, jtab, pe_entry, tk_entr
                 nt += 1
         seg_t[nseg] = nt
         tl[nt] = nwd
+    elif can_block:  # one segment: the whole mesh in tiles of ``tile`` words, all visited (td 0)
+        while tl[nt] + tile < nwd:
+            tl[nt + 1] = tl[nt] + tile
+            nt += 1
+        nt += 1
+        tl[nt] = nwd
     while True:
         if t > max_cycles:
             st = ST_LIMIT
@@ -1730,12 +1687,25 @@ def _run_py(params, route_of, r_pe, r_tx, ch_route, ins, jtab, pe_entry, tk_entr
             vis0 = 0
             for j in range(nseg):
                 vis0 += acc2[j, A_VCE] + acc2[j, A_VRT]
+            for j in range(nseg):  # the far wake-ups due in the block go to the wheel first
+                hp = hp2[j]
+                hn = acc2[j, A_HN]
+                while hn > 0 and (hp[0] >> 21) < t + k:
+                    key = _heap_pop(hp, hn)
+                    hn -= 1
+                    when = key >> 21
+                    hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, when, when, (key >> 1) & 0xFFFFF, key & 1)
+                acc2[j, A_HN] = hn
             if nseg == 1:
                 a = acc2[0]
-                n_ts, t_err = block(params, tile, t, k, flags, a, route_of, ins, jtab, tk_entry, tk_data,
-                                    tk_arg, blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay,
-                                    q_pay, ts_pe, ts_label, ts_cycle, n_ts, ts_cap, tr, out, cs, rs, ps,
-                                    r_chan0, r_cfg_tx, r_cfg_down, link_acc, bm, sm, occ, hp2[0])
+                a[A_TSLO] = n_ts
+                block_tiles(params, tl, td, np.int64(0), nt, np.int64(1), t, k, t + k, flags, res2[0], a,
+                            route_of, ins, jtab, tk_entry, tk_data, tk_arg, blk_prio, blk_data, mem, mem_base,
+                            regs, tact, tblk, ur, ch_pay, q_pay, ts_pe, ts_label, ts_cycle, n_ts, ts_cap, tr, out,
+                            cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down, link_acc, bm, sm, occ, hp2[0], tix)
+                a[A_TSLO] = -1
+                n_ts = res2[0, 0]
+                t_err = res2[0, 1]
                 ts_drop += a[A_TSDROP]
                 blocked += k
                 if t_err >= 0:  # the first error in (cycle, PE) order; its details are in out
@@ -1743,16 +1713,6 @@ def _run_py(params, route_of, r_pe, r_tx, ch_route, ins, jtab, pe_entry, tk_entr
                     t = t_err
                     break
             else:
-                for j in range(nseg):  # the far wake-ups due in the block go to the wheel first
-                    hp = hp2[j]
-                    hn = acc2[j, A_HN]
-                    while hn > 0 and (hp[0] >> 21) < t + k:
-                        key = _heap_pop(hp, hn)
-                        hn -= 1
-                        when = key >> 21
-                        hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, when, when, (key >> 1) & 0xFFFFF,
-                                   key & 1)
-                    acc2[j, A_HN] = hn
                 room = ts_cap - n_ts
                 for j in range(nseg):
                     acc2[j, A_TSLO] = 0  # each buffer keeps its first ``room`` in (cycle, PE) order
@@ -1780,10 +1740,11 @@ def _run_py(params, route_of, r_pe, r_tx, ch_route, ins, jtab, pe_entry, tk_entr
                     if td[i] < k:
                         tixb[nb] = i
                         nb += 1
-                block_tiles(params, tl, td, np.int64(0), nb, np.int64(1), t, k, endb, flags2[1], res2[1], acc2[1], route_of, ins,
-                            jtab, tk_entry, tk_data, tk_arg, blk_prio, blk_data, mem, mem_base, regs, tact, tblk,
-                            ur, ch_pay, q_pay, ts2[1, 0], ts2[1, 1], ts2[1, 2], np.int64(0), room, tr, out2[1], cs, rs, ps,
-                            r_chan0, r_cfg_tx, r_cfg_down, link_acc, bm, sm, occ2[1], hp2[1], tixb)
+                block_tiles(params, tl, td, np.int64(0), nb, np.int64(1), t, k, endb, flags2[1], res2[1],
+                            acc2[1], route_of, ins, jtab, tk_entry, tk_data, tk_arg, blk_prio, blk_data, mem,
+                            mem_base, regs, tact, tblk, ur, ch_pay, q_pay, ts2[1, 0], ts2[1, 1], ts2[1, 2],
+                            np.int64(0), room, tr, out2[1], cs, rs, ps, r_chan0, r_cfg_tx, r_cfg_down, link_acc,
+                            bm, sm, occ2[1], hp2[1], tixb)
                 blocked += k
                 t_err = -1
                 w_err = -1
@@ -1903,8 +1864,8 @@ def _run_py(params, route_of, r_pe, r_tx, ch_route, ins, jtab, pe_entry, tk_entr
                     for j in range(1, nseg, 2):
                         visit(params, seg_w[j, 0], seg_w[j, 1], t, acc2[j], route_of, ins, jtab, tk_entry,
                               tk_data, tk_arg, blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay,
-                              q_pay, ts2[j, 0], ts2[j, 1], ts2[j, 2], np.int64(0), room, tr, out2[j], cs, rs, ps, r_chan0,
-                              r_cfg_tx, r_cfg_down, link_acc, bm, sm, occ2[j], hp2[j])
+                              q_pay, ts2[j, 0], ts2[j, 1], ts2[j, 2], np.int64(0), room, tr, out2[j], cs, rs,
+                              ps, r_chan0, r_cfg_tx, r_cfg_down, link_acc, bm, sm, occ2[j], hp2[j])
                 for j in range(nseg):  # in PE order: the first error, timestamps up to the capacity
                     if st == ST_OK and acc2[j, A_ST] != ST_OK:
                         st = acc2[j, A_ST]
@@ -2009,7 +1970,6 @@ def _specialise(functional: bool):
 
     g["visit"] = jit(_visit_py, f"visit_{mode}", error_model="numpy")
     g["visit_parts"] = jit(_visit_parts_py, f"visit_parts_{mode}", parallel=True)
-    g["block"] = jit(_block_py, f"block_{mode}", error_model="numpy")
     g["block_tiles"] = jit(_block_tiles_py, f"block_tiles_{mode}", error_model="numpy")
     g["block_parts"] = jit(_block_parts_py, f"block_parts_{mode}", parallel=True)
     return jit(_run_py, f"run_{mode}", error_model="numpy")
@@ -2028,7 +1988,7 @@ def channel_layout(ch_cap: np.ndarray, S: int) -> tuple[int, int]:
 
 def block_tile(width: int, ch_route: np.ndarray, ch_port: np.ndarray, r_chan0: np.ndarray,
                min_words: int = 4) -> int:
-    """Bitmap words per tile of a blocked run (``_block_py``): at least ``min_words`` and enough that
+    """Bitmap words per tile of a blocked run (``_block_tiles_py``): at least ``min_words`` and enough that
     two PEs whose visits touch common state lie in one tile or in adjacent ones. Those are a channel's
     producer and consumer (neighbours, up to ``width`` apart in PE index) and the producers of a
     route with several inputs (they write its last-arrival fields): two of its input ports, from

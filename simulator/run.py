@@ -66,7 +66,7 @@ def _parts(pes: int, trace: bool, threads: int | None) -> int:
     return 1 if trace else threads
 
 
-#: cycles a blocked run advances a tile before moving on (simulator.engine._block_py); 1: one cycle
+#: cycles a blocked run advances a tile before moving on (simulator.engine._block_tiles_py); 1: one cycle
 #: at a time. ``WAFERLLM_SIM_BLOCK`` or ``Device(block=...)`` overrides it.
 BLOCK_DEPTH = 16
 #: agents due per cycle from which a run blocks (below, a cycle's records fit in the cache anyway)
