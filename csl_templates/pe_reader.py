@@ -221,9 +221,12 @@ def evaluate_pe(module: st.Module, params: Any = None, arch: str = "wse2", loade
     effects.function = "comptime"
     pruned = ev.branches_pruned - ev.branches_taken
     folded = ev.ifs_comptime - ev.ifs_runtime
+    indexes = module.derived.setdefault("code_index", {}) if isinstance(module, st.Module) else {}
     for fn in module.functions():
         if fn.body is not None:
-            ops, stmts = _code_statements(fn.body, pruned, folded)
+            if id(fn.body) not in indexes:
+                indexes[id(fn.body)] = _code_index(fn.body)
+            ops, stmts = _code_statements(fn.body, pruned, folded, indexes[id(fn.body)])
             facts.code_ops += ops
             facts.code_statements += stmts
             facts.code_bodies += 1
@@ -285,7 +288,8 @@ _STATEMENTS = (st.ExprStmt, st.Assign, st.VarDecl, st.Return, st.Break, st.Conti
 DSD_SETUP = frozenset("get_dsd increment_dsd_offset set_dsd_length set_dsd_base_addr set_dsd_stride".split())
 
 
-def _code_statements(body: st.Node, pruned: set, folded: set = frozenset()) -> tuple[int, int]:
+def _code_statements(body: st.Node, pruned: set, folded: set = frozenset(),
+                     index: tuple | None = None) -> tuple[int, int]:
     """(DSD ops, other statements) of a run-time body that produce code: all of them but those in branches of
     ``if`` statements whose condition is known at comptime for this parameter set and never holds that way
     (``pruned``: ids of branch nodes), which cslc drops. A DSD op or ``@map`` is an expression statement
@@ -296,18 +300,53 @@ def _code_statements(body: st.Node, pruned: set, folded: set = frozenset()) -> t
     ``if`` statements count as statements, but those whose condition is known
     at comptime for this parameter set (``folded``: cslc keeps only the branch that runs, and the
     program model drops the test with the branch)."""
+    ids, kinds, ends = index if index is not None else _code_index(body)
     ops = stmts = 0
-    stack = [body]
-    while stack:
-        node = stack.pop()
-        if id(node) in pruned:
+    i, n = 0, len(ids)
+    while i < n:
+        nid = ids[i]
+        if nid in pruned:
+            i = ends[i]  # the branch and everything in it
             continue
-        if isinstance(node, st.ExprStmt) and isinstance(node.expr, st.BuiltinCall) and (
-                node.expr.name in DSD_OPS or node.expr.name == "map"):
+        k = kinds[i]
+        if k == _OP:
             ops += 1
-        elif isinstance(node, st.VarDecl) and node.kind == "const":
-            pass  # a DSD made from another, or a name for a subexpression: part of the statement using it
-        elif isinstance(node, _STATEMENTS) or (isinstance(node, st.If) and not node.is_expr and id(node) not in folded):
+        elif k == _STMT or (k == _IF_STMT and nid not in folded):
             stmts += 1
-        stack.extend(node.children())
+        i += 1
     return ops, stmts
+
+
+_OTHER, _OP, _STMT, _IF_STMT = range(4)
+
+
+def _code_kind(node: st.Node) -> int:
+    if isinstance(node, st.ExprStmt) and isinstance(node.expr, st.BuiltinCall) and (
+            node.expr.name in DSD_OPS or node.expr.name == "map"):
+        return _OP
+    if isinstance(node, st.VarDecl) and node.kind == "const":
+        return _OTHER  # a DSD made from another, or a name for a subexpression: part of the statement using it
+    if isinstance(node, _STATEMENTS):
+        return _STMT
+    if isinstance(node, st.If) and not node.is_expr:
+        return _IF_STMT
+    return _OTHER
+
+
+def _code_index(body: st.Node) -> tuple[list, list, list]:
+    """``body``'s nodes in preorder as (ids, code kinds, index past each node's subtree): what
+    ``_code_statements`` counts for every parameter set, classified once (a PE file is read once per set)."""
+    ids, kinds, ends = [], [], []
+    stack = [(body, -1)]
+    while stack:
+        node, at = stack.pop()
+        if at >= 0:
+            ends[at] = len(ids)
+            continue
+        at = len(ids)
+        ids.append(id(node))
+        kinds.append(_code_kind(node))
+        ends.append(0)
+        stack.append((node, at))
+        stack.extend((ch, -1) for ch in reversed(list(node.children())))
+    return ids, kinds, ends

@@ -9,6 +9,7 @@ statement, the void value ``{}`` or, with a label, a labelled block expression).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from functools import cache
 from typing import Iterator, Optional, Union
 
 
@@ -19,10 +20,8 @@ class Node:
 
     def children(self) -> Iterator["Node"]:
         """Direct child nodes, in source order."""
-        for f in fields(self):
-            if f.name in ("line", "col"):
-                continue
-            v = getattr(self, f.name)
+        for name in _child_fields(type(self)):
+            v = getattr(self, name)
             if isinstance(v, Node):
                 yield v
             elif isinstance(v, (list, tuple)):
@@ -41,6 +40,13 @@ class Node:
             node = stack.pop()
             yield node
             stack.extend(reversed(list(node.children())))
+
+
+@cache
+def _child_fields(cls: type) -> tuple[str, ...]:
+    """The fields of a node class that may hold child nodes (all but the source position); read per class
+    once, as the checker walks millions of nodes and ``dataclasses.fields`` rebuilds its tuple per call."""
+    return tuple(f.name for f in fields(cls) if f.name not in ("line", "col"))
 
 
 # ------------------------------------------------------------------ expressions
@@ -377,6 +383,9 @@ class Module(Node):
     items: list
     path: str = "<string>"
     source: str = ""
+    #: facts derived from the tree by readers that see it many times (one per parameter set), keyed by the
+    #: reader; the tree itself is never changed after parsing, so they stay valid as long as the module
+    derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def params(self) -> list:
         return [i for i in self.items if isinstance(i, ParamDecl)]
