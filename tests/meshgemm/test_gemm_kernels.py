@@ -1,11 +1,11 @@
 """GEMM mesh kernels (meshgemm, cannon, summa, gemmt): numerics vs numpy, resource checks, routes,
 and cost-model agreement with the simulator.
 
-Tolerances. fp32: norm-relative error ||C - C_ref||_F / ||C_ref||_F <= 1e-5 (float32 accumulation
-over K <= ~60 terms of values in [-1, 1) stays near 1e-7). fp16 (fp16 accumulation, each product
-and sum rounded, u = 2^-11): elementwise |C - C_ref| <= (K + P_x + 2)·u·(|A|·|B|) — the standard
-γ_{K+1} dot-product bound, plus the extra rounded additions of the x chain reduce (gemmt) and the
-final rounding.
+Tolerances: elementwise |C - C_ref| <= (K + P_x + 2)·u·(|A|·|B|), with u = 2^-24 (fp32) or 2^-11
+(fp16: fp16 accumulation, each product and sum rounded) — the standard γ_{K+1} dot-product bound, plus
+the extra rounded additions of the x chain reduce (gemmt) and the final rounding. (A bound relative to
+||C_ref|| fails where the products cancel: hypothesis found a 1×16·16×1 fp32 product of -0.0048 from
+terms near 1, 1.03e-5 apart relative to it and 5e-8 apart in absolute terms.)
 """
 
 from __future__ import annotations
@@ -37,15 +37,12 @@ def _run(name, mesh, m, k, n, dtype="fp32", seed=0):
 def _check(b, c, dtype):
     ref = b.expected["C"]
     assert c.shape == ref.shape
-    if dtype == "fp32":
-        assert np.linalg.norm(c - ref) <= 1e-5 * np.linalg.norm(ref) + 1e-12
-    else:
-        a = np.abs(b.inputs["A"].astype(np.float64))
-        bb = np.abs(b.inputs["B"].astype(np.float64))
-        mag = a @ (bb.T if b.request.name == "gemmt" else bb)
-        K = b.request.k
-        bound = (K + b.request.mesh[1] + 2) * 2.0 ** -11 * mag + 1e-7
-        assert np.all(np.abs(c.astype(np.float64) - ref) <= bound)
+    a = np.abs(b.inputs["A"].astype(np.float64))
+    bb = np.abs(b.inputs["B"].astype(np.float64))
+    mag = a @ (bb.T if b.request.name == "gemmt" else bb)
+    u, floor = (2.0 ** -24, 1e-12) if dtype == "fp32" else (2.0 ** -11, 1e-7)
+    bound = (b.request.k + b.request.mesh[1] + 2) * u * mag + floor
+    assert np.all(np.abs(c.astype(np.float64) - ref) <= bound)
 
 
 # ---------------------------------------------------------------------------------------------
