@@ -20,6 +20,21 @@ from simulator.program import MeshProgram
 from simulator.statements import Loop, Timestamp
 
 
+def launch_main(prog: MeshProgram, body: Body, code: list, params: dict, hw) -> dict:
+    """Place ``code`` as ``body``'s ``main`` on every PE (loop counts hoisted into variables and waiting
+    loops isolated, as the prefill program does), run it timing-only and return its timestamps as
+    {(x, y, label): cycle}."""
+    counts: set = set()
+    code = isolate_waiting_loops(hoist_loop_counts(code, counts.add))
+    for name in sorted(counts):
+        body.var(name, "i32")
+    body.function("main", code)
+    prog.entry = "main"
+    prog.place(body, params=params)
+    res = Device(prog, hw, mode="timing").launch("main")
+    return {(x, y, label): cyc for x, y, label, cyc in res.timestamps}
+
+
 def skew_ends(mesh: tuple[int, int], m: int, k: int, lag: int) -> dict[tuple[int, int], int]:
     """The cycle at which every PE (x, y) leaves the chain's skew of an m × k-tile activation, column x
     entering it after ``lag``·x fills of 16 elements (0: every PE enters together)."""
@@ -38,15 +53,7 @@ def skew_ends(mesh: tuple[int, int], m: int, k: int, lag: int) -> dict[tuple[int
     body.buffer("D", "fp16", 16)
     code = [Loop(Param("lag"), "w", (Fill(Ref("D", 0, 16), 0.0),)), Timestamp("in")] + rings.skew(ta) + [
         Timestamp("out")]
-    counts: set = set()
-    code = isolate_waiting_loops(hoist_loop_counts(code, counts.add))
-    for name in sorted(counts):
-        body.var(name, "i32")
-    body.function("main", code)
-    prog.entry = "main"
-    prog.place(body, params={**rings.values(), "lag": lambda xs, ys: xs * lag})
-    res = Device(prog, WSE2, mode="timing").launch("main")
-    stamps = {(x, y, label): cyc for x, y, label, cyc in res.timestamps}
+    stamps = launch_main(prog, body, code, {**rings.values(), "lag": lambda xs, ys: xs * lag}, WSE2)
     return {(x, y): stamps[x, y, "out"] - (stamps[x, y, "in"] if not lag else 0)
             for x in range(p_x) for y in range(p_y)}
 
@@ -126,15 +133,7 @@ def norm_then_product(mesh: tuple[int, int], m: int, k: int, n: int, resync: boo
     code = (roles.allreduce(Ref("RS", 0, m)) + finish + [Timestamp("norm")]
             + (rings.resync(lead, phase_units(WSE2, "fp32")[1], "CF") if resync else [])
             + [Timestamp("in")] + rings.skew(ta) + steps[:1] + [Timestamp("s0"), steps[1], Timestamp("s1")])
-    counts: set = set()
-    code = isolate_waiting_loops(hoist_loop_counts(code, counts.add))
-    for name in sorted(counts):
-        body.var(name, "i32")
-    body.function("main", code)
-    prog.entry = "main"
-    prog.place(body, params={**rings.values(), **chains.values(), **roles.values()})
-    res = Device(prog, hw, mode="timing").launch("main")
-    return {(x, y, label): cyc for x, y, label, cyc in res.timestamps}
+    return launch_main(prog, body, code, {**rings.values(), **chains.values(), **roles.values()}, hw)
 
 
 def test_columns_leave_the_norm_by_the_broadcast_lead():
