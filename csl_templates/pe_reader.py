@@ -226,7 +226,7 @@ def evaluate_pe(module: st.Module, params: Any = None, arch: str = "wse2", loade
         if fn.body is not None:
             if id(fn.body) not in indexes:
                 indexes[id(fn.body)] = _code_index(fn.body)
-            ops, stmts = _code_statements(fn.body, pruned, folded, indexes[id(fn.body)])
+            ops, stmts = _code_statements(indexes[id(fn.body)], pruned, folded)
             facts.code_ops += ops
             facts.code_statements += stmts
             facts.code_bodies += 1
@@ -288,9 +288,8 @@ _STATEMENTS = (st.ExprStmt, st.Assign, st.VarDecl, st.Return, st.Break, st.Conti
 DSD_SETUP = frozenset("get_dsd increment_dsd_offset set_dsd_length set_dsd_base_addr set_dsd_stride".split())
 
 
-def _code_statements(body: st.Node, pruned: set, folded: set = frozenset(),
-                     index: tuple | None = None) -> tuple[int, int]:
-    """(DSD ops, other statements) of a run-time body that produce code: all of them but those in branches of
+def _code_statements(index: tuple, pruned: set, folded: set) -> tuple[int, int]:
+    """(DSD ops, other statements) of a run-time body (its ``_code_index``) that produce code: all of them but those in branches of
     ``if`` statements whose condition is known at comptime for this parameter set and never holds that way
     (``pruned``: ids of branch nodes), which cslc drops. A DSD op or ``@map`` is an expression statement
     calling one; a ``const``
@@ -300,7 +299,7 @@ def _code_statements(body: st.Node, pruned: set, folded: set = frozenset(),
     ``if`` statements count as statements, but those whose condition is known
     at comptime for this parameter set (``folded``: cslc keeps only the branch that runs, and the
     program model drops the test with the branch)."""
-    ids, kinds, ends = index if index is not None else _code_index(body)
+    ids, kinds, ends = index
     ops = stmts = 0
     i, n = 0, len(ids)
     while i < n:
