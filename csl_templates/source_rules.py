@@ -41,7 +41,7 @@ class SourceContext:
 def rule_const_initialised(m: st.Module, ctx) -> list[Finding]:
     """E: ``const`` has an initialiser; ``extern var`` has none; ``extern fn`` has no body."""
     out = []
-    for node in m.walk():
+    for node in m.nodes():
         if isinstance(node, st.VarDecl):
             if node.kind == "const" and node.init is None and not node.extern:
                 out.append(at(m.path, node, "E", "decl.const_init", f"const '{node.name}' has no initialiser"))
@@ -61,7 +61,7 @@ def rule_one_layout_block(m: st.Module, ctx) -> list[Finding]:
 def rule_unknown_builtin(m: st.Module, ctx) -> list[Finding]:
     """W: a builtin not in the reference's list (a typo, or one this checker does not know)."""
     return [at(m.path, n, "W", "names.unknown_builtin", f"unknown builtin '@{n.name}'")
-            for n in m.walk() if isinstance(n, st.BuiltinCall) and n.name not in KNOWN_BUILTINS]
+            for n in m.nodes() if isinstance(n, st.BuiltinCall) and n.name not in KNOWN_BUILTINS]
 
 
 def _top_comptime_nodes(m: st.Module) -> set:
@@ -76,7 +76,7 @@ def rule_comptime_only_builtins(m: st.Module, ctx) -> list[Finding]:
     """E: ``@bind_*``, ``@export_symbol``, ``@rpc``, ``@initialize_queue``, ... only in a top-level ``comptime {}``."""
     inside = _top_comptime_nodes(m)
     out = []
-    for n in m.walk():
+    for n in m.nodes():
         if isinstance(n, st.BuiltinCall) and n.name in COMPTIME_ONLY and id(n) not in inside:
             out.append(at(m.path, n, "E", "placement.comptime_only",
                           f"@{n.name} is only allowed in a top-level comptime block"))
@@ -88,7 +88,7 @@ def rule_layout_only_builtins(m: st.Module, ctx) -> list[Finding]:
     if ctx.is_layout_file:
         return []
     return [at(m.path, n, "E", "placement.layout_only", f"@{n.name} is only allowed in the layout file")
-            for n in m.walk() if isinstance(n, st.BuiltinCall) and n.name in LAYOUT_ONLY]
+            for n in m.nodes() if isinstance(n, st.BuiltinCall) and n.name in LAYOUT_ONLY]
 
 
 def rule_tasks_not_called(m: st.Module, ctx) -> list[Finding]:
@@ -96,14 +96,14 @@ def rule_tasks_not_called(m: st.Module, ctx) -> list[Finding]:
     tasks = {f.name for f in m.functions() if f.kind == "task"}
     shadow_free = tasks - {p.name for p in m.params()}
     return [at(m.path, n, "E", "tasks.called", f"task '{n.callee.id}' is called; tasks are activated, not called")
-            for n in m.walk() if isinstance(n, st.Call) and isinstance(n.callee, st.Name)
+            for n in m.nodes() if isinstance(n, st.Call) and isinstance(n.callee, st.Name)
             and n.callee.id in shadow_free]
 
 
 def rule_activate_xor_unblock(m: st.Module, ctx) -> list[Finding]:
     """E: an op's options set ``.activate`` or ``.unblock``, not both."""
     out = []
-    for n in m.walk():
+    for n in m.nodes():
         if isinstance(n, st.BuiltinCall) and (n.name in DSD_OPS or n.name == "load_to_dsr") and n.args:
             opt = n.args[-1]
             if isinstance(opt, st.StructLit):

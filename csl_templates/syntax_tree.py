@@ -387,6 +387,13 @@ class Module(Node):
     #: reader; the tree itself is never changed after parsing, so they stay valid as long as the module
     derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
+    def nodes(self) -> list:
+        """``walk()`` as a list, made once per module: the source rules read it several times."""
+        got = self.derived.get("nodes")
+        if got is None:
+            got = self.derived["nodes"] = list(self.walk())
+        return got
+
     def params(self) -> list:
         return [i for i in self.items if isinstance(i, ParamDecl)]
 
