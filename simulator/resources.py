@@ -68,20 +68,20 @@ def containers(body) -> list[tuple]:
     return [f.code for f in body.functions.values()] + [t.code for t in body.tasks.values()]
 
 
-def specialized(body, values: dict, shape: tuple = ()) -> tuple[tuple[tuple, tuple], ...]:
+def specialized(body, values: dict, code_key: tuple = ()) -> tuple[tuple[tuple, tuple], ...]:
     """Per container of ``body`` (``containers``): its code specialized to ``values`` and that code's
     statements in walk order. Parameter sets of one code key (the values of ``shape_exprs``' leading
-    code-deciding expressions, ``Block.code_key``) keep the same code, so with a ``shape`` (that key) it
-    is computed once per key and kept on the finalized body (a prefill region has thousands of parameter
+    code-deciding expressions, ``Block.code_key``) keep the same code, so with a ``code_key`` it is
+    computed once per key and kept on the finalized body (a prefill region has thousands of parameter
     sets and a few dozen codes; every check, the code size and the lowering read it)."""
-    memo = body.__dict__.setdefault("_specialized", {}) if shape else None
+    memo = body.__dict__.setdefault("_specialized", {}) if code_key else None
     if memo is not None:
-        hit = memo.get(shape)
+        hit = memo.get(code_key)
         if hit is not None:
             return hit
     out = tuple((code, tuple(S.walk(code))) for code in (specialize(c, values) for c in containers(body)))
     if memo is not None:
-        memo[shape] = out
+        memo[code_key] = out
     return out
 
 
@@ -141,11 +141,11 @@ def _count(flat: tuple) -> tuple[int, int]:
     return ops, stmts
 
 
-def code_bytes(body, values: dict, spec: HardwareSpec, shape: tuple = ()) -> int:
+def code_bytes(body, values: dict, spec: HardwareSpec, code_key: tuple = ()) -> int:
     """Estimated code bytes of ``body`` (finalized) with parameter ``values`` (module docstring);
-    ``shape``: the parameter set's code key, when known (``specialized``)."""
+    ``code_key``: the parameter set's code key, when known (``specialized``)."""
     ops = stmts = 0
-    for _, flat in specialized(body, values, shape):
+    for _, flat in specialized(body, values, code_key):
         o, s = _count(flat)
         ops += o
         stmts += s
@@ -333,7 +333,6 @@ def allocate(blocks: list, spec: HardwareSpec, where) -> list[BlockResources]:
     unbound_out = spec.data_task_binding == "colour"  # WSE-2: a fabout DSD names its output queue
     usable_in, usable_out = spec.usable_input_queues, spec.usable_output_queues  # properties: computed per access
     op_queues = {key: op_output_queues(bl[0].body) for key, bl in by_body.items()} if unbound_out else {}
-    op_queue_map: dict[int, dict] = {}
     for b in blocks:
         (qin, nin), (qout, nout) = queues_of[id(b.body)]
         res = BlockResources(dict(local_ids[id(b.body)]))
@@ -344,9 +343,7 @@ def allocate(blocks: list, spec: HardwareSpec, where) -> list[BlockResources]:
                 raise InputError(f"{where(b)}, body {b.body.name}: {nout} sends may run at once (between two "
                                  f"joins), {spec.name} has {len(usable_out)} usable output queues "
                                  f"({_ranges(usable_out)})")
-            if id(b.body) not in op_queue_map:
-                op_queue_map[id(b.body)] = {k: usable_out[q] for k, q in per_op.items()}
-            res.op_output_queue = dict(op_queue_map[id(b.body)])
+            res.op_output_queue = {k: usable_out[q] for k, q in per_op.items()}
         else:
             sides.append(("sends", nout, usable_out, qout))
         for kind, n, avail, table in sides:
