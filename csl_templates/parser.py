@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from importlib import resources
 from pathlib import Path
 
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.grammar import Rule
 
 from csl_templates import syntax_tree as st
 
@@ -36,6 +38,7 @@ def grammar_text() -> str:
 
 @functools.lru_cache(maxsize=1)
 def _lark() -> Lark:
+    """The grammar's parser building a lark tree (``_ToNodes`` turns it into typed nodes afterwards)."""
     return Lark(grammar_text(), parser="lalr", lexer="contextual", propagate_positions=True,
                 maybe_placeholders=True)
 
@@ -77,9 +80,9 @@ def _split_inits(children) -> tuple[list, list]:
     return fields, items
 
 
-@v_args(meta=True)
-class _ToNodes(Transformer):
-    """lark tree -> syntax_tree nodes (one method per grammar rule or alias)."""
+class _Rules:
+    """One method per grammar rule or alias: (the start of the rule's text, its children) -> a typed node.
+    Run inside the parser (``_InParser``) or over a lark tree (``_ToNodes``)."""
 
     # --- top level
     def start(self, meta, items):
@@ -320,7 +323,125 @@ class _ToNodes(Transformer):
 
 
 # lark calls the rule ``lambda``, a Python keyword
-setattr(_ToNodes, "lambda", _ToNodes.lambda_)
+setattr(_Rules, "lambda", _Rules.lambda_)
+
+_RULE_NAMES = tuple(n for n, v in vars(_Rules).items() if not n.startswith("_") and callable(v))
+
+
+# the rules over a lark tree parsed with ``propagate_positions``: the reference for ``_InParser``, and the
+# path taken when the installed lark does not let the parser run them (v_args wraps a class's own methods)
+_ToNodes = v_args(meta=True)(type("_ToNodes", (Transformer,), {n: vars(_Rules)[n] for n in _RULE_NAMES}))
+
+
+class _Meta:
+    """The start of a rule's text, as lark's ``propagate_positions`` gives it (no line: no text)."""
+
+    __slots__ = ("line", "column")
+
+
+class _Malformed(Exception):
+    """A rule failed on a literal the grammar accepts (e.g. a character code past U+10FFFF), at line:col."""
+
+    def __init__(self, cause: Exception, line: int, col: int):
+        super().__init__(cause)
+        self.line, self.col = line, col
+
+
+class _InParser:
+    """The LALR parser with the rules run at each reduction, so no lark tree is built and walked again
+    (about 2x faster on a whole model's CSL). lark gives rules run inside the parser no positions, so each
+    reduction takes its start as ``propagate_positions`` does: from the first of its raw children (its
+    anonymous tokens included) that has one, a reduced child standing for all of its text, a child passed
+    through by a ``?rule`` for its container's. The nodes equal ``_ToNodes().transform(_lark().parse(t))``
+    (tested on the samples and generated bundles). A parse keeps its starts on the instance: one per thread.
+    """
+
+    def __init__(self) -> None:
+        self.meta = _Meta()
+        # id(result) -> (result, its start or None): kept alive for the parse, so no id is reused
+        self.starts: dict[int, tuple[object, tuple[int, int] | None]] = {}
+        rules = _Rules()
+        callbacks = type("_Callbacks", (), {})()
+        for name in _RULE_NAMES:
+            setattr(callbacks, name, self._rule(getattr(rules, name)))
+        self.lark = Lark(grammar_text(), parser="lalr", lexer="contextual", maybe_placeholders=True,
+                         transformer=callbacks)
+        table = self.lark._callbacks
+        lalr = getattr(getattr(getattr(self.lark, "parser", None), "parser", None), "parser", None)
+        # the reductions read this dict (as in lark 1.3); if a later lark copies it, the tree path is used
+        self.usable = getattr(lalr, "callbacks", None) is table
+        for key, reduce in list(table.items()):
+            if isinstance(key, Rule):
+                table[key] = _first_child if _passes_through(key) else self._positioned(reduce)
+
+    def _rule(self, method):
+        meta, starts = self.meta, self.starts
+
+        def run(children):
+            try:
+                res = method(meta, children)
+            except Exception as exc:  # noqa: BLE001 - reported as a malformed literal, as the tree path does
+                raise _Malformed(exc, meta.line, meta.column) from None
+            if type(res) is Token:  # a rule's token stands for the rule's text (``_positioned`` skips tokens)
+                starts[id(res)] = (res, (meta.line, meta.column) if meta.line else None)
+            return res
+        return run
+
+    def _positioned(self, reduce):
+        meta, starts = self.meta, self.starts
+        get = starts.get
+
+        def run(children):
+            start = None
+            for c in children:
+                e = get(id(c))
+                if e is not None:
+                    start = e[1]
+                    if start is not None:
+                        break
+                elif type(c) is Token:
+                    start = (c.line, c.column)
+                    break
+            if start is None:
+                meta.line = meta.column = 0
+            else:
+                meta.line, meta.column = start
+            res = reduce(children)
+            if type(res) is not Token:  # a token passed through by a ?rule keeps its own start
+                starts[id(res)] = (res, start)
+            return res
+        return run
+
+    def parse(self, text: str) -> list:
+        self.starts.clear()  # an error report may have fed tokens after the last parse
+        try:
+            return self.lark.parse(text)
+        finally:
+            self.starts.clear()
+
+
+def _first_child(children: list):
+    return children[0]
+
+
+def _passes_through(rule: Rule) -> bool:
+    """A ``?rule`` alternative of one symbol that is kept as it is (not an anonymous token, not an inlined
+    ``_rule``, no placeholder): lark returns that child, whose start is already known."""
+    o = rule.options
+    if not o.expand1 or rule.alias or len(rule.expansion) != 1 or any(o.empty_indices or ()):
+        return False
+    sym = rule.expansion[0]
+    return not sym.filter_out if sym.is_term else not sym.name.startswith("_")
+
+
+_THREAD = threading.local()
+
+
+def _in_parser() -> _InParser:
+    p = getattr(_THREAD, "parser", None)
+    if p is None:
+        p = _THREAD.parser = _InParser()
+    return p
 
 
 # ------------------------------------------------------------------ errors
@@ -431,14 +552,17 @@ def parse(text: str, path: str = "<string>") -> st.Module:
     if off is not None:
         line, col = _line_col(text, off)
         raise CslSyntaxError(path, line, col, "block comments '/* */' do not exist in CSL; use '//'")
+    parser = _in_parser()
     try:
-        tree = _lark().parse(text)
+        items = parser.parse(text) if parser.usable else _ToNodes().transform(_lark().parse(text))
     except UnexpectedInput as exc:
         raise _syntax_error(path, text, exc) from None
-    try:
-        items = _ToNodes().transform(tree)
-    except VisitError as exc:  # a literal the grammar accepts but Python cannot read
-        raise CslSyntaxError(path, 0, 0, f"malformed literal: {exc.orig_exc}") from None
+    except _Malformed as exc:  # a literal the grammar accepts but Python cannot read
+        raise CslSyntaxError(path, exc.line, exc.col, f"malformed literal: {exc.args[0]}") from None
+    except VisitError as exc:
+        meta = getattr(exc.obj, "meta", None)
+        raise CslSyntaxError(path, getattr(meta, "line", 0), getattr(meta, "column", 0),
+                             f"malformed literal: {exc.orig_exc}") from None
     return st.Module(items, path=path, source=text, line=1, col=1)
 
 

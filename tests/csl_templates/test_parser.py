@@ -208,3 +208,57 @@ def test_syntax_errors_point_at_the_exact_place(src, line, col, words):
     e = ei.value
     assert (e.line, e.col) == (line, col), str(e)
     assert words in e.message and str(e).startswith(f"m.csl:{line}:{col}: ")
+
+
+# ---- nodes built inside the parser equal lark's tree with propagated positions ---------------------------
+def _dump(x):
+    """Every field of every node, positions included (node equality need not compare them all)."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return (type(x).__name__,) + tuple((f.name, _dump(getattr(x, f.name))) for f in dataclasses.fields(x))
+    if isinstance(x, (list, tuple)):
+        return tuple(_dump(i) for i in x)
+    if isinstance(x, (set, frozenset)):
+        return ("set", tuple(sorted(map(repr, x))))
+    return x
+
+
+def _example_sources() -> dict[str, str]:
+    from csl_templates.bundle import render_bundle
+    from csl_templates.examples import EXAMPLES
+
+    out = {}
+    for name, build in EXAMPLES.items():
+        files, _, _ = render_bundle(*build(width=5, height=3), stub=None, kernel=name)
+        out.update({f"{name}/{f}": t for f, t in files.items() if f.endswith(".csl")})
+    return out
+
+
+def test_nodes_built_in_the_parser_equal_the_tree_path_with_lark_positions():
+    """The parser runs the rules at each reduction and computes each rule's start itself; lark's own
+    ``propagate_positions`` over a parse tree, transformed afterwards, is the reference: every node and
+    every position equal, on the corpus samples and every example program's emitted CSL."""
+    from csl_templates.parser import _in_parser, _lark, _ToNodes
+
+    assert _in_parser().usable  # the installed lark runs the rules in its parser
+    sources = {p.name: p.read_text() for p in sorted(SAMPLES.glob("*.csl"))} | _example_sources()
+    assert len(sources) > 30
+    for name, text in sources.items():
+        want = _dump(_ToNodes().transform(_lark().parse(text)))
+        assert _dump(parse(text).items) == want, name
+
+
+def test_a_literal_python_cannot_read_is_a_syntax_error_at_its_place_on_both_paths(monkeypatch):
+    from csl_templates.parser import _in_parser
+
+    src = "fn f() void {\n  const c = 1 + '\\u{110000}';\n}\n"
+    for usable in (True, False):
+        monkeypatch.setattr(_in_parser(), "usable", usable)
+        with pytest.raises(CslSyntaxError) as ei:
+            parse(src, "m.csl")
+        assert str(ei.value).startswith("m.csl:2:17: malformed literal"), (usable, str(ei.value))
+    # the parser holds no node once a parse is over (the error report above fed it tokens afterwards)
+    monkeypatch.setattr(_in_parser(), "usable", True)
+    m = parse("\n  const b = 2;\n")
+    assert (m.items[0].line, m.items[0].col) == (2, 3) and not _in_parser().starts

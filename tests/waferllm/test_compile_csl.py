@@ -96,6 +96,10 @@ CASES = {  # name: (model, decode grid, hardware (base, SRAM KB, regions per row
     "mha-wse2-east-nonsquare-fp16": ("llama_mha", (5, 3), ("wse2", 32, 4), "fp16"),
 }
 
+# the cases that also run ``waferllm csl check`` on their bundle: a decode program on several regions of a
+# non-square WSE-2 mesh, a prefill program on WSE-3
+CLI_CASES = ("mha-wse2-east-nonsquare-fp16", "window-wse3-fp16")
+
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_tiny_models_bundle_carries_its_decode_program_in_csl(tmp_path, tiny_model, case):
@@ -108,9 +112,10 @@ def test_a_tiny_models_bundle_carries_its_decode_program_in_csl(tmp_path, tiny_m
     arch = "wse2" if hw is None else hw[0]
     assert_csl_matches(out, arch)
     assert "csl/decode/" in (out / "README.md").read_text()
-    # the CLI checks the bundle's program with the params it was emitted with
-    r = CliRunner().invoke(main, ["csl", "check", str(out / "csl" / "decode"), "--arch", arch])
-    assert r.exit_code == 0, r.output
+    if case == CLI_CASES[0]:  # the CLI checks the bundle's program with the params it was emitted with (one
+        # case: every bundle takes the same path from the manifest; the checker has just run on each)
+        r = CliRunner().invoke(main, ["csl", "check", str(out / "csl" / "decode"), "--arch", arch])
+        assert r.exit_code == 0, r.output
 
 
 @pytest.mark.slow
@@ -183,8 +188,9 @@ def test_a_tiny_models_bundle_carries_its_prefill_program_in_csl(tmp_path, tiny_
     assert_prefill_csl_matches(out, arch)
     pre = open_bundle(out).doc["csl"]["prefill"]
     assert [q["dir"] for q in pre["programs"]] == ["csl/prefill"]
-    r = CliRunner().invoke(main, ["csl", "check", str(out / "csl" / "prefill"), "--arch", arch])
-    assert r.exit_code == 0, r.output
+    if case == CLI_CASES[1]:  # the CLI on a prefill program, once (as for the decode program)
+        r = CliRunner().invoke(main, ["csl", "check", str(out / "csl" / "prefill"), "--arch", arch])
+        assert r.exit_code == 0, r.output
 
 
 def _qwen2_window_on_layer_1(directory: Path) -> Path:
