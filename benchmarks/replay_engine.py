@@ -105,8 +105,10 @@ def record(out_dir: str, pytest_args: list[str]) -> int:
     import pytest
     os.makedirs(out_dir, exist_ok=True)
     plugin = Recorder(out_dir)
-    rc = pytest.main(["-q", "-p", "no:cacheprovider", *(pytest_args or ["tests/simulator", "tests/meshgemm"])],
-                     plugins=[plugin])
+    # -n 0: the recorder wraps ``simulate`` in this process; xdist's workers (the suite's default) would
+    # run the tests, and their calls, elsewhere
+    rc = pytest.main(["-q", "-p", "no:cacheprovider", "-n", "0",
+                      *(pytest_args or ["tests/simulator", "tests/meshgemm"])], plugins=[plugin])
     print(f"recorded {plugin.n} simulate calls in {out_dir} ({plugin.skipped} could not be pickled)")
     return int(rc)
 

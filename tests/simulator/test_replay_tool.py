@@ -52,3 +52,31 @@ def test_an_empty_recording_fails(tmp_path):
 def test_usage_errors_exit_2(argv, capsys):
     from replay_engine import main
     assert main(argv) == 2
+
+
+def test_record_runs_the_tests_in_its_own_process_and_saves_their_calls(tmp_path):
+    """``record`` under the project's pytest options (which start xdist workers): the calls are made
+    where the recorder wraps ``simulate``, saved, and replay equal."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    test = tmp_path / "test_two_calls.py"
+    test.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(repo / 'benchmarks')!r})\n"
+        "from bench_simulator import shift_broadcast\n"
+        "from simulator import simulate\n\n"
+        "def test_two_calls():\n"
+        "    assert simulate(shift_broadcast(4, 2, 3), mode='timing').total_cycles > 0\n"
+        "    assert simulate(shift_broadcast(3, 3, 2), mode='functional').total_cycles > 0\n")
+    out = tmp_path / "calls"
+    r = subprocess.run([sys.executable, str(repo / "benchmarks" / "replay_engine.py"), "record", str(out),
+                        "-c", str(repo / "pyproject.toml"), "--rootdir", str(repo), str(test)],
+                       cwd=repo, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "recorded 2 simulate calls" in r.stdout, r.stdout[-2000:]
+    assert len(list(out.glob("*.pkl"))) == 2
+    # replayed as the script is run (its pickles name the script's own helpers, in its __main__)
+    r = subprocess.run([sys.executable, str(repo / "benchmarks" / "replay_engine.py"), "replay", str(out)],
+                       cwd=repo, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "2 calls replayed, 0 mismatches" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
