@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from plmr.errors import InputError
 from plmr.hardware import BUILTIN_SPECS, HardwareSpec
@@ -123,15 +124,18 @@ def _eval_finding(path, exc: EvalError, default_node) -> Finding:
 
 
 def check_paths(paths, arch: str = "wse2", params: dict | None = None, syntax_only: bool = False,
-                spec: HardwareSpec | None = None) -> CheckReport:
-    """Check CSL files and directories for ``arch`` (``wse2``/``wse3``, or a custom ``spec``)."""
+                spec: HardwareSpec | None = None, progress: Callable[[str], None] | None = None) -> CheckReport:
+    """Check CSL files and directories for ``arch`` (``wse2``/``wse3``, or a custom ``spec``).
+    ``progress(text)`` is told each stage (a whole model's bundle takes tens of seconds)."""
+    step = progress or (lambda text: None)
     if spec is None:
         if arch not in BUILTIN_SPECS:
             raise InputError(f"unknown arch {arch!r}; allowed: {', '.join(BUILTIN_SPECS)}")
         spec = BUILTIN_SPECS[arch]
     files = expand_paths(paths)
     sources = _Sources()
-    for f in files:
+    for i, f in enumerate(files):
+        step(f"parsing {f.name} ({i + 1}/{len(files)} files)")
         sources.get(f)
     report = CheckReport(spec.name, [str(f) for f in files])
     findings: list[Finding] = []
@@ -142,7 +146,7 @@ def check_paths(paths, arch: str = "wse2", params: dict | None = None, syntax_on
     layout_files: set = set()
     layout_entries = [f for f in files if sources.get(f) is not None and sources.get(f).layout_blocks()]
     for lf in layout_entries:
-        findings.extend(_check_layout(lf, sources, spec, params or {}, report, checked_as_pe, layout_files))
+        findings.extend(_check_layout(lf, sources, spec, params or {}, report, checked_as_pe, layout_files, step))
     for f in files:
         key = str(f)
         m = sources.get(f)
@@ -160,8 +164,9 @@ def check_paths(paths, arch: str = "wse2", params: dict | None = None, syntax_on
 
 
 def _check_layout(lf: Path, sources: _Sources, spec: HardwareSpec, params: dict, report: CheckReport,
-                  checked_as_pe: set, layout_files: set) -> list[Finding]:
+                  checked_as_pe: set, layout_files: set, step: Callable[[str], None]) -> list[Finding]:
     m = sources.get(lf)
+    step(f"evaluating {lf.name}")
     out = list(check_source(m, SourceContext(is_layout_file=True)))
     layout_files.add(str(lf))
     effects = LayoutEffects()
@@ -189,7 +194,8 @@ def _check_layout(lf: Path, sources: _Sources, spec: HardwareSpec, params: dict,
     groups = list(lay.pe_groups())
     pe_findings = []
     incomplete = False
-    for fname, pstruct, mask in groups:
+    for i, (fname, pstruct, mask) in enumerate(groups):
+        step(f"{lf.name}: the PE programs it places, parameter set {i + 1}/{len(groups)}")
         path = lf.parent / fname
         site = lay.sites[int(lay.tile_site[mask].flat[0])] if lay.sites else m
         if not path.exists():

@@ -84,11 +84,13 @@ def csl_check(paths, arch: str, params_text: str | None, syntax_only: bool, as_j
     Prints one `file:line:col: E|W rule: message` line per finding; exit 0 when clean, 1 with
     findings, 2 for unreadable input."""
     from csl_templates.checker import check_paths
+    from waferllm.kernel_cli import activity
 
     params = parse_params(params_text)
     if not params:
         params = bundle_params(paths)
-    report = check_paths(paths, arch=arch, params=params, syntax_only=syntax_only)
+    with activity("csl check") as step:  # a spinner on a terminal's stderr: a model's bundle takes a while
+        report = check_paths(paths, arch=arch, params=params, syntax_only=syntax_only, progress=step)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
