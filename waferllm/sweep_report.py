@@ -16,7 +16,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from plmr.errors import InputError
 from waferllm.results import atomic_write, load_arrays, load_rows, results_path
@@ -215,22 +215,28 @@ def render_html(rows: list[dict], figures: list, source: str, title: str | None 
         rows=table_rows, table_note=note)
 
 
-def write_report(results: str | os.PathLike, out: str | os.PathLike, title: str | None = None) -> WrittenReport:
-    """Read a results table, draw its figures, write ``out`` (HTML) and ``<stem>_figures/*.png``."""
+def write_report(results: str | os.PathLike, out: str | os.PathLike, title: str | None = None,
+                 progress: Callable[[str], None] | None = None) -> WrittenReport:
+    """Read a results table, draw its figures, write ``out`` (HTML) and ``<stem>_figures/*.png``.
+    ``progress(text)`` is told each stage (the published figures' predictions take ~20 s once per process)."""
     from waferllm import figures as F
     from waferllm.calibration import load_targets
 
+    step = progress or (lambda text: None)
+    step("reading the results")
     rows = load_rows(results)
     path = results_path(results)
-    figs = F.all_figures(rows, lambda r: load_arrays(path, r), load_targets().get("kernels"))
     out = Path(out)
     if out.exists() and out.is_dir():
         raise InputError(f"-o {out}: is a directory; give the HTML file to write")
+    figs = F.all_figures(rows, lambda r: load_arrays(path, r), load_targets().get("kernels"))
     fig_dir = out.with_name(out.stem + "_figures")
     try:
         written = WrittenReport(out, fig_dir)
-        for f in figs:
+        for i, f in enumerate(figs):
+            step(f"drawing figure {i + 1}/{len(figs)}")
             written.figures.append(f.save(fig_dir))
+        step("predicting the published figures and writing the page")
         page = render_html(rows, figs, str(path), title)
     finally:
         F.close(figs)

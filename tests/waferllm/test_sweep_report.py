@@ -92,6 +92,22 @@ def test_report_files_and_pngs(report):
     assert "Predicted vs published" in page and "bulk-synchronous" in page
 
 
+def test_report_progress_names_each_stage(tmp_path, monkeypatch):
+    """``write_report(progress=...)`` (the CLI's spinner): reading, one step per figure, then the page;
+    the published section is stubbed here (its ~20 s of predictions are the report fixture's)."""
+    from waferllm import sweep_report
+
+    out = tmp_path / "run"
+    _sweep(out, "--kernel", "meshgemv,gemv-pipeline", "--mesh", "32,64", "--size", "4096")
+    monkeypatch.setattr(sweep_report, "published_rows", lambda: [])
+    said = []
+    written = sweep_report.write_report(out, tmp_path / "r.html", progress=said.append)
+    n = len(written.figures)
+    assert n > 0 and said == (["reading the results"] + [f"drawing figure {i}/{n}" for i in range(1, n + 1)]
+                              + ["predicting the published figures and writing the page"])
+    assert (tmp_path / "r.html").stat().st_size > 1000
+
+
 def test_report_bad_input_is_one_line(tmp_path):
     r = CliRunner().invoke(main, ["report", str(tmp_path / "missing"), "-o", str(tmp_path / "r.html")])
     assert r.exit_code == 2 and r.stderr.startswith("Error: no results table") and len(r.stderr.splitlines()) == 1
