@@ -66,6 +66,7 @@ class LayoutReadback:
     uses_memcpy: bool
     module: st.Module = field(repr=False, default=None)
     site_files: dict = field(default_factory=dict)  # site index -> file, for sites outside the layout file
+    local_configs: int = 0  # PE programs' @set_local_color_config merged into rx/tx (add_local_config)
 
     def site_file(self, site: int) -> str:
         return self.site_files.get(site, self.path)
@@ -81,6 +82,7 @@ class LayoutReadback:
         site = len(self.sites)
         self.sites.append(node)
         self.site_files[site] = path
+        self.local_configs += 1
         self.config_count[colour][mask] += 1
         self.rx[colour][mask] = rx
         self.tx[colour][mask] = tx

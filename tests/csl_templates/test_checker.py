@@ -162,6 +162,10 @@ def test_local_colour_configs_join_the_route_rules(tmp_path):
     assert sorted((Path(f.path).name, f.line, f.col) for f in hits) == sorted(
         [("fifo_pe.csl", *first), ("fifo_pe.csl", *middle)])
     assert any("PE (0, 0) sends colour 7 EAST" in f.message for f in hits)
+    # the readback says it holds PE programs' routes (the layout read on its own holds none)
+    from csl_templates.layout_reader import evaluate_layout
+    assert report.layouts[0].local_configs > 0
+    assert evaluate_layout(tmp_path / "fifo_layout.csl", {"width": 4}).local_configs == 0
 
 
 def test_syntax_only_skips_semantic_rules(tmp_path):
