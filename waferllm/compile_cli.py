@@ -30,7 +30,7 @@ def compile_cmd(model: str, hardware_name: str, context: int | None, dtype: str,
     from pathlib import Path
 
     from waferllm.compile import CompileRequest, compile_bundle
-    from waferllm.kernel_cli import activity
+    from waferllm.activity import activity
 
     req = CompileRequest(model=model, hardware=hardware_name, context=context, dtype=dtype,
                          decode_grid=parse_grid(decode_grid, "decode-grid"),

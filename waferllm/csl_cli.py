@@ -84,7 +84,7 @@ def csl_check(paths, arch: str, params_text: str | None, syntax_only: bool, as_j
     Prints one `file:line:col: E|W rule: message` line per finding; exit 0 when clean, 1 with
     findings, 2 for unreadable input."""
     from csl_templates.checker import check_paths
-    from waferllm.kernel_cli import activity
+    from waferllm.activity import activity
 
     params = parse_params(params_text)
     if not params:

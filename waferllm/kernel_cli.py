@@ -9,33 +9,15 @@ numba and the simulator are imported inside the command only.
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 
 import click
 
 from plmr.errors import InputError
+from waferllm.activity import activity
 from waferllm.grids import parse_grid
 
 KERNEL_NAMES = ("meshgemm", "gemmt", "meshgemv", "cannon", "summa", "gemv-pipeline", "gemv-ring",
                 "meshgemm-bsp", "cannon-bsp", "summa-bsp", "gemv-pipeline-bsp")
-
-
-@contextmanager
-def activity(what: str):
-    """A spinner with the elapsed time on stderr while a kernel is built and simulated (which can
-    take minutes on large meshes); nothing is left on the screen afterwards, and nothing is drawn
-    when stderr is not a terminal. Yields ``step(text)`` to name the current stage."""
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    console = Console(stderr=True)
-    if not console.is_terminal:
-        yield lambda text: None
-        return
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
-        task = progress.add_task(what, total=None)
-        yield lambda text: progress.update(task, description=f"{what}: {text}")
 
 
 def _fmt(v, unit: str = "") -> str:

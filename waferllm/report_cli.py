@@ -13,7 +13,7 @@ import click
 @click.option("--title", default=None, help="page title [default: from the results]")
 def report(results: str, out: str, title: str | None) -> None:
     """Write an HTML report of RESULTS (a sweep directory or its results.csv)."""
-    from waferllm.kernel_cli import activity
+    from waferllm.activity import activity
     from waferllm.sweep_report import write_report
 
     with activity("report") as step:  # a spinner on a terminal's stderr

@@ -52,6 +52,12 @@ def assert_reads_back(prog, lay) -> None:
         np.testing.assert_array_equal(got_tx, np.where(want_rx != 0, want_tx, 0), err_msg=f"colour {c} tx")
 
 
+def own_layout(checked, params: dict, arch: str):
+    """The layout's own routes: the checker's readback unless it merged PE programs' local routes into it,
+    else evaluated again from the module the checker parsed (the llama3-8b layout is 0.8 MB of CSL)."""
+    return checked if checked.local_configs == 0 else evaluate_layout(checked.module, params, arch=arch)
+
+
 def small_hardware(tmp: Path, base: str, sram_kb: int, width: int, height: int) -> str:
     p = tmp / f"small-{base}.toml"
     p.write_text(f'base = "{base}"\nname = "small-{base}"\nsram_bytes = {sram_kb * 1024}\n'
@@ -78,12 +84,9 @@ def assert_csl_matches(bundle: Path, arch: str, packed: bool = False) -> None:
         assert not [f for f in findings if f.severity == "E"], [str(f) for f in findings]
         findings = [f for f in findings if not (f.rule == "memory.sram" and f.severity == "W")]
     assert findings == [], [str(f) for f in findings]
-    # the layout's own routes: the checker's readback unless it merged PE programs' local routes into it (then
-    # evaluated again from the module the checker parsed: the llama3-8b layout is 0.8 MB of CSL)
     [checked] = report.layouts
     assert checked.path == str(d / "src" / "layout.csl")
-    lay = checked if checked.local_configs == 0 else evaluate_layout(checked.module, manifest["params"], arch=arch)
-    assert_reads_back(prog, lay)
+    assert_reads_back(prog, own_layout(checked, manifest["params"], arch))
     W, H = manifest["width"], manifest["height"]
     cmd = (d / f"commands_{arch}.sh").read_text()
     assert f"--arch={arch} --fabric-dims={W + 7},{H + 2} --fabric-offsets=4,1" in cmd
@@ -156,11 +159,9 @@ def assert_prefill_csl_matches(bundle: Path, arch: str) -> None:
         assert prog.stats()["sram_bytes_per_pe"] <= b.hardware.usable_sram_bytes
         report = check_paths([str(d)], arch=arch, params=manifest["params"])
         assert report.findings == [], [str(f) for f in report.findings]
-        [checked] = report.layouts  # as for the decode program
+        [checked] = report.layouts
         assert checked.path == str(d / "src" / "layout.csl")
-        lay = checked if checked.local_configs == 0 else evaluate_layout(checked.module, manifest["params"],
-                                                                         arch=arch)
-        assert_reads_back(prog, lay)
+        assert_reads_back(prog, own_layout(checked, manifest["params"], arch))
         W, H = manifest["width"], manifest["height"]
         assert (W, H) == (grid[1], grid[0])
         cmd = (d / f"commands_{arch}.sh").read_text()
