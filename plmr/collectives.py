@@ -247,23 +247,33 @@ def ktree_allreduce(spec: HardwareSpec, n_ax: int, n: int, k: int = 2,
 
 
 #: How a line tree's stages combine what they receive (``meshgemm.decode_collectives``).
-COMBINES = ("sum", "max")
+COMBINES = ("sum", "max", "argmax")
+
+
+def _combine_op(spec: HardwareSpec, n: int, dtype: str, combine: str) -> float:
+    """The op a store-and-forward stage runs on what it received: ``"max"`` an element-wise ``Max``;
+    ``"argmax"`` (a (value, index) pair) a scalar compare, which costs nothing on the scalar path as
+    modelled, and a 2-element copy only when the received pair wins — never in a timing-only run (no
+    data: every compare is false), so not charged."""
+    if combine == "argmax":
+        return 0.0
+    return spec.op_issue_cycles + math.ceil(n / spec.simd_width("max", dtype))
 
 
 def _side_done(spec: HardwareSpec, links: list[int], n: int, dtype: str, combine: str) -> float:
     """Cycles until a group root has taken in (and combined) one side's chain of ``links``.
 
     ``"sum"``: fused receive-add-forward stages (``RecvAddSend``) stream through every member:
-    ``a(L) + ⌈n/e_w⌉`` (``chain_side_arrival``). ``"max"`` has no fused fabric op: every stage
-    receives the whole vector, takes the element-wise ``Max`` and sends it on (store and forward),
-    so each link costs the send's issue, the ramps and hops, the stream, and the receiver's ``Max``:
-    ``Σ (c_op + ρ + d·α + ⌈n/e_w⌉ + c_op + ⌈n/F_max⌉)``."""
+    ``a(L) + ⌈n/e_w⌉`` (``chain_side_arrival``). ``"max"`` and ``"argmax"`` have no fused fabric op:
+    every stage receives the whole vector, combines it (``_combine_op``: for ``"max"`` an element-wise
+    ``Max``) and sends it on (store and forward), so each link costs the send's issue, the ramps and
+    hops, the stream, and the receiver's combine: ``Σ (c_op + ρ + d·α + ⌈n/e_w⌉ + combine)``."""
     if not links:
         return 0.0
     n_w = math.ceil(n / spec.elements_per_wavelet(dtype))
     if combine == "sum":
         return chain_side_arrival(spec, links) + n_w
-    combine_op = spec.op_issue_cycles + math.ceil(n / spec.simd_width("max", dtype))
+    combine_op = _combine_op(spec, n, dtype, combine)
     return sum(spec.op_issue_cycles + spec.ramp_cycles + d * spec.hop_cycles + n_w + combine_op for d in links)
 
 
@@ -277,8 +287,8 @@ def _sequential_group_phase(spec: HardwareSpec, left: list[int], right: list[int
     first, second = (left, right) if len(left) >= len(right) else (right, left)
     n_w = math.ceil(n / spec.elements_per_wavelet(dtype))
     take = spec.op_issue_cycles + n_w
-    if combine == "max":
-        take += spec.op_issue_cycles + math.ceil(n / spec.simd_width("max", dtype))
+    if combine != "sum":
+        take += _combine_op(spec, n, dtype, combine)
     return max(_side_done(spec, first, n, dtype, combine) + take, _side_done(spec, second, n, dtype, combine))
 
 
@@ -315,6 +325,48 @@ def line_tree_allreduce(spec: HardwareSpec, n_ax: int, n: int, k: int = 2,
     colours = 2 * len(levels) + (1 if (with_broadcast or group_only) else 0)
     return CostBreakdown(op="line_tree_allreduce", compute_cycles=0.0, comm_cycles=t, total_cycles=t,
                          bytes_per_pe=2 * n * dtype_bytes(dtype), colors_per_pe=colours, parts=parts)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def line_tree_late_allreduce_cycles(spec: HardwareSpec, n_ax: int, n: int, k: int = 2,
+                                    group_counts: tuple[int, ...] | None = None, dtype: str = "fp32",
+                                    late: int = 0, one_sided: bool = True, with_broadcast: bool = True) -> float:
+    """The decode program's sum allreduce along a line (``line_tree_allreduce``) counted from the moment
+    position ``late`` enters it, every other position having entered it long before (a hand-off's
+    landing PE, the token's return: the rest of the region waits in the allreduce with zeros). Only
+    the late contribution's path is left: at each level, from the position carrying it to that level's
+    group root (a chain of receive-add-forward stages over the members between, whose own streams wait
+    queued; a carrier that is not its side's end is itself one such stage), the root then taking its
+    other side if that comes second (one more receive of a queued stream), or both queued sides when the
+    carrier is the root; then the multicast from the global root."""
+    if n_ax <= 1 or n <= 0:
+        return 0.0
+    if not 0 <= late < n_ax:
+        raise ValueError(f"late position {late} outside the line of {n_ax}")
+    tree = build_line_tree(n_ax, k, None if group_counts is None else tuple(group_counts), one_sided)
+    n_w = math.ceil(n / spec.elements_per_wavelet(dtype))
+    take = spec.op_issue_cycles + n_w
+    t = 0.0
+    carrier = late
+    for level in tree.levels:
+        group, root = next((g, r) for g, r in zip(level.groups, level.roots) if carrier in g)
+        i, j = group.index(root), group.index(carrier)
+        hops = [b - a for a, b in zip(group, group[1:])]
+        left, right = hops[:i], hops[i:]
+        if j == i:
+            t += take * ((1 if left else 0) + (1 if right else 0))
+            continue
+        links = hops[j:i] if j < i else hops[i:j][::-1]
+        t += chain_side_arrival(spec, links) + n_w
+        if 0 < j < len(group) - 1:  # a relay, not its side's end: it receives its upstream's queued stream first
+            t += spec.relay_cycles
+        if left and right and (j < i) == (len(left) >= len(right)):
+            t += take  # the late side is the root's first: its other side, queued, comes after
+        carrier = root
+    if with_broadcast:
+        r = tree.root
+        t += t_msg(spec, n, max(r, n_ax - 1 - r), 0, dtype)
+    return spec.collective_cycles + t
 
 
 def chain_reduce(spec: HardwareSpec, n_ax: int, n: int, root: int | None = None, dtype: str = "fp16",
@@ -509,11 +561,11 @@ def line_tree_allreduce_cycles(spec: HardwareSpec, n_ax: int, n: int, k: int = 2
             phases.append(0.0 if phase is None else phase)
     elif all(float(v).is_integer() and abs(v) * (n_ax + n + 1) < 2.0 ** 40
              for v in (spec.op_issue_cycles, spec.ramp_cycles, spec.hop_cycles)):
-        # "max" with whole-number parameters: every term of a side's sum is a whole number well below
-        # 2^53, so Σ over its links is L·(c_op + ρ + ⌈n/e_w⌉ + combine) + α·(hops) exactly (``_side_done``)
+        # "max" or "argmax" with whole-number parameters: every term of a side's sum is a whole number well
+        # below 2^53, so Σ over its links is L·(c_op + ρ + ⌈n/e_w⌉ + combine) + α·(hops) exactly (``_side_done``)
         spans, hops = _spans_and_hops(n_ax, k, gc, one_sided, group_only)
         n_w = math.ceil(n / spec.elements_per_wavelet(dtype))
-        combine_op = spec.op_issue_cycles + math.ceil(n / spec.simd_width("max", dtype))
+        combine_op = _combine_op(spec, n, dtype, combine)
         per_link = spec.op_issue_cycles + spec.ramp_cycles + n_w + combine_op
         take = spec.op_issue_cycles + n_w + combine_op
         phases = []

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from plmr.breakdown import CostBreakdown, in_sequence
 from plmr import decode_ops as D
 from plmr.attention import ring_attention
-from plmr.collectives import line_tree_allreduce, line_tree_allreduce_cycles
+from plmr.collectives import line_tree_allreduce, line_tree_allreduce_cycles, line_tree_late_allreduce_cycles
 from plmr.decode_memory import SCORE_CHUNK, attention_chunks
 from plmr.gemm import meshgemm_chain, meshgemm_chain_floor
 from plmr.hardware import HardwareSpec
@@ -136,14 +136,21 @@ class Reduction:
     combine: str = "sum"
     groups0: int | None = None
     repeat: int = 1  # the same allreduce this many times in sequence (an attention's chunks)
+    #: A sum every position but one entered long before (``plmr.collectives.line_tree_late_allreduce_cycles``):
+    #: the late position, or ``LAST_GROUP`` for the first position of the last level-0 group; None: all at once.
+    late: int | None = None
+
+
+#: ``Reduction.late`` for the first position of the line's last level-0 group (a hand-off landing west).
+LAST_GROUP = -1
 
 
 def line_tree_args(r: Reduction, tree: TreeChoice) -> tuple | None:
     """The arguments of ``plmr.collectives.line_tree_allreduce`` (after the spec: n_ax, n, k, group
     counts, dtype, combine, then with_broadcast and group_only by keyword) for the line tree the
-    decode program runs ``r`` on when its axis uses ``tree``; None when it costs nothing. One place
-    for both pricers below: the group allreduce and an X tree whose level 0 is fixed by the KV
-    groups ignore ``tree``'s K and groups."""
+    decode program runs ``r`` on when its axis uses ``tree``, and last the late position (None: every
+    position at once); None when it costs nothing. One place for both pricers below: the group
+    allreduce and an X tree whose level 0 is fixed by the KV groups ignore ``tree``'s K and groups."""
     if r.n_ax <= 1 or r.payload <= 0:
         return None
     if r.axis == "group" or r.groups0 is not None:
@@ -151,8 +158,20 @@ def line_tree_args(r: Reduction, tree: TreeChoice) -> tuple | None:
         k, groups = (1, ()) if g0 <= 1 else (2, (min(g0, r.n_ax),))
     else:
         k, groups = tree.k, tree.group_counts
-    return (r.n_ax, r.payload, k, None if groups is None else tuple(groups), r.dtype, r.combine, r.broadcast,
-            r.axis == "group")
+    groups = None if groups is None else tuple(groups)
+    late = r.late
+    if late == LAST_GROUP:
+        g0 = groups[0] if k > 1 and groups else 1
+        late = r.n_ax - balanced_split(r.n_ax, min(g0, r.n_ax))[-1] if g0 > 1 else 0
+    return (r.n_ax, r.payload, k, groups, r.dtype, r.combine, r.broadcast, r.axis == "group", late)
+
+
+def _price(spec: HardwareSpec, args: tuple) -> float:
+    if args[8] is not None:
+        if args[5] != "sum" or args[7]:
+            raise ValueError("a late position prices a sum allreduce of the whole line only")
+        return line_tree_late_allreduce_cycles(spec, *args[:5], late=args[8], with_broadcast=args[6])
+    return line_tree_allreduce_cycles(spec, *args[:6], with_broadcast=args[6], group_only=args[7])
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -162,6 +181,8 @@ def price_reduction(spec: HardwareSpec, r: Reduction, tree: TreeChoice) -> float
     args = line_tree_args(r, tree)
     if args is None:
         return 0.0
+    if args[8] is not None:
+        return _price(spec, args)
     return line_tree_allreduce(spec, *args[:6], with_broadcast=args[6], group_only=args[7]).total_cycles
 
 
@@ -170,7 +191,7 @@ def reduction_cycles(spec: HardwareSpec, args: tuple | None) -> float:
     ``line_tree_allreduce_cycles`` (the same number, tested): the planner's hot path."""
     if args is None:
         return 0.0
-    return line_tree_allreduce_cycles(spec, *args[:6], with_broadcast=args[6], group_only=args[7])
+    return _price(spec, args)
 
 
 def _local(name: str, cycles: float, nbytes: int = 0) -> CostBreakdown:
