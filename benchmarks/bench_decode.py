@@ -1,7 +1,7 @@
 """Decode benchmarks on the simulator, timing-only (docs/BENCHMARKS.md "Decode on the simulated wafer").
 
-    python benchmarks/bench_decode.py layer [--grid 420] [--context 4096] [--model llama3-8b]
-    python benchmarks/bench_decode.py token BUNDLE [--context 4096]
+    python benchmarks/bench_decode.py layer [--grid 420] [--context 4096] [--model llama3-8b] [--y-groups G]
+    python benchmarks/bench_decode.py token BUNDLE [--context N]   # default: the bundle's planned context
     python benchmarks/bench_decode.py fp16 [--write]            # fp16 divergence on the tiny models
     python benchmarks/bench_decode.py table RUN.json ...        # op-by-op table: saved layer runs vs plmr now
 
@@ -63,7 +63,7 @@ def bench_layer(args) -> dict:
     grid = args.grid
     cap = -(-args.context // grid[0])
     cfg = DecodeConfig(one, grid, (DecodeStage(0, 0, 0, (0, 0)),), cap, "fp16", timestamps=True, layers_only=True,
-                       timestamp_rows=True)
+                       timestamp_rows=True, y_groups=args.y_groups, x_groups=args.x_groups)
     t0 = time.perf_counter()
     prog = build_decode_program(cfg, WSE2)
     t1 = time.perf_counter()
@@ -83,6 +83,41 @@ def bench_layer(args) -> dict:
             "stats": prog.program.stats(), "peak_rss_gb": round(rss_gb(), 2)}
 
 
+def bundle_placement(b):
+    """The plan's placement of bundle ``b`` (``plan.json``'s ``layer_placement``) as a ``Placement``."""
+    from waferllm.placement import Placement, Stage
+
+    lp = b.doc["plan"]["layer_placement"]
+    grid = tuple(lp["grid"])
+    stages = tuple(Stage(index=s["stage"], wafer=s["wafer"], origin=tuple(s["origin"]), layers=tuple(s["layers"]),
+                         extras=tuple(s["extras"]), weight_bytes=s["weight_bytes_per_pe"],
+                         kv_bytes=s["kv_bytes_per_pe"], buffer_bytes=s["buffer_bytes_per_pe"],
+                         extras_bytes=s["extras_bytes_per_pe"], grid=tuple(s["grid"])) for s in lp["stages"])
+    strips = {s.grid[1] for s in stages if tuple(s.grid) != grid}
+    return Placement(grid=grid, stages=stages, wafers=lp["wafers"], regions_per_wafer=lp["regions_per_wafer"],
+                     capacity_per_pe=b.hardware.usable_sram_bytes, buffer_bytes=0,
+                     strip_width=max(strips) if strips else 0,
+                     score_chunk=b.doc["plan"]["decode"]["score_chunk"])
+
+
+def plmr_token(b, context: int, ty, tx) -> tuple[int, dict]:
+    """plmr's cycles for one whole decode token of bundle ``b`` with ``context`` cached tokens, for the
+    plan's placement and the trees the program runs. The plan itself prices its own context
+    (``planned_cycles_per_token``): a cache whose token count P_y divides has no shifting rows and one
+    ring run, so the layer cost is not monotonic in the context."""
+    from plmr.transformer import TreeChoice
+    from waferllm.planner import PlanRequest, decode_cost
+
+    plan = b.doc["plan"]
+    req = PlanRequest(hardware=b.hardware, dtype=b.doc["dtype"], context=context,
+                      input_len=min(context, plan["input_len"]))
+    tyc = TreeChoice(ty.k, (ty.groups0,) if ty.k > 1 else ())
+    txc = TreeChoice(tx.k, (tx.groups0,) if tx.k > 1 else ())
+    _, total, parts = decode_cost(b.model, req, tuple(b.doc["decode_program"]["grid"]), tyc, txc,
+                                  bundle_placement(b))
+    return int(round(total)), {k: int(round(v)) for k, v in parts.items()}
+
+
 def bench_token(args) -> dict:
     from meshgemm.decode_program import build_decode_program
     from meshgemm.decode_runtime import DecodeRuntime
@@ -94,15 +129,18 @@ def bench_token(args) -> dict:
     t1 = time.perf_counter()
     rt = DecodeRuntime(prog, mode="timing")
     t2 = time.perf_counter()
-    rt.length = args.context - 1
+    context = args.context or b.doc["context"]
+    rt.length = context - 1
     r = rt.step()
     t3 = time.perf_counter()
-    pred = b.doc["plan"]["decode"]["cycles_per_token"]
+    pred, parts = plmr_token(b, context, prog.tree_y, prog.tree_x)
     cfg = prog.config
     return {"bench": "token", "model": b.doc["model"], "grid": list(cfg.grid), "stages": len(cfg.stages),
-            "layers_per_stage": [s.num_layers for s in cfg.stages], "context": args.context,
+            "layers_per_stage": [s.num_layers for s in cfg.stages], "context": context,
             "cycles": int(r.cycles), "cycles_per_layer": int(r.cycles) / b.model.num_layers,
-            "plmr_cycles_per_token": pred, "build_s": round(t1 - t0, 2), "lower_s": round(t2 - t1, 2),
+            "plmr_cycles_per_token": pred, "plmr_parts": parts, "planned_context": b.doc["context"],
+            "planned_cycles_per_token": b.doc["plan"]["decode"]["cycles_per_token"],
+            "build_s": round(t1 - t0, 2), "lower_s": round(t2 - t1, 2),
             "simulate_s": round(t3 - t2, 2), "wall_s": round(t3 - t0, 2),
             "wavelet_moves": int(r.result.stats["wavelet_moves"]), "stats": prog.program.stats(),
             "peak_rss_gb": round(rss_gb(), 2)}
@@ -195,9 +233,11 @@ def main() -> None:
     a.add_argument("--grid", default="420")
     a.add_argument("--context", type=int, default=4096)
     a.add_argument("--model", default="llama3-8b")
+    a.add_argument("--y-groups", type=int, default=None, help="level-0 groups of the Y tree (default: the program's)")
+    a.add_argument("--x-groups", type=int, default=None, help="level-0 groups of the X tree (default: the program's)")
     t = sub.add_parser("token")
     t.add_argument("bundle")
-    t.add_argument("--context", type=int, default=4096)
+    t.add_argument("--context", type=int, default=None, help="cached tokens (default: the bundle's planned context)")
     sub.add_parser("fp16")
     tb = sub.add_parser("table")
     tb.add_argument("runs", nargs="+")

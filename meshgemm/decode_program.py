@@ -72,9 +72,12 @@ F32 = "fp32"
 #: The function a decode program exports, and its modes.
 STEP = "step"
 MODE_STEP, MODE_HEAD, MODE_EMBED = 0, 1, 2
-#: Labels of the per-op timestamps (``timestamps=True``), in program order.
+#: Labels of the per-op timestamps of a layer (``timestamps=True``), in program order.
 OP_LABELS = ("rmsnorm", "qkv", "rope", "kv_append", "scores", "softmax", "pv", "o_proj", "residual",
              "rmsnorm_post", "gate_up", "silu_mul", "down", "residual_mlp")
+#: Labels of the timestamps after the layers: the head on the last stage, then on the first stage the
+#: token's return (several stages) and the next token's embedding.
+HEAD_LABELS = ("final_norm", "lm_head", "argmax", "token_return", "embedding")
 
 
 # ---- geometry -----------------------------------------------------------------------------------------------
@@ -705,21 +708,21 @@ class _Code:
         V = Var
         sz = self.sz
         ey, vx = V("ey"), V("vx")
-        code = list(self.rmsnorm("x", self.R("fnorm", 0, ey), "xf", "nf"))
+        code = list(self.rmsnorm("x", self.R("fnorm", 0, ey), "xf", "nf")) + list(self.stamp("final_norm"))
         if self.m.tie_word_embeddings:
             code += [Fill(self.R("lg32", 0, vx), 0.0),
                      Loop(ey, "i", (Fmac(self.R("lg32", 0, vx), self.R("lg32", 0, vx), Ref("emb", V("i"), vx, sz.EYM),
                                          Load("xf", V("i"))),))]
         else:
             code += self.gemv("lg32", vx, "wlm", 0, ey, "xf")
-        code += self.allreduce_y("lg32", vx, tag="l")
+        code += self.allreduce_y("lg32", vx, tag="l") + self.stamp("lm_head")
         code += [Copy(self.R("lg", 0, vx), self.R("lg32", 0, vx)),
                  Assign("acc", -math.inf), Assign("bi", 0),
                  Loop(vx, "i", (If(Load("lg", V("i")) > V("acc"), (Assign("acc", Load("lg", V("i"))),
                                                                    Assign("bi", V("i")))),)),
                  Store("am", 0, V("acc")), Store("am", 1, V("v0") + V("bi"))]
         code += self.allreduce_x("am", 2, combine="argmax", tag="a")
-        code += [Assign("tok", Load("am", 1)), Store("tk", 0, V("tok"))]
+        code += [Assign("tok", Load("am", 1)), Store("tk", 0, V("tok"))] + list(self.stamp("argmax"))
         return tuple(code)
 
     def embed(self) -> tuple:
@@ -729,7 +732,7 @@ class _Code:
         own = (tok >= v0) & (tok < v0 + V("vx"))
         code = [If(own, (Copy(self.R("x", 0, ey), self.R("emb", (tok - v0) * self.sz.EYM, ey)),),
                    (Fill(self.R("x", 0, ey), 0.0),))]
-        code += self.allreduce_x("x", ey, tag="e")
+        code += self.allreduce_x("x", ey, tag="e") + self.stamp("embedding")
         return tuple(code)
 
     def handoff_in(self) -> tuple:
@@ -788,7 +791,7 @@ class _Code:
         c = self.col.token
         return ((Fill(self.R("tk", 0, 1), 0.0), If(eq(Param("tret"), 2), (Recv(c, self.R("tk", 0, 1)),)))
                 + self.allreduce_x("tk", 1, tag="t") + self.allreduce_y("tk", 1, tag="t")
-                + (Assign("tok", Load("tk", 0)),))
+                + (Assign("tok", Load("tk", 0)),) + self.stamp("token_return"))
 
     # -- functions -------------------------------------------------------------------------------------------
     def functions(self) -> dict[str, tuple]:

@@ -176,3 +176,38 @@ def residual_local(spec: HardwareSpec, length: int, dtype: str, op: str = "resid
 def silu_mul_local(spec: HardwareSpec, length: int, dtype: str) -> CostBreakdown:
     """SiLU(gate) as one scalar function per element, then one multiply by up."""
     return _local("silu_mul", t_fn(spec, length) + t_op(spec, length, "mul", dtype), 2 * length * dtype_bytes(dtype))
+
+
+# ---- the work besides the layers: the LM head's stage and the first stage ------------------------------------
+def final_norm_local(spec: HardwareSpec, length: int, dtype: str) -> tuple[CostBreakdown, CostBreakdown]:
+    """The final RMSNorm (a norm of its own: nothing follows it that could carry its Σx²), as the two
+    local parts around its one-value allreduce along Y: before, the segment converted to fp32 (fp16
+    only; Σx² is scalar code); after, rsqrt of the mean, the segment scaled in fp32, rounded back
+    (fp16 only) and multiplied by γ."""
+    before = t_copy(spec, length, dtype, ACC) if dtype != ACC else 0.0
+    after = t_fn(spec, 1) + t_op(spec, length, "scale", ACC) + t_op(spec, length, "mul", dtype)
+    after += t_copy(spec, length, ACC, dtype) if dtype != ACC else 0.0
+    return (_local("final_norm", before, length * dtype_bytes(ACC)),
+            _local("final_norm", after, length * dtype_bytes(dtype)))
+
+
+def lm_head_local(spec: HardwareSpec, rows: int, vocab: int, dtype: str, tied_stride: int = 0) -> CostBreakdown:
+    """The LM head's partial logits of the column's ``vocab`` rows: zero them (fp32), then one FMAC per
+    hidden feature of the segment. Tied to the embedding (``tied_stride`` > 0), the FMACs read the
+    embedding blocks column-wise, strided by the block's row length (hardware-and-csl.md §3.2)."""
+    if rows <= 0 or vocab <= 0:
+        return _local("lm_head", 0.0)
+    fmac = t_op(spec, vocab, "fmac", _mixed(dtype, ACC), stride=tied_stride if tied_stride > 0 else 1)
+    return _local("lm_head", t_fill(spec, vocab) + rows * fmac, rows * vocab * dtype_bytes(dtype))
+
+
+def argmax_local(spec: HardwareSpec, vocab: int, dtype: str) -> CostBreakdown:
+    """After the logits' allreduce: the sums rounded to the model dtype (as transformers rounds the
+    logits; a move in fp32), then the column's argmax as scalar code (free as modelled)."""
+    return _local("argmax", t_copy(spec, vocab, ACC, dtype), vocab * dtype_bytes(dtype))
+
+
+def embedding_local(spec: HardwareSpec, length: int, dtype: str) -> CostBreakdown:
+    """The next token's embedding row: the column that holds the token copies its segment of the row,
+    every other column zeroes it (one op of ``length`` either way), before a sum along X."""
+    return _local("embedding", t_op(spec, length, "mov", dtype), length * dtype_bytes(dtype))

@@ -37,19 +37,19 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from plmr.breakdown import CostBreakdown
-from plmr.collectives import broadcast, chain_reduce, message
+from plmr.collectives import message
 from plmr.errors import InputError
-from plmr.gemv import local_gemv_cycles
 from plmr.hardware import DTYPE_BYTES, HardwareSpec
 from plmr.ktree import default_group_counts
-from plmr.ops import rmsnorm
-from plmr.primitives import ceil_div
+from plmr import decode_ops as D
+from plmr.primitives import balanced_split, ceil_div
 from plmr.decode_memory import SCORE_CHUNK, SCORE_CHUNKS, DecodeModel, decode_fixed_bytes, decode_layer_bytes
 from plmr.prefill_memory import PrefillModel, kv_block, prefill_data_bytes, prefill_layer_bytes, prefill_tiles
 from plmr.program_code import DECODE_CODE, PREFILL_CODE
 from plmr.transformer import decode_colors as layer_decode_colors
 from plmr.transformer import (
     DECODE_TREE_KS, LayerDims, Reduction, TreeChoice, compose, decode_steps, decode_tree_ks, score_mode, line_tree_args,
+    LAST_GROUP, price_reduction,
     local_cycles, prefill_activation_bytes,
     prefill_layer, prefill_layer_floor, reduction_cycles, round_up,
 )
@@ -438,7 +438,8 @@ class DecodeTerms:
             for n, steps in (*self.layer_groups, (1, self.extras)):
                 for r in steps:
                     if isinstance(r, Reduction) and r.axis in axes and r.n_ax > 1 and r.payload > 0:
-                        key = Reduction("", r.axis, r.n_ax, r.payload, r.dtype, r.broadcast, r.combine, r.groups0)
+                        key = Reduction("", r.axis, r.n_ax, r.payload, r.dtype, r.broadcast, r.combine, r.groups0,
+                                        late=r.late)
                         weights[key] = weights.get(key, 0) + n * r.repeat
             out[axis] = tuple((w, r) for r, w in weights.items())
         return out
@@ -485,12 +486,9 @@ class DecodeTerms:
         extras = compose(spec, list(self.extras), ty, tx, "extras")
         for name in ("embedding", "final_norm", "lm_head", "argmax"):
             parts[name] = extras.parts.get(name, 0.0)
-        parts["handoffs"] = self.handoff_cycles
+        parts["handoffs"] = self.handoff_cycles + extras.parts.get("handoffs", 0.0)
+        parts["token_return"] = extras.parts.get("token_return", 0.0)
         return per_layer, parts
-
-
-def _named(step: CostBreakdown, name: str) -> CostBreakdown:
-    return replace(step, op=name)
 
 
 def decode_terms(model: Any, req: PlanRequest, grid: tuple[int, int], placement: Placement | None,
@@ -513,7 +511,8 @@ def decode_terms(model: Any, req: PlanRequest, grid: tuple[int, int], placement:
     chunk = placement.score_chunk if placement is not None else SCORE_CHUNK
     groups = _layer_groups(model, req, grid, contexts, chunk)
     handoff = decode_handoff(model, req, grid, placement)
-    return DecodeTerms(grid, groups, _extras(model, req, grid), handoff["decode_cycles"], handoff, model.num_layers,
+    extras = _extras(model, req, grid) + handoff_steps(model, req, grid, placement)
+    return DecodeTerms(grid, groups, extras, handoff["decode_cycles"], handoff, model.num_layers,
                        spec, prices, score_mode(dims, p_x), stage_colors(spec, placement))
 
 
@@ -527,23 +526,43 @@ def _layer_groups(model: Any, req: PlanRequest, grid: tuple[int, int], contexts:
                  for c in sorted(set(contexts), reverse=True))
 
 
-def _extras(model: Any, req: PlanRequest, grid: tuple[int, int]) -> tuple:
-    """The work besides the layers on a region of ``grid``: the next token's embedding (the first stage),
-    final norm, LM head and argmax (the last stage)."""
+def _x_groups0(model: Any, p_x: int) -> int | None:
+    """The X tree's level-0 group count when the decode program fixes it (the KV groups), else None."""
+    dims = model_dims(model)
+    return dims.num_kv_heads if score_mode(dims, p_x) == "groups" else None
+
+
+def _extras_split(model: Any, req: PlanRequest, grid: tuple[int, int]) -> tuple[tuple, tuple]:
+    """(first stage's, last stage's) work besides the layers on a region of ``grid``, as the decode
+    program runs it (``meshgemm.decode_program._Code.embed`` and ``head``): the next token's
+    embedding row (one copy or zeroing, then a sum along X); the final RMSNorm (its own one-value
+    allreduce along Y), the LM head (a local GEMV into fp32 partials, their allreduce along Y, every
+    row keeping the logits), the logits rounded and each column's argmax (scalar code), then an
+    argmax allreduce along X of one (value, index) pair."""
     spec, B, dt = req.hardware, req.batch, req.dtype
     p_y, p_x = grid
     E_y = ceil_div(model.hidden_size, p_y)
     V_x = ceil_div(model.vocab_size, p_x)
-    acc = "fp32" if dt == "fp16" else dt
-    return (
-        _named(broadcast(spec, p_x, B * E_y, root=0, dtype=dt), "embedding"),
-        _named(rmsnorm(spec, 1, E_y, B, 1, None, dt), "final_norm"),
-        Reduction("final_norm", "y", p_y, B, acc),
-        CostBreakdown(op="lm_head", compute_cycles=0.0, comm_cycles=0.0,
-                      total_cycles=B * local_gemv_cycles(spec, E_y, V_x, dt)),
-        Reduction("lm_head", "y", p_y, B * V_x, dt, broadcast=False),
-        _named(chain_reduce(spec, p_x, 2 * B, dtype="fp32"), "argmax"),
-    )
+    xg = _x_groups0(model, p_x)
+    acc = "fp32"
+
+    def times_b(step: CostBreakdown) -> CostBreakdown:
+        return step.scaled(B) if B > 1 else step
+
+    norm_before, norm_after = D.final_norm_local(spec, E_y, dt)
+    tied = E_y if getattr(model, "tie_word_embeddings", False) else 0
+    first = (times_b(D.embedding_local(spec, E_y, dt)), Reduction("embedding", "x", p_x, B * E_y, dt, groups0=xg))
+    last = (times_b(norm_before), Reduction("final_norm", "y", p_y, B, acc), times_b(norm_after),
+            times_b(D.lm_head_local(spec, E_y, V_x, dt, tied)), Reduction("lm_head", "y", p_y, B * V_x, acc),
+            times_b(D.argmax_local(spec, V_x, dt)),
+            Reduction("argmax", "x", p_x, 2 * B, acc, combine="argmax", groups0=xg))
+    return first, last
+
+
+def _extras(model: Any, req: PlanRequest, grid: tuple[int, int]) -> tuple:
+    """The work besides the layers on a region of ``grid`` (``_extras_split``), in program order."""
+    first, last = _extras_split(model, req, grid)
+    return last + first
 
 
 class PackedTerms:
@@ -596,8 +615,9 @@ def packed_terms(model: Any, req: PlanRequest, grid: tuple[int, int], placement:
     parts = {}
     for g in (grid, strip):
         ctx = [contexts[i] for s in st if tuple(s.grid) == g for i in range(s.layers[0], s.layers[1] + 1)]
-        ex = _extras(model, req, g)
-        extras = ((ex[0],) if tuple(st[0].grid) == g else ()) + (ex[1:] if tuple(st[-1].grid) == g else ())
+        first, last = _extras_split(model, req, g)
+        extras = ((last if tuple(st[-1].grid) == g else ()) + (first if tuple(st[0].grid) == g else ())
+                  + handoff_steps(model, req, grid, placement, g[1]))
         parts[g] = (_layer_groups(model, req, g, ctx, placement.score_chunk), extras)
     terms = {g: DecodeTerms(g, parts[g][0], parts[g][1], 0.0, handoff, model.num_layers, spec, prices,
                             score_mode(dims, g[1]), colours) for g in (grid, strip)}
@@ -630,42 +650,139 @@ def edge_hops(spec: HardwareSpec, grid: tuple[int, int], origin: tuple[int, int]
     return max(0, to_edge) + max(p_y, p_x)
 
 
-def decode_handoff(model: Any, req: PlanRequest, grid: tuple[int, int], placement: Placement | None) -> dict:
-    """Per-token hand-offs between consecutive stages (method §9): one Y-dist vector per request.
-    On one wafer: a message over ≤ one region side plus a re-broadcast. Between wafers: the vector
-    leaves through the edge (on-wafer hops), crosses the system link, enters the next wafer's edge
-    and is re-broadcast."""
+@dataclass(frozen=True)
+class Boundary:
+    """One hand-off between consecutive stages as the decode program runs it
+    (``meshgemm.decode_program._Code.handoff_in``/``handoff_out``): the cycles no tree choice changes
+    (``message_cycles``: the segments' travel, the landing copies; between wafers the system link too)
+    and the receiving region's reductions (``landing``, priced under the searched trees)."""
+
+    between_wafers: bool
+    width: int  # columns of the receiving region
+    message_cycles: float
+    landing: tuple  # Reductions on the receiving region
+
+
+def _boundaries(model: Any, req: PlanRequest, grid: tuple[int, int], placement: Placement | None) -> tuple:
+    """Every hand-off of ``placement`` (``Boundary``). Side by side (east or west), each row's edge PE
+    sends its segment to the receiving region's landing column (east: its first column, one hop;
+    west: the first column of its last X level-0 group), then a sum along X gives every PE of the row
+    the segment. Going south, row r's segment runs down column r mod o of the o columns both regions
+    span and lands on the receiving region's row P_y − 1 − ⌊r/o⌋: round 0's first segment crosses
+    2·P_y − 1 rows; each of the ⌈P_y/o⌉ rounds is a sum along Y of the padded segment (one row holds
+    it, the others zeros) and a copy by the row it belongs to; then a sum along X. Between wafers the
+    vector leaves through the edge (on-wafer hops), crosses the system link, and lands as side by side."""
     spec, B, dt = req.hardware, req.batch, req.dtype
     p_y, p_x = grid
     E_y = ceil_div(model.hidden_size, p_y)
-    out = _no_handoff()
-    vec_bytes = B * model.hidden_size * _dtype_bytes(req)
-    prompt_bytes = req.input_len * model.hidden_size * _dtype_bytes(req)
     if placement is None:
-        return out
-
-    @functools.lru_cache(maxsize=None)
-    def bcast(w: int) -> float:
-        return broadcast(spec, w, B * E_y, root=0, dtype=dt).total_cycles
-
-    @functools.lru_cache(maxsize=None)
-    def on(wa: int, wb: int) -> float:  # a message over <= the sender's longer side, re-broadcast on the receiver
-        return message(spec, B * E_y, max(p_y, wa), 0, dt).total_cycles + bcast(wb)
-
+        return ()
+    vec_bytes = B * model.hidden_size * _dtype_bytes(req)
+    copy = D.t_op(spec, B * E_y, "mov", dt)
+    out = []
     st = placement.stages
     for a, b in zip(st, st[1:]):
-        wa, wb = _stage_grid(a, grid)[1], _stage_grid(b, grid)[1]
-        if a.wafer == b.wafer:
-            out["boundaries_on_wafer"] += 1
-            out["decode_on_wafer_cycles"] += on(wa, wb)
+        ga, gb = _stage_grid(a, grid), _stage_grid(b, grid)
+        wb = gb[1]
+        xg = _x_groups0(model, wb)
+        across = Reduction("handoffs", "x", wb, B * E_y, dt, groups0=xg)  # every PE of the row after the rounds
+        if a.wafer != b.wafer:
+            hops = edge_hops(spec, ga, a.origin) + edge_hops(spec, gb, b.origin)
+            cost = system_hop_cycles(spec, vec_bytes) + message(spec, B * E_y, hops, 0, dt).total_cycles
+            out.append(Boundary(True, wb, cost, (replace(across, late=0),)))
+        elif a.origin[0] == b.origin[0]:
+            west = b.origin[1] < a.origin[1]
+            hops = 1
+            if west and xg is not None and xg > 1:  # into the last X group (tree-dependent otherwise: 1 hop)
+                hops = balanced_split(wb, min(xg, wb))[-1]
+            out.append(Boundary(False, wb, message(spec, B * E_y, hops, 0, dt).total_cycles,
+                                (replace(across, late=LAST_GROUP if west else 0),)))
         else:
-            hops = edge_hops(spec, _stage_grid(a, grid), a.origin) + edge_hops(spec, _stage_grid(b, grid), b.origin)
-            cost = (system_hop_cycles(spec, vec_bytes) + message(spec, B * E_y, hops, 0, dt).total_cycles
-                    + bcast(wb))
+            rounds = handoff_rounds(a, b)
+            hops = b.origin[0] + p_y - 1 - a.origin[0]
+            n_w = math.ceil(B * E_y / spec.elements_per_wavelet(dt))
+            cost = (message(spec, B * E_y, hops, 0, dt).total_cycles + (rounds - 1) * (spec.op_issue_cycles + n_w)
+                    + rounds * copy)
+            # round 0 lands on the bottom row while the other rows wait in its sum; later rounds start together
+            down = (Reduction("handoffs", "y", p_y, B * E_y, dt, late=p_y - 1),)
+            if rounds > 1:
+                down += (Reduction("handoffs", "y", p_y, B * E_y, dt, repeat=rounds - 1),)
+            out.append(Boundary(False, wb, cost, down + (across,)))
+    return tuple(out)
+
+
+def token_return_steps(model: Any, req: PlanRequest, grid: tuple[int, int], placement: Placement | None) -> tuple:
+    """With several stages the last returns the token to the first (``_Code.token_out``/``token_in``):
+    one wavelet from its bottom-left PE to the first stage's (along the bottom row, then the column),
+    then a sum along X and one along Y of that one value give every PE of the first stage the token."""
+    if placement is None or len(placement.stages) <= 1:
+        return ()
+    spec, B = req.hardware, req.batch
+    first, last = placement.stages[0], placement.stages[-1]
+    gf, gl = _stage_grid(first, grid), _stage_grid(last, grid)
+    if first.wafer == last.wafer:
+        hops = abs(last.origin[0] + gl[0] - first.origin[0] - gf[0]) + abs(last.origin[1] - first.origin[1])
+        msg = message(spec, B, hops, 0, "fp32").total_cycles
+    else:
+        hops = edge_hops(spec, gl, last.origin) + edge_hops(spec, gf, first.origin)
+        msg = system_hop_cycles(spec, 4 * B) + message(spec, B, hops, 0, "fp32").total_cycles
+    # it lands on the bottom row's first PE, while every other PE waits in the sums (the other rows'
+    # sums along X are over zeros, done long before)
+    return (CostBreakdown(op="token_return", compute_cycles=0.0, comm_cycles=msg, total_cycles=msg),
+            Reduction("token_return", "x", gf[1], B, "fp32", groups0=_x_groups0(model, gf[1]), late=0),
+            Reduction("token_return", "y", gf[0], B, "fp32", late=gf[0] - 1))
+
+
+def handoff_steps(model: Any, req: PlanRequest, grid: tuple[int, int], placement: Placement | None,
+                  width: int | None = None) -> tuple:
+    """The decode step's symbolic work for the hand-offs and the token return: every boundary's
+    landing reductions and the token's return (``token_return_steps``); with ``width``, only those on
+    regions of that many columns (a packed placement prices each width's X tree apart)."""
+    steps: list = []
+    for bd in _boundaries(model, req, grid, placement):
+        if width is None or bd.width == width:
+            steps.extend(bd.landing)
+    tr = token_return_steps(model, req, grid, placement)
+    if tr and (width is None or _stage_grid(placement.stages[0], grid)[1] == width):
+        steps.extend(tr)
+    return tuple(steps)
+
+
+def decode_handoff(model: Any, req: PlanRequest, grid: tuple[int, int], placement: Placement | None) -> dict:
+    """Per-token hand-offs between consecutive stages (method §9): the cycles no tree choice changes
+    (``Boundary.message_cycles``); the landing reductions are priced with the trees
+    (``handoff_steps``, ``priced_handoff``)."""
+    out = _no_handoff()
+    if placement is None:
+        return out
+    prompt_bytes = req.input_len * model.hidden_size * _dtype_bytes(req)
+    for bd in _boundaries(model, req, grid, placement):
+        if bd.between_wafers:
             out["boundaries_between_wafers"] += 1
-            out["decode_between_wafers_cycles"] += cost
-            out["decode_per_wafer_boundary_cycles"] = cost
-            out["prefill_per_wafer_boundary_cycles"] = system_hop_cycles(spec, prompt_bytes)
+            out["decode_between_wafers_cycles"] += bd.message_cycles
+            out["decode_per_wafer_boundary_cycles"] = bd.message_cycles
+            out["prefill_per_wafer_boundary_cycles"] = system_hop_cycles(req.hardware, prompt_bytes)
+        else:
+            out["boundaries_on_wafer"] += 1
+            out["decode_on_wafer_cycles"] += bd.message_cycles
+    out["decode_cycles"] = out["decode_on_wafer_cycles"] + out["decode_between_wafers_cycles"]
+    return out
+
+
+def priced_handoff(model: Any, req: PlanRequest, grid: tuple[int, int], placement: Placement | None,
+                   tree_y: TreeChoice, tree_x: TreeChoice, tree_x_strip: TreeChoice | None = None) -> dict:
+    """``decode_handoff`` with each boundary's landing reductions priced under the chosen trees (the X
+    tree of a packed placement's strips for landings on a strip)."""
+    out = decode_handoff(model, req, grid, placement)
+    spec = req.hardware
+    for bd in _boundaries(model, req, grid, placement):
+        tx = tree_x_strip if (tree_x_strip is not None and bd.width != grid[1]) else tree_x
+        land = sum(r.repeat * price_reduction(spec, r, tree_y if r.axis == "y" else tx) for r in bd.landing)
+        if bd.between_wafers:
+            out["decode_between_wafers_cycles"] += land
+            out["decode_per_wafer_boundary_cycles"] = bd.message_cycles + land
+        else:
+            out["decode_on_wafer_cycles"] += land
     out["decode_cycles"] = out["decode_on_wafer_cycles"] + out["decode_between_wafers_cycles"]
     return out
 
@@ -1848,7 +1965,12 @@ def _assemble(model: Any, req: PlanRequest, dec: Candidate, pre: Candidate, note
     if model.sliding_window is not None and req.method == "full":
         notes.append(f"sliding window {model.sliding_window} on {len(model.sliding_window_layers)} of "
                      f"{model.num_layers} layers: their KV cache and attention stop growing at the window")
-    handoff = dict(dec.terms.handoff) if dec.terms is not None else _no_handoff()
+    if dec.terms is None:
+        handoff = _no_handoff()
+    elif req.method == "paper":  # one layer's figure times the layers: no stages, no hand-offs
+        handoff = dict(dec.terms.handoff)
+    else:
+        handoff = priced_handoff(model, req, dec.grid, dec.placement, dec.tree_y, dec.tree_x, *strip_tree)
     pre_handoff = pre_total - prefill_cost(model, req, pre.grid, None, chunks)[1]
     handoff["prefill_cycles"] = pre_handoff
     return Plan(

@@ -12,7 +12,7 @@ import dataclasses
 import pytest
 
 from meshgemm.decode_collectives import LineTree
-from meshgemm.decode_program import OP_LABELS, DecodeConfig, DecodeStage, build_decode_program
+from meshgemm.decode_program import HEAD_LABELS, OP_LABELS, DecodeConfig, DecodeStage, build_decode_program
 from meshgemm.decode_runtime import DecodeRuntime, critical_path_ops
 from plmr.collectives import line_tree_allreduce
 from plmr.decode_memory import SCORE_CHUNK
@@ -22,7 +22,8 @@ from simulator import Body, MeshProgram, simulate
 from simulator.expr import X
 from simulator.instructions import Ref
 from waferllm.catalog import load_catalog_model
-from waferllm.planner import model_dims
+from waferllm.placement import Placement, Stage
+from waferllm.planner import PlanRequest, decode_cost, model_dims, priced_handoff
 
 
 def _simulate_tree(n, groups, combine, width, group_only=False):
@@ -40,11 +41,14 @@ def _simulate_tree(n, groups, combine, width, group_only=False):
 
 
 @pytest.mark.parametrize("n,groups", [(20, 1), (20, 4), (21, 4), (40, 6), (97, 10), (241, 16)])
-@pytest.mark.parametrize("combine,width", [("sum", 1), ("sum", 40), ("max", 1), ("max", 4), ("max", 40)])
+@pytest.mark.parametrize("combine,width", [("sum", 1), ("sum", 40), ("max", 1), ("max", 4), ("max", 40),
+                                           ("argmax", 2)])
 def test_line_tree_allreduce_is_the_simulated_line_tree(n, groups, combine, width):
     """One-sided level-0 groups of a balanced split, level 1 into the middle root taking its sides one
-    after the other, then the multicast; sums fused, maxima store and forward. Exact on these lines
-    (a root whose two sides tie can be a few cycles off: the second stream refills the queue)."""
+    after the other, then the multicast; sums fused, maxima and (value, index) argmaxes store and
+    forward (an argmax stage's copy runs only when the received pair wins: never on these zeros).
+    Exact on these lines (a root whose two sides tie can be a few cycles off: the second stream
+    refills the queue)."""
     k, g = (1, ()) if groups == 1 else (2, (groups,))
     want = _simulate_tree(n, groups, combine, width)
     got = line_tree_allreduce(WSE2, n, width, k, g, "fp32", combine).total_cycles
@@ -123,9 +127,8 @@ def test_stages_of_two_widths_follow_the_simulated_program(grid, strip, context)
     """A packed placement's step: one layer on a P_y × P_x region, the hand-off east, one layer on a strip of
     P_y × s beside it (its own layout, body and X tree), simulated timing-only, against plmr priced per stage:
     ``decode_layer`` at each stage's width with the tree that stage's program runs, plus the hand-off as the
-    planner prices it (a message over the sender's longer side, a broadcast over the receiver's columns)."""
-    from plmr.collectives import broadcast, message
-
+    planner prices it (``waferllm.planner.priced_handoff``: the segments' hop onto the strip's first column,
+    then a sum along the strip's X tree)."""
     model = dataclasses.replace(load_catalog_model("llama3-8b"), **{**SMALL, "num_layers": 2})
     cap = -(-context // grid[0])
     stages = (DecodeStage(0, 0, 0, (0, 0)), DecodeStage(1, 1, 1, (0, grid[1]), width=strip))
@@ -136,9 +139,116 @@ def test_stages_of_two_widths_follow_the_simulated_program(grid, strip, context)
     rt.length = context - 1
     sim = rt.step().cycles
     tree = lambda t: TreeChoice(t.k, (t.groups0,) if t.k > 1 else ())  # noqa: E731
-    dims, e_y = model_dims(model), -(-model.hidden_size // grid[0])
+    dims = model_dims(model)
     pred = sum(decode_layer(WSE2, dims, grid[0], w, context, tree(prog.tree_y), tree(prog.shapes[w][3]),
                             "fp16").total_cycles for w in (grid[1], strip))
-    pred += (message(WSE2, e_y, max(grid), 0, "fp16").total_cycles
-             + broadcast(WSE2, strip, e_y, root=0, dtype="fp16").total_cycles)
+    pl = _placement(grid, [(0, 0), (0, grid[1])], widths=[grid[1], strip])
+    req = PlanRequest(hardware=WSE2, dtype="fp16", context=context, input_len=context)
+    hand = priced_handoff(model, req, grid, pl, tree(prog.tree_y), tree(prog.tree_x), tree(prog.shapes[strip][3]))
+    assert hand["boundaries_on_wafer"] == 1
+    pred += hand["decode_cycles"]
     assert pred == pytest.approx(sim, rel=0.04)
+
+
+def _placement(grid, origins, widths=None):
+    """A one-wafer ``Placement`` of one layer per stage at ``origins`` (the planner's view of the stages the
+    test builds as ``DecodeStage``s), embedding on the first and LM head on the last."""
+    n = len(origins)
+    widths = widths or [grid[1]] * n
+    stages = tuple(Stage(index=i, wafer=0, origin=o, layers=(i, i),
+                         extras=(("embedding",) if i == 0 else ()) + (("lm_head",) if i == n - 1 else ()),
+                         weight_bytes=0, kv_bytes=0, buffer_bytes=0, extras_bytes=0, grid=(grid[0], w))
+                   for i, (o, w) in enumerate(zip(origins, widths)))
+    strips = {w for w in widths if w != grid[1]}
+    return Placement(grid=grid, stages=stages, wafers=1, regions_per_wafer=n, capacity_per_pe=1 << 20,
+                     buffer_bytes=0, strip_width=max(strips) if strips else 0)
+
+
+@pytest.mark.parametrize("grid,context", [((12, 8), 40), ((8, 12), 61)])
+def test_the_whole_token_follows_the_simulated_program(grid, context):
+    """One decode token over four stages in a snake (east, south, west), each one layer: the final norm, LM
+    head and argmax on the last, the token's return and the next embedding on the first. Every part is
+    measured on the critical path (the latest stamp over the rows of each stage's busiest column) and
+    compared with the planner's part (``waferllm.planner.decode_cost`` for this placement and the
+    program's trees). The head and the embedding follow the program within 2%. The hand-offs and the
+    token's return within 6%: their first allreduce waits for the landing PE alone (priced so,
+    ``line_tree_late_allreduce_cycles``), but a later round going south starts as the previous round's
+    multicast reaches each row, priced as if every row started it together. The whole token within 1%.
+    Grid (12, 8): two rounds going south."""
+    p_y, p_x = grid
+    model = dataclasses.replace(load_catalog_model("llama3-8b"), **{**SMALL, "num_layers": 4})
+    origins = [(0, 0), (0, p_x), (p_y, p_x), (p_y, 0)]
+    n = len(origins)
+    stages = tuple(DecodeStage(i, i, i, o, embedding=i == 0, lm_head=i == n - 1) for i, o in enumerate(origins))
+    cfg = DecodeConfig(model, grid, stages, -(-context // p_y), "fp16", timestamps=True, timestamp_rows=True)
+    prog = build_decode_program(cfg, WSE2.with_params(sram_bytes=1 << 20))  # timing only: bytes are not the point
+    rt = DecodeRuntime(prog, mode="timing")
+    rt.length = context - 1
+    r = rt.step()
+    rows: dict = {}  # stage -> row -> stamps in order
+    for x, y, label, c in r.result.timestamps:
+        s = next(i for i, (oy, ox) in enumerate(origins) if oy <= y < oy + p_y and ox <= x < ox + p_x)
+        rows.setdefault(s, {}).setdefault(y, []).append((label, c))
+    assert set(HEAD_LABELS) <= {lab for st in rows.values() for seq in st.values() for lab, _ in seq}
+
+    def at(s, label, which=0):  # the latest over the stage's stamped rows of one occurrence of ``label``
+        return max([c for lab, c in seq if lab == label][which] for seq in rows[s].values())
+
+    sim = {"final_norm": at(n - 1, "final_norm") - at(n - 1, "residual_mlp", -1),
+           "lm_head": at(n - 1, "lm_head") - at(n - 1, "final_norm"),
+           "argmax": at(n - 1, "argmax") - at(n - 1, "lm_head"),
+           "token_return": at(0, "token_return") - at(n - 1, "argmax"),
+           "embedding": at(0, "embedding") - at(0, "token_return")}
+    tree = lambda t: TreeChoice(t.k, (t.groups0,) if t.k > 1 else ())  # noqa: E731
+    req = PlanRequest(hardware=WSE2, dtype="fp16", context=context, input_len=context)
+    _, total, parts = decode_cost(model, req, grid, tree(prog.tree_y), tree(prog.tree_x), _placement(grid, origins))
+    # a hand-off runs from the sender's layer end to the receiver's first stamp (after its first norm's local part)
+    sim["handoffs"] = sum(at(b, "rmsnorm") - at(b - 1, "residual_mlp", -1) for b in range(1, n))
+    pred = dict(parts, handoffs=parts["handoffs"] + (n - 1) * parts["layer.rmsnorm"] / n)
+    for op in ("final_norm", "lm_head", "argmax", "embedding"):
+        assert pred[op] == pytest.approx(sim[op], rel=0.02, abs=2), (op, sim, pred)
+    for op in ("handoffs", "token_return"):
+        assert pred[op] == pytest.approx(sim[op], rel=0.06), (op, sim, pred)
+    assert total == pytest.approx(r.cycles, rel=0.01)
+
+
+def _simulate_late(n, groups, width, late, delay=4000):
+    """Simulated cycles of the line tree's sum allreduce after position ``late`` enters it, every other
+    position having entered it at the start (``late`` first fills a ``delay``-element buffer)."""
+    from simulator.expr import Param, eq
+    from simulator.instructions import Fill
+    from simulator.statements import If
+
+    prog = MeshProgram(n, 1, WSE2)
+    tree = LineTree("x", n, groups, tuple(range(3, 9)), "t")
+    body = Body("late")
+    for b in ("a", "s", "s2"):
+        body.buffer(b, "fp32", width)
+    body.buffer("big", "fp32", delay)
+    tree.declare(body)
+    body.param("late")
+    a, s, s2 = Ref("a", 0, width), Ref("s", 0, width), Ref("s2", 0, width)
+    wait = If(eq(Param("late"), 1), (Fill(Ref("big", 0, delay), 0.0),))
+    body.function("main", (wait,) + tree.allreduce(a, s, s2, "sum"))
+    prog.place(body, range(n), range(1), params={**tree.values(X), "late": lambda xs, ys: (xs == late).astype(int)})
+    tree.routes(prog, range(n), range(1), X)
+    return simulate(prog, WSE2).total_cycles - (WSE2.op_issue_cycles + delay // WSE2.simd_width("mov", "fp32"))
+
+
+@pytest.mark.parametrize("n,groups,width", [(8, 2, 43), (20, 1, 5), (97, 10, 13), (271, 8, 13)])
+def test_a_late_position_pays_only_its_path_through_the_tree(n, groups, width):
+    """A hand-off's landing PE (or the returned token's) enters the region's allreduce after every other
+    PE: from then on only its contribution's path is left (its chain to its group root, the upper
+    levels, the multicast). Against the simulated line tree at the ends, the level-0 roots, interior
+    relays and the first member of the last group (a landing going west)."""
+    from plmr.collectives import line_tree_late_allreduce_cycles
+    from plmr.ktree import build_line_tree
+
+    k, g = (1, ()) if groups == 1 else (2, (groups,))
+    tree = build_line_tree(n, k, g or None)
+    positions = {0, n - 1, n // 3, tree.levels[0].groups[-1][0], *tree.levels[0].roots[:2]}
+    full = line_tree_allreduce(WSE2, n, width, k, g, "fp32").total_cycles
+    for q in sorted(positions):
+        got = line_tree_late_allreduce_cycles(WSE2, n, width, k, g, "fp32", late=q)
+        assert got == _simulate_late(n, groups, width, q), q
+        assert got <= full
