@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from csl_templates import syntax_tree as st
-from csl_templates.comptime import NOT_HANDLED, DirBits, EvalError, Evaluator, _np_of
+from csl_templates.comptime import NOT_HANDLED, DirBits, EvalError, Evaluator, _np_of, object_codes
 from csl_templates.comptime_values import (
     UNKNOWN, VOID, ArrayVal, Color, Direction, Opaque, StructVal, Vec, direction_set, to_python,
 )
@@ -432,16 +432,14 @@ class LayoutEffects:
         if isinstance(v, Vec):
             # lanes share a few list objects (a comptime function returns one of a handful of
             # constants): read each distinct object once, then index by object identity
-            flat = v.arr.ravel().tolist()
-            ids = np.fromiter(map(id, flat), dtype=np.int64, count=len(flat))
-            first, inverse = np.unique(ids, return_index=True, return_inverse=True)[1:]
-            bits = np.empty(len(first), dtype=np.int64)
-            for j, i in enumerate(first.tolist()):
-                b = dir_bits(flat[i])
+            objs, codes = object_codes(v.arr) if v.arr.dtype == object else _value_codes(v.arr)
+            bits = np.empty(len(objs), dtype=np.int64)
+            for j, o in enumerate(objs):
+                b = dir_bits(o)
                 if b is None:
-                    raise EvalError(n, f"a route's rx/tx must list directions, got {flat[i]!r}")
+                    raise EvalError(n, f"a route's rx/tx must list directions, got {o!r}")
                 bits[j] = b
-            return Vec(bits[inverse.ravel()].reshape(v.arr.shape))
+            return Vec(bits[codes])
         if isinstance(v, StructVal) and any(isinstance(i, Vec) for i in v.items):
             total = 0
             for item in v.items:
@@ -525,6 +523,12 @@ def _factorize_ints(key: np.ndarray, radix: int):
         return uniq, lut[key]
     uniq, inv = np.unique(key, return_inverse=True)
     return uniq, inv.reshape(-1)
+
+
+def _value_codes(arr: np.ndarray) -> tuple[list, np.ndarray]:
+    """``object_codes`` of a numeric array: its distinct values (as Python scalars) and indices."""
+    uniq, inv = np.unique(arr, return_inverse=True)
+    return [x.item() for x in uniq], inv.reshape(arr.shape)
 
 
 def _has_vec(v: StructVal) -> bool:
