@@ -207,3 +207,18 @@ def test_object_codes_group_lanes_by_identity(distinct, shape):
             if not any(o is w for w in want):
                 want.append(o)
         assert len(objs) == len(want) and all(any(o is w for w in want) for o in objs)
+
+
+@pytest.mark.parametrize("values", [[-3, 7, 7, 0, -3], [True, False, True], [5], [0, 1 << 40, 3],
+                                    [200, 3, 3, 255], [2.5, -1.0, 2.5]])
+def test_unique_inverse_equals_numpys(values):
+    """The lookup-table factorisation of per-lane parameters gives what ``np.unique`` gives (values,
+    their dtype, each lane's index), in a small range and out of it (a sort then)."""
+    import numpy as np
+
+    from csl_templates.layout_reader import _unique_inverse
+
+    src = np.array(values, dtype=np.uint8 if max(values) == 255 else None).reshape(-1, 1)
+    (u, i), (wu, wi) = _unique_inverse(src), np.unique(src, return_inverse=True)
+    assert u.dtype == wu.dtype and u.tolist() == wu.tolist()
+    assert i.reshape(-1).tolist() == wi.reshape(-1).tolist()
