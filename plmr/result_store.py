@@ -4,8 +4,8 @@ not compute it again (SUMMA's per-PE schedule at 720² takes ~17 s in every ``wa
 A result is keyed by the computing module's source text, the numba and numpy versions and the
 arguments (their ``repr``: exact for ints, bools and floats), so a changed schedule never reads an old
 result. It is stored as JSON (floats round-trip exactly) under ``WAFERLLM_RESULT_STORE``, else beside
-numba's cache (``NUMBA_CACHE_DIR``) or in the temporary directory, one folder per user; written to a
-temporary file and renamed, so a reader sees a whole file or none. Two processes that need the same
+numba's cache (``NUMBA_CACHE_DIR``) or in the temporary directory, one private folder per user; written
+to a temporary file and renamed, so a reader sees a whole file or none. Two processes that need the same
 missing result take turns on its lock file: the second reads what the first wrote. Anything unreadable
 is computed again; a store that cannot be written is skipped.
 """
@@ -60,17 +60,32 @@ def _read(path: Path, size: int) -> tuple | None:
     return tuple(values)
 
 
+def _private(folder: Path) -> bool:
+    """The folder is this user's and no one else can write in it (a shared temporary directory)."""
+    try:
+        info = folder.stat()
+    except OSError:
+        return False
+    return (not hasattr(os, "getuid") or info.st_uid == os.getuid()) and not info.st_mode & 0o022
+
+
 def stored(name: str, module: ModuleType, args: tuple, size: int, compute: Callable[[], tuple]) -> tuple:
     """``compute()`` (``size`` floats, from ``module``'s code on ``args`` alone), read from the store
-    when an earlier process kept it, else computed and kept."""
+    when an earlier process kept it, else computed and kept. A store folder that is not private to
+    this user is neither read nor written."""
     folder = store_dir()
     stem = result_key(name, module, args)
     path = folder / f"{stem}.json"
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError:
+        pass
+    if not _private(folder):
+        return tuple(float(v) for v in compute())
     got = _read(path, size)
     if got is not None:
         return got
     try:
-        folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder / f"{stem}.lock", os.O_CREAT | os.O_RDWR, 0o600)
     except OSError:
         return tuple(float(v) for v in compute())

@@ -69,3 +69,14 @@ def test_summa_schedule_through_the_store_equals_the_loop(store, monkeypatch):
     assert len(list(store.glob("summa_steps-*.json"))) == 1
     monkeypatch.setattr(loops, "summa_steps", lambda *a: pytest.fail("read back, not computed"))
     assert gs.summa_schedule(*args) == want
+
+
+def test_a_store_others_can_write_is_not_read(tmp_path, store):
+    """A folder in a shared temporary directory that another user could fill: its results are not
+    trusted (computed instead) and nothing is written there."""
+    mod = _module(tmp_path, "z = 1\n")
+    store.mkdir()
+    store.chmod(0o777)
+    (store / f"{result_store.result_key('h', mod, (2,))}.json").write_text("[666.0]")
+    assert result_store.stored("h", mod, (2,), 1, lambda: (7.0,)) == (7.0,)
+    assert sorted(p.suffix for p in store.iterdir()) == [".json"]  # only the planted file
