@@ -25,6 +25,7 @@ and loops visit their body once.
 
 from __future__ import annotations
 
+import ctypes
 import math
 from typing import Any, Callable
 
@@ -228,7 +229,39 @@ class DirBits:
         return f"DirBits{self.arr.shape}"
 
 
-_AS_BIT = np.frompyfunc(lambda d: int(d) if isinstance(d, Direction) else -1, 1, 1)
+def object_codes(arr: np.ndarray, few: int = 16) -> tuple[list, np.ndarray]:
+    """(the distinct objects of an object array, each element's index into them, in ``arr``'s shape):
+    distinct by identity, read from the array's object pointers without a Python call per element.
+    A lane array of a layout holds a few objects (a comptime function returns one of a handful of
+    constants) on half a million lanes; mapping those few once beats converting every lane."""
+    flat = np.ascontiguousarray(arr, dtype=object).reshape(-1)
+    n = flat.size
+    if n == 0:
+        return [], np.zeros(arr.shape, dtype=np.int64)
+    # an object array's buffer is its elements' pointers: equal pointers, the same object
+    ptrs = np.ctypeslib.as_array(ctypes.cast(flat.ctypes.data, ctypes.POINTER(ctypes.c_ssize_t)),
+                                 shape=(n,)).copy()
+    codes = np.empty(n, dtype=np.int64)
+    todo = np.ones(n, dtype=bool)
+    objs: list = []
+    i = 0
+    while len(objs) < few:  # few distinct: one pass over the lanes per object, in order of first use
+        sel = ptrs == ptrs[i]
+        codes[sel] = len(objs)
+        objs.append(flat[i])
+        todo &= ~sel
+        i = int(todo.argmax())
+        if not todo[i]:
+            return objs, codes.reshape(arr.shape)
+    uniq, first, inv = np.unique(ptrs, return_index=True, return_inverse=True)
+    return [flat[j] for j in first.tolist()], inv.reshape(arr.shape)
+
+
+def _as_bits(arr: np.ndarray) -> np.ndarray:
+    """Per element of an object array, ``int(d)`` of a ``Direction`` and -1 for anything else."""
+    objs, codes = object_codes(arr)
+    table = np.array([int(d) if isinstance(d, Direction) else -1 for d in objs], dtype=np.int64)
+    return table[codes]
 
 
 def _dir_mask(v):
@@ -242,7 +275,7 @@ def _dir_mask(v):
         if isinstance(it, Direction):
             total = total | int(it)
         elif _is_vec(it) and it.arr.dtype == object:
-            bits = _AS_BIT(it.arr).astype(np.int64)
+            bits = _as_bits(it.arr)
             if (bits < 0).any():
                 return None
             total = total | bits
@@ -1523,12 +1556,15 @@ Evaluator.ev__Const = _ev_const
 def _vectorizable_body(body: st.Node, label) -> bool:
     """Static pre-check: no break/continue leaving the loop, no assignment to a name declared outside."""
     declared = set()
+    later = []  # assignments and jumps, checked once every declaration is known (one walk of the body)
     for node in body.walk():
         if isinstance(node, st.VarDecl):
             declared.add(node.name)
         elif isinstance(node, (st.For,)):
             declared.update(node.captures)
-    for node in body.walk():
+        elif isinstance(node, (st.Assign, st.Break, st.Continue)):
+            later.append(node)
+    for node in later:
         if isinstance(node, st.Assign):
             root = node.target
             while isinstance(root, (st.Field, st.Index, st.Deref)):

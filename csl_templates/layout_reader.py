@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from csl_templates import syntax_tree as st
-from csl_templates.comptime import NOT_HANDLED, DirBits, EvalError, Evaluator, _np_of
+from csl_templates.comptime import NOT_HANDLED, DirBits, EvalError, Evaluator, _np_of, object_codes
 from csl_templates.comptime_values import (
     UNKNOWN, VOID, ArrayVal, Color, Direction, Opaque, StructVal, Vec, direction_set, to_python,
 )
@@ -271,8 +271,15 @@ class LayoutEffects:
         shape = tuple(ev.lane_shape)
         active = ev._active_mask_full()
         out = []
+        count = None
         for v in values:
-            a = np.broadcast_to(_np_of(v), shape)
+            a = np.asarray(_np_of(v))  # as broadcast_to reads it
+            if active is not None and a.ndim == 0:  # one value on every lane: no mask to read
+                if count is None:
+                    count = int(np.count_nonzero(active))
+                out.append(np.full(count, a, dtype=a.dtype))
+                continue
+            a = np.broadcast_to(a, shape)
             out.append(a[active] if active is not None else a.reshape(-1))
         return out
 
@@ -309,7 +316,7 @@ class LayoutEffects:
             return np.zeros(lane.shape, dtype=np.int64), [value]
         src = value.arr  # factorise the (un-broadcast) array, then spread the codes over the lanes
         if src.dtype != object:
-            uniq, inv = np.unique(src, return_inverse=True)
+            uniq, inv = _unique_inverse(src)
             table = [x.item() for x in uniq]
             codes = inv.reshape(src.shape)
         else:
@@ -432,16 +439,14 @@ class LayoutEffects:
         if isinstance(v, Vec):
             # lanes share a few list objects (a comptime function returns one of a handful of
             # constants): read each distinct object once, then index by object identity
-            flat = v.arr.ravel().tolist()
-            ids = np.fromiter(map(id, flat), dtype=np.int64, count=len(flat))
-            first, inverse = np.unique(ids, return_index=True, return_inverse=True)[1:]
-            bits = np.empty(len(first), dtype=np.int64)
-            for j, i in enumerate(first.tolist()):
-                b = dir_bits(flat[i])
+            objs, codes = object_codes(v.arr) if v.arr.dtype == object else _value_codes(v.arr)
+            bits = np.empty(len(objs), dtype=np.int64)
+            for j, o in enumerate(objs):
+                b = dir_bits(o)
                 if b is None:
-                    raise EvalError(n, f"a route's rx/tx must list directions, got {flat[i]!r}")
+                    raise EvalError(n, f"a route's rx/tx must list directions, got {o!r}")
                 bits[j] = b
-            return Vec(bits[inverse.ravel()].reshape(v.arr.shape))
+            return Vec(bits[codes])
         if isinstance(v, StructVal) and any(isinstance(i, Vec) for i in v.items):
             total = 0
             for item in v.items:
@@ -525,6 +530,27 @@ def _factorize_ints(key: np.ndarray, radix: int):
         return uniq, lut[key]
     uniq, inv = np.unique(key, return_inverse=True)
     return uniq, inv.reshape(-1)
+
+
+def _unique_inverse(src: np.ndarray):
+    """``np.unique(src, return_inverse=True)``; for integers (and bools) in a small range, through a lookup
+    table instead of a sort (a layout's per-lane parameters: a few values on half a million lanes)."""
+    if src.size and src.dtype.kind in "iub":
+        lo, hi = int(src.min()), int(src.max())
+        if hi - lo <= max(1 << 16, src.size):
+            k = src.reshape(-1).astype(np.int64) - lo
+            present = np.bincount(k, minlength=hi - lo + 1) > 0
+            offsets = np.flatnonzero(present)
+            lut = np.zeros(hi - lo + 1, dtype=np.intp)
+            lut[offsets] = np.arange(len(offsets))
+            return (offsets + lo).astype(src.dtype), lut[k]
+    return np.unique(src, return_inverse=True)
+
+
+def _value_codes(arr: np.ndarray) -> tuple[list, np.ndarray]:
+    """``object_codes`` of a numeric array: its distinct values (as Python scalars) and indices."""
+    uniq, inv = np.unique(arr, return_inverse=True)
+    return [x.item() for x in uniq], inv.reshape(arr.shape)
 
 
 def _has_vec(v: StructVal) -> bool:

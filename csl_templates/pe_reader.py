@@ -9,6 +9,8 @@ queue-sharing check needs.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -299,21 +301,28 @@ def _code_statements(index: tuple, pruned: set, folded: set) -> tuple[int, int]:
     ``if`` statements count as statements, but those whose condition is known
     at comptime for this parameter set (``folded``: cslc keeps only the branch that runs, and the
     program model drops the test with the branch)."""
-    ids, kinds, ends = index
-    ops = stmts = 0
-    i, n = 0, len(ids)
-    while i < n:
-        nid = ids[i]
-        if nid in pruned:
-            i = ends[i]  # the branch and everything in it
-            continue
-        k = kinds[i]
-        if k == _OP:
-            ops += 1
-        elif k == _STMT or (k == _IF_STMT and nid not in folded):
-            stmts += 1
-        i += 1
-    return ops, stmts
+    pos, ends, prefix = index
+    hits = sorted(at for i in (pruned if len(pruned) < len(pos) else pos.keys() & pruned) for at in pos.get(i, ()))
+    ops, stmts, ifs = (p[-1] for p in prefix)
+    skipped = []  # the outermost pruned subtrees, in order (preorder ranges nest or are disjoint)
+    reach = -1
+    for i in hits:
+        if i < reach:
+            continue  # inside a subtree already dropped
+        reach = ends[i]
+        skipped.append((i, reach))
+        ops -= prefix[0][reach] - prefix[0][i]
+        stmts -= prefix[1][reach] - prefix[1][i]
+        ifs -= prefix[2][reach] - prefix[2][i]
+    starts = [a for a, _ in skipped]
+    for i in (folded if len(folded) < len(pos) else pos.keys() & folded):
+        for at in pos.get(i, ()):
+            if prefix[2][at + 1] == prefix[2][at]:
+                continue  # not an ``if`` statement
+            k = bisect.bisect_right(starts, at) - 1
+            if k < 0 or at >= skipped[k][1]:
+                ifs -= 1  # a kept ``if`` whose test cslc folds
+    return ops, stmts + ifs
 
 
 _OTHER, _OP, _STMT, _IF_STMT = range(4)
@@ -332,20 +341,23 @@ def _code_kind(node: st.Node) -> int:
     return _OTHER
 
 
-def _code_index(body: st.Node) -> tuple[list, list, list]:
-    """``body``'s nodes in preorder as (ids, code kinds, index past each node's subtree): what
-    ``_code_statements`` counts for every parameter set, classified once (a PE file is read once per set)."""
-    ids, kinds, ends = [], [], []
+def _code_index(body: st.Node) -> tuple[dict, list, tuple]:
+    """``body``'s nodes in preorder, what ``_code_statements`` counts for every parameter set, classified
+    once (a PE file is read once per set): each node's positions, the position past each subtree, and the
+    running counts of DSD ops, other statements and ``if`` statements up to each position."""
+    pos, kinds, ends = {}, [], []
     stack = [(body, -1)]
     while stack:
         node, at = stack.pop()
         if at >= 0:
-            ends[at] = len(ids)
+            ends[at] = len(kinds)
             continue
-        at = len(ids)
-        ids.append(id(node))
+        at = len(kinds)
+        pos.setdefault(id(node), []).append(at)  # a node reached twice counts twice, as in a walk
         kinds.append(_code_kind(node))
         ends.append(0)
         stack.append((node, at))
         stack.extend((ch, -1) for ch in reversed(list(node.children())))
-    return ids, kinds, ends
+    prefix = tuple(list(itertools.accumulate((k == want for k in kinds), initial=0))
+                   for want in (_OP, _STMT, _IF_STMT))
+    return pos, ends, prefix

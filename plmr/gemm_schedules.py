@@ -50,6 +50,11 @@ from plmr.interleave import ring_order
 from plmr.primitives import FILL_PORTS, FMAC_PORTS, RECV_ADD_PORTS, RECV_PORTS, SEND_PORTS, stalls
 
 
+#: SUMMA runs of at least this many PE-steps (P_y · P_x · S) keep their result in ``plmr.result_store``
+#: (720² is 3.7e8 PE-steps, ~17 s; 360², ~2 s); smaller ones take under half a second and are not kept.
+STORE_MIN_PE_STEPS = 10**7
+
+
 def summa_schedule(spec: HardwareSpec, p_y: int, p_x: int, m: int, k: int, n: int, comp: float,
                    zero_c: float, copy_a: float, copy_b: float, w_a: int, w_b: int) -> tuple[float, dict]:
     """SUMMA's run (meshgemm/gemm_baselines.py): C zeroed, panel 0 fetched and joined, then S − 1
@@ -57,16 +62,21 @@ def summa_schedule(spec: HardwareSpec, p_y: int, p_x: int, m: int, k: int, n: in
     owner of a line's panel (position t // q on the line) sends it up the line, then down it, and
     copies it; every other PE issues one ``RelayStore`` (a ``Recv`` at a line's end), the x line's
     op first, then the y line's. The join is on 2 ops per line. Returns (total cycles, parts)."""
-    from plmr._gemm_schedule_loops import summa_steps
+    from plmr import _gemm_schedule_loops as loops
 
     S_ = math.lcm(p_y, p_x)
     lat_send = spec.ramp_cycles + spec.hop_cycles
     h = lat_send + spec.relay_cycles
     stall_ops = any(stalls(spec, FMAC_PORTS, p) for p in (SEND_PORTS, RECV_PORTS, RECV_ADD_PORTS))
-    last, first_panel = summa_steps(p_y, p_x, S_, S_ // p_x, S_ // p_y, float(spec.op_issue_cycles),
-                                    float(spec.task_cycles), float(lat_send), float(h), float(comp),
-                                    float(zero_c), float(copy_a), float(copy_b), float(w_a), float(w_b),
-                                    stall_ops, bool(spec.ramp_wavelets_per_cycle))
+    args = (p_y, p_x, S_, S_ // p_x, S_ // p_y, float(spec.op_issue_cycles), float(spec.task_cycles),
+            float(lat_send), float(h), float(comp), float(zero_c), float(copy_a), float(copy_b), float(w_a),
+            float(w_b), stall_ops, bool(spec.ramp_wavelets_per_cycle))
+    if p_y * p_x * S_ >= STORE_MIN_PE_STEPS:  # kept on disk: the next process reads it
+        from plmr.result_store import stored
+
+        last, first_panel = stored("summa_steps", loops, args, 2, lambda: loops.summa_steps(*args))
+    else:
+        last, first_panel = loops.summa_steps(*args)
     total = float(last) + comp
     first_panel = float(first_panel)
     return total, {"first_panel": first_panel,

@@ -110,7 +110,8 @@ def _fmt(v: Any) -> str:
 
 def published_rows(spec_name: str = "wse2") -> list[dict[str, str]]:
     """Every published WSE-2 figure the package ships, with the current prediction. Computed once per
-    process and spec (SUMMA's schedule at 720² alone takes ~18 s); each call returns fresh dicts."""
+    process and spec (SUMMA's schedule at 720² alone takes ~18 s, the first time on a machine: then
+    ``plmr.result_store`` holds it); each call returns fresh dicts."""
     from plmr.hardware import get_spec
 
     return [dict(r) for r in _published_rows(get_spec(spec_name))]
@@ -218,7 +219,8 @@ def render_html(rows: list[dict], figures: list, source: str, title: str | None 
 def write_report(results: str | os.PathLike, out: str | os.PathLike, title: str | None = None,
                  progress: Callable[[str], None] | None = None) -> WrittenReport:
     """Read a results table, draw its figures, write ``out`` (HTML) and ``<stem>_figures/*.png``.
-    ``progress(text)`` is told each stage (the published figures' predictions take ~20 s once per process)."""
+    ``progress(text)`` is told each stage (the published figures' predictions: ~20 s the first time on a
+    machine, ~3 s after)."""
     from waferllm import figures as F
     from waferllm.calibration import load_targets
 

@@ -96,3 +96,51 @@ def test_tiny_prefill_code_estimates_are_one(monkeypatch, tmp_path, tiny_model, 
     pp = build_prefill_program(resolve_model(str(d)), WSE2.with_params(sram_bytes=1 << 20), mesh, tokens,
                                layers=layers)
     assert_one_estimate(monkeypatch, tmp_path, pp.program, f"{name} prefill")
+
+
+def test_code_statement_count_equals_a_walk_of_the_body():
+    """``_code_statements`` (prefix counts over a preorder index) against walking each body's tree, for
+    random sets of dropped branches (nested in each other too) and of ``if`` tests folded at comptime:
+    a dropped branch counts nothing under it, a folded ``if`` counts its kept branch but not its test."""
+    import random
+
+    from csl_templates import syntax_tree as st
+    from csl_templates.parser import parse
+    from csl_templates.pe_reader import _IF_STMT, _OP, _STMT, _code_index, _code_kind, _code_statements
+
+    src = """
+fn f(n: u16) void {
+  if (n > 1) {
+    @fmovs(a, b);
+    if (n > 2) { @fadds(a, a, b); x = 1; } else if (n > 3) { @fmuls(a, a, b); } else { y = 2; }
+    while (n < 4) { if (n == 5) { @fmovs(a, b); } z = 3; }
+  } else {
+    const d = @increment_dsd_offset(a, 1, f32);
+    @fmovs(d, b);
+  }
+  for (@range(u16, 4)) |i| { if (i == 0) { @fmovs(a, b); } else { w = i; } }
+  return;
+}
+"""
+    (fn,) = [i for i in parse(src, "t.csl").items if isinstance(i, st.FnDecl)]
+
+    def walk(node, pruned, folded):
+        if id(node) in pruned:
+            return 0, 0
+        k = _code_kind(node)
+        ops, stmts = int(k == _OP), int(k == _STMT or (k == _IF_STMT and id(node) not in folded))
+        for ch in node.children():
+            a, b = walk(ch, pruned, folded)
+            ops, stmts = ops + a, stmts + b
+        return ops, stmts
+
+    ifs = [n for n in fn.body.walk() if isinstance(n, st.If)]
+    branches = [b for n in ifs for b in (n.then, n.else_) if b is not None]
+    # by hand: 6 DSD ops; 4 assignments, the while, the for, the return and 5 ifs (the const is not one)
+    assert len(ifs) == 5 and walk(fn.body, set(), set()) == (6, 12)
+    index = _code_index(fn.body)
+    rng = random.Random(3)
+    for _ in range(300):
+        pruned = {id(b) for b in branches if rng.random() < 0.3} | {12345}  # an id of another body
+        folded = {id(n) for n in ifs if rng.random() < 0.4} | {id(fn.body)}  # not an if: no effect
+        assert _code_statements(index, pruned, folded) == walk(fn.body, pruned, folded)

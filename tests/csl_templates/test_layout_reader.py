@@ -178,3 +178,47 @@ def ring_model(p, h):
 def test_ring_layout_equals_the_prose_model_exactly(p, h):
     lay = evaluate_layout(SAMPLES / "ring_layout.csl", {"W": p, "H": h})
     assert lay.routes() == ring_model(p, h)
+
+
+@pytest.mark.parametrize("distinct, shape", [(1, (5, 3)), (3, (4, 6, 1, 1)), (16, (40,)), (17, (9, 9)),
+                                             (40, (7, 11)), (2, (0, 3))])
+def test_object_codes_group_lanes_by_identity(distinct, shape):
+    """``object_codes`` (a lane array's distinct objects, read from its pointers) against grouping the
+    lanes one by one with ``is``: equal but distinct objects stay apart, every lane maps back to its
+    own object; a non-contiguous view reads the elements it shows."""
+    import numpy as np
+
+    from csl_templates.comptime import object_codes
+
+    rng = np.random.default_rng(distinct)
+    pool = [[i % 3] for i in range(distinct)]  # lists: equal values, distinct objects
+    n = int(np.prod(shape))
+    arr = np.empty(n, dtype=object)
+    for i, j in enumerate(rng.integers(0, distinct, n).tolist()):
+        arr[i] = pool[j]
+    arr = arr.reshape(shape)
+    for a in (arr, arr[::-1] if arr.ndim and arr.shape[0] else arr, arr.T):
+        objs, codes = object_codes(a)
+        assert codes.shape == a.shape
+        flat = a.reshape(-1).tolist()
+        assert [objs[c] is o for c, o in zip(codes.reshape(-1).tolist(), flat)] == [True] * len(flat)
+        want = []  # distinct objects by identity, brute force
+        for o in flat:
+            if not any(o is w for w in want):
+                want.append(o)
+        assert len(objs) == len(want) and all(any(o is w for w in want) for o in objs)
+
+
+@pytest.mark.parametrize("values", [[-3, 7, 7, 0, -3], [True, False, True], [5], [0, 1 << 40, 3],
+                                    [200, 3, 3, 255], [2.5, -1.0, 2.5]])
+def test_unique_inverse_equals_numpys(values):
+    """The lookup-table factorisation of per-lane parameters gives what ``np.unique`` gives (values,
+    their dtype, each lane's index), in a small range and out of it (a sort then)."""
+    import numpy as np
+
+    from csl_templates.layout_reader import _unique_inverse
+
+    src = np.array(values, dtype=np.uint8 if max(values) == 255 else None).reshape(-1, 1)
+    (u, i), (wu, wi) = _unique_inverse(src), np.unique(src, return_inverse=True)
+    assert u.dtype == wu.dtype and u.tolist() == wu.tolist()
+    assert i.reshape(-1).tolist() == wi.reshape(-1).tolist()
