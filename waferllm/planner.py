@@ -510,8 +510,9 @@ def decode_terms(model: Any, req: PlanRequest, grid: tuple[int, int], placement:
     contexts = layer_contexts(model, req.decode_context)
     chunk = placement.score_chunk if placement is not None else SCORE_CHUNK
     groups = _layer_groups(model, req, grid, contexts, chunk)
-    handoff = decode_handoff(model, req, grid, placement)
-    extras = _extras(model, req, grid) + handoff_steps(model, req, grid, placement)
+    bounds = _boundaries(model, req, grid, placement)
+    handoff = decode_handoff(model, req, grid, placement, bounds)
+    extras = _extras(model, req, grid) + handoff_steps(model, req, grid, placement, bounds=bounds)
     return DecodeTerms(grid, groups, extras, handoff["decode_cycles"], handoff, model.num_layers,
                        spec, prices, score_mode(dims, p_x), stage_colors(spec, placement))
 
@@ -610,14 +611,15 @@ def packed_terms(model: Any, req: PlanRequest, grid: tuple[int, int], placement:
     strip = (grid[0], placement.strip_width)
     contexts = layer_contexts(model, req.decode_context)
     st = placement.stages
-    handoff = decode_handoff(model, req, grid, placement)
+    bounds = _boundaries(model, req, grid, placement)
+    handoff = decode_handoff(model, req, grid, placement, bounds)
     colours = stage_colors(spec, placement)
     parts = {}
     for g in (grid, strip):
         ctx = [contexts[i] for s in st if tuple(s.grid) == g for i in range(s.layers[0], s.layers[1] + 1)]
         first, last = _extras_split(model, req, g)
         extras = ((last if tuple(st[-1].grid) == g else ()) + (first if tuple(st[0].grid) == g else ())
-                  + handoff_steps(model, req, grid, placement, g[1]))
+                  + handoff_steps(model, req, grid, placement, g[1], bounds))
         parts[g] = (_layer_groups(model, req, g, ctx, placement.score_chunk), extras)
     terms = {g: DecodeTerms(g, parts[g][0], parts[g][1], 0.0, handoff, model.num_layers, spec, prices,
                             score_mode(dims, g[1]), colours) for g in (grid, strip)}
@@ -734,12 +736,13 @@ def token_return_steps(model: Any, req: PlanRequest, grid: tuple[int, int], plac
 
 
 def handoff_steps(model: Any, req: PlanRequest, grid: tuple[int, int], placement: Placement | None,
-                  width: int | None = None) -> tuple:
+                  width: int | None = None, bounds: tuple | None = None) -> tuple:
     """The decode step's symbolic work for the hand-offs and the token return: every boundary's
     landing reductions and the token's return (``token_return_steps``); with ``width``, only those on
-    regions of that many columns (a packed placement prices each width's X tree apart)."""
+    regions of that many columns (a packed placement prices each width's X tree apart). ``bounds``: the
+    placement's ``_boundaries`` when the caller has them."""
     steps: list = []
-    for bd in _boundaries(model, req, grid, placement):
+    for bd in _boundaries(model, req, grid, placement) if bounds is None else bounds:
         if width is None or bd.width == width:
             steps.extend(bd.landing)
     tr = token_return_steps(model, req, grid, placement)
@@ -748,15 +751,16 @@ def handoff_steps(model: Any, req: PlanRequest, grid: tuple[int, int], placement
     return tuple(steps)
 
 
-def decode_handoff(model: Any, req: PlanRequest, grid: tuple[int, int], placement: Placement | None) -> dict:
+def decode_handoff(model: Any, req: PlanRequest, grid: tuple[int, int], placement: Placement | None,
+                   bounds: tuple | None = None) -> dict:
     """Per-token hand-offs between consecutive stages (method §9): the cycles no tree choice changes
     (``Boundary.message_cycles``); the landing reductions are priced with the trees
-    (``handoff_steps``, ``priced_handoff``)."""
+    (``handoff_steps``, ``priced_handoff``). ``bounds``: the placement's ``_boundaries`` when known."""
     out = _no_handoff()
     if placement is None:
         return out
     prompt_bytes = req.input_len * model.hidden_size * _dtype_bytes(req)
-    for bd in _boundaries(model, req, grid, placement):
+    for bd in _boundaries(model, req, grid, placement) if bounds is None else bounds:
         if bd.between_wafers:
             out["boundaries_between_wafers"] += 1
             out["decode_between_wafers_cycles"] += bd.message_cycles
@@ -773,9 +777,10 @@ def priced_handoff(model: Any, req: PlanRequest, grid: tuple[int, int], placemen
                    tree_y: TreeChoice, tree_x: TreeChoice, tree_x_strip: TreeChoice | None = None) -> dict:
     """``decode_handoff`` with each boundary's landing reductions priced under the chosen trees (the X
     tree of a packed placement's strips for landings on a strip)."""
-    out = decode_handoff(model, req, grid, placement)
+    bounds = _boundaries(model, req, grid, placement)
+    out = decode_handoff(model, req, grid, placement, bounds)
     spec = req.hardware
-    for bd in _boundaries(model, req, grid, placement):
+    for bd in bounds:
         tx = tree_x_strip if (tree_x_strip is not None and bd.width != grid[1]) else tree_x
         land = sum(r.repeat * price_reduction(spec, r, tree_y if r.axis == "y" else tx) for r in bd.landing)
         if bd.between_wafers:
