@@ -538,18 +538,14 @@ def _unique_inverse(src: np.ndarray):
     if src.size and src.dtype.kind in "iub":
         lo, hi = int(src.min()), int(src.max())
         if hi - lo <= max(1 << 16, src.size):
-            k = src.reshape(-1).astype(np.int64) - lo
-            present = np.bincount(k, minlength=hi - lo + 1) > 0
-            offsets = np.flatnonzero(present)
-            lut = np.zeros(hi - lo + 1, dtype=np.intp)
-            lut[offsets] = np.arange(len(offsets))
-            return (offsets + lo).astype(src.dtype), lut[k]
+            offsets, inv = _factorize_ints(src.reshape(-1).astype(np.int64) - lo, hi - lo + 1)
+            return (offsets + lo).astype(src.dtype), inv
     return np.unique(src, return_inverse=True)
 
 
 def _value_codes(arr: np.ndarray) -> tuple[list, np.ndarray]:
     """``object_codes`` of a numeric array: its distinct values (as Python scalars) and indices."""
-    uniq, inv = np.unique(arr, return_inverse=True)
+    uniq, inv = _unique_inverse(arr)
     return [x.item() for x in uniq], inv.reshape(arr.shape)
 
 
