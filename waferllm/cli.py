@@ -50,6 +50,10 @@ class _Group(click.Group):
         except InputError as exc:
             click.echo(f"Error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", err=True)
             ctx.exit(2)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            # A group named without a command: its help, as for the top-level group (no "Error:").
+            click.echo(exc.format_message(), err=True)
+            ctx.exit(2)
         except click.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
             click.echo(f"Error: {exc.format_message()} (see '{where} --help')", err=True)

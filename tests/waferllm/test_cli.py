@@ -243,6 +243,15 @@ def test_hardware_show_unknown_name():
     assert_clean_error(invoke("hardware", "show", "nope", "--json"), "nope")
 
 
+@pytest.mark.parametrize("group", ["hardware", "csl"])
+def test_a_group_without_a_command_prints_its_help(group):
+    # Like `waferllm` alone: the group's usage and commands, not an "Error:" line wrapping the help.
+    r = CliRunner().invoke(main, [group])
+    assert r.exit_code == 2
+    assert r.output.startswith(f"Usage: main {group} [OPTIONS] COMMAND") and "Error" not in r.output
+    assert "Commands:" in r.output
+
+
 def test_calibration_unknown_hardware():
     assert_clean_error(invoke("calibration", "--hardware", "nope"), "nope")
 
