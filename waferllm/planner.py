@@ -1405,8 +1405,9 @@ def prefill_placement(model: Any, req: PlanRequest, grid: tuple[int, int], force
 
 
 def _prefill_attempt(model: Any, req: PlanRequest, grid: tuple[int, int], chunks: int,
-                     detail: bool) -> tuple[Placement | None, str]:
-    """(the placement when it fits, else None; why not)."""
+                     detail: bool, keep_unfit: bool = False) -> tuple[Placement | None, str]:
+    """(the placement when it fits, else None; why not). ``keep_unfit``: the placement also when its
+    stages do not fit the wafer (None only when no stage can be formed)."""
     dims = model_dims(model)
     act = prefill_activation_bytes(dims, grid[0], grid[1], ceil_div(req.input_len, chunks), req.dtype,
                                    keys=req.input_len)
@@ -1419,7 +1420,8 @@ def _prefill_attempt(model: Any, req: PlanRequest, grid: tuple[int, int], chunks
         return None, str(exc)
     if placement.fits:
         return placement, ""
-    return None, stage_fit_message(req.hardware, placement, model.name, "prefill") if detail else ""
+    return (placement if keep_unfit else None,
+            stage_fit_message(req.hardware, placement, model.name, "prefill") if detail else "")
 
 
 def _ladder(n: int, step: int) -> list[int]:
@@ -1865,23 +1867,28 @@ def _nothing_fits(model: Any, req: PlanRequest, what: str) -> str:
     if need > holds:
         return (f"{prefix}weights need {need:.1f} GB, {systems} holds {holds:.1f} GB ({req.dtype}); "
                 f"try --wafers auto")
-    # The binding constraint of the shape that comes closest (fewest regions short).
+    # The binding constraint of the shape that comes closest: fewest regions short; when no shape
+    # forms stages at all (one layer outgrows every region), the largest region's reason.
     best = None
     step = max(1, math.ceil(max(spec.mesh_height, spec.mesh_width) / 40))
+    chunks = max(c for c in PREFILL_CHUNKS if c <= max(1, req.input_len))
     for py in _ladder(spec.mesh_height, step):
         for px in _ladder(spec.mesh_width, step):
-            try:
-                p = real_placement(model, req, (py, px)) if what == "decode" else \
-                    prefill_placement(model, req, (py, px), forced=True)[0]
-            except InputError as exc:
-                cand = (1e9, str(exc))
+            if what == "decode":
+                try:
+                    p, why = real_placement(model, req, (py, px)), ""
+                except InputError as exc:
+                    p, why = None, str(exc)
+            else:  # the most prompt chunks: the fewest bytes per PE
+                p, why = _prefill_attempt(model, req, (py, px), chunks, True, keep_unfit=True)
+            if p is None:
+                cand = (1, -py * px, why)
             else:
-                short = len(p.stages) / max(p.regions_available, 1)
-                cand = (short, stage_fit_message(spec, p, model.name))
-            if best is None or cand[0] < best[0]:
+                cand = (0, len(p.stages) / max(p.regions_available, 1), stage_fit_message(spec, p, model.name))
+            if best is None or cand[:2] < best[:2]:
                 best = cand
     return f"{prefix}no grid holds {model.name} at context {req.decode_context} x batch {req.batch} " \
-           f"on {systems}; closest: {best[1]}"
+           f"on {systems}; closest: {best[2]}"
 
 
 class _NothingFits(InputError):

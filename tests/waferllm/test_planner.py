@@ -560,3 +560,37 @@ def test_the_placed_context_counts_the_scores_of_one_chunk():
                                         "fp16", 1, 1, detail=False, charge=whole(grid[1])))
     assert refused(lambda: place_layers_packed(WSE2, dims, tokens, model.vocab_size, model.tie_word_embeddings, grid,
                                                "fp16", 1, 1, charges={w: whole(w) for w in (grid[1], strip)}))
+
+
+def test_a_prefill_that_fits_no_grid_names_the_closest_shape():
+    """When the prefill program's own bytes leave no grid that holds the model, the error names the shape
+    that comes closest: the fewest regions per region available over every grid of the wafer (a brute
+    force over all 16 x 16 shapes here), or, when no shape forms stages at all, the largest region.
+    It used to name the 1x1 region whenever the prefill placements did not fit."""
+    import re
+
+    from plmr.errors import InputError
+    from waferllm.model import spec_from_config_dict
+    from waferllm.planner import PREFILL_CHUNKS, PlanRequest, _prefill_attempt, plan
+
+    tiny = spec_from_config_dict({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 96,
+                                  "intermediate_size": 256, "num_hidden_layers": 12, "num_attention_heads": 6,
+                                  "num_key_value_heads": 2, "vocab_size": 500}, "tiny12")
+    hw = WSE2.with_params(name="small-16x16", mesh_width=16, mesh_height=16, fabric_width=23, fabric_height=18)
+    req = PlanRequest(hardware=hw, program_memory=True, input_len=256, context=272)
+    with pytest.raises(InputError) as err:
+        plan(tiny, req)
+    named = re.search(r"closest: tiny12 needs (\d+) regions of (\d+)x(\d+) PEs.*room for (\d+)$", str(err.value))
+    assert named, str(err.value)
+    ratios = []
+    for py in range(1, 17):
+        for px in range(1, 17):
+            p, _ = _prefill_attempt(tiny, req, (py, px), max(PREFILL_CHUNKS), True, keep_unfit=True)
+            if p is not None:
+                ratios.append(len(p.stages) / max(p.regions_available, 1))
+    assert int(named[1]) / int(named[4]) == min(ratios) > 1
+
+    long = dataclasses.replace(req, input_len=4096, context=4112)  # one layer outgrows every region
+    with pytest.raises(InputError) as err:
+        plan(tiny, long)
+    assert "closest: prefill: one layer needs" in str(err.value) and "of a 16x16 region" in str(err.value)
