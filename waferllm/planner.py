@@ -1254,7 +1254,7 @@ def _placed_terms(model: Any, req: PlanRequest, grid: tuple[int, int], forced: b
             placement = real_placement(model, req, grid, what="decode" if forced else "", detail=forced)
         except RegionShortage as exc:
             why, placement, needed = str(exc), None, exc.needed
-        except InputError as exc:  # a region cannot hold a stage: a narrower strip cannot either
+        except InputError:  # a region cannot hold a stage: a narrower strip cannot either
             if forced:
                 raise
             return None
