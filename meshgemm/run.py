@@ -27,11 +27,17 @@ import numpy as np
 
 from plmr.errors import InputError
 from plmr.hardware import HardwareSpec
+from plmr.primitives import whole_cycles
 
 from meshgemm.kernel import KernelBuild
 
 MODES = ("functional", "timing", "none")
 COMPUTE_END = "compute_end"
+#: Version of ``KernelReport.to_dict`` (``waferllm kernel --json``): bump when a key changes meaning.
+KERNEL_SCHEMA = 1
+#: Totals reported as whole cycles (a formula may average over rows or steps; the simulator counts cycles).
+CYCLE_KEYS = ("predicted_cycles", "predicted_compute_cycles", "predicted_communication_cycles",
+              "compute_cycles", "communication_cycles")
 
 
 @dataclass
@@ -73,9 +79,14 @@ class KernelReport:
         return self.simulated_cycles / self.predicted_cycles
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON object of ``waferllm kernel --json``: every field, totals in whole cycles (the
+        breakdown in ``predicted_parts`` keeps the formula's terms as they are), and ``schema``."""
         d = asdict(self)
         d["mesh"] = list(self.mesh)
+        for key in CYCLE_KEYS:
+            d[key] = whole_cycles(d[key])
         d["ratio"] = self.ratio
+        d["schema"] = KERNEL_SCHEMA
         return d
 
 

@@ -392,11 +392,19 @@ def validate_spec(spec: HardwareSpec) -> None:
             raise InputError(f"{where}: simd_widths.{op} lacks dtype {missing[0]!r}")
 
 
+#: Version of a hardware spec file's keys (`waferllm hardware show --json` writes it; a file may omit it).
+HARDWARE_SCHEMA = 1
+
+
 def spec_from_mapping(data: Mapping[str, Any], source: str = "<mapping>") -> HardwareSpec:
-    """Build a spec from a TOML/JSON mapping. ``base = "wse2"`` inherits every field not given."""
+    """Build a spec from a TOML/JSON mapping. ``base = "wse2"`` inherits every field not given;
+    ``schema``, when given, must be the version this waferllm reads."""
     if not isinstance(data, Mapping):
         raise InputError(f"{source}: a hardware spec must be a table/object of fields")
     data = dict(data)
+    schema = data.pop("schema", HARDWARE_SCHEMA)
+    if schema != HARDWARE_SCHEMA:
+        raise InputError(f"{source}: hardware spec schema {schema!r}; this waferllm reads schema {HARDWARE_SCHEMA}")
     base_name = data.pop("base", None)
     if base_name is not None:
         if base_name not in BUILTIN_SPECS:

@@ -12,6 +12,12 @@ import math
 from plmr.hardware import DTYPE_BYTES, HardwareSpec
 
 
+def whole_cycles(v: float | None) -> int | None:
+    """Integer cycles, halves up, as JSON output reports them (a formula may average over rows or
+    steps; the simulator counts whole cycles). ``None`` stays ``None``."""
+    return None if v is None else int(math.floor(float(v) + 0.5))
+
+
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 

@@ -16,6 +16,11 @@ from plmr.errors import InputError
 from waferllm.grids import parse_grid  # noqa: F401  (re-exported for tests and scripts)
 
 
+#: Version of the JSON objects of `hardware list`, `models` and `calibration` (`plan`, `kernel`, `run`,
+#: `compile`, `sweep` and `csl check` carry their own): bump when a key changes meaning.
+CLI_SCHEMA = 1
+
+
 class _Group(click.Group):
     """Turns ``InputError`` and click's usage errors (a bad option value, an unknown option or
     command) into one line ``Error: <message>`` and exit 2, without a traceback.
@@ -94,7 +99,8 @@ def hardware_list(as_json: bool, wide: bool) -> None:
     from waferllm.tables import Column, print_table
 
     if as_json:
-        click.echo(json.dumps([{"name": s.name, "description": s.description} for s in BUILTIN_SPECS.values()]))
+        click.echo(json.dumps({"schema": CLI_SCHEMA, "hardware": [{"name": s.name, "description": s.description}
+                                                                  for s in BUILTIN_SPECS.values()]}))
         return
     cols = [Column("name", no_wrap=True), Column("mesh (rows x cols)"), Column("SRAM/PE", 2, "right"),
             Column("colours", 3), Column("clock", 4, "right"), Column("description", 1, wrap_to=24)]
@@ -110,13 +116,13 @@ def hardware_list(as_json: bool, wide: bool) -> None:
 @click.option("--wide", is_flag=True, help="print at the table's natural width (no wrapping)")
 def hardware_show(name: str, as_json: bool, wide: bool) -> None:
     """Show every field of a target (NAME is a built-in or a .toml/.json file)."""
-    from plmr.hardware import get_spec
+    from plmr.hardware import HARDWARE_SCHEMA, get_spec
     from waferllm.tables import Column, print_table
 
     spec = get_spec(name)
     d = spec.to_dict()
-    if as_json:
-        click.echo(json.dumps(d, indent=2))
+    if as_json:  # a spec file as `--hardware FILE` reads it (the schema key included)
+        click.echo(json.dumps({**d, "schema": HARDWARE_SCHEMA}, indent=2))
         return
     rows = [(k, json.dumps(v) if isinstance(v, (dict, list)) else str(v)) for k, v in d.items()]
     print_table(f"hardware {spec.name}", [Column("field", no_wrap=True), Column("value", wrap_to=30)], rows,
@@ -137,7 +143,7 @@ def models(as_json: bool, wide: bool) -> None:
 
     specs = [load_catalog_model(n) for n in catalog_names()]
     if as_json:
-        click.echo(json.dumps([s.to_dict() for s in specs], indent=2))
+        click.echo(json.dumps({"schema": CLI_SCHEMA, "models": [s.to_dict() for s in specs]}, indent=2))
         return
     cols = [Column("name", no_wrap=True), Column("params", 0, "right"), Column("layers", 0, "right"),
             Column("hidden", 0, "right"), Column("heads", 2, "right"), Column("kv heads", 1, "right"),
@@ -221,8 +227,9 @@ def calibration_cmd(hardware_name: str, as_json: bool, wide: bool) -> None:
     check_hardware(spec)
     rows = predict_targets(spec) + check_targets(spec)
     if as_json:
-        click.echo(json.dumps([{"figure": r.figure, "published": r.published, "predicted": r.predicted,
-                                "error": r.error} for r in rows], indent=2))
+        click.echo(json.dumps({"schema": CLI_SCHEMA, "hardware": spec.name,
+                               "figures": [{"figure": r.figure, "published": r.published, "predicted": r.predicted,
+                                            "error": r.error} for r in rows]}, indent=2))
         return
     cols = [Column("figure"), Column("published", 0, "right"), Column("predicted", 0, "right"),
             Column("error", 0, "right")]

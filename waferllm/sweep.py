@@ -25,7 +25,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import math
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from plmr.errors import InputError
+from plmr.primitives import whole_cycles
 from waferllm.grids import parse_grid
 from waferllm.results import PARAM_COLUMNS, RESULT_COLUMNS
 
@@ -288,11 +288,6 @@ def load_sweep_file(path: str | Path) -> tuple[dict[str, list[Any]], str | None]
 # Evaluating one point (runs in worker processes)
 # ------------------------------------------------------------------------------------------------
 
-def _cycles(v: float | None) -> int | None:
-    """Integer cycles (halves up)."""
-    return None if v is None else int(math.floor(float(v) + 0.5))
-
-
 @functools.lru_cache(maxsize=32)
 def _spec(name: str):
     from plmr.hardware import get_spec
@@ -339,8 +334,8 @@ def _evaluate_kernel(point: dict[str, Any]) -> tuple[dict[str, Any], dict | None
         pred = build.predicted
         res = simulate(build.program, spec, mode="functional" if ev == "simulate" else "timing")
         comp, comm, source = _split(res)
-        row.update(simulated_cycles=int(res.total_cycles), sim_compute_cycles=_cycles(comp),
-                   sim_comm_cycles=_cycles(comm), split_source=source, bytes_per_pe=build.bytes_per_pe(),
+        row.update(simulated_cycles=int(res.total_cycles), sim_compute_cycles=whole_cycles(comp),
+                   sim_comm_cycles=whole_cycles(comm), split_source=source, bytes_per_pe=build.bytes_per_pe(),
                    colors_per_pe=build.colors_per_pe(), fits=True)
         if ev == "simulate" and build.expected:
             got = build.gather(res)
@@ -354,8 +349,8 @@ def _evaluate_kernel(point: dict[str, Any]) -> tuple[dict[str, Any], dict | None
         arrays = {"sram_bytes": np.asarray(res.sram_bytes, dtype=np.int64),
                   "link_wavelets": np.asarray(res.link_wavelets[..., :4].sum(axis=-1), dtype=np.int64),
                   "busy": np.asarray(res.busy, dtype=np.int64)}
-    row.update(predicted_cycles=_cycles(pred.total_cycles), predicted_compute_cycles=_cycles(pred.compute_cycles),
-               predicted_comm_cycles=_cycles(pred.total_cycles - pred.compute_cycles),
+    row.update(predicted_cycles=whole_cycles(pred.total_cycles), predicted_compute_cycles=whole_cycles(pred.compute_cycles),
+               predicted_comm_cycles=whole_cycles(pred.total_cycles - pred.compute_cycles),
                predicted_bytes_per_pe=int(pred.bytes_per_pe), predicted_colors_per_pe=int(pred.colors_per_pe))
     return row, arrays
 
@@ -382,8 +377,8 @@ def _evaluate_plan(point: dict[str, Any]) -> dict[str, Any]:
         "prefill_rows": pre["grid"][0], "prefill_cols": pre["grid"][1],
         "decode_rows": dec["grid"][0], "decode_cols": dec["grid"][1],
         "prefill_tokens_per_s": pre["tokens_per_s"], "decode_tokens_per_s": dec["tokens_per_s"],
-        "end_to_end_tokens_per_s": d["end_to_end"]["tokens_per_s"], "prefill_cycles": _cycles(pre["cycles"]),
-        "decode_cycles_per_token": _cycles(dec["cycles_per_token"]), "decode_k_tree": dec["k_tree"],
+        "end_to_end_tokens_per_s": d["end_to_end"]["tokens_per_s"], "prefill_cycles": whole_cycles(pre["cycles"]),
+        "decode_cycles_per_token": whole_cycles(dec["cycles_per_token"]), "decode_k_tree": dec["k_tree"],
         "kv_shift_tokens": kv["max_tokens_shift"], "kv_concat_tokens": kv["max_tokens_concat"],
         "kv_shift_tokens_placed": kv["max_tokens_shift_placed"],
         "kv_concat_tokens_placed": kv["max_tokens_concat_placed"],

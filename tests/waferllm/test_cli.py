@@ -58,7 +58,8 @@ def test_hardware_list():
 def test_hardware_list_json():
     r = invoke("hardware", "list", "--json")
     assert r.exit_code == 0, r.output
-    assert [h["name"] for h in json.loads(r.stdout)] == list(BUILTIN_SPECS)
+    d = json.loads(r.stdout)
+    assert d["schema"] == 1 and [h["name"] for h in d["hardware"]] == list(BUILTIN_SPECS)
 
 
 def test_hardware_show_wse2_json():
@@ -70,6 +71,19 @@ def test_hardware_show_wse2_json():
     assert d["sram_bytes"] == 48 * 1024 and d["clock_hz"] == 1.1e9
     assert d["simd_widths"]["fmac"]["fp16"] == 4
     assert d["op_issue_cycles"] == WSE2.op_issue_cycles
+    assert d["schema"] == 1
+
+
+def test_hardware_show_json_reads_back_as_a_spec_file(tmp_path):
+    # What `hardware show --json` prints is a spec file `--hardware` accepts, schema key and all; a spec
+    # file of another schema version is refused with the versions named.
+    r = invoke("hardware", "show", str(CUSTOM_MESH), "--json")
+    f = tmp_path / "spec.json"
+    f.write_text(r.stdout)
+    again = invoke("hardware", "show", str(f), "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout) == json.loads(r.stdout)
+    f.write_text(json.dumps({**json.loads(r.stdout), "schema": 2}))
+    assert_clean_error(invoke("hardware", "show", str(f)), "schema 2", "reads schema 1")
 
 
 def test_hardware_show_wse2_table():
@@ -103,7 +117,9 @@ def test_models_table_wide_terminal():
 def test_models_json():
     r = invoke("models", "--json")
     assert r.exit_code == 0, r.output
-    models = json.loads(r.stdout)
+    doc = json.loads(r.stdout)
+    assert doc["schema"] == 1
+    models = doc["models"]
     assert [m["name"] for m in models] == list(catalog_names())
     l3 = next(m for m in models if m["name"] == "llama3-8b")
     assert l3["num_layers"] == 32 and l3["hidden_size"] == 4096
@@ -112,7 +128,9 @@ def test_models_json():
 def test_calibration_json():
     r = invoke("calibration", "--json")
     assert r.exit_code == 0, r.output
-    rows = json.loads(r.stdout)
+    doc = json.loads(r.stdout)
+    assert doc["schema"] == 1 and doc["hardware"] == "wse2"
+    rows = doc["figures"]
     assert len(rows) == 3 + 3 + 2  # decode, prefill, KV shift and concat
     for row in rows:
         assert set(row) == {"figure", "published", "predicted", "error"}

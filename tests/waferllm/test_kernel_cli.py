@@ -34,6 +34,24 @@ def test_simulate_json(name):
                 "colors_per_pe", "compute_cycles", "communication_cycles", "mode"):
         assert key in d
     assert d["max_rel_error"] < 1e-5 and d["mode"] == "functional"
+    assert d["schema"] == 1
+
+
+def test_json_cycles_are_whole():
+    # Cannon on a non-square mesh: the formula averages the wrap link's hops over the rows, so its total
+    # is fractional; the JSON reports whole cycles (halves up), the text and sweeps alike.
+    from meshgemm.kernel import KernelRequest
+    from meshgemm.registry import build_kernel
+    from meshgemm.run import run_kernel
+    from plmr.hardware import WSE2
+
+    r = invoke("cannon", "--mesh", "5x7", "--m", "13", "--k", "29", "--n", "31", "--json")
+    d = json.loads(r.output)
+    exact = run_kernel(build_kernel(KernelRequest(name="cannon", mesh=(5, 7), m=13, k=29, n=31, dtype="fp16", functional=False), WSE2), WSE2, "none")
+    assert exact.predicted_cycles != int(exact.predicted_cycles)  # the case this test is about
+    assert d["predicted_cycles"] == int(exact.predicted_cycles + 0.5)
+    for key in ("predicted_cycles", "predicted_compute_cycles", "predicted_communication_cycles"):
+        assert type(d[key]) is int
 
 
 def test_simulate_text_and_timing_only():
