@@ -82,8 +82,10 @@ def build_summa(req: KernelRequest, spec: HardwareSpec, bsp: bool = False) -> Ke
     ta, tb = m * k, k * n
     nx = 4 if P_x > 1 else 0
     ny = 4 if P_y > 1 else 0
+    y0 = nx  # the first of the y chains' colour slots
     if bsp and (P_x == 1 or P_y == 1):  # the barrier needs chains on both axes: add the missing ones
         cmap = ColourMap(spec, 8, "summa")
+        y0 = 4  # the barrier's y chains (slots 4-7) are SUMMA's own, as on the x axis
     else:
         cmap = ColourMap(spec, nx + ny, "summa")
 
@@ -92,7 +94,7 @@ def build_summa(req: KernelRequest, spec: HardwareSpec, bsp: bool = False) -> Ke
     if P_x > 1:
         L.route_slots(prog, "x", L.directed_chain_roles(X, Param("W")), lambda s: cmap[s])
     if P_y > 1:
-        L.route_slots(prog, "y", L.directed_chain_roles(Y, Param("H")), lambda s: cmap[nx + s])
+        L.route_slots(prog, "y", L.directed_chain_roles(Y, Param("H")), lambda s: cmap[y0 + s])
 
     b = Body("summa", doc="SUMMA: relay broadcasts of A and B panels, one panel prefetched")
     mt, kt, nt, qx, qy, Sp = (b.param(p) for p in ("m", "k", "n", "qx", "qy", "S"))
@@ -102,7 +104,7 @@ def build_summa(req: KernelRequest, spec: HardwareSpec, bsp: bool = False) -> Ke
     b.buffer("C", dt, mt * nt)
     params = {"m": prog.param("MT", m), "k": prog.param("KT", k), "n": prog.param("NT", n),
               "qx": prog.param("QX", q_x), "qy": prog.param("QY", q_y), "S": prog.param("S", S)}
-    for axis, on, base in (("x", P_x > 1, 0), ("y", P_y > 1, nx)):
+    for axis, on, base in (("x", P_x > 1, 0), ("y", P_y > 1, y0)):
         if not on:
             continue
         for half in (0, 1):

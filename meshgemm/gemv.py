@@ -107,11 +107,11 @@ def _build(req: KernelRequest, spec: HardwareSpec, axis: str, scheme: str,
     coll.declare(b)
     code = [Gemv(Ref("y", 0, n), "x", "w", m=m, n=n), Timestamp(COMPUTE_END), *coll.code]
     bar_params: dict = {}
-    if bsp and p_x * p_y > 1:
+    if bsp and n_ax > 1:  # one PE per line: the local GEMV is the only (and last) step, no barrier
         from meshgemm.bsp import barrier_fragment
         bar, bar_params = barrier_fragment(prog, b, [colours[slots + i] for i in range(8)])
         # after the local GEMV, and after the reduce (before the broadcast, the collective's last statement)
-        code = code[:2] + list(bar) + code[2:-1] + list(bar) + code[-1:] if n_ax > 1 else code[:2] + list(bar)
+        code = code[:2] + list(bar) + code[2:-1] + list(bar) + code[-1:]
     b.function("main", code)
     n_blk = balanced_block(Nd, n_other_p, line)
     ylen_v = n_blk if pad_to <= 0 else max_(n_blk, prog.param("ypad", pad_to))

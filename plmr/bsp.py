@@ -28,12 +28,12 @@ import math
 from plmr.breakdown import CostBreakdown
 from plmr.collectives import chain_side_arrival, pipeline_allreduce, relay_allreduce
 from plmr.gemm import (
-    _skew_row_cost, gemm_footprint_bytes, local_gemm_cycles, shift_step, summa_step_issue,
+    _skew_row_cost, cannon_buffer_bytes, local_gemm_cycles, shift_step, summa_buffer_bytes, summa_step_issue,
 )
-from plmr.gemv import local_gemv_cycles
+from plmr.gemv import gemv_buffer_bytes, local_gemv_cycles
 from plmr.hardware import HardwareSpec
 from plmr.interleave import ring_position
-from plmr.primitives import ceil_div, dtype_bytes, serial_streams, t_goto, t_join, t_vec
+from plmr.primitives import ceil_div, serial_streams, t_goto, t_join, t_vec
 
 #: colours of the barrier: 2 per direction of the nearest-neighbour chains, per axis with more than one PE
 BARRIER_COLOURS_PER_AXIS = 4
@@ -151,8 +151,7 @@ def _cannon_family_bsp(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, 
     total = zero_c + align + (Q - 1) * step_bar + comp
     compute = zero_c + Q * comp
     barriers = rounds + (Q - 1 if n_recv else 0)
-    footprint = ((q_x + 1) * m * k + (q_y + 1) * k * n + m * n) * dtype_bytes(dtype) if Q > 1 \
-        else gemm_footprint_bytes(m, k, n, dtype)
+    footprint = cannon_buffer_bytes(p_y, p_x, M, K, N, dtype)
     return CostBreakdown(op=op, compute_cycles=compute, comm_cycles=total - compute, total_cycles=total,
                          bytes_per_pe=footprint + (4 if barriers else 0),
                          colors_per_pe=colours + barrier(spec, p_y, p_x).colors_per_pe,
@@ -267,7 +266,7 @@ def summa_bsp(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dt
         first, steps = 0.0, (S - 1) * comp
     total = zero_c + first + steps + comp
     compute = S * comp
-    footprint = 2 * gemm_footprint_bytes(m, k, n, dtype) - m * n * dtype_bytes(dtype)
+    footprint = summa_buffer_bytes(p_y, p_x, M, K, N, dtype)
     colours = (4 if p_x > 1 else 0) + (4 if p_y > 1 else 0)  # the barrier runs on SUMMA's own chains
     return CostBreakdown(op="summa_bsp", compute_cycles=compute, comm_cycles=total - compute,
                          total_cycles=total, bytes_per_pe=footprint + (4 if n_axes else 0), colors_per_pe=colours,
@@ -313,7 +312,7 @@ def gemv_pipeline_bsp(spec: HardwareSpec, p_y: int, p_x: int, M: int, N: int, ax
     total = local + comm
     colours = red.colors_per_pe + (barrier(spec, p_y, p_x).colors_per_pe if n_ax > 1 else 0)
     return CostBreakdown(op="gemv_pipeline_bsp", compute_cycles=local, comm_cycles=comm,
-                         total_cycles=total, bytes_per_pe=(m * n + m + 2 * n) * dtype_bytes(dtype)
-                         + (4 if n_ax > 1 else 0), colors_per_pe=colours,
+                         total_cycles=total, bytes_per_pe=gemv_buffer_bytes(m, n, dtype) + (4 if n_ax > 1 else 0),
+                         colors_per_pe=colours,
                          parts={"local": local, "barrier": bar, "barriers": 2.0 if n_ax > 1 else 0.0,
                                 "reduce": reduce, "broadcast": bcast})

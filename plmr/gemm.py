@@ -33,9 +33,38 @@ def local_gemm_cycles(spec: HardwareSpec, m: int, k: int, n: int, dtype: str = "
     return float(min(along_m, along_n))
 
 
-def gemm_footprint_bytes(m: int, k: int, n: int, dtype: str, fp32_acc: bool = False) -> int:
-    """Double-buffered A and B tiles plus C: (2mk + 2kn + mn)·b, +4mn for an fp32 accumulator."""
-    return (2 * m * k + 2 * k * n + m * n) * dtype_bytes(dtype) + (4 * m * n if fp32_acc else 0)
+def cannon_buffer_bytes(p_y: int, p_x: int, M: int, K: int, N: int, dtype: str, device_skew: bool = True) -> int:
+    """The buffers of the MeshGEMM/Cannon PE program (meshgemm/gemm.py), on every PE alike: A holds
+    q_x tiles and a spare slot per hosted row, B q_y tiles and a spare slot per hosted column, C the
+    q_y·q_x output tiles; a device skew that renames slots within a PE (several hosted rows, or no
+    x neighbour to rotate with) copies one row's A slots out and back through a scratch ``S``."""
+    Q = math.lcm(p_y, p_x)
+    q_x, q_y = Q // p_x, Q // p_y
+    m_v, n_v, k = ceil_div(M, Q), ceil_div(N, Q), ceil_div(K, Q)
+    slots_a = q_x + 1 if p_x > 1 else q_x
+    scratch = slots_a * m_v * k if device_skew and (q_y > 1 or p_x == 1) else 0
+    return ((q_x + 1) * q_y * m_v * k + (q_y + 1) * q_x * k * n_v + q_y * q_x * m_v * n_v + scratch) \
+        * dtype_bytes(dtype)
+
+
+def summa_buffer_bytes(p_y: int, p_x: int, M: int, K: int, N: int, dtype: str) -> int:
+    """The buffers of the SUMMA PE program (meshgemm/gemm_baselines.py): the A columns of the S/P_x
+    K-panels it owns, the B rows of its S/P_y panels, C, and two panel buffers per axis with more
+    than one PE (the panel in use and the next one arriving); S = lcm(P_y, P_x) panels of ⌈K/S⌉."""
+    S = math.lcm(p_y, p_x)
+    m, n, k = ceil_div(M, p_y), ceil_div(N, p_x), ceil_div(K, S)
+    panels = (2 * m * k if p_x > 1 else 0) + (2 * k * n if p_y > 1 else 0)
+    return (m * (S // p_x) * k + (S // p_y) * k * n + m * n + panels) * dtype_bytes(dtype)
+
+
+def gemmt_buffer_bytes(p_y: int, p_x: int, M: int, K: int, N: int, dtype: str) -> int:
+    """The buffers of the dist-GEMM-T PE program (meshgemm/gemmt.py) on its busiest PE: A, B double
+    buffered when it rotates (P_y > 1), the C blocks of the rows whose root column it is (⌈P_y/P_x⌉
+    on column 0) and the partial it streams into a chain (P_x > 1)."""
+    m, n_b, k = ceil_div(M, p_y), ceil_div(N, p_y), ceil_div(K, p_x)
+    b_bufs = 2 if p_y > 1 else 1
+    partial = m * n_b if p_x > 1 else 0
+    return (m * k + b_bufs * n_b * k + ceil_div(p_y, p_x) * m * n_b + partial) * dtype_bytes(dtype)
 
 
 def shift_step(spec: HardwareSpec, comp: float, moves: list[tuple[float, int]],
@@ -327,7 +356,6 @@ def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: i
     e_w = spec.elements_per_wavelet(dtype, packed)
     c_op = spec.op_issue_cycles
     comm_x, comm_y = p_x > 1, p_y > 1
-    n_recv = int(comm_x) + int(comm_y)
     zero_c = t_vec(spec, m * n, "mov", dtype)
 
     # skew
@@ -357,9 +385,7 @@ def _cannon_family(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, K: i
     issues, stall, shift, step = shift_step(spec, comp, moves)
     total = zero_c + align + phase + (Q - 1) * step + comp
     compute = zero_c + Q * comp
-    # A: q_x tiles + one free slot per hosted row; B: q_y tiles + one free slot; C.
-    footprint = ((q_x + 1) * m * k + (q_y + 1) * k * n + m * n) * dtype_bytes(dtype) if Q > 1 \
-        else gemm_footprint_bytes(m, k, n, dtype)
+    footprint = cannon_buffer_bytes(p_y, p_x, M, K, N, dtype, a_skew == "device")
     return CostBreakdown(op=op, compute_cycles=compute, comm_cycles=total - compute, total_cycles=total,
                          bytes_per_pe=footprint, colors_per_pe=colors,
                          parts={"align": align, "steps": float(Q), "step_compute": comp,
@@ -449,8 +475,7 @@ def summa(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype:
     total, parts = summa_schedule(spec, p_y, p_x, m, k, n, comp, zero_c, t_vec(spec, m * k, "mov", dtype),
                                   t_vec(spec, k * n, "mov", dtype), math.ceil(m * k / e_w), math.ceil(k * n / e_w))
     compute = zero_c + S * comp
-    footprint = gemm_footprint_bytes(m, k, n, dtype) if S == 1 and p_x * p_y == 1 else \
-        2 * gemm_footprint_bytes(m, k, n, dtype) - m * n * dtype_bytes(dtype)
+    footprint = summa_buffer_bytes(p_y, p_x, M, K, N, dtype)
     colors = (4 if p_x > 1 else 0) + (4 if p_y > 1 else 0)  # two directions, two alternating colours
     return CostBreakdown(op="summa", compute_cycles=compute, comm_cycles=total - compute,
                          total_cycles=total, bytes_per_pe=footprint, colors_per_pe=colors,
@@ -487,7 +512,7 @@ def gemmt(spec: HardwareSpec, p_y: int, p_x: int, M: int, K: int, N: int, dtype:
     positions = [j % p_x for j in range(p_y)]
     far = max(max(r, p_x - 1 - r) for r in positions) if p_x > 1 else 0
     reduce = chain_side_arrival(spec, [1] * far) - spec.op_issue_cycles if far else 0.0
-    footprint = (m * k + 2 * n_b * k + 2 * m * n_b) * dtype_bytes(dtype)
+    footprint = gemmt_buffer_bytes(p_y, p_x, M, K, N, dtype)
     colors = (4 if p_x > 1 else 0) + (3 if p_y >= 3 else (2 if p_y == 2 else 0))
     return CostBreakdown(op="gemmt", compute_cycles=compute, comm_cycles=max(total - compute, 0.0),
                          total_cycles=total, bytes_per_pe=footprint, colors_per_pe=colors,

@@ -29,14 +29,22 @@ def local_gemv_cycles(spec: HardwareSpec, m: int, n: int, dtype: str = "fp16") -
     return m * t_vec(spec, n, "fmac", dtype)
 
 
+def gemv_buffer_bytes(m: int, n: int, dtype: str, pad_to: int = 0) -> int:
+    """The GEMV PE program's buffers (meshgemm/gemv.py): the m×n weight block, x's m entries, and the
+    output y and the collective's receive buffer r, each of n entries, or ``pad_to`` when that is
+    more (the ring allreduce cuts y into one segment per PE of the line)."""
+    y = max(n, pad_to)
+    return (m * n + m + 2 * y) * dtype_bytes(dtype)
+
+
 def _gemv(op: str, spec: HardwareSpec, p_y: int, p_x: int, M: int, N: int, axis: str, dtype: str,
-          reduce: CostBreakdown) -> CostBreakdown:
+          reduce: CostBreakdown, pad_to: int = 0) -> CostBreakdown:
     m, n, _ = _tiles(p_y, p_x, M, N, axis)
     local = local_gemv_cycles(spec, m, n, dtype)
     total = local + reduce.total_cycles
     parts = {"local": local, **{f"allreduce.{k}": v for k, v in reduce.parts.items()}}
     return CostBreakdown(op=op, compute_cycles=local, comm_cycles=reduce.total_cycles, total_cycles=total,
-                         bytes_per_pe=(m * n + m + 2 * n) * dtype_bytes(dtype),
+                         bytes_per_pe=gemv_buffer_bytes(m, n, dtype, pad_to),
                          colors_per_pe=reduce.colors_per_pe, parts=parts)
 
 
@@ -62,4 +70,4 @@ def gemv_ring(spec: HardwareSpec, p_y: int, p_x: int, M: int, N: int, axis: str 
     """GEMV with a ring allreduce (reduce-scatter + allgather), the GPU-pod baseline."""
     _, n, n_ax = _tiles(p_y, p_x, M, N, axis)
     return _gemv("gemv_ring", spec, p_y, p_x, M, N, axis, dtype,
-                 ring_allreduce(spec, n_ax, n, dtype, packed))
+                 ring_allreduce(spec, n_ax, n, dtype, packed), pad_to=n_ax if n_ax > 1 else 0)
