@@ -241,3 +241,17 @@ def test_cli_program_memory_flag():
     d0, d1 = json.loads(r0.stdout), json.loads(r1.stdout)
     assert d0["memory"]["program_memory"] is False and d1["memory"]["program_memory"] is True
     assert d1["memory"]["buffer_bytes_per_pe"] > d0["memory"]["buffer_bytes_per_pe"]
+
+
+@pytest.mark.parametrize("sram_kb", [48, 16])
+def test_a_plan_says_when_compile_will_plan_again_for_the_programs_code(sram_kb):
+    # `plan` does not charge the decode program's code by default; it says so exactly when `compile`
+    # (plan_decode, which builds what it plans) has to plan again with the code reserved.
+    from waferllm.compile import plan_decode
+
+    hw = small_wafer(WSE2, 40, 48, sram_kb)
+    p = plan(tiny12(), PlanRequest(hardware=hw, context=256, input_len=256))
+    noted = any("decode program's code" in n for n in p.notes)
+    _, stages = plan_decode(tiny12(), hw, "fp16", 256, None)
+    assert noted == bool(stages.notes)
+    assert noted == (sram_kb == 16)  # both outcomes are exercised
