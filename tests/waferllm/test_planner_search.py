@@ -40,6 +40,28 @@ def plan_json(*args: str) -> dict:
     return json.loads(r.stdout)
 
 
+_PLANS: dict = {}
+
+
+@pytest.fixture
+def one_search_per_request(monkeypatch):
+    """``waferllm.planner.plan`` (what ``waferllm plan`` calls) memoised by (model, request) for the tests
+    that take this fixture: they print, serialise (--json) or widen (--wide) the same llama3-70b
+    ``--wafers auto`` plan, five searches of one request; each output is still the CLI's rendering of
+    the plan, and ``Plan`` is frozen. A request that fails is not memoised (it raises again)."""
+    import waferllm.planner as planner
+
+    search = planner.plan
+
+    def plan(model, req):
+        key = (repr(model), repr(req))
+        if key not in _PLANS:
+            _PLANS[key] = search(model, req)
+        return _PLANS[key]
+
+    monkeypatch.setattr(planner, "plan", plan)
+
+
 def one_line_error(r) -> str:
     assert r.exit_code == 2 and isinstance(r.exception, SystemExit), (r.exit_code, r.output, r.exception)
     lines = r.stderr.strip().splitlines()
@@ -390,7 +412,7 @@ def test_first_stage_too_small_names_the_table_and_the_layer():
 
 @pytest.mark.parametrize("hw", ["wse2", "wse3"])
 @pytest.mark.parametrize("model", ["llama3-70b", "qwen2-72b"])
-def test_70b_models_plan_over_several_wafers(model, hw):
+def test_70b_models_plan_over_several_wafers(model, hw, one_search_per_request):
     d = plan_json(model, "--hardware", hw, "--wafers", "auto")
     spec = {"wse2": WSE2, "wse3": WSE3}[hw]
     m = load_catalog_model(model)
@@ -408,7 +430,7 @@ def test_70b_models_plan_over_several_wafers(model, hw):
     assert [o["wafers"] for o in d["wafer_options"]][0] == d["wafers"]
 
 
-def test_one_wafer_fewer_than_auto_does_not_fit():
+def test_one_wafer_fewer_than_auto_does_not_fit(one_search_per_request):
     d = plan_json("llama3-70b", "--wafers", "auto")
     msg = one_line_error(invoke("plan", "llama3-70b", "--wafers", str(d["wafers"] - 1), "--json"))
     assert "KB" in msg or "GB" in msg
@@ -470,7 +492,7 @@ def test_batch_per_request_falls_and_aggregate_rises():
 # The plan at 80 columns
 # ------------------------------------------------------------------------------------------------
 
-def test_plan_readable_at_80_columns():
+def test_plan_readable_at_80_columns(one_search_per_request):
     r = invoke("plan", "llama3-70b", "--wafers", "auto", env={"COLUMNS": "80"})
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
