@@ -30,6 +30,9 @@ from waferllm.planner import (
 REPO = Path(__file__).resolve().parents[2]
 
 
+pytestmark = pytest.mark.usefixtures("one_search_per_request")
+
+
 def invoke(*args: str, env: dict | None = None):
     return CliRunner().invoke(main, list(args), env=env)
 
@@ -38,28 +41,6 @@ def plan_json(*args: str) -> dict:
     r = invoke("plan", *args, "--json")
     assert r.exit_code == 0, f"{args}: {r.stderr}{r.exception!r}"
     return json.loads(r.stdout)
-
-
-_PLANS: dict = {}
-
-
-@pytest.fixture
-def one_search_per_request(monkeypatch):
-    """``waferllm.planner.plan`` (what ``waferllm plan`` calls) memoised by (model, request) for the tests
-    that take this fixture: they print, serialise (--json) or widen (--wide) the same llama3-70b
-    ``--wafers auto`` plan, five searches of one request; each output is still the CLI's rendering of
-    the plan, and ``Plan`` is frozen. A request that fails is not memoised (it raises again)."""
-    import waferllm.planner as planner
-
-    search = planner.plan
-
-    def plan(model, req):
-        key = (repr(model), repr(req))
-        if key not in _PLANS:
-            _PLANS[key] = search(model, req)
-        return _PLANS[key]
-
-    monkeypatch.setattr(planner, "plan", plan)
 
 
 def one_line_error(r) -> str:
@@ -412,7 +393,7 @@ def test_first_stage_too_small_names_the_table_and_the_layer():
 
 @pytest.mark.parametrize("hw", ["wse2", "wse3"])
 @pytest.mark.parametrize("model", ["llama3-70b", "qwen2-72b"])
-def test_70b_models_plan_over_several_wafers(model, hw, one_search_per_request):
+def test_70b_models_plan_over_several_wafers(model, hw):
     d = plan_json(model, "--hardware", hw, "--wafers", "auto")
     spec = {"wse2": WSE2, "wse3": WSE3}[hw]
     m = load_catalog_model(model)
@@ -430,7 +411,7 @@ def test_70b_models_plan_over_several_wafers(model, hw, one_search_per_request):
     assert [o["wafers"] for o in d["wafer_options"]][0] == d["wafers"]
 
 
-def test_one_wafer_fewer_than_auto_does_not_fit(one_search_per_request):
+def test_one_wafer_fewer_than_auto_does_not_fit():
     d = plan_json("llama3-70b", "--wafers", "auto")
     msg = one_line_error(invoke("plan", "llama3-70b", "--wafers", str(d["wafers"] - 1), "--json"))
     assert "KB" in msg or "GB" in msg
@@ -492,7 +473,7 @@ def test_batch_per_request_falls_and_aggregate_rises():
 # The plan at 80 columns
 # ------------------------------------------------------------------------------------------------
 
-def test_plan_readable_at_80_columns(one_search_per_request):
+def test_plan_readable_at_80_columns():
     r = invoke("plan", "llama3-70b", "--wafers", "auto", env={"COLUMNS": "80"})
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
