@@ -68,6 +68,34 @@ def headless_chromium(width: int = 1280, height: int = 2000):
         shutil.rmtree(profile, ignore_errors=True)
 
 
+#: (repr(model), repr(request)) -> Plan, for ``one_search_per_request``; one per worker process
+_PLANS: dict = {}
+
+
+@pytest.fixture
+def one_search_per_request(monkeypatch):
+    """``waferllm.planner.plan`` (what ``waferllm plan``, ``calibration`` and the sweep call, imported at
+    call time) memoised by (model, request) for the tests that take this fixture: their files plan the
+    same requests over and over (the default llama3-8b plan on WSE-2 nine times, llama3-70b on several
+    wafers five), to print, serialise or widen them or check other fields. Each test still gets the
+    plan the search gives for its request: the key is the full repr of the model and of the request
+    (the hardware spec with every field) and ``Plan`` is frozen; a request that fails is not memoised
+    (it raises again); a call with any other argument is not memoised."""
+    import waferllm.planner as planner
+
+    search = planner.plan
+
+    def plan(model, req, *args, **kwargs):
+        if args or kwargs:
+            return search(model, req, *args, **kwargs)
+        key = (repr(model), repr(req))
+        if key not in _PLANS:
+            _PLANS[key] = search(model, req)
+        return _PLANS[key]
+
+    monkeypatch.setattr(planner, "plan", plan)
+
+
 @pytest.fixture
 def chromium():
     """A selenium WebDriver on a headless Chromium; skips only when no browser can be found."""

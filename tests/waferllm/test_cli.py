@@ -18,6 +18,9 @@ from plmr.hardware import BUILTIN_SPECS, WSE2
 from waferllm.catalog import catalog_names
 from waferllm.cli import main, parse_grid
 
+# plans the same requests several times: one search per request (tests/waferllm/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_search_per_request")
+
 REPO = Path(__file__).resolve().parents[2]
 CUSTOM_MESH = REPO / "examples" / "custom_mesh.toml"
 EXE = shutil.which("waferllm", path=str(Path(sys.executable).parent)) or shutil.which("waferllm")

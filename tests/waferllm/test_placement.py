@@ -13,6 +13,9 @@ from plmr.hardware import WSE2
 from plmr.transformer import LayerDims
 from waferllm.placement import _most_layers, embedding_bytes_per_pe, layer_memory, place_layers
 
+# plans the same requests several times: one search per request (tests/waferllm/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_search_per_request")
+
 DIMS = [LayerDims(4096, 14336, 32, 8, 128), LayerDims(5120, 13824, 40, 40, 128),
         LayerDims(8192, 29568, 64, 8, 128, qkv_bias=True), LayerDims(896, 4864, 14, 2, 64, qkv_bias=True)]
 

@@ -23,6 +23,9 @@ from waferllm.calibration import load_targets
 from waferllm.catalog import catalog_names, load_catalog_model
 from waferllm.cli import main
 
+# plans the same requests several times: one search per request (tests/waferllm/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_search_per_request")
+
 REPO = Path(__file__).resolve().parents[2]
 CUSTOM_MESH = REPO / "examples" / "custom_mesh.toml"
 CATALOG_DIR = REPO / "waferllm" / "catalog"

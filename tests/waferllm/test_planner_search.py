@@ -30,6 +30,9 @@ from waferllm.planner import (
 REPO = Path(__file__).resolve().parents[2]
 
 
+pytestmark = pytest.mark.usefixtures("one_search_per_request")
+
+
 def invoke(*args: str, env: dict | None = None):
     return CliRunner().invoke(main, list(args), env=env)
 
