@@ -308,6 +308,8 @@ def _apply_array(op: str, a, b):
             raise InputError(f"division by zero in an expression ({'//' if op == 'div' else '%'} 0 on some PE)")
         return np.floor_divide(a, b) if op == "div" else np.mod(a, b)
     if op == "fdiv":
+        if np.any(np.asarray(b) == 0):
+            raise InputError("division by zero in an expression (/ 0 on some PE)")
         return np.true_divide(a, b)
     if op == "min":
         return np.minimum(a, b)

@@ -393,10 +393,10 @@ class MeshProgram:
         # shapes and buffer lengths once per distinct value of the parameters they read (rows differ
         # mostly in parameters that decide neither: head offsets, ring positions)
         shape_of = self._per_distinct(rows, names_, row_values, exprs,
-                                      lambda v: resources.shape_of(exprs, v))
+                                      lambda sets: resources.shapes_of(exprs, sets))
         lengths = [b.length for b in final.buffers.values()]
         length_of = self._per_distinct(rows, names_, row_values, lengths,
-                                       lambda v: tuple(evaluate(n, v) for n in lengths))
+                                       lambda sets: [tuple(evaluate(n, v) for n in lengths) for v in sets])
         out = np.empty(nrow, dtype=np.int32)
         for r in range(nrow):
             values = row_values[r]
@@ -417,17 +417,18 @@ class MeshProgram:
 
     @staticmethod
     def _per_distinct(rows: np.ndarray, names_: list, row_values: list, exprs, fn) -> list:
-        """``fn(values)`` for every parameter row, computed once per distinct value of the parameters
-        ``exprs`` read (the result depends on nothing else)."""
+        """The result for every parameter row of ``fn(sets)`` (one result per parameter set of the list
+        it is given), called once with one set per distinct value of the parameters ``exprs`` read
+        (the result depends on nothing else)."""
         used = set()
         for e in exprs:
             used |= names(e)[0]
         cols = [i for i, n in enumerate(names_) if n in used]
         if not cols:
-            one = fn(row_values[0]) if row_values else None
+            one = fn(row_values[:1])[0] if row_values else None
             return [one] * len(row_values)
         _, first, inv = np.unique(rows[:, cols], axis=0, return_index=True, return_inverse=True)
-        got = [fn(row_values[int(i)]) for i in first]
+        got = fn([row_values[int(i)] for i in first])
         return [got[int(i)] for i in inv.ravel()]
 
     def _check_block_sram(self, blk: Block, pe: int) -> None:

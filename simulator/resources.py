@@ -32,11 +32,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from plmr.errors import InputError
 from plmr.hardware import HardwareSpec
 from simulator import instructions as I
 from simulator import statements as S
-from simulator.expr import Const, as_expr, evaluate_many, substitute
+from simulator.expr import Const, as_expr, evaluate, evaluate_many, substitute
 
 
 def specialize(code: tuple, values: dict) -> tuple:
@@ -241,6 +243,32 @@ def shape_of(exprs: tuple, values: dict) -> tuple:
         v = substitute(e, values)
         out.append(v.value if isinstance(v, Const) else None)
     return tuple(out)
+
+
+def shapes_of(exprs: tuple, sets: list[dict]) -> list[tuple]:
+    """``shape_of`` for each of ``sets`` (parameter sets of one body), evaluated once over all of them
+    as numpy arrays: a prefill region's thousand shapes cost a few array operations per expression
+    instead of a tree walk per set. Sets with a float parameter, an expression that fails on some set
+    (a division by zero, a name without a value) or a fractional result take ``shape_of`` one by one,
+    so every set gets exactly what ``shape_of`` gives it."""
+    if len(sets) < 2:
+        return [shape_of(exprs, v) for v in sets]
+    env = {}
+    for name in sets[0]:
+        col = [v[name] for v in sets]
+        if not all(isinstance(c, int) for c in col):
+            return [shape_of(exprs, v) for v in sets]
+        env[name] = np.asarray(col, dtype=np.int64)
+    try:
+        cols = []
+        for e in exprs:
+            got = np.asarray(evaluate(e, env, vectorised=True))
+            if got.dtype.kind not in "iub":
+                return [shape_of(exprs, v) for v in sets]
+            cols.append(np.broadcast_to(got.astype(np.int64), (len(sets),)).tolist())
+    except InputError:
+        return [shape_of(exprs, v) for v in sets]
+    return list(zip(*cols)) if cols else [()] * len(sets)
 
 
 def check_block_shapes(block, spec: HardwareSpec) -> None:
