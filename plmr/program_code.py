@@ -46,6 +46,12 @@ class CodeBound:
         """Code and variables per PE on ``spec``."""
         return self.code_bytes(spec) + self.variable_bytes
 
+    def fits_beside(self, spec: HardwareSpec, buffer_bytes: int) -> bool:
+        """Whether a PE holding ``buffer_bytes`` of buffers has room for this code on ``spec``: the one
+        test by which the planner says and ``waferllm compile`` decides that a plan made without the
+        code must be made again with it."""
+        return buffer_bytes + self.bytes(spec) <= spec.usable_sram_bytes
+
 
 #: The prefill layer program (``meshgemm.prefill_program``): the most measured is 616 ops, 1,837
 #: statements, 11 bodies, 354 B of variables (Qwen2.5-0.5B at 3×7, 4,096 tokens, fp16: 34,672 B of

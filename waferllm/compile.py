@@ -146,8 +146,7 @@ def plan_decode(model, spec: HardwareSpec, dtype: str, context: int, decode_grid
         if not p.fits:
             raise InputError(f"{model.name} does not fit {spec.name}{' beside the decode program code' if reserve else ''}"
                              f": {p.fit_reason}")
-        need = p.placement.bytes_per_pe + (0 if reserve else code)
-        if need <= spec.usable_sram_bytes:
+        if reserve or DECODE_CODE.fits_beside(spec, p.placement.bytes_per_pe):
             break
         notes.append(f"planned again with the decode program's code bound ({code} B per PE) as SRAM reserve: the "
                      f"plan's busiest stage holds {p.placement.bytes_per_pe} B of buffers, {spec.usable_sram_bytes} "

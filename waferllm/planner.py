@@ -1977,11 +1977,11 @@ def _assemble(model: Any, req: PlanRequest, dec: Candidate, pre: Candidate, note
     if req.method == "full" and fits and not req.program_memory:
         from plmr.program_code import DECODE_CODE
 
-        code = DECODE_CODE.bytes(spec)
-        if placement.bytes_per_pe + code > spec.usable_sram_bytes:
+        if not DECODE_CODE.fits_beside(spec, placement.bytes_per_pe):
             notes.append(f"the busiest decode PE holds {placement.bytes_per_pe:,} of {spec.usable_sram_bytes:,} B "
-                         f"without the decode program's code (up to {code:,} B, charged with --program-memory): "
-                         f"`waferllm compile` plans again with that code reserved (its grid or stages may differ)")
+                         f"without the decode program's code (up to {DECODE_CODE.bytes(spec):,} B, charged with "
+                         f"--program-memory): `waferllm compile` plans again with that code reserved (its grid or "
+                         f"stages may differ)")
     if model.sliding_window is not None and req.method == "full":
         notes.append(f"sliding window {model.sliding_window} on {len(model.sliding_window_layers)} of "
                      f"{model.num_layers} layers: their KV cache and attention stop growing at the window")
