@@ -6,7 +6,10 @@
 * **Code**: each *block* (a body with one set of parameter values) is compiled once into rows of a
   small register machine — parameters folded to constants, branches on parameters pruned, run-time
   expressions compiled to scalar rows over a per-PE register file (constants, variables, the PE's
-  coordinates in registers 0 and 1, temporaries). PEs of a block share its rows.
+  coordinates in registers 0 and 1, temporaries). PEs of a block share its rows. Blocks of one body
+  whose parameters differ only in colours (ring and chain colours per row and column: most of a
+  prefill region's parameter sets) lower to the same rows but for colours, queues and task IDs: the
+  first is compiled, the others copy its rows and bind those again (``_RowTemplate``).
 * **Tasks**: per block, a table of 64 task IDs (entry row, data-task colour and argument register,
   priority, initially blocked), with IDs from ``simulator.resources``.
 * **Memory** (functional mode only) is one float32 array holding every PE's buffers; fp16 values are
@@ -19,6 +22,7 @@ DSD ops, ``Timestamp`` and the end of a task run at their exact cycle.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from bisect import bisect_right
 from dataclasses import dataclass, field
@@ -31,7 +35,7 @@ from simulator import costs
 from simulator import instructions as I
 from simulator import resources
 from simulator import statements as S
-from simulator.expr import BinOp, Const, Coord, Load, Param, Select, UnOp, Var, as_expr, substitute
+from simulator.expr import BinOp, Const, Coord, Expr, Load, Param, Select, UnOp, Var, as_expr, names, substitute
 from simulator.program import Buffer, MeshProgram, Port, check_static_slice
 
 # ---- opcodes ------------------------------------------------------------------------------------
@@ -150,8 +154,9 @@ def describe_row(cp: Lowered, row: int) -> str:
     return f"{cp.block_names[blk]}/{container}: {text[:200]}"
 
 
-def lower_program(prog: MeshProgram, spec: HardwareSpec, functional: bool) -> Lowered:
-    """Lower ``prog`` for ``spec``. Raises ``InputError`` for programs that cannot run."""
+def lower_program(prog: MeshProgram, spec: HardwareSpec, functional: bool, share_rows: bool = True) -> Lowered:
+    """Lower ``prog`` for ``spec``. Raises ``InputError`` for programs that cannot run. ``share_rows=False``
+    compiles every block's rows, including those a block of other colours could lend (the same result)."""
     prog.finalize()
     W, H, C = prog.width, prog.height, spec.num_colors
     P = W * H
@@ -178,11 +183,27 @@ def lower_program(prog: MeshProgram, spec: HardwareSpec, functional: bool) -> Lo
     labels: list[str] = []
     done: dict[int, tuple] = {}
     nb = len(blocks)
+    templates: dict[tuple, _RowTemplate] = {}
+    colour_only: dict[int, frozenset] = {}
     for bi in used:  # a block's generator (its expression memos) is dropped once its rows are stacked
-        g = _CodeGen(blocks[bi], res_of[bi], spec, rows, meta, jtab, labels)
+        blk = blocks[bi]
+        key = None
+        if share_rows:
+            only = colour_only.get(id(blk.body))
+            if only is None:
+                only = colour_only[id(blk.body)] = colour_only_params(blk.body)
+            key = (id(blk.body), tuple(sorted((k, v) for k, v in blk.values.items() if k not in only)))
+        tpl = templates.get(key) if key is not None else None
+        g = _CodeGen(blk, res_of[bi], spec, rows, meta, jtab, labels)
+        if tpl is not None:
+            done[bi] = tpl.copy(g)
+            continue
+        start, j0 = len(rows), len(jtab)
         g.lower_all()
         rows.seal()
         done[bi] = (g.reg_values, g.task_table, g.functions)
+        if key is not None:
+            templates[key] = _RowTemplate(g, start, j0)
         del g
     meta.seal()
     nreg = max([len(d[0]) for d in done.values()] + [2])
@@ -421,6 +442,96 @@ _ROW_DEFAULTS[[OPND0 + OPND_FIELDS * k + O_OFFR for k in range(3)]] = -1
 _FIELD = {name[2:]: v for name, v in globals().items() if name.startswith("F_") and isinstance(v, int)}
 
 
+_COLOUR_FIELDS = ("colour", "in_colour", "out_colour")
+_STATEMENTS = (I.Instruction, I.Activate, I.Unblock, S.Loop, S.If, S.Switch, S.Assign, S.Store, S.Block, S.Finish,
+               S.Timestamp, S.SetRoute, S.Wait)
+_JUMPS = (OP_JMP, OP_BRZ, OP_LOOPINIT, OP_LOOPNEXT, OP_JTAB)
+
+
+def colour_only_params(body) -> frozenset:
+    """The parameters ``body`` reads only as colours (of fabric ops, ``SetRoute`` and data tasks): blocks
+    of the body that differ in these alone lower to the same rows but for colours, queues and task IDs.
+    Any other reading (a condition, an offset, a buffer length, ...) keeps a parameter out."""
+    slots: set = set()
+    other: set = set()
+
+    def scan(v, acc: set) -> None:
+        if isinstance(v, Expr):
+            acc |= names(v)[0]
+        elif isinstance(v, I.Ref):
+            scan(v.offset, acc)
+            scan(v.length, acc)
+        elif isinstance(v, (tuple, list)):
+            for x in v:
+                scan(x, acc)
+        elif dataclasses.is_dataclass(v) and not isinstance(v, (type, *_STATEMENTS)):
+            for f in dataclasses.fields(v):  # nested statements are scanned by the walk
+                scan(getattr(v, f.name), acc)
+
+    for code in resources.containers(body):
+        for st in S.walk(code):
+            colours = isinstance(st, (*I.FABRIC_INSTRUCTIONS, S.SetRoute))
+            for f in dataclasses.fields(st):
+                scan(getattr(st, f.name), slots if colours and f.name in _COLOUR_FIELDS else other)
+    for t in body.tasks.values():
+        scan(t.colour, slots)
+    for b in body.buffers.values():
+        scan(b.length, other)
+    return frozenset(slots - other)
+
+
+class _RowTemplate:
+    """A lowered block's rows as another block of the same body and the same values of every parameter
+    but colour-only ones (``colour_only_params``) would lower them: the same rows at another place,
+    with its own colours, input and output queues and task IDs (which follow colours: a data task's ID
+    is its colour's on WSE-2). The fields rebound are exactly those ``_CodeGen`` computes from them."""
+
+    def __init__(self, g: "_CodeGen", start: int, j0: int):
+        self.start, self.n = start, len(g.rows) - start
+        self.j0, self.j1 = j0, len(g.jtab)
+        self.reg_values = g.reg_values
+        self.functions = g.functions
+        ins = g.rows.ins[start:start + self.n]
+        ops = ins[:, F_OP]
+        self.jumps = np.flatnonzero(np.isin(ops, _JUMPS))
+        self.jtabs = np.flatnonzero(ops == OP_JTAB)
+        # rows whose fields follow colours: fabric ops, SetRoute, task activations (their statements)
+        bound = np.flatnonzero(((ops >= FIRST_FABRIC) & (ops <= LAST_FABRIC)) | np.isin(ops, (OP_SETROUTE, OP_ACT, OP_BLK,
+                                                                                              OP_UNBLK)))
+        self.bound = [(int(i), int(ops[i]), g.meta.what[start + int(i)][1]) for i in bound]
+        self.tasks = []  # (task, its entry row, argument register, priority, blocked), as lower_all made them
+        for t in g.body.tasks.values():
+            entry, _, arg, prio, blocked = g.task_table[g.res.task_ids[t.name]]
+            self.tasks.append((t, (entry, arg, prio, blocked)))
+
+    def copy(self, g: "_CodeGen") -> tuple:
+        """Append the rows for ``g``'s block (its generator, not run) and return what ``lower_all`` would."""
+        rows, jtab = g.rows, g.jtab
+        shift = len(rows) - self.start
+        ins = rows.ins[self.start:self.start + self.n].copy()
+        ins[self.jumps, F_TGT] += shift
+        ins[self.jtabs, F_B] += len(jtab) - self.j0
+        jtab.extend(int(r) + shift for r in jtab[self.j0:self.j1])
+        for i, op, st in self.bound:
+            g.current = st
+            if op == OP_SETROUTE:
+                ins[i, F_A] = int(g.sub(st.colour).value)
+            elif op in (OP_ACT, OP_BLK, OP_UNBLK):
+                ins[i, F_A] = g.res.task_ids[st.task]
+            else:
+                col1, col2, done, qin, qout = g.fabric_binding(st)
+                ins[i, F_COL1], ins[i, F_COL2], ins[i, F_DONE], ins[i, F_QIN], ins[i, F_QOUT] = col1, col2, done, qin, qout
+        g.current = None
+        rows.append_rows(ins)
+        g.meta.extend_from(self.start, self.n, g.block.index)
+        tasks = {}
+        for t, (entry, arg, prio, blocked) in self.tasks:
+            colour = int(g.sub(t.colour).value) if t.kind == "data" else -1
+            tasks[g.res.task_ids[t.name]] = (entry + shift, colour, arg, prio, blocked)
+        functions = {name: (entry + shift, args) for name, (entry, args) in self.functions.items()}
+        return list(self.reg_values), tasks, functions
+
+
 class _Rows:
     """The rows emitted so far: the block being lowered as one array per row (its branches are patched
     while it lowers), the blocks before it copied into one (rows, NFIELDS) array grown in place by a
@@ -455,6 +566,15 @@ class _Rows:
         self.base = need
         self.cur = []
 
+    def append_rows(self, rows: np.ndarray) -> None:
+        """Append a whole block's rows, already complete."""
+        self.seal()
+        need = self.base + rows.shape[0]
+        if need > self.ins.shape[0]:
+            self.ins.resize((max(need, int(self.ins.shape[0] * self.GROWTH), 4096), NFIELDS), refcheck=False)
+        self.ins[self.base:need] = rows
+        self.base = need
+
     def array(self) -> np.ndarray:
         """All rows as one (rows, NFIELDS) array (one zero row for a program without code)."""
         self.seal()
@@ -483,6 +603,15 @@ class RowMeta:
         if pair is None:
             pair = self._shared[key] = (container, what)
         self.what.append(pair)
+
+    def extend_from(self, first: int, n: int, blk: int) -> None:
+        """Rows ``first`` .. ``first + n`` again, as block ``blk``'s."""
+        if n == 0:
+            return
+        if not self.block or self.block[-1] != blk:
+            self.first.append(len(self.what))
+            self.block.append(blk)
+        self.what.extend(self.what[first:first + n])
 
     def seal(self) -> None:
         self._shared = {}
@@ -849,8 +978,8 @@ class _CodeGen:
         kind = DONE_ACT if isinstance(d, I.Activate) else DONE_UNBLK
         return kind * NTASK + self.res.task_ids[d.task]
 
-    def fabric(self, st) -> None:
-        op = _FABRIC_OP[type(st)]
+    def fabric_binding(self, st) -> tuple[int, int, int, int, int]:
+        """A fabric op's receive and send colours, completion code, input and output queues."""
         rc = I.recv_colour(st)
         sc = I.send_colour(st)
         col1 = -1 if rc is None else int(self.sub(rc).value)
@@ -859,6 +988,11 @@ class _CodeGen:
         qin = self.res.input_queue.get(col1, -1) if col1 >= 0 else -1
         qout = (self.res.op_output_queue.get(id(st), self.res.output_queue.get(col2, -1))
                 if col2 >= 0 else -1)
+        return col1, col2, done, qin, qout
+
+    def fabric(self, st) -> None:
+        op = _FABRIC_OP[type(st)]
+        col1, col2, done, qin, qout = self.fabric_binding(st)
         if isinstance(st, I.Relay):
             n = self.sub(st.count)
             if isinstance(n, Const):
