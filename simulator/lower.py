@@ -559,16 +559,15 @@ class _Rows:
         """The current block is complete: copy its rows after the earlier blocks'."""
         if not self.cur:
             return
-        need = self.base + len(self.cur)
-        if need > self.ins.shape[0]:
-            self.ins.resize((max(need, int(self.ins.shape[0] * self.GROWTH), 4096), NFIELDS), refcheck=False)
-        self.ins[self.base:need] = np.stack(self.cur)
-        self.base = need
+        self._put(np.stack(self.cur))
         self.cur = []
 
     def append_rows(self, rows: np.ndarray) -> None:
         """Append a whole block's rows, already complete."""
         self.seal()
+        self._put(rows)
+
+    def _put(self, rows: np.ndarray) -> None:
         need = self.base + rows.shape[0]
         if need > self.ins.shape[0]:
             self.ins.resize((max(need, int(self.ins.shape[0] * self.GROWTH), 4096), NFIELDS), refcheck=False)
@@ -595,9 +594,7 @@ class RowMeta:
 
     def append(self, item: tuple) -> None:
         blk, container, what = item
-        if not self.block or self.block[-1] != blk:
-            self.first.append(len(self.what))
-            self.block.append(blk)
+        self._enter(blk)
         key = (container, id(what))  # statements are kept alive by the tuple: their ids stay unique
         pair = self._shared.get(key)
         if pair is None:
@@ -608,10 +605,14 @@ class RowMeta:
         """Rows ``first`` .. ``first + n`` again, as block ``blk``'s."""
         if n == 0:
             return
+        self._enter(blk)
+        self.what.extend(self.what[first:first + n])
+
+    def _enter(self, blk: int) -> None:
+        """The next row is block ``blk``'s: record where its rows start if it is a new block."""
         if not self.block or self.block[-1] != blk:
             self.first.append(len(self.what))
             self.block.append(blk)
-        self.what.extend(self.what[first:first + n])
 
     def seal(self) -> None:
         self._shared = {}

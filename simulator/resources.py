@@ -251,23 +251,27 @@ def shapes_of(exprs: tuple, sets: list[dict]) -> list[tuple]:
     instead of a tree walk per set. Sets with a float parameter, an expression that fails on some set
     (a division by zero, a name without a value) or a fractional result take ``shape_of`` one by one,
     so every set gets exactly what ``shape_of`` gives it."""
-    if len(sets) < 2:
-        return [shape_of(exprs, v) for v in sets]
+    got = _shapes_vectorised(exprs, sets) if len(sets) > 1 else None
+    return got if got is not None else [shape_of(exprs, v) for v in sets]
+
+
+def _shapes_vectorised(exprs: tuple, sets: list[dict]) -> list[tuple] | None:
+    """``shapes_of`` over integer parameter sets, or None where the vectorised pass is not exact."""
     env = {}
     for name in sets[0]:
         col = [v[name] for v in sets]
         if not all(isinstance(c, int) for c in col):
-            return [shape_of(exprs, v) for v in sets]
+            return None
         env[name] = np.asarray(col, dtype=np.int64)
-    try:
-        cols = []
-        for e in exprs:
+    cols = []
+    for e in exprs:
+        try:
             got = np.asarray(evaluate(e, env, vectorised=True))
-            if got.dtype.kind not in "iub":
-                return [shape_of(exprs, v) for v in sets]
-            cols.append(np.broadcast_to(got.astype(np.int64), (len(sets),)).tolist())
-    except InputError:
-        return [shape_of(exprs, v) for v in sets]
+        except InputError:
+            return None
+        if got.dtype.kind not in "iub":
+            return None
+        cols.append(np.broadcast_to(got.astype(np.int64), (len(sets),)).tolist())
     return list(zip(*cols)) if cols else [()] * len(sets)
 
 
