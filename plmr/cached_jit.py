@@ -22,9 +22,10 @@ import hashlib
 import os
 import tempfile
 from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from numba import config, njit
-from numba.core import sigutils
+from numba.core import event, sigutils
 from numba.core.compiler_lock import global_compiler_lock
 
 try:
@@ -88,3 +89,35 @@ def cached_njit(func=None, **options):
 
     dispatcher.compile = compile  # numba calls self.compile for every new signature
     return dispatcher
+
+
+class _CompileNotices(event.Listener):
+    """Calls ``started(name)`` when numba starts compiling a function for real (a cache miss) and
+    ``ended(name)`` when it is done, once per outermost compilation: its callees compile inside it
+    and are not announced again."""
+
+    def __init__(self, started: Callable[[str], None], ended: Callable[[str], None] | None) -> None:
+        self.started, self.ended = started, ended
+        self.names: list[str] = []
+
+    def on_start(self, ev) -> None:
+        func = getattr(ev.data["dispatcher"], "py_func", None)
+        self.names.append(getattr(func, "__qualname__", "a numba function"))
+        if len(self.names) == 1:
+            self.started(self.names[0])
+
+    def on_end(self, ev) -> None:
+        name = self.names.pop()
+        if not self.names and self.ended is not None:
+            self.ended(name)
+
+
+@contextmanager
+def compile_notices(started: Callable[[str], None],
+                    ended: Callable[[str], None] | None = None) -> Iterator[None]:
+    """While the block runs, ``started(name)`` is called when a function starts compiling instead of
+    loading from numba's on-disk cache, and ``ended(name)`` when that compilation is over. The
+    simulator's engine compiles once after an install or an upgrade (minutes), then loads in a
+    fraction of a second: the CLI says which one the user is waiting for."""
+    with event.install_listener("numba:compile", _CompileNotices(started, ended)):
+        yield

@@ -1,9 +1,25 @@
 """A spinner with the elapsed time on stderr for the CLI's long steps (building and simulating a kernel,
-compiling a bundle, checking CSL, writing a report): nothing is drawn when stderr is not a terminal."""
+compiling a bundle, checking CSL, writing a report): nothing is drawn when stderr is not a terminal.
+
+While numba compiles the simulator's code (the first simulation after an install or an upgrade: minutes,
+then it loads from numba's cache), the spinner says so instead of the step's name."""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Callable, Iterator
+
+#: What the user waits for while numba compiles instead of loading from its cache.
+COMPILING = "compiling the simulator's code (once after an install or upgrade: a few minutes, then cached)"
+
+
+@contextmanager
+def compile_notices(show: Callable[[str], None], restore: Callable[[], None]) -> Iterator[None]:
+    """``show(COMPILING)`` while numba compiles (`plmr.cached_jit.compile_notices`), ``restore()`` after."""
+    from plmr.cached_jit import compile_notices as notices
+
+    with notices(lambda name: show(COMPILING), lambda name: restore()):
+        yield
 
 
 @contextmanager
@@ -20,4 +36,12 @@ def activity(what: str):
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
         task = progress.add_task(what, total=None)
-        yield lambda text: progress.update(task, description=f"{what}: {text}")
+        shown = [what]
+
+        def step(text: str) -> None:
+            shown[0] = f"{what}: {text}"
+            progress.update(task, description=shown[0])
+
+        with compile_notices(lambda text: progress.update(task, description=f"{what}: {text}"),
+                             lambda: progress.update(task, description=shown[0])):
+            yield step

@@ -39,6 +39,7 @@ def run_cmd(bundle: str, prompt_ids: str | None, prompt: str | None, prompt_len:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from waferllm.activity import compile_notices
     from waferllm.run import RunEvents, RunRequest, run_bundle
 
     req = RunRequest(bundle=bundle, prompt_ids=_ids(prompt_ids), prompt=prompt, max_new_tokens=max_new_tokens,
@@ -48,15 +49,19 @@ def run_cmd(bundle: str, prompt_ids: str | None, prompt: str | None, prompt_len:
                   console=err, transient=True, disable=not err.is_terminal) as bar:
         phase = bar.add_task("loading", total=None)
         toks = bar.add_task("tokens", total=max_new_tokens, visible=False)
+        shown = ["loading"]
 
         def on_phase(text: str) -> None:
+            shown[0] = text
             bar.update(phase, description=text)
 
         def on_token(i: int, token, cycles: int) -> None:
             bar.update(toks, visible=True, completed=i + 1,
                        description=f"token {i + 1}: {token if token is not None else '-'} ({cycles:,} cycles)")
 
-        out = run_bundle(req, RunEvents(on_phase, on_token))
+        with compile_notices(lambda text: bar.update(phase, description=f"{shown[0]}: {text}"),
+                             lambda: bar.update(phase, description=shown[0])):
+            out = run_bundle(req, RunEvents(on_phase, on_token))
     if as_json:
         click.echo(json.dumps(out, indent=2))
     else:

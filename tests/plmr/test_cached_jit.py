@@ -13,8 +13,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
-import time
 
 import pytest
 
@@ -108,3 +106,42 @@ def test_concurrent_compiles_of_two_signatures_leave_a_cache_that_loads_right(tm
         pytest.skip("the widened window no longer breaks plain numba: nothing to guard against")
     assert locked.returncode == 0, locked.stderr
     assert locked.stdout.split() == want.split()
+
+
+NOTICES = """
+import os, sys, numpy as np
+sys.path.insert(0, os.environ["TOY_DIR"])
+from plmr.cached_jit import cached_njit, compile_notices
+import nested
+seen = []
+with compile_notices(lambda n: seen.append(("start", n)), lambda n: seen.append(("end", n))):
+    a = nested.outer(np.arange(10.0))
+    b = nested.outer(np.arange(10.0))  # compiled in this process now: nothing to announce
+print(a, b, seen)
+"""
+
+NESTED = """
+from plmr.cached_jit import cached_njit
+
+@cached_njit
+def inner(a):
+    return a.sum()
+
+@cached_njit
+def outer(a):
+    return inner(a) * 2.0
+"""
+
+
+def test_compile_notices_announce_a_compilation_once_and_not_a_cache_load(tmp_path):
+    (tmp_path / "nested.py").write_text(NESTED)
+    env = dict(os.environ, TOY_DIR=str(tmp_path), NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("NUMBA_DISABLE_JIT", None)
+    runs = [subprocess.run([sys.executable, "-c", NOTICES], env=env, capture_output=True, text=True, timeout=120)
+            for _ in range(2)]
+    for r in runs:
+        assert r.returncode == 0, r.stderr
+    # the first process compiles outer, and inner inside it: one notice for the outermost compilation
+    assert runs[0].stdout.strip() == "90.0 90.0 [('start', 'outer'), ('end', 'outer')]"
+    # the second loads both from numba's on-disk cache: no compilation to announce
+    assert runs[1].stdout.strip() == "90.0 90.0 []"
