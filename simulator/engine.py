@@ -1586,6 +1586,9 @@ def _run_py(params, route_of, r_pe, r_tx, ch_route, ins, jtab, pe_entry, tk_entr
     # the whole mesh; with several, the even ones (parts) run concurrently and the odd ones
     # (bands between parts) after them, in order. A visit touches only its PE's neighbours and
     # every effect on another PE is due one cycle later or more, so the result is the same.
+    # ``PARTS`` (a constant of the compiled variant) is False in the engine runs on one segment use:
+    # numba then drops the parts' branches before typing, so ``visit_parts`` and ``block_parts``
+    # (parallel loops, a fifth of the engine's compile time) compile only when a run is cut in parts.
     nwd = (P + 63) >> 6
     nsm = (nwd + 63) >> 6
     nslot = params[P_NSLOT]
@@ -1696,7 +1699,7 @@ def _run_py(params, route_of, r_pe, r_tx, ch_route, ins, jtab, pe_entry, tk_entr
                     when = key >> 21
                     hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, when, when, (key >> 1) & 0xFFFFF, key & 1)
                 acc2[j, A_HN] = hn
-            if nseg == 1:
+            if not PARTS or nseg == 1:
                 a = acc2[0]
                 a[A_TSLO] = n_ts
                 block_tiles(params, tl, td, np.int64(0), nt, np.int64(1), t, k, t + k, flags, res2[0], a,
@@ -1839,7 +1842,7 @@ def _run_py(params, route_of, r_pe, r_tx, ch_route, ins, jtab, pe_entry, tk_entr
                     hn = _wake(bm, sm, occ, hp, hn, nslot, nwd, nsm, t, t, (key >> 1) & 0xFFFFF, key & 1)
                 acc2[j, A_HN] = hn
             progress = False
-            if nseg == 1:
+            if not PARTS or nseg == 1:
                 vis0 = acc2[0, A_VCE] + acc2[0, A_VRT]
                 visit(params, seg_w[0, 0], seg_w[0, 1], t, acc2[0], route_of, ins, jtab, tk_entry, tk_data,
                       tk_arg, blk_prio, blk_data, mem, mem_base, regs, tact, tblk, ur, ch_pay, q_pay, ts_pe,
@@ -1958,22 +1961,27 @@ def _run_py(params, route_of, r_pe, r_tx, ch_route, ins, jtab, pe_entry, tk_entr
 
 def _specialise(functional: bool):
     """The engine for one mode: ``run`` (and the ``visit``/``visit_parts`` it calls) compiled with
-    ``functional`` a constant; each mode is cached apart under its own name."""
+    ``functional`` a constant; each mode is cached apart under its own name. Two variants of ``run``:
+    on one segment, and cut in parts (``seg_w`` with more than one row; it alone compiles the
+    parallel functions). They share the compiled ``visit`` and ``block_tiles``."""
     mode = "functional" if functional else "timing"
-    g = dict(globals())
-    g["functional"] = functional
+    one, parts = dict(globals()), dict(globals())
+    for g, cut in ((one, False), (parts, True)):
+        g["functional"] = functional
+        g["PARTS"] = cut
 
-    def jit(py, name, **kw):
+    def jit(py, g, name, **kw):
         f = types.FunctionType(py.__code__, g, name, py.__defaults__)
         f.__qualname__ = name
         return cached_njit(f, **kw)
 
-    g["visit"] = jit(_visit_py, f"visit_{mode}", error_model="numpy")
-    g["visit_parts"] = jit(_visit_parts_py, f"visit_parts_{mode}", parallel=True)
-    g["block_tiles"] = jit(_block_tiles_py, f"block_tiles_{mode}", error_model="numpy")
-    g["block_parts"] = jit(_block_parts_py, f"block_parts_{mode}", parallel=True)
-    return jit(_run_py, f"run_{mode}", error_model="numpy")
-
+    one["visit"] = parts["visit"] = jit(_visit_py, one, f"visit_{mode}", error_model="numpy")
+    one["block_tiles"] = parts["block_tiles"] = jit(_block_tiles_py, one, f"block_tiles_{mode}",
+                                                    error_model="numpy")
+    parts["visit_parts"] = jit(_visit_parts_py, parts, f"visit_parts_{mode}", parallel=True)
+    parts["block_parts"] = jit(_block_parts_py, parts, f"block_parts_{mode}", parallel=True)
+    return (jit(_run_py, one, f"run_{mode}", error_model="numpy"),
+            jit(_run_py, parts, f"run_{mode}_parts", error_model="numpy"))
 
 
 def channel_layout(ch_cap: np.ndarray, S: int) -> tuple[int, int]:
@@ -2043,11 +2051,11 @@ def segments(width: int, height: int, parts: int, grain: int = 4096) -> np.ndarr
     return np.array(rows, dtype=np.int64)
 
 
-_run_timing = _specialise(False)
-_run_functional = _specialise(True)
+_RUN = {(functional, cut): run for functional in (False, True)
+        for cut, run in zip((False, True), _specialise(functional))}
 
 
 def run(functional: bool, *args) -> None:
     """Run one launch of the engine for ``functional`` or timing-only mode (arguments: see
-    ``_specialise``'s ``run``)."""
-    (_run_functional if functional else _run_timing)(*args)
+    ``_specialise``'s ``run``; the last, ``seg_w``, says whether the cycle is cut in parts)."""
+    _RUN[functional, args[-1].shape[0] > 1](*args)
