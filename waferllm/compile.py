@@ -205,6 +205,7 @@ def compile_bundle(req: CompileRequest, progress: Progress | None = None) -> dic
     csl_files, csl_src = model_csl_files(prog.program, spec, "decode", f"{model.name} decode")
     pre_files, pre_doc = prefill_csl(model, spec, plan, req.dtype, progress)
     csl_files.update(pre_files)
+    st.notes += prefill_region_notes(model, plan, pre_doc)
     images = None
     shard_dtype = None
     if has_weights:
@@ -316,6 +317,23 @@ def prefill_csl(model, spec: HardwareSpec, plan, dtype: str, progress: Progress 
         programs.append({"dir": f"csl/{name}", "regions": regions, "layers": list(stages[first]),
                          "params": src.params, "files": sorted(f for f in out if "/src/" in f)})
     return files, {**doc, "programs": programs}
+
+
+def prefill_region_notes(model, plan, pre_doc: dict) -> list[str]:
+    """A note when the prefill program needs more regions than the plan's prefill placement has: by
+    default the planner charges the authors' activation footprint for prefill, not the program's
+    buffers and code (docs/PLANNER.md, "The programs' own memory"), so a plan's "1 stage" can be a
+    program of several regions, which ``waferllm run --prefill device`` runs one after another."""
+    stages = pre_doc.get("stages")
+    placed = len(plan.prefill.placement.stages) if plan.prefill.placement is not None else 1
+    if not stages or len(stages) <= placed:
+        return []
+    g = pre_doc["grid"]
+    most = max(len(s) for s in stages)
+    return [f"the prefill program holds {most} of {model.num_layers} layers per {g[0]}x{g[1]} region (its weights, "
+            f"buffers and code), so a {pre_doc['prompt_tokens']}-token prompt runs through {len(stages)} such regions "
+            f"one after another; the plan's prefill figure ({placed} stage{'s' if placed > 1 else ''}) charges the "
+            f"authors' activation footprint instead (`waferllm plan --program-memory` charges the program's)"]
 
 
 def _check_resources(prog, spec: HardwareSpec) -> None:

@@ -190,6 +190,8 @@ def test_a_tiny_models_bundle_carries_its_prefill_program_in_csl(tmp_path, tiny_
     assert_prefill_csl_matches(out, arch)
     pre = open_bundle(out).doc["csl"]["prefill"]
     assert [q["dir"] for q in pre["programs"]] == ["csl/prefill"]
+    if len(pre["stages"]) == 1:  # the program's region holds every layer: nothing to explain
+        assert not any(n.startswith("the prefill program holds") for n in open_bundle(out).doc["notes"])
     if case == CLI_CASES[1]:  # the CLI on a prefill program, once (as for the decode program)
         r = CliRunner().invoke(main, ["csl", "check", str(out / "csl" / "prefill"), "--arch", arch])
         assert r.exit_code == 0, r.output
@@ -224,6 +226,12 @@ def test_regions_with_other_windows_get_a_prefill_program_each(tmp_path):
     # the windowed region's program differs from the other one
     a, b = ((out / q["dir"] / "src" / "pe_prefill.csl").read_text() for q in pre["programs"])
     assert a != b
+    # the plan charged one prefill stage (the authors' activation footprint); the bundle says the program's two
+    doc = open_bundle(out).doc
+    assert doc["plan"]["prefill"]["stages"] == 1
+    [note] = [n for n in doc["notes"] if n.startswith("the prefill program holds")]
+    assert "holds 1 of 2 layers per 4x4 region" in note and "runs through 2 such regions" in note
+    assert note in (out / "README.md").read_text()
 
 
 def test_a_prompt_whose_layer_fits_no_region_leaves_no_prefill_csl_and_says_why(tmp_path, tiny_model):
