@@ -1,4 +1,8 @@
-"""``waferllm deploy BUNDLE``: run a bundle (``waferllm kernel ... --emit-csl DIR``) on Cerebras hardware.
+"""``waferllm deploy BUNDLE``: run a kernel bundle (``waferllm kernel ... --emit-csl DIR``) on Cerebras hardware.
+
+Only kernel bundles carry the host scripts (``run.py``, ``deploy.py``) every step below runs; the
+``csl/<program>`` directories of a compiled model (``waferllm compile``) hold CSL sources only, so
+they are refused before any step, also for ``--dry-run`` (a plan that can never run helps nobody).
 
 Every step goes through the bundle's own ``deploy.py`` in the SDK's Python 3.11 environment (the
 ``cerebras-sdk`` pins clash with this package's dependencies, so it is never imported here):
@@ -48,6 +52,35 @@ def deploy_steps(bundle: str, manifest: dict, arch: str, simulator: bool) -> lis
     ]
 
 
+def check_host_scripts(bundle: str, manifest: dict, stub: bool) -> None:
+    """Refuse (one line, before any step runs) a bundle without the host script its steps need: ``--stub``
+    runs ``run.py``, the other modes run ``deploy.py``, which uploads ``run.py``."""
+    need = ["run.py"] if stub else ["run.py", "deploy.py"]
+    missing = [f for f in need if not (Path(bundle) / f).is_file()]
+    if not missing:
+        return
+    if "inputs" not in manifest:  # a compiled model's csl/<program> manifest has no host side at all
+        what = ("it holds the CSL sources of a compiled model's program (waferllm compile), which cannot be "
+                "deployed yet (check them with waferllm csl check)")
+    else:
+        what = "the bundle is incomplete (emit it again)"
+    raise InputError(f"{bundle} has no host script ({', '.join(missing)}): {what}; deploy runs bundles written by "
+                     f"waferllm kernel ... --emit-csl DIR")
+
+
+def probe_sdk(python: str) -> None:
+    """Check that ``python`` runs and imports the SDK client (it must print the marker: ``/bin/true``
+    'succeeds' without importing anything)."""
+    try:
+        probe = subprocess.run([python, "-c", "import cerebras.sdk.client; print('sdk ok')"], capture_output=True,
+                               text=True)
+    except OSError as exc:
+        raise InputError(f"--python {python}: cannot run it ({exc.strerror}); give the interpreter of the SDK "
+                         f"environment: {SDK_SETUP}") from None
+    if probe.returncode != 0 or probe.stdout.strip() != "sdk ok":
+        raise InputError(f"cerebras.sdk is not importable by {python}; set up the SDK environment: {SDK_SETUP}")
+
+
 def stub_path() -> str:
     import csl_templates
 
@@ -64,8 +97,12 @@ def stub_path() -> str:
               help="interpreter of the SDK environment (default: this one)")
 @click.option("--stub", is_flag=True, help="run run.py here against the stub SDK runtime (waferllm's simulator)")
 def deploy(bundle: str, arch: str | None, simulator: bool, dry_run: bool, python: str | None, stub: bool) -> None:
-    """Compile BUNDLE (a directory written by `waferllm kernel ... --emit-csl`), upload its host script,
-    launch it on a Cerebras system (or the SDK's simulator) and read the results back."""
+    """Compile BUNDLE, upload its host script, launch it on a Cerebras system (or the SDK's simulator)
+    and read the results back.
+
+    BUNDLE is a kernel bundle, written by `waferllm kernel ... --emit-csl DIR`. The csl/decode and
+    csl/prefill directories of a compiled model (`waferllm compile`) have no host script and are
+    refused; check them with `waferllm csl check`."""
     from csl_templates.bundle import load_manifest
 
     manifest = load_manifest(bundle)
@@ -73,6 +110,7 @@ def deploy(bundle: str, arch: str | None, simulator: bool, dry_run: bool, python
     arch = arch or archs[0]
     if arch not in archs:
         raise InputError(f"--arch {arch}: bundle {bundle} was emitted for {', '.join(archs)}")
+    check_host_scripts(bundle, manifest, stub)
     python = python or sys.executable
     deploy_py = str(Path(bundle) / "deploy.py")
     cmd = [python, deploy_py, "--arch", arch] + (["--simulator"] if simulator else [])
@@ -97,8 +135,6 @@ def deploy(bundle: str, arch: str | None, simulator: bool, dry_run: bool, python
                 click.echo(f"   {'':<9} ({command})")
         click.echo(f"all steps: {' '.join(shlex.quote(c) for c in cmd)}")
         return
-    probe = subprocess.run([python, "-c", "import cerebras.sdk.client"], capture_output=True)
-    if probe.returncode != 0:
-        raise InputError(f"cerebras.sdk is not importable by {python}; set up the SDK environment: {SDK_SETUP}")
+    probe_sdk(python)
     proc = subprocess.run(cmd, cwd=bundle)
     sys.exit(proc.returncode)

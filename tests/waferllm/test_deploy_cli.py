@@ -230,3 +230,46 @@ def test_deploy_runs_every_step_through_the_sdk_client(tmp_path, monkeypatch):
 
     cycles = simulate(shift_east(width=5, height=3, n=4)[0]).total_cycles
     assert f"cycles per launch: [{cycles}]" in r.stdout
+
+
+def test_a_compiled_models_csl_program_is_refused_before_any_step(tmp_path, tiny_model):
+    """A compiled model's csl/decode has CSL sources but no run.py/deploy.py: every mode (the dry run
+    too, whose plan could never run) refuses it in one line, and nothing runs."""
+    from waferllm.compile import CompileRequest, compile_bundle
+
+    d, _ = tiny_model("llama_gqa")
+    out = tmp_path / "bundle"
+    compile_bundle(CompileRequest(model=str(d), hardware="wse2", context=40, dtype="fp32", decode_grid=(4, 4),
+                                  prefill_grid=(4, 4), out=out))
+    decode = out / "csl" / "decode"
+    assert (decode / "manifest.json").is_file() and not (decode / "run.py").exists()
+    for extra in (["--dry-run"], ["--stub"], ["--stub", "--dry-run"], [], ["--simulator"]):
+        r = CliRunner().invoke(main, ["deploy", str(decode), *extra])
+        lines = r.output.strip().splitlines()
+        assert r.exit_code == 2 and len(lines) == 1, (extra, r.output)
+        assert lines[0].startswith(f"Error: {decode} has no host script (run.py"), lines[0]
+        assert "compiled model" in lines[0] and "waferllm kernel ... --emit-csl DIR" in lines[0]
+    assert not (decode / "artifacts").exists() and not (decode / "out").exists()
+
+
+def test_a_kernel_bundle_without_its_host_script_is_refused(tmp_path):
+    b = make_bundle(tmp_path)
+    (b / "deploy.py").unlink()
+    r = CliRunner().invoke(main, ["deploy", str(b), "--dry-run"])
+    assert r.exit_code == 2 and r.output.startswith(f"Error: {b} has no host script (deploy.py)")
+    r = CliRunner().invoke(main, ["deploy", str(b), "--stub", "--dry-run"])  # the stub runs run.py only
+    assert r.exit_code == 0, r.output
+
+
+def test_an_interpreter_that_does_not_exist_is_one_line(tmp_path):
+    b = make_bundle(tmp_path)
+    r = CliRunner().invoke(main, ["deploy", str(b), "--python", str(tmp_path / "nonexistent" / "python")])
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1, r.output
+    assert lines[0].startswith(f"Error: --python {tmp_path}/nonexistent/python: cannot run it (")
+
+
+def test_an_interpreter_that_imports_nothing_is_not_taken_for_the_sdk(tmp_path):
+    b = make_bundle(tmp_path)
+    r = CliRunner().invoke(main, ["deploy", str(b), "--python", "/bin/true"])
+    assert r.exit_code == 2 and r.output.startswith("Error: cerebras.sdk is not importable by /bin/true"), r.output
