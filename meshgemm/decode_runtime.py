@@ -150,16 +150,20 @@ def unpack_images(prog: DecodeProgram, images: list[dict[str, np.ndarray]], mode
             def dims(px, py):
                 return lay.hidden.sizes[py], hl.q.sizes[px], hl.kv.sizes[px], lay.ffn.sizes[px]
 
+            # (explicit shapes: a PE may hold no features of a block, and numpy cannot infer -1 from 0 elements)
             qkv = blocks(lambda px, py: seg("wqkv", "wqkv", px, py, dims(px, py)[0] * (dims(px, py)[1] + 2 * dims(px, py)[2]))
-                         .reshape(dims(px, py)[0], -1))
-            gu = blocks(lambda px, py: seg("wgu", "wgu", px, py, dims(px, py)[0] * 2 * dims(px, py)[3]).reshape(dims(px, py)[0], -1))
+                         .reshape(dims(px, py)[0], dims(px, py)[1] + 2 * dims(px, py)[2]))
+            gu = blocks(lambda px, py: seg("wgu", "wgu", px, py, dims(px, py)[0] * 2 * dims(px, py)[3])
+                        .reshape(dims(px, py)[0], 2 * dims(px, py)[3]))
             fields["q"] = blocks(lambda px, py: qkv[py][px][:, :dims(px, py)[1]])
             fields["k"] = blocks(lambda px, py: qkv[py][px][:, dims(px, py)[1]:dims(px, py)[1] + dims(px, py)[2]])
             fields["v"] = blocks(lambda px, py: qkv[py][px][:, dims(px, py)[1] + dims(px, py)[2]:])
-            fields["o"] = blocks(lambda px, py: seg("wo", "wo", px, py, dims(px, py)[1] * dims(px, py)[0]).reshape(dims(px, py)[1], -1))
+            fields["o"] = blocks(lambda px, py: seg("wo", "wo", px, py, dims(px, py)[1] * dims(px, py)[0])
+                                 .reshape(dims(px, py)[1], dims(px, py)[0]))
             fields["gate"] = blocks(lambda px, py: gu[py][px][:, :dims(px, py)[3]])
             fields["up"] = blocks(lambda px, py: gu[py][px][:, dims(px, py)[3]:])
-            fields["down"] = blocks(lambda px, py: seg("wd", "wd", px, py, dims(px, py)[3] * dims(px, py)[0]).reshape(dims(px, py)[3], -1))
+            fields["down"] = blocks(lambda px, py: seg("wd", "wd", px, py, dims(px, py)[3] * dims(px, py)[0])
+                                    .reshape(dims(px, py)[3], dims(px, py)[0]))
             fields["input_norm"] = blocks(lambda px, py: seg("gin", "g", px, py, dims(px, py)[0]))
             fields["post_norm"] = blocks(lambda px, py: seg("gpost", "g", px, py, dims(px, py)[0]))
             if "bqkv" in img:
@@ -192,7 +196,7 @@ def unpack_images(prog: DecodeProgram, images: list[dict[str, np.ndarray]], mode
         lm_head = embed.T
     else:
         lm_head = lay.lm_head.gather([[last["wlm"][py, px, :lay.hidden.sizes[py] * lay.vocab.sizes[px]]
-                                       .reshape(lay.hidden.sizes[py], -1) for px in range(X)] for py in range(P)]
+                                       .reshape(lay.hidden.sizes[py], lay.vocab.sizes[px]) for px in range(X)] for py in range(P)]
                                      ).astype(npdt)
     return ModelWeights(spec=model, dtype=dtype, embed=embed, layers=tuple(layers), final_norm=fnorm,
                         lm_head=lm_head)

@@ -53,6 +53,8 @@ CASES = {
     "llama_mha-east-nonsquare": ("llama_mha", (5, 3), (26, 4), 40, 0),
     "llama_mha-nonsquare": ("llama_mha", (5, 3), None, 40, 2),
     "llama_mqa_bias": ("llama_mqa_bias", (5, 4), None, 40, 2),  # at 4x5 a prefill layer needs 45,358 B > 45,056
+    # 5 heads over 8 columns: three columns hold no query features (the host prefill unpacks their empty blocks)
+    "llama_mqa_bias-wide": ("llama_mqa_bias", (3, 8), None, 40, 0),
     "llama3_rope": ("llama3_rope", (3, 4), None, 40, 2),
     # window 5 < the 7-token prompt; both layers in one region (at 3x4 one layer per region)
     "mistral_window": ("mistral_window", (4, 4), None, 40, 1),
