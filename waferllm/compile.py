@@ -177,11 +177,10 @@ def compile_bundle(req: CompileRequest, progress: Progress | None = None) -> dic
     if req.dtype not in DTYPES:
         raise InputError(f"unknown dtype {req.dtype!r}; allowed: {', '.join(DTYPES)}")
     out = Path(req.out)
-    if out.exists() and not req.force and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"{out} exists; choose another -o path or pass --force to replace it")
+    src = Path(req.model)
+    check_output(out, src, req.force)
     spec = get_spec(req.hardware)
     model = resolve_model(req.model)
-    src = Path(req.model)
     is_dir = src.is_dir() and (src / "config.json").is_file()
     has_weights = is_dir and bool(model.weights_bytes)
     context = req.context if req.context is not None else default_context(model)
@@ -261,15 +260,44 @@ def compile_bundle(req: CompileRequest, progress: Progress | None = None) -> dic
         (tmp / "README.md").write_text(readme(doc))
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=parent))
-            os.replace(out, old / "b")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
+            try:
+                os.replace(out, old / "b")
+                os.replace(tmp, out)
+            finally:
+                shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return doc
+
+
+def check_output(out: Path, source: Path, force: bool) -> None:
+    """Where a bundle may be written: a new path, an empty directory or, with ``force``, a bundle that
+    ``waferllm compile`` wrote before. Never a file, another directory, the model being compiled, or a
+    directory that holds the current one: ``--force`` replaces bundles, nothing else."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise InputError(f"{out} exists and is not a directory; choose another -o path")
+    if not any(out.iterdir()):
+        return
+    if not force:
+        raise InputError(f"{out} exists; choose another -o path or pass --force to replace it")
+    where = out.resolve()
+    cwd = Path.cwd().resolve()
+    if where == cwd or where in cwd.parents:
+        raise InputError(f"{out} holds the current directory, which --force does not replace; choose another -o path")
+    if source.exists() and (where == source.resolve() or where in source.resolve().parents):
+        raise InputError(f"{out} holds the model being compiled ({source}); choose another -o path")
+    try:
+        doc = json.loads((out / "plan.json").read_text())
+    except (OSError, ValueError):
+        doc = None
+    if not isinstance(doc, dict) or "schema" not in doc or "decode_program" not in doc:
+        raise InputError(f"{out} exists and is not a waferllm bundle (no bundle plan.json), so --force does not "
+                         f"replace it; remove it yourself or choose another -o path")
 
 
 def prefill_csl(model, spec: HardwareSpec, plan, dtype: str, progress: Progress | None = None) -> tuple[dict, dict]:

@@ -22,7 +22,7 @@ from waferllm.grids import parse_grid
 @click.option("--decode-grid", help="force the decode region shape: N or HxW (rows x columns)")
 @click.option("--prefill-grid", help="force the prefill grid the plan reports: N or HxW")
 @click.option("-o", "--output", "out", required=True, type=click.Path(), help="bundle directory to write")
-@click.option("--force", is_flag=True, help="replace an existing bundle")
+@click.option("--force", is_flag=True, help="replace an existing bundle (a directory compile wrote; never anything else)")
 @click.option("--json", "as_json", is_flag=True, help="print the bundle's plan.json summary as JSON")
 def compile_cmd(model: str, hardware_name: str, context: int | None, dtype: str, decode_grid: str | None,
                 prefill_grid: str | None, out: str, force: bool, as_json: bool) -> None:

@@ -335,6 +335,40 @@ def test_compile_is_atomic(tmp_path, tiny_model, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_force_replaces_a_bundle_and_nothing_else(tmp_path, tiny_model, bundles, monkeypatch):
+    import shutil
+
+    d, _ = tiny_model("llama_gqa")
+    model = tmp_path / "model"
+    shutil.copytree(d, model)
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "thesis.txt").write_text("data")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    cases = [(model, "holds the model being compiled"), (model / "config.json", "is not a directory"),
+             (other, "is not a waferllm bundle"), (afile, "is not a directory"),
+             (tmp_path, "holds the model being compiled")]
+    for out, msg in cases:
+        r = CliRunner().invoke(main, ["compile", str(model), "-o", str(out), "--force"])
+        assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output, (out, r.output)
+    monkeypatch.chdir(other)  # the current directory (or one holding it) is never replaced
+    r = CliRunner().invoke(main, ["compile", str(model), "-o", ".", "--force"])
+    assert r.exit_code == 2 and "holds the current directory" in r.output, r.output
+    # nothing was touched
+    assert (other / "thesis.txt").read_text() == "data" and afile.read_text() == "x"
+    assert sorted(p.name for p in model.iterdir()) == sorted(p.name for p in Path(d).iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "model", "notes"]
+    # a bundle compile wrote is replaced
+    b = tmp_path / "b"
+    shutil.copytree(bundles("llama_gqa"), b)
+    (b / "stale.txt").write_text("old")
+    r = CliRunner().invoke(main, ["compile", str(model), "-o", str(b), "--force", "--context", "20"])
+    assert r.exit_code == 0, r.output
+    assert not (b / "stale.txt").exists() and open_bundle(b).doc["context"] == 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "b", "model", "notes"]
+
+
 @pytest.mark.parametrize("args,msg", [
     (["--prompt-ids", "1,x"], "comma-separated token ids"),
     (["--prompt-ids", "1", "--prompt", "hi"], "one of them"),
