@@ -506,8 +506,18 @@ class Bundle:
                             score_chunk=dp.get("score_chunk", SCORE_CHUNK))
 
     def images(self) -> list[dict[str, np.ndarray]]:
+        """Every stage's per-PE weight shards; a damaged file is a clear error, not a traceback."""
+        from safetensors import SafetensorError
         from safetensors.numpy import load_file
-        return [load_file(str(self.path / f)) for f in self.doc["weights"]["files"]]
+
+        out = []
+        for f in self.doc["weights"]["files"]:
+            try:
+                out.append(load_file(str(self.path / f)))
+            except (SafetensorError, OSError) as e:
+                raise InputError(f"{self.path / f} is not a readable safetensors file ({e}); compile the bundle "
+                                 f"again") from None
+        return out
 
 
 def open_bundle(path: str | os.PathLike) -> Bundle:

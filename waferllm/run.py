@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from plmr.errors import InputError
-from meshgemm.kv_cache import KVCacheFull
+from meshgemm.kv_cache import KVCacheFull, ShiftKVCache
 
 #: Version of the ``run --json`` object.
 RUN_SCHEMA = 1
@@ -116,6 +116,12 @@ def run_bundle(req: RunRequest, events: RunEvents | None = None) -> dict:
         raise InputError(f"{req.bundle} holds no weights ({model.name} was compiled from the catalog); "
                          f"run it with --timing-only, or compile a model directory with safetensors")
     cfg = b.decode_config(dtype)
+    n_prompt = len(ids)
+    for i in range(model.num_layers):  # the cache rule of every layer, before the (slow) build
+        try:
+            ShiftKVCache(cfg.grid[0], cfg.capacity, model.layer_sliding_window(i)).prefill(n_prompt)
+        except KVCacheFull as e:
+            raise InputError(f"the prompt of {n_prompt} tokens does not fit the KV cache: {e}") from None
     say("building the decode program")
     try:
         prog = build_decode_program(cfg, hw)
@@ -135,12 +141,8 @@ def run_bundle(req: RunRequest, events: RunEvents | None = None) -> dict:
         weights = unpack_images(prog, images, model, dtype)
     # ---- prefill ----------------------------------------------------------------------------------------------
     prefill_kind, prefill_cycles, switch_cycles = "host", None, None
-    n_prompt = len(ids)
     for r in rt.rules:
-        try:
-            r.prefill(n_prompt)
-        except KVCacheFull as e:
-            raise InputError(f"the prompt of {n_prompt} tokens does not fit the KV cache: {e}") from None
+        r.prefill(n_prompt)  # checked above, before the build
     device = _device_prefill() if req.prefill != "host" else None
     if req.prefill == "device" and device is None:
         raise InputError("this installation has no device prefill (meshgemm.prefill_run); use --prefill host")

@@ -93,4 +93,5 @@ def _print(out: dict) -> None:
         click.echo(f"decode: {out['decode_cycles_per_token']:,} cycles per token over {len(out['decode_cycles'])} "
                    f"step(s) = {out['tokens_per_s']:,.0f} tokens/s at {out['clock_hz'] / 1e9:g} GHz")
     else:
-        click.echo("decode: no decode step ran (--max-new-tokens 1); ask for 2 or more tokens to time one")
+        why = "the KV cache was full after the first token" if out["stopped"] else "--max-new-tokens 1"
+        click.echo(f"decode: no decode step ran ({why}); ask for 2 or more tokens to time one")

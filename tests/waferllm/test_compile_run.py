@@ -268,7 +268,7 @@ def test_prompt_text_through_the_bundled_tokenizer(tmp_path, tiny_model):
     assert res["text"].split() == [f"w{t}" if t else "[UNK]" for t in tokens]
 
 
-def test_full_cache_stops_and_keeps_the_tokens(tmp_path, tiny_model):
+def test_full_cache_stops_and_keeps_the_tokens(tmp_path, tiny_model, monkeypatch):
     d, model = tiny_model("llama_gqa")
     out = tmp_path / "b"
     # 4 rows x ceil(10/4) = 3 entries per PE: 12 tokens, the prompt's 7 and 5 decode steps
@@ -281,6 +281,19 @@ def test_full_cache_stops_and_keeps_the_tokens(tmp_path, tiny_model):
     tokens, _ = hf_generate(model, PROMPT, 6)
     assert res["tokens"] == tokens  # the first token from the prompt, then 5 steps
     assert "KV cache full" in res["stopped"] and "KV cache full" in r.stderr
+    # a prompt longer than the cache (13 > 12 tokens) is refused before the decode program is built
+    import meshgemm.decode_program as dp
+
+    def no_build(*a, **k):
+        raise AssertionError("the decode program was built for a prompt that cannot fit")
+
+    monkeypatch.setattr(dp, "build_decode_program", no_build)
+    r = CliRunner().invoke(main, ["run", str(out), "--prompt-ids", ",".join(["3"] * 13), "--max-new-tokens", "2"])
+    assert r.exit_code == 2 and "the prompt of 13 tokens does not fit the KV cache" in r.output, r.output
+    # a prompt that leaves no room after the first token: the text says so (not "--max-new-tokens 1")
+    monkeypatch.undo()
+    r = CliRunner().invoke(main, ["run", str(out), "--prompt-ids", ",".join(["3"] * 12), "--max-new-tokens", "2"])
+    assert r.exit_code == 2 and "no decode step ran (the KV cache was full after the first token)" in r.output
 
 
 def test_a_model_that_cannot_fit_fails_at_compile_with_the_numbers(tmp_path, tiny_model):
@@ -385,6 +398,17 @@ def test_run_bad_input(bundles, args, msg):
 def test_run_of_something_else_than_a_bundle(tmp_path):
     r = CliRunner().invoke(main, ["run", str(tmp_path), "--prompt-ids", "1"])
     assert r.exit_code == 2 and "not a bundle" in r.output
+
+
+def test_run_of_a_bundle_with_a_damaged_weights_file(tmp_path, bundles):
+    import shutil
+
+    b = tmp_path / "b"
+    shutil.copytree(bundles("llama_gqa"), b)
+    w = b / "weights" / "stage0.safetensors"
+    w.write_bytes(w.read_bytes()[:1000])  # truncated
+    r = CliRunner().invoke(main, ["run", str(b), "--prompt-ids", "1"])
+    assert r.exit_code == 2 and "stage0.safetensors is not a readable safetensors file" in r.output, r.output
 
 
 def test_a_packed_plan_compiles_to_its_stages_and_runs_as_transformers(tmp_path):
