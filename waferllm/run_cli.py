@@ -16,8 +16,11 @@ from plmr.errors import InputError
 def _ids(text: str | None) -> list[int] | None:
     if text is None:
         return None
+    text_ = text.replace(" ", "")
+    if not text_:
+        return []  # run_bundle says the prompt is empty
     try:
-        return [int(t) for t in text.replace(" ", "").split(",") if t != ""]
+        return [int(t) for t in text_.split(",")]  # an empty item (1,,2 or 1,2,) is a typo: refused
     except ValueError:
         raise InputError(f"--prompt-ids {text!r}: expected comma-separated token ids, e.g. 1,2,3") from None
 

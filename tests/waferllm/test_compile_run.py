@@ -384,6 +384,9 @@ def test_force_replaces_a_bundle_and_nothing_else(tmp_path, tiny_model, bundles,
 
 @pytest.mark.parametrize("args,msg", [
     (["--prompt-ids", "1,x"], "comma-separated token ids"),
+    (["--prompt-ids", "3,,4"], "comma-separated token ids"),
+    (["--prompt-ids", "3,17,"], "comma-separated token ids"),
+    (["--prompt-ids", " "], "--prompt-ids is empty"),
     (["--prompt-ids", "1", "--prompt", "hi"], "one of them"),
     (["--prompt-len", "4"], "needs --timing-only"),
     (["--prompt-ids", "1,500"], "outside the vocabulary"),
