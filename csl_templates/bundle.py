@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plmr.errors import InputError
+from plmr.file_modes import dir_mode
 from simulator.program import MeshProgram
 
 from csl_templates.emit import CslSource, emit_csl, template_env
@@ -81,6 +82,7 @@ def _atomic_dir(out: Path, files: dict[str, str], executable: set[str]) -> None:
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+        tmp.chmod(dir_mode())  # mkdtemp's 0700 would make the bundle private
     except OSError as exc:
         raise InputError(f"cannot write a bundle to {out}: {exc.strerror or exc}") from None
     try:

@@ -45,6 +45,7 @@ import numpy as np
 
 from plmr.decode_memory import SCORE_CHUNK
 from plmr.errors import InputError
+from plmr.file_modes import dir_mode
 from plmr.hardware import HardwareSpec, get_spec, spec_from_mapping
 
 #: Version of a bundle's layout and plan.json; bumped when a field changes meaning or disappears.
@@ -233,6 +234,7 @@ def compile_bundle(req: CompileRequest, progress: Progress | None = None) -> dic
     parent = out.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    tmp.chmod(dir_mode())  # mkdtemp's 0700 would make the bundle private
     try:
         if progress:
             progress("writing the bundle")

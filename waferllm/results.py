@@ -34,6 +34,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from plmr.errors import InputError
+from plmr.file_modes import file_mode
 
 SCHEMA = 1
 FILENAME = "results.csv"
@@ -103,7 +104,8 @@ def _parse(column: str, text: str) -> Any:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename (with the
+    mode a new file gets under the umask)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -111,6 +113,7 @@ def atomic_write(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())  # mkstemp's 0600 would make the result private
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -380,6 +380,8 @@ def test_force_replaces_a_bundle_and_nothing_else(tmp_path, tiny_model, bundles,
     assert r.exit_code == 0, r.output
     assert not (b / "stale.txt").exists() and open_bundle(b).doc["context"] == 20
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "b", "model", "notes"]
+    (tmp_path / "probe").mkdir()  # the bundle has the mode a new directory gets (not mkdtemp's 0700)
+    assert (b.stat().st_mode & 0o777) == ((tmp_path / "probe").stat().st_mode & 0o777)
 
 
 @pytest.mark.parametrize("args,msg", [
