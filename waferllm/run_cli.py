@@ -32,9 +32,11 @@ def _ids(text: str | None) -> list[int] | None:
 @click.option("--prompt-len", type=int, help="with --timing-only: a prompt of N tokens (their values do not matter)")
 @click.option("--max-new-tokens", type=int, default=16, show_default=True, help="tokens to generate")
 @click.option("--dtype", type=click.Choice(["fp32", "fp16"]), help="element type [default: the bundle's]")
-@click.option("--timing-only", is_flag=True, help="simulate cycles only (no data; tokens are not computed)")
+@click.option("--timing-only", is_flag=True, help="simulate cycles only (no data; tokens are not computed; where control depends on values, e.g. which column holds the next token's embedding row, cycles differ slightly from a functional run)")
 @click.option("--prefill", type=click.Choice(["auto", "device", "host"]), default="auto", show_default=True,
-              help="where the prompt runs: simulated prefill regions, or numpy on the host (not simulated)")
+              help="where the prompt runs: simulated prefill regions (device), numpy on the host (host: not "
+                   "simulated), or auto: the device when one layer of the prompt fits a prefill region, else the "
+                   "host with the reason in the output")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def run_cmd(bundle: str, prompt_ids: str | None, prompt: str | None, prompt_len: int | None, max_new_tokens: int,
             dtype: str | None, timing_only: bool, prefill: str, as_json: bool) -> None:
