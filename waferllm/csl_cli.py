@@ -44,9 +44,9 @@ def parse_params(text: str | None) -> dict:
     return out
 
 
-def bundle_params(paths) -> dict:
-    """The layout params a bundle was emitted with (``manifest.json`` ``params`` beside ``src/``), when
-    every path is such a bundle (or its ``src``) and all agree; else {} (give them with --params)."""
+def bundle_manifests(paths) -> list[dict] | None:
+    """The ``manifest.json`` of the bundle each path is (or whose ``src`` it is), or None when some path
+    is not in such a bundle."""
     from pathlib import Path
 
     found = []
@@ -55,13 +55,43 @@ def bundle_params(paths) -> dict:
         for m in (d / "manifest.json", d.parent / "manifest.json"):
             if d.is_dir() and m.is_file():
                 try:
-                    found.append(json.loads(m.read_text()).get("params") or {})
+                    found.append(json.loads(m.read_text()))
                 except (OSError, json.JSONDecodeError):
-                    return {}
+                    return None
                 break
         else:
-            return {}
+            return None
+    return found
+
+
+def bundle_params(paths) -> dict:
+    """The layout params a bundle was emitted with (``manifest.json`` ``params`` beside ``src/``), when
+    every path is such a bundle (or its ``src``) and all agree; else {} (give them with --params)."""
+    found = [m.get("params") or {} for m in bundle_manifests(paths) or []]
     return found[0] if found and all(f == found[0] for f in found) else {}
+
+
+def bundle_arch(paths) -> str | None:
+    """The target a bundle was emitted for (its manifest's hardware when that is one of its targets, else
+    its first target), when every path is such a bundle and all agree; else None."""
+    def arch(m: dict) -> str | None:
+        targets = [t.get("arch") for t in m.get("targets") or []]
+        return m.get("hardware") if m.get("hardware") in targets else (targets[0] if targets else None)
+    archs = {arch(m) for m in bundle_manifests(paths) or []}
+    return archs.pop() if len(archs) == 1 and None not in archs else None
+
+
+def refuse_compile_bundle_roots(paths) -> None:
+    """A bundle written by ``waferllm compile`` holds one CSL program per directory, each with its own
+    params: name them (one ``csl check`` each) instead of checking the bundle's root as one program."""
+    from pathlib import Path
+
+    for p in paths:
+        d = Path(p)
+        if (d / "plan.json").is_file() and (d / "csl").is_dir():
+            dirs = sorted(str(m.parent) for m in (d / "csl").rglob("manifest.json"))
+            raise InputError(f"{p} is a bundle of 'waferllm compile', one CSL program per directory: check each, "
+                             f"e.g. " + "; ".join(f"waferllm csl check {x}" for x in dirs))
 
 
 @click.group("csl")
@@ -71,24 +101,25 @@ def csl() -> None:
 
 @csl.command("check")
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--arch", type=click.Choice(["wse2", "wse3"]), default="wse2", show_default=True,
-              help="target whose rules apply")
+@click.option("--arch", type=click.Choice(["wse2", "wse3"]), default=None,
+              help="target whose rules apply  [default: the bundle's target, else wse2]")
 @click.option("--params", "params_text", default=None, metavar="NAME:VAL,...",
-              help="values of the layout's params, as for cslc --params")
+              help="values of the layout's params, as for cslc --params (over a bundle's own)")
 @click.option("--syntax-only", is_flag=True, help="parse only; no semantic rules")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def csl_check(paths, arch: str, params_text: str | None, syntax_only: bool, as_json: bool) -> None:
     """Check CSL files or directories (a directory: its layout and the PE files it places; a bundle
-    directory written by --emit-csl or compile also gives the params it was emitted with).
+    directory written by --emit-csl, or a program directory of a compile bundle such as BUNDLE/csl/decode,
+    also gives the params and the target it was emitted for).
 
     Prints one `file:line:col: E|W rule: message` line per finding; exit 0 when clean, 1 with
     findings, 2 for unreadable input."""
     from csl_templates.checker import check_paths
     from waferllm.activity import activity
 
-    params = parse_params(params_text)
-    if not params:
-        params = bundle_params(paths)
+    refuse_compile_bundle_roots(paths)
+    params = {**bundle_params(paths), **parse_params(params_text)}
+    arch = arch or bundle_arch(paths) or "wse2"
     with activity("csl check") as step:  # a spinner on a terminal's stderr: a model's bundle takes a while
         report = check_paths(paths, arch=arch, params=params, syntax_only=syntax_only, progress=step)
     if as_json:

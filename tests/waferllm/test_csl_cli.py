@@ -68,3 +68,30 @@ def test_binary_file_exits_2(tmp_path):
 
 def test_parse_params_reads_cslc_forms():
     assert parse_params("W:8, H:0x10,f:1.5,b:true,n:1_000") == {"W": 8, "H": 16, "f": 1.5, "b": True, "n": 1000}
+
+
+def test_a_bundle_gives_its_target_and_params_and_params_given_override_one_each(tmp_path):
+    out = tmp_path / "mg3"
+    r = CliRunner().invoke(main, ["kernel", "meshgemm", "--mesh", "4", "--m", "8", "--k", "8", "--n", "8",
+                                  "--hardware", "wse3", "--emit-csl", str(out)])
+    assert r.exit_code == 0, r.output
+    params = json.loads((out / "manifest.json").read_text())["params"]
+    r = invoke(out, "--json")  # no --arch: the bundle's own target
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["arch"] == "wse3"
+    assert json.loads(invoke(out, "--json", "--arch", "wse2").stdout)["arch"] == "wse2"
+    # one param given: the others still come from the bundle (a wrong width makes the layout disagree)
+    name = next(iter(params))
+    r = invoke(out, "--params", f"{name}:{params[name]}")
+    assert r.exit_code == 0, r.output
+
+
+def test_a_compile_bundles_root_names_its_program_directories(tmp_path):
+    (tmp_path / "plan.json").write_text("{}")
+    for d in ("decode", "prefill"):
+        (tmp_path / "csl" / d / "src").mkdir(parents=True)
+        (tmp_path / "csl" / d / "manifest.json").write_text("{}")
+    r = invoke(tmp_path)
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert f"waferllm csl check {tmp_path / 'csl' / 'decode'}" in r.output
+    assert f"waferllm csl check {tmp_path / 'csl' / 'prefill'}" in r.output
