@@ -26,8 +26,9 @@ def test_prediction_only():
 
 @pytest.mark.parametrize("name", ["meshgemv", "gemv-pipeline", "gemv-ring"])
 def test_simulate_json(name):
+    tree = ["--k-tree", "2", "--group-size", "2"] if name == "meshgemv" else []
     r = invoke(name, "--mesh", "5x3", "--k", "23", "--n", "11", "--simulate", "--json", "--dtype", "fp32",
-               "--k-tree", "2", "--group-size", "2", "--seed", "3")
+               *tree, "--seed", "3")
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
     for key in ("predicted_cycles", "simulated_cycles", "max_abs_error", "max_rel_error", "bytes_per_pe",
@@ -69,7 +70,7 @@ def test_simulate_text_and_timing_only():
     (["meshgemv", "--mesh", "4", "--m", "0", "--k", "8", "--n", "8"], "--m must be >= 1"),
     (["meshgemv", "--mesh", "4", "--m", "2", "--k", "8", "--n", "8"], "m = 1"),
     (["gemv-ring", "--mesh", "2000", "--k", "8", "--n", "8"], "larger than wse2"),
-    (["meshgemv", "--mesh", "64", "--k", "128", "--n", "128", "--k-tree", "20"], "needs 41 colours per PE"),
+    (["meshgemv", "--mesh", "64", "--k", "128", "--n", "128", "--k-tree", "20"], "allowed: 1-6"),  # 64 = 2^6
     (["meshgemv", "--mesh", "2", "--k", "2000", "--n", "2000"], "SRAM overflow"),
     (["meshgemv", "--mesh", "4", "--k", "8", "--n", "8", "--hardware", "nope"], ""),
 ])
@@ -101,3 +102,56 @@ def test_module_import_is_light():
     code = "import sys, waferllm.kernel_cli; print('numba' in sys.modules, 'simulator' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["meshgemm", "--mesh", "8", "--k", "8", "--n", "8", "--timing-only"], "--timing-only goes with --simulate"),
+    # 8 rows halve at most three times (8 -> 4 -> 2 -> 1): a fourth level has nothing left to merge
+    (["meshgemv", "--mesh", "8", "--k", "64", "--n", "64", "--k-tree", "9", "--simulate"],
+     "--k-tree 9: on 8 rows a tree of 9 levels has levels that merge no PEs"),
+    (["meshgemv", "--mesh", "8", "--k", "64", "--n", "64", "--k-tree", "4"], "allowed: 1-3"),
+    # K=2 on 8 rows: size 1 makes eight one-PE groups, size 8 or more one group whose root is alone at level 2
+    (["meshgemv", "--mesh", "8", "--k", "64", "--n", "64", "--group-size", "100"], "allowed: 2-7"),
+    (["meshgemv", "--mesh", "8", "--k", "64", "--n", "64", "--group-size", "1"], "allowed: 2-7"),
+    (["meshgemv", "--mesh", "8", "--k", "64", "--n", "64", "--k-tree", "1", "--group-size", "3"], "K=1 is one chain"),
+    (["meshgemv", "--mesh", "1x8", "--k", "64", "--n", "64", "--k-tree", "2"], "1 row has nothing to reduce"),
+    (["meshgemm", "--mesh", "8", "--k", "8", "--n", "8", "--group-size", "3", "--k-tree", "5"],
+     "--k-tree and --group-size: kernel meshgemm has no K-tree allreduce; the options apply to meshgemv only"),
+    (["gemv-pipeline", "--mesh", "8", "--k", "64", "--n", "64", "--k-tree", "2"], "apply to meshgemv only"),
+])
+def test_options_the_kernel_ignores_or_cannot_build_are_refused(args, msg):
+    r = invoke(*args)
+    err = r.stderr.strip().splitlines()
+    assert r.exit_code == 2 and len(err) == 1 and err[0].startswith("Error: ") and msg in err[0], r.output
+
+
+def test_the_refused_k_tree_really_has_a_level_that_does_nothing():
+    """Why K=4 is refused on 8 rows: its program routes no more colours than K=3's, while the
+    prediction charges two more (the extra level is empty); K=3, the largest allowed, still runs."""
+    ok = invoke("meshgemv", "--mesh", "8", "--k", "64", "--n", "64", "--k-tree", "3", "--json")
+    assert ok.exit_code == 0, ok.output
+    from meshgemm.kernel import KernelRequest
+    from meshgemm.registry import build_kernel
+    from plmr.hardware import WSE2
+
+    builds = {k: build_kernel(KernelRequest(name="meshgemv", mesh=(8, 8), m=1, k=64, n=64, k_tree=k,
+                                            functional=False), WSE2) for k in (3, 4)}
+    assert builds[4].colors_per_pe() <= builds[3].colors_per_pe()
+    assert builds[4].predicted.colors_per_pe == builds[3].predicted.colors_per_pe + 2
+
+
+def test_fractional_predictions_print_as_whole_numbers_with_separators():
+    """Cannon on 3x5 predicts a fractional total; the table shows the JSON's whole cycles (halves up)
+    with thousands separators, never scientific notation."""
+    d = json.loads(invoke("cannon", "--mesh", "3x5", "--m", "10", "--k", "10", "--n", "10", "--json").output)
+    text = invoke("cannon", "--mesh", "3x5", "--m", "10", "--k", "10", "--n", "10").output
+    assert d["predicted_cycles"] >= 1000  # so the separator shows
+    line = next(x for x in text.splitlines() if "predicted cycles" in x)
+    assert line.split() == ["predicted", "cycles", f"{d['predicted_cycles']:,}", "(compute",
+                            f"{d['predicted_compute_cycles']:,},", "communication",
+                            f"{d['predicted_communication_cycles']:,})"]
+    assert "e+" not in text
+    from waferllm.kernel_cli import _fmt
+
+    assert [_fmt(2908.6), _fmt(2.5), _fmt(1e7 + 0.3), _fmt(None), _fmt(7, " B")] == \
+        ["2,909", "3", "10,000,000", "-", "7 B"]
