@@ -211,6 +211,18 @@ class Sweep:
         for name, values in self.axes.items():
             if not values:
                 raise InputError(f"{_flag(name)}: no values")
+        # a typo in a name is the user's mistake, not a point that could not be run: say so before the
+        # results directory exists (the loads are cached for the points' evaluation)
+        for name in self.axes.get("hardware", []):
+            try:
+                _spec(name)
+            except InputError as exc:
+                raise InputError(f"--hardware {name!r}: {exc}") from None
+        for name in self.axes.get("model", []):
+            try:
+                _model(name)
+            except InputError as exc:
+                raise InputError(f"--model {name!r}: {exc}") from None
 
     def points(self) -> list[dict[str, Any]]:
         """Every point of the product, in order, with every parameter column set (None: unused)."""

@@ -136,22 +136,38 @@ def test_model_point_is_the_builders_prediction():
 
 def test_failing_points_are_recorded_and_the_sweep_goes_on(tmp_path):
     out = tmp_path / "run"
-    # mesh 8 with k = 4 < 8 rows fails; "nope" is no hardware; the rest succeed
-    r = sweep("--kernel", "meshgemv", "--mesh", "2,8", "--size", "4", "--hardware", "wse2,nope", "-o", str(out),
-              "--workers", "2")
+    # mesh 8 with k = 4 < 8 rows fails; a 2000x2000 mesh is larger than wse2; mesh 2 succeeds
+    args = ["--kernel", "meshgemv", "--mesh", "2,8,2000", "--size", "4", "--hardware", "wse2", "-o", str(out)]
+    r = sweep(*args, "--workers", "2")
     assert r.exit_code == 0, r.output
     rows = load_rows(out)
-    status = {(x["mesh"], x["hardware"]): (x["status"], x["error"]) for x in rows}
-    assert status[("2x2", "wse2")] == ("ok", None)
-    assert status[("8x8", "wse2")][0] == "error" and "smaller than the 8 PEs" in status[("8x8", "wse2")][1]
-    assert status[("2x2", "nope")][0] == "error" and "nope" in status[("2x2", "nope")][1]
-    assert "3 failed" in r.output
+    status = {x["mesh"]: (x["status"], x["error"]) for x in rows}
+    assert status["2x2"] == ("ok", None)
+    assert status["8x8"][0] == "error" and "smaller than the 8 PEs" in status["8x8"][1]
+    assert status["2000x2000"][0] == "error" and "larger than wse2" in status["2000x2000"][1]
+    assert "2 failed" in r.output
     # re-running skips every recorded point; --retry-failed re-evaluates the failed ones only
-    r = sweep("--kernel", "meshgemv", "--mesh", "2,8", "--size", "4", "--hardware", "wse2,nope", "-o", str(out))
-    assert "4 already done" in r.output
-    r = sweep("--kernel", "meshgemv", "--mesh", "2,8", "--size", "4", "--hardware", "wse2,nope", "-o", str(out),
-              "--retry-failed", "--json")
-    assert json.loads(r.output)["errors"] == 3 and len(load_rows(out)) == 4
+    r = sweep(*args)
+    assert "3 already done" in r.output
+    r = sweep(*args, "--retry-failed", "--json")
+    assert json.loads(r.output)["errors"] == 2 and len(load_rows(out)) == 3
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--model", "llama3-8b,nope"], "Error: --model 'nope': unknown model 'nope'; catalog: "),
+    (["--model", "llama3-8b", "--hardware", "wse2,nope"], "Error: --hardware 'nope': unknown hardware 'nope'"),
+    (["--kernel", "meshgemv", "--mesh", "4", "--size", "8", "--hardware", "nope"],
+     "Error: --hardware 'nope': unknown hardware 'nope'"),
+    (["--kernel", "meshgemv", "--mesh", "4", "--size", "8", "--hardware", "missing.toml"],
+     "Error: --hardware 'missing.toml': cannot read hardware file"),
+])
+def test_unknown_model_or_hardware_names_are_refused_before_the_directory_exists(tmp_path, args, msg):
+    out = tmp_path / "runs" / "e10"
+    for extra in ([], ["--dry-run"]):
+        r = sweep(*args, *extra, "-o", str(out))
+        err = r.stderr.strip().splitlines()
+        assert r.exit_code == 2 and len(err) == 1 and err[0].startswith(msg), r.output
+        assert not (tmp_path / "runs").exists()
 
 
 def test_plan_points(tmp_path):
