@@ -1971,9 +1971,16 @@ def _assemble(model: Any, req: PlanRequest, dec: Candidate, pre: Candidate, note
     shift_w = wafer_tokens(model, req, buf, _wafer_count(req))
     shift_p = placed_tokens(model, req, dec.grid, req.batch, req.method == "full") if fits else 0
     p_y = dec.grid[0]
-    if req.context is not None and req.context > model.max_position_embeddings:
-        notes.append(f"context {req.context} exceeds the model's max_position_embeddings "
-                     f"{model.max_position_embeddings}")
+    ctx, max_pos = req.decode_context, model.max_position_embeddings
+    if ctx > max_pos:  # the default (input + output) too: compile caps its default there, refuses more
+        how = "" if req.context is not None else f" (--input-len {req.input_len} + --output-len {req.output_len})"
+        notes.append(f"context {ctx}{how} exceeds the model's max_position_embeddings {max_pos}: the figures "
+                     f"are for a context the model was not trained for, and waferllm compile refuses it "
+                     f"(give --context {max_pos} or less)")
+    if req.context is not None and req.context < req.input_len:
+        notes.append(f"--context {req.context} is shorter than the {req.input_len}-token prompt (--input-len): "
+                     f"the prefill figures are for the whole prompt, the decode figures for a {req.context}-token "
+                     f"KV cache that cannot hold it; give --input-len {req.context} or less for a consistent plan")
     if req.method == "full" and fits and not req.program_memory:
         from plmr.program_code import DECODE_CODE
 
@@ -2038,8 +2045,19 @@ def plan(model: Any, req: PlanRequest) -> Plan:
     Raises InputError when infeasible, naming the binding constraint."""
     _validate(req)
     if req.wafers != "auto":
-        return _plan_on(model, req)
+        p = _plan_on(model, req)
+        if p.fits and p.wafers < req.wafers:  # stages fill the wafers in order: say the rest stay idle
+            p = replace(p, notes=p.notes + (f"holds on {p.wafers} of the {req.wafers} wafers requested (the "
+                                            f"stages fill the wafers in order); the others stay unused and "
+                                            f"the figures are for {p.wafers}",))
+        return p
     first = _fewest_wafers(model, req) if req.method == "full" else 1
+    if first > MAX_WAFERS:  # the search below would not even start: say why with the numbers
+        spec = req.hardware
+        raise InputError(f"{model.name} does not fit {MAX_WAFERS} x {spec.name}: its {req.dtype} weights "
+                         f"({model.total_params * _dtype_bytes(req) / 1e9:,.2f} GB) need at least {first:,} "
+                         f"systems of {spec.num_pes * spec.usable_sram_bytes / 1e9:,.3f} GB of usable SRAM "
+                         f"({spec.num_pes:,} PEs), more than the {MAX_WAFERS} --wafers auto tries")
     last_error = None
     memo: dict = {}  # decode costs carried from one wafer count to the next (see search_decode)
     for n in range(first, MAX_WAFERS + 1):
