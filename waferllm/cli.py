@@ -174,7 +174,8 @@ def models(as_json: bool, wide: bool) -> None:
 @click.option("--batch", type=int, default=1, show_default=True,
               help="decode requests sharing the weights (each with its own KV cache)")
 @click.option("--wafers", default="1", show_default=True,
-              help="systems to pipeline the layers over: a count, or 'auto' for the fewest that fit")
+              help="systems to pipeline the layers over: at most this many (the stages fill them in order; a note "
+                   "says when fewer hold the model), or 'auto' for the fewest that fit")
 @click.option("--program-memory", is_flag=True,
               help="charge the programs' own bytes per PE too (code, variables, the prefill program's buffers)")
 @click.option("--wide", is_flag=True, help="show every column (default: fit the terminal width)")
