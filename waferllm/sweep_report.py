@@ -13,12 +13,15 @@ from __future__ import annotations
 import base64
 import functools
 import os
+import shutil
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from plmr.errors import InputError
+from plmr.file_modes import dir_mode
 from waferllm.results import atomic_write, load_arrays, load_rows, results_path
 
 TABLE_ROW_LIMIT = 2000
@@ -216,11 +219,36 @@ def render_html(rows: list[dict], figures: list, source: str, title: str | None 
         rows=table_rows, table_note=note)
 
 
+def _check_figure_dir(fig_dir: Path) -> None:
+    """A figures directory is replaced as a whole: refuse one that holds anything but PNGs."""
+    if not fig_dir.exists():
+        return
+    if not fig_dir.is_dir():
+        raise InputError(f"{fig_dir} exists and is not a directory; the report's figures go there")
+    other = sorted(p.name for p in fig_dir.iterdir() if p.suffix.lower() != ".png")
+    if other:
+        raise InputError(f"{fig_dir} holds files other than figures ({', '.join(other[:3])}"
+                         f"{', ...' if len(other) > 3 else ''}); a report replaces that directory: move them or "
+                         f"choose another -o")
+
+
+def _swap_dir(tmp: Path, target: Path) -> None:
+    """Put the finished directory ``tmp`` at ``target``, replacing an old one (two renames)."""
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+        os.rename(target, old / target.name)
+    os.rename(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def write_report(results: str | os.PathLike, out: str | os.PathLike, title: str | None = None,
                  progress: Callable[[str], None] | None = None) -> WrittenReport:
     """Read a results table, draw its figures, write ``out`` (HTML) and ``<stem>_figures/*.png``.
     ``progress(text)`` is told each stage (the published figures' predictions: ~20 s the first time on a
-    machine, ~3 s after)."""
+    machine, ~3 s after). The figures are drawn into a temporary directory beside their place and
+    renamed into it once the page is ready, so an interrupted report leaves neither half."""
     from waferllm import figures as F
     from waferllm.calibration import load_targets
 
@@ -231,16 +259,28 @@ def write_report(results: str | os.PathLike, out: str | os.PathLike, title: str 
     out = Path(out)
     if out.exists() and out.is_dir():
         raise InputError(f"-o {out}: is a directory; give the HTML file to write")
-    figs = F.all_figures(rows, lambda r: load_arrays(path, r), load_targets().get("kernels"))
     fig_dir = out.with_name(out.stem + "_figures")
+    _check_figure_dir(fig_dir)
+    figs = F.all_figures(rows, lambda r: load_arrays(path, r), load_targets().get("kernels"))
+    written = WrittenReport(out, fig_dir)
+    tmp = None
     try:
-        written = WrittenReport(out, fig_dir)
+        try:
+            fig_dir.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{fig_dir.name}.", dir=fig_dir.parent))
+            tmp.chmod(dir_mode())  # mkdtemp's 0700 would make the figures private
+        except OSError as exc:
+            raise InputError(f"cannot write the report's figures to {fig_dir}: {exc.strerror or exc}") from None
         for i, f in enumerate(figs):
             step(f"drawing figure {i + 1}/{len(figs)}")
-            written.figures.append(f.save(fig_dir))
+            written.figures.append(fig_dir / f.save(tmp).name)
         step("predicting the published figures and writing the page")
         page = render_html(rows, figs, str(path), title)
+        _swap_dir(tmp, fig_dir)
+        tmp = None
     finally:
         F.close(figs)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     atomic_write(out, page.encode())
     return written

@@ -136,3 +136,44 @@ def test_report_in_headless_chromium(results, report, tmp_path, chromium):
     assert chromium.save_screenshot(str(shot))
     px = _png_pixels(shot)
     assert px.shape[1] >= 1000 and float(px[..., :3].std()) > 0.05
+
+
+def test_an_interrupted_report_leaves_nothing_half_written(tmp_path, monkeypatch):
+    """Ctrl-C while the figures are drawn: neither a figures directory with some PNGs nor a temporary
+    directory is left; a previous report's figures stay whole. A finished report replaces them."""
+    from waferllm import sweep_report
+
+    out = tmp_path / "run"
+    _sweep(out, "--kernel", "meshgemv,gemv-pipeline", "--mesh", "32,64", "--size", "4096")
+    monkeypatch.setattr(sweep_report, "published_rows", lambda: [])
+    page = tmp_path / "site" / "r.html"
+    saved = F.Figure.save
+    calls = []
+
+    def interrupted(self, directory):
+        calls.append(self.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return saved(self, directory)
+
+    monkeypatch.setattr(F.Figure, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sweep_report.write_report(out, page)
+    assert len(calls) == 2
+    assert not page.parent.exists() or list(page.parent.iterdir()) == []
+    monkeypatch.setattr(F.Figure, "save", saved)
+    first = sweep_report.write_report(out, page)
+    before = {p.name: p.read_bytes() for p in (page.parent / "r_figures").iterdir()}
+    assert sorted(before) == sorted(p.name for p in first.figures) and len(before) >= 2
+    calls.clear()
+    monkeypatch.setattr(F.Figure, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sweep_report.write_report(out, page)
+    assert sorted(p.name for p in page.parent.iterdir()) == ["r.html", "r_figures"]
+    assert {p.name: p.read_bytes() for p in (page.parent / "r_figures").iterdir()} == before
+    # the figures directory is replaced whole, so one holding other files is refused, untouched
+    (page.parent / "r_figures" / "notes.txt").write_text("mine")
+    r = CliRunner().invoke(main, ["report", str(out), "-o", str(page)])
+    assert r.exit_code == 2 and len(r.stderr.splitlines()) == 1 and "holds files other than figures (notes.txt)" \
+        in r.stderr
+    assert (page.parent / "r_figures" / "notes.txt").read_text() == "mine"
