@@ -8,9 +8,12 @@
   after the local compute (the GEMV kernels do), ``compute_cycles`` is the latest such stamp — the
   cycle by which every PE has finished its local compute — and ``communication_cycles`` is the rest
   of the run (``total − compute``): the collective on the critical path after the compute. Kernels
-  that overlap compute and communication and stamp nothing get the split of the critical PE (the
-  one that finishes last): its busy cycles (main thread or microthreads active) as compute, its
-  stalled cycles (waiting on the fabric or a join) as communication; ``split_source`` says which;
+  that overlap compute and communication (MeshGEMM, Cannon, SUMMA) stamp nothing and get no split
+  (both ``None``): the simulator counts a PE's fabric sends and receives as busy cycles, so busy vs
+  stalled is not compute vs communication. ``split_source`` says which case applies;
+* ``critical_pe``, ``critical_pe_busy_cycles``, ``critical_pe_stalled_cycles``: the PE that finishes
+  last and its busy (main thread or a microthread active, fabric operations included) and stalled
+  (waiting on the fabric or a join) cycles, for every kernel;
 * ``max_abs_error`` and ``max_rel_error`` over all outputs vs the float64 numpy reference of the
   rounded inputs (functional mode only); ``max_rel_error`` is normwise: max |err| / max |ref|;
 * ``bytes_per_pe`` and ``colors_per_pe``: measured on the program (most on any PE);
@@ -34,10 +37,10 @@ from meshgemm.kernel import KernelBuild
 MODES = ("functional", "timing", "none")
 COMPUTE_END = "compute_end"
 #: Version of ``KernelReport.to_dict`` (``waferllm kernel --json``): bump when a key changes meaning.
-KERNEL_SCHEMA = 1
+KERNEL_SCHEMA = 2  # 2: compute/communication null without a compute_end stamp; critical_pe_* added
 #: Totals reported as whole cycles (a formula may average over rows or steps; the simulator counts cycles).
 CYCLE_KEYS = ("predicted_cycles", "predicted_compute_cycles", "predicted_communication_cycles",
-              "compute_cycles", "communication_cycles")
+              "compute_cycles", "communication_cycles", "critical_pe_busy_cycles", "critical_pe_stalled_cycles")
 
 
 @dataclass
@@ -70,6 +73,9 @@ class KernelReport:
     code_bodies: int = 0  # distinct code bodies (one pe_<body>.csl each)
     param_sets: int = 0  # distinct (body, parameter values): compiled programs
     code_bytes_per_pe: int = 0  # estimated code in SRAM on the PE with the most
+    critical_pe: tuple[int, int] | None = None  # (x, y) of the PE that finishes last
+    critical_pe_busy_cycles: int | None = None
+    critical_pe_stalled_cycles: int | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -83,6 +89,7 @@ class KernelReport:
         breakdown in ``predicted_parts`` keeps the formula's terms as they are), and ``schema``."""
         d = asdict(self)
         d["mesh"] = list(self.mesh)
+        d["critical_pe"] = None if self.critical_pe is None else list(self.critical_pe)
         for key in CYCLE_KEYS:
             d[key] = whole_cycles(d[key])
         d["ratio"] = self.ratio
@@ -90,15 +97,20 @@ class KernelReport:
         return d
 
 
-def _split(res) -> tuple[float, float, str]:
+def critical_pe(res) -> tuple[int, int, int, int]:
+    """(x, y, busy, stalled) of the PE that finishes last."""
+    y, x = np.unravel_index(int(np.argmax(res.finish)), res.finish.shape)
+    return int(x), int(y), int(res.busy[y, x]), int(res.stalled[y, x])
+
+
+def _split(res) -> tuple[float | None, float | None, str]:
+    """(compute, communication, source). Only a ``compute_end`` stamp separates the two; without
+    one, both are None (busy cycles include fabric operations: no split is measured)."""
     stamps = [c for (_, _, lab, c) in res.timestamps if lab == COMPUTE_END]
-    total = res.total_cycles
     if stamps:
         comp = float(max(stamps))
-        return comp, float(total - comp), "timestamp compute_end"
-    fin = res.finish
-    y, x = np.unravel_index(int(np.argmax(fin)), fin.shape)
-    return float(res.busy[y, x]), float(res.stalled[y, x]), f"busy/stalled of critical PE ({x}, {y})"
+        return comp, float(res.total_cycles - comp), "timestamp compute_end"
+    return None, None, "none (no compute_end stamp)"
 
 
 def _program_sizes(build: KernelBuild) -> dict:
@@ -118,6 +130,7 @@ def run_kernel(build: KernelBuild, spec: HardwareSpec | None = None, mode: str =
         raise InputError("this build is timing-only (no data); build with functional=True or run mode='timing'")
     pred = build.predicted
     sim_cycles = comp = comm = source = abs_err = rel_err = secs = None
+    critical: dict = {}
     if mode != "none":
         import time
 
@@ -128,6 +141,8 @@ def run_kernel(build: KernelBuild, spec: HardwareSpec | None = None, mode: str =
         secs = time.perf_counter() - t0
         sim_cycles = int(res.total_cycles)
         comp, comm, source = _split(res)
+        cx, cy, busy, stalled = critical_pe(res)
+        critical = dict(critical_pe=(cx, cy), critical_pe_busy_cycles=busy, critical_pe_stalled_cycles=stalled)
         if mode == "functional" and build.expected:
             got = build.gather(res)
             abs_err, rel_err = 0.0, 0.0
@@ -150,5 +165,5 @@ def run_kernel(build: KernelBuild, spec: HardwareSpec | None = None, mode: str =
         bytes_per_pe=build.bytes_per_pe(), colors_per_pe=build.colors_per_pe(),
         predicted_bytes_per_pe=int(pred.bytes_per_pe), predicted_colors_per_pe=int(pred.colors_per_pe),
         k_tree=req.k_tree, group_size=req.group_size, predicted_parts=dict(pred.parts),
-        layout=dict(build.layout), sim_seconds=secs, **_program_sizes(build),
+        layout=dict(build.layout), sim_seconds=secs, **_program_sizes(build), **critical,
     )

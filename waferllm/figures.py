@@ -62,10 +62,13 @@ def _ok(rows, kind: str) -> list[dict]:
     return [r for r in rows if r.get("status") == "ok" and r.get("kind") == kind and r.get("fits") is not False]
 
 
-def kernel_cycles(r: dict) -> tuple[float, float, bool]:
-    """(total, compute, simulated?): simulated cycles where the point was simulated, else the model's."""
+def kernel_cycles(r: dict) -> tuple[float, float | None, bool]:
+    """(total, compute, simulated?): simulated cycles where the point was simulated, else the model's.
+    A simulated kernel that does not stamp the end of its compute (MeshGEMM, Cannon, SUMMA overlap it
+    with communication) has no measured compute part: None."""
     if r.get("simulated_cycles") is not None:
-        return float(r["simulated_cycles"]), float(r["sim_compute_cycles"] or 0), True
+        comp = r.get("sim_compute_cycles")
+        return float(r["simulated_cycles"]), None if comp is None else float(comp), True
     return float(r["predicted_cycles"]), float(r["predicted_compute_cycles"] or 0), False
 
 
@@ -162,9 +165,9 @@ def fig_cycles(rows: list[dict]) -> Figure | None:
             xs = [_side(r) for r in pts]
             tot = [kernel_cycles(r) for r in pts]
             _plot_points(ax, xs, [t[0] for t in tot], [t[2] for t in tot], c, name, **_style(name))
-            comp = sorted(zip(xs, [t[1] for t in tot]))
+            comp = sorted((x, t[1]) for x, t in zip(xs, tot) if t[1] is not None)
             ax.plot([x for x, _ in comp], [y for _, y in comp], color=c, linestyle=":", linewidth=1.0)
-            allv += [t[0] for t in tot] + [t[1] for t in tot]
+            allv += [t[0] for t in tot] + [y for _, y in comp]
         _log_if_wide(ax, allv)
         ax.set_xlabel("mesh side (√PEs)")
         ax.set_ylabel("cycles (total; dotted: compute)")
@@ -174,8 +177,10 @@ def fig_cycles(rows: list[dict]) -> Figure | None:
     fig.tight_layout()
     return Figure("cycles", "Cycles vs mesh size per algorithm",
                   "Total cycles per algorithm (solid: barrier-free, dashed: bulk-synchronous); the dotted line "
-                  "of the same colour is the compute part, the gap above it communication. Filled markers: "
-                  "simulated; hollow: PLMR model.", fig)
+                  "of the same colour is the compute part, the gap above it communication: the PLMR model's "
+                  "split, or the simulated one where the kernel stamps the end of its compute (the GEMV "
+                  "kernels); simulated kernels that overlap compute and communication have no dotted part. "
+                  "Filled markers: simulated; hollow: PLMR model.", fig)
 
 
 def fig_ratios(rows: list[dict], published: dict | None = None) -> Figure | None:

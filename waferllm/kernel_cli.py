@@ -116,8 +116,9 @@ def kernel(name: str, mesh: str, m: int, k: int, n: int, k_tree: int | None, gro
            emit_csl: str | None) -> None:
     """Build kernel NAME (meshgemm, gemmt, meshgemv, cannon, summa, gemv-pipeline, gemv-ring; the
     bulk-synchronous meshgemm-bsp, cannon-bsp, summa-bsp, gemv-pipeline-bsp), print its PLMR
-    prediction and, with --simulate, simulated cycles, the compute/communication split, the error
-    vs numpy, bytes and colours per PE."""
+    prediction and, with --simulate, simulated cycles, the compute/communication split (GEMV
+    kernels, which stamp the end of their compute; else the busy/stalled cycles of the PE that
+    finishes last), the error vs numpy, bytes and colours per PE."""
     from meshgemm.kernel import KernelRequest
     from meshgemm.registry import build_kernel
     from meshgemm.run import run_kernel
@@ -158,9 +159,15 @@ def kernel(name: str, mesh: str, m: int, k: int, n: int, k_tree: int | None, gro
     if simulate:
         lines += [
             f"  simulated cycles      {_fmt(rep.simulated_cycles)}  (sim/pred {rep.ratio:.3f}; {rep.mode} mode)",
-            f"  compute / comm        {_fmt(rep.compute_cycles)} / {_fmt(rep.communication_cycles)}  "
-            f"[{rep.split_source}]",
         ]
+        x, y = rep.critical_pe
+        if rep.compute_cycles is not None:
+            lines.append(f"  compute / comm        {_fmt(rep.compute_cycles)} / {_fmt(rep.communication_cycles)}  "
+                         f"[{rep.split_source}]")
+        else:  # overlapped kernels: busy counts fabric sends and receives too, so it is no compute figure
+            lines.append(f"  busy / stalled        {_fmt(rep.critical_pe_busy_cycles)} / "
+                         f"{_fmt(rep.critical_pe_stalled_cycles)}  [critical PE ({x}, {y}); busy includes its "
+                         f"fabric sends and receives: no compute/communication split]")
         if rep.max_abs_error is not None:
             lines.append(f"  error vs numpy        max abs {rep.max_abs_error:.3g}, max rel {rep.max_rel_error:.3g}")
     lines += [

@@ -35,7 +35,7 @@ def test_simulate_json(name):
                 "colors_per_pe", "compute_cycles", "communication_cycles", "mode"):
         assert key in d
     assert d["max_rel_error"] < 1e-5 and d["mode"] == "functional"
-    assert d["schema"] == 1
+    assert d["schema"] == 2
 
 
 def test_json_cycles_are_whole():
@@ -155,3 +155,24 @@ def test_fractional_predictions_print_as_whole_numbers_with_separators():
 
     assert [_fmt(2908.6), _fmt(2.5), _fmt(1e7 + 0.3), _fmt(None), _fmt(7, " B")] == \
         ["2,909", "3", "10,000,000", "-", "7 B"]
+
+
+def test_overlapped_kernels_report_busy_and_stalled_not_a_made_up_split():
+    """MeshGEMM does not stamp the end of its compute, and the simulator counts fabric operations as
+    busy: no compute/communication split is reported, only the critical PE's busy/stalled cycles,
+    which with its idle cycles add up to the run. MeshGEMV stamps it: compute + comm = simulated."""
+    args = ["--mesh", "4x6", "--m", "12", "--k", "9", "--n", "14", "--simulate"]
+    d = json.loads(invoke("meshgemm", *args, "--json").output)
+    assert d["compute_cycles"] is None and d["communication_cycles"] is None
+    assert d["split_source"] == "none (no compute_end stamp)"
+    x, y = d["critical_pe"]
+    assert 0 <= x < 6 and 0 <= y < 4
+    assert 0 < d["critical_pe_busy_cycles"] and d["critical_pe_busy_cycles"] + d["critical_pe_stalled_cycles"] \
+        <= d["simulated_cycles"]
+    text = invoke("meshgemm", *args).output
+    assert "compute / comm" not in text
+    assert (f"  busy / stalled        {d['critical_pe_busy_cycles']:,} / {d['critical_pe_stalled_cycles']:,}  "
+            f"[critical PE ({x}, {y}); busy includes") in text
+    g = json.loads(invoke("meshgemv", "--mesh", "4", "--k", "32", "--n", "32", "--simulate", "--json").output)
+    assert g["split_source"] == "timestamp compute_end"
+    assert g["compute_cycles"] > 0 and g["compute_cycles"] + g["communication_cycles"] == g["simulated_cycles"]

@@ -123,6 +123,14 @@ def test_simulated_point_matches_the_simulator(kernel, mesh, size):
     assert row["bytes_per_pe"] == rep.bytes_per_pe and row["colors_per_pe"] == rep.colors_per_pe
     assert arrays["sram_bytes"].shape == (h, w) and arrays["sram_bytes"].max() == rep.bytes_per_pe
     assert arrays["busy"].max() <= rep.simulated_cycles and arrays["link_wavelets"].sum() > 0
+    # the split: measured only where the kernel stamps the end of its compute (the GEMV kernels)
+    assert (row["sim_compute_cycles"], row["sim_comm_cycles"], row["split_source"]) == \
+        (rep.compute_cycles, rep.communication_cycles, rep.split_source)
+    if "gemv" in kernel:
+        assert row["split_source"] == "timestamp compute_end"
+        assert row["sim_compute_cycles"] + row["sim_comm_cycles"] == row["simulated_cycles"]
+    else:  # summa, cannon-bsp: compute overlaps the fabric, whose operations count as busy
+        assert row["split_source"] == "none (no compute_end stamp)" and row["sim_compute_cycles"] is None
 
 
 def test_model_point_is_the_builders_prediction():
