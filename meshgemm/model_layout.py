@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable, Protocol
 
 import numpy as np
@@ -124,9 +125,9 @@ class Partition:
     def parts(self) -> int:
         return len(self.sizes)
 
-    @property
+    @cached_property
     def offsets(self) -> tuple[int, ...]:
-        """Start of each block in storage order."""
+        """Start of each block in storage order (computed once: a whole-wafer shard asks it per PE)."""
         return tuple(int(o) for o in np.concatenate([[0], np.cumsum(self.sizes)[:-1]]))
 
     @property
