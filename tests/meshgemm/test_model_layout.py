@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meshgemm.gemm import build_meshgemm
 from meshgemm.kernel import KernelRequest
@@ -245,3 +247,41 @@ def test_bad_meshes():
         DecodeLayout(spec, 0, 2)
     with pytest.raises(InputError, match="prompt length must be a positive integer"):
         PrefillLayout(spec, 2, 2, 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_matrix_shard_is_each_pes_block_zero_padded(data):
+    """Every PE's block of ``MatrixPlacement.shard``: the rows and columns its partitions give it, in slot
+    order, zero-padded to their allocations (built here element by element), for both block positions."""
+    p_y, p_x = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
+    axis = data.draw(st.sampled_from(["y", "x"]))
+    ry, cx = (p_y, p_x) if axis == "y" else (p_x, p_y)
+
+    def partition(parts: int) -> Partition:
+        total = data.draw(st.integers(0, 12))
+        if data.draw(st.booleans()):  # MeshGEMM's tiles: runs of tiles, the last blocks short or empty
+            tile = data.draw(st.integers(1, 3))
+            per = -(-total // (parts * tile)) + data.draw(st.integers(0, 1))
+            part = Partition.tiled(total, parts, per, tile)
+        else:  # balanced blocks, allocated at their largest or more
+            part = Partition.balanced(total, parts)
+            part = part.with_alloc(max(part.sizes) + data.draw(st.integers(0, 2)))
+        order = np.array(data.draw(st.permutations(range(total))), dtype=np.int64)
+        return Partition(total, part.sizes, part.alloc, order)
+
+    rows, cols = partition(ry), partition(cx)
+    place = MatrixPlacement("w", rows, cols, axis, p_y, p_x)
+    w = np.arange(1, rows.total * cols.total + 1, dtype=np.float32).reshape(rows.total, cols.total)
+    blocks = place.shard(w)
+    r_start = np.concatenate([[0], np.cumsum(rows.sizes)])
+    c_start = np.concatenate([[0], np.cumsum(cols.sizes)])
+    for py in range(p_y):
+        for px in range(p_x):
+            ri, ci = (py, px) if axis == "y" else (px, py)
+            want = np.zeros((rows.alloc[ri], cols.alloc[ci]), dtype=np.float32)
+            for a in range(rows.sizes[ri]):
+                for b in range(cols.sizes[ci]):
+                    want[a, b] = w[rows.order[r_start[ri] + a], cols.order[c_start[ci] + b]]
+            np.testing.assert_array_equal(blocks[py][px], want)
+            assert blocks[py][px].flags.c_contiguous
