@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import json
 import re
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from plmr.errors import InputError
-from plmr.file_modes import dir_mode
+from plmr.atomic_output import swap_dir, temp_dir_beside
 from simulator.program import MeshProgram
 
 from csl_templates.emit import CslSource, emit_csl, template_env
@@ -78,11 +76,9 @@ def _atomic_dir(out: Path, files: dict[str, str], executable: set[str]) -> None:
         if any(out.iterdir()) and not (out / MANIFEST).is_file():
             raise InputError(f"{out} exists and is not a waferllm bundle (no {MANIFEST}); choose an empty or new "
                              f"directory")
-    parent = out.resolve().parent
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
-        tmp.chmod(dir_mode())  # mkdtemp's 0700 would make the bundle private
+        out.resolve().parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_dir_beside(out.resolve())
     except OSError as exc:
         raise InputError(f"cannot write a bundle to {out}: {exc.strerror or exc}") from None
     try:
@@ -92,13 +88,7 @@ def _atomic_dir(out: Path, files: dict[str, str], executable: set[str]) -> None:
             p.write_text(text)
             if rel in executable:
                 p.chmod(0o755)
-        old = None
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=parent))
-            os.rename(out, old / "bundle")
-        os.rename(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        swap_dir(tmp, out.resolve())
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise InputError(f"cannot write a bundle to {out}: {exc.strerror or exc}") from None

@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -45,7 +44,7 @@ import numpy as np
 
 from plmr.decode_memory import SCORE_CHUNK
 from plmr.errors import InputError
-from plmr.file_modes import dir_mode
+from plmr.atomic_output import swap_dir, temp_dir_beside
 from plmr.hardware import HardwareSpec, get_spec, spec_from_mapping
 
 #: Version of a bundle's layout and plan.json; bumped when a field changes meaning or disappears.
@@ -231,10 +230,8 @@ def compile_bundle(req: CompileRequest, progress: Progress | None = None) -> dic
         "plan": plan.to_dict(),
         "notes": st.notes,
     }
-    parent = out.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
-    tmp.chmod(dir_mode())  # mkdtemp's 0700 would make the bundle private
+    out.resolve().parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_dir_beside(out.resolve())
     try:
         if progress:
             progress("writing the bundle")
@@ -260,15 +257,7 @@ def compile_bundle(req: CompileRequest, progress: Progress | None = None) -> dic
                           str(tmp / "weights" / f"stage{s.index}.safetensors"),
                           metadata={"stage": str(s.index), "layers": f"{s.first}-{s.last}"})
         (tmp / "README.md").write_text(readme(doc))
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=parent))
-            try:
-                os.replace(out, old / "b")
-                os.replace(tmp, out)
-            finally:
-                shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        swap_dir(tmp, out.resolve())
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -34,7 +34,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from plmr.errors import InputError
-from plmr.file_modes import file_mode
+from plmr.atomic_output import file_mode
 
 SCHEMA = 1
 FILENAME = "results.csv"

@@ -14,14 +14,13 @@ import base64
 import functools
 import os
 import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from plmr.errors import InputError
-from plmr.file_modes import dir_mode
+from plmr.atomic_output import swap_dir, temp_dir_beside
 from waferllm.results import atomic_write, load_arrays, load_rows, results_path
 
 TABLE_ROW_LIMIT = 2000
@@ -232,17 +231,6 @@ def _check_figure_dir(fig_dir: Path) -> None:
                          f"choose another -o")
 
 
-def _swap_dir(tmp: Path, target: Path) -> None:
-    """Put the finished directory ``tmp`` at ``target``, replacing an old one (two renames)."""
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-        os.rename(target, old / target.name)
-    os.rename(tmp, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def write_report(results: str | os.PathLike, out: str | os.PathLike, title: str | None = None,
                  progress: Callable[[str], None] | None = None) -> WrittenReport:
     """Read a results table, draw its figures, write ``out`` (HTML) and ``<stem>_figures/*.png``.
@@ -267,8 +255,7 @@ def write_report(results: str | os.PathLike, out: str | os.PathLike, title: str 
     try:
         try:
             fig_dir.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{fig_dir.name}.", dir=fig_dir.parent))
-            tmp.chmod(dir_mode())  # mkdtemp's 0700 would make the figures private
+            tmp = temp_dir_beside(fig_dir)
         except OSError as exc:
             raise InputError(f"cannot write the report's figures to {fig_dir}: {exc.strerror or exc}") from None
         for i, f in enumerate(figs):
@@ -276,7 +263,7 @@ def write_report(results: str | os.PathLike, out: str | os.PathLike, title: str 
             written.figures.append(fig_dir / f.save(tmp).name)
         step("predicting the published figures and writing the page")
         page = render_html(rows, figs, str(path), title)
-        _swap_dir(tmp, fig_dir)
+        swap_dir(tmp, fig_dir)
         tmp = None
     finally:
         F.close(figs)

@@ -118,15 +118,16 @@ def test_kernel_emit_csl_writes_a_bundle_and_keeps_json_on_stdout(tmp_path):
 
 def test_kernel_emit_csl_summa_bundle_checks_clean_with_the_bundles_own_params(tmp_path):
     """SUMMA's relays fill whole panel buffers (one FIFO each); ``csl check BUNDLE`` takes the params
-    from the bundle's manifest, and an explicit --params still wins (a wrong width is reported)."""
+    from the bundle's manifest, and an explicit --params still wins over the bundle's own (a tile too
+    large for a PE is reported; the other params still come from the manifest)."""
     r = CliRunner().invoke(main, ["kernel", "summa", "--mesh", "3x4", "--m", "10", "--k", "9", "--n", "7",
                                   "--emit-csl", str(tmp_path / "k")])
     assert r.exit_code == 0, r.output
     for arch in ("wse2", "wse3"):
         c = CliRunner().invoke(main, ["csl", "check", str(tmp_path / "k"), "--arch", arch])
         assert c.exit_code == 0, c.output
-    bad = CliRunner().invoke(main, ["csl", "check", str(tmp_path / "k" / "src"), "--params", "width:4"])
-    assert bad.exit_code == 1 and "params.unbound" in bad.output
+    bad = CliRunner().invoke(main, ["csl", "check", str(tmp_path / "k" / "src"), "--params", "MT:100000"])
+    assert bad.exit_code == 1 and "memory.sram" in bad.output and "params.unbound" not in bad.output
 
 
 def _imports(path) -> set[str]:
