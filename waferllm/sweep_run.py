@@ -16,6 +16,7 @@ same wherever they ran.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -62,6 +63,43 @@ def _die_with_parent() -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     except (ValueError, OSError):
         pass
+
+
+def _leave_sigint_to_the_sweep() -> bool:
+    """In each worker process of a LocalCluster: Ctrl-C reaches the whole process group, and a
+    worker's event loop would die printing a KeyboardInterrupt traceback; the sweep process handles
+    it (and closes the cluster). True when the handler was set (it needs the main thread)."""
+    import signal
+
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Ignore Ctrl-C while a LocalCluster starts: its worker processes (spawned, so fresh interpreters)
+    inherit an ignored SIGINT, and a worker interrupted while it imports or starts its event loop
+    prints a traceback. A Ctrl-C in that second or two is lost; the next one stops the sweep. Also
+    around the cluster's shutdown, which a repeated Ctrl-C would break with a traceback."""
+    import signal
+
+    try:
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def dask_setup(worker) -> None:
+    """Dask's preload hook (``LocalCluster(preload=[this module])``), run as each worker starts."""
+    _leave_sigint_to_the_sweep()
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
@@ -125,9 +163,11 @@ def _dask(points: list[dict], workers: int, scheduler: str) -> Iterator[tuple[di
     cluster = None
     try:
         if scheduler == "local":
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, silence_logs=logging.ERROR)
-            client = Client(cluster)
+            with _sigint_ignored():  # the worker processes start with Ctrl-C ignored (inherited)
+                cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                       dashboard_address=None, silence_logs=logging.ERROR,
+                                       preload=["waferllm.sweep_run"])  # dask_setup: a restarted worker too
+                client = Client(cluster)
         else:
             try:
                 client = Client(scheduler, timeout=CONNECT_TIMEOUT)
@@ -157,7 +197,8 @@ def _dask(points: list[dict], workers: int, scheduler: str) -> Iterator[tuple[di
                     ac.add(submit(queue.pop()))
     finally:
         if cluster is not None:
-            cluster.close()
+            with _sigint_ignored():  # another Ctrl-C must not break the shutdown half-way
+                cluster.close()
 
 
 #: More worker processes than this is a typo, not a machine (and overflows the OS's semaphores).

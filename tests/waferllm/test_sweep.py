@@ -311,3 +311,50 @@ def test_unreachable_scheduler_is_one_line(tmp_path, monkeypatch):
     r = sweep("--kernel", "meshgemv", "--mesh", "2", "--size", "8", "-o", str(tmp_path / "x"),
               "--scheduler", "tcp://127.0.0.1:1")
     assert r.exit_code == 2 and r.stderr.startswith("Error: --scheduler") and len(r.stderr.splitlines()) == 1
+
+
+def test_ctrl_c_of_a_dask_sweep_prints_no_worker_tracebacks(tmp_path):
+    """Ctrl-C reaches the whole process group: the LocalCluster's worker processes leave it to the
+    sweep process, which stops with click's one word; the rows written so far stay readable."""
+    pytest.importorskip("distributed")
+    out = tmp_path / "dk"
+    cmd = [sys.executable, "-m", "waferllm.cli", "sweep", "--kernel", "meshgemm,cannon", "--mesh", "4:60:4",
+           "--size", "64", "--simulate", "--scheduler", "local", "--workers", "2", "-o", str(out), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        # interrupt while the cluster starts or its workers run the first points (where an idle
+        # worker's event loop raised KeyboardInterrupt), and again, as a user would, until it stops
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and len(_children(proc.pid)) < 2:
+            time.sleep(0.1)
+        time.sleep(1.0)
+        assert proc.poll() is None, "the sweep ended before it could be interrupted"
+        err = ""
+        for _ in range(120):
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                _, err = proc.communicate(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert err.strip() == "Aborted!", err
+    load_rows(out)  # readable
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (Linux /proc)."""
+    kids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(d.name))
+    return kids
