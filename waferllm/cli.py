@@ -215,7 +215,9 @@ def plan_cmd(model: str, hardware_name: str, method: str, prefill_grid: str | No
 # --------------------------------------------------------------------------------------------
 
 @main.command("calibration")
-@click.option("--hardware", "hardware_name", default="wse2", show_default=True)
+@click.option("--hardware", "hardware_name", default="wse2", show_default=True,
+              help="wse2, or a spec file that differs from it only in the fitted overheads (op_issue_cycles, "
+                   "relay_cycles): the published figures were measured on a WSE-2")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @click.option("--wide", is_flag=True, help="print at the table's natural width (no wrapping)")
 def calibration_cmd(hardware_name: str, as_json: bool, wide: bool) -> None:

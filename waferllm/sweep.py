@@ -70,8 +70,8 @@ PLAN_AXES = (
     Axis("context", "int", "KV tokens a decode step attends to (auto: input + output)", auto=True),
     Axis("input_len", "int", "prompt tokens"),
     Axis("output_len", "int", "generated tokens"),
-    Axis("batch", "int", "sequences decoded together (only 1 until the planner batches)"),
-    Axis("wafers", "int", "wafers (only 1 until the planner spans several)"),
+    Axis("batch", "int", "decode requests sharing the weights, each with its own KV cache"),
+    Axis("wafers", "int", "systems to pipeline the layers over (at most; the stages fill them in order)"),
 )
 SHARED_AXES = (
     Axis("hardware", "text", "built-in targets or TOML/JSON spec files"),
@@ -189,8 +189,8 @@ class Sweep:
         own = {a.name for a in (KERNEL_AXES if has_k else PLAN_AXES) + SHARED_AXES}
         other = sorted(set(self.axes) - own)
         if other:
-            raise InputError(f"{', '.join(_flag(o) for o in other)} do not apply to a "
-                             f"{'kernel' if has_k else 'plan'} sweep")
+            raise InputError(f"{', '.join(_flag(o) for o in other)} {'does' if len(other) == 1 else 'do'} not apply "
+                             f"to a {'kernel' if has_k else 'plan'} sweep")
         if has_k:
             from meshgemm.registry import KERNELS
 

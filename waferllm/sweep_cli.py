@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import click
 
@@ -52,7 +53,7 @@ def sweep(out: str, config: str | None, simulate: bool, timing_only: bool, worke
     Simulate: add --simulate (functional, vs numpy) or --simulate --timing-only
     Cluster:  add --scheduler local (a LocalCluster) or --scheduler tcp://host:8786
 
-    Then: waferllm report OUT -o report.html
+    Then: waferllm report OUT -o OUT/report.html
     """
     from waferllm.results import SPEC_FILENAME, ResultsTable, atomic_write
     from waferllm.sweep import AXES, Sweep, load_sweep_file, parse_values, split_list
@@ -93,4 +94,4 @@ def sweep(out: str, config: str | None, simulate: bool, timing_only: bool, worke
                f"already done ({summary.seconds:.1f} s, {rate:.1f} points/s) -> {table.path}")
     for message, count in errors.most_common(5):
         click.echo(f"  {count} x {message}")
-    click.echo(f"report: waferllm report {out} -o report.html")
+    click.echo(f"report: waferllm report {out} -o {Path(out) / 'report.html'}")

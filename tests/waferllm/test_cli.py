@@ -322,3 +322,9 @@ def test_exe_custom_hardware_file():
     p = run_exe("plan", "llama3-8b", "--hardware", str(CUSTOM_MESH), "--json")
     assert p.returncode == 0, p.stderr[-500:]
     assert json.loads(p.stdout)["hardware"] == "mesh-192kb"
+
+
+def test_calibration_help_says_which_hardware_it_takes():
+    text = " ".join(invoke_wide("calibration", "--help").output.split())  # help wraps at 80 columns
+    assert "--hardware TEXT wse2, or a spec file that differs from it only in the fitted overheads" in text
+    assert_clean_error(invoke("calibration", "--hardware", "wse3"), "wse2")

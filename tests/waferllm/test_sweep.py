@@ -75,7 +75,8 @@ def test_points_are_the_product():
     ({"kernel": ["meshgemv"], "size": [8]}, "model", "needs --mesh"),
     ({"kernel": ["meshgemv"], "mesh": ["4x4"]}, "model", "needs --size"),
     ({"kernel": ["meshgemv"], "mesh": ["4x4"], "size": [8], "k": [8]}, "model", "either --size"),
-    ({"model": ["llama3-8b"], "mesh": ["4x4"]}, "model", "--mesh do not apply"),
+    ({"model": ["llama3-8b"], "mesh": ["4x4"]}, "model", "--mesh does not apply to a plan sweep"),
+    ({"model": ["llama3-8b"], "mesh": ["4x4"], "seed": [1]}, "model", "--mesh, --seed do not apply to a plan sweep"),
     ({"model": ["llama3-8b"]}, "timing", "PLMR model only"),
 ])
 def test_bad_sweeps(axes, evaluator, msg):
@@ -358,3 +359,28 @@ def _children(pid: int) -> list[int]:
             if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                 kids.append(int(d.name))
     return kids
+
+
+def test_the_report_hint_writes_into_the_results_directory(tmp_path, monkeypatch):
+    """The command a sweep suggests runs as printed and puts the page beside the results (as the
+    README's `waferllm report runs/gemv -o runs/gemv/report.html`), not in the current directory."""
+    import shlex
+
+    from waferllm import sweep_report
+
+    out = tmp_path / "runs" / "gemv"
+    r = sweep("--kernel", "meshgemv", "--mesh", "2,4", "--size", "8", "-o", str(out), "--workers", "1")
+    assert r.exit_code == 0, r.output
+    hint = r.output.strip().splitlines()[-1]
+    assert hint == f"report: waferllm report {out} -o {out / 'report.html'}"
+    monkeypatch.setattr(sweep_report, "published_rows", lambda: [])  # its ~20 s are the report tests'
+    monkeypatch.chdir(tmp_path)
+    args = shlex.split(hint.removeprefix("report: waferllm "))
+    assert CliRunner().invoke(main, args).exit_code == 0
+    assert (out / "report.html").is_file() and not (tmp_path / "report.html").exists()
+
+
+def test_sweep_help_describes_batch_and_wafers_as_they_work():
+    text = CliRunner().invoke(main, ["sweep", "--help"], env={"COLUMNS": "200"}).output
+    assert "only 1 until" not in text
+    assert "decode requests sharing the weights" in text and "systems to pipeline the layers over" in text
