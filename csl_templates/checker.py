@@ -191,13 +191,13 @@ def _check_layout(lf: Path, sources: _Sources, spec: HardwareSpec, params: dict,
     report.layouts.append(lay)
     all_facts = []
     memcpy_any = lay.uses_memcpy
-    groups = list(lay.pe_groups())
+    groups = list(lay.pe_members())
     pe_findings = []
     incomplete = False
-    for i, (fname, pstruct, mask) in enumerate(groups):
+    for i, (fname, pstruct, pes) in enumerate(groups):
         step(f"{lf.name}: the PE programs it places, parameter set {i + 1}/{len(groups)}")
         path = lf.parent / fname
-        site = lay.sites[int(lay.tile_site[mask].flat[0])] if lay.sites else m
+        site = lay.sites[int(lay.tile_site.flat[pes[0]])] if lay.sites else m
         if not path.exists():
             out.append(at(str(lf), site, "E", "layout.file_missing", f"@set_tile_code file '{fname}' not found"))
             incomplete = True
@@ -212,13 +212,14 @@ def _check_layout(lf: Path, sources: _Sources, spec: HardwareSpec, params: dict,
         facts = evaluate_pe(pm, pstruct, spec.csl_arch, _CachedLoader(spec.csl_arch, sources))
         all_facts.append(facts)
         memcpy_any = memcpy_any or facts.uses_memcpy
-        pe_findings.append((facts, mask))
-    for facts, mask in pe_findings:
+        pe_findings.append((facts, pes))
+    for facts, pes in pe_findings:
         for rule in PE_RULES:
             out.extend(rule(facts, spec, memcpy_any))
-        _merge_local_configs(lay, facts, mask, out)
-    for facts, mask in pe_findings:
-        out.extend(rule_task_on_ramp_colour(lay, mask, facts, spec))
+        if facts.local_color_configs:
+            _merge_local_configs(lay, facts, lay.mask_of(pes), out)
+    for facts, pes in pe_findings:
+        out.extend(rule_task_on_ramp_colour(lay, pes, facts, spec))
     for rule in LAYOUT_RULES:
         out.extend(rule(lay, spec, memcpy_any))
     if not incomplete:
