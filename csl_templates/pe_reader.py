@@ -87,7 +87,9 @@ class PeEffects:
         f = self.facts
         if name in _GETTERS:
             v = getattr(ev, "b_" + name)(n)
-            key = (id(n), repr(v))
+            # a DSD's repr prints its site, ``n`` itself, as a whole syntax subtree: key it without (same
+            # distinctions, a tenth of a parameter set's time less)
+            key = (id(n), v.kind, repr(v.fields)) if type(v) is Dsd and v.site is n else (id(n), repr(v))
             if key not in self._seen:
                 self._seen.add(key)
                 bucket = {Color: f.colours, TaskId: f.task_ids, Queue: f.queues, UtId: f.ut_ids, Dsr: f.dsrs,

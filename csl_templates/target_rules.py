@@ -503,18 +503,19 @@ PE_RULES = (rule_pe_problems, rule_pe_params_bound, rule_pe_colours, rule_task_i
 # ------------------------------------------------------------------ layout x PE rules
 
 
-def rule_task_on_ramp_colour(lay: LayoutReadback, group_mask, facts: PeFacts, spec: HardwareSpec) -> list[Finding]:
+def rule_task_on_ramp_colour(lay: LayoutReadback, pes, facts: PeFacts, spec: HardwareSpec) -> list[Finding]:
     """W (WSE-2): a local or control task bound on the ID of a colour delivered to this PE's RAMP
-    shares that colour's task-table slot (§1.4)."""
+    shares that colour's task-table slot (§1.4). ``pes``: the PEs running ``facts``' program, as flat
+    indices into the layout's grids, ascending (``LayoutReadback.pe_members``)."""
     if spec.data_tasks_from_queues:
         return []
     out = []
     for node, builtin, name, tid in facts.binds:
         if not isinstance(tid, TaskId) or tid.kind == "data" or tid.id not in lay.tx:
             continue
-        delivered = group_mask & (lay.config_count[tid.id] > 0) & ((lay.tx[tid.id] & int(Direction.RAMP)) != 0)
+        delivered = (lay.config_count[tid.id].flat[pes] > 0) & ((lay.tx[tid.id].flat[pes] & int(Direction.RAMP)) != 0)
         if delivered.any():
-            x, y = np.argwhere(delivered)[0]
+            x, y = np.unravel_index(pes[np.argmax(delivered)], lay.tx[tid.id].shape)
             out.append(at(facts.path, node, "W", "task.colour_slot",
                           f"{tid.kind} task '{name}' is bound on ID {tid.id}, and colour {tid.id} reaches the "
                           f"RAMP of PE ({x}, {y}): they share a task-table slot on {spec.name}"))

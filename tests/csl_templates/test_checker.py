@@ -223,3 +223,95 @@ def test_a_fifo_fill_ends_when_its_synchronous_drain_returns(tmp_path):
             assert hits == [], [str(f) for f in report.findings]
         else:
             assert hits and hits[0] == _where(text, "@fmovs(fifo_q", 0), [str(f) for f in report.findings]
+
+
+# ---------------------------------------------------------------- parameter sets against PE by PE
+
+_SETS_LAYOUT = """param W: i16; param H: i16;
+const memcpy = @import_module("<memcpy/get_params>", .{ .width = W, .height = H });
+layout {
+  @set_rectangle(W, H);
+  for (@range(i16, W)) |x| {
+    for (@range(i16, H)) |y| {
+      @set_tile_code(x, y, "pe.csl", .{ .memcpy_params = memcpy.get_params(x),
+                     .n = if (x == BIG_X) 12000 else 16, .tid = if (y == TID_Y) 31 else 5,
+                     .c = if (x < C_X) 22 else 3 });
+      if (x == 0) { @set_color_config(x, y, @get_color(5), .{ .routes = .{ .rx = .{RAMP}, .tx = .{EAST} } }); }
+      if (x >= 1 and x <= RAMP_X) {
+        @set_color_config(x, y, @get_color(5), .{ .routes = .{ .rx = .{WEST}, .tx = .{RAMP} } });
+      }
+    }
+  }
+  @export_name("buf", [*]f32, true);
+}
+"""
+
+_SETS_PE = """param memcpy_params; param n: i16; param tid: u16; param c: u16;
+const sys_mod = @import_module("<memcpy/memcpy>", memcpy_params);
+var buf = @zeros([n]f32);
+var buf_ptr: [*]f32 = &buf;
+const t_id: local_task_id = @get_local_task_id(tid);
+const col: color = @get_color(c);
+task t() void { buf[0] = 1.0; }
+comptime {
+  @bind_local_task(t, t_id);
+  @export_symbol(buf_ptr, "buf");
+}
+"""
+
+
+@pytest.mark.parametrize("W, H, big_x, tid_y, c_x, ramp_x", [
+    (4, 3, 3, 1, 1, 2),    # each parameter changes a finding on some PEs
+    (5, 2, 9, 7, 0, 4),    # no PE gets the big buffer, task ID 31 or colour 22
+    (3, 4, 0, 0, 3, 1),    # every PE gets colour 22; column 0 the big buffer, row 0 task ID 31
+    (6, 1, 2, 0, 2, 0),    # every PE gets task ID 31, none is routed colour 5 to its RAMP
+])
+def test_parameter_sets_give_what_checking_each_pe_alone_gives(tmp_path, W, H, big_x, tid_y, c_x, ramp_x):
+    """The layout path checks each PE program once per distinct parameter struct; checking every PE's
+    program on its own with that PE's values (the standalone path) finds the same findings in it.
+    task.colour_slot, a layout x PE rule, names the first PE (x-major) of each parameter set whose
+    RAMP gets colour 5 and whose task is bound on ID 5: worked out here from the construction."""
+    from csl_templates.comptime_values import to_python
+
+    layout = (_SETS_LAYOUT.replace("BIG_X", str(big_x)).replace("TID_Y", str(tid_y))
+              .replace("C_X", str(c_x)).replace("RAMP_X", str(ramp_x)))
+    (tmp_path / "layout.csl").write_text(layout)
+    (tmp_path / "pe.csl").write_text(_SETS_PE)
+    report = check_paths([tmp_path], params={"W": W, "H": H})
+    got = {f for f in report.findings if Path(f.path).name == "pe.csl" and f.rule != "task.colour_slot"}
+    lay = report.layouts[0]
+    alone = set()
+    for x in range(W):
+        for y in range(H):
+            fname, values = lay.placement(x, y)
+            assert fname == "pe.csl"
+            alone.update(check_paths([tmp_path / "pe.csl"], params=values).findings)
+    assert got == alone
+    want_pes = {}
+    for x in range(W):  # x-major, as the layout's [x, y] grids are laid out
+        for y in range(H):
+            values = to_python(lay.params[int(lay.tile_params[x, y])])
+            if values["tid"] == 5 and 1 <= x <= ramp_x:
+                want_pes.setdefault(repr(sorted(values.items())), (x, y))
+    slots = sorted(f.message for f in report.findings if f.rule == "task.colour_slot")
+    assert slots == sorted(f"local task 't' is bound on ID 5, and colour 5 reaches the RAMP of PE ({x}, {y}): "
+                           f"they share a task-table slot on wse2" for x, y in want_pes.values())
+    rules = {f.rule for f in report.findings}
+    assert ("memory.sram" in rules) == (big_x < W) and ("task.local_range" in rules) == (tid_y < H)
+    assert ("colour.reserved" in rules) == (c_x > 0)
+
+
+def test_pe_members_are_the_groups_masks():
+    """``pe_members``' flat indices are, group by group and in the same order, the PEs of the masks the
+    groups were defined by: one per distinct (file, params) key over the placed PEs."""
+    import numpy as np
+
+    report = check_paths([SAMPLES / "chain_layout.csl"], params=CHAIN)
+    lay = report.layouts[0]
+    key = lay.tile_file.astype(np.int64) * (len(lay.params) + 1) + lay.tile_params
+    placed = lay.tile_file >= 0
+    members = list(lay.pe_members())
+    assert len(members) == len(np.unique(key[placed])) > 1
+    for (f, params, pes), k in zip(members, np.unique(key[placed]).tolist()):
+        assert np.array_equal(lay.mask_of(pes), key == k) and list(pes) == sorted(pes)
+        assert (f, params) == (lay.files[k // (len(lay.params) + 1)], lay.params[k % (len(lay.params) + 1)])
