@@ -18,6 +18,7 @@ from plmr.errors import InputError
 from plmr.hardware import HardwareSpec
 from plmr.ktree import build_ktree
 
+from meshgemm import collectives as C
 from meshgemm.kernel import KernelRequest
 from meshgemm.registry import KERNELS
 
@@ -74,8 +75,11 @@ def predict_kernel(req: KernelRequest, spec: HardwareSpec) -> CostBreakdown:
                    "cannon-bsp": plmr_bsp.cannon_bsp, "summa-bsp": plmr_bsp.summa_bsp}[name]
         out = formula(spec, p_y, p_x, M, K, N, dt)
     routable = len(spec.routable_colors)
-    if out.colors_per_pe > routable:
-        raise InputError(f"kernel {name} needs {out.colors_per_pe} colours per PE; {spec.name} has {routable} "
+    # the colour IDs the program allocates (``ColourMap``): a K-tree takes 2K+1 slots even where no PE
+    # routes all of them (``CostBreakdown.colors_per_pe`` counts what a PE routes)
+    ids = C.colours_needed("ktree", p_y, req.k_tree) if name == "meshgemv" else out.colors_per_pe
+    if ids > routable:
+        raise InputError(f"kernel {name} needs {ids} colours per PE; {spec.name} has {routable} "
                          f"routable colours (reserved: {', '.join(map(str, spec.reserved_colors))})")
     return out
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from plmr.breakdown import CostBreakdown
 from plmr.hardware import HardwareSpec
-from plmr.ktree import KTree, build_ktree, build_line_tree, chain_spans, line_chain_spans
+from plmr.ktree import KTree, build_ktree, build_line_tree, chain_spans, line_chain_spans, routed_colours
 from plmr.primitives import ceil_div, dtype_bytes, t_goto, t_msg, t_vec
 
 
@@ -228,12 +228,13 @@ def ktree_allreduce(spec: HardwareSpec, n_ax: int, n: int, k: int = 2,
                     packed: bool = False, with_broadcast: bool = True) -> CostBreakdown:
     """K-tree reduce to the global root, then (optionally) a multicast of the total to the axis.
 
-    K = 1 is a single chain into the middle PE. Colours: 2 per phase alternating by distance to the
-    root, plus 1 for the two-sided multicast = 2K+1 per axis (method §6.4 [D]).
+    K = 1 is a single chain into the middle PE. Colours: 2 slots per phase alternating by distance to
+    the root, plus 1 for the two-sided multicast = 2K+1 colour IDs per axis (method §6.4 [D]); a PE
+    routes at most that many, fewer where a level's chains are one hop long (``routed_colours``).
     """
     if n_ax <= 1 or n <= 0:
         return _zero("ktree_allreduce")
-    phases, r, k_used = _ktree_phases(spec, n_ax, n, k, group_counts, dtype, packed)
+    phases, r, _ = _ktree_phases(spec, n_ax, n, k, group_counts, dtype, packed)
     reduce_t = sum(phases)
     bcast_t = 0.0
     if with_broadcast:
@@ -243,7 +244,8 @@ def ktree_allreduce(spec: HardwareSpec, n_ax: int, n: int, k: int = 2,
     parts["broadcast"] = bcast_t
     return CostBreakdown(op="ktree_allreduce", compute_cycles=0.0, comm_cycles=t, total_cycles=t,
                          bytes_per_pe=2 * n * dtype_bytes(dtype),
-                         colors_per_pe=2 * k_used + (1 if with_broadcast else 0), parts=parts)
+                         colors_per_pe=routed_colours(build_ktree(n_ax, k, group_counts))
+                         + (1 if with_broadcast else 0), parts=parts)
 
 
 #: How a line tree's stages combine what they receive (``meshgemm.decode_collectives``).

@@ -236,3 +236,25 @@ def default_group_counts(n: int, k: int) -> tuple[int, ...]:
 def group_sizes(tree: KTree) -> tuple[tuple[int, ...], ...]:
     """Member count of every group at every level (for reports and tests)."""
     return tuple(tuple(len(g) for g in level.groups) for level in tree.levels)
+
+
+def routed_colours(tree: KTree) -> int:
+    """The most colours any PE of the line routes for the tree's reduction (the R metric; a multicast of
+    the result adds one on every PE). A level has two colour slots: member i of a group whose root is
+    member r sends towards the root on slot (r − i) mod 2 below it, (i − r + 1) mod 2 above it, so
+    consecutive hops of one chain alternate; the transfer is routed at its sender, its receiver and
+    every PE between them. So a level whose chains are one hop long routes one colour at most, a
+    level of one-PE groups none, and a PE can route a lower level's colour and a higher level's one
+    passing over it (``meshgemm.line_rules.ktree_roles`` places the routes; the tests compare)."""
+    routed: list[set[tuple[int, int]]] = [set() for _ in range(tree.n)]
+    for level, lv in enumerate(tree.levels):
+        for group, root in zip(lv.groups, lv.roots):
+            r = group.index(root)
+            for i, pos in enumerate(group):
+                if i == r:
+                    continue
+                to = group[i + 1] if i < r else group[i - 1]
+                slot = (r - i) % 2 if i < r else (i - r + 1) % 2
+                for q in range(min(pos, to), max(pos, to) + 1):
+                    routed[q].add((level, slot))
+    return max((len(s) for s in routed), default=0)

@@ -38,58 +38,17 @@ def _fmt(v, unit: str = "") -> str:
     return f"{v}{unit}"
 
 
-def _spans(values: list[int]) -> str:
-    """[1, 2, 3, 5] -> '1-3, 5' (ascending values)."""
-    runs: list[list[int]] = []
-    for v in values:
-        if runs and v == runs[-1][1] + 1:
-            runs[-1][1] = v
-        else:
-            runs.append([v, v])
-    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs) or "none"
-
-
-def _every_level_merges(n_ax: int, k: int, group_size: int | None) -> bool:
-    """Whether the K-tree ``build_meshgemv`` builds over ``n_ax`` PEs has no level made of one-PE
-    groups only: such a level reduces nothing, the program routes no colour for it while the PLMR
-    prediction still counts two per level (and the level's latency), so the two disagree."""
-    from meshgemm.collectives import ktree_group_counts
-    from plmr.ktree import build_ktree, group_sizes
-
-    tree = build_ktree(n_ax, k, ktree_group_counts(n_ax, k, group_size))
-    return all(max(sizes) >= 2 for sizes in group_sizes(tree))
-
-
-def check_tree_options(name: str, rows: int, k_tree: int | None, group_size: int | None) -> None:
-    """Refuse (one line) a --k-tree or --group-size that the kernel ignores, or that builds a tree
-    the prediction does not describe on this mesh (``rows``: the PEs of the reduction line)."""
+def check_tree_options(name: str, k_tree: int | None, group_size: int | None) -> None:
+    """Refuse (one line) a --k-tree or --group-size that the kernel ignores. Any K and group size a
+    MeshGEMV builds is predicted as it runs, levels with nothing to merge included (they cost the same
+    in both and route no colour)."""
     given = [o for o, v in (("--k-tree", k_tree), ("--group-size", group_size)) if v is not None]
     if given and name not in KTREE_KERNELS:
         raise InputError(f"{' and '.join(given)}: kernel {name} has no K-tree allreduce; the options apply to "
                          f"{', '.join(KTREE_KERNELS)} only")
-    if not given or min(v for v in (k_tree, group_size) if v is not None) < 1:
-        return  # KernelRequest says what is wrong with a value below 1
-    k = 2 if k_tree is None else k_tree
-    if group_size is not None and k == 1:
+    if group_size is not None and k_tree == 1:
         raise InputError(f"--group-size {group_size}: a K-tree with K=1 is one chain, it has no groups to size; "
                          f"give --k-tree 2 or more")
-    if rows < 2:
-        if k != 1:
-            raise InputError(f"--k-tree {k}: a mesh of 1 row has nothing to reduce; allowed: 1")
-        return
-    # past this K the default groups (about r^(1/levels) members) of some level round to one PE,
-    # whatever the level-1 group size: the trees to try stay few even for --k-tree 100000
-    k_bound = 1 + int(math.log(rows) / math.log(1.5))
-    ok_k = [j for j in range(1, k_bound + 1) if _every_level_merges(rows, j, None)]
-    if k not in ok_k and (group_size is None or k > k_bound):
-        raise InputError(f"--k-tree {k}: on {rows} rows a tree of {k} levels has levels that merge no PEs (the "
-                         f"prediction counts them, the program has nothing to do there); allowed: {_spans(ok_k)}")
-    if group_size is not None:
-        ok = [g for g in range(1, rows + 1) if _every_level_merges(rows, k, g)]
-        if group_size not in ok:
-            raise InputError(f"--group-size {group_size}: with K={k} on {rows} rows some tree level would hold "
-                             f"one-PE groups only (the prediction counts it, the program has nothing to do); "
-                             f"allowed: {_spans(ok)}")
 
 
 @click.command("kernel")
@@ -99,7 +58,7 @@ def check_tree_options(name: str, rows: int, k_tree: int | None, group_size: int
 @click.option("--k", "k", type=int, required=True, help="reduction dimension")
 @click.option("--n", "n", type=int, required=True, help="columns of the output")
 @click.option("--k-tree", type=int, default=None,
-              help="K of the K-tree allreduce (meshgemv only; default 2; at most the levels the mesh's rows allow)")
+              help="K of the K-tree allreduce (meshgemv only; default 2)")
 @click.option("--group-size", type=int, default=None,
               help="level-1 group size of the K-tree (meshgemv only, K >= 2; default about rows^(1/K))")
 @click.option("--dtype", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True)
@@ -131,7 +90,7 @@ def kernel(name: str, mesh: str, m: int, k: int, n: int, k_tree: int | None, gro
     if shape[0] > spec.mesh_height or shape[1] > spec.mesh_width:
         raise InputError(f"--mesh {mesh}: {shape[0]}x{shape[1]} (rows x columns) is larger than {spec.name}'s "
                          f"kernel rectangle {spec.mesh_height}x{spec.mesh_width}")
-    check_tree_options(name, shape[0], k_tree, group_size)
+    check_tree_options(name, k_tree, group_size)
     k_tree = 2 if k_tree is None else k_tree
     functional = simulate and not timing_only
     req = KernelRequest(name=name, mesh=shape, m=m, k=k, n=n, dtype=dtype, k_tree=k_tree,

@@ -151,3 +151,23 @@ def test_agreement_fast_subset(name, P, N, K):
     rep = run_kernel(b, WSE2, "timing")
     assert abs(rep.ratio - 1) <= 0.10, rep.to_dict()
     assert rep.compute_cycles == rep.predicted_compute_cycles
+
+
+def test_predicted_colours_per_pe_are_the_programs():
+    """The R metric of a MeshGEMV: the most colours a PE routes in the built program (its route table)
+    equals ``plmr.ktree.routed_colours`` + the multicast, for K 1-3, default and given group sizes."""
+    from meshgemm.collectives import ktree_group_counts
+    from plmr.ktree import build_ktree, routed_colours
+
+    seen = set()
+    for n in range(2, 25):
+        for k, g in [(1, None), (2, None), (2, 2), (2, 3), (3, None), (3, 2)]:
+            try:
+                tree = build_ktree(n, k, ktree_group_counts(n, k, g))
+            except InputError:
+                continue  # more levels than the line has PEs for
+            b = build_kernel(KernelRequest("meshgemv", (n, 2), 1, 4 * n, 8, k_tree=k, group_size=g,
+                                           functional=False), WSE2)
+            assert b.predicted.colors_per_pe == b.colors_per_pe() == routed_colours(tree) + 1, (n, k, g)
+            seen.add(b.colors_per_pe())
+    assert len(seen) >= 4  # the cases reach levels of one-hop chains, not only 2K + 1

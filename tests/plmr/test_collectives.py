@@ -337,8 +337,17 @@ def test_ring_shift_formula():
 
 @pytest.mark.parametrize("k", [1, 2, 3, 4])
 def test_ktree_colours(k):
+    # groups of 3+ PEs at every level: each level's chains alternate both slots, and the global root
+    # receives on both of every level (the slot of the hop into it differs on its two sides)
     assert ktree_allreduce(SPEC, 100, 8, k=k).colors_per_pe == 2 * k + 1
     assert ktree_allreduce(SPEC, 100, 8, k=k, with_broadcast=False).colors_per_pe == 2 * k
+
+
+def test_ktree_colours_of_one_hop_levels():
+    # 8 PEs, K = 3: groups of two at every level, so every chain is one hop on one slot: 3 + the multicast
+    assert ktree_allreduce(SPEC, 8, 8, k=3).colors_per_pe == 4
+    # 2 PEs, K = 1: one hop, one slot, + the multicast
+    assert ktree_allreduce(SPEC, 2, 8, k=1).colors_per_pe == 2
 
 
 def test_other_colours_and_bytes():
