@@ -118,9 +118,10 @@ class LayoutReadback:
         return out
 
     def pe_members(self):
-        """Yield ``(file, params, pes)`` for each distinct (file, params) placed, in ``pe_groups``' order:
-        ``pes`` are the group's flat indices into the ``[x, y]`` grids, ascending. All groups together hold
-        one index per PE, where a mask per group is a whole grid each (4,100 groups on 683 x 683: 1.9 GB)."""
+        """Yield ``(file, params, pes)`` for each distinct (file, params) placed, in (file, params) order:
+        ``pes`` are the group's flat indices into the ``[x, y]`` grids, ascending (``mask_of`` gives the
+        mask). All groups together hold one index per PE, where a mask per group is a whole grid each
+        (4,100 groups on 683 x 683: 1.9 GB)."""
         placed = np.flatnonzero(self.tile_file >= 0)
         if not placed.size:
             return
@@ -137,11 +138,6 @@ class LayoutReadback:
         mask = np.zeros(self.tile_file.shape, dtype=bool)
         mask.flat[pes] = True
         return mask
-
-    def pe_groups(self):
-        """Yield ``(file, params, mask[x, y])`` for each distinct (file, params) placed."""
-        for f, p, pes in self.pe_members():
-            yield f, p, self.mask_of(pes)
 
 
 def dir_bits(v: Any) -> int | None:

@@ -29,7 +29,7 @@ def test_progress_names_each_stage_and_counts_every_parameter_set():
     said = []
     report = check_paths([SAMPLES / "chain_layout.csl"], params=CHAIN, progress=said.append)
     assert report.findings == check_paths([SAMPLES / "chain_layout.csl"], params=CHAIN).findings == []
-    groups = len(list(report.layouts[0].pe_groups()))
+    groups = len(list(report.layouts[0].pe_members()))
     assert said[0] == "parsing chain_layout.csl (1/1 files)" and said[1] == "evaluating chain_layout.csl"
     assert groups > 1 and said[2:] == [f"chain_layout.csl: the PE programs it places, parameter set {i}/{groups}"
                                        for i in range(1, groups + 1)]

@@ -28,7 +28,8 @@ def assert_reads_back(prog, lay) -> None:
     W, H = prog.width, prog.height
     blocks = prog.pe_blocks().reshape(H, W).T  # [x, y]
     seen = np.zeros((W, H), dtype=bool)
-    for f, params, mask in lay.pe_groups():
+    for f, params, pes in lay.pe_members():
+        mask = lay.mask_of(pes)
         assert not (seen & mask).any()
         seen |= mask
         got = {k: v for k, v in to_python(params).items() if k != "memcpy_params"}
