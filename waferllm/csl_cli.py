@@ -64,20 +64,20 @@ def bundle_manifests(paths) -> list[dict] | None:
     return found
 
 
-def bundle_params(paths) -> dict:
-    """The layout params a bundle was emitted with (``manifest.json`` ``params`` beside ``src/``), when
-    every path is such a bundle (or its ``src``) and all agree; else {} (give them with --params)."""
-    found = [m.get("params") or {} for m in bundle_manifests(paths) or []]
+def bundle_params(manifests: list[dict] | None) -> dict:
+    """The layout params the bundles (``bundle_manifests``) were emitted with, when all agree; else {}
+    (give them with --params)."""
+    found = [m.get("params") or {} for m in manifests or []]
     return found[0] if found and all(f == found[0] for f in found) else {}
 
 
-def bundle_arch(paths) -> str | None:
-    """The target a bundle was emitted for (its manifest's hardware when that is one of its targets, else
-    its first target), when every path is such a bundle and all agree; else None."""
+def bundle_arch(manifests: list[dict] | None) -> str | None:
+    """The target the bundles (``bundle_manifests``) were emitted for (a manifest's hardware when that is
+    one of its targets, else its first target), when all agree; else None."""
     def arch(m: dict) -> str | None:
         targets = [t.get("arch") for t in m.get("targets") or []]
         return m.get("hardware") if m.get("hardware") in targets else (targets[0] if targets else None)
-    archs = {arch(m) for m in bundle_manifests(paths) or []}
+    archs = {arch(m) for m in manifests or []}
     return archs.pop() if len(archs) == 1 and None not in archs else None
 
 
@@ -118,8 +118,9 @@ def csl_check(paths, arch: str, params_text: str | None, syntax_only: bool, as_j
     from waferllm.activity import activity
 
     refuse_compile_bundle_roots(paths)
-    params = {**bundle_params(paths), **parse_params(params_text)}
-    arch = arch or bundle_arch(paths) or "wse2"
+    manifests = bundle_manifests(paths)
+    params = {**bundle_params(manifests), **parse_params(params_text)}
+    arch = arch or bundle_arch(manifests) or "wse2"
     with activity("csl check") as step:  # a spinner on a terminal's stderr: a model's bundle takes a while
         report = check_paths(paths, arch=arch, params=params, syntax_only=syntax_only, progress=step)
     if as_json:
