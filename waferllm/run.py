@@ -141,8 +141,6 @@ def run_bundle(req: RunRequest, events: RunEvents | None = None) -> dict:
         weights = unpack_images(prog, images, model, dtype)
     # ---- prefill ----------------------------------------------------------------------------------------------
     prefill_kind, prefill_cycles, switch_cycles = "host", None, None
-    for r in rt.rules:
-        r.prefill(n_prompt)  # checked above, before the build
     device = _device_prefill() if req.prefill != "host" else None
     if req.prefill == "device" and device is None:
         raise InputError("this installation has no device prefill (meshgemm.prefill_run); use --prefill host")
