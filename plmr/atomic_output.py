@@ -31,6 +31,23 @@ def dir_mode() -> int:
     return 0o777 & ~_umask()
 
 
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename, with the
+    mode a new file gets under the umask."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())  # mkstemp's 0600 would make the result private
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def temp_dir_beside(target: Path) -> Path:
     """A new empty directory next to ``target`` (same file system, so the final rename is atomic), with
     the mode a new directory gets; the caller removes it if it does not rename it into place."""

@@ -27,14 +27,13 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
 from plmr.errors import InputError
-from plmr.atomic_output import file_mode
+from plmr.atomic_output import atomic_write
 
 SCHEMA = 1
 FILENAME = "results.csv"
@@ -101,23 +100,6 @@ def _parse(column: str, text: str) -> Any:
     if column in BOOL_COLUMNS:
         return text == "true"
     return text
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename (with the
-    mode a new file gets under the umask)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, file_mode())  # mkstemp's 0600 would make the result private
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def results_path(location: str | os.PathLike) -> Path:

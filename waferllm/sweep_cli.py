@@ -55,7 +55,8 @@ def sweep(out: str, config: str | None, simulate: bool, timing_only: bool, worke
 
     Then: waferllm report OUT -o OUT/report.html
     """
-    from waferllm.results import SPEC_FILENAME, ResultsTable, atomic_write
+    from plmr.atomic_output import atomic_write
+    from waferllm.results import SPEC_FILENAME, ResultsTable
     from waferllm.sweep import AXES, Sweep, load_sweep_file, parse_values, split_list
     from waferllm.sweep_run import resolve_workers, run_sweep
 

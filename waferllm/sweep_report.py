@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from plmr.errors import InputError
-from plmr.atomic_output import swap_dir, temp_dir_beside
-from waferllm.results import atomic_write, load_arrays, load_rows, results_path
+from plmr.atomic_output import atomic_write, swap_dir, temp_dir_beside
+from waferllm.results import load_arrays, load_rows, results_path
 
 TABLE_ROW_LIMIT = 2000
 #: result columns shown in the HTML table when any row has them, in order

@@ -11,8 +11,7 @@ import pytest
 
 from csl_templates.bundle import _atomic_dir
 from plmr import atomic_output
-from plmr.atomic_output import swap_dir, temp_dir_beside
-from waferllm.results import atomic_write
+from plmr.atomic_output import atomic_write, swap_dir, temp_dir_beside
 
 
 @pytest.fixture(params=[0o022, 0o027, 0o077])
