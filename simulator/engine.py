@@ -1586,7 +1586,7 @@ def _run_py(params, route_of, r_pe, r_tx, ch_route, ins, jtab, pe_entry, tk_entr
     # the whole mesh; with several, the even ones (parts) run concurrently and the odd ones
     # (bands between parts) after them, in order. A visit touches only its PE's neighbours and
     # every effect on another PE is due one cycle later or more, so the result is the same.
-    # ``PARTS`` (a constant of the compiled variant) is False in the engine runs on one segment use:
+    # ``PARTS`` (a constant of the compiled variant) is False in the variant that runs one segment:
     # numba then drops the parts' branches before typing, so ``visit_parts`` and ``block_parts``
     # (parallel loops, a fifth of the engine's compile time) compile only when a run is cut in parts.
     nwd = (P + 63) >> 6
