@@ -30,7 +30,7 @@ from csl_templates.target_rules import (
 )
 
 #: JSON schema version of ``CheckReport.to_dict``.
-SCHEMA = "waferllm.csl-check/1"
+SCHEMA = 2  # an integer version, as every command's JSON (1 was the string "waferllm.csl-check/1")
 
 
 @dataclass

@@ -176,7 +176,7 @@ def test_syntax_only_skips_semantic_rules(tmp_path):
 
 def test_report_json_has_a_schema_and_integer_positions():
     d = check_paths([SAMPLES / "legacy_layout.csl"], arch="wse3", params={"P": 4, "Mt": 2, "Nt": 3}).to_dict()
-    assert d["schema"] == "waferllm.csl-check/1" and d["errors"] == 1 and d["warnings"] == 1
+    assert d["schema"] == 2 and d["errors"] == 1 and d["warnings"] == 1
     assert all(isinstance(f["line"], int) and isinstance(f["col"], int) for f in d["findings"])
 
 

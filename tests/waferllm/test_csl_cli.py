@@ -44,7 +44,7 @@ def test_syntax_error_exits_1_and_json_has_the_schema(tmp_path):
     r = invoke(f, "--syntax-only", "--json")
     assert r.exit_code == 1
     d = json.loads(r.stdout)
-    assert d["schema"] == "waferllm.csl-check/1" and d["errors"] == 1
+    assert d["schema"] == 2 and d["errors"] == 1
     assert (d["findings"][0]["line"], d["findings"][0]["col"], d["findings"][0]["rule"]) == (1, 12, "syntax")
 
 
