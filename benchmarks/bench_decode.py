@@ -49,7 +49,7 @@ def plmr_layer(model, grid, context, ty, tx, dtype="fp16") -> tuple[float, dict]
     tyc = TreeChoice(ty.k, (ty.groups0,) if ty.k > 1 else ())
     txc = TreeChoice(tx.k, (tx.groups0,) if tx.k > 1 else ())
     per_layer, _, parts = decode_cost(one, req, grid, tyc, txc)
-    return per_layer, {k: int(round(v)) for k, v in parts.items() if k.startswith("layer.")}
+    return per_layer, {k: int(round(v)) for k, v in parts.items() if k.startswith("layers.")}
 
 
 def bench_layer(args) -> dict:
@@ -217,7 +217,7 @@ def table(paths: list[str]) -> str:
     head = "| op | " + " | ".join(f"{d['model']} {d['grid'][0]}×{d['grid'][1]} sim / plmr" for d, _, _ in runs) + " |"
     lines = [head, "|---|" + "---|" * len(runs)]
     for op in OP_LABELS:
-        cells = [f"{d['ops'].get(op, 0):,} / {parts.get('layer.' + op, 0):,}" for d, _, parts in runs]
+        cells = [f"{d['ops'].get(op, 0):,} / {parts.get('layers.' + op, 0):,}" for d, _, parts in runs]
         lines.append(f"| {op} | " + " | ".join(cells) + " |")
     lines.append("| **layer** | " + " | ".join(f"**{d['cycles']:,} / {pred:,.0f}**" for d, pred, _ in runs) + " |")
     lines.append("| sim / plmr | " + " | ".join(f"{d['cycles'] / pred:.3f}" for d, pred, _ in runs) + " |")

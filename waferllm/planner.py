@@ -58,8 +58,9 @@ from waferllm.placement import (Placement, ProgramCharge, RegionShortage, place_
 
 METHODS = ("full", "paper")
 
-#: Version of the ``plan --json`` object; bumped when a field changes meaning or disappears.
-SCHEMA_VERSION = 2
+#: Version of the ``plan --json`` object; bumped when a field changes meaning or disappears
+#: (3: ``decode.parts``' per-op keys are ``layers.<op>``, summed over the layers; they were ``layer.<op>``).
+SCHEMA_VERSION = 3
 
 #: group_num per P in the authors' decode configs (method §6.5); other sizes use ≈ √P groups.
 AUTHORS_GROUP_NUM = {240: 15, 256: 16, 300: 15, 360: 18, 420: 20, 480: 20, 512: 32, 540: 20,
@@ -475,14 +476,14 @@ class DecodeTerms:
 
     def breakdown(self, spec: HardwareSpec, ty: TreeChoice, tx: TreeChoice) -> tuple[float, dict]:
         """(cycles of one layer at the longest context, per-token cycles by part); part names are
-        the same for both methods: ``layer.<op>`` summed over the layers, then the extras."""
+        the same for both methods: ``layers.<op>`` summed over the layers, then the extras."""
         parts: dict[str, float] = {}
         per_layer = 0.0
         for n, st in self.layer_groups:
             layer = compose(spec, list(st), ty, tx, "decode_layer")
             per_layer = max(per_layer, layer.total_cycles)
             for k, v in layer.parts.items():
-                parts[f"layer.{k}"] = parts.get(f"layer.{k}", 0.0) + n * v
+                parts[f"layers.{k}"] = parts.get(f"layers.{k}", 0.0) + n * v
         extras = compose(spec, list(self.extras), ty, tx, "extras")
         for name in ("embedding", "final_norm", "lm_head", "argmax"):
             parts[name] = extras.parts.get(name, 0.0)
@@ -1892,7 +1893,12 @@ def _nothing_fits(model: Any, req: PlanRequest, what: str) -> str:
 
 
 class _NothingFits(InputError):
-    """No grid holds the model on this many wafers (``--wafers auto`` then tries one more)."""
+    """No grid holds the model on this many wafers (``--wafers auto`` then tries one more).
+    ``phase``: the search that found nothing, "decode" or "prefill"."""
+
+    def __init__(self, message: str, phase: str):
+        super().__init__(message)
+        self.phase = phase
 
 
 def _plan_on(model: Any, req: PlanRequest, memo: dict | None = None, explain: bool = True) -> Plan:
@@ -1907,7 +1913,7 @@ def _plan_on(model: Any, req: PlanRequest, memo: dict | None = None, explain: bo
         if found is None and req.method == "full":  # the strips beside the regions may hold it
             found = search_decode(model, req, memo, pack=True)
         if found is None:
-            raise _NothingFits(_nothing_fits(model, req, "decode") if explain else "decode: nothing fits")
+            raise _NothingFits(_nothing_fits(model, req, "decode") if explain else "decode: nothing fits", "decode")
         return found
 
     # --wafers auto (explain=False) asks the prefill search first: it is the cheaper one to fail on too
@@ -1929,7 +1935,8 @@ def _prefill(model: Any, req: PlanRequest, notes: list[str], explain: bool) -> C
     else:
         pre = search_grid(model, req, prefill_candidate)
         if pre is None:
-            raise _NothingFits(_nothing_fits(model, req, "prefill") if explain else "prefill: nothing fits")
+            raise _NothingFits(_nothing_fits(model, req, "prefill") if explain else "prefill: nothing fits",
+                               "prefill")
     return pre
 
 
@@ -2067,6 +2074,9 @@ def plan(model: Any, req: PlanRequest) -> Plan:
             last_error = exc
             if req.method == "paper":
                 raise
+            if isinstance(exc, _NothingFits) and exc.phase == "prefill" and n < MAX_WAFERS \
+                    and not _prefill_fits_somewhere(model, req):
+                break  # more wafers never make room for the prefill: say why now, not after every count
             continue
         options = [_wafer_option(best)]
         for more in (n + 1, n + 2):  # what more systems would buy (decode tokens/s per wafer)
@@ -2089,6 +2099,17 @@ def plan(model: Any, req: PlanRequest) -> Plan:
         except InputError as exc:
             last_error = exc
     raise InputError(f"{model.name} does not fit {MAX_WAFERS} x {req.hardware.name}: {last_error}")
+
+
+def _prefill_fits_somewhere(model: Any, req: PlanRequest) -> bool:
+    """Whether the prefill pass fits on the most wafers ``--wafers auto`` tries. More wafers only add
+    regions for its stages, so when it does not fit there it fits on no count (one search instead
+    of one per count: a layer too large for every region used to take a minute to report)."""
+    try:
+        _prefill(model, replace(req, wafers=MAX_WAFERS), [], explain=False)
+    except _NothingFits:
+        return False
+    return True
 
 
 def _wafer_option(p: Plan) -> dict:

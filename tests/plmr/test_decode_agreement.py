@@ -204,7 +204,7 @@ def test_the_whole_token_follows_the_simulated_program(grid, context):
     _, total, parts = decode_cost(model, req, grid, tree(prog.tree_y), tree(prog.tree_x), _placement(grid, origins))
     # a hand-off runs from the sender's layer end to the receiver's first stamp (after its first norm's local part)
     sim["handoffs"] = sum(at(b, "rmsnorm") - at(b - 1, "residual_mlp", -1) for b in range(1, n))
-    pred = dict(parts, handoffs=parts["handoffs"] + (n - 1) * parts["layer.rmsnorm"] / n)
+    pred = dict(parts, handoffs=parts["handoffs"] + (n - 1) * parts["layers.rmsnorm"] / n)
     for op in ("final_norm", "lm_head", "argmax", "embedding"):
         assert pred[op] == pytest.approx(sim[op], rel=0.02, abs=2), (op, sim, pred)
     for op in ("handoffs", "token_return"):

@@ -75,3 +75,68 @@ def test_weights_beyond_every_wafer_count_auto_tries_are_one_line_with_the_numbe
     assert err[0] == (f"Error: llama3-8b does not fit 64 x tiny: its fp16 weights ({weight_bytes / 1e9:.2f} GB) "
                       f"need at least {systems:,} systems of {400 * spec.usable_sram_bytes / 1e9:.3f} GB of usable "
                       f"SRAM (400 PEs), more than the 64 --wafers auto tries")
+
+
+def _prefill_fits(model, **req) -> list[bool]:
+    from plmr.hardware import WSE2
+    from waferllm.planner import PlanRequest, _NothingFits, _prefill
+
+    fits = []
+    for n in range(1, 9):
+        try:
+            _prefill(model, PlanRequest(hardware=WSE2, wafers=n, **req), [], explain=False)
+            fits.append(True)
+        except _NothingFits:
+            fits.append(False)
+    return fits
+
+
+@pytest.mark.parametrize("name,req", [("llama3-70b", {"input_len": 4096}), ("qwen2-72b", {"input_len": 4096})])
+def test_the_prefill_fits_on_every_wafer_count_above_one_that_holds_it(name, req):
+    """What `--wafers auto` rests on when it stops at a prefill that fits nowhere: more wafers never take
+    the fit away (counted by trying 1-8 wafers, where these models start to fit)."""
+    from waferllm.catalog import resolve_model
+
+    fits = _prefill_fits(resolve_model(name), output_len=16, **req)
+    assert not fits[0] and fits[-1], fits  # the case exercises a change of fit
+    assert fits == sorted(fits), fits
+
+
+def test_wafers_auto_says_at_once_when_the_prefill_fits_no_wafer_count(monkeypatch):
+    """A prompt whose prefill layer fits no region (LLaMA3-8B, 32K tokens, the programs' own bytes) fails
+    with the message of the most wafers, without planning every count from the first (a minute before)."""
+    from dataclasses import replace
+
+    from plmr.hardware import WSE2
+    from plmr.errors import InputError
+    from waferllm import planner
+    from waferllm.catalog import resolve_model
+
+    model = resolve_model("llama3-8b")
+    req = planner.PlanRequest(hardware=WSE2, input_len=32768, output_len=128, program_memory=True, wafers="auto")
+    with pytest.raises(InputError) as most:
+        planner._plan_on(model, replace(req, wafers=planner.MAX_WAFERS))
+    counts = []
+    real = planner._plan_on
+    monkeypatch.setattr(planner, "_plan_on", lambda m, r, *a, **k: counts.append(r.wafers) or real(m, r, *a, **k))
+    with pytest.raises(InputError) as auto:
+        planner.plan(model, req)
+    assert str(auto.value) == f"llama3-8b does not fit 64 x wse2: {most.value}"
+    assert "prefill: no grid holds llama3-8b" in str(auto.value)
+    assert counts == [1, planner.MAX_WAFERS], counts  # the first count, then the explanation at the most
+
+
+def test_the_stage_map_shows_stages_without_a_region_as_unplaced():
+    """The paper method's LLaMA3-8B needs more regions than one WSE-2 has: the stage map names no
+    wafer for the stages past the room (it used to put them on a wafer 1 that was not asked for)."""
+    d = plan_json("llama3-8b", "--method", "paper")
+    lp = d["layer_placement"]
+    room, stages = lp["regions_available"], lp["stages"]
+    assert d["wafers"] == 1 and len(stages) > room and d["memory"]["fits"] is False
+    r = CliRunner(env={"COLUMNS": "160"}).invoke(main, ["plan", "llama3-8b", "--method", "paper"])
+    assert r.exit_code == 0, r.output
+    over = len(stages) - room
+    assert f"stage map ({over} stages without a region: 1 x wse2 has room for {room})" in r.stdout
+    rows = [line.split("│") for line in r.stdout.splitlines() if line.startswith("│")]
+    by_stage = {int(c[1]): c[2].strip() for c in rows if len(c) > 3 and c[1].strip().isdigit()}
+    assert [by_stage[s["stage"]] for s in stages] == ["0"] * room + ["none"] * over

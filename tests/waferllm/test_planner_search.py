@@ -321,9 +321,14 @@ def _cycles(x, path=""):
 def test_defect_one_schema_for_both_methods_with_integer_cycles():
     full = plan_json("llama3-8b", "--method", "full")
     paper = plan_json("llama3-8b", "--method", "paper")
-    assert full["schema"] == paper["schema"] == 2
+    assert full["schema"] == paper["schema"] == 3
     assert _keys(full) == _keys(paper)
-    assert "layer.rmsnorm" in paper["decode"]["parts"] and "rmsnorm" not in paper["decode"]["parts"]
+    assert "layers.rmsnorm" in paper["decode"]["parts"] and "rmsnorm" not in paper["decode"]["parts"]
+    for d in (full, paper):  # the parts add up to the token; layers.* are the 32 equal layers' totals
+        parts = d["decode"]["parts"]
+        assert abs(sum(parts.values()) - d["decode"]["cycles_per_token"]) <= len(parts)
+        layers = sum(v for k, v in parts.items() if k.startswith("layers."))
+        assert abs(layers - 32 * d["decode"]["cycles_per_layer"]) <= 32 + len(parts)
     for d in (full, paper):
         for path, v in _cycles(d):
             assert isinstance(v, int) and not isinstance(v, bool), (path, v)
