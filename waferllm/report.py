@@ -78,7 +78,12 @@ def render_plan(result: Any, console: Any, wide: bool = False) -> None:
 
     stages = d["layer_placement"]["stages"]
     if stages:
-        st = Table(title="stage map", show_header=True)
+        room = d["layer_placement"]["regions_available"]  # stages past it have no region: shown, not placed
+        over = len(stages) - room
+        systems = f"{d['layer_placement']['wafers']} x {d['hardware']}"
+        title = "stage map" if over <= 0 else \
+            f"stage map ({over} stage{'s' * (over > 1)} without a region: {systems} has room for {room})"
+        st = Table(title=title, show_header=True)
         for col in ("stage", "wafer", "origin", "region", "layers", "KB/PE"):
             st.add_column(col, no_wrap=True, justify="right" if col != "layers" else "left")
         if full:
@@ -87,7 +92,8 @@ def render_plan(result: Any, console: Any, wide: bool = False) -> None:
             layers = f"{x['layers'][0]}-{x['layers'][1]}" if x["num_layers"] > 0 else "-"
             if x["extras"]:
                 layers += " +" + ",".join("emb" if e == "embedding" else "lm" for e in x["extras"])
-            row = [str(x["stage"]), str(x["wafer"]), f"{x['origin'][0]},{x['origin'][1]}",
+            row = [str(x["stage"]), str(x["wafer"]) if x["stage"] < room else "none",
+                   f"{x['origin'][0]},{x['origin'][1]}" if x["stage"] < room else "-",
                    f"{x['grid'][0]}x{x['grid'][1]}", layers,
                    f"{x['bytes_per_pe'] / 1024:.1f}"]
             if full:
