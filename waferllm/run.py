@@ -224,7 +224,7 @@ def run_bundle(req: RunRequest, events: RunEvents | None = None) -> dict:
         "new_tokens": produced,
         "prefill": prefill_kind,
         "prefill_note": note,
-        "prefill_grid": list(mesh),
+        "prefill_grid": list(mesh) if prefill_kind == "device" else None,
         "prefill_regions": len(pre_stages) if prefill_kind == "device" else None,
         "prefill_cycles": prefill_cycles,
         "switch_cycles_modelled": switch_cycles,

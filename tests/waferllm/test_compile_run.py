@@ -99,7 +99,7 @@ def test_tokens_and_logits_equal_transformers(bundles, tiny_model, case):
         assert out["prefill"] == "device" and out["prefill_regions"] == regions and out["prefill_cycles"] > 0
         assert out["prefill_grid"] == list(grid) and out["prefill_note"] is None
     else:
-        assert out["prefill"] == "host" and out["prefill_cycles"] is None
+        assert out["prefill"] == "host" and out["prefill_cycles"] is None and out["prefill_grid"] is None
         assert "B per PE for one layer" in out["prefill_note"]
 
 
@@ -201,6 +201,7 @@ def test_cli_run_json_and_text(bundles):
     for key in ("schema", "tokens", "prefill_cycles", "decode_cycles_per_token", "tokens_per_s"):
         assert key in out
     assert out["prefill"] == "host" and out["prefill_cycles"] is None
+    assert out["prefill_grid"] is None and out["prefill_regions"] is None  # no grid was used
     assert len(out["tokens"]) == 3 and isinstance(out["decode_cycles_per_token"], int)
     r = CliRunner().invoke(main, ["run", b, "--prompt-ids", "3,17", "--max-new-tokens", "2"])
     assert r.exit_code == 0 and "tokens/s" in r.output
