@@ -197,6 +197,15 @@ class LayerMemory:
         return b
 
 
+class PeOverflow(InputError):
+    """Something that must sit in one region (a layer, the embedding or LM head beside the buffers)
+    needs more than a PE holds: ``need`` bytes on the busiest PE."""
+
+    def __init__(self, message: str, need: int):
+        super().__init__(message)
+        self.need = need
+
+
 class RegionShortage(InputError):
     """Every stage fits its region, but the wafers have too few regions (``needed`` of them)."""
 
@@ -254,21 +263,21 @@ def place_layers(spec: HardwareSpec, dims: LayerDims, layer_tokens: tuple[int, .
     if too_big and not detail:
         raise InputError(f"{prefix}does not fit")  # a search drops the grid without reading why
     if L and buf + one > capacity:
-        raise InputError(f"{prefix}one layer needs {_kb(buf + one)} on the busiest PE of a {p_y}x{p_x} region "
+        raise PeOverflow(f"{prefix}one layer needs {_kb(buf + one)} on the busiest PE of a {p_y}x{p_x} region "
                          f"(weights {_kb(mem.weights(1))}, KV cache {_kb(mem.kv(0, 1))} for "
                          f"{max(layer_tokens)} tokens x batch {batch}, buffers {_kb(buf)}), "
-                         f"{_kb(capacity)} available")
+                         f"{_kb(capacity)} available", buf + one)
     if e_first and buf + e_first > capacity:
-        raise InputError(f"{prefix}the embedding table needs {_kb(e_first)} per PE on a {p_y}x{p_x} region "
-                         f"(+ buffers {_kb(buf)}), {_kb(capacity)} available")
+        raise PeOverflow(f"{prefix}the embedding table needs {_kb(e_first)} per PE on a {p_y}x{p_x} region "
+                         f"(+ buffers {_kb(buf)}), {_kb(capacity)} available", buf + e_first)
     if e_last and buf + e_last > capacity:
         what_last = "the LM head with the final norm and the logits" if charge is not None else "the LM head"
-        raise InputError(f"{prefix}{what_last} need{'s' if charge is None else ''} {_kb(e_last)} per PE on a "
-                         f"{p_y}x{p_x} region (+ buffers {_kb(buf)}), {_kb(capacity)} available")
+        raise PeOverflow(f"{prefix}{what_last} need{'s' if charge is None else ''} {_kb(e_last)} per PE on a "
+                         f"{p_y}x{p_x} region (+ buffers {_kb(buf)}), {_kb(capacity)} available", buf + e_last)
     if too_big:  # the first stage holds the table and a layer
-        raise InputError(f"{prefix}the first stage needs {_kb(buf + e_first + one)} on the busiest PE of a "
+        raise PeOverflow(f"{prefix}the first stage needs {_kb(buf + e_first + one)} on the busiest PE of a "
                          f"{p_y}x{p_x} region (embedding table {_kb(e_first)}, one layer {_kb(one)}, buffers "
-                         f"{_kb(buf)}), {_kb(capacity)} available")
+                         f"{_kb(buf)}), {_kb(capacity)} available", buf + e_first + one)
 
     counts = _fewest_even(L, capacity - buf, e_first, e_last, tied, layer_bytes, homogeneous, even=detail,
                           memo=mem.most, both=e_both)

@@ -1381,7 +1381,7 @@ def prefill_placement(model: Any, req: PlanRequest, grid: tuple[int, int], force
     are tried, and if they fit the fewest that do are found by bisection, the same answer as
     trying the counts in order."""
     counts = [c for c in PREFILL_CHUNKS if c <= req.input_len]
-    tried: dict[int, tuple[Placement | None, str]] = {}
+    tried: dict[int, tuple[Placement | None, str, float]] = {}
 
     def attempt(i: int) -> Placement | None:
         chunks = counts[i]
@@ -1406,9 +1406,10 @@ def prefill_placement(model: Any, req: PlanRequest, grid: tuple[int, int], force
 
 
 def _prefill_attempt(model: Any, req: PlanRequest, grid: tuple[int, int], chunks: int,
-                     detail: bool, keep_unfit: bool = False) -> tuple[Placement | None, str]:
-    """(the placement when it fits, else None; why not). ``keep_unfit``: the placement also when its
-    stages do not fit the wafer (None only when no stage can be formed)."""
+                     detail: bool, keep_unfit: bool = False) -> tuple[Placement | None, str, float]:
+    """(the placement when it fits, else None; why not; the bytes the busiest PE would need when no
+    stage can be formed, else 0). ``keep_unfit``: the placement also when its stages do not fit the
+    wafer (None only when no stage can be formed)."""
     dims = model_dims(model)
     act = prefill_activation_bytes(dims, grid[0], grid[1], ceil_div(req.input_len, chunks), req.dtype,
                                    keys=req.input_len)
@@ -1418,11 +1419,11 @@ def _prefill_attempt(model: Any, req: PlanRequest, grid: tuple[int, int], chunks
                                  model.tie_word_embeddings, grid, req.dtype, 1, _wafer_count(req), act,
                                  what="prefill", detail=detail, per_layer=per_layer, buffer_bytes=buf)
     except InputError as exc:
-        return None, str(exc)
+        return None, str(exc), getattr(exc, "need", math.inf)
     if placement.fits:
-        return placement, ""
+        return placement, "", 0
     return (placement if keep_unfit else None,
-            stage_fit_message(req.hardware, placement, model.name, "prefill") if detail else "")
+            stage_fit_message(req.hardware, placement, model.name, "prefill") if detail else "", 0)
 
 
 def _ladder(n: int, step: int) -> list[int]:
@@ -1869,7 +1870,8 @@ def _nothing_fits(model: Any, req: PlanRequest, what: str) -> str:
         return (f"{prefix}weights need {need:.1f} GB, {systems} holds {holds:.1f} GB ({req.dtype}); "
                 f"try --wafers auto")
     # The binding constraint of the shape that comes closest: fewest regions short; when no shape
-    # forms stages at all (one layer outgrows every region), the largest region's reason.
+    # forms stages at all (one layer outgrows every region), the least bytes on the busiest PE (the
+    # largest region is not always it: a MeshGEMM on a region whose sides have a large lcm holds more).
     best = None
     step = max(1, math.ceil(max(spec.mesh_height, spec.mesh_width) / 40))
     chunks = max(c for c in PREFILL_CHUNKS if c <= max(1, req.input_len))
@@ -1877,13 +1879,13 @@ def _nothing_fits(model: Any, req: PlanRequest, what: str) -> str:
         for px in _ladder(spec.mesh_width, step):
             if what == "decode":
                 try:
-                    p, why = real_placement(model, req, (py, px)), ""
+                    p, why, need = real_placement(model, req, (py, px)), "", 0
                 except InputError as exc:
-                    p, why = None, str(exc)
+                    p, why, need = None, str(exc), getattr(exc, "need", math.inf)
             else:  # the most prompt chunks: the fewest bytes per PE
-                p, why = _prefill_attempt(model, req, (py, px), chunks, True, keep_unfit=True)
+                p, why, need = _prefill_attempt(model, req, (py, px), chunks, True, keep_unfit=True)
             if p is None:
-                cand = (1, -py * px, why)
+                cand = (1, (need, -py * px), why)
             else:
                 cand = (0, len(p.stages) / max(p.regions_available, 1), stage_fit_message(spec, p, model.name))
             if best is None or cand[:2] < best[:2]:

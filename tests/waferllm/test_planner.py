@@ -568,8 +568,9 @@ def test_the_placed_context_counts_the_scores_of_one_chunk():
 def test_a_prefill_that_fits_no_grid_names_the_closest_shape():
     """When the prefill program's own bytes leave no grid that holds the model, the error names the shape
     that comes closest: the fewest regions per region available over every grid of the wafer (a brute
-    force over all 16 x 16 shapes here), or, when no shape forms stages at all, the largest region.
-    It used to name the 1x1 region whenever the prefill placements did not fit."""
+    force over all 16 x 16 shapes here), or, when no shape forms stages at all, the fewest bytes on the
+    busiest PE. It used to name the 1x1 region whenever the prefill placements did not fit, and then
+    the largest region, which is not the closest when its sides' lcm inflates the buffers."""
     import re
 
     from plmr.errors import InputError
@@ -588,7 +589,7 @@ def test_a_prefill_that_fits_no_grid_names_the_closest_shape():
     ratios = []
     for py in range(1, 17):
         for px in range(1, 17):
-            p, _ = _prefill_attempt(tiny, req, (py, px), max(PREFILL_CHUNKS), True, keep_unfit=True)
+            p, _, _ = _prefill_attempt(tiny, req, (py, px), max(PREFILL_CHUNKS), True, keep_unfit=True)
             if p is not None:
                 ratios.append(len(p.stages) / max(p.regions_available, 1))
     assert int(named[1]) / int(named[4]) == min(ratios) > 1
@@ -596,4 +597,10 @@ def test_a_prefill_that_fits_no_grid_names_the_closest_shape():
     long = dataclasses.replace(req, input_len=4096, context=4112)  # one layer outgrows every region
     with pytest.raises(InputError) as err:
         plan(tiny, long)
-    assert "closest: prefill: one layer needs" in str(err.value) and "of a 16x16 region" in str(err.value)
+    named = re.search(r"closest: prefill: .* of a (\d+)x(\d+) region", str(err.value))
+    assert named, str(err.value)
+    needs = {(py, px): _prefill_attempt(tiny, long, (py, px), max(PREFILL_CHUNKS), True, keep_unfit=True)
+             for py in range(1, 17) for px in range(1, 17)}
+    assert all(p is None for p, _, _ in needs.values())  # no shape forms stages
+    least = min(need for _, _, need in needs.values())
+    assert needs[int(named[1]), int(named[2])][2] == least > hw.usable_sram_bytes
