@@ -28,6 +28,12 @@ from meshgemm.kv_cache import KVCacheFull, ShiftKVCache
 #: Version of the ``run --json`` object.
 RUN_SCHEMA = 1
 
+#: ``--prefill auto`` simulates the prompt on the device only up to this many PE-cycles (plmr's prefill
+#: layer × region PEs × layers): the engine runs 2e7-5e8 PE-cycles a second on a 2-core machine (dense
+#: MeshGEMM phases to sparse ones), so this is seconds to ~10 minutes; a LLaMA3-8B 4K-token prompt is
+#: ~1e14 (days). Beyond it auto runs the prompt on the host and says so; ``--prefill device`` still runs it.
+AUTO_PREFILL_PE_CYCLES = 10**10
+
 
 @dataclass
 class RunRequest:
@@ -68,6 +74,16 @@ def _device_prefill():
     except ImportError:
         return None
     return prefill_run
+
+
+def prefill_pe_cycles(model, hw, mesh: tuple[int, int], n_prompt: int, dtype: str) -> float:
+    """The device prefill's simulation work, roughly: plmr's prefill layer cycles × the region's PEs ×
+    the layers (each layer runs once, on one region at a time)."""
+    from plmr.transformer import prefill_layer
+    from waferllm.planner import model_dims
+
+    layer = prefill_layer(hw, model_dims(model), mesh[0], mesh[1], n_prompt, dtype).total_cycles
+    return layer * mesh[0] * mesh[1] * model.num_layers
 
 
 def run_bundle(req: RunRequest, events: RunEvents | None = None) -> dict:
@@ -160,6 +176,12 @@ def run_bundle(req: RunRequest, events: RunEvents | None = None) -> dict:
             if req.prefill == "device":
                 raise
             device, note = None, f"host prefill: {e}"
+    if device is not None and req.prefill == "auto":
+        work = prefill_pe_cycles(model, hw, mesh, n_prompt, dtype)
+        if work > AUTO_PREFILL_PE_CYCLES:
+            device, note = None, (f"host prefill: simulating the {n_prompt}-token prompt on {mesh[0]}x{mesh[1]} "
+                                  f"regions is ~{work:.1e} PE-cycles (auto simulates up to "
+                                  f"{AUTO_PREFILL_PE_CYCLES:.0e}: hours or more); --prefill device runs it anyway")
     if device is not None:
         say(f"prefill of {n_prompt} tokens on {len(pre_stages)} simulated {mesh[0]}x{mesh[1]} region(s)")
         res = device.run_prefill(model, n_prompt if req.timing_only else ids, mesh, hw, weights=weights,

@@ -35,8 +35,9 @@ def _ids(text: str | None) -> list[int] | None:
 @click.option("--timing-only", is_flag=True, help="simulate cycles only (no data; tokens are not computed; where control depends on values, e.g. which column holds the next token's embedding row, cycles differ slightly from a functional run)")
 @click.option("--prefill", type=click.Choice(["auto", "device", "host"]), default="auto", show_default=True,
               help="where the prompt runs: simulated prefill regions (device), numpy on the host (host: not "
-                   "simulated), or auto: the device when one layer of the prompt fits a prefill region, else the "
-                   "host with the reason in the output")
+                   "simulated), or auto: the device when one layer of the prompt fits a prefill region and the "
+                   "simulation is small (up to 1e10 PE-cycles: minutes), else the host with the reason in the "
+                   "output")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def run_cmd(bundle: str, prompt_ids: str | None, prompt: str | None, prompt_len: int | None, max_new_tokens: int,
             dtype: str | None, timing_only: bool, prefill: str, as_json: bool) -> None:

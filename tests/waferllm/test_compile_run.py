@@ -231,6 +231,26 @@ def test_device_prefill_that_does_not_fit_is_refused_with_the_numbers(bundles):
     assert "B per PE for one layer" in r.output and "B usable" in r.output and "Traceback" not in r.output
 
 
+def test_auto_runs_a_large_prefill_on_the_host_and_says_why(bundles, monkeypatch):
+    """``--prefill auto`` simulates the prompt only when the simulation is small: above the bound (here
+    lowered below the tiny bundle's own work) it runs on the host with the estimate in the note, while
+    ``--prefill device`` still simulates it. The tiny bundles are far below the shipped bound."""
+    from waferllm import run as run_mod
+
+    b = str(bundles("llama3_rope"))
+    doc = open_bundle(b)
+    mesh = tuple(doc.doc["plan"]["prefill"]["grid"])
+    work = run_mod.prefill_pe_cycles(doc.model, doc.hardware, mesh, len(PROMPT), "fp32")
+    assert 0 < work < run_mod.AUTO_PREFILL_PE_CYCLES / 100
+    monkeypatch.setattr(run_mod, "AUTO_PREFILL_PE_CYCLES", int(work) - 1)
+    auto = run_bundle(RunRequest(bundle=b, prompt_len=len(PROMPT), max_new_tokens=1, timing_only=True))
+    assert auto["prefill"] == "host" and auto["prefill_cycles"] is None
+    assert f"{work:.1e} PE-cycles" in auto["prefill_note"] and "--prefill device runs it anyway" in auto["prefill_note"]
+    forced = run_bundle(RunRequest(bundle=b, prompt_len=len(PROMPT), max_new_tokens=1, timing_only=True,
+                                   prefill="device"))
+    assert forced["prefill"] == "device" and forced["prefill_cycles"] > 0
+
+
 def test_timing_only_device_prefill_gives_the_functional_cycles(bundles):
     """The prefill program's control does not depend on values: timing-only prefill cycles are the
     functional run's."""
