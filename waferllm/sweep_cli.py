@@ -78,7 +78,9 @@ def sweep(out: str, config: str | None, simulate: bool, timing_only: bool, worke
         if as_json:
             click.echo(json.dumps({"schema": 1, "points": points}))
         else:
-            click.echo(f"{len(points)} points ({sw.kind}, evaluator {sw.evaluator})")
+            click.echo(f"{len(points)} point{'s' * (len(points) != 1)} ({sw.kind}, evaluator {sw.evaluator})")
+            for line in _point_lines(points):
+                click.echo(line)
         return
     with ResultsTable(out, retry_failed=retry_failed) as table:
         atomic_write(table.directory / SPEC_FILENAME, sw.to_toml().encode())
@@ -96,3 +98,18 @@ def sweep(out: str, config: str | None, simulate: bool, timing_only: bool, worke
     for message, count in errors.most_common(5):
         click.echo(f"  {count} x {message}")
     click.echo(f"report: waferllm report {out} -o {Path(out) / 'report.html'}")
+
+
+def _point_lines(points: list[dict]) -> list[str]:
+    """The points one per line: the fields shared by all first ("every point: ..."), then each point's
+    own (None fields, left to the planner or the kernel's default, are not shown)."""
+    keys = [k for k in points[0] if k not in ("kind", "evaluator")] if points else []
+    shared = [k for k in keys if len({str(p[k]) for p in points}) == 1]
+    lines = []
+    common = " ".join(f"{k}={points[0][k]}" for k in shared if points[0][k] is not None)
+    if common and len(points) > 1:
+        lines.append(f"every point: {common}")
+    own = [k for k in keys if k not in shared] if len(points) > 1 else shared
+    for p in points:
+        lines.append("  " + " ".join(f"{k}={p[k]}" for k in own if p[k] is not None))
+    return lines

@@ -179,6 +179,22 @@ def test_unknown_model_or_hardware_names_are_refused_before_the_directory_exists
         assert not (tmp_path / "runs").exists()
 
 
+def test_dry_run_lists_every_point_and_writes_nothing(tmp_path):
+    """``--dry-run`` prints the points (the shared fields once, then each point's own), the same points
+    as ``--dry-run --json``, and makes no directory."""
+    out = tmp_path / "runs"
+    args = ("--kernel", "meshgemm,cannon", "--mesh", "8,16", "--size", "64", "-o", str(out))
+    text = sweep(*args, "--dry-run")
+    points = json.loads(sweep(*args, "--dry-run", "--json").output)["points"]
+    assert text.exit_code == 0 and not out.exists()
+    lines = text.output.splitlines()
+    assert lines[0] == "4 points (kernel, evaluator model)"
+    assert lines[1] == "every point: hardware=wse2 m=64 k=64 n=64 dtype=fp16"
+    assert sorted(lines[2:]) == sorted(f"  kernel={p['kernel']} mesh={p['mesh']}" for p in points)
+    one = sweep("--model", "llama3-8b", "--dry-run", "-o", str(out)).output.splitlines()
+    assert one[0] == "1 point (plan, evaluator model)" and "model=llama3-8b" in one[1] and "wafers=1" in one[1]
+
+
 def test_plan_points(tmp_path):
     out = tmp_path / "plans"
     r = sweep("--model", "llama3-8b,qwen2.5-0.5b", "--decode-grid", "200,300x360", "--method", "paper",
