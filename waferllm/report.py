@@ -11,6 +11,8 @@ from typing import Any
 
 #: Terminal width from which every column is shown.
 WIDE_COLUMNS = 110
+#: ``plan --wide`` prints at least this wide, whatever the terminal: no column header cut, no cell wrapped
+WIDE_PRINT = 130
 
 
 def _kb(n: float) -> str:
@@ -26,6 +28,10 @@ def render_plan(result: Any, console: Any, wide: bool = False) -> None:
 
     d = result.to_dict()
     full = wide or console.width >= WIDE_COLUMNS
+    if wide and console.width < WIDE_PRINT:  # every column at its natural width, past a narrow terminal
+        from rich.console import Console
+
+        console = Console(width=WIDE_PRINT)
     where = d["hardware"] if d["wafers"] == 1 else f"{d['wafers']} x {d['hardware']}"
     title = f"{d['model']} on {where}, method {d['method']}, {d['dtype']}"
     if d["batch"] > 1:

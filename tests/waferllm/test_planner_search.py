@@ -488,3 +488,6 @@ def test_plan_readable_at_80_columns():
     assert "…" not in r.stdout and "stage map" in r.stdout
     wide = invoke("plan", "llama3-70b", "--wafers", "auto", "--wide", env={"COLUMNS": "80"})
     assert wide.exit_code == 0 and "cycles/layer" in wide.stdout and "cycles/layer" not in r.stdout
+    # --wide: every column at its natural width, headers whole, past the 80-column terminal
+    assert "…" not in wide.stdout and "weights / KV / other" in wide.stdout
+    assert max(len(line) for line in wide.stdout.splitlines()) > 80
