@@ -23,3 +23,15 @@ def test_readme_simulator_example_runs_and_shifts():
     assert int(cycles) > 0
     assert values.split() == ["[5.", "5.", "5.", "5.", "4.", "4.", "4.", "4.]"]
     assert f"It prints `{out.getvalue().strip()}`" in section   # the README says what it prints
+
+
+def test_programs_doc_opening_example_runs_as_printed():
+    """docs/PROGRAMS.md's first example runs as written (it had undefined names and placeholder routes),
+    and the cycle count its comment states is what it prints (a doc pin: it says the doc is current)."""
+    text = (README.parent / "docs" / "PROGRAMS.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "PROGRAMS.md", "exec"), {})
+    cycles = int(out.getvalue())
+    assert cycles > 0 and f"# {cycles}" in code
