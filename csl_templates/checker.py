@@ -186,9 +186,27 @@ def _check_paths(paths, arch, params, syntax_only, spec, progress) -> CheckRepor
         facts.unbound_params.clear()  # standalone: a layout would bind these
         for rule in PE_RULES:
             findings.extend(rule(facts, spec, facts.uses_memcpy))
+    findings.extend(_unknown_params(files, sources, params or {}))
     findings.extend(sources.syntax)
     report.findings = sorted(set(findings))
     return report
+
+
+def _unknown_params(files, sources: "_Sources", params: dict) -> list[Finding]:
+    """``--params`` names no checked file declares (a typo, or another layout's names): cslc would not
+    bind them either, so the rules that needed them decided nothing."""
+    parsed = [(f, sources.get(f)) for f in files if sources.get(f) is not None]
+    layouts = [(f, m) for f, m in parsed if m.layout_blocks()]
+    bound = layouts or parsed  # with a layout, --params bind its params (its PE programs get theirs from it)
+    declared = {p.name for _, m in bound for p in m.params()}
+    unknown = sorted(set(params) - declared)
+    if not unknown or not files:
+        return []
+    where = bound[0][0] if bound else files[0]
+    names = ", ".join(sorted(declared)) or "none"
+    return [at(str(where), None, "W", "params.unknown",
+               f"--params {', '.join(unknown)}: no checked file declares {'it' if len(unknown) == 1 else 'them'} "
+               f"(params declared: {names})")]
 
 
 def _check_layout(lf: Path, sources: _Sources, spec: HardwareSpec, params: dict, report: CheckReport,

@@ -47,6 +47,16 @@ def test_samples_directory_findings_are_the_known_ones(arch):
     assert got == want
 
 
+def test_params_no_checked_file_declares_are_a_warning():
+    """A ``--params`` name that is not a param of the layout (a typo, or another layout's names) binds
+    nothing: one warning names it and the layout's params; the params it does declare still bind."""
+    report = check_paths([SAMPLES / "chain_layout.csl"], params={**CHAIN, "Wdith": 5, "K": 2})
+    assert [(f.rule, f.severity, Path(f.path).name) for f in report.findings] == \
+        [("params.unknown", "W", "chain_layout.csl")]
+    assert report.findings[0].message.startswith("--params K, Wdith: no checked file declares them (params declared: ")
+    assert report.layouts  # evaluated with the known params
+
+
 def _mutate(tmp_path, file, old, new):
     for p in SAMPLES.glob("*.csl"):
         shutil.copy(p, tmp_path / p.name)
