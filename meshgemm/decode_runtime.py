@@ -15,6 +15,7 @@ before it launches (a full cache raises `KVCacheFull` and nothing changes on the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -25,7 +26,8 @@ from simulator.run import Device
 from meshgemm.decode_program import MODE_EMBED, MODE_HEAD, MODE_STEP, STEP, DecodeProgram, buffer_plan
 from meshgemm.kv_cache import KVCacheFull, ShiftKVCache
 
-__all__ = ["DecodeRuntime", "StepResult", "KVCacheFull", "pack_images", "unpack_images", "WEIGHT_BUFFERS"]
+__all__ = ["DecodeRuntime", "StepResult", "KVCacheFull", "pack_images", "iter_images", "unpack_images",
+           "WEIGHT_BUFFERS"]
 
 #: The buffers that hold model parameters (a bundle's per-PE shards); the rest is state and scratch.
 WEIGHT_BUFFERS = _WEIGHT_BUFFERS
@@ -73,10 +75,15 @@ def pack_images(prog: DecodeProgram, weights) -> list[dict[str, np.ndarray]]:
     one stride per layer (the largest block), biases, the embedding ``V_x E_y`` with rows padded to the
     largest E_y, the natural LM head and the final norm. Buffers a stage does not use are left out.
     Each stage is packed by its own region's layout (a packed placement's strips are narrower)."""
+    return list(iter_images(prog, weights))
+
+
+def iter_images(prog: DecodeProgram, weights) -> Iterator[dict[str, np.ndarray]]:
+    """`pack_images` one stage at a time, in the program's stage order: a writer that saves and drops each
+    stage holds one stage's images (and its layers' blocks), not the whole model's twice over."""
     cfg = prog.config
     dt = np.asarray(weights.embed).dtype
     tied = cfg.model.tie_word_embeddings
-    out = []
     for s in cfg.stages:
         lay, st, sz = prog.layout_of(s.index), prog.strides_of(s.index), prog.sizes_of(s.index)
         P, X = lay.p_y, lay.p_x
@@ -86,30 +93,33 @@ def pack_images(prog: DecodeProgram, weights) -> list[dict[str, np.ndarray]]:
         lens = _lengths(prog, s)
         imgs = {n: np.zeros((P, X, lens[n]), dtype=dt) for n in WEIGHT_BUFFERS}
         used = set()
-        shards = [lay.shard_layer(weights.layers[g]) for g in range(s.first, s.last + 1)]
+        def put(name: str, py: int, px: int, li: int, block: np.ndarray, key: str) -> None:
+            flat = np.asarray(block).ravel()
+            imgs[name][py, px, li * st[key]: li * st[key] + flat.size] = flat
+            used.add(name)
+
+        for li, g in enumerate(range(s.first, s.last + 1)):  # one layer's blocks at a time
+            sh = lay.shard_layer(weights.layers[g])
+            for py in range(P):
+                for px in range(X):
+                    b = lambda k: sh[k][py][px]  # noqa: E731
+                    put("wqkv", py, px, li, np.concatenate([b("q"), b("k"), b("v")], axis=1), "wqkv")
+                    put("wo", py, px, li, b("o"), "wo")
+                    put("wgu", py, px, li, np.concatenate([b("gate"), b("up")], axis=1), "wgu")
+                    put("wd", py, px, li, b("down"), "wd")
+                    put("gin", py, px, li, b("input_norm"), "g")
+                    put("gpost", py, px, li, b("post_norm"), "g")
+                    if "q_bias" in sh:
+                        put("bqkv", py, px, li, np.concatenate([b("q_bias"), b("k_bias"), b("v_bias")]), "bqkv")
+                    if "o_bias" in sh:
+                        put("bo", py, px, li, b("o_bias"), "g")
+                    if "gate_bias" in sh:
+                        put("bgu", py, px, li, np.concatenate([b("gate_bias"), b("up_bias")]), "bgu")
+                    if "down_bias" in sh:
+                        put("bd", py, px, li, b("down_bias"), "g")
+            del sh
         for py in range(P):
             for px in range(X):
-                def put(name: str, li: int, block: np.ndarray, key: str) -> None:
-                    flat = np.asarray(block).ravel()
-                    imgs[name][py, px, li * st[key]: li * st[key] + flat.size] = flat
-                    used.add(name)
-
-                for li, sh in enumerate(shards):
-                    b = lambda k: sh[k][py][px]  # noqa: E731
-                    put("wqkv", li, np.concatenate([b("q"), b("k"), b("v")], axis=1), "wqkv")
-                    put("wo", li, b("o"), "wo")
-                    put("wgu", li, np.concatenate([b("gate"), b("up")], axis=1), "wgu")
-                    put("wd", li, b("down"), "wd")
-                    put("gin", li, b("input_norm"), "g")
-                    put("gpost", li, b("post_norm"), "g")
-                    if "q_bias" in sh:
-                        put("bqkv", li, np.concatenate([b("q_bias"), b("k_bias"), b("v_bias")]), "bqkv")
-                    if "o_bias" in sh:
-                        put("bo", li, b("o_bias"), "g")
-                    if "gate_bias" in sh:
-                        put("bgu", li, np.concatenate([b("gate_bias"), b("up_bias")]), "bgu")
-                    if "down_bias" in sh:
-                        put("bd", li, b("down_bias"), "g")
                 if s.embedding or (s.lm_head and tied):
                     blk = emb[py][px]
                     e = np.zeros((sz.VXM, sz.EYM), dtype=dt)
@@ -122,8 +132,7 @@ def pack_images(prog: DecodeProgram, weights) -> list[dict[str, np.ndarray]]:
                     if lm is not None:
                         imgs["wlm"][py, px, :lm[py][px].size] = lm[py][px].ravel()
                         used.add("wlm")
-        out.append({n: a for n, a in imgs.items() if n in used})
-    return out
+        yield {n: a for n, a in imgs.items() if n in used}
 
 
 def unpack_images(prog: DecodeProgram, images: list[dict[str, np.ndarray]], model, dtype: str):

@@ -171,7 +171,7 @@ def program_trees(plan) -> dict:
 def compile_bundle(req: CompileRequest, progress: Progress | None = None) -> dict:
     """Plan, build, shard and write a bundle (see the module docstring); returns the plan.json content."""
     from meshgemm.decode_program import DecodeConfig, build_decode_program
-    from meshgemm.decode_runtime import pack_images
+    from meshgemm.decode_runtime import iter_images
     from waferllm.catalog import _canonical, catalog_config, resolve_model
 
     if req.dtype not in DTYPES:
@@ -205,14 +205,14 @@ def compile_bundle(req: CompileRequest, progress: Progress | None = None) -> dic
     pre_files, pre_doc = prefill_csl(model, spec, plan, req.dtype, progress)
     csl_files.update(pre_files)
     st.notes += prefill_region_notes(model, plan, pre_doc)
-    images = None
+    weights = None
     shard_dtype = None
     if has_weights:
         from waferllm.weights import load_weights
         shard_dtype = "fp32" if model.torch_dtype == "float32" else "fp16"
         if progress:
-            progress(f"loading and sharding the weights ({shard_dtype})")
-        images = pack_images(prog, load_weights(src, shard_dtype, spec=model))
+            progress(f"loading the weights ({shard_dtype})")
+        weights = load_weights(src, shard_dtype, spec=model, lazy_layers=True)  # read stage by stage
     config = json.loads((src / "config.json").read_text()) if is_dir else catalog_config(_canonical(req.model))
     doc = {
         "schema": BUNDLE_SCHEMA,
@@ -249,13 +249,17 @@ def compile_bundle(req: CompileRequest, progress: Progress | None = None) -> dic
             (tmp / rel).write_text(text)
             if rel.endswith(".sh"):
                 (tmp / rel).chmod(0o755)
-        if images is not None:
+        if weights is not None:  # one stage's shards at a time: packed, written, dropped
             from safetensors.numpy import save_file
             (tmp / "weights").mkdir()
-            for s in st.stages:
-                save_file({k: np.ascontiguousarray(v) for k, v in images[s.index].items()},
-                          str(tmp / "weights" / f"stage{s.index}.safetensors"),
+            stages = {s.index: s for s in st.stages}
+            for i, (ds, images) in enumerate(zip(prog.config.stages, iter_images(prog, weights))):
+                if progress:
+                    progress(f"sharding and writing the weights (stage {i + 1}/{len(stages)})")
+                s = stages[ds.index]
+                save_file(images, str(tmp / "weights" / f"stage{s.index}.safetensors"),
                           metadata={"stage": str(s.index), "layers": f"{s.first}-{s.last}"})
+                del images
         (tmp / "README.md").write_text(readme(doc))
         swap_dir(tmp, out.resolve())
     except BaseException:

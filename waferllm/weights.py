@@ -17,6 +17,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Mapping
 
 import numpy as np
@@ -60,7 +61,7 @@ class ModelWeights:
     spec: ModelSpec
     dtype: str
     embed: np.ndarray  # [V, E]
-    layers: tuple[LayerWeights, ...]
+    layers: Sequence[LayerWeights]  # a tuple, or read layer by layer (``load_weights(lazy_layers=True)``)
     final_norm: np.ndarray  # [E]
     lm_head: np.ndarray  # [E, V]; a view of embed.T when the embeddings are tied
 
@@ -90,12 +91,15 @@ def model_spec_fast(path: str | os.PathLike[str]) -> ModelSpec:
     return spec_from_config_dict(read_config_json(cfg), p.resolve().name, str(path))
 
 
-def load_weights(path: str | os.PathLike[str], dtype: str = "fp32", spec: ModelSpec | None = None) -> ModelWeights:
+def load_weights(path: str | os.PathLike[str], dtype: str = "fp32", spec: ModelSpec | None = None,
+                 lazy_layers: bool = False) -> ModelWeights:
     """Every weight of the model in ``path`` as numpy arrays of ``dtype`` (``"fp32"`` or ``"fp16"``).
 
     ``spec`` defaults to the config fast path. Errors are one-line InputErrors: no safetensors files, a tensor
     missing, mis-shaped or unexpected for the config, an unreadable dtype, NaN/inf values, or values beyond
-    the fp16 range when ``dtype="fp16"``.
+    the fp16 range when ``dtype="fp16"``. ``lazy_layers``: ``layers`` reads each layer from the files when
+    it is indexed, and keeps nothing (a writer that goes through the layers once holds one at a time; the
+    value checks then run as each layer is read).
     """
     np_dtype = check_dtype(dtype)
     spec = spec if spec is not None else model_spec_fast(path)
@@ -104,11 +108,24 @@ def load_weights(path: str | os.PathLike[str], dtype: str = "fp32", spec: ModelS
         raise InputError(f"no *.safetensors files in '{path}'; waferllm reads weights only from safetensors "
                          "(re-save the model with save_pretrained(..., safe_serialization=True))")
     check_safetensors(spec, files)
-    raw = _read_tensors(files)
-    tensors = {name: _cast(name, a, np_dtype) for name, a in raw.items()}
+    index = _TensorIndex(files)
+    if lazy_layers:
+        layers: Sequence[LayerWeights] = _LazyLayers(index, spec, np_dtype)
+    else:
+        layers = tuple(_layer(index, spec, np_dtype, i) for i in range(spec.num_layers))
+    embed = index.read("model.embed_tokens.weight", np_dtype)
+    # A tied checkpoint may still store an lm_head copy; the tie means the embedding is the authority.
+    lm_head = embed.T if spec.tie_word_embeddings else index.read("lm_head.weight", np_dtype).T
+    return ModelWeights(spec=spec, dtype=dtype, embed=embed, layers=layers,
+                        final_norm=index.read("model.norm.weight", np_dtype), lm_head=lm_head)
+
+
+def _layer(index: "_TensorIndex", spec: ModelSpec, np_dtype: type, i: int) -> LayerWeights:
+    p = f"model.layers.{i}."
+    a, m = p + "self_attn.", p + "mlp."
 
     def t(name: str) -> np.ndarray:
-        return tensors[name]
+        return index.read(name, np_dtype)
 
     def linear(prefix: str) -> np.ndarray:
         return t(prefix + ".weight").T  # HF stores [out, in]; the mesh uses [in, out]
@@ -116,53 +133,61 @@ def load_weights(path: str | os.PathLike[str], dtype: str = "fp32", spec: ModelS
     def bias(prefix: str, present: bool) -> np.ndarray | None:
         return t(prefix + ".bias") if present else None
 
-    layers = []
-    for i in range(spec.num_layers):
-        p = f"model.layers.{i}."
-        a, m = p + "self_attn.", p + "mlp."
-        layers.append(LayerWeights(
-            input_norm=t(p + "input_layernorm.weight"), post_norm=t(p + "post_attention_layernorm.weight"),
-            q=linear(a + "q_proj"), k=linear(a + "k_proj"), v=linear(a + "v_proj"), o=linear(a + "o_proj"),
-            gate=linear(m + "gate_proj"), up=linear(m + "up_proj"), down=linear(m + "down_proj"),
-            q_bias=bias(a + "q_proj", spec.qkv_bias), k_bias=bias(a + "k_proj", spec.qkv_bias),
-            v_bias=bias(a + "v_proj", spec.qkv_bias), o_bias=bias(a + "o_proj", spec.o_bias),
-            gate_bias=bias(m + "gate_proj", spec.mlp_bias), up_bias=bias(m + "up_proj", spec.mlp_bias),
-            down_bias=bias(m + "down_proj", spec.mlp_bias),
-        ))
-    embed = t("model.embed_tokens.weight")
-    # A tied checkpoint may still store an lm_head copy; the tie means the embedding is the authority.
-    lm_head = embed.T if spec.tie_word_embeddings else linear("lm_head")
-    return ModelWeights(spec=spec, dtype=dtype, embed=embed, layers=tuple(layers),
-                        final_norm=t("model.norm.weight"), lm_head=lm_head)
+    return LayerWeights(
+        input_norm=t(p + "input_layernorm.weight"), post_norm=t(p + "post_attention_layernorm.weight"),
+        q=linear(a + "q_proj"), k=linear(a + "k_proj"), v=linear(a + "v_proj"), o=linear(a + "o_proj"),
+        gate=linear(m + "gate_proj"), up=linear(m + "up_proj"), down=linear(m + "down_proj"),
+        q_bias=bias(a + "q_proj", spec.qkv_bias), k_bias=bias(a + "k_proj", spec.qkv_bias),
+        v_bias=bias(a + "v_proj", spec.qkv_bias), o_bias=bias(a + "o_proj", spec.o_bias),
+        gate_bias=bias(m + "gate_proj", spec.mlp_bias), up_bias=bias(m + "up_proj", spec.mlp_bias),
+        down_bias=bias(m + "down_proj", spec.mlp_bias),
+    )
 
 
-def _read_tensors(files: list[Path]) -> dict[str, np.ndarray]:
-    from safetensors import safe_open  # numpy API; imports no torch
+class _LazyLayers(Sequence):
+    """The layers of a model, each read from the files (and checked) when indexed; nothing is kept."""
 
-    out: dict[str, np.ndarray] = {}
-    for path in files:
-        header_len, header = _header(path)
-        bf16 = []
-        for name, info in header.items():
-            if name == "__metadata__" or name.endswith("rotary_emb.inv_freq"):
-                continue
-            st_dtype = info.get("dtype")
-            if st_dtype not in _READABLE:
-                raise InputError(f"{path.name}: tensor '{name}' has dtype {st_dtype}; readable: "
-                                 f"{', '.join(_READABLE)} (quantized checkpoints are not supported)")
-            if st_dtype == "BF16":
-                bf16.append(name)
-        with safe_open(str(path), framework="np") as fh:
-            for name in fh.keys():
-                if name in bf16 or name.endswith("rotary_emb.inv_freq"):
+    def __init__(self, index: "_TensorIndex", spec: ModelSpec, np_dtype: type):
+        self._index, self._spec, self._np_dtype = index, spec, np_dtype
+
+    def __len__(self) -> int:
+        return self._spec.num_layers
+
+    def __getitem__(self, i):  # noqa: ANN001 - an int or a slice, as a tuple takes
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        return _layer(self._index, self._spec, self._np_dtype, i % len(self))
+
+
+class _TensorIndex:
+    """Where each tensor of the safetensors files is, and how to read one cast to a compute dtype (checked
+    by ``_cast``): the file's own dtype (bf16 widened to fp32 on the way) is held one tensor at a time."""
+
+    def __init__(self, files: list[Path]):
+        self._where: dict[str, tuple[Path, int, dict]] = {}
+        for path in files:
+            header_len, header = _header(path)
+            for name, info in header.items():
+                if name == "__metadata__" or name.endswith("rotary_emb.inv_freq"):
                     continue
-                out[name] = fh.get_tensor(name)
-        for name in bf16:
-            info = header[name]
+                st_dtype = info.get("dtype")
+                if st_dtype not in _READABLE:
+                    raise InputError(f"{path.name}: tensor '{name}' has dtype {st_dtype}; readable: "
+                                     f"{', '.join(_READABLE)} (quantized checkpoints are not supported)")
+                self._where[name] = (path, header_len, info)
+
+    def read(self, name: str, np_dtype: type) -> np.ndarray:
+        from safetensors import safe_open  # numpy API; imports no torch
+
+        path, header_len, info = self._where[name]
+        if info["dtype"] == "BF16":
             start, end = (int(o) for o in info["data_offsets"])
             raw = np.fromfile(path, dtype="<u2", count=(end - start) // 2, offset=8 + header_len + start)
-            out[name] = (raw.astype(np.uint32) << 16).view(np.float32).reshape(info["shape"])
-    return out
+            return _cast(name, (raw.astype(np.uint32) << 16).view(np.float32).reshape(info["shape"]), np_dtype)
+        with safe_open(str(path), framework="np") as fh:
+            return _cast(name, fh.get_tensor(name), np_dtype)
 
 
 def _header(path: Path) -> tuple[int, dict]:

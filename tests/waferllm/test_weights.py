@@ -18,10 +18,11 @@ def _state(model):
     return {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
 
 
+@pytest.mark.parametrize("lazy", [False, True], ids=["eager", "lazy_layers"])
 @pytest.mark.parametrize("name", ["llama_mqa_bias", "qwen2_bias_tied", "llama3_rope"])
-def test_every_tensor_equals_the_torch_model(tiny_model, name):
+def test_every_tensor_equals_the_torch_model(tiny_model, name, lazy):
     d, model = tiny_model(name)
-    w = load_weights(d, "fp32")
+    w = load_weights(d, "fp32", lazy_layers=lazy)
     st = _state(model)
     spec = w.spec
     assert len(w.layers) == spec.num_layers
@@ -112,6 +113,50 @@ def test_bad_input_is_a_one_line_error(tmp_path, tiny_model):
     (empty / "config.json").write_text(json.dumps(json.loads((d / "config.json").read_text())))
     with pytest.raises(InputError, match=r"no \*\.safetensors files in"):
         load_weights(empty)
+
+
+def test_lazy_layers_read_and_check_each_layer_when_indexed(tmp_path, tiny_model):
+    """``lazy_layers``: a layer is read when indexed (a bad value there is the same one-line error as an
+    eager load's, at that layer only), as a tuple indexes (negative, slices, out of range)."""
+    d, _ = tiny_model("llama_gqa")
+    k = "model.layers.1.mlp.up_proj.weight"
+    bad = _copy_with(tmp_path, d, "nan", lambda t: {**t, k: np.full_like(t[k], np.nan)})
+    w = load_weights(bad, "fp32", lazy_layers=True)
+    assert len(w.layers) == 2 and w.layers[0].up.shape == w.layers[-2].up.shape
+    with pytest.raises(InputError, match=r"tensor '.*layers\.1\.mlp\.up_proj\.weight' holds NaN"):
+        w.layers[1]
+    eager = load_weights(d, "fp16")
+    lazy = load_weights(d, "fp16", lazy_layers=True)
+    assert [x.q.dtype.name for x in lazy.layers[:]] == ["float16"] * 2
+    np.testing.assert_array_equal(lazy.layers[-1].down, eager.layers[1].down)
+    with pytest.raises(IndexError):
+        lazy.layers[2]
+
+
+def test_compile_holds_one_layer_of_weights_at_a_time(tmp_path, tiny_model, monkeypatch):
+    """A compile reads the layers one by one and drops each once its blocks are in the stage's images (a
+    model's weights used to be held whole, twice over, beside all its images: ~9 bytes per parameter)."""
+    import weakref
+
+    from waferllm import weights as weights_mod
+    from waferllm.compile import CompileRequest, compile_bundle
+
+    alive, most, read = [0], [0], []
+    real = weights_mod._layer
+
+    def counted(index, spec, np_dtype, i):
+        layer = real(index, spec, np_dtype, i)
+        alive[0] += 1
+        most[0] = max(most[0], alive[0])
+        read.append(i)
+        weakref.finalize(layer, lambda: alive.__setitem__(0, alive[0] - 1))
+        return layer
+
+    monkeypatch.setattr(weights_mod, "_layer", counted)
+    d, _ = tiny_model("qwen2_bias_tied")
+    compile_bundle(CompileRequest(model=str(d), hardware="wse2", context=40, dtype="fp32", decode_grid=(4, 4),
+                                  out=tmp_path / "b"))
+    assert sorted(read) == list(range(len(read))) and len(read) >= 2 and most[0] == 1
 
 
 def test_loader_imports_neither_torch_nor_transformers(tiny_model):
