@@ -102,7 +102,8 @@ def iter_images(prog: DecodeProgram, weights) -> Iterator[dict[str, np.ndarray]]
             sh = lay.shard_layer(weights.layers[g])
             for py in range(P):
                 for px in range(X):
-                    b = lambda k: sh[k][py][px]  # noqa: E731
+                    here = {k: v[py][px] for k, v in sh.items()}
+                    b = here.__getitem__
                     put("wqkv", py, px, li, np.concatenate([b("q"), b("k"), b("v")], axis=1), "wqkv")
                     put("wo", py, px, li, b("o"), "wo")
                     put("wgu", py, px, li, np.concatenate([b("gate"), b("up")], axis=1), "wgu")
