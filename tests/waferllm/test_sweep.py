@@ -335,7 +335,8 @@ def test_ctrl_c_of_a_dask_sweep_prints_no_worker_tracebacks(tmp_path):
     sweep process, which stops with click's one word; the rows written so far stay readable."""
     pytest.importorskip("distributed")
     out = tmp_path / "dk"
-    cmd = [sys.executable, "-m", "waferllm.cli", "sweep", "--kernel", "meshgemm,cannon", "--mesh", "4:60:4",
+    # points enough (up to 120²) that the sweep cannot end on its own within the minute of Ctrl-Cs below
+    cmd = [sys.executable, "-m", "waferllm.cli", "sweep", "--kernel", "meshgemm,cannon", "--mesh", "4:120:4",
            "--size", "64", "--simulate", "--scheduler", "local", "--workers", "2", "-o", str(out), "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -346,18 +347,18 @@ def test_ctrl_c_of_a_dask_sweep_prints_no_worker_tracebacks(tmp_path):
             time.sleep(0.1)
         time.sleep(1.0)
         assert proc.poll() is None, "the sweep ended before it could be interrupted"
-        err = ""
+        err = out_text = ""
         for _ in range(120):
             os.killpg(proc.pid, signal.SIGINT)
             try:
-                _, err = proc.communicate(timeout=0.5)
+                out_text, err = proc.communicate(timeout=0.5)
                 break
             except subprocess.TimeoutExpired:
                 continue
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode != 0
+    assert proc.returncode != 0, (out_text, err)
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert err.strip() == "Aborted!", err
     load_rows(out)  # readable
