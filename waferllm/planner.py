@@ -2069,6 +2069,7 @@ def plan(model: Any, req: PlanRequest) -> Plan:
                          f"({spec.num_pes:,} PEs), more than the {MAX_WAFERS} --wafers auto tries")
     last_error = None
     memo: dict = {}  # decode costs carried from one wafer count to the next (see search_decode)
+    prefill_fits_most: bool | None = None
     for n in range(first, MAX_WAFERS + 1):
         try:
             best = _plan_on(model, replace(req, wafers=n), memo, explain=req.method == "paper")
@@ -2076,9 +2077,11 @@ def plan(model: Any, req: PlanRequest) -> Plan:
             last_error = exc
             if req.method == "paper":
                 raise
-            if isinstance(exc, _NothingFits) and exc.phase == "prefill" and n < MAX_WAFERS \
-                    and not _prefill_fits_somewhere(model, req):
-                break  # more wafers never make room for the prefill: say why now, not after every count
+            if isinstance(exc, _NothingFits) and exc.phase == "prefill" and n < MAX_WAFERS:
+                if prefill_fits_most is None:  # asked once: the answer is the same at every count
+                    prefill_fits_most = _prefill_fits_somewhere(model, req)
+                if not prefill_fits_most:
+                    break  # more wafers never make room for the prefill: say why now, not after every count
             continue
         options = [_wafer_option(best)]
         for more in (n + 1, n + 2):  # what more systems would buy (decode tokens/s per wafer)
