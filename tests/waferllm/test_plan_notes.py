@@ -103,17 +103,21 @@ def test_the_prefill_fits_on_every_wafer_count_above_one_that_holds_it(name, req
 
 
 def test_wafers_auto_says_at_once_when_the_prefill_fits_no_wafer_count(monkeypatch):
-    """A prompt whose prefill layer fits no region (LLaMA3-8B, 32K tokens, the programs' own bytes) fails
-    with the message of the most wafers, without planning every count from the first (a minute before)."""
+    """A prompt whose prefill layer fits no region (a 12-layer model, 4K tokens and the programs' own bytes
+    on a 16x16 wafer; LLaMA3-8B at 32K tokens on WSE-2 is the same case) fails with the message of the
+    most wafers, without planning every count from the first (a minute for LLaMA3-8B before)."""
     from dataclasses import replace
 
-    from plmr.hardware import WSE2
     from plmr.errors import InputError
+    from plmr.hardware import WSE2
     from waferllm import planner
-    from waferllm.catalog import resolve_model
+    from waferllm.model import spec_from_config_dict
 
-    model = resolve_model("llama3-8b")
-    req = planner.PlanRequest(hardware=WSE2, input_len=32768, output_len=128, program_memory=True, wafers="auto")
+    model = spec_from_config_dict({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 96,
+                                   "intermediate_size": 256, "num_hidden_layers": 12, "num_attention_heads": 6,
+                                   "num_key_value_heads": 2, "vocab_size": 500}, "tiny12")
+    hw = WSE2.with_params(name="small-16x16", mesh_width=16, mesh_height=16, fabric_width=23, fabric_height=18)
+    req = planner.PlanRequest(hardware=hw, input_len=4096, context=4112, program_memory=True, wafers="auto")
     with pytest.raises(InputError) as most:
         planner._plan_on(model, replace(req, wafers=planner.MAX_WAFERS))
     counts = []
@@ -121,9 +125,10 @@ def test_wafers_auto_says_at_once_when_the_prefill_fits_no_wafer_count(monkeypat
     monkeypatch.setattr(planner, "_plan_on", lambda m, r, *a, **k: counts.append(r.wafers) or real(m, r, *a, **k))
     with pytest.raises(InputError) as auto:
         planner.plan(model, req)
-    assert str(auto.value) == f"llama3-8b does not fit 64 x wse2: {most.value}"
-    assert "prefill: no grid holds llama3-8b" in str(auto.value)
-    assert counts == [1, planner.MAX_WAFERS], counts  # the first count, then the explanation at the most
+    assert str(auto.value) == f"tiny12 does not fit 64 x small-16x16: {most.value}"
+    assert "prefill: no grid holds tiny12" in str(auto.value)
+    first = counts[0]
+    assert counts == [first, planner.MAX_WAFERS] and first < planner.MAX_WAFERS, counts  # then the explanation
 
 
 def test_the_stage_map_shows_stages_without_a_region_as_unplaced():
