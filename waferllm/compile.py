@@ -149,8 +149,8 @@ def plan_decode(model, spec: HardwareSpec, dtype: str, context: int, decode_grid
         if reserve or DECODE_CODE.fits_beside(spec, p.placement.bytes_per_pe):
             break
         notes.append(f"planned again with the decode program's code bound ({code} B per PE) as SRAM reserve: the "
-                     f"plan's busiest stage holds {p.placement.bytes_per_pe} B of buffers, {spec.usable_sram_bytes} "
-                     f"B usable")
+                     f"first plan's busiest PE holds {p.placement.bytes_per_pe} B of weights, KV cache and buffers "
+                     f"of the {spec.usable_sram_bytes} B usable, too little room left for the code")
     st = plan_stages(model, p, dtype, context)
     st.notes = notes
     return p, st
