@@ -180,8 +180,8 @@ def run_bundle(req: RunRequest, events: RunEvents | None = None) -> dict:
         work = prefill_pe_cycles(model, hw, mesh, n_prompt, dtype)
         if work > AUTO_PREFILL_PE_CYCLES:
             device, note = None, (f"host prefill: simulating the {n_prompt}-token prompt on {mesh[0]}x{mesh[1]} "
-                                  f"regions is ~{work:.1e} PE-cycles (auto simulates up to "
-                                  f"{AUTO_PREFILL_PE_CYCLES:.0e}: hours or more); --prefill device runs it anyway")
+                                  f"regions is ~{work:.1e} PE-cycles, hours or more (auto simulates up to "
+                                  f"{AUTO_PREFILL_PE_CYCLES:.0e}); --prefill device runs it anyway")
     if device is not None:
         say(f"prefill of {n_prompt} tokens on {len(pre_stages)} simulated {mesh[0]}x{mesh[1]} region(s)")
         res = device.run_prefill(model, n_prompt if req.timing_only else ids, mesh, hw, weights=weights,
