@@ -119,9 +119,11 @@ def _program_sizes(build: KernelBuild) -> dict:
             "code_bytes_per_pe": st["code_bytes_per_pe"]}
 
 
-def run_kernel(build: KernelBuild, spec: HardwareSpec | None = None, mode: str = "functional") -> KernelReport:
+def run_kernel(build: KernelBuild, spec: HardwareSpec | None = None, mode: str = "functional",
+               threads: int | None = None) -> KernelReport:
     """Simulate ``build`` (``mode``: ``"functional"``, ``"timing"`` or ``"none"`` for the
-    prediction only) and report (see the module docstring)."""
+    prediction only; ``threads``: concurrent parts per cycle, see ``simulator.Device``) and report
+    (see the module docstring)."""
     if mode not in MODES:
         raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     req = build.request
@@ -137,7 +139,7 @@ def run_kernel(build: KernelBuild, spec: HardwareSpec | None = None, mode: str =
         from simulator import simulate
 
         t0 = time.perf_counter()
-        res = simulate(build.program, spec, mode=mode)
+        res = simulate(build.program, spec, mode=mode, threads=threads)
         secs = time.perf_counter() - t0
         sim_cycles = int(res.total_cycles)
         comp, comm, source = _split(res)

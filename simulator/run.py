@@ -514,7 +514,7 @@ class Device:
 
 def simulate(program: MeshProgram, spec: HardwareSpec | None = None, mode: str = "functional",
              max_idle_cycles: int = 10_000, max_cycles: int = 2_000_000_000,
-             trace: bool = False) -> SimResult:
+             trace: bool = False, threads: int | None = None) -> SimResult:
     """Load ``program`` and launch its entry function (``main``) once; see ``Device`` for repeated
     launches and host copies.
 
@@ -523,7 +523,8 @@ def simulate(program: MeshProgram, spec: HardwareSpec | None = None, mode: str =
     when work remains but nothing can move (or agents kept retrying and nothing moved for
     ``max_idle_cycles``), ``MisroutedWavelet`` for wavelets without a route, arriving from two
     directions at once or left unconsumed, ``SimulationLimit`` past ``max_cycles``, and
-    ``InputError`` for programs that cannot run (naming the PE, the body and the statement)."""
-    dev = Device(program, spec, mode, max_idle_cycles, max_cycles, trace)
+    ``InputError`` for programs that cannot run (naming the PE, the body and the statement).
+    ``threads``: concurrent parts per cycle, as ``Device`` takes them (same results)."""
+    dev = Device(program, spec, mode, max_idle_cycles, max_cycles, trace, threads)
     return dev.launch()
 

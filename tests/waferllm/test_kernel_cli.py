@@ -38,6 +38,26 @@ def test_simulate_json(name):
     assert d["schema"] == 2
 
 
+def test_threads_cut_a_large_mesh_into_parts_with_the_same_result(monkeypatch):
+    """``--threads 2`` on a mesh large enough to be cut (128x128) gives the one-thread run's JSON; without
+    --simulate it is refused."""
+    from simulator import run as sim_run
+
+    parts = []
+    real = sim_run._parts
+    monkeypatch.setattr(sim_run, "_parts", lambda pes, trace, threads: parts.append(real(pes, trace, threads))
+                        or parts[-1])
+    args = ("meshgemv", "--mesh", "128", "--k", "256", "--n", "256", "--simulate", "--timing-only", "--json")
+    one, two = invoke(*args), invoke(*args, "--threads", "2")
+    assert one.exit_code == two.exit_code == 0, (one.output, two.output)
+    assert parts == [1, 2]
+    a, b = json.loads(one.output), json.loads(two.output)
+    a.pop("sim_seconds", None), b.pop("sim_seconds", None)
+    assert a == b and a["simulated_cycles"] > 0
+    r = invoke("meshgemm", "--mesh", "8", "--k", "8", "--n", "8", "--threads", "2")
+    assert r.exit_code == 2 and "--threads goes with --simulate" in r.output
+
+
 def test_json_cycles_are_whole():
     # Cannon on a non-square mesh: the formula averages the wrap link's hops over the rows, so its total
     # is fractional; the JSON reports whole cycles (halves up), the text and sweeps alike.
