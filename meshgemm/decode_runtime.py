@@ -227,13 +227,14 @@ class StepResult:
 class DecodeRuntime:
     """A decode program loaded on a simulated device (see the module docstring)."""
 
-    def __init__(self, prog: DecodeProgram, mode: str = "functional", max_cycles: int = 2_000_000_000):
+    def __init__(self, prog: DecodeProgram, mode: str = "functional", max_cycles: int = 2_000_000_000,
+                 threads: int | None = None):
         self.prog = prog
         self.cfg = prog.config
         self.lay = prog.layout
         self.sz = prog.sizes
         self.functional = mode == "functional"
-        self.dev = Device(prog.program, mode=mode, max_cycles=max_cycles)
+        self.dev = Device(prog.program, mode=mode, max_cycles=max_cycles, threads=threads)
         m = self.cfg.model
         self.rules = [ShiftKVCache(self.lay.p_y, self.cfg.capacity, m.layer_sliding_window(i))
                       for i in range(m.num_layers)]

@@ -133,7 +133,7 @@ def plan_stages(spec, hardware: HardwareSpec, mesh: tuple[int, int], seq_len: in
 def run_prefill(spec, prompt: Sequence[int] | int, mesh: tuple[int, int], hardware: HardwareSpec, *,
                 weights=None, stages: Sequence[Sequence[int]] | None = None, decode: DecodeLayout | None = None,
                 capacity: int | None = None, dtype: str = "fp32", acc: str = "fp32", mode: str = "functional",
-                progress: Callable[[str], None] | None = None) -> PrefillResult:
+                progress: Callable[[str], None] | None = None, threads: int | None = None) -> PrefillResult:
     """Run the prompt through every layer on simulated ``mesh`` regions and re-lay its KV cache and last
     hidden state out for ``decode`` (see the module docstring). ``prompt``: token ids (functional) or
     the prompt length (timing). ``stages``: the layers of each stage (default: as many per region as
@@ -172,7 +172,7 @@ def run_prefill(spec, prompt: Sequence[int] | int, mesh: tuple[int, int], hardwa
     for si, layers in enumerate(stages):
         say(f"stage {si + 1}/{len(stages)}: layers {layers[0]}-{layers[-1]} on {mesh[0]}x{mesh[1]}")
         pp = PP.build_prefill_program(spec, hardware, mesh, L, layers=layers, dtype=dtype, acc=acc)
-        dev = Device(pp.program, hardware, mode=mode)
+        dev = Device(pp.program, hardware, mode=mode, threads=threads)
         if mode == "functional":
             PP.load(dev, pp, spec, weights)
             PP.write_hidden(dev, pp, h)

@@ -46,6 +46,7 @@ class RunRequest:
     prefill: str = "auto"  # "device" (simulated prefill regions), "host" (numpy), "auto": device when installed
     prompt_len: int | None = None  # timing-only: a prompt of this many tokens (values do not matter)
     keep_logits: bool = False  # API only: the fp32 logits of every token under "logits" ([n, V] numpy)
+    threads: int | None = None  # concurrent parts per simulated cycle (simulator.Device); None: the environment's
 
 
 @dataclass
@@ -147,7 +148,7 @@ def run_bundle(req: RunRequest, events: RunEvents | None = None) -> dict:
                              f"{dtype})") from None
         raise
     say("loading the device")
-    rt = DecodeRuntime(prog, mode="timing" if req.timing_only else "functional")
+    rt = DecodeRuntime(prog, mode="timing" if req.timing_only else "functional", threads=req.threads)
     weights = None
     if not req.timing_only:
         say("writing the weights")
@@ -186,7 +187,8 @@ def run_bundle(req: RunRequest, events: RunEvents | None = None) -> dict:
         say(f"prefill of {n_prompt} tokens on {len(pre_stages)} simulated {mesh[0]}x{mesh[1]} region(s)")
         res = device.run_prefill(model, n_prompt if req.timing_only else ids, mesh, hw, weights=weights,
                                  stages=pre_stages, decode=prog.layout, capacity=cfg.capacity, dtype=dtype,
-                                 mode="timing" if req.timing_only else "functional", progress=say)
+                                 mode="timing" if req.timing_only else "functional", progress=say,
+                                 threads=req.threads)
         if req.timing_only:
             rt.length = n_prompt
         else:

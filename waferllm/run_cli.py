@@ -38,9 +38,12 @@ def _ids(text: str | None) -> list[int] | None:
                    "simulated), or auto: the device when one layer of the prompt fits a prefill region and the "
                    "simulation is small (up to 1e10 PE-cycles: minutes), else the host with the reason in the "
                    "output")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="cut each simulated cycle into this many concurrent parts (regions of 16,384 PEs or more; "
+                   "same results) [default: WAFERLLM_SIM_THREADS, else 1]")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def run_cmd(bundle: str, prompt_ids: str | None, prompt: str | None, prompt_len: int | None, max_new_tokens: int,
-            dtype: str | None, timing_only: bool, prefill: str, as_json: bool) -> None:
+            dtype: str | None, timing_only: bool, prefill: str, threads: int | None, as_json: bool) -> None:
     """Generate with BUNDLE (from 'waferllm compile') on the simulated wafer."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -49,7 +52,7 @@ def run_cmd(bundle: str, prompt_ids: str | None, prompt: str | None, prompt_len:
     from waferllm.run import RunEvents, RunRequest, run_bundle
 
     req = RunRequest(bundle=bundle, prompt_ids=_ids(prompt_ids), prompt=prompt, max_new_tokens=max_new_tokens,
-                     dtype=dtype, timing_only=timing_only, prefill=prefill, prompt_len=prompt_len)
+                     dtype=dtype, timing_only=timing_only, prefill=prefill, prompt_len=prompt_len, threads=threads)
     err = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True, disable=not err.is_terminal) as bar:

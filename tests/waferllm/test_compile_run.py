@@ -192,6 +192,18 @@ def test_timing_only_gives_the_functional_cycles(bundles):
         assert abs(t - f) <= 0.02 * f
 
 
+def test_threads_give_the_same_run(bundles):
+    """``--threads 2`` (each simulated cycle cut in concurrent parts, prefill regions and decode alike)
+    gives the one-thread run: tokens, logits and every cycle count."""
+    b = str(bundles("llama3_rope"))
+    one = run_bundle(RunRequest(bundle=b, prompt_ids=PROMPT, max_new_tokens=3, prefill="device", keep_logits=True))
+    two = run_bundle(RunRequest(bundle=b, prompt_ids=PROMPT, max_new_tokens=3, prefill="device", keep_logits=True,
+                                threads=2))
+    assert one["prefill"] == "device" and one["tokens"]
+    np.testing.assert_array_equal(one.pop("logits"), two.pop("logits"))
+    assert one == two
+
+
 def test_cli_run_json_and_text(bundles):
     b = str(bundles("llama3_rope"))
     r = CliRunner().invoke(main, ["run", b, "--prompt-ids", ",".join(map(str, PROMPT)), "--max-new-tokens", "3",
