@@ -77,7 +77,6 @@ def _atomic_dir(out: Path, files: dict[str, str], executable: set[str]) -> None:
             raise InputError(f"{out} exists and is not a waferllm bundle (no {MANIFEST}); choose an empty or new "
                              f"directory")
     try:
-        out.resolve().parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_dir_beside(out.resolve())
     except OSError as exc:
         raise InputError(f"cannot write a bundle to {out}: {exc.strerror or exc}") from None

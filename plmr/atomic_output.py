@@ -49,8 +49,10 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def temp_dir_beside(target: Path) -> Path:
-    """A new empty directory next to ``target`` (same file system, so the final rename is atomic), with
-    the mode a new directory gets; the caller removes it if it does not rename it into place."""
+    """A new empty directory next to ``target`` (same file system, so the final rename is atomic; the
+    parent is made if missing), with the mode a new directory gets; the caller removes it if it does not
+    rename it into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     tmp.chmod(dir_mode())
     return tmp

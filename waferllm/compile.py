@@ -230,7 +230,6 @@ def compile_bundle(req: CompileRequest, progress: Progress | None = None) -> dic
         "plan": plan.to_dict(),
         "notes": st.notes,
     }
-    out.resolve().parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_dir_beside(out.resolve())
     try:
         if progress:

@@ -254,7 +254,6 @@ def write_report(results: str | os.PathLike, out: str | os.PathLike, title: str 
     tmp = None
     try:
         try:
-            fig_dir.parent.mkdir(parents=True, exist_ok=True)
             tmp = temp_dir_beside(fig_dir)
         except OSError as exc:
             raise InputError(f"cannot write the report's figures to {fig_dir}: {exc.strerror or exc}") from None
