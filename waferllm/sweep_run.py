@@ -48,7 +48,8 @@ class SweepSummary:
 
 
 def _die_with_parent() -> None:
-    """Worker initializer: receive SIGKILL when the sweep process dies (Linux only)."""
+    """Worker initializer: receive SIGKILL when the sweep process dies (Linux only), and leave Ctrl-C to
+    the sweep process."""
     if sys.platform.startswith("linux"):
         try:
             import ctypes
@@ -57,18 +58,13 @@ def _die_with_parent() -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
         except OSError:
             pass
-    try:  # a worker leaves Ctrl-C to the sweep process
-        import signal
-
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except (ValueError, OSError):
-        pass
+    _leave_sigint_to_the_sweep()
 
 
 def _leave_sigint_to_the_sweep() -> bool:
-    """In each worker process of a LocalCluster: Ctrl-C reaches the whole process group, and a
-    worker's event loop would die printing a KeyboardInterrupt traceback; the sweep process handles
-    it (and closes the cluster). True when the handler was set (it needs the main thread)."""
+    """In each worker process (the local pool's and a LocalCluster's): Ctrl-C reaches the whole process
+    group, and a worker would die printing a KeyboardInterrupt traceback; the sweep process handles it
+    (and closes the pool or cluster). True when the handler was set (it needs the main thread)."""
     import signal
 
     try:
