@@ -427,6 +427,7 @@ def test_force_replaces_a_bundle_and_nothing_else(tmp_path, tiny_model, bundles,
     (["--prompt-ids", "1,500"], "outside the vocabulary"),
     (["--prompt-ids", "1", "--max-new-tokens", "0"], "max-new-tokens"),
     (["--prompt", "hello"], "no tokenizer"),
+    (["--prompt-ids", "1", "--threads", "0"], "--threads"),
 ])
 def test_run_bad_input(bundles, args, msg):
     r = CliRunner().invoke(main, ["run", str(bundles("llama3_rope")), *args])

@@ -130,6 +130,7 @@ def test_module_import_is_light():
     (["meshgemm", "--mesh", "8", "--k", "8", "--n", "8", "--group-size", "3", "--k-tree", "5"],
      "--k-tree and --group-size: kernel meshgemm has no K-tree allreduce; the options apply to meshgemv only"),
     (["gemv-pipeline", "--mesh", "8", "--k", "64", "--n", "64", "--k-tree", "2"], "apply to meshgemv only"),
+    (["meshgemm", "--mesh", "8", "--k", "8", "--n", "8", "--simulate", "--threads", "0"], "--threads"),
 ])
 def test_options_the_kernel_ignores_or_cannot_build_are_refused(args, msg):
     r = invoke(*args)
